@@ -1,0 +1,3 @@
+module github.com/conclave-ai/conclave
+
+go 1.26
