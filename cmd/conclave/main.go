@@ -1,0 +1,91 @@
+// Command conclave is the Conclave binary: it generates text from GGUF MoE
+// models, inspects and synthesizes model files, and (in later versions)
+// serves a cluster.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+)
+
+const usage = `conclave — a distributed inference cluster for mixture-of-experts models
+
+Usage:
+  conclave generate --model F (--prompt TEXT | --tokens 1,2,3) [flags]
+  conclave logits   --model F --tokens 1,2,3 [--top K] [--json]
+  conclave model synth   [--preset tiny|demo|bench] [shape flags] --out F
+  conclave model inspect F [--json]
+
+Run "conclave COMMAND -h" for a command's flags.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// errUsage marks errors caused by the command line, which exit with code 2.
+var errUsage = errors.New("usage")
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "generate":
+		err = cmdGenerate(args[1:], stdout, stderr)
+	case "logits":
+		err = cmdLogits(args[1:], stdout, stderr)
+	case "model":
+		if len(args) < 2 {
+			fmt.Fprint(stderr, usage)
+			return 2
+		}
+		switch args[1] {
+		case "synth":
+			err = cmdSynth(args[2:], stdout, stderr)
+		case "inspect":
+			err = cmdInspect(args[2:], stdout, stderr)
+		default:
+			err = fmt.Errorf("%w: unknown model command %q", errUsage, args[1])
+		}
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		err = fmt.Errorf("%w: unknown command %q", errUsage, args[0])
+	}
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.Is(err, errUsage):
+		fmt.Fprintln(stderr, "conclave:", err)
+		return 2
+	default:
+		fmt.Fprintln(stderr, "conclave:", err)
+		return 1
+	}
+}
+
+// newFlags makes a flag set that reports errors instead of exiting.
+func newFlags(name string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	return fs
+}
+
+func parse(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return nil
+}

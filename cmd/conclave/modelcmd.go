@@ -1,0 +1,172 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/conclave-ai/conclave/kernels"
+	"github.com/conclave-ai/conclave/model/synth"
+)
+
+// cmdSynth writes a deterministic random-weight model.
+func cmdSynth(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("model synth", stderr)
+	var (
+		preset, typ, out string
+		c                synth.Config
+	)
+	fs.StringVar(&preset, "preset", "tiny", "starting shape: tiny, demo or bench")
+	fs.IntVar(&c.Dim, "dim", 0, "embedding width")
+	fs.IntVar(&c.Layers, "layers", 0, "transformer blocks")
+	fs.IntVar(&c.Heads, "heads", 0, "attention heads")
+	fs.IntVar(&c.KVHeads, "kv-heads", 0, "key/value heads")
+	fs.IntVar(&c.FFN, "ffn", 0, "expert (or dense FFN) hidden width")
+	fs.IntVar(&c.Experts, "experts", 0, "experts per layer; 0 writes a dense model")
+	fs.IntVar(&c.TopK, "top-k", 0, "experts used per token")
+	fs.IntVar(&c.Vocab, "vocab", 0, "vocabulary size")
+	fs.IntVar(&c.Ctx, "ctx", 0, "context length")
+	fs.StringVar(&typ, "type", "", "weight type: f32, f16, q8_0 or q4_0")
+	fs.Uint64Var(&c.Seed, "seed", 0, "random seed")
+	fs.BoolVar(&c.LegacyExperts, "legacy-experts", false, "write one tensor per expert (blk.N.ffn_gate.E) instead of merged _exps tensors")
+	fs.BoolVar(&c.TiedOutput, "tied-output", false, "omit output.weight (the output shares token_embd)")
+	fs.StringVar(&out, "out", "", "output GGUF path")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if out == "" {
+		return fmt.Errorf("%w: --out is required", errUsage)
+	}
+	base, err := synth.Preset(preset)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	// Flags given on the command line override the preset.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	pick := func(name string, v int, dst *int) {
+		if set[name] {
+			*dst = v
+		}
+	}
+	pick("dim", c.Dim, &base.Dim)
+	pick("layers", c.Layers, &base.Layers)
+	pick("heads", c.Heads, &base.Heads)
+	pick("kv-heads", c.KVHeads, &base.KVHeads)
+	pick("ffn", c.FFN, &base.FFN)
+	pick("experts", c.Experts, &base.Experts)
+	pick("top-k", c.TopK, &base.TopK)
+	pick("vocab", c.Vocab, &base.Vocab)
+	pick("ctx", c.Ctx, &base.Ctx)
+	if set["experts"] && !set["top-k"] {
+		base.TopK = min(base.TopK, base.Experts)
+	}
+	if set["seed"] {
+		base.Seed = c.Seed
+	}
+	if set["type"] {
+		if base.Type, err = kernels.ParseDType(typ); err != nil {
+			return fmt.Errorf("%w: --type: %v", errUsage, err)
+		}
+	}
+	base.LegacyExperts, base.TiedOutput = c.LegacyExperts, c.TiedOutput
+	if err := base.Validate(); err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if err := synth.Write(base, out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote %s\n", out)
+	return nil
+}
+
+// cmdInspect describes a model file.
+func cmdInspect(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("model inspect", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	// Accept the file before or after flags.
+	var path string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		path, args = args[0], args[1:]
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if path == "" && fs.NArg() > 0 {
+		path = fs.Arg(0)
+	}
+	if path == "" {
+		return fmt.Errorf("%w: model inspect FILE", errUsage)
+	}
+	m, err := openModel(path, false)
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	w := m.w
+	total, active := w.Params()
+	types := w.TensorTypes()
+	info := map[string]any{
+		"path":             path,
+		"gguf_version":     m.file.Version,
+		"architecture":     w.Arch,
+		"config":           w.Config,
+		"tensor_types":     types,
+		"params_total":     total,
+		"params_active":    active,
+		"bytes_per_token":  w.BytesPerToken(),
+		"tensors":          len(m.file.Tensors),
+		"metadata_entries": len(m.file.KVs),
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(info)
+	}
+	fmt.Fprintf(stdout, "file:          %s (GGUF v%d, %d tensors, %d metadata entries)\n", path, m.file.Version, len(m.file.Tensors), len(m.file.KVs))
+	fmt.Fprintf(stdout, "architecture:  %s", w.Arch)
+	if w.MoE() {
+		fmt.Fprintf(stdout, " (mixture of experts: %d experts, top-%d)\n", w.Experts, w.TopK)
+	} else {
+		fmt.Fprintln(stdout, " (dense)")
+	}
+	fmt.Fprintf(stdout, "shape:         dim %d, %d layers, %d heads (%d kv, head dim %d), ffn %d, vocab %d, context %d\n",
+		w.Dim, w.Layers, w.Heads, w.KVHeads, w.HeadDim, w.FFN, w.Vocab, w.Ctx)
+	fmt.Fprintf(stdout, "rope:          base %g, %d dims; rms eps %g; tied output %v\n", w.RopeBase, w.RopeDim, w.NormEps, w.TiedOutput)
+	var names []string
+	for t := range types {
+		names = append(names, t)
+	}
+	sort.Strings(names)
+	fmt.Fprint(stdout, "matrix types: ")
+	for _, t := range names {
+		fmt.Fprintf(stdout, " %s×%d", t, types[t])
+	}
+	fmt.Fprintln(stdout)
+	fmt.Fprintf(stdout, "parameters:    %s total, %s active per token\n", human(total), human(active))
+	fmt.Fprintf(stdout, "streamed:      %s of weights per decoded token\n", humanBytes(w.BytesPerToken()))
+	return nil
+}
+
+func human(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.2f B", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.1f M", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1f K", float64(n)/1e3)
+	}
+	return fmt.Sprint(n)
+}
+
+func humanBytes(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB (%d bytes)", float64(n)/(1<<30), n)
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB (%d bytes)", float64(n)/(1<<20), n)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}

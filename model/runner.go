@@ -1,0 +1,361 @@
+package model
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/conclave-ai/conclave/kernels"
+	"github.com/conclave-ai/conclave/model/kvcache"
+)
+
+// ErrBadBatch is wrapped by errors about a batch the runner cannot run.
+var ErrBadBatch = errors.New("model: bad batch")
+
+// Batch is a set of tokens to run through the model in one forward pass.
+// Row i is token Tokens[i] of sequence Seqs[i] at position Pos[i]. Rows of
+// one sequence must come in ascending, gap-free position order continuing
+// from what its cache holds. Rows of different sequences are independent.
+type Batch struct {
+	Tokens []int32
+	Pos    []int32
+	Seqs   []*kvcache.Cache
+	// Logits marks the rows whose logits are wanted; nil means the last row.
+	Logits []bool
+}
+
+// Len is the number of rows.
+func (b *Batch) Len() int { return len(b.Tokens) }
+
+// Runner holds the buffers for forward passes of up to MaxRows rows, reserved
+// once so that steady-state passes do not allocate. One goroutine uses a
+// Runner at a time.
+type Runner struct {
+	W       *Weights
+	Pool    *kernels.Pool
+	MaxRows int
+
+	x, xn, q, k, v, att, proj []float32
+	gateLogits                []float32
+	ropeCos, ropeSin          []float32 // rows × RopeDim/2
+	logits                    []float32
+	route                     Routing
+	groups                    []ExpertGroup
+	groupRows, slot           []int32
+	expIn, expOut             []float32 // Rows×TopK × Dim
+	attnScratch               [][]float32
+	mm                        kernels.Scratch
+	local                     LocalExperts
+}
+
+// NewRunner reserves buffers for batches of up to maxRows rows.
+func NewRunner(w *Weights, pool *kernels.Pool, maxRows int) *Runner {
+	c := w.Config
+	r := &Runner{W: w, Pool: pool, MaxRows: maxRows}
+	r.x = make([]float32, maxRows*c.Dim)
+	r.xn = make([]float32, maxRows*c.Dim)
+	r.q = make([]float32, maxRows*c.QDim())
+	r.k = make([]float32, maxRows*c.KVDim())
+	r.v = make([]float32, maxRows*c.KVDim())
+	r.att = make([]float32, maxRows*c.QDim())
+	r.proj = make([]float32, maxRows*c.Dim)
+	r.ropeCos = make([]float32, maxRows*c.RopeDim/2)
+	r.ropeSin = make([]float32, maxRows*c.RopeDim/2)
+	k := max(c.TopK, 1)
+	r.gateLogits = make([]float32, maxRows*max(c.Experts, 1))
+	r.groupRows = make([]int32, maxRows*k)
+	r.slot = make([]int32, maxRows*k)
+	r.groups = make([]ExpertGroup, 0, max(c.Experts, 1))
+	r.expIn = make([]float32, maxRows*k*c.Dim)
+	r.expOut = make([]float32, maxRows*k*c.Dim)
+	r.attnScratch = make([][]float32, pool.Threads())
+	for i := range r.attnScratch {
+		r.attnScratch[i] = make([]float32, c.Ctx+c.HeadDim)
+	}
+	r.local = LocalExperts{W: w, Pool: pool}
+	return r
+}
+
+// Local returns an ExpertRunner that runs the experts in this process.
+func (r *Runner) Local() ExpertRunner { return &r.local }
+
+// Validate checks a batch against the runner and the sequences' caches.
+func (r *Runner) Validate(b *Batch) error {
+	n := b.Len()
+	if n == 0 || n > r.MaxRows {
+		return fmt.Errorf("%w: %d rows, want 1..%d", ErrBadBatch, n, r.MaxRows)
+	}
+	if len(b.Pos) != n || len(b.Seqs) != n || (b.Logits != nil && len(b.Logits) != n) {
+		return fmt.Errorf("%w: tokens, positions, sequences and logits flags differ in length", ErrBadBatch)
+	}
+	for i := 0; i < n; i++ {
+		if t := b.Tokens[i]; t < 0 || int(t) >= r.W.Vocab {
+			return fmt.Errorf("%w: row %d: token %d outside vocabulary of %d", ErrBadBatch, i, t, r.W.Vocab)
+		}
+		s := b.Seqs[i]
+		if s == nil {
+			return fmt.Errorf("%w: row %d has no sequence", ErrBadBatch, i)
+		}
+		cfg := s.Config()
+		if cfg.Layers != r.W.Layers || cfg.KVDim != r.W.KVDim() {
+			return fmt.Errorf("%w: row %d: cache shape %d layers × %d does not fit the model", ErrBadBatch, i, cfg.Layers, cfg.KVDim)
+		}
+		if p := int(b.Pos[i]); p < 0 || p >= min(cfg.Ctx, r.W.Ctx) {
+			return fmt.Errorf("%w: row %d: position %d outside context %d", kvcache.ErrFull, i, p, min(cfg.Ctx, r.W.Ctx))
+		}
+	}
+	// Gap-free positions per sequence.
+	for i := 0; i < n; i++ {
+		want := b.Seqs[i].Len()
+		for j := i - 1; j >= 0; j-- {
+			if b.Seqs[j] == b.Seqs[i] {
+				want = int(b.Pos[j]) + 1
+				break
+			}
+		}
+		if int(b.Pos[i]) > want {
+			return fmt.Errorf("%w: row %d: position %d leaves a gap (next free position is %d)", ErrBadBatch, i, b.Pos[i], want)
+		}
+	}
+	return nil
+}
+
+// Forward runs the batch through the model, writing keys and values into the
+// sequences' caches, and returns the logits of the rows b.Logits marks, in
+// row order (len = marked rows × Vocab). The slice is owned by the runner
+// and valid until the next call. experts computes the routed experts; nil
+// means in process.
+func (r *Runner) Forward(ctx context.Context, b *Batch, experts ExpertRunner) ([]float32, error) {
+	if err := r.Validate(b); err != nil {
+		return nil, err
+	}
+	if experts == nil {
+		experts = &r.local
+	}
+	w, n := r.W, b.Len()
+	for i := 0; i < n; i++ {
+		if p := int(b.Pos[i]); p < b.Seqs[i].Len() {
+			b.Seqs[i].Truncate(p) // rewriting a position forgets what followed it
+		}
+		if err := b.Seqs[i].Reserve(int(b.Pos[i])); err != nil {
+			return nil, err
+		}
+	}
+	// x[i] = token_embd[token i]
+	for i, t := range b.Tokens {
+		if err := kernels.Dequantize(w.TokEmbd.Type, w.TokEmbd.Row(int(t)), r.x[i*w.Dim:(i+1)*w.Dim]); err != nil {
+			return nil, err
+		}
+	}
+	r.ropeTables(b)
+	for l := range w.Blocks {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		r.Attention(l, b)
+		if err := r.FFN(ctx, l, n, experts); err != nil {
+			return nil, fmt.Errorf("layer %d: %w", l, err)
+		}
+	}
+	return r.Logits(b), nil
+}
+
+// Attention runs the attention half of layer l for the batch:
+// x += Wo · attn(rope(Wq·xn), rope(Wk·xn), Wv·xn), xn = rmsnorm(x)·attn_norm,
+// storing this batch's keys and values in the caches.
+func (r *Runner) Attention(l int, b *Batch) {
+	w, n, L := r.W, b.Len(), &r.W.Blocks[l]
+	dim, qd, kvd := w.Dim, w.QDim(), w.KVDim()
+	for i := 0; i < n; i++ {
+		kernels.RMSNorm(r.xn[i*dim:(i+1)*dim], r.x[i*dim:(i+1)*dim], L.AttnNorm, w.NormEps)
+	}
+	kernels.MatMul(r.Pool, &r.mm, L.Wq, r.xn, n, r.q[:n*qd])
+	kernels.MatMul(r.Pool, &r.mm, L.Wk, r.xn, n, r.k[:n*kvd])
+	kernels.MatMul(r.Pool, &r.mm, L.Wv, r.xn, n, r.v[:n*kvd])
+	half := w.RopeDim / 2
+	for i := 0; i < n; i++ {
+		cs, sn := r.ropeCos[i*half:(i+1)*half], r.ropeSin[i*half:(i+1)*half]
+		for h := 0; h < w.Heads; h++ {
+			rope(r.q[i*qd+h*w.HeadDim:], cs, sn)
+		}
+		for h := 0; h < w.KVHeads; h++ {
+			rope(r.k[i*kvd+h*w.HeadDim:], cs, sn)
+		}
+		b.Seqs[i].Store(l, int(b.Pos[i]), r.k[i*kvd:(i+1)*kvd], r.v[i*kvd:(i+1)*kvd])
+	}
+	// One task per (row, head); each thread index owns a scores buffer.
+	threads := len(r.attnScratch)
+	tasks := n * w.Heads
+	r.Pool.Run(threads, func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			buf := r.attnScratch[t]
+			for task := t * tasks / threads; task < (t+1)*tasks/threads; task++ {
+				i, h := task/w.Heads, task%w.Heads
+				r.attendHead(l, b.Seqs[i], int(b.Pos[i]), h, r.q[i*qd+h*w.HeadDim:i*qd+(h+1)*w.HeadDim], r.att[i*qd+h*w.HeadDim:i*qd+(h+1)*w.HeadDim], buf)
+			}
+		}
+	})
+	kernels.MatMul(r.Pool, &r.mm, L.Wo, r.att, n, r.proj[:n*dim])
+	for i := range r.proj[:n*dim] {
+		r.x[i] += r.proj[i]
+	}
+}
+
+// attendHead computes one query head's attention over positions [0, pos] of
+// its sequence. With an F16 cache the query and the probabilities are
+// rounded to F16 before meeting F16 keys and values, as ggml does when it
+// multiplies an F32 operand with an F16 one.
+func (r *Runner) attendHead(l int, c *kvcache.Cache, pos, h int, q, out, buf []float32) {
+	w := r.W
+	hd, kvd := w.HeadDim, w.KVDim()
+	kvh := h / (w.Heads / w.KVHeads)
+	scores := buf[:pos+1]
+	qh := buf[w.Ctx : w.Ctx+hd]
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	if k16 := c.K16(l); k16 != nil {
+		for d := range hd {
+			qh[d] = kernels.F16ToF32(kernels.F32ToF16(q[d]))
+		}
+		for t := 0; t <= pos; t++ {
+			kr := k16[t*kvd+kvh*hd : t*kvd+(kvh+1)*hd]
+			var s float32
+			for d, kv := range kr {
+				s += qh[d] * kernels.F16ToF32(kv)
+			}
+			scores[t] = s * scale
+		}
+	} else {
+		k32 := c.K32(l)
+		for t := 0; t <= pos; t++ {
+			kr := k32[t*kvd+kvh*hd : t*kvd+(kvh+1)*hd]
+			var s float32
+			for d, kv := range kr {
+				s += q[d] * kv
+			}
+			scores[t] = s * scale
+		}
+	}
+	softmax(scores)
+	clear(out)
+	if v16 := c.V16(l); v16 != nil {
+		for t := 0; t <= pos; t++ {
+			p := kernels.F16ToF32(kernels.F32ToF16(scores[t]))
+			vr := v16[t*kvd+kvh*hd : t*kvd+(kvh+1)*hd]
+			for d, vv := range vr {
+				out[d] += p * kernels.F16ToF32(vv)
+			}
+		}
+		return
+	}
+	v32 := c.V32(l)
+	for t := 0; t <= pos; t++ {
+		p := scores[t]
+		vr := v32[t*kvd+kvh*hd : t*kvd+(kvh+1)*hd]
+		for d, vv := range vr {
+			out[d] += p * vv
+		}
+	}
+}
+
+// FFN runs the feed-forward half of layer l for the first n rows of x:
+// x += Σ_k w_k · expert_k(rmsnorm(x)·ffn_norm), over the routed experts in
+// ascending expert order (or the dense FFN).
+func (r *Runner) FFN(ctx context.Context, l, n int, experts ExpertRunner) error {
+	w, L := r.W, &r.W.Blocks[l]
+	dim := w.Dim
+	for i := 0; i < n; i++ {
+		kernels.RMSNorm(r.xn[i*dim:(i+1)*dim], r.x[i*dim:(i+1)*dim], L.FFNNorm, w.NormEps)
+	}
+	if L.Dense != nil {
+		L.Dense.Forward(r.Pool, &r.local.scratch, r.xn[:n*dim], n, r.proj[:n*dim])
+		for i := range r.proj[:n*dim] {
+			r.x[i] += r.proj[i]
+		}
+		return nil
+	}
+	kernels.MatMul(r.Pool, &r.mm, L.GateInp, r.xn, n, r.gateLogits[:n*w.Experts])
+	Route(&r.route, r.gateLogits, n, w.Experts, w.TopK, w.NormTopKW)
+	r.groups = Plan(&r.route, w.Experts, r.groups, r.groupRows, r.slot)
+	off := 0
+	for g := range r.groups {
+		grp := &r.groups[g]
+		m := len(grp.Rows)
+		grp.In = r.expIn[off*dim : (off+m)*dim]
+		grp.Out = r.expOut[off*dim : (off+m)*dim]
+		for j, row := range grp.Rows {
+			copy(grp.In[j*dim:(j+1)*dim], r.xn[int(row)*dim:(int(row)+1)*dim])
+		}
+		off += m
+	}
+	if err := experts.RunExperts(ctx, l, r.groups); err != nil {
+		return err
+	}
+	k := w.TopK
+	for i := 0; i < n; i++ {
+		acc := r.proj[i*dim : (i+1)*dim]
+		for j := 0; j < k; j++ {
+			wt := r.route.Weights[i*k+j]
+			o := r.expOut[int(r.slot[i*k+j])*dim:][:dim]
+			if j == 0 {
+				for d := range acc {
+					acc[d] = o[d] * wt
+				}
+				continue
+			}
+			for d := range acc {
+				acc[d] += o[d] * wt
+			}
+		}
+		x := r.x[i*dim : (i+1)*dim]
+		for d := range x {
+			x[d] += acc[d]
+		}
+	}
+	return nil
+}
+
+// Logits applies the final norm and output projection to the rows b marks.
+func (r *Runner) Logits(b *Batch) []float32 {
+	w, n, dim := r.W, b.Len(), r.W.Dim
+	m := 0
+	for i := 0; i < n; i++ {
+		if (b.Logits == nil && i == n-1) || (b.Logits != nil && b.Logits[i]) {
+			kernels.RMSNorm(r.xn[m*dim:(m+1)*dim], r.x[i*dim:(i+1)*dim], w.OutputNorm, w.NormEps)
+			m++
+		}
+	}
+	if cap(r.logits) < m*w.Vocab {
+		r.logits = make([]float32, m*w.Vocab)
+	}
+	out := r.logits[:m*w.Vocab]
+	kernels.MatMul(r.Pool, &r.mm, w.Output, r.xn, m, out)
+	return out
+}
+
+// ropeTables fills the cos/sin of every row's position: θ_i = pos·base^(-2i/d),
+// computed by repeated multiplication in float32 as ggml does.
+func (r *Runner) ropeTables(b *Batch) {
+	w := r.W
+	half := w.RopeDim / 2
+	exp := float32(-2) / float32(w.RopeDim)
+	thetaScale := float32(math.Pow(float64(w.RopeBase), float64(exp)))
+	for i, p := range b.Pos {
+		theta := float32(p)
+		for j := 0; j < half; j++ {
+			r.ropeCos[i*half+j] = float32(math.Cos(float64(theta)))
+			r.ropeSin[i*half+j] = float32(math.Sin(float64(theta)))
+			theta *= thetaScale
+		}
+	}
+}
+
+// rope rotates adjacent pairs (x[2j], x[2j+1]) of one head by θ_j (the
+// "normal" rotation llama uses; GGUF stores Wq and Wk permuted for it).
+func rope(x []float32, cs, sn []float32) {
+	for j := range cs {
+		x0, x1 := x[2*j], x[2*j+1]
+		x[2*j] = x0*cs[j] - x1*sn[j]
+		x[2*j+1] = x0*sn[j] + x1*cs[j]
+	}
+}

@@ -1,0 +1,364 @@
+package sample
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+)
+
+// pcgStream is the fixed second PCG seed word; Config.Seed is the first. It is
+// a constant so that a given Seed names the same token stream in every build.
+const pcgStream = 0x9e3779b97f4a7c15
+
+// candidate is one token still in the running for the current draw.
+type candidate struct {
+	logit float32
+	id    int32
+}
+
+// Sampler draws tokens for one sequence. It is not safe for concurrent use.
+// Its buffers are sized for the vocabulary in [New], so [Sampler.Sample]
+// does not allocate.
+type Sampler struct {
+	cfg   Config
+	vocab int
+	pcg   *rand.PCG
+	rng   *rand.Rand
+
+	cand    []candidate // len vocab; the candidate set, filtered in place
+	weights []float64   // len vocab; unnormalised probabilities, parallel to cand
+	counts  []int32     // len vocab when a penalty is on; all zero between calls
+}
+
+// New returns a Sampler for a vocabulary of vocabSize tokens (> 0). Its error
+// wraps [ErrInvalidConfig] when c fails [Config.Validate] or vocabSize <= 0.
+func New(c Config, vocabSize int) (*Sampler, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	if vocabSize <= 0 || int64(vocabSize) > math.MaxInt32 {
+		return nil, fmt.Errorf("%w: vocab size %d not in [1, %d]", ErrInvalidConfig, vocabSize, math.MaxInt32)
+	}
+	s := &Sampler{
+		cfg:     c,
+		vocab:   vocabSize,
+		pcg:     rand.NewPCG(c.Seed, pcgStream),
+		cand:    make([]candidate, vocabSize),
+		weights: make([]float64, vocabSize),
+	}
+	s.rng = rand.New(s.pcg)
+	if c.repeatPenalty() || c.presenceOrFreq() {
+		s.counts = make([]int32, vocabSize)
+	}
+	return s, nil
+}
+
+// Config returns the configuration the Sampler was built with.
+func (s *Sampler) Config() Config { return s.cfg }
+
+// Reset reseeds the generator with Config.Seed, so the Sampler replays the
+// token stream it produced since New for the same inputs.
+func (s *Sampler) Reset() {
+	s.pcg.Seed(s.cfg.Seed, pcgStream)
+}
+
+// Sample picks the next token from logits, whose length must equal the
+// vocabulary size given to New (a mismatch is a broken invariant and panics).
+// history is the sequence so far, prompt plus generated tokens, oldest first;
+// it is read only by the penalties, and ids outside the vocabulary are
+// ignored.
+//
+// Sample modifies logits in place: the penalties are written into it. Callers
+// that need the raw logits afterwards must pass a copy. history is not
+// modified and neither slice is retained.
+//
+// The chain is, in order:
+//
+//  1. repetition penalty over the last RepeatLastN tokens, then presence and
+//     frequency penalties over the whole history;
+//  2. if Temperature is 0, the argmax (ties to the lowest id) and stop;
+//  3. top-k, keeping candidates sorted by descending logit, ties to lower id;
+//  4. softmax of logit/Temperature over the remaining candidates;
+//  5. top-p, then min-p, on those probabilities;
+//  6. one uniform draw from the renormalised survivors.
+//
+// Every non-greedy call consumes exactly one value from the generator, and
+// greedy calls consume none, so the same Seed and inputs give the same tokens.
+// NaN logits are treated as -Inf; if every candidate is -Inf the first
+// candidate is returned.
+func (s *Sampler) Sample(logits []float32, history []int32) int32 {
+	if len(logits) != s.vocab {
+		panic(fmt.Sprintf("sample: %d logits for a vocabulary of %d", len(logits), s.vocab))
+	}
+	s.applyPenalties(logits, history)
+	if s.cfg.greedy() {
+		return argmax(logits)
+	}
+	u := s.rng.Float64() // drawn first so the stream never depends on the logits
+
+	cand, sorted, baseTotal := s.candidates(logits)
+
+	maxLogit := float32(math.Inf(-1))
+	if sorted {
+		maxLogit = cand[0].logit
+	} else {
+		for _, c := range cand {
+			maxLogit = max(maxLogit, c.logit)
+		}
+	}
+	if math.IsInf(float64(maxLogit), -1) {
+		return cand[0].id
+	}
+
+	// Weights are probabilities up to a common factor; the most likely
+	// candidate has weight exactly 1, which min-p below relies on.
+	w := s.weights[:len(cand)]
+	invT := 1 / float64(s.cfg.Temperature)
+	var total float64
+	for i, c := range cand {
+		w[i] = math.Exp(float64(c.logit-maxLogit) * invT)
+		total += w[i]
+	}
+
+	n := len(cand)
+	if s.cfg.topP() {
+		if baseTotal > 0 { // cand is a truncated superset of the nucleus
+			total = baseTotal
+		}
+		target := float64(s.cfg.TopP) * total
+		var cum float64
+		for i := range n {
+			cum += w[i]
+			if cum >= target {
+				n = i + 1
+				break
+			}
+		}
+	}
+	if s.cfg.minP() {
+		// Top-p keeps a prefix of the sorted candidates, so the weight-1
+		// maximum is still present and the threshold is MinP itself.
+		threshold := float64(s.cfg.MinP)
+		kept := 0
+		for i := range n {
+			if w[i] >= threshold {
+				cand[kept], w[kept] = cand[i], w[i]
+				kept++
+			}
+		}
+		n = kept
+	}
+	if n < len(cand) || baseTotal > 0 {
+		total = 0
+		for _, x := range w[:n] {
+			total += x
+		}
+	}
+
+	r := u * total
+	last := 0
+	for i := range n {
+		if w[i] == 0 {
+			continue
+		}
+		last = i
+		r -= w[i]
+		if r < 0 {
+			return cand[i].id
+		}
+	}
+	return cand[last].id // rounding left r at or just above 0
+}
+
+// applyPenalties writes the repetition, presence and frequency penalties into
+// logits. s.counts is zero on entry and on return.
+func (s *Sampler) applyPenalties(logits []float32, history []int32) {
+	c := s.cfg
+	vocab := int32(s.vocab)
+	if c.repeatPenalty() {
+		window := history
+		n := c.RepeatLastN
+		if n == 0 {
+			n = DefaultRepeatLastN
+		}
+		if n > 0 && len(window) > n {
+			window = window[len(window)-n:]
+		}
+		// counts marks tokens already penalised, so repeats in the window
+		// are penalised once, as in llama.cpp.
+		for _, t := range window {
+			if t < 0 || t >= vocab || s.counts[t] != 0 {
+				continue
+			}
+			s.counts[t] = 1
+			if l := logits[t]; l > 0 {
+				logits[t] = l / c.RepeatPenalty
+			} else {
+				logits[t] = l * c.RepeatPenalty
+			}
+		}
+		for _, t := range window {
+			if t >= 0 && t < vocab {
+				s.counts[t] = 0
+			}
+		}
+	}
+	if c.presenceOrFreq() {
+		for _, t := range history {
+			if t >= 0 && t < vocab {
+				s.counts[t]++
+			}
+		}
+		for _, t := range history {
+			if t < 0 || t >= vocab {
+				continue
+			}
+			if n := s.counts[t]; n > 0 {
+				logits[t] -= c.PresencePenalty + float32(n)*c.FrequencyPenalty
+				s.counts[t] = 0
+			}
+		}
+	}
+}
+
+// nucleusFirstGuess is the first candidate count tried when top-p runs
+// without top-k. LLM distributions are usually peaked, so the nucleus almost
+// always fits and the full vocabulary is never sorted.
+const nucleusFirstGuess = 256
+
+// candidates fills s.cand from logits and reports whether it is sorted by
+// descending logit (ties to the lower id):
+//
+//   - top-k on: the TopK best, sorted;
+//   - top-p on without top-k: a sorted prefix of the vocabulary that contains
+//     the whole nucleus, with baseTotal the weight sum over the full
+//     vocabulary that top-p must measure against;
+//   - otherwise every token in id order, unsorted.
+//
+// baseTotal is 0 when the weight sum over the returned candidates is the
+// right base.
+func (s *Sampler) candidates(logits []float32) (cand []candidate, sorted bool, baseTotal float64) {
+	k := s.cfg.TopK
+	if k > 0 && k < len(logits) {
+		return s.selectTop(logits, k), true, 0
+	}
+	if s.cfg.topP() && len(logits) >= 4*nucleusFirstGuess {
+		// Widen a partial selection until it holds the nucleus, instead of
+		// sorting the vocabulary: O(V log m) for a nucleus of m tokens.
+		maxLogit := float32(math.Inf(-1))
+		for _, l := range logits {
+			maxLogit = max(maxLogit, sanitize(l))
+		}
+		if !math.IsInf(float64(maxLogit), -1) {
+			invT := 1 / float64(s.cfg.Temperature)
+			var total float64
+			for _, l := range logits {
+				total += math.Exp(float64(sanitize(l)-maxLogit) * invT)
+			}
+			target := float64(s.cfg.TopP) * total
+			for m := nucleusFirstGuess; 4*m <= len(logits); m *= 4 {
+				top := s.selectTop(logits, m)
+				var cum float64 // summed exactly as Sample does, so it agrees
+				for _, c := range top {
+					cum += math.Exp(float64(c.logit-maxLogit) * invT)
+				}
+				if cum >= target {
+					return top, true, total
+				}
+			}
+		}
+	}
+	cand = s.cand[:len(logits)]
+	for i, l := range logits {
+		cand[i] = candidate{logit: sanitize(l), id: int32(i)}
+	}
+	if s.cfg.topP() {
+		slices.SortFunc(cand, byDescendingLogit)
+		return cand, true, 0
+	}
+	return cand, false, 0
+}
+
+// selectTop fills s.cand[:k] with the k best logits, sorted best first, for
+// 0 < k <= len(logits). It keeps a bounded min-heap with the worst at the
+// root: O(V log k) with no allocation, instead of sorting the vocabulary.
+func (s *Sampler) selectTop(logits []float32, k int) []candidate {
+	h := s.cand[:k]
+	for i := range k {
+		h[i] = candidate{logit: sanitize(logits[i]), id: int32(i)}
+	}
+	for i := k/2 - 1; i >= 0; i-- {
+		siftDown(h, i)
+	}
+	for i := k; i < len(logits); i++ {
+		c := candidate{logit: sanitize(logits[i]), id: int32(i)}
+		if worse(h[0], c) {
+			h[0] = c
+			siftDown(h, 0)
+		}
+	}
+	// Heap sort: repeatedly move the worst to the end, leaving best first.
+	for end := k - 1; end > 0; end-- {
+		h[0], h[end] = h[end], h[0]
+		siftDown(h[:end], 0)
+	}
+	return h
+}
+
+// worse reports whether a ranks below b: a lower logit, or an equal logit
+// and a higher id.
+func worse(a, b candidate) bool {
+	return a.logit < b.logit || (a.logit == b.logit && a.id > b.id)
+}
+
+// siftDown restores the worst-at-root heap property below index i.
+func siftDown(h []candidate, i int) {
+	for {
+		least := i
+		l, r := 2*i+1, 2*i+2
+		if l < len(h) && worse(h[l], h[least]) {
+			least = l
+		}
+		if r < len(h) && worse(h[r], h[least]) {
+			least = r
+		}
+		if least == i {
+			return
+		}
+		h[i], h[least] = h[least], h[i]
+		i = least
+	}
+}
+
+// byDescendingLogit orders best first, ties to the lower id; a total order,
+// so the result does not depend on the sort's stability.
+func byDescendingLogit(a, b candidate) int {
+	switch {
+	case a.logit > b.logit:
+		return -1
+	case a.logit < b.logit:
+		return 1
+	}
+	return cmp.Compare(a.id, b.id)
+}
+
+// argmax returns the index of the largest logit, the lowest on ties; NaN is
+// never chosen, and all -Inf or NaN gives 0.
+func argmax(logits []float32) int32 {
+	best, bestID := float32(math.Inf(-1)), int32(0)
+	for i, l := range logits {
+		if l > best {
+			best, bestID = l, int32(i)
+		}
+	}
+	return bestID
+}
+
+func sanitize(l float32) float32 {
+	if l != l { // NaN
+		return float32(math.Inf(-1))
+	}
+	return l
+}

@@ -1,0 +1,461 @@
+package sample
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+func mustNew(t testing.TB, c Config, vocab int) *Sampler {
+	t.Helper()
+	s, err := New(c, vocab)
+	if err != nil {
+		t.Fatalf("New(%+v, %d): %v", c, vocab, err)
+	}
+	return s
+}
+
+// logProbs returns log(p) for each p, so a temperature-1 softmax recovers p.
+func logProbs(p ...float64) []float32 {
+	out := make([]float32, len(p))
+	for i, x := range p {
+		out[i] = float32(math.Log(x))
+	}
+	return out
+}
+
+// randomLogits returns reproducible logits in [-10, 10).
+func randomLogits(seed uint64, n int) []float32 {
+	r := rand.New(rand.NewPCG(seed, 1))
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = float32(r.Float64()*20 - 10)
+	}
+	return out
+}
+
+// frequencies samples draws tokens with a fresh copy of logits each time.
+func frequencies(t *testing.T, s *Sampler, logits []float32, draws int) []float64 {
+	t.Helper()
+	counts := make([]float64, len(logits))
+	buf := make([]float32, len(logits))
+	for range draws {
+		copy(buf, logits)
+		counts[s.Sample(buf, nil)]++
+	}
+	for i := range counts {
+		counts[i] /= float64(draws)
+	}
+	return counts
+}
+
+func TestGreedy(t *testing.T) {
+	tests := []struct {
+		name   string
+		logits []float32
+		want   int32
+	}{
+		{"single", []float32{0.3}, 0},
+		{"argmax last", []float32{1, 2, 3}, 2},
+		{"argmax middle", []float32{-1, 5, 4.9}, 1},
+		{"all negative", []float32{-3, -2, -7}, 1},
+		{"tie picks lowest id", []float32{1, 7, 3, 7, 7}, 1},
+		{"all equal", []float32{2, 2, 2}, 0},
+		{"masked -Inf", []float32{float32(math.Inf(-1)), -100, float32(math.Inf(-1))}, 1},
+		{"NaN skipped", []float32{1, float32(math.NaN()), 2}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := mustNew(t, DefaultConfig(), len(tt.logits))
+			if got := s.Sample(slices.Clone(tt.logits), nil); got != tt.want {
+				t.Errorf("Sample = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTopKOneIsGreedy(t *testing.T) {
+	const vocab = 1000
+	logits := randomLogits(7, vocab)
+	logits[123], logits[456] = 50, 50 // a tie at the top: lower id must win
+	greedy := mustNew(t, DefaultConfig(), vocab)
+	want := greedy.Sample(slices.Clone(logits), nil)
+	if want != 123 {
+		t.Fatalf("greedy = %d, want 123", want)
+	}
+	for _, temp := range []float32{0.01, 0.5, 1, 2, 100} {
+		t.Run(fmt.Sprintf("temperature %v", temp), func(t *testing.T) {
+			s := mustNew(t, Config{Temperature: temp, TopK: 1, Seed: 3}, vocab)
+			for range 50 {
+				if got := s.Sample(slices.Clone(logits), nil); got != want {
+					t.Fatalf("temperature %v: Sample = %d, want greedy %d", temp, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestSeedDeterminism(t *testing.T) {
+	const vocab, draws = 500, 100
+	logits := randomLogits(11, vocab)
+	configs := []struct {
+		name string
+		cfg  Config
+	}{
+		{"plain", Config{Temperature: 1.5}},
+		{"top-k", Config{Temperature: 1, TopK: 40}},
+		{"top-p", Config{Temperature: 1.2, TopP: 0.95}},
+		{"min-p", Config{Temperature: 1.5, MinP: 0.01}},
+		{"full chain", Config{Temperature: 0.9, TopK: 100, TopP: 0.9, MinP: 0.02, RepeatPenalty: 1.1, PresencePenalty: 0.2, FrequencyPenalty: 0.1}},
+	}
+	sequence := func(s *Sampler) []int32 {
+		var hist []int32
+		for range draws {
+			hist = append(hist, s.Sample(slices.Clone(logits), hist))
+		}
+		return hist
+	}
+	for _, tt := range configs {
+		t.Run(tt.name, func(t *testing.T) {
+			a, b, other := tt.cfg, tt.cfg, tt.cfg
+			a.Seed, b.Seed, other.Seed = 42, 42, 43
+			sa := mustNew(t, a, vocab)
+			seqA := sequence(sa)
+			if seqB := sequence(mustNew(t, b, vocab)); !slices.Equal(seqA, seqB) {
+				t.Errorf("same seed gave different sequences:\n%v\n%v", seqA, seqB)
+			}
+			if seqO := sequence(mustNew(t, other, vocab)); slices.Equal(seqA, seqO) {
+				t.Errorf("seeds 42 and 43 gave the same %d tokens", draws)
+			}
+			sa.Reset()
+			if seqR := sequence(sa); !slices.Equal(seqA, seqR) {
+				t.Errorf("Reset did not replay the sequence:\n%v\n%v", seqA, seqR)
+			}
+		})
+	}
+}
+
+func TestDistribution(t *testing.T) {
+	const draws, tol = 20000, 0.02
+	tests := []struct {
+		name   string
+		cfg    Config
+		logits []float32
+		want   []float64
+	}{
+		{"temperature 1", Config{Temperature: 1, Seed: 1}, logProbs(0.5, 0.3, 0.2), []float64{0.5, 0.3, 0.2}},
+		// Temperature 2 takes square roots of the probabilities.
+		{"temperature 2", Config{Temperature: 2, Seed: 2}, logProbs(0.5, 0.3, 0.2),
+			normalize(math.Sqrt(0.5), math.Sqrt(0.3), math.Sqrt(0.2))},
+		{"top-k 2 renormalises", Config{Temperature: 1, TopK: 2, Seed: 3}, logProbs(0.5, 0.3, 0.2), []float64{0.625, 0.375, 0}},
+		{"top-p 0.6", Config{Temperature: 1, TopP: 0.6, Seed: 4}, logProbs(0.5, 0.3, 0.2), []float64{0.625, 0.375, 0}},
+		{"top-p unsorted input", Config{Temperature: 1, TopP: 0.6, Seed: 5}, logProbs(0.2, 0.5, 0.3), []float64{0, 0.625, 0.375}},
+		{"min-p 0.5", Config{Temperature: 1, MinP: 0.5, Seed: 6}, logProbs(0.5, 0.26, 0.24), []float64{0.5 / 0.76, 0.26 / 0.76, 0}},
+		{"masked tokens", Config{Temperature: 1, Seed: 7},
+			[]float32{float32(math.Inf(-1)), 0, float32(math.Inf(-1)), 0}, []float64{0, 0.5, 0, 0.5}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := frequencies(t, mustNew(t, tt.cfg, len(tt.logits)), tt.logits, draws)
+			for i := range got {
+				if math.Abs(got[i]-tt.want[i]) > tol {
+					t.Errorf("token %d: frequency %.4f, want %.4f ± %v (all %v)", i, got[i], tt.want[i], tol, got)
+				}
+				if tt.want[i] == 0 && got[i] != 0 {
+					t.Errorf("token %d sampled with frequency %.4f, want never", i, got[i])
+				}
+			}
+		})
+	}
+}
+
+func normalize(p ...float64) []float64 {
+	var sum float64
+	for _, x := range p {
+		sum += x
+	}
+	for i := range p {
+		p[i] /= sum
+	}
+	return p
+}
+
+func TestFilterExclusion(t *testing.T) {
+	const draws = 5000
+	tests := []struct {
+		name     string
+		cfg      Config
+		logits   []float32
+		excluded []int32
+	}{
+		{"top-p 0.6 drops id 2", Config{Temperature: 1, TopP: 0.6}, logProbs(0.5, 0.3, 0.2), []int32{2}},
+		{"min-p 0.5 drops p<0.25", Config{Temperature: 1, MinP: 0.5}, logProbs(0.5, 0.1, 0.26, 0.14), []int32{1, 3}},
+		{"min-p with top-k", Config{Temperature: 1, TopK: 3, MinP: 0.5}, logProbs(0.5, 0.1, 0.26, 0.14), []int32{1, 3}},
+		{"top-p then min-p", Config{Temperature: 1, TopP: 0.9, MinP: 0.5}, logProbs(0.45, 0.3, 0.2, 0.05), []int32{2, 3}},
+		{"top-k 2", Config{Temperature: 3, TopK: 2}, []float32{1, 4, 3, 2}, []int32{0, 3}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := mustNew(t, tt.cfg, len(tt.logits))
+			seen := make(map[int32]int)
+			for range draws {
+				seen[s.Sample(slices.Clone(tt.logits), nil)]++
+			}
+			for _, id := range tt.excluded {
+				if seen[id] > 0 {
+					t.Errorf("excluded token %d sampled %d times", id, seen[id])
+				}
+			}
+			for id := range int32(len(tt.logits)) {
+				if !slices.Contains(tt.excluded, id) && seen[id] == 0 {
+					t.Errorf("kept token %d never sampled in %d draws", id, draws)
+				}
+			}
+		})
+	}
+}
+
+func TestPenalties(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     Config
+		logits  []float32
+		history []int32
+		want    []float32
+	}{
+		{"repeat positive divides, negative multiplies",
+			Config{RepeatPenalty: 2}, []float32{4, -3, 0, 1}, []int32{0, 1, 2}, []float32{2, -6, 0, 1}},
+		{"repeat applied once per distinct token",
+			Config{RepeatPenalty: 2}, []float32{4, -3}, []int32{0, 0, 0, 1, 1}, []float32{2, -6}},
+		{"repeat below 1 favours repeats",
+			Config{RepeatPenalty: 0.5}, []float32{4, -3}, []int32{0, 1}, []float32{8, -1.5}},
+		{"repeat window is the last N",
+			Config{RepeatPenalty: 2, RepeatLastN: 2}, []float32{4, 4, 4, 4}, []int32{0, 1, 2, 3}, []float32{4, 4, 2, 2}},
+		{"repeat window -1 is whole history",
+			Config{RepeatPenalty: 2, RepeatLastN: -1}, []float32{4, 4, 4}, []int32{0, 1}, []float32{2, 2, 4}},
+		{"repeat default window is 64",
+			Config{RepeatPenalty: 2}, []float32{4, 4, 4}, append([]int32{0, 1}, slices.Repeat([]int32{2}, 63)...), []float32{4, 2, 2}},
+		{"repeat penalty 1 is off",
+			Config{RepeatPenalty: 1}, []float32{4, -3}, []int32{0, 1}, []float32{4, -3}},
+		{"presence once per distinct token",
+			Config{PresencePenalty: 0.5}, []float32{1, 1, 1}, []int32{0, 0, 0, 1}, []float32{0.5, 0.5, 1}},
+		{"frequency per occurrence",
+			Config{FrequencyPenalty: 0.25}, []float32{1, 1, 1}, []int32{0, 0, 0, 1}, []float32{0.25, 0.75, 1}},
+		{"presence plus frequency",
+			Config{PresencePenalty: 1, FrequencyPenalty: 0.5}, []float32{2, -2, 0}, []int32{1, 0, 1}, []float32{0.5, -4, 0}},
+		{"negative presence favours repeats",
+			Config{PresencePenalty: -1}, []float32{0, 0}, []int32{1}, []float32{0, 1}},
+		{"presence and frequency see the whole history",
+			Config{FrequencyPenalty: 1, RepeatLastN: 1}, []float32{0, 0}, []int32{0, 0, 1}, []float32{-2, -1}},
+		{"repeat then presence/frequency",
+			Config{RepeatPenalty: 2, PresencePenalty: 1, FrequencyPenalty: 1}, []float32{4, -4}, []int32{0, 1, 1}, []float32{0, -11}},
+		{"out-of-vocab history ignored",
+			Config{RepeatPenalty: 2, FrequencyPenalty: 1}, []float32{4, 4}, []int32{-1, 2, 99, 1}, []float32{4, 1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := mustNew(t, tt.cfg, len(tt.logits))
+			got := slices.Clone(tt.logits)
+			s.applyPenalties(got, tt.history)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("penalised logits = %v, want %v", got, tt.want)
+			}
+			if s.counts != nil && slices.ContainsFunc(s.counts, func(c int32) bool { return c != 0 }) {
+				t.Errorf("counts not cleared: %v", s.counts)
+			}
+		})
+	}
+}
+
+func TestPenaltiesChangeGreedyChoice(t *testing.T) {
+	tests := []struct {
+		name    string
+		cfg     Config
+		history []int32
+		want    int32
+	}{
+		{"no penalty", Config{}, []int32{0}, 0},
+		{"repeat penalty", Config{RepeatPenalty: 1.5}, []int32{0}, 1},
+		{"presence penalty", Config{PresencePenalty: 0.5}, []int32{0}, 1},
+		{"frequency penalty needs two", Config{FrequencyPenalty: 0.15}, []int32{0}, 0},
+		{"frequency penalty twice", Config{FrequencyPenalty: 0.15}, []int32{0, 0}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := mustNew(t, tt.cfg, 3)
+			if got := s.Sample([]float32{3, 2.8, 1}, tt.history); got != tt.want {
+				t.Errorf("Sample = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	tests := []struct {
+		name string
+		cfg  Config
+		ok   bool
+	}{
+		{"default", DefaultConfig(), true},
+		{"full chain", Config{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, RepeatPenalty: 1.1, RepeatLastN: 64, PresencePenalty: -2, FrequencyPenalty: 2, Seed: 9}, true},
+		{"bounds", Config{Temperature: 100, TopP: 1, MinP: 1, RepeatLastN: -1}, true},
+		{"negative temperature", Config{Temperature: -0.1}, false},
+		{"temperature too high", Config{Temperature: 100.5}, false},
+		{"NaN temperature", Config{Temperature: nan}, false},
+		{"negative top-k", Config{TopK: -1}, false},
+		{"top-p above 1", Config{TopP: 1.01}, false},
+		{"negative top-p", Config{TopP: -0.1}, false},
+		{"NaN top-p", Config{TopP: nan}, false},
+		{"min-p above 1", Config{MinP: 2}, false},
+		{"negative min-p", Config{MinP: -0.5}, false},
+		{"negative repeat penalty", Config{RepeatPenalty: -1}, false},
+		{"infinite repeat penalty", Config{RepeatPenalty: inf}, false},
+		{"repeat window below -1", Config{RepeatLastN: -2}, false},
+		{"NaN presence", Config{PresencePenalty: nan}, false},
+		{"infinite frequency", Config{FrequencyPenalty: -inf}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.cfg.Validate()
+			if tt.ok != (err == nil) {
+				t.Fatalf("Validate() = %v, want ok=%v", err, tt.ok)
+			}
+			if !tt.ok && !errors.Is(err, ErrInvalidConfig) {
+				t.Errorf("error %v does not wrap ErrInvalidConfig", err)
+			}
+			_, err = New(tt.cfg, 8)
+			if tt.ok != (err == nil) || (err != nil && !errors.Is(err, ErrInvalidConfig)) {
+				t.Errorf("New: %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+}
+
+func TestNewRejectsVocabSize(t *testing.T) {
+	for _, v := range []int{0, -1} {
+		if _, err := New(DefaultConfig(), v); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("New(vocab %d) = %v, want ErrInvalidConfig", v, err)
+		}
+	}
+}
+
+func TestSampleWrongLengthPanics(t *testing.T) {
+	s := mustNew(t, DefaultConfig(), 4)
+	defer func() {
+		if recover() == nil {
+			t.Error("Sample with 3 logits for a vocabulary of 4 did not panic")
+		}
+	}()
+	s.Sample(make([]float32, 3), nil)
+}
+
+// TestTopKMatchesSort checks the heap selection against a full sort at sizes
+// around the heap's edge cases, including many ties.
+func TestTopKMatchesSort(t *testing.T) {
+	for _, vocab := range []int{2, 3, 17, 1000} {
+		for _, k := range []int{1, 2, 5, vocab - 1} {
+			if k < 1 || k >= vocab {
+				continue
+			}
+			logits := randomLogits(uint64(vocab*31+k), vocab)
+			for i := range logits {
+				logits[i] = float32(math.Round(float64(logits[i]))) // force ties
+			}
+			s := mustNew(t, Config{Temperature: 1, TopK: k}, vocab)
+			got, sorted, _ := s.candidates(logits)
+			if !sorted {
+				t.Fatalf("vocab %d k %d: not reported sorted", vocab, k)
+			}
+			want := make([]candidate, vocab)
+			for i, l := range logits {
+				want[i] = candidate{l, int32(i)}
+			}
+			slices.SortFunc(want, byDescendingLogit)
+			if !slices.Equal(got, want[:k]) {
+				t.Errorf("vocab %d k %d: top-k = %v, want %v", vocab, k, got, want[:k])
+			}
+		}
+	}
+}
+
+const benchVocab = 32000
+
+var benchConfigs = []struct {
+	name string
+	cfg  Config
+}{
+	{"greedy", DefaultConfig()},
+	{"temperature", Config{Temperature: 0.8}},
+	{"top-k 40", Config{Temperature: 0.8, TopK: 40}},
+	{"top-p 0.95", Config{Temperature: 0.8, TopP: 0.95}},
+	{"min-p 0.05", Config{Temperature: 0.8, MinP: 0.05}},
+	{"llama.cpp default", Config{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, RepeatPenalty: 1.1, PresencePenalty: 0.1, FrequencyPenalty: 0.1}},
+}
+
+// peakedLogits lifts 20 tokens 15 logits above a uniform [-10, 10)
+// background: closer to a trained model's distribution than randomLogits,
+// so the top-p nucleus is small.
+func peakedLogits(vocab int) []float32 {
+	l := randomLogits(5, vocab)
+	for i := range 20 {
+		l[i*(vocab/20)] += 15
+	}
+	return l
+}
+
+func benchHistory() []int32 {
+	h := make([]int32, 512)
+	for i := range h {
+		h[i] = int32(i * 61 % benchVocab)
+	}
+	return h
+}
+
+func TestSampleZeroAllocs(t *testing.T) {
+	logits, hist := randomLogits(5, benchVocab), benchHistory()
+	buf := make([]float32, benchVocab)
+	for _, bc := range benchConfigs {
+		t.Run(bc.name, func(t *testing.T) {
+			s := mustNew(t, bc.cfg, benchVocab)
+			allocs := testing.AllocsPerRun(20, func() {
+				copy(buf, logits)
+				s.Sample(buf, hist)
+			})
+			if allocs != 0 {
+				t.Errorf("%v allocs per Sample, want 0", allocs)
+			}
+		})
+	}
+}
+
+// BenchmarkTopPPeaked measures top-p without top-k when the nucleus is small,
+// the case the widening partial selection exists for.
+func BenchmarkTopPPeaked(b *testing.B) {
+	logits := peakedLogits(benchVocab)
+	buf := make([]float32, benchVocab)
+	s := mustNew(b, Config{Temperature: 0.8, TopP: 0.95}, benchVocab)
+	b.ReportAllocs()
+	for b.Loop() {
+		copy(buf, logits)
+		s.Sample(buf, nil)
+	}
+}
+
+func BenchmarkSample(b *testing.B) {
+	logits, hist := randomLogits(5, benchVocab), benchHistory()
+	buf := make([]float32, benchVocab)
+	for _, bc := range benchConfigs {
+		b.Run(bc.name, func(b *testing.B) {
+			s := mustNew(b, bc.cfg, benchVocab)
+			b.ReportAllocs()
+			for b.Loop() {
+				copy(buf, logits)
+				s.Sample(buf, hist)
+			}
+		})
+	}
+}

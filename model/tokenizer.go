@@ -1,0 +1,75 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/conclave-ai/conclave/model/gguf"
+	"github.com/conclave-ai/conclave/model/tokenizer"
+)
+
+// LoadTokenizer builds the tokenizer described by a GGUF file's
+// tokenizer.* metadata.
+func LoadTokenizer(f *gguf.File) (*tokenizer.Tokenizer, error) {
+	v := tokenizer.Vocab{BOS: -1, EOS: -1, UNK: -1, PAD: -1, EOT: -1, EOM: -1}
+	var errs []error
+	must := func(err error) {
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var err error
+	v.Model, err = f.String("tokenizer.ggml.model")
+	must(err)
+	v.Pre, err = f.StringOr("tokenizer.ggml.pre", "default")
+	must(err)
+	v.Tokens, err = f.Strings("tokenizer.ggml.tokens")
+	must(err)
+	if f.HasKey("tokenizer.ggml.scores") {
+		v.Scores, err = f.Float32s("tokenizer.ggml.scores")
+		must(err)
+	}
+	if f.HasKey("tokenizer.ggml.token_type") {
+		v.Types, err = f.Int32s("tokenizer.ggml.token_type")
+		must(err)
+	}
+	if f.HasKey("tokenizer.ggml.merges") {
+		v.Merges, err = f.Strings("tokenizer.ggml.merges")
+		must(err)
+	}
+	id := func(key string, dst *int32) {
+		if !f.HasKey(key) {
+			return
+		}
+		x, err := f.Int(key)
+		must(err)
+		*dst = int32(x)
+	}
+	id("tokenizer.ggml.bos_token_id", &v.BOS)
+	id("tokenizer.ggml.eos_token_id", &v.EOS)
+	id("tokenizer.ggml.unknown_token_id", &v.UNK)
+	id("tokenizer.ggml.padding_token_id", &v.PAD)
+	id("tokenizer.ggml.eot_token_id", &v.EOT)
+	id("tokenizer.ggml.eom_token_id", &v.EOM)
+	flag := func(key string, def bool) bool {
+		if !f.HasKey(key) {
+			return def
+		}
+		b, err := f.Bool(key)
+		must(err)
+		return b
+	}
+	v.AddBOS = flag("tokenizer.ggml.add_bos_token", v.Model == "llama")
+	v.AddEOS = flag("tokenizer.ggml.add_eos_token", false)
+	v.AddSpacePrefix = flag("tokenizer.ggml.add_space_prefix", v.Model == "llama")
+	v.ChatTemplate, err = f.StringOr("tokenizer.chat_template", "")
+	must(err)
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	t, err := tokenizer.New(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f.Path, err)
+	}
+	return t, nil
+}

@@ -1,0 +1,133 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/conclave-ai/conclave/kernels"
+)
+
+// Weights are a model's parameters, bound by GGUF tensor name. Matrices point
+// into the mmapped file; nothing is copied.
+type Weights struct {
+	Config
+	TokEmbd    kernels.Matrix // token_embd: Vocab rows of Dim
+	OutputNorm []float32      // output_norm: Dim
+	Output     kernels.Matrix // output (or token_embd when tied): Vocab rows of Dim
+	Blocks     []Layer        // transformer blocks, Config.Layers of them
+}
+
+// Layer is one transformer block.
+type Layer struct {
+	AttnNorm []float32      // attn_norm: Dim
+	Wq       kernels.Matrix // attn_q: QDim rows of Dim
+	Wk       kernels.Matrix // attn_k: KVDim rows of Dim
+	Wv       kernels.Matrix // attn_v: KVDim rows of Dim
+	Wo       kernels.Matrix // attn_output: Dim rows of QDim
+	FFNNorm  []float32      // ffn_norm: Dim
+	GateInp  kernels.Matrix // ffn_gate_inp: Experts rows of Dim (MoE only)
+	Experts  []Expert       // MoE experts, by index
+	Dense    *Expert        // the FFN of a dense model
+}
+
+// Expert is one SwiGLU feed-forward network: down(silu(gate·x) ⊙ up·x).
+type Expert struct {
+	Gate kernels.Matrix // FFN rows of Dim
+	Up   kernels.Matrix // FFN rows of Dim
+	Down kernels.Matrix // Dim rows of FFN
+}
+
+// Bytes is the size of the expert's weights.
+func (e *Expert) Bytes() int64 {
+	return int64(len(e.Gate.Data) + len(e.Up.Data) + len(e.Down.Data))
+}
+
+// FeedForward returns the feed-forward network of layer l for expert index e (or the
+// dense FFN when the model has no experts).
+func (w *Weights) FeedForward(l, e int) *Expert {
+	if w.Blocks[l].Dense != nil {
+		return w.Blocks[l].Dense
+	}
+	return &w.Blocks[l].Experts[e]
+}
+
+// Params counts parameters in total and those used for one decoded token
+// (attention, the routed top-k experts, gate, norms and the output
+// projection; the embedding lookup reads one row and is not counted).
+func (w *Weights) Params() (total, active int64) {
+	el := func(m kernels.Matrix) int64 { return int64(m.Rows) * int64(m.Cols) }
+	total = el(w.TokEmbd) + int64(len(w.OutputNorm))
+	if !w.TiedOutput {
+		total += el(w.Output)
+	}
+	active = el(w.Output) + int64(len(w.OutputNorm))
+	for _, l := range w.Blocks {
+		attn := el(l.Wq) + el(l.Wk) + el(l.Wv) + el(l.Wo) + int64(len(l.AttnNorm)+len(l.FFNNorm)) + el(l.GateInp)
+		total += attn
+		active += attn
+		if l.Dense != nil {
+			e := el(l.Dense.Gate) + el(l.Dense.Up) + el(l.Dense.Down)
+			total += e
+			active += e
+			continue
+		}
+		for i, x := range l.Experts {
+			e := el(x.Gate) + el(x.Up) + el(x.Down)
+			total += e
+			if i < w.TopK {
+				active += e
+			}
+		}
+	}
+	return total, active
+}
+
+// BytesPerToken is the number of weight bytes streamed from memory for one
+// decoded token: what Params counts as active, in stored bytes.
+func (w *Weights) BytesPerToken() int64 {
+	b := int64(len(w.Output.Data)) + 4*int64(len(w.OutputNorm))
+	for _, l := range w.Blocks {
+		b += int64(len(l.Wq.Data)+len(l.Wk.Data)+len(l.Wv.Data)+len(l.Wo.Data)+len(l.GateInp.Data)) + 4*int64(len(l.AttnNorm)+len(l.FFNNorm))
+		if l.Dense != nil {
+			b += l.Dense.Bytes()
+			continue
+		}
+		for i := 0; i < w.TopK && i < len(l.Experts); i++ {
+			b += l.Experts[i].Bytes()
+		}
+	}
+	return b
+}
+
+// TensorTypes counts tensors by element type.
+func (w *Weights) TensorTypes() map[string]int {
+	m := map[string]int{}
+	add := func(x kernels.Matrix) {
+		if x.Data != nil {
+			m[x.Type.String()]++
+		}
+	}
+	add(w.TokEmbd)
+	if !w.TiedOutput {
+		add(w.Output)
+	}
+	for _, l := range w.Blocks {
+		for _, x := range []kernels.Matrix{l.Wq, l.Wk, l.Wv, l.Wo, l.GateInp} {
+			add(x)
+		}
+		ex := l.Experts
+		if l.Dense != nil {
+			ex = []Expert{*l.Dense}
+		}
+		for _, e := range ex {
+			add(e.Gate)
+			add(e.Up)
+			add(e.Down)
+		}
+	}
+	return m
+}
+
+func (w *Weights) String() string {
+	return fmt.Sprintf("%s dim=%d layers=%d heads=%d/%d ffn=%d experts=%d top-%d vocab=%d ctx=%d",
+		w.Arch, w.Dim, w.Layers, w.Heads, w.KVHeads, w.FFN, w.Experts, w.TopK, w.Vocab, w.Ctx)
+}
