@@ -14,7 +14,8 @@ type Routing struct {
 
 // Route computes softmax top-k gating for rows of gate logits (rows ×
 // experts) into r, reusing its slices. Ties in probability go to the lower
-// expert index. When norm is set the chosen weights are divided by their sum,
+// expert index. logits are overwritten with the softmax probabilities.
+// When norm is set the chosen weights are divided by their sum,
 // as Mixtral does.
 func Route(r *Routing, logits []float32, rows, experts, k int, norm bool) {
 	r.Rows, r.TopK = rows, k

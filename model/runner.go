@@ -45,6 +45,9 @@ type Runner struct {
 	groupRows, slot           []int32
 	expIn, expOut             []float32 // Rows×TopK × Dim
 	attnScratch               [][]float32
+	attnFn                    func(lo, hi int) // bound once so Pool.Run does not allocate
+	attnLayer                 int
+	attnBatch                 *Batch
 	mm                        kernels.Scratch
 	local                     LocalExperts
 }
@@ -74,6 +77,7 @@ func NewRunner(w *Weights, pool *kernels.Pool, maxRows int) *Runner {
 		r.attnScratch[i] = make([]float32, c.Ctx+c.HeadDim)
 	}
 	r.local = LocalExperts{W: w, Pool: pool}
+	r.attnFn = r.attendTasks
 	return r
 }
 
@@ -105,7 +109,7 @@ func (r *Runner) Validate(b *Batch) error {
 			return fmt.Errorf("%w: row %d: position %d outside context %d", kvcache.ErrFull, i, p, min(cfg.Ctx, r.W.Ctx))
 		}
 	}
-	// Gap-free positions per sequence.
+	// Gap-free, strictly ascending positions per sequence.
 	for i := 0; i < n; i++ {
 		want := b.Seqs[i].Len()
 		for j := i - 1; j >= 0; j-- {
@@ -114,8 +118,18 @@ func (r *Runner) Validate(b *Batch) error {
 				break
 			}
 		}
-		if int(b.Pos[i]) > want {
+		prev := -1
+		for j := i - 1; j >= 0; j-- {
+			if b.Seqs[j] == b.Seqs[i] {
+				prev = j
+				break
+			}
+		}
+		switch {
+		case int(b.Pos[i]) > want:
 			return fmt.Errorf("%w: row %d: position %d leaves a gap (next free position is %d)", ErrBadBatch, i, b.Pos[i], want)
+		case prev >= 0 && int(b.Pos[i]) != want:
+			return fmt.Errorf("%w: row %d: position %d does not follow row %d's position %d", ErrBadBatch, i, b.Pos[i], prev, b.Pos[prev])
 		}
 	}
 	return nil
@@ -184,21 +198,29 @@ func (r *Runner) Attention(l int, b *Batch) {
 		}
 		b.Seqs[i].Store(l, int(b.Pos[i]), r.k[i*kvd:(i+1)*kvd], r.v[i*kvd:(i+1)*kvd])
 	}
-	// One task per (row, head); each thread index owns a scores buffer.
-	threads := len(r.attnScratch)
-	tasks := n * w.Heads
-	r.Pool.Run(threads, func(lo, hi int) {
-		for t := lo; t < hi; t++ {
-			buf := r.attnScratch[t]
-			for task := t * tasks / threads; task < (t+1)*tasks/threads; task++ {
-				i, h := task/w.Heads, task%w.Heads
-				r.attendHead(l, b.Seqs[i], int(b.Pos[i]), h, r.q[i*qd+h*w.HeadDim:i*qd+(h+1)*w.HeadDim], r.att[i*qd+h*w.HeadDim:i*qd+(h+1)*w.HeadDim], buf)
-			}
-		}
-	})
+	r.attnLayer, r.attnBatch = l, b
+	r.Pool.Run(len(r.attnScratch), r.attnFn)
+	r.attnBatch = nil
 	kernels.MatMul(r.Pool, &r.mm, L.Wo, r.att, n, r.proj[:n*dim])
 	for i := range r.proj[:n*dim] {
 		r.x[i] += r.proj[i]
+	}
+}
+
+// attendTasks runs the attention tasks of thread slots [lo, hi): one task
+// per (row, head), split evenly over the slots; each slot owns a scores buffer.
+func (r *Runner) attendTasks(lo, hi int) {
+	w, b, l := r.W, r.attnBatch, r.attnLayer
+	qd, hd := w.QDim(), w.HeadDim
+	threads := len(r.attnScratch)
+	tasks := b.Len() * w.Heads
+	for t := lo; t < hi; t++ {
+		buf := r.attnScratch[t]
+		for task := t * tasks / threads; task < (t+1)*tasks/threads; task++ {
+			i, h := task/w.Heads, task%w.Heads
+			off := i*qd + h*hd
+			r.attendHead(l, b.Seqs[i], int(b.Pos[i]), h, r.q[off:off+hd], r.att[off:off+hd], buf)
+		}
 	}
 }
 

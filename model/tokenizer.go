@@ -59,13 +59,23 @@ func LoadTokenizer(f *gguf.File) (*tokenizer.Tokenizer, error) {
 		must(err)
 		return b
 	}
-	v.AddBOS = flag("tokenizer.ggml.add_bos_token", v.Model == "llama")
+	v.AddBOS = flag("tokenizer.ggml.add_bos_token", tokenizer.DefaultAddBOS(v.Model, v.Pre))
 	v.AddEOS = flag("tokenizer.ggml.add_eos_token", false)
 	v.AddSpacePrefix = flag("tokenizer.ggml.add_space_prefix", v.Model == "llama")
 	v.ChatTemplate, err = f.StringOr("tokenizer.chat_template", "")
 	must(err)
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
+	}
+	if v.EOT < 0 {
+		// As llama.cpp does, recognise a chat format's end-of-turn token by
+		// its text when the file does not name it.
+		for i, s := range v.Tokens {
+			switch s {
+			case "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|end_of_turn|>":
+				v.EOT = int32(i)
+			}
+		}
 	}
 	t, err := tokenizer.New(v)
 	if err != nil {

@@ -15,7 +15,7 @@ type Config struct {
 	Layers int           // number of transformer layers
 	Ctx    int           // positions the cache can hold
 	KVDim  int           // floats per position per layer: kv heads × head dim
-	Type   kernels.DType // kernels.F16 (default) or kernels.F32
+	Type   kernels.DType // kernels.F16 (what the CLI uses by default, as llama.cpp) or kernels.F32
 }
 
 // Validate reports whether the configuration is usable.

@@ -1,0 +1,82 @@
+package tokenizer
+
+import (
+	"fmt"
+
+	"github.com/ardanlabs/jinja"
+)
+
+// Message is one turn of a conversation. Role is what the model's template
+// expects, usually "system", "user" or "assistant".
+type Message struct {
+	Role    string
+	Content string
+}
+
+// DefaultChatTemplate is the ChatML template used when a vocab has no
+// tokenizer.chat_template (llama.cpp's "chatml" format): each message becomes
+// "<|im_start|>ROLE\nCONTENT<|im_end|>\n", and the generation prompt is
+// "<|im_start|>assistant\n".
+const DefaultChatTemplate = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+
+// ChatTemplate returns the template ApplyChatTemplate renders: the vocab's,
+// or DefaultChatTemplate.
+func (t *Tokenizer) ChatTemplate() string {
+	if t.v.ChatTemplate == "" {
+		return DefaultChatTemplate
+	}
+	return t.v.ChatTemplate
+}
+
+// ApplyChatTemplate renders the chat template (Jinja) with the variables
+// messages (a list of {role, content} dicts), add_generation_prompt,
+// bos_token and eos_token (the token texts, "" when absent) and the function
+// raise_exception(msg). The result is text to Encode with parseSpecial set
+// and, because templates normally emit bos_token themselves, addSpecial
+// unset.
+//
+// The template is compiled on first use. Errors wrap ErrChatTemplate; a
+// raise_exception call also wraps ErrTemplateException and carries the
+// template's message.
+func (t *Tokenizer) ApplyChatTemplate(msgs []Message, addGenerationPrompt bool) (string, error) {
+	t.tmplOnce.Do(func() {
+		t.tmpl, t.tmplErr = jinja.Compile(t.ChatTemplate())
+		if t.tmplErr != nil {
+			t.tmplErr = fmt.Errorf("%w: compile: %w", ErrChatTemplate, t.tmplErr)
+		}
+	})
+	if t.tmplErr != nil {
+		return "", t.tmplErr
+	}
+
+	list := make([]jinja.Value, len(msgs))
+	for i, m := range msgs {
+		d := jinja.NewDict()
+		d.AsDict().Set("role", jinja.NewString(m.Role))
+		d.AsDict().Set("content", jinja.NewString(m.Content))
+		list[i] = d
+	}
+	var raised error
+	raise := func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
+		msg := "raise_exception called"
+		if len(args) > 0 {
+			msg = args[0].String()
+		}
+		raised = fmt.Errorf("%w: %w: %s", ErrChatTemplate, ErrTemplateException, msg)
+		return jinja.Undefined(), raised
+	}
+	out, err := t.tmpl.RenderValues(map[string]jinja.Value{
+		"messages":              jinja.NewList(list),
+		"add_generation_prompt": jinja.NewBool(addGenerationPrompt),
+		"bos_token":             jinja.NewString(t.Piece(t.v.BOS)),
+		"eos_token":             jinja.NewString(t.Piece(t.v.EOS)),
+		"raise_exception":       jinja.NewCallable("raise_exception", raise),
+	})
+	if raised != nil {
+		return "", raised
+	}
+	if err != nil {
+		return "", fmt.Errorf("%w: render: %w", ErrChatTemplate, err)
+	}
+	return out, nil
+}

@@ -1,0 +1,96 @@
+package tokenizer
+
+import (
+	"errors"
+	"testing"
+)
+
+const (
+	mixtralTemplate = "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+	chatMLTemplate  = "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+	// Meta-Llama-3-8B-Instruct's tokenizer.chat_template.
+	llama3Template = "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+// chatTokenizer is a vocab whose BOS/EOS texts are bos and eos.
+func chatTokenizer(t *testing.T, tmpl, bos, eos string) *Tokenizer {
+	b := newBPE("llama3")
+	b.v.BOS = b.add(bos, TypeControl)
+	b.v.EOS = b.add(eos, TypeControl)
+	b.v.ChatTemplate = tmpl
+	return b.build(t)
+}
+
+func TestApplyChatTemplate(t *testing.T) {
+	conv := []Message{
+		{"user", "Hello"},
+		{"assistant", "Hi there"},
+		{"user", " What is 2+2?\n"},
+	}
+	tests := []struct {
+		name      string
+		tk        *Tokenizer
+		msgs      []Message
+		genPrompt bool
+		want      string
+		wantErr   error
+	}{
+		{"mixtral", chatTokenizer(t, mixtralTemplate, "<s>", "</s>"), conv, true,
+			"<s>[INST] Hello [/INST]Hi there</s>[INST]  What is 2+2?\n [/INST]", nil},
+		{"mixtral roles must alternate", chatTokenizer(t, mixtralTemplate, "<s>", "</s>"), conv[1:], true, "", ErrTemplateException},
+		{"mixtral system unsupported", chatTokenizer(t, mixtralTemplate, "<s>", "</s>"), []Message{{"system", "x"}}, true, "", ErrTemplateException},
+		{"chatml", chatTokenizer(t, chatMLTemplate, "<|endoftext|>", "<|im_end|>"),
+			append([]Message{{"system", "Be brief."}}, conv...), true,
+			"<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\n What is 2+2?\n<|im_end|>\n<|im_start|>assistant\n", nil},
+		{"chatml no generation prompt", chatTokenizer(t, chatMLTemplate, "<|endoftext|>", "<|im_end|>"), conv[:1], false,
+			"<|im_start|>user\nHello<|im_end|>\n", nil},
+		{"llama3", chatTokenizer(t, llama3Template, "<|begin_of_text|>", "<|eot_id|>"),
+			append([]Message{{"system", "Be brief."}}, conv...), true,
+			"<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>" +
+				"<|start_header_id|>user<|end_header_id|>\n\nHello<|eot_id|>" +
+				"<|start_header_id|>assistant<|end_header_id|>\n\nHi there<|eot_id|>" +
+				"<|start_header_id|>user<|end_header_id|>\n\nWhat is 2+2?<|eot_id|>" +
+				"<|start_header_id|>assistant<|end_header_id|>\n\n", nil},
+		{"default is chatml", chatTokenizer(t, "", "<s>", "</s>"), conv[:1], true,
+			"<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n", nil},
+		{"broken template", chatTokenizer(t, "{% for %}", "<s>", "</s>"), conv, true, "", ErrChatTemplate},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.tk.ApplyChatTemplate(tc.msgs, tc.genPrompt)
+			if tc.wantErr != nil {
+				if !errors.Is(err, tc.wantErr) || !errors.Is(err, ErrChatTemplate) {
+					t.Fatalf("err = %v, want %v", err, tc.wantErr)
+				}
+				t.Log(err)
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("got  %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestChatTemplateConcurrent(t *testing.T) {
+	tk := chatTokenizer(t, llama3Template, "<|begin_of_text|>", "<|eot_id|>")
+	done := make(chan string)
+	for i := 0; i < 8; i++ {
+		go func() {
+			s, err := tk.ApplyChatTemplate([]Message{{"user", "hi"}}, true)
+			if err != nil {
+				s = err.Error()
+			}
+			done <- s
+		}()
+	}
+	first := <-done
+	for i := 1; i < 8; i++ {
+		if s := <-done; s != first {
+			t.Errorf("concurrent renders differ: %q vs %q", s, first)
+		}
+	}
+}
