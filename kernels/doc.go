@@ -1,0 +1,28 @@
+// Package kernels owns the numeric core of Conclave's CPU path: tensor element
+// types (DType, numbered as GGML numbers them), the byte layouts of the GGML
+// block-quantized formats, their reference quantizers and dequantizers, dot
+// products in GGML's "vec dot" style, a persistent worker Pool, and a
+// row-parallel, batch-invariant MatMul over GGUF weight matrices. It also holds
+// the small element-wise operations the model needs (RMSNorm, Softmax, SwiGLU…).
+//
+// # Numerics
+//
+// Layouts and arithmetic follow ggml's portable (non-SIMD) reference code so a
+// tensor quantized here is byte-identical to one quantized by llama.cpp's
+// reference quantizers (Q8_0, Q4_0 and Q8_K bit for bit; Q4_K and Q6_K follow
+// quantize_row_q4_K_ref and quantize_row_q6_K_ref), and dot products reduce in
+// the same order as ggml's generic kernels: integer sums per block, scaled in
+// float32, float types accumulated in float64. Products that feed a sum are
+// rounded explicitly (float32(a*b)) so the Go compiler never fuses them into an
+// FMA; results are therefore the same on amd64 and arm64.
+//
+// Determinism: MatMul splits work over output rows only, never over the
+// reduction dimension, so every output element is bit-identical for any thread
+// count and whether its activation row is alone or inside a batch.
+//
+// # Imports
+//
+// kernels imports nothing from this project; only the standard library and
+// golang.org/x/sys/cpu (for later SIMD dispatch). Every other package may import
+// it.
+package kernels

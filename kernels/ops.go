@@ -1,0 +1,87 @@
+package kernels
+
+import "math"
+
+// RMSNorm sets dst[i] = x[i]·scale·w[i] with scale = 1/sqrt(mean(x²)+eps),
+// mirroring ggml: the sum of float32 squares is accumulated in float64, the
+// mean is rounded to float32, scale = 1/sqrtf(mean+eps), x is scaled, and the
+// weight multiply is a separate float32 step (ggml_mul). w may be nil for no
+// weight. dst may alias x; len(dst) and len(w) must be at least len(x).
+func RMSNorm(dst, x, w []float32, eps float32) {
+	n := len(x)
+	if n == 0 {
+		return
+	}
+	dst = dst[:n]
+	var sum float64
+	for _, v := range x {
+		sum += float64(float32(v * v))
+	}
+	mean := float32(sum / float64(n))
+	scale := 1 / float32(math.Sqrt(float64(mean+eps)))
+	if w == nil {
+		for i, v := range x {
+			dst[i] = v * scale
+		}
+		return
+	}
+	w = w[:n]
+	for i, v := range x {
+		dst[i] = float32(v*scale) * w[i]
+	}
+}
+
+// Softmax replaces x with softmax(x) as ggml_soft_max does: subtract the
+// max, float32 exp, sum accumulated in float64, multiply by the float32
+// reciprocal of the sum. An empty slice is left alone.
+func Softmax(x []float32) {
+	if len(x) == 0 {
+		return
+	}
+	mx := float32(math.Inf(-1))
+	for _, v := range x {
+		if v > mx {
+			mx = v
+		}
+	}
+	var sum float64
+	for i, v := range x {
+		e := exp32(v - mx)
+		x[i] = e
+		sum += float64(e)
+	}
+	inv := float32(1 / sum)
+	for i := range x {
+		x[i] *= inv
+	}
+}
+
+// exp32 is expf: float64 exp rounded to float32.
+func exp32(f float32) float32 { return float32(math.Exp(float64(f))) }
+
+// SiLU returns x/(1+exp(-x)) in float32, as ggml_silu_f32.
+func SiLU(x float32) float32 { return x / (1 + exp32(-x)) }
+
+// SwiGLU sets dst[i] = SiLU(gate[i])·up[i] for i < len(dst). dst may alias
+// gate or up.
+func SwiGLU(dst, gate, up []float32) {
+	gate, up = gate[:len(dst)], up[:len(dst)]
+	for i := range dst {
+		dst[i] = SiLU(gate[i]) * up[i]
+	}
+}
+
+// Add sets dst[i] += a[i] for i < len(dst).
+func Add(dst, a []float32) {
+	a = a[:len(dst)]
+	for i := range dst {
+		dst[i] += a[i]
+	}
+}
+
+// Scale sets dst[i] *= s.
+func Scale(dst []float32, s float32) {
+	for i := range dst {
+		dst[i] *= s
+	}
+}

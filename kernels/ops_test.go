@@ -1,0 +1,96 @@
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+func TestRMSNorm(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	for _, n := range []int{1, 7, 96, 4352} {
+		x, w := randRow(r, n), randRow(r, n)
+		dst := make([]float32, n)
+		RMSNorm(dst, x, w, 1e-6)
+		var ss float64
+		for _, v := range x {
+			ss += float64(v) * float64(v)
+		}
+		scale := 1 / math.Sqrt(ss/float64(n)+1e-6)
+		for i := range x {
+			want := float64(x[i]) * scale * float64(w[i])
+			// float32 mean, sqrt, reciprocal and two products: a few ulps.
+			if e := math.Abs(float64(dst[i]) - want); e > 4e-7*math.Abs(want)+1e-30 {
+				t.Fatalf("n %d [%d] = %v, want %v", n, i, dst[i], want)
+			}
+		}
+		// In place and without weight.
+		y := append([]float32(nil), x...)
+		RMSNorm(y, y, nil, 1e-6)
+		for i := range x {
+			if want := float64(x[i]) * scale; math.Abs(float64(y[i])-want) > 3e-7*math.Abs(want)+1e-30 {
+				t.Fatalf("no weight: [%d] = %v, want %v", i, y[i], want)
+			}
+		}
+	}
+}
+
+func TestSoftmax(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	for _, n := range []int{1, 5, 128, 4096} {
+		x := randRow(r, n)
+		for i := range x {
+			x[i] *= 10
+		}
+		want := make([]float64, n)
+		mx := math.Inf(-1)
+		for _, v := range x {
+			mx = math.Max(mx, float64(v))
+		}
+		var sum float64
+		for i, v := range x {
+			want[i] = math.Exp(float64(v) - mx)
+			sum += want[i]
+		}
+		x0 := append([]float32(nil), x...)
+		Softmax(x)
+		var got float64
+		for i := range x {
+			want[i] /= sum
+			got += float64(x[i])
+			// The float32 x−max is off by up to ½ulp(x−max), which exp turns
+			// into a relative error of that size.
+			bound := want[i] * (3e-7 + 1.2e-7*math.Abs(float64(x0[i])-mx))
+			if e := math.Abs(float64(x[i]) - want[i]); e > bound+1e-45 {
+				t.Fatalf("n %d [%d] = %v, want %v", n, i, x[i], want[i])
+			}
+		}
+		if math.Abs(got-1) > 1e-5 {
+			t.Fatalf("n %d: sums to %v", n, got)
+		}
+	}
+	Softmax(nil)
+}
+
+func TestElementwise(t *testing.T) {
+	cases := []struct{ x, want float64 }{{0, 0}, {1, 0.7310585786300049}, {-2, -0.2384058440442351}, {20, 19.999999958776925}, {-100, 0}} // expf(100) overflows to +Inf in float32, so -100/Inf = -0 as in ggml
+	for _, c := range cases {
+		if got := SiLU(float32(c.x)); math.Abs(float64(got)-c.want) > 2e-7*math.Abs(c.want)+1e-45 {
+			t.Errorf("SiLU(%v) = %v, want %v", c.x, got, c.want)
+		}
+	}
+	g := []float32{1, -2, 0.5}
+	u := []float32{2, 3, -4}
+	SwiGLU(g, g, u) // dst aliases gate
+	for i, want := range []float32{SiLU(1) * 2, SiLU(-2) * 3, SiLU(0.5) * -4} {
+		if g[i] != want {
+			t.Errorf("SwiGLU[%d] = %v, want %v", i, g[i], want)
+		}
+	}
+	a := []float32{1, 2}
+	Add(a, []float32{0.5, -1})
+	Scale(a, 2)
+	if a[0] != 3 || a[1] != 2 {
+		t.Errorf("Add/Scale = %v, want [3 2]", a)
+	}
+}
