@@ -182,7 +182,7 @@ function compareCase(c, o, files) {
 
     // --- greedy ---------------------------------------------------------------------
     const genRun = run(o.bin, ["generate", "--model", files.model, "--tokens", PROMPT.join(","),
-        "--max-tokens", String(o.nPredict), "--temperature", "0", "--kv-type", c.kv, "--json"], o);
+        "--max-tokens", String(o.nPredict), "--temperature", "0", "--kv-type", c.kv, "--ignore-eos", "--json"], o);
     res.ours_ms.generate = Math.round(genRun.ms);
     const gen = lastJson(genRun.stdout, "conclave generate");
     let ourGreedy = (gen.tokens ?? gen.generated_tokens ?? []).map(Number);

@@ -20,6 +20,7 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 		path, prompt, tokens string
 		maxTokens            int
 		chat, asJSON         bool
+		ignoreEOS            bool
 		rt                   runtimeFlags
 		sc                   = sample.DefaultConfig()
 		seed                 uint64
@@ -30,6 +31,7 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&maxTokens, "max-tokens", 64, "tokens to generate at most")
 	fs.BoolVar(&chat, "chat", false, "wrap the prompt as a user message with the model's chat template")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of streaming text")
+	fs.BoolVar(&ignoreEOS, "ignore-eos", false, "keep generating past end-of-generation tokens (benchmarks, parity)")
 	fs.Func("temperature", "sampling temperature; 0 is greedy (default 0)", floatFlag(&sc.Temperature))
 	fs.IntVar(&sc.TopK, "top-k", 0, "keep the K most likely tokens (0: off)")
 	fs.Func("top-p", "nucleus sampling threshold (default 1: off)", floatFlag(&sc.TopP))
@@ -97,7 +99,11 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
-	out, tm, err := r.Generate(ctx, cache, ids, maxTokens, smp, m.tok.IsEOG, onToken, nil)
+	stopAt := m.tok.IsEOG
+	if ignoreEOS {
+		stopAt = nil
+	}
+	out, tm, err := r.Generate(ctx, cache, ids, maxTokens, smp, stopAt, onToken, nil)
 	if err != nil {
 		return err
 	}
