@@ -34,6 +34,11 @@ func (m Matrix) Row(i int) []byte {
 type Scratch struct {
 	act []byte
 
+	// Packed Q8_0 activations (see matmul_q8.go): lanes rows per int64, and
+	// each row's block scales.
+	packed []int64
+	ascale []float32
+
 	// State of the call in progress, read by the workers.
 	m       Matrix
 	x       []float32
@@ -46,6 +51,8 @@ type Scratch struct {
 	self    *Scratch // detects a copied Scratch, whose bound funcs would point at the original
 	quantFn func(lo, hi int)
 	dotFn   func(lo, hi int)
+	packFn  func(lo, hi int)
+	dotPkFn func(lo, hi int)
 }
 
 // MatMul computes out[r·m.Rows+i] = dot(m.Row(i), x[r·m.Cols:(r+1)·m.Cols])
@@ -87,6 +94,8 @@ func MatMul(p *Pool, s *Scratch, m Matrix, x []float32, nrows int, out []float32
 		s.self = s
 		s.quantFn = s.quantRows
 		s.dotFn = s.dotRows
+		s.packFn = s.packQ8Groups
+		s.dotPkFn = s.dotRowsPacked
 	}
 	if need := nrows * actRow; cap(s.act) < need {
 		s.act = make([]byte, need)
@@ -95,10 +104,23 @@ func MatMul(p *Pool, s *Scratch, m Matrix, x []float32, nrows int, out []float32
 	s.m, s.x, s.out, s.nrows = m, x, out, nrows
 	s.vt, s.actRow, s.wRow, s.dot = vt, actRow, wRow, dot
 
-	if p == nil {
+	switch {
+	case vt == Q8_0:
+		ngroups := (nrows + lanes - 1) / lanes
+		nb := m.Cols / QK
+		s.packed = grow(s.packed, ngroups*m.Cols)
+		s.ascale = grow(s.ascale, ngroups*lanes*nb)
+		if p == nil {
+			s.packQ8Groups(0, ngroups)
+			s.dotRowsPacked(0, m.Rows)
+		} else {
+			p.Run(ngroups, s.packFn)
+			p.Run(m.Rows, s.dotPkFn)
+		}
+	case p == nil:
 		s.quantRows(0, nrows)
 		s.dotRows(0, m.Rows)
-	} else {
+	default:
 		p.Run(nrows, s.quantFn)
 		p.Run(m.Rows, s.dotFn)
 	}
@@ -124,4 +146,12 @@ func (s *Scratch) dotRows(lo, hi int) {
 			s.out[r*m.Rows+i] = dot(cols, w, s.act[r*s.actRow:(r+1)*s.actRow])
 		}
 	}
+}
+
+// grow returns b resized to n, reallocating only when its capacity is short.
+func grow[T any](b []T, n int) []T {
+	if cap(b) < n {
+		return make([]T, n)
+	}
+	return b[:n]
 }

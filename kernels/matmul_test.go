@@ -183,3 +183,50 @@ func BenchmarkMatMul(b *testing.B) {
 		}
 	}
 }
+
+// TestMatMulExtremeQuants drives the packed Q8_0 path at the edge of its
+// 21-bit lanes: weight quants of ±128/127 (any Q8_0 file may hold -128) and
+// Q4_0 nibbles 0/15 against activations quantized to ±127, with the signs
+// mixed across the three rows of a lane group.
+func TestMatMulExtremeQuants(t *testing.T) {
+	r := rand.New(rand.NewPCG(17, 18))
+	const rows, cols, nrows = 5, 128, 7
+	for _, typ := range []DType{Q8_0, Q4_0} {
+		bs := typ.TypeSize()
+		data := make([]byte, rows*cols/QK*bs)
+		for b := 0; b < len(data); b += bs {
+			putF16(data[b:], 0.5)
+			for j := 2; j < bs; j++ {
+				switch {
+				case typ == Q4_0 && r.IntN(2) == 0:
+					data[b+j] = 0x00
+				case typ == Q4_0:
+					data[b+j] = 0xff
+				case r.IntN(4) == 0:
+					data[b+j] = 0x7f // 127
+				default:
+					data[b+j] = 0x80 // -128
+				}
+			}
+		}
+		m := Matrix{Type: typ, Rows: rows, Cols: cols, Data: data}
+		x := make([]float32, nrows*cols)
+		for i := range x {
+			x[i] = 3
+			if (i/cols)%2 == 1 || r.IntN(8) == 0 {
+				x[i] = -3
+			}
+		}
+		out := make([]float32, nrows*rows)
+		var s Scratch
+		MatMul(nil, &s, m, x, nrows, out)
+		for ri := range nrows {
+			a := mustQuantize(t, Q8_0, x[ri*cols:(ri+1)*cols])
+			for i := range rows {
+				if want := VecDot(typ, cols, m.Row(i), a); math.Float32bits(out[ri*rows+i]) != math.Float32bits(want) {
+					t.Fatalf("%s out[%d,%d] = %v, VecDot = %v", typ, ri, i, out[ri*rows+i], want)
+				}
+			}
+		}
+	}
+}

@@ -31,7 +31,7 @@ func refDot(t testing.TB, typ DType, w, a []byte, n int) (dot, mag float64) {
 }
 
 func TestVecDotType(t *testing.T) {
-	want := map[DType]DType{F32: F32, F16: F16, BF16: BF16, Q8_0: Q8_0, Q4_0: Q8_0, Q4_K: Q8_K, Q6_K: Q8_K}
+	want := map[DType]DType{F32: F32, F16: F32, BF16: BF16, Q8_0: Q8_0, Q4_0: Q8_0, Q4_K: Q8_K, Q6_K: Q8_K}
 	for typ, vt := range want {
 		if got := typ.VecDotType(); got != vt {
 			t.Errorf("%s.VecDotType() = %s, want %s", typ, got, vt)

@@ -82,7 +82,8 @@ func (r *Runner) Prefill(ctx context.Context, c *kvcache.Cache, tokens []int32, 
 
 // Generate prefills prompt into a fresh sequence and decodes up to maxTokens
 // tokens, stopping after a token for which stop returns true (that token is
-// included). onToken, if set, sees each token as it is produced.
+// included). maxTokens is clamped so prompt and output fit the cache's
+// context. onToken, if set, sees each token as it is produced.
 func (r *Runner) Generate(ctx context.Context, c *kvcache.Cache, prompt []int32, maxTokens int, s Sampler, stop func(int32) bool, onToken func(int32), experts ExpertRunner) ([]int32, Timings, error) {
 	tm := Timings{PromptTokens: len(prompt)}
 	if len(prompt)+maxTokens > c.Config().Ctx {

@@ -42,6 +42,9 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q (quote multi-word values)", errUsage, fs.Arg(0))
+	}
 	sc.Seed = seed
 	if err := rt.validate(); err != nil {
 		return err

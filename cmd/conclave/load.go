@@ -61,20 +61,28 @@ func (r *runtimeFlags) register(fs interface {
 	fs.IntVar(&r.batch, "batch", 512, "maximum tokens per forward pass (prefill chunk)")
 }
 
-func (r *runtimeFlags) cache(w *model.Weights, ctx int) (*kvcache.Cache, error) {
-	var t kernels.DType
+func (r *runtimeFlags) kvDType() (kernels.DType, error) {
 	switch strings.ToLower(r.kvType) {
 	case "f16":
-		t = kernels.F16
+		return kernels.F16, nil
 	case "f32":
-		t = kernels.F32
-	default:
-		return nil, fmt.Errorf("%w: --kv-type %q (want f16 or f32)", errUsage, r.kvType)
+		return kernels.F32, nil
+	}
+	return 0, fmt.Errorf("%w: --kv-type %q (want f16 or f32)", errUsage, r.kvType)
+}
+
+func (r *runtimeFlags) cache(w *model.Weights, ctx int) (*kvcache.Cache, error) {
+	t, err := r.kvDType()
+	if err != nil {
+		return nil, err
 	}
 	return kvcache.New(kvcache.Config{Layers: w.Layers, Ctx: min(ctx, w.Ctx), KVDim: w.KVDim(), Type: t})
 }
 
 func (r *runtimeFlags) validate() error {
+	if _, err := r.kvDType(); err != nil {
+		return err
+	}
 	if r.threads < 1 {
 		return fmt.Errorf("%w: --threads must be at least 1", errUsage)
 	}

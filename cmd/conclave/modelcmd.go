@@ -37,6 +37,9 @@ func cmdSynth(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q (quote multi-word values)", errUsage, fs.Arg(0))
+	}
 	if out == "" {
 		return fmt.Errorf("%w: --out is required", errUsage)
 	}
@@ -95,8 +98,12 @@ func cmdInspect(args []string, stdout, stderr io.Writer) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if path == "" && fs.NArg() > 0 {
-		path = fs.Arg(0)
+	rest := fs.Args()
+	if path == "" && len(rest) > 0 {
+		path, rest = rest[0], rest[1:]
+	}
+	if len(rest) > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, rest[0])
 	}
 	if path == "" {
 		return fmt.Errorf("%w: model inspect FILE", errUsage)

@@ -7,8 +7,12 @@ import (
 	"github.com/conclave-ai/conclave/kernels"
 )
 
-// ErrFull is returned when a position does not fit in the cache's context.
-var ErrFull = errors.New("kvcache: context is full")
+var (
+	// ErrFull is returned when a position does not fit in the cache's context.
+	ErrFull = errors.New("kvcache: context is full")
+	// ErrInvalidConfig is wrapped by Config.Validate's errors.
+	ErrInvalidConfig = errors.New("kvcache: invalid config")
+)
 
 // Config is the shape of a cache.
 type Config struct {
@@ -21,10 +25,10 @@ type Config struct {
 // Validate reports whether the configuration is usable.
 func (c Config) Validate() error {
 	if c.Layers <= 0 || c.Ctx <= 0 || c.KVDim <= 0 {
-		return fmt.Errorf("kvcache: layers, ctx and kv dim must be positive (got %d, %d, %d)", c.Layers, c.Ctx, c.KVDim)
+		return fmt.Errorf("%w: layers, ctx and kv dim must be positive (got %d, %d, %d)", ErrInvalidConfig, c.Layers, c.Ctx, c.KVDim)
 	}
 	if c.Type != kernels.F16 && c.Type != kernels.F32 {
-		return fmt.Errorf("kvcache: type must be F16 or F32, got %v", c.Type)
+		return fmt.Errorf("%w: type must be F16 or F32, got %v", ErrInvalidConfig, c.Type)
 	}
 	return nil
 }
