@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model"
@@ -21,6 +22,7 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 		maxTokens            int
 		chat, asJSON         bool
 		ignoreEOS            bool
+		cpuProfile           string
 		rt                   runtimeFlags
 		sc                   = sample.DefaultConfig()
 		seed                 uint64
@@ -31,6 +33,7 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&maxTokens, "max-tokens", 64, "tokens to generate at most")
 	fs.BoolVar(&chat, "chat", false, "wrap the prompt as a user message with the model's chat template")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of streaming text")
+	fs.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the generation to this file")
 	fs.BoolVar(&ignoreEOS, "ignore-eos", false, "keep generating past end-of-generation tokens (benchmarks, parity)")
 	fs.Func("temperature", "sampling temperature; 0 is greedy (default 0)", floatFlag(&sc.Temperature))
 	fs.IntVar(&sc.TopK, "top-k", 0, "keep the K most likely tokens (0: off)")
@@ -101,6 +104,17 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 				stdout.Write(m.tok.TokenBytes(t))
 			}
 		}
+	}
+	if cpuProfile != "" {
+		f, err := os.Create(cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	stopAt := m.tok.IsEOG
 	if ignoreEOS {
