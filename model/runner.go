@@ -74,7 +74,8 @@ func NewRunner(w *Weights, pool *kernels.Pool, maxRows int) *Runner {
 	r.expOut = make([]float32, maxRows*k*c.Dim)
 	r.attnScratch = make([][]float32, pool.Threads())
 	for i := range r.attnScratch {
-		r.attnScratch[i] = make([]float32, c.Ctx+c.HeadDim)
+		group := c.Heads / c.KVHeads
+		r.attnScratch[i] = make([]float32, group*(c.Ctx+c.HeadDim)+c.HeadDim)
 	}
 	r.local = LocalExperts{W: w, Pool: pool}
 	r.attnFn = r.attendTasks
@@ -204,79 +205,6 @@ func (r *Runner) Attention(l int, b *Batch) {
 	kernels.MatMul(r.Pool, &r.mm, L.Wo, r.att, n, r.proj[:n*dim])
 	for i := range r.proj[:n*dim] {
 		r.x[i] += r.proj[i]
-	}
-}
-
-// attendTasks runs the attention tasks of thread slots [lo, hi): one task
-// per (row, head), split evenly over the slots; each slot owns a scores buffer.
-func (r *Runner) attendTasks(lo, hi int) {
-	w, b, l := r.W, r.attnBatch, r.attnLayer
-	qd, hd := w.QDim(), w.HeadDim
-	threads := len(r.attnScratch)
-	tasks := b.Len() * w.Heads
-	for t := lo; t < hi; t++ {
-		buf := r.attnScratch[t]
-		for task := t * tasks / threads; task < (t+1)*tasks/threads; task++ {
-			i, h := task/w.Heads, task%w.Heads
-			off := i*qd + h*hd
-			r.attendHead(l, b.Seqs[i], int(b.Pos[i]), h, r.q[off:off+hd], r.att[off:off+hd], buf)
-		}
-	}
-}
-
-// attendHead computes one query head's attention over positions [0, pos] of
-// its sequence. With an F16 cache the query and the probabilities are
-// rounded to F16 before meeting F16 keys and values, as ggml does when it
-// multiplies an F32 operand with an F16 one.
-func (r *Runner) attendHead(l int, c *kvcache.Cache, pos, h int, q, out, buf []float32) {
-	w := r.W
-	hd, kvd := w.HeadDim, w.KVDim()
-	kvh := h / (w.Heads / w.KVHeads)
-	scores := buf[:pos+1]
-	qh := buf[w.Ctx : w.Ctx+hd]
-	scale := float32(1 / math.Sqrt(float64(hd)))
-	if k16 := c.K16(l); k16 != nil {
-		for d := range hd {
-			qh[d] = kernels.F16ToF32(kernels.F32ToF16(q[d]))
-		}
-		for t := 0; t <= pos; t++ {
-			kr := k16[t*kvd+kvh*hd : t*kvd+(kvh+1)*hd]
-			var s float32
-			for d, kv := range kr {
-				s += qh[d] * kernels.F16ToF32(kv)
-			}
-			scores[t] = s * scale
-		}
-	} else {
-		k32 := c.K32(l)
-		for t := 0; t <= pos; t++ {
-			kr := k32[t*kvd+kvh*hd : t*kvd+(kvh+1)*hd]
-			var s float32
-			for d, kv := range kr {
-				s += q[d] * kv
-			}
-			scores[t] = s * scale
-		}
-	}
-	softmax(scores)
-	clear(out)
-	if v16 := c.V16(l); v16 != nil {
-		for t := 0; t <= pos; t++ {
-			p := kernels.F16ToF32(kernels.F32ToF16(scores[t]))
-			vr := v16[t*kvd+kvh*hd : t*kvd+(kvh+1)*hd]
-			for d, vv := range vr {
-				out[d] += p * kernels.F16ToF32(vv)
-			}
-		}
-		return
-	}
-	v32 := c.V32(l)
-	for t := 0; t <= pos; t++ {
-		p := scores[t]
-		vr := v32[t*kvd+kvh*hd : t*kvd+(kvh+1)*hd]
-		for d, vv := range vr {
-			out[d] += p * vv
-		}
 	}
 }
 
