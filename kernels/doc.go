@@ -20,9 +20,21 @@
 // reduction dimension, so every output element is bit-identical for any thread
 // count and whether its activation row is alone or inside a batch.
 //
+// # SIMD
+//
+// On amd64 (unless built with the purego tag) MatMul runs Q8_0 and Q4_0
+// weights through assembly kernels generated with avo (matmul_amd64.s, from
+// internal/asmgen, a separate module; run go generate to rebuild): an AVX2 row
+// kernel (8 weight rows × 1 activation row) and, with AVX-512 VNNI, a GEMM
+// kernel (8 weight rows × a packed group of 16 activation lanes) for batches
+// of gemmMinRows or more. The level is chosen at run time with
+// golang.org/x/sys/cpu. Each lane is one output element and performs exactly
+// the Go dot's integer block sums and float32 operations in the same order,
+// so results are bit-identical across levels (see matmul_simd.go).
+//
 // # Imports
 //
 // kernels imports nothing from this project; only the standard library and
-// golang.org/x/sys/cpu (for later SIMD dispatch). Every other package may import
+// golang.org/x/sys/cpu (for SIMD dispatch). Every other package may import
 // it.
 package kernels

@@ -53,6 +53,14 @@ type Scratch struct {
 	dotFn   func(lo, hi int)
 	packFn  func(lo, hi int)
 	dotPkFn func(lo, hi int)
+
+	// SIMD path (matmul_simd.go): packed VNNI activation groups and the
+	// bound tile functions.
+	pk         []byte
+	gemm       bool
+	rowFn      func(lo, hi int)
+	gemmFn     func(lo, hi int)
+	packVNNIFn func(lo, hi int)
 }
 
 // MatMul computes out[r·m.Rows+i] = dot(m.Row(i), x[r·m.Cols:(r+1)·m.Cols])
@@ -96,6 +104,9 @@ func MatMul(p *Pool, s *Scratch, m Matrix, x []float32, nrows int, out []float32
 		s.dotFn = s.dotRows
 		s.packFn = s.packQ8Groups
 		s.dotPkFn = s.dotRowsPacked
+		s.rowFn = s.rowTiles
+		s.gemmFn = s.gemmTiles
+		s.packVNNIFn = s.packVNNI
 	}
 	if need := nrows * actRow; cap(s.act) < need {
 		s.act = make([]byte, need)
@@ -105,6 +116,8 @@ func MatMul(p *Pool, s *Scratch, m Matrix, x []float32, nrows int, out []float32
 	s.vt, s.actRow, s.wRow, s.dot = vt, actRow, wRow, dot
 
 	switch {
+	case simdQ8(m):
+		s.matMulSIMDQ8(p)
 	case vt == Q8_0:
 		ngroups := (nrows + lanes - 1) / lanes
 		nb := m.Cols / QK

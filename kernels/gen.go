@@ -1,0 +1,5 @@
+package kernels
+
+// The amd64 kernels are generated with avo by a generator in its own module,
+// so the main module does not depend on avo.
+//go:generate sh -c "cd internal/asmgen && go run . -out ../../matmul_amd64.s -stubs ../../matmul_amd64_stubs.go -pkg kernels"

@@ -1,0 +1,333 @@
+// Command asmgen generates the amd64 assembly of package kernels with avo:
+//
+//	go run . -out ../../matmul_amd64.s -stubs ../../matmul_amd64_stubs.go -pkg kernels
+//
+// It lives in its own module so the main module does not depend on avo.
+//
+// Every kernel vectorizes across output elements: a SIMD lane is one
+// (weight row, activation row) pair and accumulates that pair's blocks in
+// order, with exactly the integer block sum and the float32 operations of the
+// pure-Go VecDot (VMULPS then VADDPS, never FMA), so results are bit-identical.
+package main
+
+import (
+	"fmt"
+
+	. "github.com/mmcloughlin/avo/build"
+	"github.com/mmcloughlin/avo/ir"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+const (
+	q8Bytes = 34 // f16 d, 32 × int8
+	q4Bytes = 18 // f16 d, 16 bytes of nibbles
+)
+
+func main() {
+	ConstraintExpr("amd64,!purego")
+	rowKernel("dotQ8_0x8AVX2", false)
+	rowKernel("dotQ4_0x8AVX2", true)
+	gemmKernel("gemmQ8_0x8VNNI", false)
+	gemmKernel("gemmQ4_0x8VNNI", true)
+	Generate()
+}
+
+// rows addresses the same byte of 8 weight rows from two base registers
+// (rows 0–3 and 4–7) and the stride.
+type rows struct {
+	b0, b4, stride, s3 Register
+}
+
+func (r rows) mem(i, disp int) Mem {
+	b := r.b0
+	if i >= 4 {
+		b, i = r.b4, i-4
+	}
+	switch i {
+	case 0:
+		return Mem{Base: b, Disp: disp}
+	case 1:
+		return Mem{Base: b, Index: r.stride, Scale: 1, Disp: disp}
+	case 2:
+		return Mem{Base: b, Index: r.stride, Scale: 2, Disp: disp}
+	default:
+		return Mem{Base: b, Index: r.s3, Scale: 1, Disp: disp}
+	}
+}
+
+// bcastByte returns a vector with every byte set to v.
+func bcastByte(v uint8, zmm bool) VecVirtual {
+	g := GP32()
+	MOVL(U32(uint32(v)*0x01010101), g)
+	if zmm {
+		z := ZMM()
+		VPBROADCASTD(g, z)
+		return z
+	}
+	y := YMM()
+	VMOVD(g, y.AsX())
+	VPBROADCASTD(y.AsX(), y)
+	return y
+}
+
+// rowKernel emits func(w *byte, stride, nb int, a *byte, out *[8]float32):
+// the dot products of 8 weight rows (w, w+stride, …, nb blocks each) with one
+// Q8_0 activation row a; lane i of the result is weight row i. AVX2 only:
+// |w| × sign(a, w) through VPMADDUBSW (|w| ≤ 128 and |a| ≤ 127, so a pair sum
+// ≤ 32512 never saturates) and VPMADDWD, reduced to one int32 per row by a
+// VPHADDD tree.
+func rowKernel(name string, q4 bool) {
+	TEXT(name, NOSPLIT, "func(w *byte, stride, nb int, a *byte, out *[8]float32)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s computes out[i] = dot(weight row i, a) for 8 weight rows, bit-identical to the Go dot.", name))
+	r := rows{b0: Load(Param("w"), GP64()), stride: Load(Param("stride"), GP64())}
+	nb := Load(Param("nb"), GP64())
+	ap := Load(Param("a"), GP64())
+	r.s3 = GP64()
+	LEAQ(Mem{Base: r.stride, Index: r.stride, Scale: 2}, r.s3)
+	r.b4 = GP64()
+	LEAQ(Mem{Base: r.b0, Index: r.stride, Scale: 4}, r.b4)
+
+	ones := YMM()
+	VPCMPEQW(ones, ones, ones)
+	VPSRLW(U8(15), ones, ones)
+	var mask, eights VecVirtual
+	blk := q8Bytes
+	if q4 {
+		mask, eights = bcastByte(0x0f, false), bcastByte(8, false)
+		blk = q4Bytes
+	}
+	acc := YMM()
+	VXORPS(acc, acc, acc)
+
+	Label(name + "_loop")
+	TESTQ(nb, nb)
+	JZ(LabelRef(name + "_done"))
+
+	a := YMM()
+	VMOVDQU(Mem{Base: ap, Disp: 2}, a)
+	// int32 block sums of rows i, i+1 (8 partial lanes each) folded by VPHADDD.
+	prod := func(i int) VecVirtual {
+		v := YMM()
+		if q4 {
+			h := XMM()
+			VMOVDQU(r.mem(i, 2), v.AsX())
+			VPSRLW(U8(4), v.AsX(), h)
+			VINSERTI128(U8(1), h, v, v)
+			VPAND(mask, v, v)
+			VPSUBB(eights, v, v)
+		} else {
+			VMOVDQU(r.mem(i, 2), v)
+		}
+		u := YMM()
+		VPABSB(v, u)
+		VPSIGNB(v, a, v)
+		VPMADDUBSW(v, u, v)
+		VPMADDWD(ones, v, v)
+		return v
+	}
+	pair := func(i int) VecVirtual {
+		x, y := prod(i), prod(i+1)
+		VPHADDD(y, x, x)
+		return x
+	}
+	quad := func(i int) VecVirtual {
+		x, y := pair(i), pair(i+2)
+		VPHADDD(y, x, x)
+		return x
+	}
+	q0, q1 := quad(0), quad(4)
+	// q0 = [rows 0-3 lanes 0-3 | rows 0-3 lanes 4-7], q1 likewise rows 4-7.
+	lo := YMM()
+	VPBLENDD(U8(0xf0), q1, q0, lo)
+	VPERM2I128(U8(0x21), q1, q0, q0)
+	VPADDD(lo, q0, q0)
+	sumf := YMM()
+	VCVTDQ2PS(q0, sumf)
+
+	// Weight scales: 8 f16 gathered through two GPRs.
+	dw := YMM()
+	h := [2]Register{GP64(), GP64()}
+	t := GP64()
+	for i := range 8 {
+		d := h[i/4]
+		if i%4 == 0 {
+			MOVWQZX(r.mem(i, 0), d)
+			continue
+		}
+		MOVWQZX(r.mem(i, 0), t)
+		SHLQ(U8(16*(i%4)), t)
+		ORQ(t, d)
+	}
+	VMOVQ(h[0], dw.AsX())
+	VPINSRQ(U8(1), h[1], dw.AsX(), dw.AsX())
+	VCVTPH2PS(dw.AsX(), dw)
+	da := YMM()
+	VPBROADCASTW(Mem{Base: ap}, da.AsX())
+	VCVTPH2PS(da.AsX(), da)
+	if q4 {
+		// sumf += float32(float32(sumi)·dw)·da
+		VMULPS(dw, sumf, sumf)
+		VMULPS(da, sumf, sumf)
+	} else {
+		// sumf += float32(sumi)·float32(dw·da)
+		VMULPS(da, dw, dw)
+		VMULPS(dw, sumf, sumf)
+	}
+	VADDPS(sumf, acc, acc)
+
+	ADDQ(U32(blk), r.b0)
+	ADDQ(U32(blk), r.b4)
+	ADDQ(U32(q8Bytes), ap)
+	DECQ(nb)
+	JMP(LabelRef(name + "_loop"))
+
+	Label(name + "_done")
+	out := Load(Param("out"), GP64())
+	VMOVUPS(acc, Mem{Base: out})
+	VZEROUPPER()
+	RET()
+}
+
+// vpdpbusd emits VPDPBUSD src2, src1, dst (dst += Σ₄ u8(src1)·s8(src2) per
+// dword), which avo v0.5.0 does not know.
+func vpdpbusd(s8 Op, u8, dst VecVirtual) {
+	Instruction(&ir.Instruction{
+		Opcode:   "VPDPBUSD",
+		Operands: []Op{s8, u8, dst},
+		Inputs:   []Op{s8, u8, dst},
+		Outputs:  []Op{dst},
+		ISA:      []string{"AVX512_VNNI"},
+	})
+}
+
+// vpdpbusdBcast emits VPDPBUSD.BCST m32, u8, dst: the signed operand is one
+// dword of memory broadcast to every lane.
+func vpdpbusdBcast(s8 Mem, u8, dst VecVirtual) {
+	Instruction(&ir.Instruction{
+		Opcode:   "VPDPBUSD",
+		Suffixes: []string{"BCST"},
+		Operands: []Op{s8, u8, dst},
+		Inputs:   []Op{s8, u8, dst},
+		Outputs:  []Op{dst},
+		ISA:      []string{"AVX512_VNNI"},
+	})
+}
+
+// Packed activation group layout (see packQ8Group in Go): per block 8 × 64
+// bytes of int8 quants (vector k, lane j = bytes 4k..4k+3 of row j's block),
+// 16 float32 scales, 16 int32 quant sums.
+const (
+	pkQuants = 8 * 64
+	pkScale  = pkQuants
+	pkSum    = pkScale + 64
+	pkBlock  = pkSum + 64
+)
+
+// gemmKernel emits func(w *byte, stride, nb int, pk *byte, out *[128]float32):
+// 8 weight rows against a packed group of activation rows; out[16·i+j] is
+// weight row i with lane j. Weights are broadcast a dword at a time and
+// VPDPBUSD sums against 16 lanes at once, exact int32 block sums with no
+// horizontal reduction. VPDPBUSD multiplies unsigned by signed bytes, so one
+// side is offset and the offset's contribution subtracted:
+//   - Q8_0: the activations, u = a+128 (|a| ≤ 127, so u ≤ 255); lane 0 is a
+//     constant a = 0 that sums 128·Σw, subtracted from lanes 1–15.
+//   - Q4_0: the weights are raw nibbles q = w+8; 8·Σa of each row (from the
+//     pack) is subtracted, and all 16 lanes are activation rows.
+func gemmKernel(name string, q4 bool) {
+	const nr = 8
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(w *byte, stride, nb int, pk *byte, out *[%d]float32)", 16*nr))
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s computes out[16i+j] = dot(weight row i, packed activation row j), bit-identical to the Go dot.", name))
+	r := rows{b0: Load(Param("w"), GP64()), stride: Load(Param("stride"), GP64())}
+	nb := Load(Param("nb"), GP64())
+	pk := Load(Param("pk"), GP64())
+	r.s3 = GP64()
+	LEAQ(Mem{Base: r.stride, Index: r.stride, Scale: 2}, r.s3)
+	r.b4 = GP64()
+	LEAQ(Mem{Base: r.b0, Index: r.stride, Scale: 4}, r.b4)
+
+	var mask VecVirtual
+	blk := q8Bytes
+	if q4 {
+		mask = bcastByte(0x0f, true)
+		blk = q4Bytes
+	}
+	var facc [nr]VecVirtual
+	for i := range facc {
+		facc[i] = ZMM()
+		VXORPS(facc[i], facc[i], facc[i])
+	}
+
+	Label(name + "_loop")
+	TESTQ(nb, nb)
+	JZ(LabelRef(name + "_done"))
+
+	var act [8]VecVirtual
+	for k := range act {
+		act[k] = ZMM()
+		VMOVDQU64(Mem{Base: pk, Disp: 64 * k}, act[k])
+	}
+	var corr VecVirtual
+	if q4 {
+		corr = ZMM()
+		VMOVDQU64(Mem{Base: pk, Disp: pkSum}, corr)
+		VPSLLD(U8(3), corr, corr)
+	}
+	da := ZMM()
+	VMOVUPS(Mem{Base: pk, Disp: pkScale}, da)
+
+	for i := range nr {
+		acc := ZMM()
+		VPXORD(acc, acc, acc)
+		if q4 {
+			for k := range 4 {
+				lo, hi := ZMM(), ZMM()
+				VPBROADCASTD(r.mem(i, 2+4*k), lo)
+				VPSRLW(U8(4), lo, hi)
+				VPANDD(mask, lo, lo)
+				VPANDD(mask, hi, hi)
+				vpdpbusd(act[k], lo, acc)
+				vpdpbusd(act[k+4], hi, acc)
+			}
+			VPSUBD(corr, acc, acc)
+		} else {
+			// Activations are offset to u = a+128 and lane 0 holds a = 0,
+			// so lane 0 sums 128·Σw, the offset every lane subtracts.
+			for k := range 8 {
+				vpdpbusdBcast(r.mem(i, 2+4*k), act[k], acc)
+			}
+			c := ZMM()
+			VPBROADCASTD(acc.AsX(), c)
+			VPSUBD(c, acc, acc)
+		}
+		sumf := ZMM()
+		VCVTDQ2PS(acc, sumf)
+		dw := ZMM()
+		VPBROADCASTW(r.mem(i, 0), dw.AsY())
+		VCVTPH2PS(dw.AsY(), dw)
+		if q4 {
+			VMULPS(dw, sumf, sumf)
+			VMULPS(da, sumf, sumf)
+		} else {
+			VMULPS(da, dw, dw)
+			VMULPS(dw, sumf, sumf)
+		}
+		VADDPS(sumf, facc[i], facc[i])
+	}
+
+	ADDQ(U32(blk), r.b0)
+	ADDQ(U32(blk), r.b4)
+	ADDQ(U32(pkBlock), pk)
+	DECQ(nb)
+	JMP(LabelRef(name + "_loop"))
+
+	Label(name + "_done")
+	out := Load(Param("out"), GP64())
+	for i := range facc {
+		VMOVUPS(facc[i], Mem{Base: out, Disp: 64 * i})
+	}
+	VZEROUPPER()
+	RET()
+}

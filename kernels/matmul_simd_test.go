@@ -1,0 +1,185 @@
+package kernels
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// simdLevels is every kernel level this machine can run, lowest first.
+func simdLevels() []simdLevel {
+	var ls []simdLevel
+	for l := simdGo; l <= cpuSIMD; l++ {
+		ls = append(ls, l)
+	}
+	return ls
+}
+
+// withSIMD runs f with MatMul forced to level l.
+func withSIMD(l simdLevel, f func()) {
+	defer func(old simdLevel) { useSIMD = old }(useSIMD)
+	useSIMD = l
+	f()
+}
+
+// TestMatMulSIMDLevels checks every SIMD level bit for bit against VecDot at
+// odd sizes: weight rows not a multiple of any tile, nrows 1..17 (partial
+// activation groups), and short to long rows, through pools of 1 and 2.
+func TestMatMulSIMDLevels(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	p := NewPool(2)
+	defer p.Close()
+	for _, typ := range []DType{Q8_0, Q4_0} {
+		for _, c := range []int{32, 96, 1024, 4352} {
+			rows := 8*3 + 5 // three full row tiles and a partial one
+			if c == 4352 {
+				rows = 13
+			}
+			m := testMatrix(t, r, typ, rows, c)
+			for nrows := 1; nrows <= 17; nrows++ {
+				if c == 4352 && nrows%4 != 1 {
+					continue
+				}
+				x := make([]float32, 0, nrows*c)
+				for range nrows {
+					x = append(x, randRow(r, c)...)
+				}
+				want := make([]float32, nrows*rows)
+				for ri := range nrows {
+					a := mustQuantize(t, Q8_0, x[ri*c:(ri+1)*c])
+					for i := range rows {
+						want[ri*rows+i] = VecDot(typ, c, m.Row(i), a)
+					}
+				}
+				for _, l := range simdLevels() {
+					for _, pool := range []*Pool{nil, p} {
+						out := make([]float32, nrows*rows)
+						var s Scratch
+						withSIMD(l, func() { MatMul(pool, &s, m, x, nrows, out) })
+						assertBits(t, typ.String()+"/"+itoa(c)+"/nrows="+itoa(nrows)+"/"+l.String(), out, want)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestMatMulSIMDExtreme drives every level with weight quants of -128/127
+// (Q4_0 nibbles 0/15) against activations quantized to ±127, mixed signs.
+func TestMatMulSIMDExtreme(t *testing.T) {
+	r := rand.New(rand.NewPCG(23, 24))
+	const rows, cols, nrows = 19, 256, 17
+	for _, typ := range []DType{Q8_0, Q4_0} {
+		bs := typ.TypeSize()
+		data := make([]byte, rows*cols/QK*bs)
+		for b := 0; b < len(data); b += bs {
+			putF16(data[b:], float32(r.IntN(4)+1)*0.25)
+			for j := 2; j < bs; j++ {
+				switch v := r.IntN(3); {
+				case typ == Q4_0:
+					data[b+j] = []byte{0x00, 0xff, 0x0f}[v]
+				default:
+					data[b+j] = []byte{0x80, 0x7f, 0x80}[v]
+				}
+			}
+		}
+		m := Matrix{Type: typ, Rows: rows, Cols: cols, Data: data}
+		x := make([]float32, nrows*cols)
+		for i := range x {
+			x[i] = 3
+			if r.IntN(2) == 0 {
+				x[i] = -3
+			}
+		}
+		want := make([]float32, nrows*rows)
+		for ri := range nrows {
+			a := mustQuantize(t, Q8_0, x[ri*cols:(ri+1)*cols])
+			for i := range rows {
+				want[ri*rows+i] = VecDot(typ, cols, m.Row(i), a)
+			}
+		}
+		for _, l := range simdLevels() {
+			for n := 1; n <= nrows; n += 4 {
+				out := make([]float32, n*rows)
+				var s Scratch
+				withSIMD(l, func() { MatMul(nil, &s, m, x, n, out) })
+				assertBits(t, typ.String()+"/"+l.String(), out, want[:n*rows])
+			}
+		}
+	}
+}
+
+// BenchmarkMatMulSIMD measures weight bytes/s of each level at the shapes of
+// a small MoE expert (1024×2816 and 2816×1024).
+func BenchmarkMatMulSIMD(b *testing.B) {
+	p := NewPool(2)
+	defer p.Close()
+	r := rand.New(rand.NewPCG(2, 2))
+	for _, typ := range []DType{Q8_0, Q4_0} {
+		for _, shape := range [][2]int{{1024, 2816}, {2816, 1024}} {
+			m := testMatrix(b, r, typ, shape[0], shape[1])
+			for _, nrows := range []int{1, 4, 64, 256} {
+				x := randRow(r, nrows*m.Cols)
+				out := make([]float32, nrows*m.Rows)
+				for _, l := range simdLevels() {
+					name := typ.String() + "/" + itoa(shape[0]) + "x" + itoa(shape[1]) + "/nrows=" + itoa(nrows) + "/" + l.String()
+					b.Run(name, func(b *testing.B) {
+						if l == simdGo && nrows > 4 && testing.Short() {
+							b.Skip("slow")
+						}
+						withSIMD(l, func() {
+							var s Scratch
+							MatMul(p, &s, m, x, nrows, out)
+							b.ReportAllocs()
+							b.SetBytes(int64(len(m.Data)))
+							b.ResetTimer()
+							for b.Loop() {
+								MatMul(p, &s, m, x, nrows, out)
+							}
+							b.ReportMetric(float64(nrows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+						})
+					})
+				}
+			}
+		}
+	}
+}
+
+var _ = math.Float32bits
+
+// BenchmarkMatMulDecodeDRAM measures decode (nrows = 1) weight streaming from
+// memory rather than cache: it cycles through 128 copies of a 1024×2816
+// matrix (≈370 MB for Q8_0), more than the last-level cache, on 2 threads.
+func BenchmarkMatMulDecodeDRAM(b *testing.B) {
+	if testing.Short() {
+		b.Skip("allocates hundreds of MB")
+	}
+	p := NewPool(2)
+	defer p.Close()
+	r := rand.New(rand.NewPCG(3, 3))
+	for _, typ := range []DType{Q8_0, Q4_0} {
+		one := testMatrix(b, r, typ, 1024, 2816)
+		const copies = 128
+		big := make([]byte, copies*len(one.Data))
+		for i := range copies {
+			copy(big[i*len(one.Data):], one.Data)
+		}
+		x := randRow(r, one.Cols)
+		out := make([]float32, one.Rows)
+		for _, l := range simdLevels() {
+			b.Run(typ.String()+"/"+l.String(), func(b *testing.B) {
+				withSIMD(l, func() {
+					var s Scratch
+					b.SetBytes(int64(len(one.Data)))
+					i := 0
+					for b.Loop() {
+						m := one
+						m.Data = big[i*len(one.Data) : (i+1)*len(one.Data)]
+						MatMul(p, &s, m, x, 1, out)
+						i = (i + 1) % copies
+					}
+				})
+			})
+		}
+	}
+}

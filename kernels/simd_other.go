@@ -1,0 +1,13 @@
+//go:build !amd64 || purego
+
+package kernels
+
+func detectSIMD() simdLevel { return simdGo }
+
+func rowDotQ8_0x8(bool, []byte, int, int, []byte, *[8]float32) {
+	panic("kernels: no SIMD kernels in this build")
+}
+
+func gemmQ8_0x8(bool, []byte, int, int, []byte, *[128]float32) {
+	panic("kernels: no SIMD kernels in this build")
+}
