@@ -1,0 +1,300 @@
+package router
+
+import (
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+)
+
+// Apply returns the map that results from applying c to m, and whether
+// anything changed. m is not modified. When something changed the result is
+// a new map with Epoch m.Epoch+1 that shares the parts c did not touch with
+// m (so neither may be modified); otherwise it is m itself. Apply is pure and
+// deterministic: it never reads the clock (time comes from c.NowMS) and
+// never depends on map iteration order.
+func (m *Map) Apply(c Command) (*Map, bool, error) {
+	if err := c.Validate(); err != nil {
+		return m, false, err
+	}
+	// Shallow copy: each op clones the sub-map it changes. A hand-built Map
+	// may lack the maps; they must exist to be cloned into.
+	next := *m
+	if next.Nodes == nil {
+		next.Nodes = map[string]Node{}
+	}
+	if next.Placement == nil {
+		next.Placement = map[ExpertID][]Replica{}
+	}
+	if next.Sessions == nil {
+		next.Sessions = map[string]Session{}
+	}
+	var (
+		changed bool
+		err     error
+	)
+	switch c.Op {
+	case OpUpsertNode:
+		changed = next.upsertNode(c)
+	case OpSetNodeState:
+		changed, err = next.setNodeState(c)
+	case OpRemoveNode:
+		changed, err = next.removeNode(c)
+	case OpSetModel:
+		changed = next.setModel(c)
+	case OpSetReplication:
+		changed = next.Replication != c.Replication
+		next.Replication = c.Replication
+	case OpSetPlacement:
+		changed, err = next.setPlacement(c)
+	case OpSetReplicaReady:
+		changed, err = next.setReplicaReady(c)
+	case OpAssignSession:
+		changed, err = next.assignSession(c)
+	case OpTouchSession:
+		changed, err = next.touchSession(c)
+	case OpDeleteSession:
+		changed, err = next.deleteSession(c)
+	case OpExpireSessions:
+		changed = next.expireSessions(c)
+	case OpMoveSessions:
+		changed, err = next.moveSessions(c)
+	default: // Validate admits only known ops
+		panic(fmt.Sprintf("router: op %q passed validation but has no handler", c.Op))
+	}
+	if err != nil {
+		return m, false, fmt.Errorf("%s: %w", c.Op, err)
+	}
+	if !changed {
+		return m, false, nil
+	}
+	next.Epoch = m.Epoch + 1
+	return &next, true, nil
+}
+
+func (m *Map) upsertNode(c Command) bool {
+	n := cloneNode(*c.Node)
+	old, exists := m.Nodes[n.ID]
+	switch {
+	case n.State == "" && exists:
+		n.State = old.State
+	case n.State == "":
+		n.State = NodeJoining
+	}
+	if n.UpdatedMS == 0 {
+		if exists && old.State == n.State {
+			n.UpdatedMS = old.UpdatedMS
+		} else {
+			n.UpdatedMS = c.NowMS
+		}
+	}
+	if exists && reflect.DeepEqual(old, n) {
+		return false
+	}
+	m.Nodes = maps.Clone(m.Nodes)
+	m.Nodes[n.ID] = n
+	return true
+}
+
+func (m *Map) setNodeState(c Command) (bool, error) {
+	n, ok := m.Nodes[c.NodeID]
+	if !ok {
+		return false, fmt.Errorf("%w %q", ErrUnknownNode, c.NodeID)
+	}
+	if n.State == c.State {
+		return false, nil
+	}
+	n.State = c.State // n's slices are shared with the old map but not modified
+	if c.NowMS > 0 {
+		n.UpdatedMS = c.NowMS
+	}
+	m.Nodes = maps.Clone(m.Nodes)
+	m.Nodes[n.ID] = n
+	return true, nil
+}
+
+func (m *Map) removeNode(c Command) (bool, error) {
+	if _, ok := m.Nodes[c.NodeID]; !ok {
+		return false, fmt.Errorf("%w %q", ErrUnknownNode, c.NodeID)
+	}
+	m.Nodes = maps.Clone(m.Nodes)
+	delete(m.Nodes, c.NodeID)
+	var p map[ExpertID][]Replica // cloned on the first affected expert
+	for e, rs := range m.Placement {
+		i := slices.IndexFunc(rs, func(r Replica) bool { return r.Node == c.NodeID })
+		if i < 0 {
+			continue
+		}
+		if p == nil {
+			p = maps.Clone(m.Placement)
+		}
+		kept := slices.Delete(slices.Clone(rs), i, i+1)
+		if len(kept) == 0 {
+			delete(p, e)
+		} else {
+			p[e] = kept
+		}
+	}
+	if p != nil {
+		m.Placement = p
+	}
+	return true, nil
+}
+
+func (m *Map) setModel(c Command) bool {
+	mod := *c.Model
+	versions := slices.Clone(m.Versions)
+	i := slices.IndexFunc(versions, func(v Model) bool { return v.ID == mod.ID && v.Version == mod.Version })
+	if i >= 0 {
+		versions[i] = mod
+	} else {
+		versions = append(versions, mod)
+		i = len(versions) - 1
+	}
+	live := m.Model
+	switch {
+	case mod.Live:
+		for j := range versions {
+			if j != i {
+				versions[j].Live = false
+			}
+		}
+		live = &mod
+	case live != nil && live.ID == mod.ID && live.Version == mod.Version:
+		live = nil // the live version was taken out of service
+	}
+	if reflect.DeepEqual(versions, m.Versions) && reflect.DeepEqual(live, m.Model) {
+		return false
+	}
+	m.Versions, m.Model = versions, live
+	return true
+}
+
+func (m *Map) setPlacement(c Command) (bool, error) {
+	p, err := placementFromEntries(c.Placement)
+	if err != nil {
+		return false, fmt.Errorf("%w: %w", ErrBadCommand, err)
+	}
+	for _, pe := range c.Placement {
+		for _, r := range pe.Replicas {
+			if _, ok := m.Nodes[r.Node]; !ok {
+				return false, fmt.Errorf("%w %q (replica of %v)", ErrUnknownNode, r.Node, pe.Expert)
+			}
+		}
+	}
+	if reflect.DeepEqual(p, m.Placement) {
+		return false, nil
+	}
+	m.Placement = p
+	return true, nil
+}
+
+func (m *Map) setReplicaReady(c Command) (bool, error) {
+	e := *c.Expert
+	rs := m.Placement[e]
+	i := slices.IndexFunc(rs, func(r Replica) bool { return r.Node == c.NodeID })
+	if i < 0 {
+		return false, fmt.Errorf("%w: expert %v on node %q", ErrUnknownReplica, e, c.NodeID)
+	}
+	if rs[i].Ready == c.Ready {
+		return false, nil
+	}
+	rs = slices.Clone(rs)
+	rs[i].Ready = c.Ready
+	m.Placement = maps.Clone(m.Placement)
+	m.Placement[e] = rs
+	return true, nil
+}
+
+func (m *Map) assignSession(c Command) (bool, error) {
+	s := *c.Session
+	if s.Home == "" {
+		home, ok := chooseHome(m, s.ID, c.NowMS, "", nil)
+		if !ok {
+			return false, ErrNoActiveNode
+		}
+		s.Home = home
+	} else if _, ok := m.Nodes[s.Home]; !ok {
+		return false, fmt.Errorf("%w %q (home of session %q)", ErrUnknownNode, s.Home, s.ID)
+	}
+	if s.LastUseMS == 0 {
+		s.LastUseMS = c.NowMS
+	}
+	if old, ok := m.Sessions[s.ID]; ok && old == s {
+		return false, nil
+	}
+	m.Sessions = maps.Clone(m.Sessions)
+	m.Sessions[s.ID] = s
+	return true, nil
+}
+
+func (m *Map) touchSession(c Command) (bool, error) {
+	id := c.sessionID()
+	old, ok := m.Sessions[id]
+	if !ok {
+		return false, fmt.Errorf("%w %q", ErrUnknownSession, id)
+	}
+	s := old
+	// Touches may reach the log out of order (several gateways): time never
+	// moves backwards and the session keeps its TTL.
+	s.LastUseMS = max(old.LastUseMS, c.NowMS)
+	if c.Session != nil && c.Session.ExpiresMS > 0 {
+		s.ExpiresMS = c.Session.ExpiresMS
+	} else if ttl := old.ExpiresMS - old.LastUseMS; ttl > 0 {
+		s.ExpiresMS = max(old.ExpiresMS, c.NowMS+ttl)
+	}
+	if s == old {
+		return false, nil
+	}
+	m.Sessions = maps.Clone(m.Sessions)
+	m.Sessions[id] = s
+	return true, nil
+}
+
+func (m *Map) deleteSession(c Command) (bool, error) {
+	id := c.sessionID()
+	if _, ok := m.Sessions[id]; !ok {
+		return false, fmt.Errorf("%w %q", ErrUnknownSession, id)
+	}
+	m.Sessions = maps.Clone(m.Sessions)
+	delete(m.Sessions, id)
+	return true, nil
+}
+
+func (m *Map) expireSessions(c Command) bool {
+	var s map[string]Session
+	for id, sess := range m.Sessions {
+		if sess.ExpiresMS <= c.NowMS {
+			if s == nil {
+				s = maps.Clone(m.Sessions)
+			}
+			delete(s, id)
+		}
+	}
+	if s == nil {
+		return false
+	}
+	m.Sessions = s
+	return true
+}
+
+func (m *Map) moveSessions(c Command) (bool, error) {
+	ids := m.SessionsOn(c.NodeID) // sorted, so the outcome is deterministic
+	if len(ids) == 0 {
+		return false, nil
+	}
+	counts := sessionCounts(m, c.NowMS, c.NodeID)
+	if len(counts) == 0 {
+		return false, fmt.Errorf("%w to take the sessions of %q", ErrNoActiveNode, c.NodeID)
+	}
+	sessions := maps.Clone(m.Sessions)
+	for _, id := range ids {
+		home, _ := chooseHome(m, id, c.NowMS, c.NodeID, counts)
+		s := sessions[id]
+		s.Home = home
+		sessions[id] = s
+		counts[home]++
+	}
+	m.Sessions = sessions
+	return true, nil
+}

@@ -1,0 +1,69 @@
+package router
+
+// NodeState is a node's lifecycle state in the cluster map.
+type NodeState string
+
+const (
+	NodeJoining  NodeState = "joining"  // known, not yet hosting
+	NodeActive   NodeState = "active"   // hosts experts and sessions
+	NodeDraining NodeState = "draining" // placement moves everything away; it takes nothing new
+	NodeDead     NodeState = "dead"     // memberlist declared it dead; removed after a grace period
+)
+
+// Device is a compute device on a node.
+type Device struct {
+	Name      string `json:"name"`       // "cpu", "cuda:0", …
+	MemBytes  int64  `json:"mem_bytes"`  // total memory
+	FreeBytes int64  `json:"free_bytes"` // free memory when last reported
+}
+
+// Node is a cluster member as the map records it.
+type Node struct {
+	ID         string    `json:"id"`
+	HTTPAddr   string    `json:"http_addr"`
+	GossipAddr string    `json:"gossip_addr"`
+	RaftAddr   string    `json:"raft_addr"`
+	ActorAddr  string    `json:"actor_addr"`
+	Devices    []Device  `json:"devices"`
+	Capacity   int64     `json:"capacity_bytes"` // bytes of expert weights the node may host
+	State      NodeState `json:"state"`
+	Version    string    `json:"version"`          // build version
+	Models     []string  `json:"models,omitempty"` // digests of model files it can load
+	Voter      bool      `json:"voter"`            // Raft voter (else non-voter)
+	UpdatedMS  int64     `json:"updated_ms"`       // unix ms of the last state change
+}
+
+// ExpertID names one expert of one layer.
+type ExpertID struct {
+	Layer int `json:"layer"`
+	Index int `json:"index"`
+}
+
+// Replica is one copy of an expert on a node's device.
+type Replica struct {
+	Node   string `json:"node"`
+	Device string `json:"device"`
+	Ready  bool   `json:"ready"` // weights loaded and serving
+}
+
+// Model is the model the cluster serves.
+type Model struct {
+	ID          string `json:"id"`
+	Digest      string `json:"digest"` // sha256 of the GGUF file, hex
+	Version     int    `json:"version"`
+	Arch        string `json:"arch"`
+	Layers      int    `json:"layers"`
+	Experts     int    `json:"experts"` // per layer; 0 for dense models
+	TopK        int    `json:"top_k"`
+	ExpertBytes int64  `json:"expert_bytes"` // bytes of one expert's weights
+	Admitted    bool   `json:"admitted"`     // passed the admission suite
+	Live        bool   `json:"live"`         // serving traffic
+}
+
+// Session records a session's home node (affinity keeps its KV cache local).
+type Session struct {
+	ID        string `json:"id"`
+	Home      string `json:"home"`
+	LastUseMS int64  `json:"last_use_ms"`
+	ExpiresMS int64  `json:"expires_ms"`
+}
