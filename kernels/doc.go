@@ -12,7 +12,10 @@
 // reference quantizers (Q8_0, Q4_0 and Q8_K bit for bit; Q4_K and Q6_K follow
 // quantize_row_q4_K_ref and quantize_row_q6_K_ref), and dot products reduce in
 // the same order as ggml's generic kernels: integer sums per block, scaled in
-// float32, float types accumulated in float64. Products that feed a sum are
+// float32, BF16 accumulated in float64. F32 and F16 weights (against F32
+// activations) and the attention kernels use one defined float32 order
+// instead, 16 lanes folded by a fixed tree (see DotF32), which the SIMD
+// kernels and the pure-Go code both perform. Products that feed a sum are
 // rounded explicitly (float32(a*b)) so the Go compiler never fuses them into an
 // FMA; results are therefore the same on amd64 and arm64.
 //
@@ -31,6 +34,15 @@
 // golang.org/x/sys/cpu. Each lane is one output element and performs exactly
 // the Go dot's integer block sums and float32 operations in the same order,
 // so results are bit-identical across levels (see matmul_simd.go).
+//
+// The same generator emits AVX2 float kernels used on every SIMD level:
+// DotF32, AxpyF32, F16ToF32Row, the grouped-query attention kernels
+// (AttnScoresF16/F32, AttnAccumF16/F32: all query heads of a GQA group
+// against one key or value row per pass), F16 and F32 weight MatMul (4
+// weight rows per pass, matmul_float.go), and the Q8_0 activation quantizer
+// (exact round half away from zero). Each has a pure-Go twin (purego builds,
+// other architectures, and tests at every level) that performs the same
+// float32 operations in the same order, so results are bit-identical.
 //
 // # Imports
 //

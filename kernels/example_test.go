@@ -56,3 +56,28 @@ func ExampleMatMul() {
 	// Output:
 	// [16.00 32.00 -32.00 -63.99]
 }
+
+// The query heads of one GQA group scored against two F16 key rows, then the
+// softmax-weighted F16 value rows accumulated into their outputs.
+func ExampleAttnScoresF16() {
+	const heads, hd, stride, n = 2, 16, 16, 2
+	q := make([]float32, heads*hd)
+	for i := range q {
+		q[i] = float32(i/hd + 1) // head 0 all 1, head 1 all 2
+	}
+	kv := make([]uint16, n*stride)
+	for i := range kv {
+		kv[i] = kernels.F32ToF16(float32(i/stride) + 0.5) // row 0 all 0.5, row 1 all 1.5
+	}
+	scores := make([]float32, heads*n)
+	kernels.AttnScoresF16(scores, q, heads, hd, kv, stride, n)
+	fmt.Println(scores)
+
+	p := []float32{0.25, 0.75, 1, 0} // probabilities, heads × positions
+	out := make([]float32, heads*hd)
+	kernels.AttnAccumF16(out, p, heads, hd, kv, stride, n)
+	fmt.Println(out[0], out[hd])
+	// Output:
+	// [8 24 16 48]
+	// 1.25 0.5
+}

@@ -61,6 +61,7 @@ type Scratch struct {
 	rowFn      func(lo, hi int)
 	gemmFn     func(lo, hi int)
 	packVNNIFn func(lo, hi int)
+	floatFn    func(lo, hi int) // F16/F32 tile path (matmul_float.go)
 }
 
 // MatMul computes out[r·m.Rows+i] = dot(m.Row(i), x[r·m.Cols:(r+1)·m.Cols])
@@ -107,6 +108,7 @@ func MatMul(p *Pool, s *Scratch, m Matrix, x []float32, nrows int, out []float32
 		s.rowFn = s.rowTiles
 		s.gemmFn = s.gemmTiles
 		s.packVNNIFn = s.packVNNI
+		s.floatFn = s.floatTiles
 	}
 	if need := nrows * actRow; cap(s.act) < need {
 		s.act = make([]byte, need)
@@ -118,6 +120,8 @@ func MatMul(p *Pool, s *Scratch, m Matrix, x []float32, nrows int, out []float32
 	switch {
 	case simdQ8(m):
 		s.matMulSIMDQ8(p)
+	case simdFloat(m):
+		s.matMulSIMDFloat(p)
 	case vt == Q8_0:
 		ngroups := (nrows + lanes - 1) / lanes
 		nb := m.Cols / QK

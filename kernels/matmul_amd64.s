@@ -749,3 +749,820 @@ gemmQ4_0x8VNNI_done:
 	VMOVUPS Z8, 448(AX)
 	VZEROUPPER
 	RET
+
+// func dotF32x16AVX2(a *float32, b *float32, n int) float32
+// Requires: AVX, SSE
+TEXT ·dotF32x16AVX2(SB), NOSPLIT, $0-28
+	MOVQ   a+0(FP), AX
+	MOVQ   b+8(FP), CX
+	MOVQ   n+16(FP), DX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+
+dotF32x16AVX2_loop:
+	TESTQ   DX, DX
+	JZ      dotF32x16AVX2_done
+	VMOVUPS (AX), Y2
+	VMULPS  (CX), Y2, Y2
+	VADDPS  Y2, Y0, Y0
+	VMOVUPS 32(AX), Y2
+	VMULPS  32(CX), Y2, Y2
+	VADDPS  Y2, Y1, Y1
+	ADDQ    $0x00000040, AX
+	ADDQ    $0x00000040, CX
+	SUBQ    $0x00000010, DX
+	JMP     dotF32x16AVX2_loop
+
+dotF32x16AVX2_done:
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X1
+	VMOVHLPS     X1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSHDUP    X1, X0
+	VADDSS       X0, X1, X1
+	MOVSS        X1, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func axpyF32x8AVX2(dst *float32, a float32, x *float32, n int)
+// Requires: AVX, AVX2, SSE
+TEXT ·axpyF32x8AVX2(SB), NOSPLIT, $0-32
+	MOVQ         dst+0(FP), AX
+	MOVQ         x+16(FP), CX
+	MOVQ         n+24(FP), DX
+	MOVSS        a+8(FP), X0
+	VBROADCASTSS X0, Y0
+
+axpyF32x8AVX2_loop:
+	TESTQ   DX, DX
+	JZ      axpyF32x8AVX2_done
+	VMULPS  (CX), Y0, Y1
+	VADDPS  (AX), Y1, Y1
+	VMOVUPS Y1, (AX)
+	ADDQ    $0x00000020, AX
+	ADDQ    $0x00000020, CX
+	SUBQ    $0x00000008, DX
+	JMP     axpyF32x8AVX2_loop
+
+axpyF32x8AVX2_done:
+	VZEROUPPER
+	RET
+
+// func f16ToF32x8AVX2(dst *float32, src *uint16, n int)
+// Requires: AVX, F16C
+TEXT ·f16ToF32x8AVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), AX
+	MOVQ src+8(FP), CX
+	MOVQ n+16(FP), DX
+
+f16ToF32x8AVX2_loop:
+	TESTQ     DX, DX
+	JZ        f16ToF32x8AVX2_done
+	VCVTPH2PS (CX), Y0
+	VMOVUPS   Y0, (AX)
+	ADDQ      $0x00000020, AX
+	ADDQ      $0x00000010, CX
+	SUBQ      $0x00000008, DX
+	JMP       f16ToF32x8AVX2_loop
+
+f16ToF32x8AVX2_done:
+	VZEROUPPER
+	RET
+
+// func attnScoresF32AVX2(scores *float32, q *float32, heads int, hd int, k *float32, stride int, n int)
+// Requires: AVX
+TEXT ·attnScoresF32AVX2(SB), NOSPLIT, $0-56
+	MOVQ scores+0(FP), AX
+	MOVQ k+32(FP), CX
+	MOVQ stride+40(FP), DX
+	SHLQ $0x02, DX
+	MOVQ n+48(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF32AVX2_t:
+	TESTQ BX, BX
+	JZ    attnScoresF32AVX2_done
+	MOVQ  q+8(FP), DI
+	MOVQ  AX, R8
+	MOVQ  heads+16(FP), R9
+
+attnScoresF32AVX2_g:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	MOVQ   CX, R10
+	MOVQ   hd+24(FP), R11
+
+attnScoresF32AVX2_d:
+	VMOVUPS      (R10), Y2
+	VMULPS       (DI), Y2, Y2
+	VADDPS       Y2, Y0, Y0
+	VMOVUPS      32(R10), Y2
+	VMULPS       32(DI), Y2, Y2
+	VADDPS       Y2, Y1, Y1
+	ADDQ         $0x00000040, R10
+	ADDQ         $0x00000040, DI
+	SUBQ         $0x00000010, R11
+	JNZ          attnScoresF32AVX2_d
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X1
+	VMOVHLPS     X1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSHDUP    X1, X0
+	VADDSS       X0, X1, X1
+	VMOVSS       X1, (R8)
+	ADDQ         SI, R8
+	DECQ         R9
+	JNZ          attnScoresF32AVX2_g
+	ADDQ         DX, CX
+	ADDQ         $0x00000004, AX
+	DECQ         BX
+	JMP          attnScoresF32AVX2_t
+
+attnScoresF32AVX2_done:
+	VZEROUPPER
+	RET
+
+// func attnScoresF16AVX2(scores *float32, q *float32, heads int, hd int, k *uint16, stride int, n int)
+// Requires: AVX, F16C
+TEXT ·attnScoresF16AVX2(SB), NOSPLIT, $0-56
+	MOVQ scores+0(FP), AX
+	MOVQ k+32(FP), CX
+	MOVQ stride+40(FP), DX
+	SHLQ $0x01, DX
+	MOVQ n+48(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF16AVX2_t:
+	TESTQ BX, BX
+	JZ    attnScoresF16AVX2_done
+	MOVQ  q+8(FP), DI
+	MOVQ  AX, R8
+	MOVQ  heads+16(FP), R9
+
+attnScoresF16AVX2_g:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	MOVQ   CX, R10
+	MOVQ   hd+24(FP), R11
+
+attnScoresF16AVX2_d:
+	VCVTPH2PS    (R10), Y2
+	VMULPS       (DI), Y2, Y2
+	VADDPS       Y2, Y0, Y0
+	VCVTPH2PS    16(R10), Y2
+	VMULPS       32(DI), Y2, Y2
+	VADDPS       Y2, Y1, Y1
+	ADDQ         $0x00000020, R10
+	ADDQ         $0x00000040, DI
+	SUBQ         $0x00000010, R11
+	JNZ          attnScoresF16AVX2_d
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X1
+	VMOVHLPS     X1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSHDUP    X1, X0
+	VADDSS       X0, X1, X1
+	VMOVSS       X1, (R8)
+	ADDQ         SI, R8
+	DECQ         R9
+	JNZ          attnScoresF16AVX2_g
+	ADDQ         DX, CX
+	ADDQ         $0x00000004, AX
+	DECQ         BX
+	JMP          attnScoresF16AVX2_t
+
+attnScoresF16AVX2_done:
+	VZEROUPPER
+	RET
+
+// func attnAccumF32AVX2(out *float32, p *float32, heads int, hd int, v *float32, stride int, n int)
+// Requires: AVX
+TEXT ·attnAccumF32AVX2(SB), NOSPLIT, $0-56
+	MOVQ p+8(FP), AX
+	MOVQ v+32(FP), CX
+	MOVQ stride+40(FP), DX
+	SHLQ $0x02, DX
+	MOVQ n+48(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnAccumF32AVX2_t:
+	TESTQ BX, BX
+	JZ    attnAccumF32AVX2_done
+	MOVQ  out+0(FP), DI
+	MOVQ  AX, R8
+	MOVQ  heads+16(FP), R9
+
+attnAccumF32AVX2_g:
+	VBROADCASTSS (R8), Y0
+	MOVQ         CX, R10
+	MOVQ         hd+24(FP), R11
+
+attnAccumF32AVX2_d:
+	VMOVUPS (R10), Y1
+	VMULPS  Y0, Y1, Y1
+	VADDPS  (DI), Y1, Y1
+	VMOVUPS Y1, (DI)
+	ADDQ    $0x00000020, R10
+	ADDQ    $0x00000020, DI
+	SUBQ    $0x00000008, R11
+	JNZ     attnAccumF32AVX2_d
+	ADDQ    SI, R8
+	DECQ    R9
+	JNZ     attnAccumF32AVX2_g
+	ADDQ    DX, CX
+	ADDQ    $0x00000004, AX
+	DECQ    BX
+	JMP     attnAccumF32AVX2_t
+
+attnAccumF32AVX2_done:
+	VZEROUPPER
+	RET
+
+// func attnAccumF16AVX2(out *float32, p *float32, heads int, hd int, v *uint16, stride int, n int)
+// Requires: AVX, F16C
+TEXT ·attnAccumF16AVX2(SB), NOSPLIT, $0-56
+	MOVQ p+8(FP), AX
+	MOVQ v+32(FP), CX
+	MOVQ stride+40(FP), DX
+	SHLQ $0x01, DX
+	MOVQ n+48(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnAccumF16AVX2_t:
+	TESTQ BX, BX
+	JZ    attnAccumF16AVX2_done
+	MOVQ  out+0(FP), DI
+	MOVQ  AX, R8
+	MOVQ  heads+16(FP), R9
+
+attnAccumF16AVX2_g:
+	VBROADCASTSS (R8), Y0
+	MOVQ         CX, R10
+	MOVQ         hd+24(FP), R11
+
+attnAccumF16AVX2_d:
+	VCVTPH2PS (R10), Y1
+	VMULPS    Y0, Y1, Y1
+	VADDPS    (DI), Y1, Y1
+	VMOVUPS   Y1, (DI)
+	ADDQ      $0x00000010, R10
+	ADDQ      $0x00000020, DI
+	SUBQ      $0x00000008, R11
+	JNZ       attnAccumF16AVX2_d
+	ADDQ      SI, R8
+	DECQ      R9
+	JNZ       attnAccumF16AVX2_g
+	ADDQ      DX, CX
+	ADDQ      $0x00000004, AX
+	DECQ      BX
+	JMP       attnAccumF16AVX2_t
+
+attnAccumF16AVX2_done:
+	VZEROUPPER
+	RET
+
+// func quantQ8_0AVX2(src *float32, dst *byte, nb int)
+// Requires: AVX, AVX2, F16C
+TEXT ·quantQ8_0AVX2(SB), NOSPLIT, $0-24
+	MOVQ         src+0(FP), AX
+	MOVQ         dst+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	VPCMPEQD     Y0, Y0, Y0
+	VPSLLD       $0x1f, Y0, Y1
+	VPSRLD       $0x01, Y0, Y0
+	MOVL         $0x3f800000, BX
+	VMOVD        BX, X2
+	VBROADCASTSS X2, Y2
+	MOVL         $0x3f000000, BX
+	VMOVD        BX, X3
+	VBROADCASTSS X3, Y3
+	MOVL         $0x42fe0000, BX
+	VMOVD        BX, X4
+	VBROADCASTSS X4, Y4
+	VMOVDQU      q8perm<>+0(SB), Y5
+
+quantQ8_0AVX2_loop:
+	TESTQ        DX, DX
+	JZ           quantQ8_0AVX2_done
+	VMOVUPS      (AX), Y6
+	VMOVUPS      32(AX), Y7
+	VMOVUPS      64(AX), Y8
+	VMOVUPS      96(AX), Y9
+	VANDPS       Y0, Y6, Y10
+	VANDPS       Y0, Y7, Y11
+	VMAXPS       Y11, Y10, Y10
+	VANDPS       Y0, Y8, Y11
+	VMAXPS       Y11, Y10, Y10
+	VANDPS       Y0, Y9, Y11
+	VMAXPS       Y11, Y10, Y10
+	VEXTRACTF128 $0x01, Y10, X11
+	VMAXPS       X11, X10, X11
+	VMOVHLPS     X11, X11, X10
+	VMAXPS       X10, X11, X11
+	VMOVSHDUP    X11, X10
+	VMAXSS       X10, X11, X11
+	VDIVSS       X4, X11, X10
+	VDIVSS       X10, X2, X11
+	VXORPS       X12, X12, X12
+	VCMPSS       $0x04, X12, X10, X12
+	VANDPS       X12, X11, X11
+	VCVTPS2PH    $0x00, X10, X10
+	VPEXTRW      $0x00, X10, BX
+	MOVW         BX, (CX)
+	VBROADCASTSS X11, Y10
+	VMULPS       Y10, Y6, Y6
+	VROUNDPS     $0x03, Y6, Y11
+	VSUBPS       Y11, Y6, Y12
+	VANDPS       Y0, Y12, Y12
+	VCMPPS       $0x0d, Y3, Y12, Y12
+	VANDPS       Y1, Y6, Y6
+	VORPS        Y2, Y6, Y6
+	VANDPS       Y12, Y6, Y6
+	VADDPS       Y6, Y11, Y11
+	VCVTTPS2DQ   Y11, Y6
+	VMULPS       Y10, Y7, Y7
+	VROUNDPS     $0x03, Y7, Y11
+	VSUBPS       Y11, Y7, Y12
+	VANDPS       Y0, Y12, Y12
+	VCMPPS       $0x0d, Y3, Y12, Y12
+	VANDPS       Y1, Y7, Y7
+	VORPS        Y2, Y7, Y7
+	VANDPS       Y12, Y7, Y7
+	VADDPS       Y7, Y11, Y11
+	VCVTTPS2DQ   Y11, Y7
+	VMULPS       Y10, Y8, Y8
+	VROUNDPS     $0x03, Y8, Y11
+	VSUBPS       Y11, Y8, Y12
+	VANDPS       Y0, Y12, Y12
+	VCMPPS       $0x0d, Y3, Y12, Y12
+	VANDPS       Y1, Y8, Y8
+	VORPS        Y2, Y8, Y8
+	VANDPS       Y12, Y8, Y8
+	VADDPS       Y8, Y11, Y11
+	VCVTTPS2DQ   Y11, Y8
+	VMULPS       Y10, Y9, Y9
+	VROUNDPS     $0x03, Y9, Y10
+	VSUBPS       Y10, Y9, Y11
+	VANDPS       Y0, Y11, Y11
+	VCMPPS       $0x0d, Y3, Y11, Y11
+	VANDPS       Y1, Y9, Y9
+	VORPS        Y2, Y9, Y9
+	VANDPS       Y11, Y9, Y9
+	VADDPS       Y9, Y10, Y10
+	VCVTTPS2DQ   Y10, Y9
+	VPACKSSDW    Y7, Y6, Y6
+	VPACKSSDW    Y9, Y8, Y8
+	VPACKSSWB    Y8, Y6, Y6
+	VPERMD       Y6, Y5, Y6
+	VMOVDQU      Y6, 2(CX)
+	ADDQ         $0x00000080, AX
+	ADDQ         $0x00000022, CX
+	DECQ         DX
+	JMP          quantQ8_0AVX2_loop
+
+quantQ8_0AVX2_done:
+	VZEROUPPER
+	RET
+
+DATA q8perm<>+0(SB)/4, $0x00000000
+DATA q8perm<>+4(SB)/4, $0x00000004
+DATA q8perm<>+8(SB)/4, $0x00000001
+DATA q8perm<>+12(SB)/4, $0x00000005
+DATA q8perm<>+16(SB)/4, $0x00000002
+DATA q8perm<>+20(SB)/4, $0x00000006
+DATA q8perm<>+24(SB)/4, $0x00000003
+DATA q8perm<>+28(SB)/4, $0x00000007
+GLOBL q8perm<>(SB), RODATA|NOPTR, $32
+
+// func dotF32x4AVX2(w *byte, stride int, n int, a *float32, out *[4]float32)
+// Requires: AVX
+TEXT ·dotF32x4AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	LEAQ   (CX)(CX*2), DX
+	MOVQ   n+16(FP), BX
+	MOVQ   a+24(FP), SI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+dotF32x4AVX2_loop:
+	TESTQ   BX, BX
+	JZ      dotF32x4AVX2_done
+	VMOVUPS (SI), Y8
+	VMOVUPS 32(SI), Y9
+	VMOVUPS (AX), Y10
+	VMULPS  Y8, Y10, Y10
+	VADDPS  Y10, Y0, Y0
+	VMOVUPS 32(AX), Y10
+	VMULPS  Y9, Y10, Y10
+	VADDPS  Y10, Y1, Y1
+	VMOVUPS (AX)(CX*1), Y10
+	VMULPS  Y8, Y10, Y10
+	VADDPS  Y10, Y2, Y2
+	VMOVUPS 32(AX)(CX*1), Y10
+	VMULPS  Y9, Y10, Y10
+	VADDPS  Y10, Y3, Y3
+	VMOVUPS (AX)(CX*2), Y10
+	VMULPS  Y8, Y10, Y10
+	VADDPS  Y10, Y4, Y4
+	VMOVUPS 32(AX)(CX*2), Y10
+	VMULPS  Y9, Y10, Y10
+	VADDPS  Y10, Y5, Y5
+	VMOVUPS (AX)(DX*1), Y10
+	VMULPS  Y8, Y10, Y10
+	VADDPS  Y10, Y6, Y6
+	VMOVUPS 32(AX)(DX*1), Y8
+	VMULPS  Y9, Y8, Y8
+	VADDPS  Y8, Y7, Y7
+	ADDQ    $0x00000040, AX
+	ADDQ    $0x00000040, SI
+	SUBQ    $0x00000010, BX
+	JMP     dotF32x4AVX2_loop
+
+dotF32x4AVX2_done:
+	MOVQ         out+32(FP), AX
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X1
+	VMOVHLPS     X1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSHDUP    X1, X0
+	VADDSS       X0, X1, X1
+	VMOVSS       X1, (AX)
+	VADDPS       Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	VADDPS       Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 8(AX)
+	VADDPS       Y7, Y6, Y6
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X0, X6, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotF16x4AVX2(w *byte, stride int, n int, a *float32, out *[4]float32)
+// Requires: AVX, F16C
+TEXT ·dotF16x4AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	LEAQ   (CX)(CX*2), DX
+	MOVQ   n+16(FP), BX
+	MOVQ   a+24(FP), SI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+dotF16x4AVX2_loop:
+	TESTQ     BX, BX
+	JZ        dotF16x4AVX2_done
+	VMOVUPS   (SI), Y8
+	VMOVUPS   32(SI), Y9
+	VCVTPH2PS (AX), Y10
+	VMULPS    Y8, Y10, Y10
+	VADDPS    Y10, Y0, Y0
+	VCVTPH2PS 16(AX), Y10
+	VMULPS    Y9, Y10, Y10
+	VADDPS    Y10, Y1, Y1
+	VCVTPH2PS (AX)(CX*1), Y10
+	VMULPS    Y8, Y10, Y10
+	VADDPS    Y10, Y2, Y2
+	VCVTPH2PS 16(AX)(CX*1), Y10
+	VMULPS    Y9, Y10, Y10
+	VADDPS    Y10, Y3, Y3
+	VCVTPH2PS (AX)(CX*2), Y10
+	VMULPS    Y8, Y10, Y10
+	VADDPS    Y10, Y4, Y4
+	VCVTPH2PS 16(AX)(CX*2), Y10
+	VMULPS    Y9, Y10, Y10
+	VADDPS    Y10, Y5, Y5
+	VCVTPH2PS (AX)(DX*1), Y10
+	VMULPS    Y8, Y10, Y10
+	VADDPS    Y10, Y6, Y6
+	VCVTPH2PS 16(AX)(DX*1), Y8
+	VMULPS    Y9, Y8, Y8
+	VADDPS    Y8, Y7, Y7
+	ADDQ      $0x00000020, AX
+	ADDQ      $0x00000040, SI
+	SUBQ      $0x00000010, BX
+	JMP       dotF16x4AVX2_loop
+
+dotF16x4AVX2_done:
+	MOVQ         out+32(FP), AX
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X1
+	VMOVHLPS     X1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSHDUP    X1, X0
+	VADDSS       X0, X1, X1
+	VMOVSS       X1, (AX)
+	VADDPS       Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	VADDPS       Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 8(AX)
+	VADDPS       Y7, Y6, Y6
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X0, X6, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 12(AX)
+	VZEROUPPER
+	RET
+
+// func roundF16x8AVX2(x *float32, n int)
+// Requires: AVX, AVX2, F16C
+TEXT ·roundF16x8AVX2(SB), NOSPLIT, $0-16
+	MOVQ         x+0(FP), AX
+	MOVQ         n+8(FP), CX
+	VPCMPEQD     Y0, Y0, Y0
+	VPSLLD       $0x1f, Y0, Y0
+	MOVL         $0x7fc00000, DX
+	VMOVD        DX, X1
+	VBROADCASTSS X1, Y1
+
+roundF16x8AVX2_loop:
+	TESTQ     CX, CX
+	JZ        roundF16x8AVX2_done
+	VMOVUPS   (AX), Y2
+	VCVTPS2PH $0x00, Y2, X3
+	VCVTPH2PS X3, Y3
+	VCMPPS    $0x03, Y2, Y2, Y4
+	VANDPS    Y0, Y2, Y2
+	VORPS     Y1, Y2, Y2
+	VBLENDVPS Y4, Y2, Y3, Y3
+	VMOVUPS   Y3, (AX)
+	ADDQ      $0x00000020, AX
+	SUBQ      $0x00000008, CX
+	JMP       roundF16x8AVX2_loop
+
+roundF16x8AVX2_done:
+	VZEROUPPER
+	RET
+
+// func dotF32x1x6AVX2(w *byte, n int, a *float32, astride int, out *[6]float32)
+// Requires: AVX
+TEXT ·dotF32x1x6AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   n+8(FP), CX
+	MOVQ   a+16(FP), DX
+	MOVQ   astride+24(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	LEAQ   (DX)(SI*1), SI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+dotF32x1x6AVX2_loop:
+	TESTQ   CX, CX
+	JZ      dotF32x1x6AVX2_done
+	VMOVUPS (AX), Y12
+	VMULPS  (DX), Y12, Y13
+	VADDPS  Y13, Y0, Y0
+	VMULPS  (DX)(BX*1), Y12, Y13
+	VADDPS  Y13, Y2, Y2
+	VMULPS  (DX)(BX*2), Y12, Y13
+	VADDPS  Y13, Y4, Y4
+	VMULPS  (SI), Y12, Y13
+	VADDPS  Y13, Y6, Y6
+	VMULPS  (SI)(BX*1), Y12, Y13
+	VADDPS  Y13, Y8, Y8
+	VMULPS  (SI)(BX*2), Y12, Y12
+	VADDPS  Y12, Y10, Y10
+	VMOVUPS 32(AX), Y12
+	VMULPS  32(DX), Y12, Y13
+	VADDPS  Y13, Y1, Y1
+	VMULPS  32(DX)(BX*1), Y12, Y13
+	VADDPS  Y13, Y3, Y3
+	VMULPS  32(DX)(BX*2), Y12, Y13
+	VADDPS  Y13, Y5, Y5
+	VMULPS  32(SI), Y12, Y13
+	VADDPS  Y13, Y7, Y7
+	VMULPS  32(SI)(BX*1), Y12, Y13
+	VADDPS  Y13, Y9, Y9
+	VMULPS  32(SI)(BX*2), Y12, Y12
+	VADDPS  Y12, Y11, Y11
+	ADDQ    $0x00000040, AX
+	ADDQ    $0x00000040, DX
+	ADDQ    $0x00000040, SI
+	SUBQ    $0x00000010, CX
+	JMP     dotF32x1x6AVX2_loop
+
+dotF32x1x6AVX2_done:
+	MOVQ         out+32(FP), AX
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X1
+	VMOVHLPS     X1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSHDUP    X1, X0
+	VADDSS       X0, X1, X1
+	VMOVSS       X1, (AX)
+	VADDPS       Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	VADDPS       Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 8(AX)
+	VADDPS       Y7, Y6, Y6
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X0, X6, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 12(AX)
+	VADDPS       Y9, Y8, Y8
+	VEXTRACTF128 $0x01, Y8, X0
+	VADDPS       X0, X8, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 16(AX)
+	VADDPS       Y11, Y10, Y10
+	VEXTRACTF128 $0x01, Y10, X0
+	VADDPS       X0, X10, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 20(AX)
+	VZEROUPPER
+	RET
+
+// func dotF16x1x6AVX2(w *byte, n int, a *float32, astride int, out *[6]float32)
+// Requires: AVX, F16C
+TEXT ·dotF16x1x6AVX2(SB), NOSPLIT, $0-40
+	MOVQ   w+0(FP), AX
+	MOVQ   n+8(FP), CX
+	MOVQ   a+16(FP), DX
+	MOVQ   astride+24(FP), BX
+	LEAQ   (BX)(BX*2), SI
+	LEAQ   (DX)(SI*1), SI
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+dotF16x1x6AVX2_loop:
+	TESTQ     CX, CX
+	JZ        dotF16x1x6AVX2_done
+	VCVTPH2PS (AX), Y12
+	VMULPS    (DX), Y12, Y13
+	VADDPS    Y13, Y0, Y0
+	VMULPS    (DX)(BX*1), Y12, Y13
+	VADDPS    Y13, Y2, Y2
+	VMULPS    (DX)(BX*2), Y12, Y13
+	VADDPS    Y13, Y4, Y4
+	VMULPS    (SI), Y12, Y13
+	VADDPS    Y13, Y6, Y6
+	VMULPS    (SI)(BX*1), Y12, Y13
+	VADDPS    Y13, Y8, Y8
+	VMULPS    (SI)(BX*2), Y12, Y12
+	VADDPS    Y12, Y10, Y10
+	VCVTPH2PS 16(AX), Y12
+	VMULPS    32(DX), Y12, Y13
+	VADDPS    Y13, Y1, Y1
+	VMULPS    32(DX)(BX*1), Y12, Y13
+	VADDPS    Y13, Y3, Y3
+	VMULPS    32(DX)(BX*2), Y12, Y13
+	VADDPS    Y13, Y5, Y5
+	VMULPS    32(SI), Y12, Y13
+	VADDPS    Y13, Y7, Y7
+	VMULPS    32(SI)(BX*1), Y12, Y13
+	VADDPS    Y13, Y9, Y9
+	VMULPS    32(SI)(BX*2), Y12, Y12
+	VADDPS    Y12, Y11, Y11
+	ADDQ      $0x00000020, AX
+	ADDQ      $0x00000040, DX
+	ADDQ      $0x00000040, SI
+	SUBQ      $0x00000010, CX
+	JMP       dotF16x1x6AVX2_loop
+
+dotF16x1x6AVX2_done:
+	MOVQ         out+32(FP), AX
+	VADDPS       Y1, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VADDPS       X1, X0, X1
+	VMOVHLPS     X1, X1, X0
+	VADDPS       X0, X1, X1
+	VMOVSHDUP    X1, X0
+	VADDSS       X0, X1, X1
+	VMOVSS       X1, (AX)
+	VADDPS       Y3, Y2, Y2
+	VEXTRACTF128 $0x01, Y2, X0
+	VADDPS       X0, X2, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 4(AX)
+	VADDPS       Y5, Y4, Y4
+	VEXTRACTF128 $0x01, Y4, X0
+	VADDPS       X0, X4, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 8(AX)
+	VADDPS       Y7, Y6, Y6
+	VEXTRACTF128 $0x01, Y6, X0
+	VADDPS       X0, X6, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 12(AX)
+	VADDPS       Y9, Y8, Y8
+	VEXTRACTF128 $0x01, Y8, X0
+	VADDPS       X0, X8, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 16(AX)
+	VADDPS       Y11, Y10, Y10
+	VEXTRACTF128 $0x01, Y10, X0
+	VADDPS       X0, X10, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VMOVSHDUP    X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, 20(AX)
+	VZEROUPPER
+	RET

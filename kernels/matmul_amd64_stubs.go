@@ -23,3 +23,68 @@ func gemmQ8_0x8VNNI(w *byte, stride int, nb int, pk *byte, out *[128]float32)
 //
 //go:noescape
 func gemmQ4_0x8VNNI(w *byte, stride int, nb int, pk *byte, out *[128]float32)
+
+// dotF32x16AVX2 returns the 16-lane dot product of a and b (n a multiple of 16) in the defined order.
+//
+//go:noescape
+func dotF32x16AVX2(a *float32, b *float32, n int) float32
+
+// axpyF32x8AVX2 computes dst[i] += a·x[i] (product rounded, then added) for n a multiple of 8.
+//
+//go:noescape
+func axpyF32x8AVX2(dst *float32, a float32, x *float32, n int)
+
+// f16ToF32x8AVX2 converts n F16 values (a multiple of 8) to float32.
+//
+//go:noescape
+func f16ToF32x8AVX2(dst *float32, src *uint16, n int)
+
+// attnScoresF32AVX2 computes the scores of g query heads against n key rows (hd a multiple of 16).
+//
+//go:noescape
+func attnScoresF32AVX2(scores *float32, q *float32, heads int, hd int, k *float32, stride int, n int)
+
+// attnScoresF16AVX2 computes the scores of g query heads against n key rows (hd a multiple of 16).
+//
+//go:noescape
+func attnScoresF16AVX2(scores *float32, q *float32, heads int, hd int, k *uint16, stride int, n int)
+
+// attnAccumF32AVX2 accumulates n probability-weighted value rows into g output heads, positions in order (hd a multiple of 8).
+//
+//go:noescape
+func attnAccumF32AVX2(out *float32, p *float32, heads int, hd int, v *float32, stride int, n int)
+
+// attnAccumF16AVX2 accumulates n probability-weighted value rows into g output heads, positions in order (hd a multiple of 8).
+//
+//go:noescape
+func attnAccumF16AVX2(out *float32, p *float32, heads int, hd int, v *uint16, stride int, n int)
+
+// quantQ8_0AVX2 quantizes nb blocks of 32 float32 to Q8_0, bit-identical to the Go quantizer.
+//
+//go:noescape
+func quantQ8_0AVX2(src *float32, dst *byte, nb int)
+
+// dotF32x4AVX2 computes the defined-order dot products of 4 weight rows with a (n a multiple of 16).
+//
+//go:noescape
+func dotF32x4AVX2(w *byte, stride int, n int, a *float32, out *[4]float32)
+
+// dotF16x4AVX2 computes the defined-order dot products of 4 weight rows with a (n a multiple of 16).
+//
+//go:noescape
+func dotF16x4AVX2(w *byte, stride int, n int, a *float32, out *[4]float32)
+
+// roundF16x8AVX2 rounds n float32 values (a multiple of 8) to F16 precision in place.
+//
+//go:noescape
+func roundF16x8AVX2(x *float32, n int)
+
+// dotF32x1x6AVX2 computes the defined-order dot products of one weight row with 6 activation rows (n a multiple of 16).
+//
+//go:noescape
+func dotF32x1x6AVX2(w *byte, n int, a *float32, astride int, out *[6]float32)
+
+// dotF16x1x6AVX2 computes the defined-order dot products of one weight row with 6 activation rows (n a multiple of 16).
+//
+//go:noescape
+func dotF16x1x6AVX2(w *byte, n int, a *float32, astride int, out *[6]float32)

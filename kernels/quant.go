@@ -148,8 +148,19 @@ func nearestInt(f float32) int32 {
 }
 
 // quantQ8_0 is quantize_row_q8_0_ref: d = amax/127, q = roundf(x/d) (half
-// away from zero).
+// away from zero). With SIMD it runs in assembly, bit-identical for finite
+// inputs (a block holding Inf or NaN is garbage either way, and the two
+// paths may make different garbage).
 func quantQ8_0(src []float32, dst []byte) {
+	if simdF32() && len(src) >= QK {
+		quantQ8_0SIMD(src[:len(src)/QK*QK], dst[:len(src)/QK*q8_0Bytes])
+		return
+	}
+	quantQ8_0Go(src, dst)
+}
+
+// quantQ8_0Go is the pure-Go quantQ8_0.
+func quantQ8_0Go(src []float32, dst []byte) {
 	nb := len(src) / QK
 	for i := range nb {
 		x := (*[QK]float32)(src[i*QK:])

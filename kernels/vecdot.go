@@ -62,7 +62,9 @@ func vecDotFunc(t DType) dotFunc {
 // Reduction order mirrors ggml's generic kernels: for block types an exact
 // integer sum per block, scaled by the two block scales in float32 and
 // accumulated in float32 (Q4_K and Q6_K in ggml's 8 float lanes, summed at the
-// end); for float types float32 products accumulated in float64.
+// end); for BF16 float32 products accumulated in float64; for F32 and F16
+// (against F32 activations) float32 products in DotF32's 16-lane order, as
+// the SIMD MatMul computes them.
 func VecDot(t DType, n int, w, a []byte) float32 {
 	f := vecDotFunc(t)
 	if f == nil {
@@ -74,28 +76,11 @@ func VecDot(t DType, n int, w, a []byte) float32 {
 	return f(n, w, a)
 }
 
-func dotF32(n int, w, a []byte) float32 {
-	w, a = w[:4*n], a[:4*n]
-	var sum float64
-	for i := 0; i < len(w) && i < len(a); i += 4 {
-		x := math.Float32frombits(binary.LittleEndian.Uint32(w[i:]))
-		y := math.Float32frombits(binary.LittleEndian.Uint32(a[i:]))
-		sum += float64(float32(x * y))
-	}
-	return float32(sum)
-}
+// dotF32 dots F32 weights with F32 activations in DotF32's defined order.
+func dotF32(n int, w, a []byte) float32 { return dotFloatBytes(false, n, w, a) }
 
-// dotF16 dots F16 weights with F32 activations.
-func dotF16(n int, w, a []byte) float32 {
-	w, a = w[:2*n], a[:4*n]
-	var sum float64
-	for i := 0; i < n; i++ {
-		x := f16Table[binary.LittleEndian.Uint16(w[2*i:])]
-		y := math.Float32frombits(binary.LittleEndian.Uint32(a[4*i:]))
-		sum += float64(float32(x * y))
-	}
-	return float32(sum)
-}
+// dotF16 dots F16 weights with F32 activations in DotF32's defined order.
+func dotF16(n int, w, a []byte) float32 { return dotFloatBytes(true, n, w, a) }
 
 func dotBF16(n int, w, a []byte) float32 {
 	w, a = w[:2*n], a[:2*n]

@@ -29,77 +29,45 @@ func (r *Runner) attendTasks(lo, hi int) {
 // that share kv head kvh over positions [0, pos] of the row's sequence.
 // With an F16 cache the queries and the probabilities are rounded to F16
 // before they meet F16 keys and values, as ggml does when it multiplies an
-// F32 operand with an F16 one. Each score is a dot product summed in order
-// over the head dimension, each output element a sum in order over
-// positions, so results do not depend on batching or threads.
+// F32 operand with an F16 one. The group's query heads go through the
+// kernels together, so each key and value row is read once per group. Each
+// score is a kernels.DotF32 over the head dimension (a fixed lane order),
+// each output element a sum in order over positions, so results do not
+// depend on batching, threads or the SIMD level.
 func (r *Runner) attendGroup(l int, c *kvcache.Cache, pos, i, kvh int, buf []float32) {
 	w := r.W
 	hd, kvd, qd := w.HeadDim, w.KVDim(), w.QDim()
 	group := w.Heads / w.KVHeads
 	n := pos + 1
-	scores := buf[:group*n]                            // group × n
-	qs := buf[group*w.Ctx : group*w.Ctx+group*hd]      // group × hd
-	row := buf[group*(w.Ctx+hd) : group*(w.Ctx+hd)+hd] // one key or value row as F32
+	scores := buf[:group*n]                       // group × n
+	qs := buf[group*w.Ctx : group*w.Ctx+group*hd] // group × hd
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	k16, v16 := c.K16(l), c.V16(l)
 	k32, v32 := c.K32(l), c.V32(l)
 
-	for g := 0; g < group; g++ {
-		q := r.q[i*qd+(kvh*group+g)*hd:][:hd]
-		dst := qs[g*hd : (g+1)*hd]
-		if k16 != nil {
-			for d := range hd {
-				dst[d] = kernels.F16ToF32(kernels.F32ToF16(q[d]))
-			}
-		} else {
-			copy(dst, q)
-		}
+	q := r.q[i*qd+kvh*group*hd:][:group*hd]
+	if k16 != nil {
+		copy(qs, q)
+		kernels.RoundF16Row(qs)
+		kernels.AttnScoresF16(scores, qs, group, hd, k16[kvh*hd:], kvd, n)
+	} else {
+		kernels.AttnScoresF32(scores, q, group, hd, k32[kvh*hd:], kvd, n)
 	}
-	for t := 0; t < n; t++ {
-		kr := row
-		if k16 != nil {
-			src := k16[t*kvd+kvh*hd:][:hd]
-			for d, x := range src {
-				kr[d] = kernels.F16ToF32(x)
-			}
-		} else {
-			kr = k32[t*kvd+kvh*hd:][:hd]
-		}
-		for g := 0; g < group; g++ {
-			q := qs[g*hd : (g+1)*hd]
-			var s float32
-			for d, kv := range kr {
-				s += q[d] * kv
-			}
-			scores[g*n+t] = s * scale
-		}
+	for t := range scores {
+		scores[t] *= scale
 	}
 	for g := 0; g < group; g++ {
 		p := scores[g*n : (g+1)*n]
 		softmax(p)
 		if v16 != nil {
-			for t := range p {
-				p[t] = kernels.F16ToF32(kernels.F32ToF16(p[t]))
-			}
+			kernels.RoundF16Row(p)
 		}
-		clear(r.att[i*qd+(kvh*group+g)*hd:][:hd])
 	}
-	for t := 0; t < n; t++ {
-		vr := row
-		if v16 != nil {
-			src := v16[t*kvd+kvh*hd:][:hd]
-			for d, x := range src {
-				vr[d] = kernels.F16ToF32(x)
-			}
-		} else {
-			vr = v32[t*kvd+kvh*hd:][:hd]
-		}
-		for g := 0; g < group; g++ {
-			p := scores[g*n+t]
-			out := r.att[i*qd+(kvh*group+g)*hd:][:hd]
-			for d, v := range vr {
-				out[d] += p * v
-			}
-		}
+	out := r.att[i*qd+kvh*group*hd:][:group*hd]
+	clear(out)
+	if v16 != nil {
+		kernels.AttnAccumF16(out, scores, group, hd, v16[kvh*hd:], kvd, n)
+	} else {
+		kernels.AttnAccumF32(out, scores, group, hd, v32[kvh*hd:], kvd, n)
 	}
 }

@@ -4,10 +4,12 @@
 //
 // It lives in its own module so the main module does not depend on avo.
 //
-// Every kernel vectorizes across output elements: a SIMD lane is one
+// The quantized kernels vectorize across output elements: a SIMD lane is one
 // (weight row, activation row) pair and accumulates that pair's blocks in
 // order, with exactly the integer block sum and the float32 operations of the
 // pure-Go VecDot (VMULPS then VADDPS, never FMA), so results are bit-identical.
+// The float kernels (attn.go) vectorize along the reduction in a defined
+// 16-lane order that the pure-Go code reproduces.
 package main
 
 import (
@@ -30,6 +32,19 @@ func main() {
 	rowKernel("dotQ4_0x8AVX2", true)
 	gemmKernel("gemmQ8_0x8VNNI", false)
 	gemmKernel("gemmQ4_0x8VNNI", true)
+	dotKernel()
+	axpyKernel()
+	f16RowKernel()
+	scoresKernel(false)
+	scoresKernel(true)
+	accumKernel(false)
+	accumKernel(true)
+	quantQ8Kernel()
+	floatRowKernel(false)
+	floatRowKernel(true)
+	roundF16Kernel()
+	floatBatchKernel(false)
+	floatBatchKernel(true)
 	Generate()
 }
 

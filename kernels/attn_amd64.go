@@ -1,0 +1,48 @@
+//go:build amd64 && !purego
+
+package kernels
+
+// Callers check lengths; slices here are non-empty and shaped as the kernels
+// require (see attn.go).
+
+func dotF32SIMD(a, b []float32) float32 { return dotF32x16AVX2(&a[0], &b[0], len(a)) }
+
+func axpyF32SIMD(dst []float32, a float32, x []float32) { axpyF32x8AVX2(&dst[0], a, &x[0], len(dst)) }
+
+func f16ToF32SIMD(dst []float32, src []uint16) { f16ToF32x8AVX2(&dst[0], &src[0], len(src)) }
+
+func attnScoresF32SIMD(scores, q []float32, heads, hd int, k []float32, stride, n int) {
+	attnScoresF32AVX2(&scores[0], &q[0], heads, hd, &k[0], stride, n)
+}
+
+func attnScoresF16SIMD(scores, q []float32, heads, hd int, k []uint16, stride, n int) {
+	attnScoresF16AVX2(&scores[0], &q[0], heads, hd, &k[0], stride, n)
+}
+
+func attnAccumF32SIMD(out, p []float32, heads, hd int, v []float32, stride, n int) {
+	attnAccumF32AVX2(&out[0], &p[0], heads, hd, &v[0], stride, n)
+}
+
+func attnAccumF16SIMD(out, p []float32, heads, hd int, v []uint16, stride, n int) {
+	attnAccumF16AVX2(&out[0], &p[0], heads, hd, &v[0], stride, n)
+}
+
+func quantQ8_0SIMD(src []float32, dst []byte) { quantQ8_0AVX2(&src[0], &dst[0], len(src)/QK) }
+
+func dotFloatx4(f16 bool, w []byte, stride, n int, a []float32, out *[4]float32) {
+	if f16 {
+		dotF16x4AVX2(&w[0], stride, n, &a[0], out)
+	} else {
+		dotF32x4AVX2(&w[0], stride, n, &a[0], out)
+	}
+}
+
+func roundF16SIMD(x []float32) { roundF16x8AVX2(&x[0], len(x)) }
+
+func dotFloatx1x6(f16 bool, w []byte, n int, a []float32, astride int, out *[6]float32) {
+	if f16 {
+		dotF16x1x6AVX2(&w[0], n, &a[0], astride, out)
+	} else {
+		dotF32x1x6AVX2(&w[0], n, &a[0], astride, out)
+	}
+}
