@@ -1,6 +1,6 @@
-// Command conclave is the Conclave binary: it generates text from GGUF MoE
-// models, inspects and synthesizes model files, and (in later versions)
-// serves a cluster.
+// Command conclave is the Conclave binary: it runs cluster nodes, generates
+// text from GGUF MoE models, inspects and synthesizes model files, and
+// benchmarks the engine.
 package main
 
 import (
@@ -14,6 +14,9 @@ import (
 const usage = `conclave — a distributed inference cluster for mixture-of-experts models
 
 Usage:
+  conclave serve    [--bind HOST --port-base N] [--model F] [--data-dir D]   one-node cluster
+  conclave node     --id ID --data-dir D [--bind HOST --port-base N] [--join HOST:PORT,…] [--model F]
+  conclave cluster  status|nodes|experts|drain NODE|rebalance|init-tls [--addr http://HOST:PORT] [--json]
   conclave generate --model F (--prompt TEXT | --tokens 1,2,3) [flags]
   conclave logits   --model F --tokens 1,2,3 [--top K] [--json]
   conclave model synth   [--preset tiny|demo|bench] [shape flags] --out F
@@ -40,6 +43,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdGenerate(args[1:], stdout, stderr)
 	case "logits":
 		err = cmdLogits(args[1:], stdout, stderr)
+	case "serve":
+		err = cmdServe(args[1:], stdout, stderr)
+	case "node":
+		err = cmdNode(args[1:], stdout, stderr)
+	case "cluster":
+		err = cmdCluster(args[1:], stdout, stderr)
 	case "model":
 		if len(args) < 2 {
 			fmt.Fprint(stderr, usage)

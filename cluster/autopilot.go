@@ -1,0 +1,391 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"reflect"
+	"slices"
+	"time"
+
+	"github.com/conclave-ai/conclave/router"
+	"github.com/hashicorp/raft"
+)
+
+// pilot is the leader-only state of the loop. It is owned by the loop
+// goroutine and reset whenever this node (re)gains leadership.
+type pilot struct {
+	deadSince    map[string]time.Time // map node → when this leader first saw it dead
+	missingSince map[string]time.Time // map node never seen by memberlist → first noticed
+	placedKey    uint64               // placementKey of the map last placed
+	placedOK     bool
+	replSet      bool // replication from Config applied (bootstrapping leader only)
+}
+
+// loop runs on every node for the node's lifetime. On followers it only
+// maintains local housekeeping (peers file, rejoin); on the leader it is the
+// autopilot: membership, Raft configuration, placement, session expiry.
+func (n *Node) loop() {
+	defer n.wg.Done()
+	tick := time.NewTicker(n.cfg.ReconcileInterval)
+	defer tick.Stop()
+	expire := time.NewTicker(n.cfg.SessionExpiryInterval)
+	defer expire.Stop()
+	var (
+		p        *pilot
+		placeC   <-chan time.Time
+		seenVer  uint64
+		lastJoin time.Time
+	)
+	leaderCh := n.raft.LeaderCh()
+	for {
+		changed := n.fsm.Changed()
+		doExpire := false
+		select {
+		case <-n.stopCh:
+			return
+		case <-leaderCh:
+		case <-n.kickCh:
+		case <-changed:
+		case <-tick.C:
+		case <-expire.C:
+			doExpire = true
+		case <-placeC:
+			placeC = nil
+			if p != nil {
+				m := n.fsm.Map()
+				key := placementKey(m)
+				if _, err := n.place(false); err != nil {
+					n.log.Warn("placement failed", "error", err)
+				} else {
+					p.placedKey, p.placedOK = key, true
+				}
+			}
+		}
+
+		// Housekeeping on every node.
+		tab, ver := n.members.snapshot()
+		if ver != seenVer {
+			seenVer = ver
+			n.savePeers(tab)
+		}
+		if n.ml.NumMembers() <= 1 && time.Since(lastJoin) > 2*time.Second {
+			if c := n.rejoinCandidates(); len(c) > 0 {
+				lastJoin = time.Now()
+				n.wg.Add(1)
+				go func() { // Join blocks up to the TCP timeout per address
+					defer n.wg.Done()
+					if k, err := n.ml.Join(c); err == nil {
+						n.log.Info("rejoined gossip", "contacted", k)
+					}
+				}()
+			}
+		}
+
+		if n.raft.State() != raft.Leader {
+			if p != nil {
+				n.log.Info("lost leadership")
+			}
+			p, placeC = nil, nil
+			continue
+		}
+		if p == nil {
+			// New leader: make sure the FSM has applied everything committed
+			// before judging the map.
+			if err := waitFuture(n.ctx, n.raft.Barrier(n.cfg.ApplyTimeout)); err != nil {
+				n.log.Warn("leader barrier", "error", err)
+				continue
+			}
+			p = &pilot{deadSince: map[string]time.Time{}, missingSince: map[string]time.Time{}}
+			n.log.Info("leading", "term", n.raft.CurrentTerm(), "epoch", n.fsm.Map().Epoch)
+		}
+		if n.boot && !p.replSet {
+			if err := n.applyLocalCmd(router.Command{Op: router.OpSetReplication, Replication: n.cfg.Replication}); err == nil {
+				p.replSet = true
+				n.boot = false
+			}
+		}
+		n.reconcile(p, tab)
+		if doExpire {
+			n.expireSessions()
+		}
+		if key := placementKey(n.fsm.Map()); (!p.placedOK || key != p.placedKey) && placeC == nil {
+			placeC = time.After(n.cfg.PlacementDebounce)
+		}
+	}
+}
+
+// reconcile brings the Raft configuration and the map's node list in line
+// with memberlist. Only the leader calls it.
+func (n *Node) reconcile(p *pilot, tab map[string]member) {
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return
+	}
+	servers := map[string]raft.Server{}
+	for _, s := range cf.Configuration().Servers {
+		servers[string(s.ID)] = s
+	}
+	alive := func(id string) bool { return id == n.cfg.ID || tab[id].State == GossipAlive }
+	var ids []string
+	for id, m := range tab {
+		if m.State == GossipAlive {
+			ids = append(ids, id)
+		}
+	}
+	slices.Sort(ids)
+
+	// Raft: add new members, voters first, and promote non-voters while
+	// fewer than MaxVoters live voters remain.
+	aliveVoters := 0
+	for id, s := range servers {
+		if s.Suffrage == raft.Voter && alive(id) {
+			aliveVoters++
+		}
+	}
+	for _, id := range ids {
+		s, in := servers[id]
+		switch {
+		case in && s.Suffrage == raft.Voter:
+			continue
+		case aliveVoters < n.cfg.MaxVoters:
+			if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(tab[id].Meta.Raft), 0, n.cfg.ApplyTimeout).Error(); err != nil {
+				n.log.Warn("add voter", "member", id, "error", err)
+				continue
+			}
+			aliveVoters++
+			servers[id] = raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(tab[id].Meta.Raft), Suffrage: raft.Voter}
+			n.log.Info("added raft voter", "member", id, "promoted", in)
+		case !in:
+			if err := n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(tab[id].Meta.Raft), 0, n.cfg.ApplyTimeout).Error(); err != nil {
+				n.log.Warn("add non-voter", "member", id, "error", err)
+				continue
+			}
+			servers[id] = raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(tab[id].Meta.Raft), Suffrage: raft.Nonvoter}
+			n.log.Info("added raft non-voter", "member", id)
+		}
+	}
+
+	// Map: upsert live members (keeping a draining state), mark the rest
+	// dead and remove them after the grace period.
+	m := n.fsm.Map()
+	now := time.Now()
+	for _, id := range ids {
+		mem := tab[id]
+		want := mem.Meta.node(mem.Addr, mem.Port, router.NodeActive)
+		want.Voter = servers[id].Suffrage == raft.Voter
+		if old, ok := m.Nodes[id]; ok && old.State == router.NodeDraining {
+			want.State = router.NodeDraining
+		}
+		delete(p.deadSince, id)
+		delete(p.missingSince, id)
+		if old, ok := m.Nodes[id]; ok && sameNode(old, want) {
+			continue
+		}
+		if err := n.applyLocalCmd(router.Command{Op: router.OpUpsertNode, Node: &want, NowMS: now.UnixMilli()}); err != nil {
+			n.log.Warn("upsert node", "member", id, "error", err)
+		}
+	}
+	var gone []string
+	for id := range m.Nodes {
+		if !alive(id) {
+			gone = append(gone, id)
+		}
+	}
+	for id := range servers {
+		if _, inMap := m.Nodes[id]; !inMap && !alive(id) {
+			gone = append(gone, id) // a Raft server the map no longer has
+		}
+	}
+	slices.Sort(gone)
+	for _, id := range gone {
+		mem, known := tab[id]
+		node, inMap := m.Nodes[id]
+		switch {
+		case known && mem.State == GossipLeft:
+			n.log.Info("removing node that left", "member", id)
+			n.removeNodeLogged(id)
+			continue
+		case known || (inMap && node.State == router.NodeDead) || !inMap:
+			// dead (or already marked dead by an earlier leader)
+		default:
+			first, ok := p.missingSince[id]
+			if !ok {
+				p.missingSince[id] = now
+				first = now
+			}
+			if now.Sub(first) < n.cfg.MissingGrace {
+				continue
+			}
+		}
+		if inMap && node.State != router.NodeDead {
+			n.log.Info("marking node dead", "member", id)
+			if err := n.applyLocalCmd(router.Command{Op: router.OpSetNodeState, NodeID: id, State: router.NodeDead, NowMS: now.UnixMilli()}); err != nil {
+				n.log.Warn("mark dead", "member", id, "error", err)
+			}
+		}
+		first, ok := p.deadSince[id]
+		if !ok {
+			p.deadSince[id] = now
+			first = now
+		}
+		if now.Sub(first) >= n.cfg.DeadGrace {
+			n.log.Info("removing dead node after grace period", "member", id, "dead_for", now.Sub(first).Round(time.Millisecond))
+			n.removeNodeLogged(id)
+			delete(p.deadSince, id)
+		}
+	}
+
+	// Sessions homed on draining nodes move to active ones.
+	m = n.fsm.Map()
+	for id, node := range m.Nodes {
+		if node.State == router.NodeDraining && len(m.SessionsOn(id)) > 0 && len(m.ActiveNodes()) > 0 {
+			if err := n.applyLocalCmd(router.Command{Op: router.OpMoveSessions, NodeID: id}); err != nil {
+				n.log.Warn("move sessions", "member", id, "error", err)
+			}
+		}
+	}
+}
+
+func (n *Node) removeNodeLogged(id string) {
+	if err := n.removeNode(id); err != nil {
+		n.log.Warn("remove node", "member", id, "error", err)
+	}
+}
+
+// removeNode drops id from the Raft configuration and the map. Leader only.
+func (n *Node) removeNode(id string) error {
+	if n.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	if id == n.cfg.ID {
+		return fmt.Errorf("%w: the leader cannot remove itself; transfer leadership first", ErrNotLeader)
+	}
+	if err := n.raft.RemoveServer(raft.ServerID(id), 0, n.cfg.ApplyTimeout).Error(); err != nil {
+		return translateRaftErr(err)
+	}
+	if _, ok := n.fsm.Map().Nodes[id]; !ok {
+		return nil
+	}
+	err := n.applyLocalCmd(router.Command{Op: router.OpRemoveNode, NodeID: id, NowMS: time.Now().UnixMilli()})
+	if errors.Is(err, router.ErrUnknownNode) {
+		return nil
+	}
+	return err
+}
+
+// sameNode compares two node records ignoring UpdatedMS.
+func sameNode(a, b router.Node) bool {
+	a.UpdatedMS, b.UpdatedMS = 0, 0
+	if reflect.DeepEqual(a, b) {
+		return true
+	}
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
+
+// placementKey fingerprints what placement depends on: the model's shape,
+// replication, active nodes with their capacity and devices, and replicas
+// that sit on nodes no longer active. The leader re-places when it changes.
+func placementKey(m *router.Map) uint64 {
+	h := fnv.New64a()
+	if m.Model != nil {
+		fmt.Fprintf(h, "model %s %d %d %d;", m.Model.Digest, m.Model.Layers, m.Model.Experts, m.Model.ExpertBytes)
+	}
+	fmt.Fprintf(h, "rep %d;", m.Replication)
+	for _, nd := range m.ActiveNodes() {
+		fmt.Fprintf(h, "node %s %d", nd.ID, nd.Capacity)
+		for _, d := range nd.Devices {
+			fmt.Fprintf(h, " %s", d.Name)
+		}
+		h.Write([]byte{';'})
+	}
+	var stale []string
+	for _, pe := range m.PlacementList() {
+		for _, r := range pe.Replicas {
+			if nd, ok := m.Nodes[r.Node]; !ok || nd.State != router.NodeActive {
+				stale = append(stale, r.Node)
+			}
+		}
+	}
+	slices.Sort(stale)
+	fmt.Fprintf(h, "stale %v", slices.Compact(stale))
+	return h.Sum64()
+}
+
+// place runs router.Place on the current map and commits the result when
+// it differs. Leader only. It returns the number of replica moves.
+func (n *Node) place(rebalance bool) (int, error) {
+	n.placeMu.Lock()
+	defer n.placeMu.Unlock()
+	if n.raft.State() != raft.Leader {
+		return 0, ErrNotLeader
+	}
+	m := n.fsm.Map()
+	if m.Model == nil || m.Model.Experts == 0 || m.Model.Layers == 0 {
+		if len(m.Placement) == 0 {
+			return 0, nil
+		}
+	}
+	in := m.PlaceInput(nil)
+	in.Rebalance = rebalance
+	res, err := router.Place(in)
+	if err != nil {
+		return 0, err
+	}
+	if len(res.Unplaced) > 0 {
+		n.log.Warn("placement incomplete", "unplaced_or_short", len(res.Unplaced), "active_nodes", len(m.ActiveNodes()))
+	}
+	if reflect.DeepEqual(res.Placement, m.Placement) || (len(res.Placement) == 0 && len(m.Placement) == 0) {
+		return 0, nil
+	}
+	err = n.applyLocalCmd(router.Command{Op: router.OpSetPlacement, Placement: router.PlacementEntries(res.Placement)})
+	if err != nil {
+		return 0, err
+	}
+	n.log.Info("placement committed", "moves", res.Moves, "experts", len(res.Placement), "rebalance", rebalance, "epoch", n.fsm.Map().Epoch)
+	return res.Moves, nil
+}
+
+// expireSessions removes expired sessions, if any. Leader only.
+func (n *Node) expireSessions() {
+	now := time.Now().UnixMilli()
+	m := n.fsm.Map()
+	for _, s := range m.Sessions {
+		if s.ExpiresMS > 0 && s.ExpiresMS <= now {
+			if err := n.applyLocalCmd(router.Command{Op: router.OpExpireSessions, NowMS: now}); err != nil {
+				n.log.Warn("expire sessions", "error", err)
+			}
+			return
+		}
+	}
+}
+
+// announceModel sets this node's model as the cluster's when the map has
+// none, retrying until it is set (by anyone) or the node stops.
+func (n *Node) announceModel() {
+	defer n.wg.Done()
+	for {
+		if n.fsm.Map().Model != nil {
+			return
+		}
+		if n.Leader() != "" {
+			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
+			err := n.Apply(ctx, router.Command{Op: router.OpSetModel, Model: n.model})
+			cancel()
+			if err == nil {
+				n.log.Info("set cluster model", "model", n.model.ID, "digest", n.model.Digest[:12])
+				return
+			}
+			n.log.Debug("set model", "error", err)
+		}
+		select {
+		case <-n.stopCh:
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}

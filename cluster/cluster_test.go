@@ -1,0 +1,371 @@
+package cluster_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/conclave-ai/conclave/cluster"
+	"github.com/conclave-ai/conclave/cluster/clustertest"
+	"github.com/conclave-ai/conclave/router"
+	"github.com/hashicorp/raft"
+)
+
+// testModel is a small MoE shape: 4 layers × 8 experts of 1 MiB.
+var testModel = router.Model{ID: "test-moe", Digest: "00", Version: 1, Arch: "test", Layers: 4, Experts: 8, TopK: 2, ExpertBytes: 1 << 20, Live: true}
+
+func setModel(t *testing.T, c *clustertest.Cluster) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	m := testModel
+	if err := c.Apply(ctx, router.Command{Op: router.OpSetModel, Model: &m}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fullyPlaced reports whether every expert has min(replication, active)
+// replicas, all on active nodes.
+func fullyPlaced(m *router.Map) bool {
+	if m.Model == nil {
+		return false
+	}
+	want := min(m.Replication, len(m.ActiveNodes()))
+	if len(m.Placement) != m.Model.Layers*m.Model.Experts {
+		return false
+	}
+	for _, rs := range m.Placement {
+		if len(rs) != want {
+			return false
+		}
+		for _, r := range rs {
+			if m.Nodes[r.Node].State != router.NodeActive {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func raftServers(t *testing.T, n *cluster.Node) (voters, nonvoters []string) {
+	t.Helper()
+	f := n.Raft().GetConfiguration()
+	if err := f.Error(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters = append(voters, string(s.ID))
+		} else {
+			nonvoters = append(nonvoters, string(s.ID))
+		}
+	}
+	return voters, nonvoters
+}
+
+func TestThreeNodesAgree(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.Options{})
+	setModel(t, c)
+	m := c.WaitAgree(10*time.Second, fullyPlaced, "the model fully placed")
+	if m.Replication != 2 {
+		t.Errorf("replication %d, want the default 2", m.Replication)
+	}
+	for _, i := range c.Running() {
+		if got := c.Node(i).Map(); got.Epoch != m.Epoch || !got.Equal(m) {
+			t.Errorf("n%d: epoch %d differs from %d", i, got.Epoch, m.Epoch)
+		}
+	}
+	l := c.Leader()
+	voters, non := raftServers(t, c.Node(l))
+	if len(voters) != 3 || len(non) != 0 {
+		t.Errorf("raft voters %v non-voters %v, want 3 voters", voters, non)
+	}
+	for id, n := range m.Nodes {
+		if !n.Voter || n.HTTPAddr == "" || n.RaftAddr == "" || n.GossipAddr == "" || n.ActorAddr == "" || len(n.Devices) == 0 {
+			t.Errorf("node %s incomplete in map: %+v", id, n)
+		}
+	}
+	// Every node answers the admin API with the same view.
+	for _, i := range c.Running() {
+		ac := &cluster.AdminClient{Base: "http://" + c.Config(i).HTTPAddr}
+		st, err := ac.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Leader != fmt.Sprintf("n%d", l) || st.Epoch != m.Epoch || st.Health != "ok" || len(st.Nodes) != 3 {
+			t.Errorf("n%d status: %+v", i, st)
+		}
+	}
+}
+
+func TestLeaderFailover(t *testing.T) {
+	c := clustertest.New(t, 5, clustertest.Options{})
+	setModel(t, c)
+	c.WaitAgree(10*time.Second, fullyPlaced, "the model fully placed")
+	old := c.Leader()
+	survivor := (old + 1) % 5
+	c.Kill(old)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	err := c.Node(survivor).Apply(ctx, router.Command{Op: router.OpAssignSession,
+		Session: &router.Session{ID: "after-failover", ExpiresMS: time.Now().Add(time.Hour).UnixMilli()}})
+	gap := time.Since(start)
+	if err != nil {
+		t.Fatalf("write after killing the leader: %v", err)
+	}
+	nl := c.WaitLeader(5 * time.Second)
+	t.Logf("failover: leader n%d killed, n%d leads, first successful write after %v", old, nl, gap.Round(time.Millisecond))
+	if gap > 3*time.Second {
+		t.Errorf("failover gap %v exceeds 3s", gap)
+	}
+	if nl == old {
+		t.Fatalf("killed node still leads")
+	}
+	// Writes keep flowing and the survivors converge.
+	for i := range 5 {
+		if err := c.Node(survivor).Apply(ctx, router.Command{Op: router.OpAssignSession,
+			Session: &router.Session{ID: fmt.Sprintf("s%d", i), ExpiresMS: time.Now().Add(time.Hour).UnixMilli()}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.WaitAgree(10*time.Second, func(m *router.Map) bool {
+		return len(m.Sessions) == 6 && m.Nodes[fmt.Sprintf("n%d", old)].State == router.NodeDead && fullyPlaced(m)
+	}, "6 sessions, the old leader dead and experts re-placed")
+}
+
+func TestDeadNodeReplacedAndRejoins(t *testing.T) {
+	c := clustertest.New(t, 4, clustertest.Options{Config: func(i int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.MaxVoters = 3
+		return cfg
+	}})
+	setModel(t, c)
+	c.WaitAgree(10*time.Second, fullyPlaced, "the model fully placed")
+	l := c.Leader()
+	voters, non := raftServers(t, c.Node(l))
+	if len(voters) != 3 || len(non) != 1 {
+		t.Fatalf("voters %v non-voters %v, want 3 and 1", voters, non)
+	}
+	// Kill a voter that is not the leader: the non-voter gets promoted.
+	victim := -1
+	for _, v := range voters {
+		var i int
+		fmt.Sscanf(v, "n%d", &i)
+		if i != l {
+			victim = i
+			break
+		}
+	}
+	id := fmt.Sprintf("n%d", victim)
+	had := len(c.Node(l).Map().ExpertsOn(id))
+	c.Kill(victim)
+	start := time.Now()
+	m := c.WaitMap(l, 10*time.Second, func(m *router.Map) bool {
+		return m.Nodes[id].State == router.NodeDead && len(m.ExpertsOn(id)) == 0 && fullyPlaced(m)
+	}, "the killed node dead and its experts re-placed")
+	took := time.Since(start)
+	t.Logf("re-placement: %s (held %d experts) marked dead and re-placed %v after the kill (epoch %d)", id, had, took.Round(time.Millisecond), m.Epoch)
+	if took > 10*time.Second {
+		t.Errorf("re-placement took %v", took)
+	}
+	clustertest.WaitFor(t, 5*time.Second, func() bool {
+		v, _ := raftServers(t, c.Node(l))
+		alive := 0
+		for _, x := range v {
+			if x != id {
+				alive++
+			}
+		}
+		return alive == 3
+	}, "the non-voter promoted to voter")
+	// After the grace period the dead node is gone from the map and Raft.
+	c.WaitMap(l, 10*time.Second, func(m *router.Map) bool { _, ok := m.Nodes[id]; return !ok }, "the dead node removed")
+	v, nv := raftServers(t, c.Node(l))
+	t.Logf("after removal: voters %v non-voters %v", v, nv)
+	if len(v)+len(nv) != 3 {
+		t.Errorf("raft servers %v %v, want 3", v, nv)
+	}
+	// It comes back from its data dir and is active again.
+	c.Restart(victim)
+	c.WaitActive(15*time.Second, 4)
+	c.WaitAgree(10*time.Second, fullyPlaced, "the model fully placed after the rejoin")
+}
+
+func TestDrain(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.Options{})
+	setModel(t, c)
+	c.WaitAgree(10*time.Second, fullyPlaced, "the model fully placed")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 6 {
+		err := c.Apply(ctx, router.Command{Op: router.OpAssignSession, Session: &router.Session{
+			ID: fmt.Sprintf("s%d", i), Home: "n1", ExpiresMS: time.Now().Add(time.Hour).UnixMilli()}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ac := &cluster.AdminClient{Base: "http://" + c.Config(2).HTTPAddr}
+	if _, err := ac.Drain(ctx, "nope"); !errors.Is(err, cluster.ErrUnknownNode) {
+		t.Errorf("drain of an unknown node: %v, want ErrUnknownNode", err)
+	}
+	if _, err := ac.Drain(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	m := c.WaitAgree(10*time.Second, func(m *router.Map) bool {
+		return m.Nodes["n1"].State == router.NodeDraining && len(m.ExpertsOn("n1")) == 0 && len(m.SessionsOn("n1")) == 0 && fullyPlaced(m)
+	}, "n1 drained")
+	if len(m.Sessions) != 6 {
+		t.Errorf("%d sessions after drain, want 6", len(m.Sessions))
+	}
+}
+
+func TestRestartAllRestoresMap(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.Options{})
+	setModel(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Apply(ctx, router.Command{Op: router.OpAssignSession, Session: &router.Session{ID: "keep", Home: "n2", ExpiresMS: time.Now().Add(time.Hour).UnixMilli()}}); err != nil {
+		t.Fatal(err)
+	}
+	before := c.WaitAgree(10*time.Second, func(m *router.Map) bool { return fullyPlaced(m) && len(m.Sessions) == 1 }, "placement and a session")
+	for i := range 3 {
+		c.Kill(i)
+	}
+	for i := range 3 {
+		c.Restart(i)
+	}
+	after := c.WaitAgree(20*time.Second, func(m *router.Map) bool { return m.Epoch >= before.Epoch && c.Leader() >= 0 }, "the restored epoch")
+	if !after.Equal(before) {
+		a, _ := after.MarshalJSON()
+		b, _ := before.MarshalJSON()
+		t.Fatalf("map after restart differs:\nbefore %s\nafter  %s", b, a)
+	}
+	t.Logf("restored epoch %d on all nodes", after.Epoch)
+	// And the cluster still takes writes.
+	if err := c.Apply(ctx, router.Command{Op: router.OpDeleteSession, SessionID: "keep"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestGracefulLeave(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.Options{})
+	setModel(t, c)
+	c.WaitAgree(10*time.Second, fullyPlaced, "the model fully placed")
+	l := c.Leader()
+	c.Stop(l) // the leader leaves: leadership moves first
+	nl := c.WaitLeader(5 * time.Second)
+	id := fmt.Sprintf("n%d", l)
+	c.WaitAgree(10*time.Second, func(m *router.Map) bool {
+		_, ok := m.Nodes[id]
+		return !ok && fullyPlaced(m)
+	}, "the leaver gone from the map")
+	v, nv := raftServers(t, c.Node(nl))
+	if len(v) != 2 || len(nv) != 0 {
+		t.Errorf("after leave: voters %v non-voters %v", v, nv)
+	}
+}
+
+func TestApplyRejected(t *testing.T) {
+	c := clustertest.New(t, 2, clustertest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, i := range []int{0, 1} { // leader and follower (forwarded)
+		err := c.Node(i).Apply(ctx, router.Command{Op: router.OpSetNodeState, NodeID: "ghost", State: router.NodeDraining})
+		if !errors.Is(err, cluster.ErrRejected) || !errors.Is(err, router.ErrUnknownNode) {
+			t.Errorf("n%d: %v, want ErrRejected wrapping router.ErrUnknownNode", i, err)
+		}
+	}
+	err := c.Node(1).Apply(ctx, router.Command{Op: "bogus"})
+	if !errors.Is(err, cluster.ErrRejected) {
+		t.Errorf("bogus op: %v", err)
+	}
+}
+
+func TestClusterKeyRequired(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	c := clustertest.New(t, 2, clustertest.Options{Config: func(i int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.ClusterKey = key
+		return cfg
+	}})
+	for _, tc := range []struct {
+		name string
+		key  []byte
+	}{{"no key", nil}, {"wrong key", []byte("fedcba9876543210")}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := clustertest.FastConfig()
+			cfg.ID = "intruder"
+			cfg.DataDir = t.TempDir()
+			a := clustertest.FreeAddrs(t, 4)
+			cfg.HTTPAddr, cfg.GossipAddr, cfg.RaftAddr, cfg.ActorAddr = a[0], a[1], a[2], a[3]
+			cfg.Join = []string{c.Config(0).GossipAddr}
+			cfg.ClusterKey = tc.key
+			cfg.Logger = cluster.NewLogger("intruder", testWriter{t}, "off")
+			n, err := cluster.Start(cfg)
+			if err == nil {
+				n.Kill()
+				t.Fatal("a node without the cluster key joined")
+			}
+			if !errors.Is(err, cluster.ErrJoin) {
+				t.Errorf("err %v, want ErrJoin", err)
+			}
+		})
+	}
+	if got := len(c.Node(0).Members()); got != 2 {
+		t.Errorf("members %v", c.Node(0).Members())
+	}
+}
+
+func TestMutualTLS(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := cluster.InitTLS(dir, []string{"n0", "n1", "n2"}, nil, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	c := clustertest.New(t, 3, clustertest.Options{Config: func(i int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		f := cluster.TLSLayout(dir, fmt.Sprintf("n%d", i))
+		cfg.TLS = &f
+		return cfg
+	}})
+	setModel(t, c)
+	c.WaitAgree(10*time.Second, fullyPlaced, "the model fully placed over TLS raft")
+
+	caPEM, err := os.ReadFile(cluster.TLSLayout(dir, "n0").CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	addrs := []string{c.Config(0).RaftAddr}
+	if clustertest.ActorRemotes() {
+		addrs = append(addrs, c.Config(0).ActorAddr)
+	}
+	for _, addr := range addrs {
+		// A client that trusts the CA but has no certificate is refused:
+		// with TLS 1.3 the server's alert arrives on the first read.
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+		if err == nil {
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			_, err = conn.Write([]byte{0})
+			if err == nil {
+				_, err = conn.Read(make([]byte, 1))
+			}
+			conn.Close()
+		}
+		if err == nil {
+			t.Errorf("%s accepted a client without a certificate", addr)
+		} else {
+			t.Logf("%s without client cert: %v", addr, err)
+		}
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }

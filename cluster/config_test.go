@@ -1,0 +1,112 @@
+package cluster
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func validConfig() Config {
+	c := DefaultConfig()
+	c.ID, c.DataDir = "n0", "/tmp/x"
+	c.HTTPAddr, c.GossipAddr, c.RaftAddr, c.ActorAddr = PortBase("127.0.0.1", 9000)
+	return c
+}
+
+func TestConfigValidate(t *testing.T) {
+	if err := validConfig().Validate(); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		mut  func(*Config)
+	}{
+		{"empty id", func(c *Config) { c.ID = "" }},
+		{"id with space", func(c *Config) { c.ID = "a b" }},
+		{"no data dir", func(c *Config) { c.DataDir = "" }},
+		{"no port", func(c *Config) { c.RaftAddr = "127.0.0.1" }},
+		{"port 0", func(c *Config) { c.RaftAddr = "127.0.0.1:0" }},
+		{"unspecified host", func(c *Config) { c.GossipAddr = "0.0.0.0:9001" }},
+		{"duplicate address", func(c *Config) { c.ActorAddr = c.HTTPAddr }},
+		{"bad join", func(c *Config) { c.Join = []string{"nohost"} }},
+		{"short key", func(c *Config) { c.ClusterKey = []byte("short") }},
+		{"partial tls", func(c *Config) { c.TLS = &TLSFiles{CAFile: "ca"} }},
+		{"zero voters", func(c *Config) { c.MaxVoters = 0 }},
+		{"zero replication", func(c *Config) { c.Replication = 0 }},
+		{"negative capacity", func(c *Config) { c.CapacityBytes = -1 }},
+		{"zero dead grace", func(c *Config) { c.DeadGrace = 0 }},
+		{"lease above heartbeat", func(c *Config) { c.RaftLeaderLeaseTimeout = 2 * c.RaftHeartbeatTimeout }},
+		{"probe timeout above interval", func(c *Config) { c.GossipProbeTimeout = 2 * time.Second }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := validConfig()
+			tc.mut(&c)
+			if err := c.Validate(); !errors.Is(err, ErrInvalidConfig) {
+				t.Errorf("Validate() = %v, want ErrInvalidConfig", err)
+			}
+		})
+	}
+}
+
+func TestParseKey(t *testing.T) {
+	for _, in := range []string{
+		"000102030405060708090a0b0c0d0e0f",
+		"AAECAwQFBgcICQoLDA0ODw==",
+		"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\n",
+	} {
+		if k, err := ParseKey(in); err != nil || (len(k) != 16 && len(k) != 32) {
+			t.Errorf("ParseKey(%q) = %d bytes, %v", in, len(k), err)
+		}
+	}
+	for _, in := range []string{"", "abcd", "not a key at all!"} {
+		if _, err := ParseKey(in); !errors.Is(err, ErrBadKey) {
+			t.Errorf("ParseKey(%q) = %v, want ErrBadKey", in, err)
+		}
+	}
+}
+
+func TestNodeMetaFits(t *testing.T) {
+	m := NodeMeta{ID: strings.Repeat("n", 63), HTTP: "255.255.255.255:65535", Raft: "255.255.255.255:65535", Actor: "255.255.255.255:65535", Capacity: 1 << 50, Version: "v1.2.3-dev+abcdef"}
+	for i := range 4 {
+		m.Devices = append(m.Devices, metaDevice{Name: "cuda:" + string(rune('0'+i)), Mem: 1 << 40, Free: 1 << 40})
+		m.Models = append(m.Models, strings.Repeat("f", 64))
+	}
+	b, err := m.Encode(metaMaxSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > metaMaxSize {
+		t.Fatalf("%d bytes", len(b))
+	}
+	got, err := DecodeMeta(b)
+	if err != nil || got.ID != m.ID || len(got.Devices) == 0 {
+		t.Fatalf("round trip: %+v, %v", got, err)
+	}
+	t.Logf("worst-case meta %d bytes, kept %d devices and %d models", len(b), len(got.Devices), len(got.Models))
+	if _, err := (NodeMeta{ID: strings.Repeat("x", 600)}).Encode(metaMaxSize); !errors.Is(err, ErrMetaTooLarge) {
+		t.Errorf("oversized meta: %v", err)
+	}
+}
+
+func TestInitTLSReusesCA(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := InitTLS(dir, []string{"a"}, []string{"10.0.0.1", "node-a.example"}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	w, err := InitTLS(dir, []string{"b"}, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w) != 2 { // only b.crt and b.key: the CA is reused
+		t.Errorf("wrote %v", w)
+	}
+	for _, n := range []string{"a", "b"} {
+		if _, err := loadTLS(TLSLayout(dir, n)); err != nil {
+			t.Errorf("%s: %v", n, err)
+		}
+	}
+	if _, err := InitTLS(dir, []string{"bad name"}, nil, time.Hour); !errors.Is(err, ErrTLS) {
+		t.Errorf("bad node name: %v", err)
+	}
+}

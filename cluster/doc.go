@@ -1,0 +1,22 @@
+// Package cluster wires one Conclave node: the protoactor actor system with
+// remote, memberlist membership with node metadata, the hashicorp/raft peer
+// whose FSM is the router's cluster map, and the admin HTTP API.
+//
+// A Node owns its lifecycle (Start, Leave, Kill). While a node is the Raft
+// leader it also runs the cluster's autopilot: it turns memberlist events into
+// map updates, keeps the Raft configuration in step with the live members
+// (voters up to Config.MaxVoters, non-voters beyond, dead nodes removed after
+// Config.DeadGrace), re-runs placement when membership or node state change and
+// expires sessions. Writes from any node reach the leader through Node.Apply,
+// which forwards over the admin HTTP API when this node is a follower.
+//
+// Security: with Config.ClusterKey set, gossip is encrypted and authenticated
+// with memberlist's keyring, so a node without the key cannot join; with
+// Config.TLS set, the Raft transport and the actor remote (gRPC) use mutual TLS
+// from a cluster CA (see InitTLS). The admin HTTP API is plain HTTP for now and
+// must be exposed only on a trusted network.
+//
+// The package may import router, model and model/gguf, and the networking
+// libraries (raft, memberlist, protoactor-go); it never imports api or cmd.
+// The whole-cluster test fixture is in cluster/clustertest.
+package cluster

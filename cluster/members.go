@@ -1,0 +1,121 @@
+package cluster
+
+import (
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+)
+
+// GossipState is a member's state as this node's memberlist last reported it.
+type GossipState string
+
+const (
+	GossipAlive   GossipState = "alive"
+	GossipDead    GossipState = "dead"    // failed probes and suspicion timed out
+	GossipLeft    GossipState = "left"    // announced its own leave
+	GossipUnknown GossipState = "unknown" // never seen by this node
+)
+
+// member is one entry of the local membership table.
+type member struct {
+	Name  string
+	Addr  net.IP
+	Port  uint16
+	Meta  NodeMeta
+	State GossipState
+	Since time.Time // when State was entered, local clock
+}
+
+// members is the membership table fed by memberlist events. memberlist
+// calls the delegate methods from its own goroutines; they only update the
+// table and poke the node's loop, never block.
+type members struct {
+	log  hclog.Logger
+	kick func()
+
+	mu  sync.Mutex
+	tab map[string]member
+	ver uint64 // bumped on every change
+}
+
+func newMembers(log hclog.Logger, kick func()) *members {
+	return &members{log: log, kick: kick, tab: map[string]member{}}
+}
+
+func (ms *members) set(n *memberlist.Node, st GossipState) {
+	meta, err := DecodeMeta(n.Meta)
+	if err != nil {
+		ms.log.Warn("ignoring member with bad metadata", "member", n.Name, "error", err)
+		return
+	}
+	if meta.ID != n.Name {
+		ms.log.Warn("ignoring member whose metadata names another node", "member", n.Name, "meta_id", meta.ID)
+		return
+	}
+	ms.mu.Lock()
+	old, ok := ms.tab[n.Name]
+	since := time.Now()
+	if ok && old.State == st {
+		since = old.Since
+	}
+	ms.tab[n.Name] = member{Name: n.Name, Addr: slices.Clone(n.Addr), Port: n.Port, Meta: meta, State: st, Since: since}
+	ms.ver++
+	ms.mu.Unlock()
+	ms.kick()
+}
+
+// NotifyJoin implements memberlist.EventDelegate.
+func (ms *members) NotifyJoin(n *memberlist.Node) {
+	ms.log.Debug("member joined", "member", n.Name, "addr", n.Address())
+	ms.set(n, GossipAlive)
+}
+
+// NotifyLeave implements memberlist.EventDelegate; n.State tells a failure
+// (dead) from an announced leave (left).
+func (ms *members) NotifyLeave(n *memberlist.Node) {
+	st := GossipDead
+	if n.State == memberlist.StateLeft {
+		st = GossipLeft
+	}
+	ms.log.Info("member gone", "member", n.Name, "state", st)
+	ms.set(n, st)
+}
+
+// NotifyUpdate implements memberlist.EventDelegate (metadata changed).
+func (ms *members) NotifyUpdate(n *memberlist.Node) { ms.set(n, GossipAlive) }
+
+// snapshot returns a copy of the table and its version.
+func (ms *members) snapshot() (map[string]member, uint64) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	out := make(map[string]member, len(ms.tab))
+	for k, v := range ms.tab {
+		out[k] = v
+	}
+	return out, ms.ver
+}
+
+func (ms *members) get(id string) (member, bool) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	m, ok := ms.tab[id]
+	return m, ok
+}
+
+// metaDelegate serves this node's metadata to memberlist.
+type metaDelegate struct{ meta []byte }
+
+func (d *metaDelegate) NodeMeta(limit int) []byte {
+	if len(d.meta) > limit {
+		return nil // Start checked the size; never reached
+	}
+	return d.meta
+}
+func (d *metaDelegate) NotifyMsg([]byte)                           {}
+func (d *metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *metaDelegate) LocalState(join bool) []byte                { return nil }
+func (d *metaDelegate) MergeRemoteState(buf []byte, join bool)     {}

@@ -1,0 +1,551 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
+	"github.com/conclave-ai/conclave/router"
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+)
+
+// Node is one running cluster member. Create it with Start; end it with
+// Leave (graceful) or Kill (crash-like). All methods are safe for
+// concurrent use.
+type Node struct {
+	cfg   Config
+	log   hclog.Logger
+	model *router.Model // the model this node can load, nil without --model
+	boot  bool          // this node bootstrapped a new cluster in Start
+
+	fsm     *router.FSM
+	raft    *raft.Raft
+	store   *raftboltdb.BoltStore
+	ml      *memberlist.Memberlist
+	members *members
+	actors  *actor.ActorSystem
+	remote  *remote.Remote
+	mux     *http.ServeMux
+	httpSrv *http.Server
+	client  *http.Client
+
+	placeMu sync.Mutex // serialises placement runs (loop and rebalance requests)
+
+	ctx      context.Context // canceled when the node stops
+	cancel   context.CancelFunc
+	kickCh   chan struct{} // wakes the loop; buffered 1
+	stopCh   chan struct{} // closed when the node stops
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// Start validates cfg and brings a node up: Raft (bootstrapping a new
+// cluster when the data dir is empty and there is nothing to join, or when
+// cfg.Bootstrap), the actor system with remote, the HTTP server and
+// memberlist, joining cfg.Join. A fresh node whose join addresses all fail
+// returns an error wrapping ErrJoin; a node restarting from existing state
+// keeps retrying its known peers in the background instead.
+func Start(cfg Config) (_ *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "conclave", Level: hclog.Info})
+	}
+	n := &Node{
+		cfg:    cfg,
+		log:    cfg.Logger.With("node", cfg.ID),
+		fsm:    router.NewFSM(),
+		mux:    http.NewServeMux(),
+		client: &http.Client{Timeout: cfg.ApplyTimeout + time.Second},
+		kickCh: make(chan struct{}, 1),
+		stopCh: make(chan struct{}),
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.members = newMembers(n.log.Named("memberlist"), n.kick)
+	defer func() {
+		if err != nil {
+			n.shutdown(false)
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	var tc *tlsConfigs
+	if cfg.TLS != nil {
+		if tc, err = loadTLS(*cfg.TLS); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.ModelPath != "" {
+		m, err := InspectModel(cfg.ModelPath)
+		if err != nil {
+			return nil, err
+		}
+		n.model = &m
+	}
+	devices := cfg.Devices
+	if len(devices) == 0 {
+		devices = []router.Device{hostMemory()}
+	}
+	capacity := cfg.CapacityBytes
+	if capacity == 0 {
+		for _, d := range devices {
+			capacity += d.FreeBytes
+		}
+	}
+	meta := NodeMeta{ID: cfg.ID, HTTP: cfg.HTTPAddr, Raft: cfg.RaftAddr, Actor: cfg.ActorAddr, Capacity: capacity, Version: cfg.Version}
+	for _, d := range devices {
+		meta.Devices = append(meta.Devices, metaDevice{Name: d.Name, Mem: d.MemBytes, Free: d.FreeBytes})
+	}
+	if n.model != nil {
+		meta.Models = []string{n.model.Digest}
+	}
+	metaBytes, err := meta.Encode(metaMaxSize)
+	if err != nil {
+		return nil, err
+	}
+
+	existing, err := n.startRaft(tc)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.startActors(tc); err != nil {
+		return nil, err
+	}
+	if err := n.startHTTP(); err != nil {
+		return nil, err
+	}
+	if err := n.startMemberlist(metaBytes); err != nil {
+		return nil, err
+	}
+	if len(cfg.Join) > 0 {
+		if _, jerr := n.ml.Join(cfg.Join); jerr != nil && !existing {
+			return nil, fmt.Errorf("%w: %v", ErrJoin, jerr)
+		} else if jerr != nil {
+			n.log.Warn("join failed; retrying in the background", "error", jerr)
+		}
+	}
+	n.wg.Add(1)
+	go n.loop()
+	if n.model != nil {
+		n.wg.Add(1)
+		go n.announceModel()
+	}
+	n.log.Info("node started", "http", cfg.HTTPAddr, "gossip", cfg.GossipAddr, "raft", cfg.RaftAddr,
+		"actor", cfg.ActorAddr, "bootstrap", n.boot, "existing_state", existing, "tls", tc != nil,
+		"gossip_encryption", len(cfg.ClusterKey) > 0)
+	return n, nil
+}
+
+func (n *Node) startRaft(tc *tlsConfigs) (existing bool, err error) {
+	cfg := n.cfg
+	store, err := raftboltdb.NewBoltStore(filepath.Join(cfg.DataDir, "raft.db"))
+	if err != nil {
+		return false, fmt.Errorf("cluster: raft store: %w", err)
+	}
+	n.store = store
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, n.log.Named("raft-snap"))
+	if err != nil {
+		return false, fmt.Errorf("cluster: raft snapshots: %w", err)
+	}
+	var trans raft.Transport
+	if tc != nil {
+		sl, err := newTLSStreamLayer(cfg.RaftAddr, tc)
+		if err != nil {
+			return false, fmt.Errorf("cluster: raft listen: %w", err)
+		}
+		trans = raft.NewNetworkTransportWithLogger(sl, 3, 5*time.Second, n.log.Named("raft-net"))
+	} else {
+		adv, err := net.ResolveTCPAddr("tcp", cfg.RaftAddr)
+		if err != nil {
+			return false, err
+		}
+		trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, adv, 3, 5*time.Second, n.log.Named("raft-net"))
+		if err != nil {
+			return false, fmt.Errorf("cluster: raft listen: %w", err)
+		}
+	}
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.HeartbeatTimeout = cfg.RaftHeartbeatTimeout
+	rc.ElectionTimeout = cfg.RaftElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.RaftLeaderLeaseTimeout
+	rc.CommitTimeout = cfg.RaftCommitTimeout
+	rc.SnapshotThreshold = cfg.RaftSnapshotThreshold
+	rc.SnapshotInterval = cfg.RaftSnapshotInterval
+	rc.Logger = n.log.Named("raft")
+	if existing, err = raft.HasExistingState(store, store, snaps); err != nil {
+		trans.(io.Closer).Close()
+		return false, err
+	}
+	r, err := raft.NewRaft(rc, n.fsm, store, store, snaps, trans)
+	if err != nil {
+		trans.(io.Closer).Close()
+		return false, fmt.Errorf("cluster: raft: %w", err)
+	}
+	n.raft = r
+	if !existing && (len(cfg.Join) == 0 || cfg.Bootstrap) {
+		f := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			ID: rc.LocalID, Address: trans.LocalAddr(), Suffrage: raft.Voter,
+		}}})
+		if err := f.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return false, fmt.Errorf("cluster: bootstrap: %w", err)
+		}
+		n.boot = true
+	}
+	return existing, nil
+}
+
+func (n *Node) startActors(tc *tlsConfigs) (err error) {
+	host, portStr, _ := net.SplitHostPort(n.cfg.ActorAddr)
+	port, _ := strconv.Atoi(portStr)
+	alog := slog.New(slogHandler{log: n.log.Named("actor")})
+	n.actors = actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger { return alog }))
+	if n.cfg.NoActorRemote {
+		return nil
+	}
+	var opts []remote.ConfigOption
+	if tc != nil {
+		opts = append(opts,
+			remote.WithServerOptions(grpc.Creds(credentials.NewTLS(tc.Server))),
+			remote.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(tc.Client))))
+	}
+	r := remote.NewRemote(n.actors, remote.Configure(host, port, opts...))
+	// remote.Start panics when it cannot listen.
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("cluster: actor remote: %v", p)
+		}
+	}()
+	r.Start()
+	n.remote = r
+	return nil
+}
+
+func (n *Node) startHTTP() error {
+	l, err := net.Listen("tcp", n.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("cluster: http listen: %w", err)
+	}
+	n.registerAdmin()
+	n.httpSrv = &http.Server{
+		Handler:           n.mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          n.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+	}
+	go func() {
+		if err := n.httpSrv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server", "error", err)
+		}
+	}()
+	return nil
+}
+
+func (n *Node) startMemberlist(meta []byte) error {
+	host, portStr, _ := net.SplitHostPort(n.cfg.GossipAddr)
+	port, _ := strconv.Atoi(portStr)
+	ip, err := resolveIP(host)
+	if err != nil {
+		return err
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = n.cfg.ID
+	mc.BindAddr, mc.BindPort = ip.String(), port
+	mc.AdvertiseAddr, mc.AdvertisePort = ip.String(), port
+	mc.ProbeInterval = n.cfg.GossipProbeInterval
+	mc.ProbeTimeout = n.cfg.GossipProbeTimeout
+	mc.GossipInterval = n.cfg.GossipInterval
+	mc.SuspicionMult = n.cfg.GossipSuspicionMult
+	mc.TCPTimeout = 3 * time.Second
+	mc.Delegate = &metaDelegate{meta: meta}
+	mc.Events = n.members
+	if len(n.cfg.ClusterKey) > 0 {
+		mc.SecretKey = n.cfg.ClusterKey
+	}
+	mc.Logger = n.log.Named("memberlist").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("cluster: memberlist: %w", err)
+	}
+	n.ml = ml
+	return nil
+}
+
+func resolveIP(host string) (net.IP, error) {
+	if ip := net.ParseIP(host); ip != nil {
+		return ip, nil
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return nil, err
+	}
+	for _, ip := range ips {
+		if ip.To4() != nil {
+			return ip, nil
+		}
+	}
+	if len(ips) == 0 {
+		return nil, fmt.Errorf("cluster: %s resolves to no address", host)
+	}
+	return ips[0], nil
+}
+
+// ID returns the node's id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// Config returns the node's config.
+func (n *Node) Config() Config { return n.cfg }
+
+// FSM returns the node's replica of the cluster map; Map and Changed are the
+// read side.
+func (n *Node) FSM() *router.FSM { return n.fsm }
+
+// Map returns the node's current (locally applied) cluster map.
+func (n *Node) Map() *router.Map { return n.fsm.Map() }
+
+// Raft exposes the Raft peer for tests and diagnostics. Do not change its
+// configuration directly: the leader's autopilot owns it.
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// ActorSystem returns the node's protoactor system (with remote started).
+func (n *Node) ActorSystem() *actor.ActorSystem { return n.actors }
+
+// Mux is the node's HTTP mux; other packages mount their handlers on it.
+func (n *Node) Mux() *http.ServeMux { return n.mux }
+
+// IsLeader reports whether this node is the Raft leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the current leader's node id, "" when none is known.
+func (n *Node) Leader() string {
+	_, id := n.raft.LeaderWithID()
+	return string(id)
+}
+
+// Done is closed when the node has stopped.
+func (n *Node) Done() <-chan struct{} { return n.stopCh }
+
+// Members returns this node's memberlist view: id → gossip state.
+func (n *Node) Members() map[string]GossipState {
+	tab, _ := n.members.snapshot()
+	out := make(map[string]GossipState, len(tab))
+	for id, m := range tab {
+		out[id] = m.State
+	}
+	return out
+}
+
+// Kill stops the node at once, as a crash would: no leadership transfer,
+// no leave message, no removal from Raft. Its data dir stays usable for a
+// restart. It is for tests and for fatal errors.
+func (n *Node) Kill() { n.shutdown(false) }
+
+// Leave leaves the cluster gracefully and stops the node: a leader first
+// hands leadership to another voter, then the node announces its leave on
+// gossip and asks the leader to remove it from the Raft configuration and
+// the map, so it neither blocks quorum nor placement. A single-node cluster
+// simply shuts down. It returns the first error but always stops the node.
+func (n *Node) Leave(ctx context.Context) error {
+	select {
+	case <-n.stopCh:
+		return ErrStopped
+	default:
+	}
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.LeaveTimeout)
+	defer cancel()
+	var firstErr error
+	keep := func(err error) {
+		if err != nil && firstErr == nil {
+			firstErr = err
+		}
+	}
+	others := n.otherServers()
+	if n.IsLeader() && n.otherVoters() > 0 {
+		keep(waitFuture(ctx, n.raft.LeadershipTransfer()))
+	}
+	keep(n.ml.Leave(n.cfg.LeaveTimeout / 2))
+	if others > 0 {
+		keep(n.requestRemoval(ctx))
+	}
+	n.shutdown(true)
+	if firstErr != nil {
+		n.log.Warn("leave was not clean", "error", firstErr)
+	}
+	return firstErr
+}
+
+// otherServers counts Raft servers besides this node.
+func (n *Node) otherServers() int {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	c := 0
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) != n.cfg.ID {
+			c++
+		}
+	}
+	return c
+}
+
+func (n *Node) otherVoters() int {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	c := 0
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) != n.cfg.ID && s.Suffrage == raft.Voter {
+			c++
+		}
+	}
+	return c
+}
+
+// requestRemoval asks the leader to drop this node from Raft and the map,
+// retrying until ctx ends (the leader may be changing right now).
+func (n *Node) requestRemoval(ctx context.Context) error {
+	for {
+		var err error
+		if n.IsLeader() {
+			err = n.removeNode(n.cfg.ID)
+		} else if addr := n.leaderHTTP(); addr == "" {
+			err = ErrNoLeader
+		} else {
+			err = (&AdminClient{Base: "http://" + addr, HTTP: n.client}).leave(ctx, n.cfg.ID)
+		}
+		if err == nil || errors.Is(err, ErrUnknownNode) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cluster: leave: %w (last error: %v)", ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// shutdown stops everything; graceful only changes the actor remote's stop.
+func (n *Node) shutdown(graceful bool) {
+	n.stopOnce.Do(func() {
+		close(n.stopCh)
+		n.cancel()
+		n.wg.Wait()
+		if n.httpSrv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			if err := n.httpSrv.Shutdown(ctx); err != nil {
+				n.httpSrv.Close()
+			}
+			cancel()
+		}
+		if n.ml != nil {
+			n.ml.Shutdown()
+		}
+		if n.raft != nil {
+			if err := n.raft.Shutdown().Error(); err != nil {
+				n.log.Warn("raft shutdown", "error", err)
+			}
+		}
+		if n.store != nil {
+			n.store.Close()
+		}
+		if n.remote != nil {
+			n.remote.Shutdown(false)
+		}
+		if n.actors != nil {
+			n.actors.Shutdown()
+		}
+		n.log.Info("node stopped", "graceful", graceful)
+	})
+}
+
+// kick wakes the loop without blocking.
+func (n *Node) kick() {
+	select {
+	case n.kickCh <- struct{}{}:
+	default:
+	}
+}
+
+// waitFuture waits for a raft future or ctx.
+func waitFuture(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// peersFile is where the node keeps the gossip addresses of the members it
+// last saw, to rejoin after a restart without --join.
+const peersFile = "peers.json"
+
+func (n *Node) savePeers(tab map[string]member) {
+	var addrs []string
+	for id, m := range tab {
+		if id != n.cfg.ID && m.State == GossipAlive {
+			addrs = append(addrs, net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))))
+		}
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	slices.Sort(addrs)
+	b, _ := json.Marshal(addrs)
+	tmp := filepath.Join(n.cfg.DataDir, peersFile+".tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err == nil {
+		os.Rename(tmp, filepath.Join(n.cfg.DataDir, peersFile))
+	}
+}
+
+// rejoinCandidates are gossip addresses worth trying when this node sees no
+// other member: --join, the saved peers and the map's nodes.
+func (n *Node) rejoinCandidates() []string {
+	set := map[string]bool{}
+	for _, a := range n.cfg.Join {
+		set[a] = true
+	}
+	if b, err := os.ReadFile(filepath.Join(n.cfg.DataDir, peersFile)); err == nil {
+		var saved []string
+		if json.Unmarshal(b, &saved) == nil {
+			for _, a := range saved {
+				set[a] = true
+			}
+		}
+	}
+	for id, nd := range n.fsm.Map().Nodes {
+		if id != n.cfg.ID && nd.GossipAddr != "" {
+			set[nd.GossipAddr] = true
+		}
+	}
+	delete(set, n.cfg.GossipAddr)
+	out := make([]string, 0, len(set))
+	for a := range set {
+		out = append(out, a)
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,220 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"regexp"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/conclave-ai/conclave/cluster"
+)
+
+// cmdNode runs a cluster node until SIGINT/SIGTERM, then leaves gracefully.
+func cmdNode(args []string, stdout, stderr io.Writer) error {
+	return runNode("node", args, stdout, stderr)
+}
+
+// cmdServe is a one-node cluster with local defaults: 127.0.0.1, ports
+// 8080–8083, data in var/node.
+func cmdServe(args []string, stdout, stderr io.Writer) error {
+	return runNode("serve", args, stdout, stderr)
+}
+
+// nodeFlags are the flags of node and serve.
+type nodeFlags struct {
+	id, dataDir, join                         string
+	bind                                      string
+	portBase                                  int
+	httpAddr, gossipAddr, raftAddr, actorAddr string
+	bootstrap                                 bool
+	modelPath                                 string
+	key, keyFile                              string
+	tlsDir, tlsCA, tlsCert, tlsKey            string
+	maxVoters, replication                    int
+	deadGrace                                 time.Duration
+	capacity                                  string
+	logLevel                                  string
+}
+
+func (f *nodeFlags) register(fs *flag.FlagSet, serve bool) {
+	defID, defDir := hostID(), ""
+	if serve {
+		defID, defDir = "local", "var/node"
+	}
+	d := cluster.DefaultConfig()
+	fs.StringVar(&f.id, "id", defID, "node id (unique in the cluster)")
+	fs.StringVar(&f.dataDir, "data-dir", defDir, "directory for the Raft log, snapshots and peers")
+	if !serve {
+		fs.StringVar(&f.join, "join", "", "comma-separated gossip addresses HOST:PORT of existing members")
+		fs.BoolVar(&f.bootstrap, "bootstrap", false, "bootstrap a new cluster even with --join (only when the data dir is empty)")
+	}
+	fs.StringVar(&f.bind, "bind", "127.0.0.1", "host for all four listeners (with --port-base)")
+	fs.IntVar(&f.portBase, "port-base", 8080, "HTTP port; gossip +1, Raft +2, actor remote +3")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "HTTP HOST:PORT (overrides --bind/--port-base)")
+	fs.StringVar(&f.gossipAddr, "gossip-addr", "", "memberlist HOST:PORT (overrides --bind/--port-base)")
+	fs.StringVar(&f.raftAddr, "raft-addr", "", "Raft HOST:PORT (overrides --bind/--port-base)")
+	fs.StringVar(&f.actorAddr, "actor-addr", "", "actor remote HOST:PORT (overrides --bind/--port-base)")
+	fs.StringVar(&f.modelPath, "model", "", "GGUF model this node can load (the first one sets the cluster's model)")
+	fs.StringVar(&f.key, "cluster-key", "", "gossip encryption key, 16/24/32 bytes as hex or base64")
+	fs.StringVar(&f.keyFile, "cluster-key-file", "", "file holding the cluster key")
+	fs.StringVar(&f.tlsDir, "tls-dir", "", "directory from 'conclave cluster init-tls' (uses ca.crt, ID.crt, ID.key): mutual TLS for Raft and actors")
+	fs.StringVar(&f.tlsCA, "tls-ca", "", "cluster CA certificate (instead of --tls-dir)")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "node certificate (instead of --tls-dir)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "node key (instead of --tls-dir)")
+	fs.IntVar(&f.maxVoters, "max-voters", d.MaxVoters, "Raft voters; further nodes join as non-voters")
+	fs.IntVar(&f.replication, "replication", d.Replication, "replicas per expert for a new cluster")
+	fs.DurationVar(&f.deadGrace, "dead-grace", d.DeadGrace, "how long a dead node stays before removal")
+	fs.StringVar(&f.capacity, "capacity", "", "bytes of expert weights this node may host (e.g. 8GiB; default: free memory)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+}
+
+func (f *nodeFlags) config(stderr io.Writer) (cluster.Config, error) {
+	cfg := cluster.DefaultConfig()
+	cfg.ID, cfg.DataDir, cfg.Bootstrap, cfg.ModelPath = f.id, f.dataDir, f.bootstrap, f.modelPath
+	cfg.MaxVoters, cfg.Replication, cfg.DeadGrace = f.maxVoters, f.replication, f.deadGrace
+	cfg.Version = buildVersion()
+	if cfg.DataDir == "" {
+		return cfg, fmt.Errorf("%w: --data-dir is required", errUsage)
+	}
+	cfg.HTTPAddr, cfg.GossipAddr, cfg.RaftAddr, cfg.ActorAddr = cluster.PortBase(f.bind, f.portBase)
+	for _, o := range []struct {
+		dst *string
+		v   string
+	}{
+		{&cfg.HTTPAddr, f.httpAddr}, {&cfg.GossipAddr, f.gossipAddr}, {&cfg.RaftAddr, f.raftAddr}, {&cfg.ActorAddr, f.actorAddr},
+	} {
+		if o.v != "" {
+			*o.dst = o.v
+		}
+	}
+	for _, j := range strings.Split(f.join, ",") {
+		if j = strings.TrimSpace(j); j != "" {
+			cfg.Join = append(cfg.Join, j)
+		}
+	}
+	var err error
+	switch {
+	case f.key != "" && f.keyFile != "":
+		return cfg, fmt.Errorf("%w: give --cluster-key or --cluster-key-file, not both", errUsage)
+	case f.key != "":
+		cfg.ClusterKey, err = cluster.ParseKey(f.key)
+	case f.keyFile != "":
+		cfg.ClusterKey, err = cluster.ReadKeyFile(f.keyFile)
+	}
+	if err != nil {
+		return cfg, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	switch {
+	case f.tlsDir != "" && (f.tlsCA != "" || f.tlsCert != "" || f.tlsKey != ""):
+		return cfg, fmt.Errorf("%w: give --tls-dir or --tls-ca/--tls-cert/--tls-key, not both", errUsage)
+	case f.tlsDir != "":
+		t := cluster.TLSLayout(f.tlsDir, cfg.ID)
+		cfg.TLS = &t
+	case f.tlsCA != "" || f.tlsCert != "" || f.tlsKey != "":
+		cfg.TLS = &cluster.TLSFiles{CAFile: f.tlsCA, CertFile: f.tlsCert, KeyFile: f.tlsKey}
+	}
+	if f.capacity != "" {
+		if cfg.CapacityBytes, err = parseBytes(f.capacity); err != nil {
+			return cfg, fmt.Errorf("%w: --capacity: %v", errUsage, err)
+		}
+	}
+	cfg.Logger = cluster.NewLogger("conclave", stderr, f.logLevel)
+	if err := cfg.Validate(); err != nil {
+		return cfg, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return cfg, nil
+}
+
+func runNode(name string, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags(name, stderr)
+	var f nodeFlags
+	f.register(fs, name == "serve")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
+	}
+	cfg, err := f.config(stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	n, err := cluster.Start(cfg)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "conclave %s %s: http %s gossip %s raft %s actor %s data %s\n",
+		name, cfg.ID, cfg.HTTPAddr, cfg.GossipAddr, cfg.RaftAddr, cfg.ActorAddr, cfg.DataDir)
+	select {
+	case <-ctx.Done():
+		fmt.Fprintf(stdout, "conclave %s %s: leaving\n", name, cfg.ID)
+		lctx, cancel := context.WithTimeout(context.Background(), cfg.LeaveTimeout+5*time.Second)
+		defer cancel()
+		if err := n.Leave(lctx); err != nil && !errors.Is(err, cluster.ErrStopped) {
+			fmt.Fprintf(stderr, "conclave: leave: %v\n", err)
+		}
+	case <-n.Done():
+	}
+	return nil
+}
+
+var nonID = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+// hostID is the default node id: the host name made id-safe.
+func hostID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "node"
+	}
+	h = strings.Trim(nonID.ReplaceAllString(h, "-"), "-._")
+	if len(h) > 63 {
+		h = h[:63]
+	}
+	if h == "" {
+		return "node"
+	}
+	return h
+}
+
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// parseBytes reads a size: plain bytes or with a KB/MB/GB/TB (1000s) or
+// KiB/MiB/GiB/TiB (1024s) suffix.
+func parseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mul    int64
+	}{
+		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12}, {"B", 1},
+	}
+	mul := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mul = strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), u.mul
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil || v < 0 || v*float64(mul) > 1<<62 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return int64(v * float64(mul)), nil
+}

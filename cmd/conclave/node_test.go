@@ -1,0 +1,312 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/conclave-ai/conclave/cluster"
+	"github.com/conclave-ai/conclave/cluster/clustertest"
+	"github.com/conclave-ai/conclave/router"
+)
+
+// TestNodeHelperProcess is not a test: the multi-process test runs the test
+// binary itself as "conclave node" when the built binary lacks the command.
+func TestNodeHelperProcess(t *testing.T) {
+	if os.Getenv("CONCLAVE_NODE_HELPER") != "1" {
+		t.Skip("helper process only")
+	}
+	args := os.Args
+	for i, a := range args {
+		if a == "--" {
+			args = args[i+1:]
+			break
+		}
+	}
+	if err := cmdNode(args, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "conclave:", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// nodeProc is one "conclave node" process.
+type nodeProc struct {
+	id   string
+	args []string
+	cmd  *exec.Cmd
+	out  *syncBuffer
+	done chan error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// conclaveCommand returns how to run "conclave node ARGS": the freshly built
+// binary if its main wires the node command, else this test binary.
+func conclaveCommand(t *testing.T) func(args ...string) *exec.Cmd {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "conclave")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	if out, _ := exec.Command(bin, "node", "-h").CombinedOutput(); bytes.Contains(out, []byte("-join")) {
+		return func(args ...string) *exec.Cmd { return exec.Command(bin, append([]string{"node"}, args...)...) }
+	}
+	t.Log("the built conclave binary does not wire 'node' yet; running nodes through the test binary")
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(args ...string) *exec.Cmd {
+		c := exec.Command(self, append([]string{"-test.run=^TestNodeHelperProcess$", "--"}, args...)...)
+		c.Env = append(os.Environ(), "CONCLAVE_NODE_HELPER=1")
+		return c
+	}
+}
+
+func TestMultiProcessCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs 3 processes")
+	}
+	command := conclaveCommand(t)
+	dir := t.TempDir()
+	const key = "000102030405060708090a0b0c0d0e0f"
+	var procs []*nodeProc
+	var addrs [][]string
+	for i := range 3 {
+		a := clustertest.FreeAddrs(t, 4)
+		addrs = append(addrs, a)
+		args := []string{"--id", fmt.Sprintf("n%d", i), "--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i)),
+			"--http-addr", a[0], "--gossip-addr", a[1], "--raft-addr", a[2], "--actor-addr", a[3],
+			"--cluster-key", key, "--dead-grace", "30s", "--capacity", "1GiB", "--log-level", "warn"}
+		if i > 0 {
+			args = append(args, "--join", addrs[0][1])
+		}
+		procs = append(procs, &nodeProc{id: fmt.Sprintf("n%d", i), args: args})
+	}
+	start := func(p *nodeProc) {
+		p.cmd = command(p.args...)
+		p.out = &syncBuffer{}
+		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		p.done = make(chan error, 1)
+		go func(c *exec.Cmd, done chan error) { done <- c.Wait() }(p.cmd, p.done)
+	}
+	t.Cleanup(func() {
+		for _, p := range procs {
+			if p.cmd != nil && p.cmd.ProcessState == nil {
+				p.cmd.Process.Kill()
+				<-p.done
+			}
+			if t.Failed() {
+				t.Logf("%s output:\n%s", p.id, p.out)
+			}
+		}
+	})
+	for _, p := range procs {
+		start(p)
+		if p.id == "n0" {
+			waitHTTP(t, addrs[0][0])
+		}
+	}
+	ac := &cluster.AdminClient{Base: "http://" + addrs[0][0]}
+	waitNodes := func(msg string, cond func(map[string]cluster.NodeStatus) bool) {
+		t.Helper()
+		clustertest.WaitFor(t, 30*time.Second, func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			r, err := ac.Nodes(ctx)
+			if err != nil {
+				return false
+			}
+			m := map[string]cluster.NodeStatus{}
+			for _, n := range r.Nodes {
+				m[n.ID] = n
+			}
+			return cond(m)
+		}, msg)
+	}
+	allActive := func(m map[string]cluster.NodeStatus) bool {
+		if len(m) != 3 {
+			return false
+		}
+		for _, n := range m {
+			if n.State != router.NodeActive {
+				return false
+			}
+		}
+		return true
+	}
+	waitNodes("3 active nodes", allActive)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	mod := router.Model{ID: "proc-moe", Version: 1, Layers: 2, Experts: 4, TopK: 2, ExpertBytes: 1 << 20, Live: true}
+	if _, err := (&cluster.AdminClient{Base: "http://" + addrs[2][0]}).Apply(ctx, router.Command{Op: router.OpSetModel, Model: &mod}); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	clustertest.WaitFor(t, 10*time.Second, func() bool {
+		out.Reset()
+		if err := cmdCluster([]string{"experts", "--addr", addrs[1][0]}, &out, &errOut); err != nil {
+			return false
+		}
+		return strings.Contains(out.String(), "LAYER") && !strings.Contains(out.String(), "(unplaced)")
+	}, "the experts table to show every expert placed")
+	t.Logf("conclave cluster experts:\n%s", out.String())
+
+	clustertest.WaitFor(t, 10*time.Second, func() bool {
+		out.Reset()
+		if err := cmdCluster([]string{"status", "--addr", addrs[1][0]}, &out, &errOut); err != nil {
+			return false
+		}
+		return strings.Contains(out.String(), "health       ok")
+	}, "cluster status to report health ok")
+	t.Logf("conclave cluster status:\n%s", out.String())
+	// kill -9 n2: it is marked dead, then comes back from its data dir.
+	killed := time.Now()
+	procs[2].cmd.Process.Signal(syscall.SIGKILL)
+	<-procs[2].done
+	waitNodes("n2 marked dead", func(m map[string]cluster.NodeStatus) bool { return m["n2"].State == router.NodeDead })
+	t.Logf("n2 killed with SIGKILL, marked dead after %v", time.Since(killed).Round(time.Millisecond))
+	start(procs[2])
+	waitNodes("n2 active again", allActive)
+	t.Logf("n2 restarted and active again %v after the kill", time.Since(killed).Round(time.Millisecond))
+
+	// Drain n1 through the CLI, then stop it with SIGTERM: it leaves.
+	out.Reset()
+	if err := cmdCluster([]string{"drain", "n1", "--addr", addrs[0][0], "--timeout", "20s"}, &out, &errOut); err != nil {
+		t.Fatalf("drain: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	t.Logf("conclave cluster drain n1:\n%s", out.String())
+	procs[1].cmd.Process.Signal(syscall.SIGTERM)
+	termed := time.Now()
+	select {
+	case err := <-procs[1].done:
+		if err != nil {
+			t.Errorf("n1 exit after SIGTERM: %v", err)
+		}
+		t.Logf("n1 left and exited %v after SIGTERM", time.Since(termed).Round(time.Millisecond))
+	case <-time.After(20 * time.Second):
+		t.Fatal("n1 did not exit after SIGTERM")
+	}
+	waitNodes("n1 gone after its leave", func(m map[string]cluster.NodeStatus) bool { _, ok := m["n1"]; return !ok && len(m) == 2 })
+	t.Logf("n1 removed from the map %v after SIGTERM", time.Since(termed).Round(time.Millisecond))
+}
+
+// waitHTTP waits until a node's /healthz answers 200.
+func waitHTTP(t *testing.T, addr string) {
+	t.Helper()
+	ac := &cluster.AdminClient{Base: "http://" + addr}
+	clustertest.WaitFor(t, 30*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := ac.Status(ctx)
+		return err == nil
+	}, "node at "+addr+" to answer")
+}
+
+func TestNodeFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want func(cluster.Config) bool
+		err  bool
+	}{
+		{"port base", []string{"--id", "a", "--data-dir", "d", "--bind", "127.0.0.2", "--port-base", "9000"}, func(c cluster.Config) bool {
+			return c.HTTPAddr == "127.0.0.2:9000" && c.GossipAddr == "127.0.0.2:9001" && c.RaftAddr == "127.0.0.2:9002" && c.ActorAddr == "127.0.0.2:9003"
+		}, false},
+		{"override one", []string{"--id", "a", "--data-dir", "d", "--raft-addr", "127.0.0.1:7000", "--join", "h:1, h:2"}, func(c cluster.Config) bool {
+			return c.RaftAddr == "127.0.0.1:7000" && c.HTTPAddr == "127.0.0.1:8080" && len(c.Join) == 2
+		}, false},
+		{"key and capacity", []string{"--id", "a", "--data-dir", "d", "--cluster-key", "AAECAwQFBgcICQoLDA0ODw==", "--capacity", "2GiB"}, func(c cluster.Config) bool {
+			return len(c.ClusterKey) == 16 && c.CapacityBytes == 2<<30
+		}, false},
+		{"tls dir", []string{"--id", "a", "--data-dir", "d", "--tls-dir", "/x"}, func(c cluster.Config) bool {
+			return c.TLS != nil && c.TLS.CertFile == "/x/a.crt" && c.TLS.CAFile == "/x/ca.crt"
+		}, false},
+		{"short key", []string{"--id", "a", "--data-dir", "d", "--cluster-key", "abcd"}, nil, true},
+		{"no data dir", []string{"--id", "a"}, nil, true},
+		{"bad id", []string{"--id", "a b", "--data-dir", "d"}, nil, true},
+		{"bad capacity", []string{"--id", "a", "--data-dir", "d", "--capacity", "lots"}, nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := newFlags("node", io.Discard)
+			var f nodeFlags
+			f.register(fs, false)
+			if err := parse(fs, tc.args); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := f.config(io.Discard)
+			if tc.err {
+				if !errors.Is(err, errUsage) {
+					t.Fatalf("err %v, want a usage error", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.want(cfg) {
+				t.Errorf("config %+v", cfg)
+			}
+		})
+	}
+}
+
+func TestServeDefaults(t *testing.T) {
+	fs := newFlags("serve", io.Discard)
+	var f nodeFlags
+	f.register(fs, true)
+	if err := parse(fs, nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := f.config(io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.HTTPAddr != "127.0.0.1:8080" || cfg.DataDir != "var/node" || len(cfg.Join) != 0 {
+		t.Errorf("serve defaults %+v", cfg)
+	}
+}
+
+func TestParseBytes(t *testing.T) {
+	for in, want := range map[string]int64{"1024": 1024, "1KiB": 1024, "1.5 GiB": 3 << 29, "2GB": 2e9, "7B": 7} {
+		if got, err := parseBytes(in); err != nil || got != want {
+			t.Errorf("parseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "x", "-1", "1XB"} {
+		if _, err := parseBytes(in); err == nil {
+			t.Errorf("parseBytes(%q) succeeded", in)
+		}
+	}
+}
