@@ -26,11 +26,19 @@ vet:
 test: vet
 	$(GO) test -count=1 ./...
 
+# Go micro-benchmarks, then pp256/pp512/tg128 on the bench preset; with
+# llama.cpp's llama-bench built (or BENCH_LLAMACPP=1 to build it, ~6 min) the
+# same tests run in llama.cpp too and the ratios are printed.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchmem ./kernels/ ./model/...
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms ./kernels/ ./model/...
 	@mkdir -p var
 	@test -f var/bench.gguf || $(BIN) model synth --preset bench --out var/bench.gguf
-	$(BIN) generate --model var/bench.gguf --tokens $$(seq -s, 1 256) --max-tokens 128 --threads $(THREADS) --json
+	@if [ -x var/llama.cpp/build/bin/llama-bench ] || [ "$(BENCH_LLAMACPP)" = 1 ]; then \
+		THREADS=$(THREADS) bash bench/compare.sh var/bench.gguf; \
+	else \
+		$(BIN) bench model --model var/bench.gguf --threads $(THREADS) --prompt 256,512 --gen 128 && \
+		echo "(BENCH_LLAMACPP=1 make bench also builds llama.cpp's llama-bench and prints conclave/llama.cpp ratios)"; \
+	fi
 
 parity:
 	bash bench/parity/run.sh

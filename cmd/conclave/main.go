@@ -21,6 +21,9 @@ Usage:
   conclave logits   --model F --tokens 1,2,3 [--top K] [--json]
   conclave model synth   [--preset tiny|demo|bench] [shape flags] --out F
   conclave model inspect F [--json]
+  conclave bench model   --model F [--prompt 256,512] [--gen 128] [--reps R] [--threads N] [--json]
+  conclave bench membw   [--threads N] [--mib 512] [--json]
+  conclave bench compare --ours OURS.json --llamacpp LLAMA_BENCH.json [--json]
 
 Run "conclave COMMAND -h" for a command's flags.
 `
@@ -49,6 +52,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdNode(args[1:], stdout, stderr)
 	case "cluster":
 		err = cmdCluster(args[1:], stdout, stderr)
+	case "bench":
+		err = cmdBench(args[1:], stdout, stderr)
 	case "model":
 		if len(args) < 2 {
 			fmt.Fprint(stderr, usage)

@@ -1,0 +1,85 @@
+package engine
+
+import (
+	"errors"
+	"time"
+
+	"github.com/conclave-ai/conclave/model/sample"
+)
+
+// Errors the engine returns; the API maps them to HTTP statuses.
+var (
+	// ErrOverloaded: the request cannot be admitted now (KV cache or queue
+	// full); the client should retry later (HTTP 429).
+	ErrOverloaded = errors.New("engine: overloaded")
+	// ErrContextLength: prompt plus max tokens exceed the context (HTTP 400).
+	ErrContextLength = errors.New("engine: context length exceeded")
+	// ErrInvalidRequest: a request field is out of range (HTTP 400).
+	ErrInvalidRequest = errors.New("engine: invalid request")
+	// ErrClosed: the engine is shutting down (HTTP 503).
+	ErrClosed = errors.New("engine: closed")
+)
+
+// Request is one generation request: already tokenized prompt, limits and
+// sampling.
+type Request struct {
+	ID        string        // request id for logs and metrics
+	SessionID string        // optional; a session's turns share prefix-cache entries
+	Prompt    []int32       // token ids, BOS included when the model wants one
+	MaxTokens int           // ≥ 1; generation stops after this many tokens
+	Sampling  sample.Config // temperature, top-p, seed, penalties
+	// StopTokens end generation when produced (in addition to the model's
+	// end-of-generation tokens unless IgnoreEOS).
+	StopTokens []int32
+	IgnoreEOS  bool
+	// TopLogprobs > 0 asks for that many alternatives per token (≤ 20);
+	// Logprobs asks for the chosen token's log-probability.
+	Logprobs    bool
+	TopLogprobs int
+}
+
+// TokenLogprob is a token with its log-probability.
+type TokenLogprob struct {
+	Token   int32
+	Logprob float32
+}
+
+// FinishReason says why a generation ended.
+type FinishReason string
+
+const (
+	FinishStop   FinishReason = "stop"   // an end-of-generation or stop token
+	FinishLength FinishReason = "length" // MaxTokens or the context reached
+	FinishCancel FinishReason = "cancelled"
+)
+
+// Event is one step of a generation, delivered in order on the channel
+// Submit returns. The last event has Done set; the channel is then closed.
+type Event struct {
+	Token       int32 // valid when !Done or when Done with Generated > 0 and a final token
+	HasToken    bool
+	Logprob     float32
+	TopLogprobs []TokenLogprob
+
+	Done         bool
+	FinishReason FinishReason
+	Err          error // non-nil if the generation failed
+
+	// Usage, filled on the final event.
+	PromptTokens int
+	CachedTokens int // prompt tokens served from the prefix cache
+	Generated    int
+	TTFT         time.Duration // submit → first token
+}
+
+// Stats is a snapshot of the engine's load for metrics and admission.
+type Stats struct {
+	Running, Waiting int
+	KVBlocksUsed     int
+	KVBlocksTotal    int
+	PrefixHits       int64 // prompt tokens served from the prefix cache
+	PrefixLookups    int64 // prompt tokens looked up
+	PromptTokens     int64 // total prompt tokens processed
+	GeneratedTokens  int64
+	Steps            int64 // forward passes run
+}
