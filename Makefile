@@ -5,7 +5,7 @@ DEMO    := var/demo.gguf
 PROMPT  ?= Tell me about the cluster
 THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: build run test test-short bench parity fuzz clean vet
+.PHONY: build run test test-short bench bench-peer parity fuzz clean vet
 
 build:
 	$(GO) build -o $(BIN) ./cmd/conclave
@@ -48,3 +48,13 @@ fuzz:
 
 clean:
 	rm -rf bin var
+
+# llama.cpp side by side, alternating A B A B (bench/peer/run.sh): builds
+# llama-bench on first use (~10 min), synthesizes the Q8_0, F16 and Q4_0 bench
+# models, prints each ratio's median.
+bench-peer: build
+	@mkdir -p var
+	@test -f var/bench.gguf || $(BIN) model synth --preset bench --out var/bench.gguf
+	@test -f var/bench-f16.gguf || $(BIN) model synth --preset bench --type f16 --out var/bench-f16.gguf
+	@test -f var/bench-q4_0.gguf || $(BIN) model synth --preset bench --type q4_0 --out var/bench-q4_0.gguf
+	bash bench/peer/run.sh var/bench.gguf var/bench-f16.gguf var/bench-q4_0.gguf

@@ -160,6 +160,11 @@ func TestReportDerived(t *testing.T) {
 	if g := r.Decode.BandwidthGBs; math.Abs(g-2) > 1e-9 { // 0.2 GB/token × 10 tok/s
 		t.Errorf("tg128 bandwidth = %v GB/s, want 2", g)
 	}
+	// The flat headline fields: pp of the longest prompt, tg, sizes.
+	if r.PPTokS != 40 || r.TGTokS != 10 || r.ModelBytes != 1000 || r.ActiveBytesPerToken != 2e8 {
+		t.Errorf("pp_tok_s %v tg_tok_s %v model_bytes %v active_bytes_per_token %v; want 40 10 1000 2e8",
+			r.PPTokS, r.TGTokS, r.ModelBytes, r.ActiveBytesPerToken)
+	}
 	r.SetRSS(3000)
 	if r.RSSRatio != 1.5 {
 		t.Errorf("RSS ratio = %v, want 1.5", r.RSSRatio)
@@ -274,5 +279,39 @@ func TestCPULine(t *testing.T) {
 	}
 	if n, ok := BusyCPUs(10 * time.Millisecond); ok && (n < 0 || n > float64(runtime.NumCPU())+0.01) {
 		t.Errorf("BusyCPUs = %v", n)
+	}
+}
+
+func TestSummarizeMedians(t *testing.T) {
+	pair := func(pp, tg float64) Comparison {
+		return Comparison{Rows: []Row{
+			{Name: "pp512", Ours: pp, Theirs: 100, Ratio: pp / 100},
+			{Name: "tg128", Ours: tg, Theirs: 20, Ratio: tg / 20},
+		}, OursGBs: tg / 10, TheirGBs: 2}
+	}
+	s := Summarize([]Comparison{pair(90, 30), pair(150, 10), pair(110, 20)})
+	if s.Pairs != 3 || len(s.Rows) != 2 {
+		t.Fatalf("summary %+v", s)
+	}
+	if s.Rows[0].Name != "pp512" || s.Rows[0].Median != 1.1 || s.Rows[0].OursMedian != 110 {
+		t.Errorf("pp512 row %+v, want median ratio 1.1", s.Rows[0])
+	}
+	if s.Rows[1].Median != 1 || len(s.Rows[1].Ratios) != 3 || s.Rows[1].Ratios[0] != 1.5 {
+		t.Errorf("tg128 row %+v, want median 1 and ratios in run order", s.Rows[1])
+	}
+	if s.OursGBs != 2 {
+		t.Errorf("ours GB/s median %v, want 2", s.OursGBs)
+	}
+	for _, c := range []struct {
+		in   []float64
+		want float64
+	}{{nil, 0}, {[]float64{3}, 3}, {[]float64{4, 1}, 2.5}, {[]float64{5, 1, 3}, 3}} {
+		if got := Median(c.in); got != c.want {
+			t.Errorf("Median(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+	var b strings.Builder
+	if err := s.WriteTable(&b); err != nil || !strings.Contains(b.String(), "1.10×") {
+		t.Errorf("table %q, err %v", b.String(), err)
 	}
 }

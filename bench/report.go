@@ -87,18 +87,31 @@ type Report struct {
 	// before the tests started (Linux; -1 when unknown). Above about 0.2
 	// something else was running and the numbers are noisy.
 	BusyCPUs float64 `json:"busy_cpus_before"`
+
+	// The headline numbers, flat for scripts: prompt processing tok/s of
+	// the longest prompt tested, decode tok/s, the model file's size and
+	// the weight bytes streamed per decoded token.
+	PPTokS              float64 `json:"pp_tok_s"`
+	TGTokS              float64 `json:"tg_tok_s"`
+	ModelBytes          int64   `json:"model_bytes"`
+	ActiveBytesPerToken int64   `json:"active_bytes_per_token"`
 }
 
 // NewReport derives the achieved rates from raw timings.
 func NewReport(info ModelInfo, tm Timings) Report {
-	r := Report{Model: info}
+	r := Report{Model: info, ModelBytes: info.FileBytes, ActiveBytesPerToken: info.BytesPerToken}
+	longest := 0
 	for _, t := range tm.Prefill {
+		if t.Tokens >= longest {
+			longest, r.PPTokS = t.Tokens, t.TokensPerSec
+		}
 		r.Prefill = append(r.Prefill, PrefillResult{
 			Test:   t,
 			GFLOPs: info.FLOPs.Prefill(t.Tokens) / float64(t.Tokens) * t.TokensPerSec / 1e9,
 		})
 	}
 	if tm.Decode != nil {
+		r.TGTokS = tm.Decode.TokensPerSec
 		r.Decode = &DecodeResult{Test: *tm.Decode, BandwidthGBs: float64(info.BytesPerToken) * tm.Decode.TokensPerSec / 1e9}
 	}
 	return r

@@ -75,7 +75,9 @@ func cmdBenchModel(args []string, stdout, stderr io.Writer) error {
 	)
 	fs.StringVar(&path, "model", "", "GGUF model file")
 	fs.StringVar(&prompts, "prompt", "512", "prompt lengths to measure, comma-separated (ppN tests); empty for none")
+	fs.StringVar(&prompts, "prompt-tokens", "512", "same as --prompt")
 	fs.IntVar(&cfg.Gen, "gen", cfg.Gen, "tokens to decode in the tgN test (0: none)")
+	fs.IntVar(&cfg.Gen, "gen-tokens", cfg.Gen, "same as --gen")
 	fs.IntVar(&cfg.Reps, "reps", cfg.Reps, "repetitions of each test")
 	fs.BoolVar(&noWarmup, "no-warmup", false, "skip the untimed warm-up prefill and decode")
 	fs.BoolVar(&noMem, "no-membw", false, "skip the memory bandwidth (triad) measurement")
@@ -191,14 +193,17 @@ func cmdBenchCompare(args []string, stdout, stderr io.Writer) error {
 		ours, theirs string
 		asJSON       bool
 	)
-	fs.StringVar(&ours, "ours", "", "JSON from `conclave bench model --json`")
-	fs.StringVar(&theirs, "llamacpp", "", "JSON from `llama-bench -o json` on the same file")
+	fs.StringVar(&ours, "ours", "", "JSON from `conclave bench model --json` (comma-separated for alternating pairs)")
+	fs.StringVar(&theirs, "llamacpp", "", "JSON from `llama-bench -o json` on the same file (comma-separated, paired with --ours)")
 	fs.BoolVar(&asJSON, "json", false, "print JSON")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if ours == "" || theirs == "" {
 		return fmt.Errorf("%w: --ours and --llamacpp are required", errUsage)
+	}
+	if strings.Contains(ours, ",") || strings.Contains(theirs, ",") {
+		return comparePairs(strings.Split(ours, ","), strings.Split(theirs, ","), asJSON, stdout)
 	}
 	data, err := os.ReadFile(ours)
 	if err != nil {
@@ -244,4 +249,48 @@ func parseLengths(s string) ([]int, error) {
 		out = append(out, n)
 	}
 	return out, nil
+}
+
+// comparePairs summarises alternating runs: the i-th of ours pairs with the
+// i-th of theirs, and each test's median ratio is reported.
+func comparePairs(ours, theirs []string, asJSON bool, stdout io.Writer) error {
+	if len(ours) != len(theirs) {
+		return fmt.Errorf("%w: %d --ours files but %d --llamacpp files", errUsage, len(ours), len(theirs))
+	}
+	var pairs []bench.Comparison
+	for i := range ours {
+		c, err := loadComparison(ours[i], theirs[i])
+		if err != nil {
+			return err
+		}
+		pairs = append(pairs, c)
+	}
+	s := bench.Summarize(pairs)
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(s)
+	}
+	return s.WriteTable(stdout)
+}
+
+func loadComparison(ours, theirs string) (bench.Comparison, error) {
+	data, err := os.ReadFile(ours)
+	if err != nil {
+		return bench.Comparison{}, err
+	}
+	var rep bench.Report
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return bench.Comparison{}, fmt.Errorf("%s: %w", ours, err)
+	}
+	f, err := os.Open(theirs)
+	if err != nil {
+		return bench.Comparison{}, err
+	}
+	defer f.Close()
+	ref, err := llamacpp.Parse(f)
+	if err != nil {
+		return bench.Comparison{}, fmt.Errorf("%s: %w", theirs, err)
+	}
+	return bench.Compare(rep, ref), nil
 }
