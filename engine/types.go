@@ -75,8 +75,11 @@ type Event struct {
 // Stats is a snapshot of the engine's load for metrics and admission.
 type Stats struct {
 	Running, Waiting int
-	KVBlocksUsed     int
+	KVBlocksUsed     int // blocks held by running sequences
 	KVBlocksTotal    int
+	KVBlocksCached   int   // unreferenced blocks kept for the prefix cache (evictable)
+	Evictions        int64 // cached blocks evicted to make room
+	Preemptions      int64 // running sequences sent back to the queue for lack of blocks
 	PrefixHits       int64 // prompt tokens served from the prefix cache
 	PrefixLookups    int64 // prompt tokens looked up
 	PromptTokens     int64 // total prompt tokens processed

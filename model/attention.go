@@ -34,6 +34,14 @@ func (r *Runner) attendTasks(lo, hi int) {
 // score is a kernels.DotF32 over the head dimension (a fixed lane order),
 // each output element a sum in order over positions, so results do not
 // depend on batching, threads or the SIMD level.
+//
+// The sequence's positions live in blocks; the kernels run once per block
+// segment, in position order. Scores are independent dot products and the
+// accumulation carries on from segment to segment in the same order, so the
+// result is bit-identical to one pass over a contiguous cache. With more
+// than one query head per group, a segment's scores are computed into (and
+// its probabilities gathered from) a head-major staging area, because the
+// kernels lay out heads × segment length.
 func (r *Runner) attendGroup(l int, c *kvcache.Cache, pos, i, kvh int, buf []float32) {
 	w := r.W
 	hd, kvd, qd := w.HeadDim, w.KVDim(), w.QDim()
@@ -41,17 +49,35 @@ func (r *Runner) attendGroup(l int, c *kvcache.Cache, pos, i, kvh int, buf []flo
 	n := pos + 1
 	scores := buf[:group*n]                       // group × n
 	qs := buf[group*w.Ctx : group*w.Ctx+group*hd] // group × hd
+	stage := buf[group*(w.Ctx+hd)+hd:][:group*w.Ctx]
 	scale := float32(1 / math.Sqrt(float64(hd)))
-	k16, v16 := c.K16(l), c.V16(l)
-	k32, v32 := c.K32(l), c.V32(l)
+	f16 := c.Type() == kernels.F16
+	bs := c.BlockSize()
+	segs := (n + bs - 1) / bs
 
 	q := r.q[i*qd+kvh*group*hd:][:group*hd]
-	if k16 != nil {
+	if f16 {
 		copy(qs, q)
 		kernels.RoundF16Row(qs)
-		kernels.AttnScoresF16(scores, qs, group, hd, k16[kvh*hd:], kvd, n)
-	} else {
-		kernels.AttnScoresF32(scores, q, group, hd, k32[kvh*hd:], kvd, n)
+		q = qs
+	}
+	for s := 0; s < segs; s++ {
+		off := s * bs
+		m := min(bs, n-off)
+		dst := scores[off:] // one head: the segment's scores are in place
+		if group > 1 && segs > 1 {
+			dst = stage[:group*m]
+		}
+		if f16 {
+			kernels.AttnScoresF16(dst, q, group, hd, c.K16(l, s)[kvh*hd:], kvd, m)
+		} else {
+			kernels.AttnScoresF32(dst, q, group, hd, c.K32(l, s)[kvh*hd:], kvd, m)
+		}
+		if group > 1 && segs > 1 {
+			for g := 0; g < group; g++ {
+				copy(scores[g*n+off:g*n+off+m], dst[g*m:(g+1)*m])
+			}
+		}
 	}
 	for t := range scores {
 		scores[t] *= scale
@@ -59,15 +85,26 @@ func (r *Runner) attendGroup(l int, c *kvcache.Cache, pos, i, kvh int, buf []flo
 	for g := 0; g < group; g++ {
 		p := scores[g*n : (g+1)*n]
 		softmax(p)
-		if v16 != nil {
+		if f16 {
 			kernels.RoundF16Row(p)
 		}
 	}
 	out := r.att[i*qd+kvh*group*hd:][:group*hd]
 	clear(out)
-	if v16 != nil {
-		kernels.AttnAccumF16(out, scores, group, hd, v16[kvh*hd:], kvd, n)
-	} else {
-		kernels.AttnAccumF32(out, scores, group, hd, v32[kvh*hd:], kvd, n)
+	for s := 0; s < segs; s++ {
+		off := s * bs
+		m := min(bs, n-off)
+		p := scores[off:]
+		if group > 1 && segs > 1 {
+			p = stage[:group*m]
+			for g := 0; g < group; g++ {
+				copy(p[g*m:(g+1)*m], scores[g*n+off:g*n+off+m])
+			}
+		}
+		if f16 {
+			kernels.AttnAccumF16(out, p, group, hd, c.V16(l, s)[kvh*hd:], kvd, m)
+		} else {
+			kernels.AttnAccumF32(out, p, group, hd, c.V32(l, s)[kvh*hd:], kvd, m)
+		}
 	}
 }

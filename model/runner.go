@@ -75,7 +75,7 @@ func NewRunner(w *Weights, pool *kernels.Pool, maxRows int) *Runner {
 	r.attnScratch = make([][]float32, pool.Threads())
 	for i := range r.attnScratch {
 		group := c.Heads / c.KVHeads
-		r.attnScratch[i] = make([]float32, group*(c.Ctx+c.HeadDim)+c.HeadDim)
+		r.attnScratch[i] = make([]float32, group*(2*c.Ctx+c.HeadDim)+c.HeadDim) // scores, queries, staging
 	}
 	r.local = LocalExperts{W: w, Pool: pool}
 	r.attnFn = r.attendTasks
@@ -142,8 +142,31 @@ func (r *Runner) Validate(b *Batch) error {
 // and valid until the next call. experts computes the routed experts; nil
 // means in process.
 func (r *Runner) Forward(ctx context.Context, b *Batch, experts ExpertRunner) ([]float32, error) {
-	if err := r.Validate(b); err != nil {
+	if err := r.forward(ctx, b, experts); err != nil {
 		return nil, err
+	}
+	return r.Logits(b), nil
+}
+
+// ForwardHidden runs the batch like Forward but returns, instead of logits,
+// every row's final hidden state after the output norm (rows × Dim, owned by
+// the runner and valid until the next call): the input of the output
+// projection, which embeddings pool.
+func (r *Runner) ForwardHidden(ctx context.Context, b *Batch, experts ExpertRunner) ([]float32, error) {
+	if err := r.forward(ctx, b, experts); err != nil {
+		return nil, err
+	}
+	w, n, dim := r.W, b.Len(), r.W.Dim
+	for i := 0; i < n; i++ {
+		kernels.RMSNorm(r.xn[i*dim:(i+1)*dim], r.x[i*dim:(i+1)*dim], w.OutputNorm, w.NormEps)
+	}
+	return r.xn[:n*dim], nil
+}
+
+// forward runs every layer of the batch, leaving the hidden states in x.
+func (r *Runner) forward(ctx context.Context, b *Batch, experts ExpertRunner) error {
+	if err := r.Validate(b); err != nil {
+		return err
 	}
 	if experts == nil {
 		experts = &r.local
@@ -154,26 +177,26 @@ func (r *Runner) Forward(ctx context.Context, b *Batch, experts ExpertRunner) ([
 			b.Seqs[i].Truncate(p) // rewriting a position forgets what followed it
 		}
 		if err := b.Seqs[i].Reserve(int(b.Pos[i])); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	// x[i] = token_embd[token i]
 	for i, t := range b.Tokens {
 		if err := kernels.Dequantize(w.TokEmbd.Type, w.TokEmbd.Row(int(t)), r.x[i*w.Dim:(i+1)*w.Dim]); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	r.ropeTables(b)
 	for l := range w.Blocks {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 		r.Attention(l, b)
 		if err := r.FFN(ctx, l, n, experts); err != nil {
-			return nil, fmt.Errorf("layer %d: %w", l, err)
+			return fmt.Errorf("layer %d: %w", l, err)
 		}
 	}
-	return r.Logits(b), nil
+	return nil
 }
 
 // Attention runs the attention half of layer l for the batch:

@@ -105,15 +105,15 @@ func TestStoreRoundTrip(t *testing.T) {
 			for l := range layers {
 				var gotK, gotV []float32
 				if tc.typ == kernels.F16 {
-					if c.K32(l) != nil || c.V32(l) != nil {
+					if c.K32(l, 0) != nil || c.V32(l, 0) != nil {
 						t.Errorf("F16 cache returns F32 rows")
 					}
-					gotK, gotV = widen(c.K16(l)), widen(c.V16(l))
+					gotK, gotV = widen(rows16(c, l, (*Cache).K16)), widen(rows16(c, l, (*Cache).V16))
 				} else {
-					if c.K16(l) != nil || c.V16(l) != nil {
+					if c.K16(l, 0) != nil || c.V16(l, 0) != nil {
 						t.Errorf("F32 cache returns F16 rows")
 					}
-					gotK, gotV = c.K32(l), c.V32(l)
+					gotK, gotV = rows32(c, l, (*Cache).K32), rows32(c, l, (*Cache).V32)
 				}
 				if len(gotK) != ctx*d || len(gotV) != ctx*d {
 					t.Fatalf("layer %d: %d keys, %d values, want %d each", l, len(gotK), len(gotV), ctx*d)
@@ -127,6 +127,23 @@ func TestStoreRoundTrip(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rows16 concatenates a layer's blocks (the first Len positions).
+func rows16(c *Cache, l int, get func(*Cache, int, int) []uint16) []uint16 {
+	var out []uint16
+	for i := range c.Blocks() {
+		out = append(out, get(c, l, i)...)
+	}
+	return out[:c.Len()*c.Config().KVDim]
+}
+
+func rows32(c *Cache, l int, get func(*Cache, int, int) []float32) []float32 {
+	var out []float32
+	for i := range c.Blocks() {
+		out = append(out, get(c, l, i)...)
+	}
+	return out[:c.Len()*c.Config().KVDim]
 }
 
 func widen(h []uint16) []float32 {
@@ -160,7 +177,7 @@ func TestStoreReadsOnlyKVDim(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Store(0, 0, []float32{1, 2, 3}, []float32{4, 5, 6})
-	if k, v := c.K32(0), c.V32(0); k[0] != 1 || k[1] != 2 || k[2] != 0 || v[0] != 4 || v[1] != 5 || v[2] != 0 {
+	if k, v := c.K32(0, 0), c.V32(0, 0); k[0] != 1 || k[1] != 2 || k[2] != 0 || v[0] != 4 || v[1] != 5 || v[2] != 0 {
 		t.Errorf("keys %v values %v", k, v)
 	}
 }
@@ -229,10 +246,13 @@ func TestBytes(t *testing.T) {
 				t.Errorf("Bytes %d, want %d", got, tc.want)
 			}
 			// What was actually allocated, through the accessors.
+			if err := c.Grow(tc.cfg.Ctx); err != nil {
+				t.Fatal(err)
+			}
 			var allocated int64
 			for l := range tc.cfg.Layers {
-				allocated += 2 * int64(len(c.K16(l))+len(c.V16(l)))
-				allocated += 4 * int64(len(c.K32(l))+len(c.V32(l)))
+				allocated += 2 * int64(len(c.K16(l, 0))+len(c.V16(l, 0)))
+				allocated += 4 * int64(len(c.K32(l, 0))+len(c.V32(l, 0)))
 			}
 			if allocated != c.Bytes() {
 				t.Errorf("allocated %d bytes, Bytes reports %d", allocated, c.Bytes())

@@ -30,7 +30,7 @@ func Example() {
 	}
 	fmt.Println("positions:", c.Len())
 
-	row := c.K16(1)[1*3 : 2*3] // layer 1, position 1
+	row := c.K16(1, 0)[1*3 : 2*3] // layer 1, block 0 (the only one), position 1
 	fmt.Println("key:", kernels.F16ToF32(row[0]), kernels.F16ToF32(row[1]), kernels.F16ToF32(row[2]))
 
 	err = c.Reserve(4)

@@ -1,0 +1,103 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/conclave-ai/conclave/kernels"
+)
+
+// ErrInvalidConfig is wrapped by Config.Validate's errors.
+var ErrInvalidConfig = errors.New("engine: invalid config")
+
+// ErrSlowConsumer ends a generation whose reader let its event buffer fill:
+// the scheduler never waits for a reader (the final event has FinishCancel).
+var ErrSlowConsumer = errors.New("engine: event reader too slow")
+
+// Config sizes the scheduler and the KV cache.
+type Config struct {
+	// MaxBatchTokens is the most rows (tokens) in one forward pass: every
+	// running sequence's decode token plus prefill chunks. ≥ MaxRunning.
+	MaxBatchTokens int
+	// MaxRunning is the most sequences admitted (holding KV blocks) at once.
+	MaxRunning int
+	// MaxQueue is the most requests waiting for admission; Submit returns
+	// ErrOverloaded beyond it.
+	MaxQueue int
+	// PrefillChunk is the most prompt tokens one sequence gets in one step,
+	// so a long prompt shares steps with others' decoding. 0 means
+	// MaxBatchTokens.
+	PrefillChunk int
+	// BlockSize is KV positions per block (the prefix-cache granularity).
+	BlockSize int
+	// KVBlocks is the number of KV blocks allocated at New. 0 derives it
+	// from KVBytes.
+	KVBlocks int
+	// KVBytes is the KV cache memory budget in bytes, used when KVBlocks is 0.
+	KVBytes int64
+	// KVType is the element type of keys and values: kernels.F16 or F32.
+	KVType kernels.DType
+	// Ctx is the most positions per sequence (prompt + generated); 0 means
+	// the model's context length. The KV pool must hold at least one
+	// sequence of Ctx positions.
+	Ctx int
+	// AdmitHeadroom is the number of blocks that must remain available,
+	// beyond a prompt's own, for a waiting request to be admitted: room for
+	// running sequences to keep decoding without preemption.
+	AdmitHeadroom int
+	// EventBuffer caps the events buffered per request (the buffer is
+	// min(MaxTokens, EventBuffer) + 1). A reader that lets it fill is
+	// cancelled with ErrSlowConsumer rather than block the scheduler.
+	EventBuffer int
+}
+
+// DefaultConfig returns a configuration for one node serving a few dozen
+// streams: 512-token steps, 64 running sequences, 1 GiB of F16 KV cache in
+// blocks of 16 positions.
+func DefaultConfig() Config {
+	return Config{
+		MaxBatchTokens: 512,
+		MaxRunning:     64,
+		MaxQueue:       256,
+		PrefillChunk:   256,
+		BlockSize:      16,
+		KVBytes:        1 << 30,
+		KVType:         kernels.F16,
+		AdmitHeadroom:  4,
+		EventBuffer:    1024,
+	}
+}
+
+// Validate reports the first field out of range.
+func (c Config) Validate() error {
+	switch {
+	case c.MaxRunning < 1:
+		return fmt.Errorf("%w: MaxRunning %d < 1", ErrInvalidConfig, c.MaxRunning)
+	case c.MaxBatchTokens < c.MaxRunning:
+		return fmt.Errorf("%w: MaxBatchTokens %d < MaxRunning %d (every running sequence decodes each step)", ErrInvalidConfig, c.MaxBatchTokens, c.MaxRunning)
+	case c.MaxQueue < 1:
+		return fmt.Errorf("%w: MaxQueue %d < 1", ErrInvalidConfig, c.MaxQueue)
+	case c.PrefillChunk < 0:
+		return fmt.Errorf("%w: PrefillChunk %d < 0", ErrInvalidConfig, c.PrefillChunk)
+	case c.BlockSize < 1:
+		return fmt.Errorf("%w: BlockSize %d < 1", ErrInvalidConfig, c.BlockSize)
+	case c.KVBlocks < 0 || (c.KVBlocks == 0 && c.KVBytes <= 0):
+		return fmt.Errorf("%w: KVBlocks %d / KVBytes %d: one must be positive", ErrInvalidConfig, c.KVBlocks, c.KVBytes)
+	case c.KVType != kernels.F16 && c.KVType != kernels.F32:
+		return fmt.Errorf("%w: KVType %v (want F16 or F32)", ErrInvalidConfig, c.KVType)
+	case c.Ctx < 0:
+		return fmt.Errorf("%w: Ctx %d < 0", ErrInvalidConfig, c.Ctx)
+	case c.AdmitHeadroom < 0:
+		return fmt.Errorf("%w: AdmitHeadroom %d < 0", ErrInvalidConfig, c.AdmitHeadroom)
+	case c.EventBuffer < 1:
+		return fmt.Errorf("%w: EventBuffer %d < 1", ErrInvalidConfig, c.EventBuffer)
+	}
+	return nil
+}
+
+func (c Config) prefillChunk() int {
+	if c.PrefillChunk == 0 {
+		return c.MaxBatchTokens
+	}
+	return min(c.PrefillChunk, c.MaxBatchTokens)
+}

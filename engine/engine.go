@@ -1,0 +1,619 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/conclave-ai/conclave/kernels"
+	"github.com/conclave-ai/conclave/model"
+	"github.com/conclave-ai/conclave/model/kvcache"
+	"github.com/conclave-ai/conclave/model/sample"
+)
+
+// MaxTopLogprobs is the most alternatives a request may ask for per token.
+const MaxTopLogprobs = 20
+
+// Engine schedules generations for one model on one node. Submit, Embed,
+// Stats and Close are safe for concurrent use; everything else belongs to
+// the scheduler goroutine.
+type Engine struct {
+	cfg    Config
+	w      *model.Weights
+	isEOG  func(int32) bool
+	ctxLen int
+
+	submitMu sync.RWMutex // held for reading while a Submit sends; Close takes it to stop sends
+	closed   bool
+	submitCh chan *seq
+	embedCh  chan *embedJob
+	quit     chan struct{}
+	done     chan struct{}
+	once     sync.Once
+	queued   atomic.Int64 // requests submitted and not yet admitted (or finished)
+
+	statsMu sync.Mutex
+	stats   Stats
+
+	// Owned by the scheduler goroutine.
+	runner   *model.Runner
+	kv       *kvcache.Pool
+	waiting  []*seq // admission order: preempted sequences go back to the front
+	running  []*seq // admission order
+	finished []*seq // finished in this step; their Done events go out after stats
+	admitted int64
+	pending  []int
+	spans    []span
+	batch    model.Batch
+	scratch  []float32 // a copy of one row of logits for log-probabilities
+	counters Stats
+}
+
+// seq is one request's state in the scheduler.
+type seq struct {
+	req       Request
+	ctx       context.Context
+	events    chan Event
+	submitted time.Time
+	ttft      time.Duration
+	sampler   *sample.Sampler
+
+	tokens    []int32 // prompt + generated; the cache holds a prefix of it
+	generated int
+	cache     *kvcache.Cache
+	cached    int   // prompt tokens served from the prefix cache at first admission
+	order     int64 // admission number; the highest is preempted first
+	admits    int
+	done      bool
+	finish    FinishReason
+	err       error
+}
+
+type embedJob struct {
+	tokens []int32
+	out    chan embedResult
+}
+
+type embedResult struct {
+	vec []float32
+	err error
+}
+
+// New starts an engine for w on pool. isEOG reports the model's
+// end-of-generation tokens (nil: none). The KV cache is allocated here.
+func New(cfg Config, w *model.Weights, pool *kernels.Pool, isEOG func(int32) bool) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	ctxLen := w.Ctx
+	if cfg.Ctx > 0 {
+		ctxLen = min(cfg.Ctx, w.Ctx)
+	}
+	blocks := cfg.KVBlocks
+	if blocks == 0 {
+		blocks = int(cfg.KVBytes / kvcache.BlockBytes(w.Layers, w.KVDim(), cfg.BlockSize, cfg.KVType))
+	}
+	if need := (ctxLen + cfg.BlockSize - 1) / cfg.BlockSize; blocks < need {
+		return nil, fmt.Errorf("%w: %d KV blocks of %d positions cannot hold one sequence of %d positions (%d blocks)", ErrInvalidConfig, blocks, cfg.BlockSize, ctxLen, need)
+	}
+	kv, err := kvcache.NewPool(kvcache.PoolConfig{Layers: w.Layers, KVDim: w.KVDim(), Type: cfg.KVType, BlockSize: cfg.BlockSize, Blocks: blocks})
+	if err != nil {
+		return nil, err
+	}
+	if isEOG == nil {
+		isEOG = func(int32) bool { return false }
+	}
+	e := &Engine{
+		cfg:      cfg,
+		w:        w,
+		isEOG:    isEOG,
+		ctxLen:   ctxLen,
+		submitCh: make(chan *seq, cfg.MaxQueue),
+		embedCh:  make(chan *embedJob),
+		quit:     make(chan struct{}),
+		done:     make(chan struct{}),
+		runner:   model.NewRunner(w, pool, cfg.MaxBatchTokens),
+		kv:       kv,
+		scratch:  make([]float32, w.Vocab),
+		batch: model.Batch{
+			Tokens: make([]int32, 0, cfg.MaxBatchTokens),
+			Pos:    make([]int32, 0, cfg.MaxBatchTokens),
+			Seqs:   make([]*kvcache.Cache, 0, cfg.MaxBatchTokens),
+			Logits: make([]bool, 0, cfg.MaxBatchTokens),
+		},
+	}
+	e.counters.KVBlocksTotal = blocks
+	e.stats = e.counters
+	go e.loop()
+	return e, nil
+}
+
+// Ctx is the most positions (prompt + generated tokens) of one sequence.
+func (e *Engine) Ctx() int { return e.ctxLen }
+
+// Submit queues a request and returns the channel its events arrive on, in
+// order, ending with one Done event after which the channel is closed.
+// It fails with ErrInvalidRequest or ErrContextLength for a request that can
+// never run, ErrOverloaded when the queue is full, ErrClosed after Close.
+// Cancelling ctx ends the generation at the next step (FinishCancel). The
+// channel is buffered; a reader that falls a full buffer behind is cancelled
+// (ErrSlowConsumer) instead of stalling other requests. Submit does not
+// block on the scheduler.
+func (e *Engine) Submit(ctx context.Context, r Request) (<-chan Event, error) {
+	if err := e.validate(r); err != nil {
+		return nil, err
+	}
+	sm, err := sample.New(r.Sampling, e.w.Vocab)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	s := &seq{
+		req:       r,
+		ctx:       ctx,
+		events:    make(chan Event, min(r.MaxTokens, e.cfg.EventBuffer)+1),
+		submitted: time.Now(),
+		sampler:   sm,
+		tokens:    append(make([]int32, 0, len(r.Prompt)+r.MaxTokens), r.Prompt...),
+	}
+	e.submitMu.RLock()
+	defer e.submitMu.RUnlock()
+	if e.closed {
+		return nil, ErrClosed
+	}
+	if e.queued.Add(1) > int64(e.cfg.MaxQueue) {
+		e.queued.Add(-1)
+		return nil, fmt.Errorf("%w: %d requests queued", ErrOverloaded, e.cfg.MaxQueue)
+	}
+	e.submitCh <- s // never blocks: queued ≤ MaxQueue = cap(submitCh)
+	return s.events, nil
+}
+
+func (e *Engine) validate(r Request) error {
+	switch {
+	case len(r.Prompt) == 0:
+		return fmt.Errorf("%w: empty prompt", ErrInvalidRequest)
+	case r.MaxTokens < 1:
+		return fmt.Errorf("%w: MaxTokens %d < 1", ErrInvalidRequest, r.MaxTokens)
+	case r.TopLogprobs < 0 || r.TopLogprobs > MaxTopLogprobs:
+		return fmt.Errorf("%w: TopLogprobs %d not in [0, %d]", ErrInvalidRequest, r.TopLogprobs, MaxTopLogprobs)
+	case len(r.Prompt)+r.MaxTokens > e.ctxLen:
+		return fmt.Errorf("%w: %d prompt tokens + %d max tokens > context %d", ErrContextLength, len(r.Prompt), r.MaxTokens, e.ctxLen)
+	}
+	for i, t := range r.Prompt {
+		if t < 0 || int(t) >= e.w.Vocab {
+			return fmt.Errorf("%w: prompt token %d is %d, outside the vocabulary of %d", ErrInvalidRequest, i, t, e.w.Vocab)
+		}
+	}
+	for _, t := range r.StopTokens {
+		if t < 0 || int(t) >= e.w.Vocab {
+			return fmt.Errorf("%w: stop token %d outside the vocabulary of %d", ErrInvalidRequest, t, e.w.Vocab)
+		}
+	}
+	return nil
+}
+
+// Embed returns the mean over tokens of the model's final hidden states
+// after the output norm (Dim floats). It runs between generation steps on
+// the scheduler goroutine and blocks until done, ctx is cancelled, or the
+// engine closes. ErrOverloaded means the KV cache had no room for it now.
+func (e *Engine) Embed(ctx context.Context, tokens []int32) ([]float32, error) {
+	if len(tokens) == 0 || len(tokens) > e.ctxLen {
+		return nil, fmt.Errorf("%w: %d tokens to embed, want 1..%d", ErrInvalidRequest, len(tokens), e.ctxLen)
+	}
+	for i, t := range tokens {
+		if t < 0 || int(t) >= e.w.Vocab {
+			return nil, fmt.Errorf("%w: token %d is %d, outside the vocabulary of %d", ErrInvalidRequest, i, t, e.w.Vocab)
+		}
+	}
+	j := &embedJob{tokens: tokens, out: make(chan embedResult, 1)}
+	select {
+	case e.embedCh <- j:
+	case <-e.quit:
+		return nil, ErrClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case r := <-j.out:
+		return r.vec, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// Stats returns the counters as of the end of the last step.
+func (e *Engine) Stats() Stats {
+	e.statsMu.Lock()
+	defer e.statsMu.Unlock()
+	return e.stats
+}
+
+// Close stops the scheduler: every queued and running request ends with
+// FinishCancel and ErrClosed. It waits for the scheduler to exit; the
+// kernels pool is the caller's to close afterwards.
+func (e *Engine) Close() {
+	e.once.Do(func() {
+		e.submitMu.Lock()
+		e.closed = true
+		e.submitMu.Unlock()
+		close(e.quit)
+	})
+	<-e.done
+}
+
+// loop is the scheduler goroutine.
+func (e *Engine) loop() {
+	defer close(e.done)
+	for {
+		if len(e.running) == 0 && len(e.waiting) == 0 {
+			select { // idle: wait for work
+			case s := <-e.submitCh:
+				e.waiting = append(e.waiting, s)
+			case j := <-e.embedCh:
+				e.embed(j)
+				e.publish()
+				continue
+			case <-e.quit:
+				e.shutdown()
+				return
+			}
+		}
+	drain:
+		for {
+			select {
+			case s := <-e.submitCh:
+				e.waiting = append(e.waiting, s)
+			case j := <-e.embedCh:
+				e.embed(j)
+			case <-e.quit:
+				e.shutdown()
+				return
+			default:
+				break drain
+			}
+		}
+		e.step()
+	}
+}
+
+// step runs one forward pass over the running sequences.
+func (e *Engine) step() {
+	e.reap()
+	e.admit()
+	e.forward()
+	e.reap()
+	e.publish()
+}
+
+// reap ends cancelled sequences and drops finished ones from the lists.
+func (e *Engine) reap() {
+	for _, s := range e.waiting {
+		if !s.done && s.ctx.Err() != nil {
+			e.end(s, FinishCancel, nil)
+		}
+	}
+	for _, s := range e.running {
+		if !s.done && s.ctx.Err() != nil {
+			e.end(s, FinishCancel, nil)
+		}
+	}
+	e.waiting = slices.DeleteFunc(e.waiting, func(s *seq) bool { return s.done })
+	e.running = slices.DeleteFunc(e.running, func(s *seq) bool { return s.done })
+}
+
+// blocksFor is the number of blocks that hold n positions.
+func (e *Engine) blocksFor(n int) int { return (n + e.cfg.BlockSize - 1) / e.cfg.BlockSize }
+
+// admit moves waiting sequences, oldest first, into the running set while
+// the KV pool has room for each one's uncached prompt plus headroom.
+func (e *Engine) admit() {
+	for len(e.waiting) > 0 && len(e.running) < e.cfg.MaxRunning {
+		s := e.waiting[0]
+		if s.cache == nil {
+			s.cache = e.kv.NewSequence(e.ctxLen)
+		}
+		// The last token is always computed: its logits pick the next one.
+		hit := s.cache.AttachPrefix(s.tokens[:len(s.tokens)-1])
+		need := e.blocksFor(len(s.tokens)) - s.cache.Blocks() + e.cfg.AdmitHeadroom
+		if need > e.kv.Available() && len(e.running) > 0 {
+			s.cache.Release()
+			return // head-of-line: later requests wait their turn
+		}
+		e.waiting = e.waiting[1:]
+		if s.admits == 0 {
+			e.queued.Add(-1)
+			s.cached = hit
+			e.counters.PrefixHits += int64(hit)
+			e.counters.PrefixLookups += int64(len(s.req.Prompt))
+		}
+		s.admits++
+		e.admitted++
+		s.order = e.admitted
+		e.running = append(e.running, s)
+	}
+}
+
+// preempt frees the KV blocks of the most recently admitted running
+// sequence and puts it back at the head of the queue; it recomputes what it
+// lost (largely from the prefix cache) when readmitted. It reports false
+// when nothing can be preempted.
+func (e *Engine) preempt() bool {
+	if len(e.running) == 0 {
+		return false
+	}
+	i := 0
+	for j, s := range e.running {
+		if s.order > e.running[i].order {
+			i = j
+		}
+	}
+	s := e.running[i]
+	s.cache.Release()
+	e.running = slices.Delete(e.running, i, i+1)
+	e.waiting = slices.Insert(e.waiting, 0, s)
+	e.counters.Preemptions++
+	return true
+}
+
+// plan fills e.spans for the running set and gets the blocks they need,
+// preempting the newest sequences until everything fits.
+func (e *Engine) plan() {
+	for {
+		e.pending = e.pending[:0]
+		for _, s := range e.running {
+			e.pending = append(e.pending, len(s.tokens)-s.cache.Len())
+		}
+		e.spans = planStep(e.spans[:0], e.pending, e.cfg.MaxBatchTokens, e.cfg.prefillChunk())
+		ok := true
+		for _, sp := range e.spans {
+			c := e.running[sp.Seq].cache
+			if err := c.Grow(c.Len() + sp.Count); err != nil {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return
+		}
+		if len(e.running) == 1 {
+			// Cannot happen with New's check (the pool holds a whole
+			// context); end the sequence rather than loop.
+			e.end(e.running[0], FinishLength, nil)
+			e.running = e.running[:0]
+			e.spans = e.spans[:0]
+			return
+		}
+		e.preempt()
+	}
+}
+
+// forward builds one batch from the plan, runs it and samples.
+func (e *Engine) forward() {
+	if len(e.running) == 0 {
+		return
+	}
+	e.plan()
+	if len(e.spans) == 0 {
+		return
+	}
+	b := &e.batch
+	b.Tokens, b.Pos, b.Seqs, b.Logits = b.Tokens[:0], b.Pos[:0], b.Seqs[:0], b.Logits[:0]
+	for _, sp := range e.spans {
+		s := e.running[sp.Seq]
+		start := s.cache.Len()
+		for p := start; p < start+sp.Count; p++ {
+			b.Tokens = append(b.Tokens, s.tokens[p])
+			b.Pos = append(b.Pos, int32(p))
+			b.Seqs = append(b.Seqs, s.cache)
+			b.Logits = append(b.Logits, p == len(s.tokens)-1)
+		}
+	}
+	logits, err := e.runner.Forward(context.Background(), b, nil)
+	e.counters.Steps++
+	if err != nil {
+		for _, sp := range e.spans {
+			e.end(e.running[sp.Seq], "", fmt.Errorf("engine: forward pass: %w", err))
+		}
+		return
+	}
+	V := e.w.Vocab
+	row := 0
+	for _, sp := range e.spans {
+		s := e.running[sp.Seq]
+		if start, P := s.cache.Len()-sp.Count, len(s.req.Prompt); start < P {
+			e.counters.PromptTokens += int64(min(s.cache.Len(), P) - start)
+		}
+		s.cache.Commit(s.tokens)
+		if s.cache.Len() != len(s.tokens) {
+			continue // a prefill chunk short of the end: no logits
+		}
+		e.emit(s, logits[row*V:(row+1)*V])
+		row++
+	}
+}
+
+// emit samples the next token of s from its logits and sends it.
+func (e *Engine) emit(s *seq, logits []float32) {
+	if s.done {
+		return
+	}
+	ev := Event{HasToken: true}
+	want := s.req.Logprobs || s.req.TopLogprobs > 0
+	var lse float64
+	if want {
+		copy(e.scratch, logits) // Sample writes penalties into logits
+		lse = logSumExp(e.scratch)
+	}
+	tok := s.sampler.Sample(logits, s.tokens)
+	ev.Token = tok
+	if want {
+		ev.Logprob = float32(float64(e.scratch[tok]) - lse)
+		if s.req.TopLogprobs > 0 {
+			ev.TopLogprobs = topLogprobs(e.scratch, s.req.TopLogprobs, lse)
+		}
+	}
+	if s.generated == 0 {
+		s.ttft = time.Since(s.submitted)
+	}
+	s.tokens = append(s.tokens, tok)
+	s.generated++
+	e.counters.GeneratedTokens++
+	if len(s.events) >= cap(s.events)-1 { // keep the last slot for Done
+		e.end(s, FinishCancel, ErrSlowConsumer)
+		return
+	}
+	s.events <- ev
+	switch {
+	case !s.req.IgnoreEOS && e.isEOG(tok), slices.Contains(s.req.StopTokens, tok):
+		e.end(s, FinishStop, nil)
+	case s.generated >= s.req.MaxTokens || len(s.tokens) >= e.ctxLen:
+		e.end(s, FinishLength, nil)
+	}
+}
+
+// end finishes s: its blocks go back to the pool (full ones stay in the
+// prefix cache) and its Done event waits for the end of the step.
+func (e *Engine) end(s *seq, why FinishReason, err error) {
+	if s.done {
+		return
+	}
+	s.done, s.finish, s.err = true, why, err
+	if s.cache != nil {
+		s.cache.Release()
+	}
+	if s.admits == 0 {
+		e.queued.Add(-1)
+	}
+	e.finished = append(e.finished, s)
+}
+
+// publish copies the counters for Stats, then delivers the step's Done
+// events, so a reader that sees Done also sees the blocks it freed.
+func (e *Engine) publish() {
+	e.counters.Running = len(e.running)
+	e.counters.Waiting = len(e.waiting) + len(e.submitCh)
+	e.counters.KVBlocksUsed = e.kv.Used()
+	e.counters.KVBlocksCached = e.kv.Cached()
+	e.counters.Evictions = e.kv.Evictions()
+	e.statsMu.Lock()
+	e.stats = e.counters
+	e.statsMu.Unlock()
+	for _, s := range e.finished {
+		s.events <- Event{
+			Done:         true,
+			FinishReason: s.finish,
+			Err:          s.err,
+			PromptTokens: len(s.req.Prompt),
+			CachedTokens: s.cached,
+			Generated:    s.generated,
+			TTFT:         s.ttft,
+		}
+		close(s.events)
+	}
+	clear(e.finished)
+	e.finished = e.finished[:0]
+}
+
+// shutdown ends every request with ErrClosed.
+func (e *Engine) shutdown() {
+	for {
+		select {
+		case s := <-e.submitCh:
+			e.waiting = append(e.waiting, s)
+			continue
+		case j := <-e.embedCh:
+			j.out <- embedResult{err: ErrClosed}
+			continue
+		default:
+		}
+		break
+	}
+	for _, s := range e.running {
+		e.end(s, FinishCancel, ErrClosed)
+	}
+	for _, s := range e.waiting {
+		e.end(s, FinishCancel, ErrClosed)
+	}
+	e.running, e.waiting = nil, nil
+	e.publish()
+}
+
+// embed runs one embedding request to completion on a temporary sequence.
+func (e *Engine) embed(j *embedJob) {
+	c := e.kv.NewSequence(e.ctxLen)
+	defer c.Release()
+	if err := c.Grow(len(j.tokens)); err != nil {
+		j.out <- embedResult{err: fmt.Errorf("%w: no KV room to embed %d tokens: %w", ErrOverloaded, len(j.tokens), err)}
+		return
+	}
+	dim := e.w.Dim
+	sum := make([]float64, dim)
+	b := model.Batch{}
+	for off := 0; off < len(j.tokens); off += e.cfg.MaxBatchTokens {
+		chunk := j.tokens[off:min(off+e.cfg.MaxBatchTokens, len(j.tokens))]
+		b.Tokens, b.Pos, b.Seqs = chunk, b.Pos[:0], b.Seqs[:0]
+		for i := range chunk {
+			b.Pos = append(b.Pos, int32(off+i))
+			b.Seqs = append(b.Seqs, c)
+		}
+		h, err := e.runner.ForwardHidden(context.Background(), &b, nil)
+		e.counters.Steps++
+		if err != nil {
+			j.out <- embedResult{err: fmt.Errorf("engine: embedding: %w", err)}
+			return
+		}
+		for i := range chunk {
+			for d, x := range h[i*dim : (i+1)*dim] {
+				sum[d] += float64(x)
+			}
+		}
+	}
+	out := make([]float32, dim)
+	for d := range out {
+		out[d] = float32(sum[d] / float64(len(j.tokens)))
+	}
+	j.out <- embedResult{vec: out}
+}
+
+// logSumExp is log Σ exp(x) in float64, shifted by the maximum.
+func logSumExp(x []float32) float64 {
+	m := math.Inf(-1)
+	for _, v := range x {
+		m = max(m, float64(v))
+	}
+	if math.IsInf(m, 0) {
+		return m
+	}
+	var s float64
+	for _, v := range x {
+		s += math.Exp(float64(v) - m)
+	}
+	return m + math.Log(s)
+}
+
+// topLogprobs returns the k highest-logit tokens (ties to the lower id) with
+// their log-probabilities, best first.
+func topLogprobs(logits []float32, k int, lse float64) []TokenLogprob {
+	top := make([]TokenLogprob, 0, k+1)
+	for id, v := range logits {
+		if len(top) == k && v <= top[k-1].Logprob {
+			continue
+		}
+		i := len(top)
+		for i > 0 && v > top[i-1].Logprob {
+			i--
+		}
+		top = slices.Insert(top, i, TokenLogprob{Token: int32(id), Logprob: v})
+		if len(top) > k {
+			top = top[:k]
+		}
+	}
+	for i := range top {
+		top[i].Logprob = float32(float64(top[i].Logprob) - lse)
+	}
+	return top
+}

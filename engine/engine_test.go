@@ -1,0 +1,636 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/conclave-ai/conclave/kernels"
+	"github.com/conclave-ai/conclave/model"
+	"github.com/conclave-ai/conclave/model/gguf"
+	"github.com/conclave-ai/conclave/model/kvcache"
+	"github.com/conclave-ai/conclave/model/sample"
+	"github.com/conclave-ai/conclave/model/synth"
+)
+
+// testWeights synthesizes a model (tiny by default, Q8_0 weights) once per test.
+func testWeights(t testing.TB, preset string, mutate func(*synth.Config)) *model.Weights {
+	t.Helper()
+	cfg, err := synth.Preset(preset)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if preset == "tiny" {
+		cfg.Type = kernels.Q8_0
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	path := filepath.Join(t.TempDir(), "model.gguf")
+	if err := synth.Write(cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	w, err := model.Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func testConfig() Config {
+	c := DefaultConfig()
+	c.MaxBatchTokens = 64
+	c.MaxRunning = 16
+	c.MaxQueue = 64
+	c.PrefillChunk = 24
+	c.KVBlocks = 256
+	c.AdmitHeadroom = 1
+	return c
+}
+
+func newEngine(t testing.TB, w *model.Weights, cfg Config, isEOG func(int32) bool) *Engine {
+	t.Helper()
+	pool := kernels.NewPool(2)
+	e, err := New(cfg, w, pool, isEOG)
+	if err != nil {
+		pool.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.Close()
+		pool.Close()
+	})
+	return e
+}
+
+func tokens(n, vocab int, seed uint64) []int32 {
+	rng := rand.New(rand.NewPCG(seed, 3))
+	out := make([]int32, n)
+	for i := range out {
+		out[i] = int32(rng.IntN(vocab))
+	}
+	return out
+}
+
+// result is what a request produced.
+type result struct {
+	tokens []int32
+	events []Event
+	done   Event
+}
+
+// collect reads a request's events to the end.
+func collect(t testing.TB, ch <-chan Event) result {
+	t.Helper()
+	var r result
+	for ev := range ch {
+		if ev.Done {
+			r.done = ev
+			continue
+		}
+		if !ev.HasToken {
+			t.Errorf("event without a token before Done: %+v", ev)
+		}
+		r.tokens = append(r.tokens, ev.Token)
+		r.events = append(r.events, ev)
+	}
+	if !r.done.Done {
+		t.Fatalf("channel closed without a Done event")
+	}
+	return r
+}
+
+func run(t testing.TB, e *Engine, r Request) result {
+	t.Helper()
+	ch, err := e.Submit(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := collect(t, ch)
+	if res.done.Err != nil {
+		t.Fatalf("request %s: %v", r.ID, res.done.Err)
+	}
+	return res
+}
+
+// reference generates with the plain runner on a contiguous cache: what the
+// engine must reproduce token for token.
+func reference(t testing.TB, w *model.Weights, prompt []int32, n int, sc sample.Config) []int32 {
+	t.Helper()
+	pool := kernels.NewPool(1)
+	defer pool.Close()
+	c, err := kvcache.New(kvcache.Config{Layers: w.Layers, Ctx: w.Ctx, KVDim: w.KVDim(), Type: kernels.F16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := sample.New(sc, w.Vocab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := model.NewRunner(w, pool, 16).Generate(context.Background(), c, prompt, n, s, nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestPlanStep(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		pending       []int
+		budget, chunk int
+		want          []span
+	}{
+		{"empty", nil, 8, 4, nil},
+		{"decode only", []int{1, 1, 1}, 8, 4, []span{{0, 1}, {1, 1}, {2, 1}}},
+		{"decode first then prefill oldest first", []int{10, 1, 3, 1}, 8, 4, []span{{1, 1}, {3, 1}, {0, 4}, {2, 2}}},
+		{"chunk caps a long prompt", []int{100}, 64, 16, []span{{0, 16}}},
+		{"budget cuts the last chunk", []int{5, 5, 5}, 12, 5, []span{{0, 5}, {1, 5}, {2, 2}}},
+		{"budget exhausted by decodes", []int{1, 1, 9}, 2, 4, []span{{0, 1}, {1, 1}}},
+		{"nothing pending is skipped", []int{0, 1, 0, 2}, 8, 8, []span{{1, 1}, {3, 2}}},
+		{"short prompt ends in one step", []int{3}, 8, 8, []span{{0, 3}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := planStep(nil, tc.pending, tc.budget, tc.chunk)
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("planStep(%v, %d, %d) = %v, want %v", tc.pending, tc.budget, tc.chunk, got, tc.want)
+			}
+			total := 0
+			for _, s := range got {
+				total += s.Count
+			}
+			if total > tc.budget {
+				t.Errorf("planned %d tokens over a budget of %d", total, tc.budget)
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Config)
+		valid  bool
+	}{
+		{"default", func(*Config) {}, true},
+		{"blocks instead of bytes", func(c *Config) { c.KVBlocks, c.KVBytes = 100, 0 }, true},
+		{"no running", func(c *Config) { c.MaxRunning = 0 }, false},
+		{"batch smaller than running", func(c *Config) { c.MaxBatchTokens = c.MaxRunning - 1 }, false},
+		{"no queue", func(c *Config) { c.MaxQueue = 0 }, false},
+		{"zero block size", func(c *Config) { c.BlockSize = 0 }, false},
+		{"no kv memory", func(c *Config) { c.KVBlocks, c.KVBytes = 0, 0 }, false},
+		{"q8 kv", func(c *Config) { c.KVType = kernels.Q8_0 }, false},
+		{"negative chunk", func(c *Config) { c.PrefillChunk = -1 }, false},
+		{"no event buffer", func(c *Config) { c.EventBuffer = 0 }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tc.mutate(&c)
+			err := c.Validate()
+			if (err == nil) != tc.valid || (err != nil && !errors.Is(err, ErrInvalidConfig)) {
+				t.Errorf("Validate = %v, want valid %v", err, tc.valid)
+			}
+		})
+	}
+	t.Run("pool smaller than a context", func(t *testing.T) {
+		w := testWeights(t, "tiny", nil)
+		c := testConfig()
+		c.KVBlocks = w.Ctx/c.BlockSize - 1
+		pool := kernels.NewPool(1)
+		defer pool.Close()
+		if _, err := New(c, w, pool, nil); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("New = %v, want ErrInvalidConfig", err)
+		}
+	})
+}
+
+func TestSubmitValidation(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	e := newEngine(t, w, testConfig(), nil)
+	ok := Request{Prompt: []int32{1, 2, 3}, MaxTokens: 4}
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Request)
+		want   error
+	}{
+		{"empty prompt", func(r *Request) { r.Prompt = nil }, ErrInvalidRequest},
+		{"zero max tokens", func(r *Request) { r.MaxTokens = 0 }, ErrInvalidRequest},
+		{"token outside vocab", func(r *Request) { r.Prompt = []int32{int32(w.Vocab)} }, ErrInvalidRequest},
+		{"negative token", func(r *Request) { r.Prompt = []int32{-1} }, ErrInvalidRequest},
+		{"stop token outside vocab", func(r *Request) { r.StopTokens = []int32{int32(w.Vocab)} }, ErrInvalidRequest},
+		{"too many top logprobs", func(r *Request) { r.TopLogprobs = MaxTopLogprobs + 1 }, ErrInvalidRequest},
+		{"bad sampling", func(r *Request) { r.Sampling.Temperature = -1 }, ErrInvalidRequest},
+		{"prompt + max tokens past context", func(r *Request) { r.MaxTokens = w.Ctx - 2 }, ErrContextLength},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := ok
+			tc.mutate(&r)
+			if _, err := e.Submit(context.Background(), r); !errors.Is(err, tc.want) {
+				t.Errorf("Submit = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	t.Run("exactly the context", func(t *testing.T) {
+		r := ok
+		r.MaxTokens = w.Ctx - len(r.Prompt)
+		r.StopTokens = nil
+		ch, err := e.Submit(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := collect(t, ch)
+		if res.done.FinishReason != FinishLength || len(res.tokens) != r.MaxTokens {
+			t.Errorf("finished %q after %d tokens, want length after %d", res.done.FinishReason, len(res.tokens), r.MaxTokens)
+		}
+	})
+	t.Run("closed", func(t *testing.T) {
+		e2 := newEngine(t, w, testConfig(), nil)
+		e2.Close()
+		if _, err := e2.Submit(context.Background(), ok); !errors.Is(err, ErrClosed) {
+			t.Errorf("Submit after Close = %v, want ErrClosed", err)
+		}
+		if _, err := e2.Embed(context.Background(), ok.Prompt); !errors.Is(err, ErrClosed) {
+			t.Errorf("Embed after Close = %v, want ErrClosed", err)
+		}
+	})
+}
+
+// TestBatchComposition checks that a request's tokens do not depend on what
+// else is in the batch: alone, among 7 concurrent others, and against the
+// plain runner on a contiguous cache; greedy and seeded sampling.
+func TestBatchComposition(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	for _, sc := range []struct {
+		name string
+		cfg  sample.Config
+	}{
+		{"greedy", sample.Config{}},
+		{"seeded", sample.Config{Temperature: 0.9, TopP: 0.95, Seed: 42, RepeatPenalty: 1.1}},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			prompt := tokens(37, w.Vocab, 1)
+			const n = 20
+			want := reference(t, w, prompt, n, sc.cfg)
+			e := newEngine(t, w, testConfig(), nil)
+			alone := run(t, e, Request{ID: "alone", Prompt: prompt, MaxTokens: n, Sampling: sc.cfg})
+			if !slices.Equal(alone.tokens, want) {
+				t.Fatalf("engine alone %v, runner %v", alone.tokens, want)
+			}
+			e2 := newEngine(t, w, testConfig(), nil) // a cold prefix cache
+			var wg sync.WaitGroup
+			results := make([]result, 8)
+			for i := range results {
+				r := Request{ID: fmt.Sprint(i), Prompt: tokens(5+9*i, w.Vocab, uint64(100+i)), MaxTokens: n + i, Sampling: sc.cfg}
+				if i == 3 {
+					r.Prompt, r.MaxTokens = prompt, n
+				}
+				ch, err := e2.Submit(context.Background(), r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					results[i] = collect(t, ch)
+				}()
+			}
+			wg.Wait()
+			if !slices.Equal(results[3].tokens, want) {
+				t.Errorf("among 7 others %v, alone %v", results[3].tokens, want)
+			}
+			if st := e2.Stats(); st.Steps >= int64(8*n) {
+				t.Errorf("%d steps for 8 concurrent requests of ~%d tokens: not batched", st.Steps, n)
+			}
+		})
+	}
+}
+
+func TestPrefixCacheReuse(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	e := newEngine(t, w, testConfig(), nil)
+	prompt := tokens(100, w.Vocab, 2)
+	first := run(t, e, Request{Prompt: prompt, MaxTokens: 10})
+	if first.done.CachedTokens != 0 || first.done.PromptTokens != 100 {
+		t.Errorf("first: cached %d of %d", first.done.CachedTokens, first.done.PromptTokens)
+	}
+	second := run(t, e, Request{Prompt: prompt, MaxTokens: 10})
+	if second.done.CachedTokens < 96 {
+		t.Errorf("second: %d cached tokens, want ≥ 96", second.done.CachedTokens)
+	}
+	if !slices.Equal(first.tokens, second.tokens) {
+		t.Errorf("second %v, first %v", second.tokens, first.tokens)
+	}
+	st := e.Stats()
+	if st.PrefixHits != int64(second.done.CachedTokens) || st.PrefixLookups != 200 {
+		t.Errorf("stats: %d hits of %d looked up", st.PrefixHits, st.PrefixLookups)
+	}
+	if st.PromptTokens != 200-int64(second.done.CachedTokens) || st.GeneratedTokens != 20 {
+		t.Errorf("stats: %d prompt tokens computed, %d generated", st.PromptTokens, st.GeneratedTokens)
+	}
+	if st.KVBlocksUsed != 0 || st.KVBlocksCached == 0 || st.Running != 0 || st.Waiting != 0 {
+		t.Errorf("stats after both finished: %+v", st)
+	}
+}
+
+// TestSessionTurns: a second turn (first prompt + reply + new message)
+// reuses the blocks of the first turn's prompt and reply.
+func TestSessionTurns(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	e := newEngine(t, w, testConfig(), nil)
+	turn1 := tokens(45, w.Vocab, 3)
+	r1 := run(t, e, Request{SessionID: "s", Prompt: turn1, MaxTokens: 30})
+	turn2 := append(append(slices.Clone(turn1), r1.tokens...), tokens(12, w.Vocab, 4)...)
+	r2 := run(t, e, Request{SessionID: "s", Prompt: turn2, MaxTokens: 8})
+	// Positions computed in turn 1: 45 + 30 − 1 (the last token was never fed).
+	if want := (45 + 30 - 1) / 16 * 16; r2.done.CachedTokens != want {
+		t.Errorf("turn 2 reused %d tokens, want %d", r2.done.CachedTokens, want)
+	}
+	if want := reference(t, w, turn2, 8, sample.Config{}); !slices.Equal(r2.tokens, want) {
+		t.Errorf("turn 2 %v, runner %v", r2.tokens, want)
+	}
+}
+
+// TestEvictionAndPreemption runs many distinct requests through a pool
+// barely larger than one context: cached blocks get evicted, running
+// sequences get preempted, and every output still equals the runner's.
+func TestEvictionAndPreemption(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	cfg := testConfig()
+	cfg.KVBlocks = w.Ctx/cfg.BlockSize + 2 // 18 blocks of 16
+	cfg.AdmitHeadroom = 0
+	e := newEngine(t, w, cfg, nil)
+	const n = 12
+	var reqs []Request
+	for i := range 10 {
+		reqs = append(reqs, Request{ID: fmt.Sprint(i), Prompt: tokens(30+7*i, w.Vocab, uint64(200+i)), MaxTokens: n + 3*i})
+	}
+	chans := make([]<-chan Event, len(reqs))
+	for i, r := range reqs {
+		ch, err := e.Submit(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chans[i] = ch
+	}
+	for i, ch := range chans {
+		got := collect(t, ch)
+		if got.done.Err != nil {
+			t.Fatalf("request %d: %v", i, got.done.Err)
+		}
+		if want := reference(t, w, reqs[i].Prompt, reqs[i].MaxTokens, sample.Config{}); !slices.Equal(got.tokens, want) {
+			t.Errorf("request %d: %v, runner %v", i, got.tokens, want)
+		}
+	}
+	// And again, sequentially, now that the cache holds a mix of them.
+	for i := len(reqs) - 1; i >= 0; i -= 3 {
+		got := run(t, e, reqs[i])
+		if want := reference(t, w, reqs[i].Prompt, reqs[i].MaxTokens, sample.Config{}); !slices.Equal(got.tokens, want) {
+			t.Errorf("rerun %d: %v, runner %v", i, got.tokens, want)
+		}
+	}
+	st := e.Stats()
+	t.Logf("stats: %+v", st)
+	if st.Evictions == 0 {
+		t.Errorf("no evictions with a pool of %d blocks", cfg.KVBlocks)
+	}
+	if st.Preemptions == 0 {
+		t.Errorf("no preemptions with a pool of %d blocks", cfg.KVBlocks)
+	}
+	if st.KVBlocksUsed != 0 {
+		t.Errorf("%d blocks used after every request finished", st.KVBlocksUsed)
+	}
+}
+
+func TestCancellation(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	e := newEngine(t, w, testConfig(), nil)
+	base := e.Stats()
+	ctx, cancel := context.WithCancel(context.Background())
+	ch, err := e.Submit(ctx, Request{Prompt: tokens(40, w.Vocab, 5), MaxTokens: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := <-ch
+	if !first.HasToken {
+		t.Fatalf("first event %+v", first)
+	}
+	if st := e.Stats(); st.KVBlocksUsed == 0 || st.Running != 1 {
+		t.Errorf("while running: %+v", st)
+	}
+	cancel()
+	res := collect(t, ch)
+	if res.done.FinishReason != FinishCancel {
+		t.Errorf("finish %q, want %q", res.done.FinishReason, FinishCancel)
+	}
+	if len(res.tokens)+1 >= 200 {
+		t.Errorf("generated %d tokens after cancelling", len(res.tokens)+1)
+	}
+	st := e.Stats()
+	if st.KVBlocksUsed != base.KVBlocksUsed || st.Running != 0 {
+		t.Errorf("after cancel: %d blocks used, %d running; want %d, 0", st.KVBlocksUsed, st.Running, base.KVBlocksUsed)
+	}
+	if st.KVBlocksUsed+st.KVBlocksCached > st.KVBlocksTotal {
+		t.Errorf("block accounting: %+v", st)
+	}
+
+	t.Run("cancelled while queued", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		ch, err := e.Submit(ctx, Request{Prompt: tokens(10, w.Vocab, 6), MaxTokens: 5})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res := collect(t, ch); res.done.FinishReason != FinishCancel {
+			t.Errorf("finish %q", res.done.FinishReason)
+		}
+		if st := e.Stats(); st.KVBlocksUsed != 0 || st.Waiting != 0 {
+			t.Errorf("stats %+v", st)
+		}
+	})
+}
+
+func TestOverloaded(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	cfg := testConfig()
+	cfg.MaxRunning, cfg.MaxQueue = 1, 1
+	e := newEngine(t, w, cfg, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	long := Request{Prompt: tokens(8, w.Vocab, 7), MaxTokens: 200}
+	ch1, err := e.Submit(ctx, long)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-ch1                           // running
+	ch2, err := e.Submit(ctx, long) // waits: MaxRunning is 1
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Submit(ctx, long); !errors.Is(err, ErrOverloaded) {
+		t.Errorf("third Submit = %v, want ErrOverloaded", err)
+	}
+	cancel()
+	for _, ch := range []<-chan Event{ch1, ch2} {
+		if res := collect(t, ch); res.done.FinishReason != FinishCancel {
+			t.Errorf("finish %q", res.done.FinishReason)
+		}
+	}
+	// The queue has room again.
+	if _, err := e.Submit(context.Background(), Request{Prompt: []int32{1}, MaxTokens: 1}); err != nil {
+		t.Errorf("Submit after the queue drained: %v", err)
+	}
+}
+
+func TestSlowConsumer(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	cfg := testConfig()
+	cfg.EventBuffer = 3
+	e := newEngine(t, w, cfg, nil)
+	ch, err := e.Submit(context.Background(), Request{Prompt: tokens(8, w.Vocab, 8), MaxTokens: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nobody reads ch until the engine gave up on its reader; meanwhile
+	// other requests (that fit their buffers) complete.
+	for i := 0; ; i++ {
+		other := run(t, e, Request{Prompt: tokens(8, w.Vocab, 9), MaxTokens: 3})
+		if len(other.tokens) != 3 {
+			t.Errorf("the other request got %d tokens", len(other.tokens))
+		}
+		if e.Stats().Running == 0 {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("the unread request is still running")
+		}
+	}
+	res := collect(t, ch)
+	if res.done.FinishReason != FinishCancel || !errors.Is(res.done.Err, ErrSlowConsumer) || len(res.tokens) != 3 {
+		t.Errorf("slow reader: %d tokens, finish %q, err %v", len(res.tokens), res.done.FinishReason, res.done.Err)
+	}
+}
+
+func TestStopTokens(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	prompt := tokens(20, w.Vocab, 10)
+	want := reference(t, w, prompt, 16, sample.Config{})
+	stop := want[5]
+	cut := slices.Index(want, stop) + 1
+	t.Run("stop token", func(t *testing.T) {
+		e := newEngine(t, w, testConfig(), nil)
+		res := run(t, e, Request{Prompt: prompt, MaxTokens: 16, StopTokens: []int32{stop}})
+		if res.done.FinishReason != FinishStop || !slices.Equal(res.tokens, want[:cut]) || res.done.Generated != cut {
+			t.Errorf("got %v (%q, %d generated), want %v", res.tokens, res.done.FinishReason, res.done.Generated, want[:cut])
+		}
+	})
+	t.Run("end of generation", func(t *testing.T) {
+		e := newEngine(t, w, testConfig(), func(tok int32) bool { return tok == stop })
+		res := run(t, e, Request{Prompt: prompt, MaxTokens: 16})
+		if res.done.FinishReason != FinishStop || !slices.Equal(res.tokens, want[:cut]) {
+			t.Errorf("got %v (%q), want %v", res.tokens, res.done.FinishReason, want[:cut])
+		}
+		res = run(t, e, Request{Prompt: prompt, MaxTokens: 16, IgnoreEOS: true})
+		if res.done.FinishReason != FinishLength || !slices.Equal(res.tokens, want) {
+			t.Errorf("ignoring EOS: got %v (%q), want %v", res.tokens, res.done.FinishReason, want)
+		}
+	})
+}
+
+func TestLogprobs(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	e := newEngine(t, w, testConfig(), nil)
+	res := run(t, e, Request{Prompt: tokens(12, w.Vocab, 11), MaxTokens: 6, Logprobs: true, TopLogprobs: 5})
+	for i, ev := range res.events {
+		if len(ev.TopLogprobs) != 5 {
+			t.Fatalf("token %d: %d alternatives", i, len(ev.TopLogprobs))
+		}
+		if ev.TopLogprobs[0].Token != ev.Token || ev.TopLogprobs[0].Logprob != ev.Logprob {
+			t.Errorf("token %d: greedy pick %d (%v) is not the top alternative %+v", i, ev.Token, ev.Logprob, ev.TopLogprobs[0])
+		}
+		var mass float64
+		for j, a := range ev.TopLogprobs {
+			if a.Logprob > 0 || (j > 0 && a.Logprob > ev.TopLogprobs[j-1].Logprob) {
+				t.Errorf("token %d: alternatives %+v not descending log-probabilities", i, ev.TopLogprobs)
+			}
+			mass += math.Exp(float64(a.Logprob))
+		}
+		if mass > 1+1e-5 {
+			t.Errorf("token %d: top-5 probability mass %v > 1", i, mass)
+		}
+	}
+}
+
+func TestEmbed(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	toks := tokens(70, w.Vocab, 12)
+	// Reference: the runner's normed hidden states, averaged.
+	pool := kernels.NewPool(1)
+	defer pool.Close()
+	r := model.NewRunner(w, pool, len(toks))
+	c, err := kvcache.New(kvcache.Config{Layers: w.Layers, Ctx: w.Ctx, KVDim: w.KVDim(), Type: kernels.F16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := model.Batch{Tokens: toks, Pos: make([]int32, len(toks)), Seqs: make([]*kvcache.Cache, len(toks))}
+	for i := range toks {
+		b.Pos[i], b.Seqs[i] = int32(i), c
+	}
+	h, err := r.ForwardHidden(context.Background(), &b, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]float32, w.Dim)
+	for d := range want {
+		var s float64
+		for i := range toks {
+			s += float64(h[i*w.Dim+d])
+		}
+		want[d] = float32(s / float64(len(toks)))
+	}
+	e := newEngine(t, w, testConfig(), nil) // 64-token steps: two chunks
+	got, err := e.Embed(context.Background(), toks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("Embed differs from the runner's pooled hidden states")
+	}
+	if st := e.Stats(); st.KVBlocksUsed != 0 {
+		t.Errorf("%d blocks used after Embed", st.KVBlocksUsed)
+	}
+	if _, err := e.Embed(context.Background(), nil); !errors.Is(err, ErrInvalidRequest) {
+		t.Errorf("Embed(nil) = %v", err)
+	}
+}
+
+func TestCloseEndsRequests(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	pool := kernels.NewPool(1)
+	defer pool.Close()
+	e, err := New(testConfig(), w, pool, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := e.Submit(context.Background(), Request{Prompt: tokens(8, w.Vocab, 13), MaxTokens: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-ch
+	e.Close()
+	res := collect(t, ch)
+	if res.done.FinishReason != FinishCancel || !errors.Is(res.done.Err, ErrClosed) {
+		t.Errorf("after Close: %q %v", res.done.FinishReason, res.done.Err)
+	}
+	e.Close() // idempotent
+}

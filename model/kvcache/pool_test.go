@@ -1,0 +1,233 @@
+package kvcache
+
+import (
+	"errors"
+	"slices"
+	"testing"
+
+	"github.com/conclave-ai/conclave/kernels"
+)
+
+func newTestPool(t *testing.T, blocks int) *Pool {
+	t.Helper()
+	p, err := NewPool(PoolConfig{Layers: 2, KVDim: 3, Type: kernels.F32, BlockSize: 4, Blocks: blocks})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// fill writes positions [c.Len(), len(tokens)) with rows derived from the
+// token ids, as a forward pass would.
+func fill(t *testing.T, c *Cache, tokens []int32) {
+	t.Helper()
+	for pos := c.Len(); pos < len(tokens); pos++ {
+		if err := c.Reserve(pos); err != nil {
+			t.Fatal(err)
+		}
+		for l := range 2 {
+			x := float32(tokens[pos]*10 + int32(l))
+			c.Store(l, pos, []float32{x, x + 1, float32(pos)}, []float32{-x, x, 0})
+		}
+	}
+}
+
+// checkRows verifies the rows fill wrote for tokens.
+func checkRows(t *testing.T, c *Cache, tokens []int32) {
+	t.Helper()
+	for pos := range tokens {
+		for l := range 2 {
+			k := c.K32(l, pos/4)[(pos%4)*3:][:3]
+			x := float32(tokens[pos]*10 + int32(l))
+			if k[0] != x || k[1] != x+1 || k[2] != float32(pos) {
+				t.Fatalf("layer %d position %d: key %v, want %v", l, pos, k, []float32{x, x + 1, float32(pos)})
+			}
+		}
+	}
+}
+
+func seqTokens(n int, base int32) []int32 {
+	out := make([]int32, n)
+	for i := range out {
+		out[i] = base + int32(i)
+	}
+	return out
+}
+
+func TestPoolConfigValidate(t *testing.T) {
+	ok := PoolConfig{Layers: 1, KVDim: 2, Type: kernels.F16, BlockSize: 16, Blocks: 4}
+	for _, tc := range []struct {
+		name   string
+		mutate func(*PoolConfig)
+		valid  bool
+	}{
+		{"ok", func(*PoolConfig) {}, true},
+		{"zero blocks", func(c *PoolConfig) { c.Blocks = 0 }, false},
+		{"zero block size", func(c *PoolConfig) { c.BlockSize = 0 }, false},
+		{"q8_0", func(c *PoolConfig) { c.Type = kernels.Q8_0 }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok
+			tc.mutate(&c)
+			if _, err := NewPool(c); (err == nil) != tc.valid || (err != nil && !errors.Is(err, ErrInvalidConfig)) {
+				t.Fatalf("NewPool(%+v) = %v, want valid %v", c, err, tc.valid)
+			}
+		})
+	}
+	if got, want := ok.BlockBytes(), int64(2*1*16*2*2); got != want {
+		t.Errorf("BlockBytes %d, want %d", got, want)
+	}
+}
+
+func TestPrefixCache(t *testing.T) {
+	p := newTestPool(t, 8)
+	a := seqTokens(10, 100) // blocks [0,4) [4,8) and a partial one
+	sa := p.NewSequence(64)
+	if n := sa.AttachPrefix(a); n != 0 {
+		t.Fatalf("empty cache matched %d positions", n)
+	}
+	fill(t, sa, a)
+	sa.Commit(a)
+	if sa.Blocks() != 3 || p.Used() != 3 {
+		t.Fatalf("%d blocks in table, %d used; want 3, 3", sa.Blocks(), p.Used())
+	}
+
+	t.Run("shared while referenced", func(t *testing.T) {
+		b := append(slices.Clone(a[:9]), 7, 7, 7)
+		sb := p.NewSequence(64)
+		if n := sb.AttachPrefix(b); n != 8 {
+			t.Fatalf("matched %d positions, want 8", n)
+		}
+		if p.Used() != 3 {
+			t.Errorf("%d blocks used, want 3 (two shared)", p.Used())
+		}
+		fill(t, sb, b)
+		checkRows(t, sb, b)
+		checkRows(t, sa, a) // a's partial block is private: b's writes went elsewhere
+		sb.Release()
+	})
+	t.Run("different first block misses", func(t *testing.T) {
+		b := slices.Clone(a)
+		b[0]++
+		sb := p.NewSequence(64)
+		if n := sb.AttachPrefix(b); n != 0 {
+			t.Errorf("matched %d positions after changing token 0", n)
+		}
+	})
+	t.Run("same block after a different prefix misses", func(t *testing.T) {
+		b := slices.Clone(a)
+		b[1]++ // block 0 differs, block 1 equal
+		sb := p.NewSequence(64)
+		if n := sb.AttachPrefix(b); n != 0 {
+			t.Errorf("matched %d positions", n)
+		}
+	})
+	t.Run("context caps the match", func(t *testing.T) {
+		sb := p.NewSequence(5)
+		if n := sb.AttachPrefix(a); n != 4 {
+			t.Errorf("matched %d positions with a context of 5, want 4", n)
+		}
+		sb.Release()
+	})
+
+	sa.Release()
+	if p.Used() != 0 || p.Cached() != 2 || p.Free() != 6 {
+		t.Fatalf("after release: used %d cached %d free %d; want 0, 2, 6", p.Used(), p.Cached(), p.Free())
+	}
+	// The released blocks still serve a later sequence (a session's next turn).
+	next := append(slices.Clone(a), 1, 2, 3, 4, 5, 6)
+	sc := p.NewSequence(64)
+	if n := sc.AttachPrefix(next); n != 8 {
+		t.Fatalf("matched %d positions after release, want 8", n)
+	}
+	checkRows(t, sc, a[:8])
+	if p.Cached() != 0 || p.Used() != 2 {
+		t.Errorf("cached %d used %d, want 0, 2", p.Cached(), p.Used())
+	}
+	sc.Release()
+}
+
+func TestEvictionLRU(t *testing.T) {
+	p := newTestPool(t, 4)
+	run := func(tokens []int32) *Cache {
+		c := p.NewSequence(64)
+		c.AttachPrefix(tokens)
+		fill(t, c, tokens)
+		c.Commit(tokens)
+		return c
+	}
+	a, b := seqTokens(8, 0), seqTokens(8, 50)
+	ca := run(a)
+	ca.Release()
+	cb := run(b)
+	cb.Release()
+	if p.Cached() != 4 || p.Free() != 0 {
+		t.Fatalf("cached %d free %d, want 4, 0", p.Cached(), p.Free())
+	}
+	// A new sequence needing 2 blocks evicts a's (released first), last
+	// block first.
+	c := run(seqTokens(8, 200))
+	if p.Evictions() != 2 {
+		t.Errorf("%d evictions, want 2", p.Evictions())
+	}
+	probe := p.NewSequence(64)
+	if n := probe.AttachPrefix(a); n != 0 {
+		t.Errorf("a still matches %d positions after eviction", n)
+	}
+	if n := probe.AttachPrefix(b); n != 8 {
+		t.Errorf("b matches %d positions, want 8", n)
+	}
+	checkRows(t, probe, b)
+	// Everything is referenced now: allocation fails with ErrFull, no panic.
+	d := p.NewSequence(64)
+	if err := d.Reserve(0); !errors.Is(err, ErrFull) {
+		t.Errorf("Reserve with every block referenced = %v, want ErrFull", err)
+	}
+	if err := d.Grow(100); !errors.Is(err, ErrFull) {
+		t.Errorf("Grow past the context = %v, want ErrFull", err)
+	}
+	c.Release()
+	probe.Release()
+	if err := d.Grow(8); err != nil {
+		t.Errorf("Grow after releases: %v", err)
+	}
+	d.Release()
+	if p.Used() != 0 {
+		t.Errorf("%d blocks used at the end", p.Used())
+	}
+}
+
+// TestCopyOnWrite rewrites a position inside a shared, cached block: the
+// writer gets a private copy and the cached block keeps its contents.
+func TestCopyOnWrite(t *testing.T) {
+	p := newTestPool(t, 6)
+	a := seqTokens(8, 10)
+	sa := p.NewSequence(64)
+	fill(t, sa, a)
+	sa.Commit(a)
+	sb := p.NewSequence(64)
+	if n := sb.AttachPrefix(a); n != 8 {
+		t.Fatalf("matched %d", n)
+	}
+	// b rewinds to position 6 and writes a different token there.
+	sb.Truncate(6)
+	edited := append(slices.Clone(a[:6]), 99)
+	fill(t, sb, edited)
+	checkRows(t, sb, edited)
+	checkRows(t, sa, a)
+	sa.Release()
+	// The cached prefix is intact.
+	sc := p.NewSequence(64)
+	if n := sc.AttachPrefix(a); n != 8 {
+		t.Errorf("matched %d after b's rewrite, want 8", n)
+	}
+	checkRows(t, sc, a)
+	// A block referenced only once but registered is unregistered on write.
+	sb.Release()
+	sc.Truncate(2)
+	fill(t, sc, []int32{10, 11, 5})
+	probe := p.NewSequence(64)
+	if n := probe.AttachPrefix(a); n != 0 {
+		t.Errorf("matched %d after an in-place rewrite of block 0, want 0", n)
+	}
+}
