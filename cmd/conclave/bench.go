@@ -22,7 +22,7 @@ import (
 
 func cmdBench(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: bench needs a command: model, membw or compare", errUsage)
+		return fmt.Errorf("%w: bench needs a command: model, membw, compare or serve", errUsage)
 	}
 	switch args[0] {
 	case "model":
@@ -31,6 +31,8 @@ func cmdBench(args []string, stdout, stderr io.Writer) error {
 		return cmdBenchMembw(args[1:], stdout, stderr)
 	case "compare":
 		return cmdBenchCompare(args[1:], stdout, stderr)
+	case "serve":
+		return cmdBenchServe(args[1:], stdout, stderr)
 	}
 	return fmt.Errorf("%w: unknown bench command %q", errUsage, args[0])
 }

@@ -23,7 +23,8 @@ Usage:
   conclave model inspect F [--json]
   conclave bench model   --model F [--prompt 256,512] [--gen 128] [--reps R] [--threads N] [--json]
   conclave bench membw   [--threads N] [--mib 512] [--json]
-  conclave bench compare --ours OURS.json --llamacpp LLAMA_BENCH.json [--json]
+  conclave bench compare --ours OURS.json[,…] --llamacpp LLAMA_BENCH.json[,…] [--json]
+  conclave bench serve   --url http://HOST:PORT [--concurrency 1,4,16 | --rate R | --sessions S --turns T] [--json]
 
 Run "conclave COMMAND -h" for a command's flags.
 `

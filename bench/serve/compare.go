@@ -1,0 +1,182 @@
+package serve
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strings"
+)
+
+// Better says which direction of a metric is an improvement.
+type Better string
+
+// Directions.
+const (
+	Higher Better = "higher"
+	Lower  Better = "lower"
+)
+
+// metric is one comparable number of a level.
+type metric struct {
+	name   string
+	better Better
+	get    func(l *Level) float64
+}
+
+// metrics are compared in this order.
+var metrics = []metric{
+	{"request_throughput", Higher, func(l *Level) float64 { return l.RequestThroughput }},
+	{"output_tokens_per_s", Higher, func(l *Level) float64 { return l.OutputTokensPerS }},
+	{"input_tokens_per_s", Higher, func(l *Level) float64 { return l.InputTokensPerS }},
+	{"ttft_p50_ms", Lower, func(l *Level) float64 { return l.TTFT.P50 }},
+	{"ttft_p90_ms", Lower, func(l *Level) float64 { return l.TTFT.P90 }},
+	{"ttft_p99_ms", Lower, func(l *Level) float64 { return l.TTFT.P99 }},
+	{"tpot_p50_ms", Lower, func(l *Level) float64 { return l.TPOT.P50 }},
+	{"tpot_p99_ms", Lower, func(l *Level) float64 { return l.TPOT.P99 }},
+	{"itl_p50_ms", Lower, func(l *Level) float64 { return l.ITL.P50 }},
+	{"itl_p99_ms", Lower, func(l *Level) float64 { return l.ITL.P99 }},
+	{"e2e_p50_ms", Lower, func(l *Level) float64 { return l.E2E.P50 }},
+	{"e2e_p99_ms", Lower, func(l *Level) float64 { return l.E2E.P99 }},
+	{"error_rate", Lower, func(l *Level) float64 { return l.ErrorRate }},
+}
+
+// Ratio is one metric of one level in two runs.
+type Ratio struct {
+	Metric string  `json:"metric"`
+	Better Better  `json:"better"`
+	Old    float64 `json:"old"`
+	New    float64 `json:"new"`
+	// Ratio is New/Old; absent when Old is 0 (and New is not).
+	Ratio *float64 `json:"ratio,omitempty"`
+}
+
+// LevelComparison is the ratios of one level present in both runs.
+type LevelComparison struct {
+	Level  string  `json:"level"`
+	Ratios []Ratio `json:"ratios"`
+}
+
+// Comparison sets a run beside an earlier one, level by level (matched by
+// Level.Name) and metric by metric.
+type Comparison struct {
+	Levels []LevelComparison `json:"levels"`
+	// Missing names levels present in only one of the runs.
+	Missing []string `json:"missing,omitempty"`
+}
+
+// Compare computes new/old for every metric of every level the two reports
+// share; for sessions, also each turn's TTFT p50.
+func Compare(old, new *Report) Comparison {
+	var c Comparison
+	oldBy := map[string]*Level{}
+	for i := range old.Levels {
+		oldBy[old.Levels[i].Name()] = &old.Levels[i]
+	}
+	seen := map[string]bool{}
+	for i := range new.Levels {
+		n := &new.Levels[i]
+		name := n.Name()
+		o, ok := oldBy[name]
+		if !ok {
+			c.Missing = append(c.Missing, name+": not in the old run")
+			continue
+		}
+		seen[name] = true
+		lc := LevelComparison{Level: name}
+		for _, m := range metrics {
+			lc.Ratios = append(lc.Ratios, ratio(m.name, m.better, m.get(o), m.get(n)))
+		}
+		for t := range min(len(o.PerTurn), len(n.PerTurn)) {
+			lc.Ratios = append(lc.Ratios, ratio(fmt.Sprintf("turn%d_ttft_p50_ms", t+1), Lower,
+				o.PerTurn[t].TTFT.P50, n.PerTurn[t].TTFT.P50))
+		}
+		c.Levels = append(c.Levels, lc)
+	}
+	for i := range old.Levels {
+		if name := old.Levels[i].Name(); !seen[name] {
+			c.Missing = append(c.Missing, name+": not in the new run")
+		}
+	}
+	return c
+}
+
+// ratio is new/old; equal zeros are 1 (no change), old 0 alone is absent.
+func ratio(name string, b Better, old, new float64) Ratio {
+	r := Ratio{Metric: name, Better: b, Old: old, New: new}
+	switch {
+	case old == 0 && new == 0:
+		one := 1.0
+		r.Ratio = &one
+	case old != 0 && !math.IsNaN(old) && !math.IsNaN(new):
+		v := new / old
+		r.Ratio = &v
+	}
+	return r
+}
+
+// Improved reports whether the metric moved in its better direction.
+func (r Ratio) Improved() bool {
+	if r.Ratio == nil {
+		return false
+	}
+	if r.Better == Higher {
+		return *r.Ratio > 1
+	}
+	return *r.Ratio < 1
+}
+
+// WriteMarkdown writes a metric × level table of new/old ratios.
+func (c *Comparison) WriteMarkdown(w io.Writer) error {
+	var b strings.Builder
+	if err := c.writeMarkdown(&b); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func (c *Comparison) writeMarkdown(b *strings.Builder) error {
+	b.WriteString("### new / old\n\n")
+	if len(c.Levels) == 0 {
+		b.WriteString("No level is in both runs.\n")
+	} else {
+		b.WriteString("| metric |")
+		for _, l := range c.Levels {
+			fmt.Fprintf(b, " %s |", l.Level)
+		}
+		b.WriteString("\n|---|")
+		for range c.Levels {
+			b.WriteString("---:|")
+		}
+		b.WriteString("\n")
+		// Rows follow the first level's metrics; session levels add turns.
+		var rows []Ratio
+		for _, l := range c.Levels {
+			if len(l.Ratios) > len(rows) {
+				rows = l.Ratios
+			}
+		}
+		for i, row := range rows {
+			fmt.Fprintf(b, "| %s (%s is better) |", row.Metric, row.Better)
+			for _, l := range c.Levels {
+				cell := "–"
+				if i < len(l.Ratios) && l.Ratios[i].Ratio != nil {
+					cell = fmt.Sprintf("%.3f", *l.Ratios[i].Ratio)
+					if l.Ratios[i].Improved() {
+						cell += " ✓"
+					}
+				}
+				fmt.Fprintf(b, " %s |", cell)
+			}
+			b.WriteString("\n")
+		}
+		b.WriteString("\n✓: moved in the better direction.\n")
+	}
+	for _, m := range c.Missing {
+		fmt.Fprintf(b, "\n- %s", m)
+	}
+	if len(c.Missing) > 0 {
+		b.WriteString("\n")
+	}
+	return nil
+}
