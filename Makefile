@@ -14,10 +14,12 @@ $(DEMO): | build
 	@mkdir -p var
 	$(BIN) model synth --preset demo --out $(DEMO)
 
-# For now `make run` generates a completion from the demo model; the serving
-# issue turns it into a server.
-run: build $(DEMO)
-	$(BIN) generate --model $(DEMO) --chat --prompt "$(PROMPT)" --max-tokens 48 --temperature 0.8 --seed 42 --threads $(THREADS)
+# `make run` serves the OpenAI-compatible API on 127.0.0.1:8080 with the demo
+# model (synthesized into var/demo.gguf on first use); Ctrl-C drains and stops.
+run: build
+	@echo 'Try:  curl -s http://127.0.0.1:8080/v1/chat/completions -H "Content-Type: application/json" \'
+	@echo '        -d '"'"'{"model":"conclave-synth-demo","messages":[{"role":"user","content":"$(PROMPT)"}],"max_tokens":48}'"'"
+	$(BIN) serve
 
 vet:
 	$(GO) vet ./...

@@ -6,16 +6,24 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/conclave-ai/conclave/api"
 	"github.com/conclave-ai/conclave/cluster"
+	"github.com/conclave-ai/conclave/engine"
+	"github.com/conclave-ai/conclave/kernels"
+	"github.com/conclave-ai/conclave/model/synth"
 )
 
 // cmdNode runs a cluster node until SIGINT/SIGTERM, then leaves gracefully.
@@ -43,6 +51,36 @@ type nodeFlags struct {
 	deadGrace                                 time.Duration
 	capacity                                  string
 	logLevel                                  string
+	serving                                   servingFlags
+}
+
+// servingFlags configure the OpenAI API and the engine behind it.
+type servingFlags struct {
+	apiKey, apiKeysFile string
+	rateLimit           float64
+	rateBurst           int
+	maxConcurrent       int
+	maxBody             string
+	maxTokens           int
+	drainTimeout        time.Duration
+	threads             int
+	kvCache             string
+	maxRunning          int
+}
+
+func (s *servingFlags) register(fs *flag.FlagSet) {
+	a, e := api.DefaultConfig(), engine.DefaultConfig()
+	fs.StringVar(&s.apiKey, "api-key", "", "bearer API key clients must send (also CONCLAVE_API_KEY); none means an open API")
+	fs.StringVar(&s.apiKeysFile, "api-keys-file", "", "file of accepted API keys, one per line (# comments)")
+	fs.Float64Var(&s.rateLimit, "rate-limit", a.RequestsPerSecond, "requests per second per API key (0: unlimited)")
+	fs.IntVar(&s.rateBurst, "rate-burst", 10, "rate-limit burst per API key, in requests")
+	fs.IntVar(&s.maxConcurrent, "max-concurrent", a.MaxConcurrentPerKey, "concurrent requests per API key (0: unlimited)")
+	fs.StringVar(&s.maxBody, "max-body", "1MiB", "largest request body")
+	fs.IntVar(&s.maxTokens, "default-max-tokens", a.DefaultMaxTokens, "max_tokens when a request gives none (0: the rest of the context)")
+	fs.DurationVar(&s.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may run before they are cancelled")
+	fs.IntVar(&s.threads, "threads", runtime.NumCPU(), "compute threads")
+	fs.StringVar(&s.kvCache, "kv-cache", "512MiB", "KV cache memory")
+	fs.IntVar(&s.maxRunning, "max-running", e.MaxRunning, "most sequences decoding at once")
 }
 
 func (f *nodeFlags) register(fs *flag.FlagSet, serve bool) {
@@ -63,7 +101,9 @@ func (f *nodeFlags) register(fs *flag.FlagSet, serve bool) {
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "", "memberlist HOST:PORT (overrides --bind/--port-base)")
 	fs.StringVar(&f.raftAddr, "raft-addr", "", "Raft HOST:PORT (overrides --bind/--port-base)")
 	fs.StringVar(&f.actorAddr, "actor-addr", "", "actor remote HOST:PORT (overrides --bind/--port-base)")
-	fs.StringVar(&f.modelPath, "model", "", "GGUF model this node can load (the first one sets the cluster's model)")
+	if !serve {
+		fs.StringVar(&f.modelPath, "model", "", "GGUF model this node loads and serves (the first one sets the cluster's model)")
+	}
 	fs.StringVar(&f.key, "cluster-key", "", "gossip encryption key, 16/24/32 bytes as hex or base64")
 	fs.StringVar(&f.keyFile, "cluster-key-file", "", "file holding the cluster key")
 	fs.StringVar(&f.tlsDir, "tls-dir", "", "directory from 'conclave cluster init-tls' (uses ca.crt, ID.crt, ID.key): mutual TLS for Raft and actors")
@@ -75,6 +115,10 @@ func (f *nodeFlags) register(fs *flag.FlagSet, serve bool) {
 	fs.DurationVar(&f.deadGrace, "dead-grace", d.DeadGrace, "how long a dead node stays before removal")
 	fs.StringVar(&f.capacity, "capacity", "", "bytes of expert weights this node may host (e.g. 8GiB; default: free memory)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	if serve {
+		fs.StringVar(&f.modelPath, "model", "", "GGUF model to serve (default: the demo model, synthesized into "+demoPath+" on first use)")
+	}
+	f.serving.register(fs)
 }
 
 func (f *nodeFlags) config(stderr io.Writer) (cluster.Config, error) {
@@ -148,16 +192,46 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if name == "serve" && cfg.ModelPath == "" {
+		if cfg.ModelPath, err = ensureDemo(stdout); err != nil {
+			return err
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	var sv *serving
+	if cfg.ModelPath != "" {
+		if sv, err = startServing(cfg.ModelPath, &f, stderr); err != nil {
+			return err
+		}
+		defer sv.close()
+	}
 	n, err := cluster.Start(cfg)
 	if err != nil {
 		return err
 	}
+	if sv != nil {
+		sv.api.Register(n.Mux())
+	}
 	fmt.Fprintf(stdout, "conclave %s %s: http %s gossip %s raft %s actor %s data %s\n",
 		name, cfg.ID, cfg.HTTPAddr, cfg.GossipAddr, cfg.RaftAddr, cfg.ActorAddr, cfg.DataDir)
+	if sv != nil {
+		fmt.Fprintf(stdout, "conclave %s %s: serving %s (context %d) at http://%s/v1\n", name, cfg.ID, sv.info.ID, sv.info.Context, cfg.HTTPAddr)
+	}
 	select {
 	case <-ctx.Done():
+		stop() // a second signal kills the process
+		if sv != nil {
+			// Stop taking requests (/ready answers 503), let in-flight
+			// streams finish within --drain-timeout, then stop the engine.
+			fmt.Fprintf(stdout, "conclave %s %s: draining\n", name, cfg.ID)
+			dctx, cancel := context.WithTimeout(context.Background(), f.serving.drainTimeout)
+			if err := sv.api.Drain(dctx); err != nil {
+				fmt.Fprintf(stderr, "conclave: drain: %v (in-flight requests were cancelled)\n", err)
+			}
+			cancel()
+			sv.close()
+		}
 		fmt.Fprintf(stdout, "conclave %s %s: leaving\n", name, cfg.ID)
 		lctx, cancel := context.WithTimeout(context.Background(), cfg.LeaveTimeout+5*time.Second)
 		defer cancel()
@@ -167,6 +241,144 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 	case <-n.Done():
 	}
 	return nil
+}
+
+// demoPath is where serve keeps the demo model.
+const demoPath = "var/demo.gguf"
+
+// ensureDemo synthesizes the demo model into demoPath unless it is there.
+func ensureDemo(stdout io.Writer) (string, error) {
+	if _, err := os.Stat(demoPath); err == nil {
+		return demoPath, nil
+	}
+	c, err := synth.Preset("demo")
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(stdout, "conclave: synthesizing the demo model into %s (first run only)\n", demoPath)
+	if err := os.MkdirAll(filepath.Dir(demoPath), 0o755); err != nil {
+		return "", err
+	}
+	tmp := demoPath + ".tmp"
+	if err := synth.Write(c, tmp); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return demoPath, os.Rename(tmp, demoPath)
+}
+
+// serving is a loaded model with its engine and API.
+type serving struct {
+	model *loaded
+	pool  *kernels.Pool
+	eng   *engine.Engine
+	api   *api.Server
+	info  api.ModelInfo
+	once  sync.Once
+}
+
+func (s *serving) close() {
+	s.once.Do(func() {
+		s.eng.Close()
+		s.pool.Close()
+		s.model.Close()
+	})
+}
+
+func startServing(path string, f *nodeFlags, stderr io.Writer) (_ *serving, err error) {
+	sf := &f.serving
+	acfg := api.DefaultConfig()
+	acfg.RequestsPerSecond, acfg.Burst, acfg.MaxConcurrentPerKey = sf.rateLimit, sf.rateBurst, sf.maxConcurrent
+	acfg.DefaultMaxTokens = sf.maxTokens
+	if acfg.MaxBodyBytes, err = parseBytes(sf.maxBody); err != nil {
+		return nil, fmt.Errorf("%w: --max-body: %v", errUsage, err)
+	}
+	if acfg.APIKeys, err = apiKeys(sf.apiKey, sf.apiKeysFile); err != nil {
+		return nil, err
+	}
+	acfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slogLevel(f.logLevel)})).With("component", "api")
+	if err := acfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	ecfg := engine.DefaultConfig()
+	ecfg.MaxRunning = sf.maxRunning
+	ecfg.MaxBatchTokens = max(ecfg.MaxBatchTokens, sf.maxRunning)
+	if ecfg.KVBytes, err = parseBytes(sf.kvCache); err != nil {
+		return nil, fmt.Errorf("%w: --kv-cache: %v", errUsage, err)
+	}
+	if sf.threads < 1 {
+		return nil, fmt.Errorf("%w: --threads must be at least 1", errUsage)
+	}
+	m, err := openModel(path, true)
+	if err != nil {
+		return nil, err
+	}
+	s := &serving{model: m, pool: kernels.NewPool(sf.threads)}
+	defer func() {
+		if err != nil {
+			s.pool.Close()
+			m.Close()
+		}
+	}()
+	if s.eng, err = engine.New(ecfg, m.w, s.pool, m.tok.IsEOG); err != nil {
+		return nil, err
+	}
+	s.info = api.ModelInfo{ID: modelID(m, path), Context: s.eng.Ctx(), Dim: m.w.Dim}
+	if st, err := os.Stat(path); err == nil {
+		s.info.Created = st.ModTime()
+	}
+	if s.api, err = api.New(acfg, s.eng, m.tok, s.info); err != nil {
+		s.eng.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// modelID is general.name, else the file's base name without .gguf.
+func modelID(m *loaded, path string) string {
+	if name, err := m.file.StringOr("general.name", ""); err == nil && strings.TrimSpace(name) != "" {
+		return strings.TrimSpace(name)
+	}
+	return strings.TrimSuffix(filepath.Base(path), ".gguf")
+}
+
+// apiKeys gathers keys from --api-key, CONCLAVE_API_KEY and --api-keys-file
+// (one per line; blank lines and # comments skipped).
+func apiKeys(key, file string) ([]string, error) {
+	var keys []string
+	if key == "" {
+		key = os.Getenv("CONCLAVE_API_KEY")
+	}
+	if key != "" {
+		keys = append(keys, key)
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("%w: --api-keys-file: %v", errUsage, err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+				keys = append(keys, line)
+			}
+		}
+		if len(keys) == 0 {
+			return nil, fmt.Errorf("%w: --api-keys-file %s holds no keys", errUsage, file)
+		}
+	}
+	return keys, nil
+}
+
+func slogLevel(s string) slog.Level {
+	switch strings.ToLower(s) {
+	case "trace", "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
 }
 
 var nonID = regexp.MustCompile(`[^A-Za-z0-9._-]+`)

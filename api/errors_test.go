@@ -1,0 +1,126 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// errorBody is the OpenAI error shape every 4xx must have.
+type errorBody struct {
+	Error struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    *string `json:"code"`
+	} `json:"error"`
+}
+
+func checkError(t *testing.T, resp *http.Response, body []byte, status int, typ, code, param string) {
+	t.Helper()
+	if resp.StatusCode != status {
+		t.Fatalf("status %d, want %d; body %s", resp.StatusCode, status, body)
+	}
+	var e errorBody
+	if err := json.Unmarshal(body, &e); err != nil {
+		t.Fatalf("body is not an error object: %v: %s", err, body)
+	}
+	if e.Error.Message == "" || e.Error.Type != typ {
+		t.Fatalf("type %q message %q, want type %q; body %s", e.Error.Type, e.Error.Message, typ, body)
+	}
+	if code != "" && (e.Error.Code == nil || *e.Error.Code != code) {
+		t.Fatalf("code %v, want %q; body %s", e.Error.Code, code, body)
+	}
+	if param != "" && (e.Error.Param == nil || *e.Error.Param != param) {
+		t.Fatalf("param %v, want %q; body %s", e.Error.Param, param, body)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("Content-Type %q", ct)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), nil)
+	m := f.id
+	chat := func(extra string) string {
+		return fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":"hi"}]%s}`, m, extra)
+	}
+	long := strings.Repeat("cluster ", 400) // far more than the tiny model's 256-token context
+	const inv = "invalid_request_error"
+	cases := []struct {
+		name, method, path, body, ctype string
+		status                          int
+		typ, code, param                string
+	}{
+		{"malformed json", "POST", "/v1/chat/completions", `{"model":`, "", 400, inv, "invalid_json", ""},
+		{"not an object", "POST", "/v1/chat/completions", `[1,2]`, "", 400, inv, "invalid_json", ""},
+		{"trailing garbage", "POST", "/v1/chat/completions", chat("") + "x", "", 400, inv, "invalid_json", ""},
+		{"empty body", "POST", "/v1/chat/completions", ``, "", 400, inv, "", ""},
+		{"wrong type max_tokens", "POST", "/v1/chat/completions", chat(`,"max_tokens":"ten"`), "", 400, inv, "", "max_tokens"},
+		{"fractional max_tokens", "POST", "/v1/chat/completions", chat(`,"max_tokens":1.5`), "", 400, inv, "", "max_tokens"},
+		{"wrong type messages", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":"hi"}`, m), "", 400, inv, "", "messages"},
+		{"wrong type stream", "POST", "/v1/chat/completions", chat(`,"stream":"yes"`), "", 400, inv, "", "stream"},
+		{"wrong type stop", "POST", "/v1/chat/completions", chat(`,"stop":42`), "", 400, inv, "", "stop"},
+		{"empty stop", "POST", "/v1/chat/completions", chat(`,"stop":""`), "", 400, inv, "", "stop"},
+		{"image content", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, m), "", 400, inv, "", "messages"},
+		{"missing model", "POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}]}`, "", 400, inv, "", "model"},
+		{"unknown model", "POST", "/v1/chat/completions", `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`, "", 404, inv, "model_not_found", "model"},
+		{"no messages", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[]}`, m), "", 400, inv, "", "messages"},
+		{"bad role", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"wizard","content":"hi"}]}`, m), "", 400, inv, "", "messages[0].role"},
+		{"missing content", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user"}]}`, m), "", 400, inv, "", "messages[0].content"},
+		{"template rejects roles", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"assistant","content":"hi"}]}`, m), "", 400, inv, "", "messages"},
+		{"prompt too long", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":%q}]}`, m, long), "", 400, inv, "context_length_exceeded", "messages"},
+		{"max_tokens over context", "POST", "/v1/chat/completions", chat(`,"max_tokens":100000`), "", 400, inv, "context_length_exceeded", "max_tokens"},
+		{"negative max_tokens", "POST", "/v1/chat/completions", chat(`,"max_tokens":-1`), "", 400, inv, "", "max_tokens"},
+		{"zero max_completion_tokens", "POST", "/v1/chat/completions", chat(`,"max_completion_tokens":0`), "", 400, inv, "", "max_completion_tokens"},
+		{"temperature too high", "POST", "/v1/chat/completions", chat(`,"temperature":2.5`), "", 400, inv, "", "temperature"},
+		{"temperature negative", "POST", "/v1/chat/completions", chat(`,"temperature":-0.1`), "", 400, inv, "", "temperature"},
+		{"top_p over 1", "POST", "/v1/chat/completions", chat(`,"top_p":1.5`), "", 400, inv, "", "top_p"},
+		{"n of 2", "POST", "/v1/chat/completions", chat(`,"n":2`), "", 400, inv, "", "n"},
+		{"presence penalty", "POST", "/v1/chat/completions", chat(`,"presence_penalty":3`), "", 400, inv, "", "presence_penalty"},
+		{"top_logprobs without logprobs", "POST", "/v1/chat/completions", chat(`,"top_logprobs":3`), "", 400, inv, "", "top_logprobs"},
+		{"top_logprobs too many", "POST", "/v1/chat/completions", chat(`,"logprobs":true,"top_logprobs":50`), "", 400, inv, "", "top_logprobs"},
+		{"stream_options without stream", "POST", "/v1/chat/completions", chat(`,"stream_options":{"include_usage":true}`), "", 400, inv, "", "stream_options"},
+		{"tools", "POST", "/v1/chat/completions", chat(`,"tools":[{"type":"function"}]`), "", 400, inv, "", "tools"},
+		{"logit_bias", "POST", "/v1/chat/completions", chat(`,"logit_bias":{"5":1}`), "", 400, inv, "", "logit_bias"},
+		{"invalid utf-8", "POST", "/v1/chat/completions", chat("") + "\xff", "", 400, inv, "invalid_encoding", ""},
+		{"invalid utf-8 in string", "POST", "/v1/chat/completions", `{"model":"` + m + `","messages":[{"role":"user","content":"a` + "\xff" + `b"}]}`, "", 400, inv, "invalid_encoding", ""},
+		{"wrong content type", "POST", "/v1/chat/completions", chat(""), "text/plain", 415, inv, "unsupported_media_type", ""},
+		{"form content type", "POST", "/v1/chat/completions", chat(""), "application/x-www-form-urlencoded", 415, inv, "unsupported_media_type", ""},
+		{"huge body", "POST", "/v1/chat/completions", chat(`,"user":"` + strings.Repeat("x", 2<<20) + `"`), "", 413, inv, "request_too_large", ""},
+		{"unknown route", "GET", "/v1/nope", "", "", 404, inv, "not_found", ""},
+		{"unknown root route", "GET", "/nope", "", "", 404, inv, "not_found", ""},
+		{"wrong method chat", "GET", "/v1/chat/completions", "", "", 405, inv, "method_not_allowed", ""},
+		{"wrong method models", "POST", "/v1/models", "{}", "", 405, inv, "method_not_allowed", ""},
+		{"wrong method health", "DELETE", "/health", "", "", 405, inv, "method_not_allowed", ""},
+		{"completion no prompt", "POST", "/v1/completions", fmt.Sprintf(`{"model":%q}`, m), "", 400, inv, "", "prompt"},
+		{"completion two prompts", "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":["a","b"]}`, m), "", 400, inv, "", "prompt"},
+		{"completion bad prompt type", "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":{"a":1}}`, m), "", 400, inv, "", "prompt"},
+		{"completion token out of vocab", "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":[1,999999]}`, m), "", 400, inv, "", "prompt"},
+		{"completion logprobs too many", "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":"a","logprobs":21}`, m), "", 400, inv, "", "logprobs"},
+		{"completion echo", "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":"a","echo":true}`, m), "", 400, inv, "", "echo"},
+		{"completion prompt too long", "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":%q}`, m, long), "", 400, inv, "context_length_exceeded", "prompt"},
+		{"embedding empty input", "POST", "/v1/embeddings", fmt.Sprintf(`{"model":%q,"input":""}`, m), "", 400, inv, "", "input"},
+		{"embedding no input", "POST", "/v1/embeddings", fmt.Sprintf(`{"model":%q}`, m), "", 400, inv, "", "input"},
+		{"embedding bad input", "POST", "/v1/embeddings", fmt.Sprintf(`{"model":%q,"input":true}`, m), "", 400, inv, "", "input"},
+		{"embedding bad format", "POST", "/v1/embeddings", fmt.Sprintf(`{"model":%q,"input":"a","encoding_format":"hex"}`, m), "", 400, inv, "", "encoding_format"},
+		{"embedding too long", "POST", "/v1/embeddings", fmt.Sprintf(`{"model":%q,"input":%q}`, m, long), "", 400, inv, "context_length_exceeded", "input"},
+		{"embedding unknown model", "POST", "/v1/embeddings", `{"model":"ada","input":"a"}`, "", 404, inv, "model_not_found", "model"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var hdr []string
+			if c.ctype != "" {
+				hdr = []string{"Content-Type", c.ctype}
+			}
+			resp, body := f.do(t, c.method, c.path, c.body, hdr...)
+			checkError(t, resp, body, c.status, c.typ, c.code, c.param)
+		})
+	}
+	// None of it reached the engine or left anything running.
+	if s := f.eng.Stats(); s.Running != 0 || s.Waiting != 0 {
+		t.Fatalf("engine busy after bad input: %+v", s)
+	}
+}

@@ -1,0 +1,440 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/conclave-ai/conclave/engine"
+	"github.com/conclave-ai/conclave/model/sample"
+	"github.com/conclave-ai/conclave/model/tokenizer"
+)
+
+// Limits on request fields.
+const (
+	maxStops       = 16   // stop strings per request
+	maxStopLen     = 256  // bytes per stop string
+	maxTopLogprobs = 20   // engine.MaxTopLogprobs
+	maxSessionID   = 256  // bytes
+	maxInputs      = 2048 // embedding inputs per request
+)
+
+// job is a validated generation request, ready for the engine.
+type job struct {
+	chat         bool
+	model        string
+	prompt       []int32
+	maxTokens    int
+	maxGiven     bool
+	sampling     sample.Config
+	stops        []string
+	ignoreEOS    bool
+	logprobs     bool // chat: logprobs; completions: logprobs ≥ 0 given
+	topLogprobs  int
+	stream       bool
+	includeUsage bool
+	sessionID    string
+	user         string
+}
+
+// validateGen checks the shared fields and fills j from them.
+func (s *Server) validateGen(p *genParams, j *job) *Error {
+	switch {
+	case p.Model == "":
+		return badRequest("model", "you must provide a model parameter")
+	case p.Model != s.info.ID:
+		return modelNotFound(p.Model)
+	case p.N != nil && *p.N != 1:
+		return badRequest("n", "n must be 1 (only one choice per request is supported)")
+	case p.BestOf != nil && *p.BestOf != 1:
+		return badRequest("best_of", "best_of must be 1")
+	case p.MaxTokens != nil && *p.MaxTokens < 1:
+		return badRequest("max_tokens", "max_tokens must be at least 1, got %d", *p.MaxTokens)
+	case !finiteIn(p.Temperature, 0, 2):
+		return badRequest("temperature", "temperature must be in [0, 2], got %v", *p.Temperature)
+	case !finiteIn(p.TopP, 0, 1):
+		return badRequest("top_p", "top_p must be in [0, 1], got %v", *p.TopP)
+	case !finiteIn(p.PresencePenalty, -2, 2):
+		return badRequest("presence_penalty", "presence_penalty must be in [-2, 2], got %v", *p.PresencePenalty)
+	case !finiteIn(p.FrequencyPenalty, -2, 2):
+		return badRequest("frequency_penalty", "frequency_penalty must be in [-2, 2], got %v", *p.FrequencyPenalty)
+	case !finiteIn(p.MinP, 0, 1):
+		return badRequest("min_p", "min_p must be in [0, 1], got %v", *p.MinP)
+	case !finiteIn(p.RepetitionPenalty, 0, 10) || (p.RepetitionPenalty != nil && *p.RepetitionPenalty == 0):
+		return badRequest("repetition_penalty", "repetition_penalty must be in (0, 10], got %v", *p.RepetitionPenalty)
+	case p.TopK != nil && *p.TopK < -1:
+		return badRequest("top_k", "top_k must be -1 (off), 0 (off) or positive, got %d", *p.TopK)
+	case len(p.LogitBias) > 0:
+		return badRequest("logit_bias", "logit_bias is not supported")
+	case p.StreamOptions != nil && (p.Stream == nil || !*p.Stream):
+		return badRequest("stream_options", "stream_options is only allowed when stream is true")
+	case len(p.Stop) > maxStops:
+		return badRequest("stop", "at most %d stop strings, got %d", maxStops, len(p.Stop))
+	case len(p.SessionID) > maxSessionID:
+		return badRequest("session_id", "session_id is longer than %d bytes", maxSessionID)
+	}
+	for _, st := range p.Stop {
+		if st == "" || len(st) > maxStopLen {
+			return badRequest("stop", "stop strings must be 1 to %d bytes long", maxStopLen)
+		}
+	}
+	j.model = p.Model
+	j.stops = p.Stop
+	j.ignoreEOS = p.IgnoreEOS
+	j.stream = p.Stream != nil && *p.Stream
+	j.includeUsage = p.StreamOptions != nil && p.StreamOptions.IncludeUsage
+	j.sessionID = p.SessionID
+	j.user = p.User
+	if p.MaxTokens != nil {
+		j.maxTokens, j.maxGiven = *p.MaxTokens, true
+	}
+	sc := sample.Config{Temperature: 1} // OpenAI's default temperature
+	if p.Temperature != nil {
+		sc.Temperature = float32(*p.Temperature)
+	}
+	if p.TopP != nil {
+		sc.TopP = float32(*p.TopP)
+	}
+	if p.TopK != nil && *p.TopK > 0 {
+		sc.TopK = *p.TopK
+	}
+	if p.MinP != nil {
+		sc.MinP = float32(*p.MinP)
+	}
+	if p.RepetitionPenalty != nil {
+		sc.RepeatPenalty = float32(*p.RepetitionPenalty)
+	}
+	if p.PresencePenalty != nil {
+		sc.PresencePenalty = float32(*p.PresencePenalty)
+	}
+	if p.FrequencyPenalty != nil {
+		sc.FrequencyPenalty = float32(*p.FrequencyPenalty)
+	}
+	if p.Seed != nil {
+		sc.Seed = uint64(*p.Seed)
+	} else {
+		var b [8]byte
+		rand.Read(b[:])
+		sc.Seed = binary.LittleEndian.Uint64(b[:])
+	}
+	j.sampling = sc
+	return nil
+}
+
+// chatJob decodes and validates a chat request and builds its prompt.
+func (s *Server) chatJob(body []byte) (*job, *Error) {
+	var req chatRequest
+	if e := decodeBody(body, &req); e != nil {
+		return nil, e
+	}
+	j := &job{chat: true}
+	if req.MaxCompletionTokens != nil {
+		if *req.MaxCompletionTokens < 1 {
+			return nil, badRequest("max_completion_tokens", "max_completion_tokens must be at least 1, got %d", *req.MaxCompletionTokens)
+		}
+		req.MaxTokens = req.MaxCompletionTokens
+	}
+	if e := s.validateGen(&req.genParams, j); e != nil {
+		return nil, e
+	}
+	switch {
+	case len(req.Messages) == 0:
+		return nil, badRequest("messages", "messages must be a non-empty array")
+	case req.TopLogprobs != nil && (*req.TopLogprobs < 0 || *req.TopLogprobs > maxTopLogprobs):
+		return nil, badRequest("top_logprobs", "top_logprobs must be in [0, %d], got %d", maxTopLogprobs, *req.TopLogprobs)
+	case req.TopLogprobs != nil && *req.TopLogprobs > 0 && (req.Logprobs == nil || !*req.Logprobs):
+		return nil, badRequest("top_logprobs", "top_logprobs requires logprobs to be true")
+	case len(req.Tools) > 0 && string(req.Tools) != "null" && string(req.Tools) != "[]":
+		return nil, badRequest("tools", "tools are not supported by this server")
+	case len(req.ToolChoice) > 0 && string(req.ToolChoice) != "null" && string(req.ToolChoice) != `"none"` && string(req.ToolChoice) != `"auto"`:
+		return nil, badRequest("tool_choice", "tool_choice is not supported by this server")
+	case req.ResponseFormat != nil && req.ResponseFormat.Type != "text" && req.ResponseFormat.Type != "":
+		return nil, badRequest("response_format", "response_format %q is not supported (only \"text\")", req.ResponseFormat.Type)
+	}
+	j.logprobs = req.Logprobs != nil && *req.Logprobs
+	if req.TopLogprobs != nil {
+		j.topLogprobs = *req.TopLogprobs
+	}
+	msgs := make([]tokenizer.Message, len(req.Messages))
+	for i, m := range req.Messages {
+		role := m.Role
+		switch role {
+		case "system", "user", "assistant":
+		case "developer":
+			role = "system" // OpenAI's newer name for the system role
+		case "":
+			return nil, badRequest(fmt.Sprintf("messages[%d].role", i), "messages[%d].role is missing", i)
+		default:
+			return nil, badRequest(fmt.Sprintf("messages[%d].role", i), "messages[%d].role %q is not supported (system, developer, user, assistant)", i, m.Role)
+		}
+		if !m.Content.Set && role != "assistant" {
+			return nil, badRequest(fmt.Sprintf("messages[%d].content", i), "messages[%d].content is missing", i)
+		}
+		msgs[i] = tokenizer.Message{Role: role, Content: m.Content.Text}
+	}
+	prompt, e := chatPrompt(s.tok, msgs)
+	if e != nil {
+		return nil, e
+	}
+	j.prompt = prompt
+	return j, s.fitContext(j, "messages")
+}
+
+// completionJob decodes and validates a text completion request.
+func (s *Server) completionJob(body []byte) (*job, *Error) {
+	var req completionRequest
+	if e := decodeBody(body, &req); e != nil {
+		return nil, e
+	}
+	j := &job{}
+	if e := s.validateGen(&req.genParams, j); e != nil {
+		return nil, e
+	}
+	switch {
+	case !req.Prompt.Set:
+		return nil, badRequest("prompt", "you must provide a prompt")
+	case req.Prompt.count() != 1:
+		return nil, badRequest("prompt", "exactly one prompt per request is supported, got %d", req.Prompt.count())
+	case req.Logprobs != nil && (*req.Logprobs < 0 || *req.Logprobs > maxTopLogprobs):
+		return nil, badRequest("logprobs", "logprobs must be in [0, %d], got %d", maxTopLogprobs, *req.Logprobs)
+	case req.Echo:
+		return nil, badRequest("echo", "echo is not supported")
+	case req.Suffix != nil && *req.Suffix != "":
+		return nil, badRequest("suffix", "suffix is not supported")
+	}
+	if req.Logprobs != nil {
+		j.logprobs, j.topLogprobs = true, *req.Logprobs
+	}
+	if len(req.Prompt.Texts) == 1 {
+		j.prompt = s.tok.Encode(req.Prompt.Texts[0], true, true)
+	} else {
+		j.prompt = req.Prompt.Tokens[0]
+		for _, t := range j.prompt {
+			if t < 0 || int(t) >= s.tok.VocabSize() {
+				return nil, badRequest("prompt", "token id %d is outside the vocabulary of %d", t, s.tok.VocabSize())
+			}
+		}
+	}
+	if len(j.prompt) == 0 {
+		return nil, badRequest("prompt", "the prompt is empty")
+	}
+	return j, s.fitContext(j, "prompt")
+}
+
+// fitContext checks that prompt plus max_tokens fit the context, and picks
+// max_tokens when the request gave none.
+func (s *Server) fitContext(j *job, param string) *Error {
+	ctx, n := s.info.Context, len(j.prompt)
+	room := ctx - n
+	switch {
+	case room < 1:
+		return badRequestCode(param, "context_length_exceeded",
+			"this model's maximum context length is %d tokens, but the prompt has %d tokens", ctx, n)
+	case j.maxGiven && j.maxTokens > room:
+		return badRequestCode("max_tokens", "context_length_exceeded",
+			"this model's maximum context length is %d tokens; the prompt has %d tokens and max_tokens is %d (%d in total)",
+			ctx, n, j.maxTokens, n+j.maxTokens)
+	case !j.maxGiven:
+		j.maxTokens = room
+		if s.cfg.DefaultMaxTokens > 0 {
+			j.maxTokens = min(room, s.cfg.DefaultMaxTokens)
+		}
+	}
+	return nil
+}
+
+func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, body []byte) {
+	j, e := s.chatJob(body)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	s.run(w, r, j)
+}
+
+func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request, body []byte) {
+	j, e := s.completionJob(body)
+	if e != nil {
+		writeError(w, e)
+		return
+	}
+	s.run(w, r, j)
+}
+
+// outcome is what a generation produced, for the response and the log.
+type outcome struct {
+	text      []byte
+	logprobs  []tokenLogprob
+	finish    string
+	prompt    int
+	cached    int
+	generated int
+	first     time.Time // first token's arrival
+	err       error     // a failure after the stream started
+}
+
+// tokenLogprob is one generated token with its log-probability and
+// alternatives, in the engine's ids.
+type tokenLogprob struct {
+	token   int32
+	logprob float32
+	top     []engine.TokenLogprob
+}
+
+// run submits j to the engine and writes the response, streaming or not.
+func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
+	ri := info(r)
+	start := time.Now()
+	sessionID := j.sessionID
+	if sessionID == "" {
+		sessionID = r.Header.Get("X-Session-ID")
+	}
+	// The generation ends when the client goes away (r's context), when a
+	// stop string completes (cancel), or when Drain gives up (stopCtx).
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	stopWatch := context.AfterFunc(s.stopCtx, cancel)
+	defer stopWatch()
+
+	events, err := s.eng.Submit(ctx, engine.Request{
+		ID: ri.id, SessionID: sessionID, Prompt: j.prompt, MaxTokens: j.maxTokens, Sampling: j.sampling,
+		IgnoreEOS: j.ignoreEOS, Logprobs: j.logprobs, TopLogprobs: j.topLogprobs,
+	})
+	if err != nil {
+		e := engineError(err)
+		if e.Code == "context_length_exceeded" && !j.chat {
+			e.Param = "prompt"
+		}
+		writeError(w, e)
+		return
+	}
+	var out outcome
+	id := newID(j.chat)
+	if j.stream {
+		out = s.stream(w, ctx, cancel, events, j, id)
+	} else {
+		out = s.collect(cancel, events, j)
+		if out.err != nil {
+			writeError(w, engineError(out.err))
+		} else {
+			writeJSON(w, http.StatusOK, s.response(j, id, start.Unix(), &out))
+		}
+	}
+	end := time.Now()
+	s.metrics.observe(start, out.first, end, out.generated, out.finish)
+	ri.attrs = append(ri.attrs, slog.Int("prompt_tokens", out.prompt), slog.Int("cached_tokens", out.cached),
+		slog.Int("completion_tokens", out.generated), slog.String("finish_reason", out.finish),
+		slog.Bool("stream", j.stream), slog.Int64("seed", int64(j.sampling.Seed)))
+	if !out.first.IsZero() {
+		ri.attrs = append(ri.attrs, slog.Duration("ttft", out.first.Sub(start)))
+	}
+	if sessionID != "" {
+		ri.attrs = append(ri.attrs, slog.String("session_id", sessionID))
+	}
+	if out.err != nil {
+		ri.attrs = append(ri.attrs, slog.String("error", out.err.Error()))
+	}
+}
+
+// generation is the per-token state shared by collect and stream.
+type generation struct {
+	j      *job
+	ts     *textStream
+	tok    *tokenizer.Tokenizer
+	cancel context.CancelFunc
+	out    outcome
+	done   bool // a stop string completed: ignore later tokens
+}
+
+// token handles one event's token and returns the text it releases.
+func (g *generation) token(ev *engine.Event) string {
+	if g.done || !ev.HasToken {
+		return ""
+	}
+	if g.out.first.IsZero() {
+		g.out.first = time.Now()
+	}
+	g.out.generated++
+	if g.j.logprobs {
+		g.out.logprobs = append(g.out.logprobs, tokenLogprob{ev.Token, ev.Logprob, ev.TopLogprobs})
+	}
+	text, stopped := g.ts.push(g.tok.TokenBytes(ev.Token))
+	if stopped {
+		g.done = true
+		g.out.finish = "stop"
+		g.cancel() // the engine ends the sequence at its next step
+	}
+	return text
+}
+
+// final handles the Done event; it returns any text still held back.
+func (g *generation) final(ev *engine.Event) string {
+	g.out.prompt, g.out.cached = ev.PromptTokens, ev.CachedTokens
+	if g.done {
+		return ""
+	}
+	switch {
+	case ev.Err != nil && !errors.Is(ev.Err, context.Canceled):
+		g.out.err = ev.Err
+		g.out.finish = "error"
+	case ev.FinishReason == engine.FinishStop:
+		g.out.finish = "stop"
+	case ev.FinishReason == engine.FinishLength:
+		g.out.finish = "length"
+	default:
+		g.out.finish = "abort" // cancelled: the client left or the server is draining
+	}
+	return g.ts.flush()
+}
+
+func (s *Server) newGeneration(j *job, cancel context.CancelFunc) *generation {
+	return &generation{j: j, ts: newTextStream(j.stops), tok: s.tok, cancel: cancel,
+		out: outcome{prompt: len(j.prompt)}}
+}
+
+// collect reads every event for a non-streaming response.
+func (s *Server) collect(cancel context.CancelFunc, events <-chan engine.Event, j *job) outcome {
+	g := s.newGeneration(j, cancel)
+	for ev := range events {
+		g.out.text = append(g.out.text, g.token(&ev)...)
+		if ev.Done {
+			g.out.text = append(g.out.text, g.final(&ev)...)
+		}
+	}
+	if g.out.finish == "" {
+		g.out.finish = "abort"
+	}
+	if g.j.logprobs && g.done {
+		// Keep logprobs only for the tokens whose text was returned.
+		g.out.logprobs = trimLogprobs(s.tok, g.out.logprobs, len(g.out.text))
+	}
+	return g.out
+}
+
+// trimLogprobs keeps the tokens whose bytes start within the first n bytes
+// of the text.
+func trimLogprobs(tok *tokenizer.Tokenizer, lps []tokenLogprob, n int) []tokenLogprob {
+	off := 0
+	for i, lp := range lps {
+		if off >= n {
+			return lps[:i]
+		}
+		off += len(tok.TokenBytes(lp.token))
+	}
+	return lps
+}
+
+func newID(chat bool) string {
+	var b [12]byte
+	rand.Read(b[:])
+	if chat {
+		return "chatcmpl-" + hex.EncodeToString(b[:])
+	}
+	return "cmpl-" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,319 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/openai/openai-go/v3"
+	"github.com/openai/openai-go/v3/option"
+)
+
+// These tests drive the API with the official OpenAI Go client against the
+// real engine on the synthesized tiny model.
+
+func (f *fixture) client(opts ...option.RequestOption) openai.Client {
+	return openai.NewClient(append([]option.RequestOption{
+		option.WithBaseURL(f.http.URL + "/v1/"), option.WithAPIKey("unused"),
+		option.WithHTTPClient(f.http.Client()), option.WithMaxRetries(0),
+	}, opts...)...)
+}
+
+func chatParams(id, prompt string, maxTokens int64) openai.ChatCompletionNewParams {
+	return openai.ChatCompletionNewParams{
+		Model:     id,
+		Messages:  []openai.ChatCompletionMessageParamUnion{openai.UserMessage(prompt)},
+		MaxTokens: openai.Int(maxTokens),
+		Seed:      openai.Int(7),
+	}
+}
+
+func TestOpenAIChat(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), nil)
+	c := f.client()
+	ctx := context.Background()
+	p := chatParams(f.id, "Tell me about the cluster", 12)
+	p.Temperature = openai.Float(0) // greedy: the same tokens as the engine alone
+	resp, err := c.Chat.Completions.New(ctx, p, option.WithJSONSet("ignore_eos", true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Choices) != 1 || resp.Object != "chat.completion" || resp.Model != f.id {
+		t.Fatalf("bad response: %+v", resp)
+	}
+	ch := resp.Choices[0]
+	if ch.FinishReason != "length" || ch.Message.Role != "assistant" {
+		t.Fatalf("finish %q role %q", ch.FinishReason, ch.Message.Role)
+	}
+	prompt, e := chatPrompt(f.tok, tokMsgs("user", "Tell me about the cluster"))
+	if e != nil {
+		t.Fatal(e)
+	}
+	if resp.Usage.PromptTokens != int64(len(prompt)) || resp.Usage.CompletionTokens != 12 ||
+		resp.Usage.TotalTokens != int64(len(prompt))+12 {
+		t.Fatalf("usage %+v, prompt has %d tokens", resp.Usage, len(prompt))
+	}
+	want := directGreedy(t, f, prompt, 12)
+	if ch.Message.Content != want {
+		t.Fatalf("content %q, engine alone gives %q", ch.Message.Content, want)
+	}
+
+	// Streaming gives the same text, role first, usage last.
+	p.StreamOptions = openai.ChatCompletionStreamOptionsParam{IncludeUsage: openai.Bool(true)}
+	st := c.Chat.Completions.NewStreaming(ctx, p, option.WithJSONSet("ignore_eos", true))
+	var (
+		text, role, finish string
+		chunks             int
+		usage              openai.CompletionUsage
+	)
+	for st.Next() {
+		ck := st.Current()
+		chunks++
+		if len(ck.Choices) == 0 {
+			usage = ck.Usage
+			continue
+		}
+		d := ck.Choices[0]
+		if d.Delta.Role != "" {
+			role = d.Delta.Role
+		}
+		text += d.Delta.Content
+		if d.FinishReason != "" {
+			finish = d.FinishReason
+		}
+	}
+	if err := st.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if text != want || role != "assistant" || finish != "length" || chunks < 3 {
+		t.Fatalf("stream: text %q role %q finish %q chunks %d; want %q", text, role, finish, chunks, want)
+	}
+	if usage.CompletionTokens != 12 || usage.PromptTokens != int64(len(prompt)) {
+		t.Fatalf("stream usage %+v", usage)
+	}
+}
+
+// directGreedy runs prompt through the engine alone, greedy, and decodes
+// the tokens.
+func directGreedy(t *testing.T, f *fixture, prompt []int32, n int) string {
+	t.Helper()
+	req := testRequest(prompt, n)
+	ch, err := f.eng.Submit(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []int32
+	for ev := range ch {
+		if ev.HasToken {
+			ids = append(ids, ev.Token)
+		}
+		if ev.Err != nil {
+			t.Fatal(ev.Err)
+		}
+	}
+	return validText([]byte(f.tok.Decode(ids)))
+}
+
+func TestOpenAICompletions(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), nil)
+	c := f.client()
+	ctx := context.Background()
+	p := openai.CompletionNewParams{
+		Model:       openai.CompletionNewParamsModel(f.id),
+		Prompt:      openai.CompletionNewParamsPromptUnion{OfString: openai.String("The expert router")},
+		MaxTokens:   openai.Int(10),
+		Temperature: openai.Float(0.9),
+		Seed:        openai.Int(42),
+		Logprobs:    openai.Int(3),
+	}
+	resp, err := c.Completions.New(ctx, p, option.WithJSONSet("ignore_eos", true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Choices) != 1 || resp.Object != "text_completion" {
+		t.Fatalf("bad response %+v", resp)
+	}
+	lp := resp.Choices[0].Logprobs
+	if len(lp.Tokens) != 10 || len(lp.TokenLogprobs) != 10 || len(lp.TopLogprobs) != 10 || len(lp.TextOffset) != 10 {
+		t.Fatalf("logprobs: %+v", lp)
+	}
+	for i, l := range lp.TokenLogprobs {
+		if l > 0 || len(lp.TopLogprobs[i]) == 0 || len(lp.TopLogprobs[i]) > 3 {
+			t.Fatalf("token %d: logprob %v, top %v", i, l, lp.TopLogprobs[i])
+		}
+	}
+	prompt := f.tok.Encode("The expert router", true, true)
+	if resp.Usage.PromptTokens != int64(len(prompt)) || resp.Usage.CompletionTokens != 10 {
+		t.Fatalf("usage %+v", resp.Usage)
+	}
+
+	// Same seed, same text; the stream agrees with the non-streaming call.
+	again, err := c.Completions.New(ctx, p, option.WithJSONSet("ignore_eos", true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Choices[0].Text != resp.Choices[0].Text {
+		t.Fatalf("seed 42 gave %q then %q", resp.Choices[0].Text, again.Choices[0].Text)
+	}
+	st := c.Completions.NewStreaming(ctx, p, option.WithJSONSet("ignore_eos", true))
+	var text string
+	for st.Next() {
+		if ck := st.Current(); len(ck.Choices) > 0 {
+			text += ck.Choices[0].Text
+		}
+	}
+	if err := st.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if text != resp.Choices[0].Text {
+		t.Fatalf("stream %q, non-stream %q", text, resp.Choices[0].Text)
+	}
+	// A different seed gives (for this model and prompt) a different text.
+	p.Seed = openai.Int(43)
+	other, err := c.Completions.New(ctx, p, option.WithJSONSet("ignore_eos", true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if other.Choices[0].Text == resp.Choices[0].Text {
+		t.Logf("seeds 42 and 43 happen to agree: %q", other.Choices[0].Text)
+	}
+}
+
+func TestOpenAIStopStrings(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), nil)
+	c := f.client()
+	ctx := context.Background()
+	p := chatParams(f.id, "hello", 24)
+	p.Temperature = openai.Float(0)
+	full, err := c.Chat.Completions.New(ctx, p, option.WithJSONSet("ignore_eos", true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := full.Choices[0].Message.Content
+	// Stop on a piece from the middle of the greedy text: the answer is the
+	// text before its first occurrence, finish_reason stop.
+	stop := regexp.MustCompile(`[a-z]{2}`).FindString(text[1:])
+	if stop == "" {
+		t.Fatalf("greedy text has no ASCII word to stop on: %q", text)
+	}
+	want := text[:strings.Index(text, stop)]
+	p.Stop = openai.ChatCompletionNewParamsStopUnion{OfStringArray: []string{"\x00never", stop}}
+	for _, stream := range []bool{false, true} {
+		var got, finish string
+		if stream {
+			st := c.Chat.Completions.NewStreaming(ctx, p, option.WithJSONSet("ignore_eos", true))
+			for st.Next() {
+				if ck := st.Current(); len(ck.Choices) > 0 {
+					got += ck.Choices[0].Delta.Content
+					if ck.Choices[0].FinishReason != "" {
+						finish = ck.Choices[0].FinishReason
+					}
+				}
+			}
+			if err := st.Err(); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			r, err := c.Chat.Completions.New(ctx, p, option.WithJSONSet("ignore_eos", true))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, finish = r.Choices[0].Message.Content, r.Choices[0].FinishReason
+			if r.Usage.CompletionTokens >= 24 {
+				t.Errorf("stop string did not end the generation early: %d tokens", r.Usage.CompletionTokens)
+			}
+		}
+		if got != want || finish != "stop" {
+			t.Errorf("stream=%v: got %q finish %q; want %q stop (stop string %q in %q)", stream, got, finish, want, stop, text)
+		}
+	}
+	// The engine ends the cancelled sequences: nothing stays running.
+	waitFor(t, "engine idle", func() bool { s := f.eng.Stats(); return s.Running == 0 && s.Waiting == 0 })
+}
+
+func TestOpenAIChatLogprobs(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), nil)
+	c := f.client()
+	p := chatParams(f.id, "memory and experts", 6)
+	p.Logprobs = openai.Bool(true)
+	p.TopLogprobs = openai.Int(2)
+	resp, err := c.Chat.Completions.New(context.Background(), p, option.WithJSONSet("ignore_eos", true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lp := resp.Choices[0].Logprobs.Content
+	if len(lp) != 6 {
+		t.Fatalf("%d logprob entries, want 6", len(lp))
+	}
+	var joined string
+	for _, e := range lp {
+		if e.Logprob > 0 || len(e.TopLogprobs) != 2 || e.TopLogprobs[0].Logprob < e.TopLogprobs[1].Logprob {
+			t.Fatalf("entry %+v", e)
+		}
+		joined += string(intsToBytes(e.Bytes))
+	}
+	if validText([]byte(joined)) != resp.Choices[0].Message.Content {
+		t.Fatalf("logprob bytes %q != content %q", joined, resp.Choices[0].Message.Content)
+	}
+}
+
+func intsToBytes(v []int64) []byte {
+	b := make([]byte, len(v))
+	for i, x := range v {
+		b[i] = byte(x)
+	}
+	return b
+}
+
+func TestOpenAIEmbeddingsAndModels(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), nil)
+	c := f.client()
+	ctx := context.Background()
+	models, err := c.Models.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(models.Data) != 1 || models.Data[0].ID != f.id || models.Data[0].OwnedBy != "conclave" {
+		t.Fatalf("models %+v", models.Data)
+	}
+	m, err := c.Models.Get(ctx, f.id)
+	if err != nil || m.ID != f.id {
+		t.Fatalf("model %+v, %v", m, err)
+	}
+	_, err = c.Models.Get(ctx, "gpt-4")
+	var apiErr *openai.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusNotFound || apiErr.Code != "model_not_found" {
+		t.Fatalf("unknown model: %v", err)
+	}
+
+	w, _, _ := tinyModel(t)
+	for _, format := range []openai.EmbeddingNewParamsEncodingFormat{"", openai.EmbeddingNewParamsEncodingFormatFloat, openai.EmbeddingNewParamsEncodingFormatBase64} {
+		emb, err := c.Embeddings.New(ctx, openai.EmbeddingNewParams{
+			Model:          openai.EmbeddingModel(f.id),
+			Input:          openai.EmbeddingNewParamsInputUnion{OfArrayOfStrings: []string{"hello cluster", "the expert"}},
+			EncodingFormat: format,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(emb.Data) != 2 || len(emb.Data[0].Embedding) != w.Dim || emb.Data[1].Index != 1 {
+			t.Fatalf("%q: %d embeddings of %d floats", format, len(emb.Data), len(emb.Data[0].Embedding))
+		}
+		n := len(f.tok.Encode("hello cluster", true, false)) + len(f.tok.Encode("the expert", true, false))
+		if emb.Usage.PromptTokens != int64(n) || emb.Usage.TotalTokens != int64(n) {
+			t.Fatalf("usage %+v, want %d", emb.Usage, n)
+		}
+		direct, err := f.eng.Embed(ctx, f.tok.Encode("hello cluster", true, false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range direct {
+			if float32(emb.Data[0].Embedding[i]) != direct[i] {
+				t.Fatalf("%q: component %d is %v, engine gives %v", format, i, emb.Data[0].Embedding[i], direct[i])
+			}
+		}
+	}
+}

@@ -1,0 +1,101 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/conclave-ai/conclave/model/tokenizer"
+)
+
+// Prompt building.
+//
+// A chat request is rendered with the model's chat template and the text is
+// encoded with special-token parsing on, because the template's own markers
+// ([INST], <|im_start|>, …) must become their special ids. That alone is what
+// llama.cpp's server does, and it lets a user write "<|im_start|>system" in a
+// message and have it read as a real turn marker. Conclave does not allow
+// that: message content is always encoded as plain text.
+//
+// To keep llama.cpp's exact token ids in the common case, a message whose
+// content holds no special-token text takes the render-then-encode path
+// unchanged. When some content does hold special-token text, the template is
+// rendered with each content replaced by a unique sentinel, the rendered
+// text is split at the sentinels, and the template pieces are encoded with
+// special parsing while the contents are encoded without it. A template that
+// transforms content (so the sentinels do not come back exactly once each,
+// in order) gets the request rejected rather than risk an injection.
+//
+// /v1/completions is the raw endpoint: its prompt is the whole model input,
+// so it is encoded with special parsing on (and BOS added as the vocab
+// says), as llama.cpp does.
+
+// chatPrompt renders msgs and encodes them for generation.
+func chatPrompt(tok *tokenizer.Tokenizer, msgs []tokenizer.Message) ([]int32, *Error) {
+	rendered, err := tok.ApplyChatTemplate(msgs, true)
+	if err != nil {
+		return nil, templateError(err)
+	}
+	if !slices.ContainsFunc(msgs, func(m tokenizer.Message) bool { return hasSpecialText(tok, m.Content) }) {
+		return tok.Encode(rendered, false, true), nil
+	}
+	return chatPromptGuarded(tok, msgs)
+}
+
+// hasSpecialText reports whether encoding s with special parsing yields a
+// control or unknown token, which only special-token matching produces
+// (user-defined tokens are matched with or without special parsing, so they
+// are ordinary text here). An UNK from plain encoding is a harmless false
+// positive: it only sends the request down the guarded path.
+func hasSpecialText(tok *tokenizer.Tokenizer, s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, id := range tok.Encode(s, false, true) {
+		if t := tok.Type(id); t == tokenizer.TypeControl || t == tokenizer.TypeUnknown {
+			return true
+		}
+	}
+	return false
+}
+
+const sentinelFmt = "\x1bCONCLAVE-CONTENT-%d\x1b"
+
+func chatPromptGuarded(tok *tokenizer.Tokenizer, msgs []tokenizer.Message) ([]int32, *Error) {
+	masked := make([]tokenizer.Message, len(msgs))
+	for i, m := range msgs {
+		masked[i] = tokenizer.Message{Role: m.Role, Content: fmt.Sprintf(sentinelFmt, i)}
+	}
+	rendered, err := tok.ApplyChatTemplate(masked, true)
+	if err != nil {
+		return nil, templateError(err)
+	}
+	var out []int32
+	rest := rendered
+	for i, m := range msgs {
+		s := fmt.Sprintf(sentinelFmt, i)
+		j := strings.Index(rest, s)
+		if j < 0 || strings.Count(rendered, s) != 1 {
+			return nil, badRequestCode("messages", "special_tokens_in_content",
+				"message %d holds special-token text and the chat template does not pass content through verbatim", i)
+		}
+		out = append(out, tok.Encode(rest[:j], false, true)...)
+		out = append(out, tok.Encode(m.Content, false, false)...)
+		rest = rest[j+len(s):]
+	}
+	return append(out, tok.Encode(rest, false, true)...), nil
+}
+
+func templateError(err error) *Error {
+	if errors.Is(err, tokenizer.ErrTemplateException) {
+		// The template itself rejected the conversation (roles out of
+		// order, a role it does not know): the client's fault.
+		msg := err.Error()
+		if i := strings.LastIndex(msg, ": "); i >= 0 {
+			msg = msg[i+2:]
+		}
+		return badRequest("messages", "the model's chat template rejected the messages: %s", msg)
+	}
+	return &Error{Status: 500, Type: typeServer, Message: "chat template: " + err.Error()}
+}

@@ -1,0 +1,249 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"unicode/utf8"
+)
+
+// Request bodies. Fields are pointers where absence differs from the zero
+// value. Unknown fields are ignored (clients send many we do not use); a
+// known field of the wrong type is a 400 naming the field.
+
+// genParams are the fields chat and text completions share.
+type genParams struct {
+	Model            string             `json:"model"`
+	MaxTokens        *int               `json:"max_tokens"`
+	Temperature      *float64           `json:"temperature"`
+	TopP             *float64           `json:"top_p"`
+	N                *int               `json:"n"`
+	BestOf           *int               `json:"best_of"`
+	Stream           *bool              `json:"stream"`
+	StreamOptions    *streamOptions     `json:"stream_options"`
+	Stop             stopList           `json:"stop"`
+	Seed             *int64             `json:"seed"`
+	PresencePenalty  *float64           `json:"presence_penalty"`
+	FrequencyPenalty *float64           `json:"frequency_penalty"`
+	LogitBias        map[string]float64 `json:"logit_bias"`
+	User             string             `json:"user"`
+
+	// Extensions (vLLM and llama.cpp spell them the same way).
+	SessionID         string   `json:"session_id"` // also the X-Session-ID header
+	TopK              *int     `json:"top_k"`
+	MinP              *float64 `json:"min_p"`
+	RepetitionPenalty *float64 `json:"repetition_penalty"`
+	IgnoreEOS         bool     `json:"ignore_eos"`
+}
+
+type streamOptions struct {
+	IncludeUsage bool `json:"include_usage"`
+}
+
+// chatRequest is POST /v1/chat/completions.
+type chatRequest struct {
+	genParams
+	Messages            []chatMessage   `json:"messages"`
+	MaxCompletionTokens *int            `json:"max_completion_tokens"`
+	Logprobs            *bool           `json:"logprobs"`
+	TopLogprobs         *int            `json:"top_logprobs"`
+	Tools               json.RawMessage `json:"tools"`
+	ToolChoice          json.RawMessage `json:"tool_choice"`
+	ResponseFormat      *struct {
+		Type string `json:"type"`
+	} `json:"response_format"`
+}
+
+type chatMessage struct {
+	Role    string         `json:"role"`
+	Content messageContent `json:"content"`
+	Name    string         `json:"name"`
+}
+
+// completionRequest is POST /v1/completions.
+type completionRequest struct {
+	genParams
+	Prompt   promptInput `json:"prompt"`
+	Logprobs *int        `json:"logprobs"`
+	Echo     bool        `json:"echo"`
+	Suffix   *string     `json:"suffix"`
+}
+
+// embeddingRequest is POST /v1/embeddings.
+type embeddingRequest struct {
+	Model          string      `json:"model"`
+	Input          promptInput `json:"input"`
+	EncodingFormat string      `json:"encoding_format"`
+	Dimensions     *int        `json:"dimensions"`
+	User           string      `json:"user"`
+}
+
+// fieldError is returned by the custom decoders below so the 400 can name
+// the field.
+type fieldError struct {
+	param, msg string
+}
+
+func (e *fieldError) Error() string { return e.param + ": " + e.msg }
+
+// stopList is "stop": a string, an array of strings, or null.
+type stopList []string
+
+func (s *stopList) UnmarshalJSON(b []byte) error {
+	switch b = bytes.TrimSpace(b); {
+	case string(b) == "null":
+		*s = nil
+		return nil
+	case len(b) > 0 && b[0] == '"':
+		var one string
+		if err := json.Unmarshal(b, &one); err != nil {
+			return &fieldError{"stop", "must be a string or an array of strings"}
+		}
+		*s = stopList{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return &fieldError{"stop", "must be a string or an array of strings"}
+	}
+	*s = many
+	return nil
+}
+
+// messageContent is a message's "content": a string, null, or an array of
+// content parts of which only {"type":"text","text":…} is supported (the
+// texts are concatenated).
+type messageContent struct {
+	Text string
+	Set  bool // present and not null
+}
+
+func (c *messageContent) UnmarshalJSON(b []byte) error {
+	switch b = bytes.TrimSpace(b); {
+	case string(b) == "null":
+		*c = messageContent{}
+		return nil
+	case len(b) > 0 && b[0] == '"':
+		if err := json.Unmarshal(b, &c.Text); err != nil {
+			return &fieldError{"messages", "content must be a string or an array of content parts"}
+		}
+		c.Set = true
+		return nil
+	}
+	var parts []struct {
+		Type string  `json:"type"`
+		Text *string `json:"text"`
+	}
+	if err := json.Unmarshal(b, &parts); err != nil {
+		return &fieldError{"messages", "content must be a string or an array of content parts"}
+	}
+	var sb strings.Builder
+	for _, p := range parts {
+		if p.Type != "text" || p.Text == nil {
+			return &fieldError{"messages", fmt.Sprintf("content part type %q is not supported (only \"text\")", p.Type)}
+		}
+		sb.WriteString(*p.Text)
+	}
+	*c = messageContent{Text: sb.String(), Set: true}
+	return nil
+}
+
+// promptInput is a completion "prompt" or an embedding "input": a string,
+// an array of strings, an array of token ids, or an array of arrays of
+// token ids. Exactly one of Texts and Tokens is set after decoding.
+type promptInput struct {
+	Texts  []string
+	Tokens [][]int32
+	Set    bool
+}
+
+func (p *promptInput) UnmarshalJSON(b []byte) error {
+	const msg = "must be a string, an array of strings, an array of token ids or an array of arrays of token ids"
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		*p = promptInput{}
+		return nil
+	}
+	var one string
+	if json.Unmarshal(b, &one) == nil {
+		*p = promptInput{Texts: []string{one}, Set: true}
+		return nil
+	}
+	var texts []string
+	if json.Unmarshal(b, &texts) == nil {
+		*p = promptInput{Texts: texts, Set: true}
+		return nil
+	}
+	var ids []int32
+	if json.Unmarshal(b, &ids) == nil {
+		*p = promptInput{Tokens: [][]int32{ids}, Set: true}
+		return nil
+	}
+	var nested [][]int32
+	if json.Unmarshal(b, &nested) == nil {
+		*p = promptInput{Tokens: nested, Set: true}
+		return nil
+	}
+	return &fieldError{"prompt", msg}
+}
+
+func (p promptInput) count() int { return len(p.Texts) + len(p.Tokens) }
+
+// decodeBody unmarshals a JSON request body into v, mapping every failure
+// to a 400 that names the field when it can.
+func decodeBody(body []byte, v any) *Error {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return badRequest("", "the request body is empty; send a JSON object")
+	}
+	if !utf8.Valid(body) {
+		return badRequestCode("", "invalid_encoding", "the request body is not valid UTF-8")
+	}
+	err := json.Unmarshal(body, v)
+	if err == nil {
+		return nil
+	}
+	var (
+		syn *json.SyntaxError
+		typ *json.UnmarshalTypeError
+		fe  *fieldError
+	)
+	switch {
+	case errors.As(err, &fe):
+		return badRequest(fe.param, "%s", fe.Error())
+	case errors.As(err, &syn):
+		return badRequestCode("", "invalid_json", "malformed JSON at byte %d: %v", syn.Offset, syn)
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return badRequestCode("", "invalid_json", "the request body must be a JSON object, not %s", typ.Value)
+		}
+		field := strings.TrimPrefix(typ.Field, "genParams.")
+		return badRequest(field, "%s must be %s, not %s", field, jsonKind(typ.Type.Kind().String()), typ.Value)
+	}
+	return badRequestCode("", "invalid_json", "invalid JSON body: %v", err)
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "int", "int32", "int64":
+		return "an integer"
+	case "float32", "float64":
+		return "a number"
+	case "bool":
+		return "a boolean"
+	case "string":
+		return "a string"
+	case "slice", "array":
+		return "an array"
+	case "struct", "map":
+		return "an object"
+	}
+	return "of another type"
+}
+
+// finiteIn reports whether *p is absent or a finite number in [lo, hi].
+func finiteIn(p *float64, lo, hi float64) bool {
+	return p == nil || (!math.IsNaN(*p) && *p >= lo && *p <= hi)
+}

@@ -1,0 +1,294 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/conclave-ai/conclave/engine"
+	"github.com/conclave-ai/conclave/model/tokenizer"
+)
+
+// Response bodies, as OpenAI spells them.
+
+type usage struct {
+	PromptTokens        int           `json:"prompt_tokens"`
+	CompletionTokens    int           `json:"completion_tokens"`
+	TotalTokens         int           `json:"total_tokens"`
+	PromptTokensDetails *promptDetail `json:"prompt_tokens_details,omitempty"`
+}
+
+type promptDetail struct {
+	CachedTokens int `json:"cached_tokens"`
+}
+
+func (o *outcome) usage() *usage {
+	return &usage{PromptTokens: o.prompt, CompletionTokens: o.generated, TotalTokens: o.prompt + o.generated,
+		PromptTokensDetails: &promptDetail{CachedTokens: o.cached}}
+}
+
+type chatMessageOut struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+type chatDelta struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+}
+
+// chatLogprobs is a choice's "logprobs" in chat format.
+type chatLogprobs struct {
+	Content []chatTokenLogprob `json:"content"`
+}
+
+type chatTokenLogprob struct {
+	Token       string           `json:"token"`
+	Logprob     float32          `json:"logprob"`
+	Bytes       []int            `json:"bytes"`
+	TopLogprobs []chatTopLogprob `json:"top_logprobs"`
+}
+
+type chatTopLogprob struct {
+	Token   string  `json:"token"`
+	Logprob float32 `json:"logprob"`
+	Bytes   []int   `json:"bytes"`
+}
+
+// completionLogprobs is a choice's "logprobs" in the legacy completions
+// format.
+type completionLogprobs struct {
+	Tokens        []string             `json:"tokens"`
+	TokenLogprobs []float32            `json:"token_logprobs"`
+	TopLogprobs   []map[string]float32 `json:"top_logprobs"`
+	TextOffset    []int                `json:"text_offset"`
+}
+
+type choice struct {
+	Index        int             `json:"index"`
+	Message      *chatMessageOut `json:"message,omitempty"` // chat
+	Delta        *chatDelta      `json:"delta,omitempty"`   // chat stream
+	Text         *string         `json:"text,omitempty"`    // completions
+	Logprobs     any             `json:"logprobs"`
+	FinishReason *string         `json:"finish_reason"`
+}
+
+type completionResponse struct {
+	ID                string   `json:"id"`
+	Object            string   `json:"object"`
+	Created           int64    `json:"created"`
+	Model             string   `json:"model"`
+	SystemFingerprint string   `json:"system_fingerprint"`
+	Choices           []choice `json:"choices"`
+	Usage             *usage   `json:"usage,omitempty"`
+}
+
+const fingerprint = "conclave"
+
+func tokenBytesInts(b []byte) []int {
+	out := make([]int, len(b))
+	for i, c := range b {
+		out[i] = int(c)
+	}
+	return out
+}
+
+func chatLogprobsOf(tok *tokenizer.Tokenizer, lps []tokenLogprob) *chatLogprobs {
+	out := &chatLogprobs{Content: make([]chatTokenLogprob, 0, len(lps))}
+	for _, lp := range lps {
+		b := tok.TokenBytes(lp.token)
+		c := chatTokenLogprob{Token: string(b), Logprob: lp.logprob, Bytes: tokenBytesInts(b), TopLogprobs: []chatTopLogprob{}}
+		for _, t := range lp.top {
+			tb := tok.TokenBytes(t.Token)
+			c.TopLogprobs = append(c.TopLogprobs, chatTopLogprob{Token: string(tb), Logprob: t.Logprob, Bytes: tokenBytesInts(tb)})
+		}
+		out.Content = append(out.Content, c)
+	}
+	return out
+}
+
+// completionLogprobsOf builds the legacy format; offset is the text offset
+// of the first token.
+func completionLogprobsOf(tok *tokenizer.Tokenizer, lps []tokenLogprob, offset int) *completionLogprobs {
+	out := &completionLogprobs{Tokens: []string{}, TokenLogprobs: []float32{}, TopLogprobs: []map[string]float32{}, TextOffset: []int{}}
+	for _, lp := range lps {
+		b := tok.TokenBytes(lp.token)
+		out.Tokens = append(out.Tokens, string(b))
+		out.TokenLogprobs = append(out.TokenLogprobs, lp.logprob)
+		top := make(map[string]float32, len(lp.top))
+		for _, t := range lp.top {
+			k := string(tok.TokenBytes(t.Token))
+			if _, dup := top[k]; !dup {
+				top[k] = t.Logprob
+			}
+		}
+		out.TopLogprobs = append(out.TopLogprobs, top)
+		out.TextOffset = append(out.TextOffset, offset)
+		offset += len(b)
+	}
+	return out
+}
+
+func (s *Server) logprobsOf(j *job, lps []tokenLogprob, offset int) any {
+	if !j.logprobs {
+		return nil
+	}
+	if j.chat {
+		return chatLogprobsOf(s.tok, lps)
+	}
+	return completionLogprobsOf(s.tok, lps, offset)
+}
+
+// response is the non-streaming body.
+func (s *Server) response(j *job, id string, created int64, o *outcome) *completionResponse {
+	finish := o.finish
+	c := choice{FinishReason: &finish, Logprobs: s.logprobsOf(j, o.logprobs, 0)}
+	text := string(o.text)
+	obj := "text_completion"
+	if j.chat {
+		obj = "chat.completion"
+		c.Message = &chatMessageOut{Role: "assistant", Content: text}
+	} else {
+		c.Text = &text
+	}
+	return &completionResponse{ID: id, Object: obj, Created: created, Model: j.model, SystemFingerprint: fingerprint,
+		Choices: []choice{c}, Usage: o.usage()}
+}
+
+// sseWriter writes server-sent events and flushes each one. After a write
+// fails (the client left) it drops everything.
+type sseWriter struct {
+	w   http.ResponseWriter
+	rc  *http.ResponseController
+	buf []byte
+	err error
+}
+
+func (w *sseWriter) data(v any) {
+	if w.err != nil {
+		return
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		w.err = err
+		return
+	}
+	w.raw(b)
+}
+
+func (w *sseWriter) raw(b []byte) {
+	if w.err != nil {
+		return
+	}
+	w.buf = append(append(append(w.buf[:0], "data: "...), b...), "\n\n"...)
+	w.write(w.buf)
+}
+
+func (w *sseWriter) write(b []byte) {
+	if _, err := w.w.Write(b); err != nil {
+		w.err = err
+		return
+	}
+	if err := w.rc.Flush(); err != nil {
+		w.err = err
+	}
+}
+
+// stream writes the response as server-sent events: for chat a first chunk
+// with the role, then one chunk per piece of text released (each token's
+// logprobs ride on the chunk that carries its text), a chunk with the
+// finish reason, the usage chunk when asked, and "data: [DONE]". A failure
+// after the headers went out is sent as an error event.
+func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel context.CancelFunc,
+	events <-chan engine.Event, j *job, id string) outcome {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	sw := &sseWriter{w: w, rc: http.NewResponseController(w)}
+	created := time.Now().Unix()
+	obj := "text_completion"
+	if j.chat {
+		obj = "chat.completion.chunk"
+	}
+	chunk := func(c choice) *completionResponse {
+		return &completionResponse{ID: id, Object: obj, Created: created, Model: j.model, SystemFingerprint: fingerprint,
+			Choices: []choice{c}}
+	}
+	if j.chat {
+		empty := ""
+		sw.data(chunk(choice{Delta: &chatDelta{Role: "assistant", Content: &empty}}))
+	}
+
+	g := s.newGeneration(j, cancel)
+	sent := 0    // logprob entries already sent
+	textOff := 0 // bytes of text already sent (completions text_offset)
+	emit := func(text string, finish *string) {
+		if text == "" && finish == nil {
+			return
+		}
+		c := choice{FinishReason: finish}
+		if j.logprobs && (text != "" || sent < len(g.out.logprobs)) {
+			c.Logprobs = s.logprobsOf(j, g.out.logprobs[sent:], textOff)
+			sent = len(g.out.logprobs)
+		}
+		if j.chat {
+			c.Delta = &chatDelta{}
+			if text != "" {
+				c.Delta.Content = &text
+			}
+		} else {
+			c.Text = &text
+		}
+		textOff += len(text)
+		sw.data(chunk(c))
+	}
+
+	var tick <-chan time.Time
+	if s.cfg.KeepAlive > 0 {
+		t := time.NewTicker(s.cfg.KeepAlive)
+		defer t.Stop()
+		tick = t.C
+	}
+	for events != nil {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				break
+			}
+			text := g.token(&ev)
+			if ev.Done {
+				text += g.final(&ev)
+			}
+			emit(text, nil)
+			if sw.err != nil {
+				cancel() // the client is gone; keep reading until the engine closes the channel
+			}
+		case <-tick:
+			if g.out.first.IsZero() {
+				sw.write([]byte(": keep-alive\n\n"))
+			}
+		}
+	}
+	if g.out.finish == "" {
+		g.out.finish = "abort"
+	}
+	if g.out.err != nil {
+		sw.data(engineError(g.out.err))
+	} else {
+		finish := g.out.finish
+		emit("", &finish)
+		if j.includeUsage {
+			sw.data(&completionResponse{ID: id, Object: obj, Created: created, Model: j.model,
+				SystemFingerprint: fingerprint, Choices: []choice{}, Usage: g.out.usage()})
+		}
+	}
+	sw.raw([]byte("[DONE]"))
+	if sw.err != nil && g.out.err == nil && ctx.Err() != nil && g.out.finish != "stop" {
+		g.out.finish = "abort"
+	}
+	return g.out
+}

@@ -1,0 +1,447 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/conclave-ai/conclave/engine"
+	"github.com/conclave-ai/conclave/model/tokenizer"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Engine is what the API needs from the serving engine; *engine.Engine
+// implements it. Submit and Embed must honour ctx (a client that goes away
+// cancels its generation); Stats must be cheap (it is read at every scrape).
+type Engine interface {
+	Submit(ctx context.Context, r engine.Request) (<-chan engine.Event, error)
+	Embed(ctx context.Context, tokens []int32) ([]float32, error)
+	Stats() engine.Stats
+}
+
+// Server is the OpenAI-compatible HTTP API over one engine. Create it with
+// New; mount it with Register or serve Handler; call Drain before shutting
+// the engine down. Its methods are safe for concurrent use.
+type Server struct {
+	cfg     Config
+	eng     Engine
+	tok     *tokenizer.Tokenizer
+	info    ModelInfo
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	metrics *metrics
+	limits  *clientLimits
+	keys    map[[sha256.Size]byte]int // sha256(key) → index
+	created int64                     // /v1/models "created", Unix seconds
+
+	v1      http.Handler // the /v1/ routes with auth and limits
+	handler http.Handler // everything, for Handler
+
+	// Draining: mu guards inflight, draining and idle.
+	mu       sync.Mutex
+	inflight int
+	draining bool
+	idle     chan struct{} // closed when inflight reaches 0 while draining
+	stopCtx  context.Context
+	stopAll  context.CancelFunc // ends every in-flight generation (Drain's deadline)
+}
+
+// New builds the API. tok renders chat templates and encodes prompts; info
+// names the model and its context length.
+func New(cfg Config, eng Engine, tok *tokenizer.Tokenizer, info ModelInfo) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := info.validate(); err != nil {
+		return nil, err
+	}
+	if eng == nil || tok == nil {
+		return nil, fmt.Errorf("%w: engine and tokenizer are required", ErrInvalidConfig)
+	}
+	s := &Server{cfg: cfg, eng: eng, tok: tok, info: info, log: cfg.Logger, reg: cfg.Registry,
+		limits: newClientLimits(cfg.RequestsPerSecond, cfg.Burst, cfg.MaxConcurrentPerKey)}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.reg == nil {
+		s.reg = prometheus.NewRegistry()
+		s.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	s.created = time.Now().Unix()
+	if !info.Created.IsZero() {
+		s.created = info.Created.Unix()
+	}
+	if len(cfg.APIKeys) > 0 {
+		s.keys = make(map[[sha256.Size]byte]int, len(cfg.APIKeys))
+		for i, k := range cfg.APIKeys {
+			s.keys[sha256.Sum256([]byte(k))] = i
+		}
+	} else {
+		s.log.Warn("the OpenAI API is open: no API keys configured (use --api-key or --api-keys-file)")
+	}
+	s.metrics = newMetrics(s.reg, info.ID, eng)
+	s.stopCtx, s.stopAll = context.WithCancel(context.Background())
+
+	v1 := http.NewServeMux()
+	v1.Handle("/v1/chat/completions", s.route("chat", http.MethodPost, s.generation(s.handleChat)))
+	v1.Handle("/v1/completions", s.route("completions", http.MethodPost, s.generation(s.handleCompletion)))
+	v1.Handle("/v1/embeddings", s.route("embeddings", http.MethodPost, s.generation(s.handleEmbeddings)))
+	v1.Handle("/v1/models", s.route("models", http.MethodGet, http.HandlerFunc(s.handleModels)))
+	v1.Handle("/v1/models/{id...}", s.route("models", http.MethodGet, http.HandlerFunc(s.handleModel)))
+	v1.Handle("/", s.route("unknown", "", http.HandlerFunc(notFound)))
+	s.v1 = s.common(s.authenticate(v1))
+
+	all := http.NewServeMux()
+	s.Register(all)
+	all.Handle("/", s.common(s.route("unknown", "", http.HandlerFunc(notFound))))
+	s.handler = all
+	return s, nil
+}
+
+// Handler returns the whole API (the /v1 routes, /health, /ready,
+// /metrics, and OpenAI-style 404s elsewhere) for a server of its own.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Register mounts the API on mux (a node's HTTP mux): /v1/…, /health,
+// /ready and /metrics. Other paths are left to mux.
+func (s *Server) Register(mux *http.ServeMux) {
+	mux.Handle("/v1/", s.v1)
+	mux.Handle("/health", s.common(s.route("health", http.MethodGet, http.HandlerFunc(s.handleHealth))))
+	mux.Handle("/ready", s.common(s.route("ready", http.MethodGet, http.HandlerFunc(s.handleReady))))
+	mux.Handle("/metrics", s.common(s.route("metrics", http.MethodGet,
+		promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{ErrorLog: slogPrinter{s.log}}))))
+}
+
+// Registry is the Prometheus registry /metrics serves; callers may add
+// their own collectors to it.
+func (s *Server) Registry() *prometheus.Registry { return s.reg }
+
+// Drain stops admitting generation and embedding requests (they get 503,
+// and /ready answers 503) and waits for those in flight to finish. When ctx
+// ends first it cancels them, waits for their handlers to return, and
+// returns ctx's error. Drain is idempotent; there is no undrain.
+func (s *Server) Drain(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	if s.inflight == 0 {
+		s.mu.Unlock()
+		return nil
+	}
+	if s.idle == nil {
+		s.idle = make(chan struct{})
+	}
+	idle := s.idle
+	n := s.inflight
+	s.mu.Unlock()
+	s.log.Info("draining the API", "in_flight", n)
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		s.log.Warn("drain deadline reached; cancelling in-flight requests", "error", ctx.Err())
+		s.stopAll()
+		<-idle // cancelled generations end within an engine step
+		return ctx.Err()
+	}
+}
+
+// Draining reports whether Drain has been called.
+func (s *Server) Draining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+// begin admits one request unless draining; end must follow.
+func (s *Server) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.inflight++
+	return true
+}
+
+func (s *Server) end() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inflight--
+	if s.inflight == 0 && s.idle != nil {
+		close(s.idle)
+		s.idle = nil
+	}
+}
+
+// --- middleware ---
+
+type ctxKey int
+
+const (
+	keyReqInfo ctxKey = iota
+)
+
+// reqInfo travels in a request's context: set by common, filled by later
+// layers, logged when the request ends.
+type reqInfo struct {
+	id     string
+	route  string
+	client string // "key:N" or "ip:ADDR"
+	attrs  []slog.Attr
+}
+
+func info(r *http.Request) *reqInfo {
+	if ri, ok := r.Context().Value(keyReqInfo).(*reqInfo); ok {
+		return ri
+	}
+	return &reqInfo{}
+}
+
+// recorder notes the status and bytes written; Unwrap lets
+// http.ResponseController reach the connection's Flush.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) Flush() { http.NewResponseController(r.ResponseWriter).Flush() }
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// common is the outer layer of every API route: request id (X-Request-ID in
+// and out), panic recovery, the access log line and the request counter.
+func (s *Server) common(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ri := &reqInfo{id: requestID(r.Header.Get("X-Request-ID")), route: "unknown"}
+		w.Header().Set("X-Request-ID", ri.id)
+		rec := &recorder{ResponseWriter: w}
+		r = r.WithContext(context.WithValue(r.Context(), keyReqInfo, ri))
+		defer func() {
+			if p := recover(); p != nil {
+				if p == http.ErrAbortHandler {
+					panic(p)
+				}
+				s.log.Error("panic serving request", "request_id", ri.id, "path", r.URL.Path, "panic", fmt.Sprint(p),
+					"stack", string(debug.Stack()))
+				if rec.status == 0 {
+					writeError(rec, &Error{Status: http.StatusInternalServerError, Type: typeServer,
+						Message: "internal error (request " + ri.id + ")"})
+				}
+			}
+			if rec.status == 0 {
+				rec.status = http.StatusOK
+			}
+			s.metrics.httpRequests.WithLabelValues(ri.route, strconv.Itoa(rec.status)).Inc()
+			level := slog.LevelInfo
+			switch {
+			case rec.status >= 500:
+				level = slog.LevelError
+			case ri.route == "health" || ri.route == "ready" || ri.route == "metrics":
+				level = slog.LevelDebug
+			}
+			attrs := append([]slog.Attr{
+				slog.String("request_id", ri.id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
+				slog.Int("status", rec.status), slog.Int64("bytes", rec.bytes),
+				slog.Duration("duration", time.Since(start)), slog.String("remote", r.RemoteAddr),
+			}, ri.attrs...)
+			if ri.client != "" {
+				attrs = append(attrs, slog.String("client", ri.client))
+			}
+			s.log.LogAttrs(r.Context(), level, "http request", attrs...)
+		}()
+		next.ServeHTTP(rec, r)
+	})
+}
+
+// requestID keeps a client's X-Request-ID when it is short and printable,
+// else makes one.
+func requestID(in string) string {
+	if in != "" && len(in) <= 128 && !strings.ContainsFunc(in, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+		return in
+	}
+	var b [12]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// route sets the route name for logs and metrics and answers 405 for
+// other methods (method "" allows any).
+func (s *Server) route(name, method string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		info(r).route = name
+		if method != "" && r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
+			w.Header().Set("Allow", method)
+			writeError(w, &Error{Status: http.StatusMethodNotAllowed, Type: typeInvalidRequest, Code: "method_not_allowed",
+				Message: fmt.Sprintf("%s %s is not supported; use %s", r.Method, r.URL.Path, method)})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func notFound(w http.ResponseWriter, r *http.Request) {
+	writeError(w, &Error{Status: http.StatusNotFound, Type: typeInvalidRequest, Code: "not_found",
+		Message: fmt.Sprintf("no route %s %s", r.Method, r.URL.Path)})
+}
+
+// authenticate checks the bearer key (when keys are configured), names the
+// client for limits and applies its rate limit.
+func (s *Server) authenticate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ri := info(r)
+		if s.keys != nil {
+			key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			idx, known := s.keys[sha256.Sum256([]byte(strings.TrimSpace(key)))]
+			if !ok || !known {
+				msg := "missing API key: send Authorization: Bearer KEY"
+				if ok {
+					msg = "invalid API key"
+				}
+				w.Header().Set("WWW-Authenticate", `Bearer realm="conclave"`)
+				writeError(w, &Error{Status: http.StatusUnauthorized, Type: typeAuthentication, Code: "invalid_api_key", Message: msg})
+				return
+			}
+			ri.client = "key:" + strconv.Itoa(idx)
+		} else {
+			host, _, err := net.SplitHostPort(r.RemoteAddr)
+			if err != nil {
+				host = r.RemoteAddr
+			}
+			ri.client = "ip:" + host
+		}
+		if ok, wait := s.limits.allow(ri.client); !ok {
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int((wait+time.Second-1)/time.Second))))
+			writeError(w, &Error{Status: http.StatusTooManyRequests, Type: typeRateLimit, Code: "rate_limit_exceeded",
+				Message: fmt.Sprintf("rate limit of %g requests/s exceeded; retry in %v", s.cfg.RequestsPerSecond, wait.Round(time.Millisecond))})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// generation wraps the POST routes that use the engine: drain admission,
+// the per-client concurrency cap, content type and body size. h gets the
+// body already read.
+func (s *Server) generation(h func(w http.ResponseWriter, r *http.Request, body []byte)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ri := info(r)
+		if !s.begin() {
+			writeError(w, &Error{Status: http.StatusServiceUnavailable, Type: typeUnavailable, Code: "draining",
+				Message: "the server is draining for shutdown; retry on another node"})
+			return
+		}
+		defer s.end()
+		if !s.limits.acquire(ri.client) {
+			writeError(w, &Error{Status: http.StatusTooManyRequests, Type: typeRateLimit, Code: "concurrency_limit_exceeded",
+				Message: fmt.Sprintf("at most %d concurrent requests per client", s.cfg.MaxConcurrentPerKey)})
+			return
+		}
+		defer s.limits.release(ri.client)
+		if ct := r.Header.Get("Content-Type"); ct != "" {
+			if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+				writeError(w, &Error{Status: http.StatusUnsupportedMediaType, Type: typeInvalidRequest, Code: "unsupported_media_type",
+					Message: fmt.Sprintf("Content-Type %q is not supported; send application/json", ct)})
+				return
+			}
+		}
+		if r.ContentLength > s.cfg.MaxBodyBytes {
+			writeError(w, tooLarge(s.cfg.MaxBodyBytes))
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				writeError(w, tooLarge(s.cfg.MaxBodyBytes))
+				return
+			}
+			writeError(w, badRequest("", "reading the request body: %v", err))
+			return
+		}
+		h(w, r, body)
+	})
+}
+
+func tooLarge(limit int64) *Error {
+	return &Error{Status: http.StatusRequestEntityTooLarge, Type: typeInvalidRequest, Code: "request_too_large",
+		Message: fmt.Sprintf("the request body exceeds %d bytes", limit)}
+}
+
+func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	if s.Draining() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining", "model": s.info.ID})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "model": s.info.ID})
+}
+
+type modelObject struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Created int64  `json:"created"`
+	OwnedBy string `json:"owned_by"`
+	MaxLen  int    `json:"max_model_len"`
+}
+
+func (s *Server) model() modelObject {
+	return modelObject{ID: s.info.ID, Object: "model", Created: s.created, OwnedBy: "conclave", MaxLen: s.info.Context}
+}
+
+func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": []modelObject{s.model()}})
+}
+
+func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) {
+	if id := r.PathValue("id"); id != s.info.ID {
+		writeError(w, modelNotFound(id))
+		return
+	}
+	writeJSON(w, http.StatusOK, s.model())
+}
+
+func modelNotFound(id string) *Error {
+	return &Error{Status: http.StatusNotFound, Type: typeInvalidRequest, Param: "model", Code: "model_not_found",
+		Message: fmt.Sprintf("the model %q does not exist", id)}
+}
+
+// slogPrinter adapts slog to promhttp's error logger.
+type slogPrinter struct{ log *slog.Logger }
+
+func (p slogPrinter) Println(v ...any) { p.log.Error("metrics", "error", fmt.Sprint(v...)) }
