@@ -46,7 +46,11 @@
 //     stay in the prefix cache until evicted (least recently released
 //     first), so a session's next turn reuses them.
 //
+// Routed experts run in process unless WithExperts gives the engine another
+// model.ExpertRunner: on a cluster node, the dispatcher of actors/dispatch
+// (cluster.Node.StartExperts), which sends each expert's rows to the node
+// hosting it. Tokens are the same either way.
+//
 // It imports model and its subpackages and kernels; never the network, raft
-// or memberlist. The actor that hosts it on a node comes with the
-// experts-as-actors work.
+// or memberlist.
 package engine

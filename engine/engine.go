@@ -41,6 +41,7 @@ type Engine struct {
 
 	// Owned by the scheduler goroutine.
 	runner   *model.Runner
+	experts  model.ExpertRunner // nil: the runner's in-process experts
 	kv       *kvcache.Pool
 	waiting  []*seq // admission order: preempted sequences go back to the front
 	running  []*seq // admission order
@@ -85,9 +86,13 @@ type embedResult struct {
 
 // New starts an engine for w on pool. isEOG reports the model's
 // end-of-generation tokens (nil: none). The KV cache is allocated here.
-func New(cfg Config, w *model.Weights, pool *kernels.Pool, isEOG func(int32) bool) (*Engine, error) {
+func New(cfg Config, w *model.Weights, pool *kernels.Pool, isEOG func(int32) bool, opts ...Option) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	ctxLen := w.Ctx
 	if cfg.Ctx > 0 {
@@ -117,6 +122,7 @@ func New(cfg Config, w *model.Weights, pool *kernels.Pool, isEOG func(int32) boo
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
 		runner:   model.NewRunner(w, pool, cfg.MaxBatchTokens),
+		experts:  o.experts,
 		kv:       kv,
 		scratch:  make([]float32, w.Vocab),
 		batch: model.Batch{
@@ -412,7 +418,7 @@ func (e *Engine) forward() {
 			b.Logits = append(b.Logits, p == len(s.tokens)-1)
 		}
 	}
-	logits, err := e.runner.Forward(context.Background(), b, nil)
+	logits, err := e.runner.Forward(context.Background(), b, e.experts)
 	e.counters.Steps++
 	if err != nil {
 		for _, sp := range e.spans {
@@ -560,7 +566,7 @@ func (e *Engine) embed(j *embedJob) {
 			b.Pos = append(b.Pos, int32(off+i))
 			b.Seqs = append(b.Seqs, c)
 		}
-		h, err := e.runner.ForwardHidden(context.Background(), &b, nil)
+		h, err := e.runner.ForwardHidden(context.Background(), &b, e.experts)
 		e.counters.Steps++
 		if err != nil {
 			j.out <- embedResult{err: fmt.Errorf("engine: embedding: %w", err)}

@@ -1,0 +1,306 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/conclave-ai/conclave/actors/expert"
+	"github.com/conclave-ai/conclave/kernels"
+	"github.com/conclave-ai/conclave/model"
+	"github.com/conclave-ai/conclave/router"
+)
+
+// Errors. RunExperts returns them wrapped; test with errors.Is.
+var (
+	// ErrNoReplica: an expert has no replica that answered and this node
+	// cannot compute it itself (no fallback weights).
+	ErrNoReplica = errors.New("dispatch: no replica answered")
+	// ErrRemote wraps an error an expert actor reported.
+	ErrRemote = errors.New("dispatch: expert actor error")
+	// ErrInvalidConfig is wrapped by Config.Validate's errors.
+	ErrInvalidConfig = errors.New("dispatch: invalid config")
+)
+
+// Config tunes a Dispatcher.
+type Config struct {
+	// Self is this node's ID in the cluster map: its replicas are called
+	// in process, without serialisation.
+	Self string
+	// Timeout is the deadline of one remote expert call; a call that misses
+	// it is retried on the next replica.
+	Timeout time.Duration
+	// MaxAttempts is the most replicas tried for one expert in one layer
+	// before the local fallback; 0 means every ready replica.
+	MaxAttempts int
+	// SuspectFor is how long a node whose call failed is tried after the
+	// other replicas (and, when a fallback is available, not at all).
+	SuspectFor time.Duration
+}
+
+// DefaultConfig returns a 2 s call deadline, every replica tried, and
+// failed nodes avoided for 5 s.
+func DefaultConfig() Config {
+	return Config{Timeout: 2 * time.Second, SuspectFor: 5 * time.Second}
+}
+
+// Validate reports the first field out of range.
+func (c Config) Validate() error {
+	switch {
+	case c.Timeout <= 0:
+		return fmt.Errorf("%w: Timeout %v <= 0", ErrInvalidConfig, c.Timeout)
+	case c.MaxAttempts < 0:
+		return fmt.Errorf("%w: MaxAttempts %d < 0", ErrInvalidConfig, c.MaxAttempts)
+	case c.SuspectFor < 0:
+		return fmt.Errorf("%w: SuspectFor %v < 0", ErrInvalidConfig, c.SuspectFor)
+	}
+	return nil
+}
+
+// LocalExperts finds the experts this node runs, for calls in process.
+// *expert.Host implements it.
+type LocalExperts interface {
+	Local(id router.ExpertID) (*expert.Expert, bool)
+}
+
+// Fallback computes an expert on this node from its own model file when no
+// replica answers. Weights bound from the mmapped GGUF cost nothing until an
+// expert computes.
+type Fallback struct {
+	W    *model.Weights
+	Pool *kernels.Pool
+}
+
+// Stats counts a dispatcher's work since it was made.
+type Stats struct {
+	Local     int64 // expert calls served in process
+	Remote    int64 // expert calls answered by another node
+	Retries   int64 // calls repeated on another replica after a failure or timeout
+	Timeouts  int64 // calls that missed Config.Timeout
+	Fallbacks int64 // experts computed from this node's own weights as a last resort
+	BytesSent int64 // activation payload bytes sent to other nodes
+	BytesRecv int64 // activation payload bytes received from other nodes
+	Stale     int64 // responses from a node whose map epoch differed from ours
+}
+
+// Dispatcher is the cluster's model.ExpertRunner: for each layer it sends
+// each expert's rows, in one message, to a replica the router map names,
+// and fills the groups' outputs from the answers. Results do not depend on
+// which replica computes (kernels are batch-invariant and rows
+// independent), so retries and fallback never change the output.
+//
+// RunExperts calls are serialised; the engine makes one at a time anyway.
+type Dispatcher struct {
+	cfg      Config
+	sys      *actor.ActorSystem
+	maps     func() *router.Map
+	local    LocalExperts
+	fallback *Fallback
+
+	mu       sync.Mutex // serialises RunExperts; guards the fields below
+	scratch  model.ExpertScratch
+	assigned map[string]int
+	pending  []pending
+	suspect  map[string]time.Time
+
+	local_, remote, retries, timeouts, fallbacks, sent, recv, stale atomic.Int64
+}
+
+type pending struct {
+	g     int // group index
+	tried []router.Replica
+	cands []router.Replica
+	fut   *actor.Future
+	epoch uint64
+}
+
+// New returns a dispatcher that reads the current map with maps (called once
+// per layer), reaches other nodes' expert actors through sys, runs this
+// node's own replicas through local (nil: none) and, as a last resort,
+// computes from fb (nil: no fallback).
+func New(cfg Config, sys *actor.ActorSystem, maps func() *router.Map, local LocalExperts, fb *Fallback) (*Dispatcher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Dispatcher{cfg: cfg, sys: sys, maps: maps, local: local, fallback: fb,
+		assigned: map[string]int{}, suspect: map[string]time.Time{}}, nil
+}
+
+// Stats returns the counters.
+func (d *Dispatcher) Stats() Stats {
+	return Stats{Local: d.local_.Load(), Remote: d.remote.Load(), Retries: d.retries.Load(),
+		Timeouts: d.timeouts.Load(), Fallbacks: d.fallbacks.Load(), BytesSent: d.sent.Load(),
+		BytesRecv: d.recv.Load(), Stale: d.stale.Load()}
+}
+
+var _ model.ExpertRunner = (*Dispatcher)(nil)
+
+// RunExperts implements model.ExpertRunner. Remote calls for all of the
+// layer's groups go out first, then this node's own groups compute in
+// process while they are in flight, then answers are gathered; a failed or
+// timed-out call is retried on the next candidate replica and, when none is
+// left, computed from the fallback weights. It gives up with ctx only
+// between calls (each call is bounded by Config.Timeout).
+func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.ExpertGroup) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := d.maps()
+	clear(d.assigned)
+	d.pending = d.pending[:0]
+	now := time.Now()
+	isSuspect := func(node string) bool {
+		t, ok := d.suspect[node]
+		return ok && now.Before(t)
+	}
+	var locals []int
+	for gi := range groups {
+		g := &groups[gi]
+		id := router.ExpertID{Layer: layer, Index: g.Expert}
+		cands := Candidates(m, id, d.cfg.Self, d.assigned, isSuspect)
+		if d.fallback != nil {
+			cands = dropSuspects(cands, d.cfg.Self, isSuspect)
+		}
+		if d.cfg.MaxAttempts > 0 && len(cands) > d.cfg.MaxAttempts {
+			cands = cands[:d.cfg.MaxAttempts]
+		}
+		if len(cands) > 0 && cands[0].Node == d.cfg.Self {
+			if _, ok := d.localExpert(id); ok {
+				locals = append(locals, gi)
+				continue
+			}
+			cands = cands[1:] // map says ready but the actor is not up (yet)
+		}
+		p := pending{g: gi, cands: cands, epoch: m.Epoch}
+		d.send(m, layer, g, &p)
+		d.pending = append(d.pending, p)
+	}
+	for _, gi := range locals {
+		g := &groups[gi]
+		e, _ := d.localExpert(router.ExpertID{Layer: layer, Index: g.Expert})
+		e.Forward(g.In, len(g.Rows), g.Out)
+		d.local_.Add(1)
+	}
+	for i := range d.pending {
+		p := &d.pending[i]
+		for {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			if p.fut == nil { // no replica left
+				if err := d.computeFallback(layer, &groups[p.g]); err != nil {
+					return err
+				}
+				break
+			}
+			err := d.receive(p, &groups[p.g])
+			if err == nil {
+				break
+			}
+			node := p.tried[len(p.tried)-1].Node
+			d.suspect[node] = time.Now().Add(d.cfg.SuspectFor)
+			if len(p.cands) > 0 {
+				d.retries.Add(1)
+			}
+			d.send(m, layer, &groups[p.g], p)
+		}
+	}
+	return nil
+}
+
+func dropSuspects(cands []router.Replica, self string, suspect func(string) bool) []router.Replica {
+	out := cands[:0:0]
+	for _, r := range cands {
+		if r.Node == self || !suspect(r.Node) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (d *Dispatcher) localExpert(id router.ExpertID) (*expert.Expert, bool) {
+	if d.local == nil {
+		return nil, false
+	}
+	return d.local.Local(id)
+}
+
+// send issues the call to p's next candidate, or leaves p.fut nil when none
+// is left. A candidate on this node whose actor is down is skipped.
+func (d *Dispatcher) send(m *router.Map, layer int, g *model.ExpertGroup, p *pending) {
+	p.fut = nil
+	for len(p.cands) > 0 {
+		r := p.cands[0]
+		p.cands = p.cands[1:]
+		p.tried = append(p.tried, r)
+		n, ok := m.Nodes[r.Node]
+		if !ok || n.ActorAddr == "" {
+			continue
+		}
+		d.assigned[r.Node]++
+		rows := len(g.Rows)
+		dim := len(g.In) / max(rows, 1)
+		req := &expert.ComputeRequest{
+			Epoch: p.epoch, Layer: int32(layer), Expert: int32(g.Expert), Rows: int32(rows), Dim: int32(dim),
+			// A fresh buffer per call: the remote writes it asynchronously.
+			Activations: expert.AppendFloats(make([]byte, 0, 4*len(g.In)), g.In),
+		}
+		addr := n.ActorAddr
+		if r.Node == d.cfg.Self {
+			addr = d.sys.Address()
+		}
+		p.fut = d.sys.Root.RequestFuture(expert.PID(addr, router.ExpertID{Layer: layer, Index: g.Expert}), req, d.cfg.Timeout)
+		if r.Node != d.cfg.Self {
+			d.sent.Add(int64(len(req.Activations)))
+		}
+		return
+	}
+}
+
+// receive waits for p's answer and decodes it into g.Out.
+func (d *Dispatcher) receive(p *pending, g *model.ExpertGroup) error {
+	res, err := p.fut.Result()
+	if err != nil {
+		if errors.Is(err, actor.ErrTimeout) {
+			d.timeouts.Add(1)
+		}
+		return err
+	}
+	resp, ok := res.(*expert.ComputeResponse)
+	if !ok {
+		return fmt.Errorf("%w: unexpected answer %T", ErrRemote, res)
+	}
+	if resp.Error != "" {
+		return fmt.Errorf("%w: %s", ErrRemote, resp.Error)
+	}
+	if err := expert.DecodeFloats(g.Out, resp.Activations, int(resp.Rows), int(resp.Dim)); err != nil {
+		return err
+	}
+	if resp.Epoch != 0 && resp.Epoch != p.epoch {
+		d.stale.Add(1)
+	}
+	if p.tried[len(p.tried)-1].Node == d.cfg.Self {
+		d.local_.Add(1)
+	} else {
+		d.remote.Add(1)
+		d.recv.Add(int64(len(resp.Activations)))
+	}
+	return nil
+}
+
+// computeFallback computes g from this node's own weights.
+func (d *Dispatcher) computeFallback(layer int, g *model.ExpertGroup) error {
+	if d.fallback == nil || d.fallback.W == nil {
+		return fmt.Errorf("%w: layer %d expert %d", ErrNoReplica, layer, g.Expert)
+	}
+	w := d.fallback.W
+	if layer >= len(w.Blocks) || g.Expert >= len(w.Blocks[layer].Experts) {
+		return fmt.Errorf("%w: layer %d expert %d is not in the fallback model", ErrNoReplica, layer, g.Expert)
+	}
+	w.Blocks[layer].Experts[g.Expert].Forward(d.fallback.Pool, &d.scratch, g.In, len(g.Rows), g.Out)
+	d.fallbacks.Add(1)
+	return nil
+}

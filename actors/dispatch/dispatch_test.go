@@ -1,0 +1,201 @@
+package dispatch_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/conclave-ai/conclave/actors/dispatch"
+	"github.com/conclave-ai/conclave/actors/expert"
+	"github.com/conclave-ai/conclave/kernels"
+	"github.com/conclave-ai/conclave/model"
+	"github.com/conclave-ai/conclave/router"
+)
+
+func needRemotes(t *testing.T) {
+	t.Helper()
+	if raceEnabled {
+		t.Skip("protoactor remotes race on grpc's global logger (upstream); multi-node tests run without -race")
+	}
+}
+
+func sameTokens(t *testing.T, got, want [][]int32) {
+	t.Helper()
+	for i := range want {
+		if !slices.Equal(got[i], want[i]) {
+			t.Errorf("prompt %d: tokens %v, want %v", i, got[i], want[i])
+		}
+	}
+}
+
+// TestParity: greedy tokens for the same prompts, decoded together by the
+// engine, are identical on 1, 2 and 3 nodes and to a plain runner with
+// in-process experts.
+func TestParity(t *testing.T) {
+	w := loadModel(t, "tiny")
+	want := reference(t, w)
+	for _, n := range []int{1, 2, 3} {
+		t.Run(fmt.Sprintf("nodes=%d", n), func(t *testing.T) {
+			if n > 1 {
+				needRemotes(t)
+			}
+			tn := newNet(t, w, n, netOptions{noFallback: true})
+			d := tn.nodes[0].disp
+			sameTokens(t, engineTokens(t, w, d), want)
+			if got := generate(t, w, tn.pool, prompts[1], d); !slices.Equal(got, want[1]) {
+				t.Errorf("runner: tokens %v, want %v", got, want[1])
+			}
+			st := d.Stats()
+			t.Logf("%d nodes: %+v", n, st)
+			if st.Fallbacks != 0 || st.Retries != 0 {
+				t.Errorf("stats %+v: want no fallback or retry", st)
+			}
+			if n == 1 && st.Remote != 0 {
+				t.Errorf("one node made %d remote calls", st.Remote)
+			}
+			if n > 1 && (st.Remote == 0 || st.Local == 0) {
+				t.Errorf("stats %+v: want both local and remote calls", st)
+			}
+		})
+	}
+}
+
+// TestFailover: when a replica's actor is gone, its node is dead, or it
+// answers too late, the call is retried on the other replica and the tokens
+// do not change; with no replica left, this node computes the expert.
+func TestFailover(t *testing.T) {
+	needRemotes(t)
+	w := loadModel(t, "tiny")
+	want := reference(t, w)
+	dc := dispatch.DefaultConfig()
+	dc.Timeout = 300 * time.Millisecond
+	cases := []struct {
+		name     string
+		rep      int
+		fallback bool
+		skip     map[string]bool
+		break_   func(t *testing.T, tn *testNet)
+		check    func(t *testing.T, st dispatch.Stats)
+	}{
+		{"actors-stopped", 2, false, nil,
+			func(t *testing.T, tn *testNet) { tn.nodes[1].host.Close() },
+			func(t *testing.T, st dispatch.Stats) {
+				if st.Retries == 0 {
+					t.Error("no retry")
+				}
+			}},
+		{"node-killed", 2, false, nil,
+			func(t *testing.T, tn *testNet) { tn.nodes[1].kill() },
+			func(t *testing.T, st dispatch.Stats) {
+				if st.Retries == 0 {
+					t.Error("no retry")
+				}
+			}},
+		{"slow-replica", 2, false, map[string]bool{"n1": true},
+			func(t *testing.T, tn *testNet) {
+				n1 := tn.nodes[1]
+				for _, id := range tn.fsm.Map().ExpertsOn(n1.id) {
+					props := actor.PropsFromFunc(func(c actor.Context) {
+						if _, ok := c.Message().(*expert.ComputeRequest); ok {
+							time.Sleep(3 * dc.Timeout)
+							c.Respond(&expert.ComputeResponse{Error: "too late"})
+						}
+					})
+					if _, err := n1.sys.Root.SpawnNamed(props, expert.Name(id)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				tn.markReady(n1.id)
+			},
+			func(t *testing.T, st dispatch.Stats) {
+				if st.Timeouts == 0 || st.Retries == 0 {
+					t.Error("no timeout and retry")
+				}
+			}},
+		{"last-resort-local", 1, true, nil,
+			func(t *testing.T, tn *testNet) { tn.nodes[1].kill(); tn.nodes[2].kill() },
+			func(t *testing.T, st dispatch.Stats) {
+				if st.Fallbacks == 0 {
+					t.Error("no fallback")
+				}
+			}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			tn := newNet(t, w, 3, netOptions{replication: c.rep, dc: dc, noFallback: !c.fallback, skipHost: c.skip})
+			c.break_(t, tn)
+			d := tn.nodes[0].disp
+			sameTokens(t, engineTokens(t, w, d), want)
+			st := d.Stats()
+			t.Logf("%+v", st)
+			c.check(t, st)
+		})
+	}
+}
+
+// TestNoReplica: an expert nobody hosts, without fallback weights, fails the
+// layer with ErrNoReplica.
+func TestNoReplica(t *testing.T) {
+	w := loadModel(t, "tiny")
+	sys := newSystem()
+	defer sys.Shutdown()
+	d, err := dispatch.New(dispatch.DefaultConfig(), sys, router.NewMap, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := make([]float32, w.Dim)
+	err = d.RunExperts(context.Background(), 0, []model.ExpertGroup{{Expert: 1, Rows: []int32{0}, In: in, Out: make([]float32, w.Dim)}})
+	if !errors.Is(err, dispatch.ErrNoReplica) {
+		t.Fatalf("err %v, want ErrNoReplica", err)
+	}
+}
+
+// TestLocalActorByMessage: an expert actor called by message on its own
+// actor system gives the bits Expert.Forward gives.
+func TestLocalActorByMessage(t *testing.T) {
+	w := loadModel(t, "tiny")
+	sys := newSystem()
+	defer sys.Shutdown()
+	pool := kernels.NewPool(2)
+	defer pool.Close()
+	h := expert.NewHost(sys, w, pool, nil)
+	defer h.Close()
+	id := router.ExpertID{Layer: 1, Index: 2}
+	if err := h.Start(id); err != nil {
+		t.Fatal(err)
+	}
+	rows := 5
+	in := make([]float32, rows*w.Dim)
+	for i := range in {
+		in[i] = float32(i%13)/7 - 0.8
+	}
+	want := make([]float32, rows*w.Dim)
+	var s model.ExpertScratch
+	w.FeedForward(1, 2).Forward(pool, &s, in, rows, want)
+	res, err := sys.Root.RequestFuture(expert.PID(sys.Address(), id), &expert.ComputeRequest{
+		Layer: 1, Expert: 2, Rows: int32(rows), Dim: int32(w.Dim), Activations: expert.AppendFloats(nil, in)}, 5*time.Second).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := res.(*expert.ComputeResponse)
+	if resp.Error != "" {
+		t.Fatal(resp.Error)
+	}
+	got := make([]float32, rows*w.Dim)
+	if err := expert.DecodeFloats(got, resp.Activations, int(resp.Rows), int(resp.Dim)); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got, want) {
+		t.Fatal("actor output differs from Expert.Forward")
+	}
+	// A request for another expert is refused, not computed.
+	res, err = sys.Root.RequestFuture(expert.PID(sys.Address(), id), &expert.ComputeRequest{
+		Layer: 0, Expert: 2, Rows: 1, Dim: int32(w.Dim), Activations: expert.AppendFloats(nil, in[:w.Dim])}, 5*time.Second).Result()
+	if err != nil || res.(*expert.ComputeResponse).Error == "" {
+		t.Fatalf("wrong expert: err %v, response %v", err, res)
+	}
+}

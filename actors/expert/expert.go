@@ -1,0 +1,134 @@
+package expert
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/conclave-ai/conclave/kernels"
+	"github.com/conclave-ai/conclave/model"
+	"github.com/conclave-ai/conclave/router"
+)
+
+// ErrNotHosted is wrapped by errors about an expert the model or this host
+// does not have.
+var ErrNotHosted = errors.New("expert: expert not hosted")
+
+// Expert is one expert of one layer bound to its weights (matrices that
+// point into the mmapped GGUF: binding copies nothing, and pages are read
+// only when the expert computes). Forward may be called from any goroutine;
+// calls are serialised because the expert owns one scratch.
+type Expert struct {
+	id   router.ExpertID
+	w    *model.Expert
+	dim  int
+	pool *kernels.Pool
+
+	mu      sync.Mutex // held while computing; guards scratch
+	scratch model.ExpertScratch
+
+	calls, rows, busyNS atomic.Int64
+}
+
+// Load is an expert's work so far.
+type Load struct {
+	Calls int64         // Forward calls (local or by message)
+	Rows  int64         // rows computed
+	Busy  time.Duration // time spent computing
+}
+
+// New binds expert id of w. pool runs its matrix products (it may be shared
+// with other experts; kernels.Pool serialises concurrent users).
+func New(w *model.Weights, id router.ExpertID, pool *kernels.Pool) (*Expert, error) {
+	if id.Layer < 0 || id.Layer >= len(w.Blocks) || id.Index < 0 || id.Index >= len(w.Blocks[id.Layer].Experts) {
+		return nil, fmt.Errorf("%w: %v in a model of %d layers × %d experts", ErrNotHosted, id, len(w.Blocks), w.Experts)
+	}
+	return &Expert{id: id, w: &w.Blocks[id.Layer].Experts[id.Index], dim: w.Dim, pool: pool}, nil
+}
+
+// ID is the expert's (layer, index).
+func (e *Expert) ID() router.ExpertID { return e.id }
+
+// Dim is the number of floats in one input or output row.
+func (e *Expert) Dim() int { return e.dim }
+
+// Bytes is the size of the expert's weights.
+func (e *Expert) Bytes() int64 { return e.w.Bytes() }
+
+// Forward computes rows rows of in (rows × Dim) into out (rows × Dim). Each
+// output row depends only on its input row, so the result is the same
+// whichever node computes it and whatever else is in the batch. It blocks
+// while another call computes.
+func (e *Expert) Forward(in []float32, rows int, out []float32) {
+	e.mu.Lock()
+	start := time.Now()
+	e.w.Forward(e.pool, &e.scratch, in[:rows*e.dim], rows, out[:rows*e.dim])
+	e.busyNS.Add(int64(time.Since(start)))
+	e.mu.Unlock()
+	e.calls.Add(1)
+	e.rows.Add(int64(rows))
+}
+
+// Load returns the expert's counters.
+func (e *Expert) Load() Load {
+	return Load{Calls: e.calls.Load(), Rows: e.rows.Load(), Busy: time.Duration(e.busyNS.Load())}
+}
+
+// Name is the actor name of expert id on every node, so a caller can build
+// its PID from the hosting node's actor address alone.
+func Name(id router.ExpertID) string { return fmt.Sprintf("expert-l%d-e%d", id.Layer, id.Index) }
+
+// PID is expert id's actor on the node whose actor (remote) address is addr.
+func PID(addr string, id router.ExpertID) *actor.PID { return actor.NewPID(addr, Name(id)) }
+
+// expertActor serves ComputeRequests for one Expert. Its mailbox is the
+// expert's queue: one request computes at a time, in arrival order.
+type expertActor struct {
+	e     *Expert
+	epoch func() uint64
+	in    []float32 // decoded request rows, reused
+	out   []float32 // outputs, reused (the response gets a fresh byte copy)
+}
+
+func (a *expertActor) Receive(c actor.Context) {
+	req, ok := c.Message().(*ComputeRequest)
+	if !ok {
+		return
+	}
+	c.Respond(a.compute(req))
+}
+
+func (a *expertActor) compute(req *ComputeRequest) *ComputeResponse {
+	resp := &ComputeResponse{Rows: req.Rows, Dim: req.Dim}
+	if a.epoch != nil {
+		resp.Epoch = a.epoch()
+	}
+	id := router.ExpertID{Layer: int(req.Layer), Index: int(req.Expert)}
+	if id != a.e.id {
+		resp.Error = fmt.Sprintf("%v: actor hosts %v, asked for %v", ErrNotHosted, a.e.id, id)
+		return resp
+	}
+	rows, dim := int(req.Rows), int(req.Dim)
+	if dim != a.e.dim {
+		resp.Error = fmt.Sprintf("%v: dim %d, expert has %d", ErrBadPayload, dim, a.e.dim)
+		return resp
+	}
+	if err := CheckShape(len(req.Activations), rows, dim); err != nil {
+		resp.Error = err.Error()
+		return resp
+	}
+	a.in = growFloats(a.in, rows*dim)
+	a.out = growFloats(a.out, rows*dim)
+	if err := DecodeFloats(a.in, req.Activations, rows, dim); err != nil {
+		resp.Error = err.Error()
+		return resp
+	}
+	start := time.Now()
+	a.e.Forward(a.in, rows, a.out)
+	resp.BusyNs = int64(time.Since(start))
+	resp.Activations = AppendFloats(make([]byte, 0, 4*rows*dim), a.out)
+	return resp
+}
