@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/conclave-ai/conclave/actors/dispatch"
 	"github.com/conclave-ai/conclave/api"
 	"github.com/conclave-ai/conclave/cluster"
 	"github.com/conclave-ai/conclave/engine"
@@ -201,7 +202,8 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	var sv *serving
 	if cfg.ModelPath != "" {
-		if sv, err = startServing(cfg.ModelPath, &f, stderr); err != nil {
+		// Flags and the model file are checked before the node joins.
+		if sv, err = prepareServing(cfg.ModelPath, &f, stderr); err != nil {
 			return err
 		}
 		defer sv.close()
@@ -211,6 +213,12 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if sv != nil {
+		// Experts run in actors placed through the map; the engine
+		// dispatches each layer's groups to them (locally when hosted here).
+		if err := sv.start(n); err != nil {
+			n.Kill()
+			return err
+		}
 		sv.api.Register(n.Mux())
 	}
 	fmt.Fprintf(stdout, "conclave %s %s: http %s gossip %s raft %s actor %s data %s\n",
@@ -269,23 +277,50 @@ func ensureDemo(stdout io.Writer) (string, error) {
 
 // serving is a loaded model with its engine and API.
 type serving struct {
-	model *loaded
-	pool  *kernels.Pool
-	eng   *engine.Engine
-	api   *api.Server
-	info  api.ModelInfo
-	once  sync.Once
+	model   *loaded
+	path    string
+	pool    *kernels.Pool
+	experts *cluster.Experts
+	eng     *engine.Engine
+	api     *api.Server
+	info    api.ModelInfo
+	acfg    api.Config
+	ecfg    engine.Config
+	once    sync.Once
 }
 
 func (s *serving) close() {
 	s.once.Do(func() {
-		s.eng.Close()
+		if s.eng != nil {
+			s.eng.Close()
+		}
+		if s.experts != nil {
+			s.experts.Close()
+		}
 		s.pool.Close()
 		s.model.Close()
 	})
 }
 
-func startServing(path string, f *nodeFlags, stderr io.Writer) (_ *serving, err error) {
+// start hosts this node's experts, then starts the engine and the API on
+// top of the expert dispatcher.
+func (s *serving) start(n *cluster.Node) (err error) {
+	if s.experts, err = n.StartExperts(s.model.w, s.pool, dispatch.DefaultConfig()); err != nil {
+		return err
+	}
+	if s.eng, err = engine.New(s.ecfg, s.model.w, s.pool, s.model.tok.IsEOG, engine.WithExperts(s.experts.Runner())); err != nil {
+		return err
+	}
+	s.info = api.ModelInfo{ID: modelID(s.model, s.path), Context: s.eng.Ctx(), Dim: s.model.w.Dim}
+	if st, err := os.Stat(s.path); err == nil {
+		s.info.Created = st.ModTime()
+	}
+	s.api, err = api.New(s.acfg, s.eng, s.model.tok, s.info)
+	return err
+}
+
+// prepareServing checks the serving flags and opens the model.
+func prepareServing(path string, f *nodeFlags, stderr io.Writer) (_ *serving, err error) {
 	sf := &f.serving
 	acfg := api.DefaultConfig()
 	acfg.RequestsPerSecond, acfg.Burst, acfg.MaxConcurrentPerKey = sf.rateLimit, sf.rateBurst, sf.maxConcurrent
@@ -306,6 +341,9 @@ func startServing(path string, f *nodeFlags, stderr io.Writer) (_ *serving, err 
 	if ecfg.KVBytes, err = parseBytes(sf.kvCache); err != nil {
 		return nil, fmt.Errorf("%w: --kv-cache: %v", errUsage, err)
 	}
+	if err := ecfg.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	}
 	if sf.threads < 1 {
 		return nil, fmt.Errorf("%w: --threads must be at least 1", errUsage)
 	}
@@ -313,25 +351,7 @@ func startServing(path string, f *nodeFlags, stderr io.Writer) (_ *serving, err 
 	if err != nil {
 		return nil, err
 	}
-	s := &serving{model: m, pool: kernels.NewPool(sf.threads)}
-	defer func() {
-		if err != nil {
-			s.pool.Close()
-			m.Close()
-		}
-	}()
-	if s.eng, err = engine.New(ecfg, m.w, s.pool, m.tok.IsEOG); err != nil {
-		return nil, err
-	}
-	s.info = api.ModelInfo{ID: modelID(m, path), Context: s.eng.Ctx(), Dim: m.w.Dim}
-	if st, err := os.Stat(path); err == nil {
-		s.info.Created = st.ModTime()
-	}
-	if s.api, err = api.New(acfg, s.eng, m.tok, s.info); err != nil {
-		s.eng.Close()
-		return nil, err
-	}
-	return s, nil
+	return &serving{model: m, path: path, pool: kernels.NewPool(sf.threads), acfg: acfg, ecfg: ecfg}, nil
 }
 
 // modelID is general.name, else the file's base name without .gguf.
