@@ -28,12 +28,15 @@
 // On amd64 (unless built with the purego tag) MatMul runs Q8_0 and Q4_0
 // weights through assembly kernels generated with avo (matmul_amd64.s, from
 // internal/asmgen, a separate module; run go generate to rebuild): an AVX2 row
-// kernel (8 weight rows × 1 activation row) and, with AVX-512 VNNI, a GEMM
-// kernel (8 weight rows × a packed group of 16 activation lanes) for batches
-// of gemmMinRows or more. The level is chosen at run time with
-// golang.org/x/sys/cpu. Each lane is one output element and performs exactly
-// the Go dot's integer block sums and float32 operations in the same order,
-// so results are bit-identical across levels (see matmul_simd.go).
+// kernel (8 weight rows × 1 activation row) and, with AVX-512 VNNI, a row
+// kernel of 16 weight rows × 1 packed activation row (VPDPBUSD on offset
+// weights, the offset's activation sum subtracted exactly; decode and small
+// batches) and a GEMM kernel (8 weight rows × a packed group of 16
+// activation lanes) for batches of gemmMinRows or more. The level is chosen
+// at run time with golang.org/x/sys/cpu. Each lane is one output element and
+// performs exactly the Go dot's integer block sums and float32 operations in
+// the same order, so results are bit-identical across levels (see
+// matmul_simd.go).
 //
 // The same generator emits AVX2 float kernels used on every SIMD level:
 // DotF32, AxpyF32, F16ToF32Row, the grouped-query attention kernels

@@ -58,6 +58,10 @@ type Scratch struct {
 	// bound tile functions.
 	pk         []byte
 	gemm       bool
+	ra         []byte // packed activation rows of the VNNI row kernel
+	raRow      int    // bytes per packed row
+	rowQPFn    func(lo, hi int)
+	row16Fn    func(lo, hi int)
 	rowFn      func(lo, hi int)
 	gemmFn     func(lo, hi int)
 	packVNNIFn func(lo, hi int)
@@ -106,6 +110,8 @@ func MatMul(p *Pool, s *Scratch, m Matrix, x []float32, nrows int, out []float32
 		s.packFn = s.packQ8Groups
 		s.dotPkFn = s.dotRowsPacked
 		s.rowFn = s.rowTiles
+		s.rowQPFn = s.quantPackRows
+		s.row16Fn = s.rowTiles16
 		s.gemmFn = s.gemmTiles
 		s.packVNNIFn = s.packVNNI
 		s.floatFn = s.floatTiles

@@ -256,6 +256,620 @@ dotQ4_0x8AVX2_done:
 	VZEROUPPER
 	RET
 
+// func dotQ8_0x16VNNI(w *byte, stride int, nb int, a *byte, out *[16]float32)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16VNNI(SB), NOSPLIT, $0-40
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	LEAQ         (CX)(CX*2), SI
+	LEAQ         (AX)(CX*4), DI
+	LEAQ         (DI)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	MOVL         $0x0000aaaa, R10
+	KMOVW        R10, K1
+	VMOVDQU64    rv16perm1<>+0(SB), Z0
+	MOVL         $0x0000cccc, R10
+	KMOVW        R10, K2
+	VMOVDQU64    rv16perm2<>+0(SB), Z1
+	MOVL         $0x0000f0f0, R10
+	KMOVW        R10, K3
+	VMOVDQU64    rv16perm4<>+0(SB), Z2
+	MOVL         $0x80808080, R10
+	VPBROADCASTD R10, Z3
+	MOVL         $0x000000f0, R10
+	KMOVW        R10, K4
+	VPXORD       Z4, Z4, Z4
+
+dotQ8_0x16VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16VNNI_done
+	VBROADCASTI64X4   (BX), Z5
+	VMOVDQU64         2(AX), Y6
+	VBROADCASTI64X4.Z 2(R8), K4, Z7
+	VPTERNLOGD        $0x56, Z3, Z7, Z6
+	VPXORD            Z8, Z8, Z8
+	VPDPBUSD          Z5, Z6, Z8
+	VMOVDQU64         2(AX)(CX*1), Y9
+	VBROADCASTI64X4.Z 2(R8)(CX*1), K4, Z7
+	VPTERNLOGD        $0x56, Z3, Z7, Z9
+	VPXORD            Z10, Z10, Z10
+	VPDPBUSD          Z5, Z9, Z10
+	VMOVDQU64         2(AX)(CX*2), Y11
+	VBROADCASTI64X4.Z 2(R8)(CX*2), K4, Z7
+	VPTERNLOGD        $0x56, Z3, Z7, Z11
+	VPXORD            Z12, Z12, Z12
+	VPDPBUSD          Z5, Z11, Z12
+	VMOVDQU64         2(AX)(SI*1), Y13
+	VBROADCASTI64X4.Z 2(R8)(SI*1), K4, Z7
+	VPTERNLOGD        $0x56, Z3, Z7, Z13
+	VPXORD            Z14, Z14, Z14
+	VPDPBUSD          Z5, Z13, Z14
+	VMOVDQU64         2(DI), Y15
+	VBROADCASTI64X4.Z 2(R9), K4, Z7
+	VPTERNLOGD        $0x56, Z3, Z7, Z15
+	VPXORD            Z16, Z16, Z16
+	VPDPBUSD          Z5, Z15, Z16
+	VMOVDQU64         2(DI)(CX*1), Y17
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K4, Z7
+	VPTERNLOGD        $0x56, Z3, Z7, Z17
+	VPXORD            Z18, Z18, Z18
+	VPDPBUSD          Z5, Z17, Z18
+	VMOVDQU64         2(DI)(CX*2), Y19
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K4, Z7
+	VPTERNLOGD        $0x56, Z3, Z7, Z19
+	VPXORD            Z20, Z20, Z20
+	VPDPBUSD          Z5, Z19, Z20
+	VMOVDQU64         2(DI)(SI*1), Y21
+	VBROADCASTI64X4.Z 2(R9)(SI*1), K4, Z7
+	VPTERNLOGD        $0x56, Z3, Z7, Z21
+	VPXORD            Z22, Z22, Z22
+	VPDPBUSD          Z5, Z21, Z22
+	VPBLENDMD         Z10, Z8, K1, Z23
+	VPERMT2D          Z10, Z0, Z8
+	VPADDD            Z23, Z8, Z8
+	VPBLENDMD         Z14, Z12, K1, Z24
+	VPERMT2D          Z14, Z0, Z12
+	VPADDD            Z24, Z12, Z12
+	VPBLENDMD         Z18, Z16, K1, Z25
+	VPERMT2D          Z18, Z0, Z16
+	VPADDD            Z25, Z16, Z16
+	VPBLENDMD         Z22, Z20, K1, Z26
+	VPERMT2D          Z22, Z0, Z20
+	VPADDD            Z26, Z20, Z20
+	VPBLENDMD         Z12, Z8, K2, Z27
+	VPERMT2D          Z12, Z1, Z8
+	VPADDD            Z27, Z8, Z8
+	VPBLENDMD         Z20, Z16, K2, Z28
+	VPERMT2D          Z20, Z1, Z16
+	VPADDD            Z28, Z16, Z16
+	VPBLENDMD         Z16, Z8, K3, Z29
+	VPERMT2D          Z16, Z2, Z8
+	VPADDD            Z29, Z8, Z8
+	VPSUBD.BCST       36(BX), Z8, Z8
+	VCVTDQ2PS         Z8, Z5
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R10
+	SHLQ              $0x10, R10
+	ORQ               R10, R11
+	MOVWQZX           (AX)(CX*2), R10
+	SHLQ              $0x20, R10
+	ORQ               R10, R11
+	MOVWQZX           (AX)(SI*1), R10
+	SHLQ              $0x30, R10
+	ORQ               R10, R11
+	MOVWQZX           (DI), R12
+	MOVWQZX           (DI)(CX*1), R10
+	SHLQ              $0x10, R10
+	ORQ               R10, R12
+	MOVWQZX           (DI)(CX*2), R10
+	SHLQ              $0x20, R10
+	ORQ               R10, R12
+	MOVWQZX           (DI)(SI*1), R10
+	SHLQ              $0x30, R10
+	ORQ               R10, R12
+	MOVWQZX           (R8), R13
+	MOVWQZX           (R8)(CX*1), R10
+	SHLQ              $0x10, R10
+	ORQ               R10, R13
+	MOVWQZX           (R8)(CX*2), R10
+	SHLQ              $0x20, R10
+	ORQ               R10, R13
+	MOVWQZX           (R8)(SI*1), R10
+	SHLQ              $0x30, R10
+	ORQ               R10, R13
+	MOVWQZX           (R9), R14
+	MOVWQZX           (R9)(CX*1), R10
+	SHLQ              $0x10, R10
+	ORQ               R10, R14
+	MOVWQZX           (R9)(CX*2), R10
+	SHLQ              $0x20, R10
+	ORQ               R10, R14
+	MOVWQZX           (R9)(SI*1), R10
+	SHLQ              $0x30, R10
+	ORQ               R10, R14
+	VMOVQ             R11, X30
+	VPINSRQ           $0x01, R12, X30, X30
+	VMOVQ             R13, X6
+	VPINSRQ           $0x01, R14, X6, X6
+	VINSERTI32X4      $0x01, X6, Y30, Y6
+	VCVTPH2PS         Y6, Z7
+	VMULPS.BCST       32(BX), Z7, Z7
+	VMULPS            Z7, Z5, Z5
+	VADDPS            Z5, Z4, Z4
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(SI*1)
+	PREFETCHT0        256(DI)
+	PREFETCHT0        256(DI)(CX*1)
+	PREFETCHT0        256(DI)(CX*2)
+	PREFETCHT0        256(DI)(SI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(SI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(SI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, DI
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000040, BX
+	DECQ              DX
+	JMP               dotQ8_0x16VNNI_loop
+
+dotQ8_0x16VNNI_done:
+	MOVQ    out+32(FP), AX
+	VMOVUPS Z4, (AX)
+	VZEROUPPER
+	RET
+
+DATA rv16perm1<>+0(SB)/4, $0x00000001
+DATA rv16perm1<>+4(SB)/4, $0x00000010
+DATA rv16perm1<>+8(SB)/4, $0x00000003
+DATA rv16perm1<>+12(SB)/4, $0x00000012
+DATA rv16perm1<>+16(SB)/4, $0x00000005
+DATA rv16perm1<>+20(SB)/4, $0x00000014
+DATA rv16perm1<>+24(SB)/4, $0x00000007
+DATA rv16perm1<>+28(SB)/4, $0x00000016
+DATA rv16perm1<>+32(SB)/4, $0x00000009
+DATA rv16perm1<>+36(SB)/4, $0x00000018
+DATA rv16perm1<>+40(SB)/4, $0x0000000b
+DATA rv16perm1<>+44(SB)/4, $0x0000001a
+DATA rv16perm1<>+48(SB)/4, $0x0000000d
+DATA rv16perm1<>+52(SB)/4, $0x0000001c
+DATA rv16perm1<>+56(SB)/4, $0x0000000f
+DATA rv16perm1<>+60(SB)/4, $0x0000001e
+GLOBL rv16perm1<>(SB), RODATA|NOPTR, $64
+
+DATA rv16perm2<>+0(SB)/4, $0x00000002
+DATA rv16perm2<>+4(SB)/4, $0x00000003
+DATA rv16perm2<>+8(SB)/4, $0x00000010
+DATA rv16perm2<>+12(SB)/4, $0x00000011
+DATA rv16perm2<>+16(SB)/4, $0x00000006
+DATA rv16perm2<>+20(SB)/4, $0x00000007
+DATA rv16perm2<>+24(SB)/4, $0x00000014
+DATA rv16perm2<>+28(SB)/4, $0x00000015
+DATA rv16perm2<>+32(SB)/4, $0x0000000a
+DATA rv16perm2<>+36(SB)/4, $0x0000000b
+DATA rv16perm2<>+40(SB)/4, $0x00000018
+DATA rv16perm2<>+44(SB)/4, $0x00000019
+DATA rv16perm2<>+48(SB)/4, $0x0000000e
+DATA rv16perm2<>+52(SB)/4, $0x0000000f
+DATA rv16perm2<>+56(SB)/4, $0x0000001c
+DATA rv16perm2<>+60(SB)/4, $0x0000001d
+GLOBL rv16perm2<>(SB), RODATA|NOPTR, $64
+
+DATA rv16perm4<>+0(SB)/4, $0x00000004
+DATA rv16perm4<>+4(SB)/4, $0x00000005
+DATA rv16perm4<>+8(SB)/4, $0x00000006
+DATA rv16perm4<>+12(SB)/4, $0x00000007
+DATA rv16perm4<>+16(SB)/4, $0x00000010
+DATA rv16perm4<>+20(SB)/4, $0x00000011
+DATA rv16perm4<>+24(SB)/4, $0x00000012
+DATA rv16perm4<>+28(SB)/4, $0x00000013
+DATA rv16perm4<>+32(SB)/4, $0x0000000c
+DATA rv16perm4<>+36(SB)/4, $0x0000000d
+DATA rv16perm4<>+40(SB)/4, $0x0000000e
+DATA rv16perm4<>+44(SB)/4, $0x0000000f
+DATA rv16perm4<>+48(SB)/4, $0x00000018
+DATA rv16perm4<>+52(SB)/4, $0x00000019
+DATA rv16perm4<>+56(SB)/4, $0x0000001a
+DATA rv16perm4<>+60(SB)/4, $0x0000001b
+GLOBL rv16perm4<>(SB), RODATA|NOPTR, $64
+
+// func dotQ4_0x16VNNI(w *byte, stride int, nb int, a *byte, out *[16]float32)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16VNNI(SB), NOSPLIT, $0-40
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	LEAQ         (CX)(CX*2), SI
+	LEAQ         (AX)(CX*4), DI
+	LEAQ         (DI)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	MOVL         $0x0000aaaa, R10
+	KMOVW        R10, K1
+	VMOVDQU64    rv16perm1<>+0(SB), Z0
+	MOVL         $0x0000cccc, R10
+	KMOVW        R10, K2
+	VMOVDQU64    rv16perm2<>+0(SB), Z1
+	MOVL         $0x0000f0f0, R10
+	KMOVW        R10, K3
+	VMOVDQU64    rv16perm4<>+0(SB), Z2
+	MOVL         $0x0f0f0f0f, R10
+	VPBROADCASTD R10, Z3
+	VMOVDQU64    rv16shift<>+0(SB), Z4
+	MOVL         $0x0000ff00, R10
+	KMOVW        R10, K4
+	VPXORD       Z5, Z5, Z5
+
+dotQ4_0x16VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16VNNI_done
+	VBROADCASTI64X4 (BX), Z6
+	VBROADCASTI32X4 2(AX), Z7
+	VBROADCASTI32X4 2(R8), K4, Z7
+	VPSRLVQ         Z4, Z7, Z7
+	VPANDD          Z3, Z7, Z7
+	VPXORD          Z8, Z8, Z8
+	VPDPBUSD        Z6, Z7, Z8
+	VBROADCASTI32X4 2(AX)(CX*1), Z7
+	VBROADCASTI32X4 2(R8)(CX*1), K4, Z7
+	VPSRLVQ         Z4, Z7, Z7
+	VPANDD          Z3, Z7, Z7
+	VPXORD          Z9, Z9, Z9
+	VPDPBUSD        Z6, Z7, Z9
+	VBROADCASTI32X4 2(AX)(CX*2), Z7
+	VBROADCASTI32X4 2(R8)(CX*2), K4, Z7
+	VPSRLVQ         Z4, Z7, Z7
+	VPANDD          Z3, Z7, Z7
+	VPXORD          Z10, Z10, Z10
+	VPDPBUSD        Z6, Z7, Z10
+	VBROADCASTI32X4 2(AX)(SI*1), Z7
+	VBROADCASTI32X4 2(R8)(SI*1), K4, Z7
+	VPSRLVQ         Z4, Z7, Z7
+	VPANDD          Z3, Z7, Z7
+	VPXORD          Z11, Z11, Z11
+	VPDPBUSD        Z6, Z7, Z11
+	VBROADCASTI32X4 2(DI), Z7
+	VBROADCASTI32X4 2(R9), K4, Z7
+	VPSRLVQ         Z4, Z7, Z7
+	VPANDD          Z3, Z7, Z7
+	VPXORD          Z12, Z12, Z12
+	VPDPBUSD        Z6, Z7, Z12
+	VBROADCASTI32X4 2(DI)(CX*1), Z7
+	VBROADCASTI32X4 2(R9)(CX*1), K4, Z7
+	VPSRLVQ         Z4, Z7, Z7
+	VPANDD          Z3, Z7, Z7
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z6, Z7, Z13
+	VBROADCASTI32X4 2(DI)(CX*2), Z7
+	VBROADCASTI32X4 2(R9)(CX*2), K4, Z7
+	VPSRLVQ         Z4, Z7, Z7
+	VPANDD          Z3, Z7, Z7
+	VPXORD          Z14, Z14, Z14
+	VPDPBUSD        Z6, Z7, Z14
+	VBROADCASTI32X4 2(DI)(SI*1), Z7
+	VBROADCASTI32X4 2(R9)(SI*1), K4, Z7
+	VPSRLVQ         Z4, Z7, Z7
+	VPANDD          Z3, Z7, Z7
+	VPXORD          Z15, Z15, Z15
+	VPDPBUSD        Z6, Z7, Z15
+	VPBLENDMD       Z9, Z8, K1, Z16
+	VPERMT2D        Z9, Z0, Z8
+	VPADDD          Z16, Z8, Z8
+	VPBLENDMD       Z11, Z10, K1, Z17
+	VPERMT2D        Z11, Z0, Z10
+	VPADDD          Z17, Z10, Z10
+	VPBLENDMD       Z13, Z12, K1, Z18
+	VPERMT2D        Z13, Z0, Z12
+	VPADDD          Z18, Z12, Z12
+	VPBLENDMD       Z15, Z14, K1, Z19
+	VPERMT2D        Z15, Z0, Z14
+	VPADDD          Z19, Z14, Z14
+	VPBLENDMD       Z10, Z8, K2, Z20
+	VPERMT2D        Z10, Z1, Z8
+	VPADDD          Z20, Z8, Z8
+	VPBLENDMD       Z14, Z12, K2, Z21
+	VPERMT2D        Z14, Z1, Z12
+	VPADDD          Z21, Z12, Z12
+	VPBLENDMD       Z12, Z8, K3, Z22
+	VPERMT2D        Z12, Z2, Z8
+	VPADDD          Z22, Z8, Z8
+	VPSUBD.BCST     40(BX), Z8, Z8
+	VCVTDQ2PS       Z8, Z6
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R10
+	SHLQ            $0x10, R10
+	ORQ             R10, R11
+	MOVWQZX         (AX)(CX*2), R10
+	SHLQ            $0x20, R10
+	ORQ             R10, R11
+	MOVWQZX         (AX)(SI*1), R10
+	SHLQ            $0x30, R10
+	ORQ             R10, R11
+	MOVWQZX         (DI), R12
+	MOVWQZX         (DI)(CX*1), R10
+	SHLQ            $0x10, R10
+	ORQ             R10, R12
+	MOVWQZX         (DI)(CX*2), R10
+	SHLQ            $0x20, R10
+	ORQ             R10, R12
+	MOVWQZX         (DI)(SI*1), R10
+	SHLQ            $0x30, R10
+	ORQ             R10, R12
+	MOVWQZX         (R8), R13
+	MOVWQZX         (R8)(CX*1), R10
+	SHLQ            $0x10, R10
+	ORQ             R10, R13
+	MOVWQZX         (R8)(CX*2), R10
+	SHLQ            $0x20, R10
+	ORQ             R10, R13
+	MOVWQZX         (R8)(SI*1), R10
+	SHLQ            $0x30, R10
+	ORQ             R10, R13
+	MOVWQZX         (R9), R14
+	MOVWQZX         (R9)(CX*1), R10
+	SHLQ            $0x10, R10
+	ORQ             R10, R14
+	MOVWQZX         (R9)(CX*2), R10
+	SHLQ            $0x20, R10
+	ORQ             R10, R14
+	MOVWQZX         (R9)(SI*1), R10
+	SHLQ            $0x30, R10
+	ORQ             R10, R14
+	VMOVQ           R11, X23
+	VPINSRQ         $0x01, R12, X23, X23
+	VMOVQ           R13, X7
+	VPINSRQ         $0x01, R14, X7, X7
+	VINSERTI32X4    $0x01, X7, Y23, Y7
+	VCVTPH2PS       Y7, Z7
+	VMULPS          Z7, Z6, Z6
+	VMULPS.BCST     32(BX), Z6, Z6
+	VADDPS          Z6, Z5, Z5
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(SI*1)
+	PREFETCHT0      256(DI)
+	PREFETCHT0      256(DI)(CX*1)
+	PREFETCHT0      256(DI)(CX*2)
+	PREFETCHT0      256(DI)(SI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(SI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(SI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, DI
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000040, BX
+	DECQ            DX
+	JMP             dotQ4_0x16VNNI_loop
+
+dotQ4_0x16VNNI_done:
+	MOVQ    out+32(FP), AX
+	VMOVUPS Z5, (AX)
+	VZEROUPPER
+	RET
+
+DATA rv16shift<>+0(SB)/4, $0x00000000
+DATA rv16shift<>+4(SB)/4, $0x00000000
+DATA rv16shift<>+8(SB)/4, $0x00000000
+DATA rv16shift<>+12(SB)/4, $0x00000000
+DATA rv16shift<>+16(SB)/4, $0x00000004
+DATA rv16shift<>+20(SB)/4, $0x00000000
+DATA rv16shift<>+24(SB)/4, $0x00000004
+DATA rv16shift<>+28(SB)/4, $0x00000000
+DATA rv16shift<>+32(SB)/4, $0x00000000
+DATA rv16shift<>+36(SB)/4, $0x00000000
+DATA rv16shift<>+40(SB)/4, $0x00000000
+DATA rv16shift<>+44(SB)/4, $0x00000000
+DATA rv16shift<>+48(SB)/4, $0x00000004
+DATA rv16shift<>+52(SB)/4, $0x00000000
+DATA rv16shift<>+56(SB)/4, $0x00000004
+DATA rv16shift<>+60(SB)/4, $0x00000000
+GLOBL rv16shift<>(SB), RODATA|NOPTR, $64
+
+// func dotQ4_0x16GFNI(w *byte, stride int, nb int, a *byte, out *[16]float32)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16GFNI(SB), NOSPLIT, $0-40
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	LEAQ      (CX)(CX*2), SI
+	LEAQ      (AX)(CX*4), DI
+	LEAQ      (DI)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	MOVL      $0x0000aaaa, R10
+	KMOVW     R10, K1
+	VMOVDQU64 rv16perm1<>+0(SB), Z0
+	MOVL      $0x0000cccc, R10
+	KMOVW     R10, K2
+	VMOVDQU64 rv16perm2<>+0(SB), Z1
+	MOVL      $0x0000f0f0, R10
+	KMOVW     R10, K3
+	VMOVDQU64 rv16perm4<>+0(SB), Z2
+	VMOVDQU64 rv16nib<>+0(SB), Z3
+	MOVL      $0x0000ff00, R10
+	KMOVW     R10, K4
+	VPXORD    Z4, Z4, Z4
+
+dotQ4_0x16GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16GFNI_done
+	VBROADCASTI64X4 (BX), Z5
+	VBROADCASTI32X4 2(AX), Z6
+	VBROADCASTI32X4 2(R8), K4, Z6
+	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
+	VPXORD          Z7, Z7, Z7
+	VPDPBUSD        Z5, Z6, Z7
+	VBROADCASTI32X4 2(AX)(CX*1), Z6
+	VBROADCASTI32X4 2(R8)(CX*1), K4, Z6
+	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
+	VPXORD          Z8, Z8, Z8
+	VPDPBUSD        Z5, Z6, Z8
+	VBROADCASTI32X4 2(AX)(CX*2), Z6
+	VBROADCASTI32X4 2(R8)(CX*2), K4, Z6
+	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
+	VPXORD          Z9, Z9, Z9
+	VPDPBUSD        Z5, Z6, Z9
+	VBROADCASTI32X4 2(AX)(SI*1), Z6
+	VBROADCASTI32X4 2(R8)(SI*1), K4, Z6
+	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
+	VPXORD          Z10, Z10, Z10
+	VPDPBUSD        Z5, Z6, Z10
+	VBROADCASTI32X4 2(DI), Z6
+	VBROADCASTI32X4 2(R9), K4, Z6
+	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
+	VPXORD          Z11, Z11, Z11
+	VPDPBUSD        Z5, Z6, Z11
+	VBROADCASTI32X4 2(DI)(CX*1), Z6
+	VBROADCASTI32X4 2(R9)(CX*1), K4, Z6
+	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
+	VPXORD          Z12, Z12, Z12
+	VPDPBUSD        Z5, Z6, Z12
+	VBROADCASTI32X4 2(DI)(CX*2), Z6
+	VBROADCASTI32X4 2(R9)(CX*2), K4, Z6
+	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z5, Z6, Z13
+	VBROADCASTI32X4 2(DI)(SI*1), Z6
+	VBROADCASTI32X4 2(R9)(SI*1), K4, Z6
+	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
+	VPXORD          Z14, Z14, Z14
+	VPDPBUSD        Z5, Z6, Z14
+	VPBLENDMD       Z8, Z7, K1, Z15
+	VPERMT2D        Z8, Z0, Z7
+	VPADDD          Z15, Z7, Z7
+	VPBLENDMD       Z10, Z9, K1, Z16
+	VPERMT2D        Z10, Z0, Z9
+	VPADDD          Z16, Z9, Z9
+	VPBLENDMD       Z12, Z11, K1, Z17
+	VPERMT2D        Z12, Z0, Z11
+	VPADDD          Z17, Z11, Z11
+	VPBLENDMD       Z14, Z13, K1, Z18
+	VPERMT2D        Z14, Z0, Z13
+	VPADDD          Z18, Z13, Z13
+	VPBLENDMD       Z9, Z7, K2, Z19
+	VPERMT2D        Z9, Z1, Z7
+	VPADDD          Z19, Z7, Z7
+	VPBLENDMD       Z13, Z11, K2, Z20
+	VPERMT2D        Z13, Z1, Z11
+	VPADDD          Z20, Z11, Z11
+	VPBLENDMD       Z11, Z7, K3, Z21
+	VPERMT2D        Z11, Z2, Z7
+	VPADDD          Z21, Z7, Z7
+	VPSUBD.BCST     40(BX), Z7, Z7
+	VCVTDQ2PS       Z7, Z5
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R10
+	SHLQ            $0x10, R10
+	ORQ             R10, R11
+	MOVWQZX         (AX)(CX*2), R10
+	SHLQ            $0x20, R10
+	ORQ             R10, R11
+	MOVWQZX         (AX)(SI*1), R10
+	SHLQ            $0x30, R10
+	ORQ             R10, R11
+	MOVWQZX         (DI), R12
+	MOVWQZX         (DI)(CX*1), R10
+	SHLQ            $0x10, R10
+	ORQ             R10, R12
+	MOVWQZX         (DI)(CX*2), R10
+	SHLQ            $0x20, R10
+	ORQ             R10, R12
+	MOVWQZX         (DI)(SI*1), R10
+	SHLQ            $0x30, R10
+	ORQ             R10, R12
+	MOVWQZX         (R8), R13
+	MOVWQZX         (R8)(CX*1), R10
+	SHLQ            $0x10, R10
+	ORQ             R10, R13
+	MOVWQZX         (R8)(CX*2), R10
+	SHLQ            $0x20, R10
+	ORQ             R10, R13
+	MOVWQZX         (R8)(SI*1), R10
+	SHLQ            $0x30, R10
+	ORQ             R10, R13
+	MOVWQZX         (R9), R14
+	MOVWQZX         (R9)(CX*1), R10
+	SHLQ            $0x10, R10
+	ORQ             R10, R14
+	MOVWQZX         (R9)(CX*2), R10
+	SHLQ            $0x20, R10
+	ORQ             R10, R14
+	MOVWQZX         (R9)(SI*1), R10
+	SHLQ            $0x30, R10
+	ORQ             R10, R14
+	VMOVQ           R11, X22
+	VPINSRQ         $0x01, R12, X22, X22
+	VMOVQ           R13, X6
+	VPINSRQ         $0x01, R14, X6, X6
+	VINSERTI32X4    $0x01, X6, Y22, Y6
+	VCVTPH2PS       Y6, Z6
+	VMULPS          Z6, Z5, Z5
+	VMULPS.BCST     32(BX), Z5, Z5
+	VADDPS          Z5, Z4, Z4
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(SI*1)
+	PREFETCHT0      256(DI)
+	PREFETCHT0      256(DI)(CX*1)
+	PREFETCHT0      256(DI)(CX*2)
+	PREFETCHT0      256(DI)(SI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(SI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(SI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, DI
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000040, BX
+	DECQ            DX
+	JMP             dotQ4_0x16GFNI_loop
+
+dotQ4_0x16GFNI_done:
+	MOVQ    out+32(FP), AX
+	VMOVUPS Z4, (AX)
+	VZEROUPPER
+	RET
+
+DATA rv16nib<>+0(SB)/4, $0x00000000
+DATA rv16nib<>+4(SB)/4, $0x01020408
+DATA rv16nib<>+8(SB)/4, $0x00000000
+DATA rv16nib<>+12(SB)/4, $0x01020408
+DATA rv16nib<>+16(SB)/4, $0x00000000
+DATA rv16nib<>+20(SB)/4, $0x10204080
+DATA rv16nib<>+24(SB)/4, $0x00000000
+DATA rv16nib<>+28(SB)/4, $0x10204080
+DATA rv16nib<>+32(SB)/4, $0x00000000
+DATA rv16nib<>+36(SB)/4, $0x01020408
+DATA rv16nib<>+40(SB)/4, $0x00000000
+DATA rv16nib<>+44(SB)/4, $0x01020408
+DATA rv16nib<>+48(SB)/4, $0x00000000
+DATA rv16nib<>+52(SB)/4, $0x10204080
+DATA rv16nib<>+56(SB)/4, $0x00000000
+DATA rv16nib<>+60(SB)/4, $0x10204080
+GLOBL rv16nib<>(SB), RODATA|NOPTR, $64
+
 // func gemmQ8_0x8VNNI(w *byte, stride int, nb int, pk *byte, out *[128]float32)
 // Requires: AVX, AVX2, AVX512DQ, AVX512F, AVX512_VNNI
 TEXT ·gemmQ8_0x8VNNI(SB), NOSPLIT, $0-40

@@ -14,6 +14,21 @@ func dotQ8_0x8AVX2(w *byte, stride int, nb int, a *byte, out *[8]float32)
 //go:noescape
 func dotQ4_0x8AVX2(w *byte, stride int, nb int, a *byte, out *[8]float32)
 
+// dotQ8_0x16VNNI computes out[i] = dot(weight row i, a) for 16 weight rows and a packed activation row, bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16VNNI(w *byte, stride int, nb int, a *byte, out *[16]float32)
+
+// dotQ4_0x16VNNI computes out[i] = dot(weight row i, a) for 16 weight rows and a packed activation row, bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16VNNI(w *byte, stride int, nb int, a *byte, out *[16]float32)
+
+// dotQ4_0x16GFNI computes out[i] = dot(weight row i, a) for 16 weight rows and a packed activation row, bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16GFNI(w *byte, stride int, nb int, a *byte, out *[16]float32)
+
 // gemmQ8_0x8VNNI computes out[16i+j] = dot(weight row i, packed activation row j), bit-identical to the Go dot.
 //
 //go:noescape

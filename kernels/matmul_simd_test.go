@@ -109,6 +109,112 @@ func TestMatMulSIMDExtreme(t *testing.T) {
 	}
 }
 
+// withGFNI runs f with the Q4_0 VNNI row kernel's GFNI variant on or off.
+func withGFNI(on bool, f func()) {
+	defer func(old bool) { useGFNI = old }(useGFNI)
+	useGFNI = on
+	f()
+}
+
+// gfniModes is every Q4_0 nibble-split variant this machine can run.
+func gfniModes() []bool {
+	if useGFNI {
+		return []bool{false, true}
+	}
+	return []bool{false}
+}
+
+// TestMatMulRowVNNI checks the 16-row VNNI row kernel (decode: nrows below
+// gemmMinRows) bit for bit against VecDot: weight rows around multiples of
+// 16 (partial tiles falling to the 8-row AVX2 kernel and the Go dot), rows
+// of 1 to 136 blocks, both Q4_0 variants, through pools of 1 and 2.
+func TestMatMulRowVNNI(t *testing.T) {
+	if cpuSIMD < simdAVX512VNNI {
+		t.Skip("no AVX-512 VNNI")
+	}
+	r := rand.New(rand.NewPCG(25, 26))
+	p := NewPool(2)
+	defer p.Close()
+	for _, typ := range []DType{Q8_0, Q4_0} {
+		for _, c := range []int{32, 64, 160, 1024, 2816, 4352} {
+			for _, rows := range []int{5, 16, 23, 24, 40, 61} {
+				m := testMatrix(t, r, typ, rows, c)
+				for nrows := 1; nrows < gemmMinRows; nrows++ {
+					x := randRow(r, nrows*c)
+					want := make([]float32, nrows*rows)
+					for ri := range nrows {
+						a := mustQuantize(t, Q8_0, x[ri*c:(ri+1)*c])
+						for i := range rows {
+							want[ri*rows+i] = VecDot(typ, c, m.Row(i), a)
+						}
+					}
+					for _, g := range gfniModes() {
+						for _, pool := range []*Pool{nil, p} {
+							out := make([]float32, nrows*rows)
+							var s Scratch
+							withGFNI(g, func() {
+								withSIMD(simdAVX512VNNI, func() { MatMul(pool, &s, m, x, nrows, out) })
+							})
+							what := typ.String() + "/" + itoa(c) + "/rows=" + itoa(rows) + "/nrows=" + itoa(nrows)
+							if g {
+								what += "/gfni"
+							}
+							assertBits(t, what, out, want)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestRowVNNIExtreme drives the 16-row kernel directly with every weight
+// quant at its extremes (Q8_0 -128/127, Q4_0 nibbles 0/15) against
+// activation quants of -128/127 (beyond the quantizer's ±127), large and
+// tiny scales, and compares with VecDot bit for bit.
+func TestRowVNNIExtreme(t *testing.T) {
+	if cpuSIMD < simdAVX512VNNI {
+		t.Skip("no AVX-512 VNNI")
+	}
+	r := rand.New(rand.NewPCG(27, 28))
+	const rows, cols = 16, 4352
+	nb := cols / QK
+	scales := []float32{65504, 1, 0.25, 6.1e-5, -2, 0}
+	for _, typ := range []DType{Q8_0, Q4_0} {
+		bs := typ.TypeSize()
+		data := make([]byte, rows*nb*bs)
+		for b := 0; b < len(data); b += bs {
+			putF16(data[b:], scales[r.IntN(len(scales))])
+			for j := 2; j < bs; j++ {
+				if typ == Q4_0 {
+					data[b+j] = []byte{0x00, 0xff, 0x0f, 0xf0}[r.IntN(4)]
+				} else {
+					data[b+j] = []byte{0x80, 0x7f}[r.IntN(2)]
+				}
+			}
+		}
+		m := Matrix{Type: typ, Rows: rows, Cols: cols, Data: data}
+		a := make([]byte, nb*q8_0Bytes)
+		for b := 0; b < len(a); b += q8_0Bytes {
+			putF16(a[b:], scales[r.IntN(len(scales))])
+			for j := 2; j < q8_0Bytes; j++ {
+				a[b+j] = []byte{0x80, 0x7f, 0x81, 0x00}[r.IntN(4)]
+			}
+		}
+		ra := growAligned(nil, nb*raBlock)
+		packRowVNNI(a, ra)
+		want := make([]float32, rows)
+		for i := range rows {
+			want[i] = VecDot(typ, cols, m.Row(i), a)
+		}
+		for _, g := range gfniModes() {
+			var out [16]float32
+			withGFNI(g, func() { rowDotQ8_0x16(typ == Q4_0, data, m.RowBytes(), nb, ra, &out) })
+			assertBits(t, typ.String(), out[:], want)
+		}
+	}
+}
+
 // BenchmarkMatMulSIMD measures weight bytes/s of each level at the shapes of
 // a small MoE expert (1024×2816 and 2816×1024).
 func BenchmarkMatMulSIMD(b *testing.B) {
@@ -179,6 +285,44 @@ func BenchmarkMatMulDecodeDRAM(b *testing.B) {
 						i = (i + 1) % copies
 					}
 				})
+			})
+		}
+	}
+}
+
+// BenchmarkRowKernel measures the row kernels alone, single-threaded, on
+// 512 weight rows of 1024 (in L2): the AVX2 kernel (8 rows per call) and
+// the VNNI kernel (16 rows per call) where the CPU has it.
+func BenchmarkRowKernel(b *testing.B) {
+	if cpuSIMD < simdAVX2 {
+		b.Skip("no SIMD kernels")
+	}
+	r := rand.New(rand.NewPCG(5, 5))
+	const rows, cols = 512, 1024
+	for _, typ := range []DType{Q8_0, Q4_0} {
+		m := testMatrix(b, r, typ, rows, cols)
+		a := mustQuantize(b, Q8_0, randRow(r, cols))
+		ra := growAligned(nil, cols/QK*raBlock)
+		packRowVNNI(a, ra)
+		nb, st, q4 := cols/QK, m.RowBytes(), typ == Q4_0
+		b.Run(typ.String()+"/avx2", func(b *testing.B) {
+			var out [8]float32
+			b.SetBytes(int64(len(m.Data)))
+			for b.Loop() {
+				for i := 0; i < rows; i += 8 {
+					rowDotQ8_0x8(q4, m.Data[i*st:], st, nb, a, &out)
+				}
+			}
+		})
+		if cpuSIMD >= simdAVX512VNNI {
+			b.Run(typ.String()+"/avx512vnni", func(b *testing.B) {
+				var out [16]float32
+				b.SetBytes(int64(len(m.Data)))
+				for b.Loop() {
+					for i := 0; i < rows; i += 16 {
+						rowDotQ8_0x16(q4, m.Data[i*st:], st, nb, ra, &out)
+					}
+				}
 			})
 		}
 	}
