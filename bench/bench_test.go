@@ -186,16 +186,16 @@ func TestReportDerived(t *testing.T) {
 
 func TestStatusField(t *testing.T) {
 	text := "Name:\tconclave\nVmPeak:\t  123 kB\nVmHWM:\t    4096 kB\nThreads:\t5\n"
-	if n, ok := statusField(text, "VmHWM"); !ok || n != 4096*1024 {
+	if n, ok := membw.StatusField(text, "VmHWM"); !ok || n != 4096*1024 {
 		t.Errorf("VmHWM = %d, %v", n, ok)
 	}
-	if n, ok := statusField(text, "Threads"); !ok || n != 5 {
+	if n, ok := membw.StatusField(text, "Threads"); !ok || n != 5 {
 		t.Errorf("Threads = %d, %v", n, ok)
 	}
-	if _, ok := statusField(text, "VmRSS"); ok {
+	if _, ok := membw.StatusField(text, "VmRSS"); ok {
 		t.Error("found a missing key")
 	}
-	if _, ok := statusField("VmHWM: lots kB\n", "VmHWM"); ok {
+	if _, ok := membw.StatusField("VmHWM: lots kB\n", "VmHWM"); ok {
 		t.Error("parsed a non-number")
 	}
 }

@@ -221,30 +221,7 @@ func PeakRSS() (n int64, ok bool) {
 	if err != nil {
 		return 0, false
 	}
-	return statusField(string(data), "VmHWM")
-}
-
-// statusField parses "Key:   1234 kB" out of /proc/self/status text, in bytes.
-func statusField(text, key string) (int64, bool) {
-	for _, line := range strings.Split(text, "\n") {
-		k, v, found := strings.Cut(line, ":")
-		if !found || k != key {
-			continue
-		}
-		f := strings.Fields(v)
-		if len(f) == 0 {
-			return 0, false
-		}
-		n, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return 0, false
-		}
-		if len(f) > 1 && f[1] == "kB" {
-			n *= 1024
-		}
-		return n, true
-	}
-	return 0, false
+	return membw.StatusField(string(data), "VmHWM")
 }
 
 // Bytes formats a byte count with a binary unit: 686.0 MiB.

@@ -130,12 +130,12 @@ func AvailableBytes() (n int64, ok bool) {
 	if err != nil {
 		return 0, false
 	}
-	return statusField(string(data), "MemAvailable")
+	return StatusField(string(data), "MemAvailable")
 }
 
-// statusField parses "Key:   1234 kB" out of a /proc status-style text and
-// returns the value in bytes.
-func statusField(text, key string) (int64, bool) {
+// StatusField parses "Key:   1234 kB" out of a /proc status-style text
+// (/proc/meminfo, /proc/self/status) and returns the value in bytes.
+func StatusField(text, key string) (int64, bool) {
 	for _, line := range strings.Split(text, "\n") {
 		k, v, found := strings.Cut(line, ":")
 		if !found || k != key {

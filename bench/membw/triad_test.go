@@ -61,9 +61,9 @@ func TestStatusField(t *testing.T) {
 		{"HugePages_Total", 0, true},
 		{"MemFree", 0, false},
 	} {
-		got, ok := statusField(text, tc.key)
+		got, ok := StatusField(text, tc.key)
 		if got != tc.want || ok != tc.ok {
-			t.Errorf("statusField(%q) = %d, %v; want %d, %v", tc.key, got, ok, tc.want, tc.ok)
+			t.Errorf("StatusField(%q) = %d, %v; want %d, %v", tc.key, got, ok, tc.want, tc.ok)
 		}
 	}
 }
