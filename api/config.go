@@ -49,6 +49,10 @@ type Config struct {
 	// Logger receives structured request logs; nil means slog.Default().
 	Logger *slog.Logger
 
+	// Sessions routes requests that carry a session id to the session's
+	// home node (see SessionRouter); nil serves every request locally.
+	Sessions SessionRouter
+
 	// Registry is where the API registers its Prometheus metrics and what
 	// /metrics serves; nil means a fresh registry per Server (with the Go
 	// and process collectors), so several servers can live in one process.

@@ -17,7 +17,13 @@
 // generation: the request's context is the one given to the engine.
 //
 // The engine is reached through the small Engine interface (Submit, Embed,
-// Stats), which *engine.Engine implements. Nodes mount the API on their
+// Stats), which *engine.Engine implements. Session affinity goes through
+// the SessionRouter interface (session.go; cluster.SessionRouter backs it
+// with the Raft map): a generation with a session id runs on the session's
+// home node, and another node reverse-proxies it there unbuffered, marked
+// with the X-Conclave-Forwarded header so it is never forwarded twice; a
+// home that cannot be reached is replaced (Rehome) and the client sees no
+// error. Nodes mount the API on their
 // HTTP mux with Register; cmd/conclave wires flags to Config.
 //
 // It imports engine (types and errors), model/tokenizer, model/sample, the

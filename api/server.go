@@ -98,8 +98,8 @@ func New(cfg Config, eng Engine, tok *tokenizer.Tokenizer, info ModelInfo) (*Ser
 	s.stopCtx, s.stopAll = context.WithCancel(context.Background())
 
 	v1 := http.NewServeMux()
-	v1.Handle("/v1/chat/completions", s.route("chat", http.MethodPost, s.generation(s.handleChat)))
-	v1.Handle("/v1/completions", s.route("completions", http.MethodPost, s.generation(s.handleCompletion)))
+	v1.Handle("/v1/chat/completions", s.route("chat", http.MethodPost, s.generation(s.affine(s.handleChat))))
+	v1.Handle("/v1/completions", s.route("completions", http.MethodPost, s.generation(s.affine(s.handleCompletion))))
 	v1.Handle("/v1/embeddings", s.route("embeddings", http.MethodPost, s.generation(s.handleEmbeddings)))
 	v1.Handle("/v1/models", s.route("models", http.MethodGet, http.HandlerFunc(s.handleModels)))
 	v1.Handle("/v1/models/{id...}", s.route("models", http.MethodGet, http.HandlerFunc(s.handleModel)))
@@ -359,6 +359,7 @@ func (s *Server) generation(h func(w http.ResponseWriter, r *http.Request, body 
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ri := info(r)
 		if !s.begin() {
+			w.Header().Set(headerDraining, "1")
 			writeError(w, &Error{Status: http.StatusServiceUnavailable, Type: typeUnavailable, Code: "draining",
 				Message: "the server is draining for shutdown; retry on another node"})
 			return

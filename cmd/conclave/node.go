@@ -315,9 +315,16 @@ func (s *serving) start(n *cluster.Node) (err error) {
 	if st, err := os.Stat(s.path); err == nil {
 		s.info.Created = st.ModTime()
 	}
+	// Requests of one session run on its home node, where its prefix
+	// cache is; other nodes forward them there.
+	if s.acfg.Sessions, err = cluster.NewSessionRouter(n, cluster.DefaultSessionConfig()); err != nil {
+		return err
+	}
 	s.api, err = api.New(s.acfg, s.eng, s.model.tok, s.info)
 	return err
 }
+
+var _ api.SessionRouter = (*cluster.SessionRouter)(nil)
 
 // prepareServing checks the serving flags and opens the model.
 func prepareServing(path string, f *nodeFlags, stderr io.Writer) (_ *serving, err error) {

@@ -1,0 +1,160 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"time"
+)
+
+// SessionRouter decides which node serves a session's requests, so that a
+// session's turns run where its KV blocks (the prefix cache) already are.
+// In a cluster it is backed by the Raft map (cluster.SessionRouter); a nil
+// Config.Sessions serves every request locally. Implementations must be
+// safe for concurrent use.
+type SessionRouter interface {
+	// Route returns where sessionID's requests run: local, or target, the
+	// base URL ("http://host:port") of the session's home node. It may
+	// assign the session a home and record its use (cluster writes); it
+	// blocks at most until ctx ends. An error means "no routing decision":
+	// the API then serves the request locally.
+	Route(ctx context.Context, sessionID string) (local bool, target string, err error)
+
+	// Rehome is called when failed, a target Route returned, could not be
+	// reached (or was draining) before it sent any response: it gives the
+	// session a home other than failed's node and returns the new route,
+	// as Route does.
+	Rehome(ctx context.Context, sessionID, failed string) (local bool, target string, err error)
+}
+
+// HeaderForwarded marks a request one node forwarded to a session's home:
+// the receiver serves it locally and never forwards it again (so a map
+// that changes while the request is in flight cannot make a loop).
+const HeaderForwarded = "X-Conclave-Forwarded"
+
+// headerDraining marks the 503 a draining server answers, so a forwarding
+// node re-homes the session instead of passing the 503 on.
+const headerDraining = "X-Conclave-Draining"
+
+// maxRehomes bounds the homes tried for one request before it is served
+// locally.
+const maxRehomes = 2
+
+// errHomeDraining is how a forward that reached a draining home fails.
+var errHomeDraining = errors.New("api: the session's home is draining")
+
+// forwardTransport carries forwarded requests between nodes. A dead home
+// should fail fast (the request then runs on a new home); a live one may
+// take as long as a generation takes before its headers arrive.
+var forwardTransport http.RoundTripper = &http.Transport{
+	Proxy:               nil, // nodes talk to each other directly
+	DialContext:         (&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+	MaxIdleConnsPerHost: 64,
+	IdleConnTimeout:     90 * time.Second,
+}
+
+// sessionOf returns the request's session id: the body's session_id, else
+// the X-Session-ID header. A body that does not parse has none (the
+// handler reports the error).
+func sessionOf(r *http.Request, body []byte) string {
+	var p struct {
+		SessionID string `json:"session_id"`
+	}
+	if json.Unmarshal(body, &p) == nil && p.SessionID != "" {
+		return p.SessionID
+	}
+	return r.Header.Get("X-Session-ID")
+}
+
+// affine routes a generation request with a session id to the session's
+// home: it runs h here when this node is the home (or the request was
+// already forwarded, or routing fails), else proxies the request to the
+// home, re-homing the session when the home cannot be reached.
+func (s *Server) affine(h func(w http.ResponseWriter, r *http.Request, body []byte)) func(w http.ResponseWriter, r *http.Request, body []byte) {
+	return func(w http.ResponseWriter, r *http.Request, body []byte) {
+		sr := s.cfg.Sessions
+		if sr == nil || r.Header.Get(HeaderForwarded) != "" {
+			h(w, r, body)
+			return
+		}
+		id := sessionOf(r, body)
+		if id == "" || len(id) > maxSessionID {
+			h(w, r, body)
+			return
+		}
+		ri := info(r)
+		local, target, err := sr.Route(r.Context(), id)
+		for attempt := 0; ; attempt++ {
+			if err != nil {
+				s.log.Warn("session routing failed; serving locally", "request_id", ri.id, "session_id", id, "error", err)
+				break
+			}
+			if local {
+				break
+			}
+			ferr := s.forward(w, r, body, target)
+			if ferr == nil {
+				ri.attrs = append(ri.attrs, slog.String("forwarded_to", target))
+				return
+			}
+			if r.Context().Err() != nil {
+				return // the client went away; nothing to answer
+			}
+			s.log.Warn("session home unreachable; re-homing", "request_id", ri.id, "session_id", id, "home", target, "error", ferr)
+			if attempt == maxRehomes {
+				break
+			}
+			local, target, err = sr.Rehome(r.Context(), id, target)
+		}
+		h(w, r, body)
+	}
+}
+
+// forward proxies r (whose body was read into body) to target, streaming
+// the answer through unbuffered. It returns an error, having written
+// nothing, when target failed before sending a response or answered that
+// it is draining; nil once a response has been relayed.
+func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, target string) error {
+	u, err := url.Parse(target)
+	if err != nil {
+		return err
+	}
+	ri := info(r)
+	var failed error
+	p := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.SetXForwarded()
+			pr.Out.Header.Set(HeaderForwarded, "1")
+			pr.Out.Header.Set("X-Request-ID", ri.id)
+			pr.Out.Body = io.NopCloser(bytes.NewReader(body))
+			pr.Out.ContentLength = int64(len(body))
+			pr.Out.TransferEncoding = nil
+			pr.Out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+			// A generation changes nothing on the home, so the transport may
+			// resend it on a fresh connection when a pooled one turns out
+			// closed (a nil value marks it idempotent without sending it).
+			pr.Out.Header["X-Idempotency-Key"] = nil
+		},
+		Transport:     forwardTransport,
+		FlushInterval: -1, // SSE: every chunk as it arrives
+		ModifyResponse: func(resp *http.Response) error {
+			if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(headerDraining) != "" {
+				return errHomeDraining
+			}
+			resp.Header.Del("X-Request-ID") // common already set it (the same id)
+			return nil
+		},
+		ErrorHandler: func(_ http.ResponseWriter, _ *http.Request, err error) { failed = err },
+		ErrorLog:     slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	p.ServeHTTP(w, r)
+	return failed
+}

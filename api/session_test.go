@@ -1,0 +1,252 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/conclave-ai/conclave/engine"
+)
+
+// fakeSessions is an in-memory SessionRouter: homes maps a session to a
+// target ("" is local); Rehome moves it to rehomeTo.
+type fakeSessions struct {
+	mu       sync.Mutex
+	homes    map[string]string
+	rehomeTo string
+	routes   int
+	failed   []string // targets passed to Rehome
+}
+
+func (f *fakeSessions) Route(_ context.Context, id string) (bool, string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.routes++
+	t := f.homes[id]
+	return t == "", t, nil
+}
+
+func (f *fakeSessions) Rehome(_ context.Context, id, failed string) (bool, string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.failed = append(f.failed, failed)
+	f.homes[id] = f.rehomeTo
+	return f.rehomeTo == "", f.rehomeTo, nil
+}
+
+func (f *fakeSessions) stats() (int, []string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.routes, append([]string(nil), f.failed...)
+}
+
+// countingEngine records the session of every request that reached it.
+type countingEngine struct {
+	Engine
+	mu       sync.Mutex
+	sessions []string
+}
+
+func (c *countingEngine) Submit(ctx context.Context, r engine.Request) (<-chan engine.Event, error) {
+	c.mu.Lock()
+	c.sessions = append(c.sessions, r.SessionID)
+	c.mu.Unlock()
+	return c.Engine.Submit(ctx, r)
+}
+
+func (c *countingEngine) served() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.sessions...)
+}
+
+// sessionNode is one API server with its own engine and session router.
+type sessionNode struct {
+	*fixture
+	eng  *countingEngine
+	sess *fakeSessions
+}
+
+func newSessionNode(t *testing.T, cfg Config, inner Engine) *sessionNode {
+	t.Helper()
+	if inner == nil {
+		inner = newEngine(t)
+	}
+	n := &sessionNode{eng: &countingEngine{Engine: inner}, sess: &fakeSessions{homes: map[string]string{}}}
+	cfg.Sessions = n.sess
+	n.fixture = newFixture(t, cfg, n.eng)
+	return n
+}
+
+func completionBody(id, session string, stream bool) string {
+	b, _ := json.Marshal(map[string]any{"model": id, "prompt": "hello there", "max_tokens": 4,
+		"temperature": 0, "session_id": session, "stream": stream})
+	return string(b)
+}
+
+func TestSessionForwarding(t *testing.T) {
+	a := newSessionNode(t, DefaultConfig(), nil)
+	b := newSessionNode(t, DefaultConfig(), nil)
+	a.sess.homes["s1"] = b.http.URL
+	// b's own map says a: the forwarded header must stop a second hop.
+	b.sess.homes["s1"] = a.http.URL
+
+	t.Run("body session forwarded to its home", func(t *testing.T) {
+		resp, body := a.do(t, "POST", "/v1/completions", completionBody(a.id, "s1", false))
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		if got := b.eng.served(); len(got) != 1 || got[0] != "s1" {
+			t.Errorf("home served %q, want [s1]", got)
+		}
+		if got := a.eng.served(); len(got) != 0 {
+			t.Errorf("forwarding node served %q", got)
+		}
+		if routes, _ := b.sess.stats(); routes != 0 {
+			t.Errorf("home routed a forwarded request %d times", routes)
+		}
+		if ids := resp.Header.Values("X-Request-ID"); len(ids) != 1 {
+			t.Errorf("X-Request-ID %q, want one", ids)
+		}
+	})
+	t.Run("header session forwarded", func(t *testing.T) {
+		body := `{"model":"` + a.id + `","prompt":"hi","max_tokens":2}`
+		resp, out := a.do(t, "POST", "/v1/completions", body, "X-Session-ID", "s1")
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, out)
+		}
+		if got := b.eng.served(); len(got) != 2 {
+			t.Errorf("home served %q, want 2 requests", got)
+		}
+	})
+	t.Run("no session stays local without routing", func(t *testing.T) {
+		before, _ := a.sess.stats()
+		body := `{"model":"` + a.id + `","prompt":"hi","max_tokens":2}`
+		if resp, out := a.do(t, "POST", "/v1/completions", body); resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, out)
+		}
+		if after, _ := a.sess.stats(); after != before {
+			t.Errorf("routed a request without a session")
+		}
+		if got := a.eng.served(); len(got) != 1 {
+			t.Errorf("local node served %q, want 1", got)
+		}
+	})
+}
+
+func TestSessionStreamPassesThrough(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.KeepAlive = 5e6 // 5 ms: comment lines flow while the home's engine is held
+	gated := newGated(newEngine(t))
+	b := newSessionNode(t, cfg, gated)
+	a := newSessionNode(t, DefaultConfig(), nil)
+	a.sess.homes["s1"] = b.http.URL
+
+	req, _ := http.NewRequest("POST", a.http.URL+"/v1/completions", strings.NewReader(completionBody(a.id, "s1", true)))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.http.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		t.Fatalf("Content-Type %q", ct)
+	}
+	<-gated.started
+	rd := bufio.NewReader(resp.Body)
+	// The home's generation is held: whatever arrives now was relayed
+	// before the response ended, i.e. not buffered by the forwarding node.
+	line, err := rd.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, ":") {
+		t.Fatalf("first line %q, %v; want a keep-alive comment", line, err)
+	}
+	close(gated.release)
+	var data []string
+	for {
+		line, err := rd.ReadString('\n')
+		if err != nil {
+			break
+		}
+		if d, ok := strings.CutPrefix(strings.TrimSpace(line), "data: "); ok {
+			data = append(data, d)
+		}
+	}
+	if len(data) < 2 || data[len(data)-1] != "[DONE]" {
+		t.Fatalf("stream data %q", data)
+	}
+	if got := b.eng.served(); len(got) != 1 {
+		t.Errorf("home served %q", got)
+	}
+}
+
+func TestSessionRehome(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close() // connection refused from now on
+
+	t.Run("to another node", func(t *testing.T) {
+		a := newSessionNode(t, DefaultConfig(), nil)
+		b := newSessionNode(t, DefaultConfig(), nil)
+		a.sess.homes["s1"] = deadURL
+		a.sess.rehomeTo = b.http.URL
+		resp, body := a.do(t, "POST", "/v1/completions", completionBody(a.id, "s1", true))
+		if resp.StatusCode != 200 || !strings.Contains(string(body), "[DONE]") {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		if _, failed := a.sess.stats(); len(failed) != 1 || failed[0] != deadURL {
+			t.Errorf("rehomed away from %q, want [%s]", failed, deadURL)
+		}
+		if got := b.eng.served(); len(got) != 1 {
+			t.Errorf("new home served %q", got)
+		}
+	})
+	t.Run("to this node", func(t *testing.T) {
+		a := newSessionNode(t, DefaultConfig(), nil)
+		a.sess.homes["s1"] = deadURL
+		resp, body := a.do(t, "POST", "/v1/completions", completionBody(a.id, "s1", false))
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		if got := a.eng.served(); len(got) != 1 {
+			t.Errorf("served %q locally, want 1", got)
+		}
+	})
+	t.Run("away from a draining home", func(t *testing.T) {
+		a := newSessionNode(t, DefaultConfig(), nil)
+		b := newSessionNode(t, DefaultConfig(), nil)
+		if err := b.srv.Drain(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		a.sess.homes["s1"] = b.http.URL
+		resp, body := a.do(t, "POST", "/v1/completions", completionBody(a.id, "s1", false))
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		if _, failed := a.sess.stats(); len(failed) != 1 || failed[0] != b.http.URL {
+			t.Errorf("rehomed away from %q, want [%s]", failed, b.http.URL)
+		}
+		if got := a.eng.served(); len(got) != 1 {
+			t.Errorf("served %q locally, want 1", got)
+		}
+	})
+	t.Run("every home unreachable", func(t *testing.T) {
+		a := newSessionNode(t, DefaultConfig(), nil)
+		a.sess.homes["s1"] = deadURL
+		a.sess.rehomeTo = deadURL
+		resp, body := a.do(t, "POST", "/v1/completions", completionBody(a.id, "s1", false))
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+		if _, failed := a.sess.stats(); len(failed) != maxRehomes {
+			t.Errorf("%d rehomes, want %d", len(failed), maxRehomes)
+		}
+		if got := a.eng.served(); len(got) != 1 {
+			t.Errorf("served %q locally, want 1", got)
+		}
+	})
+}

@@ -1,0 +1,185 @@
+package cluster_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/conclave-ai/conclave/actors/dispatch"
+	"github.com/conclave-ai/conclave/api"
+	"github.com/conclave-ai/conclave/cluster"
+	"github.com/conclave-ai/conclave/cluster/clustertest"
+	"github.com/conclave-ai/conclave/engine"
+	"github.com/conclave-ai/conclave/kernels"
+	"github.com/conclave-ai/conclave/model"
+	"github.com/conclave-ai/conclave/model/gguf"
+	"github.com/conclave-ai/conclave/model/synth"
+	"github.com/conclave-ai/conclave/router"
+)
+
+type tLog struct{ t testing.TB }
+
+func (w tLog) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(b), "\n"))
+	return len(b), nil
+}
+
+// TestSessionAffinity: three nodes each serve the tiny model's API with a
+// session router. A session's turns sent to different nodes all run on its
+// home (the second turn hits the prefix cache the first one filled there);
+// when the home is killed the next turn still succeeds, on a new home.
+func TestSessionAffinity(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster serving a model")
+	}
+	scfg, err := synth.Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "tiny.gguf")
+	if err := synth.Write(scfg, path); err != nil {
+		t.Fatal(err)
+	}
+	c := clustertest.New(t, 3, clustertest.Options{Config: func(i int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.ModelPath = path
+		cfg.Replication = 1
+		return cfg
+	}})
+	pool := kernels.NewPool(2)
+	defer pool.Close()
+	var modelID string
+	for i := 0; i < 3; i++ {
+		f, err := gguf.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		w, err := model.Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := model.LoadTokenizer(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		modelID, _ = f.StringOr("general.name", "tiny")
+		dc := dispatch.DefaultConfig()
+		dc.Timeout = time.Second
+		x, err := c.Node(i).StartExperts(w, pool, dc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(x.Close)
+		ecfg := engine.DefaultConfig()
+		ecfg.KVBytes = 16 << 20
+		e, err := engine.New(ecfg, w, pool, tok.IsEOG, engine.WithExperts(x.Runner()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(e.Close)
+		scfg := cluster.DefaultSessionConfig()
+		scfg.Wait = 15 * time.Second
+		sr, err := cluster.NewSessionRouter(c.Node(i), scfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		acfg := api.DefaultConfig()
+		acfg.Sessions = sr
+		acfg.Logger = slog.New(slog.NewTextHandler(tLog{t}, nil)).With("node", c.Node(i).ID())
+		s, err := api.New(acfg, e, tok, api.ModelInfo{ID: modelID, Context: e.Ctx(), Dim: w.Dim})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Register(c.Node(i).Mux())
+	}
+	c.WaitAgree(30*time.Second, func(m *router.Map) bool { return allReady(m) && len(m.ActiveNodes()) == 3 },
+		"3 active nodes, every replica ready")
+
+	const session = "chat-1"
+	prompt := strings.Repeat("the quick brown fox jumps over the lazy dog. ", 3)
+	turn := func(i int, prompt string) (cached int) {
+		t.Helper()
+		body, _ := json.Marshal(map[string]any{"model": modelID, "prompt": prompt, "max_tokens": 3,
+			"temperature": 0, "session_id": session})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, "POST", "http://"+c.Config(i).HTTPAddr+"/v1/completions", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("turn via n%d: %v", i, err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("turn via n%d: status %d: %s", i, resp.StatusCode, out)
+		}
+		var r struct {
+			Usage struct {
+				PromptTokens        int `json:"prompt_tokens"`
+				PromptTokensDetails *struct {
+					CachedTokens int `json:"cached_tokens"`
+				} `json:"prompt_tokens_details"`
+			} `json:"usage"`
+		}
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatalf("turn via n%d: %v: %s", i, err, out)
+		}
+		if d := r.Usage.PromptTokensDetails; d != nil {
+			cached = d.CachedTokens
+		}
+		t.Logf("turn via n%d: %d prompt tokens, %d cached", i, r.Usage.PromptTokens, cached)
+		return cached
+	}
+	index := func(id string) int {
+		for i := 0; i < 3; i++ {
+			if c.Config(i).ID == id {
+				return i
+			}
+		}
+		t.Fatalf("no node %q", id)
+		return -1
+	}
+
+	// Turn 1 through n0 assigns the session a home and runs there.
+	if cached := turn(0, prompt); cached != 0 {
+		t.Errorf("first turn: %d cached tokens, want 0", cached)
+	}
+	m := c.WaitAgree(10*time.Second, func(m *router.Map) bool { _, ok := m.Sessions[session]; return ok }, "the session in every map")
+	home := index(m.Sessions[session].Home)
+	// Turn 2 enters through a node that is neither turn 1's nor the home.
+	entry := 1
+	if home == 1 {
+		entry = 2
+	}
+	prompt += "and then the fox sleeps. "
+	if cached := turn(entry, prompt); cached == 0 {
+		t.Errorf("second turn via n%d (home n%d): no cached tokens: it did not run on the home", entry, home)
+	}
+
+	// Kill the home: the next turn still succeeds and the session moves.
+	c.Kill(home)
+	survivor := (home + 1) % 3
+	prompt += "the dog wakes up. "
+	turn(survivor, prompt)
+	m = c.WaitMap(survivor, 15*time.Second, func(m *router.Map) bool {
+		s, ok := m.Sessions[session]
+		return ok && s.Home != c.Config(home).ID
+	}, "the session re-homed")
+	newHome := index(m.Sessions[session].Home)
+	// Its next turn, entering through the other survivor, reuses the new
+	// home's cache.
+	other := 3 - home - survivor
+	prompt += "they play. "
+	if cached := turn(other, prompt); cached == 0 {
+		t.Errorf("turn after re-homing to n%d via n%d: no cached tokens", newHome, other)
+	}
+}
