@@ -33,6 +33,12 @@ func (n *Node) loop() {
 	defer tick.Stop()
 	expire := time.NewTicker(n.cfg.SessionExpiryInterval)
 	defer expire.Stop()
+	var rebalC <-chan time.Time // load-driven placement, slow cadence
+	if iv := n.cfg.Load.RebalanceInterval; iv > 0 {
+		t := time.NewTicker(iv)
+		defer t.Stop()
+		rebalC = t.C
+	}
 	var (
 		p        *pilot
 		placeC   <-chan time.Time
@@ -52,6 +58,12 @@ func (n *Node) loop() {
 		case <-tick.C:
 		case <-expire.C:
 			doExpire = true
+		case <-rebalC:
+			if p != nil && len(n.fsm.Map().ExpertLoads()) > 0 {
+				if _, err := n.placeWith(true, 1); err != nil {
+					n.log.Warn("load rebalancing failed", "error", err)
+				}
+			}
 		case <-placeC:
 			placeC = nil
 			if p != nil {
@@ -312,13 +324,30 @@ func placementKey(m *router.Map) uint64 {
 		}
 	}
 	slices.Sort(stale)
-	fmt.Fprintf(h, "stale %v", slices.Compact(stale))
+	fmt.Fprintf(h, "stale %v;", slices.Compact(stale))
+	// Readiness: a replica kept for a hand-off (see handOff) is dropped by
+	// the placement that runs once its successor is ready.
+	ready := 0
+	for _, rs := range m.Placement {
+		for _, r := range rs {
+			if r.Ready {
+				ready++
+			}
+		}
+	}
+	fmt.Fprintf(h, "ready %d", ready)
 	return h.Sum64()
 }
 
 // place runs router.Place on the current map and commits the result when
 // it differs. Leader only. It returns the number of replica moves.
-func (n *Node) place(rebalance bool) (int, error) {
+func (n *Node) place(rebalance bool) (int, error) { return n.placeWith(rebalance, 0) }
+
+// placeWith is place with at most maxMoves rebalancing moves (0: Place's
+// default). Place sees the map's reported load and the hot-replica rule
+// (Config.Load); without rebalance it keeps hot replicas but adds or drops
+// none. A move never leaves an expert without a Ready replica (handOff).
+func (n *Node) placeWith(rebalance bool, maxMoves int) (int, error) {
 	n.placeMu.Lock()
 	defer n.placeMu.Unlock()
 	if n.raft.State() != raft.Leader {
@@ -330,12 +359,14 @@ func (n *Node) place(rebalance bool) (int, error) {
 			return 0, nil
 		}
 	}
-	in := m.PlaceInput(nil)
-	in.Rebalance = rebalance
+	in := m.PlaceInput(placeLoad(m))
+	in.Rebalance, in.MaxMoves = rebalance, maxMoves
+	in.HotFactor, in.RebalanceRatio = n.cfg.Load.HotFactor, n.cfg.Load.RebalanceRatio
 	res, err := router.Place(in)
 	if err != nil {
 		return 0, err
 	}
+	handOff(m, res.Placement)
 	if len(res.Unplaced) > 0 {
 		n.log.Warn("placement incomplete", "unplaced_or_short", len(res.Unplaced), "active_nodes", len(m.ActiveNodes()))
 	}

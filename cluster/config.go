@@ -83,6 +83,9 @@ type Config struct {
 	ReconcileInterval time.Duration
 	// SessionExpiryInterval is how often the leader expires idle sessions.
 	SessionExpiryInterval time.Duration
+	// Load tunes live rebalancing from observed expert load (gating
+	// counts); the zero value turns it off.
+	Load LoadConfig
 	// ApplyTimeout bounds one attempt of a Raft apply or a forwarded apply;
 	// Node.Apply retries attempts until its context ends.
 	ApplyTimeout time.Duration
@@ -162,6 +165,7 @@ func DefaultConfig() Config {
 		GossipProbeTimeout:     500 * time.Millisecond,
 		GossipInterval:         100 * time.Millisecond,
 		GossipSuspicionMult:    3,
+		Load:                   DefaultLoadConfig(),
 	}
 }
 
@@ -245,6 +249,9 @@ func (c Config) Validate() error {
 	}
 	if c.RaftSnapshotThreshold == 0 {
 		return bad("raft snapshot threshold must be positive")
+	}
+	if err := c.Load.Validate(); err != nil {
+		return err
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/conclave-ai/conclave/actors/dispatch"
@@ -29,8 +30,11 @@ type Experts struct {
 	host *expert.Host
 	disp *dispatch.Dispatcher
 
+	rates atomic.Pointer[[]router.ExpertLoad] // latest local rates, for the collector
+
 	stop     chan struct{}
 	done     chan struct{}
+	wg       sync.WaitGroup // the report loop
 	stopOnce sync.Once
 }
 
@@ -48,6 +52,8 @@ func (n *Node) StartExperts(w *model.Weights, pool *kernels.Pool, dc dispatch.Co
 	}
 	x := &Experts{n: n, w: w, host: host, disp: disp, stop: make(chan struct{}), done: make(chan struct{})}
 	go x.loop()
+	x.wg.Add(1)
+	go x.reportLoop()
 	return x, nil
 }
 
@@ -58,6 +64,16 @@ func (x *Experts) Runner() model.ExpertRunner { return x.disp }
 // Dispatcher returns the dispatcher (for its Stats).
 func (x *Experts) Dispatcher() *dispatch.Dispatcher { return x.disp }
 
+// Rates returns this node's latest routed rates per expert (rows per
+// second, decayed; see LoadConfig), sorted by expert; nil before the first
+// report interval.
+func (x *Experts) Rates() []router.ExpertLoad {
+	if p := x.rates.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // Host returns the node's expert actors (for their loads).
 func (x *Experts) Host() *expert.Host { return x.host }
 
@@ -66,6 +82,7 @@ func (x *Experts) Host() *expert.Host { return x.host }
 func (x *Experts) Close() {
 	x.stopOnce.Do(func() { close(x.stop) })
 	<-x.done
+	x.wg.Wait()
 	x.host.Close()
 }
 

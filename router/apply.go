@@ -59,6 +59,8 @@ func (m *Map) Apply(c Command) (*Map, bool, error) {
 		changed = next.expireSessions(c)
 	case OpMoveSessions:
 		changed, err = next.moveSessions(c)
+	case OpReportLoad:
+		changed, err = next.reportLoad(c)
 	default: // Validate admits only known ops
 		panic(fmt.Sprintf("router: op %q passed validation but has no handler", c.Op))
 	}
@@ -119,6 +121,10 @@ func (m *Map) removeNode(c Command) (bool, error) {
 	}
 	m.Nodes = maps.Clone(m.Nodes)
 	delete(m.Nodes, c.NodeID)
+	if _, ok := m.Loads[c.NodeID]; ok {
+		m.Loads = maps.Clone(m.Loads)
+		delete(m.Loads, c.NodeID)
+	}
 	var p map[ExpertID][]Replica // cloned on the first affected expert
 	for e, rs := range m.Placement {
 		i := slices.IndexFunc(rs, func(r Replica) bool { return r.Node == c.NodeID })
@@ -296,5 +302,39 @@ func (m *Map) moveSessions(c Command) (bool, error) {
 		counts[home]++
 	}
 	m.Sessions = sessions
+	return true, nil
+}
+
+// reportLoad replaces the node's load report with c.Load, zero rates
+// dropped and entries sorted by expert. An empty report removes the node's.
+func (m *Map) reportLoad(c Command) (bool, error) {
+	if _, ok := m.Nodes[c.NodeID]; !ok {
+		return false, fmt.Errorf("%w %q", ErrUnknownNode, c.NodeID)
+	}
+	var ls []ExpertLoad
+	for _, l := range c.Load {
+		if l.RowsPerSec > 0 {
+			ls = append(ls, l)
+		}
+	}
+	slices.SortFunc(ls, func(a, b ExpertLoad) int { return compareExperts(a.Expert, b.Expert) })
+	old, had := m.Loads[c.NodeID]
+	if len(ls) == 0 {
+		if !had {
+			return false, nil
+		}
+		m.Loads = maps.Clone(m.Loads)
+		delete(m.Loads, c.NodeID)
+		return true, nil
+	}
+	nl := NodeLoad{Experts: ls, AtMS: c.NowMS}
+	if had && reflect.DeepEqual(old, nl) {
+		return false, nil
+	}
+	m.Loads = maps.Clone(m.Loads)
+	if m.Loads == nil {
+		m.Loads = map[string]NodeLoad{}
+	}
+	m.Loads[c.NodeID] = nl
 	return true, nil
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 )
 
 // CommandVersion is the command encoding this package writes and applies.
@@ -28,13 +29,18 @@ const (
 	OpDeleteSession   Op = "delete_session"    // SessionID
 	OpExpireSessions  Op = "expire_sessions"   // NowMS: remove sessions with ExpiresMS <= NowMS
 	OpMoveSessions    Op = "move_sessions"     // NodeID: rehome its sessions with ChooseHome over the other active nodes
+	OpReportLoad      Op = "report_load"       // NodeID, Load (NowMS stamps it): replace the node's load report; zero rates are dropped
 )
+
+// MaxLoadEntries bounds the entries of one OpReportLoad (Place's own bound
+// on Layers*Experts).
+const MaxLoadEntries = maxPlaceExperts
 
 var knownOps = map[Op]bool{
 	OpUpsertNode: true, OpSetNodeState: true, OpRemoveNode: true, OpSetModel: true,
 	OpSetReplication: true, OpSetPlacement: true, OpSetReplicaReady: true,
 	OpAssignSession: true, OpTouchSession: true, OpDeleteSession: true,
-	OpExpireSessions: true, OpMoveSessions: true,
+	OpExpireSessions: true, OpMoveSessions: true, OpReportLoad: true,
 }
 
 // Command is one change to the cluster map, the payload of a Raft log entry.
@@ -57,6 +63,8 @@ type Command struct {
 
 	Session   *Session `json:"session,omitempty"`
 	SessionID string   `json:"session_id,omitempty"`
+
+	Load []ExpertLoad `json:"load,omitempty"` // OpReportLoad: per-expert rates
 
 	NowMS int64 `json:"now_ms,omitempty"` // unix milliseconds, stamped by the proposer
 }
@@ -161,6 +169,26 @@ func (c Command) Validate() error {
 	case OpExpireSessions:
 		if c.NowMS <= 0 {
 			return bad("now_ms required")
+		}
+	case OpReportLoad:
+		if c.NodeID == "" {
+			return bad("node_id required")
+		}
+		if len(c.Load) > MaxLoadEntries {
+			return bad("%d load entries > %d", len(c.Load), MaxLoadEntries)
+		}
+		seen := make(map[ExpertID]bool, len(c.Load))
+		for _, l := range c.Load {
+			if l.Expert.Layer < 0 || l.Expert.Index < 0 {
+				return bad("negative expert %v", l.Expert)
+			}
+			if !(l.RowsPerSec >= 0) || math.IsInf(l.RowsPerSec, 1) {
+				return bad("rate %v of expert %v", l.RowsPerSec, l.Expert)
+			}
+			if seen[l.Expert] {
+				return bad("expert %v listed twice", l.Expert)
+			}
+			seen[l.Expert] = true
 		}
 	}
 	return nil

@@ -25,6 +25,10 @@ type Map struct {
 	Placement   map[ExpertID][]Replica `json:"-"` // serialised as a list of PlacementEntry (ExpertID can't be a JSON key)
 	Sessions    map[string]Session     `json:"sessions"`
 	Replication int                    `json:"replication"` // target replicas per expert (default 1)
+	// Loads holds each node's latest load report (OpReportLoad), keyed by
+	// node ID; nil or absent when a node has not reported. Bounded: one
+	// report per known node, at most Layers*Experts entries each.
+	Loads map[string]NodeLoad `json:"loads,omitempty"`
 }
 
 // PlacementEntry is one expert's replica list, the JSON form of Map.Placement.
@@ -59,6 +63,12 @@ func (m *Map) Clone() *Map {
 		Placement:   make(map[ExpertID][]Replica, len(m.Placement)),
 		Sessions:    maps.Clone(m.Sessions),
 		Replication: m.Replication,
+	}
+	if m.Loads != nil {
+		c.Loads = make(map[string]NodeLoad, len(m.Loads))
+		for id, l := range m.Loads {
+			c.Loads[id] = NodeLoad{Experts: slices.Clone(l.Experts), AtMS: l.AtMS}
+		}
 	}
 	if m.Model != nil {
 		mod := *m.Model
@@ -109,13 +119,14 @@ func (m *Map) PlacementList() []PlacementEntry { return PlacementEntries(m.Place
 
 // mapJSON is Map's wire form. Keep it in step with Map's fields.
 type mapJSON struct {
-	Epoch       uint64             `json:"epoch"`
-	Model       *Model             `json:"model,omitempty"`
-	Versions    []Model            `json:"versions,omitempty"`
-	Nodes       map[string]Node    `json:"nodes"`
-	Placement   []PlacementEntry   `json:"placement"`
-	Sessions    map[string]Session `json:"sessions"`
-	Replication int                `json:"replication"`
+	Epoch       uint64              `json:"epoch"`
+	Model       *Model              `json:"model,omitempty"`
+	Versions    []Model             `json:"versions,omitempty"`
+	Nodes       map[string]Node     `json:"nodes"`
+	Placement   []PlacementEntry    `json:"placement"`
+	Sessions    map[string]Session  `json:"sessions"`
+	Replication int                 `json:"replication"`
+	Loads       map[string]NodeLoad `json:"loads,omitempty"`
 }
 
 // MarshalJSON encodes the map with its placement as "placement": a list of
@@ -137,6 +148,7 @@ func (m Map) MarshalJSON() ([]byte, error) {
 		Placement:   m.PlacementList(),
 		Sessions:    sessions,
 		Replication: m.Replication,
+		Loads:       m.Loads,
 	})
 }
 
@@ -159,6 +171,7 @@ func (m *Map) UnmarshalJSON(b []byte) error {
 		Placement:   p,
 		Sessions:    w.Sessions,
 		Replication: w.Replication,
+		Loads:       w.Loads,
 	}
 	if m.Nodes == nil {
 		m.Nodes = map[string]Node{}
@@ -284,6 +297,22 @@ func (m *Map) PickReplica(e ExpertID, prefer string) (Replica, bool) {
 		}
 	}
 	return Replica{}, false
+}
+
+// ExpertLoads sums the nodes' latest load reports per expert (rows per
+// second routed to it cluster-wide). Reports of nodes no longer in the map
+// are ignored. Experts nobody reported are absent.
+func (m *Map) ExpertLoads() map[ExpertID]float64 {
+	out := map[ExpertID]float64{}
+	for id, l := range m.Loads {
+		if _, ok := m.Nodes[id]; !ok {
+			continue
+		}
+		for _, el := range l.Experts {
+			out[el.Expert] += el.RowsPerSec
+		}
+	}
+	return out
 }
 
 // ChooseHome returns the home node for a session. It is pure and

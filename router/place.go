@@ -33,6 +33,20 @@ type PlaceInput struct {
 	Rebalance      bool
 	RebalanceRatio float64 // >= 1; 0 means DefaultRebalanceRatio
 	MaxMoves       int     // >= 0; 0 means one per eligible node
+
+	// HotFactor > 0 enables hot replicas: an expert may have one replica
+	// more than the base replication (bounded by eligible nodes and
+	// capacity). Without Rebalance, experts keep a valid extra replica they
+	// already have and none is added or dropped. With Rebalance, up to
+	// HotChanges experts change their replica count per call: first a cold
+	// expert (load <= HotFactor/2 × the mean expert load) with an extra
+	// replica drops it (its last listed one), then a hot expert (load >=
+	// HotFactor × the mean, and > 0) without one gains one, coldest and
+	// hottest first. Each such change uses up one of MaxMoves (so at most
+	// MaxMoves of them when MaxMoves > 0). 0 disables
+	// (extras are trimmed like any surplus replica).
+	HotFactor  float64 // 0, or in [1, inf)
+	HotChanges int     // >= 0; 0 means 1
 }
 
 // PlaceResult is Place's answer.
@@ -100,6 +114,10 @@ func (n *placeNode) remove(k int, load float64, bytes int64) {
 //     (load of its experts plus this one, over its relative capacity) is
 //     lowest; ties go to fewer replicas per capacity, then the lower node
 //     ID. New replicas are not Ready and sit on the node's first device.
+//  0. With HotFactor: decide each expert's replica count, base or base+1,
+//     changing at most HotChanges experts' counts (see HotFactor); the
+//     rest of Place uses those counts, and a replica counts a 1/count share
+//     of its expert's load.
 //  3. Only if in.Rebalance: while the max/min node load ratio exceeds
 //     RebalanceRatio, move the replica whose move lowers the heaviest
 //     node's load the most to the lightest node, at most MaxMoves times.
@@ -153,62 +171,80 @@ func Place(in PlaceInput) (PlaceResult, error) {
 	}
 	slices.SortFunc(nodes, func(a, b *placeNode) int { return cmp.Compare(a.id, b.id) })
 	want := min(max(in.Replication, 1), len(nodes))
-	placement := make([][]Replica, total)  // dense index -> replicas
-	backing := make([]Replica, total*want) // one allocation; each expert's slice is capped at want
+	wants, hotChanges := hotTargets(in, experts, loads, byID, want, len(nodes))
+	if slices.ContainsFunc(wants, func(w int) bool { return w != want }) { // a replica carries its share of its expert's load
+		for k := range loads {
+			loads[k] = loads[k] * float64(want) / float64(wants[k])
+		}
+	}
+	placement := make([][]Replica, total) // dense index -> replicas
+	sumWant := 0
+	for _, w := range wants {
+		sumWant += w
+	}
+	backing := make([]Replica, sumWant) // one allocation; each expert's slice is capped at its want
+	off := 0
 	for k := range placement {
-		placement[k] = backing[k*want : k*want : (k+1)*want]
+		placement[k] = backing[off : off : off+wants[k]]
+		off += wants[k]
 	}
 
-	// 1. Keep what is still valid.
-	for k, e := range experts {
-		for _, r := range in.Current[e] {
-			if len(placement[k]) >= want {
-				break
-			}
-			n := byID[r.Node]
-			if n == nil || n.holds(k) || !n.fits(in.ExpertBytes) {
-				continue
-			}
-			if !n.devices[r.Device] { // the device went away: reload on the node's default one
-				r.Device, r.Ready = n.device, false
-			}
-			n.add(k, loads[k], in.ExpertBytes)
-			placement[k] = append(placement[k], r)
-		}
-	}
-
-	// 2. Add what is missing, heaviest first.
-	var missing []int
-	for k := range experts {
-		if len(placement[k]) < want {
-			missing = append(missing, k)
-		}
-	}
-	slices.SortFunc(missing, func(a, b int) int {
-		if c := cmp.Compare(loads[b], loads[a]); c != 0 {
-			return c
-		}
-		return cmp.Compare(a, b)
-	})
-	for _, k := range missing {
-		for len(placement[k]) < want {
-			var best *placeNode
-			var bestLoad, bestCount float64
-			for _, n := range nodes {
-				if n.holds(k) || !n.fits(in.ExpertBytes) {
+	// 1. Keep what is still valid: base replicas of every expert before any
+	// hot extra, so extras never take room a base replica needs.
+	limit := func(k int, pass int) int { return min(wants[k], want+pass) }
+	for pass := range 2 {
+		for k, e := range experts {
+			for _, r := range in.Current[e] {
+				if len(placement[k]) >= limit(k, pass) {
+					break
+				}
+				n := byID[r.Node]
+				if n == nil || n.holds(k) || !n.fits(in.ExpertBytes) {
 					continue
 				}
-				pl := (n.load + loads[k]) / n.weight
-				pc := float64(n.count+1) / n.weight
-				if best == nil || pl < bestLoad || (pl == bestLoad && pc < bestCount) {
-					best, bestLoad, bestCount = n, pl, pc
+				if !n.devices[r.Device] { // the device went away: reload on the node's default one
+					r.Device, r.Ready = n.device, false
 				}
+				n.add(k, loads[k], in.ExpertBytes)
+				placement[k] = append(placement[k], r)
 			}
-			if best == nil {
-				break
+		}
+	}
+
+	// 2. Add what is missing, heaviest first, base replicas before extras.
+	for pass := range 2 {
+		var missing []int
+		for k := range experts {
+			if len(placement[k]) < limit(k, pass) {
+				missing = append(missing, k)
 			}
-			best.add(k, loads[k], in.ExpertBytes)
-			placement[k] = append(placement[k], Replica{Node: best.id, Device: best.device})
+		}
+		slices.SortFunc(missing, func(a, b int) int {
+			if c := cmp.Compare(loads[b], loads[a]); c != 0 {
+				return c
+			}
+			return cmp.Compare(a, b)
+		})
+		for _, k := range missing {
+			for len(placement[k]) < limit(k, pass) {
+				var best *placeNode
+				var bestLoad, bestCount float64
+				for _, n := range nodes {
+					if n.holds(k) || !n.fits(in.ExpertBytes) {
+						continue
+					}
+					pl := (n.load + loads[k]) / n.weight
+					pc := float64(n.count+1) / n.weight
+					if best == nil || pl < bestLoad || (pl == bestLoad && pc < bestCount) {
+						best, bestLoad, bestCount = n, pl, pc
+					}
+				}
+				if best == nil {
+					break
+				}
+				best.add(k, loads[k], in.ExpertBytes)
+				placement[k] = append(placement[k], Replica{Node: best.id, Device: best.device})
+			}
 		}
 	}
 
@@ -222,7 +258,7 @@ func Place(in PlaceInput) (PlaceResult, error) {
 		if maxMoves == 0 {
 			maxMoves = len(nodes)
 		}
-		for range maxMoves {
+		for range max(maxMoves-hotChanges, 0) {
 			if !rebalanceOnce(nodes, placement, loads, ratio, in.ExpertBytes) {
 				break
 			}
@@ -246,6 +282,72 @@ func Place(in PlaceInput) (PlaceResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// hotTargets returns each expert's wanted replica count (base, or base+1
+// for hot replicas; see PlaceInput.HotFactor) and how many experts changed
+// their count from the current placement's. byID holds the eligible nodes.
+func hotTargets(in PlaceInput, experts []ExpertID, loads []float64, byID map[string]*placeNode, base, eligible int) ([]int, int) {
+	wants := make([]int, len(experts))
+	for k := range wants {
+		wants[k] = base
+	}
+	if in.HotFactor <= 0 || base >= eligible || len(experts) == 0 {
+		return wants, 0
+	}
+	// Keep valid extras: replicas on eligible nodes, one per node.
+	for k, e := range experts {
+		valid := 0
+		var seen []string
+		for _, r := range in.Current[e] {
+			if byID[r.Node] != nil && !slices.Contains(seen, r.Node) {
+				seen = append(seen, r.Node)
+				valid++
+			}
+		}
+		if valid > base {
+			wants[k] = base + 1
+		}
+	}
+	if !in.Rebalance {
+		return wants, 0
+	}
+	sum := 0.0
+	for _, l := range loads {
+		sum += l
+	}
+	mean := sum / float64(len(loads))
+	var cold, hot []int
+	for k, l := range loads {
+		switch {
+		case wants[k] > base && l <= in.HotFactor*mean/2:
+			cold = append(cold, k)
+		case wants[k] == base && l > 0 && l >= in.HotFactor*mean:
+			hot = append(hot, k)
+		}
+	}
+	slices.SortFunc(cold, func(a, b int) int { return cmp.Or(cmp.Compare(loads[a], loads[b]), cmp.Compare(a, b)) })
+	slices.SortFunc(hot, func(a, b int) int { return cmp.Or(cmp.Compare(loads[b], loads[a]), cmp.Compare(a, b)) })
+	budget := in.HotChanges
+	if budget == 0 {
+		budget = 1
+	}
+	if in.MaxMoves > 0 {
+		budget = min(budget, in.MaxMoves)
+	}
+	changes := 0
+	for _, k := range append(cold, hot...) {
+		if changes == budget {
+			break
+		}
+		if wants[k] > base {
+			wants[k] = base
+		} else {
+			wants[k] = base + 1
+		}
+		changes++
+	}
+	return wants, changes
 }
 
 // rebalanceOnce moves one replica from the most to the least loaded node if
@@ -301,6 +403,10 @@ func (in *PlaceInput) check() error {
 		return bad("negative max moves %d", in.MaxMoves)
 	case in.RebalanceRatio != 0 && !(in.RebalanceRatio >= 1 && !math.IsInf(in.RebalanceRatio, 1)):
 		return bad("rebalance ratio %v not in [1, inf)", in.RebalanceRatio)
+	case in.HotFactor != 0 && !(in.HotFactor >= 1 && !math.IsInf(in.HotFactor, 1)):
+		return bad("hot factor %v not in [1, inf)", in.HotFactor)
+	case in.HotChanges < 0:
+		return bad("negative hot changes %d", in.HotChanges)
 	}
 	seen := map[string]bool{}
 	for _, n := range in.Nodes {

@@ -67,3 +67,16 @@ type Session struct {
 	LastUseMS int64  `json:"last_use_ms"`
 	ExpiresMS int64  `json:"expires_ms"`
 }
+
+// ExpertLoad is an observed rate of rows routed to one expert.
+type ExpertLoad struct {
+	Expert     ExpertID `json:"expert"`
+	RowsPerSec float64  `json:"rows_per_sec"` // >= 0, finite; decayed (EWMA) rate
+}
+
+// NodeLoad is the latest load report of one node: the experts its gate
+// routed rows to, by (layer, index), zero rates left out.
+type NodeLoad struct {
+	Experts []ExpertLoad `json:"experts"`
+	AtMS    int64        `json:"at_ms"` // unix ms the report was made (Command.NowMS)
+}

@@ -108,6 +108,7 @@ type Dispatcher struct {
 	suspect  map[string]time.Time
 
 	local_, remote, retries, timeouts, fallbacks, sent, recv, stale atomic.Int64
+	routed                                                          atomic.Pointer[rowTable] // rows per expert (gating counts)
 }
 
 type pending struct {
@@ -160,6 +161,9 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 	for gi := range groups {
 		g := &groups[gi]
 		id := router.ExpertID{Layer: layer, Index: g.Expert}
+		if layer >= 0 && g.Expert >= 0 {
+			d.count(layer, g.Expert, len(g.Rows))
+		}
 		cands := Candidates(m, id, d.cfg.Self, d.assigned, isSuspect)
 		if d.fallback != nil {
 			cands = dropSuspects(cands, d.cfg.Self, isSuspect)

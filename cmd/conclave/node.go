@@ -320,8 +320,12 @@ func (s *serving) start(n *cluster.Node) (err error) {
 	if s.acfg.Sessions, err = cluster.NewSessionRouter(n, cluster.DefaultSessionConfig()); err != nil {
 		return err
 	}
-	s.api, err = api.New(s.acfg, s.eng, s.model.tok, s.info)
-	return err
+	if s.api, err = api.New(s.acfg, s.eng, s.model.tok, s.info); err != nil {
+		return err
+	}
+	// Per-expert load (bounded series: per layer, top-8 hot experts) on
+	// the API's /metrics.
+	return s.api.Registry().Register(s.experts.Collector())
 }
 
 var _ api.SessionRouter = (*cluster.SessionRouter)(nil)

@@ -1,0 +1,204 @@
+package cluster_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/conclave-ai/conclave/actors/dispatch"
+	"github.com/conclave-ai/conclave/cluster"
+	"github.com/conclave-ai/conclave/cluster/clustertest"
+	"github.com/conclave-ai/conclave/kernels"
+	"github.com/conclave-ai/conclave/model"
+	"github.com/conclave-ai/conclave/model/gguf"
+	"github.com/conclave-ai/conclave/model/synth"
+	"github.com/conclave-ai/conclave/router"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// TestLiveRebalance: under load concentrated on expert 0 of each layer, the
+// nodes' load reports reach the map, the leader gives each hot expert one
+// more replica, one per round, and placement is then stable. Every expert
+// call made meanwhile, from every node, succeeds with the bits a local
+// computation gives, and an engine still decodes the single-node tokens.
+func TestLiveRebalance(t *testing.T) {
+	scfg, err := synth.Preset("tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "tiny.gguf")
+	if err := synth.Write(scfg, path); err != nil {
+		t.Fatal(err)
+	}
+	c := clustertest.New(t, 3, clustertest.Options{Config: func(i int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.ModelPath = path
+		cfg.Replication = 1
+		cfg.Load = cluster.LoadConfig{ReportInterval: 100 * time.Millisecond, HalfLife: 200 * time.Millisecond,
+			RebalanceInterval: 400 * time.Millisecond, HotFactor: 2}
+		return cfg
+	}})
+	pool := kernels.NewPool(2)
+	defer pool.Close()
+	var xs []*cluster.Experts
+	var w0 *model.Weights
+	for i := range 3 {
+		f, err := gguf.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { f.Close() })
+		w, err := model.Load(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			w0 = w
+		}
+		dc := dispatch.DefaultConfig()
+		dc.Timeout = time.Second
+		x, err := c.Node(i).StartExperts(w, pool, dc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(x.Close)
+		xs = append(xs, x)
+	}
+	before := c.WaitAgree(30*time.Second, allReady, "every replica ready")
+	hot := []router.ExpertID{{Layer: 0, Index: 0}, {Layer: 1, Index: 0}}
+	replicas := func(m *router.Map) []int {
+		var out []int
+		for _, e := range hot {
+			out = append(out, len(m.Placement[e]))
+		}
+		return out
+	}
+	t.Logf("before: hot experts' replicas %v, placement %v", replicas(before), before.PlacementList())
+
+	// Reference outputs of the hot experts for a fixed batch.
+	const rows = 6
+	in := make([]float32, rows*w0.Dim)
+	for i := range in {
+		in[i] = float32(i%17)/9 - 0.9
+	}
+	want := make([][]float32, len(hot))
+	var s model.ExpertScratch
+	for i, e := range hot {
+		want[i] = make([]float32, rows*w0.Dim)
+		w0.FeedForward(e.Layer, e.Index).Forward(pool, &s, in, rows, want[i])
+	}
+
+	// Skewed load from every node until stopped.
+	var calls, bad atomic.Int64
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for _, x := range xs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := x.Runner()
+			out := make([]float32, rows*w0.Dim)
+			for ctx.Err() == nil {
+				for i, e := range hot {
+					g := []model.ExpertGroup{{Expert: e.Index, Rows: make([]int32, rows), In: in, Out: out}}
+					err := r.RunExperts(ctx, e.Layer, g)
+					if errors.Is(err, context.Canceled) {
+						return
+					}
+					calls.Add(1)
+					if err != nil || !slices.Equal(out, want[i]) {
+						if bad.Add(1) == 1 {
+							t.Errorf("expert %v: err %v or wrong output", e, err)
+						}
+					}
+				}
+			}
+		}()
+	}
+	stopLoad := func() { cancel(); wg.Wait() }
+	defer stopLoad()
+
+	start, startCalls := time.Now(), calls.Load()
+	after := c.WaitAgree(60*time.Second, func(m *router.Map) bool {
+		return slices.Equal(replicas(m), []int{2, 2}) && allReadyHot(m)
+	}, "hot experts replicated and ready")
+	t.Logf("after %v: hot experts' replicas %v, placement %v, cluster load %v", time.Since(start).Round(time.Millisecond),
+		replicas(after), after.PlacementList(), after.ExpertLoads())
+	t.Logf("expert calls during the changes: %d (%.0f/s)", calls.Load()-startCalls,
+		float64(calls.Load()-startCalls)/time.Since(start).Seconds())
+
+	// Stable: the leader's own rule changes nothing more, and the map's
+	// placement stays put over further rebalancing rounds.
+	in2 := after.PlaceInput(nil)
+	in2.Load = map[router.ExpertID]float64{}
+	obs := after.ExpertLoads()
+	for l := range after.Model.Layers {
+		for i := range after.Model.Experts {
+			id := router.ExpertID{Layer: l, Index: i}
+			in2.Load[id] = obs[id] // 0 where nobody reported, as the leader does
+		}
+	}
+	in2.Rebalance, in2.MaxMoves, in2.HotFactor = true, 1, 2
+	res, err := router.Place(in2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(res.Placement, after.Placement) {
+		t.Errorf("placement not stable under the rule:\nnow  %v\nnext %v", after.PlacementList(), router.PlacementEntries(res.Placement))
+	}
+	steadyStart, steadyCalls := time.Now(), calls.Load()
+	l := c.Leader()
+	seen := 0
+	c.WaitMap(l, 30*time.Second, func(m *router.Map) bool {
+		if !reflect.DeepEqual(m.Placement, after.Placement) {
+			t.Fatalf("placement changed after converging: %v", m.PlacementList())
+		}
+		if m.Loads["n0"].AtMS > time.Now().Add(-50*time.Millisecond).UnixMilli() {
+			seen++ // a fresh report; several rebalancing rounds pass meanwhile
+		}
+		return time.Since(steadyStart) > 3*400*time.Millisecond && seen > 0
+	}, "placement stable across rounds")
+	t.Logf("steady: %.0f expert calls/s", float64(calls.Load()-steadyCalls)/time.Since(steadyStart).Seconds())
+	stopLoad()
+	if bad.Load() > 0 {
+		t.Fatalf("%d of %d expert calls failed or differed", bad.Load(), calls.Load())
+	}
+	for i, x := range xs {
+		t.Logf("n%d dispatcher: %+v", i, x.Dispatcher().Stats())
+	}
+
+	// The collector exports a bounded number of series.
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(xs[0].Collector())
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, mf := range mfs {
+		n += len(mf.GetMetric())
+	}
+	if limit := 1 + after.Model.Layers + 3*cluster.CollectorTopN; n == 0 || n > limit {
+		t.Errorf("collector exported %d series, want 1..%d", n, limit)
+	}
+	if len(xs[0].Rates()) == 0 {
+		t.Error("no local rates")
+	}
+}
+
+func allReadyHot(m *router.Map) bool {
+	for _, rs := range m.Placement {
+		for _, r := range rs {
+			if !r.Ready {
+				return false
+			}
+		}
+	}
+	return true
+}
