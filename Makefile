@@ -5,7 +5,7 @@ DEMO    := var/demo.gguf
 PROMPT  ?= Tell me about the cluster
 THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: build run test test-short bench bench-peer parity fuzz clean vet
+.PHONY: build run test test-race bench bench-peer parity fuzz clean vet
 
 build:
 	$(GO) build -o $(BIN) ./cmd/conclave
@@ -31,6 +31,11 @@ test: vet
 # Go micro-benchmarks, then pp256/pp512/tg128 on the bench preset; with
 # llama.cpp's llama-bench built (or BENCH_LLAMACPP=1 to build it, ~6 min) the
 # same tests run in llama.cpp too and the ratios are printed.
+# The race detector on the concurrent serving path: API, engine, router map,
+# KV block pool, expert actors and dispatch.
+test-race:
+	$(GO) test -race -count=1 ./api/ ./engine/ ./router/ ./model/kvcache/ ./actors/...
+
 bench: build
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 300ms ./kernels/ ./model/...
 	@mkdir -p var
