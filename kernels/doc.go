@@ -30,8 +30,9 @@
 // internal/asmgen, a separate module; run go generate to rebuild): an AVX2 row
 // kernel (8 weight rows × 1 activation row) and, with AVX-512 VNNI, a row
 // kernel of 16 weight rows × 1 packed activation row (VPDPBUSD on offset
-// weights, the offset's activation sum subtracted exactly; decode and small
-// batches) and a GEMM kernel (8 weight rows × a packed group of 16
+// weights, the offset's activation sum subtracted exactly; decode), its
+// multi-row twins (16 weight rows × 2–5 activation rows per pass over the
+// weights; small batches such as batched decode) and a GEMM kernel (8 weight rows × a packed group of 16
 // activation lanes) for batches of gemmMinRows or more. The level is chosen
 // at run time with golang.org/x/sys/cpu. Each lane is one output element and
 // performs exactly the Go dot's integer block sums and float32 operations in
@@ -42,7 +43,10 @@
 // DotF32, AxpyF32, F16ToF32Row, the grouped-query attention kernels
 // (AttnScoresF16/F32, AttnAccumF16/F32: all query heads of a GQA group
 // against one key or value row per pass), F16 and F32 weight MatMul (4
-// weight rows per pass, matmul_float.go), and the Q8_0 activation quantizer
+// weight rows per pass, matmul_float.go; with AVX-512 one ZMM per output
+// holds the 16 lanes of the defined order: 8 weight rows × 1 activation row
+// for decode, 4 weight rows × up to 6 activation rows, each weight vector
+// converted once, for batches), and the Q8_0 activation quantizer
 // (exact round half away from zero). Each has a pure-Go twin (purego builds,
 // other architectures, and tests at every level) that performs the same
 // float32 operations in the same order, so results are bit-identical.

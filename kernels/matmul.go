@@ -60,12 +60,14 @@ type Scratch struct {
 	gemm       bool
 	ra         []byte // packed activation rows of the VNNI row kernel
 	raRow      int    // bytes per packed row
+	raMulti    bool   // ra interleaves its rows' blocks for the multi-row kernel
 	rowQPFn    func(lo, hi int)
 	row16Fn    func(lo, hi int)
 	rowFn      func(lo, hi int)
 	gemmFn     func(lo, hi int)
 	packVNNIFn func(lo, hi int)
 	floatFn    func(lo, hi int) // F16/F32 tile path (matmul_float.go)
+	float512Fn func(lo, hi int) // its AVX-512 twin
 }
 
 // MatMul computes out[r·m.Rows+i] = dot(m.Row(i), x[r·m.Cols:(r+1)·m.Cols])
@@ -115,6 +117,7 @@ func MatMul(p *Pool, s *Scratch, m Matrix, x []float32, nrows int, out []float32
 		s.gemmFn = s.gemmTiles
 		s.packVNNIFn = s.packVNNI
 		s.floatFn = s.floatTiles
+		s.float512Fn = s.floatTiles512
 	}
 	if need := nrows * actRow; cap(s.act) < need {
 		s.act = make([]byte, need)

@@ -870,6 +870,4091 @@ DATA rv16nib<>+56(SB)/4, $0x00000000
 DATA rv16nib<>+60(SB)/4, $0x10204080
 GLOBL rv16nib<>(SB), RODATA|NOPTR, $64
 
+// func dotQ8_0x16x1VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16x1VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0000aaaa, R11
+	KMOVW        R11, K1
+	VMOVDQU64    rv16perm1<>+0(SB), Z0
+	MOVL         $0x0000cccc, R11
+	KMOVW        R11, K2
+	VMOVDQU64    rv16perm2<>+0(SB), Z1
+	MOVL         $0x0000f0f0, R11
+	KMOVW        R11, K3
+	VMOVDQU64    rv16perm4<>+0(SB), Z2
+	MOVL         $0x80808080, R11
+	VPBROADCASTD R11, Z3
+	MOVL         $0x000000f0, R11
+	KMOVW        R11, K4
+	VPXORD       Z4, Z4, Z4
+
+dotQ8_0x16x1VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16x1VNNI_done
+	VBROADCASTI64X4   (BX), Z5
+	VPXORD            Z6, Z6, Z6
+	VMOVDQU64         2(AX), Y6
+	VBROADCASTI64X4.Z 2(R9), K4, Z7
+	VPTERNLOGD        $0x56, Z3, Z7, Z6
+	VPXORD            Z7, Z7, Z7
+	VMOVDQU64         2(AX)(CX*1), Y7
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K4, Z8
+	VPTERNLOGD        $0x56, Z3, Z8, Z7
+	VPXORD            Z8, Z8, Z8
+	VPDPBUSD          Z5, Z6, Z8
+	VPXORD            Z6, Z6, Z6
+	VPDPBUSD          Z5, Z7, Z6
+	VPBLENDMD         Z6, Z8, K1, Z7
+	VPERMT2D          Z6, Z0, Z8
+	VPADDD            Z7, Z8, Z8
+	VPXORD            Z6, Z6, Z6
+	VMOVDQU64         2(AX)(CX*2), Y6
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K4, Z7
+	VPTERNLOGD        $0x56, Z3, Z7, Z6
+	VPXORD            Z7, Z7, Z7
+	VMOVDQU64         2(AX)(DI*1), Y7
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K4, Z9
+	VPTERNLOGD        $0x56, Z3, Z9, Z7
+	VPXORD            Z9, Z9, Z9
+	VPDPBUSD          Z5, Z6, Z9
+	VPXORD            Z6, Z6, Z6
+	VPDPBUSD          Z5, Z7, Z6
+	VPBLENDMD         Z6, Z9, K1, Z7
+	VPERMT2D          Z6, Z0, Z9
+	VPADDD            Z7, Z9, Z9
+	VPBLENDMD         Z9, Z8, K2, Z6
+	VPERMT2D          Z9, Z1, Z8
+	VPADDD            Z6, Z8, Z8
+	VPXORD            Z6, Z6, Z6
+	VMOVDQU64         2(R8), Y6
+	VBROADCASTI64X4.Z 2(R10), K4, Z7
+	VPTERNLOGD        $0x56, Z3, Z7, Z6
+	VPXORD            Z7, Z7, Z7
+	VMOVDQU64         2(R8)(CX*1), Y7
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K4, Z9
+	VPTERNLOGD        $0x56, Z3, Z9, Z7
+	VPXORD            Z9, Z9, Z9
+	VPDPBUSD          Z5, Z6, Z9
+	VPXORD            Z6, Z6, Z6
+	VPDPBUSD          Z5, Z7, Z6
+	VPBLENDMD         Z6, Z9, K1, Z7
+	VPERMT2D          Z6, Z0, Z9
+	VPADDD            Z7, Z9, Z9
+	VPXORD            Z6, Z6, Z6
+	VMOVDQU64         2(R8)(CX*2), Y6
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K4, Z7
+	VPTERNLOGD        $0x56, Z3, Z7, Z6
+	VPXORD            Z7, Z7, Z7
+	VMOVDQU64         2(R8)(DI*1), Y7
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K4, Z10
+	VPTERNLOGD        $0x56, Z3, Z10, Z7
+	VPXORD            Z10, Z10, Z10
+	VPDPBUSD          Z5, Z6, Z10
+	VPXORD            Z6, Z6, Z6
+	VPDPBUSD          Z5, Z7, Z6
+	VPBLENDMD         Z6, Z10, K1, Z5
+	VPERMT2D          Z6, Z0, Z10
+	VPADDD            Z5, Z10, Z10
+	VPBLENDMD         Z10, Z9, K2, Z5
+	VPERMT2D          Z10, Z1, Z9
+	VPADDD            Z5, Z9, Z9
+	VPXOR             Y5, Y5, Y5
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X5
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X5, X5
+	MOVWQZX           (R9), R11
+	MOVWQZX           (R9)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X6
+	MOVWQZX           (R10), R11
+	MOVWQZX           (R10)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X6, X6
+	VINSERTI32X4      $0x01, X6, Y5, Y5
+	VCVTPH2PS         Y5, Z5
+	VPBLENDMD         Z9, Z8, K3, Z6
+	VPERMT2D          Z9, Z2, Z8
+	VPADDD            Z6, Z8, Z8
+	VPSUBD.BCST       36(BX), Z8, Z8
+	VCVTDQ2PS         Z8, Z6
+	VMULPS.BCST       32(BX), Z5, Z5
+	VMULPS            Z5, Z6, Z6
+	VADDPS            Z6, Z4, Z4
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(DI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(DI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(DI*1)
+	PREFETCHT0        256(R10)
+	PREFETCHT0        256(R10)(CX*1)
+	PREFETCHT0        256(R10)(CX*2)
+	PREFETCHT0        256(R10)(DI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000022, R10
+	ADDQ              SI, BX
+	DECQ              DX
+	JMP               dotQ8_0x16x1VNNI_loop
+
+dotQ8_0x16x1VNNI_done:
+	MOVQ    out+40(FP), AX
+	MOVQ    ostride+48(FP), CX
+	VMOVUPS Z4, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x1VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16x1VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0000aaaa, R11
+	KMOVW        R11, K1
+	VMOVDQU64    rv16perm1<>+0(SB), Z0
+	MOVL         $0x0000cccc, R11
+	KMOVW        R11, K2
+	VMOVDQU64    rv16perm2<>+0(SB), Z1
+	MOVL         $0x0000f0f0, R11
+	KMOVW        R11, K3
+	VMOVDQU64    rv16perm4<>+0(SB), Z2
+	MOVL         $0x0f0f0f0f, R11
+	VPBROADCASTD R11, Z3
+	VMOVDQU64    rv16shift<>+0(SB), Z4
+	MOVL         $0x0000ff00, R11
+	KMOVW        R11, K4
+	VPXORD       Z5, Z5, Z5
+
+dotQ4_0x16x1VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x1VNNI_done
+	VBROADCASTI64X4 (BX), Z6
+	VBROADCASTI32X4 2(AX), Z7
+	VBROADCASTI32X4 2(R9), K4, Z7
+	VPSRLVQ         Z4, Z7, Z7
+	VPANDD          Z3, Z7, Z7
+	VBROADCASTI32X4 2(AX)(CX*1), Z8
+	VBROADCASTI32X4 2(R9)(CX*1), K4, Z8
+	VPSRLVQ         Z4, Z8, Z8
+	VPANDD          Z3, Z8, Z8
+	VPXORD          Z9, Z9, Z9
+	VPDPBUSD        Z6, Z7, Z9
+	VPXORD          Z7, Z7, Z7
+	VPDPBUSD        Z6, Z8, Z7
+	VPBLENDMD       Z7, Z9, K1, Z8
+	VPERMT2D        Z7, Z0, Z9
+	VPADDD          Z8, Z9, Z9
+	VBROADCASTI32X4 2(AX)(CX*2), Z7
+	VBROADCASTI32X4 2(R9)(CX*2), K4, Z7
+	VPSRLVQ         Z4, Z7, Z7
+	VPANDD          Z3, Z7, Z7
+	VBROADCASTI32X4 2(AX)(DI*1), Z8
+	VBROADCASTI32X4 2(R9)(DI*1), K4, Z8
+	VPSRLVQ         Z4, Z8, Z8
+	VPANDD          Z3, Z8, Z8
+	VPXORD          Z10, Z10, Z10
+	VPDPBUSD        Z6, Z7, Z10
+	VPXORD          Z7, Z7, Z7
+	VPDPBUSD        Z6, Z8, Z7
+	VPBLENDMD       Z7, Z10, K1, Z8
+	VPERMT2D        Z7, Z0, Z10
+	VPADDD          Z8, Z10, Z10
+	VPBLENDMD       Z10, Z9, K2, Z7
+	VPERMT2D        Z10, Z1, Z9
+	VPADDD          Z7, Z9, Z9
+	VBROADCASTI32X4 2(R8), Z7
+	VBROADCASTI32X4 2(R10), K4, Z7
+	VPSRLVQ         Z4, Z7, Z7
+	VPANDD          Z3, Z7, Z7
+	VBROADCASTI32X4 2(R8)(CX*1), Z8
+	VBROADCASTI32X4 2(R10)(CX*1), K4, Z8
+	VPSRLVQ         Z4, Z8, Z8
+	VPANDD          Z3, Z8, Z8
+	VPXORD          Z10, Z10, Z10
+	VPDPBUSD        Z6, Z7, Z10
+	VPXORD          Z7, Z7, Z7
+	VPDPBUSD        Z6, Z8, Z7
+	VPBLENDMD       Z7, Z10, K1, Z8
+	VPERMT2D        Z7, Z0, Z10
+	VPADDD          Z8, Z10, Z10
+	VBROADCASTI32X4 2(R8)(CX*2), Z7
+	VBROADCASTI32X4 2(R10)(CX*2), K4, Z7
+	VPSRLVQ         Z4, Z7, Z7
+	VPANDD          Z3, Z7, Z7
+	VBROADCASTI32X4 2(R8)(DI*1), Z8
+	VBROADCASTI32X4 2(R10)(DI*1), K4, Z8
+	VPSRLVQ         Z4, Z8, Z8
+	VPANDD          Z3, Z8, Z8
+	VPXORD          Z11, Z11, Z11
+	VPDPBUSD        Z6, Z7, Z11
+	VPXORD          Z7, Z7, Z7
+	VPDPBUSD        Z6, Z8, Z7
+	VPBLENDMD       Z7, Z11, K1, Z6
+	VPERMT2D        Z7, Z0, Z11
+	VPADDD          Z6, Z11, Z11
+	VPBLENDMD       Z11, Z10, K2, Z6
+	VPERMT2D        Z11, Z1, Z10
+	VPADDD          Z6, Z10, Z10
+	VPXOR           Y6, Y6, Y6
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X6
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X6, X6
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X7
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X7, X7
+	VINSERTI32X4    $0x01, X7, Y6, Y6
+	VCVTPH2PS       Y6, Z6
+	VPBLENDMD       Z10, Z9, K3, Z7
+	VPERMT2D        Z10, Z2, Z9
+	VPADDD          Z7, Z9, Z9
+	VPSUBD.BCST     40(BX), Z9, Z9
+	VCVTDQ2PS       Z9, Z7
+	VMULPS          Z6, Z7, Z7
+	VMULPS.BCST     32(BX), Z7, Z7
+	VADDPS          Z7, Z5, Z5
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x1VNNI_loop
+
+dotQ4_0x16x1VNNI_done:
+	MOVQ    out+40(FP), AX
+	MOVQ    ostride+48(FP), CX
+	VMOVUPS Z5, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x1GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16x1GFNI(SB), NOSPLIT, $0-56
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	MOVQ      astep+32(FP), SI
+	LEAQ      (CX)(CX*2), DI
+	LEAQ      (AX)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	LEAQ      (R9)(CX*4), R10
+	MOVL      $0x0000aaaa, R11
+	KMOVW     R11, K1
+	VMOVDQU64 rv16perm1<>+0(SB), Z0
+	MOVL      $0x0000cccc, R11
+	KMOVW     R11, K2
+	VMOVDQU64 rv16perm2<>+0(SB), Z1
+	MOVL      $0x0000f0f0, R11
+	KMOVW     R11, K3
+	VMOVDQU64 rv16perm4<>+0(SB), Z2
+	VMOVDQU64 rv16nib<>+0(SB), Z3
+	MOVL      $0x0000ff00, R11
+	KMOVW     R11, K4
+	VPXORD    Z4, Z4, Z4
+
+dotQ4_0x16x1GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x1GFNI_done
+	VBROADCASTI64X4 (BX), Z5
+	VBROADCASTI32X4 2(AX), Z6
+	VBROADCASTI32X4 2(R9), K4, Z6
+	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
+	VBROADCASTI32X4 2(AX)(CX*1), Z7
+	VBROADCASTI32X4 2(R9)(CX*1), K4, Z7
+	VGF2P8AFFINEQB  $0x00, Z3, Z7, Z7
+	VPXORD          Z8, Z8, Z8
+	VPDPBUSD        Z5, Z6, Z8
+	VPXORD          Z6, Z6, Z6
+	VPDPBUSD        Z5, Z7, Z6
+	VPBLENDMD       Z6, Z8, K1, Z7
+	VPERMT2D        Z6, Z0, Z8
+	VPADDD          Z7, Z8, Z8
+	VBROADCASTI32X4 2(AX)(CX*2), Z6
+	VBROADCASTI32X4 2(R9)(CX*2), K4, Z6
+	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
+	VBROADCASTI32X4 2(AX)(DI*1), Z7
+	VBROADCASTI32X4 2(R9)(DI*1), K4, Z7
+	VGF2P8AFFINEQB  $0x00, Z3, Z7, Z7
+	VPXORD          Z9, Z9, Z9
+	VPDPBUSD        Z5, Z6, Z9
+	VPXORD          Z6, Z6, Z6
+	VPDPBUSD        Z5, Z7, Z6
+	VPBLENDMD       Z6, Z9, K1, Z7
+	VPERMT2D        Z6, Z0, Z9
+	VPADDD          Z7, Z9, Z9
+	VPBLENDMD       Z9, Z8, K2, Z6
+	VPERMT2D        Z9, Z1, Z8
+	VPADDD          Z6, Z8, Z8
+	VBROADCASTI32X4 2(R8), Z6
+	VBROADCASTI32X4 2(R10), K4, Z6
+	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
+	VBROADCASTI32X4 2(R8)(CX*1), Z7
+	VBROADCASTI32X4 2(R10)(CX*1), K4, Z7
+	VGF2P8AFFINEQB  $0x00, Z3, Z7, Z7
+	VPXORD          Z9, Z9, Z9
+	VPDPBUSD        Z5, Z6, Z9
+	VPXORD          Z6, Z6, Z6
+	VPDPBUSD        Z5, Z7, Z6
+	VPBLENDMD       Z6, Z9, K1, Z7
+	VPERMT2D        Z6, Z0, Z9
+	VPADDD          Z7, Z9, Z9
+	VBROADCASTI32X4 2(R8)(CX*2), Z6
+	VBROADCASTI32X4 2(R10)(CX*2), K4, Z6
+	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
+	VBROADCASTI32X4 2(R8)(DI*1), Z7
+	VBROADCASTI32X4 2(R10)(DI*1), K4, Z7
+	VGF2P8AFFINEQB  $0x00, Z3, Z7, Z7
+	VPXORD          Z10, Z10, Z10
+	VPDPBUSD        Z5, Z6, Z10
+	VPXORD          Z6, Z6, Z6
+	VPDPBUSD        Z5, Z7, Z6
+	VPBLENDMD       Z6, Z10, K1, Z5
+	VPERMT2D        Z6, Z0, Z10
+	VPADDD          Z5, Z10, Z10
+	VPBLENDMD       Z10, Z9, K2, Z5
+	VPERMT2D        Z10, Z1, Z9
+	VPADDD          Z5, Z9, Z9
+	VPXOR           Y5, Y5, Y5
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X5
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X5, X5
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X6
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X6, X6
+	VINSERTI32X4    $0x01, X6, Y5, Y5
+	VCVTPH2PS       Y5, Z5
+	VPBLENDMD       Z9, Z8, K3, Z6
+	VPERMT2D        Z9, Z2, Z8
+	VPADDD          Z6, Z8, Z8
+	VPSUBD.BCST     40(BX), Z8, Z8
+	VCVTDQ2PS       Z8, Z6
+	VMULPS          Z5, Z6, Z6
+	VMULPS.BCST     32(BX), Z6, Z6
+	VADDPS          Z6, Z4, Z4
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x1GFNI_loop
+
+dotQ4_0x16x1GFNI_done:
+	MOVQ    out+40(FP), AX
+	MOVQ    ostride+48(FP), CX
+	VMOVUPS Z4, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ8_0x16x2VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16x2VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0000aaaa, R11
+	KMOVW        R11, K1
+	VMOVDQU64    rv16perm1<>+0(SB), Z0
+	MOVL         $0x0000cccc, R11
+	KMOVW        R11, K2
+	VMOVDQU64    rv16perm2<>+0(SB), Z1
+	MOVL         $0x0000f0f0, R11
+	KMOVW        R11, K3
+	VMOVDQU64    rv16perm4<>+0(SB), Z2
+	MOVL         $0x80808080, R11
+	VPBROADCASTD R11, Z3
+	MOVL         $0x000000f0, R11
+	KMOVW        R11, K4
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+
+dotQ8_0x16x2VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16x2VNNI_done
+	VBROADCASTI64X4   (BX), Z6
+	VBROADCASTI64X4   64(BX), Z7
+	VPXORD            Z8, Z8, Z8
+	VMOVDQU64         2(AX), Y8
+	VBROADCASTI64X4.Z 2(R9), K4, Z9
+	VPTERNLOGD        $0x56, Z3, Z9, Z8
+	VPXORD            Z9, Z9, Z9
+	VMOVDQU64         2(AX)(CX*1), Y9
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K4, Z10
+	VPTERNLOGD        $0x56, Z3, Z10, Z9
+	VPXORD            Z10, Z10, Z10
+	VPDPBUSD          Z6, Z8, Z10
+	VPXORD            Z11, Z11, Z11
+	VPDPBUSD          Z6, Z9, Z11
+	VPBLENDMD         Z11, Z10, K1, Z12
+	VPERMT2D          Z11, Z0, Z10
+	VPADDD            Z12, Z10, Z10
+	VPXORD            Z11, Z11, Z11
+	VPDPBUSD          Z7, Z8, Z11
+	VPXORD            Z8, Z8, Z8
+	VPDPBUSD          Z7, Z9, Z8
+	VPBLENDMD         Z8, Z11, K1, Z9
+	VPERMT2D          Z8, Z0, Z11
+	VPADDD            Z9, Z11, Z11
+	VPXORD            Z8, Z8, Z8
+	VMOVDQU64         2(AX)(CX*2), Y8
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K4, Z9
+	VPTERNLOGD        $0x56, Z3, Z9, Z8
+	VPXORD            Z9, Z9, Z9
+	VMOVDQU64         2(AX)(DI*1), Y9
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K4, Z12
+	VPTERNLOGD        $0x56, Z3, Z12, Z9
+	VPXORD            Z12, Z12, Z12
+	VPDPBUSD          Z6, Z8, Z12
+	VPXORD            Z13, Z13, Z13
+	VPDPBUSD          Z6, Z9, Z13
+	VPBLENDMD         Z13, Z12, K1, Z14
+	VPERMT2D          Z13, Z0, Z12
+	VPADDD            Z14, Z12, Z12
+	VPXORD            Z13, Z13, Z13
+	VPDPBUSD          Z7, Z8, Z13
+	VPXORD            Z8, Z8, Z8
+	VPDPBUSD          Z7, Z9, Z8
+	VPBLENDMD         Z8, Z13, K1, Z9
+	VPERMT2D          Z8, Z0, Z13
+	VPADDD            Z9, Z13, Z13
+	VPBLENDMD         Z12, Z10, K2, Z8
+	VPERMT2D          Z12, Z1, Z10
+	VPADDD            Z8, Z10, Z10
+	VPBLENDMD         Z13, Z11, K2, Z8
+	VPERMT2D          Z13, Z1, Z11
+	VPADDD            Z8, Z11, Z11
+	VPXORD            Z8, Z8, Z8
+	VMOVDQU64         2(R8), Y8
+	VBROADCASTI64X4.Z 2(R10), K4, Z9
+	VPTERNLOGD        $0x56, Z3, Z9, Z8
+	VPXORD            Z9, Z9, Z9
+	VMOVDQU64         2(R8)(CX*1), Y9
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K4, Z12
+	VPTERNLOGD        $0x56, Z3, Z12, Z9
+	VPXORD            Z12, Z12, Z12
+	VPDPBUSD          Z6, Z8, Z12
+	VPXORD            Z13, Z13, Z13
+	VPDPBUSD          Z6, Z9, Z13
+	VPBLENDMD         Z13, Z12, K1, Z14
+	VPERMT2D          Z13, Z0, Z12
+	VPADDD            Z14, Z12, Z12
+	VPXORD            Z13, Z13, Z13
+	VPDPBUSD          Z7, Z8, Z13
+	VPXORD            Z8, Z8, Z8
+	VPDPBUSD          Z7, Z9, Z8
+	VPBLENDMD         Z8, Z13, K1, Z9
+	VPERMT2D          Z8, Z0, Z13
+	VPADDD            Z9, Z13, Z13
+	VPXORD            Z8, Z8, Z8
+	VMOVDQU64         2(R8)(CX*2), Y8
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K4, Z9
+	VPTERNLOGD        $0x56, Z3, Z9, Z8
+	VPXORD            Z9, Z9, Z9
+	VMOVDQU64         2(R8)(DI*1), Y9
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K4, Z14
+	VPTERNLOGD        $0x56, Z3, Z14, Z9
+	VPXORD            Z14, Z14, Z14
+	VPDPBUSD          Z6, Z8, Z14
+	VPXORD            Z15, Z15, Z15
+	VPDPBUSD          Z6, Z9, Z15
+	VPBLENDMD         Z15, Z14, K1, Z6
+	VPERMT2D          Z15, Z0, Z14
+	VPADDD            Z6, Z14, Z14
+	VPXORD            Z6, Z6, Z6
+	VPDPBUSD          Z7, Z8, Z6
+	VPXORD            Z8, Z8, Z8
+	VPDPBUSD          Z7, Z9, Z8
+	VPBLENDMD         Z8, Z6, K1, Z7
+	VPERMT2D          Z8, Z0, Z6
+	VPADDD            Z7, Z6, Z6
+	VPBLENDMD         Z14, Z12, K2, Z7
+	VPERMT2D          Z14, Z1, Z12
+	VPADDD            Z7, Z12, Z12
+	VPBLENDMD         Z6, Z13, K2, Z7
+	VPERMT2D          Z6, Z1, Z13
+	VPADDD            Z7, Z13, Z13
+	VPXOR             Y6, Y6, Y6
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X6
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X6, X6
+	MOVWQZX           (R9), R11
+	MOVWQZX           (R9)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X7
+	MOVWQZX           (R10), R11
+	MOVWQZX           (R10)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X7, X7
+	VINSERTI32X4      $0x01, X7, Y6, Y6
+	VCVTPH2PS         Y6, Z6
+	VPBLENDMD         Z12, Z10, K3, Z7
+	VPERMT2D          Z12, Z2, Z10
+	VPADDD            Z7, Z10, Z10
+	VPSUBD.BCST       36(BX), Z10, Z10
+	VCVTDQ2PS         Z10, Z7
+	VMULPS.BCST       32(BX), Z6, Z8
+	VMULPS            Z8, Z7, Z7
+	VADDPS            Z7, Z4, Z4
+	VPBLENDMD         Z13, Z11, K3, Z7
+	VPERMT2D          Z13, Z2, Z11
+	VPADDD            Z7, Z11, Z11
+	VPSUBD.BCST       100(BX), Z11, Z11
+	VCVTDQ2PS         Z11, Z7
+	VMULPS.BCST       96(BX), Z6, Z6
+	VMULPS            Z6, Z7, Z7
+	VADDPS            Z7, Z5, Z5
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(DI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(DI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(DI*1)
+	PREFETCHT0        256(R10)
+	PREFETCHT0        256(R10)(CX*1)
+	PREFETCHT0        256(R10)(CX*2)
+	PREFETCHT0        256(R10)(DI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000022, R10
+	ADDQ              SI, BX
+	DECQ              DX
+	JMP               dotQ8_0x16x2VNNI_loop
+
+dotQ8_0x16x2VNNI_done:
+	MOVQ    out+40(FP), AX
+	MOVQ    ostride+48(FP), CX
+	VMOVUPS Z4, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z5, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x2VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16x2VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0000aaaa, R11
+	KMOVW        R11, K1
+	VMOVDQU64    rv16perm1<>+0(SB), Z0
+	MOVL         $0x0000cccc, R11
+	KMOVW        R11, K2
+	VMOVDQU64    rv16perm2<>+0(SB), Z1
+	MOVL         $0x0000f0f0, R11
+	KMOVW        R11, K3
+	VMOVDQU64    rv16perm4<>+0(SB), Z2
+	MOVL         $0x0f0f0f0f, R11
+	VPBROADCASTD R11, Z3
+	VMOVDQU64    rv16shift<>+0(SB), Z4
+	MOVL         $0x0000ff00, R11
+	KMOVW        R11, K4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+
+dotQ4_0x16x2VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x2VNNI_done
+	VBROADCASTI64X4 (BX), Z7
+	VBROADCASTI64X4 64(BX), Z8
+	VBROADCASTI32X4 2(AX), Z9
+	VBROADCASTI32X4 2(R9), K4, Z9
+	VPSRLVQ         Z4, Z9, Z9
+	VPANDD          Z3, Z9, Z9
+	VBROADCASTI32X4 2(AX)(CX*1), Z10
+	VBROADCASTI32X4 2(R9)(CX*1), K4, Z10
+	VPSRLVQ         Z4, Z10, Z10
+	VPANDD          Z3, Z10, Z10
+	VPXORD          Z11, Z11, Z11
+	VPDPBUSD        Z7, Z9, Z11
+	VPXORD          Z12, Z12, Z12
+	VPDPBUSD        Z7, Z10, Z12
+	VPBLENDMD       Z12, Z11, K1, Z13
+	VPERMT2D        Z12, Z0, Z11
+	VPADDD          Z13, Z11, Z11
+	VPXORD          Z12, Z12, Z12
+	VPDPBUSD        Z8, Z9, Z12
+	VPXORD          Z9, Z9, Z9
+	VPDPBUSD        Z8, Z10, Z9
+	VPBLENDMD       Z9, Z12, K1, Z10
+	VPERMT2D        Z9, Z0, Z12
+	VPADDD          Z10, Z12, Z12
+	VBROADCASTI32X4 2(AX)(CX*2), Z9
+	VBROADCASTI32X4 2(R9)(CX*2), K4, Z9
+	VPSRLVQ         Z4, Z9, Z9
+	VPANDD          Z3, Z9, Z9
+	VBROADCASTI32X4 2(AX)(DI*1), Z10
+	VBROADCASTI32X4 2(R9)(DI*1), K4, Z10
+	VPSRLVQ         Z4, Z10, Z10
+	VPANDD          Z3, Z10, Z10
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z7, Z9, Z13
+	VPXORD          Z14, Z14, Z14
+	VPDPBUSD        Z7, Z10, Z14
+	VPBLENDMD       Z14, Z13, K1, Z15
+	VPERMT2D        Z14, Z0, Z13
+	VPADDD          Z15, Z13, Z13
+	VPXORD          Z14, Z14, Z14
+	VPDPBUSD        Z8, Z9, Z14
+	VPXORD          Z9, Z9, Z9
+	VPDPBUSD        Z8, Z10, Z9
+	VPBLENDMD       Z9, Z14, K1, Z10
+	VPERMT2D        Z9, Z0, Z14
+	VPADDD          Z10, Z14, Z14
+	VPBLENDMD       Z13, Z11, K2, Z9
+	VPERMT2D        Z13, Z1, Z11
+	VPADDD          Z9, Z11, Z11
+	VPBLENDMD       Z14, Z12, K2, Z9
+	VPERMT2D        Z14, Z1, Z12
+	VPADDD          Z9, Z12, Z12
+	VBROADCASTI32X4 2(R8), Z9
+	VBROADCASTI32X4 2(R10), K4, Z9
+	VPSRLVQ         Z4, Z9, Z9
+	VPANDD          Z3, Z9, Z9
+	VBROADCASTI32X4 2(R8)(CX*1), Z10
+	VBROADCASTI32X4 2(R10)(CX*1), K4, Z10
+	VPSRLVQ         Z4, Z10, Z10
+	VPANDD          Z3, Z10, Z10
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z7, Z9, Z13
+	VPXORD          Z14, Z14, Z14
+	VPDPBUSD        Z7, Z10, Z14
+	VPBLENDMD       Z14, Z13, K1, Z15
+	VPERMT2D        Z14, Z0, Z13
+	VPADDD          Z15, Z13, Z13
+	VPXORD          Z14, Z14, Z14
+	VPDPBUSD        Z8, Z9, Z14
+	VPXORD          Z9, Z9, Z9
+	VPDPBUSD        Z8, Z10, Z9
+	VPBLENDMD       Z9, Z14, K1, Z10
+	VPERMT2D        Z9, Z0, Z14
+	VPADDD          Z10, Z14, Z14
+	VBROADCASTI32X4 2(R8)(CX*2), Z9
+	VBROADCASTI32X4 2(R10)(CX*2), K4, Z9
+	VPSRLVQ         Z4, Z9, Z9
+	VPANDD          Z3, Z9, Z9
+	VBROADCASTI32X4 2(R8)(DI*1), Z10
+	VBROADCASTI32X4 2(R10)(DI*1), K4, Z10
+	VPSRLVQ         Z4, Z10, Z10
+	VPANDD          Z3, Z10, Z10
+	VPXORD          Z15, Z15, Z15
+	VPDPBUSD        Z7, Z9, Z15
+	VPXORD          Z16, Z16, Z16
+	VPDPBUSD        Z7, Z10, Z16
+	VPBLENDMD       Z16, Z15, K1, Z7
+	VPERMT2D        Z16, Z0, Z15
+	VPADDD          Z7, Z15, Z15
+	VPXORD          Z7, Z7, Z7
+	VPDPBUSD        Z8, Z9, Z7
+	VPXORD          Z9, Z9, Z9
+	VPDPBUSD        Z8, Z10, Z9
+	VPBLENDMD       Z9, Z7, K1, Z8
+	VPERMT2D        Z9, Z0, Z7
+	VPADDD          Z8, Z7, Z7
+	VPBLENDMD       Z15, Z13, K2, Z8
+	VPERMT2D        Z15, Z1, Z13
+	VPADDD          Z8, Z13, Z13
+	VPBLENDMD       Z7, Z14, K2, Z8
+	VPERMT2D        Z7, Z1, Z14
+	VPADDD          Z8, Z14, Z14
+	VPXOR           Y7, Y7, Y7
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X7
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X7, X7
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X8
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X8, X8
+	VINSERTI32X4    $0x01, X8, Y7, Y7
+	VCVTPH2PS       Y7, Z7
+	VPBLENDMD       Z13, Z11, K3, Z8
+	VPERMT2D        Z13, Z2, Z11
+	VPADDD          Z8, Z11, Z11
+	VPSUBD.BCST     40(BX), Z11, Z11
+	VCVTDQ2PS       Z11, Z8
+	VMULPS          Z7, Z8, Z8
+	VMULPS.BCST     32(BX), Z8, Z8
+	VADDPS          Z8, Z5, Z5
+	VPBLENDMD       Z14, Z12, K3, Z8
+	VPERMT2D        Z14, Z2, Z12
+	VPADDD          Z8, Z12, Z12
+	VPSUBD.BCST     104(BX), Z12, Z12
+	VCVTDQ2PS       Z12, Z8
+	VMULPS          Z7, Z8, Z8
+	VMULPS.BCST     96(BX), Z8, Z8
+	VADDPS          Z8, Z6, Z6
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x2VNNI_loop
+
+dotQ4_0x16x2VNNI_done:
+	MOVQ    out+40(FP), AX
+	MOVQ    ostride+48(FP), CX
+	VMOVUPS Z5, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z6, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x2GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16x2GFNI(SB), NOSPLIT, $0-56
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	MOVQ      astep+32(FP), SI
+	LEAQ      (CX)(CX*2), DI
+	LEAQ      (AX)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	LEAQ      (R9)(CX*4), R10
+	MOVL      $0x0000aaaa, R11
+	KMOVW     R11, K1
+	VMOVDQU64 rv16perm1<>+0(SB), Z0
+	MOVL      $0x0000cccc, R11
+	KMOVW     R11, K2
+	VMOVDQU64 rv16perm2<>+0(SB), Z1
+	MOVL      $0x0000f0f0, R11
+	KMOVW     R11, K3
+	VMOVDQU64 rv16perm4<>+0(SB), Z2
+	VMOVDQU64 rv16nib<>+0(SB), Z3
+	MOVL      $0x0000ff00, R11
+	KMOVW     R11, K4
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+
+dotQ4_0x16x2GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x2GFNI_done
+	VBROADCASTI64X4 (BX), Z6
+	VBROADCASTI64X4 64(BX), Z7
+	VBROADCASTI32X4 2(AX), Z8
+	VBROADCASTI32X4 2(R9), K4, Z8
+	VGF2P8AFFINEQB  $0x00, Z3, Z8, Z8
+	VBROADCASTI32X4 2(AX)(CX*1), Z9
+	VBROADCASTI32X4 2(R9)(CX*1), K4, Z9
+	VGF2P8AFFINEQB  $0x00, Z3, Z9, Z9
+	VPXORD          Z10, Z10, Z10
+	VPDPBUSD        Z6, Z8, Z10
+	VPXORD          Z11, Z11, Z11
+	VPDPBUSD        Z6, Z9, Z11
+	VPBLENDMD       Z11, Z10, K1, Z12
+	VPERMT2D        Z11, Z0, Z10
+	VPADDD          Z12, Z10, Z10
+	VPXORD          Z11, Z11, Z11
+	VPDPBUSD        Z7, Z8, Z11
+	VPXORD          Z8, Z8, Z8
+	VPDPBUSD        Z7, Z9, Z8
+	VPBLENDMD       Z8, Z11, K1, Z9
+	VPERMT2D        Z8, Z0, Z11
+	VPADDD          Z9, Z11, Z11
+	VBROADCASTI32X4 2(AX)(CX*2), Z8
+	VBROADCASTI32X4 2(R9)(CX*2), K4, Z8
+	VGF2P8AFFINEQB  $0x00, Z3, Z8, Z8
+	VBROADCASTI32X4 2(AX)(DI*1), Z9
+	VBROADCASTI32X4 2(R9)(DI*1), K4, Z9
+	VGF2P8AFFINEQB  $0x00, Z3, Z9, Z9
+	VPXORD          Z12, Z12, Z12
+	VPDPBUSD        Z6, Z8, Z12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z6, Z9, Z13
+	VPBLENDMD       Z13, Z12, K1, Z14
+	VPERMT2D        Z13, Z0, Z12
+	VPADDD          Z14, Z12, Z12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z7, Z8, Z13
+	VPXORD          Z8, Z8, Z8
+	VPDPBUSD        Z7, Z9, Z8
+	VPBLENDMD       Z8, Z13, K1, Z9
+	VPERMT2D        Z8, Z0, Z13
+	VPADDD          Z9, Z13, Z13
+	VPBLENDMD       Z12, Z10, K2, Z8
+	VPERMT2D        Z12, Z1, Z10
+	VPADDD          Z8, Z10, Z10
+	VPBLENDMD       Z13, Z11, K2, Z8
+	VPERMT2D        Z13, Z1, Z11
+	VPADDD          Z8, Z11, Z11
+	VBROADCASTI32X4 2(R8), Z8
+	VBROADCASTI32X4 2(R10), K4, Z8
+	VGF2P8AFFINEQB  $0x00, Z3, Z8, Z8
+	VBROADCASTI32X4 2(R8)(CX*1), Z9
+	VBROADCASTI32X4 2(R10)(CX*1), K4, Z9
+	VGF2P8AFFINEQB  $0x00, Z3, Z9, Z9
+	VPXORD          Z12, Z12, Z12
+	VPDPBUSD        Z6, Z8, Z12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z6, Z9, Z13
+	VPBLENDMD       Z13, Z12, K1, Z14
+	VPERMT2D        Z13, Z0, Z12
+	VPADDD          Z14, Z12, Z12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z7, Z8, Z13
+	VPXORD          Z8, Z8, Z8
+	VPDPBUSD        Z7, Z9, Z8
+	VPBLENDMD       Z8, Z13, K1, Z9
+	VPERMT2D        Z8, Z0, Z13
+	VPADDD          Z9, Z13, Z13
+	VBROADCASTI32X4 2(R8)(CX*2), Z8
+	VBROADCASTI32X4 2(R10)(CX*2), K4, Z8
+	VGF2P8AFFINEQB  $0x00, Z3, Z8, Z8
+	VBROADCASTI32X4 2(R8)(DI*1), Z9
+	VBROADCASTI32X4 2(R10)(DI*1), K4, Z9
+	VGF2P8AFFINEQB  $0x00, Z3, Z9, Z9
+	VPXORD          Z14, Z14, Z14
+	VPDPBUSD        Z6, Z8, Z14
+	VPXORD          Z15, Z15, Z15
+	VPDPBUSD        Z6, Z9, Z15
+	VPBLENDMD       Z15, Z14, K1, Z6
+	VPERMT2D        Z15, Z0, Z14
+	VPADDD          Z6, Z14, Z14
+	VPXORD          Z6, Z6, Z6
+	VPDPBUSD        Z7, Z8, Z6
+	VPXORD          Z8, Z8, Z8
+	VPDPBUSD        Z7, Z9, Z8
+	VPBLENDMD       Z8, Z6, K1, Z7
+	VPERMT2D        Z8, Z0, Z6
+	VPADDD          Z7, Z6, Z6
+	VPBLENDMD       Z14, Z12, K2, Z7
+	VPERMT2D        Z14, Z1, Z12
+	VPADDD          Z7, Z12, Z12
+	VPBLENDMD       Z6, Z13, K2, Z7
+	VPERMT2D        Z6, Z1, Z13
+	VPADDD          Z7, Z13, Z13
+	VPXOR           Y6, Y6, Y6
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X6
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X6, X6
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X7
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X7, X7
+	VINSERTI32X4    $0x01, X7, Y6, Y6
+	VCVTPH2PS       Y6, Z6
+	VPBLENDMD       Z12, Z10, K3, Z7
+	VPERMT2D        Z12, Z2, Z10
+	VPADDD          Z7, Z10, Z10
+	VPSUBD.BCST     40(BX), Z10, Z10
+	VCVTDQ2PS       Z10, Z7
+	VMULPS          Z6, Z7, Z7
+	VMULPS.BCST     32(BX), Z7, Z7
+	VADDPS          Z7, Z4, Z4
+	VPBLENDMD       Z13, Z11, K3, Z7
+	VPERMT2D        Z13, Z2, Z11
+	VPADDD          Z7, Z11, Z11
+	VPSUBD.BCST     104(BX), Z11, Z11
+	VCVTDQ2PS       Z11, Z7
+	VMULPS          Z6, Z7, Z7
+	VMULPS.BCST     96(BX), Z7, Z7
+	VADDPS          Z7, Z5, Z5
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x2GFNI_loop
+
+dotQ4_0x16x2GFNI_done:
+	MOVQ    out+40(FP), AX
+	MOVQ    ostride+48(FP), CX
+	VMOVUPS Z4, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z5, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ8_0x16x3VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16x3VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0000aaaa, R11
+	KMOVW        R11, K1
+	VMOVDQU64    rv16perm1<>+0(SB), Z0
+	MOVL         $0x0000cccc, R11
+	KMOVW        R11, K2
+	VMOVDQU64    rv16perm2<>+0(SB), Z1
+	MOVL         $0x0000f0f0, R11
+	KMOVW        R11, K3
+	VMOVDQU64    rv16perm4<>+0(SB), Z2
+	MOVL         $0x80808080, R11
+	VPBROADCASTD R11, Z3
+	MOVL         $0x000000f0, R11
+	KMOVW        R11, K4
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+
+dotQ8_0x16x3VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16x3VNNI_done
+	VBROADCASTI64X4   (BX), Z7
+	VBROADCASTI64X4   64(BX), Z8
+	VBROADCASTI64X4   128(BX), Z9
+	VPXORD            Z10, Z10, Z10
+	VMOVDQU64         2(AX), Y10
+	VBROADCASTI64X4.Z 2(R9), K4, Z11
+	VPTERNLOGD        $0x56, Z3, Z11, Z10
+	VPXORD            Z11, Z11, Z11
+	VMOVDQU64         2(AX)(CX*1), Y11
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K4, Z12
+	VPTERNLOGD        $0x56, Z3, Z12, Z11
+	VPXORD            Z12, Z12, Z12
+	VPDPBUSD          Z7, Z10, Z12
+	VPXORD            Z13, Z13, Z13
+	VPDPBUSD          Z7, Z11, Z13
+	VPBLENDMD         Z13, Z12, K1, Z14
+	VPERMT2D          Z13, Z0, Z12
+	VPADDD            Z14, Z12, Z12
+	VPXORD            Z13, Z13, Z13
+	VPDPBUSD          Z8, Z10, Z13
+	VPXORD            Z14, Z14, Z14
+	VPDPBUSD          Z8, Z11, Z14
+	VPBLENDMD         Z14, Z13, K1, Z15
+	VPERMT2D          Z14, Z0, Z13
+	VPADDD            Z15, Z13, Z13
+	VPXORD            Z14, Z14, Z14
+	VPDPBUSD          Z9, Z10, Z14
+	VPXORD            Z10, Z10, Z10
+	VPDPBUSD          Z9, Z11, Z10
+	VPBLENDMD         Z10, Z14, K1, Z11
+	VPERMT2D          Z10, Z0, Z14
+	VPADDD            Z11, Z14, Z14
+	VPXORD            Z10, Z10, Z10
+	VMOVDQU64         2(AX)(CX*2), Y10
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K4, Z11
+	VPTERNLOGD        $0x56, Z3, Z11, Z10
+	VPXORD            Z11, Z11, Z11
+	VMOVDQU64         2(AX)(DI*1), Y11
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K4, Z15
+	VPTERNLOGD        $0x56, Z3, Z15, Z11
+	VPXORD            Z15, Z15, Z15
+	VPDPBUSD          Z7, Z10, Z15
+	VPXORD            Z16, Z16, Z16
+	VPDPBUSD          Z7, Z11, Z16
+	VPBLENDMD         Z16, Z15, K1, Z17
+	VPERMT2D          Z16, Z0, Z15
+	VPADDD            Z17, Z15, Z15
+	VPXORD            Z16, Z16, Z16
+	VPDPBUSD          Z8, Z10, Z16
+	VPXORD            Z17, Z17, Z17
+	VPDPBUSD          Z8, Z11, Z17
+	VPBLENDMD         Z17, Z16, K1, Z18
+	VPERMT2D          Z17, Z0, Z16
+	VPADDD            Z18, Z16, Z16
+	VPXORD            Z17, Z17, Z17
+	VPDPBUSD          Z9, Z10, Z17
+	VPXORD            Z10, Z10, Z10
+	VPDPBUSD          Z9, Z11, Z10
+	VPBLENDMD         Z10, Z17, K1, Z11
+	VPERMT2D          Z10, Z0, Z17
+	VPADDD            Z11, Z17, Z17
+	VPBLENDMD         Z15, Z12, K2, Z10
+	VPERMT2D          Z15, Z1, Z12
+	VPADDD            Z10, Z12, Z12
+	VPBLENDMD         Z16, Z13, K2, Z10
+	VPERMT2D          Z16, Z1, Z13
+	VPADDD            Z10, Z13, Z13
+	VPBLENDMD         Z17, Z14, K2, Z10
+	VPERMT2D          Z17, Z1, Z14
+	VPADDD            Z10, Z14, Z14
+	VPXORD            Z10, Z10, Z10
+	VMOVDQU64         2(R8), Y10
+	VBROADCASTI64X4.Z 2(R10), K4, Z11
+	VPTERNLOGD        $0x56, Z3, Z11, Z10
+	VPXORD            Z11, Z11, Z11
+	VMOVDQU64         2(R8)(CX*1), Y11
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K4, Z15
+	VPTERNLOGD        $0x56, Z3, Z15, Z11
+	VPXORD            Z15, Z15, Z15
+	VPDPBUSD          Z7, Z10, Z15
+	VPXORD            Z16, Z16, Z16
+	VPDPBUSD          Z7, Z11, Z16
+	VPBLENDMD         Z16, Z15, K1, Z17
+	VPERMT2D          Z16, Z0, Z15
+	VPADDD            Z17, Z15, Z15
+	VPXORD            Z16, Z16, Z16
+	VPDPBUSD          Z8, Z10, Z16
+	VPXORD            Z17, Z17, Z17
+	VPDPBUSD          Z8, Z11, Z17
+	VPBLENDMD         Z17, Z16, K1, Z18
+	VPERMT2D          Z17, Z0, Z16
+	VPADDD            Z18, Z16, Z16
+	VPXORD            Z17, Z17, Z17
+	VPDPBUSD          Z9, Z10, Z17
+	VPXORD            Z10, Z10, Z10
+	VPDPBUSD          Z9, Z11, Z10
+	VPBLENDMD         Z10, Z17, K1, Z11
+	VPERMT2D          Z10, Z0, Z17
+	VPADDD            Z11, Z17, Z17
+	VPXORD            Z10, Z10, Z10
+	VMOVDQU64         2(R8)(CX*2), Y10
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K4, Z11
+	VPTERNLOGD        $0x56, Z3, Z11, Z10
+	VPXORD            Z11, Z11, Z11
+	VMOVDQU64         2(R8)(DI*1), Y11
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K4, Z18
+	VPTERNLOGD        $0x56, Z3, Z18, Z11
+	VPXORD            Z18, Z18, Z18
+	VPDPBUSD          Z7, Z10, Z18
+	VPXORD            Z19, Z19, Z19
+	VPDPBUSD          Z7, Z11, Z19
+	VPBLENDMD         Z19, Z18, K1, Z7
+	VPERMT2D          Z19, Z0, Z18
+	VPADDD            Z7, Z18, Z18
+	VPXORD            Z7, Z7, Z7
+	VPDPBUSD          Z8, Z10, Z7
+	VPXORD            Z19, Z19, Z19
+	VPDPBUSD          Z8, Z11, Z19
+	VPBLENDMD         Z19, Z7, K1, Z8
+	VPERMT2D          Z19, Z0, Z7
+	VPADDD            Z8, Z7, Z7
+	VPXORD            Z8, Z8, Z8
+	VPDPBUSD          Z9, Z10, Z8
+	VPXORD            Z10, Z10, Z10
+	VPDPBUSD          Z9, Z11, Z10
+	VPBLENDMD         Z10, Z8, K1, Z9
+	VPERMT2D          Z10, Z0, Z8
+	VPADDD            Z9, Z8, Z8
+	VPBLENDMD         Z18, Z15, K2, Z9
+	VPERMT2D          Z18, Z1, Z15
+	VPADDD            Z9, Z15, Z15
+	VPBLENDMD         Z7, Z16, K2, Z9
+	VPERMT2D          Z7, Z1, Z16
+	VPADDD            Z9, Z16, Z16
+	VPBLENDMD         Z8, Z17, K2, Z7
+	VPERMT2D          Z8, Z1, Z17
+	VPADDD            Z7, Z17, Z17
+	VPXOR             Y7, Y7, Y7
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X7
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X7, X7
+	MOVWQZX           (R9), R11
+	MOVWQZX           (R9)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X8
+	MOVWQZX           (R10), R11
+	MOVWQZX           (R10)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X8, X8
+	VINSERTI32X4      $0x01, X8, Y7, Y7
+	VCVTPH2PS         Y7, Z7
+	VPBLENDMD         Z15, Z12, K3, Z8
+	VPERMT2D          Z15, Z2, Z12
+	VPADDD            Z8, Z12, Z12
+	VPSUBD.BCST       36(BX), Z12, Z12
+	VCVTDQ2PS         Z12, Z8
+	VMULPS.BCST       32(BX), Z7, Z9
+	VMULPS            Z9, Z8, Z8
+	VADDPS            Z8, Z4, Z4
+	VPBLENDMD         Z16, Z13, K3, Z8
+	VPERMT2D          Z16, Z2, Z13
+	VPADDD            Z8, Z13, Z13
+	VPSUBD.BCST       100(BX), Z13, Z13
+	VCVTDQ2PS         Z13, Z8
+	VMULPS.BCST       96(BX), Z7, Z9
+	VMULPS            Z9, Z8, Z8
+	VADDPS            Z8, Z5, Z5
+	VPBLENDMD         Z17, Z14, K3, Z8
+	VPERMT2D          Z17, Z2, Z14
+	VPADDD            Z8, Z14, Z14
+	VPSUBD.BCST       164(BX), Z14, Z14
+	VCVTDQ2PS         Z14, Z8
+	VMULPS.BCST       160(BX), Z7, Z7
+	VMULPS            Z7, Z8, Z8
+	VADDPS            Z8, Z6, Z6
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(DI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(DI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(DI*1)
+	PREFETCHT0        256(R10)
+	PREFETCHT0        256(R10)(CX*1)
+	PREFETCHT0        256(R10)(CX*2)
+	PREFETCHT0        256(R10)(DI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000022, R10
+	ADDQ              SI, BX
+	DECQ              DX
+	JMP               dotQ8_0x16x3VNNI_loop
+
+dotQ8_0x16x3VNNI_done:
+	MOVQ    out+40(FP), AX
+	MOVQ    ostride+48(FP), CX
+	VMOVUPS Z4, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z5, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z6, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x3VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16x3VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0000aaaa, R11
+	KMOVW        R11, K1
+	VMOVDQU64    rv16perm1<>+0(SB), Z0
+	MOVL         $0x0000cccc, R11
+	KMOVW        R11, K2
+	VMOVDQU64    rv16perm2<>+0(SB), Z1
+	MOVL         $0x0000f0f0, R11
+	KMOVW        R11, K3
+	VMOVDQU64    rv16perm4<>+0(SB), Z2
+	MOVL         $0x0f0f0f0f, R11
+	VPBROADCASTD R11, Z3
+	VMOVDQU64    rv16shift<>+0(SB), Z4
+	MOVL         $0x0000ff00, R11
+	KMOVW        R11, K4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+
+dotQ4_0x16x3VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x3VNNI_done
+	VBROADCASTI64X4 (BX), Z8
+	VBROADCASTI64X4 64(BX), Z9
+	VBROADCASTI64X4 128(BX), Z10
+	VBROADCASTI32X4 2(AX), Z11
+	VBROADCASTI32X4 2(R9), K4, Z11
+	VPSRLVQ         Z4, Z11, Z11
+	VPANDD          Z3, Z11, Z11
+	VBROADCASTI32X4 2(AX)(CX*1), Z12
+	VBROADCASTI32X4 2(R9)(CX*1), K4, Z12
+	VPSRLVQ         Z4, Z12, Z12
+	VPANDD          Z3, Z12, Z12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z8, Z11, Z13
+	VPXORD          Z14, Z14, Z14
+	VPDPBUSD        Z8, Z12, Z14
+	VPBLENDMD       Z14, Z13, K1, Z15
+	VPERMT2D        Z14, Z0, Z13
+	VPADDD          Z15, Z13, Z13
+	VPXORD          Z14, Z14, Z14
+	VPDPBUSD        Z9, Z11, Z14
+	VPXORD          Z15, Z15, Z15
+	VPDPBUSD        Z9, Z12, Z15
+	VPBLENDMD       Z15, Z14, K1, Z16
+	VPERMT2D        Z15, Z0, Z14
+	VPADDD          Z16, Z14, Z14
+	VPXORD          Z15, Z15, Z15
+	VPDPBUSD        Z10, Z11, Z15
+	VPXORD          Z11, Z11, Z11
+	VPDPBUSD        Z10, Z12, Z11
+	VPBLENDMD       Z11, Z15, K1, Z12
+	VPERMT2D        Z11, Z0, Z15
+	VPADDD          Z12, Z15, Z15
+	VBROADCASTI32X4 2(AX)(CX*2), Z11
+	VBROADCASTI32X4 2(R9)(CX*2), K4, Z11
+	VPSRLVQ         Z4, Z11, Z11
+	VPANDD          Z3, Z11, Z11
+	VBROADCASTI32X4 2(AX)(DI*1), Z12
+	VBROADCASTI32X4 2(R9)(DI*1), K4, Z12
+	VPSRLVQ         Z4, Z12, Z12
+	VPANDD          Z3, Z12, Z12
+	VPXORD          Z16, Z16, Z16
+	VPDPBUSD        Z8, Z11, Z16
+	VPXORD          Z17, Z17, Z17
+	VPDPBUSD        Z8, Z12, Z17
+	VPBLENDMD       Z17, Z16, K1, Z18
+	VPERMT2D        Z17, Z0, Z16
+	VPADDD          Z18, Z16, Z16
+	VPXORD          Z17, Z17, Z17
+	VPDPBUSD        Z9, Z11, Z17
+	VPXORD          Z18, Z18, Z18
+	VPDPBUSD        Z9, Z12, Z18
+	VPBLENDMD       Z18, Z17, K1, Z19
+	VPERMT2D        Z18, Z0, Z17
+	VPADDD          Z19, Z17, Z17
+	VPXORD          Z18, Z18, Z18
+	VPDPBUSD        Z10, Z11, Z18
+	VPXORD          Z11, Z11, Z11
+	VPDPBUSD        Z10, Z12, Z11
+	VPBLENDMD       Z11, Z18, K1, Z12
+	VPERMT2D        Z11, Z0, Z18
+	VPADDD          Z12, Z18, Z18
+	VPBLENDMD       Z16, Z13, K2, Z11
+	VPERMT2D        Z16, Z1, Z13
+	VPADDD          Z11, Z13, Z13
+	VPBLENDMD       Z17, Z14, K2, Z11
+	VPERMT2D        Z17, Z1, Z14
+	VPADDD          Z11, Z14, Z14
+	VPBLENDMD       Z18, Z15, K2, Z11
+	VPERMT2D        Z18, Z1, Z15
+	VPADDD          Z11, Z15, Z15
+	VBROADCASTI32X4 2(R8), Z11
+	VBROADCASTI32X4 2(R10), K4, Z11
+	VPSRLVQ         Z4, Z11, Z11
+	VPANDD          Z3, Z11, Z11
+	VBROADCASTI32X4 2(R8)(CX*1), Z12
+	VBROADCASTI32X4 2(R10)(CX*1), K4, Z12
+	VPSRLVQ         Z4, Z12, Z12
+	VPANDD          Z3, Z12, Z12
+	VPXORD          Z16, Z16, Z16
+	VPDPBUSD        Z8, Z11, Z16
+	VPXORD          Z17, Z17, Z17
+	VPDPBUSD        Z8, Z12, Z17
+	VPBLENDMD       Z17, Z16, K1, Z18
+	VPERMT2D        Z17, Z0, Z16
+	VPADDD          Z18, Z16, Z16
+	VPXORD          Z17, Z17, Z17
+	VPDPBUSD        Z9, Z11, Z17
+	VPXORD          Z18, Z18, Z18
+	VPDPBUSD        Z9, Z12, Z18
+	VPBLENDMD       Z18, Z17, K1, Z19
+	VPERMT2D        Z18, Z0, Z17
+	VPADDD          Z19, Z17, Z17
+	VPXORD          Z18, Z18, Z18
+	VPDPBUSD        Z10, Z11, Z18
+	VPXORD          Z11, Z11, Z11
+	VPDPBUSD        Z10, Z12, Z11
+	VPBLENDMD       Z11, Z18, K1, Z12
+	VPERMT2D        Z11, Z0, Z18
+	VPADDD          Z12, Z18, Z18
+	VBROADCASTI32X4 2(R8)(CX*2), Z11
+	VBROADCASTI32X4 2(R10)(CX*2), K4, Z11
+	VPSRLVQ         Z4, Z11, Z11
+	VPANDD          Z3, Z11, Z11
+	VBROADCASTI32X4 2(R8)(DI*1), Z12
+	VBROADCASTI32X4 2(R10)(DI*1), K4, Z12
+	VPSRLVQ         Z4, Z12, Z12
+	VPANDD          Z3, Z12, Z12
+	VPXORD          Z19, Z19, Z19
+	VPDPBUSD        Z8, Z11, Z19
+	VPXORD          Z20, Z20, Z20
+	VPDPBUSD        Z8, Z12, Z20
+	VPBLENDMD       Z20, Z19, K1, Z8
+	VPERMT2D        Z20, Z0, Z19
+	VPADDD          Z8, Z19, Z19
+	VPXORD          Z8, Z8, Z8
+	VPDPBUSD        Z9, Z11, Z8
+	VPXORD          Z20, Z20, Z20
+	VPDPBUSD        Z9, Z12, Z20
+	VPBLENDMD       Z20, Z8, K1, Z9
+	VPERMT2D        Z20, Z0, Z8
+	VPADDD          Z9, Z8, Z8
+	VPXORD          Z9, Z9, Z9
+	VPDPBUSD        Z10, Z11, Z9
+	VPXORD          Z11, Z11, Z11
+	VPDPBUSD        Z10, Z12, Z11
+	VPBLENDMD       Z11, Z9, K1, Z10
+	VPERMT2D        Z11, Z0, Z9
+	VPADDD          Z10, Z9, Z9
+	VPBLENDMD       Z19, Z16, K2, Z10
+	VPERMT2D        Z19, Z1, Z16
+	VPADDD          Z10, Z16, Z16
+	VPBLENDMD       Z8, Z17, K2, Z10
+	VPERMT2D        Z8, Z1, Z17
+	VPADDD          Z10, Z17, Z17
+	VPBLENDMD       Z9, Z18, K2, Z8
+	VPERMT2D        Z9, Z1, Z18
+	VPADDD          Z8, Z18, Z18
+	VPXOR           Y8, Y8, Y8
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X8
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X8, X8
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X9
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X9, X9
+	VINSERTI32X4    $0x01, X9, Y8, Y8
+	VCVTPH2PS       Y8, Z8
+	VPBLENDMD       Z16, Z13, K3, Z9
+	VPERMT2D        Z16, Z2, Z13
+	VPADDD          Z9, Z13, Z13
+	VPSUBD.BCST     40(BX), Z13, Z13
+	VCVTDQ2PS       Z13, Z9
+	VMULPS          Z8, Z9, Z9
+	VMULPS.BCST     32(BX), Z9, Z9
+	VADDPS          Z9, Z5, Z5
+	VPBLENDMD       Z17, Z14, K3, Z9
+	VPERMT2D        Z17, Z2, Z14
+	VPADDD          Z9, Z14, Z14
+	VPSUBD.BCST     104(BX), Z14, Z14
+	VCVTDQ2PS       Z14, Z9
+	VMULPS          Z8, Z9, Z9
+	VMULPS.BCST     96(BX), Z9, Z9
+	VADDPS          Z9, Z6, Z6
+	VPBLENDMD       Z18, Z15, K3, Z9
+	VPERMT2D        Z18, Z2, Z15
+	VPADDD          Z9, Z15, Z15
+	VPSUBD.BCST     168(BX), Z15, Z15
+	VCVTDQ2PS       Z15, Z9
+	VMULPS          Z8, Z9, Z9
+	VMULPS.BCST     160(BX), Z9, Z9
+	VADDPS          Z9, Z7, Z7
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x3VNNI_loop
+
+dotQ4_0x16x3VNNI_done:
+	MOVQ    out+40(FP), AX
+	MOVQ    ostride+48(FP), CX
+	VMOVUPS Z5, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z6, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z7, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x3GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16x3GFNI(SB), NOSPLIT, $0-56
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	MOVQ      astep+32(FP), SI
+	LEAQ      (CX)(CX*2), DI
+	LEAQ      (AX)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	LEAQ      (R9)(CX*4), R10
+	MOVL      $0x0000aaaa, R11
+	KMOVW     R11, K1
+	VMOVDQU64 rv16perm1<>+0(SB), Z0
+	MOVL      $0x0000cccc, R11
+	KMOVW     R11, K2
+	VMOVDQU64 rv16perm2<>+0(SB), Z1
+	MOVL      $0x0000f0f0, R11
+	KMOVW     R11, K3
+	VMOVDQU64 rv16perm4<>+0(SB), Z2
+	VMOVDQU64 rv16nib<>+0(SB), Z3
+	MOVL      $0x0000ff00, R11
+	KMOVW     R11, K4
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+
+dotQ4_0x16x3GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x3GFNI_done
+	VBROADCASTI64X4 (BX), Z7
+	VBROADCASTI64X4 64(BX), Z8
+	VBROADCASTI64X4 128(BX), Z9
+	VBROADCASTI32X4 2(AX), Z10
+	VBROADCASTI32X4 2(R9), K4, Z10
+	VGF2P8AFFINEQB  $0x00, Z3, Z10, Z10
+	VBROADCASTI32X4 2(AX)(CX*1), Z11
+	VBROADCASTI32X4 2(R9)(CX*1), K4, Z11
+	VGF2P8AFFINEQB  $0x00, Z3, Z11, Z11
+	VPXORD          Z12, Z12, Z12
+	VPDPBUSD        Z7, Z10, Z12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z7, Z11, Z13
+	VPBLENDMD       Z13, Z12, K1, Z14
+	VPERMT2D        Z13, Z0, Z12
+	VPADDD          Z14, Z12, Z12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z8, Z10, Z13
+	VPXORD          Z14, Z14, Z14
+	VPDPBUSD        Z8, Z11, Z14
+	VPBLENDMD       Z14, Z13, K1, Z15
+	VPERMT2D        Z14, Z0, Z13
+	VPADDD          Z15, Z13, Z13
+	VPXORD          Z14, Z14, Z14
+	VPDPBUSD        Z9, Z10, Z14
+	VPXORD          Z10, Z10, Z10
+	VPDPBUSD        Z9, Z11, Z10
+	VPBLENDMD       Z10, Z14, K1, Z11
+	VPERMT2D        Z10, Z0, Z14
+	VPADDD          Z11, Z14, Z14
+	VBROADCASTI32X4 2(AX)(CX*2), Z10
+	VBROADCASTI32X4 2(R9)(CX*2), K4, Z10
+	VGF2P8AFFINEQB  $0x00, Z3, Z10, Z10
+	VBROADCASTI32X4 2(AX)(DI*1), Z11
+	VBROADCASTI32X4 2(R9)(DI*1), K4, Z11
+	VGF2P8AFFINEQB  $0x00, Z3, Z11, Z11
+	VPXORD          Z15, Z15, Z15
+	VPDPBUSD        Z7, Z10, Z15
+	VPXORD          Z16, Z16, Z16
+	VPDPBUSD        Z7, Z11, Z16
+	VPBLENDMD       Z16, Z15, K1, Z17
+	VPERMT2D        Z16, Z0, Z15
+	VPADDD          Z17, Z15, Z15
+	VPXORD          Z16, Z16, Z16
+	VPDPBUSD        Z8, Z10, Z16
+	VPXORD          Z17, Z17, Z17
+	VPDPBUSD        Z8, Z11, Z17
+	VPBLENDMD       Z17, Z16, K1, Z18
+	VPERMT2D        Z17, Z0, Z16
+	VPADDD          Z18, Z16, Z16
+	VPXORD          Z17, Z17, Z17
+	VPDPBUSD        Z9, Z10, Z17
+	VPXORD          Z10, Z10, Z10
+	VPDPBUSD        Z9, Z11, Z10
+	VPBLENDMD       Z10, Z17, K1, Z11
+	VPERMT2D        Z10, Z0, Z17
+	VPADDD          Z11, Z17, Z17
+	VPBLENDMD       Z15, Z12, K2, Z10
+	VPERMT2D        Z15, Z1, Z12
+	VPADDD          Z10, Z12, Z12
+	VPBLENDMD       Z16, Z13, K2, Z10
+	VPERMT2D        Z16, Z1, Z13
+	VPADDD          Z10, Z13, Z13
+	VPBLENDMD       Z17, Z14, K2, Z10
+	VPERMT2D        Z17, Z1, Z14
+	VPADDD          Z10, Z14, Z14
+	VBROADCASTI32X4 2(R8), Z10
+	VBROADCASTI32X4 2(R10), K4, Z10
+	VGF2P8AFFINEQB  $0x00, Z3, Z10, Z10
+	VBROADCASTI32X4 2(R8)(CX*1), Z11
+	VBROADCASTI32X4 2(R10)(CX*1), K4, Z11
+	VGF2P8AFFINEQB  $0x00, Z3, Z11, Z11
+	VPXORD          Z15, Z15, Z15
+	VPDPBUSD        Z7, Z10, Z15
+	VPXORD          Z16, Z16, Z16
+	VPDPBUSD        Z7, Z11, Z16
+	VPBLENDMD       Z16, Z15, K1, Z17
+	VPERMT2D        Z16, Z0, Z15
+	VPADDD          Z17, Z15, Z15
+	VPXORD          Z16, Z16, Z16
+	VPDPBUSD        Z8, Z10, Z16
+	VPXORD          Z17, Z17, Z17
+	VPDPBUSD        Z8, Z11, Z17
+	VPBLENDMD       Z17, Z16, K1, Z18
+	VPERMT2D        Z17, Z0, Z16
+	VPADDD          Z18, Z16, Z16
+	VPXORD          Z17, Z17, Z17
+	VPDPBUSD        Z9, Z10, Z17
+	VPXORD          Z10, Z10, Z10
+	VPDPBUSD        Z9, Z11, Z10
+	VPBLENDMD       Z10, Z17, K1, Z11
+	VPERMT2D        Z10, Z0, Z17
+	VPADDD          Z11, Z17, Z17
+	VBROADCASTI32X4 2(R8)(CX*2), Z10
+	VBROADCASTI32X4 2(R10)(CX*2), K4, Z10
+	VGF2P8AFFINEQB  $0x00, Z3, Z10, Z10
+	VBROADCASTI32X4 2(R8)(DI*1), Z11
+	VBROADCASTI32X4 2(R10)(DI*1), K4, Z11
+	VGF2P8AFFINEQB  $0x00, Z3, Z11, Z11
+	VPXORD          Z18, Z18, Z18
+	VPDPBUSD        Z7, Z10, Z18
+	VPXORD          Z19, Z19, Z19
+	VPDPBUSD        Z7, Z11, Z19
+	VPBLENDMD       Z19, Z18, K1, Z7
+	VPERMT2D        Z19, Z0, Z18
+	VPADDD          Z7, Z18, Z18
+	VPXORD          Z7, Z7, Z7
+	VPDPBUSD        Z8, Z10, Z7
+	VPXORD          Z19, Z19, Z19
+	VPDPBUSD        Z8, Z11, Z19
+	VPBLENDMD       Z19, Z7, K1, Z8
+	VPERMT2D        Z19, Z0, Z7
+	VPADDD          Z8, Z7, Z7
+	VPXORD          Z8, Z8, Z8
+	VPDPBUSD        Z9, Z10, Z8
+	VPXORD          Z10, Z10, Z10
+	VPDPBUSD        Z9, Z11, Z10
+	VPBLENDMD       Z10, Z8, K1, Z9
+	VPERMT2D        Z10, Z0, Z8
+	VPADDD          Z9, Z8, Z8
+	VPBLENDMD       Z18, Z15, K2, Z9
+	VPERMT2D        Z18, Z1, Z15
+	VPADDD          Z9, Z15, Z15
+	VPBLENDMD       Z7, Z16, K2, Z9
+	VPERMT2D        Z7, Z1, Z16
+	VPADDD          Z9, Z16, Z16
+	VPBLENDMD       Z8, Z17, K2, Z7
+	VPERMT2D        Z8, Z1, Z17
+	VPADDD          Z7, Z17, Z17
+	VPXOR           Y7, Y7, Y7
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X7
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X7, X7
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X8
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X8, X8
+	VINSERTI32X4    $0x01, X8, Y7, Y7
+	VCVTPH2PS       Y7, Z7
+	VPBLENDMD       Z15, Z12, K3, Z8
+	VPERMT2D        Z15, Z2, Z12
+	VPADDD          Z8, Z12, Z12
+	VPSUBD.BCST     40(BX), Z12, Z12
+	VCVTDQ2PS       Z12, Z8
+	VMULPS          Z7, Z8, Z8
+	VMULPS.BCST     32(BX), Z8, Z8
+	VADDPS          Z8, Z4, Z4
+	VPBLENDMD       Z16, Z13, K3, Z8
+	VPERMT2D        Z16, Z2, Z13
+	VPADDD          Z8, Z13, Z13
+	VPSUBD.BCST     104(BX), Z13, Z13
+	VCVTDQ2PS       Z13, Z8
+	VMULPS          Z7, Z8, Z8
+	VMULPS.BCST     96(BX), Z8, Z8
+	VADDPS          Z8, Z5, Z5
+	VPBLENDMD       Z17, Z14, K3, Z8
+	VPERMT2D        Z17, Z2, Z14
+	VPADDD          Z8, Z14, Z14
+	VPSUBD.BCST     168(BX), Z14, Z14
+	VCVTDQ2PS       Z14, Z8
+	VMULPS          Z7, Z8, Z8
+	VMULPS.BCST     160(BX), Z8, Z8
+	VADDPS          Z8, Z6, Z6
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x3GFNI_loop
+
+dotQ4_0x16x3GFNI_done:
+	MOVQ    out+40(FP), AX
+	MOVQ    ostride+48(FP), CX
+	VMOVUPS Z4, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z5, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z6, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ8_0x16x4VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16x4VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0000aaaa, R11
+	KMOVW        R11, K1
+	VMOVDQU64    rv16perm1<>+0(SB), Z0
+	MOVL         $0x0000cccc, R11
+	KMOVW        R11, K2
+	VMOVDQU64    rv16perm2<>+0(SB), Z1
+	MOVL         $0x0000f0f0, R11
+	KMOVW        R11, K3
+	VMOVDQU64    rv16perm4<>+0(SB), Z2
+	MOVL         $0x80808080, R11
+	VPBROADCASTD R11, Z3
+	MOVL         $0x000000f0, R11
+	KMOVW        R11, K4
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+
+dotQ8_0x16x4VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16x4VNNI_done
+	VBROADCASTI64X4   (BX), Z8
+	VBROADCASTI64X4   64(BX), Z9
+	VBROADCASTI64X4   128(BX), Z10
+	VBROADCASTI64X4   192(BX), Z11
+	VPXORD            Z12, Z12, Z12
+	VMOVDQU64         2(AX), Y12
+	VBROADCASTI64X4.Z 2(R9), K4, Z13
+	VPTERNLOGD        $0x56, Z3, Z13, Z12
+	VPXORD            Z13, Z13, Z13
+	VMOVDQU64         2(AX)(CX*1), Y13
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K4, Z14
+	VPTERNLOGD        $0x56, Z3, Z14, Z13
+	VPXORD            Z14, Z14, Z14
+	VPDPBUSD          Z8, Z12, Z14
+	VPXORD            Z15, Z15, Z15
+	VPDPBUSD          Z8, Z13, Z15
+	VPBLENDMD         Z15, Z14, K1, Z16
+	VPERMT2D          Z15, Z0, Z14
+	VPADDD            Z16, Z14, Z14
+	VPXORD            Z15, Z15, Z15
+	VPDPBUSD          Z9, Z12, Z15
+	VPXORD            Z16, Z16, Z16
+	VPDPBUSD          Z9, Z13, Z16
+	VPBLENDMD         Z16, Z15, K1, Z17
+	VPERMT2D          Z16, Z0, Z15
+	VPADDD            Z17, Z15, Z15
+	VPXORD            Z16, Z16, Z16
+	VPDPBUSD          Z10, Z12, Z16
+	VPXORD            Z17, Z17, Z17
+	VPDPBUSD          Z10, Z13, Z17
+	VPBLENDMD         Z17, Z16, K1, Z18
+	VPERMT2D          Z17, Z0, Z16
+	VPADDD            Z18, Z16, Z16
+	VPXORD            Z17, Z17, Z17
+	VPDPBUSD          Z11, Z12, Z17
+	VPXORD            Z12, Z12, Z12
+	VPDPBUSD          Z11, Z13, Z12
+	VPBLENDMD         Z12, Z17, K1, Z13
+	VPERMT2D          Z12, Z0, Z17
+	VPADDD            Z13, Z17, Z17
+	VPXORD            Z12, Z12, Z12
+	VMOVDQU64         2(AX)(CX*2), Y12
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K4, Z13
+	VPTERNLOGD        $0x56, Z3, Z13, Z12
+	VPXORD            Z13, Z13, Z13
+	VMOVDQU64         2(AX)(DI*1), Y13
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K4, Z18
+	VPTERNLOGD        $0x56, Z3, Z18, Z13
+	VPXORD            Z18, Z18, Z18
+	VPDPBUSD          Z8, Z12, Z18
+	VPXORD            Z19, Z19, Z19
+	VPDPBUSD          Z8, Z13, Z19
+	VPBLENDMD         Z19, Z18, K1, Z20
+	VPERMT2D          Z19, Z0, Z18
+	VPADDD            Z20, Z18, Z18
+	VPXORD            Z19, Z19, Z19
+	VPDPBUSD          Z9, Z12, Z19
+	VPXORD            Z20, Z20, Z20
+	VPDPBUSD          Z9, Z13, Z20
+	VPBLENDMD         Z20, Z19, K1, Z21
+	VPERMT2D          Z20, Z0, Z19
+	VPADDD            Z21, Z19, Z19
+	VPXORD            Z20, Z20, Z20
+	VPDPBUSD          Z10, Z12, Z20
+	VPXORD            Z21, Z21, Z21
+	VPDPBUSD          Z10, Z13, Z21
+	VPBLENDMD         Z21, Z20, K1, Z22
+	VPERMT2D          Z21, Z0, Z20
+	VPADDD            Z22, Z20, Z20
+	VPXORD            Z21, Z21, Z21
+	VPDPBUSD          Z11, Z12, Z21
+	VPXORD            Z12, Z12, Z12
+	VPDPBUSD          Z11, Z13, Z12
+	VPBLENDMD         Z12, Z21, K1, Z13
+	VPERMT2D          Z12, Z0, Z21
+	VPADDD            Z13, Z21, Z21
+	VPBLENDMD         Z18, Z14, K2, Z12
+	VPERMT2D          Z18, Z1, Z14
+	VPADDD            Z12, Z14, Z14
+	VPBLENDMD         Z19, Z15, K2, Z12
+	VPERMT2D          Z19, Z1, Z15
+	VPADDD            Z12, Z15, Z15
+	VPBLENDMD         Z20, Z16, K2, Z12
+	VPERMT2D          Z20, Z1, Z16
+	VPADDD            Z12, Z16, Z16
+	VPBLENDMD         Z21, Z17, K2, Z12
+	VPERMT2D          Z21, Z1, Z17
+	VPADDD            Z12, Z17, Z17
+	VPXORD            Z12, Z12, Z12
+	VMOVDQU64         2(R8), Y12
+	VBROADCASTI64X4.Z 2(R10), K4, Z13
+	VPTERNLOGD        $0x56, Z3, Z13, Z12
+	VPXORD            Z13, Z13, Z13
+	VMOVDQU64         2(R8)(CX*1), Y13
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K4, Z18
+	VPTERNLOGD        $0x56, Z3, Z18, Z13
+	VPXORD            Z18, Z18, Z18
+	VPDPBUSD          Z8, Z12, Z18
+	VPXORD            Z19, Z19, Z19
+	VPDPBUSD          Z8, Z13, Z19
+	VPBLENDMD         Z19, Z18, K1, Z20
+	VPERMT2D          Z19, Z0, Z18
+	VPADDD            Z20, Z18, Z18
+	VPXORD            Z19, Z19, Z19
+	VPDPBUSD          Z9, Z12, Z19
+	VPXORD            Z20, Z20, Z20
+	VPDPBUSD          Z9, Z13, Z20
+	VPBLENDMD         Z20, Z19, K1, Z21
+	VPERMT2D          Z20, Z0, Z19
+	VPADDD            Z21, Z19, Z19
+	VPXORD            Z20, Z20, Z20
+	VPDPBUSD          Z10, Z12, Z20
+	VPXORD            Z21, Z21, Z21
+	VPDPBUSD          Z10, Z13, Z21
+	VPBLENDMD         Z21, Z20, K1, Z22
+	VPERMT2D          Z21, Z0, Z20
+	VPADDD            Z22, Z20, Z20
+	VPXORD            Z21, Z21, Z21
+	VPDPBUSD          Z11, Z12, Z21
+	VPXORD            Z12, Z12, Z12
+	VPDPBUSD          Z11, Z13, Z12
+	VPBLENDMD         Z12, Z21, K1, Z13
+	VPERMT2D          Z12, Z0, Z21
+	VPADDD            Z13, Z21, Z21
+	VPXORD            Z12, Z12, Z12
+	VMOVDQU64         2(R8)(CX*2), Y12
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K4, Z13
+	VPTERNLOGD        $0x56, Z3, Z13, Z12
+	VPXORD            Z13, Z13, Z13
+	VMOVDQU64         2(R8)(DI*1), Y13
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K4, Z22
+	VPTERNLOGD        $0x56, Z3, Z22, Z13
+	VPXORD            Z22, Z22, Z22
+	VPDPBUSD          Z8, Z12, Z22
+	VPXORD            Z23, Z23, Z23
+	VPDPBUSD          Z8, Z13, Z23
+	VPBLENDMD         Z23, Z22, K1, Z8
+	VPERMT2D          Z23, Z0, Z22
+	VPADDD            Z8, Z22, Z22
+	VPXORD            Z8, Z8, Z8
+	VPDPBUSD          Z9, Z12, Z8
+	VPXORD            Z23, Z23, Z23
+	VPDPBUSD          Z9, Z13, Z23
+	VPBLENDMD         Z23, Z8, K1, Z9
+	VPERMT2D          Z23, Z0, Z8
+	VPADDD            Z9, Z8, Z8
+	VPXORD            Z9, Z9, Z9
+	VPDPBUSD          Z10, Z12, Z9
+	VPXORD            Z23, Z23, Z23
+	VPDPBUSD          Z10, Z13, Z23
+	VPBLENDMD         Z23, Z9, K1, Z10
+	VPERMT2D          Z23, Z0, Z9
+	VPADDD            Z10, Z9, Z9
+	VPXORD            Z10, Z10, Z10
+	VPDPBUSD          Z11, Z12, Z10
+	VPXORD            Z12, Z12, Z12
+	VPDPBUSD          Z11, Z13, Z12
+	VPBLENDMD         Z12, Z10, K1, Z11
+	VPERMT2D          Z12, Z0, Z10
+	VPADDD            Z11, Z10, Z10
+	VPBLENDMD         Z22, Z18, K2, Z11
+	VPERMT2D          Z22, Z1, Z18
+	VPADDD            Z11, Z18, Z18
+	VPBLENDMD         Z8, Z19, K2, Z11
+	VPERMT2D          Z8, Z1, Z19
+	VPADDD            Z11, Z19, Z19
+	VPBLENDMD         Z9, Z20, K2, Z8
+	VPERMT2D          Z9, Z1, Z20
+	VPADDD            Z8, Z20, Z20
+	VPBLENDMD         Z10, Z21, K2, Z8
+	VPERMT2D          Z10, Z1, Z21
+	VPADDD            Z8, Z21, Z21
+	VPXOR             Y8, Y8, Y8
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X8
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X8, X8
+	MOVWQZX           (R9), R11
+	MOVWQZX           (R9)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X9
+	MOVWQZX           (R10), R11
+	MOVWQZX           (R10)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X9, X9
+	VINSERTI32X4      $0x01, X9, Y8, Y8
+	VCVTPH2PS         Y8, Z8
+	VPBLENDMD         Z18, Z14, K3, Z9
+	VPERMT2D          Z18, Z2, Z14
+	VPADDD            Z9, Z14, Z14
+	VPSUBD.BCST       36(BX), Z14, Z14
+	VCVTDQ2PS         Z14, Z9
+	VMULPS.BCST       32(BX), Z8, Z10
+	VMULPS            Z10, Z9, Z9
+	VADDPS            Z9, Z4, Z4
+	VPBLENDMD         Z19, Z15, K3, Z9
+	VPERMT2D          Z19, Z2, Z15
+	VPADDD            Z9, Z15, Z15
+	VPSUBD.BCST       100(BX), Z15, Z15
+	VCVTDQ2PS         Z15, Z9
+	VMULPS.BCST       96(BX), Z8, Z10
+	VMULPS            Z10, Z9, Z9
+	VADDPS            Z9, Z5, Z5
+	VPBLENDMD         Z20, Z16, K3, Z9
+	VPERMT2D          Z20, Z2, Z16
+	VPADDD            Z9, Z16, Z16
+	VPSUBD.BCST       164(BX), Z16, Z16
+	VCVTDQ2PS         Z16, Z9
+	VMULPS.BCST       160(BX), Z8, Z10
+	VMULPS            Z10, Z9, Z9
+	VADDPS            Z9, Z6, Z6
+	VPBLENDMD         Z21, Z17, K3, Z9
+	VPERMT2D          Z21, Z2, Z17
+	VPADDD            Z9, Z17, Z17
+	VPSUBD.BCST       228(BX), Z17, Z17
+	VCVTDQ2PS         Z17, Z9
+	VMULPS.BCST       224(BX), Z8, Z8
+	VMULPS            Z8, Z9, Z9
+	VADDPS            Z9, Z7, Z7
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(DI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(DI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(DI*1)
+	PREFETCHT0        256(R10)
+	PREFETCHT0        256(R10)(CX*1)
+	PREFETCHT0        256(R10)(CX*2)
+	PREFETCHT0        256(R10)(DI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000022, R10
+	ADDQ              SI, BX
+	DECQ              DX
+	JMP               dotQ8_0x16x4VNNI_loop
+
+dotQ8_0x16x4VNNI_done:
+	MOVQ    out+40(FP), AX
+	MOVQ    ostride+48(FP), CX
+	VMOVUPS Z4, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z5, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z6, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z7, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x4VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16x4VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0000aaaa, R11
+	KMOVW        R11, K1
+	VMOVDQU64    rv16perm1<>+0(SB), Z0
+	MOVL         $0x0000cccc, R11
+	KMOVW        R11, K2
+	VMOVDQU64    rv16perm2<>+0(SB), Z1
+	MOVL         $0x0000f0f0, R11
+	KMOVW        R11, K3
+	VMOVDQU64    rv16perm4<>+0(SB), Z2
+	MOVL         $0x0f0f0f0f, R11
+	VPBROADCASTD R11, Z3
+	VMOVDQU64    rv16shift<>+0(SB), Z4
+	MOVL         $0x0000ff00, R11
+	KMOVW        R11, K4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+
+dotQ4_0x16x4VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x4VNNI_done
+	VBROADCASTI64X4 (BX), Z9
+	VBROADCASTI64X4 64(BX), Z10
+	VBROADCASTI64X4 128(BX), Z11
+	VBROADCASTI64X4 192(BX), Z12
+	VBROADCASTI32X4 2(AX), Z13
+	VBROADCASTI32X4 2(R9), K4, Z13
+	VPSRLVQ         Z4, Z13, Z13
+	VPANDD          Z3, Z13, Z13
+	VBROADCASTI32X4 2(AX)(CX*1), Z14
+	VBROADCASTI32X4 2(R9)(CX*1), K4, Z14
+	VPSRLVQ         Z4, Z14, Z14
+	VPANDD          Z3, Z14, Z14
+	VPXORD          Z15, Z15, Z15
+	VPDPBUSD        Z9, Z13, Z15
+	VPXORD          Z16, Z16, Z16
+	VPDPBUSD        Z9, Z14, Z16
+	VPBLENDMD       Z16, Z15, K1, Z17
+	VPERMT2D        Z16, Z0, Z15
+	VPADDD          Z17, Z15, Z15
+	VPXORD          Z16, Z16, Z16
+	VPDPBUSD        Z10, Z13, Z16
+	VPXORD          Z17, Z17, Z17
+	VPDPBUSD        Z10, Z14, Z17
+	VPBLENDMD       Z17, Z16, K1, Z18
+	VPERMT2D        Z17, Z0, Z16
+	VPADDD          Z18, Z16, Z16
+	VPXORD          Z17, Z17, Z17
+	VPDPBUSD        Z11, Z13, Z17
+	VPXORD          Z18, Z18, Z18
+	VPDPBUSD        Z11, Z14, Z18
+	VPBLENDMD       Z18, Z17, K1, Z19
+	VPERMT2D        Z18, Z0, Z17
+	VPADDD          Z19, Z17, Z17
+	VPXORD          Z18, Z18, Z18
+	VPDPBUSD        Z12, Z13, Z18
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z12, Z14, Z13
+	VPBLENDMD       Z13, Z18, K1, Z14
+	VPERMT2D        Z13, Z0, Z18
+	VPADDD          Z14, Z18, Z18
+	VBROADCASTI32X4 2(AX)(CX*2), Z13
+	VBROADCASTI32X4 2(R9)(CX*2), K4, Z13
+	VPSRLVQ         Z4, Z13, Z13
+	VPANDD          Z3, Z13, Z13
+	VBROADCASTI32X4 2(AX)(DI*1), Z14
+	VBROADCASTI32X4 2(R9)(DI*1), K4, Z14
+	VPSRLVQ         Z4, Z14, Z14
+	VPANDD          Z3, Z14, Z14
+	VPXORD          Z19, Z19, Z19
+	VPDPBUSD        Z9, Z13, Z19
+	VPXORD          Z20, Z20, Z20
+	VPDPBUSD        Z9, Z14, Z20
+	VPBLENDMD       Z20, Z19, K1, Z21
+	VPERMT2D        Z20, Z0, Z19
+	VPADDD          Z21, Z19, Z19
+	VPXORD          Z20, Z20, Z20
+	VPDPBUSD        Z10, Z13, Z20
+	VPXORD          Z21, Z21, Z21
+	VPDPBUSD        Z10, Z14, Z21
+	VPBLENDMD       Z21, Z20, K1, Z22
+	VPERMT2D        Z21, Z0, Z20
+	VPADDD          Z22, Z20, Z20
+	VPXORD          Z21, Z21, Z21
+	VPDPBUSD        Z11, Z13, Z21
+	VPXORD          Z22, Z22, Z22
+	VPDPBUSD        Z11, Z14, Z22
+	VPBLENDMD       Z22, Z21, K1, Z23
+	VPERMT2D        Z22, Z0, Z21
+	VPADDD          Z23, Z21, Z21
+	VPXORD          Z22, Z22, Z22
+	VPDPBUSD        Z12, Z13, Z22
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z12, Z14, Z13
+	VPBLENDMD       Z13, Z22, K1, Z14
+	VPERMT2D        Z13, Z0, Z22
+	VPADDD          Z14, Z22, Z22
+	VPBLENDMD       Z19, Z15, K2, Z13
+	VPERMT2D        Z19, Z1, Z15
+	VPADDD          Z13, Z15, Z15
+	VPBLENDMD       Z20, Z16, K2, Z13
+	VPERMT2D        Z20, Z1, Z16
+	VPADDD          Z13, Z16, Z16
+	VPBLENDMD       Z21, Z17, K2, Z13
+	VPERMT2D        Z21, Z1, Z17
+	VPADDD          Z13, Z17, Z17
+	VPBLENDMD       Z22, Z18, K2, Z13
+	VPERMT2D        Z22, Z1, Z18
+	VPADDD          Z13, Z18, Z18
+	VBROADCASTI32X4 2(R8), Z13
+	VBROADCASTI32X4 2(R10), K4, Z13
+	VPSRLVQ         Z4, Z13, Z13
+	VPANDD          Z3, Z13, Z13
+	VBROADCASTI32X4 2(R8)(CX*1), Z14
+	VBROADCASTI32X4 2(R10)(CX*1), K4, Z14
+	VPSRLVQ         Z4, Z14, Z14
+	VPANDD          Z3, Z14, Z14
+	VPXORD          Z19, Z19, Z19
+	VPDPBUSD        Z9, Z13, Z19
+	VPXORD          Z20, Z20, Z20
+	VPDPBUSD        Z9, Z14, Z20
+	VPBLENDMD       Z20, Z19, K1, Z21
+	VPERMT2D        Z20, Z0, Z19
+	VPADDD          Z21, Z19, Z19
+	VPXORD          Z20, Z20, Z20
+	VPDPBUSD        Z10, Z13, Z20
+	VPXORD          Z21, Z21, Z21
+	VPDPBUSD        Z10, Z14, Z21
+	VPBLENDMD       Z21, Z20, K1, Z22
+	VPERMT2D        Z21, Z0, Z20
+	VPADDD          Z22, Z20, Z20
+	VPXORD          Z21, Z21, Z21
+	VPDPBUSD        Z11, Z13, Z21
+	VPXORD          Z22, Z22, Z22
+	VPDPBUSD        Z11, Z14, Z22
+	VPBLENDMD       Z22, Z21, K1, Z23
+	VPERMT2D        Z22, Z0, Z21
+	VPADDD          Z23, Z21, Z21
+	VPXORD          Z22, Z22, Z22
+	VPDPBUSD        Z12, Z13, Z22
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z12, Z14, Z13
+	VPBLENDMD       Z13, Z22, K1, Z14
+	VPERMT2D        Z13, Z0, Z22
+	VPADDD          Z14, Z22, Z22
+	VBROADCASTI32X4 2(R8)(CX*2), Z13
+	VBROADCASTI32X4 2(R10)(CX*2), K4, Z13
+	VPSRLVQ         Z4, Z13, Z13
+	VPANDD          Z3, Z13, Z13
+	VBROADCASTI32X4 2(R8)(DI*1), Z14
+	VBROADCASTI32X4 2(R10)(DI*1), K4, Z14
+	VPSRLVQ         Z4, Z14, Z14
+	VPANDD          Z3, Z14, Z14
+	VPXORD          Z23, Z23, Z23
+	VPDPBUSD        Z9, Z13, Z23
+	VPXORD          Z24, Z24, Z24
+	VPDPBUSD        Z9, Z14, Z24
+	VPBLENDMD       Z24, Z23, K1, Z9
+	VPERMT2D        Z24, Z0, Z23
+	VPADDD          Z9, Z23, Z23
+	VPXORD          Z9, Z9, Z9
+	VPDPBUSD        Z10, Z13, Z9
+	VPXORD          Z24, Z24, Z24
+	VPDPBUSD        Z10, Z14, Z24
+	VPBLENDMD       Z24, Z9, K1, Z10
+	VPERMT2D        Z24, Z0, Z9
+	VPADDD          Z10, Z9, Z9
+	VPXORD          Z10, Z10, Z10
+	VPDPBUSD        Z11, Z13, Z10
+	VPXORD          Z24, Z24, Z24
+	VPDPBUSD        Z11, Z14, Z24
+	VPBLENDMD       Z24, Z10, K1, Z11
+	VPERMT2D        Z24, Z0, Z10
+	VPADDD          Z11, Z10, Z10
+	VPXORD          Z11, Z11, Z11
+	VPDPBUSD        Z12, Z13, Z11
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z12, Z14, Z13
+	VPBLENDMD       Z13, Z11, K1, Z12
+	VPERMT2D        Z13, Z0, Z11
+	VPADDD          Z12, Z11, Z11
+	VPBLENDMD       Z23, Z19, K2, Z12
+	VPERMT2D        Z23, Z1, Z19
+	VPADDD          Z12, Z19, Z19
+	VPBLENDMD       Z9, Z20, K2, Z12
+	VPERMT2D        Z9, Z1, Z20
+	VPADDD          Z12, Z20, Z20
+	VPBLENDMD       Z10, Z21, K2, Z9
+	VPERMT2D        Z10, Z1, Z21
+	VPADDD          Z9, Z21, Z21
+	VPBLENDMD       Z11, Z22, K2, Z9
+	VPERMT2D        Z11, Z1, Z22
+	VPADDD          Z9, Z22, Z22
+	VPXOR           Y9, Y9, Y9
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X9
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X9, X9
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X10
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X10, X10
+	VINSERTI32X4    $0x01, X10, Y9, Y9
+	VCVTPH2PS       Y9, Z9
+	VPBLENDMD       Z19, Z15, K3, Z10
+	VPERMT2D        Z19, Z2, Z15
+	VPADDD          Z10, Z15, Z15
+	VPSUBD.BCST     40(BX), Z15, Z15
+	VCVTDQ2PS       Z15, Z10
+	VMULPS          Z9, Z10, Z10
+	VMULPS.BCST     32(BX), Z10, Z10
+	VADDPS          Z10, Z5, Z5
+	VPBLENDMD       Z20, Z16, K3, Z10
+	VPERMT2D        Z20, Z2, Z16
+	VPADDD          Z10, Z16, Z16
+	VPSUBD.BCST     104(BX), Z16, Z16
+	VCVTDQ2PS       Z16, Z10
+	VMULPS          Z9, Z10, Z10
+	VMULPS.BCST     96(BX), Z10, Z10
+	VADDPS          Z10, Z6, Z6
+	VPBLENDMD       Z21, Z17, K3, Z10
+	VPERMT2D        Z21, Z2, Z17
+	VPADDD          Z10, Z17, Z17
+	VPSUBD.BCST     168(BX), Z17, Z17
+	VCVTDQ2PS       Z17, Z10
+	VMULPS          Z9, Z10, Z10
+	VMULPS.BCST     160(BX), Z10, Z10
+	VADDPS          Z10, Z7, Z7
+	VPBLENDMD       Z22, Z18, K3, Z10
+	VPERMT2D        Z22, Z2, Z18
+	VPADDD          Z10, Z18, Z18
+	VPSUBD.BCST     232(BX), Z18, Z18
+	VCVTDQ2PS       Z18, Z10
+	VMULPS          Z9, Z10, Z10
+	VMULPS.BCST     224(BX), Z10, Z10
+	VADDPS          Z10, Z8, Z8
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x4VNNI_loop
+
+dotQ4_0x16x4VNNI_done:
+	MOVQ    out+40(FP), AX
+	MOVQ    ostride+48(FP), CX
+	VMOVUPS Z5, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z6, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z7, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z8, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x4GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16x4GFNI(SB), NOSPLIT, $0-56
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	MOVQ      astep+32(FP), SI
+	LEAQ      (CX)(CX*2), DI
+	LEAQ      (AX)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	LEAQ      (R9)(CX*4), R10
+	MOVL      $0x0000aaaa, R11
+	KMOVW     R11, K1
+	VMOVDQU64 rv16perm1<>+0(SB), Z0
+	MOVL      $0x0000cccc, R11
+	KMOVW     R11, K2
+	VMOVDQU64 rv16perm2<>+0(SB), Z1
+	MOVL      $0x0000f0f0, R11
+	KMOVW     R11, K3
+	VMOVDQU64 rv16perm4<>+0(SB), Z2
+	VMOVDQU64 rv16nib<>+0(SB), Z3
+	MOVL      $0x0000ff00, R11
+	KMOVW     R11, K4
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+	VPXORD    Z7, Z7, Z7
+
+dotQ4_0x16x4GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x4GFNI_done
+	VBROADCASTI64X4 (BX), Z8
+	VBROADCASTI64X4 64(BX), Z9
+	VBROADCASTI64X4 128(BX), Z10
+	VBROADCASTI64X4 192(BX), Z11
+	VBROADCASTI32X4 2(AX), Z12
+	VBROADCASTI32X4 2(R9), K4, Z12
+	VGF2P8AFFINEQB  $0x00, Z3, Z12, Z12
+	VBROADCASTI32X4 2(AX)(CX*1), Z13
+	VBROADCASTI32X4 2(R9)(CX*1), K4, Z13
+	VGF2P8AFFINEQB  $0x00, Z3, Z13, Z13
+	VPXORD          Z14, Z14, Z14
+	VPDPBUSD        Z8, Z12, Z14
+	VPXORD          Z15, Z15, Z15
+	VPDPBUSD        Z8, Z13, Z15
+	VPBLENDMD       Z15, Z14, K1, Z16
+	VPERMT2D        Z15, Z0, Z14
+	VPADDD          Z16, Z14, Z14
+	VPXORD          Z15, Z15, Z15
+	VPDPBUSD        Z9, Z12, Z15
+	VPXORD          Z16, Z16, Z16
+	VPDPBUSD        Z9, Z13, Z16
+	VPBLENDMD       Z16, Z15, K1, Z17
+	VPERMT2D        Z16, Z0, Z15
+	VPADDD          Z17, Z15, Z15
+	VPXORD          Z16, Z16, Z16
+	VPDPBUSD        Z10, Z12, Z16
+	VPXORD          Z17, Z17, Z17
+	VPDPBUSD        Z10, Z13, Z17
+	VPBLENDMD       Z17, Z16, K1, Z18
+	VPERMT2D        Z17, Z0, Z16
+	VPADDD          Z18, Z16, Z16
+	VPXORD          Z17, Z17, Z17
+	VPDPBUSD        Z11, Z12, Z17
+	VPXORD          Z12, Z12, Z12
+	VPDPBUSD        Z11, Z13, Z12
+	VPBLENDMD       Z12, Z17, K1, Z13
+	VPERMT2D        Z12, Z0, Z17
+	VPADDD          Z13, Z17, Z17
+	VBROADCASTI32X4 2(AX)(CX*2), Z12
+	VBROADCASTI32X4 2(R9)(CX*2), K4, Z12
+	VGF2P8AFFINEQB  $0x00, Z3, Z12, Z12
+	VBROADCASTI32X4 2(AX)(DI*1), Z13
+	VBROADCASTI32X4 2(R9)(DI*1), K4, Z13
+	VGF2P8AFFINEQB  $0x00, Z3, Z13, Z13
+	VPXORD          Z18, Z18, Z18
+	VPDPBUSD        Z8, Z12, Z18
+	VPXORD          Z19, Z19, Z19
+	VPDPBUSD        Z8, Z13, Z19
+	VPBLENDMD       Z19, Z18, K1, Z20
+	VPERMT2D        Z19, Z0, Z18
+	VPADDD          Z20, Z18, Z18
+	VPXORD          Z19, Z19, Z19
+	VPDPBUSD        Z9, Z12, Z19
+	VPXORD          Z20, Z20, Z20
+	VPDPBUSD        Z9, Z13, Z20
+	VPBLENDMD       Z20, Z19, K1, Z21
+	VPERMT2D        Z20, Z0, Z19
+	VPADDD          Z21, Z19, Z19
+	VPXORD          Z20, Z20, Z20
+	VPDPBUSD        Z10, Z12, Z20
+	VPXORD          Z21, Z21, Z21
+	VPDPBUSD        Z10, Z13, Z21
+	VPBLENDMD       Z21, Z20, K1, Z22
+	VPERMT2D        Z21, Z0, Z20
+	VPADDD          Z22, Z20, Z20
+	VPXORD          Z21, Z21, Z21
+	VPDPBUSD        Z11, Z12, Z21
+	VPXORD          Z12, Z12, Z12
+	VPDPBUSD        Z11, Z13, Z12
+	VPBLENDMD       Z12, Z21, K1, Z13
+	VPERMT2D        Z12, Z0, Z21
+	VPADDD          Z13, Z21, Z21
+	VPBLENDMD       Z18, Z14, K2, Z12
+	VPERMT2D        Z18, Z1, Z14
+	VPADDD          Z12, Z14, Z14
+	VPBLENDMD       Z19, Z15, K2, Z12
+	VPERMT2D        Z19, Z1, Z15
+	VPADDD          Z12, Z15, Z15
+	VPBLENDMD       Z20, Z16, K2, Z12
+	VPERMT2D        Z20, Z1, Z16
+	VPADDD          Z12, Z16, Z16
+	VPBLENDMD       Z21, Z17, K2, Z12
+	VPERMT2D        Z21, Z1, Z17
+	VPADDD          Z12, Z17, Z17
+	VBROADCASTI32X4 2(R8), Z12
+	VBROADCASTI32X4 2(R10), K4, Z12
+	VGF2P8AFFINEQB  $0x00, Z3, Z12, Z12
+	VBROADCASTI32X4 2(R8)(CX*1), Z13
+	VBROADCASTI32X4 2(R10)(CX*1), K4, Z13
+	VGF2P8AFFINEQB  $0x00, Z3, Z13, Z13
+	VPXORD          Z18, Z18, Z18
+	VPDPBUSD        Z8, Z12, Z18
+	VPXORD          Z19, Z19, Z19
+	VPDPBUSD        Z8, Z13, Z19
+	VPBLENDMD       Z19, Z18, K1, Z20
+	VPERMT2D        Z19, Z0, Z18
+	VPADDD          Z20, Z18, Z18
+	VPXORD          Z19, Z19, Z19
+	VPDPBUSD        Z9, Z12, Z19
+	VPXORD          Z20, Z20, Z20
+	VPDPBUSD        Z9, Z13, Z20
+	VPBLENDMD       Z20, Z19, K1, Z21
+	VPERMT2D        Z20, Z0, Z19
+	VPADDD          Z21, Z19, Z19
+	VPXORD          Z20, Z20, Z20
+	VPDPBUSD        Z10, Z12, Z20
+	VPXORD          Z21, Z21, Z21
+	VPDPBUSD        Z10, Z13, Z21
+	VPBLENDMD       Z21, Z20, K1, Z22
+	VPERMT2D        Z21, Z0, Z20
+	VPADDD          Z22, Z20, Z20
+	VPXORD          Z21, Z21, Z21
+	VPDPBUSD        Z11, Z12, Z21
+	VPXORD          Z12, Z12, Z12
+	VPDPBUSD        Z11, Z13, Z12
+	VPBLENDMD       Z12, Z21, K1, Z13
+	VPERMT2D        Z12, Z0, Z21
+	VPADDD          Z13, Z21, Z21
+	VBROADCASTI32X4 2(R8)(CX*2), Z12
+	VBROADCASTI32X4 2(R10)(CX*2), K4, Z12
+	VGF2P8AFFINEQB  $0x00, Z3, Z12, Z12
+	VBROADCASTI32X4 2(R8)(DI*1), Z13
+	VBROADCASTI32X4 2(R10)(DI*1), K4, Z13
+	VGF2P8AFFINEQB  $0x00, Z3, Z13, Z13
+	VPXORD          Z22, Z22, Z22
+	VPDPBUSD        Z8, Z12, Z22
+	VPXORD          Z23, Z23, Z23
+	VPDPBUSD        Z8, Z13, Z23
+	VPBLENDMD       Z23, Z22, K1, Z8
+	VPERMT2D        Z23, Z0, Z22
+	VPADDD          Z8, Z22, Z22
+	VPXORD          Z8, Z8, Z8
+	VPDPBUSD        Z9, Z12, Z8
+	VPXORD          Z23, Z23, Z23
+	VPDPBUSD        Z9, Z13, Z23
+	VPBLENDMD       Z23, Z8, K1, Z9
+	VPERMT2D        Z23, Z0, Z8
+	VPADDD          Z9, Z8, Z8
+	VPXORD          Z9, Z9, Z9
+	VPDPBUSD        Z10, Z12, Z9
+	VPXORD          Z23, Z23, Z23
+	VPDPBUSD        Z10, Z13, Z23
+	VPBLENDMD       Z23, Z9, K1, Z10
+	VPERMT2D        Z23, Z0, Z9
+	VPADDD          Z10, Z9, Z9
+	VPXORD          Z10, Z10, Z10
+	VPDPBUSD        Z11, Z12, Z10
+	VPXORD          Z12, Z12, Z12
+	VPDPBUSD        Z11, Z13, Z12
+	VPBLENDMD       Z12, Z10, K1, Z11
+	VPERMT2D        Z12, Z0, Z10
+	VPADDD          Z11, Z10, Z10
+	VPBLENDMD       Z22, Z18, K2, Z11
+	VPERMT2D        Z22, Z1, Z18
+	VPADDD          Z11, Z18, Z18
+	VPBLENDMD       Z8, Z19, K2, Z11
+	VPERMT2D        Z8, Z1, Z19
+	VPADDD          Z11, Z19, Z19
+	VPBLENDMD       Z9, Z20, K2, Z8
+	VPERMT2D        Z9, Z1, Z20
+	VPADDD          Z8, Z20, Z20
+	VPBLENDMD       Z10, Z21, K2, Z8
+	VPERMT2D        Z10, Z1, Z21
+	VPADDD          Z8, Z21, Z21
+	VPXOR           Y8, Y8, Y8
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X8
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X8, X8
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X9
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X9, X9
+	VINSERTI32X4    $0x01, X9, Y8, Y8
+	VCVTPH2PS       Y8, Z8
+	VPBLENDMD       Z18, Z14, K3, Z9
+	VPERMT2D        Z18, Z2, Z14
+	VPADDD          Z9, Z14, Z14
+	VPSUBD.BCST     40(BX), Z14, Z14
+	VCVTDQ2PS       Z14, Z9
+	VMULPS          Z8, Z9, Z9
+	VMULPS.BCST     32(BX), Z9, Z9
+	VADDPS          Z9, Z4, Z4
+	VPBLENDMD       Z19, Z15, K3, Z9
+	VPERMT2D        Z19, Z2, Z15
+	VPADDD          Z9, Z15, Z15
+	VPSUBD.BCST     104(BX), Z15, Z15
+	VCVTDQ2PS       Z15, Z9
+	VMULPS          Z8, Z9, Z9
+	VMULPS.BCST     96(BX), Z9, Z9
+	VADDPS          Z9, Z5, Z5
+	VPBLENDMD       Z20, Z16, K3, Z9
+	VPERMT2D        Z20, Z2, Z16
+	VPADDD          Z9, Z16, Z16
+	VPSUBD.BCST     168(BX), Z16, Z16
+	VCVTDQ2PS       Z16, Z9
+	VMULPS          Z8, Z9, Z9
+	VMULPS.BCST     160(BX), Z9, Z9
+	VADDPS          Z9, Z6, Z6
+	VPBLENDMD       Z21, Z17, K3, Z9
+	VPERMT2D        Z21, Z2, Z17
+	VPADDD          Z9, Z17, Z17
+	VPSUBD.BCST     232(BX), Z17, Z17
+	VCVTDQ2PS       Z17, Z9
+	VMULPS          Z8, Z9, Z9
+	VMULPS.BCST     224(BX), Z9, Z9
+	VADDPS          Z9, Z7, Z7
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x4GFNI_loop
+
+dotQ4_0x16x4GFNI_done:
+	MOVQ    out+40(FP), AX
+	MOVQ    ostride+48(FP), CX
+	VMOVUPS Z4, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z5, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z6, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z7, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ8_0x16x5VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16x5VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0000aaaa, R11
+	KMOVW        R11, K1
+	VMOVDQU64    rv16perm1<>+0(SB), Z0
+	MOVL         $0x0000cccc, R11
+	KMOVW        R11, K2
+	VMOVDQU64    rv16perm2<>+0(SB), Z1
+	MOVL         $0x0000f0f0, R11
+	KMOVW        R11, K3
+	VMOVDQU64    rv16perm4<>+0(SB), Z2
+	MOVL         $0x80808080, R11
+	VPBROADCASTD R11, Z3
+	MOVL         $0x000000f0, R11
+	KMOVW        R11, K4
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+
+dotQ8_0x16x5VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16x5VNNI_done
+	VBROADCASTI64X4   (BX), Z9
+	VBROADCASTI64X4   64(BX), Z10
+	VBROADCASTI64X4   128(BX), Z11
+	VBROADCASTI64X4   192(BX), Z12
+	VBROADCASTI64X4   256(BX), Z13
+	VPXORD            Z14, Z14, Z14
+	VMOVDQU64         2(AX), Y14
+	VBROADCASTI64X4.Z 2(R9), K4, Z15
+	VPTERNLOGD        $0x56, Z3, Z15, Z14
+	VPXORD            Z15, Z15, Z15
+	VMOVDQU64         2(AX)(CX*1), Y15
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K4, Z16
+	VPTERNLOGD        $0x56, Z3, Z16, Z15
+	VPXORD            Z16, Z16, Z16
+	VPDPBUSD          Z9, Z14, Z16
+	VPXORD            Z17, Z17, Z17
+	VPDPBUSD          Z9, Z15, Z17
+	VPBLENDMD         Z17, Z16, K1, Z18
+	VPERMT2D          Z17, Z0, Z16
+	VPADDD            Z18, Z16, Z16
+	VPXORD            Z17, Z17, Z17
+	VPDPBUSD          Z10, Z14, Z17
+	VPXORD            Z18, Z18, Z18
+	VPDPBUSD          Z10, Z15, Z18
+	VPBLENDMD         Z18, Z17, K1, Z19
+	VPERMT2D          Z18, Z0, Z17
+	VPADDD            Z19, Z17, Z17
+	VPXORD            Z18, Z18, Z18
+	VPDPBUSD          Z11, Z14, Z18
+	VPXORD            Z19, Z19, Z19
+	VPDPBUSD          Z11, Z15, Z19
+	VPBLENDMD         Z19, Z18, K1, Z20
+	VPERMT2D          Z19, Z0, Z18
+	VPADDD            Z20, Z18, Z18
+	VPXORD            Z19, Z19, Z19
+	VPDPBUSD          Z12, Z14, Z19
+	VPXORD            Z20, Z20, Z20
+	VPDPBUSD          Z12, Z15, Z20
+	VPBLENDMD         Z20, Z19, K1, Z21
+	VPERMT2D          Z20, Z0, Z19
+	VPADDD            Z21, Z19, Z19
+	VPXORD            Z20, Z20, Z20
+	VPDPBUSD          Z13, Z14, Z20
+	VPXORD            Z14, Z14, Z14
+	VPDPBUSD          Z13, Z15, Z14
+	VPBLENDMD         Z14, Z20, K1, Z15
+	VPERMT2D          Z14, Z0, Z20
+	VPADDD            Z15, Z20, Z20
+	VPXORD            Z14, Z14, Z14
+	VMOVDQU64         2(AX)(CX*2), Y14
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K4, Z15
+	VPTERNLOGD        $0x56, Z3, Z15, Z14
+	VPXORD            Z15, Z15, Z15
+	VMOVDQU64         2(AX)(DI*1), Y15
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K4, Z21
+	VPTERNLOGD        $0x56, Z3, Z21, Z15
+	VPXORD            Z21, Z21, Z21
+	VPDPBUSD          Z9, Z14, Z21
+	VPXORD            Z22, Z22, Z22
+	VPDPBUSD          Z9, Z15, Z22
+	VPBLENDMD         Z22, Z21, K1, Z23
+	VPERMT2D          Z22, Z0, Z21
+	VPADDD            Z23, Z21, Z21
+	VPXORD            Z22, Z22, Z22
+	VPDPBUSD          Z10, Z14, Z22
+	VPXORD            Z23, Z23, Z23
+	VPDPBUSD          Z10, Z15, Z23
+	VPBLENDMD         Z23, Z22, K1, Z24
+	VPERMT2D          Z23, Z0, Z22
+	VPADDD            Z24, Z22, Z22
+	VPXORD            Z23, Z23, Z23
+	VPDPBUSD          Z11, Z14, Z23
+	VPXORD            Z24, Z24, Z24
+	VPDPBUSD          Z11, Z15, Z24
+	VPBLENDMD         Z24, Z23, K1, Z25
+	VPERMT2D          Z24, Z0, Z23
+	VPADDD            Z25, Z23, Z23
+	VPXORD            Z24, Z24, Z24
+	VPDPBUSD          Z12, Z14, Z24
+	VPXORD            Z25, Z25, Z25
+	VPDPBUSD          Z12, Z15, Z25
+	VPBLENDMD         Z25, Z24, K1, Z26
+	VPERMT2D          Z25, Z0, Z24
+	VPADDD            Z26, Z24, Z24
+	VPXORD            Z25, Z25, Z25
+	VPDPBUSD          Z13, Z14, Z25
+	VPXORD            Z14, Z14, Z14
+	VPDPBUSD          Z13, Z15, Z14
+	VPBLENDMD         Z14, Z25, K1, Z15
+	VPERMT2D          Z14, Z0, Z25
+	VPADDD            Z15, Z25, Z25
+	VPBLENDMD         Z21, Z16, K2, Z14
+	VPERMT2D          Z21, Z1, Z16
+	VPADDD            Z14, Z16, Z16
+	VPBLENDMD         Z22, Z17, K2, Z14
+	VPERMT2D          Z22, Z1, Z17
+	VPADDD            Z14, Z17, Z17
+	VPBLENDMD         Z23, Z18, K2, Z14
+	VPERMT2D          Z23, Z1, Z18
+	VPADDD            Z14, Z18, Z18
+	VPBLENDMD         Z24, Z19, K2, Z14
+	VPERMT2D          Z24, Z1, Z19
+	VPADDD            Z14, Z19, Z19
+	VPBLENDMD         Z25, Z20, K2, Z14
+	VPERMT2D          Z25, Z1, Z20
+	VPADDD            Z14, Z20, Z20
+	VPXORD            Z14, Z14, Z14
+	VMOVDQU64         2(R8), Y14
+	VBROADCASTI64X4.Z 2(R10), K4, Z15
+	VPTERNLOGD        $0x56, Z3, Z15, Z14
+	VPXORD            Z15, Z15, Z15
+	VMOVDQU64         2(R8)(CX*1), Y15
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K4, Z21
+	VPTERNLOGD        $0x56, Z3, Z21, Z15
+	VPXORD            Z21, Z21, Z21
+	VPDPBUSD          Z9, Z14, Z21
+	VPXORD            Z22, Z22, Z22
+	VPDPBUSD          Z9, Z15, Z22
+	VPBLENDMD         Z22, Z21, K1, Z23
+	VPERMT2D          Z22, Z0, Z21
+	VPADDD            Z23, Z21, Z21
+	VPXORD            Z22, Z22, Z22
+	VPDPBUSD          Z10, Z14, Z22
+	VPXORD            Z23, Z23, Z23
+	VPDPBUSD          Z10, Z15, Z23
+	VPBLENDMD         Z23, Z22, K1, Z24
+	VPERMT2D          Z23, Z0, Z22
+	VPADDD            Z24, Z22, Z22
+	VPXORD            Z23, Z23, Z23
+	VPDPBUSD          Z11, Z14, Z23
+	VPXORD            Z24, Z24, Z24
+	VPDPBUSD          Z11, Z15, Z24
+	VPBLENDMD         Z24, Z23, K1, Z25
+	VPERMT2D          Z24, Z0, Z23
+	VPADDD            Z25, Z23, Z23
+	VPXORD            Z24, Z24, Z24
+	VPDPBUSD          Z12, Z14, Z24
+	VPXORD            Z25, Z25, Z25
+	VPDPBUSD          Z12, Z15, Z25
+	VPBLENDMD         Z25, Z24, K1, Z26
+	VPERMT2D          Z25, Z0, Z24
+	VPADDD            Z26, Z24, Z24
+	VPXORD            Z25, Z25, Z25
+	VPDPBUSD          Z13, Z14, Z25
+	VPXORD            Z14, Z14, Z14
+	VPDPBUSD          Z13, Z15, Z14
+	VPBLENDMD         Z14, Z25, K1, Z15
+	VPERMT2D          Z14, Z0, Z25
+	VPADDD            Z15, Z25, Z25
+	VPXORD            Z14, Z14, Z14
+	VMOVDQU64         2(R8)(CX*2), Y14
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K4, Z15
+	VPTERNLOGD        $0x56, Z3, Z15, Z14
+	VPXORD            Z15, Z15, Z15
+	VMOVDQU64         2(R8)(DI*1), Y15
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K4, Z26
+	VPTERNLOGD        $0x56, Z3, Z26, Z15
+	VPXORD            Z26, Z26, Z26
+	VPDPBUSD          Z9, Z14, Z26
+	VPXORD            Z27, Z27, Z27
+	VPDPBUSD          Z9, Z15, Z27
+	VPBLENDMD         Z27, Z26, K1, Z9
+	VPERMT2D          Z27, Z0, Z26
+	VPADDD            Z9, Z26, Z26
+	VPXORD            Z9, Z9, Z9
+	VPDPBUSD          Z10, Z14, Z9
+	VPXORD            Z27, Z27, Z27
+	VPDPBUSD          Z10, Z15, Z27
+	VPBLENDMD         Z27, Z9, K1, Z10
+	VPERMT2D          Z27, Z0, Z9
+	VPADDD            Z10, Z9, Z9
+	VPXORD            Z10, Z10, Z10
+	VPDPBUSD          Z11, Z14, Z10
+	VPXORD            Z27, Z27, Z27
+	VPDPBUSD          Z11, Z15, Z27
+	VPBLENDMD         Z27, Z10, K1, Z11
+	VPERMT2D          Z27, Z0, Z10
+	VPADDD            Z11, Z10, Z10
+	VPXORD            Z11, Z11, Z11
+	VPDPBUSD          Z12, Z14, Z11
+	VPXORD            Z27, Z27, Z27
+	VPDPBUSD          Z12, Z15, Z27
+	VPBLENDMD         Z27, Z11, K1, Z12
+	VPERMT2D          Z27, Z0, Z11
+	VPADDD            Z12, Z11, Z11
+	VPXORD            Z12, Z12, Z12
+	VPDPBUSD          Z13, Z14, Z12
+	VPXORD            Z14, Z14, Z14
+	VPDPBUSD          Z13, Z15, Z14
+	VPBLENDMD         Z14, Z12, K1, Z13
+	VPERMT2D          Z14, Z0, Z12
+	VPADDD            Z13, Z12, Z12
+	VPBLENDMD         Z26, Z21, K2, Z13
+	VPERMT2D          Z26, Z1, Z21
+	VPADDD            Z13, Z21, Z21
+	VPBLENDMD         Z9, Z22, K2, Z13
+	VPERMT2D          Z9, Z1, Z22
+	VPADDD            Z13, Z22, Z22
+	VPBLENDMD         Z10, Z23, K2, Z9
+	VPERMT2D          Z10, Z1, Z23
+	VPADDD            Z9, Z23, Z23
+	VPBLENDMD         Z11, Z24, K2, Z9
+	VPERMT2D          Z11, Z1, Z24
+	VPADDD            Z9, Z24, Z24
+	VPBLENDMD         Z12, Z25, K2, Z9
+	VPERMT2D          Z12, Z1, Z25
+	VPADDD            Z9, Z25, Z25
+	VPXOR             Y9, Y9, Y9
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X9
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X9, X9
+	MOVWQZX           (R9), R11
+	MOVWQZX           (R9)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X10
+	MOVWQZX           (R10), R11
+	MOVWQZX           (R10)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X10, X10
+	VINSERTI32X4      $0x01, X10, Y9, Y9
+	VCVTPH2PS         Y9, Z9
+	VPBLENDMD         Z21, Z16, K3, Z10
+	VPERMT2D          Z21, Z2, Z16
+	VPADDD            Z10, Z16, Z16
+	VPSUBD.BCST       36(BX), Z16, Z16
+	VCVTDQ2PS         Z16, Z10
+	VMULPS.BCST       32(BX), Z9, Z11
+	VMULPS            Z11, Z10, Z10
+	VADDPS            Z10, Z4, Z4
+	VPBLENDMD         Z22, Z17, K3, Z10
+	VPERMT2D          Z22, Z2, Z17
+	VPADDD            Z10, Z17, Z17
+	VPSUBD.BCST       100(BX), Z17, Z17
+	VCVTDQ2PS         Z17, Z10
+	VMULPS.BCST       96(BX), Z9, Z11
+	VMULPS            Z11, Z10, Z10
+	VADDPS            Z10, Z5, Z5
+	VPBLENDMD         Z23, Z18, K3, Z10
+	VPERMT2D          Z23, Z2, Z18
+	VPADDD            Z10, Z18, Z18
+	VPSUBD.BCST       164(BX), Z18, Z18
+	VCVTDQ2PS         Z18, Z10
+	VMULPS.BCST       160(BX), Z9, Z11
+	VMULPS            Z11, Z10, Z10
+	VADDPS            Z10, Z6, Z6
+	VPBLENDMD         Z24, Z19, K3, Z10
+	VPERMT2D          Z24, Z2, Z19
+	VPADDD            Z10, Z19, Z19
+	VPSUBD.BCST       228(BX), Z19, Z19
+	VCVTDQ2PS         Z19, Z10
+	VMULPS.BCST       224(BX), Z9, Z11
+	VMULPS            Z11, Z10, Z10
+	VADDPS            Z10, Z7, Z7
+	VPBLENDMD         Z25, Z20, K3, Z10
+	VPERMT2D          Z25, Z2, Z20
+	VPADDD            Z10, Z20, Z20
+	VPSUBD.BCST       292(BX), Z20, Z20
+	VCVTDQ2PS         Z20, Z10
+	VMULPS.BCST       288(BX), Z9, Z9
+	VMULPS            Z9, Z10, Z10
+	VADDPS            Z10, Z8, Z8
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(DI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(DI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(DI*1)
+	PREFETCHT0        256(R10)
+	PREFETCHT0        256(R10)(CX*1)
+	PREFETCHT0        256(R10)(CX*2)
+	PREFETCHT0        256(R10)(DI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000022, R10
+	ADDQ              SI, BX
+	DECQ              DX
+	JMP               dotQ8_0x16x5VNNI_loop
+
+dotQ8_0x16x5VNNI_done:
+	MOVQ    out+40(FP), AX
+	MOVQ    ostride+48(FP), CX
+	VMOVUPS Z4, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z5, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z6, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z7, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z8, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x5VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16x5VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0000aaaa, R11
+	KMOVW        R11, K1
+	VMOVDQU64    rv16perm1<>+0(SB), Z0
+	MOVL         $0x0000cccc, R11
+	KMOVW        R11, K2
+	VMOVDQU64    rv16perm2<>+0(SB), Z1
+	MOVL         $0x0000f0f0, R11
+	KMOVW        R11, K3
+	VMOVDQU64    rv16perm4<>+0(SB), Z2
+	MOVL         $0x0f0f0f0f, R11
+	VPBROADCASTD R11, Z3
+	VMOVDQU64    rv16shift<>+0(SB), Z4
+	MOVL         $0x0000ff00, R11
+	KMOVW        R11, K4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+
+dotQ4_0x16x5VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x5VNNI_done
+	VBROADCASTI64X4 (BX), Z10
+	VBROADCASTI64X4 64(BX), Z11
+	VBROADCASTI64X4 128(BX), Z12
+	VBROADCASTI64X4 192(BX), Z13
+	VBROADCASTI64X4 256(BX), Z14
+	VBROADCASTI32X4 2(AX), Z15
+	VBROADCASTI32X4 2(R9), K4, Z15
+	VPSRLVQ         Z4, Z15, Z15
+	VPANDD          Z3, Z15, Z15
+	VBROADCASTI32X4 2(AX)(CX*1), Z16
+	VBROADCASTI32X4 2(R9)(CX*1), K4, Z16
+	VPSRLVQ         Z4, Z16, Z16
+	VPANDD          Z3, Z16, Z16
+	VPXORD          Z17, Z17, Z17
+	VPDPBUSD        Z10, Z15, Z17
+	VPXORD          Z18, Z18, Z18
+	VPDPBUSD        Z10, Z16, Z18
+	VPBLENDMD       Z18, Z17, K1, Z19
+	VPERMT2D        Z18, Z0, Z17
+	VPADDD          Z19, Z17, Z17
+	VPXORD          Z18, Z18, Z18
+	VPDPBUSD        Z11, Z15, Z18
+	VPXORD          Z19, Z19, Z19
+	VPDPBUSD        Z11, Z16, Z19
+	VPBLENDMD       Z19, Z18, K1, Z20
+	VPERMT2D        Z19, Z0, Z18
+	VPADDD          Z20, Z18, Z18
+	VPXORD          Z19, Z19, Z19
+	VPDPBUSD        Z12, Z15, Z19
+	VPXORD          Z20, Z20, Z20
+	VPDPBUSD        Z12, Z16, Z20
+	VPBLENDMD       Z20, Z19, K1, Z21
+	VPERMT2D        Z20, Z0, Z19
+	VPADDD          Z21, Z19, Z19
+	VPXORD          Z20, Z20, Z20
+	VPDPBUSD        Z13, Z15, Z20
+	VPXORD          Z21, Z21, Z21
+	VPDPBUSD        Z13, Z16, Z21
+	VPBLENDMD       Z21, Z20, K1, Z22
+	VPERMT2D        Z21, Z0, Z20
+	VPADDD          Z22, Z20, Z20
+	VPXORD          Z21, Z21, Z21
+	VPDPBUSD        Z14, Z15, Z21
+	VPXORD          Z15, Z15, Z15
+	VPDPBUSD        Z14, Z16, Z15
+	VPBLENDMD       Z15, Z21, K1, Z16
+	VPERMT2D        Z15, Z0, Z21
+	VPADDD          Z16, Z21, Z21
+	VBROADCASTI32X4 2(AX)(CX*2), Z15
+	VBROADCASTI32X4 2(R9)(CX*2), K4, Z15
+	VPSRLVQ         Z4, Z15, Z15
+	VPANDD          Z3, Z15, Z15
+	VBROADCASTI32X4 2(AX)(DI*1), Z16
+	VBROADCASTI32X4 2(R9)(DI*1), K4, Z16
+	VPSRLVQ         Z4, Z16, Z16
+	VPANDD          Z3, Z16, Z16
+	VPXORD          Z22, Z22, Z22
+	VPDPBUSD        Z10, Z15, Z22
+	VPXORD          Z23, Z23, Z23
+	VPDPBUSD        Z10, Z16, Z23
+	VPBLENDMD       Z23, Z22, K1, Z24
+	VPERMT2D        Z23, Z0, Z22
+	VPADDD          Z24, Z22, Z22
+	VPXORD          Z23, Z23, Z23
+	VPDPBUSD        Z11, Z15, Z23
+	VPXORD          Z24, Z24, Z24
+	VPDPBUSD        Z11, Z16, Z24
+	VPBLENDMD       Z24, Z23, K1, Z25
+	VPERMT2D        Z24, Z0, Z23
+	VPADDD          Z25, Z23, Z23
+	VPXORD          Z24, Z24, Z24
+	VPDPBUSD        Z12, Z15, Z24
+	VPXORD          Z25, Z25, Z25
+	VPDPBUSD        Z12, Z16, Z25
+	VPBLENDMD       Z25, Z24, K1, Z26
+	VPERMT2D        Z25, Z0, Z24
+	VPADDD          Z26, Z24, Z24
+	VPXORD          Z25, Z25, Z25
+	VPDPBUSD        Z13, Z15, Z25
+	VPXORD          Z26, Z26, Z26
+	VPDPBUSD        Z13, Z16, Z26
+	VPBLENDMD       Z26, Z25, K1, Z27
+	VPERMT2D        Z26, Z0, Z25
+	VPADDD          Z27, Z25, Z25
+	VPXORD          Z26, Z26, Z26
+	VPDPBUSD        Z14, Z15, Z26
+	VPXORD          Z15, Z15, Z15
+	VPDPBUSD        Z14, Z16, Z15
+	VPBLENDMD       Z15, Z26, K1, Z16
+	VPERMT2D        Z15, Z0, Z26
+	VPADDD          Z16, Z26, Z26
+	VPBLENDMD       Z22, Z17, K2, Z15
+	VPERMT2D        Z22, Z1, Z17
+	VPADDD          Z15, Z17, Z17
+	VPBLENDMD       Z23, Z18, K2, Z15
+	VPERMT2D        Z23, Z1, Z18
+	VPADDD          Z15, Z18, Z18
+	VPBLENDMD       Z24, Z19, K2, Z15
+	VPERMT2D        Z24, Z1, Z19
+	VPADDD          Z15, Z19, Z19
+	VPBLENDMD       Z25, Z20, K2, Z15
+	VPERMT2D        Z25, Z1, Z20
+	VPADDD          Z15, Z20, Z20
+	VPBLENDMD       Z26, Z21, K2, Z15
+	VPERMT2D        Z26, Z1, Z21
+	VPADDD          Z15, Z21, Z21
+	VBROADCASTI32X4 2(R8), Z15
+	VBROADCASTI32X4 2(R10), K4, Z15
+	VPSRLVQ         Z4, Z15, Z15
+	VPANDD          Z3, Z15, Z15
+	VBROADCASTI32X4 2(R8)(CX*1), Z16
+	VBROADCASTI32X4 2(R10)(CX*1), K4, Z16
+	VPSRLVQ         Z4, Z16, Z16
+	VPANDD          Z3, Z16, Z16
+	VPXORD          Z22, Z22, Z22
+	VPDPBUSD        Z10, Z15, Z22
+	VPXORD          Z23, Z23, Z23
+	VPDPBUSD        Z10, Z16, Z23
+	VPBLENDMD       Z23, Z22, K1, Z24
+	VPERMT2D        Z23, Z0, Z22
+	VPADDD          Z24, Z22, Z22
+	VPXORD          Z23, Z23, Z23
+	VPDPBUSD        Z11, Z15, Z23
+	VPXORD          Z24, Z24, Z24
+	VPDPBUSD        Z11, Z16, Z24
+	VPBLENDMD       Z24, Z23, K1, Z25
+	VPERMT2D        Z24, Z0, Z23
+	VPADDD          Z25, Z23, Z23
+	VPXORD          Z24, Z24, Z24
+	VPDPBUSD        Z12, Z15, Z24
+	VPXORD          Z25, Z25, Z25
+	VPDPBUSD        Z12, Z16, Z25
+	VPBLENDMD       Z25, Z24, K1, Z26
+	VPERMT2D        Z25, Z0, Z24
+	VPADDD          Z26, Z24, Z24
+	VPXORD          Z25, Z25, Z25
+	VPDPBUSD        Z13, Z15, Z25
+	VPXORD          Z26, Z26, Z26
+	VPDPBUSD        Z13, Z16, Z26
+	VPBLENDMD       Z26, Z25, K1, Z27
+	VPERMT2D        Z26, Z0, Z25
+	VPADDD          Z27, Z25, Z25
+	VPXORD          Z26, Z26, Z26
+	VPDPBUSD        Z14, Z15, Z26
+	VPXORD          Z15, Z15, Z15
+	VPDPBUSD        Z14, Z16, Z15
+	VPBLENDMD       Z15, Z26, K1, Z16
+	VPERMT2D        Z15, Z0, Z26
+	VPADDD          Z16, Z26, Z26
+	VBROADCASTI32X4 2(R8)(CX*2), Z15
+	VBROADCASTI32X4 2(R10)(CX*2), K4, Z15
+	VPSRLVQ         Z4, Z15, Z15
+	VPANDD          Z3, Z15, Z15
+	VBROADCASTI32X4 2(R8)(DI*1), Z16
+	VBROADCASTI32X4 2(R10)(DI*1), K4, Z16
+	VPSRLVQ         Z4, Z16, Z16
+	VPANDD          Z3, Z16, Z16
+	VPXORD          Z27, Z27, Z27
+	VPDPBUSD        Z10, Z15, Z27
+	VPXORD          Z28, Z28, Z28
+	VPDPBUSD        Z10, Z16, Z28
+	VPBLENDMD       Z28, Z27, K1, Z10
+	VPERMT2D        Z28, Z0, Z27
+	VPADDD          Z10, Z27, Z27
+	VPXORD          Z10, Z10, Z10
+	VPDPBUSD        Z11, Z15, Z10
+	VPXORD          Z28, Z28, Z28
+	VPDPBUSD        Z11, Z16, Z28
+	VPBLENDMD       Z28, Z10, K1, Z11
+	VPERMT2D        Z28, Z0, Z10
+	VPADDD          Z11, Z10, Z10
+	VPXORD          Z11, Z11, Z11
+	VPDPBUSD        Z12, Z15, Z11
+	VPXORD          Z28, Z28, Z28
+	VPDPBUSD        Z12, Z16, Z28
+	VPBLENDMD       Z28, Z11, K1, Z12
+	VPERMT2D        Z28, Z0, Z11
+	VPADDD          Z12, Z11, Z11
+	VPXORD          Z12, Z12, Z12
+	VPDPBUSD        Z13, Z15, Z12
+	VPXORD          Z28, Z28, Z28
+	VPDPBUSD        Z13, Z16, Z28
+	VPBLENDMD       Z28, Z12, K1, Z13
+	VPERMT2D        Z28, Z0, Z12
+	VPADDD          Z13, Z12, Z12
+	VPXORD          Z13, Z13, Z13
+	VPDPBUSD        Z14, Z15, Z13
+	VPXORD          Z15, Z15, Z15
+	VPDPBUSD        Z14, Z16, Z15
+	VPBLENDMD       Z15, Z13, K1, Z14
+	VPERMT2D        Z15, Z0, Z13
+	VPADDD          Z14, Z13, Z13
+	VPBLENDMD       Z27, Z22, K2, Z14
+	VPERMT2D        Z27, Z1, Z22
+	VPADDD          Z14, Z22, Z22
+	VPBLENDMD       Z10, Z23, K2, Z14
+	VPERMT2D        Z10, Z1, Z23
+	VPADDD          Z14, Z23, Z23
+	VPBLENDMD       Z11, Z24, K2, Z10
+	VPERMT2D        Z11, Z1, Z24
+	VPADDD          Z10, Z24, Z24
+	VPBLENDMD       Z12, Z25, K2, Z10
+	VPERMT2D        Z12, Z1, Z25
+	VPADDD          Z10, Z25, Z25
+	VPBLENDMD       Z13, Z26, K2, Z10
+	VPERMT2D        Z13, Z1, Z26
+	VPADDD          Z10, Z26, Z26
+	VPXOR           Y10, Y10, Y10
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X10
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X10, X10
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X11
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X11, X11
+	VINSERTI32X4    $0x01, X11, Y10, Y10
+	VCVTPH2PS       Y10, Z10
+	VPBLENDMD       Z22, Z17, K3, Z11
+	VPERMT2D        Z22, Z2, Z17
+	VPADDD          Z11, Z17, Z17
+	VPSUBD.BCST     40(BX), Z17, Z17
+	VCVTDQ2PS       Z17, Z11
+	VMULPS          Z10, Z11, Z11
+	VMULPS.BCST     32(BX), Z11, Z11
+	VADDPS          Z11, Z5, Z5
+	VPBLENDMD       Z23, Z18, K3, Z11
+	VPERMT2D        Z23, Z2, Z18
+	VPADDD          Z11, Z18, Z18
+	VPSUBD.BCST     104(BX), Z18, Z18
+	VCVTDQ2PS       Z18, Z11
+	VMULPS          Z10, Z11, Z11
+	VMULPS.BCST     96(BX), Z11, Z11
+	VADDPS          Z11, Z6, Z6
+	VPBLENDMD       Z24, Z19, K3, Z11
+	VPERMT2D        Z24, Z2, Z19
+	VPADDD          Z11, Z19, Z19
+	VPSUBD.BCST     168(BX), Z19, Z19
+	VCVTDQ2PS       Z19, Z11
+	VMULPS          Z10, Z11, Z11
+	VMULPS.BCST     160(BX), Z11, Z11
+	VADDPS          Z11, Z7, Z7
+	VPBLENDMD       Z25, Z20, K3, Z11
+	VPERMT2D        Z25, Z2, Z20
+	VPADDD          Z11, Z20, Z20
+	VPSUBD.BCST     232(BX), Z20, Z20
+	VCVTDQ2PS       Z20, Z11
+	VMULPS          Z10, Z11, Z11
+	VMULPS.BCST     224(BX), Z11, Z11
+	VADDPS          Z11, Z8, Z8
+	VPBLENDMD       Z26, Z21, K3, Z11
+	VPERMT2D        Z26, Z2, Z21
+	VPADDD          Z11, Z21, Z21
+	VPSUBD.BCST     296(BX), Z21, Z21
+	VCVTDQ2PS       Z21, Z11
+	VMULPS          Z10, Z11, Z11
+	VMULPS.BCST     288(BX), Z11, Z11
+	VADDPS          Z11, Z9, Z9
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x5VNNI_loop
+
+dotQ4_0x16x5VNNI_done:
+	MOVQ    out+40(FP), AX
+	MOVQ    ostride+48(FP), CX
+	VMOVUPS Z5, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z6, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z7, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z8, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z9, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x5GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16x5GFNI(SB), NOSPLIT, $0-56
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	MOVQ      astep+32(FP), SI
+	LEAQ      (CX)(CX*2), DI
+	LEAQ      (AX)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	LEAQ      (R9)(CX*4), R10
+	MOVL      $0x0000aaaa, R11
+	KMOVW     R11, K1
+	VMOVDQU64 rv16perm1<>+0(SB), Z0
+	MOVL      $0x0000cccc, R11
+	KMOVW     R11, K2
+	VMOVDQU64 rv16perm2<>+0(SB), Z1
+	MOVL      $0x0000f0f0, R11
+	KMOVW     R11, K3
+	VMOVDQU64 rv16perm4<>+0(SB), Z2
+	VMOVDQU64 rv16nib<>+0(SB), Z3
+	MOVL      $0x0000ff00, R11
+	KMOVW     R11, K4
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+	VPXORD    Z7, Z7, Z7
+	VPXORD    Z8, Z8, Z8
+
+dotQ4_0x16x5GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x5GFNI_done
+	VBROADCASTI64X4 (BX), Z9
+	VBROADCASTI64X4 64(BX), Z10
+	VBROADCASTI64X4 128(BX), Z11
+	VBROADCASTI64X4 192(BX), Z12
+	VBROADCASTI64X4 256(BX), Z13
+	VBROADCASTI32X4 2(AX), Z14
+	VBROADCASTI32X4 2(R9), K4, Z14
+	VGF2P8AFFINEQB  $0x00, Z3, Z14, Z14
+	VBROADCASTI32X4 2(AX)(CX*1), Z15
+	VBROADCASTI32X4 2(R9)(CX*1), K4, Z15
+	VGF2P8AFFINEQB  $0x00, Z3, Z15, Z15
+	VPXORD          Z16, Z16, Z16
+	VPDPBUSD        Z9, Z14, Z16
+	VPXORD          Z17, Z17, Z17
+	VPDPBUSD        Z9, Z15, Z17
+	VPBLENDMD       Z17, Z16, K1, Z18
+	VPERMT2D        Z17, Z0, Z16
+	VPADDD          Z18, Z16, Z16
+	VPXORD          Z17, Z17, Z17
+	VPDPBUSD        Z10, Z14, Z17
+	VPXORD          Z18, Z18, Z18
+	VPDPBUSD        Z10, Z15, Z18
+	VPBLENDMD       Z18, Z17, K1, Z19
+	VPERMT2D        Z18, Z0, Z17
+	VPADDD          Z19, Z17, Z17
+	VPXORD          Z18, Z18, Z18
+	VPDPBUSD        Z11, Z14, Z18
+	VPXORD          Z19, Z19, Z19
+	VPDPBUSD        Z11, Z15, Z19
+	VPBLENDMD       Z19, Z18, K1, Z20
+	VPERMT2D        Z19, Z0, Z18
+	VPADDD          Z20, Z18, Z18
+	VPXORD          Z19, Z19, Z19
+	VPDPBUSD        Z12, Z14, Z19
+	VPXORD          Z20, Z20, Z20
+	VPDPBUSD        Z12, Z15, Z20
+	VPBLENDMD       Z20, Z19, K1, Z21
+	VPERMT2D        Z20, Z0, Z19
+	VPADDD          Z21, Z19, Z19
+	VPXORD          Z20, Z20, Z20
+	VPDPBUSD        Z13, Z14, Z20
+	VPXORD          Z14, Z14, Z14
+	VPDPBUSD        Z13, Z15, Z14
+	VPBLENDMD       Z14, Z20, K1, Z15
+	VPERMT2D        Z14, Z0, Z20
+	VPADDD          Z15, Z20, Z20
+	VBROADCASTI32X4 2(AX)(CX*2), Z14
+	VBROADCASTI32X4 2(R9)(CX*2), K4, Z14
+	VGF2P8AFFINEQB  $0x00, Z3, Z14, Z14
+	VBROADCASTI32X4 2(AX)(DI*1), Z15
+	VBROADCASTI32X4 2(R9)(DI*1), K4, Z15
+	VGF2P8AFFINEQB  $0x00, Z3, Z15, Z15
+	VPXORD          Z21, Z21, Z21
+	VPDPBUSD        Z9, Z14, Z21
+	VPXORD          Z22, Z22, Z22
+	VPDPBUSD        Z9, Z15, Z22
+	VPBLENDMD       Z22, Z21, K1, Z23
+	VPERMT2D        Z22, Z0, Z21
+	VPADDD          Z23, Z21, Z21
+	VPXORD          Z22, Z22, Z22
+	VPDPBUSD        Z10, Z14, Z22
+	VPXORD          Z23, Z23, Z23
+	VPDPBUSD        Z10, Z15, Z23
+	VPBLENDMD       Z23, Z22, K1, Z24
+	VPERMT2D        Z23, Z0, Z22
+	VPADDD          Z24, Z22, Z22
+	VPXORD          Z23, Z23, Z23
+	VPDPBUSD        Z11, Z14, Z23
+	VPXORD          Z24, Z24, Z24
+	VPDPBUSD        Z11, Z15, Z24
+	VPBLENDMD       Z24, Z23, K1, Z25
+	VPERMT2D        Z24, Z0, Z23
+	VPADDD          Z25, Z23, Z23
+	VPXORD          Z24, Z24, Z24
+	VPDPBUSD        Z12, Z14, Z24
+	VPXORD          Z25, Z25, Z25
+	VPDPBUSD        Z12, Z15, Z25
+	VPBLENDMD       Z25, Z24, K1, Z26
+	VPERMT2D        Z25, Z0, Z24
+	VPADDD          Z26, Z24, Z24
+	VPXORD          Z25, Z25, Z25
+	VPDPBUSD        Z13, Z14, Z25
+	VPXORD          Z14, Z14, Z14
+	VPDPBUSD        Z13, Z15, Z14
+	VPBLENDMD       Z14, Z25, K1, Z15
+	VPERMT2D        Z14, Z0, Z25
+	VPADDD          Z15, Z25, Z25
+	VPBLENDMD       Z21, Z16, K2, Z14
+	VPERMT2D        Z21, Z1, Z16
+	VPADDD          Z14, Z16, Z16
+	VPBLENDMD       Z22, Z17, K2, Z14
+	VPERMT2D        Z22, Z1, Z17
+	VPADDD          Z14, Z17, Z17
+	VPBLENDMD       Z23, Z18, K2, Z14
+	VPERMT2D        Z23, Z1, Z18
+	VPADDD          Z14, Z18, Z18
+	VPBLENDMD       Z24, Z19, K2, Z14
+	VPERMT2D        Z24, Z1, Z19
+	VPADDD          Z14, Z19, Z19
+	VPBLENDMD       Z25, Z20, K2, Z14
+	VPERMT2D        Z25, Z1, Z20
+	VPADDD          Z14, Z20, Z20
+	VBROADCASTI32X4 2(R8), Z14
+	VBROADCASTI32X4 2(R10), K4, Z14
+	VGF2P8AFFINEQB  $0x00, Z3, Z14, Z14
+	VBROADCASTI32X4 2(R8)(CX*1), Z15
+	VBROADCASTI32X4 2(R10)(CX*1), K4, Z15
+	VGF2P8AFFINEQB  $0x00, Z3, Z15, Z15
+	VPXORD          Z21, Z21, Z21
+	VPDPBUSD        Z9, Z14, Z21
+	VPXORD          Z22, Z22, Z22
+	VPDPBUSD        Z9, Z15, Z22
+	VPBLENDMD       Z22, Z21, K1, Z23
+	VPERMT2D        Z22, Z0, Z21
+	VPADDD          Z23, Z21, Z21
+	VPXORD          Z22, Z22, Z22
+	VPDPBUSD        Z10, Z14, Z22
+	VPXORD          Z23, Z23, Z23
+	VPDPBUSD        Z10, Z15, Z23
+	VPBLENDMD       Z23, Z22, K1, Z24
+	VPERMT2D        Z23, Z0, Z22
+	VPADDD          Z24, Z22, Z22
+	VPXORD          Z23, Z23, Z23
+	VPDPBUSD        Z11, Z14, Z23
+	VPXORD          Z24, Z24, Z24
+	VPDPBUSD        Z11, Z15, Z24
+	VPBLENDMD       Z24, Z23, K1, Z25
+	VPERMT2D        Z24, Z0, Z23
+	VPADDD          Z25, Z23, Z23
+	VPXORD          Z24, Z24, Z24
+	VPDPBUSD        Z12, Z14, Z24
+	VPXORD          Z25, Z25, Z25
+	VPDPBUSD        Z12, Z15, Z25
+	VPBLENDMD       Z25, Z24, K1, Z26
+	VPERMT2D        Z25, Z0, Z24
+	VPADDD          Z26, Z24, Z24
+	VPXORD          Z25, Z25, Z25
+	VPDPBUSD        Z13, Z14, Z25
+	VPXORD          Z14, Z14, Z14
+	VPDPBUSD        Z13, Z15, Z14
+	VPBLENDMD       Z14, Z25, K1, Z15
+	VPERMT2D        Z14, Z0, Z25
+	VPADDD          Z15, Z25, Z25
+	VBROADCASTI32X4 2(R8)(CX*2), Z14
+	VBROADCASTI32X4 2(R10)(CX*2), K4, Z14
+	VGF2P8AFFINEQB  $0x00, Z3, Z14, Z14
+	VBROADCASTI32X4 2(R8)(DI*1), Z15
+	VBROADCASTI32X4 2(R10)(DI*1), K4, Z15
+	VGF2P8AFFINEQB  $0x00, Z3, Z15, Z15
+	VPXORD          Z26, Z26, Z26
+	VPDPBUSD        Z9, Z14, Z26
+	VPXORD          Z27, Z27, Z27
+	VPDPBUSD        Z9, Z15, Z27
+	VPBLENDMD       Z27, Z26, K1, Z9
+	VPERMT2D        Z27, Z0, Z26
+	VPADDD          Z9, Z26, Z26
+	VPXORD          Z9, Z9, Z9
+	VPDPBUSD        Z10, Z14, Z9
+	VPXORD          Z27, Z27, Z27
+	VPDPBUSD        Z10, Z15, Z27
+	VPBLENDMD       Z27, Z9, K1, Z10
+	VPERMT2D        Z27, Z0, Z9
+	VPADDD          Z10, Z9, Z9
+	VPXORD          Z10, Z10, Z10
+	VPDPBUSD        Z11, Z14, Z10
+	VPXORD          Z27, Z27, Z27
+	VPDPBUSD        Z11, Z15, Z27
+	VPBLENDMD       Z27, Z10, K1, Z11
+	VPERMT2D        Z27, Z0, Z10
+	VPADDD          Z11, Z10, Z10
+	VPXORD          Z11, Z11, Z11
+	VPDPBUSD        Z12, Z14, Z11
+	VPXORD          Z27, Z27, Z27
+	VPDPBUSD        Z12, Z15, Z27
+	VPBLENDMD       Z27, Z11, K1, Z12
+	VPERMT2D        Z27, Z0, Z11
+	VPADDD          Z12, Z11, Z11
+	VPXORD          Z12, Z12, Z12
+	VPDPBUSD        Z13, Z14, Z12
+	VPXORD          Z14, Z14, Z14
+	VPDPBUSD        Z13, Z15, Z14
+	VPBLENDMD       Z14, Z12, K1, Z13
+	VPERMT2D        Z14, Z0, Z12
+	VPADDD          Z13, Z12, Z12
+	VPBLENDMD       Z26, Z21, K2, Z13
+	VPERMT2D        Z26, Z1, Z21
+	VPADDD          Z13, Z21, Z21
+	VPBLENDMD       Z9, Z22, K2, Z13
+	VPERMT2D        Z9, Z1, Z22
+	VPADDD          Z13, Z22, Z22
+	VPBLENDMD       Z10, Z23, K2, Z9
+	VPERMT2D        Z10, Z1, Z23
+	VPADDD          Z9, Z23, Z23
+	VPBLENDMD       Z11, Z24, K2, Z9
+	VPERMT2D        Z11, Z1, Z24
+	VPADDD          Z9, Z24, Z24
+	VPBLENDMD       Z12, Z25, K2, Z9
+	VPERMT2D        Z12, Z1, Z25
+	VPADDD          Z9, Z25, Z25
+	VPXOR           Y9, Y9, Y9
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X9
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X9, X9
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X10
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X10, X10
+	VINSERTI32X4    $0x01, X10, Y9, Y9
+	VCVTPH2PS       Y9, Z9
+	VPBLENDMD       Z21, Z16, K3, Z10
+	VPERMT2D        Z21, Z2, Z16
+	VPADDD          Z10, Z16, Z16
+	VPSUBD.BCST     40(BX), Z16, Z16
+	VCVTDQ2PS       Z16, Z10
+	VMULPS          Z9, Z10, Z10
+	VMULPS.BCST     32(BX), Z10, Z10
+	VADDPS          Z10, Z4, Z4
+	VPBLENDMD       Z22, Z17, K3, Z10
+	VPERMT2D        Z22, Z2, Z17
+	VPADDD          Z10, Z17, Z17
+	VPSUBD.BCST     104(BX), Z17, Z17
+	VCVTDQ2PS       Z17, Z10
+	VMULPS          Z9, Z10, Z10
+	VMULPS.BCST     96(BX), Z10, Z10
+	VADDPS          Z10, Z5, Z5
+	VPBLENDMD       Z23, Z18, K3, Z10
+	VPERMT2D        Z23, Z2, Z18
+	VPADDD          Z10, Z18, Z18
+	VPSUBD.BCST     168(BX), Z18, Z18
+	VCVTDQ2PS       Z18, Z10
+	VMULPS          Z9, Z10, Z10
+	VMULPS.BCST     160(BX), Z10, Z10
+	VADDPS          Z10, Z6, Z6
+	VPBLENDMD       Z24, Z19, K3, Z10
+	VPERMT2D        Z24, Z2, Z19
+	VPADDD          Z10, Z19, Z19
+	VPSUBD.BCST     232(BX), Z19, Z19
+	VCVTDQ2PS       Z19, Z10
+	VMULPS          Z9, Z10, Z10
+	VMULPS.BCST     224(BX), Z10, Z10
+	VADDPS          Z10, Z7, Z7
+	VPBLENDMD       Z25, Z20, K3, Z10
+	VPERMT2D        Z25, Z2, Z20
+	VPADDD          Z10, Z20, Z20
+	VPSUBD.BCST     296(BX), Z20, Z20
+	VCVTDQ2PS       Z20, Z10
+	VMULPS          Z9, Z10, Z10
+	VMULPS.BCST     288(BX), Z10, Z10
+	VADDPS          Z10, Z8, Z8
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x5GFNI_loop
+
+dotQ4_0x16x5GFNI_done:
+	MOVQ    out+40(FP), AX
+	MOVQ    ostride+48(FP), CX
+	VMOVUPS Z4, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z5, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z6, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z7, (AX)
+	ADDQ    CX, AX
+	VMOVUPS Z8, (AX)
+	VZEROUPPER
+	RET
+
 // func gemmQ8_0x8VNNI(w *byte, stride int, nb int, pk *byte, out *[128]float32)
 // Requires: AVX, AVX2, AVX512DQ, AVX512F, AVX512_VNNI
 TEXT ·gemmQ8_0x8VNNI(SB), NOSPLIT, $0-40
@@ -2178,5 +6263,2683 @@ dotF16x1x6AVX2_done:
 	VMOVSHDUP    X0, X1
 	VADDSS       X1, X0, X0
 	VMOVSS       X0, 20(AX)
+	VZEROUPPER
+	RET
+
+// func dotF16x8x1AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·dotF16x8x1AVX512(SB), NOSPLIT, $0-56
+	MOVQ   w+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	LEAQ   (CX)(CX*2), DX
+	LEAQ   (AX)(CX*4), BX
+	MOVQ   n+16(FP), SI
+	MOVQ   a+24(FP), DI
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+
+dotF16x8x1AVX512_loop:
+	TESTQ      SI, SI
+	JZ         dotF16x8x1AVX512_done
+	VMOVUPS    (DI), Z8
+	VCVTPH2PS  (AX), Z9
+	VMULPS     Z8, Z9, Z9
+	VADDPS     Z9, Z0, Z0
+	VCVTPH2PS  (AX)(CX*1), Z9
+	VMULPS     Z8, Z9, Z9
+	VADDPS     Z9, Z1, Z1
+	VCVTPH2PS  (AX)(CX*2), Z9
+	VMULPS     Z8, Z9, Z9
+	VADDPS     Z9, Z2, Z2
+	VCVTPH2PS  (AX)(DX*1), Z9
+	VMULPS     Z8, Z9, Z9
+	VADDPS     Z9, Z3, Z3
+	VCVTPH2PS  (BX), Z9
+	VMULPS     Z8, Z9, Z9
+	VADDPS     Z9, Z4, Z4
+	VCVTPH2PS  (BX)(CX*1), Z9
+	VMULPS     Z8, Z9, Z9
+	VADDPS     Z9, Z5, Z5
+	VCVTPH2PS  (BX)(CX*2), Z9
+	VMULPS     Z8, Z9, Z9
+	VADDPS     Z9, Z6, Z6
+	VCVTPH2PS  (BX)(DX*1), Z9
+	VMULPS     Z8, Z9, Z8
+	VADDPS     Z8, Z7, Z7
+	PREFETCHT0 512(AX)
+	PREFETCHT0 512(AX)(CX*1)
+	PREFETCHT0 512(AX)(CX*2)
+	PREFETCHT0 512(AX)(DX*1)
+	PREFETCHT0 512(BX)
+	PREFETCHT0 512(BX)(CX*1)
+	PREFETCHT0 512(BX)(CX*2)
+	PREFETCHT0 512(BX)(DX*1)
+	ADDQ       $0x00000020, AX
+	ADDQ       $0x00000020, BX
+	ADDQ       $0x00000040, DI
+	SUBQ       $0x00000010, SI
+	JMP        dotF16x8x1AVX512_loop
+
+dotF16x8x1AVX512_done:
+	MOVQ          out+40(FP), AX
+	VEXTRACTF32X8 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X8
+	VADDPS        X8, X0, X8
+	VMOVHLPS      X8, X8, X0
+	VADDPS        X0, X8, X8
+	VMOVSHDUP     X8, X0
+	VADDSS        X0, X8, X8
+	VMOVSS        X8, (AX)
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VADDPS        X0, X1, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y3
+	VEXTRACTF32X4 $0x01, Y3, X0
+	VADDPS        X0, X3, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	VEXTRACTF32X8 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y4
+	VEXTRACTF32X4 $0x01, Y4, X0
+	VADDPS        X0, X4, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 16(AX)
+	VEXTRACTF32X8 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y5
+	VEXTRACTF32X4 $0x01, Y5, X0
+	VADDPS        X0, X5, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 20(AX)
+	VEXTRACTF32X8 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y6
+	VEXTRACTF32X4 $0x01, Y6, X0
+	VADDPS        X0, X6, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 24(AX)
+	VEXTRACTF32X8 $0x01, Z7, Y0
+	VADDPS        Y0, Y7, Y7
+	VEXTRACTF32X4 $0x01, Y7, X0
+	VADDPS        X0, X7, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 28(AX)
+	VZEROUPPER
+	RET
+
+// func dotF16x4x1AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·dotF16x4x1AVX512(SB), NOSPLIT, $0-56
+	MOVQ   w+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	LEAQ   (CX)(CX*2), DX
+	MOVQ   n+16(FP), BX
+	MOVQ   a+24(FP), SI
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+
+dotF16x4x1AVX512_loop:
+	TESTQ      BX, BX
+	JZ         dotF16x4x1AVX512_done
+	VMOVUPS    (SI), Z4
+	VCVTPH2PS  (AX), Z5
+	VMULPS     Z4, Z5, Z5
+	VADDPS     Z5, Z0, Z0
+	VCVTPH2PS  (AX)(CX*1), Z5
+	VMULPS     Z4, Z5, Z5
+	VADDPS     Z5, Z1, Z1
+	VCVTPH2PS  (AX)(CX*2), Z5
+	VMULPS     Z4, Z5, Z5
+	VADDPS     Z5, Z2, Z2
+	VCVTPH2PS  (AX)(DX*1), Z5
+	VMULPS     Z4, Z5, Z4
+	VADDPS     Z4, Z3, Z3
+	PREFETCHT0 512(AX)
+	PREFETCHT0 512(AX)(CX*1)
+	PREFETCHT0 512(AX)(CX*2)
+	PREFETCHT0 512(AX)(DX*1)
+	ADDQ       $0x00000020, AX
+	ADDQ       $0x00000040, SI
+	SUBQ       $0x00000010, BX
+	JMP        dotF16x4x1AVX512_loop
+
+dotF16x4x1AVX512_done:
+	MOVQ          out+40(FP), AX
+	VEXTRACTF32X8 $0x01, Z0, Y4
+	VADDPS        Y4, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X4
+	VADDPS        X4, X0, X4
+	VMOVHLPS      X4, X4, X0
+	VADDPS        X0, X4, X4
+	VMOVSHDUP     X4, X0
+	VADDSS        X0, X4, X4
+	VMOVSS        X4, (AX)
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VADDPS        X0, X1, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y3
+	VEXTRACTF32X4 $0x01, Y3, X0
+	VADDPS        X0, X3, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotF16x4x2AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+TEXT ·dotF16x4x2AVX512(SB), NOSPLIT, $0-56
+	MOVQ   w+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	LEAQ   (CX)(CX*2), DX
+	MOVQ   n+16(FP), BX
+	MOVQ   a+24(FP), SI
+	MOVQ   astride+32(FP), DI
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+
+dotF16x4x2AVX512_loop:
+	TESTQ     BX, BX
+	JZ        dotF16x4x2AVX512_done
+	VCVTPH2PS (AX), Z8
+	VMULPS    (SI), Z8, Z9
+	VADDPS    Z9, Z0, Z0
+	VMULPS    (SI)(DI*1), Z8, Z8
+	VADDPS    Z8, Z1, Z1
+	VCVTPH2PS (AX)(CX*1), Z8
+	VMULPS    (SI), Z8, Z9
+	VADDPS    Z9, Z2, Z2
+	VMULPS    (SI)(DI*1), Z8, Z8
+	VADDPS    Z8, Z3, Z3
+	VCVTPH2PS (AX)(CX*2), Z8
+	VMULPS    (SI), Z8, Z9
+	VADDPS    Z9, Z4, Z4
+	VMULPS    (SI)(DI*1), Z8, Z8
+	VADDPS    Z8, Z5, Z5
+	VCVTPH2PS (AX)(DX*1), Z8
+	VMULPS    (SI), Z8, Z9
+	VADDPS    Z9, Z6, Z6
+	VMULPS    (SI)(DI*1), Z8, Z8
+	VADDPS    Z8, Z7, Z7
+	ADDQ      $0x00000020, AX
+	ADDQ      $0x00000040, SI
+	SUBQ      $0x00000010, BX
+	JMP       dotF16x4x2AVX512_loop
+
+dotF16x4x2AVX512_done:
+	MOVQ          out+40(FP), AX
+	MOVQ          ostride+48(FP), CX
+	VEXTRACTF32X8 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X8
+	VADDPS        X8, X0, X8
+	VMOVHLPS      X8, X8, X0
+	VADDPS        X0, X8, X8
+	VMOVSHDUP     X8, X0
+	VADDSS        X0, X8, X8
+	VMOVSS        X8, (AX)
+	VEXTRACTF32X8 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X2
+	VADDPS        X2, X0, X0
+	VMOVSHDUP     X0, X2
+	VADDSS        X2, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y4
+	VEXTRACTF32X4 $0x01, Y4, X0
+	VADDPS        X0, X4, X0
+	VMOVHLPS      X0, X0, X2
+	VADDPS        X2, X0, X0
+	VMOVSHDUP     X0, X2
+	VADDSS        X2, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y6
+	VEXTRACTF32X4 $0x01, Y6, X0
+	VADDPS        X0, X6, X0
+	VMOVHLPS      X0, X0, X2
+	VADDPS        X2, X0, X0
+	VMOVSHDUP     X0, X2
+	VADDSS        X2, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VADDPS        X0, X1, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y3
+	VEXTRACTF32X4 $0x01, Y3, X0
+	VADDPS        X0, X3, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y5
+	VEXTRACTF32X4 $0x01, Y5, X0
+	VADDPS        X0, X5, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z7, Y0
+	VADDPS        Y0, Y7, Y7
+	VEXTRACTF32X4 $0x01, Y7, X0
+	VADDPS        X0, X7, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotF16x4x3AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+TEXT ·dotF16x4x3AVX512(SB), NOSPLIT, $0-56
+	MOVQ   w+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	LEAQ   (CX)(CX*2), DX
+	MOVQ   n+16(FP), BX
+	MOVQ   a+24(FP), SI
+	MOVQ   astride+32(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+
+dotF16x4x3AVX512_loop:
+	TESTQ     BX, BX
+	JZ        dotF16x4x3AVX512_done
+	VCVTPH2PS (AX), Z12
+	VMULPS    (SI), Z12, Z13
+	VADDPS    Z13, Z0, Z0
+	VMULPS    (SI)(DI*1), Z12, Z13
+	VADDPS    Z13, Z1, Z1
+	VMULPS    (SI)(DI*2), Z12, Z12
+	VADDPS    Z12, Z2, Z2
+	VCVTPH2PS (AX)(CX*1), Z12
+	VMULPS    (SI), Z12, Z13
+	VADDPS    Z13, Z3, Z3
+	VMULPS    (SI)(DI*1), Z12, Z13
+	VADDPS    Z13, Z4, Z4
+	VMULPS    (SI)(DI*2), Z12, Z12
+	VADDPS    Z12, Z5, Z5
+	VCVTPH2PS (AX)(CX*2), Z12
+	VMULPS    (SI), Z12, Z13
+	VADDPS    Z13, Z6, Z6
+	VMULPS    (SI)(DI*1), Z12, Z13
+	VADDPS    Z13, Z7, Z7
+	VMULPS    (SI)(DI*2), Z12, Z12
+	VADDPS    Z12, Z8, Z8
+	VCVTPH2PS (AX)(DX*1), Z12
+	VMULPS    (SI), Z12, Z13
+	VADDPS    Z13, Z9, Z9
+	VMULPS    (SI)(DI*1), Z12, Z13
+	VADDPS    Z13, Z10, Z10
+	VMULPS    (SI)(DI*2), Z12, Z12
+	VADDPS    Z12, Z11, Z11
+	ADDQ      $0x00000020, AX
+	ADDQ      $0x00000040, SI
+	SUBQ      $0x00000010, BX
+	JMP       dotF16x4x3AVX512_loop
+
+dotF16x4x3AVX512_done:
+	MOVQ          out+40(FP), AX
+	MOVQ          ostride+48(FP), CX
+	VEXTRACTF32X8 $0x01, Z0, Y12
+	VADDPS        Y12, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X12
+	VADDPS        X12, X0, X12
+	VMOVHLPS      X12, X12, X0
+	VADDPS        X0, X12, X12
+	VMOVSHDUP     X12, X0
+	VADDSS        X0, X12, X12
+	VMOVSS        X12, (AX)
+	VEXTRACTF32X8 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y3
+	VEXTRACTF32X4 $0x01, Y3, X0
+	VADDPS        X0, X3, X0
+	VMOVHLPS      X0, X0, X3
+	VADDPS        X3, X0, X0
+	VMOVSHDUP     X0, X3
+	VADDSS        X3, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y6
+	VEXTRACTF32X4 $0x01, Y6, X0
+	VADDPS        X0, X6, X0
+	VMOVHLPS      X0, X0, X3
+	VADDPS        X3, X0, X0
+	VMOVSHDUP     X0, X3
+	VADDSS        X3, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y9
+	VEXTRACTF32X4 $0x01, Y9, X0
+	VADDPS        X0, X9, X0
+	VMOVHLPS      X0, X0, X3
+	VADDPS        X3, X0, X0
+	VMOVSHDUP     X0, X3
+	VADDSS        X3, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VADDPS        X0, X1, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y4
+	VEXTRACTF32X4 $0x01, Y4, X0
+	VADDPS        X0, X4, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z7, Y0
+	VADDPS        Y0, Y7, Y7
+	VEXTRACTF32X4 $0x01, Y7, X0
+	VADDPS        X0, X7, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y10
+	VEXTRACTF32X4 $0x01, Y10, X0
+	VADDPS        X0, X10, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y5
+	VEXTRACTF32X4 $0x01, Y5, X0
+	VADDPS        X0, X5, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y8
+	VEXTRACTF32X4 $0x01, Y8, X0
+	VADDPS        X0, X8, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z11, Y0
+	VADDPS        Y0, Y11, Y11
+	VEXTRACTF32X4 $0x01, Y11, X0
+	VADDPS        X0, X11, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotF16x4x4AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+TEXT ·dotF16x4x4AVX512(SB), NOSPLIT, $0-56
+	MOVQ   w+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	LEAQ   (CX)(CX*2), DX
+	MOVQ   n+16(FP), BX
+	MOVQ   a+24(FP), SI
+	MOVQ   astride+32(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+
+dotF16x4x4AVX512_loop:
+	TESTQ     BX, BX
+	JZ        dotF16x4x4AVX512_done
+	VCVTPH2PS (AX), Z16
+	VMULPS    (SI), Z16, Z17
+	VADDPS    Z17, Z0, Z0
+	VMULPS    (SI)(DI*1), Z16, Z17
+	VADDPS    Z17, Z1, Z1
+	VMULPS    (SI)(DI*2), Z16, Z17
+	VADDPS    Z17, Z2, Z2
+	VMULPS    (SI)(R8*1), Z16, Z16
+	VADDPS    Z16, Z3, Z3
+	VCVTPH2PS (AX)(CX*1), Z16
+	VMULPS    (SI), Z16, Z17
+	VADDPS    Z17, Z4, Z4
+	VMULPS    (SI)(DI*1), Z16, Z17
+	VADDPS    Z17, Z5, Z5
+	VMULPS    (SI)(DI*2), Z16, Z17
+	VADDPS    Z17, Z6, Z6
+	VMULPS    (SI)(R8*1), Z16, Z16
+	VADDPS    Z16, Z7, Z7
+	VCVTPH2PS (AX)(CX*2), Z16
+	VMULPS    (SI), Z16, Z17
+	VADDPS    Z17, Z8, Z8
+	VMULPS    (SI)(DI*1), Z16, Z17
+	VADDPS    Z17, Z9, Z9
+	VMULPS    (SI)(DI*2), Z16, Z17
+	VADDPS    Z17, Z10, Z10
+	VMULPS    (SI)(R8*1), Z16, Z16
+	VADDPS    Z16, Z11, Z11
+	VCVTPH2PS (AX)(DX*1), Z16
+	VMULPS    (SI), Z16, Z17
+	VADDPS    Z17, Z12, Z12
+	VMULPS    (SI)(DI*1), Z16, Z17
+	VADDPS    Z17, Z13, Z13
+	VMULPS    (SI)(DI*2), Z16, Z17
+	VADDPS    Z17, Z14, Z14
+	VMULPS    (SI)(R8*1), Z16, Z16
+	VADDPS    Z16, Z15, Z15
+	ADDQ      $0x00000020, AX
+	ADDQ      $0x00000040, SI
+	SUBQ      $0x00000010, BX
+	JMP       dotF16x4x4AVX512_loop
+
+dotF16x4x4AVX512_done:
+	MOVQ          out+40(FP), AX
+	MOVQ          ostride+48(FP), CX
+	VEXTRACTF32X8 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X16
+	VADDPS        X16, X0, X16
+	VMOVHLPS      X16, X16, X0
+	VADDPS        X0, X16, X16
+	VMOVSHDUP     X16, X0
+	VADDSS        X0, X16, X16
+	VMOVSS        X16, (AX)
+	VEXTRACTF32X8 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y4
+	VEXTRACTF32X4 $0x01, Y4, X0
+	VADDPS        X0, X4, X0
+	VMOVHLPS      X0, X0, X4
+	VADDPS        X4, X0, X0
+	VMOVSHDUP     X0, X4
+	VADDSS        X4, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y8
+	VEXTRACTF32X4 $0x01, Y8, X0
+	VADDPS        X0, X8, X0
+	VMOVHLPS      X0, X0, X4
+	VADDPS        X4, X0, X0
+	VMOVSHDUP     X0, X4
+	VADDSS        X4, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y12
+	VEXTRACTF32X4 $0x01, Y12, X0
+	VADDPS        X0, X12, X0
+	VMOVHLPS      X0, X0, X4
+	VADDPS        X4, X0, X0
+	VMOVSHDUP     X0, X4
+	VADDSS        X4, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VADDPS        X0, X1, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y5
+	VEXTRACTF32X4 $0x01, Y5, X0
+	VADDPS        X0, X5, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y9
+	VEXTRACTF32X4 $0x01, Y9, X0
+	VADDPS        X0, X9, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z13, Y0
+	VADDPS        Y0, Y13, Y13
+	VEXTRACTF32X4 $0x01, Y13, X0
+	VADDPS        X0, X13, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y6
+	VEXTRACTF32X4 $0x01, Y6, X0
+	VADDPS        X0, X6, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y10
+	VEXTRACTF32X4 $0x01, Y10, X0
+	VADDPS        X0, X10, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z14, Y0
+	VADDPS        Y0, Y14, Y14
+	VEXTRACTF32X4 $0x01, Y14, X0
+	VADDPS        X0, X14, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y3
+	VEXTRACTF32X4 $0x01, Y3, X0
+	VADDPS        X0, X3, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z7, Y0
+	VADDPS        Y0, Y7, Y7
+	VEXTRACTF32X4 $0x01, Y7, X0
+	VADDPS        X0, X7, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z11, Y0
+	VADDPS        Y0, Y11, Y11
+	VEXTRACTF32X4 $0x01, Y11, X0
+	VADDPS        X0, X11, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z15, Y0
+	VADDPS        Y0, Y15, Y15
+	VEXTRACTF32X4 $0x01, Y15, X0
+	VADDPS        X0, X15, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotF16x4x5AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+TEXT ·dotF16x4x5AVX512(SB), NOSPLIT, $0-56
+	MOVQ   w+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	LEAQ   (CX)(CX*2), DX
+	MOVQ   n+16(FP), BX
+	MOVQ   a+24(FP), SI
+	MOVQ   astride+32(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	LEAQ   (SI)(DI*4), R9
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	VXORPS Z17, Z17, Z17
+	VXORPS Z18, Z18, Z18
+	VXORPS Z19, Z19, Z19
+
+dotF16x4x5AVX512_loop:
+	TESTQ     BX, BX
+	JZ        dotF16x4x5AVX512_done
+	VCVTPH2PS (AX), Z20
+	VMULPS    (SI), Z20, Z21
+	VADDPS    Z21, Z0, Z0
+	VMULPS    (SI)(DI*1), Z20, Z21
+	VADDPS    Z21, Z1, Z1
+	VMULPS    (SI)(DI*2), Z20, Z21
+	VADDPS    Z21, Z2, Z2
+	VMULPS    (SI)(R8*1), Z20, Z21
+	VADDPS    Z21, Z3, Z3
+	VMULPS    (R9), Z20, Z20
+	VADDPS    Z20, Z4, Z4
+	VCVTPH2PS (AX)(CX*1), Z20
+	VMULPS    (SI), Z20, Z21
+	VADDPS    Z21, Z5, Z5
+	VMULPS    (SI)(DI*1), Z20, Z21
+	VADDPS    Z21, Z6, Z6
+	VMULPS    (SI)(DI*2), Z20, Z21
+	VADDPS    Z21, Z7, Z7
+	VMULPS    (SI)(R8*1), Z20, Z21
+	VADDPS    Z21, Z8, Z8
+	VMULPS    (R9), Z20, Z20
+	VADDPS    Z20, Z9, Z9
+	VCVTPH2PS (AX)(CX*2), Z20
+	VMULPS    (SI), Z20, Z21
+	VADDPS    Z21, Z10, Z10
+	VMULPS    (SI)(DI*1), Z20, Z21
+	VADDPS    Z21, Z11, Z11
+	VMULPS    (SI)(DI*2), Z20, Z21
+	VADDPS    Z21, Z12, Z12
+	VMULPS    (SI)(R8*1), Z20, Z21
+	VADDPS    Z21, Z13, Z13
+	VMULPS    (R9), Z20, Z20
+	VADDPS    Z20, Z14, Z14
+	VCVTPH2PS (AX)(DX*1), Z20
+	VMULPS    (SI), Z20, Z21
+	VADDPS    Z21, Z15, Z15
+	VMULPS    (SI)(DI*1), Z20, Z21
+	VADDPS    Z21, Z16, Z16
+	VMULPS    (SI)(DI*2), Z20, Z21
+	VADDPS    Z21, Z17, Z17
+	VMULPS    (SI)(R8*1), Z20, Z21
+	VADDPS    Z21, Z18, Z18
+	VMULPS    (R9), Z20, Z20
+	VADDPS    Z20, Z19, Z19
+	ADDQ      $0x00000020, AX
+	ADDQ      $0x00000040, SI
+	ADDQ      $0x00000040, R9
+	SUBQ      $0x00000010, BX
+	JMP       dotF16x4x5AVX512_loop
+
+dotF16x4x5AVX512_done:
+	MOVQ          out+40(FP), AX
+	MOVQ          ostride+48(FP), CX
+	VEXTRACTF32X8 $0x01, Z0, Y20
+	VADDPS        Y20, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X20
+	VADDPS        X20, X0, X20
+	VMOVHLPS      X20, X20, X0
+	VADDPS        X0, X20, X20
+	VMOVSHDUP     X20, X0
+	VADDSS        X0, X20, X20
+	VMOVSS        X20, (AX)
+	VEXTRACTF32X8 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y5
+	VEXTRACTF32X4 $0x01, Y5, X0
+	VADDPS        X0, X5, X0
+	VMOVHLPS      X0, X0, X5
+	VADDPS        X5, X0, X0
+	VMOVSHDUP     X0, X5
+	VADDSS        X5, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y10
+	VEXTRACTF32X4 $0x01, Y10, X0
+	VADDPS        X0, X10, X0
+	VMOVHLPS      X0, X0, X5
+	VADDPS        X5, X0, X0
+	VMOVSHDUP     X0, X5
+	VADDSS        X5, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z15, Y0
+	VADDPS        Y0, Y15, Y15
+	VEXTRACTF32X4 $0x01, Y15, X0
+	VADDPS        X0, X15, X0
+	VMOVHLPS      X0, X0, X5
+	VADDPS        X5, X0, X0
+	VMOVSHDUP     X0, X5
+	VADDSS        X5, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VADDPS        X0, X1, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y6
+	VEXTRACTF32X4 $0x01, Y6, X0
+	VADDPS        X0, X6, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z11, Y0
+	VADDPS        Y0, Y11, Y11
+	VEXTRACTF32X4 $0x01, Y11, X0
+	VADDPS        X0, X11, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z16, Y0
+	VADDPS        Y0, Y16, Y16
+	VEXTRACTF32X4 $0x01, Y16, X0
+	VADDPS        X0, X16, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z7, Y0
+	VADDPS        Y0, Y7, Y7
+	VEXTRACTF32X4 $0x01, Y7, X0
+	VADDPS        X0, X7, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y12
+	VEXTRACTF32X4 $0x01, Y12, X0
+	VADDPS        X0, X12, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z17, Y0
+	VADDPS        Y0, Y17, Y17
+	VEXTRACTF32X4 $0x01, Y17, X0
+	VADDPS        X0, X17, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y3
+	VEXTRACTF32X4 $0x01, Y3, X0
+	VADDPS        X0, X3, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y8
+	VEXTRACTF32X4 $0x01, Y8, X0
+	VADDPS        X0, X8, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z13, Y0
+	VADDPS        Y0, Y13, Y13
+	VEXTRACTF32X4 $0x01, Y13, X0
+	VADDPS        X0, X13, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z18, Y0
+	VADDPS        Y0, Y18, Y18
+	VEXTRACTF32X4 $0x01, Y18, X0
+	VADDPS        X0, X18, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y4
+	VEXTRACTF32X4 $0x01, Y4, X0
+	VADDPS        X0, X4, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y9
+	VEXTRACTF32X4 $0x01, Y9, X0
+	VADDPS        X0, X9, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z14, Y0
+	VADDPS        Y0, Y14, Y14
+	VEXTRACTF32X4 $0x01, Y14, X0
+	VADDPS        X0, X14, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z19, Y0
+	VADDPS        Y0, Y19, Y19
+	VEXTRACTF32X4 $0x01, Y19, X0
+	VADDPS        X0, X19, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotF16x4x6AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+TEXT ·dotF16x4x6AVX512(SB), NOSPLIT, $0-56
+	MOVQ   w+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	LEAQ   (CX)(CX*2), DX
+	MOVQ   n+16(FP), BX
+	MOVQ   a+24(FP), SI
+	MOVQ   astride+32(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	LEAQ   (SI)(DI*4), R9
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	VXORPS Z17, Z17, Z17
+	VXORPS Z18, Z18, Z18
+	VXORPS Z19, Z19, Z19
+	VXORPS Z20, Z20, Z20
+	VXORPS Z21, Z21, Z21
+	VXORPS Z22, Z22, Z22
+	VXORPS Z23, Z23, Z23
+
+dotF16x4x6AVX512_loop:
+	TESTQ     BX, BX
+	JZ        dotF16x4x6AVX512_done
+	VCVTPH2PS (AX), Z24
+	VMULPS    (SI), Z24, Z25
+	VADDPS    Z25, Z0, Z0
+	VMULPS    (SI)(DI*1), Z24, Z25
+	VADDPS    Z25, Z1, Z1
+	VMULPS    (SI)(DI*2), Z24, Z25
+	VADDPS    Z25, Z2, Z2
+	VMULPS    (SI)(R8*1), Z24, Z25
+	VADDPS    Z25, Z3, Z3
+	VMULPS    (R9), Z24, Z25
+	VADDPS    Z25, Z4, Z4
+	VMULPS    (R9)(DI*1), Z24, Z24
+	VADDPS    Z24, Z5, Z5
+	VCVTPH2PS (AX)(CX*1), Z24
+	VMULPS    (SI), Z24, Z25
+	VADDPS    Z25, Z6, Z6
+	VMULPS    (SI)(DI*1), Z24, Z25
+	VADDPS    Z25, Z7, Z7
+	VMULPS    (SI)(DI*2), Z24, Z25
+	VADDPS    Z25, Z8, Z8
+	VMULPS    (SI)(R8*1), Z24, Z25
+	VADDPS    Z25, Z9, Z9
+	VMULPS    (R9), Z24, Z25
+	VADDPS    Z25, Z10, Z10
+	VMULPS    (R9)(DI*1), Z24, Z24
+	VADDPS    Z24, Z11, Z11
+	VCVTPH2PS (AX)(CX*2), Z24
+	VMULPS    (SI), Z24, Z25
+	VADDPS    Z25, Z12, Z12
+	VMULPS    (SI)(DI*1), Z24, Z25
+	VADDPS    Z25, Z13, Z13
+	VMULPS    (SI)(DI*2), Z24, Z25
+	VADDPS    Z25, Z14, Z14
+	VMULPS    (SI)(R8*1), Z24, Z25
+	VADDPS    Z25, Z15, Z15
+	VMULPS    (R9), Z24, Z25
+	VADDPS    Z25, Z16, Z16
+	VMULPS    (R9)(DI*1), Z24, Z24
+	VADDPS    Z24, Z17, Z17
+	VCVTPH2PS (AX)(DX*1), Z24
+	VMULPS    (SI), Z24, Z25
+	VADDPS    Z25, Z18, Z18
+	VMULPS    (SI)(DI*1), Z24, Z25
+	VADDPS    Z25, Z19, Z19
+	VMULPS    (SI)(DI*2), Z24, Z25
+	VADDPS    Z25, Z20, Z20
+	VMULPS    (SI)(R8*1), Z24, Z25
+	VADDPS    Z25, Z21, Z21
+	VMULPS    (R9), Z24, Z25
+	VADDPS    Z25, Z22, Z22
+	VMULPS    (R9)(DI*1), Z24, Z24
+	VADDPS    Z24, Z23, Z23
+	ADDQ      $0x00000020, AX
+	ADDQ      $0x00000040, SI
+	ADDQ      $0x00000040, R9
+	SUBQ      $0x00000010, BX
+	JMP       dotF16x4x6AVX512_loop
+
+dotF16x4x6AVX512_done:
+	MOVQ          out+40(FP), AX
+	MOVQ          ostride+48(FP), CX
+	VEXTRACTF32X8 $0x01, Z0, Y24
+	VADDPS        Y24, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X24
+	VADDPS        X24, X0, X24
+	VMOVHLPS      X24, X24, X0
+	VADDPS        X0, X24, X24
+	VMOVSHDUP     X24, X0
+	VADDSS        X0, X24, X24
+	VMOVSS        X24, (AX)
+	VEXTRACTF32X8 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y6
+	VEXTRACTF32X4 $0x01, Y6, X0
+	VADDPS        X0, X6, X0
+	VMOVHLPS      X0, X0, X6
+	VADDPS        X6, X0, X0
+	VMOVSHDUP     X0, X6
+	VADDSS        X6, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y12
+	VEXTRACTF32X4 $0x01, Y12, X0
+	VADDPS        X0, X12, X0
+	VMOVHLPS      X0, X0, X6
+	VADDPS        X6, X0, X0
+	VMOVSHDUP     X0, X6
+	VADDSS        X6, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z18, Y0
+	VADDPS        Y0, Y18, Y18
+	VEXTRACTF32X4 $0x01, Y18, X0
+	VADDPS        X0, X18, X0
+	VMOVHLPS      X0, X0, X6
+	VADDPS        X6, X0, X0
+	VMOVSHDUP     X0, X6
+	VADDSS        X6, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VADDPS        X0, X1, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z7, Y0
+	VADDPS        Y0, Y7, Y7
+	VEXTRACTF32X4 $0x01, Y7, X0
+	VADDPS        X0, X7, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z13, Y0
+	VADDPS        Y0, Y13, Y13
+	VEXTRACTF32X4 $0x01, Y13, X0
+	VADDPS        X0, X13, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z19, Y0
+	VADDPS        Y0, Y19, Y19
+	VEXTRACTF32X4 $0x01, Y19, X0
+	VADDPS        X0, X19, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y8
+	VEXTRACTF32X4 $0x01, Y8, X0
+	VADDPS        X0, X8, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z14, Y0
+	VADDPS        Y0, Y14, Y14
+	VEXTRACTF32X4 $0x01, Y14, X0
+	VADDPS        X0, X14, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z20, Y0
+	VADDPS        Y0, Y20, Y20
+	VEXTRACTF32X4 $0x01, Y20, X0
+	VADDPS        X0, X20, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y3
+	VEXTRACTF32X4 $0x01, Y3, X0
+	VADDPS        X0, X3, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y9
+	VEXTRACTF32X4 $0x01, Y9, X0
+	VADDPS        X0, X9, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z15, Y0
+	VADDPS        Y0, Y15, Y15
+	VEXTRACTF32X4 $0x01, Y15, X0
+	VADDPS        X0, X15, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z21, Y0
+	VADDPS        Y0, Y21, Y21
+	VEXTRACTF32X4 $0x01, Y21, X0
+	VADDPS        X0, X21, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y4
+	VEXTRACTF32X4 $0x01, Y4, X0
+	VADDPS        X0, X4, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y10
+	VEXTRACTF32X4 $0x01, Y10, X0
+	VADDPS        X0, X10, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z16, Y0
+	VADDPS        Y0, Y16, Y16
+	VEXTRACTF32X4 $0x01, Y16, X0
+	VADDPS        X0, X16, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z22, Y0
+	VADDPS        Y0, Y22, Y22
+	VEXTRACTF32X4 $0x01, Y22, X0
+	VADDPS        X0, X22, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y5
+	VEXTRACTF32X4 $0x01, Y5, X0
+	VADDPS        X0, X5, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z11, Y0
+	VADDPS        Y0, Y11, Y11
+	VEXTRACTF32X4 $0x01, Y11, X0
+	VADDPS        X0, X11, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z17, Y0
+	VADDPS        Y0, Y17, Y17
+	VEXTRACTF32X4 $0x01, Y17, X0
+	VADDPS        X0, X17, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z23, Y0
+	VADDPS        Y0, Y23, Y23
+	VEXTRACTF32X4 $0x01, Y23, X0
+	VADDPS        X0, X23, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotF32x8x1AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·dotF32x8x1AVX512(SB), NOSPLIT, $0-56
+	MOVQ   w+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	LEAQ   (CX)(CX*2), DX
+	LEAQ   (AX)(CX*4), BX
+	MOVQ   n+16(FP), SI
+	MOVQ   a+24(FP), DI
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+
+dotF32x8x1AVX512_loop:
+	TESTQ      SI, SI
+	JZ         dotF32x8x1AVX512_done
+	VMOVUPS    (DI), Z8
+	VMOVUPS    (AX), Z9
+	VMULPS     Z8, Z9, Z9
+	VADDPS     Z9, Z0, Z0
+	VMOVUPS    (AX)(CX*1), Z9
+	VMULPS     Z8, Z9, Z9
+	VADDPS     Z9, Z1, Z1
+	VMOVUPS    (AX)(CX*2), Z9
+	VMULPS     Z8, Z9, Z9
+	VADDPS     Z9, Z2, Z2
+	VMOVUPS    (AX)(DX*1), Z9
+	VMULPS     Z8, Z9, Z9
+	VADDPS     Z9, Z3, Z3
+	VMOVUPS    (BX), Z9
+	VMULPS     Z8, Z9, Z9
+	VADDPS     Z9, Z4, Z4
+	VMOVUPS    (BX)(CX*1), Z9
+	VMULPS     Z8, Z9, Z9
+	VADDPS     Z9, Z5, Z5
+	VMOVUPS    (BX)(CX*2), Z9
+	VMULPS     Z8, Z9, Z9
+	VADDPS     Z9, Z6, Z6
+	VMOVUPS    (BX)(DX*1), Z9
+	VMULPS     Z8, Z9, Z8
+	VADDPS     Z8, Z7, Z7
+	PREFETCHT0 512(AX)
+	PREFETCHT0 512(AX)(CX*1)
+	PREFETCHT0 512(AX)(CX*2)
+	PREFETCHT0 512(AX)(DX*1)
+	PREFETCHT0 512(BX)
+	PREFETCHT0 512(BX)(CX*1)
+	PREFETCHT0 512(BX)(CX*2)
+	PREFETCHT0 512(BX)(DX*1)
+	ADDQ       $0x00000040, AX
+	ADDQ       $0x00000040, BX
+	ADDQ       $0x00000040, DI
+	SUBQ       $0x00000010, SI
+	JMP        dotF32x8x1AVX512_loop
+
+dotF32x8x1AVX512_done:
+	MOVQ          out+40(FP), AX
+	VEXTRACTF32X8 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X8
+	VADDPS        X8, X0, X8
+	VMOVHLPS      X8, X8, X0
+	VADDPS        X0, X8, X8
+	VMOVSHDUP     X8, X0
+	VADDSS        X0, X8, X8
+	VMOVSS        X8, (AX)
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VADDPS        X0, X1, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y3
+	VEXTRACTF32X4 $0x01, Y3, X0
+	VADDPS        X0, X3, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	VEXTRACTF32X8 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y4
+	VEXTRACTF32X4 $0x01, Y4, X0
+	VADDPS        X0, X4, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 16(AX)
+	VEXTRACTF32X8 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y5
+	VEXTRACTF32X4 $0x01, Y5, X0
+	VADDPS        X0, X5, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 20(AX)
+	VEXTRACTF32X8 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y6
+	VEXTRACTF32X4 $0x01, Y6, X0
+	VADDPS        X0, X6, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 24(AX)
+	VEXTRACTF32X8 $0x01, Z7, Y0
+	VADDPS        Y0, Y7, Y7
+	VEXTRACTF32X4 $0x01, Y7, X0
+	VADDPS        X0, X7, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 28(AX)
+	VZEROUPPER
+	RET
+
+// func dotF32x4x1AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL, MMX+
+TEXT ·dotF32x4x1AVX512(SB), NOSPLIT, $0-56
+	MOVQ   w+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	LEAQ   (CX)(CX*2), DX
+	MOVQ   n+16(FP), BX
+	MOVQ   a+24(FP), SI
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+
+dotF32x4x1AVX512_loop:
+	TESTQ      BX, BX
+	JZ         dotF32x4x1AVX512_done
+	VMOVUPS    (SI), Z4
+	VMOVUPS    (AX), Z5
+	VMULPS     Z4, Z5, Z5
+	VADDPS     Z5, Z0, Z0
+	VMOVUPS    (AX)(CX*1), Z5
+	VMULPS     Z4, Z5, Z5
+	VADDPS     Z5, Z1, Z1
+	VMOVUPS    (AX)(CX*2), Z5
+	VMULPS     Z4, Z5, Z5
+	VADDPS     Z5, Z2, Z2
+	VMOVUPS    (AX)(DX*1), Z5
+	VMULPS     Z4, Z5, Z4
+	VADDPS     Z4, Z3, Z3
+	PREFETCHT0 512(AX)
+	PREFETCHT0 512(AX)(CX*1)
+	PREFETCHT0 512(AX)(CX*2)
+	PREFETCHT0 512(AX)(DX*1)
+	ADDQ       $0x00000040, AX
+	ADDQ       $0x00000040, SI
+	SUBQ       $0x00000010, BX
+	JMP        dotF32x4x1AVX512_loop
+
+dotF32x4x1AVX512_done:
+	MOVQ          out+40(FP), AX
+	VEXTRACTF32X8 $0x01, Z0, Y4
+	VADDPS        Y4, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X4
+	VADDPS        X4, X0, X4
+	VMOVHLPS      X4, X4, X0
+	VADDPS        X0, X4, X4
+	VMOVSHDUP     X4, X0
+	VADDSS        X0, X4, X4
+	VMOVSS        X4, (AX)
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VADDPS        X0, X1, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y3
+	VEXTRACTF32X4 $0x01, Y3, X0
+	VADDPS        X0, X3, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotF32x4x2AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+TEXT ·dotF32x4x2AVX512(SB), NOSPLIT, $0-56
+	MOVQ   w+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	LEAQ   (CX)(CX*2), DX
+	MOVQ   n+16(FP), BX
+	MOVQ   a+24(FP), SI
+	MOVQ   astride+32(FP), DI
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+
+dotF32x4x2AVX512_loop:
+	TESTQ   BX, BX
+	JZ      dotF32x4x2AVX512_done
+	VMOVUPS (AX), Z8
+	VMULPS  (SI), Z8, Z9
+	VADDPS  Z9, Z0, Z0
+	VMULPS  (SI)(DI*1), Z8, Z8
+	VADDPS  Z8, Z1, Z1
+	VMOVUPS (AX)(CX*1), Z8
+	VMULPS  (SI), Z8, Z9
+	VADDPS  Z9, Z2, Z2
+	VMULPS  (SI)(DI*1), Z8, Z8
+	VADDPS  Z8, Z3, Z3
+	VMOVUPS (AX)(CX*2), Z8
+	VMULPS  (SI), Z8, Z9
+	VADDPS  Z9, Z4, Z4
+	VMULPS  (SI)(DI*1), Z8, Z8
+	VADDPS  Z8, Z5, Z5
+	VMOVUPS (AX)(DX*1), Z8
+	VMULPS  (SI), Z8, Z9
+	VADDPS  Z9, Z6, Z6
+	VMULPS  (SI)(DI*1), Z8, Z8
+	VADDPS  Z8, Z7, Z7
+	ADDQ    $0x00000040, AX
+	ADDQ    $0x00000040, SI
+	SUBQ    $0x00000010, BX
+	JMP     dotF32x4x2AVX512_loop
+
+dotF32x4x2AVX512_done:
+	MOVQ          out+40(FP), AX
+	MOVQ          ostride+48(FP), CX
+	VEXTRACTF32X8 $0x01, Z0, Y8
+	VADDPS        Y8, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X8
+	VADDPS        X8, X0, X8
+	VMOVHLPS      X8, X8, X0
+	VADDPS        X0, X8, X8
+	VMOVSHDUP     X8, X0
+	VADDSS        X0, X8, X8
+	VMOVSS        X8, (AX)
+	VEXTRACTF32X8 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X2
+	VADDPS        X2, X0, X0
+	VMOVSHDUP     X0, X2
+	VADDSS        X2, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y4
+	VEXTRACTF32X4 $0x01, Y4, X0
+	VADDPS        X0, X4, X0
+	VMOVHLPS      X0, X0, X2
+	VADDPS        X2, X0, X0
+	VMOVSHDUP     X0, X2
+	VADDSS        X2, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y6
+	VEXTRACTF32X4 $0x01, Y6, X0
+	VADDPS        X0, X6, X0
+	VMOVHLPS      X0, X0, X2
+	VADDPS        X2, X0, X0
+	VMOVSHDUP     X0, X2
+	VADDSS        X2, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VADDPS        X0, X1, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y3
+	VEXTRACTF32X4 $0x01, Y3, X0
+	VADDPS        X0, X3, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y5
+	VEXTRACTF32X4 $0x01, Y5, X0
+	VADDPS        X0, X5, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z7, Y0
+	VADDPS        Y0, Y7, Y7
+	VEXTRACTF32X4 $0x01, Y7, X0
+	VADDPS        X0, X7, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotF32x4x3AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+TEXT ·dotF32x4x3AVX512(SB), NOSPLIT, $0-56
+	MOVQ   w+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	LEAQ   (CX)(CX*2), DX
+	MOVQ   n+16(FP), BX
+	MOVQ   a+24(FP), SI
+	MOVQ   astride+32(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+
+dotF32x4x3AVX512_loop:
+	TESTQ   BX, BX
+	JZ      dotF32x4x3AVX512_done
+	VMOVUPS (AX), Z12
+	VMULPS  (SI), Z12, Z13
+	VADDPS  Z13, Z0, Z0
+	VMULPS  (SI)(DI*1), Z12, Z13
+	VADDPS  Z13, Z1, Z1
+	VMULPS  (SI)(DI*2), Z12, Z12
+	VADDPS  Z12, Z2, Z2
+	VMOVUPS (AX)(CX*1), Z12
+	VMULPS  (SI), Z12, Z13
+	VADDPS  Z13, Z3, Z3
+	VMULPS  (SI)(DI*1), Z12, Z13
+	VADDPS  Z13, Z4, Z4
+	VMULPS  (SI)(DI*2), Z12, Z12
+	VADDPS  Z12, Z5, Z5
+	VMOVUPS (AX)(CX*2), Z12
+	VMULPS  (SI), Z12, Z13
+	VADDPS  Z13, Z6, Z6
+	VMULPS  (SI)(DI*1), Z12, Z13
+	VADDPS  Z13, Z7, Z7
+	VMULPS  (SI)(DI*2), Z12, Z12
+	VADDPS  Z12, Z8, Z8
+	VMOVUPS (AX)(DX*1), Z12
+	VMULPS  (SI), Z12, Z13
+	VADDPS  Z13, Z9, Z9
+	VMULPS  (SI)(DI*1), Z12, Z13
+	VADDPS  Z13, Z10, Z10
+	VMULPS  (SI)(DI*2), Z12, Z12
+	VADDPS  Z12, Z11, Z11
+	ADDQ    $0x00000040, AX
+	ADDQ    $0x00000040, SI
+	SUBQ    $0x00000010, BX
+	JMP     dotF32x4x3AVX512_loop
+
+dotF32x4x3AVX512_done:
+	MOVQ          out+40(FP), AX
+	MOVQ          ostride+48(FP), CX
+	VEXTRACTF32X8 $0x01, Z0, Y12
+	VADDPS        Y12, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X12
+	VADDPS        X12, X0, X12
+	VMOVHLPS      X12, X12, X0
+	VADDPS        X0, X12, X12
+	VMOVSHDUP     X12, X0
+	VADDSS        X0, X12, X12
+	VMOVSS        X12, (AX)
+	VEXTRACTF32X8 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y3
+	VEXTRACTF32X4 $0x01, Y3, X0
+	VADDPS        X0, X3, X0
+	VMOVHLPS      X0, X0, X3
+	VADDPS        X3, X0, X0
+	VMOVSHDUP     X0, X3
+	VADDSS        X3, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y6
+	VEXTRACTF32X4 $0x01, Y6, X0
+	VADDPS        X0, X6, X0
+	VMOVHLPS      X0, X0, X3
+	VADDPS        X3, X0, X0
+	VMOVSHDUP     X0, X3
+	VADDSS        X3, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y9
+	VEXTRACTF32X4 $0x01, Y9, X0
+	VADDPS        X0, X9, X0
+	VMOVHLPS      X0, X0, X3
+	VADDPS        X3, X0, X0
+	VMOVSHDUP     X0, X3
+	VADDSS        X3, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VADDPS        X0, X1, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y4
+	VEXTRACTF32X4 $0x01, Y4, X0
+	VADDPS        X0, X4, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z7, Y0
+	VADDPS        Y0, Y7, Y7
+	VEXTRACTF32X4 $0x01, Y7, X0
+	VADDPS        X0, X7, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y10
+	VEXTRACTF32X4 $0x01, Y10, X0
+	VADDPS        X0, X10, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y5
+	VEXTRACTF32X4 $0x01, Y5, X0
+	VADDPS        X0, X5, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y8
+	VEXTRACTF32X4 $0x01, Y8, X0
+	VADDPS        X0, X8, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z11, Y0
+	VADDPS        Y0, Y11, Y11
+	VEXTRACTF32X4 $0x01, Y11, X0
+	VADDPS        X0, X11, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotF32x4x4AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+TEXT ·dotF32x4x4AVX512(SB), NOSPLIT, $0-56
+	MOVQ   w+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	LEAQ   (CX)(CX*2), DX
+	MOVQ   n+16(FP), BX
+	MOVQ   a+24(FP), SI
+	MOVQ   astride+32(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+
+dotF32x4x4AVX512_loop:
+	TESTQ   BX, BX
+	JZ      dotF32x4x4AVX512_done
+	VMOVUPS (AX), Z16
+	VMULPS  (SI), Z16, Z17
+	VADDPS  Z17, Z0, Z0
+	VMULPS  (SI)(DI*1), Z16, Z17
+	VADDPS  Z17, Z1, Z1
+	VMULPS  (SI)(DI*2), Z16, Z17
+	VADDPS  Z17, Z2, Z2
+	VMULPS  (SI)(R8*1), Z16, Z16
+	VADDPS  Z16, Z3, Z3
+	VMOVUPS (AX)(CX*1), Z16
+	VMULPS  (SI), Z16, Z17
+	VADDPS  Z17, Z4, Z4
+	VMULPS  (SI)(DI*1), Z16, Z17
+	VADDPS  Z17, Z5, Z5
+	VMULPS  (SI)(DI*2), Z16, Z17
+	VADDPS  Z17, Z6, Z6
+	VMULPS  (SI)(R8*1), Z16, Z16
+	VADDPS  Z16, Z7, Z7
+	VMOVUPS (AX)(CX*2), Z16
+	VMULPS  (SI), Z16, Z17
+	VADDPS  Z17, Z8, Z8
+	VMULPS  (SI)(DI*1), Z16, Z17
+	VADDPS  Z17, Z9, Z9
+	VMULPS  (SI)(DI*2), Z16, Z17
+	VADDPS  Z17, Z10, Z10
+	VMULPS  (SI)(R8*1), Z16, Z16
+	VADDPS  Z16, Z11, Z11
+	VMOVUPS (AX)(DX*1), Z16
+	VMULPS  (SI), Z16, Z17
+	VADDPS  Z17, Z12, Z12
+	VMULPS  (SI)(DI*1), Z16, Z17
+	VADDPS  Z17, Z13, Z13
+	VMULPS  (SI)(DI*2), Z16, Z17
+	VADDPS  Z17, Z14, Z14
+	VMULPS  (SI)(R8*1), Z16, Z16
+	VADDPS  Z16, Z15, Z15
+	ADDQ    $0x00000040, AX
+	ADDQ    $0x00000040, SI
+	SUBQ    $0x00000010, BX
+	JMP     dotF32x4x4AVX512_loop
+
+dotF32x4x4AVX512_done:
+	MOVQ          out+40(FP), AX
+	MOVQ          ostride+48(FP), CX
+	VEXTRACTF32X8 $0x01, Z0, Y16
+	VADDPS        Y16, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X16
+	VADDPS        X16, X0, X16
+	VMOVHLPS      X16, X16, X0
+	VADDPS        X0, X16, X16
+	VMOVSHDUP     X16, X0
+	VADDSS        X0, X16, X16
+	VMOVSS        X16, (AX)
+	VEXTRACTF32X8 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y4
+	VEXTRACTF32X4 $0x01, Y4, X0
+	VADDPS        X0, X4, X0
+	VMOVHLPS      X0, X0, X4
+	VADDPS        X4, X0, X0
+	VMOVSHDUP     X0, X4
+	VADDSS        X4, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y8
+	VEXTRACTF32X4 $0x01, Y8, X0
+	VADDPS        X0, X8, X0
+	VMOVHLPS      X0, X0, X4
+	VADDPS        X4, X0, X0
+	VMOVSHDUP     X0, X4
+	VADDSS        X4, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y12
+	VEXTRACTF32X4 $0x01, Y12, X0
+	VADDPS        X0, X12, X0
+	VMOVHLPS      X0, X0, X4
+	VADDPS        X4, X0, X0
+	VMOVSHDUP     X0, X4
+	VADDSS        X4, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VADDPS        X0, X1, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y5
+	VEXTRACTF32X4 $0x01, Y5, X0
+	VADDPS        X0, X5, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y9
+	VEXTRACTF32X4 $0x01, Y9, X0
+	VADDPS        X0, X9, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z13, Y0
+	VADDPS        Y0, Y13, Y13
+	VEXTRACTF32X4 $0x01, Y13, X0
+	VADDPS        X0, X13, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y6
+	VEXTRACTF32X4 $0x01, Y6, X0
+	VADDPS        X0, X6, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y10
+	VEXTRACTF32X4 $0x01, Y10, X0
+	VADDPS        X0, X10, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z14, Y0
+	VADDPS        Y0, Y14, Y14
+	VEXTRACTF32X4 $0x01, Y14, X0
+	VADDPS        X0, X14, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y3
+	VEXTRACTF32X4 $0x01, Y3, X0
+	VADDPS        X0, X3, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z7, Y0
+	VADDPS        Y0, Y7, Y7
+	VEXTRACTF32X4 $0x01, Y7, X0
+	VADDPS        X0, X7, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z11, Y0
+	VADDPS        Y0, Y11, Y11
+	VEXTRACTF32X4 $0x01, Y11, X0
+	VADDPS        X0, X11, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z15, Y0
+	VADDPS        Y0, Y15, Y15
+	VEXTRACTF32X4 $0x01, Y15, X0
+	VADDPS        X0, X15, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotF32x4x5AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+TEXT ·dotF32x4x5AVX512(SB), NOSPLIT, $0-56
+	MOVQ   w+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	LEAQ   (CX)(CX*2), DX
+	MOVQ   n+16(FP), BX
+	MOVQ   a+24(FP), SI
+	MOVQ   astride+32(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	LEAQ   (SI)(DI*4), R9
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	VXORPS Z17, Z17, Z17
+	VXORPS Z18, Z18, Z18
+	VXORPS Z19, Z19, Z19
+
+dotF32x4x5AVX512_loop:
+	TESTQ   BX, BX
+	JZ      dotF32x4x5AVX512_done
+	VMOVUPS (AX), Z20
+	VMULPS  (SI), Z20, Z21
+	VADDPS  Z21, Z0, Z0
+	VMULPS  (SI)(DI*1), Z20, Z21
+	VADDPS  Z21, Z1, Z1
+	VMULPS  (SI)(DI*2), Z20, Z21
+	VADDPS  Z21, Z2, Z2
+	VMULPS  (SI)(R8*1), Z20, Z21
+	VADDPS  Z21, Z3, Z3
+	VMULPS  (R9), Z20, Z20
+	VADDPS  Z20, Z4, Z4
+	VMOVUPS (AX)(CX*1), Z20
+	VMULPS  (SI), Z20, Z21
+	VADDPS  Z21, Z5, Z5
+	VMULPS  (SI)(DI*1), Z20, Z21
+	VADDPS  Z21, Z6, Z6
+	VMULPS  (SI)(DI*2), Z20, Z21
+	VADDPS  Z21, Z7, Z7
+	VMULPS  (SI)(R8*1), Z20, Z21
+	VADDPS  Z21, Z8, Z8
+	VMULPS  (R9), Z20, Z20
+	VADDPS  Z20, Z9, Z9
+	VMOVUPS (AX)(CX*2), Z20
+	VMULPS  (SI), Z20, Z21
+	VADDPS  Z21, Z10, Z10
+	VMULPS  (SI)(DI*1), Z20, Z21
+	VADDPS  Z21, Z11, Z11
+	VMULPS  (SI)(DI*2), Z20, Z21
+	VADDPS  Z21, Z12, Z12
+	VMULPS  (SI)(R8*1), Z20, Z21
+	VADDPS  Z21, Z13, Z13
+	VMULPS  (R9), Z20, Z20
+	VADDPS  Z20, Z14, Z14
+	VMOVUPS (AX)(DX*1), Z20
+	VMULPS  (SI), Z20, Z21
+	VADDPS  Z21, Z15, Z15
+	VMULPS  (SI)(DI*1), Z20, Z21
+	VADDPS  Z21, Z16, Z16
+	VMULPS  (SI)(DI*2), Z20, Z21
+	VADDPS  Z21, Z17, Z17
+	VMULPS  (SI)(R8*1), Z20, Z21
+	VADDPS  Z21, Z18, Z18
+	VMULPS  (R9), Z20, Z20
+	VADDPS  Z20, Z19, Z19
+	ADDQ    $0x00000040, AX
+	ADDQ    $0x00000040, SI
+	ADDQ    $0x00000040, R9
+	SUBQ    $0x00000010, BX
+	JMP     dotF32x4x5AVX512_loop
+
+dotF32x4x5AVX512_done:
+	MOVQ          out+40(FP), AX
+	MOVQ          ostride+48(FP), CX
+	VEXTRACTF32X8 $0x01, Z0, Y20
+	VADDPS        Y20, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X20
+	VADDPS        X20, X0, X20
+	VMOVHLPS      X20, X20, X0
+	VADDPS        X0, X20, X20
+	VMOVSHDUP     X20, X0
+	VADDSS        X0, X20, X20
+	VMOVSS        X20, (AX)
+	VEXTRACTF32X8 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y5
+	VEXTRACTF32X4 $0x01, Y5, X0
+	VADDPS        X0, X5, X0
+	VMOVHLPS      X0, X0, X5
+	VADDPS        X5, X0, X0
+	VMOVSHDUP     X0, X5
+	VADDSS        X5, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y10
+	VEXTRACTF32X4 $0x01, Y10, X0
+	VADDPS        X0, X10, X0
+	VMOVHLPS      X0, X0, X5
+	VADDPS        X5, X0, X0
+	VMOVSHDUP     X0, X5
+	VADDSS        X5, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z15, Y0
+	VADDPS        Y0, Y15, Y15
+	VEXTRACTF32X4 $0x01, Y15, X0
+	VADDPS        X0, X15, X0
+	VMOVHLPS      X0, X0, X5
+	VADDPS        X5, X0, X0
+	VMOVSHDUP     X0, X5
+	VADDSS        X5, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VADDPS        X0, X1, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y6
+	VEXTRACTF32X4 $0x01, Y6, X0
+	VADDPS        X0, X6, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z11, Y0
+	VADDPS        Y0, Y11, Y11
+	VEXTRACTF32X4 $0x01, Y11, X0
+	VADDPS        X0, X11, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z16, Y0
+	VADDPS        Y0, Y16, Y16
+	VEXTRACTF32X4 $0x01, Y16, X0
+	VADDPS        X0, X16, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z7, Y0
+	VADDPS        Y0, Y7, Y7
+	VEXTRACTF32X4 $0x01, Y7, X0
+	VADDPS        X0, X7, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y12
+	VEXTRACTF32X4 $0x01, Y12, X0
+	VADDPS        X0, X12, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z17, Y0
+	VADDPS        Y0, Y17, Y17
+	VEXTRACTF32X4 $0x01, Y17, X0
+	VADDPS        X0, X17, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y3
+	VEXTRACTF32X4 $0x01, Y3, X0
+	VADDPS        X0, X3, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y8
+	VEXTRACTF32X4 $0x01, Y8, X0
+	VADDPS        X0, X8, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z13, Y0
+	VADDPS        Y0, Y13, Y13
+	VEXTRACTF32X4 $0x01, Y13, X0
+	VADDPS        X0, X13, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z18, Y0
+	VADDPS        Y0, Y18, Y18
+	VEXTRACTF32X4 $0x01, Y18, X0
+	VADDPS        X0, X18, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y4
+	VEXTRACTF32X4 $0x01, Y4, X0
+	VADDPS        X0, X4, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y9
+	VEXTRACTF32X4 $0x01, Y9, X0
+	VADDPS        X0, X9, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z14, Y0
+	VADDPS        Y0, Y14, Y14
+	VEXTRACTF32X4 $0x01, Y14, X0
+	VADDPS        X0, X14, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z19, Y0
+	VADDPS        Y0, Y19, Y19
+	VEXTRACTF32X4 $0x01, Y19, X0
+	VADDPS        X0, X19, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	VZEROUPPER
+	RET
+
+// func dotF32x4x6AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+// Requires: AVX, AVX512DQ, AVX512F, AVX512VL
+TEXT ·dotF32x4x6AVX512(SB), NOSPLIT, $0-56
+	MOVQ   w+0(FP), AX
+	MOVQ   stride+8(FP), CX
+	LEAQ   (CX)(CX*2), DX
+	MOVQ   n+16(FP), BX
+	MOVQ   a+24(FP), SI
+	MOVQ   astride+32(FP), DI
+	LEAQ   (DI)(DI*2), R8
+	LEAQ   (SI)(DI*4), R9
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	VXORPS Z4, Z4, Z4
+	VXORPS Z5, Z5, Z5
+	VXORPS Z6, Z6, Z6
+	VXORPS Z7, Z7, Z7
+	VXORPS Z8, Z8, Z8
+	VXORPS Z9, Z9, Z9
+	VXORPS Z10, Z10, Z10
+	VXORPS Z11, Z11, Z11
+	VXORPS Z12, Z12, Z12
+	VXORPS Z13, Z13, Z13
+	VXORPS Z14, Z14, Z14
+	VXORPS Z15, Z15, Z15
+	VXORPS Z16, Z16, Z16
+	VXORPS Z17, Z17, Z17
+	VXORPS Z18, Z18, Z18
+	VXORPS Z19, Z19, Z19
+	VXORPS Z20, Z20, Z20
+	VXORPS Z21, Z21, Z21
+	VXORPS Z22, Z22, Z22
+	VXORPS Z23, Z23, Z23
+
+dotF32x4x6AVX512_loop:
+	TESTQ   BX, BX
+	JZ      dotF32x4x6AVX512_done
+	VMOVUPS (AX), Z24
+	VMULPS  (SI), Z24, Z25
+	VADDPS  Z25, Z0, Z0
+	VMULPS  (SI)(DI*1), Z24, Z25
+	VADDPS  Z25, Z1, Z1
+	VMULPS  (SI)(DI*2), Z24, Z25
+	VADDPS  Z25, Z2, Z2
+	VMULPS  (SI)(R8*1), Z24, Z25
+	VADDPS  Z25, Z3, Z3
+	VMULPS  (R9), Z24, Z25
+	VADDPS  Z25, Z4, Z4
+	VMULPS  (R9)(DI*1), Z24, Z24
+	VADDPS  Z24, Z5, Z5
+	VMOVUPS (AX)(CX*1), Z24
+	VMULPS  (SI), Z24, Z25
+	VADDPS  Z25, Z6, Z6
+	VMULPS  (SI)(DI*1), Z24, Z25
+	VADDPS  Z25, Z7, Z7
+	VMULPS  (SI)(DI*2), Z24, Z25
+	VADDPS  Z25, Z8, Z8
+	VMULPS  (SI)(R8*1), Z24, Z25
+	VADDPS  Z25, Z9, Z9
+	VMULPS  (R9), Z24, Z25
+	VADDPS  Z25, Z10, Z10
+	VMULPS  (R9)(DI*1), Z24, Z24
+	VADDPS  Z24, Z11, Z11
+	VMOVUPS (AX)(CX*2), Z24
+	VMULPS  (SI), Z24, Z25
+	VADDPS  Z25, Z12, Z12
+	VMULPS  (SI)(DI*1), Z24, Z25
+	VADDPS  Z25, Z13, Z13
+	VMULPS  (SI)(DI*2), Z24, Z25
+	VADDPS  Z25, Z14, Z14
+	VMULPS  (SI)(R8*1), Z24, Z25
+	VADDPS  Z25, Z15, Z15
+	VMULPS  (R9), Z24, Z25
+	VADDPS  Z25, Z16, Z16
+	VMULPS  (R9)(DI*1), Z24, Z24
+	VADDPS  Z24, Z17, Z17
+	VMOVUPS (AX)(DX*1), Z24
+	VMULPS  (SI), Z24, Z25
+	VADDPS  Z25, Z18, Z18
+	VMULPS  (SI)(DI*1), Z24, Z25
+	VADDPS  Z25, Z19, Z19
+	VMULPS  (SI)(DI*2), Z24, Z25
+	VADDPS  Z25, Z20, Z20
+	VMULPS  (SI)(R8*1), Z24, Z25
+	VADDPS  Z25, Z21, Z21
+	VMULPS  (R9), Z24, Z25
+	VADDPS  Z25, Z22, Z22
+	VMULPS  (R9)(DI*1), Z24, Z24
+	VADDPS  Z24, Z23, Z23
+	ADDQ    $0x00000040, AX
+	ADDQ    $0x00000040, SI
+	ADDQ    $0x00000040, R9
+	SUBQ    $0x00000010, BX
+	JMP     dotF32x4x6AVX512_loop
+
+dotF32x4x6AVX512_done:
+	MOVQ          out+40(FP), AX
+	MOVQ          ostride+48(FP), CX
+	VEXTRACTF32X8 $0x01, Z0, Y24
+	VADDPS        Y24, Y0, Y0
+	VEXTRACTF32X4 $0x01, Y0, X24
+	VADDPS        X24, X0, X24
+	VMOVHLPS      X24, X24, X0
+	VADDPS        X0, X24, X24
+	VMOVSHDUP     X24, X0
+	VADDSS        X0, X24, X24
+	VMOVSS        X24, (AX)
+	VEXTRACTF32X8 $0x01, Z6, Y0
+	VADDPS        Y0, Y6, Y6
+	VEXTRACTF32X4 $0x01, Y6, X0
+	VADDPS        X0, X6, X0
+	VMOVHLPS      X0, X0, X6
+	VADDPS        X6, X0, X0
+	VMOVSHDUP     X0, X6
+	VADDSS        X6, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z12, Y0
+	VADDPS        Y0, Y12, Y12
+	VEXTRACTF32X4 $0x01, Y12, X0
+	VADDPS        X0, X12, X0
+	VMOVHLPS      X0, X0, X6
+	VADDPS        X6, X0, X0
+	VMOVSHDUP     X0, X6
+	VADDSS        X6, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z18, Y0
+	VADDPS        Y0, Y18, Y18
+	VEXTRACTF32X4 $0x01, Y18, X0
+	VADDPS        X0, X18, X0
+	VMOVHLPS      X0, X0, X6
+	VADDPS        X6, X0, X0
+	VMOVSHDUP     X0, X6
+	VADDSS        X6, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z1, Y0
+	VADDPS        Y0, Y1, Y1
+	VEXTRACTF32X4 $0x01, Y1, X0
+	VADDPS        X0, X1, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z7, Y0
+	VADDPS        Y0, Y7, Y7
+	VEXTRACTF32X4 $0x01, Y7, X0
+	VADDPS        X0, X7, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z13, Y0
+	VADDPS        Y0, Y13, Y13
+	VEXTRACTF32X4 $0x01, Y13, X0
+	VADDPS        X0, X13, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z19, Y0
+	VADDPS        Y0, Y19, Y19
+	VEXTRACTF32X4 $0x01, Y19, X0
+	VADDPS        X0, X19, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z2, Y0
+	VADDPS        Y0, Y2, Y2
+	VEXTRACTF32X4 $0x01, Y2, X0
+	VADDPS        X0, X2, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z8, Y0
+	VADDPS        Y0, Y8, Y8
+	VEXTRACTF32X4 $0x01, Y8, X0
+	VADDPS        X0, X8, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z14, Y0
+	VADDPS        Y0, Y14, Y14
+	VEXTRACTF32X4 $0x01, Y14, X0
+	VADDPS        X0, X14, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z20, Y0
+	VADDPS        Y0, Y20, Y20
+	VEXTRACTF32X4 $0x01, Y20, X0
+	VADDPS        X0, X20, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z3, Y0
+	VADDPS        Y0, Y3, Y3
+	VEXTRACTF32X4 $0x01, Y3, X0
+	VADDPS        X0, X3, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z9, Y0
+	VADDPS        Y0, Y9, Y9
+	VEXTRACTF32X4 $0x01, Y9, X0
+	VADDPS        X0, X9, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z15, Y0
+	VADDPS        Y0, Y15, Y15
+	VEXTRACTF32X4 $0x01, Y15, X0
+	VADDPS        X0, X15, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z21, Y0
+	VADDPS        Y0, Y21, Y21
+	VEXTRACTF32X4 $0x01, Y21, X0
+	VADDPS        X0, X21, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z4, Y0
+	VADDPS        Y0, Y4, Y4
+	VEXTRACTF32X4 $0x01, Y4, X0
+	VADDPS        X0, X4, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z10, Y0
+	VADDPS        Y0, Y10, Y10
+	VEXTRACTF32X4 $0x01, Y10, X0
+	VADDPS        X0, X10, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z16, Y0
+	VADDPS        Y0, Y16, Y16
+	VEXTRACTF32X4 $0x01, Y16, X0
+	VADDPS        X0, X16, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z22, Y0
+	VADDPS        Y0, Y22, Y22
+	VEXTRACTF32X4 $0x01, Y22, X0
+	VADDPS        X0, X22, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
+	ADDQ          CX, AX
+	VEXTRACTF32X8 $0x01, Z5, Y0
+	VADDPS        Y0, Y5, Y5
+	VEXTRACTF32X4 $0x01, Y5, X0
+	VADDPS        X0, X5, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (AX)
+	VEXTRACTF32X8 $0x01, Z11, Y0
+	VADDPS        Y0, Y11, Y11
+	VEXTRACTF32X4 $0x01, Y11, X0
+	VADDPS        X0, X11, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 4(AX)
+	VEXTRACTF32X8 $0x01, Z17, Y0
+	VADDPS        Y0, Y17, Y17
+	VEXTRACTF32X4 $0x01, Y17, X0
+	VADDPS        X0, X17, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 8(AX)
+	VEXTRACTF32X8 $0x01, Z23, Y0
+	VADDPS        Y0, Y23, Y23
+	VEXTRACTF32X4 $0x01, Y23, X0
+	VADDPS        X0, X23, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VMOVSHDUP     X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, 12(AX)
 	VZEROUPPER
 	RET

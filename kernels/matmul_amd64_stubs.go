@@ -29,6 +29,81 @@ func dotQ4_0x16VNNI(w *byte, stride int, nb int, a *byte, out *[16]float32)
 //go:noescape
 func dotQ4_0x16GFNI(w *byte, stride int, nb int, a *byte, out *[16]float32)
 
+// dotQ8_0x16x1VNNI computes the dot products of 16 weight rows with 1 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x1VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x1VNNI computes the dot products of 16 weight rows with 1 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x1VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x1GFNI computes the dot products of 16 weight rows with 1 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x1GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ8_0x16x2VNNI computes the dot products of 16 weight rows with 2 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x2VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x2VNNI computes the dot products of 16 weight rows with 2 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x2VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x2GFNI computes the dot products of 16 weight rows with 2 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x2GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ8_0x16x3VNNI computes the dot products of 16 weight rows with 3 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x3VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x3VNNI computes the dot products of 16 weight rows with 3 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x3VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x3GFNI computes the dot products of 16 weight rows with 3 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x3GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ8_0x16x4VNNI computes the dot products of 16 weight rows with 4 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x4VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x4VNNI computes the dot products of 16 weight rows with 4 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x4VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x4GFNI computes the dot products of 16 weight rows with 4 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x4GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ8_0x16x5VNNI computes the dot products of 16 weight rows with 5 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x5VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x5VNNI computes the dot products of 16 weight rows with 5 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x5VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x5GFNI computes the dot products of 16 weight rows with 5 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x5GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
 // gemmQ8_0x8VNNI computes out[16i+j] = dot(weight row i, packed activation row j), bit-identical to the Go dot.
 //
 //go:noescape
@@ -103,3 +178,73 @@ func dotF32x1x6AVX2(w *byte, n int, a *float32, astride int, out *[6]float32)
 //
 //go:noescape
 func dotF16x1x6AVX2(w *byte, n int, a *float32, astride int, out *[6]float32)
+
+// dotF16x8x1AVX512 computes the defined-order dot products of 8 weight rows with 1 activation rows (n a multiple of 16).
+//
+//go:noescape
+func dotF16x8x1AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+
+// dotF16x4x1AVX512 computes the defined-order dot products of 4 weight rows with 1 activation rows (n a multiple of 16).
+//
+//go:noescape
+func dotF16x4x1AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+
+// dotF16x4x2AVX512 computes the defined-order dot products of 4 weight rows with 2 activation rows (n a multiple of 16).
+//
+//go:noescape
+func dotF16x4x2AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+
+// dotF16x4x3AVX512 computes the defined-order dot products of 4 weight rows with 3 activation rows (n a multiple of 16).
+//
+//go:noescape
+func dotF16x4x3AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+
+// dotF16x4x4AVX512 computes the defined-order dot products of 4 weight rows with 4 activation rows (n a multiple of 16).
+//
+//go:noescape
+func dotF16x4x4AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+
+// dotF16x4x5AVX512 computes the defined-order dot products of 4 weight rows with 5 activation rows (n a multiple of 16).
+//
+//go:noescape
+func dotF16x4x5AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+
+// dotF16x4x6AVX512 computes the defined-order dot products of 4 weight rows with 6 activation rows (n a multiple of 16).
+//
+//go:noescape
+func dotF16x4x6AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+
+// dotF32x8x1AVX512 computes the defined-order dot products of 8 weight rows with 1 activation rows (n a multiple of 16).
+//
+//go:noescape
+func dotF32x8x1AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+
+// dotF32x4x1AVX512 computes the defined-order dot products of 4 weight rows with 1 activation rows (n a multiple of 16).
+//
+//go:noescape
+func dotF32x4x1AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+
+// dotF32x4x2AVX512 computes the defined-order dot products of 4 weight rows with 2 activation rows (n a multiple of 16).
+//
+//go:noescape
+func dotF32x4x2AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+
+// dotF32x4x3AVX512 computes the defined-order dot products of 4 weight rows with 3 activation rows (n a multiple of 16).
+//
+//go:noescape
+func dotF32x4x3AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+
+// dotF32x4x4AVX512 computes the defined-order dot products of 4 weight rows with 4 activation rows (n a multiple of 16).
+//
+//go:noescape
+func dotF32x4x4AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+
+// dotF32x4x5AVX512 computes the defined-order dot products of 4 weight rows with 5 activation rows (n a multiple of 16).
+//
+//go:noescape
+func dotF32x4x5AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)
+
+// dotF32x4x6AVX512 computes the defined-order dot products of 4 weight rows with 6 activation rows (n a multiple of 16).
+//
+//go:noescape
+func dotF32x4x6AVX512(w *byte, stride int, n int, a *float32, astride int, out *float32, ostride int)

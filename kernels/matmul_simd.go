@@ -12,7 +12,10 @@ import (
 // output element in each SIMD lane: the AVX2 row kernel a weight row against
 // one activation row (8 weight rows per call), the VNNI row kernel likewise
 // for 16 weight rows per call against a packed activation row (see
-// packRowVNNI), the VNNI GEMM kernel 8 weight rows against a packed group of
+// packRowVNNI), or against 2–5 packed activation rows in one pass over the
+// weights (the multi-row kernels: each weight block is loaded and offset once
+// and fed to VPDPBUSD against every row; small batches such as batched
+// decode), the VNNI GEMM kernel 8 weight rows against a packed group of
 // 16 activation rows. Each lane computes the exact int32 block sum and then
 // the same float32 multiply and add as dotQ8_0 / dotQ4_0, block by block in
 // order, so every output is bit-identical to VecDot whatever the level, tile,
@@ -59,10 +62,21 @@ const (
 	pkBlock = pkSum + 64
 )
 
-// gemmMinRows is the batch from which the GEMM kernel beats the VNNI row
-// kernel (measured crossover 6–8 rows for Q8_0 and Q4_0 at 1024×2816 and
-// 2816×1024).
-const gemmMinRows = 7
+// maxRowActs is the most activation rows of a multi-row VNNI row kernel
+// (dotQ8_0x16x<n>VNNI and the Q4_0 twins, n = 1..maxRowActs; must match
+// asmgen). rowActs is the most MatMul uses (tests lower it; 1 takes the
+// single-row kernel for every activation row).
+const maxRowActs = 5
+
+// 4 measured best: a group of 5 was slower than 3+2 at 5 rows.
+var rowActs = 4
+
+// gemmMinRows is the batch from which the GEMM kernel is used; below it the
+// multi-row VNNI row kernels (groups of up to rowActs activation rows per
+// weight pass). Measured at 1024×2816 on 2 threads: the multi-row kernels
+// beat GEMM by 20–50% at 2–10 rows and tie at 12–16. A var so tests can move
+// it.
+var gemmMinRows = 12
 
 // gemmLanes returns the first lane holding an activation row and the rows a
 // packed group holds.
@@ -91,6 +105,7 @@ func (s *Scratch) matMulSIMDQ8(p *Pool) {
 	}
 	if !s.gemm && useSIMD >= simdAVX512VNNI && s.m.Cols > 0 {
 		s.raRow = s.m.Cols / QK * raBlock
+		s.raMulti = s.nrows > 1 && rowActs > 1
 		s.ra = growAligned(s.ra, s.nrows*s.raRow)
 		run(s.nrows, s.rowQPFn)
 		run((rows+rowTile16-1)/rowTile16, s.row16Fn)
@@ -143,15 +158,23 @@ func (s *Scratch) quantPackRows(lo, hi int) {
 	s.quantRows(lo, hi)
 	nb := s.m.Cols / QK
 	for r := lo; r < hi; r++ {
-		packRowVNNI(s.act[r*s.actRow:r*s.actRow+nb*q8_0Bytes], s.ra[r*s.raRow:(r+1)*s.raRow])
+		if s.raMulti {
+			packRowVNNI(s.act[r*s.actRow:r*s.actRow+nb*q8_0Bytes], s.ra[r*raBlock:], s.nrows*raBlock)
+		} else {
+			packRowVNNI(s.act[r*s.actRow:r*s.actRow+nb*q8_0Bytes], s.ra[r*s.raRow:], raBlock)
+		}
 	}
 }
 
-// packRowVNNI packs a Q8_0 row a into dst in the raBlock layout.
-func packRowVNNI(a, dst []byte) {
+// packRowVNNI packs a Q8_0 row a into dst in the raBlock layout, block b at
+// dst[b·step:]. MatMul interleaves the blocks of its activation rows (step
+// nrows·raBlock, row r from r·raBlock) when the multi-row kernel runs, so it
+// reads one block of every row of a group together; else the rows follow
+// one another (step raBlock, row r from r·raRow).
+func packRowVNNI(a, dst []byte, step int) {
 	for b := range len(a) / q8_0Bytes {
 		blk := (*[q8_0Bytes]byte)(a[b*q8_0Bytes:])
-		d := (*[raBlock]byte)(dst[b*raBlock:])
+		d := (*[raBlock]byte)(dst[b*step:])
 		copy(d[:QK], blk[2:])
 		var sum int32
 		for _, q := range blk[2:] {
@@ -187,8 +210,23 @@ func (s *Scratch) rowTiles16(lo, hi int) {
 			continue
 		}
 		w := m.Data[i0*s.wRow:]
-		for r := range s.nrows {
-			rowDotQ8_0x16(q4, w, s.wRow, nb, s.ra[r*s.raRow:], (*[rowTile16]float32)(s.out[r*m.Rows+i0:]))
+		if !s.raMulti {
+			for r := range s.nrows {
+				rowDotQ8_0x16(q4, w, s.wRow, nb, s.ra[r*s.raRow:], (*[rowTile16]float32)(s.out[r*m.Rows+i0:]))
+			}
+			continue
+		}
+		// Groups of at most rowActs activation rows, as even as possible, each
+		// in one pass over the tile's weights.
+		ng := (s.nrows + rowActs - 1) / rowActs
+		r0 := 0
+		for g := range ng {
+			na := s.nrows / ng
+			if g < s.nrows%ng {
+				na++
+			}
+			rowDotQ8_0x16xN(q4, na, w, s.wRow, nb, s.ra[r0*raBlock:], s.nrows*raBlock, s.out[r0*m.Rows+i0:], m.Rows)
+			r0 += na
 		}
 	}
 }

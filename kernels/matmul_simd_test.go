@@ -202,7 +202,7 @@ func TestRowVNNIExtreme(t *testing.T) {
 			}
 		}
 		ra := growAligned(nil, nb*raBlock)
-		packRowVNNI(a, ra)
+		packRowVNNI(a, ra, raBlock)
 		want := make([]float32, rows)
 		for i := range rows {
 			want[i] = VecDot(typ, cols, m.Row(i), a)
@@ -303,7 +303,7 @@ func BenchmarkRowKernel(b *testing.B) {
 		m := testMatrix(b, r, typ, rows, cols)
 		a := mustQuantize(b, Q8_0, randRow(r, cols))
 		ra := growAligned(nil, cols/QK*raBlock)
-		packRowVNNI(a, ra)
+		packRowVNNI(a, ra, raBlock)
 		nb, st, q4 := cols/QK, m.RowBytes(), typ == Q4_0
 		b.Run(typ.String()+"/avx2", func(b *testing.B) {
 			var out [8]float32

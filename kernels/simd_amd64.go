@@ -46,3 +46,61 @@ func gemmQ8_0x8(q4 bool, w []byte, stride, nb int, pk []byte, out *[128]float32)
 		gemmQ8_0x8VNNI(&w[0], stride, nb, &pk[0], out)
 	}
 }
+
+// rowMultiKernels[k][na-1] is the multi-activation-row VNNI row kernel for
+// na activation rows: k 0 Q8_0, 1 Q4_0, 2 Q4_0 with GFNI.
+var rowMultiKernels = [3][maxRowActs]func(w *byte, stride, nb int, a *byte, astep int, out *float32, ostride int){
+	{dotQ8_0x16x1VNNI, dotQ8_0x16x2VNNI, dotQ8_0x16x3VNNI, dotQ8_0x16x4VNNI, dotQ8_0x16x5VNNI},
+	{dotQ4_0x16x1VNNI, dotQ4_0x16x2VNNI, dotQ4_0x16x3VNNI, dotQ4_0x16x4VNNI, dotQ4_0x16x5VNNI},
+	{dotQ4_0x16x1GFNI, dotQ4_0x16x2GFNI, dotQ4_0x16x3GFNI, dotQ4_0x16x4GFNI, dotQ4_0x16x5GFNI},
+}
+
+// rowDotQ8_0x16xN computes 16 weight rows against na (1..maxRowActs) packed
+// activation rows whose blocks are astep bytes apart (row r at a[r·raBlock:]);
+// weight row i, activation row r goes to out[r·ostride+i].
+func rowDotQ8_0x16xN(q4 bool, na int, w []byte, stride, nb int, a []byte, astep int, out []float32, ostride int) {
+	k := 0
+	if q4 {
+		k = 1
+		if useGFNI {
+			k = 2
+		}
+	}
+	_ = out[(na-1)*ostride+rowTile16-1]
+	rowMultiKernels[k][na-1](&w[0], stride, nb, &a[0], astep, &out[0], 4*ostride)
+}
+
+// float512Kernels[f16][na-1] is the AVX-512 float tile kernel for 4 weight
+// rows × na activation rows.
+var float512Kernels = [2][floatActs512]func(w *byte, stride, n int, a *float32, astride int, out *float32, ostride int){
+	{dotF32x4x1AVX512, dotF32x4x2AVX512, dotF32x4x3AVX512, dotF32x4x4AVX512, dotF32x4x5AVX512, dotF32x4x6AVX512},
+	{dotF16x4x1AVX512, dotF16x4x2AVX512, dotF16x4x3AVX512, dotF16x4x4AVX512, dotF16x4x5AVX512, dotF16x4x6AVX512},
+}
+
+// dotFloat4xN computes the defined-order dot products (first n columns, a
+// multiple of 16) of 4 weight rows (stride bytes apart) with na activation
+// rows (astride elements apart) into out[k·ostride+i].
+func dotFloat4xN(f16 bool, na int, w []byte, stride, n int, a []float32, astride int, out []float32, ostride int) {
+	_ = a[(na-1)*astride+n-1]
+	_ = out[(na-1)*ostride+3]
+	k, es := 0, 4
+	if f16 {
+		k, es = 1, 2
+	}
+	_ = w[3*stride+n*es-1]
+	float512Kernels[k][na-1](&w[0], stride, n, &a[0], 4*astride, &out[0], 4*ostride)
+}
+
+// dotFloat8x1 computes the defined-order dot products (first n columns) of 8
+// weight rows with one activation row into out[0:8].
+func dotFloat8x1(f16 bool, w []byte, stride, n int, a []float32, out []float32) {
+	_ = a[n-1]
+	_ = out[7]
+	if f16 {
+		_ = w[7*stride+2*n-1]
+		dotF16x8x1AVX512(&w[0], stride, n, &a[0], 0, &out[0], 0)
+	} else {
+		_ = w[7*stride+4*n-1]
+		dotF32x8x1AVX512(&w[0], stride, n, &a[0], 0, &out[0], 0)
+	}
+}

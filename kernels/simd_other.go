@@ -17,3 +17,15 @@ func gemmQ8_0x8(bool, []byte, int, int, []byte, *[128]float32) {
 func rowDotQ8_0x16(bool, []byte, int, int, []byte, *[16]float32) {
 	panic("kernels: no SIMD kernels in this build")
 }
+
+func rowDotQ8_0x16xN(bool, int, []byte, int, int, []byte, int, []float32, int) {
+	panic("kernels: no SIMD kernels in this build")
+}
+
+func dotFloat4xN(bool, int, []byte, int, int, []float32, int, []float32, int) {
+	panic("kernels: no SIMD kernels in this build")
+}
+
+func dotFloat8x1(bool, []byte, int, int, []float32, []float32) {
+	panic("kernels: no SIMD kernels in this build")
+}

@@ -21,6 +21,13 @@ import (
 	. "github.com/mmcloughlin/avo/reg"
 )
 
+// floatActs512 is the most activation rows of the AVX-512 float tile kernels
+// (4 weight rows × 1..floatActs512 activation rows).
+const floatActs512 = 6
+
+// maxRowActs is the most activation rows of the multi-row VNNI row kernels.
+const maxRowActs = 5
+
 const (
 	q8Bytes = 34 // f16 d, 32 × int8
 	q4Bytes = 18 // f16 d, 16 bytes of nibbles
@@ -33,6 +40,11 @@ func main() {
 	rowKernelVNNI("dotQ8_0x16VNNI", false, false)
 	rowKernelVNNI("dotQ4_0x16VNNI", true, false)
 	rowKernelVNNI("dotQ4_0x16GFNI", true, true)
+	for na := 1; na <= maxRowActs; na++ {
+		rowKernelVNNIMulti(fmt.Sprintf("dotQ8_0x16x%dVNNI", na), false, false, na)
+		rowKernelVNNIMulti(fmt.Sprintf("dotQ4_0x16x%dVNNI", na), true, false, na)
+		rowKernelVNNIMulti(fmt.Sprintf("dotQ4_0x16x%dGFNI", na), true, true, na)
+	}
 	gemmKernel("gemmQ8_0x8VNNI", false)
 	gemmKernel("gemmQ4_0x8VNNI", true)
 	dotKernel()
@@ -48,6 +60,12 @@ func main() {
 	roundF16Kernel()
 	floatBatchKernel(false)
 	floatBatchKernel(true)
+	for _, f16 := range []bool{true, false} {
+		floatTileKernel512(f16, 8, 1)
+		for na := 1; na <= floatActs512; na++ {
+			floatTileKernel512(f16, 4, na)
+		}
+	}
 	Generate()
 }
 
