@@ -323,8 +323,11 @@ func (s *serving) start(n *cluster.Node) (err error) {
 	if s.api, err = api.New(s.acfg, s.eng, s.model.tok, s.info); err != nil {
 		return err
 	}
-	// Per-expert load (bounded series: per layer, top-8 hot experts) on
-	// the API's /metrics.
+	// Per-expert load (bounded series: per layer, top-8 hot experts) and
+	// Raft/membership health on the API's /metrics.
+	if err := s.api.Registry().Register(n.Collector()); err != nil {
+		return err
+	}
 	return s.api.Registry().Register(s.experts.Collector())
 }
 

@@ -1,0 +1,55 @@
+package cluster_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/conclave-ai/conclave/cluster/clustertest"
+)
+
+// TestHealthMetrics scrapes the Raft and membership collector of a leader
+// and a follower of a 3-node cluster.
+func TestHealthMetrics(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.Options{})
+	c.WaitActive(10*time.Second, 3)
+	l := c.WaitLeader(10 * time.Second)
+	f := (l + 1) % 3
+	for _, tc := range []struct {
+		name  string
+		node  int
+		state string
+	}{{"leader", l, "leader"}, {"follower", f, "follower"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(c.Node(tc.node).Collector())
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[string]float64{}
+			for _, mf := range mfs {
+				for _, m := range mf.GetMetric() {
+					key := mf.GetName()
+					for _, lp := range m.GetLabel() {
+						key += "/" + lp.GetValue()
+					}
+					got[key] = m.GetGauge().GetValue()
+				}
+			}
+			if got["conclave:raft_has_leader"] != 1 {
+				t.Errorf("raft_has_leader = %v, want 1", got["conclave:raft_has_leader"])
+			}
+			if got["conclave:raft_state/"+tc.state] != 1 {
+				t.Errorf("raft_state{%s} = %v, want 1 (%v)", tc.state, got["conclave:raft_state/"+tc.state], got)
+			}
+			if got["conclave:cluster_members/alive"] != 3 || got["conclave:cluster_nodes/active"] != 3 {
+				t.Errorf("members alive %v, map nodes active %v; want 3 and 3", got["conclave:cluster_members/alive"], got["conclave:cluster_nodes/active"])
+			}
+			if got["conclave:raft_term"] < 1 || got["conclave:cluster_map_epoch"] < 1 || got["conclave:raft_index/applied"] < 1 {
+				t.Errorf("term %v, epoch %v, applied %v; want all ≥ 1", got["conclave:raft_term"], got["conclave:cluster_map_epoch"], got["conclave:raft_index/applied"])
+			}
+		})
+	}
+}
