@@ -205,12 +205,18 @@ var (
 		"Rows routed cluster-wide to one of the hottest experts per the map's load reports, per second (top experts only).", []string{"layer", "expert"}, nil)
 	descReplicas = prometheus.NewDesc("conclave:expert_cluster_hot_replicas",
 		"Replicas in the map of one of the cluster's hottest experts (top experts only).", []string{"layer", "expert"}, nil)
+	descDispatch = prometheus.NewDesc("conclave:expert_dispatch_calls_total",
+		"Expert calls made by this node's dispatcher, by how they were served.", []string{"kind"}, nil)
+	descDispatchBytes = prometheus.NewDesc("conclave:expert_dispatch_bytes_total",
+		"Activation payload bytes exchanged with other nodes.", []string{"direction"}, nil)
+	descDispatchLatency = prometheus.NewDesc("conclave:expert_dispatch_layer_seconds",
+		"Time to compute one layer's routed experts (all replicas, retries included).", nil, nil)
 	descHosted = prometheus.NewDesc("conclave:expert_actors",
 		"Expert actors running on this node.", nil, nil)
 )
 
 func (c *expertCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLayerRate, descHotRate, descClusterHotRate, descReplicas, descHosted} {
+	for _, d := range []*prometheus.Desc{descLayerRate, descHotRate, descClusterHotRate, descReplicas, descHosted, descDispatch, descDispatchBytes, descDispatchLatency} {
 		ch <- d
 	}
 }
@@ -218,6 +224,15 @@ func (c *expertCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *expertCollector) Collect(ch chan<- prometheus.Metric) {
 	x := (*Experts)(c)
 	ch <- prometheus.MustNewConstMetric(descHosted, prometheus.GaugeValue, float64(len(x.host.Hosted())))
+	st := x.disp.Stats()
+	for kind, v := range map[string]int64{"local": st.Local, "remote": st.Remote, "retry": st.Retries,
+		"timeout": st.Timeouts, "fallback": st.Fallbacks, "stale_epoch": st.Stale} {
+		ch <- prometheus.MustNewConstMetric(descDispatch, prometheus.CounterValue, float64(v), kind)
+	}
+	ch <- prometheus.MustNewConstMetric(descDispatchBytes, prometheus.CounterValue, float64(st.BytesSent), "sent")
+	ch <- prometheus.MustNewConstMetric(descDispatchBytes, prometheus.CounterValue, float64(st.BytesRecv), "received")
+	lat := x.disp.Latency()
+	ch <- prometheus.MustNewConstHistogram(descDispatchLatency, lat.Count, lat.Sum.Seconds(), lat.Buckets)
 	var local []router.ExpertLoad
 	if p := x.rates.Load(); p != nil {
 		local = *p

@@ -109,6 +109,7 @@ type Dispatcher struct {
 
 	local_, remote, retries, timeouts, fallbacks, sent, recv, stale atomic.Int64
 	routed                                                          atomic.Pointer[rowTable] // rows per expert (gating counts)
+	lat                                                             latencyHist              // RunExperts durations
 }
 
 type pending struct {
@@ -149,6 +150,8 @@ var _ model.ExpertRunner = (*Dispatcher)(nil)
 func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.ExpertGroup) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	start := time.Now()
+	defer func() { d.lat.observe(time.Since(start)) }()
 	m := d.maps()
 	clear(d.assigned)
 	d.pending = d.pending[:0]
