@@ -53,6 +53,12 @@ type Config struct {
 	// home node (see SessionRouter); nil serves every request locally.
 	Sessions SessionRouter
 
+	// ModelReady reports whether the model can be served now (in a
+	// cluster: every expert of the live model has a ready replica). While
+	// it returns false, /v1/models lists nothing, /v1/models/{id} answers
+	// 404 and /ready answers 503 "loading". nil means always ready.
+	ModelReady func() bool
+
 	// Registry is where the API registers its Prometheus metrics and what
 	// /metrics serves; nil means a fresh registry per Server (with the Go
 	// and process collectors), so several servers can live in one process.

@@ -410,6 +410,10 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining", "model": s.info.ID})
 		return
 	}
+	if !s.modelReady() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "loading", "model": s.info.ID})
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "model": s.info.ID})
 }
 
@@ -425,12 +429,19 @@ func (s *Server) model() modelObject {
 	return modelObject{ID: s.info.ID, Object: "model", Created: s.created, OwnedBy: "conclave", MaxLen: s.info.Context}
 }
 
+// modelReady is Config.ModelReady, true when it is nil.
+func (s *Server) modelReady() bool { return s.cfg.ModelReady == nil || s.cfg.ModelReady() }
+
 func (s *Server) handleModels(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": []modelObject{s.model()}})
+	data := []modelObject{}
+	if s.modelReady() {
+		data = append(data, s.model())
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
 }
 
 func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) {
-	if id := r.PathValue("id"); id != s.info.ID {
+	if id := r.PathValue("id"); id != s.info.ID || !s.modelReady() {
 		writeError(w, modelNotFound(id))
 		return
 	}

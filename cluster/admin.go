@@ -26,6 +26,7 @@ import (
 //	POST /admin/v1/rebalance      run placement with Rebalance (RebalanceReply)
 //	POST /admin/v1/apply          body: an encoded router.Command (ApplyReply)
 //	POST /admin/v1/leave/{node}   leader only: remove a leaving node from Raft and the map
+//	POST /admin/v1/model          body: a router.Model; make it the live model (ModelReply)
 //
 // Errors are {"error":{"message":…,"type":…}} with the status of errorType.
 
@@ -112,6 +113,7 @@ func (n *Node) registerAdmin() {
 	n.mux.HandleFunc("POST /admin/v1/rebalance", n.handleRebalance)
 	n.mux.HandleFunc("POST /admin/v1/apply", n.handleApply)
 	n.mux.HandleFunc("POST /admin/v1/leave/{node}", n.handleLeave)
+	n.mux.HandleFunc("POST /admin/v1/model", n.handleModel)
 }
 
 func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
@@ -344,6 +346,8 @@ func errorType(err error) (string, int) {
 		return "unknown_replica", http.StatusNotFound
 	case errors.Is(err, router.ErrNoActiveNode):
 		return "no_active_node", http.StatusConflict
+	case errors.Is(err, ErrNoHost):
+		return "no_host", http.StatusConflict
 	case errors.Is(err, ErrRejected):
 		return "rejected", http.StatusConflict
 	case errors.Is(err, ErrNotLeader):

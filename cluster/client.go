@@ -50,6 +50,8 @@ func (e *APIError) Unwrap() error {
 		return errors.Join(ErrRejected, router.ErrUnknownReplica)
 	case "no_active_node":
 		return errors.Join(ErrRejected, router.ErrNoActiveNode)
+	case "no_host":
+		return errors.Join(ErrRejected, ErrNoHost)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/conclave-ai/conclave/cluster"
 	"github.com/conclave-ai/conclave/cluster/clustertest"
 )
 
@@ -22,6 +23,17 @@ func TestHealthMetrics(t *testing.T) {
 		state string
 	}{{"leader", l, "leader"}, {"follower", f, "follower"}} {
 		t.Run(tc.name, func(t *testing.T) {
+			// Gossip may still be settling after the map shows 3 active
+			// nodes; wait until this node sees every member alive.
+			clustertest.WaitFor(t, 10*time.Second, func() bool {
+				alive := 0
+				for _, s := range c.Node(tc.node).Members() {
+					if s == cluster.GossipAlive {
+						alive++
+					}
+				}
+				return alive == 3
+			}, "all 3 members alive in gossip")
 			reg := prometheus.NewRegistry()
 			reg.MustRegister(c.Node(tc.node).Collector())
 			mfs, err := reg.Gather()

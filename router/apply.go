@@ -172,8 +172,29 @@ func (m *Map) setModel(c Command) bool {
 	if reflect.DeepEqual(versions, m.Versions) && reflect.DeepEqual(live, m.Model) {
 		return false
 	}
+	if digest(live) != digest(m.Model) && len(m.Placement) > 0 {
+		// Replicas were loaded from the old file: none is ready for the
+		// new one until its host reports it loaded.
+		p := make(map[ExpertID][]Replica, len(m.Placement))
+		for id, rs := range m.Placement {
+			nrs := slices.Clone(rs)
+			for k := range nrs {
+				nrs[k].Ready = false
+			}
+			p[id] = nrs
+		}
+		m.Placement = p
+	}
 	m.Versions, m.Model = versions, live
 	return true
+}
+
+// digest is the live model's file digest, "" for none.
+func digest(m *Model) string {
+	if m == nil {
+		return ""
+	}
+	return m.Digest
 }
 
 func (m *Map) setPlacement(c Command) (bool, error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -511,5 +512,39 @@ func TestCommandEncodeDecode(t *testing.T) {
 	}
 	if _, err := DecodeCommand([]byte(`{"v":1,"op":"expire_sessions","now_ms":1} x`)); !errors.Is(err, ErrBadCommand) {
 		t.Errorf("trailing data: %v", err)
+	}
+}
+
+// A new live model file invalidates every replica's readiness (they hold
+// the old weights); re-setting the same file keeps it.
+func TestNewModelClearsReadiness(t *testing.T) {
+	f := NewFSM()
+	modelA := &Model{ID: "m", Digest: strings.Repeat("a", 64), Version: 1, Layers: 1, Experts: 1, TopK: 1, Live: true}
+	e := ExpertID{Layer: 0, Index: 0}
+	mustApply(t, f,
+		Command{Op: OpUpsertNode, Node: node("a", NodeActive)},
+		Command{Op: OpSetModel, Model: modelA},
+		Command{Op: OpSetPlacement, Placement: []PlacementEntry{{Expert: e, Replicas: []Replica{{Node: "a", Device: "cpu"}}}}},
+		Command{Op: OpSetReplicaReady, NodeID: "a", Expert: &e, Ready: true},
+	)
+	ready := func() bool { return f.Map().Placement[e][0].Ready }
+	if !ready() {
+		t.Fatal("replica not ready after set_replica_ready")
+	}
+	same := *modelA
+	same.Version = 2 // a new version of the same file
+	mustApply(t, f, Command{Op: OpSetModel, Model: &same})
+	if !ready() {
+		t.Error("re-setting the same file cleared readiness")
+	}
+	modelB := *modelA
+	modelB.Digest, modelB.Version = strings.Repeat("b", 64), 3
+	before := f.Map()
+	mustApply(t, f, Command{Op: OpSetModel, Model: &modelB})
+	if ready() {
+		t.Error("a new model file left the old replica ready")
+	}
+	if !before.Placement[e][0].Ready {
+		t.Error("the previous map was modified")
 	}
 }

@@ -21,6 +21,7 @@ Usage:
   conclave logits   --model F --tokens 1,2,3 [--top K] [--json]
   conclave model synth   [--preset tiny|demo|bench] [shape flags] --out F
   conclave model inspect F [--json]
+  conclave model load    F [--addr http://HOST:PORT] [--timeout 5m] [--json]
   conclave bench model   --model F [--prompt 256,512] [--gen 128] [--reps R] [--threads N] [--json]
   conclave bench membw   [--threads N] [--mib 512] [--json]
   conclave bench compare --ours OURS.json[,…] --llamacpp LLAMA_BENCH.json[,…] [--json]
@@ -65,6 +66,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			err = cmdSynth(args[2:], stdout, stderr)
 		case "inspect":
 			err = cmdInspect(args[2:], stdout, stderr)
+		case "load":
+			err = cmdLoad(args[2:], stdout, stderr)
 		default:
 			err = fmt.Errorf("%w: unknown model command %q", errUsage, args[1])
 		}

@@ -1,15 +1,19 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
+	"time"
 
+	"github.com/conclave-ai/conclave/cluster"
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model/synth"
+	"github.com/conclave-ai/conclave/router"
 )
 
 // cmdSynth writes a deterministic random-weight model.
@@ -176,4 +180,101 @@ func humanBytes(n int64) string {
 		return fmt.Sprintf("%.1f MiB (%d bytes)", float64(n)/(1<<20), n)
 	}
 	return fmt.Sprintf("%d bytes", n)
+}
+
+// cmdLoad makes a model file the cluster's live model: it describes the
+// file as a node with --model does (cluster.InspectModel: sha256 digest,
+// layers, experts, top-k, expert bytes), posts that to a node's admin API
+// (POST /admin/v1/model) and waits until every expert of the model has a
+// ready replica. The file itself is not sent: nodes host experts from their
+// own copy (a node started with --model on a file with the same digest).
+func cmdLoad(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("model load", stderr)
+	addr := fs.String("addr", "http://127.0.0.1:8080", "admin API of any node")
+	asJSON := fs.Bool("json", false, "print the result as JSON (progress goes to stderr)")
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the experts to be ready")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("%w: model load FILE --addr URL", errUsage)
+	}
+	if *timeout <= 0 {
+		return fmt.Errorf("%w: --timeout must be positive", errUsage)
+	}
+	mod, err := cluster.InspectModel(pos[0])
+	if err != nil {
+		return err
+	}
+	base := *addr
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	progress := stdout
+	if *asJSON {
+		progress = stderr
+	}
+	ac := &cluster.AdminClient{Base: base}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	r, err := ac.LoadModel(ctx, mod)
+	if err != nil {
+		return fmt.Errorf("model load %s: %w", pos[0], err)
+	}
+	fmt.Fprintf(progress, "model %s v%d (sha256 %s): %d layers × %d experts, top-%d, %s per expert; hosts %s\n",
+		r.Model.ID, r.Model.Version, r.Model.Digest[:12], r.Model.Layers, r.Model.Experts, r.Model.TopK,
+		ibytes(r.Model.ExpertBytes), strings.Join(r.Hosts, ","))
+	ready, total, epoch, err := waitModelReady(ctx, ac, r.Model, func(ready, total int) {
+		fmt.Fprintf(progress, "experts ready: %d/%d\n", ready, total)
+	})
+	if err != nil {
+		return fmt.Errorf("model load %s: %w", pos[0], err)
+	}
+	if *asJSON {
+		return printJSON(stdout, map[string]any{"model": r.Model, "hosts": r.Hosts, "epoch": epoch,
+			"experts_ready": ready, "experts": total})
+	}
+	fmt.Fprintf(stdout, "model %s is live: %d/%d experts ready (epoch %d)\n", r.Model.ID, ready, total, epoch)
+	return nil
+}
+
+// waitModelReady polls the map until mod is the live model and every one of
+// its experts has a ready replica, calling progress when the count changes.
+func waitModelReady(ctx context.Context, ac *cluster.AdminClient, mod router.Model,
+	progress func(ready, total int)) (ready, total int, epoch uint64, err error) {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	last := -1
+	var lastErr error
+	for {
+		m, err := ac.Map(ctx)
+		switch {
+		case err != nil:
+			lastErr = err // the answering node may be changing leader; keep polling
+		case m.Model == nil || m.Model.Digest != mod.Digest || m.Model.ID != mod.ID || m.Model.Version != mod.Version:
+			live := "none"
+			if m.Model != nil {
+				live = fmt.Sprintf("%s v%d", m.Model.ID, m.Model.Version)
+			}
+			return 0, 0, m.Epoch, fmt.Errorf("the live model changed meanwhile (now %s)", live)
+		default:
+			ready, total = cluster.ReadyExperts(m)
+			if ready != last {
+				progress(ready, total)
+				last = ready
+			}
+			if ready == total {
+				return ready, total, m.Epoch, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if lastErr != nil {
+				return ready, total, 0, fmt.Errorf("%d/%d experts ready: %w (last error: %v)", ready, total, ctx.Err(), lastErr)
+			}
+			return ready, total, 0, fmt.Errorf("%d/%d experts ready: %w", ready, total, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }

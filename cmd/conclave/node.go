@@ -315,6 +315,9 @@ func (s *serving) start(n *cluster.Node) (err error) {
 	if st, err := os.Stat(s.path); err == nil {
 		s.info.Created = st.ModTime()
 	}
+	// /ready and /v1/models wait until every expert of this node's model
+	// has a ready replica somewhere in the cluster.
+	s.acfg.ModelReady = s.experts.Ready
 	// Requests of one session run on its home node, where its prefix
 	// cache is; other nodes forward them there.
 	if s.acfg.Sessions, err = cluster.NewSessionRouter(n, cluster.DefaultSessionConfig()); err != nil {
