@@ -97,5 +97,8 @@ func templateError(err error) *Error {
 		}
 		return badRequest("messages", "the model's chat template rejected the messages: %s", msg)
 	}
-	return &Error{Status: 500, Type: typeServer, Message: "chat template: " + err.Error()}
+	// Any other rendering failure comes from what the messages contain
+	// meeting the template (a type the template cannot handle, say): a bad
+	// request, not a server fault.
+	return badRequest("messages", "the model's chat template could not render the messages: %v", err)
 }

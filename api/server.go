@@ -382,6 +382,12 @@ func (s *Server) generation(h func(w http.ResponseWriter, r *http.Request, body 
 			writeError(w, tooLarge(s.cfg.MaxBodyBytes))
 			return
 		}
+		// When Drain gives up, every handler's context ends — generations,
+		// embeddings and requests forwarded to a session's home alike.
+		ctx, cancel := context.WithCancel(r.Context())
+		defer cancel()
+		defer context.AfterFunc(s.stopCtx, cancel)()
+		r = r.WithContext(ctx)
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 		if err != nil {
 			var mbe *http.MaxBytesError
