@@ -118,6 +118,7 @@ type pending struct {
 	cands []router.Replica
 	fut   *actor.Future
 	epoch uint64
+	done  bool // output filled
 }
 
 // New returns a dispatcher that reads the current map with maps (called once
@@ -191,31 +192,45 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 		e.Forward(g.In, len(g.Rows), g.Out)
 		d.local_.Add(1)
 	}
-	for i := range d.pending {
-		p := &d.pending[i]
-		for {
-			if err := ctx.Err(); err != nil {
-				return err
+	// Gather in rounds: wait for every outstanding call, then resend all the
+	// failed ones at once, so k failures cost about one extra deadline, not k.
+	var retry []int
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		retry = retry[:0]
+		for i := range d.pending {
+			p := &d.pending[i]
+			if p.done {
+				continue
 			}
 			if p.fut == nil { // no replica left
 				if err := d.computeFallback(layer, &groups[p.g]); err != nil {
 					return err
 				}
-				break
+				p.done = true
+				continue
 			}
-			err := d.receive(p, &groups[p.g])
-			if err == nil {
-				break
+			if err := d.receive(p, &groups[p.g]); err == nil {
+				p.done = true
+				continue
 			}
 			node := p.tried[len(p.tried)-1].Node
 			d.suspect[node] = time.Now().Add(d.cfg.SuspectFor)
+			retry = append(retry, i)
+		}
+		if len(retry) == 0 {
+			return nil
+		}
+		for _, i := range retry {
+			p := &d.pending[i]
 			if len(p.cands) > 0 {
 				d.retries.Add(1)
 			}
 			d.send(m, layer, &groups[p.g], p)
 		}
 	}
-	return nil
 }
 
 func dropSuspects(cands []router.Replica, self string, suspect func(string) bool) []router.Replica {
