@@ -462,16 +462,17 @@ func (e *Engine) emit(s *seq, logits []float32) {
 			ev.TopLogprobs = topLogprobs(e.scratch, s.req.TopLogprobs, lse)
 		}
 	}
+	if len(s.events) >= cap(s.events)-1 { // keep the last slot for Done
+		// The reader fell behind: the token is dropped, not counted.
+		e.end(s, FinishCancel, ErrSlowConsumer)
+		return
+	}
 	if s.generated == 0 {
 		s.ttft = time.Since(s.submitted)
 	}
 	s.tokens = append(s.tokens, tok)
 	s.generated++
 	e.counters.GeneratedTokens++
-	if len(s.events) >= cap(s.events)-1 { // keep the last slot for Done
-		e.end(s, FinishCancel, ErrSlowConsumer)
-		return
-	}
 	s.events <- ev
 	switch {
 	case !s.req.IgnoreEOS && e.isEOG(tok), slices.Contains(s.req.StopTokens, tok):
