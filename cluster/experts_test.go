@@ -2,7 +2,6 @@ package cluster_test
 
 import (
 	"context"
-	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -11,6 +10,7 @@ import (
 	"github.com/conclave-ai/conclave/cluster"
 	"github.com/conclave-ai/conclave/cluster/clustertest"
 	"github.com/conclave-ai/conclave/engine"
+	"github.com/conclave-ai/conclave/internal/testmodel"
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model"
 	"github.com/conclave-ai/conclave/model/gguf"
@@ -44,10 +44,7 @@ func TestExpertsServeModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "tiny.gguf")
-	if err := synth.Write(scfg, path); err != nil {
-		t.Fatal(err)
-	}
+	path := testmodel.Write(t, scfg)
 	c := clustertest.New(t, 3, clustertest.Options{Config: func(i int) cluster.Config {
 		cfg := clustertest.FastConfig()
 		cfg.ModelPath = path

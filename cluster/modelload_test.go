@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +13,7 @@ import (
 	"github.com/conclave-ai/conclave/actors/dispatch"
 	"github.com/conclave-ai/conclave/cluster"
 	"github.com/conclave-ai/conclave/cluster/clustertest"
+	"github.com/conclave-ai/conclave/internal/testmodel"
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model"
 	"github.com/conclave-ai/conclave/model/gguf"
@@ -57,10 +57,7 @@ func TestLoadModelAdmin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "tiny.gguf")
-	if err := synth.Write(scfg, path); err != nil {
-		t.Fatal(err)
-	}
+	path := testmodel.Write(t, scfg)
 	c := clustertest.New(t, 1, clustertest.Options{Config: func(i int) cluster.Config {
 		cfg := clustertest.FastConfig()
 		cfg.ModelPath = path
@@ -103,6 +100,7 @@ func TestLoadModelAdmin(t *testing.T) {
 		json.Unmarshal(b, &eb)
 		return resp.StatusCode, eb.Error.Type, string(b)
 	}
+	before := c.Node(0).Map().Model
 	digest := strings.Repeat("ab", 32)
 	for _, body := range []string{
 		"not json",
@@ -126,7 +124,7 @@ func TestLoadModelAdmin(t *testing.T) {
 	if _, err := ac.LoadModel(ctx, router.Model{ID: "x", Digest: digest, Layers: 2, Experts: 4, TopK: 2}); !errors.Is(err, cluster.ErrNoHost) || !errors.Is(err, cluster.ErrRejected) {
 		t.Errorf("LoadModel of an unhosted digest: %v", err)
 	}
-	if m := c.Node(0).Map(); m.Model == nil || m.Model.ID != "tiny" {
+	if m := c.Node(0).Map(); m.Model == nil || before == nil || *m.Model != *before {
 		t.Fatalf("rejected loads changed the model: %+v", m.Model)
 	}
 

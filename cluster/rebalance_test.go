@@ -3,7 +3,6 @@ package cluster_test
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"github.com/conclave-ai/conclave/actors/dispatch"
 	"github.com/conclave-ai/conclave/cluster"
 	"github.com/conclave-ai/conclave/cluster/clustertest"
+	"github.com/conclave-ai/conclave/internal/testmodel"
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model"
 	"github.com/conclave-ai/conclave/model/gguf"
@@ -32,10 +32,7 @@ func TestLiveRebalance(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "tiny.gguf")
-	if err := synth.Write(scfg, path); err != nil {
-		t.Fatal(err)
-	}
+	path := testmodel.Write(t, scfg)
 	c := clustertest.New(t, 3, clustertest.Options{Config: func(i int) cluster.Config {
 		cfg := clustertest.FastConfig()
 		cfg.ModelPath = path

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/conclave-ai/conclave/cluster"
 	"github.com/conclave-ai/conclave/cluster/clustertest"
 	"github.com/conclave-ai/conclave/engine"
+	"github.com/conclave-ai/conclave/internal/testmodel"
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model"
 	"github.com/conclave-ai/conclave/model/gguf"
@@ -43,10 +43,7 @@ func TestSessionAffinity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "tiny.gguf")
-	if err := synth.Write(scfg, path); err != nil {
-		t.Fatal(err)
-	}
+	path := testmodel.Write(t, scfg)
 	c := clustertest.New(t, 3, clustertest.Options{Config: func(i int) cluster.Config {
 		cfg := clustertest.FastConfig()
 		cfg.ModelPath = path

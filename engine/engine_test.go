@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"path/filepath"
 	"slices"
 	"sync"
 	"testing"
 
+	"github.com/conclave-ai/conclave/internal/testmodel"
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model"
-	"github.com/conclave-ai/conclave/model/gguf"
 	"github.com/conclave-ai/conclave/model/kvcache"
 	"github.com/conclave-ai/conclave/model/sample"
 	"github.com/conclave-ai/conclave/model/synth"
@@ -22,29 +21,15 @@ import (
 // testWeights synthesizes a model (tiny by default, Q8_0 weights) once per test.
 func testWeights(t testing.TB, preset string, mutate func(*synth.Config)) *model.Weights {
 	t.Helper()
-	cfg, err := synth.Preset(preset)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if preset == "tiny" {
-		cfg.Type = kernels.Q8_0
-	}
-	if mutate != nil {
-		mutate(&cfg)
-	}
-	path := filepath.Join(t.TempDir(), "model.gguf")
-	if err := synth.Write(cfg, path); err != nil {
-		t.Fatal(err)
-	}
-	f, err := gguf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	w, err := model.Load(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testmodel.Config(t, preset, func(c *synth.Config) {
+		if preset == "tiny" {
+			c.Type = kernels.Q8_0
+		}
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+	_, w := testmodel.Load(t, cfg)
 	return w
 }
 

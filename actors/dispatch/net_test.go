@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
@@ -17,35 +16,18 @@ import (
 	"github.com/conclave-ai/conclave/actors/dispatch"
 	"github.com/conclave-ai/conclave/actors/expert"
 	"github.com/conclave-ai/conclave/engine"
+	"github.com/conclave-ai/conclave/internal/testmodel"
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model"
-	"github.com/conclave-ai/conclave/model/gguf"
 	"github.com/conclave-ai/conclave/model/kvcache"
 	"github.com/conclave-ai/conclave/model/sample"
-	"github.com/conclave-ai/conclave/model/synth"
 	"github.com/conclave-ai/conclave/router"
 )
 
 // loadModel synthesizes preset into a temp dir and binds it.
 func loadModel(t testing.TB, preset string) *model.Weights {
 	t.Helper()
-	cfg, err := synth.Preset(preset)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), preset+".gguf")
-	if err := synth.Write(cfg, path); err != nil {
-		t.Fatal(err)
-	}
-	f, err := gguf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	w, err := model.Load(f)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, w := testmodel.Load(t, testmodel.Config(t, preset, nil))
 	return w
 }
 

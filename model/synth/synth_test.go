@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/conclave-ai/conclave/internal/testmodel"
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model"
 	"github.com/conclave-ai/conclave/model/gguf"
@@ -48,20 +49,7 @@ func build(t *testing.T, c synth.Config) []byte {
 // the file stays open until the test ends.
 func load(t *testing.T, c synth.Config) (*gguf.File, *model.Weights) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "m.gguf")
-	if err := synth.Write(c, path); err != nil {
-		t.Fatal(err)
-	}
-	f, err := gguf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	w, err := model.Load(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f, w
+	return testmodel.Load(t, c)
 }
 
 func TestDeterministic(t *testing.T) {
