@@ -201,12 +201,15 @@ func TestOpenAIStopStrings(t *testing.T) {
 	}
 	want := text[:strings.Index(text, stop)]
 	p.Stop = openai.ChatCompletionNewParamsStopUnion{OfStringArray: []string{"\x00never", stop}}
+	p.Logprobs = openai.Bool(true)
+	nlp := map[bool]int{} // logprob entries per mode: both keep only tokens whose text was returned
 	for _, stream := range []bool{false, true} {
 		var got, finish string
 		if stream {
 			st := c.Chat.Completions.NewStreaming(ctx, p, option.WithJSONSet("ignore_eos", true))
 			for st.Next() {
 				if ck := st.Current(); len(ck.Choices) > 0 {
+					nlp[stream] += len(ck.Choices[0].Logprobs.Content)
 					got += ck.Choices[0].Delta.Content
 					if ck.Choices[0].FinishReason != "" {
 						finish = ck.Choices[0].FinishReason
@@ -222,6 +225,7 @@ func TestOpenAIStopStrings(t *testing.T) {
 				t.Fatal(err)
 			}
 			got, finish = r.Choices[0].Message.Content, r.Choices[0].FinishReason
+			nlp[stream] = len(r.Choices[0].Logprobs.Content)
 			if r.Usage.CompletionTokens >= 24 {
 				t.Errorf("stop string did not end the generation early: %d tokens", r.Usage.CompletionTokens)
 			}
@@ -229,6 +233,9 @@ func TestOpenAIStopStrings(t *testing.T) {
 		if got != want || finish != "stop" {
 			t.Errorf("stream=%v: got %q finish %q; want %q stop (stop string %q in %q)", stream, got, finish, want, stop, text)
 		}
+	}
+	if nlp[false] == 0 || nlp[true] != nlp[false] {
+		t.Errorf("logprob entries: %d streaming, %d not; want the same, non-zero", nlp[true], nlp[false])
 	}
 	// The engine ends the cancelled sequences: nothing stays running.
 	waitFor(t, "engine idle", func() bool { s := f.eng.Stats(); return s.Running == 0 && s.Waiting == 0 })

@@ -263,6 +263,12 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 			if ev.Done {
 				text += g.final(&ev)
 			}
+			if j.logprobs && g.done {
+				// A stop string ended the text: as in the non-streaming
+				// response, keep logprobs only for tokens whose text was sent.
+				g.out.logprobs = trimLogprobs(s.tok, g.out.logprobs, textOff+len(text))
+				sent = min(sent, len(g.out.logprobs))
+			}
 			emit(text, nil)
 			if sw.err != nil {
 				cancel() // the client is gone; keep reading until the engine closes the channel
