@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/conclave-ai/conclave/internal/testmodel"
@@ -599,11 +601,30 @@ func TestEmbed(t *testing.T) {
 	}
 }
 
+// gateExperts runs experts in process but, once armed, parks the scheduler
+// inside a forward pass until released, so a test can act while a request is
+// certainly mid-generation.
+type gateExperts struct {
+	inner   model.ExpertRunner
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gateExperts) RunExperts(ctx context.Context, layer int, groups []model.ExpertGroup) error {
+	if g.armed.CompareAndSwap(true, false) {
+		close(g.entered)
+		<-g.release
+	}
+	return g.inner.RunExperts(ctx, layer, groups)
+}
+
 func TestCloseEndsRequests(t *testing.T) {
 	w := testWeights(t, "tiny", nil)
 	pool := kernels.NewPool(1)
 	defer pool.Close()
-	e, err := New(testConfig(), w, pool, nil)
+	gate := &gateExperts{inner: &model.LocalExperts{W: w, Pool: pool}, entered: make(chan struct{}), release: make(chan struct{})}
+	e, err := New(testConfig(), w, pool, nil, WithExperts(gate))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -611,8 +632,21 @@ func TestCloseEndsRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-ch
-	e.Close()
+	<-ch // the first token: the request is running
+	gate.armed.Store(true)
+	<-gate.entered // the scheduler is parked inside the next step
+	closed := make(chan struct{})
+	go func() { e.Close(); close(closed) }()
+	// Close marks the engine closed before it signals the scheduler; wait
+	// for that, then let the step finish.
+	for {
+		if _, err := e.Submit(context.Background(), Request{Prompt: tokens(2, w.Vocab, 1), MaxTokens: 1}); errors.Is(err, ErrClosed) {
+			break
+		}
+		runtime.Gosched()
+	}
+	close(gate.release)
+	<-closed
 	res := collect(t, ch)
 	if res.done.FinishReason != FinishCancel || !errors.Is(res.done.Err, ErrClosed) {
 		t.Errorf("after Close: %q %v", res.done.FinishReason, res.done.Err)
