@@ -6,15 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/conclave-ai/conclave/actors/dispatch"
 	"github.com/conclave-ai/conclave/cluster"
 	"github.com/conclave-ai/conclave/cluster/clustertest"
 	"github.com/conclave-ai/conclave/engine"
-	"github.com/conclave-ai/conclave/internal/testmodel"
-	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model"
-	"github.com/conclave-ai/conclave/model/gguf"
-	"github.com/conclave-ai/conclave/model/synth"
 	"github.com/conclave-ai/conclave/router"
 )
 
@@ -40,42 +35,11 @@ func allReady(m *router.Map) bool {
 // single in-process engine decodes — also after a node holding replicas is
 // killed, and after the map has moved its experts.
 func TestExpertsServeModel(t *testing.T) {
-	scfg, err := synth.Preset("tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := testmodel.Write(t, scfg)
-	c := clustertest.New(t, 3, clustertest.Options{Config: func(i int) cluster.Config {
-		cfg := clustertest.FastConfig()
-		cfg.ModelPath = path
-		cfg.Replication = 1
-		return cfg
-	}})
-	pool := kernels.NewPool(2)
-	defer pool.Close()
+	c, nodes, pool := startHosting(t, nil)
+	w0 := nodes[0].w
 	var xs []*cluster.Experts
-	var w0 *model.Weights
-	for i := 0; i < 3; i++ {
-		f, err := gguf.Open(path) // each node maps its own copy, as separate processes would
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		w, err := model.Load(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			w0 = w
-		}
-		dc := dispatch.DefaultConfig()
-		dc.Timeout = time.Second
-		x, err := c.Node(i).StartExperts(w, pool, dc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(x.Close)
-		xs = append(xs, x)
+	for _, n := range nodes {
+		xs = append(xs, n.x)
 	}
 	c.WaitAgree(30*time.Second, allReady, "every replica ready")
 

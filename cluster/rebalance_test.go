@@ -10,14 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/conclave-ai/conclave/actors/dispatch"
 	"github.com/conclave-ai/conclave/cluster"
-	"github.com/conclave-ai/conclave/cluster/clustertest"
-	"github.com/conclave-ai/conclave/internal/testmodel"
-	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model"
-	"github.com/conclave-ai/conclave/model/gguf"
-	"github.com/conclave-ai/conclave/model/synth"
 	"github.com/conclave-ai/conclave/router"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -28,44 +22,14 @@ import (
 // call made meanwhile, from every node, succeeds with the bits a local
 // computation gives, and an engine still decodes the single-node tokens.
 func TestLiveRebalance(t *testing.T) {
-	scfg, err := synth.Preset("tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := testmodel.Write(t, scfg)
-	c := clustertest.New(t, 3, clustertest.Options{Config: func(i int) cluster.Config {
-		cfg := clustertest.FastConfig()
-		cfg.ModelPath = path
-		cfg.Replication = 1
+	c, nodes, pool := startHosting(t, func(cfg *cluster.Config) {
 		cfg.Load = cluster.LoadConfig{ReportInterval: 100 * time.Millisecond, HalfLife: 200 * time.Millisecond,
 			RebalanceInterval: 400 * time.Millisecond, HotFactor: 2}
-		return cfg
-	}})
-	pool := kernels.NewPool(2)
-	defer pool.Close()
+	})
+	w0 := nodes[0].w
 	var xs []*cluster.Experts
-	var w0 *model.Weights
-	for i := range 3 {
-		f, err := gguf.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		w, err := model.Load(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			w0 = w
-		}
-		dc := dispatch.DefaultConfig()
-		dc.Timeout = time.Second
-		x, err := c.Node(i).StartExperts(w, pool, dc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(x.Close)
-		xs = append(xs, x)
+	for _, n := range nodes {
+		xs = append(xs, n.x)
 	}
 	before := c.WaitAgree(30*time.Second, allReady, "every replica ready")
 	hot := []router.ExpertID{{Layer: 0, Index: 0}, {Layer: 1, Index: 0}}

@@ -11,16 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/conclave-ai/conclave/actors/dispatch"
 	"github.com/conclave-ai/conclave/api"
 	"github.com/conclave-ai/conclave/cluster"
-	"github.com/conclave-ai/conclave/cluster/clustertest"
 	"github.com/conclave-ai/conclave/engine"
-	"github.com/conclave-ai/conclave/internal/testmodel"
-	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model"
-	"github.com/conclave-ai/conclave/model/gguf"
-	"github.com/conclave-ai/conclave/model/synth"
 	"github.com/conclave-ai/conclave/router"
 )
 
@@ -39,42 +33,15 @@ func TestSessionAffinity(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster serving a model")
 	}
-	scfg, err := synth.Preset("tiny")
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := testmodel.Write(t, scfg)
-	c := clustertest.New(t, 3, clustertest.Options{Config: func(i int) cluster.Config {
-		cfg := clustertest.FastConfig()
-		cfg.ModelPath = path
-		cfg.Replication = 1
-		return cfg
-	}})
-	pool := kernels.NewPool(2)
-	defer pool.Close()
+	c, nodes, pool := startHosting(t, nil)
 	var modelID string
-	for i := 0; i < 3; i++ {
-		f, err := gguf.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { f.Close() })
-		w, err := model.Load(f)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for i, n := range nodes {
+		f, w, x := n.f, n.w, n.x
 		tok, err := model.LoadTokenizer(f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		modelID, _ = f.StringOr("general.name", "tiny")
-		dc := dispatch.DefaultConfig()
-		dc.Timeout = time.Second
-		x, err := c.Node(i).StartExperts(w, pool, dc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(x.Close)
 		ecfg := engine.DefaultConfig()
 		ecfg.KVBytes = 16 << 20
 		e, err := engine.New(ecfg, w, pool, tok.IsEOG, engine.WithExperts(x.Runner()))

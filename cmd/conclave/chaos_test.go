@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,51 +37,9 @@ func TestChaosKillNonHome(t *testing.T) {
 		t.Skip("builds the binary and runs 3 serving processes")
 	}
 	testStart := time.Now()
-	command := conclaveCommand(t)
 	modelPath := testmodel.Write(t, testmodel.Config(t, "tiny", nil))
-	dir := t.TempDir()
-	const key = "000102030405060708090a0b0c0d0e0f"
-	var procs []*nodeProc
-	var addrs [][]string
-	for i := range 3 {
-		a := clustertest.FreeAddrs(t, 4)
-		addrs = append(addrs, a)
-		args := []string{"--id", fmt.Sprintf("n%d", i), "--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i)),
-			"--http-addr", a[0], "--gossip-addr", a[1], "--raft-addr", a[2], "--actor-addr", a[3],
-			"--cluster-key", key, "--dead-grace", "60s", "--capacity", "1GiB", "--log-level", "warn",
-			"--model", modelPath, "--replication", "2", "--threads", "1"}
-		if i > 0 {
-			args = append(args, "--join", addrs[0][1])
-		}
-		procs = append(procs, &nodeProc{id: fmt.Sprintf("n%d", i), args: args})
-	}
-	start := func(p *nodeProc) {
-		p.cmd = command(p.args...)
-		p.out = &syncBuffer{}
-		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		p.done = make(chan error, 1)
-		go func(c *exec.Cmd, done chan error) { done <- c.Wait() }(p.cmd, p.done)
-	}
-	t.Cleanup(func() {
-		for _, p := range procs {
-			if p.cmd != nil && p.cmd.ProcessState == nil {
-				p.cmd.Process.Kill()
-				<-p.done
-			}
-			if t.Failed() {
-				t.Logf("%s output:\n%s", p.id, p.out)
-			}
-		}
-	})
-	for _, p := range procs {
-		start(p)
-		if p.id == "n0" {
-			waitHTTP(t, addrs[0][0])
-		}
-	}
+	pc := startProcCluster(t, 3, "--dead-grace", "60s", "--model", modelPath, "--replication", "2", "--threads", "1")
+	procs, addrs, start := pc.procs, pc.addrs, pc.start
 	ac := &cluster.AdminClient{Base: "http://" + addrs[0][0]}
 	client := &http.Client{Timeout: 60 * time.Second}
 

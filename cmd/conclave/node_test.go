@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -19,26 +18,6 @@ import (
 	"github.com/conclave-ai/conclave/cluster/clustertest"
 	"github.com/conclave-ai/conclave/router"
 )
-
-// TestNodeHelperProcess is not a test: the multi-process test runs the test
-// binary itself as "conclave node" when the built binary lacks the command.
-func TestNodeHelperProcess(t *testing.T) {
-	if os.Getenv("CONCLAVE_NODE_HELPER") != "1" {
-		t.Skip("helper process only")
-	}
-	args := os.Args
-	for i, a := range args {
-		if a == "--" {
-			args = args[i+1:]
-			break
-		}
-	}
-	if err := cmdNode(args, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "conclave:", err)
-		os.Exit(1)
-	}
-	os.Exit(0)
-}
 
 // nodeProc is one "conclave node" process.
 type nodeProc struct {
@@ -66,62 +45,40 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// conclaveCommand returns how to run "conclave node ARGS": the freshly built
-// binary if its main wires the node command, else this test binary.
-func conclaveCommand(t *testing.T) func(args ...string) *exec.Cmd {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "conclave")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	if out, _ := exec.Command(bin, "node", "-h").CombinedOutput(); bytes.Contains(out, []byte("-join")) {
-		return func(args ...string) *exec.Cmd { return exec.Command(bin, append([]string{"node"}, args...)...) }
-	}
-	t.Log("the built conclave binary does not wire 'node' yet; running nodes through the test binary")
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return func(args ...string) *exec.Cmd {
-		c := exec.Command(self, append([]string{"-test.run=^TestNodeHelperProcess$", "--"}, args...)...)
-		c.Env = append(os.Environ(), "CONCLAVE_NODE_HELPER=1")
-		return c
-	}
+// procCluster is n `conclave node` processes of the freshly built binary on
+// loopback ports: n0 bootstraps, the others join it. Processes still
+// running when the test ends are killed; their output is logged on failure.
+type procCluster struct {
+	t     *testing.T
+	bin   string
+	procs []*nodeProc
+	addrs [][]string // per node: HTTP, gossip, Raft, actor
 }
 
-func TestMultiProcessCluster(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the binary and runs 3 processes")
+// startProcCluster builds the binary and starts n nodes with the common
+// flags plus extra, waiting until n0 answers HTTP.
+func startProcCluster(t *testing.T, n int, extra ...string) *procCluster {
+	t.Helper()
+	c := &procCluster{t: t, bin: filepath.Join(t.TempDir(), "conclave")}
+	if out, err := exec.Command("go", "build", "-o", c.bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	command := conclaveCommand(t)
 	dir := t.TempDir()
 	const key = "000102030405060708090a0b0c0d0e0f"
-	var procs []*nodeProc
-	var addrs [][]string
-	for i := range 3 {
+	for i := range n {
 		a := clustertest.FreeAddrs(t, 4)
-		addrs = append(addrs, a)
-		args := []string{"--id", fmt.Sprintf("n%d", i), "--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i)),
+		c.addrs = append(c.addrs, a)
+		args := []string{"node", "--id", fmt.Sprintf("n%d", i), "--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i)),
 			"--http-addr", a[0], "--gossip-addr", a[1], "--raft-addr", a[2], "--actor-addr", a[3],
-			"--cluster-key", key, "--dead-grace", "30s", "--capacity", "1GiB", "--log-level", "warn"}
+			"--cluster-key", key, "--capacity", "1GiB", "--log-level", "warn"}
+		args = append(args, extra...)
 		if i > 0 {
-			args = append(args, "--join", addrs[0][1])
+			args = append(args, "--join", c.addrs[0][1])
 		}
-		procs = append(procs, &nodeProc{id: fmt.Sprintf("n%d", i), args: args})
-	}
-	start := func(p *nodeProc) {
-		p.cmd = command(p.args...)
-		p.out = &syncBuffer{}
-		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		p.done = make(chan error, 1)
-		go func(c *exec.Cmd, done chan error) { done <- c.Wait() }(p.cmd, p.done)
+		c.procs = append(c.procs, &nodeProc{id: fmt.Sprintf("n%d", i), args: args})
 	}
 	t.Cleanup(func() {
-		for _, p := range procs {
+		for _, p := range c.procs {
 			if p.cmd != nil && p.cmd.ProcessState == nil {
 				p.cmd.Process.Kill()
 				<-p.done
@@ -131,12 +88,34 @@ func TestMultiProcessCluster(t *testing.T) {
 			}
 		}
 	})
-	for _, p := range procs {
-		start(p)
+	for _, p := range c.procs {
+		c.start(p)
 		if p.id == "n0" {
-			waitHTTP(t, addrs[0][0])
+			waitHTTP(t, c.addrs[0][0])
 		}
 	}
+	return c
+}
+
+// start runs (or restarts, from its data dir) one node process.
+func (c *procCluster) start(p *nodeProc) {
+	c.t.Helper()
+	p.cmd = exec.Command(c.bin, p.args...)
+	p.out = &syncBuffer{}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	p.done = make(chan error, 1)
+	go func(cmd *exec.Cmd, done chan error) { done <- cmd.Wait() }(p.cmd, p.done)
+}
+
+func TestMultiProcessCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs 3 processes")
+	}
+	pc := startProcCluster(t, 3, "--dead-grace", "30s")
+	procs, addrs, start := pc.procs, pc.addrs, pc.start
 	ac := &cluster.AdminClient{Base: "http://" + addrs[0][0]}
 	waitNodes := func(msg string, cond func(map[string]cluster.NodeStatus) bool) {
 		t.Helper()
