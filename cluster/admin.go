@@ -75,6 +75,9 @@ type ExpertsReply struct {
 	Model       *router.Model           `json:"model,omitempty"`
 	Replication int                     `json:"replication"`
 	Placement   []router.PlacementEntry `json:"placement"`
+	// Versions lists the experts whose weights were hot-updated (or are
+	// being updated).
+	Versions []router.ExpertVersionEntry `json:"versions,omitempty"`
 }
 
 // DrainReply is POST /admin/v1/drain/{node}.
@@ -106,7 +109,8 @@ func (n *Node) registerAdmin() {
 	})
 	n.mux.HandleFunc("GET /admin/v1/experts", func(w http.ResponseWriter, r *http.Request) {
 		m := n.fsm.Map()
-		writeJSON(w, http.StatusOK, ExpertsReply{Epoch: m.Epoch, Model: m.Model, Replication: m.Replication, Placement: m.PlacementList()})
+		writeJSON(w, http.StatusOK, ExpertsReply{Epoch: m.Epoch, Model: m.Model, Replication: m.Replication, Placement: m.PlacementList(),
+			Versions: m.ExpertVersionList()})
 	})
 	n.mux.HandleFunc("GET /admin/v1/map", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, n.fsm.Map()) })
 	n.mux.HandleFunc("POST /admin/v1/drain/{node}", n.handleDrain)
@@ -114,6 +118,10 @@ func (n *Node) registerAdmin() {
 	n.mux.HandleFunc("POST /admin/v1/apply", n.handleApply)
 	n.mux.HandleFunc("POST /admin/v1/leave/{node}", n.handleLeave)
 	n.mux.HandleFunc("POST /admin/v1/model", n.handleModel)
+	n.mux.HandleFunc("PUT /admin/v1/expert-files/{digest}", n.handlePutExpertFile)
+	n.mux.HandleFunc("GET /admin/v1/expert-files/{digest}", n.handleGetExpertFile)
+	n.mux.HandleFunc("POST /admin/v1/experts/update", n.handleExpertUpdate)
+	n.mux.HandleFunc("POST /admin/v1/experts/rollback", n.handleExpertRollback)
 }
 
 func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
@@ -344,11 +352,14 @@ func errorType(err error) (string, int) {
 		return "unknown_session", http.StatusNotFound
 	case errors.Is(err, router.ErrUnknownReplica):
 		return "unknown_replica", http.StatusNotFound
+	case errors.Is(err, ErrNoExpertFile):
+		return "not_found", http.StatusNotFound
 	case errors.Is(err, router.ErrNoActiveNode):
 		return "no_active_node", http.StatusConflict
 	case errors.Is(err, ErrNoHost):
 		return "no_host", http.StatusConflict
-	case errors.Is(err, ErrRejected):
+	case errors.Is(err, ErrRejected), errors.Is(err, ErrNoPrevious), errors.Is(err, router.ErrNotStaged),
+		errors.Is(err, router.ErrStaleVersion):
 		return "rejected", http.StatusConflict
 	case errors.Is(err, ErrNotLeader):
 		return "not_leader", http.StatusServiceUnavailable

@@ -128,6 +128,12 @@ func (c *AdminClient) do(ctx context.Context, method, path string, body []byte, 
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	return c.send(req, path, out)
+}
+
+// send does req and decodes a 2xx JSON answer into out (nil: ignored) or
+// the error body into an *APIError.
+func (c *AdminClient) send(req *http.Request, path string, out any) error {
 	hc := c.HTTP
 	if hc == nil {
 		hc = http.DefaultClient

@@ -3,6 +3,8 @@ package cluster
 import (
 	"context"
 	"errors"
+	"fmt"
+	"hash/fnv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,11 +48,14 @@ type Experts struct {
 func (n *Node) StartExperts(w *model.Weights, pool *kernels.Pool, dc dispatch.Config) (*Experts, error) {
 	dc.Self = n.cfg.ID
 	host := expert.NewHost(n.actors, w, pool, func() uint64 { return n.fsm.Map().Epoch })
-	disp, err := dispatch.New(dc, n.actors, n.fsm.Map, host, &dispatch.Fallback{W: w, Pool: pool})
+	x := &Experts{n: n, w: w, host: host, stop: make(chan struct{}), done: make(chan struct{})}
+	disp, err := dispatch.New(dc, n.actors, n.fsm.Map, host, &dispatch.Fallback{W: w, Pool: pool, Versions: x.expertVersion})
 	if err != nil {
 		return nil, err
 	}
-	x := &Experts{n: n, w: w, host: host, disp: disp, stop: make(chan struct{}), done: make(chan struct{})}
+	x.disp = disp
+	host.SetVersionSource(x.expertVersion)
+	n.xp.Store(x)
 	go x.loop()
 	x.wg.Add(1)
 	go x.reportLoop()
@@ -74,6 +79,23 @@ func (x *Experts) Rates() []router.ExpertLoad {
 	return nil
 }
 
+// WeightsVersion names the live expert versions of the current map: it
+// changes whenever a hot update or rollback flips an expert (give it to
+// the engine with engine.WithWeightsVersion, so that the prefix cache never
+// serves keys and values of replaced weights). It costs a map read when no
+// expert was ever updated.
+func (x *Experts) WeightsVersion() uint64 {
+	m := x.n.fsm.Map()
+	if len(m.ExpertVersions) == 0 {
+		return 0
+	}
+	h := fnv.New64a()
+	for _, v := range m.ExpertVersionList() {
+		fmt.Fprintf(h, "%d/%d=%s;", v.Expert.Layer, v.Expert.Index, v.State.Live)
+	}
+	return h.Sum64()
+}
+
 // Host returns the node's expert actors (for their loads).
 func (x *Experts) Host() *expert.Host { return x.host }
 
@@ -84,6 +106,9 @@ func (x *Experts) Close() {
 	<-x.done
 	x.wg.Wait()
 	x.host.Close()
+	if x.n.xp.CompareAndSwap(x, nil) {
+		x.n.files.close() // no actor computes from an expert file now
+	}
 }
 
 func (x *Experts) loop() {
@@ -106,31 +131,52 @@ func (x *Experts) loop() {
 	}
 }
 
-// sync makes the running actors match the map and reports readiness. It
-// returns true when something failed and should be retried.
+// sync makes the running actors match the map (for every replica placed
+// here: the live version, a staged one, and the previous one kept for a
+// rollback) and reports the live and staged versions loaded. It returns true
+// when something failed and should be retried.
 func (x *Experts) sync(m *router.Map) (retry bool) {
 	self := x.n.cfg.ID
-	var want []router.ExpertID
+	want := map[router.ExpertID][]string{}
 	if x.serves(m) {
-		want = m.ExpertsOn(self)
+		for _, id := range m.ExpertsOn(self) {
+			want[id] = m.WantedVersions(id)
+		}
 	}
-	if err := x.host.Sync(want); err != nil {
+	if err := x.host.SyncVersions(want); err != nil {
 		x.n.log.Warn("start expert actors", "error", err)
 		retry = true
 	}
-	for _, id := range want {
-		if _, running := x.host.Local(id); !running || replicaReady(m, id, self) {
+	for _, id := range m.ExpertsOn(self) {
+		if _, ok := want[id]; !ok {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(x.n.ctx, x.n.cfg.ApplyTimeout)
-		err := x.n.Apply(ctx, router.Command{Op: router.OpSetReplicaReady, Expert: &id, NodeID: self, Ready: true})
-		cancel()
-		switch {
-		case errors.Is(err, router.ErrUnknownReplica):
-			// Placement moved it meanwhile; the next map change syncs again.
-		case err != nil:
-			x.n.log.Debug("report expert ready", "expert", id, "error", err)
-			return true
+		v := m.ExpertVersions[id]
+		r := replicaOn(m, id, self)
+		reports := []struct {
+			version string
+			done    bool
+		}{{v.Live, r.Ready}}
+		if v.Staging {
+			reports = append(reports, struct {
+				version string
+				done    bool
+			}{v.Staged, r.Staged})
+		}
+		for _, rep := range reports {
+			if _, running := x.host.LocalVersion(id, rep.version); !running || rep.done {
+				continue
+			}
+			ctx, cancel := context.WithTimeout(x.n.ctx, x.n.cfg.ApplyTimeout)
+			err := x.n.Apply(ctx, router.Command{Op: router.OpSetReplicaReady, Expert: &id, NodeID: self, Ready: true, Version: rep.version})
+			cancel()
+			switch {
+			case errors.Is(err, router.ErrUnknownReplica), errors.Is(err, router.ErrStaleVersion):
+				// Placement or the version moved meanwhile; the next map change syncs again.
+			case err != nil:
+				x.n.log.Debug("report expert ready", "expert", id, "version", rep.version, "error", err)
+				return true
+			}
 		}
 	}
 	return retry
@@ -145,11 +191,12 @@ func (x *Experts) serves(m *router.Map) bool {
 	return x.n.model == nil || x.n.model.Digest == mod.Digest
 }
 
-func replicaReady(m *router.Map, id router.ExpertID, node string) bool {
+// replicaOn returns id's replica on node (the zero Replica if none).
+func replicaOn(m *router.Map, id router.ExpertID, node string) router.Replica {
 	for _, r := range m.Placement[id] {
 		if r.Node == node {
-			return r.Ready
+			return r
 		}
 	}
-	return false
+	return router.Replica{}
 }

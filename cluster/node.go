@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -47,6 +48,9 @@ type Node struct {
 	httpSrv *http.Server
 	client  *http.Client
 
+	files *expertFiles            // expert files (hot updates) by digest
+	xp    atomic.Pointer[Experts] // set by StartExperts
+
 	placeMu sync.Mutex // serialises placement runs (loop and rebalance requests)
 
 	ctx      context.Context // canceled when the node stops
@@ -75,6 +79,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		log:    cfg.Logger.With("node", cfg.ID),
 		fsm:    router.NewFSM(),
 		mux:    http.NewServeMux(),
+		files:  newExpertFiles(filepath.Join(cfg.DataDir, "experts")),
 		client: &http.Client{Timeout: cfg.ApplyTimeout + time.Second},
 		kickCh: make(chan struct{}, 1),
 		stopCh: make(chan struct{}),

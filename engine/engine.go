@@ -35,6 +35,7 @@ type Engine struct {
 	done     chan struct{}
 	once     sync.Once
 	queued   atomic.Int64 // requests submitted and not yet admitted (or finished)
+	stale    atomic.Bool  // the weights changed: empty the prefix cache before the next step
 
 	statsMu sync.Mutex
 	stats   Stats
@@ -42,6 +43,8 @@ type Engine struct {
 	// Owned by the scheduler goroutine.
 	runner   *model.Runner
 	experts  model.ExpertRunner // nil: the runner's in-process experts
+	weights  func() uint64      // WithWeightsVersion; nil: the weights never change
+	weightsV uint64             // its last value
 	kv       *kvcache.Pool
 	waiting  []*seq // admission order: preempted sequences go back to the front
 	running  []*seq // admission order
@@ -123,6 +126,7 @@ func New(cfg Config, w *model.Weights, pool *kernels.Pool, isEOG func(int32) boo
 		done:     make(chan struct{}),
 		runner:   model.NewRunner(w, pool, cfg.MaxBatchTokens),
 		experts:  o.experts,
+		weights:  o.weights,
 		kv:       kv,
 		scratch:  make([]float32, w.Vocab),
 		batch: model.Batch{
@@ -251,6 +255,13 @@ func (e *Engine) Close() {
 	<-e.done
 }
 
+// InvalidatePrefixCache tells the engine that the model's weights changed
+// (a hot expert update): before its next step it empties the prefix cache,
+// so keys and values computed with the old weights never seed a new
+// request. Requests already running finish with the blocks they hold. It
+// does not block.
+func (e *Engine) InvalidatePrefixCache() { e.stale.Store(true) }
+
 // loop is the scheduler goroutine.
 func (e *Engine) loop() {
 	defer close(e.done)
@@ -288,6 +299,15 @@ func (e *Engine) loop() {
 
 // step runs one forward pass over the running sequences.
 func (e *Engine) step() {
+	stale := e.stale.Swap(false)
+	if e.weights != nil {
+		if v := e.weights(); v != e.weightsV {
+			e.weightsV, stale = v, true
+		}
+	}
+	if stale {
+		e.kv.Invalidate()
+	}
 	e.reap()
 	e.admit()
 	e.forward()

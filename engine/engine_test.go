@@ -46,10 +46,10 @@ func testConfig() Config {
 	return c
 }
 
-func newEngine(t testing.TB, w *model.Weights, cfg Config, isEOG func(int32) bool) *Engine {
+func newEngine(t testing.TB, w *model.Weights, cfg Config, isEOG func(int32) bool, opts ...Option) *Engine {
 	t.Helper()
 	pool := kernels.NewPool(2)
-	e, err := New(cfg, w, pool, isEOG)
+	e, err := New(cfg, w, pool, isEOG, opts...)
 	if err != nil {
 		pool.Close()
 		t.Fatal(err)
@@ -652,4 +652,30 @@ func TestCloseEndsRequests(t *testing.T) {
 		t.Errorf("after Close: %q %v", res.done.FinishReason, res.done.Err)
 	}
 	e.Close() // idempotent
+}
+
+// TestWeightsVersionEmptiesPrefixCache: when the weights version changes
+// (a hot expert update), a repeated prompt is computed again instead of
+// reusing keys and values of the old weights; InvalidatePrefixCache does the
+// same on request.
+func TestWeightsVersionEmptiesPrefixCache(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	var version atomic.Uint64
+	e := newEngine(t, w, testConfig(), nil, WithWeightsVersion(version.Load))
+	prompt := tokens(100, w.Vocab, 3)
+	run(t, e, Request{Prompt: prompt, MaxTokens: 4})
+	if r := run(t, e, Request{Prompt: prompt, MaxTokens: 4}); r.done.CachedTokens < 96 {
+		t.Fatalf("same version: %d cached tokens, want ≥ 96", r.done.CachedTokens)
+	}
+	version.Store(7)
+	if r := run(t, e, Request{Prompt: prompt, MaxTokens: 4}); r.done.CachedTokens != 0 {
+		t.Fatalf("after a weights change: %d cached tokens, want 0", r.done.CachedTokens)
+	}
+	if r := run(t, e, Request{Prompt: prompt, MaxTokens: 4}); r.done.CachedTokens < 96 {
+		t.Fatalf("cached again under the new version: %d tokens", r.done.CachedTokens)
+	}
+	e.InvalidatePrefixCache()
+	if r := run(t, e, Request{Prompt: prompt, MaxTokens: 4}); r.done.CachedTokens != 0 {
+		t.Fatalf("after InvalidatePrefixCache: %d cached tokens, want 0", r.done.CachedTokens)
+	}
 }

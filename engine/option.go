@@ -7,6 +7,7 @@ type Option func(*options)
 
 type options struct {
 	experts model.ExpertRunner
+	weights func() uint64
 }
 
 // WithExperts makes the engine compute routed experts through r (the
@@ -15,4 +16,14 @@ type options struct {
 // nil keeps the default, model.LocalExperts over the engine's weights.
 func WithExperts(r model.ExpertRunner) Option {
 	return func(o *options) { o.experts = r }
+}
+
+// WithWeightsVersion gives the engine a cheap function that names the
+// version of the weights it computes with (in a cluster: the live expert
+// versions of the map, which hot updates change). Before each step the
+// engine compares it with the last value and, when it changed, empties the
+// prefix cache (see InvalidatePrefixCache). It is called from the scheduler
+// goroutine only.
+func WithWeightsVersion(f func() uint64) Option {
+	return func(o *options) { o.weights = f }
 }

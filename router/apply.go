@@ -61,6 +61,10 @@ func (m *Map) Apply(c Command) (*Map, bool, error) {
 		changed, err = next.moveSessions(c)
 	case OpReportLoad:
 		changed, err = next.reportLoad(c)
+	case OpStageExpert:
+		changed, err = next.stageExpert(c)
+	case OpFlipExpert:
+		changed, err = next.flipExpert(c)
 	default: // Validate admits only known ops
 		panic(fmt.Sprintf("router: op %q passed validation but has no handler", c.Op))
 	}
@@ -179,11 +183,14 @@ func (m *Map) setModel(c Command) bool {
 		for id, rs := range m.Placement {
 			nrs := slices.Clone(rs)
 			for k := range nrs {
-				nrs[k].Ready = false
+				nrs[k].Ready, nrs[k].Staged = false, false
 			}
 			p[id] = nrs
 		}
 		m.Placement = p
+	}
+	if digest(live) != digest(m.Model) {
+		m.ExpertVersions = nil // updates were to the old model's experts
 	}
 	m.Versions, m.Model = versions, live
 	return true
@@ -213,23 +220,6 @@ func (m *Map) setPlacement(c Command) (bool, error) {
 		return false, nil
 	}
 	m.Placement = p
-	return true, nil
-}
-
-func (m *Map) setReplicaReady(c Command) (bool, error) {
-	e := *c.Expert
-	rs := m.Placement[e]
-	i := slices.IndexFunc(rs, func(r Replica) bool { return r.Node == c.NodeID })
-	if i < 0 {
-		return false, fmt.Errorf("%w: expert %v on node %q", ErrUnknownReplica, e, c.NodeID)
-	}
-	if rs[i].Ready == c.Ready {
-		return false, nil
-	}
-	rs = slices.Clone(rs)
-	rs[i].Ready = c.Ready
-	m.Placement = maps.Clone(m.Placement)
-	m.Placement[e] = rs
 	return true, nil
 }
 

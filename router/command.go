@@ -23,13 +23,15 @@ const (
 	OpSetModel        Op = "set_model"         // Model: add or update a version (keyed by ID and Version); Live=true makes it Model
 	OpSetReplication  Op = "set_replication"   // Replication >= 1
 	OpSetPlacement    Op = "set_placement"     // Placement: full replace; every replica's node must be known
-	OpSetReplicaReady Op = "set_replica_ready" // Expert, NodeID, Ready
+	OpSetReplicaReady Op = "set_replica_ready" // Expert, NodeID, Ready, Version (live: Ready flag; staged: Staged flag)
 	OpAssignSession   Op = "assign_session"    // Session: record it; Home "" lets ChooseHome pick (deterministically, in Apply)
 	OpTouchSession    Op = "touch_session"     // SessionID, NowMS: last use = NowMS, expiry moved by the same TTL (or Session.ExpiresMS if given)
 	OpDeleteSession   Op = "delete_session"    // SessionID
 	OpExpireSessions  Op = "expire_sessions"   // NowMS: remove sessions with ExpiresMS <= NowMS
 	OpMoveSessions    Op = "move_sessions"     // NodeID: rehome its sessions with ChooseHome over the other active nodes
 	OpReportLoad      Op = "report_load"       // NodeID, Load (NowMS stamps it): replace the node's load report; zero rates are dropped
+	OpStageExpert     Op = "stage_expert"      // Expert, Version, NodeID (the node holding its expert file): hosts load Version beside the live one
+	OpFlipExpert      Op = "flip_expert"       // Expert, Version (must be staged on a replica): Version serves; the old live one becomes Prev
 )
 
 // MaxLoadEntries bounds the entries of one OpReportLoad (Place's own bound
@@ -41,6 +43,7 @@ var knownOps = map[Op]bool{
 	OpSetReplication: true, OpSetPlacement: true, OpSetReplicaReady: true,
 	OpAssignSession: true, OpTouchSession: true, OpDeleteSession: true,
 	OpExpireSessions: true, OpMoveSessions: true, OpReportLoad: true,
+	OpStageExpert: true, OpFlipExpert: true,
 }
 
 // Command is one change to the cluster map, the payload of a Raft log entry.
@@ -60,6 +63,7 @@ type Command struct {
 	Placement []PlacementEntry `json:"placement,omitempty"`
 	Expert    *ExpertID        `json:"expert,omitempty"`
 	Ready     bool             `json:"ready,omitempty"`
+	Version   string           `json:"version,omitempty"` // expert version (OpSetReplicaReady, OpStageExpert, OpFlipExpert); "" is BaseVersion
 
 	Session   *Session `json:"session,omitempty"`
 	SessionID string   `json:"session_id,omitempty"`
@@ -154,6 +158,16 @@ func (c Command) Validate() error {
 		if c.Expert == nil || c.NodeID == "" {
 			return bad("expert and node_id required")
 		}
+		if !validVersion(c.Version) {
+			return bad("version %q is not a sha256 hex digest", c.Version)
+		}
+	case OpStageExpert, OpFlipExpert:
+		if c.Expert == nil || c.Expert.Layer < 0 || c.Expert.Index < 0 {
+			return bad("expert required")
+		}
+		if !validVersion(c.Version) {
+			return bad("version %q is not a sha256 hex digest", c.Version)
+		}
 	case OpAssignSession:
 		if c.Session == nil || c.Session.ID == "" {
 			return bad("session with an id required")
@@ -200,6 +214,22 @@ func (c Command) sessionID() string {
 		return c.Session.ID
 	}
 	return c.SessionID
+}
+
+// validVersion reports whether v is BaseVersion or 64 lowercase hex digits.
+func validVersion(v string) bool {
+	if v == BaseVersion {
+		return true
+	}
+	if len(v) != 64 {
+		return false
+	}
+	for _, r := range v {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func validState(s NodeState) bool {

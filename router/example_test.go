@@ -44,7 +44,7 @@ func ExamplePlace() {
 	res, _ = router.Place(in)
 	fmt.Println("moves after losing c:", res.Moves, "unplaced:", len(res.Unplaced))
 	// Output:
-	// moves 8 expert 0: [{a cuda:0 false} {b cpu false}]
+	// moves 8 expert 0: [{a cuda:0 false false} {b cpu false false}]
 	// moves after losing c: 2 unplaced: 0
 }
 

@@ -29,6 +29,10 @@ type Map struct {
 	// node ID; nil or absent when a node has not reported. Bounded: one
 	// report per known node, at most Layers*Experts entries each.
 	Loads map[string]NodeLoad `json:"loads,omitempty"`
+	// ExpertVersions holds the experts whose weights were hot-updated (or
+	// are being updated); nil or absent means every expert serves the model
+	// file's own weights. Serialised as a list of ExpertVersionEntry.
+	ExpertVersions map[ExpertID]ExpertVersion `json:"-"`
 }
 
 // PlacementEntry is one expert's replica list, the JSON form of Map.Placement.
@@ -74,6 +78,7 @@ func (m *Map) Clone() *Map {
 		mod := *m.Model
 		c.Model = &mod
 	}
+	c.ExpertVersions = maps.Clone(m.ExpertVersions)
 	for id, n := range m.Nodes {
 		c.Nodes[id] = cloneNode(n)
 	}
@@ -127,6 +132,8 @@ type mapJSON struct {
 	Sessions    map[string]Session  `json:"sessions"`
 	Replication int                 `json:"replication"`
 	Loads       map[string]NodeLoad `json:"loads,omitempty"`
+
+	ExpertVersions []ExpertVersionEntry `json:"expert_versions,omitempty"`
 }
 
 // MarshalJSON encodes the map with its placement as "placement": a list of
@@ -149,6 +156,8 @@ func (m Map) MarshalJSON() ([]byte, error) {
 		Sessions:    sessions,
 		Replication: m.Replication,
 		Loads:       m.Loads,
+
+		ExpertVersions: m.ExpertVersionList(),
 	})
 }
 
@@ -163,6 +172,10 @@ func (m *Map) UnmarshalJSON(b []byte) error {
 	if err != nil {
 		return err
 	}
+	ev, err := versionsFromEntries(w.ExpertVersions)
+	if err != nil {
+		return err
+	}
 	*m = Map{
 		Epoch:       w.Epoch,
 		Model:       w.Model,
@@ -172,6 +185,8 @@ func (m *Map) UnmarshalJSON(b []byte) error {
 		Sessions:    w.Sessions,
 		Replication: w.Replication,
 		Loads:       w.Loads,
+
+		ExpertVersions: ev,
 	}
 	if m.Nodes == nil {
 		m.Nodes = map[string]Node{}

@@ -44,6 +44,9 @@ type Replica struct {
 	Node   string `json:"node"`
 	Device string `json:"device"`
 	Ready  bool   `json:"ready"` // weights loaded and serving
+	// Staged: the expert's staged version (ExpertVersion.Staged) is loaded
+	// here too, ready to serve once flipped.
+	Staged bool `json:"staged,omitempty"`
 }
 
 // Model is the model the cluster serves.

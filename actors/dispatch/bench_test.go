@@ -42,7 +42,7 @@ func benchCall(b *testing.B, rows int) {
 	}
 	holder := func() *testNode {
 		for _, nd := range tn.nodes {
-			if _, ok := nd.host.Local(id); ok {
+			if _, ok := nd.host.LocalVersion(id, ""); ok {
 				return nd
 			}
 		}
@@ -54,7 +54,7 @@ func benchCall(b *testing.B, rows int) {
 		other = tn.nodes[1]
 	}
 	b.Run("direct", func(b *testing.B) {
-		e, _ := holder.host.Local(id)
+		e, _ := holder.host.LocalVersion(id, "")
 		b.SetBytes(int64(8 * len(in)))
 		for b.Loop() {
 			e.Forward(in, rows, out)

@@ -61,10 +61,10 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// LocalExperts finds the experts this node runs, for calls in process.
-// *expert.Host implements it.
+// LocalExperts finds the expert versions this node runs, for calls in
+// process. *expert.Host implements it.
 type LocalExperts interface {
-	Local(id router.ExpertID) (*expert.Expert, bool)
+	LocalVersion(id router.ExpertID, version string) (*expert.Expert, bool)
 }
 
 // Fallback computes an expert on this node from its own model file when no
@@ -73,6 +73,10 @@ type LocalExperts interface {
 type Fallback struct {
 	W    *model.Weights
 	Pool *kernels.Pool
+	// Versions, when set, binds versions of an expert other than the base
+	// (hot updates) on demand, for a fallback on a node that does not run
+	// the live version; it may block (fetching the expert file).
+	Versions expert.VersionSource
 }
 
 // Stats counts a dispatcher's work since it was made.
@@ -113,7 +117,8 @@ type Dispatcher struct {
 }
 
 type pending struct {
-	g     int // group index
+	g     int    // group index
+	ver   string // the expert version the map says serves
 	tried []router.Replica
 	cands []router.Replica
 	fut   *actor.Future
@@ -168,6 +173,7 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 		if layer >= 0 && g.Expert >= 0 {
 			d.count(layer, g.Expert, len(g.Rows))
 		}
+		ver := m.LiveVersion(id)
 		cands := Candidates(m, id, d.cfg.Self, d.assigned, isSuspect)
 		if d.fallback != nil {
 			cands = dropSuspects(cands, d.cfg.Self, isSuspect)
@@ -176,19 +182,20 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 			cands = cands[:d.cfg.MaxAttempts]
 		}
 		if len(cands) > 0 && cands[0].Node == d.cfg.Self {
-			if _, ok := d.localExpert(id); ok {
+			if _, ok := d.localExpert(id, ver); ok {
 				locals = append(locals, gi)
 				continue
 			}
 			cands = cands[1:] // map says ready but the actor is not up (yet)
 		}
-		p := pending{g: gi, cands: cands, epoch: m.Epoch}
+		p := pending{g: gi, ver: ver, cands: cands, epoch: m.Epoch}
 		d.send(m, layer, g, &p)
 		d.pending = append(d.pending, p)
 	}
 	for _, gi := range locals {
 		g := &groups[gi]
-		e, _ := d.localExpert(router.ExpertID{Layer: layer, Index: g.Expert})
+		id := router.ExpertID{Layer: layer, Index: g.Expert}
+		e, _ := d.localExpert(id, m.LiveVersion(id))
 		e.Forward(g.In, len(g.Rows), g.Out)
 		d.local_.Add(1)
 	}
@@ -206,7 +213,7 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 				continue
 			}
 			if p.fut == nil { // no replica left
-				if err := d.computeFallback(layer, &groups[p.g]); err != nil {
+				if err := d.computeFallback(layer, p.ver, &groups[p.g]); err != nil {
 					return err
 				}
 				p.done = true
@@ -243,11 +250,11 @@ func dropSuspects(cands []router.Replica, self string, suspect func(string) bool
 	return out
 }
 
-func (d *Dispatcher) localExpert(id router.ExpertID) (*expert.Expert, bool) {
+func (d *Dispatcher) localExpert(id router.ExpertID, version string) (*expert.Expert, bool) {
 	if d.local == nil {
 		return nil, false
 	}
-	return d.local.Local(id)
+	return d.local.LocalVersion(id, version)
 }
 
 // send issues the call to p's next candidate, or leaves p.fut nil when none
@@ -274,7 +281,7 @@ func (d *Dispatcher) send(m *router.Map, layer int, g *model.ExpertGroup, p *pen
 		if r.Node == d.cfg.Self {
 			addr = d.sys.Address()
 		}
-		p.fut = d.sys.Root.RequestFuture(expert.PID(addr, router.ExpertID{Layer: layer, Index: g.Expert}), req, d.cfg.Timeout)
+		p.fut = d.sys.Root.RequestFuture(expert.VersionPID(addr, router.ExpertID{Layer: layer, Index: g.Expert}, p.ver), req, d.cfg.Timeout)
 		if r.Node != d.cfg.Self {
 			d.sent.Add(int64(len(req.Activations)))
 		}
@@ -313,8 +320,27 @@ func (d *Dispatcher) receive(p *pending, g *model.ExpertGroup) error {
 	return nil
 }
 
-// computeFallback computes g from this node's own weights.
-func (d *Dispatcher) computeFallback(layer int, g *model.ExpertGroup) error {
+// computeFallback computes g from this node's own weights: its own actor's
+// expert when it runs the version (a call in process), else, for the base
+// version only, the fallback model.
+func (d *Dispatcher) computeFallback(layer int, version string, g *model.ExpertGroup) error {
+	if e, ok := d.localExpert(router.ExpertID{Layer: layer, Index: g.Expert}, version); ok {
+		e.Forward(g.In, len(g.Rows), g.Out)
+		d.fallbacks.Add(1)
+		return nil
+	}
+	if version != router.BaseVersion {
+		if d.fallback == nil || d.fallback.Versions == nil {
+			return fmt.Errorf("%w: layer %d expert %d version %.12s (not loaded here)", ErrNoReplica, layer, g.Expert, version)
+		}
+		ffn, err := d.fallback.Versions(router.ExpertID{Layer: layer, Index: g.Expert}, version)
+		if err != nil {
+			return fmt.Errorf("%w: layer %d expert %d version %.12s: %w", ErrNoReplica, layer, g.Expert, version, err)
+		}
+		ffn.Forward(d.fallback.Pool, &d.scratch, g.In, len(g.Rows), g.Out)
+		d.fallbacks.Add(1)
+		return nil
+	}
 	if d.fallback == nil || d.fallback.W == nil {
 		return fmt.Errorf("%w: layer %d expert %d", ErrNoReplica, layer, g.Expert)
 	}

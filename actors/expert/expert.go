@@ -22,10 +22,11 @@ var ErrNotHosted = errors.New("expert: expert not hosted")
 // only when the expert computes). Forward may be called from any goroutine;
 // calls are serialised because the expert owns one scratch.
 type Expert struct {
-	id   router.ExpertID
-	w    *model.Expert
-	dim  int
-	pool *kernels.Pool
+	id      router.ExpertID
+	version string // router.BaseVersion: the model file's own weights
+	w       *model.Expert
+	dim     int
+	pool    *kernels.Pool
 
 	mu      sync.Mutex // held while computing; guards scratch
 	scratch model.ExpertScratch
@@ -49,8 +50,18 @@ func New(w *model.Weights, id router.ExpertID, pool *kernels.Pool) (*Expert, err
 	return &Expert{id: id, w: &w.Blocks[id.Layer].Experts[id.Index], dim: w.Dim, pool: pool}, nil
 }
 
+// NewVersion binds version (an expert file's digest) of expert id to ffn,
+// whose rows are dim floats.
+func NewVersion(id router.ExpertID, version string, ffn *model.Expert, dim int, pool *kernels.Pool) *Expert {
+	return &Expert{id: id, version: version, w: ffn, dim: dim, pool: pool}
+}
+
 // ID is the expert's (layer, index).
 func (e *Expert) ID() router.ExpertID { return e.id }
+
+// Version is the version the expert computes (router.BaseVersion for the
+// model file's own weights).
+func (e *Expert) Version() string { return e.version }
 
 // Dim is the number of floats in one input or output row.
 func (e *Expert) Dim() int { return e.dim }
@@ -77,12 +88,29 @@ func (e *Expert) Load() Load {
 	return Load{Calls: e.calls.Load(), Rows: e.rows.Load(), Busy: time.Duration(e.busyNS.Load())}
 }
 
-// Name is the actor name of expert id on every node, so a caller can build
-// its PID from the hosting node's actor address alone.
+// Name is the actor name of expert id's base version on every node, so a
+// caller can build its PID from the hosting node's actor address alone.
 func Name(id router.ExpertID) string { return fmt.Sprintf("expert-l%d-e%d", id.Layer, id.Index) }
 
-// PID is expert id's actor on the node whose actor (remote) address is addr.
+// VersionName is the actor name of a version of expert id: Name(id) for
+// router.BaseVersion, else Name(id) with the version's first 16 hex digits.
+// A caller that names the live version in the actor name can never reach an
+// actor computing another version.
+func VersionName(id router.ExpertID, version string) string {
+	if version == router.BaseVersion {
+		return Name(id)
+	}
+	return fmt.Sprintf("%s-v%.16s", Name(id), version)
+}
+
+// PID is expert id's base-version actor on the node whose actor (remote)
+// address is addr.
 func PID(addr string, id router.ExpertID) *actor.PID { return actor.NewPID(addr, Name(id)) }
+
+// VersionPID is the actor of version of expert id on the node at addr.
+func VersionPID(addr string, id router.ExpertID, version string) *actor.PID {
+	return actor.NewPID(addr, VersionName(id, version))
+}
 
 // expertActor serves ComputeRequests for one Expert. Its mailbox is the
 // expert's queue: one request computes at a time, in arrival order.

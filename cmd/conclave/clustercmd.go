@@ -233,6 +233,26 @@ func printNodes(w io.Writer, nodes []cluster.NodeStatus) {
 	tw.Flush()
 }
 
+// versionText describes an expert's version state: "base" for the model
+// file's weights, else the live expert file digest's first 12 digits, with
+// a staged version and a rollback target when there are.
+func versionText(v router.ExpertVersion) string {
+	name := func(d string) string {
+		if d == router.BaseVersion {
+			return "base"
+		}
+		return d[:min(12, len(d))]
+	}
+	s := name(v.Live)
+	if v.Staging {
+		s += " (staging " + name(v.Staged) + ")"
+	}
+	if v.HasPrev {
+		s += " (prev " + name(v.Prev) + ")"
+	}
+	return s
+}
+
 func printExperts(w io.Writer, r cluster.ExpertsReply) {
 	if r.Model == nil {
 		fmt.Fprintf(w, "no model set (epoch %d)\n", r.Epoch)
@@ -241,7 +261,11 @@ func printExperts(w io.Writer, r cluster.ExpertsReply) {
 	fmt.Fprintf(w, "model %s v%d: %d layers × %d experts, %s each, replication %d, epoch %d\n\n",
 		r.Model.ID, r.Model.Version, r.Model.Layers, r.Model.Experts, ibytes(r.Model.ExpertBytes), r.Replication, r.Epoch)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "LAYER\tEXPERT\tREADY\tREPLICAS")
+	fmt.Fprintln(tw, "LAYER\tEXPERT\tREADY\tREPLICAS\tVERSION")
+	versions := map[router.ExpertID]router.ExpertVersion{}
+	for _, v := range r.Versions {
+		versions[v.Expert] = v.State
+	}
 	placed := map[router.ExpertID]router.PlacementEntry{}
 	for _, pe := range r.Placement {
 		placed[pe.Expert] = pe
@@ -262,7 +286,8 @@ func printExperts(w io.Writer, r cluster.ExpertsReply) {
 			if len(reps) == 0 {
 				reps = []string{"(unplaced)"}
 			}
-			fmt.Fprintf(tw, "%d\t%d\t%d/%d\t%s\n", l, e, ready, len(pe.Replicas), strings.Join(reps, " "))
+			fmt.Fprintf(tw, "%d\t%d\t%d/%d\t%s\t%s\n", l, e, ready, len(pe.Replicas), strings.Join(reps, " "),
+				versionText(versions[router.ExpertID{Layer: l, Index: e}]))
 		}
 	}
 	tw.Flush()

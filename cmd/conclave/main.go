@@ -17,6 +17,7 @@ Usage:
   conclave serve    [--bind HOST --port-base N] [--model F] [--data-dir D]   one-node cluster
   conclave node     --id ID --data-dir D [--bind HOST --port-base N] [--join HOST:PORT,…] [--model F]
   conclave cluster  status|nodes|experts|drain NODE|rebalance|init-tls [--addr http://HOST:PORT] [--json]
+  conclave expert   update --layer L --expert E --from F.gguf | rollback --layer L --expert E [--addr URL]
   conclave generate --model F (--prompt TEXT | --tokens 1,2,3) [flags]
   conclave logits   --model F --tokens 1,2,3 [--top K] [--json]
   conclave model synth   [--preset tiny|demo|bench] [shape flags] --out F
@@ -54,6 +55,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdNode(args[1:], stdout, stderr)
 	case "cluster":
 		err = cmdCluster(args[1:], stdout, stderr)
+	case "expert":
+		err = cmdExpert(args[1:], stdout, stderr)
 	case "bench":
 		err = cmdBench(args[1:], stdout, stderr)
 	case "model":

@@ -308,7 +308,8 @@ func (s *serving) start(n *cluster.Node) (err error) {
 	if s.experts, err = n.StartExperts(s.model.w, s.pool, dispatch.DefaultConfig()); err != nil {
 		return err
 	}
-	if s.eng, err = engine.New(s.ecfg, s.model.w, s.pool, s.model.tok.IsEOG, engine.WithExperts(s.experts.Runner())); err != nil {
+	if s.eng, err = engine.New(s.ecfg, s.model.w, s.pool, s.model.tok.IsEOG, engine.WithExperts(s.experts.Runner()),
+		engine.WithWeightsVersion(s.experts.WeightsVersion)); err != nil {
 		return err
 	}
 	s.info = api.ModelInfo{ID: modelID(s.model, s.path), Context: s.eng.Ctx(), Dim: s.model.w.Dim}

@@ -58,6 +58,7 @@ type Cache struct {
 	committed int
 	chain     uint64
 	keys      []uint64 // keys[i]: prefix-cache key of committed block i
+	gen       uint64   // the pool's generation when the sequence started (Pool.Invalidate)
 }
 
 // New allocates a standalone cache for cfg.Ctx positions: a private pool of
@@ -141,6 +142,7 @@ func (c *Cache) Release() {
 	c.table = c.table[:0]
 	c.keys = c.keys[:0]
 	c.len, c.committed, c.chain = 0, 0, 0
+	c.gen = c.pool.gen
 }
 
 // Grow makes sure blocks cover positions [0, n) without changing Len. It
@@ -283,6 +285,7 @@ func (c *Cache) AttachPrefix(tokens []int32) int {
 		panic("kvcache: AttachPrefix on a sequence that holds positions")
 	}
 	p, bs := c.pool, c.pool.cfg.BlockSize
+	c.gen = p.gen
 	for (len(c.table)+1)*bs <= min(len(tokens), c.ctx) {
 		i := len(c.table)
 		b, key, ok := p.lookup(c.chain, tokens[i*bs:(i+1)*bs])
@@ -312,7 +315,7 @@ func (c *Cache) Commit(tokens []int32) {
 		toks := tokens[i*bs : (i+1)*bs]
 		b := c.table[i]
 		_, key, found := p.lookup(c.chain, toks)
-		if _, taken := p.index[key]; !found && !taken && !p.registered[b] && p.ref[b] == 1 {
+		if _, taken := p.index[key]; !found && !taken && !p.registered[b] && p.ref[b] == 1 && c.gen == p.gen {
 			p.registered[b] = true
 			p.key[b], p.parent[b] = key, c.chain
 			copy(p.blockTokens(b), toks)

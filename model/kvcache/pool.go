@@ -90,6 +90,7 @@ type Pool struct {
 
 	seed maphash.Seed
 	hbuf [8]byte
+	gen  uint64 // prefix-cache generation, mixed into every key; see Invalidate
 
 	evictions int64
 }
@@ -160,7 +161,27 @@ func (p *Pool) Evictions() int64 { return p.evictions }
 // NewSequence returns an empty sequence of up to ctx positions (> 0) that
 // draws blocks from p.
 func (p *Pool) NewSequence(ctx int) *Cache {
-	return &Cache{pool: p, ctx: ctx}
+	return &Cache{pool: p, ctx: ctx, gen: p.gen}
+}
+
+// Invalidate empties the prefix cache: no block registered so far is found
+// by later lookups, and blocks that sequences computed before the call are
+// never registered (they stay private to their sequence). Use it when the
+// weights change (a hot expert update): keys and values computed with the
+// old weights must not seed new sequences. Running sequences keep their
+// blocks.
+func (p *Pool) Invalidate() {
+	p.gen++
+	for b := range p.registered {
+		if !p.registered[b] {
+			continue
+		}
+		p.unregister(int32(b))
+		if p.ref[b] == 0 { // cached, unreferenced: free it
+			p.lruRemove(int32(b))
+			p.free = append(p.free, int32(b))
+		}
+	}
 }
 
 // alloc takes a free block, or evicts the least recently released cached
@@ -247,6 +268,8 @@ func (p *Pool) blockKey(parent uint64, tokens []int32) uint64 {
 	var h maphash.Hash
 	h.SetSeed(p.seed)
 	binary.LittleEndian.PutUint64(p.hbuf[:], parent)
+	h.Write(p.hbuf[:])
+	binary.LittleEndian.PutUint64(p.hbuf[:], p.gen)
 	h.Write(p.hbuf[:])
 	for _, t := range tokens {
 		binary.LittleEndian.PutUint32(p.hbuf[:4], uint32(t))

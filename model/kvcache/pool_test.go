@@ -231,3 +231,46 @@ func TestCopyOnWrite(t *testing.T) {
 		t.Errorf("matched %d after an in-place rewrite of block 0, want 0", n)
 	}
 }
+
+// TestInvalidate: after Invalidate no earlier block matches, cached blocks
+// are freed, and a sequence begun before the call never registers its
+// blocks (they hold keys and values of the old weights).
+func TestInvalidate(t *testing.T) {
+	p := newTestPool(t, 8)
+	a := seqTokens(8, 100)
+	sa := p.NewSequence(64)
+	fill(t, sa, a)
+	sa.Commit(a)
+	sa.Release()
+	b := seqTokens(8, 300)
+	sb := p.NewSequence(64) // running across the invalidation
+	fill(t, sb, b[:4])
+	if p.Cached() != 2 {
+		t.Fatalf("cached %d, want 2", p.Cached())
+	}
+
+	p.Invalidate()
+	if p.Cached() != 0 || p.Free() != 7 {
+		t.Fatalf("after Invalidate: cached %d free %d, want 0, 7", p.Cached(), p.Free())
+	}
+	sc := p.NewSequence(64)
+	if n := sc.AttachPrefix(a); n != 0 {
+		t.Fatalf("matched %d positions of an invalidated prefix", n)
+	}
+	fill(t, sb, b)
+	sb.Commit(b)
+	sb.Release()
+	if n := sc.AttachPrefix(b); n != 0 {
+		t.Fatalf("matched %d positions a pre-invalidation sequence computed", n)
+	}
+	// New sequences cache again.
+	fill(t, sc, a)
+	sc.Commit(a)
+	sc.Release()
+	sd := p.NewSequence(64)
+	if n := sd.AttachPrefix(a); n != 8 {
+		t.Fatalf("matched %d positions after recomputing, want 8", n)
+	}
+	checkRows(t, sd, a)
+	sd.Release()
+}

@@ -1,0 +1,170 @@
+package router
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+)
+
+// versionMap is a map with a live 2×4 model and expert (1,2) on nodes a and b,
+// both ready on the base version.
+func versionMap(t *testing.T) *Map {
+	t.Helper()
+	m := NewMap()
+	e := ExpertID{Layer: 1, Index: 2}
+	for _, c := range []Command{
+		{Op: OpUpsertNode, Node: &Node{ID: "a", State: NodeActive}},
+		{Op: OpUpsertNode, Node: &Node{ID: "b", State: NodeActive}},
+		{Op: OpSetModel, Model: &Model{ID: "m", Digest: strings.Repeat("0", 64), Layers: 2, Experts: 4, TopK: 2, Live: true}},
+		{Op: OpSetPlacement, Placement: []PlacementEntry{{Expert: e, Replicas: []Replica{{Node: "a", Ready: true}, {Node: "b", Ready: true}}}}},
+	} {
+		m = apply(t, m, c)
+	}
+	return m
+}
+
+func apply(t *testing.T, m *Map, c Command) *Map {
+	t.Helper()
+	c.V = CommandVersion
+	next, _, err := m.Apply(c)
+	if err != nil {
+		t.Fatalf("%s: %v", c.Op, err)
+	}
+	return next
+}
+
+func flags(m *Map, e ExpertID) (ready, staged string) {
+	for _, r := range m.Placement[e] {
+		b := func(v bool) string {
+			if v {
+				return r.Node
+			}
+			return "-"
+		}
+		ready += b(r.Ready)
+		staged += b(r.Staged)
+	}
+	return ready, staged
+}
+
+func TestExpertUpdateAndRollback(t *testing.T) {
+	e := ExpertID{Layer: 1, Index: 2}
+	v2 := strings.Repeat("ab", 32)
+	m := versionMap(t)
+	if got := m.WantedVersions(e); len(got) != 1 || got[0] != BaseVersion {
+		t.Fatalf("wanted before update = %q", got)
+	}
+
+	m = apply(t, m, Command{Op: OpStageExpert, Expert: &e, Version: v2, NodeID: "a"})
+	if got := m.WantedVersions(e); len(got) != 2 || got[1] != v2 {
+		t.Fatalf("wanted while staging = %q", got)
+	}
+	// A flip before any replica loaded the version is refused.
+	if _, _, err := m.Apply(Command{V: CommandVersion, Op: OpFlipExpert, Expert: &e, Version: v2}); !errors.Is(err, ErrNotStaged) {
+		t.Fatalf("early flip: %v, want ErrNotStaged", err)
+	}
+	m = apply(t, m, Command{Op: OpSetReplicaReady, Expert: &e, NodeID: "a", Ready: true, Version: v2})
+	if r, s := flags(m, e); r != "ab" || s != "a-" {
+		t.Fatalf("after a staged: ready %s staged %s", r, s)
+	}
+	m = apply(t, m, Command{Op: OpFlipExpert, Expert: &e, Version: v2})
+	v := m.ExpertVersions[e]
+	if v.Live != v2 || !v.HasPrev || v.Prev != BaseVersion || v.Staging || v.Updates != 1 {
+		t.Fatalf("after flip: %+v", v)
+	}
+	// b had not loaded v2: it stops serving until it reports v2 loaded.
+	if r, s := flags(m, e); r != "a-" || s != "--" {
+		t.Fatalf("after flip: ready %s staged %s", r, s)
+	}
+	if _, ok := m.PickReplica(e, "b"); !ok {
+		t.Fatal("no replica after flip")
+	}
+	// A late report for the base version is stale now.
+	if _, _, err := m.Apply(Command{V: CommandVersion, Op: OpSetReplicaReady, Expert: &e, NodeID: "b", Ready: true}); !errors.Is(err, ErrStaleVersion) {
+		t.Fatalf("stale report: %v, want ErrStaleVersion", err)
+	}
+	m = apply(t, m, Command{Op: OpSetReplicaReady, Expert: &e, NodeID: "b", Ready: true, Version: v2})
+	if r, _ := flags(m, e); r != "ab" {
+		t.Fatalf("b's report: ready %s", r)
+	}
+	if got := m.WantedVersions(e); len(got) != 2 || got[0] != v2 || got[1] != BaseVersion {
+		t.Fatalf("wanted after flip = %q (live and prev)", got)
+	}
+
+	// Rollback: stage the previous version and flip to it.
+	m = apply(t, m, Command{Op: OpStageExpert, Expert: &e, Version: BaseVersion})
+	for _, n := range []string{"a", "b"} {
+		m = apply(t, m, Command{Op: OpSetReplicaReady, Expert: &e, NodeID: n, Ready: true, Version: BaseVersion})
+	}
+	m = apply(t, m, Command{Op: OpFlipExpert, Expert: &e, Version: BaseVersion})
+	v = m.ExpertVersions[e]
+	if v.Live != BaseVersion || v.Prev != v2 || v.Updates != 2 || v.Source != "a" {
+		t.Fatalf("after rollback: %+v", v)
+	}
+	if r, s := flags(m, e); r != "ab" || s != "--" {
+		t.Fatalf("after rollback: ready %s staged %s", r, s)
+	}
+	// Flipping again to what is live changes nothing.
+	if _, changed, err := m.Apply(Command{V: CommandVersion, Op: OpFlipExpert, Expert: &e, Version: BaseVersion}); err != nil || changed {
+		t.Fatalf("repeat flip: changed %v err %v", changed, err)
+	}
+
+	// The state survives the map's JSON form (snapshots).
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back Map
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !back.Equal(m) || back.ExpertVersions[e] != v {
+		t.Fatalf("round trip lost the versions: %s", b)
+	}
+	// A new model forgets the old one's expert versions.
+	m = apply(t, m, Command{Op: OpSetModel, Model: &Model{ID: "m2", Digest: strings.Repeat("1", 64), Layers: 2, Experts: 4, Live: true}})
+	if len(m.ExpertVersions) != 0 || m.LiveVersion(e) != BaseVersion {
+		t.Fatalf("new model kept versions: %v", m.ExpertVersions)
+	}
+}
+
+func TestStageLiveVersionCancels(t *testing.T) {
+	e := ExpertID{Layer: 1, Index: 2}
+	v2 := strings.Repeat("cd", 32)
+	m := versionMap(t)
+	m = apply(t, m, Command{Op: OpStageExpert, Expert: &e, Version: v2, NodeID: "b"})
+	m = apply(t, m, Command{Op: OpSetReplicaReady, Expert: &e, NodeID: "b", Ready: true, Version: v2})
+	m = apply(t, m, Command{Op: OpStageExpert, Expert: &e, Version: BaseVersion})
+	if v, ok := m.ExpertVersions[e]; ok && v.Staging {
+		t.Fatalf("still staging: %+v", v)
+	}
+	if r, s := flags(m, e); r != "ab" || s != "--" {
+		t.Fatalf("after cancel: ready %s staged %s", r, s)
+	}
+	if _, _, err := m.Apply(Command{V: CommandVersion, Op: OpFlipExpert, Expert: &e, Version: v2}); !errors.Is(err, ErrNotStaged) {
+		t.Fatalf("flip after cancel: %v, want ErrNotStaged", err)
+	}
+}
+
+func TestExpertVersionCommandsValidate(t *testing.T) {
+	e := ExpertID{Layer: 1, Index: 2}
+	out := ExpertID{Layer: 5, Index: 0}
+	m := versionMap(t)
+	for name, c := range map[string]Command{
+		"short version":   {Op: OpStageExpert, Expert: &e, Version: "abc"},
+		"upper hex":       {Op: OpStageExpert, Expert: &e, Version: strings.Repeat("AB", 32)},
+		"no expert":       {Op: OpFlipExpert, Version: strings.Repeat("ab", 32)},
+		"outside model":   {Op: OpStageExpert, Expert: &out, Version: strings.Repeat("ab", 32)},
+		"unknown source":  {Op: OpStageExpert, Expert: &e, Version: strings.Repeat("ab", 32), NodeID: "zz"},
+		"bad ready":       {Op: OpSetReplicaReady, Expert: &e, NodeID: "a", Version: "x"},
+		"flip not staged": {Op: OpFlipExpert, Expert: &e, Version: strings.Repeat("ab", 32)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c.V = CommandVersion
+			if _, changed, err := m.Apply(c); err == nil || changed {
+				t.Fatalf("accepted (changed %v)", changed)
+			}
+		})
+	}
+}
