@@ -51,6 +51,9 @@ func (n *Node) StartExperts(w *model.Weights, pool *kernels.Pool, dc dispatch.Co
 		return nil, err
 	}
 	x := &Experts{n: n, w: w, host: host, disp: disp, stop: make(chan struct{}), done: make(chan struct{})}
+	if n.cfg.FaultInjection {
+		x.registerFaults(host.EnableFaults())
+	}
 	go x.loop()
 	x.wg.Add(1)
 	go x.reportLoop()

@@ -28,6 +28,7 @@ type Host struct {
 	pool  *kernels.Pool
 	epoch func() uint64
 
+	faults  *Faults // set by EnableFaults; nil: no fault injection
 	mu      sync.Mutex
 	running map[router.ExpertID]hosted
 }
@@ -43,6 +44,18 @@ func NewHost(sys *actor.ActorSystem, w *model.Weights, pool *kernels.Pool, epoch
 	return &Host{sys: sys, w: w, pool: pool, epoch: epoch, running: map[router.ExpertID]hosted{}}
 }
 
+// EnableFaults turns on fault injection (see Faults) for the experts this
+// host starts from now on, and returns the faults to set. Call it before
+// the first Start; it is off by default.
+func (h *Host) EnableFaults() *Faults {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.faults == nil {
+		h.faults = &Faults{}
+	}
+	return h.faults
+}
+
 // Start binds expert id and spawns its actor. Starting a running expert
 // does nothing.
 func (h *Host) Start(id router.ExpertID) error {
@@ -55,7 +68,7 @@ func (h *Host) Start(id router.ExpertID) error {
 	if err != nil {
 		return err
 	}
-	props := actor.PropsFromProducer(func() actor.Actor { return &expertActor{e: e, epoch: h.epoch} })
+	props := actor.PropsFromProducer(func() actor.Actor { return &expertActor{e: e, epoch: h.epoch, faults: h.faults} })
 	pid, err := h.sys.Root.SpawnNamed(props, Name(id))
 	if errors.Is(err, actor.ErrNameExists) {
 		// A previous incarnation is still stopping: wait for it, then retry.
