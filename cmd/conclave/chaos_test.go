@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -41,12 +44,13 @@ type chaosEnv struct {
 	last    string // the latest expertsReady summary
 }
 
-// newChaosEnv starts n serving nodes of the tiny model with replication 2
-// and the extra flags, and waits until the cluster has settled.
-func newChaosEnv(t *testing.T, n int, extra ...string) *chaosEnv {
+// newChaosEnv starts n serving nodes of a synthesized model (preset tiny
+// or demo) with replication 2 and the extra flags, and waits until the
+// cluster has settled.
+func newChaosEnv(t *testing.T, n int, preset string, extra ...string) *chaosEnv {
 	t.Helper()
 	testStart := time.Now()
-	modelPath := testmodel.Write(t, testmodel.Config(t, "tiny", nil))
+	modelPath := testmodel.Write(t, testmodel.Config(t, preset, nil))
 	args := append([]string{"--dead-grace", "60s", "--model", modelPath, "--replication", "2", "--threads", "1"}, extra...)
 	pc := startProcCluster(t, n, args...)
 	e := &chaosEnv{t: t, pc: pc, ac: &cluster.AdminClient{Base: "http://" + pc.addrs[0][0]}, client: &http.Client{Timeout: 60 * time.Second}}
@@ -221,7 +225,7 @@ func TestChaosKillNonHome(t *testing.T) {
 		t.Skip("builds the binary and runs 3 serving processes")
 	}
 	testStart := time.Now()
-	e := newChaosEnv(t, 3)
+	e := newChaosEnv(t, 3, "tiny")
 	procs, start := e.pc.procs, e.pc.start
 	nodes, waitSettled := e.nodes, e.waitSettled
 	complete := func() chaosResult { return e.complete(0, chaosRequest()) }
@@ -326,7 +330,7 @@ func TestChaosSlowExpert(t *testing.T) {
 		t.Skip("builds the binary and runs 3 serving processes")
 	}
 	const timeout, delay = 300 * time.Millisecond, 2 * time.Second
-	e := newChaosEnv(t, 3, "--expert-timeout", timeout.String(), "--enable-fault-injection")
+	e := newChaosEnv(t, 3, "tiny", "--expert-timeout", timeout.String(), "--enable-fault-injection")
 	ref := e.complete(0, chaosRequest())
 	if ref.err != nil || ref.status != 200 {
 		t.Fatalf("reference completion: status %d err %v body %s", ref.status, ref.err, ref.body)
@@ -410,5 +414,199 @@ func TestChaosSlowExpert(t *testing.T) {
 	resp.Body.Close()
 	if r := e.complete(0, chaosRequest()); r.err != nil || r.text != ref.text {
 		t.Fatalf("after clearing: %+v", r)
+	}
+}
+
+// chaosChunk is one SSE data event a streaming client received.
+type chaosChunk struct {
+	at   time.Time
+	data string
+}
+
+// stream posts a streaming completion request to node i and sends each
+// data event on chunks as it arrives; it returns the text, the finish
+// reason, the usage's completion tokens and the chunk ids seen.
+func (e *chaosEnv) stream(i int, req map[string]any, chunks chan<- chaosChunk) (text, finish string, completion int, ids map[string]bool, err error) {
+	defer close(chunks)
+	req["model"], req["stream"] = e.modelID, true
+	req["stream_options"] = map[string]any{"include_usage": true}
+	body, _ := json.Marshal(req)
+	resp, err := e.client.Post("http://"+e.pc.addrs[i][0]+"/v1/completions", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return "", "", 0, nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		return "", "", 0, nil, fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	ids = map[string]bool{}
+	done := false
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		d, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok {
+			continue
+		}
+		chunks <- chaosChunk{at: time.Now(), data: d}
+		if d == "[DONE]" {
+			done = true
+			continue
+		}
+		var c struct {
+			ID      string `json:"id"`
+			Choices []struct {
+				Text         string  `json:"text"`
+				FinishReason *string `json:"finish_reason"`
+			} `json:"choices"`
+			Usage *struct {
+				CompletionTokens int `json:"completion_tokens"`
+			} `json:"usage"`
+			Error json.RawMessage `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(d), &c); err != nil || c.Error != nil {
+			return text, finish, completion, ids, fmt.Errorf("event %s: %v", d, err)
+		}
+		ids[c.ID] = true
+		for _, ch := range c.Choices {
+			text += ch.Text
+			if ch.FinishReason != nil {
+				finish = *ch.FinishReason
+			}
+		}
+		if c.Usage != nil {
+			completion = c.Usage.CompletionTokens
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return text, finish, completion, ids, err
+	}
+	if !done {
+		return text, finish, completion, ids, errors.New("the stream ended without [DONE]")
+	}
+	return text, finish, completion, ids, nil
+}
+
+// TestChaosKillHome streams session requests to n0 whose session is homed
+// on another node, and kills -9 that home after the first chunks arrived:
+// n0 re-homes the session and the generation continues on the new home
+// from the tokens already streamed, so the client's stream completes
+// without an error and with the text of an undisturbed run — greedy, and
+// seeded sampling too. Two rounds (home n1, then n2), restarts between.
+func TestChaosKillHome(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs 3 serving processes")
+	}
+	// The demo model at one thread generates slowly enough that the kill
+	// lands mid-stream; the short expert deadline bounds the stall while
+	// the dead node's experts time out.
+	e := newChaosEnv(t, 3, "demo", "--expert-timeout", "500ms")
+	const maxTokens = 200
+	for round, tc := range []struct {
+		home string
+		req  map[string]any
+	}{
+		{"n1", map[string]any{"prompt": chaosPrompt, "max_tokens": maxTokens, "temperature": 0, "ignore_eos": true}},
+		{"n2", map[string]any{"prompt": chaosPrompt, "max_tokens": maxTokens, "temperature": 0.8, "top_p": 0.95, "seed": 11, "ignore_eos": true}},
+	} {
+		victim := e.pc.procs[round+1]
+		if victim.id != tc.home {
+			t.Fatalf("victim %s, home %s", victim.id, tc.home)
+		}
+		// The undisturbed run: the same request served by n0 itself.
+		ref := make(chan chaosChunk, 1024)
+		t0 := time.Now()
+		refText, refFinish, refN, _, err := e.stream(0, maps.Clone(tc.req), ref)
+		if err != nil {
+			t.Fatalf("round %d reference: %v", round+1, err)
+		}
+		refDur := time.Since(t0)
+		t.Logf("round %d reference: %d tokens in %v, %d bytes of text", round+1, refN, refDur.Round(time.Millisecond), len(refText))
+
+		// A session homed on the victim.
+		session := fmt.Sprintf("chaos-home-%d", round+1)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		now := time.Now()
+		_, err = e.ac.Apply(ctx, router.Command{Op: router.OpAssignSession, NowMS: now.UnixMilli(),
+			Session: &router.Session{ID: session, Home: tc.home, ExpiresMS: now.Add(10 * time.Minute).UnixMilli()}})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		clustertest.WaitFor(t, 10*time.Second, func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			m, err := e.ac.Map(ctx)
+			return err == nil && m.Sessions[session].Home == tc.home
+		}, "the session homed on "+tc.home)
+
+		req := maps.Clone(tc.req)
+		req["session_id"] = session
+		chunks := make(chan chaosChunk, 1024)
+		type result struct {
+			text, finish string
+			n            int
+			ids          map[string]bool
+			err          error
+		}
+		res := make(chan result, 1)
+		go func() {
+			text, finish, n, ids, err := e.stream(0, req, chunks)
+			res <- result{text, finish, n, ids, err}
+		}()
+		// Kill the home once the first chunks have arrived.
+		const before = 5
+		var got []chaosChunk
+		for len(got) < before {
+			c, ok := <-chunks
+			if !ok {
+				t.Fatalf("round %d: the stream ended after %d chunks, before the kill", round+1, len(got))
+			}
+			got = append(got, c)
+		}
+		killed := time.Now()
+		if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		<-victim.done
+		for c := range chunks {
+			got = append(got, c)
+		}
+		r := <-res
+		// The resume gap: the longest wait between chunks from the kill on.
+		var gap time.Duration
+		prev := killed
+		for _, c := range got[before:] {
+			gap = max(gap, c.at.Sub(prev))
+			prev = c.at
+		}
+		t.Logf("round %d: killed home %s after %d chunks; %d more chunks, longest wait after the kill %v, stream total %v (reference %v)",
+			round+1, victim.id, before, len(got)-before, gap.Round(time.Millisecond), got[len(got)-1].at.Sub(got[0].at).Round(time.Millisecond), refDur.Round(time.Millisecond))
+		switch {
+		case r.err != nil:
+			t.Errorf("round %d: stream error %v", round+1, r.err)
+		case r.text != refText:
+			t.Errorf("round %d: text differs from the undisturbed run\n got %q\nwant %q", round+1, r.text, refText)
+		case r.finish != refFinish || r.n != refN:
+			t.Errorf("round %d: finish %q usage %d, want %q %d", round+1, r.finish, r.n, refFinish, refN)
+		case len(r.ids) != 1:
+			t.Errorf("round %d: chunk ids %v, want one stream", round+1, r.ids)
+		}
+		out := e.pc.procs[0].out.String()
+		if strings.Count(out, "failed mid-stream; re-homing and resuming") < round+1 {
+			t.Errorf("round %d: n0 did not resume the stream (the home finished before it died?)", round+1)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if strings.Contains(line, "session_id="+session) {
+				t.Logf("n0: %s", line)
+			}
+		}
+		if t.Failed() {
+			t.FailNow()
+		}
+		e.pc.start(victim)
+		d := e.waitSettled(fmt.Sprintf("round %d restart of %s", round+1, victim.id))
+		t.Logf("round %d: %s restarted and cluster settled in %v", round+1, victim.id, d.Round(time.Millisecond))
 	}
 }
