@@ -72,6 +72,19 @@ func isStream(body []byte) bool {
 	return json.Unmarshal(body, &p) == nil && p.Stream != nil && *p.Stream
 }
 
+// hasResume reports whether a request body carries resumeField.
+func hasResume(body []byte) bool {
+	if !bytes.Contains(body, []byte(resumeField)) {
+		return false // the common case, without parsing
+	}
+	var p map[string]json.RawMessage
+	if json.Unmarshal(body, &p) != nil {
+		return false
+	}
+	_, ok := p[resumeField]
+	return ok
+}
+
 // streamRelay relays one streaming request to the session's home and, when
 // the home fails mid-stream, continues it on the next home. Not safe for
 // concurrent use.

@@ -274,6 +274,15 @@ func TestResumeFieldIsInternal(t *testing.T) {
 	body := `{"model":"` + f.id + `","prompt":"hi","max_tokens":4,"stream":true,"conclave_resume":{"token_ids":[1,2]}}`
 	resp, out := f.do(t, "POST", "/v1/completions", body)
 	checkError(t, resp, out, 400, typeInvalidRequest, "", resumeField)
+	// Nor is it forwarded to a session's home.
+	home := newSessionNode(t, DefaultConfig(), nil)
+	f.sess.homes["s9"] = home.http.URL
+	body = `{"model":"` + f.id + `","prompt":"hi","max_tokens":4,"stream":true,"session_id":"s9","conclave_resume":{"token_ids":[1,2]}}`
+	resp, out = f.do(t, "POST", "/v1/completions", body)
+	checkError(t, resp, out, 400, typeInvalidRequest, "", resumeField)
+	if got := home.eng.served(); len(got) != 0 {
+		t.Errorf("the home served a client's continuation: %q", got)
+	}
 	// Forwarded by a node: accepted, but the ids are checked like prompt ids
 	// and must fit max_tokens.
 	for _, bad := range []string{`{"token_ids":[-1]}`, `{"token_ids":[99999999]}`, `{"token_ids":[1,2,3,4,5]}`} {

@@ -87,6 +87,12 @@ func (s *Server) affine(h func(w http.ResponseWriter, r *http.Request, body []by
 			h(w, r, body)
 			return
 		}
+		if hasResume(body) {
+			// Never forward a client's continuation: the home would take it
+			// for one of ours.
+			writeError(w, badRequest(resumeField, "%s is an internal field between cluster nodes", resumeField))
+			return
+		}
 		id := sessionOf(r, body)
 		if id == "" || len(id) > maxSessionID {
 			h(w, r, body)
