@@ -20,11 +20,16 @@
 // Stats), which *engine.Engine implements. Session affinity goes through
 // the SessionRouter interface (session.go; cluster.SessionRouter backs it
 // with the Raft map): a generation with a session id runs on the session's
-// home node, and another node reverse-proxies it there unbuffered, marked
-// with the X-Conclave-Forwarded header so it is never forwarded twice; a
-// home that cannot be reached is replaced (Rehome) and the client sees no
-// error. Nodes mount the API on their
-// HTTP mux with Register; cmd/conclave wires flags to Config.
+// home node, and another node forwards it there unbuffered, marked with
+// the X-Conclave-Forwarded header so it is never forwarded twice; a home
+// that cannot be reached is replaced (Rehome) and the client sees no
+// error. Streams are relayed event by event (relay.go): the home adds the
+// generated token ids to each forwarded chunk, and when it dies mid-stream
+// the forwarding node re-homes the session and continues the generation
+// on the new home from those tokens (the internal conclave_resume field),
+// so the client's stream goes on, identical to an undisturbed one. Nodes
+// mount the API on their HTTP mux with Register; cmd/conclave wires flags
+// to Config.
 //
 // It imports engine (types and errors), model/tokenizer, model/sample, the
 // Prometheus client and the standard library; never cluster, router, raft

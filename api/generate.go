@@ -41,6 +41,9 @@ type job struct {
 	includeUsage bool
 	sessionID    string
 	user         string
+	resume       *resumeRequest // a continuation of a forwarded stream
+	tokenIDs     bool           // add tokenIDsField to stream chunks (forwarded requests)
+	headersOut   bool           // a local continuation: the relay already sent the headers
 }
 
 // validateGen checks the shared fields and fills j from them.
@@ -91,6 +94,7 @@ func (s *Server) validateGen(p *genParams, j *job) *Error {
 	j.includeUsage = p.StreamOptions != nil && p.StreamOptions.IncludeUsage
 	j.sessionID = p.SessionID
 	j.user = p.User
+	j.resume = p.Resume
 	if p.MaxTokens != nil {
 		j.maxTokens, j.maxGiven = *p.MaxTokens, true
 	}
@@ -251,6 +255,9 @@ func (s *Server) fitContext(j *job, param string) *Error {
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, body []byte) {
 	j, e := s.chatJob(body)
+	if e == nil {
+		e = s.checkResume(r, j)
+	}
 	if e != nil {
 		writeError(w, e)
 		return
@@ -260,11 +267,40 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, body []byte)
 
 func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request, body []byte) {
 	j, e := s.completionJob(body)
+	if e == nil {
+		e = s.checkResume(r, j)
+	}
 	if e != nil {
 		writeError(w, e)
 		return
 	}
 	s.run(w, r, j)
+}
+
+// checkResume sets how j's stream is written for the node that forwarded
+// it, and checks a continuation (resumeField): only a forwarded streaming
+// request may carry one, with at most max_tokens ids in the vocabulary.
+func (s *Server) checkResume(r *http.Request, j *job) *Error {
+	forwarded := r.Header.Get(HeaderForwarded) != ""
+	j.tokenIDs = forwarded && j.stream
+	j.headersOut = r.Context().Value(keyHeadersOut{}) != nil
+	rs := j.resume
+	switch {
+	case rs == nil:
+		return nil
+	case !forwarded && !j.headersOut:
+		return badRequest(resumeField, "%s is an internal field between cluster nodes", resumeField)
+	case !j.stream:
+		return badRequest(resumeField, "%s requires stream", resumeField)
+	case len(rs.TokenIDs) > j.maxTokens:
+		return badRequest(resumeField, "%d tokens to resume from, more than max_tokens %d", len(rs.TokenIDs), j.maxTokens)
+	}
+	for _, t := range rs.TokenIDs {
+		if t < 0 || int(t) >= s.tok.VocabSize() {
+			return badRequest(resumeField, "token id %d is outside the vocabulary of %d", t, s.tok.VocabSize())
+		}
+	}
+	return nil
 }
 
 // outcome is what a generation produced, for the response and the log.
@@ -277,6 +313,7 @@ type outcome struct {
 	generated int
 	first     time.Time // first token's arrival
 	err       error     // a failure after the stream started
+	resumed   int       // of generated, tokens streamed by an earlier home (a continuation)
 }
 
 // tokenLogprob is one generated token with its log-probability and
@@ -302,14 +339,38 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 	stopWatch := context.AfterFunc(s.stopCtx, cancel)
 	defer stopWatch()
 
-	events, err := s.eng.Submit(ctx, engine.Request{
+	req := engine.Request{
 		ID: ri.id, SessionID: sessionID, Prompt: j.prompt, MaxTokens: j.maxTokens, Sampling: j.sampling,
 		IgnoreEOS: j.ignoreEOS, Logprobs: j.logprobs, TopLogprobs: j.topLogprobs,
-	})
+	}
+	var events <-chan engine.Event
+	var err error
+	if rs := j.resume; rs != nil {
+		// Continue from the tokens already streamed: they extend the
+		// prompt (the same KV state an uninterrupted run would have), count
+		// against max_tokens, and used their sampler draws.
+		n := len(rs.TokenIDs)
+		req.Prompt = append(append(make([]int32, 0, len(j.prompt)+n), j.prompt...), rs.TokenIDs...)
+		req.MaxTokens -= n
+		req.Sampling.Skip = n
+		if fin, ok := s.resumedFinish(j); ok {
+			events = finishedEvents(len(req.Prompt), fin)
+		}
+	}
+	if events == nil {
+		events, err = s.eng.Submit(ctx, req)
+	}
 	if err != nil {
 		e := engineError(err)
 		if e.Code == "context_length_exceeded" && !j.chat {
 			e.Param = "prompt"
+		}
+		if j.headersOut {
+			// A local continuation: the stream is already open.
+			sw := &sseWriter{w: w, rc: http.NewResponseController(w)}
+			sw.data(e)
+			sw.raw([]byte("[DONE]"))
+			return
 		}
 		writeError(w, e)
 		return
@@ -327,7 +388,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 		}
 	}
 	end := time.Now()
-	s.metrics.observe(start, out.first, end, out.generated, out.finish)
+	s.metrics.observe(start, out.first, end, out.generated-out.resumed, out.finish)
 	ri.attrs = append(ri.attrs, slog.Int("prompt_tokens", out.prompt), slog.Int("cached_tokens", out.cached),
 		slog.Int("completion_tokens", out.generated), slog.String("finish_reason", out.finish),
 		slog.Bool("stream", j.stream), slog.Int64("seed", int64(j.sampling.Seed)))
@@ -340,6 +401,31 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 	if out.err != nil {
 		ri.attrs = append(ri.attrs, slog.String("error", out.err.Error()))
 	}
+	if out.resumed > 0 {
+		ri.attrs = append(ri.attrs, slog.Int("resumed_tokens", out.resumed))
+	}
+}
+
+// resumedFinish reports whether a continuation has nothing left to
+// generate: its tokens already reach max_tokens, or the last one ends the
+// generation.
+func (s *Server) resumedFinish(j *job) (engine.FinishReason, bool) {
+	ids := j.resume.TokenIDs
+	switch {
+	case len(ids) > 0 && !j.ignoreEOS && s.tok.IsEOG(ids[len(ids)-1]):
+		return engine.FinishStop, true
+	case len(ids) >= j.maxTokens:
+		return engine.FinishLength, true
+	}
+	return "", false
+}
+
+// finishedEvents is the event stream of a generation that ends at once.
+func finishedEvents(prompt int, fin engine.FinishReason) <-chan engine.Event {
+	ch := make(chan engine.Event, 1)
+	ch <- engine.Event{Done: true, FinishReason: fin, PromptTokens: prompt}
+	close(ch)
+	return ch
 }
 
 // generation is the per-token state shared by collect and stream.
@@ -349,7 +435,8 @@ type generation struct {
 	tok    *tokenizer.Tokenizer
 	cancel context.CancelFunc
 	out    outcome
-	done   bool // a stop string completed: ignore later tokens
+	done   bool    // a stop string completed: ignore later tokens
+	ids    []int32 // with j.tokenIDs: tokens not yet sent in a chunk
 }
 
 // token handles one event's token and returns the text it releases.
@@ -361,6 +448,9 @@ func (g *generation) token(ev *engine.Event) string {
 		g.out.first = time.Now()
 	}
 	g.out.generated++
+	if g.j.tokenIDs {
+		g.ids = append(g.ids, ev.Token)
+	}
 	if g.j.logprobs {
 		g.out.logprobs = append(g.out.logprobs, tokenLogprob{ev.Token, ev.Logprob, ev.TopLogprobs})
 	}
@@ -373,9 +463,34 @@ func (g *generation) token(ev *engine.Event) string {
 	return text
 }
 
+// replay feeds a continuation's tokens, already streamed by an earlier
+// home, through the text stream, so that stop strings and UTF-8 sequences
+// that span the seam are handled as in one generation. It returns the
+// bytes of text they released (already sent). Their logprobs were sent
+// too: placeholders keep the offsets of later tokens right.
+func (g *generation) replay(ids []int32) (sent int) {
+	for _, t := range ids {
+		g.out.generated++
+		if g.j.logprobs {
+			g.out.logprobs = append(g.out.logprobs, tokenLogprob{token: t})
+		}
+		text, stopped := g.ts.push(g.tok.TokenBytes(t))
+		sent += len(text)
+		if stopped { // the earlier home would have ended here
+			g.done, g.out.finish = true, "stop"
+			g.cancel()
+			break
+		}
+	}
+	g.out.resumed = g.out.generated
+	return sent
+}
+
 // final handles the Done event; it returns any text still held back.
 func (g *generation) final(ev *engine.Event) string {
-	g.out.prompt, g.out.cached = ev.PromptTokens, ev.CachedTokens
+	// A continuation's prompt included the tokens it resumed from.
+	g.out.prompt = ev.PromptTokens - g.out.resumed
+	g.out.cached = min(ev.CachedTokens, g.out.prompt)
 	if g.done {
 		return ""
 	}

@@ -37,6 +37,10 @@ type genParams struct {
 	MinP              *float64 `json:"min_p"`
 	RepetitionPenalty *float64 `json:"repetition_penalty"`
 	IgnoreEOS         bool     `json:"ignore_eos"`
+
+	// Resume continues a stream another home began; only on forwarded
+	// requests (see resumeField).
+	Resume *resumeRequest `json:"conclave_resume"`
 }
 
 type streamOptions struct {

@@ -82,6 +82,9 @@ type completionResponse struct {
 	SystemFingerprint string   `json:"system_fingerprint"`
 	Choices           []choice `json:"choices"`
 	Usage             *usage   `json:"usage,omitempty"`
+	// TokenIDs, only in chunks of a forwarded stream, must stay the last
+	// field: the relay cuts it off (see tokenIDsField).
+	TokenIDs []int32 `json:"conclave_token_ids,omitempty"`
 }
 
 const fingerprint = "conclave"
@@ -202,29 +205,43 @@ func (w *sseWriter) write(b []byte) {
 // after the headers went out is sent as an error event.
 func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel context.CancelFunc,
 	events <-chan engine.Event, j *job, id string) outcome {
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
+	if !j.headersOut {
+		h := w.Header()
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+		h.Set("X-Accel-Buffering", "no")
+		w.WriteHeader(http.StatusOK)
+	}
 	sw := &sseWriter{w: w, rc: http.NewResponseController(w)}
 	created := time.Now().Unix()
+	if rs := j.resume; rs != nil && rs.ID != "" {
+		id, created = rs.ID, rs.Created // one stream, whichever home writes it
+	}
 	obj := "text_completion"
 	if j.chat {
 		obj = "chat.completion.chunk"
 	}
+	g := s.newGeneration(j, cancel)
 	chunk := func(c choice) *completionResponse {
-		return &completionResponse{ID: id, Object: obj, Created: created, Model: j.model, SystemFingerprint: fingerprint,
+		r := &completionResponse{ID: id, Object: obj, Created: created, Model: j.model, SystemFingerprint: fingerprint,
 			Choices: []choice{c}}
+		if len(g.ids) > 0 {
+			r.TokenIDs = g.ids
+			g.ids = g.ids[:0] // sent before the next token arrives
+		}
+		return r
 	}
-	if j.chat {
+	sent := 0    // logprob entries already sent
+	textOff := 0 // bytes of text already sent (completions text_offset)
+	if j.resume != nil {
+		// A continuation: the role chunk and the text of these tokens were
+		// sent by the earlier home.
+		textOff = g.replay(j.resume.TokenIDs)
+		sent = len(g.out.logprobs)
+	} else if j.chat {
 		empty := ""
 		sw.data(chunk(choice{Delta: &chatDelta{Role: "assistant", Content: &empty}}))
 	}
-
-	g := s.newGeneration(j, cancel)
-	sent := 0    // logprob entries already sent
-	textOff := 0 // bytes of text already sent (completions text_offset)
 	emit := func(text string, finish *string) {
 		if text == "" && finish == nil {
 			return

@@ -76,12 +76,21 @@ func sessionOf(r *http.Request, body []byte) string {
 // affine routes a generation request with a session id to the session's
 // home: it runs h here when this node is the home (or the request was
 // already forwarded, or routing fails), else proxies the request to the
-// home, re-homing the session when the home cannot be reached.
+// home, re-homing the session when the home cannot be reached. A streaming
+// request is relayed event by event (streamRelay), so a home that fails
+// mid-stream is replaced too: the generation continues on the new home (or
+// here) from the tokens already streamed.
 func (s *Server) affine(h func(w http.ResponseWriter, r *http.Request, body []byte)) func(w http.ResponseWriter, r *http.Request, body []byte) {
 	return func(w http.ResponseWriter, r *http.Request, body []byte) {
 		sr := s.cfg.Sessions
 		if sr == nil || r.Header.Get(HeaderForwarded) != "" {
 			h(w, r, body)
+			return
+		}
+		if hasResume(body) {
+			// Never forward a client's continuation: the home would take it
+			// for one of ours.
+			writeError(w, badRequest(resumeField, "%s is an internal field between cluster nodes", resumeField))
 			return
 		}
 		id := sessionOf(r, body)
@@ -91,6 +100,10 @@ func (s *Server) affine(h func(w http.ResponseWriter, r *http.Request, body []by
 		}
 		ri := info(r)
 		local, target, err := sr.Route(r.Context(), id)
+		var relay *streamRelay
+		if isStream(body) {
+			relay = newStreamRelay(s, w, r, body)
+		}
 		for attempt := 0; ; attempt++ {
 			if err != nil {
 				s.log.Warn("session routing failed; serving locally", "request_id", ri.id, "session_id", id, "error", err)
@@ -99,19 +112,36 @@ func (s *Server) affine(h func(w http.ResponseWriter, r *http.Request, body []by
 			if local {
 				break
 			}
-			ferr := s.forward(w, r, body, target)
+			var ferr error
+			if relay != nil {
+				ferr = relay.relay(target)
+			} else {
+				ferr = s.forward(w, r, body, target)
+			}
 			if ferr == nil {
 				ri.attrs = append(ri.attrs, slog.String("forwarded_to", target))
+				if relay != nil && relay.resumes > 0 {
+					ri.attrs = append(ri.attrs, slog.Int("resumes", relay.resumes))
+				}
 				return
 			}
 			if r.Context().Err() != nil {
 				return // the client went away; nothing to answer
 			}
-			s.log.Warn("session home unreachable; re-homing", "request_id", ri.id, "session_id", id, "home", target, "error", ferr)
+			if relay != nil && relay.headersOut {
+				s.log.Warn("session home failed mid-stream; re-homing and resuming", "request_id", ri.id, "session_id", id,
+					"home", target, "tokens_streamed", len(relay.ids), "error", ferr)
+			} else {
+				s.log.Warn("session home unreachable; re-homing", "request_id", ri.id, "session_id", id, "home", target, "error", ferr)
+			}
 			if attempt == maxRehomes {
 				break
 			}
 			local, target, err = sr.Rehome(r.Context(), id, target)
+		}
+		if relay != nil {
+			relay.local(h)
+			return
 		}
 		h(w, r, body)
 	}

@@ -75,6 +75,10 @@ type Config struct {
 	// Replication is the number of replicas per expert the leader sets in
 	// the map when it has none yet (≥ 1).
 	Replication int
+	// FaultInjection exposes POST/DELETE /admin/v1/fault, which makes this
+	// node's expert actors slow (expert.Faults), for chaos tests and SRE
+	// drills. Off by default; never enable it in production.
+	FaultInjection bool
 	// PlacementDebounce is how long the leader waits after a membership or
 	// node-state change before running placement, to batch bursts.
 	PlacementDebounce time.Duration

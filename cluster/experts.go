@@ -56,6 +56,9 @@ func (n *Node) StartExperts(w *model.Weights, pool *kernels.Pool, dc dispatch.Co
 	x.disp = disp
 	host.SetVersionSource(x.expertVersion)
 	n.xp.Store(x)
+	if n.cfg.FaultInjection {
+		x.registerFaults(host.EnableFaults())
+	}
 	go x.loop()
 	x.wg.Add(1)
 	go x.reportLoop()

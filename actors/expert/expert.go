@@ -115,10 +115,11 @@ func VersionPID(addr string, id router.ExpertID, version string) *actor.PID {
 // expertActor serves ComputeRequests for one Expert. Its mailbox is the
 // expert's queue: one request computes at a time, in arrival order.
 type expertActor struct {
-	e     *Expert
-	epoch func() uint64
-	in    []float32 // decoded request rows, reused
-	out   []float32 // outputs, reused (the response gets a fresh byte copy)
+	e      *Expert
+	epoch  func() uint64
+	faults *Faults   // nil unless fault injection is enabled
+	in     []float32 // decoded request rows, reused
+	out    []float32 // outputs, reused (the response gets a fresh byte copy)
 }
 
 func (a *expertActor) Receive(c actor.Context) {
@@ -154,6 +155,7 @@ func (a *expertActor) compute(req *ComputeRequest) *ComputeResponse {
 		resp.Error = err.Error()
 		return resp
 	}
+	a.faults.before(a.e.id)
 	start := time.Now()
 	a.e.Forward(a.in, rows, a.out)
 	resp.BusyNs = int64(time.Since(start))

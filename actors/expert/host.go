@@ -30,6 +30,7 @@ type Host struct {
 	pool  *kernels.Pool
 	epoch func() uint64
 
+	faults   *Faults // set by EnableFaults; nil: no fault injection
 	mu       sync.Mutex
 	versions VersionSource
 	running  map[key]hosted
@@ -54,6 +55,18 @@ type hosted struct {
 // the node's current map epoch, echoed in responses.
 func NewHost(sys *actor.ActorSystem, w *model.Weights, pool *kernels.Pool, epoch func() uint64) *Host {
 	return &Host{sys: sys, w: w, pool: pool, epoch: epoch, running: map[key]hosted{}}
+}
+
+// EnableFaults turns on fault injection (see Faults) for the experts this
+// host starts from now on, and returns the faults to set. Call it before
+// the first Start; it is off by default.
+func (h *Host) EnableFaults() *Faults {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.faults == nil {
+		h.faults = &Faults{}
+	}
+	return h.faults
 }
 
 // SetVersionSource sets where versions other than the base come from;
@@ -100,7 +113,7 @@ func (h *Host) StartVersion(id router.ExpertID, version string) error {
 	if _, ok := h.running[k]; ok {
 		return nil // started meanwhile
 	}
-	props := actor.PropsFromProducer(func() actor.Actor { return &expertActor{e: e, epoch: h.epoch} })
+	props := actor.PropsFromProducer(func() actor.Actor { return &expertActor{e: e, epoch: h.epoch, faults: h.faults} })
 	name := VersionName(id, version)
 	pid, err := h.sys.Root.SpawnNamed(props, name)
 	if errors.Is(err, actor.ErrNameExists) {

@@ -51,6 +51,7 @@ type nodeFlags struct {
 	maxVoters, replication                    int
 	deadGrace                                 time.Duration
 	capacity                                  string
+	faultInjection                            bool
 	logLevel                                  string
 	serving                                   servingFlags
 }
@@ -67,6 +68,7 @@ type servingFlags struct {
 	threads             int
 	kvCache             string
 	maxRunning          int
+	expertTimeout       time.Duration
 }
 
 func (s *servingFlags) register(fs *flag.FlagSet) {
@@ -82,6 +84,7 @@ func (s *servingFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.threads, "threads", runtime.NumCPU(), "compute threads")
 	fs.StringVar(&s.kvCache, "kv-cache", "512MiB", "KV cache memory")
 	fs.IntVar(&s.maxRunning, "max-running", e.MaxRunning, "most sequences decoding at once")
+	fs.DurationVar(&s.expertTimeout, "expert-timeout", dispatch.DefaultConfig().Timeout, "deadline of one remote expert call; a call that misses it is retried on another replica")
 }
 
 func (f *nodeFlags) register(fs *flag.FlagSet, serve bool) {
@@ -115,6 +118,7 @@ func (f *nodeFlags) register(fs *flag.FlagSet, serve bool) {
 	fs.IntVar(&f.replication, "replication", d.Replication, "replicas per expert for a new cluster")
 	fs.DurationVar(&f.deadGrace, "dead-grace", d.DeadGrace, "how long a dead node stays before removal")
 	fs.StringVar(&f.capacity, "capacity", "", "bytes of expert weights this node may host (e.g. 8GiB; default: free memory)")
+	fs.BoolVar(&f.faultInjection, "enable-fault-injection", false, "expose POST /admin/v1/fault to make this node's expert actors slow (chaos tests and drills only)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	if serve {
 		fs.StringVar(&f.modelPath, "model", "", "GGUF model to serve (default: the demo model, synthesized into "+demoPath+" on first use)")
@@ -127,6 +131,7 @@ func (f *nodeFlags) config(stderr io.Writer) (cluster.Config, error) {
 	cfg.ID, cfg.DataDir, cfg.Bootstrap, cfg.ModelPath = f.id, f.dataDir, f.bootstrap, f.modelPath
 	cfg.MaxVoters, cfg.Replication, cfg.DeadGrace = f.maxVoters, f.replication, f.deadGrace
 	cfg.Version = buildVersion()
+	cfg.FaultInjection = f.faultInjection
 	if cfg.DataDir == "" {
 		return cfg, fmt.Errorf("%w: --data-dir is required", errUsage)
 	}
@@ -286,7 +291,9 @@ type serving struct {
 	info    api.ModelInfo
 	acfg    api.Config
 	ecfg    engine.Config
-	once    sync.Once
+	// expertTimeout is the dispatcher's per-call deadline (--expert-timeout).
+	expertTimeout time.Duration
+	once          sync.Once
 }
 
 func (s *serving) close() {
@@ -305,7 +312,9 @@ func (s *serving) close() {
 // start hosts this node's experts, then starts the engine and the API on
 // top of the expert dispatcher.
 func (s *serving) start(n *cluster.Node) (err error) {
-	if s.experts, err = n.StartExperts(s.model.w, s.pool, dispatch.DefaultConfig()); err != nil {
+	dc := dispatch.DefaultConfig()
+	dc.Timeout = s.expertTimeout
+	if s.experts, err = n.StartExperts(s.model.w, s.pool, dc); err != nil {
 		return err
 	}
 	if s.eng, err = engine.New(s.ecfg, s.model.w, s.pool, s.model.tok.IsEOG, engine.WithExperts(s.experts.Runner()),
@@ -362,6 +371,9 @@ func prepareServing(path string, f *nodeFlags, stderr io.Writer) (_ *serving, er
 	if err := ecfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
+	if sf.expertTimeout <= 0 {
+		return nil, fmt.Errorf("%w: --expert-timeout must be positive", errUsage)
+	}
 	if sf.threads < 1 {
 		return nil, fmt.Errorf("%w: --threads must be at least 1", errUsage)
 	}
@@ -369,7 +381,7 @@ func prepareServing(path string, f *nodeFlags, stderr io.Writer) (_ *serving, er
 	if err != nil {
 		return nil, err
 	}
-	return &serving{model: m, path: path, pool: kernels.NewPool(sf.threads), acfg: acfg, ecfg: ecfg}, nil
+	return &serving{model: m, path: path, pool: kernels.NewPool(sf.threads), acfg: acfg, ecfg: ecfg, expertTimeout: sf.expertTimeout}, nil
 }
 
 // modelID is general.name, else the file's base name without .gguf.

@@ -232,6 +232,12 @@ func TestNodeFlags(t *testing.T) {
 		{"tls dir", []string{"--id", "a", "--data-dir", "d", "--tls-dir", "/x"}, func(c cluster.Config) bool {
 			return c.TLS != nil && c.TLS.CertFile == "/x/a.crt" && c.TLS.CAFile == "/x/ca.crt"
 		}, false},
+		{"fault injection", []string{"--id", "a", "--data-dir", "d", "--enable-fault-injection"}, func(c cluster.Config) bool {
+			return c.FaultInjection
+		}, false},
+		{"no fault injection by default", []string{"--id", "a", "--data-dir", "d"}, func(c cluster.Config) bool {
+			return !c.FaultInjection
+		}, false},
 		{"short key", []string{"--id", "a", "--data-dir", "d", "--cluster-key", "abcd"}, nil, true},
 		{"no data dir", []string{"--id", "a"}, nil, true},
 		{"bad id", []string{"--id", "a b", "--data-dir", "d"}, nil, true},

@@ -64,6 +64,14 @@ type Config struct {
 	// Seed seeds the PCG generator that makes the one uniform draw per
 	// sampled token. Equal seeds and equal inputs give equal tokens.
 	Seed uint64
+
+	// Skip is how many draws of Seed's stream were already consumed, by
+	// tokens sampled before this Sampler took over (a generation another
+	// node began and this one continues from its tokens): the Sampler
+	// starts Skip draws in, so the continuation samples the tokens the
+	// uninterrupted generation would have. ≥ 0; greedy sampling draws
+	// nothing, so it ignores Skip.
+	Skip int
 }
 
 // DefaultConfig returns greedy decoding without penalties.
@@ -91,6 +99,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: PresencePenalty %v is not finite", ErrInvalidConfig, c.PresencePenalty)
 	case !finite(c.FrequencyPenalty):
 		return fmt.Errorf("%w: FrequencyPenalty %v is not finite", ErrInvalidConfig, c.FrequencyPenalty)
+	case c.Skip < 0:
+		return fmt.Errorf("%w: Skip %d is negative", ErrInvalidConfig, c.Skip)
 	}
 	return nil
 }

@@ -49,6 +49,7 @@ func New(c Config, vocabSize int) (*Sampler, error) {
 		weights: make([]float64, vocabSize),
 	}
 	s.rng = rand.New(s.pcg)
+	s.skip()
 	if c.repeatPenalty() || c.presenceOrFreq() {
 		s.counts = make([]int32, vocabSize)
 	}
@@ -58,10 +59,23 @@ func New(c Config, vocabSize int) (*Sampler, error) {
 // Config returns the configuration the Sampler was built with.
 func (s *Sampler) Config() Config { return s.cfg }
 
-// Reset reseeds the generator with Config.Seed, so the Sampler replays the
-// token stream it produced since New for the same inputs.
+// Reset reseeds the generator with Config.Seed (and skips Config.Skip
+// draws), so the Sampler replays the token stream it produced since New for
+// the same inputs.
 func (s *Sampler) Reset() {
 	s.pcg.Seed(s.cfg.Seed, pcgStream)
+	s.skip()
+}
+
+// skip consumes the Config.Skip draws that earlier tokens used: one per
+// non-greedy Sample call.
+func (s *Sampler) skip() {
+	if s.cfg.greedy() {
+		return
+	}
+	for range s.cfg.Skip {
+		s.rng.Float64()
+	}
 }
 
 // Sample picks the next token from logits, whose length must equal the

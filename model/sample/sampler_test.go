@@ -459,3 +459,37 @@ func BenchmarkSample(b *testing.B) {
 		})
 	}
 }
+
+// A generation continued by a new Sampler with Skip set to the tokens
+// already drawn samples exactly the tokens the uninterrupted one did.
+func TestSkipContinuesTheStream(t *testing.T) {
+	const vocab, draws, cut = 300, 60, 23
+	logits := randomLogits(5, vocab)
+	for _, c := range []Config{
+		{Temperature: 1.1, TopP: 0.9, FrequencyPenalty: 0.3},
+		{Temperature: 0, PresencePenalty: 0.5}, // greedy: nothing to skip
+	} {
+		c.Seed = 7
+		var whole []int32
+		s := mustNew(t, c, vocab)
+		for range draws {
+			whole = append(whole, s.Sample(slices.Clone(logits), whole))
+		}
+		c.Skip = cut
+		cont := mustNew(t, c, vocab)
+		hist := slices.Clone(whole[:cut])
+		for range draws - cut {
+			hist = append(hist, cont.Sample(slices.Clone(logits), hist))
+		}
+		if !slices.Equal(hist, whole) {
+			t.Errorf("%+v: continued %v, want %v", c, hist[cut:], whole[cut:])
+		}
+		cont.Reset()
+		if got := cont.Sample(slices.Clone(logits), whole[:cut]); got != whole[cut] {
+			t.Errorf("%+v: after Reset sampled %d, want %d", c, got, whole[cut])
+		}
+	}
+	if _, err := New(Config{Skip: -1}, vocab); err == nil {
+		t.Error("a negative Skip was accepted")
+	}
+}
