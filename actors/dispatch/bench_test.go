@@ -3,6 +3,8 @@ package dispatch_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,11 +84,16 @@ func benchCall(b *testing.B, rows int) {
 // advances one token) through the dispatcher on 1 node (all experts in
 // process) and on 3 nodes over loopback, with the tiny and demo models.
 // It reports ms per step, ms per token and wire bytes per token.
+// CONCLAVE_DISPATCH_BENCH_PRESETS=bench (comma-separated) picks other presets.
 func BenchmarkDecodeStep(b *testing.B) {
 	if raceEnabled {
 		b.Skip("remotes race upstream")
 	}
-	for _, preset := range []string{"tiny", "demo"} {
+	presets := []string{"tiny", "demo"}
+	if p := os.Getenv("CONCLAVE_DISPATCH_BENCH_PRESETS"); p != "" {
+		presets = strings.Split(p, ",") // e.g. "bench": slow to synthesize, so opt-in
+	}
+	for _, preset := range presets {
 		w := loadModel(b, preset)
 		for _, nodes := range []int{1, 3} {
 			for _, batch := range []int{1, 16} {
