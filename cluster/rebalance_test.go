@@ -85,7 +85,35 @@ func TestLiveRebalance(t *testing.T) {
 	stopLoad := func() { cancel(); wg.Wait() }
 	defer stopLoad()
 
-	start, startCalls := time.Now(), calls.Load()
+	// busy returns each node's expert compute time so far.
+	busy := func() []time.Duration {
+		out := make([]time.Duration, len(xs))
+		for i, x := range xs {
+			for _, l := range x.Host().Loads() {
+				out[i] += l.Busy
+			}
+		}
+		return out
+	}
+	// shares reports each node's share of the compute between two busy
+	// snapshots, and the largest share.
+	shares := func(a, b []time.Duration) ([]float64, float64) {
+		var total time.Duration
+		for i := range a {
+			total += b[i] - a[i]
+		}
+		out, top := make([]float64, len(a)), 0.0
+		for i := range a {
+			out[i] = float64(b[i]-a[i]) / float64(max(total, 1))
+			top = max(top, out[i])
+		}
+		return out, top
+	}
+	start, startCalls, busy0 := time.Now(), calls.Load(), busy()
+	// Before: replication 1, until the leader's first placement change.
+	c.WaitMap(0, 60*time.Second, func(m *router.Map) bool { return !reflect.DeepEqual(m.Placement, before.Placement) }, "a first placement change")
+	beforeDur, beforeCalls, busy1 := time.Since(start), calls.Load()-startCalls, busy()
+	beforeShares, beforeTop := shares(busy0, busy1)
 	after := c.WaitAgree(60*time.Second, func(m *router.Map) bool {
 		return slices.Equal(replicas(m), []int{2, 2}) && allReadyHot(m)
 	}, "hot experts replicated and ready")
@@ -113,7 +141,7 @@ func TestLiveRebalance(t *testing.T) {
 	if !reflect.DeepEqual(res.Placement, after.Placement) {
 		t.Errorf("placement not stable under the rule:\nnow  %v\nnext %v", after.PlacementList(), router.PlacementEntries(res.Placement))
 	}
-	steadyStart, steadyCalls := time.Now(), calls.Load()
+	steadyStart, steadyCalls, busy2 := time.Now(), calls.Load(), busy()
 	l := c.Leader()
 	seen := 0
 	c.WaitMap(l, 30*time.Second, func(m *router.Map) bool {
@@ -125,7 +153,12 @@ func TestLiveRebalance(t *testing.T) {
 		}
 		return time.Since(steadyStart) > 3*400*time.Millisecond && seen > 0
 	}, "placement stable across rounds")
-	t.Logf("steady: %.0f expert calls/s", float64(calls.Load()-steadyCalls)/time.Since(steadyStart).Seconds())
+	steadyDur, busy3 := time.Since(steadyStart), busy()
+	afterShares, afterTop := shares(busy2, busy3)
+	t.Logf("before rebalancing: %.0f expert calls/s over %v, compute share per node %.2f (busiest %.0f%%)",
+		float64(beforeCalls)/beforeDur.Seconds(), beforeDur.Round(time.Millisecond), beforeShares, 100*beforeTop)
+	t.Logf("after: %.0f expert calls/s over %v, compute share per node %.2f (busiest %.0f%%)",
+		float64(calls.Load()-steadyCalls)/steadyDur.Seconds(), steadyDur.Round(time.Millisecond), afterShares, 100*afterTop)
 	stopLoad()
 	if bad.Load() > 0 {
 		t.Fatalf("%d of %d expert calls failed or differed", bad.Load(), calls.Load())

@@ -1,6 +1,7 @@
 package dispatch_test
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 
@@ -33,12 +34,10 @@ func TestCandidates(t *testing.T) {
 		suspect  []string
 		want     []string
 	}{
-		{"self first, then list order", "self", nil, nil, []string{"self", "a", "b"}},
-		{"another node's view", "x", nil, nil, []string{"a", "b", "self"}},
+		{"self first", "self", map[string]int{"a": 1, "b": 2}, nil, []string{"self", "a", "b"}},
 		{"least assigned first", "x", map[string]int{"a": 2, "b": 1}, nil, []string{"self", "b", "a"}},
-		{"ties keep list order", "x", map[string]int{"a": 1, "b": 1, "self": 1}, nil, []string{"a", "b", "self"}},
-		{"suspects last", "x", nil, []string{"a"}, []string{"b", "self", "a"}},
-		{"self even if suspect", "self", nil, []string{"self"}, []string{"self", "a", "b"}},
+		{"suspects last", "x", map[string]int{"b": 1}, []string{"a"}, []string{"self", "b", "a"}},
+		{"self even if suspect", "self", map[string]int{"a": 1, "b": 2}, []string{"self"}, []string{"self", "a", "b"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -47,6 +46,24 @@ func TestCandidates(t *testing.T) {
 				t.Errorf("got %v, want %v", got, c.want)
 			}
 		})
+	}
+	// Ties: each caller has a stable order of the same three replicas, and
+	// callers spread over them (each replica first for a fair share).
+	first := map[string]int{}
+	const callers = 300
+	for i := range callers {
+		self := fmt.Sprintf("caller-%d", i)
+		got := nodes(dispatch.Candidates(m, e, self, nil, nil))
+		again := nodes(dispatch.Candidates(m, e, self, nil, nil))
+		if len(got) != 3 || !slices.Equal(got, again) {
+			t.Fatalf("%s: %v then %v", self, got, again)
+		}
+		first[got[0]]++
+	}
+	for _, n := range []string{"a", "b", "self"} {
+		if first[n] < callers/5 {
+			t.Errorf("replica on %s first for %d of %d callers: %v", n, first[n], callers, first)
+		}
 	}
 	if got := dispatch.Candidates(m, router.ExpertID{}, "self", nil, nil); len(got) != 0 {
 		t.Errorf("unplaced expert: %v", got)

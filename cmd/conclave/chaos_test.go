@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conclave-ai/conclave/actors/dispatch"
 	"github.com/conclave-ai/conclave/cluster"
 	"github.com/conclave-ai/conclave/cluster/clustertest"
 	"github.com/conclave-ai/conclave/internal/testmodel"
@@ -337,25 +338,31 @@ func TestChaosSlowExpert(t *testing.T) {
 	}
 	t.Logf("reference (%v): %q", ref.latency.Round(time.Millisecond), ref.text)
 
-	// An expert n0 does not host and n1 does: n0 must send its rows to n1
-	// or n2.
+	// An expert n0 does not host: n0 must send its rows to n1 or n2. Slow
+	// down the replica n0 calls first (callers spread over equal replicas
+	// by a rendezvous hash, so ask the dispatcher's own ordering).
 	pl, err := e.experts()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var slow *router.ExpertID
+	victim := 0
 	for _, p := range pl.Placement {
+		m := router.NewMap()
 		on := map[string]bool{}
 		for _, r := range p.Replicas {
 			on[r.Node] = true
+			m.Nodes[r.Node] = router.Node{ID: r.Node, State: router.NodeActive}
 		}
-		if !on["n0"] && on["n1"] {
-			slow = &p.Expert
+		if !on["n0"] && len(p.Replicas) == 2 {
+			m.Placement[p.Expert] = p.Replicas
+			first := dispatch.Candidates(m, p.Expert, "n0", nil, nil)[0].Node
+			slow, victim = &p.Expert, int(first[1]-'0')
 			break
 		}
 	}
 	if slow == nil {
-		t.Fatalf("no expert on n1 without a replica on n0: %+v", pl.Placement)
+		t.Fatalf("no expert without a replica on n0: %+v", pl.Placement)
 	}
 	fault := func(node int, body string) {
 		t.Helper()
@@ -375,12 +382,12 @@ func TestChaosSlowExpert(t *testing.T) {
 	if resp, err := e.client.Post("http://"+e.pc.addrs[1][0]+"/admin/v1/fault", "application/json", strings.NewReader(`{"expert":{"layer":99,"index":0},"delay_ms":1}`)); err != nil || resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("fault for a missing expert: %v %v, want 400", resp.StatusCode, err)
 	}
-	fault(1, fmt.Sprintf(`{"expert":{"layer":%d,"index":%d},"delay_ms":%d}`, slow.Layer, slow.Index, delay.Milliseconds()))
+	fault(victim, fmt.Sprintf(`{"expert":{"layer":%d,"index":%d},"delay_ms":%d}`, slow.Layer, slow.Index, delay.Milliseconds()))
 
 	before := e.dispatchCalls(0)
 	var results []chaosResult
 	// At least 4 requests, and on until n0 has missed the deadline twice
-	// (the first miss makes n1 suspect for 5 s, so the second comes about
+	// (the first miss makes the node suspect for 5 s, so the second comes about
 	// 5 s later) or 15 s have passed.
 	t0 := time.Now()
 	for i := 0; i < 4 || (e.dispatchCalls(0)["timeout"]-before["timeout"] < 2 && time.Since(t0) < 15*time.Second); i++ {
@@ -398,15 +405,15 @@ func TestChaosSlowExpert(t *testing.T) {
 		}
 	}
 	d := func(k string) float64 { return after[k] - before[k] }
-	t.Logf("slow expert %v on n1 (%v per call, deadline %v): %d requests, mean latency %v, max %v (reference %v); n0 dispatch: timeouts %v, retries %v, fallbacks %v, remote %v, local %v",
-		*slow, delay, timeout, len(results), (sum / time.Duration(len(results))).Round(time.Millisecond), maxLat.Round(time.Millisecond),
+	t.Logf("slow expert %v on n%d (%v per call, deadline %v): %d requests, mean latency %v, max %v (reference %v); n0 dispatch: timeouts %v, retries %v, fallbacks %v, remote %v, local %v",
+		*slow, victim, delay, timeout, len(results), (sum / time.Duration(len(results))).Round(time.Millisecond), maxLat.Round(time.Millisecond),
 		ref.latency.Round(time.Millisecond), d("timeout"), d("retry"), d("fallback"), d("remote"), d("local"))
 	if d("timeout") < 1 || d("retry")+d("fallback") < 1 {
 		t.Errorf("n0's dispatcher shows no missed deadline and recovery: before %v after %v", before, after)
 	}
 
 	// Clearing the fault: the next requests are served at full speed.
-	req, _ := http.NewRequest(http.MethodDelete, "http://"+e.pc.addrs[1][0]+"/admin/v1/fault", nil)
+	req, _ := http.NewRequest(http.MethodDelete, "http://"+e.pc.addrs[victim][0]+"/admin/v1/fault", nil)
 	resp, err := e.client.Do(req)
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("DELETE /admin/v1/fault: %v %v", resp, err)
