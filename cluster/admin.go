@@ -114,6 +114,8 @@ func (n *Node) registerAdmin() {
 	n.mux.HandleFunc("POST /admin/v1/apply", n.handleApply)
 	n.mux.HandleFunc("POST /admin/v1/leave/{node}", n.handleLeave)
 	n.mux.HandleFunc("POST /admin/v1/model", n.handleModel)
+	n.mux.HandleFunc("GET /admin/v1/models/{digest}/manifest", n.handleManifest)
+	n.mux.HandleFunc("GET /admin/v1/models/{digest}/chunks/{i}", n.handleChunk)
 }
 
 func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
@@ -346,6 +348,8 @@ func errorType(err error) (string, int) {
 		return "unknown_replica", http.StatusNotFound
 	case errors.Is(err, router.ErrNoActiveNode):
 		return "no_active_node", http.StatusConflict
+	case errors.Is(err, ErrNotHeld):
+		return "not_held", http.StatusNotFound
 	case errors.Is(err, ErrNoHost):
 		return "no_host", http.StatusConflict
 	case errors.Is(err, ErrRejected):

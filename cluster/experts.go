@@ -25,10 +25,16 @@ const expertsRetry = 250 * time.Millisecond
 // replicas moved away. Create it with Node.StartExperts; it stops with the
 // node or Close.
 type Experts struct {
-	n    *Node
-	w    *model.Weights
-	host *expert.Host
-	disp *dispatch.Dispatcher
+	n      *Node
+	w      *model.Weights
+	src    ExpertSource // nil: every expert's bytes are in w's file
+	digest string       // the model w holds; "" when unknown
+	host   *expert.Host
+	disp   *dispatch.Dispatcher
+
+	missing atomic.Pointer[[]router.ExpertID] // placed here, bytes not held yet
+	fetchCh chan struct{}                     // wakes the fetch loop; buffered 1
+	fetched chan struct{}                     // wakes the sync loop after a fetch; buffered 1
 
 	rates atomic.Pointer[[]router.ExpertLoad] // latest local rates, for the collector
 
@@ -38,23 +44,98 @@ type Experts struct {
 	stopOnce sync.Once
 }
 
+// ExpertSource is where a node whose model file is partial (ModelCopy)
+// gets its experts' bytes. Experts starts an expert's actor, reports it
+// ready, and lets the dispatcher compute it locally only once Holds is
+// true, so a node never computes on bytes it does not hold.
+type ExpertSource interface {
+	// Holds reports whether every byte of expert id is held and verified.
+	// It does not block on the network.
+	Holds(id router.ExpertID) bool
+	// Fetch makes the bytes of ids held, blocking until they are, the
+	// fetch fails, or ctx ends.
+	Fetch(ctx context.Context, ids []router.ExpertID) error
+	// ModelDigest is the digest of the model file the bytes belong to.
+	ModelDigest() string
+}
+
 // StartExperts starts hosting experts of w, which must be the cluster
 // model's weights bound from this node's own model file, computing on
 // pool. dc configures the dispatcher (dc.Self is set to this node). The
 // dispatcher falls back to computing an expert from w when no replica
 // answers.
 func (n *Node) StartExperts(w *model.Weights, pool *kernels.Pool, dc dispatch.Config) (*Experts, error) {
+	return n.StartExpertsFrom(w, pool, dc, nil)
+}
+
+// StartExpertsFrom is StartExperts over a partial model file: w is bound
+// from src's file, and an expert placed here is fetched through src before
+// its actor starts; the local fallback computes only held experts. A nil
+// src is StartExperts.
+func (n *Node) StartExpertsFrom(w *model.Weights, pool *kernels.Pool, dc dispatch.Config, src ExpertSource) (*Experts, error) {
 	dc.Self = n.cfg.ID
 	host := expert.NewHost(n.actors, w, pool, func() uint64 { return n.fsm.Map().Epoch })
-	disp, err := dispatch.New(dc, n.actors, n.fsm.Map, host, &dispatch.Fallback{W: w, Pool: pool})
-	if err != nil {
+	fb := &dispatch.Fallback{W: w, Pool: pool}
+	x := &Experts{n: n, w: w, src: src, host: host, stop: make(chan struct{}), done: make(chan struct{}),
+		fetchCh: make(chan struct{}, 1), fetched: make(chan struct{}, 1)}
+	if n.model != nil {
+		x.digest = n.model.Digest
+	}
+	if src != nil {
+		x.digest = src.ModelDigest()
+		fb.Holds = func(layer, e int) bool { return src.Holds(router.ExpertID{Layer: layer, Index: e}) }
+	}
+	var err error
+	if x.disp, err = dispatch.New(dc, n.actors, n.fsm.Map, host, fb); err != nil {
 		return nil, err
 	}
-	x := &Experts{n: n, w: w, host: host, disp: disp, stop: make(chan struct{}), done: make(chan struct{})}
 	go x.loop()
 	x.wg.Add(1)
 	go x.reportLoop()
+	if src != nil {
+		x.wg.Add(1)
+		go x.fetchLoop()
+	}
 	return x, nil
+}
+
+// fetchLoop fetches the experts sync found missing, then wakes sync.
+func (x *Experts) fetchLoop() {
+	defer x.wg.Done()
+	ctx, cancel := context.WithCancel(x.n.ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-x.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		select {
+		case <-x.fetchCh:
+		case <-ctx.Done():
+			return
+		}
+		p := x.missing.Load()
+		if p == nil || len(*p) == 0 {
+			continue
+		}
+		t0 := time.Now()
+		err := x.src.Fetch(ctx, *p)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			x.n.log.Warn("fetch experts", "experts", len(*p), "error", err)
+		} else {
+			x.n.log.Info("fetched experts", "experts", len(*p), "took", time.Since(t0).Round(time.Millisecond))
+		}
+		select {
+		case x.fetched <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Runner is the model.ExpertRunner to give the node's engine
@@ -97,6 +178,7 @@ func (x *Experts) loop() {
 		}
 		select {
 		case <-changed:
+		case <-x.fetched:
 		case <-tick:
 		case <-x.stop:
 			return
@@ -113,6 +195,25 @@ func (x *Experts) sync(m *router.Map) (retry bool) {
 	var want []router.ExpertID
 	if x.serves(m) {
 		want = m.ExpertsOn(self)
+	}
+	if x.src != nil {
+		// Only experts whose bytes are here run; the rest are fetched first.
+		var held, missing []router.ExpertID
+		for _, id := range want {
+			if x.src.Holds(id) {
+				held = append(held, id)
+			} else {
+				missing = append(missing, id)
+			}
+		}
+		want = held
+		x.missing.Store(&missing)
+		if len(missing) > 0 {
+			select {
+			case x.fetchCh <- struct{}{}:
+			default:
+			}
+		}
 	}
 	if err := x.host.Sync(want); err != nil {
 		x.n.log.Warn("start expert actors", "error", err)
@@ -142,7 +243,7 @@ func (x *Experts) serves(m *router.Map) bool {
 	if mod == nil || mod.Layers != x.w.Layers || mod.Experts != x.w.Experts {
 		return false
 	}
-	return x.n.model == nil || x.n.model.Digest == mod.Digest
+	return x.digest == "" || x.digest == mod.Digest
 }
 
 func replicaReady(m *router.Map, id router.ExpertID, node string) bool {

@@ -73,6 +73,15 @@ type LocalExperts interface {
 type Fallback struct {
 	W    *model.Weights
 	Pool *kernels.Pool
+	// Holds reports whether W's file holds expert (layer, e)'s bytes; nil
+	// means every expert's. A node whose model file is partial (fetched from
+	// peers) never computes on bytes it does not hold.
+	Holds func(layer, e int) bool
+}
+
+// has reports whether the fallback can compute expert (layer, e).
+func (f *Fallback) has(layer, e int) bool {
+	return f != nil && f.W != nil && (f.Holds == nil || f.Holds(layer, e))
 }
 
 // Stats counts a dispatcher's work since it was made.
@@ -169,7 +178,7 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 			d.count(layer, g.Expert, len(g.Rows))
 		}
 		cands := Candidates(m, id, d.cfg.Self, d.assigned, isSuspect)
-		if d.fallback != nil {
+		if d.fallback.has(layer, g.Expert) {
 			cands = dropSuspects(cands, d.cfg.Self, isSuspect)
 		}
 		if d.cfg.MaxAttempts > 0 && len(cands) > d.cfg.MaxAttempts {
@@ -315,8 +324,8 @@ func (d *Dispatcher) receive(p *pending, g *model.ExpertGroup) error {
 
 // computeFallback computes g from this node's own weights.
 func (d *Dispatcher) computeFallback(layer int, g *model.ExpertGroup) error {
-	if d.fallback == nil || d.fallback.W == nil {
-		return fmt.Errorf("%w: layer %d expert %d", ErrNoReplica, layer, g.Expert)
+	if !d.fallback.has(layer, g.Expert) {
+		return fmt.Errorf("%w: layer %d expert %d (not held on this node)", ErrNoReplica, layer, g.Expert)
 	}
 	w := d.fallback.W
 	if layer >= len(w.Blocks) || g.Expert >= len(w.Blocks[layer].Experts) {
