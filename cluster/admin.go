@@ -53,6 +53,19 @@ type Status struct {
 	Health       string       `json:"health"`   // ok, degraded, no_leader
 	Problems     []string     `json:"problems,omitempty"`
 	Nodes        []NodeStatus `json:"nodes"`
+	// ModelFile is the answering node's own copy of the live model's
+	// file; nil when it has none.
+	ModelFile *ModelFileStatus `json:"model_file,omitempty"`
+}
+
+// ModelFileStatus describes a node's copy of a model file: "held" (the
+// complete file, started with --model; it serves chunks to peers) or
+// "partial" (fetched from peers: the dense part and the experts placed on
+// it so far).
+type ModelFileStatus struct {
+	Digest string `json:"digest"`
+	State  string `json:"state"` // held or partial
+	CopyStats
 }
 
 // NodeStatus is a map node with this node's gossip view and its load.
@@ -145,6 +158,7 @@ func (n *Node) Status() Status {
 	if m.Model != nil {
 		st.Model = m.Model.ID
 	}
+	st.ModelFile = n.modelFileStatus()
 	for _, ns := range st.Nodes {
 		if ns.State == router.NodeDead {
 			st.Problems = append(st.Problems, fmt.Sprintf("node %s is dead", ns.ID))

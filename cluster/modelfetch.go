@@ -216,6 +216,7 @@ func (n *Node) FetchModel(ctx context.Context, mod router.Model) (*ModelCopy, er
 		return nil, err
 	}
 	st := c.Stats()
+	n.copy.Store(c)
 	n.log.Info("model dense part held", "model", mod.ID, "digest", mod.Digest[:12], "held_bytes", st.HeldBytes,
 		"size", st.Size, "fetched_bytes", st.FetchedBytes)
 	return c, nil
@@ -261,6 +262,18 @@ func seq(n int) []int {
 		out[i] = i
 	}
 	return out
+}
+
+// modelFileStatus describes this node's model file; nil when it has none.
+func (n *Node) modelFileStatus() *ModelFileStatus {
+	if n.held != nil {
+		return &ModelFileStatus{Digest: n.model.Digest, State: "held", CopyStats: CopyStats{
+			HeldChunks: n.held.man.NumChunks(), Chunks: n.held.man.NumChunks(), HeldBytes: n.held.man.Size, Size: n.held.man.Size}}
+	}
+	if c := n.copy.Load(); c != nil {
+		return &ModelFileStatus{Digest: c.digest, State: "partial", CopyStats: c.Stats()}
+	}
+	return nil
 }
 
 // modelHolders are the HTTP base URLs of the other live nodes that hold the

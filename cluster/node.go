@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -33,9 +34,10 @@ import (
 type Node struct {
 	cfg   Config
 	log   hclog.Logger
-	model *router.Model // the model this node can load, nil without --model
-	held  *heldModel    // its complete file and manifest, served to fetching peers
-	boot  bool          // this node bootstrapped a new cluster in Start
+	model *router.Model             // the model this node can load, nil without --model
+	held  *heldModel                // its complete file and manifest, served to fetching peers
+	copy  atomic.Pointer[ModelCopy] // the partial copy FetchModel made, for status
+	boot  bool                      // this node bootstrapped a new cluster in Start
 
 	fsm     *router.FSM
 	raft    *raft.Raft
