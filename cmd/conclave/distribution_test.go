@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,7 +30,10 @@ func TestModelDistribution(t *testing.T) {
 		t.Skip("builds the binary and runs 3 serving processes")
 	}
 	testStart := time.Now()
-	modelPath := testmodel.Write(t, testmodel.Config(t, "demo", nil))
+	// CONCLAVE_DIST_PRESET=bench runs it on the bench shape (≈700 MB) for
+	// docs/performance.md; the default demo shape is ≈16 MB.
+	preset := cmp.Or(os.Getenv("CONCLAVE_DIST_PRESET"), "demo")
+	modelPath := testmodel.Write(t, testmodel.Config(t, preset, nil))
 	const prompt = "the quick brown fox jumps over the lazy dog"
 	const maxTokens = 16
 	ref := generate(t, "--model", modelPath, "--prompt", prompt, "--max-tokens", fmt.Sprint(maxTokens), "--ignore-eos", "--threads", "1")
@@ -89,6 +95,13 @@ func TestModelDistribution(t *testing.T) {
 	}
 	clustertest.WaitFor(t, 60*time.Second, readyAll, "/ready 200 on every node")
 	t.Logf("cluster settled %v after start: %s", time.Since(testStart).Round(time.Millisecond), last)
+	for _, p := range pc.procs[1:] {
+		for _, line := range strings.Split(p.out.String(), "\n") {
+			if strings.Contains(line, "fetched") {
+				t.Logf("%s: %s", p.id, line)
+			}
+		}
+	}
 
 	// What each node holds: n0 the whole file, n1 and n2 at least the
 	// dense part plus their experts, and much less than the file.
@@ -114,6 +127,7 @@ func TestModelDistribution(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var firstN2 *cluster.ModelFileStatus
 	for i, a := range addrs {
 		id := fmt.Sprintf("n%d", i)
 		st, err := (&cluster.AdminClient{Base: "http://" + a[0]}).Status(ctx)
@@ -136,6 +150,9 @@ func TestModelDistribution(t *testing.T) {
 		}
 		t.Logf("%s: %s, held %d/%d chunks = %.2f MiB of %.2f MiB, fetched %.2f MiB, rejected %d; dense %.2f MiB + %d hosted experts %.2f MiB",
 			id, f.State, f.HeldChunks, f.Chunks, mib(f.HeldBytes), mib(f.Size), mib(f.FetchedBytes), f.Rejected, mib(dense), nexp, mib(hosted))
+		if i == 2 {
+			firstN2 = f
+		}
 		if i == 0 {
 			if f.State != "held" {
 				t.Errorf("n0 model file %q, want held", f.State)
@@ -161,7 +178,8 @@ func TestModelDistribution(t *testing.T) {
 			ID string `json:"id"`
 		} `json:"data"`
 	}
-	for i, a := range addrs {
+	complete := func(i int, a []string) {
+		t.Helper()
 		resp, err := client.Get("http://" + a[0] + "/v1/models")
 		if err != nil {
 			t.Fatal(err)
@@ -192,6 +210,31 @@ func TestModelDistribution(t *testing.T) {
 		}
 		t.Logf("n%d (%s) completion in %v: %q", i, models.Data[0].ID, time.Since(t0).Round(time.Millisecond), cr.Choices[0].Text)
 	}
+	for i, a := range addrs {
+		complete(i, a)
+	}
+
+	// kill -9 n2 and restart it from its data dir: it resumes from the
+	// chunks it had verified and fetches at most what it lacks.
+	p := pc.procs[2]
+	p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+	restarted := time.Now()
+	pc.start(p)
+	clustertest.WaitFor(t, 90*time.Second, settled, "settled after n2's restart")
+	clustertest.WaitFor(t, 60*time.Second, readyAll, "/ready 200 on every node after n2's restart")
+	st, err := (&cluster.AdminClient{Base: "http://" + addrs[2][0]}).Status(ctx)
+	if err != nil || st.ModelFile == nil {
+		t.Fatalf("n2 status after restart: %v %+v", err, st.ModelFile)
+	}
+	f := st.ModelFile
+	t.Logf("n2 restarted, settled in %v: held %.2f MiB, fetched %.2f MiB this run (first run fetched %.2f MiB)",
+		time.Since(restarted).Round(time.Millisecond), mib(f.HeldBytes), mib(f.FetchedBytes), mib(firstN2.FetchedBytes))
+	if f.HeldBytes < firstN2.HeldBytes || f.FetchedBytes >= firstN2.FetchedBytes {
+		t.Errorf("n2 after restart holds %d bytes (had %d) and fetched %d (first run %d): want its chunks kept, not fetched again",
+			f.HeldBytes, firstN2.HeldBytes, f.FetchedBytes, firstN2.FetchedBytes)
+	}
+	complete(2, addrs[2])
 	t.Logf("total %v", time.Since(testStart).Round(time.Millisecond))
 }
 
