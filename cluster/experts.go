@@ -121,19 +121,29 @@ func (x *Experts) fetchLoop() {
 		if p == nil || len(*p) == 0 {
 			continue
 		}
-		t0 := time.Now()
-		err := x.src.Fetch(ctx, *p)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
+		// One expert at a time, waking sync after each, so experts become
+		// ready as their bytes arrive rather than all at the end.
+		t0, n := time.Now(), 0
+		for _, id := range *p {
+			if x.src.Holds(id) {
+				continue
 			}
-			x.n.log.Warn("fetch experts", "experts", len(*p), "error", err)
-		} else {
-			x.n.log.Info("fetched experts", "experts", len(*p), "took", time.Since(t0).Round(time.Millisecond))
+			if err := x.src.Fetch(ctx, []router.ExpertID{id}); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				x.n.log.Warn("fetch expert", "expert", id, "error", err)
+				// sync retries it after expertsRetry.
+				break
+			}
+			n++
+			select {
+			case x.fetched <- struct{}{}:
+			default:
+			}
 		}
-		select {
-		case x.fetched <- struct{}{}:
-		default:
+		if n > 0 {
+			x.n.log.Info("fetched experts", "experts", n, "took", time.Since(t0).Round(time.Millisecond))
 		}
 	}
 }
@@ -209,6 +219,9 @@ func (x *Experts) sync(m *router.Map) (retry bool) {
 		want = held
 		x.missing.Store(&missing)
 		if len(missing) > 0 {
+			// Sync again soon: a failed fetch is retried, and fetched
+			// experts start even if no wake-up reaches the loop.
+			retry = true
 			select {
 			case x.fetchCh <- struct{}{}:
 			default:

@@ -45,6 +45,7 @@ func TestModelDistribution(t *testing.T) {
 		return nil
 	}, "--dead-grace", "60s", "--replication", "1", "--threads", "1")
 	addrs := pc.addrs
+	started := time.Now() // every process is running, n0 answers HTTP
 	ac := &cluster.AdminClient{Base: "http://" + addrs[0][0]}
 	client := &http.Client{Timeout: 60 * time.Second}
 
@@ -94,7 +95,8 @@ func TestModelDistribution(t *testing.T) {
 		return true
 	}
 	clustertest.WaitFor(t, 60*time.Second, readyAll, "/ready 200 on every node")
-	t.Logf("cluster settled %v after start: %s", time.Since(testStart).Round(time.Millisecond), last)
+	t.Logf("cluster settled %v after the processes started (%v since the test began): %s",
+		time.Since(started).Round(time.Millisecond), time.Since(testStart).Round(time.Millisecond), last)
 	for _, p := range pc.procs[1:] {
 		for _, line := range strings.Split(p.out.String(), "\n") {
 			if strings.Contains(line, "fetched") {
