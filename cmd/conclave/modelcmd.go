@@ -186,8 +186,9 @@ func humanBytes(n int64) string {
 // file as a node with --model does (cluster.InspectModel: manifest digest,
 // layers, experts, top-k, expert bytes), posts that to a node's admin API
 // (POST /admin/v1/model) and waits until every expert of the model has a
-// ready replica. The file itself is not sent: nodes host experts from their
-// own copy (a node started with --model on a file with the same digest).
+// ready replica. The file itself is not sent: some node must hold it (started
+// with --model on a file with the same digest); nodes without it fetch the
+// parts they need from that holder (cluster.FetchModel).
 func cmdLoad(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("model load", stderr)
 	addr := fs.String("addr", "http://127.0.0.1:8080", "admin API of any node")
