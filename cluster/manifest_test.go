@@ -3,6 +3,8 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -244,4 +246,29 @@ func TestFetcherRetriesAnotherHolder(t *testing.T) {
 	if !errors.Is(err, ErrChunkDigest) || !strings.Contains(err.Error(), "chunk 3") {
 		t.Errorf("corrupt-only holder: %v, want ErrChunkDigest naming chunk 3", err)
 	}
+}
+
+// FuzzParseManifest: any input parses or fails cleanly, and what parses
+// (against its own hash) encodes back to the same bytes.
+func FuzzParseManifest(f *testing.F) {
+	for _, size := range []int{0, 5, MinChunkSize + 1} {
+		man, _ := ComputeManifest(bytes.NewReader(make([]byte, size)), int64(size))
+		b, _ := man.MarshalBinary()
+		f.Add(b)
+	}
+	f.Add([]byte(manifestMagic))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		sum := sha256.Sum256(b)
+		man, err := ParseManifest(b, hex.EncodeToString(sum[:]))
+		if err != nil {
+			if !errors.Is(err, ErrManifest) {
+				t.Fatalf("error %v does not wrap ErrManifest", err)
+			}
+			return
+		}
+		back, _ := man.MarshalBinary()
+		if !bytes.Equal(back, b) {
+			t.Fatal("parsed manifest encodes differently")
+		}
+	})
 }
