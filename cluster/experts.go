@@ -117,16 +117,15 @@ func (x *Experts) fetchLoop() {
 		case <-ctx.Done():
 			return
 		}
-		p := x.missing.Load()
-		if p == nil || len(*p) == 0 {
-			continue
-		}
 		// One expert at a time, waking sync after each, so experts become
-		// ready as their bytes arrive rather than all at the end.
+		// ready as their bytes arrive rather than all at the end; the list
+		// is re-read each time, so experts placement moved away meanwhile
+		// are not fetched.
 		t0, n := time.Now(), 0
-		for _, id := range *p {
-			if x.src.Holds(id) {
-				continue
+		for {
+			id, ok := x.nextMissing()
+			if !ok {
+				break
 			}
 			if err := x.src.Fetch(ctx, []router.ExpertID{id}); err != nil {
 				if ctx.Err() != nil {
@@ -146,6 +145,19 @@ func (x *Experts) fetchLoop() {
 			x.n.log.Info("fetched experts", "experts", n, "took", time.Since(t0).Round(time.Millisecond))
 		}
 	}
+}
+
+// nextMissing returns the first expert placed here whose bytes are not
+// held, as of the last sync.
+func (x *Experts) nextMissing() (router.ExpertID, bool) {
+	if p := x.missing.Load(); p != nil {
+		for _, id := range *p {
+			if !x.src.Holds(id) {
+				return id, true
+			}
+		}
+	}
+	return router.ExpertID{}, false
 }
 
 // Runner is the model.ExpertRunner to give the node's engine
