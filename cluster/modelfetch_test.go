@@ -21,9 +21,6 @@ import (
 // those partial files (StartExpertsFrom), and engines on n1 and n2 decode
 // exactly what a single engine over the whole file decodes.
 func TestFetchedExpertsServeModel(t *testing.T) {
-	if !clustertest.ActorRemotes() {
-		t.Skip("needs the actor remote (off under -race): partial nodes cannot compute other nodes' experts")
-	}
 	path := testmodel.Write(t, testmodel.Config(t, "demo", nil))
 	c := clustertest.New(t, 3, clustertest.Options{Config: func(i int) cluster.Config {
 		cfg := clustertest.FastConfig()
@@ -97,6 +94,9 @@ func TestFetchedExpertsServeModel(t *testing.T) {
 		t.Errorf("n0 status model file %+v, want held", f)
 	}
 
+	if !clustertest.ActorRemotes() {
+		t.Skip("decoding needs the actor remote (off under -race): partial nodes cannot compute other nodes' experts")
+	}
 	prompts := [][]int32{{1, 300, 301, 302}, {1, 17, 42, 99, 100, 7, 8, 9}}
 	run := func(w *model.Weights, r model.ExpertRunner) [][]int32 {
 		ecfg := engine.DefaultConfig()
