@@ -2,7 +2,10 @@ package cluster_test
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,6 +95,41 @@ func TestFetchedExpertsServeModel(t *testing.T) {
 	}
 	if f := c.Node(0).Status().ModelFile; f == nil || f.State != "held" {
 		t.Errorf("n0 status model file %+v, want held", f)
+	}
+	// Partial copies are not advertised: n0 stays the only holder, and
+	// only it serves the manifest and chunks.
+	if hosts := cluster.ModelHosts(m, m.Model.Digest); !slices.Equal(hosts, []string{"n0"}) {
+		t.Errorf("model hosts %v, want [n0]", hosts)
+	}
+	digest := m.Model.Digest
+	for _, tc := range []struct {
+		name   string
+		node   int
+		path   string
+		status int
+	}{
+		{"manifest", 0, "/admin/v1/models/" + digest + "/manifest", http.StatusOK},
+		{"chunk", 0, "/admin/v1/models/" + digest + "/chunks/3", http.StatusOK},
+		{"chunk out of range", 0, "/admin/v1/models/" + digest + "/chunks/100000", http.StatusBadRequest},
+		{"unknown digest", 0, "/admin/v1/models/" + strings.Repeat("0", 64) + "/manifest", http.StatusNotFound},
+		{"partial node", 1, "/admin/v1/models/" + digest + "/chunks/0", http.StatusNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := http.Get("http://" + c.Config(tc.node).HTTPAddr + tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("GET %s: %d %s, want %d", tc.path, resp.StatusCode, b, tc.status)
+			}
+			if tc.name == "manifest" {
+				if _, err := cluster.ParseManifest(b, digest); err != nil {
+					t.Error(err)
+				}
+			}
+		})
 	}
 
 	if !clustertest.ActorRemotes() {
