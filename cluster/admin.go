@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -53,6 +54,19 @@ type Status struct {
 	Health       string       `json:"health"`   // ok, degraded, no_leader
 	Problems     []string     `json:"problems,omitempty"`
 	Nodes        []NodeStatus `json:"nodes"`
+	// ModelFile is the answering node's own copy of the live model's
+	// file; nil when it has none.
+	ModelFile *ModelFileStatus `json:"model_file,omitempty"`
+}
+
+// ModelFileStatus describes a node's copy of a model file: "held" (the
+// complete file, started with --model; it serves chunks to peers) or
+// "partial" (fetched from peers: the dense part and the experts placed on
+// it so far).
+type ModelFileStatus struct {
+	Digest string `json:"digest"`
+	State  string `json:"state"` // held or partial
+	CopyStats
 }
 
 // NodeStatus is a map node with this node's gossip view and its load.
@@ -122,6 +136,8 @@ func (n *Node) registerAdmin() {
 	n.mux.HandleFunc("GET /admin/v1/expert-files/{digest}", n.handleGetExpertFile)
 	n.mux.HandleFunc("POST /admin/v1/experts/update", n.handleExpertUpdate)
 	n.mux.HandleFunc("POST /admin/v1/experts/rollback", n.handleExpertRollback)
+	n.mux.HandleFunc("GET /admin/v1/models/{digest}/manifest", n.handleManifest)
+	n.mux.HandleFunc("GET /admin/v1/models/{digest}/chunks/{i}", n.handleChunk)
 }
 
 func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
@@ -151,6 +167,7 @@ func (n *Node) Status() Status {
 	if m.Model != nil {
 		st.Model = m.Model.ID
 	}
+	st.ModelFile = n.modelFileStatus()
 	for _, ns := range st.Nodes {
 		if ns.State == router.NodeDead {
 			st.Problems = append(st.Problems, fmt.Sprintf("node %s is dead", ns.ID))
@@ -308,7 +325,8 @@ func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, ApplyReply{Epoch: n.fsm.Map().Epoch})
 }
 
-// proxyToLeader forwards a bodiless POST to the leader once.
+// proxyToLeader forwards a request (with body, which may be nil) to the
+// leader once.
 func (n *Node) proxyToLeader(w http.ResponseWriter, r *http.Request, body []byte) {
 	if r.Header.Get(forwardedHeader) != "" {
 		writeError(w, ErrNotLeader)
@@ -321,12 +339,19 @@ func (n *Node) proxyToLeader(w http.ResponseWriter, r *http.Request, body []byte
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, r.Method, "http://"+addr+r.URL.RequestURI(), nil)
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, r.Method, "http://"+addr+r.URL.RequestURI(), rd)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	req.Header.Set(forwardedHeader, n.cfg.ID)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := n.client.Do(req)
 	if err != nil {
 		writeError(w, fmt.Errorf("%w: %v", ErrNoLeader, err))
@@ -356,6 +381,8 @@ func errorType(err error) (string, int) {
 		return "not_found", http.StatusNotFound
 	case errors.Is(err, router.ErrNoActiveNode):
 		return "no_active_node", http.StatusConflict
+	case errors.Is(err, ErrNotHeld):
+		return "not_held", http.StatusNotFound
 	case errors.Is(err, ErrNoHost):
 		return "no_host", http.StatusConflict
 	case errors.Is(err, ErrRejected), errors.Is(err, ErrNoPrevious), errors.Is(err, router.ErrNotStaged),

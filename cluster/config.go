@@ -90,6 +90,8 @@ type Config struct {
 	// Load tunes live rebalancing from observed expert load (gating
 	// counts); the zero value turns it off.
 	Load LoadConfig
+	// Fetch tunes fetching the model file's chunks from peers (FetchModel).
+	Fetch FetchConfig
 	// ApplyTimeout bounds one attempt of a Raft apply or a forwarded apply;
 	// Node.Apply retries attempts until its context ends.
 	ApplyTimeout time.Duration
@@ -170,6 +172,7 @@ func DefaultConfig() Config {
 		GossipInterval:         100 * time.Millisecond,
 		GossipSuspicionMult:    3,
 		Load:                   DefaultLoadConfig(),
+		Fetch:                  DefaultFetchConfig(),
 	}
 }
 
@@ -253,6 +256,9 @@ func (c Config) Validate() error {
 	}
 	if c.RaftSnapshotThreshold == 0 {
 		return bad("raft snapshot threshold must be positive")
+	}
+	if err := c.Fetch.Validate(); err != nil {
+		return err
 	}
 	if err := c.Load.Validate(); err != nil {
 		return err

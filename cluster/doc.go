@@ -10,6 +10,14 @@
 // expires sessions. Writes from any node reach the leader through Node.Apply,
 // which forwards over the admin HTTP API when this node is a follower.
 //
+// Model distribution: a model file is identified by the digest of its chunk
+// Manifest, so only one node needs the file. Nodes holding it serve the
+// manifest and chunks on the admin API; Node.FetchModel gives a node without
+// it a partial copy (ModelCopy: a sparse file whose chunks are verified as
+// they arrive and recorded in a ChunkStore) holding the dense tensors, and
+// StartExpertsFrom fetches the experts placement gives the node before it
+// runs them.
+//
 // Security: with Config.ClusterKey set, gossip is encrypted and authenticated
 // with memberlist's keyring, so a node without the key cannot join; with
 // Config.TLS set, the Raft transport and the actor remote (gRPC) use mutual TLS

@@ -27,10 +27,16 @@ const expertsRetry = 250 * time.Millisecond
 // replicas moved away. Create it with Node.StartExperts; it stops with the
 // node or Close.
 type Experts struct {
-	n    *Node
-	w    *model.Weights
-	host *expert.Host
-	disp *dispatch.Dispatcher
+	n      *Node
+	w      *model.Weights
+	src    ExpertSource // nil: every expert's bytes are in w's file
+	digest string       // the model w holds; "" when unknown
+	host   *expert.Host
+	disp   *dispatch.Dispatcher
+
+	missing atomic.Pointer[[]router.ExpertID] // placed here, bytes not held yet
+	fetchCh chan struct{}                     // wakes the fetch loop; buffered 1
+	fetched chan struct{}                     // wakes the sync loop after a fetch; buffered 1
 
 	rates atomic.Pointer[[]router.ExpertLoad] // latest local rates, for the collector
 
@@ -40,20 +46,52 @@ type Experts struct {
 	stopOnce sync.Once
 }
 
+// ExpertSource is where a node whose model file is partial (ModelCopy)
+// gets its experts' bytes. Experts starts an expert's actor, reports it
+// ready, and lets the dispatcher compute it locally only once Holds is
+// true, so a node never computes on bytes it does not hold.
+type ExpertSource interface {
+	// Holds reports whether every byte of expert id is held and verified.
+	// It does not block on the network.
+	Holds(id router.ExpertID) bool
+	// Fetch makes the bytes of ids held, blocking until they are, the
+	// fetch fails, or ctx ends.
+	Fetch(ctx context.Context, ids []router.ExpertID) error
+	// ModelDigest is the digest of the model file the bytes belong to.
+	ModelDigest() string
+}
+
 // StartExperts starts hosting experts of w, which must be the cluster
 // model's weights bound from this node's own model file, computing on
 // pool. dc configures the dispatcher (dc.Self is set to this node). The
 // dispatcher falls back to computing an expert from w when no replica
 // answers.
 func (n *Node) StartExperts(w *model.Weights, pool *kernels.Pool, dc dispatch.Config) (*Experts, error) {
+	return n.StartExpertsFrom(w, pool, dc, nil)
+}
+
+// StartExpertsFrom is StartExperts over a partial model file: w is bound
+// from src's file, and an expert placed here is fetched through src before
+// its actor starts; the local fallback computes only held experts. A nil
+// src is StartExperts.
+func (n *Node) StartExpertsFrom(w *model.Weights, pool *kernels.Pool, dc dispatch.Config, src ExpertSource) (*Experts, error) {
 	dc.Self = n.cfg.ID
 	host := expert.NewHost(n.actors, w, pool, func() uint64 { return n.fsm.Map().Epoch })
-	x := &Experts{n: n, w: w, host: host, stop: make(chan struct{}), done: make(chan struct{})}
-	disp, err := dispatch.New(dc, n.actors, n.fsm.Map, host, &dispatch.Fallback{W: w, Pool: pool, Versions: x.expertVersion})
-	if err != nil {
+	fb := &dispatch.Fallback{W: w, Pool: pool}
+	x := &Experts{n: n, w: w, src: src, host: host, stop: make(chan struct{}), done: make(chan struct{}),
+		fetchCh: make(chan struct{}, 1), fetched: make(chan struct{}, 1)}
+	if n.model != nil {
+		x.digest = n.model.Digest
+	}
+	if src != nil {
+		x.digest = src.ModelDigest()
+		fb.Holds = func(layer, e int) bool { return src.Holds(router.ExpertID{Layer: layer, Index: e}) }
+	}
+	fb.Versions = x.expertVersion
+	var err error
+	if x.disp, err = dispatch.New(dc, n.actors, n.fsm.Map, host, fb); err != nil {
 		return nil, err
 	}
-	x.disp = disp
 	host.SetVersionSource(x.expertVersion)
 	n.xp.Store(x)
 	if n.cfg.FaultInjection {
@@ -62,7 +100,72 @@ func (n *Node) StartExperts(w *model.Weights, pool *kernels.Pool, dc dispatch.Co
 	go x.loop()
 	x.wg.Add(1)
 	go x.reportLoop()
+	if src != nil {
+		x.wg.Add(1)
+		go x.fetchLoop()
+	}
 	return x, nil
+}
+
+// fetchLoop fetches the experts sync found missing, then wakes sync.
+func (x *Experts) fetchLoop() {
+	defer x.wg.Done()
+	ctx, cancel := context.WithCancel(x.n.ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-x.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		select {
+		case <-x.fetchCh:
+		case <-ctx.Done():
+			return
+		}
+		// One expert at a time, waking sync after each, so experts become
+		// ready as their bytes arrive rather than all at the end; the list
+		// is re-read each time, so experts placement moved away meanwhile
+		// are not fetched.
+		t0, n := time.Now(), 0
+		for {
+			id, ok := x.nextMissing()
+			if !ok {
+				break
+			}
+			if err := x.src.Fetch(ctx, []router.ExpertID{id}); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				x.n.log.Warn("fetch expert", "expert", id, "error", err)
+				// sync retries it after expertsRetry.
+				break
+			}
+			n++
+			select {
+			case x.fetched <- struct{}{}:
+			default:
+			}
+		}
+		if n > 0 {
+			x.n.log.Info("fetched experts", "experts", n, "took", time.Since(t0).Round(time.Millisecond))
+		}
+	}
+}
+
+// nextMissing returns the first expert placed here whose bytes are not
+// held, as of the last sync.
+func (x *Experts) nextMissing() (router.ExpertID, bool) {
+	if p := x.missing.Load(); p != nil {
+		for _, id := range *p {
+			if !x.src.Holds(id) {
+				return id, true
+			}
+		}
+	}
+	return router.ExpertID{}, false
 }
 
 // Runner is the model.ExpertRunner to give the node's engine
@@ -125,6 +228,7 @@ func (x *Experts) loop() {
 		}
 		select {
 		case <-changed:
+		case <-x.fetched:
 		case <-tick:
 		case <-x.stop:
 			return
@@ -144,6 +248,26 @@ func (x *Experts) sync(m *router.Map) (retry bool) {
 	if x.serves(m) {
 		for _, id := range m.ExpertsOn(self) {
 			want[id] = m.WantedVersions(id)
+		}
+	}
+	if x.src != nil {
+		// Only experts whose bytes are here run; the rest are fetched first.
+		var missing []router.ExpertID
+		for _, id := range m.ExpertsOn(self) {
+			if _, ok := want[id]; ok && !x.src.Holds(id) {
+				missing = append(missing, id)
+				delete(want, id)
+			}
+		}
+		x.missing.Store(&missing)
+		if len(missing) > 0 {
+			// Sync again soon: a failed fetch is retried, and fetched
+			// experts start even if no wake-up reaches the loop.
+			retry = true
+			select {
+			case x.fetchCh <- struct{}{}:
+			default:
+			}
 		}
 	}
 	if err := x.host.SyncVersions(want); err != nil {
@@ -191,7 +315,7 @@ func (x *Experts) serves(m *router.Map) bool {
 	if mod == nil || mod.Layers != x.w.Layers || mod.Experts != x.w.Experts {
 		return false
 	}
-	return x.n.model == nil || x.n.model.Digest == mod.Digest
+	return x.digest == "" || x.digest == mod.Digest
 }
 
 // replicaOn returns id's replica on node (the zero Replica if none).

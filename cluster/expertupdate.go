@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/conclave-ai/conclave/router"
+	"github.com/hashicorp/raft"
 )
 
 // DefaultExpertUpdateTimeout bounds how long an update waits for every
@@ -39,15 +40,20 @@ type ExpertUpdateReply struct {
 	Epoch    uint64               `json:"epoch"`
 }
 
-func decodeUpdate(r *http.Request) (ExpertUpdateRequest, error) {
-	var req ExpertUpdateRequest
+func readBody(r *http.Request) ([]byte, error) {
 	b, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
 	if err == nil && len(b) > maxBody {
 		err = fmt.Errorf("body over %d bytes", maxBody)
 	}
-	if err == nil {
-		err = json.Unmarshal(b, &req)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadRequest, err)
 	}
+	return b, nil
+}
+
+func decodeUpdate(b []byte) (ExpertUpdateRequest, error) {
+	var req ExpertUpdateRequest
+	err := json.Unmarshal(b, &req)
 	if err == nil && (req.Expert.Layer < 0 || req.Expert.Index < 0 || req.TimeoutMS < 0) {
 		err = errors.New("negative expert or timeout")
 	}
@@ -67,7 +73,11 @@ func (req ExpertUpdateRequest) timeout() time.Duration {
 // handleExpertUpdate is POST /admin/v1/experts/update: load Version beside
 // the live version on every replica of Expert, then flip the map to it.
 func (n *Node) handleExpertUpdate(w http.ResponseWriter, r *http.Request) {
-	req, err := decodeUpdate(r)
+	b, err := readBody(r)
+	var req ExpertUpdateRequest
+	if err == nil {
+		req, err = decodeUpdate(b)
+	}
 	if err == nil && !validDigest(req.Version) {
 		err = fmt.Errorf("%w: version %q is not an expert file digest", errBadRequest, req.Version)
 	}
@@ -85,7 +95,18 @@ func (n *Node) handleExpertUpdate(w http.ResponseWriter, r *http.Request) {
 // handleExpertRollback is POST /admin/v1/experts/rollback: flip Expert back
 // to its previous version (loaded beside the live one since the update).
 func (n *Node) handleExpertRollback(w http.ResponseWriter, r *http.Request) {
-	req, err := decodeUpdate(r)
+	b, err := readBody(r)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	if n.raft.State() != raft.Leader {
+		// The leader's map is the newest: a follower's may not show the
+		// update being rolled back yet.
+		n.proxyToLeader(w, r, b)
+		return
+	}
+	req, err := decodeUpdate(b)
 	if err != nil {
 		writeError(w, err)
 		return

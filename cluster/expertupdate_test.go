@@ -55,8 +55,11 @@ func TestHotExpertUpdate(t *testing.T) {
 	var calls, v1s, v2s atomic.Int64
 	var last atomic.Int32 // 1 or 2: the version of the latest answer
 	stop := make(chan struct{})
+	var stopOnce sync.Once
 	var wg sync.WaitGroup
 	var failure error
+	halt := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+	t.Cleanup(halt) // before the nodes stop and unmap the expert files
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -163,8 +166,7 @@ func TestHotExpertUpdate(t *testing.T) {
 	waitCalls(5)
 	v2Before := v2s.Load()
 	waitCalls(20)
-	close(stop)
-	wg.Wait()
+	halt()
 	if failure != nil {
 		t.Fatal(failure)
 	}

@@ -23,7 +23,7 @@ type NodeMeta struct {
 	Devices  []metaDevice `json:"d,omitempty"`
 	Capacity int64        `json:"c,omitempty"` // bytes
 	Version  string       `json:"v,omitempty"`
-	Models   []string     `json:"m,omitempty"` // sha256 hex digests
+	Models   []string     `json:"m,omitempty"` // digests (cluster.Manifest) of complete model files held
 }
 
 type metaDevice struct {

@@ -80,7 +80,7 @@ func checkModel(mod router.Model) error {
 	case mod.ID == "":
 		return bad("id required")
 	case len(mod.Digest) != 64:
-		return bad("digest must be 64 hex digits (sha256 of the file), got %q", mod.Digest)
+		return bad("digest must be 64 hex digits (the root of the file's chunk manifest, cluster.InspectModel), got %q", mod.Digest)
 	case mod.Layers <= 0:
 		return bad("layers %d must be > 0", mod.Layers)
 	case mod.Experts < 0 || mod.TopK < 0 || mod.ExpertBytes < 0 || mod.Version < 0:

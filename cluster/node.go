@@ -34,8 +34,10 @@ import (
 type Node struct {
 	cfg   Config
 	log   hclog.Logger
-	model *router.Model // the model this node can load, nil without --model
-	boot  bool          // this node bootstrapped a new cluster in Start
+	model *router.Model             // the model this node can load, nil without --model
+	held  *heldModel                // its complete file and manifest, served to fetching peers
+	copy  atomic.Pointer[ModelCopy] // the partial copy FetchModel made, for status
+	boot  bool                      // this node bootstrapped a new cluster in Start
 
 	fsm     *router.FSM
 	raft    *raft.Raft
@@ -101,11 +103,11 @@ func Start(cfg Config) (_ *Node, err error) {
 		}
 	}
 	if cfg.ModelPath != "" {
-		m, err := InspectModel(cfg.ModelPath)
+		m, man, err := inspectModel(cfg.ModelPath)
 		if err != nil {
 			return nil, err
 		}
-		n.model = &m
+		n.model, n.held = &m, &heldModel{path: cfg.ModelPath, man: man}
 	}
 	devices := cfg.Devices
 	if len(devices) == 0 {

@@ -2,10 +2,7 @@ package cluster
 
 import (
 	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -46,32 +43,43 @@ func hostMemory() router.Device {
 }
 
 // InspectModel describes a GGUF model file for the cluster map: id (file
-// name without .gguf), sha256 digest, architecture and the expert shape.
-// The returned model is marked Live so that setting it makes it the
-// cluster's model.
+// name without .gguf), digest (the root of its chunk manifest, see
+// Manifest), architecture and the expert shape. The returned model is
+// marked Live so that setting it makes it the cluster's model.
 func InspectModel(path string) (router.Model, error) {
+	m, _, err := inspectModel(path)
+	return m, err
+}
+
+// inspectModel is InspectModel that also returns the manifest (one pass
+// over the file).
+func inspectModel(path string) (router.Model, *Manifest, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return router.Model{}, err
+		return router.Model{}, nil, err
 	}
-	h := sha256.New()
-	_, err = io.Copy(h, f)
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return router.Model{}, nil, err
+	}
+	man, err := ComputeManifest(bufio.NewReaderSize(f, 1<<20), st.Size())
 	f.Close()
 	if err != nil {
-		return router.Model{}, err
+		return router.Model{}, nil, fmt.Errorf("cluster: model %s: %w", path, err)
 	}
 	gf, err := gguf.Open(path)
 	if err != nil {
-		return router.Model{}, err
+		return router.Model{}, nil, err
 	}
 	defer gf.Close()
 	w, err := model.Load(gf)
 	if err != nil {
-		return router.Model{}, fmt.Errorf("cluster: model %s: %w", path, err)
+		return router.Model{}, nil, fmt.Errorf("cluster: model %s: %w", path, err)
 	}
 	m := router.Model{
 		ID:      strings.TrimSuffix(filepath.Base(path), ".gguf"),
-		Digest:  hex.EncodeToString(h.Sum(nil)),
+		Digest:  man.Digest(),
 		Version: 1,
 		Arch:    w.Arch,
 		Layers:  w.Layers,
@@ -82,5 +90,5 @@ func InspectModel(path string) (router.Model, error) {
 	if w.Layers > 0 {
 		m.ExpertBytes = w.FeedForward(0, 0).Bytes()
 	}
-	return m, nil
+	return m, man, nil
 }

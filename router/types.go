@@ -52,7 +52,7 @@ type Replica struct {
 // Model is the model the cluster serves.
 type Model struct {
 	ID          string `json:"id"`
-	Digest      string `json:"digest"` // sha256 of the GGUF file, hex
+	Digest      string `json:"digest"` // hex sha256 of the GGUF file's chunk manifest (cluster.Manifest): verifies every chunk
 	Version     int    `json:"version"`
 	Arch        string `json:"arch"`
 	Layers      int    `json:"layers"`

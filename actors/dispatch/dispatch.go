@@ -77,6 +77,15 @@ type Fallback struct {
 	// (hot updates) on demand, for a fallback on a node that does not run
 	// the live version; it may block (fetching the expert file).
 	Versions expert.VersionSource
+	// Holds reports whether W's file holds expert (layer, e)'s bytes; nil
+	// means every expert's. A node whose model file is partial (fetched from
+	// peers) never computes on bytes it does not hold.
+	Holds func(layer, e int) bool
+}
+
+// has reports whether the fallback can compute expert (layer, e).
+func (f *Fallback) has(layer, e int) bool {
+	return f != nil && f.W != nil && (f.Holds == nil || f.Holds(layer, e))
 }
 
 // Stats counts a dispatcher's work since it was made.
@@ -175,7 +184,7 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 		}
 		ver := m.LiveVersion(id)
 		cands := Candidates(m, id, d.cfg.Self, d.assigned, isSuspect)
-		if d.fallback != nil {
+		if d.fallback.has(layer, g.Expert) {
 			cands = dropSuspects(cands, d.cfg.Self, isSuspect)
 		}
 		if d.cfg.MaxAttempts > 0 && len(cands) > d.cfg.MaxAttempts {
@@ -341,8 +350,8 @@ func (d *Dispatcher) computeFallback(layer int, version string, g *model.ExpertG
 		d.fallbacks.Add(1)
 		return nil
 	}
-	if d.fallback == nil || d.fallback.W == nil {
-		return fmt.Errorf("%w: layer %d expert %d", ErrNoReplica, layer, g.Expert)
+	if !d.fallback.has(layer, g.Expert) {
+		return fmt.Errorf("%w: layer %d expert %d (not held on this node)", ErrNoReplica, layer, g.Expert)
 	}
 	w := d.fallback.W
 	if layer >= len(w.Blocks) || g.Expert >= len(w.Blocks[layer].Experts) {

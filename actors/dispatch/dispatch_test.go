@@ -167,6 +167,45 @@ func TestNoReplica(t *testing.T) {
 	}
 }
 
+// TestFallbackHolds: a fallback over a partial model file computes only
+// the experts it holds; for others, with no replica, the dispatcher fails
+// instead of computing on bytes the node does not have.
+func TestFallbackHolds(t *testing.T) {
+	w := loadModel(t, "tiny")
+	sys := newSystem()
+	defer sys.Shutdown()
+	pool := kernels.NewPool(1)
+	defer pool.Close()
+	fb := &dispatch.Fallback{W: w, Pool: pool, Holds: func(layer, e int) bool { return e == 0 }}
+	d, err := dispatch.New(dispatch.DefaultConfig(), sys, router.NewMap, nil, fb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := make([]float32, w.Dim)
+	for i := range in {
+		in[i] = float32(i%7) / 7
+	}
+	for _, tc := range []struct {
+		name   string
+		expert int
+		want   error
+	}{
+		{"held", 0, nil},
+		{"not held", 1, dispatch.ErrNoReplica},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := make([]float32, w.Dim)
+			err := d.RunExperts(context.Background(), 0, []model.ExpertGroup{{Expert: tc.expert, Rows: []int32{0}, In: in, Out: out}})
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if st := d.Stats(); st.Fallbacks != 1 {
+		t.Errorf("%d fallbacks, want 1 (the held expert only)", st.Fallbacks)
+	}
+}
+
 // TestLocalActorByMessage: an expert actor called by message on its own
 // actor system gives the bits Expert.Forward gives.
 func TestLocalActorByMessage(t *testing.T) {

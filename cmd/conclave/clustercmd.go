@@ -67,7 +67,7 @@ func cmdCluster(args []string, stdout, stderr io.Writer) error {
 		if *asJSON {
 			return printJSON(stdout, st)
 		}
-		printStatus(stdout, st)
+		printStatus(stdout, st, modelFiles(ctx, st))
 	case "nodes":
 		r, err := ac.Nodes(ctx)
 		if err != nil {
@@ -76,7 +76,7 @@ func cmdCluster(args []string, stdout, stderr io.Writer) error {
 		if *asJSON {
 			return printJSON(stdout, r)
 		}
-		printNodes(stdout, r.Nodes)
+		printNodes(stdout, r.Nodes, nil)
 	case "experts":
 		r, err := ac.Experts(ctx)
 		if err != nil {
@@ -190,7 +190,44 @@ func printJSON(w io.Writer, v any) error {
 	return e.Encode(v)
 }
 
-func printStatus(w io.Writer, st cluster.Status) {
+// modelFiles asks every node (1 s each) how much of the live model's file
+// it holds: node id → "held", "partial 43% (7.0 MiB)", "-" (none) or "?"
+// (no answer).
+func modelFiles(ctx context.Context, st cluster.Status) map[string]string {
+	out := map[string]string{}
+	describe := func(f *cluster.ModelFileStatus) string {
+		switch {
+		case f == nil:
+			return "-"
+		case f.State == "held":
+			return "held"
+		}
+		pct := 0.0
+		if f.Size > 0 {
+			pct = 100 * float64(f.HeldBytes) / float64(f.Size)
+		}
+		return fmt.Sprintf("%s %.0f%% (%s)", f.State, pct, ibytes(f.HeldBytes))
+	}
+	for _, n := range st.Nodes {
+		if n.ID == st.Node {
+			out[n.ID] = describe(st.ModelFile)
+			continue
+		}
+		out[n.ID] = "?"
+		if n.State == router.NodeDead || n.HTTPAddr == "" {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		ns, err := (&cluster.AdminClient{Base: "http://" + n.HTTPAddr}).Status(cctx)
+		cancel()
+		if err == nil {
+			out[n.ID] = describe(ns.ModelFile)
+		}
+	}
+	return out
+}
+
+func printStatus(w io.Writer, st cluster.Status, files map[string]string) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	leader := st.Leader
 	if leader == "" {
@@ -216,19 +253,29 @@ func printStatus(w io.Writer, st cluster.Status) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w)
-	printNodes(w, st.Nodes)
+	printNodes(w, st.Nodes, files)
 }
 
-func printNodes(w io.Writer, nodes []cluster.NodeStatus) {
+// printNodes prints the nodes table, with a MODEL FILE column when files
+// is not nil.
+func printNodes(w io.Writer, nodes []cluster.NodeStatus, files map[string]string) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATE\tRAFT\tGOSSIP\tHTTP\tEXPERTS\tSESSIONS\tCAPACITY\tVERSION")
+	head := "NODE\tSTATE\tRAFT\tGOSSIP\tHTTP\tEXPERTS\tSESSIONS\tCAPACITY\tVERSION"
+	if files != nil {
+		head += "\tMODEL FILE"
+	}
+	fmt.Fprintln(tw, head)
 	for _, n := range nodes {
 		role := "non-voter"
 		if n.Voter {
 			role = "voter"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", n.ID, n.State, role, n.Gossip, n.HTTPAddr,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", n.ID, n.State, role, n.Gossip, n.HTTPAddr,
 			n.Experts, n.Sessions, ibytes(n.Capacity), n.Version)
+		if files != nil {
+			fmt.Fprintf(tw, "\t%s", files[n.ID])
+		}
+		fmt.Fprintln(tw)
 	}
 	tw.Flush()
 }

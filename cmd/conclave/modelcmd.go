@@ -183,11 +183,12 @@ func humanBytes(n int64) string {
 }
 
 // cmdLoad makes a model file the cluster's live model: it describes the
-// file as a node with --model does (cluster.InspectModel: sha256 digest,
+// file as a node with --model does (cluster.InspectModel: manifest digest,
 // layers, experts, top-k, expert bytes), posts that to a node's admin API
 // (POST /admin/v1/model) and waits until every expert of the model has a
-// ready replica. The file itself is not sent: nodes host experts from their
-// own copy (a node started with --model on a file with the same digest).
+// ready replica. The file itself is not sent: some node must hold it (started
+// with --model on a file with the same digest); nodes without it fetch the
+// parts they need from that holder (cluster.FetchModel).
 func cmdLoad(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("model load", stderr)
 	addr := fs.String("addr", "http://127.0.0.1:8080", "admin API of any node")
@@ -222,7 +223,7 @@ func cmdLoad(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("model load %s: %w", pos[0], err)
 	}
-	fmt.Fprintf(progress, "model %s v%d (sha256 %s): %d layers × %d experts, top-%d, %s per expert; hosts %s\n",
+	fmt.Fprintf(progress, "model %s v%d (digest %s): %d layers × %d experts, top-%d, %s per expert; hosts %s\n",
 		r.Model.ID, r.Model.Version, r.Model.Digest[:12], r.Model.Layers, r.Model.Experts, r.Model.TopK,
 		ibytes(r.Model.ExpertBytes), strings.Join(r.Hosts, ","))
 	ready, total, epoch, err := waitModelReady(ctx, ac, r.Model, func(ready, total int) {

@@ -25,6 +25,7 @@ import (
 	"github.com/conclave-ai/conclave/engine"
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model/synth"
+	"github.com/conclave-ai/conclave/router"
 )
 
 // cmdNode runs a cluster node until SIGINT/SIGTERM, then leaves gracefully.
@@ -228,6 +229,18 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "conclave %s %s: http %s gossip %s raft %s actor %s data %s\n",
 		name, cfg.ID, cfg.HTTPAddr, cfg.GossipAddr, cfg.RaftAddr, cfg.ActorAddr, cfg.DataDir)
+	if sv == nil {
+		// Without a model file, wait for the cluster's live model and fetch
+		// from the nodes holding it what this node needs to serve it.
+		fmt.Fprintf(stdout, "conclave %s %s: no --model: waiting for the cluster's model to fetch it from a peer\n", name, cfg.ID)
+		if sv, err = fetchServing(ctx, n, &f, stdout, stderr); err != nil && ctx.Err() == nil {
+			n.Kill()
+			return err
+		}
+		if sv != nil {
+			defer sv.close()
+		}
+	}
 	if sv != nil {
 		fmt.Fprintf(stdout, "conclave %s %s: serving %s (context %d) at http://%s/v1\n", name, cfg.ID, sv.info.ID, sv.info.Context, cfg.HTTPAddr)
 	}
@@ -280,9 +293,80 @@ func ensureDemo(stdout io.Writer) (string, error) {
 	return demoPath, os.Rename(tmp, demoPath)
 }
 
+// fetchServing waits until the map has a live model that some other node
+// holds, fetches this node's copy (header and dense tensors now, experts as
+// placement gives them), then serves it like a node with --model. It
+// returns nil, ctx's error when ctx ends or the node stops first.
+func fetchServing(ctx context.Context, n *cluster.Node, f *nodeFlags, stdout, stderr io.Writer) (*serving, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-n.Done():
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for {
+		changed := n.FSM().Changed()
+		m := n.Map()
+		if mod := m.Model; mod != nil && mod.Live && len(mod.Digest) == 64 && hasOtherHost(m, mod.Digest, n.ID()) {
+			t0 := time.Now()
+			mc, err := n.FetchModel(ctx, *mod)
+			if err == nil {
+				st := mc.Stats()
+				fmt.Fprintf(stdout, "conclave node %s: fetched the dense part of %s (%s of %s) in %v\n", n.ID(), mod.ID,
+					ibytes(st.FetchedBytes), ibytes(st.Size), time.Since(t0).Round(time.Millisecond))
+				sv, err := prepareServing(mc.Path(), f, stderr)
+				if err != nil {
+					mc.Close()
+					return nil, err
+				}
+				sv.copy, sv.fileID = mc, mod.ID
+				if err := sv.start(n); err != nil {
+					sv.close()
+					return nil, err
+				}
+				sv.api.Register(n.Mux())
+				return sv, nil
+			}
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			fmt.Fprintf(stderr, "conclave: fetch model %s: %v (retrying)\n", mod.ID, err)
+			retry := time.NewTimer(time.Second)
+			select {
+			case <-retry.C:
+				continue
+			case <-ctx.Done():
+				retry.Stop()
+				return nil, ctx.Err()
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// hasOtherHost reports whether a live node other than self holds the
+// complete file of digest.
+func hasOtherHost(m *router.Map, digest, self string) bool {
+	for _, id := range cluster.ModelHosts(m, digest) {
+		if id != self {
+			return true
+		}
+	}
+	return false
+}
+
 // serving is a loaded model with its engine and API.
 type serving struct {
 	model   *loaded
+	copy    *cluster.ModelCopy // the partial file, for a node without --model
+	fileID  string             // the model id when the file has no general.name ("": its base name)
 	path    string
 	pool    *kernels.Pool
 	experts *cluster.Experts
@@ -306,22 +390,33 @@ func (s *serving) close() {
 		}
 		s.pool.Close()
 		s.model.Close()
+		if s.copy != nil {
+			s.copy.Close()
+		}
 	})
 }
 
 // start hosts this node's experts, then starts the engine and the API on
 // top of the expert dispatcher.
 func (s *serving) start(n *cluster.Node) (err error) {
+	var src cluster.ExpertSource
+	if s.copy != nil {
+		src = s.copy
+	}
 	dc := dispatch.DefaultConfig()
 	dc.Timeout = s.expertTimeout
-	if s.experts, err = n.StartExperts(s.model.w, s.pool, dc); err != nil {
+	if s.experts, err = n.StartExpertsFrom(s.model.w, s.pool, dc, src); err != nil {
 		return err
 	}
 	if s.eng, err = engine.New(s.ecfg, s.model.w, s.pool, s.model.tok.IsEOG, engine.WithExperts(s.experts.Runner()),
 		engine.WithWeightsVersion(s.experts.WeightsVersion)); err != nil {
 		return err
 	}
-	s.info = api.ModelInfo{ID: modelID(s.model, s.path), Context: s.eng.Ctx(), Dim: s.model.w.Dim}
+	id := modelID(s.model, s.path)
+	if s.fileID != "" && !hasName(s.model) {
+		id = s.fileID
+	}
+	s.info = api.ModelInfo{ID: id, Context: s.eng.Ctx(), Dim: s.model.w.Dim}
 	if st, err := os.Stat(s.path); err == nil {
 		s.info.Created = st.ModTime()
 	}
@@ -390,6 +485,12 @@ func modelID(m *loaded, path string) string {
 		return strings.TrimSpace(name)
 	}
 	return strings.TrimSuffix(filepath.Base(path), ".gguf")
+}
+
+// hasName reports whether the model file has a general.name.
+func hasName(m *loaded) bool {
+	name, err := m.file.StringOr("general.name", "")
+	return err == nil && strings.TrimSpace(name) != ""
 }
 
 // apiKeys gathers keys from --api-key, CONCLAVE_API_KEY and --api-keys-file

@@ -59,19 +59,32 @@ type procCluster struct {
 // flags plus extra, waiting until n0 answers HTTP.
 func startProcCluster(t *testing.T, n int, extra ...string) *procCluster {
 	t.Helper()
+	return startProcClusterEach(t, n, nil, extra...)
+}
+
+// startProcClusterEach is startProcCluster with each(i)'s flags added to
+// node i's (each may be nil).
+func startProcClusterEach(t *testing.T, n int, each func(i int) []string, extra ...string) *procCluster {
+	t.Helper()
 	c := &procCluster{t: t, bin: filepath.Join(t.TempDir(), "conclave")}
 	if out, err := exec.Command("go", "build", "-o", c.bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	dir := t.TempDir()
 	const key = "000102030405060708090a0b0c0d0e0f"
+	// One FreeAddrs call holds every port until all are chosen, so no two
+	// nodes get the same one.
+	all := clustertest.FreeAddrs(t, 4*n)
 	for i := range n {
-		a := clustertest.FreeAddrs(t, 4)
+		a := all[4*i : 4*i+4]
 		c.addrs = append(c.addrs, a)
 		args := []string{"node", "--id", fmt.Sprintf("n%d", i), "--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i)),
 			"--http-addr", a[0], "--gossip-addr", a[1], "--raft-addr", a[2], "--actor-addr", a[3],
 			"--cluster-key", key, "--capacity", "1GiB", "--log-level", "warn"}
 		args = append(args, extra...)
+		if each != nil {
+			args = append(args, each(i)...)
+		}
 		if i > 0 {
 			args = append(args, "--join", c.addrs[0][1])
 		}
