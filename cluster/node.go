@@ -47,7 +47,8 @@ type Node struct {
 	httpSrv *http.Server
 	client  *http.Client
 
-	placeMu sync.Mutex // serialises placement runs (loop and rebalance requests)
+	placeMu      sync.Mutex // serialises placement runs (loop and rebalance requests)
+	lastUnplaced [2]int     // experts without a replica, under-replicated, at the last placement (placeMu)
 
 	ctx      context.Context // canceled when the node stops
 	cancel   context.CancelFunc

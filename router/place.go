@@ -122,6 +122,11 @@ func (n *placeNode) remove(k int, load float64, bytes int64) {
 //     RebalanceRatio, move the replica whose move lowers the heaviest
 //     node's load the most to the lightest node, at most MaxMoves times.
 //
+// Steps 1 and 2 go in rounds: every expert gets its first replica (kept,
+// then added) before any gets a second, and so on, so capacity too small
+// for the wanted replication still places each expert once where it can;
+// what cannot be placed at all stays out of the placement and in Unplaced.
+//
 // It returns ErrBadPlaceInput for negative sizes, duplicate or empty node
 // IDs, or a negative or non-finite load.
 func Place(in PlaceInput) (PlaceResult, error) {
@@ -189,63 +194,15 @@ func Place(in PlaceInput) (PlaceResult, error) {
 		off += wants[k]
 	}
 
-	// 1. Keep what is still valid: base replicas of every expert before any
-	// hot extra, so extras never take room a base replica needs.
-	limit := func(k int, pass int) int { return min(wants[k], want+pass) }
-	for pass := range 2 {
-		for k, e := range experts {
-			for _, r := range in.Current[e] {
-				if len(placement[k]) >= limit(k, pass) {
-					break
-				}
-				n := byID[r.Node]
-				if n == nil || n.holds(k) || !n.fits(in.ExpertBytes) {
-					continue
-				}
-				if !n.devices[r.Device] { // the device went away: reload on the node's default one
-					r.Device, r.Ready = n.device, false
-				}
-				n.add(k, loads[k], in.ExpertBytes)
-				placement[k] = append(placement[k], r)
-			}
-		}
-	}
-
-	// 2. Add what is missing, heaviest first, base replicas before extras.
-	for pass := range 2 {
-		var missing []int
-		for k := range experts {
-			if len(placement[k]) < limit(k, pass) {
-				missing = append(missing, k)
-			}
-		}
-		slices.SortFunc(missing, func(a, b int) int {
-			if c := cmp.Compare(loads[b], loads[a]); c != 0 {
-				return c
-			}
-			return cmp.Compare(a, b)
-		})
-		for _, k := range missing {
-			for len(placement[k]) < limit(k, pass) {
-				var best *placeNode
-				var bestLoad, bestCount float64
-				for _, n := range nodes {
-					if n.holds(k) || !n.fits(in.ExpertBytes) {
-						continue
-					}
-					pl := (n.load + loads[k]) / n.weight
-					pc := float64(n.count+1) / n.weight
-					if best == nil || pl < bestLoad || (pl == bestLoad && pc < bestCount) {
-						best, bestLoad, bestCount = n, pl, pc
-					}
-				}
-				if best == nil {
-					break
-				}
-				best.add(k, loads[k], in.ExpertBytes)
-				placement[k] = append(placement[k], Replica{Node: best.id, Device: best.device})
-			}
-		}
+	// Steps 1 and 2 run in rounds: round r brings every expert up to r
+	// replicas (r = 1 … want, then want+1 for hot extras), first by keeping
+	// current ones, then by adding, before any expert gets its (r+1)-th. So
+	// when capacity runs short every expert has one replica before any has
+	// two, and extras never take room a base replica needs.
+	limit := func(k, round int) int { return min(wants[k], round) }
+	for round := 1; round <= want+1; round++ {
+		keepRound(in, experts, loads, byID, placement, func(k int) int { return limit(k, round) })
+		addRound(in, experts, loads, nodes, placement, func(k int) int { return limit(k, round) })
 	}
 
 	// 3. Rebalance, bounded.
@@ -282,6 +239,67 @@ func Place(in PlaceInput) (PlaceResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// keepRound is Place's step 1 for one round: it keeps, in (layer, index)
+// order, current replicas on active nodes with room until each expert k
+// has limit(k).
+func keepRound(in PlaceInput, experts []ExpertID, loads []float64, byID map[string]*placeNode, placement [][]Replica, limit func(int) int) {
+	for k, e := range experts {
+		for _, r := range in.Current[e] {
+			if len(placement[k]) >= limit(k) {
+				break
+			}
+			n := byID[r.Node]
+			if n == nil || n.holds(k) || !n.fits(in.ExpertBytes) {
+				continue
+			}
+			if !n.devices[r.Device] { // the device went away: reload on the node's default one
+				r.Device, r.Ready = n.device, false
+			}
+			n.add(k, loads[k], in.ExpertBytes)
+			placement[k] = append(placement[k], r)
+		}
+	}
+}
+
+// addRound is Place's step 2 for one round: heaviest expert first, it adds
+// replicas until each expert k has limit(k), each on the node with room
+// and the lowest projected load.
+func addRound(in PlaceInput, experts []ExpertID, loads []float64, nodes []*placeNode, placement [][]Replica, limit func(int) int) {
+	var missing []int
+	for k := range experts {
+		if len(placement[k]) < limit(k) {
+			missing = append(missing, k)
+		}
+	}
+	slices.SortFunc(missing, func(a, b int) int {
+		if c := cmp.Compare(loads[b], loads[a]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	for _, k := range missing {
+		for len(placement[k]) < limit(k) {
+			var best *placeNode
+			var bestLoad, bestCount float64
+			for _, n := range nodes {
+				if n.holds(k) || !n.fits(in.ExpertBytes) {
+					continue
+				}
+				pl := (n.load + loads[k]) / n.weight
+				pc := float64(n.count+1) / n.weight
+				if best == nil || pl < bestLoad || (pl == bestLoad && pc < bestCount) {
+					best, bestLoad, bestCount = n, pl, pc
+				}
+			}
+			if best == nil {
+				break
+			}
+			best.add(k, loads[k], in.ExpertBytes)
+			placement[k] = append(placement[k], Replica{Node: best.id, Device: best.device})
+		}
+	}
 }
 
 // hotTargets returns each expert's wanted replica count (base, or base+1
