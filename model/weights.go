@@ -98,6 +98,36 @@ func (w *Weights) BytesPerToken() int64 {
 	return b
 }
 
+// DenseBytes is the size of every weight that is not a routed expert's: the
+// embedding, attention, norms, router gates and output (and a dense model's
+// FFN). Every node of a cluster serving the model reads all of it, whatever
+// experts it hosts. A tied output is counted once.
+func (w *Weights) DenseBytes() int64 {
+	b := int64(len(w.TokEmbd.Data)) + 4*int64(len(w.OutputNorm))
+	if !w.TiedOutput {
+		b += int64(len(w.Output.Data))
+	}
+	for _, l := range w.Blocks {
+		b += int64(len(l.Wq.Data)+len(l.Wk.Data)+len(l.Wv.Data)+len(l.Wo.Data)+len(l.GateInp.Data)) + 4*int64(len(l.AttnNorm)+len(l.FFNNorm))
+		if l.Dense != nil {
+			b += l.Dense.Bytes()
+		}
+	}
+	return b
+}
+
+// ExpertBytes is the size of all routed experts' weights (0 for a dense
+// model).
+func (w *Weights) ExpertBytes() int64 {
+	var b int64
+	for _, l := range w.Blocks {
+		for i := range l.Experts {
+			b += l.Experts[i].Bytes()
+		}
+	}
+	return b
+}
+
 // TensorTypes counts tensors by element type.
 func (w *Weights) TensorTypes() map[string]int {
 	m := map[string]int{}
