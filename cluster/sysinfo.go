@@ -50,24 +50,31 @@ func hostMemory() router.Device {
 // The returned model is marked Live so that setting it makes it the
 // cluster's model.
 func InspectModel(path string) (router.Model, error) {
+	m, _, err := inspectModel(path)
+	return m, err
+}
+
+// inspectModel is InspectModel that also returns the model's dense
+// (non-expert) weight bytes.
+func inspectModel(path string) (router.Model, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return router.Model{}, err
+		return router.Model{}, 0, err
 	}
 	h := sha256.New()
 	_, err = io.Copy(h, f)
 	f.Close()
 	if err != nil {
-		return router.Model{}, err
+		return router.Model{}, 0, err
 	}
 	gf, err := gguf.Open(path)
 	if err != nil {
-		return router.Model{}, err
+		return router.Model{}, 0, err
 	}
 	defer gf.Close()
 	w, err := model.Load(gf)
 	if err != nil {
-		return router.Model{}, fmt.Errorf("cluster: model %s: %w", path, err)
+		return router.Model{}, 0, fmt.Errorf("cluster: model %s: %w", path, err)
 	}
 	m := router.Model{
 		ID:      strings.TrimSuffix(filepath.Base(path), ".gguf"),
@@ -82,5 +89,5 @@ func InspectModel(path string) (router.Model, error) {
 	if w.Layers > 0 {
 		m.ExpertBytes = w.FeedForward(0, 0).Bytes()
 	}
-	return m, nil
+	return m, w.DenseBytes(), nil
 }
