@@ -236,6 +236,12 @@ func TestNodeFlags(t *testing.T) {
 		{"no data dir", []string{"--id", "a"}, nil, true},
 		{"bad id", []string{"--id", "a b", "--data-dir", "d"}, nil, true},
 		{"bad capacity", []string{"--id", "a", "--data-dir", "d", "--capacity", "lots"}, nil, true},
+		{"memory limit", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "1.5GiB"}, func(c cluster.Config) bool {
+			return c.MemoryLimitBytes == 3<<29 && c.CapacityBytes == 0 && c.RuntimeReserveBytes == cluster.DefaultRuntimeReserve
+		}, false},
+		{"memory limit and capacity", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "2GiB", "--capacity", "1GiB"}, nil, true},
+		{"zero memory limit", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "0"}, nil, true},
+		{"bad memory limit", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "much"}, nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := newFlags("node", io.Discard)
