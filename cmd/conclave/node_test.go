@@ -8,6 +8,7 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,7 +57,8 @@ type procCluster struct {
 }
 
 // startProcCluster builds the binary and starts n nodes with the common
-// flags plus extra, waiting until n0 answers HTTP.
+// flags plus extra (a 1 GiB --capacity unless extra sizes the node with
+// --capacity or --memory-limit), waiting until n0 answers HTTP.
 func startProcCluster(t *testing.T, n int, extra ...string) *procCluster {
 	t.Helper()
 	c := &procCluster{t: t, bin: filepath.Join(t.TempDir(), "conclave")}
@@ -70,7 +72,10 @@ func startProcCluster(t *testing.T, n int, extra ...string) *procCluster {
 		c.addrs = append(c.addrs, a)
 		args := []string{"node", "--id", fmt.Sprintf("n%d", i), "--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i)),
 			"--http-addr", a[0], "--gossip-addr", a[1], "--raft-addr", a[2], "--actor-addr", a[3],
-			"--cluster-key", key, "--capacity", "1GiB", "--log-level", "warn"}
+			"--cluster-key", key, "--log-level", "warn"}
+		if !slices.Contains(extra, "--capacity") && !slices.Contains(extra, "--memory-limit") {
+			args = append(args, "--capacity", "1GiB")
+		}
 		args = append(args, extra...)
 		if i > 0 {
 			args = append(args, "--join", c.addrs[0][1])
