@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,7 +31,8 @@ type Experts struct {
 	host *expert.Host
 	disp *dispatch.Dispatcher
 
-	rates atomic.Pointer[[]router.ExpertLoad] // latest local rates, for the collector
+	rates    atomic.Pointer[[]router.ExpertLoad] // latest local rates, for the collector
+	resident map[router.ExpertID]bool            // experts KeepResident last kept (loop only); nil before
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -118,6 +120,7 @@ func (x *Experts) sync(m *router.Map) (retry bool) {
 		x.n.log.Warn("start expert actors", "error", err)
 		retry = true
 	}
+	x.keepResident(want)
 	for _, id := range want {
 		if _, running := x.host.Local(id); !running || replicaReady(m, id, self) {
 			continue
@@ -134,6 +137,27 @@ func (x *Experts) sync(m *router.Map) (retry bool) {
 		}
 	}
 	return retry
+}
+
+// keepResident makes the node's resident memory hold the model's dense
+// weights and the experts in hosted, and no other expert, when hosted
+// differs from what it last applied (model.Weights.KeepResident). It runs
+// before the replicas are reported ready, so a ready replica's weights are
+// in memory.
+func (x *Experts) keepResident(hosted []router.ExpertID) {
+	set := make(map[router.ExpertID]bool, len(hosted))
+	for _, id := range hosted {
+		set[id] = true
+	}
+	if x.resident != nil && maps.Equal(set, x.resident) {
+		return
+	}
+	start := time.Now()
+	if err := x.w.KeepResident(func(l, e int) bool { return set[router.ExpertID{Layer: l, Index: e}] }); err != nil {
+		x.n.log.Warn("keep hosted experts resident", "error", err)
+	}
+	x.resident = set
+	x.n.log.Debug("resident experts", "experts", len(set), "took", time.Since(start))
 }
 
 // serves reports whether the map's live model is the one x's weights hold.
