@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -43,6 +45,62 @@ func hostMemory() router.Device {
 		}
 	}
 	return d
+}
+
+// CgroupMemoryLimit returns the memory limit of this process's cgroup: the
+// lowest memory.max (cgroup v2) or memory.limit_in_bytes (v1) on its path
+// from the root, and whether there is one. A container or a systemd unit
+// with MemoryMax sets it; a node run there without --capacity or
+// --memory-limit can take it as its memory limit.
+func CgroupMemoryLimit() (int64, bool) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return 0, false
+	}
+	read := func(p string) (string, error) {
+		b, err := os.ReadFile(p)
+		return string(b), err
+	}
+	return cgroupMemoryLimit(string(b), read)
+}
+
+// cgroupMemoryLimit is CgroupMemoryLimit over /proc/self/cgroup's text and
+// a file reader. Values of 2^62 and above mean no limit (cgroup v1's
+// unlimited is 2^63 − a page).
+func cgroupMemoryLimit(procCgroup string, read func(path string) (string, error)) (int64, bool) {
+	var limit int64
+	found := false
+	walk := func(dirs []string, file, cg string) {
+		for p := path.Clean("/" + cg); ; p = path.Dir(p) {
+			for _, dir := range dirs {
+				v, err := read(path.Join(dir, p, file))
+				if err != nil {
+					continue
+				}
+				n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				if err == nil && n > 0 && n < 1<<62 && (!found || n < limit) {
+					limit, found = n, true
+				}
+				break
+			}
+			if p == "/" {
+				return
+			}
+		}
+	}
+	for _, line := range strings.Split(procCgroup, "\n") {
+		parts := strings.SplitN(strings.TrimSpace(line), ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		switch {
+		case parts[0] == "0" && parts[1] == "": // v2 (unified), alone or in a hybrid layout
+			walk([]string{"/sys/fs/cgroup", "/sys/fs/cgroup/unified"}, "memory.max", parts[2])
+		case slices.Contains(strings.Split(parts[1], ","), "memory"): // v1
+			walk([]string{"/sys/fs/cgroup/memory"}, "memory.limit_in_bytes", parts[2])
+		}
+	}
+	return limit, found
 }
 
 // InspectModel describes a GGUF model file for the cluster map: id (file

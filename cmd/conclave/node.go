@@ -114,8 +114,8 @@ func (f *nodeFlags) register(fs *flag.FlagSet, serve bool) {
 	fs.IntVar(&f.maxVoters, "max-voters", d.MaxVoters, "Raft voters; further nodes join as non-voters")
 	fs.IntVar(&f.replication, "replication", d.Replication, "replicas per expert for a new cluster")
 	fs.DurationVar(&f.deadGrace, "dead-grace", d.DeadGrace, "how long a dead node stays before removal")
-	fs.StringVar(&f.capacity, "capacity", "", "bytes of expert weights this node may host (e.g. 8GiB; default: from --memory-limit, else free memory)")
-	fs.StringVar(&f.memoryLimit, "memory-limit", "", "memory this node may keep resident (e.g. 16GiB); expert capacity = limit − dense weights − KV cache − 64 MiB runtime reserve (not with --capacity)")
+	fs.StringVar(&f.capacity, "capacity", "", "bytes of expert weights this node may host (e.g. 8GiB; default: from the memory limit if there is one, else free memory)")
+	fs.StringVar(&f.memoryLimit, "memory-limit", "", "memory this node may keep resident (e.g. 16GiB; default: the cgroup's limit, if any); expert capacity = limit − dense weights − KV cache − 64 MiB runtime reserve (not with --capacity)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	if serve {
 		fs.StringVar(&f.modelPath, "model", "", "GGUF model to serve (default: the demo model, synthesized into "+demoPath+" on first use)")
@@ -176,9 +176,17 @@ func (f *nodeFlags) config(stderr io.Writer) (cluster.Config, error) {
 			return cfg, fmt.Errorf("%w: --capacity: %v", errUsage, err)
 		}
 	}
-	if f.memoryLimit != "" {
+	switch {
+	case f.memoryLimit != "":
 		if cfg.MemoryLimitBytes, err = parseBytes(f.memoryLimit); err != nil || cfg.MemoryLimitBytes == 0 {
 			return cfg, fmt.Errorf("%w: --memory-limit: %q is not a positive size", errUsage, f.memoryLimit)
+		}
+	case f.capacity == "":
+		// In a container or a unit with MemoryMax, the cgroup's limit is
+		// the memory limit.
+		if limit, ok := cluster.CgroupMemoryLimit(); ok {
+			cfg.MemoryLimitBytes = limit
+			fmt.Fprintf(stderr, "conclave: memory limit %s from this process's cgroup (override with --memory-limit or --capacity)\n", humanBytes(limit))
 		}
 	}
 	cfg.Logger = cluster.NewLogger("conclave", stderr, f.logLevel)
