@@ -19,6 +19,10 @@ import (
 // readiness report when the map has not changed meanwhile.
 const expertsRetry = 250 * time.Millisecond
 
+// residentTrimInterval is how often the experts loop checks whether the
+// dispatcher's fallback faulted in experts this node does not host.
+const residentTrimInterval = 10 * time.Second
+
 // Experts runs a node's expert actors and the dispatcher its engine uses.
 // It follows the cluster map: it starts an actor for every replica placed on
 // this node (weights bound from this node's model file), reports each one
@@ -90,6 +94,9 @@ func (x *Experts) Close() {
 
 func (x *Experts) loop() {
 	defer close(x.done)
+	trim := time.NewTicker(residentTrimInterval)
+	defer trim.Stop()
+	var fallbacks int64
 	for {
 		changed := x.n.fsm.Changed()
 		retry := x.sync(x.n.fsm.Map())
@@ -100,6 +107,13 @@ func (x *Experts) loop() {
 		select {
 		case <-changed:
 		case <-tick:
+		case <-trim.C:
+			// The dispatcher's last resort computes experts this node
+			// does not host from its own weights, faulting them in;
+			// release them again once that has happened.
+			if f := x.disp.Stats().Fallbacks; f != fallbacks {
+				fallbacks, x.resident = f, nil
+			}
 		case <-x.stop:
 			return
 		case <-x.n.stopCh:
