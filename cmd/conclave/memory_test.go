@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -102,33 +103,70 @@ func TestMemoryLimitedPlacement(t *testing.T) {
 	t.Logf("model: %d experts × %.1f MiB = %.1f MiB, dense %.1f MiB; per node: --memory-limit %d (%.1f MiB), KV pool %.1f MiB, expert capacity %.1f MiB (%d experts); synthesized in %v",
 		total, mb(eb), mb(experts), mb(dense), limit, mb(limit), mb(kv), mb(capacity), capacity/eb, synthesized.Round(time.Millisecond))
 
-	pc := startProcCluster(t, 3, "--model", path, "--memory-limit", strconv.FormatInt(limit, 10), "--kv-cache", kvFlag,
+	pc := newProcCluster(t, 3, "--model", path, "--memory-limit", strconv.FormatInt(limit, 10), "--kv-cache", kvFlag,
 		"--replication", "2", "--threads", "1", "--dead-grace", "60s")
 	ac := &cluster.AdminClient{Base: "http://" + pc.addrs[0][0]}
 	client := &http.Client{Timeout: 60 * time.Second}
-
-	// Ready: every expert has a ready replica and every node answers /ready.
 	var placed cluster.ExpertsReply
-	clustertest.WaitFor(t, 60*time.Second, func() bool {
+	readyExperts := func() (ready, placedOnce int) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
 		r, err := ac.Experts(ctx)
 		if err != nil || r.Model == nil {
-			return false
+			return 0, 0
 		}
 		placed = r
-		ready, _ := cluster.ReadyExperts(&router.Map{Model: r.Model, Placement: placementMap(r.Placement)})
-		return ready == total
-	}, "every expert to have a ready replica")
+		ready, _ = cluster.ReadyExperts(&router.Map{Model: r.Model, Placement: placementMap(r.Placement)})
+		return ready, len(r.Placement)
+	}
+	readyStatus := func(addr string) int {
+		resp, err := client.Get("http://" + addr + "/ready")
+		if err != nil {
+			return 0
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	// n0 alone holds 21 of the 32 experts: the rest stay unplaced, the
+	// model is not ready, and the leader says so.
+	pc.start(pc.procs[0])
+	waitHTTP(t, pc.addrs[0][0])
+	clustertest.WaitFor(t, 30*time.Second, func() bool {
+		ready, once := readyExperts()
+		return ready == int(capacity/eb) && once == int(capacity/eb)
+	}, "n0 alone to host as many experts as its capacity allows")
+	if code := readyStatus(pc.addrs[0][0]); code != http.StatusServiceUnavailable {
+		t.Errorf("n0 alone: /ready %d, want 503 (experts unplaced)", code)
+	}
+	clustertest.WaitFor(t, 10*time.Second, func() bool {
+		return strings.Contains(pc.procs[0].out.String(), "cannot place every expert once")
+	}, "the leader to warn about unplaced experts")
+	t.Logf("n0 alone: %d of %d experts placed and ready, /ready 503", len(placed.Placement), total)
+
+	// With n1 and n2, every expert is placed and ready, and the nodes fill
+	// their capacity toward the second replicas.
+	pc.start(pc.procs[1])
+	pc.start(pc.procs[2])
+	wantReplicas := min(2*total, 3*int(capacity/eb))
+	clustertest.WaitFor(t, 60*time.Second, func() bool {
+		if ready, _ := readyExperts(); ready != total {
+			return false
+		}
+		n := 0
+		for _, pe := range placed.Placement {
+			for _, r := range pe.Replicas {
+				if r.Ready {
+					n++
+				}
+			}
+		}
+		return n == wantReplicas
+	}, fmt.Sprintf("every expert ready and %d replicas ready", wantReplicas))
 	clustertest.WaitFor(t, 30*time.Second, func() bool {
 		for _, a := range pc.addrs {
-			resp, err := client.Get("http://" + a[0] + "/ready")
-			if err != nil {
-				return false
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
+			if readyStatus(a[0]) != http.StatusOK {
 				return false
 			}
 		}
@@ -177,7 +215,19 @@ func TestMemoryLimitedPlacement(t *testing.T) {
 		}
 	}
 
-	// Resident memory per process against what it hosts.
+	// Resident memory per process against what it hosts (placement is
+	// unchanged by the completions: no load reports move 1-row experts).
+	before := hosted
+	hosted = map[string]int{}
+	readyExperts()
+	for _, pe := range placed.Placement {
+		for _, r := range pe.Replicas {
+			hosted[r.Node]++
+		}
+	}
+	if !maps.Equal(before, hosted) {
+		t.Logf("placement changed during the completions: experts per node %v → %v", before, hosted)
+	}
 	for i, p := range pc.procs {
 		rss, anon, file, err := procStatus(p.cmd.Process.Pid)
 		if err != nil {

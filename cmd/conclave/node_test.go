@@ -61,6 +61,20 @@ type procCluster struct {
 // --capacity or --memory-limit), waiting until n0 answers HTTP.
 func startProcCluster(t *testing.T, n int, extra ...string) *procCluster {
 	t.Helper()
+	c := newProcCluster(t, n, extra...)
+	for _, p := range c.procs {
+		c.start(p)
+		if p.id == "n0" {
+			waitHTTP(t, c.addrs[0][0])
+		}
+	}
+	return c
+}
+
+// newProcCluster is startProcCluster without starting the processes: start
+// them with start (n0 first; it bootstraps).
+func newProcCluster(t *testing.T, n int, extra ...string) *procCluster {
+	t.Helper()
 	c := &procCluster{t: t, bin: filepath.Join(t.TempDir(), "conclave")}
 	if out, err := exec.Command("go", "build", "-o", c.bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
@@ -93,12 +107,6 @@ func startProcCluster(t *testing.T, n int, extra ...string) *procCluster {
 			}
 		}
 	})
-	for _, p := range c.procs {
-		c.start(p)
-		if p.id == "n0" {
-			waitHTTP(t, c.addrs[0][0])
-		}
-	}
 	return c
 }
 
