@@ -664,7 +664,7 @@ func TestKVPoolBytes(t *testing.T) {
 		edit   func(*Config)
 		blocks int
 	}{
-		{"bytes", func(c *Config) { c.KVBlocks, c.KVBytes = 0, 100*block + block/2 }, 100},
+		{"bytes", func(c *Config) { c.KVBlocks, c.KVBytes = 0, 100*block+block/2 }, 100},
 		{"blocks", func(c *Config) { c.KVBlocks = 40 }, 40},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
