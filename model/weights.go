@@ -136,7 +136,8 @@ func (w *Weights) ExpertBytes() int64 {
 // file match what it computes with: the dense weights (DenseBytes) and the
 // experts hosted(layer, index) reports are populated (read in now, so using
 // them takes no page faults later), and the whole pages of every other
-// expert are released. A page fault maps the page cache's whole folio around
+// expert are released (with huge pages turned off for the mapping, see
+// gguf.File.SmallPages). A page fault maps the page cache's whole folio around
 // the page (up to 2 MiB), so without the release a node using some experts
 // would also hold parts of their neighbours; populating first means no later
 // fault maps them again while the page cache keeps the file. It blocks while
@@ -167,9 +168,18 @@ func (w *Weights) KeepResident(hosted func(layer, expert int) bool) error {
 	// Base pages only, so a release can split a large folio; releasing
 	// first drops huge-page mappings made before (which unmaps their hosted
 	// parts too). Then populate what is used, which may map whole folios
-	// again, and release what is not, page by page.
-	if err := w.file.SmallPages(); err != nil {
-		return err
+	// again, and release what is not, page by page. A process hosting
+	// every expert releases nothing and keeps huge pages.
+	all := true
+	for li, l := range w.Blocks {
+		for e := range l.Experts {
+			all = all && hosted(li, e)
+		}
+	}
+	if !all {
+		if err := w.file.SmallPages(); err != nil {
+			return err
+		}
 	}
 	experts(w.file.Release, false)
 	do(w.file.Populate, w.TokEmbd, w.Output)
