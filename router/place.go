@@ -122,10 +122,11 @@ func (n *placeNode) remove(k int, load float64, bytes int64) {
 //     RebalanceRatio, move the replica whose move lowers the heaviest
 //     node's load the most to the lightest node, at most MaxMoves times.
 //
-// Steps 1 and 2 go in rounds: every expert gets its first replica (kept,
-// then added) before any gets a second, and so on, so capacity too small
-// for the wanted replication still places each expert once where it can;
-// what cannot be placed at all stays out of the placement and in Unplaced.
+// When capacity is short, steps 1 and 2 give no expert a further replica
+// while that would take the last room for the first replica of another, so
+// capacity too small for the wanted replication still places every expert
+// once where it can; what cannot be placed at all stays out of the
+// placement and in Unplaced.
 //
 // It returns ErrBadPlaceInput for negative sizes, duplicate or empty node
 // IDs, or a negative or non-finite load.
@@ -194,15 +195,25 @@ func Place(in PlaceInput) (PlaceResult, error) {
 		off += wants[k]
 	}
 
-	// Steps 1 and 2 run in rounds: round r brings every expert up to r
-	// replicas (r = 1 … want, then want+1 for hot extras), first by keeping
-	// current ones, then by adding, before any expert gets its (r+1)-th. So
-	// when capacity runs short every expert has one replica before any has
-	// two, and extras never take room a base replica needs.
-	limit := func(k, round int) int { return min(wants[k], round) }
+	// 1. Keep what is still valid, in rounds: round r keeps up to r
+	// replicas of every expert (r = 1 … want, then want+1 for hot extras),
+	// so extras never take room a base replica needs.
+	p := &placer{in: in, loads: loads, nodes: nodes, byID: byID, placement: placement, bare: total, experts: experts}
 	for round := 1; round <= want+1; round++ {
-		keepRound(in, experts, loads, byID, placement, func(k int) int { return limit(k, round) })
-		addRound(in, experts, loads, nodes, placement, func(k int) int { return limit(k, round) })
+		p.keep(func(k int) int { return min(wants[k], round) })
+	}
+	// 2. Add what is missing: heaviest first, base replicas before extras.
+	// A further replica of an expert waits while it would take the last
+	// room for the first replica of another; those go last, a round at a
+	// time. With room for everything this is plain heaviest-first.
+	deferred := false
+	for pass := range 2 {
+		deferred = p.add(func(k int) int { return min(wants[k], want+pass) }) || deferred
+	}
+	if deferred {
+		for round := 2; round <= want+1; round++ {
+			p.add(func(k int) int { return min(wants[k], round) })
+		}
 	}
 
 	// 3. Rebalance, bounded.
@@ -241,53 +252,97 @@ func Place(in PlaceInput) (PlaceResult, error) {
 	return res, nil
 }
 
-// keepRound is Place's step 1 for one round: it keeps, in (layer, index)
-// order, current replicas on active nodes with room until each expert k
-// has limit(k).
-func keepRound(in PlaceInput, experts []ExpertID, loads []float64, byID map[string]*placeNode, placement [][]Replica, limit func(int) int) {
-	for k, e := range experts {
-		for _, r := range in.Current[e] {
-			if len(placement[k]) >= limit(k) {
+// placer is the running state of Place's steps 1 and 2.
+type placer struct {
+	in        PlaceInput
+	experts   []ExpertID            // dense index -> expert
+	loads     []float64             // dense index -> load
+	nodes     []*placeNode          // eligible, by ID
+	byID      map[string]*placeNode // eligible
+	placement [][]Replica           // dense index -> replicas
+	bare      int                   // experts with no replica yet
+}
+
+// spare reports whether one more replica of an expert that already has one
+// still leaves room for the first replica of every expert that has none.
+// Any node with room can take a first replica (no node holds it), so this
+// counts free slots.
+func (p *placer) spare() bool {
+	if p.bare == 0 || p.in.ExpertBytes == 0 {
+		return true
+	}
+	slots := int64(0)
+	for _, n := range p.nodes {
+		if n.capacity <= 0 {
+			return true
+		}
+		slots += max(n.capacity-n.used, 0) / p.in.ExpertBytes
+		if slots > int64(p.bare) {
+			return true
+		}
+	}
+	return false
+}
+
+// place records replica r of expert k on node n.
+func (p *placer) place(k int, n *placeNode, r Replica) {
+	if len(p.placement[k]) == 0 {
+		p.bare--
+	}
+	n.add(k, p.loads[k], p.in.ExpertBytes)
+	p.placement[k] = append(p.placement[k], r)
+}
+
+// keep keeps, in (layer, index) order, current replicas on active nodes
+// with room until each expert k has limit(k) (Place's step 1).
+func (p *placer) keep(limit func(int) int) {
+	for k, e := range p.experts {
+		for _, r := range p.in.Current[e] {
+			if len(p.placement[k]) >= limit(k) || (len(p.placement[k]) > 0 && !p.spare()) {
 				break
 			}
-			n := byID[r.Node]
-			if n == nil || n.holds(k) || !n.fits(in.ExpertBytes) {
+			n := p.byID[r.Node]
+			if n == nil || n.holds(k) || !n.fits(p.in.ExpertBytes) {
 				continue
 			}
 			if !n.devices[r.Device] { // the device went away: reload on the node's default one
 				r.Device, r.Ready = n.device, false
 			}
-			n.add(k, loads[k], in.ExpertBytes)
-			placement[k] = append(placement[k], r)
+			p.place(k, n, r)
 		}
 	}
 }
 
-// addRound is Place's step 2 for one round: heaviest expert first, it adds
-// replicas until each expert k has limit(k), each on the node with room
-// and the lowest projected load.
-func addRound(in PlaceInput, experts []ExpertID, loads []float64, nodes []*placeNode, placement [][]Replica, limit func(int) int) {
+// add adds replicas, heaviest expert first, until each expert k has
+// limit(k), each on the node with room and the lowest projected load
+// (Place's step 2). It reports whether it left a further replica out to
+// spare room for first replicas.
+func (p *placer) add(limit func(int) int) (deferred bool) {
 	var missing []int
-	for k := range experts {
-		if len(placement[k]) < limit(k) {
+	for k := range p.experts {
+		if len(p.placement[k]) < limit(k) {
 			missing = append(missing, k)
 		}
 	}
 	slices.SortFunc(missing, func(a, b int) int {
-		if c := cmp.Compare(loads[b], loads[a]); c != 0 {
+		if c := cmp.Compare(p.loads[b], p.loads[a]); c != 0 {
 			return c
 		}
 		return cmp.Compare(a, b)
 	})
 	for _, k := range missing {
-		for len(placement[k]) < limit(k) {
+		for len(p.placement[k]) < limit(k) {
+			if len(p.placement[k]) > 0 && !p.spare() {
+				deferred = true
+				break
+			}
 			var best *placeNode
 			var bestLoad, bestCount float64
-			for _, n := range nodes {
-				if n.holds(k) || !n.fits(in.ExpertBytes) {
+			for _, n := range p.nodes {
+				if n.holds(k) || !n.fits(p.in.ExpertBytes) {
 					continue
 				}
-				pl := (n.load + loads[k]) / n.weight
+				pl := (n.load + p.loads[k]) / n.weight
 				pc := float64(n.count+1) / n.weight
 				if best == nil || pl < bestLoad || (pl == bestLoad && pc < bestCount) {
 					best, bestLoad, bestCount = n, pl, pc
@@ -296,10 +351,10 @@ func addRound(in PlaceInput, experts []ExpertID, loads []float64, nodes []*place
 			if best == nil {
 				break
 			}
-			best.add(k, loads[k], in.ExpertBytes)
-			placement[k] = append(placement[k], Replica{Node: best.id, Device: best.device})
+			p.place(k, best, Replica{Node: best.id, Device: best.device})
 		}
 	}
+	return deferred
 }
 
 // hotTargets returns each expert's wanted replica count (base, or base+1
