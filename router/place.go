@@ -198,7 +198,7 @@ func Place(in PlaceInput) (PlaceResult, error) {
 	// 1. Keep what is still valid, in rounds: round r keeps up to r
 	// replicas of every expert (r = 1 … want, then want+1 for hot extras),
 	// so extras never take room a base replica needs.
-	p := &placer{in: in, loads: loads, nodes: nodes, byID: byID, placement: placement, bare: total, experts: experts}
+	p := newPlacer(in, experts, loads, nodes, byID, placement)
 	for round := 1; round <= want+1; round++ {
 		p.keep(func(k int) int { return min(wants[k], round) })
 	}
@@ -261,33 +261,34 @@ type placer struct {
 	byID      map[string]*placeNode // eligible
 	placement [][]Replica           // dense index -> replicas
 	bare      int                   // experts with no replica yet
+	slots     int64                 // free replica slots over all nodes; < 0: unlimited
+}
+
+func newPlacer(in PlaceInput, experts []ExpertID, loads []float64, nodes []*placeNode, byID map[string]*placeNode, placement [][]Replica) *placer {
+	p := &placer{in: in, experts: experts, loads: loads, nodes: nodes, byID: byID, placement: placement, bare: len(experts)}
+	for _, n := range nodes {
+		if n.capacity <= 0 || in.ExpertBytes == 0 {
+			p.slots = -1
+			break
+		}
+		p.slots += n.capacity / in.ExpertBytes // nothing is placed yet
+	}
+	return p
 }
 
 // spare reports whether one more replica of an expert that already has one
 // still leaves room for the first replica of every expert that has none.
-// Any node with room can take a first replica (no node holds it), so this
-// counts free slots.
-func (p *placer) spare() bool {
-	if p.bare == 0 || p.in.ExpertBytes == 0 {
-		return true
-	}
-	slots := int64(0)
-	for _, n := range p.nodes {
-		if n.capacity <= 0 {
-			return true
-		}
-		slots += max(n.capacity-n.used, 0) / p.in.ExpertBytes
-		if slots > int64(p.bare) {
-			return true
-		}
-	}
-	return false
-}
+// Any node with room can take a first replica (no node holds it), so free
+// slots over all nodes are what counts.
+func (p *placer) spare() bool { return p.bare == 0 || p.slots < 0 || p.slots > int64(p.bare) }
 
 // place records replica r of expert k on node n.
 func (p *placer) place(k int, n *placeNode, r Replica) {
 	if len(p.placement[k]) == 0 {
 		p.bare--
+	}
+	if p.slots > 0 {
+		p.slots-- // every replica has the same size: one slot on a finite node
 	}
 	n.add(k, p.loads[k], p.in.ExpertBytes)
 	p.placement[k] = append(p.placement[k], r)
