@@ -367,9 +367,7 @@ func (n *Node) placeWith(rebalance bool, maxMoves int) (int, error) {
 		return 0, err
 	}
 	handOff(m, res.Placement)
-	if len(res.Unplaced) > 0 {
-		n.log.Warn("placement incomplete", "unplaced_or_short", len(res.Unplaced), "active_nodes", len(m.ActiveNodes()))
-	}
+	n.warnUnplaced(m, in, res)
 	if reflect.DeepEqual(res.Placement, m.Placement) || (len(res.Placement) == 0 && len(m.Placement) == 0) {
 		return 0, nil
 	}
@@ -379,6 +377,41 @@ func (n *Node) placeWith(rebalance bool, maxMoves int) (int, error) {
 	}
 	n.log.Info("placement committed", "moves", res.Moves, "experts", len(res.Placement), "rebalance", rebalance, "epoch", n.fsm.Map().Epoch)
 	return res.Moves, nil
+}
+
+// warnUnplaced logs, when it changes, how far the placement falls short:
+// experts with no replica at all (the model cannot be ready until nodes with
+// room join) and experts with fewer replicas than the replication wants.
+// Called with placeMu held.
+func (n *Node) warnUnplaced(m *router.Map, in router.PlaceInput, res router.PlaceResult) {
+	missing := 0
+	for _, e := range res.Unplaced {
+		if len(res.Placement[e]) == 0 {
+			missing++
+		}
+	}
+	short := len(res.Unplaced) - missing
+	if [2]int{missing, short} == n.lastUnplaced {
+		return
+	}
+	n.lastUnplaced = [2]int{missing, short}
+	var capacity int64 // of active nodes; a node with capacity 0 is unlimited, so it is not short
+	for _, nd := range in.Nodes {
+		if nd.State == router.NodeActive {
+			capacity += nd.Capacity
+		}
+	}
+	args := []any{"experts", in.Layers * in.Experts, "expert_bytes", in.ExpertBytes, "replication", in.Replication,
+		"active_nodes", len(m.ActiveNodes()), "active_capacity_bytes", capacity}
+	switch {
+	case missing > 0:
+		n.log.Warn("cannot place every expert once: the model is not ready until nodes with room join (see --memory-limit, --capacity)",
+			append(args, "unplaced", missing, "under_replicated", short, "needed_bytes", int64(in.Layers*in.Experts)*in.ExpertBytes)...)
+	case short > 0:
+		n.log.Warn("placement short of the wanted replication (every expert has a replica)", append(args, "under_replicated", short)...)
+	default:
+		n.log.Info("placement complete again", args...)
+	}
 }
 
 // expireSessions removes expired sessions, if any. Leader only.

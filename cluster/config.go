@@ -48,8 +48,22 @@ type Config struct {
 	// means one "cpu" device sized from /proc/meminfo.
 	Devices []router.Device
 	// CapacityBytes is how many bytes of expert weights this node may host;
-	// 0 means the sum of the devices' free bytes.
+	// 0 means: derived from MemoryLimitBytes when that is set, else the sum
+	// of the devices' free bytes. Set at most one of the two.
 	CapacityBytes int64
+	// MemoryLimitBytes bounds the node's resident memory (for example its
+	// cgroup's memory.max). Start derives the expert capacity it gossips
+	// from it: MemoryLimitBytes − the dense (non-expert) weight bytes of
+	// ModelPath − ServingBytes − RuntimeReserveBytes, and fails with
+	// ErrMemoryLimit when that is ≤ 0. 0 means no limit.
+	MemoryLimitBytes int64
+	// ServingBytes is memory the node's engine reserves outside the model
+	// file, counted against MemoryLimitBytes: the KV cache pool.
+	ServingBytes int64
+	// RuntimeReserveBytes is what MemoryLimitBytes sets aside for the
+	// process itself: Go runtime and heap, the binary's text, activation
+	// and expert scratch buffers, network buffers.
+	RuntimeReserveBytes int64
 	// Version is the build version advertised in node metadata.
 	Version string
 
@@ -146,6 +160,11 @@ type TLSFiles struct {
 	KeyFile  string // this node's private key
 }
 
+// DefaultRuntimeReserve is Config.RuntimeReserveBytes by default: what a
+// node process uses besides weights and KV cache (measured at 20–40 MiB for
+// a serving node on a small model; see docs/performance.md).
+const DefaultRuntimeReserve = 64 << 20
+
 // DefaultConfig returns a config tuned for a LAN: elections within ~1–2 s of
 // a leader failure, dead nodes detected within ~4 s. Identity, addresses and
 // DataDir must still be set.
@@ -156,6 +175,7 @@ func DefaultConfig() Config {
 		DeadGrace:              10 * time.Second,
 		MissingGrace:           5 * time.Second,
 		Replication:            2,
+		RuntimeReserveBytes:    DefaultRuntimeReserve,
 		PlacementDebounce:      200 * time.Millisecond,
 		ReconcileInterval:      time.Second,
 		SessionExpiryInterval:  5 * time.Second,
@@ -226,6 +246,12 @@ func (c Config) Validate() error {
 	}
 	if c.CapacityBytes < 0 {
 		return bad("capacity %d bytes < 0", c.CapacityBytes)
+	}
+	if c.MemoryLimitBytes < 0 || c.ServingBytes < 0 || c.RuntimeReserveBytes < 0 {
+		return bad("memory limit %d, serving %d and runtime reserve %d bytes must be ≥ 0", c.MemoryLimitBytes, c.ServingBytes, c.RuntimeReserveBytes)
+	}
+	if c.MemoryLimitBytes > 0 && c.CapacityBytes > 0 {
+		return bad("capacity and memory limit are both set; give one (capacity is derived from the memory limit)")
 	}
 	for _, d := range []struct {
 		name string

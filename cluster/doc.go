@@ -18,6 +18,12 @@
 // StartExpertsFrom fetches the experts placement gives the node before it
 // runs them.
 //
+// Memory: a node gossips the bytes of experts it may host (its capacity),
+// set directly or derived from Config.MemoryLimitBytes (MemoryBudget), and
+// placement respects it; a node hosting experts keeps resident only the
+// model's dense weights and its own experts (Experts, through
+// model.Weights.KeepResident).
+//
 // Security: with Config.ClusterKey set, gossip is encrypted and authenticated
 // with memberlist's keyring, so a node without the key cannot join; with
 // Config.TLS set, the Raft transport and the actor remote (gRPC) use mutual TLS

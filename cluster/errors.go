@@ -29,4 +29,7 @@ var (
 	ErrMetaTooLarge = errors.New("cluster: node metadata too large")
 	// ErrBadKey means a cluster key has the wrong length or encoding.
 	ErrBadKey = errors.New("cluster: bad cluster key")
+	// ErrMemoryLimit means a node's memory limit leaves no room for experts
+	// once its dense weights, serving memory and runtime reserve are counted.
+	ErrMemoryLimit = errors.New("cluster: memory limit leaves no room for experts")
 )

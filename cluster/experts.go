@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +21,10 @@ import (
 // expertsRetry is how often the experts loop retries a failed start or
 // readiness report when the map has not changed meanwhile.
 const expertsRetry = 250 * time.Millisecond
+
+// residentTrimInterval is how often the experts loop checks whether the
+// dispatcher's fallback faulted in experts this node does not host.
+const residentTrimInterval = 10 * time.Second
 
 // Experts runs a node's expert actors and the dispatcher its engine uses.
 // It follows the cluster map: it starts an actor for every replica placed on
@@ -38,7 +44,8 @@ type Experts struct {
 	fetchCh chan struct{}                     // wakes the fetch loop; buffered 1
 	fetched chan struct{}                     // wakes the sync loop after a fetch; buffered 1
 
-	rates atomic.Pointer[[]router.ExpertLoad] // latest local rates, for the collector
+	rates    atomic.Pointer[[]router.ExpertLoad] // latest local rates, for the collector
+	resident map[router.ExpertID]bool            // experts KeepResident last kept (loop only); nil before
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -219,6 +226,9 @@ func (x *Experts) Close() {
 
 func (x *Experts) loop() {
 	defer close(x.done)
+	trim := time.NewTicker(residentTrimInterval)
+	defer trim.Stop()
+	var fallbacks int64
 	for {
 		changed := x.n.fsm.Changed()
 		retry := x.sync(x.n.fsm.Map())
@@ -230,6 +240,13 @@ func (x *Experts) loop() {
 		case <-changed:
 		case <-x.fetched:
 		case <-tick:
+		case <-trim.C:
+			// The dispatcher's last resort computes experts this node
+			// does not host from its own weights, faulting them in;
+			// release them again once that has happened.
+			if f := x.disp.Stats().Fallbacks; f != fallbacks {
+				fallbacks, x.resident = f, nil
+			}
 		case <-x.stop:
 			return
 		case <-x.n.stopCh:
@@ -274,6 +291,7 @@ func (x *Experts) sync(m *router.Map) (retry bool) {
 		x.n.log.Warn("start expert actors", "error", err)
 		retry = true
 	}
+	x.keepResident(slices.Collect(maps.Keys(want)))
 	for _, id := range m.ExpertsOn(self) {
 		if _, ok := want[id]; !ok {
 			continue
@@ -307,6 +325,27 @@ func (x *Experts) sync(m *router.Map) (retry bool) {
 		}
 	}
 	return retry
+}
+
+// keepResident makes the node's resident memory hold the model's dense
+// weights and the experts in hosted, and no other expert, when hosted
+// differs from what it last applied (model.Weights.KeepResident). It runs
+// before the replicas are reported ready, so a ready replica's weights are
+// in memory.
+func (x *Experts) keepResident(hosted []router.ExpertID) {
+	set := make(map[router.ExpertID]bool, len(hosted))
+	for _, id := range hosted {
+		set[id] = true
+	}
+	if x.resident != nil && maps.Equal(set, x.resident) {
+		return
+	}
+	start := time.Now()
+	if err := x.w.KeepResident(func(l, e int) bool { return set[router.ExpertID{Layer: l, Index: e}] }); err != nil {
+		x.n.log.Warn("keep hosted experts resident", "error", err)
+	}
+	x.resident = set
+	x.n.log.Debug("resident experts", "experts", len(set), "took", time.Since(start))
 }
 
 // serves reports whether the map's live model is the one x's weights hold.

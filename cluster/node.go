@@ -53,7 +53,8 @@ type Node struct {
 	files *expertFiles            // expert files (hot updates) by digest
 	xp    atomic.Pointer[Experts] // set by StartExperts
 
-	placeMu sync.Mutex // serialises placement runs (loop and rebalance requests)
+	placeMu      sync.Mutex // serialises placement runs (loop and rebalance requests)
+	lastUnplaced [2]int     // experts without a replica, under-replicated, at the last placement (placeMu)
 
 	ctx      context.Context // canceled when the node stops
 	cancel   context.CancelFunc
@@ -102,19 +103,35 @@ func Start(cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
+	var dense int64
 	if cfg.ModelPath != "" {
-		m, man, err := inspectModel(cfg.ModelPath)
+		m, man, d, err := inspectModel(cfg.ModelPath)
 		if err != nil {
 			return nil, err
 		}
-		n.model, n.held = &m, &heldModel{path: cfg.ModelPath, man: man}
+		n.model, n.held, dense = &m, &heldModel{path: cfg.ModelPath, man: man}, d
 	}
 	devices := cfg.Devices
 	if len(devices) == 0 {
 		devices = []router.Device{hostMemory()}
 	}
 	capacity := cfg.CapacityBytes
-	if capacity == 0 {
+	switch {
+	case capacity > 0:
+	case cfg.MemoryLimitBytes > 0:
+		b := MemoryBudget{Limit: cfg.MemoryLimitBytes, Dense: dense, Serving: cfg.ServingBytes, Reserve: cfg.RuntimeReserveBytes}
+		if capacity, err = b.ExpertCapacity(); err != nil {
+			return nil, fmt.Errorf("node %s: %w", cfg.ID, err)
+		}
+		args := []any{"limit", b.Limit, "dense", b.Dense, "kv_cache", b.Serving, "runtime_reserve", b.Reserve, "expert_capacity", capacity}
+		if n.model != nil && n.model.ExpertBytes > 0 {
+			args = append(args, "experts_that_fit", capacity/n.model.ExpertBytes, "model_experts", n.model.Layers*n.model.Experts)
+			if capacity < n.model.ExpertBytes {
+				n.log.Warn("memory limit leaves room for no expert; this node will host none", append(args, "expert_bytes", n.model.ExpertBytes)...)
+			}
+		}
+		n.log.Info("expert capacity from the memory limit", args...)
+	default:
 		for _, d := range devices {
 			capacity += d.FreeBytes
 		}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/conclave-ai/conclave/kernels"
+	"github.com/conclave-ai/conclave/model"
+	"github.com/conclave-ai/conclave/model/kvcache"
 )
 
 // ErrInvalidConfig is wrapped by Config.Validate's errors.
@@ -100,4 +102,19 @@ func (c Config) prefillChunk() int {
 		return c.MaxBatchTokens
 	}
 	return min(c.PrefillChunk, c.MaxBatchTokens)
+}
+
+// kvBlocks is the number of KV blocks New allocates for w.
+func (c Config) kvBlocks(w *model.Weights) int {
+	if c.KVBlocks > 0 {
+		return c.KVBlocks
+	}
+	return int(c.KVBytes / kvcache.BlockBytes(w.Layers, w.KVDim(), c.BlockSize, c.KVType))
+}
+
+// KVPoolBytes is the size in bytes of the KV block pool New allocates for
+// w (KVBlocks, or as many blocks as fit in KVBytes): the engine's memory
+// besides the model's weights and its per-step buffers.
+func (c Config) KVPoolBytes(w *model.Weights) int64 {
+	return int64(c.kvBlocks(w)) * kvcache.BlockBytes(w.Layers, w.KVDim(), c.BlockSize, c.KVType)
 }

@@ -101,10 +101,7 @@ func New(cfg Config, w *model.Weights, pool *kernels.Pool, isEOG func(int32) boo
 	if cfg.Ctx > 0 {
 		ctxLen = min(cfg.Ctx, w.Ctx)
 	}
-	blocks := cfg.KVBlocks
-	if blocks == 0 {
-		blocks = int(cfg.KVBytes / kvcache.BlockBytes(w.Layers, w.KVDim(), cfg.BlockSize, cfg.KVType))
-	}
+	blocks := cfg.kvBlocks(w)
 	if need := (ctxLen + cfg.BlockSize - 1) / cfg.BlockSize; blocks < need {
 		return nil, fmt.Errorf("%w: %d KV blocks of %d positions cannot hold one sequence of %d positions (%d blocks)", ErrInvalidConfig, blocks, cfg.BlockSize, ctxLen, need)
 	}

@@ -679,3 +679,29 @@ func TestWeightsVersionEmptiesPrefixCache(t *testing.T) {
 		t.Fatalf("after InvalidatePrefixCache: %d cached tokens, want 0", r.done.CachedTokens)
 	}
 }
+
+// KVPoolBytes is the size of the pool New allocates: whole blocks within
+// KVBytes, or KVBlocks blocks.
+func TestKVPoolBytes(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	block := kvcache.BlockBytes(w.Layers, w.KVDim(), 16, kernels.F16)
+	for _, tc := range []struct {
+		name   string
+		edit   func(*Config)
+		blocks int
+	}{
+		{"bytes", func(c *Config) { c.KVBlocks, c.KVBytes = 0, 100*block+block/2 }, 100},
+		{"blocks", func(c *Config) { c.KVBlocks = 40 }, 40},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			tc.edit(&cfg)
+			if got, want := cfg.KVPoolBytes(w), int64(tc.blocks)*block; got != want {
+				t.Errorf("KVPoolBytes = %d, want %d", got, want)
+			}
+			if got := newEngine(t, w, cfg, nil).Stats().KVBlocksTotal; got != tc.blocks {
+				t.Errorf("engine allocated %d blocks, want %d", got, tc.blocks)
+			}
+		})
+	}
+}

@@ -52,5 +52,10 @@ func Load(f *gguf.File) (*Weights, error) {
 	if !ok {
 		return nil, fmt.Errorf("%w: %s: architecture %q is not supported (supported: %v)", ErrInvalidModel, f.Path, arch, Architectures())
 	}
-	return l(f)
+	w, err := l(f)
+	if err != nil {
+		return nil, err
+	}
+	w.file = f
+	return w, nil
 }

@@ -1,9 +1,11 @@
 package model
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/conclave-ai/conclave/kernels"
+	"github.com/conclave-ai/conclave/model/gguf"
 )
 
 // Weights are a model's parameters, bound by GGUF tensor name. Matrices point
@@ -14,6 +16,8 @@ type Weights struct {
 	OutputNorm []float32      // output_norm: Dim
 	Output     kernels.Matrix // output (or token_embd when tied): Vocab rows of Dim
 	Blocks     []Layer        // transformer blocks, Config.Layers of them
+
+	file *gguf.File // the file Load bound the matrices to; nil for weights built otherwise
 }
 
 // Layer is one transformer block.
@@ -96,6 +100,98 @@ func (w *Weights) BytesPerToken() int64 {
 		}
 	}
 	return b
+}
+
+// DenseBytes is the size of every weight that is not a routed expert's: the
+// embedding, attention, norms, router gates and output (and a dense model's
+// FFN). Every node of a cluster serving the model reads all of it, whatever
+// experts it hosts. A tied output is counted once.
+func (w *Weights) DenseBytes() int64 {
+	b := int64(len(w.TokEmbd.Data)) + 4*int64(len(w.OutputNorm))
+	if !w.TiedOutput {
+		b += int64(len(w.Output.Data))
+	}
+	for _, l := range w.Blocks {
+		b += int64(len(l.Wq.Data)+len(l.Wk.Data)+len(l.Wv.Data)+len(l.Wo.Data)+len(l.GateInp.Data)) + 4*int64(len(l.AttnNorm)+len(l.FFNNorm))
+		if l.Dense != nil {
+			b += l.Dense.Bytes()
+		}
+	}
+	return b
+}
+
+// ExpertBytes is the size of all routed experts' weights (0 for a dense
+// model).
+func (w *Weights) ExpertBytes() int64 {
+	var b int64
+	for _, l := range w.Blocks {
+		for i := range l.Experts {
+			b += l.Experts[i].Bytes()
+		}
+	}
+	return b
+}
+
+// KeepResident makes what this process keeps resident of the mapped model
+// file match what it computes with: the dense weights (DenseBytes) and the
+// experts hosted(layer, index) reports are populated (read in now, so using
+// them takes no page faults later), and the whole pages of every other
+// expert are released (with huge pages turned off for the mapping, see
+// gguf.File.SmallPages). A page fault maps the page cache's whole folio around
+// the page (up to 2 MiB), so without the release a node using some experts
+// would also hold parts of their neighbours; populating first means no later
+// fault maps them again while the page cache keeps the file. It blocks while
+// pages are read from disk. An expert used after all (the dispatcher's last
+// resort) faults its pages back in. Weights not loaded from a mapped file
+// are left alone.
+func (w *Weights) KeepResident(hosted func(layer, expert int) bool) error {
+	if w.file == nil {
+		return nil
+	}
+	var errs []error
+	do := func(op func([]byte) error, ms ...kernels.Matrix) {
+		for _, m := range ms {
+			if err := op(m.Data); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	experts := func(op func([]byte) error, want bool) {
+		for li, l := range w.Blocks {
+			for e, x := range l.Experts {
+				if hosted(li, e) == want {
+					do(op, x.Gate, x.Up, x.Down)
+				}
+			}
+		}
+	}
+	// Base pages only, so a release can split a large folio; releasing
+	// first drops huge-page mappings made before (which unmaps their hosted
+	// parts too). Then populate what is used, which may map whole folios
+	// again, and release what is not, page by page. A process hosting
+	// every expert releases nothing and keeps huge pages.
+	all := true
+	for li, l := range w.Blocks {
+		for e := range l.Experts {
+			all = all && hosted(li, e)
+		}
+	}
+	if !all {
+		if err := w.file.SmallPages(); err != nil {
+			return err
+		}
+	}
+	experts(w.file.Release, false)
+	do(w.file.Populate, w.TokEmbd, w.Output)
+	for _, l := range w.Blocks {
+		do(w.file.Populate, l.Wq, l.Wk, l.Wv, l.Wo, l.GateInp)
+		if l.Dense != nil {
+			do(w.file.Populate, l.Dense.Gate, l.Dense.Up, l.Dense.Down)
+		}
+	}
+	experts(w.file.Populate, true)
+	experts(w.file.Release, false)
+	return errors.Join(errs...)
 }
 
 // TensorTypes counts tensors by element type.

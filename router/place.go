@@ -122,6 +122,12 @@ func (n *placeNode) remove(k int, load float64, bytes int64) {
 //     RebalanceRatio, move the replica whose move lowers the heaviest
 //     node's load the most to the lightest node, at most MaxMoves times.
 //
+// When capacity is short, steps 1 and 2 give no expert a further replica
+// while that would take the last room for the first replica of another, so
+// capacity too small for the wanted replication still places every expert
+// once where it can; what cannot be placed at all stays out of the
+// placement and in Unplaced.
+//
 // It returns ErrBadPlaceInput for negative sizes, duplicate or empty node
 // IDs, or a negative or non-finite load.
 func Place(in PlaceInput) (PlaceResult, error) {
@@ -189,62 +195,24 @@ func Place(in PlaceInput) (PlaceResult, error) {
 		off += wants[k]
 	}
 
-	// 1. Keep what is still valid: base replicas of every expert before any
-	// hot extra, so extras never take room a base replica needs.
-	limit := func(k int, pass int) int { return min(wants[k], want+pass) }
-	for pass := range 2 {
-		for k, e := range experts {
-			for _, r := range in.Current[e] {
-				if len(placement[k]) >= limit(k, pass) {
-					break
-				}
-				n := byID[r.Node]
-				if n == nil || n.holds(k) || !n.fits(in.ExpertBytes) {
-					continue
-				}
-				if !n.devices[r.Device] { // the device went away: reload on the node's default one
-					r.Device, r.Ready = n.device, false
-				}
-				n.add(k, loads[k], in.ExpertBytes)
-				placement[k] = append(placement[k], r)
-			}
-		}
+	// 1. Keep what is still valid, in rounds: round r keeps up to r
+	// replicas of every expert (r = 1 … want, then want+1 for hot extras),
+	// so extras never take room a base replica needs.
+	p := newPlacer(in, experts, loads, nodes, byID, placement)
+	for round := 1; round <= want+1; round++ {
+		p.keep(func(k int) int { return min(wants[k], round) })
 	}
-
-	// 2. Add what is missing, heaviest first, base replicas before extras.
+	// 2. Add what is missing: heaviest first, base replicas before extras.
+	// A further replica of an expert waits while it would take the last
+	// room for the first replica of another; those go last, a round at a
+	// time. With room for everything this is plain heaviest-first.
+	deferred := false
 	for pass := range 2 {
-		var missing []int
-		for k := range experts {
-			if len(placement[k]) < limit(k, pass) {
-				missing = append(missing, k)
-			}
-		}
-		slices.SortFunc(missing, func(a, b int) int {
-			if c := cmp.Compare(loads[b], loads[a]); c != 0 {
-				return c
-			}
-			return cmp.Compare(a, b)
-		})
-		for _, k := range missing {
-			for len(placement[k]) < limit(k, pass) {
-				var best *placeNode
-				var bestLoad, bestCount float64
-				for _, n := range nodes {
-					if n.holds(k) || !n.fits(in.ExpertBytes) {
-						continue
-					}
-					pl := (n.load + loads[k]) / n.weight
-					pc := float64(n.count+1) / n.weight
-					if best == nil || pl < bestLoad || (pl == bestLoad && pc < bestCount) {
-						best, bestLoad, bestCount = n, pl, pc
-					}
-				}
-				if best == nil {
-					break
-				}
-				best.add(k, loads[k], in.ExpertBytes)
-				placement[k] = append(placement[k], Replica{Node: best.id, Device: best.device})
-			}
+		deferred = p.add(func(k int) int { return min(wants[k], want+pass) }) || deferred
+	}
+	if deferred {
+		for round := 2; round <= want+1; round++ {
+			p.add(func(k int) int { return min(wants[k], round) })
 		}
 	}
 
@@ -282,6 +250,112 @@ func Place(in PlaceInput) (PlaceResult, error) {
 		}
 	}
 	return res, nil
+}
+
+// placer is the running state of Place's steps 1 and 2.
+type placer struct {
+	in        PlaceInput
+	experts   []ExpertID            // dense index -> expert
+	loads     []float64             // dense index -> load
+	nodes     []*placeNode          // eligible, by ID
+	byID      map[string]*placeNode // eligible
+	placement [][]Replica           // dense index -> replicas
+	bare      int                   // experts with no replica yet
+	slots     int64                 // free replica slots over all nodes; < 0: unlimited
+}
+
+func newPlacer(in PlaceInput, experts []ExpertID, loads []float64, nodes []*placeNode, byID map[string]*placeNode, placement [][]Replica) *placer {
+	p := &placer{in: in, experts: experts, loads: loads, nodes: nodes, byID: byID, placement: placement, bare: len(experts)}
+	for _, n := range nodes {
+		if n.capacity <= 0 || in.ExpertBytes == 0 {
+			p.slots = -1
+			break
+		}
+		p.slots += n.capacity / in.ExpertBytes // nothing is placed yet
+	}
+	return p
+}
+
+// spare reports whether one more replica of an expert that already has one
+// still leaves room for the first replica of every expert that has none.
+// Any node with room can take a first replica (no node holds it), so free
+// slots over all nodes are what counts.
+func (p *placer) spare() bool { return p.bare == 0 || p.slots < 0 || p.slots > int64(p.bare) }
+
+// place records replica r of expert k on node n.
+func (p *placer) place(k int, n *placeNode, r Replica) {
+	if len(p.placement[k]) == 0 {
+		p.bare--
+	}
+	if p.slots > 0 {
+		p.slots-- // every replica has the same size: one slot on a finite node
+	}
+	n.add(k, p.loads[k], p.in.ExpertBytes)
+	p.placement[k] = append(p.placement[k], r)
+}
+
+// keep keeps, in (layer, index) order, current replicas on active nodes
+// with room until each expert k has limit(k) (Place's step 1).
+func (p *placer) keep(limit func(int) int) {
+	for k, e := range p.experts {
+		for _, r := range p.in.Current[e] {
+			if len(p.placement[k]) >= limit(k) || (len(p.placement[k]) > 0 && !p.spare()) {
+				break
+			}
+			n := p.byID[r.Node]
+			if n == nil || n.holds(k) || !n.fits(p.in.ExpertBytes) {
+				continue
+			}
+			if !n.devices[r.Device] { // the device went away: reload on the node's default one
+				r.Device, r.Ready = n.device, false
+			}
+			p.place(k, n, r)
+		}
+	}
+}
+
+// add adds replicas, heaviest expert first, until each expert k has
+// limit(k), each on the node with room and the lowest projected load
+// (Place's step 2). It reports whether it left a further replica out to
+// spare room for first replicas.
+func (p *placer) add(limit func(int) int) (deferred bool) {
+	var missing []int
+	for k := range p.experts {
+		if len(p.placement[k]) < limit(k) {
+			missing = append(missing, k)
+		}
+	}
+	slices.SortFunc(missing, func(a, b int) int {
+		if c := cmp.Compare(p.loads[b], p.loads[a]); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	for _, k := range missing {
+		for len(p.placement[k]) < limit(k) {
+			if len(p.placement[k]) > 0 && !p.spare() {
+				deferred = true
+				break
+			}
+			var best *placeNode
+			var bestLoad, bestCount float64
+			for _, n := range p.nodes {
+				if n.holds(k) || !n.fits(p.in.ExpertBytes) {
+					continue
+				}
+				pl := (n.load + p.loads[k]) / n.weight
+				pc := float64(n.count+1) / n.weight
+				if best == nil || pl < bestLoad || (pl == bestLoad && pc < bestCount) {
+					best, bestLoad, bestCount = n, pl, pc
+				}
+			}
+			if best == nil {
+				break
+			}
+			p.place(k, best, Replica{Node: best.id, Device: best.device})
+		}
+	}
+	return deferred
 }
 
 // hotTargets returns each expert's wanted replica count (base, or base+1

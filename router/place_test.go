@@ -125,6 +125,38 @@ func TestPlaceTable(t *testing.T) {
 			},
 		},
 		{
+			name: "capacity short of replication: every expert once before any twice",
+			in: PlaceInput{Nodes: []Node{{ID: "a", State: NodeActive, Capacity: 20}, {ID: "b", State: NodeActive, Capacity: 20},
+				{ID: "c", State: NodeActive, Capacity: 20}}, Layers: 1, Experts: 4, ExpertBytes: 10, Replication: 2},
+			check: func(t *testing.T, res PlaceResult) {
+				if len(res.Placement) != 4 {
+					t.Errorf("%d experts placed, want all 4: %v", len(res.Placement), res.Placement)
+				}
+				twice := 0
+				for _, rs := range res.Placement {
+					if len(rs) == 2 {
+						twice++
+					}
+				}
+				if twice != 2 || len(res.Unplaced) != 2 {
+					t.Errorf("%d experts with 2 replicas, unplaced (short) %v; want 2 and 2", twice, res.Unplaced)
+				}
+			},
+		},
+		{
+			name: "capacity short of one replica each: the rest stays out",
+			in: PlaceInput{Nodes: []Node{{ID: "a", State: NodeActive, Capacity: 15}, {ID: "b", State: NodeActive, Capacity: 25}},
+				Layers: 2, Experts: 2, ExpertBytes: 10, Replication: 2},
+			check: func(t *testing.T, res PlaceResult) {
+				if len(res.Placement) != 3 || len(res.Unplaced) != 4 {
+					t.Errorf("placement %v unplaced %v; want 3 experts placed once, all 4 short", res.Placement, res.Unplaced)
+				}
+				if _, ok := res.Placement[e(1, 1)]; ok {
+					t.Errorf("expert %v placed with no room left", e(1, 1))
+				}
+			},
+		},
+		{
 			name: "capacity weights load",
 			in: PlaceInput{Nodes: []Node{{ID: "big", State: NodeActive, Capacity: 300}, {ID: "small", State: NodeActive, Capacity: 100}},
 				Layers: 1, Experts: 8, ExpertBytes: 1},
@@ -305,6 +337,25 @@ func checkPlacement(t *testing.T, in PlaceInput, res PlaceResult) {
 	if totalFits(in, want) && len(res.Unplaced) > 0 {
 		t.Errorf("capacity allows all, yet unplaced %v", res.Unplaced)
 	}
+	if want > 0 && onceFits(in) && len(res.Placement) != in.Layers*in.Experts {
+		t.Errorf("capacity holds one replica of every expert, yet only %d of %d are placed", len(res.Placement), in.Layers*in.Experts)
+	}
+}
+
+// onceFits reports whether the active nodes together have room for one
+// replica of every expert.
+func onceFits(in PlaceInput) bool {
+	slots := 0
+	for _, n := range in.Nodes {
+		switch {
+		case n.State != NodeActive:
+		case n.Capacity <= 0 || in.ExpertBytes == 0:
+			return true
+		default:
+			slots += int(n.Capacity / in.ExpertBytes)
+		}
+	}
+	return slots >= in.Layers*in.Experts
 }
 
 // totalFits reports whether every active node could hold one replica of every

@@ -51,7 +51,7 @@ type nodeFlags struct {
 	tlsDir, tlsCA, tlsCert, tlsKey            string
 	maxVoters, replication                    int
 	deadGrace                                 time.Duration
-	capacity                                  string
+	capacity, memoryLimit                     string
 	faultInjection                            bool
 	logLevel                                  string
 	serving                                   servingFlags
@@ -118,7 +118,8 @@ func (f *nodeFlags) register(fs *flag.FlagSet, serve bool) {
 	fs.IntVar(&f.maxVoters, "max-voters", d.MaxVoters, "Raft voters; further nodes join as non-voters")
 	fs.IntVar(&f.replication, "replication", d.Replication, "replicas per expert for a new cluster")
 	fs.DurationVar(&f.deadGrace, "dead-grace", d.DeadGrace, "how long a dead node stays before removal")
-	fs.StringVar(&f.capacity, "capacity", "", "bytes of expert weights this node may host (e.g. 8GiB; default: free memory)")
+	fs.StringVar(&f.capacity, "capacity", "", "bytes of expert weights this node may host (e.g. 8GiB; default: from the memory limit if there is one, else free memory)")
+	fs.StringVar(&f.memoryLimit, "memory-limit", "", "memory this node may keep resident (e.g. 16GiB; default: the cgroup's limit, if any); expert capacity = limit − dense weights − KV cache − 64 MiB runtime reserve (not with --capacity)")
 	fs.BoolVar(&f.faultInjection, "enable-fault-injection", false, "expose POST /admin/v1/fault to make this node's expert actors slow (chaos tests and drills only)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	if serve {
@@ -173,9 +174,25 @@ func (f *nodeFlags) config(stderr io.Writer) (cluster.Config, error) {
 	case f.tlsCA != "" || f.tlsCert != "" || f.tlsKey != "":
 		cfg.TLS = &cluster.TLSFiles{CAFile: f.tlsCA, CertFile: f.tlsCert, KeyFile: f.tlsKey}
 	}
+	if f.capacity != "" && f.memoryLimit != "" {
+		return cfg, fmt.Errorf("%w: give --capacity or --memory-limit, not both (--memory-limit derives the capacity)", errUsage)
+	}
 	if f.capacity != "" {
 		if cfg.CapacityBytes, err = parseBytes(f.capacity); err != nil {
 			return cfg, fmt.Errorf("%w: --capacity: %v", errUsage, err)
+		}
+	}
+	switch {
+	case f.memoryLimit != "":
+		if cfg.MemoryLimitBytes, err = parseBytes(f.memoryLimit); err != nil || cfg.MemoryLimitBytes == 0 {
+			return cfg, fmt.Errorf("%w: --memory-limit: %q is not a positive size", errUsage, f.memoryLimit)
+		}
+	case f.capacity == "":
+		// In a container or a unit with MemoryMax, the cgroup's limit is
+		// the memory limit.
+		if limit, ok := cluster.CgroupMemoryLimit(); ok {
+			cfg.MemoryLimitBytes = limit
+			fmt.Fprintf(stderr, "conclave: memory limit %s from this process's cgroup (override with --memory-limit or --capacity)\n", humanBytes(limit))
 		}
 	}
 	cfg.Logger = cluster.NewLogger("conclave", stderr, f.logLevel)
@@ -213,8 +230,13 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer sv.close()
+		// The KV pool counts against --memory-limit.
+		cfg.ServingBytes = sv.ecfg.KVPoolBytes(sv.model.w)
 	}
 	n, err := cluster.Start(cfg)
+	if errors.Is(err, cluster.ErrMemoryLimit) {
+		return fmt.Errorf("%w (raise --memory-limit or lower --kv-cache)", err)
+	}
 	if err != nil {
 		return err
 	}

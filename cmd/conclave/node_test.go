@@ -8,6 +8,7 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,7 +57,8 @@ type procCluster struct {
 }
 
 // startProcCluster builds the binary and starts n nodes with the common
-// flags plus extra, waiting until n0 answers HTTP.
+// flags plus extra (a 1 GiB --capacity unless extra sizes the node with
+// --capacity or --memory-limit), waiting until n0 answers HTTP.
 func startProcCluster(t *testing.T, n int, extra ...string) *procCluster {
 	t.Helper()
 	return startProcClusterEach(t, n, nil, extra...)
@@ -65,6 +67,25 @@ func startProcCluster(t *testing.T, n int, extra ...string) *procCluster {
 // startProcClusterEach is startProcCluster with each(i)'s flags added to
 // node i's (each may be nil).
 func startProcClusterEach(t *testing.T, n int, each func(i int) []string, extra ...string) *procCluster {
+	t.Helper()
+	c := newProcClusterEach(t, n, each, extra...)
+	for _, p := range c.procs {
+		c.start(p)
+		if p.id == "n0" {
+			waitHTTP(t, c.addrs[0][0])
+		}
+	}
+	return c
+}
+
+// newProcCluster is startProcCluster without starting the processes: start
+// them with start (n0 first; it bootstraps).
+func newProcCluster(t *testing.T, n int, extra ...string) *procCluster {
+	t.Helper()
+	return newProcClusterEach(t, n, nil, extra...)
+}
+
+func newProcClusterEach(t *testing.T, n int, each func(i int) []string, extra ...string) *procCluster {
 	t.Helper()
 	c := &procCluster{t: t, bin: filepath.Join(t.TempDir(), "conclave")}
 	if out, err := exec.Command("go", "build", "-o", c.bin, ".").CombinedOutput(); err != nil {
@@ -80,7 +101,10 @@ func startProcClusterEach(t *testing.T, n int, each func(i int) []string, extra 
 		c.addrs = append(c.addrs, a)
 		args := []string{"node", "--id", fmt.Sprintf("n%d", i), "--data-dir", filepath.Join(dir, fmt.Sprintf("n%d", i)),
 			"--http-addr", a[0], "--gossip-addr", a[1], "--raft-addr", a[2], "--actor-addr", a[3],
-			"--cluster-key", key, "--capacity", "1GiB", "--log-level", "warn"}
+			"--cluster-key", key, "--log-level", "warn"}
+		if !slices.Contains(extra, "--capacity") && !slices.Contains(extra, "--memory-limit") {
+			args = append(args, "--capacity", "1GiB")
+		}
 		args = append(args, extra...)
 		if each != nil {
 			args = append(args, each(i)...)
@@ -101,12 +125,6 @@ func startProcClusterEach(t *testing.T, n int, each func(i int) []string, extra 
 			}
 		}
 	})
-	for _, p := range c.procs {
-		c.start(p)
-		if p.id == "n0" {
-			waitHTTP(t, c.addrs[0][0])
-		}
-	}
 	return c
 }
 
@@ -255,6 +273,12 @@ func TestNodeFlags(t *testing.T) {
 		{"no data dir", []string{"--id", "a"}, nil, true},
 		{"bad id", []string{"--id", "a b", "--data-dir", "d"}, nil, true},
 		{"bad capacity", []string{"--id", "a", "--data-dir", "d", "--capacity", "lots"}, nil, true},
+		{"memory limit", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "1.5GiB"}, func(c cluster.Config) bool {
+			return c.MemoryLimitBytes == 3<<29 && c.CapacityBytes == 0 && c.RuntimeReserveBytes == cluster.DefaultRuntimeReserve
+		}, false},
+		{"memory limit and capacity", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "2GiB", "--capacity", "1GiB"}, nil, true},
+		{"zero memory limit", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "0"}, nil, true},
+		{"bad memory limit", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "much"}, nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := newFlags("node", io.Discard)

@@ -22,6 +22,16 @@
 // returned by [File.Tensor] points into the mapping and is valid only until
 // Close.
 //
+// # Residency
+//
+// A process that uses only part of a mapped file (a cluster node hosting
+// some of a model's experts) controls what of it stays resident:
+// [File.Populate] reads a tensor's pages in now, [File.Release] drops the
+// whole pages under a slice from the process (the page cache keeps them),
+// and [File.SmallPages] turns off huge-page mappings so a release can split
+// a large page-cache folio. Linux only; elsewhere they do nothing but
+// Populate, which reads a byte per page.
+//
 // # Writing
 //
 // [Writer] collects metadata and tensors and writes a file that [Open] (and

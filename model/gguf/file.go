@@ -3,6 +3,8 @@ package gguf
 import (
 	"fmt"
 	"math/bits"
+	"os"
+	"unsafe"
 )
 
 // File is an open GGUF file. Its metadata is read and validated by Open and
@@ -27,6 +29,7 @@ type File struct {
 
 	data    []byte         // whole file; nil once closed
 	unmap   func() error   // releases data; nil for Parse
+	mapped  bool           // data is an mmap of the file (Populate and Release act on it)
 	keys    map[string]int // key -> index in KVs
 	tensors map[string]int // name -> index in Tensors
 }
@@ -44,6 +47,7 @@ func Open(path string) (*File, error) {
 		return nil, err
 	}
 	f.unmap = unmap
+	f.mapped = fileMapped && len(data) > 0
 	return f, nil
 }
 
@@ -68,6 +72,80 @@ func (f *File) Close() error {
 		return fmt.Errorf("gguf: %s: unmap: %w", f.Path, err)
 	}
 	return nil
+}
+
+// Populate makes the pages under b, a slice of this File's tensor data,
+// resident in this process (reading them from disk if they are not in the
+// page cache), so that using them later takes no page faults. It blocks
+// while pages are read. Where the file is not mapped it does nothing.
+func (f *File) Populate(b []byte) error {
+	if r, ok := f.pages(b, false); ok {
+		if err := populate(r); err != nil {
+			return fmt.Errorf("gguf: %s: populate: %w", f.Path, err)
+		}
+	}
+	return nil
+}
+
+// Release drops the whole pages under b, a slice of this File's tensor
+// data, from this process's resident memory (the page cache keeps them);
+// the slice stays valid, and reading it again faults the pages back in.
+// Partial pages at b's ends are kept, since neighbouring data may be in
+// use. Where the file is not mapped it does nothing.
+//
+// Why it exists: a page fault maps the whole folio of the page cache around
+// the faulting page (up to 2 MiB with large folios), so using one tensor
+// also makes parts of its neighbours resident; Release undoes that for
+// data this process does not use.
+func (f *File) Release(b []byte) error {
+	if r, ok := f.pages(b, true); ok {
+		if err := release(r); err != nil {
+			return fmt.Errorf("gguf: %s: release: %w", f.Path, err)
+		}
+	}
+	return nil
+}
+
+// SmallPages asks the kernel to map this File with base pages only
+// (MADV_NOHUGEPAGE on the whole mapping; Linux only), so that Release can
+// drop part of a large page-cache folio: a folio mapped as one 2 MiB huge
+// page can only be unmapped whole, and mapping it again maps all of it. It
+// trades TLB reach for page-granular residency, so only callers that Release
+// parts of the file should ask. Mappings already made with huge pages stay
+// until released. Where the file is not mapped it does nothing.
+func (f *File) SmallPages() error {
+	if !f.mapped || f.data == nil {
+		return nil
+	}
+	if err := noHugePages(f.data); err != nil {
+		return fmt.Errorf("gguf: %s: no huge pages: %w", f.Path, err)
+	}
+	return nil
+}
+
+// pages returns the page-aligned part of the mapping under b: rounded
+// outward, or inward when inner. ok is false when f is not mapped, b is not
+// within the mapping, or no whole page remains.
+func (f *File) pages(b []byte, inner bool) (_ []byte, ok bool) {
+	if !f.mapped || f.data == nil || len(b) == 0 {
+		return nil, false
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(f.data)))
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(b))) - base
+	end := start + uintptr(len(b))
+	if start >= uintptr(len(f.data)) || end > uintptr(len(f.data)) {
+		return nil, false
+	}
+	page := uintptr(os.Getpagesize())
+	if inner {
+		start, end = (start+page-1)&^(page-1), end&^(page-1)
+	} else {
+		start, end = start&^(page-1), min((end+page-1)&^(page-1), uintptr(len(f.data)))
+	}
+	if start >= end {
+		return nil, false
+	}
+	return f.data[start:end:end], true
 }
 
 // Tensor returns the directory entry of the named tensor and its data, a

@@ -12,3 +12,7 @@ func mapFile(path string) ([]byte, func() error, error) {
 	}
 	return data, func() error { return nil }, nil
 }
+
+// fileMapped: files are read into memory, so Populate and Release do
+// nothing.
+const fileMapped = false

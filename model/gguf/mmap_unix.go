@@ -39,3 +39,6 @@ func mapFile(path string) ([]byte, func() error, error) {
 	}
 	return data, func() error { return unix.Munmap(data) }, nil
 }
+
+// fileMapped: Open maps files, so Populate and Release act on them.
+const fileMapped = true
