@@ -19,6 +19,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/remote"
+	"github.com/conclave-ai/conclave/actors/expert"
 	"github.com/conclave-ai/conclave/router"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
@@ -247,13 +248,13 @@ func (n *Node) startActors(tc *tlsConfigs) (err error) {
 	if n.cfg.NoActorRemote {
 		return nil
 	}
-	var opts []remote.ConfigOption
+	var dialCreds grpc.DialOption
+	var serverCreds grpc.ServerOption
 	if tc != nil {
-		opts = append(opts,
-			remote.WithServerOptions(grpc.Creds(credentials.NewTLS(tc.Server))),
-			remote.WithDialOptions(grpc.WithTransportCredentials(credentials.NewTLS(tc.Client))))
+		dialCreds = grpc.WithTransportCredentials(credentials.NewTLS(tc.Client))
+		serverCreds = grpc.Creds(credentials.NewTLS(tc.Server))
 	}
-	r := remote.NewRemote(n.actors, remote.Configure(host, port, opts...))
+	r := remote.NewRemote(n.actors, remote.Configure(host, port, expert.RemoteOptions(dialCreds, serverCreds)...))
 	// remote.Start panics when it cannot listen.
 	defer func() {
 		if p := recover(); p != nil {

@@ -155,6 +155,8 @@ func benchDecode(b *testing.B, w *model.Weights, pool *kernels.Pool, d *dispatch
 	b.ReportMetric(float64(el.Microseconds())/1000/float64(steps), "ms/step")
 	b.ReportMetric(float64(el.Microseconds())/1000/float64(steps*batch), "ms/token")
 	if d != nil {
+		l := d.Latency()
+		b.ReportMetric(float64(l.Sum.Microseconds())/1000/float64(steps), "ms-experts/step")
 		st := d.Stats()
 		b.ReportMetric(float64(st.BytesSent+st.BytesRecv-before.BytesSent-before.BytesRecv)/float64(steps*batch), "wireB/token")
 	}

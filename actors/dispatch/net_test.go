@@ -108,7 +108,7 @@ func newNet(t testing.TB, w *model.Weights, n int, o netOptions) *testNet {
 			nd.addr = freeAddr(t)
 			host, port, _ := net.SplitHostPort(nd.addr)
 			p, _ := strconv.Atoi(port)
-			nd.rem = remote.NewRemote(nd.sys, remote.Configure(host, p))
+			nd.rem = remote.NewRemote(nd.sys, remote.Configure(host, p, expert.RemoteOptions(nil, nil)...))
 			nd.rem.Start()
 		} else {
 			nd.addr = nd.sys.Address()
