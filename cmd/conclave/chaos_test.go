@@ -192,7 +192,13 @@ func (e *chaosEnv) complete(i int, req map[string]any) chaosResult {
 
 // dispatchCalls reads node i's conclave:expert_dispatch_calls_total by kind.
 func (e *chaosEnv) dispatchCalls(i int) map[string]float64 {
-	resp, err := e.client.Get("http://" + e.pc.addrs[i][0] + "/metrics")
+	return dispatchCallsOf(e.client, e.pc.addrs[i][0])
+}
+
+// dispatchCallsOf reads a node's expert dispatch counters by kind (local,
+// remote, retry, timeout, fallback) from its /metrics.
+func dispatchCallsOf(client *http.Client, addr string) map[string]float64 {
+	resp, err := client.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return nil
 	}
