@@ -46,3 +46,7 @@ func dotFloatx1x6(f16 bool, w []byte, n int, a []float32, astride int, out *[6]f
 		dotF32x1x6AVX2(&w[0], n, &a[0], astride, out)
 	}
 }
+
+func swigluSIMD(dst, gate, up []float32) { swigluAVX2(&dst[0], &gate[0], &up[0], len(dst)) }
+
+func expSubSIMD(x []float32, m float32) { expSubAVX2(&x[0], m, len(x)) }

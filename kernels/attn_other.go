@@ -20,3 +20,7 @@ func roundF16SIMD(x []float32) { panic(noSIMD) }
 func dotFloatx1x6(f16 bool, w []byte, n int, a []float32, astride int, out *[6]float32) {
 	panic(noSIMD)
 }
+
+func swigluSIMD(dst, gate, up []float32) { panic(noSIMD) }
+
+func expSubSIMD(x []float32, m float32) { panic(noSIMD) }

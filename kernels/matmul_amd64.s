@@ -6046,6 +6046,221 @@ roundF16x8AVX2_done:
 	VZEROUPPER
 	RET
 
+// func swigluAVX2(dst *float32, gate *float32, up *float32, n int)
+// Requires: AVX, AVX2
+TEXT ·swigluAVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), AX
+	MOVQ gate+8(FP), CX
+	MOVQ up+16(FP), DX
+	MOVQ n+24(FP), BX
+
+swigluAVX2_loop:
+	TESTQ     BX, BX
+	JZ        swigluAVX2_done
+	VMOVUPS   (CX), Y0
+	VPCMPEQD  Y1, Y1, Y1
+	VPSLLD    $0x1f, Y1, Y1
+	VXORPS    Y0, Y1, Y1
+	VMAXPS    expfconsts<>+0(SB), Y1, Y1
+	VMINPS    expfconsts<>+32(SB), Y1, Y1
+	VMULPS    expfconsts<>+64(SB), Y1, Y2
+	VROUNDPS  $0x00, Y2, Y2
+	VMULPS    expfconsts<>+96(SB), Y2, Y3
+	VSUBPS    Y3, Y1, Y1
+	VMULPS    expfconsts<>+128(SB), Y2, Y3
+	VSUBPS    Y3, Y1, Y1
+	VMULPS    Y1, Y1, Y3
+	VMULPS    expfconsts<>+160(SB), Y1, Y4
+	VADDPS    expfconsts<>+192(SB), Y4, Y4
+	VMULPS    Y1, Y4, Y4
+	VADDPS    expfconsts<>+224(SB), Y4, Y4
+	VMULPS    Y1, Y4, Y4
+	VADDPS    expfconsts<>+256(SB), Y4, Y4
+	VMULPS    Y1, Y4, Y4
+	VADDPS    expfconsts<>+288(SB), Y4, Y4
+	VMULPS    Y1, Y4, Y4
+	VADDPS    expfconsts<>+320(SB), Y4, Y4
+	VMULPS    Y3, Y4, Y4
+	VADDPS    Y1, Y4, Y4
+	VADDPS    expfconsts<>+352(SB), Y4, Y4
+	VCVTPS2DQ Y2, Y1
+	VPCMPEQD  Y2, Y2, Y2
+	VPSRLD    $0x19, Y2, Y2
+	VPSRAD    $0x01, Y1, Y3
+	VPSUBD    Y3, Y1, Y1
+	VPADDD    Y2, Y3, Y3
+	VPSLLD    $0x17, Y3, Y3
+	VPADDD    Y2, Y1, Y1
+	VPSLLD    $0x17, Y1, Y1
+	VMULPS    Y3, Y4, Y4
+	VMULPS    Y1, Y4, Y4
+	VADDPS    expfconsts<>+352(SB), Y4, Y4
+	VDIVPS    Y4, Y0, Y0
+	VMULPS    (DX), Y0, Y0
+	VMOVUPS   Y0, (AX)
+	ADDQ      $0x00000020, AX
+	ADDQ      $0x00000020, CX
+	ADDQ      $0x00000020, DX
+	SUBQ      $0x00000008, BX
+	JMP       swigluAVX2_loop
+
+swigluAVX2_done:
+	VZEROUPPER
+	RET
+
+DATA expfconsts<>+0(SB)/4, $0xc2d00000
+DATA expfconsts<>+4(SB)/4, $0xc2d00000
+DATA expfconsts<>+8(SB)/4, $0xc2d00000
+DATA expfconsts<>+12(SB)/4, $0xc2d00000
+DATA expfconsts<>+16(SB)/4, $0xc2d00000
+DATA expfconsts<>+20(SB)/4, $0xc2d00000
+DATA expfconsts<>+24(SB)/4, $0xc2d00000
+DATA expfconsts<>+28(SB)/4, $0xc2d00000
+DATA expfconsts<>+32(SB)/4, $0x42b20000
+DATA expfconsts<>+36(SB)/4, $0x42b20000
+DATA expfconsts<>+40(SB)/4, $0x42b20000
+DATA expfconsts<>+44(SB)/4, $0x42b20000
+DATA expfconsts<>+48(SB)/4, $0x42b20000
+DATA expfconsts<>+52(SB)/4, $0x42b20000
+DATA expfconsts<>+56(SB)/4, $0x42b20000
+DATA expfconsts<>+60(SB)/4, $0x42b20000
+DATA expfconsts<>+64(SB)/4, $0x3fb8aa3b
+DATA expfconsts<>+68(SB)/4, $0x3fb8aa3b
+DATA expfconsts<>+72(SB)/4, $0x3fb8aa3b
+DATA expfconsts<>+76(SB)/4, $0x3fb8aa3b
+DATA expfconsts<>+80(SB)/4, $0x3fb8aa3b
+DATA expfconsts<>+84(SB)/4, $0x3fb8aa3b
+DATA expfconsts<>+88(SB)/4, $0x3fb8aa3b
+DATA expfconsts<>+92(SB)/4, $0x3fb8aa3b
+DATA expfconsts<>+96(SB)/4, $0x3f318000
+DATA expfconsts<>+100(SB)/4, $0x3f318000
+DATA expfconsts<>+104(SB)/4, $0x3f318000
+DATA expfconsts<>+108(SB)/4, $0x3f318000
+DATA expfconsts<>+112(SB)/4, $0x3f318000
+DATA expfconsts<>+116(SB)/4, $0x3f318000
+DATA expfconsts<>+120(SB)/4, $0x3f318000
+DATA expfconsts<>+124(SB)/4, $0x3f318000
+DATA expfconsts<>+128(SB)/4, $0xb95e8083
+DATA expfconsts<>+132(SB)/4, $0xb95e8083
+DATA expfconsts<>+136(SB)/4, $0xb95e8083
+DATA expfconsts<>+140(SB)/4, $0xb95e8083
+DATA expfconsts<>+144(SB)/4, $0xb95e8083
+DATA expfconsts<>+148(SB)/4, $0xb95e8083
+DATA expfconsts<>+152(SB)/4, $0xb95e8083
+DATA expfconsts<>+156(SB)/4, $0xb95e8083
+DATA expfconsts<>+160(SB)/4, $0x39506967
+DATA expfconsts<>+164(SB)/4, $0x39506967
+DATA expfconsts<>+168(SB)/4, $0x39506967
+DATA expfconsts<>+172(SB)/4, $0x39506967
+DATA expfconsts<>+176(SB)/4, $0x39506967
+DATA expfconsts<>+180(SB)/4, $0x39506967
+DATA expfconsts<>+184(SB)/4, $0x39506967
+DATA expfconsts<>+188(SB)/4, $0x39506967
+DATA expfconsts<>+192(SB)/4, $0x3ab743ce
+DATA expfconsts<>+196(SB)/4, $0x3ab743ce
+DATA expfconsts<>+200(SB)/4, $0x3ab743ce
+DATA expfconsts<>+204(SB)/4, $0x3ab743ce
+DATA expfconsts<>+208(SB)/4, $0x3ab743ce
+DATA expfconsts<>+212(SB)/4, $0x3ab743ce
+DATA expfconsts<>+216(SB)/4, $0x3ab743ce
+DATA expfconsts<>+220(SB)/4, $0x3ab743ce
+DATA expfconsts<>+224(SB)/4, $0x3c088908
+DATA expfconsts<>+228(SB)/4, $0x3c088908
+DATA expfconsts<>+232(SB)/4, $0x3c088908
+DATA expfconsts<>+236(SB)/4, $0x3c088908
+DATA expfconsts<>+240(SB)/4, $0x3c088908
+DATA expfconsts<>+244(SB)/4, $0x3c088908
+DATA expfconsts<>+248(SB)/4, $0x3c088908
+DATA expfconsts<>+252(SB)/4, $0x3c088908
+DATA expfconsts<>+256(SB)/4, $0x3d2aa9c1
+DATA expfconsts<>+260(SB)/4, $0x3d2aa9c1
+DATA expfconsts<>+264(SB)/4, $0x3d2aa9c1
+DATA expfconsts<>+268(SB)/4, $0x3d2aa9c1
+DATA expfconsts<>+272(SB)/4, $0x3d2aa9c1
+DATA expfconsts<>+276(SB)/4, $0x3d2aa9c1
+DATA expfconsts<>+280(SB)/4, $0x3d2aa9c1
+DATA expfconsts<>+284(SB)/4, $0x3d2aa9c1
+DATA expfconsts<>+288(SB)/4, $0x3e2aaaaa
+DATA expfconsts<>+292(SB)/4, $0x3e2aaaaa
+DATA expfconsts<>+296(SB)/4, $0x3e2aaaaa
+DATA expfconsts<>+300(SB)/4, $0x3e2aaaaa
+DATA expfconsts<>+304(SB)/4, $0x3e2aaaaa
+DATA expfconsts<>+308(SB)/4, $0x3e2aaaaa
+DATA expfconsts<>+312(SB)/4, $0x3e2aaaaa
+DATA expfconsts<>+316(SB)/4, $0x3e2aaaaa
+DATA expfconsts<>+320(SB)/4, $0x3f000000
+DATA expfconsts<>+324(SB)/4, $0x3f000000
+DATA expfconsts<>+328(SB)/4, $0x3f000000
+DATA expfconsts<>+332(SB)/4, $0x3f000000
+DATA expfconsts<>+336(SB)/4, $0x3f000000
+DATA expfconsts<>+340(SB)/4, $0x3f000000
+DATA expfconsts<>+344(SB)/4, $0x3f000000
+DATA expfconsts<>+348(SB)/4, $0x3f000000
+DATA expfconsts<>+352(SB)/4, $0x3f800000
+DATA expfconsts<>+356(SB)/4, $0x3f800000
+DATA expfconsts<>+360(SB)/4, $0x3f800000
+DATA expfconsts<>+364(SB)/4, $0x3f800000
+DATA expfconsts<>+368(SB)/4, $0x3f800000
+DATA expfconsts<>+372(SB)/4, $0x3f800000
+DATA expfconsts<>+376(SB)/4, $0x3f800000
+DATA expfconsts<>+380(SB)/4, $0x3f800000
+GLOBL expfconsts<>(SB), RODATA|NOPTR, $384
+
+// func expSubAVX2(x *float32, m float32, n int)
+// Requires: AVX, AVX2, SSE
+TEXT ·expSubAVX2(SB), NOSPLIT, $0-24
+	MOVQ         x+0(FP), AX
+	MOVSS        m+8(FP), X0
+	VBROADCASTSS X0, Y0
+	MOVQ         n+16(FP), CX
+
+expSubAVX2_loop:
+	TESTQ     CX, CX
+	JZ        expSubAVX2_done
+	VMOVUPS   (AX), Y1
+	VSUBPS    Y0, Y1, Y1
+	VMAXPS    expfconsts<>+0(SB), Y1, Y1
+	VMINPS    expfconsts<>+32(SB), Y1, Y1
+	VMULPS    expfconsts<>+64(SB), Y1, Y2
+	VROUNDPS  $0x00, Y2, Y2
+	VMULPS    expfconsts<>+96(SB), Y2, Y3
+	VSUBPS    Y3, Y1, Y1
+	VMULPS    expfconsts<>+128(SB), Y2, Y3
+	VSUBPS    Y3, Y1, Y1
+	VMULPS    Y1, Y1, Y3
+	VMULPS    expfconsts<>+160(SB), Y1, Y4
+	VADDPS    expfconsts<>+192(SB), Y4, Y4
+	VMULPS    Y1, Y4, Y4
+	VADDPS    expfconsts<>+224(SB), Y4, Y4
+	VMULPS    Y1, Y4, Y4
+	VADDPS    expfconsts<>+256(SB), Y4, Y4
+	VMULPS    Y1, Y4, Y4
+	VADDPS    expfconsts<>+288(SB), Y4, Y4
+	VMULPS    Y1, Y4, Y4
+	VADDPS    expfconsts<>+320(SB), Y4, Y4
+	VMULPS    Y3, Y4, Y4
+	VADDPS    Y1, Y4, Y4
+	VADDPS    expfconsts<>+352(SB), Y4, Y4
+	VCVTPS2DQ Y2, Y1
+	VPCMPEQD  Y2, Y2, Y2
+	VPSRLD    $0x19, Y2, Y2
+	VPSRAD    $0x01, Y1, Y3
+	VPSUBD    Y3, Y1, Y1
+	VPADDD    Y2, Y3, Y3
+	VPSLLD    $0x17, Y3, Y3
+	VPADDD    Y2, Y1, Y1
+	VPSLLD    $0x17, Y1, Y1
+	VMULPS    Y3, Y4, Y4
+	VMULPS    Y1, Y4, Y4
+	VMOVUPS   Y4, (AX)
+	ADDQ      $0x00000020, AX
+	SUBQ      $0x00000008, CX
+	JMP       expSubAVX2_loop
+
+expSubAVX2_done:
+	VZEROUPPER
+	RET
+
 // func dotF32x1x6AVX2(w *byte, n int, a *float32, astride int, out *[6]float32)
 // Requires: AVX
 TEXT ·dotF32x1x6AVX2(SB), NOSPLIT, $0-40

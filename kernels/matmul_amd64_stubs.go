@@ -169,6 +169,16 @@ func dotF16x4AVX2(w *byte, stride int, n int, a *float32, out *[4]float32)
 //go:noescape
 func roundF16x8AVX2(x *float32, n int)
 
+// swigluAVX2 sets dst[i] = SiLU(gate[i])·up[i] for n (a multiple of 8) elements, bit-identical to swigluGo.
+//
+//go:noescape
+func swigluAVX2(dst *float32, gate *float32, up *float32, n int)
+
+// expSubAVX2 sets x[i] = expf(x[i] − m) for n (a multiple of 8) elements, bit-identical to expSubGo.
+//
+//go:noescape
+func expSubAVX2(x *float32, m float32, n int)
+
 // dotF32x1x6AVX2 computes the defined-order dot products of one weight row with 6 activation rows (n a multiple of 16).
 //
 //go:noescape

@@ -32,8 +32,9 @@ func RMSNorm(dst, x, w []float32, eps float32) {
 }
 
 // Softmax replaces x with softmax(x) as ggml_soft_max does: subtract the
-// max, float32 exp, sum accumulated in float64, multiply by the float32
-// reciprocal of the sum. An empty slice is left alone.
+// max, float32 exp (expf), sum accumulated in float64 in index order,
+// multiply by the float32 reciprocal of the sum. An empty slice is left
+// alone.
 func Softmax(x []float32) {
 	if len(x) == 0 {
 		return
@@ -44,10 +45,15 @@ func Softmax(x []float32) {
 			mx = v
 		}
 	}
+	m := 0
+	if simdF32() {
+		if m = len(x) &^ 7; m > 0 {
+			expSubSIMD(x[:m], mx)
+		}
+	}
+	expSubGo(x[m:], mx)
 	var sum float64
-	for i, v := range x {
-		e := exp32(v - mx)
-		x[i] = e
+	for _, e := range x {
 		sum += float64(e)
 	}
 	inv := float32(1 / sum)
@@ -56,19 +62,20 @@ func Softmax(x []float32) {
 	}
 }
 
-// exp32 is expf: float64 exp rounded to float32.
-func exp32(f float32) float32 { return float32(math.Exp(float64(f))) }
-
-// SiLU returns x/(1+exp(-x)) in float32, as ggml_silu_f32.
-func SiLU(x float32) float32 { return x / (1 + exp32(-x)) }
+// SiLU returns x/(1+expf(-x)) in float32, as ggml_silu_f32.
+func SiLU(x float32) float32 { return x / (1 + expf(-x)) }
 
 // SwiGLU sets dst[i] = SiLU(gate[i])·up[i] for i < len(dst). dst may alias
-// gate or up.
+// gate or up (element for element).
 func SwiGLU(dst, gate, up []float32) {
 	gate, up = gate[:len(dst)], up[:len(dst)]
-	for i := range dst {
-		dst[i] = SiLU(gate[i]) * up[i]
+	m := 0
+	if simdF32() {
+		if m = len(dst) &^ 7; m > 0 {
+			swigluSIMD(dst[:m], gate[:m], up[:m])
+		}
 	}
+	swigluGo(dst[m:], gate[m:], up[m:])
 }
 
 // Add sets dst[i] += a[i] for i < len(dst).

@@ -1,7 +1,7 @@
 package model
 
 import (
-	"math"
+	"github.com/conclave-ai/conclave/kernels"
 )
 
 // Routing is the gate's decision for a batch at one layer: for each of Rows
@@ -73,24 +73,9 @@ func taken(ids []int32, e int) bool {
 	return false
 }
 
-// softmax normalises x in place: exponentials in float32 relative to the
-// maximum, their sum accumulated in float64 (as ggml does).
-func softmax(x []float32) {
-	m := float32(math.Inf(-1))
-	for _, v := range x {
-		m = max(m, v)
-	}
-	var sum float64
-	for i, v := range x {
-		e := float32(math.Exp(float64(v - m)))
-		x[i] = e
-		sum += float64(e)
-	}
-	inv := float32(1 / sum)
-	for i := range x {
-		x[i] *= inv
-	}
-}
+// softmax normalises x in place (kernels.Softmax: exponentials in float32
+// relative to the maximum, their sum accumulated in float64, as ggml does).
+func softmax(x []float32) { kernels.Softmax(x) }
 
 // Plan groups a routing by expert: one group per expert that received at
 // least one row, in ascending expert order, with rows ascending. slot maps

@@ -58,6 +58,8 @@ func main() {
 	floatRowKernel(false)
 	floatRowKernel(true)
 	roundF16Kernel()
+	swigluKernel()
+	expSubKernel()
 	floatBatchKernel(false)
 	floatBatchKernel(true)
 	for _, f16 := range []bool{true, false} {

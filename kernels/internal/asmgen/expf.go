@@ -1,0 +1,172 @@
+package main
+
+import (
+	"math"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
+)
+
+// The constants of kernels.expf, in the order of expfConsts below; each is
+// stored 8 times so that an AVX2 instruction can read it as a memory
+// operand (16 YMM registers cannot hold them all beside the working set).
+var expfValues = []float32{
+	-104,                // min
+	89,                  // max
+	1.44269504088896341, // log2 e
+	0.693359375,         // ln2 hi
+	-2.12194440e-4,      // ln2 lo
+	1.9875691500e-4,     // p0
+	1.3981999507e-3,     // p1
+	8.3334519073e-3,     // p2
+	4.1665795894e-2,     // p3
+	1.6666665459e-1,     // p4
+	5.0000001201e-1,     // p5
+	1.0,                 // one
+}
+
+const (
+	cMin = iota
+	cMax
+	cLog2e
+	cLn2Hi
+	cLn2Lo
+	cP0
+	cP1
+	cP2
+	cP3
+	cP4
+	cP5
+	cOne
+)
+
+// expfTable emits the constant table once and returns its memory operand
+// maker.
+var expfTableMem Mem
+var expfTableDone bool
+
+func expfConst(i int) Mem {
+	if !expfTableDone {
+		expfTableMem = GLOBL("expfconsts", RODATA|NOPTR)
+		for k, v := range expfValues {
+			for l := 0; l < 8; l++ {
+				DATA(32*k+4*l, U32(math.Float32bits(v)))
+			}
+		}
+		expfTableDone = true
+	}
+	return expfTableMem.Offset(32 * i)
+}
+
+// expfAVX2 computes e = expf(x) for 8 lanes exactly as kernels.expf does:
+// every step is one rounded float32 operation (VMULPS, VADDPS, VSUBPS; no
+// FMA), round to nearest even with VROUNDPS, 2ⁿ assembled in the exponent
+// bits. x is not modified.
+func expfAVX2(x VecVirtual) VecVirtual {
+	c := func(i int) Mem { return expfConst(i) }
+	v := YMM()
+	VMAXPS(c(cMin), x, v)
+	VMINPS(c(cMax), v, v)
+	n := YMM()
+	VMULPS(c(cLog2e), v, n)
+	VROUNDPS(U8(0), n, n) // to nearest even
+	t := YMM()
+	VMULPS(c(cLn2Hi), n, t)
+	r := YMM()
+	VSUBPS(t, v, r) // r = v − n·ln2hi
+	VMULPS(c(cLn2Lo), n, t)
+	VSUBPS(t, r, r) // r −= n·ln2lo
+	r2 := YMM()
+	VMULPS(r, r, r2)
+	p := YMM()
+	VMULPS(c(cP0), r, p)
+	VADDPS(c(cP1), p, p)
+	for _, k := range []int{cP2, cP3, cP4, cP5} {
+		VMULPS(r, p, p)
+		VADDPS(c(k), p, p)
+	}
+	VMULPS(r2, p, p)
+	VADDPS(r, p, p)
+	VADDPS(c(cOne), p, p)
+	// p·2ⁿ = (p·2^a)·2^b with a = n>>1, b = n − a: 2^k is (k + 127) << 23
+	// as float bits, and both halves are normal.
+	ni := YMM()
+	VCVTPS2DQ(n, ni) // exact: n is integral
+	bias := YMM()
+	VPCMPEQD(bias, bias, bias)
+	VPSRLD(U8(25), bias, bias) // 127
+	ha := YMM()
+	VPSRAD(U8(1), ni, ha) // a
+	VPSUBD(ha, ni, ni)    // b
+	VPADDD(bias, ha, ha)
+	VPSLLD(U8(23), ha, ha)
+	VPADDD(bias, ni, ni)
+	VPSLLD(U8(23), ni, ni)
+	VMULPS(ha, p, p)
+	VMULPS(ni, p, p)
+	return p
+}
+
+// swigluKernel emits func(dst, gate, up *float32, n int) for n a multiple of
+// 8: dst[i] = (gate[i] / (1 + expf(−gate[i]))) · up[i], as kernels.swigluGo.
+func swigluKernel() {
+	const name = "swigluAVX2"
+	TEXT(name, NOSPLIT, "func(dst, gate, up *float32, n int)")
+	Pragma("noescape")
+	Doc(name + " sets dst[i] = SiLU(gate[i])·up[i] for n (a multiple of 8) elements, bit-identical to swigluGo.")
+	dst := Load(Param("dst"), GP64())
+	gate := Load(Param("gate"), GP64())
+	up := Load(Param("up"), GP64())
+	n := Load(Param("n"), GP64())
+	Label(name + "_loop")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	g := YMM()
+	VMOVUPS(Mem{Base: gate}, g)
+	neg := YMM()
+	VPCMPEQD(neg, neg, neg)
+	VPSLLD(U8(31), neg, neg) // sign bit
+	VXORPS(g, neg, neg)      // −g
+	e := expfAVX2(neg)
+	VADDPS(expfConst(cOne), e, e) // 1 + expf(−g)
+	s := YMM()
+	VDIVPS(e, g, s) // g / (1 + expf(−g))
+	VMULPS(Mem{Base: up}, s, s)
+	VMOVUPS(s, Mem{Base: dst})
+	ADDQ(U32(32), dst)
+	ADDQ(U32(32), gate)
+	ADDQ(U32(32), up)
+	SUBQ(U32(8), n)
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// expSubKernel emits func(x *float32, m float32, n int) for n a multiple of
+// 8: x[i] = expf(x[i] − m), as kernels.expSubGo (softmax's exponentials).
+func expSubKernel() {
+	const name = "expSubAVX2"
+	TEXT(name, NOSPLIT, "func(x *float32, m float32, n int)")
+	Pragma("noescape")
+	Doc(name + " sets x[i] = expf(x[i] − m) for n (a multiple of 8) elements, bit-identical to expSubGo.")
+	x := Load(Param("x"), GP64())
+	mx := YMM()
+	VBROADCASTSS(Load(Param("m"), XMM()), mx)
+	n := Load(Param("n"), GP64())
+	Label(name + "_loop")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	v := YMM()
+	VMOVUPS(Mem{Base: x}, v)
+	VSUBPS(mx, v, v)
+	e := expfAVX2(v)
+	VMOVUPS(e, Mem{Base: x})
+	ADDQ(U32(32), x)
+	SUBQ(U32(8), n)
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
