@@ -50,6 +50,9 @@ func dominantType(m map[string]int) string {
 type PrefillResult struct {
 	Test
 	GFLOPs float64 `json:"gflops"` // FLOPCount.Prefill(N) × tokens/s / N, in 1e9/s
+	// OfPeak is GFLOPs over the compute peak of the weights' arithmetic
+	// (int8 for quantized weights, fp32 for float ones), when measured.
+	OfPeak float64 `json:"of_peak,omitempty"`
 }
 
 // DecodeResult is the tgN test with what it achieved.
@@ -83,6 +86,8 @@ type Report struct {
 	// when not measured.
 	MemBandwidthGBs float64       `json:"mem_bandwidth_gbs"`
 	MemBW           *membw.Result `json:"membw,omitempty"`
+	// Peak is the measured int8/fp32 compute ceiling (MeasurePeak).
+	Peak *PeakResult `json:"compute_peak,omitempty"`
 	// BusyCPUs is how many CPUs other work kept busy in the quarter second
 	// before the tests started (Linux; -1 when unknown). Above about 0.2
 	// something else was running and the numbers are noisy.
@@ -132,6 +137,23 @@ func (r *Report) SetMemBandwidth(m membw.Result) {
 	r.MemBandwidthGBs = m.BestGBs
 	if r.Decode != nil && m.BestGBs > 0 {
 		r.Decode.OfMemBandwidth = r.Decode.BandwidthGBs / m.BestGBs
+	}
+}
+
+// SetPeak records a compute-peak measurement and each prefill's share of
+// the peak its arithmetic runs on: int8 (VNNI) when the weights are
+// quantized, so activations are quantized to 8 bits too, else fp32.
+func (r *Report) SetPeak(p PeakResult) {
+	r.Peak = &p
+	peak := p.Int8GOPS
+	switch r.Model.WeightType {
+	case "F32", "F16", "BF16":
+		peak = p.FP32GFLOPS
+	}
+	for i := range r.Prefill {
+		if peak > 0 {
+			r.Prefill[i].OfPeak = r.Prefill[i].GFLOPs / peak
+		}
 	}
 }
 
@@ -204,6 +226,15 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(w, "memory  triad %.2f GB/s (best of %d, %d threads, 3 × %s)", r.MemBandwidthGBs, r.MemBW.Reps, r.MemBW.Threads, Bytes(r.MemBW.ArrayBytes))
 		if r.Decode != nil {
 			fmt.Fprintf(w, "; decode reaches %.0f%% of it", 100*r.Decode.OfMemBandwidth)
+		}
+		fmt.Fprintln(w)
+	}
+	if p := r.Peak; p != nil {
+		fmt.Fprintf(w, "compute peak %.0f int8 GOPS, %.0f fp32 GFLOP/s (%d threads, register-only loops)", p.Int8GOPS, p.FP32GFLOPS, p.Threads)
+		for _, pr := range r.Prefill {
+			if pr.OfPeak > 0 {
+				fmt.Fprintf(w, "; %s reaches %.0f%%", pr.Name, 100*pr.OfPeak)
+			}
 		}
 		fmt.Fprintln(w)
 	}

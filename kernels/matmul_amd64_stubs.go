@@ -179,6 +179,15 @@ func swigluAVX2(dst *float32, gate *float32, up *float32, n int)
 //go:noescape
 func expSubAVX2(x *float32, m float32, n int)
 
+// peakVNNI512 runs n iterations of independent multiply-accumulates (compute peak).
+func peakVNNI512(n int)
+
+// peakFMA512 runs n iterations of independent multiply-accumulates (compute peak).
+func peakFMA512(n int)
+
+// peakFMA256 runs n iterations of independent multiply-accumulates (compute peak).
+func peakFMA256(n int)
+
 // dotF32x1x6AVX2 computes the defined-order dot products of one weight row with 6 activation rows (n a multiple of 16).
 //
 //go:noescape

@@ -273,19 +273,30 @@ func BenchmarkMatMulDecodeDRAM(b *testing.B) {
 		x := randRow(r, one.Cols)
 		out := make([]float32, one.Rows)
 		for _, l := range simdLevels() {
-			b.Run(typ.String()+"/"+l.String(), func(b *testing.B) {
-				withSIMD(l, func() {
-					var s Scratch
-					b.SetBytes(int64(len(one.Data)))
-					i := 0
-					for b.Loop() {
-						m := one
-						m.Data = big[i*len(one.Data) : (i+1)*len(one.Data)]
-						MatMul(p, &s, m, x, 1, out)
-						i = (i + 1) % copies
-					}
+			for _, gfni := range gfniModes() {
+				name := typ.String() + "/" + l.String()
+				if gfni != useGFNI {
+					name += "-nogfni"
+				}
+				if (typ != Q4_0 || l < simdAVX512VNNI) && gfni != useGFNI {
+					continue
+				}
+				b.Run(name, func(b *testing.B) {
+					withGFNI(gfni, func() {
+						withSIMD(l, func() {
+							var s Scratch
+							b.SetBytes(int64(len(one.Data)))
+							i := 0
+							for b.Loop() {
+								m := one
+								m.Data = big[i*len(one.Data) : (i+1)*len(one.Data)]
+								MatMul(p, &s, m, x, 1, out)
+								i = (i + 1) % copies
+							}
+						})
+					})
 				})
-			})
+			}
 		}
 	}
 }

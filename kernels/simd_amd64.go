@@ -104,3 +104,24 @@ func dotFloat8x1(f16 bool, w []byte, stride, n int, a []float32, out []float32) 
 		dotF32x8x1AVX512(&w[0], stride, n, &a[0], 0, &out[0], 0)
 	}
 }
+
+// peakAccs is the generator's accumulator count in the peak loops.
+const peakAccs = 10
+
+func peakLoop(kind PeakKind, iters int) (int64, bool) {
+	if iters <= 0 {
+		return 0, true
+	}
+	switch {
+	case kind == PeakInt8 && cpuSIMD >= simdAVX512VNNI:
+		peakVNNI512(iters)
+		return int64(iters) * peakAccs * 64 * 2, true
+	case kind == PeakFP32 && cpuSIMD >= simdAVX512VNNI:
+		peakFMA512(iters)
+		return int64(iters) * peakAccs * 16 * 2, true
+	case kind == PeakFP32 && cpuSIMD >= simdAVX2 && cpu.X86.HasFMA:
+		peakFMA256(iters)
+		return int64(iters) * peakAccs * 8 * 2, true
+	}
+	return 0, false
+}

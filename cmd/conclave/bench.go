@@ -68,12 +68,12 @@ func measureMembw(c membw.Config) (membw.Result, error) {
 func cmdBenchModel(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("bench model", stderr)
 	var (
-		path, prompts string
-		asJSON, noMem bool
-		noWarmup      bool
-		rt            runtimeFlags
-		mf            membwFlags
-		cfg           = bench.DefaultConfig()
+		path, prompts         string
+		asJSON, noMem, noPeak bool
+		noWarmup              bool
+		rt                    runtimeFlags
+		mf                    membwFlags
+		cfg                   = bench.DefaultConfig()
 	)
 	fs.StringVar(&path, "model", "", "GGUF model file")
 	fs.StringVar(&prompts, "prompt", "512", "prompt lengths to measure, comma-separated (ppN tests); empty for none")
@@ -83,6 +83,7 @@ func cmdBenchModel(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&cfg.Reps, "reps", cfg.Reps, "repetitions of each test")
 	fs.BoolVar(&noWarmup, "no-warmup", false, "skip the untimed warm-up prefill and decode")
 	fs.BoolVar(&noMem, "no-membw", false, "skip the memory bandwidth (triad) measurement")
+	fs.BoolVar(&noPeak, "no-peak", false, "skip the int8/fp32 compute-peak measurement")
 	fs.BoolVar(&asJSON, "json", false, "print one JSON object instead of a table")
 	rt.register(fs)
 	mf.register(fs, "membw-")
@@ -151,6 +152,9 @@ func cmdBenchModel(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		rep.SetMemBandwidth(r)
+	}
+	if !noPeak {
+		rep.SetPeak(bench.MeasurePeak(rt.threads, 100*time.Millisecond))
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)

@@ -60,6 +60,9 @@ func main() {
 	roundF16Kernel()
 	swigluKernel()
 	expSubKernel()
+	peakKernel("peakVNNI512", true, true)
+	peakKernel("peakFMA512", false, true)
+	peakKernel("peakFMA256", false, false)
 	floatBatchKernel(false)
 	floatBatchKernel(true)
 	for _, f16 := range []bool{true, false} {
