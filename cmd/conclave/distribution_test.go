@@ -80,21 +80,7 @@ func TestModelDistribution(t *testing.T) {
 			per["n0"]+per["n1"]+per["n2"] == len(r.Placement)
 	}
 	clustertest.WaitFor(t, 90*time.Second, settled, "every expert placed once and ready, n1 and n2 hosting")
-	readyAll := func() bool {
-		for _, a := range addrs {
-			resp, err := client.Get("http://" + a[0] + "/ready")
-			if err != nil {
-				return false
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return false
-			}
-		}
-		return true
-	}
-	clustertest.WaitFor(t, 60*time.Second, readyAll, "/ready 200 on every node")
+	waitAllReady(t, client, pc)
 	t.Logf("cluster settled %v after the processes started (%v since the test began): %s",
 		time.Since(started).Round(time.Millisecond), time.Since(testStart).Round(time.Millisecond), last)
 	for _, p := range pc.procs[1:] {
@@ -224,7 +210,7 @@ func TestModelDistribution(t *testing.T) {
 	restarted := time.Now()
 	pc.start(p)
 	clustertest.WaitFor(t, 90*time.Second, settled, "settled after n2's restart")
-	clustertest.WaitFor(t, 60*time.Second, readyAll, "/ready 200 on every node after n2's restart")
+	waitAllReady(t, client, pc)
 	st, err := (&cluster.AdminClient{Base: "http://" + addrs[2][0]}).Status(ctx)
 	if err != nil || st.ModelFile == nil {
 		t.Fatalf("n2 status after restart: %v %+v", err, st.ModelFile)

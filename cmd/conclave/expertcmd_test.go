@@ -2,16 +2,13 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/conclave-ai/conclave/cluster/clustertest"
 	"github.com/conclave-ai/conclave/internal/testmodel"
 	"github.com/conclave-ai/conclave/model/gguf"
 	"github.com/conclave-ai/conclave/model/synth"
@@ -93,53 +90,10 @@ func TestExpertUpdateCLI(t *testing.T) {
 	}
 
 	pc := startProcCluster(t, 2, "--model", v1, "--replication", "2", "--threads", "1")
-	api := "http://" + pc.addrs[0][0]
 	client := &http.Client{Timeout: time.Minute}
-	clustertest.WaitFor(t, 60*time.Second, func() bool {
-		for _, a := range pc.addrs {
-			resp, err := client.Get("http://" + a[0] + "/ready")
-			if err != nil {
-				return false
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return false
-			}
-		}
-		return true
-	}, "both nodes ready")
-	var models struct {
-		Data []struct{ ID string } `json:"data"`
-	}
-	resp, err := client.Get(api + "/v1/models")
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = json.NewDecoder(resp.Body).Decode(&models)
-	resp.Body.Close()
-	if err != nil || len(models.Data) == 0 {
-		t.Fatalf("/v1/models: %v %+v", err, models)
-	}
-	complete := func() string {
-		t.Helper()
-		body, _ := json.Marshal(map[string]any{"model": models.Data[0].ID, "prompt": prompt, "max_tokens": 24, "temperature": 0, "ignore_eos": true})
-		resp, err := client.Post(api+"/v1/completions", "application/json", bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var cr struct {
-			Choices []struct {
-				Text string `json:"text"`
-			} `json:"choices"`
-		}
-		b, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK || json.Unmarshal(b, &cr) != nil || len(cr.Choices) != 1 {
-			t.Fatalf("completion: %d %s", resp.StatusCode, b)
-		}
-		return cr.Choices[0].Text
-	}
+	waitAllReady(t, client, pc)
+	model := servedModel(t, client, pc.addrs[0][0])
+	complete := func() string { return completeGreedy(t, client, pc.addrs[0][0], model, prompt, 24) }
 	if got := complete(); got != want1 {
 		t.Fatalf("before the update: %q, want %q", got, want1)
 	}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conclave-ai/conclave/bench/membw"
 	"github.com/conclave-ai/conclave/cluster"
 	"github.com/conclave-ai/conclave/cluster/clustertest"
 	"github.com/conclave-ai/conclave/engine"
@@ -40,34 +41,17 @@ func memoryModel(c *synth.Config) {
 // procStatus reads the VmRSS, RssAnon and RssFile lines of
 // /proc/<pid>/status, in bytes.
 func procStatus(pid int) (rss, anon, file int64, err error) {
-	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
 	if err != nil {
 		return 0, 0, 0, err
 	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		fields := strings.Fields(s.Text())
-		if len(fields) < 2 {
-			continue
-		}
-		kb, err := strconv.ParseInt(fields[1], 10, 64)
-		if err != nil {
-			continue
-		}
-		switch fields[0] {
-		case "VmRSS:":
-			rss = kb << 10
-		case "RssAnon:":
-			anon = kb << 10
-		case "RssFile:":
-			file = kb << 10
-		}
-	}
-	if rss == 0 {
+	rss, ok := membw.StatusField(string(b), "VmRSS")
+	if !ok {
 		return 0, 0, 0, fmt.Errorf("/proc/%d/status has no VmRSS", pid)
 	}
-	return rss, anon, file, s.Err()
+	anon, _ = membw.StatusField(string(b), "RssAnon")
+	file, _ = membw.StatusField(string(b), "RssFile")
+	return rss, anon, file, nil
 }
 
 // TestMemoryLimitedPlacement serves a model whose experts do not fit one
