@@ -2,6 +2,8 @@
 
 package gguf
 
+import "errors"
+
 // populate prefaults b by reading a byte of every page.
 func populate(b []byte) error {
 	touch(b)
@@ -14,3 +16,8 @@ func release(b []byte) error { return nil }
 
 // noHugePages does nothing outside Linux.
 func noHugePages(b []byte) error { return nil }
+
+// ResidentPages is not available outside Linux.
+func ResidentPages(b []byte) (present, pages int, err error) {
+	return 0, 0, errors.ErrUnsupported
+}
