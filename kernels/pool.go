@@ -1,9 +1,17 @@
 package kernels
 
-import "sync"
+import (
+	"runtime"
+	"sync"
+	"time"
+)
 
 // Pool is a fixed set of persistent worker goroutines that run one data-
-// parallel loop at a time. Idle workers block on a channel (no spinning).
+// parallel loop at a time. A worker that finishes a loop polls for the next
+// one for up to spinFor (yielding to other goroutines between polls), then
+// blocks on a channel: a forward pass issues loops back to back, and waking
+// a parked goroutine costs more than the gap between them, while a worker
+// never spins for longer than that when the process is idle.
 //
 // Run may be called from any goroutine; concurrent calls are serialized. fn
 // must not call Run on the same pool (that deadlocks).
@@ -42,10 +50,40 @@ func NewPool(threads int) *Pool {
 func (p *Pool) Threads() int { return p.threads }
 
 func (p *Pool) worker(k int, start <-chan struct{}) {
-	for range start {
+	for {
+		if !recvSpin(start) {
+			return // closed
+		}
 		lo, hi := chunk(p.n, p.nchunks, k)
 		p.fn(lo, hi)
 		p.done <- struct{}{}
+	}
+}
+
+// spinFor bounds how long a worker (or Run, waiting for its workers) polls
+// before parking.
+const spinFor = 50 * time.Microsecond
+
+// recvSpin receives from ch, polling for up to spinFor before blocking; it
+// reports false when ch is closed.
+func recvSpin(ch <-chan struct{}) bool {
+	var deadline time.Time
+	for i := 0; ; i++ {
+		select {
+		case _, ok := <-ch:
+			return ok
+		default:
+		}
+		if i&15 == 15 {
+			now := time.Now()
+			if deadline.IsZero() {
+				deadline = now.Add(spinFor)
+			} else if now.After(deadline) {
+				_, ok := <-ch
+				return ok
+			}
+		}
+		runtime.Gosched()
 	}
 }
 
@@ -80,7 +118,7 @@ func (p *Pool) Run(n int, fn func(lo, hi int)) {
 	lo, hi := chunk(n, nchunks, 0)
 	fn(lo, hi)
 	for k := 1; k < nchunks; k++ {
-		<-p.done
+		recvSpin(p.done)
 	}
 	p.fn = nil
 }
