@@ -3,6 +3,7 @@ package kernels
 import (
 	"encoding/binary"
 	"math"
+	"runtime"
 	"unsafe"
 )
 
@@ -192,6 +193,7 @@ func packRowVNNI(a, dst []byte, step int) {
 func (s *Scratch) rowTiles16(lo, hi int) {
 	m, nb, q4 := s.m, s.m.Cols/QK, s.m.Type == Q4_0
 	for t := lo; t < hi; t++ {
+		yieldEvery(t - lo)
 		i0 := t * rowTile16
 		if i0+rowTile16 > m.Rows {
 			i := i0
@@ -294,6 +296,7 @@ func (s *Scratch) gemmTiles(lo, hi int) {
 	ngroups := (s.nrows + per - 1) / per
 	var res [gemmTile * gemmLane]float32
 	for t := lo; t < hi; t++ {
+		yieldEvery(t - lo)
 		i0 := t * gemmTile
 		if i0+gemmTile > m.Rows {
 			for i := i0; i < m.Rows; i++ {
@@ -311,5 +314,19 @@ func (s *Scratch) gemmTiles(lo, hi int) {
 				}
 			}
 		}
+	}
+}
+
+// yieldTiles is how many weight tiles a kernel loop computes between
+// yields (tens of microseconds of work).
+const yieldTiles = 32
+
+// yieldEvery lets other goroutines run every yieldTiles tiles: the
+// assembly kernels cannot be preempted, so without it a goroutine that
+// has to answer the network (an expert call, an HTTP stream) waits for a
+// whole matrix product whenever every P is computing.
+func yieldEvery(k int) {
+	if k%yieldTiles == yieldTiles-1 {
+		runtime.Gosched()
 	}
 }
