@@ -101,6 +101,14 @@ func BenchmarkDecodeStep(b *testing.B) {
 					tn := newNet(b, w, nodes, netOptions{})
 					benchDecode(b, w, tn.pool, tn.nodes[0].disp, batch)
 				})
+				if nodes > 1 {
+					// Each node with its own pool, as separate processes:
+					// three 2-thread pools time-share the two cores.
+					b.Run(fmt.Sprintf("%s/nodes=%d/batch=%d/own-pools", preset, nodes, batch), func(b *testing.B) {
+						tn := newNet(b, w, nodes, netOptions{ownPools: true})
+						benchDecode(b, w, tn.pool, tn.nodes[0].disp, batch)
+					})
+				}
 			}
 		}
 		b.Run(preset+"/plain-runner/batch=1", func(b *testing.B) {

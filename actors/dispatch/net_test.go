@@ -65,6 +65,10 @@ type netOptions struct {
 	dc          dispatch.Config
 	noFallback  bool
 	skipHost    map[string]bool // nodes whose expert actors the test provides itself
+	// ownPools gives every node other than n0 its own 2-thread kernel pool,
+	// as separate processes have (n0's is tn.pool); by default all nodes
+	// share one, so their experts never compute at the same time.
+	ownPools bool
 }
 
 // newSystem returns an actor system that logs nothing (protoactor's info
@@ -115,12 +119,17 @@ func newNet(t testing.TB, w *model.Weights, n int, o netOptions) *testNet {
 		}
 		t.Cleanup(nd.kill)
 		epoch := func() uint64 { return tn.fsm.Map().Epoch }
-		nd.host = expert.NewHost(nd.sys, w, pool, epoch)
+		npool := pool
+		if o.ownPools && i > 0 {
+			npool = kernels.NewPool(2)
+			t.Cleanup(npool.Close)
+		}
+		nd.host = expert.NewHost(nd.sys, w, npool, epoch)
 		dc := o.dc
 		dc.Self = nd.id
 		var fb *dispatch.Fallback
 		if !o.noFallback {
-			fb = &dispatch.Fallback{W: w, Pool: pool}
+			fb = &dispatch.Fallback{W: w, Pool: npool}
 		}
 		d, err := dispatch.New(dc, nd.sys, tn.fsm.Map, nd.host, fb)
 		if err != nil {
