@@ -45,6 +45,7 @@ type Experts struct {
 	fetched chan struct{}                     // wakes the sync loop after a fetch; buffered 1
 
 	rates    atomic.Pointer[[]router.ExpertLoad] // latest local rates, for the collector
+	weights  atomic.Pointer[weightsVersion]      // WeightsVersion's last answer
 	resident map[router.ExpertID]bool            // experts KeepResident last kept (loop only); nil before
 
 	stop     chan struct{}
@@ -195,18 +196,30 @@ func (x *Experts) Rates() []router.ExpertLoad {
 // WeightsVersion names the live expert versions of the current map: it
 // changes whenever a hot update or rollback flips an expert (give it to
 // the engine with engine.WithWeightsVersion, so that the prefix cache never
-// serves keys and values of replaced weights). It costs a map read when no
-// expert was ever updated.
+// serves keys and values of replaced weights). The engine calls it every
+// step: it costs a map read unless the map changed since the last call.
 func (x *Experts) WeightsVersion() uint64 {
 	m := x.n.fsm.Map()
 	if len(m.ExpertVersions) == 0 {
 		return 0
 	}
+	if c := x.weights.Load(); c != nil && c.m == m {
+		return c.v
+	}
 	h := fnv.New64a()
 	for _, v := range m.ExpertVersionList() {
 		fmt.Fprintf(h, "%d/%d=%s;", v.Expert.Layer, v.Expert.Index, v.State.Live)
 	}
-	return h.Sum64()
+	v := h.Sum64()
+	x.weights.Store(&weightsVersion{m: m, v: v})
+	return v
+}
+
+// weightsVersion caches WeightsVersion for one map snapshot (snapshots are
+// immutable, so the pointer identifies it).
+type weightsVersion struct {
+	m *router.Map
+	v uint64
 }
 
 // Host returns the node's expert actors (for their loads).
