@@ -55,9 +55,7 @@ const (
 
 	// Packed group layout, per block: 8 vectors of 16 dwords (vector k,
 	// lane j = quants 4k..4k+3 of lane j's row), 16 float32 scales, 16 int32
-	// quant sums. Must match asmgen. For Q8_0 weights lane 0 is a constant
-	// zero row and quants are stored offset by 128 (see gemmKernel), so a
-	// group holds 15 activation rows; for Q4_0 it holds 16.
+	// quant sums. Must match asmgen. A group holds 16 activation rows.
 	pkScale = 8 * 64
 	pkSum   = pkScale + 64
 	pkBlock = pkSum + 64
@@ -78,15 +76,6 @@ var rowActs = 4
 // beat GEMM by 20–50% at 2–10 rows and tie at 12–16. A var so tests can move
 // it.
 var gemmMinRows = 12
-
-// gemmLanes returns the first lane holding an activation row and the rows a
-// packed group holds.
-func (s *Scratch) gemmLanes() (first, perGroup int) {
-	if s.m.Type == Q4_0 {
-		return 0, gemmLane
-	}
-	return 1, gemmLane - 1
-}
 
 // simdQ8 reports whether MatMul takes the SIMD path for m.
 func simdQ8(m Matrix) bool {
@@ -114,8 +103,7 @@ func (s *Scratch) matMulSIMDQ8(p *Pool) {
 	}
 	run(s.nrows, s.quantFn)
 	if s.gemm {
-		_, per := s.gemmLanes()
-		ngroups := (s.nrows + per - 1) / per
+		ngroups := (s.nrows + gemmLane - 1) / gemmLane
 		s.pk = grow(s.pk, ngroups*(s.m.Cols/QK)*pkBlock)
 		run(ngroups, s.packVNNIFn)
 		run((rows+gemmTile-1)/gemmTile, s.gemmFn)
@@ -248,35 +236,18 @@ func growAligned(b []byte, n int) []byte {
 // nrows hold zero bytes (their outputs are discarded).
 func (s *Scratch) packVNNI(lo, hi int) {
 	nb := s.m.Cols / QK
-	first, per := s.gemmLanes()
-	var off byte
-	if first == 1 {
-		off = 0x80
-	}
 	for g := lo; g < hi; g++ {
 		pk := s.pk[g*nb*pkBlock : (g+1)*nb*pkBlock]
 		clear(pk)
-		if first == 1 {
-			for b := range nb {
-				for k := range 8 {
-					copy(pk[b*pkBlock+64*k:b*pkBlock+64*k+4], []byte{off, off, off, off})
-				}
-			}
-		}
-		for j := first; j < gemmLane; j++ {
-			r := g*per + j - first
-			if r >= s.nrows {
-				break
-			}
+		for j := range min(gemmLane, s.nrows-g*gemmLane) {
+			r := g*gemmLane + j
 			a := s.act[r*s.actRow : (r+1)*s.actRow]
 			for b := range nb {
 				blk := (*[q8_0Bytes]byte)(a[b*q8_0Bytes:])
 				dst := (*[pkBlock]byte)(pk[b*pkBlock:])
 				var sum int32
 				for k := range 8 {
-					for e := range 4 {
-						dst[64*k+4*j+e] = blk[2+4*k+e] ^ off
-					}
+					copy(dst[64*k+4*j:64*k+4*j+4], blk[2+4*k:2+4*k+4])
 				}
 				for _, q := range blk[2:] {
 					sum += int32(int8(q))
@@ -292,8 +263,7 @@ func (s *Scratch) packVNNI(lo, hi int) {
 // every packed activation group with the VNNI kernel.
 func (s *Scratch) gemmTiles(lo, hi int) {
 	m, nb, q4 := s.m, s.m.Cols/QK, s.m.Type == Q4_0
-	first, per := s.gemmLanes()
-	ngroups := (s.nrows + per - 1) / per
+	ngroups := (s.nrows + gemmLane - 1) / gemmLane
 	var res [gemmTile * gemmLane]float32
 	for t := lo; t < hi; t++ {
 		yieldEvery(t - lo)
@@ -307,10 +277,10 @@ func (s *Scratch) gemmTiles(lo, hi int) {
 		w := m.Data[i0*s.wRow:]
 		for g := range ngroups {
 			gemmQ8_0x8(q4, w, s.wRow, nb, s.pk[g*nb*pkBlock:], &res)
-			for j := range min(per, s.nrows-g*per) {
-				o := s.out[(g*per+j)*m.Rows+i0:]
+			for j := range min(gemmLane, s.nrows-g*gemmLane) {
+				o := s.out[(g*gemmLane+j)*m.Rows+i0:]
 				for i := range gemmTile {
-					o[i] = res[i*gemmLane+first+j]
+					o[i] = res[i*gemmLane+j]
 				}
 			}
 		}

@@ -243,19 +243,6 @@ func vpdpbusd(s8 Op, u8, dst VecVirtual) {
 	})
 }
 
-// vpdpbusdBcast emits VPDPBUSD.BCST m32, u8, dst: the signed operand is one
-// dword of memory broadcast to every lane.
-func vpdpbusdBcast(s8 Mem, u8, dst VecVirtual) {
-	Instruction(&ir.Instruction{
-		Opcode:   "VPDPBUSD",
-		Suffixes: []string{"BCST"},
-		Operands: []Op{s8, u8, dst},
-		Inputs:   []Op{s8, u8, dst},
-		Outputs:  []Op{dst},
-		ISA:      []string{"AVX512_VNNI"},
-	})
-}
-
 // Packed activation group layout (see packQ8Group in Go): per block 8 × 64
 // bytes of int8 quants (vector k, lane j = bytes 4k..4k+3 of row j's block),
 // 16 float32 scales, 16 int32 quant sums.
@@ -270,12 +257,13 @@ const (
 // 8 weight rows against a packed group of activation rows; out[16·i+j] is
 // weight row i with lane j. Weights are broadcast a dword at a time and
 // VPDPBUSD sums against 16 lanes at once, exact int32 block sums with no
-// horizontal reduction. VPDPBUSD multiplies unsigned by signed bytes, so one
-// side is offset and the offset's contribution subtracted:
-//   - Q8_0: the activations, u = a+128 (|a| ≤ 127, so u ≤ 255); lane 0 is a
-//     constant a = 0 that sums 128·Σw, subtracted from lanes 1–15.
-//   - Q4_0: the weights are raw nibbles q = w+8; 8·Σa of each row (from the
-//     pack) is subtracted, and all 16 lanes are activation rows.
+// horizontal reduction. VPDPBUSD multiplies unsigned by signed bytes, so the
+// weights are offset and the offset's contribution, from each activation
+// row's quant sum Σa in the pack, subtracted; all 16 lanes are activation
+// rows:
+//   - Q8_0: u = w+128 (|w| ≤ 128 as stored; the broadcast dword is XORed with
+//     0x80 per byte on the way in), minus 128·Σa.
+//   - Q4_0: the weights are raw nibbles q = w+8, minus 8·Σa.
 func gemmKernel(name string, q4 bool) {
 	const nr = 8
 	TEXT(name, NOSPLIT, fmt.Sprintf("func(w *byte, stride, nb int, pk *byte, out *[%d]float32)", 16*nr))
@@ -289,11 +277,13 @@ func gemmKernel(name string, q4 bool) {
 	r.b4 = GP64()
 	LEAQ(Mem{Base: r.b0, Index: r.stride, Scale: 4}, r.b4)
 
-	var mask VecVirtual
+	var mask, c80 VecVirtual
 	blk := q8Bytes
 	if q4 {
 		mask = bcastByte(0x0f, true)
 		blk = q4Bytes
+	} else {
+		c80 = bcastByte(0x80, true)
 	}
 	var facc [nr]VecVirtual
 	for i := range facc {
@@ -310,11 +300,12 @@ func gemmKernel(name string, q4 bool) {
 		act[k] = ZMM()
 		VMOVDQU64(Mem{Base: pk, Disp: 64 * k}, act[k])
 	}
-	var corr VecVirtual
+	corr := ZMM()
+	VMOVDQU64(Mem{Base: pk, Disp: pkSum}, corr)
 	if q4 {
-		corr = ZMM()
-		VMOVDQU64(Mem{Base: pk, Disp: pkSum}, corr)
 		VPSLLD(U8(3), corr, corr)
+	} else {
+		VPSLLD(U8(7), corr, corr)
 	}
 	da := ZMM()
 	VMOVUPS(Mem{Base: pk, Disp: pkScale}, da)
@@ -332,17 +323,15 @@ func gemmKernel(name string, q4 bool) {
 				vpdpbusd(act[k], lo, acc)
 				vpdpbusd(act[k+4], hi, acc)
 			}
-			VPSUBD(corr, acc, acc)
 		} else {
-			// Activations are offset to u = a+128 and lane 0 holds a = 0,
-			// so lane 0 sums 128·Σw, the offset every lane subtracts.
+			// One broadcast XOR turns a weight dword into u = w+128.
 			for k := range 8 {
-				vpdpbusdBcast(r.mem(i, 2+4*k), act[k], acc)
+				u := ZMM()
+				VPXORD_BCST(r.mem(i, 2+4*k), c80, u)
+				vpdpbusd(act[k], u, acc)
 			}
-			c := ZMM()
-			VPBROADCASTD(acc.AsX(), c)
-			VPSUBD(c, acc, acc)
 		}
+		VPSUBD(corr, acc, acc)
 		sumf := ZMM()
 		VCVTDQ2PS(acc, sumf)
 		dw := ZMM()
