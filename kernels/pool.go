@@ -3,75 +3,113 @@ package kernels
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// Pool is a fixed set of persistent worker goroutines that run one data-
-// parallel loop at a time. A worker that finishes a loop polls for the next
-// one for up to spinFor (yielding to other goroutines between polls), then
-// blocks on a channel: a forward pass issues loops back to back, and waking
-// a parked goroutine costs more than the gap between them, while a worker
-// never spins for longer than that when the process is idle.
+// Pool is a fixed set of persistent worker goroutines that share data-
+// parallel loops with their callers.
 //
-// Run may be called from any goroutine; concurrent calls are serialized. fn
-// must not call Run on the same pool (that deadlocks).
+// Run splits its range into a few pieces per thread; the caller and any idle
+// workers claim pieces until none is left, so no piece waits for one
+// particular goroutine. That matters when the pool's goroutines do not all
+// get a CPU — several pools or processes on few cores, or other work on the
+// machine: a static split would make Run wait for a descheduled worker's
+// share while the caller idles. Concurrent Runs proceed side by side (each
+// caller works on its own loop, idle workers help whichever they are handed).
+//
+// A worker that finishes polls for the next loop for up to spinFor (yielding
+// to other goroutines between polls), then blocks: a forward pass issues
+// loops back to back, and waking a parked goroutine costs more than the gap
+// between them, while a worker never spins for longer than that when the
+// process is idle.
+//
+// fn must not call Run on the same pool when every worker may be busy in it
+// (it would still finish: the caller claims the pieces itself).
 type Pool struct {
 	threads int
+	jobs    chan *job // offers of a loop to the workers
+	free    chan *job // finished jobs for reuse (Run does not allocate)
 
-	mu      sync.Mutex // serializes Run
-	fn      func(lo, hi int)
-	n       int
-	nchunks int
-	start   []chan struct{} // one per worker (workers are chunks 1..threads-1)
-	done    chan struct{}
-
-	closeOnce sync.Once
-	closed    bool // guarded by mu
+	mu     sync.RWMutex // Close write-locks; offering a job read-locks
+	closed bool
 }
 
+// job is one Run's loop. state packs the number of pieces (high 32 bits)
+// and the number of claims so far (low 32 bits): one atomic add claims a
+// piece, and a worker holding a stale offer of a reused job either sees the
+// old, exhausted count or claims a piece of the new loop, whose fields were
+// written before state was reset.
+type job struct {
+	fn        func(lo, hi int)
+	n         int
+	state     atomic.Uint64
+	completed atomic.Int64
+	wake      chan struct{} // one token per Run, sent by the last piece
+}
+
+// piecesPerThread is how many pieces Run makes per thread: enough that a
+// late or descheduled participant leaves little for the others to wait on,
+// few enough that per-piece overhead stays negligible.
+const piecesPerThread = 4
+
 // NewPool starts a pool of threads workers (threads < 1 is treated as 1). The
-// calling goroutine of Run does the first chunk itself, so threads-1
-// goroutines are started.
+// calling goroutine of Run works too, so threads-1 goroutines are started.
 func NewPool(threads int) *Pool {
 	threads = max(threads, 1)
 	p := &Pool{
 		threads: threads,
-		start:   make([]chan struct{}, threads-1),
-		done:    make(chan struct{}, threads),
+		jobs:    make(chan *job, 4*threads),
+		free:    make(chan *job, 64),
 	}
-	for k := range p.start {
-		p.start[k] = make(chan struct{}, 1)
-		go p.worker(k+1, p.start[k])
+	for range threads - 1 {
+		go p.worker()
 	}
 	return p
 }
 
-// Threads is the number of chunks Run splits work into at most.
+// Threads is the number of goroutines (the caller and the workers) that can
+// work on a Run at once.
 func (p *Pool) Threads() int { return p.threads }
 
-func (p *Pool) worker(k int, start <-chan struct{}) {
+func (p *Pool) worker() {
 	for {
-		if !recvSpin(start) {
+		j, ok := recvSpin(p.jobs)
+		if !ok {
 			return // closed
 		}
-		lo, hi := chunk(p.n, p.nchunks, k)
-		p.fn(lo, hi)
-		p.done <- struct{}{}
+		j.work()
 	}
 }
 
-// spinFor bounds how long a worker (or Run, waiting for its workers) polls
-// before parking.
+// work claims and runs pieces of j until none is left.
+func (j *job) work() {
+	for {
+		v := j.state.Add(1)
+		k, np := int(uint32(v))-1, int(v>>32)
+		if k >= np {
+			return
+		}
+		lo, hi := chunk(j.n, np, k)
+		j.fn(lo, hi)
+		if j.completed.Add(1) == int64(np) {
+			j.wake <- struct{}{}
+		}
+	}
+}
+
+// spinFor bounds how long a worker (or Run, waiting for the last pieces)
+// polls before parking.
 const spinFor = 50 * time.Microsecond
 
 // recvSpin receives from ch, polling for up to spinFor before blocking; it
 // reports false when ch is closed.
-func recvSpin(ch <-chan struct{}) bool {
+func recvSpin[T any](ch <-chan T) (T, bool) {
 	var deadline time.Time
 	for i := 0; ; i++ {
 		select {
-		case _, ok := <-ch:
-			return ok
+		case v, ok := <-ch:
+			return v, ok
 		default:
 		}
 		if i&15 == 15 {
@@ -79,8 +117,8 @@ func recvSpin(ch <-chan struct{}) bool {
 			if deadline.IsZero() {
 				deadline = now.Add(spinFor)
 			} else if now.After(deadline) {
-				_, ok := <-ch
-				return ok
+				v, ok := <-ch
+				return v, ok
 			}
 		}
 		runtime.Gosched()
@@ -92,46 +130,61 @@ func chunk(n, nchunks, k int) (lo, hi int) {
 	return n * k / nchunks, n * (k + 1) / nchunks
 }
 
-// Run splits [0, n) into min(n, Threads()) contiguous chunks, calls fn once
-// per chunk (chunk 0 on the calling goroutine, the others on workers) and
-// returns when all have returned. The split depends only on n and Threads().
-// Run does not allocate. After Close, Run calls fn(0, n) on the caller.
+// Run splits [0, n) into min(n, piecesPerThread·Threads()) contiguous
+// pieces, calls fn once per piece (on the caller and on idle workers, each
+// piece on one goroutine) and returns when all have returned. Pieces depend
+// only on n and Threads(); which goroutine runs a piece does not, so fn must
+// not care. Run does not allocate in steady state. After Close, Run calls
+// fn(0, n) on the caller.
 func (p *Pool) Run(n int, fn func(lo, hi int)) {
 	if n <= 0 {
 		return
 	}
-	nchunks := min(n, p.threads)
-	if nchunks == 1 {
+	np := min(n, p.threads*piecesPerThread)
+	if p.threads == 1 || np == 1 {
 		fn(0, n)
 		return
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.mu.RLock()
 	if p.closed {
+		p.mu.RUnlock()
 		fn(0, n)
 		return
 	}
-	p.fn, p.n, p.nchunks = fn, n, nchunks
-	for k := 1; k < nchunks; k++ {
-		p.start[k-1] <- struct{}{}
+	var j *job
+	select {
+	case j = <-p.free:
+	default:
+		j = &job{wake: make(chan struct{}, 1)}
 	}
-	lo, hi := chunk(n, nchunks, 0)
-	fn(lo, hi)
-	for k := 1; k < nchunks; k++ {
-		recvSpin(p.done)
+	j.fn, j.n = fn, n
+	j.completed.Store(0)
+	j.state.Store(uint64(np) << 32)
+	for range min(p.threads, np) - 1 {
+		select {
+		case p.jobs <- j:
+		default: // every worker has offers queued; they would come late
+		}
 	}
-	p.fn = nil
+	p.mu.RUnlock()
+	j.work()
+	// Wait for pieces still running on workers: the token the last piece
+	// sends (always taken, so the job is clean for reuse).
+	recvSpin(j.wake)
+	j.fn = nil
+	select {
+	case p.free <- j:
+	default:
+	}
 }
 
 // Close stops the workers. It is safe to call more than once; Run after Close
 // runs serially on the caller.
 func (p *Pool) Close() {
-	p.closeOnce.Do(func() {
-		p.mu.Lock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.closed {
 		p.closed = true
-		for _, c := range p.start {
-			close(c)
-		}
-		p.mu.Unlock()
-	})
+		close(p.jobs)
+	}
 }

@@ -28,8 +28,12 @@ func TestPoolCoversRange(t *testing.T) {
 					t.Fatalf("threads %d n %d: index %d ran %d times", threads, n, i, h)
 				}
 			}
-			if want := min(n, threads); int(calls.Load()) != want {
-				t.Fatalf("threads %d n %d: %d chunks, want %d", threads, n, calls.Load(), want)
+			want := min(n, threads*piecesPerThread)
+			if threads == 1 {
+				want = min(n, 1)
+			}
+			if int(calls.Load()) != want {
+				t.Fatalf("threads %d n %d: %d pieces, want %d", threads, n, calls.Load(), want)
 			}
 		}
 		p.Close()
@@ -82,4 +86,32 @@ func BenchmarkPoolRun(b *testing.B) {
 	for b.Loop() {
 		p.Run(1024, fn)
 	}
+}
+
+// TestPoolRunWithoutWorkers checks that a Run finishes on its caller alone
+// while every worker is busy elsewhere: no piece waits for a particular
+// goroutine (as with several pools, or processes, on few cores).
+func TestPoolRunWithoutWorkers(t *testing.T) {
+	p := NewPool(2)
+	defer p.Close()
+	release := make(chan struct{})
+	blocked := make(chan struct{}, 2*piecesPerThread)
+	firstDone := make(chan struct{})
+	go func() {
+		// Every piece blocks, so both the worker and this caller are stuck.
+		p.Run(2*piecesPerThread, func(lo, hi int) {
+			blocked <- struct{}{}
+			<-release
+		})
+		close(firstDone)
+	}()
+	<-blocked
+	<-blocked // the caller and the worker each hold a piece
+	var n atomic.Int64
+	p.Run(100, func(lo, hi int) { n.Add(int64(hi - lo)) })
+	if n.Load() != 100 {
+		t.Fatalf("covered %d of 100", n.Load())
+	}
+	close(release)
+	<-firstDone
 }

@@ -42,7 +42,7 @@ type Load struct {
 }
 
 // New binds expert id of w. pool runs its matrix products (it may be shared
-// with other experts; kernels.Pool serialises concurrent users).
+// with other experts; concurrent users of a kernels.Pool share its workers).
 func New(w *model.Weights, id router.ExpertID, pool *kernels.Pool) (*Expert, error) {
 	if id.Layer < 0 || id.Layer >= len(w.Blocks) || id.Index < 0 || id.Index >= len(w.Blocks[id.Layer].Experts) {
 		return nil, fmt.Errorf("%w: %v in a model of %d layers × %d experts", ErrNotHosted, id, len(w.Blocks), w.Experts)
