@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"unsafe"
 )
 
 // ErrBadPayload is wrapped by errors about activations whose bytes do not
@@ -21,10 +22,26 @@ func AppendFloats(b []byte, x []float32) []byte {
 	n := len(b)
 	b = growBytes(b, n+4*len(x))
 	out := b[n:]
+	if littleEndian {
+		copy(out, floatBytes(x))
+		return b
+	}
 	for i, v := range x {
 		binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(v))
 	}
 	return b
+}
+
+// littleEndian reports whether float32s in memory are already the wire's
+// little-endian bytes, so encoding and decoding are a copy.
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+// floatBytes is x's memory as bytes.
+func floatBytes(x []float32) []byte {
+	if len(x) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(x))), 4*len(x))
 }
 
 // DecodeFloats fills dst (rows × dim floats) from little-endian float32
@@ -36,6 +53,10 @@ func DecodeFloats(dst []float32, b []byte, rows, dim int) error {
 	}
 	if len(dst) != rows*dim {
 		return fmt.Errorf("%w: %d×%d floats into a buffer of %d", ErrBadPayload, rows, dim, len(dst))
+	}
+	if littleEndian {
+		copy(floatBytes(dst), b)
+		return nil
 	}
 	for i := range dst {
 		dst[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
