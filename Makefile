@@ -5,7 +5,7 @@ DEMO    := var/demo.gguf
 PROMPT  ?= Tell me about the cluster
 THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: build run test test-race bench bench-peer parity fuzz clean vet
+.PHONY: build run test test-race bench bench-peer bench-cluster parity fuzz clean vet
 
 build:
 	$(GO) build -o $(BIN) ./cmd/conclave
@@ -65,3 +65,10 @@ bench-peer: build
 	@test -f var/bench-f16.gguf || $(BIN) model synth --preset bench --type f16 --out var/bench-f16.gguf
 	@test -f var/bench-q4_0.gguf || $(BIN) model synth --preset bench --type q4_0 --out var/bench-q4_0.gguf
 	bash bench/peer/run.sh var/bench.gguf var/bench-f16.gguf var/bench-q4_0.gguf
+
+# One node against three as real processes on loopback (16 concurrent
+# streams, replication 1), alternating; prints the median ratio.
+bench-cluster: build
+	@mkdir -p var
+	@test -f var/bench.gguf || $(BIN) model synth --preset bench --out var/bench.gguf
+	BIN=$(CURDIR)/$(BIN) bash bench/cluster/run.sh $(CURDIR)/var/bench.gguf

@@ -558,6 +558,48 @@ func TestLogprobs(t *testing.T) {
 	}
 }
 
+// TestLogprobsBatched checks that a step's draws, sampled in parallel with
+// one log-probability scratch each, give every sequence of a batch the
+// tokens and log-probabilities it gets alone.
+func TestLogprobsBatched(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	req := func(i int) Request {
+		return Request{ID: fmt.Sprint(i), Prompt: tokens(6+5*i, w.Vocab, uint64(200+i)), MaxTokens: 8,
+			Logprobs: true, TopLogprobs: 1 + i%3, Sampling: sample.Config{Temperature: 0.8, Seed: uint64(7 + i)}}
+	}
+	const n = 6
+	alone := make([]result, n)
+	for i := range alone {
+		alone[i] = run(t, newEngine(t, w, testConfig(), nil), req(i))
+	}
+	e := newEngine(t, w, testConfig(), nil)
+	var wg sync.WaitGroup
+	got := make([]result, n)
+	for i := range got {
+		ch, err := e.Submit(context.Background(), req(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i] = collect(t, ch)
+		}()
+	}
+	wg.Wait()
+	for i := range got {
+		if !slices.Equal(got[i].tokens, alone[i].tokens) {
+			t.Fatalf("request %d: batched %v, alone %v", i, got[i].tokens, alone[i].tokens)
+		}
+		for j, ev := range got[i].events {
+			a := alone[i].events[j]
+			if ev.Logprob != a.Logprob || !slices.Equal(ev.TopLogprobs, a.TopLogprobs) {
+				t.Errorf("request %d token %d: batched %v %+v, alone %v %+v", i, j, ev.Logprob, ev.TopLogprobs, a.Logprob, a.TopLogprobs)
+			}
+		}
+	}
+}
+
 func TestEmbed(t *testing.T) {
 	w := testWeights(t, "tiny", nil)
 	toks := tokens(70, w.Vocab, 12)
