@@ -24,8 +24,8 @@ import (
 // between them, while a worker never spins for longer than that when the
 // process is idle.
 //
-// fn must not call Run on the same pool when every worker may be busy in it
-// (it would still finish: the caller claims the pieces itself).
+// fn may call Run on the same pool: the nested loop's caller claims its
+// pieces itself when every worker is busy.
 type Pool struct {
 	threads int
 	jobs    chan *job // offers of a loop to the workers

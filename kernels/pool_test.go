@@ -115,3 +115,19 @@ func TestPoolRunWithoutWorkers(t *testing.T) {
 	close(release)
 	<-firstDone
 }
+
+// TestPoolNestedRun checks that a piece may run a loop of its own on the
+// same pool while every worker is busy in the outer one.
+func TestPoolNestedRun(t *testing.T) {
+	p := NewPool(3)
+	defer p.Close()
+	var total atomic.Int64
+	p.Run(12, func(lo, hi int) {
+		for range hi - lo {
+			p.Run(10, func(lo, hi int) { total.Add(int64(hi - lo)) })
+		}
+	})
+	if total.Load() != 12*10 {
+		t.Fatalf("total %d, want %d", total.Load(), 12*10)
+	}
+}
