@@ -882,92 +882,72 @@ TEXT ·dotQ8_0x16x1VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0000aaaa, R11
-	KMOVW        R11, K1
-	VMOVDQU64    rv16perm1<>+0(SB), Z0
-	MOVL         $0x0000cccc, R11
-	KMOVW        R11, K2
-	VMOVDQU64    rv16perm2<>+0(SB), Z1
-	MOVL         $0x0000f0f0, R11
-	KMOVW        R11, K3
-	VMOVDQU64    rv16perm4<>+0(SB), Z2
 	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z3
+	VPBROADCASTD R11, Z0
 	MOVL         $0x000000f0, R11
-	KMOVW        R11, K4
-	VPXORD       Z4, Z4, Z4
+	KMOVW        R11, K1
+	VPXORD       Z1, Z1, Z1
 
 dotQ8_0x16x1VNNI_loop:
 	TESTQ             DX, DX
 	JZ                dotQ8_0x16x1VNNI_done
-	VBROADCASTI64X4   (BX), Z5
-	VPXORD            Z6, Z6, Z6
-	VMOVDQU64         2(AX), Y6
-	VBROADCASTI64X4.Z 2(R9), K4, Z7
-	VPTERNLOGD        $0x56, Z3, Z7, Z6
-	VPXORD            Z7, Z7, Z7
-	VMOVDQU64         2(AX)(CX*1), Y7
-	VBROADCASTI64X4.Z 2(R9)(CX*1), K4, Z8
-	VPTERNLOGD        $0x56, Z3, Z8, Z7
-	VPXORD            Z8, Z8, Z8
-	VPDPBUSD          Z5, Z6, Z8
-	VPXORD            Z6, Z6, Z6
-	VPDPBUSD          Z5, Z7, Z6
-	VPBLENDMD         Z6, Z8, K1, Z7
-	VPERMT2D          Z6, Z0, Z8
-	VPADDD            Z7, Z8, Z8
-	VPXORD            Z6, Z6, Z6
-	VMOVDQU64         2(AX)(CX*2), Y6
-	VBROADCASTI64X4.Z 2(R9)(CX*2), K4, Z7
-	VPTERNLOGD        $0x56, Z3, Z7, Z6
-	VPXORD            Z7, Z7, Z7
-	VMOVDQU64         2(AX)(DI*1), Y7
-	VBROADCASTI64X4.Z 2(R9)(DI*1), K4, Z9
-	VPTERNLOGD        $0x56, Z3, Z9, Z7
-	VPXORD            Z9, Z9, Z9
-	VPDPBUSD          Z5, Z6, Z9
-	VPXORD            Z6, Z6, Z6
-	VPDPBUSD          Z5, Z7, Z6
-	VPBLENDMD         Z6, Z9, K1, Z7
-	VPERMT2D          Z6, Z0, Z9
-	VPADDD            Z7, Z9, Z9
-	VPBLENDMD         Z9, Z8, K2, Z6
-	VPERMT2D          Z9, Z1, Z8
-	VPADDD            Z6, Z8, Z8
+	VPXORD            Z2, Z2, Z2
+	VMOVDQU64         2(AX), Y2
+	VBROADCASTI64X4.Z 2(R9), K1, Z3
+	VPTERNLOGD        $0x56, Z0, Z3, Z2
+	VPXORD            Z3, Z3, Z3
+	VMOVDQU64         2(AX)(CX*1), Y3
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K1, Z4
+	VPTERNLOGD        $0x56, Z0, Z4, Z3
+	VPXORD            Z4, Z4, Z4
+	VMOVDQU64         2(AX)(CX*2), Y4
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K1, Z5
+	VPTERNLOGD        $0x56, Z0, Z5, Z4
+	VPXORD            Z5, Z5, Z5
+	VMOVDQU64         2(AX)(DI*1), Y5
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K1, Z6
+	VPTERNLOGD        $0x56, Z0, Z6, Z5
 	VPXORD            Z6, Z6, Z6
 	VMOVDQU64         2(R8), Y6
-	VBROADCASTI64X4.Z 2(R10), K4, Z7
-	VPTERNLOGD        $0x56, Z3, Z7, Z6
+	VBROADCASTI64X4.Z 2(R10), K1, Z7
+	VPTERNLOGD        $0x56, Z0, Z7, Z6
 	VPXORD            Z7, Z7, Z7
 	VMOVDQU64         2(R8)(CX*1), Y7
-	VBROADCASTI64X4.Z 2(R10)(CX*1), K4, Z9
-	VPTERNLOGD        $0x56, Z3, Z9, Z7
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K1, Z8
+	VPTERNLOGD        $0x56, Z0, Z8, Z7
+	VPXORD            Z8, Z8, Z8
+	VMOVDQU64         2(R8)(CX*2), Y8
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K1, Z9
+	VPTERNLOGD        $0x56, Z0, Z9, Z8
 	VPXORD            Z9, Z9, Z9
-	VPDPBUSD          Z5, Z6, Z9
-	VPXORD            Z6, Z6, Z6
-	VPDPBUSD          Z5, Z7, Z6
-	VPBLENDMD         Z6, Z9, K1, Z7
-	VPERMT2D          Z6, Z0, Z9
-	VPADDD            Z7, Z9, Z9
-	VPXORD            Z6, Z6, Z6
-	VMOVDQU64         2(R8)(CX*2), Y6
-	VBROADCASTI64X4.Z 2(R10)(CX*2), K4, Z7
-	VPTERNLOGD        $0x56, Z3, Z7, Z6
-	VPXORD            Z7, Z7, Z7
-	VMOVDQU64         2(R8)(DI*1), Y7
-	VBROADCASTI64X4.Z 2(R10)(DI*1), K4, Z10
-	VPTERNLOGD        $0x56, Z3, Z10, Z7
-	VPXORD            Z10, Z10, Z10
-	VPDPBUSD          Z5, Z6, Z10
-	VPXORD            Z6, Z6, Z6
-	VPDPBUSD          Z5, Z7, Z6
-	VPBLENDMD         Z6, Z10, K1, Z5
-	VPERMT2D          Z6, Z0, Z10
-	VPADDD            Z5, Z10, Z10
-	VPBLENDMD         Z10, Z9, K2, Z5
-	VPERMT2D          Z10, Z1, Z9
-	VPADDD            Z5, Z9, Z9
-	VPXOR             Y5, Y5, Y5
+	VMOVDQU64         2(R8)(DI*1), Y9
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K1, Z10
+	VPTERNLOGD        $0x56, Z0, Z10, Z9
+	VPUNPCKLDQ        Z3, Z2, Z10
+	VPUNPCKHDQ        Z3, Z2, Z2
+	VPUNPCKLDQ        Z5, Z4, Z3
+	VPUNPCKHDQ        Z5, Z4, Z4
+	VPUNPCKLDQ        Z7, Z6, Z5
+	VPUNPCKHDQ        Z7, Z6, Z6
+	VPUNPCKLDQ        Z9, Z8, Z7
+	VPUNPCKHDQ        Z9, Z8, Z8
+	VPUNPCKLQDQ       Z3, Z10, Z9
+	VPUNPCKHQDQ       Z3, Z10, Z3
+	VPUNPCKLQDQ       Z4, Z2, Z10
+	VPUNPCKHQDQ       Z4, Z2, Z2
+	VPUNPCKLQDQ       Z7, Z5, Z4
+	VPUNPCKHQDQ       Z7, Z5, Z5
+	VPUNPCKLQDQ       Z8, Z6, Z7
+	VPUNPCKHQDQ       Z8, Z6, Z6
+	VSHUFI64X2        $0x88, Z4, Z9, Z8
+	VSHUFI64X2        $0xdd, Z4, Z9, Z4
+	VSHUFI64X2        $0x88, Z5, Z3, Z9
+	VSHUFI64X2        $0xdd, Z5, Z3, Z3
+	VSHUFI64X2        $0x88, Z7, Z10, Z5
+	VSHUFI64X2        $0xdd, Z7, Z10, Z7
+	VSHUFI64X2        $0x88, Z6, Z2, Z10
+	VSHUFI64X2        $0xdd, Z6, Z2, Z2
+	VPXOR             Y6, Y6, Y6
 	MOVWQZX           (AX), R11
 	MOVWQZX           (AX)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -978,18 +958,7 @@ dotQ8_0x16x1VNNI_loop:
 	MOVWQZX           (AX)(DI*1), R12
 	SHLQ              $0x30, R12
 	ORQ               R12, R11
-	VMOVQ             R11, X5
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X5, X5
+	VMOVQ             R11, X6
 	MOVWQZX           (R9), R11
 	MOVWQZX           (R9)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -1000,7 +969,18 @@ dotQ8_0x16x1VNNI_loop:
 	MOVWQZX           (R9)(DI*1), R12
 	SHLQ              $0x30, R12
 	ORQ               R12, R11
-	VMOVQ             R11, X6
+	VPINSRQ           $0x01, R11, X6, X6
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X11
 	MOVWQZX           (R10), R11
 	MOVWQZX           (R10)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -1011,17 +991,22 @@ dotQ8_0x16x1VNNI_loop:
 	MOVWQZX           (R10)(DI*1), R12
 	SHLQ              $0x30, R12
 	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X6, X6
-	VINSERTI32X4      $0x01, X6, Y5, Y5
-	VCVTPH2PS         Y5, Z5
-	VPBLENDMD         Z9, Z8, K3, Z6
-	VPERMT2D          Z9, Z2, Z8
-	VPADDD            Z6, Z8, Z8
-	VPSUBD.BCST       36(BX), Z8, Z8
-	VCVTDQ2PS         Z8, Z6
-	VMULPS.BCST       32(BX), Z5, Z5
-	VMULPS            Z5, Z6, Z6
-	VADDPS            Z6, Z4, Z4
+	VPINSRQ           $0x01, R11, X11, X11
+	VINSERTI32X4      $0x01, X11, Y6, Y6
+	VCVTPH2PS         Y6, Z6
+	VPBROADCASTD      44(BX), Z11
+	VPDPBUSD.BCST     (BX), Z8, Z11
+	VPDPBUSD.BCST     4(BX), Z9, Z11
+	VPDPBUSD.BCST     8(BX), Z5, Z11
+	VPDPBUSD.BCST     12(BX), Z10, Z11
+	VPDPBUSD.BCST     16(BX), Z4, Z11
+	VPDPBUSD.BCST     20(BX), Z3, Z11
+	VPDPBUSD.BCST     24(BX), Z7, Z11
+	VPDPBUSD.BCST     28(BX), Z2, Z11
+	VCVTDQ2PS         Z11, Z2
+	VMULPS.BCST       32(BX), Z6, Z3
+	VMULPS            Z3, Z2, Z2
+	VADDPS            Z2, Z1, Z1
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -1047,9 +1032,10 @@ dotQ8_0x16x1VNNI_loop:
 	JMP               dotQ8_0x16x1VNNI_loop
 
 dotQ8_0x16x1VNNI_done:
-	MOVQ    out+40(FP), AX
-	MOVQ    ostride+48(FP), CX
-	VMOVUPS Z4, (AX)
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
 	VZEROUPPER
 	RET
 
@@ -1065,93 +1051,73 @@ TEXT ·dotQ4_0x16x1VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0000aaaa, R11
-	KMOVW        R11, K1
-	VMOVDQU64    rv16perm1<>+0(SB), Z0
-	MOVL         $0x0000cccc, R11
-	KMOVW        R11, K2
-	VMOVDQU64    rv16perm2<>+0(SB), Z1
-	MOVL         $0x0000f0f0, R11
-	KMOVW        R11, K3
-	VMOVDQU64    rv16perm4<>+0(SB), Z2
 	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z3
-	VMOVDQU64    rv16shift<>+0(SB), Z4
+	VPBROADCASTD R11, Z0
+	VMOVDQU64    rv16shift<>+0(SB), Z1
 	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K4
-	VPXORD       Z5, Z5, Z5
+	KMOVW        R11, K1
+	VPXORD       Z2, Z2, Z2
 
 dotQ4_0x16x1VNNI_loop:
 	TESTQ           DX, DX
 	JZ              dotQ4_0x16x1VNNI_done
-	VBROADCASTI64X4 (BX), Z6
-	VBROADCASTI32X4 2(AX), Z7
-	VBROADCASTI32X4 2(R9), K4, Z7
-	VPSRLVQ         Z4, Z7, Z7
-	VPANDD          Z3, Z7, Z7
-	VBROADCASTI32X4 2(AX)(CX*1), Z8
-	VBROADCASTI32X4 2(R9)(CX*1), K4, Z8
-	VPSRLVQ         Z4, Z8, Z8
-	VPANDD          Z3, Z8, Z8
-	VPXORD          Z9, Z9, Z9
-	VPDPBUSD        Z6, Z7, Z9
-	VPXORD          Z7, Z7, Z7
-	VPDPBUSD        Z6, Z8, Z7
-	VPBLENDMD       Z7, Z9, K1, Z8
-	VPERMT2D        Z7, Z0, Z9
-	VPADDD          Z8, Z9, Z9
-	VBROADCASTI32X4 2(AX)(CX*2), Z7
-	VBROADCASTI32X4 2(R9)(CX*2), K4, Z7
-	VPSRLVQ         Z4, Z7, Z7
-	VPANDD          Z3, Z7, Z7
-	VBROADCASTI32X4 2(AX)(DI*1), Z8
-	VBROADCASTI32X4 2(R9)(DI*1), K4, Z8
-	VPSRLVQ         Z4, Z8, Z8
-	VPANDD          Z3, Z8, Z8
-	VPXORD          Z10, Z10, Z10
-	VPDPBUSD        Z6, Z7, Z10
-	VPXORD          Z7, Z7, Z7
-	VPDPBUSD        Z6, Z8, Z7
-	VPBLENDMD       Z7, Z10, K1, Z8
-	VPERMT2D        Z7, Z0, Z10
-	VPADDD          Z8, Z10, Z10
-	VPBLENDMD       Z10, Z9, K2, Z7
-	VPERMT2D        Z10, Z1, Z9
-	VPADDD          Z7, Z9, Z9
+	VBROADCASTI32X4 2(AX), Z3
+	VBROADCASTI32X4 2(R9), K1, Z3
+	VPSRLVQ         Z1, Z3, Z3
+	VPANDD          Z0, Z3, Z3
+	VBROADCASTI32X4 2(AX)(CX*1), Z4
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z4
+	VPSRLVQ         Z1, Z4, Z4
+	VPANDD          Z0, Z4, Z4
+	VBROADCASTI32X4 2(AX)(CX*2), Z5
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z5
+	VPSRLVQ         Z1, Z5, Z5
+	VPANDD          Z0, Z5, Z5
+	VBROADCASTI32X4 2(AX)(DI*1), Z6
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z6
+	VPSRLVQ         Z1, Z6, Z6
+	VPANDD          Z0, Z6, Z6
 	VBROADCASTI32X4 2(R8), Z7
-	VBROADCASTI32X4 2(R10), K4, Z7
-	VPSRLVQ         Z4, Z7, Z7
-	VPANDD          Z3, Z7, Z7
+	VBROADCASTI32X4 2(R10), K1, Z7
+	VPSRLVQ         Z1, Z7, Z7
+	VPANDD          Z0, Z7, Z7
 	VBROADCASTI32X4 2(R8)(CX*1), Z8
-	VBROADCASTI32X4 2(R10)(CX*1), K4, Z8
-	VPSRLVQ         Z4, Z8, Z8
-	VPANDD          Z3, Z8, Z8
-	VPXORD          Z10, Z10, Z10
-	VPDPBUSD        Z6, Z7, Z10
-	VPXORD          Z7, Z7, Z7
-	VPDPBUSD        Z6, Z8, Z7
-	VPBLENDMD       Z7, Z10, K1, Z8
-	VPERMT2D        Z7, Z0, Z10
-	VPADDD          Z8, Z10, Z10
-	VBROADCASTI32X4 2(R8)(CX*2), Z7
-	VBROADCASTI32X4 2(R10)(CX*2), K4, Z7
-	VPSRLVQ         Z4, Z7, Z7
-	VPANDD          Z3, Z7, Z7
-	VBROADCASTI32X4 2(R8)(DI*1), Z8
-	VBROADCASTI32X4 2(R10)(DI*1), K4, Z8
-	VPSRLVQ         Z4, Z8, Z8
-	VPANDD          Z3, Z8, Z8
-	VPXORD          Z11, Z11, Z11
-	VPDPBUSD        Z6, Z7, Z11
-	VPXORD          Z7, Z7, Z7
-	VPDPBUSD        Z6, Z8, Z7
-	VPBLENDMD       Z7, Z11, K1, Z6
-	VPERMT2D        Z7, Z0, Z11
-	VPADDD          Z6, Z11, Z11
-	VPBLENDMD       Z11, Z10, K2, Z6
-	VPERMT2D        Z11, Z1, Z10
-	VPADDD          Z6, Z10, Z10
-	VPXOR           Y6, Y6, Y6
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z8
+	VPSRLVQ         Z1, Z8, Z8
+	VPANDD          Z0, Z8, Z8
+	VBROADCASTI32X4 2(R8)(CX*2), Z9
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z9
+	VPSRLVQ         Z1, Z9, Z9
+	VPANDD          Z0, Z9, Z9
+	VBROADCASTI32X4 2(R8)(DI*1), Z10
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z10
+	VPSRLVQ         Z1, Z10, Z10
+	VPANDD          Z0, Z10, Z10
+	VPUNPCKLDQ      Z4, Z3, Z11
+	VPUNPCKHDQ      Z4, Z3, Z3
+	VPUNPCKLDQ      Z6, Z5, Z4
+	VPUNPCKHDQ      Z6, Z5, Z5
+	VPUNPCKLDQ      Z8, Z7, Z6
+	VPUNPCKHDQ      Z8, Z7, Z7
+	VPUNPCKLDQ      Z10, Z9, Z8
+	VPUNPCKHDQ      Z10, Z9, Z9
+	VPUNPCKLQDQ     Z4, Z11, Z10
+	VPUNPCKHQDQ     Z4, Z11, Z4
+	VPUNPCKLQDQ     Z5, Z3, Z11
+	VPUNPCKHQDQ     Z5, Z3, Z3
+	VPUNPCKLQDQ     Z8, Z6, Z5
+	VPUNPCKHQDQ     Z8, Z6, Z6
+	VPUNPCKLQDQ     Z9, Z7, Z8
+	VPUNPCKHQDQ     Z9, Z7, Z7
+	VSHUFI64X2      $0x88, Z5, Z10, Z9
+	VSHUFI64X2      $0xdd, Z5, Z10, Z5
+	VSHUFI64X2      $0x88, Z6, Z4, Z10
+	VSHUFI64X2      $0xdd, Z6, Z4, Z4
+	VSHUFI64X2      $0x88, Z8, Z11, Z6
+	VSHUFI64X2      $0xdd, Z8, Z11, Z8
+	VSHUFI64X2      $0x88, Z7, Z3, Z11
+	VSHUFI64X2      $0xdd, Z7, Z3, Z3
+	VPXOR           Y7, Y7, Y7
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -1162,18 +1128,7 @@ dotQ4_0x16x1VNNI_loop:
 	MOVWQZX         (AX)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X6
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X6, X6
+	VMOVQ           R11, X7
 	MOVWQZX         (R9), R11
 	MOVWQZX         (R9)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -1184,7 +1139,18 @@ dotQ4_0x16x1VNNI_loop:
 	MOVWQZX         (R9)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X7
+	VPINSRQ         $0x01, R11, X7, X7
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X12
 	MOVWQZX         (R10), R11
 	MOVWQZX         (R10)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -1195,17 +1161,22 @@ dotQ4_0x16x1VNNI_loop:
 	MOVWQZX         (R10)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X7, X7
-	VINSERTI32X4    $0x01, X7, Y6, Y6
-	VCVTPH2PS       Y6, Z6
-	VPBLENDMD       Z10, Z9, K3, Z7
-	VPERMT2D        Z10, Z2, Z9
-	VPADDD          Z7, Z9, Z9
-	VPSUBD.BCST     40(BX), Z9, Z9
-	VCVTDQ2PS       Z9, Z7
-	VMULPS          Z6, Z7, Z7
-	VMULPS.BCST     32(BX), Z7, Z7
-	VADDPS          Z7, Z5, Z5
+	VPINSRQ         $0x01, R11, X12, X12
+	VINSERTI32X4    $0x01, X12, Y7, Y7
+	VCVTPH2PS       Y7, Z7
+	VPBROADCASTD    48(BX), Z12
+	VPDPBUSD.BCST   (BX), Z9, Z12
+	VPDPBUSD.BCST   4(BX), Z10, Z12
+	VPDPBUSD.BCST   8(BX), Z6, Z12
+	VPDPBUSD.BCST   12(BX), Z11, Z12
+	VPDPBUSD.BCST   16(BX), Z5, Z12
+	VPDPBUSD.BCST   20(BX), Z4, Z12
+	VPDPBUSD.BCST   24(BX), Z8, Z12
+	VPDPBUSD.BCST   28(BX), Z3, Z12
+	VCVTDQ2PS       Z12, Z3
+	VMULPS          Z7, Z3, Z3
+	VMULPS.BCST     32(BX), Z3, Z3
+	VADDPS          Z3, Z2, Z2
 	PREFETCHT0      256(AX)
 	PREFETCHT0      256(AX)(CX*1)
 	PREFETCHT0      256(AX)(CX*2)
@@ -1231,9 +1202,10 @@ dotQ4_0x16x1VNNI_loop:
 	JMP             dotQ4_0x16x1VNNI_loop
 
 dotQ4_0x16x1VNNI_done:
-	MOVQ    out+40(FP), AX
-	MOVQ    ostride+48(FP), CX
-	VMOVUPS Z5, (AX)
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
 	VZEROUPPER
 	RET
 
@@ -1249,83 +1221,63 @@ TEXT ·dotQ4_0x16x1GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
-	MOVL      $0x0000aaaa, R11
-	KMOVW     R11, K1
-	VMOVDQU64 rv16perm1<>+0(SB), Z0
-	MOVL      $0x0000cccc, R11
-	KMOVW     R11, K2
-	VMOVDQU64 rv16perm2<>+0(SB), Z1
-	MOVL      $0x0000f0f0, R11
-	KMOVW     R11, K3
-	VMOVDQU64 rv16perm4<>+0(SB), Z2
-	VMOVDQU64 rv16nib<>+0(SB), Z3
+	VMOVDQU64 rv16nib<>+0(SB), Z0
 	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K4
-	VPXORD    Z4, Z4, Z4
+	KMOVW     R11, K1
+	VPXORD    Z1, Z1, Z1
 
 dotQ4_0x16x1GFNI_loop:
 	TESTQ           DX, DX
 	JZ              dotQ4_0x16x1GFNI_done
-	VBROADCASTI64X4 (BX), Z5
-	VBROADCASTI32X4 2(AX), Z6
-	VBROADCASTI32X4 2(R9), K4, Z6
-	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
-	VBROADCASTI32X4 2(AX)(CX*1), Z7
-	VBROADCASTI32X4 2(R9)(CX*1), K4, Z7
-	VGF2P8AFFINEQB  $0x00, Z3, Z7, Z7
-	VPXORD          Z8, Z8, Z8
-	VPDPBUSD        Z5, Z6, Z8
-	VPXORD          Z6, Z6, Z6
-	VPDPBUSD        Z5, Z7, Z6
-	VPBLENDMD       Z6, Z8, K1, Z7
-	VPERMT2D        Z6, Z0, Z8
-	VPADDD          Z7, Z8, Z8
-	VBROADCASTI32X4 2(AX)(CX*2), Z6
-	VBROADCASTI32X4 2(R9)(CX*2), K4, Z6
-	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
-	VBROADCASTI32X4 2(AX)(DI*1), Z7
-	VBROADCASTI32X4 2(R9)(DI*1), K4, Z7
-	VGF2P8AFFINEQB  $0x00, Z3, Z7, Z7
-	VPXORD          Z9, Z9, Z9
-	VPDPBUSD        Z5, Z6, Z9
-	VPXORD          Z6, Z6, Z6
-	VPDPBUSD        Z5, Z7, Z6
-	VPBLENDMD       Z6, Z9, K1, Z7
-	VPERMT2D        Z6, Z0, Z9
-	VPADDD          Z7, Z9, Z9
-	VPBLENDMD       Z9, Z8, K2, Z6
-	VPERMT2D        Z9, Z1, Z8
-	VPADDD          Z6, Z8, Z8
+	VBROADCASTI32X4 2(AX), Z2
+	VBROADCASTI32X4 2(R9), K1, Z2
+	VGF2P8AFFINEQB  $0x00, Z0, Z2, Z2
+	VBROADCASTI32X4 2(AX)(CX*1), Z3
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z3
+	VGF2P8AFFINEQB  $0x00, Z0, Z3, Z3
+	VBROADCASTI32X4 2(AX)(CX*2), Z4
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z4
+	VGF2P8AFFINEQB  $0x00, Z0, Z4, Z4
+	VBROADCASTI32X4 2(AX)(DI*1), Z5
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z5
+	VGF2P8AFFINEQB  $0x00, Z0, Z5, Z5
 	VBROADCASTI32X4 2(R8), Z6
-	VBROADCASTI32X4 2(R10), K4, Z6
-	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
+	VBROADCASTI32X4 2(R10), K1, Z6
+	VGF2P8AFFINEQB  $0x00, Z0, Z6, Z6
 	VBROADCASTI32X4 2(R8)(CX*1), Z7
-	VBROADCASTI32X4 2(R10)(CX*1), K4, Z7
-	VGF2P8AFFINEQB  $0x00, Z3, Z7, Z7
-	VPXORD          Z9, Z9, Z9
-	VPDPBUSD        Z5, Z6, Z9
-	VPXORD          Z6, Z6, Z6
-	VPDPBUSD        Z5, Z7, Z6
-	VPBLENDMD       Z6, Z9, K1, Z7
-	VPERMT2D        Z6, Z0, Z9
-	VPADDD          Z7, Z9, Z9
-	VBROADCASTI32X4 2(R8)(CX*2), Z6
-	VBROADCASTI32X4 2(R10)(CX*2), K4, Z6
-	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
-	VBROADCASTI32X4 2(R8)(DI*1), Z7
-	VBROADCASTI32X4 2(R10)(DI*1), K4, Z7
-	VGF2P8AFFINEQB  $0x00, Z3, Z7, Z7
-	VPXORD          Z10, Z10, Z10
-	VPDPBUSD        Z5, Z6, Z10
-	VPXORD          Z6, Z6, Z6
-	VPDPBUSD        Z5, Z7, Z6
-	VPBLENDMD       Z6, Z10, K1, Z5
-	VPERMT2D        Z6, Z0, Z10
-	VPADDD          Z5, Z10, Z10
-	VPBLENDMD       Z10, Z9, K2, Z5
-	VPERMT2D        Z10, Z1, Z9
-	VPADDD          Z5, Z9, Z9
-	VPXOR           Y5, Y5, Y5
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z7
+	VGF2P8AFFINEQB  $0x00, Z0, Z7, Z7
+	VBROADCASTI32X4 2(R8)(CX*2), Z8
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z8
+	VGF2P8AFFINEQB  $0x00, Z0, Z8, Z8
+	VBROADCASTI32X4 2(R8)(DI*1), Z9
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z9
+	VGF2P8AFFINEQB  $0x00, Z0, Z9, Z9
+	VPUNPCKLDQ      Z3, Z2, Z10
+	VPUNPCKHDQ      Z3, Z2, Z2
+	VPUNPCKLDQ      Z5, Z4, Z3
+	VPUNPCKHDQ      Z5, Z4, Z4
+	VPUNPCKLDQ      Z7, Z6, Z5
+	VPUNPCKHDQ      Z7, Z6, Z6
+	VPUNPCKLDQ      Z9, Z8, Z7
+	VPUNPCKHDQ      Z9, Z8, Z8
+	VPUNPCKLQDQ     Z3, Z10, Z9
+	VPUNPCKHQDQ     Z3, Z10, Z3
+	VPUNPCKLQDQ     Z4, Z2, Z10
+	VPUNPCKHQDQ     Z4, Z2, Z2
+	VPUNPCKLQDQ     Z7, Z5, Z4
+	VPUNPCKHQDQ     Z7, Z5, Z5
+	VPUNPCKLQDQ     Z8, Z6, Z7
+	VPUNPCKHQDQ     Z8, Z6, Z6
+	VSHUFI64X2      $0x88, Z4, Z9, Z8
+	VSHUFI64X2      $0xdd, Z4, Z9, Z4
+	VSHUFI64X2      $0x88, Z5, Z3, Z9
+	VSHUFI64X2      $0xdd, Z5, Z3, Z3
+	VSHUFI64X2      $0x88, Z7, Z10, Z5
+	VSHUFI64X2      $0xdd, Z7, Z10, Z7
+	VSHUFI64X2      $0x88, Z6, Z2, Z10
+	VSHUFI64X2      $0xdd, Z6, Z2, Z2
+	VPXOR           Y6, Y6, Y6
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -1336,18 +1288,7 @@ dotQ4_0x16x1GFNI_loop:
 	MOVWQZX         (AX)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X5
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X5, X5
+	VMOVQ           R11, X6
 	MOVWQZX         (R9), R11
 	MOVWQZX         (R9)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -1358,7 +1299,18 @@ dotQ4_0x16x1GFNI_loop:
 	MOVWQZX         (R9)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X6
+	VPINSRQ         $0x01, R11, X6, X6
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X11
 	MOVWQZX         (R10), R11
 	MOVWQZX         (R10)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -1369,17 +1321,22 @@ dotQ4_0x16x1GFNI_loop:
 	MOVWQZX         (R10)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X6, X6
-	VINSERTI32X4    $0x01, X6, Y5, Y5
-	VCVTPH2PS       Y5, Z5
-	VPBLENDMD       Z9, Z8, K3, Z6
-	VPERMT2D        Z9, Z2, Z8
-	VPADDD          Z6, Z8, Z8
-	VPSUBD.BCST     40(BX), Z8, Z8
-	VCVTDQ2PS       Z8, Z6
-	VMULPS          Z5, Z6, Z6
-	VMULPS.BCST     32(BX), Z6, Z6
-	VADDPS          Z6, Z4, Z4
+	VPINSRQ         $0x01, R11, X11, X11
+	VINSERTI32X4    $0x01, X11, Y6, Y6
+	VCVTPH2PS       Y6, Z6
+	VPBROADCASTD    48(BX), Z11
+	VPDPBUSD.BCST   (BX), Z8, Z11
+	VPDPBUSD.BCST   4(BX), Z9, Z11
+	VPDPBUSD.BCST   8(BX), Z5, Z11
+	VPDPBUSD.BCST   12(BX), Z10, Z11
+	VPDPBUSD.BCST   16(BX), Z4, Z11
+	VPDPBUSD.BCST   20(BX), Z3, Z11
+	VPDPBUSD.BCST   24(BX), Z7, Z11
+	VPDPBUSD.BCST   28(BX), Z2, Z11
+	VCVTDQ2PS       Z11, Z2
+	VMULPS          Z6, Z2, Z2
+	VMULPS.BCST     32(BX), Z2, Z2
+	VADDPS          Z2, Z1, Z1
 	PREFETCHT0      256(AX)
 	PREFETCHT0      256(AX)(CX*1)
 	PREFETCHT0      256(AX)(CX*2)
@@ -1405,9 +1362,10 @@ dotQ4_0x16x1GFNI_loop:
 	JMP             dotQ4_0x16x1GFNI_loop
 
 dotQ4_0x16x1GFNI_done:
-	MOVQ    out+40(FP), AX
-	MOVQ    ostride+48(FP), CX
-	VMOVUPS Z4, (AX)
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
 	VZEROUPPER
 	RET
 
@@ -1423,128 +1381,73 @@ TEXT ·dotQ8_0x16x2VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0000aaaa, R11
-	KMOVW        R11, K1
-	VMOVDQU64    rv16perm1<>+0(SB), Z0
-	MOVL         $0x0000cccc, R11
-	KMOVW        R11, K2
-	VMOVDQU64    rv16perm2<>+0(SB), Z1
-	MOVL         $0x0000f0f0, R11
-	KMOVW        R11, K3
-	VMOVDQU64    rv16perm4<>+0(SB), Z2
 	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z3
+	VPBROADCASTD R11, Z0
 	MOVL         $0x000000f0, R11
-	KMOVW        R11, K4
-	VPXORD       Z4, Z4, Z4
-	VPXORD       Z5, Z5, Z5
+	KMOVW        R11, K1
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
 
 dotQ8_0x16x2VNNI_loop:
 	TESTQ             DX, DX
 	JZ                dotQ8_0x16x2VNNI_done
-	VBROADCASTI64X4   (BX), Z6
-	VBROADCASTI64X4   64(BX), Z7
-	VPXORD            Z8, Z8, Z8
-	VMOVDQU64         2(AX), Y8
-	VBROADCASTI64X4.Z 2(R9), K4, Z9
-	VPTERNLOGD        $0x56, Z3, Z9, Z8
-	VPXORD            Z9, Z9, Z9
-	VMOVDQU64         2(AX)(CX*1), Y9
-	VBROADCASTI64X4.Z 2(R9)(CX*1), K4, Z10
-	VPTERNLOGD        $0x56, Z3, Z10, Z9
-	VPXORD            Z10, Z10, Z10
-	VPDPBUSD          Z6, Z8, Z10
-	VPXORD            Z11, Z11, Z11
-	VPDPBUSD          Z6, Z9, Z11
-	VPBLENDMD         Z11, Z10, K1, Z12
-	VPERMT2D          Z11, Z0, Z10
-	VPADDD            Z12, Z10, Z10
-	VPXORD            Z11, Z11, Z11
-	VPDPBUSD          Z7, Z8, Z11
-	VPXORD            Z8, Z8, Z8
-	VPDPBUSD          Z7, Z9, Z8
-	VPBLENDMD         Z8, Z11, K1, Z9
-	VPERMT2D          Z8, Z0, Z11
-	VPADDD            Z9, Z11, Z11
-	VPXORD            Z8, Z8, Z8
-	VMOVDQU64         2(AX)(CX*2), Y8
-	VBROADCASTI64X4.Z 2(R9)(CX*2), K4, Z9
-	VPTERNLOGD        $0x56, Z3, Z9, Z8
-	VPXORD            Z9, Z9, Z9
-	VMOVDQU64         2(AX)(DI*1), Y9
-	VBROADCASTI64X4.Z 2(R9)(DI*1), K4, Z12
-	VPTERNLOGD        $0x56, Z3, Z12, Z9
-	VPXORD            Z12, Z12, Z12
-	VPDPBUSD          Z6, Z8, Z12
-	VPXORD            Z13, Z13, Z13
-	VPDPBUSD          Z6, Z9, Z13
-	VPBLENDMD         Z13, Z12, K1, Z14
-	VPERMT2D          Z13, Z0, Z12
-	VPADDD            Z14, Z12, Z12
-	VPXORD            Z13, Z13, Z13
-	VPDPBUSD          Z7, Z8, Z13
-	VPXORD            Z8, Z8, Z8
-	VPDPBUSD          Z7, Z9, Z8
-	VPBLENDMD         Z8, Z13, K1, Z9
-	VPERMT2D          Z8, Z0, Z13
-	VPADDD            Z9, Z13, Z13
-	VPBLENDMD         Z12, Z10, K2, Z8
-	VPERMT2D          Z12, Z1, Z10
-	VPADDD            Z8, Z10, Z10
-	VPBLENDMD         Z13, Z11, K2, Z8
-	VPERMT2D          Z13, Z1, Z11
-	VPADDD            Z8, Z11, Z11
-	VPXORD            Z8, Z8, Z8
-	VMOVDQU64         2(R8), Y8
-	VBROADCASTI64X4.Z 2(R10), K4, Z9
-	VPTERNLOGD        $0x56, Z3, Z9, Z8
-	VPXORD            Z9, Z9, Z9
-	VMOVDQU64         2(R8)(CX*1), Y9
-	VBROADCASTI64X4.Z 2(R10)(CX*1), K4, Z12
-	VPTERNLOGD        $0x56, Z3, Z12, Z9
-	VPXORD            Z12, Z12, Z12
-	VPDPBUSD          Z6, Z8, Z12
-	VPXORD            Z13, Z13, Z13
-	VPDPBUSD          Z6, Z9, Z13
-	VPBLENDMD         Z13, Z12, K1, Z14
-	VPERMT2D          Z13, Z0, Z12
-	VPADDD            Z14, Z12, Z12
-	VPXORD            Z13, Z13, Z13
-	VPDPBUSD          Z7, Z8, Z13
-	VPXORD            Z8, Z8, Z8
-	VPDPBUSD          Z7, Z9, Z8
-	VPBLENDMD         Z8, Z13, K1, Z9
-	VPERMT2D          Z8, Z0, Z13
-	VPADDD            Z9, Z13, Z13
-	VPXORD            Z8, Z8, Z8
-	VMOVDQU64         2(R8)(CX*2), Y8
-	VBROADCASTI64X4.Z 2(R10)(CX*2), K4, Z9
-	VPTERNLOGD        $0x56, Z3, Z9, Z8
-	VPXORD            Z9, Z9, Z9
-	VMOVDQU64         2(R8)(DI*1), Y9
-	VBROADCASTI64X4.Z 2(R10)(DI*1), K4, Z14
-	VPTERNLOGD        $0x56, Z3, Z14, Z9
-	VPXORD            Z14, Z14, Z14
-	VPDPBUSD          Z6, Z8, Z14
-	VPXORD            Z15, Z15, Z15
-	VPDPBUSD          Z6, Z9, Z15
-	VPBLENDMD         Z15, Z14, K1, Z6
-	VPERMT2D          Z15, Z0, Z14
-	VPADDD            Z6, Z14, Z14
+	VPXORD            Z3, Z3, Z3
+	VMOVDQU64         2(AX), Y3
+	VBROADCASTI64X4.Z 2(R9), K1, Z4
+	VPTERNLOGD        $0x56, Z0, Z4, Z3
+	VPXORD            Z4, Z4, Z4
+	VMOVDQU64         2(AX)(CX*1), Y4
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K1, Z5
+	VPTERNLOGD        $0x56, Z0, Z5, Z4
+	VPXORD            Z5, Z5, Z5
+	VMOVDQU64         2(AX)(CX*2), Y5
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K1, Z6
+	VPTERNLOGD        $0x56, Z0, Z6, Z5
 	VPXORD            Z6, Z6, Z6
-	VPDPBUSD          Z7, Z8, Z6
+	VMOVDQU64         2(AX)(DI*1), Y6
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K1, Z7
+	VPTERNLOGD        $0x56, Z0, Z7, Z6
+	VPXORD            Z7, Z7, Z7
+	VMOVDQU64         2(R8), Y7
+	VBROADCASTI64X4.Z 2(R10), K1, Z8
+	VPTERNLOGD        $0x56, Z0, Z8, Z7
 	VPXORD            Z8, Z8, Z8
-	VPDPBUSD          Z7, Z9, Z8
-	VPBLENDMD         Z8, Z6, K1, Z7
-	VPERMT2D          Z8, Z0, Z6
-	VPADDD            Z7, Z6, Z6
-	VPBLENDMD         Z14, Z12, K2, Z7
-	VPERMT2D          Z14, Z1, Z12
-	VPADDD            Z7, Z12, Z12
-	VPBLENDMD         Z6, Z13, K2, Z7
-	VPERMT2D          Z6, Z1, Z13
-	VPADDD            Z7, Z13, Z13
-	VPXOR             Y6, Y6, Y6
+	VMOVDQU64         2(R8)(CX*1), Y8
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K1, Z9
+	VPTERNLOGD        $0x56, Z0, Z9, Z8
+	VPXORD            Z9, Z9, Z9
+	VMOVDQU64         2(R8)(CX*2), Y9
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K1, Z10
+	VPTERNLOGD        $0x56, Z0, Z10, Z9
+	VPXORD            Z10, Z10, Z10
+	VMOVDQU64         2(R8)(DI*1), Y10
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K1, Z11
+	VPTERNLOGD        $0x56, Z0, Z11, Z10
+	VPUNPCKLDQ        Z4, Z3, Z11
+	VPUNPCKHDQ        Z4, Z3, Z3
+	VPUNPCKLDQ        Z6, Z5, Z4
+	VPUNPCKHDQ        Z6, Z5, Z5
+	VPUNPCKLDQ        Z8, Z7, Z6
+	VPUNPCKHDQ        Z8, Z7, Z7
+	VPUNPCKLDQ        Z10, Z9, Z8
+	VPUNPCKHDQ        Z10, Z9, Z9
+	VPUNPCKLQDQ       Z4, Z11, Z10
+	VPUNPCKHQDQ       Z4, Z11, Z4
+	VPUNPCKLQDQ       Z5, Z3, Z11
+	VPUNPCKHQDQ       Z5, Z3, Z3
+	VPUNPCKLQDQ       Z8, Z6, Z5
+	VPUNPCKHQDQ       Z8, Z6, Z6
+	VPUNPCKLQDQ       Z9, Z7, Z8
+	VPUNPCKHQDQ       Z9, Z7, Z7
+	VSHUFI64X2        $0x88, Z5, Z10, Z9
+	VSHUFI64X2        $0xdd, Z5, Z10, Z5
+	VSHUFI64X2        $0x88, Z6, Z4, Z10
+	VSHUFI64X2        $0xdd, Z6, Z4, Z4
+	VSHUFI64X2        $0x88, Z8, Z11, Z6
+	VSHUFI64X2        $0xdd, Z8, Z11, Z8
+	VSHUFI64X2        $0x88, Z7, Z3, Z11
+	VSHUFI64X2        $0xdd, Z7, Z3, Z3
+	VPXOR             Y7, Y7, Y7
 	MOVWQZX           (AX), R11
 	MOVWQZX           (AX)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -1555,18 +1458,7 @@ dotQ8_0x16x2VNNI_loop:
 	MOVWQZX           (AX)(DI*1), R12
 	SHLQ              $0x30, R12
 	ORQ               R12, R11
-	VMOVQ             R11, X6
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X6, X6
+	VMOVQ             R11, X7
 	MOVWQZX           (R9), R11
 	MOVWQZX           (R9)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -1577,7 +1469,18 @@ dotQ8_0x16x2VNNI_loop:
 	MOVWQZX           (R9)(DI*1), R12
 	SHLQ              $0x30, R12
 	ORQ               R12, R11
-	VMOVQ             R11, X7
+	VPINSRQ           $0x01, R11, X7, X7
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X12
 	MOVWQZX           (R10), R11
 	MOVWQZX           (R10)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -1588,25 +1491,35 @@ dotQ8_0x16x2VNNI_loop:
 	MOVWQZX           (R10)(DI*1), R12
 	SHLQ              $0x30, R12
 	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X7, X7
-	VINSERTI32X4      $0x01, X7, Y6, Y6
-	VCVTPH2PS         Y6, Z6
-	VPBLENDMD         Z12, Z10, K3, Z7
-	VPERMT2D          Z12, Z2, Z10
-	VPADDD            Z7, Z10, Z10
-	VPSUBD.BCST       36(BX), Z10, Z10
-	VCVTDQ2PS         Z10, Z7
-	VMULPS.BCST       32(BX), Z6, Z8
-	VMULPS            Z8, Z7, Z7
-	VADDPS            Z7, Z4, Z4
-	VPBLENDMD         Z13, Z11, K3, Z7
-	VPERMT2D          Z13, Z2, Z11
-	VPADDD            Z7, Z11, Z11
-	VPSUBD.BCST       100(BX), Z11, Z11
-	VCVTDQ2PS         Z11, Z7
-	VMULPS.BCST       96(BX), Z6, Z6
-	VMULPS            Z6, Z7, Z7
-	VADDPS            Z7, Z5, Z5
+	VPINSRQ           $0x01, R11, X12, X12
+	VINSERTI32X4      $0x01, X12, Y7, Y7
+	VCVTPH2PS         Y7, Z7
+	VPBROADCASTD      44(BX), Z12
+	VPDPBUSD.BCST     (BX), Z9, Z12
+	VPDPBUSD.BCST     4(BX), Z10, Z12
+	VPDPBUSD.BCST     8(BX), Z6, Z12
+	VPDPBUSD.BCST     12(BX), Z11, Z12
+	VPDPBUSD.BCST     16(BX), Z5, Z12
+	VPDPBUSD.BCST     20(BX), Z4, Z12
+	VPDPBUSD.BCST     24(BX), Z8, Z12
+	VPDPBUSD.BCST     28(BX), Z3, Z12
+	VCVTDQ2PS         Z12, Z12
+	VMULPS.BCST       32(BX), Z7, Z13
+	VMULPS            Z13, Z12, Z12
+	VADDPS            Z12, Z1, Z1
+	VPBROADCASTD      108(BX), Z12
+	VPDPBUSD.BCST     64(BX), Z9, Z12
+	VPDPBUSD.BCST     68(BX), Z10, Z12
+	VPDPBUSD.BCST     72(BX), Z6, Z12
+	VPDPBUSD.BCST     76(BX), Z11, Z12
+	VPDPBUSD.BCST     80(BX), Z5, Z12
+	VPDPBUSD.BCST     84(BX), Z4, Z12
+	VPDPBUSD.BCST     88(BX), Z8, Z12
+	VPDPBUSD.BCST     92(BX), Z3, Z12
+	VCVTDQ2PS         Z12, Z3
+	VMULPS.BCST       96(BX), Z7, Z4
+	VMULPS            Z4, Z3, Z3
+	VADDPS            Z3, Z2, Z2
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -1632,11 +1545,13 @@ dotQ8_0x16x2VNNI_loop:
 	JMP               dotQ8_0x16x2VNNI_loop
 
 dotQ8_0x16x2VNNI_done:
-	MOVQ    out+40(FP), AX
-	MOVQ    ostride+48(FP), CX
-	VMOVUPS Z4, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z5, (AX)
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
 	VZEROUPPER
 	RET
 
@@ -1652,129 +1567,74 @@ TEXT ·dotQ4_0x16x2VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0000aaaa, R11
-	KMOVW        R11, K1
-	VMOVDQU64    rv16perm1<>+0(SB), Z0
-	MOVL         $0x0000cccc, R11
-	KMOVW        R11, K2
-	VMOVDQU64    rv16perm2<>+0(SB), Z1
-	MOVL         $0x0000f0f0, R11
-	KMOVW        R11, K3
-	VMOVDQU64    rv16perm4<>+0(SB), Z2
 	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z3
-	VMOVDQU64    rv16shift<>+0(SB), Z4
+	VPBROADCASTD R11, Z0
+	VMOVDQU64    rv16shift<>+0(SB), Z1
 	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K4
-	VPXORD       Z5, Z5, Z5
-	VPXORD       Z6, Z6, Z6
+	KMOVW        R11, K1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
 
 dotQ4_0x16x2VNNI_loop:
 	TESTQ           DX, DX
 	JZ              dotQ4_0x16x2VNNI_done
-	VBROADCASTI64X4 (BX), Z7
-	VBROADCASTI64X4 64(BX), Z8
-	VBROADCASTI32X4 2(AX), Z9
-	VBROADCASTI32X4 2(R9), K4, Z9
-	VPSRLVQ         Z4, Z9, Z9
-	VPANDD          Z3, Z9, Z9
-	VBROADCASTI32X4 2(AX)(CX*1), Z10
-	VBROADCASTI32X4 2(R9)(CX*1), K4, Z10
-	VPSRLVQ         Z4, Z10, Z10
-	VPANDD          Z3, Z10, Z10
-	VPXORD          Z11, Z11, Z11
-	VPDPBUSD        Z7, Z9, Z11
-	VPXORD          Z12, Z12, Z12
-	VPDPBUSD        Z7, Z10, Z12
-	VPBLENDMD       Z12, Z11, K1, Z13
-	VPERMT2D        Z12, Z0, Z11
-	VPADDD          Z13, Z11, Z11
-	VPXORD          Z12, Z12, Z12
-	VPDPBUSD        Z8, Z9, Z12
-	VPXORD          Z9, Z9, Z9
-	VPDPBUSD        Z8, Z10, Z9
-	VPBLENDMD       Z9, Z12, K1, Z10
-	VPERMT2D        Z9, Z0, Z12
-	VPADDD          Z10, Z12, Z12
-	VBROADCASTI32X4 2(AX)(CX*2), Z9
-	VBROADCASTI32X4 2(R9)(CX*2), K4, Z9
-	VPSRLVQ         Z4, Z9, Z9
-	VPANDD          Z3, Z9, Z9
-	VBROADCASTI32X4 2(AX)(DI*1), Z10
-	VBROADCASTI32X4 2(R9)(DI*1), K4, Z10
-	VPSRLVQ         Z4, Z10, Z10
-	VPANDD          Z3, Z10, Z10
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD        Z7, Z9, Z13
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD        Z7, Z10, Z14
-	VPBLENDMD       Z14, Z13, K1, Z15
-	VPERMT2D        Z14, Z0, Z13
-	VPADDD          Z15, Z13, Z13
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD        Z8, Z9, Z14
-	VPXORD          Z9, Z9, Z9
-	VPDPBUSD        Z8, Z10, Z9
-	VPBLENDMD       Z9, Z14, K1, Z10
-	VPERMT2D        Z9, Z0, Z14
-	VPADDD          Z10, Z14, Z14
-	VPBLENDMD       Z13, Z11, K2, Z9
-	VPERMT2D        Z13, Z1, Z11
-	VPADDD          Z9, Z11, Z11
-	VPBLENDMD       Z14, Z12, K2, Z9
-	VPERMT2D        Z14, Z1, Z12
-	VPADDD          Z9, Z12, Z12
-	VBROADCASTI32X4 2(R8), Z9
-	VBROADCASTI32X4 2(R10), K4, Z9
-	VPSRLVQ         Z4, Z9, Z9
-	VPANDD          Z3, Z9, Z9
-	VBROADCASTI32X4 2(R8)(CX*1), Z10
-	VBROADCASTI32X4 2(R10)(CX*1), K4, Z10
-	VPSRLVQ         Z4, Z10, Z10
-	VPANDD          Z3, Z10, Z10
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD        Z7, Z9, Z13
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD        Z7, Z10, Z14
-	VPBLENDMD       Z14, Z13, K1, Z15
-	VPERMT2D        Z14, Z0, Z13
-	VPADDD          Z15, Z13, Z13
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD        Z8, Z9, Z14
-	VPXORD          Z9, Z9, Z9
-	VPDPBUSD        Z8, Z10, Z9
-	VPBLENDMD       Z9, Z14, K1, Z10
-	VPERMT2D        Z9, Z0, Z14
-	VPADDD          Z10, Z14, Z14
-	VBROADCASTI32X4 2(R8)(CX*2), Z9
-	VBROADCASTI32X4 2(R10)(CX*2), K4, Z9
-	VPSRLVQ         Z4, Z9, Z9
-	VPANDD          Z3, Z9, Z9
-	VBROADCASTI32X4 2(R8)(DI*1), Z10
-	VBROADCASTI32X4 2(R10)(DI*1), K4, Z10
-	VPSRLVQ         Z4, Z10, Z10
-	VPANDD          Z3, Z10, Z10
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD        Z7, Z9, Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD        Z7, Z10, Z16
-	VPBLENDMD       Z16, Z15, K1, Z7
-	VPERMT2D        Z16, Z0, Z15
-	VPADDD          Z7, Z15, Z15
-	VPXORD          Z7, Z7, Z7
-	VPDPBUSD        Z8, Z9, Z7
-	VPXORD          Z9, Z9, Z9
-	VPDPBUSD        Z8, Z10, Z9
-	VPBLENDMD       Z9, Z7, K1, Z8
-	VPERMT2D        Z9, Z0, Z7
-	VPADDD          Z8, Z7, Z7
-	VPBLENDMD       Z15, Z13, K2, Z8
-	VPERMT2D        Z15, Z1, Z13
-	VPADDD          Z8, Z13, Z13
-	VPBLENDMD       Z7, Z14, K2, Z8
-	VPERMT2D        Z7, Z1, Z14
-	VPADDD          Z8, Z14, Z14
-	VPXOR           Y7, Y7, Y7
+	VBROADCASTI32X4 2(AX), Z4
+	VBROADCASTI32X4 2(R9), K1, Z4
+	VPSRLVQ         Z1, Z4, Z4
+	VPANDD          Z0, Z4, Z4
+	VBROADCASTI32X4 2(AX)(CX*1), Z5
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z5
+	VPSRLVQ         Z1, Z5, Z5
+	VPANDD          Z0, Z5, Z5
+	VBROADCASTI32X4 2(AX)(CX*2), Z6
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z6
+	VPSRLVQ         Z1, Z6, Z6
+	VPANDD          Z0, Z6, Z6
+	VBROADCASTI32X4 2(AX)(DI*1), Z7
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z7
+	VPSRLVQ         Z1, Z7, Z7
+	VPANDD          Z0, Z7, Z7
+	VBROADCASTI32X4 2(R8), Z8
+	VBROADCASTI32X4 2(R10), K1, Z8
+	VPSRLVQ         Z1, Z8, Z8
+	VPANDD          Z0, Z8, Z8
+	VBROADCASTI32X4 2(R8)(CX*1), Z9
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z9
+	VPSRLVQ         Z1, Z9, Z9
+	VPANDD          Z0, Z9, Z9
+	VBROADCASTI32X4 2(R8)(CX*2), Z10
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z10
+	VPSRLVQ         Z1, Z10, Z10
+	VPANDD          Z0, Z10, Z10
+	VBROADCASTI32X4 2(R8)(DI*1), Z11
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z11
+	VPSRLVQ         Z1, Z11, Z11
+	VPANDD          Z0, Z11, Z11
+	VPUNPCKLDQ      Z5, Z4, Z12
+	VPUNPCKHDQ      Z5, Z4, Z4
+	VPUNPCKLDQ      Z7, Z6, Z5
+	VPUNPCKHDQ      Z7, Z6, Z6
+	VPUNPCKLDQ      Z9, Z8, Z7
+	VPUNPCKHDQ      Z9, Z8, Z8
+	VPUNPCKLDQ      Z11, Z10, Z9
+	VPUNPCKHDQ      Z11, Z10, Z10
+	VPUNPCKLQDQ     Z5, Z12, Z11
+	VPUNPCKHQDQ     Z5, Z12, Z5
+	VPUNPCKLQDQ     Z6, Z4, Z12
+	VPUNPCKHQDQ     Z6, Z4, Z4
+	VPUNPCKLQDQ     Z9, Z7, Z6
+	VPUNPCKHQDQ     Z9, Z7, Z7
+	VPUNPCKLQDQ     Z10, Z8, Z9
+	VPUNPCKHQDQ     Z10, Z8, Z8
+	VSHUFI64X2      $0x88, Z6, Z11, Z10
+	VSHUFI64X2      $0xdd, Z6, Z11, Z6
+	VSHUFI64X2      $0x88, Z7, Z5, Z11
+	VSHUFI64X2      $0xdd, Z7, Z5, Z5
+	VSHUFI64X2      $0x88, Z9, Z12, Z7
+	VSHUFI64X2      $0xdd, Z9, Z12, Z9
+	VSHUFI64X2      $0x88, Z8, Z4, Z12
+	VSHUFI64X2      $0xdd, Z8, Z4, Z4
+	VPXOR           Y8, Y8, Y8
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -1785,18 +1645,7 @@ dotQ4_0x16x2VNNI_loop:
 	MOVWQZX         (AX)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X7
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X7, X7
+	VMOVQ           R11, X8
 	MOVWQZX         (R9), R11
 	MOVWQZX         (R9)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -1807,7 +1656,18 @@ dotQ4_0x16x2VNNI_loop:
 	MOVWQZX         (R9)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X8
+	VPINSRQ         $0x01, R11, X8, X8
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X13
 	MOVWQZX         (R10), R11
 	MOVWQZX         (R10)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -1818,25 +1678,35 @@ dotQ4_0x16x2VNNI_loop:
 	MOVWQZX         (R10)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X8, X8
-	VINSERTI32X4    $0x01, X8, Y7, Y7
-	VCVTPH2PS       Y7, Z7
-	VPBLENDMD       Z13, Z11, K3, Z8
-	VPERMT2D        Z13, Z2, Z11
-	VPADDD          Z8, Z11, Z11
-	VPSUBD.BCST     40(BX), Z11, Z11
-	VCVTDQ2PS       Z11, Z8
-	VMULPS          Z7, Z8, Z8
-	VMULPS.BCST     32(BX), Z8, Z8
-	VADDPS          Z8, Z5, Z5
-	VPBLENDMD       Z14, Z12, K3, Z8
-	VPERMT2D        Z14, Z2, Z12
-	VPADDD          Z8, Z12, Z12
-	VPSUBD.BCST     104(BX), Z12, Z12
-	VCVTDQ2PS       Z12, Z8
-	VMULPS          Z7, Z8, Z8
-	VMULPS.BCST     96(BX), Z8, Z8
-	VADDPS          Z8, Z6, Z6
+	VPINSRQ         $0x01, R11, X13, X13
+	VINSERTI32X4    $0x01, X13, Y8, Y8
+	VCVTPH2PS       Y8, Z8
+	VPBROADCASTD    48(BX), Z13
+	VPDPBUSD.BCST   (BX), Z10, Z13
+	VPDPBUSD.BCST   4(BX), Z11, Z13
+	VPDPBUSD.BCST   8(BX), Z7, Z13
+	VPDPBUSD.BCST   12(BX), Z12, Z13
+	VPDPBUSD.BCST   16(BX), Z6, Z13
+	VPDPBUSD.BCST   20(BX), Z5, Z13
+	VPDPBUSD.BCST   24(BX), Z9, Z13
+	VPDPBUSD.BCST   28(BX), Z4, Z13
+	VCVTDQ2PS       Z13, Z13
+	VMULPS          Z8, Z13, Z13
+	VMULPS.BCST     32(BX), Z13, Z13
+	VADDPS          Z13, Z2, Z2
+	VPBROADCASTD    112(BX), Z13
+	VPDPBUSD.BCST   64(BX), Z10, Z13
+	VPDPBUSD.BCST   68(BX), Z11, Z13
+	VPDPBUSD.BCST   72(BX), Z7, Z13
+	VPDPBUSD.BCST   76(BX), Z12, Z13
+	VPDPBUSD.BCST   80(BX), Z6, Z13
+	VPDPBUSD.BCST   84(BX), Z5, Z13
+	VPDPBUSD.BCST   88(BX), Z9, Z13
+	VPDPBUSD.BCST   92(BX), Z4, Z13
+	VCVTDQ2PS       Z13, Z4
+	VMULPS          Z8, Z4, Z4
+	VMULPS.BCST     96(BX), Z4, Z4
+	VADDPS          Z4, Z3, Z3
 	PREFETCHT0      256(AX)
 	PREFETCHT0      256(AX)(CX*1)
 	PREFETCHT0      256(AX)(CX*2)
@@ -1862,11 +1732,13 @@ dotQ4_0x16x2VNNI_loop:
 	JMP             dotQ4_0x16x2VNNI_loop
 
 dotQ4_0x16x2VNNI_done:
-	MOVQ    out+40(FP), AX
-	MOVQ    ostride+48(FP), CX
-	VMOVUPS Z5, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z6, (AX)
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
 	VZEROUPPER
 	RET
 
@@ -1882,119 +1754,64 @@ TEXT ·dotQ4_0x16x2GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
-	MOVL      $0x0000aaaa, R11
-	KMOVW     R11, K1
-	VMOVDQU64 rv16perm1<>+0(SB), Z0
-	MOVL      $0x0000cccc, R11
-	KMOVW     R11, K2
-	VMOVDQU64 rv16perm2<>+0(SB), Z1
-	MOVL      $0x0000f0f0, R11
-	KMOVW     R11, K3
-	VMOVDQU64 rv16perm4<>+0(SB), Z2
-	VMOVDQU64 rv16nib<>+0(SB), Z3
+	VMOVDQU64 rv16nib<>+0(SB), Z0
 	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K4
-	VPXORD    Z4, Z4, Z4
-	VPXORD    Z5, Z5, Z5
+	KMOVW     R11, K1
+	VPXORD    Z1, Z1, Z1
+	VPXORD    Z2, Z2, Z2
 
 dotQ4_0x16x2GFNI_loop:
 	TESTQ           DX, DX
 	JZ              dotQ4_0x16x2GFNI_done
-	VBROADCASTI64X4 (BX), Z6
-	VBROADCASTI64X4 64(BX), Z7
-	VBROADCASTI32X4 2(AX), Z8
-	VBROADCASTI32X4 2(R9), K4, Z8
-	VGF2P8AFFINEQB  $0x00, Z3, Z8, Z8
-	VBROADCASTI32X4 2(AX)(CX*1), Z9
-	VBROADCASTI32X4 2(R9)(CX*1), K4, Z9
-	VGF2P8AFFINEQB  $0x00, Z3, Z9, Z9
-	VPXORD          Z10, Z10, Z10
-	VPDPBUSD        Z6, Z8, Z10
-	VPXORD          Z11, Z11, Z11
-	VPDPBUSD        Z6, Z9, Z11
-	VPBLENDMD       Z11, Z10, K1, Z12
-	VPERMT2D        Z11, Z0, Z10
-	VPADDD          Z12, Z10, Z10
-	VPXORD          Z11, Z11, Z11
-	VPDPBUSD        Z7, Z8, Z11
-	VPXORD          Z8, Z8, Z8
-	VPDPBUSD        Z7, Z9, Z8
-	VPBLENDMD       Z8, Z11, K1, Z9
-	VPERMT2D        Z8, Z0, Z11
-	VPADDD          Z9, Z11, Z11
-	VBROADCASTI32X4 2(AX)(CX*2), Z8
-	VBROADCASTI32X4 2(R9)(CX*2), K4, Z8
-	VGF2P8AFFINEQB  $0x00, Z3, Z8, Z8
-	VBROADCASTI32X4 2(AX)(DI*1), Z9
-	VBROADCASTI32X4 2(R9)(DI*1), K4, Z9
-	VGF2P8AFFINEQB  $0x00, Z3, Z9, Z9
-	VPXORD          Z12, Z12, Z12
-	VPDPBUSD        Z6, Z8, Z12
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD        Z6, Z9, Z13
-	VPBLENDMD       Z13, Z12, K1, Z14
-	VPERMT2D        Z13, Z0, Z12
-	VPADDD          Z14, Z12, Z12
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD        Z7, Z8, Z13
-	VPXORD          Z8, Z8, Z8
-	VPDPBUSD        Z7, Z9, Z8
-	VPBLENDMD       Z8, Z13, K1, Z9
-	VPERMT2D        Z8, Z0, Z13
-	VPADDD          Z9, Z13, Z13
-	VPBLENDMD       Z12, Z10, K2, Z8
-	VPERMT2D        Z12, Z1, Z10
-	VPADDD          Z8, Z10, Z10
-	VPBLENDMD       Z13, Z11, K2, Z8
-	VPERMT2D        Z13, Z1, Z11
-	VPADDD          Z8, Z11, Z11
-	VBROADCASTI32X4 2(R8), Z8
-	VBROADCASTI32X4 2(R10), K4, Z8
-	VGF2P8AFFINEQB  $0x00, Z3, Z8, Z8
-	VBROADCASTI32X4 2(R8)(CX*1), Z9
-	VBROADCASTI32X4 2(R10)(CX*1), K4, Z9
-	VGF2P8AFFINEQB  $0x00, Z3, Z9, Z9
-	VPXORD          Z12, Z12, Z12
-	VPDPBUSD        Z6, Z8, Z12
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD        Z6, Z9, Z13
-	VPBLENDMD       Z13, Z12, K1, Z14
-	VPERMT2D        Z13, Z0, Z12
-	VPADDD          Z14, Z12, Z12
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD        Z7, Z8, Z13
-	VPXORD          Z8, Z8, Z8
-	VPDPBUSD        Z7, Z9, Z8
-	VPBLENDMD       Z8, Z13, K1, Z9
-	VPERMT2D        Z8, Z0, Z13
-	VPADDD          Z9, Z13, Z13
-	VBROADCASTI32X4 2(R8)(CX*2), Z8
-	VBROADCASTI32X4 2(R10)(CX*2), K4, Z8
-	VGF2P8AFFINEQB  $0x00, Z3, Z8, Z8
-	VBROADCASTI32X4 2(R8)(DI*1), Z9
-	VBROADCASTI32X4 2(R10)(DI*1), K4, Z9
-	VGF2P8AFFINEQB  $0x00, Z3, Z9, Z9
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD        Z6, Z8, Z14
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD        Z6, Z9, Z15
-	VPBLENDMD       Z15, Z14, K1, Z6
-	VPERMT2D        Z15, Z0, Z14
-	VPADDD          Z6, Z14, Z14
-	VPXORD          Z6, Z6, Z6
-	VPDPBUSD        Z7, Z8, Z6
-	VPXORD          Z8, Z8, Z8
-	VPDPBUSD        Z7, Z9, Z8
-	VPBLENDMD       Z8, Z6, K1, Z7
-	VPERMT2D        Z8, Z0, Z6
-	VPADDD          Z7, Z6, Z6
-	VPBLENDMD       Z14, Z12, K2, Z7
-	VPERMT2D        Z14, Z1, Z12
-	VPADDD          Z7, Z12, Z12
-	VPBLENDMD       Z6, Z13, K2, Z7
-	VPERMT2D        Z6, Z1, Z13
-	VPADDD          Z7, Z13, Z13
-	VPXOR           Y6, Y6, Y6
+	VBROADCASTI32X4 2(AX), Z3
+	VBROADCASTI32X4 2(R9), K1, Z3
+	VGF2P8AFFINEQB  $0x00, Z0, Z3, Z3
+	VBROADCASTI32X4 2(AX)(CX*1), Z4
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z4
+	VGF2P8AFFINEQB  $0x00, Z0, Z4, Z4
+	VBROADCASTI32X4 2(AX)(CX*2), Z5
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z5
+	VGF2P8AFFINEQB  $0x00, Z0, Z5, Z5
+	VBROADCASTI32X4 2(AX)(DI*1), Z6
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z6
+	VGF2P8AFFINEQB  $0x00, Z0, Z6, Z6
+	VBROADCASTI32X4 2(R8), Z7
+	VBROADCASTI32X4 2(R10), K1, Z7
+	VGF2P8AFFINEQB  $0x00, Z0, Z7, Z7
+	VBROADCASTI32X4 2(R8)(CX*1), Z8
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z8
+	VGF2P8AFFINEQB  $0x00, Z0, Z8, Z8
+	VBROADCASTI32X4 2(R8)(CX*2), Z9
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z9
+	VGF2P8AFFINEQB  $0x00, Z0, Z9, Z9
+	VBROADCASTI32X4 2(R8)(DI*1), Z10
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z10
+	VGF2P8AFFINEQB  $0x00, Z0, Z10, Z10
+	VPUNPCKLDQ      Z4, Z3, Z11
+	VPUNPCKHDQ      Z4, Z3, Z3
+	VPUNPCKLDQ      Z6, Z5, Z4
+	VPUNPCKHDQ      Z6, Z5, Z5
+	VPUNPCKLDQ      Z8, Z7, Z6
+	VPUNPCKHDQ      Z8, Z7, Z7
+	VPUNPCKLDQ      Z10, Z9, Z8
+	VPUNPCKHDQ      Z10, Z9, Z9
+	VPUNPCKLQDQ     Z4, Z11, Z10
+	VPUNPCKHQDQ     Z4, Z11, Z4
+	VPUNPCKLQDQ     Z5, Z3, Z11
+	VPUNPCKHQDQ     Z5, Z3, Z3
+	VPUNPCKLQDQ     Z8, Z6, Z5
+	VPUNPCKHQDQ     Z8, Z6, Z6
+	VPUNPCKLQDQ     Z9, Z7, Z8
+	VPUNPCKHQDQ     Z9, Z7, Z7
+	VSHUFI64X2      $0x88, Z5, Z10, Z9
+	VSHUFI64X2      $0xdd, Z5, Z10, Z5
+	VSHUFI64X2      $0x88, Z6, Z4, Z10
+	VSHUFI64X2      $0xdd, Z6, Z4, Z4
+	VSHUFI64X2      $0x88, Z8, Z11, Z6
+	VSHUFI64X2      $0xdd, Z8, Z11, Z8
+	VSHUFI64X2      $0x88, Z7, Z3, Z11
+	VSHUFI64X2      $0xdd, Z7, Z3, Z3
+	VPXOR           Y7, Y7, Y7
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -2005,18 +1822,7 @@ dotQ4_0x16x2GFNI_loop:
 	MOVWQZX         (AX)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X6
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X6, X6
+	VMOVQ           R11, X7
 	MOVWQZX         (R9), R11
 	MOVWQZX         (R9)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -2027,7 +1833,18 @@ dotQ4_0x16x2GFNI_loop:
 	MOVWQZX         (R9)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X7
+	VPINSRQ         $0x01, R11, X7, X7
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X12
 	MOVWQZX         (R10), R11
 	MOVWQZX         (R10)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -2038,25 +1855,35 @@ dotQ4_0x16x2GFNI_loop:
 	MOVWQZX         (R10)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X7, X7
-	VINSERTI32X4    $0x01, X7, Y6, Y6
-	VCVTPH2PS       Y6, Z6
-	VPBLENDMD       Z12, Z10, K3, Z7
-	VPERMT2D        Z12, Z2, Z10
-	VPADDD          Z7, Z10, Z10
-	VPSUBD.BCST     40(BX), Z10, Z10
-	VCVTDQ2PS       Z10, Z7
-	VMULPS          Z6, Z7, Z7
-	VMULPS.BCST     32(BX), Z7, Z7
-	VADDPS          Z7, Z4, Z4
-	VPBLENDMD       Z13, Z11, K3, Z7
-	VPERMT2D        Z13, Z2, Z11
-	VPADDD          Z7, Z11, Z11
-	VPSUBD.BCST     104(BX), Z11, Z11
-	VCVTDQ2PS       Z11, Z7
-	VMULPS          Z6, Z7, Z7
-	VMULPS.BCST     96(BX), Z7, Z7
-	VADDPS          Z7, Z5, Z5
+	VPINSRQ         $0x01, R11, X12, X12
+	VINSERTI32X4    $0x01, X12, Y7, Y7
+	VCVTPH2PS       Y7, Z7
+	VPBROADCASTD    48(BX), Z12
+	VPDPBUSD.BCST   (BX), Z9, Z12
+	VPDPBUSD.BCST   4(BX), Z10, Z12
+	VPDPBUSD.BCST   8(BX), Z6, Z12
+	VPDPBUSD.BCST   12(BX), Z11, Z12
+	VPDPBUSD.BCST   16(BX), Z5, Z12
+	VPDPBUSD.BCST   20(BX), Z4, Z12
+	VPDPBUSD.BCST   24(BX), Z8, Z12
+	VPDPBUSD.BCST   28(BX), Z3, Z12
+	VCVTDQ2PS       Z12, Z12
+	VMULPS          Z7, Z12, Z12
+	VMULPS.BCST     32(BX), Z12, Z12
+	VADDPS          Z12, Z1, Z1
+	VPBROADCASTD    112(BX), Z12
+	VPDPBUSD.BCST   64(BX), Z9, Z12
+	VPDPBUSD.BCST   68(BX), Z10, Z12
+	VPDPBUSD.BCST   72(BX), Z6, Z12
+	VPDPBUSD.BCST   76(BX), Z11, Z12
+	VPDPBUSD.BCST   80(BX), Z5, Z12
+	VPDPBUSD.BCST   84(BX), Z4, Z12
+	VPDPBUSD.BCST   88(BX), Z8, Z12
+	VPDPBUSD.BCST   92(BX), Z3, Z12
+	VCVTDQ2PS       Z12, Z3
+	VMULPS          Z7, Z3, Z3
+	VMULPS.BCST     96(BX), Z3, Z3
+	VADDPS          Z3, Z2, Z2
 	PREFETCHT0      256(AX)
 	PREFETCHT0      256(AX)(CX*1)
 	PREFETCHT0      256(AX)(CX*2)
@@ -2082,11 +1909,13 @@ dotQ4_0x16x2GFNI_loop:
 	JMP             dotQ4_0x16x2GFNI_loop
 
 dotQ4_0x16x2GFNI_done:
-	MOVQ    out+40(FP), AX
-	MOVQ    ostride+48(FP), CX
-	VMOVUPS Z4, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z5, (AX)
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
 	VZEROUPPER
 	RET
 
@@ -2102,164 +1931,74 @@ TEXT ·dotQ8_0x16x3VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0000aaaa, R11
-	KMOVW        R11, K1
-	VMOVDQU64    rv16perm1<>+0(SB), Z0
-	MOVL         $0x0000cccc, R11
-	KMOVW        R11, K2
-	VMOVDQU64    rv16perm2<>+0(SB), Z1
-	MOVL         $0x0000f0f0, R11
-	KMOVW        R11, K3
-	VMOVDQU64    rv16perm4<>+0(SB), Z2
 	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z3
+	VPBROADCASTD R11, Z0
 	MOVL         $0x000000f0, R11
-	KMOVW        R11, K4
-	VPXORD       Z4, Z4, Z4
-	VPXORD       Z5, Z5, Z5
-	VPXORD       Z6, Z6, Z6
+	KMOVW        R11, K1
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
 
 dotQ8_0x16x3VNNI_loop:
 	TESTQ             DX, DX
 	JZ                dotQ8_0x16x3VNNI_done
-	VBROADCASTI64X4   (BX), Z7
-	VBROADCASTI64X4   64(BX), Z8
-	VBROADCASTI64X4   128(BX), Z9
-	VPXORD            Z10, Z10, Z10
-	VMOVDQU64         2(AX), Y10
-	VBROADCASTI64X4.Z 2(R9), K4, Z11
-	VPTERNLOGD        $0x56, Z3, Z11, Z10
-	VPXORD            Z11, Z11, Z11
-	VMOVDQU64         2(AX)(CX*1), Y11
-	VBROADCASTI64X4.Z 2(R9)(CX*1), K4, Z12
-	VPTERNLOGD        $0x56, Z3, Z12, Z11
-	VPXORD            Z12, Z12, Z12
-	VPDPBUSD          Z7, Z10, Z12
-	VPXORD            Z13, Z13, Z13
-	VPDPBUSD          Z7, Z11, Z13
-	VPBLENDMD         Z13, Z12, K1, Z14
-	VPERMT2D          Z13, Z0, Z12
-	VPADDD            Z14, Z12, Z12
-	VPXORD            Z13, Z13, Z13
-	VPDPBUSD          Z8, Z10, Z13
-	VPXORD            Z14, Z14, Z14
-	VPDPBUSD          Z8, Z11, Z14
-	VPBLENDMD         Z14, Z13, K1, Z15
-	VPERMT2D          Z14, Z0, Z13
-	VPADDD            Z15, Z13, Z13
-	VPXORD            Z14, Z14, Z14
-	VPDPBUSD          Z9, Z10, Z14
-	VPXORD            Z10, Z10, Z10
-	VPDPBUSD          Z9, Z11, Z10
-	VPBLENDMD         Z10, Z14, K1, Z11
-	VPERMT2D          Z10, Z0, Z14
-	VPADDD            Z11, Z14, Z14
-	VPXORD            Z10, Z10, Z10
-	VMOVDQU64         2(AX)(CX*2), Y10
-	VBROADCASTI64X4.Z 2(R9)(CX*2), K4, Z11
-	VPTERNLOGD        $0x56, Z3, Z11, Z10
-	VPXORD            Z11, Z11, Z11
-	VMOVDQU64         2(AX)(DI*1), Y11
-	VBROADCASTI64X4.Z 2(R9)(DI*1), K4, Z15
-	VPTERNLOGD        $0x56, Z3, Z15, Z11
-	VPXORD            Z15, Z15, Z15
-	VPDPBUSD          Z7, Z10, Z15
-	VPXORD            Z16, Z16, Z16
-	VPDPBUSD          Z7, Z11, Z16
-	VPBLENDMD         Z16, Z15, K1, Z17
-	VPERMT2D          Z16, Z0, Z15
-	VPADDD            Z17, Z15, Z15
-	VPXORD            Z16, Z16, Z16
-	VPDPBUSD          Z8, Z10, Z16
-	VPXORD            Z17, Z17, Z17
-	VPDPBUSD          Z8, Z11, Z17
-	VPBLENDMD         Z17, Z16, K1, Z18
-	VPERMT2D          Z17, Z0, Z16
-	VPADDD            Z18, Z16, Z16
-	VPXORD            Z17, Z17, Z17
-	VPDPBUSD          Z9, Z10, Z17
-	VPXORD            Z10, Z10, Z10
-	VPDPBUSD          Z9, Z11, Z10
-	VPBLENDMD         Z10, Z17, K1, Z11
-	VPERMT2D          Z10, Z0, Z17
-	VPADDD            Z11, Z17, Z17
-	VPBLENDMD         Z15, Z12, K2, Z10
-	VPERMT2D          Z15, Z1, Z12
-	VPADDD            Z10, Z12, Z12
-	VPBLENDMD         Z16, Z13, K2, Z10
-	VPERMT2D          Z16, Z1, Z13
-	VPADDD            Z10, Z13, Z13
-	VPBLENDMD         Z17, Z14, K2, Z10
-	VPERMT2D          Z17, Z1, Z14
-	VPADDD            Z10, Z14, Z14
-	VPXORD            Z10, Z10, Z10
-	VMOVDQU64         2(R8), Y10
-	VBROADCASTI64X4.Z 2(R10), K4, Z11
-	VPTERNLOGD        $0x56, Z3, Z11, Z10
-	VPXORD            Z11, Z11, Z11
-	VMOVDQU64         2(R8)(CX*1), Y11
-	VBROADCASTI64X4.Z 2(R10)(CX*1), K4, Z15
-	VPTERNLOGD        $0x56, Z3, Z15, Z11
-	VPXORD            Z15, Z15, Z15
-	VPDPBUSD          Z7, Z10, Z15
-	VPXORD            Z16, Z16, Z16
-	VPDPBUSD          Z7, Z11, Z16
-	VPBLENDMD         Z16, Z15, K1, Z17
-	VPERMT2D          Z16, Z0, Z15
-	VPADDD            Z17, Z15, Z15
-	VPXORD            Z16, Z16, Z16
-	VPDPBUSD          Z8, Z10, Z16
-	VPXORD            Z17, Z17, Z17
-	VPDPBUSD          Z8, Z11, Z17
-	VPBLENDMD         Z17, Z16, K1, Z18
-	VPERMT2D          Z17, Z0, Z16
-	VPADDD            Z18, Z16, Z16
-	VPXORD            Z17, Z17, Z17
-	VPDPBUSD          Z9, Z10, Z17
-	VPXORD            Z10, Z10, Z10
-	VPDPBUSD          Z9, Z11, Z10
-	VPBLENDMD         Z10, Z17, K1, Z11
-	VPERMT2D          Z10, Z0, Z17
-	VPADDD            Z11, Z17, Z17
+	VPXORD            Z4, Z4, Z4
+	VMOVDQU64         2(AX), Y4
+	VBROADCASTI64X4.Z 2(R9), K1, Z5
+	VPTERNLOGD        $0x56, Z0, Z5, Z4
+	VPXORD            Z5, Z5, Z5
+	VMOVDQU64         2(AX)(CX*1), Y5
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K1, Z6
+	VPTERNLOGD        $0x56, Z0, Z6, Z5
+	VPXORD            Z6, Z6, Z6
+	VMOVDQU64         2(AX)(CX*2), Y6
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K1, Z7
+	VPTERNLOGD        $0x56, Z0, Z7, Z6
+	VPXORD            Z7, Z7, Z7
+	VMOVDQU64         2(AX)(DI*1), Y7
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K1, Z8
+	VPTERNLOGD        $0x56, Z0, Z8, Z7
+	VPXORD            Z8, Z8, Z8
+	VMOVDQU64         2(R8), Y8
+	VBROADCASTI64X4.Z 2(R10), K1, Z9
+	VPTERNLOGD        $0x56, Z0, Z9, Z8
+	VPXORD            Z9, Z9, Z9
+	VMOVDQU64         2(R8)(CX*1), Y9
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K1, Z10
+	VPTERNLOGD        $0x56, Z0, Z10, Z9
 	VPXORD            Z10, Z10, Z10
 	VMOVDQU64         2(R8)(CX*2), Y10
-	VBROADCASTI64X4.Z 2(R10)(CX*2), K4, Z11
-	VPTERNLOGD        $0x56, Z3, Z11, Z10
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K1, Z11
+	VPTERNLOGD        $0x56, Z0, Z11, Z10
 	VPXORD            Z11, Z11, Z11
 	VMOVDQU64         2(R8)(DI*1), Y11
-	VBROADCASTI64X4.Z 2(R10)(DI*1), K4, Z18
-	VPTERNLOGD        $0x56, Z3, Z18, Z11
-	VPXORD            Z18, Z18, Z18
-	VPDPBUSD          Z7, Z10, Z18
-	VPXORD            Z19, Z19, Z19
-	VPDPBUSD          Z7, Z11, Z19
-	VPBLENDMD         Z19, Z18, K1, Z7
-	VPERMT2D          Z19, Z0, Z18
-	VPADDD            Z7, Z18, Z18
-	VPXORD            Z7, Z7, Z7
-	VPDPBUSD          Z8, Z10, Z7
-	VPXORD            Z19, Z19, Z19
-	VPDPBUSD          Z8, Z11, Z19
-	VPBLENDMD         Z19, Z7, K1, Z8
-	VPERMT2D          Z19, Z0, Z7
-	VPADDD            Z8, Z7, Z7
-	VPXORD            Z8, Z8, Z8
-	VPDPBUSD          Z9, Z10, Z8
-	VPXORD            Z10, Z10, Z10
-	VPDPBUSD          Z9, Z11, Z10
-	VPBLENDMD         Z10, Z8, K1, Z9
-	VPERMT2D          Z10, Z0, Z8
-	VPADDD            Z9, Z8, Z8
-	VPBLENDMD         Z18, Z15, K2, Z9
-	VPERMT2D          Z18, Z1, Z15
-	VPADDD            Z9, Z15, Z15
-	VPBLENDMD         Z7, Z16, K2, Z9
-	VPERMT2D          Z7, Z1, Z16
-	VPADDD            Z9, Z16, Z16
-	VPBLENDMD         Z8, Z17, K2, Z7
-	VPERMT2D          Z8, Z1, Z17
-	VPADDD            Z7, Z17, Z17
-	VPXOR             Y7, Y7, Y7
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K1, Z12
+	VPTERNLOGD        $0x56, Z0, Z12, Z11
+	VPUNPCKLDQ        Z5, Z4, Z12
+	VPUNPCKHDQ        Z5, Z4, Z4
+	VPUNPCKLDQ        Z7, Z6, Z5
+	VPUNPCKHDQ        Z7, Z6, Z6
+	VPUNPCKLDQ        Z9, Z8, Z7
+	VPUNPCKHDQ        Z9, Z8, Z8
+	VPUNPCKLDQ        Z11, Z10, Z9
+	VPUNPCKHDQ        Z11, Z10, Z10
+	VPUNPCKLQDQ       Z5, Z12, Z11
+	VPUNPCKHQDQ       Z5, Z12, Z5
+	VPUNPCKLQDQ       Z6, Z4, Z12
+	VPUNPCKHQDQ       Z6, Z4, Z4
+	VPUNPCKLQDQ       Z9, Z7, Z6
+	VPUNPCKHQDQ       Z9, Z7, Z7
+	VPUNPCKLQDQ       Z10, Z8, Z9
+	VPUNPCKHQDQ       Z10, Z8, Z8
+	VSHUFI64X2        $0x88, Z6, Z11, Z10
+	VSHUFI64X2        $0xdd, Z6, Z11, Z6
+	VSHUFI64X2        $0x88, Z7, Z5, Z11
+	VSHUFI64X2        $0xdd, Z7, Z5, Z5
+	VSHUFI64X2        $0x88, Z9, Z12, Z7
+	VSHUFI64X2        $0xdd, Z9, Z12, Z9
+	VSHUFI64X2        $0x88, Z8, Z4, Z12
+	VSHUFI64X2        $0xdd, Z8, Z4, Z4
+	VPXOR             Y8, Y8, Y8
 	MOVWQZX           (AX), R11
 	MOVWQZX           (AX)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -2270,18 +2009,7 @@ dotQ8_0x16x3VNNI_loop:
 	MOVWQZX           (AX)(DI*1), R12
 	SHLQ              $0x30, R12
 	ORQ               R12, R11
-	VMOVQ             R11, X7
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X7, X7
+	VMOVQ             R11, X8
 	MOVWQZX           (R9), R11
 	MOVWQZX           (R9)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -2292,7 +2020,18 @@ dotQ8_0x16x3VNNI_loop:
 	MOVWQZX           (R9)(DI*1), R12
 	SHLQ              $0x30, R12
 	ORQ               R12, R11
-	VMOVQ             R11, X8
+	VPINSRQ           $0x01, R11, X8, X8
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X13
 	MOVWQZX           (R10), R11
 	MOVWQZX           (R10)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -2303,33 +2042,48 @@ dotQ8_0x16x3VNNI_loop:
 	MOVWQZX           (R10)(DI*1), R12
 	SHLQ              $0x30, R12
 	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X8, X8
-	VINSERTI32X4      $0x01, X8, Y7, Y7
-	VCVTPH2PS         Y7, Z7
-	VPBLENDMD         Z15, Z12, K3, Z8
-	VPERMT2D          Z15, Z2, Z12
-	VPADDD            Z8, Z12, Z12
-	VPSUBD.BCST       36(BX), Z12, Z12
-	VCVTDQ2PS         Z12, Z8
-	VMULPS.BCST       32(BX), Z7, Z9
-	VMULPS            Z9, Z8, Z8
-	VADDPS            Z8, Z4, Z4
-	VPBLENDMD         Z16, Z13, K3, Z8
-	VPERMT2D          Z16, Z2, Z13
-	VPADDD            Z8, Z13, Z13
-	VPSUBD.BCST       100(BX), Z13, Z13
-	VCVTDQ2PS         Z13, Z8
-	VMULPS.BCST       96(BX), Z7, Z9
-	VMULPS            Z9, Z8, Z8
-	VADDPS            Z8, Z5, Z5
-	VPBLENDMD         Z17, Z14, K3, Z8
-	VPERMT2D          Z17, Z2, Z14
-	VPADDD            Z8, Z14, Z14
-	VPSUBD.BCST       164(BX), Z14, Z14
-	VCVTDQ2PS         Z14, Z8
-	VMULPS.BCST       160(BX), Z7, Z7
-	VMULPS            Z7, Z8, Z8
-	VADDPS            Z8, Z6, Z6
+	VPINSRQ           $0x01, R11, X13, X13
+	VINSERTI32X4      $0x01, X13, Y8, Y8
+	VCVTPH2PS         Y8, Z8
+	VPBROADCASTD      44(BX), Z13
+	VPDPBUSD.BCST     (BX), Z10, Z13
+	VPDPBUSD.BCST     4(BX), Z11, Z13
+	VPDPBUSD.BCST     8(BX), Z7, Z13
+	VPDPBUSD.BCST     12(BX), Z12, Z13
+	VPDPBUSD.BCST     16(BX), Z6, Z13
+	VPDPBUSD.BCST     20(BX), Z5, Z13
+	VPDPBUSD.BCST     24(BX), Z9, Z13
+	VPDPBUSD.BCST     28(BX), Z4, Z13
+	VCVTDQ2PS         Z13, Z13
+	VMULPS.BCST       32(BX), Z8, Z14
+	VMULPS            Z14, Z13, Z13
+	VADDPS            Z13, Z1, Z1
+	VPBROADCASTD      108(BX), Z13
+	VPDPBUSD.BCST     64(BX), Z10, Z13
+	VPDPBUSD.BCST     68(BX), Z11, Z13
+	VPDPBUSD.BCST     72(BX), Z7, Z13
+	VPDPBUSD.BCST     76(BX), Z12, Z13
+	VPDPBUSD.BCST     80(BX), Z6, Z13
+	VPDPBUSD.BCST     84(BX), Z5, Z13
+	VPDPBUSD.BCST     88(BX), Z9, Z13
+	VPDPBUSD.BCST     92(BX), Z4, Z13
+	VCVTDQ2PS         Z13, Z13
+	VMULPS.BCST       96(BX), Z8, Z14
+	VMULPS            Z14, Z13, Z13
+	VADDPS            Z13, Z2, Z2
+	VPBROADCASTD      172(BX), Z13
+	VPDPBUSD.BCST     128(BX), Z10, Z13
+	VPDPBUSD.BCST     132(BX), Z11, Z13
+	VPDPBUSD.BCST     136(BX), Z7, Z13
+	VPDPBUSD.BCST     140(BX), Z12, Z13
+	VPDPBUSD.BCST     144(BX), Z6, Z13
+	VPDPBUSD.BCST     148(BX), Z5, Z13
+	VPDPBUSD.BCST     152(BX), Z9, Z13
+	VPDPBUSD.BCST     156(BX), Z4, Z13
+	VCVTDQ2PS         Z13, Z4
+	VMULPS.BCST       160(BX), Z8, Z5
+	VMULPS            Z5, Z4, Z4
+	VADDPS            Z4, Z3, Z3
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -2355,13 +2109,16 @@ dotQ8_0x16x3VNNI_loop:
 	JMP               dotQ8_0x16x3VNNI_loop
 
 dotQ8_0x16x3VNNI_done:
-	MOVQ    out+40(FP), AX
-	MOVQ    ostride+48(FP), CX
-	VMOVUPS Z4, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z5, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z6, (AX)
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
 	VZEROUPPER
 	RET
 
@@ -2377,165 +2134,75 @@ TEXT ·dotQ4_0x16x3VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0000aaaa, R11
-	KMOVW        R11, K1
-	VMOVDQU64    rv16perm1<>+0(SB), Z0
-	MOVL         $0x0000cccc, R11
-	KMOVW        R11, K2
-	VMOVDQU64    rv16perm2<>+0(SB), Z1
-	MOVL         $0x0000f0f0, R11
-	KMOVW        R11, K3
-	VMOVDQU64    rv16perm4<>+0(SB), Z2
 	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z3
-	VMOVDQU64    rv16shift<>+0(SB), Z4
+	VPBROADCASTD R11, Z0
+	VMOVDQU64    rv16shift<>+0(SB), Z1
 	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K4
-	VPXORD       Z5, Z5, Z5
-	VPXORD       Z6, Z6, Z6
-	VPXORD       Z7, Z7, Z7
+	KMOVW        R11, K1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
 
 dotQ4_0x16x3VNNI_loop:
 	TESTQ           DX, DX
 	JZ              dotQ4_0x16x3VNNI_done
-	VBROADCASTI64X4 (BX), Z8
-	VBROADCASTI64X4 64(BX), Z9
-	VBROADCASTI64X4 128(BX), Z10
-	VBROADCASTI32X4 2(AX), Z11
-	VBROADCASTI32X4 2(R9), K4, Z11
-	VPSRLVQ         Z4, Z11, Z11
-	VPANDD          Z3, Z11, Z11
-	VBROADCASTI32X4 2(AX)(CX*1), Z12
-	VBROADCASTI32X4 2(R9)(CX*1), K4, Z12
-	VPSRLVQ         Z4, Z12, Z12
-	VPANDD          Z3, Z12, Z12
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD        Z8, Z11, Z13
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD        Z8, Z12, Z14
-	VPBLENDMD       Z14, Z13, K1, Z15
-	VPERMT2D        Z14, Z0, Z13
-	VPADDD          Z15, Z13, Z13
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD        Z9, Z11, Z14
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD        Z9, Z12, Z15
-	VPBLENDMD       Z15, Z14, K1, Z16
-	VPERMT2D        Z15, Z0, Z14
-	VPADDD          Z16, Z14, Z14
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD        Z10, Z11, Z15
-	VPXORD          Z11, Z11, Z11
-	VPDPBUSD        Z10, Z12, Z11
-	VPBLENDMD       Z11, Z15, K1, Z12
-	VPERMT2D        Z11, Z0, Z15
-	VPADDD          Z12, Z15, Z15
-	VBROADCASTI32X4 2(AX)(CX*2), Z11
-	VBROADCASTI32X4 2(R9)(CX*2), K4, Z11
-	VPSRLVQ         Z4, Z11, Z11
-	VPANDD          Z3, Z11, Z11
-	VBROADCASTI32X4 2(AX)(DI*1), Z12
-	VBROADCASTI32X4 2(R9)(DI*1), K4, Z12
-	VPSRLVQ         Z4, Z12, Z12
-	VPANDD          Z3, Z12, Z12
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD        Z8, Z11, Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD        Z8, Z12, Z17
-	VPBLENDMD       Z17, Z16, K1, Z18
-	VPERMT2D        Z17, Z0, Z16
-	VPADDD          Z18, Z16, Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD        Z9, Z11, Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD        Z9, Z12, Z18
-	VPBLENDMD       Z18, Z17, K1, Z19
-	VPERMT2D        Z18, Z0, Z17
-	VPADDD          Z19, Z17, Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD        Z10, Z11, Z18
-	VPXORD          Z11, Z11, Z11
-	VPDPBUSD        Z10, Z12, Z11
-	VPBLENDMD       Z11, Z18, K1, Z12
-	VPERMT2D        Z11, Z0, Z18
-	VPADDD          Z12, Z18, Z18
-	VPBLENDMD       Z16, Z13, K2, Z11
-	VPERMT2D        Z16, Z1, Z13
-	VPADDD          Z11, Z13, Z13
-	VPBLENDMD       Z17, Z14, K2, Z11
-	VPERMT2D        Z17, Z1, Z14
-	VPADDD          Z11, Z14, Z14
-	VPBLENDMD       Z18, Z15, K2, Z11
-	VPERMT2D        Z18, Z1, Z15
-	VPADDD          Z11, Z15, Z15
-	VBROADCASTI32X4 2(R8), Z11
-	VBROADCASTI32X4 2(R10), K4, Z11
-	VPSRLVQ         Z4, Z11, Z11
-	VPANDD          Z3, Z11, Z11
-	VBROADCASTI32X4 2(R8)(CX*1), Z12
-	VBROADCASTI32X4 2(R10)(CX*1), K4, Z12
-	VPSRLVQ         Z4, Z12, Z12
-	VPANDD          Z3, Z12, Z12
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD        Z8, Z11, Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD        Z8, Z12, Z17
-	VPBLENDMD       Z17, Z16, K1, Z18
-	VPERMT2D        Z17, Z0, Z16
-	VPADDD          Z18, Z16, Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD        Z9, Z11, Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD        Z9, Z12, Z18
-	VPBLENDMD       Z18, Z17, K1, Z19
-	VPERMT2D        Z18, Z0, Z17
-	VPADDD          Z19, Z17, Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD        Z10, Z11, Z18
-	VPXORD          Z11, Z11, Z11
-	VPDPBUSD        Z10, Z12, Z11
-	VPBLENDMD       Z11, Z18, K1, Z12
-	VPERMT2D        Z11, Z0, Z18
-	VPADDD          Z12, Z18, Z18
+	VBROADCASTI32X4 2(AX), Z5
+	VBROADCASTI32X4 2(R9), K1, Z5
+	VPSRLVQ         Z1, Z5, Z5
+	VPANDD          Z0, Z5, Z5
+	VBROADCASTI32X4 2(AX)(CX*1), Z6
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z6
+	VPSRLVQ         Z1, Z6, Z6
+	VPANDD          Z0, Z6, Z6
+	VBROADCASTI32X4 2(AX)(CX*2), Z7
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z7
+	VPSRLVQ         Z1, Z7, Z7
+	VPANDD          Z0, Z7, Z7
+	VBROADCASTI32X4 2(AX)(DI*1), Z8
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z8
+	VPSRLVQ         Z1, Z8, Z8
+	VPANDD          Z0, Z8, Z8
+	VBROADCASTI32X4 2(R8), Z9
+	VBROADCASTI32X4 2(R10), K1, Z9
+	VPSRLVQ         Z1, Z9, Z9
+	VPANDD          Z0, Z9, Z9
+	VBROADCASTI32X4 2(R8)(CX*1), Z10
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z10
+	VPSRLVQ         Z1, Z10, Z10
+	VPANDD          Z0, Z10, Z10
 	VBROADCASTI32X4 2(R8)(CX*2), Z11
-	VBROADCASTI32X4 2(R10)(CX*2), K4, Z11
-	VPSRLVQ         Z4, Z11, Z11
-	VPANDD          Z3, Z11, Z11
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z11
+	VPSRLVQ         Z1, Z11, Z11
+	VPANDD          Z0, Z11, Z11
 	VBROADCASTI32X4 2(R8)(DI*1), Z12
-	VBROADCASTI32X4 2(R10)(DI*1), K4, Z12
-	VPSRLVQ         Z4, Z12, Z12
-	VPANDD          Z3, Z12, Z12
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD        Z8, Z11, Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD        Z8, Z12, Z20
-	VPBLENDMD       Z20, Z19, K1, Z8
-	VPERMT2D        Z20, Z0, Z19
-	VPADDD          Z8, Z19, Z19
-	VPXORD          Z8, Z8, Z8
-	VPDPBUSD        Z9, Z11, Z8
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD        Z9, Z12, Z20
-	VPBLENDMD       Z20, Z8, K1, Z9
-	VPERMT2D        Z20, Z0, Z8
-	VPADDD          Z9, Z8, Z8
-	VPXORD          Z9, Z9, Z9
-	VPDPBUSD        Z10, Z11, Z9
-	VPXORD          Z11, Z11, Z11
-	VPDPBUSD        Z10, Z12, Z11
-	VPBLENDMD       Z11, Z9, K1, Z10
-	VPERMT2D        Z11, Z0, Z9
-	VPADDD          Z10, Z9, Z9
-	VPBLENDMD       Z19, Z16, K2, Z10
-	VPERMT2D        Z19, Z1, Z16
-	VPADDD          Z10, Z16, Z16
-	VPBLENDMD       Z8, Z17, K2, Z10
-	VPERMT2D        Z8, Z1, Z17
-	VPADDD          Z10, Z17, Z17
-	VPBLENDMD       Z9, Z18, K2, Z8
-	VPERMT2D        Z9, Z1, Z18
-	VPADDD          Z8, Z18, Z18
-	VPXOR           Y8, Y8, Y8
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z12
+	VPSRLVQ         Z1, Z12, Z12
+	VPANDD          Z0, Z12, Z12
+	VPUNPCKLDQ      Z6, Z5, Z13
+	VPUNPCKHDQ      Z6, Z5, Z5
+	VPUNPCKLDQ      Z8, Z7, Z6
+	VPUNPCKHDQ      Z8, Z7, Z7
+	VPUNPCKLDQ      Z10, Z9, Z8
+	VPUNPCKHDQ      Z10, Z9, Z9
+	VPUNPCKLDQ      Z12, Z11, Z10
+	VPUNPCKHDQ      Z12, Z11, Z11
+	VPUNPCKLQDQ     Z6, Z13, Z12
+	VPUNPCKHQDQ     Z6, Z13, Z6
+	VPUNPCKLQDQ     Z7, Z5, Z13
+	VPUNPCKHQDQ     Z7, Z5, Z5
+	VPUNPCKLQDQ     Z10, Z8, Z7
+	VPUNPCKHQDQ     Z10, Z8, Z8
+	VPUNPCKLQDQ     Z11, Z9, Z10
+	VPUNPCKHQDQ     Z11, Z9, Z9
+	VSHUFI64X2      $0x88, Z7, Z12, Z11
+	VSHUFI64X2      $0xdd, Z7, Z12, Z7
+	VSHUFI64X2      $0x88, Z8, Z6, Z12
+	VSHUFI64X2      $0xdd, Z8, Z6, Z6
+	VSHUFI64X2      $0x88, Z10, Z13, Z8
+	VSHUFI64X2      $0xdd, Z10, Z13, Z10
+	VSHUFI64X2      $0x88, Z9, Z5, Z13
+	VSHUFI64X2      $0xdd, Z9, Z5, Z5
+	VPXOR           Y9, Y9, Y9
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -2546,18 +2213,7 @@ dotQ4_0x16x3VNNI_loop:
 	MOVWQZX         (AX)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X8
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X8, X8
+	VMOVQ           R11, X9
 	MOVWQZX         (R9), R11
 	MOVWQZX         (R9)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -2568,7 +2224,18 @@ dotQ4_0x16x3VNNI_loop:
 	MOVWQZX         (R9)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X9
+	VPINSRQ         $0x01, R11, X9, X9
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X14
 	MOVWQZX         (R10), R11
 	MOVWQZX         (R10)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -2579,33 +2246,48 @@ dotQ4_0x16x3VNNI_loop:
 	MOVWQZX         (R10)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X9, X9
-	VINSERTI32X4    $0x01, X9, Y8, Y8
-	VCVTPH2PS       Y8, Z8
-	VPBLENDMD       Z16, Z13, K3, Z9
-	VPERMT2D        Z16, Z2, Z13
-	VPADDD          Z9, Z13, Z13
-	VPSUBD.BCST     40(BX), Z13, Z13
-	VCVTDQ2PS       Z13, Z9
-	VMULPS          Z8, Z9, Z9
-	VMULPS.BCST     32(BX), Z9, Z9
-	VADDPS          Z9, Z5, Z5
-	VPBLENDMD       Z17, Z14, K3, Z9
-	VPERMT2D        Z17, Z2, Z14
-	VPADDD          Z9, Z14, Z14
-	VPSUBD.BCST     104(BX), Z14, Z14
-	VCVTDQ2PS       Z14, Z9
-	VMULPS          Z8, Z9, Z9
-	VMULPS.BCST     96(BX), Z9, Z9
-	VADDPS          Z9, Z6, Z6
-	VPBLENDMD       Z18, Z15, K3, Z9
-	VPERMT2D        Z18, Z2, Z15
-	VPADDD          Z9, Z15, Z15
-	VPSUBD.BCST     168(BX), Z15, Z15
-	VCVTDQ2PS       Z15, Z9
-	VMULPS          Z8, Z9, Z9
-	VMULPS.BCST     160(BX), Z9, Z9
-	VADDPS          Z9, Z7, Z7
+	VPINSRQ         $0x01, R11, X14, X14
+	VINSERTI32X4    $0x01, X14, Y9, Y9
+	VCVTPH2PS       Y9, Z9
+	VPBROADCASTD    48(BX), Z14
+	VPDPBUSD.BCST   (BX), Z11, Z14
+	VPDPBUSD.BCST   4(BX), Z12, Z14
+	VPDPBUSD.BCST   8(BX), Z8, Z14
+	VPDPBUSD.BCST   12(BX), Z13, Z14
+	VPDPBUSD.BCST   16(BX), Z7, Z14
+	VPDPBUSD.BCST   20(BX), Z6, Z14
+	VPDPBUSD.BCST   24(BX), Z10, Z14
+	VPDPBUSD.BCST   28(BX), Z5, Z14
+	VCVTDQ2PS       Z14, Z14
+	VMULPS          Z9, Z14, Z14
+	VMULPS.BCST     32(BX), Z14, Z14
+	VADDPS          Z14, Z2, Z2
+	VPBROADCASTD    112(BX), Z14
+	VPDPBUSD.BCST   64(BX), Z11, Z14
+	VPDPBUSD.BCST   68(BX), Z12, Z14
+	VPDPBUSD.BCST   72(BX), Z8, Z14
+	VPDPBUSD.BCST   76(BX), Z13, Z14
+	VPDPBUSD.BCST   80(BX), Z7, Z14
+	VPDPBUSD.BCST   84(BX), Z6, Z14
+	VPDPBUSD.BCST   88(BX), Z10, Z14
+	VPDPBUSD.BCST   92(BX), Z5, Z14
+	VCVTDQ2PS       Z14, Z14
+	VMULPS          Z9, Z14, Z14
+	VMULPS.BCST     96(BX), Z14, Z14
+	VADDPS          Z14, Z3, Z3
+	VPBROADCASTD    176(BX), Z14
+	VPDPBUSD.BCST   128(BX), Z11, Z14
+	VPDPBUSD.BCST   132(BX), Z12, Z14
+	VPDPBUSD.BCST   136(BX), Z8, Z14
+	VPDPBUSD.BCST   140(BX), Z13, Z14
+	VPDPBUSD.BCST   144(BX), Z7, Z14
+	VPDPBUSD.BCST   148(BX), Z6, Z14
+	VPDPBUSD.BCST   152(BX), Z10, Z14
+	VPDPBUSD.BCST   156(BX), Z5, Z14
+	VCVTDQ2PS       Z14, Z5
+	VMULPS          Z9, Z5, Z5
+	VMULPS.BCST     160(BX), Z5, Z5
+	VADDPS          Z5, Z4, Z4
 	PREFETCHT0      256(AX)
 	PREFETCHT0      256(AX)(CX*1)
 	PREFETCHT0      256(AX)(CX*2)
@@ -2631,13 +2313,16 @@ dotQ4_0x16x3VNNI_loop:
 	JMP             dotQ4_0x16x3VNNI_loop
 
 dotQ4_0x16x3VNNI_done:
-	MOVQ    out+40(FP), AX
-	MOVQ    ostride+48(FP), CX
-	VMOVUPS Z5, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z6, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z7, (AX)
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
 	VZEROUPPER
 	RET
 
@@ -2653,155 +2338,65 @@ TEXT ·dotQ4_0x16x3GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
-	MOVL      $0x0000aaaa, R11
-	KMOVW     R11, K1
-	VMOVDQU64 rv16perm1<>+0(SB), Z0
-	MOVL      $0x0000cccc, R11
-	KMOVW     R11, K2
-	VMOVDQU64 rv16perm2<>+0(SB), Z1
-	MOVL      $0x0000f0f0, R11
-	KMOVW     R11, K3
-	VMOVDQU64 rv16perm4<>+0(SB), Z2
-	VMOVDQU64 rv16nib<>+0(SB), Z3
+	VMOVDQU64 rv16nib<>+0(SB), Z0
 	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K4
-	VPXORD    Z4, Z4, Z4
-	VPXORD    Z5, Z5, Z5
-	VPXORD    Z6, Z6, Z6
+	KMOVW     R11, K1
+	VPXORD    Z1, Z1, Z1
+	VPXORD    Z2, Z2, Z2
+	VPXORD    Z3, Z3, Z3
 
 dotQ4_0x16x3GFNI_loop:
 	TESTQ           DX, DX
 	JZ              dotQ4_0x16x3GFNI_done
-	VBROADCASTI64X4 (BX), Z7
-	VBROADCASTI64X4 64(BX), Z8
-	VBROADCASTI64X4 128(BX), Z9
-	VBROADCASTI32X4 2(AX), Z10
-	VBROADCASTI32X4 2(R9), K4, Z10
-	VGF2P8AFFINEQB  $0x00, Z3, Z10, Z10
-	VBROADCASTI32X4 2(AX)(CX*1), Z11
-	VBROADCASTI32X4 2(R9)(CX*1), K4, Z11
-	VGF2P8AFFINEQB  $0x00, Z3, Z11, Z11
-	VPXORD          Z12, Z12, Z12
-	VPDPBUSD        Z7, Z10, Z12
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD        Z7, Z11, Z13
-	VPBLENDMD       Z13, Z12, K1, Z14
-	VPERMT2D        Z13, Z0, Z12
-	VPADDD          Z14, Z12, Z12
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD        Z8, Z10, Z13
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD        Z8, Z11, Z14
-	VPBLENDMD       Z14, Z13, K1, Z15
-	VPERMT2D        Z14, Z0, Z13
-	VPADDD          Z15, Z13, Z13
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD        Z9, Z10, Z14
-	VPXORD          Z10, Z10, Z10
-	VPDPBUSD        Z9, Z11, Z10
-	VPBLENDMD       Z10, Z14, K1, Z11
-	VPERMT2D        Z10, Z0, Z14
-	VPADDD          Z11, Z14, Z14
-	VBROADCASTI32X4 2(AX)(CX*2), Z10
-	VBROADCASTI32X4 2(R9)(CX*2), K4, Z10
-	VGF2P8AFFINEQB  $0x00, Z3, Z10, Z10
-	VBROADCASTI32X4 2(AX)(DI*1), Z11
-	VBROADCASTI32X4 2(R9)(DI*1), K4, Z11
-	VGF2P8AFFINEQB  $0x00, Z3, Z11, Z11
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD        Z7, Z10, Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD        Z7, Z11, Z16
-	VPBLENDMD       Z16, Z15, K1, Z17
-	VPERMT2D        Z16, Z0, Z15
-	VPADDD          Z17, Z15, Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD        Z8, Z10, Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD        Z8, Z11, Z17
-	VPBLENDMD       Z17, Z16, K1, Z18
-	VPERMT2D        Z17, Z0, Z16
-	VPADDD          Z18, Z16, Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD        Z9, Z10, Z17
-	VPXORD          Z10, Z10, Z10
-	VPDPBUSD        Z9, Z11, Z10
-	VPBLENDMD       Z10, Z17, K1, Z11
-	VPERMT2D        Z10, Z0, Z17
-	VPADDD          Z11, Z17, Z17
-	VPBLENDMD       Z15, Z12, K2, Z10
-	VPERMT2D        Z15, Z1, Z12
-	VPADDD          Z10, Z12, Z12
-	VPBLENDMD       Z16, Z13, K2, Z10
-	VPERMT2D        Z16, Z1, Z13
-	VPADDD          Z10, Z13, Z13
-	VPBLENDMD       Z17, Z14, K2, Z10
-	VPERMT2D        Z17, Z1, Z14
-	VPADDD          Z10, Z14, Z14
-	VBROADCASTI32X4 2(R8), Z10
-	VBROADCASTI32X4 2(R10), K4, Z10
-	VGF2P8AFFINEQB  $0x00, Z3, Z10, Z10
-	VBROADCASTI32X4 2(R8)(CX*1), Z11
-	VBROADCASTI32X4 2(R10)(CX*1), K4, Z11
-	VGF2P8AFFINEQB  $0x00, Z3, Z11, Z11
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD        Z7, Z10, Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD        Z7, Z11, Z16
-	VPBLENDMD       Z16, Z15, K1, Z17
-	VPERMT2D        Z16, Z0, Z15
-	VPADDD          Z17, Z15, Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD        Z8, Z10, Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD        Z8, Z11, Z17
-	VPBLENDMD       Z17, Z16, K1, Z18
-	VPERMT2D        Z17, Z0, Z16
-	VPADDD          Z18, Z16, Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD        Z9, Z10, Z17
-	VPXORD          Z10, Z10, Z10
-	VPDPBUSD        Z9, Z11, Z10
-	VPBLENDMD       Z10, Z17, K1, Z11
-	VPERMT2D        Z10, Z0, Z17
-	VPADDD          Z11, Z17, Z17
+	VBROADCASTI32X4 2(AX), Z4
+	VBROADCASTI32X4 2(R9), K1, Z4
+	VGF2P8AFFINEQB  $0x00, Z0, Z4, Z4
+	VBROADCASTI32X4 2(AX)(CX*1), Z5
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z5
+	VGF2P8AFFINEQB  $0x00, Z0, Z5, Z5
+	VBROADCASTI32X4 2(AX)(CX*2), Z6
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z6
+	VGF2P8AFFINEQB  $0x00, Z0, Z6, Z6
+	VBROADCASTI32X4 2(AX)(DI*1), Z7
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z7
+	VGF2P8AFFINEQB  $0x00, Z0, Z7, Z7
+	VBROADCASTI32X4 2(R8), Z8
+	VBROADCASTI32X4 2(R10), K1, Z8
+	VGF2P8AFFINEQB  $0x00, Z0, Z8, Z8
+	VBROADCASTI32X4 2(R8)(CX*1), Z9
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z9
+	VGF2P8AFFINEQB  $0x00, Z0, Z9, Z9
 	VBROADCASTI32X4 2(R8)(CX*2), Z10
-	VBROADCASTI32X4 2(R10)(CX*2), K4, Z10
-	VGF2P8AFFINEQB  $0x00, Z3, Z10, Z10
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z10
+	VGF2P8AFFINEQB  $0x00, Z0, Z10, Z10
 	VBROADCASTI32X4 2(R8)(DI*1), Z11
-	VBROADCASTI32X4 2(R10)(DI*1), K4, Z11
-	VGF2P8AFFINEQB  $0x00, Z3, Z11, Z11
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD        Z7, Z10, Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD        Z7, Z11, Z19
-	VPBLENDMD       Z19, Z18, K1, Z7
-	VPERMT2D        Z19, Z0, Z18
-	VPADDD          Z7, Z18, Z18
-	VPXORD          Z7, Z7, Z7
-	VPDPBUSD        Z8, Z10, Z7
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD        Z8, Z11, Z19
-	VPBLENDMD       Z19, Z7, K1, Z8
-	VPERMT2D        Z19, Z0, Z7
-	VPADDD          Z8, Z7, Z7
-	VPXORD          Z8, Z8, Z8
-	VPDPBUSD        Z9, Z10, Z8
-	VPXORD          Z10, Z10, Z10
-	VPDPBUSD        Z9, Z11, Z10
-	VPBLENDMD       Z10, Z8, K1, Z9
-	VPERMT2D        Z10, Z0, Z8
-	VPADDD          Z9, Z8, Z8
-	VPBLENDMD       Z18, Z15, K2, Z9
-	VPERMT2D        Z18, Z1, Z15
-	VPADDD          Z9, Z15, Z15
-	VPBLENDMD       Z7, Z16, K2, Z9
-	VPERMT2D        Z7, Z1, Z16
-	VPADDD          Z9, Z16, Z16
-	VPBLENDMD       Z8, Z17, K2, Z7
-	VPERMT2D        Z8, Z1, Z17
-	VPADDD          Z7, Z17, Z17
-	VPXOR           Y7, Y7, Y7
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z11
+	VGF2P8AFFINEQB  $0x00, Z0, Z11, Z11
+	VPUNPCKLDQ      Z5, Z4, Z12
+	VPUNPCKHDQ      Z5, Z4, Z4
+	VPUNPCKLDQ      Z7, Z6, Z5
+	VPUNPCKHDQ      Z7, Z6, Z6
+	VPUNPCKLDQ      Z9, Z8, Z7
+	VPUNPCKHDQ      Z9, Z8, Z8
+	VPUNPCKLDQ      Z11, Z10, Z9
+	VPUNPCKHDQ      Z11, Z10, Z10
+	VPUNPCKLQDQ     Z5, Z12, Z11
+	VPUNPCKHQDQ     Z5, Z12, Z5
+	VPUNPCKLQDQ     Z6, Z4, Z12
+	VPUNPCKHQDQ     Z6, Z4, Z4
+	VPUNPCKLQDQ     Z9, Z7, Z6
+	VPUNPCKHQDQ     Z9, Z7, Z7
+	VPUNPCKLQDQ     Z10, Z8, Z9
+	VPUNPCKHQDQ     Z10, Z8, Z8
+	VSHUFI64X2      $0x88, Z6, Z11, Z10
+	VSHUFI64X2      $0xdd, Z6, Z11, Z6
+	VSHUFI64X2      $0x88, Z7, Z5, Z11
+	VSHUFI64X2      $0xdd, Z7, Z5, Z5
+	VSHUFI64X2      $0x88, Z9, Z12, Z7
+	VSHUFI64X2      $0xdd, Z9, Z12, Z9
+	VSHUFI64X2      $0x88, Z8, Z4, Z12
+	VSHUFI64X2      $0xdd, Z8, Z4, Z4
+	VPXOR           Y8, Y8, Y8
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -2812,18 +2407,7 @@ dotQ4_0x16x3GFNI_loop:
 	MOVWQZX         (AX)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X7
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X7, X7
+	VMOVQ           R11, X8
 	MOVWQZX         (R9), R11
 	MOVWQZX         (R9)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -2834,7 +2418,18 @@ dotQ4_0x16x3GFNI_loop:
 	MOVWQZX         (R9)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X8
+	VPINSRQ         $0x01, R11, X8, X8
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X13
 	MOVWQZX         (R10), R11
 	MOVWQZX         (R10)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -2845,33 +2440,48 @@ dotQ4_0x16x3GFNI_loop:
 	MOVWQZX         (R10)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X8, X8
-	VINSERTI32X4    $0x01, X8, Y7, Y7
-	VCVTPH2PS       Y7, Z7
-	VPBLENDMD       Z15, Z12, K3, Z8
-	VPERMT2D        Z15, Z2, Z12
-	VPADDD          Z8, Z12, Z12
-	VPSUBD.BCST     40(BX), Z12, Z12
-	VCVTDQ2PS       Z12, Z8
-	VMULPS          Z7, Z8, Z8
-	VMULPS.BCST     32(BX), Z8, Z8
-	VADDPS          Z8, Z4, Z4
-	VPBLENDMD       Z16, Z13, K3, Z8
-	VPERMT2D        Z16, Z2, Z13
-	VPADDD          Z8, Z13, Z13
-	VPSUBD.BCST     104(BX), Z13, Z13
-	VCVTDQ2PS       Z13, Z8
-	VMULPS          Z7, Z8, Z8
-	VMULPS.BCST     96(BX), Z8, Z8
-	VADDPS          Z8, Z5, Z5
-	VPBLENDMD       Z17, Z14, K3, Z8
-	VPERMT2D        Z17, Z2, Z14
-	VPADDD          Z8, Z14, Z14
-	VPSUBD.BCST     168(BX), Z14, Z14
-	VCVTDQ2PS       Z14, Z8
-	VMULPS          Z7, Z8, Z8
-	VMULPS.BCST     160(BX), Z8, Z8
-	VADDPS          Z8, Z6, Z6
+	VPINSRQ         $0x01, R11, X13, X13
+	VINSERTI32X4    $0x01, X13, Y8, Y8
+	VCVTPH2PS       Y8, Z8
+	VPBROADCASTD    48(BX), Z13
+	VPDPBUSD.BCST   (BX), Z10, Z13
+	VPDPBUSD.BCST   4(BX), Z11, Z13
+	VPDPBUSD.BCST   8(BX), Z7, Z13
+	VPDPBUSD.BCST   12(BX), Z12, Z13
+	VPDPBUSD.BCST   16(BX), Z6, Z13
+	VPDPBUSD.BCST   20(BX), Z5, Z13
+	VPDPBUSD.BCST   24(BX), Z9, Z13
+	VPDPBUSD.BCST   28(BX), Z4, Z13
+	VCVTDQ2PS       Z13, Z13
+	VMULPS          Z8, Z13, Z13
+	VMULPS.BCST     32(BX), Z13, Z13
+	VADDPS          Z13, Z1, Z1
+	VPBROADCASTD    112(BX), Z13
+	VPDPBUSD.BCST   64(BX), Z10, Z13
+	VPDPBUSD.BCST   68(BX), Z11, Z13
+	VPDPBUSD.BCST   72(BX), Z7, Z13
+	VPDPBUSD.BCST   76(BX), Z12, Z13
+	VPDPBUSD.BCST   80(BX), Z6, Z13
+	VPDPBUSD.BCST   84(BX), Z5, Z13
+	VPDPBUSD.BCST   88(BX), Z9, Z13
+	VPDPBUSD.BCST   92(BX), Z4, Z13
+	VCVTDQ2PS       Z13, Z13
+	VMULPS          Z8, Z13, Z13
+	VMULPS.BCST     96(BX), Z13, Z13
+	VADDPS          Z13, Z2, Z2
+	VPBROADCASTD    176(BX), Z13
+	VPDPBUSD.BCST   128(BX), Z10, Z13
+	VPDPBUSD.BCST   132(BX), Z11, Z13
+	VPDPBUSD.BCST   136(BX), Z7, Z13
+	VPDPBUSD.BCST   140(BX), Z12, Z13
+	VPDPBUSD.BCST   144(BX), Z6, Z13
+	VPDPBUSD.BCST   148(BX), Z5, Z13
+	VPDPBUSD.BCST   152(BX), Z9, Z13
+	VPDPBUSD.BCST   156(BX), Z4, Z13
+	VCVTDQ2PS       Z13, Z4
+	VMULPS          Z8, Z4, Z4
+	VMULPS.BCST     160(BX), Z4, Z4
+	VADDPS          Z4, Z3, Z3
 	PREFETCHT0      256(AX)
 	PREFETCHT0      256(AX)(CX*1)
 	PREFETCHT0      256(AX)(CX*2)
@@ -2897,13 +2507,16 @@ dotQ4_0x16x3GFNI_loop:
 	JMP             dotQ4_0x16x3GFNI_loop
 
 dotQ4_0x16x3GFNI_done:
-	MOVQ    out+40(FP), AX
-	MOVQ    ostride+48(FP), CX
-	VMOVUPS Z4, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z5, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z6, (AX)
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
 	VZEROUPPER
 	RET
 
@@ -2919,200 +2532,75 @@ TEXT ·dotQ8_0x16x4VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0000aaaa, R11
-	KMOVW        R11, K1
-	VMOVDQU64    rv16perm1<>+0(SB), Z0
-	MOVL         $0x0000cccc, R11
-	KMOVW        R11, K2
-	VMOVDQU64    rv16perm2<>+0(SB), Z1
-	MOVL         $0x0000f0f0, R11
-	KMOVW        R11, K3
-	VMOVDQU64    rv16perm4<>+0(SB), Z2
 	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z3
+	VPBROADCASTD R11, Z0
 	MOVL         $0x000000f0, R11
-	KMOVW        R11, K4
+	KMOVW        R11, K1
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
-	VPXORD       Z5, Z5, Z5
-	VPXORD       Z6, Z6, Z6
-	VPXORD       Z7, Z7, Z7
 
 dotQ8_0x16x4VNNI_loop:
 	TESTQ             DX, DX
 	JZ                dotQ8_0x16x4VNNI_done
-	VBROADCASTI64X4   (BX), Z8
-	VBROADCASTI64X4   64(BX), Z9
-	VBROADCASTI64X4   128(BX), Z10
-	VBROADCASTI64X4   192(BX), Z11
-	VPXORD            Z12, Z12, Z12
-	VMOVDQU64         2(AX), Y12
-	VBROADCASTI64X4.Z 2(R9), K4, Z13
-	VPTERNLOGD        $0x56, Z3, Z13, Z12
-	VPXORD            Z13, Z13, Z13
-	VMOVDQU64         2(AX)(CX*1), Y13
-	VBROADCASTI64X4.Z 2(R9)(CX*1), K4, Z14
-	VPTERNLOGD        $0x56, Z3, Z14, Z13
-	VPXORD            Z14, Z14, Z14
-	VPDPBUSD          Z8, Z12, Z14
-	VPXORD            Z15, Z15, Z15
-	VPDPBUSD          Z8, Z13, Z15
-	VPBLENDMD         Z15, Z14, K1, Z16
-	VPERMT2D          Z15, Z0, Z14
-	VPADDD            Z16, Z14, Z14
-	VPXORD            Z15, Z15, Z15
-	VPDPBUSD          Z9, Z12, Z15
-	VPXORD            Z16, Z16, Z16
-	VPDPBUSD          Z9, Z13, Z16
-	VPBLENDMD         Z16, Z15, K1, Z17
-	VPERMT2D          Z16, Z0, Z15
-	VPADDD            Z17, Z15, Z15
-	VPXORD            Z16, Z16, Z16
-	VPDPBUSD          Z10, Z12, Z16
-	VPXORD            Z17, Z17, Z17
-	VPDPBUSD          Z10, Z13, Z17
-	VPBLENDMD         Z17, Z16, K1, Z18
-	VPERMT2D          Z17, Z0, Z16
-	VPADDD            Z18, Z16, Z16
-	VPXORD            Z17, Z17, Z17
-	VPDPBUSD          Z11, Z12, Z17
-	VPXORD            Z12, Z12, Z12
-	VPDPBUSD          Z11, Z13, Z12
-	VPBLENDMD         Z12, Z17, K1, Z13
-	VPERMT2D          Z12, Z0, Z17
-	VPADDD            Z13, Z17, Z17
-	VPXORD            Z12, Z12, Z12
-	VMOVDQU64         2(AX)(CX*2), Y12
-	VBROADCASTI64X4.Z 2(R9)(CX*2), K4, Z13
-	VPTERNLOGD        $0x56, Z3, Z13, Z12
-	VPXORD            Z13, Z13, Z13
-	VMOVDQU64         2(AX)(DI*1), Y13
-	VBROADCASTI64X4.Z 2(R9)(DI*1), K4, Z18
-	VPTERNLOGD        $0x56, Z3, Z18, Z13
-	VPXORD            Z18, Z18, Z18
-	VPDPBUSD          Z8, Z12, Z18
-	VPXORD            Z19, Z19, Z19
-	VPDPBUSD          Z8, Z13, Z19
-	VPBLENDMD         Z19, Z18, K1, Z20
-	VPERMT2D          Z19, Z0, Z18
-	VPADDD            Z20, Z18, Z18
-	VPXORD            Z19, Z19, Z19
-	VPDPBUSD          Z9, Z12, Z19
-	VPXORD            Z20, Z20, Z20
-	VPDPBUSD          Z9, Z13, Z20
-	VPBLENDMD         Z20, Z19, K1, Z21
-	VPERMT2D          Z20, Z0, Z19
-	VPADDD            Z21, Z19, Z19
-	VPXORD            Z20, Z20, Z20
-	VPDPBUSD          Z10, Z12, Z20
-	VPXORD            Z21, Z21, Z21
-	VPDPBUSD          Z10, Z13, Z21
-	VPBLENDMD         Z21, Z20, K1, Z22
-	VPERMT2D          Z21, Z0, Z20
-	VPADDD            Z22, Z20, Z20
-	VPXORD            Z21, Z21, Z21
-	VPDPBUSD          Z11, Z12, Z21
-	VPXORD            Z12, Z12, Z12
-	VPDPBUSD          Z11, Z13, Z12
-	VPBLENDMD         Z12, Z21, K1, Z13
-	VPERMT2D          Z12, Z0, Z21
-	VPADDD            Z13, Z21, Z21
-	VPBLENDMD         Z18, Z14, K2, Z12
-	VPERMT2D          Z18, Z1, Z14
-	VPADDD            Z12, Z14, Z14
-	VPBLENDMD         Z19, Z15, K2, Z12
-	VPERMT2D          Z19, Z1, Z15
-	VPADDD            Z12, Z15, Z15
-	VPBLENDMD         Z20, Z16, K2, Z12
-	VPERMT2D          Z20, Z1, Z16
-	VPADDD            Z12, Z16, Z16
-	VPBLENDMD         Z21, Z17, K2, Z12
-	VPERMT2D          Z21, Z1, Z17
-	VPADDD            Z12, Z17, Z17
-	VPXORD            Z12, Z12, Z12
-	VMOVDQU64         2(R8), Y12
-	VBROADCASTI64X4.Z 2(R10), K4, Z13
-	VPTERNLOGD        $0x56, Z3, Z13, Z12
-	VPXORD            Z13, Z13, Z13
-	VMOVDQU64         2(R8)(CX*1), Y13
-	VBROADCASTI64X4.Z 2(R10)(CX*1), K4, Z18
-	VPTERNLOGD        $0x56, Z3, Z18, Z13
-	VPXORD            Z18, Z18, Z18
-	VPDPBUSD          Z8, Z12, Z18
-	VPXORD            Z19, Z19, Z19
-	VPDPBUSD          Z8, Z13, Z19
-	VPBLENDMD         Z19, Z18, K1, Z20
-	VPERMT2D          Z19, Z0, Z18
-	VPADDD            Z20, Z18, Z18
-	VPXORD            Z19, Z19, Z19
-	VPDPBUSD          Z9, Z12, Z19
-	VPXORD            Z20, Z20, Z20
-	VPDPBUSD          Z9, Z13, Z20
-	VPBLENDMD         Z20, Z19, K1, Z21
-	VPERMT2D          Z20, Z0, Z19
-	VPADDD            Z21, Z19, Z19
-	VPXORD            Z20, Z20, Z20
-	VPDPBUSD          Z10, Z12, Z20
-	VPXORD            Z21, Z21, Z21
-	VPDPBUSD          Z10, Z13, Z21
-	VPBLENDMD         Z21, Z20, K1, Z22
-	VPERMT2D          Z21, Z0, Z20
-	VPADDD            Z22, Z20, Z20
-	VPXORD            Z21, Z21, Z21
-	VPDPBUSD          Z11, Z12, Z21
-	VPXORD            Z12, Z12, Z12
-	VPDPBUSD          Z11, Z13, Z12
-	VPBLENDMD         Z12, Z21, K1, Z13
-	VPERMT2D          Z12, Z0, Z21
-	VPADDD            Z13, Z21, Z21
-	VPXORD            Z12, Z12, Z12
-	VMOVDQU64         2(R8)(CX*2), Y12
-	VBROADCASTI64X4.Z 2(R10)(CX*2), K4, Z13
-	VPTERNLOGD        $0x56, Z3, Z13, Z12
-	VPXORD            Z13, Z13, Z13
-	VMOVDQU64         2(R8)(DI*1), Y13
-	VBROADCASTI64X4.Z 2(R10)(DI*1), K4, Z22
-	VPTERNLOGD        $0x56, Z3, Z22, Z13
-	VPXORD            Z22, Z22, Z22
-	VPDPBUSD          Z8, Z12, Z22
-	VPXORD            Z23, Z23, Z23
-	VPDPBUSD          Z8, Z13, Z23
-	VPBLENDMD         Z23, Z22, K1, Z8
-	VPERMT2D          Z23, Z0, Z22
-	VPADDD            Z8, Z22, Z22
+	VPXORD            Z5, Z5, Z5
+	VMOVDQU64         2(AX), Y5
+	VBROADCASTI64X4.Z 2(R9), K1, Z6
+	VPTERNLOGD        $0x56, Z0, Z6, Z5
+	VPXORD            Z6, Z6, Z6
+	VMOVDQU64         2(AX)(CX*1), Y6
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K1, Z7
+	VPTERNLOGD        $0x56, Z0, Z7, Z6
+	VPXORD            Z7, Z7, Z7
+	VMOVDQU64         2(AX)(CX*2), Y7
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K1, Z8
+	VPTERNLOGD        $0x56, Z0, Z8, Z7
 	VPXORD            Z8, Z8, Z8
-	VPDPBUSD          Z9, Z12, Z8
-	VPXORD            Z23, Z23, Z23
-	VPDPBUSD          Z9, Z13, Z23
-	VPBLENDMD         Z23, Z8, K1, Z9
-	VPERMT2D          Z23, Z0, Z8
-	VPADDD            Z9, Z8, Z8
+	VMOVDQU64         2(AX)(DI*1), Y8
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K1, Z9
+	VPTERNLOGD        $0x56, Z0, Z9, Z8
 	VPXORD            Z9, Z9, Z9
-	VPDPBUSD          Z10, Z12, Z9
-	VPXORD            Z23, Z23, Z23
-	VPDPBUSD          Z10, Z13, Z23
-	VPBLENDMD         Z23, Z9, K1, Z10
-	VPERMT2D          Z23, Z0, Z9
-	VPADDD            Z10, Z9, Z9
+	VMOVDQU64         2(R8), Y9
+	VBROADCASTI64X4.Z 2(R10), K1, Z10
+	VPTERNLOGD        $0x56, Z0, Z10, Z9
 	VPXORD            Z10, Z10, Z10
-	VPDPBUSD          Z11, Z12, Z10
+	VMOVDQU64         2(R8)(CX*1), Y10
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K1, Z11
+	VPTERNLOGD        $0x56, Z0, Z11, Z10
+	VPXORD            Z11, Z11, Z11
+	VMOVDQU64         2(R8)(CX*2), Y11
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K1, Z12
+	VPTERNLOGD        $0x56, Z0, Z12, Z11
 	VPXORD            Z12, Z12, Z12
-	VPDPBUSD          Z11, Z13, Z12
-	VPBLENDMD         Z12, Z10, K1, Z11
-	VPERMT2D          Z12, Z0, Z10
-	VPADDD            Z11, Z10, Z10
-	VPBLENDMD         Z22, Z18, K2, Z11
-	VPERMT2D          Z22, Z1, Z18
-	VPADDD            Z11, Z18, Z18
-	VPBLENDMD         Z8, Z19, K2, Z11
-	VPERMT2D          Z8, Z1, Z19
-	VPADDD            Z11, Z19, Z19
-	VPBLENDMD         Z9, Z20, K2, Z8
-	VPERMT2D          Z9, Z1, Z20
-	VPADDD            Z8, Z20, Z20
-	VPBLENDMD         Z10, Z21, K2, Z8
-	VPERMT2D          Z10, Z1, Z21
-	VPADDD            Z8, Z21, Z21
-	VPXOR             Y8, Y8, Y8
+	VMOVDQU64         2(R8)(DI*1), Y12
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K1, Z13
+	VPTERNLOGD        $0x56, Z0, Z13, Z12
+	VPUNPCKLDQ        Z6, Z5, Z13
+	VPUNPCKHDQ        Z6, Z5, Z5
+	VPUNPCKLDQ        Z8, Z7, Z6
+	VPUNPCKHDQ        Z8, Z7, Z7
+	VPUNPCKLDQ        Z10, Z9, Z8
+	VPUNPCKHDQ        Z10, Z9, Z9
+	VPUNPCKLDQ        Z12, Z11, Z10
+	VPUNPCKHDQ        Z12, Z11, Z11
+	VPUNPCKLQDQ       Z6, Z13, Z12
+	VPUNPCKHQDQ       Z6, Z13, Z6
+	VPUNPCKLQDQ       Z7, Z5, Z13
+	VPUNPCKHQDQ       Z7, Z5, Z5
+	VPUNPCKLQDQ       Z10, Z8, Z7
+	VPUNPCKHQDQ       Z10, Z8, Z8
+	VPUNPCKLQDQ       Z11, Z9, Z10
+	VPUNPCKHQDQ       Z11, Z9, Z9
+	VSHUFI64X2        $0x88, Z7, Z12, Z11
+	VSHUFI64X2        $0xdd, Z7, Z12, Z7
+	VSHUFI64X2        $0x88, Z8, Z6, Z12
+	VSHUFI64X2        $0xdd, Z8, Z6, Z6
+	VSHUFI64X2        $0x88, Z10, Z13, Z8
+	VSHUFI64X2        $0xdd, Z10, Z13, Z10
+	VSHUFI64X2        $0x88, Z9, Z5, Z13
+	VSHUFI64X2        $0xdd, Z9, Z5, Z5
+	VPXOR             Y9, Y9, Y9
 	MOVWQZX           (AX), R11
 	MOVWQZX           (AX)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -3123,18 +2611,7 @@ dotQ8_0x16x4VNNI_loop:
 	MOVWQZX           (AX)(DI*1), R12
 	SHLQ              $0x30, R12
 	ORQ               R12, R11
-	VMOVQ             R11, X8
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X8, X8
+	VMOVQ             R11, X9
 	MOVWQZX           (R9), R11
 	MOVWQZX           (R9)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -3145,7 +2622,18 @@ dotQ8_0x16x4VNNI_loop:
 	MOVWQZX           (R9)(DI*1), R12
 	SHLQ              $0x30, R12
 	ORQ               R12, R11
-	VMOVQ             R11, X9
+	VPINSRQ           $0x01, R11, X9, X9
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X14
 	MOVWQZX           (R10), R11
 	MOVWQZX           (R10)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -3156,41 +2644,61 @@ dotQ8_0x16x4VNNI_loop:
 	MOVWQZX           (R10)(DI*1), R12
 	SHLQ              $0x30, R12
 	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X9, X9
-	VINSERTI32X4      $0x01, X9, Y8, Y8
-	VCVTPH2PS         Y8, Z8
-	VPBLENDMD         Z18, Z14, K3, Z9
-	VPERMT2D          Z18, Z2, Z14
-	VPADDD            Z9, Z14, Z14
-	VPSUBD.BCST       36(BX), Z14, Z14
-	VCVTDQ2PS         Z14, Z9
-	VMULPS.BCST       32(BX), Z8, Z10
-	VMULPS            Z10, Z9, Z9
-	VADDPS            Z9, Z4, Z4
-	VPBLENDMD         Z19, Z15, K3, Z9
-	VPERMT2D          Z19, Z2, Z15
-	VPADDD            Z9, Z15, Z15
-	VPSUBD.BCST       100(BX), Z15, Z15
-	VCVTDQ2PS         Z15, Z9
-	VMULPS.BCST       96(BX), Z8, Z10
-	VMULPS            Z10, Z9, Z9
-	VADDPS            Z9, Z5, Z5
-	VPBLENDMD         Z20, Z16, K3, Z9
-	VPERMT2D          Z20, Z2, Z16
-	VPADDD            Z9, Z16, Z16
-	VPSUBD.BCST       164(BX), Z16, Z16
-	VCVTDQ2PS         Z16, Z9
-	VMULPS.BCST       160(BX), Z8, Z10
-	VMULPS            Z10, Z9, Z9
-	VADDPS            Z9, Z6, Z6
-	VPBLENDMD         Z21, Z17, K3, Z9
-	VPERMT2D          Z21, Z2, Z17
-	VPADDD            Z9, Z17, Z17
-	VPSUBD.BCST       228(BX), Z17, Z17
-	VCVTDQ2PS         Z17, Z9
-	VMULPS.BCST       224(BX), Z8, Z8
-	VMULPS            Z8, Z9, Z9
-	VADDPS            Z9, Z7, Z7
+	VPINSRQ           $0x01, R11, X14, X14
+	VINSERTI32X4      $0x01, X14, Y9, Y9
+	VCVTPH2PS         Y9, Z9
+	VPBROADCASTD      44(BX), Z14
+	VPDPBUSD.BCST     (BX), Z11, Z14
+	VPDPBUSD.BCST     4(BX), Z12, Z14
+	VPDPBUSD.BCST     8(BX), Z8, Z14
+	VPDPBUSD.BCST     12(BX), Z13, Z14
+	VPDPBUSD.BCST     16(BX), Z7, Z14
+	VPDPBUSD.BCST     20(BX), Z6, Z14
+	VPDPBUSD.BCST     24(BX), Z10, Z14
+	VPDPBUSD.BCST     28(BX), Z5, Z14
+	VCVTDQ2PS         Z14, Z14
+	VMULPS.BCST       32(BX), Z9, Z15
+	VMULPS            Z15, Z14, Z14
+	VADDPS            Z14, Z1, Z1
+	VPBROADCASTD      108(BX), Z14
+	VPDPBUSD.BCST     64(BX), Z11, Z14
+	VPDPBUSD.BCST     68(BX), Z12, Z14
+	VPDPBUSD.BCST     72(BX), Z8, Z14
+	VPDPBUSD.BCST     76(BX), Z13, Z14
+	VPDPBUSD.BCST     80(BX), Z7, Z14
+	VPDPBUSD.BCST     84(BX), Z6, Z14
+	VPDPBUSD.BCST     88(BX), Z10, Z14
+	VPDPBUSD.BCST     92(BX), Z5, Z14
+	VCVTDQ2PS         Z14, Z14
+	VMULPS.BCST       96(BX), Z9, Z15
+	VMULPS            Z15, Z14, Z14
+	VADDPS            Z14, Z2, Z2
+	VPBROADCASTD      172(BX), Z14
+	VPDPBUSD.BCST     128(BX), Z11, Z14
+	VPDPBUSD.BCST     132(BX), Z12, Z14
+	VPDPBUSD.BCST     136(BX), Z8, Z14
+	VPDPBUSD.BCST     140(BX), Z13, Z14
+	VPDPBUSD.BCST     144(BX), Z7, Z14
+	VPDPBUSD.BCST     148(BX), Z6, Z14
+	VPDPBUSD.BCST     152(BX), Z10, Z14
+	VPDPBUSD.BCST     156(BX), Z5, Z14
+	VCVTDQ2PS         Z14, Z14
+	VMULPS.BCST       160(BX), Z9, Z15
+	VMULPS            Z15, Z14, Z14
+	VADDPS            Z14, Z3, Z3
+	VPBROADCASTD      236(BX), Z14
+	VPDPBUSD.BCST     192(BX), Z11, Z14
+	VPDPBUSD.BCST     196(BX), Z12, Z14
+	VPDPBUSD.BCST     200(BX), Z8, Z14
+	VPDPBUSD.BCST     204(BX), Z13, Z14
+	VPDPBUSD.BCST     208(BX), Z7, Z14
+	VPDPBUSD.BCST     212(BX), Z6, Z14
+	VPDPBUSD.BCST     216(BX), Z10, Z14
+	VPDPBUSD.BCST     220(BX), Z5, Z14
+	VCVTDQ2PS         Z14, Z5
+	VMULPS.BCST       224(BX), Z9, Z6
+	VMULPS            Z6, Z5, Z5
+	VADDPS            Z5, Z4, Z4
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -3216,15 +2724,19 @@ dotQ8_0x16x4VNNI_loop:
 	JMP               dotQ8_0x16x4VNNI_loop
 
 dotQ8_0x16x4VNNI_done:
-	MOVQ    out+40(FP), AX
-	MOVQ    ostride+48(FP), CX
-	VMOVUPS Z4, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z5, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z6, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z7, (AX)
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
 	VZEROUPPER
 	RET
 
@@ -3240,201 +2752,76 @@ TEXT ·dotQ4_0x16x4VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0000aaaa, R11
-	KMOVW        R11, K1
-	VMOVDQU64    rv16perm1<>+0(SB), Z0
-	MOVL         $0x0000cccc, R11
-	KMOVW        R11, K2
-	VMOVDQU64    rv16perm2<>+0(SB), Z1
-	MOVL         $0x0000f0f0, R11
-	KMOVW        R11, K3
-	VMOVDQU64    rv16perm4<>+0(SB), Z2
 	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z3
-	VMOVDQU64    rv16shift<>+0(SB), Z4
+	VPBROADCASTD R11, Z0
+	VMOVDQU64    rv16shift<>+0(SB), Z1
 	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K4
+	KMOVW        R11, K1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
 	VPXORD       Z5, Z5, Z5
-	VPXORD       Z6, Z6, Z6
-	VPXORD       Z7, Z7, Z7
-	VPXORD       Z8, Z8, Z8
 
 dotQ4_0x16x4VNNI_loop:
 	TESTQ           DX, DX
 	JZ              dotQ4_0x16x4VNNI_done
-	VBROADCASTI64X4 (BX), Z9
-	VBROADCASTI64X4 64(BX), Z10
-	VBROADCASTI64X4 128(BX), Z11
-	VBROADCASTI64X4 192(BX), Z12
-	VBROADCASTI32X4 2(AX), Z13
-	VBROADCASTI32X4 2(R9), K4, Z13
-	VPSRLVQ         Z4, Z13, Z13
-	VPANDD          Z3, Z13, Z13
-	VBROADCASTI32X4 2(AX)(CX*1), Z14
-	VBROADCASTI32X4 2(R9)(CX*1), K4, Z14
-	VPSRLVQ         Z4, Z14, Z14
-	VPANDD          Z3, Z14, Z14
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD        Z9, Z13, Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD        Z9, Z14, Z16
-	VPBLENDMD       Z16, Z15, K1, Z17
-	VPERMT2D        Z16, Z0, Z15
-	VPADDD          Z17, Z15, Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD        Z10, Z13, Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD        Z10, Z14, Z17
-	VPBLENDMD       Z17, Z16, K1, Z18
-	VPERMT2D        Z17, Z0, Z16
-	VPADDD          Z18, Z16, Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD        Z11, Z13, Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD        Z11, Z14, Z18
-	VPBLENDMD       Z18, Z17, K1, Z19
-	VPERMT2D        Z18, Z0, Z17
-	VPADDD          Z19, Z17, Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD        Z12, Z13, Z18
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD        Z12, Z14, Z13
-	VPBLENDMD       Z13, Z18, K1, Z14
-	VPERMT2D        Z13, Z0, Z18
-	VPADDD          Z14, Z18, Z18
-	VBROADCASTI32X4 2(AX)(CX*2), Z13
-	VBROADCASTI32X4 2(R9)(CX*2), K4, Z13
-	VPSRLVQ         Z4, Z13, Z13
-	VPANDD          Z3, Z13, Z13
-	VBROADCASTI32X4 2(AX)(DI*1), Z14
-	VBROADCASTI32X4 2(R9)(DI*1), K4, Z14
-	VPSRLVQ         Z4, Z14, Z14
-	VPANDD          Z3, Z14, Z14
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD        Z9, Z13, Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD        Z9, Z14, Z20
-	VPBLENDMD       Z20, Z19, K1, Z21
-	VPERMT2D        Z20, Z0, Z19
-	VPADDD          Z21, Z19, Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD        Z10, Z13, Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD        Z10, Z14, Z21
-	VPBLENDMD       Z21, Z20, K1, Z22
-	VPERMT2D        Z21, Z0, Z20
-	VPADDD          Z22, Z20, Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD        Z11, Z13, Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD        Z11, Z14, Z22
-	VPBLENDMD       Z22, Z21, K1, Z23
-	VPERMT2D        Z22, Z0, Z21
-	VPADDD          Z23, Z21, Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD        Z12, Z13, Z22
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD        Z12, Z14, Z13
-	VPBLENDMD       Z13, Z22, K1, Z14
-	VPERMT2D        Z13, Z0, Z22
-	VPADDD          Z14, Z22, Z22
-	VPBLENDMD       Z19, Z15, K2, Z13
-	VPERMT2D        Z19, Z1, Z15
-	VPADDD          Z13, Z15, Z15
-	VPBLENDMD       Z20, Z16, K2, Z13
-	VPERMT2D        Z20, Z1, Z16
-	VPADDD          Z13, Z16, Z16
-	VPBLENDMD       Z21, Z17, K2, Z13
-	VPERMT2D        Z21, Z1, Z17
-	VPADDD          Z13, Z17, Z17
-	VPBLENDMD       Z22, Z18, K2, Z13
-	VPERMT2D        Z22, Z1, Z18
-	VPADDD          Z13, Z18, Z18
-	VBROADCASTI32X4 2(R8), Z13
-	VBROADCASTI32X4 2(R10), K4, Z13
-	VPSRLVQ         Z4, Z13, Z13
-	VPANDD          Z3, Z13, Z13
-	VBROADCASTI32X4 2(R8)(CX*1), Z14
-	VBROADCASTI32X4 2(R10)(CX*1), K4, Z14
-	VPSRLVQ         Z4, Z14, Z14
-	VPANDD          Z3, Z14, Z14
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD        Z9, Z13, Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD        Z9, Z14, Z20
-	VPBLENDMD       Z20, Z19, K1, Z21
-	VPERMT2D        Z20, Z0, Z19
-	VPADDD          Z21, Z19, Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD        Z10, Z13, Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD        Z10, Z14, Z21
-	VPBLENDMD       Z21, Z20, K1, Z22
-	VPERMT2D        Z21, Z0, Z20
-	VPADDD          Z22, Z20, Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD        Z11, Z13, Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD        Z11, Z14, Z22
-	VPBLENDMD       Z22, Z21, K1, Z23
-	VPERMT2D        Z22, Z0, Z21
-	VPADDD          Z23, Z21, Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD        Z12, Z13, Z22
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD        Z12, Z14, Z13
-	VPBLENDMD       Z13, Z22, K1, Z14
-	VPERMT2D        Z13, Z0, Z22
-	VPADDD          Z14, Z22, Z22
-	VBROADCASTI32X4 2(R8)(CX*2), Z13
-	VBROADCASTI32X4 2(R10)(CX*2), K4, Z13
-	VPSRLVQ         Z4, Z13, Z13
-	VPANDD          Z3, Z13, Z13
-	VBROADCASTI32X4 2(R8)(DI*1), Z14
-	VBROADCASTI32X4 2(R10)(DI*1), K4, Z14
-	VPSRLVQ         Z4, Z14, Z14
-	VPANDD          Z3, Z14, Z14
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD        Z9, Z13, Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD        Z9, Z14, Z24
-	VPBLENDMD       Z24, Z23, K1, Z9
-	VPERMT2D        Z24, Z0, Z23
-	VPADDD          Z9, Z23, Z23
-	VPXORD          Z9, Z9, Z9
-	VPDPBUSD        Z10, Z13, Z9
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD        Z10, Z14, Z24
-	VPBLENDMD       Z24, Z9, K1, Z10
-	VPERMT2D        Z24, Z0, Z9
-	VPADDD          Z10, Z9, Z9
-	VPXORD          Z10, Z10, Z10
-	VPDPBUSD        Z11, Z13, Z10
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD        Z11, Z14, Z24
-	VPBLENDMD       Z24, Z10, K1, Z11
-	VPERMT2D        Z24, Z0, Z10
-	VPADDD          Z11, Z10, Z10
-	VPXORD          Z11, Z11, Z11
-	VPDPBUSD        Z12, Z13, Z11
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD        Z12, Z14, Z13
-	VPBLENDMD       Z13, Z11, K1, Z12
-	VPERMT2D        Z13, Z0, Z11
-	VPADDD          Z12, Z11, Z11
-	VPBLENDMD       Z23, Z19, K2, Z12
-	VPERMT2D        Z23, Z1, Z19
-	VPADDD          Z12, Z19, Z19
-	VPBLENDMD       Z9, Z20, K2, Z12
-	VPERMT2D        Z9, Z1, Z20
-	VPADDD          Z12, Z20, Z20
-	VPBLENDMD       Z10, Z21, K2, Z9
-	VPERMT2D        Z10, Z1, Z21
-	VPADDD          Z9, Z21, Z21
-	VPBLENDMD       Z11, Z22, K2, Z9
-	VPERMT2D        Z11, Z1, Z22
-	VPADDD          Z9, Z22, Z22
-	VPXOR           Y9, Y9, Y9
+	VBROADCASTI32X4 2(AX), Z6
+	VBROADCASTI32X4 2(R9), K1, Z6
+	VPSRLVQ         Z1, Z6, Z6
+	VPANDD          Z0, Z6, Z6
+	VBROADCASTI32X4 2(AX)(CX*1), Z7
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z7
+	VPSRLVQ         Z1, Z7, Z7
+	VPANDD          Z0, Z7, Z7
+	VBROADCASTI32X4 2(AX)(CX*2), Z8
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z8
+	VPSRLVQ         Z1, Z8, Z8
+	VPANDD          Z0, Z8, Z8
+	VBROADCASTI32X4 2(AX)(DI*1), Z9
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z9
+	VPSRLVQ         Z1, Z9, Z9
+	VPANDD          Z0, Z9, Z9
+	VBROADCASTI32X4 2(R8), Z10
+	VBROADCASTI32X4 2(R10), K1, Z10
+	VPSRLVQ         Z1, Z10, Z10
+	VPANDD          Z0, Z10, Z10
+	VBROADCASTI32X4 2(R8)(CX*1), Z11
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z11
+	VPSRLVQ         Z1, Z11, Z11
+	VPANDD          Z0, Z11, Z11
+	VBROADCASTI32X4 2(R8)(CX*2), Z12
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z12
+	VPSRLVQ         Z1, Z12, Z12
+	VPANDD          Z0, Z12, Z12
+	VBROADCASTI32X4 2(R8)(DI*1), Z13
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z13
+	VPSRLVQ         Z1, Z13, Z13
+	VPANDD          Z0, Z13, Z13
+	VPUNPCKLDQ      Z7, Z6, Z14
+	VPUNPCKHDQ      Z7, Z6, Z6
+	VPUNPCKLDQ      Z9, Z8, Z7
+	VPUNPCKHDQ      Z9, Z8, Z8
+	VPUNPCKLDQ      Z11, Z10, Z9
+	VPUNPCKHDQ      Z11, Z10, Z10
+	VPUNPCKLDQ      Z13, Z12, Z11
+	VPUNPCKHDQ      Z13, Z12, Z12
+	VPUNPCKLQDQ     Z7, Z14, Z13
+	VPUNPCKHQDQ     Z7, Z14, Z7
+	VPUNPCKLQDQ     Z8, Z6, Z14
+	VPUNPCKHQDQ     Z8, Z6, Z6
+	VPUNPCKLQDQ     Z11, Z9, Z8
+	VPUNPCKHQDQ     Z11, Z9, Z9
+	VPUNPCKLQDQ     Z12, Z10, Z11
+	VPUNPCKHQDQ     Z12, Z10, Z10
+	VSHUFI64X2      $0x88, Z8, Z13, Z12
+	VSHUFI64X2      $0xdd, Z8, Z13, Z8
+	VSHUFI64X2      $0x88, Z9, Z7, Z13
+	VSHUFI64X2      $0xdd, Z9, Z7, Z7
+	VSHUFI64X2      $0x88, Z11, Z14, Z9
+	VSHUFI64X2      $0xdd, Z11, Z14, Z11
+	VSHUFI64X2      $0x88, Z10, Z6, Z14
+	VSHUFI64X2      $0xdd, Z10, Z6, Z6
+	VPXOR           Y10, Y10, Y10
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -3445,18 +2832,7 @@ dotQ4_0x16x4VNNI_loop:
 	MOVWQZX         (AX)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X9
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X9, X9
+	VMOVQ           R11, X10
 	MOVWQZX         (R9), R11
 	MOVWQZX         (R9)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -3467,7 +2843,18 @@ dotQ4_0x16x4VNNI_loop:
 	MOVWQZX         (R9)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X10
+	VPINSRQ         $0x01, R11, X10, X10
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X15
 	MOVWQZX         (R10), R11
 	MOVWQZX         (R10)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -3478,41 +2865,61 @@ dotQ4_0x16x4VNNI_loop:
 	MOVWQZX         (R10)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X10, X10
-	VINSERTI32X4    $0x01, X10, Y9, Y9
-	VCVTPH2PS       Y9, Z9
-	VPBLENDMD       Z19, Z15, K3, Z10
-	VPERMT2D        Z19, Z2, Z15
-	VPADDD          Z10, Z15, Z15
-	VPSUBD.BCST     40(BX), Z15, Z15
-	VCVTDQ2PS       Z15, Z10
-	VMULPS          Z9, Z10, Z10
-	VMULPS.BCST     32(BX), Z10, Z10
-	VADDPS          Z10, Z5, Z5
-	VPBLENDMD       Z20, Z16, K3, Z10
-	VPERMT2D        Z20, Z2, Z16
-	VPADDD          Z10, Z16, Z16
-	VPSUBD.BCST     104(BX), Z16, Z16
-	VCVTDQ2PS       Z16, Z10
-	VMULPS          Z9, Z10, Z10
-	VMULPS.BCST     96(BX), Z10, Z10
-	VADDPS          Z10, Z6, Z6
-	VPBLENDMD       Z21, Z17, K3, Z10
-	VPERMT2D        Z21, Z2, Z17
-	VPADDD          Z10, Z17, Z17
-	VPSUBD.BCST     168(BX), Z17, Z17
-	VCVTDQ2PS       Z17, Z10
-	VMULPS          Z9, Z10, Z10
-	VMULPS.BCST     160(BX), Z10, Z10
-	VADDPS          Z10, Z7, Z7
-	VPBLENDMD       Z22, Z18, K3, Z10
-	VPERMT2D        Z22, Z2, Z18
-	VPADDD          Z10, Z18, Z18
-	VPSUBD.BCST     232(BX), Z18, Z18
-	VCVTDQ2PS       Z18, Z10
-	VMULPS          Z9, Z10, Z10
-	VMULPS.BCST     224(BX), Z10, Z10
-	VADDPS          Z10, Z8, Z8
+	VPINSRQ         $0x01, R11, X15, X15
+	VINSERTI32X4    $0x01, X15, Y10, Y10
+	VCVTPH2PS       Y10, Z10
+	VPBROADCASTD    48(BX), Z15
+	VPDPBUSD.BCST   (BX), Z12, Z15
+	VPDPBUSD.BCST   4(BX), Z13, Z15
+	VPDPBUSD.BCST   8(BX), Z9, Z15
+	VPDPBUSD.BCST   12(BX), Z14, Z15
+	VPDPBUSD.BCST   16(BX), Z8, Z15
+	VPDPBUSD.BCST   20(BX), Z7, Z15
+	VPDPBUSD.BCST   24(BX), Z11, Z15
+	VPDPBUSD.BCST   28(BX), Z6, Z15
+	VCVTDQ2PS       Z15, Z15
+	VMULPS          Z10, Z15, Z15
+	VMULPS.BCST     32(BX), Z15, Z15
+	VADDPS          Z15, Z2, Z2
+	VPBROADCASTD    112(BX), Z15
+	VPDPBUSD.BCST   64(BX), Z12, Z15
+	VPDPBUSD.BCST   68(BX), Z13, Z15
+	VPDPBUSD.BCST   72(BX), Z9, Z15
+	VPDPBUSD.BCST   76(BX), Z14, Z15
+	VPDPBUSD.BCST   80(BX), Z8, Z15
+	VPDPBUSD.BCST   84(BX), Z7, Z15
+	VPDPBUSD.BCST   88(BX), Z11, Z15
+	VPDPBUSD.BCST   92(BX), Z6, Z15
+	VCVTDQ2PS       Z15, Z15
+	VMULPS          Z10, Z15, Z15
+	VMULPS.BCST     96(BX), Z15, Z15
+	VADDPS          Z15, Z3, Z3
+	VPBROADCASTD    176(BX), Z15
+	VPDPBUSD.BCST   128(BX), Z12, Z15
+	VPDPBUSD.BCST   132(BX), Z13, Z15
+	VPDPBUSD.BCST   136(BX), Z9, Z15
+	VPDPBUSD.BCST   140(BX), Z14, Z15
+	VPDPBUSD.BCST   144(BX), Z8, Z15
+	VPDPBUSD.BCST   148(BX), Z7, Z15
+	VPDPBUSD.BCST   152(BX), Z11, Z15
+	VPDPBUSD.BCST   156(BX), Z6, Z15
+	VCVTDQ2PS       Z15, Z15
+	VMULPS          Z10, Z15, Z15
+	VMULPS.BCST     160(BX), Z15, Z15
+	VADDPS          Z15, Z4, Z4
+	VPBROADCASTD    240(BX), Z15
+	VPDPBUSD.BCST   192(BX), Z12, Z15
+	VPDPBUSD.BCST   196(BX), Z13, Z15
+	VPDPBUSD.BCST   200(BX), Z9, Z15
+	VPDPBUSD.BCST   204(BX), Z14, Z15
+	VPDPBUSD.BCST   208(BX), Z8, Z15
+	VPDPBUSD.BCST   212(BX), Z7, Z15
+	VPDPBUSD.BCST   216(BX), Z11, Z15
+	VPDPBUSD.BCST   220(BX), Z6, Z15
+	VCVTDQ2PS       Z15, Z6
+	VMULPS          Z10, Z6, Z6
+	VMULPS.BCST     224(BX), Z6, Z6
+	VADDPS          Z6, Z5, Z5
 	PREFETCHT0      256(AX)
 	PREFETCHT0      256(AX)(CX*1)
 	PREFETCHT0      256(AX)(CX*2)
@@ -3538,15 +2945,19 @@ dotQ4_0x16x4VNNI_loop:
 	JMP             dotQ4_0x16x4VNNI_loop
 
 dotQ4_0x16x4VNNI_done:
-	MOVQ    out+40(FP), AX
-	MOVQ    ostride+48(FP), CX
-	VMOVUPS Z5, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z6, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z7, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z8, (AX)
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
 	VZEROUPPER
 	RET
 
@@ -3562,191 +2973,66 @@ TEXT ·dotQ4_0x16x4GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
-	MOVL      $0x0000aaaa, R11
-	KMOVW     R11, K1
-	VMOVDQU64 rv16perm1<>+0(SB), Z0
-	MOVL      $0x0000cccc, R11
-	KMOVW     R11, K2
-	VMOVDQU64 rv16perm2<>+0(SB), Z1
-	MOVL      $0x0000f0f0, R11
-	KMOVW     R11, K3
-	VMOVDQU64 rv16perm4<>+0(SB), Z2
-	VMOVDQU64 rv16nib<>+0(SB), Z3
+	VMOVDQU64 rv16nib<>+0(SB), Z0
 	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K4
+	KMOVW     R11, K1
+	VPXORD    Z1, Z1, Z1
+	VPXORD    Z2, Z2, Z2
+	VPXORD    Z3, Z3, Z3
 	VPXORD    Z4, Z4, Z4
-	VPXORD    Z5, Z5, Z5
-	VPXORD    Z6, Z6, Z6
-	VPXORD    Z7, Z7, Z7
 
 dotQ4_0x16x4GFNI_loop:
 	TESTQ           DX, DX
 	JZ              dotQ4_0x16x4GFNI_done
-	VBROADCASTI64X4 (BX), Z8
-	VBROADCASTI64X4 64(BX), Z9
-	VBROADCASTI64X4 128(BX), Z10
-	VBROADCASTI64X4 192(BX), Z11
-	VBROADCASTI32X4 2(AX), Z12
-	VBROADCASTI32X4 2(R9), K4, Z12
-	VGF2P8AFFINEQB  $0x00, Z3, Z12, Z12
-	VBROADCASTI32X4 2(AX)(CX*1), Z13
-	VBROADCASTI32X4 2(R9)(CX*1), K4, Z13
-	VGF2P8AFFINEQB  $0x00, Z3, Z13, Z13
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD        Z8, Z12, Z14
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD        Z8, Z13, Z15
-	VPBLENDMD       Z15, Z14, K1, Z16
-	VPERMT2D        Z15, Z0, Z14
-	VPADDD          Z16, Z14, Z14
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD        Z9, Z12, Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD        Z9, Z13, Z16
-	VPBLENDMD       Z16, Z15, K1, Z17
-	VPERMT2D        Z16, Z0, Z15
-	VPADDD          Z17, Z15, Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD        Z10, Z12, Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD        Z10, Z13, Z17
-	VPBLENDMD       Z17, Z16, K1, Z18
-	VPERMT2D        Z17, Z0, Z16
-	VPADDD          Z18, Z16, Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD        Z11, Z12, Z17
-	VPXORD          Z12, Z12, Z12
-	VPDPBUSD        Z11, Z13, Z12
-	VPBLENDMD       Z12, Z17, K1, Z13
-	VPERMT2D        Z12, Z0, Z17
-	VPADDD          Z13, Z17, Z17
-	VBROADCASTI32X4 2(AX)(CX*2), Z12
-	VBROADCASTI32X4 2(R9)(CX*2), K4, Z12
-	VGF2P8AFFINEQB  $0x00, Z3, Z12, Z12
-	VBROADCASTI32X4 2(AX)(DI*1), Z13
-	VBROADCASTI32X4 2(R9)(DI*1), K4, Z13
-	VGF2P8AFFINEQB  $0x00, Z3, Z13, Z13
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD        Z8, Z12, Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD        Z8, Z13, Z19
-	VPBLENDMD       Z19, Z18, K1, Z20
-	VPERMT2D        Z19, Z0, Z18
-	VPADDD          Z20, Z18, Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD        Z9, Z12, Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD        Z9, Z13, Z20
-	VPBLENDMD       Z20, Z19, K1, Z21
-	VPERMT2D        Z20, Z0, Z19
-	VPADDD          Z21, Z19, Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD        Z10, Z12, Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD        Z10, Z13, Z21
-	VPBLENDMD       Z21, Z20, K1, Z22
-	VPERMT2D        Z21, Z0, Z20
-	VPADDD          Z22, Z20, Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD        Z11, Z12, Z21
-	VPXORD          Z12, Z12, Z12
-	VPDPBUSD        Z11, Z13, Z12
-	VPBLENDMD       Z12, Z21, K1, Z13
-	VPERMT2D        Z12, Z0, Z21
-	VPADDD          Z13, Z21, Z21
-	VPBLENDMD       Z18, Z14, K2, Z12
-	VPERMT2D        Z18, Z1, Z14
-	VPADDD          Z12, Z14, Z14
-	VPBLENDMD       Z19, Z15, K2, Z12
-	VPERMT2D        Z19, Z1, Z15
-	VPADDD          Z12, Z15, Z15
-	VPBLENDMD       Z20, Z16, K2, Z12
-	VPERMT2D        Z20, Z1, Z16
-	VPADDD          Z12, Z16, Z16
-	VPBLENDMD       Z21, Z17, K2, Z12
-	VPERMT2D        Z21, Z1, Z17
-	VPADDD          Z12, Z17, Z17
-	VBROADCASTI32X4 2(R8), Z12
-	VBROADCASTI32X4 2(R10), K4, Z12
-	VGF2P8AFFINEQB  $0x00, Z3, Z12, Z12
-	VBROADCASTI32X4 2(R8)(CX*1), Z13
-	VBROADCASTI32X4 2(R10)(CX*1), K4, Z13
-	VGF2P8AFFINEQB  $0x00, Z3, Z13, Z13
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD        Z8, Z12, Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD        Z8, Z13, Z19
-	VPBLENDMD       Z19, Z18, K1, Z20
-	VPERMT2D        Z19, Z0, Z18
-	VPADDD          Z20, Z18, Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD        Z9, Z12, Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD        Z9, Z13, Z20
-	VPBLENDMD       Z20, Z19, K1, Z21
-	VPERMT2D        Z20, Z0, Z19
-	VPADDD          Z21, Z19, Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD        Z10, Z12, Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD        Z10, Z13, Z21
-	VPBLENDMD       Z21, Z20, K1, Z22
-	VPERMT2D        Z21, Z0, Z20
-	VPADDD          Z22, Z20, Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD        Z11, Z12, Z21
-	VPXORD          Z12, Z12, Z12
-	VPDPBUSD        Z11, Z13, Z12
-	VPBLENDMD       Z12, Z21, K1, Z13
-	VPERMT2D        Z12, Z0, Z21
-	VPADDD          Z13, Z21, Z21
-	VBROADCASTI32X4 2(R8)(CX*2), Z12
-	VBROADCASTI32X4 2(R10)(CX*2), K4, Z12
-	VGF2P8AFFINEQB  $0x00, Z3, Z12, Z12
-	VBROADCASTI32X4 2(R8)(DI*1), Z13
-	VBROADCASTI32X4 2(R10)(DI*1), K4, Z13
-	VGF2P8AFFINEQB  $0x00, Z3, Z13, Z13
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD        Z8, Z12, Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD        Z8, Z13, Z23
-	VPBLENDMD       Z23, Z22, K1, Z8
-	VPERMT2D        Z23, Z0, Z22
-	VPADDD          Z8, Z22, Z22
-	VPXORD          Z8, Z8, Z8
-	VPDPBUSD        Z9, Z12, Z8
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD        Z9, Z13, Z23
-	VPBLENDMD       Z23, Z8, K1, Z9
-	VPERMT2D        Z23, Z0, Z8
-	VPADDD          Z9, Z8, Z8
-	VPXORD          Z9, Z9, Z9
-	VPDPBUSD        Z10, Z12, Z9
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD        Z10, Z13, Z23
-	VPBLENDMD       Z23, Z9, K1, Z10
-	VPERMT2D        Z23, Z0, Z9
-	VPADDD          Z10, Z9, Z9
-	VPXORD          Z10, Z10, Z10
-	VPDPBUSD        Z11, Z12, Z10
-	VPXORD          Z12, Z12, Z12
-	VPDPBUSD        Z11, Z13, Z12
-	VPBLENDMD       Z12, Z10, K1, Z11
-	VPERMT2D        Z12, Z0, Z10
-	VPADDD          Z11, Z10, Z10
-	VPBLENDMD       Z22, Z18, K2, Z11
-	VPERMT2D        Z22, Z1, Z18
-	VPADDD          Z11, Z18, Z18
-	VPBLENDMD       Z8, Z19, K2, Z11
-	VPERMT2D        Z8, Z1, Z19
-	VPADDD          Z11, Z19, Z19
-	VPBLENDMD       Z9, Z20, K2, Z8
-	VPERMT2D        Z9, Z1, Z20
-	VPADDD          Z8, Z20, Z20
-	VPBLENDMD       Z10, Z21, K2, Z8
-	VPERMT2D        Z10, Z1, Z21
-	VPADDD          Z8, Z21, Z21
-	VPXOR           Y8, Y8, Y8
+	VBROADCASTI32X4 2(AX), Z5
+	VBROADCASTI32X4 2(R9), K1, Z5
+	VGF2P8AFFINEQB  $0x00, Z0, Z5, Z5
+	VBROADCASTI32X4 2(AX)(CX*1), Z6
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z6
+	VGF2P8AFFINEQB  $0x00, Z0, Z6, Z6
+	VBROADCASTI32X4 2(AX)(CX*2), Z7
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z7
+	VGF2P8AFFINEQB  $0x00, Z0, Z7, Z7
+	VBROADCASTI32X4 2(AX)(DI*1), Z8
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z8
+	VGF2P8AFFINEQB  $0x00, Z0, Z8, Z8
+	VBROADCASTI32X4 2(R8), Z9
+	VBROADCASTI32X4 2(R10), K1, Z9
+	VGF2P8AFFINEQB  $0x00, Z0, Z9, Z9
+	VBROADCASTI32X4 2(R8)(CX*1), Z10
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z10
+	VGF2P8AFFINEQB  $0x00, Z0, Z10, Z10
+	VBROADCASTI32X4 2(R8)(CX*2), Z11
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z11
+	VGF2P8AFFINEQB  $0x00, Z0, Z11, Z11
+	VBROADCASTI32X4 2(R8)(DI*1), Z12
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z12
+	VGF2P8AFFINEQB  $0x00, Z0, Z12, Z12
+	VPUNPCKLDQ      Z6, Z5, Z13
+	VPUNPCKHDQ      Z6, Z5, Z5
+	VPUNPCKLDQ      Z8, Z7, Z6
+	VPUNPCKHDQ      Z8, Z7, Z7
+	VPUNPCKLDQ      Z10, Z9, Z8
+	VPUNPCKHDQ      Z10, Z9, Z9
+	VPUNPCKLDQ      Z12, Z11, Z10
+	VPUNPCKHDQ      Z12, Z11, Z11
+	VPUNPCKLQDQ     Z6, Z13, Z12
+	VPUNPCKHQDQ     Z6, Z13, Z6
+	VPUNPCKLQDQ     Z7, Z5, Z13
+	VPUNPCKHQDQ     Z7, Z5, Z5
+	VPUNPCKLQDQ     Z10, Z8, Z7
+	VPUNPCKHQDQ     Z10, Z8, Z8
+	VPUNPCKLQDQ     Z11, Z9, Z10
+	VPUNPCKHQDQ     Z11, Z9, Z9
+	VSHUFI64X2      $0x88, Z7, Z12, Z11
+	VSHUFI64X2      $0xdd, Z7, Z12, Z7
+	VSHUFI64X2      $0x88, Z8, Z6, Z12
+	VSHUFI64X2      $0xdd, Z8, Z6, Z6
+	VSHUFI64X2      $0x88, Z10, Z13, Z8
+	VSHUFI64X2      $0xdd, Z10, Z13, Z10
+	VSHUFI64X2      $0x88, Z9, Z5, Z13
+	VSHUFI64X2      $0xdd, Z9, Z5, Z5
+	VPXOR           Y9, Y9, Y9
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -3757,18 +3043,7 @@ dotQ4_0x16x4GFNI_loop:
 	MOVWQZX         (AX)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X8
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X8, X8
+	VMOVQ           R11, X9
 	MOVWQZX         (R9), R11
 	MOVWQZX         (R9)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -3779,7 +3054,18 @@ dotQ4_0x16x4GFNI_loop:
 	MOVWQZX         (R9)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X9
+	VPINSRQ         $0x01, R11, X9, X9
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X14
 	MOVWQZX         (R10), R11
 	MOVWQZX         (R10)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -3790,41 +3076,61 @@ dotQ4_0x16x4GFNI_loop:
 	MOVWQZX         (R10)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X9, X9
-	VINSERTI32X4    $0x01, X9, Y8, Y8
-	VCVTPH2PS       Y8, Z8
-	VPBLENDMD       Z18, Z14, K3, Z9
-	VPERMT2D        Z18, Z2, Z14
-	VPADDD          Z9, Z14, Z14
-	VPSUBD.BCST     40(BX), Z14, Z14
-	VCVTDQ2PS       Z14, Z9
-	VMULPS          Z8, Z9, Z9
-	VMULPS.BCST     32(BX), Z9, Z9
-	VADDPS          Z9, Z4, Z4
-	VPBLENDMD       Z19, Z15, K3, Z9
-	VPERMT2D        Z19, Z2, Z15
-	VPADDD          Z9, Z15, Z15
-	VPSUBD.BCST     104(BX), Z15, Z15
-	VCVTDQ2PS       Z15, Z9
-	VMULPS          Z8, Z9, Z9
-	VMULPS.BCST     96(BX), Z9, Z9
-	VADDPS          Z9, Z5, Z5
-	VPBLENDMD       Z20, Z16, K3, Z9
-	VPERMT2D        Z20, Z2, Z16
-	VPADDD          Z9, Z16, Z16
-	VPSUBD.BCST     168(BX), Z16, Z16
-	VCVTDQ2PS       Z16, Z9
-	VMULPS          Z8, Z9, Z9
-	VMULPS.BCST     160(BX), Z9, Z9
-	VADDPS          Z9, Z6, Z6
-	VPBLENDMD       Z21, Z17, K3, Z9
-	VPERMT2D        Z21, Z2, Z17
-	VPADDD          Z9, Z17, Z17
-	VPSUBD.BCST     232(BX), Z17, Z17
-	VCVTDQ2PS       Z17, Z9
-	VMULPS          Z8, Z9, Z9
-	VMULPS.BCST     224(BX), Z9, Z9
-	VADDPS          Z9, Z7, Z7
+	VPINSRQ         $0x01, R11, X14, X14
+	VINSERTI32X4    $0x01, X14, Y9, Y9
+	VCVTPH2PS       Y9, Z9
+	VPBROADCASTD    48(BX), Z14
+	VPDPBUSD.BCST   (BX), Z11, Z14
+	VPDPBUSD.BCST   4(BX), Z12, Z14
+	VPDPBUSD.BCST   8(BX), Z8, Z14
+	VPDPBUSD.BCST   12(BX), Z13, Z14
+	VPDPBUSD.BCST   16(BX), Z7, Z14
+	VPDPBUSD.BCST   20(BX), Z6, Z14
+	VPDPBUSD.BCST   24(BX), Z10, Z14
+	VPDPBUSD.BCST   28(BX), Z5, Z14
+	VCVTDQ2PS       Z14, Z14
+	VMULPS          Z9, Z14, Z14
+	VMULPS.BCST     32(BX), Z14, Z14
+	VADDPS          Z14, Z1, Z1
+	VPBROADCASTD    112(BX), Z14
+	VPDPBUSD.BCST   64(BX), Z11, Z14
+	VPDPBUSD.BCST   68(BX), Z12, Z14
+	VPDPBUSD.BCST   72(BX), Z8, Z14
+	VPDPBUSD.BCST   76(BX), Z13, Z14
+	VPDPBUSD.BCST   80(BX), Z7, Z14
+	VPDPBUSD.BCST   84(BX), Z6, Z14
+	VPDPBUSD.BCST   88(BX), Z10, Z14
+	VPDPBUSD.BCST   92(BX), Z5, Z14
+	VCVTDQ2PS       Z14, Z14
+	VMULPS          Z9, Z14, Z14
+	VMULPS.BCST     96(BX), Z14, Z14
+	VADDPS          Z14, Z2, Z2
+	VPBROADCASTD    176(BX), Z14
+	VPDPBUSD.BCST   128(BX), Z11, Z14
+	VPDPBUSD.BCST   132(BX), Z12, Z14
+	VPDPBUSD.BCST   136(BX), Z8, Z14
+	VPDPBUSD.BCST   140(BX), Z13, Z14
+	VPDPBUSD.BCST   144(BX), Z7, Z14
+	VPDPBUSD.BCST   148(BX), Z6, Z14
+	VPDPBUSD.BCST   152(BX), Z10, Z14
+	VPDPBUSD.BCST   156(BX), Z5, Z14
+	VCVTDQ2PS       Z14, Z14
+	VMULPS          Z9, Z14, Z14
+	VMULPS.BCST     160(BX), Z14, Z14
+	VADDPS          Z14, Z3, Z3
+	VPBROADCASTD    240(BX), Z14
+	VPDPBUSD.BCST   192(BX), Z11, Z14
+	VPDPBUSD.BCST   196(BX), Z12, Z14
+	VPDPBUSD.BCST   200(BX), Z8, Z14
+	VPDPBUSD.BCST   204(BX), Z13, Z14
+	VPDPBUSD.BCST   208(BX), Z7, Z14
+	VPDPBUSD.BCST   212(BX), Z6, Z14
+	VPDPBUSD.BCST   216(BX), Z10, Z14
+	VPDPBUSD.BCST   220(BX), Z5, Z14
+	VCVTDQ2PS       Z14, Z5
+	VMULPS          Z9, Z5, Z5
+	VMULPS.BCST     224(BX), Z5, Z5
+	VADDPS          Z5, Z4, Z4
 	PREFETCHT0      256(AX)
 	PREFETCHT0      256(AX)(CX*1)
 	PREFETCHT0      256(AX)(CX*2)
@@ -3850,15 +3156,19 @@ dotQ4_0x16x4GFNI_loop:
 	JMP             dotQ4_0x16x4GFNI_loop
 
 dotQ4_0x16x4GFNI_done:
-	MOVQ    out+40(FP), AX
-	MOVQ    ostride+48(FP), CX
-	VMOVUPS Z4, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z5, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z6, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z7, (AX)
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
 	VZEROUPPER
 	RET
 
@@ -3874,236 +3184,76 @@ TEXT ·dotQ8_0x16x5VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0000aaaa, R11
-	KMOVW        R11, K1
-	VMOVDQU64    rv16perm1<>+0(SB), Z0
-	MOVL         $0x0000cccc, R11
-	KMOVW        R11, K2
-	VMOVDQU64    rv16perm2<>+0(SB), Z1
-	MOVL         $0x0000f0f0, R11
-	KMOVW        R11, K3
-	VMOVDQU64    rv16perm4<>+0(SB), Z2
 	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z3
+	VPBROADCASTD R11, Z0
 	MOVL         $0x000000f0, R11
-	KMOVW        R11, K4
+	KMOVW        R11, K1
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
 	VPXORD       Z5, Z5, Z5
-	VPXORD       Z6, Z6, Z6
-	VPXORD       Z7, Z7, Z7
-	VPXORD       Z8, Z8, Z8
 
 dotQ8_0x16x5VNNI_loop:
 	TESTQ             DX, DX
 	JZ                dotQ8_0x16x5VNNI_done
-	VBROADCASTI64X4   (BX), Z9
-	VBROADCASTI64X4   64(BX), Z10
-	VBROADCASTI64X4   128(BX), Z11
-	VBROADCASTI64X4   192(BX), Z12
-	VBROADCASTI64X4   256(BX), Z13
-	VPXORD            Z14, Z14, Z14
-	VMOVDQU64         2(AX), Y14
-	VBROADCASTI64X4.Z 2(R9), K4, Z15
-	VPTERNLOGD        $0x56, Z3, Z15, Z14
-	VPXORD            Z15, Z15, Z15
-	VMOVDQU64         2(AX)(CX*1), Y15
-	VBROADCASTI64X4.Z 2(R9)(CX*1), K4, Z16
-	VPTERNLOGD        $0x56, Z3, Z16, Z15
-	VPXORD            Z16, Z16, Z16
-	VPDPBUSD          Z9, Z14, Z16
-	VPXORD            Z17, Z17, Z17
-	VPDPBUSD          Z9, Z15, Z17
-	VPBLENDMD         Z17, Z16, K1, Z18
-	VPERMT2D          Z17, Z0, Z16
-	VPADDD            Z18, Z16, Z16
-	VPXORD            Z17, Z17, Z17
-	VPDPBUSD          Z10, Z14, Z17
-	VPXORD            Z18, Z18, Z18
-	VPDPBUSD          Z10, Z15, Z18
-	VPBLENDMD         Z18, Z17, K1, Z19
-	VPERMT2D          Z18, Z0, Z17
-	VPADDD            Z19, Z17, Z17
-	VPXORD            Z18, Z18, Z18
-	VPDPBUSD          Z11, Z14, Z18
-	VPXORD            Z19, Z19, Z19
-	VPDPBUSD          Z11, Z15, Z19
-	VPBLENDMD         Z19, Z18, K1, Z20
-	VPERMT2D          Z19, Z0, Z18
-	VPADDD            Z20, Z18, Z18
-	VPXORD            Z19, Z19, Z19
-	VPDPBUSD          Z12, Z14, Z19
-	VPXORD            Z20, Z20, Z20
-	VPDPBUSD          Z12, Z15, Z20
-	VPBLENDMD         Z20, Z19, K1, Z21
-	VPERMT2D          Z20, Z0, Z19
-	VPADDD            Z21, Z19, Z19
-	VPXORD            Z20, Z20, Z20
-	VPDPBUSD          Z13, Z14, Z20
-	VPXORD            Z14, Z14, Z14
-	VPDPBUSD          Z13, Z15, Z14
-	VPBLENDMD         Z14, Z20, K1, Z15
-	VPERMT2D          Z14, Z0, Z20
-	VPADDD            Z15, Z20, Z20
-	VPXORD            Z14, Z14, Z14
-	VMOVDQU64         2(AX)(CX*2), Y14
-	VBROADCASTI64X4.Z 2(R9)(CX*2), K4, Z15
-	VPTERNLOGD        $0x56, Z3, Z15, Z14
-	VPXORD            Z15, Z15, Z15
-	VMOVDQU64         2(AX)(DI*1), Y15
-	VBROADCASTI64X4.Z 2(R9)(DI*1), K4, Z21
-	VPTERNLOGD        $0x56, Z3, Z21, Z15
-	VPXORD            Z21, Z21, Z21
-	VPDPBUSD          Z9, Z14, Z21
-	VPXORD            Z22, Z22, Z22
-	VPDPBUSD          Z9, Z15, Z22
-	VPBLENDMD         Z22, Z21, K1, Z23
-	VPERMT2D          Z22, Z0, Z21
-	VPADDD            Z23, Z21, Z21
-	VPXORD            Z22, Z22, Z22
-	VPDPBUSD          Z10, Z14, Z22
-	VPXORD            Z23, Z23, Z23
-	VPDPBUSD          Z10, Z15, Z23
-	VPBLENDMD         Z23, Z22, K1, Z24
-	VPERMT2D          Z23, Z0, Z22
-	VPADDD            Z24, Z22, Z22
-	VPXORD            Z23, Z23, Z23
-	VPDPBUSD          Z11, Z14, Z23
-	VPXORD            Z24, Z24, Z24
-	VPDPBUSD          Z11, Z15, Z24
-	VPBLENDMD         Z24, Z23, K1, Z25
-	VPERMT2D          Z24, Z0, Z23
-	VPADDD            Z25, Z23, Z23
-	VPXORD            Z24, Z24, Z24
-	VPDPBUSD          Z12, Z14, Z24
-	VPXORD            Z25, Z25, Z25
-	VPDPBUSD          Z12, Z15, Z25
-	VPBLENDMD         Z25, Z24, K1, Z26
-	VPERMT2D          Z25, Z0, Z24
-	VPADDD            Z26, Z24, Z24
-	VPXORD            Z25, Z25, Z25
-	VPDPBUSD          Z13, Z14, Z25
-	VPXORD            Z14, Z14, Z14
-	VPDPBUSD          Z13, Z15, Z14
-	VPBLENDMD         Z14, Z25, K1, Z15
-	VPERMT2D          Z14, Z0, Z25
-	VPADDD            Z15, Z25, Z25
-	VPBLENDMD         Z21, Z16, K2, Z14
-	VPERMT2D          Z21, Z1, Z16
-	VPADDD            Z14, Z16, Z16
-	VPBLENDMD         Z22, Z17, K2, Z14
-	VPERMT2D          Z22, Z1, Z17
-	VPADDD            Z14, Z17, Z17
-	VPBLENDMD         Z23, Z18, K2, Z14
-	VPERMT2D          Z23, Z1, Z18
-	VPADDD            Z14, Z18, Z18
-	VPBLENDMD         Z24, Z19, K2, Z14
-	VPERMT2D          Z24, Z1, Z19
-	VPADDD            Z14, Z19, Z19
-	VPBLENDMD         Z25, Z20, K2, Z14
-	VPERMT2D          Z25, Z1, Z20
-	VPADDD            Z14, Z20, Z20
-	VPXORD            Z14, Z14, Z14
-	VMOVDQU64         2(R8), Y14
-	VBROADCASTI64X4.Z 2(R10), K4, Z15
-	VPTERNLOGD        $0x56, Z3, Z15, Z14
-	VPXORD            Z15, Z15, Z15
-	VMOVDQU64         2(R8)(CX*1), Y15
-	VBROADCASTI64X4.Z 2(R10)(CX*1), K4, Z21
-	VPTERNLOGD        $0x56, Z3, Z21, Z15
-	VPXORD            Z21, Z21, Z21
-	VPDPBUSD          Z9, Z14, Z21
-	VPXORD            Z22, Z22, Z22
-	VPDPBUSD          Z9, Z15, Z22
-	VPBLENDMD         Z22, Z21, K1, Z23
-	VPERMT2D          Z22, Z0, Z21
-	VPADDD            Z23, Z21, Z21
-	VPXORD            Z22, Z22, Z22
-	VPDPBUSD          Z10, Z14, Z22
-	VPXORD            Z23, Z23, Z23
-	VPDPBUSD          Z10, Z15, Z23
-	VPBLENDMD         Z23, Z22, K1, Z24
-	VPERMT2D          Z23, Z0, Z22
-	VPADDD            Z24, Z22, Z22
-	VPXORD            Z23, Z23, Z23
-	VPDPBUSD          Z11, Z14, Z23
-	VPXORD            Z24, Z24, Z24
-	VPDPBUSD          Z11, Z15, Z24
-	VPBLENDMD         Z24, Z23, K1, Z25
-	VPERMT2D          Z24, Z0, Z23
-	VPADDD            Z25, Z23, Z23
-	VPXORD            Z24, Z24, Z24
-	VPDPBUSD          Z12, Z14, Z24
-	VPXORD            Z25, Z25, Z25
-	VPDPBUSD          Z12, Z15, Z25
-	VPBLENDMD         Z25, Z24, K1, Z26
-	VPERMT2D          Z25, Z0, Z24
-	VPADDD            Z26, Z24, Z24
-	VPXORD            Z25, Z25, Z25
-	VPDPBUSD          Z13, Z14, Z25
-	VPXORD            Z14, Z14, Z14
-	VPDPBUSD          Z13, Z15, Z14
-	VPBLENDMD         Z14, Z25, K1, Z15
-	VPERMT2D          Z14, Z0, Z25
-	VPADDD            Z15, Z25, Z25
-	VPXORD            Z14, Z14, Z14
-	VMOVDQU64         2(R8)(CX*2), Y14
-	VBROADCASTI64X4.Z 2(R10)(CX*2), K4, Z15
-	VPTERNLOGD        $0x56, Z3, Z15, Z14
-	VPXORD            Z15, Z15, Z15
-	VMOVDQU64         2(R8)(DI*1), Y15
-	VBROADCASTI64X4.Z 2(R10)(DI*1), K4, Z26
-	VPTERNLOGD        $0x56, Z3, Z26, Z15
-	VPXORD            Z26, Z26, Z26
-	VPDPBUSD          Z9, Z14, Z26
-	VPXORD            Z27, Z27, Z27
-	VPDPBUSD          Z9, Z15, Z27
-	VPBLENDMD         Z27, Z26, K1, Z9
-	VPERMT2D          Z27, Z0, Z26
-	VPADDD            Z9, Z26, Z26
+	VPXORD            Z6, Z6, Z6
+	VMOVDQU64         2(AX), Y6
+	VBROADCASTI64X4.Z 2(R9), K1, Z7
+	VPTERNLOGD        $0x56, Z0, Z7, Z6
+	VPXORD            Z7, Z7, Z7
+	VMOVDQU64         2(AX)(CX*1), Y7
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K1, Z8
+	VPTERNLOGD        $0x56, Z0, Z8, Z7
+	VPXORD            Z8, Z8, Z8
+	VMOVDQU64         2(AX)(CX*2), Y8
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K1, Z9
+	VPTERNLOGD        $0x56, Z0, Z9, Z8
 	VPXORD            Z9, Z9, Z9
-	VPDPBUSD          Z10, Z14, Z9
-	VPXORD            Z27, Z27, Z27
-	VPDPBUSD          Z10, Z15, Z27
-	VPBLENDMD         Z27, Z9, K1, Z10
-	VPERMT2D          Z27, Z0, Z9
-	VPADDD            Z10, Z9, Z9
+	VMOVDQU64         2(AX)(DI*1), Y9
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K1, Z10
+	VPTERNLOGD        $0x56, Z0, Z10, Z9
 	VPXORD            Z10, Z10, Z10
-	VPDPBUSD          Z11, Z14, Z10
-	VPXORD            Z27, Z27, Z27
-	VPDPBUSD          Z11, Z15, Z27
-	VPBLENDMD         Z27, Z10, K1, Z11
-	VPERMT2D          Z27, Z0, Z10
-	VPADDD            Z11, Z10, Z10
+	VMOVDQU64         2(R8), Y10
+	VBROADCASTI64X4.Z 2(R10), K1, Z11
+	VPTERNLOGD        $0x56, Z0, Z11, Z10
 	VPXORD            Z11, Z11, Z11
-	VPDPBUSD          Z12, Z14, Z11
-	VPXORD            Z27, Z27, Z27
-	VPDPBUSD          Z12, Z15, Z27
-	VPBLENDMD         Z27, Z11, K1, Z12
-	VPERMT2D          Z27, Z0, Z11
-	VPADDD            Z12, Z11, Z11
+	VMOVDQU64         2(R8)(CX*1), Y11
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K1, Z12
+	VPTERNLOGD        $0x56, Z0, Z12, Z11
 	VPXORD            Z12, Z12, Z12
-	VPDPBUSD          Z13, Z14, Z12
-	VPXORD            Z14, Z14, Z14
-	VPDPBUSD          Z13, Z15, Z14
-	VPBLENDMD         Z14, Z12, K1, Z13
-	VPERMT2D          Z14, Z0, Z12
-	VPADDD            Z13, Z12, Z12
-	VPBLENDMD         Z26, Z21, K2, Z13
-	VPERMT2D          Z26, Z1, Z21
-	VPADDD            Z13, Z21, Z21
-	VPBLENDMD         Z9, Z22, K2, Z13
-	VPERMT2D          Z9, Z1, Z22
-	VPADDD            Z13, Z22, Z22
-	VPBLENDMD         Z10, Z23, K2, Z9
-	VPERMT2D          Z10, Z1, Z23
-	VPADDD            Z9, Z23, Z23
-	VPBLENDMD         Z11, Z24, K2, Z9
-	VPERMT2D          Z11, Z1, Z24
-	VPADDD            Z9, Z24, Z24
-	VPBLENDMD         Z12, Z25, K2, Z9
-	VPERMT2D          Z12, Z1, Z25
-	VPADDD            Z9, Z25, Z25
-	VPXOR             Y9, Y9, Y9
+	VMOVDQU64         2(R8)(CX*2), Y12
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K1, Z13
+	VPTERNLOGD        $0x56, Z0, Z13, Z12
+	VPXORD            Z13, Z13, Z13
+	VMOVDQU64         2(R8)(DI*1), Y13
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K1, Z14
+	VPTERNLOGD        $0x56, Z0, Z14, Z13
+	VPUNPCKLDQ        Z7, Z6, Z14
+	VPUNPCKHDQ        Z7, Z6, Z6
+	VPUNPCKLDQ        Z9, Z8, Z7
+	VPUNPCKHDQ        Z9, Z8, Z8
+	VPUNPCKLDQ        Z11, Z10, Z9
+	VPUNPCKHDQ        Z11, Z10, Z10
+	VPUNPCKLDQ        Z13, Z12, Z11
+	VPUNPCKHDQ        Z13, Z12, Z12
+	VPUNPCKLQDQ       Z7, Z14, Z13
+	VPUNPCKHQDQ       Z7, Z14, Z7
+	VPUNPCKLQDQ       Z8, Z6, Z14
+	VPUNPCKHQDQ       Z8, Z6, Z6
+	VPUNPCKLQDQ       Z11, Z9, Z8
+	VPUNPCKHQDQ       Z11, Z9, Z9
+	VPUNPCKLQDQ       Z12, Z10, Z11
+	VPUNPCKHQDQ       Z12, Z10, Z10
+	VSHUFI64X2        $0x88, Z8, Z13, Z12
+	VSHUFI64X2        $0xdd, Z8, Z13, Z8
+	VSHUFI64X2        $0x88, Z9, Z7, Z13
+	VSHUFI64X2        $0xdd, Z9, Z7, Z7
+	VSHUFI64X2        $0x88, Z11, Z14, Z9
+	VSHUFI64X2        $0xdd, Z11, Z14, Z11
+	VSHUFI64X2        $0x88, Z10, Z6, Z14
+	VSHUFI64X2        $0xdd, Z10, Z6, Z6
+	VPXOR             Y10, Y10, Y10
 	MOVWQZX           (AX), R11
 	MOVWQZX           (AX)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -4114,18 +3264,7 @@ dotQ8_0x16x5VNNI_loop:
 	MOVWQZX           (AX)(DI*1), R12
 	SHLQ              $0x30, R12
 	ORQ               R12, R11
-	VMOVQ             R11, X9
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X9, X9
+	VMOVQ             R11, X10
 	MOVWQZX           (R9), R11
 	MOVWQZX           (R9)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -4136,7 +3275,18 @@ dotQ8_0x16x5VNNI_loop:
 	MOVWQZX           (R9)(DI*1), R12
 	SHLQ              $0x30, R12
 	ORQ               R12, R11
-	VMOVQ             R11, X10
+	VPINSRQ           $0x01, R11, X10, X10
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X15
 	MOVWQZX           (R10), R11
 	MOVWQZX           (R10)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -4147,49 +3297,74 @@ dotQ8_0x16x5VNNI_loop:
 	MOVWQZX           (R10)(DI*1), R12
 	SHLQ              $0x30, R12
 	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X10, X10
-	VINSERTI32X4      $0x01, X10, Y9, Y9
-	VCVTPH2PS         Y9, Z9
-	VPBLENDMD         Z21, Z16, K3, Z10
-	VPERMT2D          Z21, Z2, Z16
-	VPADDD            Z10, Z16, Z16
-	VPSUBD.BCST       36(BX), Z16, Z16
-	VCVTDQ2PS         Z16, Z10
-	VMULPS.BCST       32(BX), Z9, Z11
-	VMULPS            Z11, Z10, Z10
-	VADDPS            Z10, Z4, Z4
-	VPBLENDMD         Z22, Z17, K3, Z10
-	VPERMT2D          Z22, Z2, Z17
-	VPADDD            Z10, Z17, Z17
-	VPSUBD.BCST       100(BX), Z17, Z17
-	VCVTDQ2PS         Z17, Z10
-	VMULPS.BCST       96(BX), Z9, Z11
-	VMULPS            Z11, Z10, Z10
-	VADDPS            Z10, Z5, Z5
-	VPBLENDMD         Z23, Z18, K3, Z10
-	VPERMT2D          Z23, Z2, Z18
-	VPADDD            Z10, Z18, Z18
-	VPSUBD.BCST       164(BX), Z18, Z18
-	VCVTDQ2PS         Z18, Z10
-	VMULPS.BCST       160(BX), Z9, Z11
-	VMULPS            Z11, Z10, Z10
-	VADDPS            Z10, Z6, Z6
-	VPBLENDMD         Z24, Z19, K3, Z10
-	VPERMT2D          Z24, Z2, Z19
-	VPADDD            Z10, Z19, Z19
-	VPSUBD.BCST       228(BX), Z19, Z19
-	VCVTDQ2PS         Z19, Z10
-	VMULPS.BCST       224(BX), Z9, Z11
-	VMULPS            Z11, Z10, Z10
-	VADDPS            Z10, Z7, Z7
-	VPBLENDMD         Z25, Z20, K3, Z10
-	VPERMT2D          Z25, Z2, Z20
-	VPADDD            Z10, Z20, Z20
-	VPSUBD.BCST       292(BX), Z20, Z20
-	VCVTDQ2PS         Z20, Z10
-	VMULPS.BCST       288(BX), Z9, Z9
-	VMULPS            Z9, Z10, Z10
-	VADDPS            Z10, Z8, Z8
+	VPINSRQ           $0x01, R11, X15, X15
+	VINSERTI32X4      $0x01, X15, Y10, Y10
+	VCVTPH2PS         Y10, Z10
+	VPBROADCASTD      44(BX), Z15
+	VPDPBUSD.BCST     (BX), Z12, Z15
+	VPDPBUSD.BCST     4(BX), Z13, Z15
+	VPDPBUSD.BCST     8(BX), Z9, Z15
+	VPDPBUSD.BCST     12(BX), Z14, Z15
+	VPDPBUSD.BCST     16(BX), Z8, Z15
+	VPDPBUSD.BCST     20(BX), Z7, Z15
+	VPDPBUSD.BCST     24(BX), Z11, Z15
+	VPDPBUSD.BCST     28(BX), Z6, Z15
+	VCVTDQ2PS         Z15, Z15
+	VMULPS.BCST       32(BX), Z10, Z16
+	VMULPS            Z16, Z15, Z15
+	VADDPS            Z15, Z1, Z1
+	VPBROADCASTD      108(BX), Z15
+	VPDPBUSD.BCST     64(BX), Z12, Z15
+	VPDPBUSD.BCST     68(BX), Z13, Z15
+	VPDPBUSD.BCST     72(BX), Z9, Z15
+	VPDPBUSD.BCST     76(BX), Z14, Z15
+	VPDPBUSD.BCST     80(BX), Z8, Z15
+	VPDPBUSD.BCST     84(BX), Z7, Z15
+	VPDPBUSD.BCST     88(BX), Z11, Z15
+	VPDPBUSD.BCST     92(BX), Z6, Z15
+	VCVTDQ2PS         Z15, Z15
+	VMULPS.BCST       96(BX), Z10, Z16
+	VMULPS            Z16, Z15, Z15
+	VADDPS            Z15, Z2, Z2
+	VPBROADCASTD      172(BX), Z15
+	VPDPBUSD.BCST     128(BX), Z12, Z15
+	VPDPBUSD.BCST     132(BX), Z13, Z15
+	VPDPBUSD.BCST     136(BX), Z9, Z15
+	VPDPBUSD.BCST     140(BX), Z14, Z15
+	VPDPBUSD.BCST     144(BX), Z8, Z15
+	VPDPBUSD.BCST     148(BX), Z7, Z15
+	VPDPBUSD.BCST     152(BX), Z11, Z15
+	VPDPBUSD.BCST     156(BX), Z6, Z15
+	VCVTDQ2PS         Z15, Z15
+	VMULPS.BCST       160(BX), Z10, Z16
+	VMULPS            Z16, Z15, Z15
+	VADDPS            Z15, Z3, Z3
+	VPBROADCASTD      236(BX), Z15
+	VPDPBUSD.BCST     192(BX), Z12, Z15
+	VPDPBUSD.BCST     196(BX), Z13, Z15
+	VPDPBUSD.BCST     200(BX), Z9, Z15
+	VPDPBUSD.BCST     204(BX), Z14, Z15
+	VPDPBUSD.BCST     208(BX), Z8, Z15
+	VPDPBUSD.BCST     212(BX), Z7, Z15
+	VPDPBUSD.BCST     216(BX), Z11, Z15
+	VPDPBUSD.BCST     220(BX), Z6, Z15
+	VCVTDQ2PS         Z15, Z15
+	VMULPS.BCST       224(BX), Z10, Z16
+	VMULPS            Z16, Z15, Z15
+	VADDPS            Z15, Z4, Z4
+	VPBROADCASTD      300(BX), Z15
+	VPDPBUSD.BCST     256(BX), Z12, Z15
+	VPDPBUSD.BCST     260(BX), Z13, Z15
+	VPDPBUSD.BCST     264(BX), Z9, Z15
+	VPDPBUSD.BCST     268(BX), Z14, Z15
+	VPDPBUSD.BCST     272(BX), Z8, Z15
+	VPDPBUSD.BCST     276(BX), Z7, Z15
+	VPDPBUSD.BCST     280(BX), Z11, Z15
+	VPDPBUSD.BCST     284(BX), Z6, Z15
+	VCVTDQ2PS         Z15, Z6
+	VMULPS.BCST       288(BX), Z10, Z7
+	VMULPS            Z7, Z6, Z6
+	VADDPS            Z6, Z5, Z5
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -4215,17 +3390,22 @@ dotQ8_0x16x5VNNI_loop:
 	JMP               dotQ8_0x16x5VNNI_loop
 
 dotQ8_0x16x5VNNI_done:
-	MOVQ    out+40(FP), AX
-	MOVQ    ostride+48(FP), CX
-	VMOVUPS Z4, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z5, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z6, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z7, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z8, (AX)
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
 	VZEROUPPER
 	RET
 
@@ -4241,237 +3421,77 @@ TEXT ·dotQ4_0x16x5VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0000aaaa, R11
-	KMOVW        R11, K1
-	VMOVDQU64    rv16perm1<>+0(SB), Z0
-	MOVL         $0x0000cccc, R11
-	KMOVW        R11, K2
-	VMOVDQU64    rv16perm2<>+0(SB), Z1
-	MOVL         $0x0000f0f0, R11
-	KMOVW        R11, K3
-	VMOVDQU64    rv16perm4<>+0(SB), Z2
 	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z3
-	VMOVDQU64    rv16shift<>+0(SB), Z4
+	VPBROADCASTD R11, Z0
+	VMOVDQU64    rv16shift<>+0(SB), Z1
 	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K4
+	KMOVW        R11, K1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
 	VPXORD       Z5, Z5, Z5
 	VPXORD       Z6, Z6, Z6
-	VPXORD       Z7, Z7, Z7
-	VPXORD       Z8, Z8, Z8
-	VPXORD       Z9, Z9, Z9
 
 dotQ4_0x16x5VNNI_loop:
 	TESTQ           DX, DX
 	JZ              dotQ4_0x16x5VNNI_done
-	VBROADCASTI64X4 (BX), Z10
-	VBROADCASTI64X4 64(BX), Z11
-	VBROADCASTI64X4 128(BX), Z12
-	VBROADCASTI64X4 192(BX), Z13
-	VBROADCASTI64X4 256(BX), Z14
-	VBROADCASTI32X4 2(AX), Z15
-	VBROADCASTI32X4 2(R9), K4, Z15
-	VPSRLVQ         Z4, Z15, Z15
-	VPANDD          Z3, Z15, Z15
-	VBROADCASTI32X4 2(AX)(CX*1), Z16
-	VBROADCASTI32X4 2(R9)(CX*1), K4, Z16
-	VPSRLVQ         Z4, Z16, Z16
-	VPANDD          Z3, Z16, Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD        Z10, Z15, Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD        Z10, Z16, Z18
-	VPBLENDMD       Z18, Z17, K1, Z19
-	VPERMT2D        Z18, Z0, Z17
-	VPADDD          Z19, Z17, Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD        Z11, Z15, Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD        Z11, Z16, Z19
-	VPBLENDMD       Z19, Z18, K1, Z20
-	VPERMT2D        Z19, Z0, Z18
-	VPADDD          Z20, Z18, Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD        Z12, Z15, Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD        Z12, Z16, Z20
-	VPBLENDMD       Z20, Z19, K1, Z21
-	VPERMT2D        Z20, Z0, Z19
-	VPADDD          Z21, Z19, Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD        Z13, Z15, Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD        Z13, Z16, Z21
-	VPBLENDMD       Z21, Z20, K1, Z22
-	VPERMT2D        Z21, Z0, Z20
-	VPADDD          Z22, Z20, Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD        Z14, Z15, Z21
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD        Z14, Z16, Z15
-	VPBLENDMD       Z15, Z21, K1, Z16
-	VPERMT2D        Z15, Z0, Z21
-	VPADDD          Z16, Z21, Z21
-	VBROADCASTI32X4 2(AX)(CX*2), Z15
-	VBROADCASTI32X4 2(R9)(CX*2), K4, Z15
-	VPSRLVQ         Z4, Z15, Z15
-	VPANDD          Z3, Z15, Z15
-	VBROADCASTI32X4 2(AX)(DI*1), Z16
-	VBROADCASTI32X4 2(R9)(DI*1), K4, Z16
-	VPSRLVQ         Z4, Z16, Z16
-	VPANDD          Z3, Z16, Z16
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD        Z10, Z15, Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD        Z10, Z16, Z23
-	VPBLENDMD       Z23, Z22, K1, Z24
-	VPERMT2D        Z23, Z0, Z22
-	VPADDD          Z24, Z22, Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD        Z11, Z15, Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD        Z11, Z16, Z24
-	VPBLENDMD       Z24, Z23, K1, Z25
-	VPERMT2D        Z24, Z0, Z23
-	VPADDD          Z25, Z23, Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD        Z12, Z15, Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD        Z12, Z16, Z25
-	VPBLENDMD       Z25, Z24, K1, Z26
-	VPERMT2D        Z25, Z0, Z24
-	VPADDD          Z26, Z24, Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD        Z13, Z15, Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD        Z13, Z16, Z26
-	VPBLENDMD       Z26, Z25, K1, Z27
-	VPERMT2D        Z26, Z0, Z25
-	VPADDD          Z27, Z25, Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD        Z14, Z15, Z26
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD        Z14, Z16, Z15
-	VPBLENDMD       Z15, Z26, K1, Z16
-	VPERMT2D        Z15, Z0, Z26
-	VPADDD          Z16, Z26, Z26
-	VPBLENDMD       Z22, Z17, K2, Z15
-	VPERMT2D        Z22, Z1, Z17
-	VPADDD          Z15, Z17, Z17
-	VPBLENDMD       Z23, Z18, K2, Z15
-	VPERMT2D        Z23, Z1, Z18
-	VPADDD          Z15, Z18, Z18
-	VPBLENDMD       Z24, Z19, K2, Z15
-	VPERMT2D        Z24, Z1, Z19
-	VPADDD          Z15, Z19, Z19
-	VPBLENDMD       Z25, Z20, K2, Z15
-	VPERMT2D        Z25, Z1, Z20
-	VPADDD          Z15, Z20, Z20
-	VPBLENDMD       Z26, Z21, K2, Z15
-	VPERMT2D        Z26, Z1, Z21
-	VPADDD          Z15, Z21, Z21
-	VBROADCASTI32X4 2(R8), Z15
-	VBROADCASTI32X4 2(R10), K4, Z15
-	VPSRLVQ         Z4, Z15, Z15
-	VPANDD          Z3, Z15, Z15
-	VBROADCASTI32X4 2(R8)(CX*1), Z16
-	VBROADCASTI32X4 2(R10)(CX*1), K4, Z16
-	VPSRLVQ         Z4, Z16, Z16
-	VPANDD          Z3, Z16, Z16
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD        Z10, Z15, Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD        Z10, Z16, Z23
-	VPBLENDMD       Z23, Z22, K1, Z24
-	VPERMT2D        Z23, Z0, Z22
-	VPADDD          Z24, Z22, Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD        Z11, Z15, Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD        Z11, Z16, Z24
-	VPBLENDMD       Z24, Z23, K1, Z25
-	VPERMT2D        Z24, Z0, Z23
-	VPADDD          Z25, Z23, Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD        Z12, Z15, Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD        Z12, Z16, Z25
-	VPBLENDMD       Z25, Z24, K1, Z26
-	VPERMT2D        Z25, Z0, Z24
-	VPADDD          Z26, Z24, Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD        Z13, Z15, Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD        Z13, Z16, Z26
-	VPBLENDMD       Z26, Z25, K1, Z27
-	VPERMT2D        Z26, Z0, Z25
-	VPADDD          Z27, Z25, Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD        Z14, Z15, Z26
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD        Z14, Z16, Z15
-	VPBLENDMD       Z15, Z26, K1, Z16
-	VPERMT2D        Z15, Z0, Z26
-	VPADDD          Z16, Z26, Z26
-	VBROADCASTI32X4 2(R8)(CX*2), Z15
-	VBROADCASTI32X4 2(R10)(CX*2), K4, Z15
-	VPSRLVQ         Z4, Z15, Z15
-	VPANDD          Z3, Z15, Z15
-	VBROADCASTI32X4 2(R8)(DI*1), Z16
-	VBROADCASTI32X4 2(R10)(DI*1), K4, Z16
-	VPSRLVQ         Z4, Z16, Z16
-	VPANDD          Z3, Z16, Z16
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD        Z10, Z15, Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD        Z10, Z16, Z28
-	VPBLENDMD       Z28, Z27, K1, Z10
-	VPERMT2D        Z28, Z0, Z27
-	VPADDD          Z10, Z27, Z27
-	VPXORD          Z10, Z10, Z10
-	VPDPBUSD        Z11, Z15, Z10
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD        Z11, Z16, Z28
-	VPBLENDMD       Z28, Z10, K1, Z11
-	VPERMT2D        Z28, Z0, Z10
-	VPADDD          Z11, Z10, Z10
-	VPXORD          Z11, Z11, Z11
-	VPDPBUSD        Z12, Z15, Z11
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD        Z12, Z16, Z28
-	VPBLENDMD       Z28, Z11, K1, Z12
-	VPERMT2D        Z28, Z0, Z11
-	VPADDD          Z12, Z11, Z11
-	VPXORD          Z12, Z12, Z12
-	VPDPBUSD        Z13, Z15, Z12
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD        Z13, Z16, Z28
-	VPBLENDMD       Z28, Z12, K1, Z13
-	VPERMT2D        Z28, Z0, Z12
-	VPADDD          Z13, Z12, Z12
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD        Z14, Z15, Z13
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD        Z14, Z16, Z15
-	VPBLENDMD       Z15, Z13, K1, Z14
-	VPERMT2D        Z15, Z0, Z13
-	VPADDD          Z14, Z13, Z13
-	VPBLENDMD       Z27, Z22, K2, Z14
-	VPERMT2D        Z27, Z1, Z22
-	VPADDD          Z14, Z22, Z22
-	VPBLENDMD       Z10, Z23, K2, Z14
-	VPERMT2D        Z10, Z1, Z23
-	VPADDD          Z14, Z23, Z23
-	VPBLENDMD       Z11, Z24, K2, Z10
-	VPERMT2D        Z11, Z1, Z24
-	VPADDD          Z10, Z24, Z24
-	VPBLENDMD       Z12, Z25, K2, Z10
-	VPERMT2D        Z12, Z1, Z25
-	VPADDD          Z10, Z25, Z25
-	VPBLENDMD       Z13, Z26, K2, Z10
-	VPERMT2D        Z13, Z1, Z26
-	VPADDD          Z10, Z26, Z26
-	VPXOR           Y10, Y10, Y10
+	VBROADCASTI32X4 2(AX), Z7
+	VBROADCASTI32X4 2(R9), K1, Z7
+	VPSRLVQ         Z1, Z7, Z7
+	VPANDD          Z0, Z7, Z7
+	VBROADCASTI32X4 2(AX)(CX*1), Z8
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z8
+	VPSRLVQ         Z1, Z8, Z8
+	VPANDD          Z0, Z8, Z8
+	VBROADCASTI32X4 2(AX)(CX*2), Z9
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z9
+	VPSRLVQ         Z1, Z9, Z9
+	VPANDD          Z0, Z9, Z9
+	VBROADCASTI32X4 2(AX)(DI*1), Z10
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z10
+	VPSRLVQ         Z1, Z10, Z10
+	VPANDD          Z0, Z10, Z10
+	VBROADCASTI32X4 2(R8), Z11
+	VBROADCASTI32X4 2(R10), K1, Z11
+	VPSRLVQ         Z1, Z11, Z11
+	VPANDD          Z0, Z11, Z11
+	VBROADCASTI32X4 2(R8)(CX*1), Z12
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z12
+	VPSRLVQ         Z1, Z12, Z12
+	VPANDD          Z0, Z12, Z12
+	VBROADCASTI32X4 2(R8)(CX*2), Z13
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z13
+	VPSRLVQ         Z1, Z13, Z13
+	VPANDD          Z0, Z13, Z13
+	VBROADCASTI32X4 2(R8)(DI*1), Z14
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z14
+	VPSRLVQ         Z1, Z14, Z14
+	VPANDD          Z0, Z14, Z14
+	VPUNPCKLDQ      Z8, Z7, Z15
+	VPUNPCKHDQ      Z8, Z7, Z7
+	VPUNPCKLDQ      Z10, Z9, Z8
+	VPUNPCKHDQ      Z10, Z9, Z9
+	VPUNPCKLDQ      Z12, Z11, Z10
+	VPUNPCKHDQ      Z12, Z11, Z11
+	VPUNPCKLDQ      Z14, Z13, Z12
+	VPUNPCKHDQ      Z14, Z13, Z13
+	VPUNPCKLQDQ     Z8, Z15, Z14
+	VPUNPCKHQDQ     Z8, Z15, Z8
+	VPUNPCKLQDQ     Z9, Z7, Z15
+	VPUNPCKHQDQ     Z9, Z7, Z7
+	VPUNPCKLQDQ     Z12, Z10, Z9
+	VPUNPCKHQDQ     Z12, Z10, Z10
+	VPUNPCKLQDQ     Z13, Z11, Z12
+	VPUNPCKHQDQ     Z13, Z11, Z11
+	VSHUFI64X2      $0x88, Z9, Z14, Z13
+	VSHUFI64X2      $0xdd, Z9, Z14, Z9
+	VSHUFI64X2      $0x88, Z10, Z8, Z14
+	VSHUFI64X2      $0xdd, Z10, Z8, Z8
+	VSHUFI64X2      $0x88, Z12, Z15, Z10
+	VSHUFI64X2      $0xdd, Z12, Z15, Z12
+	VSHUFI64X2      $0x88, Z11, Z7, Z15
+	VSHUFI64X2      $0xdd, Z11, Z7, Z7
+	VPXOR           Y11, Y11, Y11
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -4482,18 +3502,7 @@ dotQ4_0x16x5VNNI_loop:
 	MOVWQZX         (AX)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X10
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X10, X10
+	VMOVQ           R11, X11
 	MOVWQZX         (R9), R11
 	MOVWQZX         (R9)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -4504,7 +3513,18 @@ dotQ4_0x16x5VNNI_loop:
 	MOVWQZX         (R9)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X11
+	VPINSRQ         $0x01, R11, X11, X11
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X16
 	MOVWQZX         (R10), R11
 	MOVWQZX         (R10)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -4515,49 +3535,74 @@ dotQ4_0x16x5VNNI_loop:
 	MOVWQZX         (R10)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X11, X11
-	VINSERTI32X4    $0x01, X11, Y10, Y10
-	VCVTPH2PS       Y10, Z10
-	VPBLENDMD       Z22, Z17, K3, Z11
-	VPERMT2D        Z22, Z2, Z17
-	VPADDD          Z11, Z17, Z17
-	VPSUBD.BCST     40(BX), Z17, Z17
-	VCVTDQ2PS       Z17, Z11
-	VMULPS          Z10, Z11, Z11
-	VMULPS.BCST     32(BX), Z11, Z11
-	VADDPS          Z11, Z5, Z5
-	VPBLENDMD       Z23, Z18, K3, Z11
-	VPERMT2D        Z23, Z2, Z18
-	VPADDD          Z11, Z18, Z18
-	VPSUBD.BCST     104(BX), Z18, Z18
-	VCVTDQ2PS       Z18, Z11
-	VMULPS          Z10, Z11, Z11
-	VMULPS.BCST     96(BX), Z11, Z11
-	VADDPS          Z11, Z6, Z6
-	VPBLENDMD       Z24, Z19, K3, Z11
-	VPERMT2D        Z24, Z2, Z19
-	VPADDD          Z11, Z19, Z19
-	VPSUBD.BCST     168(BX), Z19, Z19
-	VCVTDQ2PS       Z19, Z11
-	VMULPS          Z10, Z11, Z11
-	VMULPS.BCST     160(BX), Z11, Z11
-	VADDPS          Z11, Z7, Z7
-	VPBLENDMD       Z25, Z20, K3, Z11
-	VPERMT2D        Z25, Z2, Z20
-	VPADDD          Z11, Z20, Z20
-	VPSUBD.BCST     232(BX), Z20, Z20
-	VCVTDQ2PS       Z20, Z11
-	VMULPS          Z10, Z11, Z11
-	VMULPS.BCST     224(BX), Z11, Z11
-	VADDPS          Z11, Z8, Z8
-	VPBLENDMD       Z26, Z21, K3, Z11
-	VPERMT2D        Z26, Z2, Z21
-	VPADDD          Z11, Z21, Z21
-	VPSUBD.BCST     296(BX), Z21, Z21
-	VCVTDQ2PS       Z21, Z11
-	VMULPS          Z10, Z11, Z11
-	VMULPS.BCST     288(BX), Z11, Z11
-	VADDPS          Z11, Z9, Z9
+	VPINSRQ         $0x01, R11, X16, X16
+	VINSERTI32X4    $0x01, X16, Y11, Y11
+	VCVTPH2PS       Y11, Z11
+	VPBROADCASTD    48(BX), Z16
+	VPDPBUSD.BCST   (BX), Z13, Z16
+	VPDPBUSD.BCST   4(BX), Z14, Z16
+	VPDPBUSD.BCST   8(BX), Z10, Z16
+	VPDPBUSD.BCST   12(BX), Z15, Z16
+	VPDPBUSD.BCST   16(BX), Z9, Z16
+	VPDPBUSD.BCST   20(BX), Z8, Z16
+	VPDPBUSD.BCST   24(BX), Z12, Z16
+	VPDPBUSD.BCST   28(BX), Z7, Z16
+	VCVTDQ2PS       Z16, Z16
+	VMULPS          Z11, Z16, Z16
+	VMULPS.BCST     32(BX), Z16, Z16
+	VADDPS          Z16, Z2, Z2
+	VPBROADCASTD    112(BX), Z16
+	VPDPBUSD.BCST   64(BX), Z13, Z16
+	VPDPBUSD.BCST   68(BX), Z14, Z16
+	VPDPBUSD.BCST   72(BX), Z10, Z16
+	VPDPBUSD.BCST   76(BX), Z15, Z16
+	VPDPBUSD.BCST   80(BX), Z9, Z16
+	VPDPBUSD.BCST   84(BX), Z8, Z16
+	VPDPBUSD.BCST   88(BX), Z12, Z16
+	VPDPBUSD.BCST   92(BX), Z7, Z16
+	VCVTDQ2PS       Z16, Z16
+	VMULPS          Z11, Z16, Z16
+	VMULPS.BCST     96(BX), Z16, Z16
+	VADDPS          Z16, Z3, Z3
+	VPBROADCASTD    176(BX), Z16
+	VPDPBUSD.BCST   128(BX), Z13, Z16
+	VPDPBUSD.BCST   132(BX), Z14, Z16
+	VPDPBUSD.BCST   136(BX), Z10, Z16
+	VPDPBUSD.BCST   140(BX), Z15, Z16
+	VPDPBUSD.BCST   144(BX), Z9, Z16
+	VPDPBUSD.BCST   148(BX), Z8, Z16
+	VPDPBUSD.BCST   152(BX), Z12, Z16
+	VPDPBUSD.BCST   156(BX), Z7, Z16
+	VCVTDQ2PS       Z16, Z16
+	VMULPS          Z11, Z16, Z16
+	VMULPS.BCST     160(BX), Z16, Z16
+	VADDPS          Z16, Z4, Z4
+	VPBROADCASTD    240(BX), Z16
+	VPDPBUSD.BCST   192(BX), Z13, Z16
+	VPDPBUSD.BCST   196(BX), Z14, Z16
+	VPDPBUSD.BCST   200(BX), Z10, Z16
+	VPDPBUSD.BCST   204(BX), Z15, Z16
+	VPDPBUSD.BCST   208(BX), Z9, Z16
+	VPDPBUSD.BCST   212(BX), Z8, Z16
+	VPDPBUSD.BCST   216(BX), Z12, Z16
+	VPDPBUSD.BCST   220(BX), Z7, Z16
+	VCVTDQ2PS       Z16, Z16
+	VMULPS          Z11, Z16, Z16
+	VMULPS.BCST     224(BX), Z16, Z16
+	VADDPS          Z16, Z5, Z5
+	VPBROADCASTD    304(BX), Z16
+	VPDPBUSD.BCST   256(BX), Z13, Z16
+	VPDPBUSD.BCST   260(BX), Z14, Z16
+	VPDPBUSD.BCST   264(BX), Z10, Z16
+	VPDPBUSD.BCST   268(BX), Z15, Z16
+	VPDPBUSD.BCST   272(BX), Z9, Z16
+	VPDPBUSD.BCST   276(BX), Z8, Z16
+	VPDPBUSD.BCST   280(BX), Z12, Z16
+	VPDPBUSD.BCST   284(BX), Z7, Z16
+	VCVTDQ2PS       Z16, Z7
+	VMULPS          Z11, Z7, Z7
+	VMULPS.BCST     288(BX), Z7, Z7
+	VADDPS          Z7, Z6, Z6
 	PREFETCHT0      256(AX)
 	PREFETCHT0      256(AX)(CX*1)
 	PREFETCHT0      256(AX)(CX*2)
@@ -4583,17 +3628,22 @@ dotQ4_0x16x5VNNI_loop:
 	JMP             dotQ4_0x16x5VNNI_loop
 
 dotQ4_0x16x5VNNI_done:
-	MOVQ    out+40(FP), AX
-	MOVQ    ostride+48(FP), CX
-	VMOVUPS Z5, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z6, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z7, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z8, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z9, (AX)
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
 	VZEROUPPER
 	RET
 
@@ -4609,227 +3659,67 @@ TEXT ·dotQ4_0x16x5GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
-	MOVL      $0x0000aaaa, R11
-	KMOVW     R11, K1
-	VMOVDQU64 rv16perm1<>+0(SB), Z0
-	MOVL      $0x0000cccc, R11
-	KMOVW     R11, K2
-	VMOVDQU64 rv16perm2<>+0(SB), Z1
-	MOVL      $0x0000f0f0, R11
-	KMOVW     R11, K3
-	VMOVDQU64 rv16perm4<>+0(SB), Z2
-	VMOVDQU64 rv16nib<>+0(SB), Z3
+	VMOVDQU64 rv16nib<>+0(SB), Z0
 	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K4
+	KMOVW     R11, K1
+	VPXORD    Z1, Z1, Z1
+	VPXORD    Z2, Z2, Z2
+	VPXORD    Z3, Z3, Z3
 	VPXORD    Z4, Z4, Z4
 	VPXORD    Z5, Z5, Z5
-	VPXORD    Z6, Z6, Z6
-	VPXORD    Z7, Z7, Z7
-	VPXORD    Z8, Z8, Z8
 
 dotQ4_0x16x5GFNI_loop:
 	TESTQ           DX, DX
 	JZ              dotQ4_0x16x5GFNI_done
-	VBROADCASTI64X4 (BX), Z9
-	VBROADCASTI64X4 64(BX), Z10
-	VBROADCASTI64X4 128(BX), Z11
-	VBROADCASTI64X4 192(BX), Z12
-	VBROADCASTI64X4 256(BX), Z13
-	VBROADCASTI32X4 2(AX), Z14
-	VBROADCASTI32X4 2(R9), K4, Z14
-	VGF2P8AFFINEQB  $0x00, Z3, Z14, Z14
-	VBROADCASTI32X4 2(AX)(CX*1), Z15
-	VBROADCASTI32X4 2(R9)(CX*1), K4, Z15
-	VGF2P8AFFINEQB  $0x00, Z3, Z15, Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD        Z9, Z14, Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD        Z9, Z15, Z17
-	VPBLENDMD       Z17, Z16, K1, Z18
-	VPERMT2D        Z17, Z0, Z16
-	VPADDD          Z18, Z16, Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD        Z10, Z14, Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD        Z10, Z15, Z18
-	VPBLENDMD       Z18, Z17, K1, Z19
-	VPERMT2D        Z18, Z0, Z17
-	VPADDD          Z19, Z17, Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD        Z11, Z14, Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD        Z11, Z15, Z19
-	VPBLENDMD       Z19, Z18, K1, Z20
-	VPERMT2D        Z19, Z0, Z18
-	VPADDD          Z20, Z18, Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD        Z12, Z14, Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD        Z12, Z15, Z20
-	VPBLENDMD       Z20, Z19, K1, Z21
-	VPERMT2D        Z20, Z0, Z19
-	VPADDD          Z21, Z19, Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD        Z13, Z14, Z20
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD        Z13, Z15, Z14
-	VPBLENDMD       Z14, Z20, K1, Z15
-	VPERMT2D        Z14, Z0, Z20
-	VPADDD          Z15, Z20, Z20
-	VBROADCASTI32X4 2(AX)(CX*2), Z14
-	VBROADCASTI32X4 2(R9)(CX*2), K4, Z14
-	VGF2P8AFFINEQB  $0x00, Z3, Z14, Z14
-	VBROADCASTI32X4 2(AX)(DI*1), Z15
-	VBROADCASTI32X4 2(R9)(DI*1), K4, Z15
-	VGF2P8AFFINEQB  $0x00, Z3, Z15, Z15
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD        Z9, Z14, Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD        Z9, Z15, Z22
-	VPBLENDMD       Z22, Z21, K1, Z23
-	VPERMT2D        Z22, Z0, Z21
-	VPADDD          Z23, Z21, Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD        Z10, Z14, Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD        Z10, Z15, Z23
-	VPBLENDMD       Z23, Z22, K1, Z24
-	VPERMT2D        Z23, Z0, Z22
-	VPADDD          Z24, Z22, Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD        Z11, Z14, Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD        Z11, Z15, Z24
-	VPBLENDMD       Z24, Z23, K1, Z25
-	VPERMT2D        Z24, Z0, Z23
-	VPADDD          Z25, Z23, Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD        Z12, Z14, Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD        Z12, Z15, Z25
-	VPBLENDMD       Z25, Z24, K1, Z26
-	VPERMT2D        Z25, Z0, Z24
-	VPADDD          Z26, Z24, Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD        Z13, Z14, Z25
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD        Z13, Z15, Z14
-	VPBLENDMD       Z14, Z25, K1, Z15
-	VPERMT2D        Z14, Z0, Z25
-	VPADDD          Z15, Z25, Z25
-	VPBLENDMD       Z21, Z16, K2, Z14
-	VPERMT2D        Z21, Z1, Z16
-	VPADDD          Z14, Z16, Z16
-	VPBLENDMD       Z22, Z17, K2, Z14
-	VPERMT2D        Z22, Z1, Z17
-	VPADDD          Z14, Z17, Z17
-	VPBLENDMD       Z23, Z18, K2, Z14
-	VPERMT2D        Z23, Z1, Z18
-	VPADDD          Z14, Z18, Z18
-	VPBLENDMD       Z24, Z19, K2, Z14
-	VPERMT2D        Z24, Z1, Z19
-	VPADDD          Z14, Z19, Z19
-	VPBLENDMD       Z25, Z20, K2, Z14
-	VPERMT2D        Z25, Z1, Z20
-	VPADDD          Z14, Z20, Z20
-	VBROADCASTI32X4 2(R8), Z14
-	VBROADCASTI32X4 2(R10), K4, Z14
-	VGF2P8AFFINEQB  $0x00, Z3, Z14, Z14
-	VBROADCASTI32X4 2(R8)(CX*1), Z15
-	VBROADCASTI32X4 2(R10)(CX*1), K4, Z15
-	VGF2P8AFFINEQB  $0x00, Z3, Z15, Z15
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD        Z9, Z14, Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD        Z9, Z15, Z22
-	VPBLENDMD       Z22, Z21, K1, Z23
-	VPERMT2D        Z22, Z0, Z21
-	VPADDD          Z23, Z21, Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD        Z10, Z14, Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD        Z10, Z15, Z23
-	VPBLENDMD       Z23, Z22, K1, Z24
-	VPERMT2D        Z23, Z0, Z22
-	VPADDD          Z24, Z22, Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD        Z11, Z14, Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD        Z11, Z15, Z24
-	VPBLENDMD       Z24, Z23, K1, Z25
-	VPERMT2D        Z24, Z0, Z23
-	VPADDD          Z25, Z23, Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD        Z12, Z14, Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD        Z12, Z15, Z25
-	VPBLENDMD       Z25, Z24, K1, Z26
-	VPERMT2D        Z25, Z0, Z24
-	VPADDD          Z26, Z24, Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD        Z13, Z14, Z25
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD        Z13, Z15, Z14
-	VPBLENDMD       Z14, Z25, K1, Z15
-	VPERMT2D        Z14, Z0, Z25
-	VPADDD          Z15, Z25, Z25
-	VBROADCASTI32X4 2(R8)(CX*2), Z14
-	VBROADCASTI32X4 2(R10)(CX*2), K4, Z14
-	VGF2P8AFFINEQB  $0x00, Z3, Z14, Z14
-	VBROADCASTI32X4 2(R8)(DI*1), Z15
-	VBROADCASTI32X4 2(R10)(DI*1), K4, Z15
-	VGF2P8AFFINEQB  $0x00, Z3, Z15, Z15
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD        Z9, Z14, Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD        Z9, Z15, Z27
-	VPBLENDMD       Z27, Z26, K1, Z9
-	VPERMT2D        Z27, Z0, Z26
-	VPADDD          Z9, Z26, Z26
-	VPXORD          Z9, Z9, Z9
-	VPDPBUSD        Z10, Z14, Z9
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD        Z10, Z15, Z27
-	VPBLENDMD       Z27, Z9, K1, Z10
-	VPERMT2D        Z27, Z0, Z9
-	VPADDD          Z10, Z9, Z9
-	VPXORD          Z10, Z10, Z10
-	VPDPBUSD        Z11, Z14, Z10
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD        Z11, Z15, Z27
-	VPBLENDMD       Z27, Z10, K1, Z11
-	VPERMT2D        Z27, Z0, Z10
-	VPADDD          Z11, Z10, Z10
-	VPXORD          Z11, Z11, Z11
-	VPDPBUSD        Z12, Z14, Z11
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD        Z12, Z15, Z27
-	VPBLENDMD       Z27, Z11, K1, Z12
-	VPERMT2D        Z27, Z0, Z11
-	VPADDD          Z12, Z11, Z11
-	VPXORD          Z12, Z12, Z12
-	VPDPBUSD        Z13, Z14, Z12
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD        Z13, Z15, Z14
-	VPBLENDMD       Z14, Z12, K1, Z13
-	VPERMT2D        Z14, Z0, Z12
-	VPADDD          Z13, Z12, Z12
-	VPBLENDMD       Z26, Z21, K2, Z13
-	VPERMT2D        Z26, Z1, Z21
-	VPADDD          Z13, Z21, Z21
-	VPBLENDMD       Z9, Z22, K2, Z13
-	VPERMT2D        Z9, Z1, Z22
-	VPADDD          Z13, Z22, Z22
-	VPBLENDMD       Z10, Z23, K2, Z9
-	VPERMT2D        Z10, Z1, Z23
-	VPADDD          Z9, Z23, Z23
-	VPBLENDMD       Z11, Z24, K2, Z9
-	VPERMT2D        Z11, Z1, Z24
-	VPADDD          Z9, Z24, Z24
-	VPBLENDMD       Z12, Z25, K2, Z9
-	VPERMT2D        Z12, Z1, Z25
-	VPADDD          Z9, Z25, Z25
-	VPXOR           Y9, Y9, Y9
+	VBROADCASTI32X4 2(AX), Z6
+	VBROADCASTI32X4 2(R9), K1, Z6
+	VGF2P8AFFINEQB  $0x00, Z0, Z6, Z6
+	VBROADCASTI32X4 2(AX)(CX*1), Z7
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z7
+	VGF2P8AFFINEQB  $0x00, Z0, Z7, Z7
+	VBROADCASTI32X4 2(AX)(CX*2), Z8
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z8
+	VGF2P8AFFINEQB  $0x00, Z0, Z8, Z8
+	VBROADCASTI32X4 2(AX)(DI*1), Z9
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z9
+	VGF2P8AFFINEQB  $0x00, Z0, Z9, Z9
+	VBROADCASTI32X4 2(R8), Z10
+	VBROADCASTI32X4 2(R10), K1, Z10
+	VGF2P8AFFINEQB  $0x00, Z0, Z10, Z10
+	VBROADCASTI32X4 2(R8)(CX*1), Z11
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z11
+	VGF2P8AFFINEQB  $0x00, Z0, Z11, Z11
+	VBROADCASTI32X4 2(R8)(CX*2), Z12
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z12
+	VGF2P8AFFINEQB  $0x00, Z0, Z12, Z12
+	VBROADCASTI32X4 2(R8)(DI*1), Z13
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z13
+	VGF2P8AFFINEQB  $0x00, Z0, Z13, Z13
+	VPUNPCKLDQ      Z7, Z6, Z14
+	VPUNPCKHDQ      Z7, Z6, Z6
+	VPUNPCKLDQ      Z9, Z8, Z7
+	VPUNPCKHDQ      Z9, Z8, Z8
+	VPUNPCKLDQ      Z11, Z10, Z9
+	VPUNPCKHDQ      Z11, Z10, Z10
+	VPUNPCKLDQ      Z13, Z12, Z11
+	VPUNPCKHDQ      Z13, Z12, Z12
+	VPUNPCKLQDQ     Z7, Z14, Z13
+	VPUNPCKHQDQ     Z7, Z14, Z7
+	VPUNPCKLQDQ     Z8, Z6, Z14
+	VPUNPCKHQDQ     Z8, Z6, Z6
+	VPUNPCKLQDQ     Z11, Z9, Z8
+	VPUNPCKHQDQ     Z11, Z9, Z9
+	VPUNPCKLQDQ     Z12, Z10, Z11
+	VPUNPCKHQDQ     Z12, Z10, Z10
+	VSHUFI64X2      $0x88, Z8, Z13, Z12
+	VSHUFI64X2      $0xdd, Z8, Z13, Z8
+	VSHUFI64X2      $0x88, Z9, Z7, Z13
+	VSHUFI64X2      $0xdd, Z9, Z7, Z7
+	VSHUFI64X2      $0x88, Z11, Z14, Z9
+	VSHUFI64X2      $0xdd, Z11, Z14, Z11
+	VSHUFI64X2      $0x88, Z10, Z6, Z14
+	VSHUFI64X2      $0xdd, Z10, Z6, Z6
+	VPXOR           Y10, Y10, Y10
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -4840,18 +3730,7 @@ dotQ4_0x16x5GFNI_loop:
 	MOVWQZX         (AX)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X9
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X9, X9
+	VMOVQ           R11, X10
 	MOVWQZX         (R9), R11
 	MOVWQZX         (R9)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -4862,7 +3741,18 @@ dotQ4_0x16x5GFNI_loop:
 	MOVWQZX         (R9)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VMOVQ           R11, X10
+	VPINSRQ         $0x01, R11, X10, X10
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X15
 	MOVWQZX         (R10), R11
 	MOVWQZX         (R10)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -4873,49 +3763,74 @@ dotQ4_0x16x5GFNI_loop:
 	MOVWQZX         (R10)(DI*1), R12
 	SHLQ            $0x30, R12
 	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X10, X10
-	VINSERTI32X4    $0x01, X10, Y9, Y9
-	VCVTPH2PS       Y9, Z9
-	VPBLENDMD       Z21, Z16, K3, Z10
-	VPERMT2D        Z21, Z2, Z16
-	VPADDD          Z10, Z16, Z16
-	VPSUBD.BCST     40(BX), Z16, Z16
-	VCVTDQ2PS       Z16, Z10
-	VMULPS          Z9, Z10, Z10
-	VMULPS.BCST     32(BX), Z10, Z10
-	VADDPS          Z10, Z4, Z4
-	VPBLENDMD       Z22, Z17, K3, Z10
-	VPERMT2D        Z22, Z2, Z17
-	VPADDD          Z10, Z17, Z17
-	VPSUBD.BCST     104(BX), Z17, Z17
-	VCVTDQ2PS       Z17, Z10
-	VMULPS          Z9, Z10, Z10
-	VMULPS.BCST     96(BX), Z10, Z10
-	VADDPS          Z10, Z5, Z5
-	VPBLENDMD       Z23, Z18, K3, Z10
-	VPERMT2D        Z23, Z2, Z18
-	VPADDD          Z10, Z18, Z18
-	VPSUBD.BCST     168(BX), Z18, Z18
-	VCVTDQ2PS       Z18, Z10
-	VMULPS          Z9, Z10, Z10
-	VMULPS.BCST     160(BX), Z10, Z10
-	VADDPS          Z10, Z6, Z6
-	VPBLENDMD       Z24, Z19, K3, Z10
-	VPERMT2D        Z24, Z2, Z19
-	VPADDD          Z10, Z19, Z19
-	VPSUBD.BCST     232(BX), Z19, Z19
-	VCVTDQ2PS       Z19, Z10
-	VMULPS          Z9, Z10, Z10
-	VMULPS.BCST     224(BX), Z10, Z10
-	VADDPS          Z10, Z7, Z7
-	VPBLENDMD       Z25, Z20, K3, Z10
-	VPERMT2D        Z25, Z2, Z20
-	VPADDD          Z10, Z20, Z20
-	VPSUBD.BCST     296(BX), Z20, Z20
-	VCVTDQ2PS       Z20, Z10
-	VMULPS          Z9, Z10, Z10
-	VMULPS.BCST     288(BX), Z10, Z10
-	VADDPS          Z10, Z8, Z8
+	VPINSRQ         $0x01, R11, X15, X15
+	VINSERTI32X4    $0x01, X15, Y10, Y10
+	VCVTPH2PS       Y10, Z10
+	VPBROADCASTD    48(BX), Z15
+	VPDPBUSD.BCST   (BX), Z12, Z15
+	VPDPBUSD.BCST   4(BX), Z13, Z15
+	VPDPBUSD.BCST   8(BX), Z9, Z15
+	VPDPBUSD.BCST   12(BX), Z14, Z15
+	VPDPBUSD.BCST   16(BX), Z8, Z15
+	VPDPBUSD.BCST   20(BX), Z7, Z15
+	VPDPBUSD.BCST   24(BX), Z11, Z15
+	VPDPBUSD.BCST   28(BX), Z6, Z15
+	VCVTDQ2PS       Z15, Z15
+	VMULPS          Z10, Z15, Z15
+	VMULPS.BCST     32(BX), Z15, Z15
+	VADDPS          Z15, Z1, Z1
+	VPBROADCASTD    112(BX), Z15
+	VPDPBUSD.BCST   64(BX), Z12, Z15
+	VPDPBUSD.BCST   68(BX), Z13, Z15
+	VPDPBUSD.BCST   72(BX), Z9, Z15
+	VPDPBUSD.BCST   76(BX), Z14, Z15
+	VPDPBUSD.BCST   80(BX), Z8, Z15
+	VPDPBUSD.BCST   84(BX), Z7, Z15
+	VPDPBUSD.BCST   88(BX), Z11, Z15
+	VPDPBUSD.BCST   92(BX), Z6, Z15
+	VCVTDQ2PS       Z15, Z15
+	VMULPS          Z10, Z15, Z15
+	VMULPS.BCST     96(BX), Z15, Z15
+	VADDPS          Z15, Z2, Z2
+	VPBROADCASTD    176(BX), Z15
+	VPDPBUSD.BCST   128(BX), Z12, Z15
+	VPDPBUSD.BCST   132(BX), Z13, Z15
+	VPDPBUSD.BCST   136(BX), Z9, Z15
+	VPDPBUSD.BCST   140(BX), Z14, Z15
+	VPDPBUSD.BCST   144(BX), Z8, Z15
+	VPDPBUSD.BCST   148(BX), Z7, Z15
+	VPDPBUSD.BCST   152(BX), Z11, Z15
+	VPDPBUSD.BCST   156(BX), Z6, Z15
+	VCVTDQ2PS       Z15, Z15
+	VMULPS          Z10, Z15, Z15
+	VMULPS.BCST     160(BX), Z15, Z15
+	VADDPS          Z15, Z3, Z3
+	VPBROADCASTD    240(BX), Z15
+	VPDPBUSD.BCST   192(BX), Z12, Z15
+	VPDPBUSD.BCST   196(BX), Z13, Z15
+	VPDPBUSD.BCST   200(BX), Z9, Z15
+	VPDPBUSD.BCST   204(BX), Z14, Z15
+	VPDPBUSD.BCST   208(BX), Z8, Z15
+	VPDPBUSD.BCST   212(BX), Z7, Z15
+	VPDPBUSD.BCST   216(BX), Z11, Z15
+	VPDPBUSD.BCST   220(BX), Z6, Z15
+	VCVTDQ2PS       Z15, Z15
+	VMULPS          Z10, Z15, Z15
+	VMULPS.BCST     224(BX), Z15, Z15
+	VADDPS          Z15, Z4, Z4
+	VPBROADCASTD    304(BX), Z15
+	VPDPBUSD.BCST   256(BX), Z12, Z15
+	VPDPBUSD.BCST   260(BX), Z13, Z15
+	VPDPBUSD.BCST   264(BX), Z9, Z15
+	VPDPBUSD.BCST   268(BX), Z14, Z15
+	VPDPBUSD.BCST   272(BX), Z8, Z15
+	VPDPBUSD.BCST   276(BX), Z7, Z15
+	VPDPBUSD.BCST   280(BX), Z11, Z15
+	VPDPBUSD.BCST   284(BX), Z6, Z15
+	VCVTDQ2PS       Z15, Z6
+	VMULPS          Z10, Z6, Z6
+	VMULPS.BCST     288(BX), Z6, Z6
+	VADDPS          Z6, Z5, Z5
 	PREFETCHT0      256(AX)
 	PREFETCHT0      256(AX)(CX*1)
 	PREFETCHT0      256(AX)(CX*2)
@@ -4941,17 +3856,2437 @@ dotQ4_0x16x5GFNI_loop:
 	JMP             dotQ4_0x16x5GFNI_loop
 
 dotQ4_0x16x5GFNI_done:
-	MOVQ    out+40(FP), AX
-	MOVQ    ostride+48(FP), CX
-	VMOVUPS Z4, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z5, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z6, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z7, (AX)
-	ADDQ    CX, AX
-	VMOVUPS Z8, (AX)
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ8_0x16x6VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16x6VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x80808080, R11
+	VPBROADCASTD R11, Z0
+	MOVL         $0x000000f0, R11
+	KMOVW        R11, K1
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+
+dotQ8_0x16x6VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16x6VNNI_done
+	VPXORD            Z7, Z7, Z7
+	VMOVDQU64         2(AX), Y7
+	VBROADCASTI64X4.Z 2(R9), K1, Z8
+	VPTERNLOGD        $0x56, Z0, Z8, Z7
+	VPXORD            Z8, Z8, Z8
+	VMOVDQU64         2(AX)(CX*1), Y8
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K1, Z9
+	VPTERNLOGD        $0x56, Z0, Z9, Z8
+	VPXORD            Z9, Z9, Z9
+	VMOVDQU64         2(AX)(CX*2), Y9
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K1, Z10
+	VPTERNLOGD        $0x56, Z0, Z10, Z9
+	VPXORD            Z10, Z10, Z10
+	VMOVDQU64         2(AX)(DI*1), Y10
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K1, Z11
+	VPTERNLOGD        $0x56, Z0, Z11, Z10
+	VPXORD            Z11, Z11, Z11
+	VMOVDQU64         2(R8), Y11
+	VBROADCASTI64X4.Z 2(R10), K1, Z12
+	VPTERNLOGD        $0x56, Z0, Z12, Z11
+	VPXORD            Z12, Z12, Z12
+	VMOVDQU64         2(R8)(CX*1), Y12
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K1, Z13
+	VPTERNLOGD        $0x56, Z0, Z13, Z12
+	VPXORD            Z13, Z13, Z13
+	VMOVDQU64         2(R8)(CX*2), Y13
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K1, Z14
+	VPTERNLOGD        $0x56, Z0, Z14, Z13
+	VPXORD            Z14, Z14, Z14
+	VMOVDQU64         2(R8)(DI*1), Y14
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K1, Z15
+	VPTERNLOGD        $0x56, Z0, Z15, Z14
+	VPUNPCKLDQ        Z8, Z7, Z15
+	VPUNPCKHDQ        Z8, Z7, Z7
+	VPUNPCKLDQ        Z10, Z9, Z8
+	VPUNPCKHDQ        Z10, Z9, Z9
+	VPUNPCKLDQ        Z12, Z11, Z10
+	VPUNPCKHDQ        Z12, Z11, Z11
+	VPUNPCKLDQ        Z14, Z13, Z12
+	VPUNPCKHDQ        Z14, Z13, Z13
+	VPUNPCKLQDQ       Z8, Z15, Z14
+	VPUNPCKHQDQ       Z8, Z15, Z8
+	VPUNPCKLQDQ       Z9, Z7, Z15
+	VPUNPCKHQDQ       Z9, Z7, Z7
+	VPUNPCKLQDQ       Z12, Z10, Z9
+	VPUNPCKHQDQ       Z12, Z10, Z10
+	VPUNPCKLQDQ       Z13, Z11, Z12
+	VPUNPCKHQDQ       Z13, Z11, Z11
+	VSHUFI64X2        $0x88, Z9, Z14, Z13
+	VSHUFI64X2        $0xdd, Z9, Z14, Z9
+	VSHUFI64X2        $0x88, Z10, Z8, Z14
+	VSHUFI64X2        $0xdd, Z10, Z8, Z8
+	VSHUFI64X2        $0x88, Z12, Z15, Z10
+	VSHUFI64X2        $0xdd, Z12, Z15, Z12
+	VSHUFI64X2        $0x88, Z11, Z7, Z15
+	VSHUFI64X2        $0xdd, Z11, Z7, Z7
+	VPXOR             Y11, Y11, Y11
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X11
+	MOVWQZX           (R9), R11
+	MOVWQZX           (R9)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X11, X11
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X16
+	MOVWQZX           (R10), R11
+	MOVWQZX           (R10)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X16, X16
+	VINSERTI32X4      $0x01, X16, Y11, Y11
+	VCVTPH2PS         Y11, Z11
+	VPBROADCASTD      44(BX), Z16
+	VPDPBUSD.BCST     (BX), Z13, Z16
+	VPDPBUSD.BCST     4(BX), Z14, Z16
+	VPDPBUSD.BCST     8(BX), Z10, Z16
+	VPDPBUSD.BCST     12(BX), Z15, Z16
+	VPDPBUSD.BCST     16(BX), Z9, Z16
+	VPDPBUSD.BCST     20(BX), Z8, Z16
+	VPDPBUSD.BCST     24(BX), Z12, Z16
+	VPDPBUSD.BCST     28(BX), Z7, Z16
+	VCVTDQ2PS         Z16, Z16
+	VMULPS.BCST       32(BX), Z11, Z17
+	VMULPS            Z17, Z16, Z16
+	VADDPS            Z16, Z1, Z1
+	VPBROADCASTD      108(BX), Z16
+	VPDPBUSD.BCST     64(BX), Z13, Z16
+	VPDPBUSD.BCST     68(BX), Z14, Z16
+	VPDPBUSD.BCST     72(BX), Z10, Z16
+	VPDPBUSD.BCST     76(BX), Z15, Z16
+	VPDPBUSD.BCST     80(BX), Z9, Z16
+	VPDPBUSD.BCST     84(BX), Z8, Z16
+	VPDPBUSD.BCST     88(BX), Z12, Z16
+	VPDPBUSD.BCST     92(BX), Z7, Z16
+	VCVTDQ2PS         Z16, Z16
+	VMULPS.BCST       96(BX), Z11, Z17
+	VMULPS            Z17, Z16, Z16
+	VADDPS            Z16, Z2, Z2
+	VPBROADCASTD      172(BX), Z16
+	VPDPBUSD.BCST     128(BX), Z13, Z16
+	VPDPBUSD.BCST     132(BX), Z14, Z16
+	VPDPBUSD.BCST     136(BX), Z10, Z16
+	VPDPBUSD.BCST     140(BX), Z15, Z16
+	VPDPBUSD.BCST     144(BX), Z9, Z16
+	VPDPBUSD.BCST     148(BX), Z8, Z16
+	VPDPBUSD.BCST     152(BX), Z12, Z16
+	VPDPBUSD.BCST     156(BX), Z7, Z16
+	VCVTDQ2PS         Z16, Z16
+	VMULPS.BCST       160(BX), Z11, Z17
+	VMULPS            Z17, Z16, Z16
+	VADDPS            Z16, Z3, Z3
+	VPBROADCASTD      236(BX), Z16
+	VPDPBUSD.BCST     192(BX), Z13, Z16
+	VPDPBUSD.BCST     196(BX), Z14, Z16
+	VPDPBUSD.BCST     200(BX), Z10, Z16
+	VPDPBUSD.BCST     204(BX), Z15, Z16
+	VPDPBUSD.BCST     208(BX), Z9, Z16
+	VPDPBUSD.BCST     212(BX), Z8, Z16
+	VPDPBUSD.BCST     216(BX), Z12, Z16
+	VPDPBUSD.BCST     220(BX), Z7, Z16
+	VCVTDQ2PS         Z16, Z16
+	VMULPS.BCST       224(BX), Z11, Z17
+	VMULPS            Z17, Z16, Z16
+	VADDPS            Z16, Z4, Z4
+	VPBROADCASTD      300(BX), Z16
+	VPDPBUSD.BCST     256(BX), Z13, Z16
+	VPDPBUSD.BCST     260(BX), Z14, Z16
+	VPDPBUSD.BCST     264(BX), Z10, Z16
+	VPDPBUSD.BCST     268(BX), Z15, Z16
+	VPDPBUSD.BCST     272(BX), Z9, Z16
+	VPDPBUSD.BCST     276(BX), Z8, Z16
+	VPDPBUSD.BCST     280(BX), Z12, Z16
+	VPDPBUSD.BCST     284(BX), Z7, Z16
+	VCVTDQ2PS         Z16, Z16
+	VMULPS.BCST       288(BX), Z11, Z17
+	VMULPS            Z17, Z16, Z16
+	VADDPS            Z16, Z5, Z5
+	VPBROADCASTD      364(BX), Z16
+	VPDPBUSD.BCST     320(BX), Z13, Z16
+	VPDPBUSD.BCST     324(BX), Z14, Z16
+	VPDPBUSD.BCST     328(BX), Z10, Z16
+	VPDPBUSD.BCST     332(BX), Z15, Z16
+	VPDPBUSD.BCST     336(BX), Z9, Z16
+	VPDPBUSD.BCST     340(BX), Z8, Z16
+	VPDPBUSD.BCST     344(BX), Z12, Z16
+	VPDPBUSD.BCST     348(BX), Z7, Z16
+	VCVTDQ2PS         Z16, Z7
+	VMULPS.BCST       352(BX), Z11, Z8
+	VMULPS            Z8, Z7, Z7
+	VADDPS            Z7, Z6, Z6
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(DI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(DI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(DI*1)
+	PREFETCHT0        256(R10)
+	PREFETCHT0        256(R10)(CX*1)
+	PREFETCHT0        256(R10)(CX*2)
+	PREFETCHT0        256(R10)(DI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000022, R10
+	ADDQ              SI, BX
+	DECQ              DX
+	JMP               dotQ8_0x16x6VNNI_loop
+
+dotQ8_0x16x6VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x6VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16x6VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0f0f0f0f, R11
+	VPBROADCASTD R11, Z0
+	VMOVDQU64    rv16shift<>+0(SB), Z1
+	MOVL         $0x0000ff00, R11
+	KMOVW        R11, K1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+
+dotQ4_0x16x6VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x6VNNI_done
+	VBROADCASTI32X4 2(AX), Z8
+	VBROADCASTI32X4 2(R9), K1, Z8
+	VPSRLVQ         Z1, Z8, Z8
+	VPANDD          Z0, Z8, Z8
+	VBROADCASTI32X4 2(AX)(CX*1), Z9
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z9
+	VPSRLVQ         Z1, Z9, Z9
+	VPANDD          Z0, Z9, Z9
+	VBROADCASTI32X4 2(AX)(CX*2), Z10
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z10
+	VPSRLVQ         Z1, Z10, Z10
+	VPANDD          Z0, Z10, Z10
+	VBROADCASTI32X4 2(AX)(DI*1), Z11
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z11
+	VPSRLVQ         Z1, Z11, Z11
+	VPANDD          Z0, Z11, Z11
+	VBROADCASTI32X4 2(R8), Z12
+	VBROADCASTI32X4 2(R10), K1, Z12
+	VPSRLVQ         Z1, Z12, Z12
+	VPANDD          Z0, Z12, Z12
+	VBROADCASTI32X4 2(R8)(CX*1), Z13
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z13
+	VPSRLVQ         Z1, Z13, Z13
+	VPANDD          Z0, Z13, Z13
+	VBROADCASTI32X4 2(R8)(CX*2), Z14
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z14
+	VPSRLVQ         Z1, Z14, Z14
+	VPANDD          Z0, Z14, Z14
+	VBROADCASTI32X4 2(R8)(DI*1), Z15
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z15
+	VPSRLVQ         Z1, Z15, Z15
+	VPANDD          Z0, Z15, Z15
+	VPUNPCKLDQ      Z9, Z8, Z16
+	VPUNPCKHDQ      Z9, Z8, Z8
+	VPUNPCKLDQ      Z11, Z10, Z9
+	VPUNPCKHDQ      Z11, Z10, Z10
+	VPUNPCKLDQ      Z13, Z12, Z11
+	VPUNPCKHDQ      Z13, Z12, Z12
+	VPUNPCKLDQ      Z15, Z14, Z13
+	VPUNPCKHDQ      Z15, Z14, Z14
+	VPUNPCKLQDQ     Z9, Z16, Z15
+	VPUNPCKHQDQ     Z9, Z16, Z9
+	VPUNPCKLQDQ     Z10, Z8, Z16
+	VPUNPCKHQDQ     Z10, Z8, Z8
+	VPUNPCKLQDQ     Z13, Z11, Z10
+	VPUNPCKHQDQ     Z13, Z11, Z11
+	VPUNPCKLQDQ     Z14, Z12, Z13
+	VPUNPCKHQDQ     Z14, Z12, Z12
+	VSHUFI64X2      $0x88, Z10, Z15, Z14
+	VSHUFI64X2      $0xdd, Z10, Z15, Z10
+	VSHUFI64X2      $0x88, Z11, Z9, Z15
+	VSHUFI64X2      $0xdd, Z11, Z9, Z9
+	VSHUFI64X2      $0x88, Z13, Z16, Z11
+	VSHUFI64X2      $0xdd, Z13, Z16, Z13
+	VSHUFI64X2      $0x88, Z12, Z8, Z16
+	VSHUFI64X2      $0xdd, Z12, Z8, Z8
+	VPXOR           Y12, Y12, Y12
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X12
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X12, X12
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X17
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X17, X17
+	VINSERTI32X4    $0x01, X17, Y12, Y12
+	VCVTPH2PS       Y12, Z12
+	VPBROADCASTD    48(BX), Z17
+	VPDPBUSD.BCST   (BX), Z14, Z17
+	VPDPBUSD.BCST   4(BX), Z15, Z17
+	VPDPBUSD.BCST   8(BX), Z11, Z17
+	VPDPBUSD.BCST   12(BX), Z16, Z17
+	VPDPBUSD.BCST   16(BX), Z10, Z17
+	VPDPBUSD.BCST   20(BX), Z9, Z17
+	VPDPBUSD.BCST   24(BX), Z13, Z17
+	VPDPBUSD.BCST   28(BX), Z8, Z17
+	VCVTDQ2PS       Z17, Z17
+	VMULPS          Z12, Z17, Z17
+	VMULPS.BCST     32(BX), Z17, Z17
+	VADDPS          Z17, Z2, Z2
+	VPBROADCASTD    112(BX), Z17
+	VPDPBUSD.BCST   64(BX), Z14, Z17
+	VPDPBUSD.BCST   68(BX), Z15, Z17
+	VPDPBUSD.BCST   72(BX), Z11, Z17
+	VPDPBUSD.BCST   76(BX), Z16, Z17
+	VPDPBUSD.BCST   80(BX), Z10, Z17
+	VPDPBUSD.BCST   84(BX), Z9, Z17
+	VPDPBUSD.BCST   88(BX), Z13, Z17
+	VPDPBUSD.BCST   92(BX), Z8, Z17
+	VCVTDQ2PS       Z17, Z17
+	VMULPS          Z12, Z17, Z17
+	VMULPS.BCST     96(BX), Z17, Z17
+	VADDPS          Z17, Z3, Z3
+	VPBROADCASTD    176(BX), Z17
+	VPDPBUSD.BCST   128(BX), Z14, Z17
+	VPDPBUSD.BCST   132(BX), Z15, Z17
+	VPDPBUSD.BCST   136(BX), Z11, Z17
+	VPDPBUSD.BCST   140(BX), Z16, Z17
+	VPDPBUSD.BCST   144(BX), Z10, Z17
+	VPDPBUSD.BCST   148(BX), Z9, Z17
+	VPDPBUSD.BCST   152(BX), Z13, Z17
+	VPDPBUSD.BCST   156(BX), Z8, Z17
+	VCVTDQ2PS       Z17, Z17
+	VMULPS          Z12, Z17, Z17
+	VMULPS.BCST     160(BX), Z17, Z17
+	VADDPS          Z17, Z4, Z4
+	VPBROADCASTD    240(BX), Z17
+	VPDPBUSD.BCST   192(BX), Z14, Z17
+	VPDPBUSD.BCST   196(BX), Z15, Z17
+	VPDPBUSD.BCST   200(BX), Z11, Z17
+	VPDPBUSD.BCST   204(BX), Z16, Z17
+	VPDPBUSD.BCST   208(BX), Z10, Z17
+	VPDPBUSD.BCST   212(BX), Z9, Z17
+	VPDPBUSD.BCST   216(BX), Z13, Z17
+	VPDPBUSD.BCST   220(BX), Z8, Z17
+	VCVTDQ2PS       Z17, Z17
+	VMULPS          Z12, Z17, Z17
+	VMULPS.BCST     224(BX), Z17, Z17
+	VADDPS          Z17, Z5, Z5
+	VPBROADCASTD    304(BX), Z17
+	VPDPBUSD.BCST   256(BX), Z14, Z17
+	VPDPBUSD.BCST   260(BX), Z15, Z17
+	VPDPBUSD.BCST   264(BX), Z11, Z17
+	VPDPBUSD.BCST   268(BX), Z16, Z17
+	VPDPBUSD.BCST   272(BX), Z10, Z17
+	VPDPBUSD.BCST   276(BX), Z9, Z17
+	VPDPBUSD.BCST   280(BX), Z13, Z17
+	VPDPBUSD.BCST   284(BX), Z8, Z17
+	VCVTDQ2PS       Z17, Z17
+	VMULPS          Z12, Z17, Z17
+	VMULPS.BCST     288(BX), Z17, Z17
+	VADDPS          Z17, Z6, Z6
+	VPBROADCASTD    368(BX), Z17
+	VPDPBUSD.BCST   320(BX), Z14, Z17
+	VPDPBUSD.BCST   324(BX), Z15, Z17
+	VPDPBUSD.BCST   328(BX), Z11, Z17
+	VPDPBUSD.BCST   332(BX), Z16, Z17
+	VPDPBUSD.BCST   336(BX), Z10, Z17
+	VPDPBUSD.BCST   340(BX), Z9, Z17
+	VPDPBUSD.BCST   344(BX), Z13, Z17
+	VPDPBUSD.BCST   348(BX), Z8, Z17
+	VCVTDQ2PS       Z17, Z8
+	VMULPS          Z12, Z8, Z8
+	VMULPS.BCST     352(BX), Z8, Z8
+	VADDPS          Z8, Z7, Z7
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x6VNNI_loop
+
+dotQ4_0x16x6VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x6GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16x6GFNI(SB), NOSPLIT, $0-56
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	MOVQ      astep+32(FP), SI
+	LEAQ      (CX)(CX*2), DI
+	LEAQ      (AX)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	LEAQ      (R9)(CX*4), R10
+	VMOVDQU64 rv16nib<>+0(SB), Z0
+	MOVL      $0x0000ff00, R11
+	KMOVW     R11, K1
+	VPXORD    Z1, Z1, Z1
+	VPXORD    Z2, Z2, Z2
+	VPXORD    Z3, Z3, Z3
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+
+dotQ4_0x16x6GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x6GFNI_done
+	VBROADCASTI32X4 2(AX), Z7
+	VBROADCASTI32X4 2(R9), K1, Z7
+	VGF2P8AFFINEQB  $0x00, Z0, Z7, Z7
+	VBROADCASTI32X4 2(AX)(CX*1), Z8
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z8
+	VGF2P8AFFINEQB  $0x00, Z0, Z8, Z8
+	VBROADCASTI32X4 2(AX)(CX*2), Z9
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z9
+	VGF2P8AFFINEQB  $0x00, Z0, Z9, Z9
+	VBROADCASTI32X4 2(AX)(DI*1), Z10
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z10
+	VGF2P8AFFINEQB  $0x00, Z0, Z10, Z10
+	VBROADCASTI32X4 2(R8), Z11
+	VBROADCASTI32X4 2(R10), K1, Z11
+	VGF2P8AFFINEQB  $0x00, Z0, Z11, Z11
+	VBROADCASTI32X4 2(R8)(CX*1), Z12
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z12
+	VGF2P8AFFINEQB  $0x00, Z0, Z12, Z12
+	VBROADCASTI32X4 2(R8)(CX*2), Z13
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z13
+	VGF2P8AFFINEQB  $0x00, Z0, Z13, Z13
+	VBROADCASTI32X4 2(R8)(DI*1), Z14
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z14
+	VGF2P8AFFINEQB  $0x00, Z0, Z14, Z14
+	VPUNPCKLDQ      Z8, Z7, Z15
+	VPUNPCKHDQ      Z8, Z7, Z7
+	VPUNPCKLDQ      Z10, Z9, Z8
+	VPUNPCKHDQ      Z10, Z9, Z9
+	VPUNPCKLDQ      Z12, Z11, Z10
+	VPUNPCKHDQ      Z12, Z11, Z11
+	VPUNPCKLDQ      Z14, Z13, Z12
+	VPUNPCKHDQ      Z14, Z13, Z13
+	VPUNPCKLQDQ     Z8, Z15, Z14
+	VPUNPCKHQDQ     Z8, Z15, Z8
+	VPUNPCKLQDQ     Z9, Z7, Z15
+	VPUNPCKHQDQ     Z9, Z7, Z7
+	VPUNPCKLQDQ     Z12, Z10, Z9
+	VPUNPCKHQDQ     Z12, Z10, Z10
+	VPUNPCKLQDQ     Z13, Z11, Z12
+	VPUNPCKHQDQ     Z13, Z11, Z11
+	VSHUFI64X2      $0x88, Z9, Z14, Z13
+	VSHUFI64X2      $0xdd, Z9, Z14, Z9
+	VSHUFI64X2      $0x88, Z10, Z8, Z14
+	VSHUFI64X2      $0xdd, Z10, Z8, Z8
+	VSHUFI64X2      $0x88, Z12, Z15, Z10
+	VSHUFI64X2      $0xdd, Z12, Z15, Z12
+	VSHUFI64X2      $0x88, Z11, Z7, Z15
+	VSHUFI64X2      $0xdd, Z11, Z7, Z7
+	VPXOR           Y11, Y11, Y11
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X11
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X11, X11
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X16
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X16, X16
+	VINSERTI32X4    $0x01, X16, Y11, Y11
+	VCVTPH2PS       Y11, Z11
+	VPBROADCASTD    48(BX), Z16
+	VPDPBUSD.BCST   (BX), Z13, Z16
+	VPDPBUSD.BCST   4(BX), Z14, Z16
+	VPDPBUSD.BCST   8(BX), Z10, Z16
+	VPDPBUSD.BCST   12(BX), Z15, Z16
+	VPDPBUSD.BCST   16(BX), Z9, Z16
+	VPDPBUSD.BCST   20(BX), Z8, Z16
+	VPDPBUSD.BCST   24(BX), Z12, Z16
+	VPDPBUSD.BCST   28(BX), Z7, Z16
+	VCVTDQ2PS       Z16, Z16
+	VMULPS          Z11, Z16, Z16
+	VMULPS.BCST     32(BX), Z16, Z16
+	VADDPS          Z16, Z1, Z1
+	VPBROADCASTD    112(BX), Z16
+	VPDPBUSD.BCST   64(BX), Z13, Z16
+	VPDPBUSD.BCST   68(BX), Z14, Z16
+	VPDPBUSD.BCST   72(BX), Z10, Z16
+	VPDPBUSD.BCST   76(BX), Z15, Z16
+	VPDPBUSD.BCST   80(BX), Z9, Z16
+	VPDPBUSD.BCST   84(BX), Z8, Z16
+	VPDPBUSD.BCST   88(BX), Z12, Z16
+	VPDPBUSD.BCST   92(BX), Z7, Z16
+	VCVTDQ2PS       Z16, Z16
+	VMULPS          Z11, Z16, Z16
+	VMULPS.BCST     96(BX), Z16, Z16
+	VADDPS          Z16, Z2, Z2
+	VPBROADCASTD    176(BX), Z16
+	VPDPBUSD.BCST   128(BX), Z13, Z16
+	VPDPBUSD.BCST   132(BX), Z14, Z16
+	VPDPBUSD.BCST   136(BX), Z10, Z16
+	VPDPBUSD.BCST   140(BX), Z15, Z16
+	VPDPBUSD.BCST   144(BX), Z9, Z16
+	VPDPBUSD.BCST   148(BX), Z8, Z16
+	VPDPBUSD.BCST   152(BX), Z12, Z16
+	VPDPBUSD.BCST   156(BX), Z7, Z16
+	VCVTDQ2PS       Z16, Z16
+	VMULPS          Z11, Z16, Z16
+	VMULPS.BCST     160(BX), Z16, Z16
+	VADDPS          Z16, Z3, Z3
+	VPBROADCASTD    240(BX), Z16
+	VPDPBUSD.BCST   192(BX), Z13, Z16
+	VPDPBUSD.BCST   196(BX), Z14, Z16
+	VPDPBUSD.BCST   200(BX), Z10, Z16
+	VPDPBUSD.BCST   204(BX), Z15, Z16
+	VPDPBUSD.BCST   208(BX), Z9, Z16
+	VPDPBUSD.BCST   212(BX), Z8, Z16
+	VPDPBUSD.BCST   216(BX), Z12, Z16
+	VPDPBUSD.BCST   220(BX), Z7, Z16
+	VCVTDQ2PS       Z16, Z16
+	VMULPS          Z11, Z16, Z16
+	VMULPS.BCST     224(BX), Z16, Z16
+	VADDPS          Z16, Z4, Z4
+	VPBROADCASTD    304(BX), Z16
+	VPDPBUSD.BCST   256(BX), Z13, Z16
+	VPDPBUSD.BCST   260(BX), Z14, Z16
+	VPDPBUSD.BCST   264(BX), Z10, Z16
+	VPDPBUSD.BCST   268(BX), Z15, Z16
+	VPDPBUSD.BCST   272(BX), Z9, Z16
+	VPDPBUSD.BCST   276(BX), Z8, Z16
+	VPDPBUSD.BCST   280(BX), Z12, Z16
+	VPDPBUSD.BCST   284(BX), Z7, Z16
+	VCVTDQ2PS       Z16, Z16
+	VMULPS          Z11, Z16, Z16
+	VMULPS.BCST     288(BX), Z16, Z16
+	VADDPS          Z16, Z5, Z5
+	VPBROADCASTD    368(BX), Z16
+	VPDPBUSD.BCST   320(BX), Z13, Z16
+	VPDPBUSD.BCST   324(BX), Z14, Z16
+	VPDPBUSD.BCST   328(BX), Z10, Z16
+	VPDPBUSD.BCST   332(BX), Z15, Z16
+	VPDPBUSD.BCST   336(BX), Z9, Z16
+	VPDPBUSD.BCST   340(BX), Z8, Z16
+	VPDPBUSD.BCST   344(BX), Z12, Z16
+	VPDPBUSD.BCST   348(BX), Z7, Z16
+	VCVTDQ2PS       Z16, Z7
+	VMULPS          Z11, Z7, Z7
+	VMULPS.BCST     352(BX), Z7, Z7
+	VADDPS          Z7, Z6, Z6
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x6GFNI_loop
+
+dotQ4_0x16x6GFNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ8_0x16x7VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16x7VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x80808080, R11
+	VPBROADCASTD R11, Z0
+	MOVL         $0x000000f0, R11
+	KMOVW        R11, K1
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+
+dotQ8_0x16x7VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16x7VNNI_done
+	VPXORD            Z8, Z8, Z8
+	VMOVDQU64         2(AX), Y8
+	VBROADCASTI64X4.Z 2(R9), K1, Z9
+	VPTERNLOGD        $0x56, Z0, Z9, Z8
+	VPXORD            Z9, Z9, Z9
+	VMOVDQU64         2(AX)(CX*1), Y9
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K1, Z10
+	VPTERNLOGD        $0x56, Z0, Z10, Z9
+	VPXORD            Z10, Z10, Z10
+	VMOVDQU64         2(AX)(CX*2), Y10
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K1, Z11
+	VPTERNLOGD        $0x56, Z0, Z11, Z10
+	VPXORD            Z11, Z11, Z11
+	VMOVDQU64         2(AX)(DI*1), Y11
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K1, Z12
+	VPTERNLOGD        $0x56, Z0, Z12, Z11
+	VPXORD            Z12, Z12, Z12
+	VMOVDQU64         2(R8), Y12
+	VBROADCASTI64X4.Z 2(R10), K1, Z13
+	VPTERNLOGD        $0x56, Z0, Z13, Z12
+	VPXORD            Z13, Z13, Z13
+	VMOVDQU64         2(R8)(CX*1), Y13
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K1, Z14
+	VPTERNLOGD        $0x56, Z0, Z14, Z13
+	VPXORD            Z14, Z14, Z14
+	VMOVDQU64         2(R8)(CX*2), Y14
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K1, Z15
+	VPTERNLOGD        $0x56, Z0, Z15, Z14
+	VPXORD            Z15, Z15, Z15
+	VMOVDQU64         2(R8)(DI*1), Y15
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K1, Z16
+	VPTERNLOGD        $0x56, Z0, Z16, Z15
+	VPUNPCKLDQ        Z9, Z8, Z16
+	VPUNPCKHDQ        Z9, Z8, Z8
+	VPUNPCKLDQ        Z11, Z10, Z9
+	VPUNPCKHDQ        Z11, Z10, Z10
+	VPUNPCKLDQ        Z13, Z12, Z11
+	VPUNPCKHDQ        Z13, Z12, Z12
+	VPUNPCKLDQ        Z15, Z14, Z13
+	VPUNPCKHDQ        Z15, Z14, Z14
+	VPUNPCKLQDQ       Z9, Z16, Z15
+	VPUNPCKHQDQ       Z9, Z16, Z9
+	VPUNPCKLQDQ       Z10, Z8, Z16
+	VPUNPCKHQDQ       Z10, Z8, Z8
+	VPUNPCKLQDQ       Z13, Z11, Z10
+	VPUNPCKHQDQ       Z13, Z11, Z11
+	VPUNPCKLQDQ       Z14, Z12, Z13
+	VPUNPCKHQDQ       Z14, Z12, Z12
+	VSHUFI64X2        $0x88, Z10, Z15, Z14
+	VSHUFI64X2        $0xdd, Z10, Z15, Z10
+	VSHUFI64X2        $0x88, Z11, Z9, Z15
+	VSHUFI64X2        $0xdd, Z11, Z9, Z9
+	VSHUFI64X2        $0x88, Z13, Z16, Z11
+	VSHUFI64X2        $0xdd, Z13, Z16, Z13
+	VSHUFI64X2        $0x88, Z12, Z8, Z16
+	VSHUFI64X2        $0xdd, Z12, Z8, Z8
+	VPXOR             Y12, Y12, Y12
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X12
+	MOVWQZX           (R9), R11
+	MOVWQZX           (R9)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X12, X12
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X17
+	MOVWQZX           (R10), R11
+	MOVWQZX           (R10)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X17, X17
+	VINSERTI32X4      $0x01, X17, Y12, Y12
+	VCVTPH2PS         Y12, Z12
+	VPBROADCASTD      44(BX), Z17
+	VPDPBUSD.BCST     (BX), Z14, Z17
+	VPDPBUSD.BCST     4(BX), Z15, Z17
+	VPDPBUSD.BCST     8(BX), Z11, Z17
+	VPDPBUSD.BCST     12(BX), Z16, Z17
+	VPDPBUSD.BCST     16(BX), Z10, Z17
+	VPDPBUSD.BCST     20(BX), Z9, Z17
+	VPDPBUSD.BCST     24(BX), Z13, Z17
+	VPDPBUSD.BCST     28(BX), Z8, Z17
+	VCVTDQ2PS         Z17, Z17
+	VMULPS.BCST       32(BX), Z12, Z18
+	VMULPS            Z18, Z17, Z17
+	VADDPS            Z17, Z1, Z1
+	VPBROADCASTD      108(BX), Z17
+	VPDPBUSD.BCST     64(BX), Z14, Z17
+	VPDPBUSD.BCST     68(BX), Z15, Z17
+	VPDPBUSD.BCST     72(BX), Z11, Z17
+	VPDPBUSD.BCST     76(BX), Z16, Z17
+	VPDPBUSD.BCST     80(BX), Z10, Z17
+	VPDPBUSD.BCST     84(BX), Z9, Z17
+	VPDPBUSD.BCST     88(BX), Z13, Z17
+	VPDPBUSD.BCST     92(BX), Z8, Z17
+	VCVTDQ2PS         Z17, Z17
+	VMULPS.BCST       96(BX), Z12, Z18
+	VMULPS            Z18, Z17, Z17
+	VADDPS            Z17, Z2, Z2
+	VPBROADCASTD      172(BX), Z17
+	VPDPBUSD.BCST     128(BX), Z14, Z17
+	VPDPBUSD.BCST     132(BX), Z15, Z17
+	VPDPBUSD.BCST     136(BX), Z11, Z17
+	VPDPBUSD.BCST     140(BX), Z16, Z17
+	VPDPBUSD.BCST     144(BX), Z10, Z17
+	VPDPBUSD.BCST     148(BX), Z9, Z17
+	VPDPBUSD.BCST     152(BX), Z13, Z17
+	VPDPBUSD.BCST     156(BX), Z8, Z17
+	VCVTDQ2PS         Z17, Z17
+	VMULPS.BCST       160(BX), Z12, Z18
+	VMULPS            Z18, Z17, Z17
+	VADDPS            Z17, Z3, Z3
+	VPBROADCASTD      236(BX), Z17
+	VPDPBUSD.BCST     192(BX), Z14, Z17
+	VPDPBUSD.BCST     196(BX), Z15, Z17
+	VPDPBUSD.BCST     200(BX), Z11, Z17
+	VPDPBUSD.BCST     204(BX), Z16, Z17
+	VPDPBUSD.BCST     208(BX), Z10, Z17
+	VPDPBUSD.BCST     212(BX), Z9, Z17
+	VPDPBUSD.BCST     216(BX), Z13, Z17
+	VPDPBUSD.BCST     220(BX), Z8, Z17
+	VCVTDQ2PS         Z17, Z17
+	VMULPS.BCST       224(BX), Z12, Z18
+	VMULPS            Z18, Z17, Z17
+	VADDPS            Z17, Z4, Z4
+	VPBROADCASTD      300(BX), Z17
+	VPDPBUSD.BCST     256(BX), Z14, Z17
+	VPDPBUSD.BCST     260(BX), Z15, Z17
+	VPDPBUSD.BCST     264(BX), Z11, Z17
+	VPDPBUSD.BCST     268(BX), Z16, Z17
+	VPDPBUSD.BCST     272(BX), Z10, Z17
+	VPDPBUSD.BCST     276(BX), Z9, Z17
+	VPDPBUSD.BCST     280(BX), Z13, Z17
+	VPDPBUSD.BCST     284(BX), Z8, Z17
+	VCVTDQ2PS         Z17, Z17
+	VMULPS.BCST       288(BX), Z12, Z18
+	VMULPS            Z18, Z17, Z17
+	VADDPS            Z17, Z5, Z5
+	VPBROADCASTD      364(BX), Z17
+	VPDPBUSD.BCST     320(BX), Z14, Z17
+	VPDPBUSD.BCST     324(BX), Z15, Z17
+	VPDPBUSD.BCST     328(BX), Z11, Z17
+	VPDPBUSD.BCST     332(BX), Z16, Z17
+	VPDPBUSD.BCST     336(BX), Z10, Z17
+	VPDPBUSD.BCST     340(BX), Z9, Z17
+	VPDPBUSD.BCST     344(BX), Z13, Z17
+	VPDPBUSD.BCST     348(BX), Z8, Z17
+	VCVTDQ2PS         Z17, Z17
+	VMULPS.BCST       352(BX), Z12, Z18
+	VMULPS            Z18, Z17, Z17
+	VADDPS            Z17, Z6, Z6
+	VPBROADCASTD      428(BX), Z17
+	VPDPBUSD.BCST     384(BX), Z14, Z17
+	VPDPBUSD.BCST     388(BX), Z15, Z17
+	VPDPBUSD.BCST     392(BX), Z11, Z17
+	VPDPBUSD.BCST     396(BX), Z16, Z17
+	VPDPBUSD.BCST     400(BX), Z10, Z17
+	VPDPBUSD.BCST     404(BX), Z9, Z17
+	VPDPBUSD.BCST     408(BX), Z13, Z17
+	VPDPBUSD.BCST     412(BX), Z8, Z17
+	VCVTDQ2PS         Z17, Z8
+	VMULPS.BCST       416(BX), Z12, Z9
+	VMULPS            Z9, Z8, Z8
+	VADDPS            Z8, Z7, Z7
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(DI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(DI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(DI*1)
+	PREFETCHT0        256(R10)
+	PREFETCHT0        256(R10)(CX*1)
+	PREFETCHT0        256(R10)(CX*2)
+	PREFETCHT0        256(R10)(DI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000022, R10
+	ADDQ              SI, BX
+	DECQ              DX
+	JMP               dotQ8_0x16x7VNNI_loop
+
+dotQ8_0x16x7VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x7VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16x7VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0f0f0f0f, R11
+	VPBROADCASTD R11, Z0
+	VMOVDQU64    rv16shift<>+0(SB), Z1
+	MOVL         $0x0000ff00, R11
+	KMOVW        R11, K1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+
+dotQ4_0x16x7VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x7VNNI_done
+	VBROADCASTI32X4 2(AX), Z9
+	VBROADCASTI32X4 2(R9), K1, Z9
+	VPSRLVQ         Z1, Z9, Z9
+	VPANDD          Z0, Z9, Z9
+	VBROADCASTI32X4 2(AX)(CX*1), Z10
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z10
+	VPSRLVQ         Z1, Z10, Z10
+	VPANDD          Z0, Z10, Z10
+	VBROADCASTI32X4 2(AX)(CX*2), Z11
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z11
+	VPSRLVQ         Z1, Z11, Z11
+	VPANDD          Z0, Z11, Z11
+	VBROADCASTI32X4 2(AX)(DI*1), Z12
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z12
+	VPSRLVQ         Z1, Z12, Z12
+	VPANDD          Z0, Z12, Z12
+	VBROADCASTI32X4 2(R8), Z13
+	VBROADCASTI32X4 2(R10), K1, Z13
+	VPSRLVQ         Z1, Z13, Z13
+	VPANDD          Z0, Z13, Z13
+	VBROADCASTI32X4 2(R8)(CX*1), Z14
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z14
+	VPSRLVQ         Z1, Z14, Z14
+	VPANDD          Z0, Z14, Z14
+	VBROADCASTI32X4 2(R8)(CX*2), Z15
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z15
+	VPSRLVQ         Z1, Z15, Z15
+	VPANDD          Z0, Z15, Z15
+	VBROADCASTI32X4 2(R8)(DI*1), Z16
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z16
+	VPSRLVQ         Z1, Z16, Z16
+	VPANDD          Z0, Z16, Z16
+	VPUNPCKLDQ      Z10, Z9, Z17
+	VPUNPCKHDQ      Z10, Z9, Z9
+	VPUNPCKLDQ      Z12, Z11, Z10
+	VPUNPCKHDQ      Z12, Z11, Z11
+	VPUNPCKLDQ      Z14, Z13, Z12
+	VPUNPCKHDQ      Z14, Z13, Z13
+	VPUNPCKLDQ      Z16, Z15, Z14
+	VPUNPCKHDQ      Z16, Z15, Z15
+	VPUNPCKLQDQ     Z10, Z17, Z16
+	VPUNPCKHQDQ     Z10, Z17, Z10
+	VPUNPCKLQDQ     Z11, Z9, Z17
+	VPUNPCKHQDQ     Z11, Z9, Z9
+	VPUNPCKLQDQ     Z14, Z12, Z11
+	VPUNPCKHQDQ     Z14, Z12, Z12
+	VPUNPCKLQDQ     Z15, Z13, Z14
+	VPUNPCKHQDQ     Z15, Z13, Z13
+	VSHUFI64X2      $0x88, Z11, Z16, Z15
+	VSHUFI64X2      $0xdd, Z11, Z16, Z11
+	VSHUFI64X2      $0x88, Z12, Z10, Z16
+	VSHUFI64X2      $0xdd, Z12, Z10, Z10
+	VSHUFI64X2      $0x88, Z14, Z17, Z12
+	VSHUFI64X2      $0xdd, Z14, Z17, Z14
+	VSHUFI64X2      $0x88, Z13, Z9, Z17
+	VSHUFI64X2      $0xdd, Z13, Z9, Z9
+	VPXOR           Y13, Y13, Y13
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X13
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X13, X13
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X18
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X18, X18
+	VINSERTI32X4    $0x01, X18, Y13, Y13
+	VCVTPH2PS       Y13, Z13
+	VPBROADCASTD    48(BX), Z18
+	VPDPBUSD.BCST   (BX), Z15, Z18
+	VPDPBUSD.BCST   4(BX), Z16, Z18
+	VPDPBUSD.BCST   8(BX), Z12, Z18
+	VPDPBUSD.BCST   12(BX), Z17, Z18
+	VPDPBUSD.BCST   16(BX), Z11, Z18
+	VPDPBUSD.BCST   20(BX), Z10, Z18
+	VPDPBUSD.BCST   24(BX), Z14, Z18
+	VPDPBUSD.BCST   28(BX), Z9, Z18
+	VCVTDQ2PS       Z18, Z18
+	VMULPS          Z13, Z18, Z18
+	VMULPS.BCST     32(BX), Z18, Z18
+	VADDPS          Z18, Z2, Z2
+	VPBROADCASTD    112(BX), Z18
+	VPDPBUSD.BCST   64(BX), Z15, Z18
+	VPDPBUSD.BCST   68(BX), Z16, Z18
+	VPDPBUSD.BCST   72(BX), Z12, Z18
+	VPDPBUSD.BCST   76(BX), Z17, Z18
+	VPDPBUSD.BCST   80(BX), Z11, Z18
+	VPDPBUSD.BCST   84(BX), Z10, Z18
+	VPDPBUSD.BCST   88(BX), Z14, Z18
+	VPDPBUSD.BCST   92(BX), Z9, Z18
+	VCVTDQ2PS       Z18, Z18
+	VMULPS          Z13, Z18, Z18
+	VMULPS.BCST     96(BX), Z18, Z18
+	VADDPS          Z18, Z3, Z3
+	VPBROADCASTD    176(BX), Z18
+	VPDPBUSD.BCST   128(BX), Z15, Z18
+	VPDPBUSD.BCST   132(BX), Z16, Z18
+	VPDPBUSD.BCST   136(BX), Z12, Z18
+	VPDPBUSD.BCST   140(BX), Z17, Z18
+	VPDPBUSD.BCST   144(BX), Z11, Z18
+	VPDPBUSD.BCST   148(BX), Z10, Z18
+	VPDPBUSD.BCST   152(BX), Z14, Z18
+	VPDPBUSD.BCST   156(BX), Z9, Z18
+	VCVTDQ2PS       Z18, Z18
+	VMULPS          Z13, Z18, Z18
+	VMULPS.BCST     160(BX), Z18, Z18
+	VADDPS          Z18, Z4, Z4
+	VPBROADCASTD    240(BX), Z18
+	VPDPBUSD.BCST   192(BX), Z15, Z18
+	VPDPBUSD.BCST   196(BX), Z16, Z18
+	VPDPBUSD.BCST   200(BX), Z12, Z18
+	VPDPBUSD.BCST   204(BX), Z17, Z18
+	VPDPBUSD.BCST   208(BX), Z11, Z18
+	VPDPBUSD.BCST   212(BX), Z10, Z18
+	VPDPBUSD.BCST   216(BX), Z14, Z18
+	VPDPBUSD.BCST   220(BX), Z9, Z18
+	VCVTDQ2PS       Z18, Z18
+	VMULPS          Z13, Z18, Z18
+	VMULPS.BCST     224(BX), Z18, Z18
+	VADDPS          Z18, Z5, Z5
+	VPBROADCASTD    304(BX), Z18
+	VPDPBUSD.BCST   256(BX), Z15, Z18
+	VPDPBUSD.BCST   260(BX), Z16, Z18
+	VPDPBUSD.BCST   264(BX), Z12, Z18
+	VPDPBUSD.BCST   268(BX), Z17, Z18
+	VPDPBUSD.BCST   272(BX), Z11, Z18
+	VPDPBUSD.BCST   276(BX), Z10, Z18
+	VPDPBUSD.BCST   280(BX), Z14, Z18
+	VPDPBUSD.BCST   284(BX), Z9, Z18
+	VCVTDQ2PS       Z18, Z18
+	VMULPS          Z13, Z18, Z18
+	VMULPS.BCST     288(BX), Z18, Z18
+	VADDPS          Z18, Z6, Z6
+	VPBROADCASTD    368(BX), Z18
+	VPDPBUSD.BCST   320(BX), Z15, Z18
+	VPDPBUSD.BCST   324(BX), Z16, Z18
+	VPDPBUSD.BCST   328(BX), Z12, Z18
+	VPDPBUSD.BCST   332(BX), Z17, Z18
+	VPDPBUSD.BCST   336(BX), Z11, Z18
+	VPDPBUSD.BCST   340(BX), Z10, Z18
+	VPDPBUSD.BCST   344(BX), Z14, Z18
+	VPDPBUSD.BCST   348(BX), Z9, Z18
+	VCVTDQ2PS       Z18, Z18
+	VMULPS          Z13, Z18, Z18
+	VMULPS.BCST     352(BX), Z18, Z18
+	VADDPS          Z18, Z7, Z7
+	VPBROADCASTD    432(BX), Z18
+	VPDPBUSD.BCST   384(BX), Z15, Z18
+	VPDPBUSD.BCST   388(BX), Z16, Z18
+	VPDPBUSD.BCST   392(BX), Z12, Z18
+	VPDPBUSD.BCST   396(BX), Z17, Z18
+	VPDPBUSD.BCST   400(BX), Z11, Z18
+	VPDPBUSD.BCST   404(BX), Z10, Z18
+	VPDPBUSD.BCST   408(BX), Z14, Z18
+	VPDPBUSD.BCST   412(BX), Z9, Z18
+	VCVTDQ2PS       Z18, Z9
+	VMULPS          Z13, Z9, Z9
+	VMULPS.BCST     416(BX), Z9, Z9
+	VADDPS          Z9, Z8, Z8
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x7VNNI_loop
+
+dotQ4_0x16x7VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x7GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16x7GFNI(SB), NOSPLIT, $0-56
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	MOVQ      astep+32(FP), SI
+	LEAQ      (CX)(CX*2), DI
+	LEAQ      (AX)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	LEAQ      (R9)(CX*4), R10
+	VMOVDQU64 rv16nib<>+0(SB), Z0
+	MOVL      $0x0000ff00, R11
+	KMOVW     R11, K1
+	VPXORD    Z1, Z1, Z1
+	VPXORD    Z2, Z2, Z2
+	VPXORD    Z3, Z3, Z3
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+	VPXORD    Z7, Z7, Z7
+
+dotQ4_0x16x7GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x7GFNI_done
+	VBROADCASTI32X4 2(AX), Z8
+	VBROADCASTI32X4 2(R9), K1, Z8
+	VGF2P8AFFINEQB  $0x00, Z0, Z8, Z8
+	VBROADCASTI32X4 2(AX)(CX*1), Z9
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z9
+	VGF2P8AFFINEQB  $0x00, Z0, Z9, Z9
+	VBROADCASTI32X4 2(AX)(CX*2), Z10
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z10
+	VGF2P8AFFINEQB  $0x00, Z0, Z10, Z10
+	VBROADCASTI32X4 2(AX)(DI*1), Z11
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z11
+	VGF2P8AFFINEQB  $0x00, Z0, Z11, Z11
+	VBROADCASTI32X4 2(R8), Z12
+	VBROADCASTI32X4 2(R10), K1, Z12
+	VGF2P8AFFINEQB  $0x00, Z0, Z12, Z12
+	VBROADCASTI32X4 2(R8)(CX*1), Z13
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z13
+	VGF2P8AFFINEQB  $0x00, Z0, Z13, Z13
+	VBROADCASTI32X4 2(R8)(CX*2), Z14
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z14
+	VGF2P8AFFINEQB  $0x00, Z0, Z14, Z14
+	VBROADCASTI32X4 2(R8)(DI*1), Z15
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z15
+	VGF2P8AFFINEQB  $0x00, Z0, Z15, Z15
+	VPUNPCKLDQ      Z9, Z8, Z16
+	VPUNPCKHDQ      Z9, Z8, Z8
+	VPUNPCKLDQ      Z11, Z10, Z9
+	VPUNPCKHDQ      Z11, Z10, Z10
+	VPUNPCKLDQ      Z13, Z12, Z11
+	VPUNPCKHDQ      Z13, Z12, Z12
+	VPUNPCKLDQ      Z15, Z14, Z13
+	VPUNPCKHDQ      Z15, Z14, Z14
+	VPUNPCKLQDQ     Z9, Z16, Z15
+	VPUNPCKHQDQ     Z9, Z16, Z9
+	VPUNPCKLQDQ     Z10, Z8, Z16
+	VPUNPCKHQDQ     Z10, Z8, Z8
+	VPUNPCKLQDQ     Z13, Z11, Z10
+	VPUNPCKHQDQ     Z13, Z11, Z11
+	VPUNPCKLQDQ     Z14, Z12, Z13
+	VPUNPCKHQDQ     Z14, Z12, Z12
+	VSHUFI64X2      $0x88, Z10, Z15, Z14
+	VSHUFI64X2      $0xdd, Z10, Z15, Z10
+	VSHUFI64X2      $0x88, Z11, Z9, Z15
+	VSHUFI64X2      $0xdd, Z11, Z9, Z9
+	VSHUFI64X2      $0x88, Z13, Z16, Z11
+	VSHUFI64X2      $0xdd, Z13, Z16, Z13
+	VSHUFI64X2      $0x88, Z12, Z8, Z16
+	VSHUFI64X2      $0xdd, Z12, Z8, Z8
+	VPXOR           Y12, Y12, Y12
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X12
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X12, X12
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X17
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X17, X17
+	VINSERTI32X4    $0x01, X17, Y12, Y12
+	VCVTPH2PS       Y12, Z12
+	VPBROADCASTD    48(BX), Z17
+	VPDPBUSD.BCST   (BX), Z14, Z17
+	VPDPBUSD.BCST   4(BX), Z15, Z17
+	VPDPBUSD.BCST   8(BX), Z11, Z17
+	VPDPBUSD.BCST   12(BX), Z16, Z17
+	VPDPBUSD.BCST   16(BX), Z10, Z17
+	VPDPBUSD.BCST   20(BX), Z9, Z17
+	VPDPBUSD.BCST   24(BX), Z13, Z17
+	VPDPBUSD.BCST   28(BX), Z8, Z17
+	VCVTDQ2PS       Z17, Z17
+	VMULPS          Z12, Z17, Z17
+	VMULPS.BCST     32(BX), Z17, Z17
+	VADDPS          Z17, Z1, Z1
+	VPBROADCASTD    112(BX), Z17
+	VPDPBUSD.BCST   64(BX), Z14, Z17
+	VPDPBUSD.BCST   68(BX), Z15, Z17
+	VPDPBUSD.BCST   72(BX), Z11, Z17
+	VPDPBUSD.BCST   76(BX), Z16, Z17
+	VPDPBUSD.BCST   80(BX), Z10, Z17
+	VPDPBUSD.BCST   84(BX), Z9, Z17
+	VPDPBUSD.BCST   88(BX), Z13, Z17
+	VPDPBUSD.BCST   92(BX), Z8, Z17
+	VCVTDQ2PS       Z17, Z17
+	VMULPS          Z12, Z17, Z17
+	VMULPS.BCST     96(BX), Z17, Z17
+	VADDPS          Z17, Z2, Z2
+	VPBROADCASTD    176(BX), Z17
+	VPDPBUSD.BCST   128(BX), Z14, Z17
+	VPDPBUSD.BCST   132(BX), Z15, Z17
+	VPDPBUSD.BCST   136(BX), Z11, Z17
+	VPDPBUSD.BCST   140(BX), Z16, Z17
+	VPDPBUSD.BCST   144(BX), Z10, Z17
+	VPDPBUSD.BCST   148(BX), Z9, Z17
+	VPDPBUSD.BCST   152(BX), Z13, Z17
+	VPDPBUSD.BCST   156(BX), Z8, Z17
+	VCVTDQ2PS       Z17, Z17
+	VMULPS          Z12, Z17, Z17
+	VMULPS.BCST     160(BX), Z17, Z17
+	VADDPS          Z17, Z3, Z3
+	VPBROADCASTD    240(BX), Z17
+	VPDPBUSD.BCST   192(BX), Z14, Z17
+	VPDPBUSD.BCST   196(BX), Z15, Z17
+	VPDPBUSD.BCST   200(BX), Z11, Z17
+	VPDPBUSD.BCST   204(BX), Z16, Z17
+	VPDPBUSD.BCST   208(BX), Z10, Z17
+	VPDPBUSD.BCST   212(BX), Z9, Z17
+	VPDPBUSD.BCST   216(BX), Z13, Z17
+	VPDPBUSD.BCST   220(BX), Z8, Z17
+	VCVTDQ2PS       Z17, Z17
+	VMULPS          Z12, Z17, Z17
+	VMULPS.BCST     224(BX), Z17, Z17
+	VADDPS          Z17, Z4, Z4
+	VPBROADCASTD    304(BX), Z17
+	VPDPBUSD.BCST   256(BX), Z14, Z17
+	VPDPBUSD.BCST   260(BX), Z15, Z17
+	VPDPBUSD.BCST   264(BX), Z11, Z17
+	VPDPBUSD.BCST   268(BX), Z16, Z17
+	VPDPBUSD.BCST   272(BX), Z10, Z17
+	VPDPBUSD.BCST   276(BX), Z9, Z17
+	VPDPBUSD.BCST   280(BX), Z13, Z17
+	VPDPBUSD.BCST   284(BX), Z8, Z17
+	VCVTDQ2PS       Z17, Z17
+	VMULPS          Z12, Z17, Z17
+	VMULPS.BCST     288(BX), Z17, Z17
+	VADDPS          Z17, Z5, Z5
+	VPBROADCASTD    368(BX), Z17
+	VPDPBUSD.BCST   320(BX), Z14, Z17
+	VPDPBUSD.BCST   324(BX), Z15, Z17
+	VPDPBUSD.BCST   328(BX), Z11, Z17
+	VPDPBUSD.BCST   332(BX), Z16, Z17
+	VPDPBUSD.BCST   336(BX), Z10, Z17
+	VPDPBUSD.BCST   340(BX), Z9, Z17
+	VPDPBUSD.BCST   344(BX), Z13, Z17
+	VPDPBUSD.BCST   348(BX), Z8, Z17
+	VCVTDQ2PS       Z17, Z17
+	VMULPS          Z12, Z17, Z17
+	VMULPS.BCST     352(BX), Z17, Z17
+	VADDPS          Z17, Z6, Z6
+	VPBROADCASTD    432(BX), Z17
+	VPDPBUSD.BCST   384(BX), Z14, Z17
+	VPDPBUSD.BCST   388(BX), Z15, Z17
+	VPDPBUSD.BCST   392(BX), Z11, Z17
+	VPDPBUSD.BCST   396(BX), Z16, Z17
+	VPDPBUSD.BCST   400(BX), Z10, Z17
+	VPDPBUSD.BCST   404(BX), Z9, Z17
+	VPDPBUSD.BCST   408(BX), Z13, Z17
+	VPDPBUSD.BCST   412(BX), Z8, Z17
+	VCVTDQ2PS       Z17, Z8
+	VMULPS          Z12, Z8, Z8
+	VMULPS.BCST     416(BX), Z8, Z8
+	VADDPS          Z8, Z7, Z7
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x7GFNI_loop
+
+dotQ4_0x16x7GFNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ8_0x16x8VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16x8VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x80808080, R11
+	VPBROADCASTD R11, Z0
+	MOVL         $0x000000f0, R11
+	KMOVW        R11, K1
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+
+dotQ8_0x16x8VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16x8VNNI_done
+	VPXORD            Z9, Z9, Z9
+	VMOVDQU64         2(AX), Y9
+	VBROADCASTI64X4.Z 2(R9), K1, Z10
+	VPTERNLOGD        $0x56, Z0, Z10, Z9
+	VPXORD            Z10, Z10, Z10
+	VMOVDQU64         2(AX)(CX*1), Y10
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K1, Z11
+	VPTERNLOGD        $0x56, Z0, Z11, Z10
+	VPXORD            Z11, Z11, Z11
+	VMOVDQU64         2(AX)(CX*2), Y11
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K1, Z12
+	VPTERNLOGD        $0x56, Z0, Z12, Z11
+	VPXORD            Z12, Z12, Z12
+	VMOVDQU64         2(AX)(DI*1), Y12
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K1, Z13
+	VPTERNLOGD        $0x56, Z0, Z13, Z12
+	VPXORD            Z13, Z13, Z13
+	VMOVDQU64         2(R8), Y13
+	VBROADCASTI64X4.Z 2(R10), K1, Z14
+	VPTERNLOGD        $0x56, Z0, Z14, Z13
+	VPXORD            Z14, Z14, Z14
+	VMOVDQU64         2(R8)(CX*1), Y14
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K1, Z15
+	VPTERNLOGD        $0x56, Z0, Z15, Z14
+	VPXORD            Z15, Z15, Z15
+	VMOVDQU64         2(R8)(CX*2), Y15
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K1, Z16
+	VPTERNLOGD        $0x56, Z0, Z16, Z15
+	VPXORD            Z16, Z16, Z16
+	VMOVDQU64         2(R8)(DI*1), Y16
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K1, Z17
+	VPTERNLOGD        $0x56, Z0, Z17, Z16
+	VPUNPCKLDQ        Z10, Z9, Z17
+	VPUNPCKHDQ        Z10, Z9, Z9
+	VPUNPCKLDQ        Z12, Z11, Z10
+	VPUNPCKHDQ        Z12, Z11, Z11
+	VPUNPCKLDQ        Z14, Z13, Z12
+	VPUNPCKHDQ        Z14, Z13, Z13
+	VPUNPCKLDQ        Z16, Z15, Z14
+	VPUNPCKHDQ        Z16, Z15, Z15
+	VPUNPCKLQDQ       Z10, Z17, Z16
+	VPUNPCKHQDQ       Z10, Z17, Z10
+	VPUNPCKLQDQ       Z11, Z9, Z17
+	VPUNPCKHQDQ       Z11, Z9, Z9
+	VPUNPCKLQDQ       Z14, Z12, Z11
+	VPUNPCKHQDQ       Z14, Z12, Z12
+	VPUNPCKLQDQ       Z15, Z13, Z14
+	VPUNPCKHQDQ       Z15, Z13, Z13
+	VSHUFI64X2        $0x88, Z11, Z16, Z15
+	VSHUFI64X2        $0xdd, Z11, Z16, Z11
+	VSHUFI64X2        $0x88, Z12, Z10, Z16
+	VSHUFI64X2        $0xdd, Z12, Z10, Z10
+	VSHUFI64X2        $0x88, Z14, Z17, Z12
+	VSHUFI64X2        $0xdd, Z14, Z17, Z14
+	VSHUFI64X2        $0x88, Z13, Z9, Z17
+	VSHUFI64X2        $0xdd, Z13, Z9, Z9
+	VPXOR             Y13, Y13, Y13
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X13
+	MOVWQZX           (R9), R11
+	MOVWQZX           (R9)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X13, X13
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X18
+	MOVWQZX           (R10), R11
+	MOVWQZX           (R10)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X18, X18
+	VINSERTI32X4      $0x01, X18, Y13, Y13
+	VCVTPH2PS         Y13, Z13
+	VPBROADCASTD      44(BX), Z18
+	VPDPBUSD.BCST     (BX), Z15, Z18
+	VPDPBUSD.BCST     4(BX), Z16, Z18
+	VPDPBUSD.BCST     8(BX), Z12, Z18
+	VPDPBUSD.BCST     12(BX), Z17, Z18
+	VPDPBUSD.BCST     16(BX), Z11, Z18
+	VPDPBUSD.BCST     20(BX), Z10, Z18
+	VPDPBUSD.BCST     24(BX), Z14, Z18
+	VPDPBUSD.BCST     28(BX), Z9, Z18
+	VCVTDQ2PS         Z18, Z18
+	VMULPS.BCST       32(BX), Z13, Z19
+	VMULPS            Z19, Z18, Z18
+	VADDPS            Z18, Z1, Z1
+	VPBROADCASTD      108(BX), Z18
+	VPDPBUSD.BCST     64(BX), Z15, Z18
+	VPDPBUSD.BCST     68(BX), Z16, Z18
+	VPDPBUSD.BCST     72(BX), Z12, Z18
+	VPDPBUSD.BCST     76(BX), Z17, Z18
+	VPDPBUSD.BCST     80(BX), Z11, Z18
+	VPDPBUSD.BCST     84(BX), Z10, Z18
+	VPDPBUSD.BCST     88(BX), Z14, Z18
+	VPDPBUSD.BCST     92(BX), Z9, Z18
+	VCVTDQ2PS         Z18, Z18
+	VMULPS.BCST       96(BX), Z13, Z19
+	VMULPS            Z19, Z18, Z18
+	VADDPS            Z18, Z2, Z2
+	VPBROADCASTD      172(BX), Z18
+	VPDPBUSD.BCST     128(BX), Z15, Z18
+	VPDPBUSD.BCST     132(BX), Z16, Z18
+	VPDPBUSD.BCST     136(BX), Z12, Z18
+	VPDPBUSD.BCST     140(BX), Z17, Z18
+	VPDPBUSD.BCST     144(BX), Z11, Z18
+	VPDPBUSD.BCST     148(BX), Z10, Z18
+	VPDPBUSD.BCST     152(BX), Z14, Z18
+	VPDPBUSD.BCST     156(BX), Z9, Z18
+	VCVTDQ2PS         Z18, Z18
+	VMULPS.BCST       160(BX), Z13, Z19
+	VMULPS            Z19, Z18, Z18
+	VADDPS            Z18, Z3, Z3
+	VPBROADCASTD      236(BX), Z18
+	VPDPBUSD.BCST     192(BX), Z15, Z18
+	VPDPBUSD.BCST     196(BX), Z16, Z18
+	VPDPBUSD.BCST     200(BX), Z12, Z18
+	VPDPBUSD.BCST     204(BX), Z17, Z18
+	VPDPBUSD.BCST     208(BX), Z11, Z18
+	VPDPBUSD.BCST     212(BX), Z10, Z18
+	VPDPBUSD.BCST     216(BX), Z14, Z18
+	VPDPBUSD.BCST     220(BX), Z9, Z18
+	VCVTDQ2PS         Z18, Z18
+	VMULPS.BCST       224(BX), Z13, Z19
+	VMULPS            Z19, Z18, Z18
+	VADDPS            Z18, Z4, Z4
+	VPBROADCASTD      300(BX), Z18
+	VPDPBUSD.BCST     256(BX), Z15, Z18
+	VPDPBUSD.BCST     260(BX), Z16, Z18
+	VPDPBUSD.BCST     264(BX), Z12, Z18
+	VPDPBUSD.BCST     268(BX), Z17, Z18
+	VPDPBUSD.BCST     272(BX), Z11, Z18
+	VPDPBUSD.BCST     276(BX), Z10, Z18
+	VPDPBUSD.BCST     280(BX), Z14, Z18
+	VPDPBUSD.BCST     284(BX), Z9, Z18
+	VCVTDQ2PS         Z18, Z18
+	VMULPS.BCST       288(BX), Z13, Z19
+	VMULPS            Z19, Z18, Z18
+	VADDPS            Z18, Z5, Z5
+	VPBROADCASTD      364(BX), Z18
+	VPDPBUSD.BCST     320(BX), Z15, Z18
+	VPDPBUSD.BCST     324(BX), Z16, Z18
+	VPDPBUSD.BCST     328(BX), Z12, Z18
+	VPDPBUSD.BCST     332(BX), Z17, Z18
+	VPDPBUSD.BCST     336(BX), Z11, Z18
+	VPDPBUSD.BCST     340(BX), Z10, Z18
+	VPDPBUSD.BCST     344(BX), Z14, Z18
+	VPDPBUSD.BCST     348(BX), Z9, Z18
+	VCVTDQ2PS         Z18, Z18
+	VMULPS.BCST       352(BX), Z13, Z19
+	VMULPS            Z19, Z18, Z18
+	VADDPS            Z18, Z6, Z6
+	VPBROADCASTD      428(BX), Z18
+	VPDPBUSD.BCST     384(BX), Z15, Z18
+	VPDPBUSD.BCST     388(BX), Z16, Z18
+	VPDPBUSD.BCST     392(BX), Z12, Z18
+	VPDPBUSD.BCST     396(BX), Z17, Z18
+	VPDPBUSD.BCST     400(BX), Z11, Z18
+	VPDPBUSD.BCST     404(BX), Z10, Z18
+	VPDPBUSD.BCST     408(BX), Z14, Z18
+	VPDPBUSD.BCST     412(BX), Z9, Z18
+	VCVTDQ2PS         Z18, Z18
+	VMULPS.BCST       416(BX), Z13, Z19
+	VMULPS            Z19, Z18, Z18
+	VADDPS            Z18, Z7, Z7
+	VPBROADCASTD      492(BX), Z18
+	VPDPBUSD.BCST     448(BX), Z15, Z18
+	VPDPBUSD.BCST     452(BX), Z16, Z18
+	VPDPBUSD.BCST     456(BX), Z12, Z18
+	VPDPBUSD.BCST     460(BX), Z17, Z18
+	VPDPBUSD.BCST     464(BX), Z11, Z18
+	VPDPBUSD.BCST     468(BX), Z10, Z18
+	VPDPBUSD.BCST     472(BX), Z14, Z18
+	VPDPBUSD.BCST     476(BX), Z9, Z18
+	VCVTDQ2PS         Z18, Z9
+	VMULPS.BCST       480(BX), Z13, Z10
+	VMULPS            Z10, Z9, Z9
+	VADDPS            Z9, Z8, Z8
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(DI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(DI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(DI*1)
+	PREFETCHT0        256(R10)
+	PREFETCHT0        256(R10)(CX*1)
+	PREFETCHT0        256(R10)(CX*2)
+	PREFETCHT0        256(R10)(DI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000022, R10
+	ADDQ              SI, BX
+	DECQ              DX
+	JMP               dotQ8_0x16x8VNNI_loop
+
+dotQ8_0x16x8VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x8VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16x8VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0f0f0f0f, R11
+	VPBROADCASTD R11, Z0
+	VMOVDQU64    rv16shift<>+0(SB), Z1
+	MOVL         $0x0000ff00, R11
+	KMOVW        R11, K1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+
+dotQ4_0x16x8VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x8VNNI_done
+	VBROADCASTI32X4 2(AX), Z10
+	VBROADCASTI32X4 2(R9), K1, Z10
+	VPSRLVQ         Z1, Z10, Z10
+	VPANDD          Z0, Z10, Z10
+	VBROADCASTI32X4 2(AX)(CX*1), Z11
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z11
+	VPSRLVQ         Z1, Z11, Z11
+	VPANDD          Z0, Z11, Z11
+	VBROADCASTI32X4 2(AX)(CX*2), Z12
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z12
+	VPSRLVQ         Z1, Z12, Z12
+	VPANDD          Z0, Z12, Z12
+	VBROADCASTI32X4 2(AX)(DI*1), Z13
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z13
+	VPSRLVQ         Z1, Z13, Z13
+	VPANDD          Z0, Z13, Z13
+	VBROADCASTI32X4 2(R8), Z14
+	VBROADCASTI32X4 2(R10), K1, Z14
+	VPSRLVQ         Z1, Z14, Z14
+	VPANDD          Z0, Z14, Z14
+	VBROADCASTI32X4 2(R8)(CX*1), Z15
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z15
+	VPSRLVQ         Z1, Z15, Z15
+	VPANDD          Z0, Z15, Z15
+	VBROADCASTI32X4 2(R8)(CX*2), Z16
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z16
+	VPSRLVQ         Z1, Z16, Z16
+	VPANDD          Z0, Z16, Z16
+	VBROADCASTI32X4 2(R8)(DI*1), Z17
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z17
+	VPSRLVQ         Z1, Z17, Z17
+	VPANDD          Z0, Z17, Z17
+	VPUNPCKLDQ      Z11, Z10, Z18
+	VPUNPCKHDQ      Z11, Z10, Z10
+	VPUNPCKLDQ      Z13, Z12, Z11
+	VPUNPCKHDQ      Z13, Z12, Z12
+	VPUNPCKLDQ      Z15, Z14, Z13
+	VPUNPCKHDQ      Z15, Z14, Z14
+	VPUNPCKLDQ      Z17, Z16, Z15
+	VPUNPCKHDQ      Z17, Z16, Z16
+	VPUNPCKLQDQ     Z11, Z18, Z17
+	VPUNPCKHQDQ     Z11, Z18, Z11
+	VPUNPCKLQDQ     Z12, Z10, Z18
+	VPUNPCKHQDQ     Z12, Z10, Z10
+	VPUNPCKLQDQ     Z15, Z13, Z12
+	VPUNPCKHQDQ     Z15, Z13, Z13
+	VPUNPCKLQDQ     Z16, Z14, Z15
+	VPUNPCKHQDQ     Z16, Z14, Z14
+	VSHUFI64X2      $0x88, Z12, Z17, Z16
+	VSHUFI64X2      $0xdd, Z12, Z17, Z12
+	VSHUFI64X2      $0x88, Z13, Z11, Z17
+	VSHUFI64X2      $0xdd, Z13, Z11, Z11
+	VSHUFI64X2      $0x88, Z15, Z18, Z13
+	VSHUFI64X2      $0xdd, Z15, Z18, Z15
+	VSHUFI64X2      $0x88, Z14, Z10, Z18
+	VSHUFI64X2      $0xdd, Z14, Z10, Z10
+	VPXOR           Y14, Y14, Y14
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X14
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X14, X14
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X19
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X19, X19
+	VINSERTI32X4    $0x01, X19, Y14, Y14
+	VCVTPH2PS       Y14, Z14
+	VPBROADCASTD    48(BX), Z19
+	VPDPBUSD.BCST   (BX), Z16, Z19
+	VPDPBUSD.BCST   4(BX), Z17, Z19
+	VPDPBUSD.BCST   8(BX), Z13, Z19
+	VPDPBUSD.BCST   12(BX), Z18, Z19
+	VPDPBUSD.BCST   16(BX), Z12, Z19
+	VPDPBUSD.BCST   20(BX), Z11, Z19
+	VPDPBUSD.BCST   24(BX), Z15, Z19
+	VPDPBUSD.BCST   28(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z19
+	VMULPS          Z14, Z19, Z19
+	VMULPS.BCST     32(BX), Z19, Z19
+	VADDPS          Z19, Z2, Z2
+	VPBROADCASTD    112(BX), Z19
+	VPDPBUSD.BCST   64(BX), Z16, Z19
+	VPDPBUSD.BCST   68(BX), Z17, Z19
+	VPDPBUSD.BCST   72(BX), Z13, Z19
+	VPDPBUSD.BCST   76(BX), Z18, Z19
+	VPDPBUSD.BCST   80(BX), Z12, Z19
+	VPDPBUSD.BCST   84(BX), Z11, Z19
+	VPDPBUSD.BCST   88(BX), Z15, Z19
+	VPDPBUSD.BCST   92(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z19
+	VMULPS          Z14, Z19, Z19
+	VMULPS.BCST     96(BX), Z19, Z19
+	VADDPS          Z19, Z3, Z3
+	VPBROADCASTD    176(BX), Z19
+	VPDPBUSD.BCST   128(BX), Z16, Z19
+	VPDPBUSD.BCST   132(BX), Z17, Z19
+	VPDPBUSD.BCST   136(BX), Z13, Z19
+	VPDPBUSD.BCST   140(BX), Z18, Z19
+	VPDPBUSD.BCST   144(BX), Z12, Z19
+	VPDPBUSD.BCST   148(BX), Z11, Z19
+	VPDPBUSD.BCST   152(BX), Z15, Z19
+	VPDPBUSD.BCST   156(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z19
+	VMULPS          Z14, Z19, Z19
+	VMULPS.BCST     160(BX), Z19, Z19
+	VADDPS          Z19, Z4, Z4
+	VPBROADCASTD    240(BX), Z19
+	VPDPBUSD.BCST   192(BX), Z16, Z19
+	VPDPBUSD.BCST   196(BX), Z17, Z19
+	VPDPBUSD.BCST   200(BX), Z13, Z19
+	VPDPBUSD.BCST   204(BX), Z18, Z19
+	VPDPBUSD.BCST   208(BX), Z12, Z19
+	VPDPBUSD.BCST   212(BX), Z11, Z19
+	VPDPBUSD.BCST   216(BX), Z15, Z19
+	VPDPBUSD.BCST   220(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z19
+	VMULPS          Z14, Z19, Z19
+	VMULPS.BCST     224(BX), Z19, Z19
+	VADDPS          Z19, Z5, Z5
+	VPBROADCASTD    304(BX), Z19
+	VPDPBUSD.BCST   256(BX), Z16, Z19
+	VPDPBUSD.BCST   260(BX), Z17, Z19
+	VPDPBUSD.BCST   264(BX), Z13, Z19
+	VPDPBUSD.BCST   268(BX), Z18, Z19
+	VPDPBUSD.BCST   272(BX), Z12, Z19
+	VPDPBUSD.BCST   276(BX), Z11, Z19
+	VPDPBUSD.BCST   280(BX), Z15, Z19
+	VPDPBUSD.BCST   284(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z19
+	VMULPS          Z14, Z19, Z19
+	VMULPS.BCST     288(BX), Z19, Z19
+	VADDPS          Z19, Z6, Z6
+	VPBROADCASTD    368(BX), Z19
+	VPDPBUSD.BCST   320(BX), Z16, Z19
+	VPDPBUSD.BCST   324(BX), Z17, Z19
+	VPDPBUSD.BCST   328(BX), Z13, Z19
+	VPDPBUSD.BCST   332(BX), Z18, Z19
+	VPDPBUSD.BCST   336(BX), Z12, Z19
+	VPDPBUSD.BCST   340(BX), Z11, Z19
+	VPDPBUSD.BCST   344(BX), Z15, Z19
+	VPDPBUSD.BCST   348(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z19
+	VMULPS          Z14, Z19, Z19
+	VMULPS.BCST     352(BX), Z19, Z19
+	VADDPS          Z19, Z7, Z7
+	VPBROADCASTD    432(BX), Z19
+	VPDPBUSD.BCST   384(BX), Z16, Z19
+	VPDPBUSD.BCST   388(BX), Z17, Z19
+	VPDPBUSD.BCST   392(BX), Z13, Z19
+	VPDPBUSD.BCST   396(BX), Z18, Z19
+	VPDPBUSD.BCST   400(BX), Z12, Z19
+	VPDPBUSD.BCST   404(BX), Z11, Z19
+	VPDPBUSD.BCST   408(BX), Z15, Z19
+	VPDPBUSD.BCST   412(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z19
+	VMULPS          Z14, Z19, Z19
+	VMULPS.BCST     416(BX), Z19, Z19
+	VADDPS          Z19, Z8, Z8
+	VPBROADCASTD    496(BX), Z19
+	VPDPBUSD.BCST   448(BX), Z16, Z19
+	VPDPBUSD.BCST   452(BX), Z17, Z19
+	VPDPBUSD.BCST   456(BX), Z13, Z19
+	VPDPBUSD.BCST   460(BX), Z18, Z19
+	VPDPBUSD.BCST   464(BX), Z12, Z19
+	VPDPBUSD.BCST   468(BX), Z11, Z19
+	VPDPBUSD.BCST   472(BX), Z15, Z19
+	VPDPBUSD.BCST   476(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z10
+	VMULPS          Z14, Z10, Z10
+	VMULPS.BCST     480(BX), Z10, Z10
+	VADDPS          Z10, Z9, Z9
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x8VNNI_loop
+
+dotQ4_0x16x8VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x8GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16x8GFNI(SB), NOSPLIT, $0-56
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	MOVQ      astep+32(FP), SI
+	LEAQ      (CX)(CX*2), DI
+	LEAQ      (AX)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	LEAQ      (R9)(CX*4), R10
+	VMOVDQU64 rv16nib<>+0(SB), Z0
+	MOVL      $0x0000ff00, R11
+	KMOVW     R11, K1
+	VPXORD    Z1, Z1, Z1
+	VPXORD    Z2, Z2, Z2
+	VPXORD    Z3, Z3, Z3
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+	VPXORD    Z7, Z7, Z7
+	VPXORD    Z8, Z8, Z8
+
+dotQ4_0x16x8GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x8GFNI_done
+	VBROADCASTI32X4 2(AX), Z9
+	VBROADCASTI32X4 2(R9), K1, Z9
+	VGF2P8AFFINEQB  $0x00, Z0, Z9, Z9
+	VBROADCASTI32X4 2(AX)(CX*1), Z10
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z10
+	VGF2P8AFFINEQB  $0x00, Z0, Z10, Z10
+	VBROADCASTI32X4 2(AX)(CX*2), Z11
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z11
+	VGF2P8AFFINEQB  $0x00, Z0, Z11, Z11
+	VBROADCASTI32X4 2(AX)(DI*1), Z12
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z12
+	VGF2P8AFFINEQB  $0x00, Z0, Z12, Z12
+	VBROADCASTI32X4 2(R8), Z13
+	VBROADCASTI32X4 2(R10), K1, Z13
+	VGF2P8AFFINEQB  $0x00, Z0, Z13, Z13
+	VBROADCASTI32X4 2(R8)(CX*1), Z14
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z14
+	VGF2P8AFFINEQB  $0x00, Z0, Z14, Z14
+	VBROADCASTI32X4 2(R8)(CX*2), Z15
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z15
+	VGF2P8AFFINEQB  $0x00, Z0, Z15, Z15
+	VBROADCASTI32X4 2(R8)(DI*1), Z16
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z16
+	VGF2P8AFFINEQB  $0x00, Z0, Z16, Z16
+	VPUNPCKLDQ      Z10, Z9, Z17
+	VPUNPCKHDQ      Z10, Z9, Z9
+	VPUNPCKLDQ      Z12, Z11, Z10
+	VPUNPCKHDQ      Z12, Z11, Z11
+	VPUNPCKLDQ      Z14, Z13, Z12
+	VPUNPCKHDQ      Z14, Z13, Z13
+	VPUNPCKLDQ      Z16, Z15, Z14
+	VPUNPCKHDQ      Z16, Z15, Z15
+	VPUNPCKLQDQ     Z10, Z17, Z16
+	VPUNPCKHQDQ     Z10, Z17, Z10
+	VPUNPCKLQDQ     Z11, Z9, Z17
+	VPUNPCKHQDQ     Z11, Z9, Z9
+	VPUNPCKLQDQ     Z14, Z12, Z11
+	VPUNPCKHQDQ     Z14, Z12, Z12
+	VPUNPCKLQDQ     Z15, Z13, Z14
+	VPUNPCKHQDQ     Z15, Z13, Z13
+	VSHUFI64X2      $0x88, Z11, Z16, Z15
+	VSHUFI64X2      $0xdd, Z11, Z16, Z11
+	VSHUFI64X2      $0x88, Z12, Z10, Z16
+	VSHUFI64X2      $0xdd, Z12, Z10, Z10
+	VSHUFI64X2      $0x88, Z14, Z17, Z12
+	VSHUFI64X2      $0xdd, Z14, Z17, Z14
+	VSHUFI64X2      $0x88, Z13, Z9, Z17
+	VSHUFI64X2      $0xdd, Z13, Z9, Z9
+	VPXOR           Y13, Y13, Y13
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X13
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X13, X13
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X18
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X18, X18
+	VINSERTI32X4    $0x01, X18, Y13, Y13
+	VCVTPH2PS       Y13, Z13
+	VPBROADCASTD    48(BX), Z18
+	VPDPBUSD.BCST   (BX), Z15, Z18
+	VPDPBUSD.BCST   4(BX), Z16, Z18
+	VPDPBUSD.BCST   8(BX), Z12, Z18
+	VPDPBUSD.BCST   12(BX), Z17, Z18
+	VPDPBUSD.BCST   16(BX), Z11, Z18
+	VPDPBUSD.BCST   20(BX), Z10, Z18
+	VPDPBUSD.BCST   24(BX), Z14, Z18
+	VPDPBUSD.BCST   28(BX), Z9, Z18
+	VCVTDQ2PS       Z18, Z18
+	VMULPS          Z13, Z18, Z18
+	VMULPS.BCST     32(BX), Z18, Z18
+	VADDPS          Z18, Z1, Z1
+	VPBROADCASTD    112(BX), Z18
+	VPDPBUSD.BCST   64(BX), Z15, Z18
+	VPDPBUSD.BCST   68(BX), Z16, Z18
+	VPDPBUSD.BCST   72(BX), Z12, Z18
+	VPDPBUSD.BCST   76(BX), Z17, Z18
+	VPDPBUSD.BCST   80(BX), Z11, Z18
+	VPDPBUSD.BCST   84(BX), Z10, Z18
+	VPDPBUSD.BCST   88(BX), Z14, Z18
+	VPDPBUSD.BCST   92(BX), Z9, Z18
+	VCVTDQ2PS       Z18, Z18
+	VMULPS          Z13, Z18, Z18
+	VMULPS.BCST     96(BX), Z18, Z18
+	VADDPS          Z18, Z2, Z2
+	VPBROADCASTD    176(BX), Z18
+	VPDPBUSD.BCST   128(BX), Z15, Z18
+	VPDPBUSD.BCST   132(BX), Z16, Z18
+	VPDPBUSD.BCST   136(BX), Z12, Z18
+	VPDPBUSD.BCST   140(BX), Z17, Z18
+	VPDPBUSD.BCST   144(BX), Z11, Z18
+	VPDPBUSD.BCST   148(BX), Z10, Z18
+	VPDPBUSD.BCST   152(BX), Z14, Z18
+	VPDPBUSD.BCST   156(BX), Z9, Z18
+	VCVTDQ2PS       Z18, Z18
+	VMULPS          Z13, Z18, Z18
+	VMULPS.BCST     160(BX), Z18, Z18
+	VADDPS          Z18, Z3, Z3
+	VPBROADCASTD    240(BX), Z18
+	VPDPBUSD.BCST   192(BX), Z15, Z18
+	VPDPBUSD.BCST   196(BX), Z16, Z18
+	VPDPBUSD.BCST   200(BX), Z12, Z18
+	VPDPBUSD.BCST   204(BX), Z17, Z18
+	VPDPBUSD.BCST   208(BX), Z11, Z18
+	VPDPBUSD.BCST   212(BX), Z10, Z18
+	VPDPBUSD.BCST   216(BX), Z14, Z18
+	VPDPBUSD.BCST   220(BX), Z9, Z18
+	VCVTDQ2PS       Z18, Z18
+	VMULPS          Z13, Z18, Z18
+	VMULPS.BCST     224(BX), Z18, Z18
+	VADDPS          Z18, Z4, Z4
+	VPBROADCASTD    304(BX), Z18
+	VPDPBUSD.BCST   256(BX), Z15, Z18
+	VPDPBUSD.BCST   260(BX), Z16, Z18
+	VPDPBUSD.BCST   264(BX), Z12, Z18
+	VPDPBUSD.BCST   268(BX), Z17, Z18
+	VPDPBUSD.BCST   272(BX), Z11, Z18
+	VPDPBUSD.BCST   276(BX), Z10, Z18
+	VPDPBUSD.BCST   280(BX), Z14, Z18
+	VPDPBUSD.BCST   284(BX), Z9, Z18
+	VCVTDQ2PS       Z18, Z18
+	VMULPS          Z13, Z18, Z18
+	VMULPS.BCST     288(BX), Z18, Z18
+	VADDPS          Z18, Z5, Z5
+	VPBROADCASTD    368(BX), Z18
+	VPDPBUSD.BCST   320(BX), Z15, Z18
+	VPDPBUSD.BCST   324(BX), Z16, Z18
+	VPDPBUSD.BCST   328(BX), Z12, Z18
+	VPDPBUSD.BCST   332(BX), Z17, Z18
+	VPDPBUSD.BCST   336(BX), Z11, Z18
+	VPDPBUSD.BCST   340(BX), Z10, Z18
+	VPDPBUSD.BCST   344(BX), Z14, Z18
+	VPDPBUSD.BCST   348(BX), Z9, Z18
+	VCVTDQ2PS       Z18, Z18
+	VMULPS          Z13, Z18, Z18
+	VMULPS.BCST     352(BX), Z18, Z18
+	VADDPS          Z18, Z6, Z6
+	VPBROADCASTD    432(BX), Z18
+	VPDPBUSD.BCST   384(BX), Z15, Z18
+	VPDPBUSD.BCST   388(BX), Z16, Z18
+	VPDPBUSD.BCST   392(BX), Z12, Z18
+	VPDPBUSD.BCST   396(BX), Z17, Z18
+	VPDPBUSD.BCST   400(BX), Z11, Z18
+	VPDPBUSD.BCST   404(BX), Z10, Z18
+	VPDPBUSD.BCST   408(BX), Z14, Z18
+	VPDPBUSD.BCST   412(BX), Z9, Z18
+	VCVTDQ2PS       Z18, Z18
+	VMULPS          Z13, Z18, Z18
+	VMULPS.BCST     416(BX), Z18, Z18
+	VADDPS          Z18, Z7, Z7
+	VPBROADCASTD    496(BX), Z18
+	VPDPBUSD.BCST   448(BX), Z15, Z18
+	VPDPBUSD.BCST   452(BX), Z16, Z18
+	VPDPBUSD.BCST   456(BX), Z12, Z18
+	VPDPBUSD.BCST   460(BX), Z17, Z18
+	VPDPBUSD.BCST   464(BX), Z11, Z18
+	VPDPBUSD.BCST   468(BX), Z10, Z18
+	VPDPBUSD.BCST   472(BX), Z14, Z18
+	VPDPBUSD.BCST   476(BX), Z9, Z18
+	VCVTDQ2PS       Z18, Z9
+	VMULPS          Z13, Z9, Z9
+	VMULPS.BCST     480(BX), Z9, Z9
+	VADDPS          Z9, Z8, Z8
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x8GFNI_loop
+
+dotQ4_0x16x8GFNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
 	VZEROUPPER
 	RET
 

@@ -104,6 +104,51 @@ func dotQ4_0x16x5VNNI(w *byte, stride int, nb int, a *byte, astep int, out *floa
 //go:noescape
 func dotQ4_0x16x5GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
 
+// dotQ8_0x16x6VNNI computes the dot products of 16 weight rows with 6 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x6VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x6VNNI computes the dot products of 16 weight rows with 6 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x6VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x6GFNI computes the dot products of 16 weight rows with 6 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x6GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ8_0x16x7VNNI computes the dot products of 16 weight rows with 7 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x7VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x7VNNI computes the dot products of 16 weight rows with 7 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x7VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x7GFNI computes the dot products of 16 weight rows with 7 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x7GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ8_0x16x8VNNI computes the dot products of 16 weight rows with 8 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x8VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x8VNNI computes the dot products of 16 weight rows with 8 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x8VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x8GFNI computes the dot products of 16 weight rows with 8 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x8GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
 // gemmQ8_0x8VNNI computes out[16i+j] = dot(weight row i, packed activation row j), bit-identical to the Go dot.
 //
 //go:noescape

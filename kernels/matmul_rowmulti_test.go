@@ -153,5 +153,5 @@ func BenchmarkRowActs(b *testing.B) {
 
 var (
 	benchRowActsN = []int{2, 4, 5, 6, 8, 10, 12, 16}
-	benchRowActsA = []int{0, 1, 4, 5}
+	benchRowActsA = []int{0, 1, 4, 8}
 )

@@ -47,8 +47,10 @@ const (
 	rowTile   = 8  // weight rows per AVX2 row-kernel call
 	rowTile16 = 16 // weight rows per VNNI row-kernel call
 	// raBlock is the bytes per block of a packed activation row of the VNNI
-	// row kernel: 32 int8 quants, the float32 scale, 128·Σq and 8·Σq as
-	// int32, padding. Must match asmgen.
+	// row kernels: 32 int8 quants, the float32 scale, then as int32 128·Σq,
+	// 8·Σq (the single-row kernel's offset corrections), −128·Σq and −8·Σq
+	// (the multi-row kernels' accumulator starting values), padding. Must
+	// match asmgen.
 	raBlock  = 64
 	gemmTile = 8  // weight rows per GEMM-kernel call
 	gemmLane = 16 // lanes per packed group
@@ -65,17 +67,16 @@ const (
 // (dotQ8_0x16x<n>VNNI and the Q4_0 twins, n = 1..maxRowActs; must match
 // asmgen). rowActs is the most MatMul uses (tests lower it; 1 takes the
 // single-row kernel for every activation row).
-const maxRowActs = 5
+const maxRowActs = 8
 
-// 4 measured best: a group of 5 was slower than 3+2 at 5 rows.
-var rowActs = 4
+var rowActs = 8
 
 // gemmMinRows is the batch from which the GEMM kernel is used; below it the
 // multi-row VNNI row kernels (groups of up to rowActs activation rows per
 // weight pass). Measured at 1024×2816 on 2 threads: the multi-row kernels
 // beat GEMM by 20–50% at 2–10 rows and tie at 12–16. A var so tests can move
 // it.
-var gemmMinRows = 12
+var gemmMinRows = 17
 
 // simdQ8 reports whether MatMul takes the SIMD path for m.
 func simdQ8(m Matrix) bool {
@@ -172,6 +173,8 @@ func packRowVNNI(a, dst []byte, step int) {
 		binary.LittleEndian.PutUint32(d[QK:], math.Float32bits(f16At(blk[:])))
 		binary.LittleEndian.PutUint32(d[QK+4:], uint32(128*sum))
 		binary.LittleEndian.PutUint32(d[QK+8:], uint32(8*sum))
+		binary.LittleEndian.PutUint32(d[QK+12:], uint32(-128*sum))
+		binary.LittleEndian.PutUint32(d[QK+16:], uint32(-8*sum))
 	}
 }
 
