@@ -13,10 +13,10 @@ import (
 // output element in each SIMD lane: the AVX2 row kernel a weight row against
 // one activation row (8 weight rows per call), the VNNI row kernel likewise
 // for 16 weight rows per call against a packed activation row (see
-// packRowVNNI), or against 2–5 packed activation rows in one pass over the
-// weights (the multi-row kernels: each weight block is loaded and offset once
-// and fed to VPDPBUSD against every row; small batches such as batched
-// decode), the VNNI GEMM kernel 8 weight rows against a packed group of
+// packRowVNNI), or against 2–8 packed activation rows in one pass over the
+// weights (the multi-row kernels: each weight block is loaded, offset and
+// transposed once and fed to VPDPBUSD against every row; batches such as
+// batched decode), the VNNI GEMM kernel 8 weight rows against a packed group of
 // 16 activation rows. Each lane computes the exact int32 block sum and then
 // the same float32 multiply and add as dotQ8_0 / dotQ4_0, block by block in
 // order, so every output is bit-identical to VecDot whatever the level, tile,
@@ -73,9 +73,10 @@ var rowActs = 8
 
 // gemmMinRows is the batch from which the GEMM kernel is used; below it the
 // multi-row VNNI row kernels (groups of up to rowActs activation rows per
-// weight pass). Measured at 1024×2816 on 2 threads: the multi-row kernels
-// beat GEMM by 20–50% at 2–10 rows and tie at 12–16. A var so tests can move
-// it.
+// weight pass). Measured at 1024×2816 on 2 threads (best of 4 alternating
+// runs), the transposing multi-row kernels take 293 µs at 12 rows and 318 µs
+// at 16 (two passes of 8) against the GEMM's 403 and 484. A var so tests can
+// move it.
 var gemmMinRows = 17
 
 // simdQ8 reports whether MatMul takes the SIMD path for m.
