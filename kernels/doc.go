@@ -31,9 +31,9 @@
 // kernel (8 weight rows × 1 activation row) and, with AVX-512 VNNI, a row
 // kernel of 16 weight rows × 1 packed activation row (VPDPBUSD on offset
 // weights, the offset's activation sum subtracted exactly; decode), its
-// multi-row twins (16 weight rows × 2–5 activation rows per pass over the
-// weights; small batches such as batched decode) and a GEMM kernel (8 weight rows × a packed group of 16
-// activation lanes) for batches of gemmMinRows or more. The level is chosen
+// multi-row twins (16 weight rows × 2–16 activation rows per pass over the
+// weights, which transpose each weight block once; batched decode and
+// prefill, large batches in chunks of activation rows). The level is chosen
 // at run time with golang.org/x/sys/cpu. Each lane is one output element and
 // performs exactly the Go dot's integer block sums and float32 operations in
 // the same order, so results are bit-identical across levels (see

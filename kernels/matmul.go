@@ -56,16 +56,13 @@ type Scratch struct {
 
 	// SIMD path (matmul_simd.go): packed VNNI activation groups and the
 	// bound tile functions.
-	pk         []byte
-	gemm       bool
 	ra         []byte // packed activation rows of the VNNI row kernel
 	raRow      int    // bytes per packed row
 	raMulti    bool   // ra interleaves its rows' blocks for the multi-row kernel
+	r0, r1     int    // activation rows rowTiles16 computes
 	rowQPFn    func(lo, hi int)
 	row16Fn    func(lo, hi int)
 	rowFn      func(lo, hi int)
-	gemmFn     func(lo, hi int)
-	packVNNIFn func(lo, hi int)
 	floatFn    func(lo, hi int) // F16/F32 tile path (matmul_float.go)
 	float512Fn func(lo, hi int) // its AVX-512 twin
 }
@@ -81,12 +78,45 @@ type Scratch struct {
 // (batch-invariant). MatMul panics if a buffer is too short or m.Type has no
 // dot kernel; x and out must not overlap.
 func MatMul(p *Pool, s *Scratch, m Matrix, x []float32, nrows int, out []float32) {
+	if !s.begin(m, x, nrows, out) {
+		return
+	}
+	switch {
+	case simdQ8(m):
+		s.matMulSIMDQ8(p)
+	case simdFloat(m):
+		s.matMulSIMDFloat(p)
+	case s.vt == Q8_0:
+		ngroups := (nrows + lanes - 1) / lanes
+		nb := m.Cols / QK
+		s.packed = grow(s.packed, ngroups*m.Cols)
+		s.ascale = grow(s.ascale, ngroups*lanes*nb)
+		if p == nil {
+			s.packQ8Groups(0, ngroups)
+			s.dotRowsPacked(0, m.Rows)
+		} else {
+			p.Run(ngroups, s.packFn)
+			p.Run(m.Rows, s.dotPkFn)
+		}
+	case p == nil:
+		s.quantRows(0, nrows)
+		s.dotRows(0, m.Rows)
+	default:
+		p.Run(nrows, s.quantFn)
+		p.Run(m.Rows, s.dotFn)
+	}
+	s.end()
+}
+
+// begin checks a MatMul call and loads its state into s; false means there
+// is nothing to compute.
+func (s *Scratch) begin(m Matrix, x []float32, nrows int, out []float32) bool {
 	dot := vecDotFunc(m.Type)
 	if dot == nil {
 		panic(fmt.Sprintf("kernels: MatMul: no dot kernel for %s", m.Type))
 	}
 	if nrows <= 0 || m.Rows == 0 {
-		return
+		return false
 	}
 	wRow, err := m.Type.RowSize(m.Cols)
 	if err != nil {
@@ -114,8 +144,6 @@ func MatMul(p *Pool, s *Scratch, m Matrix, x []float32, nrows int, out []float32
 		s.rowFn = s.rowTiles
 		s.rowQPFn = s.quantPackRows
 		s.row16Fn = s.rowTiles16
-		s.gemmFn = s.gemmTiles
-		s.packVNNIFn = s.packVNNI
 		s.floatFn = s.floatTiles
 		s.float512Fn = s.floatTiles512
 	}
@@ -125,32 +153,12 @@ func MatMul(p *Pool, s *Scratch, m Matrix, x []float32, nrows int, out []float32
 	s.act = s.act[:nrows*actRow]
 	s.m, s.x, s.out, s.nrows = m, x, out, nrows
 	s.vt, s.actRow, s.wRow, s.dot = vt, actRow, wRow, dot
+	return true
+}
 
-	switch {
-	case simdQ8(m):
-		s.matMulSIMDQ8(p)
-	case simdFloat(m):
-		s.matMulSIMDFloat(p)
-	case vt == Q8_0:
-		ngroups := (nrows + lanes - 1) / lanes
-		nb := m.Cols / QK
-		s.packed = grow(s.packed, ngroups*m.Cols)
-		s.ascale = grow(s.ascale, ngroups*lanes*nb)
-		if p == nil {
-			s.packQ8Groups(0, ngroups)
-			s.dotRowsPacked(0, m.Rows)
-		} else {
-			p.Run(ngroups, s.packFn)
-			p.Run(m.Rows, s.dotPkFn)
-		}
-	case p == nil:
-		s.quantRows(0, nrows)
-		s.dotRows(0, m.Rows)
-	default:
-		p.Run(nrows, s.quantFn)
-		p.Run(m.Rows, s.dotFn)
-	}
-	// Drop references to caller memory so a long-lived Scratch pins nothing.
+// end drops references to caller memory so a long-lived Scratch pins
+// nothing.
+func (s *Scratch) end() {
 	s.m, s.x, s.out, s.dot = Matrix{}, nil, nil, nil
 }
 

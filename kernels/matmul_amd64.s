@@ -871,7 +871,7 @@ DATA rv16nib<>+60(SB)/4, $0x10204080
 GLOBL rv16nib<>(SB), RODATA|NOPTR, $64
 
 // func dotQ8_0x16x1VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
 TEXT ·dotQ8_0x16x1VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -947,7 +947,7 @@ dotQ8_0x16x1VNNI_loop:
 	VSHUFI64X2        $0xdd, Z7, Z10, Z7
 	VSHUFI64X2        $0x88, Z6, Z2, Z10
 	VSHUFI64X2        $0xdd, Z6, Z2, Z2
-	VPXOR             Y6, Y6, Y6
+	VPXORD            Y6, Y6, Y6
 	MOVWQZX           (AX), R11
 	MOVWQZX           (AX)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -1040,7 +1040,7 @@ dotQ8_0x16x1VNNI_done:
 	RET
 
 // func dotQ4_0x16x1VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
 TEXT ·dotQ4_0x16x1VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -1117,7 +1117,7 @@ dotQ4_0x16x1VNNI_loop:
 	VSHUFI64X2      $0xdd, Z8, Z11, Z8
 	VSHUFI64X2      $0x88, Z7, Z3, Z11
 	VSHUFI64X2      $0xdd, Z7, Z3, Z3
-	VPXOR           Y7, Y7, Y7
+	VPXORD          Y7, Y7, Y7
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -1210,7 +1210,7 @@ dotQ4_0x16x1VNNI_done:
 	RET
 
 // func dotQ4_0x16x1GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
 TEXT ·dotQ4_0x16x1GFNI(SB), NOSPLIT, $0-56
 	MOVQ      w+0(FP), AX
 	MOVQ      stride+8(FP), CX
@@ -1277,7 +1277,7 @@ dotQ4_0x16x1GFNI_loop:
 	VSHUFI64X2      $0xdd, Z7, Z10, Z7
 	VSHUFI64X2      $0x88, Z6, Z2, Z10
 	VSHUFI64X2      $0xdd, Z6, Z2, Z2
-	VPXOR           Y6, Y6, Y6
+	VPXORD          Y6, Y6, Y6
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -1370,7 +1370,7 @@ dotQ4_0x16x1GFNI_done:
 	RET
 
 // func dotQ8_0x16x2VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
 TEXT ·dotQ8_0x16x2VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -1447,7 +1447,7 @@ dotQ8_0x16x2VNNI_loop:
 	VSHUFI64X2        $0xdd, Z8, Z11, Z8
 	VSHUFI64X2        $0x88, Z7, Z3, Z11
 	VSHUFI64X2        $0xdd, Z7, Z3, Z3
-	VPXOR             Y7, Y7, Y7
+	VPXORD            Y7, Y7, Y7
 	MOVWQZX           (AX), R11
 	MOVWQZX           (AX)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -1556,7 +1556,7 @@ dotQ8_0x16x2VNNI_done:
 	RET
 
 // func dotQ4_0x16x2VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
 TEXT ·dotQ4_0x16x2VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -1634,7 +1634,7 @@ dotQ4_0x16x2VNNI_loop:
 	VSHUFI64X2      $0xdd, Z9, Z12, Z9
 	VSHUFI64X2      $0x88, Z8, Z4, Z12
 	VSHUFI64X2      $0xdd, Z8, Z4, Z4
-	VPXOR           Y8, Y8, Y8
+	VPXORD          Y8, Y8, Y8
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -1743,7 +1743,7 @@ dotQ4_0x16x2VNNI_done:
 	RET
 
 // func dotQ4_0x16x2GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
 TEXT ·dotQ4_0x16x2GFNI(SB), NOSPLIT, $0-56
 	MOVQ      w+0(FP), AX
 	MOVQ      stride+8(FP), CX
@@ -1811,7 +1811,7 @@ dotQ4_0x16x2GFNI_loop:
 	VSHUFI64X2      $0xdd, Z8, Z11, Z8
 	VSHUFI64X2      $0x88, Z7, Z3, Z11
 	VSHUFI64X2      $0xdd, Z7, Z3, Z3
-	VPXOR           Y7, Y7, Y7
+	VPXORD          Y7, Y7, Y7
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -1920,7 +1920,7 @@ dotQ4_0x16x2GFNI_done:
 	RET
 
 // func dotQ8_0x16x3VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
 TEXT ·dotQ8_0x16x3VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -1998,7 +1998,7 @@ dotQ8_0x16x3VNNI_loop:
 	VSHUFI64X2        $0xdd, Z9, Z12, Z9
 	VSHUFI64X2        $0x88, Z8, Z4, Z12
 	VSHUFI64X2        $0xdd, Z8, Z4, Z4
-	VPXOR             Y8, Y8, Y8
+	VPXORD            Y8, Y8, Y8
 	MOVWQZX           (AX), R11
 	MOVWQZX           (AX)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -2123,7 +2123,7 @@ dotQ8_0x16x3VNNI_done:
 	RET
 
 // func dotQ4_0x16x3VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
 TEXT ·dotQ4_0x16x3VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -2202,7 +2202,7 @@ dotQ4_0x16x3VNNI_loop:
 	VSHUFI64X2      $0xdd, Z10, Z13, Z10
 	VSHUFI64X2      $0x88, Z9, Z5, Z13
 	VSHUFI64X2      $0xdd, Z9, Z5, Z5
-	VPXOR           Y9, Y9, Y9
+	VPXORD          Y9, Y9, Y9
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -2327,7 +2327,7 @@ dotQ4_0x16x3VNNI_done:
 	RET
 
 // func dotQ4_0x16x3GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
 TEXT ·dotQ4_0x16x3GFNI(SB), NOSPLIT, $0-56
 	MOVQ      w+0(FP), AX
 	MOVQ      stride+8(FP), CX
@@ -2396,7 +2396,7 @@ dotQ4_0x16x3GFNI_loop:
 	VSHUFI64X2      $0xdd, Z9, Z12, Z9
 	VSHUFI64X2      $0x88, Z8, Z4, Z12
 	VSHUFI64X2      $0xdd, Z8, Z4, Z4
-	VPXOR           Y8, Y8, Y8
+	VPXORD          Y8, Y8, Y8
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -2521,7 +2521,7 @@ dotQ4_0x16x3GFNI_done:
 	RET
 
 // func dotQ8_0x16x4VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
 TEXT ·dotQ8_0x16x4VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -2600,7 +2600,7 @@ dotQ8_0x16x4VNNI_loop:
 	VSHUFI64X2        $0xdd, Z10, Z13, Z10
 	VSHUFI64X2        $0x88, Z9, Z5, Z13
 	VSHUFI64X2        $0xdd, Z9, Z5, Z5
-	VPXOR             Y9, Y9, Y9
+	VPXORD            Y9, Y9, Y9
 	MOVWQZX           (AX), R11
 	MOVWQZX           (AX)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -2741,7 +2741,7 @@ dotQ8_0x16x4VNNI_done:
 	RET
 
 // func dotQ4_0x16x4VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
 TEXT ·dotQ4_0x16x4VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -2821,7 +2821,7 @@ dotQ4_0x16x4VNNI_loop:
 	VSHUFI64X2      $0xdd, Z11, Z14, Z11
 	VSHUFI64X2      $0x88, Z10, Z6, Z14
 	VSHUFI64X2      $0xdd, Z10, Z6, Z6
-	VPXOR           Y10, Y10, Y10
+	VPXORD          Y10, Y10, Y10
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -2962,7 +2962,7 @@ dotQ4_0x16x4VNNI_done:
 	RET
 
 // func dotQ4_0x16x4GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
 TEXT ·dotQ4_0x16x4GFNI(SB), NOSPLIT, $0-56
 	MOVQ      w+0(FP), AX
 	MOVQ      stride+8(FP), CX
@@ -3032,7 +3032,7 @@ dotQ4_0x16x4GFNI_loop:
 	VSHUFI64X2      $0xdd, Z10, Z13, Z10
 	VSHUFI64X2      $0x88, Z9, Z5, Z13
 	VSHUFI64X2      $0xdd, Z9, Z5, Z5
-	VPXOR           Y9, Y9, Y9
+	VPXORD          Y9, Y9, Y9
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -3173,7 +3173,7 @@ dotQ4_0x16x4GFNI_done:
 	RET
 
 // func dotQ8_0x16x5VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
 TEXT ·dotQ8_0x16x5VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -3253,7 +3253,7 @@ dotQ8_0x16x5VNNI_loop:
 	VSHUFI64X2        $0xdd, Z11, Z14, Z11
 	VSHUFI64X2        $0x88, Z10, Z6, Z14
 	VSHUFI64X2        $0xdd, Z10, Z6, Z6
-	VPXOR             Y10, Y10, Y10
+	VPXORD            Y10, Y10, Y10
 	MOVWQZX           (AX), R11
 	MOVWQZX           (AX)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -3410,7 +3410,7 @@ dotQ8_0x16x5VNNI_done:
 	RET
 
 // func dotQ4_0x16x5VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
 TEXT ·dotQ4_0x16x5VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -3491,7 +3491,7 @@ dotQ4_0x16x5VNNI_loop:
 	VSHUFI64X2      $0xdd, Z12, Z15, Z12
 	VSHUFI64X2      $0x88, Z11, Z7, Z15
 	VSHUFI64X2      $0xdd, Z11, Z7, Z7
-	VPXOR           Y11, Y11, Y11
+	VPXORD          Y11, Y11, Y11
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -3648,7 +3648,7 @@ dotQ4_0x16x5VNNI_done:
 	RET
 
 // func dotQ4_0x16x5GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
 TEXT ·dotQ4_0x16x5GFNI(SB), NOSPLIT, $0-56
 	MOVQ      w+0(FP), AX
 	MOVQ      stride+8(FP), CX
@@ -3719,7 +3719,7 @@ dotQ4_0x16x5GFNI_loop:
 	VSHUFI64X2      $0xdd, Z11, Z14, Z11
 	VSHUFI64X2      $0x88, Z10, Z6, Z14
 	VSHUFI64X2      $0xdd, Z10, Z6, Z6
-	VPXOR           Y10, Y10, Y10
+	VPXORD          Y10, Y10, Y10
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -3876,7 +3876,7 @@ dotQ4_0x16x5GFNI_done:
 	RET
 
 // func dotQ8_0x16x6VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
 TEXT ·dotQ8_0x16x6VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -3957,7 +3957,7 @@ dotQ8_0x16x6VNNI_loop:
 	VSHUFI64X2        $0xdd, Z12, Z15, Z12
 	VSHUFI64X2        $0x88, Z11, Z7, Z15
 	VSHUFI64X2        $0xdd, Z11, Z7, Z7
-	VPXOR             Y11, Y11, Y11
+	VPXORD            Y11, Y11, Y11
 	MOVWQZX           (AX), R11
 	MOVWQZX           (AX)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -4130,7 +4130,7 @@ dotQ8_0x16x6VNNI_done:
 	RET
 
 // func dotQ4_0x16x6VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
 TEXT ·dotQ4_0x16x6VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -4212,7 +4212,7 @@ dotQ4_0x16x6VNNI_loop:
 	VSHUFI64X2      $0xdd, Z13, Z16, Z13
 	VSHUFI64X2      $0x88, Z12, Z8, Z16
 	VSHUFI64X2      $0xdd, Z12, Z8, Z8
-	VPXOR           Y12, Y12, Y12
+	VPXORD          Y12, Y12, Y12
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -4385,7 +4385,7 @@ dotQ4_0x16x6VNNI_done:
 	RET
 
 // func dotQ4_0x16x6GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
 TEXT ·dotQ4_0x16x6GFNI(SB), NOSPLIT, $0-56
 	MOVQ      w+0(FP), AX
 	MOVQ      stride+8(FP), CX
@@ -4457,7 +4457,7 @@ dotQ4_0x16x6GFNI_loop:
 	VSHUFI64X2      $0xdd, Z12, Z15, Z12
 	VSHUFI64X2      $0x88, Z11, Z7, Z15
 	VSHUFI64X2      $0xdd, Z11, Z7, Z7
-	VPXOR           Y11, Y11, Y11
+	VPXORD          Y11, Y11, Y11
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -4630,7 +4630,7 @@ dotQ4_0x16x6GFNI_done:
 	RET
 
 // func dotQ8_0x16x7VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
 TEXT ·dotQ8_0x16x7VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -4712,7 +4712,7 @@ dotQ8_0x16x7VNNI_loop:
 	VSHUFI64X2        $0xdd, Z13, Z16, Z13
 	VSHUFI64X2        $0x88, Z12, Z8, Z16
 	VSHUFI64X2        $0xdd, Z12, Z8, Z8
-	VPXOR             Y12, Y12, Y12
+	VPXORD            Y12, Y12, Y12
 	MOVWQZX           (AX), R11
 	MOVWQZX           (AX)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -4901,7 +4901,7 @@ dotQ8_0x16x7VNNI_done:
 	RET
 
 // func dotQ4_0x16x7VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
 TEXT ·dotQ4_0x16x7VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -4984,7 +4984,7 @@ dotQ4_0x16x7VNNI_loop:
 	VSHUFI64X2      $0xdd, Z14, Z17, Z14
 	VSHUFI64X2      $0x88, Z13, Z9, Z17
 	VSHUFI64X2      $0xdd, Z13, Z9, Z9
-	VPXOR           Y13, Y13, Y13
+	VPXORD          Y13, Y13, Y13
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -5173,7 +5173,7 @@ dotQ4_0x16x7VNNI_done:
 	RET
 
 // func dotQ4_0x16x7GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
 TEXT ·dotQ4_0x16x7GFNI(SB), NOSPLIT, $0-56
 	MOVQ      w+0(FP), AX
 	MOVQ      stride+8(FP), CX
@@ -5246,7 +5246,7 @@ dotQ4_0x16x7GFNI_loop:
 	VSHUFI64X2      $0xdd, Z13, Z16, Z13
 	VSHUFI64X2      $0x88, Z12, Z8, Z16
 	VSHUFI64X2      $0xdd, Z12, Z8, Z8
-	VPXOR           Y12, Y12, Y12
+	VPXORD          Y12, Y12, Y12
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -5435,7 +5435,7 @@ dotQ4_0x16x7GFNI_done:
 	RET
 
 // func dotQ8_0x16x8VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
 TEXT ·dotQ8_0x16x8VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -5518,7 +5518,7 @@ dotQ8_0x16x8VNNI_loop:
 	VSHUFI64X2        $0xdd, Z14, Z17, Z14
 	VSHUFI64X2        $0x88, Z13, Z9, Z17
 	VSHUFI64X2        $0xdd, Z13, Z9, Z9
-	VPXOR             Y13, Y13, Y13
+	VPXORD            Y13, Y13, Y13
 	MOVWQZX           (AX), R11
 	MOVWQZX           (AX)(CX*1), R12
 	SHLQ              $0x10, R12
@@ -5723,7 +5723,7 @@ dotQ8_0x16x8VNNI_done:
 	RET
 
 // func dotQ4_0x16x8VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
 TEXT ·dotQ4_0x16x8VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -5807,7 +5807,7 @@ dotQ4_0x16x8VNNI_loop:
 	VSHUFI64X2      $0xdd, Z15, Z18, Z15
 	VSHUFI64X2      $0x88, Z14, Z10, Z18
 	VSHUFI64X2      $0xdd, Z14, Z10, Z10
-	VPXOR           Y14, Y14, Y14
+	VPXORD          Y14, Y14, Y14
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -6012,7 +6012,7 @@ dotQ4_0x16x8VNNI_done:
 	RET
 
 // func dotQ4_0x16x8GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
-// Requires: AVX, AVX2, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
 TEXT ·dotQ4_0x16x8GFNI(SB), NOSPLIT, $0-56
 	MOVQ      w+0(FP), AX
 	MOVQ      stride+8(FP), CX
@@ -6086,7 +6086,7 @@ dotQ4_0x16x8GFNI_loop:
 	VSHUFI64X2      $0xdd, Z14, Z17, Z14
 	VSHUFI64X2      $0x88, Z13, Z9, Z17
 	VSHUFI64X2      $0xdd, Z13, Z9, Z9
-	VPXOR           Y13, Y13, Y13
+	VPXORD          Y13, Y13, Y13
 	MOVWQZX         (AX), R11
 	MOVWQZX         (AX)(CX*1), R12
 	SHLQ            $0x10, R12
@@ -6290,557 +6290,8687 @@ dotQ4_0x16x8GFNI_done:
 	VZEROUPPER
 	RET
 
-// func gemmQ8_0x8VNNI(w *byte, stride int, nb int, pk *byte, out *[128]float32)
-// Requires: AVX, AVX2, AVX512DQ, AVX512F, AVX512_VNNI
-TEXT ·gemmQ8_0x8VNNI(SB), NOSPLIT, $0-40
+// func dotQ8_0x16x9VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16x9VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
 	MOVQ         nb+16(FP), DX
-	MOVQ         pk+24(FP), BX
-	LEAQ         (CX)(CX*2), SI
-	LEAQ         (AX)(CX*4), DI
-	MOVL         $0x80808080, R8
-	VPBROADCASTD R8, Z0
-	VXORPS       Z1, Z1, Z1
-	VXORPS       Z2, Z2, Z2
-	VXORPS       Z3, Z3, Z3
-	VXORPS       Z4, Z4, Z4
-	VXORPS       Z5, Z5, Z5
-	VXORPS       Z6, Z6, Z6
-	VXORPS       Z7, Z7, Z7
-	VXORPS       Z8, Z8, Z8
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x80808080, R11
+	VPBROADCASTD R11, Z0
+	MOVL         $0x000000f0, R11
+	KMOVW        R11, K1
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
 
-gemmQ8_0x8VNNI_loop:
-	TESTQ        DX, DX
-	JZ           gemmQ8_0x8VNNI_done
-	VMOVDQU64    (BX), Z9
-	VMOVDQU64    64(BX), Z10
-	VMOVDQU64    128(BX), Z11
-	VMOVDQU64    192(BX), Z12
-	VMOVDQU64    256(BX), Z13
-	VMOVDQU64    320(BX), Z14
-	VMOVDQU64    384(BX), Z15
-	VMOVDQU64    448(BX), Z16
-	VMOVDQU64    576(BX), Z17
-	VPSLLD       $0x07, Z17, Z17
-	VMOVUPS      512(BX), Z18
-	VPXORD       Z19, Z19, Z19
-	VPXORD.BCST  2(AX), Z0, Z20
-	VPDPBUSD     Z9, Z20, Z19
-	VPXORD.BCST  6(AX), Z0, Z20
-	VPDPBUSD     Z10, Z20, Z19
-	VPXORD.BCST  10(AX), Z0, Z20
-	VPDPBUSD     Z11, Z20, Z19
-	VPXORD.BCST  14(AX), Z0, Z20
-	VPDPBUSD     Z12, Z20, Z19
-	VPXORD.BCST  18(AX), Z0, Z20
-	VPDPBUSD     Z13, Z20, Z19
-	VPXORD.BCST  22(AX), Z0, Z20
-	VPDPBUSD     Z14, Z20, Z19
-	VPXORD.BCST  26(AX), Z0, Z20
-	VPDPBUSD     Z15, Z20, Z19
-	VPXORD.BCST  30(AX), Z0, Z20
-	VPDPBUSD     Z16, Z20, Z19
-	VPSUBD       Z17, Z19, Z19
-	VCVTDQ2PS    Z19, Z20
-	VPBROADCASTW (AX), Y28
-	VCVTPH2PS    Y28, Z28
-	VMULPS       Z18, Z28, Z28
-	VMULPS       Z28, Z20, Z20
-	VADDPS       Z20, Z1, Z1
-	VPXORD       Z21, Z21, Z21
-	VPXORD.BCST  2(AX)(CX*1), Z0, Z20
-	VPDPBUSD     Z9, Z20, Z21
-	VPXORD.BCST  6(AX)(CX*1), Z0, Z20
-	VPDPBUSD     Z10, Z20, Z21
-	VPXORD.BCST  10(AX)(CX*1), Z0, Z20
-	VPDPBUSD     Z11, Z20, Z21
-	VPXORD.BCST  14(AX)(CX*1), Z0, Z20
-	VPDPBUSD     Z12, Z20, Z21
-	VPXORD.BCST  18(AX)(CX*1), Z0, Z20
-	VPDPBUSD     Z13, Z20, Z21
-	VPXORD.BCST  22(AX)(CX*1), Z0, Z20
-	VPDPBUSD     Z14, Z20, Z21
-	VPXORD.BCST  26(AX)(CX*1), Z0, Z20
-	VPDPBUSD     Z15, Z20, Z21
-	VPXORD.BCST  30(AX)(CX*1), Z0, Z20
-	VPDPBUSD     Z16, Z20, Z21
-	VPSUBD       Z17, Z21, Z21
-	VCVTDQ2PS    Z21, Z20
-	VPBROADCASTW (AX)(CX*1), Y28
-	VCVTPH2PS    Y28, Z28
-	VMULPS       Z18, Z28, Z28
-	VMULPS       Z28, Z20, Z20
-	VADDPS       Z20, Z2, Z2
-	VPXORD       Z22, Z22, Z22
-	VPXORD.BCST  2(AX)(CX*2), Z0, Z20
-	VPDPBUSD     Z9, Z20, Z22
-	VPXORD.BCST  6(AX)(CX*2), Z0, Z20
-	VPDPBUSD     Z10, Z20, Z22
-	VPXORD.BCST  10(AX)(CX*2), Z0, Z20
-	VPDPBUSD     Z11, Z20, Z22
-	VPXORD.BCST  14(AX)(CX*2), Z0, Z20
-	VPDPBUSD     Z12, Z20, Z22
-	VPXORD.BCST  18(AX)(CX*2), Z0, Z20
-	VPDPBUSD     Z13, Z20, Z22
-	VPXORD.BCST  22(AX)(CX*2), Z0, Z20
-	VPDPBUSD     Z14, Z20, Z22
-	VPXORD.BCST  26(AX)(CX*2), Z0, Z20
-	VPDPBUSD     Z15, Z20, Z22
-	VPXORD.BCST  30(AX)(CX*2), Z0, Z20
-	VPDPBUSD     Z16, Z20, Z22
-	VPSUBD       Z17, Z22, Z22
-	VCVTDQ2PS    Z22, Z20
-	VPBROADCASTW (AX)(CX*2), Y28
-	VCVTPH2PS    Y28, Z28
-	VMULPS       Z18, Z28, Z28
-	VMULPS       Z28, Z20, Z20
-	VADDPS       Z20, Z3, Z3
-	VPXORD       Z23, Z23, Z23
-	VPXORD.BCST  2(AX)(SI*1), Z0, Z20
-	VPDPBUSD     Z9, Z20, Z23
-	VPXORD.BCST  6(AX)(SI*1), Z0, Z20
-	VPDPBUSD     Z10, Z20, Z23
-	VPXORD.BCST  10(AX)(SI*1), Z0, Z20
-	VPDPBUSD     Z11, Z20, Z23
-	VPXORD.BCST  14(AX)(SI*1), Z0, Z20
-	VPDPBUSD     Z12, Z20, Z23
-	VPXORD.BCST  18(AX)(SI*1), Z0, Z20
-	VPDPBUSD     Z13, Z20, Z23
-	VPXORD.BCST  22(AX)(SI*1), Z0, Z20
-	VPDPBUSD     Z14, Z20, Z23
-	VPXORD.BCST  26(AX)(SI*1), Z0, Z20
-	VPDPBUSD     Z15, Z20, Z23
-	VPXORD.BCST  30(AX)(SI*1), Z0, Z20
-	VPDPBUSD     Z16, Z20, Z23
-	VPSUBD       Z17, Z23, Z23
-	VCVTDQ2PS    Z23, Z20
-	VPBROADCASTW (AX)(SI*1), Y28
-	VCVTPH2PS    Y28, Z28
-	VMULPS       Z18, Z28, Z28
-	VMULPS       Z28, Z20, Z20
-	VADDPS       Z20, Z4, Z4
-	VPXORD       Z24, Z24, Z24
-	VPXORD.BCST  2(DI), Z0, Z20
-	VPDPBUSD     Z9, Z20, Z24
-	VPXORD.BCST  6(DI), Z0, Z20
-	VPDPBUSD     Z10, Z20, Z24
-	VPXORD.BCST  10(DI), Z0, Z20
-	VPDPBUSD     Z11, Z20, Z24
-	VPXORD.BCST  14(DI), Z0, Z20
-	VPDPBUSD     Z12, Z20, Z24
-	VPXORD.BCST  18(DI), Z0, Z20
-	VPDPBUSD     Z13, Z20, Z24
-	VPXORD.BCST  22(DI), Z0, Z20
-	VPDPBUSD     Z14, Z20, Z24
-	VPXORD.BCST  26(DI), Z0, Z20
-	VPDPBUSD     Z15, Z20, Z24
-	VPXORD.BCST  30(DI), Z0, Z20
-	VPDPBUSD     Z16, Z20, Z24
-	VPSUBD       Z17, Z24, Z24
-	VCVTDQ2PS    Z24, Z20
-	VPBROADCASTW (DI), Y28
-	VCVTPH2PS    Y28, Z28
-	VMULPS       Z18, Z28, Z28
-	VMULPS       Z28, Z20, Z20
-	VADDPS       Z20, Z5, Z5
-	VPXORD       Z25, Z25, Z25
-	VPXORD.BCST  2(DI)(CX*1), Z0, Z20
-	VPDPBUSD     Z9, Z20, Z25
-	VPXORD.BCST  6(DI)(CX*1), Z0, Z20
-	VPDPBUSD     Z10, Z20, Z25
-	VPXORD.BCST  10(DI)(CX*1), Z0, Z20
-	VPDPBUSD     Z11, Z20, Z25
-	VPXORD.BCST  14(DI)(CX*1), Z0, Z20
-	VPDPBUSD     Z12, Z20, Z25
-	VPXORD.BCST  18(DI)(CX*1), Z0, Z20
-	VPDPBUSD     Z13, Z20, Z25
-	VPXORD.BCST  22(DI)(CX*1), Z0, Z20
-	VPDPBUSD     Z14, Z20, Z25
-	VPXORD.BCST  26(DI)(CX*1), Z0, Z20
-	VPDPBUSD     Z15, Z20, Z25
-	VPXORD.BCST  30(DI)(CX*1), Z0, Z20
-	VPDPBUSD     Z16, Z20, Z25
-	VPSUBD       Z17, Z25, Z25
-	VCVTDQ2PS    Z25, Z20
-	VPBROADCASTW (DI)(CX*1), Y28
-	VCVTPH2PS    Y28, Z28
-	VMULPS       Z18, Z28, Z28
-	VMULPS       Z28, Z20, Z20
-	VADDPS       Z20, Z6, Z6
-	VPXORD       Z26, Z26, Z26
-	VPXORD.BCST  2(DI)(CX*2), Z0, Z20
-	VPDPBUSD     Z9, Z20, Z26
-	VPXORD.BCST  6(DI)(CX*2), Z0, Z20
-	VPDPBUSD     Z10, Z20, Z26
-	VPXORD.BCST  10(DI)(CX*2), Z0, Z20
-	VPDPBUSD     Z11, Z20, Z26
-	VPXORD.BCST  14(DI)(CX*2), Z0, Z20
-	VPDPBUSD     Z12, Z20, Z26
-	VPXORD.BCST  18(DI)(CX*2), Z0, Z20
-	VPDPBUSD     Z13, Z20, Z26
-	VPXORD.BCST  22(DI)(CX*2), Z0, Z20
-	VPDPBUSD     Z14, Z20, Z26
-	VPXORD.BCST  26(DI)(CX*2), Z0, Z20
-	VPDPBUSD     Z15, Z20, Z26
-	VPXORD.BCST  30(DI)(CX*2), Z0, Z20
-	VPDPBUSD     Z16, Z20, Z26
-	VPSUBD       Z17, Z26, Z26
-	VCVTDQ2PS    Z26, Z20
-	VPBROADCASTW (DI)(CX*2), Y28
-	VCVTPH2PS    Y28, Z28
-	VMULPS       Z18, Z28, Z28
-	VMULPS       Z28, Z20, Z20
-	VADDPS       Z20, Z7, Z7
-	VPXORD       Z27, Z27, Z27
-	VPXORD.BCST  2(DI)(SI*1), Z0, Z20
-	VPDPBUSD     Z9, Z20, Z27
-	VPXORD.BCST  6(DI)(SI*1), Z0, Z9
-	VPDPBUSD     Z10, Z9, Z27
-	VPXORD.BCST  10(DI)(SI*1), Z0, Z9
-	VPDPBUSD     Z11, Z9, Z27
-	VPXORD.BCST  14(DI)(SI*1), Z0, Z9
-	VPDPBUSD     Z12, Z9, Z27
-	VPXORD.BCST  18(DI)(SI*1), Z0, Z9
-	VPDPBUSD     Z13, Z9, Z27
-	VPXORD.BCST  22(DI)(SI*1), Z0, Z9
-	VPDPBUSD     Z14, Z9, Z27
-	VPXORD.BCST  26(DI)(SI*1), Z0, Z9
-	VPDPBUSD     Z15, Z9, Z27
-	VPXORD.BCST  30(DI)(SI*1), Z0, Z9
-	VPDPBUSD     Z16, Z9, Z27
-	VPSUBD       Z17, Z27, Z27
-	VCVTDQ2PS    Z27, Z9
-	VPBROADCASTW (DI)(SI*1), Y10
-	VCVTPH2PS    Y10, Z10
-	VMULPS       Z18, Z10, Z10
-	VMULPS       Z10, Z9, Z9
-	VADDPS       Z9, Z8, Z8
-	ADDQ         $0x00000022, AX
-	ADDQ         $0x00000022, DI
-	ADDQ         $0x00000280, BX
-	DECQ         DX
-	JMP          gemmQ8_0x8VNNI_loop
+dotQ8_0x16x9VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16x9VNNI_done
+	VPXORD            Z10, Z10, Z10
+	VMOVDQU64         2(AX), Y10
+	VBROADCASTI64X4.Z 2(R9), K1, Z11
+	VPTERNLOGD        $0x56, Z0, Z11, Z10
+	VPXORD            Z11, Z11, Z11
+	VMOVDQU64         2(AX)(CX*1), Y11
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K1, Z12
+	VPTERNLOGD        $0x56, Z0, Z12, Z11
+	VPXORD            Z12, Z12, Z12
+	VMOVDQU64         2(AX)(CX*2), Y12
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K1, Z13
+	VPTERNLOGD        $0x56, Z0, Z13, Z12
+	VPXORD            Z13, Z13, Z13
+	VMOVDQU64         2(AX)(DI*1), Y13
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K1, Z14
+	VPTERNLOGD        $0x56, Z0, Z14, Z13
+	VPXORD            Z14, Z14, Z14
+	VMOVDQU64         2(R8), Y14
+	VBROADCASTI64X4.Z 2(R10), K1, Z15
+	VPTERNLOGD        $0x56, Z0, Z15, Z14
+	VPXORD            Z15, Z15, Z15
+	VMOVDQU64         2(R8)(CX*1), Y15
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K1, Z16
+	VPTERNLOGD        $0x56, Z0, Z16, Z15
+	VPXORD            Z16, Z16, Z16
+	VMOVDQU64         2(R8)(CX*2), Y16
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K1, Z17
+	VPTERNLOGD        $0x56, Z0, Z17, Z16
+	VPXORD            Z17, Z17, Z17
+	VMOVDQU64         2(R8)(DI*1), Y17
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K1, Z18
+	VPTERNLOGD        $0x56, Z0, Z18, Z17
+	VPUNPCKLDQ        Z11, Z10, Z18
+	VPUNPCKHDQ        Z11, Z10, Z10
+	VPUNPCKLDQ        Z13, Z12, Z11
+	VPUNPCKHDQ        Z13, Z12, Z12
+	VPUNPCKLDQ        Z15, Z14, Z13
+	VPUNPCKHDQ        Z15, Z14, Z14
+	VPUNPCKLDQ        Z17, Z16, Z15
+	VPUNPCKHDQ        Z17, Z16, Z16
+	VPUNPCKLQDQ       Z11, Z18, Z17
+	VPUNPCKHQDQ       Z11, Z18, Z11
+	VPUNPCKLQDQ       Z12, Z10, Z18
+	VPUNPCKHQDQ       Z12, Z10, Z10
+	VPUNPCKLQDQ       Z15, Z13, Z12
+	VPUNPCKHQDQ       Z15, Z13, Z13
+	VPUNPCKLQDQ       Z16, Z14, Z15
+	VPUNPCKHQDQ       Z16, Z14, Z14
+	VSHUFI64X2        $0x88, Z12, Z17, Z16
+	VSHUFI64X2        $0xdd, Z12, Z17, Z12
+	VSHUFI64X2        $0x88, Z13, Z11, Z17
+	VSHUFI64X2        $0xdd, Z13, Z11, Z11
+	VSHUFI64X2        $0x88, Z15, Z18, Z13
+	VSHUFI64X2        $0xdd, Z15, Z18, Z15
+	VSHUFI64X2        $0x88, Z14, Z10, Z18
+	VSHUFI64X2        $0xdd, Z14, Z10, Z10
+	VPXORD            Y14, Y14, Y14
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X14
+	MOVWQZX           (R9), R11
+	MOVWQZX           (R9)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X14, X14
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X19
+	MOVWQZX           (R10), R11
+	MOVWQZX           (R10)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X19, X19
+	VINSERTI32X4      $0x01, X19, Y14, Y14
+	VCVTPH2PS         Y14, Z14
+	VPBROADCASTD      44(BX), Z19
+	VPDPBUSD.BCST     (BX), Z16, Z19
+	VPDPBUSD.BCST     4(BX), Z17, Z19
+	VPDPBUSD.BCST     8(BX), Z13, Z19
+	VPDPBUSD.BCST     12(BX), Z18, Z19
+	VPDPBUSD.BCST     16(BX), Z12, Z19
+	VPDPBUSD.BCST     20(BX), Z11, Z19
+	VPDPBUSD.BCST     24(BX), Z15, Z19
+	VPDPBUSD.BCST     28(BX), Z10, Z19
+	VCVTDQ2PS         Z19, Z19
+	VMULPS.BCST       32(BX), Z14, Z20
+	VMULPS            Z20, Z19, Z19
+	VADDPS            Z19, Z1, Z1
+	VPBROADCASTD      108(BX), Z19
+	VPDPBUSD.BCST     64(BX), Z16, Z19
+	VPDPBUSD.BCST     68(BX), Z17, Z19
+	VPDPBUSD.BCST     72(BX), Z13, Z19
+	VPDPBUSD.BCST     76(BX), Z18, Z19
+	VPDPBUSD.BCST     80(BX), Z12, Z19
+	VPDPBUSD.BCST     84(BX), Z11, Z19
+	VPDPBUSD.BCST     88(BX), Z15, Z19
+	VPDPBUSD.BCST     92(BX), Z10, Z19
+	VCVTDQ2PS         Z19, Z19
+	VMULPS.BCST       96(BX), Z14, Z20
+	VMULPS            Z20, Z19, Z19
+	VADDPS            Z19, Z2, Z2
+	VPBROADCASTD      172(BX), Z19
+	VPDPBUSD.BCST     128(BX), Z16, Z19
+	VPDPBUSD.BCST     132(BX), Z17, Z19
+	VPDPBUSD.BCST     136(BX), Z13, Z19
+	VPDPBUSD.BCST     140(BX), Z18, Z19
+	VPDPBUSD.BCST     144(BX), Z12, Z19
+	VPDPBUSD.BCST     148(BX), Z11, Z19
+	VPDPBUSD.BCST     152(BX), Z15, Z19
+	VPDPBUSD.BCST     156(BX), Z10, Z19
+	VCVTDQ2PS         Z19, Z19
+	VMULPS.BCST       160(BX), Z14, Z20
+	VMULPS            Z20, Z19, Z19
+	VADDPS            Z19, Z3, Z3
+	VPBROADCASTD      236(BX), Z19
+	VPDPBUSD.BCST     192(BX), Z16, Z19
+	VPDPBUSD.BCST     196(BX), Z17, Z19
+	VPDPBUSD.BCST     200(BX), Z13, Z19
+	VPDPBUSD.BCST     204(BX), Z18, Z19
+	VPDPBUSD.BCST     208(BX), Z12, Z19
+	VPDPBUSD.BCST     212(BX), Z11, Z19
+	VPDPBUSD.BCST     216(BX), Z15, Z19
+	VPDPBUSD.BCST     220(BX), Z10, Z19
+	VCVTDQ2PS         Z19, Z19
+	VMULPS.BCST       224(BX), Z14, Z20
+	VMULPS            Z20, Z19, Z19
+	VADDPS            Z19, Z4, Z4
+	VPBROADCASTD      300(BX), Z19
+	VPDPBUSD.BCST     256(BX), Z16, Z19
+	VPDPBUSD.BCST     260(BX), Z17, Z19
+	VPDPBUSD.BCST     264(BX), Z13, Z19
+	VPDPBUSD.BCST     268(BX), Z18, Z19
+	VPDPBUSD.BCST     272(BX), Z12, Z19
+	VPDPBUSD.BCST     276(BX), Z11, Z19
+	VPDPBUSD.BCST     280(BX), Z15, Z19
+	VPDPBUSD.BCST     284(BX), Z10, Z19
+	VCVTDQ2PS         Z19, Z19
+	VMULPS.BCST       288(BX), Z14, Z20
+	VMULPS            Z20, Z19, Z19
+	VADDPS            Z19, Z5, Z5
+	VPBROADCASTD      364(BX), Z19
+	VPDPBUSD.BCST     320(BX), Z16, Z19
+	VPDPBUSD.BCST     324(BX), Z17, Z19
+	VPDPBUSD.BCST     328(BX), Z13, Z19
+	VPDPBUSD.BCST     332(BX), Z18, Z19
+	VPDPBUSD.BCST     336(BX), Z12, Z19
+	VPDPBUSD.BCST     340(BX), Z11, Z19
+	VPDPBUSD.BCST     344(BX), Z15, Z19
+	VPDPBUSD.BCST     348(BX), Z10, Z19
+	VCVTDQ2PS         Z19, Z19
+	VMULPS.BCST       352(BX), Z14, Z20
+	VMULPS            Z20, Z19, Z19
+	VADDPS            Z19, Z6, Z6
+	VPBROADCASTD      428(BX), Z19
+	VPDPBUSD.BCST     384(BX), Z16, Z19
+	VPDPBUSD.BCST     388(BX), Z17, Z19
+	VPDPBUSD.BCST     392(BX), Z13, Z19
+	VPDPBUSD.BCST     396(BX), Z18, Z19
+	VPDPBUSD.BCST     400(BX), Z12, Z19
+	VPDPBUSD.BCST     404(BX), Z11, Z19
+	VPDPBUSD.BCST     408(BX), Z15, Z19
+	VPDPBUSD.BCST     412(BX), Z10, Z19
+	VCVTDQ2PS         Z19, Z19
+	VMULPS.BCST       416(BX), Z14, Z20
+	VMULPS            Z20, Z19, Z19
+	VADDPS            Z19, Z7, Z7
+	VPBROADCASTD      492(BX), Z19
+	VPDPBUSD.BCST     448(BX), Z16, Z19
+	VPDPBUSD.BCST     452(BX), Z17, Z19
+	VPDPBUSD.BCST     456(BX), Z13, Z19
+	VPDPBUSD.BCST     460(BX), Z18, Z19
+	VPDPBUSD.BCST     464(BX), Z12, Z19
+	VPDPBUSD.BCST     468(BX), Z11, Z19
+	VPDPBUSD.BCST     472(BX), Z15, Z19
+	VPDPBUSD.BCST     476(BX), Z10, Z19
+	VCVTDQ2PS         Z19, Z19
+	VMULPS.BCST       480(BX), Z14, Z20
+	VMULPS            Z20, Z19, Z19
+	VADDPS            Z19, Z8, Z8
+	VPBROADCASTD      556(BX), Z19
+	VPDPBUSD.BCST     512(BX), Z16, Z19
+	VPDPBUSD.BCST     516(BX), Z17, Z19
+	VPDPBUSD.BCST     520(BX), Z13, Z19
+	VPDPBUSD.BCST     524(BX), Z18, Z19
+	VPDPBUSD.BCST     528(BX), Z12, Z19
+	VPDPBUSD.BCST     532(BX), Z11, Z19
+	VPDPBUSD.BCST     536(BX), Z15, Z19
+	VPDPBUSD.BCST     540(BX), Z10, Z19
+	VCVTDQ2PS         Z19, Z10
+	VMULPS.BCST       544(BX), Z14, Z11
+	VMULPS            Z11, Z10, Z10
+	VADDPS            Z10, Z9, Z9
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(DI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(DI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(DI*1)
+	PREFETCHT0        256(R10)
+	PREFETCHT0        256(R10)(CX*1)
+	PREFETCHT0        256(R10)(CX*2)
+	PREFETCHT0        256(R10)(DI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000022, R10
+	ADDQ              SI, BX
+	DECQ              DX
+	JMP               dotQ8_0x16x9VNNI_loop
 
-gemmQ8_0x8VNNI_done:
-	MOVQ    out+32(FP), AX
-	VMOVUPS Z1, (AX)
-	VMOVUPS Z2, 64(AX)
-	VMOVUPS Z3, 128(AX)
-	VMOVUPS Z4, 192(AX)
-	VMOVUPS Z5, 256(AX)
-	VMOVUPS Z6, 320(AX)
-	VMOVUPS Z7, 384(AX)
-	VMOVUPS Z8, 448(AX)
+dotQ8_0x16x9VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
 	VZEROUPPER
 	RET
 
-// func gemmQ4_0x8VNNI(w *byte, stride int, nb int, pk *byte, out *[128]float32)
-// Requires: AVX, AVX2, AVX512BW, AVX512DQ, AVX512F, AVX512_VNNI
-TEXT ·gemmQ4_0x8VNNI(SB), NOSPLIT, $0-40
+// func dotQ4_0x16x9VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16x9VNNI(SB), NOSPLIT, $0-56
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
 	MOVQ         nb+16(FP), DX
-	MOVQ         pk+24(FP), BX
-	LEAQ         (CX)(CX*2), SI
-	LEAQ         (AX)(CX*4), DI
-	MOVL         $0x0f0f0f0f, R8
-	VPBROADCASTD R8, Z0
-	VXORPS       Z1, Z1, Z1
-	VXORPS       Z2, Z2, Z2
-	VXORPS       Z3, Z3, Z3
-	VXORPS       Z4, Z4, Z4
-	VXORPS       Z5, Z5, Z5
-	VXORPS       Z6, Z6, Z6
-	VXORPS       Z7, Z7, Z7
-	VXORPS       Z8, Z8, Z8
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0f0f0f0f, R11
+	VPBROADCASTD R11, Z0
+	VMOVDQU64    rv16shift<>+0(SB), Z1
+	MOVL         $0x0000ff00, R11
+	KMOVW        R11, K1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       Z10, Z10, Z10
 
-gemmQ4_0x8VNNI_loop:
-	TESTQ        DX, DX
-	JZ           gemmQ4_0x8VNNI_done
-	VMOVDQU64    (BX), Z9
-	VMOVDQU64    64(BX), Z10
-	VMOVDQU64    128(BX), Z11
-	VMOVDQU64    192(BX), Z12
-	VMOVDQU64    256(BX), Z13
-	VMOVDQU64    320(BX), Z14
-	VMOVDQU64    384(BX), Z15
-	VMOVDQU64    448(BX), Z16
-	VMOVDQU64    576(BX), Z17
-	VPSLLD       $0x03, Z17, Z17
-	VMOVUPS      512(BX), Z18
-	VPXORD       Z19, Z19, Z19
-	VPBROADCASTD 2(AX), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z9, Z20, Z19
-	VPDPBUSD     Z13, Z21, Z19
-	VPBROADCASTD 6(AX), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z10, Z20, Z19
-	VPDPBUSD     Z14, Z21, Z19
-	VPBROADCASTD 10(AX), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z11, Z20, Z19
-	VPDPBUSD     Z15, Z21, Z19
-	VPBROADCASTD 14(AX), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z12, Z20, Z19
-	VPDPBUSD     Z16, Z21, Z19
-	VPSUBD       Z17, Z19, Z19
-	VCVTDQ2PS    Z19, Z20
-	VPBROADCASTW (AX), Y21
-	VCVTPH2PS    Y21, Z21
-	VMULPS       Z21, Z20, Z20
-	VMULPS       Z18, Z20, Z20
-	VADDPS       Z20, Z1, Z1
-	VPXORD       Z22, Z22, Z22
-	VPBROADCASTD 2(AX)(CX*1), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z9, Z20, Z22
-	VPDPBUSD     Z13, Z21, Z22
-	VPBROADCASTD 6(AX)(CX*1), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z10, Z20, Z22
-	VPDPBUSD     Z14, Z21, Z22
-	VPBROADCASTD 10(AX)(CX*1), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z11, Z20, Z22
-	VPDPBUSD     Z15, Z21, Z22
-	VPBROADCASTD 14(AX)(CX*1), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z12, Z20, Z22
-	VPDPBUSD     Z16, Z21, Z22
-	VPSUBD       Z17, Z22, Z22
-	VCVTDQ2PS    Z22, Z20
-	VPBROADCASTW (AX)(CX*1), Y21
-	VCVTPH2PS    Y21, Z21
-	VMULPS       Z21, Z20, Z20
-	VMULPS       Z18, Z20, Z20
-	VADDPS       Z20, Z2, Z2
-	VPXORD       Z23, Z23, Z23
-	VPBROADCASTD 2(AX)(CX*2), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z9, Z20, Z23
-	VPDPBUSD     Z13, Z21, Z23
-	VPBROADCASTD 6(AX)(CX*2), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z10, Z20, Z23
-	VPDPBUSD     Z14, Z21, Z23
-	VPBROADCASTD 10(AX)(CX*2), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z11, Z20, Z23
-	VPDPBUSD     Z15, Z21, Z23
-	VPBROADCASTD 14(AX)(CX*2), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z12, Z20, Z23
-	VPDPBUSD     Z16, Z21, Z23
-	VPSUBD       Z17, Z23, Z23
-	VCVTDQ2PS    Z23, Z20
-	VPBROADCASTW (AX)(CX*2), Y21
-	VCVTPH2PS    Y21, Z21
-	VMULPS       Z21, Z20, Z20
-	VMULPS       Z18, Z20, Z20
-	VADDPS       Z20, Z3, Z3
-	VPXORD       Z24, Z24, Z24
-	VPBROADCASTD 2(AX)(SI*1), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z9, Z20, Z24
-	VPDPBUSD     Z13, Z21, Z24
-	VPBROADCASTD 6(AX)(SI*1), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z10, Z20, Z24
-	VPDPBUSD     Z14, Z21, Z24
-	VPBROADCASTD 10(AX)(SI*1), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z11, Z20, Z24
-	VPDPBUSD     Z15, Z21, Z24
-	VPBROADCASTD 14(AX)(SI*1), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z12, Z20, Z24
-	VPDPBUSD     Z16, Z21, Z24
-	VPSUBD       Z17, Z24, Z24
-	VCVTDQ2PS    Z24, Z20
-	VPBROADCASTW (AX)(SI*1), Y21
-	VCVTPH2PS    Y21, Z21
-	VMULPS       Z21, Z20, Z20
-	VMULPS       Z18, Z20, Z20
-	VADDPS       Z20, Z4, Z4
-	VPXORD       Z25, Z25, Z25
-	VPBROADCASTD 2(DI), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z9, Z20, Z25
-	VPDPBUSD     Z13, Z21, Z25
-	VPBROADCASTD 6(DI), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z10, Z20, Z25
-	VPDPBUSD     Z14, Z21, Z25
-	VPBROADCASTD 10(DI), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z11, Z20, Z25
-	VPDPBUSD     Z15, Z21, Z25
-	VPBROADCASTD 14(DI), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z12, Z20, Z25
-	VPDPBUSD     Z16, Z21, Z25
-	VPSUBD       Z17, Z25, Z25
-	VCVTDQ2PS    Z25, Z20
-	VPBROADCASTW (DI), Y21
-	VCVTPH2PS    Y21, Z21
-	VMULPS       Z21, Z20, Z20
-	VMULPS       Z18, Z20, Z20
-	VADDPS       Z20, Z5, Z5
-	VPXORD       Z26, Z26, Z26
-	VPBROADCASTD 2(DI)(CX*1), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z9, Z20, Z26
-	VPDPBUSD     Z13, Z21, Z26
-	VPBROADCASTD 6(DI)(CX*1), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z10, Z20, Z26
-	VPDPBUSD     Z14, Z21, Z26
-	VPBROADCASTD 10(DI)(CX*1), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z11, Z20, Z26
-	VPDPBUSD     Z15, Z21, Z26
-	VPBROADCASTD 14(DI)(CX*1), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z12, Z20, Z26
-	VPDPBUSD     Z16, Z21, Z26
-	VPSUBD       Z17, Z26, Z26
-	VCVTDQ2PS    Z26, Z20
-	VPBROADCASTW (DI)(CX*1), Y21
-	VCVTPH2PS    Y21, Z21
-	VMULPS       Z21, Z20, Z20
-	VMULPS       Z18, Z20, Z20
-	VADDPS       Z20, Z6, Z6
-	VPXORD       Z27, Z27, Z27
-	VPBROADCASTD 2(DI)(CX*2), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z9, Z20, Z27
-	VPDPBUSD     Z13, Z21, Z27
-	VPBROADCASTD 6(DI)(CX*2), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z10, Z20, Z27
-	VPDPBUSD     Z14, Z21, Z27
-	VPBROADCASTD 10(DI)(CX*2), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z11, Z20, Z27
-	VPDPBUSD     Z15, Z21, Z27
-	VPBROADCASTD 14(DI)(CX*2), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z12, Z20, Z27
-	VPDPBUSD     Z16, Z21, Z27
-	VPSUBD       Z17, Z27, Z27
-	VCVTDQ2PS    Z27, Z20
-	VPBROADCASTW (DI)(CX*2), Y21
-	VCVTPH2PS    Y21, Z21
-	VMULPS       Z21, Z20, Z20
-	VMULPS       Z18, Z20, Z20
-	VADDPS       Z20, Z7, Z7
-	VPXORD       Z28, Z28, Z28
-	VPBROADCASTD 2(DI)(SI*1), Z20
-	VPSRLW       $0x04, Z20, Z21
-	VPANDD       Z0, Z20, Z20
-	VPANDD       Z0, Z21, Z21
-	VPDPBUSD     Z9, Z20, Z28
-	VPDPBUSD     Z13, Z21, Z28
-	VPBROADCASTD 6(DI)(SI*1), Z9
-	VPSRLW       $0x04, Z9, Z13
-	VPANDD       Z0, Z9, Z9
-	VPANDD       Z0, Z13, Z13
-	VPDPBUSD     Z10, Z9, Z28
-	VPDPBUSD     Z14, Z13, Z28
-	VPBROADCASTD 10(DI)(SI*1), Z9
-	VPSRLW       $0x04, Z9, Z10
-	VPANDD       Z0, Z9, Z9
-	VPANDD       Z0, Z10, Z10
-	VPDPBUSD     Z11, Z9, Z28
-	VPDPBUSD     Z15, Z10, Z28
-	VPBROADCASTD 14(DI)(SI*1), Z9
-	VPSRLW       $0x04, Z9, Z10
-	VPANDD       Z0, Z9, Z9
-	VPANDD       Z0, Z10, Z10
-	VPDPBUSD     Z12, Z9, Z28
-	VPDPBUSD     Z16, Z10, Z28
-	VPSUBD       Z17, Z28, Z28
-	VCVTDQ2PS    Z28, Z9
-	VPBROADCASTW (DI)(SI*1), Y10
-	VCVTPH2PS    Y10, Z10
-	VMULPS       Z10, Z9, Z9
-	VMULPS       Z18, Z9, Z9
-	VADDPS       Z9, Z8, Z8
-	ADDQ         $0x00000012, AX
-	ADDQ         $0x00000012, DI
-	ADDQ         $0x00000280, BX
-	DECQ         DX
-	JMP          gemmQ4_0x8VNNI_loop
+dotQ4_0x16x9VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x9VNNI_done
+	VBROADCASTI32X4 2(AX), Z11
+	VBROADCASTI32X4 2(R9), K1, Z11
+	VPSRLVQ         Z1, Z11, Z11
+	VPANDD          Z0, Z11, Z11
+	VBROADCASTI32X4 2(AX)(CX*1), Z12
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z12
+	VPSRLVQ         Z1, Z12, Z12
+	VPANDD          Z0, Z12, Z12
+	VBROADCASTI32X4 2(AX)(CX*2), Z13
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z13
+	VPSRLVQ         Z1, Z13, Z13
+	VPANDD          Z0, Z13, Z13
+	VBROADCASTI32X4 2(AX)(DI*1), Z14
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z14
+	VPSRLVQ         Z1, Z14, Z14
+	VPANDD          Z0, Z14, Z14
+	VBROADCASTI32X4 2(R8), Z15
+	VBROADCASTI32X4 2(R10), K1, Z15
+	VPSRLVQ         Z1, Z15, Z15
+	VPANDD          Z0, Z15, Z15
+	VBROADCASTI32X4 2(R8)(CX*1), Z16
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z16
+	VPSRLVQ         Z1, Z16, Z16
+	VPANDD          Z0, Z16, Z16
+	VBROADCASTI32X4 2(R8)(CX*2), Z17
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z17
+	VPSRLVQ         Z1, Z17, Z17
+	VPANDD          Z0, Z17, Z17
+	VBROADCASTI32X4 2(R8)(DI*1), Z18
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z18
+	VPSRLVQ         Z1, Z18, Z18
+	VPANDD          Z0, Z18, Z18
+	VPUNPCKLDQ      Z12, Z11, Z19
+	VPUNPCKHDQ      Z12, Z11, Z11
+	VPUNPCKLDQ      Z14, Z13, Z12
+	VPUNPCKHDQ      Z14, Z13, Z13
+	VPUNPCKLDQ      Z16, Z15, Z14
+	VPUNPCKHDQ      Z16, Z15, Z15
+	VPUNPCKLDQ      Z18, Z17, Z16
+	VPUNPCKHDQ      Z18, Z17, Z17
+	VPUNPCKLQDQ     Z12, Z19, Z18
+	VPUNPCKHQDQ     Z12, Z19, Z12
+	VPUNPCKLQDQ     Z13, Z11, Z19
+	VPUNPCKHQDQ     Z13, Z11, Z11
+	VPUNPCKLQDQ     Z16, Z14, Z13
+	VPUNPCKHQDQ     Z16, Z14, Z14
+	VPUNPCKLQDQ     Z17, Z15, Z16
+	VPUNPCKHQDQ     Z17, Z15, Z15
+	VSHUFI64X2      $0x88, Z13, Z18, Z17
+	VSHUFI64X2      $0xdd, Z13, Z18, Z13
+	VSHUFI64X2      $0x88, Z14, Z12, Z18
+	VSHUFI64X2      $0xdd, Z14, Z12, Z12
+	VSHUFI64X2      $0x88, Z16, Z19, Z14
+	VSHUFI64X2      $0xdd, Z16, Z19, Z16
+	VSHUFI64X2      $0x88, Z15, Z11, Z19
+	VSHUFI64X2      $0xdd, Z15, Z11, Z11
+	VPXORD          Y15, Y15, Y15
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X15
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X15, X15
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X20
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X20, X20
+	VINSERTI32X4    $0x01, X20, Y15, Y15
+	VCVTPH2PS       Y15, Z15
+	VPBROADCASTD    48(BX), Z20
+	VPDPBUSD.BCST   (BX), Z17, Z20
+	VPDPBUSD.BCST   4(BX), Z18, Z20
+	VPDPBUSD.BCST   8(BX), Z14, Z20
+	VPDPBUSD.BCST   12(BX), Z19, Z20
+	VPDPBUSD.BCST   16(BX), Z13, Z20
+	VPDPBUSD.BCST   20(BX), Z12, Z20
+	VPDPBUSD.BCST   24(BX), Z16, Z20
+	VPDPBUSD.BCST   28(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     32(BX), Z20, Z20
+	VADDPS          Z20, Z2, Z2
+	VPBROADCASTD    112(BX), Z20
+	VPDPBUSD.BCST   64(BX), Z17, Z20
+	VPDPBUSD.BCST   68(BX), Z18, Z20
+	VPDPBUSD.BCST   72(BX), Z14, Z20
+	VPDPBUSD.BCST   76(BX), Z19, Z20
+	VPDPBUSD.BCST   80(BX), Z13, Z20
+	VPDPBUSD.BCST   84(BX), Z12, Z20
+	VPDPBUSD.BCST   88(BX), Z16, Z20
+	VPDPBUSD.BCST   92(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     96(BX), Z20, Z20
+	VADDPS          Z20, Z3, Z3
+	VPBROADCASTD    176(BX), Z20
+	VPDPBUSD.BCST   128(BX), Z17, Z20
+	VPDPBUSD.BCST   132(BX), Z18, Z20
+	VPDPBUSD.BCST   136(BX), Z14, Z20
+	VPDPBUSD.BCST   140(BX), Z19, Z20
+	VPDPBUSD.BCST   144(BX), Z13, Z20
+	VPDPBUSD.BCST   148(BX), Z12, Z20
+	VPDPBUSD.BCST   152(BX), Z16, Z20
+	VPDPBUSD.BCST   156(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     160(BX), Z20, Z20
+	VADDPS          Z20, Z4, Z4
+	VPBROADCASTD    240(BX), Z20
+	VPDPBUSD.BCST   192(BX), Z17, Z20
+	VPDPBUSD.BCST   196(BX), Z18, Z20
+	VPDPBUSD.BCST   200(BX), Z14, Z20
+	VPDPBUSD.BCST   204(BX), Z19, Z20
+	VPDPBUSD.BCST   208(BX), Z13, Z20
+	VPDPBUSD.BCST   212(BX), Z12, Z20
+	VPDPBUSD.BCST   216(BX), Z16, Z20
+	VPDPBUSD.BCST   220(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     224(BX), Z20, Z20
+	VADDPS          Z20, Z5, Z5
+	VPBROADCASTD    304(BX), Z20
+	VPDPBUSD.BCST   256(BX), Z17, Z20
+	VPDPBUSD.BCST   260(BX), Z18, Z20
+	VPDPBUSD.BCST   264(BX), Z14, Z20
+	VPDPBUSD.BCST   268(BX), Z19, Z20
+	VPDPBUSD.BCST   272(BX), Z13, Z20
+	VPDPBUSD.BCST   276(BX), Z12, Z20
+	VPDPBUSD.BCST   280(BX), Z16, Z20
+	VPDPBUSD.BCST   284(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     288(BX), Z20, Z20
+	VADDPS          Z20, Z6, Z6
+	VPBROADCASTD    368(BX), Z20
+	VPDPBUSD.BCST   320(BX), Z17, Z20
+	VPDPBUSD.BCST   324(BX), Z18, Z20
+	VPDPBUSD.BCST   328(BX), Z14, Z20
+	VPDPBUSD.BCST   332(BX), Z19, Z20
+	VPDPBUSD.BCST   336(BX), Z13, Z20
+	VPDPBUSD.BCST   340(BX), Z12, Z20
+	VPDPBUSD.BCST   344(BX), Z16, Z20
+	VPDPBUSD.BCST   348(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     352(BX), Z20, Z20
+	VADDPS          Z20, Z7, Z7
+	VPBROADCASTD    432(BX), Z20
+	VPDPBUSD.BCST   384(BX), Z17, Z20
+	VPDPBUSD.BCST   388(BX), Z18, Z20
+	VPDPBUSD.BCST   392(BX), Z14, Z20
+	VPDPBUSD.BCST   396(BX), Z19, Z20
+	VPDPBUSD.BCST   400(BX), Z13, Z20
+	VPDPBUSD.BCST   404(BX), Z12, Z20
+	VPDPBUSD.BCST   408(BX), Z16, Z20
+	VPDPBUSD.BCST   412(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     416(BX), Z20, Z20
+	VADDPS          Z20, Z8, Z8
+	VPBROADCASTD    496(BX), Z20
+	VPDPBUSD.BCST   448(BX), Z17, Z20
+	VPDPBUSD.BCST   452(BX), Z18, Z20
+	VPDPBUSD.BCST   456(BX), Z14, Z20
+	VPDPBUSD.BCST   460(BX), Z19, Z20
+	VPDPBUSD.BCST   464(BX), Z13, Z20
+	VPDPBUSD.BCST   468(BX), Z12, Z20
+	VPDPBUSD.BCST   472(BX), Z16, Z20
+	VPDPBUSD.BCST   476(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     480(BX), Z20, Z20
+	VADDPS          Z20, Z9, Z9
+	VPBROADCASTD    560(BX), Z20
+	VPDPBUSD.BCST   512(BX), Z17, Z20
+	VPDPBUSD.BCST   516(BX), Z18, Z20
+	VPDPBUSD.BCST   520(BX), Z14, Z20
+	VPDPBUSD.BCST   524(BX), Z19, Z20
+	VPDPBUSD.BCST   528(BX), Z13, Z20
+	VPDPBUSD.BCST   532(BX), Z12, Z20
+	VPDPBUSD.BCST   536(BX), Z16, Z20
+	VPDPBUSD.BCST   540(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z11
+	VMULPS          Z15, Z11, Z11
+	VMULPS.BCST     544(BX), Z11, Z11
+	VADDPS          Z11, Z10, Z10
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x9VNNI_loop
 
-gemmQ4_0x8VNNI_done:
-	MOVQ    out+32(FP), AX
-	VMOVUPS Z1, (AX)
-	VMOVUPS Z2, 64(AX)
-	VMOVUPS Z3, 128(AX)
-	VMOVUPS Z4, 192(AX)
-	VMOVUPS Z5, 256(AX)
-	VMOVUPS Z6, 320(AX)
-	VMOVUPS Z7, 384(AX)
-	VMOVUPS Z8, 448(AX)
+dotQ4_0x16x9VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x9GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16x9GFNI(SB), NOSPLIT, $0-56
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	MOVQ      astep+32(FP), SI
+	LEAQ      (CX)(CX*2), DI
+	LEAQ      (AX)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	LEAQ      (R9)(CX*4), R10
+	VMOVDQU64 rv16nib<>+0(SB), Z0
+	MOVL      $0x0000ff00, R11
+	KMOVW     R11, K1
+	VPXORD    Z1, Z1, Z1
+	VPXORD    Z2, Z2, Z2
+	VPXORD    Z3, Z3, Z3
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+	VPXORD    Z7, Z7, Z7
+	VPXORD    Z8, Z8, Z8
+	VPXORD    Z9, Z9, Z9
+
+dotQ4_0x16x9GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x9GFNI_done
+	VBROADCASTI32X4 2(AX), Z10
+	VBROADCASTI32X4 2(R9), K1, Z10
+	VGF2P8AFFINEQB  $0x00, Z0, Z10, Z10
+	VBROADCASTI32X4 2(AX)(CX*1), Z11
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z11
+	VGF2P8AFFINEQB  $0x00, Z0, Z11, Z11
+	VBROADCASTI32X4 2(AX)(CX*2), Z12
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z12
+	VGF2P8AFFINEQB  $0x00, Z0, Z12, Z12
+	VBROADCASTI32X4 2(AX)(DI*1), Z13
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z13
+	VGF2P8AFFINEQB  $0x00, Z0, Z13, Z13
+	VBROADCASTI32X4 2(R8), Z14
+	VBROADCASTI32X4 2(R10), K1, Z14
+	VGF2P8AFFINEQB  $0x00, Z0, Z14, Z14
+	VBROADCASTI32X4 2(R8)(CX*1), Z15
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z15
+	VGF2P8AFFINEQB  $0x00, Z0, Z15, Z15
+	VBROADCASTI32X4 2(R8)(CX*2), Z16
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z16
+	VGF2P8AFFINEQB  $0x00, Z0, Z16, Z16
+	VBROADCASTI32X4 2(R8)(DI*1), Z17
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z17
+	VGF2P8AFFINEQB  $0x00, Z0, Z17, Z17
+	VPUNPCKLDQ      Z11, Z10, Z18
+	VPUNPCKHDQ      Z11, Z10, Z10
+	VPUNPCKLDQ      Z13, Z12, Z11
+	VPUNPCKHDQ      Z13, Z12, Z12
+	VPUNPCKLDQ      Z15, Z14, Z13
+	VPUNPCKHDQ      Z15, Z14, Z14
+	VPUNPCKLDQ      Z17, Z16, Z15
+	VPUNPCKHDQ      Z17, Z16, Z16
+	VPUNPCKLQDQ     Z11, Z18, Z17
+	VPUNPCKHQDQ     Z11, Z18, Z11
+	VPUNPCKLQDQ     Z12, Z10, Z18
+	VPUNPCKHQDQ     Z12, Z10, Z10
+	VPUNPCKLQDQ     Z15, Z13, Z12
+	VPUNPCKHQDQ     Z15, Z13, Z13
+	VPUNPCKLQDQ     Z16, Z14, Z15
+	VPUNPCKHQDQ     Z16, Z14, Z14
+	VSHUFI64X2      $0x88, Z12, Z17, Z16
+	VSHUFI64X2      $0xdd, Z12, Z17, Z12
+	VSHUFI64X2      $0x88, Z13, Z11, Z17
+	VSHUFI64X2      $0xdd, Z13, Z11, Z11
+	VSHUFI64X2      $0x88, Z15, Z18, Z13
+	VSHUFI64X2      $0xdd, Z15, Z18, Z15
+	VSHUFI64X2      $0x88, Z14, Z10, Z18
+	VSHUFI64X2      $0xdd, Z14, Z10, Z10
+	VPXORD          Y14, Y14, Y14
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X14
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X14, X14
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X19
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X19, X19
+	VINSERTI32X4    $0x01, X19, Y14, Y14
+	VCVTPH2PS       Y14, Z14
+	VPBROADCASTD    48(BX), Z19
+	VPDPBUSD.BCST   (BX), Z16, Z19
+	VPDPBUSD.BCST   4(BX), Z17, Z19
+	VPDPBUSD.BCST   8(BX), Z13, Z19
+	VPDPBUSD.BCST   12(BX), Z18, Z19
+	VPDPBUSD.BCST   16(BX), Z12, Z19
+	VPDPBUSD.BCST   20(BX), Z11, Z19
+	VPDPBUSD.BCST   24(BX), Z15, Z19
+	VPDPBUSD.BCST   28(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z19
+	VMULPS          Z14, Z19, Z19
+	VMULPS.BCST     32(BX), Z19, Z19
+	VADDPS          Z19, Z1, Z1
+	VPBROADCASTD    112(BX), Z19
+	VPDPBUSD.BCST   64(BX), Z16, Z19
+	VPDPBUSD.BCST   68(BX), Z17, Z19
+	VPDPBUSD.BCST   72(BX), Z13, Z19
+	VPDPBUSD.BCST   76(BX), Z18, Z19
+	VPDPBUSD.BCST   80(BX), Z12, Z19
+	VPDPBUSD.BCST   84(BX), Z11, Z19
+	VPDPBUSD.BCST   88(BX), Z15, Z19
+	VPDPBUSD.BCST   92(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z19
+	VMULPS          Z14, Z19, Z19
+	VMULPS.BCST     96(BX), Z19, Z19
+	VADDPS          Z19, Z2, Z2
+	VPBROADCASTD    176(BX), Z19
+	VPDPBUSD.BCST   128(BX), Z16, Z19
+	VPDPBUSD.BCST   132(BX), Z17, Z19
+	VPDPBUSD.BCST   136(BX), Z13, Z19
+	VPDPBUSD.BCST   140(BX), Z18, Z19
+	VPDPBUSD.BCST   144(BX), Z12, Z19
+	VPDPBUSD.BCST   148(BX), Z11, Z19
+	VPDPBUSD.BCST   152(BX), Z15, Z19
+	VPDPBUSD.BCST   156(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z19
+	VMULPS          Z14, Z19, Z19
+	VMULPS.BCST     160(BX), Z19, Z19
+	VADDPS          Z19, Z3, Z3
+	VPBROADCASTD    240(BX), Z19
+	VPDPBUSD.BCST   192(BX), Z16, Z19
+	VPDPBUSD.BCST   196(BX), Z17, Z19
+	VPDPBUSD.BCST   200(BX), Z13, Z19
+	VPDPBUSD.BCST   204(BX), Z18, Z19
+	VPDPBUSD.BCST   208(BX), Z12, Z19
+	VPDPBUSD.BCST   212(BX), Z11, Z19
+	VPDPBUSD.BCST   216(BX), Z15, Z19
+	VPDPBUSD.BCST   220(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z19
+	VMULPS          Z14, Z19, Z19
+	VMULPS.BCST     224(BX), Z19, Z19
+	VADDPS          Z19, Z4, Z4
+	VPBROADCASTD    304(BX), Z19
+	VPDPBUSD.BCST   256(BX), Z16, Z19
+	VPDPBUSD.BCST   260(BX), Z17, Z19
+	VPDPBUSD.BCST   264(BX), Z13, Z19
+	VPDPBUSD.BCST   268(BX), Z18, Z19
+	VPDPBUSD.BCST   272(BX), Z12, Z19
+	VPDPBUSD.BCST   276(BX), Z11, Z19
+	VPDPBUSD.BCST   280(BX), Z15, Z19
+	VPDPBUSD.BCST   284(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z19
+	VMULPS          Z14, Z19, Z19
+	VMULPS.BCST     288(BX), Z19, Z19
+	VADDPS          Z19, Z5, Z5
+	VPBROADCASTD    368(BX), Z19
+	VPDPBUSD.BCST   320(BX), Z16, Z19
+	VPDPBUSD.BCST   324(BX), Z17, Z19
+	VPDPBUSD.BCST   328(BX), Z13, Z19
+	VPDPBUSD.BCST   332(BX), Z18, Z19
+	VPDPBUSD.BCST   336(BX), Z12, Z19
+	VPDPBUSD.BCST   340(BX), Z11, Z19
+	VPDPBUSD.BCST   344(BX), Z15, Z19
+	VPDPBUSD.BCST   348(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z19
+	VMULPS          Z14, Z19, Z19
+	VMULPS.BCST     352(BX), Z19, Z19
+	VADDPS          Z19, Z6, Z6
+	VPBROADCASTD    432(BX), Z19
+	VPDPBUSD.BCST   384(BX), Z16, Z19
+	VPDPBUSD.BCST   388(BX), Z17, Z19
+	VPDPBUSD.BCST   392(BX), Z13, Z19
+	VPDPBUSD.BCST   396(BX), Z18, Z19
+	VPDPBUSD.BCST   400(BX), Z12, Z19
+	VPDPBUSD.BCST   404(BX), Z11, Z19
+	VPDPBUSD.BCST   408(BX), Z15, Z19
+	VPDPBUSD.BCST   412(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z19
+	VMULPS          Z14, Z19, Z19
+	VMULPS.BCST     416(BX), Z19, Z19
+	VADDPS          Z19, Z7, Z7
+	VPBROADCASTD    496(BX), Z19
+	VPDPBUSD.BCST   448(BX), Z16, Z19
+	VPDPBUSD.BCST   452(BX), Z17, Z19
+	VPDPBUSD.BCST   456(BX), Z13, Z19
+	VPDPBUSD.BCST   460(BX), Z18, Z19
+	VPDPBUSD.BCST   464(BX), Z12, Z19
+	VPDPBUSD.BCST   468(BX), Z11, Z19
+	VPDPBUSD.BCST   472(BX), Z15, Z19
+	VPDPBUSD.BCST   476(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z19
+	VMULPS          Z14, Z19, Z19
+	VMULPS.BCST     480(BX), Z19, Z19
+	VADDPS          Z19, Z8, Z8
+	VPBROADCASTD    560(BX), Z19
+	VPDPBUSD.BCST   512(BX), Z16, Z19
+	VPDPBUSD.BCST   516(BX), Z17, Z19
+	VPDPBUSD.BCST   520(BX), Z13, Z19
+	VPDPBUSD.BCST   524(BX), Z18, Z19
+	VPDPBUSD.BCST   528(BX), Z12, Z19
+	VPDPBUSD.BCST   532(BX), Z11, Z19
+	VPDPBUSD.BCST   536(BX), Z15, Z19
+	VPDPBUSD.BCST   540(BX), Z10, Z19
+	VCVTDQ2PS       Z19, Z10
+	VMULPS          Z14, Z10, Z10
+	VMULPS.BCST     544(BX), Z10, Z10
+	VADDPS          Z10, Z9, Z9
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x9GFNI_loop
+
+dotQ4_0x16x9GFNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ8_0x16x10VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16x10VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x80808080, R11
+	VPBROADCASTD R11, Z0
+	MOVL         $0x000000f0, R11
+	KMOVW        R11, K1
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       Z10, Z10, Z10
+
+dotQ8_0x16x10VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16x10VNNI_done
+	VPXORD            Z11, Z11, Z11
+	VMOVDQU64         2(AX), Y11
+	VBROADCASTI64X4.Z 2(R9), K1, Z12
+	VPTERNLOGD        $0x56, Z0, Z12, Z11
+	VPXORD            Z12, Z12, Z12
+	VMOVDQU64         2(AX)(CX*1), Y12
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K1, Z13
+	VPTERNLOGD        $0x56, Z0, Z13, Z12
+	VPXORD            Z13, Z13, Z13
+	VMOVDQU64         2(AX)(CX*2), Y13
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K1, Z14
+	VPTERNLOGD        $0x56, Z0, Z14, Z13
+	VPXORD            Z14, Z14, Z14
+	VMOVDQU64         2(AX)(DI*1), Y14
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K1, Z15
+	VPTERNLOGD        $0x56, Z0, Z15, Z14
+	VPXORD            Z15, Z15, Z15
+	VMOVDQU64         2(R8), Y15
+	VBROADCASTI64X4.Z 2(R10), K1, Z16
+	VPTERNLOGD        $0x56, Z0, Z16, Z15
+	VPXORD            Z16, Z16, Z16
+	VMOVDQU64         2(R8)(CX*1), Y16
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K1, Z17
+	VPTERNLOGD        $0x56, Z0, Z17, Z16
+	VPXORD            Z17, Z17, Z17
+	VMOVDQU64         2(R8)(CX*2), Y17
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K1, Z18
+	VPTERNLOGD        $0x56, Z0, Z18, Z17
+	VPXORD            Z18, Z18, Z18
+	VMOVDQU64         2(R8)(DI*1), Y18
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K1, Z19
+	VPTERNLOGD        $0x56, Z0, Z19, Z18
+	VPUNPCKLDQ        Z12, Z11, Z19
+	VPUNPCKHDQ        Z12, Z11, Z11
+	VPUNPCKLDQ        Z14, Z13, Z12
+	VPUNPCKHDQ        Z14, Z13, Z13
+	VPUNPCKLDQ        Z16, Z15, Z14
+	VPUNPCKHDQ        Z16, Z15, Z15
+	VPUNPCKLDQ        Z18, Z17, Z16
+	VPUNPCKHDQ        Z18, Z17, Z17
+	VPUNPCKLQDQ       Z12, Z19, Z18
+	VPUNPCKHQDQ       Z12, Z19, Z12
+	VPUNPCKLQDQ       Z13, Z11, Z19
+	VPUNPCKHQDQ       Z13, Z11, Z11
+	VPUNPCKLQDQ       Z16, Z14, Z13
+	VPUNPCKHQDQ       Z16, Z14, Z14
+	VPUNPCKLQDQ       Z17, Z15, Z16
+	VPUNPCKHQDQ       Z17, Z15, Z15
+	VSHUFI64X2        $0x88, Z13, Z18, Z17
+	VSHUFI64X2        $0xdd, Z13, Z18, Z13
+	VSHUFI64X2        $0x88, Z14, Z12, Z18
+	VSHUFI64X2        $0xdd, Z14, Z12, Z12
+	VSHUFI64X2        $0x88, Z16, Z19, Z14
+	VSHUFI64X2        $0xdd, Z16, Z19, Z16
+	VSHUFI64X2        $0x88, Z15, Z11, Z19
+	VSHUFI64X2        $0xdd, Z15, Z11, Z11
+	VPXORD            Y15, Y15, Y15
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X15
+	MOVWQZX           (R9), R11
+	MOVWQZX           (R9)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X15, X15
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X20
+	MOVWQZX           (R10), R11
+	MOVWQZX           (R10)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X20, X20
+	VINSERTI32X4      $0x01, X20, Y15, Y15
+	VCVTPH2PS         Y15, Z15
+	VPBROADCASTD      44(BX), Z20
+	VPDPBUSD.BCST     (BX), Z17, Z20
+	VPDPBUSD.BCST     4(BX), Z18, Z20
+	VPDPBUSD.BCST     8(BX), Z14, Z20
+	VPDPBUSD.BCST     12(BX), Z19, Z20
+	VPDPBUSD.BCST     16(BX), Z13, Z20
+	VPDPBUSD.BCST     20(BX), Z12, Z20
+	VPDPBUSD.BCST     24(BX), Z16, Z20
+	VPDPBUSD.BCST     28(BX), Z11, Z20
+	VCVTDQ2PS         Z20, Z20
+	VMULPS.BCST       32(BX), Z15, Z21
+	VMULPS            Z21, Z20, Z20
+	VADDPS            Z20, Z1, Z1
+	VPBROADCASTD      108(BX), Z20
+	VPDPBUSD.BCST     64(BX), Z17, Z20
+	VPDPBUSD.BCST     68(BX), Z18, Z20
+	VPDPBUSD.BCST     72(BX), Z14, Z20
+	VPDPBUSD.BCST     76(BX), Z19, Z20
+	VPDPBUSD.BCST     80(BX), Z13, Z20
+	VPDPBUSD.BCST     84(BX), Z12, Z20
+	VPDPBUSD.BCST     88(BX), Z16, Z20
+	VPDPBUSD.BCST     92(BX), Z11, Z20
+	VCVTDQ2PS         Z20, Z20
+	VMULPS.BCST       96(BX), Z15, Z21
+	VMULPS            Z21, Z20, Z20
+	VADDPS            Z20, Z2, Z2
+	VPBROADCASTD      172(BX), Z20
+	VPDPBUSD.BCST     128(BX), Z17, Z20
+	VPDPBUSD.BCST     132(BX), Z18, Z20
+	VPDPBUSD.BCST     136(BX), Z14, Z20
+	VPDPBUSD.BCST     140(BX), Z19, Z20
+	VPDPBUSD.BCST     144(BX), Z13, Z20
+	VPDPBUSD.BCST     148(BX), Z12, Z20
+	VPDPBUSD.BCST     152(BX), Z16, Z20
+	VPDPBUSD.BCST     156(BX), Z11, Z20
+	VCVTDQ2PS         Z20, Z20
+	VMULPS.BCST       160(BX), Z15, Z21
+	VMULPS            Z21, Z20, Z20
+	VADDPS            Z20, Z3, Z3
+	VPBROADCASTD      236(BX), Z20
+	VPDPBUSD.BCST     192(BX), Z17, Z20
+	VPDPBUSD.BCST     196(BX), Z18, Z20
+	VPDPBUSD.BCST     200(BX), Z14, Z20
+	VPDPBUSD.BCST     204(BX), Z19, Z20
+	VPDPBUSD.BCST     208(BX), Z13, Z20
+	VPDPBUSD.BCST     212(BX), Z12, Z20
+	VPDPBUSD.BCST     216(BX), Z16, Z20
+	VPDPBUSD.BCST     220(BX), Z11, Z20
+	VCVTDQ2PS         Z20, Z20
+	VMULPS.BCST       224(BX), Z15, Z21
+	VMULPS            Z21, Z20, Z20
+	VADDPS            Z20, Z4, Z4
+	VPBROADCASTD      300(BX), Z20
+	VPDPBUSD.BCST     256(BX), Z17, Z20
+	VPDPBUSD.BCST     260(BX), Z18, Z20
+	VPDPBUSD.BCST     264(BX), Z14, Z20
+	VPDPBUSD.BCST     268(BX), Z19, Z20
+	VPDPBUSD.BCST     272(BX), Z13, Z20
+	VPDPBUSD.BCST     276(BX), Z12, Z20
+	VPDPBUSD.BCST     280(BX), Z16, Z20
+	VPDPBUSD.BCST     284(BX), Z11, Z20
+	VCVTDQ2PS         Z20, Z20
+	VMULPS.BCST       288(BX), Z15, Z21
+	VMULPS            Z21, Z20, Z20
+	VADDPS            Z20, Z5, Z5
+	VPBROADCASTD      364(BX), Z20
+	VPDPBUSD.BCST     320(BX), Z17, Z20
+	VPDPBUSD.BCST     324(BX), Z18, Z20
+	VPDPBUSD.BCST     328(BX), Z14, Z20
+	VPDPBUSD.BCST     332(BX), Z19, Z20
+	VPDPBUSD.BCST     336(BX), Z13, Z20
+	VPDPBUSD.BCST     340(BX), Z12, Z20
+	VPDPBUSD.BCST     344(BX), Z16, Z20
+	VPDPBUSD.BCST     348(BX), Z11, Z20
+	VCVTDQ2PS         Z20, Z20
+	VMULPS.BCST       352(BX), Z15, Z21
+	VMULPS            Z21, Z20, Z20
+	VADDPS            Z20, Z6, Z6
+	VPBROADCASTD      428(BX), Z20
+	VPDPBUSD.BCST     384(BX), Z17, Z20
+	VPDPBUSD.BCST     388(BX), Z18, Z20
+	VPDPBUSD.BCST     392(BX), Z14, Z20
+	VPDPBUSD.BCST     396(BX), Z19, Z20
+	VPDPBUSD.BCST     400(BX), Z13, Z20
+	VPDPBUSD.BCST     404(BX), Z12, Z20
+	VPDPBUSD.BCST     408(BX), Z16, Z20
+	VPDPBUSD.BCST     412(BX), Z11, Z20
+	VCVTDQ2PS         Z20, Z20
+	VMULPS.BCST       416(BX), Z15, Z21
+	VMULPS            Z21, Z20, Z20
+	VADDPS            Z20, Z7, Z7
+	VPBROADCASTD      492(BX), Z20
+	VPDPBUSD.BCST     448(BX), Z17, Z20
+	VPDPBUSD.BCST     452(BX), Z18, Z20
+	VPDPBUSD.BCST     456(BX), Z14, Z20
+	VPDPBUSD.BCST     460(BX), Z19, Z20
+	VPDPBUSD.BCST     464(BX), Z13, Z20
+	VPDPBUSD.BCST     468(BX), Z12, Z20
+	VPDPBUSD.BCST     472(BX), Z16, Z20
+	VPDPBUSD.BCST     476(BX), Z11, Z20
+	VCVTDQ2PS         Z20, Z20
+	VMULPS.BCST       480(BX), Z15, Z21
+	VMULPS            Z21, Z20, Z20
+	VADDPS            Z20, Z8, Z8
+	VPBROADCASTD      556(BX), Z20
+	VPDPBUSD.BCST     512(BX), Z17, Z20
+	VPDPBUSD.BCST     516(BX), Z18, Z20
+	VPDPBUSD.BCST     520(BX), Z14, Z20
+	VPDPBUSD.BCST     524(BX), Z19, Z20
+	VPDPBUSD.BCST     528(BX), Z13, Z20
+	VPDPBUSD.BCST     532(BX), Z12, Z20
+	VPDPBUSD.BCST     536(BX), Z16, Z20
+	VPDPBUSD.BCST     540(BX), Z11, Z20
+	VCVTDQ2PS         Z20, Z20
+	VMULPS.BCST       544(BX), Z15, Z21
+	VMULPS            Z21, Z20, Z20
+	VADDPS            Z20, Z9, Z9
+	VPBROADCASTD      620(BX), Z20
+	VPDPBUSD.BCST     576(BX), Z17, Z20
+	VPDPBUSD.BCST     580(BX), Z18, Z20
+	VPDPBUSD.BCST     584(BX), Z14, Z20
+	VPDPBUSD.BCST     588(BX), Z19, Z20
+	VPDPBUSD.BCST     592(BX), Z13, Z20
+	VPDPBUSD.BCST     596(BX), Z12, Z20
+	VPDPBUSD.BCST     600(BX), Z16, Z20
+	VPDPBUSD.BCST     604(BX), Z11, Z20
+	VCVTDQ2PS         Z20, Z11
+	VMULPS.BCST       608(BX), Z15, Z12
+	VMULPS            Z12, Z11, Z11
+	VADDPS            Z11, Z10, Z10
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(DI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(DI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(DI*1)
+	PREFETCHT0        256(R10)
+	PREFETCHT0        256(R10)(CX*1)
+	PREFETCHT0        256(R10)(CX*2)
+	PREFETCHT0        256(R10)(DI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000022, R10
+	ADDQ              SI, BX
+	DECQ              DX
+	JMP               dotQ8_0x16x10VNNI_loop
+
+dotQ8_0x16x10VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x10VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16x10VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0f0f0f0f, R11
+	VPBROADCASTD R11, Z0
+	VMOVDQU64    rv16shift<>+0(SB), Z1
+	MOVL         $0x0000ff00, R11
+	KMOVW        R11, K1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       Z10, Z10, Z10
+	VPXORD       Z11, Z11, Z11
+
+dotQ4_0x16x10VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x10VNNI_done
+	VBROADCASTI32X4 2(AX), Z12
+	VBROADCASTI32X4 2(R9), K1, Z12
+	VPSRLVQ         Z1, Z12, Z12
+	VPANDD          Z0, Z12, Z12
+	VBROADCASTI32X4 2(AX)(CX*1), Z13
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z13
+	VPSRLVQ         Z1, Z13, Z13
+	VPANDD          Z0, Z13, Z13
+	VBROADCASTI32X4 2(AX)(CX*2), Z14
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z14
+	VPSRLVQ         Z1, Z14, Z14
+	VPANDD          Z0, Z14, Z14
+	VBROADCASTI32X4 2(AX)(DI*1), Z15
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z15
+	VPSRLVQ         Z1, Z15, Z15
+	VPANDD          Z0, Z15, Z15
+	VBROADCASTI32X4 2(R8), Z16
+	VBROADCASTI32X4 2(R10), K1, Z16
+	VPSRLVQ         Z1, Z16, Z16
+	VPANDD          Z0, Z16, Z16
+	VBROADCASTI32X4 2(R8)(CX*1), Z17
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z17
+	VPSRLVQ         Z1, Z17, Z17
+	VPANDD          Z0, Z17, Z17
+	VBROADCASTI32X4 2(R8)(CX*2), Z18
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z18
+	VPSRLVQ         Z1, Z18, Z18
+	VPANDD          Z0, Z18, Z18
+	VBROADCASTI32X4 2(R8)(DI*1), Z19
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z19
+	VPSRLVQ         Z1, Z19, Z19
+	VPANDD          Z0, Z19, Z19
+	VPUNPCKLDQ      Z13, Z12, Z20
+	VPUNPCKHDQ      Z13, Z12, Z12
+	VPUNPCKLDQ      Z15, Z14, Z13
+	VPUNPCKHDQ      Z15, Z14, Z14
+	VPUNPCKLDQ      Z17, Z16, Z15
+	VPUNPCKHDQ      Z17, Z16, Z16
+	VPUNPCKLDQ      Z19, Z18, Z17
+	VPUNPCKHDQ      Z19, Z18, Z18
+	VPUNPCKLQDQ     Z13, Z20, Z19
+	VPUNPCKHQDQ     Z13, Z20, Z13
+	VPUNPCKLQDQ     Z14, Z12, Z20
+	VPUNPCKHQDQ     Z14, Z12, Z12
+	VPUNPCKLQDQ     Z17, Z15, Z14
+	VPUNPCKHQDQ     Z17, Z15, Z15
+	VPUNPCKLQDQ     Z18, Z16, Z17
+	VPUNPCKHQDQ     Z18, Z16, Z16
+	VSHUFI64X2      $0x88, Z14, Z19, Z18
+	VSHUFI64X2      $0xdd, Z14, Z19, Z14
+	VSHUFI64X2      $0x88, Z15, Z13, Z19
+	VSHUFI64X2      $0xdd, Z15, Z13, Z13
+	VSHUFI64X2      $0x88, Z17, Z20, Z15
+	VSHUFI64X2      $0xdd, Z17, Z20, Z17
+	VSHUFI64X2      $0x88, Z16, Z12, Z20
+	VSHUFI64X2      $0xdd, Z16, Z12, Z12
+	VPXORD          Y16, Y16, Y16
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X16
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X16, X16
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X21
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X21, X21
+	VINSERTI32X4    $0x01, X21, Y16, Y16
+	VCVTPH2PS       Y16, Z16
+	VPBROADCASTD    48(BX), Z21
+	VPDPBUSD.BCST   (BX), Z18, Z21
+	VPDPBUSD.BCST   4(BX), Z19, Z21
+	VPDPBUSD.BCST   8(BX), Z15, Z21
+	VPDPBUSD.BCST   12(BX), Z20, Z21
+	VPDPBUSD.BCST   16(BX), Z14, Z21
+	VPDPBUSD.BCST   20(BX), Z13, Z21
+	VPDPBUSD.BCST   24(BX), Z17, Z21
+	VPDPBUSD.BCST   28(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     32(BX), Z21, Z21
+	VADDPS          Z21, Z2, Z2
+	VPBROADCASTD    112(BX), Z21
+	VPDPBUSD.BCST   64(BX), Z18, Z21
+	VPDPBUSD.BCST   68(BX), Z19, Z21
+	VPDPBUSD.BCST   72(BX), Z15, Z21
+	VPDPBUSD.BCST   76(BX), Z20, Z21
+	VPDPBUSD.BCST   80(BX), Z14, Z21
+	VPDPBUSD.BCST   84(BX), Z13, Z21
+	VPDPBUSD.BCST   88(BX), Z17, Z21
+	VPDPBUSD.BCST   92(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     96(BX), Z21, Z21
+	VADDPS          Z21, Z3, Z3
+	VPBROADCASTD    176(BX), Z21
+	VPDPBUSD.BCST   128(BX), Z18, Z21
+	VPDPBUSD.BCST   132(BX), Z19, Z21
+	VPDPBUSD.BCST   136(BX), Z15, Z21
+	VPDPBUSD.BCST   140(BX), Z20, Z21
+	VPDPBUSD.BCST   144(BX), Z14, Z21
+	VPDPBUSD.BCST   148(BX), Z13, Z21
+	VPDPBUSD.BCST   152(BX), Z17, Z21
+	VPDPBUSD.BCST   156(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     160(BX), Z21, Z21
+	VADDPS          Z21, Z4, Z4
+	VPBROADCASTD    240(BX), Z21
+	VPDPBUSD.BCST   192(BX), Z18, Z21
+	VPDPBUSD.BCST   196(BX), Z19, Z21
+	VPDPBUSD.BCST   200(BX), Z15, Z21
+	VPDPBUSD.BCST   204(BX), Z20, Z21
+	VPDPBUSD.BCST   208(BX), Z14, Z21
+	VPDPBUSD.BCST   212(BX), Z13, Z21
+	VPDPBUSD.BCST   216(BX), Z17, Z21
+	VPDPBUSD.BCST   220(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     224(BX), Z21, Z21
+	VADDPS          Z21, Z5, Z5
+	VPBROADCASTD    304(BX), Z21
+	VPDPBUSD.BCST   256(BX), Z18, Z21
+	VPDPBUSD.BCST   260(BX), Z19, Z21
+	VPDPBUSD.BCST   264(BX), Z15, Z21
+	VPDPBUSD.BCST   268(BX), Z20, Z21
+	VPDPBUSD.BCST   272(BX), Z14, Z21
+	VPDPBUSD.BCST   276(BX), Z13, Z21
+	VPDPBUSD.BCST   280(BX), Z17, Z21
+	VPDPBUSD.BCST   284(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     288(BX), Z21, Z21
+	VADDPS          Z21, Z6, Z6
+	VPBROADCASTD    368(BX), Z21
+	VPDPBUSD.BCST   320(BX), Z18, Z21
+	VPDPBUSD.BCST   324(BX), Z19, Z21
+	VPDPBUSD.BCST   328(BX), Z15, Z21
+	VPDPBUSD.BCST   332(BX), Z20, Z21
+	VPDPBUSD.BCST   336(BX), Z14, Z21
+	VPDPBUSD.BCST   340(BX), Z13, Z21
+	VPDPBUSD.BCST   344(BX), Z17, Z21
+	VPDPBUSD.BCST   348(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     352(BX), Z21, Z21
+	VADDPS          Z21, Z7, Z7
+	VPBROADCASTD    432(BX), Z21
+	VPDPBUSD.BCST   384(BX), Z18, Z21
+	VPDPBUSD.BCST   388(BX), Z19, Z21
+	VPDPBUSD.BCST   392(BX), Z15, Z21
+	VPDPBUSD.BCST   396(BX), Z20, Z21
+	VPDPBUSD.BCST   400(BX), Z14, Z21
+	VPDPBUSD.BCST   404(BX), Z13, Z21
+	VPDPBUSD.BCST   408(BX), Z17, Z21
+	VPDPBUSD.BCST   412(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     416(BX), Z21, Z21
+	VADDPS          Z21, Z8, Z8
+	VPBROADCASTD    496(BX), Z21
+	VPDPBUSD.BCST   448(BX), Z18, Z21
+	VPDPBUSD.BCST   452(BX), Z19, Z21
+	VPDPBUSD.BCST   456(BX), Z15, Z21
+	VPDPBUSD.BCST   460(BX), Z20, Z21
+	VPDPBUSD.BCST   464(BX), Z14, Z21
+	VPDPBUSD.BCST   468(BX), Z13, Z21
+	VPDPBUSD.BCST   472(BX), Z17, Z21
+	VPDPBUSD.BCST   476(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     480(BX), Z21, Z21
+	VADDPS          Z21, Z9, Z9
+	VPBROADCASTD    560(BX), Z21
+	VPDPBUSD.BCST   512(BX), Z18, Z21
+	VPDPBUSD.BCST   516(BX), Z19, Z21
+	VPDPBUSD.BCST   520(BX), Z15, Z21
+	VPDPBUSD.BCST   524(BX), Z20, Z21
+	VPDPBUSD.BCST   528(BX), Z14, Z21
+	VPDPBUSD.BCST   532(BX), Z13, Z21
+	VPDPBUSD.BCST   536(BX), Z17, Z21
+	VPDPBUSD.BCST   540(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     544(BX), Z21, Z21
+	VADDPS          Z21, Z10, Z10
+	VPBROADCASTD    624(BX), Z21
+	VPDPBUSD.BCST   576(BX), Z18, Z21
+	VPDPBUSD.BCST   580(BX), Z19, Z21
+	VPDPBUSD.BCST   584(BX), Z15, Z21
+	VPDPBUSD.BCST   588(BX), Z20, Z21
+	VPDPBUSD.BCST   592(BX), Z14, Z21
+	VPDPBUSD.BCST   596(BX), Z13, Z21
+	VPDPBUSD.BCST   600(BX), Z17, Z21
+	VPDPBUSD.BCST   604(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z12
+	VMULPS          Z16, Z12, Z12
+	VMULPS.BCST     608(BX), Z12, Z12
+	VADDPS          Z12, Z11, Z11
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x10VNNI_loop
+
+dotQ4_0x16x10VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x10GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16x10GFNI(SB), NOSPLIT, $0-56
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	MOVQ      astep+32(FP), SI
+	LEAQ      (CX)(CX*2), DI
+	LEAQ      (AX)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	LEAQ      (R9)(CX*4), R10
+	VMOVDQU64 rv16nib<>+0(SB), Z0
+	MOVL      $0x0000ff00, R11
+	KMOVW     R11, K1
+	VPXORD    Z1, Z1, Z1
+	VPXORD    Z2, Z2, Z2
+	VPXORD    Z3, Z3, Z3
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+	VPXORD    Z7, Z7, Z7
+	VPXORD    Z8, Z8, Z8
+	VPXORD    Z9, Z9, Z9
+	VPXORD    Z10, Z10, Z10
+
+dotQ4_0x16x10GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x10GFNI_done
+	VBROADCASTI32X4 2(AX), Z11
+	VBROADCASTI32X4 2(R9), K1, Z11
+	VGF2P8AFFINEQB  $0x00, Z0, Z11, Z11
+	VBROADCASTI32X4 2(AX)(CX*1), Z12
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z12
+	VGF2P8AFFINEQB  $0x00, Z0, Z12, Z12
+	VBROADCASTI32X4 2(AX)(CX*2), Z13
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z13
+	VGF2P8AFFINEQB  $0x00, Z0, Z13, Z13
+	VBROADCASTI32X4 2(AX)(DI*1), Z14
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z14
+	VGF2P8AFFINEQB  $0x00, Z0, Z14, Z14
+	VBROADCASTI32X4 2(R8), Z15
+	VBROADCASTI32X4 2(R10), K1, Z15
+	VGF2P8AFFINEQB  $0x00, Z0, Z15, Z15
+	VBROADCASTI32X4 2(R8)(CX*1), Z16
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z16
+	VGF2P8AFFINEQB  $0x00, Z0, Z16, Z16
+	VBROADCASTI32X4 2(R8)(CX*2), Z17
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z17
+	VGF2P8AFFINEQB  $0x00, Z0, Z17, Z17
+	VBROADCASTI32X4 2(R8)(DI*1), Z18
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z18
+	VGF2P8AFFINEQB  $0x00, Z0, Z18, Z18
+	VPUNPCKLDQ      Z12, Z11, Z19
+	VPUNPCKHDQ      Z12, Z11, Z11
+	VPUNPCKLDQ      Z14, Z13, Z12
+	VPUNPCKHDQ      Z14, Z13, Z13
+	VPUNPCKLDQ      Z16, Z15, Z14
+	VPUNPCKHDQ      Z16, Z15, Z15
+	VPUNPCKLDQ      Z18, Z17, Z16
+	VPUNPCKHDQ      Z18, Z17, Z17
+	VPUNPCKLQDQ     Z12, Z19, Z18
+	VPUNPCKHQDQ     Z12, Z19, Z12
+	VPUNPCKLQDQ     Z13, Z11, Z19
+	VPUNPCKHQDQ     Z13, Z11, Z11
+	VPUNPCKLQDQ     Z16, Z14, Z13
+	VPUNPCKHQDQ     Z16, Z14, Z14
+	VPUNPCKLQDQ     Z17, Z15, Z16
+	VPUNPCKHQDQ     Z17, Z15, Z15
+	VSHUFI64X2      $0x88, Z13, Z18, Z17
+	VSHUFI64X2      $0xdd, Z13, Z18, Z13
+	VSHUFI64X2      $0x88, Z14, Z12, Z18
+	VSHUFI64X2      $0xdd, Z14, Z12, Z12
+	VSHUFI64X2      $0x88, Z16, Z19, Z14
+	VSHUFI64X2      $0xdd, Z16, Z19, Z16
+	VSHUFI64X2      $0x88, Z15, Z11, Z19
+	VSHUFI64X2      $0xdd, Z15, Z11, Z11
+	VPXORD          Y15, Y15, Y15
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X15
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X15, X15
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X20
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X20, X20
+	VINSERTI32X4    $0x01, X20, Y15, Y15
+	VCVTPH2PS       Y15, Z15
+	VPBROADCASTD    48(BX), Z20
+	VPDPBUSD.BCST   (BX), Z17, Z20
+	VPDPBUSD.BCST   4(BX), Z18, Z20
+	VPDPBUSD.BCST   8(BX), Z14, Z20
+	VPDPBUSD.BCST   12(BX), Z19, Z20
+	VPDPBUSD.BCST   16(BX), Z13, Z20
+	VPDPBUSD.BCST   20(BX), Z12, Z20
+	VPDPBUSD.BCST   24(BX), Z16, Z20
+	VPDPBUSD.BCST   28(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     32(BX), Z20, Z20
+	VADDPS          Z20, Z1, Z1
+	VPBROADCASTD    112(BX), Z20
+	VPDPBUSD.BCST   64(BX), Z17, Z20
+	VPDPBUSD.BCST   68(BX), Z18, Z20
+	VPDPBUSD.BCST   72(BX), Z14, Z20
+	VPDPBUSD.BCST   76(BX), Z19, Z20
+	VPDPBUSD.BCST   80(BX), Z13, Z20
+	VPDPBUSD.BCST   84(BX), Z12, Z20
+	VPDPBUSD.BCST   88(BX), Z16, Z20
+	VPDPBUSD.BCST   92(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     96(BX), Z20, Z20
+	VADDPS          Z20, Z2, Z2
+	VPBROADCASTD    176(BX), Z20
+	VPDPBUSD.BCST   128(BX), Z17, Z20
+	VPDPBUSD.BCST   132(BX), Z18, Z20
+	VPDPBUSD.BCST   136(BX), Z14, Z20
+	VPDPBUSD.BCST   140(BX), Z19, Z20
+	VPDPBUSD.BCST   144(BX), Z13, Z20
+	VPDPBUSD.BCST   148(BX), Z12, Z20
+	VPDPBUSD.BCST   152(BX), Z16, Z20
+	VPDPBUSD.BCST   156(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     160(BX), Z20, Z20
+	VADDPS          Z20, Z3, Z3
+	VPBROADCASTD    240(BX), Z20
+	VPDPBUSD.BCST   192(BX), Z17, Z20
+	VPDPBUSD.BCST   196(BX), Z18, Z20
+	VPDPBUSD.BCST   200(BX), Z14, Z20
+	VPDPBUSD.BCST   204(BX), Z19, Z20
+	VPDPBUSD.BCST   208(BX), Z13, Z20
+	VPDPBUSD.BCST   212(BX), Z12, Z20
+	VPDPBUSD.BCST   216(BX), Z16, Z20
+	VPDPBUSD.BCST   220(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     224(BX), Z20, Z20
+	VADDPS          Z20, Z4, Z4
+	VPBROADCASTD    304(BX), Z20
+	VPDPBUSD.BCST   256(BX), Z17, Z20
+	VPDPBUSD.BCST   260(BX), Z18, Z20
+	VPDPBUSD.BCST   264(BX), Z14, Z20
+	VPDPBUSD.BCST   268(BX), Z19, Z20
+	VPDPBUSD.BCST   272(BX), Z13, Z20
+	VPDPBUSD.BCST   276(BX), Z12, Z20
+	VPDPBUSD.BCST   280(BX), Z16, Z20
+	VPDPBUSD.BCST   284(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     288(BX), Z20, Z20
+	VADDPS          Z20, Z5, Z5
+	VPBROADCASTD    368(BX), Z20
+	VPDPBUSD.BCST   320(BX), Z17, Z20
+	VPDPBUSD.BCST   324(BX), Z18, Z20
+	VPDPBUSD.BCST   328(BX), Z14, Z20
+	VPDPBUSD.BCST   332(BX), Z19, Z20
+	VPDPBUSD.BCST   336(BX), Z13, Z20
+	VPDPBUSD.BCST   340(BX), Z12, Z20
+	VPDPBUSD.BCST   344(BX), Z16, Z20
+	VPDPBUSD.BCST   348(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     352(BX), Z20, Z20
+	VADDPS          Z20, Z6, Z6
+	VPBROADCASTD    432(BX), Z20
+	VPDPBUSD.BCST   384(BX), Z17, Z20
+	VPDPBUSD.BCST   388(BX), Z18, Z20
+	VPDPBUSD.BCST   392(BX), Z14, Z20
+	VPDPBUSD.BCST   396(BX), Z19, Z20
+	VPDPBUSD.BCST   400(BX), Z13, Z20
+	VPDPBUSD.BCST   404(BX), Z12, Z20
+	VPDPBUSD.BCST   408(BX), Z16, Z20
+	VPDPBUSD.BCST   412(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     416(BX), Z20, Z20
+	VADDPS          Z20, Z7, Z7
+	VPBROADCASTD    496(BX), Z20
+	VPDPBUSD.BCST   448(BX), Z17, Z20
+	VPDPBUSD.BCST   452(BX), Z18, Z20
+	VPDPBUSD.BCST   456(BX), Z14, Z20
+	VPDPBUSD.BCST   460(BX), Z19, Z20
+	VPDPBUSD.BCST   464(BX), Z13, Z20
+	VPDPBUSD.BCST   468(BX), Z12, Z20
+	VPDPBUSD.BCST   472(BX), Z16, Z20
+	VPDPBUSD.BCST   476(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     480(BX), Z20, Z20
+	VADDPS          Z20, Z8, Z8
+	VPBROADCASTD    560(BX), Z20
+	VPDPBUSD.BCST   512(BX), Z17, Z20
+	VPDPBUSD.BCST   516(BX), Z18, Z20
+	VPDPBUSD.BCST   520(BX), Z14, Z20
+	VPDPBUSD.BCST   524(BX), Z19, Z20
+	VPDPBUSD.BCST   528(BX), Z13, Z20
+	VPDPBUSD.BCST   532(BX), Z12, Z20
+	VPDPBUSD.BCST   536(BX), Z16, Z20
+	VPDPBUSD.BCST   540(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z20
+	VMULPS          Z15, Z20, Z20
+	VMULPS.BCST     544(BX), Z20, Z20
+	VADDPS          Z20, Z9, Z9
+	VPBROADCASTD    624(BX), Z20
+	VPDPBUSD.BCST   576(BX), Z17, Z20
+	VPDPBUSD.BCST   580(BX), Z18, Z20
+	VPDPBUSD.BCST   584(BX), Z14, Z20
+	VPDPBUSD.BCST   588(BX), Z19, Z20
+	VPDPBUSD.BCST   592(BX), Z13, Z20
+	VPDPBUSD.BCST   596(BX), Z12, Z20
+	VPDPBUSD.BCST   600(BX), Z16, Z20
+	VPDPBUSD.BCST   604(BX), Z11, Z20
+	VCVTDQ2PS       Z20, Z11
+	VMULPS          Z15, Z11, Z11
+	VMULPS.BCST     608(BX), Z11, Z11
+	VADDPS          Z11, Z10, Z10
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x10GFNI_loop
+
+dotQ4_0x16x10GFNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ8_0x16x11VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16x11VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x80808080, R11
+	VPBROADCASTD R11, Z0
+	MOVL         $0x000000f0, R11
+	KMOVW        R11, K1
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       Z10, Z10, Z10
+	VPXORD       Z11, Z11, Z11
+
+dotQ8_0x16x11VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16x11VNNI_done
+	VPXORD            Z12, Z12, Z12
+	VMOVDQU64         2(AX), Y12
+	VBROADCASTI64X4.Z 2(R9), K1, Z13
+	VPTERNLOGD        $0x56, Z0, Z13, Z12
+	VPXORD            Z13, Z13, Z13
+	VMOVDQU64         2(AX)(CX*1), Y13
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K1, Z14
+	VPTERNLOGD        $0x56, Z0, Z14, Z13
+	VPXORD            Z14, Z14, Z14
+	VMOVDQU64         2(AX)(CX*2), Y14
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K1, Z15
+	VPTERNLOGD        $0x56, Z0, Z15, Z14
+	VPXORD            Z15, Z15, Z15
+	VMOVDQU64         2(AX)(DI*1), Y15
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K1, Z16
+	VPTERNLOGD        $0x56, Z0, Z16, Z15
+	VPXORD            Z16, Z16, Z16
+	VMOVDQU64         2(R8), Y16
+	VBROADCASTI64X4.Z 2(R10), K1, Z17
+	VPTERNLOGD        $0x56, Z0, Z17, Z16
+	VPXORD            Z17, Z17, Z17
+	VMOVDQU64         2(R8)(CX*1), Y17
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K1, Z18
+	VPTERNLOGD        $0x56, Z0, Z18, Z17
+	VPXORD            Z18, Z18, Z18
+	VMOVDQU64         2(R8)(CX*2), Y18
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K1, Z19
+	VPTERNLOGD        $0x56, Z0, Z19, Z18
+	VPXORD            Z19, Z19, Z19
+	VMOVDQU64         2(R8)(DI*1), Y19
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K1, Z20
+	VPTERNLOGD        $0x56, Z0, Z20, Z19
+	VPUNPCKLDQ        Z13, Z12, Z20
+	VPUNPCKHDQ        Z13, Z12, Z12
+	VPUNPCKLDQ        Z15, Z14, Z13
+	VPUNPCKHDQ        Z15, Z14, Z14
+	VPUNPCKLDQ        Z17, Z16, Z15
+	VPUNPCKHDQ        Z17, Z16, Z16
+	VPUNPCKLDQ        Z19, Z18, Z17
+	VPUNPCKHDQ        Z19, Z18, Z18
+	VPUNPCKLQDQ       Z13, Z20, Z19
+	VPUNPCKHQDQ       Z13, Z20, Z13
+	VPUNPCKLQDQ       Z14, Z12, Z20
+	VPUNPCKHQDQ       Z14, Z12, Z12
+	VPUNPCKLQDQ       Z17, Z15, Z14
+	VPUNPCKHQDQ       Z17, Z15, Z15
+	VPUNPCKLQDQ       Z18, Z16, Z17
+	VPUNPCKHQDQ       Z18, Z16, Z16
+	VSHUFI64X2        $0x88, Z14, Z19, Z18
+	VSHUFI64X2        $0xdd, Z14, Z19, Z14
+	VSHUFI64X2        $0x88, Z15, Z13, Z19
+	VSHUFI64X2        $0xdd, Z15, Z13, Z13
+	VSHUFI64X2        $0x88, Z17, Z20, Z15
+	VSHUFI64X2        $0xdd, Z17, Z20, Z17
+	VSHUFI64X2        $0x88, Z16, Z12, Z20
+	VSHUFI64X2        $0xdd, Z16, Z12, Z12
+	VPXORD            Y16, Y16, Y16
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X16
+	MOVWQZX           (R9), R11
+	MOVWQZX           (R9)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X16, X16
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X21
+	MOVWQZX           (R10), R11
+	MOVWQZX           (R10)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X21, X21
+	VINSERTI32X4      $0x01, X21, Y16, Y16
+	VCVTPH2PS         Y16, Z16
+	VPBROADCASTD      44(BX), Z21
+	VPDPBUSD.BCST     (BX), Z18, Z21
+	VPDPBUSD.BCST     4(BX), Z19, Z21
+	VPDPBUSD.BCST     8(BX), Z15, Z21
+	VPDPBUSD.BCST     12(BX), Z20, Z21
+	VPDPBUSD.BCST     16(BX), Z14, Z21
+	VPDPBUSD.BCST     20(BX), Z13, Z21
+	VPDPBUSD.BCST     24(BX), Z17, Z21
+	VPDPBUSD.BCST     28(BX), Z12, Z21
+	VCVTDQ2PS         Z21, Z21
+	VMULPS.BCST       32(BX), Z16, Z22
+	VMULPS            Z22, Z21, Z21
+	VADDPS            Z21, Z1, Z1
+	VPBROADCASTD      108(BX), Z21
+	VPDPBUSD.BCST     64(BX), Z18, Z21
+	VPDPBUSD.BCST     68(BX), Z19, Z21
+	VPDPBUSD.BCST     72(BX), Z15, Z21
+	VPDPBUSD.BCST     76(BX), Z20, Z21
+	VPDPBUSD.BCST     80(BX), Z14, Z21
+	VPDPBUSD.BCST     84(BX), Z13, Z21
+	VPDPBUSD.BCST     88(BX), Z17, Z21
+	VPDPBUSD.BCST     92(BX), Z12, Z21
+	VCVTDQ2PS         Z21, Z21
+	VMULPS.BCST       96(BX), Z16, Z22
+	VMULPS            Z22, Z21, Z21
+	VADDPS            Z21, Z2, Z2
+	VPBROADCASTD      172(BX), Z21
+	VPDPBUSD.BCST     128(BX), Z18, Z21
+	VPDPBUSD.BCST     132(BX), Z19, Z21
+	VPDPBUSD.BCST     136(BX), Z15, Z21
+	VPDPBUSD.BCST     140(BX), Z20, Z21
+	VPDPBUSD.BCST     144(BX), Z14, Z21
+	VPDPBUSD.BCST     148(BX), Z13, Z21
+	VPDPBUSD.BCST     152(BX), Z17, Z21
+	VPDPBUSD.BCST     156(BX), Z12, Z21
+	VCVTDQ2PS         Z21, Z21
+	VMULPS.BCST       160(BX), Z16, Z22
+	VMULPS            Z22, Z21, Z21
+	VADDPS            Z21, Z3, Z3
+	VPBROADCASTD      236(BX), Z21
+	VPDPBUSD.BCST     192(BX), Z18, Z21
+	VPDPBUSD.BCST     196(BX), Z19, Z21
+	VPDPBUSD.BCST     200(BX), Z15, Z21
+	VPDPBUSD.BCST     204(BX), Z20, Z21
+	VPDPBUSD.BCST     208(BX), Z14, Z21
+	VPDPBUSD.BCST     212(BX), Z13, Z21
+	VPDPBUSD.BCST     216(BX), Z17, Z21
+	VPDPBUSD.BCST     220(BX), Z12, Z21
+	VCVTDQ2PS         Z21, Z21
+	VMULPS.BCST       224(BX), Z16, Z22
+	VMULPS            Z22, Z21, Z21
+	VADDPS            Z21, Z4, Z4
+	VPBROADCASTD      300(BX), Z21
+	VPDPBUSD.BCST     256(BX), Z18, Z21
+	VPDPBUSD.BCST     260(BX), Z19, Z21
+	VPDPBUSD.BCST     264(BX), Z15, Z21
+	VPDPBUSD.BCST     268(BX), Z20, Z21
+	VPDPBUSD.BCST     272(BX), Z14, Z21
+	VPDPBUSD.BCST     276(BX), Z13, Z21
+	VPDPBUSD.BCST     280(BX), Z17, Z21
+	VPDPBUSD.BCST     284(BX), Z12, Z21
+	VCVTDQ2PS         Z21, Z21
+	VMULPS.BCST       288(BX), Z16, Z22
+	VMULPS            Z22, Z21, Z21
+	VADDPS            Z21, Z5, Z5
+	VPBROADCASTD      364(BX), Z21
+	VPDPBUSD.BCST     320(BX), Z18, Z21
+	VPDPBUSD.BCST     324(BX), Z19, Z21
+	VPDPBUSD.BCST     328(BX), Z15, Z21
+	VPDPBUSD.BCST     332(BX), Z20, Z21
+	VPDPBUSD.BCST     336(BX), Z14, Z21
+	VPDPBUSD.BCST     340(BX), Z13, Z21
+	VPDPBUSD.BCST     344(BX), Z17, Z21
+	VPDPBUSD.BCST     348(BX), Z12, Z21
+	VCVTDQ2PS         Z21, Z21
+	VMULPS.BCST       352(BX), Z16, Z22
+	VMULPS            Z22, Z21, Z21
+	VADDPS            Z21, Z6, Z6
+	VPBROADCASTD      428(BX), Z21
+	VPDPBUSD.BCST     384(BX), Z18, Z21
+	VPDPBUSD.BCST     388(BX), Z19, Z21
+	VPDPBUSD.BCST     392(BX), Z15, Z21
+	VPDPBUSD.BCST     396(BX), Z20, Z21
+	VPDPBUSD.BCST     400(BX), Z14, Z21
+	VPDPBUSD.BCST     404(BX), Z13, Z21
+	VPDPBUSD.BCST     408(BX), Z17, Z21
+	VPDPBUSD.BCST     412(BX), Z12, Z21
+	VCVTDQ2PS         Z21, Z21
+	VMULPS.BCST       416(BX), Z16, Z22
+	VMULPS            Z22, Z21, Z21
+	VADDPS            Z21, Z7, Z7
+	VPBROADCASTD      492(BX), Z21
+	VPDPBUSD.BCST     448(BX), Z18, Z21
+	VPDPBUSD.BCST     452(BX), Z19, Z21
+	VPDPBUSD.BCST     456(BX), Z15, Z21
+	VPDPBUSD.BCST     460(BX), Z20, Z21
+	VPDPBUSD.BCST     464(BX), Z14, Z21
+	VPDPBUSD.BCST     468(BX), Z13, Z21
+	VPDPBUSD.BCST     472(BX), Z17, Z21
+	VPDPBUSD.BCST     476(BX), Z12, Z21
+	VCVTDQ2PS         Z21, Z21
+	VMULPS.BCST       480(BX), Z16, Z22
+	VMULPS            Z22, Z21, Z21
+	VADDPS            Z21, Z8, Z8
+	VPBROADCASTD      556(BX), Z21
+	VPDPBUSD.BCST     512(BX), Z18, Z21
+	VPDPBUSD.BCST     516(BX), Z19, Z21
+	VPDPBUSD.BCST     520(BX), Z15, Z21
+	VPDPBUSD.BCST     524(BX), Z20, Z21
+	VPDPBUSD.BCST     528(BX), Z14, Z21
+	VPDPBUSD.BCST     532(BX), Z13, Z21
+	VPDPBUSD.BCST     536(BX), Z17, Z21
+	VPDPBUSD.BCST     540(BX), Z12, Z21
+	VCVTDQ2PS         Z21, Z21
+	VMULPS.BCST       544(BX), Z16, Z22
+	VMULPS            Z22, Z21, Z21
+	VADDPS            Z21, Z9, Z9
+	VPBROADCASTD      620(BX), Z21
+	VPDPBUSD.BCST     576(BX), Z18, Z21
+	VPDPBUSD.BCST     580(BX), Z19, Z21
+	VPDPBUSD.BCST     584(BX), Z15, Z21
+	VPDPBUSD.BCST     588(BX), Z20, Z21
+	VPDPBUSD.BCST     592(BX), Z14, Z21
+	VPDPBUSD.BCST     596(BX), Z13, Z21
+	VPDPBUSD.BCST     600(BX), Z17, Z21
+	VPDPBUSD.BCST     604(BX), Z12, Z21
+	VCVTDQ2PS         Z21, Z21
+	VMULPS.BCST       608(BX), Z16, Z22
+	VMULPS            Z22, Z21, Z21
+	VADDPS            Z21, Z10, Z10
+	VPBROADCASTD      684(BX), Z21
+	VPDPBUSD.BCST     640(BX), Z18, Z21
+	VPDPBUSD.BCST     644(BX), Z19, Z21
+	VPDPBUSD.BCST     648(BX), Z15, Z21
+	VPDPBUSD.BCST     652(BX), Z20, Z21
+	VPDPBUSD.BCST     656(BX), Z14, Z21
+	VPDPBUSD.BCST     660(BX), Z13, Z21
+	VPDPBUSD.BCST     664(BX), Z17, Z21
+	VPDPBUSD.BCST     668(BX), Z12, Z21
+	VCVTDQ2PS         Z21, Z12
+	VMULPS.BCST       672(BX), Z16, Z13
+	VMULPS            Z13, Z12, Z12
+	VADDPS            Z12, Z11, Z11
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(DI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(DI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(DI*1)
+	PREFETCHT0        256(R10)
+	PREFETCHT0        256(R10)(CX*1)
+	PREFETCHT0        256(R10)(CX*2)
+	PREFETCHT0        256(R10)(DI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000022, R10
+	ADDQ              SI, BX
+	DECQ              DX
+	JMP               dotQ8_0x16x11VNNI_loop
+
+dotQ8_0x16x11VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x11VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16x11VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0f0f0f0f, R11
+	VPBROADCASTD R11, Z0
+	VMOVDQU64    rv16shift<>+0(SB), Z1
+	MOVL         $0x0000ff00, R11
+	KMOVW        R11, K1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       Z10, Z10, Z10
+	VPXORD       Z11, Z11, Z11
+	VPXORD       Z12, Z12, Z12
+
+dotQ4_0x16x11VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x11VNNI_done
+	VBROADCASTI32X4 2(AX), Z13
+	VBROADCASTI32X4 2(R9), K1, Z13
+	VPSRLVQ         Z1, Z13, Z13
+	VPANDD          Z0, Z13, Z13
+	VBROADCASTI32X4 2(AX)(CX*1), Z14
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z14
+	VPSRLVQ         Z1, Z14, Z14
+	VPANDD          Z0, Z14, Z14
+	VBROADCASTI32X4 2(AX)(CX*2), Z15
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z15
+	VPSRLVQ         Z1, Z15, Z15
+	VPANDD          Z0, Z15, Z15
+	VBROADCASTI32X4 2(AX)(DI*1), Z16
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z16
+	VPSRLVQ         Z1, Z16, Z16
+	VPANDD          Z0, Z16, Z16
+	VBROADCASTI32X4 2(R8), Z17
+	VBROADCASTI32X4 2(R10), K1, Z17
+	VPSRLVQ         Z1, Z17, Z17
+	VPANDD          Z0, Z17, Z17
+	VBROADCASTI32X4 2(R8)(CX*1), Z18
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z18
+	VPSRLVQ         Z1, Z18, Z18
+	VPANDD          Z0, Z18, Z18
+	VBROADCASTI32X4 2(R8)(CX*2), Z19
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z19
+	VPSRLVQ         Z1, Z19, Z19
+	VPANDD          Z0, Z19, Z19
+	VBROADCASTI32X4 2(R8)(DI*1), Z20
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z20
+	VPSRLVQ         Z1, Z20, Z20
+	VPANDD          Z0, Z20, Z20
+	VPUNPCKLDQ      Z14, Z13, Z21
+	VPUNPCKHDQ      Z14, Z13, Z13
+	VPUNPCKLDQ      Z16, Z15, Z14
+	VPUNPCKHDQ      Z16, Z15, Z15
+	VPUNPCKLDQ      Z18, Z17, Z16
+	VPUNPCKHDQ      Z18, Z17, Z17
+	VPUNPCKLDQ      Z20, Z19, Z18
+	VPUNPCKHDQ      Z20, Z19, Z19
+	VPUNPCKLQDQ     Z14, Z21, Z20
+	VPUNPCKHQDQ     Z14, Z21, Z14
+	VPUNPCKLQDQ     Z15, Z13, Z21
+	VPUNPCKHQDQ     Z15, Z13, Z13
+	VPUNPCKLQDQ     Z18, Z16, Z15
+	VPUNPCKHQDQ     Z18, Z16, Z16
+	VPUNPCKLQDQ     Z19, Z17, Z18
+	VPUNPCKHQDQ     Z19, Z17, Z17
+	VSHUFI64X2      $0x88, Z15, Z20, Z19
+	VSHUFI64X2      $0xdd, Z15, Z20, Z15
+	VSHUFI64X2      $0x88, Z16, Z14, Z20
+	VSHUFI64X2      $0xdd, Z16, Z14, Z14
+	VSHUFI64X2      $0x88, Z18, Z21, Z16
+	VSHUFI64X2      $0xdd, Z18, Z21, Z18
+	VSHUFI64X2      $0x88, Z17, Z13, Z21
+	VSHUFI64X2      $0xdd, Z17, Z13, Z13
+	VPXORD          Y17, Y17, Y17
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X17
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X17, X17
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X22
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X22, X22
+	VINSERTI32X4    $0x01, X22, Y17, Y17
+	VCVTPH2PS       Y17, Z17
+	VPBROADCASTD    48(BX), Z22
+	VPDPBUSD.BCST   (BX), Z19, Z22
+	VPDPBUSD.BCST   4(BX), Z20, Z22
+	VPDPBUSD.BCST   8(BX), Z16, Z22
+	VPDPBUSD.BCST   12(BX), Z21, Z22
+	VPDPBUSD.BCST   16(BX), Z15, Z22
+	VPDPBUSD.BCST   20(BX), Z14, Z22
+	VPDPBUSD.BCST   24(BX), Z18, Z22
+	VPDPBUSD.BCST   28(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     32(BX), Z22, Z22
+	VADDPS          Z22, Z2, Z2
+	VPBROADCASTD    112(BX), Z22
+	VPDPBUSD.BCST   64(BX), Z19, Z22
+	VPDPBUSD.BCST   68(BX), Z20, Z22
+	VPDPBUSD.BCST   72(BX), Z16, Z22
+	VPDPBUSD.BCST   76(BX), Z21, Z22
+	VPDPBUSD.BCST   80(BX), Z15, Z22
+	VPDPBUSD.BCST   84(BX), Z14, Z22
+	VPDPBUSD.BCST   88(BX), Z18, Z22
+	VPDPBUSD.BCST   92(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     96(BX), Z22, Z22
+	VADDPS          Z22, Z3, Z3
+	VPBROADCASTD    176(BX), Z22
+	VPDPBUSD.BCST   128(BX), Z19, Z22
+	VPDPBUSD.BCST   132(BX), Z20, Z22
+	VPDPBUSD.BCST   136(BX), Z16, Z22
+	VPDPBUSD.BCST   140(BX), Z21, Z22
+	VPDPBUSD.BCST   144(BX), Z15, Z22
+	VPDPBUSD.BCST   148(BX), Z14, Z22
+	VPDPBUSD.BCST   152(BX), Z18, Z22
+	VPDPBUSD.BCST   156(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     160(BX), Z22, Z22
+	VADDPS          Z22, Z4, Z4
+	VPBROADCASTD    240(BX), Z22
+	VPDPBUSD.BCST   192(BX), Z19, Z22
+	VPDPBUSD.BCST   196(BX), Z20, Z22
+	VPDPBUSD.BCST   200(BX), Z16, Z22
+	VPDPBUSD.BCST   204(BX), Z21, Z22
+	VPDPBUSD.BCST   208(BX), Z15, Z22
+	VPDPBUSD.BCST   212(BX), Z14, Z22
+	VPDPBUSD.BCST   216(BX), Z18, Z22
+	VPDPBUSD.BCST   220(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     224(BX), Z22, Z22
+	VADDPS          Z22, Z5, Z5
+	VPBROADCASTD    304(BX), Z22
+	VPDPBUSD.BCST   256(BX), Z19, Z22
+	VPDPBUSD.BCST   260(BX), Z20, Z22
+	VPDPBUSD.BCST   264(BX), Z16, Z22
+	VPDPBUSD.BCST   268(BX), Z21, Z22
+	VPDPBUSD.BCST   272(BX), Z15, Z22
+	VPDPBUSD.BCST   276(BX), Z14, Z22
+	VPDPBUSD.BCST   280(BX), Z18, Z22
+	VPDPBUSD.BCST   284(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     288(BX), Z22, Z22
+	VADDPS          Z22, Z6, Z6
+	VPBROADCASTD    368(BX), Z22
+	VPDPBUSD.BCST   320(BX), Z19, Z22
+	VPDPBUSD.BCST   324(BX), Z20, Z22
+	VPDPBUSD.BCST   328(BX), Z16, Z22
+	VPDPBUSD.BCST   332(BX), Z21, Z22
+	VPDPBUSD.BCST   336(BX), Z15, Z22
+	VPDPBUSD.BCST   340(BX), Z14, Z22
+	VPDPBUSD.BCST   344(BX), Z18, Z22
+	VPDPBUSD.BCST   348(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     352(BX), Z22, Z22
+	VADDPS          Z22, Z7, Z7
+	VPBROADCASTD    432(BX), Z22
+	VPDPBUSD.BCST   384(BX), Z19, Z22
+	VPDPBUSD.BCST   388(BX), Z20, Z22
+	VPDPBUSD.BCST   392(BX), Z16, Z22
+	VPDPBUSD.BCST   396(BX), Z21, Z22
+	VPDPBUSD.BCST   400(BX), Z15, Z22
+	VPDPBUSD.BCST   404(BX), Z14, Z22
+	VPDPBUSD.BCST   408(BX), Z18, Z22
+	VPDPBUSD.BCST   412(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     416(BX), Z22, Z22
+	VADDPS          Z22, Z8, Z8
+	VPBROADCASTD    496(BX), Z22
+	VPDPBUSD.BCST   448(BX), Z19, Z22
+	VPDPBUSD.BCST   452(BX), Z20, Z22
+	VPDPBUSD.BCST   456(BX), Z16, Z22
+	VPDPBUSD.BCST   460(BX), Z21, Z22
+	VPDPBUSD.BCST   464(BX), Z15, Z22
+	VPDPBUSD.BCST   468(BX), Z14, Z22
+	VPDPBUSD.BCST   472(BX), Z18, Z22
+	VPDPBUSD.BCST   476(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     480(BX), Z22, Z22
+	VADDPS          Z22, Z9, Z9
+	VPBROADCASTD    560(BX), Z22
+	VPDPBUSD.BCST   512(BX), Z19, Z22
+	VPDPBUSD.BCST   516(BX), Z20, Z22
+	VPDPBUSD.BCST   520(BX), Z16, Z22
+	VPDPBUSD.BCST   524(BX), Z21, Z22
+	VPDPBUSD.BCST   528(BX), Z15, Z22
+	VPDPBUSD.BCST   532(BX), Z14, Z22
+	VPDPBUSD.BCST   536(BX), Z18, Z22
+	VPDPBUSD.BCST   540(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     544(BX), Z22, Z22
+	VADDPS          Z22, Z10, Z10
+	VPBROADCASTD    624(BX), Z22
+	VPDPBUSD.BCST   576(BX), Z19, Z22
+	VPDPBUSD.BCST   580(BX), Z20, Z22
+	VPDPBUSD.BCST   584(BX), Z16, Z22
+	VPDPBUSD.BCST   588(BX), Z21, Z22
+	VPDPBUSD.BCST   592(BX), Z15, Z22
+	VPDPBUSD.BCST   596(BX), Z14, Z22
+	VPDPBUSD.BCST   600(BX), Z18, Z22
+	VPDPBUSD.BCST   604(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     608(BX), Z22, Z22
+	VADDPS          Z22, Z11, Z11
+	VPBROADCASTD    688(BX), Z22
+	VPDPBUSD.BCST   640(BX), Z19, Z22
+	VPDPBUSD.BCST   644(BX), Z20, Z22
+	VPDPBUSD.BCST   648(BX), Z16, Z22
+	VPDPBUSD.BCST   652(BX), Z21, Z22
+	VPDPBUSD.BCST   656(BX), Z15, Z22
+	VPDPBUSD.BCST   660(BX), Z14, Z22
+	VPDPBUSD.BCST   664(BX), Z18, Z22
+	VPDPBUSD.BCST   668(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z13
+	VMULPS          Z17, Z13, Z13
+	VMULPS.BCST     672(BX), Z13, Z13
+	VADDPS          Z13, Z12, Z12
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x11VNNI_loop
+
+dotQ4_0x16x11VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z12, Z12, Z12
+	VMOVUPS    Z12, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x11GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16x11GFNI(SB), NOSPLIT, $0-56
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	MOVQ      astep+32(FP), SI
+	LEAQ      (CX)(CX*2), DI
+	LEAQ      (AX)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	LEAQ      (R9)(CX*4), R10
+	VMOVDQU64 rv16nib<>+0(SB), Z0
+	MOVL      $0x0000ff00, R11
+	KMOVW     R11, K1
+	VPXORD    Z1, Z1, Z1
+	VPXORD    Z2, Z2, Z2
+	VPXORD    Z3, Z3, Z3
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+	VPXORD    Z7, Z7, Z7
+	VPXORD    Z8, Z8, Z8
+	VPXORD    Z9, Z9, Z9
+	VPXORD    Z10, Z10, Z10
+	VPXORD    Z11, Z11, Z11
+
+dotQ4_0x16x11GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x11GFNI_done
+	VBROADCASTI32X4 2(AX), Z12
+	VBROADCASTI32X4 2(R9), K1, Z12
+	VGF2P8AFFINEQB  $0x00, Z0, Z12, Z12
+	VBROADCASTI32X4 2(AX)(CX*1), Z13
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z13
+	VGF2P8AFFINEQB  $0x00, Z0, Z13, Z13
+	VBROADCASTI32X4 2(AX)(CX*2), Z14
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z14
+	VGF2P8AFFINEQB  $0x00, Z0, Z14, Z14
+	VBROADCASTI32X4 2(AX)(DI*1), Z15
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z15
+	VGF2P8AFFINEQB  $0x00, Z0, Z15, Z15
+	VBROADCASTI32X4 2(R8), Z16
+	VBROADCASTI32X4 2(R10), K1, Z16
+	VGF2P8AFFINEQB  $0x00, Z0, Z16, Z16
+	VBROADCASTI32X4 2(R8)(CX*1), Z17
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z17
+	VGF2P8AFFINEQB  $0x00, Z0, Z17, Z17
+	VBROADCASTI32X4 2(R8)(CX*2), Z18
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z18
+	VGF2P8AFFINEQB  $0x00, Z0, Z18, Z18
+	VBROADCASTI32X4 2(R8)(DI*1), Z19
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z19
+	VGF2P8AFFINEQB  $0x00, Z0, Z19, Z19
+	VPUNPCKLDQ      Z13, Z12, Z20
+	VPUNPCKHDQ      Z13, Z12, Z12
+	VPUNPCKLDQ      Z15, Z14, Z13
+	VPUNPCKHDQ      Z15, Z14, Z14
+	VPUNPCKLDQ      Z17, Z16, Z15
+	VPUNPCKHDQ      Z17, Z16, Z16
+	VPUNPCKLDQ      Z19, Z18, Z17
+	VPUNPCKHDQ      Z19, Z18, Z18
+	VPUNPCKLQDQ     Z13, Z20, Z19
+	VPUNPCKHQDQ     Z13, Z20, Z13
+	VPUNPCKLQDQ     Z14, Z12, Z20
+	VPUNPCKHQDQ     Z14, Z12, Z12
+	VPUNPCKLQDQ     Z17, Z15, Z14
+	VPUNPCKHQDQ     Z17, Z15, Z15
+	VPUNPCKLQDQ     Z18, Z16, Z17
+	VPUNPCKHQDQ     Z18, Z16, Z16
+	VSHUFI64X2      $0x88, Z14, Z19, Z18
+	VSHUFI64X2      $0xdd, Z14, Z19, Z14
+	VSHUFI64X2      $0x88, Z15, Z13, Z19
+	VSHUFI64X2      $0xdd, Z15, Z13, Z13
+	VSHUFI64X2      $0x88, Z17, Z20, Z15
+	VSHUFI64X2      $0xdd, Z17, Z20, Z17
+	VSHUFI64X2      $0x88, Z16, Z12, Z20
+	VSHUFI64X2      $0xdd, Z16, Z12, Z12
+	VPXORD          Y16, Y16, Y16
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X16
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X16, X16
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X21
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X21, X21
+	VINSERTI32X4    $0x01, X21, Y16, Y16
+	VCVTPH2PS       Y16, Z16
+	VPBROADCASTD    48(BX), Z21
+	VPDPBUSD.BCST   (BX), Z18, Z21
+	VPDPBUSD.BCST   4(BX), Z19, Z21
+	VPDPBUSD.BCST   8(BX), Z15, Z21
+	VPDPBUSD.BCST   12(BX), Z20, Z21
+	VPDPBUSD.BCST   16(BX), Z14, Z21
+	VPDPBUSD.BCST   20(BX), Z13, Z21
+	VPDPBUSD.BCST   24(BX), Z17, Z21
+	VPDPBUSD.BCST   28(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     32(BX), Z21, Z21
+	VADDPS          Z21, Z1, Z1
+	VPBROADCASTD    112(BX), Z21
+	VPDPBUSD.BCST   64(BX), Z18, Z21
+	VPDPBUSD.BCST   68(BX), Z19, Z21
+	VPDPBUSD.BCST   72(BX), Z15, Z21
+	VPDPBUSD.BCST   76(BX), Z20, Z21
+	VPDPBUSD.BCST   80(BX), Z14, Z21
+	VPDPBUSD.BCST   84(BX), Z13, Z21
+	VPDPBUSD.BCST   88(BX), Z17, Z21
+	VPDPBUSD.BCST   92(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     96(BX), Z21, Z21
+	VADDPS          Z21, Z2, Z2
+	VPBROADCASTD    176(BX), Z21
+	VPDPBUSD.BCST   128(BX), Z18, Z21
+	VPDPBUSD.BCST   132(BX), Z19, Z21
+	VPDPBUSD.BCST   136(BX), Z15, Z21
+	VPDPBUSD.BCST   140(BX), Z20, Z21
+	VPDPBUSD.BCST   144(BX), Z14, Z21
+	VPDPBUSD.BCST   148(BX), Z13, Z21
+	VPDPBUSD.BCST   152(BX), Z17, Z21
+	VPDPBUSD.BCST   156(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     160(BX), Z21, Z21
+	VADDPS          Z21, Z3, Z3
+	VPBROADCASTD    240(BX), Z21
+	VPDPBUSD.BCST   192(BX), Z18, Z21
+	VPDPBUSD.BCST   196(BX), Z19, Z21
+	VPDPBUSD.BCST   200(BX), Z15, Z21
+	VPDPBUSD.BCST   204(BX), Z20, Z21
+	VPDPBUSD.BCST   208(BX), Z14, Z21
+	VPDPBUSD.BCST   212(BX), Z13, Z21
+	VPDPBUSD.BCST   216(BX), Z17, Z21
+	VPDPBUSD.BCST   220(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     224(BX), Z21, Z21
+	VADDPS          Z21, Z4, Z4
+	VPBROADCASTD    304(BX), Z21
+	VPDPBUSD.BCST   256(BX), Z18, Z21
+	VPDPBUSD.BCST   260(BX), Z19, Z21
+	VPDPBUSD.BCST   264(BX), Z15, Z21
+	VPDPBUSD.BCST   268(BX), Z20, Z21
+	VPDPBUSD.BCST   272(BX), Z14, Z21
+	VPDPBUSD.BCST   276(BX), Z13, Z21
+	VPDPBUSD.BCST   280(BX), Z17, Z21
+	VPDPBUSD.BCST   284(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     288(BX), Z21, Z21
+	VADDPS          Z21, Z5, Z5
+	VPBROADCASTD    368(BX), Z21
+	VPDPBUSD.BCST   320(BX), Z18, Z21
+	VPDPBUSD.BCST   324(BX), Z19, Z21
+	VPDPBUSD.BCST   328(BX), Z15, Z21
+	VPDPBUSD.BCST   332(BX), Z20, Z21
+	VPDPBUSD.BCST   336(BX), Z14, Z21
+	VPDPBUSD.BCST   340(BX), Z13, Z21
+	VPDPBUSD.BCST   344(BX), Z17, Z21
+	VPDPBUSD.BCST   348(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     352(BX), Z21, Z21
+	VADDPS          Z21, Z6, Z6
+	VPBROADCASTD    432(BX), Z21
+	VPDPBUSD.BCST   384(BX), Z18, Z21
+	VPDPBUSD.BCST   388(BX), Z19, Z21
+	VPDPBUSD.BCST   392(BX), Z15, Z21
+	VPDPBUSD.BCST   396(BX), Z20, Z21
+	VPDPBUSD.BCST   400(BX), Z14, Z21
+	VPDPBUSD.BCST   404(BX), Z13, Z21
+	VPDPBUSD.BCST   408(BX), Z17, Z21
+	VPDPBUSD.BCST   412(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     416(BX), Z21, Z21
+	VADDPS          Z21, Z7, Z7
+	VPBROADCASTD    496(BX), Z21
+	VPDPBUSD.BCST   448(BX), Z18, Z21
+	VPDPBUSD.BCST   452(BX), Z19, Z21
+	VPDPBUSD.BCST   456(BX), Z15, Z21
+	VPDPBUSD.BCST   460(BX), Z20, Z21
+	VPDPBUSD.BCST   464(BX), Z14, Z21
+	VPDPBUSD.BCST   468(BX), Z13, Z21
+	VPDPBUSD.BCST   472(BX), Z17, Z21
+	VPDPBUSD.BCST   476(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     480(BX), Z21, Z21
+	VADDPS          Z21, Z8, Z8
+	VPBROADCASTD    560(BX), Z21
+	VPDPBUSD.BCST   512(BX), Z18, Z21
+	VPDPBUSD.BCST   516(BX), Z19, Z21
+	VPDPBUSD.BCST   520(BX), Z15, Z21
+	VPDPBUSD.BCST   524(BX), Z20, Z21
+	VPDPBUSD.BCST   528(BX), Z14, Z21
+	VPDPBUSD.BCST   532(BX), Z13, Z21
+	VPDPBUSD.BCST   536(BX), Z17, Z21
+	VPDPBUSD.BCST   540(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     544(BX), Z21, Z21
+	VADDPS          Z21, Z9, Z9
+	VPBROADCASTD    624(BX), Z21
+	VPDPBUSD.BCST   576(BX), Z18, Z21
+	VPDPBUSD.BCST   580(BX), Z19, Z21
+	VPDPBUSD.BCST   584(BX), Z15, Z21
+	VPDPBUSD.BCST   588(BX), Z20, Z21
+	VPDPBUSD.BCST   592(BX), Z14, Z21
+	VPDPBUSD.BCST   596(BX), Z13, Z21
+	VPDPBUSD.BCST   600(BX), Z17, Z21
+	VPDPBUSD.BCST   604(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z21
+	VMULPS          Z16, Z21, Z21
+	VMULPS.BCST     608(BX), Z21, Z21
+	VADDPS          Z21, Z10, Z10
+	VPBROADCASTD    688(BX), Z21
+	VPDPBUSD.BCST   640(BX), Z18, Z21
+	VPDPBUSD.BCST   644(BX), Z19, Z21
+	VPDPBUSD.BCST   648(BX), Z15, Z21
+	VPDPBUSD.BCST   652(BX), Z20, Z21
+	VPDPBUSD.BCST   656(BX), Z14, Z21
+	VPDPBUSD.BCST   660(BX), Z13, Z21
+	VPDPBUSD.BCST   664(BX), Z17, Z21
+	VPDPBUSD.BCST   668(BX), Z12, Z21
+	VCVTDQ2PS       Z21, Z12
+	VMULPS          Z16, Z12, Z12
+	VMULPS.BCST     672(BX), Z12, Z12
+	VADDPS          Z12, Z11, Z11
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x11GFNI_loop
+
+dotQ4_0x16x11GFNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ8_0x16x12VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16x12VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x80808080, R11
+	VPBROADCASTD R11, Z0
+	MOVL         $0x000000f0, R11
+	KMOVW        R11, K1
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       Z10, Z10, Z10
+	VPXORD       Z11, Z11, Z11
+	VPXORD       Z12, Z12, Z12
+
+dotQ8_0x16x12VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16x12VNNI_done
+	VPXORD            Z13, Z13, Z13
+	VMOVDQU64         2(AX), Y13
+	VBROADCASTI64X4.Z 2(R9), K1, Z14
+	VPTERNLOGD        $0x56, Z0, Z14, Z13
+	VPXORD            Z14, Z14, Z14
+	VMOVDQU64         2(AX)(CX*1), Y14
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K1, Z15
+	VPTERNLOGD        $0x56, Z0, Z15, Z14
+	VPXORD            Z15, Z15, Z15
+	VMOVDQU64         2(AX)(CX*2), Y15
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K1, Z16
+	VPTERNLOGD        $0x56, Z0, Z16, Z15
+	VPXORD            Z16, Z16, Z16
+	VMOVDQU64         2(AX)(DI*1), Y16
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K1, Z17
+	VPTERNLOGD        $0x56, Z0, Z17, Z16
+	VPXORD            Z17, Z17, Z17
+	VMOVDQU64         2(R8), Y17
+	VBROADCASTI64X4.Z 2(R10), K1, Z18
+	VPTERNLOGD        $0x56, Z0, Z18, Z17
+	VPXORD            Z18, Z18, Z18
+	VMOVDQU64         2(R8)(CX*1), Y18
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K1, Z19
+	VPTERNLOGD        $0x56, Z0, Z19, Z18
+	VPXORD            Z19, Z19, Z19
+	VMOVDQU64         2(R8)(CX*2), Y19
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K1, Z20
+	VPTERNLOGD        $0x56, Z0, Z20, Z19
+	VPXORD            Z20, Z20, Z20
+	VMOVDQU64         2(R8)(DI*1), Y20
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K1, Z21
+	VPTERNLOGD        $0x56, Z0, Z21, Z20
+	VPUNPCKLDQ        Z14, Z13, Z21
+	VPUNPCKHDQ        Z14, Z13, Z13
+	VPUNPCKLDQ        Z16, Z15, Z14
+	VPUNPCKHDQ        Z16, Z15, Z15
+	VPUNPCKLDQ        Z18, Z17, Z16
+	VPUNPCKHDQ        Z18, Z17, Z17
+	VPUNPCKLDQ        Z20, Z19, Z18
+	VPUNPCKHDQ        Z20, Z19, Z19
+	VPUNPCKLQDQ       Z14, Z21, Z20
+	VPUNPCKHQDQ       Z14, Z21, Z14
+	VPUNPCKLQDQ       Z15, Z13, Z21
+	VPUNPCKHQDQ       Z15, Z13, Z13
+	VPUNPCKLQDQ       Z18, Z16, Z15
+	VPUNPCKHQDQ       Z18, Z16, Z16
+	VPUNPCKLQDQ       Z19, Z17, Z18
+	VPUNPCKHQDQ       Z19, Z17, Z17
+	VSHUFI64X2        $0x88, Z15, Z20, Z19
+	VSHUFI64X2        $0xdd, Z15, Z20, Z15
+	VSHUFI64X2        $0x88, Z16, Z14, Z20
+	VSHUFI64X2        $0xdd, Z16, Z14, Z14
+	VSHUFI64X2        $0x88, Z18, Z21, Z16
+	VSHUFI64X2        $0xdd, Z18, Z21, Z18
+	VSHUFI64X2        $0x88, Z17, Z13, Z21
+	VSHUFI64X2        $0xdd, Z17, Z13, Z13
+	VPXORD            Y17, Y17, Y17
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X17
+	MOVWQZX           (R9), R11
+	MOVWQZX           (R9)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X17, X17
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X22
+	MOVWQZX           (R10), R11
+	MOVWQZX           (R10)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X22, X22
+	VINSERTI32X4      $0x01, X22, Y17, Y17
+	VCVTPH2PS         Y17, Z17
+	VPBROADCASTD      44(BX), Z22
+	VPDPBUSD.BCST     (BX), Z19, Z22
+	VPDPBUSD.BCST     4(BX), Z20, Z22
+	VPDPBUSD.BCST     8(BX), Z16, Z22
+	VPDPBUSD.BCST     12(BX), Z21, Z22
+	VPDPBUSD.BCST     16(BX), Z15, Z22
+	VPDPBUSD.BCST     20(BX), Z14, Z22
+	VPDPBUSD.BCST     24(BX), Z18, Z22
+	VPDPBUSD.BCST     28(BX), Z13, Z22
+	VCVTDQ2PS         Z22, Z22
+	VMULPS.BCST       32(BX), Z17, Z23
+	VMULPS            Z23, Z22, Z22
+	VADDPS            Z22, Z1, Z1
+	VPBROADCASTD      108(BX), Z22
+	VPDPBUSD.BCST     64(BX), Z19, Z22
+	VPDPBUSD.BCST     68(BX), Z20, Z22
+	VPDPBUSD.BCST     72(BX), Z16, Z22
+	VPDPBUSD.BCST     76(BX), Z21, Z22
+	VPDPBUSD.BCST     80(BX), Z15, Z22
+	VPDPBUSD.BCST     84(BX), Z14, Z22
+	VPDPBUSD.BCST     88(BX), Z18, Z22
+	VPDPBUSD.BCST     92(BX), Z13, Z22
+	VCVTDQ2PS         Z22, Z22
+	VMULPS.BCST       96(BX), Z17, Z23
+	VMULPS            Z23, Z22, Z22
+	VADDPS            Z22, Z2, Z2
+	VPBROADCASTD      172(BX), Z22
+	VPDPBUSD.BCST     128(BX), Z19, Z22
+	VPDPBUSD.BCST     132(BX), Z20, Z22
+	VPDPBUSD.BCST     136(BX), Z16, Z22
+	VPDPBUSD.BCST     140(BX), Z21, Z22
+	VPDPBUSD.BCST     144(BX), Z15, Z22
+	VPDPBUSD.BCST     148(BX), Z14, Z22
+	VPDPBUSD.BCST     152(BX), Z18, Z22
+	VPDPBUSD.BCST     156(BX), Z13, Z22
+	VCVTDQ2PS         Z22, Z22
+	VMULPS.BCST       160(BX), Z17, Z23
+	VMULPS            Z23, Z22, Z22
+	VADDPS            Z22, Z3, Z3
+	VPBROADCASTD      236(BX), Z22
+	VPDPBUSD.BCST     192(BX), Z19, Z22
+	VPDPBUSD.BCST     196(BX), Z20, Z22
+	VPDPBUSD.BCST     200(BX), Z16, Z22
+	VPDPBUSD.BCST     204(BX), Z21, Z22
+	VPDPBUSD.BCST     208(BX), Z15, Z22
+	VPDPBUSD.BCST     212(BX), Z14, Z22
+	VPDPBUSD.BCST     216(BX), Z18, Z22
+	VPDPBUSD.BCST     220(BX), Z13, Z22
+	VCVTDQ2PS         Z22, Z22
+	VMULPS.BCST       224(BX), Z17, Z23
+	VMULPS            Z23, Z22, Z22
+	VADDPS            Z22, Z4, Z4
+	VPBROADCASTD      300(BX), Z22
+	VPDPBUSD.BCST     256(BX), Z19, Z22
+	VPDPBUSD.BCST     260(BX), Z20, Z22
+	VPDPBUSD.BCST     264(BX), Z16, Z22
+	VPDPBUSD.BCST     268(BX), Z21, Z22
+	VPDPBUSD.BCST     272(BX), Z15, Z22
+	VPDPBUSD.BCST     276(BX), Z14, Z22
+	VPDPBUSD.BCST     280(BX), Z18, Z22
+	VPDPBUSD.BCST     284(BX), Z13, Z22
+	VCVTDQ2PS         Z22, Z22
+	VMULPS.BCST       288(BX), Z17, Z23
+	VMULPS            Z23, Z22, Z22
+	VADDPS            Z22, Z5, Z5
+	VPBROADCASTD      364(BX), Z22
+	VPDPBUSD.BCST     320(BX), Z19, Z22
+	VPDPBUSD.BCST     324(BX), Z20, Z22
+	VPDPBUSD.BCST     328(BX), Z16, Z22
+	VPDPBUSD.BCST     332(BX), Z21, Z22
+	VPDPBUSD.BCST     336(BX), Z15, Z22
+	VPDPBUSD.BCST     340(BX), Z14, Z22
+	VPDPBUSD.BCST     344(BX), Z18, Z22
+	VPDPBUSD.BCST     348(BX), Z13, Z22
+	VCVTDQ2PS         Z22, Z22
+	VMULPS.BCST       352(BX), Z17, Z23
+	VMULPS            Z23, Z22, Z22
+	VADDPS            Z22, Z6, Z6
+	VPBROADCASTD      428(BX), Z22
+	VPDPBUSD.BCST     384(BX), Z19, Z22
+	VPDPBUSD.BCST     388(BX), Z20, Z22
+	VPDPBUSD.BCST     392(BX), Z16, Z22
+	VPDPBUSD.BCST     396(BX), Z21, Z22
+	VPDPBUSD.BCST     400(BX), Z15, Z22
+	VPDPBUSD.BCST     404(BX), Z14, Z22
+	VPDPBUSD.BCST     408(BX), Z18, Z22
+	VPDPBUSD.BCST     412(BX), Z13, Z22
+	VCVTDQ2PS         Z22, Z22
+	VMULPS.BCST       416(BX), Z17, Z23
+	VMULPS            Z23, Z22, Z22
+	VADDPS            Z22, Z7, Z7
+	VPBROADCASTD      492(BX), Z22
+	VPDPBUSD.BCST     448(BX), Z19, Z22
+	VPDPBUSD.BCST     452(BX), Z20, Z22
+	VPDPBUSD.BCST     456(BX), Z16, Z22
+	VPDPBUSD.BCST     460(BX), Z21, Z22
+	VPDPBUSD.BCST     464(BX), Z15, Z22
+	VPDPBUSD.BCST     468(BX), Z14, Z22
+	VPDPBUSD.BCST     472(BX), Z18, Z22
+	VPDPBUSD.BCST     476(BX), Z13, Z22
+	VCVTDQ2PS         Z22, Z22
+	VMULPS.BCST       480(BX), Z17, Z23
+	VMULPS            Z23, Z22, Z22
+	VADDPS            Z22, Z8, Z8
+	VPBROADCASTD      556(BX), Z22
+	VPDPBUSD.BCST     512(BX), Z19, Z22
+	VPDPBUSD.BCST     516(BX), Z20, Z22
+	VPDPBUSD.BCST     520(BX), Z16, Z22
+	VPDPBUSD.BCST     524(BX), Z21, Z22
+	VPDPBUSD.BCST     528(BX), Z15, Z22
+	VPDPBUSD.BCST     532(BX), Z14, Z22
+	VPDPBUSD.BCST     536(BX), Z18, Z22
+	VPDPBUSD.BCST     540(BX), Z13, Z22
+	VCVTDQ2PS         Z22, Z22
+	VMULPS.BCST       544(BX), Z17, Z23
+	VMULPS            Z23, Z22, Z22
+	VADDPS            Z22, Z9, Z9
+	VPBROADCASTD      620(BX), Z22
+	VPDPBUSD.BCST     576(BX), Z19, Z22
+	VPDPBUSD.BCST     580(BX), Z20, Z22
+	VPDPBUSD.BCST     584(BX), Z16, Z22
+	VPDPBUSD.BCST     588(BX), Z21, Z22
+	VPDPBUSD.BCST     592(BX), Z15, Z22
+	VPDPBUSD.BCST     596(BX), Z14, Z22
+	VPDPBUSD.BCST     600(BX), Z18, Z22
+	VPDPBUSD.BCST     604(BX), Z13, Z22
+	VCVTDQ2PS         Z22, Z22
+	VMULPS.BCST       608(BX), Z17, Z23
+	VMULPS            Z23, Z22, Z22
+	VADDPS            Z22, Z10, Z10
+	VPBROADCASTD      684(BX), Z22
+	VPDPBUSD.BCST     640(BX), Z19, Z22
+	VPDPBUSD.BCST     644(BX), Z20, Z22
+	VPDPBUSD.BCST     648(BX), Z16, Z22
+	VPDPBUSD.BCST     652(BX), Z21, Z22
+	VPDPBUSD.BCST     656(BX), Z15, Z22
+	VPDPBUSD.BCST     660(BX), Z14, Z22
+	VPDPBUSD.BCST     664(BX), Z18, Z22
+	VPDPBUSD.BCST     668(BX), Z13, Z22
+	VCVTDQ2PS         Z22, Z22
+	VMULPS.BCST       672(BX), Z17, Z23
+	VMULPS            Z23, Z22, Z22
+	VADDPS            Z22, Z11, Z11
+	VPBROADCASTD      748(BX), Z22
+	VPDPBUSD.BCST     704(BX), Z19, Z22
+	VPDPBUSD.BCST     708(BX), Z20, Z22
+	VPDPBUSD.BCST     712(BX), Z16, Z22
+	VPDPBUSD.BCST     716(BX), Z21, Z22
+	VPDPBUSD.BCST     720(BX), Z15, Z22
+	VPDPBUSD.BCST     724(BX), Z14, Z22
+	VPDPBUSD.BCST     728(BX), Z18, Z22
+	VPDPBUSD.BCST     732(BX), Z13, Z22
+	VCVTDQ2PS         Z22, Z13
+	VMULPS.BCST       736(BX), Z17, Z14
+	VMULPS            Z14, Z13, Z13
+	VADDPS            Z13, Z12, Z12
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(DI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(DI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(DI*1)
+	PREFETCHT0        256(R10)
+	PREFETCHT0        256(R10)(CX*1)
+	PREFETCHT0        256(R10)(CX*2)
+	PREFETCHT0        256(R10)(DI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000022, R10
+	ADDQ              SI, BX
+	DECQ              DX
+	JMP               dotQ8_0x16x12VNNI_loop
+
+dotQ8_0x16x12VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z12, Z12, Z12
+	VMOVUPS    Z12, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x12VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16x12VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0f0f0f0f, R11
+	VPBROADCASTD R11, Z0
+	VMOVDQU64    rv16shift<>+0(SB), Z1
+	MOVL         $0x0000ff00, R11
+	KMOVW        R11, K1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       Z10, Z10, Z10
+	VPXORD       Z11, Z11, Z11
+	VPXORD       Z12, Z12, Z12
+	VPXORD       Z13, Z13, Z13
+
+dotQ4_0x16x12VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x12VNNI_done
+	VBROADCASTI32X4 2(AX), Z14
+	VBROADCASTI32X4 2(R9), K1, Z14
+	VPSRLVQ         Z1, Z14, Z14
+	VPANDD          Z0, Z14, Z14
+	VBROADCASTI32X4 2(AX)(CX*1), Z15
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z15
+	VPSRLVQ         Z1, Z15, Z15
+	VPANDD          Z0, Z15, Z15
+	VBROADCASTI32X4 2(AX)(CX*2), Z16
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z16
+	VPSRLVQ         Z1, Z16, Z16
+	VPANDD          Z0, Z16, Z16
+	VBROADCASTI32X4 2(AX)(DI*1), Z17
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z17
+	VPSRLVQ         Z1, Z17, Z17
+	VPANDD          Z0, Z17, Z17
+	VBROADCASTI32X4 2(R8), Z18
+	VBROADCASTI32X4 2(R10), K1, Z18
+	VPSRLVQ         Z1, Z18, Z18
+	VPANDD          Z0, Z18, Z18
+	VBROADCASTI32X4 2(R8)(CX*1), Z19
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z19
+	VPSRLVQ         Z1, Z19, Z19
+	VPANDD          Z0, Z19, Z19
+	VBROADCASTI32X4 2(R8)(CX*2), Z20
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z20
+	VPSRLVQ         Z1, Z20, Z20
+	VPANDD          Z0, Z20, Z20
+	VBROADCASTI32X4 2(R8)(DI*1), Z21
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z21
+	VPSRLVQ         Z1, Z21, Z21
+	VPANDD          Z0, Z21, Z21
+	VPUNPCKLDQ      Z15, Z14, Z22
+	VPUNPCKHDQ      Z15, Z14, Z14
+	VPUNPCKLDQ      Z17, Z16, Z15
+	VPUNPCKHDQ      Z17, Z16, Z16
+	VPUNPCKLDQ      Z19, Z18, Z17
+	VPUNPCKHDQ      Z19, Z18, Z18
+	VPUNPCKLDQ      Z21, Z20, Z19
+	VPUNPCKHDQ      Z21, Z20, Z20
+	VPUNPCKLQDQ     Z15, Z22, Z21
+	VPUNPCKHQDQ     Z15, Z22, Z15
+	VPUNPCKLQDQ     Z16, Z14, Z22
+	VPUNPCKHQDQ     Z16, Z14, Z14
+	VPUNPCKLQDQ     Z19, Z17, Z16
+	VPUNPCKHQDQ     Z19, Z17, Z17
+	VPUNPCKLQDQ     Z20, Z18, Z19
+	VPUNPCKHQDQ     Z20, Z18, Z18
+	VSHUFI64X2      $0x88, Z16, Z21, Z20
+	VSHUFI64X2      $0xdd, Z16, Z21, Z16
+	VSHUFI64X2      $0x88, Z17, Z15, Z21
+	VSHUFI64X2      $0xdd, Z17, Z15, Z15
+	VSHUFI64X2      $0x88, Z19, Z22, Z17
+	VSHUFI64X2      $0xdd, Z19, Z22, Z19
+	VSHUFI64X2      $0x88, Z18, Z14, Z22
+	VSHUFI64X2      $0xdd, Z18, Z14, Z14
+	VPXORD          Y18, Y18, Y18
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X18
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X18, X18
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X23
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X23, X23
+	VINSERTI32X4    $0x01, X23, Y18, Y18
+	VCVTPH2PS       Y18, Z18
+	VPBROADCASTD    48(BX), Z23
+	VPDPBUSD.BCST   (BX), Z20, Z23
+	VPDPBUSD.BCST   4(BX), Z21, Z23
+	VPDPBUSD.BCST   8(BX), Z17, Z23
+	VPDPBUSD.BCST   12(BX), Z22, Z23
+	VPDPBUSD.BCST   16(BX), Z16, Z23
+	VPDPBUSD.BCST   20(BX), Z15, Z23
+	VPDPBUSD.BCST   24(BX), Z19, Z23
+	VPDPBUSD.BCST   28(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     32(BX), Z23, Z23
+	VADDPS          Z23, Z2, Z2
+	VPBROADCASTD    112(BX), Z23
+	VPDPBUSD.BCST   64(BX), Z20, Z23
+	VPDPBUSD.BCST   68(BX), Z21, Z23
+	VPDPBUSD.BCST   72(BX), Z17, Z23
+	VPDPBUSD.BCST   76(BX), Z22, Z23
+	VPDPBUSD.BCST   80(BX), Z16, Z23
+	VPDPBUSD.BCST   84(BX), Z15, Z23
+	VPDPBUSD.BCST   88(BX), Z19, Z23
+	VPDPBUSD.BCST   92(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     96(BX), Z23, Z23
+	VADDPS          Z23, Z3, Z3
+	VPBROADCASTD    176(BX), Z23
+	VPDPBUSD.BCST   128(BX), Z20, Z23
+	VPDPBUSD.BCST   132(BX), Z21, Z23
+	VPDPBUSD.BCST   136(BX), Z17, Z23
+	VPDPBUSD.BCST   140(BX), Z22, Z23
+	VPDPBUSD.BCST   144(BX), Z16, Z23
+	VPDPBUSD.BCST   148(BX), Z15, Z23
+	VPDPBUSD.BCST   152(BX), Z19, Z23
+	VPDPBUSD.BCST   156(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     160(BX), Z23, Z23
+	VADDPS          Z23, Z4, Z4
+	VPBROADCASTD    240(BX), Z23
+	VPDPBUSD.BCST   192(BX), Z20, Z23
+	VPDPBUSD.BCST   196(BX), Z21, Z23
+	VPDPBUSD.BCST   200(BX), Z17, Z23
+	VPDPBUSD.BCST   204(BX), Z22, Z23
+	VPDPBUSD.BCST   208(BX), Z16, Z23
+	VPDPBUSD.BCST   212(BX), Z15, Z23
+	VPDPBUSD.BCST   216(BX), Z19, Z23
+	VPDPBUSD.BCST   220(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     224(BX), Z23, Z23
+	VADDPS          Z23, Z5, Z5
+	VPBROADCASTD    304(BX), Z23
+	VPDPBUSD.BCST   256(BX), Z20, Z23
+	VPDPBUSD.BCST   260(BX), Z21, Z23
+	VPDPBUSD.BCST   264(BX), Z17, Z23
+	VPDPBUSD.BCST   268(BX), Z22, Z23
+	VPDPBUSD.BCST   272(BX), Z16, Z23
+	VPDPBUSD.BCST   276(BX), Z15, Z23
+	VPDPBUSD.BCST   280(BX), Z19, Z23
+	VPDPBUSD.BCST   284(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     288(BX), Z23, Z23
+	VADDPS          Z23, Z6, Z6
+	VPBROADCASTD    368(BX), Z23
+	VPDPBUSD.BCST   320(BX), Z20, Z23
+	VPDPBUSD.BCST   324(BX), Z21, Z23
+	VPDPBUSD.BCST   328(BX), Z17, Z23
+	VPDPBUSD.BCST   332(BX), Z22, Z23
+	VPDPBUSD.BCST   336(BX), Z16, Z23
+	VPDPBUSD.BCST   340(BX), Z15, Z23
+	VPDPBUSD.BCST   344(BX), Z19, Z23
+	VPDPBUSD.BCST   348(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     352(BX), Z23, Z23
+	VADDPS          Z23, Z7, Z7
+	VPBROADCASTD    432(BX), Z23
+	VPDPBUSD.BCST   384(BX), Z20, Z23
+	VPDPBUSD.BCST   388(BX), Z21, Z23
+	VPDPBUSD.BCST   392(BX), Z17, Z23
+	VPDPBUSD.BCST   396(BX), Z22, Z23
+	VPDPBUSD.BCST   400(BX), Z16, Z23
+	VPDPBUSD.BCST   404(BX), Z15, Z23
+	VPDPBUSD.BCST   408(BX), Z19, Z23
+	VPDPBUSD.BCST   412(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     416(BX), Z23, Z23
+	VADDPS          Z23, Z8, Z8
+	VPBROADCASTD    496(BX), Z23
+	VPDPBUSD.BCST   448(BX), Z20, Z23
+	VPDPBUSD.BCST   452(BX), Z21, Z23
+	VPDPBUSD.BCST   456(BX), Z17, Z23
+	VPDPBUSD.BCST   460(BX), Z22, Z23
+	VPDPBUSD.BCST   464(BX), Z16, Z23
+	VPDPBUSD.BCST   468(BX), Z15, Z23
+	VPDPBUSD.BCST   472(BX), Z19, Z23
+	VPDPBUSD.BCST   476(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     480(BX), Z23, Z23
+	VADDPS          Z23, Z9, Z9
+	VPBROADCASTD    560(BX), Z23
+	VPDPBUSD.BCST   512(BX), Z20, Z23
+	VPDPBUSD.BCST   516(BX), Z21, Z23
+	VPDPBUSD.BCST   520(BX), Z17, Z23
+	VPDPBUSD.BCST   524(BX), Z22, Z23
+	VPDPBUSD.BCST   528(BX), Z16, Z23
+	VPDPBUSD.BCST   532(BX), Z15, Z23
+	VPDPBUSD.BCST   536(BX), Z19, Z23
+	VPDPBUSD.BCST   540(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     544(BX), Z23, Z23
+	VADDPS          Z23, Z10, Z10
+	VPBROADCASTD    624(BX), Z23
+	VPDPBUSD.BCST   576(BX), Z20, Z23
+	VPDPBUSD.BCST   580(BX), Z21, Z23
+	VPDPBUSD.BCST   584(BX), Z17, Z23
+	VPDPBUSD.BCST   588(BX), Z22, Z23
+	VPDPBUSD.BCST   592(BX), Z16, Z23
+	VPDPBUSD.BCST   596(BX), Z15, Z23
+	VPDPBUSD.BCST   600(BX), Z19, Z23
+	VPDPBUSD.BCST   604(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     608(BX), Z23, Z23
+	VADDPS          Z23, Z11, Z11
+	VPBROADCASTD    688(BX), Z23
+	VPDPBUSD.BCST   640(BX), Z20, Z23
+	VPDPBUSD.BCST   644(BX), Z21, Z23
+	VPDPBUSD.BCST   648(BX), Z17, Z23
+	VPDPBUSD.BCST   652(BX), Z22, Z23
+	VPDPBUSD.BCST   656(BX), Z16, Z23
+	VPDPBUSD.BCST   660(BX), Z15, Z23
+	VPDPBUSD.BCST   664(BX), Z19, Z23
+	VPDPBUSD.BCST   668(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     672(BX), Z23, Z23
+	VADDPS          Z23, Z12, Z12
+	VPBROADCASTD    752(BX), Z23
+	VPDPBUSD.BCST   704(BX), Z20, Z23
+	VPDPBUSD.BCST   708(BX), Z21, Z23
+	VPDPBUSD.BCST   712(BX), Z17, Z23
+	VPDPBUSD.BCST   716(BX), Z22, Z23
+	VPDPBUSD.BCST   720(BX), Z16, Z23
+	VPDPBUSD.BCST   724(BX), Z15, Z23
+	VPDPBUSD.BCST   728(BX), Z19, Z23
+	VPDPBUSD.BCST   732(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z14
+	VMULPS          Z18, Z14, Z14
+	VMULPS.BCST     736(BX), Z14, Z14
+	VADDPS          Z14, Z13, Z13
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x12VNNI_loop
+
+dotQ4_0x16x12VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z12, Z12, Z12
+	VMOVUPS    Z12, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z13, Z13, Z13
+	VMOVUPS    Z13, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x12GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16x12GFNI(SB), NOSPLIT, $0-56
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	MOVQ      astep+32(FP), SI
+	LEAQ      (CX)(CX*2), DI
+	LEAQ      (AX)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	LEAQ      (R9)(CX*4), R10
+	VMOVDQU64 rv16nib<>+0(SB), Z0
+	MOVL      $0x0000ff00, R11
+	KMOVW     R11, K1
+	VPXORD    Z1, Z1, Z1
+	VPXORD    Z2, Z2, Z2
+	VPXORD    Z3, Z3, Z3
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+	VPXORD    Z7, Z7, Z7
+	VPXORD    Z8, Z8, Z8
+	VPXORD    Z9, Z9, Z9
+	VPXORD    Z10, Z10, Z10
+	VPXORD    Z11, Z11, Z11
+	VPXORD    Z12, Z12, Z12
+
+dotQ4_0x16x12GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x12GFNI_done
+	VBROADCASTI32X4 2(AX), Z13
+	VBROADCASTI32X4 2(R9), K1, Z13
+	VGF2P8AFFINEQB  $0x00, Z0, Z13, Z13
+	VBROADCASTI32X4 2(AX)(CX*1), Z14
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z14
+	VGF2P8AFFINEQB  $0x00, Z0, Z14, Z14
+	VBROADCASTI32X4 2(AX)(CX*2), Z15
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z15
+	VGF2P8AFFINEQB  $0x00, Z0, Z15, Z15
+	VBROADCASTI32X4 2(AX)(DI*1), Z16
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z16
+	VGF2P8AFFINEQB  $0x00, Z0, Z16, Z16
+	VBROADCASTI32X4 2(R8), Z17
+	VBROADCASTI32X4 2(R10), K1, Z17
+	VGF2P8AFFINEQB  $0x00, Z0, Z17, Z17
+	VBROADCASTI32X4 2(R8)(CX*1), Z18
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z18
+	VGF2P8AFFINEQB  $0x00, Z0, Z18, Z18
+	VBROADCASTI32X4 2(R8)(CX*2), Z19
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z19
+	VGF2P8AFFINEQB  $0x00, Z0, Z19, Z19
+	VBROADCASTI32X4 2(R8)(DI*1), Z20
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z20
+	VGF2P8AFFINEQB  $0x00, Z0, Z20, Z20
+	VPUNPCKLDQ      Z14, Z13, Z21
+	VPUNPCKHDQ      Z14, Z13, Z13
+	VPUNPCKLDQ      Z16, Z15, Z14
+	VPUNPCKHDQ      Z16, Z15, Z15
+	VPUNPCKLDQ      Z18, Z17, Z16
+	VPUNPCKHDQ      Z18, Z17, Z17
+	VPUNPCKLDQ      Z20, Z19, Z18
+	VPUNPCKHDQ      Z20, Z19, Z19
+	VPUNPCKLQDQ     Z14, Z21, Z20
+	VPUNPCKHQDQ     Z14, Z21, Z14
+	VPUNPCKLQDQ     Z15, Z13, Z21
+	VPUNPCKHQDQ     Z15, Z13, Z13
+	VPUNPCKLQDQ     Z18, Z16, Z15
+	VPUNPCKHQDQ     Z18, Z16, Z16
+	VPUNPCKLQDQ     Z19, Z17, Z18
+	VPUNPCKHQDQ     Z19, Z17, Z17
+	VSHUFI64X2      $0x88, Z15, Z20, Z19
+	VSHUFI64X2      $0xdd, Z15, Z20, Z15
+	VSHUFI64X2      $0x88, Z16, Z14, Z20
+	VSHUFI64X2      $0xdd, Z16, Z14, Z14
+	VSHUFI64X2      $0x88, Z18, Z21, Z16
+	VSHUFI64X2      $0xdd, Z18, Z21, Z18
+	VSHUFI64X2      $0x88, Z17, Z13, Z21
+	VSHUFI64X2      $0xdd, Z17, Z13, Z13
+	VPXORD          Y17, Y17, Y17
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X17
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X17, X17
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X22
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X22, X22
+	VINSERTI32X4    $0x01, X22, Y17, Y17
+	VCVTPH2PS       Y17, Z17
+	VPBROADCASTD    48(BX), Z22
+	VPDPBUSD.BCST   (BX), Z19, Z22
+	VPDPBUSD.BCST   4(BX), Z20, Z22
+	VPDPBUSD.BCST   8(BX), Z16, Z22
+	VPDPBUSD.BCST   12(BX), Z21, Z22
+	VPDPBUSD.BCST   16(BX), Z15, Z22
+	VPDPBUSD.BCST   20(BX), Z14, Z22
+	VPDPBUSD.BCST   24(BX), Z18, Z22
+	VPDPBUSD.BCST   28(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     32(BX), Z22, Z22
+	VADDPS          Z22, Z1, Z1
+	VPBROADCASTD    112(BX), Z22
+	VPDPBUSD.BCST   64(BX), Z19, Z22
+	VPDPBUSD.BCST   68(BX), Z20, Z22
+	VPDPBUSD.BCST   72(BX), Z16, Z22
+	VPDPBUSD.BCST   76(BX), Z21, Z22
+	VPDPBUSD.BCST   80(BX), Z15, Z22
+	VPDPBUSD.BCST   84(BX), Z14, Z22
+	VPDPBUSD.BCST   88(BX), Z18, Z22
+	VPDPBUSD.BCST   92(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     96(BX), Z22, Z22
+	VADDPS          Z22, Z2, Z2
+	VPBROADCASTD    176(BX), Z22
+	VPDPBUSD.BCST   128(BX), Z19, Z22
+	VPDPBUSD.BCST   132(BX), Z20, Z22
+	VPDPBUSD.BCST   136(BX), Z16, Z22
+	VPDPBUSD.BCST   140(BX), Z21, Z22
+	VPDPBUSD.BCST   144(BX), Z15, Z22
+	VPDPBUSD.BCST   148(BX), Z14, Z22
+	VPDPBUSD.BCST   152(BX), Z18, Z22
+	VPDPBUSD.BCST   156(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     160(BX), Z22, Z22
+	VADDPS          Z22, Z3, Z3
+	VPBROADCASTD    240(BX), Z22
+	VPDPBUSD.BCST   192(BX), Z19, Z22
+	VPDPBUSD.BCST   196(BX), Z20, Z22
+	VPDPBUSD.BCST   200(BX), Z16, Z22
+	VPDPBUSD.BCST   204(BX), Z21, Z22
+	VPDPBUSD.BCST   208(BX), Z15, Z22
+	VPDPBUSD.BCST   212(BX), Z14, Z22
+	VPDPBUSD.BCST   216(BX), Z18, Z22
+	VPDPBUSD.BCST   220(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     224(BX), Z22, Z22
+	VADDPS          Z22, Z4, Z4
+	VPBROADCASTD    304(BX), Z22
+	VPDPBUSD.BCST   256(BX), Z19, Z22
+	VPDPBUSD.BCST   260(BX), Z20, Z22
+	VPDPBUSD.BCST   264(BX), Z16, Z22
+	VPDPBUSD.BCST   268(BX), Z21, Z22
+	VPDPBUSD.BCST   272(BX), Z15, Z22
+	VPDPBUSD.BCST   276(BX), Z14, Z22
+	VPDPBUSD.BCST   280(BX), Z18, Z22
+	VPDPBUSD.BCST   284(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     288(BX), Z22, Z22
+	VADDPS          Z22, Z5, Z5
+	VPBROADCASTD    368(BX), Z22
+	VPDPBUSD.BCST   320(BX), Z19, Z22
+	VPDPBUSD.BCST   324(BX), Z20, Z22
+	VPDPBUSD.BCST   328(BX), Z16, Z22
+	VPDPBUSD.BCST   332(BX), Z21, Z22
+	VPDPBUSD.BCST   336(BX), Z15, Z22
+	VPDPBUSD.BCST   340(BX), Z14, Z22
+	VPDPBUSD.BCST   344(BX), Z18, Z22
+	VPDPBUSD.BCST   348(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     352(BX), Z22, Z22
+	VADDPS          Z22, Z6, Z6
+	VPBROADCASTD    432(BX), Z22
+	VPDPBUSD.BCST   384(BX), Z19, Z22
+	VPDPBUSD.BCST   388(BX), Z20, Z22
+	VPDPBUSD.BCST   392(BX), Z16, Z22
+	VPDPBUSD.BCST   396(BX), Z21, Z22
+	VPDPBUSD.BCST   400(BX), Z15, Z22
+	VPDPBUSD.BCST   404(BX), Z14, Z22
+	VPDPBUSD.BCST   408(BX), Z18, Z22
+	VPDPBUSD.BCST   412(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     416(BX), Z22, Z22
+	VADDPS          Z22, Z7, Z7
+	VPBROADCASTD    496(BX), Z22
+	VPDPBUSD.BCST   448(BX), Z19, Z22
+	VPDPBUSD.BCST   452(BX), Z20, Z22
+	VPDPBUSD.BCST   456(BX), Z16, Z22
+	VPDPBUSD.BCST   460(BX), Z21, Z22
+	VPDPBUSD.BCST   464(BX), Z15, Z22
+	VPDPBUSD.BCST   468(BX), Z14, Z22
+	VPDPBUSD.BCST   472(BX), Z18, Z22
+	VPDPBUSD.BCST   476(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     480(BX), Z22, Z22
+	VADDPS          Z22, Z8, Z8
+	VPBROADCASTD    560(BX), Z22
+	VPDPBUSD.BCST   512(BX), Z19, Z22
+	VPDPBUSD.BCST   516(BX), Z20, Z22
+	VPDPBUSD.BCST   520(BX), Z16, Z22
+	VPDPBUSD.BCST   524(BX), Z21, Z22
+	VPDPBUSD.BCST   528(BX), Z15, Z22
+	VPDPBUSD.BCST   532(BX), Z14, Z22
+	VPDPBUSD.BCST   536(BX), Z18, Z22
+	VPDPBUSD.BCST   540(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     544(BX), Z22, Z22
+	VADDPS          Z22, Z9, Z9
+	VPBROADCASTD    624(BX), Z22
+	VPDPBUSD.BCST   576(BX), Z19, Z22
+	VPDPBUSD.BCST   580(BX), Z20, Z22
+	VPDPBUSD.BCST   584(BX), Z16, Z22
+	VPDPBUSD.BCST   588(BX), Z21, Z22
+	VPDPBUSD.BCST   592(BX), Z15, Z22
+	VPDPBUSD.BCST   596(BX), Z14, Z22
+	VPDPBUSD.BCST   600(BX), Z18, Z22
+	VPDPBUSD.BCST   604(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     608(BX), Z22, Z22
+	VADDPS          Z22, Z10, Z10
+	VPBROADCASTD    688(BX), Z22
+	VPDPBUSD.BCST   640(BX), Z19, Z22
+	VPDPBUSD.BCST   644(BX), Z20, Z22
+	VPDPBUSD.BCST   648(BX), Z16, Z22
+	VPDPBUSD.BCST   652(BX), Z21, Z22
+	VPDPBUSD.BCST   656(BX), Z15, Z22
+	VPDPBUSD.BCST   660(BX), Z14, Z22
+	VPDPBUSD.BCST   664(BX), Z18, Z22
+	VPDPBUSD.BCST   668(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z22
+	VMULPS          Z17, Z22, Z22
+	VMULPS.BCST     672(BX), Z22, Z22
+	VADDPS          Z22, Z11, Z11
+	VPBROADCASTD    752(BX), Z22
+	VPDPBUSD.BCST   704(BX), Z19, Z22
+	VPDPBUSD.BCST   708(BX), Z20, Z22
+	VPDPBUSD.BCST   712(BX), Z16, Z22
+	VPDPBUSD.BCST   716(BX), Z21, Z22
+	VPDPBUSD.BCST   720(BX), Z15, Z22
+	VPDPBUSD.BCST   724(BX), Z14, Z22
+	VPDPBUSD.BCST   728(BX), Z18, Z22
+	VPDPBUSD.BCST   732(BX), Z13, Z22
+	VCVTDQ2PS       Z22, Z13
+	VMULPS          Z17, Z13, Z13
+	VMULPS.BCST     736(BX), Z13, Z13
+	VADDPS          Z13, Z12, Z12
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x12GFNI_loop
+
+dotQ4_0x16x12GFNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z12, Z12, Z12
+	VMOVUPS    Z12, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ8_0x16x13VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16x13VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x80808080, R11
+	VPBROADCASTD R11, Z0
+	MOVL         $0x000000f0, R11
+	KMOVW        R11, K1
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       Z10, Z10, Z10
+	VPXORD       Z11, Z11, Z11
+	VPXORD       Z12, Z12, Z12
+	VPXORD       Z13, Z13, Z13
+
+dotQ8_0x16x13VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16x13VNNI_done
+	VPXORD            Z14, Z14, Z14
+	VMOVDQU64         2(AX), Y14
+	VBROADCASTI64X4.Z 2(R9), K1, Z15
+	VPTERNLOGD        $0x56, Z0, Z15, Z14
+	VPXORD            Z15, Z15, Z15
+	VMOVDQU64         2(AX)(CX*1), Y15
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K1, Z16
+	VPTERNLOGD        $0x56, Z0, Z16, Z15
+	VPXORD            Z16, Z16, Z16
+	VMOVDQU64         2(AX)(CX*2), Y16
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K1, Z17
+	VPTERNLOGD        $0x56, Z0, Z17, Z16
+	VPXORD            Z17, Z17, Z17
+	VMOVDQU64         2(AX)(DI*1), Y17
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K1, Z18
+	VPTERNLOGD        $0x56, Z0, Z18, Z17
+	VPXORD            Z18, Z18, Z18
+	VMOVDQU64         2(R8), Y18
+	VBROADCASTI64X4.Z 2(R10), K1, Z19
+	VPTERNLOGD        $0x56, Z0, Z19, Z18
+	VPXORD            Z19, Z19, Z19
+	VMOVDQU64         2(R8)(CX*1), Y19
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K1, Z20
+	VPTERNLOGD        $0x56, Z0, Z20, Z19
+	VPXORD            Z20, Z20, Z20
+	VMOVDQU64         2(R8)(CX*2), Y20
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K1, Z21
+	VPTERNLOGD        $0x56, Z0, Z21, Z20
+	VPXORD            Z21, Z21, Z21
+	VMOVDQU64         2(R8)(DI*1), Y21
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K1, Z22
+	VPTERNLOGD        $0x56, Z0, Z22, Z21
+	VPUNPCKLDQ        Z15, Z14, Z22
+	VPUNPCKHDQ        Z15, Z14, Z14
+	VPUNPCKLDQ        Z17, Z16, Z15
+	VPUNPCKHDQ        Z17, Z16, Z16
+	VPUNPCKLDQ        Z19, Z18, Z17
+	VPUNPCKHDQ        Z19, Z18, Z18
+	VPUNPCKLDQ        Z21, Z20, Z19
+	VPUNPCKHDQ        Z21, Z20, Z20
+	VPUNPCKLQDQ       Z15, Z22, Z21
+	VPUNPCKHQDQ       Z15, Z22, Z15
+	VPUNPCKLQDQ       Z16, Z14, Z22
+	VPUNPCKHQDQ       Z16, Z14, Z14
+	VPUNPCKLQDQ       Z19, Z17, Z16
+	VPUNPCKHQDQ       Z19, Z17, Z17
+	VPUNPCKLQDQ       Z20, Z18, Z19
+	VPUNPCKHQDQ       Z20, Z18, Z18
+	VSHUFI64X2        $0x88, Z16, Z21, Z20
+	VSHUFI64X2        $0xdd, Z16, Z21, Z16
+	VSHUFI64X2        $0x88, Z17, Z15, Z21
+	VSHUFI64X2        $0xdd, Z17, Z15, Z15
+	VSHUFI64X2        $0x88, Z19, Z22, Z17
+	VSHUFI64X2        $0xdd, Z19, Z22, Z19
+	VSHUFI64X2        $0x88, Z18, Z14, Z22
+	VSHUFI64X2        $0xdd, Z18, Z14, Z14
+	VPXORD            Y18, Y18, Y18
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X18
+	MOVWQZX           (R9), R11
+	MOVWQZX           (R9)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X18, X18
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X23
+	MOVWQZX           (R10), R11
+	MOVWQZX           (R10)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X23, X23
+	VINSERTI32X4      $0x01, X23, Y18, Y18
+	VCVTPH2PS         Y18, Z18
+	VPBROADCASTD      44(BX), Z23
+	VPDPBUSD.BCST     (BX), Z20, Z23
+	VPDPBUSD.BCST     4(BX), Z21, Z23
+	VPDPBUSD.BCST     8(BX), Z17, Z23
+	VPDPBUSD.BCST     12(BX), Z22, Z23
+	VPDPBUSD.BCST     16(BX), Z16, Z23
+	VPDPBUSD.BCST     20(BX), Z15, Z23
+	VPDPBUSD.BCST     24(BX), Z19, Z23
+	VPDPBUSD.BCST     28(BX), Z14, Z23
+	VCVTDQ2PS         Z23, Z23
+	VMULPS.BCST       32(BX), Z18, Z24
+	VMULPS            Z24, Z23, Z23
+	VADDPS            Z23, Z1, Z1
+	VPBROADCASTD      108(BX), Z23
+	VPDPBUSD.BCST     64(BX), Z20, Z23
+	VPDPBUSD.BCST     68(BX), Z21, Z23
+	VPDPBUSD.BCST     72(BX), Z17, Z23
+	VPDPBUSD.BCST     76(BX), Z22, Z23
+	VPDPBUSD.BCST     80(BX), Z16, Z23
+	VPDPBUSD.BCST     84(BX), Z15, Z23
+	VPDPBUSD.BCST     88(BX), Z19, Z23
+	VPDPBUSD.BCST     92(BX), Z14, Z23
+	VCVTDQ2PS         Z23, Z23
+	VMULPS.BCST       96(BX), Z18, Z24
+	VMULPS            Z24, Z23, Z23
+	VADDPS            Z23, Z2, Z2
+	VPBROADCASTD      172(BX), Z23
+	VPDPBUSD.BCST     128(BX), Z20, Z23
+	VPDPBUSD.BCST     132(BX), Z21, Z23
+	VPDPBUSD.BCST     136(BX), Z17, Z23
+	VPDPBUSD.BCST     140(BX), Z22, Z23
+	VPDPBUSD.BCST     144(BX), Z16, Z23
+	VPDPBUSD.BCST     148(BX), Z15, Z23
+	VPDPBUSD.BCST     152(BX), Z19, Z23
+	VPDPBUSD.BCST     156(BX), Z14, Z23
+	VCVTDQ2PS         Z23, Z23
+	VMULPS.BCST       160(BX), Z18, Z24
+	VMULPS            Z24, Z23, Z23
+	VADDPS            Z23, Z3, Z3
+	VPBROADCASTD      236(BX), Z23
+	VPDPBUSD.BCST     192(BX), Z20, Z23
+	VPDPBUSD.BCST     196(BX), Z21, Z23
+	VPDPBUSD.BCST     200(BX), Z17, Z23
+	VPDPBUSD.BCST     204(BX), Z22, Z23
+	VPDPBUSD.BCST     208(BX), Z16, Z23
+	VPDPBUSD.BCST     212(BX), Z15, Z23
+	VPDPBUSD.BCST     216(BX), Z19, Z23
+	VPDPBUSD.BCST     220(BX), Z14, Z23
+	VCVTDQ2PS         Z23, Z23
+	VMULPS.BCST       224(BX), Z18, Z24
+	VMULPS            Z24, Z23, Z23
+	VADDPS            Z23, Z4, Z4
+	VPBROADCASTD      300(BX), Z23
+	VPDPBUSD.BCST     256(BX), Z20, Z23
+	VPDPBUSD.BCST     260(BX), Z21, Z23
+	VPDPBUSD.BCST     264(BX), Z17, Z23
+	VPDPBUSD.BCST     268(BX), Z22, Z23
+	VPDPBUSD.BCST     272(BX), Z16, Z23
+	VPDPBUSD.BCST     276(BX), Z15, Z23
+	VPDPBUSD.BCST     280(BX), Z19, Z23
+	VPDPBUSD.BCST     284(BX), Z14, Z23
+	VCVTDQ2PS         Z23, Z23
+	VMULPS.BCST       288(BX), Z18, Z24
+	VMULPS            Z24, Z23, Z23
+	VADDPS            Z23, Z5, Z5
+	VPBROADCASTD      364(BX), Z23
+	VPDPBUSD.BCST     320(BX), Z20, Z23
+	VPDPBUSD.BCST     324(BX), Z21, Z23
+	VPDPBUSD.BCST     328(BX), Z17, Z23
+	VPDPBUSD.BCST     332(BX), Z22, Z23
+	VPDPBUSD.BCST     336(BX), Z16, Z23
+	VPDPBUSD.BCST     340(BX), Z15, Z23
+	VPDPBUSD.BCST     344(BX), Z19, Z23
+	VPDPBUSD.BCST     348(BX), Z14, Z23
+	VCVTDQ2PS         Z23, Z23
+	VMULPS.BCST       352(BX), Z18, Z24
+	VMULPS            Z24, Z23, Z23
+	VADDPS            Z23, Z6, Z6
+	VPBROADCASTD      428(BX), Z23
+	VPDPBUSD.BCST     384(BX), Z20, Z23
+	VPDPBUSD.BCST     388(BX), Z21, Z23
+	VPDPBUSD.BCST     392(BX), Z17, Z23
+	VPDPBUSD.BCST     396(BX), Z22, Z23
+	VPDPBUSD.BCST     400(BX), Z16, Z23
+	VPDPBUSD.BCST     404(BX), Z15, Z23
+	VPDPBUSD.BCST     408(BX), Z19, Z23
+	VPDPBUSD.BCST     412(BX), Z14, Z23
+	VCVTDQ2PS         Z23, Z23
+	VMULPS.BCST       416(BX), Z18, Z24
+	VMULPS            Z24, Z23, Z23
+	VADDPS            Z23, Z7, Z7
+	VPBROADCASTD      492(BX), Z23
+	VPDPBUSD.BCST     448(BX), Z20, Z23
+	VPDPBUSD.BCST     452(BX), Z21, Z23
+	VPDPBUSD.BCST     456(BX), Z17, Z23
+	VPDPBUSD.BCST     460(BX), Z22, Z23
+	VPDPBUSD.BCST     464(BX), Z16, Z23
+	VPDPBUSD.BCST     468(BX), Z15, Z23
+	VPDPBUSD.BCST     472(BX), Z19, Z23
+	VPDPBUSD.BCST     476(BX), Z14, Z23
+	VCVTDQ2PS         Z23, Z23
+	VMULPS.BCST       480(BX), Z18, Z24
+	VMULPS            Z24, Z23, Z23
+	VADDPS            Z23, Z8, Z8
+	VPBROADCASTD      556(BX), Z23
+	VPDPBUSD.BCST     512(BX), Z20, Z23
+	VPDPBUSD.BCST     516(BX), Z21, Z23
+	VPDPBUSD.BCST     520(BX), Z17, Z23
+	VPDPBUSD.BCST     524(BX), Z22, Z23
+	VPDPBUSD.BCST     528(BX), Z16, Z23
+	VPDPBUSD.BCST     532(BX), Z15, Z23
+	VPDPBUSD.BCST     536(BX), Z19, Z23
+	VPDPBUSD.BCST     540(BX), Z14, Z23
+	VCVTDQ2PS         Z23, Z23
+	VMULPS.BCST       544(BX), Z18, Z24
+	VMULPS            Z24, Z23, Z23
+	VADDPS            Z23, Z9, Z9
+	VPBROADCASTD      620(BX), Z23
+	VPDPBUSD.BCST     576(BX), Z20, Z23
+	VPDPBUSD.BCST     580(BX), Z21, Z23
+	VPDPBUSD.BCST     584(BX), Z17, Z23
+	VPDPBUSD.BCST     588(BX), Z22, Z23
+	VPDPBUSD.BCST     592(BX), Z16, Z23
+	VPDPBUSD.BCST     596(BX), Z15, Z23
+	VPDPBUSD.BCST     600(BX), Z19, Z23
+	VPDPBUSD.BCST     604(BX), Z14, Z23
+	VCVTDQ2PS         Z23, Z23
+	VMULPS.BCST       608(BX), Z18, Z24
+	VMULPS            Z24, Z23, Z23
+	VADDPS            Z23, Z10, Z10
+	VPBROADCASTD      684(BX), Z23
+	VPDPBUSD.BCST     640(BX), Z20, Z23
+	VPDPBUSD.BCST     644(BX), Z21, Z23
+	VPDPBUSD.BCST     648(BX), Z17, Z23
+	VPDPBUSD.BCST     652(BX), Z22, Z23
+	VPDPBUSD.BCST     656(BX), Z16, Z23
+	VPDPBUSD.BCST     660(BX), Z15, Z23
+	VPDPBUSD.BCST     664(BX), Z19, Z23
+	VPDPBUSD.BCST     668(BX), Z14, Z23
+	VCVTDQ2PS         Z23, Z23
+	VMULPS.BCST       672(BX), Z18, Z24
+	VMULPS            Z24, Z23, Z23
+	VADDPS            Z23, Z11, Z11
+	VPBROADCASTD      748(BX), Z23
+	VPDPBUSD.BCST     704(BX), Z20, Z23
+	VPDPBUSD.BCST     708(BX), Z21, Z23
+	VPDPBUSD.BCST     712(BX), Z17, Z23
+	VPDPBUSD.BCST     716(BX), Z22, Z23
+	VPDPBUSD.BCST     720(BX), Z16, Z23
+	VPDPBUSD.BCST     724(BX), Z15, Z23
+	VPDPBUSD.BCST     728(BX), Z19, Z23
+	VPDPBUSD.BCST     732(BX), Z14, Z23
+	VCVTDQ2PS         Z23, Z23
+	VMULPS.BCST       736(BX), Z18, Z24
+	VMULPS            Z24, Z23, Z23
+	VADDPS            Z23, Z12, Z12
+	VPBROADCASTD      812(BX), Z23
+	VPDPBUSD.BCST     768(BX), Z20, Z23
+	VPDPBUSD.BCST     772(BX), Z21, Z23
+	VPDPBUSD.BCST     776(BX), Z17, Z23
+	VPDPBUSD.BCST     780(BX), Z22, Z23
+	VPDPBUSD.BCST     784(BX), Z16, Z23
+	VPDPBUSD.BCST     788(BX), Z15, Z23
+	VPDPBUSD.BCST     792(BX), Z19, Z23
+	VPDPBUSD.BCST     796(BX), Z14, Z23
+	VCVTDQ2PS         Z23, Z14
+	VMULPS.BCST       800(BX), Z18, Z15
+	VMULPS            Z15, Z14, Z14
+	VADDPS            Z14, Z13, Z13
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(DI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(DI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(DI*1)
+	PREFETCHT0        256(R10)
+	PREFETCHT0        256(R10)(CX*1)
+	PREFETCHT0        256(R10)(CX*2)
+	PREFETCHT0        256(R10)(DI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000022, R10
+	ADDQ              SI, BX
+	DECQ              DX
+	JMP               dotQ8_0x16x13VNNI_loop
+
+dotQ8_0x16x13VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z12, Z12, Z12
+	VMOVUPS    Z12, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z13, Z13, Z13
+	VMOVUPS    Z13, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x13VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16x13VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0f0f0f0f, R11
+	VPBROADCASTD R11, Z0
+	VMOVDQU64    rv16shift<>+0(SB), Z1
+	MOVL         $0x0000ff00, R11
+	KMOVW        R11, K1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       Z10, Z10, Z10
+	VPXORD       Z11, Z11, Z11
+	VPXORD       Z12, Z12, Z12
+	VPXORD       Z13, Z13, Z13
+	VPXORD       Z14, Z14, Z14
+
+dotQ4_0x16x13VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x13VNNI_done
+	VBROADCASTI32X4 2(AX), Z15
+	VBROADCASTI32X4 2(R9), K1, Z15
+	VPSRLVQ         Z1, Z15, Z15
+	VPANDD          Z0, Z15, Z15
+	VBROADCASTI32X4 2(AX)(CX*1), Z16
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z16
+	VPSRLVQ         Z1, Z16, Z16
+	VPANDD          Z0, Z16, Z16
+	VBROADCASTI32X4 2(AX)(CX*2), Z17
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z17
+	VPSRLVQ         Z1, Z17, Z17
+	VPANDD          Z0, Z17, Z17
+	VBROADCASTI32X4 2(AX)(DI*1), Z18
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z18
+	VPSRLVQ         Z1, Z18, Z18
+	VPANDD          Z0, Z18, Z18
+	VBROADCASTI32X4 2(R8), Z19
+	VBROADCASTI32X4 2(R10), K1, Z19
+	VPSRLVQ         Z1, Z19, Z19
+	VPANDD          Z0, Z19, Z19
+	VBROADCASTI32X4 2(R8)(CX*1), Z20
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z20
+	VPSRLVQ         Z1, Z20, Z20
+	VPANDD          Z0, Z20, Z20
+	VBROADCASTI32X4 2(R8)(CX*2), Z21
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z21
+	VPSRLVQ         Z1, Z21, Z21
+	VPANDD          Z0, Z21, Z21
+	VBROADCASTI32X4 2(R8)(DI*1), Z22
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z22
+	VPSRLVQ         Z1, Z22, Z22
+	VPANDD          Z0, Z22, Z22
+	VPUNPCKLDQ      Z16, Z15, Z23
+	VPUNPCKHDQ      Z16, Z15, Z15
+	VPUNPCKLDQ      Z18, Z17, Z16
+	VPUNPCKHDQ      Z18, Z17, Z17
+	VPUNPCKLDQ      Z20, Z19, Z18
+	VPUNPCKHDQ      Z20, Z19, Z19
+	VPUNPCKLDQ      Z22, Z21, Z20
+	VPUNPCKHDQ      Z22, Z21, Z21
+	VPUNPCKLQDQ     Z16, Z23, Z22
+	VPUNPCKHQDQ     Z16, Z23, Z16
+	VPUNPCKLQDQ     Z17, Z15, Z23
+	VPUNPCKHQDQ     Z17, Z15, Z15
+	VPUNPCKLQDQ     Z20, Z18, Z17
+	VPUNPCKHQDQ     Z20, Z18, Z18
+	VPUNPCKLQDQ     Z21, Z19, Z20
+	VPUNPCKHQDQ     Z21, Z19, Z19
+	VSHUFI64X2      $0x88, Z17, Z22, Z21
+	VSHUFI64X2      $0xdd, Z17, Z22, Z17
+	VSHUFI64X2      $0x88, Z18, Z16, Z22
+	VSHUFI64X2      $0xdd, Z18, Z16, Z16
+	VSHUFI64X2      $0x88, Z20, Z23, Z18
+	VSHUFI64X2      $0xdd, Z20, Z23, Z20
+	VSHUFI64X2      $0x88, Z19, Z15, Z23
+	VSHUFI64X2      $0xdd, Z19, Z15, Z15
+	VPXORD          Y19, Y19, Y19
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X19
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X19, X19
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X24
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X24, X24
+	VINSERTI32X4    $0x01, X24, Y19, Y19
+	VCVTPH2PS       Y19, Z19
+	VPBROADCASTD    48(BX), Z24
+	VPDPBUSD.BCST   (BX), Z21, Z24
+	VPDPBUSD.BCST   4(BX), Z22, Z24
+	VPDPBUSD.BCST   8(BX), Z18, Z24
+	VPDPBUSD.BCST   12(BX), Z23, Z24
+	VPDPBUSD.BCST   16(BX), Z17, Z24
+	VPDPBUSD.BCST   20(BX), Z16, Z24
+	VPDPBUSD.BCST   24(BX), Z20, Z24
+	VPDPBUSD.BCST   28(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     32(BX), Z24, Z24
+	VADDPS          Z24, Z2, Z2
+	VPBROADCASTD    112(BX), Z24
+	VPDPBUSD.BCST   64(BX), Z21, Z24
+	VPDPBUSD.BCST   68(BX), Z22, Z24
+	VPDPBUSD.BCST   72(BX), Z18, Z24
+	VPDPBUSD.BCST   76(BX), Z23, Z24
+	VPDPBUSD.BCST   80(BX), Z17, Z24
+	VPDPBUSD.BCST   84(BX), Z16, Z24
+	VPDPBUSD.BCST   88(BX), Z20, Z24
+	VPDPBUSD.BCST   92(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     96(BX), Z24, Z24
+	VADDPS          Z24, Z3, Z3
+	VPBROADCASTD    176(BX), Z24
+	VPDPBUSD.BCST   128(BX), Z21, Z24
+	VPDPBUSD.BCST   132(BX), Z22, Z24
+	VPDPBUSD.BCST   136(BX), Z18, Z24
+	VPDPBUSD.BCST   140(BX), Z23, Z24
+	VPDPBUSD.BCST   144(BX), Z17, Z24
+	VPDPBUSD.BCST   148(BX), Z16, Z24
+	VPDPBUSD.BCST   152(BX), Z20, Z24
+	VPDPBUSD.BCST   156(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     160(BX), Z24, Z24
+	VADDPS          Z24, Z4, Z4
+	VPBROADCASTD    240(BX), Z24
+	VPDPBUSD.BCST   192(BX), Z21, Z24
+	VPDPBUSD.BCST   196(BX), Z22, Z24
+	VPDPBUSD.BCST   200(BX), Z18, Z24
+	VPDPBUSD.BCST   204(BX), Z23, Z24
+	VPDPBUSD.BCST   208(BX), Z17, Z24
+	VPDPBUSD.BCST   212(BX), Z16, Z24
+	VPDPBUSD.BCST   216(BX), Z20, Z24
+	VPDPBUSD.BCST   220(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     224(BX), Z24, Z24
+	VADDPS          Z24, Z5, Z5
+	VPBROADCASTD    304(BX), Z24
+	VPDPBUSD.BCST   256(BX), Z21, Z24
+	VPDPBUSD.BCST   260(BX), Z22, Z24
+	VPDPBUSD.BCST   264(BX), Z18, Z24
+	VPDPBUSD.BCST   268(BX), Z23, Z24
+	VPDPBUSD.BCST   272(BX), Z17, Z24
+	VPDPBUSD.BCST   276(BX), Z16, Z24
+	VPDPBUSD.BCST   280(BX), Z20, Z24
+	VPDPBUSD.BCST   284(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     288(BX), Z24, Z24
+	VADDPS          Z24, Z6, Z6
+	VPBROADCASTD    368(BX), Z24
+	VPDPBUSD.BCST   320(BX), Z21, Z24
+	VPDPBUSD.BCST   324(BX), Z22, Z24
+	VPDPBUSD.BCST   328(BX), Z18, Z24
+	VPDPBUSD.BCST   332(BX), Z23, Z24
+	VPDPBUSD.BCST   336(BX), Z17, Z24
+	VPDPBUSD.BCST   340(BX), Z16, Z24
+	VPDPBUSD.BCST   344(BX), Z20, Z24
+	VPDPBUSD.BCST   348(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     352(BX), Z24, Z24
+	VADDPS          Z24, Z7, Z7
+	VPBROADCASTD    432(BX), Z24
+	VPDPBUSD.BCST   384(BX), Z21, Z24
+	VPDPBUSD.BCST   388(BX), Z22, Z24
+	VPDPBUSD.BCST   392(BX), Z18, Z24
+	VPDPBUSD.BCST   396(BX), Z23, Z24
+	VPDPBUSD.BCST   400(BX), Z17, Z24
+	VPDPBUSD.BCST   404(BX), Z16, Z24
+	VPDPBUSD.BCST   408(BX), Z20, Z24
+	VPDPBUSD.BCST   412(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     416(BX), Z24, Z24
+	VADDPS          Z24, Z8, Z8
+	VPBROADCASTD    496(BX), Z24
+	VPDPBUSD.BCST   448(BX), Z21, Z24
+	VPDPBUSD.BCST   452(BX), Z22, Z24
+	VPDPBUSD.BCST   456(BX), Z18, Z24
+	VPDPBUSD.BCST   460(BX), Z23, Z24
+	VPDPBUSD.BCST   464(BX), Z17, Z24
+	VPDPBUSD.BCST   468(BX), Z16, Z24
+	VPDPBUSD.BCST   472(BX), Z20, Z24
+	VPDPBUSD.BCST   476(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     480(BX), Z24, Z24
+	VADDPS          Z24, Z9, Z9
+	VPBROADCASTD    560(BX), Z24
+	VPDPBUSD.BCST   512(BX), Z21, Z24
+	VPDPBUSD.BCST   516(BX), Z22, Z24
+	VPDPBUSD.BCST   520(BX), Z18, Z24
+	VPDPBUSD.BCST   524(BX), Z23, Z24
+	VPDPBUSD.BCST   528(BX), Z17, Z24
+	VPDPBUSD.BCST   532(BX), Z16, Z24
+	VPDPBUSD.BCST   536(BX), Z20, Z24
+	VPDPBUSD.BCST   540(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     544(BX), Z24, Z24
+	VADDPS          Z24, Z10, Z10
+	VPBROADCASTD    624(BX), Z24
+	VPDPBUSD.BCST   576(BX), Z21, Z24
+	VPDPBUSD.BCST   580(BX), Z22, Z24
+	VPDPBUSD.BCST   584(BX), Z18, Z24
+	VPDPBUSD.BCST   588(BX), Z23, Z24
+	VPDPBUSD.BCST   592(BX), Z17, Z24
+	VPDPBUSD.BCST   596(BX), Z16, Z24
+	VPDPBUSD.BCST   600(BX), Z20, Z24
+	VPDPBUSD.BCST   604(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     608(BX), Z24, Z24
+	VADDPS          Z24, Z11, Z11
+	VPBROADCASTD    688(BX), Z24
+	VPDPBUSD.BCST   640(BX), Z21, Z24
+	VPDPBUSD.BCST   644(BX), Z22, Z24
+	VPDPBUSD.BCST   648(BX), Z18, Z24
+	VPDPBUSD.BCST   652(BX), Z23, Z24
+	VPDPBUSD.BCST   656(BX), Z17, Z24
+	VPDPBUSD.BCST   660(BX), Z16, Z24
+	VPDPBUSD.BCST   664(BX), Z20, Z24
+	VPDPBUSD.BCST   668(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     672(BX), Z24, Z24
+	VADDPS          Z24, Z12, Z12
+	VPBROADCASTD    752(BX), Z24
+	VPDPBUSD.BCST   704(BX), Z21, Z24
+	VPDPBUSD.BCST   708(BX), Z22, Z24
+	VPDPBUSD.BCST   712(BX), Z18, Z24
+	VPDPBUSD.BCST   716(BX), Z23, Z24
+	VPDPBUSD.BCST   720(BX), Z17, Z24
+	VPDPBUSD.BCST   724(BX), Z16, Z24
+	VPDPBUSD.BCST   728(BX), Z20, Z24
+	VPDPBUSD.BCST   732(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     736(BX), Z24, Z24
+	VADDPS          Z24, Z13, Z13
+	VPBROADCASTD    816(BX), Z24
+	VPDPBUSD.BCST   768(BX), Z21, Z24
+	VPDPBUSD.BCST   772(BX), Z22, Z24
+	VPDPBUSD.BCST   776(BX), Z18, Z24
+	VPDPBUSD.BCST   780(BX), Z23, Z24
+	VPDPBUSD.BCST   784(BX), Z17, Z24
+	VPDPBUSD.BCST   788(BX), Z16, Z24
+	VPDPBUSD.BCST   792(BX), Z20, Z24
+	VPDPBUSD.BCST   796(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z15
+	VMULPS          Z19, Z15, Z15
+	VMULPS.BCST     800(BX), Z15, Z15
+	VADDPS          Z15, Z14, Z14
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x13VNNI_loop
+
+dotQ4_0x16x13VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z12, Z12, Z12
+	VMOVUPS    Z12, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z13, Z13, Z13
+	VMOVUPS    Z13, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z14, Z14, Z14
+	VMOVUPS    Z14, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x13GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16x13GFNI(SB), NOSPLIT, $0-56
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	MOVQ      astep+32(FP), SI
+	LEAQ      (CX)(CX*2), DI
+	LEAQ      (AX)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	LEAQ      (R9)(CX*4), R10
+	VMOVDQU64 rv16nib<>+0(SB), Z0
+	MOVL      $0x0000ff00, R11
+	KMOVW     R11, K1
+	VPXORD    Z1, Z1, Z1
+	VPXORD    Z2, Z2, Z2
+	VPXORD    Z3, Z3, Z3
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+	VPXORD    Z7, Z7, Z7
+	VPXORD    Z8, Z8, Z8
+	VPXORD    Z9, Z9, Z9
+	VPXORD    Z10, Z10, Z10
+	VPXORD    Z11, Z11, Z11
+	VPXORD    Z12, Z12, Z12
+	VPXORD    Z13, Z13, Z13
+
+dotQ4_0x16x13GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x13GFNI_done
+	VBROADCASTI32X4 2(AX), Z14
+	VBROADCASTI32X4 2(R9), K1, Z14
+	VGF2P8AFFINEQB  $0x00, Z0, Z14, Z14
+	VBROADCASTI32X4 2(AX)(CX*1), Z15
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z15
+	VGF2P8AFFINEQB  $0x00, Z0, Z15, Z15
+	VBROADCASTI32X4 2(AX)(CX*2), Z16
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z16
+	VGF2P8AFFINEQB  $0x00, Z0, Z16, Z16
+	VBROADCASTI32X4 2(AX)(DI*1), Z17
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z17
+	VGF2P8AFFINEQB  $0x00, Z0, Z17, Z17
+	VBROADCASTI32X4 2(R8), Z18
+	VBROADCASTI32X4 2(R10), K1, Z18
+	VGF2P8AFFINEQB  $0x00, Z0, Z18, Z18
+	VBROADCASTI32X4 2(R8)(CX*1), Z19
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z19
+	VGF2P8AFFINEQB  $0x00, Z0, Z19, Z19
+	VBROADCASTI32X4 2(R8)(CX*2), Z20
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z20
+	VGF2P8AFFINEQB  $0x00, Z0, Z20, Z20
+	VBROADCASTI32X4 2(R8)(DI*1), Z21
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z21
+	VGF2P8AFFINEQB  $0x00, Z0, Z21, Z21
+	VPUNPCKLDQ      Z15, Z14, Z22
+	VPUNPCKHDQ      Z15, Z14, Z14
+	VPUNPCKLDQ      Z17, Z16, Z15
+	VPUNPCKHDQ      Z17, Z16, Z16
+	VPUNPCKLDQ      Z19, Z18, Z17
+	VPUNPCKHDQ      Z19, Z18, Z18
+	VPUNPCKLDQ      Z21, Z20, Z19
+	VPUNPCKHDQ      Z21, Z20, Z20
+	VPUNPCKLQDQ     Z15, Z22, Z21
+	VPUNPCKHQDQ     Z15, Z22, Z15
+	VPUNPCKLQDQ     Z16, Z14, Z22
+	VPUNPCKHQDQ     Z16, Z14, Z14
+	VPUNPCKLQDQ     Z19, Z17, Z16
+	VPUNPCKHQDQ     Z19, Z17, Z17
+	VPUNPCKLQDQ     Z20, Z18, Z19
+	VPUNPCKHQDQ     Z20, Z18, Z18
+	VSHUFI64X2      $0x88, Z16, Z21, Z20
+	VSHUFI64X2      $0xdd, Z16, Z21, Z16
+	VSHUFI64X2      $0x88, Z17, Z15, Z21
+	VSHUFI64X2      $0xdd, Z17, Z15, Z15
+	VSHUFI64X2      $0x88, Z19, Z22, Z17
+	VSHUFI64X2      $0xdd, Z19, Z22, Z19
+	VSHUFI64X2      $0x88, Z18, Z14, Z22
+	VSHUFI64X2      $0xdd, Z18, Z14, Z14
+	VPXORD          Y18, Y18, Y18
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X18
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X18, X18
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X23
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X23, X23
+	VINSERTI32X4    $0x01, X23, Y18, Y18
+	VCVTPH2PS       Y18, Z18
+	VPBROADCASTD    48(BX), Z23
+	VPDPBUSD.BCST   (BX), Z20, Z23
+	VPDPBUSD.BCST   4(BX), Z21, Z23
+	VPDPBUSD.BCST   8(BX), Z17, Z23
+	VPDPBUSD.BCST   12(BX), Z22, Z23
+	VPDPBUSD.BCST   16(BX), Z16, Z23
+	VPDPBUSD.BCST   20(BX), Z15, Z23
+	VPDPBUSD.BCST   24(BX), Z19, Z23
+	VPDPBUSD.BCST   28(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     32(BX), Z23, Z23
+	VADDPS          Z23, Z1, Z1
+	VPBROADCASTD    112(BX), Z23
+	VPDPBUSD.BCST   64(BX), Z20, Z23
+	VPDPBUSD.BCST   68(BX), Z21, Z23
+	VPDPBUSD.BCST   72(BX), Z17, Z23
+	VPDPBUSD.BCST   76(BX), Z22, Z23
+	VPDPBUSD.BCST   80(BX), Z16, Z23
+	VPDPBUSD.BCST   84(BX), Z15, Z23
+	VPDPBUSD.BCST   88(BX), Z19, Z23
+	VPDPBUSD.BCST   92(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     96(BX), Z23, Z23
+	VADDPS          Z23, Z2, Z2
+	VPBROADCASTD    176(BX), Z23
+	VPDPBUSD.BCST   128(BX), Z20, Z23
+	VPDPBUSD.BCST   132(BX), Z21, Z23
+	VPDPBUSD.BCST   136(BX), Z17, Z23
+	VPDPBUSD.BCST   140(BX), Z22, Z23
+	VPDPBUSD.BCST   144(BX), Z16, Z23
+	VPDPBUSD.BCST   148(BX), Z15, Z23
+	VPDPBUSD.BCST   152(BX), Z19, Z23
+	VPDPBUSD.BCST   156(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     160(BX), Z23, Z23
+	VADDPS          Z23, Z3, Z3
+	VPBROADCASTD    240(BX), Z23
+	VPDPBUSD.BCST   192(BX), Z20, Z23
+	VPDPBUSD.BCST   196(BX), Z21, Z23
+	VPDPBUSD.BCST   200(BX), Z17, Z23
+	VPDPBUSD.BCST   204(BX), Z22, Z23
+	VPDPBUSD.BCST   208(BX), Z16, Z23
+	VPDPBUSD.BCST   212(BX), Z15, Z23
+	VPDPBUSD.BCST   216(BX), Z19, Z23
+	VPDPBUSD.BCST   220(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     224(BX), Z23, Z23
+	VADDPS          Z23, Z4, Z4
+	VPBROADCASTD    304(BX), Z23
+	VPDPBUSD.BCST   256(BX), Z20, Z23
+	VPDPBUSD.BCST   260(BX), Z21, Z23
+	VPDPBUSD.BCST   264(BX), Z17, Z23
+	VPDPBUSD.BCST   268(BX), Z22, Z23
+	VPDPBUSD.BCST   272(BX), Z16, Z23
+	VPDPBUSD.BCST   276(BX), Z15, Z23
+	VPDPBUSD.BCST   280(BX), Z19, Z23
+	VPDPBUSD.BCST   284(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     288(BX), Z23, Z23
+	VADDPS          Z23, Z5, Z5
+	VPBROADCASTD    368(BX), Z23
+	VPDPBUSD.BCST   320(BX), Z20, Z23
+	VPDPBUSD.BCST   324(BX), Z21, Z23
+	VPDPBUSD.BCST   328(BX), Z17, Z23
+	VPDPBUSD.BCST   332(BX), Z22, Z23
+	VPDPBUSD.BCST   336(BX), Z16, Z23
+	VPDPBUSD.BCST   340(BX), Z15, Z23
+	VPDPBUSD.BCST   344(BX), Z19, Z23
+	VPDPBUSD.BCST   348(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     352(BX), Z23, Z23
+	VADDPS          Z23, Z6, Z6
+	VPBROADCASTD    432(BX), Z23
+	VPDPBUSD.BCST   384(BX), Z20, Z23
+	VPDPBUSD.BCST   388(BX), Z21, Z23
+	VPDPBUSD.BCST   392(BX), Z17, Z23
+	VPDPBUSD.BCST   396(BX), Z22, Z23
+	VPDPBUSD.BCST   400(BX), Z16, Z23
+	VPDPBUSD.BCST   404(BX), Z15, Z23
+	VPDPBUSD.BCST   408(BX), Z19, Z23
+	VPDPBUSD.BCST   412(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     416(BX), Z23, Z23
+	VADDPS          Z23, Z7, Z7
+	VPBROADCASTD    496(BX), Z23
+	VPDPBUSD.BCST   448(BX), Z20, Z23
+	VPDPBUSD.BCST   452(BX), Z21, Z23
+	VPDPBUSD.BCST   456(BX), Z17, Z23
+	VPDPBUSD.BCST   460(BX), Z22, Z23
+	VPDPBUSD.BCST   464(BX), Z16, Z23
+	VPDPBUSD.BCST   468(BX), Z15, Z23
+	VPDPBUSD.BCST   472(BX), Z19, Z23
+	VPDPBUSD.BCST   476(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     480(BX), Z23, Z23
+	VADDPS          Z23, Z8, Z8
+	VPBROADCASTD    560(BX), Z23
+	VPDPBUSD.BCST   512(BX), Z20, Z23
+	VPDPBUSD.BCST   516(BX), Z21, Z23
+	VPDPBUSD.BCST   520(BX), Z17, Z23
+	VPDPBUSD.BCST   524(BX), Z22, Z23
+	VPDPBUSD.BCST   528(BX), Z16, Z23
+	VPDPBUSD.BCST   532(BX), Z15, Z23
+	VPDPBUSD.BCST   536(BX), Z19, Z23
+	VPDPBUSD.BCST   540(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     544(BX), Z23, Z23
+	VADDPS          Z23, Z9, Z9
+	VPBROADCASTD    624(BX), Z23
+	VPDPBUSD.BCST   576(BX), Z20, Z23
+	VPDPBUSD.BCST   580(BX), Z21, Z23
+	VPDPBUSD.BCST   584(BX), Z17, Z23
+	VPDPBUSD.BCST   588(BX), Z22, Z23
+	VPDPBUSD.BCST   592(BX), Z16, Z23
+	VPDPBUSD.BCST   596(BX), Z15, Z23
+	VPDPBUSD.BCST   600(BX), Z19, Z23
+	VPDPBUSD.BCST   604(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     608(BX), Z23, Z23
+	VADDPS          Z23, Z10, Z10
+	VPBROADCASTD    688(BX), Z23
+	VPDPBUSD.BCST   640(BX), Z20, Z23
+	VPDPBUSD.BCST   644(BX), Z21, Z23
+	VPDPBUSD.BCST   648(BX), Z17, Z23
+	VPDPBUSD.BCST   652(BX), Z22, Z23
+	VPDPBUSD.BCST   656(BX), Z16, Z23
+	VPDPBUSD.BCST   660(BX), Z15, Z23
+	VPDPBUSD.BCST   664(BX), Z19, Z23
+	VPDPBUSD.BCST   668(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     672(BX), Z23, Z23
+	VADDPS          Z23, Z11, Z11
+	VPBROADCASTD    752(BX), Z23
+	VPDPBUSD.BCST   704(BX), Z20, Z23
+	VPDPBUSD.BCST   708(BX), Z21, Z23
+	VPDPBUSD.BCST   712(BX), Z17, Z23
+	VPDPBUSD.BCST   716(BX), Z22, Z23
+	VPDPBUSD.BCST   720(BX), Z16, Z23
+	VPDPBUSD.BCST   724(BX), Z15, Z23
+	VPDPBUSD.BCST   728(BX), Z19, Z23
+	VPDPBUSD.BCST   732(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z23
+	VMULPS          Z18, Z23, Z23
+	VMULPS.BCST     736(BX), Z23, Z23
+	VADDPS          Z23, Z12, Z12
+	VPBROADCASTD    816(BX), Z23
+	VPDPBUSD.BCST   768(BX), Z20, Z23
+	VPDPBUSD.BCST   772(BX), Z21, Z23
+	VPDPBUSD.BCST   776(BX), Z17, Z23
+	VPDPBUSD.BCST   780(BX), Z22, Z23
+	VPDPBUSD.BCST   784(BX), Z16, Z23
+	VPDPBUSD.BCST   788(BX), Z15, Z23
+	VPDPBUSD.BCST   792(BX), Z19, Z23
+	VPDPBUSD.BCST   796(BX), Z14, Z23
+	VCVTDQ2PS       Z23, Z14
+	VMULPS          Z18, Z14, Z14
+	VMULPS.BCST     800(BX), Z14, Z14
+	VADDPS          Z14, Z13, Z13
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x13GFNI_loop
+
+dotQ4_0x16x13GFNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z12, Z12, Z12
+	VMOVUPS    Z12, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z13, Z13, Z13
+	VMOVUPS    Z13, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ8_0x16x14VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16x14VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x80808080, R11
+	VPBROADCASTD R11, Z0
+	MOVL         $0x000000f0, R11
+	KMOVW        R11, K1
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       Z10, Z10, Z10
+	VPXORD       Z11, Z11, Z11
+	VPXORD       Z12, Z12, Z12
+	VPXORD       Z13, Z13, Z13
+	VPXORD       Z14, Z14, Z14
+
+dotQ8_0x16x14VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16x14VNNI_done
+	VPXORD            Z15, Z15, Z15
+	VMOVDQU64         2(AX), Y15
+	VBROADCASTI64X4.Z 2(R9), K1, Z16
+	VPTERNLOGD        $0x56, Z0, Z16, Z15
+	VPXORD            Z16, Z16, Z16
+	VMOVDQU64         2(AX)(CX*1), Y16
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K1, Z17
+	VPTERNLOGD        $0x56, Z0, Z17, Z16
+	VPXORD            Z17, Z17, Z17
+	VMOVDQU64         2(AX)(CX*2), Y17
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K1, Z18
+	VPTERNLOGD        $0x56, Z0, Z18, Z17
+	VPXORD            Z18, Z18, Z18
+	VMOVDQU64         2(AX)(DI*1), Y18
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K1, Z19
+	VPTERNLOGD        $0x56, Z0, Z19, Z18
+	VPXORD            Z19, Z19, Z19
+	VMOVDQU64         2(R8), Y19
+	VBROADCASTI64X4.Z 2(R10), K1, Z20
+	VPTERNLOGD        $0x56, Z0, Z20, Z19
+	VPXORD            Z20, Z20, Z20
+	VMOVDQU64         2(R8)(CX*1), Y20
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K1, Z21
+	VPTERNLOGD        $0x56, Z0, Z21, Z20
+	VPXORD            Z21, Z21, Z21
+	VMOVDQU64         2(R8)(CX*2), Y21
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K1, Z22
+	VPTERNLOGD        $0x56, Z0, Z22, Z21
+	VPXORD            Z22, Z22, Z22
+	VMOVDQU64         2(R8)(DI*1), Y22
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K1, Z23
+	VPTERNLOGD        $0x56, Z0, Z23, Z22
+	VPUNPCKLDQ        Z16, Z15, Z23
+	VPUNPCKHDQ        Z16, Z15, Z15
+	VPUNPCKLDQ        Z18, Z17, Z16
+	VPUNPCKHDQ        Z18, Z17, Z17
+	VPUNPCKLDQ        Z20, Z19, Z18
+	VPUNPCKHDQ        Z20, Z19, Z19
+	VPUNPCKLDQ        Z22, Z21, Z20
+	VPUNPCKHDQ        Z22, Z21, Z21
+	VPUNPCKLQDQ       Z16, Z23, Z22
+	VPUNPCKHQDQ       Z16, Z23, Z16
+	VPUNPCKLQDQ       Z17, Z15, Z23
+	VPUNPCKHQDQ       Z17, Z15, Z15
+	VPUNPCKLQDQ       Z20, Z18, Z17
+	VPUNPCKHQDQ       Z20, Z18, Z18
+	VPUNPCKLQDQ       Z21, Z19, Z20
+	VPUNPCKHQDQ       Z21, Z19, Z19
+	VSHUFI64X2        $0x88, Z17, Z22, Z21
+	VSHUFI64X2        $0xdd, Z17, Z22, Z17
+	VSHUFI64X2        $0x88, Z18, Z16, Z22
+	VSHUFI64X2        $0xdd, Z18, Z16, Z16
+	VSHUFI64X2        $0x88, Z20, Z23, Z18
+	VSHUFI64X2        $0xdd, Z20, Z23, Z20
+	VSHUFI64X2        $0x88, Z19, Z15, Z23
+	VSHUFI64X2        $0xdd, Z19, Z15, Z15
+	VPXORD            Y19, Y19, Y19
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X19
+	MOVWQZX           (R9), R11
+	MOVWQZX           (R9)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X19, X19
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X24
+	MOVWQZX           (R10), R11
+	MOVWQZX           (R10)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X24, X24
+	VINSERTI32X4      $0x01, X24, Y19, Y19
+	VCVTPH2PS         Y19, Z19
+	VPBROADCASTD      44(BX), Z24
+	VPDPBUSD.BCST     (BX), Z21, Z24
+	VPDPBUSD.BCST     4(BX), Z22, Z24
+	VPDPBUSD.BCST     8(BX), Z18, Z24
+	VPDPBUSD.BCST     12(BX), Z23, Z24
+	VPDPBUSD.BCST     16(BX), Z17, Z24
+	VPDPBUSD.BCST     20(BX), Z16, Z24
+	VPDPBUSD.BCST     24(BX), Z20, Z24
+	VPDPBUSD.BCST     28(BX), Z15, Z24
+	VCVTDQ2PS         Z24, Z24
+	VMULPS.BCST       32(BX), Z19, Z25
+	VMULPS            Z25, Z24, Z24
+	VADDPS            Z24, Z1, Z1
+	VPBROADCASTD      108(BX), Z24
+	VPDPBUSD.BCST     64(BX), Z21, Z24
+	VPDPBUSD.BCST     68(BX), Z22, Z24
+	VPDPBUSD.BCST     72(BX), Z18, Z24
+	VPDPBUSD.BCST     76(BX), Z23, Z24
+	VPDPBUSD.BCST     80(BX), Z17, Z24
+	VPDPBUSD.BCST     84(BX), Z16, Z24
+	VPDPBUSD.BCST     88(BX), Z20, Z24
+	VPDPBUSD.BCST     92(BX), Z15, Z24
+	VCVTDQ2PS         Z24, Z24
+	VMULPS.BCST       96(BX), Z19, Z25
+	VMULPS            Z25, Z24, Z24
+	VADDPS            Z24, Z2, Z2
+	VPBROADCASTD      172(BX), Z24
+	VPDPBUSD.BCST     128(BX), Z21, Z24
+	VPDPBUSD.BCST     132(BX), Z22, Z24
+	VPDPBUSD.BCST     136(BX), Z18, Z24
+	VPDPBUSD.BCST     140(BX), Z23, Z24
+	VPDPBUSD.BCST     144(BX), Z17, Z24
+	VPDPBUSD.BCST     148(BX), Z16, Z24
+	VPDPBUSD.BCST     152(BX), Z20, Z24
+	VPDPBUSD.BCST     156(BX), Z15, Z24
+	VCVTDQ2PS         Z24, Z24
+	VMULPS.BCST       160(BX), Z19, Z25
+	VMULPS            Z25, Z24, Z24
+	VADDPS            Z24, Z3, Z3
+	VPBROADCASTD      236(BX), Z24
+	VPDPBUSD.BCST     192(BX), Z21, Z24
+	VPDPBUSD.BCST     196(BX), Z22, Z24
+	VPDPBUSD.BCST     200(BX), Z18, Z24
+	VPDPBUSD.BCST     204(BX), Z23, Z24
+	VPDPBUSD.BCST     208(BX), Z17, Z24
+	VPDPBUSD.BCST     212(BX), Z16, Z24
+	VPDPBUSD.BCST     216(BX), Z20, Z24
+	VPDPBUSD.BCST     220(BX), Z15, Z24
+	VCVTDQ2PS         Z24, Z24
+	VMULPS.BCST       224(BX), Z19, Z25
+	VMULPS            Z25, Z24, Z24
+	VADDPS            Z24, Z4, Z4
+	VPBROADCASTD      300(BX), Z24
+	VPDPBUSD.BCST     256(BX), Z21, Z24
+	VPDPBUSD.BCST     260(BX), Z22, Z24
+	VPDPBUSD.BCST     264(BX), Z18, Z24
+	VPDPBUSD.BCST     268(BX), Z23, Z24
+	VPDPBUSD.BCST     272(BX), Z17, Z24
+	VPDPBUSD.BCST     276(BX), Z16, Z24
+	VPDPBUSD.BCST     280(BX), Z20, Z24
+	VPDPBUSD.BCST     284(BX), Z15, Z24
+	VCVTDQ2PS         Z24, Z24
+	VMULPS.BCST       288(BX), Z19, Z25
+	VMULPS            Z25, Z24, Z24
+	VADDPS            Z24, Z5, Z5
+	VPBROADCASTD      364(BX), Z24
+	VPDPBUSD.BCST     320(BX), Z21, Z24
+	VPDPBUSD.BCST     324(BX), Z22, Z24
+	VPDPBUSD.BCST     328(BX), Z18, Z24
+	VPDPBUSD.BCST     332(BX), Z23, Z24
+	VPDPBUSD.BCST     336(BX), Z17, Z24
+	VPDPBUSD.BCST     340(BX), Z16, Z24
+	VPDPBUSD.BCST     344(BX), Z20, Z24
+	VPDPBUSD.BCST     348(BX), Z15, Z24
+	VCVTDQ2PS         Z24, Z24
+	VMULPS.BCST       352(BX), Z19, Z25
+	VMULPS            Z25, Z24, Z24
+	VADDPS            Z24, Z6, Z6
+	VPBROADCASTD      428(BX), Z24
+	VPDPBUSD.BCST     384(BX), Z21, Z24
+	VPDPBUSD.BCST     388(BX), Z22, Z24
+	VPDPBUSD.BCST     392(BX), Z18, Z24
+	VPDPBUSD.BCST     396(BX), Z23, Z24
+	VPDPBUSD.BCST     400(BX), Z17, Z24
+	VPDPBUSD.BCST     404(BX), Z16, Z24
+	VPDPBUSD.BCST     408(BX), Z20, Z24
+	VPDPBUSD.BCST     412(BX), Z15, Z24
+	VCVTDQ2PS         Z24, Z24
+	VMULPS.BCST       416(BX), Z19, Z25
+	VMULPS            Z25, Z24, Z24
+	VADDPS            Z24, Z7, Z7
+	VPBROADCASTD      492(BX), Z24
+	VPDPBUSD.BCST     448(BX), Z21, Z24
+	VPDPBUSD.BCST     452(BX), Z22, Z24
+	VPDPBUSD.BCST     456(BX), Z18, Z24
+	VPDPBUSD.BCST     460(BX), Z23, Z24
+	VPDPBUSD.BCST     464(BX), Z17, Z24
+	VPDPBUSD.BCST     468(BX), Z16, Z24
+	VPDPBUSD.BCST     472(BX), Z20, Z24
+	VPDPBUSD.BCST     476(BX), Z15, Z24
+	VCVTDQ2PS         Z24, Z24
+	VMULPS.BCST       480(BX), Z19, Z25
+	VMULPS            Z25, Z24, Z24
+	VADDPS            Z24, Z8, Z8
+	VPBROADCASTD      556(BX), Z24
+	VPDPBUSD.BCST     512(BX), Z21, Z24
+	VPDPBUSD.BCST     516(BX), Z22, Z24
+	VPDPBUSD.BCST     520(BX), Z18, Z24
+	VPDPBUSD.BCST     524(BX), Z23, Z24
+	VPDPBUSD.BCST     528(BX), Z17, Z24
+	VPDPBUSD.BCST     532(BX), Z16, Z24
+	VPDPBUSD.BCST     536(BX), Z20, Z24
+	VPDPBUSD.BCST     540(BX), Z15, Z24
+	VCVTDQ2PS         Z24, Z24
+	VMULPS.BCST       544(BX), Z19, Z25
+	VMULPS            Z25, Z24, Z24
+	VADDPS            Z24, Z9, Z9
+	VPBROADCASTD      620(BX), Z24
+	VPDPBUSD.BCST     576(BX), Z21, Z24
+	VPDPBUSD.BCST     580(BX), Z22, Z24
+	VPDPBUSD.BCST     584(BX), Z18, Z24
+	VPDPBUSD.BCST     588(BX), Z23, Z24
+	VPDPBUSD.BCST     592(BX), Z17, Z24
+	VPDPBUSD.BCST     596(BX), Z16, Z24
+	VPDPBUSD.BCST     600(BX), Z20, Z24
+	VPDPBUSD.BCST     604(BX), Z15, Z24
+	VCVTDQ2PS         Z24, Z24
+	VMULPS.BCST       608(BX), Z19, Z25
+	VMULPS            Z25, Z24, Z24
+	VADDPS            Z24, Z10, Z10
+	VPBROADCASTD      684(BX), Z24
+	VPDPBUSD.BCST     640(BX), Z21, Z24
+	VPDPBUSD.BCST     644(BX), Z22, Z24
+	VPDPBUSD.BCST     648(BX), Z18, Z24
+	VPDPBUSD.BCST     652(BX), Z23, Z24
+	VPDPBUSD.BCST     656(BX), Z17, Z24
+	VPDPBUSD.BCST     660(BX), Z16, Z24
+	VPDPBUSD.BCST     664(BX), Z20, Z24
+	VPDPBUSD.BCST     668(BX), Z15, Z24
+	VCVTDQ2PS         Z24, Z24
+	VMULPS.BCST       672(BX), Z19, Z25
+	VMULPS            Z25, Z24, Z24
+	VADDPS            Z24, Z11, Z11
+	VPBROADCASTD      748(BX), Z24
+	VPDPBUSD.BCST     704(BX), Z21, Z24
+	VPDPBUSD.BCST     708(BX), Z22, Z24
+	VPDPBUSD.BCST     712(BX), Z18, Z24
+	VPDPBUSD.BCST     716(BX), Z23, Z24
+	VPDPBUSD.BCST     720(BX), Z17, Z24
+	VPDPBUSD.BCST     724(BX), Z16, Z24
+	VPDPBUSD.BCST     728(BX), Z20, Z24
+	VPDPBUSD.BCST     732(BX), Z15, Z24
+	VCVTDQ2PS         Z24, Z24
+	VMULPS.BCST       736(BX), Z19, Z25
+	VMULPS            Z25, Z24, Z24
+	VADDPS            Z24, Z12, Z12
+	VPBROADCASTD      812(BX), Z24
+	VPDPBUSD.BCST     768(BX), Z21, Z24
+	VPDPBUSD.BCST     772(BX), Z22, Z24
+	VPDPBUSD.BCST     776(BX), Z18, Z24
+	VPDPBUSD.BCST     780(BX), Z23, Z24
+	VPDPBUSD.BCST     784(BX), Z17, Z24
+	VPDPBUSD.BCST     788(BX), Z16, Z24
+	VPDPBUSD.BCST     792(BX), Z20, Z24
+	VPDPBUSD.BCST     796(BX), Z15, Z24
+	VCVTDQ2PS         Z24, Z24
+	VMULPS.BCST       800(BX), Z19, Z25
+	VMULPS            Z25, Z24, Z24
+	VADDPS            Z24, Z13, Z13
+	VPBROADCASTD      876(BX), Z24
+	VPDPBUSD.BCST     832(BX), Z21, Z24
+	VPDPBUSD.BCST     836(BX), Z22, Z24
+	VPDPBUSD.BCST     840(BX), Z18, Z24
+	VPDPBUSD.BCST     844(BX), Z23, Z24
+	VPDPBUSD.BCST     848(BX), Z17, Z24
+	VPDPBUSD.BCST     852(BX), Z16, Z24
+	VPDPBUSD.BCST     856(BX), Z20, Z24
+	VPDPBUSD.BCST     860(BX), Z15, Z24
+	VCVTDQ2PS         Z24, Z15
+	VMULPS.BCST       864(BX), Z19, Z16
+	VMULPS            Z16, Z15, Z15
+	VADDPS            Z15, Z14, Z14
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(DI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(DI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(DI*1)
+	PREFETCHT0        256(R10)
+	PREFETCHT0        256(R10)(CX*1)
+	PREFETCHT0        256(R10)(CX*2)
+	PREFETCHT0        256(R10)(DI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000022, R10
+	ADDQ              SI, BX
+	DECQ              DX
+	JMP               dotQ8_0x16x14VNNI_loop
+
+dotQ8_0x16x14VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z12, Z12, Z12
+	VMOVUPS    Z12, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z13, Z13, Z13
+	VMOVUPS    Z13, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z14, Z14, Z14
+	VMOVUPS    Z14, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x14VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16x14VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0f0f0f0f, R11
+	VPBROADCASTD R11, Z0
+	VMOVDQU64    rv16shift<>+0(SB), Z1
+	MOVL         $0x0000ff00, R11
+	KMOVW        R11, K1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       Z10, Z10, Z10
+	VPXORD       Z11, Z11, Z11
+	VPXORD       Z12, Z12, Z12
+	VPXORD       Z13, Z13, Z13
+	VPXORD       Z14, Z14, Z14
+	VPXORD       Z15, Z15, Z15
+
+dotQ4_0x16x14VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x14VNNI_done
+	VBROADCASTI32X4 2(AX), Z16
+	VBROADCASTI32X4 2(R9), K1, Z16
+	VPSRLVQ         Z1, Z16, Z16
+	VPANDD          Z0, Z16, Z16
+	VBROADCASTI32X4 2(AX)(CX*1), Z17
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z17
+	VPSRLVQ         Z1, Z17, Z17
+	VPANDD          Z0, Z17, Z17
+	VBROADCASTI32X4 2(AX)(CX*2), Z18
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z18
+	VPSRLVQ         Z1, Z18, Z18
+	VPANDD          Z0, Z18, Z18
+	VBROADCASTI32X4 2(AX)(DI*1), Z19
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z19
+	VPSRLVQ         Z1, Z19, Z19
+	VPANDD          Z0, Z19, Z19
+	VBROADCASTI32X4 2(R8), Z20
+	VBROADCASTI32X4 2(R10), K1, Z20
+	VPSRLVQ         Z1, Z20, Z20
+	VPANDD          Z0, Z20, Z20
+	VBROADCASTI32X4 2(R8)(CX*1), Z21
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z21
+	VPSRLVQ         Z1, Z21, Z21
+	VPANDD          Z0, Z21, Z21
+	VBROADCASTI32X4 2(R8)(CX*2), Z22
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z22
+	VPSRLVQ         Z1, Z22, Z22
+	VPANDD          Z0, Z22, Z22
+	VBROADCASTI32X4 2(R8)(DI*1), Z23
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z23
+	VPSRLVQ         Z1, Z23, Z23
+	VPANDD          Z0, Z23, Z23
+	VPUNPCKLDQ      Z17, Z16, Z24
+	VPUNPCKHDQ      Z17, Z16, Z16
+	VPUNPCKLDQ      Z19, Z18, Z17
+	VPUNPCKHDQ      Z19, Z18, Z18
+	VPUNPCKLDQ      Z21, Z20, Z19
+	VPUNPCKHDQ      Z21, Z20, Z20
+	VPUNPCKLDQ      Z23, Z22, Z21
+	VPUNPCKHDQ      Z23, Z22, Z22
+	VPUNPCKLQDQ     Z17, Z24, Z23
+	VPUNPCKHQDQ     Z17, Z24, Z17
+	VPUNPCKLQDQ     Z18, Z16, Z24
+	VPUNPCKHQDQ     Z18, Z16, Z16
+	VPUNPCKLQDQ     Z21, Z19, Z18
+	VPUNPCKHQDQ     Z21, Z19, Z19
+	VPUNPCKLQDQ     Z22, Z20, Z21
+	VPUNPCKHQDQ     Z22, Z20, Z20
+	VSHUFI64X2      $0x88, Z18, Z23, Z22
+	VSHUFI64X2      $0xdd, Z18, Z23, Z18
+	VSHUFI64X2      $0x88, Z19, Z17, Z23
+	VSHUFI64X2      $0xdd, Z19, Z17, Z17
+	VSHUFI64X2      $0x88, Z21, Z24, Z19
+	VSHUFI64X2      $0xdd, Z21, Z24, Z21
+	VSHUFI64X2      $0x88, Z20, Z16, Z24
+	VSHUFI64X2      $0xdd, Z20, Z16, Z16
+	VPXORD          Y20, Y20, Y20
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X20
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X20, X20
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X25
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X25, X25
+	VINSERTI32X4    $0x01, X25, Y20, Y20
+	VCVTPH2PS       Y20, Z20
+	VPBROADCASTD    48(BX), Z25
+	VPDPBUSD.BCST   (BX), Z22, Z25
+	VPDPBUSD.BCST   4(BX), Z23, Z25
+	VPDPBUSD.BCST   8(BX), Z19, Z25
+	VPDPBUSD.BCST   12(BX), Z24, Z25
+	VPDPBUSD.BCST   16(BX), Z18, Z25
+	VPDPBUSD.BCST   20(BX), Z17, Z25
+	VPDPBUSD.BCST   24(BX), Z21, Z25
+	VPDPBUSD.BCST   28(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     32(BX), Z25, Z25
+	VADDPS          Z25, Z2, Z2
+	VPBROADCASTD    112(BX), Z25
+	VPDPBUSD.BCST   64(BX), Z22, Z25
+	VPDPBUSD.BCST   68(BX), Z23, Z25
+	VPDPBUSD.BCST   72(BX), Z19, Z25
+	VPDPBUSD.BCST   76(BX), Z24, Z25
+	VPDPBUSD.BCST   80(BX), Z18, Z25
+	VPDPBUSD.BCST   84(BX), Z17, Z25
+	VPDPBUSD.BCST   88(BX), Z21, Z25
+	VPDPBUSD.BCST   92(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     96(BX), Z25, Z25
+	VADDPS          Z25, Z3, Z3
+	VPBROADCASTD    176(BX), Z25
+	VPDPBUSD.BCST   128(BX), Z22, Z25
+	VPDPBUSD.BCST   132(BX), Z23, Z25
+	VPDPBUSD.BCST   136(BX), Z19, Z25
+	VPDPBUSD.BCST   140(BX), Z24, Z25
+	VPDPBUSD.BCST   144(BX), Z18, Z25
+	VPDPBUSD.BCST   148(BX), Z17, Z25
+	VPDPBUSD.BCST   152(BX), Z21, Z25
+	VPDPBUSD.BCST   156(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     160(BX), Z25, Z25
+	VADDPS          Z25, Z4, Z4
+	VPBROADCASTD    240(BX), Z25
+	VPDPBUSD.BCST   192(BX), Z22, Z25
+	VPDPBUSD.BCST   196(BX), Z23, Z25
+	VPDPBUSD.BCST   200(BX), Z19, Z25
+	VPDPBUSD.BCST   204(BX), Z24, Z25
+	VPDPBUSD.BCST   208(BX), Z18, Z25
+	VPDPBUSD.BCST   212(BX), Z17, Z25
+	VPDPBUSD.BCST   216(BX), Z21, Z25
+	VPDPBUSD.BCST   220(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     224(BX), Z25, Z25
+	VADDPS          Z25, Z5, Z5
+	VPBROADCASTD    304(BX), Z25
+	VPDPBUSD.BCST   256(BX), Z22, Z25
+	VPDPBUSD.BCST   260(BX), Z23, Z25
+	VPDPBUSD.BCST   264(BX), Z19, Z25
+	VPDPBUSD.BCST   268(BX), Z24, Z25
+	VPDPBUSD.BCST   272(BX), Z18, Z25
+	VPDPBUSD.BCST   276(BX), Z17, Z25
+	VPDPBUSD.BCST   280(BX), Z21, Z25
+	VPDPBUSD.BCST   284(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     288(BX), Z25, Z25
+	VADDPS          Z25, Z6, Z6
+	VPBROADCASTD    368(BX), Z25
+	VPDPBUSD.BCST   320(BX), Z22, Z25
+	VPDPBUSD.BCST   324(BX), Z23, Z25
+	VPDPBUSD.BCST   328(BX), Z19, Z25
+	VPDPBUSD.BCST   332(BX), Z24, Z25
+	VPDPBUSD.BCST   336(BX), Z18, Z25
+	VPDPBUSD.BCST   340(BX), Z17, Z25
+	VPDPBUSD.BCST   344(BX), Z21, Z25
+	VPDPBUSD.BCST   348(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     352(BX), Z25, Z25
+	VADDPS          Z25, Z7, Z7
+	VPBROADCASTD    432(BX), Z25
+	VPDPBUSD.BCST   384(BX), Z22, Z25
+	VPDPBUSD.BCST   388(BX), Z23, Z25
+	VPDPBUSD.BCST   392(BX), Z19, Z25
+	VPDPBUSD.BCST   396(BX), Z24, Z25
+	VPDPBUSD.BCST   400(BX), Z18, Z25
+	VPDPBUSD.BCST   404(BX), Z17, Z25
+	VPDPBUSD.BCST   408(BX), Z21, Z25
+	VPDPBUSD.BCST   412(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     416(BX), Z25, Z25
+	VADDPS          Z25, Z8, Z8
+	VPBROADCASTD    496(BX), Z25
+	VPDPBUSD.BCST   448(BX), Z22, Z25
+	VPDPBUSD.BCST   452(BX), Z23, Z25
+	VPDPBUSD.BCST   456(BX), Z19, Z25
+	VPDPBUSD.BCST   460(BX), Z24, Z25
+	VPDPBUSD.BCST   464(BX), Z18, Z25
+	VPDPBUSD.BCST   468(BX), Z17, Z25
+	VPDPBUSD.BCST   472(BX), Z21, Z25
+	VPDPBUSD.BCST   476(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     480(BX), Z25, Z25
+	VADDPS          Z25, Z9, Z9
+	VPBROADCASTD    560(BX), Z25
+	VPDPBUSD.BCST   512(BX), Z22, Z25
+	VPDPBUSD.BCST   516(BX), Z23, Z25
+	VPDPBUSD.BCST   520(BX), Z19, Z25
+	VPDPBUSD.BCST   524(BX), Z24, Z25
+	VPDPBUSD.BCST   528(BX), Z18, Z25
+	VPDPBUSD.BCST   532(BX), Z17, Z25
+	VPDPBUSD.BCST   536(BX), Z21, Z25
+	VPDPBUSD.BCST   540(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     544(BX), Z25, Z25
+	VADDPS          Z25, Z10, Z10
+	VPBROADCASTD    624(BX), Z25
+	VPDPBUSD.BCST   576(BX), Z22, Z25
+	VPDPBUSD.BCST   580(BX), Z23, Z25
+	VPDPBUSD.BCST   584(BX), Z19, Z25
+	VPDPBUSD.BCST   588(BX), Z24, Z25
+	VPDPBUSD.BCST   592(BX), Z18, Z25
+	VPDPBUSD.BCST   596(BX), Z17, Z25
+	VPDPBUSD.BCST   600(BX), Z21, Z25
+	VPDPBUSD.BCST   604(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     608(BX), Z25, Z25
+	VADDPS          Z25, Z11, Z11
+	VPBROADCASTD    688(BX), Z25
+	VPDPBUSD.BCST   640(BX), Z22, Z25
+	VPDPBUSD.BCST   644(BX), Z23, Z25
+	VPDPBUSD.BCST   648(BX), Z19, Z25
+	VPDPBUSD.BCST   652(BX), Z24, Z25
+	VPDPBUSD.BCST   656(BX), Z18, Z25
+	VPDPBUSD.BCST   660(BX), Z17, Z25
+	VPDPBUSD.BCST   664(BX), Z21, Z25
+	VPDPBUSD.BCST   668(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     672(BX), Z25, Z25
+	VADDPS          Z25, Z12, Z12
+	VPBROADCASTD    752(BX), Z25
+	VPDPBUSD.BCST   704(BX), Z22, Z25
+	VPDPBUSD.BCST   708(BX), Z23, Z25
+	VPDPBUSD.BCST   712(BX), Z19, Z25
+	VPDPBUSD.BCST   716(BX), Z24, Z25
+	VPDPBUSD.BCST   720(BX), Z18, Z25
+	VPDPBUSD.BCST   724(BX), Z17, Z25
+	VPDPBUSD.BCST   728(BX), Z21, Z25
+	VPDPBUSD.BCST   732(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     736(BX), Z25, Z25
+	VADDPS          Z25, Z13, Z13
+	VPBROADCASTD    816(BX), Z25
+	VPDPBUSD.BCST   768(BX), Z22, Z25
+	VPDPBUSD.BCST   772(BX), Z23, Z25
+	VPDPBUSD.BCST   776(BX), Z19, Z25
+	VPDPBUSD.BCST   780(BX), Z24, Z25
+	VPDPBUSD.BCST   784(BX), Z18, Z25
+	VPDPBUSD.BCST   788(BX), Z17, Z25
+	VPDPBUSD.BCST   792(BX), Z21, Z25
+	VPDPBUSD.BCST   796(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     800(BX), Z25, Z25
+	VADDPS          Z25, Z14, Z14
+	VPBROADCASTD    880(BX), Z25
+	VPDPBUSD.BCST   832(BX), Z22, Z25
+	VPDPBUSD.BCST   836(BX), Z23, Z25
+	VPDPBUSD.BCST   840(BX), Z19, Z25
+	VPDPBUSD.BCST   844(BX), Z24, Z25
+	VPDPBUSD.BCST   848(BX), Z18, Z25
+	VPDPBUSD.BCST   852(BX), Z17, Z25
+	VPDPBUSD.BCST   856(BX), Z21, Z25
+	VPDPBUSD.BCST   860(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z16
+	VMULPS          Z20, Z16, Z16
+	VMULPS.BCST     864(BX), Z16, Z16
+	VADDPS          Z16, Z15, Z15
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x14VNNI_loop
+
+dotQ4_0x16x14VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z12, Z12, Z12
+	VMOVUPS    Z12, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z13, Z13, Z13
+	VMOVUPS    Z13, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z14, Z14, Z14
+	VMOVUPS    Z14, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z15, Z15, Z15
+	VMOVUPS    Z15, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x14GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16x14GFNI(SB), NOSPLIT, $0-56
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	MOVQ      astep+32(FP), SI
+	LEAQ      (CX)(CX*2), DI
+	LEAQ      (AX)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	LEAQ      (R9)(CX*4), R10
+	VMOVDQU64 rv16nib<>+0(SB), Z0
+	MOVL      $0x0000ff00, R11
+	KMOVW     R11, K1
+	VPXORD    Z1, Z1, Z1
+	VPXORD    Z2, Z2, Z2
+	VPXORD    Z3, Z3, Z3
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+	VPXORD    Z7, Z7, Z7
+	VPXORD    Z8, Z8, Z8
+	VPXORD    Z9, Z9, Z9
+	VPXORD    Z10, Z10, Z10
+	VPXORD    Z11, Z11, Z11
+	VPXORD    Z12, Z12, Z12
+	VPXORD    Z13, Z13, Z13
+	VPXORD    Z14, Z14, Z14
+
+dotQ4_0x16x14GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x14GFNI_done
+	VBROADCASTI32X4 2(AX), Z15
+	VBROADCASTI32X4 2(R9), K1, Z15
+	VGF2P8AFFINEQB  $0x00, Z0, Z15, Z15
+	VBROADCASTI32X4 2(AX)(CX*1), Z16
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z16
+	VGF2P8AFFINEQB  $0x00, Z0, Z16, Z16
+	VBROADCASTI32X4 2(AX)(CX*2), Z17
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z17
+	VGF2P8AFFINEQB  $0x00, Z0, Z17, Z17
+	VBROADCASTI32X4 2(AX)(DI*1), Z18
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z18
+	VGF2P8AFFINEQB  $0x00, Z0, Z18, Z18
+	VBROADCASTI32X4 2(R8), Z19
+	VBROADCASTI32X4 2(R10), K1, Z19
+	VGF2P8AFFINEQB  $0x00, Z0, Z19, Z19
+	VBROADCASTI32X4 2(R8)(CX*1), Z20
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z20
+	VGF2P8AFFINEQB  $0x00, Z0, Z20, Z20
+	VBROADCASTI32X4 2(R8)(CX*2), Z21
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z21
+	VGF2P8AFFINEQB  $0x00, Z0, Z21, Z21
+	VBROADCASTI32X4 2(R8)(DI*1), Z22
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z22
+	VGF2P8AFFINEQB  $0x00, Z0, Z22, Z22
+	VPUNPCKLDQ      Z16, Z15, Z23
+	VPUNPCKHDQ      Z16, Z15, Z15
+	VPUNPCKLDQ      Z18, Z17, Z16
+	VPUNPCKHDQ      Z18, Z17, Z17
+	VPUNPCKLDQ      Z20, Z19, Z18
+	VPUNPCKHDQ      Z20, Z19, Z19
+	VPUNPCKLDQ      Z22, Z21, Z20
+	VPUNPCKHDQ      Z22, Z21, Z21
+	VPUNPCKLQDQ     Z16, Z23, Z22
+	VPUNPCKHQDQ     Z16, Z23, Z16
+	VPUNPCKLQDQ     Z17, Z15, Z23
+	VPUNPCKHQDQ     Z17, Z15, Z15
+	VPUNPCKLQDQ     Z20, Z18, Z17
+	VPUNPCKHQDQ     Z20, Z18, Z18
+	VPUNPCKLQDQ     Z21, Z19, Z20
+	VPUNPCKHQDQ     Z21, Z19, Z19
+	VSHUFI64X2      $0x88, Z17, Z22, Z21
+	VSHUFI64X2      $0xdd, Z17, Z22, Z17
+	VSHUFI64X2      $0x88, Z18, Z16, Z22
+	VSHUFI64X2      $0xdd, Z18, Z16, Z16
+	VSHUFI64X2      $0x88, Z20, Z23, Z18
+	VSHUFI64X2      $0xdd, Z20, Z23, Z20
+	VSHUFI64X2      $0x88, Z19, Z15, Z23
+	VSHUFI64X2      $0xdd, Z19, Z15, Z15
+	VPXORD          Y19, Y19, Y19
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X19
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X19, X19
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X24
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X24, X24
+	VINSERTI32X4    $0x01, X24, Y19, Y19
+	VCVTPH2PS       Y19, Z19
+	VPBROADCASTD    48(BX), Z24
+	VPDPBUSD.BCST   (BX), Z21, Z24
+	VPDPBUSD.BCST   4(BX), Z22, Z24
+	VPDPBUSD.BCST   8(BX), Z18, Z24
+	VPDPBUSD.BCST   12(BX), Z23, Z24
+	VPDPBUSD.BCST   16(BX), Z17, Z24
+	VPDPBUSD.BCST   20(BX), Z16, Z24
+	VPDPBUSD.BCST   24(BX), Z20, Z24
+	VPDPBUSD.BCST   28(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     32(BX), Z24, Z24
+	VADDPS          Z24, Z1, Z1
+	VPBROADCASTD    112(BX), Z24
+	VPDPBUSD.BCST   64(BX), Z21, Z24
+	VPDPBUSD.BCST   68(BX), Z22, Z24
+	VPDPBUSD.BCST   72(BX), Z18, Z24
+	VPDPBUSD.BCST   76(BX), Z23, Z24
+	VPDPBUSD.BCST   80(BX), Z17, Z24
+	VPDPBUSD.BCST   84(BX), Z16, Z24
+	VPDPBUSD.BCST   88(BX), Z20, Z24
+	VPDPBUSD.BCST   92(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     96(BX), Z24, Z24
+	VADDPS          Z24, Z2, Z2
+	VPBROADCASTD    176(BX), Z24
+	VPDPBUSD.BCST   128(BX), Z21, Z24
+	VPDPBUSD.BCST   132(BX), Z22, Z24
+	VPDPBUSD.BCST   136(BX), Z18, Z24
+	VPDPBUSD.BCST   140(BX), Z23, Z24
+	VPDPBUSD.BCST   144(BX), Z17, Z24
+	VPDPBUSD.BCST   148(BX), Z16, Z24
+	VPDPBUSD.BCST   152(BX), Z20, Z24
+	VPDPBUSD.BCST   156(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     160(BX), Z24, Z24
+	VADDPS          Z24, Z3, Z3
+	VPBROADCASTD    240(BX), Z24
+	VPDPBUSD.BCST   192(BX), Z21, Z24
+	VPDPBUSD.BCST   196(BX), Z22, Z24
+	VPDPBUSD.BCST   200(BX), Z18, Z24
+	VPDPBUSD.BCST   204(BX), Z23, Z24
+	VPDPBUSD.BCST   208(BX), Z17, Z24
+	VPDPBUSD.BCST   212(BX), Z16, Z24
+	VPDPBUSD.BCST   216(BX), Z20, Z24
+	VPDPBUSD.BCST   220(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     224(BX), Z24, Z24
+	VADDPS          Z24, Z4, Z4
+	VPBROADCASTD    304(BX), Z24
+	VPDPBUSD.BCST   256(BX), Z21, Z24
+	VPDPBUSD.BCST   260(BX), Z22, Z24
+	VPDPBUSD.BCST   264(BX), Z18, Z24
+	VPDPBUSD.BCST   268(BX), Z23, Z24
+	VPDPBUSD.BCST   272(BX), Z17, Z24
+	VPDPBUSD.BCST   276(BX), Z16, Z24
+	VPDPBUSD.BCST   280(BX), Z20, Z24
+	VPDPBUSD.BCST   284(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     288(BX), Z24, Z24
+	VADDPS          Z24, Z5, Z5
+	VPBROADCASTD    368(BX), Z24
+	VPDPBUSD.BCST   320(BX), Z21, Z24
+	VPDPBUSD.BCST   324(BX), Z22, Z24
+	VPDPBUSD.BCST   328(BX), Z18, Z24
+	VPDPBUSD.BCST   332(BX), Z23, Z24
+	VPDPBUSD.BCST   336(BX), Z17, Z24
+	VPDPBUSD.BCST   340(BX), Z16, Z24
+	VPDPBUSD.BCST   344(BX), Z20, Z24
+	VPDPBUSD.BCST   348(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     352(BX), Z24, Z24
+	VADDPS          Z24, Z6, Z6
+	VPBROADCASTD    432(BX), Z24
+	VPDPBUSD.BCST   384(BX), Z21, Z24
+	VPDPBUSD.BCST   388(BX), Z22, Z24
+	VPDPBUSD.BCST   392(BX), Z18, Z24
+	VPDPBUSD.BCST   396(BX), Z23, Z24
+	VPDPBUSD.BCST   400(BX), Z17, Z24
+	VPDPBUSD.BCST   404(BX), Z16, Z24
+	VPDPBUSD.BCST   408(BX), Z20, Z24
+	VPDPBUSD.BCST   412(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     416(BX), Z24, Z24
+	VADDPS          Z24, Z7, Z7
+	VPBROADCASTD    496(BX), Z24
+	VPDPBUSD.BCST   448(BX), Z21, Z24
+	VPDPBUSD.BCST   452(BX), Z22, Z24
+	VPDPBUSD.BCST   456(BX), Z18, Z24
+	VPDPBUSD.BCST   460(BX), Z23, Z24
+	VPDPBUSD.BCST   464(BX), Z17, Z24
+	VPDPBUSD.BCST   468(BX), Z16, Z24
+	VPDPBUSD.BCST   472(BX), Z20, Z24
+	VPDPBUSD.BCST   476(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     480(BX), Z24, Z24
+	VADDPS          Z24, Z8, Z8
+	VPBROADCASTD    560(BX), Z24
+	VPDPBUSD.BCST   512(BX), Z21, Z24
+	VPDPBUSD.BCST   516(BX), Z22, Z24
+	VPDPBUSD.BCST   520(BX), Z18, Z24
+	VPDPBUSD.BCST   524(BX), Z23, Z24
+	VPDPBUSD.BCST   528(BX), Z17, Z24
+	VPDPBUSD.BCST   532(BX), Z16, Z24
+	VPDPBUSD.BCST   536(BX), Z20, Z24
+	VPDPBUSD.BCST   540(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     544(BX), Z24, Z24
+	VADDPS          Z24, Z9, Z9
+	VPBROADCASTD    624(BX), Z24
+	VPDPBUSD.BCST   576(BX), Z21, Z24
+	VPDPBUSD.BCST   580(BX), Z22, Z24
+	VPDPBUSD.BCST   584(BX), Z18, Z24
+	VPDPBUSD.BCST   588(BX), Z23, Z24
+	VPDPBUSD.BCST   592(BX), Z17, Z24
+	VPDPBUSD.BCST   596(BX), Z16, Z24
+	VPDPBUSD.BCST   600(BX), Z20, Z24
+	VPDPBUSD.BCST   604(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     608(BX), Z24, Z24
+	VADDPS          Z24, Z10, Z10
+	VPBROADCASTD    688(BX), Z24
+	VPDPBUSD.BCST   640(BX), Z21, Z24
+	VPDPBUSD.BCST   644(BX), Z22, Z24
+	VPDPBUSD.BCST   648(BX), Z18, Z24
+	VPDPBUSD.BCST   652(BX), Z23, Z24
+	VPDPBUSD.BCST   656(BX), Z17, Z24
+	VPDPBUSD.BCST   660(BX), Z16, Z24
+	VPDPBUSD.BCST   664(BX), Z20, Z24
+	VPDPBUSD.BCST   668(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     672(BX), Z24, Z24
+	VADDPS          Z24, Z11, Z11
+	VPBROADCASTD    752(BX), Z24
+	VPDPBUSD.BCST   704(BX), Z21, Z24
+	VPDPBUSD.BCST   708(BX), Z22, Z24
+	VPDPBUSD.BCST   712(BX), Z18, Z24
+	VPDPBUSD.BCST   716(BX), Z23, Z24
+	VPDPBUSD.BCST   720(BX), Z17, Z24
+	VPDPBUSD.BCST   724(BX), Z16, Z24
+	VPDPBUSD.BCST   728(BX), Z20, Z24
+	VPDPBUSD.BCST   732(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     736(BX), Z24, Z24
+	VADDPS          Z24, Z12, Z12
+	VPBROADCASTD    816(BX), Z24
+	VPDPBUSD.BCST   768(BX), Z21, Z24
+	VPDPBUSD.BCST   772(BX), Z22, Z24
+	VPDPBUSD.BCST   776(BX), Z18, Z24
+	VPDPBUSD.BCST   780(BX), Z23, Z24
+	VPDPBUSD.BCST   784(BX), Z17, Z24
+	VPDPBUSD.BCST   788(BX), Z16, Z24
+	VPDPBUSD.BCST   792(BX), Z20, Z24
+	VPDPBUSD.BCST   796(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z24
+	VMULPS          Z19, Z24, Z24
+	VMULPS.BCST     800(BX), Z24, Z24
+	VADDPS          Z24, Z13, Z13
+	VPBROADCASTD    880(BX), Z24
+	VPDPBUSD.BCST   832(BX), Z21, Z24
+	VPDPBUSD.BCST   836(BX), Z22, Z24
+	VPDPBUSD.BCST   840(BX), Z18, Z24
+	VPDPBUSD.BCST   844(BX), Z23, Z24
+	VPDPBUSD.BCST   848(BX), Z17, Z24
+	VPDPBUSD.BCST   852(BX), Z16, Z24
+	VPDPBUSD.BCST   856(BX), Z20, Z24
+	VPDPBUSD.BCST   860(BX), Z15, Z24
+	VCVTDQ2PS       Z24, Z15
+	VMULPS          Z19, Z15, Z15
+	VMULPS.BCST     864(BX), Z15, Z15
+	VADDPS          Z15, Z14, Z14
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x14GFNI_loop
+
+dotQ4_0x16x14GFNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z12, Z12, Z12
+	VMOVUPS    Z12, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z13, Z13, Z13
+	VMOVUPS    Z13, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z14, Z14, Z14
+	VMOVUPS    Z14, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ8_0x16x15VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16x15VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x80808080, R11
+	VPBROADCASTD R11, Z0
+	MOVL         $0x000000f0, R11
+	KMOVW        R11, K1
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       Z10, Z10, Z10
+	VPXORD       Z11, Z11, Z11
+	VPXORD       Z12, Z12, Z12
+	VPXORD       Z13, Z13, Z13
+	VPXORD       Z14, Z14, Z14
+	VPXORD       Z15, Z15, Z15
+
+dotQ8_0x16x15VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16x15VNNI_done
+	VPXORD            Z16, Z16, Z16
+	VMOVDQU64         2(AX), Y16
+	VBROADCASTI64X4.Z 2(R9), K1, Z17
+	VPTERNLOGD        $0x56, Z0, Z17, Z16
+	VPXORD            Z17, Z17, Z17
+	VMOVDQU64         2(AX)(CX*1), Y17
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K1, Z18
+	VPTERNLOGD        $0x56, Z0, Z18, Z17
+	VPXORD            Z18, Z18, Z18
+	VMOVDQU64         2(AX)(CX*2), Y18
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K1, Z19
+	VPTERNLOGD        $0x56, Z0, Z19, Z18
+	VPXORD            Z19, Z19, Z19
+	VMOVDQU64         2(AX)(DI*1), Y19
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K1, Z20
+	VPTERNLOGD        $0x56, Z0, Z20, Z19
+	VPXORD            Z20, Z20, Z20
+	VMOVDQU64         2(R8), Y20
+	VBROADCASTI64X4.Z 2(R10), K1, Z21
+	VPTERNLOGD        $0x56, Z0, Z21, Z20
+	VPXORD            Z21, Z21, Z21
+	VMOVDQU64         2(R8)(CX*1), Y21
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K1, Z22
+	VPTERNLOGD        $0x56, Z0, Z22, Z21
+	VPXORD            Z22, Z22, Z22
+	VMOVDQU64         2(R8)(CX*2), Y22
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K1, Z23
+	VPTERNLOGD        $0x56, Z0, Z23, Z22
+	VPXORD            Z23, Z23, Z23
+	VMOVDQU64         2(R8)(DI*1), Y23
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K1, Z24
+	VPTERNLOGD        $0x56, Z0, Z24, Z23
+	VPUNPCKLDQ        Z17, Z16, Z24
+	VPUNPCKHDQ        Z17, Z16, Z16
+	VPUNPCKLDQ        Z19, Z18, Z17
+	VPUNPCKHDQ        Z19, Z18, Z18
+	VPUNPCKLDQ        Z21, Z20, Z19
+	VPUNPCKHDQ        Z21, Z20, Z20
+	VPUNPCKLDQ        Z23, Z22, Z21
+	VPUNPCKHDQ        Z23, Z22, Z22
+	VPUNPCKLQDQ       Z17, Z24, Z23
+	VPUNPCKHQDQ       Z17, Z24, Z17
+	VPUNPCKLQDQ       Z18, Z16, Z24
+	VPUNPCKHQDQ       Z18, Z16, Z16
+	VPUNPCKLQDQ       Z21, Z19, Z18
+	VPUNPCKHQDQ       Z21, Z19, Z19
+	VPUNPCKLQDQ       Z22, Z20, Z21
+	VPUNPCKHQDQ       Z22, Z20, Z20
+	VSHUFI64X2        $0x88, Z18, Z23, Z22
+	VSHUFI64X2        $0xdd, Z18, Z23, Z18
+	VSHUFI64X2        $0x88, Z19, Z17, Z23
+	VSHUFI64X2        $0xdd, Z19, Z17, Z17
+	VSHUFI64X2        $0x88, Z21, Z24, Z19
+	VSHUFI64X2        $0xdd, Z21, Z24, Z21
+	VSHUFI64X2        $0x88, Z20, Z16, Z24
+	VSHUFI64X2        $0xdd, Z20, Z16, Z16
+	VPXORD            Y20, Y20, Y20
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X20
+	MOVWQZX           (R9), R11
+	MOVWQZX           (R9)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X20, X20
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X25
+	MOVWQZX           (R10), R11
+	MOVWQZX           (R10)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X25, X25
+	VINSERTI32X4      $0x01, X25, Y20, Y20
+	VCVTPH2PS         Y20, Z20
+	VPBROADCASTD      44(BX), Z25
+	VPDPBUSD.BCST     (BX), Z22, Z25
+	VPDPBUSD.BCST     4(BX), Z23, Z25
+	VPDPBUSD.BCST     8(BX), Z19, Z25
+	VPDPBUSD.BCST     12(BX), Z24, Z25
+	VPDPBUSD.BCST     16(BX), Z18, Z25
+	VPDPBUSD.BCST     20(BX), Z17, Z25
+	VPDPBUSD.BCST     24(BX), Z21, Z25
+	VPDPBUSD.BCST     28(BX), Z16, Z25
+	VCVTDQ2PS         Z25, Z25
+	VMULPS.BCST       32(BX), Z20, Z26
+	VMULPS            Z26, Z25, Z25
+	VADDPS            Z25, Z1, Z1
+	VPBROADCASTD      108(BX), Z25
+	VPDPBUSD.BCST     64(BX), Z22, Z25
+	VPDPBUSD.BCST     68(BX), Z23, Z25
+	VPDPBUSD.BCST     72(BX), Z19, Z25
+	VPDPBUSD.BCST     76(BX), Z24, Z25
+	VPDPBUSD.BCST     80(BX), Z18, Z25
+	VPDPBUSD.BCST     84(BX), Z17, Z25
+	VPDPBUSD.BCST     88(BX), Z21, Z25
+	VPDPBUSD.BCST     92(BX), Z16, Z25
+	VCVTDQ2PS         Z25, Z25
+	VMULPS.BCST       96(BX), Z20, Z26
+	VMULPS            Z26, Z25, Z25
+	VADDPS            Z25, Z2, Z2
+	VPBROADCASTD      172(BX), Z25
+	VPDPBUSD.BCST     128(BX), Z22, Z25
+	VPDPBUSD.BCST     132(BX), Z23, Z25
+	VPDPBUSD.BCST     136(BX), Z19, Z25
+	VPDPBUSD.BCST     140(BX), Z24, Z25
+	VPDPBUSD.BCST     144(BX), Z18, Z25
+	VPDPBUSD.BCST     148(BX), Z17, Z25
+	VPDPBUSD.BCST     152(BX), Z21, Z25
+	VPDPBUSD.BCST     156(BX), Z16, Z25
+	VCVTDQ2PS         Z25, Z25
+	VMULPS.BCST       160(BX), Z20, Z26
+	VMULPS            Z26, Z25, Z25
+	VADDPS            Z25, Z3, Z3
+	VPBROADCASTD      236(BX), Z25
+	VPDPBUSD.BCST     192(BX), Z22, Z25
+	VPDPBUSD.BCST     196(BX), Z23, Z25
+	VPDPBUSD.BCST     200(BX), Z19, Z25
+	VPDPBUSD.BCST     204(BX), Z24, Z25
+	VPDPBUSD.BCST     208(BX), Z18, Z25
+	VPDPBUSD.BCST     212(BX), Z17, Z25
+	VPDPBUSD.BCST     216(BX), Z21, Z25
+	VPDPBUSD.BCST     220(BX), Z16, Z25
+	VCVTDQ2PS         Z25, Z25
+	VMULPS.BCST       224(BX), Z20, Z26
+	VMULPS            Z26, Z25, Z25
+	VADDPS            Z25, Z4, Z4
+	VPBROADCASTD      300(BX), Z25
+	VPDPBUSD.BCST     256(BX), Z22, Z25
+	VPDPBUSD.BCST     260(BX), Z23, Z25
+	VPDPBUSD.BCST     264(BX), Z19, Z25
+	VPDPBUSD.BCST     268(BX), Z24, Z25
+	VPDPBUSD.BCST     272(BX), Z18, Z25
+	VPDPBUSD.BCST     276(BX), Z17, Z25
+	VPDPBUSD.BCST     280(BX), Z21, Z25
+	VPDPBUSD.BCST     284(BX), Z16, Z25
+	VCVTDQ2PS         Z25, Z25
+	VMULPS.BCST       288(BX), Z20, Z26
+	VMULPS            Z26, Z25, Z25
+	VADDPS            Z25, Z5, Z5
+	VPBROADCASTD      364(BX), Z25
+	VPDPBUSD.BCST     320(BX), Z22, Z25
+	VPDPBUSD.BCST     324(BX), Z23, Z25
+	VPDPBUSD.BCST     328(BX), Z19, Z25
+	VPDPBUSD.BCST     332(BX), Z24, Z25
+	VPDPBUSD.BCST     336(BX), Z18, Z25
+	VPDPBUSD.BCST     340(BX), Z17, Z25
+	VPDPBUSD.BCST     344(BX), Z21, Z25
+	VPDPBUSD.BCST     348(BX), Z16, Z25
+	VCVTDQ2PS         Z25, Z25
+	VMULPS.BCST       352(BX), Z20, Z26
+	VMULPS            Z26, Z25, Z25
+	VADDPS            Z25, Z6, Z6
+	VPBROADCASTD      428(BX), Z25
+	VPDPBUSD.BCST     384(BX), Z22, Z25
+	VPDPBUSD.BCST     388(BX), Z23, Z25
+	VPDPBUSD.BCST     392(BX), Z19, Z25
+	VPDPBUSD.BCST     396(BX), Z24, Z25
+	VPDPBUSD.BCST     400(BX), Z18, Z25
+	VPDPBUSD.BCST     404(BX), Z17, Z25
+	VPDPBUSD.BCST     408(BX), Z21, Z25
+	VPDPBUSD.BCST     412(BX), Z16, Z25
+	VCVTDQ2PS         Z25, Z25
+	VMULPS.BCST       416(BX), Z20, Z26
+	VMULPS            Z26, Z25, Z25
+	VADDPS            Z25, Z7, Z7
+	VPBROADCASTD      492(BX), Z25
+	VPDPBUSD.BCST     448(BX), Z22, Z25
+	VPDPBUSD.BCST     452(BX), Z23, Z25
+	VPDPBUSD.BCST     456(BX), Z19, Z25
+	VPDPBUSD.BCST     460(BX), Z24, Z25
+	VPDPBUSD.BCST     464(BX), Z18, Z25
+	VPDPBUSD.BCST     468(BX), Z17, Z25
+	VPDPBUSD.BCST     472(BX), Z21, Z25
+	VPDPBUSD.BCST     476(BX), Z16, Z25
+	VCVTDQ2PS         Z25, Z25
+	VMULPS.BCST       480(BX), Z20, Z26
+	VMULPS            Z26, Z25, Z25
+	VADDPS            Z25, Z8, Z8
+	VPBROADCASTD      556(BX), Z25
+	VPDPBUSD.BCST     512(BX), Z22, Z25
+	VPDPBUSD.BCST     516(BX), Z23, Z25
+	VPDPBUSD.BCST     520(BX), Z19, Z25
+	VPDPBUSD.BCST     524(BX), Z24, Z25
+	VPDPBUSD.BCST     528(BX), Z18, Z25
+	VPDPBUSD.BCST     532(BX), Z17, Z25
+	VPDPBUSD.BCST     536(BX), Z21, Z25
+	VPDPBUSD.BCST     540(BX), Z16, Z25
+	VCVTDQ2PS         Z25, Z25
+	VMULPS.BCST       544(BX), Z20, Z26
+	VMULPS            Z26, Z25, Z25
+	VADDPS            Z25, Z9, Z9
+	VPBROADCASTD      620(BX), Z25
+	VPDPBUSD.BCST     576(BX), Z22, Z25
+	VPDPBUSD.BCST     580(BX), Z23, Z25
+	VPDPBUSD.BCST     584(BX), Z19, Z25
+	VPDPBUSD.BCST     588(BX), Z24, Z25
+	VPDPBUSD.BCST     592(BX), Z18, Z25
+	VPDPBUSD.BCST     596(BX), Z17, Z25
+	VPDPBUSD.BCST     600(BX), Z21, Z25
+	VPDPBUSD.BCST     604(BX), Z16, Z25
+	VCVTDQ2PS         Z25, Z25
+	VMULPS.BCST       608(BX), Z20, Z26
+	VMULPS            Z26, Z25, Z25
+	VADDPS            Z25, Z10, Z10
+	VPBROADCASTD      684(BX), Z25
+	VPDPBUSD.BCST     640(BX), Z22, Z25
+	VPDPBUSD.BCST     644(BX), Z23, Z25
+	VPDPBUSD.BCST     648(BX), Z19, Z25
+	VPDPBUSD.BCST     652(BX), Z24, Z25
+	VPDPBUSD.BCST     656(BX), Z18, Z25
+	VPDPBUSD.BCST     660(BX), Z17, Z25
+	VPDPBUSD.BCST     664(BX), Z21, Z25
+	VPDPBUSD.BCST     668(BX), Z16, Z25
+	VCVTDQ2PS         Z25, Z25
+	VMULPS.BCST       672(BX), Z20, Z26
+	VMULPS            Z26, Z25, Z25
+	VADDPS            Z25, Z11, Z11
+	VPBROADCASTD      748(BX), Z25
+	VPDPBUSD.BCST     704(BX), Z22, Z25
+	VPDPBUSD.BCST     708(BX), Z23, Z25
+	VPDPBUSD.BCST     712(BX), Z19, Z25
+	VPDPBUSD.BCST     716(BX), Z24, Z25
+	VPDPBUSD.BCST     720(BX), Z18, Z25
+	VPDPBUSD.BCST     724(BX), Z17, Z25
+	VPDPBUSD.BCST     728(BX), Z21, Z25
+	VPDPBUSD.BCST     732(BX), Z16, Z25
+	VCVTDQ2PS         Z25, Z25
+	VMULPS.BCST       736(BX), Z20, Z26
+	VMULPS            Z26, Z25, Z25
+	VADDPS            Z25, Z12, Z12
+	VPBROADCASTD      812(BX), Z25
+	VPDPBUSD.BCST     768(BX), Z22, Z25
+	VPDPBUSD.BCST     772(BX), Z23, Z25
+	VPDPBUSD.BCST     776(BX), Z19, Z25
+	VPDPBUSD.BCST     780(BX), Z24, Z25
+	VPDPBUSD.BCST     784(BX), Z18, Z25
+	VPDPBUSD.BCST     788(BX), Z17, Z25
+	VPDPBUSD.BCST     792(BX), Z21, Z25
+	VPDPBUSD.BCST     796(BX), Z16, Z25
+	VCVTDQ2PS         Z25, Z25
+	VMULPS.BCST       800(BX), Z20, Z26
+	VMULPS            Z26, Z25, Z25
+	VADDPS            Z25, Z13, Z13
+	VPBROADCASTD      876(BX), Z25
+	VPDPBUSD.BCST     832(BX), Z22, Z25
+	VPDPBUSD.BCST     836(BX), Z23, Z25
+	VPDPBUSD.BCST     840(BX), Z19, Z25
+	VPDPBUSD.BCST     844(BX), Z24, Z25
+	VPDPBUSD.BCST     848(BX), Z18, Z25
+	VPDPBUSD.BCST     852(BX), Z17, Z25
+	VPDPBUSD.BCST     856(BX), Z21, Z25
+	VPDPBUSD.BCST     860(BX), Z16, Z25
+	VCVTDQ2PS         Z25, Z25
+	VMULPS.BCST       864(BX), Z20, Z26
+	VMULPS            Z26, Z25, Z25
+	VADDPS            Z25, Z14, Z14
+	VPBROADCASTD      940(BX), Z25
+	VPDPBUSD.BCST     896(BX), Z22, Z25
+	VPDPBUSD.BCST     900(BX), Z23, Z25
+	VPDPBUSD.BCST     904(BX), Z19, Z25
+	VPDPBUSD.BCST     908(BX), Z24, Z25
+	VPDPBUSD.BCST     912(BX), Z18, Z25
+	VPDPBUSD.BCST     916(BX), Z17, Z25
+	VPDPBUSD.BCST     920(BX), Z21, Z25
+	VPDPBUSD.BCST     924(BX), Z16, Z25
+	VCVTDQ2PS         Z25, Z16
+	VMULPS.BCST       928(BX), Z20, Z17
+	VMULPS            Z17, Z16, Z16
+	VADDPS            Z16, Z15, Z15
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(DI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(DI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(DI*1)
+	PREFETCHT0        256(R10)
+	PREFETCHT0        256(R10)(CX*1)
+	PREFETCHT0        256(R10)(CX*2)
+	PREFETCHT0        256(R10)(DI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000022, R10
+	ADDQ              SI, BX
+	DECQ              DX
+	JMP               dotQ8_0x16x15VNNI_loop
+
+dotQ8_0x16x15VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z12, Z12, Z12
+	VMOVUPS    Z12, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z13, Z13, Z13
+	VMOVUPS    Z13, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z14, Z14, Z14
+	VMOVUPS    Z14, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z15, Z15, Z15
+	VMOVUPS    Z15, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x15VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16x15VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0f0f0f0f, R11
+	VPBROADCASTD R11, Z0
+	VMOVDQU64    rv16shift<>+0(SB), Z1
+	MOVL         $0x0000ff00, R11
+	KMOVW        R11, K1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       Z10, Z10, Z10
+	VPXORD       Z11, Z11, Z11
+	VPXORD       Z12, Z12, Z12
+	VPXORD       Z13, Z13, Z13
+	VPXORD       Z14, Z14, Z14
+	VPXORD       Z15, Z15, Z15
+	VPXORD       Z16, Z16, Z16
+
+dotQ4_0x16x15VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x15VNNI_done
+	VBROADCASTI32X4 2(AX), Z17
+	VBROADCASTI32X4 2(R9), K1, Z17
+	VPSRLVQ         Z1, Z17, Z17
+	VPANDD          Z0, Z17, Z17
+	VBROADCASTI32X4 2(AX)(CX*1), Z18
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z18
+	VPSRLVQ         Z1, Z18, Z18
+	VPANDD          Z0, Z18, Z18
+	VBROADCASTI32X4 2(AX)(CX*2), Z19
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z19
+	VPSRLVQ         Z1, Z19, Z19
+	VPANDD          Z0, Z19, Z19
+	VBROADCASTI32X4 2(AX)(DI*1), Z20
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z20
+	VPSRLVQ         Z1, Z20, Z20
+	VPANDD          Z0, Z20, Z20
+	VBROADCASTI32X4 2(R8), Z21
+	VBROADCASTI32X4 2(R10), K1, Z21
+	VPSRLVQ         Z1, Z21, Z21
+	VPANDD          Z0, Z21, Z21
+	VBROADCASTI32X4 2(R8)(CX*1), Z22
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z22
+	VPSRLVQ         Z1, Z22, Z22
+	VPANDD          Z0, Z22, Z22
+	VBROADCASTI32X4 2(R8)(CX*2), Z23
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z23
+	VPSRLVQ         Z1, Z23, Z23
+	VPANDD          Z0, Z23, Z23
+	VBROADCASTI32X4 2(R8)(DI*1), Z24
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z24
+	VPSRLVQ         Z1, Z24, Z24
+	VPANDD          Z0, Z24, Z24
+	VPUNPCKLDQ      Z18, Z17, Z25
+	VPUNPCKHDQ      Z18, Z17, Z17
+	VPUNPCKLDQ      Z20, Z19, Z18
+	VPUNPCKHDQ      Z20, Z19, Z19
+	VPUNPCKLDQ      Z22, Z21, Z20
+	VPUNPCKHDQ      Z22, Z21, Z21
+	VPUNPCKLDQ      Z24, Z23, Z22
+	VPUNPCKHDQ      Z24, Z23, Z23
+	VPUNPCKLQDQ     Z18, Z25, Z24
+	VPUNPCKHQDQ     Z18, Z25, Z18
+	VPUNPCKLQDQ     Z19, Z17, Z25
+	VPUNPCKHQDQ     Z19, Z17, Z17
+	VPUNPCKLQDQ     Z22, Z20, Z19
+	VPUNPCKHQDQ     Z22, Z20, Z20
+	VPUNPCKLQDQ     Z23, Z21, Z22
+	VPUNPCKHQDQ     Z23, Z21, Z21
+	VSHUFI64X2      $0x88, Z19, Z24, Z23
+	VSHUFI64X2      $0xdd, Z19, Z24, Z19
+	VSHUFI64X2      $0x88, Z20, Z18, Z24
+	VSHUFI64X2      $0xdd, Z20, Z18, Z18
+	VSHUFI64X2      $0x88, Z22, Z25, Z20
+	VSHUFI64X2      $0xdd, Z22, Z25, Z22
+	VSHUFI64X2      $0x88, Z21, Z17, Z25
+	VSHUFI64X2      $0xdd, Z21, Z17, Z17
+	VPXORD          Y21, Y21, Y21
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X21
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X21, X21
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X26
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X26, X26
+	VINSERTI32X4    $0x01, X26, Y21, Y21
+	VCVTPH2PS       Y21, Z21
+	VPBROADCASTD    48(BX), Z26
+	VPDPBUSD.BCST   (BX), Z23, Z26
+	VPDPBUSD.BCST   4(BX), Z24, Z26
+	VPDPBUSD.BCST   8(BX), Z20, Z26
+	VPDPBUSD.BCST   12(BX), Z25, Z26
+	VPDPBUSD.BCST   16(BX), Z19, Z26
+	VPDPBUSD.BCST   20(BX), Z18, Z26
+	VPDPBUSD.BCST   24(BX), Z22, Z26
+	VPDPBUSD.BCST   28(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     32(BX), Z26, Z26
+	VADDPS          Z26, Z2, Z2
+	VPBROADCASTD    112(BX), Z26
+	VPDPBUSD.BCST   64(BX), Z23, Z26
+	VPDPBUSD.BCST   68(BX), Z24, Z26
+	VPDPBUSD.BCST   72(BX), Z20, Z26
+	VPDPBUSD.BCST   76(BX), Z25, Z26
+	VPDPBUSD.BCST   80(BX), Z19, Z26
+	VPDPBUSD.BCST   84(BX), Z18, Z26
+	VPDPBUSD.BCST   88(BX), Z22, Z26
+	VPDPBUSD.BCST   92(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     96(BX), Z26, Z26
+	VADDPS          Z26, Z3, Z3
+	VPBROADCASTD    176(BX), Z26
+	VPDPBUSD.BCST   128(BX), Z23, Z26
+	VPDPBUSD.BCST   132(BX), Z24, Z26
+	VPDPBUSD.BCST   136(BX), Z20, Z26
+	VPDPBUSD.BCST   140(BX), Z25, Z26
+	VPDPBUSD.BCST   144(BX), Z19, Z26
+	VPDPBUSD.BCST   148(BX), Z18, Z26
+	VPDPBUSD.BCST   152(BX), Z22, Z26
+	VPDPBUSD.BCST   156(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     160(BX), Z26, Z26
+	VADDPS          Z26, Z4, Z4
+	VPBROADCASTD    240(BX), Z26
+	VPDPBUSD.BCST   192(BX), Z23, Z26
+	VPDPBUSD.BCST   196(BX), Z24, Z26
+	VPDPBUSD.BCST   200(BX), Z20, Z26
+	VPDPBUSD.BCST   204(BX), Z25, Z26
+	VPDPBUSD.BCST   208(BX), Z19, Z26
+	VPDPBUSD.BCST   212(BX), Z18, Z26
+	VPDPBUSD.BCST   216(BX), Z22, Z26
+	VPDPBUSD.BCST   220(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     224(BX), Z26, Z26
+	VADDPS          Z26, Z5, Z5
+	VPBROADCASTD    304(BX), Z26
+	VPDPBUSD.BCST   256(BX), Z23, Z26
+	VPDPBUSD.BCST   260(BX), Z24, Z26
+	VPDPBUSD.BCST   264(BX), Z20, Z26
+	VPDPBUSD.BCST   268(BX), Z25, Z26
+	VPDPBUSD.BCST   272(BX), Z19, Z26
+	VPDPBUSD.BCST   276(BX), Z18, Z26
+	VPDPBUSD.BCST   280(BX), Z22, Z26
+	VPDPBUSD.BCST   284(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     288(BX), Z26, Z26
+	VADDPS          Z26, Z6, Z6
+	VPBROADCASTD    368(BX), Z26
+	VPDPBUSD.BCST   320(BX), Z23, Z26
+	VPDPBUSD.BCST   324(BX), Z24, Z26
+	VPDPBUSD.BCST   328(BX), Z20, Z26
+	VPDPBUSD.BCST   332(BX), Z25, Z26
+	VPDPBUSD.BCST   336(BX), Z19, Z26
+	VPDPBUSD.BCST   340(BX), Z18, Z26
+	VPDPBUSD.BCST   344(BX), Z22, Z26
+	VPDPBUSD.BCST   348(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     352(BX), Z26, Z26
+	VADDPS          Z26, Z7, Z7
+	VPBROADCASTD    432(BX), Z26
+	VPDPBUSD.BCST   384(BX), Z23, Z26
+	VPDPBUSD.BCST   388(BX), Z24, Z26
+	VPDPBUSD.BCST   392(BX), Z20, Z26
+	VPDPBUSD.BCST   396(BX), Z25, Z26
+	VPDPBUSD.BCST   400(BX), Z19, Z26
+	VPDPBUSD.BCST   404(BX), Z18, Z26
+	VPDPBUSD.BCST   408(BX), Z22, Z26
+	VPDPBUSD.BCST   412(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     416(BX), Z26, Z26
+	VADDPS          Z26, Z8, Z8
+	VPBROADCASTD    496(BX), Z26
+	VPDPBUSD.BCST   448(BX), Z23, Z26
+	VPDPBUSD.BCST   452(BX), Z24, Z26
+	VPDPBUSD.BCST   456(BX), Z20, Z26
+	VPDPBUSD.BCST   460(BX), Z25, Z26
+	VPDPBUSD.BCST   464(BX), Z19, Z26
+	VPDPBUSD.BCST   468(BX), Z18, Z26
+	VPDPBUSD.BCST   472(BX), Z22, Z26
+	VPDPBUSD.BCST   476(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     480(BX), Z26, Z26
+	VADDPS          Z26, Z9, Z9
+	VPBROADCASTD    560(BX), Z26
+	VPDPBUSD.BCST   512(BX), Z23, Z26
+	VPDPBUSD.BCST   516(BX), Z24, Z26
+	VPDPBUSD.BCST   520(BX), Z20, Z26
+	VPDPBUSD.BCST   524(BX), Z25, Z26
+	VPDPBUSD.BCST   528(BX), Z19, Z26
+	VPDPBUSD.BCST   532(BX), Z18, Z26
+	VPDPBUSD.BCST   536(BX), Z22, Z26
+	VPDPBUSD.BCST   540(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     544(BX), Z26, Z26
+	VADDPS          Z26, Z10, Z10
+	VPBROADCASTD    624(BX), Z26
+	VPDPBUSD.BCST   576(BX), Z23, Z26
+	VPDPBUSD.BCST   580(BX), Z24, Z26
+	VPDPBUSD.BCST   584(BX), Z20, Z26
+	VPDPBUSD.BCST   588(BX), Z25, Z26
+	VPDPBUSD.BCST   592(BX), Z19, Z26
+	VPDPBUSD.BCST   596(BX), Z18, Z26
+	VPDPBUSD.BCST   600(BX), Z22, Z26
+	VPDPBUSD.BCST   604(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     608(BX), Z26, Z26
+	VADDPS          Z26, Z11, Z11
+	VPBROADCASTD    688(BX), Z26
+	VPDPBUSD.BCST   640(BX), Z23, Z26
+	VPDPBUSD.BCST   644(BX), Z24, Z26
+	VPDPBUSD.BCST   648(BX), Z20, Z26
+	VPDPBUSD.BCST   652(BX), Z25, Z26
+	VPDPBUSD.BCST   656(BX), Z19, Z26
+	VPDPBUSD.BCST   660(BX), Z18, Z26
+	VPDPBUSD.BCST   664(BX), Z22, Z26
+	VPDPBUSD.BCST   668(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     672(BX), Z26, Z26
+	VADDPS          Z26, Z12, Z12
+	VPBROADCASTD    752(BX), Z26
+	VPDPBUSD.BCST   704(BX), Z23, Z26
+	VPDPBUSD.BCST   708(BX), Z24, Z26
+	VPDPBUSD.BCST   712(BX), Z20, Z26
+	VPDPBUSD.BCST   716(BX), Z25, Z26
+	VPDPBUSD.BCST   720(BX), Z19, Z26
+	VPDPBUSD.BCST   724(BX), Z18, Z26
+	VPDPBUSD.BCST   728(BX), Z22, Z26
+	VPDPBUSD.BCST   732(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     736(BX), Z26, Z26
+	VADDPS          Z26, Z13, Z13
+	VPBROADCASTD    816(BX), Z26
+	VPDPBUSD.BCST   768(BX), Z23, Z26
+	VPDPBUSD.BCST   772(BX), Z24, Z26
+	VPDPBUSD.BCST   776(BX), Z20, Z26
+	VPDPBUSD.BCST   780(BX), Z25, Z26
+	VPDPBUSD.BCST   784(BX), Z19, Z26
+	VPDPBUSD.BCST   788(BX), Z18, Z26
+	VPDPBUSD.BCST   792(BX), Z22, Z26
+	VPDPBUSD.BCST   796(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     800(BX), Z26, Z26
+	VADDPS          Z26, Z14, Z14
+	VPBROADCASTD    880(BX), Z26
+	VPDPBUSD.BCST   832(BX), Z23, Z26
+	VPDPBUSD.BCST   836(BX), Z24, Z26
+	VPDPBUSD.BCST   840(BX), Z20, Z26
+	VPDPBUSD.BCST   844(BX), Z25, Z26
+	VPDPBUSD.BCST   848(BX), Z19, Z26
+	VPDPBUSD.BCST   852(BX), Z18, Z26
+	VPDPBUSD.BCST   856(BX), Z22, Z26
+	VPDPBUSD.BCST   860(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     864(BX), Z26, Z26
+	VADDPS          Z26, Z15, Z15
+	VPBROADCASTD    944(BX), Z26
+	VPDPBUSD.BCST   896(BX), Z23, Z26
+	VPDPBUSD.BCST   900(BX), Z24, Z26
+	VPDPBUSD.BCST   904(BX), Z20, Z26
+	VPDPBUSD.BCST   908(BX), Z25, Z26
+	VPDPBUSD.BCST   912(BX), Z19, Z26
+	VPDPBUSD.BCST   916(BX), Z18, Z26
+	VPDPBUSD.BCST   920(BX), Z22, Z26
+	VPDPBUSD.BCST   924(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z17
+	VMULPS          Z21, Z17, Z17
+	VMULPS.BCST     928(BX), Z17, Z17
+	VADDPS          Z17, Z16, Z16
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x15VNNI_loop
+
+dotQ4_0x16x15VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z12, Z12, Z12
+	VMOVUPS    Z12, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z13, Z13, Z13
+	VMOVUPS    Z13, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z14, Z14, Z14
+	VMOVUPS    Z14, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z15, Z15, Z15
+	VMOVUPS    Z15, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z16, Z16, Z16
+	VMOVUPS    Z16, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x15GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16x15GFNI(SB), NOSPLIT, $0-56
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	MOVQ      astep+32(FP), SI
+	LEAQ      (CX)(CX*2), DI
+	LEAQ      (AX)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	LEAQ      (R9)(CX*4), R10
+	VMOVDQU64 rv16nib<>+0(SB), Z0
+	MOVL      $0x0000ff00, R11
+	KMOVW     R11, K1
+	VPXORD    Z1, Z1, Z1
+	VPXORD    Z2, Z2, Z2
+	VPXORD    Z3, Z3, Z3
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+	VPXORD    Z7, Z7, Z7
+	VPXORD    Z8, Z8, Z8
+	VPXORD    Z9, Z9, Z9
+	VPXORD    Z10, Z10, Z10
+	VPXORD    Z11, Z11, Z11
+	VPXORD    Z12, Z12, Z12
+	VPXORD    Z13, Z13, Z13
+	VPXORD    Z14, Z14, Z14
+	VPXORD    Z15, Z15, Z15
+
+dotQ4_0x16x15GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x15GFNI_done
+	VBROADCASTI32X4 2(AX), Z16
+	VBROADCASTI32X4 2(R9), K1, Z16
+	VGF2P8AFFINEQB  $0x00, Z0, Z16, Z16
+	VBROADCASTI32X4 2(AX)(CX*1), Z17
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z17
+	VGF2P8AFFINEQB  $0x00, Z0, Z17, Z17
+	VBROADCASTI32X4 2(AX)(CX*2), Z18
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z18
+	VGF2P8AFFINEQB  $0x00, Z0, Z18, Z18
+	VBROADCASTI32X4 2(AX)(DI*1), Z19
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z19
+	VGF2P8AFFINEQB  $0x00, Z0, Z19, Z19
+	VBROADCASTI32X4 2(R8), Z20
+	VBROADCASTI32X4 2(R10), K1, Z20
+	VGF2P8AFFINEQB  $0x00, Z0, Z20, Z20
+	VBROADCASTI32X4 2(R8)(CX*1), Z21
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z21
+	VGF2P8AFFINEQB  $0x00, Z0, Z21, Z21
+	VBROADCASTI32X4 2(R8)(CX*2), Z22
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z22
+	VGF2P8AFFINEQB  $0x00, Z0, Z22, Z22
+	VBROADCASTI32X4 2(R8)(DI*1), Z23
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z23
+	VGF2P8AFFINEQB  $0x00, Z0, Z23, Z23
+	VPUNPCKLDQ      Z17, Z16, Z24
+	VPUNPCKHDQ      Z17, Z16, Z16
+	VPUNPCKLDQ      Z19, Z18, Z17
+	VPUNPCKHDQ      Z19, Z18, Z18
+	VPUNPCKLDQ      Z21, Z20, Z19
+	VPUNPCKHDQ      Z21, Z20, Z20
+	VPUNPCKLDQ      Z23, Z22, Z21
+	VPUNPCKHDQ      Z23, Z22, Z22
+	VPUNPCKLQDQ     Z17, Z24, Z23
+	VPUNPCKHQDQ     Z17, Z24, Z17
+	VPUNPCKLQDQ     Z18, Z16, Z24
+	VPUNPCKHQDQ     Z18, Z16, Z16
+	VPUNPCKLQDQ     Z21, Z19, Z18
+	VPUNPCKHQDQ     Z21, Z19, Z19
+	VPUNPCKLQDQ     Z22, Z20, Z21
+	VPUNPCKHQDQ     Z22, Z20, Z20
+	VSHUFI64X2      $0x88, Z18, Z23, Z22
+	VSHUFI64X2      $0xdd, Z18, Z23, Z18
+	VSHUFI64X2      $0x88, Z19, Z17, Z23
+	VSHUFI64X2      $0xdd, Z19, Z17, Z17
+	VSHUFI64X2      $0x88, Z21, Z24, Z19
+	VSHUFI64X2      $0xdd, Z21, Z24, Z21
+	VSHUFI64X2      $0x88, Z20, Z16, Z24
+	VSHUFI64X2      $0xdd, Z20, Z16, Z16
+	VPXORD          Y20, Y20, Y20
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X20
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X20, X20
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X25
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X25, X25
+	VINSERTI32X4    $0x01, X25, Y20, Y20
+	VCVTPH2PS       Y20, Z20
+	VPBROADCASTD    48(BX), Z25
+	VPDPBUSD.BCST   (BX), Z22, Z25
+	VPDPBUSD.BCST   4(BX), Z23, Z25
+	VPDPBUSD.BCST   8(BX), Z19, Z25
+	VPDPBUSD.BCST   12(BX), Z24, Z25
+	VPDPBUSD.BCST   16(BX), Z18, Z25
+	VPDPBUSD.BCST   20(BX), Z17, Z25
+	VPDPBUSD.BCST   24(BX), Z21, Z25
+	VPDPBUSD.BCST   28(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     32(BX), Z25, Z25
+	VADDPS          Z25, Z1, Z1
+	VPBROADCASTD    112(BX), Z25
+	VPDPBUSD.BCST   64(BX), Z22, Z25
+	VPDPBUSD.BCST   68(BX), Z23, Z25
+	VPDPBUSD.BCST   72(BX), Z19, Z25
+	VPDPBUSD.BCST   76(BX), Z24, Z25
+	VPDPBUSD.BCST   80(BX), Z18, Z25
+	VPDPBUSD.BCST   84(BX), Z17, Z25
+	VPDPBUSD.BCST   88(BX), Z21, Z25
+	VPDPBUSD.BCST   92(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     96(BX), Z25, Z25
+	VADDPS          Z25, Z2, Z2
+	VPBROADCASTD    176(BX), Z25
+	VPDPBUSD.BCST   128(BX), Z22, Z25
+	VPDPBUSD.BCST   132(BX), Z23, Z25
+	VPDPBUSD.BCST   136(BX), Z19, Z25
+	VPDPBUSD.BCST   140(BX), Z24, Z25
+	VPDPBUSD.BCST   144(BX), Z18, Z25
+	VPDPBUSD.BCST   148(BX), Z17, Z25
+	VPDPBUSD.BCST   152(BX), Z21, Z25
+	VPDPBUSD.BCST   156(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     160(BX), Z25, Z25
+	VADDPS          Z25, Z3, Z3
+	VPBROADCASTD    240(BX), Z25
+	VPDPBUSD.BCST   192(BX), Z22, Z25
+	VPDPBUSD.BCST   196(BX), Z23, Z25
+	VPDPBUSD.BCST   200(BX), Z19, Z25
+	VPDPBUSD.BCST   204(BX), Z24, Z25
+	VPDPBUSD.BCST   208(BX), Z18, Z25
+	VPDPBUSD.BCST   212(BX), Z17, Z25
+	VPDPBUSD.BCST   216(BX), Z21, Z25
+	VPDPBUSD.BCST   220(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     224(BX), Z25, Z25
+	VADDPS          Z25, Z4, Z4
+	VPBROADCASTD    304(BX), Z25
+	VPDPBUSD.BCST   256(BX), Z22, Z25
+	VPDPBUSD.BCST   260(BX), Z23, Z25
+	VPDPBUSD.BCST   264(BX), Z19, Z25
+	VPDPBUSD.BCST   268(BX), Z24, Z25
+	VPDPBUSD.BCST   272(BX), Z18, Z25
+	VPDPBUSD.BCST   276(BX), Z17, Z25
+	VPDPBUSD.BCST   280(BX), Z21, Z25
+	VPDPBUSD.BCST   284(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     288(BX), Z25, Z25
+	VADDPS          Z25, Z5, Z5
+	VPBROADCASTD    368(BX), Z25
+	VPDPBUSD.BCST   320(BX), Z22, Z25
+	VPDPBUSD.BCST   324(BX), Z23, Z25
+	VPDPBUSD.BCST   328(BX), Z19, Z25
+	VPDPBUSD.BCST   332(BX), Z24, Z25
+	VPDPBUSD.BCST   336(BX), Z18, Z25
+	VPDPBUSD.BCST   340(BX), Z17, Z25
+	VPDPBUSD.BCST   344(BX), Z21, Z25
+	VPDPBUSD.BCST   348(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     352(BX), Z25, Z25
+	VADDPS          Z25, Z6, Z6
+	VPBROADCASTD    432(BX), Z25
+	VPDPBUSD.BCST   384(BX), Z22, Z25
+	VPDPBUSD.BCST   388(BX), Z23, Z25
+	VPDPBUSD.BCST   392(BX), Z19, Z25
+	VPDPBUSD.BCST   396(BX), Z24, Z25
+	VPDPBUSD.BCST   400(BX), Z18, Z25
+	VPDPBUSD.BCST   404(BX), Z17, Z25
+	VPDPBUSD.BCST   408(BX), Z21, Z25
+	VPDPBUSD.BCST   412(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     416(BX), Z25, Z25
+	VADDPS          Z25, Z7, Z7
+	VPBROADCASTD    496(BX), Z25
+	VPDPBUSD.BCST   448(BX), Z22, Z25
+	VPDPBUSD.BCST   452(BX), Z23, Z25
+	VPDPBUSD.BCST   456(BX), Z19, Z25
+	VPDPBUSD.BCST   460(BX), Z24, Z25
+	VPDPBUSD.BCST   464(BX), Z18, Z25
+	VPDPBUSD.BCST   468(BX), Z17, Z25
+	VPDPBUSD.BCST   472(BX), Z21, Z25
+	VPDPBUSD.BCST   476(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     480(BX), Z25, Z25
+	VADDPS          Z25, Z8, Z8
+	VPBROADCASTD    560(BX), Z25
+	VPDPBUSD.BCST   512(BX), Z22, Z25
+	VPDPBUSD.BCST   516(BX), Z23, Z25
+	VPDPBUSD.BCST   520(BX), Z19, Z25
+	VPDPBUSD.BCST   524(BX), Z24, Z25
+	VPDPBUSD.BCST   528(BX), Z18, Z25
+	VPDPBUSD.BCST   532(BX), Z17, Z25
+	VPDPBUSD.BCST   536(BX), Z21, Z25
+	VPDPBUSD.BCST   540(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     544(BX), Z25, Z25
+	VADDPS          Z25, Z9, Z9
+	VPBROADCASTD    624(BX), Z25
+	VPDPBUSD.BCST   576(BX), Z22, Z25
+	VPDPBUSD.BCST   580(BX), Z23, Z25
+	VPDPBUSD.BCST   584(BX), Z19, Z25
+	VPDPBUSD.BCST   588(BX), Z24, Z25
+	VPDPBUSD.BCST   592(BX), Z18, Z25
+	VPDPBUSD.BCST   596(BX), Z17, Z25
+	VPDPBUSD.BCST   600(BX), Z21, Z25
+	VPDPBUSD.BCST   604(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     608(BX), Z25, Z25
+	VADDPS          Z25, Z10, Z10
+	VPBROADCASTD    688(BX), Z25
+	VPDPBUSD.BCST   640(BX), Z22, Z25
+	VPDPBUSD.BCST   644(BX), Z23, Z25
+	VPDPBUSD.BCST   648(BX), Z19, Z25
+	VPDPBUSD.BCST   652(BX), Z24, Z25
+	VPDPBUSD.BCST   656(BX), Z18, Z25
+	VPDPBUSD.BCST   660(BX), Z17, Z25
+	VPDPBUSD.BCST   664(BX), Z21, Z25
+	VPDPBUSD.BCST   668(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     672(BX), Z25, Z25
+	VADDPS          Z25, Z11, Z11
+	VPBROADCASTD    752(BX), Z25
+	VPDPBUSD.BCST   704(BX), Z22, Z25
+	VPDPBUSD.BCST   708(BX), Z23, Z25
+	VPDPBUSD.BCST   712(BX), Z19, Z25
+	VPDPBUSD.BCST   716(BX), Z24, Z25
+	VPDPBUSD.BCST   720(BX), Z18, Z25
+	VPDPBUSD.BCST   724(BX), Z17, Z25
+	VPDPBUSD.BCST   728(BX), Z21, Z25
+	VPDPBUSD.BCST   732(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     736(BX), Z25, Z25
+	VADDPS          Z25, Z12, Z12
+	VPBROADCASTD    816(BX), Z25
+	VPDPBUSD.BCST   768(BX), Z22, Z25
+	VPDPBUSD.BCST   772(BX), Z23, Z25
+	VPDPBUSD.BCST   776(BX), Z19, Z25
+	VPDPBUSD.BCST   780(BX), Z24, Z25
+	VPDPBUSD.BCST   784(BX), Z18, Z25
+	VPDPBUSD.BCST   788(BX), Z17, Z25
+	VPDPBUSD.BCST   792(BX), Z21, Z25
+	VPDPBUSD.BCST   796(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     800(BX), Z25, Z25
+	VADDPS          Z25, Z13, Z13
+	VPBROADCASTD    880(BX), Z25
+	VPDPBUSD.BCST   832(BX), Z22, Z25
+	VPDPBUSD.BCST   836(BX), Z23, Z25
+	VPDPBUSD.BCST   840(BX), Z19, Z25
+	VPDPBUSD.BCST   844(BX), Z24, Z25
+	VPDPBUSD.BCST   848(BX), Z18, Z25
+	VPDPBUSD.BCST   852(BX), Z17, Z25
+	VPDPBUSD.BCST   856(BX), Z21, Z25
+	VPDPBUSD.BCST   860(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z25
+	VMULPS          Z20, Z25, Z25
+	VMULPS.BCST     864(BX), Z25, Z25
+	VADDPS          Z25, Z14, Z14
+	VPBROADCASTD    944(BX), Z25
+	VPDPBUSD.BCST   896(BX), Z22, Z25
+	VPDPBUSD.BCST   900(BX), Z23, Z25
+	VPDPBUSD.BCST   904(BX), Z19, Z25
+	VPDPBUSD.BCST   908(BX), Z24, Z25
+	VPDPBUSD.BCST   912(BX), Z18, Z25
+	VPDPBUSD.BCST   916(BX), Z17, Z25
+	VPDPBUSD.BCST   920(BX), Z21, Z25
+	VPDPBUSD.BCST   924(BX), Z16, Z25
+	VCVTDQ2PS       Z25, Z16
+	VMULPS          Z20, Z16, Z16
+	VMULPS.BCST     928(BX), Z16, Z16
+	VADDPS          Z16, Z15, Z15
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x15GFNI_loop
+
+dotQ4_0x16x15GFNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z12, Z12, Z12
+	VMOVUPS    Z12, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z13, Z13, Z13
+	VMOVUPS    Z13, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z14, Z14, Z14
+	VMOVUPS    Z14, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z15, Z15, Z15
+	VMOVUPS    Z15, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ8_0x16x16VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ8_0x16x16VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x80808080, R11
+	VPBROADCASTD R11, Z0
+	MOVL         $0x000000f0, R11
+	KMOVW        R11, K1
+	VPXORD       Z1, Z1, Z1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       Z10, Z10, Z10
+	VPXORD       Z11, Z11, Z11
+	VPXORD       Z12, Z12, Z12
+	VPXORD       Z13, Z13, Z13
+	VPXORD       Z14, Z14, Z14
+	VPXORD       Z15, Z15, Z15
+	VPXORD       Z16, Z16, Z16
+
+dotQ8_0x16x16VNNI_loop:
+	TESTQ             DX, DX
+	JZ                dotQ8_0x16x16VNNI_done
+	VPXORD            Z17, Z17, Z17
+	VMOVDQU64         2(AX), Y17
+	VBROADCASTI64X4.Z 2(R9), K1, Z18
+	VPTERNLOGD        $0x56, Z0, Z18, Z17
+	VPXORD            Z18, Z18, Z18
+	VMOVDQU64         2(AX)(CX*1), Y18
+	VBROADCASTI64X4.Z 2(R9)(CX*1), K1, Z19
+	VPTERNLOGD        $0x56, Z0, Z19, Z18
+	VPXORD            Z19, Z19, Z19
+	VMOVDQU64         2(AX)(CX*2), Y19
+	VBROADCASTI64X4.Z 2(R9)(CX*2), K1, Z20
+	VPTERNLOGD        $0x56, Z0, Z20, Z19
+	VPXORD            Z20, Z20, Z20
+	VMOVDQU64         2(AX)(DI*1), Y20
+	VBROADCASTI64X4.Z 2(R9)(DI*1), K1, Z21
+	VPTERNLOGD        $0x56, Z0, Z21, Z20
+	VPXORD            Z21, Z21, Z21
+	VMOVDQU64         2(R8), Y21
+	VBROADCASTI64X4.Z 2(R10), K1, Z22
+	VPTERNLOGD        $0x56, Z0, Z22, Z21
+	VPXORD            Z22, Z22, Z22
+	VMOVDQU64         2(R8)(CX*1), Y22
+	VBROADCASTI64X4.Z 2(R10)(CX*1), K1, Z23
+	VPTERNLOGD        $0x56, Z0, Z23, Z22
+	VPXORD            Z23, Z23, Z23
+	VMOVDQU64         2(R8)(CX*2), Y23
+	VBROADCASTI64X4.Z 2(R10)(CX*2), K1, Z24
+	VPTERNLOGD        $0x56, Z0, Z24, Z23
+	VPXORD            Z24, Z24, Z24
+	VMOVDQU64         2(R8)(DI*1), Y24
+	VBROADCASTI64X4.Z 2(R10)(DI*1), K1, Z25
+	VPTERNLOGD        $0x56, Z0, Z25, Z24
+	VPUNPCKLDQ        Z18, Z17, Z25
+	VPUNPCKHDQ        Z18, Z17, Z17
+	VPUNPCKLDQ        Z20, Z19, Z18
+	VPUNPCKHDQ        Z20, Z19, Z19
+	VPUNPCKLDQ        Z22, Z21, Z20
+	VPUNPCKHDQ        Z22, Z21, Z21
+	VPUNPCKLDQ        Z24, Z23, Z22
+	VPUNPCKHDQ        Z24, Z23, Z23
+	VPUNPCKLQDQ       Z18, Z25, Z24
+	VPUNPCKHQDQ       Z18, Z25, Z18
+	VPUNPCKLQDQ       Z19, Z17, Z25
+	VPUNPCKHQDQ       Z19, Z17, Z17
+	VPUNPCKLQDQ       Z22, Z20, Z19
+	VPUNPCKHQDQ       Z22, Z20, Z20
+	VPUNPCKLQDQ       Z23, Z21, Z22
+	VPUNPCKHQDQ       Z23, Z21, Z21
+	VSHUFI64X2        $0x88, Z19, Z24, Z23
+	VSHUFI64X2        $0xdd, Z19, Z24, Z19
+	VSHUFI64X2        $0x88, Z20, Z18, Z24
+	VSHUFI64X2        $0xdd, Z20, Z18, Z18
+	VSHUFI64X2        $0x88, Z22, Z25, Z20
+	VSHUFI64X2        $0xdd, Z22, Z25, Z22
+	VSHUFI64X2        $0x88, Z21, Z17, Z25
+	VSHUFI64X2        $0xdd, Z21, Z17, Z17
+	VPXORD            Y21, Y21, Y21
+	MOVWQZX           (AX), R11
+	MOVWQZX           (AX)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (AX)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X21
+	MOVWQZX           (R9), R11
+	MOVWQZX           (R9)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R9)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X21, X21
+	MOVWQZX           (R8), R11
+	MOVWQZX           (R8)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R8)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VMOVQ             R11, X26
+	MOVWQZX           (R10), R11
+	MOVWQZX           (R10)(CX*1), R12
+	SHLQ              $0x10, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(CX*2), R12
+	SHLQ              $0x20, R12
+	ORQ               R12, R11
+	MOVWQZX           (R10)(DI*1), R12
+	SHLQ              $0x30, R12
+	ORQ               R12, R11
+	VPINSRQ           $0x01, R11, X26, X26
+	VINSERTI32X4      $0x01, X26, Y21, Y21
+	VCVTPH2PS         Y21, Z21
+	VPBROADCASTD      44(BX), Z26
+	VPDPBUSD.BCST     (BX), Z23, Z26
+	VPDPBUSD.BCST     4(BX), Z24, Z26
+	VPDPBUSD.BCST     8(BX), Z20, Z26
+	VPDPBUSD.BCST     12(BX), Z25, Z26
+	VPDPBUSD.BCST     16(BX), Z19, Z26
+	VPDPBUSD.BCST     20(BX), Z18, Z26
+	VPDPBUSD.BCST     24(BX), Z22, Z26
+	VPDPBUSD.BCST     28(BX), Z17, Z26
+	VCVTDQ2PS         Z26, Z26
+	VMULPS.BCST       32(BX), Z21, Z27
+	VMULPS            Z27, Z26, Z26
+	VADDPS            Z26, Z1, Z1
+	VPBROADCASTD      108(BX), Z26
+	VPDPBUSD.BCST     64(BX), Z23, Z26
+	VPDPBUSD.BCST     68(BX), Z24, Z26
+	VPDPBUSD.BCST     72(BX), Z20, Z26
+	VPDPBUSD.BCST     76(BX), Z25, Z26
+	VPDPBUSD.BCST     80(BX), Z19, Z26
+	VPDPBUSD.BCST     84(BX), Z18, Z26
+	VPDPBUSD.BCST     88(BX), Z22, Z26
+	VPDPBUSD.BCST     92(BX), Z17, Z26
+	VCVTDQ2PS         Z26, Z26
+	VMULPS.BCST       96(BX), Z21, Z27
+	VMULPS            Z27, Z26, Z26
+	VADDPS            Z26, Z2, Z2
+	VPBROADCASTD      172(BX), Z26
+	VPDPBUSD.BCST     128(BX), Z23, Z26
+	VPDPBUSD.BCST     132(BX), Z24, Z26
+	VPDPBUSD.BCST     136(BX), Z20, Z26
+	VPDPBUSD.BCST     140(BX), Z25, Z26
+	VPDPBUSD.BCST     144(BX), Z19, Z26
+	VPDPBUSD.BCST     148(BX), Z18, Z26
+	VPDPBUSD.BCST     152(BX), Z22, Z26
+	VPDPBUSD.BCST     156(BX), Z17, Z26
+	VCVTDQ2PS         Z26, Z26
+	VMULPS.BCST       160(BX), Z21, Z27
+	VMULPS            Z27, Z26, Z26
+	VADDPS            Z26, Z3, Z3
+	VPBROADCASTD      236(BX), Z26
+	VPDPBUSD.BCST     192(BX), Z23, Z26
+	VPDPBUSD.BCST     196(BX), Z24, Z26
+	VPDPBUSD.BCST     200(BX), Z20, Z26
+	VPDPBUSD.BCST     204(BX), Z25, Z26
+	VPDPBUSD.BCST     208(BX), Z19, Z26
+	VPDPBUSD.BCST     212(BX), Z18, Z26
+	VPDPBUSD.BCST     216(BX), Z22, Z26
+	VPDPBUSD.BCST     220(BX), Z17, Z26
+	VCVTDQ2PS         Z26, Z26
+	VMULPS.BCST       224(BX), Z21, Z27
+	VMULPS            Z27, Z26, Z26
+	VADDPS            Z26, Z4, Z4
+	VPBROADCASTD      300(BX), Z26
+	VPDPBUSD.BCST     256(BX), Z23, Z26
+	VPDPBUSD.BCST     260(BX), Z24, Z26
+	VPDPBUSD.BCST     264(BX), Z20, Z26
+	VPDPBUSD.BCST     268(BX), Z25, Z26
+	VPDPBUSD.BCST     272(BX), Z19, Z26
+	VPDPBUSD.BCST     276(BX), Z18, Z26
+	VPDPBUSD.BCST     280(BX), Z22, Z26
+	VPDPBUSD.BCST     284(BX), Z17, Z26
+	VCVTDQ2PS         Z26, Z26
+	VMULPS.BCST       288(BX), Z21, Z27
+	VMULPS            Z27, Z26, Z26
+	VADDPS            Z26, Z5, Z5
+	VPBROADCASTD      364(BX), Z26
+	VPDPBUSD.BCST     320(BX), Z23, Z26
+	VPDPBUSD.BCST     324(BX), Z24, Z26
+	VPDPBUSD.BCST     328(BX), Z20, Z26
+	VPDPBUSD.BCST     332(BX), Z25, Z26
+	VPDPBUSD.BCST     336(BX), Z19, Z26
+	VPDPBUSD.BCST     340(BX), Z18, Z26
+	VPDPBUSD.BCST     344(BX), Z22, Z26
+	VPDPBUSD.BCST     348(BX), Z17, Z26
+	VCVTDQ2PS         Z26, Z26
+	VMULPS.BCST       352(BX), Z21, Z27
+	VMULPS            Z27, Z26, Z26
+	VADDPS            Z26, Z6, Z6
+	VPBROADCASTD      428(BX), Z26
+	VPDPBUSD.BCST     384(BX), Z23, Z26
+	VPDPBUSD.BCST     388(BX), Z24, Z26
+	VPDPBUSD.BCST     392(BX), Z20, Z26
+	VPDPBUSD.BCST     396(BX), Z25, Z26
+	VPDPBUSD.BCST     400(BX), Z19, Z26
+	VPDPBUSD.BCST     404(BX), Z18, Z26
+	VPDPBUSD.BCST     408(BX), Z22, Z26
+	VPDPBUSD.BCST     412(BX), Z17, Z26
+	VCVTDQ2PS         Z26, Z26
+	VMULPS.BCST       416(BX), Z21, Z27
+	VMULPS            Z27, Z26, Z26
+	VADDPS            Z26, Z7, Z7
+	VPBROADCASTD      492(BX), Z26
+	VPDPBUSD.BCST     448(BX), Z23, Z26
+	VPDPBUSD.BCST     452(BX), Z24, Z26
+	VPDPBUSD.BCST     456(BX), Z20, Z26
+	VPDPBUSD.BCST     460(BX), Z25, Z26
+	VPDPBUSD.BCST     464(BX), Z19, Z26
+	VPDPBUSD.BCST     468(BX), Z18, Z26
+	VPDPBUSD.BCST     472(BX), Z22, Z26
+	VPDPBUSD.BCST     476(BX), Z17, Z26
+	VCVTDQ2PS         Z26, Z26
+	VMULPS.BCST       480(BX), Z21, Z27
+	VMULPS            Z27, Z26, Z26
+	VADDPS            Z26, Z8, Z8
+	VPBROADCASTD      556(BX), Z26
+	VPDPBUSD.BCST     512(BX), Z23, Z26
+	VPDPBUSD.BCST     516(BX), Z24, Z26
+	VPDPBUSD.BCST     520(BX), Z20, Z26
+	VPDPBUSD.BCST     524(BX), Z25, Z26
+	VPDPBUSD.BCST     528(BX), Z19, Z26
+	VPDPBUSD.BCST     532(BX), Z18, Z26
+	VPDPBUSD.BCST     536(BX), Z22, Z26
+	VPDPBUSD.BCST     540(BX), Z17, Z26
+	VCVTDQ2PS         Z26, Z26
+	VMULPS.BCST       544(BX), Z21, Z27
+	VMULPS            Z27, Z26, Z26
+	VADDPS            Z26, Z9, Z9
+	VPBROADCASTD      620(BX), Z26
+	VPDPBUSD.BCST     576(BX), Z23, Z26
+	VPDPBUSD.BCST     580(BX), Z24, Z26
+	VPDPBUSD.BCST     584(BX), Z20, Z26
+	VPDPBUSD.BCST     588(BX), Z25, Z26
+	VPDPBUSD.BCST     592(BX), Z19, Z26
+	VPDPBUSD.BCST     596(BX), Z18, Z26
+	VPDPBUSD.BCST     600(BX), Z22, Z26
+	VPDPBUSD.BCST     604(BX), Z17, Z26
+	VCVTDQ2PS         Z26, Z26
+	VMULPS.BCST       608(BX), Z21, Z27
+	VMULPS            Z27, Z26, Z26
+	VADDPS            Z26, Z10, Z10
+	VPBROADCASTD      684(BX), Z26
+	VPDPBUSD.BCST     640(BX), Z23, Z26
+	VPDPBUSD.BCST     644(BX), Z24, Z26
+	VPDPBUSD.BCST     648(BX), Z20, Z26
+	VPDPBUSD.BCST     652(BX), Z25, Z26
+	VPDPBUSD.BCST     656(BX), Z19, Z26
+	VPDPBUSD.BCST     660(BX), Z18, Z26
+	VPDPBUSD.BCST     664(BX), Z22, Z26
+	VPDPBUSD.BCST     668(BX), Z17, Z26
+	VCVTDQ2PS         Z26, Z26
+	VMULPS.BCST       672(BX), Z21, Z27
+	VMULPS            Z27, Z26, Z26
+	VADDPS            Z26, Z11, Z11
+	VPBROADCASTD      748(BX), Z26
+	VPDPBUSD.BCST     704(BX), Z23, Z26
+	VPDPBUSD.BCST     708(BX), Z24, Z26
+	VPDPBUSD.BCST     712(BX), Z20, Z26
+	VPDPBUSD.BCST     716(BX), Z25, Z26
+	VPDPBUSD.BCST     720(BX), Z19, Z26
+	VPDPBUSD.BCST     724(BX), Z18, Z26
+	VPDPBUSD.BCST     728(BX), Z22, Z26
+	VPDPBUSD.BCST     732(BX), Z17, Z26
+	VCVTDQ2PS         Z26, Z26
+	VMULPS.BCST       736(BX), Z21, Z27
+	VMULPS            Z27, Z26, Z26
+	VADDPS            Z26, Z12, Z12
+	VPBROADCASTD      812(BX), Z26
+	VPDPBUSD.BCST     768(BX), Z23, Z26
+	VPDPBUSD.BCST     772(BX), Z24, Z26
+	VPDPBUSD.BCST     776(BX), Z20, Z26
+	VPDPBUSD.BCST     780(BX), Z25, Z26
+	VPDPBUSD.BCST     784(BX), Z19, Z26
+	VPDPBUSD.BCST     788(BX), Z18, Z26
+	VPDPBUSD.BCST     792(BX), Z22, Z26
+	VPDPBUSD.BCST     796(BX), Z17, Z26
+	VCVTDQ2PS         Z26, Z26
+	VMULPS.BCST       800(BX), Z21, Z27
+	VMULPS            Z27, Z26, Z26
+	VADDPS            Z26, Z13, Z13
+	VPBROADCASTD      876(BX), Z26
+	VPDPBUSD.BCST     832(BX), Z23, Z26
+	VPDPBUSD.BCST     836(BX), Z24, Z26
+	VPDPBUSD.BCST     840(BX), Z20, Z26
+	VPDPBUSD.BCST     844(BX), Z25, Z26
+	VPDPBUSD.BCST     848(BX), Z19, Z26
+	VPDPBUSD.BCST     852(BX), Z18, Z26
+	VPDPBUSD.BCST     856(BX), Z22, Z26
+	VPDPBUSD.BCST     860(BX), Z17, Z26
+	VCVTDQ2PS         Z26, Z26
+	VMULPS.BCST       864(BX), Z21, Z27
+	VMULPS            Z27, Z26, Z26
+	VADDPS            Z26, Z14, Z14
+	VPBROADCASTD      940(BX), Z26
+	VPDPBUSD.BCST     896(BX), Z23, Z26
+	VPDPBUSD.BCST     900(BX), Z24, Z26
+	VPDPBUSD.BCST     904(BX), Z20, Z26
+	VPDPBUSD.BCST     908(BX), Z25, Z26
+	VPDPBUSD.BCST     912(BX), Z19, Z26
+	VPDPBUSD.BCST     916(BX), Z18, Z26
+	VPDPBUSD.BCST     920(BX), Z22, Z26
+	VPDPBUSD.BCST     924(BX), Z17, Z26
+	VCVTDQ2PS         Z26, Z26
+	VMULPS.BCST       928(BX), Z21, Z27
+	VMULPS            Z27, Z26, Z26
+	VADDPS            Z26, Z15, Z15
+	VPBROADCASTD      1004(BX), Z26
+	VPDPBUSD.BCST     960(BX), Z23, Z26
+	VPDPBUSD.BCST     964(BX), Z24, Z26
+	VPDPBUSD.BCST     968(BX), Z20, Z26
+	VPDPBUSD.BCST     972(BX), Z25, Z26
+	VPDPBUSD.BCST     976(BX), Z19, Z26
+	VPDPBUSD.BCST     980(BX), Z18, Z26
+	VPDPBUSD.BCST     984(BX), Z22, Z26
+	VPDPBUSD.BCST     988(BX), Z17, Z26
+	VCVTDQ2PS         Z26, Z17
+	VMULPS.BCST       992(BX), Z21, Z18
+	VMULPS            Z18, Z17, Z17
+	VADDPS            Z17, Z16, Z16
+	PREFETCHT0        256(AX)
+	PREFETCHT0        256(AX)(CX*1)
+	PREFETCHT0        256(AX)(CX*2)
+	PREFETCHT0        256(AX)(DI*1)
+	PREFETCHT0        256(R8)
+	PREFETCHT0        256(R8)(CX*1)
+	PREFETCHT0        256(R8)(CX*2)
+	PREFETCHT0        256(R8)(DI*1)
+	PREFETCHT0        256(R9)
+	PREFETCHT0        256(R9)(CX*1)
+	PREFETCHT0        256(R9)(CX*2)
+	PREFETCHT0        256(R9)(DI*1)
+	PREFETCHT0        256(R10)
+	PREFETCHT0        256(R10)(CX*1)
+	PREFETCHT0        256(R10)(CX*2)
+	PREFETCHT0        256(R10)(DI*1)
+	ADDQ              $0x00000022, AX
+	ADDQ              $0x00000022, R8
+	ADDQ              $0x00000022, R9
+	ADDQ              $0x00000022, R10
+	ADDQ              SI, BX
+	DECQ              DX
+	JMP               dotQ8_0x16x16VNNI_loop
+
+dotQ8_0x16x16VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z12, Z12, Z12
+	VMOVUPS    Z12, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z13, Z13, Z13
+	VMOVUPS    Z13, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z14, Z14, Z14
+	VMOVUPS    Z14, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z15, Z15, Z15
+	VMOVUPS    Z15, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z16, Z16, Z16
+	VMOVUPS    Z16, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x16VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, MMX+
+TEXT ·dotQ4_0x16x16VNNI(SB), NOSPLIT, $0-56
+	MOVQ         w+0(FP), AX
+	MOVQ         stride+8(FP), CX
+	MOVQ         nb+16(FP), DX
+	MOVQ         a+24(FP), BX
+	MOVQ         astep+32(FP), SI
+	LEAQ         (CX)(CX*2), DI
+	LEAQ         (AX)(CX*4), R8
+	LEAQ         (R8)(CX*4), R9
+	LEAQ         (R9)(CX*4), R10
+	MOVL         $0x0f0f0f0f, R11
+	VPBROADCASTD R11, Z0
+	VMOVDQU64    rv16shift<>+0(SB), Z1
+	MOVL         $0x0000ff00, R11
+	KMOVW        R11, K1
+	VPXORD       Z2, Z2, Z2
+	VPXORD       Z3, Z3, Z3
+	VPXORD       Z4, Z4, Z4
+	VPXORD       Z5, Z5, Z5
+	VPXORD       Z6, Z6, Z6
+	VPXORD       Z7, Z7, Z7
+	VPXORD       Z8, Z8, Z8
+	VPXORD       Z9, Z9, Z9
+	VPXORD       Z10, Z10, Z10
+	VPXORD       Z11, Z11, Z11
+	VPXORD       Z12, Z12, Z12
+	VPXORD       Z13, Z13, Z13
+	VPXORD       Z14, Z14, Z14
+	VPXORD       Z15, Z15, Z15
+	VPXORD       Z16, Z16, Z16
+	VPXORD       Z17, Z17, Z17
+
+dotQ4_0x16x16VNNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x16VNNI_done
+	VBROADCASTI32X4 2(AX), Z18
+	VBROADCASTI32X4 2(R9), K1, Z18
+	VPSRLVQ         Z1, Z18, Z18
+	VPANDD          Z0, Z18, Z18
+	VBROADCASTI32X4 2(AX)(CX*1), Z19
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z19
+	VPSRLVQ         Z1, Z19, Z19
+	VPANDD          Z0, Z19, Z19
+	VBROADCASTI32X4 2(AX)(CX*2), Z20
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z20
+	VPSRLVQ         Z1, Z20, Z20
+	VPANDD          Z0, Z20, Z20
+	VBROADCASTI32X4 2(AX)(DI*1), Z21
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z21
+	VPSRLVQ         Z1, Z21, Z21
+	VPANDD          Z0, Z21, Z21
+	VBROADCASTI32X4 2(R8), Z22
+	VBROADCASTI32X4 2(R10), K1, Z22
+	VPSRLVQ         Z1, Z22, Z22
+	VPANDD          Z0, Z22, Z22
+	VBROADCASTI32X4 2(R8)(CX*1), Z23
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z23
+	VPSRLVQ         Z1, Z23, Z23
+	VPANDD          Z0, Z23, Z23
+	VBROADCASTI32X4 2(R8)(CX*2), Z24
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z24
+	VPSRLVQ         Z1, Z24, Z24
+	VPANDD          Z0, Z24, Z24
+	VBROADCASTI32X4 2(R8)(DI*1), Z25
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z25
+	VPSRLVQ         Z1, Z25, Z25
+	VPANDD          Z0, Z25, Z25
+	VPUNPCKLDQ      Z19, Z18, Z26
+	VPUNPCKHDQ      Z19, Z18, Z18
+	VPUNPCKLDQ      Z21, Z20, Z19
+	VPUNPCKHDQ      Z21, Z20, Z20
+	VPUNPCKLDQ      Z23, Z22, Z21
+	VPUNPCKHDQ      Z23, Z22, Z22
+	VPUNPCKLDQ      Z25, Z24, Z23
+	VPUNPCKHDQ      Z25, Z24, Z24
+	VPUNPCKLQDQ     Z19, Z26, Z25
+	VPUNPCKHQDQ     Z19, Z26, Z19
+	VPUNPCKLQDQ     Z20, Z18, Z26
+	VPUNPCKHQDQ     Z20, Z18, Z18
+	VPUNPCKLQDQ     Z23, Z21, Z20
+	VPUNPCKHQDQ     Z23, Z21, Z21
+	VPUNPCKLQDQ     Z24, Z22, Z23
+	VPUNPCKHQDQ     Z24, Z22, Z22
+	VSHUFI64X2      $0x88, Z20, Z25, Z24
+	VSHUFI64X2      $0xdd, Z20, Z25, Z20
+	VSHUFI64X2      $0x88, Z21, Z19, Z25
+	VSHUFI64X2      $0xdd, Z21, Z19, Z19
+	VSHUFI64X2      $0x88, Z23, Z26, Z21
+	VSHUFI64X2      $0xdd, Z23, Z26, Z23
+	VSHUFI64X2      $0x88, Z22, Z18, Z26
+	VSHUFI64X2      $0xdd, Z22, Z18, Z18
+	VPXORD          Y22, Y22, Y22
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X22
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X22, X22
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X27
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X27, X27
+	VINSERTI32X4    $0x01, X27, Y22, Y22
+	VCVTPH2PS       Y22, Z22
+	VPBROADCASTD    48(BX), Z27
+	VPDPBUSD.BCST   (BX), Z24, Z27
+	VPDPBUSD.BCST   4(BX), Z25, Z27
+	VPDPBUSD.BCST   8(BX), Z21, Z27
+	VPDPBUSD.BCST   12(BX), Z26, Z27
+	VPDPBUSD.BCST   16(BX), Z20, Z27
+	VPDPBUSD.BCST   20(BX), Z19, Z27
+	VPDPBUSD.BCST   24(BX), Z23, Z27
+	VPDPBUSD.BCST   28(BX), Z18, Z27
+	VCVTDQ2PS       Z27, Z27
+	VMULPS          Z22, Z27, Z27
+	VMULPS.BCST     32(BX), Z27, Z27
+	VADDPS          Z27, Z2, Z2
+	VPBROADCASTD    112(BX), Z27
+	VPDPBUSD.BCST   64(BX), Z24, Z27
+	VPDPBUSD.BCST   68(BX), Z25, Z27
+	VPDPBUSD.BCST   72(BX), Z21, Z27
+	VPDPBUSD.BCST   76(BX), Z26, Z27
+	VPDPBUSD.BCST   80(BX), Z20, Z27
+	VPDPBUSD.BCST   84(BX), Z19, Z27
+	VPDPBUSD.BCST   88(BX), Z23, Z27
+	VPDPBUSD.BCST   92(BX), Z18, Z27
+	VCVTDQ2PS       Z27, Z27
+	VMULPS          Z22, Z27, Z27
+	VMULPS.BCST     96(BX), Z27, Z27
+	VADDPS          Z27, Z3, Z3
+	VPBROADCASTD    176(BX), Z27
+	VPDPBUSD.BCST   128(BX), Z24, Z27
+	VPDPBUSD.BCST   132(BX), Z25, Z27
+	VPDPBUSD.BCST   136(BX), Z21, Z27
+	VPDPBUSD.BCST   140(BX), Z26, Z27
+	VPDPBUSD.BCST   144(BX), Z20, Z27
+	VPDPBUSD.BCST   148(BX), Z19, Z27
+	VPDPBUSD.BCST   152(BX), Z23, Z27
+	VPDPBUSD.BCST   156(BX), Z18, Z27
+	VCVTDQ2PS       Z27, Z27
+	VMULPS          Z22, Z27, Z27
+	VMULPS.BCST     160(BX), Z27, Z27
+	VADDPS          Z27, Z4, Z4
+	VPBROADCASTD    240(BX), Z27
+	VPDPBUSD.BCST   192(BX), Z24, Z27
+	VPDPBUSD.BCST   196(BX), Z25, Z27
+	VPDPBUSD.BCST   200(BX), Z21, Z27
+	VPDPBUSD.BCST   204(BX), Z26, Z27
+	VPDPBUSD.BCST   208(BX), Z20, Z27
+	VPDPBUSD.BCST   212(BX), Z19, Z27
+	VPDPBUSD.BCST   216(BX), Z23, Z27
+	VPDPBUSD.BCST   220(BX), Z18, Z27
+	VCVTDQ2PS       Z27, Z27
+	VMULPS          Z22, Z27, Z27
+	VMULPS.BCST     224(BX), Z27, Z27
+	VADDPS          Z27, Z5, Z5
+	VPBROADCASTD    304(BX), Z27
+	VPDPBUSD.BCST   256(BX), Z24, Z27
+	VPDPBUSD.BCST   260(BX), Z25, Z27
+	VPDPBUSD.BCST   264(BX), Z21, Z27
+	VPDPBUSD.BCST   268(BX), Z26, Z27
+	VPDPBUSD.BCST   272(BX), Z20, Z27
+	VPDPBUSD.BCST   276(BX), Z19, Z27
+	VPDPBUSD.BCST   280(BX), Z23, Z27
+	VPDPBUSD.BCST   284(BX), Z18, Z27
+	VCVTDQ2PS       Z27, Z27
+	VMULPS          Z22, Z27, Z27
+	VMULPS.BCST     288(BX), Z27, Z27
+	VADDPS          Z27, Z6, Z6
+	VPBROADCASTD    368(BX), Z27
+	VPDPBUSD.BCST   320(BX), Z24, Z27
+	VPDPBUSD.BCST   324(BX), Z25, Z27
+	VPDPBUSD.BCST   328(BX), Z21, Z27
+	VPDPBUSD.BCST   332(BX), Z26, Z27
+	VPDPBUSD.BCST   336(BX), Z20, Z27
+	VPDPBUSD.BCST   340(BX), Z19, Z27
+	VPDPBUSD.BCST   344(BX), Z23, Z27
+	VPDPBUSD.BCST   348(BX), Z18, Z27
+	VCVTDQ2PS       Z27, Z27
+	VMULPS          Z22, Z27, Z27
+	VMULPS.BCST     352(BX), Z27, Z27
+	VADDPS          Z27, Z7, Z7
+	VPBROADCASTD    432(BX), Z27
+	VPDPBUSD.BCST   384(BX), Z24, Z27
+	VPDPBUSD.BCST   388(BX), Z25, Z27
+	VPDPBUSD.BCST   392(BX), Z21, Z27
+	VPDPBUSD.BCST   396(BX), Z26, Z27
+	VPDPBUSD.BCST   400(BX), Z20, Z27
+	VPDPBUSD.BCST   404(BX), Z19, Z27
+	VPDPBUSD.BCST   408(BX), Z23, Z27
+	VPDPBUSD.BCST   412(BX), Z18, Z27
+	VCVTDQ2PS       Z27, Z27
+	VMULPS          Z22, Z27, Z27
+	VMULPS.BCST     416(BX), Z27, Z27
+	VADDPS          Z27, Z8, Z8
+	VPBROADCASTD    496(BX), Z27
+	VPDPBUSD.BCST   448(BX), Z24, Z27
+	VPDPBUSD.BCST   452(BX), Z25, Z27
+	VPDPBUSD.BCST   456(BX), Z21, Z27
+	VPDPBUSD.BCST   460(BX), Z26, Z27
+	VPDPBUSD.BCST   464(BX), Z20, Z27
+	VPDPBUSD.BCST   468(BX), Z19, Z27
+	VPDPBUSD.BCST   472(BX), Z23, Z27
+	VPDPBUSD.BCST   476(BX), Z18, Z27
+	VCVTDQ2PS       Z27, Z27
+	VMULPS          Z22, Z27, Z27
+	VMULPS.BCST     480(BX), Z27, Z27
+	VADDPS          Z27, Z9, Z9
+	VPBROADCASTD    560(BX), Z27
+	VPDPBUSD.BCST   512(BX), Z24, Z27
+	VPDPBUSD.BCST   516(BX), Z25, Z27
+	VPDPBUSD.BCST   520(BX), Z21, Z27
+	VPDPBUSD.BCST   524(BX), Z26, Z27
+	VPDPBUSD.BCST   528(BX), Z20, Z27
+	VPDPBUSD.BCST   532(BX), Z19, Z27
+	VPDPBUSD.BCST   536(BX), Z23, Z27
+	VPDPBUSD.BCST   540(BX), Z18, Z27
+	VCVTDQ2PS       Z27, Z27
+	VMULPS          Z22, Z27, Z27
+	VMULPS.BCST     544(BX), Z27, Z27
+	VADDPS          Z27, Z10, Z10
+	VPBROADCASTD    624(BX), Z27
+	VPDPBUSD.BCST   576(BX), Z24, Z27
+	VPDPBUSD.BCST   580(BX), Z25, Z27
+	VPDPBUSD.BCST   584(BX), Z21, Z27
+	VPDPBUSD.BCST   588(BX), Z26, Z27
+	VPDPBUSD.BCST   592(BX), Z20, Z27
+	VPDPBUSD.BCST   596(BX), Z19, Z27
+	VPDPBUSD.BCST   600(BX), Z23, Z27
+	VPDPBUSD.BCST   604(BX), Z18, Z27
+	VCVTDQ2PS       Z27, Z27
+	VMULPS          Z22, Z27, Z27
+	VMULPS.BCST     608(BX), Z27, Z27
+	VADDPS          Z27, Z11, Z11
+	VPBROADCASTD    688(BX), Z27
+	VPDPBUSD.BCST   640(BX), Z24, Z27
+	VPDPBUSD.BCST   644(BX), Z25, Z27
+	VPDPBUSD.BCST   648(BX), Z21, Z27
+	VPDPBUSD.BCST   652(BX), Z26, Z27
+	VPDPBUSD.BCST   656(BX), Z20, Z27
+	VPDPBUSD.BCST   660(BX), Z19, Z27
+	VPDPBUSD.BCST   664(BX), Z23, Z27
+	VPDPBUSD.BCST   668(BX), Z18, Z27
+	VCVTDQ2PS       Z27, Z27
+	VMULPS          Z22, Z27, Z27
+	VMULPS.BCST     672(BX), Z27, Z27
+	VADDPS          Z27, Z12, Z12
+	VPBROADCASTD    752(BX), Z27
+	VPDPBUSD.BCST   704(BX), Z24, Z27
+	VPDPBUSD.BCST   708(BX), Z25, Z27
+	VPDPBUSD.BCST   712(BX), Z21, Z27
+	VPDPBUSD.BCST   716(BX), Z26, Z27
+	VPDPBUSD.BCST   720(BX), Z20, Z27
+	VPDPBUSD.BCST   724(BX), Z19, Z27
+	VPDPBUSD.BCST   728(BX), Z23, Z27
+	VPDPBUSD.BCST   732(BX), Z18, Z27
+	VCVTDQ2PS       Z27, Z27
+	VMULPS          Z22, Z27, Z27
+	VMULPS.BCST     736(BX), Z27, Z27
+	VADDPS          Z27, Z13, Z13
+	VPBROADCASTD    816(BX), Z27
+	VPDPBUSD.BCST   768(BX), Z24, Z27
+	VPDPBUSD.BCST   772(BX), Z25, Z27
+	VPDPBUSD.BCST   776(BX), Z21, Z27
+	VPDPBUSD.BCST   780(BX), Z26, Z27
+	VPDPBUSD.BCST   784(BX), Z20, Z27
+	VPDPBUSD.BCST   788(BX), Z19, Z27
+	VPDPBUSD.BCST   792(BX), Z23, Z27
+	VPDPBUSD.BCST   796(BX), Z18, Z27
+	VCVTDQ2PS       Z27, Z27
+	VMULPS          Z22, Z27, Z27
+	VMULPS.BCST     800(BX), Z27, Z27
+	VADDPS          Z27, Z14, Z14
+	VPBROADCASTD    880(BX), Z27
+	VPDPBUSD.BCST   832(BX), Z24, Z27
+	VPDPBUSD.BCST   836(BX), Z25, Z27
+	VPDPBUSD.BCST   840(BX), Z21, Z27
+	VPDPBUSD.BCST   844(BX), Z26, Z27
+	VPDPBUSD.BCST   848(BX), Z20, Z27
+	VPDPBUSD.BCST   852(BX), Z19, Z27
+	VPDPBUSD.BCST   856(BX), Z23, Z27
+	VPDPBUSD.BCST   860(BX), Z18, Z27
+	VCVTDQ2PS       Z27, Z27
+	VMULPS          Z22, Z27, Z27
+	VMULPS.BCST     864(BX), Z27, Z27
+	VADDPS          Z27, Z15, Z15
+	VPBROADCASTD    944(BX), Z27
+	VPDPBUSD.BCST   896(BX), Z24, Z27
+	VPDPBUSD.BCST   900(BX), Z25, Z27
+	VPDPBUSD.BCST   904(BX), Z21, Z27
+	VPDPBUSD.BCST   908(BX), Z26, Z27
+	VPDPBUSD.BCST   912(BX), Z20, Z27
+	VPDPBUSD.BCST   916(BX), Z19, Z27
+	VPDPBUSD.BCST   920(BX), Z23, Z27
+	VPDPBUSD.BCST   924(BX), Z18, Z27
+	VCVTDQ2PS       Z27, Z27
+	VMULPS          Z22, Z27, Z27
+	VMULPS.BCST     928(BX), Z27, Z27
+	VADDPS          Z27, Z16, Z16
+	VPBROADCASTD    1008(BX), Z27
+	VPDPBUSD.BCST   960(BX), Z24, Z27
+	VPDPBUSD.BCST   964(BX), Z25, Z27
+	VPDPBUSD.BCST   968(BX), Z21, Z27
+	VPDPBUSD.BCST   972(BX), Z26, Z27
+	VPDPBUSD.BCST   976(BX), Z20, Z27
+	VPDPBUSD.BCST   980(BX), Z19, Z27
+	VPDPBUSD.BCST   984(BX), Z23, Z27
+	VPDPBUSD.BCST   988(BX), Z18, Z27
+	VCVTDQ2PS       Z27, Z18
+	VMULPS          Z22, Z18, Z18
+	VMULPS.BCST     992(BX), Z18, Z18
+	VADDPS          Z18, Z17, Z17
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x16VNNI_loop
+
+dotQ4_0x16x16VNNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z12, Z12, Z12
+	VMOVUPS    Z12, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z13, Z13, Z13
+	VMOVUPS    Z13, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z14, Z14, Z14
+	VMOVUPS    Z14, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z15, Z15, Z15
+	VMOVUPS    Z15, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z16, Z16, Z16
+	VMOVUPS    Z16, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z17, Z17, Z17
+	VMOVUPS    Z17, (AX)
+	VZEROUPPER
+	RET
+
+// func dotQ4_0x16x16GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+// Requires: AVX, AVX512F, AVX512VL, AVX512_VNNI, GFNI, MMX+
+TEXT ·dotQ4_0x16x16GFNI(SB), NOSPLIT, $0-56
+	MOVQ      w+0(FP), AX
+	MOVQ      stride+8(FP), CX
+	MOVQ      nb+16(FP), DX
+	MOVQ      a+24(FP), BX
+	MOVQ      astep+32(FP), SI
+	LEAQ      (CX)(CX*2), DI
+	LEAQ      (AX)(CX*4), R8
+	LEAQ      (R8)(CX*4), R9
+	LEAQ      (R9)(CX*4), R10
+	VMOVDQU64 rv16nib<>+0(SB), Z0
+	MOVL      $0x0000ff00, R11
+	KMOVW     R11, K1
+	VPXORD    Z1, Z1, Z1
+	VPXORD    Z2, Z2, Z2
+	VPXORD    Z3, Z3, Z3
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+	VPXORD    Z7, Z7, Z7
+	VPXORD    Z8, Z8, Z8
+	VPXORD    Z9, Z9, Z9
+	VPXORD    Z10, Z10, Z10
+	VPXORD    Z11, Z11, Z11
+	VPXORD    Z12, Z12, Z12
+	VPXORD    Z13, Z13, Z13
+	VPXORD    Z14, Z14, Z14
+	VPXORD    Z15, Z15, Z15
+	VPXORD    Z16, Z16, Z16
+
+dotQ4_0x16x16GFNI_loop:
+	TESTQ           DX, DX
+	JZ              dotQ4_0x16x16GFNI_done
+	VBROADCASTI32X4 2(AX), Z17
+	VBROADCASTI32X4 2(R9), K1, Z17
+	VGF2P8AFFINEQB  $0x00, Z0, Z17, Z17
+	VBROADCASTI32X4 2(AX)(CX*1), Z18
+	VBROADCASTI32X4 2(R9)(CX*1), K1, Z18
+	VGF2P8AFFINEQB  $0x00, Z0, Z18, Z18
+	VBROADCASTI32X4 2(AX)(CX*2), Z19
+	VBROADCASTI32X4 2(R9)(CX*2), K1, Z19
+	VGF2P8AFFINEQB  $0x00, Z0, Z19, Z19
+	VBROADCASTI32X4 2(AX)(DI*1), Z20
+	VBROADCASTI32X4 2(R9)(DI*1), K1, Z20
+	VGF2P8AFFINEQB  $0x00, Z0, Z20, Z20
+	VBROADCASTI32X4 2(R8), Z21
+	VBROADCASTI32X4 2(R10), K1, Z21
+	VGF2P8AFFINEQB  $0x00, Z0, Z21, Z21
+	VBROADCASTI32X4 2(R8)(CX*1), Z22
+	VBROADCASTI32X4 2(R10)(CX*1), K1, Z22
+	VGF2P8AFFINEQB  $0x00, Z0, Z22, Z22
+	VBROADCASTI32X4 2(R8)(CX*2), Z23
+	VBROADCASTI32X4 2(R10)(CX*2), K1, Z23
+	VGF2P8AFFINEQB  $0x00, Z0, Z23, Z23
+	VBROADCASTI32X4 2(R8)(DI*1), Z24
+	VBROADCASTI32X4 2(R10)(DI*1), K1, Z24
+	VGF2P8AFFINEQB  $0x00, Z0, Z24, Z24
+	VPUNPCKLDQ      Z18, Z17, Z25
+	VPUNPCKHDQ      Z18, Z17, Z17
+	VPUNPCKLDQ      Z20, Z19, Z18
+	VPUNPCKHDQ      Z20, Z19, Z19
+	VPUNPCKLDQ      Z22, Z21, Z20
+	VPUNPCKHDQ      Z22, Z21, Z21
+	VPUNPCKLDQ      Z24, Z23, Z22
+	VPUNPCKHDQ      Z24, Z23, Z23
+	VPUNPCKLQDQ     Z18, Z25, Z24
+	VPUNPCKHQDQ     Z18, Z25, Z18
+	VPUNPCKLQDQ     Z19, Z17, Z25
+	VPUNPCKHQDQ     Z19, Z17, Z17
+	VPUNPCKLQDQ     Z22, Z20, Z19
+	VPUNPCKHQDQ     Z22, Z20, Z20
+	VPUNPCKLQDQ     Z23, Z21, Z22
+	VPUNPCKHQDQ     Z23, Z21, Z21
+	VSHUFI64X2      $0x88, Z19, Z24, Z23
+	VSHUFI64X2      $0xdd, Z19, Z24, Z19
+	VSHUFI64X2      $0x88, Z20, Z18, Z24
+	VSHUFI64X2      $0xdd, Z20, Z18, Z18
+	VSHUFI64X2      $0x88, Z22, Z25, Z20
+	VSHUFI64X2      $0xdd, Z22, Z25, Z22
+	VSHUFI64X2      $0x88, Z21, Z17, Z25
+	VSHUFI64X2      $0xdd, Z21, Z17, Z17
+	VPXORD          Y21, Y21, Y21
+	MOVWQZX         (AX), R11
+	MOVWQZX         (AX)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (AX)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X21
+	MOVWQZX         (R9), R11
+	MOVWQZX         (R9)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R9)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X21, X21
+	MOVWQZX         (R8), R11
+	MOVWQZX         (R8)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R8)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VMOVQ           R11, X26
+	MOVWQZX         (R10), R11
+	MOVWQZX         (R10)(CX*1), R12
+	SHLQ            $0x10, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(CX*2), R12
+	SHLQ            $0x20, R12
+	ORQ             R12, R11
+	MOVWQZX         (R10)(DI*1), R12
+	SHLQ            $0x30, R12
+	ORQ             R12, R11
+	VPINSRQ         $0x01, R11, X26, X26
+	VINSERTI32X4    $0x01, X26, Y21, Y21
+	VCVTPH2PS       Y21, Z21
+	VPBROADCASTD    48(BX), Z26
+	VPDPBUSD.BCST   (BX), Z23, Z26
+	VPDPBUSD.BCST   4(BX), Z24, Z26
+	VPDPBUSD.BCST   8(BX), Z20, Z26
+	VPDPBUSD.BCST   12(BX), Z25, Z26
+	VPDPBUSD.BCST   16(BX), Z19, Z26
+	VPDPBUSD.BCST   20(BX), Z18, Z26
+	VPDPBUSD.BCST   24(BX), Z22, Z26
+	VPDPBUSD.BCST   28(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     32(BX), Z26, Z26
+	VADDPS          Z26, Z1, Z1
+	VPBROADCASTD    112(BX), Z26
+	VPDPBUSD.BCST   64(BX), Z23, Z26
+	VPDPBUSD.BCST   68(BX), Z24, Z26
+	VPDPBUSD.BCST   72(BX), Z20, Z26
+	VPDPBUSD.BCST   76(BX), Z25, Z26
+	VPDPBUSD.BCST   80(BX), Z19, Z26
+	VPDPBUSD.BCST   84(BX), Z18, Z26
+	VPDPBUSD.BCST   88(BX), Z22, Z26
+	VPDPBUSD.BCST   92(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     96(BX), Z26, Z26
+	VADDPS          Z26, Z2, Z2
+	VPBROADCASTD    176(BX), Z26
+	VPDPBUSD.BCST   128(BX), Z23, Z26
+	VPDPBUSD.BCST   132(BX), Z24, Z26
+	VPDPBUSD.BCST   136(BX), Z20, Z26
+	VPDPBUSD.BCST   140(BX), Z25, Z26
+	VPDPBUSD.BCST   144(BX), Z19, Z26
+	VPDPBUSD.BCST   148(BX), Z18, Z26
+	VPDPBUSD.BCST   152(BX), Z22, Z26
+	VPDPBUSD.BCST   156(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     160(BX), Z26, Z26
+	VADDPS          Z26, Z3, Z3
+	VPBROADCASTD    240(BX), Z26
+	VPDPBUSD.BCST   192(BX), Z23, Z26
+	VPDPBUSD.BCST   196(BX), Z24, Z26
+	VPDPBUSD.BCST   200(BX), Z20, Z26
+	VPDPBUSD.BCST   204(BX), Z25, Z26
+	VPDPBUSD.BCST   208(BX), Z19, Z26
+	VPDPBUSD.BCST   212(BX), Z18, Z26
+	VPDPBUSD.BCST   216(BX), Z22, Z26
+	VPDPBUSD.BCST   220(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     224(BX), Z26, Z26
+	VADDPS          Z26, Z4, Z4
+	VPBROADCASTD    304(BX), Z26
+	VPDPBUSD.BCST   256(BX), Z23, Z26
+	VPDPBUSD.BCST   260(BX), Z24, Z26
+	VPDPBUSD.BCST   264(BX), Z20, Z26
+	VPDPBUSD.BCST   268(BX), Z25, Z26
+	VPDPBUSD.BCST   272(BX), Z19, Z26
+	VPDPBUSD.BCST   276(BX), Z18, Z26
+	VPDPBUSD.BCST   280(BX), Z22, Z26
+	VPDPBUSD.BCST   284(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     288(BX), Z26, Z26
+	VADDPS          Z26, Z5, Z5
+	VPBROADCASTD    368(BX), Z26
+	VPDPBUSD.BCST   320(BX), Z23, Z26
+	VPDPBUSD.BCST   324(BX), Z24, Z26
+	VPDPBUSD.BCST   328(BX), Z20, Z26
+	VPDPBUSD.BCST   332(BX), Z25, Z26
+	VPDPBUSD.BCST   336(BX), Z19, Z26
+	VPDPBUSD.BCST   340(BX), Z18, Z26
+	VPDPBUSD.BCST   344(BX), Z22, Z26
+	VPDPBUSD.BCST   348(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     352(BX), Z26, Z26
+	VADDPS          Z26, Z6, Z6
+	VPBROADCASTD    432(BX), Z26
+	VPDPBUSD.BCST   384(BX), Z23, Z26
+	VPDPBUSD.BCST   388(BX), Z24, Z26
+	VPDPBUSD.BCST   392(BX), Z20, Z26
+	VPDPBUSD.BCST   396(BX), Z25, Z26
+	VPDPBUSD.BCST   400(BX), Z19, Z26
+	VPDPBUSD.BCST   404(BX), Z18, Z26
+	VPDPBUSD.BCST   408(BX), Z22, Z26
+	VPDPBUSD.BCST   412(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     416(BX), Z26, Z26
+	VADDPS          Z26, Z7, Z7
+	VPBROADCASTD    496(BX), Z26
+	VPDPBUSD.BCST   448(BX), Z23, Z26
+	VPDPBUSD.BCST   452(BX), Z24, Z26
+	VPDPBUSD.BCST   456(BX), Z20, Z26
+	VPDPBUSD.BCST   460(BX), Z25, Z26
+	VPDPBUSD.BCST   464(BX), Z19, Z26
+	VPDPBUSD.BCST   468(BX), Z18, Z26
+	VPDPBUSD.BCST   472(BX), Z22, Z26
+	VPDPBUSD.BCST   476(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     480(BX), Z26, Z26
+	VADDPS          Z26, Z8, Z8
+	VPBROADCASTD    560(BX), Z26
+	VPDPBUSD.BCST   512(BX), Z23, Z26
+	VPDPBUSD.BCST   516(BX), Z24, Z26
+	VPDPBUSD.BCST   520(BX), Z20, Z26
+	VPDPBUSD.BCST   524(BX), Z25, Z26
+	VPDPBUSD.BCST   528(BX), Z19, Z26
+	VPDPBUSD.BCST   532(BX), Z18, Z26
+	VPDPBUSD.BCST   536(BX), Z22, Z26
+	VPDPBUSD.BCST   540(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     544(BX), Z26, Z26
+	VADDPS          Z26, Z9, Z9
+	VPBROADCASTD    624(BX), Z26
+	VPDPBUSD.BCST   576(BX), Z23, Z26
+	VPDPBUSD.BCST   580(BX), Z24, Z26
+	VPDPBUSD.BCST   584(BX), Z20, Z26
+	VPDPBUSD.BCST   588(BX), Z25, Z26
+	VPDPBUSD.BCST   592(BX), Z19, Z26
+	VPDPBUSD.BCST   596(BX), Z18, Z26
+	VPDPBUSD.BCST   600(BX), Z22, Z26
+	VPDPBUSD.BCST   604(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     608(BX), Z26, Z26
+	VADDPS          Z26, Z10, Z10
+	VPBROADCASTD    688(BX), Z26
+	VPDPBUSD.BCST   640(BX), Z23, Z26
+	VPDPBUSD.BCST   644(BX), Z24, Z26
+	VPDPBUSD.BCST   648(BX), Z20, Z26
+	VPDPBUSD.BCST   652(BX), Z25, Z26
+	VPDPBUSD.BCST   656(BX), Z19, Z26
+	VPDPBUSD.BCST   660(BX), Z18, Z26
+	VPDPBUSD.BCST   664(BX), Z22, Z26
+	VPDPBUSD.BCST   668(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     672(BX), Z26, Z26
+	VADDPS          Z26, Z11, Z11
+	VPBROADCASTD    752(BX), Z26
+	VPDPBUSD.BCST   704(BX), Z23, Z26
+	VPDPBUSD.BCST   708(BX), Z24, Z26
+	VPDPBUSD.BCST   712(BX), Z20, Z26
+	VPDPBUSD.BCST   716(BX), Z25, Z26
+	VPDPBUSD.BCST   720(BX), Z19, Z26
+	VPDPBUSD.BCST   724(BX), Z18, Z26
+	VPDPBUSD.BCST   728(BX), Z22, Z26
+	VPDPBUSD.BCST   732(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     736(BX), Z26, Z26
+	VADDPS          Z26, Z12, Z12
+	VPBROADCASTD    816(BX), Z26
+	VPDPBUSD.BCST   768(BX), Z23, Z26
+	VPDPBUSD.BCST   772(BX), Z24, Z26
+	VPDPBUSD.BCST   776(BX), Z20, Z26
+	VPDPBUSD.BCST   780(BX), Z25, Z26
+	VPDPBUSD.BCST   784(BX), Z19, Z26
+	VPDPBUSD.BCST   788(BX), Z18, Z26
+	VPDPBUSD.BCST   792(BX), Z22, Z26
+	VPDPBUSD.BCST   796(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     800(BX), Z26, Z26
+	VADDPS          Z26, Z13, Z13
+	VPBROADCASTD    880(BX), Z26
+	VPDPBUSD.BCST   832(BX), Z23, Z26
+	VPDPBUSD.BCST   836(BX), Z24, Z26
+	VPDPBUSD.BCST   840(BX), Z20, Z26
+	VPDPBUSD.BCST   844(BX), Z25, Z26
+	VPDPBUSD.BCST   848(BX), Z19, Z26
+	VPDPBUSD.BCST   852(BX), Z18, Z26
+	VPDPBUSD.BCST   856(BX), Z22, Z26
+	VPDPBUSD.BCST   860(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     864(BX), Z26, Z26
+	VADDPS          Z26, Z14, Z14
+	VPBROADCASTD    944(BX), Z26
+	VPDPBUSD.BCST   896(BX), Z23, Z26
+	VPDPBUSD.BCST   900(BX), Z24, Z26
+	VPDPBUSD.BCST   904(BX), Z20, Z26
+	VPDPBUSD.BCST   908(BX), Z25, Z26
+	VPDPBUSD.BCST   912(BX), Z19, Z26
+	VPDPBUSD.BCST   916(BX), Z18, Z26
+	VPDPBUSD.BCST   920(BX), Z22, Z26
+	VPDPBUSD.BCST   924(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z26
+	VMULPS          Z21, Z26, Z26
+	VMULPS.BCST     928(BX), Z26, Z26
+	VADDPS          Z26, Z15, Z15
+	VPBROADCASTD    1008(BX), Z26
+	VPDPBUSD.BCST   960(BX), Z23, Z26
+	VPDPBUSD.BCST   964(BX), Z24, Z26
+	VPDPBUSD.BCST   968(BX), Z20, Z26
+	VPDPBUSD.BCST   972(BX), Z25, Z26
+	VPDPBUSD.BCST   976(BX), Z19, Z26
+	VPDPBUSD.BCST   980(BX), Z18, Z26
+	VPDPBUSD.BCST   984(BX), Z22, Z26
+	VPDPBUSD.BCST   988(BX), Z17, Z26
+	VCVTDQ2PS       Z26, Z17
+	VMULPS          Z21, Z17, Z17
+	VMULPS.BCST     992(BX), Z17, Z17
+	VADDPS          Z17, Z16, Z16
+	PREFETCHT0      256(AX)
+	PREFETCHT0      256(AX)(CX*1)
+	PREFETCHT0      256(AX)(CX*2)
+	PREFETCHT0      256(AX)(DI*1)
+	PREFETCHT0      256(R8)
+	PREFETCHT0      256(R8)(CX*1)
+	PREFETCHT0      256(R8)(CX*2)
+	PREFETCHT0      256(R8)(DI*1)
+	PREFETCHT0      256(R9)
+	PREFETCHT0      256(R9)(CX*1)
+	PREFETCHT0      256(R9)(CX*2)
+	PREFETCHT0      256(R9)(DI*1)
+	PREFETCHT0      256(R10)
+	PREFETCHT0      256(R10)(CX*1)
+	PREFETCHT0      256(R10)(CX*2)
+	PREFETCHT0      256(R10)(DI*1)
+	ADDQ            $0x00000012, AX
+	ADDQ            $0x00000012, R8
+	ADDQ            $0x00000012, R9
+	ADDQ            $0x00000012, R10
+	ADDQ            SI, BX
+	DECQ            DX
+	JMP             dotQ4_0x16x16GFNI_loop
+
+dotQ4_0x16x16GFNI_done:
+	MOVQ       out+40(FP), AX
+	MOVQ       ostride+48(FP), CX
+	VSHUFI64X2 $0xd8, Z1, Z1, Z1
+	VMOVUPS    Z1, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z2, Z2, Z2
+	VMOVUPS    Z2, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z3, Z3, Z3
+	VMOVUPS    Z3, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z4, Z4, Z4
+	VMOVUPS    Z4, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z5, Z5, Z5
+	VMOVUPS    Z5, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z6, Z6, Z6
+	VMOVUPS    Z6, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z7, Z7, Z7
+	VMOVUPS    Z7, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z8, Z8, Z8
+	VMOVUPS    Z8, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z9, Z9, Z9
+	VMOVUPS    Z9, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z10, Z10, Z10
+	VMOVUPS    Z10, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z11, Z11, Z11
+	VMOVUPS    Z11, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z12, Z12, Z12
+	VMOVUPS    Z12, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z13, Z13, Z13
+	VMOVUPS    Z13, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z14, Z14, Z14
+	VMOVUPS    Z14, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z15, Z15, Z15
+	VMOVUPS    Z15, (AX)
+	ADDQ       CX, AX
+	VSHUFI64X2 $0xd8, Z16, Z16, Z16
+	VMOVUPS    Z16, (AX)
 	VZEROUPPER
 	RET
 

@@ -149,15 +149,125 @@ func dotQ4_0x16x8VNNI(w *byte, stride int, nb int, a *byte, astep int, out *floa
 //go:noescape
 func dotQ4_0x16x8GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
 
-// gemmQ8_0x8VNNI computes out[16i+j] = dot(weight row i, packed activation row j), bit-identical to the Go dot.
+// dotQ8_0x16x9VNNI computes the dot products of 16 weight rows with 9 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
 //go:noescape
-func gemmQ8_0x8VNNI(w *byte, stride int, nb int, pk *byte, out *[128]float32)
+func dotQ8_0x16x9VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
 
-// gemmQ4_0x8VNNI computes out[16i+j] = dot(weight row i, packed activation row j), bit-identical to the Go dot.
+// dotQ4_0x16x9VNNI computes the dot products of 16 weight rows with 9 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
 //go:noescape
-func gemmQ4_0x8VNNI(w *byte, stride int, nb int, pk *byte, out *[128]float32)
+func dotQ4_0x16x9VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x9GFNI computes the dot products of 16 weight rows with 9 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x9GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ8_0x16x10VNNI computes the dot products of 16 weight rows with 10 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x10VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x10VNNI computes the dot products of 16 weight rows with 10 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x10VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x10GFNI computes the dot products of 16 weight rows with 10 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x10GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ8_0x16x11VNNI computes the dot products of 16 weight rows with 11 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x11VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x11VNNI computes the dot products of 16 weight rows with 11 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x11VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x11GFNI computes the dot products of 16 weight rows with 11 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x11GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ8_0x16x12VNNI computes the dot products of 16 weight rows with 12 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x12VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x12VNNI computes the dot products of 16 weight rows with 12 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x12VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x12GFNI computes the dot products of 16 weight rows with 12 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x12GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ8_0x16x13VNNI computes the dot products of 16 weight rows with 13 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x13VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x13VNNI computes the dot products of 16 weight rows with 13 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x13VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x13GFNI computes the dot products of 16 weight rows with 13 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x13GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ8_0x16x14VNNI computes the dot products of 16 weight rows with 14 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x14VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x14VNNI computes the dot products of 16 weight rows with 14 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x14VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x14GFNI computes the dot products of 16 weight rows with 14 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x14GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ8_0x16x15VNNI computes the dot products of 16 weight rows with 15 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x15VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x15VNNI computes the dot products of 16 weight rows with 15 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x15VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x15GFNI computes the dot products of 16 weight rows with 15 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x15GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ8_0x16x16VNNI computes the dot products of 16 weight rows with 16 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x16VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x16VNNI computes the dot products of 16 weight rows with 16 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x16VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x16GFNI computes the dot products of 16 weight rows with 16 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x16GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
 
 // dotF32x16AVX2 returns the 16-lane dot product of a and b (n a multiple of 16) in the defined order.
 //

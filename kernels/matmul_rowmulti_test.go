@@ -6,16 +6,16 @@ import (
 )
 
 // withRowActs runs f with MatMul's multi-row VNNI kernels limited to n
-// activation rows per weight pass and the GEMM kernel from gemmMin rows.
-func withRowActs(n, gemmMin int, f func()) {
-	defer func(a, g int) { rowActs, gemmMinRows = a, g }(rowActs, gemmMinRows)
-	rowActs, gemmMinRows = n, gemmMin
+// activation rows per weight pass and chunks of chunk activation rows.
+func withRowActs(n, chunk int, f func()) {
+	defer func(a, c int) { rowActs, rowChunk = a, c }(rowActs, rowChunk)
+	rowActs, rowChunk = n, chunk
 	f()
 }
 
 // TestMatMulRowMulti checks the multi-activation-row VNNI row kernels bit for
 // bit against VecDot at every group size (rowActs 1..maxRowActs), nrows
-// 1..17 (the GEMM kernel pushed out of the way), weight rows around multiples
+// 1..17 (in one chunk and in chunks of 5), weight rows around multiples
 // of 16, odd row lengths, both Q4_0 variants, through pools of 1 and 2.
 func TestMatMulRowMulti(t *testing.T) {
 	if cpuSIMD < simdAVX512VNNI {
@@ -37,7 +37,8 @@ func TestMatMulRowMulti(t *testing.T) {
 							want[ri*rows+i] = VecDot(typ, c, m.Row(i), a)
 						}
 					}
-					for ra := 1; ra <= maxRowActs; ra++ {
+					for _, lim := range rowMultiLimits {
+						ra, chunk := lim[0], lim[1]
 						for _, g := range gfniModes() {
 							if g && typ != Q4_0 {
 								continue
@@ -45,12 +46,12 @@ func TestMatMulRowMulti(t *testing.T) {
 							for _, pool := range []*Pool{nil, p} {
 								out := make([]float32, nrows*rows)
 								var s Scratch
-								withRowActs(ra, 1<<30, func() {
+								withRowActs(ra, chunk, func() {
 									withGFNI(g, func() {
 										withSIMD(simdAVX512VNNI, func() { MatMul(pool, &s, m, x, nrows, out) })
 									})
 								})
-								what := typ.String() + "/" + itoa(c) + "/rows=" + itoa(rows) + "/nrows=" + itoa(nrows) + "/acts=" + itoa(ra)
+								what := typ.String() + "/" + itoa(c) + "/rows=" + itoa(rows) + "/nrows=" + itoa(nrows) + "/acts=" + itoa(ra) + "/chunk=" + itoa(chunk)
 								if g {
 									what += "/gfni"
 								}
@@ -63,6 +64,10 @@ func TestMatMulRowMulti(t *testing.T) {
 		}
 	}
 }
+
+// rowMultiLimits are the (rowActs, rowChunk) settings TestMatMulRowMulti
+// runs: every group size from 1 to maxRowActs turns up as nrows varies.
+var rowMultiLimits = [][2]int{{1, 1 << 20}, {2, 1 << 20}, {3, 5}, {4, 1 << 20}, {5, 1 << 20}, {7, 1 << 20}, {8, 1 << 20}, {16, 1 << 20}, {16, 5}}
 
 // TestRowMultiExtreme drives the multi-row kernels with extreme weight quants
 // (Q8_0 -128/127, Q4_0 nibbles 0/15), activation quants of -128/127 (beyond
@@ -115,8 +120,8 @@ func TestRowMultiExtreme(t *testing.T) {
 	}
 }
 
-// BenchmarkRowActs compares multi-row group limits (and the GEMM kernel) at
-// small batches, to tune rowActs and gemmMinRows.
+// BenchmarkRowActs compares multi-row group limits and activation-row chunks
+// across batch sizes, to tune rowActs and rowChunk.
 func BenchmarkRowActs(b *testing.B) {
 	if cpuSIMD < simdAVX512VNNI {
 		b.Skip("no AVX-512 VNNI")
@@ -130,28 +135,30 @@ func BenchmarkRowActs(b *testing.B) {
 			x := randRow(r, nrows*m.Cols)
 			out := make([]float32, nrows*m.Rows)
 			for _, ra := range benchRowActsA {
-				name := typ.String() + "/nrows=" + itoa(nrows) + "/acts=" + itoa(ra)
-				gm := 1 << 30
-				if ra == 0 {
-					name, gm = typ.String()+"/nrows="+itoa(nrows)+"/gemm", 1
-				}
-				b.Run(name, func(b *testing.B) {
-					withRowActs(max(ra, 1), gm, func() {
-						var s Scratch
-						MatMul(p, &s, m, x, nrows, out)
-						b.SetBytes(int64(len(m.Data)))
-						for b.Loop() {
+				for _, chunk := range benchRowChunks {
+					if chunk >= nrows && chunk != benchRowChunks[0] {
+						continue
+					}
+					name := typ.String() + "/nrows=" + itoa(nrows) + "/acts=" + itoa(ra) + "/chunk=" + itoa(chunk)
+					b.Run(name, func(b *testing.B) {
+						withRowActs(ra, chunk, func() {
+							var s Scratch
 							MatMul(p, &s, m, x, nrows, out)
-						}
-						b.ReportMetric(float64(nrows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+							b.SetBytes(int64(len(m.Data)))
+							for b.Loop() {
+								MatMul(p, &s, m, x, nrows, out)
+							}
+							b.ReportMetric(float64(nrows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+						})
 					})
-				})
+				}
 			}
 		}
 	}
 }
 
 var (
-	benchRowActsN = []int{2, 4, 5, 6, 8, 10, 12, 16}
-	benchRowActsA = []int{0, 1, 4, 8}
+	benchRowActsN  = []int{2, 4, 6, 8, 12, 16, 32, 128, 512}
+	benchRowActsA  = []int{4, 8, 16}
+	benchRowChunks = []int{128, 64, 256, 1 << 20}
 )

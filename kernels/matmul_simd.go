@@ -13,11 +13,13 @@ import (
 // output element in each SIMD lane: the AVX2 row kernel a weight row against
 // one activation row (8 weight rows per call), the VNNI row kernel likewise
 // for 16 weight rows per call against a packed activation row (see
-// packRowVNNI), or against 2–8 packed activation rows in one pass over the
+// packRowVNNI), or against 2–16 packed activation rows in one pass over the
 // weights (the multi-row kernels: each weight block is loaded, offset and
-// transposed once and fed to VPDPBUSD against every row; batches such as
-// batched decode), the VNNI GEMM kernel 8 weight rows against a packed group of
-// 16 activation rows. Each lane computes the exact int32 block sum and then
+// transposed once and fed to VPDPBUSD against every row; every batch from
+// two rows up, large ones in chunks of rowChunk activation rows). They
+// replaced a GEMM kernel (8 weight rows against a packed group of 16
+// activation rows), which they beat at every batch size measured, 12 to 1024
+// rows. Each lane computes the exact int32 block sum and then
 // the same float32 multiply and add as dotQ8_0 / dotQ4_0, block by block in
 // order, so every output is bit-identical to VecDot whatever the level, tile,
 // batch or thread count. Rows that do not fill a tile are computed by a
@@ -29,7 +31,7 @@ type simdLevel int
 const (
 	simdGo         simdLevel = iota // pure Go
 	simdAVX2                        // AVX2 + F16C row kernel
-	simdAVX512VNNI                  // plus the AVX-512 VNNI row and GEMM kernels
+	simdAVX512VNNI                  // plus the AVX-512 VNNI row kernels
 )
 
 func (l simdLevel) String() string {
@@ -51,33 +53,20 @@ const (
 	// 8·Σq (the single-row kernel's offset corrections), −128·Σq and −8·Σq
 	// (the multi-row kernels' accumulator starting values), padding. Must
 	// match asmgen.
-	raBlock  = 64
-	gemmTile = 8  // weight rows per GEMM-kernel call
-	gemmLane = 16 // lanes per packed group
-
-	// Packed group layout, per block: 8 vectors of 16 dwords (vector k,
-	// lane j = quants 4k..4k+3 of lane j's row), 16 float32 scales, 16 int32
-	// quant sums. Must match asmgen. A group holds 16 activation rows.
-	pkScale = 8 * 64
-	pkSum   = pkScale + 64
-	pkBlock = pkSum + 64
+	raBlock = 64
 )
 
 // maxRowActs is the most activation rows of a multi-row VNNI row kernel
 // (dotQ8_0x16x<n>VNNI and the Q4_0 twins, n = 1..maxRowActs; must match
 // asmgen). rowActs is the most MatMul uses (tests lower it; 1 takes the
 // single-row kernel for every activation row).
-const maxRowActs = 8
+const maxRowActs = 16
 
-var rowActs = 8
+var rowActs = 16
 
-// gemmMinRows is the batch from which the GEMM kernel is used; below it the
-// multi-row VNNI row kernels (groups of up to rowActs activation rows per
-// weight pass). Measured at 1024×2816 on 2 threads (best of 4 alternating
-// runs), the transposing multi-row kernels take 293 µs at 12 rows and 318 µs
-// at 16 (two passes of 8) against the GEMM's 403 and 484. A var so tests can
-// move it.
-var gemmMinRows = 17
+// rowChunk is how many activation rows the multi-row path takes through all
+// weight tiles at a time (a var so benchmarks can move it).
+var rowChunk = 128
 
 // simdQ8 reports whether MatMul takes the SIMD path for m.
 func simdQ8(m Matrix) bool {
@@ -87,7 +76,6 @@ func simdQ8(m Matrix) bool {
 // matMulSIMDQ8 runs the SIMD path once s holds the call state.
 func (s *Scratch) matMulSIMDQ8(p *Pool) {
 	rows := s.m.Rows
-	s.gemm = useSIMD >= simdAVX512VNNI && s.nrows >= gemmMinRows
 	run := func(n int, fn func(lo, hi int)) {
 		if p == nil {
 			fn(0, n)
@@ -95,29 +83,50 @@ func (s *Scratch) matMulSIMDQ8(p *Pool) {
 			p.Run(n, fn)
 		}
 	}
-	if !s.gemm && useSIMD >= simdAVX512VNNI && s.m.Cols > 0 {
-		s.raRow = s.m.Cols / QK * raBlock
-		s.raMulti = s.nrows > 1 && rowActs > 1
-		s.ra = growAligned(s.ra, s.nrows*s.raRow)
+	if s.rowVNNI() {
 		run(s.nrows, s.rowQPFn)
-		run((rows+rowTile16-1)/rowTile16, s.row16Fn)
+		// Large batches go in chunks of activation rows that stay in L2
+		// while every weight tile passes over them.
+		step := s.nrows
+		if s.raMulti {
+			step = rowChunk
+		}
+		for s.r0 = 0; s.r0 < s.nrows; s.r0 += step {
+			s.r1 = min(s.r0+step, s.nrows)
+			run(s.rowTiles16Count(), s.row16Fn)
+		}
 		return
 	}
 	run(s.nrows, s.quantFn)
-	if s.gemm {
-		ngroups := (s.nrows + gemmLane - 1) / gemmLane
-		s.pk = grow(s.pk, ngroups*(s.m.Cols/QK)*pkBlock)
-		run(ngroups, s.packVNNIFn)
-		run((rows+gemmTile-1)/gemmTile, s.gemmFn)
-		return
-	}
 	run((rows+rowTile-1)/rowTile, s.rowFn)
 }
 
+// rowVNNI reports whether the call s holds takes the VNNI row kernels
+// (quantPackRows over its activation rows, then rowTiles16 over
+// rowTiles16Count tiles), and if so sizes the packed rows.
+func (s *Scratch) rowVNNI() bool {
+	if useSIMD < simdAVX512VNNI || s.m.Cols == 0 {
+		return false
+	}
+	s.raRow = s.m.Cols / QK * raBlock
+	s.raMulti = s.nrows > 1 && rowActs > 1
+	s.ra = growAligned(s.ra, s.nrows*s.raRow)
+	s.r0, s.r1 = 0, s.nrows
+	return true
+}
+
+// rowTiles16Count is the number of rowTile16-row weight tiles.
+func (s *Scratch) rowTiles16Count() int {
+	return (s.m.Rows + rowTile16 - 1) / rowTile16
+}
+
 // dotTail computes weight row i against every activation row in Go.
-func (s *Scratch) dotTail(i int) {
+func (s *Scratch) dotTail(i int) { s.dotTailRows(i, 0, s.nrows) }
+
+// dotTailRows computes weight row i against activation rows [r0, r1) in Go.
+func (s *Scratch) dotTailRows(i, r0, r1 int) {
 	w := s.m.Data[i*s.wRow : (i+1)*s.wRow]
-	for r := range s.nrows {
+	for r := r0; r < r1; r++ {
 		s.out[r*s.m.Rows+i] = s.dot(s.m.Cols, w, s.act[r*s.actRow:(r+1)*s.actRow])
 	}
 }
@@ -180,8 +189,8 @@ func packRowVNNI(a, dst []byte, step int) {
 }
 
 // rowTiles16 computes weight-row tiles [lo, hi) of rowTile16 rows with the
-// VNNI row kernel, one activation row at a time. A partial last tile takes
-// the AVX2 kernel for 8 rows and the Go dot for the rest.
+// VNNI row kernels for activation rows [s.r0, s.r1). A partial last tile
+// takes the AVX2 kernel for 8 rows and the Go dot for the rest.
 func (s *Scratch) rowTiles16(lo, hi int) {
 	m, nb, q4 := s.m, s.m.Cols/QK, s.m.Type == Q4_0
 	for t := lo; t < hi; t++ {
@@ -192,14 +201,14 @@ func (s *Scratch) rowTiles16(lo, hi int) {
 			if i+rowTile <= m.Rows {
 				var res [rowTile]float32
 				w := m.Data[i*s.wRow:]
-				for r := range s.nrows {
+				for r := s.r0; r < s.r1; r++ {
 					rowDotQ8_0x8(q4, w, s.wRow, nb, s.act[r*s.actRow:], &res)
 					copy(s.out[r*m.Rows+i:r*m.Rows+i+rowTile], res[:])
 				}
 				i += rowTile
 			}
 			for ; i < m.Rows; i++ {
-				s.dotTail(i)
+				s.dotTailRows(i, s.r0, s.r1)
 			}
 			continue
 		}
@@ -212,11 +221,12 @@ func (s *Scratch) rowTiles16(lo, hi int) {
 		}
 		// Groups of at most rowActs activation rows, as even as possible, each
 		// in one pass over the tile's weights.
-		ng := (s.nrows + rowActs - 1) / rowActs
-		r0 := 0
+		n := s.r1 - s.r0
+		ng := (n + rowActs - 1) / rowActs
+		r0 := s.r0
 		for g := range ng {
-			na := s.nrows / ng
-			if g < s.nrows%ng {
+			na := n / ng
+			if g < n%ng {
 				na++
 			}
 			rowDotQ8_0x16xN(q4, na, w, s.wRow, nb, s.ra[r0*raBlock:], s.nrows*raBlock, s.out[r0*m.Rows+i0:], m.Rows)
@@ -234,61 +244,6 @@ func growAligned(b []byte, n int) []byte {
 	buf := make([]byte, n+63)
 	off := int(-uintptr(unsafe.Pointer(unsafe.SliceData(buf))) & 63)
 	return buf[off : off+n]
-}
-
-// packVNNI packs activation groups [lo, hi) from s.act into s.pk; lanes past
-// nrows hold zero bytes (their outputs are discarded).
-func (s *Scratch) packVNNI(lo, hi int) {
-	nb := s.m.Cols / QK
-	for g := lo; g < hi; g++ {
-		pk := s.pk[g*nb*pkBlock : (g+1)*nb*pkBlock]
-		clear(pk)
-		for j := range min(gemmLane, s.nrows-g*gemmLane) {
-			r := g*gemmLane + j
-			a := s.act[r*s.actRow : (r+1)*s.actRow]
-			for b := range nb {
-				blk := (*[q8_0Bytes]byte)(a[b*q8_0Bytes:])
-				dst := (*[pkBlock]byte)(pk[b*pkBlock:])
-				var sum int32
-				for k := range 8 {
-					copy(dst[64*k+4*j:64*k+4*j+4], blk[2+4*k:2+4*k+4])
-				}
-				for _, q := range blk[2:] {
-					sum += int32(int8(q))
-				}
-				binary.LittleEndian.PutUint32(dst[pkScale+4*j:], math.Float32bits(f16At(blk[:])))
-				binary.LittleEndian.PutUint32(dst[pkSum+4*j:], uint32(sum))
-			}
-		}
-	}
-}
-
-// gemmTiles computes weight-row tiles [lo, hi) of gemmTile rows against
-// every packed activation group with the VNNI kernel.
-func (s *Scratch) gemmTiles(lo, hi int) {
-	m, nb, q4 := s.m, s.m.Cols/QK, s.m.Type == Q4_0
-	ngroups := (s.nrows + gemmLane - 1) / gemmLane
-	var res [gemmTile * gemmLane]float32
-	for t := lo; t < hi; t++ {
-		yieldEvery(t - lo)
-		i0 := t * gemmTile
-		if i0+gemmTile > m.Rows {
-			for i := i0; i < m.Rows; i++ {
-				s.dotTail(i)
-			}
-			continue
-		}
-		w := m.Data[i0*s.wRow:]
-		for g := range ngroups {
-			gemmQ8_0x8(q4, w, s.wRow, nb, s.pk[g*nb*pkBlock:], &res)
-			for j := range min(gemmLane, s.nrows-g*gemmLane) {
-				o := s.out[(g*gemmLane+j)*m.Rows+i0:]
-				for i := range gemmTile {
-					o[i] = res[i*gemmLane+j]
-				}
-			}
-		}
-	}
 }
 
 // yieldTiles is how many weight tiles a kernel loop computes between

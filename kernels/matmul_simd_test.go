@@ -124,8 +124,8 @@ func gfniModes() []bool {
 	return []bool{false}
 }
 
-// TestMatMulRowVNNI checks the 16-row VNNI row kernel (decode: nrows below
-// gemmMinRows) bit for bit against VecDot: weight rows around multiples of
+// TestMatMulRowVNNI checks the 16-row VNNI row kernels (1–12 activation
+// rows) bit for bit against VecDot: weight rows around multiples of
 // 16 (partial tiles falling to the 8-row AVX2 kernel and the Go dot), rows
 // of 1 to 136 blocks, both Q4_0 variants, through pools of 1 and 2.
 func TestMatMulRowVNNI(t *testing.T) {
@@ -139,7 +139,7 @@ func TestMatMulRowVNNI(t *testing.T) {
 		for _, c := range []int{32, 64, 160, 1024, 2816, 4352} {
 			for _, rows := range []int{5, 16, 23, 24, 40, 61} {
 				m := testMatrix(t, r, typ, rows, c)
-				for nrows := 1; nrows < gemmMinRows; nrows++ {
+				for nrows := 1; nrows <= 12; nrows++ {
 					x := randRow(r, nrows*c)
 					want := make([]float32, nrows*rows)
 					for ri := range nrows {

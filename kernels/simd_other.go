@@ -10,10 +10,6 @@ func rowDotQ8_0x8(bool, []byte, int, int, []byte, *[8]float32) {
 	panic("kernels: no SIMD kernels in this build")
 }
 
-func gemmQ8_0x8(bool, []byte, int, int, []byte, *[128]float32) {
-	panic("kernels: no SIMD kernels in this build")
-}
-
 func rowDotQ8_0x16(bool, []byte, int, int, []byte, *[16]float32) {
 	panic("kernels: no SIMD kernels in this build")
 }

@@ -26,7 +26,7 @@ import (
 const floatActs512 = 6
 
 // maxRowActs is the most activation rows of the multi-row VNNI row kernels.
-const maxRowActs = 8
+const maxRowActs = 16
 
 const (
 	q8Bytes = 34 // f16 d, 32 × int8
@@ -45,8 +45,6 @@ func main() {
 		rowKernelVNNIMulti(fmt.Sprintf("dotQ4_0x16x%dVNNI", na), true, false, na)
 		rowKernelVNNIMulti(fmt.Sprintf("dotQ4_0x16x%dGFNI", na), true, true, na)
 	}
-	gemmKernel("gemmQ8_0x8VNNI", false)
-	gemmKernel("gemmQ4_0x8VNNI", true)
 	dotKernel()
 	axpyKernel()
 	f16RowKernel()
@@ -241,123 +239,4 @@ func vpdpbusd(s8 Op, u8, dst VecVirtual) {
 		Outputs:  []Op{dst},
 		ISA:      []string{"AVX512_VNNI"},
 	})
-}
-
-// Packed activation group layout (see packQ8Group in Go): per block 8 × 64
-// bytes of int8 quants (vector k, lane j = bytes 4k..4k+3 of row j's block),
-// 16 float32 scales, 16 int32 quant sums.
-const (
-	pkQuants = 8 * 64
-	pkScale  = pkQuants
-	pkSum    = pkScale + 64
-	pkBlock  = pkSum + 64
-)
-
-// gemmKernel emits func(w *byte, stride, nb int, pk *byte, out *[128]float32):
-// 8 weight rows against a packed group of activation rows; out[16·i+j] is
-// weight row i with lane j. Weights are broadcast a dword at a time and
-// VPDPBUSD sums against 16 lanes at once, exact int32 block sums with no
-// horizontal reduction. VPDPBUSD multiplies unsigned by signed bytes, so the
-// weights are offset and the offset's contribution, from each activation
-// row's quant sum Σa in the pack, subtracted; all 16 lanes are activation
-// rows:
-//   - Q8_0: u = w+128 (|w| ≤ 128 as stored; the broadcast dword is XORed with
-//     0x80 per byte on the way in), minus 128·Σa.
-//   - Q4_0: the weights are raw nibbles q = w+8, minus 8·Σa.
-func gemmKernel(name string, q4 bool) {
-	const nr = 8
-	TEXT(name, NOSPLIT, fmt.Sprintf("func(w *byte, stride, nb int, pk *byte, out *[%d]float32)", 16*nr))
-	Pragma("noescape")
-	Doc(fmt.Sprintf("%s computes out[16i+j] = dot(weight row i, packed activation row j), bit-identical to the Go dot.", name))
-	r := rows{b0: Load(Param("w"), GP64()), stride: Load(Param("stride"), GP64())}
-	nb := Load(Param("nb"), GP64())
-	pk := Load(Param("pk"), GP64())
-	r.s3 = GP64()
-	LEAQ(Mem{Base: r.stride, Index: r.stride, Scale: 2}, r.s3)
-	r.b4 = GP64()
-	LEAQ(Mem{Base: r.b0, Index: r.stride, Scale: 4}, r.b4)
-
-	var mask, c80 VecVirtual
-	blk := q8Bytes
-	if q4 {
-		mask = bcastByte(0x0f, true)
-		blk = q4Bytes
-	} else {
-		c80 = bcastByte(0x80, true)
-	}
-	var facc [nr]VecVirtual
-	for i := range facc {
-		facc[i] = ZMM()
-		VXORPS(facc[i], facc[i], facc[i])
-	}
-
-	Label(name + "_loop")
-	TESTQ(nb, nb)
-	JZ(LabelRef(name + "_done"))
-
-	var act [8]VecVirtual
-	for k := range act {
-		act[k] = ZMM()
-		VMOVDQU64(Mem{Base: pk, Disp: 64 * k}, act[k])
-	}
-	corr := ZMM()
-	VMOVDQU64(Mem{Base: pk, Disp: pkSum}, corr)
-	if q4 {
-		VPSLLD(U8(3), corr, corr)
-	} else {
-		VPSLLD(U8(7), corr, corr)
-	}
-	da := ZMM()
-	VMOVUPS(Mem{Base: pk, Disp: pkScale}, da)
-
-	for i := range nr {
-		acc := ZMM()
-		VPXORD(acc, acc, acc)
-		if q4 {
-			for k := range 4 {
-				lo, hi := ZMM(), ZMM()
-				VPBROADCASTD(r.mem(i, 2+4*k), lo)
-				VPSRLW(U8(4), lo, hi)
-				VPANDD(mask, lo, lo)
-				VPANDD(mask, hi, hi)
-				vpdpbusd(act[k], lo, acc)
-				vpdpbusd(act[k+4], hi, acc)
-			}
-		} else {
-			// One broadcast XOR turns a weight dword into u = w+128.
-			for k := range 8 {
-				u := ZMM()
-				VPXORD_BCST(r.mem(i, 2+4*k), c80, u)
-				vpdpbusd(act[k], u, acc)
-			}
-		}
-		VPSUBD(corr, acc, acc)
-		sumf := ZMM()
-		VCVTDQ2PS(acc, sumf)
-		dw := ZMM()
-		VPBROADCASTW(r.mem(i, 0), dw.AsY())
-		VCVTPH2PS(dw.AsY(), dw)
-		if q4 {
-			VMULPS(dw, sumf, sumf)
-			VMULPS(da, sumf, sumf)
-		} else {
-			VMULPS(da, dw, dw)
-			VMULPS(dw, sumf, sumf)
-		}
-		VADDPS(sumf, facc[i], facc[i])
-	}
-
-	ADDQ(U32(blk), r.b0)
-	ADDQ(U32(blk), r.b4)
-	ADDQ(U32(pkBlock), pk)
-	DECQ(nb)
-	JMP(LabelRef(name + "_loop"))
-
-	Label(name + "_done")
-	out := Load(Param("out"), GP64())
-	for i := range facc {
-		VMOVUPS(facc[i], Mem{Base: out, Disp: 64 * i})
-	}
-	VZEROUPPER()
-	RET()
 }

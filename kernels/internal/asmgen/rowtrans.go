@@ -154,7 +154,7 @@ func rowKernelVNNIMulti(name string, q4, gfni bool, na int) {
 
 	// Weight scales in lane order: rows 0–3, 8–11, 4–7, 12–15.
 	x0s, x1s := XMM(), XMM()
-	VPXOR(x0s.AsY(), x0s.AsY(), x0s.AsY()) // the upper half is read below
+	zeroZ(x0s.AsY()) // the upper half is read below (EVEX: x0s may be X16+)
 	for _, k := range []int{0, 2, 1, 3} {
 		q, t := GP64(), GP64()
 		MOVWQZX(r.mem(4*k, 0), q)
@@ -240,7 +240,7 @@ func vpdpbusdBcst(m Mem, u8, dst VecVirtual) {
 // zeroZ emits VPXORD v, v, v marked as a zero idiom, so the allocator knows
 // it reads nothing (avo v0.5.0 marks only VEX/SSE XORs so); otherwise v
 // would be live from the function entry and across the loop.
-func zeroZ(v VecVirtual) {
+func zeroZ(v Op) {
 	Instruction(&ir.Instruction{
 		Opcode:           "VPXORD",
 		Operands:         []Op{v, v, v},

@@ -1,0 +1,109 @@
+package kernels
+
+// MatMulJob is one product of a MatMulBatch: Out = M·X for NRows activation
+// rows, exactly as MatMul(p, S, M, X, NRows, Out) computes it. Each job needs
+// its own Scratch.
+type MatMulJob struct {
+	S     *Scratch
+	M     Matrix
+	X     []float32
+	NRows int
+	Out   []float32
+}
+
+// MatMulBatch runs independent matrix products (the experts of one layer,
+// say) as one unit of pool work: where every job takes the VNNI row kernels,
+// all jobs' activation rows are packed in one Pool.Run and all their weight
+// tiles computed in a second, instead of two Runs per product. A decode step
+// of a MoE model makes hundreds of small products (three per routed expert
+// per layer); each Run is a fork and a join whose last piece leaves the other
+// threads idle, so fusing them keeps the cores on the weights.
+//
+// Every output is bit-identical to MatMul's (the same kernels compute every
+// element). Jobs on other paths run one after another through MatMul. The
+// zero value is ready to use; Run does not allocate in steady state. A
+// MatMulBatch must not be used by two Runs at once.
+type MatMulBatch struct {
+	jobs    []MatMulJob // the jobs of the Run in progress on the fused path
+	rowEnd  []int       // rowEnd[k]: activation rows of jobs[:k+1]
+	tileEnd []int       // tileEnd[k]: weight tiles of jobs[:k+1]
+	packFn  func(lo, hi int)
+	tilesFn func(lo, hi int)
+	self    *MatMulBatch
+}
+
+// Run computes every job. Jobs must not share a Scratch, and no job's Out
+// may overlap another job's X or Out.
+func (b *MatMulBatch) Run(p *Pool, jobs []MatMulJob) {
+	if b.self != b {
+		b.self = b
+		b.packFn = b.pack
+		b.tilesFn = b.tiles
+	}
+	b.jobs, b.rowEnd, b.tileEnd = b.jobs[:0], b.rowEnd[:0], b.tileEnd[:0]
+	rows, tiles := 0, 0
+	for _, j := range jobs {
+		if !simdQ8(j.M) {
+			MatMul(p, j.S, j.M, j.X, j.NRows, j.Out)
+			continue
+		}
+		s := j.S
+		if !s.begin(j.M, j.X, j.NRows, j.Out) {
+			continue
+		}
+		if !s.rowVNNI() {
+			s.matMulSIMDQ8(p)
+			s.end()
+			continue
+		}
+		rows += s.nrows
+		tiles += s.rowTiles16Count()
+		b.jobs = append(b.jobs, j)
+		b.rowEnd = append(b.rowEnd, rows)
+		b.tileEnd = append(b.tileEnd, tiles)
+	}
+	if len(b.jobs) > 0 {
+		if p == nil {
+			b.pack(0, rows)
+			b.tiles(0, tiles)
+		} else {
+			p.Run(rows, b.packFn)
+			p.Run(tiles, b.tilesFn)
+		}
+	}
+	for i := range b.jobs {
+		b.jobs[i].S.end()
+		b.jobs[i] = MatMulJob{}
+	}
+	b.jobs = b.jobs[:0]
+}
+
+// pack packs activation rows [lo, hi) of the concatenated jobs.
+func (b *MatMulBatch) pack(lo, hi int) {
+	spans(b.rowEnd, lo, hi, func(k, lo, hi int) { b.jobs[k].S.quantPackRows(lo, hi) })
+}
+
+// tiles computes weight tiles [lo, hi) of the concatenated jobs.
+func (b *MatMulBatch) tiles(lo, hi int) {
+	spans(b.tileEnd, lo, hi, func(k, lo, hi int) { b.jobs[k].S.rowTiles16(lo, hi) })
+}
+
+// spans calls fn(k, lo_k, hi_k) for each job k whose items (job k owns
+// [end[k-1], end[k]) of the concatenation) meet [lo, hi), with lo_k and hi_k
+// local to job k.
+func spans(end []int, lo, hi int, fn func(k, lo, hi int)) {
+	k := 0
+	for end[k] <= lo {
+		k++
+	}
+	for ; k < len(end) && lo < hi; k++ {
+		start := 0
+		if k > 0 {
+			start = end[k-1]
+		}
+		if e := min(hi, end[k]); e > lo {
+			fn(k, lo-start, e-start)
+			lo = e
+		}
+	}
+}

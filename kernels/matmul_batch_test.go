@@ -1,0 +1,73 @@
+package kernels
+
+import (
+	"math/rand/v2"
+	"testing"
+)
+
+// TestMatMulBatch checks a batch of products of mixed types, shapes and
+// batch sizes (the fused VNNI row path, the GEMM, the float path, empty
+// jobs) bit for bit against MatMul one at a time, at every SIMD level, with
+// and without a pool, and that steady-state Runs do not allocate.
+func TestMatMulBatch(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	p := NewPool(2)
+	defer p.Close()
+	type spec struct {
+		typ        DType
+		rows, cols int
+		nrows      int
+	}
+	specs := []spec{
+		{Q8_0, 48, 256, 1}, {Q8_0, 37, 96, 3}, {Q4_0, 64, 128, 5}, {Q8_0, 16, 64, 0},
+		{F16, 24, 64, 2}, {Q8_0, 40, 128, 20}, {Q4_0, 33, 64, 16}, {Q8_0, 2816, 1024, 4},
+	}
+	ms := make([]Matrix, len(specs))
+	xs := make([][]float32, len(specs))
+	for i, sp := range specs {
+		ms[i] = testMatrix(t, r, sp.typ, sp.rows, sp.cols)
+		xs[i] = randRow(r, max(sp.nrows, 1)*sp.cols)
+	}
+	for _, l := range simdLevels() {
+		for _, pool := range []*Pool{nil, p} {
+			withSIMD(l, func() {
+				var b MatMulBatch
+				scratch := make([]Scratch, len(specs))
+				jobs := make([]MatMulJob, len(specs))
+				outs := make([][]float32, len(specs))
+				for i, sp := range specs {
+					outs[i] = make([]float32, sp.nrows*sp.rows)
+					jobs[i] = MatMulJob{S: &scratch[i], M: ms[i], X: xs[i], NRows: sp.nrows, Out: outs[i]}
+				}
+				b.Run(pool, jobs)
+				for i, sp := range specs {
+					want := make([]float32, sp.nrows*sp.rows)
+					var s Scratch
+					MatMul(pool, &s, ms[i], xs[i], sp.nrows, want)
+					assertBits(t, l.String()+"/"+sp.typ.String()+"/job="+itoa(i), outs[i], want)
+				}
+				if pool != nil {
+					if n := testing.AllocsPerRun(5, func() { b.Run(pool, jobs) }); n != 0 {
+						t.Errorf("%s: Run allocates %v times", l, n)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestSpans(t *testing.T) {
+	end := []int{3, 3, 7, 10}
+	type call struct{ k, lo, hi int }
+	var got []call
+	spans(end, 2, 9, func(k, lo, hi int) { got = append(got, call{k, lo, hi}) })
+	want := []call{{0, 2, 3}, {2, 0, 4}, {3, 0, 2}}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+}
