@@ -15786,6 +15786,143 @@ expSubAVX2_done:
 	VZEROUPPER
 	RET
 
+// func expSumF64AVX2(w *float64, l *float32, n int, m float32, invT float64, sums *[4]float64)
+// Requires: AVX, AVX2, FMA3, SSE, SSE2
+TEXT ·expSumF64AVX2(SB), NOSPLIT, $0-48
+	MOVQ         w+0(FP), AX
+	MOVQ         l+8(FP), CX
+	MOVQ         n+16(FP), DX
+	MOVSS        m+24(FP), X0
+	VBROADCASTSS X0, X0
+	MOVSD        invT+32(FP), X1
+	VBROADCASTSD X1, Y1
+	VXORPD       Y2, Y2, Y2
+	MOVQ         $0x4338000000000000, BX
+	VMOVQ        BX, X3
+	VPBROADCASTQ X3, Y3
+	MOVQ         $0x00000000000003ff, BX
+	VMOVQ        BX, X4
+	VPBROADCASTQ X4, Y4
+
+expSumF64AVX2_loop:
+	TESTQ        DX, DX
+	JZ           expSumF64AVX2_done
+	VMOVUPS      (CX), X5
+	VSUBPS       X0, X5, X5
+	VCVTPS2PD    X5, Y5
+	VMULPD       Y1, Y5, Y5
+	VCMPPD       $0x1d, expdconsts<>+0(SB), Y5, Y6
+	VMULPD       expdconsts<>+32(SB), Y5, Y7
+	VROUNDPD     $0x00, Y7, Y7
+	VMOVAPD      Y5, Y5
+	VFNMADD231PD expdconsts<>+64(SB), Y7, Y5
+	VFNMADD231PD expdconsts<>+96(SB), Y7, Y5
+	VMOVAPD      expdconsts<>+128(SB), Y8
+	VFMADD213PD  expdconsts<>+160(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+192(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+224(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+256(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+288(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+320(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+352(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+384(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+416(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+448(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+480(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+512(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+544(SB), Y5, Y8
+	VADDPD       Y3, Y7, Y5
+	VPADDQ       Y4, Y5, Y5
+	VPSLLQ       $0x34, Y5, Y5
+	VMULPD       Y5, Y8, Y8
+	VANDPD       Y6, Y8, Y8
+	VMOVUPD      Y8, (AX)
+	VADDPD       Y8, Y2, Y2
+	ADDQ         $0x00000020, AX
+	ADDQ         $0x00000010, CX
+	SUBQ         $0x00000004, DX
+	JMP          expSumF64AVX2_loop
+
+expSumF64AVX2_done:
+	MOVQ    sums+40(FP), AX
+	VMOVUPD Y2, (AX)
+	VZEROUPPER
+	RET
+
+DATA expdconsts<>+0(SB)/8, $0xc086200000000000
+DATA expdconsts<>+8(SB)/8, $0xc086200000000000
+DATA expdconsts<>+16(SB)/8, $0xc086200000000000
+DATA expdconsts<>+24(SB)/8, $0xc086200000000000
+DATA expdconsts<>+32(SB)/8, $0x3ff71547652b82fe
+DATA expdconsts<>+40(SB)/8, $0x3ff71547652b82fe
+DATA expdconsts<>+48(SB)/8, $0x3ff71547652b82fe
+DATA expdconsts<>+56(SB)/8, $0x3ff71547652b82fe
+DATA expdconsts<>+64(SB)/8, $0x3fe62e42fee00000
+DATA expdconsts<>+72(SB)/8, $0x3fe62e42fee00000
+DATA expdconsts<>+80(SB)/8, $0x3fe62e42fee00000
+DATA expdconsts<>+88(SB)/8, $0x3fe62e42fee00000
+DATA expdconsts<>+96(SB)/8, $0x3dea39ef35793c76
+DATA expdconsts<>+104(SB)/8, $0x3dea39ef35793c76
+DATA expdconsts<>+112(SB)/8, $0x3dea39ef35793c76
+DATA expdconsts<>+120(SB)/8, $0x3dea39ef35793c76
+DATA expdconsts<>+128(SB)/8, $0x3de6124613a86d09
+DATA expdconsts<>+136(SB)/8, $0x3de6124613a86d09
+DATA expdconsts<>+144(SB)/8, $0x3de6124613a86d09
+DATA expdconsts<>+152(SB)/8, $0x3de6124613a86d09
+DATA expdconsts<>+160(SB)/8, $0x3e21eed8eff8d898
+DATA expdconsts<>+168(SB)/8, $0x3e21eed8eff8d898
+DATA expdconsts<>+176(SB)/8, $0x3e21eed8eff8d898
+DATA expdconsts<>+184(SB)/8, $0x3e21eed8eff8d898
+DATA expdconsts<>+192(SB)/8, $0x3e5ae64567f544e4
+DATA expdconsts<>+200(SB)/8, $0x3e5ae64567f544e4
+DATA expdconsts<>+208(SB)/8, $0x3e5ae64567f544e4
+DATA expdconsts<>+216(SB)/8, $0x3e5ae64567f544e4
+DATA expdconsts<>+224(SB)/8, $0x3e927e4fb7789f5c
+DATA expdconsts<>+232(SB)/8, $0x3e927e4fb7789f5c
+DATA expdconsts<>+240(SB)/8, $0x3e927e4fb7789f5c
+DATA expdconsts<>+248(SB)/8, $0x3e927e4fb7789f5c
+DATA expdconsts<>+256(SB)/8, $0x3ec71de3a556c734
+DATA expdconsts<>+264(SB)/8, $0x3ec71de3a556c734
+DATA expdconsts<>+272(SB)/8, $0x3ec71de3a556c734
+DATA expdconsts<>+280(SB)/8, $0x3ec71de3a556c734
+DATA expdconsts<>+288(SB)/8, $0x3efa01a01a01a01a
+DATA expdconsts<>+296(SB)/8, $0x3efa01a01a01a01a
+DATA expdconsts<>+304(SB)/8, $0x3efa01a01a01a01a
+DATA expdconsts<>+312(SB)/8, $0x3efa01a01a01a01a
+DATA expdconsts<>+320(SB)/8, $0x3f2a01a01a01a01a
+DATA expdconsts<>+328(SB)/8, $0x3f2a01a01a01a01a
+DATA expdconsts<>+336(SB)/8, $0x3f2a01a01a01a01a
+DATA expdconsts<>+344(SB)/8, $0x3f2a01a01a01a01a
+DATA expdconsts<>+352(SB)/8, $0x3f56c16c16c16c17
+DATA expdconsts<>+360(SB)/8, $0x3f56c16c16c16c17
+DATA expdconsts<>+368(SB)/8, $0x3f56c16c16c16c17
+DATA expdconsts<>+376(SB)/8, $0x3f56c16c16c16c17
+DATA expdconsts<>+384(SB)/8, $0x3f81111111111111
+DATA expdconsts<>+392(SB)/8, $0x3f81111111111111
+DATA expdconsts<>+400(SB)/8, $0x3f81111111111111
+DATA expdconsts<>+408(SB)/8, $0x3f81111111111111
+DATA expdconsts<>+416(SB)/8, $0x3fa5555555555555
+DATA expdconsts<>+424(SB)/8, $0x3fa5555555555555
+DATA expdconsts<>+432(SB)/8, $0x3fa5555555555555
+DATA expdconsts<>+440(SB)/8, $0x3fa5555555555555
+DATA expdconsts<>+448(SB)/8, $0x3fc5555555555555
+DATA expdconsts<>+456(SB)/8, $0x3fc5555555555555
+DATA expdconsts<>+464(SB)/8, $0x3fc5555555555555
+DATA expdconsts<>+472(SB)/8, $0x3fc5555555555555
+DATA expdconsts<>+480(SB)/8, $0x3fe0000000000000
+DATA expdconsts<>+488(SB)/8, $0x3fe0000000000000
+DATA expdconsts<>+496(SB)/8, $0x3fe0000000000000
+DATA expdconsts<>+504(SB)/8, $0x3fe0000000000000
+DATA expdconsts<>+512(SB)/8, $0x3ff0000000000000
+DATA expdconsts<>+520(SB)/8, $0x3ff0000000000000
+DATA expdconsts<>+528(SB)/8, $0x3ff0000000000000
+DATA expdconsts<>+536(SB)/8, $0x3ff0000000000000
+DATA expdconsts<>+544(SB)/8, $0x3ff0000000000000
+DATA expdconsts<>+552(SB)/8, $0x3ff0000000000000
+DATA expdconsts<>+560(SB)/8, $0x3ff0000000000000
+DATA expdconsts<>+568(SB)/8, $0x3ff0000000000000
+GLOBL expdconsts<>(SB), RODATA|NOPTR, $576
+
 // func peakVNNI512(n int)
 // Requires: AVX, AVX512F, AVX512_VNNI
 TEXT ·peakVNNI512(SB), NOSPLIT, $0-8

@@ -334,6 +334,11 @@ func swigluAVX2(dst *float32, gate *float32, up *float32, n int)
 //go:noescape
 func expSubAVX2(x *float32, m float32, n int)
 
+// expSumF64AVX2 sets w[i] = expd(float64(l[i] − m)·invT) for n (a multiple of 4) elements, bit-identical to kernels.expd, and sums[k] to Σ w[4j+k].
+//
+//go:noescape
+func expSumF64AVX2(w *float64, l *float32, n int, m float32, invT float64, sums *[4]float64)
+
 // peakVNNI512 runs n iterations of independent multiply-accumulates (compute peak).
 func peakVNNI512(n int)
 

@@ -28,6 +28,9 @@ func rowDotQ8_0x8(q4 bool, w []byte, stride, nb int, a []byte, out *[8]float32) 
 // VGF2P8AFFINEQB (tests clear it to cover the other).
 var useGFNI = cpu.X86.HasAVX512GFNI
 
+// useFMA gates the kernels that need FMA3 beside AVX2 (expSumF64AVX2).
+var useFMA = cpu.X86.HasFMA
+
 func rowDotQ8_0x16(q4 bool, w []byte, stride, nb int, a []byte, out *[16]float32) {
 	switch {
 	case q4 && useGFNI:

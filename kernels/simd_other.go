@@ -6,6 +6,8 @@ func detectSIMD() simdLevel { return simdGo }
 
 var useGFNI bool
 
+var useFMA bool
+
 func rowDotQ8_0x8(bool, []byte, int, int, []byte, *[8]float32) {
 	panic("kernels: no SIMD kernels in this build")
 }

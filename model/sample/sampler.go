@@ -6,6 +6,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+
+	"github.com/conclave-ai/conclave/kernels"
 )
 
 // pcgStream is the fixed second PCG seed word; Config.Seed is the first. It is
@@ -111,6 +113,9 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 		return argmax(logits)
 	}
 	u := s.rng.Float64() // drawn first so the stream never depends on the logits
+	if !s.cfg.topP() && (s.cfg.TopK <= 0 || s.cfg.TopK >= len(logits)) {
+		return s.sampleAll(logits, u)
+	}
 
 	cand, sorted, baseTotal := s.candidates(logits)
 
@@ -184,6 +189,50 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 		}
 	}
 	return cand[last].id // rounding left r at or just above 0
+}
+
+// sampleAll is steps 4–6 over the whole vocabulary in id order (no top-k
+// or top-p to sort candidates): the weights come from kernels.ExpSum, about
+// five times faster than math.Exp per token and within a few ulp of it, so a
+// draw lands on another token than the float64 reference's only if u falls
+// within ~1e-16 of a boundary between two tokens' shares.
+func (s *Sampler) sampleAll(logits []float32, u float64) int32 {
+	maxLogit := float32(math.Inf(-1))
+	for _, l := range logits {
+		if l > maxLogit { // NaN never is: it counts as -Inf
+			maxLogit = l
+		}
+	}
+	if math.IsInf(float64(maxLogit), -1) {
+		return 0
+	}
+	w := s.weights[:len(logits)]
+	total := kernels.ExpSum(w, logits, maxLogit, 1/float64(s.cfg.Temperature))
+	if s.cfg.minP() {
+		// The maximum has weight exactly 1, so the threshold is MinP.
+		threshold := float64(s.cfg.MinP)
+		total = 0
+		for i, x := range w {
+			if x < threshold {
+				w[i] = 0
+				continue
+			}
+			total += x
+		}
+	}
+	r := u * total
+	last := 0
+	for i, x := range w {
+		if x == 0 {
+			continue
+		}
+		last = i
+		r -= x
+		if r < 0 {
+			return int32(i)
+		}
+	}
+	return int32(last) // rounding left r at or just above 0
 }
 
 // applyPenalties writes the repetition, presence and frequency penalties into

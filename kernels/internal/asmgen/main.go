@@ -58,6 +58,7 @@ func main() {
 	roundF16Kernel()
 	swigluKernel()
 	expSubKernel()
+	expSumKernel()
 	peakKernel("peakVNNI512", true, true)
 	peakKernel("peakFMA512", false, true)
 	peakKernel("peakFMA256", false, false)

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"math"
+
+	. "github.com/mmcloughlin/avo/build"
+	. "github.com/mmcloughlin/avo/operand"
+)
+
+// Constants of kernels.expd, each stored 4 times for YMM memory operands:
+// min, log2 e, ln2 hi, ln2 lo, then 1/k! for k = 13 down to 0.
+var expdValues = append([]float64{-708.0, 1.4426950408889634, 6.93147180369123816490e-01, 1.90821492927058770002e-10},
+	func() []float64 {
+		c := make([]float64, 14)
+		f := 1.0
+		for k := range 14 {
+			if k > 0 {
+				f *= float64(k)
+			}
+			c[13-k] = 1 / f
+		}
+		return c
+	}()...)
+
+// expSumKernel emits func(w *float64, l *float32, n int, m float32, invT
+// float64, sums *[4]float64) for n a multiple of 4: w[i] = expd(float64(l[i]
+// − m)·invT), exactly as kernels.expd computes it (the same IEEE operations
+// in the same order, FMA3 for math.FMA), and sums[k] = Σ w[4j+k].
+func expSumKernel() {
+	const name = "expSumF64AVX2"
+	TEXT(name, NOSPLIT, "func(w *float64, l *float32, n int, m float32, invT float64, sums *[4]float64)")
+	Pragma("noescape")
+	Doc(name + " sets w[i] = expd(float64(l[i] − m)·invT) for n (a multiple of 4) elements, bit-identical to kernels.expd, and sums[k] to Σ w[4j+k].")
+	tab := GLOBL("expdconsts", RODATA|NOPTR)
+	for k, v := range expdValues {
+		for l := 0; l < 4; l++ {
+			DATA(32*k+8*l, U64(math.Float64bits(v)))
+		}
+	}
+	c := func(i int) Mem { return tab.Offset(32 * i) }
+	const (
+		cMin = iota
+		cLog2e
+		cLn2Hi
+		cLn2Lo
+		cC13 // then cC13+1 … cC13+13 = 1/12! … 1/0!
+	)
+	w := Load(Param("w"), GP64())
+	l := Load(Param("l"), GP64())
+	n := Load(Param("n"), GP64())
+	mx := XMM()
+	VBROADCASTSS(Load(Param("m"), XMM()), mx)
+	invT := YMM()
+	VBROADCASTSD(Load(Param("invT"), XMM()), invT)
+	acc := YMM()
+	VXORPD(acc, acc, acc)
+	// 2^52 + 2^51: adding it to an integral |n| < 2^31 leaves n in the low
+	// bits of the sum's bit pattern.
+	magic := YMM()
+	mg := GP64()
+	MOVQ(U64(math.Float64bits(1<<52+1<<51)), mg)
+	VMOVQ(mg, magic.AsX())
+	VPBROADCASTQ(magic.AsX(), magic)
+	bias := YMM()
+	MOVQ(U64(1023), mg)
+	VMOVQ(mg, bias.AsX())
+	VPBROADCASTQ(bias.AsX(), bias)
+
+	Label(name + "_loop")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	xs := XMM()
+	VMOVUPS(Mem{Base: l}, xs)
+	VSUBPS(mx, xs, xs) // float32 l − m
+	x := YMM()
+	VCVTPS2PD(xs, x)
+	VMULPD(invT, x, x)
+	keep := YMM()
+	VCMPPD(U8(0x1d), c(cMin), x, keep) // x ≥ min, false for NaN (GE_OQ)
+	nn := YMM()
+	VMULPD(c(cLog2e), x, nn)
+	VROUNDPD(U8(0), nn, nn) // to nearest even
+	r := YMM()
+	VMOVAPD(x, r)
+	VFNMADD231PD(c(cLn2Hi), nn, r) // r = x − n·ln2hi, fused
+	VFNMADD231PD(c(cLn2Lo), nn, r) // r −= n·ln2lo, fused
+	p := YMM()
+	VMOVAPD(c(cC13), p)
+	for k := 1; k <= 13; k++ {
+		VFMADD213PD(c(cC13+k), r, p) // p = p·r + 1/(13−k)!
+	}
+	e := YMM()
+	VADDPD(magic, nn, e)
+	VPADDQ(bias, e, e)
+	VPSLLQ(U8(52), e, e) // 2ⁿ
+	VMULPD(e, p, p)
+	VANDPD(keep, p, p)
+	VMOVUPD(p, Mem{Base: w})
+	VADDPD(p, acc, acc)
+	ADDQ(U32(32), w)
+	ADDQ(U32(16), l)
+	SUBQ(U32(4), n)
+	JMP(LabelRef(name + "_loop"))
+
+	Label(name + "_done")
+	sums := Load(Param("sums"), GP64())
+	VMOVUPD(acc, Mem{Base: sums})
+	VZEROUPPER()
+	RET()
+}
