@@ -15923,6 +15923,53 @@ DATA expdconsts<>+560(SB)/8, $0x3ff0000000000000
 DATA expdconsts<>+568(SB)/8, $0x3ff0000000000000
 GLOBL expdconsts<>(SB), RODATA|NOPTR, $576
 
+// func packRowVNNIAVX512(a *byte, nb int, dst *byte, step int)
+// Requires: AVX, AVX2, F16C
+TEXT ·packRowVNNIAVX512(SB), NOSPLIT, $0-32
+	MOVQ         a+0(FP), AX
+	MOVQ         nb+8(FP), CX
+	MOVQ         dst+16(FP), DX
+	MOVQ         step+24(FP), BX
+	MOVL         $0x80808080, SI
+	VMOVD        SI, X0
+	VPBROADCASTD X0, Y0
+	VPXOR        Y1, Y1, Y1
+
+packRowVNNIAVX512_loop:
+	TESTQ        CX, CX
+	JZ           packRowVNNIAVX512_done
+	VMOVDQU      2(AX), Y2
+	VMOVDQU      Y2, (DX)
+	VPXOR        Y0, Y2, Y2
+	VPSADBW      Y1, Y2, Y2
+	VEXTRACTI128 $0x01, Y2, X3
+	VPADDQ       X3, X2, X3
+	VPSHUFD      $0x4e, X3, X2
+	VPADDQ       X2, X3, X3
+	VMOVQ        X3, SI
+	SUBQ         $0x00001000, SI
+	MOVWLZX      (AX), DI
+	VMOVD        DI, X2
+	VCVTPH2PS    X2, X2
+	VMOVSS       X2, 32(DX)
+	MOVQ         SI, DI
+	SHLQ         $0x07, DI
+	MOVL         DI, 36(DX)
+	NEGQ         DI
+	MOVL         DI, 44(DX)
+	SHLQ         $0x03, SI
+	MOVL         SI, 40(DX)
+	NEGQ         SI
+	MOVL         SI, 48(DX)
+	ADDQ         $0x00000022, AX
+	ADDQ         BX, DX
+	DECQ         CX
+	JMP          packRowVNNIAVX512_loop
+
+packRowVNNIAVX512_done:
+	VZEROUPPER
+	RET
+
 // func peakVNNI512(n int)
 // Requires: AVX, AVX512F, AVX512_VNNI
 TEXT ·peakVNNI512(SB), NOSPLIT, $0-8

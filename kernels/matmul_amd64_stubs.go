@@ -339,6 +339,11 @@ func expSubAVX2(x *float32, m float32, n int)
 //go:noescape
 func expSumF64AVX2(w *float64, l *float32, n int, m float32, invT float64, sums *[4]float64)
 
+// packRowVNNIAVX512 packs nb Q8_0 blocks into the VNNI row kernels' activation layout, as packRowVNNIGo.
+//
+//go:noescape
+func packRowVNNIAVX512(a *byte, nb int, dst *byte, step int)
+
 // peakVNNI512 runs n iterations of independent multiply-accumulates (compute peak).
 func peakVNNI512(n int)
 

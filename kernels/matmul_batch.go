@@ -19,17 +19,29 @@ type MatMulJob struct {
 // per layer); each Run is a fork and a join whose last piece leaves the other
 // threads idle, so fusing them keeps the cores on the weights.
 //
+// Jobs with the same input (the same X, rows and columns: an expert's Gate
+// and Up, attention's Q, K and V) share one packing of it.
+//
 // Every output is bit-identical to MatMul's (the same kernels compute every
 // element). Jobs on other paths run one after another through MatMul. The
 // zero value is ready to use; Run does not allocate in steady state. A
 // MatMulBatch must not be used by two Runs at once.
 type MatMulBatch struct {
 	jobs    []MatMulJob // the jobs of the Run in progress on the fused path
-	rowEnd  []int       // rowEnd[k]: activation rows of jobs[:k+1]
+	packs   []int       // indexes into jobs of those that pack their rows
+	rowEnd  []int       // rowEnd[k]: activation rows of packs[:k+1]
 	tileEnd []int       // tileEnd[k]: weight tiles of jobs[:k+1]
+	own     []borrowed  // jobs reading another job's packed rows
 	packFn  func(lo, hi int)
 	tilesFn func(lo, hi int)
 	self    *MatMulBatch
+}
+
+// borrowed is a job's own packed-row buffers, put back after a Run in which
+// it read another job's.
+type borrowed struct {
+	s       *Scratch
+	act, ra []byte
 }
 
 // Run computes every job. Jobs must not share a Scratch, and no job's Out
@@ -40,7 +52,7 @@ func (b *MatMulBatch) Run(p *Pool, jobs []MatMulJob) {
 		b.packFn = b.pack
 		b.tilesFn = b.tiles
 	}
-	b.jobs, b.rowEnd, b.tileEnd = b.jobs[:0], b.rowEnd[:0], b.tileEnd[:0]
+	b.jobs, b.packs, b.rowEnd, b.tileEnd = b.jobs[:0], b.packs[:0], b.rowEnd[:0], b.tileEnd[:0]
 	rows, tiles := 0, 0
 	for _, j := range jobs {
 		if !simdQ8(j.M) {
@@ -56,11 +68,17 @@ func (b *MatMulBatch) Run(p *Pool, jobs []MatMulJob) {
 			s.end()
 			continue
 		}
-		rows += s.nrows
 		tiles += s.rowTiles16Count()
 		b.jobs = append(b.jobs, j)
-		b.rowEnd = append(b.rowEnd, rows)
 		b.tileEnd = append(b.tileEnd, tiles)
+		if src := b.samePacking(j); src != nil {
+			b.own = append(b.own, borrowed{s, s.act, s.ra})
+			s.act, s.ra = src.act, src.ra
+			continue
+		}
+		rows += s.nrows
+		b.packs = append(b.packs, len(b.jobs)-1)
+		b.rowEnd = append(b.rowEnd, rows)
 	}
 	if len(b.jobs) > 0 {
 		if p == nil {
@@ -71,6 +89,11 @@ func (b *MatMulBatch) Run(p *Pool, jobs []MatMulJob) {
 			p.Run(tiles, b.tilesFn)
 		}
 	}
+	for _, o := range b.own {
+		o.s.act, o.s.ra = o.act, o.ra
+	}
+	clear(b.own)
+	b.own = b.own[:0]
 	for i := range b.jobs {
 		b.jobs[i].S.end()
 		b.jobs[i] = MatMulJob{}
@@ -78,9 +101,22 @@ func (b *MatMulBatch) Run(p *Pool, jobs []MatMulJob) {
 	b.jobs = b.jobs[:0]
 }
 
-// pack packs activation rows [lo, hi) of the concatenated jobs.
+// samePacking returns the scratch of an earlier job of this Run that packs
+// the same activation rows as j, or nil.
+func (b *MatMulBatch) samePacking(j MatMulJob) *Scratch {
+	for _, k := range b.packs {
+		p := b.jobs[k]
+		if p.NRows == j.NRows && p.M.Cols == j.M.Cols && p.M.Type.VecDotType() == j.M.Type.VecDotType() &&
+			len(p.X) > 0 && len(j.X) > 0 && &p.X[0] == &j.X[0] {
+			return p.S
+		}
+	}
+	return nil
+}
+
+// pack packs activation rows [lo, hi) of the concatenated packing jobs.
 func (b *MatMulBatch) pack(lo, hi int) {
-	spans(b.rowEnd, lo, hi, func(k, lo, hi int) { b.jobs[k].S.quantPackRows(lo, hi) })
+	spans(b.rowEnd, lo, hi, func(k, lo, hi int) { b.jobs[b.packs[k]].S.quantPackRows(lo, hi) })
 }
 
 // tiles computes weight tiles [lo, hi) of the concatenated jobs.

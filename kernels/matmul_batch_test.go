@@ -7,7 +7,7 @@ import (
 
 // TestMatMulBatch checks a batch of products of mixed types, shapes and
 // batch sizes (the fused VNNI row path, the GEMM, the float path, empty
-// jobs) bit for bit against MatMul one at a time, at every SIMD level, with
+// jobs, jobs sharing an input) bit for bit against MatMul one at a time, at every SIMD level, with
 // and without a pool, and that steady-state Runs do not allocate.
 func TestMatMulBatch(t *testing.T) {
 	r := rand.New(rand.NewPCG(41, 42))
@@ -17,16 +17,23 @@ func TestMatMulBatch(t *testing.T) {
 		typ        DType
 		rows, cols int
 		nrows      int
+		sameX      int // 1 + index of an earlier spec whose input this one reuses
 	}
 	specs := []spec{
-		{Q8_0, 48, 256, 1}, {Q8_0, 37, 96, 3}, {Q4_0, 64, 128, 5}, {Q8_0, 16, 64, 0},
-		{F16, 24, 64, 2}, {Q8_0, 40, 128, 20}, {Q4_0, 33, 64, 16}, {Q8_0, 2816, 1024, 4},
+		{Q8_0, 48, 256, 1, 0}, {Q8_0, 37, 96, 3, 0}, {Q4_0, 64, 128, 5, 0}, {Q8_0, 16, 64, 0, 0},
+		{F16, 24, 64, 2, 0}, {Q8_0, 40, 128, 20, 0}, {Q4_0, 33, 64, 16, 0}, {Q8_0, 2816, 1024, 4, 0},
+		// Inputs shared with jobs 0, 7 and 2 (packed once), and one with
+		// job 1's input but fewer rows (packed again).
+		{Q8_0, 32, 256, 1, 1}, {Q4_0, 512, 1024, 4, 8}, {Q8_0, 20, 128, 5, 3}, {Q8_0, 16, 96, 2, 2},
 	}
 	ms := make([]Matrix, len(specs))
 	xs := make([][]float32, len(specs))
 	for i, sp := range specs {
 		ms[i] = testMatrix(t, r, sp.typ, sp.rows, sp.cols)
 		xs[i] = randRow(r, max(sp.nrows, 1)*sp.cols)
+		if sp.sameX > 0 {
+			xs[i] = xs[sp.sameX-1]
+		}
 	}
 	for _, l := range simdLevels() {
 		for _, pool := range []*Pool{nil, p} {

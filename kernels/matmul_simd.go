@@ -172,6 +172,16 @@ func (s *Scratch) quantPackRows(lo, hi int) {
 // reads one block of every row of a group together; else the rows follow
 // one another (step raBlock, row r from r·raRow).
 func packRowVNNI(a, dst []byte, step int) {
+	nb := len(a) / q8_0Bytes
+	if nb == 0 {
+		return
+	}
+	_ = dst[(nb-1)*step+raBlock-1]
+	packRowSIMD(a, nb, dst, step)
+}
+
+// packRowVNNIGo is packRowVNNI in Go, the reference of its assembly.
+func packRowVNNIGo(a, dst []byte, step int) {
 	for b := range len(a) / q8_0Bytes {
 		blk := (*[q8_0Bytes]byte)(a[b*q8_0Bytes:])
 		d := (*[raBlock]byte)(dst[b*step:])

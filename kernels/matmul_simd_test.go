@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"bytes"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -335,6 +336,34 @@ func BenchmarkRowKernel(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// TestPackRowVNNI checks the packing kernel against packRowVNNIGo byte for
+// byte, with extreme quants (all −128, all 127) and random blocks, at both
+// the single-row and the interleaved step.
+func TestPackRowVNNI(t *testing.T) {
+	r := rand.New(rand.NewPCG(61, 62))
+	const nb = 37
+	a := make([]byte, nb*q8_0Bytes)
+	for i := range a {
+		a[i] = byte(r.IntN(256))
+	}
+	for j := 2; j < q8_0Bytes; j++ {
+		a[j], a[q8_0Bytes+j] = 0x80, 0x7f
+	}
+	for _, step := range []int{raBlock, 3 * raBlock} {
+		want := make([]byte, nb*step)
+		packRowVNNIGo(a, want, step)
+		for _, l := range simdLevels() {
+			got := make([]byte, nb*step)
+			withSIMD(l, func() { packRowVNNI(a, got, step) })
+			for b := range nb {
+				if !bytes.Equal(got[b*step:b*step+52], want[b*step:b*step+52]) {
+					t.Fatalf("%s step %d block %d:\n got %x\nwant %x", l, step, b, got[b*step:b*step+52], want[b*step:b*step+52])
+				}
+			}
 		}
 	}
 }

@@ -120,3 +120,13 @@ func peakLoop(kind PeakKind, iters int) (int64, bool) {
 	}
 	return 0, false
 }
+
+// packRowSIMD is packRowVNNI's body: the assembly (the VNNI row kernels that
+// read the packed rows need AVX-512 anyway) or, below that level, Go.
+func packRowSIMD(a []byte, nb int, dst []byte, step int) {
+	if useSIMD >= simdAVX512VNNI {
+		packRowVNNIAVX512(&a[0], nb, &dst[0], step)
+		return
+	}
+	packRowVNNIGo(a[:nb*q8_0Bytes], dst, step)
+}

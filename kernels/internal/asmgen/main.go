@@ -59,6 +59,7 @@ func main() {
 	swigluKernel()
 	expSubKernel()
 	expSumKernel()
+	packRowKernel()
 	peakKernel("peakVNNI512", true, true)
 	peakKernel("peakFMA512", false, true)
 	peakKernel("peakFMA256", false, false)
