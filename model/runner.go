@@ -49,6 +49,9 @@ type Runner struct {
 	attnLayer                 int
 	attnBatch                 *Batch
 	mm                        kernels.Scratch
+	mmK, mmV                  kernels.Scratch
+	qkv                       kernels.MatMulBatch
+	qkvJobs                   [3]kernels.MatMulJob
 	local                     LocalExperts
 }
 
@@ -208,9 +211,14 @@ func (r *Runner) Attention(l int, b *Batch) {
 	for i := 0; i < n; i++ {
 		kernels.RMSNorm(r.xn[i*dim:(i+1)*dim], r.x[i*dim:(i+1)*dim], L.AttnNorm, w.NormEps)
 	}
-	kernels.MatMul(r.Pool, &r.mm, L.Wq, r.xn, n, r.q[:n*qd])
-	kernels.MatMul(r.Pool, &r.mm, L.Wk, r.xn, n, r.k[:n*kvd])
-	kernels.MatMul(r.Pool, &r.mm, L.Wv, r.xn, n, r.v[:n*kvd])
+	// Q, K and V in one batch: one packing of xn, two pool joins.
+	r.qkvJobs = [3]kernels.MatMulJob{
+		{S: &r.mm, M: L.Wq, X: r.xn, NRows: n, Out: r.q[:n*qd]},
+		{S: &r.mmK, M: L.Wk, X: r.xn, NRows: n, Out: r.k[:n*kvd]},
+		{S: &r.mmV, M: L.Wv, X: r.xn, NRows: n, Out: r.v[:n*kvd]},
+	}
+	r.qkv.Run(r.Pool, r.qkvJobs[:])
+	r.qkvJobs = [3]kernels.MatMulJob{}
 	half := w.RopeDim / 2
 	for i := 0; i < n; i++ {
 		cs, sn := r.ropeCos[i*half:(i+1)*half], r.ropeSin[i*half:(i+1)*half]

@@ -116,6 +116,9 @@ type Dispatcher struct {
 
 	mu       sync.Mutex // serialises RunExperts; guards the fields below
 	scratch  model.ExpertScratch
+	lbatch   expert.Batch // this node's own groups of a layer, computed together
+	localEs  []*expert.Expert
+	localGs  []*model.ExpertGroup
 	assigned map[string]int
 	pending  []pending
 	suspect  map[string]time.Time
@@ -201,13 +204,20 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 		d.send(m, layer, g, &p)
 		d.pending = append(d.pending, p)
 	}
+	// Groups arrive in ascending expert order, the order expert.Batch needs
+	// for its locks.
+	d.localEs, d.localGs = d.localEs[:0], d.localGs[:0]
 	for _, gi := range locals {
 		g := &groups[gi]
 		id := router.ExpertID{Layer: layer, Index: g.Expert}
 		e, _ := d.localExpert(id, m.LiveVersion(id))
-		e.Forward(g.In, len(g.Rows), g.Out)
+		d.localEs = append(d.localEs, e)
+		d.localGs = append(d.localGs, g)
 		d.local_.Add(1)
 	}
+	d.lbatch.Forward(d.localEs, d.localGs)
+	clear(d.localEs)
+	clear(d.localGs)
 	// Gather in rounds: wait for every outstanding call, then resend all the
 	// failed ones at once, so k failures cost about one extra deadline, not k.
 	var retry []int
