@@ -123,6 +123,23 @@ func F16ToF32Row(dst []float32, src []uint16) {
 	}
 }
 
+// F32ToF16Row sets dst[i] = F32ToF16(src[i]) for every i < len(src) (dst
+// must be as long), through F16C where the CPU has it.
+func F32ToF16Row(dst []uint16, src []float32) {
+	n := len(src)
+	dst = dst[:n]
+	m := 0
+	if simdF32() {
+		m = n &^ 7
+		if m > 0 {
+			f32ToF16SIMD(dst[:m], src[:m])
+		}
+	}
+	for i := m; i < n; i++ {
+		dst[i] = F32ToF16(src[i])
+	}
+}
+
 // RoundF16Row rounds x in place to the nearest F16 value and back,
 // x[i] = F16ToF32(F32ToF16(x[i])): round to nearest even, overflow to ±Inf,
 // F16 subnormals kept, NaN to the signed quiet NaN.

@@ -55,3 +55,5 @@ func expSumF64SIMD(w []float64, l []float32, m float32, invT float64, sums *[4]f
 	_ = w[len(l)-1]
 	expSumF64AVX2(&w[0], &l[0], len(l), m, invT, sums)
 }
+
+func f32ToF16SIMD(dst []uint16, src []float32) { f32ToF16x8AVX2(&dst[0], &src[0], len(src)) }

@@ -26,3 +26,5 @@ func swigluSIMD(dst, gate, up []float32) { panic(noSIMD) }
 func expSubSIMD(x []float32, m float32) { panic(noSIMD) }
 
 func expSumF64SIMD([]float64, []float32, float32, float64, *[4]float64) { panic(noSIMD) }
+
+func f32ToF16SIMD([]uint16, []float32) { panic(noSIMD) }

@@ -252,9 +252,10 @@ func BenchmarkQuantQ8_0(b *testing.B) {
 	}
 }
 
-// TestRoundF16Row checks the SIMD F16 round trip against F32ToF16 on a sweep
-// of float32 bit patterns (every 1021st, covering every exponent, subnormals,
-// Inf and NaNs of both signs) and on halfway cases around every F16 value.
+// TestRoundF16Row checks the SIMD F16 round trip (RoundF16Row) and
+// conversion (F32ToF16Row) against F32ToF16 on a sweep of float32 bit
+// patterns (every 1021st, covering every exponent, subnormals, Inf and NaNs
+// of both signs) and on halfway cases around every F16 value.
 func TestRoundF16Row(t *testing.T) {
 	var x []float32
 	for b := uint64(0); b < 1<<32; b += 1021 {
@@ -276,8 +277,19 @@ func TestRoundF16Row(t *testing.T) {
 	for i, v := range x {
 		want[i] = F16ToF32(F32ToF16(v))
 	}
+	wantH := make([]uint16, len(x))
+	for i, v := range x {
+		wantH[i] = F32ToF16(v)
+	}
 	for _, l := range simdLevels() {
 		for _, n := range []int{len(x), 13} {
+			h := make([]uint16, n)
+			withSIMD(l, func() { F32ToF16Row(h, x[:n]) })
+			for i := range h {
+				if h[i] != wantH[i] {
+					t.Fatalf("%s: F32ToF16Row(%#x) = %#x, want %#x", l, math.Float32bits(x[i]), h[i], wantH[i])
+				}
+			}
 			got := append([]float32(nil), x[:n]...)
 			withSIMD(l, func() { RoundF16Row(got) })
 			for i := range got {

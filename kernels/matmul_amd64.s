@@ -15571,6 +15571,37 @@ roundF16x8AVX2_done:
 	VZEROUPPER
 	RET
 
+// func f32ToF16x8AVX2(dst *uint16, src *float32, n int)
+// Requires: AVX, AVX2, F16C
+TEXT ·f32ToF16x8AVX2(SB), NOSPLIT, $0-24
+	MOVQ         dst+0(FP), AX
+	MOVQ         src+8(FP), CX
+	MOVQ         n+16(FP), DX
+	VPCMPEQD     Y0, Y0, Y0
+	VPSLLD       $0x1f, Y0, Y0
+	MOVL         $0x7fc00000, BX
+	VMOVD        BX, X1
+	VBROADCASTSS X1, Y1
+
+f32ToF16x8AVX2_loop:
+	TESTQ     DX, DX
+	JZ        f32ToF16x8AVX2_done
+	VMOVUPS   (CX), Y2
+	VCMPPS    $0x03, Y2, Y2, Y3
+	VANDPS    Y0, Y2, Y4
+	VORPS     Y1, Y4, Y4
+	VBLENDVPS Y3, Y4, Y2, Y2
+	VCVTPS2PH $0x00, Y2, X2
+	VMOVDQU   X2, (AX)
+	ADDQ      $0x00000010, AX
+	ADDQ      $0x00000020, CX
+	SUBQ      $0x00000008, DX
+	JMP       f32ToF16x8AVX2_loop
+
+f32ToF16x8AVX2_done:
+	VZEROUPPER
+	RET
+
 // func swigluAVX2(dst *float32, gate *float32, up *float32, n int)
 // Requires: AVX, AVX2
 TEXT ·swigluAVX2(SB), NOSPLIT, $0-32

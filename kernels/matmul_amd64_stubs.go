@@ -324,6 +324,11 @@ func dotF16x4AVX2(w *byte, stride int, n int, a *float32, out *[4]float32)
 //go:noescape
 func roundF16x8AVX2(x *float32, n int)
 
+// f32ToF16x8AVX2 converts n float32 values (a multiple of 8) to F16, as F32ToF16.
+//
+//go:noescape
+func f32ToF16x8AVX2(dst *uint16, src *float32, n int)
+
 // swigluAVX2 sets dst[i] = SiLU(gate[i])·up[i] for n (a multiple of 8) elements, bit-identical to swigluGo.
 //
 //go:noescape

@@ -223,11 +223,8 @@ func (c *Cache) Store(layer, pos int, k, v []float32) {
 	d, bs := p.cfg.KVDim, p.cfg.BlockSize
 	off := int(c.table[pos/bs])*p.blockElems + (pos%bs)*d
 	if p.k16 != nil {
-		kd, vd := p.k16[layer][off:off+d], p.v16[layer][off:off+d]
-		for i := range d {
-			kd[i] = kernels.F32ToF16(k[i])
-			vd[i] = kernels.F32ToF16(v[i])
-		}
+		kernels.F32ToF16Row(p.k16[layer][off:off+d], k[:d])
+		kernels.F32ToF16Row(p.v16[layer][off:off+d], v[:d])
 		return
 	}
 	copy(p.k32[layer][off:off+d], k[:d])

@@ -521,3 +521,42 @@ func floatBatchKernel(f16 bool) {
 	VZEROUPPER()
 	RET()
 }
+
+// f32ToF16Kernel emits func(dst *uint16, src *float32, n int) for n a
+// multiple of 8: dst[i] = kernels.F32ToF16(src[i]) through F16C (round to
+// nearest even); a NaN first becomes the signed canonical quiet NaN, so its
+// F16 is sign|0x7e00 as in Go.
+func f32ToF16Kernel() {
+	const name = "f32ToF16x8AVX2"
+	TEXT(name, NOSPLIT, "func(dst *uint16, src *float32, n int)")
+	Pragma("noescape")
+	Doc(name + " converts n float32 values (a multiple of 8) to F16, as F32ToF16.")
+	dst := Load(Param("dst"), GP64())
+	src := Load(Param("src"), GP64())
+	n := Load(Param("n"), GP64())
+	signMask := YMM()
+	VPCMPEQD(signMask, signMask, signMask)
+	VPSLLD(U8(31), signMask, signMask)
+	qnan := f32Const(0x7fc00000)
+	Label(name + "_loop")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	v := YMM()
+	VMOVUPS(Mem{Base: src}, v)
+	nan := YMM()
+	VCMPPS(U8(3), v, v, nan) // unordered
+	c := YMM()
+	VANDPS(signMask, v, c)
+	VORPS(qnan, c, c)
+	VBLENDVPS(nan, c, v, v)
+	h := XMM()
+	VCVTPS2PH(U8(0), v, h)
+	VMOVDQU(h, Mem{Base: dst})
+	ADDQ(U32(16), dst)
+	ADDQ(U32(32), src)
+	SUBQ(U32(8), n)
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}

@@ -56,6 +56,7 @@ func main() {
 	floatRowKernel(false)
 	floatRowKernel(true)
 	roundF16Kernel()
+	f32ToF16Kernel()
 	swigluKernel()
 	expSubKernel()
 	expSumKernel()
