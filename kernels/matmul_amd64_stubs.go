@@ -269,6 +269,36 @@ func dotQ4_0x16x16VNNI(w *byte, stride int, nb int, a *byte, astep int, out *flo
 //go:noescape
 func dotQ4_0x16x16GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
 
+// dotQ8_0x16x17VNNI computes the dot products of 16 weight rows with 17 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x17VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x17VNNI computes the dot products of 16 weight rows with 17 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x17VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x17GFNI computes the dot products of 16 weight rows with 17 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x17GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ8_0x16x18VNNI computes the dot products of 16 weight rows with 18 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ8_0x16x18VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x18VNNI computes the dot products of 16 weight rows with 18 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x18VNNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// dotQ4_0x16x18GFNI computes the dot products of 16 weight rows with 18 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func dotQ4_0x16x18GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
 // dotF32x16AVX2 returns the 16-lane dot product of a and b (n a multiple of 16) in the defined order.
 //
 //go:noescape

@@ -15,7 +15,7 @@ func withRowActs(n, chunk int, f func()) {
 
 // TestMatMulRowMulti checks the multi-activation-row VNNI row kernels bit for
 // bit against VecDot at every group size (rowActs 1..maxRowActs), nrows
-// 1..17 (in one chunk and in chunks of 5), weight rows around multiples
+// 1..19 (in one chunk and in chunks of 5), weight rows around multiples
 // of 16, odd row lengths, both Q4_0 variants, through pools of 1 and 2.
 func TestMatMulRowMulti(t *testing.T) {
 	if cpuSIMD < simdAVX512VNNI {
@@ -28,7 +28,7 @@ func TestMatMulRowMulti(t *testing.T) {
 		for _, c := range []int{32, 96, 1056, 2816} {
 			for _, rows := range []int{16, 37} {
 				m := testMatrix(t, r, typ, rows, c)
-				for nrows := 1; nrows <= 17; nrows++ {
+				for nrows := 1; nrows <= 19; nrows++ {
 					x := randRow(r, nrows*c)
 					want := make([]float32, nrows*rows)
 					for ri := range nrows {
@@ -67,7 +67,7 @@ func TestMatMulRowMulti(t *testing.T) {
 
 // rowMultiLimits are the (rowActs, rowChunk) settings TestMatMulRowMulti
 // runs: every group size from 1 to maxRowActs turns up as nrows varies.
-var rowMultiLimits = [][2]int{{1, 1 << 20}, {2, 1 << 20}, {3, 5}, {4, 1 << 20}, {5, 1 << 20}, {7, 1 << 20}, {8, 1 << 20}, {16, 1 << 20}, {16, 5}}
+var rowMultiLimits = [][2]int{{1, 1 << 20}, {2, 1 << 20}, {3, 5}, {4, 1 << 20}, {5, 1 << 20}, {7, 1 << 20}, {8, 1 << 20}, {16, 1 << 20}, {16, 5}, {18, 1 << 20}}
 
 // TestRowMultiExtreme drives the multi-row kernels with extreme weight quants
 // (Q8_0 -128/127, Q4_0 nibbles 0/15), activation quants of -128/127 (beyond
@@ -158,7 +158,7 @@ func BenchmarkRowActs(b *testing.B) {
 }
 
 var (
-	benchRowActsN  = []int{2, 4, 6, 8, 12, 16, 32, 128, 512}
-	benchRowActsA  = []int{4, 8, 16}
+	benchRowActsN  = []int{2, 4, 6, 8, 12, 16, 17, 18, 32, 128, 512}
+	benchRowActsA  = []int{4, 8, 16, 18}
 	benchRowChunks = []int{128, 64, 256, 1 << 20}
 )

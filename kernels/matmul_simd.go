@@ -60,9 +60,9 @@ const (
 // (dotQ8_0x16x<n>VNNI and the Q4_0 twins, n = 1..maxRowActs; must match
 // asmgen). rowActs is the most MatMul uses (tests lower it; 1 takes the
 // single-row kernel for every activation row).
-const maxRowActs = 16
+const maxRowActs = 18
 
-var rowActs = 16
+var rowActs = 18
 
 // rowChunk is how many activation rows the multi-row path takes through all
 // weight tiles at a time (a var so benchmarks can move it).

@@ -45,9 +45,9 @@ func rowDotQ8_0x16(q4 bool, w []byte, stride, nb int, a []byte, out *[16]float32
 // rowMultiKernels[k][na-1] is the multi-activation-row VNNI row kernel for
 // na activation rows: k 0 Q8_0, 1 Q4_0, 2 Q4_0 with GFNI.
 var rowMultiKernels = [3][maxRowActs]func(w *byte, stride, nb int, a *byte, astep int, out *float32, ostride int){
-	{dotQ8_0x16x1VNNI, dotQ8_0x16x2VNNI, dotQ8_0x16x3VNNI, dotQ8_0x16x4VNNI, dotQ8_0x16x5VNNI, dotQ8_0x16x6VNNI, dotQ8_0x16x7VNNI, dotQ8_0x16x8VNNI, dotQ8_0x16x9VNNI, dotQ8_0x16x10VNNI, dotQ8_0x16x11VNNI, dotQ8_0x16x12VNNI, dotQ8_0x16x13VNNI, dotQ8_0x16x14VNNI, dotQ8_0x16x15VNNI, dotQ8_0x16x16VNNI},
-	{dotQ4_0x16x1VNNI, dotQ4_0x16x2VNNI, dotQ4_0x16x3VNNI, dotQ4_0x16x4VNNI, dotQ4_0x16x5VNNI, dotQ4_0x16x6VNNI, dotQ4_0x16x7VNNI, dotQ4_0x16x8VNNI, dotQ4_0x16x9VNNI, dotQ4_0x16x10VNNI, dotQ4_0x16x11VNNI, dotQ4_0x16x12VNNI, dotQ4_0x16x13VNNI, dotQ4_0x16x14VNNI, dotQ4_0x16x15VNNI, dotQ4_0x16x16VNNI},
-	{dotQ4_0x16x1GFNI, dotQ4_0x16x2GFNI, dotQ4_0x16x3GFNI, dotQ4_0x16x4GFNI, dotQ4_0x16x5GFNI, dotQ4_0x16x6GFNI, dotQ4_0x16x7GFNI, dotQ4_0x16x8GFNI, dotQ4_0x16x9GFNI, dotQ4_0x16x10GFNI, dotQ4_0x16x11GFNI, dotQ4_0x16x12GFNI, dotQ4_0x16x13GFNI, dotQ4_0x16x14GFNI, dotQ4_0x16x15GFNI, dotQ4_0x16x16GFNI},
+	{dotQ8_0x16x1VNNI, dotQ8_0x16x2VNNI, dotQ8_0x16x3VNNI, dotQ8_0x16x4VNNI, dotQ8_0x16x5VNNI, dotQ8_0x16x6VNNI, dotQ8_0x16x7VNNI, dotQ8_0x16x8VNNI, dotQ8_0x16x9VNNI, dotQ8_0x16x10VNNI, dotQ8_0x16x11VNNI, dotQ8_0x16x12VNNI, dotQ8_0x16x13VNNI, dotQ8_0x16x14VNNI, dotQ8_0x16x15VNNI, dotQ8_0x16x16VNNI, dotQ8_0x16x17VNNI, dotQ8_0x16x18VNNI},
+	{dotQ4_0x16x1VNNI, dotQ4_0x16x2VNNI, dotQ4_0x16x3VNNI, dotQ4_0x16x4VNNI, dotQ4_0x16x5VNNI, dotQ4_0x16x6VNNI, dotQ4_0x16x7VNNI, dotQ4_0x16x8VNNI, dotQ4_0x16x9VNNI, dotQ4_0x16x10VNNI, dotQ4_0x16x11VNNI, dotQ4_0x16x12VNNI, dotQ4_0x16x13VNNI, dotQ4_0x16x14VNNI, dotQ4_0x16x15VNNI, dotQ4_0x16x16VNNI, dotQ4_0x16x17VNNI, dotQ4_0x16x18VNNI},
+	{dotQ4_0x16x1GFNI, dotQ4_0x16x2GFNI, dotQ4_0x16x3GFNI, dotQ4_0x16x4GFNI, dotQ4_0x16x5GFNI, dotQ4_0x16x6GFNI, dotQ4_0x16x7GFNI, dotQ4_0x16x8GFNI, dotQ4_0x16x9GFNI, dotQ4_0x16x10GFNI, dotQ4_0x16x11GFNI, dotQ4_0x16x12GFNI, dotQ4_0x16x13GFNI, dotQ4_0x16x14GFNI, dotQ4_0x16x15GFNI, dotQ4_0x16x16GFNI, dotQ4_0x16x17GFNI, dotQ4_0x16x18GFNI},
 }
 
 // rowDotQ8_0x16xN computes 16 weight rows against na (1..maxRowActs) packed

@@ -26,7 +26,7 @@ import (
 const floatActs512 = 6
 
 // maxRowActs is the most activation rows of the multi-row VNNI row kernels.
-const maxRowActs = 16
+const maxRowActs = 18
 
 const (
 	q8Bytes = 34 // f16 d, 32 × int8
