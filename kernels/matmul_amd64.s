@@ -882,10 +882,11 @@ TEXT ·dotQ8_0x16x1VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 
 dotQ8_0x16x1VNNI_loop:
@@ -948,50 +949,50 @@ dotQ8_0x16x1VNNI_loop:
 	VSHUFI64X2        $0x88, Z6, Z2, Z10
 	VSHUFI64X2        $0xdd, Z6, Z2, Z2
 	VPXORD            Y6, Y6, Y6
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X6
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X6, X6
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X11
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X11, X11
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X6
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X6, X6
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X11
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X11, X11
 	VINSERTI32X4      $0x01, X11, Y6, Y6
 	VCVTPH2PS         Y6, Z6
 	VPBROADCASTD      44(BX), Z11
@@ -1023,6 +1024,16 @@ dotQ8_0x16x1VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -1051,11 +1062,12 @@ TEXT ·dotQ4_0x16x1VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 
 dotQ4_0x16x1VNNI_loop:
@@ -1118,50 +1130,50 @@ dotQ4_0x16x1VNNI_loop:
 	VSHUFI64X2      $0x88, Z7, Z3, Z11
 	VSHUFI64X2      $0xdd, Z7, Z3, Z3
 	VPXORD          Y7, Y7, Y7
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X7
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X7, X7
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X12
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X12, X12
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X7
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X7, X7
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X12
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X12, X12
 	VINSERTI32X4    $0x01, X12, Y7, Y7
 	VCVTPH2PS       Y7, Z7
 	VPBROADCASTD    48(BX), Z12
@@ -1193,6 +1205,12 @@ dotQ4_0x16x1VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -1221,9 +1239,10 @@ TEXT ·dotQ4_0x16x1GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 
 dotQ4_0x16x1GFNI_loop:
@@ -1278,50 +1297,50 @@ dotQ4_0x16x1GFNI_loop:
 	VSHUFI64X2      $0x88, Z6, Z2, Z10
 	VSHUFI64X2      $0xdd, Z6, Z2, Z2
 	VPXORD          Y6, Y6, Y6
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X6
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X6, X6
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X11
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X11, X11
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X6
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X6, X6
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X11
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X11, X11
 	VINSERTI32X4    $0x01, X11, Y6, Y6
 	VCVTPH2PS       Y6, Z6
 	VPBROADCASTD    48(BX), Z11
@@ -1353,6 +1372,12 @@ dotQ4_0x16x1GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -1381,10 +1406,11 @@ TEXT ·dotQ8_0x16x2VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 
@@ -1448,50 +1474,50 @@ dotQ8_0x16x2VNNI_loop:
 	VSHUFI64X2        $0x88, Z7, Z3, Z11
 	VSHUFI64X2        $0xdd, Z7, Z3, Z3
 	VPXORD            Y7, Y7, Y7
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X7
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X7, X7
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X12
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X12, X12
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X7
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X7, X7
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X12
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X12, X12
 	VINSERTI32X4      $0x01, X12, Y7, Y7
 	VCVTPH2PS         Y7, Z7
 	VPBROADCASTD      44(BX), Z12
@@ -1536,6 +1562,16 @@ dotQ8_0x16x2VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -1567,11 +1603,12 @@ TEXT ·dotQ4_0x16x2VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 
@@ -1635,50 +1672,50 @@ dotQ4_0x16x2VNNI_loop:
 	VSHUFI64X2      $0x88, Z8, Z4, Z12
 	VSHUFI64X2      $0xdd, Z8, Z4, Z4
 	VPXORD          Y8, Y8, Y8
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X8
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X8, X8
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X13
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X13, X13
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X8
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X8, X8
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X13
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X13, X13
 	VINSERTI32X4    $0x01, X13, Y8, Y8
 	VCVTPH2PS       Y8, Z8
 	VPBROADCASTD    48(BX), Z13
@@ -1723,6 +1760,12 @@ dotQ4_0x16x2VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -1754,9 +1797,10 @@ TEXT ·dotQ4_0x16x2GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 
@@ -1812,50 +1856,50 @@ dotQ4_0x16x2GFNI_loop:
 	VSHUFI64X2      $0x88, Z7, Z3, Z11
 	VSHUFI64X2      $0xdd, Z7, Z3, Z3
 	VPXORD          Y7, Y7, Y7
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X7
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X7, X7
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X12
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X12, X12
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X7
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X7, X7
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X12
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X12, X12
 	VINSERTI32X4    $0x01, X12, Y7, Y7
 	VCVTPH2PS       Y7, Z7
 	VPBROADCASTD    48(BX), Z12
@@ -1900,6 +1944,12 @@ dotQ4_0x16x2GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -1931,10 +1981,11 @@ TEXT ·dotQ8_0x16x3VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
@@ -1999,50 +2050,50 @@ dotQ8_0x16x3VNNI_loop:
 	VSHUFI64X2        $0x88, Z8, Z4, Z12
 	VSHUFI64X2        $0xdd, Z8, Z4, Z4
 	VPXORD            Y8, Y8, Y8
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X8
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X8, X8
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X13
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X13, X13
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X8
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X8, X8
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X13
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X13, X13
 	VINSERTI32X4      $0x01, X13, Y8, Y8
 	VCVTPH2PS         Y8, Z8
 	VPBROADCASTD      44(BX), Z13
@@ -2100,6 +2151,16 @@ dotQ8_0x16x3VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -2134,11 +2195,12 @@ TEXT ·dotQ4_0x16x3VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -2203,50 +2265,50 @@ dotQ4_0x16x3VNNI_loop:
 	VSHUFI64X2      $0x88, Z9, Z5, Z13
 	VSHUFI64X2      $0xdd, Z9, Z5, Z5
 	VPXORD          Y9, Y9, Y9
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X9
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X9, X9
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X14
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X14, X14
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X9
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X9, X9
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X14
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X14, X14
 	VINSERTI32X4    $0x01, X14, Y9, Y9
 	VCVTPH2PS       Y9, Z9
 	VPBROADCASTD    48(BX), Z14
@@ -2304,6 +2366,12 @@ dotQ4_0x16x3VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -2338,9 +2406,10 @@ TEXT ·dotQ4_0x16x3GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 	VPXORD    Z3, Z3, Z3
@@ -2397,50 +2466,50 @@ dotQ4_0x16x3GFNI_loop:
 	VSHUFI64X2      $0x88, Z8, Z4, Z12
 	VSHUFI64X2      $0xdd, Z8, Z4, Z4
 	VPXORD          Y8, Y8, Y8
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X8
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X8, X8
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X13
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X13, X13
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X8
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X8, X8
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X13
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X13, X13
 	VINSERTI32X4    $0x01, X13, Y8, Y8
 	VCVTPH2PS       Y8, Z8
 	VPBROADCASTD    48(BX), Z13
@@ -2498,6 +2567,12 @@ dotQ4_0x16x3GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -2532,10 +2607,11 @@ TEXT ·dotQ8_0x16x4VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
@@ -2601,50 +2677,50 @@ dotQ8_0x16x4VNNI_loop:
 	VSHUFI64X2        $0x88, Z9, Z5, Z13
 	VSHUFI64X2        $0xdd, Z9, Z5, Z5
 	VPXORD            Y9, Y9, Y9
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X9
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X9, X9
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X14
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X14, X14
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X9
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X9, X9
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X14
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X14, X14
 	VINSERTI32X4      $0x01, X14, Y9, Y9
 	VCVTPH2PS         Y9, Z9
 	VPBROADCASTD      44(BX), Z14
@@ -2715,6 +2791,16 @@ dotQ8_0x16x4VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -2752,11 +2838,12 @@ TEXT ·dotQ4_0x16x4VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -2822,50 +2909,50 @@ dotQ4_0x16x4VNNI_loop:
 	VSHUFI64X2      $0x88, Z10, Z6, Z14
 	VSHUFI64X2      $0xdd, Z10, Z6, Z6
 	VPXORD          Y10, Y10, Y10
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X10
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X10, X10
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X15
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X15, X15
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X10
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X10, X10
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X15
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X15, X15
 	VINSERTI32X4    $0x01, X15, Y10, Y10
 	VCVTPH2PS       Y10, Z10
 	VPBROADCASTD    48(BX), Z15
@@ -2936,6 +3023,12 @@ dotQ4_0x16x4VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -2973,9 +3066,10 @@ TEXT ·dotQ4_0x16x4GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 	VPXORD    Z3, Z3, Z3
@@ -3033,50 +3127,50 @@ dotQ4_0x16x4GFNI_loop:
 	VSHUFI64X2      $0x88, Z9, Z5, Z13
 	VSHUFI64X2      $0xdd, Z9, Z5, Z5
 	VPXORD          Y9, Y9, Y9
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X9
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X9, X9
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X14
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X14, X14
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X9
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X9, X9
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X14
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X14, X14
 	VINSERTI32X4    $0x01, X14, Y9, Y9
 	VCVTPH2PS       Y9, Z9
 	VPBROADCASTD    48(BX), Z14
@@ -3147,6 +3241,12 @@ dotQ4_0x16x4GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -3184,10 +3284,11 @@ TEXT ·dotQ8_0x16x5VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
@@ -3254,50 +3355,50 @@ dotQ8_0x16x5VNNI_loop:
 	VSHUFI64X2        $0x88, Z10, Z6, Z14
 	VSHUFI64X2        $0xdd, Z10, Z6, Z6
 	VPXORD            Y10, Y10, Y10
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X10
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X10, X10
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X15
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X15, X15
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X10
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X10, X10
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X15
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X15, X15
 	VINSERTI32X4      $0x01, X15, Y10, Y10
 	VCVTPH2PS         Y10, Z10
 	VPBROADCASTD      44(BX), Z15
@@ -3381,6 +3482,16 @@ dotQ8_0x16x5VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -3421,11 +3532,12 @@ TEXT ·dotQ4_0x16x5VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -3492,50 +3604,50 @@ dotQ4_0x16x5VNNI_loop:
 	VSHUFI64X2      $0x88, Z11, Z7, Z15
 	VSHUFI64X2      $0xdd, Z11, Z7, Z7
 	VPXORD          Y11, Y11, Y11
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X11
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X11, X11
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X16
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X16, X16
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X11
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X11, X11
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X16
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X16, X16
 	VINSERTI32X4    $0x01, X16, Y11, Y11
 	VCVTPH2PS       Y11, Z11
 	VPBROADCASTD    48(BX), Z16
@@ -3619,6 +3731,12 @@ dotQ4_0x16x5VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -3659,9 +3777,10 @@ TEXT ·dotQ4_0x16x5GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 	VPXORD    Z3, Z3, Z3
@@ -3720,50 +3839,50 @@ dotQ4_0x16x5GFNI_loop:
 	VSHUFI64X2      $0x88, Z10, Z6, Z14
 	VSHUFI64X2      $0xdd, Z10, Z6, Z6
 	VPXORD          Y10, Y10, Y10
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X10
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X10, X10
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X15
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X15, X15
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X10
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X10, X10
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X15
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X15, X15
 	VINSERTI32X4    $0x01, X15, Y10, Y10
 	VCVTPH2PS       Y10, Z10
 	VPBROADCASTD    48(BX), Z15
@@ -3847,6 +3966,12 @@ dotQ4_0x16x5GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -3887,10 +4012,11 @@ TEXT ·dotQ8_0x16x6VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
@@ -3958,50 +4084,50 @@ dotQ8_0x16x6VNNI_loop:
 	VSHUFI64X2        $0x88, Z11, Z7, Z15
 	VSHUFI64X2        $0xdd, Z11, Z7, Z7
 	VPXORD            Y11, Y11, Y11
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X11
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X11, X11
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X16
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X16, X16
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X11
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X11, X11
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X16
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X16, X16
 	VINSERTI32X4      $0x01, X16, Y11, Y11
 	VCVTPH2PS         Y11, Z11
 	VPBROADCASTD      44(BX), Z16
@@ -4098,6 +4224,16 @@ dotQ8_0x16x6VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -4141,11 +4277,12 @@ TEXT ·dotQ4_0x16x6VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -4213,50 +4350,50 @@ dotQ4_0x16x6VNNI_loop:
 	VSHUFI64X2      $0x88, Z12, Z8, Z16
 	VSHUFI64X2      $0xdd, Z12, Z8, Z8
 	VPXORD          Y12, Y12, Y12
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X12
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X12, X12
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X17
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X17, X17
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X12
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X12, X12
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X17
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X17, X17
 	VINSERTI32X4    $0x01, X17, Y12, Y12
 	VCVTPH2PS       Y12, Z12
 	VPBROADCASTD    48(BX), Z17
@@ -4353,6 +4490,12 @@ dotQ4_0x16x6VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -4396,9 +4539,10 @@ TEXT ·dotQ4_0x16x6GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 	VPXORD    Z3, Z3, Z3
@@ -4458,50 +4602,50 @@ dotQ4_0x16x6GFNI_loop:
 	VSHUFI64X2      $0x88, Z11, Z7, Z15
 	VSHUFI64X2      $0xdd, Z11, Z7, Z7
 	VPXORD          Y11, Y11, Y11
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X11
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X11, X11
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X16
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X16, X16
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X11
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X11, X11
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X16
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X16, X16
 	VINSERTI32X4    $0x01, X16, Y11, Y11
 	VCVTPH2PS       Y11, Z11
 	VPBROADCASTD    48(BX), Z16
@@ -4598,6 +4742,12 @@ dotQ4_0x16x6GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -4641,10 +4791,11 @@ TEXT ·dotQ8_0x16x7VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
@@ -4713,50 +4864,50 @@ dotQ8_0x16x7VNNI_loop:
 	VSHUFI64X2        $0x88, Z12, Z8, Z16
 	VSHUFI64X2        $0xdd, Z12, Z8, Z8
 	VPXORD            Y12, Y12, Y12
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X12
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X12, X12
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X17
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X17, X17
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X12
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X12, X12
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X17
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X17, X17
 	VINSERTI32X4      $0x01, X17, Y12, Y12
 	VCVTPH2PS         Y12, Z12
 	VPBROADCASTD      44(BX), Z17
@@ -4866,6 +5017,16 @@ dotQ8_0x16x7VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -4912,11 +5073,12 @@ TEXT ·dotQ4_0x16x7VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -4985,50 +5147,50 @@ dotQ4_0x16x7VNNI_loop:
 	VSHUFI64X2      $0x88, Z13, Z9, Z17
 	VSHUFI64X2      $0xdd, Z13, Z9, Z9
 	VPXORD          Y13, Y13, Y13
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X13
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X13, X13
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X18
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X18, X18
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X13
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X13, X13
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X18
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X18, X18
 	VINSERTI32X4    $0x01, X18, Y13, Y13
 	VCVTPH2PS       Y13, Z13
 	VPBROADCASTD    48(BX), Z18
@@ -5138,6 +5300,12 @@ dotQ4_0x16x7VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -5184,9 +5352,10 @@ TEXT ·dotQ4_0x16x7GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 	VPXORD    Z3, Z3, Z3
@@ -5247,50 +5416,50 @@ dotQ4_0x16x7GFNI_loop:
 	VSHUFI64X2      $0x88, Z12, Z8, Z16
 	VSHUFI64X2      $0xdd, Z12, Z8, Z8
 	VPXORD          Y12, Y12, Y12
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X12
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X12, X12
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X17
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X17, X17
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X12
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X12, X12
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X17
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X17, X17
 	VINSERTI32X4    $0x01, X17, Y12, Y12
 	VCVTPH2PS       Y12, Z12
 	VPBROADCASTD    48(BX), Z17
@@ -5400,6 +5569,12 @@ dotQ4_0x16x7GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -5446,10 +5621,11 @@ TEXT ·dotQ8_0x16x8VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
@@ -5519,50 +5695,50 @@ dotQ8_0x16x8VNNI_loop:
 	VSHUFI64X2        $0x88, Z13, Z9, Z17
 	VSHUFI64X2        $0xdd, Z13, Z9, Z9
 	VPXORD            Y13, Y13, Y13
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X13
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X13, X13
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X18
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X18, X18
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X13
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X13, X13
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X18
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X18, X18
 	VINSERTI32X4      $0x01, X18, Y13, Y13
 	VCVTPH2PS         Y13, Z13
 	VPBROADCASTD      44(BX), Z18
@@ -5685,6 +5861,16 @@ dotQ8_0x16x8VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -5734,11 +5920,12 @@ TEXT ·dotQ4_0x16x8VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -5808,50 +5995,50 @@ dotQ4_0x16x8VNNI_loop:
 	VSHUFI64X2      $0x88, Z14, Z10, Z18
 	VSHUFI64X2      $0xdd, Z14, Z10, Z10
 	VPXORD          Y14, Y14, Y14
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X14
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X14, X14
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X19
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X19, X19
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X14
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X14, X14
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X19
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X19, X19
 	VINSERTI32X4    $0x01, X19, Y14, Y14
 	VCVTPH2PS       Y14, Z14
 	VPBROADCASTD    48(BX), Z19
@@ -5974,6 +6161,12 @@ dotQ4_0x16x8VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -6023,9 +6216,10 @@ TEXT ·dotQ4_0x16x8GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 	VPXORD    Z3, Z3, Z3
@@ -6087,50 +6281,50 @@ dotQ4_0x16x8GFNI_loop:
 	VSHUFI64X2      $0x88, Z13, Z9, Z17
 	VSHUFI64X2      $0xdd, Z13, Z9, Z9
 	VPXORD          Y13, Y13, Y13
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X13
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X13, X13
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X18
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X18, X18
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X13
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X13, X13
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X18
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X18, X18
 	VINSERTI32X4    $0x01, X18, Y13, Y13
 	VCVTPH2PS       Y13, Z13
 	VPBROADCASTD    48(BX), Z18
@@ -6253,6 +6447,12 @@ dotQ4_0x16x8GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -6302,10 +6502,11 @@ TEXT ·dotQ8_0x16x9VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
@@ -6376,50 +6577,50 @@ dotQ8_0x16x9VNNI_loop:
 	VSHUFI64X2        $0x88, Z14, Z10, Z18
 	VSHUFI64X2        $0xdd, Z14, Z10, Z10
 	VPXORD            Y14, Y14, Y14
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X14
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X14, X14
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X19
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X19, X19
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X14
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X14, X14
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X19
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X19, X19
 	VINSERTI32X4      $0x01, X19, Y14, Y14
 	VCVTPH2PS         Y14, Z14
 	VPBROADCASTD      44(BX), Z19
@@ -6555,6 +6756,16 @@ dotQ8_0x16x9VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -6607,11 +6818,12 @@ TEXT ·dotQ4_0x16x9VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -6682,50 +6894,50 @@ dotQ4_0x16x9VNNI_loop:
 	VSHUFI64X2      $0x88, Z15, Z11, Z19
 	VSHUFI64X2      $0xdd, Z15, Z11, Z11
 	VPXORD          Y15, Y15, Y15
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X15
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X15, X15
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X20
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X20, X20
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X15
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X15, X15
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X20
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X20, X20
 	VINSERTI32X4    $0x01, X20, Y15, Y15
 	VCVTPH2PS       Y15, Z15
 	VPBROADCASTD    48(BX), Z20
@@ -6861,6 +7073,12 @@ dotQ4_0x16x9VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -6913,9 +7131,10 @@ TEXT ·dotQ4_0x16x9GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 	VPXORD    Z3, Z3, Z3
@@ -6978,50 +7197,50 @@ dotQ4_0x16x9GFNI_loop:
 	VSHUFI64X2      $0x88, Z14, Z10, Z18
 	VSHUFI64X2      $0xdd, Z14, Z10, Z10
 	VPXORD          Y14, Y14, Y14
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X14
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X14, X14
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X19
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X19, X19
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X14
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X14, X14
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X19
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X19, X19
 	VINSERTI32X4    $0x01, X19, Y14, Y14
 	VCVTPH2PS       Y14, Z14
 	VPBROADCASTD    48(BX), Z19
@@ -7157,6 +7376,12 @@ dotQ4_0x16x9GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -7209,10 +7434,11 @@ TEXT ·dotQ8_0x16x10VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
@@ -7284,50 +7510,50 @@ dotQ8_0x16x10VNNI_loop:
 	VSHUFI64X2        $0x88, Z15, Z11, Z19
 	VSHUFI64X2        $0xdd, Z15, Z11, Z11
 	VPXORD            Y15, Y15, Y15
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X15
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X15, X15
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X20
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X20, X20
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X15
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X15, X15
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X20
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X20, X20
 	VINSERTI32X4      $0x01, X20, Y15, Y15
 	VCVTPH2PS         Y15, Z15
 	VPBROADCASTD      44(BX), Z20
@@ -7476,6 +7702,16 @@ dotQ8_0x16x10VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -7531,11 +7767,12 @@ TEXT ·dotQ4_0x16x10VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -7607,50 +7844,50 @@ dotQ4_0x16x10VNNI_loop:
 	VSHUFI64X2      $0x88, Z16, Z12, Z20
 	VSHUFI64X2      $0xdd, Z16, Z12, Z12
 	VPXORD          Y16, Y16, Y16
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X16
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X16, X16
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X21
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X21, X21
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X16
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X16, X16
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X21
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X21, X21
 	VINSERTI32X4    $0x01, X21, Y16, Y16
 	VCVTPH2PS       Y16, Z16
 	VPBROADCASTD    48(BX), Z21
@@ -7799,6 +8036,12 @@ dotQ4_0x16x10VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -7854,9 +8097,10 @@ TEXT ·dotQ4_0x16x10GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 	VPXORD    Z3, Z3, Z3
@@ -7920,50 +8164,50 @@ dotQ4_0x16x10GFNI_loop:
 	VSHUFI64X2      $0x88, Z15, Z11, Z19
 	VSHUFI64X2      $0xdd, Z15, Z11, Z11
 	VPXORD          Y15, Y15, Y15
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X15
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X15, X15
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X20
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X20, X20
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X15
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X15, X15
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X20
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X20, X20
 	VINSERTI32X4    $0x01, X20, Y15, Y15
 	VCVTPH2PS       Y15, Z15
 	VPBROADCASTD    48(BX), Z20
@@ -8112,6 +8356,12 @@ dotQ4_0x16x10GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -8167,10 +8417,11 @@ TEXT ·dotQ8_0x16x11VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
@@ -8243,50 +8494,50 @@ dotQ8_0x16x11VNNI_loop:
 	VSHUFI64X2        $0x88, Z16, Z12, Z20
 	VSHUFI64X2        $0xdd, Z16, Z12, Z12
 	VPXORD            Y16, Y16, Y16
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X16
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X16, X16
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X21
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X21, X21
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X16
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X16, X16
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X21
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X21, X21
 	VINSERTI32X4      $0x01, X21, Y16, Y16
 	VCVTPH2PS         Y16, Z16
 	VPBROADCASTD      44(BX), Z21
@@ -8448,6 +8699,16 @@ dotQ8_0x16x11VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -8506,11 +8767,12 @@ TEXT ·dotQ4_0x16x11VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -8583,50 +8845,50 @@ dotQ4_0x16x11VNNI_loop:
 	VSHUFI64X2      $0x88, Z17, Z13, Z21
 	VSHUFI64X2      $0xdd, Z17, Z13, Z13
 	VPXORD          Y17, Y17, Y17
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X17
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X17, X17
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X22
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X22, X22
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X17
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X17, X17
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X22
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X22, X22
 	VINSERTI32X4    $0x01, X22, Y17, Y17
 	VCVTPH2PS       Y17, Z17
 	VPBROADCASTD    48(BX), Z22
@@ -8788,6 +9050,12 @@ dotQ4_0x16x11VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -8846,9 +9114,10 @@ TEXT ·dotQ4_0x16x11GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 	VPXORD    Z3, Z3, Z3
@@ -8913,50 +9182,50 @@ dotQ4_0x16x11GFNI_loop:
 	VSHUFI64X2      $0x88, Z16, Z12, Z20
 	VSHUFI64X2      $0xdd, Z16, Z12, Z12
 	VPXORD          Y16, Y16, Y16
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X16
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X16, X16
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X21
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X21, X21
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X16
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X16, X16
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X21
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X21, X21
 	VINSERTI32X4    $0x01, X21, Y16, Y16
 	VCVTPH2PS       Y16, Z16
 	VPBROADCASTD    48(BX), Z21
@@ -9118,6 +9387,12 @@ dotQ4_0x16x11GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -9176,10 +9451,11 @@ TEXT ·dotQ8_0x16x12VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
@@ -9253,50 +9529,50 @@ dotQ8_0x16x12VNNI_loop:
 	VSHUFI64X2        $0x88, Z17, Z13, Z21
 	VSHUFI64X2        $0xdd, Z17, Z13, Z13
 	VPXORD            Y17, Y17, Y17
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X17
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X17, X17
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X22
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X22, X22
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X17
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X17, X17
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X22
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X22, X22
 	VINSERTI32X4      $0x01, X22, Y17, Y17
 	VCVTPH2PS         Y17, Z17
 	VPBROADCASTD      44(BX), Z22
@@ -9471,6 +9747,16 @@ dotQ8_0x16x12VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -9532,11 +9818,12 @@ TEXT ·dotQ4_0x16x12VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -9610,50 +9897,50 @@ dotQ4_0x16x12VNNI_loop:
 	VSHUFI64X2      $0x88, Z18, Z14, Z22
 	VSHUFI64X2      $0xdd, Z18, Z14, Z14
 	VPXORD          Y18, Y18, Y18
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X18
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X18, X18
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X23
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X23, X23
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X18
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X18, X18
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X23
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X23, X23
 	VINSERTI32X4    $0x01, X23, Y18, Y18
 	VCVTPH2PS       Y18, Z18
 	VPBROADCASTD    48(BX), Z23
@@ -9828,6 +10115,12 @@ dotQ4_0x16x12VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -9889,9 +10182,10 @@ TEXT ·dotQ4_0x16x12GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 	VPXORD    Z3, Z3, Z3
@@ -9957,50 +10251,50 @@ dotQ4_0x16x12GFNI_loop:
 	VSHUFI64X2      $0x88, Z17, Z13, Z21
 	VSHUFI64X2      $0xdd, Z17, Z13, Z13
 	VPXORD          Y17, Y17, Y17
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X17
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X17, X17
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X22
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X22, X22
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X17
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X17, X17
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X22
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X22, X22
 	VINSERTI32X4    $0x01, X22, Y17, Y17
 	VCVTPH2PS       Y17, Z17
 	VPBROADCASTD    48(BX), Z22
@@ -10175,6 +10469,12 @@ dotQ4_0x16x12GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -10236,10 +10536,11 @@ TEXT ·dotQ8_0x16x13VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
@@ -10314,50 +10615,50 @@ dotQ8_0x16x13VNNI_loop:
 	VSHUFI64X2        $0x88, Z18, Z14, Z22
 	VSHUFI64X2        $0xdd, Z18, Z14, Z14
 	VPXORD            Y18, Y18, Y18
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X18
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X18, X18
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X23
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X23, X23
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X18
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X18, X18
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X23
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X23, X23
 	VINSERTI32X4      $0x01, X23, Y18, Y18
 	VCVTPH2PS         Y18, Z18
 	VPBROADCASTD      44(BX), Z23
@@ -10545,6 +10846,16 @@ dotQ8_0x16x13VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -10609,11 +10920,12 @@ TEXT ·dotQ4_0x16x13VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -10688,50 +11000,50 @@ dotQ4_0x16x13VNNI_loop:
 	VSHUFI64X2      $0x88, Z19, Z15, Z23
 	VSHUFI64X2      $0xdd, Z19, Z15, Z15
 	VPXORD          Y19, Y19, Y19
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X19
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X19, X19
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X24
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X24, X24
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X19
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X19, X19
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X24
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X24, X24
 	VINSERTI32X4    $0x01, X24, Y19, Y19
 	VCVTPH2PS       Y19, Z19
 	VPBROADCASTD    48(BX), Z24
@@ -10919,6 +11231,12 @@ dotQ4_0x16x13VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -10983,9 +11301,10 @@ TEXT ·dotQ4_0x16x13GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 	VPXORD    Z3, Z3, Z3
@@ -11052,50 +11371,50 @@ dotQ4_0x16x13GFNI_loop:
 	VSHUFI64X2      $0x88, Z18, Z14, Z22
 	VSHUFI64X2      $0xdd, Z18, Z14, Z14
 	VPXORD          Y18, Y18, Y18
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X18
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X18, X18
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X23
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X23, X23
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X18
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X18, X18
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X23
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X23, X23
 	VINSERTI32X4    $0x01, X23, Y18, Y18
 	VCVTPH2PS       Y18, Z18
 	VPBROADCASTD    48(BX), Z23
@@ -11283,6 +11602,12 @@ dotQ4_0x16x13GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -11347,10 +11672,11 @@ TEXT ·dotQ8_0x16x14VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
@@ -11426,50 +11752,50 @@ dotQ8_0x16x14VNNI_loop:
 	VSHUFI64X2        $0x88, Z19, Z15, Z23
 	VSHUFI64X2        $0xdd, Z19, Z15, Z15
 	VPXORD            Y19, Y19, Y19
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X19
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X19, X19
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X24
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X24, X24
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X19
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X19, X19
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X24
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X24, X24
 	VINSERTI32X4      $0x01, X24, Y19, Y19
 	VCVTPH2PS         Y19, Z19
 	VPBROADCASTD      44(BX), Z24
@@ -11670,6 +11996,16 @@ dotQ8_0x16x14VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -11737,11 +12073,12 @@ TEXT ·dotQ4_0x16x14VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -11817,50 +12154,50 @@ dotQ4_0x16x14VNNI_loop:
 	VSHUFI64X2      $0x88, Z20, Z16, Z24
 	VSHUFI64X2      $0xdd, Z20, Z16, Z16
 	VPXORD          Y20, Y20, Y20
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X20
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X20, X20
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X25
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X25, X25
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X20
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X20, X20
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X25
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X25, X25
 	VINSERTI32X4    $0x01, X25, Y20, Y20
 	VCVTPH2PS       Y20, Z20
 	VPBROADCASTD    48(BX), Z25
@@ -12061,6 +12398,12 @@ dotQ4_0x16x14VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -12128,9 +12471,10 @@ TEXT ·dotQ4_0x16x14GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 	VPXORD    Z3, Z3, Z3
@@ -12198,50 +12542,50 @@ dotQ4_0x16x14GFNI_loop:
 	VSHUFI64X2      $0x88, Z19, Z15, Z23
 	VSHUFI64X2      $0xdd, Z19, Z15, Z15
 	VPXORD          Y19, Y19, Y19
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X19
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X19, X19
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X24
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X24, X24
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X19
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X19, X19
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X24
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X24, X24
 	VINSERTI32X4    $0x01, X24, Y19, Y19
 	VCVTPH2PS       Y19, Z19
 	VPBROADCASTD    48(BX), Z24
@@ -12442,6 +12786,12 @@ dotQ4_0x16x14GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -12509,10 +12859,11 @@ TEXT ·dotQ8_0x16x15VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
@@ -12589,50 +12940,50 @@ dotQ8_0x16x15VNNI_loop:
 	VSHUFI64X2        $0x88, Z20, Z16, Z24
 	VSHUFI64X2        $0xdd, Z20, Z16, Z16
 	VPXORD            Y20, Y20, Y20
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X20
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X20, X20
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X25
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X25, X25
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X20
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X20, X20
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X25
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X25, X25
 	VINSERTI32X4      $0x01, X25, Y20, Y20
 	VCVTPH2PS         Y20, Z20
 	VPBROADCASTD      44(BX), Z25
@@ -12846,6 +13197,16 @@ dotQ8_0x16x15VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -12916,11 +13277,12 @@ TEXT ·dotQ4_0x16x15VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -12997,50 +13359,50 @@ dotQ4_0x16x15VNNI_loop:
 	VSHUFI64X2      $0x88, Z21, Z17, Z25
 	VSHUFI64X2      $0xdd, Z21, Z17, Z17
 	VPXORD          Y21, Y21, Y21
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X21
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X21, X21
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X26
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X26, X26
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X21
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X21, X21
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X26
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X26, X26
 	VINSERTI32X4    $0x01, X26, Y21, Y21
 	VCVTPH2PS       Y21, Z21
 	VPBROADCASTD    48(BX), Z26
@@ -13254,6 +13616,12 @@ dotQ4_0x16x15VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -13324,9 +13692,10 @@ TEXT ·dotQ4_0x16x15GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 	VPXORD    Z3, Z3, Z3
@@ -13395,50 +13764,50 @@ dotQ4_0x16x15GFNI_loop:
 	VSHUFI64X2      $0x88, Z20, Z16, Z24
 	VSHUFI64X2      $0xdd, Z20, Z16, Z16
 	VPXORD          Y20, Y20, Y20
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X20
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X20, X20
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X25
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X25, X25
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X20
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X20, X20
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X25
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X25, X25
 	VINSERTI32X4    $0x01, X25, Y20, Y20
 	VCVTPH2PS       Y20, Z20
 	VPBROADCASTD    48(BX), Z25
@@ -13652,6 +14021,12 @@ dotQ4_0x16x15GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -13722,10 +14097,11 @@ TEXT ·dotQ8_0x16x16VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
@@ -13803,50 +14179,50 @@ dotQ8_0x16x16VNNI_loop:
 	VSHUFI64X2        $0x88, Z21, Z17, Z25
 	VSHUFI64X2        $0xdd, Z21, Z17, Z17
 	VPXORD            Y21, Y21, Y21
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X21
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X21, X21
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X26
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X26, X26
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X21
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X21, X21
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X26
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X26, X26
 	VINSERTI32X4      $0x01, X26, Y21, Y21
 	VCVTPH2PS         Y21, Z21
 	VPBROADCASTD      44(BX), Z26
@@ -14073,6 +14449,16 @@ dotQ8_0x16x16VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -14146,11 +14532,12 @@ TEXT ·dotQ4_0x16x16VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -14228,50 +14615,50 @@ dotQ4_0x16x16VNNI_loop:
 	VSHUFI64X2      $0x88, Z22, Z18, Z26
 	VSHUFI64X2      $0xdd, Z22, Z18, Z18
 	VPXORD          Y22, Y22, Y22
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X22
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X22, X22
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X27
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X27, X27
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X22
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X22, X22
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X27
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X27, X27
 	VINSERTI32X4    $0x01, X27, Y22, Y22
 	VCVTPH2PS       Y22, Z22
 	VPBROADCASTD    48(BX), Z27
@@ -14498,6 +14885,12 @@ dotQ4_0x16x16VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -14571,9 +14964,10 @@ TEXT ·dotQ4_0x16x16GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 	VPXORD    Z3, Z3, Z3
@@ -14643,50 +15037,50 @@ dotQ4_0x16x16GFNI_loop:
 	VSHUFI64X2      $0x88, Z21, Z17, Z25
 	VSHUFI64X2      $0xdd, Z21, Z17, Z17
 	VPXORD          Y21, Y21, Y21
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X21
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X21, X21
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X26
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X26, X26
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X21
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X21, X21
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X26
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X26, X26
 	VINSERTI32X4    $0x01, X26, Y21, Y21
 	VCVTPH2PS       Y21, Z21
 	VPBROADCASTD    48(BX), Z26
@@ -14913,6 +15307,12 @@ dotQ4_0x16x16GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -14986,10 +15386,11 @@ TEXT ·dotQ8_0x16x17VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
@@ -15068,50 +15469,50 @@ dotQ8_0x16x17VNNI_loop:
 	VSHUFI64X2        $0x88, Z22, Z18, Z26
 	VSHUFI64X2        $0xdd, Z22, Z18, Z18
 	VPXORD            Y22, Y22, Y22
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X22
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X22, X22
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X27
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X27, X27
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X22
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X22, X22
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X27
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X27, X27
 	VINSERTI32X4      $0x01, X27, Y22, Y22
 	VCVTPH2PS         Y22, Z22
 	VPBROADCASTD      44(BX), Z27
@@ -15351,6 +15752,16 @@ dotQ8_0x16x17VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -15427,11 +15838,12 @@ TEXT ·dotQ4_0x16x17VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -15510,50 +15922,50 @@ dotQ4_0x16x17VNNI_loop:
 	VSHUFI64X2      $0x88, Z23, Z19, Z27
 	VSHUFI64X2      $0xdd, Z23, Z19, Z19
 	VPXORD          Y23, Y23, Y23
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X23
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X23, X23
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X28
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X28, X28
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X23
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X23, X23
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X28
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X28, X28
 	VINSERTI32X4    $0x01, X28, Y23, Y23
 	VCVTPH2PS       Y23, Z23
 	VPBROADCASTD    48(BX), Z28
@@ -15793,6 +16205,12 @@ dotQ4_0x16x17VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -15869,9 +16287,10 @@ TEXT ·dotQ4_0x16x17GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 	VPXORD    Z3, Z3, Z3
@@ -15942,50 +16361,50 @@ dotQ4_0x16x17GFNI_loop:
 	VSHUFI64X2      $0x88, Z22, Z18, Z26
 	VSHUFI64X2      $0xdd, Z22, Z18, Z18
 	VPXORD          Y22, Y22, Y22
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X22
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X22, X22
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X27
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X27, X27
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X22
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X22, X22
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X27
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X27, X27
 	VINSERTI32X4    $0x01, X27, Y22, Y22
 	VCVTPH2PS       Y22, Z22
 	VPBROADCASTD    48(BX), Z27
@@ -16225,6 +16644,12 @@ dotQ4_0x16x17GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -16301,10 +16726,11 @@ TEXT ·dotQ8_0x16x18VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x80808080, R11
-	VPBROADCASTD R11, Z0
-	MOVL         $0x000000f0, R11
-	KMOVW        R11, K1
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x80808080, R12
+	VPBROADCASTD R12, Z0
+	MOVL         $0x000000f0, R12
+	KMOVW        R12, K1
 	VPXORD       Z1, Z1, Z1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
@@ -16384,50 +16810,50 @@ dotQ8_0x16x18VNNI_loop:
 	VSHUFI64X2        $0x88, Z23, Z19, Z27
 	VSHUFI64X2        $0xdd, Z23, Z19, Z19
 	VPXORD            Y23, Y23, Y23
-	MOVWQZX           (AX), R11
-	MOVWQZX           (AX)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (AX)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X23
-	MOVWQZX           (R9), R11
-	MOVWQZX           (R9)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R9)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X23, X23
-	MOVWQZX           (R8), R11
-	MOVWQZX           (R8)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R8)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VMOVQ             R11, X28
-	MOVWQZX           (R10), R11
-	MOVWQZX           (R10)(CX*1), R12
-	SHLQ              $0x10, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(CX*2), R12
-	SHLQ              $0x20, R12
-	ORQ               R12, R11
-	MOVWQZX           (R10)(DI*1), R12
-	SHLQ              $0x30, R12
-	ORQ               R12, R11
-	VPINSRQ           $0x01, R11, X28, X28
+	MOVWQZX           (AX), R12
+	MOVWQZX           (AX)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (AX)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X23
+	MOVWQZX           (R9), R12
+	MOVWQZX           (R9)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R9)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X23, X23
+	MOVWQZX           (R8), R12
+	MOVWQZX           (R8)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R8)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VMOVQ             R12, X28
+	MOVWQZX           (R10), R12
+	MOVWQZX           (R10)(CX*1), R13
+	SHLQ              $0x10, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(CX*2), R13
+	SHLQ              $0x20, R13
+	ORQ               R13, R12
+	MOVWQZX           (R10)(DI*1), R13
+	SHLQ              $0x30, R13
+	ORQ               R13, R12
+	VPINSRQ           $0x01, R12, X28, X28
 	VINSERTI32X4      $0x01, X28, Y23, Y23
 	VCVTPH2PS         Y23, Z23
 	VPBROADCASTD      44(BX), Z28
@@ -16680,6 +17106,16 @@ dotQ8_0x16x18VNNI_loop:
 	PREFETCHT0        256(R10)(CX*1)
 	PREFETCHT0        256(R10)(CX*2)
 	PREFETCHT0        256(R10)(DI*1)
+	PREFETCHT1        (R11)
+	PREFETCHT1        64(R11)
+	PREFETCHT1        128(R11)
+	PREFETCHT1        192(R11)
+	PREFETCHT1        256(R11)
+	PREFETCHT1        320(R11)
+	PREFETCHT1        384(R11)
+	PREFETCHT1        448(R11)
+	PREFETCHT1        512(R11)
+	ADDQ              $0x00000220, R11
 	ADDQ              $0x00000022, AX
 	ADDQ              $0x00000022, R8
 	ADDQ              $0x00000022, R9
@@ -16759,11 +17195,12 @@ TEXT ·dotQ4_0x16x18VNNI(SB), NOSPLIT, $0-56
 	LEAQ         (AX)(CX*4), R8
 	LEAQ         (R8)(CX*4), R9
 	LEAQ         (R9)(CX*4), R10
-	MOVL         $0x0f0f0f0f, R11
-	VPBROADCASTD R11, Z0
+	LEAQ         (R10)(CX*4), R11
+	MOVL         $0x0f0f0f0f, R12
+	VPBROADCASTD R12, Z0
 	VMOVDQU64    rv16shift<>+0(SB), Z1
-	MOVL         $0x0000ff00, R11
-	KMOVW        R11, K1
+	MOVL         $0x0000ff00, R12
+	KMOVW        R12, K1
 	VPXORD       Z2, Z2, Z2
 	VPXORD       Z3, Z3, Z3
 	VPXORD       Z4, Z4, Z4
@@ -16843,50 +17280,50 @@ dotQ4_0x16x18VNNI_loop:
 	VSHUFI64X2      $0x88, Z24, Z20, Z28
 	VSHUFI64X2      $0xdd, Z24, Z20, Z20
 	VPXORD          Y24, Y24, Y24
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X24
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X24, X24
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X29
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X29, X29
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X24
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X24, X24
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X29
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X29, X29
 	VINSERTI32X4    $0x01, X29, Y24, Y24
 	VCVTPH2PS       Y24, Z24
 	VPBROADCASTD    48(BX), Z29
@@ -17139,6 +17576,12 @@ dotQ4_0x16x18VNNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9
@@ -17218,9 +17661,10 @@ TEXT ·dotQ4_0x16x18GFNI(SB), NOSPLIT, $0-56
 	LEAQ      (AX)(CX*4), R8
 	LEAQ      (R8)(CX*4), R9
 	LEAQ      (R9)(CX*4), R10
+	LEAQ      (R10)(CX*4), R11
 	VMOVDQU64 rv16nib<>+0(SB), Z0
-	MOVL      $0x0000ff00, R11
-	KMOVW     R11, K1
+	MOVL      $0x0000ff00, R12
+	KMOVW     R12, K1
 	VPXORD    Z1, Z1, Z1
 	VPXORD    Z2, Z2, Z2
 	VPXORD    Z3, Z3, Z3
@@ -17292,50 +17736,50 @@ dotQ4_0x16x18GFNI_loop:
 	VSHUFI64X2      $0x88, Z23, Z19, Z27
 	VSHUFI64X2      $0xdd, Z23, Z19, Z19
 	VPXORD          Y23, Y23, Y23
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (AX)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X23
-	MOVWQZX         (R9), R11
-	MOVWQZX         (R9)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R9)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X23, X23
-	MOVWQZX         (R8), R11
-	MOVWQZX         (R8)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R8)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VMOVQ           R11, X28
-	MOVWQZX         (R10), R11
-	MOVWQZX         (R10)(CX*1), R12
-	SHLQ            $0x10, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(CX*2), R12
-	SHLQ            $0x20, R12
-	ORQ             R12, R11
-	MOVWQZX         (R10)(DI*1), R12
-	SHLQ            $0x30, R12
-	ORQ             R12, R11
-	VPINSRQ         $0x01, R11, X28, X28
+	MOVWQZX         (AX), R12
+	MOVWQZX         (AX)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (AX)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X23
+	MOVWQZX         (R9), R12
+	MOVWQZX         (R9)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R9)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X23, X23
+	MOVWQZX         (R8), R12
+	MOVWQZX         (R8)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R8)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VMOVQ           R12, X28
+	MOVWQZX         (R10), R12
+	MOVWQZX         (R10)(CX*1), R13
+	SHLQ            $0x10, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(CX*2), R13
+	SHLQ            $0x20, R13
+	ORQ             R13, R12
+	MOVWQZX         (R10)(DI*1), R13
+	SHLQ            $0x30, R13
+	ORQ             R13, R12
+	VPINSRQ         $0x01, R12, X28, X28
 	VINSERTI32X4    $0x01, X28, Y23, Y23
 	VCVTPH2PS       Y23, Z23
 	VPBROADCASTD    48(BX), Z28
@@ -17588,6 +18032,12 @@ dotQ4_0x16x18GFNI_loop:
 	PREFETCHT0      256(R10)(CX*1)
 	PREFETCHT0      256(R10)(CX*2)
 	PREFETCHT0      256(R10)(DI*1)
+	PREFETCHT1      (R11)
+	PREFETCHT1      64(R11)
+	PREFETCHT1      128(R11)
+	PREFETCHT1      192(R11)
+	PREFETCHT1      256(R11)
+	ADDQ            $0x00000120, R11
 	ADDQ            $0x00000012, AX
 	ADDQ            $0x00000012, R8
 	ADDQ            $0x00000012, R9

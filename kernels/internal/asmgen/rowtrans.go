@@ -58,6 +58,14 @@ func rowKernelVNNIMulti(name string, q4, gfni bool, na int) {
 		r.b[k] = GP64()
 		LEAQ(Mem{Base: r.b[k-1], Index: r.stride, Scale: 4}, r.b[k])
 	}
+	// pf sweeps the next tile (the 16 rows after these, contiguous) into L2
+	// in address order, one iteration's share of it per iteration: the
+	// per-row PREFETCHT0s below then find it there instead of in DRAM. In a
+	// 16-stream decode step (experts at 2–8 rows) the experts took 3–5 %
+	// less time with it, in three alternating pairs; sweeping two tiles
+	// ahead, or into L1, or dropping the per-row prefetches measured worse.
+	pf := GP64()
+	LEAQ(Mem{Base: r.b[3], Index: r.stride, Scale: 4}, pf)
 
 	var c80, mask, shifts, nib VecVirtual
 	var khi Register
@@ -203,6 +211,10 @@ func rowKernelVNNIMulti(name string, q4, gfni bool, na int) {
 	for i := range 16 {
 		PREFETCHT0(r.mem(i, rowPrefetch))
 	}
+	for off := 0; off < 16*blk; off += 64 {
+		PREFETCHT1(Mem{Base: pf, Disp: off})
+	}
+	ADDQ(U32(16*blk), pf)
 	for k := range r.b {
 		ADDQ(U32(blk), r.b[k])
 	}
