@@ -30,17 +30,26 @@ type ExpertRunner interface {
 type ExpertScratch struct {
 	gate, up []float32
 	mm, mmUp kernels.Scratch
+	gateUp   kernels.MatMulBatch
+	jobs     [2]kernels.MatMulJob
 }
 
 // Forward computes out = Down(silu(Gate·in) ⊙ Up·in) for rows input rows of
 // Cols(Gate) floats each; out holds rows × Rows(Down) floats. Each output row
 // depends only on its input row, whatever else is in the batch.
+//
+// Gate and Up run as one kernels.MatMulBatch (one packing of in, two pool
+// joins instead of four).
 func (e *Expert) Forward(p *kernels.Pool, s *ExpertScratch, in []float32, rows int, out []float32) {
 	ffn := e.Gate.Rows
 	s.gate = grow(s.gate, rows*ffn)
 	s.up = grow(s.up, rows*ffn)
-	kernels.MatMul(p, &s.mm, e.Gate, in, rows, s.gate)
-	kernels.MatMul(p, &s.mm, e.Up, in, rows, s.up)
+	s.jobs = [2]kernels.MatMulJob{
+		{S: &s.mm, M: e.Gate, X: in, NRows: rows, Out: s.gate},
+		{S: &s.mmUp, M: e.Up, X: in, NRows: rows, Out: s.up},
+	}
+	s.gateUp.Run(p, s.jobs[:])
+	s.jobs = [2]kernels.MatMulJob{}
 	kernels.SwiGLU(s.gate, s.gate, s.up)
 	kernels.MatMul(p, &s.mm, e.Down, s.gate, rows, out)
 }
