@@ -447,12 +447,7 @@ func roundF16Kernel() {
 	VCVTPS2PH(U8(0), v, h)
 	r := YMM()
 	VCVTPH2PS(h, r)
-	nan := YMM()
-	VCMPPS(U8(3), v, v, nan) // unordered
-	c := YMM()
-	VANDPS(signMask, v, c)
-	VORPS(qnan, c, c)
-	VBLENDVPS(nan, c, r, r)
+	signedQNaN(v, signMask, qnan, r)
 	VMOVUPS(r, Mem{Base: x})
 	ADDQ(U32(32), x)
 	SUBQ(U32(8), n)
@@ -543,12 +538,7 @@ func f32ToF16Kernel() {
 	JZ(LabelRef(name + "_done"))
 	v := YMM()
 	VMOVUPS(Mem{Base: src}, v)
-	nan := YMM()
-	VCMPPS(U8(3), v, v, nan) // unordered
-	c := YMM()
-	VANDPS(signMask, v, c)
-	VORPS(qnan, c, c)
-	VBLENDVPS(nan, c, v, v)
+	signedQNaN(v, signMask, qnan, v)
 	h := XMM()
 	VCVTPS2PH(U8(0), v, h)
 	VMOVDQU(h, Mem{Base: dst})
@@ -559,4 +549,15 @@ func f32ToF16Kernel() {
 	Label(name + "_done")
 	VZEROUPPER()
 	RET()
+}
+
+// signedQNaN sets the lanes of dst where v is NaN to the quiet NaN with v's
+// sign and no payload ((v & signMask) | qnan), leaving the others.
+func signedQNaN(v, signMask VecVirtual, qnan Op, dst VecVirtual) {
+	nan := YMM()
+	VCMPPS(U8(3), v, v, nan) // unordered
+	c := YMM()
+	VANDPS(signMask, v, c)
+	VORPS(qnan, c, c)
+	VBLENDVPS(nan, c, dst, dst)
 }

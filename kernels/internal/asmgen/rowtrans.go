@@ -67,37 +67,11 @@ func rowKernelVNNIMulti(name string, q4, gfni bool, na int) {
 	pf := GP64()
 	LEAQ(Mem{Base: r.b[3], Index: r.stride, Scale: 4}, pf)
 
-	var c80, mask, shifts, nib VecVirtual
-	var khi Register
+	c80, khi, sp := pairConsts(q4, gfni)
+	mask, shifts, nib := sp.mask, sp.shifts, sp.nib
 	blk, neg := q8Bytes, raNeg7
 	if q4 {
 		blk, neg = q4Bytes, raNeg3
-		if gfni {
-			nib = ZMM()
-			VMOVDQU64(vecConst("rv16nib", func(i int) uint32 {
-				switch {
-				case i%2 == 0:
-					return 0
-				case i%8 >= 4:
-					return 0x10204080
-				default:
-					return 0x01020408
-				}
-			}), nib)
-		} else {
-			mask = bcastByte(0x0f, true)
-			shifts = ZMM()
-			VMOVDQU64(vecConst("rv16shift", func(i int) uint32 {
-				if i%8 >= 4 && i%2 == 0 {
-					return 4
-				}
-				return 0
-			}), shifts)
-		}
-		khi = kmask(0xff00)
-	} else {
-		c80 = bcastByte(0x80, true)
-		khi = kmask(0xf0)
 	}
 	facc := make([]VecVirtual, na)
 	for i := range facc {

@@ -107,39 +107,11 @@ func rowKernelVNNI(name string, q4, gfni bool) {
 		return a
 	}
 
-	var c80, mask, shifts, nib VecVirtual
-	var khi Register
+	c80, khi, sp := pairConsts(q4, gfni)
+	mask, shifts, nib := sp.mask, sp.shifts, sp.nib
 	blk := q8Bytes
 	if q4 {
 		blk = q4Bytes
-		if gfni {
-			nib = ZMM()
-			VMOVDQU64(vecConst("rv16nib", func(i int) uint32 {
-				// GF2P8AFFINEQB bit matrices per qword: x & 0x0f for the
-				// low 16 bytes of each 32, x >> 4 for the high 16.
-				switch {
-				case i%2 == 0:
-					return 0
-				case i%8 >= 4:
-					return 0x10204080
-				default:
-					return 0x01020408
-				}
-			}), nib)
-		} else {
-			mask = bcastByte(0x0f, true)
-			shifts = ZMM()
-			VMOVDQU64(vecConst("rv16shift", func(i int) uint32 {
-				if i%8 >= 4 && i%2 == 0 {
-					return 4
-				}
-				return 0
-			}), shifts)
-		}
-		khi = kmask(0xff00) // dwords 8–15
-	} else {
-		c80 = bcastByte(0x80, true)
-		khi = kmask(0xf0) // qwords 4–7
 	}
 	facc := ZMM()
 	VPXORD(facc, facc, facc)
@@ -273,4 +245,43 @@ func gf2p8affineqb(m, x, dst VecVirtual) {
 		Outputs:  []Op{dst},
 		ISA:      []string{"GFNI", "AVX512F"},
 	})
+}
+
+// nibbleSplit holds the constants that split a Q4_0 row pair's nibbles:
+// nib (GF2P8AFFINEQB matrices) with GFNI, else mask and shifts.
+type nibbleSplit struct{ mask, shifts, nib VecVirtual }
+
+// pairConsts loads the constants of the row-pair loads shared by the VNNI
+// row kernels: for Q8_0 the 0x80 offset bytes and the mask of the upper
+// 256 bits (qwords 4–7); for Q4_0 the nibble split and the mask of the upper
+// dwords 8–15.
+func pairConsts(q4, gfni bool) (c80 VecVirtual, khi Register, sp nibbleSplit) {
+	if !q4 {
+		return bcastByte(0x80, true), kmask(0xf0), sp
+	}
+	if gfni {
+		sp.nib = ZMM()
+		VMOVDQU64(vecConst("rv16nib", func(i int) uint32 {
+			// GF2P8AFFINEQB bit matrices per qword: x & 0x0f for the
+			// low 16 bytes of each 32, x >> 4 for the high 16.
+			switch {
+			case i%2 == 0:
+				return 0
+			case i%8 >= 4:
+				return 0x10204080
+			default:
+				return 0x01020408
+			}
+		}), sp.nib)
+	} else {
+		sp.mask = bcastByte(0x0f, true)
+		sp.shifts = ZMM()
+		VMOVDQU64(vecConst("rv16shift", func(i int) uint32 {
+			if i%8 >= 4 && i%2 == 0 {
+				return 4
+			}
+			return 0
+		}), sp.shifts)
+	}
+	return nil, kmask(0xff00), sp
 }
