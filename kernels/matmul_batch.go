@@ -53,7 +53,7 @@ func (b *MatMulBatch) Run(p *Pool, jobs []MatMulJob) {
 		b.tilesFn = b.tiles
 	}
 	b.jobs, b.packs, b.rowEnd, b.tileEnd = b.jobs[:0], b.packs[:0], b.rowEnd[:0], b.tileEnd[:0]
-	rows, tiles := 0, 0
+	rows, tiles, vals := 0, 0, 0
 	for _, j := range jobs {
 		if !simdQ8(j.M) {
 			MatMul(p, j.S, j.M, j.X, j.NRows, j.Out)
@@ -77,15 +77,19 @@ func (b *MatMulBatch) Run(p *Pool, jobs []MatMulJob) {
 			continue
 		}
 		rows += s.nrows
+		vals += s.nrows * s.m.Cols
 		b.packs = append(b.packs, len(b.jobs)-1)
 		b.rowEnd = append(b.rowEnd, rows)
 	}
 	if len(b.jobs) > 0 {
-		if p == nil {
-			b.pack(0, rows)
-			b.tiles(0, tiles)
+		if p == nil || vals <= inlinePack {
+			b.pack(0, rows) // little work: less than a fork and join
 		} else {
 			p.Run(rows, b.packFn)
+		}
+		if p == nil {
+			b.tiles(0, tiles)
+		} else {
 			p.Run(tiles, b.tilesFn)
 		}
 	}

@@ -64,6 +64,11 @@ const maxRowActs = 18
 
 var rowActs = 18
 
+// inlinePack is the most activation values (rows × columns) MatMul packs
+// on the calling goroutine instead of across the pool: a decode step's rows
+// take microseconds to quantize and pack, less than waking the workers.
+const inlinePack = 1 << 16
+
 // rowChunk is how many activation rows the multi-row path takes through all
 // weight tiles at a time (a var so benchmarks can move it).
 var rowChunk = 128
@@ -84,7 +89,11 @@ func (s *Scratch) matMulSIMDQ8(p *Pool) {
 		}
 	}
 	if s.rowVNNI() {
-		run(s.nrows, s.rowQPFn)
+		if s.nrows*s.m.Cols <= inlinePack {
+			s.rowQPFn(0, s.nrows) // less work than a fork and join
+		} else {
+			run(s.nrows, s.rowQPFn)
+		}
 		// Large batches go in chunks of activation rows that stay in L2
 		// while every weight tile passes over them.
 		step := s.nrows
