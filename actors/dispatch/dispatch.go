@@ -98,11 +98,13 @@ type Stats struct {
 	BytesSent int64 // activation payload bytes sent to other nodes
 	BytesRecv int64 // activation payload bytes received from other nodes
 	Stale     int64 // responses from a node whose map epoch differed from ours
+	Batches   int64 // messages that carried several groups to one node (each group still counts in Remote)
 }
 
 // Dispatcher is the cluster's model.ExpertRunner: for each layer it sends
-// each expert's rows, in one message, to a replica the router map names,
-// and fills the groups' outputs from the answers. Results do not depend on
+// each expert's rows to a replica the router map names (the groups bound
+// for the same other node together, in one message, computed there as one
+// batch) and fills the groups' outputs from the answers. Results do not depend on
 // which replica computes (kernels are batch-invariant and rows
 // independent), so retries and fallback never change the output.
 //
@@ -116,16 +118,17 @@ type Dispatcher struct {
 
 	mu       sync.Mutex // serialises RunExperts; guards the fields below
 	scratch  model.ExpertScratch
-	lbatch   expert.Batch // this node's own groups of a layer, computed together
+	lbatch   expert.Batch   // this node's own groups of a layer, computed together
+	perNode  map[string]int // pending groups per other node, for batching
 	localEs  []*expert.Expert
 	localGs  []*model.ExpertGroup
 	assigned map[string]int
 	pending  []pending
 	suspect  map[string]time.Time
 
-	local_, remote, retries, timeouts, fallbacks, sent, recv, stale atomic.Int64
-	routed                                                          atomic.Pointer[rowTable] // rows per expert (gating counts)
-	lat                                                             latencyHist              // RunExperts durations
+	local_, remote, retries, timeouts, fallbacks, sent, recv, stale, batches atomic.Int64
+	routed                                                                   atomic.Pointer[rowTable] // rows per expert (gating counts)
+	lat                                                                      latencyHist              // RunExperts durations
 }
 
 type pending struct {
@@ -134,8 +137,22 @@ type pending struct {
 	tried []router.Replica
 	cands []router.Replica
 	fut   *actor.Future
+	batch *batchCall // the call carries this group as part `part` of a batch
+	part  int
+	addr  string // actor address of tried's last node, before the call goes out
 	epoch uint64
 	done  bool // output filled
+}
+
+// batchCall is one ComputeBatchRequest: every group of a layer that goes
+// to the same other node, in one message; the answer is read once.
+type batchCall struct {
+	node  string
+	parts int
+	fut   *actor.Future
+	read  bool
+	resp  *expert.ComputeBatchResponse
+	err   error
 }
 
 // New returns a dispatcher that reads the current map with maps (called once
@@ -147,14 +164,14 @@ func New(cfg Config, sys *actor.ActorSystem, maps func() *router.Map, local Loca
 		return nil, err
 	}
 	return &Dispatcher{cfg: cfg, sys: sys, maps: maps, local: local, fallback: fb,
-		assigned: map[string]int{}, suspect: map[string]time.Time{}}, nil
+		assigned: map[string]int{}, suspect: map[string]time.Time{}, perNode: map[string]int{}}, nil
 }
 
 // Stats returns the counters.
 func (d *Dispatcher) Stats() Stats {
 	return Stats{Local: d.local_.Load(), Remote: d.remote.Load(), Retries: d.retries.Load(),
 		Timeouts: d.timeouts.Load(), Fallbacks: d.fallbacks.Load(), BytesSent: d.sent.Load(),
-		BytesRecv: d.recv.Load(), Stale: d.stale.Load()}
+		BytesRecv: d.recv.Load(), Stale: d.stale.Load(), Batches: d.batches.Load()}
 }
 
 var _ model.ExpertRunner = (*Dispatcher)(nil)
@@ -201,9 +218,10 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 			cands = cands[1:] // map says ready but the actor is not up (yet)
 		}
 		p := pending{g: gi, ver: ver, cands: cands, epoch: m.Epoch}
-		d.send(m, layer, g, &p)
+		d.claim(m, &p)
 		d.pending = append(d.pending, p)
 	}
+	d.sendClaimed(m, layer, groups)
 	// Groups arrive in ascending expert order, the order expert.Batch needs
 	// for its locks.
 	d.localEs, d.localGs = d.localEs[:0], d.localGs[:0]
@@ -231,14 +249,20 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 			if p.done {
 				continue
 			}
-			if p.fut == nil { // no replica left
+			if p.fut == nil && p.batch == nil { // no replica left
 				if err := d.computeFallback(layer, p.ver, &groups[p.g]); err != nil {
 					return err
 				}
 				p.done = true
 				continue
 			}
-			if err := d.receive(p, &groups[p.g]); err == nil {
+			var err error
+			if p.batch != nil {
+				err = d.receivePart(p, &groups[p.g])
+			} else {
+				err = d.receive(p, &groups[p.g])
+			}
+			if err == nil {
 				p.done = true
 				continue
 			}
@@ -279,7 +303,15 @@ func (d *Dispatcher) localExpert(id router.ExpertID, version string) (*expert.Ex
 // send issues the call to p's next candidate, or leaves p.fut nil when none
 // is left. A candidate on this node whose actor is down is skipped.
 func (d *Dispatcher) send(m *router.Map, layer int, g *model.ExpertGroup, p *pending) {
-	p.fut = nil
+	if d.claim(m, p) {
+		d.request(layer, g, p)
+	}
+}
+
+// claim takes p's next reachable candidate (appended to p.tried, its actor
+// address in p.addr) and counts it as assigned; false when none is left.
+func (d *Dispatcher) claim(m *router.Map, p *pending) bool {
+	p.fut, p.batch, p.addr = nil, nil, ""
 	for len(p.cands) > 0 {
 		r := p.cands[0]
 		p.cands = p.cands[1:]
@@ -289,23 +321,124 @@ func (d *Dispatcher) send(m *router.Map, layer int, g *model.ExpertGroup, p *pen
 			continue
 		}
 		d.assigned[r.Node]++
-		rows := len(g.Rows)
-		dim := len(g.In) / max(rows, 1)
-		req := &expert.ComputeRequest{
-			Epoch: p.epoch, Layer: int32(layer), Expert: int32(g.Expert), Rows: int32(rows), Dim: int32(dim),
-			// A fresh buffer per call: the remote writes it asynchronously.
-			Activations: expert.AppendFloats(make([]byte, 0, 4*len(g.In)), g.In),
-		}
-		addr := n.ActorAddr
+		p.addr = n.ActorAddr
 		if r.Node == d.cfg.Self {
-			addr = d.sys.Address()
+			p.addr = d.sys.Address()
 		}
-		p.fut = d.sys.Root.RequestFuture(expert.VersionPID(addr, router.ExpertID{Layer: layer, Index: g.Expert}, p.ver), req, d.cfg.Timeout)
-		if r.Node != d.cfg.Self {
-			d.sent.Add(int64(len(req.Activations)))
-		}
-		return
+		return true
 	}
+	return false
+}
+
+// sendClaimed issues the calls of the pending groups claimed by RunExperts:
+// the groups bound for another node of this build go there as one batch
+// when there are two or more of them (one message, computed there as one
+// expert.Batch); the rest one call per group.
+func (d *Dispatcher) sendClaimed(m *router.Map, layer int, groups []model.ExpertGroup) {
+	self := m.Nodes[d.cfg.Self].Version
+	clear(d.perNode)
+	for i := range d.pending {
+		p := &d.pending[i]
+		if p.addr == "" {
+			continue
+		}
+		node := p.tried[len(p.tried)-1].Node
+		if node != d.cfg.Self && m.Nodes[node].Version == self {
+			d.perNode[node]++
+		}
+	}
+	var req map[string]*expert.ComputeBatchRequest
+	var calls map[string]*batchCall
+	for i := range d.pending {
+		p := &d.pending[i]
+		if p.addr == "" {
+			continue
+		}
+		node := p.tried[len(p.tried)-1].Node
+		if d.perNode[node] < 2 {
+			d.request(layer, &groups[p.g], p)
+			continue
+		}
+		if req == nil {
+			req, calls = map[string]*expert.ComputeBatchRequest{}, map[string]*batchCall{}
+		}
+		r, ok := req[node]
+		if !ok {
+			g := &groups[p.g]
+			r = &expert.ComputeBatchRequest{Epoch: p.epoch, Layer: int32(layer), Dim: int32(len(g.In) / max(len(g.Rows), 1))}
+			req[node], calls[node] = r, &batchCall{node: node}
+		}
+		g := &groups[p.g]
+		r.Parts = append(r.Parts, &expert.BatchPart{Expert: int32(g.Expert), Version: p.ver, Rows: int32(len(g.Rows)),
+			// A fresh buffer per call: the remote writes it asynchronously.
+			Activations: expert.AppendFloats(make([]byte, 0, 4*len(g.In)), g.In)})
+		p.batch, p.part = calls[node], len(r.Parts)-1
+	}
+	for node, r := range req {
+		c := calls[node]
+		c.parts = len(r.Parts)
+		c.fut = d.sys.Root.RequestFuture(expert.BatchPID(m.Nodes[node].ActorAddr), r, d.cfg.Timeout)
+		d.batches.Add(1)
+		for _, part := range r.Parts {
+			d.sent.Add(int64(len(part.Activations)))
+		}
+	}
+}
+
+// request issues p's call to the candidate claim took.
+func (d *Dispatcher) request(layer int, g *model.ExpertGroup, p *pending) {
+	rows := len(g.Rows)
+	req := &expert.ComputeRequest{
+		Epoch: p.epoch, Layer: int32(layer), Expert: int32(g.Expert), Rows: int32(rows), Dim: int32(len(g.In) / max(rows, 1)),
+		// A fresh buffer per call: the remote writes it asynchronously.
+		Activations: expert.AppendFloats(make([]byte, 0, 4*len(g.In)), g.In),
+	}
+	p.fut = d.sys.Root.RequestFuture(expert.VersionPID(p.addr, router.ExpertID{Layer: layer, Index: g.Expert}, p.ver), req, d.cfg.Timeout)
+	if p.tried[len(p.tried)-1].Node != d.cfg.Self {
+		d.sent.Add(int64(len(req.Activations)))
+	}
+}
+
+// receivePart reads p's part of its batch call (waiting for the answer the
+// first time) into g.Out.
+func (d *Dispatcher) receivePart(p *pending, g *model.ExpertGroup) error {
+	b := p.batch
+	if !b.read {
+		b.read = true
+		res, err := b.fut.Result()
+		switch {
+		case err != nil:
+			if errors.Is(err, actor.ErrTimeout) {
+				d.timeouts.Add(1)
+			}
+			b.err = err
+		default:
+			resp, ok := res.(*expert.ComputeBatchResponse)
+			if !ok || len(resp.Parts) != b.parts {
+				b.err = fmt.Errorf("%w: unexpected answer %T to a batch of %d", ErrRemote, res, b.parts)
+				break
+			}
+			b.resp = resp
+			for _, r := range resp.Parts {
+				d.recv.Add(int64(len(r.Activations)))
+			}
+		}
+	}
+	if b.err != nil {
+		return b.err
+	}
+	r := b.resp.Parts[p.part]
+	if r.Error != "" {
+		return fmt.Errorf("%w: %s", ErrRemote, r.Error)
+	}
+	if err := expert.DecodeFloats(g.Out, r.Activations, int(r.Rows), int(r.Dim)); err != nil {
+		return err
+	}
+	if b.resp.Epoch != 0 && b.resp.Epoch != p.epoch {
+		d.stale.Add(1)
+	}
+	d.remote.Add(1)
+	return nil
 }
 
 // receive waits for p's answer and decodes it into g.Out.

@@ -60,6 +60,9 @@ func TestParity(t *testing.T) {
 			if n > 1 && (st.Remote == 0 || st.Local == 0) {
 				t.Errorf("stats %+v: want both local and remote calls", st)
 			}
+			if n > 1 && st.Batches == 0 {
+				t.Errorf("stats %+v: no batched calls (several groups of a layer go to each other node)", st)
+			}
 		})
 	}
 }

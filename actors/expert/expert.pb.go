@@ -200,6 +200,208 @@ func (x *ComputeResponse) GetBusyNs() int64 {
 	return 0
 }
 
+// ComputeBatchRequest asks a node's batch actor (BatchName) to run several
+// experts of one layer, each over its own rows: every group of the layer
+// that the caller routes to this node, in one message.
+type ComputeBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"` // the caller's cluster-map epoch
+	Layer         int32                  `protobuf:"varint,2,opt,name=layer,proto3" json:"layer,omitempty"` // transformer block
+	Dim           int32                  `protobuf:"varint,3,opt,name=dim,proto3" json:"dim,omitempty"`     // floats per row (the model's hidden size)
+	Parts         []*BatchPart           `protobuf:"bytes,4,rep,name=parts,proto3" json:"parts,omitempty"`  // ascending expert index
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ComputeBatchRequest) Reset() {
+	*x = ComputeBatchRequest{}
+	mi := &file_actors_expert_expert_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ComputeBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ComputeBatchRequest) ProtoMessage() {}
+
+func (x *ComputeBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_expert_expert_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ComputeBatchRequest.ProtoReflect.Descriptor instead.
+func (*ComputeBatchRequest) Descriptor() ([]byte, []int) {
+	return file_actors_expert_expert_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ComputeBatchRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ComputeBatchRequest) GetLayer() int32 {
+	if x != nil {
+		return x.Layer
+	}
+	return 0
+}
+
+func (x *ComputeBatchRequest) GetDim() int32 {
+	if x != nil {
+		return x.Dim
+	}
+	return 0
+}
+
+func (x *ComputeBatchRequest) GetParts() []*BatchPart {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
+// BatchPart is one expert's share of a ComputeBatchRequest.
+type BatchPart struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Expert        int32                  `protobuf:"varint,1,opt,name=expert,proto3" json:"expert,omitempty"`          // expert index within the layer
+	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`         // the expert version to run ("" for the model file's own)
+	Rows          int32                  `protobuf:"varint,3,opt,name=rows,proto3" json:"rows,omitempty"`              // rows in activations
+	Activations   []byte                 `protobuf:"bytes,4,opt,name=activations,proto3" json:"activations,omitempty"` // rows × dim float32, little-endian, row-major
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchPart) Reset() {
+	*x = BatchPart{}
+	mi := &file_actors_expert_expert_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchPart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchPart) ProtoMessage() {}
+
+func (x *BatchPart) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_expert_expert_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchPart.ProtoReflect.Descriptor instead.
+func (*BatchPart) Descriptor() ([]byte, []int) {
+	return file_actors_expert_expert_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *BatchPart) GetExpert() int32 {
+	if x != nil {
+		return x.Expert
+	}
+	return 0
+}
+
+func (x *BatchPart) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *BatchPart) GetRows() int32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *BatchPart) GetActivations() []byte {
+	if x != nil {
+		return x.Activations
+	}
+	return nil
+}
+
+// ComputeBatchResponse answers each part of a ComputeBatchRequest, in the
+// same order; a part that failed carries its own error.
+type ComputeBatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"` // the serving node's cluster-map epoch (0 if unknown)
+	Parts         []*ComputeResponse     `protobuf:"bytes,2,rep,name=parts,proto3" json:"parts,omitempty"`
+	BusyNs        int64                  `protobuf:"varint,3,opt,name=busy_ns,json=busyNs,proto3" json:"busy_ns,omitempty"` // time spent computing, nanoseconds
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ComputeBatchResponse) Reset() {
+	*x = ComputeBatchResponse{}
+	mi := &file_actors_expert_expert_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ComputeBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ComputeBatchResponse) ProtoMessage() {}
+
+func (x *ComputeBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_actors_expert_expert_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ComputeBatchResponse.ProtoReflect.Descriptor instead.
+func (*ComputeBatchResponse) Descriptor() ([]byte, []int) {
+	return file_actors_expert_expert_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ComputeBatchResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ComputeBatchResponse) GetParts() []*ComputeResponse {
+	if x != nil {
+		return x.Parts
+	}
+	return nil
+}
+
+func (x *ComputeBatchResponse) GetBusyNs() int64 {
+	if x != nil {
+		return x.BusyNs
+	}
+	return 0
+}
+
 var File_actors_expert_expert_proto protoreflect.FileDescriptor
 
 const file_actors_expert_expert_proto_rawDesc = "" +
@@ -218,7 +420,21 @@ const file_actors_expert_expert_proto_rawDesc = "" +
 	"\x03dim\x18\x03 \x01(\x05R\x03dim\x12 \n" +
 	"\vactivations\x18\x04 \x01(\fR\vactivations\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x17\n" +
-	"\abusy_ns\x18\x06 \x01(\x03R\x06busyNsB/Z-github.com/conclave-ai/conclave/actors/expertb\x06proto3"
+	"\abusy_ns\x18\x06 \x01(\x03R\x06busyNs\"\x88\x01\n" +
+	"\x13ComputeBatchRequest\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
+	"\x05layer\x18\x02 \x01(\x05R\x05layer\x12\x10\n" +
+	"\x03dim\x18\x03 \x01(\x05R\x03dim\x123\n" +
+	"\x05parts\x18\x04 \x03(\v2\x1d.conclave.expert.v1.BatchPartR\x05parts\"s\n" +
+	"\tBatchPart\x12\x16\n" +
+	"\x06expert\x18\x01 \x01(\x05R\x06expert\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
+	"\x04rows\x18\x03 \x01(\x05R\x04rows\x12 \n" +
+	"\vactivations\x18\x04 \x01(\fR\vactivations\"\x80\x01\n" +
+	"\x14ComputeBatchResponse\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x129\n" +
+	"\x05parts\x18\x02 \x03(\v2#.conclave.expert.v1.ComputeResponseR\x05parts\x12\x17\n" +
+	"\abusy_ns\x18\x03 \x01(\x03R\x06busyNsB/Z-github.com/conclave-ai/conclave/actors/expertb\x06proto3"
 
 var (
 	file_actors_expert_expert_proto_rawDescOnce sync.Once
@@ -232,17 +448,22 @@ func file_actors_expert_expert_proto_rawDescGZIP() []byte {
 	return file_actors_expert_expert_proto_rawDescData
 }
 
-var file_actors_expert_expert_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
+var file_actors_expert_expert_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_actors_expert_expert_proto_goTypes = []any{
-	(*ComputeRequest)(nil),  // 0: conclave.expert.v1.ComputeRequest
-	(*ComputeResponse)(nil), // 1: conclave.expert.v1.ComputeResponse
+	(*ComputeRequest)(nil),       // 0: conclave.expert.v1.ComputeRequest
+	(*ComputeResponse)(nil),      // 1: conclave.expert.v1.ComputeResponse
+	(*ComputeBatchRequest)(nil),  // 2: conclave.expert.v1.ComputeBatchRequest
+	(*BatchPart)(nil),            // 3: conclave.expert.v1.BatchPart
+	(*ComputeBatchResponse)(nil), // 4: conclave.expert.v1.ComputeBatchResponse
 }
 var file_actors_expert_expert_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	3, // 0: conclave.expert.v1.ComputeBatchRequest.parts:type_name -> conclave.expert.v1.BatchPart
+	1, // 1: conclave.expert.v1.ComputeBatchResponse.parts:type_name -> conclave.expert.v1.ComputeResponse
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_actors_expert_expert_proto_init() }
@@ -256,7 +477,7 @@ func file_actors_expert_expert_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_actors_expert_expert_proto_rawDesc), len(file_actors_expert_expert_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   2,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -67,13 +67,17 @@ func (f *Faults) Delays() map[router.ExpertID]time.Duration {
 // before runs in expert id's actor before it computes: it sleeps the
 // injected delay, if any.
 func (f *Faults) before(id router.ExpertID) {
-	if f == nil {
-		return
-	}
-	f.mu.Lock()
-	d := f.delay[id]
-	f.mu.Unlock()
-	if d > 0 {
+	if d := f.delayOf(id); d > 0 {
 		time.Sleep(d)
 	}
+}
+
+// delayOf is expert id's injected delay (0 for a nil *Faults).
+func (f *Faults) delayOf(id router.ExpertID) time.Duration {
+	if f == nil {
+		return 0
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.delay[id]
 }

@@ -34,6 +34,7 @@ type Host struct {
 	mu       sync.Mutex
 	versions VersionSource
 	running  map[key]hosted
+	batch    *actor.PID // the batch actor, spawned with the first expert
 }
 
 // VersionSource binds a version other than router.BaseVersion of expert
@@ -112,6 +113,18 @@ func (h *Host) StartVersion(id router.ExpertID, version string) error {
 	defer h.mu.Unlock()
 	if _, ok := h.running[k]; ok {
 		return nil // started meanwhile
+	}
+	if h.batch == nil {
+		bp := actor.PropsFromProducer(func() actor.Actor { return &batchActor{h: h} })
+		pid, err := h.sys.Root.SpawnNamed(bp, BatchName)
+		if errors.Is(err, actor.ErrNameExists) {
+			_ = h.sys.Root.StopFuture(pid).Wait()
+			pid, err = h.sys.Root.SpawnNamed(bp, BatchName)
+		}
+		if err != nil {
+			return fmt.Errorf("expert: spawn %s: %w", BatchName, err)
+		}
+		h.batch = pid
 	}
 	props := actor.PropsFromProducer(func() actor.Actor { return &expertActor{e: e, epoch: h.epoch, faults: h.faults} })
 	name := VersionName(id, version)
@@ -250,9 +263,16 @@ func (h *Host) Loads() map[router.ExpertID]Load {
 	return out
 }
 
-// Close stops every expert.
+// Close stops every expert and the batch actor.
 func (h *Host) Close() {
 	for _, k := range h.keys() {
 		h.StopVersion(k.id, k.version)
+	}
+	h.mu.Lock()
+	pid := h.batch
+	h.batch = nil
+	h.mu.Unlock()
+	if pid != nil {
+		_ = h.sys.Root.StopFuture(pid).Wait()
 	}
 }
