@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -105,6 +106,44 @@ func newEngine(t testing.TB) *engine.Engine {
 	return e
 }
 
+// newHeldEngine starts the real engine on the tiny model with its routed
+// experts behind hold: after the first free forward passes, every pass
+// waits until hold is closed, so a request stays in flight, generating
+// nothing more, for as long as a test needs, however fast the machine.
+func newHeldEngine(t testing.TB, free int32) (*engine.Engine, chan struct{}) {
+	t.Helper()
+	w, tok, _ := tinyModel(t)
+	pool := kernels.NewPool(2)
+	hold := make(chan struct{})
+	h := &heldExperts{inner: &model.LocalExperts{W: w, Pool: pool}, hold: hold}
+	h.free.Store(free)
+	e, err := engine.New(testEngineConfig(), w, pool, tok.IsEOG, engine.WithExperts(h))
+	if err != nil {
+		pool.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e.Close()
+		pool.Close()
+	})
+	return e, hold
+}
+
+// heldExperts lets free forward passes through, then computes the experts
+// only once hold is closed.
+type heldExperts struct {
+	inner model.ExpertRunner
+	hold  chan struct{}
+	free  atomic.Int32
+}
+
+func (h *heldExperts) RunExperts(ctx context.Context, layer int, groups []model.ExpertGroup) error {
+	if layer == 0 && h.free.Add(-1) < 0 {
+		<-h.hold
+	}
+	return h.inner.RunExperts(ctx, layer, groups)
+}
+
 // testLogger routes the server's logs to t.Log.
 func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
@@ -190,8 +229,9 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 // flight deterministically.
 type gatedEngine struct {
 	Engine
-	started chan string   // a request id per Submit that reached the engine
-	release chan struct{} // closed to let events through
+	started   chan string   // a request id per Submit that reached the engine
+	release   chan struct{} // closed to let events through
+	cancelled func()        // if set, called when a held request's context ends
 }
 
 func newGated(inner Engine) *gatedEngine {
@@ -209,6 +249,9 @@ func (g *gatedEngine) Submit(ctx context.Context, r engine.Request) (<-chan engi
 		select {
 		case <-g.release:
 		case <-ctx.Done():
+			if g.cancelled != nil {
+				g.cancelled()
+			}
 		}
 		for ev := range in {
 			out <- ev

@@ -165,8 +165,11 @@ func (e *tapEngine) Submit(ctx context.Context, r engine.Request) (<-chan engine
 }
 
 func TestClientDisconnectCancels(t *testing.T) {
-	eng := newEngine(t)
+	// Two forward passes (the first tokens), then nothing until the server
+	// has cancelled the request, however fast the engine would finish.
+	eng, hold := newHeldEngine(t, 2)
 	tap := &tapEngine{Engine: eng, cancelled: make(chan struct{}), final: make(chan engine.Event, 1)}
+	go func() { <-tap.cancelled; close(hold) }()
 	f := newFixture(t, DefaultConfig(), tap)
 	ctx, cancel := context.WithCancel(context.Background())
 	resp := startStream(t, f, ctx, 230)
@@ -226,8 +229,12 @@ func TestDrain(t *testing.T) {
 }
 
 func TestDrainDeadlineCancels(t *testing.T) {
-	eng := newEngine(t)
+	// The engine computes nothing until the drain has cancelled the request,
+	// however fast it would generate the 100 tokens.
+	eng, hold := newHeldEngine(t, 0)
 	g := newGated(eng)
+	var once sync.Once
+	g.cancelled = func() { once.Do(func() { close(hold) }) }
 	f := newFixture(t, DefaultConfig(), g)
 	resp := startStream(t, f, context.Background(), 100)
 	<-g.started
