@@ -286,67 +286,75 @@ dotQ8_0x16VNNI_loop:
 	TESTQ             DX, DX
 	JZ                dotQ8_0x16VNNI_done
 	VBROADCASTI64X4   (BX), Z5
+	VPXORD            Z6, Z6, Z6
 	VMOVDQU64         2(AX), Y6
 	VBROADCASTI64X4.Z 2(R8), K4, Z7
 	VPTERNLOGD        $0x56, Z3, Z7, Z6
 	VPXORD            Z8, Z8, Z8
 	VPDPBUSD          Z5, Z6, Z8
-	VMOVDQU64         2(AX)(CX*1), Y9
+	VPXORD            Z6, Z6, Z6
+	VMOVDQU64         2(AX)(CX*1), Y6
 	VBROADCASTI64X4.Z 2(R8)(CX*1), K4, Z7
-	VPTERNLOGD        $0x56, Z3, Z7, Z9
-	VPXORD            Z10, Z10, Z10
-	VPDPBUSD          Z5, Z9, Z10
-	VMOVDQU64         2(AX)(CX*2), Y11
+	VPTERNLOGD        $0x56, Z3, Z7, Z6
+	VPXORD            Z9, Z9, Z9
+	VPDPBUSD          Z5, Z6, Z9
+	VPXORD            Z6, Z6, Z6
+	VMOVDQU64         2(AX)(CX*2), Y6
 	VBROADCASTI64X4.Z 2(R8)(CX*2), K4, Z7
-	VPTERNLOGD        $0x56, Z3, Z7, Z11
-	VPXORD            Z12, Z12, Z12
-	VPDPBUSD          Z5, Z11, Z12
-	VMOVDQU64         2(AX)(SI*1), Y13
+	VPTERNLOGD        $0x56, Z3, Z7, Z6
+	VPXORD            Z10, Z10, Z10
+	VPDPBUSD          Z5, Z6, Z10
+	VPXORD            Z6, Z6, Z6
+	VMOVDQU64         2(AX)(SI*1), Y6
 	VBROADCASTI64X4.Z 2(R8)(SI*1), K4, Z7
-	VPTERNLOGD        $0x56, Z3, Z7, Z13
-	VPXORD            Z14, Z14, Z14
-	VPDPBUSD          Z5, Z13, Z14
-	VMOVDQU64         2(DI), Y15
+	VPTERNLOGD        $0x56, Z3, Z7, Z6
+	VPXORD            Z11, Z11, Z11
+	VPDPBUSD          Z5, Z6, Z11
+	VPXORD            Z6, Z6, Z6
+	VMOVDQU64         2(DI), Y6
 	VBROADCASTI64X4.Z 2(R9), K4, Z7
-	VPTERNLOGD        $0x56, Z3, Z7, Z15
-	VPXORD            Z16, Z16, Z16
-	VPDPBUSD          Z5, Z15, Z16
-	VMOVDQU64         2(DI)(CX*1), Y17
+	VPTERNLOGD        $0x56, Z3, Z7, Z6
+	VPXORD            Z12, Z12, Z12
+	VPDPBUSD          Z5, Z6, Z12
+	VPXORD            Z6, Z6, Z6
+	VMOVDQU64         2(DI)(CX*1), Y6
 	VBROADCASTI64X4.Z 2(R9)(CX*1), K4, Z7
-	VPTERNLOGD        $0x56, Z3, Z7, Z17
-	VPXORD            Z18, Z18, Z18
-	VPDPBUSD          Z5, Z17, Z18
-	VMOVDQU64         2(DI)(CX*2), Y19
+	VPTERNLOGD        $0x56, Z3, Z7, Z6
+	VPXORD            Z13, Z13, Z13
+	VPDPBUSD          Z5, Z6, Z13
+	VPXORD            Z6, Z6, Z6
+	VMOVDQU64         2(DI)(CX*2), Y6
 	VBROADCASTI64X4.Z 2(R9)(CX*2), K4, Z7
-	VPTERNLOGD        $0x56, Z3, Z7, Z19
-	VPXORD            Z20, Z20, Z20
-	VPDPBUSD          Z5, Z19, Z20
-	VMOVDQU64         2(DI)(SI*1), Y21
+	VPTERNLOGD        $0x56, Z3, Z7, Z6
+	VPXORD            Z14, Z14, Z14
+	VPDPBUSD          Z5, Z6, Z14
+	VPXORD            Z6, Z6, Z6
+	VMOVDQU64         2(DI)(SI*1), Y6
 	VBROADCASTI64X4.Z 2(R9)(SI*1), K4, Z7
-	VPTERNLOGD        $0x56, Z3, Z7, Z21
-	VPXORD            Z22, Z22, Z22
-	VPDPBUSD          Z5, Z21, Z22
-	VPBLENDMD         Z10, Z8, K1, Z23
-	VPERMT2D          Z10, Z0, Z8
-	VPADDD            Z23, Z8, Z8
-	VPBLENDMD         Z14, Z12, K1, Z24
-	VPERMT2D          Z14, Z0, Z12
-	VPADDD            Z24, Z12, Z12
-	VPBLENDMD         Z18, Z16, K1, Z25
-	VPERMT2D          Z18, Z0, Z16
-	VPADDD            Z25, Z16, Z16
-	VPBLENDMD         Z22, Z20, K1, Z26
-	VPERMT2D          Z22, Z0, Z20
-	VPADDD            Z26, Z20, Z20
-	VPBLENDMD         Z12, Z8, K2, Z27
-	VPERMT2D          Z12, Z1, Z8
-	VPADDD            Z27, Z8, Z8
-	VPBLENDMD         Z20, Z16, K2, Z28
-	VPERMT2D          Z20, Z1, Z16
-	VPADDD            Z28, Z16, Z16
-	VPBLENDMD         Z16, Z8, K3, Z29
-	VPERMT2D          Z16, Z2, Z8
-	VPADDD            Z29, Z8, Z8
+	VPTERNLOGD        $0x56, Z3, Z7, Z6
+	VPXORD            Z15, Z15, Z15
+	VPDPBUSD          Z5, Z6, Z15
+	VPBLENDMD         Z9, Z8, K1, Z16
+	VPERMT2D          Z9, Z0, Z8
+	VPADDD            Z16, Z8, Z8
+	VPBLENDMD         Z11, Z10, K1, Z17
+	VPERMT2D          Z11, Z0, Z10
+	VPADDD            Z17, Z10, Z10
+	VPBLENDMD         Z13, Z12, K1, Z18
+	VPERMT2D          Z13, Z0, Z12
+	VPADDD            Z18, Z12, Z12
+	VPBLENDMD         Z15, Z14, K1, Z19
+	VPERMT2D          Z15, Z0, Z14
+	VPADDD            Z19, Z14, Z14
+	VPBLENDMD         Z10, Z8, K2, Z20
+	VPERMT2D          Z10, Z1, Z8
+	VPADDD            Z20, Z8, Z8
+	VPBLENDMD         Z14, Z12, K2, Z21
+	VPERMT2D          Z14, Z1, Z12
+	VPADDD            Z21, Z12, Z12
+	VPBLENDMD         Z12, Z8, K3, Z22
+	VPERMT2D          Z12, Z2, Z8
+	VPADDD            Z22, Z8, Z8
 	VPSUBD.BCST       36(BX), Z8, Z8
 	VCVTDQ2PS         Z8, Z5
 	MOVWQZX           (AX), R11
@@ -389,14 +397,14 @@ dotQ8_0x16VNNI_loop:
 	MOVWQZX           (R9)(SI*1), R10
 	SHLQ              $0x30, R10
 	ORQ               R10, R14
-	VMOVQ             R11, X30
-	VPINSRQ           $0x01, R12, X30, X30
+	VMOVQ             R11, X23
+	VPINSRQ           $0x01, R12, X23, X23
 	VMOVQ             R13, X6
 	VPINSRQ           $0x01, R14, X6, X6
-	VINSERTI32X4      $0x01, X6, Y30, Y6
-	VCVTPH2PS         Y6, Z7
-	VMULPS.BCST       32(BX), Z7, Z7
-	VMULPS            Z7, Z5, Z5
+	VINSERTI32X4      $0x01, X6, Y23, Y6
+	VCVTPH2PS         Y6, Z6
+	VMULPS.BCST       32(BX), Z6, Z6
+	VMULPS            Z6, Z5, Z5
 	VADDPS            Z5, Z4, Z4
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)

@@ -67,8 +67,7 @@ func rowKernelVNNIMulti(name string, q4, gfni bool, na int) {
 	pf := GP64()
 	LEAQ(Mem{Base: r.b[3], Index: r.stride, Scale: 4}, pf)
 
-	c80, khi, sp := pairConsts(q4, gfni)
-	mask, shifts, nib := sp.mask, sp.shifts, sp.nib
+	rp := newRowPairs(q4, gfni)
 	blk, neg := q8Bytes, raNeg7
 	if q4 {
 		blk, neg = q4Bytes, raNeg3
@@ -83,30 +82,10 @@ func rowKernelVNNIMulti(name string, q4, gfni bool, na int) {
 	TESTQ(nb, nb)
 	JZ(LabelRef(name + "_done"))
 
-	// P_j: 128-bit lane q holds row j+8·(q>>1), dwords 4·(q&1)..+3 (Q4_0:
-	// the low nibbles are elements 0–15, the high ones 16–31).
+	// P_j: 128-bit lane q holds row j+8·(q>>1), dwords 4·(q&1)..+3.
 	var p [8]VecVirtual
 	for j := range p {
-		v := ZMM()
-		if q4 {
-			VBROADCASTI32X4(r.mem(j, 2), v)
-			VBROADCASTI32X4(r.mem(j+8, 2), khi, v)
-			if gfni {
-				gf2p8affineqb(nib, v, v)
-			} else {
-				VPSRLVQ(shifts, v, v)
-				VPANDD(mask, v, v)
-			}
-		} else {
-			// The zero idiom (free at rename) tells the allocator v's
-			// upper half is dead, so v is not live across the loop.
-			u := ZMM()
-			zeroZ(v)
-			VMOVDQU64(r.mem(j, 2), v.AsY())
-			VBROADCASTI64X4_Z(r.mem(j+8, 2), khi, u)
-			VPTERNLOGD(U8(0x56), c80, u, v)
-		}
-		p[j] = v
+		p[j] = rp.load(r, j)
 	}
 	// Level 1: dwords of rows (2m, 2m+1) interleaved.
 	var lo, hi [4]VecVirtual

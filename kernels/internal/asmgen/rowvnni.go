@@ -107,8 +107,7 @@ func rowKernelVNNI(name string, q4, gfni bool) {
 		return a
 	}
 
-	c80, khi, sp := pairConsts(q4, gfni)
-	mask, shifts, nib := sp.mask, sp.shifts, sp.nib
+	rp := newRowPairs(q4, gfni)
 	blk := q8Bytes
 	if q4 {
 		blk = q4Bytes
@@ -124,25 +123,7 @@ func rowKernelVNNI(name string, q4, gfni bool) {
 	VBROADCASTI64X4(Mem{Base: ap}, act)
 	var acc [8]VecVirtual
 	for j := range acc {
-		v := ZMM()
-		if q4 {
-			// [lo nibbles | hi nibbles] of row j, then of row j+8.
-			VBROADCASTI32X4(r.mem(j, 2), v)
-			VBROADCASTI32X4(r.mem(j+8, 2), khi, v)
-			if gfni {
-				gf2p8affineqb(nib, v, v)
-			} else {
-				VPSRLVQ(shifts, v, v)
-				VPANDD(mask, v, v)
-			}
-		} else {
-			// Row j (upper half zeroed by the load), row j+8 (lower half
-			// zeroed by the mask), merged and offset by one VPTERNLOGD.
-			u := ZMM()
-			VMOVDQU64(r.mem(j, 2), v.AsY()) // EVEX: v may be Y16–Y31
-			VBROADCASTI64X4_Z(r.mem(j+8, 2), khi, u)
-			VPTERNLOGD(U8(0x56), c80, u, v) // v = (v | u) ^ c80
-		}
+		v := rp.load(r, j)
 		acc[j] = ZMM()
 		VPXORD(acc[j], acc[j], acc[j])
 		vpdpbusd(act, v, acc[j])
@@ -247,20 +228,26 @@ func gf2p8affineqb(m, x, dst VecVirtual) {
 	})
 }
 
-// nibbleSplit holds the constants that split a Q4_0 row pair's nibbles:
-// nib (GF2P8AFFINEQB matrices) with GFNI, else mask and shifts.
-type nibbleSplit struct{ mask, shifts, nib VecVirtual }
+// rowPairs loads the weight blocks of a 16-row tile two rows to a ZMM, as
+// every VNNI row kernel reads them: row j in the low 256 bits and row j+8 in
+// the high, offset to unsigned bytes (Q8_0: XOR 0x80; Q4_0: the nibbles
+// split, low nibbles the block's elements 0–15, high ones 16–31).
+type rowPairs struct {
+	q4, gfni          bool
+	c80               VecVirtual // Q8_0 offset bytes
+	khi               Register   // the upper half: qwords 4–7 (Q8_0), dwords 8–15 (Q4_0)
+	mask, shifts, nib VecVirtual // the Q4_0 nibble split: nib with GFNI, else mask and shifts
+}
 
-// pairConsts loads the constants of the row-pair loads shared by the VNNI
-// row kernels: for Q8_0 the 0x80 offset bytes and the mask of the upper
-// 256 bits (qwords 4–7); for Q4_0 the nibble split and the mask of the upper
-// dwords 8–15.
-func pairConsts(q4, gfni bool) (c80 VecVirtual, khi Register, sp nibbleSplit) {
+// newRowPairs loads the constants of the row-pair loads.
+func newRowPairs(q4, gfni bool) rowPairs {
+	rp := rowPairs{q4: q4, gfni: gfni}
 	if !q4 {
-		return bcastByte(0x80, true), kmask(0xf0), sp
+		rp.c80, rp.khi = bcastByte(0x80, true), kmask(0xf0)
+		return rp
 	}
 	if gfni {
-		sp.nib = ZMM()
+		rp.nib = ZMM()
 		VMOVDQU64(vecConst("rv16nib", func(i int) uint32 {
 			// GF2P8AFFINEQB bit matrices per qword: x & 0x0f for the
 			// low 16 bytes of each 32, x >> 4 for the high 16.
@@ -272,16 +259,43 @@ func pairConsts(q4, gfni bool) (c80 VecVirtual, khi Register, sp nibbleSplit) {
 			default:
 				return 0x01020408
 			}
-		}), sp.nib)
+		}), rp.nib)
 	} else {
-		sp.mask = bcastByte(0x0f, true)
-		sp.shifts = ZMM()
+		rp.mask = bcastByte(0x0f, true)
+		rp.shifts = ZMM()
 		VMOVDQU64(vecConst("rv16shift", func(i int) uint32 {
 			if i%8 >= 4 && i%2 == 0 {
 				return 4
 			}
 			return 0
-		}), sp.shifts)
+		}), rp.shifts)
 	}
-	return nil, kmask(0xff00), sp
+	rp.khi = kmask(0xff00)
+	return rp
+}
+
+// load returns rows j and j+8 of the tile's current block (r's bases).
+func (rp rowPairs) load(r rows16, j int) VecVirtual {
+	v := ZMM()
+	if rp.q4 {
+		VBROADCASTI32X4(r.mem(j, 2), v)
+		VBROADCASTI32X4(r.mem(j+8, 2), rp.khi, v)
+		if rp.gfni {
+			gf2p8affineqb(rp.nib, v, v)
+		} else {
+			VPSRLVQ(rp.shifts, v, v)
+			VPANDD(rp.mask, v, v)
+		}
+		return v
+	}
+	// Row j (upper half zeroed by the load), row j+8 (lower half zeroed by
+	// the mask), merged and offset by one VPTERNLOGD. The zero idiom (free
+	// at rename) tells the allocator v's upper half is dead, so v is not
+	// live across the loop.
+	u := ZMM()
+	zeroZ(v)
+	VMOVDQU64(r.mem(j, 2), v.AsY()) // EVEX: v may be Y16–Y31
+	VBROADCASTI64X4_Z(r.mem(j+8, 2), rp.khi, u)
+	VPTERNLOGD(U8(0x56), rp.c80, u, v) // v = (v | u) ^ c80
+	return v
 }
