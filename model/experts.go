@@ -30,28 +30,18 @@ type ExpertRunner interface {
 type ExpertScratch struct {
 	gate, up []float32
 	mm, mmUp kernels.Scratch
-	gateUp   kernels.MatMulBatch
-	jobs     [2]kernels.MatMulJob
+	alone    ExpertBatch // Forward's
+	call     [1]ExpertCall
 }
 
 // Forward computes out = Down(silu(Gate·in) ⊙ Up·in) for rows input rows of
 // Cols(Gate) floats each; out holds rows × Rows(Down) floats. Each output row
-// depends only on its input row, whatever else is in the batch.
-//
-// Gate and Up run as one kernels.MatMulBatch (one packing of in, two pool
-// joins instead of four).
+// depends only on its input row, whatever else is in the batch. It is an
+// ExpertBatch of one call (Gate and Up share one packing of in).
 func (e *Expert) Forward(p *kernels.Pool, s *ExpertScratch, in []float32, rows int, out []float32) {
-	ffn := e.Gate.Rows
-	s.gate = grow(s.gate, rows*ffn)
-	s.up = grow(s.up, rows*ffn)
-	s.jobs = [2]kernels.MatMulJob{
-		{S: &s.mm, M: e.Gate, X: in, NRows: rows, Out: s.gate},
-		{S: &s.mmUp, M: e.Up, X: in, NRows: rows, Out: s.up},
-	}
-	s.gateUp.Run(p, s.jobs[:])
-	s.jobs = [2]kernels.MatMulJob{}
-	kernels.SwiGLU(s.gate, s.gate, s.up)
-	kernels.MatMul(p, &s.mm, e.Down, s.gate, rows, out)
+	s.call[0] = ExpertCall{FFN: e, S: s, In: in, Rows: rows, Out: out}
+	s.alone.Forward(p, s.call[:])
+	s.call[0] = ExpertCall{}
 }
 
 // ExpertCall is one expert's share of an ExpertBatch: Out = FFN(In) for Rows

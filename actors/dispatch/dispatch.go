@@ -116,15 +116,19 @@ type Dispatcher struct {
 	local    LocalExperts
 	fallback *Fallback
 
-	mu       sync.Mutex // serialises RunExperts; guards the fields below
-	scratch  model.ExpertScratch
-	lbatch   expert.Batch   // this node's own groups of a layer, computed together
-	perNode  map[string]int // pending groups per other node, for batching
-	localEs  []*expert.Expert
-	localGs  []*model.ExpertGroup
-	assigned map[string]int
-	pending  []pending
-	suspect  map[string]time.Time
+	mu      sync.Mutex // serialises RunExperts; guards the fields below
+	scratch model.ExpertScratch
+	lbatch  expert.Batch   // this node's own groups of a layer, computed together
+	perNode map[string]int // pending groups per other node, for batching
+	// This layer's batch messages and calls by node (the maps are reused;
+	// the messages are new each layer, since they are sent asynchronously).
+	batchReqs  map[string]*expert.ComputeBatchRequest
+	batchCalls map[string]*batchCall
+	localEs    []*expert.Expert
+	localGs    []*model.ExpertGroup
+	assigned   map[string]int
+	pending    []pending
+	suspect    map[string]time.Time
 
 	local_, remote, retries, timeouts, fallbacks, sent, recv, stale, batches atomic.Int64
 	routed                                                                   atomic.Pointer[rowTable] // rows per expert (gating counts)
@@ -164,7 +168,8 @@ func New(cfg Config, sys *actor.ActorSystem, maps func() *router.Map, local Loca
 		return nil, err
 	}
 	return &Dispatcher{cfg: cfg, sys: sys, maps: maps, local: local, fallback: fb,
-		assigned: map[string]int{}, suspect: map[string]time.Time{}, perNode: map[string]int{}}, nil
+		assigned: map[string]int{}, suspect: map[string]time.Time{}, perNode: map[string]int{},
+		batchReqs: map[string]*expert.ComputeBatchRequest{}, batchCalls: map[string]*batchCall{}}, nil
 }
 
 // Stats returns the counters.
@@ -347,8 +352,9 @@ func (d *Dispatcher) sendClaimed(m *router.Map, layer int, groups []model.Expert
 			d.perNode[node]++
 		}
 	}
-	var req map[string]*expert.ComputeBatchRequest
-	var calls map[string]*batchCall
+	clear(d.batchReqs)
+	clear(d.batchCalls)
+	req, calls := d.batchReqs, d.batchCalls
 	for i := range d.pending {
 		p := &d.pending[i]
 		if p.addr == "" {
@@ -358,9 +364,6 @@ func (d *Dispatcher) sendClaimed(m *router.Map, layer int, groups []model.Expert
 		if d.perNode[node] < 2 {
 			d.request(layer, &groups[p.g], p)
 			continue
-		}
-		if req == nil {
-			req, calls = map[string]*expert.ComputeBatchRequest{}, map[string]*batchCall{}
 		}
 		r, ok := req[node]
 		if !ok {
