@@ -44,6 +44,16 @@ func dotQ4_0x16x1VNNI(w *byte, stride int, nb int, a *byte, astep int, out *floa
 //go:noescape
 func dotQ4_0x16x1GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
 
+// tileQ8_0x16x1VNNI computes the dot products of a packed 16-row weight tile with 1 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x1VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x1VNNI computes the dot products of a packed 16-row weight tile with 1 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x1VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
 // dotQ8_0x16x2VNNI computes the dot products of 16 weight rows with 2 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
 //go:noescape
@@ -58,6 +68,16 @@ func dotQ4_0x16x2VNNI(w *byte, stride int, nb int, a *byte, astep int, out *floa
 //
 //go:noescape
 func dotQ4_0x16x2GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ8_0x16x2VNNI computes the dot products of a packed 16-row weight tile with 2 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x2VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x2VNNI computes the dot products of a packed 16-row weight tile with 2 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x2VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
 
 // dotQ8_0x16x3VNNI computes the dot products of 16 weight rows with 3 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
@@ -74,6 +94,16 @@ func dotQ4_0x16x3VNNI(w *byte, stride int, nb int, a *byte, astep int, out *floa
 //go:noescape
 func dotQ4_0x16x3GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
 
+// tileQ8_0x16x3VNNI computes the dot products of a packed 16-row weight tile with 3 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x3VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x3VNNI computes the dot products of a packed 16-row weight tile with 3 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x3VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
 // dotQ8_0x16x4VNNI computes the dot products of 16 weight rows with 4 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
 //go:noescape
@@ -88,6 +118,16 @@ func dotQ4_0x16x4VNNI(w *byte, stride int, nb int, a *byte, astep int, out *floa
 //
 //go:noescape
 func dotQ4_0x16x4GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ8_0x16x4VNNI computes the dot products of a packed 16-row weight tile with 4 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x4VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x4VNNI computes the dot products of a packed 16-row weight tile with 4 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x4VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
 
 // dotQ8_0x16x5VNNI computes the dot products of 16 weight rows with 5 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
@@ -104,6 +144,16 @@ func dotQ4_0x16x5VNNI(w *byte, stride int, nb int, a *byte, astep int, out *floa
 //go:noescape
 func dotQ4_0x16x5GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
 
+// tileQ8_0x16x5VNNI computes the dot products of a packed 16-row weight tile with 5 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x5VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x5VNNI computes the dot products of a packed 16-row weight tile with 5 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x5VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
 // dotQ8_0x16x6VNNI computes the dot products of 16 weight rows with 6 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
 //go:noescape
@@ -118,6 +168,16 @@ func dotQ4_0x16x6VNNI(w *byte, stride int, nb int, a *byte, astep int, out *floa
 //
 //go:noescape
 func dotQ4_0x16x6GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ8_0x16x6VNNI computes the dot products of a packed 16-row weight tile with 6 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x6VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x6VNNI computes the dot products of a packed 16-row weight tile with 6 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x6VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
 
 // dotQ8_0x16x7VNNI computes the dot products of 16 weight rows with 7 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
@@ -134,6 +194,16 @@ func dotQ4_0x16x7VNNI(w *byte, stride int, nb int, a *byte, astep int, out *floa
 //go:noescape
 func dotQ4_0x16x7GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
 
+// tileQ8_0x16x7VNNI computes the dot products of a packed 16-row weight tile with 7 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x7VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x7VNNI computes the dot products of a packed 16-row weight tile with 7 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x7VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
 // dotQ8_0x16x8VNNI computes the dot products of 16 weight rows with 8 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
 //go:noescape
@@ -148,6 +218,16 @@ func dotQ4_0x16x8VNNI(w *byte, stride int, nb int, a *byte, astep int, out *floa
 //
 //go:noescape
 func dotQ4_0x16x8GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ8_0x16x8VNNI computes the dot products of a packed 16-row weight tile with 8 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x8VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x8VNNI computes the dot products of a packed 16-row weight tile with 8 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x8VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
 
 // dotQ8_0x16x9VNNI computes the dot products of 16 weight rows with 9 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
@@ -164,6 +244,16 @@ func dotQ4_0x16x9VNNI(w *byte, stride int, nb int, a *byte, astep int, out *floa
 //go:noescape
 func dotQ4_0x16x9GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
 
+// tileQ8_0x16x9VNNI computes the dot products of a packed 16-row weight tile with 9 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x9VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x9VNNI computes the dot products of a packed 16-row weight tile with 9 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x9VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
 // dotQ8_0x16x10VNNI computes the dot products of 16 weight rows with 10 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
 //go:noescape
@@ -178,6 +268,16 @@ func dotQ4_0x16x10VNNI(w *byte, stride int, nb int, a *byte, astep int, out *flo
 //
 //go:noescape
 func dotQ4_0x16x10GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ8_0x16x10VNNI computes the dot products of a packed 16-row weight tile with 10 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x10VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x10VNNI computes the dot products of a packed 16-row weight tile with 10 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x10VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
 
 // dotQ8_0x16x11VNNI computes the dot products of 16 weight rows with 11 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
@@ -194,6 +294,16 @@ func dotQ4_0x16x11VNNI(w *byte, stride int, nb int, a *byte, astep int, out *flo
 //go:noescape
 func dotQ4_0x16x11GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
 
+// tileQ8_0x16x11VNNI computes the dot products of a packed 16-row weight tile with 11 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x11VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x11VNNI computes the dot products of a packed 16-row weight tile with 11 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x11VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
 // dotQ8_0x16x12VNNI computes the dot products of 16 weight rows with 12 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
 //go:noescape
@@ -208,6 +318,16 @@ func dotQ4_0x16x12VNNI(w *byte, stride int, nb int, a *byte, astep int, out *flo
 //
 //go:noescape
 func dotQ4_0x16x12GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ8_0x16x12VNNI computes the dot products of a packed 16-row weight tile with 12 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x12VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x12VNNI computes the dot products of a packed 16-row weight tile with 12 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x12VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
 
 // dotQ8_0x16x13VNNI computes the dot products of 16 weight rows with 13 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
@@ -224,6 +344,16 @@ func dotQ4_0x16x13VNNI(w *byte, stride int, nb int, a *byte, astep int, out *flo
 //go:noescape
 func dotQ4_0x16x13GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
 
+// tileQ8_0x16x13VNNI computes the dot products of a packed 16-row weight tile with 13 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x13VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x13VNNI computes the dot products of a packed 16-row weight tile with 13 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x13VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
 // dotQ8_0x16x14VNNI computes the dot products of 16 weight rows with 14 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
 //go:noescape
@@ -238,6 +368,16 @@ func dotQ4_0x16x14VNNI(w *byte, stride int, nb int, a *byte, astep int, out *flo
 //
 //go:noescape
 func dotQ4_0x16x14GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ8_0x16x14VNNI computes the dot products of a packed 16-row weight tile with 14 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x14VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x14VNNI computes the dot products of a packed 16-row weight tile with 14 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x14VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
 
 // dotQ8_0x16x15VNNI computes the dot products of 16 weight rows with 15 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
@@ -254,6 +394,16 @@ func dotQ4_0x16x15VNNI(w *byte, stride int, nb int, a *byte, astep int, out *flo
 //go:noescape
 func dotQ4_0x16x15GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
 
+// tileQ8_0x16x15VNNI computes the dot products of a packed 16-row weight tile with 15 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x15VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x15VNNI computes the dot products of a packed 16-row weight tile with 15 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x15VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
 // dotQ8_0x16x16VNNI computes the dot products of 16 weight rows with 16 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
 //go:noescape
@@ -268,6 +418,16 @@ func dotQ4_0x16x16VNNI(w *byte, stride int, nb int, a *byte, astep int, out *flo
 //
 //go:noescape
 func dotQ4_0x16x16GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ8_0x16x16VNNI computes the dot products of a packed 16-row weight tile with 16 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x16VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x16VNNI computes the dot products of a packed 16-row weight tile with 16 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x16VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
 
 // dotQ8_0x16x17VNNI computes the dot products of 16 weight rows with 17 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
@@ -284,6 +444,16 @@ func dotQ4_0x16x17VNNI(w *byte, stride int, nb int, a *byte, astep int, out *flo
 //go:noescape
 func dotQ4_0x16x17GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
 
+// tileQ8_0x16x17VNNI computes the dot products of a packed 16-row weight tile with 17 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x17VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x17VNNI computes the dot products of a packed 16-row weight tile with 17 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x17VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
 // dotQ8_0x16x18VNNI computes the dot products of 16 weight rows with 18 packed activation rows (blocks interleaved), bit-identical to the Go dot.
 //
 //go:noescape
@@ -298,6 +468,31 @@ func dotQ4_0x16x18VNNI(w *byte, stride int, nb int, a *byte, astep int, out *flo
 //
 //go:noescape
 func dotQ4_0x16x18GFNI(w *byte, stride int, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ8_0x16x18VNNI computes the dot products of a packed 16-row weight tile with 18 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ8_0x16x18VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// tileQ4_0x16x18VNNI computes the dot products of a packed 16-row weight tile with 18 packed activation rows (blocks interleaved), bit-identical to the Go dot.
+//
+//go:noescape
+func tileQ4_0x16x18VNNI(wq *byte, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)
+
+// packTileQ8_0VNNI packs 16 weight rows into the transposed tile layout of the tiled multi-row VNNI kernels.
+//
+//go:noescape
+func packTileQ8_0VNNI(w *byte, stride int, nb int, ws *byte, wq *byte)
+
+// packTileQ4_0VNNI packs 16 weight rows into the transposed tile layout of the tiled multi-row VNNI kernels.
+//
+//go:noescape
+func packTileQ4_0VNNI(w *byte, stride int, nb int, ws *byte, wq *byte)
+
+// packTileQ4_0GFNI packs 16 weight rows into the transposed tile layout of the tiled multi-row VNNI kernels.
+//
+//go:noescape
+func packTileQ4_0GFNI(w *byte, stride int, nb int, ws *byte, wq *byte)
 
 // dotF32x16AVX2 returns the 16-lane dot product of a and b (n a multiple of 16) in the defined order.
 //

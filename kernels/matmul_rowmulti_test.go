@@ -44,18 +44,25 @@ func TestMatMulRowMulti(t *testing.T) {
 								continue
 							}
 							for _, pool := range []*Pool{nil, p} {
-								out := make([]float32, nrows*rows)
-								var s Scratch
-								withRowActs(ra, chunk, func() {
-									withGFNI(g, func() {
-										withSIMD(simdAVX512VNNI, func() { MatMul(pool, &s, m, x, nrows, out) })
+								for _, once := range []bool{true, false} {
+									out := make([]float32, nrows*rows)
+									var s Scratch
+									withRowActs(ra, chunk, func() {
+										withGFNI(g, func() {
+											withTileOnce(once, func() {
+												withSIMD(simdAVX512VNNI, func() { MatMul(pool, &s, m, x, nrows, out) })
+											})
+										})
 									})
-								})
-								what := typ.String() + "/" + itoa(c) + "/rows=" + itoa(rows) + "/nrows=" + itoa(nrows) + "/acts=" + itoa(ra) + "/chunk=" + itoa(chunk)
-								if g {
-									what += "/gfni"
+									what := typ.String() + "/" + itoa(c) + "/rows=" + itoa(rows) + "/nrows=" + itoa(nrows) + "/acts=" + itoa(ra) + "/chunk=" + itoa(chunk)
+									if g {
+										what += "/gfni"
+									}
+									if !once {
+										what += "/transpose-each"
+									}
+									assertBits(t, what, out, want)
 								}
-								assertBits(t, what, out, want)
 							}
 						}
 					}
@@ -63,6 +70,14 @@ func TestMatMulRowMulti(t *testing.T) {
 			}
 		}
 	}
+}
+
+// withTileOnce runs f with MatMul transposing a weight tile that several
+// activation groups share once (on) or in every group's kernel (off).
+func withTileOnce(on bool, f func()) {
+	defer func(v bool) { tileOnce = v }(tileOnce)
+	tileOnce = on
+	f()
 }
 
 // rowMultiLimits are the (rowActs, rowChunk) settings TestMatMulRowMulti
@@ -115,6 +130,14 @@ func TestRowMultiExtreme(t *testing.T) {
 				out := make([]float32, na*rows)
 				withGFNI(g, func() { rowDotQ8_0x16xN(typ == Q4_0, na, data, m.RowBytes(), nb, ra, na*raBlock, out, rows) })
 				assertBits(t, typ.String()+"/acts="+itoa(na), out, want)
+				// The same through a transposed tile.
+				ws, wq := make([]byte, nb*32), growAligned(nil, nb*512)
+				clear(out)
+				withGFNI(g, func() {
+					packTile16(typ == Q4_0, data, m.RowBytes(), nb, ws, wq)
+					rowDotTiled16xN(typ == Q4_0, na, ws, wq, nb, ra, na*raBlock, out, rows)
+				})
+				assertBits(t, typ.String()+"/tiled/acts="+itoa(na), out, want)
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"math"
 	"runtime"
+	"sync"
 	"unsafe"
 )
 
@@ -16,7 +17,9 @@ import (
 // packRowVNNI), or against 2–16 packed activation rows in one pass over the
 // weights (the multi-row kernels: each weight block is loaded, offset and
 // transposed once and fed to VPDPBUSD against every row; every batch from
-// two rows up, large ones in chunks of rowChunk activation rows). They
+// two rows up, large ones in chunks of rowChunk activation rows; when a
+// chunk needs several passes, the tile is transposed once into a worker's
+// buffer, packTile16, and every pass reads it there). They
 // replaced a GEMM kernel (8 weight rows against a packed group of 16
 // activation rows), which they beat at every batch size measured, 12 to 1024
 // rows. Each lane computes the exact int32 block sum and then
@@ -212,6 +215,7 @@ func packRowVNNIGo(a, dst []byte, step int) {
 // takes the AVX2 kernel for 8 rows and the Go dot for the rest.
 func (s *Scratch) rowTiles16(lo, hi int) {
 	m, nb, q4 := s.m, s.m.Cols/QK, s.m.Type == Q4_0
+	var buf *[]byte // the transposed tile, when groups share it
 	for t := lo; t < hi; t++ {
 		yieldEvery(t - lo)
 		i0 := t * rowTile16
@@ -239,19 +243,64 @@ func (s *Scratch) rowTiles16(lo, hi int) {
 			continue
 		}
 		// Groups of at most rowActs activation rows, as even as possible, each
-		// in one pass over the tile's weights.
+		// in one pass over the tile's weights; with more than one group, the
+		// tile is transposed once into buf and every group reads it there.
 		n := s.r1 - s.r0
 		ng := (n + rowActs - 1) / rowActs
+		var ws, wq []byte
+		if ng > 1 && tileOnce {
+			if buf == nil {
+				buf = tileBuf(nb * tiledBlock) // put back after the loop
+			}
+			ws, wq = (*buf)[:nb*32], (*buf)[nb*32:nb*tiledBlock]
+			packTile16(q4, w, s.wRow, nb, ws, wq)
+		}
 		r0 := s.r0
 		for g := range ng {
 			na := n / ng
 			if g < n%ng {
 				na++
 			}
-			rowDotQ8_0x16xN(q4, na, w, s.wRow, nb, s.ra[r0*raBlock:], s.nrows*raBlock, s.out[r0*m.Rows+i0:], m.Rows)
+			if wq != nil {
+				rowDotTiled16xN(q4, na, ws, wq, nb, s.ra[r0*raBlock:], s.nrows*raBlock, s.out[r0*m.Rows+i0:], m.Rows)
+			} else {
+				rowDotQ8_0x16xN(q4, na, w, s.wRow, nb, s.ra[r0*raBlock:], s.nrows*raBlock, s.out[r0*m.Rows+i0:], m.Rows)
+			}
 			r0 += na
 		}
 	}
+	if buf != nil {
+		tileBufs.Put(buf)
+	}
+}
+
+// tiledBlock is the bytes per block of a transposed weight tile: 16 F16
+// scales and 16 rows × 32 quant bytes.
+const tiledBlock = 32 + 512
+
+// tileOnce makes a weight tile that several groups of activation rows go
+// through be transposed once (packTile16) rather than by every group (a
+// var so tests cover both).
+var tileOnce = true
+
+// tileBufs holds the workers' transposed-tile buffers.
+var tileBufs sync.Pool
+
+// tileBuf returns a 64-byte aligned buffer of at least n bytes from tileBufs.
+func tileBuf(n int) *[]byte {
+	if b, ok := tileBufs.Get().(*[]byte); ok && len(*b) >= n {
+		return b
+	}
+	b := growAligned(nil, n)
+	return &b
+}
+
+// blockBytes is the bytes of a weight block: Q4_0 or Q8_0.
+func blockBytes(q4 bool) int {
+	if q4 {
+		return q4_0Bytes
+	}
+	return q8_0Bytes
 }
 
 // growAligned returns b resized to n, starting on a 64-byte boundary,

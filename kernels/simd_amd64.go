@@ -65,6 +65,41 @@ func rowDotQ8_0x16xN(q4 bool, na int, w []byte, stride, nb int, a []byte, astep 
 	rowMultiKernels[k][na-1](&w[0], stride, nb, &a[0], astep, &out[0], 4*ostride)
 }
 
+// rowTiledKernels[q4][na-1] is the tiled multi-row VNNI kernel for na
+// activation rows against a tile packed by packTile16.
+var rowTiledKernels = [2][maxRowActs]func(wq, ws *byte, nb int, a *byte, astep int, out *float32, ostride int){
+	{tileQ8_0x16x1VNNI, tileQ8_0x16x2VNNI, tileQ8_0x16x3VNNI, tileQ8_0x16x4VNNI, tileQ8_0x16x5VNNI, tileQ8_0x16x6VNNI, tileQ8_0x16x7VNNI, tileQ8_0x16x8VNNI, tileQ8_0x16x9VNNI, tileQ8_0x16x10VNNI, tileQ8_0x16x11VNNI, tileQ8_0x16x12VNNI, tileQ8_0x16x13VNNI, tileQ8_0x16x14VNNI, tileQ8_0x16x15VNNI, tileQ8_0x16x16VNNI, tileQ8_0x16x17VNNI, tileQ8_0x16x18VNNI},
+	{tileQ4_0x16x1VNNI, tileQ4_0x16x2VNNI, tileQ4_0x16x3VNNI, tileQ4_0x16x4VNNI, tileQ4_0x16x5VNNI, tileQ4_0x16x6VNNI, tileQ4_0x16x7VNNI, tileQ4_0x16x8VNNI, tileQ4_0x16x9VNNI, tileQ4_0x16x10VNNI, tileQ4_0x16x11VNNI, tileQ4_0x16x12VNNI, tileQ4_0x16x13VNNI, tileQ4_0x16x14VNNI, tileQ4_0x16x15VNNI, tileQ4_0x16x16VNNI, tileQ4_0x16x17VNNI, tileQ4_0x16x18VNNI},
+}
+
+// packTile16 packs the 16 weight rows at w (stride bytes apart, nb blocks)
+// into ws (nb·32 bytes) and wq (nb·512 bytes) for rowDotTiled16xN.
+func packTile16(q4 bool, w []byte, stride, nb int, ws, wq []byte) {
+	_ = w[15*stride+nb*blockBytes(q4)-1]
+	_ = ws[nb*32-1]
+	_ = wq[nb*512-1]
+	switch {
+	case q4 && useGFNI:
+		packTileQ4_0GFNI(&w[0], stride, nb, &ws[0], &wq[0])
+	case q4:
+		packTileQ4_0VNNI(&w[0], stride, nb, &ws[0], &wq[0])
+	default:
+		packTileQ8_0VNNI(&w[0], stride, nb, &ws[0], &wq[0])
+	}
+}
+
+// rowDotTiled16xN is rowDotQ8_0x16xN for a tile packed by packTile16.
+func rowDotTiled16xN(q4 bool, na int, ws, wq []byte, nb int, a []byte, astep int, out []float32, ostride int) {
+	k := 0
+	if q4 {
+		k = 1
+	}
+	_ = out[(na-1)*ostride+rowTile16-1]
+	_ = ws[nb*32-1]
+	_ = wq[nb*512-1]
+	rowTiledKernels[k][na-1](&wq[0], &ws[0], nb, &a[0], astep, &out[0], 4*ostride)
+}
+
 // float512Kernels[f16][na-1] is the AVX-512 float tile kernel for 4 weight
 // rows × na activation rows.
 var float512Kernels = [2][floatActs512]func(w *byte, stride, n int, a *float32, astride int, out *float32, ostride int){

@@ -20,6 +20,14 @@ func rowDotQ8_0x16xN(bool, int, []byte, int, int, []byte, int, []float32, int) {
 	panic("kernels: no SIMD kernels in this build")
 }
 
+func packTile16(bool, []byte, int, int, []byte, []byte) {
+	panic("kernels: no SIMD kernels in this build")
+}
+
+func rowDotTiled16xN(bool, int, []byte, []byte, int, []byte, int, []float32, int) {
+	panic("kernels: no SIMD kernels in this build")
+}
+
 func dotFloat4xN(bool, int, []byte, int, int, []float32, int, []float32, int) {
 	panic("kernels: no SIMD kernels in this build")
 }

@@ -44,7 +44,12 @@ func main() {
 		rowKernelVNNIMulti(fmt.Sprintf("dotQ8_0x16x%dVNNI", na), false, false, na)
 		rowKernelVNNIMulti(fmt.Sprintf("dotQ4_0x16x%dVNNI", na), true, false, na)
 		rowKernelVNNIMulti(fmt.Sprintf("dotQ4_0x16x%dGFNI", na), true, true, na)
+		rowKernelVNNITiled(fmt.Sprintf("tileQ8_0x16x%dVNNI", na), false, na)
+		rowKernelVNNITiled(fmt.Sprintf("tileQ4_0x16x%dVNNI", na), true, na)
 	}
+	tilePackKernel("packTileQ8_0VNNI", false, false)
+	tilePackKernel("packTileQ4_0VNNI", true, false)
+	tilePackKernel("packTileQ4_0GFNI", true, true)
 	dotKernel()
 	axpyKernel()
 	f16RowKernel()

@@ -46,18 +46,34 @@ func rowKernelVNNIMulti(name string, q4, gfni bool, na int) {
 	TEXT(name, NOSPLIT, "func(w *byte, stride, nb int, a *byte, astep int, out *float32, ostride int)")
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s computes the dot products of 16 weight rows with %d packed activation rows (blocks interleaved), bit-identical to the Go dot.", name, na))
-	var r rows16
-	r.b[0] = Load(Param("w"), GP64())
-	r.stride = Load(Param("stride"), GP64())
+	multiRows(name, q4, gfni, na, false)
+}
+
+// rowKernelVNNITiled emits func(wq, ws *byte, nb int, a *byte, astep int,
+// out *float32, ostride int): rowKernelVNNIMulti for a weight tile that
+// tilePackKernel has transposed already (quants at wq, 512 bytes a block;
+// scales at ws, 32 bytes a block). A batch of many activation rows goes
+// through each weight tile in several groups; packing the tile once saves
+// every group but the first the loads, transpose and scale gather, about a
+// quarter of the work at 16 rows.
+func rowKernelVNNITiled(name string, q4 bool, na int) {
+	TEXT(name, NOSPLIT, "func(wq, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)")
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s computes the dot products of a packed 16-row weight tile with %d packed activation rows (blocks interleaved), bit-identical to the Go dot.", name, na))
+	multiRows(name, q4, false, na, true)
+}
+
+// multiRows is the body of rowKernelVNNIMulti (tiled false) and
+// rowKernelVNNITiled.
+func multiRows(name string, q4, gfni bool, na int, tiled bool) {
+	if tiled {
+		multiRowsTiled(name, q4, na)
+		return
+	}
+	r := loadRows16()
 	nb := Load(Param("nb"), GP64())
 	ap := Load(Param("a"), GP64())
 	astep := Load(Param("astep"), GP64())
-	r.s3 = GP64()
-	LEAQ(Mem{Base: r.stride, Index: r.stride, Scale: 2}, r.s3)
-	for k := 1; k < 4; k++ {
-		r.b[k] = GP64()
-		LEAQ(Mem{Base: r.b[k-1], Index: r.stride, Scale: 4}, r.b[k])
-	}
 	// pf sweeps the next tile (the 16 rows after these, contiguous) into L2
 	// in address order, one iteration's share of it per iteration: the
 	// per-row PREFETCHT0s below then find it there instead of in DRAM. In a
@@ -82,6 +98,63 @@ func rowKernelVNNIMulti(name string, q4, gfni bool, na int) {
 	TESTQ(nb, nb)
 	JZ(LabelRef(name + "_done"))
 
+	tk := transpose16(rp, r)
+	dw := ZMM()
+	VCVTPH2PS(laneScales(r), dw)
+
+	blockRows(q4, ap, neg, tk, dw, facc)
+
+	for i := range 16 {
+		PREFETCHT0(r.mem(i, rowPrefetch))
+	}
+	for off := 0; off < 16*blk; off += 64 {
+		PREFETCHT1(Mem{Base: pf, Disp: off})
+	}
+	ADDQ(U32(16*blk), pf)
+	for k := range r.b {
+		ADDQ(U32(blk), r.b[k])
+	}
+	ADDQ(astep, ap)
+	DECQ(nb)
+	JMP(LabelRef(name + "_loop"))
+
+	Label(name + "_done")
+	storeRows(facc)
+	VZEROUPPER()
+	RET()
+}
+
+// vpdpbusdBcst emits VPDPBUSD.BCST m32, u8, dst: dst += Σ₄ u8(src1)·s8(m32)
+// per dword, the memory dword broadcast to every lane.
+func vpdpbusdBcst(m Mem, u8, dst VecVirtual) {
+	Instruction(&ir.Instruction{
+		Opcode:   "VPDPBUSD",
+		Suffixes: []string{"BCST"},
+		Operands: []Op{m, u8, dst},
+		Inputs:   []Op{m, u8, dst},
+		Outputs:  []Op{dst},
+		ISA:      []string{"AVX512_VNNI"},
+	})
+}
+
+// zeroZ emits VPXORD v, v, v marked as a zero idiom, so the allocator knows
+// it reads nothing (avo v0.5.0 marks only VEX/SSE XORs so); otherwise v
+// would be live from the function entry and across the loop.
+func zeroZ(v Op) {
+	Instruction(&ir.Instruction{
+		Opcode:           "VPXORD",
+		Operands:         []Op{v, v, v},
+		Inputs:           []Op{v, v},
+		Outputs:          []Op{v},
+		ISA:              []string{"AVX512F"},
+		CancellingInputs: true,
+	})
+}
+
+// transpose16 loads the current block of the 16 rows (rp's offset applied)
+// and transposes it: vector k holds bytes 4k..4k+3 of every row, rows in
+// lane order 0–3, 8–11, 4–7, 12–15.
+func transpose16(rp rowPairs, r rows16) [8]VecVirtual {
 	// P_j: 128-bit lane q holds row j+8·(q>>1), dwords 4·(q&1)..+3.
 	var p [8]VecVirtual
 	for j := range p {
@@ -113,6 +186,12 @@ func rowKernelVNNIMulti(name string, q4, gfni bool, na int) {
 		VSHUFI64X2(U8(0xdd), x[1][t], x[0][t], tk[4+t])
 	}
 
+	return tk
+}
+
+// laneScales gathers the current block's 16 F16 weight scales in the lane
+// order of transpose16 into a YMM.
+func laneScales(r rows16) VecVirtual {
 	// Weight scales in lane order: rows 0–3, 8–11, 4–7, 12–15.
 	x0s, x1s := XMM(), XMM()
 	zeroZ(x0s.AsY()) // the upper half is read below (EVEX: x0s may be X16+)
@@ -137,10 +216,15 @@ func rowKernelVNNIMulti(name string, q4, gfni bool, na int) {
 	}
 	h := YMM()
 	VINSERTI32X4(U8(1), x1s, x0s.AsY(), h)
-	dw := ZMM()
-	VCVTPH2PS(h, dw)
+	return h
 
-	for i := range na {
+}
+
+// blockRows adds one block's products of the transposed weights tk (scales
+// dw, lane order) with each packed activation row at ap to its
+// accumulator in facc.
+func blockRows(q4 bool, ap Register, neg int, tk [8]VecVirtual, dw VecVirtual, facc []VecVirtual) {
+	for i := range facc {
 		// Two chains of four products (the int32 sum is exact in any
 		// order), half the dependent latency of one chain of eight.
 		acc, acc2 := ZMM(), ZMM()
@@ -166,57 +250,57 @@ func rowKernelVNNIMulti(name string, q4, gfni bool, na int) {
 		VADDPS(sumf, facc[i], facc[i])
 	}
 
-	for i := range 16 {
-		PREFETCHT0(r.mem(i, rowPrefetch))
-	}
-	for off := 0; off < 16*blk; off += 64 {
-		PREFETCHT1(Mem{Base: pf, Disp: off})
-	}
-	ADDQ(U32(16*blk), pf)
-	for k := range r.b {
-		ADDQ(U32(blk), r.b[k])
-	}
-	ADDQ(astep, ap)
-	DECQ(nb)
-	JMP(LabelRef(name + "_loop"))
+}
 
-	Label(name + "_done")
+// storeRows puts each accumulator's lanes back in row order and stores it
+// to out (Param), a row of ostride bytes apart.
+func storeRows(facc []VecVirtual) {
 	out := Load(Param("out"), GP64())
 	ostride := Load(Param("ostride"), GP64())
-	for i := range na {
+	na := len(facc)
+	for i := range facc {
 		VSHUFI64X2(U8(0xd8), facc[i], facc[i], facc[i]) // lanes 0, 2, 1, 3: row order
 		VMOVUPS(facc[i], Mem{Base: out})
 		if i+1 < na {
 			ADDQ(ostride, out)
 		}
 	}
+}
+
+// multiRowsTiled is rowKernelVNNITiled's body.
+func multiRowsTiled(name string, q4 bool, na int) {
+	wq := Load(Param("wq"), GP64())
+	ws := Load(Param("ws"), GP64())
+	nb := Load(Param("nb"), GP64())
+	ap := Load(Param("a"), GP64())
+	astep := Load(Param("astep"), GP64())
+	neg := raNeg7
+	if q4 {
+		neg = raNeg3
+	}
+	facc := make([]VecVirtual, na)
+	for i := range facc {
+		facc[i] = ZMM()
+		zeroZ(facc[i])
+	}
+	Label(name + "_loop")
+	TESTQ(nb, nb)
+	JZ(LabelRef(name + "_done"))
+	var tk [8]VecVirtual
+	for k := range tk {
+		tk[k] = ZMM()
+		VMOVDQU64(Mem{Base: wq, Disp: 64 * k}, tk[k])
+	}
+	dw := ZMM()
+	VCVTPH2PS(Mem{Base: ws}, dw)
+	blockRows(q4, ap, neg, tk, dw, facc)
+	ADDQ(U32(512), wq)
+	ADDQ(U32(32), ws)
+	ADDQ(astep, ap)
+	DECQ(nb)
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	storeRows(facc)
 	VZEROUPPER()
 	RET()
-}
-
-// vpdpbusdBcst emits VPDPBUSD.BCST m32, u8, dst: dst += Σ₄ u8(src1)·s8(m32)
-// per dword, the memory dword broadcast to every lane.
-func vpdpbusdBcst(m Mem, u8, dst VecVirtual) {
-	Instruction(&ir.Instruction{
-		Opcode:   "VPDPBUSD",
-		Suffixes: []string{"BCST"},
-		Operands: []Op{m, u8, dst},
-		Inputs:   []Op{m, u8, dst},
-		Outputs:  []Op{dst},
-		ISA:      []string{"AVX512_VNNI"},
-	})
-}
-
-// zeroZ emits VPXORD v, v, v marked as a zero idiom, so the allocator knows
-// it reads nothing (avo v0.5.0 marks only VEX/SSE XORs so); otherwise v
-// would be live from the function entry and across the loop.
-func zeroZ(v Op) {
-	Instruction(&ir.Instruction{
-		Opcode:           "VPXORD",
-		Operands:         []Op{v, v, v},
-		Inputs:           []Op{v, v},
-		Outputs:          []Op{v},
-		ISA:              []string{"AVX512F"},
-		CancellingInputs: true,
-	})
 }

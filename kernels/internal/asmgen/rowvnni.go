@@ -26,6 +26,21 @@ type rows16 struct {
 	stride, s3 Register
 }
 
+// loadRows16 loads the w and stride parameters of a 16-row kernel and
+// derives the row bases.
+func loadRows16() rows16 {
+	var r rows16
+	r.b[0] = Load(Param("w"), GP64())
+	r.stride = Load(Param("stride"), GP64())
+	r.s3 = GP64()
+	LEAQ(Mem{Base: r.stride, Index: r.stride, Scale: 2}, r.s3)
+	for k := 1; k < 4; k++ {
+		r.b[k] = GP64()
+		LEAQ(Mem{Base: r.b[k-1], Index: r.stride, Scale: 4}, r.b[k])
+	}
+	return r
+}
+
 func (r rows16) mem(i, disp int) Mem {
 	b := r.b[i/4]
 	switch i % 4 {
@@ -63,17 +78,9 @@ func rowKernelVNNI(name string, q4, gfni bool) {
 	TEXT(name, NOSPLIT, "func(w *byte, stride, nb int, a *byte, out *[16]float32)")
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s computes out[i] = dot(weight row i, a) for 16 weight rows and a packed activation row, bit-identical to the Go dot.", name))
-	var r rows16
-	r.b[0] = Load(Param("w"), GP64())
-	r.stride = Load(Param("stride"), GP64())
+	r := loadRows16()
 	nb := Load(Param("nb"), GP64())
 	ap := Load(Param("a"), GP64())
-	r.s3 = GP64()
-	LEAQ(Mem{Base: r.stride, Index: r.stride, Scale: 2}, r.s3)
-	for k := 1; k < 4; k++ {
-		r.b[k] = GP64()
-		LEAQ(Mem{Base: r.b[k-1], Index: r.stride, Scale: 4}, r.b[k])
-	}
 
 	// Reduction: level n (distance d = 1, 2, 4 dwords) combines A and B so
 	// that lane ℓ holds a pair sum of A where bit d of ℓ is clear and of B
