@@ -27342,7 +27342,7 @@ f16ToF32x8AVX2_done:
 	RET
 
 // func attnScoresF32AVX2(scores *float32, q *float32, heads int, hd int, k *float32, stride int, n int)
-// Requires: AVX
+// Requires: AVX, MMX+
 TEXT ·attnScoresF32AVX2(SB), NOSPLIT, $0-56
 	MOVQ scores+0(FP), AX
 	MOVQ k+32(FP), CX
@@ -27387,6 +27387,17 @@ attnScoresF32AVX2_d:
 	ADDQ         SI, R8
 	DECQ         R9
 	JNZ          attnScoresF32AVX2_g
+	MOVQ         DX, DI
+	SHLQ         $0x03, DI
+	ADDQ         CX, DI
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	PREFETCHT0   192(DI)
+	PREFETCHT0   256(DI)
+	PREFETCHT0   320(DI)
+	PREFETCHT0   384(DI)
+	PREFETCHT0   448(DI)
 	ADDQ         DX, CX
 	ADDQ         $0x00000004, AX
 	DECQ         BX
@@ -27397,7 +27408,7 @@ attnScoresF32AVX2_done:
 	RET
 
 // func attnScoresF16AVX2(scores *float32, q *float32, heads int, hd int, k *uint16, stride int, n int)
-// Requires: AVX, F16C
+// Requires: AVX, F16C, MMX+
 TEXT ·attnScoresF16AVX2(SB), NOSPLIT, $0-56
 	MOVQ scores+0(FP), AX
 	MOVQ k+32(FP), CX
@@ -27442,6 +27453,13 @@ attnScoresF16AVX2_d:
 	ADDQ         SI, R8
 	DECQ         R9
 	JNZ          attnScoresF16AVX2_g
+	MOVQ         DX, DI
+	SHLQ         $0x03, DI
+	ADDQ         CX, DI
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	PREFETCHT0   192(DI)
 	ADDQ         DX, CX
 	ADDQ         $0x00000004, AX
 	DECQ         BX
@@ -27452,7 +27470,7 @@ attnScoresF16AVX2_done:
 	RET
 
 // func attnAccumF32AVX2(out *float32, p *float32, heads int, hd int, v *float32, stride int, n int)
-// Requires: AVX
+// Requires: AVX, MMX+
 TEXT ·attnAccumF32AVX2(SB), NOSPLIT, $0-56
 	MOVQ p+8(FP), AX
 	MOVQ v+32(FP), CX
@@ -27475,28 +27493,39 @@ attnAccumF32AVX2_g:
 	MOVQ         hd+24(FP), R11
 
 attnAccumF32AVX2_d:
-	VMOVUPS (R10), Y1
-	VMULPS  Y0, Y1, Y1
-	VADDPS  (DI), Y1, Y1
-	VMOVUPS Y1, (DI)
-	ADDQ    $0x00000020, R10
-	ADDQ    $0x00000020, DI
-	SUBQ    $0x00000008, R11
-	JNZ     attnAccumF32AVX2_d
-	ADDQ    SI, R8
-	DECQ    R9
-	JNZ     attnAccumF32AVX2_g
-	ADDQ    DX, CX
-	ADDQ    $0x00000004, AX
-	DECQ    BX
-	JMP     attnAccumF32AVX2_t
+	VMOVUPS    (R10), Y1
+	VMULPS     Y0, Y1, Y1
+	VADDPS     (DI), Y1, Y1
+	VMOVUPS    Y1, (DI)
+	ADDQ       $0x00000020, R10
+	ADDQ       $0x00000020, DI
+	SUBQ       $0x00000008, R11
+	JNZ        attnAccumF32AVX2_d
+	ADDQ       SI, R8
+	DECQ       R9
+	JNZ        attnAccumF32AVX2_g
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	PREFETCHT0 256(DI)
+	PREFETCHT0 320(DI)
+	PREFETCHT0 384(DI)
+	PREFETCHT0 448(DI)
+	ADDQ       DX, CX
+	ADDQ       $0x00000004, AX
+	DECQ       BX
+	JMP        attnAccumF32AVX2_t
 
 attnAccumF32AVX2_done:
 	VZEROUPPER
 	RET
 
 // func attnAccumF16AVX2(out *float32, p *float32, heads int, hd int, v *uint16, stride int, n int)
-// Requires: AVX, F16C
+// Requires: AVX, F16C, MMX+
 TEXT ·attnAccumF16AVX2(SB), NOSPLIT, $0-56
 	MOVQ p+8(FP), AX
 	MOVQ v+32(FP), CX
@@ -27519,21 +27548,28 @@ attnAccumF16AVX2_g:
 	MOVQ         hd+24(FP), R11
 
 attnAccumF16AVX2_d:
-	VCVTPH2PS (R10), Y1
-	VMULPS    Y0, Y1, Y1
-	VADDPS    (DI), Y1, Y1
-	VMOVUPS   Y1, (DI)
-	ADDQ      $0x00000010, R10
-	ADDQ      $0x00000020, DI
-	SUBQ      $0x00000008, R11
-	JNZ       attnAccumF16AVX2_d
-	ADDQ      SI, R8
-	DECQ      R9
-	JNZ       attnAccumF16AVX2_g
-	ADDQ      DX, CX
-	ADDQ      $0x00000004, AX
-	DECQ      BX
-	JMP       attnAccumF16AVX2_t
+	VCVTPH2PS  (R10), Y1
+	VMULPS     Y0, Y1, Y1
+	VADDPS     (DI), Y1, Y1
+	VMOVUPS    Y1, (DI)
+	ADDQ       $0x00000010, R10
+	ADDQ       $0x00000020, DI
+	SUBQ       $0x00000008, R11
+	JNZ        attnAccumF16AVX2_d
+	ADDQ       SI, R8
+	DECQ       R9
+	JNZ        attnAccumF16AVX2_g
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	ADDQ       DX, CX
+	ADDQ       $0x00000004, AX
+	DECQ       BX
+	JMP        attnAccumF16AVX2_t
 
 attnAccumF16AVX2_done:
 	VZEROUPPER

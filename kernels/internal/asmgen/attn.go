@@ -191,6 +191,7 @@ func scoresKernel(f16 bool) {
 	DECQ(gi)
 	JNZ(LabelRef(name + "_g"))
 
+	prefetchRow(kT, stride, es)
 	ADDQ(stride, kT)
 	ADDQ(U32(4), sT)
 	DECQ(n)
@@ -198,6 +199,26 @@ func scoresKernel(f16 bool) {
 	Label(name + "_done")
 	VZEROUPPER()
 	RET()
+}
+
+// kvPrefetchRows is how many key or value rows ahead the attention
+// kernels prefetch: the rows are a cache row (all kv heads) apart, a
+// stride the hardware prefetchers follow poorly, and a decode step's
+// attention reads each of them once.
+const kvPrefetchRows = 8
+
+// prefetchRow prefetches the head slice kvPrefetchRows rows past row (rows
+// stride bytes apart): 128 elements of es bytes, the largest head size the
+// kernels are used with; a shorter slice only prefetches the next head's
+// start too.
+func prefetchRow(row, stride Register, es int) {
+	pf := GP64()
+	MOVQ(stride, pf)
+	SHLQ(U8(3), pf) // kvPrefetchRows
+	ADDQ(row, pf)
+	for off := 0; off < 128*es; off += 64 {
+		PREFETCHT0(Mem{Base: pf, Disp: off})
+	}
 }
 
 // accumKernel emits
@@ -250,6 +271,7 @@ func accumKernel(f16 bool) {
 	DECQ(gi)
 	JNZ(LabelRef(name + "_g"))
 
+	prefetchRow(vT, stride, es)
 	ADDQ(stride, vT)
 	ADDQ(U32(4), pT)
 	DECQ(n)
