@@ -12,18 +12,58 @@ func axpyF32SIMD(dst []float32, a float32, x []float32) { axpyF32x8AVX2(&dst[0],
 func f16ToF32SIMD(dst []float32, src []uint16) { f16ToF32x8AVX2(&dst[0], &src[0], len(src)) }
 
 func attnScoresF32SIMD(scores, q []float32, heads, hd int, k []float32, stride, n int) {
+	if useSIMD >= simdAVX512VNNI && hd%16 == 0 && hd <= 128 {
+		attnScores512F32[hd/16-1](&scores[0], &q[0], heads, &k[0], stride, n)
+		return
+	}
 	attnScoresF32AVX2(&scores[0], &q[0], heads, hd, &k[0], stride, n)
 }
 
 func attnScoresF16SIMD(scores, q []float32, heads, hd int, k []uint16, stride, n int) {
+	if useSIMD >= simdAVX512VNNI && hd%16 == 0 && hd <= 128 {
+		attnScores512F16[hd/16-1](&scores[0], &q[0], heads, &k[0], stride, n)
+		return
+	}
 	attnScoresF16AVX2(&scores[0], &q[0], heads, hd, &k[0], stride, n)
 }
 
+// attnScores512F32[nc-1] and attnScores512F16[nc-1] compute scores for
+// head size 16·nc with AVX-512.
+var (
+	attnScores512F32 = [8]func(scores, q *float32, heads int, k *float32, stride, n int){attnScoresF32x1AVX512, attnScoresF32x2AVX512, attnScoresF32x3AVX512, attnScoresF32x4AVX512, attnScoresF32x5AVX512, attnScoresF32x6AVX512, attnScoresF32x7AVX512, attnScoresF32x8AVX512}
+	attnScores512F16 = [8]func(scores, q *float32, heads int, k *uint16, stride, n int){attnScoresF16x1AVX512, attnScoresF16x2AVX512, attnScoresF16x3AVX512, attnScoresF16x4AVX512, attnScoresF16x5AVX512, attnScoresF16x6AVX512, attnScoresF16x7AVX512, attnScoresF16x8AVX512}
+)
+
+// attnAccum512F32[nv-1] and attnAccum512F16[nv-1] accumulate 16·nv
+// columns of one head with AVX-512, the outputs held in registers.
+var (
+	attnAccum512F32 = [8]func(out, p *float32, v *float32, stride, n int){attnAccumF32x1AVX512, attnAccumF32x2AVX512, attnAccumF32x3AVX512, attnAccumF32x4AVX512, attnAccumF32x5AVX512, attnAccumF32x6AVX512, attnAccumF32x7AVX512, attnAccumF32x8AVX512}
+	attnAccum512F16 = [8]func(out, p *float32, v *uint16, stride, n int){attnAccumF16x1AVX512, attnAccumF16x2AVX512, attnAccumF16x3AVX512, attnAccumF16x4AVX512, attnAccumF16x5AVX512, attnAccumF16x6AVX512, attnAccumF16x7AVX512, attnAccumF16x8AVX512}
+)
+
 func attnAccumF32SIMD(out, p []float32, heads, hd int, v []float32, stride, n int) {
+	if useSIMD >= simdAVX512VNNI && hd%16 == 0 {
+		for h := range heads {
+			for d := 0; d < hd; d += 128 {
+				nv := min(8, (hd-d)/16)
+				attnAccum512F32[nv-1](&out[h*hd+d], &p[h*n], &v[d], stride, n)
+			}
+		}
+		return
+	}
 	attnAccumF32AVX2(&out[0], &p[0], heads, hd, &v[0], stride, n)
 }
 
 func attnAccumF16SIMD(out, p []float32, heads, hd int, v []uint16, stride, n int) {
+	if useSIMD >= simdAVX512VNNI && hd%16 == 0 {
+		for h := range heads {
+			for d := 0; d < hd; d += 128 {
+				nv := min(8, (hd-d)/16)
+				attnAccum512F16[nv-1](&out[h*hd+d], &p[h*n], &v[d], stride, n)
+			}
+		}
+		return
+	}
 	attnAccumF16AVX2(&out[0], &p[0], heads, hd, &v[0], stride, n)
 }
 

@@ -222,7 +222,7 @@ func BenchmarkAttnF16(b *testing.B) {
 	q, p := randRow(r, heads*hd), randRow(r, heads*n)
 	k, v := randF16Row(r, n*stride), randF16Row(r, n*stride)
 	s, out := make([]float32, heads*n), make([]float32, heads*hd)
-	for _, l := range simdLevels()[:2] {
+	for _, l := range simdLevels() {
 		b.Run(l.String(), func(b *testing.B) {
 			b.SetBytes(2 * 2 * n * hd) // K and V rows read
 			withSIMD(l, func() {

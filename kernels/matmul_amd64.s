@@ -27575,6 +27575,1870 @@ attnAccumF16AVX2_done:
 	VZEROUPPER
 	RET
 
+// func attnAccumF32x1AVX512(out *float32, p *float32, v *float32, stride int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·attnAccumF32x1AVX512(SB), NOSPLIT, $0-40
+	MOVQ    out+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    v+16(FP), DX
+	MOVQ    stride+24(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    n+32(FP), SI
+	VMOVUPS (AX), Z0
+
+attnAccumF32x1AVX512_t:
+	TESTQ        SI, SI
+	JZ           attnAccumF32x1AVX512_done
+	VBROADCASTSS (CX), Z1
+	VMOVUPS      (DX), Z2
+	VMULPS       Z1, Z2, Z2
+	VADDPS       Z2, Z0, Z0
+	MOVQ         BX, DI
+	SHLQ         $0x03, DI
+	ADDQ         DX, DI
+	PREFETCHT0   (DI)
+	ADDQ         BX, DX
+	ADDQ         $0x00000004, CX
+	DECQ         SI
+	JMP          attnAccumF32x1AVX512_t
+
+attnAccumF32x1AVX512_done:
+	VMOVUPS Z0, (AX)
+	VZEROUPPER
+	RET
+
+// func attnAccumF16x1AVX512(out *float32, p *float32, v *uint16, stride int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·attnAccumF16x1AVX512(SB), NOSPLIT, $0-40
+	MOVQ    out+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    v+16(FP), DX
+	MOVQ    stride+24(FP), BX
+	SHLQ    $0x01, BX
+	MOVQ    n+32(FP), SI
+	VMOVUPS (AX), Z0
+
+attnAccumF16x1AVX512_t:
+	TESTQ        SI, SI
+	JZ           attnAccumF16x1AVX512_done
+	VBROADCASTSS (CX), Z1
+	VCVTPH2PS    (DX), Z2
+	VMULPS       Z1, Z2, Z2
+	VADDPS       Z2, Z0, Z0
+	MOVQ         BX, DI
+	SHLQ         $0x03, DI
+	ADDQ         DX, DI
+	PREFETCHT0   (DI)
+	ADDQ         BX, DX
+	ADDQ         $0x00000004, CX
+	DECQ         SI
+	JMP          attnAccumF16x1AVX512_t
+
+attnAccumF16x1AVX512_done:
+	VMOVUPS Z0, (AX)
+	VZEROUPPER
+	RET
+
+// func attnScoresF32x1AVX512(scores *float32, q *float32, heads int, k *float32, stride int, n int)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·attnScoresF32x1AVX512(SB), NOSPLIT, $0-48
+	MOVQ scores+0(FP), AX
+	MOVQ k+24(FP), CX
+	MOVQ stride+32(FP), DX
+	SHLQ $0x02, DX
+	MOVQ n+40(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF32x1AVX512_t:
+	TESTQ      BX, BX
+	JZ         attnScoresF32x1AVX512_done
+	VMOVUPS    (CX), Z0
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	PREFETCHT0 256(DI)
+	PREFETCHT0 320(DI)
+	PREFETCHT0 384(DI)
+	PREFETCHT0 448(DI)
+	MOVQ       q+8(FP), DI
+	MOVQ       AX, R8
+	MOVQ       heads+16(FP), R9
+
+attnScoresF32x1AVX512_g:
+	VXORPS        Z1, Z1, Z1
+	VMULPS        (DI), Z0, Z2
+	VADDPS        Z2, Z1, Z1
+	VEXTRACTF64X4 $0x01, Z1, Y2
+	VADDPS        Y2, Y1, Y2
+	VEXTRACTF128  $0x01, Y2, X1
+	VADDPS        X1, X2, X1
+	VMOVHLPS      X1, X1, X2
+	VADDPS        X2, X1, X1
+	VMOVSHDUP     X1, X2
+	VADDSS        X2, X1, X1
+	VMOVSS        X1, (R8)
+	ADDQ          $0x00000040, DI
+	ADDQ          SI, R8
+	DECQ          R9
+	JNZ           attnScoresF32x1AVX512_g
+	ADDQ          DX, CX
+	ADDQ          $0x00000004, AX
+	DECQ          BX
+	JMP           attnScoresF32x1AVX512_t
+
+attnScoresF32x1AVX512_done:
+	VZEROUPPER
+	RET
+
+// func attnScoresF16x1AVX512(scores *float32, q *float32, heads int, k *uint16, stride int, n int)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·attnScoresF16x1AVX512(SB), NOSPLIT, $0-48
+	MOVQ scores+0(FP), AX
+	MOVQ k+24(FP), CX
+	MOVQ stride+32(FP), DX
+	SHLQ $0x01, DX
+	MOVQ n+40(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF16x1AVX512_t:
+	TESTQ      BX, BX
+	JZ         attnScoresF16x1AVX512_done
+	VCVTPH2PS  (CX), Z0
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	MOVQ       q+8(FP), DI
+	MOVQ       AX, R8
+	MOVQ       heads+16(FP), R9
+
+attnScoresF16x1AVX512_g:
+	VXORPS        Z1, Z1, Z1
+	VMULPS        (DI), Z0, Z2
+	VADDPS        Z2, Z1, Z1
+	VEXTRACTF64X4 $0x01, Z1, Y2
+	VADDPS        Y2, Y1, Y2
+	VEXTRACTF128  $0x01, Y2, X1
+	VADDPS        X1, X2, X1
+	VMOVHLPS      X1, X1, X2
+	VADDPS        X2, X1, X1
+	VMOVSHDUP     X1, X2
+	VADDSS        X2, X1, X1
+	VMOVSS        X1, (R8)
+	ADDQ          $0x00000040, DI
+	ADDQ          SI, R8
+	DECQ          R9
+	JNZ           attnScoresF16x1AVX512_g
+	ADDQ          DX, CX
+	ADDQ          $0x00000004, AX
+	DECQ          BX
+	JMP           attnScoresF16x1AVX512_t
+
+attnScoresF16x1AVX512_done:
+	VZEROUPPER
+	RET
+
+// func attnAccumF32x2AVX512(out *float32, p *float32, v *float32, stride int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·attnAccumF32x2AVX512(SB), NOSPLIT, $0-40
+	MOVQ    out+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    v+16(FP), DX
+	MOVQ    stride+24(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    n+32(FP), SI
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+
+attnAccumF32x2AVX512_t:
+	TESTQ        SI, SI
+	JZ           attnAccumF32x2AVX512_done
+	VBROADCASTSS (CX), Z2
+	VMOVUPS      (DX), Z3
+	VMULPS       Z2, Z3, Z3
+	VADDPS       Z3, Z0, Z0
+	VMOVUPS      64(DX), Z3
+	VMULPS       Z2, Z3, Z3
+	VADDPS       Z3, Z1, Z1
+	MOVQ         BX, DI
+	SHLQ         $0x03, DI
+	ADDQ         DX, DI
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	ADDQ         BX, DX
+	ADDQ         $0x00000004, CX
+	DECQ         SI
+	JMP          attnAccumF32x2AVX512_t
+
+attnAccumF32x2AVX512_done:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VZEROUPPER
+	RET
+
+// func attnAccumF16x2AVX512(out *float32, p *float32, v *uint16, stride int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·attnAccumF16x2AVX512(SB), NOSPLIT, $0-40
+	MOVQ    out+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    v+16(FP), DX
+	MOVQ    stride+24(FP), BX
+	SHLQ    $0x01, BX
+	MOVQ    n+32(FP), SI
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+
+attnAccumF16x2AVX512_t:
+	TESTQ        SI, SI
+	JZ           attnAccumF16x2AVX512_done
+	VBROADCASTSS (CX), Z2
+	VCVTPH2PS    (DX), Z3
+	VMULPS       Z2, Z3, Z3
+	VADDPS       Z3, Z0, Z0
+	VCVTPH2PS    32(DX), Z3
+	VMULPS       Z2, Z3, Z3
+	VADDPS       Z3, Z1, Z1
+	MOVQ         BX, DI
+	SHLQ         $0x03, DI
+	ADDQ         DX, DI
+	PREFETCHT0   (DI)
+	ADDQ         BX, DX
+	ADDQ         $0x00000004, CX
+	DECQ         SI
+	JMP          attnAccumF16x2AVX512_t
+
+attnAccumF16x2AVX512_done:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VZEROUPPER
+	RET
+
+// func attnScoresF32x2AVX512(scores *float32, q *float32, heads int, k *float32, stride int, n int)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·attnScoresF32x2AVX512(SB), NOSPLIT, $0-48
+	MOVQ scores+0(FP), AX
+	MOVQ k+24(FP), CX
+	MOVQ stride+32(FP), DX
+	SHLQ $0x02, DX
+	MOVQ n+40(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF32x2AVX512_t:
+	TESTQ      BX, BX
+	JZ         attnScoresF32x2AVX512_done
+	VMOVUPS    (CX), Z0
+	VMOVUPS    64(CX), Z1
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	PREFETCHT0 256(DI)
+	PREFETCHT0 320(DI)
+	PREFETCHT0 384(DI)
+	PREFETCHT0 448(DI)
+	MOVQ       q+8(FP), DI
+	MOVQ       AX, R8
+	MOVQ       heads+16(FP), R9
+
+attnScoresF32x2AVX512_g:
+	VXORPS        Z2, Z2, Z2
+	VMULPS        (DI), Z0, Z3
+	VADDPS        Z3, Z2, Z2
+	VMULPS        64(DI), Z1, Z3
+	VADDPS        Z3, Z2, Z2
+	VEXTRACTF64X4 $0x01, Z2, Y3
+	VADDPS        Y3, Y2, Y3
+	VEXTRACTF128  $0x01, Y3, X2
+	VADDPS        X2, X3, X2
+	VMOVHLPS      X2, X2, X3
+	VADDPS        X3, X2, X2
+	VMOVSHDUP     X2, X3
+	VADDSS        X3, X2, X2
+	VMOVSS        X2, (R8)
+	ADDQ          $0x00000080, DI
+	ADDQ          SI, R8
+	DECQ          R9
+	JNZ           attnScoresF32x2AVX512_g
+	ADDQ          DX, CX
+	ADDQ          $0x00000004, AX
+	DECQ          BX
+	JMP           attnScoresF32x2AVX512_t
+
+attnScoresF32x2AVX512_done:
+	VZEROUPPER
+	RET
+
+// func attnScoresF16x2AVX512(scores *float32, q *float32, heads int, k *uint16, stride int, n int)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·attnScoresF16x2AVX512(SB), NOSPLIT, $0-48
+	MOVQ scores+0(FP), AX
+	MOVQ k+24(FP), CX
+	MOVQ stride+32(FP), DX
+	SHLQ $0x01, DX
+	MOVQ n+40(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF16x2AVX512_t:
+	TESTQ      BX, BX
+	JZ         attnScoresF16x2AVX512_done
+	VCVTPH2PS  (CX), Z0
+	VCVTPH2PS  32(CX), Z1
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	MOVQ       q+8(FP), DI
+	MOVQ       AX, R8
+	MOVQ       heads+16(FP), R9
+
+attnScoresF16x2AVX512_g:
+	VXORPS        Z2, Z2, Z2
+	VMULPS        (DI), Z0, Z3
+	VADDPS        Z3, Z2, Z2
+	VMULPS        64(DI), Z1, Z3
+	VADDPS        Z3, Z2, Z2
+	VEXTRACTF64X4 $0x01, Z2, Y3
+	VADDPS        Y3, Y2, Y3
+	VEXTRACTF128  $0x01, Y3, X2
+	VADDPS        X2, X3, X2
+	VMOVHLPS      X2, X2, X3
+	VADDPS        X3, X2, X2
+	VMOVSHDUP     X2, X3
+	VADDSS        X3, X2, X2
+	VMOVSS        X2, (R8)
+	ADDQ          $0x00000080, DI
+	ADDQ          SI, R8
+	DECQ          R9
+	JNZ           attnScoresF16x2AVX512_g
+	ADDQ          DX, CX
+	ADDQ          $0x00000004, AX
+	DECQ          BX
+	JMP           attnScoresF16x2AVX512_t
+
+attnScoresF16x2AVX512_done:
+	VZEROUPPER
+	RET
+
+// func attnAccumF32x3AVX512(out *float32, p *float32, v *float32, stride int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·attnAccumF32x3AVX512(SB), NOSPLIT, $0-40
+	MOVQ    out+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    v+16(FP), DX
+	MOVQ    stride+24(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    n+32(FP), SI
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+
+attnAccumF32x3AVX512_t:
+	TESTQ        SI, SI
+	JZ           attnAccumF32x3AVX512_done
+	VBROADCASTSS (CX), Z3
+	VMOVUPS      (DX), Z4
+	VMULPS       Z3, Z4, Z4
+	VADDPS       Z4, Z0, Z0
+	VMOVUPS      64(DX), Z4
+	VMULPS       Z3, Z4, Z4
+	VADDPS       Z4, Z1, Z1
+	VMOVUPS      128(DX), Z4
+	VMULPS       Z3, Z4, Z4
+	VADDPS       Z4, Z2, Z2
+	MOVQ         BX, DI
+	SHLQ         $0x03, DI
+	ADDQ         DX, DI
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	ADDQ         BX, DX
+	ADDQ         $0x00000004, CX
+	DECQ         SI
+	JMP          attnAccumF32x3AVX512_t
+
+attnAccumF32x3AVX512_done:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VZEROUPPER
+	RET
+
+// func attnAccumF16x3AVX512(out *float32, p *float32, v *uint16, stride int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·attnAccumF16x3AVX512(SB), NOSPLIT, $0-40
+	MOVQ    out+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    v+16(FP), DX
+	MOVQ    stride+24(FP), BX
+	SHLQ    $0x01, BX
+	MOVQ    n+32(FP), SI
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+
+attnAccumF16x3AVX512_t:
+	TESTQ        SI, SI
+	JZ           attnAccumF16x3AVX512_done
+	VBROADCASTSS (CX), Z3
+	VCVTPH2PS    (DX), Z4
+	VMULPS       Z3, Z4, Z4
+	VADDPS       Z4, Z0, Z0
+	VCVTPH2PS    32(DX), Z4
+	VMULPS       Z3, Z4, Z4
+	VADDPS       Z4, Z1, Z1
+	VCVTPH2PS    64(DX), Z4
+	VMULPS       Z3, Z4, Z4
+	VADDPS       Z4, Z2, Z2
+	MOVQ         BX, DI
+	SHLQ         $0x03, DI
+	ADDQ         DX, DI
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	ADDQ         BX, DX
+	ADDQ         $0x00000004, CX
+	DECQ         SI
+	JMP          attnAccumF16x3AVX512_t
+
+attnAccumF16x3AVX512_done:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VZEROUPPER
+	RET
+
+// func attnScoresF32x3AVX512(scores *float32, q *float32, heads int, k *float32, stride int, n int)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·attnScoresF32x3AVX512(SB), NOSPLIT, $0-48
+	MOVQ scores+0(FP), AX
+	MOVQ k+24(FP), CX
+	MOVQ stride+32(FP), DX
+	SHLQ $0x02, DX
+	MOVQ n+40(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF32x3AVX512_t:
+	TESTQ      BX, BX
+	JZ         attnScoresF32x3AVX512_done
+	VMOVUPS    (CX), Z0
+	VMOVUPS    64(CX), Z1
+	VMOVUPS    128(CX), Z2
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	PREFETCHT0 256(DI)
+	PREFETCHT0 320(DI)
+	PREFETCHT0 384(DI)
+	PREFETCHT0 448(DI)
+	MOVQ       q+8(FP), DI
+	MOVQ       AX, R8
+	MOVQ       heads+16(FP), R9
+
+attnScoresF32x3AVX512_g:
+	VXORPS        Z3, Z3, Z3
+	VMULPS        (DI), Z0, Z4
+	VADDPS        Z4, Z3, Z3
+	VMULPS        64(DI), Z1, Z4
+	VADDPS        Z4, Z3, Z3
+	VMULPS        128(DI), Z2, Z4
+	VADDPS        Z4, Z3, Z3
+	VEXTRACTF64X4 $0x01, Z3, Y4
+	VADDPS        Y4, Y3, Y4
+	VEXTRACTF128  $0x01, Y4, X3
+	VADDPS        X3, X4, X3
+	VMOVHLPS      X3, X3, X4
+	VADDPS        X4, X3, X3
+	VMOVSHDUP     X3, X4
+	VADDSS        X4, X3, X3
+	VMOVSS        X3, (R8)
+	ADDQ          $0x000000c0, DI
+	ADDQ          SI, R8
+	DECQ          R9
+	JNZ           attnScoresF32x3AVX512_g
+	ADDQ          DX, CX
+	ADDQ          $0x00000004, AX
+	DECQ          BX
+	JMP           attnScoresF32x3AVX512_t
+
+attnScoresF32x3AVX512_done:
+	VZEROUPPER
+	RET
+
+// func attnScoresF16x3AVX512(scores *float32, q *float32, heads int, k *uint16, stride int, n int)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·attnScoresF16x3AVX512(SB), NOSPLIT, $0-48
+	MOVQ scores+0(FP), AX
+	MOVQ k+24(FP), CX
+	MOVQ stride+32(FP), DX
+	SHLQ $0x01, DX
+	MOVQ n+40(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF16x3AVX512_t:
+	TESTQ      BX, BX
+	JZ         attnScoresF16x3AVX512_done
+	VCVTPH2PS  (CX), Z0
+	VCVTPH2PS  32(CX), Z1
+	VCVTPH2PS  64(CX), Z2
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	MOVQ       q+8(FP), DI
+	MOVQ       AX, R8
+	MOVQ       heads+16(FP), R9
+
+attnScoresF16x3AVX512_g:
+	VXORPS        Z3, Z3, Z3
+	VMULPS        (DI), Z0, Z4
+	VADDPS        Z4, Z3, Z3
+	VMULPS        64(DI), Z1, Z4
+	VADDPS        Z4, Z3, Z3
+	VMULPS        128(DI), Z2, Z4
+	VADDPS        Z4, Z3, Z3
+	VEXTRACTF64X4 $0x01, Z3, Y4
+	VADDPS        Y4, Y3, Y4
+	VEXTRACTF128  $0x01, Y4, X3
+	VADDPS        X3, X4, X3
+	VMOVHLPS      X3, X3, X4
+	VADDPS        X4, X3, X3
+	VMOVSHDUP     X3, X4
+	VADDSS        X4, X3, X3
+	VMOVSS        X3, (R8)
+	ADDQ          $0x000000c0, DI
+	ADDQ          SI, R8
+	DECQ          R9
+	JNZ           attnScoresF16x3AVX512_g
+	ADDQ          DX, CX
+	ADDQ          $0x00000004, AX
+	DECQ          BX
+	JMP           attnScoresF16x3AVX512_t
+
+attnScoresF16x3AVX512_done:
+	VZEROUPPER
+	RET
+
+// func attnAccumF32x4AVX512(out *float32, p *float32, v *float32, stride int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·attnAccumF32x4AVX512(SB), NOSPLIT, $0-40
+	MOVQ    out+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    v+16(FP), DX
+	MOVQ    stride+24(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    n+32(FP), SI
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+
+attnAccumF32x4AVX512_t:
+	TESTQ        SI, SI
+	JZ           attnAccumF32x4AVX512_done
+	VBROADCASTSS (CX), Z4
+	VMOVUPS      (DX), Z5
+	VMULPS       Z4, Z5, Z5
+	VADDPS       Z5, Z0, Z0
+	VMOVUPS      64(DX), Z5
+	VMULPS       Z4, Z5, Z5
+	VADDPS       Z5, Z1, Z1
+	VMOVUPS      128(DX), Z5
+	VMULPS       Z4, Z5, Z5
+	VADDPS       Z5, Z2, Z2
+	VMOVUPS      192(DX), Z5
+	VMULPS       Z4, Z5, Z5
+	VADDPS       Z5, Z3, Z3
+	MOVQ         BX, DI
+	SHLQ         $0x03, DI
+	ADDQ         DX, DI
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	PREFETCHT0   192(DI)
+	ADDQ         BX, DX
+	ADDQ         $0x00000004, CX
+	DECQ         SI
+	JMP          attnAccumF32x4AVX512_t
+
+attnAccumF32x4AVX512_done:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VMOVUPS Z3, 192(AX)
+	VZEROUPPER
+	RET
+
+// func attnAccumF16x4AVX512(out *float32, p *float32, v *uint16, stride int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·attnAccumF16x4AVX512(SB), NOSPLIT, $0-40
+	MOVQ    out+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    v+16(FP), DX
+	MOVQ    stride+24(FP), BX
+	SHLQ    $0x01, BX
+	MOVQ    n+32(FP), SI
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+
+attnAccumF16x4AVX512_t:
+	TESTQ        SI, SI
+	JZ           attnAccumF16x4AVX512_done
+	VBROADCASTSS (CX), Z4
+	VCVTPH2PS    (DX), Z5
+	VMULPS       Z4, Z5, Z5
+	VADDPS       Z5, Z0, Z0
+	VCVTPH2PS    32(DX), Z5
+	VMULPS       Z4, Z5, Z5
+	VADDPS       Z5, Z1, Z1
+	VCVTPH2PS    64(DX), Z5
+	VMULPS       Z4, Z5, Z5
+	VADDPS       Z5, Z2, Z2
+	VCVTPH2PS    96(DX), Z5
+	VMULPS       Z4, Z5, Z5
+	VADDPS       Z5, Z3, Z3
+	MOVQ         BX, DI
+	SHLQ         $0x03, DI
+	ADDQ         DX, DI
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	ADDQ         BX, DX
+	ADDQ         $0x00000004, CX
+	DECQ         SI
+	JMP          attnAccumF16x4AVX512_t
+
+attnAccumF16x4AVX512_done:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VMOVUPS Z3, 192(AX)
+	VZEROUPPER
+	RET
+
+// func attnScoresF32x4AVX512(scores *float32, q *float32, heads int, k *float32, stride int, n int)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·attnScoresF32x4AVX512(SB), NOSPLIT, $0-48
+	MOVQ scores+0(FP), AX
+	MOVQ k+24(FP), CX
+	MOVQ stride+32(FP), DX
+	SHLQ $0x02, DX
+	MOVQ n+40(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF32x4AVX512_t:
+	TESTQ      BX, BX
+	JZ         attnScoresF32x4AVX512_done
+	VMOVUPS    (CX), Z0
+	VMOVUPS    64(CX), Z1
+	VMOVUPS    128(CX), Z2
+	VMOVUPS    192(CX), Z3
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	PREFETCHT0 256(DI)
+	PREFETCHT0 320(DI)
+	PREFETCHT0 384(DI)
+	PREFETCHT0 448(DI)
+	MOVQ       q+8(FP), DI
+	MOVQ       AX, R8
+	MOVQ       heads+16(FP), R9
+
+attnScoresF32x4AVX512_g:
+	VXORPS        Z4, Z4, Z4
+	VMULPS        (DI), Z0, Z5
+	VADDPS        Z5, Z4, Z4
+	VMULPS        64(DI), Z1, Z5
+	VADDPS        Z5, Z4, Z4
+	VMULPS        128(DI), Z2, Z5
+	VADDPS        Z5, Z4, Z4
+	VMULPS        192(DI), Z3, Z5
+	VADDPS        Z5, Z4, Z4
+	VEXTRACTF64X4 $0x01, Z4, Y5
+	VADDPS        Y5, Y4, Y5
+	VEXTRACTF128  $0x01, Y5, X4
+	VADDPS        X4, X5, X4
+	VMOVHLPS      X4, X4, X5
+	VADDPS        X5, X4, X4
+	VMOVSHDUP     X4, X5
+	VADDSS        X5, X4, X4
+	VMOVSS        X4, (R8)
+	ADDQ          $0x00000100, DI
+	ADDQ          SI, R8
+	DECQ          R9
+	JNZ           attnScoresF32x4AVX512_g
+	ADDQ          DX, CX
+	ADDQ          $0x00000004, AX
+	DECQ          BX
+	JMP           attnScoresF32x4AVX512_t
+
+attnScoresF32x4AVX512_done:
+	VZEROUPPER
+	RET
+
+// func attnScoresF16x4AVX512(scores *float32, q *float32, heads int, k *uint16, stride int, n int)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·attnScoresF16x4AVX512(SB), NOSPLIT, $0-48
+	MOVQ scores+0(FP), AX
+	MOVQ k+24(FP), CX
+	MOVQ stride+32(FP), DX
+	SHLQ $0x01, DX
+	MOVQ n+40(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF16x4AVX512_t:
+	TESTQ      BX, BX
+	JZ         attnScoresF16x4AVX512_done
+	VCVTPH2PS  (CX), Z0
+	VCVTPH2PS  32(CX), Z1
+	VCVTPH2PS  64(CX), Z2
+	VCVTPH2PS  96(CX), Z3
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	MOVQ       q+8(FP), DI
+	MOVQ       AX, R8
+	MOVQ       heads+16(FP), R9
+
+attnScoresF16x4AVX512_g:
+	VXORPS        Z4, Z4, Z4
+	VMULPS        (DI), Z0, Z5
+	VADDPS        Z5, Z4, Z4
+	VMULPS        64(DI), Z1, Z5
+	VADDPS        Z5, Z4, Z4
+	VMULPS        128(DI), Z2, Z5
+	VADDPS        Z5, Z4, Z4
+	VMULPS        192(DI), Z3, Z5
+	VADDPS        Z5, Z4, Z4
+	VEXTRACTF64X4 $0x01, Z4, Y5
+	VADDPS        Y5, Y4, Y5
+	VEXTRACTF128  $0x01, Y5, X4
+	VADDPS        X4, X5, X4
+	VMOVHLPS      X4, X4, X5
+	VADDPS        X5, X4, X4
+	VMOVSHDUP     X4, X5
+	VADDSS        X5, X4, X4
+	VMOVSS        X4, (R8)
+	ADDQ          $0x00000100, DI
+	ADDQ          SI, R8
+	DECQ          R9
+	JNZ           attnScoresF16x4AVX512_g
+	ADDQ          DX, CX
+	ADDQ          $0x00000004, AX
+	DECQ          BX
+	JMP           attnScoresF16x4AVX512_t
+
+attnScoresF16x4AVX512_done:
+	VZEROUPPER
+	RET
+
+// func attnAccumF32x5AVX512(out *float32, p *float32, v *float32, stride int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·attnAccumF32x5AVX512(SB), NOSPLIT, $0-40
+	MOVQ    out+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    v+16(FP), DX
+	MOVQ    stride+24(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    n+32(FP), SI
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS 256(AX), Z4
+
+attnAccumF32x5AVX512_t:
+	TESTQ        SI, SI
+	JZ           attnAccumF32x5AVX512_done
+	VBROADCASTSS (CX), Z5
+	VMOVUPS      (DX), Z6
+	VMULPS       Z5, Z6, Z6
+	VADDPS       Z6, Z0, Z0
+	VMOVUPS      64(DX), Z6
+	VMULPS       Z5, Z6, Z6
+	VADDPS       Z6, Z1, Z1
+	VMOVUPS      128(DX), Z6
+	VMULPS       Z5, Z6, Z6
+	VADDPS       Z6, Z2, Z2
+	VMOVUPS      192(DX), Z6
+	VMULPS       Z5, Z6, Z6
+	VADDPS       Z6, Z3, Z3
+	VMOVUPS      256(DX), Z6
+	VMULPS       Z5, Z6, Z6
+	VADDPS       Z6, Z4, Z4
+	MOVQ         BX, DI
+	SHLQ         $0x03, DI
+	ADDQ         DX, DI
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	PREFETCHT0   192(DI)
+	PREFETCHT0   256(DI)
+	ADDQ         BX, DX
+	ADDQ         $0x00000004, CX
+	DECQ         SI
+	JMP          attnAccumF32x5AVX512_t
+
+attnAccumF32x5AVX512_done:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VMOVUPS Z3, 192(AX)
+	VMOVUPS Z4, 256(AX)
+	VZEROUPPER
+	RET
+
+// func attnAccumF16x5AVX512(out *float32, p *float32, v *uint16, stride int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·attnAccumF16x5AVX512(SB), NOSPLIT, $0-40
+	MOVQ    out+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    v+16(FP), DX
+	MOVQ    stride+24(FP), BX
+	SHLQ    $0x01, BX
+	MOVQ    n+32(FP), SI
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS 256(AX), Z4
+
+attnAccumF16x5AVX512_t:
+	TESTQ        SI, SI
+	JZ           attnAccumF16x5AVX512_done
+	VBROADCASTSS (CX), Z5
+	VCVTPH2PS    (DX), Z6
+	VMULPS       Z5, Z6, Z6
+	VADDPS       Z6, Z0, Z0
+	VCVTPH2PS    32(DX), Z6
+	VMULPS       Z5, Z6, Z6
+	VADDPS       Z6, Z1, Z1
+	VCVTPH2PS    64(DX), Z6
+	VMULPS       Z5, Z6, Z6
+	VADDPS       Z6, Z2, Z2
+	VCVTPH2PS    96(DX), Z6
+	VMULPS       Z5, Z6, Z6
+	VADDPS       Z6, Z3, Z3
+	VCVTPH2PS    128(DX), Z6
+	VMULPS       Z5, Z6, Z6
+	VADDPS       Z6, Z4, Z4
+	MOVQ         BX, DI
+	SHLQ         $0x03, DI
+	ADDQ         DX, DI
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	ADDQ         BX, DX
+	ADDQ         $0x00000004, CX
+	DECQ         SI
+	JMP          attnAccumF16x5AVX512_t
+
+attnAccumF16x5AVX512_done:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VMOVUPS Z3, 192(AX)
+	VMOVUPS Z4, 256(AX)
+	VZEROUPPER
+	RET
+
+// func attnScoresF32x5AVX512(scores *float32, q *float32, heads int, k *float32, stride int, n int)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·attnScoresF32x5AVX512(SB), NOSPLIT, $0-48
+	MOVQ scores+0(FP), AX
+	MOVQ k+24(FP), CX
+	MOVQ stride+32(FP), DX
+	SHLQ $0x02, DX
+	MOVQ n+40(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF32x5AVX512_t:
+	TESTQ      BX, BX
+	JZ         attnScoresF32x5AVX512_done
+	VMOVUPS    (CX), Z0
+	VMOVUPS    64(CX), Z1
+	VMOVUPS    128(CX), Z2
+	VMOVUPS    192(CX), Z3
+	VMOVUPS    256(CX), Z4
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	PREFETCHT0 256(DI)
+	PREFETCHT0 320(DI)
+	PREFETCHT0 384(DI)
+	PREFETCHT0 448(DI)
+	MOVQ       q+8(FP), DI
+	MOVQ       AX, R8
+	MOVQ       heads+16(FP), R9
+
+attnScoresF32x5AVX512_g:
+	VXORPS        Z5, Z5, Z5
+	VMULPS        (DI), Z0, Z6
+	VADDPS        Z6, Z5, Z5
+	VMULPS        64(DI), Z1, Z6
+	VADDPS        Z6, Z5, Z5
+	VMULPS        128(DI), Z2, Z6
+	VADDPS        Z6, Z5, Z5
+	VMULPS        192(DI), Z3, Z6
+	VADDPS        Z6, Z5, Z5
+	VMULPS        256(DI), Z4, Z6
+	VADDPS        Z6, Z5, Z5
+	VEXTRACTF64X4 $0x01, Z5, Y6
+	VADDPS        Y6, Y5, Y6
+	VEXTRACTF128  $0x01, Y6, X5
+	VADDPS        X5, X6, X5
+	VMOVHLPS      X5, X5, X6
+	VADDPS        X6, X5, X5
+	VMOVSHDUP     X5, X6
+	VADDSS        X6, X5, X5
+	VMOVSS        X5, (R8)
+	ADDQ          $0x00000140, DI
+	ADDQ          SI, R8
+	DECQ          R9
+	JNZ           attnScoresF32x5AVX512_g
+	ADDQ          DX, CX
+	ADDQ          $0x00000004, AX
+	DECQ          BX
+	JMP           attnScoresF32x5AVX512_t
+
+attnScoresF32x5AVX512_done:
+	VZEROUPPER
+	RET
+
+// func attnScoresF16x5AVX512(scores *float32, q *float32, heads int, k *uint16, stride int, n int)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·attnScoresF16x5AVX512(SB), NOSPLIT, $0-48
+	MOVQ scores+0(FP), AX
+	MOVQ k+24(FP), CX
+	MOVQ stride+32(FP), DX
+	SHLQ $0x01, DX
+	MOVQ n+40(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF16x5AVX512_t:
+	TESTQ      BX, BX
+	JZ         attnScoresF16x5AVX512_done
+	VCVTPH2PS  (CX), Z0
+	VCVTPH2PS  32(CX), Z1
+	VCVTPH2PS  64(CX), Z2
+	VCVTPH2PS  96(CX), Z3
+	VCVTPH2PS  128(CX), Z4
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	MOVQ       q+8(FP), DI
+	MOVQ       AX, R8
+	MOVQ       heads+16(FP), R9
+
+attnScoresF16x5AVX512_g:
+	VXORPS        Z5, Z5, Z5
+	VMULPS        (DI), Z0, Z6
+	VADDPS        Z6, Z5, Z5
+	VMULPS        64(DI), Z1, Z6
+	VADDPS        Z6, Z5, Z5
+	VMULPS        128(DI), Z2, Z6
+	VADDPS        Z6, Z5, Z5
+	VMULPS        192(DI), Z3, Z6
+	VADDPS        Z6, Z5, Z5
+	VMULPS        256(DI), Z4, Z6
+	VADDPS        Z6, Z5, Z5
+	VEXTRACTF64X4 $0x01, Z5, Y6
+	VADDPS        Y6, Y5, Y6
+	VEXTRACTF128  $0x01, Y6, X5
+	VADDPS        X5, X6, X5
+	VMOVHLPS      X5, X5, X6
+	VADDPS        X6, X5, X5
+	VMOVSHDUP     X5, X6
+	VADDSS        X6, X5, X5
+	VMOVSS        X5, (R8)
+	ADDQ          $0x00000140, DI
+	ADDQ          SI, R8
+	DECQ          R9
+	JNZ           attnScoresF16x5AVX512_g
+	ADDQ          DX, CX
+	ADDQ          $0x00000004, AX
+	DECQ          BX
+	JMP           attnScoresF16x5AVX512_t
+
+attnScoresF16x5AVX512_done:
+	VZEROUPPER
+	RET
+
+// func attnAccumF32x6AVX512(out *float32, p *float32, v *float32, stride int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·attnAccumF32x6AVX512(SB), NOSPLIT, $0-40
+	MOVQ    out+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    v+16(FP), DX
+	MOVQ    stride+24(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    n+32(FP), SI
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS 256(AX), Z4
+	VMOVUPS 320(AX), Z5
+
+attnAccumF32x6AVX512_t:
+	TESTQ        SI, SI
+	JZ           attnAccumF32x6AVX512_done
+	VBROADCASTSS (CX), Z6
+	VMOVUPS      (DX), Z7
+	VMULPS       Z6, Z7, Z7
+	VADDPS       Z7, Z0, Z0
+	VMOVUPS      64(DX), Z7
+	VMULPS       Z6, Z7, Z7
+	VADDPS       Z7, Z1, Z1
+	VMOVUPS      128(DX), Z7
+	VMULPS       Z6, Z7, Z7
+	VADDPS       Z7, Z2, Z2
+	VMOVUPS      192(DX), Z7
+	VMULPS       Z6, Z7, Z7
+	VADDPS       Z7, Z3, Z3
+	VMOVUPS      256(DX), Z7
+	VMULPS       Z6, Z7, Z7
+	VADDPS       Z7, Z4, Z4
+	VMOVUPS      320(DX), Z7
+	VMULPS       Z6, Z7, Z7
+	VADDPS       Z7, Z5, Z5
+	MOVQ         BX, DI
+	SHLQ         $0x03, DI
+	ADDQ         DX, DI
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	PREFETCHT0   192(DI)
+	PREFETCHT0   256(DI)
+	PREFETCHT0   320(DI)
+	ADDQ         BX, DX
+	ADDQ         $0x00000004, CX
+	DECQ         SI
+	JMP          attnAccumF32x6AVX512_t
+
+attnAccumF32x6AVX512_done:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VMOVUPS Z3, 192(AX)
+	VMOVUPS Z4, 256(AX)
+	VMOVUPS Z5, 320(AX)
+	VZEROUPPER
+	RET
+
+// func attnAccumF16x6AVX512(out *float32, p *float32, v *uint16, stride int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·attnAccumF16x6AVX512(SB), NOSPLIT, $0-40
+	MOVQ    out+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    v+16(FP), DX
+	MOVQ    stride+24(FP), BX
+	SHLQ    $0x01, BX
+	MOVQ    n+32(FP), SI
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS 256(AX), Z4
+	VMOVUPS 320(AX), Z5
+
+attnAccumF16x6AVX512_t:
+	TESTQ        SI, SI
+	JZ           attnAccumF16x6AVX512_done
+	VBROADCASTSS (CX), Z6
+	VCVTPH2PS    (DX), Z7
+	VMULPS       Z6, Z7, Z7
+	VADDPS       Z7, Z0, Z0
+	VCVTPH2PS    32(DX), Z7
+	VMULPS       Z6, Z7, Z7
+	VADDPS       Z7, Z1, Z1
+	VCVTPH2PS    64(DX), Z7
+	VMULPS       Z6, Z7, Z7
+	VADDPS       Z7, Z2, Z2
+	VCVTPH2PS    96(DX), Z7
+	VMULPS       Z6, Z7, Z7
+	VADDPS       Z7, Z3, Z3
+	VCVTPH2PS    128(DX), Z7
+	VMULPS       Z6, Z7, Z7
+	VADDPS       Z7, Z4, Z4
+	VCVTPH2PS    160(DX), Z7
+	VMULPS       Z6, Z7, Z7
+	VADDPS       Z7, Z5, Z5
+	MOVQ         BX, DI
+	SHLQ         $0x03, DI
+	ADDQ         DX, DI
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	ADDQ         BX, DX
+	ADDQ         $0x00000004, CX
+	DECQ         SI
+	JMP          attnAccumF16x6AVX512_t
+
+attnAccumF16x6AVX512_done:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VMOVUPS Z3, 192(AX)
+	VMOVUPS Z4, 256(AX)
+	VMOVUPS Z5, 320(AX)
+	VZEROUPPER
+	RET
+
+// func attnScoresF32x6AVX512(scores *float32, q *float32, heads int, k *float32, stride int, n int)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·attnScoresF32x6AVX512(SB), NOSPLIT, $0-48
+	MOVQ scores+0(FP), AX
+	MOVQ k+24(FP), CX
+	MOVQ stride+32(FP), DX
+	SHLQ $0x02, DX
+	MOVQ n+40(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF32x6AVX512_t:
+	TESTQ      BX, BX
+	JZ         attnScoresF32x6AVX512_done
+	VMOVUPS    (CX), Z0
+	VMOVUPS    64(CX), Z1
+	VMOVUPS    128(CX), Z2
+	VMOVUPS    192(CX), Z3
+	VMOVUPS    256(CX), Z4
+	VMOVUPS    320(CX), Z5
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	PREFETCHT0 256(DI)
+	PREFETCHT0 320(DI)
+	PREFETCHT0 384(DI)
+	PREFETCHT0 448(DI)
+	MOVQ       q+8(FP), DI
+	MOVQ       AX, R8
+	MOVQ       heads+16(FP), R9
+
+attnScoresF32x6AVX512_g:
+	VXORPS        Z6, Z6, Z6
+	VMULPS        (DI), Z0, Z7
+	VADDPS        Z7, Z6, Z6
+	VMULPS        64(DI), Z1, Z7
+	VADDPS        Z7, Z6, Z6
+	VMULPS        128(DI), Z2, Z7
+	VADDPS        Z7, Z6, Z6
+	VMULPS        192(DI), Z3, Z7
+	VADDPS        Z7, Z6, Z6
+	VMULPS        256(DI), Z4, Z7
+	VADDPS        Z7, Z6, Z6
+	VMULPS        320(DI), Z5, Z7
+	VADDPS        Z7, Z6, Z6
+	VEXTRACTF64X4 $0x01, Z6, Y7
+	VADDPS        Y7, Y6, Y7
+	VEXTRACTF128  $0x01, Y7, X6
+	VADDPS        X6, X7, X6
+	VMOVHLPS      X6, X6, X7
+	VADDPS        X7, X6, X6
+	VMOVSHDUP     X6, X7
+	VADDSS        X7, X6, X6
+	VMOVSS        X6, (R8)
+	ADDQ          $0x00000180, DI
+	ADDQ          SI, R8
+	DECQ          R9
+	JNZ           attnScoresF32x6AVX512_g
+	ADDQ          DX, CX
+	ADDQ          $0x00000004, AX
+	DECQ          BX
+	JMP           attnScoresF32x6AVX512_t
+
+attnScoresF32x6AVX512_done:
+	VZEROUPPER
+	RET
+
+// func attnScoresF16x6AVX512(scores *float32, q *float32, heads int, k *uint16, stride int, n int)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·attnScoresF16x6AVX512(SB), NOSPLIT, $0-48
+	MOVQ scores+0(FP), AX
+	MOVQ k+24(FP), CX
+	MOVQ stride+32(FP), DX
+	SHLQ $0x01, DX
+	MOVQ n+40(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF16x6AVX512_t:
+	TESTQ      BX, BX
+	JZ         attnScoresF16x6AVX512_done
+	VCVTPH2PS  (CX), Z0
+	VCVTPH2PS  32(CX), Z1
+	VCVTPH2PS  64(CX), Z2
+	VCVTPH2PS  96(CX), Z3
+	VCVTPH2PS  128(CX), Z4
+	VCVTPH2PS  160(CX), Z5
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	MOVQ       q+8(FP), DI
+	MOVQ       AX, R8
+	MOVQ       heads+16(FP), R9
+
+attnScoresF16x6AVX512_g:
+	VXORPS        Z6, Z6, Z6
+	VMULPS        (DI), Z0, Z7
+	VADDPS        Z7, Z6, Z6
+	VMULPS        64(DI), Z1, Z7
+	VADDPS        Z7, Z6, Z6
+	VMULPS        128(DI), Z2, Z7
+	VADDPS        Z7, Z6, Z6
+	VMULPS        192(DI), Z3, Z7
+	VADDPS        Z7, Z6, Z6
+	VMULPS        256(DI), Z4, Z7
+	VADDPS        Z7, Z6, Z6
+	VMULPS        320(DI), Z5, Z7
+	VADDPS        Z7, Z6, Z6
+	VEXTRACTF64X4 $0x01, Z6, Y7
+	VADDPS        Y7, Y6, Y7
+	VEXTRACTF128  $0x01, Y7, X6
+	VADDPS        X6, X7, X6
+	VMOVHLPS      X6, X6, X7
+	VADDPS        X7, X6, X6
+	VMOVSHDUP     X6, X7
+	VADDSS        X7, X6, X6
+	VMOVSS        X6, (R8)
+	ADDQ          $0x00000180, DI
+	ADDQ          SI, R8
+	DECQ          R9
+	JNZ           attnScoresF16x6AVX512_g
+	ADDQ          DX, CX
+	ADDQ          $0x00000004, AX
+	DECQ          BX
+	JMP           attnScoresF16x6AVX512_t
+
+attnScoresF16x6AVX512_done:
+	VZEROUPPER
+	RET
+
+// func attnAccumF32x7AVX512(out *float32, p *float32, v *float32, stride int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·attnAccumF32x7AVX512(SB), NOSPLIT, $0-40
+	MOVQ    out+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    v+16(FP), DX
+	MOVQ    stride+24(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    n+32(FP), SI
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS 256(AX), Z4
+	VMOVUPS 320(AX), Z5
+	VMOVUPS 384(AX), Z6
+
+attnAccumF32x7AVX512_t:
+	TESTQ        SI, SI
+	JZ           attnAccumF32x7AVX512_done
+	VBROADCASTSS (CX), Z7
+	VMOVUPS      (DX), Z8
+	VMULPS       Z7, Z8, Z8
+	VADDPS       Z8, Z0, Z0
+	VMOVUPS      64(DX), Z8
+	VMULPS       Z7, Z8, Z8
+	VADDPS       Z8, Z1, Z1
+	VMOVUPS      128(DX), Z8
+	VMULPS       Z7, Z8, Z8
+	VADDPS       Z8, Z2, Z2
+	VMOVUPS      192(DX), Z8
+	VMULPS       Z7, Z8, Z8
+	VADDPS       Z8, Z3, Z3
+	VMOVUPS      256(DX), Z8
+	VMULPS       Z7, Z8, Z8
+	VADDPS       Z8, Z4, Z4
+	VMOVUPS      320(DX), Z8
+	VMULPS       Z7, Z8, Z8
+	VADDPS       Z8, Z5, Z5
+	VMOVUPS      384(DX), Z8
+	VMULPS       Z7, Z8, Z8
+	VADDPS       Z8, Z6, Z6
+	MOVQ         BX, DI
+	SHLQ         $0x03, DI
+	ADDQ         DX, DI
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	PREFETCHT0   192(DI)
+	PREFETCHT0   256(DI)
+	PREFETCHT0   320(DI)
+	PREFETCHT0   384(DI)
+	ADDQ         BX, DX
+	ADDQ         $0x00000004, CX
+	DECQ         SI
+	JMP          attnAccumF32x7AVX512_t
+
+attnAccumF32x7AVX512_done:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VMOVUPS Z3, 192(AX)
+	VMOVUPS Z4, 256(AX)
+	VMOVUPS Z5, 320(AX)
+	VMOVUPS Z6, 384(AX)
+	VZEROUPPER
+	RET
+
+// func attnAccumF16x7AVX512(out *float32, p *float32, v *uint16, stride int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·attnAccumF16x7AVX512(SB), NOSPLIT, $0-40
+	MOVQ    out+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    v+16(FP), DX
+	MOVQ    stride+24(FP), BX
+	SHLQ    $0x01, BX
+	MOVQ    n+32(FP), SI
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS 256(AX), Z4
+	VMOVUPS 320(AX), Z5
+	VMOVUPS 384(AX), Z6
+
+attnAccumF16x7AVX512_t:
+	TESTQ        SI, SI
+	JZ           attnAccumF16x7AVX512_done
+	VBROADCASTSS (CX), Z7
+	VCVTPH2PS    (DX), Z8
+	VMULPS       Z7, Z8, Z8
+	VADDPS       Z8, Z0, Z0
+	VCVTPH2PS    32(DX), Z8
+	VMULPS       Z7, Z8, Z8
+	VADDPS       Z8, Z1, Z1
+	VCVTPH2PS    64(DX), Z8
+	VMULPS       Z7, Z8, Z8
+	VADDPS       Z8, Z2, Z2
+	VCVTPH2PS    96(DX), Z8
+	VMULPS       Z7, Z8, Z8
+	VADDPS       Z8, Z3, Z3
+	VCVTPH2PS    128(DX), Z8
+	VMULPS       Z7, Z8, Z8
+	VADDPS       Z8, Z4, Z4
+	VCVTPH2PS    160(DX), Z8
+	VMULPS       Z7, Z8, Z8
+	VADDPS       Z8, Z5, Z5
+	VCVTPH2PS    192(DX), Z8
+	VMULPS       Z7, Z8, Z8
+	VADDPS       Z8, Z6, Z6
+	MOVQ         BX, DI
+	SHLQ         $0x03, DI
+	ADDQ         DX, DI
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	PREFETCHT0   192(DI)
+	ADDQ         BX, DX
+	ADDQ         $0x00000004, CX
+	DECQ         SI
+	JMP          attnAccumF16x7AVX512_t
+
+attnAccumF16x7AVX512_done:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VMOVUPS Z3, 192(AX)
+	VMOVUPS Z4, 256(AX)
+	VMOVUPS Z5, 320(AX)
+	VMOVUPS Z6, 384(AX)
+	VZEROUPPER
+	RET
+
+// func attnScoresF32x7AVX512(scores *float32, q *float32, heads int, k *float32, stride int, n int)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·attnScoresF32x7AVX512(SB), NOSPLIT, $0-48
+	MOVQ scores+0(FP), AX
+	MOVQ k+24(FP), CX
+	MOVQ stride+32(FP), DX
+	SHLQ $0x02, DX
+	MOVQ n+40(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF32x7AVX512_t:
+	TESTQ      BX, BX
+	JZ         attnScoresF32x7AVX512_done
+	VMOVUPS    (CX), Z0
+	VMOVUPS    64(CX), Z1
+	VMOVUPS    128(CX), Z2
+	VMOVUPS    192(CX), Z3
+	VMOVUPS    256(CX), Z4
+	VMOVUPS    320(CX), Z5
+	VMOVUPS    384(CX), Z6
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	PREFETCHT0 256(DI)
+	PREFETCHT0 320(DI)
+	PREFETCHT0 384(DI)
+	PREFETCHT0 448(DI)
+	MOVQ       q+8(FP), DI
+	MOVQ       AX, R8
+	MOVQ       heads+16(FP), R9
+
+attnScoresF32x7AVX512_g:
+	VXORPS        Z7, Z7, Z7
+	VMULPS        (DI), Z0, Z8
+	VADDPS        Z8, Z7, Z7
+	VMULPS        64(DI), Z1, Z8
+	VADDPS        Z8, Z7, Z7
+	VMULPS        128(DI), Z2, Z8
+	VADDPS        Z8, Z7, Z7
+	VMULPS        192(DI), Z3, Z8
+	VADDPS        Z8, Z7, Z7
+	VMULPS        256(DI), Z4, Z8
+	VADDPS        Z8, Z7, Z7
+	VMULPS        320(DI), Z5, Z8
+	VADDPS        Z8, Z7, Z7
+	VMULPS        384(DI), Z6, Z8
+	VADDPS        Z8, Z7, Z7
+	VEXTRACTF64X4 $0x01, Z7, Y8
+	VADDPS        Y8, Y7, Y8
+	VEXTRACTF128  $0x01, Y8, X7
+	VADDPS        X7, X8, X7
+	VMOVHLPS      X7, X7, X8
+	VADDPS        X8, X7, X7
+	VMOVSHDUP     X7, X8
+	VADDSS        X8, X7, X7
+	VMOVSS        X7, (R8)
+	ADDQ          $0x000001c0, DI
+	ADDQ          SI, R8
+	DECQ          R9
+	JNZ           attnScoresF32x7AVX512_g
+	ADDQ          DX, CX
+	ADDQ          $0x00000004, AX
+	DECQ          BX
+	JMP           attnScoresF32x7AVX512_t
+
+attnScoresF32x7AVX512_done:
+	VZEROUPPER
+	RET
+
+// func attnScoresF16x7AVX512(scores *float32, q *float32, heads int, k *uint16, stride int, n int)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·attnScoresF16x7AVX512(SB), NOSPLIT, $0-48
+	MOVQ scores+0(FP), AX
+	MOVQ k+24(FP), CX
+	MOVQ stride+32(FP), DX
+	SHLQ $0x01, DX
+	MOVQ n+40(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF16x7AVX512_t:
+	TESTQ      BX, BX
+	JZ         attnScoresF16x7AVX512_done
+	VCVTPH2PS  (CX), Z0
+	VCVTPH2PS  32(CX), Z1
+	VCVTPH2PS  64(CX), Z2
+	VCVTPH2PS  96(CX), Z3
+	VCVTPH2PS  128(CX), Z4
+	VCVTPH2PS  160(CX), Z5
+	VCVTPH2PS  192(CX), Z6
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	MOVQ       q+8(FP), DI
+	MOVQ       AX, R8
+	MOVQ       heads+16(FP), R9
+
+attnScoresF16x7AVX512_g:
+	VXORPS        Z7, Z7, Z7
+	VMULPS        (DI), Z0, Z8
+	VADDPS        Z8, Z7, Z7
+	VMULPS        64(DI), Z1, Z8
+	VADDPS        Z8, Z7, Z7
+	VMULPS        128(DI), Z2, Z8
+	VADDPS        Z8, Z7, Z7
+	VMULPS        192(DI), Z3, Z8
+	VADDPS        Z8, Z7, Z7
+	VMULPS        256(DI), Z4, Z8
+	VADDPS        Z8, Z7, Z7
+	VMULPS        320(DI), Z5, Z8
+	VADDPS        Z8, Z7, Z7
+	VMULPS        384(DI), Z6, Z8
+	VADDPS        Z8, Z7, Z7
+	VEXTRACTF64X4 $0x01, Z7, Y8
+	VADDPS        Y8, Y7, Y8
+	VEXTRACTF128  $0x01, Y8, X7
+	VADDPS        X7, X8, X7
+	VMOVHLPS      X7, X7, X8
+	VADDPS        X8, X7, X7
+	VMOVSHDUP     X7, X8
+	VADDSS        X8, X7, X7
+	VMOVSS        X7, (R8)
+	ADDQ          $0x000001c0, DI
+	ADDQ          SI, R8
+	DECQ          R9
+	JNZ           attnScoresF16x7AVX512_g
+	ADDQ          DX, CX
+	ADDQ          $0x00000004, AX
+	DECQ          BX
+	JMP           attnScoresF16x7AVX512_t
+
+attnScoresF16x7AVX512_done:
+	VZEROUPPER
+	RET
+
+// func attnAccumF32x8AVX512(out *float32, p *float32, v *float32, stride int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·attnAccumF32x8AVX512(SB), NOSPLIT, $0-40
+	MOVQ    out+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    v+16(FP), DX
+	MOVQ    stride+24(FP), BX
+	SHLQ    $0x02, BX
+	MOVQ    n+32(FP), SI
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS 256(AX), Z4
+	VMOVUPS 320(AX), Z5
+	VMOVUPS 384(AX), Z6
+	VMOVUPS 448(AX), Z7
+
+attnAccumF32x8AVX512_t:
+	TESTQ        SI, SI
+	JZ           attnAccumF32x8AVX512_done
+	VBROADCASTSS (CX), Z8
+	VMOVUPS      (DX), Z9
+	VMULPS       Z8, Z9, Z9
+	VADDPS       Z9, Z0, Z0
+	VMOVUPS      64(DX), Z9
+	VMULPS       Z8, Z9, Z9
+	VADDPS       Z9, Z1, Z1
+	VMOVUPS      128(DX), Z9
+	VMULPS       Z8, Z9, Z9
+	VADDPS       Z9, Z2, Z2
+	VMOVUPS      192(DX), Z9
+	VMULPS       Z8, Z9, Z9
+	VADDPS       Z9, Z3, Z3
+	VMOVUPS      256(DX), Z9
+	VMULPS       Z8, Z9, Z9
+	VADDPS       Z9, Z4, Z4
+	VMOVUPS      320(DX), Z9
+	VMULPS       Z8, Z9, Z9
+	VADDPS       Z9, Z5, Z5
+	VMOVUPS      384(DX), Z9
+	VMULPS       Z8, Z9, Z9
+	VADDPS       Z9, Z6, Z6
+	VMOVUPS      448(DX), Z9
+	VMULPS       Z8, Z9, Z9
+	VADDPS       Z9, Z7, Z7
+	MOVQ         BX, DI
+	SHLQ         $0x03, DI
+	ADDQ         DX, DI
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	PREFETCHT0   192(DI)
+	PREFETCHT0   256(DI)
+	PREFETCHT0   320(DI)
+	PREFETCHT0   384(DI)
+	PREFETCHT0   448(DI)
+	ADDQ         BX, DX
+	ADDQ         $0x00000004, CX
+	DECQ         SI
+	JMP          attnAccumF32x8AVX512_t
+
+attnAccumF32x8AVX512_done:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VMOVUPS Z3, 192(AX)
+	VMOVUPS Z4, 256(AX)
+	VMOVUPS Z5, 320(AX)
+	VMOVUPS Z6, 384(AX)
+	VMOVUPS Z7, 448(AX)
+	VZEROUPPER
+	RET
+
+// func attnAccumF16x8AVX512(out *float32, p *float32, v *uint16, stride int, n int)
+// Requires: AVX, AVX512F, MMX+
+TEXT ·attnAccumF16x8AVX512(SB), NOSPLIT, $0-40
+	MOVQ    out+0(FP), AX
+	MOVQ    p+8(FP), CX
+	MOVQ    v+16(FP), DX
+	MOVQ    stride+24(FP), BX
+	SHLQ    $0x01, BX
+	MOVQ    n+32(FP), SI
+	VMOVUPS (AX), Z0
+	VMOVUPS 64(AX), Z1
+	VMOVUPS 128(AX), Z2
+	VMOVUPS 192(AX), Z3
+	VMOVUPS 256(AX), Z4
+	VMOVUPS 320(AX), Z5
+	VMOVUPS 384(AX), Z6
+	VMOVUPS 448(AX), Z7
+
+attnAccumF16x8AVX512_t:
+	TESTQ        SI, SI
+	JZ           attnAccumF16x8AVX512_done
+	VBROADCASTSS (CX), Z8
+	VCVTPH2PS    (DX), Z9
+	VMULPS       Z8, Z9, Z9
+	VADDPS       Z9, Z0, Z0
+	VCVTPH2PS    32(DX), Z9
+	VMULPS       Z8, Z9, Z9
+	VADDPS       Z9, Z1, Z1
+	VCVTPH2PS    64(DX), Z9
+	VMULPS       Z8, Z9, Z9
+	VADDPS       Z9, Z2, Z2
+	VCVTPH2PS    96(DX), Z9
+	VMULPS       Z8, Z9, Z9
+	VADDPS       Z9, Z3, Z3
+	VCVTPH2PS    128(DX), Z9
+	VMULPS       Z8, Z9, Z9
+	VADDPS       Z9, Z4, Z4
+	VCVTPH2PS    160(DX), Z9
+	VMULPS       Z8, Z9, Z9
+	VADDPS       Z9, Z5, Z5
+	VCVTPH2PS    192(DX), Z9
+	VMULPS       Z8, Z9, Z9
+	VADDPS       Z9, Z6, Z6
+	VCVTPH2PS    224(DX), Z9
+	VMULPS       Z8, Z9, Z9
+	VADDPS       Z9, Z7, Z7
+	MOVQ         BX, DI
+	SHLQ         $0x03, DI
+	ADDQ         DX, DI
+	PREFETCHT0   (DI)
+	PREFETCHT0   64(DI)
+	PREFETCHT0   128(DI)
+	PREFETCHT0   192(DI)
+	ADDQ         BX, DX
+	ADDQ         $0x00000004, CX
+	DECQ         SI
+	JMP          attnAccumF16x8AVX512_t
+
+attnAccumF16x8AVX512_done:
+	VMOVUPS Z0, (AX)
+	VMOVUPS Z1, 64(AX)
+	VMOVUPS Z2, 128(AX)
+	VMOVUPS Z3, 192(AX)
+	VMOVUPS Z4, 256(AX)
+	VMOVUPS Z5, 320(AX)
+	VMOVUPS Z6, 384(AX)
+	VMOVUPS Z7, 448(AX)
+	VZEROUPPER
+	RET
+
+// func attnScoresF32x8AVX512(scores *float32, q *float32, heads int, k *float32, stride int, n int)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·attnScoresF32x8AVX512(SB), NOSPLIT, $0-48
+	MOVQ scores+0(FP), AX
+	MOVQ k+24(FP), CX
+	MOVQ stride+32(FP), DX
+	SHLQ $0x02, DX
+	MOVQ n+40(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF32x8AVX512_t:
+	TESTQ      BX, BX
+	JZ         attnScoresF32x8AVX512_done
+	VMOVUPS    (CX), Z0
+	VMOVUPS    64(CX), Z1
+	VMOVUPS    128(CX), Z2
+	VMOVUPS    192(CX), Z3
+	VMOVUPS    256(CX), Z4
+	VMOVUPS    320(CX), Z5
+	VMOVUPS    384(CX), Z6
+	VMOVUPS    448(CX), Z7
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	PREFETCHT0 256(DI)
+	PREFETCHT0 320(DI)
+	PREFETCHT0 384(DI)
+	PREFETCHT0 448(DI)
+	MOVQ       q+8(FP), DI
+	MOVQ       AX, R8
+	MOVQ       heads+16(FP), R9
+
+attnScoresF32x8AVX512_g:
+	VXORPS        Z8, Z8, Z8
+	VMULPS        (DI), Z0, Z9
+	VADDPS        Z9, Z8, Z8
+	VMULPS        64(DI), Z1, Z9
+	VADDPS        Z9, Z8, Z8
+	VMULPS        128(DI), Z2, Z9
+	VADDPS        Z9, Z8, Z8
+	VMULPS        192(DI), Z3, Z9
+	VADDPS        Z9, Z8, Z8
+	VMULPS        256(DI), Z4, Z9
+	VADDPS        Z9, Z8, Z8
+	VMULPS        320(DI), Z5, Z9
+	VADDPS        Z9, Z8, Z8
+	VMULPS        384(DI), Z6, Z9
+	VADDPS        Z9, Z8, Z8
+	VMULPS        448(DI), Z7, Z9
+	VADDPS        Z9, Z8, Z8
+	VEXTRACTF64X4 $0x01, Z8, Y9
+	VADDPS        Y9, Y8, Y9
+	VEXTRACTF128  $0x01, Y9, X8
+	VADDPS        X8, X9, X8
+	VMOVHLPS      X8, X8, X9
+	VADDPS        X9, X8, X8
+	VMOVSHDUP     X8, X9
+	VADDSS        X9, X8, X8
+	VMOVSS        X8, (R8)
+	ADDQ          $0x00000200, DI
+	ADDQ          SI, R8
+	DECQ          R9
+	JNZ           attnScoresF32x8AVX512_g
+	ADDQ          DX, CX
+	ADDQ          $0x00000004, AX
+	DECQ          BX
+	JMP           attnScoresF32x8AVX512_t
+
+attnScoresF32x8AVX512_done:
+	VZEROUPPER
+	RET
+
+// func attnScoresF16x8AVX512(scores *float32, q *float32, heads int, k *uint16, stride int, n int)
+// Requires: AVX, AVX512DQ, AVX512F, MMX+
+TEXT ·attnScoresF16x8AVX512(SB), NOSPLIT, $0-48
+	MOVQ scores+0(FP), AX
+	MOVQ k+24(FP), CX
+	MOVQ stride+32(FP), DX
+	SHLQ $0x01, DX
+	MOVQ n+40(FP), BX
+	MOVQ BX, SI
+	SHLQ $0x02, SI
+
+attnScoresF16x8AVX512_t:
+	TESTQ      BX, BX
+	JZ         attnScoresF16x8AVX512_done
+	VCVTPH2PS  (CX), Z0
+	VCVTPH2PS  32(CX), Z1
+	VCVTPH2PS  64(CX), Z2
+	VCVTPH2PS  96(CX), Z3
+	VCVTPH2PS  128(CX), Z4
+	VCVTPH2PS  160(CX), Z5
+	VCVTPH2PS  192(CX), Z6
+	VCVTPH2PS  224(CX), Z7
+	MOVQ       DX, DI
+	SHLQ       $0x03, DI
+	ADDQ       CX, DI
+	PREFETCHT0 (DI)
+	PREFETCHT0 64(DI)
+	PREFETCHT0 128(DI)
+	PREFETCHT0 192(DI)
+	MOVQ       q+8(FP), DI
+	MOVQ       AX, R8
+	MOVQ       heads+16(FP), R9
+
+attnScoresF16x8AVX512_g:
+	VXORPS        Z8, Z8, Z8
+	VMULPS        (DI), Z0, Z9
+	VADDPS        Z9, Z8, Z8
+	VMULPS        64(DI), Z1, Z9
+	VADDPS        Z9, Z8, Z8
+	VMULPS        128(DI), Z2, Z9
+	VADDPS        Z9, Z8, Z8
+	VMULPS        192(DI), Z3, Z9
+	VADDPS        Z9, Z8, Z8
+	VMULPS        256(DI), Z4, Z9
+	VADDPS        Z9, Z8, Z8
+	VMULPS        320(DI), Z5, Z9
+	VADDPS        Z9, Z8, Z8
+	VMULPS        384(DI), Z6, Z9
+	VADDPS        Z9, Z8, Z8
+	VMULPS        448(DI), Z7, Z9
+	VADDPS        Z9, Z8, Z8
+	VEXTRACTF64X4 $0x01, Z8, Y9
+	VADDPS        Y9, Y8, Y9
+	VEXTRACTF128  $0x01, Y9, X8
+	VADDPS        X8, X9, X8
+	VMOVHLPS      X8, X8, X9
+	VADDPS        X9, X8, X8
+	VMOVSHDUP     X8, X9
+	VADDSS        X9, X8, X8
+	VMOVSS        X8, (R8)
+	ADDQ          $0x00000200, DI
+	ADDQ          SI, R8
+	DECQ          R9
+	JNZ           attnScoresF16x8AVX512_g
+	ADDQ          DX, CX
+	ADDQ          $0x00000004, AX
+	DECQ          BX
+	JMP           attnScoresF16x8AVX512_t
+
+attnScoresF16x8AVX512_done:
+	VZEROUPPER
+	RET
+
 // func quantQ8_0AVX2(src *float32, dst *byte, nb int)
 // Requires: AVX, AVX2, F16C
 TEXT ·quantQ8_0AVX2(SB), NOSPLIT, $0-24

@@ -529,6 +529,166 @@ func attnAccumF32AVX2(out *float32, p *float32, heads int, hd int, v *float32, s
 //go:noescape
 func attnAccumF16AVX2(out *float32, p *float32, heads int, hd int, v *uint16, stride int, n int)
 
+// attnAccumF32x1AVX512 accumulates n probability-weighted value rows into 16 output columns, positions in order.
+//
+//go:noescape
+func attnAccumF32x1AVX512(out *float32, p *float32, v *float32, stride int, n int)
+
+// attnAccumF16x1AVX512 accumulates n probability-weighted value rows into 16 output columns, positions in order.
+//
+//go:noescape
+func attnAccumF16x1AVX512(out *float32, p *float32, v *uint16, stride int, n int)
+
+// attnScoresF32x1AVX512 computes the scores of the query heads (head size 16) against n key rows.
+//
+//go:noescape
+func attnScoresF32x1AVX512(scores *float32, q *float32, heads int, k *float32, stride int, n int)
+
+// attnScoresF16x1AVX512 computes the scores of the query heads (head size 16) against n key rows.
+//
+//go:noescape
+func attnScoresF16x1AVX512(scores *float32, q *float32, heads int, k *uint16, stride int, n int)
+
+// attnAccumF32x2AVX512 accumulates n probability-weighted value rows into 32 output columns, positions in order.
+//
+//go:noescape
+func attnAccumF32x2AVX512(out *float32, p *float32, v *float32, stride int, n int)
+
+// attnAccumF16x2AVX512 accumulates n probability-weighted value rows into 32 output columns, positions in order.
+//
+//go:noescape
+func attnAccumF16x2AVX512(out *float32, p *float32, v *uint16, stride int, n int)
+
+// attnScoresF32x2AVX512 computes the scores of the query heads (head size 32) against n key rows.
+//
+//go:noescape
+func attnScoresF32x2AVX512(scores *float32, q *float32, heads int, k *float32, stride int, n int)
+
+// attnScoresF16x2AVX512 computes the scores of the query heads (head size 32) against n key rows.
+//
+//go:noescape
+func attnScoresF16x2AVX512(scores *float32, q *float32, heads int, k *uint16, stride int, n int)
+
+// attnAccumF32x3AVX512 accumulates n probability-weighted value rows into 48 output columns, positions in order.
+//
+//go:noescape
+func attnAccumF32x3AVX512(out *float32, p *float32, v *float32, stride int, n int)
+
+// attnAccumF16x3AVX512 accumulates n probability-weighted value rows into 48 output columns, positions in order.
+//
+//go:noescape
+func attnAccumF16x3AVX512(out *float32, p *float32, v *uint16, stride int, n int)
+
+// attnScoresF32x3AVX512 computes the scores of the query heads (head size 48) against n key rows.
+//
+//go:noescape
+func attnScoresF32x3AVX512(scores *float32, q *float32, heads int, k *float32, stride int, n int)
+
+// attnScoresF16x3AVX512 computes the scores of the query heads (head size 48) against n key rows.
+//
+//go:noescape
+func attnScoresF16x3AVX512(scores *float32, q *float32, heads int, k *uint16, stride int, n int)
+
+// attnAccumF32x4AVX512 accumulates n probability-weighted value rows into 64 output columns, positions in order.
+//
+//go:noescape
+func attnAccumF32x4AVX512(out *float32, p *float32, v *float32, stride int, n int)
+
+// attnAccumF16x4AVX512 accumulates n probability-weighted value rows into 64 output columns, positions in order.
+//
+//go:noescape
+func attnAccumF16x4AVX512(out *float32, p *float32, v *uint16, stride int, n int)
+
+// attnScoresF32x4AVX512 computes the scores of the query heads (head size 64) against n key rows.
+//
+//go:noescape
+func attnScoresF32x4AVX512(scores *float32, q *float32, heads int, k *float32, stride int, n int)
+
+// attnScoresF16x4AVX512 computes the scores of the query heads (head size 64) against n key rows.
+//
+//go:noescape
+func attnScoresF16x4AVX512(scores *float32, q *float32, heads int, k *uint16, stride int, n int)
+
+// attnAccumF32x5AVX512 accumulates n probability-weighted value rows into 80 output columns, positions in order.
+//
+//go:noescape
+func attnAccumF32x5AVX512(out *float32, p *float32, v *float32, stride int, n int)
+
+// attnAccumF16x5AVX512 accumulates n probability-weighted value rows into 80 output columns, positions in order.
+//
+//go:noescape
+func attnAccumF16x5AVX512(out *float32, p *float32, v *uint16, stride int, n int)
+
+// attnScoresF32x5AVX512 computes the scores of the query heads (head size 80) against n key rows.
+//
+//go:noescape
+func attnScoresF32x5AVX512(scores *float32, q *float32, heads int, k *float32, stride int, n int)
+
+// attnScoresF16x5AVX512 computes the scores of the query heads (head size 80) against n key rows.
+//
+//go:noescape
+func attnScoresF16x5AVX512(scores *float32, q *float32, heads int, k *uint16, stride int, n int)
+
+// attnAccumF32x6AVX512 accumulates n probability-weighted value rows into 96 output columns, positions in order.
+//
+//go:noescape
+func attnAccumF32x6AVX512(out *float32, p *float32, v *float32, stride int, n int)
+
+// attnAccumF16x6AVX512 accumulates n probability-weighted value rows into 96 output columns, positions in order.
+//
+//go:noescape
+func attnAccumF16x6AVX512(out *float32, p *float32, v *uint16, stride int, n int)
+
+// attnScoresF32x6AVX512 computes the scores of the query heads (head size 96) against n key rows.
+//
+//go:noescape
+func attnScoresF32x6AVX512(scores *float32, q *float32, heads int, k *float32, stride int, n int)
+
+// attnScoresF16x6AVX512 computes the scores of the query heads (head size 96) against n key rows.
+//
+//go:noescape
+func attnScoresF16x6AVX512(scores *float32, q *float32, heads int, k *uint16, stride int, n int)
+
+// attnAccumF32x7AVX512 accumulates n probability-weighted value rows into 112 output columns, positions in order.
+//
+//go:noescape
+func attnAccumF32x7AVX512(out *float32, p *float32, v *float32, stride int, n int)
+
+// attnAccumF16x7AVX512 accumulates n probability-weighted value rows into 112 output columns, positions in order.
+//
+//go:noescape
+func attnAccumF16x7AVX512(out *float32, p *float32, v *uint16, stride int, n int)
+
+// attnScoresF32x7AVX512 computes the scores of the query heads (head size 112) against n key rows.
+//
+//go:noescape
+func attnScoresF32x7AVX512(scores *float32, q *float32, heads int, k *float32, stride int, n int)
+
+// attnScoresF16x7AVX512 computes the scores of the query heads (head size 112) against n key rows.
+//
+//go:noescape
+func attnScoresF16x7AVX512(scores *float32, q *float32, heads int, k *uint16, stride int, n int)
+
+// attnAccumF32x8AVX512 accumulates n probability-weighted value rows into 128 output columns, positions in order.
+//
+//go:noescape
+func attnAccumF32x8AVX512(out *float32, p *float32, v *float32, stride int, n int)
+
+// attnAccumF16x8AVX512 accumulates n probability-weighted value rows into 128 output columns, positions in order.
+//
+//go:noescape
+func attnAccumF16x8AVX512(out *float32, p *float32, v *uint16, stride int, n int)
+
+// attnScoresF32x8AVX512 computes the scores of the query heads (head size 128) against n key rows.
+//
+//go:noescape
+func attnScoresF32x8AVX512(scores *float32, q *float32, heads int, k *float32, stride int, n int)
+
+// attnScoresF16x8AVX512 computes the scores of the query heads (head size 128) against n key rows.
+//
+//go:noescape
+func attnScoresF16x8AVX512(scores *float32, q *float32, heads int, k *uint16, stride int, n int)
+
 // quantQ8_0AVX2 quantizes nb blocks of 32 float32 to Q8_0, bit-identical to the Go quantizer.
 //
 //go:noescape

@@ -8,8 +8,10 @@ import (
 	. "github.com/mmcloughlin/avo/reg"
 )
 
-// Float32 vector kernels (attention and friends). AVX2 only, used on every
-// SIMD level, so a result never depends on the level.
+// Float32 vector kernels (attention and friends), in AVX2, with AVX-512
+// twins of the attention kernels for head sizes that are multiples of 16.
+// Every element gets the same operations in the same order on every level,
+// so a result never depends on the level.
 //
 // Dot products have one defined reduction order that the Go fallback
 // (kernels/attn.go dotF32Go) reproduces: 16 lanes, lane j accumulating
@@ -582,4 +584,140 @@ func signedQNaN(v, signMask VecVirtual, qnan Op, dst VecVirtual) {
 	VANDPS(signMask, v, c)
 	VORPS(qnan, c, c)
 	VBLENDVPS(nan, c, dst, dst)
+}
+
+// accumKernel512 emits func(out, p *float32, v *T, stride, n int): for
+// t = 0, 1, …, n−1 in order, out[d] += float32(p[t]·v[t·stride+d]) for
+// d < 16·nv, with out held in nv ZMMs across the positions (the AVX2
+// kernel reads and writes it back in memory for every position). Each
+// element gets the same multiply and add in the same order, so the result
+// is bit-identical to accumKernel's; the Go side calls it per head and per
+// 16·nv columns. stride is in elements.
+func accumKernel512(f16 bool, nv int) {
+	vt, tn := "float32", "F32"
+	if f16 {
+		vt, tn = "uint16", "F16"
+	}
+	name := fmt.Sprintf("attnAccum%sx%dAVX512", tn, nv)
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(out, p *float32, v *%s, stride, n int)", vt))
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s accumulates n probability-weighted value rows into %d output columns, positions in order.", name, 16*nv))
+	es := elemBytes(f16)
+	op := Load(Param("out"), GP64())
+	pp := Load(Param("p"), GP64())
+	vp := Load(Param("v"), GP64())
+	stride := Load(Param("stride"), GP64())
+	SHLQ(U8(es/2), stride) // bytes
+	n := Load(Param("n"), GP64())
+	acc := make([]VecVirtual, nv)
+	for k := range acc {
+		acc[k] = ZMM()
+		VMOVUPS(Mem{Base: op, Disp: 64 * k}, acc[k])
+	}
+	Label(name + "_t")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	pb := ZMM()
+	VBROADCASTSS(Mem{Base: pp}, pb)
+	for k := range acc {
+		x := ZMM()
+		if f16 {
+			VCVTPH2PS(Mem{Base: vp, Disp: 32 * k}, x)
+		} else {
+			VMOVUPS(Mem{Base: vp, Disp: 64 * k}, x)
+		}
+		VMULPS(pb, x, x)
+		VADDPS(x, acc[k], acc[k])
+	}
+	pf := GP64()
+	MOVQ(stride, pf)
+	SHLQ(U8(3), pf) // kvPrefetchRows
+	ADDQ(vp, pf)
+	for off := 0; off < 16*nv*es; off += 64 {
+		PREFETCHT0(Mem{Base: pf, Disp: off})
+	}
+	ADDQ(stride, vp)
+	ADDQ(U32(4), pp)
+	DECQ(n)
+	JMP(LabelRef(name + "_t"))
+	Label(name + "_done")
+	for k := range acc {
+		VMOVUPS(acc[k], Mem{Base: op, Disp: 64 * k})
+	}
+	VZEROUPPER()
+	RET()
+}
+
+// scoresKernel512 emits func(scores, q *float32, heads int, k *T, stride,
+// n int): scoresKernel for head size 16·nc with AVX-512. Each key row's nc
+// chunks are loaded (and converted) once for all heads, and each score is
+// one ZMM of 16 lanes in the defined order (lane j: elements j, j+16, …,
+// float32 products added to a zero start) folded by the defined tree, so
+// it is bit-identical to scoresKernel's.
+func scoresKernel512(f16 bool, nc int) {
+	kt, tn := "float32", "F32"
+	if f16 {
+		kt, tn = "uint16", "F16"
+	}
+	name := fmt.Sprintf("attnScores%sx%dAVX512", tn, nc)
+	TEXT(name, NOSPLIT, fmt.Sprintf("func(scores, q *float32, heads int, k *%s, stride, n int)", kt))
+	Pragma("noescape")
+	Doc(fmt.Sprintf("%s computes the scores of the query heads (head size %d) against n key rows.", name, 16*nc))
+	es := elemBytes(f16)
+	sT := Load(Param("scores"), GP64())
+	kp := Load(Param("k"), GP64())
+	stride := Load(Param("stride"), GP64())
+	SHLQ(U8(es/2), stride) // bytes
+	n := Load(Param("n"), GP64())
+	nB := GP64()
+	MOVQ(n, nB)
+	SHLQ(U8(2), nB) // bytes between heads' score rows
+	Label(name + "_t")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	kc := make([]VecVirtual, nc)
+	for c := range kc {
+		kc[c] = ZMM()
+		if f16 {
+			VCVTPH2PS(Mem{Base: kp, Disp: 32 * c}, kc[c])
+		} else {
+			VMOVUPS(Mem{Base: kp, Disp: 64 * c}, kc[c])
+		}
+	}
+	prefetchRow(kp, stride, es)
+	qq := Load(Param("q"), GP64())
+	sp := GP64()
+	MOVQ(sT, sp)
+	gi := Load(Param("heads"), GP64())
+	Label(name + "_g")
+	acc := ZMM()
+	VXORPS(acc, acc, acc)
+	for c := range kc {
+		x := ZMM()
+		VMULPS(Mem{Base: qq, Disp: 64 * c}, kc[c], x)
+		VADDPS(x, acc, acc)
+	}
+	h := YMM()
+	VEXTRACTF64X4(U8(1), acc, h)
+	VADDPS(h, acc.AsY(), h) // j + (j+8)
+	x := XMM()
+	VEXTRACTF128(U8(1), h, x)
+	VADDPS(x, h.AsX(), x) // j + (j+4)
+	t := XMM()
+	VMOVHLPS(x, x, t)
+	VADDPS(t, x, x) // j + (j+2)
+	VMOVSHDUP(x, t)
+	VADDSS(t, x, x) // 0 + 1
+	VMOVSS(x, Mem{Base: sp})
+	ADDQ(U32(64*nc), qq)
+	ADDQ(nB, sp)
+	DECQ(gi)
+	JNZ(LabelRef(name + "_g"))
+	ADDQ(stride, kp)
+	ADDQ(U32(4), sT)
+	DECQ(n)
+	JMP(LabelRef(name + "_t"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
 }

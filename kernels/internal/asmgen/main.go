@@ -57,6 +57,12 @@ func main() {
 	scoresKernel(true)
 	accumKernel(false)
 	accumKernel(true)
+	for nv := 1; nv <= 8; nv++ {
+		accumKernel512(false, nv)
+		accumKernel512(true, nv)
+		scoresKernel512(false, nv)
+		scoresKernel512(true, nv)
+	}
 	quantQ8Kernel()
 	floatRowKernel(false)
 	floatRowKernel(true)
