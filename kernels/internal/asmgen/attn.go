@@ -193,7 +193,7 @@ func scoresKernel(f16 bool) {
 	DECQ(gi)
 	JNZ(LabelRef(name + "_g"))
 
-	prefetchRow(kT, stride, es)
+	prefetchRow(kT, stride, 128*es) // the largest head size used; a shorter one prefetches the next head's start too
 	ADDQ(stride, kT)
 	ADDQ(U32(4), sT)
 	DECQ(n)
@@ -209,16 +209,14 @@ func scoresKernel(f16 bool) {
 // attention reads each of them once.
 const kvPrefetchRows = 8
 
-// prefetchRow prefetches the head slice kvPrefetchRows rows past row (rows
-// stride bytes apart): 128 elements of es bytes, the largest head size the
-// kernels are used with; a shorter slice only prefetches the next head's
-// start too.
-func prefetchRow(row, stride Register, es int) {
+// prefetchRow prefetches the first bytes of the row kvPrefetchRows rows
+// past row (rows stride bytes apart).
+func prefetchRow(row, stride Register, bytes int) {
 	pf := GP64()
 	MOVQ(stride, pf)
 	SHLQ(U8(3), pf) // kvPrefetchRows
 	ADDQ(row, pf)
-	for off := 0; off < 128*es; off += 64 {
+	for off := 0; off < bytes; off += 64 {
 		PREFETCHT0(Mem{Base: pf, Disp: off})
 	}
 }
@@ -273,7 +271,7 @@ func accumKernel(f16 bool) {
 	DECQ(gi)
 	JNZ(LabelRef(name + "_g"))
 
-	prefetchRow(vT, stride, es)
+	prefetchRow(vT, stride, 128*es)
 	ADDQ(stride, vT)
 	ADDQ(U32(4), pT)
 	DECQ(n)
@@ -629,13 +627,7 @@ func accumKernel512(f16 bool, nv int) {
 		VMULPS(pb, x, x)
 		VADDPS(x, acc[k], acc[k])
 	}
-	pf := GP64()
-	MOVQ(stride, pf)
-	SHLQ(U8(3), pf) // kvPrefetchRows
-	ADDQ(vp, pf)
-	for off := 0; off < 16*nv*es; off += 64 {
-		PREFETCHT0(Mem{Base: pf, Disp: off})
-	}
+	prefetchRow(vp, stride, 16*nv*es)
 	ADDQ(stride, vp)
 	ADDQ(U32(4), pp)
 	DECQ(n)
@@ -684,7 +676,7 @@ func scoresKernel512(f16 bool, nc int) {
 			VMOVUPS(Mem{Base: kp, Disp: 64 * c}, kc[c])
 		}
 	}
-	prefetchRow(kp, stride, es)
+	prefetchRow(kp, stride, 16*nc*es)
 	qq := Load(Param("q"), GP64())
 	sp := GP64()
 	MOVQ(sT, sp)
