@@ -29,6 +29,10 @@ func benchWeights(b *testing.B, preset string) (*model.Weights, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// As a node serving every expert keeps it (packed tiles included).
+	if err := w.KeepResident(func(int, int) bool { return true }); err != nil {
+		b.Fatal(err)
+	}
 	return w, "file"
 }
 

@@ -9,6 +9,9 @@ type Matrix struct {
 	Type       DType
 	Rows, Cols int
 	Data       []byte
+	// Tiles, when not nil, may hold the matrix's tiles packed by PackTiles,
+	// which MatMul then reads instead of Data (the results are the same).
+	Tiles *Tiles
 }
 
 // RowBytes is the byte length of one row.
@@ -59,6 +62,7 @@ type Scratch struct {
 	ra         []byte // packed activation rows of the VNNI row kernel
 	raRow      int    // bytes per packed row
 	raMulti    bool   // ra interleaves its rows' blocks for the multi-row kernel
+	tiles      []byte // m's packed tiles (m.Tiles), if any
 	r0, r1     int    // activation rows rowTiles16 computes
 	rowQPFn    func(lo, hi int)
 	row16Fn    func(lo, hi int)
@@ -159,7 +163,7 @@ func (s *Scratch) begin(m Matrix, x []float32, nrows int, out []float32) bool {
 // end drops references to caller memory so a long-lived Scratch pins
 // nothing.
 func (s *Scratch) end() {
-	s.m, s.x, s.out, s.dot = Matrix{}, nil, nil, nil
+	s.m, s.x, s.out, s.dot, s.tiles = Matrix{}, nil, nil, nil, nil
 }
 
 // quantRows converts activation rows [lo, hi) into s.act.

@@ -121,7 +121,12 @@ func (s *Scratch) rowVNNI() bool {
 		return false
 	}
 	s.raRow = s.m.Cols / QK * raBlock
-	s.raMulti = s.nrows > 1 && rowActs > 1
+	s.tiles = nil
+	if s.m.Type == Q8_0 {
+		s.tiles = s.m.Tiles.Load()
+	}
+	// Packed tiles take the multi-row layout even for one row.
+	s.raMulti = (s.nrows > 1 || s.tiles != nil) && rowActs > 1
 	s.ra = growAligned(s.ra, s.nrows*s.raRow)
 	s.r0, s.r1 = 0, s.nrows
 	return true
@@ -248,7 +253,11 @@ func (s *Scratch) rowTiles16(lo, hi int) {
 		n := s.r1 - s.r0
 		ng := (n + rowActs - 1) / rowActs
 		var ws, wq []byte
-		if ng > 1 && tileOnce {
+		if s.tiles != nil {
+			ts := tileStride(nb)
+			tile := s.tiles[t*ts : (t+1)*ts]
+			ws, wq = tile[:nb*32], tile[ts-nb*512:]
+		} else if ng > 1 && tileOnce {
 			if buf == nil {
 				buf = tileBuf(nb * tiledBlock) // put back after the loop
 			}

@@ -181,7 +181,16 @@ func (b *binder) matrix(name string, cols, rows int) kernels.Matrix {
 		b.fail(name, "shape %v, want [%d %d]", ti.Dims, cols, rows)
 		return kernels.Matrix{}
 	}
-	return kernels.Matrix{Type: ti.Type, Rows: int(ti.Dims[1]), Cols: cols, Data: data}
+	return withTiles(kernels.Matrix{Type: ti.Type, Rows: int(ti.Dims[1]), Cols: cols, Data: data})
+}
+
+// withTiles gives m a holder for packed tiles where MatMul would use them
+// (see Weights.KeepResident and Expert.PackTiles, which fill it).
+func withTiles(m kernels.Matrix) kernels.Matrix {
+	if kernels.TilesUseful(m) {
+		m.Tiles = new(kernels.Tiles)
+	}
+	return m
 }
 
 // vector binds a 1-D F32 tensor of n elements.
@@ -215,7 +224,7 @@ func (b *binder) stacked(name string, cols, rows, n int) []kernels.Matrix {
 	per := len(data) / n
 	ms := make([]kernels.Matrix, n)
 	for e := range ms {
-		ms[e] = kernels.Matrix{Type: ti.Type, Rows: rows, Cols: cols, Data: data[e*per : (e+1)*per]}
+		ms[e] = withTiles(kernels.Matrix{Type: ti.Type, Rows: rows, Cols: cols, Data: data[e*per : (e+1)*per]})
 	}
 	return ms
 }

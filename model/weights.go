@@ -3,6 +3,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"runtime"
 
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model/gguf"
@@ -38,6 +39,28 @@ type Expert struct {
 	Gate kernels.Matrix // FFN rows of Dim
 	Up   kernels.Matrix // FFN rows of Dim
 	Down kernels.Matrix // Dim rows of FFN
+}
+
+// PackTiles gives each of the expert's matrices that has a tile holder
+// its packed tiles (kernels.PackTiles), if it has none yet: computing with
+// them streams the weights faster. They are the size of the weights; Data
+// stays valid. p may be nil.
+func (e *Expert) PackTiles(p *kernels.Pool) {
+	for _, m := range []kernels.Matrix{e.Gate, e.Up, e.Down} {
+		packTiles(p, m)
+	}
+}
+
+// packTiles fills m's tile holder unless it is full; it reports whether m
+// has packed tiles afterwards.
+func packTiles(p *kernels.Pool, m kernels.Matrix) bool {
+	if m.Tiles == nil {
+		return false
+	}
+	if m.Tiles.Load() == nil {
+		m.Tiles.Store(kernels.PackTiles(p, m))
+	}
+	return m.Tiles.Load() != nil
 }
 
 // Bytes is the size of the expert's weights.
@@ -132,65 +155,89 @@ func (w *Weights) ExpertBytes() int64 {
 	return b
 }
 
-// KeepResident makes what this process keeps resident of the mapped model
-// file match what it computes with: the dense weights (DenseBytes) and the
-// experts hosted(layer, index) reports are populated (read in now, so using
-// them takes no page faults later), and the whole pages of every other
-// expert are released (with huge pages turned off for the mapping, see
-// gguf.File.SmallPages). A page fault maps the page cache's whole folio around
-// the page (up to 2 MiB), so without the release a node using some experts
-// would also hold parts of their neighbours; populating first means no later
-// fault maps them again while the page cache keeps the file. It blocks while
-// pages are read from disk. An expert used after all (the dispatcher's last
-// resort) faults its pages back in. Weights not loaded from a mapped file
-// are left alone.
+// KeepResident makes what this process keeps in memory match what it
+// computes with: the dense weights (DenseBytes) and the experts
+// hosted(layer, index) reports.
+//
+// Where the CPU computes with packed tiles (kernels.TilesUseful), each such
+// matrix gets them (built from the file, once) and the file pages under it
+// are released, since MatMul reads the tiles: resident memory holds each
+// weight once, in the layout the kernels stream fastest. Experts no longer
+// hosted drop their tiles.
+//
+// The rest of the used weights are populated (read in now, so using them
+// takes no page faults later), and the whole pages of every other expert
+// are released (with huge pages turned off for the mapping, see
+// gguf.File.SmallPages). A page fault maps the page cache's whole folio
+// around the page (up to 2 MiB), so without the release a node using some
+// experts would also hold parts of their neighbours; populating first means
+// no later fault maps them again while the page cache keeps the file. It
+// blocks while pages are read from disk. An expert used after all (the
+// dispatcher's last resort) faults its pages back in. Weights not loaded
+// from a mapped file only get their tiles.
 func (w *Weights) KeepResident(hosted func(layer, expert int) bool) error {
+	pool := kernels.NewPool(runtime.GOMAXPROCS(0))
+	defer pool.Close()
+	dense := []kernels.Matrix{w.Output}
+	for _, l := range w.Blocks {
+		dense = append(dense, l.Wq, l.Wk, l.Wv, l.Wo, l.GateInp)
+		if l.Dense != nil {
+			dense = append(dense, l.Dense.Gate, l.Dense.Up, l.Dense.Down)
+		}
+	}
+	var populate, release []kernels.Matrix
+	use := func(m kernels.Matrix) {
+		// The embedding reads rows of Data, so a tied output keeps them.
+		if packTiles(pool, m) && !(w.TiedOutput && m.Tiles == w.TokEmbd.Tiles) {
+			release = append(release, m)
+		} else {
+			populate = append(populate, m)
+		}
+	}
+	populate = append(populate, w.TokEmbd)
+	for _, m := range dense {
+		use(m)
+	}
+	for li, l := range w.Blocks {
+		for e, x := range l.Experts {
+			if hosted(li, e) {
+				for _, m := range []kernels.Matrix{x.Gate, x.Up, x.Down} {
+					use(m)
+				}
+				continue
+			}
+			for _, m := range []kernels.Matrix{x.Gate, x.Up, x.Down} {
+				if m.Tiles != nil {
+					m.Tiles.Store(nil)
+				}
+				release = append(release, m)
+			}
+		}
+	}
 	if w.file == nil {
 		return nil
 	}
 	var errs []error
-	do := func(op func([]byte) error, ms ...kernels.Matrix) {
+	do := func(op func([]byte) error, ms []kernels.Matrix) {
 		for _, m := range ms {
 			if err := op(m.Data); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	experts := func(op func([]byte) error, want bool) {
-		for li, l := range w.Blocks {
-			for e, x := range l.Experts {
-				if hosted(li, e) == want {
-					do(op, x.Gate, x.Up, x.Down)
-				}
-			}
-		}
-	}
 	// Base pages only, so a release can split a large folio; releasing
-	// first drops huge-page mappings made before (which unmaps their hosted
+	// first drops huge-page mappings made before (which unmaps their used
 	// parts too). Then populate what is used, which may map whole folios
-	// again, and release what is not, page by page. A process hosting
-	// every expert releases nothing and keeps huge pages.
-	all := true
-	for li, l := range w.Blocks {
-		for e := range l.Experts {
-			all = all && hosted(li, e)
-		}
-	}
-	if !all {
+	// again, and release the rest, page by page. A process that releases
+	// nothing (every expert hosted, no tiles) keeps huge pages.
+	if len(release) > 0 {
 		if err := w.file.SmallPages(); err != nil {
 			return err
 		}
 	}
-	experts(w.file.Release, false)
-	do(w.file.Populate, w.TokEmbd, w.Output)
-	for _, l := range w.Blocks {
-		do(w.file.Populate, l.Wq, l.Wk, l.Wv, l.Wo, l.GateInp)
-		if l.Dense != nil {
-			do(w.file.Populate, l.Dense.Gate, l.Dense.Up, l.Dense.Down)
-		}
-	}
-	experts(w.file.Populate, true)
-	experts(w.file.Release, false)
+	do(w.file.Release, release)
+	do(w.file.Populate, populate)
+	do(w.file.Release, release)
 	return errors.Join(errs...)
 }
 

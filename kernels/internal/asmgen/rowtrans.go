@@ -294,6 +294,18 @@ func multiRowsTiled(name string, q4 bool, na int) {
 	dw := ZMM()
 	VCVTPH2PS(Mem{Base: ws}, dw)
 	blockRows(q4, ap, neg, tk, dw, facc)
+	// Tiles the model keeps transposed stream from memory: fetch the
+	// quants four blocks ahead into L1 and sixteen ahead into L2, the
+	// scales eight ahead (measured on a 1024×2816 matrix cycled from DRAM,
+	// 2 threads: 1.05× the transposing kernels at 1 row, 1.2× at 4, 1.66×
+	// at 8; no prefetch was slower than them).
+	for off := 0; off < 512; off += 64 {
+		PREFETCHT0(Mem{Base: wq, Disp: 4*512 + off})
+	}
+	for off := 0; off < 512; off += 64 {
+		PREFETCHT1(Mem{Base: wq, Disp: 16*512 + off})
+	}
+	PREFETCHT0(Mem{Base: ws, Disp: 8 * 32})
 	ADDQ(U32(512), wq)
 	ADDQ(U32(32), ws)
 	ADDQ(astep, ap)
