@@ -106,6 +106,9 @@ func cmdBenchModel(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer m.Close()
+	if err := m.computeAll(); err != nil {
+		return err
+	}
 	cfg.Vocab = m.w.Vocab
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)

@@ -22,6 +22,13 @@ type loaded struct {
 
 func (l *loaded) Close() error { return l.file.Close() }
 
+// computeAll prepares the weights for a process that computes with every
+// expert, as a node hosting them all does (model.Weights.KeepResident:
+// packed tiles where the CPU uses them, everything else read in).
+func (l *loaded) computeAll() error {
+	return l.w.KeepResident(func(int, int) bool { return true })
+}
+
 func openModel(path string, needTokenizer bool) (*loaded, error) {
 	if path == "" {
 		return nil, fmt.Errorf("%w: --model is required", errUsage)
