@@ -117,3 +117,40 @@ func BenchmarkPackedTilesDRAM(b *testing.B) {
 		}
 	}
 }
+
+// TestTilesSwapWhileComputing stores and drops a matrix's tiles while
+// MatMul runs on it, as a node does when its hosted experts change: every
+// result stays bit-identical (run with -race to check the holder).
+func TestTilesSwapWhileComputing(t *testing.T) {
+	if cpuSIMD < simdAVX512VNNI {
+		t.Skip("no AVX-512 VNNI")
+	}
+	r := rand.New(rand.NewPCG(53, 54))
+	p := NewPool(2)
+	defer p.Close()
+	m := testMatrix(t, r, Q8_0, 64, 256)
+	m.Tiles = new(Tiles)
+	packed := PackTiles(nil, m)
+	const nrows = 3
+	x := randRow(r, nrows*m.Cols)
+	want := make([]float32, nrows*m.Rows)
+	var s Scratch
+	MatMul(nil, &s, m, x, nrows, want)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range 200 {
+			if i%2 == 0 {
+				m.Tiles.Store(packed)
+			} else {
+				m.Tiles.Store(nil)
+			}
+		}
+	}()
+	out := make([]float32, nrows*m.Rows)
+	for range 200 {
+		MatMul(p, &s, m, x, nrows, out)
+		assertBits(t, "while swapping", out, want)
+	}
+	<-done
+}
