@@ -128,7 +128,6 @@ func (s *expertFiles) load(digest string) (*model.ExpertFile, error) {
 		f.Close()
 		return nil, fmt.Errorf("%w: %w", ErrExpertFile, err)
 	}
-	x.Expert.PackTiles(nil) // it is loaded to be computed with
 	s.open[digest] = &openExpert{f: f, x: x}
 	return x, nil
 }

@@ -103,7 +103,7 @@ func TestAxpyAndF16Row(t *testing.T) {
 func TestAttnKernels(t *testing.T) {
 	r := rand.New(rand.NewPCG(35, 36))
 	for _, heads := range []int{1, 2, 3} {
-		for _, hd := range []int{5, 8, 16, 24, 64, 128} {
+		for _, hd := range []int{5, 8, 16, 24, 32, 48, 64, 80, 96, 112, 128, 144} {
 			for _, n := range []int{0, 1, 7, 33, 300} {
 				stride := hd + 8*r.IntN(3)
 				q := randRow(r, heads*hd)

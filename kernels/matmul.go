@@ -10,7 +10,8 @@ type Matrix struct {
 	Rows, Cols int
 	Data       []byte
 	// Tiles, when not nil, may hold the matrix's tiles packed by PackTiles,
-	// which MatMul then reads instead of Data (the results are the same).
+	// which MatMul then reads instead of their rows of Data (rows past the
+	// last full tile still come from Data; the results are the same).
 	Tiles *Tiles
 }
 

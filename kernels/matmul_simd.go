@@ -14,12 +14,14 @@ import (
 // output element in each SIMD lane: the AVX2 row kernel a weight row against
 // one activation row (8 weight rows per call), the VNNI row kernel likewise
 // for 16 weight rows per call against a packed activation row (see
-// packRowVNNI), or against 2–16 packed activation rows in one pass over the
+// packRowVNNI), or against 1–18 packed activation rows in one pass over the
 // weights (the multi-row kernels: each weight block is loaded, offset and
 // transposed once and fed to VPDPBUSD against every row; every batch from
 // two rows up, large ones in chunks of rowChunk activation rows; when a
 // chunk needs several passes, the tile is transposed once into a worker's
-// buffer, packTile16, and every pass reads it there). They
+// buffer, packTile16, and every pass reads it there; a Q8_0 matrix whose
+// tiles are packed already, Matrix.Tiles, always takes their tiled twins,
+// one row included). They
 // replaced a GEMM kernel (8 weight rows against a packed group of 16
 // activation rows), which they beat at every batch size measured, 12 to 1024
 // rows. Each lane computes the exact int32 block sum and then
@@ -123,7 +125,10 @@ func (s *Scratch) rowVNNI() bool {
 	s.raRow = s.m.Cols / QK * raBlock
 	s.tiles = nil
 	if s.m.Type == Q8_0 {
-		s.tiles = s.m.Tiles.Load()
+		// Tiles of another shape (not PackTiles's for m) are ignored.
+		if t := s.m.Tiles.Load(); len(t) == s.m.Rows/rowTile16*tileStride(s.m.Cols/QK) {
+			s.tiles = t
+		}
 	}
 	// Packed tiles take the multi-row layout even for one row.
 	s.raMulti = (s.nrows > 1 || s.tiles != nil) && rowActs > 1

@@ -47,8 +47,9 @@ func TilesUseful(m Matrix) bool {
 func tileStride(nb int) int { return (nb*32+63)&^63 + nb*512 }
 
 // PackTiles returns m's full 16-row tiles packed for Matrix.Tiles, built on
-// the pool (p may be nil), or nil when TilesUseful(m) is false. It reads
-// all of m.Data.
+// the pool (p may be nil), or nil when TilesUseful(m) is false. It reads the
+// rows of those tiles from m.Data (MatMul still reads the rows past the
+// last full tile from Data).
 func PackTiles(p *Pool, m Matrix) []byte {
 	if !TilesUseful(m) {
 		return nil

@@ -46,6 +46,12 @@ func TestMatMulPackedTiles(t *testing.T) {
 							plain := m
 							plain.Tiles = nil
 							b.Run(pool, []MatMulJob{{S: &s1, M: m, X: x, NRows: nrows, Out: out}, {S: &s2, M: plain, X: x, NRows: nrows, Out: out2}})
+							assertBits(t, what+"/batch", out, want)
+							assertBits(t, what+"/batch-plain", out2, want)
+							// The untiled job first: the tiled one reads its packing.
+							clear(out)
+							clear(out2)
+							b.Run(pool, []MatMulJob{{S: &s2, M: plain, X: x, NRows: nrows, Out: out2}, {S: &s1, M: m, X: x, NRows: nrows, Out: out}})
 						})
 						assertBits(t, what+"/batch", out, want)
 						assertBits(t, what+"/batch-plain", out2, want)

@@ -185,7 +185,7 @@ func (b *binder) matrix(name string, cols, rows int) kernels.Matrix {
 }
 
 // withTiles gives m a holder for packed tiles where MatMul would use them
-// (see Weights.KeepResident and Expert.PackTiles, which fill it).
+// (Weights.KeepResident fills it for the weights a node computes with).
 func withTiles(m kernels.Matrix) kernels.Matrix {
 	if kernels.TilesUseful(m) {
 		m.Tiles = new(kernels.Tiles)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model/gguf"
@@ -39,16 +40,6 @@ type Expert struct {
 	Gate kernels.Matrix // FFN rows of Dim
 	Up   kernels.Matrix // FFN rows of Dim
 	Down kernels.Matrix // Dim rows of FFN
-}
-
-// PackTiles gives each of the expert's matrices that has a tile holder
-// its packed tiles (kernels.PackTiles), if it has none yet: computing with
-// them streams the weights faster. They are the size of the weights; Data
-// stays valid. p may be nil.
-func (e *Expert) PackTiles(p *kernels.Pool) {
-	for _, m := range []kernels.Matrix{e.Gate, e.Up, e.Down} {
-		packTiles(p, m)
-	}
 }
 
 // packTiles fills m's tile holder unless it is full; it reports whether m
@@ -128,7 +119,9 @@ func (w *Weights) BytesPerToken() int64 {
 // DenseBytes is the size of every weight that is not a routed expert's: the
 // embedding, attention, norms, router gates and output (and a dense model's
 // FFN). Every node of a cluster serving the model reads all of it, whatever
-// experts it hosts. A tied output is counted once.
+// experts it hosts. A tied output is counted once (though a node that
+// computes it from packed tiles holds it twice: the embedding keeps its
+// rows).
 func (w *Weights) DenseBytes() int64 {
 	b := int64(len(w.TokEmbd.Data)) + 4*int64(len(w.OutputNorm))
 	if !w.TiedOutput {
@@ -160,10 +153,12 @@ func (w *Weights) ExpertBytes() int64 {
 // hosted(layer, index) reports.
 //
 // Where the CPU computes with packed tiles (kernels.TilesUseful), each such
-// matrix gets them (built from the file, once) and the file pages under it
-// are released, since MatMul reads the tiles: resident memory holds each
-// weight once, in the layout the kernels stream fastest. Experts no longer
-// hosted drop their tiles.
+// matrix gets them (built from the file, once, in the process's own memory)
+// and the file pages under it are released, since MatMul reads the tiles:
+// resident memory holds each weight once (a tied output twice, as the
+// embedding keeps its rows), in the layout the kernels stream fastest.
+// Experts no longer hosted drop their tiles first, and that memory is
+// handed back to the OS before new tiles are built.
 //
 // The rest of the used weights are populated (read in now, so using them
 // takes no page faults later), and the whole pages of every other expert
@@ -176,17 +171,39 @@ func (w *Weights) ExpertBytes() int64 {
 // dispatcher's last resort) faults its pages back in. Weights not loaded
 // from a mapped file only get their tiles.
 func (w *Weights) KeepResident(hosted func(layer, expert int) bool) error {
-	pool := kernels.NewPool(runtime.GOMAXPROCS(0))
-	defer pool.Close()
-	dense := []kernels.Matrix{w.Output}
-	for _, l := range w.Blocks {
-		dense = append(dense, l.Wq, l.Wk, l.Wv, l.Wo, l.GateInp)
-		if l.Dense != nil {
-			dense = append(dense, l.Dense.Gate, l.Dense.Up, l.Dense.Down)
+	var release []kernels.Matrix
+	// Drop the tiles of experts no longer hosted first, and hand their
+	// memory back, so that a change of hosted set never holds old and new
+	// tiles at once.
+	dropped := false
+	for li, l := range w.Blocks {
+		for e, x := range l.Experts {
+			if hosted(li, e) {
+				continue
+			}
+			for _, m := range []kernels.Matrix{x.Gate, x.Up, x.Down} {
+				if m.Tiles != nil && m.Tiles.Load() != nil {
+					m.Tiles.Store(nil)
+					dropped = true
+				}
+				release = append(release, m)
+			}
 		}
 	}
-	var populate, release []kernels.Matrix
+	if dropped {
+		debug.FreeOSMemory()
+	}
+	var pool *kernels.Pool // started when the first matrix needs packing
+	defer func() {
+		if pool != nil {
+			pool.Close()
+		}
+	}()
+	populate := []kernels.Matrix{w.TokEmbd}
 	use := func(m kernels.Matrix) {
+		if m.Tiles != nil && m.Tiles.Load() == nil && pool == nil {
+			pool = kernels.NewPool(runtime.GOMAXPROCS(0))
+		}
 		// The embedding reads rows of Data, so a tied output keeps them.
 		if packTiles(pool, m) && !(w.TiedOutput && m.Tiles == w.TokEmbd.Tiles) {
 			release = append(release, m)
@@ -194,23 +211,21 @@ func (w *Weights) KeepResident(hosted func(layer, expert int) bool) error {
 			populate = append(populate, m)
 		}
 	}
-	populate = append(populate, w.TokEmbd)
-	for _, m := range dense {
-		use(m)
-	}
+	use(w.Output)
 	for li, l := range w.Blocks {
+		for _, m := range []kernels.Matrix{l.Wq, l.Wk, l.Wv, l.Wo, l.GateInp} {
+			use(m)
+		}
+		if l.Dense != nil {
+			for _, m := range []kernels.Matrix{l.Dense.Gate, l.Dense.Up, l.Dense.Down} {
+				use(m)
+			}
+		}
 		for e, x := range l.Experts {
 			if hosted(li, e) {
 				for _, m := range []kernels.Matrix{x.Gate, x.Up, x.Down} {
 					use(m)
 				}
-				continue
-			}
-			for _, m := range []kernels.Matrix{x.Gate, x.Up, x.Down} {
-				if m.Tiles != nil {
-					m.Tiles.Store(nil)
-				}
-				release = append(release, m)
 			}
 		}
 	}

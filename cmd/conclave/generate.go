@@ -66,9 +66,6 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer m.Close()
-	if err := m.computeAll(); err != nil {
-		return err
-	}
 
 	var ids []int32
 	if tokens != "" {

@@ -22,9 +22,10 @@ type loaded struct {
 
 func (l *loaded) Close() error { return l.file.Close() }
 
-// computeAll prepares the weights for a process that computes with every
-// expert, as a node hosting them all does (model.Weights.KeepResident:
-// packed tiles where the CPU uses them, everything else read in).
+// computeAll prepares the weights as a node hosting every expert does
+// (model.Weights.KeepResident: packed tiles where the CPU uses them, in
+// memory the process holds, everything else read in), so that a benchmark
+// measures what serving runs.
 func (l *loaded) computeAll() error {
 	return l.w.KeepResident(func(int, int) bool { return true })
 }

@@ -49,9 +49,6 @@ func cmdLogits(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer m.Close()
-	if err := m.computeAll(); err != nil {
-		return err
-	}
 	ids, err := parseTokens(tokens, m.w.Vocab)
 	if err != nil {
 		return err
