@@ -1,6 +1,9 @@
 package kernels
 
-import "fmt"
+import (
+	"fmt"
+	"unsafe"
+)
 
 // Float32 vector kernels for attention: F16 row conversion, a dot product
 // with a defined reduction order, axpy, and grouped-query kernels that score
@@ -250,4 +253,22 @@ func AttnAccumF16(out, p []float32, heads, hd int, v []uint16, stride, n int) {
 			}
 		}
 	}
+}
+
+// PrefetchRows hints the CPU to fetch the first width elements of n rows of
+// x, stride elements apart, into L1 ahead of their use: the attention reads
+// a kv head's slice of each cache row, a stride the hardware prefetchers
+// follow poorly. It reads nothing and touches no row past x.
+func PrefetchRows[T uint16 | float32](x []T, stride, n, width int) {
+	if n <= 0 || width <= 0 || len(x) == 0 || !simdF32() {
+		return
+	}
+	if stride > 0 {
+		n = min(n, (len(x)-width)/stride+1)
+	}
+	if n <= 0 {
+		return
+	}
+	es := int(unsafe.Sizeof(x[0]))
+	prefetchRowsSIMD(unsafe.Pointer(&x[0]), stride*es, n, width*es)
 }

@@ -2,6 +2,8 @@
 
 package kernels
 
+import "unsafe"
+
 // Callers check lengths; slices here are non-empty and shaped as the kernels
 // require (see attn.go).
 
@@ -97,3 +99,7 @@ func expSumF64SIMD(w []float64, l []float32, m float32, invT float64, sums *[4]f
 }
 
 func f32ToF16SIMD(dst []uint16, src []float32) { f32ToF16x8AVX2(&dst[0], &src[0], len(src)) }
+
+func prefetchRowsSIMD(p unsafe.Pointer, stride, n, bytes int) {
+	prefetchRowsT0((*byte)(p), stride, n, bytes)
+}

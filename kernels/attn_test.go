@@ -300,3 +300,14 @@ func TestRoundF16Row(t *testing.T) {
 		}
 	}
 }
+
+// TestPrefetchRows calls the prefetch hint at the edges of its slice: it
+// must not panic or touch memory past x, whatever n asks for.
+func TestPrefetchRows(t *testing.T) {
+	x := make([]uint16, 10*64)
+	for _, c := range [][3]int{{64, 10, 64}, {64, 50, 64}, {64, 0, 64}, {0, 3, 8}, {64, 10, 0}, {700, 2, 64}} {
+		PrefetchRows(x, c[0], c[1], c[2])
+		PrefetchRows(make([]float32, 3), c[0], c[1], c[2])
+	}
+	PrefetchRows([]float32(nil), 1, 1, 1)
+}

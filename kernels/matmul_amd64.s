@@ -30760,6 +30760,31 @@ packRowVNNIAVX512_done:
 	VZEROUPPER
 	RET
 
+// func prefetchRowsT0(p *byte, stride int, n int, bytes int)
+// Requires: MMX+
+TEXT ·prefetchRowsT0(SB), NOSPLIT, $0-32
+	MOVQ p+0(FP), AX
+	MOVQ stride+8(FP), CX
+	MOVQ n+16(FP), DX
+	MOVQ bytes+24(FP), BX
+
+prefetchRowsT0_row:
+	TESTQ DX, DX
+	JZ    prefetchRowsT0_done
+	XORQ  SI, SI
+
+prefetchRowsT0_line:
+	PREFETCHT0 (AX)(SI*1)
+	ADDQ       $0x00000040, SI
+	CMPQ       SI, BX
+	JB         prefetchRowsT0_line
+	ADDQ       CX, AX
+	DECQ       DX
+	JMP        prefetchRowsT0_row
+
+prefetchRowsT0_done:
+	RET
+
 // func peakVNNI512(n int)
 // Requires: AVX, AVX512F, AVX512_VNNI
 TEXT ·peakVNNI512(SB), NOSPLIT, $0-8

@@ -734,6 +734,11 @@ func expSumF64AVX2(w *float64, l *float32, n int, m float32, invT float64, sums 
 //go:noescape
 func packRowVNNIAVX512(a *byte, nb int, dst *byte, step int)
 
+// prefetchRowsT0 prefetches the first bytes of n rows, stride bytes apart, into L1.
+//
+//go:noescape
+func prefetchRowsT0(p *byte, stride int, n int, bytes int)
+
 // peakVNNI512 runs n iterations of independent multiply-accumulates (compute peak).
 func peakVNNI512(n int)
 

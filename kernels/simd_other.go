@@ -2,6 +2,8 @@
 
 package kernels
 
+import "unsafe"
+
 func detectSIMD() simdLevel { return simdGo }
 
 var useGFNI bool
@@ -39,3 +41,5 @@ func dotFloat8x1(bool, []byte, int, int, []float32, []float32) {
 func peakLoop(PeakKind, int) (int64, bool) { return 0, false }
 
 func packRowSIMD(a []byte, nb int, dst []byte, step int) { packRowVNNIGo(a[:nb*q8_0Bytes], dst, step) }
+
+func prefetchRowsSIMD(unsafe.Pointer, int, int, int) {}

@@ -61,7 +61,30 @@ func (r *Runner) attendGroup(l int, c *kvcache.Cache, pos, i, kvh int, buf []flo
 		kernels.RoundF16Row(qs)
 		q = qs
 	}
+	// The next segment's rows (another cache block) are prefetched while
+	// this one computes; the kernels prefetch within a block.
+	prefetch := func(s int, v bool) {
+		if s >= segs {
+			return
+		}
+		m := min(bs, n-s*bs)
+		switch {
+		case f16 && v:
+			kernels.PrefetchRows(c.V16(l, s)[kvh*hd:], kvd, m, hd)
+		case f16:
+			kernels.PrefetchRows(c.K16(l, s)[kvh*hd:], kvd, m, hd)
+		case v:
+			kernels.PrefetchRows(c.V32(l, s)[kvh*hd:], kvd, m, hd)
+		default:
+			kernels.PrefetchRows(c.K32(l, s)[kvh*hd:], kvd, m, hd)
+		}
+	}
+	prefetch(0, false)
 	for s := 0; s < segs; s++ {
+		prefetch(s+1, false)
+		if s == segs-1 {
+			prefetch(0, true)
+		}
 		off := s * bs
 		m := min(bs, n-off)
 		dst := scores[off:] // one head: the segment's scores are in place
@@ -92,6 +115,7 @@ func (r *Runner) attendGroup(l int, c *kvcache.Cache, pos, i, kvh int, buf []flo
 	out := r.att[i*qd+kvh*group*hd:][:group*hd]
 	clear(out)
 	for s := 0; s < segs; s++ {
+		prefetch(s+1, true)
 		off := s * bs
 		m := min(bs, n-off)
 		p := scores[off:]

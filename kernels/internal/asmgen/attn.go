@@ -713,3 +713,31 @@ func scoresKernel512(f16 bool, nc int) {
 	VZEROUPPER()
 	RET()
 }
+
+// prefetchRowsKernel emits func(p *byte, stride, n, bytes int): PREFETCHT0
+// of the first bytes (rounded up to lines) of n rows stride bytes apart.
+func prefetchRowsKernel() {
+	const name = "prefetchRowsT0"
+	TEXT(name, NOSPLIT, "func(p *byte, stride, n, bytes int)")
+	Pragma("noescape")
+	Doc(name + " prefetches the first bytes of n rows, stride bytes apart, into L1.")
+	p := Load(Param("p"), GP64())
+	stride := Load(Param("stride"), GP64())
+	n := Load(Param("n"), GP64())
+	bytes := Load(Param("bytes"), GP64())
+	Label(name + "_row")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	off := GP64()
+	XORQ(off, off)
+	Label(name + "_line")
+	PREFETCHT0(Mem{Base: p, Index: off, Scale: 1})
+	ADDQ(U32(64), off)
+	CMPQ(off, bytes)
+	JB(LabelRef(name + "_line"))
+	ADDQ(stride, p)
+	DECQ(n)
+	JMP(LabelRef(name + "_row"))
+	Label(name + "_done")
+	RET()
+}

@@ -72,6 +72,7 @@ func main() {
 	expSubKernel()
 	expSumKernel()
 	packRowKernel()
+	prefetchRowsKernel()
 	peakKernel("peakVNNI512", true, true)
 	peakKernel("peakFMA512", false, true)
 	peakKernel("peakFMA256", false, false)
