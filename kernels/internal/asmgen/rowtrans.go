@@ -46,7 +46,7 @@ func rowKernelVNNIMulti(name string, q4, gfni bool, na int) {
 	TEXT(name, NOSPLIT, "func(w *byte, stride, nb int, a *byte, astep int, out *float32, ostride int)")
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s computes the dot products of 16 weight rows with %d packed activation rows (blocks interleaved), bit-identical to the Go dot.", name, na))
-	multiRows(name, q4, gfni, na, false)
+	multiRowsRaw(name, q4, gfni, na)
 }
 
 // rowKernelVNNITiled emits func(wq, ws *byte, nb int, a *byte, astep int,
@@ -60,16 +60,11 @@ func rowKernelVNNITiled(name string, q4 bool, na int) {
 	TEXT(name, NOSPLIT, "func(wq, ws *byte, nb int, a *byte, astep int, out *float32, ostride int)")
 	Pragma("noescape")
 	Doc(fmt.Sprintf("%s computes the dot products of a packed 16-row weight tile with %d packed activation rows (blocks interleaved), bit-identical to the Go dot.", name, na))
-	multiRows(name, q4, false, na, true)
+	multiRowsTiled(name, q4, na)
 }
 
-// multiRows is the body of rowKernelVNNIMulti (tiled false) and
-// rowKernelVNNITiled.
-func multiRows(name string, q4, gfni bool, na int, tiled bool) {
-	if tiled {
-		multiRowsTiled(name, q4, na)
-		return
-	}
+// multiRowsRaw is rowKernelVNNIMulti's body.
+func multiRowsRaw(name string, q4, gfni bool, na int) {
 	r := loadRows16()
 	nb := Load(Param("nb"), GP64())
 	ap := Load(Param("a"), GP64())
@@ -84,15 +79,11 @@ func multiRows(name string, q4, gfni bool, na int, tiled bool) {
 	LEAQ(Mem{Base: r.b[3], Index: r.stride, Scale: 4}, pf)
 
 	rp := newRowPairs(q4, gfni)
-	blk, neg := q8Bytes, raNeg7
+	blk, neg := q8Bytes, offsetCorrection(q4)
 	if q4 {
-		blk, neg = q4Bytes, raNeg3
+		blk = q4Bytes
 	}
-	facc := make([]VecVirtual, na)
-	for i := range facc {
-		facc[i] = ZMM()
-		zeroZ(facc[i])
-	}
+	facc := zeroedAccs(na)
 
 	Label(name + "_loop")
 	TESTQ(nb, nb)
@@ -267,6 +258,25 @@ func storeRows(facc []VecVirtual) {
 	}
 }
 
+// offsetCorrection is the packed activation block's offset of the
+// accumulator starting value for the weights' unsigned offset.
+func offsetCorrection(q4 bool) int {
+	if q4 {
+		return raNeg3
+	}
+	return raNeg7
+}
+
+// zeroedAccs returns n ZMM accumulators set to zero.
+func zeroedAccs(n int) []VecVirtual {
+	facc := make([]VecVirtual, n)
+	for i := range facc {
+		facc[i] = ZMM()
+		zeroZ(facc[i])
+	}
+	return facc
+}
+
 // multiRowsTiled is rowKernelVNNITiled's body.
 func multiRowsTiled(name string, q4 bool, na int) {
 	wq := Load(Param("wq"), GP64())
@@ -274,15 +284,8 @@ func multiRowsTiled(name string, q4 bool, na int) {
 	nb := Load(Param("nb"), GP64())
 	ap := Load(Param("a"), GP64())
 	astep := Load(Param("astep"), GP64())
-	neg := raNeg7
-	if q4 {
-		neg = raNeg3
-	}
-	facc := make([]VecVirtual, na)
-	for i := range facc {
-		facc[i] = ZMM()
-		zeroZ(facc[i])
-	}
+	neg := offsetCorrection(q4)
+	facc := zeroedAccs(na)
 	Label(name + "_loop")
 	TESTQ(nb, nb)
 	JZ(LabelRef(name + "_done"))
