@@ -30,3 +30,59 @@ func BenchmarkMatMulSmallBatch(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkExpertLayerPrefill runs one bench-preset layer's eight experts
+// at 128 rows each (Gate and Up of every expert, then every Down, through
+// MatMulBatch, as a prefill step does) on 2 threads: each group of rows
+// transposing the weights itself (transpose-each), one transpose per tile
+// shared by the groups (transpose-once), and packed tiles (tiles).
+func BenchmarkExpertLayerPrefill(b *testing.B) {
+	if cpuSIMD < simdAVX512VNNI {
+		b.Skip("no AVX-512 VNNI")
+	}
+	p := NewPool(2)
+	defer p.Close()
+	r := rand.New(rand.NewPCG(7, 8))
+	const experts, rows, dim, ffn = 8, 128, 1024, 2816
+	var gate, up, down [experts]Matrix
+	for e := range experts {
+		gate[e] = testMatrix(b, r, Q8_0, ffn, dim)
+		up[e] = testMatrix(b, r, Q8_0, ffn, dim)
+		down[e] = testMatrix(b, r, Q8_0, dim, ffn)
+	}
+	x, h := randRow(r, experts*rows*dim), randRow(r, experts*rows*ffn)
+	g, u, o := make([]float32, experts*rows*ffn), make([]float32, experts*rows*ffn), make([]float32, experts*rows*dim)
+	var s [3 * experts]Scratch
+	for _, mode := range []string{"transpose-each", "transpose-once", "tiles"} {
+		tiled := func(m Matrix) Matrix {
+			if mode == "tiles" {
+				m.Tiles = new(Tiles)
+				m.Tiles.Store(PackTiles(p, m))
+			}
+			return m
+		}
+		var gm, um, dm [experts]Matrix
+		for e := range experts {
+			gm[e], um[e], dm[e] = tiled(gate[e]), tiled(up[e]), tiled(down[e])
+		}
+		b.Run(mode, func(b *testing.B) {
+			withTileOnce(mode != "transpose-each", func() {
+				var mb MatMulBatch
+				jobs := make([]MatMulJob, 0, 2*experts)
+				for b.Loop() {
+					jobs = jobs[:0]
+					for e := range experts {
+						jobs = append(jobs, MatMulJob{S: &s[3*e], M: gm[e], X: x[e*rows*dim:], NRows: rows, Out: g[e*rows*ffn:]},
+							MatMulJob{S: &s[3*e+1], M: um[e], X: x[e*rows*dim:], NRows: rows, Out: u[e*rows*ffn:]})
+					}
+					mb.Run(p, jobs)
+					jobs = jobs[:0]
+					for e := range experts {
+						jobs = append(jobs, MatMulJob{S: &s[3*e+2], M: dm[e], X: h[e*rows*ffn:], NRows: rows, Out: o[e*rows*dim:]})
+					}
+					mb.Run(p, jobs)
+				}
+			})
+		})
+	}
+}
