@@ -120,7 +120,23 @@ func TestKeepResidentTiles(t *testing.T) {
 			}
 		}
 	}
+	// Each matrix's file pages go as soon as it is packed: never the file
+	// and the tiles at once.
+	var packed []kernels.Matrix
+	afterPack = func(m kernels.Matrix) {
+		for _, q := range append(packed, m) {
+			if p, all := residentPages(t, q.Data); p > 2 {
+				t.Errorf("while packing: %d of %d file pages of a packed matrix resident", p, all)
+			}
+		}
+		packed = append(packed, m)
+	}
+	defer func() { afterPack = nil }()
 	check(func(l, e int) bool { return (l == 0 && e == 1) || (l == 1 && e == 2) })
+	if len(packed) == 0 {
+		t.Error("no matrix was packed")
+	}
+	afterPack = nil
 	if got := forward(&w.Blocks[1].Experts[2]); !slices.Equal(got, before) {
 		t.Error("the expert computes differently from its tiles")
 	}

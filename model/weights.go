@@ -148,6 +148,10 @@ func (w *Weights) ExpertBytes() int64 {
 	return b
 }
 
+// afterPack, when set (tests), sees each matrix KeepResident has packed and
+// released.
+var afterPack func(kernels.Matrix)
+
 // KeepResident makes what this process keeps in memory match what it
 // computes with: the dense weights (DenseBytes) and the experts
 // hosted(layer, index) reports.
@@ -199,14 +203,34 @@ func (w *Weights) KeepResident(hosted func(layer, expert int) bool) error {
 			pool.Close()
 		}
 	}()
+	var errs []error
+	small := false
 	populate := []kernels.Matrix{w.TokEmbd}
 	use := func(m kernels.Matrix) {
-		if m.Tiles != nil && m.Tiles.Load() == nil && pool == nil {
+		packing := m.Tiles != nil && m.Tiles.Load() == nil
+		if packing && pool == nil {
 			pool = kernels.NewPool(runtime.GOMAXPROCS(0))
 		}
 		// The embedding reads rows of Data, so a tied output keeps them.
 		if packTiles(pool, m) && !(w.TiedOutput && m.Tiles == w.TokEmbd.Tiles) {
 			release = append(release, m)
+			// Packing read the matrix in; its pages go now, not after every
+			// matrix is packed, so the process never holds the file and the
+			// tiles at once (a peak of twice the model).
+			if packing && w.file != nil {
+				if !small {
+					small = true
+					if err := w.file.SmallPages(); err != nil {
+						errs = append(errs, err)
+					}
+				}
+				if err := w.file.Release(m.Data); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			if afterPack != nil {
+				afterPack(m)
+			}
 		} else {
 			populate = append(populate, m)
 		}
@@ -232,7 +256,9 @@ func (w *Weights) KeepResident(hosted func(layer, expert int) bool) error {
 	if w.file == nil {
 		return nil
 	}
-	var errs []error
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
 	do := func(op func([]byte) error, ms []kernels.Matrix) {
 		for _, m := range ms {
 			if err := op(m.Data); err != nil {
@@ -245,7 +271,7 @@ func (w *Weights) KeepResident(hosted func(layer, expert int) bool) error {
 	// parts too). Then populate what is used, which may map whole folios
 	// again, and release the rest, page by page. A process that releases
 	// nothing (every expert hosted, no tiles) keeps huge pages.
-	if len(release) > 0 {
+	if len(release) > 0 && !small {
 		if err := w.file.SmallPages(); err != nil {
 			return err
 		}
