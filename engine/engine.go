@@ -118,7 +118,7 @@ func New(cfg Config, w *model.Weights, pool *kernels.Pool, isEOG func(int32) boo
 	if need := (ctxLen + cfg.BlockSize - 1) / cfg.BlockSize; blocks < need {
 		return nil, fmt.Errorf("%w: %d KV blocks of %d positions cannot hold one sequence of %d positions (%d blocks)", ErrInvalidConfig, blocks, cfg.BlockSize, ctxLen, need)
 	}
-	kv, err := kvcache.NewPool(kvcache.PoolConfig{Layers: w.Layers, KVDim: w.KVDim(), Type: cfg.KVType, BlockSize: cfg.BlockSize, Blocks: blocks})
+	kv, err := kvcache.NewPool(kvcache.PoolConfig{Layers: w.Layers, KVDim: w.KVDim(), HeadDim: w.HeadDim, Type: cfg.KVType, BlockSize: cfg.BlockSize, Blocks: blocks})
 	if err != nil {
 		return nil, err
 	}

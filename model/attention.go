@@ -44,7 +44,7 @@ func (r *Runner) attendTasks(lo, hi int) {
 // kernels lay out heads × segment length.
 func (r *Runner) attendGroup(l int, c *kvcache.Cache, pos, i, kvh int, buf []float32) {
 	w := r.W
-	hd, kvd, qd := w.HeadDim, w.KVDim(), w.QDim()
+	hd, qd := w.HeadDim, w.QDim()
 	group := w.Heads / w.KVHeads
 	n := pos + 1
 	scores := buf[:group*n]                       // group × n
@@ -54,6 +54,11 @@ func (r *Runner) attendGroup(l int, c *kvcache.Cache, pos, i, kvh int, buf []flo
 	f16 := c.Type() == kernels.F16
 	bs := c.BlockSize()
 	segs := (n + bs - 1) / bs
+	// The head's rows within a block: from col, stride apart (contiguous
+	// when the cache keeps each head's positions together).
+	ch := c.HeadDim()
+	col := kvh * hd
+	col, stride := (col/ch)*bs*ch+col%ch, ch
 
 	q := r.q[i*qd+kvh*group*hd:][:group*hd]
 	if f16 {
@@ -70,13 +75,13 @@ func (r *Runner) attendGroup(l int, c *kvcache.Cache, pos, i, kvh int, buf []flo
 		m := min(bs, n-s*bs)
 		switch {
 		case f16 && v:
-			kernels.PrefetchRows(c.V16(l, s)[kvh*hd:], kvd, m, hd)
+			kernels.PrefetchRows(c.V16(l, s)[col:], stride, m, hd)
 		case f16:
-			kernels.PrefetchRows(c.K16(l, s)[kvh*hd:], kvd, m, hd)
+			kernels.PrefetchRows(c.K16(l, s)[col:], stride, m, hd)
 		case v:
-			kernels.PrefetchRows(c.V32(l, s)[kvh*hd:], kvd, m, hd)
+			kernels.PrefetchRows(c.V32(l, s)[col:], stride, m, hd)
 		default:
-			kernels.PrefetchRows(c.K32(l, s)[kvh*hd:], kvd, m, hd)
+			kernels.PrefetchRows(c.K32(l, s)[col:], stride, m, hd)
 		}
 	}
 	prefetch(0, false)
@@ -92,9 +97,9 @@ func (r *Runner) attendGroup(l int, c *kvcache.Cache, pos, i, kvh int, buf []flo
 			dst = stage[:group*m]
 		}
 		if f16 {
-			kernels.AttnScoresF16(dst, q, group, hd, c.K16(l, s)[kvh*hd:], kvd, m)
+			kernels.AttnScoresF16(dst, q, group, hd, c.K16(l, s)[col:], stride, m)
 		} else {
-			kernels.AttnScoresF32(dst, q, group, hd, c.K32(l, s)[kvh*hd:], kvd, m)
+			kernels.AttnScoresF32(dst, q, group, hd, c.K32(l, s)[col:], stride, m)
 		}
 		if group > 1 && segs > 1 {
 			for g := 0; g < group; g++ {
@@ -126,9 +131,9 @@ func (r *Runner) attendGroup(l int, c *kvcache.Cache, pos, i, kvh int, buf []flo
 			}
 		}
 		if f16 {
-			kernels.AttnAccumF16(out, p, group, hd, c.V16(l, s)[kvh*hd:], kvd, m)
+			kernels.AttnAccumF16(out, p, group, hd, c.V16(l, s)[col:], stride, m)
 		} else {
-			kernels.AttnAccumF32(out, p, group, hd, c.V32(l, s)[kvh*hd:], kvd, m)
+			kernels.AttnAccumF32(out, p, group, hd, c.V32(l, s)[col:], stride, m)
 		}
 	}
 }

@@ -13,8 +13,9 @@ import (
 // TestBlockCacheBitIdentical checks that attention over a block cache gives
 // the same logits, bit for bit, as over one contiguous block (the cache
 // before blocks existed): the kernels run per block segment in position
-// order. Block sizes that do and do not divide the sequence, GQA groups of
-// 2 (staged scores) and 1 (scores in place).
+// order. Block sizes that do and do not divide the sequence, row-major and
+// head-major blocks, GQA groups of 2 (staged scores) and 1 (scores in
+// place).
 func TestBlockCacheBitIdentical(t *testing.T) {
 	ctx := context.Background()
 	models := invarianceModels(t)
@@ -30,10 +31,15 @@ func TestBlockCacheBitIdentical(t *testing.T) {
 			want := prefillAll(t, w, 2, 64, m.cache, tokens) // one block of w.Ctx positions
 			pool := kernels.NewPool(2)
 			defer pool.Close()
-			for _, bs := range []int{1, 5, 16, 32} {
-				t.Run(fmt.Sprintf("block-%d", bs), func(t *testing.T) {
+			for _, lay := range []struct{ bs, hd int }{{1, 0}, {5, 0}, {16, 0}, {32, 0}, {1, w.HeadDim}, {5, w.HeadDim}, {16, w.HeadDim}} {
+				bs := lay.bs
+				name := fmt.Sprintf("block-%d", bs)
+				if lay.hd > 0 {
+					name += "-head-major" // each head's positions together
+				}
+				t.Run(name, func(t *testing.T) {
 					r := NewRunner(w, pool, 64)
-					c, err := kvcache.New(kvcache.Config{Layers: w.Layers, Ctx: w.Ctx, KVDim: w.KVDim(), Type: m.cache, BlockSize: bs})
+					c, err := kvcache.New(kvcache.Config{Layers: w.Layers, Ctx: w.Ctx, KVDim: w.KVDim(), Type: m.cache, BlockSize: bs, HeadDim: lay.hd})
 					if err != nil {
 						t.Fatal(err)
 					}

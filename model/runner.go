@@ -106,8 +106,8 @@ func (r *Runner) Validate(b *Batch) error {
 			return fmt.Errorf("%w: row %d has no sequence", ErrBadBatch, i)
 		}
 		cfg := s.Config()
-		if cfg.Layers != r.W.Layers || cfg.KVDim != r.W.KVDim() {
-			return fmt.Errorf("%w: row %d: cache shape %d layers × %d does not fit the model", ErrBadBatch, i, cfg.Layers, cfg.KVDim)
+		if cfg.Layers != r.W.Layers || cfg.KVDim != r.W.KVDim() || s.HeadDim()%r.W.HeadDim != 0 {
+			return fmt.Errorf("%w: row %d: cache shape %d layers × %d (heads of %d) does not fit the model", ErrBadBatch, i, cfg.Layers, cfg.KVDim, s.HeadDim())
 		}
 		if p := int(b.Pos[i]); p < 0 || p >= min(cfg.Ctx, r.W.Ctx) {
 			return fmt.Errorf("%w: row %d: position %d outside context %d", kvcache.ErrFull, i, p, min(cfg.Ctx, r.W.Ctx))

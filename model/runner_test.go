@@ -250,6 +250,12 @@ func TestValidateErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Heads split below the model's head size: a head's rows would not be
+	// contiguous within its block.
+	splitHeads, err := kvcache.New(kvcache.Config{Layers: w.Layers, Ctx: smallCtx, KVDim: w.KVDim(), Type: kernels.F32, HeadDim: w.HeadDim / 2})
+	if err != nil {
+		t.Fatal(err)
+	}
 	seqs := func(c ...*kvcache.Cache) []*kvcache.Cache { return c }
 	V := int32(w.Vocab)
 
@@ -266,6 +272,7 @@ func TestValidateErrors(t *testing.T) {
 		{"token negative", Batch{Tokens: []int32{-1}, Pos: []int32{0}, Seqs: seqs(fresh)}, ErrBadBatch},
 		{"nil sequence", Batch{Tokens: []int32{1}, Pos: []int32{0}, Seqs: seqs(nil)}, ErrBadBatch},
 		{"cache shape", Batch{Tokens: []int32{1}, Pos: []int32{0}, Seqs: seqs(wrongShape)}, ErrBadBatch},
+		{"cache head layout", Batch{Tokens: []int32{1}, Pos: []int32{0}, Seqs: seqs(splitHeads)}, ErrBadBatch},
 		{"gap after cache", Batch{Tokens: []int32{1}, Pos: []int32{4}, Seqs: seqs(half)}, ErrBadBatch},
 		{"gap on fresh cache", Batch{Tokens: []int32{1}, Pos: []int32{1}, Seqs: seqs(fresh)}, ErrBadBatch},
 		{"gap within batch", Batch{Tokens: []int32{1, 2}, Pos: []int32{0, 2}, Seqs: seqs(fresh, fresh)}, ErrBadBatch},

@@ -84,7 +84,7 @@ func (r *runtimeFlags) cache(w *model.Weights, ctx int) (*kvcache.Cache, error) 
 	if err != nil {
 		return nil, err
 	}
-	return kvcache.New(kvcache.Config{Layers: w.Layers, Ctx: min(ctx, w.Ctx), KVDim: w.KVDim(), Type: t})
+	return kvcache.New(kvcache.Config{Layers: w.Layers, Ctx: min(ctx, w.Ctx), KVDim: w.KVDim(), HeadDim: w.HeadDim, Type: t})
 }
 
 func (r *runtimeFlags) validate() error {

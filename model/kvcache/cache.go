@@ -25,6 +25,9 @@ type Config struct {
 	// BlockSize is positions per block; 0 means one block of Ctx positions
 	// (a contiguous cache).
 	BlockSize int
+	// HeadDim is the floats of one kv head; 0 means KVDim (a block is then
+	// row-major: position after position). See PoolConfig.HeadDim.
+	HeadDim int
 }
 
 // Validate reports whether the configuration is usable.
@@ -37,6 +40,9 @@ func (c Config) Validate() error {
 	}
 	if c.Type != kernels.F16 && c.Type != kernels.F32 {
 		return fmt.Errorf("%w: type must be F16 or F32, got %v", ErrInvalidConfig, c.Type)
+	}
+	if c.HeadDim < 0 || (c.HeadDim > 0 && c.KVDim%c.HeadDim != 0) {
+		return fmt.Errorf("%w: kv dim %d is not a whole number of heads of %d", ErrInvalidConfig, c.KVDim, c.HeadDim)
 	}
 	return nil
 }
@@ -71,7 +77,7 @@ func New(cfg Config) (*Cache, error) {
 	if bs == 0 || bs > cfg.Ctx {
 		bs = cfg.Ctx
 	}
-	p, err := NewPool(PoolConfig{Layers: cfg.Layers, KVDim: cfg.KVDim, Type: cfg.Type, BlockSize: bs, Blocks: (cfg.Ctx + bs - 1) / bs})
+	p, err := NewPool(PoolConfig{Layers: cfg.Layers, KVDim: cfg.KVDim, Type: cfg.Type, BlockSize: bs, Blocks: (cfg.Ctx + bs - 1) / bs, HeadDim: cfg.HeadDim})
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +94,7 @@ func (c *Cache) Config() Config {
 	if c.own {
 		bs = c.reqBS
 	}
-	return Config{Layers: pc.Layers, Ctx: c.ctx, KVDim: pc.KVDim, Type: pc.Type, BlockSize: bs}
+	return Config{Layers: pc.Layers, Ctx: c.ctx, KVDim: pc.KVDim, Type: pc.Type, BlockSize: bs, HeadDim: pc.HeadDim}
 }
 
 // Pool returns the pool the sequence draws blocks from.
@@ -220,19 +226,29 @@ func (c *Cache) uncommit(i int) {
 // The position must have been reserved.
 func (c *Cache) Store(layer, pos int, k, v []float32) {
 	p := c.pool
-	d, bs := p.cfg.KVDim, p.cfg.BlockSize
-	off := int(c.table[pos/bs])*p.blockElems + (pos%bs)*d
-	if p.k16 != nil {
-		kernels.F32ToF16Row(p.k16[layer][off:off+d], k[:d])
-		kernels.F32ToF16Row(p.v16[layer][off:off+d], v[:d])
-		return
+	d, bs, hd := p.cfg.KVDim, p.cfg.BlockSize, p.cfg.headDim()
+	base := int(c.table[pos/bs])*p.blockElems + (pos%bs)*hd
+	for h := 0; h < d; h += hd {
+		off := base + h*bs // head h/hd's rows start at (h/hd)·bs·hd
+		if p.k16 != nil {
+			kernels.F32ToF16Row(p.k16[layer][off:off+hd], k[h:h+hd])
+			kernels.F32ToF16Row(p.v16[layer][off:off+hd], v[h:h+hd])
+		} else {
+			copy(p.k32[layer][off:off+hd], k[h:h+hd])
+			copy(p.v32[layer][off:off+hd], v[h:h+hd])
+		}
 	}
-	copy(p.k32[layer][off:off+d], k[:d])
-	copy(p.v32[layer][off:off+d], v[:d])
 }
 
+// HeadDim is the floats of one head in the block layout (Config.HeadDim,
+// or KVDim). A block holds, for each head in turn, its BlockSize positions
+// of HeadDim floats: column j of position p of a block (j < KVDim) is at
+// (j/HeadDim)·BlockSize·HeadDim + p·HeadDim + j%HeadDim. With HeadDim =
+// KVDim that is row-major, position after position.
+func (c *Cache) HeadDim() int { return c.pool.cfg.headDim() }
+
 // K16 returns the F16 keys of block i of the sequence in a layer (BlockSize
-// positions × KVDim); nil for an F32 cache.
+// positions × KVDim, laid out as HeadDim says); nil for an F32 cache.
 func (c *Cache) K16(layer, i int) []uint16 {
 	if c.pool.k16 == nil {
 		return nil

@@ -129,6 +129,63 @@ func TestStoreRoundTrip(t *testing.T) {
 	}
 }
 
+// TestStoreHeadLayout checks where Store puts each value for every head
+// width: column j of position p of a block at (j/h)·bs·h + p·h + j%h
+// (row-major when h is the whole kv dim).
+func TestStoreHeadLayout(t *testing.T) {
+	const layers, ctx, d, bs = 2, 7, 6, 3
+	for _, typ := range []kernels.DType{kernels.F16, kernels.F32} {
+		for _, hd := range []int{0, 1, 2, 3, 6} {
+			c, err := New(Config{Layers: layers, Ctx: ctx, KVDim: d, Type: typ, BlockSize: bs, HeadDim: hd})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := hd
+			if h == 0 {
+				h = d
+			}
+			if c.HeadDim() != h || c.Config().HeadDim != hd {
+				t.Errorf("head dim %d: HeadDim() %d, Config().HeadDim %d", hd, c.HeadDim(), c.Config().HeadDim)
+			}
+			val := func(kv, l, p, j int) float32 { return float32(1000*kv + 100*l + 10*p + j) } // exact in F16
+			for p := range ctx {
+				if err := c.Reserve(p); err != nil {
+					t.Fatal(err)
+				}
+				for l := range layers {
+					k, v := make([]float32, d), make([]float32, d)
+					for j := range d {
+						k[j], v[j] = val(0, l, p, j), val(1, l, p, j)
+					}
+					c.Store(l, p, k, v)
+				}
+			}
+			for l := range layers {
+				for p := range ctx {
+					for j := range d {
+						i := (j/h)*bs*h + (p%bs)*h + j%h
+						var gk, gv float32
+						if typ == kernels.F16 {
+							gk, gv = kernels.F16ToF32(c.K16(l, p/bs)[i]), kernels.F16ToF32(c.V16(l, p/bs)[i])
+						} else {
+							gk, gv = c.K32(l, p/bs)[i], c.V32(l, p/bs)[i]
+						}
+						if gk != val(0, l, p, j) || gv != val(1, l, p, j) {
+							t.Errorf("%v head dim %d: layer %d pos %d col %d: got %v %v, want %v %v", typ, hd, l, p, j, gk, gv, val(0, l, p, j), val(1, l, p, j))
+						}
+					}
+				}
+			}
+		}
+	}
+	if _, err := New(Config{Layers: 1, Ctx: 4, KVDim: 6, Type: kernels.F16, HeadDim: 4}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("heads of 4 in a kv dim of 6: %v, want ErrInvalidConfig", err)
+	}
+	if _, err := NewPool(PoolConfig{Layers: 1, KVDim: 6, Type: kernels.F16, BlockSize: 4, Blocks: 1, HeadDim: -1}); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("negative head dim: %v, want ErrInvalidConfig", err)
+	}
+}
+
 // rows16 concatenates a layer's blocks (the first Len positions).
 func rows16(c *Cache, l int, get func(*Cache, int, int) []uint16) []uint16 {
 	var out []uint16

@@ -2,7 +2,9 @@
 // fixed-size blocks.
 //
 // A Pool allocates, once, a set of blocks of BlockSize positions × every
-// layer × KVDim, stored as F16 (the default, as llama.cpp does) or F32. A
+// layer × KVDim, stored as F16 (the default, as llama.cpp does) or F32;
+// with HeadDim set, a block keeps each kv head's positions together, so
+// attention over one head of a block reads one contiguous run. A
 // sequence (Cache) holds a block table into a pool; blocks are refcounted,
 // so sequences can share them. The pool's prefix cache maps the hash chain
 // of a sequence's full blocks of token ids to blocks: a new sequence whose

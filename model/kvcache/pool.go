@@ -16,6 +16,18 @@ type PoolConfig struct {
 	Type      kernels.DType // kernels.F16 (the default, as llama.cpp) or kernels.F32
 	BlockSize int           // positions per block, > 0 (16 or 32 for a shared pool)
 	Blocks    int           // blocks allocated up front, > 0
+	// HeadDim is the floats of one kv head; 0 means KVDim. A block keeps
+	// each head's positions together (see Cache.HeadDim), so attention over
+	// one head reads contiguous memory.
+	HeadDim int
+}
+
+// headDim is HeadDim, or KVDim when it is 0.
+func (c PoolConfig) headDim() int {
+	if c.HeadDim == 0 {
+		return c.KVDim
+	}
+	return c.HeadDim
 }
 
 // Validate reports whether the configuration is usable.
@@ -25,6 +37,9 @@ func (c PoolConfig) Validate() error {
 	}
 	if c.Type != kernels.F16 && c.Type != kernels.F32 {
 		return fmt.Errorf("%w: type must be F16 or F32, got %v", ErrInvalidConfig, c.Type)
+	}
+	if c.HeadDim < 0 || c.KVDim%c.headDim() != 0 {
+		return fmt.Errorf("%w: kv dim %d is not a whole number of heads of %d", ErrInvalidConfig, c.KVDim, c.HeadDim)
 	}
 	return nil
 }
