@@ -65,7 +65,22 @@ type ExpertCall struct {
 type ExpertBatch struct {
 	mm   kernels.MatMulBatch
 	jobs []kernels.MatMulJob
+
+	// SwiGLU over the calls' rows, spread over the pool in pieces.
+	self     *ExpertBatch // detects a copied batch, whose swigluFn would point at the original
+	calls    []ExpertCall
+	pieces   []swigluPiece
+	swigluFn func(lo, hi int)
 }
+
+// swigluPiece is a run of one call's gate (and up) elements.
+type swigluPiece struct{ call, lo, hi int }
+
+// swigluPieceLen is the elements of a SwiGLU piece (a multiple of 8, the
+// SIMD width): a few microseconds of work, so that a decode step's experts
+// (tens of rows) or a prefill's (hundreds) spread over every thread instead
+// of running on the caller while the pool waits.
+const swigluPieceLen = 4096
 
 // Forward runs calls on p. Calls must not share a scratch.
 func (b *ExpertBatch) Forward(p *kernels.Pool, calls []ExpertCall) {
@@ -80,15 +95,47 @@ func (b *ExpertBatch) Forward(p *kernels.Pool, calls []ExpertCall) {
 			kernels.MatMulJob{S: &c.S.mmUp, M: c.FFN.Up, X: c.In, NRows: c.Rows, Out: c.S.up})
 	}
 	b.mm.Run(p, b.jobs)
+	b.swiglu(p, calls)
 	b.jobs = b.jobs[:0]
 	for i := range calls {
 		c := &calls[i]
-		kernels.SwiGLU(c.S.gate, c.S.gate, c.S.up)
 		b.jobs = append(b.jobs, kernels.MatMulJob{S: &c.S.mm, M: c.FFN.Down, X: c.S.gate, NRows: c.Rows, Out: c.Out})
 	}
 	b.mm.Run(p, b.jobs)
 	clear(b.jobs) // pin no caller memory
 	b.jobs = b.jobs[:0]
+}
+
+// swiglu sets every call's gate to SwiGLU(gate, up), in pieces over p.
+func (b *ExpertBatch) swiglu(p *kernels.Pool, calls []ExpertCall) {
+	b.pieces = b.pieces[:0]
+	for i := range calls {
+		n := len(calls[i].S.gate)
+		for lo := 0; lo < n; lo += swigluPieceLen {
+			b.pieces = append(b.pieces, swigluPiece{i, lo, min(lo+swigluPieceLen, n)})
+		}
+	}
+	if p == nil || len(b.pieces) < 2 {
+		for _, c := range calls {
+			kernels.SwiGLU(c.S.gate, c.S.gate, c.S.up)
+		}
+		return
+	}
+	if b.self != b {
+		b.self = b
+		b.swigluFn = b.swigluPieces
+	}
+	b.calls = calls
+	p.Run(len(b.pieces), b.swigluFn)
+	b.calls = nil
+}
+
+// swigluPieces computes pieces [lo, hi) of the current swiglu.
+func (b *ExpertBatch) swigluPieces(lo, hi int) {
+	for _, pc := range b.pieces[lo:hi] {
+		s := b.calls[pc.call].S
+		kernels.SwiGLU(s.gate[pc.lo:pc.hi], s.gate[pc.lo:pc.hi], s.up[pc.lo:pc.hi])
+	}
 }
 
 // LocalExperts runs every expert of a Weights in this process: a layer's

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/conclave-ai/conclave/kernels"
@@ -41,5 +42,39 @@ func TestDenseAndExpertBytes(t *testing.T) {
 				t.Errorf("dense model has %d expert bytes", experts)
 			}
 		})
+	}
+}
+
+// TestExpertBatchMatchesForward runs several experts' calls as one
+// ExpertBatch on a pool (their SwiGLU in pieces over the threads) and checks
+// each output, bit for bit, against the expert run alone on the caller, one
+// row at a time.
+func TestExpertBatchMatchesForward(t *testing.T) {
+	for _, typ := range []kernels.DType{kernels.F32, kernels.Q8_0} {
+		w, _ := testModel(t, tinyConfig(t, func(c *synth.Config) {
+			c.Dim, c.Heads, c.KVHeads, c.FFN, c.Type = 64, 4, 2, 1056, typ
+		}))
+		pool := kernels.NewPool(2)
+		defer pool.Close()
+		rows := []int{1, 5, 9} // 1056·5 and 1056·9 elements: several SwiGLU pieces
+		calls := make([]ExpertCall, len(rows))
+		scratch := make([]ExpertScratch, len(rows))
+		for i, n := range rows {
+			in := make([]float32, n*w.Dim)
+			for j := range in {
+				in[j] = float32((j*7+i*3)%11) - 5
+			}
+			calls[i] = ExpertCall{FFN: &w.Blocks[0].Experts[i], S: &scratch[i], In: in, Rows: n, Out: make([]float32, n*w.Dim)}
+		}
+		var b ExpertBatch
+		b.Forward(pool, calls)
+		for i, c := range calls {
+			var s ExpertScratch
+			for r := range c.Rows {
+				want := make([]float32, w.Dim)
+				c.FFN.Forward(nil, &s, c.In[r*w.Dim:(r+1)*w.Dim], 1, want)
+				sameBits(t, fmt.Sprintf("%v call %d row %d", typ, i, r), c.Out[r*w.Dim:(r+1)*w.Dim], want)
+			}
+		}
 	}
 }
