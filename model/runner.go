@@ -53,6 +53,10 @@ type Runner struct {
 	qkv                       kernels.MatMulBatch
 	qkvJobs                   [3]kernels.MatMulJob
 	local                     LocalExperts
+
+	// Per-row steps, over the pool when the batch is wide (see perRows);
+	// they read attnLayer and attnBatch.
+	attnNormFn, ropeStoreFn, ffnNormFn, combineFn func(lo, hi int)
 }
 
 // NewRunner reserves buffers for batches of up to maxRows rows.
@@ -82,7 +86,87 @@ func NewRunner(w *Weights, pool *kernels.Pool, maxRows int) *Runner {
 	}
 	r.local = LocalExperts{W: w, Pool: pool}
 	r.attnFn = r.attendTasks
+	r.attnNormFn, r.ropeStoreFn = r.attnNormRows, r.ropeStoreRows
+	r.ffnNormFn, r.combineFn = r.ffnNormRows, r.combineRows
 	return r
+}
+
+// parallelRows is the fewest rows a per-row step (norms, RoPE and the
+// cache stores, the experts' combination) spreads over the pool; below it
+// the step takes less than a fork and join.
+const parallelRows = 8
+
+// perRows runs fn over rows [0, n): across the pool for wide batches (a
+// prefill chunk, many decoding streams), where these steps would otherwise
+// run on one thread while the rest wait.
+func (r *Runner) perRows(n int, fn func(lo, hi int)) {
+	if n < parallelRows || r.Pool.Threads() == 1 {
+		fn(0, n)
+		return
+	}
+	r.Pool.Run(n, fn)
+}
+
+// attnNormRows sets xn = rmsnorm(x)·attn_norm for rows [lo, hi).
+func (r *Runner) attnNormRows(lo, hi int) {
+	w, dim := r.W, r.W.Dim
+	norm := w.Blocks[r.attnLayer].AttnNorm
+	for i := lo; i < hi; i++ {
+		kernels.RMSNorm(r.xn[i*dim:(i+1)*dim], r.x[i*dim:(i+1)*dim], norm, w.NormEps)
+	}
+}
+
+// ffnNormRows sets xn = rmsnorm(x)·ffn_norm for rows [lo, hi).
+func (r *Runner) ffnNormRows(lo, hi int) {
+	w, dim := r.W, r.W.Dim
+	norm := w.Blocks[r.attnLayer].FFNNorm
+	for i := lo; i < hi; i++ {
+		kernels.RMSNorm(r.xn[i*dim:(i+1)*dim], r.x[i*dim:(i+1)*dim], norm, w.NormEps)
+	}
+}
+
+// ropeStoreRows rotates the queries and keys of rows [lo, hi) and stores
+// their keys and values in their sequences' caches (each row its own
+// position, so rows never write the same memory).
+func (r *Runner) ropeStoreRows(lo, hi int) {
+	w, b, l := r.W, r.attnBatch, r.attnLayer
+	qd, kvd, half := w.QDim(), w.KVDim(), w.RopeDim/2
+	for i := lo; i < hi; i++ {
+		cs, sn := r.ropeCos[i*half:(i+1)*half], r.ropeSin[i*half:(i+1)*half]
+		for h := 0; h < w.Heads; h++ {
+			rope(r.q[i*qd+h*w.HeadDim:], cs, sn)
+		}
+		for h := 0; h < w.KVHeads; h++ {
+			rope(r.k[i*kvd+h*w.HeadDim:], cs, sn)
+		}
+		b.Seqs[i].Store(l, int(b.Pos[i]), r.k[i*kvd:(i+1)*kvd], r.v[i*kvd:(i+1)*kvd])
+	}
+}
+
+// combineRows adds to x, for rows [lo, hi), the routed experts' outputs
+// weighted by their gate weights, in routing order.
+func (r *Runner) combineRows(lo, hi int) {
+	dim, k := r.W.Dim, r.W.TopK
+	for i := lo; i < hi; i++ {
+		acc := r.proj[i*dim : (i+1)*dim]
+		for j := 0; j < k; j++ {
+			wt := r.route.Weights[i*k+j]
+			o := r.expOut[int(r.slot[i*k+j])*dim:][:dim]
+			if j == 0 {
+				for d := range acc {
+					acc[d] = o[d] * wt
+				}
+				continue
+			}
+			for d := range acc {
+				acc[d] += o[d] * wt
+			}
+		}
+		x := r.x[i*dim : (i+1)*dim]
+		for d := range x {
+			x[d] += acc[d]
+		}
+	}
 }
 
 // Local returns an ExpertRunner that runs the experts in this process.
@@ -208,9 +292,8 @@ func (r *Runner) forward(ctx context.Context, b *Batch, experts ExpertRunner) er
 func (r *Runner) Attention(l int, b *Batch) {
 	w, n, L := r.W, b.Len(), &r.W.Blocks[l]
 	dim, qd, kvd := w.Dim, w.QDim(), w.KVDim()
-	for i := 0; i < n; i++ {
-		kernels.RMSNorm(r.xn[i*dim:(i+1)*dim], r.x[i*dim:(i+1)*dim], L.AttnNorm, w.NormEps)
-	}
+	r.attnLayer, r.attnBatch = l, b
+	r.perRows(n, r.attnNormFn)
 	// Q, K and V in one batch: one packing of xn, two pool joins.
 	r.qkvJobs = [3]kernels.MatMulJob{
 		{S: &r.mm, M: L.Wq, X: r.xn, NRows: n, Out: r.q[:n*qd]},
@@ -219,18 +302,7 @@ func (r *Runner) Attention(l int, b *Batch) {
 	}
 	r.qkv.Run(r.Pool, r.qkvJobs[:])
 	r.qkvJobs = [3]kernels.MatMulJob{}
-	half := w.RopeDim / 2
-	for i := 0; i < n; i++ {
-		cs, sn := r.ropeCos[i*half:(i+1)*half], r.ropeSin[i*half:(i+1)*half]
-		for h := 0; h < w.Heads; h++ {
-			rope(r.q[i*qd+h*w.HeadDim:], cs, sn)
-		}
-		for h := 0; h < w.KVHeads; h++ {
-			rope(r.k[i*kvd+h*w.HeadDim:], cs, sn)
-		}
-		b.Seqs[i].Store(l, int(b.Pos[i]), r.k[i*kvd:(i+1)*kvd], r.v[i*kvd:(i+1)*kvd])
-	}
-	r.attnLayer, r.attnBatch = l, b
+	r.perRows(n, r.ropeStoreFn)
 	r.Pool.Run(len(r.attnScratch), r.attnFn)
 	r.attnBatch = nil
 	kernels.MatMul(r.Pool, &r.mm, L.Wo, r.att, n, r.proj[:n*dim])
@@ -245,9 +317,8 @@ func (r *Runner) Attention(l int, b *Batch) {
 func (r *Runner) FFN(ctx context.Context, l, n int, experts ExpertRunner) error {
 	w, L := r.W, &r.W.Blocks[l]
 	dim := w.Dim
-	for i := 0; i < n; i++ {
-		kernels.RMSNorm(r.xn[i*dim:(i+1)*dim], r.x[i*dim:(i+1)*dim], L.FFNNorm, w.NormEps)
-	}
+	r.attnLayer = l
+	r.perRows(n, r.ffnNormFn)
 	if L.Dense != nil {
 		L.Dense.Forward(r.Pool, &r.local.scratch, r.xn[:n*dim], n, r.proj[:n*dim])
 		for i := range r.proj[:n*dim] {
@@ -272,27 +343,7 @@ func (r *Runner) FFN(ctx context.Context, l, n int, experts ExpertRunner) error 
 	if err := experts.RunExperts(ctx, l, r.groups); err != nil {
 		return err
 	}
-	k := w.TopK
-	for i := 0; i < n; i++ {
-		acc := r.proj[i*dim : (i+1)*dim]
-		for j := 0; j < k; j++ {
-			wt := r.route.Weights[i*k+j]
-			o := r.expOut[int(r.slot[i*k+j])*dim:][:dim]
-			if j == 0 {
-				for d := range acc {
-					acc[d] = o[d] * wt
-				}
-				continue
-			}
-			for d := range acc {
-				acc[d] += o[d] * wt
-			}
-		}
-		x := r.x[i*dim : (i+1)*dim]
-		for d := range x {
-			x[d] += acc[d]
-		}
-	}
+	r.perRows(n, r.combineFn)
 	return nil
 }
 
