@@ -53,7 +53,8 @@
 //
 // # Imports
 //
-// kernels imports nothing from this project; only the standard library and
-// golang.org/x/sys/cpu (for SIMD dispatch). Every other package may import
-// it.
+// kernels imports nothing from this project; only the standard library,
+// golang.org/x/sys/cpu (for SIMD dispatch) and golang.org/x/sys/unix (to
+// offer packed tiles to transparent huge pages on Linux). Every other
+// package may import it.
 package kernels

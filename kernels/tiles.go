@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"sync/atomic"
+	"unsafe"
 )
 
 // Tiles holds an optional copy of a Q8_0 matrix's full 16-row tiles,
@@ -46,11 +47,28 @@ func TilesUseful(m Matrix) bool {
 // (32 bytes a block, padded to 64) then the quants (512 a block).
 func tileStride(nb int) int { return (nb*32+63)&^63 + nb*512 }
 
+// TilesLen is the bytes of m's packed tiles: 0 when TilesUseful(m) is
+// false.
+func TilesLen(m Matrix) int {
+	if !TilesUseful(m) {
+		return 0
+	}
+	return m.Rows / rowTile16 * tileStride(m.Cols/QK)
+}
+
 // PackTiles returns m's full 16-row tiles packed for Matrix.Tiles, built on
-// the pool (p may be nil), or nil when TilesUseful(m) is false. It reads the
-// rows of those tiles from m.Data (MatMul still reads the rows past the
-// last full tile from Data).
+// the pool (p may be nil) in memory from AllocTiles, or nil when
+// TilesUseful(m) is false. It reads the rows of those tiles from m.Data
+// (MatMul still reads the rows past the last full tile from Data).
 func PackTiles(p *Pool, m Matrix) []byte {
+	return PackTilesInto(p, m, AllocTiles(TilesLen(m)))
+}
+
+// PackTilesInto is PackTiles into dst, TilesLen(m) bytes starting on a
+// 64-byte boundary (a piece of an AllocTiles buffer shared by several
+// matrices, so that more of them lie on huge pages). It returns dst, or
+// nil when TilesUseful(m) is false.
+func PackTilesInto(p *Pool, m Matrix, dst []byte) []byte {
 	if !TilesUseful(m) {
 		return nil
 	}
@@ -60,7 +78,10 @@ func PackTiles(p *Pool, m Matrix) []byte {
 	}
 	ts := tileStride(nb)
 	nt := m.Rows / rowTile16
-	out := growAligned(nil, nt*ts)
+	if len(dst) != nt*ts || uintptr(unsafe.Pointer(unsafe.SliceData(dst)))&63 != 0 {
+		panic("kernels: PackTilesInto: destination not TilesLen bytes on a 64-byte boundary")
+	}
+	out := dst
 	pack := func(lo, hi int) {
 		for t := lo; t < hi; t++ {
 			tile := out[t*ts : (t+1)*ts]
@@ -73,4 +94,47 @@ func PackTiles(p *Pool, m Matrix) []byte {
 		p.Run(nt, pack)
 	}
 	return out
+}
+
+// hugePage is the size of a transparent huge page on x86-64 Linux.
+const hugePage = 2 << 20
+
+// AllocTiles returns n bytes (n rounded up to a multiple of 64) for packed
+// tiles, starting on a 64-byte boundary. A buffer of at least two huge
+// pages starts on a 2 MiB boundary, and its whole huge pages are offered
+// to the kernel's transparent huge pages (madvise MADV_HUGEPAGE on Linux)
+// before anything is written, so the weights stream without a TLB miss
+// every 4 KiB: 4–10 % faster from DRAM at 1–16 rows (a 1024×2816 matrix
+// cycled over 576 MB, 2 threads, medians of 30 alternating rounds). Up to
+// 2 MiB of address space before the buffer is never touched. Smaller
+// buffers get the huge pages that fall inside them.
+func AllocTiles(n int) []byte {
+	if n <= 0 {
+		return nil
+	}
+	n = (n + 63) &^ 63
+	if n < 2*hugePage {
+		b := growAligned(nil, n)[:n:n]
+		adviseHuge(b)
+		return b
+	}
+	buf := make([]byte, n+hugePage)
+	off := int(-uintptr(unsafe.Pointer(unsafe.SliceData(buf))) & (hugePage - 1))
+	b := buf[off : off+n : off+n]
+	adviseHuge(b)
+	return b
+}
+
+// adviseHuge offers the whole huge pages inside b to transparent huge
+// pages (a no-op where the OS has none).
+func adviseHuge(b []byte) {
+	if len(b) < hugePage {
+		return
+	}
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	lo := int(-start & (hugePage - 1))
+	hi := lo + (len(b)-lo)&^(hugePage-1)
+	if hi > lo {
+		madviseHuge(b[lo:hi])
+	}
 }

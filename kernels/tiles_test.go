@@ -3,6 +3,7 @@ package kernels
 import (
 	"math/rand/v2"
 	"testing"
+	"unsafe"
 )
 
 // TestMatMulPackedTiles checks MatMul and MatMulBatch on matrices carrying
@@ -159,4 +160,78 @@ func TestTilesSwapWhileComputing(t *testing.T) {
 		assertBits(t, "while swapping", out, want)
 	}
 	<-done
+}
+
+// TestAllocTiles checks the tile buffers' sizes and alignment: 64 bytes
+// always, a 2 MiB start from two huge pages up.
+func TestAllocTiles(t *testing.T) {
+	if AllocTiles(0) != nil {
+		t.Error("AllocTiles(0) is not nil")
+	}
+	for _, n := range []int{1, 64, 100, hugePage - 1, hugePage + 64, 2 * hugePage, 5*hugePage + 192} {
+		b := AllocTiles(n)
+		addr := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+		switch {
+		case len(b) != (n+63)&^63 || cap(b) != len(b):
+			t.Errorf("AllocTiles(%d): len %d cap %d", n, len(b), cap(b))
+		case addr&63 != 0:
+			t.Errorf("AllocTiles(%d) at %#x: not 64-byte aligned", n, addr)
+		case n >= 2*hugePage && addr&(hugePage-1) != 0:
+			t.Errorf("AllocTiles(%d) at %#x: not on a huge page boundary", n, addr)
+		}
+		b[len(b)-1] = 1 // writable to the end
+	}
+}
+
+// TestPackTilesInto packs several matrices into one AllocTiles buffer, as a
+// node packs an expert's three, and checks MatMul on each bit for bit
+// against VecDot; a destination of the wrong size or alignment panics.
+func TestPackTilesInto(t *testing.T) {
+	if cpuSIMD < simdAVX512VNNI {
+		t.Skip("no AVX-512 VNNI")
+	}
+	r := rand.New(rand.NewPCG(61, 62))
+	p := NewPool(2)
+	defer p.Close()
+	ms := []Matrix{testMatrix(t, r, Q8_0, 48, 96), testMatrix(t, r, Q8_0, 37, 64), testMatrix(t, r, Q8_0, 8, 64), testMatrix(t, r, Q8_0, 32, 96)}
+	total := 0
+	for _, m := range ms {
+		total += TilesLen(m)
+	}
+	if TilesLen(ms[2]) != 0 {
+		t.Errorf("TilesLen of an 8-row matrix is %d, want 0", TilesLen(ms[2]))
+	}
+	buf := AllocTiles(total)
+	for i := range ms {
+		n := TilesLen(ms[i])
+		ms[i].Tiles = new(Tiles)
+		ms[i].Tiles.Store(PackTilesInto(p, ms[i], buf[:n:n]))
+		buf = buf[n:]
+	}
+	var s Scratch
+	for i, m := range ms {
+		for _, nrows := range []int{1, 5} {
+			x := randRow(r, nrows*m.Cols)
+			want := make([]float32, nrows*m.Rows)
+			for row := range nrows {
+				a := mustQuantize(t, Q8_0, x[row*m.Cols:(row+1)*m.Cols])
+				for j := range m.Rows {
+					want[row*m.Rows+j] = VecDot(m.Type, m.Cols, m.Row(j), a)
+				}
+			}
+			got := make([]float32, nrows*m.Rows)
+			MatMul(p, &s, m, x, nrows, got)
+			assertBits(t, "matrix "+itoa(i)+"/nrows="+itoa(nrows), got, want)
+		}
+	}
+	for name, dst := range map[string][]byte{"short": AllocTiles(TilesLen(ms[0]) - 64), "misaligned": AllocTiles(TilesLen(ms[0]) + 64)[8 : 8+TilesLen(ms[0])]} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("PackTilesInto into a %s destination did not panic", name)
+				}
+			}()
+			PackTilesInto(nil, ms[0], dst)
+		}()
+	}
 }

@@ -42,18 +42,6 @@ type Expert struct {
 	Down kernels.Matrix // Dim rows of FFN
 }
 
-// packTiles fills m's tile holder unless it is full; it reports whether m
-// has packed tiles afterwards.
-func packTiles(p *kernels.Pool, m kernels.Matrix) bool {
-	if m.Tiles == nil {
-		return false
-	}
-	if m.Tiles.Load() == nil {
-		m.Tiles.Store(kernels.PackTiles(p, m))
-	}
-	return m.Tiles.Load() != nil
-}
-
 // Bytes is the size of the expert's weights.
 func (e *Expert) Bytes() int64 {
 	return int64(len(e.Gate.Data) + len(e.Up.Data) + len(e.Down.Data))
@@ -206,13 +194,16 @@ func (w *Weights) KeepResident(hosted func(layer, expert int) bool) error {
 	var errs []error
 	small := false
 	populate := []kernels.Matrix{w.TokEmbd}
-	use := func(m kernels.Matrix) {
+	// keep packs m into the front of *buf where it is tiled, then releases
+	// its file pages (or marks them to populate).
+	keep := func(m kernels.Matrix, buf *[]byte) {
 		packing := m.Tiles != nil && m.Tiles.Load() == nil
-		if packing && pool == nil {
-			pool = kernels.NewPool(runtime.GOMAXPROCS(0))
+		if n := kernels.TilesLen(m); packing && n > 0 {
+			m.Tiles.Store(kernels.PackTilesInto(pool, m, (*buf)[:n:n]))
+			*buf = (*buf)[n:]
 		}
 		// The embedding reads rows of Data, so a tied output keeps them.
-		if packTiles(pool, m) && !(w.TiedOutput && m.Tiles == w.TokEmbd.Tiles) {
+		if m.Tiles.Load() != nil && !(w.TiedOutput && m.Tiles == w.TokEmbd.Tiles) {
 			release = append(release, m)
 			// Packing read the matrix in; its pages go now, not after every
 			// matrix is packed, so the process never holds the file and the
@@ -235,21 +226,37 @@ func (w *Weights) KeepResident(hosted func(layer, expert int) bool) error {
 			populate = append(populate, m)
 		}
 	}
+	// use keeps a group of matrices (an expert's three, a layer's
+	// attention) resident: packed tiles where MatMul uses them, in one
+	// buffer for the group, so that more of them lie on whole huge pages
+	// (kernels.AllocTiles) than each alone would.
+	use := func(ms ...kernels.Matrix) {
+		total := 0
+		for _, m := range ms {
+			if m.Tiles != nil && m.Tiles.Load() == nil {
+				total += kernels.TilesLen(m)
+			}
+		}
+		var buf []byte
+		if total > 0 {
+			if pool == nil {
+				pool = kernels.NewPool(runtime.GOMAXPROCS(0))
+			}
+			buf = kernels.AllocTiles(total)
+		}
+		for _, m := range ms {
+			keep(m, &buf)
+		}
+	}
 	use(w.Output)
 	for li, l := range w.Blocks {
-		for _, m := range []kernels.Matrix{l.Wq, l.Wk, l.Wv, l.Wo, l.GateInp} {
-			use(m)
-		}
+		use(l.Wq, l.Wk, l.Wv, l.Wo, l.GateInp)
 		if l.Dense != nil {
-			for _, m := range []kernels.Matrix{l.Dense.Gate, l.Dense.Up, l.Dense.Down} {
-				use(m)
-			}
+			use(l.Dense.Gate, l.Dense.Up, l.Dense.Down)
 		}
 		for e, x := range l.Experts {
 			if hosted(li, e) {
-				for _, m := range []kernels.Matrix{x.Gate, x.Up, x.Down} {
-					use(m)
-				}
+				use(x.Gate, x.Up, x.Down)
 			}
 		}
 	}
