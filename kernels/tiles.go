@@ -100,15 +100,20 @@ func PackTilesInto(p *Pool, m Matrix, dst []byte) []byte {
 const hugePage = 2 << 20
 
 // AllocTiles returns n bytes (n rounded up to a multiple of 64) for packed
-// tiles, starting on a 64-byte boundary. A buffer of at least two huge
-// pages starts on a 2 MiB boundary, and its whole huge pages are offered
-// to the kernel's transparent huge pages (madvise MADV_HUGEPAGE on Linux)
-// before anything is written, so the weights stream without a TLB miss
-// every 4 KiB: 4–10 % faster from DRAM at 1–16 rows (a 1024×2816 matrix
-// cycled over 576 MB, 2 threads, medians of 30 alternating rounds). Up to
-// 2 MiB of address space before the buffer is never touched. Smaller
-// buffers get the huge pages that fall inside them.
-func AllocTiles(n int) []byte {
+// tiles: AllocHuge's memory.
+func AllocTiles(n int) []byte { return AllocHuge(n) }
+
+// AllocHuge returns n bytes (n rounded up to a multiple of 64) for data
+// the kernels stream (packed tiles, a KV cache), starting on a 64-byte
+// boundary. A buffer of at least two huge pages starts on a 2 MiB
+// boundary, and its whole huge pages are offered to the kernel's
+// transparent huge pages (madvise MADV_HUGEPAGE on Linux) before anything
+// is written, so the data streams without a TLB miss every 4 KiB: packed
+// tiles 4–10 % faster from DRAM at 1–16 rows (a 1024×2816 matrix cycled
+// over 576 MB, 2 threads, medians of 30 alternating rounds). Up to 2 MiB
+// of address space before the buffer is never touched. Smaller buffers get
+// the huge pages that fall inside them.
+func AllocHuge(n int) []byte {
 	if n <= 0 {
 		return nil
 	}

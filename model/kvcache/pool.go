@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"slices"
+	"unsafe"
 
 	"github.com/conclave-ai/conclave/kernels"
 )
@@ -132,13 +133,21 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 		seed:       maphash.MakeSeed(),
 	}
 	n := cfg.Blocks * p.blockElems
+	// On huge pages where the OS offers them: attention streams the cache
+	// (kernels.AllocHuge).
+	u16 := func() []uint16 {
+		return unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(kernels.AllocHuge(2*n)))), n)
+	}
+	f32 := func() []float32 {
+		return unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(kernels.AllocHuge(4*n)))), n)
+	}
 	for l := 0; l < cfg.Layers; l++ {
 		if cfg.Type == kernels.F16 {
-			p.k16 = append(p.k16, make([]uint16, n))
-			p.v16 = append(p.v16, make([]uint16, n))
+			p.k16 = append(p.k16, u16())
+			p.v16 = append(p.v16, u16())
 		} else {
-			p.k32 = append(p.k32, make([]float32, n))
-			p.v32 = append(p.v32, make([]float32, n))
+			p.k32 = append(p.k32, f32())
+			p.v32 = append(p.v32, f32())
 		}
 	}
 	// Pop order 0, 1, 2, …: the stack holds the blocks in reverse.
