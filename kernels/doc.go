@@ -55,6 +55,7 @@
 //
 // kernels imports nothing from this project; only the standard library,
 // golang.org/x/sys/cpu (for SIMD dispatch) and golang.org/x/sys/unix (to
-// offer packed tiles to transparent huge pages on Linux). Every other
+// offer the memory AllocHuge returns, packed tiles and KV caches, to
+// transparent huge pages on Linux). Every other
 // package may import it.
 package kernels

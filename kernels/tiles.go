@@ -81,7 +81,7 @@ func PackTilesInto(p *Pool, m Matrix, dst []byte) []byte {
 	if len(dst) != nt*ts || uintptr(unsafe.Pointer(unsafe.SliceData(dst)))&63 != 0 {
 		panic("kernels: PackTilesInto: destination not TilesLen bytes on a 64-byte boundary")
 	}
-	out := dst
+	out := dst[:len(dst):len(dst)] // the holder never reaches a neighbour's bytes
 	pack := func(lo, hi int) {
 		for t := lo; t < hi; t++ {
 			tile := out[t*ts : (t+1)*ts]
@@ -99,26 +99,38 @@ func PackTilesInto(p *Pool, m Matrix, dst []byte) []byte {
 // hugePage is the size of a transparent huge page on x86-64 Linux.
 const hugePage = 2 << 20
 
+// hugeAlignMin is the smallest buffer AllocHuge aligns to a huge page (at
+// most a quarter of it slack).
+const hugeAlignMin = 4 * hugePage
+
 // AllocTiles returns n bytes (n rounded up to a multiple of 64) for packed
 // tiles: AllocHuge's memory.
 func AllocTiles(n int) []byte { return AllocHuge(n) }
 
 // AllocHuge returns n bytes (n rounded up to a multiple of 64) for data
 // the kernels stream (packed tiles, a KV cache), starting on a 64-byte
-// boundary. A buffer of at least two huge pages starts on a 2 MiB
-// boundary, and its whole huge pages are offered to the kernel's
-// transparent huge pages (madvise MADV_HUGEPAGE on Linux) before anything
-// is written, so the data streams without a TLB miss every 4 KiB: packed
-// tiles 4–10 % faster from DRAM at 1–16 rows (a 1024×2816 matrix cycled
-// over 576 MB, 2 threads, medians of 30 alternating rounds). Up to 2 MiB
-// of address space before the buffer is never touched. Smaller buffers get
-// the huge pages that fall inside them.
+// boundary, with its whole 2 MiB pages offered to the kernel's transparent
+// huge pages (madvise MADV_HUGEPAGE on Linux), so the data streams without
+// a TLB miss every 4 KiB: packed tiles 4–10 % faster from DRAM at 1–16 rows
+// (a 1024×2816 matrix cycled over 576 MB, 2 threads, medians of 30
+// alternating rounds).
+//
+// A buffer of hugeAlignMin bytes or more is over-allocated by 2 MiB so
+// that it starts on a 2 MiB boundary and every page of it but the last
+// can be huge; smaller ones get the huge pages that fall inside them. The
+// slack is not part of the buffer: memory fresh from the OS leaves it
+// untouched, but where the Go heap reuses memory it zeroes the whole
+// allocation first, slack included (and the pages are then written before
+// the advice, so they become huge only when khugepaged collapses them).
+// Each advised range is its own memory mapping (VMA) in the kernel, so
+// callers should allocate few, large buffers: a node's weights are grouped
+// by expert.
 func AllocHuge(n int) []byte {
 	if n <= 0 {
 		return nil
 	}
 	n = (n + 63) &^ 63
-	if n < 2*hugePage {
+	if n < hugeAlignMin {
 		b := growAligned(nil, n)[:n:n]
 		adviseHuge(b)
 		return b

@@ -163,12 +163,12 @@ func TestTilesSwapWhileComputing(t *testing.T) {
 }
 
 // TestAllocTiles checks the tile buffers' sizes and alignment: 64 bytes
-// always, a 2 MiB start from two huge pages up.
+// always, a 2 MiB start from hugeAlignMin up.
 func TestAllocTiles(t *testing.T) {
 	if AllocTiles(0) != nil {
 		t.Error("AllocTiles(0) is not nil")
 	}
-	for _, n := range []int{1, 64, 100, hugePage - 1, hugePage + 64, 2 * hugePage, 5*hugePage + 192} {
+	for _, n := range []int{1, 64, 100, hugePage - 1, hugePage + 64, 2 * hugePage, hugeAlignMin, 5*hugePage + 192} {
 		b := AllocTiles(n)
 		addr := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
 		switch {
@@ -176,7 +176,7 @@ func TestAllocTiles(t *testing.T) {
 			t.Errorf("AllocTiles(%d): len %d cap %d", n, len(b), cap(b))
 		case addr&63 != 0:
 			t.Errorf("AllocTiles(%d) at %#x: not 64-byte aligned", n, addr)
-		case n >= 2*hugePage && addr&(hugePage-1) != 0:
+		case n >= hugeAlignMin && addr&(hugePage-1) != 0:
 			t.Errorf("AllocTiles(%d) at %#x: not on a huge page boundary", n, addr)
 		}
 		b[len(b)-1] = 1 // writable to the end

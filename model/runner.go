@@ -55,7 +55,8 @@ type Runner struct {
 	local                     LocalExperts
 
 	// Per-row steps, over the pool when the batch is wide (see perRows);
-	// they read attnLayer and attnBatch.
+	// the norms read the layer from attnLayer, RoPE and the stores the
+	// batch from attnBatch, the combination the routing.
 	attnNormFn, ropeStoreFn, ffnNormFn, combineFn func(lo, hi int)
 }
 

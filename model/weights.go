@@ -263,9 +263,9 @@ func (w *Weights) KeepResident(hosted func(layer, expert int) bool) error {
 	if w.file == nil {
 		return nil
 	}
-	if len(errs) > 0 {
-		return errors.Join(errs...)
-	}
+	// Errors so far (a release after packing) are reported at the end; the
+	// rest of the work still runs, so one failed release does not leave the
+	// unhosted experts resident and the used weights unpopulated.
 	do := func(op func([]byte) error, ms []kernels.Matrix) {
 		for _, m := range ms {
 			if err := op(m.Data); err != nil {
@@ -280,7 +280,7 @@ func (w *Weights) KeepResident(hosted func(layer, expert int) bool) error {
 	// nothing (every expert hosted, no tiles) keeps huge pages.
 	if len(release) > 0 && !small {
 		if err := w.file.SmallPages(); err != nil {
-			return err
+			return errors.Join(append(errs, err)...)
 		}
 	}
 	do(w.file.Release, release)

@@ -50,13 +50,17 @@ func TestDenseAndExpertBytes(t *testing.T) {
 // each output, bit for bit, against the expert run alone on the caller, one
 // row at a time.
 func TestExpertBatchMatchesForward(t *testing.T) {
-	for _, typ := range []kernels.DType{kernels.F32, kernels.Q8_0} {
+	for _, tc := range []struct {
+		typ kernels.DType
+		ffn int
+	}{{kernels.F32, 1060}, {kernels.Q8_0, 1056}} { // 1060: pieces end off the SIMD width
+		typ := tc.typ
 		w, _ := testModel(t, tinyConfig(t, func(c *synth.Config) {
-			c.Dim, c.Heads, c.KVHeads, c.FFN, c.Type = 64, 4, 2, 1056, typ
+			c.Dim, c.Heads, c.KVHeads, c.FFN, c.Type = 64, 4, 2, tc.ffn, typ
 		}))
 		pool := kernels.NewPool(2)
 		defer pool.Close()
-		rows := []int{1, 5, 9} // 1056·5 and 1056·9 elements: several SwiGLU pieces
+		rows := []int{1, 5, 9} // ffn·5 and ffn·9 elements: several SwiGLU pieces
 		calls := make([]ExpertCall, len(rows))
 		scratch := make([]ExpertScratch, len(rows))
 		for i, n := range rows {
@@ -68,6 +72,12 @@ func TestExpertBatchMatchesForward(t *testing.T) {
 		}
 		var b ExpertBatch
 		b.Forward(pool, calls)
+		// A copied batch must run its own pieces, not the original's.
+		copied := b
+		for i := range calls {
+			clear(calls[i].Out)
+		}
+		copied.Forward(pool, calls)
 		for i, c := range calls {
 			var s ExpertScratch
 			for r := range c.Rows {

@@ -223,7 +223,10 @@ func (c *Cache) uncommit(i int) {
 }
 
 // Store writes the key and value rows (KVDim floats each) of one position.
-// The position must have been reserved.
+// The position must have been reserved. Store changes no state of the
+// Cache, only the position's memory, so stores of distinct reserved
+// positions (of one sequence or several) may run concurrently; the model's
+// runner stores a batch's rows from several threads.
 func (c *Cache) Store(layer, pos int, k, v []float32) {
 	p := c.pool
 	d, bs, hd := p.cfg.KVDim, p.cfg.BlockSize, p.cfg.headDim()
