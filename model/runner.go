@@ -46,6 +46,8 @@ type Runner struct {
 	expIn, expOut             []float32 // Rows×TopK × Dim
 	attnScratch               [][]float32
 	attnFn                    func(lo, hi int) // bound once so Pool.Run does not allocate
+	attnRuns                  []attnRun
+	attnRowsMax               int
 	attnLayer                 int
 	attnBatch                 *Batch
 	mm                        kernels.Scratch
@@ -80,10 +82,16 @@ func NewRunner(w *Weights, pool *kernels.Pool, maxRows int) *Runner {
 	r.groups = make([]ExpertGroup, 0, max(c.Experts, 1))
 	r.expIn = make([]float32, maxRows*k*c.Dim)
 	r.expOut = make([]float32, maxRows*k*c.Dim)
+	group := c.Heads / c.KVHeads
+	// A run of rows goes through the attention kernels as up to 8 query
+	// vectors (attendRun).
+	r.attnRowsMax = max(1, 8/group)
+	r.attnRuns = make([]attnRun, 0, maxRows)
+	nv := r.attnRowsMax * group
 	r.attnScratch = make([][]float32, pool.Threads())
 	for i := range r.attnScratch {
-		group := c.Heads / c.KVHeads
-		r.attnScratch[i] = make([]float32, group*(2*c.Ctx+c.HeadDim)+c.HeadDim) // scores, queries, staging
+		// scores, queries, staging (and a run's outputs)
+		r.attnScratch[i] = make([]float32, max(group*(2*c.Ctx+c.HeadDim)+c.HeadDim, nv*(2*c.Ctx+2*c.HeadDim)))
 	}
 	r.local = LocalExperts{W: w, Pool: pool}
 	r.attnFn = r.attendTasks
@@ -304,6 +312,7 @@ func (r *Runner) Attention(l int, b *Batch) {
 	r.qkv.Run(r.Pool, r.qkvJobs[:])
 	r.qkvJobs = [3]kernels.MatMulJob{}
 	r.perRows(n, r.ropeStoreFn)
+	r.planAttnRuns(b)
 	r.Pool.Run(len(r.attnScratch), r.attnFn)
 	r.attnBatch = nil
 	kernels.MatMul(r.Pool, &r.mm, L.Wo, r.att, n, r.proj[:n*dim])
