@@ -57,9 +57,10 @@ type Runner struct {
 	local                     LocalExperts
 
 	// Per-row steps, over the pool when the batch is wide (see perRows);
-	// the norms read the layer from attnLayer, RoPE and the stores the
-	// batch from attnBatch, the combination the routing.
-	attnNormFn, ropeStoreFn, ffnNormFn, combineFn func(lo, hi int)
+	// the norm reads its weights from normW, RoPE and the stores the layer
+	// and batch from attnLayer and attnBatch, the combination the routing.
+	normFn, ropeStoreFn, combineFn func(lo, hi int)
+	normW                          []float32
 }
 
 // NewRunner reserves buffers for batches of up to maxRows rows.
@@ -95,8 +96,7 @@ func NewRunner(w *Weights, pool *kernels.Pool, maxRows int) *Runner {
 	}
 	r.local = LocalExperts{W: w, Pool: pool}
 	r.attnFn = r.attendTasks
-	r.attnNormFn, r.ropeStoreFn = r.attnNormRows, r.ropeStoreRows
-	r.ffnNormFn, r.combineFn = r.ffnNormRows, r.combineRows
+	r.normFn, r.ropeStoreFn, r.combineFn = r.normRows, r.ropeStoreRows, r.combineRows
 	return r
 }
 
@@ -116,21 +116,11 @@ func (r *Runner) perRows(n int, fn func(lo, hi int)) {
 	r.Pool.Run(n, fn)
 }
 
-// attnNormRows sets xn = rmsnorm(x)·attn_norm for rows [lo, hi).
-func (r *Runner) attnNormRows(lo, hi int) {
-	w, dim := r.W, r.W.Dim
-	norm := w.Blocks[r.attnLayer].AttnNorm
+// normRows sets xn = rmsnorm(x)·normW for rows [lo, hi).
+func (r *Runner) normRows(lo, hi int) {
+	dim := r.W.Dim
 	for i := lo; i < hi; i++ {
-		kernels.RMSNorm(r.xn[i*dim:(i+1)*dim], r.x[i*dim:(i+1)*dim], norm, w.NormEps)
-	}
-}
-
-// ffnNormRows sets xn = rmsnorm(x)·ffn_norm for rows [lo, hi).
-func (r *Runner) ffnNormRows(lo, hi int) {
-	w, dim := r.W, r.W.Dim
-	norm := w.Blocks[r.attnLayer].FFNNorm
-	for i := lo; i < hi; i++ {
-		kernels.RMSNorm(r.xn[i*dim:(i+1)*dim], r.x[i*dim:(i+1)*dim], norm, w.NormEps)
+		kernels.RMSNorm(r.xn[i*dim:(i+1)*dim], r.x[i*dim:(i+1)*dim], r.normW, r.W.NormEps)
 	}
 }
 
@@ -301,8 +291,8 @@ func (r *Runner) forward(ctx context.Context, b *Batch, experts ExpertRunner) er
 func (r *Runner) Attention(l int, b *Batch) {
 	w, n, L := r.W, b.Len(), &r.W.Blocks[l]
 	dim, qd, kvd := w.Dim, w.QDim(), w.KVDim()
-	r.attnLayer, r.attnBatch = l, b
-	r.perRows(n, r.attnNormFn)
+	r.attnLayer, r.attnBatch, r.normW = l, b, L.AttnNorm
+	r.perRows(n, r.normFn)
 	// Q, K and V in one batch: one packing of xn, two pool joins.
 	r.qkvJobs = [3]kernels.MatMulJob{
 		{S: &r.mm, M: L.Wq, X: r.xn, NRows: n, Out: r.q[:n*qd]},
@@ -327,8 +317,8 @@ func (r *Runner) Attention(l int, b *Batch) {
 func (r *Runner) FFN(ctx context.Context, l, n int, experts ExpertRunner) error {
 	w, L := r.W, &r.W.Blocks[l]
 	dim := w.Dim
-	r.attnLayer = l
-	r.perRows(n, r.ffnNormFn)
+	r.normW = L.FFNNorm
+	r.perRows(n, r.normFn)
 	if L.Dense != nil {
 		L.Dense.Forward(r.Pool, &r.local.scratch, r.xn[:n*dim], n, r.proj[:n*dim])
 		for i := range r.proj[:n*dim] {
