@@ -57,15 +57,15 @@ func TilesLen(m Matrix) int {
 }
 
 // PackTiles returns m's full 16-row tiles packed for Matrix.Tiles, built on
-// the pool (p may be nil) in memory from AllocTiles, or nil when
+// the pool (p may be nil) in memory from AllocHuge, or nil when
 // TilesUseful(m) is false. It reads the rows of those tiles from m.Data
 // (MatMul still reads the rows past the last full tile from Data).
 func PackTiles(p *Pool, m Matrix) []byte {
-	return PackTilesInto(p, m, AllocTiles(TilesLen(m)))
+	return PackTilesInto(p, m, AllocHuge(TilesLen(m)))
 }
 
 // PackTilesInto is PackTiles into dst, TilesLen(m) bytes starting on a
-// 64-byte boundary (a piece of an AllocTiles buffer shared by several
+// 64-byte boundary (a piece of an AllocHuge buffer shared by several
 // matrices, so that more of them lie on huge pages). It returns dst, or
 // nil when TilesUseful(m) is false.
 func PackTilesInto(p *Pool, m Matrix, dst []byte) []byte {
@@ -102,10 +102,6 @@ const hugePage = 2 << 20
 // hugeAlignMin is the smallest buffer AllocHuge aligns to a huge page (at
 // most a quarter of it slack).
 const hugeAlignMin = 4 * hugePage
-
-// AllocTiles returns n bytes (n rounded up to a multiple of 64) for packed
-// tiles: AllocHuge's memory.
-func AllocTiles(n int) []byte { return AllocHuge(n) }
 
 // AllocHuge returns n bytes (n rounded up to a multiple of 64) for data
 // the kernels stream (packed tiles, a KV cache), starting on a 64-byte

@@ -162,28 +162,28 @@ func TestTilesSwapWhileComputing(t *testing.T) {
 	<-done
 }
 
-// TestAllocTiles checks the tile buffers' sizes and alignment: 64 bytes
+// TestAllocHuge checks the tile buffers' sizes and alignment: 64 bytes
 // always, a 2 MiB start from hugeAlignMin up.
-func TestAllocTiles(t *testing.T) {
-	if AllocTiles(0) != nil {
-		t.Error("AllocTiles(0) is not nil")
+func TestAllocHuge(t *testing.T) {
+	if AllocHuge(0) != nil {
+		t.Error("AllocHuge(0) is not nil")
 	}
 	for _, n := range []int{1, 64, 100, hugePage - 1, hugePage + 64, 2 * hugePage, hugeAlignMin, 5*hugePage + 192} {
-		b := AllocTiles(n)
+		b := AllocHuge(n)
 		addr := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
 		switch {
 		case len(b) != (n+63)&^63 || cap(b) != len(b):
-			t.Errorf("AllocTiles(%d): len %d cap %d", n, len(b), cap(b))
+			t.Errorf("AllocHuge(%d): len %d cap %d", n, len(b), cap(b))
 		case addr&63 != 0:
-			t.Errorf("AllocTiles(%d) at %#x: not 64-byte aligned", n, addr)
+			t.Errorf("AllocHuge(%d) at %#x: not 64-byte aligned", n, addr)
 		case n >= hugeAlignMin && addr&(hugePage-1) != 0:
-			t.Errorf("AllocTiles(%d) at %#x: not on a huge page boundary", n, addr)
+			t.Errorf("AllocHuge(%d) at %#x: not on a huge page boundary", n, addr)
 		}
 		b[len(b)-1] = 1 // writable to the end
 	}
 }
 
-// TestPackTilesInto packs several matrices into one AllocTiles buffer, as a
+// TestPackTilesInto packs several matrices into one AllocHuge buffer, as a
 // node packs an expert's three, and checks MatMul on each bit for bit
 // against VecDot; a destination of the wrong size or alignment panics.
 func TestPackTilesInto(t *testing.T) {
@@ -201,7 +201,7 @@ func TestPackTilesInto(t *testing.T) {
 	if TilesLen(ms[2]) != 0 {
 		t.Errorf("TilesLen of an 8-row matrix is %d, want 0", TilesLen(ms[2]))
 	}
-	buf := AllocTiles(total)
+	buf := AllocHuge(total)
 	for i := range ms {
 		n := TilesLen(ms[i])
 		ms[i].Tiles = new(Tiles)
@@ -224,7 +224,7 @@ func TestPackTilesInto(t *testing.T) {
 			assertBits(t, "matrix "+itoa(i)+"/nrows="+itoa(nrows), got, want)
 		}
 	}
-	for name, dst := range map[string][]byte{"short": AllocTiles(TilesLen(ms[0]) - 64), "misaligned": AllocTiles(TilesLen(ms[0]) + 64)[8 : 8+TilesLen(ms[0])]} {
+	for name, dst := range map[string][]byte{"short": AllocHuge(TilesLen(ms[0]) - 64), "misaligned": AllocHuge(TilesLen(ms[0]) + 64)[8 : 8+TilesLen(ms[0])]} {
 		func() {
 			defer func() {
 				if recover() == nil {

@@ -229,7 +229,7 @@ func (w *Weights) KeepResident(hosted func(layer, expert int) bool) error {
 	// use keeps a group of matrices (an expert's three, a layer's
 	// attention) resident: packed tiles where MatMul uses them, in one
 	// buffer for the group, so that more of them lie on whole huge pages
-	// (kernels.AllocTiles) than each alone would.
+	// (kernels.AllocHuge) than each alone would.
 	use := func(ms ...kernels.Matrix) {
 		total := 0
 		for _, m := range ms {
@@ -242,7 +242,7 @@ func (w *Weights) KeepResident(hosted func(layer, expert int) bool) error {
 			if pool == nil {
 				pool = kernels.NewPool(runtime.GOMAXPROCS(0))
 			}
-			buf = kernels.AllocTiles(total)
+			buf = kernels.AllocHuge(total)
 		}
 		for _, m := range ms {
 			keep(m, &buf)
