@@ -273,6 +273,7 @@ func (r *Runner) forward(ctx context.Context, b *Batch, experts ExpertRunner) er
 		}
 	}
 	r.ropeTables(b)
+	r.planAttnRuns(b) // the same runs in every layer
 	for l := range w.Blocks {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -287,7 +288,8 @@ func (r *Runner) forward(ctx context.Context, b *Batch, experts ExpertRunner) er
 
 // Attention runs the attention half of layer l for the batch:
 // x += Wo · attn(rope(Wq·xn), rope(Wk·xn), Wv·xn), xn = rmsnorm(x)·attn_norm,
-// storing this batch's keys and values in the caches.
+// storing this batch's keys and values in the caches. The forward pass
+// prepares the batch's RoPE angles and attention runs first.
 func (r *Runner) Attention(l int, b *Batch) {
 	w, n, L := r.W, b.Len(), &r.W.Blocks[l]
 	dim, qd, kvd := w.Dim, w.QDim(), w.KVDim()
@@ -302,7 +304,6 @@ func (r *Runner) Attention(l int, b *Batch) {
 	r.qkv.Run(r.Pool, r.qkvJobs[:])
 	r.qkvJobs = [3]kernels.MatMulJob{}
 	r.perRows(n, r.ropeStoreFn)
-	r.planAttnRuns(b)
 	r.Pool.Run(len(r.attnScratch), r.attnFn)
 	r.attnBatch = nil
 	kernels.MatMul(r.Pool, &r.mm, L.Wo, r.att, n, r.proj[:n*dim])
