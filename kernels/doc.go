@@ -34,10 +34,11 @@
 // multi-row twins (16 weight rows × 2–16 activation rows per pass over the
 // weights, which transpose each weight block once; batched decode and
 // prefill, large batches in chunks of activation rows). The level is chosen
-// at run time with golang.org/x/sys/cpu. Each lane is one output element and
-// performs exactly the Go dot's integer block sums and float32 operations in
-// the same order, so results are bit-identical across levels (see
-// matmul_simd.go).
+// at run time with golang.org/x/sys/cpu (AVX2 with F16C and FMA at least).
+// Each lane is one output element and performs exactly the Go dot's integer
+// block sums and float32 operations in the same order, the per-block
+// multiply-add fused as in ggml's x86 builds (fma32 in Go), so results are
+// bit-identical across levels (see matmul_simd.go).
 //
 // The same generator emits AVX2 float kernels used on every SIMD level:
 // DotF32, AxpyF32, F16ToF32Row, the grouped-query attention kernels

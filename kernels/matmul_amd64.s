@@ -5,7 +5,7 @@
 #include "textflag.h"
 
 // func dotQ8_0x8AVX2(w *byte, stride int, nb int, a *byte, out *[8]float32)
-// Requires: AVX, AVX2, F16C
+// Requires: AVX, AVX2, F16C, FMA3
 TEXT ·dotQ8_0x8AVX2(SB), NOSPLIT, $0-40
 	MOVQ     w+0(FP), AX
 	MOVQ     stride+8(FP), CX
@@ -97,8 +97,7 @@ dotQ8_0x8AVX2_loop:
 	VPBROADCASTW (BX), X4
 	VCVTPH2PS    X4, Y4
 	VMULPS       Y4, Y3, Y3
-	VMULPS       Y3, Y2, Y2
-	VADDPS       Y2, Y1, Y1
+	VFMADD231PS  Y3, Y2, Y1
 	ADDQ         $0x00000022, AX
 	ADDQ         $0x00000022, DI
 	ADDQ         $0x00000022, BX
@@ -112,7 +111,7 @@ dotQ8_0x8AVX2_done:
 	RET
 
 // func dotQ4_0x8AVX2(w *byte, stride int, nb int, a *byte, out *[8]float32)
-// Requires: AVX, AVX2, F16C
+// Requires: AVX, AVX2, F16C, FMA3
 TEXT ·dotQ4_0x8AVX2(SB), NOSPLIT, $0-40
 	MOVQ         w+0(FP), AX
 	MOVQ         stride+8(FP), CX
@@ -242,8 +241,7 @@ dotQ4_0x8AVX2_loop:
 	VPBROADCASTW (BX), X14
 	VCVTPH2PS    X14, Y14
 	VMULPS       Y6, Y4, Y4
-	VMULPS       Y14, Y4, Y4
-	VADDPS       Y4, Y3, Y3
+	VFMADD231PS  Y14, Y4, Y3
 	ADDQ         $0x00000012, AX
 	ADDQ         $0x00000012, DI
 	ADDQ         $0x00000022, BX
@@ -404,8 +402,7 @@ dotQ8_0x16VNNI_loop:
 	VINSERTI32X4      $0x01, X6, Y23, Y6
 	VCVTPH2PS         Y6, Z6
 	VMULPS.BCST       32(R9), Z6, Z6
-	VMULPS            Z6, Z5, Z5
-	VADDPS            Z5, Z4, Z4
+	VFMADD231PS       Z6, Z5, Z4
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -518,152 +515,151 @@ TEXT ·dotQ4_0x16VNNI(SB), NOSPLIT, $0-40
 	VPXORD       Z5, Z5, Z5
 
 dotQ4_0x16VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16VNNI_done
-	VBROADCASTI64X4 (R9), Z6
-	VBROADCASTI32X4 2(AX), Z7
-	VBROADCASTI32X4 2(SI), K4, Z7
-	VPSRLVQ         Z4, Z7, Z7
-	VPANDD          Z3, Z7, Z7
-	VPXORD          Z8, Z8, Z8
-	VPDPBUSD        Z6, Z7, Z8
-	VBROADCASTI32X4 2(AX)(CX*1), Z7
-	VBROADCASTI32X4 2(SI)(CX*1), K4, Z7
-	VPSRLVQ         Z4, Z7, Z7
-	VPANDD          Z3, Z7, Z7
-	VPXORD          Z9, Z9, Z9
-	VPDPBUSD        Z6, Z7, Z9
-	VBROADCASTI32X4 2(AX)(CX*2), Z7
-	VBROADCASTI32X4 2(SI)(CX*2), K4, Z7
-	VPSRLVQ         Z4, Z7, Z7
-	VPANDD          Z3, Z7, Z7
-	VPXORD          Z10, Z10, Z10
-	VPDPBUSD        Z6, Z7, Z10
-	VBROADCASTI32X4 2(AX)(DX*1), Z7
-	VBROADCASTI32X4 2(SI)(DX*1), K4, Z7
-	VPSRLVQ         Z4, Z7, Z7
-	VPANDD          Z3, Z7, Z7
-	VPXORD          Z11, Z11, Z11
-	VPDPBUSD        Z6, Z7, Z11
-	VBROADCASTI32X4 2(BX), Z7
-	VBROADCASTI32X4 2(DI), K4, Z7
-	VPSRLVQ         Z4, Z7, Z7
-	VPANDD          Z3, Z7, Z7
-	VPXORD          Z12, Z12, Z12
-	VPDPBUSD        Z6, Z7, Z12
-	VBROADCASTI32X4 2(BX)(CX*1), Z7
-	VBROADCASTI32X4 2(DI)(CX*1), K4, Z7
-	VPSRLVQ         Z4, Z7, Z7
-	VPANDD          Z3, Z7, Z7
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD        Z6, Z7, Z13
-	VBROADCASTI32X4 2(BX)(CX*2), Z7
-	VBROADCASTI32X4 2(DI)(CX*2), K4, Z7
-	VPSRLVQ         Z4, Z7, Z7
-	VPANDD          Z3, Z7, Z7
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD        Z6, Z7, Z14
-	VBROADCASTI32X4 2(BX)(DX*1), Z7
-	VBROADCASTI32X4 2(DI)(DX*1), K4, Z7
-	VPSRLVQ         Z4, Z7, Z7
-	VPANDD          Z3, Z7, Z7
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD        Z6, Z7, Z15
-	VPBLENDMD       Z9, Z8, K1, Z16
-	VPERMT2D        Z9, Z0, Z8
-	VPADDD          Z16, Z8, Z8
-	VPBLENDMD       Z11, Z10, K1, Z17
-	VPERMT2D        Z11, Z0, Z10
-	VPADDD          Z17, Z10, Z10
-	VPBLENDMD       Z13, Z12, K1, Z18
-	VPERMT2D        Z13, Z0, Z12
-	VPADDD          Z18, Z12, Z12
-	VPBLENDMD       Z15, Z14, K1, Z19
-	VPERMT2D        Z15, Z0, Z14
-	VPADDD          Z19, Z14, Z14
-	VPBLENDMD       Z10, Z8, K2, Z20
-	VPERMT2D        Z10, Z1, Z8
-	VPADDD          Z20, Z8, Z8
-	VPBLENDMD       Z14, Z12, K2, Z21
-	VPERMT2D        Z14, Z1, Z12
-	VPADDD          Z21, Z12, Z12
-	VPBLENDMD       Z12, Z8, K3, Z22
-	VPERMT2D        Z12, Z2, Z8
-	VPADDD          Z22, Z8, Z8
-	VPSUBD.BCST     40(R9), Z8, Z8
-	VCVTDQ2PS       Z8, Z6
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R10
-	SHLQ            $0x10, R10
-	ORQ             R10, R11
-	MOVWQZX         (AX)(CX*2), R10
-	SHLQ            $0x20, R10
-	ORQ             R10, R11
-	MOVWQZX         (AX)(DX*1), R10
-	SHLQ            $0x30, R10
-	ORQ             R10, R11
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R10
-	SHLQ            $0x10, R10
-	ORQ             R10, R12
-	MOVWQZX         (BX)(CX*2), R10
-	SHLQ            $0x20, R10
-	ORQ             R10, R12
-	MOVWQZX         (BX)(DX*1), R10
-	SHLQ            $0x30, R10
-	ORQ             R10, R12
-	MOVWQZX         (SI), R13
-	MOVWQZX         (SI)(CX*1), R10
-	SHLQ            $0x10, R10
-	ORQ             R10, R13
-	MOVWQZX         (SI)(CX*2), R10
-	SHLQ            $0x20, R10
-	ORQ             R10, R13
-	MOVWQZX         (SI)(DX*1), R10
-	SHLQ            $0x30, R10
-	ORQ             R10, R13
-	MOVWQZX         (DI), R14
-	MOVWQZX         (DI)(CX*1), R10
-	SHLQ            $0x10, R10
-	ORQ             R10, R14
-	MOVWQZX         (DI)(CX*2), R10
-	SHLQ            $0x20, R10
-	ORQ             R10, R14
-	MOVWQZX         (DI)(DX*1), R10
-	SHLQ            $0x30, R10
-	ORQ             R10, R14
-	VMOVQ           R11, X23
-	VPINSRQ         $0x01, R12, X23, X23
-	VMOVQ           R13, X7
-	VPINSRQ         $0x01, R14, X7, X7
-	VINSERTI32X4    $0x01, X7, Y23, Y7
-	VCVTPH2PS       Y7, Z7
-	VMULPS          Z7, Z6, Z6
-	VMULPS.BCST     32(R9), Z6, Z6
-	VADDPS          Z6, Z5, Z5
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            $0x00000040, R9
-	DECQ            R8
-	JMP             dotQ4_0x16VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16VNNI_done
+	VBROADCASTI64X4  (R9), Z6
+	VBROADCASTI32X4  2(AX), Z7
+	VBROADCASTI32X4  2(SI), K4, Z7
+	VPSRLVQ          Z4, Z7, Z7
+	VPANDD           Z3, Z7, Z7
+	VPXORD           Z8, Z8, Z8
+	VPDPBUSD         Z6, Z7, Z8
+	VBROADCASTI32X4  2(AX)(CX*1), Z7
+	VBROADCASTI32X4  2(SI)(CX*1), K4, Z7
+	VPSRLVQ          Z4, Z7, Z7
+	VPANDD           Z3, Z7, Z7
+	VPXORD           Z9, Z9, Z9
+	VPDPBUSD         Z6, Z7, Z9
+	VBROADCASTI32X4  2(AX)(CX*2), Z7
+	VBROADCASTI32X4  2(SI)(CX*2), K4, Z7
+	VPSRLVQ          Z4, Z7, Z7
+	VPANDD           Z3, Z7, Z7
+	VPXORD           Z10, Z10, Z10
+	VPDPBUSD         Z6, Z7, Z10
+	VBROADCASTI32X4  2(AX)(DX*1), Z7
+	VBROADCASTI32X4  2(SI)(DX*1), K4, Z7
+	VPSRLVQ          Z4, Z7, Z7
+	VPANDD           Z3, Z7, Z7
+	VPXORD           Z11, Z11, Z11
+	VPDPBUSD         Z6, Z7, Z11
+	VBROADCASTI32X4  2(BX), Z7
+	VBROADCASTI32X4  2(DI), K4, Z7
+	VPSRLVQ          Z4, Z7, Z7
+	VPANDD           Z3, Z7, Z7
+	VPXORD           Z12, Z12, Z12
+	VPDPBUSD         Z6, Z7, Z12
+	VBROADCASTI32X4  2(BX)(CX*1), Z7
+	VBROADCASTI32X4  2(DI)(CX*1), K4, Z7
+	VPSRLVQ          Z4, Z7, Z7
+	VPANDD           Z3, Z7, Z7
+	VPXORD           Z13, Z13, Z13
+	VPDPBUSD         Z6, Z7, Z13
+	VBROADCASTI32X4  2(BX)(CX*2), Z7
+	VBROADCASTI32X4  2(DI)(CX*2), K4, Z7
+	VPSRLVQ          Z4, Z7, Z7
+	VPANDD           Z3, Z7, Z7
+	VPXORD           Z14, Z14, Z14
+	VPDPBUSD         Z6, Z7, Z14
+	VBROADCASTI32X4  2(BX)(DX*1), Z7
+	VBROADCASTI32X4  2(DI)(DX*1), K4, Z7
+	VPSRLVQ          Z4, Z7, Z7
+	VPANDD           Z3, Z7, Z7
+	VPXORD           Z15, Z15, Z15
+	VPDPBUSD         Z6, Z7, Z15
+	VPBLENDMD        Z9, Z8, K1, Z16
+	VPERMT2D         Z9, Z0, Z8
+	VPADDD           Z16, Z8, Z8
+	VPBLENDMD        Z11, Z10, K1, Z17
+	VPERMT2D         Z11, Z0, Z10
+	VPADDD           Z17, Z10, Z10
+	VPBLENDMD        Z13, Z12, K1, Z18
+	VPERMT2D         Z13, Z0, Z12
+	VPADDD           Z18, Z12, Z12
+	VPBLENDMD        Z15, Z14, K1, Z19
+	VPERMT2D         Z15, Z0, Z14
+	VPADDD           Z19, Z14, Z14
+	VPBLENDMD        Z10, Z8, K2, Z20
+	VPERMT2D         Z10, Z1, Z8
+	VPADDD           Z20, Z8, Z8
+	VPBLENDMD        Z14, Z12, K2, Z21
+	VPERMT2D         Z14, Z1, Z12
+	VPADDD           Z21, Z12, Z12
+	VPBLENDMD        Z12, Z8, K3, Z22
+	VPERMT2D         Z12, Z2, Z8
+	VPADDD           Z22, Z8, Z8
+	VPSUBD.BCST      40(R9), Z8, Z8
+	VCVTDQ2PS        Z8, Z6
+	MOVWQZX          (AX), R11
+	MOVWQZX          (AX)(CX*1), R10
+	SHLQ             $0x10, R10
+	ORQ              R10, R11
+	MOVWQZX          (AX)(CX*2), R10
+	SHLQ             $0x20, R10
+	ORQ              R10, R11
+	MOVWQZX          (AX)(DX*1), R10
+	SHLQ             $0x30, R10
+	ORQ              R10, R11
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R10
+	SHLQ             $0x10, R10
+	ORQ              R10, R12
+	MOVWQZX          (BX)(CX*2), R10
+	SHLQ             $0x20, R10
+	ORQ              R10, R12
+	MOVWQZX          (BX)(DX*1), R10
+	SHLQ             $0x30, R10
+	ORQ              R10, R12
+	MOVWQZX          (SI), R13
+	MOVWQZX          (SI)(CX*1), R10
+	SHLQ             $0x10, R10
+	ORQ              R10, R13
+	MOVWQZX          (SI)(CX*2), R10
+	SHLQ             $0x20, R10
+	ORQ              R10, R13
+	MOVWQZX          (SI)(DX*1), R10
+	SHLQ             $0x30, R10
+	ORQ              R10, R13
+	MOVWQZX          (DI), R14
+	MOVWQZX          (DI)(CX*1), R10
+	SHLQ             $0x10, R10
+	ORQ              R10, R14
+	MOVWQZX          (DI)(CX*2), R10
+	SHLQ             $0x20, R10
+	ORQ              R10, R14
+	MOVWQZX          (DI)(DX*1), R10
+	SHLQ             $0x30, R10
+	ORQ              R10, R14
+	VMOVQ            R11, X23
+	VPINSRQ          $0x01, R12, X23, X23
+	VMOVQ            R13, X7
+	VPINSRQ          $0x01, R14, X7, X7
+	VINSERTI32X4     $0x01, X7, Y23, Y7
+	VCVTPH2PS        Y7, Z7
+	VMULPS           Z7, Z6, Z6
+	VFMADD231PS.BCST 32(R9), Z6, Z5
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             $0x00000040, R9
+	DECQ             R8
+	JMP              dotQ4_0x16VNNI_loop
 
 dotQ4_0x16VNNI_done:
 	MOVQ    out+32(FP), AX
@@ -715,144 +711,143 @@ TEXT ·dotQ4_0x16GFNI(SB), NOSPLIT, $0-40
 	VPXORD    Z4, Z4, Z4
 
 dotQ4_0x16GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16GFNI_done
-	VBROADCASTI64X4 (R9), Z5
-	VBROADCASTI32X4 2(AX), Z6
-	VBROADCASTI32X4 2(SI), K4, Z6
-	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
-	VPXORD          Z7, Z7, Z7
-	VPDPBUSD        Z5, Z6, Z7
-	VBROADCASTI32X4 2(AX)(CX*1), Z6
-	VBROADCASTI32X4 2(SI)(CX*1), K4, Z6
-	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
-	VPXORD          Z8, Z8, Z8
-	VPDPBUSD        Z5, Z6, Z8
-	VBROADCASTI32X4 2(AX)(CX*2), Z6
-	VBROADCASTI32X4 2(SI)(CX*2), K4, Z6
-	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
-	VPXORD          Z9, Z9, Z9
-	VPDPBUSD        Z5, Z6, Z9
-	VBROADCASTI32X4 2(AX)(DX*1), Z6
-	VBROADCASTI32X4 2(SI)(DX*1), K4, Z6
-	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
-	VPXORD          Z10, Z10, Z10
-	VPDPBUSD        Z5, Z6, Z10
-	VBROADCASTI32X4 2(BX), Z6
-	VBROADCASTI32X4 2(DI), K4, Z6
-	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
-	VPXORD          Z11, Z11, Z11
-	VPDPBUSD        Z5, Z6, Z11
-	VBROADCASTI32X4 2(BX)(CX*1), Z6
-	VBROADCASTI32X4 2(DI)(CX*1), K4, Z6
-	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
-	VPXORD          Z12, Z12, Z12
-	VPDPBUSD        Z5, Z6, Z12
-	VBROADCASTI32X4 2(BX)(CX*2), Z6
-	VBROADCASTI32X4 2(DI)(CX*2), K4, Z6
-	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD        Z5, Z6, Z13
-	VBROADCASTI32X4 2(BX)(DX*1), Z6
-	VBROADCASTI32X4 2(DI)(DX*1), K4, Z6
-	VGF2P8AFFINEQB  $0x00, Z3, Z6, Z6
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD        Z5, Z6, Z14
-	VPBLENDMD       Z8, Z7, K1, Z15
-	VPERMT2D        Z8, Z0, Z7
-	VPADDD          Z15, Z7, Z7
-	VPBLENDMD       Z10, Z9, K1, Z16
-	VPERMT2D        Z10, Z0, Z9
-	VPADDD          Z16, Z9, Z9
-	VPBLENDMD       Z12, Z11, K1, Z17
-	VPERMT2D        Z12, Z0, Z11
-	VPADDD          Z17, Z11, Z11
-	VPBLENDMD       Z14, Z13, K1, Z18
-	VPERMT2D        Z14, Z0, Z13
-	VPADDD          Z18, Z13, Z13
-	VPBLENDMD       Z9, Z7, K2, Z19
-	VPERMT2D        Z9, Z1, Z7
-	VPADDD          Z19, Z7, Z7
-	VPBLENDMD       Z13, Z11, K2, Z20
-	VPERMT2D        Z13, Z1, Z11
-	VPADDD          Z20, Z11, Z11
-	VPBLENDMD       Z11, Z7, K3, Z21
-	VPERMT2D        Z11, Z2, Z7
-	VPADDD          Z21, Z7, Z7
-	VPSUBD.BCST     40(R9), Z7, Z7
-	VCVTDQ2PS       Z7, Z5
-	MOVWQZX         (AX), R11
-	MOVWQZX         (AX)(CX*1), R10
-	SHLQ            $0x10, R10
-	ORQ             R10, R11
-	MOVWQZX         (AX)(CX*2), R10
-	SHLQ            $0x20, R10
-	ORQ             R10, R11
-	MOVWQZX         (AX)(DX*1), R10
-	SHLQ            $0x30, R10
-	ORQ             R10, R11
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R10
-	SHLQ            $0x10, R10
-	ORQ             R10, R12
-	MOVWQZX         (BX)(CX*2), R10
-	SHLQ            $0x20, R10
-	ORQ             R10, R12
-	MOVWQZX         (BX)(DX*1), R10
-	SHLQ            $0x30, R10
-	ORQ             R10, R12
-	MOVWQZX         (SI), R13
-	MOVWQZX         (SI)(CX*1), R10
-	SHLQ            $0x10, R10
-	ORQ             R10, R13
-	MOVWQZX         (SI)(CX*2), R10
-	SHLQ            $0x20, R10
-	ORQ             R10, R13
-	MOVWQZX         (SI)(DX*1), R10
-	SHLQ            $0x30, R10
-	ORQ             R10, R13
-	MOVWQZX         (DI), R14
-	MOVWQZX         (DI)(CX*1), R10
-	SHLQ            $0x10, R10
-	ORQ             R10, R14
-	MOVWQZX         (DI)(CX*2), R10
-	SHLQ            $0x20, R10
-	ORQ             R10, R14
-	MOVWQZX         (DI)(DX*1), R10
-	SHLQ            $0x30, R10
-	ORQ             R10, R14
-	VMOVQ           R11, X22
-	VPINSRQ         $0x01, R12, X22, X22
-	VMOVQ           R13, X6
-	VPINSRQ         $0x01, R14, X6, X6
-	VINSERTI32X4    $0x01, X6, Y22, Y6
-	VCVTPH2PS       Y6, Z6
-	VMULPS          Z6, Z5, Z5
-	VMULPS.BCST     32(R9), Z5, Z5
-	VADDPS          Z5, Z4, Z4
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            $0x00000040, R9
-	DECQ            R8
-	JMP             dotQ4_0x16GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16GFNI_done
+	VBROADCASTI64X4  (R9), Z5
+	VBROADCASTI32X4  2(AX), Z6
+	VBROADCASTI32X4  2(SI), K4, Z6
+	VGF2P8AFFINEQB   $0x00, Z3, Z6, Z6
+	VPXORD           Z7, Z7, Z7
+	VPDPBUSD         Z5, Z6, Z7
+	VBROADCASTI32X4  2(AX)(CX*1), Z6
+	VBROADCASTI32X4  2(SI)(CX*1), K4, Z6
+	VGF2P8AFFINEQB   $0x00, Z3, Z6, Z6
+	VPXORD           Z8, Z8, Z8
+	VPDPBUSD         Z5, Z6, Z8
+	VBROADCASTI32X4  2(AX)(CX*2), Z6
+	VBROADCASTI32X4  2(SI)(CX*2), K4, Z6
+	VGF2P8AFFINEQB   $0x00, Z3, Z6, Z6
+	VPXORD           Z9, Z9, Z9
+	VPDPBUSD         Z5, Z6, Z9
+	VBROADCASTI32X4  2(AX)(DX*1), Z6
+	VBROADCASTI32X4  2(SI)(DX*1), K4, Z6
+	VGF2P8AFFINEQB   $0x00, Z3, Z6, Z6
+	VPXORD           Z10, Z10, Z10
+	VPDPBUSD         Z5, Z6, Z10
+	VBROADCASTI32X4  2(BX), Z6
+	VBROADCASTI32X4  2(DI), K4, Z6
+	VGF2P8AFFINEQB   $0x00, Z3, Z6, Z6
+	VPXORD           Z11, Z11, Z11
+	VPDPBUSD         Z5, Z6, Z11
+	VBROADCASTI32X4  2(BX)(CX*1), Z6
+	VBROADCASTI32X4  2(DI)(CX*1), K4, Z6
+	VGF2P8AFFINEQB   $0x00, Z3, Z6, Z6
+	VPXORD           Z12, Z12, Z12
+	VPDPBUSD         Z5, Z6, Z12
+	VBROADCASTI32X4  2(BX)(CX*2), Z6
+	VBROADCASTI32X4  2(DI)(CX*2), K4, Z6
+	VGF2P8AFFINEQB   $0x00, Z3, Z6, Z6
+	VPXORD           Z13, Z13, Z13
+	VPDPBUSD         Z5, Z6, Z13
+	VBROADCASTI32X4  2(BX)(DX*1), Z6
+	VBROADCASTI32X4  2(DI)(DX*1), K4, Z6
+	VGF2P8AFFINEQB   $0x00, Z3, Z6, Z6
+	VPXORD           Z14, Z14, Z14
+	VPDPBUSD         Z5, Z6, Z14
+	VPBLENDMD        Z8, Z7, K1, Z15
+	VPERMT2D         Z8, Z0, Z7
+	VPADDD           Z15, Z7, Z7
+	VPBLENDMD        Z10, Z9, K1, Z16
+	VPERMT2D         Z10, Z0, Z9
+	VPADDD           Z16, Z9, Z9
+	VPBLENDMD        Z12, Z11, K1, Z17
+	VPERMT2D         Z12, Z0, Z11
+	VPADDD           Z17, Z11, Z11
+	VPBLENDMD        Z14, Z13, K1, Z18
+	VPERMT2D         Z14, Z0, Z13
+	VPADDD           Z18, Z13, Z13
+	VPBLENDMD        Z9, Z7, K2, Z19
+	VPERMT2D         Z9, Z1, Z7
+	VPADDD           Z19, Z7, Z7
+	VPBLENDMD        Z13, Z11, K2, Z20
+	VPERMT2D         Z13, Z1, Z11
+	VPADDD           Z20, Z11, Z11
+	VPBLENDMD        Z11, Z7, K3, Z21
+	VPERMT2D         Z11, Z2, Z7
+	VPADDD           Z21, Z7, Z7
+	VPSUBD.BCST      40(R9), Z7, Z7
+	VCVTDQ2PS        Z7, Z5
+	MOVWQZX          (AX), R11
+	MOVWQZX          (AX)(CX*1), R10
+	SHLQ             $0x10, R10
+	ORQ              R10, R11
+	MOVWQZX          (AX)(CX*2), R10
+	SHLQ             $0x20, R10
+	ORQ              R10, R11
+	MOVWQZX          (AX)(DX*1), R10
+	SHLQ             $0x30, R10
+	ORQ              R10, R11
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R10
+	SHLQ             $0x10, R10
+	ORQ              R10, R12
+	MOVWQZX          (BX)(CX*2), R10
+	SHLQ             $0x20, R10
+	ORQ              R10, R12
+	MOVWQZX          (BX)(DX*1), R10
+	SHLQ             $0x30, R10
+	ORQ              R10, R12
+	MOVWQZX          (SI), R13
+	MOVWQZX          (SI)(CX*1), R10
+	SHLQ             $0x10, R10
+	ORQ              R10, R13
+	MOVWQZX          (SI)(CX*2), R10
+	SHLQ             $0x20, R10
+	ORQ              R10, R13
+	MOVWQZX          (SI)(DX*1), R10
+	SHLQ             $0x30, R10
+	ORQ              R10, R13
+	MOVWQZX          (DI), R14
+	MOVWQZX          (DI)(CX*1), R10
+	SHLQ             $0x10, R10
+	ORQ              R10, R14
+	MOVWQZX          (DI)(CX*2), R10
+	SHLQ             $0x20, R10
+	ORQ              R10, R14
+	MOVWQZX          (DI)(DX*1), R10
+	SHLQ             $0x30, R10
+	ORQ              R10, R14
+	VMOVQ            R11, X22
+	VPINSRQ          $0x01, R12, X22, X22
+	VMOVQ            R13, X6
+	VPINSRQ          $0x01, R14, X6, X6
+	VINSERTI32X4     $0x01, X6, Y22, Y6
+	VCVTPH2PS        Y6, Z6
+	VMULPS           Z6, Z5, Z5
+	VFMADD231PS.BCST 32(R9), Z5, Z4
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             $0x00000040, R9
+	DECQ             R8
+	JMP              dotQ4_0x16GFNI_loop
 
 dotQ4_0x16GFNI_done:
 	MOVQ    out+32(FP), AX
@@ -1016,8 +1011,7 @@ dotQ8_0x16x1VNNI_loop:
 	VPADDD            Z12, Z11, Z11
 	VCVTDQ2PS         Z11, Z2
 	VMULPS.BCST       32(R9), Z6, Z3
-	VMULPS            Z3, Z2, Z2
-	VADDPS            Z2, Z1, Z1
+	VFMADD231PS       Z3, Z2, Z1
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -1081,155 +1075,154 @@ TEXT ·dotQ4_0x16x1VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z2, Z2, Z2
 
 dotQ4_0x16x1VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x1VNNI_done
-	VBROADCASTI32X4 2(AX), Z3
-	VBROADCASTI32X4 2(SI), K1, Z3
-	VPSRLVQ         Z1, Z3, Z3
-	VPANDD          Z0, Z3, Z3
-	VBROADCASTI32X4 2(AX)(CX*1), Z4
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z4
-	VPSRLVQ         Z1, Z4, Z4
-	VPANDD          Z0, Z4, Z4
-	VBROADCASTI32X4 2(AX)(CX*2), Z5
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z5
-	VPSRLVQ         Z1, Z5, Z5
-	VPANDD          Z0, Z5, Z5
-	VBROADCASTI32X4 2(AX)(DX*1), Z6
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z6
-	VPSRLVQ         Z1, Z6, Z6
-	VPANDD          Z0, Z6, Z6
-	VBROADCASTI32X4 2(BX), Z7
-	VBROADCASTI32X4 2(DI), K1, Z7
-	VPSRLVQ         Z1, Z7, Z7
-	VPANDD          Z0, Z7, Z7
-	VBROADCASTI32X4 2(BX)(CX*1), Z8
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z8
-	VPSRLVQ         Z1, Z8, Z8
-	VPANDD          Z0, Z8, Z8
-	VBROADCASTI32X4 2(BX)(CX*2), Z9
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z9
-	VPSRLVQ         Z1, Z9, Z9
-	VPANDD          Z0, Z9, Z9
-	VBROADCASTI32X4 2(BX)(DX*1), Z10
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z10
-	VPSRLVQ         Z1, Z10, Z10
-	VPANDD          Z0, Z10, Z10
-	VPUNPCKLDQ      Z4, Z3, Z11
-	VPUNPCKHDQ      Z4, Z3, Z3
-	VPUNPCKLDQ      Z6, Z5, Z4
-	VPUNPCKHDQ      Z6, Z5, Z5
-	VPUNPCKLDQ      Z8, Z7, Z6
-	VPUNPCKHDQ      Z8, Z7, Z7
-	VPUNPCKLDQ      Z10, Z9, Z8
-	VPUNPCKHDQ      Z10, Z9, Z9
-	VPUNPCKLQDQ     Z4, Z11, Z10
-	VPUNPCKHQDQ     Z4, Z11, Z4
-	VPUNPCKLQDQ     Z5, Z3, Z11
-	VPUNPCKHQDQ     Z5, Z3, Z3
-	VPUNPCKLQDQ     Z8, Z6, Z5
-	VPUNPCKHQDQ     Z8, Z6, Z6
-	VPUNPCKLQDQ     Z9, Z7, Z8
-	VPUNPCKHQDQ     Z9, Z7, Z7
-	VSHUFI64X2      $0x88, Z5, Z10, Z9
-	VSHUFI64X2      $0xdd, Z5, Z10, Z5
-	VSHUFI64X2      $0x88, Z6, Z4, Z10
-	VSHUFI64X2      $0xdd, Z6, Z4, Z4
-	VSHUFI64X2      $0x88, Z8, Z11, Z6
-	VSHUFI64X2      $0xdd, Z8, Z11, Z8
-	VSHUFI64X2      $0x88, Z7, Z3, Z11
-	VSHUFI64X2      $0xdd, Z7, Z3, Z3
-	VPXORD          Y7, Y7, Y7
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X7
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X7, X7
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X12
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X12, X12
-	VINSERTI32X4    $0x01, X12, Y7, Y7
-	VCVTPH2PS       Y7, Z7
-	VPBROADCASTD    48(R9), Z12
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD.BCST   (R9), Z9, Z12
-	VPDPBUSD.BCST   16(R9), Z5, Z13
-	VPDPBUSD.BCST   4(R9), Z10, Z12
-	VPDPBUSD.BCST   20(R9), Z4, Z13
-	VPDPBUSD.BCST   8(R9), Z6, Z12
-	VPDPBUSD.BCST   24(R9), Z8, Z13
-	VPDPBUSD.BCST   12(R9), Z11, Z12
-	VPDPBUSD.BCST   28(R9), Z3, Z13
-	VPADDD          Z13, Z12, Z12
-	VCVTDQ2PS       Z12, Z3
-	VMULPS          Z7, Z3, Z3
-	VMULPS.BCST     32(R9), Z3, Z3
-	VADDPS          Z3, Z2, Z2
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x1VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x1VNNI_done
+	VBROADCASTI32X4  2(AX), Z3
+	VBROADCASTI32X4  2(SI), K1, Z3
+	VPSRLVQ          Z1, Z3, Z3
+	VPANDD           Z0, Z3, Z3
+	VBROADCASTI32X4  2(AX)(CX*1), Z4
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z4
+	VPSRLVQ          Z1, Z4, Z4
+	VPANDD           Z0, Z4, Z4
+	VBROADCASTI32X4  2(AX)(CX*2), Z5
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z5
+	VPSRLVQ          Z1, Z5, Z5
+	VPANDD           Z0, Z5, Z5
+	VBROADCASTI32X4  2(AX)(DX*1), Z6
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z6
+	VPSRLVQ          Z1, Z6, Z6
+	VPANDD           Z0, Z6, Z6
+	VBROADCASTI32X4  2(BX), Z7
+	VBROADCASTI32X4  2(DI), K1, Z7
+	VPSRLVQ          Z1, Z7, Z7
+	VPANDD           Z0, Z7, Z7
+	VBROADCASTI32X4  2(BX)(CX*1), Z8
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z8
+	VPSRLVQ          Z1, Z8, Z8
+	VPANDD           Z0, Z8, Z8
+	VBROADCASTI32X4  2(BX)(CX*2), Z9
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z9
+	VPSRLVQ          Z1, Z9, Z9
+	VPANDD           Z0, Z9, Z9
+	VBROADCASTI32X4  2(BX)(DX*1), Z10
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z10
+	VPSRLVQ          Z1, Z10, Z10
+	VPANDD           Z0, Z10, Z10
+	VPUNPCKLDQ       Z4, Z3, Z11
+	VPUNPCKHDQ       Z4, Z3, Z3
+	VPUNPCKLDQ       Z6, Z5, Z4
+	VPUNPCKHDQ       Z6, Z5, Z5
+	VPUNPCKLDQ       Z8, Z7, Z6
+	VPUNPCKHDQ       Z8, Z7, Z7
+	VPUNPCKLDQ       Z10, Z9, Z8
+	VPUNPCKHDQ       Z10, Z9, Z9
+	VPUNPCKLQDQ      Z4, Z11, Z10
+	VPUNPCKHQDQ      Z4, Z11, Z4
+	VPUNPCKLQDQ      Z5, Z3, Z11
+	VPUNPCKHQDQ      Z5, Z3, Z3
+	VPUNPCKLQDQ      Z8, Z6, Z5
+	VPUNPCKHQDQ      Z8, Z6, Z6
+	VPUNPCKLQDQ      Z9, Z7, Z8
+	VPUNPCKHQDQ      Z9, Z7, Z7
+	VSHUFI64X2       $0x88, Z5, Z10, Z9
+	VSHUFI64X2       $0xdd, Z5, Z10, Z5
+	VSHUFI64X2       $0x88, Z6, Z4, Z10
+	VSHUFI64X2       $0xdd, Z6, Z4, Z4
+	VSHUFI64X2       $0x88, Z8, Z11, Z6
+	VSHUFI64X2       $0xdd, Z8, Z11, Z8
+	VSHUFI64X2       $0x88, Z7, Z3, Z11
+	VSHUFI64X2       $0xdd, Z7, Z3, Z3
+	VPXORD           Y7, Y7, Y7
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X7
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X7, X7
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X12
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X12, X12
+	VINSERTI32X4     $0x01, X12, Y7, Y7
+	VCVTPH2PS        Y7, Z7
+	VPBROADCASTD     48(R9), Z12
+	VPXORD           Z13, Z13, Z13
+	VPDPBUSD.BCST    (R9), Z9, Z12
+	VPDPBUSD.BCST    16(R9), Z5, Z13
+	VPDPBUSD.BCST    4(R9), Z10, Z12
+	VPDPBUSD.BCST    20(R9), Z4, Z13
+	VPDPBUSD.BCST    8(R9), Z6, Z12
+	VPDPBUSD.BCST    24(R9), Z8, Z13
+	VPDPBUSD.BCST    12(R9), Z11, Z12
+	VPDPBUSD.BCST    28(R9), Z3, Z13
+	VPADDD           Z13, Z12, Z12
+	VCVTDQ2PS        Z12, Z3
+	VMULPS           Z7, Z3, Z3
+	VFMADD231PS.BCST 32(R9), Z3, Z2
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x1VNNI_loop
 
 dotQ4_0x16x1VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -1258,147 +1251,146 @@ TEXT ·dotQ4_0x16x1GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z1, Z1, Z1
 
 dotQ4_0x16x1GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x1GFNI_done
-	VBROADCASTI32X4 2(AX), Z2
-	VBROADCASTI32X4 2(SI), K1, Z2
-	VGF2P8AFFINEQB  $0x00, Z0, Z2, Z2
-	VBROADCASTI32X4 2(AX)(CX*1), Z3
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z3
-	VGF2P8AFFINEQB  $0x00, Z0, Z3, Z3
-	VBROADCASTI32X4 2(AX)(CX*2), Z4
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z4
-	VGF2P8AFFINEQB  $0x00, Z0, Z4, Z4
-	VBROADCASTI32X4 2(AX)(DX*1), Z5
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z5
-	VGF2P8AFFINEQB  $0x00, Z0, Z5, Z5
-	VBROADCASTI32X4 2(BX), Z6
-	VBROADCASTI32X4 2(DI), K1, Z6
-	VGF2P8AFFINEQB  $0x00, Z0, Z6, Z6
-	VBROADCASTI32X4 2(BX)(CX*1), Z7
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z7
-	VGF2P8AFFINEQB  $0x00, Z0, Z7, Z7
-	VBROADCASTI32X4 2(BX)(CX*2), Z8
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z8
-	VGF2P8AFFINEQB  $0x00, Z0, Z8, Z8
-	VBROADCASTI32X4 2(BX)(DX*1), Z9
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z9
-	VGF2P8AFFINEQB  $0x00, Z0, Z9, Z9
-	VPUNPCKLDQ      Z3, Z2, Z10
-	VPUNPCKHDQ      Z3, Z2, Z2
-	VPUNPCKLDQ      Z5, Z4, Z3
-	VPUNPCKHDQ      Z5, Z4, Z4
-	VPUNPCKLDQ      Z7, Z6, Z5
-	VPUNPCKHDQ      Z7, Z6, Z6
-	VPUNPCKLDQ      Z9, Z8, Z7
-	VPUNPCKHDQ      Z9, Z8, Z8
-	VPUNPCKLQDQ     Z3, Z10, Z9
-	VPUNPCKHQDQ     Z3, Z10, Z3
-	VPUNPCKLQDQ     Z4, Z2, Z10
-	VPUNPCKHQDQ     Z4, Z2, Z2
-	VPUNPCKLQDQ     Z7, Z5, Z4
-	VPUNPCKHQDQ     Z7, Z5, Z5
-	VPUNPCKLQDQ     Z8, Z6, Z7
-	VPUNPCKHQDQ     Z8, Z6, Z6
-	VSHUFI64X2      $0x88, Z4, Z9, Z8
-	VSHUFI64X2      $0xdd, Z4, Z9, Z4
-	VSHUFI64X2      $0x88, Z5, Z3, Z9
-	VSHUFI64X2      $0xdd, Z5, Z3, Z3
-	VSHUFI64X2      $0x88, Z7, Z10, Z5
-	VSHUFI64X2      $0xdd, Z7, Z10, Z7
-	VSHUFI64X2      $0x88, Z6, Z2, Z10
-	VSHUFI64X2      $0xdd, Z6, Z2, Z2
-	VPXORD          Y6, Y6, Y6
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X6
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X6, X6
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X11
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X11, X11
-	VINSERTI32X4    $0x01, X11, Y6, Y6
-	VCVTPH2PS       Y6, Z6
-	VPBROADCASTD    48(R9), Z11
-	VPXORD          Z12, Z12, Z12
-	VPDPBUSD.BCST   (R9), Z8, Z11
-	VPDPBUSD.BCST   16(R9), Z4, Z12
-	VPDPBUSD.BCST   4(R9), Z9, Z11
-	VPDPBUSD.BCST   20(R9), Z3, Z12
-	VPDPBUSD.BCST   8(R9), Z5, Z11
-	VPDPBUSD.BCST   24(R9), Z7, Z12
-	VPDPBUSD.BCST   12(R9), Z10, Z11
-	VPDPBUSD.BCST   28(R9), Z2, Z12
-	VPADDD          Z12, Z11, Z11
-	VCVTDQ2PS       Z11, Z2
-	VMULPS          Z6, Z2, Z2
-	VMULPS.BCST     32(R9), Z2, Z2
-	VADDPS          Z2, Z1, Z1
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x1GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x1GFNI_done
+	VBROADCASTI32X4  2(AX), Z2
+	VBROADCASTI32X4  2(SI), K1, Z2
+	VGF2P8AFFINEQB   $0x00, Z0, Z2, Z2
+	VBROADCASTI32X4  2(AX)(CX*1), Z3
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z3
+	VGF2P8AFFINEQB   $0x00, Z0, Z3, Z3
+	VBROADCASTI32X4  2(AX)(CX*2), Z4
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z4
+	VGF2P8AFFINEQB   $0x00, Z0, Z4, Z4
+	VBROADCASTI32X4  2(AX)(DX*1), Z5
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z5
+	VGF2P8AFFINEQB   $0x00, Z0, Z5, Z5
+	VBROADCASTI32X4  2(BX), Z6
+	VBROADCASTI32X4  2(DI), K1, Z6
+	VGF2P8AFFINEQB   $0x00, Z0, Z6, Z6
+	VBROADCASTI32X4  2(BX)(CX*1), Z7
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z7
+	VGF2P8AFFINEQB   $0x00, Z0, Z7, Z7
+	VBROADCASTI32X4  2(BX)(CX*2), Z8
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z8
+	VGF2P8AFFINEQB   $0x00, Z0, Z8, Z8
+	VBROADCASTI32X4  2(BX)(DX*1), Z9
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z9
+	VGF2P8AFFINEQB   $0x00, Z0, Z9, Z9
+	VPUNPCKLDQ       Z3, Z2, Z10
+	VPUNPCKHDQ       Z3, Z2, Z2
+	VPUNPCKLDQ       Z5, Z4, Z3
+	VPUNPCKHDQ       Z5, Z4, Z4
+	VPUNPCKLDQ       Z7, Z6, Z5
+	VPUNPCKHDQ       Z7, Z6, Z6
+	VPUNPCKLDQ       Z9, Z8, Z7
+	VPUNPCKHDQ       Z9, Z8, Z8
+	VPUNPCKLQDQ      Z3, Z10, Z9
+	VPUNPCKHQDQ      Z3, Z10, Z3
+	VPUNPCKLQDQ      Z4, Z2, Z10
+	VPUNPCKHQDQ      Z4, Z2, Z2
+	VPUNPCKLQDQ      Z7, Z5, Z4
+	VPUNPCKHQDQ      Z7, Z5, Z5
+	VPUNPCKLQDQ      Z8, Z6, Z7
+	VPUNPCKHQDQ      Z8, Z6, Z6
+	VSHUFI64X2       $0x88, Z4, Z9, Z8
+	VSHUFI64X2       $0xdd, Z4, Z9, Z4
+	VSHUFI64X2       $0x88, Z5, Z3, Z9
+	VSHUFI64X2       $0xdd, Z5, Z3, Z3
+	VSHUFI64X2       $0x88, Z7, Z10, Z5
+	VSHUFI64X2       $0xdd, Z7, Z10, Z7
+	VSHUFI64X2       $0x88, Z6, Z2, Z10
+	VSHUFI64X2       $0xdd, Z6, Z2, Z2
+	VPXORD           Y6, Y6, Y6
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X6
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X6, X6
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X11
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X11, X11
+	VINSERTI32X4     $0x01, X11, Y6, Y6
+	VCVTPH2PS        Y6, Z6
+	VPBROADCASTD     48(R9), Z11
+	VPXORD           Z12, Z12, Z12
+	VPDPBUSD.BCST    (R9), Z8, Z11
+	VPDPBUSD.BCST    16(R9), Z4, Z12
+	VPDPBUSD.BCST    4(R9), Z9, Z11
+	VPDPBUSD.BCST    20(R9), Z3, Z12
+	VPDPBUSD.BCST    8(R9), Z5, Z11
+	VPDPBUSD.BCST    24(R9), Z7, Z12
+	VPDPBUSD.BCST    12(R9), Z10, Z11
+	VPDPBUSD.BCST    28(R9), Z2, Z12
+	VPADDD           Z12, Z11, Z11
+	VCVTDQ2PS        Z11, Z2
+	VMULPS           Z6, Z2, Z2
+	VFMADD231PS.BCST 32(R9), Z2, Z1
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x1GFNI_loop
 
 dotQ4_0x16x1GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -1443,8 +1435,7 @@ tileQ8_0x16x1VNNI_loop:
 	VPADDD        Z11, Z10, Z10
 	VCVTDQ2PS     Z10, Z1
 	VMULPS.BCST   32(BX), Z9, Z2
-	VMULPS        Z2, Z1, Z1
-	VADDPS        Z1, Z0, Z0
+	VFMADD231PS   Z2, Z1, Z0
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -1487,54 +1478,53 @@ TEXT ·tileQ4_0x16x1VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z0, Z0, Z0
 
 tileQ4_0x16x1VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x1VNNI_done
-	VMOVDQU64     (AX), Z1
-	VMOVDQU64     64(AX), Z2
-	VMOVDQU64     128(AX), Z3
-	VMOVDQU64     192(AX), Z4
-	VMOVDQU64     256(AX), Z5
-	VMOVDQU64     320(AX), Z6
-	VMOVDQU64     384(AX), Z7
-	VMOVDQU64     448(AX), Z8
-	VCVTPH2PS     (CX), Z9
-	VPBROADCASTD  48(BX), Z10
-	VPXORD        Z11, Z11, Z11
-	VPDPBUSD.BCST (BX), Z1, Z10
-	VPDPBUSD.BCST 16(BX), Z5, Z11
-	VPDPBUSD.BCST 4(BX), Z2, Z10
-	VPDPBUSD.BCST 20(BX), Z6, Z11
-	VPDPBUSD.BCST 8(BX), Z3, Z10
-	VPDPBUSD.BCST 24(BX), Z7, Z11
-	VPDPBUSD.BCST 12(BX), Z4, Z10
-	VPDPBUSD.BCST 28(BX), Z8, Z11
-	VPADDD        Z11, Z10, Z10
-	VCVTDQ2PS     Z10, Z1
-	VMULPS        Z9, Z1, Z1
-	VMULPS.BCST   32(BX), Z1, Z1
-	VADDPS        Z1, Z0, Z0
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x1VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x1VNNI_done
+	VMOVDQU64        (AX), Z1
+	VMOVDQU64        64(AX), Z2
+	VMOVDQU64        128(AX), Z3
+	VMOVDQU64        192(AX), Z4
+	VMOVDQU64        256(AX), Z5
+	VMOVDQU64        320(AX), Z6
+	VMOVDQU64        384(AX), Z7
+	VMOVDQU64        448(AX), Z8
+	VCVTPH2PS        (CX), Z9
+	VPBROADCASTD     48(BX), Z10
+	VPXORD           Z11, Z11, Z11
+	VPDPBUSD.BCST    (BX), Z1, Z10
+	VPDPBUSD.BCST    16(BX), Z5, Z11
+	VPDPBUSD.BCST    4(BX), Z2, Z10
+	VPDPBUSD.BCST    20(BX), Z6, Z11
+	VPDPBUSD.BCST    8(BX), Z3, Z10
+	VPDPBUSD.BCST    24(BX), Z7, Z11
+	VPDPBUSD.BCST    12(BX), Z4, Z10
+	VPDPBUSD.BCST    28(BX), Z8, Z11
+	VPADDD           Z11, Z10, Z10
+	VCVTDQ2PS        Z10, Z1
+	VMULPS           Z9, Z1, Z1
+	VFMADD231PS.BCST 32(BX), Z1, Z0
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x1VNNI_loop
 
 tileQ4_0x16x1VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -1683,8 +1673,7 @@ dotQ8_0x16x2VNNI_loop:
 	VPADDD            Z13, Z12, Z12
 	VCVTDQ2PS         Z12, Z12
 	VMULPS.BCST       32(R9), Z7, Z13
-	VMULPS            Z13, Z12, Z12
-	VADDPS            Z12, Z1, Z1
+	VFMADD231PS       Z13, Z12, Z1
 	VPBROADCASTD      108(R9), Z12
 	VPXORD            Z13, Z13, Z13
 	VPDPBUSD.BCST     64(R9), Z9, Z12
@@ -1698,8 +1687,7 @@ dotQ8_0x16x2VNNI_loop:
 	VPADDD            Z13, Z12, Z12
 	VCVTDQ2PS         Z12, Z3
 	VMULPS.BCST       96(R9), Z7, Z4
-	VMULPS            Z4, Z3, Z3
-	VADDPS            Z3, Z2, Z2
+	VFMADD231PS       Z4, Z3, Z2
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -1767,170 +1755,168 @@ TEXT ·dotQ4_0x16x2VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z3, Z3, Z3
 
 dotQ4_0x16x2VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x2VNNI_done
-	VBROADCASTI32X4 2(AX), Z4
-	VBROADCASTI32X4 2(SI), K1, Z4
-	VPSRLVQ         Z1, Z4, Z4
-	VPANDD          Z0, Z4, Z4
-	VBROADCASTI32X4 2(AX)(CX*1), Z5
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z5
-	VPSRLVQ         Z1, Z5, Z5
-	VPANDD          Z0, Z5, Z5
-	VBROADCASTI32X4 2(AX)(CX*2), Z6
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z6
-	VPSRLVQ         Z1, Z6, Z6
-	VPANDD          Z0, Z6, Z6
-	VBROADCASTI32X4 2(AX)(DX*1), Z7
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z7
-	VPSRLVQ         Z1, Z7, Z7
-	VPANDD          Z0, Z7, Z7
-	VBROADCASTI32X4 2(BX), Z8
-	VBROADCASTI32X4 2(DI), K1, Z8
-	VPSRLVQ         Z1, Z8, Z8
-	VPANDD          Z0, Z8, Z8
-	VBROADCASTI32X4 2(BX)(CX*1), Z9
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z9
-	VPSRLVQ         Z1, Z9, Z9
-	VPANDD          Z0, Z9, Z9
-	VBROADCASTI32X4 2(BX)(CX*2), Z10
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z10
-	VPSRLVQ         Z1, Z10, Z10
-	VPANDD          Z0, Z10, Z10
-	VBROADCASTI32X4 2(BX)(DX*1), Z11
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z11
-	VPSRLVQ         Z1, Z11, Z11
-	VPANDD          Z0, Z11, Z11
-	VPUNPCKLDQ      Z5, Z4, Z12
-	VPUNPCKHDQ      Z5, Z4, Z4
-	VPUNPCKLDQ      Z7, Z6, Z5
-	VPUNPCKHDQ      Z7, Z6, Z6
-	VPUNPCKLDQ      Z9, Z8, Z7
-	VPUNPCKHDQ      Z9, Z8, Z8
-	VPUNPCKLDQ      Z11, Z10, Z9
-	VPUNPCKHDQ      Z11, Z10, Z10
-	VPUNPCKLQDQ     Z5, Z12, Z11
-	VPUNPCKHQDQ     Z5, Z12, Z5
-	VPUNPCKLQDQ     Z6, Z4, Z12
-	VPUNPCKHQDQ     Z6, Z4, Z4
-	VPUNPCKLQDQ     Z9, Z7, Z6
-	VPUNPCKHQDQ     Z9, Z7, Z7
-	VPUNPCKLQDQ     Z10, Z8, Z9
-	VPUNPCKHQDQ     Z10, Z8, Z8
-	VSHUFI64X2      $0x88, Z6, Z11, Z10
-	VSHUFI64X2      $0xdd, Z6, Z11, Z6
-	VSHUFI64X2      $0x88, Z7, Z5, Z11
-	VSHUFI64X2      $0xdd, Z7, Z5, Z5
-	VSHUFI64X2      $0x88, Z9, Z12, Z7
-	VSHUFI64X2      $0xdd, Z9, Z12, Z9
-	VSHUFI64X2      $0x88, Z8, Z4, Z12
-	VSHUFI64X2      $0xdd, Z8, Z4, Z4
-	VPXORD          Y8, Y8, Y8
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X8
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X8, X8
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X13
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X13, X13
-	VINSERTI32X4    $0x01, X13, Y8, Y8
-	VCVTPH2PS       Y8, Z8
-	VPBROADCASTD    48(R9), Z13
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD.BCST   (R9), Z10, Z13
-	VPDPBUSD.BCST   16(R9), Z6, Z14
-	VPDPBUSD.BCST   4(R9), Z11, Z13
-	VPDPBUSD.BCST   20(R9), Z5, Z14
-	VPDPBUSD.BCST   8(R9), Z7, Z13
-	VPDPBUSD.BCST   24(R9), Z9, Z14
-	VPDPBUSD.BCST   12(R9), Z12, Z13
-	VPDPBUSD.BCST   28(R9), Z4, Z14
-	VPADDD          Z14, Z13, Z13
-	VCVTDQ2PS       Z13, Z13
-	VMULPS          Z8, Z13, Z13
-	VMULPS.BCST     32(R9), Z13, Z13
-	VADDPS          Z13, Z2, Z2
-	VPBROADCASTD    112(R9), Z13
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD.BCST   64(R9), Z10, Z13
-	VPDPBUSD.BCST   80(R9), Z6, Z14
-	VPDPBUSD.BCST   68(R9), Z11, Z13
-	VPDPBUSD.BCST   84(R9), Z5, Z14
-	VPDPBUSD.BCST   72(R9), Z7, Z13
-	VPDPBUSD.BCST   88(R9), Z9, Z14
-	VPDPBUSD.BCST   76(R9), Z12, Z13
-	VPDPBUSD.BCST   92(R9), Z4, Z14
-	VPADDD          Z14, Z13, Z13
-	VCVTDQ2PS       Z13, Z4
-	VMULPS          Z8, Z4, Z4
-	VMULPS.BCST     96(R9), Z4, Z4
-	VADDPS          Z4, Z3, Z3
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x2VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x2VNNI_done
+	VBROADCASTI32X4  2(AX), Z4
+	VBROADCASTI32X4  2(SI), K1, Z4
+	VPSRLVQ          Z1, Z4, Z4
+	VPANDD           Z0, Z4, Z4
+	VBROADCASTI32X4  2(AX)(CX*1), Z5
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z5
+	VPSRLVQ          Z1, Z5, Z5
+	VPANDD           Z0, Z5, Z5
+	VBROADCASTI32X4  2(AX)(CX*2), Z6
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z6
+	VPSRLVQ          Z1, Z6, Z6
+	VPANDD           Z0, Z6, Z6
+	VBROADCASTI32X4  2(AX)(DX*1), Z7
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z7
+	VPSRLVQ          Z1, Z7, Z7
+	VPANDD           Z0, Z7, Z7
+	VBROADCASTI32X4  2(BX), Z8
+	VBROADCASTI32X4  2(DI), K1, Z8
+	VPSRLVQ          Z1, Z8, Z8
+	VPANDD           Z0, Z8, Z8
+	VBROADCASTI32X4  2(BX)(CX*1), Z9
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z9
+	VPSRLVQ          Z1, Z9, Z9
+	VPANDD           Z0, Z9, Z9
+	VBROADCASTI32X4  2(BX)(CX*2), Z10
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z10
+	VPSRLVQ          Z1, Z10, Z10
+	VPANDD           Z0, Z10, Z10
+	VBROADCASTI32X4  2(BX)(DX*1), Z11
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z11
+	VPSRLVQ          Z1, Z11, Z11
+	VPANDD           Z0, Z11, Z11
+	VPUNPCKLDQ       Z5, Z4, Z12
+	VPUNPCKHDQ       Z5, Z4, Z4
+	VPUNPCKLDQ       Z7, Z6, Z5
+	VPUNPCKHDQ       Z7, Z6, Z6
+	VPUNPCKLDQ       Z9, Z8, Z7
+	VPUNPCKHDQ       Z9, Z8, Z8
+	VPUNPCKLDQ       Z11, Z10, Z9
+	VPUNPCKHDQ       Z11, Z10, Z10
+	VPUNPCKLQDQ      Z5, Z12, Z11
+	VPUNPCKHQDQ      Z5, Z12, Z5
+	VPUNPCKLQDQ      Z6, Z4, Z12
+	VPUNPCKHQDQ      Z6, Z4, Z4
+	VPUNPCKLQDQ      Z9, Z7, Z6
+	VPUNPCKHQDQ      Z9, Z7, Z7
+	VPUNPCKLQDQ      Z10, Z8, Z9
+	VPUNPCKHQDQ      Z10, Z8, Z8
+	VSHUFI64X2       $0x88, Z6, Z11, Z10
+	VSHUFI64X2       $0xdd, Z6, Z11, Z6
+	VSHUFI64X2       $0x88, Z7, Z5, Z11
+	VSHUFI64X2       $0xdd, Z7, Z5, Z5
+	VSHUFI64X2       $0x88, Z9, Z12, Z7
+	VSHUFI64X2       $0xdd, Z9, Z12, Z9
+	VSHUFI64X2       $0x88, Z8, Z4, Z12
+	VSHUFI64X2       $0xdd, Z8, Z4, Z4
+	VPXORD           Y8, Y8, Y8
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X8
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X8, X8
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X13
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X13, X13
+	VINSERTI32X4     $0x01, X13, Y8, Y8
+	VCVTPH2PS        Y8, Z8
+	VPBROADCASTD     48(R9), Z13
+	VPXORD           Z14, Z14, Z14
+	VPDPBUSD.BCST    (R9), Z10, Z13
+	VPDPBUSD.BCST    16(R9), Z6, Z14
+	VPDPBUSD.BCST    4(R9), Z11, Z13
+	VPDPBUSD.BCST    20(R9), Z5, Z14
+	VPDPBUSD.BCST    8(R9), Z7, Z13
+	VPDPBUSD.BCST    24(R9), Z9, Z14
+	VPDPBUSD.BCST    12(R9), Z12, Z13
+	VPDPBUSD.BCST    28(R9), Z4, Z14
+	VPADDD           Z14, Z13, Z13
+	VCVTDQ2PS        Z13, Z13
+	VMULPS           Z8, Z13, Z13
+	VFMADD231PS.BCST 32(R9), Z13, Z2
+	VPBROADCASTD     112(R9), Z13
+	VPXORD           Z14, Z14, Z14
+	VPDPBUSD.BCST    64(R9), Z10, Z13
+	VPDPBUSD.BCST    80(R9), Z6, Z14
+	VPDPBUSD.BCST    68(R9), Z11, Z13
+	VPDPBUSD.BCST    84(R9), Z5, Z14
+	VPDPBUSD.BCST    72(R9), Z7, Z13
+	VPDPBUSD.BCST    88(R9), Z9, Z14
+	VPDPBUSD.BCST    76(R9), Z12, Z13
+	VPDPBUSD.BCST    92(R9), Z4, Z14
+	VPADDD           Z14, Z13, Z13
+	VCVTDQ2PS        Z13, Z4
+	VMULPS           Z8, Z4, Z4
+	VFMADD231PS.BCST 96(R9), Z4, Z3
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x2VNNI_loop
 
 dotQ4_0x16x2VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -1963,162 +1949,160 @@ TEXT ·dotQ4_0x16x2GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z2, Z2, Z2
 
 dotQ4_0x16x2GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x2GFNI_done
-	VBROADCASTI32X4 2(AX), Z3
-	VBROADCASTI32X4 2(SI), K1, Z3
-	VGF2P8AFFINEQB  $0x00, Z0, Z3, Z3
-	VBROADCASTI32X4 2(AX)(CX*1), Z4
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z4
-	VGF2P8AFFINEQB  $0x00, Z0, Z4, Z4
-	VBROADCASTI32X4 2(AX)(CX*2), Z5
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z5
-	VGF2P8AFFINEQB  $0x00, Z0, Z5, Z5
-	VBROADCASTI32X4 2(AX)(DX*1), Z6
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z6
-	VGF2P8AFFINEQB  $0x00, Z0, Z6, Z6
-	VBROADCASTI32X4 2(BX), Z7
-	VBROADCASTI32X4 2(DI), K1, Z7
-	VGF2P8AFFINEQB  $0x00, Z0, Z7, Z7
-	VBROADCASTI32X4 2(BX)(CX*1), Z8
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z8
-	VGF2P8AFFINEQB  $0x00, Z0, Z8, Z8
-	VBROADCASTI32X4 2(BX)(CX*2), Z9
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z9
-	VGF2P8AFFINEQB  $0x00, Z0, Z9, Z9
-	VBROADCASTI32X4 2(BX)(DX*1), Z10
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z10
-	VGF2P8AFFINEQB  $0x00, Z0, Z10, Z10
-	VPUNPCKLDQ      Z4, Z3, Z11
-	VPUNPCKHDQ      Z4, Z3, Z3
-	VPUNPCKLDQ      Z6, Z5, Z4
-	VPUNPCKHDQ      Z6, Z5, Z5
-	VPUNPCKLDQ      Z8, Z7, Z6
-	VPUNPCKHDQ      Z8, Z7, Z7
-	VPUNPCKLDQ      Z10, Z9, Z8
-	VPUNPCKHDQ      Z10, Z9, Z9
-	VPUNPCKLQDQ     Z4, Z11, Z10
-	VPUNPCKHQDQ     Z4, Z11, Z4
-	VPUNPCKLQDQ     Z5, Z3, Z11
-	VPUNPCKHQDQ     Z5, Z3, Z3
-	VPUNPCKLQDQ     Z8, Z6, Z5
-	VPUNPCKHQDQ     Z8, Z6, Z6
-	VPUNPCKLQDQ     Z9, Z7, Z8
-	VPUNPCKHQDQ     Z9, Z7, Z7
-	VSHUFI64X2      $0x88, Z5, Z10, Z9
-	VSHUFI64X2      $0xdd, Z5, Z10, Z5
-	VSHUFI64X2      $0x88, Z6, Z4, Z10
-	VSHUFI64X2      $0xdd, Z6, Z4, Z4
-	VSHUFI64X2      $0x88, Z8, Z11, Z6
-	VSHUFI64X2      $0xdd, Z8, Z11, Z8
-	VSHUFI64X2      $0x88, Z7, Z3, Z11
-	VSHUFI64X2      $0xdd, Z7, Z3, Z3
-	VPXORD          Y7, Y7, Y7
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X7
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X7, X7
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X12
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X12, X12
-	VINSERTI32X4    $0x01, X12, Y7, Y7
-	VCVTPH2PS       Y7, Z7
-	VPBROADCASTD    48(R9), Z12
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD.BCST   (R9), Z9, Z12
-	VPDPBUSD.BCST   16(R9), Z5, Z13
-	VPDPBUSD.BCST   4(R9), Z10, Z12
-	VPDPBUSD.BCST   20(R9), Z4, Z13
-	VPDPBUSD.BCST   8(R9), Z6, Z12
-	VPDPBUSD.BCST   24(R9), Z8, Z13
-	VPDPBUSD.BCST   12(R9), Z11, Z12
-	VPDPBUSD.BCST   28(R9), Z3, Z13
-	VPADDD          Z13, Z12, Z12
-	VCVTDQ2PS       Z12, Z12
-	VMULPS          Z7, Z12, Z12
-	VMULPS.BCST     32(R9), Z12, Z12
-	VADDPS          Z12, Z1, Z1
-	VPBROADCASTD    112(R9), Z12
-	VPXORD          Z13, Z13, Z13
-	VPDPBUSD.BCST   64(R9), Z9, Z12
-	VPDPBUSD.BCST   80(R9), Z5, Z13
-	VPDPBUSD.BCST   68(R9), Z10, Z12
-	VPDPBUSD.BCST   84(R9), Z4, Z13
-	VPDPBUSD.BCST   72(R9), Z6, Z12
-	VPDPBUSD.BCST   88(R9), Z8, Z13
-	VPDPBUSD.BCST   76(R9), Z11, Z12
-	VPDPBUSD.BCST   92(R9), Z3, Z13
-	VPADDD          Z13, Z12, Z12
-	VCVTDQ2PS       Z12, Z3
-	VMULPS          Z7, Z3, Z3
-	VMULPS.BCST     96(R9), Z3, Z3
-	VADDPS          Z3, Z2, Z2
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x2GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x2GFNI_done
+	VBROADCASTI32X4  2(AX), Z3
+	VBROADCASTI32X4  2(SI), K1, Z3
+	VGF2P8AFFINEQB   $0x00, Z0, Z3, Z3
+	VBROADCASTI32X4  2(AX)(CX*1), Z4
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z4
+	VGF2P8AFFINEQB   $0x00, Z0, Z4, Z4
+	VBROADCASTI32X4  2(AX)(CX*2), Z5
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z5
+	VGF2P8AFFINEQB   $0x00, Z0, Z5, Z5
+	VBROADCASTI32X4  2(AX)(DX*1), Z6
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z6
+	VGF2P8AFFINEQB   $0x00, Z0, Z6, Z6
+	VBROADCASTI32X4  2(BX), Z7
+	VBROADCASTI32X4  2(DI), K1, Z7
+	VGF2P8AFFINEQB   $0x00, Z0, Z7, Z7
+	VBROADCASTI32X4  2(BX)(CX*1), Z8
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z8
+	VGF2P8AFFINEQB   $0x00, Z0, Z8, Z8
+	VBROADCASTI32X4  2(BX)(CX*2), Z9
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z9
+	VGF2P8AFFINEQB   $0x00, Z0, Z9, Z9
+	VBROADCASTI32X4  2(BX)(DX*1), Z10
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z10
+	VGF2P8AFFINEQB   $0x00, Z0, Z10, Z10
+	VPUNPCKLDQ       Z4, Z3, Z11
+	VPUNPCKHDQ       Z4, Z3, Z3
+	VPUNPCKLDQ       Z6, Z5, Z4
+	VPUNPCKHDQ       Z6, Z5, Z5
+	VPUNPCKLDQ       Z8, Z7, Z6
+	VPUNPCKHDQ       Z8, Z7, Z7
+	VPUNPCKLDQ       Z10, Z9, Z8
+	VPUNPCKHDQ       Z10, Z9, Z9
+	VPUNPCKLQDQ      Z4, Z11, Z10
+	VPUNPCKHQDQ      Z4, Z11, Z4
+	VPUNPCKLQDQ      Z5, Z3, Z11
+	VPUNPCKHQDQ      Z5, Z3, Z3
+	VPUNPCKLQDQ      Z8, Z6, Z5
+	VPUNPCKHQDQ      Z8, Z6, Z6
+	VPUNPCKLQDQ      Z9, Z7, Z8
+	VPUNPCKHQDQ      Z9, Z7, Z7
+	VSHUFI64X2       $0x88, Z5, Z10, Z9
+	VSHUFI64X2       $0xdd, Z5, Z10, Z5
+	VSHUFI64X2       $0x88, Z6, Z4, Z10
+	VSHUFI64X2       $0xdd, Z6, Z4, Z4
+	VSHUFI64X2       $0x88, Z8, Z11, Z6
+	VSHUFI64X2       $0xdd, Z8, Z11, Z8
+	VSHUFI64X2       $0x88, Z7, Z3, Z11
+	VSHUFI64X2       $0xdd, Z7, Z3, Z3
+	VPXORD           Y7, Y7, Y7
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X7
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X7, X7
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X12
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X12, X12
+	VINSERTI32X4     $0x01, X12, Y7, Y7
+	VCVTPH2PS        Y7, Z7
+	VPBROADCASTD     48(R9), Z12
+	VPXORD           Z13, Z13, Z13
+	VPDPBUSD.BCST    (R9), Z9, Z12
+	VPDPBUSD.BCST    16(R9), Z5, Z13
+	VPDPBUSD.BCST    4(R9), Z10, Z12
+	VPDPBUSD.BCST    20(R9), Z4, Z13
+	VPDPBUSD.BCST    8(R9), Z6, Z12
+	VPDPBUSD.BCST    24(R9), Z8, Z13
+	VPDPBUSD.BCST    12(R9), Z11, Z12
+	VPDPBUSD.BCST    28(R9), Z3, Z13
+	VPADDD           Z13, Z12, Z12
+	VCVTDQ2PS        Z12, Z12
+	VMULPS           Z7, Z12, Z12
+	VFMADD231PS.BCST 32(R9), Z12, Z1
+	VPBROADCASTD     112(R9), Z12
+	VPXORD           Z13, Z13, Z13
+	VPDPBUSD.BCST    64(R9), Z9, Z12
+	VPDPBUSD.BCST    80(R9), Z5, Z13
+	VPDPBUSD.BCST    68(R9), Z10, Z12
+	VPDPBUSD.BCST    84(R9), Z4, Z13
+	VPDPBUSD.BCST    72(R9), Z6, Z12
+	VPDPBUSD.BCST    88(R9), Z8, Z13
+	VPDPBUSD.BCST    76(R9), Z11, Z12
+	VPDPBUSD.BCST    92(R9), Z3, Z13
+	VPADDD           Z13, Z12, Z12
+	VCVTDQ2PS        Z12, Z3
+	VMULPS           Z7, Z3, Z3
+	VFMADD231PS.BCST 96(R9), Z3, Z2
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x2GFNI_loop
 
 dotQ4_0x16x2GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -2167,8 +2151,7 @@ tileQ8_0x16x2VNNI_loop:
 	VPADDD        Z12, Z11, Z11
 	VCVTDQ2PS     Z11, Z11
 	VMULPS.BCST   32(BX), Z10, Z12
-	VMULPS        Z12, Z11, Z11
-	VADDPS        Z11, Z0, Z0
+	VFMADD231PS   Z12, Z11, Z0
 	VPBROADCASTD  108(BX), Z11
 	VPXORD        Z12, Z12, Z12
 	VPDPBUSD.BCST 64(BX), Z2, Z11
@@ -2182,8 +2165,7 @@ tileQ8_0x16x2VNNI_loop:
 	VPADDD        Z12, Z11, Z11
 	VCVTDQ2PS     Z11, Z2
 	VMULPS.BCST   96(BX), Z10, Z3
-	VMULPS        Z3, Z2, Z2
-	VADDPS        Z2, Z1, Z1
+	VFMADD231PS   Z3, Z2, Z1
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -2230,69 +2212,67 @@ TEXT ·tileQ4_0x16x2VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z1, Z1, Z1
 
 tileQ4_0x16x2VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x2VNNI_done
-	VMOVDQU64     (AX), Z2
-	VMOVDQU64     64(AX), Z3
-	VMOVDQU64     128(AX), Z4
-	VMOVDQU64     192(AX), Z5
-	VMOVDQU64     256(AX), Z6
-	VMOVDQU64     320(AX), Z7
-	VMOVDQU64     384(AX), Z8
-	VMOVDQU64     448(AX), Z9
-	VCVTPH2PS     (CX), Z10
-	VPBROADCASTD  48(BX), Z11
-	VPXORD        Z12, Z12, Z12
-	VPDPBUSD.BCST (BX), Z2, Z11
-	VPDPBUSD.BCST 16(BX), Z6, Z12
-	VPDPBUSD.BCST 4(BX), Z3, Z11
-	VPDPBUSD.BCST 20(BX), Z7, Z12
-	VPDPBUSD.BCST 8(BX), Z4, Z11
-	VPDPBUSD.BCST 24(BX), Z8, Z12
-	VPDPBUSD.BCST 12(BX), Z5, Z11
-	VPDPBUSD.BCST 28(BX), Z9, Z12
-	VPADDD        Z12, Z11, Z11
-	VCVTDQ2PS     Z11, Z11
-	VMULPS        Z10, Z11, Z11
-	VMULPS.BCST   32(BX), Z11, Z11
-	VADDPS        Z11, Z0, Z0
-	VPBROADCASTD  112(BX), Z11
-	VPXORD        Z12, Z12, Z12
-	VPDPBUSD.BCST 64(BX), Z2, Z11
-	VPDPBUSD.BCST 80(BX), Z6, Z12
-	VPDPBUSD.BCST 68(BX), Z3, Z11
-	VPDPBUSD.BCST 84(BX), Z7, Z12
-	VPDPBUSD.BCST 72(BX), Z4, Z11
-	VPDPBUSD.BCST 88(BX), Z8, Z12
-	VPDPBUSD.BCST 76(BX), Z5, Z11
-	VPDPBUSD.BCST 92(BX), Z9, Z12
-	VPADDD        Z12, Z11, Z11
-	VCVTDQ2PS     Z11, Z2
-	VMULPS        Z10, Z2, Z2
-	VMULPS.BCST   96(BX), Z2, Z2
-	VADDPS        Z2, Z1, Z1
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x2VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x2VNNI_done
+	VMOVDQU64        (AX), Z2
+	VMOVDQU64        64(AX), Z3
+	VMOVDQU64        128(AX), Z4
+	VMOVDQU64        192(AX), Z5
+	VMOVDQU64        256(AX), Z6
+	VMOVDQU64        320(AX), Z7
+	VMOVDQU64        384(AX), Z8
+	VMOVDQU64        448(AX), Z9
+	VCVTPH2PS        (CX), Z10
+	VPBROADCASTD     48(BX), Z11
+	VPXORD           Z12, Z12, Z12
+	VPDPBUSD.BCST    (BX), Z2, Z11
+	VPDPBUSD.BCST    16(BX), Z6, Z12
+	VPDPBUSD.BCST    4(BX), Z3, Z11
+	VPDPBUSD.BCST    20(BX), Z7, Z12
+	VPDPBUSD.BCST    8(BX), Z4, Z11
+	VPDPBUSD.BCST    24(BX), Z8, Z12
+	VPDPBUSD.BCST    12(BX), Z5, Z11
+	VPDPBUSD.BCST    28(BX), Z9, Z12
+	VPADDD           Z12, Z11, Z11
+	VCVTDQ2PS        Z11, Z11
+	VMULPS           Z10, Z11, Z11
+	VFMADD231PS.BCST 32(BX), Z11, Z0
+	VPBROADCASTD     112(BX), Z11
+	VPXORD           Z12, Z12, Z12
+	VPDPBUSD.BCST    64(BX), Z2, Z11
+	VPDPBUSD.BCST    80(BX), Z6, Z12
+	VPDPBUSD.BCST    68(BX), Z3, Z11
+	VPDPBUSD.BCST    84(BX), Z7, Z12
+	VPDPBUSD.BCST    72(BX), Z4, Z11
+	VPDPBUSD.BCST    88(BX), Z8, Z12
+	VPDPBUSD.BCST    76(BX), Z5, Z11
+	VPDPBUSD.BCST    92(BX), Z9, Z12
+	VPADDD           Z12, Z11, Z11
+	VCVTDQ2PS        Z11, Z2
+	VMULPS           Z10, Z2, Z2
+	VFMADD231PS.BCST 96(BX), Z2, Z1
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x2VNNI_loop
 
 tileQ4_0x16x2VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -2445,8 +2425,7 @@ dotQ8_0x16x3VNNI_loop:
 	VPADDD            Z14, Z13, Z13
 	VCVTDQ2PS         Z13, Z13
 	VMULPS.BCST       32(R9), Z8, Z14
-	VMULPS            Z14, Z13, Z13
-	VADDPS            Z13, Z1, Z1
+	VFMADD231PS       Z14, Z13, Z1
 	VPBROADCASTD      108(R9), Z13
 	VPXORD            Z14, Z14, Z14
 	VPDPBUSD.BCST     64(R9), Z10, Z13
@@ -2460,8 +2439,7 @@ dotQ8_0x16x3VNNI_loop:
 	VPADDD            Z14, Z13, Z13
 	VCVTDQ2PS         Z13, Z13
 	VMULPS.BCST       96(R9), Z8, Z14
-	VMULPS            Z14, Z13, Z13
-	VADDPS            Z13, Z2, Z2
+	VFMADD231PS       Z14, Z13, Z2
 	VPBROADCASTD      172(R9), Z13
 	VPXORD            Z14, Z14, Z14
 	VPDPBUSD.BCST     128(R9), Z10, Z13
@@ -2475,8 +2453,7 @@ dotQ8_0x16x3VNNI_loop:
 	VPADDD            Z14, Z13, Z13
 	VCVTDQ2PS         Z13, Z4
 	VMULPS.BCST       160(R9), Z8, Z5
-	VMULPS            Z5, Z4, Z4
-	VADDPS            Z4, Z3, Z3
+	VFMADD231PS       Z5, Z4, Z3
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -2548,185 +2525,182 @@ TEXT ·dotQ4_0x16x3VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z4, Z4, Z4
 
 dotQ4_0x16x3VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x3VNNI_done
-	VBROADCASTI32X4 2(AX), Z5
-	VBROADCASTI32X4 2(SI), K1, Z5
-	VPSRLVQ         Z1, Z5, Z5
-	VPANDD          Z0, Z5, Z5
-	VBROADCASTI32X4 2(AX)(CX*1), Z6
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z6
-	VPSRLVQ         Z1, Z6, Z6
-	VPANDD          Z0, Z6, Z6
-	VBROADCASTI32X4 2(AX)(CX*2), Z7
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z7
-	VPSRLVQ         Z1, Z7, Z7
-	VPANDD          Z0, Z7, Z7
-	VBROADCASTI32X4 2(AX)(DX*1), Z8
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z8
-	VPSRLVQ         Z1, Z8, Z8
-	VPANDD          Z0, Z8, Z8
-	VBROADCASTI32X4 2(BX), Z9
-	VBROADCASTI32X4 2(DI), K1, Z9
-	VPSRLVQ         Z1, Z9, Z9
-	VPANDD          Z0, Z9, Z9
-	VBROADCASTI32X4 2(BX)(CX*1), Z10
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z10
-	VPSRLVQ         Z1, Z10, Z10
-	VPANDD          Z0, Z10, Z10
-	VBROADCASTI32X4 2(BX)(CX*2), Z11
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z11
-	VPSRLVQ         Z1, Z11, Z11
-	VPANDD          Z0, Z11, Z11
-	VBROADCASTI32X4 2(BX)(DX*1), Z12
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z12
-	VPSRLVQ         Z1, Z12, Z12
-	VPANDD          Z0, Z12, Z12
-	VPUNPCKLDQ      Z6, Z5, Z13
-	VPUNPCKHDQ      Z6, Z5, Z5
-	VPUNPCKLDQ      Z8, Z7, Z6
-	VPUNPCKHDQ      Z8, Z7, Z7
-	VPUNPCKLDQ      Z10, Z9, Z8
-	VPUNPCKHDQ      Z10, Z9, Z9
-	VPUNPCKLDQ      Z12, Z11, Z10
-	VPUNPCKHDQ      Z12, Z11, Z11
-	VPUNPCKLQDQ     Z6, Z13, Z12
-	VPUNPCKHQDQ     Z6, Z13, Z6
-	VPUNPCKLQDQ     Z7, Z5, Z13
-	VPUNPCKHQDQ     Z7, Z5, Z5
-	VPUNPCKLQDQ     Z10, Z8, Z7
-	VPUNPCKHQDQ     Z10, Z8, Z8
-	VPUNPCKLQDQ     Z11, Z9, Z10
-	VPUNPCKHQDQ     Z11, Z9, Z9
-	VSHUFI64X2      $0x88, Z7, Z12, Z11
-	VSHUFI64X2      $0xdd, Z7, Z12, Z7
-	VSHUFI64X2      $0x88, Z8, Z6, Z12
-	VSHUFI64X2      $0xdd, Z8, Z6, Z6
-	VSHUFI64X2      $0x88, Z10, Z13, Z8
-	VSHUFI64X2      $0xdd, Z10, Z13, Z10
-	VSHUFI64X2      $0x88, Z9, Z5, Z13
-	VSHUFI64X2      $0xdd, Z9, Z5, Z5
-	VPXORD          Y9, Y9, Y9
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X9
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X9, X9
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X14
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X14, X14
-	VINSERTI32X4    $0x01, X14, Y9, Y9
-	VCVTPH2PS       Y9, Z9
-	VPBROADCASTD    48(R9), Z14
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD.BCST   (R9), Z11, Z14
-	VPDPBUSD.BCST   16(R9), Z7, Z15
-	VPDPBUSD.BCST   4(R9), Z12, Z14
-	VPDPBUSD.BCST   20(R9), Z6, Z15
-	VPDPBUSD.BCST   8(R9), Z8, Z14
-	VPDPBUSD.BCST   24(R9), Z10, Z15
-	VPDPBUSD.BCST   12(R9), Z13, Z14
-	VPDPBUSD.BCST   28(R9), Z5, Z15
-	VPADDD          Z15, Z14, Z14
-	VCVTDQ2PS       Z14, Z14
-	VMULPS          Z9, Z14, Z14
-	VMULPS.BCST     32(R9), Z14, Z14
-	VADDPS          Z14, Z2, Z2
-	VPBROADCASTD    112(R9), Z14
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD.BCST   64(R9), Z11, Z14
-	VPDPBUSD.BCST   80(R9), Z7, Z15
-	VPDPBUSD.BCST   68(R9), Z12, Z14
-	VPDPBUSD.BCST   84(R9), Z6, Z15
-	VPDPBUSD.BCST   72(R9), Z8, Z14
-	VPDPBUSD.BCST   88(R9), Z10, Z15
-	VPDPBUSD.BCST   76(R9), Z13, Z14
-	VPDPBUSD.BCST   92(R9), Z5, Z15
-	VPADDD          Z15, Z14, Z14
-	VCVTDQ2PS       Z14, Z14
-	VMULPS          Z9, Z14, Z14
-	VMULPS.BCST     96(R9), Z14, Z14
-	VADDPS          Z14, Z3, Z3
-	VPBROADCASTD    176(R9), Z14
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD.BCST   128(R9), Z11, Z14
-	VPDPBUSD.BCST   144(R9), Z7, Z15
-	VPDPBUSD.BCST   132(R9), Z12, Z14
-	VPDPBUSD.BCST   148(R9), Z6, Z15
-	VPDPBUSD.BCST   136(R9), Z8, Z14
-	VPDPBUSD.BCST   152(R9), Z10, Z15
-	VPDPBUSD.BCST   140(R9), Z13, Z14
-	VPDPBUSD.BCST   156(R9), Z5, Z15
-	VPADDD          Z15, Z14, Z14
-	VCVTDQ2PS       Z14, Z5
-	VMULPS          Z9, Z5, Z5
-	VMULPS.BCST     160(R9), Z5, Z5
-	VADDPS          Z5, Z4, Z4
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x3VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x3VNNI_done
+	VBROADCASTI32X4  2(AX), Z5
+	VBROADCASTI32X4  2(SI), K1, Z5
+	VPSRLVQ          Z1, Z5, Z5
+	VPANDD           Z0, Z5, Z5
+	VBROADCASTI32X4  2(AX)(CX*1), Z6
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z6
+	VPSRLVQ          Z1, Z6, Z6
+	VPANDD           Z0, Z6, Z6
+	VBROADCASTI32X4  2(AX)(CX*2), Z7
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z7
+	VPSRLVQ          Z1, Z7, Z7
+	VPANDD           Z0, Z7, Z7
+	VBROADCASTI32X4  2(AX)(DX*1), Z8
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z8
+	VPSRLVQ          Z1, Z8, Z8
+	VPANDD           Z0, Z8, Z8
+	VBROADCASTI32X4  2(BX), Z9
+	VBROADCASTI32X4  2(DI), K1, Z9
+	VPSRLVQ          Z1, Z9, Z9
+	VPANDD           Z0, Z9, Z9
+	VBROADCASTI32X4  2(BX)(CX*1), Z10
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z10
+	VPSRLVQ          Z1, Z10, Z10
+	VPANDD           Z0, Z10, Z10
+	VBROADCASTI32X4  2(BX)(CX*2), Z11
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z11
+	VPSRLVQ          Z1, Z11, Z11
+	VPANDD           Z0, Z11, Z11
+	VBROADCASTI32X4  2(BX)(DX*1), Z12
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z12
+	VPSRLVQ          Z1, Z12, Z12
+	VPANDD           Z0, Z12, Z12
+	VPUNPCKLDQ       Z6, Z5, Z13
+	VPUNPCKHDQ       Z6, Z5, Z5
+	VPUNPCKLDQ       Z8, Z7, Z6
+	VPUNPCKHDQ       Z8, Z7, Z7
+	VPUNPCKLDQ       Z10, Z9, Z8
+	VPUNPCKHDQ       Z10, Z9, Z9
+	VPUNPCKLDQ       Z12, Z11, Z10
+	VPUNPCKHDQ       Z12, Z11, Z11
+	VPUNPCKLQDQ      Z6, Z13, Z12
+	VPUNPCKHQDQ      Z6, Z13, Z6
+	VPUNPCKLQDQ      Z7, Z5, Z13
+	VPUNPCKHQDQ      Z7, Z5, Z5
+	VPUNPCKLQDQ      Z10, Z8, Z7
+	VPUNPCKHQDQ      Z10, Z8, Z8
+	VPUNPCKLQDQ      Z11, Z9, Z10
+	VPUNPCKHQDQ      Z11, Z9, Z9
+	VSHUFI64X2       $0x88, Z7, Z12, Z11
+	VSHUFI64X2       $0xdd, Z7, Z12, Z7
+	VSHUFI64X2       $0x88, Z8, Z6, Z12
+	VSHUFI64X2       $0xdd, Z8, Z6, Z6
+	VSHUFI64X2       $0x88, Z10, Z13, Z8
+	VSHUFI64X2       $0xdd, Z10, Z13, Z10
+	VSHUFI64X2       $0x88, Z9, Z5, Z13
+	VSHUFI64X2       $0xdd, Z9, Z5, Z5
+	VPXORD           Y9, Y9, Y9
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X9
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X9, X9
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X14
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X14, X14
+	VINSERTI32X4     $0x01, X14, Y9, Y9
+	VCVTPH2PS        Y9, Z9
+	VPBROADCASTD     48(R9), Z14
+	VPXORD           Z15, Z15, Z15
+	VPDPBUSD.BCST    (R9), Z11, Z14
+	VPDPBUSD.BCST    16(R9), Z7, Z15
+	VPDPBUSD.BCST    4(R9), Z12, Z14
+	VPDPBUSD.BCST    20(R9), Z6, Z15
+	VPDPBUSD.BCST    8(R9), Z8, Z14
+	VPDPBUSD.BCST    24(R9), Z10, Z15
+	VPDPBUSD.BCST    12(R9), Z13, Z14
+	VPDPBUSD.BCST    28(R9), Z5, Z15
+	VPADDD           Z15, Z14, Z14
+	VCVTDQ2PS        Z14, Z14
+	VMULPS           Z9, Z14, Z14
+	VFMADD231PS.BCST 32(R9), Z14, Z2
+	VPBROADCASTD     112(R9), Z14
+	VPXORD           Z15, Z15, Z15
+	VPDPBUSD.BCST    64(R9), Z11, Z14
+	VPDPBUSD.BCST    80(R9), Z7, Z15
+	VPDPBUSD.BCST    68(R9), Z12, Z14
+	VPDPBUSD.BCST    84(R9), Z6, Z15
+	VPDPBUSD.BCST    72(R9), Z8, Z14
+	VPDPBUSD.BCST    88(R9), Z10, Z15
+	VPDPBUSD.BCST    76(R9), Z13, Z14
+	VPDPBUSD.BCST    92(R9), Z5, Z15
+	VPADDD           Z15, Z14, Z14
+	VCVTDQ2PS        Z14, Z14
+	VMULPS           Z9, Z14, Z14
+	VFMADD231PS.BCST 96(R9), Z14, Z3
+	VPBROADCASTD     176(R9), Z14
+	VPXORD           Z15, Z15, Z15
+	VPDPBUSD.BCST    128(R9), Z11, Z14
+	VPDPBUSD.BCST    144(R9), Z7, Z15
+	VPDPBUSD.BCST    132(R9), Z12, Z14
+	VPDPBUSD.BCST    148(R9), Z6, Z15
+	VPDPBUSD.BCST    136(R9), Z8, Z14
+	VPDPBUSD.BCST    152(R9), Z10, Z15
+	VPDPBUSD.BCST    140(R9), Z13, Z14
+	VPDPBUSD.BCST    156(R9), Z5, Z15
+	VPADDD           Z15, Z14, Z14
+	VCVTDQ2PS        Z14, Z5
+	VMULPS           Z9, Z5, Z5
+	VFMADD231PS.BCST 160(R9), Z5, Z4
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x3VNNI_loop
 
 dotQ4_0x16x3VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -2763,177 +2737,174 @@ TEXT ·dotQ4_0x16x3GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z3, Z3, Z3
 
 dotQ4_0x16x3GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x3GFNI_done
-	VBROADCASTI32X4 2(AX), Z4
-	VBROADCASTI32X4 2(SI), K1, Z4
-	VGF2P8AFFINEQB  $0x00, Z0, Z4, Z4
-	VBROADCASTI32X4 2(AX)(CX*1), Z5
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z5
-	VGF2P8AFFINEQB  $0x00, Z0, Z5, Z5
-	VBROADCASTI32X4 2(AX)(CX*2), Z6
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z6
-	VGF2P8AFFINEQB  $0x00, Z0, Z6, Z6
-	VBROADCASTI32X4 2(AX)(DX*1), Z7
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z7
-	VGF2P8AFFINEQB  $0x00, Z0, Z7, Z7
-	VBROADCASTI32X4 2(BX), Z8
-	VBROADCASTI32X4 2(DI), K1, Z8
-	VGF2P8AFFINEQB  $0x00, Z0, Z8, Z8
-	VBROADCASTI32X4 2(BX)(CX*1), Z9
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z9
-	VGF2P8AFFINEQB  $0x00, Z0, Z9, Z9
-	VBROADCASTI32X4 2(BX)(CX*2), Z10
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z10
-	VGF2P8AFFINEQB  $0x00, Z0, Z10, Z10
-	VBROADCASTI32X4 2(BX)(DX*1), Z11
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z11
-	VGF2P8AFFINEQB  $0x00, Z0, Z11, Z11
-	VPUNPCKLDQ      Z5, Z4, Z12
-	VPUNPCKHDQ      Z5, Z4, Z4
-	VPUNPCKLDQ      Z7, Z6, Z5
-	VPUNPCKHDQ      Z7, Z6, Z6
-	VPUNPCKLDQ      Z9, Z8, Z7
-	VPUNPCKHDQ      Z9, Z8, Z8
-	VPUNPCKLDQ      Z11, Z10, Z9
-	VPUNPCKHDQ      Z11, Z10, Z10
-	VPUNPCKLQDQ     Z5, Z12, Z11
-	VPUNPCKHQDQ     Z5, Z12, Z5
-	VPUNPCKLQDQ     Z6, Z4, Z12
-	VPUNPCKHQDQ     Z6, Z4, Z4
-	VPUNPCKLQDQ     Z9, Z7, Z6
-	VPUNPCKHQDQ     Z9, Z7, Z7
-	VPUNPCKLQDQ     Z10, Z8, Z9
-	VPUNPCKHQDQ     Z10, Z8, Z8
-	VSHUFI64X2      $0x88, Z6, Z11, Z10
-	VSHUFI64X2      $0xdd, Z6, Z11, Z6
-	VSHUFI64X2      $0x88, Z7, Z5, Z11
-	VSHUFI64X2      $0xdd, Z7, Z5, Z5
-	VSHUFI64X2      $0x88, Z9, Z12, Z7
-	VSHUFI64X2      $0xdd, Z9, Z12, Z9
-	VSHUFI64X2      $0x88, Z8, Z4, Z12
-	VSHUFI64X2      $0xdd, Z8, Z4, Z4
-	VPXORD          Y8, Y8, Y8
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X8
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X8, X8
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X13
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X13, X13
-	VINSERTI32X4    $0x01, X13, Y8, Y8
-	VCVTPH2PS       Y8, Z8
-	VPBROADCASTD    48(R9), Z13
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD.BCST   (R9), Z10, Z13
-	VPDPBUSD.BCST   16(R9), Z6, Z14
-	VPDPBUSD.BCST   4(R9), Z11, Z13
-	VPDPBUSD.BCST   20(R9), Z5, Z14
-	VPDPBUSD.BCST   8(R9), Z7, Z13
-	VPDPBUSD.BCST   24(R9), Z9, Z14
-	VPDPBUSD.BCST   12(R9), Z12, Z13
-	VPDPBUSD.BCST   28(R9), Z4, Z14
-	VPADDD          Z14, Z13, Z13
-	VCVTDQ2PS       Z13, Z13
-	VMULPS          Z8, Z13, Z13
-	VMULPS.BCST     32(R9), Z13, Z13
-	VADDPS          Z13, Z1, Z1
-	VPBROADCASTD    112(R9), Z13
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD.BCST   64(R9), Z10, Z13
-	VPDPBUSD.BCST   80(R9), Z6, Z14
-	VPDPBUSD.BCST   68(R9), Z11, Z13
-	VPDPBUSD.BCST   84(R9), Z5, Z14
-	VPDPBUSD.BCST   72(R9), Z7, Z13
-	VPDPBUSD.BCST   88(R9), Z9, Z14
-	VPDPBUSD.BCST   76(R9), Z12, Z13
-	VPDPBUSD.BCST   92(R9), Z4, Z14
-	VPADDD          Z14, Z13, Z13
-	VCVTDQ2PS       Z13, Z13
-	VMULPS          Z8, Z13, Z13
-	VMULPS.BCST     96(R9), Z13, Z13
-	VADDPS          Z13, Z2, Z2
-	VPBROADCASTD    176(R9), Z13
-	VPXORD          Z14, Z14, Z14
-	VPDPBUSD.BCST   128(R9), Z10, Z13
-	VPDPBUSD.BCST   144(R9), Z6, Z14
-	VPDPBUSD.BCST   132(R9), Z11, Z13
-	VPDPBUSD.BCST   148(R9), Z5, Z14
-	VPDPBUSD.BCST   136(R9), Z7, Z13
-	VPDPBUSD.BCST   152(R9), Z9, Z14
-	VPDPBUSD.BCST   140(R9), Z12, Z13
-	VPDPBUSD.BCST   156(R9), Z4, Z14
-	VPADDD          Z14, Z13, Z13
-	VCVTDQ2PS       Z13, Z4
-	VMULPS          Z8, Z4, Z4
-	VMULPS.BCST     160(R9), Z4, Z4
-	VADDPS          Z4, Z3, Z3
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x3GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x3GFNI_done
+	VBROADCASTI32X4  2(AX), Z4
+	VBROADCASTI32X4  2(SI), K1, Z4
+	VGF2P8AFFINEQB   $0x00, Z0, Z4, Z4
+	VBROADCASTI32X4  2(AX)(CX*1), Z5
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z5
+	VGF2P8AFFINEQB   $0x00, Z0, Z5, Z5
+	VBROADCASTI32X4  2(AX)(CX*2), Z6
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z6
+	VGF2P8AFFINEQB   $0x00, Z0, Z6, Z6
+	VBROADCASTI32X4  2(AX)(DX*1), Z7
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z7
+	VGF2P8AFFINEQB   $0x00, Z0, Z7, Z7
+	VBROADCASTI32X4  2(BX), Z8
+	VBROADCASTI32X4  2(DI), K1, Z8
+	VGF2P8AFFINEQB   $0x00, Z0, Z8, Z8
+	VBROADCASTI32X4  2(BX)(CX*1), Z9
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z9
+	VGF2P8AFFINEQB   $0x00, Z0, Z9, Z9
+	VBROADCASTI32X4  2(BX)(CX*2), Z10
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z10
+	VGF2P8AFFINEQB   $0x00, Z0, Z10, Z10
+	VBROADCASTI32X4  2(BX)(DX*1), Z11
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z11
+	VGF2P8AFFINEQB   $0x00, Z0, Z11, Z11
+	VPUNPCKLDQ       Z5, Z4, Z12
+	VPUNPCKHDQ       Z5, Z4, Z4
+	VPUNPCKLDQ       Z7, Z6, Z5
+	VPUNPCKHDQ       Z7, Z6, Z6
+	VPUNPCKLDQ       Z9, Z8, Z7
+	VPUNPCKHDQ       Z9, Z8, Z8
+	VPUNPCKLDQ       Z11, Z10, Z9
+	VPUNPCKHDQ       Z11, Z10, Z10
+	VPUNPCKLQDQ      Z5, Z12, Z11
+	VPUNPCKHQDQ      Z5, Z12, Z5
+	VPUNPCKLQDQ      Z6, Z4, Z12
+	VPUNPCKHQDQ      Z6, Z4, Z4
+	VPUNPCKLQDQ      Z9, Z7, Z6
+	VPUNPCKHQDQ      Z9, Z7, Z7
+	VPUNPCKLQDQ      Z10, Z8, Z9
+	VPUNPCKHQDQ      Z10, Z8, Z8
+	VSHUFI64X2       $0x88, Z6, Z11, Z10
+	VSHUFI64X2       $0xdd, Z6, Z11, Z6
+	VSHUFI64X2       $0x88, Z7, Z5, Z11
+	VSHUFI64X2       $0xdd, Z7, Z5, Z5
+	VSHUFI64X2       $0x88, Z9, Z12, Z7
+	VSHUFI64X2       $0xdd, Z9, Z12, Z9
+	VSHUFI64X2       $0x88, Z8, Z4, Z12
+	VSHUFI64X2       $0xdd, Z8, Z4, Z4
+	VPXORD           Y8, Y8, Y8
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X8
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X8, X8
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X13
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X13, X13
+	VINSERTI32X4     $0x01, X13, Y8, Y8
+	VCVTPH2PS        Y8, Z8
+	VPBROADCASTD     48(R9), Z13
+	VPXORD           Z14, Z14, Z14
+	VPDPBUSD.BCST    (R9), Z10, Z13
+	VPDPBUSD.BCST    16(R9), Z6, Z14
+	VPDPBUSD.BCST    4(R9), Z11, Z13
+	VPDPBUSD.BCST    20(R9), Z5, Z14
+	VPDPBUSD.BCST    8(R9), Z7, Z13
+	VPDPBUSD.BCST    24(R9), Z9, Z14
+	VPDPBUSD.BCST    12(R9), Z12, Z13
+	VPDPBUSD.BCST    28(R9), Z4, Z14
+	VPADDD           Z14, Z13, Z13
+	VCVTDQ2PS        Z13, Z13
+	VMULPS           Z8, Z13, Z13
+	VFMADD231PS.BCST 32(R9), Z13, Z1
+	VPBROADCASTD     112(R9), Z13
+	VPXORD           Z14, Z14, Z14
+	VPDPBUSD.BCST    64(R9), Z10, Z13
+	VPDPBUSD.BCST    80(R9), Z6, Z14
+	VPDPBUSD.BCST    68(R9), Z11, Z13
+	VPDPBUSD.BCST    84(R9), Z5, Z14
+	VPDPBUSD.BCST    72(R9), Z7, Z13
+	VPDPBUSD.BCST    88(R9), Z9, Z14
+	VPDPBUSD.BCST    76(R9), Z12, Z13
+	VPDPBUSD.BCST    92(R9), Z4, Z14
+	VPADDD           Z14, Z13, Z13
+	VCVTDQ2PS        Z13, Z13
+	VMULPS           Z8, Z13, Z13
+	VFMADD231PS.BCST 96(R9), Z13, Z2
+	VPBROADCASTD     176(R9), Z13
+	VPXORD           Z14, Z14, Z14
+	VPDPBUSD.BCST    128(R9), Z10, Z13
+	VPDPBUSD.BCST    144(R9), Z6, Z14
+	VPDPBUSD.BCST    132(R9), Z11, Z13
+	VPDPBUSD.BCST    148(R9), Z5, Z14
+	VPDPBUSD.BCST    136(R9), Z7, Z13
+	VPDPBUSD.BCST    152(R9), Z9, Z14
+	VPDPBUSD.BCST    140(R9), Z12, Z13
+	VPDPBUSD.BCST    156(R9), Z4, Z14
+	VPADDD           Z14, Z13, Z13
+	VCVTDQ2PS        Z13, Z4
+	VMULPS           Z8, Z4, Z4
+	VFMADD231PS.BCST 160(R9), Z4, Z3
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x3GFNI_loop
 
 dotQ4_0x16x3GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -2986,8 +2957,7 @@ tileQ8_0x16x3VNNI_loop:
 	VPADDD        Z13, Z12, Z12
 	VCVTDQ2PS     Z12, Z12
 	VMULPS.BCST   32(BX), Z11, Z13
-	VMULPS        Z13, Z12, Z12
-	VADDPS        Z12, Z0, Z0
+	VFMADD231PS   Z13, Z12, Z0
 	VPBROADCASTD  108(BX), Z12
 	VPXORD        Z13, Z13, Z13
 	VPDPBUSD.BCST 64(BX), Z3, Z12
@@ -3001,8 +2971,7 @@ tileQ8_0x16x3VNNI_loop:
 	VPADDD        Z13, Z12, Z12
 	VCVTDQ2PS     Z12, Z12
 	VMULPS.BCST   96(BX), Z11, Z13
-	VMULPS        Z13, Z12, Z12
-	VADDPS        Z12, Z1, Z1
+	VFMADD231PS   Z13, Z12, Z1
 	VPBROADCASTD  172(BX), Z12
 	VPXORD        Z13, Z13, Z13
 	VPDPBUSD.BCST 128(BX), Z3, Z12
@@ -3016,8 +2985,7 @@ tileQ8_0x16x3VNNI_loop:
 	VPADDD        Z13, Z12, Z12
 	VCVTDQ2PS     Z12, Z3
 	VMULPS.BCST   160(BX), Z11, Z4
-	VMULPS        Z4, Z3, Z3
-	VADDPS        Z3, Z2, Z2
+	VFMADD231PS   Z4, Z3, Z2
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -3068,84 +3036,81 @@ TEXT ·tileQ4_0x16x3VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z2, Z2, Z2
 
 tileQ4_0x16x3VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x3VNNI_done
-	VMOVDQU64     (AX), Z3
-	VMOVDQU64     64(AX), Z4
-	VMOVDQU64     128(AX), Z5
-	VMOVDQU64     192(AX), Z6
-	VMOVDQU64     256(AX), Z7
-	VMOVDQU64     320(AX), Z8
-	VMOVDQU64     384(AX), Z9
-	VMOVDQU64     448(AX), Z10
-	VCVTPH2PS     (CX), Z11
-	VPBROADCASTD  48(BX), Z12
-	VPXORD        Z13, Z13, Z13
-	VPDPBUSD.BCST (BX), Z3, Z12
-	VPDPBUSD.BCST 16(BX), Z7, Z13
-	VPDPBUSD.BCST 4(BX), Z4, Z12
-	VPDPBUSD.BCST 20(BX), Z8, Z13
-	VPDPBUSD.BCST 8(BX), Z5, Z12
-	VPDPBUSD.BCST 24(BX), Z9, Z13
-	VPDPBUSD.BCST 12(BX), Z6, Z12
-	VPDPBUSD.BCST 28(BX), Z10, Z13
-	VPADDD        Z13, Z12, Z12
-	VCVTDQ2PS     Z12, Z12
-	VMULPS        Z11, Z12, Z12
-	VMULPS.BCST   32(BX), Z12, Z12
-	VADDPS        Z12, Z0, Z0
-	VPBROADCASTD  112(BX), Z12
-	VPXORD        Z13, Z13, Z13
-	VPDPBUSD.BCST 64(BX), Z3, Z12
-	VPDPBUSD.BCST 80(BX), Z7, Z13
-	VPDPBUSD.BCST 68(BX), Z4, Z12
-	VPDPBUSD.BCST 84(BX), Z8, Z13
-	VPDPBUSD.BCST 72(BX), Z5, Z12
-	VPDPBUSD.BCST 88(BX), Z9, Z13
-	VPDPBUSD.BCST 76(BX), Z6, Z12
-	VPDPBUSD.BCST 92(BX), Z10, Z13
-	VPADDD        Z13, Z12, Z12
-	VCVTDQ2PS     Z12, Z12
-	VMULPS        Z11, Z12, Z12
-	VMULPS.BCST   96(BX), Z12, Z12
-	VADDPS        Z12, Z1, Z1
-	VPBROADCASTD  176(BX), Z12
-	VPXORD        Z13, Z13, Z13
-	VPDPBUSD.BCST 128(BX), Z3, Z12
-	VPDPBUSD.BCST 144(BX), Z7, Z13
-	VPDPBUSD.BCST 132(BX), Z4, Z12
-	VPDPBUSD.BCST 148(BX), Z8, Z13
-	VPDPBUSD.BCST 136(BX), Z5, Z12
-	VPDPBUSD.BCST 152(BX), Z9, Z13
-	VPDPBUSD.BCST 140(BX), Z6, Z12
-	VPDPBUSD.BCST 156(BX), Z10, Z13
-	VPADDD        Z13, Z12, Z12
-	VCVTDQ2PS     Z12, Z3
-	VMULPS        Z11, Z3, Z3
-	VMULPS.BCST   160(BX), Z3, Z3
-	VADDPS        Z3, Z2, Z2
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x3VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x3VNNI_done
+	VMOVDQU64        (AX), Z3
+	VMOVDQU64        64(AX), Z4
+	VMOVDQU64        128(AX), Z5
+	VMOVDQU64        192(AX), Z6
+	VMOVDQU64        256(AX), Z7
+	VMOVDQU64        320(AX), Z8
+	VMOVDQU64        384(AX), Z9
+	VMOVDQU64        448(AX), Z10
+	VCVTPH2PS        (CX), Z11
+	VPBROADCASTD     48(BX), Z12
+	VPXORD           Z13, Z13, Z13
+	VPDPBUSD.BCST    (BX), Z3, Z12
+	VPDPBUSD.BCST    16(BX), Z7, Z13
+	VPDPBUSD.BCST    4(BX), Z4, Z12
+	VPDPBUSD.BCST    20(BX), Z8, Z13
+	VPDPBUSD.BCST    8(BX), Z5, Z12
+	VPDPBUSD.BCST    24(BX), Z9, Z13
+	VPDPBUSD.BCST    12(BX), Z6, Z12
+	VPDPBUSD.BCST    28(BX), Z10, Z13
+	VPADDD           Z13, Z12, Z12
+	VCVTDQ2PS        Z12, Z12
+	VMULPS           Z11, Z12, Z12
+	VFMADD231PS.BCST 32(BX), Z12, Z0
+	VPBROADCASTD     112(BX), Z12
+	VPXORD           Z13, Z13, Z13
+	VPDPBUSD.BCST    64(BX), Z3, Z12
+	VPDPBUSD.BCST    80(BX), Z7, Z13
+	VPDPBUSD.BCST    68(BX), Z4, Z12
+	VPDPBUSD.BCST    84(BX), Z8, Z13
+	VPDPBUSD.BCST    72(BX), Z5, Z12
+	VPDPBUSD.BCST    88(BX), Z9, Z13
+	VPDPBUSD.BCST    76(BX), Z6, Z12
+	VPDPBUSD.BCST    92(BX), Z10, Z13
+	VPADDD           Z13, Z12, Z12
+	VCVTDQ2PS        Z12, Z12
+	VMULPS           Z11, Z12, Z12
+	VFMADD231PS.BCST 96(BX), Z12, Z1
+	VPBROADCASTD     176(BX), Z12
+	VPXORD           Z13, Z13, Z13
+	VPDPBUSD.BCST    128(BX), Z3, Z12
+	VPDPBUSD.BCST    144(BX), Z7, Z13
+	VPDPBUSD.BCST    132(BX), Z4, Z12
+	VPDPBUSD.BCST    148(BX), Z8, Z13
+	VPDPBUSD.BCST    136(BX), Z5, Z12
+	VPDPBUSD.BCST    152(BX), Z9, Z13
+	VPDPBUSD.BCST    140(BX), Z6, Z12
+	VPDPBUSD.BCST    156(BX), Z10, Z13
+	VPADDD           Z13, Z12, Z12
+	VCVTDQ2PS        Z12, Z3
+	VMULPS           Z11, Z3, Z3
+	VFMADD231PS.BCST 160(BX), Z3, Z2
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x3VNNI_loop
 
 tileQ4_0x16x3VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -3302,8 +3267,7 @@ dotQ8_0x16x4VNNI_loop:
 	VPADDD            Z15, Z14, Z14
 	VCVTDQ2PS         Z14, Z14
 	VMULPS.BCST       32(R9), Z9, Z15
-	VMULPS            Z15, Z14, Z14
-	VADDPS            Z14, Z1, Z1
+	VFMADD231PS       Z15, Z14, Z1
 	VPBROADCASTD      108(R9), Z14
 	VPXORD            Z15, Z15, Z15
 	VPDPBUSD.BCST     64(R9), Z11, Z14
@@ -3317,8 +3281,7 @@ dotQ8_0x16x4VNNI_loop:
 	VPADDD            Z15, Z14, Z14
 	VCVTDQ2PS         Z14, Z14
 	VMULPS.BCST       96(R9), Z9, Z15
-	VMULPS            Z15, Z14, Z14
-	VADDPS            Z14, Z2, Z2
+	VFMADD231PS       Z15, Z14, Z2
 	VPBROADCASTD      172(R9), Z14
 	VPXORD            Z15, Z15, Z15
 	VPDPBUSD.BCST     128(R9), Z11, Z14
@@ -3332,8 +3295,7 @@ dotQ8_0x16x4VNNI_loop:
 	VPADDD            Z15, Z14, Z14
 	VCVTDQ2PS         Z14, Z14
 	VMULPS.BCST       160(R9), Z9, Z15
-	VMULPS            Z15, Z14, Z14
-	VADDPS            Z14, Z3, Z3
+	VFMADD231PS       Z15, Z14, Z3
 	VPBROADCASTD      236(R9), Z14
 	VPXORD            Z15, Z15, Z15
 	VPDPBUSD.BCST     192(R9), Z11, Z14
@@ -3347,8 +3309,7 @@ dotQ8_0x16x4VNNI_loop:
 	VPADDD            Z15, Z14, Z14
 	VCVTDQ2PS         Z14, Z5
 	VMULPS.BCST       224(R9), Z9, Z6
-	VMULPS            Z6, Z5, Z5
-	VADDPS            Z5, Z4, Z4
+	VFMADD231PS       Z6, Z5, Z4
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -3424,200 +3385,196 @@ TEXT ·dotQ4_0x16x4VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z5, Z5, Z5
 
 dotQ4_0x16x4VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x4VNNI_done
-	VBROADCASTI32X4 2(AX), Z6
-	VBROADCASTI32X4 2(SI), K1, Z6
-	VPSRLVQ         Z1, Z6, Z6
-	VPANDD          Z0, Z6, Z6
-	VBROADCASTI32X4 2(AX)(CX*1), Z7
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z7
-	VPSRLVQ         Z1, Z7, Z7
-	VPANDD          Z0, Z7, Z7
-	VBROADCASTI32X4 2(AX)(CX*2), Z8
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z8
-	VPSRLVQ         Z1, Z8, Z8
-	VPANDD          Z0, Z8, Z8
-	VBROADCASTI32X4 2(AX)(DX*1), Z9
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z9
-	VPSRLVQ         Z1, Z9, Z9
-	VPANDD          Z0, Z9, Z9
-	VBROADCASTI32X4 2(BX), Z10
-	VBROADCASTI32X4 2(DI), K1, Z10
-	VPSRLVQ         Z1, Z10, Z10
-	VPANDD          Z0, Z10, Z10
-	VBROADCASTI32X4 2(BX)(CX*1), Z11
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z11
-	VPSRLVQ         Z1, Z11, Z11
-	VPANDD          Z0, Z11, Z11
-	VBROADCASTI32X4 2(BX)(CX*2), Z12
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z12
-	VPSRLVQ         Z1, Z12, Z12
-	VPANDD          Z0, Z12, Z12
-	VBROADCASTI32X4 2(BX)(DX*1), Z13
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z13
-	VPSRLVQ         Z1, Z13, Z13
-	VPANDD          Z0, Z13, Z13
-	VPUNPCKLDQ      Z7, Z6, Z14
-	VPUNPCKHDQ      Z7, Z6, Z6
-	VPUNPCKLDQ      Z9, Z8, Z7
-	VPUNPCKHDQ      Z9, Z8, Z8
-	VPUNPCKLDQ      Z11, Z10, Z9
-	VPUNPCKHDQ      Z11, Z10, Z10
-	VPUNPCKLDQ      Z13, Z12, Z11
-	VPUNPCKHDQ      Z13, Z12, Z12
-	VPUNPCKLQDQ     Z7, Z14, Z13
-	VPUNPCKHQDQ     Z7, Z14, Z7
-	VPUNPCKLQDQ     Z8, Z6, Z14
-	VPUNPCKHQDQ     Z8, Z6, Z6
-	VPUNPCKLQDQ     Z11, Z9, Z8
-	VPUNPCKHQDQ     Z11, Z9, Z9
-	VPUNPCKLQDQ     Z12, Z10, Z11
-	VPUNPCKHQDQ     Z12, Z10, Z10
-	VSHUFI64X2      $0x88, Z8, Z13, Z12
-	VSHUFI64X2      $0xdd, Z8, Z13, Z8
-	VSHUFI64X2      $0x88, Z9, Z7, Z13
-	VSHUFI64X2      $0xdd, Z9, Z7, Z7
-	VSHUFI64X2      $0x88, Z11, Z14, Z9
-	VSHUFI64X2      $0xdd, Z11, Z14, Z11
-	VSHUFI64X2      $0x88, Z10, Z6, Z14
-	VSHUFI64X2      $0xdd, Z10, Z6, Z6
-	VPXORD          Y10, Y10, Y10
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X10
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X10, X10
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X15
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X15, X15
-	VINSERTI32X4    $0x01, X15, Y10, Y10
-	VCVTPH2PS       Y10, Z10
-	VPBROADCASTD    48(R9), Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD.BCST   (R9), Z12, Z15
-	VPDPBUSD.BCST   16(R9), Z8, Z16
-	VPDPBUSD.BCST   4(R9), Z13, Z15
-	VPDPBUSD.BCST   20(R9), Z7, Z16
-	VPDPBUSD.BCST   8(R9), Z9, Z15
-	VPDPBUSD.BCST   24(R9), Z11, Z16
-	VPDPBUSD.BCST   12(R9), Z14, Z15
-	VPDPBUSD.BCST   28(R9), Z6, Z16
-	VPADDD          Z16, Z15, Z15
-	VCVTDQ2PS       Z15, Z15
-	VMULPS          Z10, Z15, Z15
-	VMULPS.BCST     32(R9), Z15, Z15
-	VADDPS          Z15, Z2, Z2
-	VPBROADCASTD    112(R9), Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD.BCST   64(R9), Z12, Z15
-	VPDPBUSD.BCST   80(R9), Z8, Z16
-	VPDPBUSD.BCST   68(R9), Z13, Z15
-	VPDPBUSD.BCST   84(R9), Z7, Z16
-	VPDPBUSD.BCST   72(R9), Z9, Z15
-	VPDPBUSD.BCST   88(R9), Z11, Z16
-	VPDPBUSD.BCST   76(R9), Z14, Z15
-	VPDPBUSD.BCST   92(R9), Z6, Z16
-	VPADDD          Z16, Z15, Z15
-	VCVTDQ2PS       Z15, Z15
-	VMULPS          Z10, Z15, Z15
-	VMULPS.BCST     96(R9), Z15, Z15
-	VADDPS          Z15, Z3, Z3
-	VPBROADCASTD    176(R9), Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD.BCST   128(R9), Z12, Z15
-	VPDPBUSD.BCST   144(R9), Z8, Z16
-	VPDPBUSD.BCST   132(R9), Z13, Z15
-	VPDPBUSD.BCST   148(R9), Z7, Z16
-	VPDPBUSD.BCST   136(R9), Z9, Z15
-	VPDPBUSD.BCST   152(R9), Z11, Z16
-	VPDPBUSD.BCST   140(R9), Z14, Z15
-	VPDPBUSD.BCST   156(R9), Z6, Z16
-	VPADDD          Z16, Z15, Z15
-	VCVTDQ2PS       Z15, Z15
-	VMULPS          Z10, Z15, Z15
-	VMULPS.BCST     160(R9), Z15, Z15
-	VADDPS          Z15, Z4, Z4
-	VPBROADCASTD    240(R9), Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD.BCST   192(R9), Z12, Z15
-	VPDPBUSD.BCST   208(R9), Z8, Z16
-	VPDPBUSD.BCST   196(R9), Z13, Z15
-	VPDPBUSD.BCST   212(R9), Z7, Z16
-	VPDPBUSD.BCST   200(R9), Z9, Z15
-	VPDPBUSD.BCST   216(R9), Z11, Z16
-	VPDPBUSD.BCST   204(R9), Z14, Z15
-	VPDPBUSD.BCST   220(R9), Z6, Z16
-	VPADDD          Z16, Z15, Z15
-	VCVTDQ2PS       Z15, Z6
-	VMULPS          Z10, Z6, Z6
-	VMULPS.BCST     224(R9), Z6, Z6
-	VADDPS          Z6, Z5, Z5
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x4VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x4VNNI_done
+	VBROADCASTI32X4  2(AX), Z6
+	VBROADCASTI32X4  2(SI), K1, Z6
+	VPSRLVQ          Z1, Z6, Z6
+	VPANDD           Z0, Z6, Z6
+	VBROADCASTI32X4  2(AX)(CX*1), Z7
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z7
+	VPSRLVQ          Z1, Z7, Z7
+	VPANDD           Z0, Z7, Z7
+	VBROADCASTI32X4  2(AX)(CX*2), Z8
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z8
+	VPSRLVQ          Z1, Z8, Z8
+	VPANDD           Z0, Z8, Z8
+	VBROADCASTI32X4  2(AX)(DX*1), Z9
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z9
+	VPSRLVQ          Z1, Z9, Z9
+	VPANDD           Z0, Z9, Z9
+	VBROADCASTI32X4  2(BX), Z10
+	VBROADCASTI32X4  2(DI), K1, Z10
+	VPSRLVQ          Z1, Z10, Z10
+	VPANDD           Z0, Z10, Z10
+	VBROADCASTI32X4  2(BX)(CX*1), Z11
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z11
+	VPSRLVQ          Z1, Z11, Z11
+	VPANDD           Z0, Z11, Z11
+	VBROADCASTI32X4  2(BX)(CX*2), Z12
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z12
+	VPSRLVQ          Z1, Z12, Z12
+	VPANDD           Z0, Z12, Z12
+	VBROADCASTI32X4  2(BX)(DX*1), Z13
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z13
+	VPSRLVQ          Z1, Z13, Z13
+	VPANDD           Z0, Z13, Z13
+	VPUNPCKLDQ       Z7, Z6, Z14
+	VPUNPCKHDQ       Z7, Z6, Z6
+	VPUNPCKLDQ       Z9, Z8, Z7
+	VPUNPCKHDQ       Z9, Z8, Z8
+	VPUNPCKLDQ       Z11, Z10, Z9
+	VPUNPCKHDQ       Z11, Z10, Z10
+	VPUNPCKLDQ       Z13, Z12, Z11
+	VPUNPCKHDQ       Z13, Z12, Z12
+	VPUNPCKLQDQ      Z7, Z14, Z13
+	VPUNPCKHQDQ      Z7, Z14, Z7
+	VPUNPCKLQDQ      Z8, Z6, Z14
+	VPUNPCKHQDQ      Z8, Z6, Z6
+	VPUNPCKLQDQ      Z11, Z9, Z8
+	VPUNPCKHQDQ      Z11, Z9, Z9
+	VPUNPCKLQDQ      Z12, Z10, Z11
+	VPUNPCKHQDQ      Z12, Z10, Z10
+	VSHUFI64X2       $0x88, Z8, Z13, Z12
+	VSHUFI64X2       $0xdd, Z8, Z13, Z8
+	VSHUFI64X2       $0x88, Z9, Z7, Z13
+	VSHUFI64X2       $0xdd, Z9, Z7, Z7
+	VSHUFI64X2       $0x88, Z11, Z14, Z9
+	VSHUFI64X2       $0xdd, Z11, Z14, Z11
+	VSHUFI64X2       $0x88, Z10, Z6, Z14
+	VSHUFI64X2       $0xdd, Z10, Z6, Z6
+	VPXORD           Y10, Y10, Y10
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X10
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X10, X10
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X15
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X15, X15
+	VINSERTI32X4     $0x01, X15, Y10, Y10
+	VCVTPH2PS        Y10, Z10
+	VPBROADCASTD     48(R9), Z15
+	VPXORD           Z16, Z16, Z16
+	VPDPBUSD.BCST    (R9), Z12, Z15
+	VPDPBUSD.BCST    16(R9), Z8, Z16
+	VPDPBUSD.BCST    4(R9), Z13, Z15
+	VPDPBUSD.BCST    20(R9), Z7, Z16
+	VPDPBUSD.BCST    8(R9), Z9, Z15
+	VPDPBUSD.BCST    24(R9), Z11, Z16
+	VPDPBUSD.BCST    12(R9), Z14, Z15
+	VPDPBUSD.BCST    28(R9), Z6, Z16
+	VPADDD           Z16, Z15, Z15
+	VCVTDQ2PS        Z15, Z15
+	VMULPS           Z10, Z15, Z15
+	VFMADD231PS.BCST 32(R9), Z15, Z2
+	VPBROADCASTD     112(R9), Z15
+	VPXORD           Z16, Z16, Z16
+	VPDPBUSD.BCST    64(R9), Z12, Z15
+	VPDPBUSD.BCST    80(R9), Z8, Z16
+	VPDPBUSD.BCST    68(R9), Z13, Z15
+	VPDPBUSD.BCST    84(R9), Z7, Z16
+	VPDPBUSD.BCST    72(R9), Z9, Z15
+	VPDPBUSD.BCST    88(R9), Z11, Z16
+	VPDPBUSD.BCST    76(R9), Z14, Z15
+	VPDPBUSD.BCST    92(R9), Z6, Z16
+	VPADDD           Z16, Z15, Z15
+	VCVTDQ2PS        Z15, Z15
+	VMULPS           Z10, Z15, Z15
+	VFMADD231PS.BCST 96(R9), Z15, Z3
+	VPBROADCASTD     176(R9), Z15
+	VPXORD           Z16, Z16, Z16
+	VPDPBUSD.BCST    128(R9), Z12, Z15
+	VPDPBUSD.BCST    144(R9), Z8, Z16
+	VPDPBUSD.BCST    132(R9), Z13, Z15
+	VPDPBUSD.BCST    148(R9), Z7, Z16
+	VPDPBUSD.BCST    136(R9), Z9, Z15
+	VPDPBUSD.BCST    152(R9), Z11, Z16
+	VPDPBUSD.BCST    140(R9), Z14, Z15
+	VPDPBUSD.BCST    156(R9), Z6, Z16
+	VPADDD           Z16, Z15, Z15
+	VCVTDQ2PS        Z15, Z15
+	VMULPS           Z10, Z15, Z15
+	VFMADD231PS.BCST 160(R9), Z15, Z4
+	VPBROADCASTD     240(R9), Z15
+	VPXORD           Z16, Z16, Z16
+	VPDPBUSD.BCST    192(R9), Z12, Z15
+	VPDPBUSD.BCST    208(R9), Z8, Z16
+	VPDPBUSD.BCST    196(R9), Z13, Z15
+	VPDPBUSD.BCST    212(R9), Z7, Z16
+	VPDPBUSD.BCST    200(R9), Z9, Z15
+	VPDPBUSD.BCST    216(R9), Z11, Z16
+	VPDPBUSD.BCST    204(R9), Z14, Z15
+	VPDPBUSD.BCST    220(R9), Z6, Z16
+	VPADDD           Z16, Z15, Z15
+	VCVTDQ2PS        Z15, Z6
+	VMULPS           Z10, Z6, Z6
+	VFMADD231PS.BCST 224(R9), Z6, Z5
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x4VNNI_loop
 
 dotQ4_0x16x4VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -3658,192 +3615,188 @@ TEXT ·dotQ4_0x16x4GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z4, Z4, Z4
 
 dotQ4_0x16x4GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x4GFNI_done
-	VBROADCASTI32X4 2(AX), Z5
-	VBROADCASTI32X4 2(SI), K1, Z5
-	VGF2P8AFFINEQB  $0x00, Z0, Z5, Z5
-	VBROADCASTI32X4 2(AX)(CX*1), Z6
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z6
-	VGF2P8AFFINEQB  $0x00, Z0, Z6, Z6
-	VBROADCASTI32X4 2(AX)(CX*2), Z7
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z7
-	VGF2P8AFFINEQB  $0x00, Z0, Z7, Z7
-	VBROADCASTI32X4 2(AX)(DX*1), Z8
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z8
-	VGF2P8AFFINEQB  $0x00, Z0, Z8, Z8
-	VBROADCASTI32X4 2(BX), Z9
-	VBROADCASTI32X4 2(DI), K1, Z9
-	VGF2P8AFFINEQB  $0x00, Z0, Z9, Z9
-	VBROADCASTI32X4 2(BX)(CX*1), Z10
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z10
-	VGF2P8AFFINEQB  $0x00, Z0, Z10, Z10
-	VBROADCASTI32X4 2(BX)(CX*2), Z11
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z11
-	VGF2P8AFFINEQB  $0x00, Z0, Z11, Z11
-	VBROADCASTI32X4 2(BX)(DX*1), Z12
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z12
-	VGF2P8AFFINEQB  $0x00, Z0, Z12, Z12
-	VPUNPCKLDQ      Z6, Z5, Z13
-	VPUNPCKHDQ      Z6, Z5, Z5
-	VPUNPCKLDQ      Z8, Z7, Z6
-	VPUNPCKHDQ      Z8, Z7, Z7
-	VPUNPCKLDQ      Z10, Z9, Z8
-	VPUNPCKHDQ      Z10, Z9, Z9
-	VPUNPCKLDQ      Z12, Z11, Z10
-	VPUNPCKHDQ      Z12, Z11, Z11
-	VPUNPCKLQDQ     Z6, Z13, Z12
-	VPUNPCKHQDQ     Z6, Z13, Z6
-	VPUNPCKLQDQ     Z7, Z5, Z13
-	VPUNPCKHQDQ     Z7, Z5, Z5
-	VPUNPCKLQDQ     Z10, Z8, Z7
-	VPUNPCKHQDQ     Z10, Z8, Z8
-	VPUNPCKLQDQ     Z11, Z9, Z10
-	VPUNPCKHQDQ     Z11, Z9, Z9
-	VSHUFI64X2      $0x88, Z7, Z12, Z11
-	VSHUFI64X2      $0xdd, Z7, Z12, Z7
-	VSHUFI64X2      $0x88, Z8, Z6, Z12
-	VSHUFI64X2      $0xdd, Z8, Z6, Z6
-	VSHUFI64X2      $0x88, Z10, Z13, Z8
-	VSHUFI64X2      $0xdd, Z10, Z13, Z10
-	VSHUFI64X2      $0x88, Z9, Z5, Z13
-	VSHUFI64X2      $0xdd, Z9, Z5, Z5
-	VPXORD          Y9, Y9, Y9
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X9
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X9, X9
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X14
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X14, X14
-	VINSERTI32X4    $0x01, X14, Y9, Y9
-	VCVTPH2PS       Y9, Z9
-	VPBROADCASTD    48(R9), Z14
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD.BCST   (R9), Z11, Z14
-	VPDPBUSD.BCST   16(R9), Z7, Z15
-	VPDPBUSD.BCST   4(R9), Z12, Z14
-	VPDPBUSD.BCST   20(R9), Z6, Z15
-	VPDPBUSD.BCST   8(R9), Z8, Z14
-	VPDPBUSD.BCST   24(R9), Z10, Z15
-	VPDPBUSD.BCST   12(R9), Z13, Z14
-	VPDPBUSD.BCST   28(R9), Z5, Z15
-	VPADDD          Z15, Z14, Z14
-	VCVTDQ2PS       Z14, Z14
-	VMULPS          Z9, Z14, Z14
-	VMULPS.BCST     32(R9), Z14, Z14
-	VADDPS          Z14, Z1, Z1
-	VPBROADCASTD    112(R9), Z14
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD.BCST   64(R9), Z11, Z14
-	VPDPBUSD.BCST   80(R9), Z7, Z15
-	VPDPBUSD.BCST   68(R9), Z12, Z14
-	VPDPBUSD.BCST   84(R9), Z6, Z15
-	VPDPBUSD.BCST   72(R9), Z8, Z14
-	VPDPBUSD.BCST   88(R9), Z10, Z15
-	VPDPBUSD.BCST   76(R9), Z13, Z14
-	VPDPBUSD.BCST   92(R9), Z5, Z15
-	VPADDD          Z15, Z14, Z14
-	VCVTDQ2PS       Z14, Z14
-	VMULPS          Z9, Z14, Z14
-	VMULPS.BCST     96(R9), Z14, Z14
-	VADDPS          Z14, Z2, Z2
-	VPBROADCASTD    176(R9), Z14
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD.BCST   128(R9), Z11, Z14
-	VPDPBUSD.BCST   144(R9), Z7, Z15
-	VPDPBUSD.BCST   132(R9), Z12, Z14
-	VPDPBUSD.BCST   148(R9), Z6, Z15
-	VPDPBUSD.BCST   136(R9), Z8, Z14
-	VPDPBUSD.BCST   152(R9), Z10, Z15
-	VPDPBUSD.BCST   140(R9), Z13, Z14
-	VPDPBUSD.BCST   156(R9), Z5, Z15
-	VPADDD          Z15, Z14, Z14
-	VCVTDQ2PS       Z14, Z14
-	VMULPS          Z9, Z14, Z14
-	VMULPS.BCST     160(R9), Z14, Z14
-	VADDPS          Z14, Z3, Z3
-	VPBROADCASTD    240(R9), Z14
-	VPXORD          Z15, Z15, Z15
-	VPDPBUSD.BCST   192(R9), Z11, Z14
-	VPDPBUSD.BCST   208(R9), Z7, Z15
-	VPDPBUSD.BCST   196(R9), Z12, Z14
-	VPDPBUSD.BCST   212(R9), Z6, Z15
-	VPDPBUSD.BCST   200(R9), Z8, Z14
-	VPDPBUSD.BCST   216(R9), Z10, Z15
-	VPDPBUSD.BCST   204(R9), Z13, Z14
-	VPDPBUSD.BCST   220(R9), Z5, Z15
-	VPADDD          Z15, Z14, Z14
-	VCVTDQ2PS       Z14, Z5
-	VMULPS          Z9, Z5, Z5
-	VMULPS.BCST     224(R9), Z5, Z5
-	VADDPS          Z5, Z4, Z4
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x4GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x4GFNI_done
+	VBROADCASTI32X4  2(AX), Z5
+	VBROADCASTI32X4  2(SI), K1, Z5
+	VGF2P8AFFINEQB   $0x00, Z0, Z5, Z5
+	VBROADCASTI32X4  2(AX)(CX*1), Z6
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z6
+	VGF2P8AFFINEQB   $0x00, Z0, Z6, Z6
+	VBROADCASTI32X4  2(AX)(CX*2), Z7
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z7
+	VGF2P8AFFINEQB   $0x00, Z0, Z7, Z7
+	VBROADCASTI32X4  2(AX)(DX*1), Z8
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z8
+	VGF2P8AFFINEQB   $0x00, Z0, Z8, Z8
+	VBROADCASTI32X4  2(BX), Z9
+	VBROADCASTI32X4  2(DI), K1, Z9
+	VGF2P8AFFINEQB   $0x00, Z0, Z9, Z9
+	VBROADCASTI32X4  2(BX)(CX*1), Z10
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z10
+	VGF2P8AFFINEQB   $0x00, Z0, Z10, Z10
+	VBROADCASTI32X4  2(BX)(CX*2), Z11
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z11
+	VGF2P8AFFINEQB   $0x00, Z0, Z11, Z11
+	VBROADCASTI32X4  2(BX)(DX*1), Z12
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z12
+	VGF2P8AFFINEQB   $0x00, Z0, Z12, Z12
+	VPUNPCKLDQ       Z6, Z5, Z13
+	VPUNPCKHDQ       Z6, Z5, Z5
+	VPUNPCKLDQ       Z8, Z7, Z6
+	VPUNPCKHDQ       Z8, Z7, Z7
+	VPUNPCKLDQ       Z10, Z9, Z8
+	VPUNPCKHDQ       Z10, Z9, Z9
+	VPUNPCKLDQ       Z12, Z11, Z10
+	VPUNPCKHDQ       Z12, Z11, Z11
+	VPUNPCKLQDQ      Z6, Z13, Z12
+	VPUNPCKHQDQ      Z6, Z13, Z6
+	VPUNPCKLQDQ      Z7, Z5, Z13
+	VPUNPCKHQDQ      Z7, Z5, Z5
+	VPUNPCKLQDQ      Z10, Z8, Z7
+	VPUNPCKHQDQ      Z10, Z8, Z8
+	VPUNPCKLQDQ      Z11, Z9, Z10
+	VPUNPCKHQDQ      Z11, Z9, Z9
+	VSHUFI64X2       $0x88, Z7, Z12, Z11
+	VSHUFI64X2       $0xdd, Z7, Z12, Z7
+	VSHUFI64X2       $0x88, Z8, Z6, Z12
+	VSHUFI64X2       $0xdd, Z8, Z6, Z6
+	VSHUFI64X2       $0x88, Z10, Z13, Z8
+	VSHUFI64X2       $0xdd, Z10, Z13, Z10
+	VSHUFI64X2       $0x88, Z9, Z5, Z13
+	VSHUFI64X2       $0xdd, Z9, Z5, Z5
+	VPXORD           Y9, Y9, Y9
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X9
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X9, X9
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X14
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X14, X14
+	VINSERTI32X4     $0x01, X14, Y9, Y9
+	VCVTPH2PS        Y9, Z9
+	VPBROADCASTD     48(R9), Z14
+	VPXORD           Z15, Z15, Z15
+	VPDPBUSD.BCST    (R9), Z11, Z14
+	VPDPBUSD.BCST    16(R9), Z7, Z15
+	VPDPBUSD.BCST    4(R9), Z12, Z14
+	VPDPBUSD.BCST    20(R9), Z6, Z15
+	VPDPBUSD.BCST    8(R9), Z8, Z14
+	VPDPBUSD.BCST    24(R9), Z10, Z15
+	VPDPBUSD.BCST    12(R9), Z13, Z14
+	VPDPBUSD.BCST    28(R9), Z5, Z15
+	VPADDD           Z15, Z14, Z14
+	VCVTDQ2PS        Z14, Z14
+	VMULPS           Z9, Z14, Z14
+	VFMADD231PS.BCST 32(R9), Z14, Z1
+	VPBROADCASTD     112(R9), Z14
+	VPXORD           Z15, Z15, Z15
+	VPDPBUSD.BCST    64(R9), Z11, Z14
+	VPDPBUSD.BCST    80(R9), Z7, Z15
+	VPDPBUSD.BCST    68(R9), Z12, Z14
+	VPDPBUSD.BCST    84(R9), Z6, Z15
+	VPDPBUSD.BCST    72(R9), Z8, Z14
+	VPDPBUSD.BCST    88(R9), Z10, Z15
+	VPDPBUSD.BCST    76(R9), Z13, Z14
+	VPDPBUSD.BCST    92(R9), Z5, Z15
+	VPADDD           Z15, Z14, Z14
+	VCVTDQ2PS        Z14, Z14
+	VMULPS           Z9, Z14, Z14
+	VFMADD231PS.BCST 96(R9), Z14, Z2
+	VPBROADCASTD     176(R9), Z14
+	VPXORD           Z15, Z15, Z15
+	VPDPBUSD.BCST    128(R9), Z11, Z14
+	VPDPBUSD.BCST    144(R9), Z7, Z15
+	VPDPBUSD.BCST    132(R9), Z12, Z14
+	VPDPBUSD.BCST    148(R9), Z6, Z15
+	VPDPBUSD.BCST    136(R9), Z8, Z14
+	VPDPBUSD.BCST    152(R9), Z10, Z15
+	VPDPBUSD.BCST    140(R9), Z13, Z14
+	VPDPBUSD.BCST    156(R9), Z5, Z15
+	VPADDD           Z15, Z14, Z14
+	VCVTDQ2PS        Z14, Z14
+	VMULPS           Z9, Z14, Z14
+	VFMADD231PS.BCST 160(R9), Z14, Z3
+	VPBROADCASTD     240(R9), Z14
+	VPXORD           Z15, Z15, Z15
+	VPDPBUSD.BCST    192(R9), Z11, Z14
+	VPDPBUSD.BCST    208(R9), Z7, Z15
+	VPDPBUSD.BCST    196(R9), Z12, Z14
+	VPDPBUSD.BCST    212(R9), Z6, Z15
+	VPDPBUSD.BCST    200(R9), Z8, Z14
+	VPDPBUSD.BCST    216(R9), Z10, Z15
+	VPDPBUSD.BCST    204(R9), Z13, Z14
+	VPDPBUSD.BCST    220(R9), Z5, Z15
+	VPADDD           Z15, Z14, Z14
+	VCVTDQ2PS        Z14, Z5
+	VMULPS           Z9, Z5, Z5
+	VFMADD231PS.BCST 224(R9), Z5, Z4
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x4GFNI_loop
 
 dotQ4_0x16x4GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -3900,8 +3853,7 @@ tileQ8_0x16x4VNNI_loop:
 	VPADDD        Z14, Z13, Z13
 	VCVTDQ2PS     Z13, Z13
 	VMULPS.BCST   32(BX), Z12, Z14
-	VMULPS        Z14, Z13, Z13
-	VADDPS        Z13, Z0, Z0
+	VFMADD231PS   Z14, Z13, Z0
 	VPBROADCASTD  108(BX), Z13
 	VPXORD        Z14, Z14, Z14
 	VPDPBUSD.BCST 64(BX), Z4, Z13
@@ -3915,8 +3867,7 @@ tileQ8_0x16x4VNNI_loop:
 	VPADDD        Z14, Z13, Z13
 	VCVTDQ2PS     Z13, Z13
 	VMULPS.BCST   96(BX), Z12, Z14
-	VMULPS        Z14, Z13, Z13
-	VADDPS        Z13, Z1, Z1
+	VFMADD231PS   Z14, Z13, Z1
 	VPBROADCASTD  172(BX), Z13
 	VPXORD        Z14, Z14, Z14
 	VPDPBUSD.BCST 128(BX), Z4, Z13
@@ -3930,8 +3881,7 @@ tileQ8_0x16x4VNNI_loop:
 	VPADDD        Z14, Z13, Z13
 	VCVTDQ2PS     Z13, Z13
 	VMULPS.BCST   160(BX), Z12, Z14
-	VMULPS        Z14, Z13, Z13
-	VADDPS        Z13, Z2, Z2
+	VFMADD231PS   Z14, Z13, Z2
 	VPBROADCASTD  236(BX), Z13
 	VPXORD        Z14, Z14, Z14
 	VPDPBUSD.BCST 192(BX), Z4, Z13
@@ -3945,8 +3895,7 @@ tileQ8_0x16x4VNNI_loop:
 	VPADDD        Z14, Z13, Z13
 	VCVTDQ2PS     Z13, Z4
 	VMULPS.BCST   224(BX), Z12, Z5
-	VMULPS        Z5, Z4, Z4
-	VADDPS        Z4, Z3, Z3
+	VFMADD231PS   Z5, Z4, Z3
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -4001,99 +3950,95 @@ TEXT ·tileQ4_0x16x4VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z3, Z3, Z3
 
 tileQ4_0x16x4VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x4VNNI_done
-	VMOVDQU64     (AX), Z4
-	VMOVDQU64     64(AX), Z5
-	VMOVDQU64     128(AX), Z6
-	VMOVDQU64     192(AX), Z7
-	VMOVDQU64     256(AX), Z8
-	VMOVDQU64     320(AX), Z9
-	VMOVDQU64     384(AX), Z10
-	VMOVDQU64     448(AX), Z11
-	VCVTPH2PS     (CX), Z12
-	VPBROADCASTD  48(BX), Z13
-	VPXORD        Z14, Z14, Z14
-	VPDPBUSD.BCST (BX), Z4, Z13
-	VPDPBUSD.BCST 16(BX), Z8, Z14
-	VPDPBUSD.BCST 4(BX), Z5, Z13
-	VPDPBUSD.BCST 20(BX), Z9, Z14
-	VPDPBUSD.BCST 8(BX), Z6, Z13
-	VPDPBUSD.BCST 24(BX), Z10, Z14
-	VPDPBUSD.BCST 12(BX), Z7, Z13
-	VPDPBUSD.BCST 28(BX), Z11, Z14
-	VPADDD        Z14, Z13, Z13
-	VCVTDQ2PS     Z13, Z13
-	VMULPS        Z12, Z13, Z13
-	VMULPS.BCST   32(BX), Z13, Z13
-	VADDPS        Z13, Z0, Z0
-	VPBROADCASTD  112(BX), Z13
-	VPXORD        Z14, Z14, Z14
-	VPDPBUSD.BCST 64(BX), Z4, Z13
-	VPDPBUSD.BCST 80(BX), Z8, Z14
-	VPDPBUSD.BCST 68(BX), Z5, Z13
-	VPDPBUSD.BCST 84(BX), Z9, Z14
-	VPDPBUSD.BCST 72(BX), Z6, Z13
-	VPDPBUSD.BCST 88(BX), Z10, Z14
-	VPDPBUSD.BCST 76(BX), Z7, Z13
-	VPDPBUSD.BCST 92(BX), Z11, Z14
-	VPADDD        Z14, Z13, Z13
-	VCVTDQ2PS     Z13, Z13
-	VMULPS        Z12, Z13, Z13
-	VMULPS.BCST   96(BX), Z13, Z13
-	VADDPS        Z13, Z1, Z1
-	VPBROADCASTD  176(BX), Z13
-	VPXORD        Z14, Z14, Z14
-	VPDPBUSD.BCST 128(BX), Z4, Z13
-	VPDPBUSD.BCST 144(BX), Z8, Z14
-	VPDPBUSD.BCST 132(BX), Z5, Z13
-	VPDPBUSD.BCST 148(BX), Z9, Z14
-	VPDPBUSD.BCST 136(BX), Z6, Z13
-	VPDPBUSD.BCST 152(BX), Z10, Z14
-	VPDPBUSD.BCST 140(BX), Z7, Z13
-	VPDPBUSD.BCST 156(BX), Z11, Z14
-	VPADDD        Z14, Z13, Z13
-	VCVTDQ2PS     Z13, Z13
-	VMULPS        Z12, Z13, Z13
-	VMULPS.BCST   160(BX), Z13, Z13
-	VADDPS        Z13, Z2, Z2
-	VPBROADCASTD  240(BX), Z13
-	VPXORD        Z14, Z14, Z14
-	VPDPBUSD.BCST 192(BX), Z4, Z13
-	VPDPBUSD.BCST 208(BX), Z8, Z14
-	VPDPBUSD.BCST 196(BX), Z5, Z13
-	VPDPBUSD.BCST 212(BX), Z9, Z14
-	VPDPBUSD.BCST 200(BX), Z6, Z13
-	VPDPBUSD.BCST 216(BX), Z10, Z14
-	VPDPBUSD.BCST 204(BX), Z7, Z13
-	VPDPBUSD.BCST 220(BX), Z11, Z14
-	VPADDD        Z14, Z13, Z13
-	VCVTDQ2PS     Z13, Z4
-	VMULPS        Z12, Z4, Z4
-	VMULPS.BCST   224(BX), Z4, Z4
-	VADDPS        Z4, Z3, Z3
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x4VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x4VNNI_done
+	VMOVDQU64        (AX), Z4
+	VMOVDQU64        64(AX), Z5
+	VMOVDQU64        128(AX), Z6
+	VMOVDQU64        192(AX), Z7
+	VMOVDQU64        256(AX), Z8
+	VMOVDQU64        320(AX), Z9
+	VMOVDQU64        384(AX), Z10
+	VMOVDQU64        448(AX), Z11
+	VCVTPH2PS        (CX), Z12
+	VPBROADCASTD     48(BX), Z13
+	VPXORD           Z14, Z14, Z14
+	VPDPBUSD.BCST    (BX), Z4, Z13
+	VPDPBUSD.BCST    16(BX), Z8, Z14
+	VPDPBUSD.BCST    4(BX), Z5, Z13
+	VPDPBUSD.BCST    20(BX), Z9, Z14
+	VPDPBUSD.BCST    8(BX), Z6, Z13
+	VPDPBUSD.BCST    24(BX), Z10, Z14
+	VPDPBUSD.BCST    12(BX), Z7, Z13
+	VPDPBUSD.BCST    28(BX), Z11, Z14
+	VPADDD           Z14, Z13, Z13
+	VCVTDQ2PS        Z13, Z13
+	VMULPS           Z12, Z13, Z13
+	VFMADD231PS.BCST 32(BX), Z13, Z0
+	VPBROADCASTD     112(BX), Z13
+	VPXORD           Z14, Z14, Z14
+	VPDPBUSD.BCST    64(BX), Z4, Z13
+	VPDPBUSD.BCST    80(BX), Z8, Z14
+	VPDPBUSD.BCST    68(BX), Z5, Z13
+	VPDPBUSD.BCST    84(BX), Z9, Z14
+	VPDPBUSD.BCST    72(BX), Z6, Z13
+	VPDPBUSD.BCST    88(BX), Z10, Z14
+	VPDPBUSD.BCST    76(BX), Z7, Z13
+	VPDPBUSD.BCST    92(BX), Z11, Z14
+	VPADDD           Z14, Z13, Z13
+	VCVTDQ2PS        Z13, Z13
+	VMULPS           Z12, Z13, Z13
+	VFMADD231PS.BCST 96(BX), Z13, Z1
+	VPBROADCASTD     176(BX), Z13
+	VPXORD           Z14, Z14, Z14
+	VPDPBUSD.BCST    128(BX), Z4, Z13
+	VPDPBUSD.BCST    144(BX), Z8, Z14
+	VPDPBUSD.BCST    132(BX), Z5, Z13
+	VPDPBUSD.BCST    148(BX), Z9, Z14
+	VPDPBUSD.BCST    136(BX), Z6, Z13
+	VPDPBUSD.BCST    152(BX), Z10, Z14
+	VPDPBUSD.BCST    140(BX), Z7, Z13
+	VPDPBUSD.BCST    156(BX), Z11, Z14
+	VPADDD           Z14, Z13, Z13
+	VCVTDQ2PS        Z13, Z13
+	VMULPS           Z12, Z13, Z13
+	VFMADD231PS.BCST 160(BX), Z13, Z2
+	VPBROADCASTD     240(BX), Z13
+	VPXORD           Z14, Z14, Z14
+	VPDPBUSD.BCST    192(BX), Z4, Z13
+	VPDPBUSD.BCST    208(BX), Z8, Z14
+	VPDPBUSD.BCST    196(BX), Z5, Z13
+	VPDPBUSD.BCST    212(BX), Z9, Z14
+	VPDPBUSD.BCST    200(BX), Z6, Z13
+	VPDPBUSD.BCST    216(BX), Z10, Z14
+	VPDPBUSD.BCST    204(BX), Z7, Z13
+	VPDPBUSD.BCST    220(BX), Z11, Z14
+	VPADDD           Z14, Z13, Z13
+	VCVTDQ2PS        Z13, Z4
+	VMULPS           Z12, Z4, Z4
+	VFMADD231PS.BCST 224(BX), Z4, Z3
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x4VNNI_loop
 
 tileQ4_0x16x4VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -4254,8 +4199,7 @@ dotQ8_0x16x5VNNI_loop:
 	VPADDD            Z16, Z15, Z15
 	VCVTDQ2PS         Z15, Z15
 	VMULPS.BCST       32(R9), Z10, Z16
-	VMULPS            Z16, Z15, Z15
-	VADDPS            Z15, Z1, Z1
+	VFMADD231PS       Z16, Z15, Z1
 	VPBROADCASTD      108(R9), Z15
 	VPXORD            Z16, Z16, Z16
 	VPDPBUSD.BCST     64(R9), Z12, Z15
@@ -4269,8 +4213,7 @@ dotQ8_0x16x5VNNI_loop:
 	VPADDD            Z16, Z15, Z15
 	VCVTDQ2PS         Z15, Z15
 	VMULPS.BCST       96(R9), Z10, Z16
-	VMULPS            Z16, Z15, Z15
-	VADDPS            Z15, Z2, Z2
+	VFMADD231PS       Z16, Z15, Z2
 	VPBROADCASTD      172(R9), Z15
 	VPXORD            Z16, Z16, Z16
 	VPDPBUSD.BCST     128(R9), Z12, Z15
@@ -4284,8 +4227,7 @@ dotQ8_0x16x5VNNI_loop:
 	VPADDD            Z16, Z15, Z15
 	VCVTDQ2PS         Z15, Z15
 	VMULPS.BCST       160(R9), Z10, Z16
-	VMULPS            Z16, Z15, Z15
-	VADDPS            Z15, Z3, Z3
+	VFMADD231PS       Z16, Z15, Z3
 	VPBROADCASTD      236(R9), Z15
 	VPXORD            Z16, Z16, Z16
 	VPDPBUSD.BCST     192(R9), Z12, Z15
@@ -4299,8 +4241,7 @@ dotQ8_0x16x5VNNI_loop:
 	VPADDD            Z16, Z15, Z15
 	VCVTDQ2PS         Z15, Z15
 	VMULPS.BCST       224(R9), Z10, Z16
-	VMULPS            Z16, Z15, Z15
-	VADDPS            Z15, Z4, Z4
+	VFMADD231PS       Z16, Z15, Z4
 	VPBROADCASTD      300(R9), Z15
 	VPXORD            Z16, Z16, Z16
 	VPDPBUSD.BCST     256(R9), Z12, Z15
@@ -4314,8 +4255,7 @@ dotQ8_0x16x5VNNI_loop:
 	VPADDD            Z16, Z15, Z15
 	VCVTDQ2PS         Z15, Z6
 	VMULPS.BCST       288(R9), Z10, Z7
-	VMULPS            Z7, Z6, Z6
-	VADDPS            Z6, Z5, Z5
+	VFMADD231PS       Z7, Z6, Z5
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -4395,215 +4335,210 @@ TEXT ·dotQ4_0x16x5VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z6, Z6, Z6
 
 dotQ4_0x16x5VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x5VNNI_done
-	VBROADCASTI32X4 2(AX), Z7
-	VBROADCASTI32X4 2(SI), K1, Z7
-	VPSRLVQ         Z1, Z7, Z7
-	VPANDD          Z0, Z7, Z7
-	VBROADCASTI32X4 2(AX)(CX*1), Z8
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z8
-	VPSRLVQ         Z1, Z8, Z8
-	VPANDD          Z0, Z8, Z8
-	VBROADCASTI32X4 2(AX)(CX*2), Z9
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z9
-	VPSRLVQ         Z1, Z9, Z9
-	VPANDD          Z0, Z9, Z9
-	VBROADCASTI32X4 2(AX)(DX*1), Z10
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z10
-	VPSRLVQ         Z1, Z10, Z10
-	VPANDD          Z0, Z10, Z10
-	VBROADCASTI32X4 2(BX), Z11
-	VBROADCASTI32X4 2(DI), K1, Z11
-	VPSRLVQ         Z1, Z11, Z11
-	VPANDD          Z0, Z11, Z11
-	VBROADCASTI32X4 2(BX)(CX*1), Z12
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z12
-	VPSRLVQ         Z1, Z12, Z12
-	VPANDD          Z0, Z12, Z12
-	VBROADCASTI32X4 2(BX)(CX*2), Z13
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z13
-	VPSRLVQ         Z1, Z13, Z13
-	VPANDD          Z0, Z13, Z13
-	VBROADCASTI32X4 2(BX)(DX*1), Z14
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z14
-	VPSRLVQ         Z1, Z14, Z14
-	VPANDD          Z0, Z14, Z14
-	VPUNPCKLDQ      Z8, Z7, Z15
-	VPUNPCKHDQ      Z8, Z7, Z7
-	VPUNPCKLDQ      Z10, Z9, Z8
-	VPUNPCKHDQ      Z10, Z9, Z9
-	VPUNPCKLDQ      Z12, Z11, Z10
-	VPUNPCKHDQ      Z12, Z11, Z11
-	VPUNPCKLDQ      Z14, Z13, Z12
-	VPUNPCKHDQ      Z14, Z13, Z13
-	VPUNPCKLQDQ     Z8, Z15, Z14
-	VPUNPCKHQDQ     Z8, Z15, Z8
-	VPUNPCKLQDQ     Z9, Z7, Z15
-	VPUNPCKHQDQ     Z9, Z7, Z7
-	VPUNPCKLQDQ     Z12, Z10, Z9
-	VPUNPCKHQDQ     Z12, Z10, Z10
-	VPUNPCKLQDQ     Z13, Z11, Z12
-	VPUNPCKHQDQ     Z13, Z11, Z11
-	VSHUFI64X2      $0x88, Z9, Z14, Z13
-	VSHUFI64X2      $0xdd, Z9, Z14, Z9
-	VSHUFI64X2      $0x88, Z10, Z8, Z14
-	VSHUFI64X2      $0xdd, Z10, Z8, Z8
-	VSHUFI64X2      $0x88, Z12, Z15, Z10
-	VSHUFI64X2      $0xdd, Z12, Z15, Z12
-	VSHUFI64X2      $0x88, Z11, Z7, Z15
-	VSHUFI64X2      $0xdd, Z11, Z7, Z7
-	VPXORD          Y11, Y11, Y11
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X11
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X11, X11
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X16
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X16, X16
-	VINSERTI32X4    $0x01, X16, Y11, Y11
-	VCVTPH2PS       Y11, Z11
-	VPBROADCASTD    48(R9), Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD.BCST   (R9), Z13, Z16
-	VPDPBUSD.BCST   16(R9), Z9, Z17
-	VPDPBUSD.BCST   4(R9), Z14, Z16
-	VPDPBUSD.BCST   20(R9), Z8, Z17
-	VPDPBUSD.BCST   8(R9), Z10, Z16
-	VPDPBUSD.BCST   24(R9), Z12, Z17
-	VPDPBUSD.BCST   12(R9), Z15, Z16
-	VPDPBUSD.BCST   28(R9), Z7, Z17
-	VPADDD          Z17, Z16, Z16
-	VCVTDQ2PS       Z16, Z16
-	VMULPS          Z11, Z16, Z16
-	VMULPS.BCST     32(R9), Z16, Z16
-	VADDPS          Z16, Z2, Z2
-	VPBROADCASTD    112(R9), Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD.BCST   64(R9), Z13, Z16
-	VPDPBUSD.BCST   80(R9), Z9, Z17
-	VPDPBUSD.BCST   68(R9), Z14, Z16
-	VPDPBUSD.BCST   84(R9), Z8, Z17
-	VPDPBUSD.BCST   72(R9), Z10, Z16
-	VPDPBUSD.BCST   88(R9), Z12, Z17
-	VPDPBUSD.BCST   76(R9), Z15, Z16
-	VPDPBUSD.BCST   92(R9), Z7, Z17
-	VPADDD          Z17, Z16, Z16
-	VCVTDQ2PS       Z16, Z16
-	VMULPS          Z11, Z16, Z16
-	VMULPS.BCST     96(R9), Z16, Z16
-	VADDPS          Z16, Z3, Z3
-	VPBROADCASTD    176(R9), Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD.BCST   128(R9), Z13, Z16
-	VPDPBUSD.BCST   144(R9), Z9, Z17
-	VPDPBUSD.BCST   132(R9), Z14, Z16
-	VPDPBUSD.BCST   148(R9), Z8, Z17
-	VPDPBUSD.BCST   136(R9), Z10, Z16
-	VPDPBUSD.BCST   152(R9), Z12, Z17
-	VPDPBUSD.BCST   140(R9), Z15, Z16
-	VPDPBUSD.BCST   156(R9), Z7, Z17
-	VPADDD          Z17, Z16, Z16
-	VCVTDQ2PS       Z16, Z16
-	VMULPS          Z11, Z16, Z16
-	VMULPS.BCST     160(R9), Z16, Z16
-	VADDPS          Z16, Z4, Z4
-	VPBROADCASTD    240(R9), Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD.BCST   192(R9), Z13, Z16
-	VPDPBUSD.BCST   208(R9), Z9, Z17
-	VPDPBUSD.BCST   196(R9), Z14, Z16
-	VPDPBUSD.BCST   212(R9), Z8, Z17
-	VPDPBUSD.BCST   200(R9), Z10, Z16
-	VPDPBUSD.BCST   216(R9), Z12, Z17
-	VPDPBUSD.BCST   204(R9), Z15, Z16
-	VPDPBUSD.BCST   220(R9), Z7, Z17
-	VPADDD          Z17, Z16, Z16
-	VCVTDQ2PS       Z16, Z16
-	VMULPS          Z11, Z16, Z16
-	VMULPS.BCST     224(R9), Z16, Z16
-	VADDPS          Z16, Z5, Z5
-	VPBROADCASTD    304(R9), Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD.BCST   256(R9), Z13, Z16
-	VPDPBUSD.BCST   272(R9), Z9, Z17
-	VPDPBUSD.BCST   260(R9), Z14, Z16
-	VPDPBUSD.BCST   276(R9), Z8, Z17
-	VPDPBUSD.BCST   264(R9), Z10, Z16
-	VPDPBUSD.BCST   280(R9), Z12, Z17
-	VPDPBUSD.BCST   268(R9), Z15, Z16
-	VPDPBUSD.BCST   284(R9), Z7, Z17
-	VPADDD          Z17, Z16, Z16
-	VCVTDQ2PS       Z16, Z7
-	VMULPS          Z11, Z7, Z7
-	VMULPS.BCST     288(R9), Z7, Z7
-	VADDPS          Z7, Z6, Z6
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x5VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x5VNNI_done
+	VBROADCASTI32X4  2(AX), Z7
+	VBROADCASTI32X4  2(SI), K1, Z7
+	VPSRLVQ          Z1, Z7, Z7
+	VPANDD           Z0, Z7, Z7
+	VBROADCASTI32X4  2(AX)(CX*1), Z8
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z8
+	VPSRLVQ          Z1, Z8, Z8
+	VPANDD           Z0, Z8, Z8
+	VBROADCASTI32X4  2(AX)(CX*2), Z9
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z9
+	VPSRLVQ          Z1, Z9, Z9
+	VPANDD           Z0, Z9, Z9
+	VBROADCASTI32X4  2(AX)(DX*1), Z10
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z10
+	VPSRLVQ          Z1, Z10, Z10
+	VPANDD           Z0, Z10, Z10
+	VBROADCASTI32X4  2(BX), Z11
+	VBROADCASTI32X4  2(DI), K1, Z11
+	VPSRLVQ          Z1, Z11, Z11
+	VPANDD           Z0, Z11, Z11
+	VBROADCASTI32X4  2(BX)(CX*1), Z12
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z12
+	VPSRLVQ          Z1, Z12, Z12
+	VPANDD           Z0, Z12, Z12
+	VBROADCASTI32X4  2(BX)(CX*2), Z13
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z13
+	VPSRLVQ          Z1, Z13, Z13
+	VPANDD           Z0, Z13, Z13
+	VBROADCASTI32X4  2(BX)(DX*1), Z14
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z14
+	VPSRLVQ          Z1, Z14, Z14
+	VPANDD           Z0, Z14, Z14
+	VPUNPCKLDQ       Z8, Z7, Z15
+	VPUNPCKHDQ       Z8, Z7, Z7
+	VPUNPCKLDQ       Z10, Z9, Z8
+	VPUNPCKHDQ       Z10, Z9, Z9
+	VPUNPCKLDQ       Z12, Z11, Z10
+	VPUNPCKHDQ       Z12, Z11, Z11
+	VPUNPCKLDQ       Z14, Z13, Z12
+	VPUNPCKHDQ       Z14, Z13, Z13
+	VPUNPCKLQDQ      Z8, Z15, Z14
+	VPUNPCKHQDQ      Z8, Z15, Z8
+	VPUNPCKLQDQ      Z9, Z7, Z15
+	VPUNPCKHQDQ      Z9, Z7, Z7
+	VPUNPCKLQDQ      Z12, Z10, Z9
+	VPUNPCKHQDQ      Z12, Z10, Z10
+	VPUNPCKLQDQ      Z13, Z11, Z12
+	VPUNPCKHQDQ      Z13, Z11, Z11
+	VSHUFI64X2       $0x88, Z9, Z14, Z13
+	VSHUFI64X2       $0xdd, Z9, Z14, Z9
+	VSHUFI64X2       $0x88, Z10, Z8, Z14
+	VSHUFI64X2       $0xdd, Z10, Z8, Z8
+	VSHUFI64X2       $0x88, Z12, Z15, Z10
+	VSHUFI64X2       $0xdd, Z12, Z15, Z12
+	VSHUFI64X2       $0x88, Z11, Z7, Z15
+	VSHUFI64X2       $0xdd, Z11, Z7, Z7
+	VPXORD           Y11, Y11, Y11
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X11
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X11, X11
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X16
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X16, X16
+	VINSERTI32X4     $0x01, X16, Y11, Y11
+	VCVTPH2PS        Y11, Z11
+	VPBROADCASTD     48(R9), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    (R9), Z13, Z16
+	VPDPBUSD.BCST    16(R9), Z9, Z17
+	VPDPBUSD.BCST    4(R9), Z14, Z16
+	VPDPBUSD.BCST    20(R9), Z8, Z17
+	VPDPBUSD.BCST    8(R9), Z10, Z16
+	VPDPBUSD.BCST    24(R9), Z12, Z17
+	VPDPBUSD.BCST    12(R9), Z15, Z16
+	VPDPBUSD.BCST    28(R9), Z7, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z16
+	VMULPS           Z11, Z16, Z16
+	VFMADD231PS.BCST 32(R9), Z16, Z2
+	VPBROADCASTD     112(R9), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    64(R9), Z13, Z16
+	VPDPBUSD.BCST    80(R9), Z9, Z17
+	VPDPBUSD.BCST    68(R9), Z14, Z16
+	VPDPBUSD.BCST    84(R9), Z8, Z17
+	VPDPBUSD.BCST    72(R9), Z10, Z16
+	VPDPBUSD.BCST    88(R9), Z12, Z17
+	VPDPBUSD.BCST    76(R9), Z15, Z16
+	VPDPBUSD.BCST    92(R9), Z7, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z16
+	VMULPS           Z11, Z16, Z16
+	VFMADD231PS.BCST 96(R9), Z16, Z3
+	VPBROADCASTD     176(R9), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    128(R9), Z13, Z16
+	VPDPBUSD.BCST    144(R9), Z9, Z17
+	VPDPBUSD.BCST    132(R9), Z14, Z16
+	VPDPBUSD.BCST    148(R9), Z8, Z17
+	VPDPBUSD.BCST    136(R9), Z10, Z16
+	VPDPBUSD.BCST    152(R9), Z12, Z17
+	VPDPBUSD.BCST    140(R9), Z15, Z16
+	VPDPBUSD.BCST    156(R9), Z7, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z16
+	VMULPS           Z11, Z16, Z16
+	VFMADD231PS.BCST 160(R9), Z16, Z4
+	VPBROADCASTD     240(R9), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    192(R9), Z13, Z16
+	VPDPBUSD.BCST    208(R9), Z9, Z17
+	VPDPBUSD.BCST    196(R9), Z14, Z16
+	VPDPBUSD.BCST    212(R9), Z8, Z17
+	VPDPBUSD.BCST    200(R9), Z10, Z16
+	VPDPBUSD.BCST    216(R9), Z12, Z17
+	VPDPBUSD.BCST    204(R9), Z15, Z16
+	VPDPBUSD.BCST    220(R9), Z7, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z16
+	VMULPS           Z11, Z16, Z16
+	VFMADD231PS.BCST 224(R9), Z16, Z5
+	VPBROADCASTD     304(R9), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    256(R9), Z13, Z16
+	VPDPBUSD.BCST    272(R9), Z9, Z17
+	VPDPBUSD.BCST    260(R9), Z14, Z16
+	VPDPBUSD.BCST    276(R9), Z8, Z17
+	VPDPBUSD.BCST    264(R9), Z10, Z16
+	VPDPBUSD.BCST    280(R9), Z12, Z17
+	VPDPBUSD.BCST    268(R9), Z15, Z16
+	VPDPBUSD.BCST    284(R9), Z7, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z7
+	VMULPS           Z11, Z7, Z7
+	VFMADD231PS.BCST 288(R9), Z7, Z6
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x5VNNI_loop
 
 dotQ4_0x16x5VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -4648,207 +4583,202 @@ TEXT ·dotQ4_0x16x5GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z5, Z5, Z5
 
 dotQ4_0x16x5GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x5GFNI_done
-	VBROADCASTI32X4 2(AX), Z6
-	VBROADCASTI32X4 2(SI), K1, Z6
-	VGF2P8AFFINEQB  $0x00, Z0, Z6, Z6
-	VBROADCASTI32X4 2(AX)(CX*1), Z7
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z7
-	VGF2P8AFFINEQB  $0x00, Z0, Z7, Z7
-	VBROADCASTI32X4 2(AX)(CX*2), Z8
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z8
-	VGF2P8AFFINEQB  $0x00, Z0, Z8, Z8
-	VBROADCASTI32X4 2(AX)(DX*1), Z9
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z9
-	VGF2P8AFFINEQB  $0x00, Z0, Z9, Z9
-	VBROADCASTI32X4 2(BX), Z10
-	VBROADCASTI32X4 2(DI), K1, Z10
-	VGF2P8AFFINEQB  $0x00, Z0, Z10, Z10
-	VBROADCASTI32X4 2(BX)(CX*1), Z11
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z11
-	VGF2P8AFFINEQB  $0x00, Z0, Z11, Z11
-	VBROADCASTI32X4 2(BX)(CX*2), Z12
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z12
-	VGF2P8AFFINEQB  $0x00, Z0, Z12, Z12
-	VBROADCASTI32X4 2(BX)(DX*1), Z13
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z13
-	VGF2P8AFFINEQB  $0x00, Z0, Z13, Z13
-	VPUNPCKLDQ      Z7, Z6, Z14
-	VPUNPCKHDQ      Z7, Z6, Z6
-	VPUNPCKLDQ      Z9, Z8, Z7
-	VPUNPCKHDQ      Z9, Z8, Z8
-	VPUNPCKLDQ      Z11, Z10, Z9
-	VPUNPCKHDQ      Z11, Z10, Z10
-	VPUNPCKLDQ      Z13, Z12, Z11
-	VPUNPCKHDQ      Z13, Z12, Z12
-	VPUNPCKLQDQ     Z7, Z14, Z13
-	VPUNPCKHQDQ     Z7, Z14, Z7
-	VPUNPCKLQDQ     Z8, Z6, Z14
-	VPUNPCKHQDQ     Z8, Z6, Z6
-	VPUNPCKLQDQ     Z11, Z9, Z8
-	VPUNPCKHQDQ     Z11, Z9, Z9
-	VPUNPCKLQDQ     Z12, Z10, Z11
-	VPUNPCKHQDQ     Z12, Z10, Z10
-	VSHUFI64X2      $0x88, Z8, Z13, Z12
-	VSHUFI64X2      $0xdd, Z8, Z13, Z8
-	VSHUFI64X2      $0x88, Z9, Z7, Z13
-	VSHUFI64X2      $0xdd, Z9, Z7, Z7
-	VSHUFI64X2      $0x88, Z11, Z14, Z9
-	VSHUFI64X2      $0xdd, Z11, Z14, Z11
-	VSHUFI64X2      $0x88, Z10, Z6, Z14
-	VSHUFI64X2      $0xdd, Z10, Z6, Z6
-	VPXORD          Y10, Y10, Y10
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X10
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X10, X10
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X15
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X15, X15
-	VINSERTI32X4    $0x01, X15, Y10, Y10
-	VCVTPH2PS       Y10, Z10
-	VPBROADCASTD    48(R9), Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD.BCST   (R9), Z12, Z15
-	VPDPBUSD.BCST   16(R9), Z8, Z16
-	VPDPBUSD.BCST   4(R9), Z13, Z15
-	VPDPBUSD.BCST   20(R9), Z7, Z16
-	VPDPBUSD.BCST   8(R9), Z9, Z15
-	VPDPBUSD.BCST   24(R9), Z11, Z16
-	VPDPBUSD.BCST   12(R9), Z14, Z15
-	VPDPBUSD.BCST   28(R9), Z6, Z16
-	VPADDD          Z16, Z15, Z15
-	VCVTDQ2PS       Z15, Z15
-	VMULPS          Z10, Z15, Z15
-	VMULPS.BCST     32(R9), Z15, Z15
-	VADDPS          Z15, Z1, Z1
-	VPBROADCASTD    112(R9), Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD.BCST   64(R9), Z12, Z15
-	VPDPBUSD.BCST   80(R9), Z8, Z16
-	VPDPBUSD.BCST   68(R9), Z13, Z15
-	VPDPBUSD.BCST   84(R9), Z7, Z16
-	VPDPBUSD.BCST   72(R9), Z9, Z15
-	VPDPBUSD.BCST   88(R9), Z11, Z16
-	VPDPBUSD.BCST   76(R9), Z14, Z15
-	VPDPBUSD.BCST   92(R9), Z6, Z16
-	VPADDD          Z16, Z15, Z15
-	VCVTDQ2PS       Z15, Z15
-	VMULPS          Z10, Z15, Z15
-	VMULPS.BCST     96(R9), Z15, Z15
-	VADDPS          Z15, Z2, Z2
-	VPBROADCASTD    176(R9), Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD.BCST   128(R9), Z12, Z15
-	VPDPBUSD.BCST   144(R9), Z8, Z16
-	VPDPBUSD.BCST   132(R9), Z13, Z15
-	VPDPBUSD.BCST   148(R9), Z7, Z16
-	VPDPBUSD.BCST   136(R9), Z9, Z15
-	VPDPBUSD.BCST   152(R9), Z11, Z16
-	VPDPBUSD.BCST   140(R9), Z14, Z15
-	VPDPBUSD.BCST   156(R9), Z6, Z16
-	VPADDD          Z16, Z15, Z15
-	VCVTDQ2PS       Z15, Z15
-	VMULPS          Z10, Z15, Z15
-	VMULPS.BCST     160(R9), Z15, Z15
-	VADDPS          Z15, Z3, Z3
-	VPBROADCASTD    240(R9), Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD.BCST   192(R9), Z12, Z15
-	VPDPBUSD.BCST   208(R9), Z8, Z16
-	VPDPBUSD.BCST   196(R9), Z13, Z15
-	VPDPBUSD.BCST   212(R9), Z7, Z16
-	VPDPBUSD.BCST   200(R9), Z9, Z15
-	VPDPBUSD.BCST   216(R9), Z11, Z16
-	VPDPBUSD.BCST   204(R9), Z14, Z15
-	VPDPBUSD.BCST   220(R9), Z6, Z16
-	VPADDD          Z16, Z15, Z15
-	VCVTDQ2PS       Z15, Z15
-	VMULPS          Z10, Z15, Z15
-	VMULPS.BCST     224(R9), Z15, Z15
-	VADDPS          Z15, Z4, Z4
-	VPBROADCASTD    304(R9), Z15
-	VPXORD          Z16, Z16, Z16
-	VPDPBUSD.BCST   256(R9), Z12, Z15
-	VPDPBUSD.BCST   272(R9), Z8, Z16
-	VPDPBUSD.BCST   260(R9), Z13, Z15
-	VPDPBUSD.BCST   276(R9), Z7, Z16
-	VPDPBUSD.BCST   264(R9), Z9, Z15
-	VPDPBUSD.BCST   280(R9), Z11, Z16
-	VPDPBUSD.BCST   268(R9), Z14, Z15
-	VPDPBUSD.BCST   284(R9), Z6, Z16
-	VPADDD          Z16, Z15, Z15
-	VCVTDQ2PS       Z15, Z6
-	VMULPS          Z10, Z6, Z6
-	VMULPS.BCST     288(R9), Z6, Z6
-	VADDPS          Z6, Z5, Z5
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x5GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x5GFNI_done
+	VBROADCASTI32X4  2(AX), Z6
+	VBROADCASTI32X4  2(SI), K1, Z6
+	VGF2P8AFFINEQB   $0x00, Z0, Z6, Z6
+	VBROADCASTI32X4  2(AX)(CX*1), Z7
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z7
+	VGF2P8AFFINEQB   $0x00, Z0, Z7, Z7
+	VBROADCASTI32X4  2(AX)(CX*2), Z8
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z8
+	VGF2P8AFFINEQB   $0x00, Z0, Z8, Z8
+	VBROADCASTI32X4  2(AX)(DX*1), Z9
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z9
+	VGF2P8AFFINEQB   $0x00, Z0, Z9, Z9
+	VBROADCASTI32X4  2(BX), Z10
+	VBROADCASTI32X4  2(DI), K1, Z10
+	VGF2P8AFFINEQB   $0x00, Z0, Z10, Z10
+	VBROADCASTI32X4  2(BX)(CX*1), Z11
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z11
+	VGF2P8AFFINEQB   $0x00, Z0, Z11, Z11
+	VBROADCASTI32X4  2(BX)(CX*2), Z12
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z12
+	VGF2P8AFFINEQB   $0x00, Z0, Z12, Z12
+	VBROADCASTI32X4  2(BX)(DX*1), Z13
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z13
+	VGF2P8AFFINEQB   $0x00, Z0, Z13, Z13
+	VPUNPCKLDQ       Z7, Z6, Z14
+	VPUNPCKHDQ       Z7, Z6, Z6
+	VPUNPCKLDQ       Z9, Z8, Z7
+	VPUNPCKHDQ       Z9, Z8, Z8
+	VPUNPCKLDQ       Z11, Z10, Z9
+	VPUNPCKHDQ       Z11, Z10, Z10
+	VPUNPCKLDQ       Z13, Z12, Z11
+	VPUNPCKHDQ       Z13, Z12, Z12
+	VPUNPCKLQDQ      Z7, Z14, Z13
+	VPUNPCKHQDQ      Z7, Z14, Z7
+	VPUNPCKLQDQ      Z8, Z6, Z14
+	VPUNPCKHQDQ      Z8, Z6, Z6
+	VPUNPCKLQDQ      Z11, Z9, Z8
+	VPUNPCKHQDQ      Z11, Z9, Z9
+	VPUNPCKLQDQ      Z12, Z10, Z11
+	VPUNPCKHQDQ      Z12, Z10, Z10
+	VSHUFI64X2       $0x88, Z8, Z13, Z12
+	VSHUFI64X2       $0xdd, Z8, Z13, Z8
+	VSHUFI64X2       $0x88, Z9, Z7, Z13
+	VSHUFI64X2       $0xdd, Z9, Z7, Z7
+	VSHUFI64X2       $0x88, Z11, Z14, Z9
+	VSHUFI64X2       $0xdd, Z11, Z14, Z11
+	VSHUFI64X2       $0x88, Z10, Z6, Z14
+	VSHUFI64X2       $0xdd, Z10, Z6, Z6
+	VPXORD           Y10, Y10, Y10
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X10
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X10, X10
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X15
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X15, X15
+	VINSERTI32X4     $0x01, X15, Y10, Y10
+	VCVTPH2PS        Y10, Z10
+	VPBROADCASTD     48(R9), Z15
+	VPXORD           Z16, Z16, Z16
+	VPDPBUSD.BCST    (R9), Z12, Z15
+	VPDPBUSD.BCST    16(R9), Z8, Z16
+	VPDPBUSD.BCST    4(R9), Z13, Z15
+	VPDPBUSD.BCST    20(R9), Z7, Z16
+	VPDPBUSD.BCST    8(R9), Z9, Z15
+	VPDPBUSD.BCST    24(R9), Z11, Z16
+	VPDPBUSD.BCST    12(R9), Z14, Z15
+	VPDPBUSD.BCST    28(R9), Z6, Z16
+	VPADDD           Z16, Z15, Z15
+	VCVTDQ2PS        Z15, Z15
+	VMULPS           Z10, Z15, Z15
+	VFMADD231PS.BCST 32(R9), Z15, Z1
+	VPBROADCASTD     112(R9), Z15
+	VPXORD           Z16, Z16, Z16
+	VPDPBUSD.BCST    64(R9), Z12, Z15
+	VPDPBUSD.BCST    80(R9), Z8, Z16
+	VPDPBUSD.BCST    68(R9), Z13, Z15
+	VPDPBUSD.BCST    84(R9), Z7, Z16
+	VPDPBUSD.BCST    72(R9), Z9, Z15
+	VPDPBUSD.BCST    88(R9), Z11, Z16
+	VPDPBUSD.BCST    76(R9), Z14, Z15
+	VPDPBUSD.BCST    92(R9), Z6, Z16
+	VPADDD           Z16, Z15, Z15
+	VCVTDQ2PS        Z15, Z15
+	VMULPS           Z10, Z15, Z15
+	VFMADD231PS.BCST 96(R9), Z15, Z2
+	VPBROADCASTD     176(R9), Z15
+	VPXORD           Z16, Z16, Z16
+	VPDPBUSD.BCST    128(R9), Z12, Z15
+	VPDPBUSD.BCST    144(R9), Z8, Z16
+	VPDPBUSD.BCST    132(R9), Z13, Z15
+	VPDPBUSD.BCST    148(R9), Z7, Z16
+	VPDPBUSD.BCST    136(R9), Z9, Z15
+	VPDPBUSD.BCST    152(R9), Z11, Z16
+	VPDPBUSD.BCST    140(R9), Z14, Z15
+	VPDPBUSD.BCST    156(R9), Z6, Z16
+	VPADDD           Z16, Z15, Z15
+	VCVTDQ2PS        Z15, Z15
+	VMULPS           Z10, Z15, Z15
+	VFMADD231PS.BCST 160(R9), Z15, Z3
+	VPBROADCASTD     240(R9), Z15
+	VPXORD           Z16, Z16, Z16
+	VPDPBUSD.BCST    192(R9), Z12, Z15
+	VPDPBUSD.BCST    208(R9), Z8, Z16
+	VPDPBUSD.BCST    196(R9), Z13, Z15
+	VPDPBUSD.BCST    212(R9), Z7, Z16
+	VPDPBUSD.BCST    200(R9), Z9, Z15
+	VPDPBUSD.BCST    216(R9), Z11, Z16
+	VPDPBUSD.BCST    204(R9), Z14, Z15
+	VPDPBUSD.BCST    220(R9), Z6, Z16
+	VPADDD           Z16, Z15, Z15
+	VCVTDQ2PS        Z15, Z15
+	VMULPS           Z10, Z15, Z15
+	VFMADD231PS.BCST 224(R9), Z15, Z4
+	VPBROADCASTD     304(R9), Z15
+	VPXORD           Z16, Z16, Z16
+	VPDPBUSD.BCST    256(R9), Z12, Z15
+	VPDPBUSD.BCST    272(R9), Z8, Z16
+	VPDPBUSD.BCST    260(R9), Z13, Z15
+	VPDPBUSD.BCST    276(R9), Z7, Z16
+	VPDPBUSD.BCST    264(R9), Z9, Z15
+	VPDPBUSD.BCST    280(R9), Z11, Z16
+	VPDPBUSD.BCST    268(R9), Z14, Z15
+	VPDPBUSD.BCST    284(R9), Z6, Z16
+	VPADDD           Z16, Z15, Z15
+	VCVTDQ2PS        Z15, Z6
+	VMULPS           Z10, Z6, Z6
+	VFMADD231PS.BCST 288(R9), Z6, Z5
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x5GFNI_loop
 
 dotQ4_0x16x5GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -4909,8 +4839,7 @@ tileQ8_0x16x5VNNI_loop:
 	VPADDD        Z15, Z14, Z14
 	VCVTDQ2PS     Z14, Z14
 	VMULPS.BCST   32(BX), Z13, Z15
-	VMULPS        Z15, Z14, Z14
-	VADDPS        Z14, Z0, Z0
+	VFMADD231PS   Z15, Z14, Z0
 	VPBROADCASTD  108(BX), Z14
 	VPXORD        Z15, Z15, Z15
 	VPDPBUSD.BCST 64(BX), Z5, Z14
@@ -4924,8 +4853,7 @@ tileQ8_0x16x5VNNI_loop:
 	VPADDD        Z15, Z14, Z14
 	VCVTDQ2PS     Z14, Z14
 	VMULPS.BCST   96(BX), Z13, Z15
-	VMULPS        Z15, Z14, Z14
-	VADDPS        Z14, Z1, Z1
+	VFMADD231PS   Z15, Z14, Z1
 	VPBROADCASTD  172(BX), Z14
 	VPXORD        Z15, Z15, Z15
 	VPDPBUSD.BCST 128(BX), Z5, Z14
@@ -4939,8 +4867,7 @@ tileQ8_0x16x5VNNI_loop:
 	VPADDD        Z15, Z14, Z14
 	VCVTDQ2PS     Z14, Z14
 	VMULPS.BCST   160(BX), Z13, Z15
-	VMULPS        Z15, Z14, Z14
-	VADDPS        Z14, Z2, Z2
+	VFMADD231PS   Z15, Z14, Z2
 	VPBROADCASTD  236(BX), Z14
 	VPXORD        Z15, Z15, Z15
 	VPDPBUSD.BCST 192(BX), Z5, Z14
@@ -4954,8 +4881,7 @@ tileQ8_0x16x5VNNI_loop:
 	VPADDD        Z15, Z14, Z14
 	VCVTDQ2PS     Z14, Z14
 	VMULPS.BCST   224(BX), Z13, Z15
-	VMULPS        Z15, Z14, Z14
-	VADDPS        Z14, Z3, Z3
+	VFMADD231PS   Z15, Z14, Z3
 	VPBROADCASTD  300(BX), Z14
 	VPXORD        Z15, Z15, Z15
 	VPDPBUSD.BCST 256(BX), Z5, Z14
@@ -4969,8 +4895,7 @@ tileQ8_0x16x5VNNI_loop:
 	VPADDD        Z15, Z14, Z14
 	VCVTDQ2PS     Z14, Z5
 	VMULPS.BCST   288(BX), Z13, Z6
-	VMULPS        Z6, Z5, Z5
-	VADDPS        Z5, Z4, Z4
+	VFMADD231PS   Z6, Z5, Z4
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -5029,114 +4954,109 @@ TEXT ·tileQ4_0x16x5VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z4, Z4, Z4
 
 tileQ4_0x16x5VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x5VNNI_done
-	VMOVDQU64     (AX), Z5
-	VMOVDQU64     64(AX), Z6
-	VMOVDQU64     128(AX), Z7
-	VMOVDQU64     192(AX), Z8
-	VMOVDQU64     256(AX), Z9
-	VMOVDQU64     320(AX), Z10
-	VMOVDQU64     384(AX), Z11
-	VMOVDQU64     448(AX), Z12
-	VCVTPH2PS     (CX), Z13
-	VPBROADCASTD  48(BX), Z14
-	VPXORD        Z15, Z15, Z15
-	VPDPBUSD.BCST (BX), Z5, Z14
-	VPDPBUSD.BCST 16(BX), Z9, Z15
-	VPDPBUSD.BCST 4(BX), Z6, Z14
-	VPDPBUSD.BCST 20(BX), Z10, Z15
-	VPDPBUSD.BCST 8(BX), Z7, Z14
-	VPDPBUSD.BCST 24(BX), Z11, Z15
-	VPDPBUSD.BCST 12(BX), Z8, Z14
-	VPDPBUSD.BCST 28(BX), Z12, Z15
-	VPADDD        Z15, Z14, Z14
-	VCVTDQ2PS     Z14, Z14
-	VMULPS        Z13, Z14, Z14
-	VMULPS.BCST   32(BX), Z14, Z14
-	VADDPS        Z14, Z0, Z0
-	VPBROADCASTD  112(BX), Z14
-	VPXORD        Z15, Z15, Z15
-	VPDPBUSD.BCST 64(BX), Z5, Z14
-	VPDPBUSD.BCST 80(BX), Z9, Z15
-	VPDPBUSD.BCST 68(BX), Z6, Z14
-	VPDPBUSD.BCST 84(BX), Z10, Z15
-	VPDPBUSD.BCST 72(BX), Z7, Z14
-	VPDPBUSD.BCST 88(BX), Z11, Z15
-	VPDPBUSD.BCST 76(BX), Z8, Z14
-	VPDPBUSD.BCST 92(BX), Z12, Z15
-	VPADDD        Z15, Z14, Z14
-	VCVTDQ2PS     Z14, Z14
-	VMULPS        Z13, Z14, Z14
-	VMULPS.BCST   96(BX), Z14, Z14
-	VADDPS        Z14, Z1, Z1
-	VPBROADCASTD  176(BX), Z14
-	VPXORD        Z15, Z15, Z15
-	VPDPBUSD.BCST 128(BX), Z5, Z14
-	VPDPBUSD.BCST 144(BX), Z9, Z15
-	VPDPBUSD.BCST 132(BX), Z6, Z14
-	VPDPBUSD.BCST 148(BX), Z10, Z15
-	VPDPBUSD.BCST 136(BX), Z7, Z14
-	VPDPBUSD.BCST 152(BX), Z11, Z15
-	VPDPBUSD.BCST 140(BX), Z8, Z14
-	VPDPBUSD.BCST 156(BX), Z12, Z15
-	VPADDD        Z15, Z14, Z14
-	VCVTDQ2PS     Z14, Z14
-	VMULPS        Z13, Z14, Z14
-	VMULPS.BCST   160(BX), Z14, Z14
-	VADDPS        Z14, Z2, Z2
-	VPBROADCASTD  240(BX), Z14
-	VPXORD        Z15, Z15, Z15
-	VPDPBUSD.BCST 192(BX), Z5, Z14
-	VPDPBUSD.BCST 208(BX), Z9, Z15
-	VPDPBUSD.BCST 196(BX), Z6, Z14
-	VPDPBUSD.BCST 212(BX), Z10, Z15
-	VPDPBUSD.BCST 200(BX), Z7, Z14
-	VPDPBUSD.BCST 216(BX), Z11, Z15
-	VPDPBUSD.BCST 204(BX), Z8, Z14
-	VPDPBUSD.BCST 220(BX), Z12, Z15
-	VPADDD        Z15, Z14, Z14
-	VCVTDQ2PS     Z14, Z14
-	VMULPS        Z13, Z14, Z14
-	VMULPS.BCST   224(BX), Z14, Z14
-	VADDPS        Z14, Z3, Z3
-	VPBROADCASTD  304(BX), Z14
-	VPXORD        Z15, Z15, Z15
-	VPDPBUSD.BCST 256(BX), Z5, Z14
-	VPDPBUSD.BCST 272(BX), Z9, Z15
-	VPDPBUSD.BCST 260(BX), Z6, Z14
-	VPDPBUSD.BCST 276(BX), Z10, Z15
-	VPDPBUSD.BCST 264(BX), Z7, Z14
-	VPDPBUSD.BCST 280(BX), Z11, Z15
-	VPDPBUSD.BCST 268(BX), Z8, Z14
-	VPDPBUSD.BCST 284(BX), Z12, Z15
-	VPADDD        Z15, Z14, Z14
-	VCVTDQ2PS     Z14, Z5
-	VMULPS        Z13, Z5, Z5
-	VMULPS.BCST   288(BX), Z5, Z5
-	VADDPS        Z5, Z4, Z4
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x5VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x5VNNI_done
+	VMOVDQU64        (AX), Z5
+	VMOVDQU64        64(AX), Z6
+	VMOVDQU64        128(AX), Z7
+	VMOVDQU64        192(AX), Z8
+	VMOVDQU64        256(AX), Z9
+	VMOVDQU64        320(AX), Z10
+	VMOVDQU64        384(AX), Z11
+	VMOVDQU64        448(AX), Z12
+	VCVTPH2PS        (CX), Z13
+	VPBROADCASTD     48(BX), Z14
+	VPXORD           Z15, Z15, Z15
+	VPDPBUSD.BCST    (BX), Z5, Z14
+	VPDPBUSD.BCST    16(BX), Z9, Z15
+	VPDPBUSD.BCST    4(BX), Z6, Z14
+	VPDPBUSD.BCST    20(BX), Z10, Z15
+	VPDPBUSD.BCST    8(BX), Z7, Z14
+	VPDPBUSD.BCST    24(BX), Z11, Z15
+	VPDPBUSD.BCST    12(BX), Z8, Z14
+	VPDPBUSD.BCST    28(BX), Z12, Z15
+	VPADDD           Z15, Z14, Z14
+	VCVTDQ2PS        Z14, Z14
+	VMULPS           Z13, Z14, Z14
+	VFMADD231PS.BCST 32(BX), Z14, Z0
+	VPBROADCASTD     112(BX), Z14
+	VPXORD           Z15, Z15, Z15
+	VPDPBUSD.BCST    64(BX), Z5, Z14
+	VPDPBUSD.BCST    80(BX), Z9, Z15
+	VPDPBUSD.BCST    68(BX), Z6, Z14
+	VPDPBUSD.BCST    84(BX), Z10, Z15
+	VPDPBUSD.BCST    72(BX), Z7, Z14
+	VPDPBUSD.BCST    88(BX), Z11, Z15
+	VPDPBUSD.BCST    76(BX), Z8, Z14
+	VPDPBUSD.BCST    92(BX), Z12, Z15
+	VPADDD           Z15, Z14, Z14
+	VCVTDQ2PS        Z14, Z14
+	VMULPS           Z13, Z14, Z14
+	VFMADD231PS.BCST 96(BX), Z14, Z1
+	VPBROADCASTD     176(BX), Z14
+	VPXORD           Z15, Z15, Z15
+	VPDPBUSD.BCST    128(BX), Z5, Z14
+	VPDPBUSD.BCST    144(BX), Z9, Z15
+	VPDPBUSD.BCST    132(BX), Z6, Z14
+	VPDPBUSD.BCST    148(BX), Z10, Z15
+	VPDPBUSD.BCST    136(BX), Z7, Z14
+	VPDPBUSD.BCST    152(BX), Z11, Z15
+	VPDPBUSD.BCST    140(BX), Z8, Z14
+	VPDPBUSD.BCST    156(BX), Z12, Z15
+	VPADDD           Z15, Z14, Z14
+	VCVTDQ2PS        Z14, Z14
+	VMULPS           Z13, Z14, Z14
+	VFMADD231PS.BCST 160(BX), Z14, Z2
+	VPBROADCASTD     240(BX), Z14
+	VPXORD           Z15, Z15, Z15
+	VPDPBUSD.BCST    192(BX), Z5, Z14
+	VPDPBUSD.BCST    208(BX), Z9, Z15
+	VPDPBUSD.BCST    196(BX), Z6, Z14
+	VPDPBUSD.BCST    212(BX), Z10, Z15
+	VPDPBUSD.BCST    200(BX), Z7, Z14
+	VPDPBUSD.BCST    216(BX), Z11, Z15
+	VPDPBUSD.BCST    204(BX), Z8, Z14
+	VPDPBUSD.BCST    220(BX), Z12, Z15
+	VPADDD           Z15, Z14, Z14
+	VCVTDQ2PS        Z14, Z14
+	VMULPS           Z13, Z14, Z14
+	VFMADD231PS.BCST 224(BX), Z14, Z3
+	VPBROADCASTD     304(BX), Z14
+	VPXORD           Z15, Z15, Z15
+	VPDPBUSD.BCST    256(BX), Z5, Z14
+	VPDPBUSD.BCST    272(BX), Z9, Z15
+	VPDPBUSD.BCST    260(BX), Z6, Z14
+	VPDPBUSD.BCST    276(BX), Z10, Z15
+	VPDPBUSD.BCST    264(BX), Z7, Z14
+	VPDPBUSD.BCST    280(BX), Z11, Z15
+	VPDPBUSD.BCST    268(BX), Z8, Z14
+	VPDPBUSD.BCST    284(BX), Z12, Z15
+	VPADDD           Z15, Z14, Z14
+	VCVTDQ2PS        Z14, Z5
+	VMULPS           Z13, Z5, Z5
+	VFMADD231PS.BCST 288(BX), Z5, Z4
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x5VNNI_loop
 
 tileQ4_0x16x5VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -5301,8 +5221,7 @@ dotQ8_0x16x6VNNI_loop:
 	VPADDD            Z17, Z16, Z16
 	VCVTDQ2PS         Z16, Z16
 	VMULPS.BCST       32(R9), Z11, Z17
-	VMULPS            Z17, Z16, Z16
-	VADDPS            Z16, Z1, Z1
+	VFMADD231PS       Z17, Z16, Z1
 	VPBROADCASTD      108(R9), Z16
 	VPXORD            Z17, Z17, Z17
 	VPDPBUSD.BCST     64(R9), Z13, Z16
@@ -5316,8 +5235,7 @@ dotQ8_0x16x6VNNI_loop:
 	VPADDD            Z17, Z16, Z16
 	VCVTDQ2PS         Z16, Z16
 	VMULPS.BCST       96(R9), Z11, Z17
-	VMULPS            Z17, Z16, Z16
-	VADDPS            Z16, Z2, Z2
+	VFMADD231PS       Z17, Z16, Z2
 	VPBROADCASTD      172(R9), Z16
 	VPXORD            Z17, Z17, Z17
 	VPDPBUSD.BCST     128(R9), Z13, Z16
@@ -5331,8 +5249,7 @@ dotQ8_0x16x6VNNI_loop:
 	VPADDD            Z17, Z16, Z16
 	VCVTDQ2PS         Z16, Z16
 	VMULPS.BCST       160(R9), Z11, Z17
-	VMULPS            Z17, Z16, Z16
-	VADDPS            Z16, Z3, Z3
+	VFMADD231PS       Z17, Z16, Z3
 	VPBROADCASTD      236(R9), Z16
 	VPXORD            Z17, Z17, Z17
 	VPDPBUSD.BCST     192(R9), Z13, Z16
@@ -5346,8 +5263,7 @@ dotQ8_0x16x6VNNI_loop:
 	VPADDD            Z17, Z16, Z16
 	VCVTDQ2PS         Z16, Z16
 	VMULPS.BCST       224(R9), Z11, Z17
-	VMULPS            Z17, Z16, Z16
-	VADDPS            Z16, Z4, Z4
+	VFMADD231PS       Z17, Z16, Z4
 	VPBROADCASTD      300(R9), Z16
 	VPXORD            Z17, Z17, Z17
 	VPDPBUSD.BCST     256(R9), Z13, Z16
@@ -5361,8 +5277,7 @@ dotQ8_0x16x6VNNI_loop:
 	VPADDD            Z17, Z16, Z16
 	VCVTDQ2PS         Z16, Z16
 	VMULPS.BCST       288(R9), Z11, Z17
-	VMULPS            Z17, Z16, Z16
-	VADDPS            Z16, Z5, Z5
+	VFMADD231PS       Z17, Z16, Z5
 	VPBROADCASTD      364(R9), Z16
 	VPXORD            Z17, Z17, Z17
 	VPDPBUSD.BCST     320(R9), Z13, Z16
@@ -5376,8 +5291,7 @@ dotQ8_0x16x6VNNI_loop:
 	VPADDD            Z17, Z16, Z16
 	VCVTDQ2PS         Z16, Z7
 	VMULPS.BCST       352(R9), Z11, Z8
-	VMULPS            Z8, Z7, Z7
-	VADDPS            Z7, Z6, Z6
+	VFMADD231PS       Z8, Z7, Z6
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -5461,230 +5375,224 @@ TEXT ·dotQ4_0x16x6VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z7, Z7, Z7
 
 dotQ4_0x16x6VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x6VNNI_done
-	VBROADCASTI32X4 2(AX), Z8
-	VBROADCASTI32X4 2(SI), K1, Z8
-	VPSRLVQ         Z1, Z8, Z8
-	VPANDD          Z0, Z8, Z8
-	VBROADCASTI32X4 2(AX)(CX*1), Z9
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z9
-	VPSRLVQ         Z1, Z9, Z9
-	VPANDD          Z0, Z9, Z9
-	VBROADCASTI32X4 2(AX)(CX*2), Z10
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z10
-	VPSRLVQ         Z1, Z10, Z10
-	VPANDD          Z0, Z10, Z10
-	VBROADCASTI32X4 2(AX)(DX*1), Z11
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z11
-	VPSRLVQ         Z1, Z11, Z11
-	VPANDD          Z0, Z11, Z11
-	VBROADCASTI32X4 2(BX), Z12
-	VBROADCASTI32X4 2(DI), K1, Z12
-	VPSRLVQ         Z1, Z12, Z12
-	VPANDD          Z0, Z12, Z12
-	VBROADCASTI32X4 2(BX)(CX*1), Z13
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z13
-	VPSRLVQ         Z1, Z13, Z13
-	VPANDD          Z0, Z13, Z13
-	VBROADCASTI32X4 2(BX)(CX*2), Z14
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z14
-	VPSRLVQ         Z1, Z14, Z14
-	VPANDD          Z0, Z14, Z14
-	VBROADCASTI32X4 2(BX)(DX*1), Z15
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z15
-	VPSRLVQ         Z1, Z15, Z15
-	VPANDD          Z0, Z15, Z15
-	VPUNPCKLDQ      Z9, Z8, Z16
-	VPUNPCKHDQ      Z9, Z8, Z8
-	VPUNPCKLDQ      Z11, Z10, Z9
-	VPUNPCKHDQ      Z11, Z10, Z10
-	VPUNPCKLDQ      Z13, Z12, Z11
-	VPUNPCKHDQ      Z13, Z12, Z12
-	VPUNPCKLDQ      Z15, Z14, Z13
-	VPUNPCKHDQ      Z15, Z14, Z14
-	VPUNPCKLQDQ     Z9, Z16, Z15
-	VPUNPCKHQDQ     Z9, Z16, Z9
-	VPUNPCKLQDQ     Z10, Z8, Z16
-	VPUNPCKHQDQ     Z10, Z8, Z8
-	VPUNPCKLQDQ     Z13, Z11, Z10
-	VPUNPCKHQDQ     Z13, Z11, Z11
-	VPUNPCKLQDQ     Z14, Z12, Z13
-	VPUNPCKHQDQ     Z14, Z12, Z12
-	VSHUFI64X2      $0x88, Z10, Z15, Z14
-	VSHUFI64X2      $0xdd, Z10, Z15, Z10
-	VSHUFI64X2      $0x88, Z11, Z9, Z15
-	VSHUFI64X2      $0xdd, Z11, Z9, Z9
-	VSHUFI64X2      $0x88, Z13, Z16, Z11
-	VSHUFI64X2      $0xdd, Z13, Z16, Z13
-	VSHUFI64X2      $0x88, Z12, Z8, Z16
-	VSHUFI64X2      $0xdd, Z12, Z8, Z8
-	VPXORD          Y12, Y12, Y12
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X12
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X12, X12
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X17
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X17, X17
-	VINSERTI32X4    $0x01, X17, Y12, Y12
-	VCVTPH2PS       Y12, Z12
-	VPBROADCASTD    48(R9), Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD.BCST   (R9), Z14, Z17
-	VPDPBUSD.BCST   16(R9), Z10, Z18
-	VPDPBUSD.BCST   4(R9), Z15, Z17
-	VPDPBUSD.BCST   20(R9), Z9, Z18
-	VPDPBUSD.BCST   8(R9), Z11, Z17
-	VPDPBUSD.BCST   24(R9), Z13, Z18
-	VPDPBUSD.BCST   12(R9), Z16, Z17
-	VPDPBUSD.BCST   28(R9), Z8, Z18
-	VPADDD          Z18, Z17, Z17
-	VCVTDQ2PS       Z17, Z17
-	VMULPS          Z12, Z17, Z17
-	VMULPS.BCST     32(R9), Z17, Z17
-	VADDPS          Z17, Z2, Z2
-	VPBROADCASTD    112(R9), Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD.BCST   64(R9), Z14, Z17
-	VPDPBUSD.BCST   80(R9), Z10, Z18
-	VPDPBUSD.BCST   68(R9), Z15, Z17
-	VPDPBUSD.BCST   84(R9), Z9, Z18
-	VPDPBUSD.BCST   72(R9), Z11, Z17
-	VPDPBUSD.BCST   88(R9), Z13, Z18
-	VPDPBUSD.BCST   76(R9), Z16, Z17
-	VPDPBUSD.BCST   92(R9), Z8, Z18
-	VPADDD          Z18, Z17, Z17
-	VCVTDQ2PS       Z17, Z17
-	VMULPS          Z12, Z17, Z17
-	VMULPS.BCST     96(R9), Z17, Z17
-	VADDPS          Z17, Z3, Z3
-	VPBROADCASTD    176(R9), Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD.BCST   128(R9), Z14, Z17
-	VPDPBUSD.BCST   144(R9), Z10, Z18
-	VPDPBUSD.BCST   132(R9), Z15, Z17
-	VPDPBUSD.BCST   148(R9), Z9, Z18
-	VPDPBUSD.BCST   136(R9), Z11, Z17
-	VPDPBUSD.BCST   152(R9), Z13, Z18
-	VPDPBUSD.BCST   140(R9), Z16, Z17
-	VPDPBUSD.BCST   156(R9), Z8, Z18
-	VPADDD          Z18, Z17, Z17
-	VCVTDQ2PS       Z17, Z17
-	VMULPS          Z12, Z17, Z17
-	VMULPS.BCST     160(R9), Z17, Z17
-	VADDPS          Z17, Z4, Z4
-	VPBROADCASTD    240(R9), Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD.BCST   192(R9), Z14, Z17
-	VPDPBUSD.BCST   208(R9), Z10, Z18
-	VPDPBUSD.BCST   196(R9), Z15, Z17
-	VPDPBUSD.BCST   212(R9), Z9, Z18
-	VPDPBUSD.BCST   200(R9), Z11, Z17
-	VPDPBUSD.BCST   216(R9), Z13, Z18
-	VPDPBUSD.BCST   204(R9), Z16, Z17
-	VPDPBUSD.BCST   220(R9), Z8, Z18
-	VPADDD          Z18, Z17, Z17
-	VCVTDQ2PS       Z17, Z17
-	VMULPS          Z12, Z17, Z17
-	VMULPS.BCST     224(R9), Z17, Z17
-	VADDPS          Z17, Z5, Z5
-	VPBROADCASTD    304(R9), Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD.BCST   256(R9), Z14, Z17
-	VPDPBUSD.BCST   272(R9), Z10, Z18
-	VPDPBUSD.BCST   260(R9), Z15, Z17
-	VPDPBUSD.BCST   276(R9), Z9, Z18
-	VPDPBUSD.BCST   264(R9), Z11, Z17
-	VPDPBUSD.BCST   280(R9), Z13, Z18
-	VPDPBUSD.BCST   268(R9), Z16, Z17
-	VPDPBUSD.BCST   284(R9), Z8, Z18
-	VPADDD          Z18, Z17, Z17
-	VCVTDQ2PS       Z17, Z17
-	VMULPS          Z12, Z17, Z17
-	VMULPS.BCST     288(R9), Z17, Z17
-	VADDPS          Z17, Z6, Z6
-	VPBROADCASTD    368(R9), Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD.BCST   320(R9), Z14, Z17
-	VPDPBUSD.BCST   336(R9), Z10, Z18
-	VPDPBUSD.BCST   324(R9), Z15, Z17
-	VPDPBUSD.BCST   340(R9), Z9, Z18
-	VPDPBUSD.BCST   328(R9), Z11, Z17
-	VPDPBUSD.BCST   344(R9), Z13, Z18
-	VPDPBUSD.BCST   332(R9), Z16, Z17
-	VPDPBUSD.BCST   348(R9), Z8, Z18
-	VPADDD          Z18, Z17, Z17
-	VCVTDQ2PS       Z17, Z8
-	VMULPS          Z12, Z8, Z8
-	VMULPS.BCST     352(R9), Z8, Z8
-	VADDPS          Z8, Z7, Z7
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x6VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x6VNNI_done
+	VBROADCASTI32X4  2(AX), Z8
+	VBROADCASTI32X4  2(SI), K1, Z8
+	VPSRLVQ          Z1, Z8, Z8
+	VPANDD           Z0, Z8, Z8
+	VBROADCASTI32X4  2(AX)(CX*1), Z9
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z9
+	VPSRLVQ          Z1, Z9, Z9
+	VPANDD           Z0, Z9, Z9
+	VBROADCASTI32X4  2(AX)(CX*2), Z10
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z10
+	VPSRLVQ          Z1, Z10, Z10
+	VPANDD           Z0, Z10, Z10
+	VBROADCASTI32X4  2(AX)(DX*1), Z11
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z11
+	VPSRLVQ          Z1, Z11, Z11
+	VPANDD           Z0, Z11, Z11
+	VBROADCASTI32X4  2(BX), Z12
+	VBROADCASTI32X4  2(DI), K1, Z12
+	VPSRLVQ          Z1, Z12, Z12
+	VPANDD           Z0, Z12, Z12
+	VBROADCASTI32X4  2(BX)(CX*1), Z13
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z13
+	VPSRLVQ          Z1, Z13, Z13
+	VPANDD           Z0, Z13, Z13
+	VBROADCASTI32X4  2(BX)(CX*2), Z14
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z14
+	VPSRLVQ          Z1, Z14, Z14
+	VPANDD           Z0, Z14, Z14
+	VBROADCASTI32X4  2(BX)(DX*1), Z15
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z15
+	VPSRLVQ          Z1, Z15, Z15
+	VPANDD           Z0, Z15, Z15
+	VPUNPCKLDQ       Z9, Z8, Z16
+	VPUNPCKHDQ       Z9, Z8, Z8
+	VPUNPCKLDQ       Z11, Z10, Z9
+	VPUNPCKHDQ       Z11, Z10, Z10
+	VPUNPCKLDQ       Z13, Z12, Z11
+	VPUNPCKHDQ       Z13, Z12, Z12
+	VPUNPCKLDQ       Z15, Z14, Z13
+	VPUNPCKHDQ       Z15, Z14, Z14
+	VPUNPCKLQDQ      Z9, Z16, Z15
+	VPUNPCKHQDQ      Z9, Z16, Z9
+	VPUNPCKLQDQ      Z10, Z8, Z16
+	VPUNPCKHQDQ      Z10, Z8, Z8
+	VPUNPCKLQDQ      Z13, Z11, Z10
+	VPUNPCKHQDQ      Z13, Z11, Z11
+	VPUNPCKLQDQ      Z14, Z12, Z13
+	VPUNPCKHQDQ      Z14, Z12, Z12
+	VSHUFI64X2       $0x88, Z10, Z15, Z14
+	VSHUFI64X2       $0xdd, Z10, Z15, Z10
+	VSHUFI64X2       $0x88, Z11, Z9, Z15
+	VSHUFI64X2       $0xdd, Z11, Z9, Z9
+	VSHUFI64X2       $0x88, Z13, Z16, Z11
+	VSHUFI64X2       $0xdd, Z13, Z16, Z13
+	VSHUFI64X2       $0x88, Z12, Z8, Z16
+	VSHUFI64X2       $0xdd, Z12, Z8, Z8
+	VPXORD           Y12, Y12, Y12
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X12
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X12, X12
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X17
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X17, X17
+	VINSERTI32X4     $0x01, X17, Y12, Y12
+	VCVTPH2PS        Y12, Z12
+	VPBROADCASTD     48(R9), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    (R9), Z14, Z17
+	VPDPBUSD.BCST    16(R9), Z10, Z18
+	VPDPBUSD.BCST    4(R9), Z15, Z17
+	VPDPBUSD.BCST    20(R9), Z9, Z18
+	VPDPBUSD.BCST    8(R9), Z11, Z17
+	VPDPBUSD.BCST    24(R9), Z13, Z18
+	VPDPBUSD.BCST    12(R9), Z16, Z17
+	VPDPBUSD.BCST    28(R9), Z8, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z12, Z17, Z17
+	VFMADD231PS.BCST 32(R9), Z17, Z2
+	VPBROADCASTD     112(R9), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    64(R9), Z14, Z17
+	VPDPBUSD.BCST    80(R9), Z10, Z18
+	VPDPBUSD.BCST    68(R9), Z15, Z17
+	VPDPBUSD.BCST    84(R9), Z9, Z18
+	VPDPBUSD.BCST    72(R9), Z11, Z17
+	VPDPBUSD.BCST    88(R9), Z13, Z18
+	VPDPBUSD.BCST    76(R9), Z16, Z17
+	VPDPBUSD.BCST    92(R9), Z8, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z12, Z17, Z17
+	VFMADD231PS.BCST 96(R9), Z17, Z3
+	VPBROADCASTD     176(R9), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    128(R9), Z14, Z17
+	VPDPBUSD.BCST    144(R9), Z10, Z18
+	VPDPBUSD.BCST    132(R9), Z15, Z17
+	VPDPBUSD.BCST    148(R9), Z9, Z18
+	VPDPBUSD.BCST    136(R9), Z11, Z17
+	VPDPBUSD.BCST    152(R9), Z13, Z18
+	VPDPBUSD.BCST    140(R9), Z16, Z17
+	VPDPBUSD.BCST    156(R9), Z8, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z12, Z17, Z17
+	VFMADD231PS.BCST 160(R9), Z17, Z4
+	VPBROADCASTD     240(R9), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    192(R9), Z14, Z17
+	VPDPBUSD.BCST    208(R9), Z10, Z18
+	VPDPBUSD.BCST    196(R9), Z15, Z17
+	VPDPBUSD.BCST    212(R9), Z9, Z18
+	VPDPBUSD.BCST    200(R9), Z11, Z17
+	VPDPBUSD.BCST    216(R9), Z13, Z18
+	VPDPBUSD.BCST    204(R9), Z16, Z17
+	VPDPBUSD.BCST    220(R9), Z8, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z12, Z17, Z17
+	VFMADD231PS.BCST 224(R9), Z17, Z5
+	VPBROADCASTD     304(R9), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    256(R9), Z14, Z17
+	VPDPBUSD.BCST    272(R9), Z10, Z18
+	VPDPBUSD.BCST    260(R9), Z15, Z17
+	VPDPBUSD.BCST    276(R9), Z9, Z18
+	VPDPBUSD.BCST    264(R9), Z11, Z17
+	VPDPBUSD.BCST    280(R9), Z13, Z18
+	VPDPBUSD.BCST    268(R9), Z16, Z17
+	VPDPBUSD.BCST    284(R9), Z8, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z12, Z17, Z17
+	VFMADD231PS.BCST 288(R9), Z17, Z6
+	VPBROADCASTD     368(R9), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    320(R9), Z14, Z17
+	VPDPBUSD.BCST    336(R9), Z10, Z18
+	VPDPBUSD.BCST    324(R9), Z15, Z17
+	VPDPBUSD.BCST    340(R9), Z9, Z18
+	VPDPBUSD.BCST    328(R9), Z11, Z17
+	VPDPBUSD.BCST    344(R9), Z13, Z18
+	VPDPBUSD.BCST    332(R9), Z16, Z17
+	VPDPBUSD.BCST    348(R9), Z8, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z8
+	VMULPS           Z12, Z8, Z8
+	VFMADD231PS.BCST 352(R9), Z8, Z7
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x6VNNI_loop
 
 dotQ4_0x16x6VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -5733,222 +5641,216 @@ TEXT ·dotQ4_0x16x6GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z6, Z6, Z6
 
 dotQ4_0x16x6GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x6GFNI_done
-	VBROADCASTI32X4 2(AX), Z7
-	VBROADCASTI32X4 2(SI), K1, Z7
-	VGF2P8AFFINEQB  $0x00, Z0, Z7, Z7
-	VBROADCASTI32X4 2(AX)(CX*1), Z8
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z8
-	VGF2P8AFFINEQB  $0x00, Z0, Z8, Z8
-	VBROADCASTI32X4 2(AX)(CX*2), Z9
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z9
-	VGF2P8AFFINEQB  $0x00, Z0, Z9, Z9
-	VBROADCASTI32X4 2(AX)(DX*1), Z10
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z10
-	VGF2P8AFFINEQB  $0x00, Z0, Z10, Z10
-	VBROADCASTI32X4 2(BX), Z11
-	VBROADCASTI32X4 2(DI), K1, Z11
-	VGF2P8AFFINEQB  $0x00, Z0, Z11, Z11
-	VBROADCASTI32X4 2(BX)(CX*1), Z12
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z12
-	VGF2P8AFFINEQB  $0x00, Z0, Z12, Z12
-	VBROADCASTI32X4 2(BX)(CX*2), Z13
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z13
-	VGF2P8AFFINEQB  $0x00, Z0, Z13, Z13
-	VBROADCASTI32X4 2(BX)(DX*1), Z14
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z14
-	VGF2P8AFFINEQB  $0x00, Z0, Z14, Z14
-	VPUNPCKLDQ      Z8, Z7, Z15
-	VPUNPCKHDQ      Z8, Z7, Z7
-	VPUNPCKLDQ      Z10, Z9, Z8
-	VPUNPCKHDQ      Z10, Z9, Z9
-	VPUNPCKLDQ      Z12, Z11, Z10
-	VPUNPCKHDQ      Z12, Z11, Z11
-	VPUNPCKLDQ      Z14, Z13, Z12
-	VPUNPCKHDQ      Z14, Z13, Z13
-	VPUNPCKLQDQ     Z8, Z15, Z14
-	VPUNPCKHQDQ     Z8, Z15, Z8
-	VPUNPCKLQDQ     Z9, Z7, Z15
-	VPUNPCKHQDQ     Z9, Z7, Z7
-	VPUNPCKLQDQ     Z12, Z10, Z9
-	VPUNPCKHQDQ     Z12, Z10, Z10
-	VPUNPCKLQDQ     Z13, Z11, Z12
-	VPUNPCKHQDQ     Z13, Z11, Z11
-	VSHUFI64X2      $0x88, Z9, Z14, Z13
-	VSHUFI64X2      $0xdd, Z9, Z14, Z9
-	VSHUFI64X2      $0x88, Z10, Z8, Z14
-	VSHUFI64X2      $0xdd, Z10, Z8, Z8
-	VSHUFI64X2      $0x88, Z12, Z15, Z10
-	VSHUFI64X2      $0xdd, Z12, Z15, Z12
-	VSHUFI64X2      $0x88, Z11, Z7, Z15
-	VSHUFI64X2      $0xdd, Z11, Z7, Z7
-	VPXORD          Y11, Y11, Y11
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X11
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X11, X11
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X16
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X16, X16
-	VINSERTI32X4    $0x01, X16, Y11, Y11
-	VCVTPH2PS       Y11, Z11
-	VPBROADCASTD    48(R9), Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD.BCST   (R9), Z13, Z16
-	VPDPBUSD.BCST   16(R9), Z9, Z17
-	VPDPBUSD.BCST   4(R9), Z14, Z16
-	VPDPBUSD.BCST   20(R9), Z8, Z17
-	VPDPBUSD.BCST   8(R9), Z10, Z16
-	VPDPBUSD.BCST   24(R9), Z12, Z17
-	VPDPBUSD.BCST   12(R9), Z15, Z16
-	VPDPBUSD.BCST   28(R9), Z7, Z17
-	VPADDD          Z17, Z16, Z16
-	VCVTDQ2PS       Z16, Z16
-	VMULPS          Z11, Z16, Z16
-	VMULPS.BCST     32(R9), Z16, Z16
-	VADDPS          Z16, Z1, Z1
-	VPBROADCASTD    112(R9), Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD.BCST   64(R9), Z13, Z16
-	VPDPBUSD.BCST   80(R9), Z9, Z17
-	VPDPBUSD.BCST   68(R9), Z14, Z16
-	VPDPBUSD.BCST   84(R9), Z8, Z17
-	VPDPBUSD.BCST   72(R9), Z10, Z16
-	VPDPBUSD.BCST   88(R9), Z12, Z17
-	VPDPBUSD.BCST   76(R9), Z15, Z16
-	VPDPBUSD.BCST   92(R9), Z7, Z17
-	VPADDD          Z17, Z16, Z16
-	VCVTDQ2PS       Z16, Z16
-	VMULPS          Z11, Z16, Z16
-	VMULPS.BCST     96(R9), Z16, Z16
-	VADDPS          Z16, Z2, Z2
-	VPBROADCASTD    176(R9), Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD.BCST   128(R9), Z13, Z16
-	VPDPBUSD.BCST   144(R9), Z9, Z17
-	VPDPBUSD.BCST   132(R9), Z14, Z16
-	VPDPBUSD.BCST   148(R9), Z8, Z17
-	VPDPBUSD.BCST   136(R9), Z10, Z16
-	VPDPBUSD.BCST   152(R9), Z12, Z17
-	VPDPBUSD.BCST   140(R9), Z15, Z16
-	VPDPBUSD.BCST   156(R9), Z7, Z17
-	VPADDD          Z17, Z16, Z16
-	VCVTDQ2PS       Z16, Z16
-	VMULPS          Z11, Z16, Z16
-	VMULPS.BCST     160(R9), Z16, Z16
-	VADDPS          Z16, Z3, Z3
-	VPBROADCASTD    240(R9), Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD.BCST   192(R9), Z13, Z16
-	VPDPBUSD.BCST   208(R9), Z9, Z17
-	VPDPBUSD.BCST   196(R9), Z14, Z16
-	VPDPBUSD.BCST   212(R9), Z8, Z17
-	VPDPBUSD.BCST   200(R9), Z10, Z16
-	VPDPBUSD.BCST   216(R9), Z12, Z17
-	VPDPBUSD.BCST   204(R9), Z15, Z16
-	VPDPBUSD.BCST   220(R9), Z7, Z17
-	VPADDD          Z17, Z16, Z16
-	VCVTDQ2PS       Z16, Z16
-	VMULPS          Z11, Z16, Z16
-	VMULPS.BCST     224(R9), Z16, Z16
-	VADDPS          Z16, Z4, Z4
-	VPBROADCASTD    304(R9), Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD.BCST   256(R9), Z13, Z16
-	VPDPBUSD.BCST   272(R9), Z9, Z17
-	VPDPBUSD.BCST   260(R9), Z14, Z16
-	VPDPBUSD.BCST   276(R9), Z8, Z17
-	VPDPBUSD.BCST   264(R9), Z10, Z16
-	VPDPBUSD.BCST   280(R9), Z12, Z17
-	VPDPBUSD.BCST   268(R9), Z15, Z16
-	VPDPBUSD.BCST   284(R9), Z7, Z17
-	VPADDD          Z17, Z16, Z16
-	VCVTDQ2PS       Z16, Z16
-	VMULPS          Z11, Z16, Z16
-	VMULPS.BCST     288(R9), Z16, Z16
-	VADDPS          Z16, Z5, Z5
-	VPBROADCASTD    368(R9), Z16
-	VPXORD          Z17, Z17, Z17
-	VPDPBUSD.BCST   320(R9), Z13, Z16
-	VPDPBUSD.BCST   336(R9), Z9, Z17
-	VPDPBUSD.BCST   324(R9), Z14, Z16
-	VPDPBUSD.BCST   340(R9), Z8, Z17
-	VPDPBUSD.BCST   328(R9), Z10, Z16
-	VPDPBUSD.BCST   344(R9), Z12, Z17
-	VPDPBUSD.BCST   332(R9), Z15, Z16
-	VPDPBUSD.BCST   348(R9), Z7, Z17
-	VPADDD          Z17, Z16, Z16
-	VCVTDQ2PS       Z16, Z7
-	VMULPS          Z11, Z7, Z7
-	VMULPS.BCST     352(R9), Z7, Z7
-	VADDPS          Z7, Z6, Z6
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x6GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x6GFNI_done
+	VBROADCASTI32X4  2(AX), Z7
+	VBROADCASTI32X4  2(SI), K1, Z7
+	VGF2P8AFFINEQB   $0x00, Z0, Z7, Z7
+	VBROADCASTI32X4  2(AX)(CX*1), Z8
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z8
+	VGF2P8AFFINEQB   $0x00, Z0, Z8, Z8
+	VBROADCASTI32X4  2(AX)(CX*2), Z9
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z9
+	VGF2P8AFFINEQB   $0x00, Z0, Z9, Z9
+	VBROADCASTI32X4  2(AX)(DX*1), Z10
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z10
+	VGF2P8AFFINEQB   $0x00, Z0, Z10, Z10
+	VBROADCASTI32X4  2(BX), Z11
+	VBROADCASTI32X4  2(DI), K1, Z11
+	VGF2P8AFFINEQB   $0x00, Z0, Z11, Z11
+	VBROADCASTI32X4  2(BX)(CX*1), Z12
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z12
+	VGF2P8AFFINEQB   $0x00, Z0, Z12, Z12
+	VBROADCASTI32X4  2(BX)(CX*2), Z13
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z13
+	VGF2P8AFFINEQB   $0x00, Z0, Z13, Z13
+	VBROADCASTI32X4  2(BX)(DX*1), Z14
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z14
+	VGF2P8AFFINEQB   $0x00, Z0, Z14, Z14
+	VPUNPCKLDQ       Z8, Z7, Z15
+	VPUNPCKHDQ       Z8, Z7, Z7
+	VPUNPCKLDQ       Z10, Z9, Z8
+	VPUNPCKHDQ       Z10, Z9, Z9
+	VPUNPCKLDQ       Z12, Z11, Z10
+	VPUNPCKHDQ       Z12, Z11, Z11
+	VPUNPCKLDQ       Z14, Z13, Z12
+	VPUNPCKHDQ       Z14, Z13, Z13
+	VPUNPCKLQDQ      Z8, Z15, Z14
+	VPUNPCKHQDQ      Z8, Z15, Z8
+	VPUNPCKLQDQ      Z9, Z7, Z15
+	VPUNPCKHQDQ      Z9, Z7, Z7
+	VPUNPCKLQDQ      Z12, Z10, Z9
+	VPUNPCKHQDQ      Z12, Z10, Z10
+	VPUNPCKLQDQ      Z13, Z11, Z12
+	VPUNPCKHQDQ      Z13, Z11, Z11
+	VSHUFI64X2       $0x88, Z9, Z14, Z13
+	VSHUFI64X2       $0xdd, Z9, Z14, Z9
+	VSHUFI64X2       $0x88, Z10, Z8, Z14
+	VSHUFI64X2       $0xdd, Z10, Z8, Z8
+	VSHUFI64X2       $0x88, Z12, Z15, Z10
+	VSHUFI64X2       $0xdd, Z12, Z15, Z12
+	VSHUFI64X2       $0x88, Z11, Z7, Z15
+	VSHUFI64X2       $0xdd, Z11, Z7, Z7
+	VPXORD           Y11, Y11, Y11
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X11
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X11, X11
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X16
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X16, X16
+	VINSERTI32X4     $0x01, X16, Y11, Y11
+	VCVTPH2PS        Y11, Z11
+	VPBROADCASTD     48(R9), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    (R9), Z13, Z16
+	VPDPBUSD.BCST    16(R9), Z9, Z17
+	VPDPBUSD.BCST    4(R9), Z14, Z16
+	VPDPBUSD.BCST    20(R9), Z8, Z17
+	VPDPBUSD.BCST    8(R9), Z10, Z16
+	VPDPBUSD.BCST    24(R9), Z12, Z17
+	VPDPBUSD.BCST    12(R9), Z15, Z16
+	VPDPBUSD.BCST    28(R9), Z7, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z16
+	VMULPS           Z11, Z16, Z16
+	VFMADD231PS.BCST 32(R9), Z16, Z1
+	VPBROADCASTD     112(R9), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    64(R9), Z13, Z16
+	VPDPBUSD.BCST    80(R9), Z9, Z17
+	VPDPBUSD.BCST    68(R9), Z14, Z16
+	VPDPBUSD.BCST    84(R9), Z8, Z17
+	VPDPBUSD.BCST    72(R9), Z10, Z16
+	VPDPBUSD.BCST    88(R9), Z12, Z17
+	VPDPBUSD.BCST    76(R9), Z15, Z16
+	VPDPBUSD.BCST    92(R9), Z7, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z16
+	VMULPS           Z11, Z16, Z16
+	VFMADD231PS.BCST 96(R9), Z16, Z2
+	VPBROADCASTD     176(R9), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    128(R9), Z13, Z16
+	VPDPBUSD.BCST    144(R9), Z9, Z17
+	VPDPBUSD.BCST    132(R9), Z14, Z16
+	VPDPBUSD.BCST    148(R9), Z8, Z17
+	VPDPBUSD.BCST    136(R9), Z10, Z16
+	VPDPBUSD.BCST    152(R9), Z12, Z17
+	VPDPBUSD.BCST    140(R9), Z15, Z16
+	VPDPBUSD.BCST    156(R9), Z7, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z16
+	VMULPS           Z11, Z16, Z16
+	VFMADD231PS.BCST 160(R9), Z16, Z3
+	VPBROADCASTD     240(R9), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    192(R9), Z13, Z16
+	VPDPBUSD.BCST    208(R9), Z9, Z17
+	VPDPBUSD.BCST    196(R9), Z14, Z16
+	VPDPBUSD.BCST    212(R9), Z8, Z17
+	VPDPBUSD.BCST    200(R9), Z10, Z16
+	VPDPBUSD.BCST    216(R9), Z12, Z17
+	VPDPBUSD.BCST    204(R9), Z15, Z16
+	VPDPBUSD.BCST    220(R9), Z7, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z16
+	VMULPS           Z11, Z16, Z16
+	VFMADD231PS.BCST 224(R9), Z16, Z4
+	VPBROADCASTD     304(R9), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    256(R9), Z13, Z16
+	VPDPBUSD.BCST    272(R9), Z9, Z17
+	VPDPBUSD.BCST    260(R9), Z14, Z16
+	VPDPBUSD.BCST    276(R9), Z8, Z17
+	VPDPBUSD.BCST    264(R9), Z10, Z16
+	VPDPBUSD.BCST    280(R9), Z12, Z17
+	VPDPBUSD.BCST    268(R9), Z15, Z16
+	VPDPBUSD.BCST    284(R9), Z7, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z16
+	VMULPS           Z11, Z16, Z16
+	VFMADD231PS.BCST 288(R9), Z16, Z5
+	VPBROADCASTD     368(R9), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    320(R9), Z13, Z16
+	VPDPBUSD.BCST    336(R9), Z9, Z17
+	VPDPBUSD.BCST    324(R9), Z14, Z16
+	VPDPBUSD.BCST    340(R9), Z8, Z17
+	VPDPBUSD.BCST    328(R9), Z10, Z16
+	VPDPBUSD.BCST    344(R9), Z12, Z17
+	VPDPBUSD.BCST    332(R9), Z15, Z16
+	VPDPBUSD.BCST    348(R9), Z7, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z7
+	VMULPS           Z11, Z7, Z7
+	VFMADD231PS.BCST 352(R9), Z7, Z6
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x6GFNI_loop
 
 dotQ4_0x16x6GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -6013,8 +5915,7 @@ tileQ8_0x16x6VNNI_loop:
 	VPADDD        Z16, Z15, Z15
 	VCVTDQ2PS     Z15, Z15
 	VMULPS.BCST   32(BX), Z14, Z16
-	VMULPS        Z16, Z15, Z15
-	VADDPS        Z15, Z0, Z0
+	VFMADD231PS   Z16, Z15, Z0
 	VPBROADCASTD  108(BX), Z15
 	VPXORD        Z16, Z16, Z16
 	VPDPBUSD.BCST 64(BX), Z6, Z15
@@ -6028,8 +5929,7 @@ tileQ8_0x16x6VNNI_loop:
 	VPADDD        Z16, Z15, Z15
 	VCVTDQ2PS     Z15, Z15
 	VMULPS.BCST   96(BX), Z14, Z16
-	VMULPS        Z16, Z15, Z15
-	VADDPS        Z15, Z1, Z1
+	VFMADD231PS   Z16, Z15, Z1
 	VPBROADCASTD  172(BX), Z15
 	VPXORD        Z16, Z16, Z16
 	VPDPBUSD.BCST 128(BX), Z6, Z15
@@ -6043,8 +5943,7 @@ tileQ8_0x16x6VNNI_loop:
 	VPADDD        Z16, Z15, Z15
 	VCVTDQ2PS     Z15, Z15
 	VMULPS.BCST   160(BX), Z14, Z16
-	VMULPS        Z16, Z15, Z15
-	VADDPS        Z15, Z2, Z2
+	VFMADD231PS   Z16, Z15, Z2
 	VPBROADCASTD  236(BX), Z15
 	VPXORD        Z16, Z16, Z16
 	VPDPBUSD.BCST 192(BX), Z6, Z15
@@ -6058,8 +5957,7 @@ tileQ8_0x16x6VNNI_loop:
 	VPADDD        Z16, Z15, Z15
 	VCVTDQ2PS     Z15, Z15
 	VMULPS.BCST   224(BX), Z14, Z16
-	VMULPS        Z16, Z15, Z15
-	VADDPS        Z15, Z3, Z3
+	VFMADD231PS   Z16, Z15, Z3
 	VPBROADCASTD  300(BX), Z15
 	VPXORD        Z16, Z16, Z16
 	VPDPBUSD.BCST 256(BX), Z6, Z15
@@ -6073,8 +5971,7 @@ tileQ8_0x16x6VNNI_loop:
 	VPADDD        Z16, Z15, Z15
 	VCVTDQ2PS     Z15, Z15
 	VMULPS.BCST   288(BX), Z14, Z16
-	VMULPS        Z16, Z15, Z15
-	VADDPS        Z15, Z4, Z4
+	VFMADD231PS   Z16, Z15, Z4
 	VPBROADCASTD  364(BX), Z15
 	VPXORD        Z16, Z16, Z16
 	VPDPBUSD.BCST 320(BX), Z6, Z15
@@ -6088,8 +5985,7 @@ tileQ8_0x16x6VNNI_loop:
 	VPADDD        Z16, Z15, Z15
 	VCVTDQ2PS     Z15, Z6
 	VMULPS.BCST   352(BX), Z14, Z7
-	VMULPS        Z7, Z6, Z6
-	VADDPS        Z6, Z5, Z5
+	VFMADD231PS   Z7, Z6, Z5
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -6152,129 +6048,123 @@ TEXT ·tileQ4_0x16x6VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z5, Z5, Z5
 
 tileQ4_0x16x6VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x6VNNI_done
-	VMOVDQU64     (AX), Z6
-	VMOVDQU64     64(AX), Z7
-	VMOVDQU64     128(AX), Z8
-	VMOVDQU64     192(AX), Z9
-	VMOVDQU64     256(AX), Z10
-	VMOVDQU64     320(AX), Z11
-	VMOVDQU64     384(AX), Z12
-	VMOVDQU64     448(AX), Z13
-	VCVTPH2PS     (CX), Z14
-	VPBROADCASTD  48(BX), Z15
-	VPXORD        Z16, Z16, Z16
-	VPDPBUSD.BCST (BX), Z6, Z15
-	VPDPBUSD.BCST 16(BX), Z10, Z16
-	VPDPBUSD.BCST 4(BX), Z7, Z15
-	VPDPBUSD.BCST 20(BX), Z11, Z16
-	VPDPBUSD.BCST 8(BX), Z8, Z15
-	VPDPBUSD.BCST 24(BX), Z12, Z16
-	VPDPBUSD.BCST 12(BX), Z9, Z15
-	VPDPBUSD.BCST 28(BX), Z13, Z16
-	VPADDD        Z16, Z15, Z15
-	VCVTDQ2PS     Z15, Z15
-	VMULPS        Z14, Z15, Z15
-	VMULPS.BCST   32(BX), Z15, Z15
-	VADDPS        Z15, Z0, Z0
-	VPBROADCASTD  112(BX), Z15
-	VPXORD        Z16, Z16, Z16
-	VPDPBUSD.BCST 64(BX), Z6, Z15
-	VPDPBUSD.BCST 80(BX), Z10, Z16
-	VPDPBUSD.BCST 68(BX), Z7, Z15
-	VPDPBUSD.BCST 84(BX), Z11, Z16
-	VPDPBUSD.BCST 72(BX), Z8, Z15
-	VPDPBUSD.BCST 88(BX), Z12, Z16
-	VPDPBUSD.BCST 76(BX), Z9, Z15
-	VPDPBUSD.BCST 92(BX), Z13, Z16
-	VPADDD        Z16, Z15, Z15
-	VCVTDQ2PS     Z15, Z15
-	VMULPS        Z14, Z15, Z15
-	VMULPS.BCST   96(BX), Z15, Z15
-	VADDPS        Z15, Z1, Z1
-	VPBROADCASTD  176(BX), Z15
-	VPXORD        Z16, Z16, Z16
-	VPDPBUSD.BCST 128(BX), Z6, Z15
-	VPDPBUSD.BCST 144(BX), Z10, Z16
-	VPDPBUSD.BCST 132(BX), Z7, Z15
-	VPDPBUSD.BCST 148(BX), Z11, Z16
-	VPDPBUSD.BCST 136(BX), Z8, Z15
-	VPDPBUSD.BCST 152(BX), Z12, Z16
-	VPDPBUSD.BCST 140(BX), Z9, Z15
-	VPDPBUSD.BCST 156(BX), Z13, Z16
-	VPADDD        Z16, Z15, Z15
-	VCVTDQ2PS     Z15, Z15
-	VMULPS        Z14, Z15, Z15
-	VMULPS.BCST   160(BX), Z15, Z15
-	VADDPS        Z15, Z2, Z2
-	VPBROADCASTD  240(BX), Z15
-	VPXORD        Z16, Z16, Z16
-	VPDPBUSD.BCST 192(BX), Z6, Z15
-	VPDPBUSD.BCST 208(BX), Z10, Z16
-	VPDPBUSD.BCST 196(BX), Z7, Z15
-	VPDPBUSD.BCST 212(BX), Z11, Z16
-	VPDPBUSD.BCST 200(BX), Z8, Z15
-	VPDPBUSD.BCST 216(BX), Z12, Z16
-	VPDPBUSD.BCST 204(BX), Z9, Z15
-	VPDPBUSD.BCST 220(BX), Z13, Z16
-	VPADDD        Z16, Z15, Z15
-	VCVTDQ2PS     Z15, Z15
-	VMULPS        Z14, Z15, Z15
-	VMULPS.BCST   224(BX), Z15, Z15
-	VADDPS        Z15, Z3, Z3
-	VPBROADCASTD  304(BX), Z15
-	VPXORD        Z16, Z16, Z16
-	VPDPBUSD.BCST 256(BX), Z6, Z15
-	VPDPBUSD.BCST 272(BX), Z10, Z16
-	VPDPBUSD.BCST 260(BX), Z7, Z15
-	VPDPBUSD.BCST 276(BX), Z11, Z16
-	VPDPBUSD.BCST 264(BX), Z8, Z15
-	VPDPBUSD.BCST 280(BX), Z12, Z16
-	VPDPBUSD.BCST 268(BX), Z9, Z15
-	VPDPBUSD.BCST 284(BX), Z13, Z16
-	VPADDD        Z16, Z15, Z15
-	VCVTDQ2PS     Z15, Z15
-	VMULPS        Z14, Z15, Z15
-	VMULPS.BCST   288(BX), Z15, Z15
-	VADDPS        Z15, Z4, Z4
-	VPBROADCASTD  368(BX), Z15
-	VPXORD        Z16, Z16, Z16
-	VPDPBUSD.BCST 320(BX), Z6, Z15
-	VPDPBUSD.BCST 336(BX), Z10, Z16
-	VPDPBUSD.BCST 324(BX), Z7, Z15
-	VPDPBUSD.BCST 340(BX), Z11, Z16
-	VPDPBUSD.BCST 328(BX), Z8, Z15
-	VPDPBUSD.BCST 344(BX), Z12, Z16
-	VPDPBUSD.BCST 332(BX), Z9, Z15
-	VPDPBUSD.BCST 348(BX), Z13, Z16
-	VPADDD        Z16, Z15, Z15
-	VCVTDQ2PS     Z15, Z6
-	VMULPS        Z14, Z6, Z6
-	VMULPS.BCST   352(BX), Z6, Z6
-	VADDPS        Z6, Z5, Z5
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x6VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x6VNNI_done
+	VMOVDQU64        (AX), Z6
+	VMOVDQU64        64(AX), Z7
+	VMOVDQU64        128(AX), Z8
+	VMOVDQU64        192(AX), Z9
+	VMOVDQU64        256(AX), Z10
+	VMOVDQU64        320(AX), Z11
+	VMOVDQU64        384(AX), Z12
+	VMOVDQU64        448(AX), Z13
+	VCVTPH2PS        (CX), Z14
+	VPBROADCASTD     48(BX), Z15
+	VPXORD           Z16, Z16, Z16
+	VPDPBUSD.BCST    (BX), Z6, Z15
+	VPDPBUSD.BCST    16(BX), Z10, Z16
+	VPDPBUSD.BCST    4(BX), Z7, Z15
+	VPDPBUSD.BCST    20(BX), Z11, Z16
+	VPDPBUSD.BCST    8(BX), Z8, Z15
+	VPDPBUSD.BCST    24(BX), Z12, Z16
+	VPDPBUSD.BCST    12(BX), Z9, Z15
+	VPDPBUSD.BCST    28(BX), Z13, Z16
+	VPADDD           Z16, Z15, Z15
+	VCVTDQ2PS        Z15, Z15
+	VMULPS           Z14, Z15, Z15
+	VFMADD231PS.BCST 32(BX), Z15, Z0
+	VPBROADCASTD     112(BX), Z15
+	VPXORD           Z16, Z16, Z16
+	VPDPBUSD.BCST    64(BX), Z6, Z15
+	VPDPBUSD.BCST    80(BX), Z10, Z16
+	VPDPBUSD.BCST    68(BX), Z7, Z15
+	VPDPBUSD.BCST    84(BX), Z11, Z16
+	VPDPBUSD.BCST    72(BX), Z8, Z15
+	VPDPBUSD.BCST    88(BX), Z12, Z16
+	VPDPBUSD.BCST    76(BX), Z9, Z15
+	VPDPBUSD.BCST    92(BX), Z13, Z16
+	VPADDD           Z16, Z15, Z15
+	VCVTDQ2PS        Z15, Z15
+	VMULPS           Z14, Z15, Z15
+	VFMADD231PS.BCST 96(BX), Z15, Z1
+	VPBROADCASTD     176(BX), Z15
+	VPXORD           Z16, Z16, Z16
+	VPDPBUSD.BCST    128(BX), Z6, Z15
+	VPDPBUSD.BCST    144(BX), Z10, Z16
+	VPDPBUSD.BCST    132(BX), Z7, Z15
+	VPDPBUSD.BCST    148(BX), Z11, Z16
+	VPDPBUSD.BCST    136(BX), Z8, Z15
+	VPDPBUSD.BCST    152(BX), Z12, Z16
+	VPDPBUSD.BCST    140(BX), Z9, Z15
+	VPDPBUSD.BCST    156(BX), Z13, Z16
+	VPADDD           Z16, Z15, Z15
+	VCVTDQ2PS        Z15, Z15
+	VMULPS           Z14, Z15, Z15
+	VFMADD231PS.BCST 160(BX), Z15, Z2
+	VPBROADCASTD     240(BX), Z15
+	VPXORD           Z16, Z16, Z16
+	VPDPBUSD.BCST    192(BX), Z6, Z15
+	VPDPBUSD.BCST    208(BX), Z10, Z16
+	VPDPBUSD.BCST    196(BX), Z7, Z15
+	VPDPBUSD.BCST    212(BX), Z11, Z16
+	VPDPBUSD.BCST    200(BX), Z8, Z15
+	VPDPBUSD.BCST    216(BX), Z12, Z16
+	VPDPBUSD.BCST    204(BX), Z9, Z15
+	VPDPBUSD.BCST    220(BX), Z13, Z16
+	VPADDD           Z16, Z15, Z15
+	VCVTDQ2PS        Z15, Z15
+	VMULPS           Z14, Z15, Z15
+	VFMADD231PS.BCST 224(BX), Z15, Z3
+	VPBROADCASTD     304(BX), Z15
+	VPXORD           Z16, Z16, Z16
+	VPDPBUSD.BCST    256(BX), Z6, Z15
+	VPDPBUSD.BCST    272(BX), Z10, Z16
+	VPDPBUSD.BCST    260(BX), Z7, Z15
+	VPDPBUSD.BCST    276(BX), Z11, Z16
+	VPDPBUSD.BCST    264(BX), Z8, Z15
+	VPDPBUSD.BCST    280(BX), Z12, Z16
+	VPDPBUSD.BCST    268(BX), Z9, Z15
+	VPDPBUSD.BCST    284(BX), Z13, Z16
+	VPADDD           Z16, Z15, Z15
+	VCVTDQ2PS        Z15, Z15
+	VMULPS           Z14, Z15, Z15
+	VFMADD231PS.BCST 288(BX), Z15, Z4
+	VPBROADCASTD     368(BX), Z15
+	VPXORD           Z16, Z16, Z16
+	VPDPBUSD.BCST    320(BX), Z6, Z15
+	VPDPBUSD.BCST    336(BX), Z10, Z16
+	VPDPBUSD.BCST    324(BX), Z7, Z15
+	VPDPBUSD.BCST    340(BX), Z11, Z16
+	VPDPBUSD.BCST    328(BX), Z8, Z15
+	VPDPBUSD.BCST    344(BX), Z12, Z16
+	VPDPBUSD.BCST    332(BX), Z9, Z15
+	VPDPBUSD.BCST    348(BX), Z13, Z16
+	VPADDD           Z16, Z15, Z15
+	VCVTDQ2PS        Z15, Z6
+	VMULPS           Z14, Z6, Z6
+	VFMADD231PS.BCST 352(BX), Z6, Z5
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x6VNNI_loop
 
 tileQ4_0x16x6VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -6443,8 +6333,7 @@ dotQ8_0x16x7VNNI_loop:
 	VPADDD            Z18, Z17, Z17
 	VCVTDQ2PS         Z17, Z17
 	VMULPS.BCST       32(R9), Z12, Z18
-	VMULPS            Z18, Z17, Z17
-	VADDPS            Z17, Z1, Z1
+	VFMADD231PS       Z18, Z17, Z1
 	VPBROADCASTD      108(R9), Z17
 	VPXORD            Z18, Z18, Z18
 	VPDPBUSD.BCST     64(R9), Z14, Z17
@@ -6458,8 +6347,7 @@ dotQ8_0x16x7VNNI_loop:
 	VPADDD            Z18, Z17, Z17
 	VCVTDQ2PS         Z17, Z17
 	VMULPS.BCST       96(R9), Z12, Z18
-	VMULPS            Z18, Z17, Z17
-	VADDPS            Z17, Z2, Z2
+	VFMADD231PS       Z18, Z17, Z2
 	VPBROADCASTD      172(R9), Z17
 	VPXORD            Z18, Z18, Z18
 	VPDPBUSD.BCST     128(R9), Z14, Z17
@@ -6473,8 +6361,7 @@ dotQ8_0x16x7VNNI_loop:
 	VPADDD            Z18, Z17, Z17
 	VCVTDQ2PS         Z17, Z17
 	VMULPS.BCST       160(R9), Z12, Z18
-	VMULPS            Z18, Z17, Z17
-	VADDPS            Z17, Z3, Z3
+	VFMADD231PS       Z18, Z17, Z3
 	VPBROADCASTD      236(R9), Z17
 	VPXORD            Z18, Z18, Z18
 	VPDPBUSD.BCST     192(R9), Z14, Z17
@@ -6488,8 +6375,7 @@ dotQ8_0x16x7VNNI_loop:
 	VPADDD            Z18, Z17, Z17
 	VCVTDQ2PS         Z17, Z17
 	VMULPS.BCST       224(R9), Z12, Z18
-	VMULPS            Z18, Z17, Z17
-	VADDPS            Z17, Z4, Z4
+	VFMADD231PS       Z18, Z17, Z4
 	VPBROADCASTD      300(R9), Z17
 	VPXORD            Z18, Z18, Z18
 	VPDPBUSD.BCST     256(R9), Z14, Z17
@@ -6503,8 +6389,7 @@ dotQ8_0x16x7VNNI_loop:
 	VPADDD            Z18, Z17, Z17
 	VCVTDQ2PS         Z17, Z17
 	VMULPS.BCST       288(R9), Z12, Z18
-	VMULPS            Z18, Z17, Z17
-	VADDPS            Z17, Z5, Z5
+	VFMADD231PS       Z18, Z17, Z5
 	VPBROADCASTD      364(R9), Z17
 	VPXORD            Z18, Z18, Z18
 	VPDPBUSD.BCST     320(R9), Z14, Z17
@@ -6518,8 +6403,7 @@ dotQ8_0x16x7VNNI_loop:
 	VPADDD            Z18, Z17, Z17
 	VCVTDQ2PS         Z17, Z17
 	VMULPS.BCST       352(R9), Z12, Z18
-	VMULPS            Z18, Z17, Z17
-	VADDPS            Z17, Z6, Z6
+	VFMADD231PS       Z18, Z17, Z6
 	VPBROADCASTD      428(R9), Z17
 	VPXORD            Z18, Z18, Z18
 	VPDPBUSD.BCST     384(R9), Z14, Z17
@@ -6533,8 +6417,7 @@ dotQ8_0x16x7VNNI_loop:
 	VPADDD            Z18, Z17, Z17
 	VCVTDQ2PS         Z17, Z8
 	VMULPS.BCST       416(R9), Z12, Z9
-	VMULPS            Z9, Z8, Z8
-	VADDPS            Z8, Z7, Z7
+	VFMADD231PS       Z9, Z8, Z7
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -6622,245 +6505,238 @@ TEXT ·dotQ4_0x16x7VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z8, Z8, Z8
 
 dotQ4_0x16x7VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x7VNNI_done
-	VBROADCASTI32X4 2(AX), Z9
-	VBROADCASTI32X4 2(SI), K1, Z9
-	VPSRLVQ         Z1, Z9, Z9
-	VPANDD          Z0, Z9, Z9
-	VBROADCASTI32X4 2(AX)(CX*1), Z10
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z10
-	VPSRLVQ         Z1, Z10, Z10
-	VPANDD          Z0, Z10, Z10
-	VBROADCASTI32X4 2(AX)(CX*2), Z11
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z11
-	VPSRLVQ         Z1, Z11, Z11
-	VPANDD          Z0, Z11, Z11
-	VBROADCASTI32X4 2(AX)(DX*1), Z12
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z12
-	VPSRLVQ         Z1, Z12, Z12
-	VPANDD          Z0, Z12, Z12
-	VBROADCASTI32X4 2(BX), Z13
-	VBROADCASTI32X4 2(DI), K1, Z13
-	VPSRLVQ         Z1, Z13, Z13
-	VPANDD          Z0, Z13, Z13
-	VBROADCASTI32X4 2(BX)(CX*1), Z14
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z14
-	VPSRLVQ         Z1, Z14, Z14
-	VPANDD          Z0, Z14, Z14
-	VBROADCASTI32X4 2(BX)(CX*2), Z15
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z15
-	VPSRLVQ         Z1, Z15, Z15
-	VPANDD          Z0, Z15, Z15
-	VBROADCASTI32X4 2(BX)(DX*1), Z16
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z16
-	VPSRLVQ         Z1, Z16, Z16
-	VPANDD          Z0, Z16, Z16
-	VPUNPCKLDQ      Z10, Z9, Z17
-	VPUNPCKHDQ      Z10, Z9, Z9
-	VPUNPCKLDQ      Z12, Z11, Z10
-	VPUNPCKHDQ      Z12, Z11, Z11
-	VPUNPCKLDQ      Z14, Z13, Z12
-	VPUNPCKHDQ      Z14, Z13, Z13
-	VPUNPCKLDQ      Z16, Z15, Z14
-	VPUNPCKHDQ      Z16, Z15, Z15
-	VPUNPCKLQDQ     Z10, Z17, Z16
-	VPUNPCKHQDQ     Z10, Z17, Z10
-	VPUNPCKLQDQ     Z11, Z9, Z17
-	VPUNPCKHQDQ     Z11, Z9, Z9
-	VPUNPCKLQDQ     Z14, Z12, Z11
-	VPUNPCKHQDQ     Z14, Z12, Z12
-	VPUNPCKLQDQ     Z15, Z13, Z14
-	VPUNPCKHQDQ     Z15, Z13, Z13
-	VSHUFI64X2      $0x88, Z11, Z16, Z15
-	VSHUFI64X2      $0xdd, Z11, Z16, Z11
-	VSHUFI64X2      $0x88, Z12, Z10, Z16
-	VSHUFI64X2      $0xdd, Z12, Z10, Z10
-	VSHUFI64X2      $0x88, Z14, Z17, Z12
-	VSHUFI64X2      $0xdd, Z14, Z17, Z14
-	VSHUFI64X2      $0x88, Z13, Z9, Z17
-	VSHUFI64X2      $0xdd, Z13, Z9, Z9
-	VPXORD          Y13, Y13, Y13
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X13
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X13, X13
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X18
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X18, X18
-	VINSERTI32X4    $0x01, X18, Y13, Y13
-	VCVTPH2PS       Y13, Z13
-	VPBROADCASTD    48(R9), Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD.BCST   (R9), Z15, Z18
-	VPDPBUSD.BCST   16(R9), Z11, Z19
-	VPDPBUSD.BCST   4(R9), Z16, Z18
-	VPDPBUSD.BCST   20(R9), Z10, Z19
-	VPDPBUSD.BCST   8(R9), Z12, Z18
-	VPDPBUSD.BCST   24(R9), Z14, Z19
-	VPDPBUSD.BCST   12(R9), Z17, Z18
-	VPDPBUSD.BCST   28(R9), Z9, Z19
-	VPADDD          Z19, Z18, Z18
-	VCVTDQ2PS       Z18, Z18
-	VMULPS          Z13, Z18, Z18
-	VMULPS.BCST     32(R9), Z18, Z18
-	VADDPS          Z18, Z2, Z2
-	VPBROADCASTD    112(R9), Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD.BCST   64(R9), Z15, Z18
-	VPDPBUSD.BCST   80(R9), Z11, Z19
-	VPDPBUSD.BCST   68(R9), Z16, Z18
-	VPDPBUSD.BCST   84(R9), Z10, Z19
-	VPDPBUSD.BCST   72(R9), Z12, Z18
-	VPDPBUSD.BCST   88(R9), Z14, Z19
-	VPDPBUSD.BCST   76(R9), Z17, Z18
-	VPDPBUSD.BCST   92(R9), Z9, Z19
-	VPADDD          Z19, Z18, Z18
-	VCVTDQ2PS       Z18, Z18
-	VMULPS          Z13, Z18, Z18
-	VMULPS.BCST     96(R9), Z18, Z18
-	VADDPS          Z18, Z3, Z3
-	VPBROADCASTD    176(R9), Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD.BCST   128(R9), Z15, Z18
-	VPDPBUSD.BCST   144(R9), Z11, Z19
-	VPDPBUSD.BCST   132(R9), Z16, Z18
-	VPDPBUSD.BCST   148(R9), Z10, Z19
-	VPDPBUSD.BCST   136(R9), Z12, Z18
-	VPDPBUSD.BCST   152(R9), Z14, Z19
-	VPDPBUSD.BCST   140(R9), Z17, Z18
-	VPDPBUSD.BCST   156(R9), Z9, Z19
-	VPADDD          Z19, Z18, Z18
-	VCVTDQ2PS       Z18, Z18
-	VMULPS          Z13, Z18, Z18
-	VMULPS.BCST     160(R9), Z18, Z18
-	VADDPS          Z18, Z4, Z4
-	VPBROADCASTD    240(R9), Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD.BCST   192(R9), Z15, Z18
-	VPDPBUSD.BCST   208(R9), Z11, Z19
-	VPDPBUSD.BCST   196(R9), Z16, Z18
-	VPDPBUSD.BCST   212(R9), Z10, Z19
-	VPDPBUSD.BCST   200(R9), Z12, Z18
-	VPDPBUSD.BCST   216(R9), Z14, Z19
-	VPDPBUSD.BCST   204(R9), Z17, Z18
-	VPDPBUSD.BCST   220(R9), Z9, Z19
-	VPADDD          Z19, Z18, Z18
-	VCVTDQ2PS       Z18, Z18
-	VMULPS          Z13, Z18, Z18
-	VMULPS.BCST     224(R9), Z18, Z18
-	VADDPS          Z18, Z5, Z5
-	VPBROADCASTD    304(R9), Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD.BCST   256(R9), Z15, Z18
-	VPDPBUSD.BCST   272(R9), Z11, Z19
-	VPDPBUSD.BCST   260(R9), Z16, Z18
-	VPDPBUSD.BCST   276(R9), Z10, Z19
-	VPDPBUSD.BCST   264(R9), Z12, Z18
-	VPDPBUSD.BCST   280(R9), Z14, Z19
-	VPDPBUSD.BCST   268(R9), Z17, Z18
-	VPDPBUSD.BCST   284(R9), Z9, Z19
-	VPADDD          Z19, Z18, Z18
-	VCVTDQ2PS       Z18, Z18
-	VMULPS          Z13, Z18, Z18
-	VMULPS.BCST     288(R9), Z18, Z18
-	VADDPS          Z18, Z6, Z6
-	VPBROADCASTD    368(R9), Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD.BCST   320(R9), Z15, Z18
-	VPDPBUSD.BCST   336(R9), Z11, Z19
-	VPDPBUSD.BCST   324(R9), Z16, Z18
-	VPDPBUSD.BCST   340(R9), Z10, Z19
-	VPDPBUSD.BCST   328(R9), Z12, Z18
-	VPDPBUSD.BCST   344(R9), Z14, Z19
-	VPDPBUSD.BCST   332(R9), Z17, Z18
-	VPDPBUSD.BCST   348(R9), Z9, Z19
-	VPADDD          Z19, Z18, Z18
-	VCVTDQ2PS       Z18, Z18
-	VMULPS          Z13, Z18, Z18
-	VMULPS.BCST     352(R9), Z18, Z18
-	VADDPS          Z18, Z7, Z7
-	VPBROADCASTD    432(R9), Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD.BCST   384(R9), Z15, Z18
-	VPDPBUSD.BCST   400(R9), Z11, Z19
-	VPDPBUSD.BCST   388(R9), Z16, Z18
-	VPDPBUSD.BCST   404(R9), Z10, Z19
-	VPDPBUSD.BCST   392(R9), Z12, Z18
-	VPDPBUSD.BCST   408(R9), Z14, Z19
-	VPDPBUSD.BCST   396(R9), Z17, Z18
-	VPDPBUSD.BCST   412(R9), Z9, Z19
-	VPADDD          Z19, Z18, Z18
-	VCVTDQ2PS       Z18, Z9
-	VMULPS          Z13, Z9, Z9
-	VMULPS.BCST     416(R9), Z9, Z9
-	VADDPS          Z9, Z8, Z8
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x7VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x7VNNI_done
+	VBROADCASTI32X4  2(AX), Z9
+	VBROADCASTI32X4  2(SI), K1, Z9
+	VPSRLVQ          Z1, Z9, Z9
+	VPANDD           Z0, Z9, Z9
+	VBROADCASTI32X4  2(AX)(CX*1), Z10
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z10
+	VPSRLVQ          Z1, Z10, Z10
+	VPANDD           Z0, Z10, Z10
+	VBROADCASTI32X4  2(AX)(CX*2), Z11
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z11
+	VPSRLVQ          Z1, Z11, Z11
+	VPANDD           Z0, Z11, Z11
+	VBROADCASTI32X4  2(AX)(DX*1), Z12
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z12
+	VPSRLVQ          Z1, Z12, Z12
+	VPANDD           Z0, Z12, Z12
+	VBROADCASTI32X4  2(BX), Z13
+	VBROADCASTI32X4  2(DI), K1, Z13
+	VPSRLVQ          Z1, Z13, Z13
+	VPANDD           Z0, Z13, Z13
+	VBROADCASTI32X4  2(BX)(CX*1), Z14
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z14
+	VPSRLVQ          Z1, Z14, Z14
+	VPANDD           Z0, Z14, Z14
+	VBROADCASTI32X4  2(BX)(CX*2), Z15
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z15
+	VPSRLVQ          Z1, Z15, Z15
+	VPANDD           Z0, Z15, Z15
+	VBROADCASTI32X4  2(BX)(DX*1), Z16
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z16
+	VPSRLVQ          Z1, Z16, Z16
+	VPANDD           Z0, Z16, Z16
+	VPUNPCKLDQ       Z10, Z9, Z17
+	VPUNPCKHDQ       Z10, Z9, Z9
+	VPUNPCKLDQ       Z12, Z11, Z10
+	VPUNPCKHDQ       Z12, Z11, Z11
+	VPUNPCKLDQ       Z14, Z13, Z12
+	VPUNPCKHDQ       Z14, Z13, Z13
+	VPUNPCKLDQ       Z16, Z15, Z14
+	VPUNPCKHDQ       Z16, Z15, Z15
+	VPUNPCKLQDQ      Z10, Z17, Z16
+	VPUNPCKHQDQ      Z10, Z17, Z10
+	VPUNPCKLQDQ      Z11, Z9, Z17
+	VPUNPCKHQDQ      Z11, Z9, Z9
+	VPUNPCKLQDQ      Z14, Z12, Z11
+	VPUNPCKHQDQ      Z14, Z12, Z12
+	VPUNPCKLQDQ      Z15, Z13, Z14
+	VPUNPCKHQDQ      Z15, Z13, Z13
+	VSHUFI64X2       $0x88, Z11, Z16, Z15
+	VSHUFI64X2       $0xdd, Z11, Z16, Z11
+	VSHUFI64X2       $0x88, Z12, Z10, Z16
+	VSHUFI64X2       $0xdd, Z12, Z10, Z10
+	VSHUFI64X2       $0x88, Z14, Z17, Z12
+	VSHUFI64X2       $0xdd, Z14, Z17, Z14
+	VSHUFI64X2       $0x88, Z13, Z9, Z17
+	VSHUFI64X2       $0xdd, Z13, Z9, Z9
+	VPXORD           Y13, Y13, Y13
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X13
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X13, X13
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X18
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X18, X18
+	VINSERTI32X4     $0x01, X18, Y13, Y13
+	VCVTPH2PS        Y13, Z13
+	VPBROADCASTD     48(R9), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    (R9), Z15, Z18
+	VPDPBUSD.BCST    16(R9), Z11, Z19
+	VPDPBUSD.BCST    4(R9), Z16, Z18
+	VPDPBUSD.BCST    20(R9), Z10, Z19
+	VPDPBUSD.BCST    8(R9), Z12, Z18
+	VPDPBUSD.BCST    24(R9), Z14, Z19
+	VPDPBUSD.BCST    12(R9), Z17, Z18
+	VPDPBUSD.BCST    28(R9), Z9, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z13, Z18, Z18
+	VFMADD231PS.BCST 32(R9), Z18, Z2
+	VPBROADCASTD     112(R9), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    64(R9), Z15, Z18
+	VPDPBUSD.BCST    80(R9), Z11, Z19
+	VPDPBUSD.BCST    68(R9), Z16, Z18
+	VPDPBUSD.BCST    84(R9), Z10, Z19
+	VPDPBUSD.BCST    72(R9), Z12, Z18
+	VPDPBUSD.BCST    88(R9), Z14, Z19
+	VPDPBUSD.BCST    76(R9), Z17, Z18
+	VPDPBUSD.BCST    92(R9), Z9, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z13, Z18, Z18
+	VFMADD231PS.BCST 96(R9), Z18, Z3
+	VPBROADCASTD     176(R9), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    128(R9), Z15, Z18
+	VPDPBUSD.BCST    144(R9), Z11, Z19
+	VPDPBUSD.BCST    132(R9), Z16, Z18
+	VPDPBUSD.BCST    148(R9), Z10, Z19
+	VPDPBUSD.BCST    136(R9), Z12, Z18
+	VPDPBUSD.BCST    152(R9), Z14, Z19
+	VPDPBUSD.BCST    140(R9), Z17, Z18
+	VPDPBUSD.BCST    156(R9), Z9, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z13, Z18, Z18
+	VFMADD231PS.BCST 160(R9), Z18, Z4
+	VPBROADCASTD     240(R9), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    192(R9), Z15, Z18
+	VPDPBUSD.BCST    208(R9), Z11, Z19
+	VPDPBUSD.BCST    196(R9), Z16, Z18
+	VPDPBUSD.BCST    212(R9), Z10, Z19
+	VPDPBUSD.BCST    200(R9), Z12, Z18
+	VPDPBUSD.BCST    216(R9), Z14, Z19
+	VPDPBUSD.BCST    204(R9), Z17, Z18
+	VPDPBUSD.BCST    220(R9), Z9, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z13, Z18, Z18
+	VFMADD231PS.BCST 224(R9), Z18, Z5
+	VPBROADCASTD     304(R9), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    256(R9), Z15, Z18
+	VPDPBUSD.BCST    272(R9), Z11, Z19
+	VPDPBUSD.BCST    260(R9), Z16, Z18
+	VPDPBUSD.BCST    276(R9), Z10, Z19
+	VPDPBUSD.BCST    264(R9), Z12, Z18
+	VPDPBUSD.BCST    280(R9), Z14, Z19
+	VPDPBUSD.BCST    268(R9), Z17, Z18
+	VPDPBUSD.BCST    284(R9), Z9, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z13, Z18, Z18
+	VFMADD231PS.BCST 288(R9), Z18, Z6
+	VPBROADCASTD     368(R9), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    320(R9), Z15, Z18
+	VPDPBUSD.BCST    336(R9), Z11, Z19
+	VPDPBUSD.BCST    324(R9), Z16, Z18
+	VPDPBUSD.BCST    340(R9), Z10, Z19
+	VPDPBUSD.BCST    328(R9), Z12, Z18
+	VPDPBUSD.BCST    344(R9), Z14, Z19
+	VPDPBUSD.BCST    332(R9), Z17, Z18
+	VPDPBUSD.BCST    348(R9), Z9, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z13, Z18, Z18
+	VFMADD231PS.BCST 352(R9), Z18, Z7
+	VPBROADCASTD     432(R9), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    384(R9), Z15, Z18
+	VPDPBUSD.BCST    400(R9), Z11, Z19
+	VPDPBUSD.BCST    388(R9), Z16, Z18
+	VPDPBUSD.BCST    404(R9), Z10, Z19
+	VPDPBUSD.BCST    392(R9), Z12, Z18
+	VPDPBUSD.BCST    408(R9), Z14, Z19
+	VPDPBUSD.BCST    396(R9), Z17, Z18
+	VPDPBUSD.BCST    412(R9), Z9, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z9
+	VMULPS           Z13, Z9, Z9
+	VFMADD231PS.BCST 416(R9), Z9, Z8
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x7VNNI_loop
 
 dotQ4_0x16x7VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -6913,237 +6789,230 @@ TEXT ·dotQ4_0x16x7GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z7, Z7, Z7
 
 dotQ4_0x16x7GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x7GFNI_done
-	VBROADCASTI32X4 2(AX), Z8
-	VBROADCASTI32X4 2(SI), K1, Z8
-	VGF2P8AFFINEQB  $0x00, Z0, Z8, Z8
-	VBROADCASTI32X4 2(AX)(CX*1), Z9
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z9
-	VGF2P8AFFINEQB  $0x00, Z0, Z9, Z9
-	VBROADCASTI32X4 2(AX)(CX*2), Z10
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z10
-	VGF2P8AFFINEQB  $0x00, Z0, Z10, Z10
-	VBROADCASTI32X4 2(AX)(DX*1), Z11
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z11
-	VGF2P8AFFINEQB  $0x00, Z0, Z11, Z11
-	VBROADCASTI32X4 2(BX), Z12
-	VBROADCASTI32X4 2(DI), K1, Z12
-	VGF2P8AFFINEQB  $0x00, Z0, Z12, Z12
-	VBROADCASTI32X4 2(BX)(CX*1), Z13
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z13
-	VGF2P8AFFINEQB  $0x00, Z0, Z13, Z13
-	VBROADCASTI32X4 2(BX)(CX*2), Z14
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z14
-	VGF2P8AFFINEQB  $0x00, Z0, Z14, Z14
-	VBROADCASTI32X4 2(BX)(DX*1), Z15
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z15
-	VGF2P8AFFINEQB  $0x00, Z0, Z15, Z15
-	VPUNPCKLDQ      Z9, Z8, Z16
-	VPUNPCKHDQ      Z9, Z8, Z8
-	VPUNPCKLDQ      Z11, Z10, Z9
-	VPUNPCKHDQ      Z11, Z10, Z10
-	VPUNPCKLDQ      Z13, Z12, Z11
-	VPUNPCKHDQ      Z13, Z12, Z12
-	VPUNPCKLDQ      Z15, Z14, Z13
-	VPUNPCKHDQ      Z15, Z14, Z14
-	VPUNPCKLQDQ     Z9, Z16, Z15
-	VPUNPCKHQDQ     Z9, Z16, Z9
-	VPUNPCKLQDQ     Z10, Z8, Z16
-	VPUNPCKHQDQ     Z10, Z8, Z8
-	VPUNPCKLQDQ     Z13, Z11, Z10
-	VPUNPCKHQDQ     Z13, Z11, Z11
-	VPUNPCKLQDQ     Z14, Z12, Z13
-	VPUNPCKHQDQ     Z14, Z12, Z12
-	VSHUFI64X2      $0x88, Z10, Z15, Z14
-	VSHUFI64X2      $0xdd, Z10, Z15, Z10
-	VSHUFI64X2      $0x88, Z11, Z9, Z15
-	VSHUFI64X2      $0xdd, Z11, Z9, Z9
-	VSHUFI64X2      $0x88, Z13, Z16, Z11
-	VSHUFI64X2      $0xdd, Z13, Z16, Z13
-	VSHUFI64X2      $0x88, Z12, Z8, Z16
-	VSHUFI64X2      $0xdd, Z12, Z8, Z8
-	VPXORD          Y12, Y12, Y12
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X12
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X12, X12
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X17
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X17, X17
-	VINSERTI32X4    $0x01, X17, Y12, Y12
-	VCVTPH2PS       Y12, Z12
-	VPBROADCASTD    48(R9), Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD.BCST   (R9), Z14, Z17
-	VPDPBUSD.BCST   16(R9), Z10, Z18
-	VPDPBUSD.BCST   4(R9), Z15, Z17
-	VPDPBUSD.BCST   20(R9), Z9, Z18
-	VPDPBUSD.BCST   8(R9), Z11, Z17
-	VPDPBUSD.BCST   24(R9), Z13, Z18
-	VPDPBUSD.BCST   12(R9), Z16, Z17
-	VPDPBUSD.BCST   28(R9), Z8, Z18
-	VPADDD          Z18, Z17, Z17
-	VCVTDQ2PS       Z17, Z17
-	VMULPS          Z12, Z17, Z17
-	VMULPS.BCST     32(R9), Z17, Z17
-	VADDPS          Z17, Z1, Z1
-	VPBROADCASTD    112(R9), Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD.BCST   64(R9), Z14, Z17
-	VPDPBUSD.BCST   80(R9), Z10, Z18
-	VPDPBUSD.BCST   68(R9), Z15, Z17
-	VPDPBUSD.BCST   84(R9), Z9, Z18
-	VPDPBUSD.BCST   72(R9), Z11, Z17
-	VPDPBUSD.BCST   88(R9), Z13, Z18
-	VPDPBUSD.BCST   76(R9), Z16, Z17
-	VPDPBUSD.BCST   92(R9), Z8, Z18
-	VPADDD          Z18, Z17, Z17
-	VCVTDQ2PS       Z17, Z17
-	VMULPS          Z12, Z17, Z17
-	VMULPS.BCST     96(R9), Z17, Z17
-	VADDPS          Z17, Z2, Z2
-	VPBROADCASTD    176(R9), Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD.BCST   128(R9), Z14, Z17
-	VPDPBUSD.BCST   144(R9), Z10, Z18
-	VPDPBUSD.BCST   132(R9), Z15, Z17
-	VPDPBUSD.BCST   148(R9), Z9, Z18
-	VPDPBUSD.BCST   136(R9), Z11, Z17
-	VPDPBUSD.BCST   152(R9), Z13, Z18
-	VPDPBUSD.BCST   140(R9), Z16, Z17
-	VPDPBUSD.BCST   156(R9), Z8, Z18
-	VPADDD          Z18, Z17, Z17
-	VCVTDQ2PS       Z17, Z17
-	VMULPS          Z12, Z17, Z17
-	VMULPS.BCST     160(R9), Z17, Z17
-	VADDPS          Z17, Z3, Z3
-	VPBROADCASTD    240(R9), Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD.BCST   192(R9), Z14, Z17
-	VPDPBUSD.BCST   208(R9), Z10, Z18
-	VPDPBUSD.BCST   196(R9), Z15, Z17
-	VPDPBUSD.BCST   212(R9), Z9, Z18
-	VPDPBUSD.BCST   200(R9), Z11, Z17
-	VPDPBUSD.BCST   216(R9), Z13, Z18
-	VPDPBUSD.BCST   204(R9), Z16, Z17
-	VPDPBUSD.BCST   220(R9), Z8, Z18
-	VPADDD          Z18, Z17, Z17
-	VCVTDQ2PS       Z17, Z17
-	VMULPS          Z12, Z17, Z17
-	VMULPS.BCST     224(R9), Z17, Z17
-	VADDPS          Z17, Z4, Z4
-	VPBROADCASTD    304(R9), Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD.BCST   256(R9), Z14, Z17
-	VPDPBUSD.BCST   272(R9), Z10, Z18
-	VPDPBUSD.BCST   260(R9), Z15, Z17
-	VPDPBUSD.BCST   276(R9), Z9, Z18
-	VPDPBUSD.BCST   264(R9), Z11, Z17
-	VPDPBUSD.BCST   280(R9), Z13, Z18
-	VPDPBUSD.BCST   268(R9), Z16, Z17
-	VPDPBUSD.BCST   284(R9), Z8, Z18
-	VPADDD          Z18, Z17, Z17
-	VCVTDQ2PS       Z17, Z17
-	VMULPS          Z12, Z17, Z17
-	VMULPS.BCST     288(R9), Z17, Z17
-	VADDPS          Z17, Z5, Z5
-	VPBROADCASTD    368(R9), Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD.BCST   320(R9), Z14, Z17
-	VPDPBUSD.BCST   336(R9), Z10, Z18
-	VPDPBUSD.BCST   324(R9), Z15, Z17
-	VPDPBUSD.BCST   340(R9), Z9, Z18
-	VPDPBUSD.BCST   328(R9), Z11, Z17
-	VPDPBUSD.BCST   344(R9), Z13, Z18
-	VPDPBUSD.BCST   332(R9), Z16, Z17
-	VPDPBUSD.BCST   348(R9), Z8, Z18
-	VPADDD          Z18, Z17, Z17
-	VCVTDQ2PS       Z17, Z17
-	VMULPS          Z12, Z17, Z17
-	VMULPS.BCST     352(R9), Z17, Z17
-	VADDPS          Z17, Z6, Z6
-	VPBROADCASTD    432(R9), Z17
-	VPXORD          Z18, Z18, Z18
-	VPDPBUSD.BCST   384(R9), Z14, Z17
-	VPDPBUSD.BCST   400(R9), Z10, Z18
-	VPDPBUSD.BCST   388(R9), Z15, Z17
-	VPDPBUSD.BCST   404(R9), Z9, Z18
-	VPDPBUSD.BCST   392(R9), Z11, Z17
-	VPDPBUSD.BCST   408(R9), Z13, Z18
-	VPDPBUSD.BCST   396(R9), Z16, Z17
-	VPDPBUSD.BCST   412(R9), Z8, Z18
-	VPADDD          Z18, Z17, Z17
-	VCVTDQ2PS       Z17, Z8
-	VMULPS          Z12, Z8, Z8
-	VMULPS.BCST     416(R9), Z8, Z8
-	VADDPS          Z8, Z7, Z7
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x7GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x7GFNI_done
+	VBROADCASTI32X4  2(AX), Z8
+	VBROADCASTI32X4  2(SI), K1, Z8
+	VGF2P8AFFINEQB   $0x00, Z0, Z8, Z8
+	VBROADCASTI32X4  2(AX)(CX*1), Z9
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z9
+	VGF2P8AFFINEQB   $0x00, Z0, Z9, Z9
+	VBROADCASTI32X4  2(AX)(CX*2), Z10
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z10
+	VGF2P8AFFINEQB   $0x00, Z0, Z10, Z10
+	VBROADCASTI32X4  2(AX)(DX*1), Z11
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z11
+	VGF2P8AFFINEQB   $0x00, Z0, Z11, Z11
+	VBROADCASTI32X4  2(BX), Z12
+	VBROADCASTI32X4  2(DI), K1, Z12
+	VGF2P8AFFINEQB   $0x00, Z0, Z12, Z12
+	VBROADCASTI32X4  2(BX)(CX*1), Z13
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z13
+	VGF2P8AFFINEQB   $0x00, Z0, Z13, Z13
+	VBROADCASTI32X4  2(BX)(CX*2), Z14
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z14
+	VGF2P8AFFINEQB   $0x00, Z0, Z14, Z14
+	VBROADCASTI32X4  2(BX)(DX*1), Z15
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z15
+	VGF2P8AFFINEQB   $0x00, Z0, Z15, Z15
+	VPUNPCKLDQ       Z9, Z8, Z16
+	VPUNPCKHDQ       Z9, Z8, Z8
+	VPUNPCKLDQ       Z11, Z10, Z9
+	VPUNPCKHDQ       Z11, Z10, Z10
+	VPUNPCKLDQ       Z13, Z12, Z11
+	VPUNPCKHDQ       Z13, Z12, Z12
+	VPUNPCKLDQ       Z15, Z14, Z13
+	VPUNPCKHDQ       Z15, Z14, Z14
+	VPUNPCKLQDQ      Z9, Z16, Z15
+	VPUNPCKHQDQ      Z9, Z16, Z9
+	VPUNPCKLQDQ      Z10, Z8, Z16
+	VPUNPCKHQDQ      Z10, Z8, Z8
+	VPUNPCKLQDQ      Z13, Z11, Z10
+	VPUNPCKHQDQ      Z13, Z11, Z11
+	VPUNPCKLQDQ      Z14, Z12, Z13
+	VPUNPCKHQDQ      Z14, Z12, Z12
+	VSHUFI64X2       $0x88, Z10, Z15, Z14
+	VSHUFI64X2       $0xdd, Z10, Z15, Z10
+	VSHUFI64X2       $0x88, Z11, Z9, Z15
+	VSHUFI64X2       $0xdd, Z11, Z9, Z9
+	VSHUFI64X2       $0x88, Z13, Z16, Z11
+	VSHUFI64X2       $0xdd, Z13, Z16, Z13
+	VSHUFI64X2       $0x88, Z12, Z8, Z16
+	VSHUFI64X2       $0xdd, Z12, Z8, Z8
+	VPXORD           Y12, Y12, Y12
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X12
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X12, X12
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X17
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X17, X17
+	VINSERTI32X4     $0x01, X17, Y12, Y12
+	VCVTPH2PS        Y12, Z12
+	VPBROADCASTD     48(R9), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    (R9), Z14, Z17
+	VPDPBUSD.BCST    16(R9), Z10, Z18
+	VPDPBUSD.BCST    4(R9), Z15, Z17
+	VPDPBUSD.BCST    20(R9), Z9, Z18
+	VPDPBUSD.BCST    8(R9), Z11, Z17
+	VPDPBUSD.BCST    24(R9), Z13, Z18
+	VPDPBUSD.BCST    12(R9), Z16, Z17
+	VPDPBUSD.BCST    28(R9), Z8, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z12, Z17, Z17
+	VFMADD231PS.BCST 32(R9), Z17, Z1
+	VPBROADCASTD     112(R9), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    64(R9), Z14, Z17
+	VPDPBUSD.BCST    80(R9), Z10, Z18
+	VPDPBUSD.BCST    68(R9), Z15, Z17
+	VPDPBUSD.BCST    84(R9), Z9, Z18
+	VPDPBUSD.BCST    72(R9), Z11, Z17
+	VPDPBUSD.BCST    88(R9), Z13, Z18
+	VPDPBUSD.BCST    76(R9), Z16, Z17
+	VPDPBUSD.BCST    92(R9), Z8, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z12, Z17, Z17
+	VFMADD231PS.BCST 96(R9), Z17, Z2
+	VPBROADCASTD     176(R9), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    128(R9), Z14, Z17
+	VPDPBUSD.BCST    144(R9), Z10, Z18
+	VPDPBUSD.BCST    132(R9), Z15, Z17
+	VPDPBUSD.BCST    148(R9), Z9, Z18
+	VPDPBUSD.BCST    136(R9), Z11, Z17
+	VPDPBUSD.BCST    152(R9), Z13, Z18
+	VPDPBUSD.BCST    140(R9), Z16, Z17
+	VPDPBUSD.BCST    156(R9), Z8, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z12, Z17, Z17
+	VFMADD231PS.BCST 160(R9), Z17, Z3
+	VPBROADCASTD     240(R9), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    192(R9), Z14, Z17
+	VPDPBUSD.BCST    208(R9), Z10, Z18
+	VPDPBUSD.BCST    196(R9), Z15, Z17
+	VPDPBUSD.BCST    212(R9), Z9, Z18
+	VPDPBUSD.BCST    200(R9), Z11, Z17
+	VPDPBUSD.BCST    216(R9), Z13, Z18
+	VPDPBUSD.BCST    204(R9), Z16, Z17
+	VPDPBUSD.BCST    220(R9), Z8, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z12, Z17, Z17
+	VFMADD231PS.BCST 224(R9), Z17, Z4
+	VPBROADCASTD     304(R9), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    256(R9), Z14, Z17
+	VPDPBUSD.BCST    272(R9), Z10, Z18
+	VPDPBUSD.BCST    260(R9), Z15, Z17
+	VPDPBUSD.BCST    276(R9), Z9, Z18
+	VPDPBUSD.BCST    264(R9), Z11, Z17
+	VPDPBUSD.BCST    280(R9), Z13, Z18
+	VPDPBUSD.BCST    268(R9), Z16, Z17
+	VPDPBUSD.BCST    284(R9), Z8, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z12, Z17, Z17
+	VFMADD231PS.BCST 288(R9), Z17, Z5
+	VPBROADCASTD     368(R9), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    320(R9), Z14, Z17
+	VPDPBUSD.BCST    336(R9), Z10, Z18
+	VPDPBUSD.BCST    324(R9), Z15, Z17
+	VPDPBUSD.BCST    340(R9), Z9, Z18
+	VPDPBUSD.BCST    328(R9), Z11, Z17
+	VPDPBUSD.BCST    344(R9), Z13, Z18
+	VPDPBUSD.BCST    332(R9), Z16, Z17
+	VPDPBUSD.BCST    348(R9), Z8, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z12, Z17, Z17
+	VFMADD231PS.BCST 352(R9), Z17, Z6
+	VPBROADCASTD     432(R9), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    384(R9), Z14, Z17
+	VPDPBUSD.BCST    400(R9), Z10, Z18
+	VPDPBUSD.BCST    388(R9), Z15, Z17
+	VPDPBUSD.BCST    404(R9), Z9, Z18
+	VPDPBUSD.BCST    392(R9), Z11, Z17
+	VPDPBUSD.BCST    408(R9), Z13, Z18
+	VPDPBUSD.BCST    396(R9), Z16, Z17
+	VPDPBUSD.BCST    412(R9), Z8, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z8
+	VMULPS           Z12, Z8, Z8
+	VFMADD231PS.BCST 416(R9), Z8, Z7
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x7GFNI_loop
 
 dotQ4_0x16x7GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -7212,8 +7081,7 @@ tileQ8_0x16x7VNNI_loop:
 	VPADDD        Z17, Z16, Z16
 	VCVTDQ2PS     Z16, Z16
 	VMULPS.BCST   32(BX), Z15, Z17
-	VMULPS        Z17, Z16, Z16
-	VADDPS        Z16, Z0, Z0
+	VFMADD231PS   Z17, Z16, Z0
 	VPBROADCASTD  108(BX), Z16
 	VPXORD        Z17, Z17, Z17
 	VPDPBUSD.BCST 64(BX), Z7, Z16
@@ -7227,8 +7095,7 @@ tileQ8_0x16x7VNNI_loop:
 	VPADDD        Z17, Z16, Z16
 	VCVTDQ2PS     Z16, Z16
 	VMULPS.BCST   96(BX), Z15, Z17
-	VMULPS        Z17, Z16, Z16
-	VADDPS        Z16, Z1, Z1
+	VFMADD231PS   Z17, Z16, Z1
 	VPBROADCASTD  172(BX), Z16
 	VPXORD        Z17, Z17, Z17
 	VPDPBUSD.BCST 128(BX), Z7, Z16
@@ -7242,8 +7109,7 @@ tileQ8_0x16x7VNNI_loop:
 	VPADDD        Z17, Z16, Z16
 	VCVTDQ2PS     Z16, Z16
 	VMULPS.BCST   160(BX), Z15, Z17
-	VMULPS        Z17, Z16, Z16
-	VADDPS        Z16, Z2, Z2
+	VFMADD231PS   Z17, Z16, Z2
 	VPBROADCASTD  236(BX), Z16
 	VPXORD        Z17, Z17, Z17
 	VPDPBUSD.BCST 192(BX), Z7, Z16
@@ -7257,8 +7123,7 @@ tileQ8_0x16x7VNNI_loop:
 	VPADDD        Z17, Z16, Z16
 	VCVTDQ2PS     Z16, Z16
 	VMULPS.BCST   224(BX), Z15, Z17
-	VMULPS        Z17, Z16, Z16
-	VADDPS        Z16, Z3, Z3
+	VFMADD231PS   Z17, Z16, Z3
 	VPBROADCASTD  300(BX), Z16
 	VPXORD        Z17, Z17, Z17
 	VPDPBUSD.BCST 256(BX), Z7, Z16
@@ -7272,8 +7137,7 @@ tileQ8_0x16x7VNNI_loop:
 	VPADDD        Z17, Z16, Z16
 	VCVTDQ2PS     Z16, Z16
 	VMULPS.BCST   288(BX), Z15, Z17
-	VMULPS        Z17, Z16, Z16
-	VADDPS        Z16, Z4, Z4
+	VFMADD231PS   Z17, Z16, Z4
 	VPBROADCASTD  364(BX), Z16
 	VPXORD        Z17, Z17, Z17
 	VPDPBUSD.BCST 320(BX), Z7, Z16
@@ -7287,8 +7151,7 @@ tileQ8_0x16x7VNNI_loop:
 	VPADDD        Z17, Z16, Z16
 	VCVTDQ2PS     Z16, Z16
 	VMULPS.BCST   352(BX), Z15, Z17
-	VMULPS        Z17, Z16, Z16
-	VADDPS        Z16, Z5, Z5
+	VFMADD231PS   Z17, Z16, Z5
 	VPBROADCASTD  428(BX), Z16
 	VPXORD        Z17, Z17, Z17
 	VPDPBUSD.BCST 384(BX), Z7, Z16
@@ -7302,8 +7165,7 @@ tileQ8_0x16x7VNNI_loop:
 	VPADDD        Z17, Z16, Z16
 	VCVTDQ2PS     Z16, Z7
 	VMULPS.BCST   416(BX), Z15, Z8
-	VMULPS        Z8, Z7, Z7
-	VADDPS        Z7, Z6, Z6
+	VFMADD231PS   Z8, Z7, Z6
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -7370,144 +7232,137 @@ TEXT ·tileQ4_0x16x7VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z6, Z6, Z6
 
 tileQ4_0x16x7VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x7VNNI_done
-	VMOVDQU64     (AX), Z7
-	VMOVDQU64     64(AX), Z8
-	VMOVDQU64     128(AX), Z9
-	VMOVDQU64     192(AX), Z10
-	VMOVDQU64     256(AX), Z11
-	VMOVDQU64     320(AX), Z12
-	VMOVDQU64     384(AX), Z13
-	VMOVDQU64     448(AX), Z14
-	VCVTPH2PS     (CX), Z15
-	VPBROADCASTD  48(BX), Z16
-	VPXORD        Z17, Z17, Z17
-	VPDPBUSD.BCST (BX), Z7, Z16
-	VPDPBUSD.BCST 16(BX), Z11, Z17
-	VPDPBUSD.BCST 4(BX), Z8, Z16
-	VPDPBUSD.BCST 20(BX), Z12, Z17
-	VPDPBUSD.BCST 8(BX), Z9, Z16
-	VPDPBUSD.BCST 24(BX), Z13, Z17
-	VPDPBUSD.BCST 12(BX), Z10, Z16
-	VPDPBUSD.BCST 28(BX), Z14, Z17
-	VPADDD        Z17, Z16, Z16
-	VCVTDQ2PS     Z16, Z16
-	VMULPS        Z15, Z16, Z16
-	VMULPS.BCST   32(BX), Z16, Z16
-	VADDPS        Z16, Z0, Z0
-	VPBROADCASTD  112(BX), Z16
-	VPXORD        Z17, Z17, Z17
-	VPDPBUSD.BCST 64(BX), Z7, Z16
-	VPDPBUSD.BCST 80(BX), Z11, Z17
-	VPDPBUSD.BCST 68(BX), Z8, Z16
-	VPDPBUSD.BCST 84(BX), Z12, Z17
-	VPDPBUSD.BCST 72(BX), Z9, Z16
-	VPDPBUSD.BCST 88(BX), Z13, Z17
-	VPDPBUSD.BCST 76(BX), Z10, Z16
-	VPDPBUSD.BCST 92(BX), Z14, Z17
-	VPADDD        Z17, Z16, Z16
-	VCVTDQ2PS     Z16, Z16
-	VMULPS        Z15, Z16, Z16
-	VMULPS.BCST   96(BX), Z16, Z16
-	VADDPS        Z16, Z1, Z1
-	VPBROADCASTD  176(BX), Z16
-	VPXORD        Z17, Z17, Z17
-	VPDPBUSD.BCST 128(BX), Z7, Z16
-	VPDPBUSD.BCST 144(BX), Z11, Z17
-	VPDPBUSD.BCST 132(BX), Z8, Z16
-	VPDPBUSD.BCST 148(BX), Z12, Z17
-	VPDPBUSD.BCST 136(BX), Z9, Z16
-	VPDPBUSD.BCST 152(BX), Z13, Z17
-	VPDPBUSD.BCST 140(BX), Z10, Z16
-	VPDPBUSD.BCST 156(BX), Z14, Z17
-	VPADDD        Z17, Z16, Z16
-	VCVTDQ2PS     Z16, Z16
-	VMULPS        Z15, Z16, Z16
-	VMULPS.BCST   160(BX), Z16, Z16
-	VADDPS        Z16, Z2, Z2
-	VPBROADCASTD  240(BX), Z16
-	VPXORD        Z17, Z17, Z17
-	VPDPBUSD.BCST 192(BX), Z7, Z16
-	VPDPBUSD.BCST 208(BX), Z11, Z17
-	VPDPBUSD.BCST 196(BX), Z8, Z16
-	VPDPBUSD.BCST 212(BX), Z12, Z17
-	VPDPBUSD.BCST 200(BX), Z9, Z16
-	VPDPBUSD.BCST 216(BX), Z13, Z17
-	VPDPBUSD.BCST 204(BX), Z10, Z16
-	VPDPBUSD.BCST 220(BX), Z14, Z17
-	VPADDD        Z17, Z16, Z16
-	VCVTDQ2PS     Z16, Z16
-	VMULPS        Z15, Z16, Z16
-	VMULPS.BCST   224(BX), Z16, Z16
-	VADDPS        Z16, Z3, Z3
-	VPBROADCASTD  304(BX), Z16
-	VPXORD        Z17, Z17, Z17
-	VPDPBUSD.BCST 256(BX), Z7, Z16
-	VPDPBUSD.BCST 272(BX), Z11, Z17
-	VPDPBUSD.BCST 260(BX), Z8, Z16
-	VPDPBUSD.BCST 276(BX), Z12, Z17
-	VPDPBUSD.BCST 264(BX), Z9, Z16
-	VPDPBUSD.BCST 280(BX), Z13, Z17
-	VPDPBUSD.BCST 268(BX), Z10, Z16
-	VPDPBUSD.BCST 284(BX), Z14, Z17
-	VPADDD        Z17, Z16, Z16
-	VCVTDQ2PS     Z16, Z16
-	VMULPS        Z15, Z16, Z16
-	VMULPS.BCST   288(BX), Z16, Z16
-	VADDPS        Z16, Z4, Z4
-	VPBROADCASTD  368(BX), Z16
-	VPXORD        Z17, Z17, Z17
-	VPDPBUSD.BCST 320(BX), Z7, Z16
-	VPDPBUSD.BCST 336(BX), Z11, Z17
-	VPDPBUSD.BCST 324(BX), Z8, Z16
-	VPDPBUSD.BCST 340(BX), Z12, Z17
-	VPDPBUSD.BCST 328(BX), Z9, Z16
-	VPDPBUSD.BCST 344(BX), Z13, Z17
-	VPDPBUSD.BCST 332(BX), Z10, Z16
-	VPDPBUSD.BCST 348(BX), Z14, Z17
-	VPADDD        Z17, Z16, Z16
-	VCVTDQ2PS     Z16, Z16
-	VMULPS        Z15, Z16, Z16
-	VMULPS.BCST   352(BX), Z16, Z16
-	VADDPS        Z16, Z5, Z5
-	VPBROADCASTD  432(BX), Z16
-	VPXORD        Z17, Z17, Z17
-	VPDPBUSD.BCST 384(BX), Z7, Z16
-	VPDPBUSD.BCST 400(BX), Z11, Z17
-	VPDPBUSD.BCST 388(BX), Z8, Z16
-	VPDPBUSD.BCST 404(BX), Z12, Z17
-	VPDPBUSD.BCST 392(BX), Z9, Z16
-	VPDPBUSD.BCST 408(BX), Z13, Z17
-	VPDPBUSD.BCST 396(BX), Z10, Z16
-	VPDPBUSD.BCST 412(BX), Z14, Z17
-	VPADDD        Z17, Z16, Z16
-	VCVTDQ2PS     Z16, Z7
-	VMULPS        Z15, Z7, Z7
-	VMULPS.BCST   416(BX), Z7, Z7
-	VADDPS        Z7, Z6, Z6
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x7VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x7VNNI_done
+	VMOVDQU64        (AX), Z7
+	VMOVDQU64        64(AX), Z8
+	VMOVDQU64        128(AX), Z9
+	VMOVDQU64        192(AX), Z10
+	VMOVDQU64        256(AX), Z11
+	VMOVDQU64        320(AX), Z12
+	VMOVDQU64        384(AX), Z13
+	VMOVDQU64        448(AX), Z14
+	VCVTPH2PS        (CX), Z15
+	VPBROADCASTD     48(BX), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    (BX), Z7, Z16
+	VPDPBUSD.BCST    16(BX), Z11, Z17
+	VPDPBUSD.BCST    4(BX), Z8, Z16
+	VPDPBUSD.BCST    20(BX), Z12, Z17
+	VPDPBUSD.BCST    8(BX), Z9, Z16
+	VPDPBUSD.BCST    24(BX), Z13, Z17
+	VPDPBUSD.BCST    12(BX), Z10, Z16
+	VPDPBUSD.BCST    28(BX), Z14, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z16
+	VMULPS           Z15, Z16, Z16
+	VFMADD231PS.BCST 32(BX), Z16, Z0
+	VPBROADCASTD     112(BX), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    64(BX), Z7, Z16
+	VPDPBUSD.BCST    80(BX), Z11, Z17
+	VPDPBUSD.BCST    68(BX), Z8, Z16
+	VPDPBUSD.BCST    84(BX), Z12, Z17
+	VPDPBUSD.BCST    72(BX), Z9, Z16
+	VPDPBUSD.BCST    88(BX), Z13, Z17
+	VPDPBUSD.BCST    76(BX), Z10, Z16
+	VPDPBUSD.BCST    92(BX), Z14, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z16
+	VMULPS           Z15, Z16, Z16
+	VFMADD231PS.BCST 96(BX), Z16, Z1
+	VPBROADCASTD     176(BX), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    128(BX), Z7, Z16
+	VPDPBUSD.BCST    144(BX), Z11, Z17
+	VPDPBUSD.BCST    132(BX), Z8, Z16
+	VPDPBUSD.BCST    148(BX), Z12, Z17
+	VPDPBUSD.BCST    136(BX), Z9, Z16
+	VPDPBUSD.BCST    152(BX), Z13, Z17
+	VPDPBUSD.BCST    140(BX), Z10, Z16
+	VPDPBUSD.BCST    156(BX), Z14, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z16
+	VMULPS           Z15, Z16, Z16
+	VFMADD231PS.BCST 160(BX), Z16, Z2
+	VPBROADCASTD     240(BX), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    192(BX), Z7, Z16
+	VPDPBUSD.BCST    208(BX), Z11, Z17
+	VPDPBUSD.BCST    196(BX), Z8, Z16
+	VPDPBUSD.BCST    212(BX), Z12, Z17
+	VPDPBUSD.BCST    200(BX), Z9, Z16
+	VPDPBUSD.BCST    216(BX), Z13, Z17
+	VPDPBUSD.BCST    204(BX), Z10, Z16
+	VPDPBUSD.BCST    220(BX), Z14, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z16
+	VMULPS           Z15, Z16, Z16
+	VFMADD231PS.BCST 224(BX), Z16, Z3
+	VPBROADCASTD     304(BX), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    256(BX), Z7, Z16
+	VPDPBUSD.BCST    272(BX), Z11, Z17
+	VPDPBUSD.BCST    260(BX), Z8, Z16
+	VPDPBUSD.BCST    276(BX), Z12, Z17
+	VPDPBUSD.BCST    264(BX), Z9, Z16
+	VPDPBUSD.BCST    280(BX), Z13, Z17
+	VPDPBUSD.BCST    268(BX), Z10, Z16
+	VPDPBUSD.BCST    284(BX), Z14, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z16
+	VMULPS           Z15, Z16, Z16
+	VFMADD231PS.BCST 288(BX), Z16, Z4
+	VPBROADCASTD     368(BX), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    320(BX), Z7, Z16
+	VPDPBUSD.BCST    336(BX), Z11, Z17
+	VPDPBUSD.BCST    324(BX), Z8, Z16
+	VPDPBUSD.BCST    340(BX), Z12, Z17
+	VPDPBUSD.BCST    328(BX), Z9, Z16
+	VPDPBUSD.BCST    344(BX), Z13, Z17
+	VPDPBUSD.BCST    332(BX), Z10, Z16
+	VPDPBUSD.BCST    348(BX), Z14, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z16
+	VMULPS           Z15, Z16, Z16
+	VFMADD231PS.BCST 352(BX), Z16, Z5
+	VPBROADCASTD     432(BX), Z16
+	VPXORD           Z17, Z17, Z17
+	VPDPBUSD.BCST    384(BX), Z7, Z16
+	VPDPBUSD.BCST    400(BX), Z11, Z17
+	VPDPBUSD.BCST    388(BX), Z8, Z16
+	VPDPBUSD.BCST    404(BX), Z12, Z17
+	VPDPBUSD.BCST    392(BX), Z9, Z16
+	VPDPBUSD.BCST    408(BX), Z13, Z17
+	VPDPBUSD.BCST    396(BX), Z10, Z16
+	VPDPBUSD.BCST    412(BX), Z14, Z17
+	VPADDD           Z17, Z16, Z16
+	VCVTDQ2PS        Z16, Z7
+	VMULPS           Z15, Z7, Z7
+	VFMADD231PS.BCST 416(BX), Z7, Z6
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x7VNNI_loop
 
 tileQ4_0x16x7VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -7680,8 +7535,7 @@ dotQ8_0x16x8VNNI_loop:
 	VPADDD            Z19, Z18, Z18
 	VCVTDQ2PS         Z18, Z18
 	VMULPS.BCST       32(R9), Z13, Z19
-	VMULPS            Z19, Z18, Z18
-	VADDPS            Z18, Z1, Z1
+	VFMADD231PS       Z19, Z18, Z1
 	VPBROADCASTD      108(R9), Z18
 	VPXORD            Z19, Z19, Z19
 	VPDPBUSD.BCST     64(R9), Z15, Z18
@@ -7695,8 +7549,7 @@ dotQ8_0x16x8VNNI_loop:
 	VPADDD            Z19, Z18, Z18
 	VCVTDQ2PS         Z18, Z18
 	VMULPS.BCST       96(R9), Z13, Z19
-	VMULPS            Z19, Z18, Z18
-	VADDPS            Z18, Z2, Z2
+	VFMADD231PS       Z19, Z18, Z2
 	VPBROADCASTD      172(R9), Z18
 	VPXORD            Z19, Z19, Z19
 	VPDPBUSD.BCST     128(R9), Z15, Z18
@@ -7710,8 +7563,7 @@ dotQ8_0x16x8VNNI_loop:
 	VPADDD            Z19, Z18, Z18
 	VCVTDQ2PS         Z18, Z18
 	VMULPS.BCST       160(R9), Z13, Z19
-	VMULPS            Z19, Z18, Z18
-	VADDPS            Z18, Z3, Z3
+	VFMADD231PS       Z19, Z18, Z3
 	VPBROADCASTD      236(R9), Z18
 	VPXORD            Z19, Z19, Z19
 	VPDPBUSD.BCST     192(R9), Z15, Z18
@@ -7725,8 +7577,7 @@ dotQ8_0x16x8VNNI_loop:
 	VPADDD            Z19, Z18, Z18
 	VCVTDQ2PS         Z18, Z18
 	VMULPS.BCST       224(R9), Z13, Z19
-	VMULPS            Z19, Z18, Z18
-	VADDPS            Z18, Z4, Z4
+	VFMADD231PS       Z19, Z18, Z4
 	VPBROADCASTD      300(R9), Z18
 	VPXORD            Z19, Z19, Z19
 	VPDPBUSD.BCST     256(R9), Z15, Z18
@@ -7740,8 +7591,7 @@ dotQ8_0x16x8VNNI_loop:
 	VPADDD            Z19, Z18, Z18
 	VCVTDQ2PS         Z18, Z18
 	VMULPS.BCST       288(R9), Z13, Z19
-	VMULPS            Z19, Z18, Z18
-	VADDPS            Z18, Z5, Z5
+	VFMADD231PS       Z19, Z18, Z5
 	VPBROADCASTD      364(R9), Z18
 	VPXORD            Z19, Z19, Z19
 	VPDPBUSD.BCST     320(R9), Z15, Z18
@@ -7755,8 +7605,7 @@ dotQ8_0x16x8VNNI_loop:
 	VPADDD            Z19, Z18, Z18
 	VCVTDQ2PS         Z18, Z18
 	VMULPS.BCST       352(R9), Z13, Z19
-	VMULPS            Z19, Z18, Z18
-	VADDPS            Z18, Z6, Z6
+	VFMADD231PS       Z19, Z18, Z6
 	VPBROADCASTD      428(R9), Z18
 	VPXORD            Z19, Z19, Z19
 	VPDPBUSD.BCST     384(R9), Z15, Z18
@@ -7770,8 +7619,7 @@ dotQ8_0x16x8VNNI_loop:
 	VPADDD            Z19, Z18, Z18
 	VCVTDQ2PS         Z18, Z18
 	VMULPS.BCST       416(R9), Z13, Z19
-	VMULPS            Z19, Z18, Z18
-	VADDPS            Z18, Z7, Z7
+	VFMADD231PS       Z19, Z18, Z7
 	VPBROADCASTD      492(R9), Z18
 	VPXORD            Z19, Z19, Z19
 	VPDPBUSD.BCST     448(R9), Z15, Z18
@@ -7785,8 +7633,7 @@ dotQ8_0x16x8VNNI_loop:
 	VPADDD            Z19, Z18, Z18
 	VCVTDQ2PS         Z18, Z9
 	VMULPS.BCST       480(R9), Z13, Z10
-	VMULPS            Z10, Z9, Z9
-	VADDPS            Z9, Z8, Z8
+	VFMADD231PS       Z10, Z9, Z8
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -7878,260 +7725,252 @@ TEXT ·dotQ4_0x16x8VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z9, Z9, Z9
 
 dotQ4_0x16x8VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x8VNNI_done
-	VBROADCASTI32X4 2(AX), Z10
-	VBROADCASTI32X4 2(SI), K1, Z10
-	VPSRLVQ         Z1, Z10, Z10
-	VPANDD          Z0, Z10, Z10
-	VBROADCASTI32X4 2(AX)(CX*1), Z11
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z11
-	VPSRLVQ         Z1, Z11, Z11
-	VPANDD          Z0, Z11, Z11
-	VBROADCASTI32X4 2(AX)(CX*2), Z12
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z12
-	VPSRLVQ         Z1, Z12, Z12
-	VPANDD          Z0, Z12, Z12
-	VBROADCASTI32X4 2(AX)(DX*1), Z13
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z13
-	VPSRLVQ         Z1, Z13, Z13
-	VPANDD          Z0, Z13, Z13
-	VBROADCASTI32X4 2(BX), Z14
-	VBROADCASTI32X4 2(DI), K1, Z14
-	VPSRLVQ         Z1, Z14, Z14
-	VPANDD          Z0, Z14, Z14
-	VBROADCASTI32X4 2(BX)(CX*1), Z15
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z15
-	VPSRLVQ         Z1, Z15, Z15
-	VPANDD          Z0, Z15, Z15
-	VBROADCASTI32X4 2(BX)(CX*2), Z16
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z16
-	VPSRLVQ         Z1, Z16, Z16
-	VPANDD          Z0, Z16, Z16
-	VBROADCASTI32X4 2(BX)(DX*1), Z17
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z17
-	VPSRLVQ         Z1, Z17, Z17
-	VPANDD          Z0, Z17, Z17
-	VPUNPCKLDQ      Z11, Z10, Z18
-	VPUNPCKHDQ      Z11, Z10, Z10
-	VPUNPCKLDQ      Z13, Z12, Z11
-	VPUNPCKHDQ      Z13, Z12, Z12
-	VPUNPCKLDQ      Z15, Z14, Z13
-	VPUNPCKHDQ      Z15, Z14, Z14
-	VPUNPCKLDQ      Z17, Z16, Z15
-	VPUNPCKHDQ      Z17, Z16, Z16
-	VPUNPCKLQDQ     Z11, Z18, Z17
-	VPUNPCKHQDQ     Z11, Z18, Z11
-	VPUNPCKLQDQ     Z12, Z10, Z18
-	VPUNPCKHQDQ     Z12, Z10, Z10
-	VPUNPCKLQDQ     Z15, Z13, Z12
-	VPUNPCKHQDQ     Z15, Z13, Z13
-	VPUNPCKLQDQ     Z16, Z14, Z15
-	VPUNPCKHQDQ     Z16, Z14, Z14
-	VSHUFI64X2      $0x88, Z12, Z17, Z16
-	VSHUFI64X2      $0xdd, Z12, Z17, Z12
-	VSHUFI64X2      $0x88, Z13, Z11, Z17
-	VSHUFI64X2      $0xdd, Z13, Z11, Z11
-	VSHUFI64X2      $0x88, Z15, Z18, Z13
-	VSHUFI64X2      $0xdd, Z15, Z18, Z15
-	VSHUFI64X2      $0x88, Z14, Z10, Z18
-	VSHUFI64X2      $0xdd, Z14, Z10, Z10
-	VPXORD          Y14, Y14, Y14
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X14
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X14, X14
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X19
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X19, X19
-	VINSERTI32X4    $0x01, X19, Y14, Y14
-	VCVTPH2PS       Y14, Z14
-	VPBROADCASTD    48(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   (R9), Z16, Z19
-	VPDPBUSD.BCST   16(R9), Z12, Z20
-	VPDPBUSD.BCST   4(R9), Z17, Z19
-	VPDPBUSD.BCST   20(R9), Z11, Z20
-	VPDPBUSD.BCST   8(R9), Z13, Z19
-	VPDPBUSD.BCST   24(R9), Z15, Z20
-	VPDPBUSD.BCST   12(R9), Z18, Z19
-	VPDPBUSD.BCST   28(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z19
-	VMULPS          Z14, Z19, Z19
-	VMULPS.BCST     32(R9), Z19, Z19
-	VADDPS          Z19, Z2, Z2
-	VPBROADCASTD    112(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   64(R9), Z16, Z19
-	VPDPBUSD.BCST   80(R9), Z12, Z20
-	VPDPBUSD.BCST   68(R9), Z17, Z19
-	VPDPBUSD.BCST   84(R9), Z11, Z20
-	VPDPBUSD.BCST   72(R9), Z13, Z19
-	VPDPBUSD.BCST   88(R9), Z15, Z20
-	VPDPBUSD.BCST   76(R9), Z18, Z19
-	VPDPBUSD.BCST   92(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z19
-	VMULPS          Z14, Z19, Z19
-	VMULPS.BCST     96(R9), Z19, Z19
-	VADDPS          Z19, Z3, Z3
-	VPBROADCASTD    176(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   128(R9), Z16, Z19
-	VPDPBUSD.BCST   144(R9), Z12, Z20
-	VPDPBUSD.BCST   132(R9), Z17, Z19
-	VPDPBUSD.BCST   148(R9), Z11, Z20
-	VPDPBUSD.BCST   136(R9), Z13, Z19
-	VPDPBUSD.BCST   152(R9), Z15, Z20
-	VPDPBUSD.BCST   140(R9), Z18, Z19
-	VPDPBUSD.BCST   156(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z19
-	VMULPS          Z14, Z19, Z19
-	VMULPS.BCST     160(R9), Z19, Z19
-	VADDPS          Z19, Z4, Z4
-	VPBROADCASTD    240(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   192(R9), Z16, Z19
-	VPDPBUSD.BCST   208(R9), Z12, Z20
-	VPDPBUSD.BCST   196(R9), Z17, Z19
-	VPDPBUSD.BCST   212(R9), Z11, Z20
-	VPDPBUSD.BCST   200(R9), Z13, Z19
-	VPDPBUSD.BCST   216(R9), Z15, Z20
-	VPDPBUSD.BCST   204(R9), Z18, Z19
-	VPDPBUSD.BCST   220(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z19
-	VMULPS          Z14, Z19, Z19
-	VMULPS.BCST     224(R9), Z19, Z19
-	VADDPS          Z19, Z5, Z5
-	VPBROADCASTD    304(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   256(R9), Z16, Z19
-	VPDPBUSD.BCST   272(R9), Z12, Z20
-	VPDPBUSD.BCST   260(R9), Z17, Z19
-	VPDPBUSD.BCST   276(R9), Z11, Z20
-	VPDPBUSD.BCST   264(R9), Z13, Z19
-	VPDPBUSD.BCST   280(R9), Z15, Z20
-	VPDPBUSD.BCST   268(R9), Z18, Z19
-	VPDPBUSD.BCST   284(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z19
-	VMULPS          Z14, Z19, Z19
-	VMULPS.BCST     288(R9), Z19, Z19
-	VADDPS          Z19, Z6, Z6
-	VPBROADCASTD    368(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   320(R9), Z16, Z19
-	VPDPBUSD.BCST   336(R9), Z12, Z20
-	VPDPBUSD.BCST   324(R9), Z17, Z19
-	VPDPBUSD.BCST   340(R9), Z11, Z20
-	VPDPBUSD.BCST   328(R9), Z13, Z19
-	VPDPBUSD.BCST   344(R9), Z15, Z20
-	VPDPBUSD.BCST   332(R9), Z18, Z19
-	VPDPBUSD.BCST   348(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z19
-	VMULPS          Z14, Z19, Z19
-	VMULPS.BCST     352(R9), Z19, Z19
-	VADDPS          Z19, Z7, Z7
-	VPBROADCASTD    432(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   384(R9), Z16, Z19
-	VPDPBUSD.BCST   400(R9), Z12, Z20
-	VPDPBUSD.BCST   388(R9), Z17, Z19
-	VPDPBUSD.BCST   404(R9), Z11, Z20
-	VPDPBUSD.BCST   392(R9), Z13, Z19
-	VPDPBUSD.BCST   408(R9), Z15, Z20
-	VPDPBUSD.BCST   396(R9), Z18, Z19
-	VPDPBUSD.BCST   412(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z19
-	VMULPS          Z14, Z19, Z19
-	VMULPS.BCST     416(R9), Z19, Z19
-	VADDPS          Z19, Z8, Z8
-	VPBROADCASTD    496(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   448(R9), Z16, Z19
-	VPDPBUSD.BCST   464(R9), Z12, Z20
-	VPDPBUSD.BCST   452(R9), Z17, Z19
-	VPDPBUSD.BCST   468(R9), Z11, Z20
-	VPDPBUSD.BCST   456(R9), Z13, Z19
-	VPDPBUSD.BCST   472(R9), Z15, Z20
-	VPDPBUSD.BCST   460(R9), Z18, Z19
-	VPDPBUSD.BCST   476(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z10
-	VMULPS          Z14, Z10, Z10
-	VMULPS.BCST     480(R9), Z10, Z10
-	VADDPS          Z10, Z9, Z9
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x8VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x8VNNI_done
+	VBROADCASTI32X4  2(AX), Z10
+	VBROADCASTI32X4  2(SI), K1, Z10
+	VPSRLVQ          Z1, Z10, Z10
+	VPANDD           Z0, Z10, Z10
+	VBROADCASTI32X4  2(AX)(CX*1), Z11
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z11
+	VPSRLVQ          Z1, Z11, Z11
+	VPANDD           Z0, Z11, Z11
+	VBROADCASTI32X4  2(AX)(CX*2), Z12
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z12
+	VPSRLVQ          Z1, Z12, Z12
+	VPANDD           Z0, Z12, Z12
+	VBROADCASTI32X4  2(AX)(DX*1), Z13
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z13
+	VPSRLVQ          Z1, Z13, Z13
+	VPANDD           Z0, Z13, Z13
+	VBROADCASTI32X4  2(BX), Z14
+	VBROADCASTI32X4  2(DI), K1, Z14
+	VPSRLVQ          Z1, Z14, Z14
+	VPANDD           Z0, Z14, Z14
+	VBROADCASTI32X4  2(BX)(CX*1), Z15
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z15
+	VPSRLVQ          Z1, Z15, Z15
+	VPANDD           Z0, Z15, Z15
+	VBROADCASTI32X4  2(BX)(CX*2), Z16
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z16
+	VPSRLVQ          Z1, Z16, Z16
+	VPANDD           Z0, Z16, Z16
+	VBROADCASTI32X4  2(BX)(DX*1), Z17
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z17
+	VPSRLVQ          Z1, Z17, Z17
+	VPANDD           Z0, Z17, Z17
+	VPUNPCKLDQ       Z11, Z10, Z18
+	VPUNPCKHDQ       Z11, Z10, Z10
+	VPUNPCKLDQ       Z13, Z12, Z11
+	VPUNPCKHDQ       Z13, Z12, Z12
+	VPUNPCKLDQ       Z15, Z14, Z13
+	VPUNPCKHDQ       Z15, Z14, Z14
+	VPUNPCKLDQ       Z17, Z16, Z15
+	VPUNPCKHDQ       Z17, Z16, Z16
+	VPUNPCKLQDQ      Z11, Z18, Z17
+	VPUNPCKHQDQ      Z11, Z18, Z11
+	VPUNPCKLQDQ      Z12, Z10, Z18
+	VPUNPCKHQDQ      Z12, Z10, Z10
+	VPUNPCKLQDQ      Z15, Z13, Z12
+	VPUNPCKHQDQ      Z15, Z13, Z13
+	VPUNPCKLQDQ      Z16, Z14, Z15
+	VPUNPCKHQDQ      Z16, Z14, Z14
+	VSHUFI64X2       $0x88, Z12, Z17, Z16
+	VSHUFI64X2       $0xdd, Z12, Z17, Z12
+	VSHUFI64X2       $0x88, Z13, Z11, Z17
+	VSHUFI64X2       $0xdd, Z13, Z11, Z11
+	VSHUFI64X2       $0x88, Z15, Z18, Z13
+	VSHUFI64X2       $0xdd, Z15, Z18, Z15
+	VSHUFI64X2       $0x88, Z14, Z10, Z18
+	VSHUFI64X2       $0xdd, Z14, Z10, Z10
+	VPXORD           Y14, Y14, Y14
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X14
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X14, X14
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X19
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X19, X19
+	VINSERTI32X4     $0x01, X19, Y14, Y14
+	VCVTPH2PS        Y14, Z14
+	VPBROADCASTD     48(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    (R9), Z16, Z19
+	VPDPBUSD.BCST    16(R9), Z12, Z20
+	VPDPBUSD.BCST    4(R9), Z17, Z19
+	VPDPBUSD.BCST    20(R9), Z11, Z20
+	VPDPBUSD.BCST    8(R9), Z13, Z19
+	VPDPBUSD.BCST    24(R9), Z15, Z20
+	VPDPBUSD.BCST    12(R9), Z18, Z19
+	VPDPBUSD.BCST    28(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z14, Z19, Z19
+	VFMADD231PS.BCST 32(R9), Z19, Z2
+	VPBROADCASTD     112(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    64(R9), Z16, Z19
+	VPDPBUSD.BCST    80(R9), Z12, Z20
+	VPDPBUSD.BCST    68(R9), Z17, Z19
+	VPDPBUSD.BCST    84(R9), Z11, Z20
+	VPDPBUSD.BCST    72(R9), Z13, Z19
+	VPDPBUSD.BCST    88(R9), Z15, Z20
+	VPDPBUSD.BCST    76(R9), Z18, Z19
+	VPDPBUSD.BCST    92(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z14, Z19, Z19
+	VFMADD231PS.BCST 96(R9), Z19, Z3
+	VPBROADCASTD     176(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    128(R9), Z16, Z19
+	VPDPBUSD.BCST    144(R9), Z12, Z20
+	VPDPBUSD.BCST    132(R9), Z17, Z19
+	VPDPBUSD.BCST    148(R9), Z11, Z20
+	VPDPBUSD.BCST    136(R9), Z13, Z19
+	VPDPBUSD.BCST    152(R9), Z15, Z20
+	VPDPBUSD.BCST    140(R9), Z18, Z19
+	VPDPBUSD.BCST    156(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z14, Z19, Z19
+	VFMADD231PS.BCST 160(R9), Z19, Z4
+	VPBROADCASTD     240(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    192(R9), Z16, Z19
+	VPDPBUSD.BCST    208(R9), Z12, Z20
+	VPDPBUSD.BCST    196(R9), Z17, Z19
+	VPDPBUSD.BCST    212(R9), Z11, Z20
+	VPDPBUSD.BCST    200(R9), Z13, Z19
+	VPDPBUSD.BCST    216(R9), Z15, Z20
+	VPDPBUSD.BCST    204(R9), Z18, Z19
+	VPDPBUSD.BCST    220(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z14, Z19, Z19
+	VFMADD231PS.BCST 224(R9), Z19, Z5
+	VPBROADCASTD     304(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    256(R9), Z16, Z19
+	VPDPBUSD.BCST    272(R9), Z12, Z20
+	VPDPBUSD.BCST    260(R9), Z17, Z19
+	VPDPBUSD.BCST    276(R9), Z11, Z20
+	VPDPBUSD.BCST    264(R9), Z13, Z19
+	VPDPBUSD.BCST    280(R9), Z15, Z20
+	VPDPBUSD.BCST    268(R9), Z18, Z19
+	VPDPBUSD.BCST    284(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z14, Z19, Z19
+	VFMADD231PS.BCST 288(R9), Z19, Z6
+	VPBROADCASTD     368(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    320(R9), Z16, Z19
+	VPDPBUSD.BCST    336(R9), Z12, Z20
+	VPDPBUSD.BCST    324(R9), Z17, Z19
+	VPDPBUSD.BCST    340(R9), Z11, Z20
+	VPDPBUSD.BCST    328(R9), Z13, Z19
+	VPDPBUSD.BCST    344(R9), Z15, Z20
+	VPDPBUSD.BCST    332(R9), Z18, Z19
+	VPDPBUSD.BCST    348(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z14, Z19, Z19
+	VFMADD231PS.BCST 352(R9), Z19, Z7
+	VPBROADCASTD     432(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    384(R9), Z16, Z19
+	VPDPBUSD.BCST    400(R9), Z12, Z20
+	VPDPBUSD.BCST    388(R9), Z17, Z19
+	VPDPBUSD.BCST    404(R9), Z11, Z20
+	VPDPBUSD.BCST    392(R9), Z13, Z19
+	VPDPBUSD.BCST    408(R9), Z15, Z20
+	VPDPBUSD.BCST    396(R9), Z18, Z19
+	VPDPBUSD.BCST    412(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z14, Z19, Z19
+	VFMADD231PS.BCST 416(R9), Z19, Z8
+	VPBROADCASTD     496(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    448(R9), Z16, Z19
+	VPDPBUSD.BCST    464(R9), Z12, Z20
+	VPDPBUSD.BCST    452(R9), Z17, Z19
+	VPDPBUSD.BCST    468(R9), Z11, Z20
+	VPDPBUSD.BCST    456(R9), Z13, Z19
+	VPDPBUSD.BCST    472(R9), Z15, Z20
+	VPDPBUSD.BCST    460(R9), Z18, Z19
+	VPDPBUSD.BCST    476(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z10
+	VMULPS           Z14, Z10, Z10
+	VFMADD231PS.BCST 480(R9), Z10, Z9
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x8VNNI_loop
 
 dotQ4_0x16x8VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -8188,252 +8027,244 @@ TEXT ·dotQ4_0x16x8GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z8, Z8, Z8
 
 dotQ4_0x16x8GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x8GFNI_done
-	VBROADCASTI32X4 2(AX), Z9
-	VBROADCASTI32X4 2(SI), K1, Z9
-	VGF2P8AFFINEQB  $0x00, Z0, Z9, Z9
-	VBROADCASTI32X4 2(AX)(CX*1), Z10
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z10
-	VGF2P8AFFINEQB  $0x00, Z0, Z10, Z10
-	VBROADCASTI32X4 2(AX)(CX*2), Z11
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z11
-	VGF2P8AFFINEQB  $0x00, Z0, Z11, Z11
-	VBROADCASTI32X4 2(AX)(DX*1), Z12
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z12
-	VGF2P8AFFINEQB  $0x00, Z0, Z12, Z12
-	VBROADCASTI32X4 2(BX), Z13
-	VBROADCASTI32X4 2(DI), K1, Z13
-	VGF2P8AFFINEQB  $0x00, Z0, Z13, Z13
-	VBROADCASTI32X4 2(BX)(CX*1), Z14
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z14
-	VGF2P8AFFINEQB  $0x00, Z0, Z14, Z14
-	VBROADCASTI32X4 2(BX)(CX*2), Z15
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z15
-	VGF2P8AFFINEQB  $0x00, Z0, Z15, Z15
-	VBROADCASTI32X4 2(BX)(DX*1), Z16
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z16
-	VGF2P8AFFINEQB  $0x00, Z0, Z16, Z16
-	VPUNPCKLDQ      Z10, Z9, Z17
-	VPUNPCKHDQ      Z10, Z9, Z9
-	VPUNPCKLDQ      Z12, Z11, Z10
-	VPUNPCKHDQ      Z12, Z11, Z11
-	VPUNPCKLDQ      Z14, Z13, Z12
-	VPUNPCKHDQ      Z14, Z13, Z13
-	VPUNPCKLDQ      Z16, Z15, Z14
-	VPUNPCKHDQ      Z16, Z15, Z15
-	VPUNPCKLQDQ     Z10, Z17, Z16
-	VPUNPCKHQDQ     Z10, Z17, Z10
-	VPUNPCKLQDQ     Z11, Z9, Z17
-	VPUNPCKHQDQ     Z11, Z9, Z9
-	VPUNPCKLQDQ     Z14, Z12, Z11
-	VPUNPCKHQDQ     Z14, Z12, Z12
-	VPUNPCKLQDQ     Z15, Z13, Z14
-	VPUNPCKHQDQ     Z15, Z13, Z13
-	VSHUFI64X2      $0x88, Z11, Z16, Z15
-	VSHUFI64X2      $0xdd, Z11, Z16, Z11
-	VSHUFI64X2      $0x88, Z12, Z10, Z16
-	VSHUFI64X2      $0xdd, Z12, Z10, Z10
-	VSHUFI64X2      $0x88, Z14, Z17, Z12
-	VSHUFI64X2      $0xdd, Z14, Z17, Z14
-	VSHUFI64X2      $0x88, Z13, Z9, Z17
-	VSHUFI64X2      $0xdd, Z13, Z9, Z9
-	VPXORD          Y13, Y13, Y13
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X13
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X13, X13
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X18
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X18, X18
-	VINSERTI32X4    $0x01, X18, Y13, Y13
-	VCVTPH2PS       Y13, Z13
-	VPBROADCASTD    48(R9), Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD.BCST   (R9), Z15, Z18
-	VPDPBUSD.BCST   16(R9), Z11, Z19
-	VPDPBUSD.BCST   4(R9), Z16, Z18
-	VPDPBUSD.BCST   20(R9), Z10, Z19
-	VPDPBUSD.BCST   8(R9), Z12, Z18
-	VPDPBUSD.BCST   24(R9), Z14, Z19
-	VPDPBUSD.BCST   12(R9), Z17, Z18
-	VPDPBUSD.BCST   28(R9), Z9, Z19
-	VPADDD          Z19, Z18, Z18
-	VCVTDQ2PS       Z18, Z18
-	VMULPS          Z13, Z18, Z18
-	VMULPS.BCST     32(R9), Z18, Z18
-	VADDPS          Z18, Z1, Z1
-	VPBROADCASTD    112(R9), Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD.BCST   64(R9), Z15, Z18
-	VPDPBUSD.BCST   80(R9), Z11, Z19
-	VPDPBUSD.BCST   68(R9), Z16, Z18
-	VPDPBUSD.BCST   84(R9), Z10, Z19
-	VPDPBUSD.BCST   72(R9), Z12, Z18
-	VPDPBUSD.BCST   88(R9), Z14, Z19
-	VPDPBUSD.BCST   76(R9), Z17, Z18
-	VPDPBUSD.BCST   92(R9), Z9, Z19
-	VPADDD          Z19, Z18, Z18
-	VCVTDQ2PS       Z18, Z18
-	VMULPS          Z13, Z18, Z18
-	VMULPS.BCST     96(R9), Z18, Z18
-	VADDPS          Z18, Z2, Z2
-	VPBROADCASTD    176(R9), Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD.BCST   128(R9), Z15, Z18
-	VPDPBUSD.BCST   144(R9), Z11, Z19
-	VPDPBUSD.BCST   132(R9), Z16, Z18
-	VPDPBUSD.BCST   148(R9), Z10, Z19
-	VPDPBUSD.BCST   136(R9), Z12, Z18
-	VPDPBUSD.BCST   152(R9), Z14, Z19
-	VPDPBUSD.BCST   140(R9), Z17, Z18
-	VPDPBUSD.BCST   156(R9), Z9, Z19
-	VPADDD          Z19, Z18, Z18
-	VCVTDQ2PS       Z18, Z18
-	VMULPS          Z13, Z18, Z18
-	VMULPS.BCST     160(R9), Z18, Z18
-	VADDPS          Z18, Z3, Z3
-	VPBROADCASTD    240(R9), Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD.BCST   192(R9), Z15, Z18
-	VPDPBUSD.BCST   208(R9), Z11, Z19
-	VPDPBUSD.BCST   196(R9), Z16, Z18
-	VPDPBUSD.BCST   212(R9), Z10, Z19
-	VPDPBUSD.BCST   200(R9), Z12, Z18
-	VPDPBUSD.BCST   216(R9), Z14, Z19
-	VPDPBUSD.BCST   204(R9), Z17, Z18
-	VPDPBUSD.BCST   220(R9), Z9, Z19
-	VPADDD          Z19, Z18, Z18
-	VCVTDQ2PS       Z18, Z18
-	VMULPS          Z13, Z18, Z18
-	VMULPS.BCST     224(R9), Z18, Z18
-	VADDPS          Z18, Z4, Z4
-	VPBROADCASTD    304(R9), Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD.BCST   256(R9), Z15, Z18
-	VPDPBUSD.BCST   272(R9), Z11, Z19
-	VPDPBUSD.BCST   260(R9), Z16, Z18
-	VPDPBUSD.BCST   276(R9), Z10, Z19
-	VPDPBUSD.BCST   264(R9), Z12, Z18
-	VPDPBUSD.BCST   280(R9), Z14, Z19
-	VPDPBUSD.BCST   268(R9), Z17, Z18
-	VPDPBUSD.BCST   284(R9), Z9, Z19
-	VPADDD          Z19, Z18, Z18
-	VCVTDQ2PS       Z18, Z18
-	VMULPS          Z13, Z18, Z18
-	VMULPS.BCST     288(R9), Z18, Z18
-	VADDPS          Z18, Z5, Z5
-	VPBROADCASTD    368(R9), Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD.BCST   320(R9), Z15, Z18
-	VPDPBUSD.BCST   336(R9), Z11, Z19
-	VPDPBUSD.BCST   324(R9), Z16, Z18
-	VPDPBUSD.BCST   340(R9), Z10, Z19
-	VPDPBUSD.BCST   328(R9), Z12, Z18
-	VPDPBUSD.BCST   344(R9), Z14, Z19
-	VPDPBUSD.BCST   332(R9), Z17, Z18
-	VPDPBUSD.BCST   348(R9), Z9, Z19
-	VPADDD          Z19, Z18, Z18
-	VCVTDQ2PS       Z18, Z18
-	VMULPS          Z13, Z18, Z18
-	VMULPS.BCST     352(R9), Z18, Z18
-	VADDPS          Z18, Z6, Z6
-	VPBROADCASTD    432(R9), Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD.BCST   384(R9), Z15, Z18
-	VPDPBUSD.BCST   400(R9), Z11, Z19
-	VPDPBUSD.BCST   388(R9), Z16, Z18
-	VPDPBUSD.BCST   404(R9), Z10, Z19
-	VPDPBUSD.BCST   392(R9), Z12, Z18
-	VPDPBUSD.BCST   408(R9), Z14, Z19
-	VPDPBUSD.BCST   396(R9), Z17, Z18
-	VPDPBUSD.BCST   412(R9), Z9, Z19
-	VPADDD          Z19, Z18, Z18
-	VCVTDQ2PS       Z18, Z18
-	VMULPS          Z13, Z18, Z18
-	VMULPS.BCST     416(R9), Z18, Z18
-	VADDPS          Z18, Z7, Z7
-	VPBROADCASTD    496(R9), Z18
-	VPXORD          Z19, Z19, Z19
-	VPDPBUSD.BCST   448(R9), Z15, Z18
-	VPDPBUSD.BCST   464(R9), Z11, Z19
-	VPDPBUSD.BCST   452(R9), Z16, Z18
-	VPDPBUSD.BCST   468(R9), Z10, Z19
-	VPDPBUSD.BCST   456(R9), Z12, Z18
-	VPDPBUSD.BCST   472(R9), Z14, Z19
-	VPDPBUSD.BCST   460(R9), Z17, Z18
-	VPDPBUSD.BCST   476(R9), Z9, Z19
-	VPADDD          Z19, Z18, Z18
-	VCVTDQ2PS       Z18, Z9
-	VMULPS          Z13, Z9, Z9
-	VMULPS.BCST     480(R9), Z9, Z9
-	VADDPS          Z9, Z8, Z8
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x8GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x8GFNI_done
+	VBROADCASTI32X4  2(AX), Z9
+	VBROADCASTI32X4  2(SI), K1, Z9
+	VGF2P8AFFINEQB   $0x00, Z0, Z9, Z9
+	VBROADCASTI32X4  2(AX)(CX*1), Z10
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z10
+	VGF2P8AFFINEQB   $0x00, Z0, Z10, Z10
+	VBROADCASTI32X4  2(AX)(CX*2), Z11
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z11
+	VGF2P8AFFINEQB   $0x00, Z0, Z11, Z11
+	VBROADCASTI32X4  2(AX)(DX*1), Z12
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z12
+	VGF2P8AFFINEQB   $0x00, Z0, Z12, Z12
+	VBROADCASTI32X4  2(BX), Z13
+	VBROADCASTI32X4  2(DI), K1, Z13
+	VGF2P8AFFINEQB   $0x00, Z0, Z13, Z13
+	VBROADCASTI32X4  2(BX)(CX*1), Z14
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z14
+	VGF2P8AFFINEQB   $0x00, Z0, Z14, Z14
+	VBROADCASTI32X4  2(BX)(CX*2), Z15
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z15
+	VGF2P8AFFINEQB   $0x00, Z0, Z15, Z15
+	VBROADCASTI32X4  2(BX)(DX*1), Z16
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z16
+	VGF2P8AFFINEQB   $0x00, Z0, Z16, Z16
+	VPUNPCKLDQ       Z10, Z9, Z17
+	VPUNPCKHDQ       Z10, Z9, Z9
+	VPUNPCKLDQ       Z12, Z11, Z10
+	VPUNPCKHDQ       Z12, Z11, Z11
+	VPUNPCKLDQ       Z14, Z13, Z12
+	VPUNPCKHDQ       Z14, Z13, Z13
+	VPUNPCKLDQ       Z16, Z15, Z14
+	VPUNPCKHDQ       Z16, Z15, Z15
+	VPUNPCKLQDQ      Z10, Z17, Z16
+	VPUNPCKHQDQ      Z10, Z17, Z10
+	VPUNPCKLQDQ      Z11, Z9, Z17
+	VPUNPCKHQDQ      Z11, Z9, Z9
+	VPUNPCKLQDQ      Z14, Z12, Z11
+	VPUNPCKHQDQ      Z14, Z12, Z12
+	VPUNPCKLQDQ      Z15, Z13, Z14
+	VPUNPCKHQDQ      Z15, Z13, Z13
+	VSHUFI64X2       $0x88, Z11, Z16, Z15
+	VSHUFI64X2       $0xdd, Z11, Z16, Z11
+	VSHUFI64X2       $0x88, Z12, Z10, Z16
+	VSHUFI64X2       $0xdd, Z12, Z10, Z10
+	VSHUFI64X2       $0x88, Z14, Z17, Z12
+	VSHUFI64X2       $0xdd, Z14, Z17, Z14
+	VSHUFI64X2       $0x88, Z13, Z9, Z17
+	VSHUFI64X2       $0xdd, Z13, Z9, Z9
+	VPXORD           Y13, Y13, Y13
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X13
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X13, X13
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X18
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X18, X18
+	VINSERTI32X4     $0x01, X18, Y13, Y13
+	VCVTPH2PS        Y13, Z13
+	VPBROADCASTD     48(R9), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    (R9), Z15, Z18
+	VPDPBUSD.BCST    16(R9), Z11, Z19
+	VPDPBUSD.BCST    4(R9), Z16, Z18
+	VPDPBUSD.BCST    20(R9), Z10, Z19
+	VPDPBUSD.BCST    8(R9), Z12, Z18
+	VPDPBUSD.BCST    24(R9), Z14, Z19
+	VPDPBUSD.BCST    12(R9), Z17, Z18
+	VPDPBUSD.BCST    28(R9), Z9, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z13, Z18, Z18
+	VFMADD231PS.BCST 32(R9), Z18, Z1
+	VPBROADCASTD     112(R9), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    64(R9), Z15, Z18
+	VPDPBUSD.BCST    80(R9), Z11, Z19
+	VPDPBUSD.BCST    68(R9), Z16, Z18
+	VPDPBUSD.BCST    84(R9), Z10, Z19
+	VPDPBUSD.BCST    72(R9), Z12, Z18
+	VPDPBUSD.BCST    88(R9), Z14, Z19
+	VPDPBUSD.BCST    76(R9), Z17, Z18
+	VPDPBUSD.BCST    92(R9), Z9, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z13, Z18, Z18
+	VFMADD231PS.BCST 96(R9), Z18, Z2
+	VPBROADCASTD     176(R9), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    128(R9), Z15, Z18
+	VPDPBUSD.BCST    144(R9), Z11, Z19
+	VPDPBUSD.BCST    132(R9), Z16, Z18
+	VPDPBUSD.BCST    148(R9), Z10, Z19
+	VPDPBUSD.BCST    136(R9), Z12, Z18
+	VPDPBUSD.BCST    152(R9), Z14, Z19
+	VPDPBUSD.BCST    140(R9), Z17, Z18
+	VPDPBUSD.BCST    156(R9), Z9, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z13, Z18, Z18
+	VFMADD231PS.BCST 160(R9), Z18, Z3
+	VPBROADCASTD     240(R9), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    192(R9), Z15, Z18
+	VPDPBUSD.BCST    208(R9), Z11, Z19
+	VPDPBUSD.BCST    196(R9), Z16, Z18
+	VPDPBUSD.BCST    212(R9), Z10, Z19
+	VPDPBUSD.BCST    200(R9), Z12, Z18
+	VPDPBUSD.BCST    216(R9), Z14, Z19
+	VPDPBUSD.BCST    204(R9), Z17, Z18
+	VPDPBUSD.BCST    220(R9), Z9, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z13, Z18, Z18
+	VFMADD231PS.BCST 224(R9), Z18, Z4
+	VPBROADCASTD     304(R9), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    256(R9), Z15, Z18
+	VPDPBUSD.BCST    272(R9), Z11, Z19
+	VPDPBUSD.BCST    260(R9), Z16, Z18
+	VPDPBUSD.BCST    276(R9), Z10, Z19
+	VPDPBUSD.BCST    264(R9), Z12, Z18
+	VPDPBUSD.BCST    280(R9), Z14, Z19
+	VPDPBUSD.BCST    268(R9), Z17, Z18
+	VPDPBUSD.BCST    284(R9), Z9, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z13, Z18, Z18
+	VFMADD231PS.BCST 288(R9), Z18, Z5
+	VPBROADCASTD     368(R9), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    320(R9), Z15, Z18
+	VPDPBUSD.BCST    336(R9), Z11, Z19
+	VPDPBUSD.BCST    324(R9), Z16, Z18
+	VPDPBUSD.BCST    340(R9), Z10, Z19
+	VPDPBUSD.BCST    328(R9), Z12, Z18
+	VPDPBUSD.BCST    344(R9), Z14, Z19
+	VPDPBUSD.BCST    332(R9), Z17, Z18
+	VPDPBUSD.BCST    348(R9), Z9, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z13, Z18, Z18
+	VFMADD231PS.BCST 352(R9), Z18, Z6
+	VPBROADCASTD     432(R9), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    384(R9), Z15, Z18
+	VPDPBUSD.BCST    400(R9), Z11, Z19
+	VPDPBUSD.BCST    388(R9), Z16, Z18
+	VPDPBUSD.BCST    404(R9), Z10, Z19
+	VPDPBUSD.BCST    392(R9), Z12, Z18
+	VPDPBUSD.BCST    408(R9), Z14, Z19
+	VPDPBUSD.BCST    396(R9), Z17, Z18
+	VPDPBUSD.BCST    412(R9), Z9, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z13, Z18, Z18
+	VFMADD231PS.BCST 416(R9), Z18, Z7
+	VPBROADCASTD     496(R9), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    448(R9), Z15, Z18
+	VPDPBUSD.BCST    464(R9), Z11, Z19
+	VPDPBUSD.BCST    452(R9), Z16, Z18
+	VPDPBUSD.BCST    468(R9), Z10, Z19
+	VPDPBUSD.BCST    456(R9), Z12, Z18
+	VPDPBUSD.BCST    472(R9), Z14, Z19
+	VPDPBUSD.BCST    460(R9), Z17, Z18
+	VPDPBUSD.BCST    476(R9), Z9, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z9
+	VMULPS           Z13, Z9, Z9
+	VFMADD231PS.BCST 480(R9), Z9, Z8
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x8GFNI_loop
 
 dotQ4_0x16x8GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -8506,8 +8337,7 @@ tileQ8_0x16x8VNNI_loop:
 	VPADDD        Z18, Z17, Z17
 	VCVTDQ2PS     Z17, Z17
 	VMULPS.BCST   32(BX), Z16, Z18
-	VMULPS        Z18, Z17, Z17
-	VADDPS        Z17, Z0, Z0
+	VFMADD231PS   Z18, Z17, Z0
 	VPBROADCASTD  108(BX), Z17
 	VPXORD        Z18, Z18, Z18
 	VPDPBUSD.BCST 64(BX), Z8, Z17
@@ -8521,8 +8351,7 @@ tileQ8_0x16x8VNNI_loop:
 	VPADDD        Z18, Z17, Z17
 	VCVTDQ2PS     Z17, Z17
 	VMULPS.BCST   96(BX), Z16, Z18
-	VMULPS        Z18, Z17, Z17
-	VADDPS        Z17, Z1, Z1
+	VFMADD231PS   Z18, Z17, Z1
 	VPBROADCASTD  172(BX), Z17
 	VPXORD        Z18, Z18, Z18
 	VPDPBUSD.BCST 128(BX), Z8, Z17
@@ -8536,8 +8365,7 @@ tileQ8_0x16x8VNNI_loop:
 	VPADDD        Z18, Z17, Z17
 	VCVTDQ2PS     Z17, Z17
 	VMULPS.BCST   160(BX), Z16, Z18
-	VMULPS        Z18, Z17, Z17
-	VADDPS        Z17, Z2, Z2
+	VFMADD231PS   Z18, Z17, Z2
 	VPBROADCASTD  236(BX), Z17
 	VPXORD        Z18, Z18, Z18
 	VPDPBUSD.BCST 192(BX), Z8, Z17
@@ -8551,8 +8379,7 @@ tileQ8_0x16x8VNNI_loop:
 	VPADDD        Z18, Z17, Z17
 	VCVTDQ2PS     Z17, Z17
 	VMULPS.BCST   224(BX), Z16, Z18
-	VMULPS        Z18, Z17, Z17
-	VADDPS        Z17, Z3, Z3
+	VFMADD231PS   Z18, Z17, Z3
 	VPBROADCASTD  300(BX), Z17
 	VPXORD        Z18, Z18, Z18
 	VPDPBUSD.BCST 256(BX), Z8, Z17
@@ -8566,8 +8393,7 @@ tileQ8_0x16x8VNNI_loop:
 	VPADDD        Z18, Z17, Z17
 	VCVTDQ2PS     Z17, Z17
 	VMULPS.BCST   288(BX), Z16, Z18
-	VMULPS        Z18, Z17, Z17
-	VADDPS        Z17, Z4, Z4
+	VFMADD231PS   Z18, Z17, Z4
 	VPBROADCASTD  364(BX), Z17
 	VPXORD        Z18, Z18, Z18
 	VPDPBUSD.BCST 320(BX), Z8, Z17
@@ -8581,8 +8407,7 @@ tileQ8_0x16x8VNNI_loop:
 	VPADDD        Z18, Z17, Z17
 	VCVTDQ2PS     Z17, Z17
 	VMULPS.BCST   352(BX), Z16, Z18
-	VMULPS        Z18, Z17, Z17
-	VADDPS        Z17, Z5, Z5
+	VFMADD231PS   Z18, Z17, Z5
 	VPBROADCASTD  428(BX), Z17
 	VPXORD        Z18, Z18, Z18
 	VPDPBUSD.BCST 384(BX), Z8, Z17
@@ -8596,8 +8421,7 @@ tileQ8_0x16x8VNNI_loop:
 	VPADDD        Z18, Z17, Z17
 	VCVTDQ2PS     Z17, Z17
 	VMULPS.BCST   416(BX), Z16, Z18
-	VMULPS        Z18, Z17, Z17
-	VADDPS        Z17, Z6, Z6
+	VFMADD231PS   Z18, Z17, Z6
 	VPBROADCASTD  492(BX), Z17
 	VPXORD        Z18, Z18, Z18
 	VPDPBUSD.BCST 448(BX), Z8, Z17
@@ -8611,8 +8435,7 @@ tileQ8_0x16x8VNNI_loop:
 	VPADDD        Z18, Z17, Z17
 	VCVTDQ2PS     Z17, Z8
 	VMULPS.BCST   480(BX), Z16, Z9
-	VMULPS        Z9, Z8, Z8
-	VADDPS        Z8, Z7, Z7
+	VFMADD231PS   Z9, Z8, Z7
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -8683,159 +8506,151 @@ TEXT ·tileQ4_0x16x8VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z7, Z7, Z7
 
 tileQ4_0x16x8VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x8VNNI_done
-	VMOVDQU64     (AX), Z8
-	VMOVDQU64     64(AX), Z9
-	VMOVDQU64     128(AX), Z10
-	VMOVDQU64     192(AX), Z11
-	VMOVDQU64     256(AX), Z12
-	VMOVDQU64     320(AX), Z13
-	VMOVDQU64     384(AX), Z14
-	VMOVDQU64     448(AX), Z15
-	VCVTPH2PS     (CX), Z16
-	VPBROADCASTD  48(BX), Z17
-	VPXORD        Z18, Z18, Z18
-	VPDPBUSD.BCST (BX), Z8, Z17
-	VPDPBUSD.BCST 16(BX), Z12, Z18
-	VPDPBUSD.BCST 4(BX), Z9, Z17
-	VPDPBUSD.BCST 20(BX), Z13, Z18
-	VPDPBUSD.BCST 8(BX), Z10, Z17
-	VPDPBUSD.BCST 24(BX), Z14, Z18
-	VPDPBUSD.BCST 12(BX), Z11, Z17
-	VPDPBUSD.BCST 28(BX), Z15, Z18
-	VPADDD        Z18, Z17, Z17
-	VCVTDQ2PS     Z17, Z17
-	VMULPS        Z16, Z17, Z17
-	VMULPS.BCST   32(BX), Z17, Z17
-	VADDPS        Z17, Z0, Z0
-	VPBROADCASTD  112(BX), Z17
-	VPXORD        Z18, Z18, Z18
-	VPDPBUSD.BCST 64(BX), Z8, Z17
-	VPDPBUSD.BCST 80(BX), Z12, Z18
-	VPDPBUSD.BCST 68(BX), Z9, Z17
-	VPDPBUSD.BCST 84(BX), Z13, Z18
-	VPDPBUSD.BCST 72(BX), Z10, Z17
-	VPDPBUSD.BCST 88(BX), Z14, Z18
-	VPDPBUSD.BCST 76(BX), Z11, Z17
-	VPDPBUSD.BCST 92(BX), Z15, Z18
-	VPADDD        Z18, Z17, Z17
-	VCVTDQ2PS     Z17, Z17
-	VMULPS        Z16, Z17, Z17
-	VMULPS.BCST   96(BX), Z17, Z17
-	VADDPS        Z17, Z1, Z1
-	VPBROADCASTD  176(BX), Z17
-	VPXORD        Z18, Z18, Z18
-	VPDPBUSD.BCST 128(BX), Z8, Z17
-	VPDPBUSD.BCST 144(BX), Z12, Z18
-	VPDPBUSD.BCST 132(BX), Z9, Z17
-	VPDPBUSD.BCST 148(BX), Z13, Z18
-	VPDPBUSD.BCST 136(BX), Z10, Z17
-	VPDPBUSD.BCST 152(BX), Z14, Z18
-	VPDPBUSD.BCST 140(BX), Z11, Z17
-	VPDPBUSD.BCST 156(BX), Z15, Z18
-	VPADDD        Z18, Z17, Z17
-	VCVTDQ2PS     Z17, Z17
-	VMULPS        Z16, Z17, Z17
-	VMULPS.BCST   160(BX), Z17, Z17
-	VADDPS        Z17, Z2, Z2
-	VPBROADCASTD  240(BX), Z17
-	VPXORD        Z18, Z18, Z18
-	VPDPBUSD.BCST 192(BX), Z8, Z17
-	VPDPBUSD.BCST 208(BX), Z12, Z18
-	VPDPBUSD.BCST 196(BX), Z9, Z17
-	VPDPBUSD.BCST 212(BX), Z13, Z18
-	VPDPBUSD.BCST 200(BX), Z10, Z17
-	VPDPBUSD.BCST 216(BX), Z14, Z18
-	VPDPBUSD.BCST 204(BX), Z11, Z17
-	VPDPBUSD.BCST 220(BX), Z15, Z18
-	VPADDD        Z18, Z17, Z17
-	VCVTDQ2PS     Z17, Z17
-	VMULPS        Z16, Z17, Z17
-	VMULPS.BCST   224(BX), Z17, Z17
-	VADDPS        Z17, Z3, Z3
-	VPBROADCASTD  304(BX), Z17
-	VPXORD        Z18, Z18, Z18
-	VPDPBUSD.BCST 256(BX), Z8, Z17
-	VPDPBUSD.BCST 272(BX), Z12, Z18
-	VPDPBUSD.BCST 260(BX), Z9, Z17
-	VPDPBUSD.BCST 276(BX), Z13, Z18
-	VPDPBUSD.BCST 264(BX), Z10, Z17
-	VPDPBUSD.BCST 280(BX), Z14, Z18
-	VPDPBUSD.BCST 268(BX), Z11, Z17
-	VPDPBUSD.BCST 284(BX), Z15, Z18
-	VPADDD        Z18, Z17, Z17
-	VCVTDQ2PS     Z17, Z17
-	VMULPS        Z16, Z17, Z17
-	VMULPS.BCST   288(BX), Z17, Z17
-	VADDPS        Z17, Z4, Z4
-	VPBROADCASTD  368(BX), Z17
-	VPXORD        Z18, Z18, Z18
-	VPDPBUSD.BCST 320(BX), Z8, Z17
-	VPDPBUSD.BCST 336(BX), Z12, Z18
-	VPDPBUSD.BCST 324(BX), Z9, Z17
-	VPDPBUSD.BCST 340(BX), Z13, Z18
-	VPDPBUSD.BCST 328(BX), Z10, Z17
-	VPDPBUSD.BCST 344(BX), Z14, Z18
-	VPDPBUSD.BCST 332(BX), Z11, Z17
-	VPDPBUSD.BCST 348(BX), Z15, Z18
-	VPADDD        Z18, Z17, Z17
-	VCVTDQ2PS     Z17, Z17
-	VMULPS        Z16, Z17, Z17
-	VMULPS.BCST   352(BX), Z17, Z17
-	VADDPS        Z17, Z5, Z5
-	VPBROADCASTD  432(BX), Z17
-	VPXORD        Z18, Z18, Z18
-	VPDPBUSD.BCST 384(BX), Z8, Z17
-	VPDPBUSD.BCST 400(BX), Z12, Z18
-	VPDPBUSD.BCST 388(BX), Z9, Z17
-	VPDPBUSD.BCST 404(BX), Z13, Z18
-	VPDPBUSD.BCST 392(BX), Z10, Z17
-	VPDPBUSD.BCST 408(BX), Z14, Z18
-	VPDPBUSD.BCST 396(BX), Z11, Z17
-	VPDPBUSD.BCST 412(BX), Z15, Z18
-	VPADDD        Z18, Z17, Z17
-	VCVTDQ2PS     Z17, Z17
-	VMULPS        Z16, Z17, Z17
-	VMULPS.BCST   416(BX), Z17, Z17
-	VADDPS        Z17, Z6, Z6
-	VPBROADCASTD  496(BX), Z17
-	VPXORD        Z18, Z18, Z18
-	VPDPBUSD.BCST 448(BX), Z8, Z17
-	VPDPBUSD.BCST 464(BX), Z12, Z18
-	VPDPBUSD.BCST 452(BX), Z9, Z17
-	VPDPBUSD.BCST 468(BX), Z13, Z18
-	VPDPBUSD.BCST 456(BX), Z10, Z17
-	VPDPBUSD.BCST 472(BX), Z14, Z18
-	VPDPBUSD.BCST 460(BX), Z11, Z17
-	VPDPBUSD.BCST 476(BX), Z15, Z18
-	VPADDD        Z18, Z17, Z17
-	VCVTDQ2PS     Z17, Z8
-	VMULPS        Z16, Z8, Z8
-	VMULPS.BCST   480(BX), Z8, Z8
-	VADDPS        Z8, Z7, Z7
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x8VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x8VNNI_done
+	VMOVDQU64        (AX), Z8
+	VMOVDQU64        64(AX), Z9
+	VMOVDQU64        128(AX), Z10
+	VMOVDQU64        192(AX), Z11
+	VMOVDQU64        256(AX), Z12
+	VMOVDQU64        320(AX), Z13
+	VMOVDQU64        384(AX), Z14
+	VMOVDQU64        448(AX), Z15
+	VCVTPH2PS        (CX), Z16
+	VPBROADCASTD     48(BX), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    (BX), Z8, Z17
+	VPDPBUSD.BCST    16(BX), Z12, Z18
+	VPDPBUSD.BCST    4(BX), Z9, Z17
+	VPDPBUSD.BCST    20(BX), Z13, Z18
+	VPDPBUSD.BCST    8(BX), Z10, Z17
+	VPDPBUSD.BCST    24(BX), Z14, Z18
+	VPDPBUSD.BCST    12(BX), Z11, Z17
+	VPDPBUSD.BCST    28(BX), Z15, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z16, Z17, Z17
+	VFMADD231PS.BCST 32(BX), Z17, Z0
+	VPBROADCASTD     112(BX), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    64(BX), Z8, Z17
+	VPDPBUSD.BCST    80(BX), Z12, Z18
+	VPDPBUSD.BCST    68(BX), Z9, Z17
+	VPDPBUSD.BCST    84(BX), Z13, Z18
+	VPDPBUSD.BCST    72(BX), Z10, Z17
+	VPDPBUSD.BCST    88(BX), Z14, Z18
+	VPDPBUSD.BCST    76(BX), Z11, Z17
+	VPDPBUSD.BCST    92(BX), Z15, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z16, Z17, Z17
+	VFMADD231PS.BCST 96(BX), Z17, Z1
+	VPBROADCASTD     176(BX), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    128(BX), Z8, Z17
+	VPDPBUSD.BCST    144(BX), Z12, Z18
+	VPDPBUSD.BCST    132(BX), Z9, Z17
+	VPDPBUSD.BCST    148(BX), Z13, Z18
+	VPDPBUSD.BCST    136(BX), Z10, Z17
+	VPDPBUSD.BCST    152(BX), Z14, Z18
+	VPDPBUSD.BCST    140(BX), Z11, Z17
+	VPDPBUSD.BCST    156(BX), Z15, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z16, Z17, Z17
+	VFMADD231PS.BCST 160(BX), Z17, Z2
+	VPBROADCASTD     240(BX), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    192(BX), Z8, Z17
+	VPDPBUSD.BCST    208(BX), Z12, Z18
+	VPDPBUSD.BCST    196(BX), Z9, Z17
+	VPDPBUSD.BCST    212(BX), Z13, Z18
+	VPDPBUSD.BCST    200(BX), Z10, Z17
+	VPDPBUSD.BCST    216(BX), Z14, Z18
+	VPDPBUSD.BCST    204(BX), Z11, Z17
+	VPDPBUSD.BCST    220(BX), Z15, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z16, Z17, Z17
+	VFMADD231PS.BCST 224(BX), Z17, Z3
+	VPBROADCASTD     304(BX), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    256(BX), Z8, Z17
+	VPDPBUSD.BCST    272(BX), Z12, Z18
+	VPDPBUSD.BCST    260(BX), Z9, Z17
+	VPDPBUSD.BCST    276(BX), Z13, Z18
+	VPDPBUSD.BCST    264(BX), Z10, Z17
+	VPDPBUSD.BCST    280(BX), Z14, Z18
+	VPDPBUSD.BCST    268(BX), Z11, Z17
+	VPDPBUSD.BCST    284(BX), Z15, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z16, Z17, Z17
+	VFMADD231PS.BCST 288(BX), Z17, Z4
+	VPBROADCASTD     368(BX), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    320(BX), Z8, Z17
+	VPDPBUSD.BCST    336(BX), Z12, Z18
+	VPDPBUSD.BCST    324(BX), Z9, Z17
+	VPDPBUSD.BCST    340(BX), Z13, Z18
+	VPDPBUSD.BCST    328(BX), Z10, Z17
+	VPDPBUSD.BCST    344(BX), Z14, Z18
+	VPDPBUSD.BCST    332(BX), Z11, Z17
+	VPDPBUSD.BCST    348(BX), Z15, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z16, Z17, Z17
+	VFMADD231PS.BCST 352(BX), Z17, Z5
+	VPBROADCASTD     432(BX), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    384(BX), Z8, Z17
+	VPDPBUSD.BCST    400(BX), Z12, Z18
+	VPDPBUSD.BCST    388(BX), Z9, Z17
+	VPDPBUSD.BCST    404(BX), Z13, Z18
+	VPDPBUSD.BCST    392(BX), Z10, Z17
+	VPDPBUSD.BCST    408(BX), Z14, Z18
+	VPDPBUSD.BCST    396(BX), Z11, Z17
+	VPDPBUSD.BCST    412(BX), Z15, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z17
+	VMULPS           Z16, Z17, Z17
+	VFMADD231PS.BCST 416(BX), Z17, Z6
+	VPBROADCASTD     496(BX), Z17
+	VPXORD           Z18, Z18, Z18
+	VPDPBUSD.BCST    448(BX), Z8, Z17
+	VPDPBUSD.BCST    464(BX), Z12, Z18
+	VPDPBUSD.BCST    452(BX), Z9, Z17
+	VPDPBUSD.BCST    468(BX), Z13, Z18
+	VPDPBUSD.BCST    456(BX), Z10, Z17
+	VPDPBUSD.BCST    472(BX), Z14, Z18
+	VPDPBUSD.BCST    460(BX), Z11, Z17
+	VPDPBUSD.BCST    476(BX), Z15, Z18
+	VPADDD           Z18, Z17, Z17
+	VCVTDQ2PS        Z17, Z8
+	VMULPS           Z16, Z8, Z8
+	VFMADD231PS.BCST 480(BX), Z8, Z7
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x8VNNI_loop
 
 tileQ4_0x16x8VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -9012,8 +8827,7 @@ dotQ8_0x16x9VNNI_loop:
 	VPADDD            Z20, Z19, Z19
 	VCVTDQ2PS         Z19, Z19
 	VMULPS.BCST       32(R9), Z14, Z20
-	VMULPS            Z20, Z19, Z19
-	VADDPS            Z19, Z1, Z1
+	VFMADD231PS       Z20, Z19, Z1
 	VPBROADCASTD      108(R9), Z19
 	VPXORD            Z20, Z20, Z20
 	VPDPBUSD.BCST     64(R9), Z16, Z19
@@ -9027,8 +8841,7 @@ dotQ8_0x16x9VNNI_loop:
 	VPADDD            Z20, Z19, Z19
 	VCVTDQ2PS         Z19, Z19
 	VMULPS.BCST       96(R9), Z14, Z20
-	VMULPS            Z20, Z19, Z19
-	VADDPS            Z19, Z2, Z2
+	VFMADD231PS       Z20, Z19, Z2
 	VPBROADCASTD      172(R9), Z19
 	VPXORD            Z20, Z20, Z20
 	VPDPBUSD.BCST     128(R9), Z16, Z19
@@ -9042,8 +8855,7 @@ dotQ8_0x16x9VNNI_loop:
 	VPADDD            Z20, Z19, Z19
 	VCVTDQ2PS         Z19, Z19
 	VMULPS.BCST       160(R9), Z14, Z20
-	VMULPS            Z20, Z19, Z19
-	VADDPS            Z19, Z3, Z3
+	VFMADD231PS       Z20, Z19, Z3
 	VPBROADCASTD      236(R9), Z19
 	VPXORD            Z20, Z20, Z20
 	VPDPBUSD.BCST     192(R9), Z16, Z19
@@ -9057,8 +8869,7 @@ dotQ8_0x16x9VNNI_loop:
 	VPADDD            Z20, Z19, Z19
 	VCVTDQ2PS         Z19, Z19
 	VMULPS.BCST       224(R9), Z14, Z20
-	VMULPS            Z20, Z19, Z19
-	VADDPS            Z19, Z4, Z4
+	VFMADD231PS       Z20, Z19, Z4
 	VPBROADCASTD      300(R9), Z19
 	VPXORD            Z20, Z20, Z20
 	VPDPBUSD.BCST     256(R9), Z16, Z19
@@ -9072,8 +8883,7 @@ dotQ8_0x16x9VNNI_loop:
 	VPADDD            Z20, Z19, Z19
 	VCVTDQ2PS         Z19, Z19
 	VMULPS.BCST       288(R9), Z14, Z20
-	VMULPS            Z20, Z19, Z19
-	VADDPS            Z19, Z5, Z5
+	VFMADD231PS       Z20, Z19, Z5
 	VPBROADCASTD      364(R9), Z19
 	VPXORD            Z20, Z20, Z20
 	VPDPBUSD.BCST     320(R9), Z16, Z19
@@ -9087,8 +8897,7 @@ dotQ8_0x16x9VNNI_loop:
 	VPADDD            Z20, Z19, Z19
 	VCVTDQ2PS         Z19, Z19
 	VMULPS.BCST       352(R9), Z14, Z20
-	VMULPS            Z20, Z19, Z19
-	VADDPS            Z19, Z6, Z6
+	VFMADD231PS       Z20, Z19, Z6
 	VPBROADCASTD      428(R9), Z19
 	VPXORD            Z20, Z20, Z20
 	VPDPBUSD.BCST     384(R9), Z16, Z19
@@ -9102,8 +8911,7 @@ dotQ8_0x16x9VNNI_loop:
 	VPADDD            Z20, Z19, Z19
 	VCVTDQ2PS         Z19, Z19
 	VMULPS.BCST       416(R9), Z14, Z20
-	VMULPS            Z20, Z19, Z19
-	VADDPS            Z19, Z7, Z7
+	VFMADD231PS       Z20, Z19, Z7
 	VPBROADCASTD      492(R9), Z19
 	VPXORD            Z20, Z20, Z20
 	VPDPBUSD.BCST     448(R9), Z16, Z19
@@ -9117,8 +8925,7 @@ dotQ8_0x16x9VNNI_loop:
 	VPADDD            Z20, Z19, Z19
 	VCVTDQ2PS         Z19, Z19
 	VMULPS.BCST       480(R9), Z14, Z20
-	VMULPS            Z20, Z19, Z19
-	VADDPS            Z19, Z8, Z8
+	VFMADD231PS       Z20, Z19, Z8
 	VPBROADCASTD      556(R9), Z19
 	VPXORD            Z20, Z20, Z20
 	VPDPBUSD.BCST     512(R9), Z16, Z19
@@ -9132,8 +8939,7 @@ dotQ8_0x16x9VNNI_loop:
 	VPADDD            Z20, Z19, Z19
 	VCVTDQ2PS         Z19, Z10
 	VMULPS.BCST       544(R9), Z14, Z11
-	VMULPS            Z11, Z10, Z10
-	VADDPS            Z10, Z9, Z9
+	VFMADD231PS       Z11, Z10, Z9
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -9229,275 +9035,266 @@ TEXT ·dotQ4_0x16x9VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z10, Z10, Z10
 
 dotQ4_0x16x9VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x9VNNI_done
-	VBROADCASTI32X4 2(AX), Z11
-	VBROADCASTI32X4 2(SI), K1, Z11
-	VPSRLVQ         Z1, Z11, Z11
-	VPANDD          Z0, Z11, Z11
-	VBROADCASTI32X4 2(AX)(CX*1), Z12
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z12
-	VPSRLVQ         Z1, Z12, Z12
-	VPANDD          Z0, Z12, Z12
-	VBROADCASTI32X4 2(AX)(CX*2), Z13
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z13
-	VPSRLVQ         Z1, Z13, Z13
-	VPANDD          Z0, Z13, Z13
-	VBROADCASTI32X4 2(AX)(DX*1), Z14
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z14
-	VPSRLVQ         Z1, Z14, Z14
-	VPANDD          Z0, Z14, Z14
-	VBROADCASTI32X4 2(BX), Z15
-	VBROADCASTI32X4 2(DI), K1, Z15
-	VPSRLVQ         Z1, Z15, Z15
-	VPANDD          Z0, Z15, Z15
-	VBROADCASTI32X4 2(BX)(CX*1), Z16
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z16
-	VPSRLVQ         Z1, Z16, Z16
-	VPANDD          Z0, Z16, Z16
-	VBROADCASTI32X4 2(BX)(CX*2), Z17
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z17
-	VPSRLVQ         Z1, Z17, Z17
-	VPANDD          Z0, Z17, Z17
-	VBROADCASTI32X4 2(BX)(DX*1), Z18
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z18
-	VPSRLVQ         Z1, Z18, Z18
-	VPANDD          Z0, Z18, Z18
-	VPUNPCKLDQ      Z12, Z11, Z19
-	VPUNPCKHDQ      Z12, Z11, Z11
-	VPUNPCKLDQ      Z14, Z13, Z12
-	VPUNPCKHDQ      Z14, Z13, Z13
-	VPUNPCKLDQ      Z16, Z15, Z14
-	VPUNPCKHDQ      Z16, Z15, Z15
-	VPUNPCKLDQ      Z18, Z17, Z16
-	VPUNPCKHDQ      Z18, Z17, Z17
-	VPUNPCKLQDQ     Z12, Z19, Z18
-	VPUNPCKHQDQ     Z12, Z19, Z12
-	VPUNPCKLQDQ     Z13, Z11, Z19
-	VPUNPCKHQDQ     Z13, Z11, Z11
-	VPUNPCKLQDQ     Z16, Z14, Z13
-	VPUNPCKHQDQ     Z16, Z14, Z14
-	VPUNPCKLQDQ     Z17, Z15, Z16
-	VPUNPCKHQDQ     Z17, Z15, Z15
-	VSHUFI64X2      $0x88, Z13, Z18, Z17
-	VSHUFI64X2      $0xdd, Z13, Z18, Z13
-	VSHUFI64X2      $0x88, Z14, Z12, Z18
-	VSHUFI64X2      $0xdd, Z14, Z12, Z12
-	VSHUFI64X2      $0x88, Z16, Z19, Z14
-	VSHUFI64X2      $0xdd, Z16, Z19, Z16
-	VSHUFI64X2      $0x88, Z15, Z11, Z19
-	VSHUFI64X2      $0xdd, Z15, Z11, Z11
-	VPXORD          Y15, Y15, Y15
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X15
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X15, X15
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X20
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X20, X20
-	VINSERTI32X4    $0x01, X20, Y15, Y15
-	VCVTPH2PS       Y15, Z15
-	VPBROADCASTD    48(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   (R9), Z17, Z20
-	VPDPBUSD.BCST   16(R9), Z13, Z21
-	VPDPBUSD.BCST   4(R9), Z18, Z20
-	VPDPBUSD.BCST   20(R9), Z12, Z21
-	VPDPBUSD.BCST   8(R9), Z14, Z20
-	VPDPBUSD.BCST   24(R9), Z16, Z21
-	VPDPBUSD.BCST   12(R9), Z19, Z20
-	VPDPBUSD.BCST   28(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     32(R9), Z20, Z20
-	VADDPS          Z20, Z2, Z2
-	VPBROADCASTD    112(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   64(R9), Z17, Z20
-	VPDPBUSD.BCST   80(R9), Z13, Z21
-	VPDPBUSD.BCST   68(R9), Z18, Z20
-	VPDPBUSD.BCST   84(R9), Z12, Z21
-	VPDPBUSD.BCST   72(R9), Z14, Z20
-	VPDPBUSD.BCST   88(R9), Z16, Z21
-	VPDPBUSD.BCST   76(R9), Z19, Z20
-	VPDPBUSD.BCST   92(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     96(R9), Z20, Z20
-	VADDPS          Z20, Z3, Z3
-	VPBROADCASTD    176(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   128(R9), Z17, Z20
-	VPDPBUSD.BCST   144(R9), Z13, Z21
-	VPDPBUSD.BCST   132(R9), Z18, Z20
-	VPDPBUSD.BCST   148(R9), Z12, Z21
-	VPDPBUSD.BCST   136(R9), Z14, Z20
-	VPDPBUSD.BCST   152(R9), Z16, Z21
-	VPDPBUSD.BCST   140(R9), Z19, Z20
-	VPDPBUSD.BCST   156(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     160(R9), Z20, Z20
-	VADDPS          Z20, Z4, Z4
-	VPBROADCASTD    240(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   192(R9), Z17, Z20
-	VPDPBUSD.BCST   208(R9), Z13, Z21
-	VPDPBUSD.BCST   196(R9), Z18, Z20
-	VPDPBUSD.BCST   212(R9), Z12, Z21
-	VPDPBUSD.BCST   200(R9), Z14, Z20
-	VPDPBUSD.BCST   216(R9), Z16, Z21
-	VPDPBUSD.BCST   204(R9), Z19, Z20
-	VPDPBUSD.BCST   220(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     224(R9), Z20, Z20
-	VADDPS          Z20, Z5, Z5
-	VPBROADCASTD    304(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   256(R9), Z17, Z20
-	VPDPBUSD.BCST   272(R9), Z13, Z21
-	VPDPBUSD.BCST   260(R9), Z18, Z20
-	VPDPBUSD.BCST   276(R9), Z12, Z21
-	VPDPBUSD.BCST   264(R9), Z14, Z20
-	VPDPBUSD.BCST   280(R9), Z16, Z21
-	VPDPBUSD.BCST   268(R9), Z19, Z20
-	VPDPBUSD.BCST   284(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     288(R9), Z20, Z20
-	VADDPS          Z20, Z6, Z6
-	VPBROADCASTD    368(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   320(R9), Z17, Z20
-	VPDPBUSD.BCST   336(R9), Z13, Z21
-	VPDPBUSD.BCST   324(R9), Z18, Z20
-	VPDPBUSD.BCST   340(R9), Z12, Z21
-	VPDPBUSD.BCST   328(R9), Z14, Z20
-	VPDPBUSD.BCST   344(R9), Z16, Z21
-	VPDPBUSD.BCST   332(R9), Z19, Z20
-	VPDPBUSD.BCST   348(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     352(R9), Z20, Z20
-	VADDPS          Z20, Z7, Z7
-	VPBROADCASTD    432(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   384(R9), Z17, Z20
-	VPDPBUSD.BCST   400(R9), Z13, Z21
-	VPDPBUSD.BCST   388(R9), Z18, Z20
-	VPDPBUSD.BCST   404(R9), Z12, Z21
-	VPDPBUSD.BCST   392(R9), Z14, Z20
-	VPDPBUSD.BCST   408(R9), Z16, Z21
-	VPDPBUSD.BCST   396(R9), Z19, Z20
-	VPDPBUSD.BCST   412(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     416(R9), Z20, Z20
-	VADDPS          Z20, Z8, Z8
-	VPBROADCASTD    496(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   448(R9), Z17, Z20
-	VPDPBUSD.BCST   464(R9), Z13, Z21
-	VPDPBUSD.BCST   452(R9), Z18, Z20
-	VPDPBUSD.BCST   468(R9), Z12, Z21
-	VPDPBUSD.BCST   456(R9), Z14, Z20
-	VPDPBUSD.BCST   472(R9), Z16, Z21
-	VPDPBUSD.BCST   460(R9), Z19, Z20
-	VPDPBUSD.BCST   476(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     480(R9), Z20, Z20
-	VADDPS          Z20, Z9, Z9
-	VPBROADCASTD    560(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   512(R9), Z17, Z20
-	VPDPBUSD.BCST   528(R9), Z13, Z21
-	VPDPBUSD.BCST   516(R9), Z18, Z20
-	VPDPBUSD.BCST   532(R9), Z12, Z21
-	VPDPBUSD.BCST   520(R9), Z14, Z20
-	VPDPBUSD.BCST   536(R9), Z16, Z21
-	VPDPBUSD.BCST   524(R9), Z19, Z20
-	VPDPBUSD.BCST   540(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z11
-	VMULPS          Z15, Z11, Z11
-	VMULPS.BCST     544(R9), Z11, Z11
-	VADDPS          Z11, Z10, Z10
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x9VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x9VNNI_done
+	VBROADCASTI32X4  2(AX), Z11
+	VBROADCASTI32X4  2(SI), K1, Z11
+	VPSRLVQ          Z1, Z11, Z11
+	VPANDD           Z0, Z11, Z11
+	VBROADCASTI32X4  2(AX)(CX*1), Z12
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z12
+	VPSRLVQ          Z1, Z12, Z12
+	VPANDD           Z0, Z12, Z12
+	VBROADCASTI32X4  2(AX)(CX*2), Z13
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z13
+	VPSRLVQ          Z1, Z13, Z13
+	VPANDD           Z0, Z13, Z13
+	VBROADCASTI32X4  2(AX)(DX*1), Z14
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z14
+	VPSRLVQ          Z1, Z14, Z14
+	VPANDD           Z0, Z14, Z14
+	VBROADCASTI32X4  2(BX), Z15
+	VBROADCASTI32X4  2(DI), K1, Z15
+	VPSRLVQ          Z1, Z15, Z15
+	VPANDD           Z0, Z15, Z15
+	VBROADCASTI32X4  2(BX)(CX*1), Z16
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z16
+	VPSRLVQ          Z1, Z16, Z16
+	VPANDD           Z0, Z16, Z16
+	VBROADCASTI32X4  2(BX)(CX*2), Z17
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z17
+	VPSRLVQ          Z1, Z17, Z17
+	VPANDD           Z0, Z17, Z17
+	VBROADCASTI32X4  2(BX)(DX*1), Z18
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z18
+	VPSRLVQ          Z1, Z18, Z18
+	VPANDD           Z0, Z18, Z18
+	VPUNPCKLDQ       Z12, Z11, Z19
+	VPUNPCKHDQ       Z12, Z11, Z11
+	VPUNPCKLDQ       Z14, Z13, Z12
+	VPUNPCKHDQ       Z14, Z13, Z13
+	VPUNPCKLDQ       Z16, Z15, Z14
+	VPUNPCKHDQ       Z16, Z15, Z15
+	VPUNPCKLDQ       Z18, Z17, Z16
+	VPUNPCKHDQ       Z18, Z17, Z17
+	VPUNPCKLQDQ      Z12, Z19, Z18
+	VPUNPCKHQDQ      Z12, Z19, Z12
+	VPUNPCKLQDQ      Z13, Z11, Z19
+	VPUNPCKHQDQ      Z13, Z11, Z11
+	VPUNPCKLQDQ      Z16, Z14, Z13
+	VPUNPCKHQDQ      Z16, Z14, Z14
+	VPUNPCKLQDQ      Z17, Z15, Z16
+	VPUNPCKHQDQ      Z17, Z15, Z15
+	VSHUFI64X2       $0x88, Z13, Z18, Z17
+	VSHUFI64X2       $0xdd, Z13, Z18, Z13
+	VSHUFI64X2       $0x88, Z14, Z12, Z18
+	VSHUFI64X2       $0xdd, Z14, Z12, Z12
+	VSHUFI64X2       $0x88, Z16, Z19, Z14
+	VSHUFI64X2       $0xdd, Z16, Z19, Z16
+	VSHUFI64X2       $0x88, Z15, Z11, Z19
+	VSHUFI64X2       $0xdd, Z15, Z11, Z11
+	VPXORD           Y15, Y15, Y15
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X15
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X15, X15
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X20
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X20, X20
+	VINSERTI32X4     $0x01, X20, Y15, Y15
+	VCVTPH2PS        Y15, Z15
+	VPBROADCASTD     48(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    (R9), Z17, Z20
+	VPDPBUSD.BCST    16(R9), Z13, Z21
+	VPDPBUSD.BCST    4(R9), Z18, Z20
+	VPDPBUSD.BCST    20(R9), Z12, Z21
+	VPDPBUSD.BCST    8(R9), Z14, Z20
+	VPDPBUSD.BCST    24(R9), Z16, Z21
+	VPDPBUSD.BCST    12(R9), Z19, Z20
+	VPDPBUSD.BCST    28(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 32(R9), Z20, Z2
+	VPBROADCASTD     112(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    64(R9), Z17, Z20
+	VPDPBUSD.BCST    80(R9), Z13, Z21
+	VPDPBUSD.BCST    68(R9), Z18, Z20
+	VPDPBUSD.BCST    84(R9), Z12, Z21
+	VPDPBUSD.BCST    72(R9), Z14, Z20
+	VPDPBUSD.BCST    88(R9), Z16, Z21
+	VPDPBUSD.BCST    76(R9), Z19, Z20
+	VPDPBUSD.BCST    92(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 96(R9), Z20, Z3
+	VPBROADCASTD     176(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    128(R9), Z17, Z20
+	VPDPBUSD.BCST    144(R9), Z13, Z21
+	VPDPBUSD.BCST    132(R9), Z18, Z20
+	VPDPBUSD.BCST    148(R9), Z12, Z21
+	VPDPBUSD.BCST    136(R9), Z14, Z20
+	VPDPBUSD.BCST    152(R9), Z16, Z21
+	VPDPBUSD.BCST    140(R9), Z19, Z20
+	VPDPBUSD.BCST    156(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 160(R9), Z20, Z4
+	VPBROADCASTD     240(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    192(R9), Z17, Z20
+	VPDPBUSD.BCST    208(R9), Z13, Z21
+	VPDPBUSD.BCST    196(R9), Z18, Z20
+	VPDPBUSD.BCST    212(R9), Z12, Z21
+	VPDPBUSD.BCST    200(R9), Z14, Z20
+	VPDPBUSD.BCST    216(R9), Z16, Z21
+	VPDPBUSD.BCST    204(R9), Z19, Z20
+	VPDPBUSD.BCST    220(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 224(R9), Z20, Z5
+	VPBROADCASTD     304(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    256(R9), Z17, Z20
+	VPDPBUSD.BCST    272(R9), Z13, Z21
+	VPDPBUSD.BCST    260(R9), Z18, Z20
+	VPDPBUSD.BCST    276(R9), Z12, Z21
+	VPDPBUSD.BCST    264(R9), Z14, Z20
+	VPDPBUSD.BCST    280(R9), Z16, Z21
+	VPDPBUSD.BCST    268(R9), Z19, Z20
+	VPDPBUSD.BCST    284(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 288(R9), Z20, Z6
+	VPBROADCASTD     368(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    320(R9), Z17, Z20
+	VPDPBUSD.BCST    336(R9), Z13, Z21
+	VPDPBUSD.BCST    324(R9), Z18, Z20
+	VPDPBUSD.BCST    340(R9), Z12, Z21
+	VPDPBUSD.BCST    328(R9), Z14, Z20
+	VPDPBUSD.BCST    344(R9), Z16, Z21
+	VPDPBUSD.BCST    332(R9), Z19, Z20
+	VPDPBUSD.BCST    348(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 352(R9), Z20, Z7
+	VPBROADCASTD     432(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    384(R9), Z17, Z20
+	VPDPBUSD.BCST    400(R9), Z13, Z21
+	VPDPBUSD.BCST    388(R9), Z18, Z20
+	VPDPBUSD.BCST    404(R9), Z12, Z21
+	VPDPBUSD.BCST    392(R9), Z14, Z20
+	VPDPBUSD.BCST    408(R9), Z16, Z21
+	VPDPBUSD.BCST    396(R9), Z19, Z20
+	VPDPBUSD.BCST    412(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 416(R9), Z20, Z8
+	VPBROADCASTD     496(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    448(R9), Z17, Z20
+	VPDPBUSD.BCST    464(R9), Z13, Z21
+	VPDPBUSD.BCST    452(R9), Z18, Z20
+	VPDPBUSD.BCST    468(R9), Z12, Z21
+	VPDPBUSD.BCST    456(R9), Z14, Z20
+	VPDPBUSD.BCST    472(R9), Z16, Z21
+	VPDPBUSD.BCST    460(R9), Z19, Z20
+	VPDPBUSD.BCST    476(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 480(R9), Z20, Z9
+	VPBROADCASTD     560(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    512(R9), Z17, Z20
+	VPDPBUSD.BCST    528(R9), Z13, Z21
+	VPDPBUSD.BCST    516(R9), Z18, Z20
+	VPDPBUSD.BCST    532(R9), Z12, Z21
+	VPDPBUSD.BCST    520(R9), Z14, Z20
+	VPDPBUSD.BCST    536(R9), Z16, Z21
+	VPDPBUSD.BCST    524(R9), Z19, Z20
+	VPDPBUSD.BCST    540(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z11
+	VMULPS           Z15, Z11, Z11
+	VFMADD231PS.BCST 544(R9), Z11, Z10
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x9VNNI_loop
 
 dotQ4_0x16x9VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -9558,267 +9355,258 @@ TEXT ·dotQ4_0x16x9GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z9, Z9, Z9
 
 dotQ4_0x16x9GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x9GFNI_done
-	VBROADCASTI32X4 2(AX), Z10
-	VBROADCASTI32X4 2(SI), K1, Z10
-	VGF2P8AFFINEQB  $0x00, Z0, Z10, Z10
-	VBROADCASTI32X4 2(AX)(CX*1), Z11
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z11
-	VGF2P8AFFINEQB  $0x00, Z0, Z11, Z11
-	VBROADCASTI32X4 2(AX)(CX*2), Z12
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z12
-	VGF2P8AFFINEQB  $0x00, Z0, Z12, Z12
-	VBROADCASTI32X4 2(AX)(DX*1), Z13
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z13
-	VGF2P8AFFINEQB  $0x00, Z0, Z13, Z13
-	VBROADCASTI32X4 2(BX), Z14
-	VBROADCASTI32X4 2(DI), K1, Z14
-	VGF2P8AFFINEQB  $0x00, Z0, Z14, Z14
-	VBROADCASTI32X4 2(BX)(CX*1), Z15
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z15
-	VGF2P8AFFINEQB  $0x00, Z0, Z15, Z15
-	VBROADCASTI32X4 2(BX)(CX*2), Z16
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z16
-	VGF2P8AFFINEQB  $0x00, Z0, Z16, Z16
-	VBROADCASTI32X4 2(BX)(DX*1), Z17
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z17
-	VGF2P8AFFINEQB  $0x00, Z0, Z17, Z17
-	VPUNPCKLDQ      Z11, Z10, Z18
-	VPUNPCKHDQ      Z11, Z10, Z10
-	VPUNPCKLDQ      Z13, Z12, Z11
-	VPUNPCKHDQ      Z13, Z12, Z12
-	VPUNPCKLDQ      Z15, Z14, Z13
-	VPUNPCKHDQ      Z15, Z14, Z14
-	VPUNPCKLDQ      Z17, Z16, Z15
-	VPUNPCKHDQ      Z17, Z16, Z16
-	VPUNPCKLQDQ     Z11, Z18, Z17
-	VPUNPCKHQDQ     Z11, Z18, Z11
-	VPUNPCKLQDQ     Z12, Z10, Z18
-	VPUNPCKHQDQ     Z12, Z10, Z10
-	VPUNPCKLQDQ     Z15, Z13, Z12
-	VPUNPCKHQDQ     Z15, Z13, Z13
-	VPUNPCKLQDQ     Z16, Z14, Z15
-	VPUNPCKHQDQ     Z16, Z14, Z14
-	VSHUFI64X2      $0x88, Z12, Z17, Z16
-	VSHUFI64X2      $0xdd, Z12, Z17, Z12
-	VSHUFI64X2      $0x88, Z13, Z11, Z17
-	VSHUFI64X2      $0xdd, Z13, Z11, Z11
-	VSHUFI64X2      $0x88, Z15, Z18, Z13
-	VSHUFI64X2      $0xdd, Z15, Z18, Z15
-	VSHUFI64X2      $0x88, Z14, Z10, Z18
-	VSHUFI64X2      $0xdd, Z14, Z10, Z10
-	VPXORD          Y14, Y14, Y14
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X14
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X14, X14
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X19
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X19, X19
-	VINSERTI32X4    $0x01, X19, Y14, Y14
-	VCVTPH2PS       Y14, Z14
-	VPBROADCASTD    48(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   (R9), Z16, Z19
-	VPDPBUSD.BCST   16(R9), Z12, Z20
-	VPDPBUSD.BCST   4(R9), Z17, Z19
-	VPDPBUSD.BCST   20(R9), Z11, Z20
-	VPDPBUSD.BCST   8(R9), Z13, Z19
-	VPDPBUSD.BCST   24(R9), Z15, Z20
-	VPDPBUSD.BCST   12(R9), Z18, Z19
-	VPDPBUSD.BCST   28(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z19
-	VMULPS          Z14, Z19, Z19
-	VMULPS.BCST     32(R9), Z19, Z19
-	VADDPS          Z19, Z1, Z1
-	VPBROADCASTD    112(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   64(R9), Z16, Z19
-	VPDPBUSD.BCST   80(R9), Z12, Z20
-	VPDPBUSD.BCST   68(R9), Z17, Z19
-	VPDPBUSD.BCST   84(R9), Z11, Z20
-	VPDPBUSD.BCST   72(R9), Z13, Z19
-	VPDPBUSD.BCST   88(R9), Z15, Z20
-	VPDPBUSD.BCST   76(R9), Z18, Z19
-	VPDPBUSD.BCST   92(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z19
-	VMULPS          Z14, Z19, Z19
-	VMULPS.BCST     96(R9), Z19, Z19
-	VADDPS          Z19, Z2, Z2
-	VPBROADCASTD    176(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   128(R9), Z16, Z19
-	VPDPBUSD.BCST   144(R9), Z12, Z20
-	VPDPBUSD.BCST   132(R9), Z17, Z19
-	VPDPBUSD.BCST   148(R9), Z11, Z20
-	VPDPBUSD.BCST   136(R9), Z13, Z19
-	VPDPBUSD.BCST   152(R9), Z15, Z20
-	VPDPBUSD.BCST   140(R9), Z18, Z19
-	VPDPBUSD.BCST   156(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z19
-	VMULPS          Z14, Z19, Z19
-	VMULPS.BCST     160(R9), Z19, Z19
-	VADDPS          Z19, Z3, Z3
-	VPBROADCASTD    240(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   192(R9), Z16, Z19
-	VPDPBUSD.BCST   208(R9), Z12, Z20
-	VPDPBUSD.BCST   196(R9), Z17, Z19
-	VPDPBUSD.BCST   212(R9), Z11, Z20
-	VPDPBUSD.BCST   200(R9), Z13, Z19
-	VPDPBUSD.BCST   216(R9), Z15, Z20
-	VPDPBUSD.BCST   204(R9), Z18, Z19
-	VPDPBUSD.BCST   220(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z19
-	VMULPS          Z14, Z19, Z19
-	VMULPS.BCST     224(R9), Z19, Z19
-	VADDPS          Z19, Z4, Z4
-	VPBROADCASTD    304(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   256(R9), Z16, Z19
-	VPDPBUSD.BCST   272(R9), Z12, Z20
-	VPDPBUSD.BCST   260(R9), Z17, Z19
-	VPDPBUSD.BCST   276(R9), Z11, Z20
-	VPDPBUSD.BCST   264(R9), Z13, Z19
-	VPDPBUSD.BCST   280(R9), Z15, Z20
-	VPDPBUSD.BCST   268(R9), Z18, Z19
-	VPDPBUSD.BCST   284(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z19
-	VMULPS          Z14, Z19, Z19
-	VMULPS.BCST     288(R9), Z19, Z19
-	VADDPS          Z19, Z5, Z5
-	VPBROADCASTD    368(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   320(R9), Z16, Z19
-	VPDPBUSD.BCST   336(R9), Z12, Z20
-	VPDPBUSD.BCST   324(R9), Z17, Z19
-	VPDPBUSD.BCST   340(R9), Z11, Z20
-	VPDPBUSD.BCST   328(R9), Z13, Z19
-	VPDPBUSD.BCST   344(R9), Z15, Z20
-	VPDPBUSD.BCST   332(R9), Z18, Z19
-	VPDPBUSD.BCST   348(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z19
-	VMULPS          Z14, Z19, Z19
-	VMULPS.BCST     352(R9), Z19, Z19
-	VADDPS          Z19, Z6, Z6
-	VPBROADCASTD    432(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   384(R9), Z16, Z19
-	VPDPBUSD.BCST   400(R9), Z12, Z20
-	VPDPBUSD.BCST   388(R9), Z17, Z19
-	VPDPBUSD.BCST   404(R9), Z11, Z20
-	VPDPBUSD.BCST   392(R9), Z13, Z19
-	VPDPBUSD.BCST   408(R9), Z15, Z20
-	VPDPBUSD.BCST   396(R9), Z18, Z19
-	VPDPBUSD.BCST   412(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z19
-	VMULPS          Z14, Z19, Z19
-	VMULPS.BCST     416(R9), Z19, Z19
-	VADDPS          Z19, Z7, Z7
-	VPBROADCASTD    496(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   448(R9), Z16, Z19
-	VPDPBUSD.BCST   464(R9), Z12, Z20
-	VPDPBUSD.BCST   452(R9), Z17, Z19
-	VPDPBUSD.BCST   468(R9), Z11, Z20
-	VPDPBUSD.BCST   456(R9), Z13, Z19
-	VPDPBUSD.BCST   472(R9), Z15, Z20
-	VPDPBUSD.BCST   460(R9), Z18, Z19
-	VPDPBUSD.BCST   476(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z19
-	VMULPS          Z14, Z19, Z19
-	VMULPS.BCST     480(R9), Z19, Z19
-	VADDPS          Z19, Z8, Z8
-	VPBROADCASTD    560(R9), Z19
-	VPXORD          Z20, Z20, Z20
-	VPDPBUSD.BCST   512(R9), Z16, Z19
-	VPDPBUSD.BCST   528(R9), Z12, Z20
-	VPDPBUSD.BCST   516(R9), Z17, Z19
-	VPDPBUSD.BCST   532(R9), Z11, Z20
-	VPDPBUSD.BCST   520(R9), Z13, Z19
-	VPDPBUSD.BCST   536(R9), Z15, Z20
-	VPDPBUSD.BCST   524(R9), Z18, Z19
-	VPDPBUSD.BCST   540(R9), Z10, Z20
-	VPADDD          Z20, Z19, Z19
-	VCVTDQ2PS       Z19, Z10
-	VMULPS          Z14, Z10, Z10
-	VMULPS.BCST     544(R9), Z10, Z10
-	VADDPS          Z10, Z9, Z9
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x9GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x9GFNI_done
+	VBROADCASTI32X4  2(AX), Z10
+	VBROADCASTI32X4  2(SI), K1, Z10
+	VGF2P8AFFINEQB   $0x00, Z0, Z10, Z10
+	VBROADCASTI32X4  2(AX)(CX*1), Z11
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z11
+	VGF2P8AFFINEQB   $0x00, Z0, Z11, Z11
+	VBROADCASTI32X4  2(AX)(CX*2), Z12
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z12
+	VGF2P8AFFINEQB   $0x00, Z0, Z12, Z12
+	VBROADCASTI32X4  2(AX)(DX*1), Z13
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z13
+	VGF2P8AFFINEQB   $0x00, Z0, Z13, Z13
+	VBROADCASTI32X4  2(BX), Z14
+	VBROADCASTI32X4  2(DI), K1, Z14
+	VGF2P8AFFINEQB   $0x00, Z0, Z14, Z14
+	VBROADCASTI32X4  2(BX)(CX*1), Z15
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z15
+	VGF2P8AFFINEQB   $0x00, Z0, Z15, Z15
+	VBROADCASTI32X4  2(BX)(CX*2), Z16
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z16
+	VGF2P8AFFINEQB   $0x00, Z0, Z16, Z16
+	VBROADCASTI32X4  2(BX)(DX*1), Z17
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z17
+	VGF2P8AFFINEQB   $0x00, Z0, Z17, Z17
+	VPUNPCKLDQ       Z11, Z10, Z18
+	VPUNPCKHDQ       Z11, Z10, Z10
+	VPUNPCKLDQ       Z13, Z12, Z11
+	VPUNPCKHDQ       Z13, Z12, Z12
+	VPUNPCKLDQ       Z15, Z14, Z13
+	VPUNPCKHDQ       Z15, Z14, Z14
+	VPUNPCKLDQ       Z17, Z16, Z15
+	VPUNPCKHDQ       Z17, Z16, Z16
+	VPUNPCKLQDQ      Z11, Z18, Z17
+	VPUNPCKHQDQ      Z11, Z18, Z11
+	VPUNPCKLQDQ      Z12, Z10, Z18
+	VPUNPCKHQDQ      Z12, Z10, Z10
+	VPUNPCKLQDQ      Z15, Z13, Z12
+	VPUNPCKHQDQ      Z15, Z13, Z13
+	VPUNPCKLQDQ      Z16, Z14, Z15
+	VPUNPCKHQDQ      Z16, Z14, Z14
+	VSHUFI64X2       $0x88, Z12, Z17, Z16
+	VSHUFI64X2       $0xdd, Z12, Z17, Z12
+	VSHUFI64X2       $0x88, Z13, Z11, Z17
+	VSHUFI64X2       $0xdd, Z13, Z11, Z11
+	VSHUFI64X2       $0x88, Z15, Z18, Z13
+	VSHUFI64X2       $0xdd, Z15, Z18, Z15
+	VSHUFI64X2       $0x88, Z14, Z10, Z18
+	VSHUFI64X2       $0xdd, Z14, Z10, Z10
+	VPXORD           Y14, Y14, Y14
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X14
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X14, X14
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X19
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X19, X19
+	VINSERTI32X4     $0x01, X19, Y14, Y14
+	VCVTPH2PS        Y14, Z14
+	VPBROADCASTD     48(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    (R9), Z16, Z19
+	VPDPBUSD.BCST    16(R9), Z12, Z20
+	VPDPBUSD.BCST    4(R9), Z17, Z19
+	VPDPBUSD.BCST    20(R9), Z11, Z20
+	VPDPBUSD.BCST    8(R9), Z13, Z19
+	VPDPBUSD.BCST    24(R9), Z15, Z20
+	VPDPBUSD.BCST    12(R9), Z18, Z19
+	VPDPBUSD.BCST    28(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z14, Z19, Z19
+	VFMADD231PS.BCST 32(R9), Z19, Z1
+	VPBROADCASTD     112(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    64(R9), Z16, Z19
+	VPDPBUSD.BCST    80(R9), Z12, Z20
+	VPDPBUSD.BCST    68(R9), Z17, Z19
+	VPDPBUSD.BCST    84(R9), Z11, Z20
+	VPDPBUSD.BCST    72(R9), Z13, Z19
+	VPDPBUSD.BCST    88(R9), Z15, Z20
+	VPDPBUSD.BCST    76(R9), Z18, Z19
+	VPDPBUSD.BCST    92(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z14, Z19, Z19
+	VFMADD231PS.BCST 96(R9), Z19, Z2
+	VPBROADCASTD     176(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    128(R9), Z16, Z19
+	VPDPBUSD.BCST    144(R9), Z12, Z20
+	VPDPBUSD.BCST    132(R9), Z17, Z19
+	VPDPBUSD.BCST    148(R9), Z11, Z20
+	VPDPBUSD.BCST    136(R9), Z13, Z19
+	VPDPBUSD.BCST    152(R9), Z15, Z20
+	VPDPBUSD.BCST    140(R9), Z18, Z19
+	VPDPBUSD.BCST    156(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z14, Z19, Z19
+	VFMADD231PS.BCST 160(R9), Z19, Z3
+	VPBROADCASTD     240(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    192(R9), Z16, Z19
+	VPDPBUSD.BCST    208(R9), Z12, Z20
+	VPDPBUSD.BCST    196(R9), Z17, Z19
+	VPDPBUSD.BCST    212(R9), Z11, Z20
+	VPDPBUSD.BCST    200(R9), Z13, Z19
+	VPDPBUSD.BCST    216(R9), Z15, Z20
+	VPDPBUSD.BCST    204(R9), Z18, Z19
+	VPDPBUSD.BCST    220(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z14, Z19, Z19
+	VFMADD231PS.BCST 224(R9), Z19, Z4
+	VPBROADCASTD     304(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    256(R9), Z16, Z19
+	VPDPBUSD.BCST    272(R9), Z12, Z20
+	VPDPBUSD.BCST    260(R9), Z17, Z19
+	VPDPBUSD.BCST    276(R9), Z11, Z20
+	VPDPBUSD.BCST    264(R9), Z13, Z19
+	VPDPBUSD.BCST    280(R9), Z15, Z20
+	VPDPBUSD.BCST    268(R9), Z18, Z19
+	VPDPBUSD.BCST    284(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z14, Z19, Z19
+	VFMADD231PS.BCST 288(R9), Z19, Z5
+	VPBROADCASTD     368(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    320(R9), Z16, Z19
+	VPDPBUSD.BCST    336(R9), Z12, Z20
+	VPDPBUSD.BCST    324(R9), Z17, Z19
+	VPDPBUSD.BCST    340(R9), Z11, Z20
+	VPDPBUSD.BCST    328(R9), Z13, Z19
+	VPDPBUSD.BCST    344(R9), Z15, Z20
+	VPDPBUSD.BCST    332(R9), Z18, Z19
+	VPDPBUSD.BCST    348(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z14, Z19, Z19
+	VFMADD231PS.BCST 352(R9), Z19, Z6
+	VPBROADCASTD     432(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    384(R9), Z16, Z19
+	VPDPBUSD.BCST    400(R9), Z12, Z20
+	VPDPBUSD.BCST    388(R9), Z17, Z19
+	VPDPBUSD.BCST    404(R9), Z11, Z20
+	VPDPBUSD.BCST    392(R9), Z13, Z19
+	VPDPBUSD.BCST    408(R9), Z15, Z20
+	VPDPBUSD.BCST    396(R9), Z18, Z19
+	VPDPBUSD.BCST    412(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z14, Z19, Z19
+	VFMADD231PS.BCST 416(R9), Z19, Z7
+	VPBROADCASTD     496(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    448(R9), Z16, Z19
+	VPDPBUSD.BCST    464(R9), Z12, Z20
+	VPDPBUSD.BCST    452(R9), Z17, Z19
+	VPDPBUSD.BCST    468(R9), Z11, Z20
+	VPDPBUSD.BCST    456(R9), Z13, Z19
+	VPDPBUSD.BCST    472(R9), Z15, Z20
+	VPDPBUSD.BCST    460(R9), Z18, Z19
+	VPDPBUSD.BCST    476(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z14, Z19, Z19
+	VFMADD231PS.BCST 480(R9), Z19, Z8
+	VPBROADCASTD     560(R9), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    512(R9), Z16, Z19
+	VPDPBUSD.BCST    528(R9), Z12, Z20
+	VPDPBUSD.BCST    516(R9), Z17, Z19
+	VPDPBUSD.BCST    532(R9), Z11, Z20
+	VPDPBUSD.BCST    520(R9), Z13, Z19
+	VPDPBUSD.BCST    536(R9), Z15, Z20
+	VPDPBUSD.BCST    524(R9), Z18, Z19
+	VPDPBUSD.BCST    540(R9), Z10, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z10
+	VMULPS           Z14, Z10, Z10
+	VFMADD231PS.BCST 544(R9), Z10, Z9
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x9GFNI_loop
 
 dotQ4_0x16x9GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -9895,8 +9683,7 @@ tileQ8_0x16x9VNNI_loop:
 	VPADDD        Z19, Z18, Z18
 	VCVTDQ2PS     Z18, Z18
 	VMULPS.BCST   32(BX), Z17, Z19
-	VMULPS        Z19, Z18, Z18
-	VADDPS        Z18, Z0, Z0
+	VFMADD231PS   Z19, Z18, Z0
 	VPBROADCASTD  108(BX), Z18
 	VPXORD        Z19, Z19, Z19
 	VPDPBUSD.BCST 64(BX), Z9, Z18
@@ -9910,8 +9697,7 @@ tileQ8_0x16x9VNNI_loop:
 	VPADDD        Z19, Z18, Z18
 	VCVTDQ2PS     Z18, Z18
 	VMULPS.BCST   96(BX), Z17, Z19
-	VMULPS        Z19, Z18, Z18
-	VADDPS        Z18, Z1, Z1
+	VFMADD231PS   Z19, Z18, Z1
 	VPBROADCASTD  172(BX), Z18
 	VPXORD        Z19, Z19, Z19
 	VPDPBUSD.BCST 128(BX), Z9, Z18
@@ -9925,8 +9711,7 @@ tileQ8_0x16x9VNNI_loop:
 	VPADDD        Z19, Z18, Z18
 	VCVTDQ2PS     Z18, Z18
 	VMULPS.BCST   160(BX), Z17, Z19
-	VMULPS        Z19, Z18, Z18
-	VADDPS        Z18, Z2, Z2
+	VFMADD231PS   Z19, Z18, Z2
 	VPBROADCASTD  236(BX), Z18
 	VPXORD        Z19, Z19, Z19
 	VPDPBUSD.BCST 192(BX), Z9, Z18
@@ -9940,8 +9725,7 @@ tileQ8_0x16x9VNNI_loop:
 	VPADDD        Z19, Z18, Z18
 	VCVTDQ2PS     Z18, Z18
 	VMULPS.BCST   224(BX), Z17, Z19
-	VMULPS        Z19, Z18, Z18
-	VADDPS        Z18, Z3, Z3
+	VFMADD231PS   Z19, Z18, Z3
 	VPBROADCASTD  300(BX), Z18
 	VPXORD        Z19, Z19, Z19
 	VPDPBUSD.BCST 256(BX), Z9, Z18
@@ -9955,8 +9739,7 @@ tileQ8_0x16x9VNNI_loop:
 	VPADDD        Z19, Z18, Z18
 	VCVTDQ2PS     Z18, Z18
 	VMULPS.BCST   288(BX), Z17, Z19
-	VMULPS        Z19, Z18, Z18
-	VADDPS        Z18, Z4, Z4
+	VFMADD231PS   Z19, Z18, Z4
 	VPBROADCASTD  364(BX), Z18
 	VPXORD        Z19, Z19, Z19
 	VPDPBUSD.BCST 320(BX), Z9, Z18
@@ -9970,8 +9753,7 @@ tileQ8_0x16x9VNNI_loop:
 	VPADDD        Z19, Z18, Z18
 	VCVTDQ2PS     Z18, Z18
 	VMULPS.BCST   352(BX), Z17, Z19
-	VMULPS        Z19, Z18, Z18
-	VADDPS        Z18, Z5, Z5
+	VFMADD231PS   Z19, Z18, Z5
 	VPBROADCASTD  428(BX), Z18
 	VPXORD        Z19, Z19, Z19
 	VPDPBUSD.BCST 384(BX), Z9, Z18
@@ -9985,8 +9767,7 @@ tileQ8_0x16x9VNNI_loop:
 	VPADDD        Z19, Z18, Z18
 	VCVTDQ2PS     Z18, Z18
 	VMULPS.BCST   416(BX), Z17, Z19
-	VMULPS        Z19, Z18, Z18
-	VADDPS        Z18, Z6, Z6
+	VFMADD231PS   Z19, Z18, Z6
 	VPBROADCASTD  492(BX), Z18
 	VPXORD        Z19, Z19, Z19
 	VPDPBUSD.BCST 448(BX), Z9, Z18
@@ -10000,8 +9781,7 @@ tileQ8_0x16x9VNNI_loop:
 	VPADDD        Z19, Z18, Z18
 	VCVTDQ2PS     Z18, Z18
 	VMULPS.BCST   480(BX), Z17, Z19
-	VMULPS        Z19, Z18, Z18
-	VADDPS        Z18, Z7, Z7
+	VFMADD231PS   Z19, Z18, Z7
 	VPBROADCASTD  556(BX), Z18
 	VPXORD        Z19, Z19, Z19
 	VPDPBUSD.BCST 512(BX), Z9, Z18
@@ -10015,8 +9795,7 @@ tileQ8_0x16x9VNNI_loop:
 	VPADDD        Z19, Z18, Z18
 	VCVTDQ2PS     Z18, Z9
 	VMULPS.BCST   544(BX), Z17, Z10
-	VMULPS        Z10, Z9, Z9
-	VADDPS        Z9, Z8, Z8
+	VFMADD231PS   Z10, Z9, Z8
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -10091,174 +9870,165 @@ TEXT ·tileQ4_0x16x9VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z8, Z8, Z8
 
 tileQ4_0x16x9VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x9VNNI_done
-	VMOVDQU64     (AX), Z9
-	VMOVDQU64     64(AX), Z10
-	VMOVDQU64     128(AX), Z11
-	VMOVDQU64     192(AX), Z12
-	VMOVDQU64     256(AX), Z13
-	VMOVDQU64     320(AX), Z14
-	VMOVDQU64     384(AX), Z15
-	VMOVDQU64     448(AX), Z16
-	VCVTPH2PS     (CX), Z17
-	VPBROADCASTD  48(BX), Z18
-	VPXORD        Z19, Z19, Z19
-	VPDPBUSD.BCST (BX), Z9, Z18
-	VPDPBUSD.BCST 16(BX), Z13, Z19
-	VPDPBUSD.BCST 4(BX), Z10, Z18
-	VPDPBUSD.BCST 20(BX), Z14, Z19
-	VPDPBUSD.BCST 8(BX), Z11, Z18
-	VPDPBUSD.BCST 24(BX), Z15, Z19
-	VPDPBUSD.BCST 12(BX), Z12, Z18
-	VPDPBUSD.BCST 28(BX), Z16, Z19
-	VPADDD        Z19, Z18, Z18
-	VCVTDQ2PS     Z18, Z18
-	VMULPS        Z17, Z18, Z18
-	VMULPS.BCST   32(BX), Z18, Z18
-	VADDPS        Z18, Z0, Z0
-	VPBROADCASTD  112(BX), Z18
-	VPXORD        Z19, Z19, Z19
-	VPDPBUSD.BCST 64(BX), Z9, Z18
-	VPDPBUSD.BCST 80(BX), Z13, Z19
-	VPDPBUSD.BCST 68(BX), Z10, Z18
-	VPDPBUSD.BCST 84(BX), Z14, Z19
-	VPDPBUSD.BCST 72(BX), Z11, Z18
-	VPDPBUSD.BCST 88(BX), Z15, Z19
-	VPDPBUSD.BCST 76(BX), Z12, Z18
-	VPDPBUSD.BCST 92(BX), Z16, Z19
-	VPADDD        Z19, Z18, Z18
-	VCVTDQ2PS     Z18, Z18
-	VMULPS        Z17, Z18, Z18
-	VMULPS.BCST   96(BX), Z18, Z18
-	VADDPS        Z18, Z1, Z1
-	VPBROADCASTD  176(BX), Z18
-	VPXORD        Z19, Z19, Z19
-	VPDPBUSD.BCST 128(BX), Z9, Z18
-	VPDPBUSD.BCST 144(BX), Z13, Z19
-	VPDPBUSD.BCST 132(BX), Z10, Z18
-	VPDPBUSD.BCST 148(BX), Z14, Z19
-	VPDPBUSD.BCST 136(BX), Z11, Z18
-	VPDPBUSD.BCST 152(BX), Z15, Z19
-	VPDPBUSD.BCST 140(BX), Z12, Z18
-	VPDPBUSD.BCST 156(BX), Z16, Z19
-	VPADDD        Z19, Z18, Z18
-	VCVTDQ2PS     Z18, Z18
-	VMULPS        Z17, Z18, Z18
-	VMULPS.BCST   160(BX), Z18, Z18
-	VADDPS        Z18, Z2, Z2
-	VPBROADCASTD  240(BX), Z18
-	VPXORD        Z19, Z19, Z19
-	VPDPBUSD.BCST 192(BX), Z9, Z18
-	VPDPBUSD.BCST 208(BX), Z13, Z19
-	VPDPBUSD.BCST 196(BX), Z10, Z18
-	VPDPBUSD.BCST 212(BX), Z14, Z19
-	VPDPBUSD.BCST 200(BX), Z11, Z18
-	VPDPBUSD.BCST 216(BX), Z15, Z19
-	VPDPBUSD.BCST 204(BX), Z12, Z18
-	VPDPBUSD.BCST 220(BX), Z16, Z19
-	VPADDD        Z19, Z18, Z18
-	VCVTDQ2PS     Z18, Z18
-	VMULPS        Z17, Z18, Z18
-	VMULPS.BCST   224(BX), Z18, Z18
-	VADDPS        Z18, Z3, Z3
-	VPBROADCASTD  304(BX), Z18
-	VPXORD        Z19, Z19, Z19
-	VPDPBUSD.BCST 256(BX), Z9, Z18
-	VPDPBUSD.BCST 272(BX), Z13, Z19
-	VPDPBUSD.BCST 260(BX), Z10, Z18
-	VPDPBUSD.BCST 276(BX), Z14, Z19
-	VPDPBUSD.BCST 264(BX), Z11, Z18
-	VPDPBUSD.BCST 280(BX), Z15, Z19
-	VPDPBUSD.BCST 268(BX), Z12, Z18
-	VPDPBUSD.BCST 284(BX), Z16, Z19
-	VPADDD        Z19, Z18, Z18
-	VCVTDQ2PS     Z18, Z18
-	VMULPS        Z17, Z18, Z18
-	VMULPS.BCST   288(BX), Z18, Z18
-	VADDPS        Z18, Z4, Z4
-	VPBROADCASTD  368(BX), Z18
-	VPXORD        Z19, Z19, Z19
-	VPDPBUSD.BCST 320(BX), Z9, Z18
-	VPDPBUSD.BCST 336(BX), Z13, Z19
-	VPDPBUSD.BCST 324(BX), Z10, Z18
-	VPDPBUSD.BCST 340(BX), Z14, Z19
-	VPDPBUSD.BCST 328(BX), Z11, Z18
-	VPDPBUSD.BCST 344(BX), Z15, Z19
-	VPDPBUSD.BCST 332(BX), Z12, Z18
-	VPDPBUSD.BCST 348(BX), Z16, Z19
-	VPADDD        Z19, Z18, Z18
-	VCVTDQ2PS     Z18, Z18
-	VMULPS        Z17, Z18, Z18
-	VMULPS.BCST   352(BX), Z18, Z18
-	VADDPS        Z18, Z5, Z5
-	VPBROADCASTD  432(BX), Z18
-	VPXORD        Z19, Z19, Z19
-	VPDPBUSD.BCST 384(BX), Z9, Z18
-	VPDPBUSD.BCST 400(BX), Z13, Z19
-	VPDPBUSD.BCST 388(BX), Z10, Z18
-	VPDPBUSD.BCST 404(BX), Z14, Z19
-	VPDPBUSD.BCST 392(BX), Z11, Z18
-	VPDPBUSD.BCST 408(BX), Z15, Z19
-	VPDPBUSD.BCST 396(BX), Z12, Z18
-	VPDPBUSD.BCST 412(BX), Z16, Z19
-	VPADDD        Z19, Z18, Z18
-	VCVTDQ2PS     Z18, Z18
-	VMULPS        Z17, Z18, Z18
-	VMULPS.BCST   416(BX), Z18, Z18
-	VADDPS        Z18, Z6, Z6
-	VPBROADCASTD  496(BX), Z18
-	VPXORD        Z19, Z19, Z19
-	VPDPBUSD.BCST 448(BX), Z9, Z18
-	VPDPBUSD.BCST 464(BX), Z13, Z19
-	VPDPBUSD.BCST 452(BX), Z10, Z18
-	VPDPBUSD.BCST 468(BX), Z14, Z19
-	VPDPBUSD.BCST 456(BX), Z11, Z18
-	VPDPBUSD.BCST 472(BX), Z15, Z19
-	VPDPBUSD.BCST 460(BX), Z12, Z18
-	VPDPBUSD.BCST 476(BX), Z16, Z19
-	VPADDD        Z19, Z18, Z18
-	VCVTDQ2PS     Z18, Z18
-	VMULPS        Z17, Z18, Z18
-	VMULPS.BCST   480(BX), Z18, Z18
-	VADDPS        Z18, Z7, Z7
-	VPBROADCASTD  560(BX), Z18
-	VPXORD        Z19, Z19, Z19
-	VPDPBUSD.BCST 512(BX), Z9, Z18
-	VPDPBUSD.BCST 528(BX), Z13, Z19
-	VPDPBUSD.BCST 516(BX), Z10, Z18
-	VPDPBUSD.BCST 532(BX), Z14, Z19
-	VPDPBUSD.BCST 520(BX), Z11, Z18
-	VPDPBUSD.BCST 536(BX), Z15, Z19
-	VPDPBUSD.BCST 524(BX), Z12, Z18
-	VPDPBUSD.BCST 540(BX), Z16, Z19
-	VPADDD        Z19, Z18, Z18
-	VCVTDQ2PS     Z18, Z9
-	VMULPS        Z17, Z9, Z9
-	VMULPS.BCST   544(BX), Z9, Z9
-	VADDPS        Z9, Z8, Z8
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x9VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x9VNNI_done
+	VMOVDQU64        (AX), Z9
+	VMOVDQU64        64(AX), Z10
+	VMOVDQU64        128(AX), Z11
+	VMOVDQU64        192(AX), Z12
+	VMOVDQU64        256(AX), Z13
+	VMOVDQU64        320(AX), Z14
+	VMOVDQU64        384(AX), Z15
+	VMOVDQU64        448(AX), Z16
+	VCVTPH2PS        (CX), Z17
+	VPBROADCASTD     48(BX), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    (BX), Z9, Z18
+	VPDPBUSD.BCST    16(BX), Z13, Z19
+	VPDPBUSD.BCST    4(BX), Z10, Z18
+	VPDPBUSD.BCST    20(BX), Z14, Z19
+	VPDPBUSD.BCST    8(BX), Z11, Z18
+	VPDPBUSD.BCST    24(BX), Z15, Z19
+	VPDPBUSD.BCST    12(BX), Z12, Z18
+	VPDPBUSD.BCST    28(BX), Z16, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z17, Z18, Z18
+	VFMADD231PS.BCST 32(BX), Z18, Z0
+	VPBROADCASTD     112(BX), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    64(BX), Z9, Z18
+	VPDPBUSD.BCST    80(BX), Z13, Z19
+	VPDPBUSD.BCST    68(BX), Z10, Z18
+	VPDPBUSD.BCST    84(BX), Z14, Z19
+	VPDPBUSD.BCST    72(BX), Z11, Z18
+	VPDPBUSD.BCST    88(BX), Z15, Z19
+	VPDPBUSD.BCST    76(BX), Z12, Z18
+	VPDPBUSD.BCST    92(BX), Z16, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z17, Z18, Z18
+	VFMADD231PS.BCST 96(BX), Z18, Z1
+	VPBROADCASTD     176(BX), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    128(BX), Z9, Z18
+	VPDPBUSD.BCST    144(BX), Z13, Z19
+	VPDPBUSD.BCST    132(BX), Z10, Z18
+	VPDPBUSD.BCST    148(BX), Z14, Z19
+	VPDPBUSD.BCST    136(BX), Z11, Z18
+	VPDPBUSD.BCST    152(BX), Z15, Z19
+	VPDPBUSD.BCST    140(BX), Z12, Z18
+	VPDPBUSD.BCST    156(BX), Z16, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z17, Z18, Z18
+	VFMADD231PS.BCST 160(BX), Z18, Z2
+	VPBROADCASTD     240(BX), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    192(BX), Z9, Z18
+	VPDPBUSD.BCST    208(BX), Z13, Z19
+	VPDPBUSD.BCST    196(BX), Z10, Z18
+	VPDPBUSD.BCST    212(BX), Z14, Z19
+	VPDPBUSD.BCST    200(BX), Z11, Z18
+	VPDPBUSD.BCST    216(BX), Z15, Z19
+	VPDPBUSD.BCST    204(BX), Z12, Z18
+	VPDPBUSD.BCST    220(BX), Z16, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z17, Z18, Z18
+	VFMADD231PS.BCST 224(BX), Z18, Z3
+	VPBROADCASTD     304(BX), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    256(BX), Z9, Z18
+	VPDPBUSD.BCST    272(BX), Z13, Z19
+	VPDPBUSD.BCST    260(BX), Z10, Z18
+	VPDPBUSD.BCST    276(BX), Z14, Z19
+	VPDPBUSD.BCST    264(BX), Z11, Z18
+	VPDPBUSD.BCST    280(BX), Z15, Z19
+	VPDPBUSD.BCST    268(BX), Z12, Z18
+	VPDPBUSD.BCST    284(BX), Z16, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z17, Z18, Z18
+	VFMADD231PS.BCST 288(BX), Z18, Z4
+	VPBROADCASTD     368(BX), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    320(BX), Z9, Z18
+	VPDPBUSD.BCST    336(BX), Z13, Z19
+	VPDPBUSD.BCST    324(BX), Z10, Z18
+	VPDPBUSD.BCST    340(BX), Z14, Z19
+	VPDPBUSD.BCST    328(BX), Z11, Z18
+	VPDPBUSD.BCST    344(BX), Z15, Z19
+	VPDPBUSD.BCST    332(BX), Z12, Z18
+	VPDPBUSD.BCST    348(BX), Z16, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z17, Z18, Z18
+	VFMADD231PS.BCST 352(BX), Z18, Z5
+	VPBROADCASTD     432(BX), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    384(BX), Z9, Z18
+	VPDPBUSD.BCST    400(BX), Z13, Z19
+	VPDPBUSD.BCST    388(BX), Z10, Z18
+	VPDPBUSD.BCST    404(BX), Z14, Z19
+	VPDPBUSD.BCST    392(BX), Z11, Z18
+	VPDPBUSD.BCST    408(BX), Z15, Z19
+	VPDPBUSD.BCST    396(BX), Z12, Z18
+	VPDPBUSD.BCST    412(BX), Z16, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z17, Z18, Z18
+	VFMADD231PS.BCST 416(BX), Z18, Z6
+	VPBROADCASTD     496(BX), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    448(BX), Z9, Z18
+	VPDPBUSD.BCST    464(BX), Z13, Z19
+	VPDPBUSD.BCST    452(BX), Z10, Z18
+	VPDPBUSD.BCST    468(BX), Z14, Z19
+	VPDPBUSD.BCST    456(BX), Z11, Z18
+	VPDPBUSD.BCST    472(BX), Z15, Z19
+	VPDPBUSD.BCST    460(BX), Z12, Z18
+	VPDPBUSD.BCST    476(BX), Z16, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z18
+	VMULPS           Z17, Z18, Z18
+	VFMADD231PS.BCST 480(BX), Z18, Z7
+	VPBROADCASTD     560(BX), Z18
+	VPXORD           Z19, Z19, Z19
+	VPDPBUSD.BCST    512(BX), Z9, Z18
+	VPDPBUSD.BCST    528(BX), Z13, Z19
+	VPDPBUSD.BCST    516(BX), Z10, Z18
+	VPDPBUSD.BCST    532(BX), Z14, Z19
+	VPDPBUSD.BCST    520(BX), Z11, Z18
+	VPDPBUSD.BCST    536(BX), Z15, Z19
+	VPDPBUSD.BCST    524(BX), Z12, Z18
+	VPDPBUSD.BCST    540(BX), Z16, Z19
+	VPADDD           Z19, Z18, Z18
+	VCVTDQ2PS        Z18, Z9
+	VMULPS           Z17, Z9, Z9
+	VFMADD231PS.BCST 544(BX), Z9, Z8
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x9VNNI_loop
 
 tileQ4_0x16x9VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -10439,8 +10209,7 @@ dotQ8_0x16x10VNNI_loop:
 	VPADDD            Z21, Z20, Z20
 	VCVTDQ2PS         Z20, Z20
 	VMULPS.BCST       32(R9), Z15, Z21
-	VMULPS            Z21, Z20, Z20
-	VADDPS            Z20, Z1, Z1
+	VFMADD231PS       Z21, Z20, Z1
 	VPBROADCASTD      108(R9), Z20
 	VPXORD            Z21, Z21, Z21
 	VPDPBUSD.BCST     64(R9), Z17, Z20
@@ -10454,8 +10223,7 @@ dotQ8_0x16x10VNNI_loop:
 	VPADDD            Z21, Z20, Z20
 	VCVTDQ2PS         Z20, Z20
 	VMULPS.BCST       96(R9), Z15, Z21
-	VMULPS            Z21, Z20, Z20
-	VADDPS            Z20, Z2, Z2
+	VFMADD231PS       Z21, Z20, Z2
 	VPBROADCASTD      172(R9), Z20
 	VPXORD            Z21, Z21, Z21
 	VPDPBUSD.BCST     128(R9), Z17, Z20
@@ -10469,8 +10237,7 @@ dotQ8_0x16x10VNNI_loop:
 	VPADDD            Z21, Z20, Z20
 	VCVTDQ2PS         Z20, Z20
 	VMULPS.BCST       160(R9), Z15, Z21
-	VMULPS            Z21, Z20, Z20
-	VADDPS            Z20, Z3, Z3
+	VFMADD231PS       Z21, Z20, Z3
 	VPBROADCASTD      236(R9), Z20
 	VPXORD            Z21, Z21, Z21
 	VPDPBUSD.BCST     192(R9), Z17, Z20
@@ -10484,8 +10251,7 @@ dotQ8_0x16x10VNNI_loop:
 	VPADDD            Z21, Z20, Z20
 	VCVTDQ2PS         Z20, Z20
 	VMULPS.BCST       224(R9), Z15, Z21
-	VMULPS            Z21, Z20, Z20
-	VADDPS            Z20, Z4, Z4
+	VFMADD231PS       Z21, Z20, Z4
 	VPBROADCASTD      300(R9), Z20
 	VPXORD            Z21, Z21, Z21
 	VPDPBUSD.BCST     256(R9), Z17, Z20
@@ -10499,8 +10265,7 @@ dotQ8_0x16x10VNNI_loop:
 	VPADDD            Z21, Z20, Z20
 	VCVTDQ2PS         Z20, Z20
 	VMULPS.BCST       288(R9), Z15, Z21
-	VMULPS            Z21, Z20, Z20
-	VADDPS            Z20, Z5, Z5
+	VFMADD231PS       Z21, Z20, Z5
 	VPBROADCASTD      364(R9), Z20
 	VPXORD            Z21, Z21, Z21
 	VPDPBUSD.BCST     320(R9), Z17, Z20
@@ -10514,8 +10279,7 @@ dotQ8_0x16x10VNNI_loop:
 	VPADDD            Z21, Z20, Z20
 	VCVTDQ2PS         Z20, Z20
 	VMULPS.BCST       352(R9), Z15, Z21
-	VMULPS            Z21, Z20, Z20
-	VADDPS            Z20, Z6, Z6
+	VFMADD231PS       Z21, Z20, Z6
 	VPBROADCASTD      428(R9), Z20
 	VPXORD            Z21, Z21, Z21
 	VPDPBUSD.BCST     384(R9), Z17, Z20
@@ -10529,8 +10293,7 @@ dotQ8_0x16x10VNNI_loop:
 	VPADDD            Z21, Z20, Z20
 	VCVTDQ2PS         Z20, Z20
 	VMULPS.BCST       416(R9), Z15, Z21
-	VMULPS            Z21, Z20, Z20
-	VADDPS            Z20, Z7, Z7
+	VFMADD231PS       Z21, Z20, Z7
 	VPBROADCASTD      492(R9), Z20
 	VPXORD            Z21, Z21, Z21
 	VPDPBUSD.BCST     448(R9), Z17, Z20
@@ -10544,8 +10307,7 @@ dotQ8_0x16x10VNNI_loop:
 	VPADDD            Z21, Z20, Z20
 	VCVTDQ2PS         Z20, Z20
 	VMULPS.BCST       480(R9), Z15, Z21
-	VMULPS            Z21, Z20, Z20
-	VADDPS            Z20, Z8, Z8
+	VFMADD231PS       Z21, Z20, Z8
 	VPBROADCASTD      556(R9), Z20
 	VPXORD            Z21, Z21, Z21
 	VPDPBUSD.BCST     512(R9), Z17, Z20
@@ -10559,8 +10321,7 @@ dotQ8_0x16x10VNNI_loop:
 	VPADDD            Z21, Z20, Z20
 	VCVTDQ2PS         Z20, Z20
 	VMULPS.BCST       544(R9), Z15, Z21
-	VMULPS            Z21, Z20, Z20
-	VADDPS            Z20, Z9, Z9
+	VFMADD231PS       Z21, Z20, Z9
 	VPBROADCASTD      620(R9), Z20
 	VPXORD            Z21, Z21, Z21
 	VPDPBUSD.BCST     576(R9), Z17, Z20
@@ -10574,8 +10335,7 @@ dotQ8_0x16x10VNNI_loop:
 	VPADDD            Z21, Z20, Z20
 	VCVTDQ2PS         Z20, Z11
 	VMULPS.BCST       608(R9), Z15, Z12
-	VMULPS            Z12, Z11, Z11
-	VADDPS            Z11, Z10, Z10
+	VFMADD231PS       Z12, Z11, Z10
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -10675,290 +10435,280 @@ TEXT ·dotQ4_0x16x10VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z11, Z11, Z11
 
 dotQ4_0x16x10VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x10VNNI_done
-	VBROADCASTI32X4 2(AX), Z12
-	VBROADCASTI32X4 2(SI), K1, Z12
-	VPSRLVQ         Z1, Z12, Z12
-	VPANDD          Z0, Z12, Z12
-	VBROADCASTI32X4 2(AX)(CX*1), Z13
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z13
-	VPSRLVQ         Z1, Z13, Z13
-	VPANDD          Z0, Z13, Z13
-	VBROADCASTI32X4 2(AX)(CX*2), Z14
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z14
-	VPSRLVQ         Z1, Z14, Z14
-	VPANDD          Z0, Z14, Z14
-	VBROADCASTI32X4 2(AX)(DX*1), Z15
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z15
-	VPSRLVQ         Z1, Z15, Z15
-	VPANDD          Z0, Z15, Z15
-	VBROADCASTI32X4 2(BX), Z16
-	VBROADCASTI32X4 2(DI), K1, Z16
-	VPSRLVQ         Z1, Z16, Z16
-	VPANDD          Z0, Z16, Z16
-	VBROADCASTI32X4 2(BX)(CX*1), Z17
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z17
-	VPSRLVQ         Z1, Z17, Z17
-	VPANDD          Z0, Z17, Z17
-	VBROADCASTI32X4 2(BX)(CX*2), Z18
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z18
-	VPSRLVQ         Z1, Z18, Z18
-	VPANDD          Z0, Z18, Z18
-	VBROADCASTI32X4 2(BX)(DX*1), Z19
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z19
-	VPSRLVQ         Z1, Z19, Z19
-	VPANDD          Z0, Z19, Z19
-	VPUNPCKLDQ      Z13, Z12, Z20
-	VPUNPCKHDQ      Z13, Z12, Z12
-	VPUNPCKLDQ      Z15, Z14, Z13
-	VPUNPCKHDQ      Z15, Z14, Z14
-	VPUNPCKLDQ      Z17, Z16, Z15
-	VPUNPCKHDQ      Z17, Z16, Z16
-	VPUNPCKLDQ      Z19, Z18, Z17
-	VPUNPCKHDQ      Z19, Z18, Z18
-	VPUNPCKLQDQ     Z13, Z20, Z19
-	VPUNPCKHQDQ     Z13, Z20, Z13
-	VPUNPCKLQDQ     Z14, Z12, Z20
-	VPUNPCKHQDQ     Z14, Z12, Z12
-	VPUNPCKLQDQ     Z17, Z15, Z14
-	VPUNPCKHQDQ     Z17, Z15, Z15
-	VPUNPCKLQDQ     Z18, Z16, Z17
-	VPUNPCKHQDQ     Z18, Z16, Z16
-	VSHUFI64X2      $0x88, Z14, Z19, Z18
-	VSHUFI64X2      $0xdd, Z14, Z19, Z14
-	VSHUFI64X2      $0x88, Z15, Z13, Z19
-	VSHUFI64X2      $0xdd, Z15, Z13, Z13
-	VSHUFI64X2      $0x88, Z17, Z20, Z15
-	VSHUFI64X2      $0xdd, Z17, Z20, Z17
-	VSHUFI64X2      $0x88, Z16, Z12, Z20
-	VSHUFI64X2      $0xdd, Z16, Z12, Z12
-	VPXORD          Y16, Y16, Y16
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X16
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X16, X16
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X21
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X21, X21
-	VINSERTI32X4    $0x01, X21, Y16, Y16
-	VCVTPH2PS       Y16, Z16
-	VPBROADCASTD    48(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   (R9), Z18, Z21
-	VPDPBUSD.BCST   16(R9), Z14, Z22
-	VPDPBUSD.BCST   4(R9), Z19, Z21
-	VPDPBUSD.BCST   20(R9), Z13, Z22
-	VPDPBUSD.BCST   8(R9), Z15, Z21
-	VPDPBUSD.BCST   24(R9), Z17, Z22
-	VPDPBUSD.BCST   12(R9), Z20, Z21
-	VPDPBUSD.BCST   28(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     32(R9), Z21, Z21
-	VADDPS          Z21, Z2, Z2
-	VPBROADCASTD    112(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   64(R9), Z18, Z21
-	VPDPBUSD.BCST   80(R9), Z14, Z22
-	VPDPBUSD.BCST   68(R9), Z19, Z21
-	VPDPBUSD.BCST   84(R9), Z13, Z22
-	VPDPBUSD.BCST   72(R9), Z15, Z21
-	VPDPBUSD.BCST   88(R9), Z17, Z22
-	VPDPBUSD.BCST   76(R9), Z20, Z21
-	VPDPBUSD.BCST   92(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     96(R9), Z21, Z21
-	VADDPS          Z21, Z3, Z3
-	VPBROADCASTD    176(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   128(R9), Z18, Z21
-	VPDPBUSD.BCST   144(R9), Z14, Z22
-	VPDPBUSD.BCST   132(R9), Z19, Z21
-	VPDPBUSD.BCST   148(R9), Z13, Z22
-	VPDPBUSD.BCST   136(R9), Z15, Z21
-	VPDPBUSD.BCST   152(R9), Z17, Z22
-	VPDPBUSD.BCST   140(R9), Z20, Z21
-	VPDPBUSD.BCST   156(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     160(R9), Z21, Z21
-	VADDPS          Z21, Z4, Z4
-	VPBROADCASTD    240(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   192(R9), Z18, Z21
-	VPDPBUSD.BCST   208(R9), Z14, Z22
-	VPDPBUSD.BCST   196(R9), Z19, Z21
-	VPDPBUSD.BCST   212(R9), Z13, Z22
-	VPDPBUSD.BCST   200(R9), Z15, Z21
-	VPDPBUSD.BCST   216(R9), Z17, Z22
-	VPDPBUSD.BCST   204(R9), Z20, Z21
-	VPDPBUSD.BCST   220(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     224(R9), Z21, Z21
-	VADDPS          Z21, Z5, Z5
-	VPBROADCASTD    304(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   256(R9), Z18, Z21
-	VPDPBUSD.BCST   272(R9), Z14, Z22
-	VPDPBUSD.BCST   260(R9), Z19, Z21
-	VPDPBUSD.BCST   276(R9), Z13, Z22
-	VPDPBUSD.BCST   264(R9), Z15, Z21
-	VPDPBUSD.BCST   280(R9), Z17, Z22
-	VPDPBUSD.BCST   268(R9), Z20, Z21
-	VPDPBUSD.BCST   284(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     288(R9), Z21, Z21
-	VADDPS          Z21, Z6, Z6
-	VPBROADCASTD    368(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   320(R9), Z18, Z21
-	VPDPBUSD.BCST   336(R9), Z14, Z22
-	VPDPBUSD.BCST   324(R9), Z19, Z21
-	VPDPBUSD.BCST   340(R9), Z13, Z22
-	VPDPBUSD.BCST   328(R9), Z15, Z21
-	VPDPBUSD.BCST   344(R9), Z17, Z22
-	VPDPBUSD.BCST   332(R9), Z20, Z21
-	VPDPBUSD.BCST   348(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     352(R9), Z21, Z21
-	VADDPS          Z21, Z7, Z7
-	VPBROADCASTD    432(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   384(R9), Z18, Z21
-	VPDPBUSD.BCST   400(R9), Z14, Z22
-	VPDPBUSD.BCST   388(R9), Z19, Z21
-	VPDPBUSD.BCST   404(R9), Z13, Z22
-	VPDPBUSD.BCST   392(R9), Z15, Z21
-	VPDPBUSD.BCST   408(R9), Z17, Z22
-	VPDPBUSD.BCST   396(R9), Z20, Z21
-	VPDPBUSD.BCST   412(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     416(R9), Z21, Z21
-	VADDPS          Z21, Z8, Z8
-	VPBROADCASTD    496(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   448(R9), Z18, Z21
-	VPDPBUSD.BCST   464(R9), Z14, Z22
-	VPDPBUSD.BCST   452(R9), Z19, Z21
-	VPDPBUSD.BCST   468(R9), Z13, Z22
-	VPDPBUSD.BCST   456(R9), Z15, Z21
-	VPDPBUSD.BCST   472(R9), Z17, Z22
-	VPDPBUSD.BCST   460(R9), Z20, Z21
-	VPDPBUSD.BCST   476(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     480(R9), Z21, Z21
-	VADDPS          Z21, Z9, Z9
-	VPBROADCASTD    560(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   512(R9), Z18, Z21
-	VPDPBUSD.BCST   528(R9), Z14, Z22
-	VPDPBUSD.BCST   516(R9), Z19, Z21
-	VPDPBUSD.BCST   532(R9), Z13, Z22
-	VPDPBUSD.BCST   520(R9), Z15, Z21
-	VPDPBUSD.BCST   536(R9), Z17, Z22
-	VPDPBUSD.BCST   524(R9), Z20, Z21
-	VPDPBUSD.BCST   540(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     544(R9), Z21, Z21
-	VADDPS          Z21, Z10, Z10
-	VPBROADCASTD    624(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   576(R9), Z18, Z21
-	VPDPBUSD.BCST   592(R9), Z14, Z22
-	VPDPBUSD.BCST   580(R9), Z19, Z21
-	VPDPBUSD.BCST   596(R9), Z13, Z22
-	VPDPBUSD.BCST   584(R9), Z15, Z21
-	VPDPBUSD.BCST   600(R9), Z17, Z22
-	VPDPBUSD.BCST   588(R9), Z20, Z21
-	VPDPBUSD.BCST   604(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z12
-	VMULPS          Z16, Z12, Z12
-	VMULPS.BCST     608(R9), Z12, Z12
-	VADDPS          Z12, Z11, Z11
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x10VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x10VNNI_done
+	VBROADCASTI32X4  2(AX), Z12
+	VBROADCASTI32X4  2(SI), K1, Z12
+	VPSRLVQ          Z1, Z12, Z12
+	VPANDD           Z0, Z12, Z12
+	VBROADCASTI32X4  2(AX)(CX*1), Z13
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z13
+	VPSRLVQ          Z1, Z13, Z13
+	VPANDD           Z0, Z13, Z13
+	VBROADCASTI32X4  2(AX)(CX*2), Z14
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z14
+	VPSRLVQ          Z1, Z14, Z14
+	VPANDD           Z0, Z14, Z14
+	VBROADCASTI32X4  2(AX)(DX*1), Z15
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z15
+	VPSRLVQ          Z1, Z15, Z15
+	VPANDD           Z0, Z15, Z15
+	VBROADCASTI32X4  2(BX), Z16
+	VBROADCASTI32X4  2(DI), K1, Z16
+	VPSRLVQ          Z1, Z16, Z16
+	VPANDD           Z0, Z16, Z16
+	VBROADCASTI32X4  2(BX)(CX*1), Z17
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z17
+	VPSRLVQ          Z1, Z17, Z17
+	VPANDD           Z0, Z17, Z17
+	VBROADCASTI32X4  2(BX)(CX*2), Z18
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z18
+	VPSRLVQ          Z1, Z18, Z18
+	VPANDD           Z0, Z18, Z18
+	VBROADCASTI32X4  2(BX)(DX*1), Z19
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z19
+	VPSRLVQ          Z1, Z19, Z19
+	VPANDD           Z0, Z19, Z19
+	VPUNPCKLDQ       Z13, Z12, Z20
+	VPUNPCKHDQ       Z13, Z12, Z12
+	VPUNPCKLDQ       Z15, Z14, Z13
+	VPUNPCKHDQ       Z15, Z14, Z14
+	VPUNPCKLDQ       Z17, Z16, Z15
+	VPUNPCKHDQ       Z17, Z16, Z16
+	VPUNPCKLDQ       Z19, Z18, Z17
+	VPUNPCKHDQ       Z19, Z18, Z18
+	VPUNPCKLQDQ      Z13, Z20, Z19
+	VPUNPCKHQDQ      Z13, Z20, Z13
+	VPUNPCKLQDQ      Z14, Z12, Z20
+	VPUNPCKHQDQ      Z14, Z12, Z12
+	VPUNPCKLQDQ      Z17, Z15, Z14
+	VPUNPCKHQDQ      Z17, Z15, Z15
+	VPUNPCKLQDQ      Z18, Z16, Z17
+	VPUNPCKHQDQ      Z18, Z16, Z16
+	VSHUFI64X2       $0x88, Z14, Z19, Z18
+	VSHUFI64X2       $0xdd, Z14, Z19, Z14
+	VSHUFI64X2       $0x88, Z15, Z13, Z19
+	VSHUFI64X2       $0xdd, Z15, Z13, Z13
+	VSHUFI64X2       $0x88, Z17, Z20, Z15
+	VSHUFI64X2       $0xdd, Z17, Z20, Z17
+	VSHUFI64X2       $0x88, Z16, Z12, Z20
+	VSHUFI64X2       $0xdd, Z16, Z12, Z12
+	VPXORD           Y16, Y16, Y16
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X16
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X16, X16
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X21
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X21, X21
+	VINSERTI32X4     $0x01, X21, Y16, Y16
+	VCVTPH2PS        Y16, Z16
+	VPBROADCASTD     48(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    (R9), Z18, Z21
+	VPDPBUSD.BCST    16(R9), Z14, Z22
+	VPDPBUSD.BCST    4(R9), Z19, Z21
+	VPDPBUSD.BCST    20(R9), Z13, Z22
+	VPDPBUSD.BCST    8(R9), Z15, Z21
+	VPDPBUSD.BCST    24(R9), Z17, Z22
+	VPDPBUSD.BCST    12(R9), Z20, Z21
+	VPDPBUSD.BCST    28(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 32(R9), Z21, Z2
+	VPBROADCASTD     112(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    64(R9), Z18, Z21
+	VPDPBUSD.BCST    80(R9), Z14, Z22
+	VPDPBUSD.BCST    68(R9), Z19, Z21
+	VPDPBUSD.BCST    84(R9), Z13, Z22
+	VPDPBUSD.BCST    72(R9), Z15, Z21
+	VPDPBUSD.BCST    88(R9), Z17, Z22
+	VPDPBUSD.BCST    76(R9), Z20, Z21
+	VPDPBUSD.BCST    92(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 96(R9), Z21, Z3
+	VPBROADCASTD     176(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    128(R9), Z18, Z21
+	VPDPBUSD.BCST    144(R9), Z14, Z22
+	VPDPBUSD.BCST    132(R9), Z19, Z21
+	VPDPBUSD.BCST    148(R9), Z13, Z22
+	VPDPBUSD.BCST    136(R9), Z15, Z21
+	VPDPBUSD.BCST    152(R9), Z17, Z22
+	VPDPBUSD.BCST    140(R9), Z20, Z21
+	VPDPBUSD.BCST    156(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 160(R9), Z21, Z4
+	VPBROADCASTD     240(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    192(R9), Z18, Z21
+	VPDPBUSD.BCST    208(R9), Z14, Z22
+	VPDPBUSD.BCST    196(R9), Z19, Z21
+	VPDPBUSD.BCST    212(R9), Z13, Z22
+	VPDPBUSD.BCST    200(R9), Z15, Z21
+	VPDPBUSD.BCST    216(R9), Z17, Z22
+	VPDPBUSD.BCST    204(R9), Z20, Z21
+	VPDPBUSD.BCST    220(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 224(R9), Z21, Z5
+	VPBROADCASTD     304(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    256(R9), Z18, Z21
+	VPDPBUSD.BCST    272(R9), Z14, Z22
+	VPDPBUSD.BCST    260(R9), Z19, Z21
+	VPDPBUSD.BCST    276(R9), Z13, Z22
+	VPDPBUSD.BCST    264(R9), Z15, Z21
+	VPDPBUSD.BCST    280(R9), Z17, Z22
+	VPDPBUSD.BCST    268(R9), Z20, Z21
+	VPDPBUSD.BCST    284(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 288(R9), Z21, Z6
+	VPBROADCASTD     368(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    320(R9), Z18, Z21
+	VPDPBUSD.BCST    336(R9), Z14, Z22
+	VPDPBUSD.BCST    324(R9), Z19, Z21
+	VPDPBUSD.BCST    340(R9), Z13, Z22
+	VPDPBUSD.BCST    328(R9), Z15, Z21
+	VPDPBUSD.BCST    344(R9), Z17, Z22
+	VPDPBUSD.BCST    332(R9), Z20, Z21
+	VPDPBUSD.BCST    348(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 352(R9), Z21, Z7
+	VPBROADCASTD     432(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    384(R9), Z18, Z21
+	VPDPBUSD.BCST    400(R9), Z14, Z22
+	VPDPBUSD.BCST    388(R9), Z19, Z21
+	VPDPBUSD.BCST    404(R9), Z13, Z22
+	VPDPBUSD.BCST    392(R9), Z15, Z21
+	VPDPBUSD.BCST    408(R9), Z17, Z22
+	VPDPBUSD.BCST    396(R9), Z20, Z21
+	VPDPBUSD.BCST    412(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 416(R9), Z21, Z8
+	VPBROADCASTD     496(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    448(R9), Z18, Z21
+	VPDPBUSD.BCST    464(R9), Z14, Z22
+	VPDPBUSD.BCST    452(R9), Z19, Z21
+	VPDPBUSD.BCST    468(R9), Z13, Z22
+	VPDPBUSD.BCST    456(R9), Z15, Z21
+	VPDPBUSD.BCST    472(R9), Z17, Z22
+	VPDPBUSD.BCST    460(R9), Z20, Z21
+	VPDPBUSD.BCST    476(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 480(R9), Z21, Z9
+	VPBROADCASTD     560(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    512(R9), Z18, Z21
+	VPDPBUSD.BCST    528(R9), Z14, Z22
+	VPDPBUSD.BCST    516(R9), Z19, Z21
+	VPDPBUSD.BCST    532(R9), Z13, Z22
+	VPDPBUSD.BCST    520(R9), Z15, Z21
+	VPDPBUSD.BCST    536(R9), Z17, Z22
+	VPDPBUSD.BCST    524(R9), Z20, Z21
+	VPDPBUSD.BCST    540(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 544(R9), Z21, Z10
+	VPBROADCASTD     624(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    576(R9), Z18, Z21
+	VPDPBUSD.BCST    592(R9), Z14, Z22
+	VPDPBUSD.BCST    580(R9), Z19, Z21
+	VPDPBUSD.BCST    596(R9), Z13, Z22
+	VPDPBUSD.BCST    584(R9), Z15, Z21
+	VPDPBUSD.BCST    600(R9), Z17, Z22
+	VPDPBUSD.BCST    588(R9), Z20, Z21
+	VPDPBUSD.BCST    604(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z12
+	VMULPS           Z16, Z12, Z12
+	VFMADD231PS.BCST 608(R9), Z12, Z11
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x10VNNI_loop
 
 dotQ4_0x16x10VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -11023,282 +10773,272 @@ TEXT ·dotQ4_0x16x10GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z10, Z10, Z10
 
 dotQ4_0x16x10GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x10GFNI_done
-	VBROADCASTI32X4 2(AX), Z11
-	VBROADCASTI32X4 2(SI), K1, Z11
-	VGF2P8AFFINEQB  $0x00, Z0, Z11, Z11
-	VBROADCASTI32X4 2(AX)(CX*1), Z12
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z12
-	VGF2P8AFFINEQB  $0x00, Z0, Z12, Z12
-	VBROADCASTI32X4 2(AX)(CX*2), Z13
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z13
-	VGF2P8AFFINEQB  $0x00, Z0, Z13, Z13
-	VBROADCASTI32X4 2(AX)(DX*1), Z14
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z14
-	VGF2P8AFFINEQB  $0x00, Z0, Z14, Z14
-	VBROADCASTI32X4 2(BX), Z15
-	VBROADCASTI32X4 2(DI), K1, Z15
-	VGF2P8AFFINEQB  $0x00, Z0, Z15, Z15
-	VBROADCASTI32X4 2(BX)(CX*1), Z16
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z16
-	VGF2P8AFFINEQB  $0x00, Z0, Z16, Z16
-	VBROADCASTI32X4 2(BX)(CX*2), Z17
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z17
-	VGF2P8AFFINEQB  $0x00, Z0, Z17, Z17
-	VBROADCASTI32X4 2(BX)(DX*1), Z18
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z18
-	VGF2P8AFFINEQB  $0x00, Z0, Z18, Z18
-	VPUNPCKLDQ      Z12, Z11, Z19
-	VPUNPCKHDQ      Z12, Z11, Z11
-	VPUNPCKLDQ      Z14, Z13, Z12
-	VPUNPCKHDQ      Z14, Z13, Z13
-	VPUNPCKLDQ      Z16, Z15, Z14
-	VPUNPCKHDQ      Z16, Z15, Z15
-	VPUNPCKLDQ      Z18, Z17, Z16
-	VPUNPCKHDQ      Z18, Z17, Z17
-	VPUNPCKLQDQ     Z12, Z19, Z18
-	VPUNPCKHQDQ     Z12, Z19, Z12
-	VPUNPCKLQDQ     Z13, Z11, Z19
-	VPUNPCKHQDQ     Z13, Z11, Z11
-	VPUNPCKLQDQ     Z16, Z14, Z13
-	VPUNPCKHQDQ     Z16, Z14, Z14
-	VPUNPCKLQDQ     Z17, Z15, Z16
-	VPUNPCKHQDQ     Z17, Z15, Z15
-	VSHUFI64X2      $0x88, Z13, Z18, Z17
-	VSHUFI64X2      $0xdd, Z13, Z18, Z13
-	VSHUFI64X2      $0x88, Z14, Z12, Z18
-	VSHUFI64X2      $0xdd, Z14, Z12, Z12
-	VSHUFI64X2      $0x88, Z16, Z19, Z14
-	VSHUFI64X2      $0xdd, Z16, Z19, Z16
-	VSHUFI64X2      $0x88, Z15, Z11, Z19
-	VSHUFI64X2      $0xdd, Z15, Z11, Z11
-	VPXORD          Y15, Y15, Y15
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X15
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X15, X15
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X20
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X20, X20
-	VINSERTI32X4    $0x01, X20, Y15, Y15
-	VCVTPH2PS       Y15, Z15
-	VPBROADCASTD    48(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   (R9), Z17, Z20
-	VPDPBUSD.BCST   16(R9), Z13, Z21
-	VPDPBUSD.BCST   4(R9), Z18, Z20
-	VPDPBUSD.BCST   20(R9), Z12, Z21
-	VPDPBUSD.BCST   8(R9), Z14, Z20
-	VPDPBUSD.BCST   24(R9), Z16, Z21
-	VPDPBUSD.BCST   12(R9), Z19, Z20
-	VPDPBUSD.BCST   28(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     32(R9), Z20, Z20
-	VADDPS          Z20, Z1, Z1
-	VPBROADCASTD    112(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   64(R9), Z17, Z20
-	VPDPBUSD.BCST   80(R9), Z13, Z21
-	VPDPBUSD.BCST   68(R9), Z18, Z20
-	VPDPBUSD.BCST   84(R9), Z12, Z21
-	VPDPBUSD.BCST   72(R9), Z14, Z20
-	VPDPBUSD.BCST   88(R9), Z16, Z21
-	VPDPBUSD.BCST   76(R9), Z19, Z20
-	VPDPBUSD.BCST   92(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     96(R9), Z20, Z20
-	VADDPS          Z20, Z2, Z2
-	VPBROADCASTD    176(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   128(R9), Z17, Z20
-	VPDPBUSD.BCST   144(R9), Z13, Z21
-	VPDPBUSD.BCST   132(R9), Z18, Z20
-	VPDPBUSD.BCST   148(R9), Z12, Z21
-	VPDPBUSD.BCST   136(R9), Z14, Z20
-	VPDPBUSD.BCST   152(R9), Z16, Z21
-	VPDPBUSD.BCST   140(R9), Z19, Z20
-	VPDPBUSD.BCST   156(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     160(R9), Z20, Z20
-	VADDPS          Z20, Z3, Z3
-	VPBROADCASTD    240(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   192(R9), Z17, Z20
-	VPDPBUSD.BCST   208(R9), Z13, Z21
-	VPDPBUSD.BCST   196(R9), Z18, Z20
-	VPDPBUSD.BCST   212(R9), Z12, Z21
-	VPDPBUSD.BCST   200(R9), Z14, Z20
-	VPDPBUSD.BCST   216(R9), Z16, Z21
-	VPDPBUSD.BCST   204(R9), Z19, Z20
-	VPDPBUSD.BCST   220(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     224(R9), Z20, Z20
-	VADDPS          Z20, Z4, Z4
-	VPBROADCASTD    304(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   256(R9), Z17, Z20
-	VPDPBUSD.BCST   272(R9), Z13, Z21
-	VPDPBUSD.BCST   260(R9), Z18, Z20
-	VPDPBUSD.BCST   276(R9), Z12, Z21
-	VPDPBUSD.BCST   264(R9), Z14, Z20
-	VPDPBUSD.BCST   280(R9), Z16, Z21
-	VPDPBUSD.BCST   268(R9), Z19, Z20
-	VPDPBUSD.BCST   284(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     288(R9), Z20, Z20
-	VADDPS          Z20, Z5, Z5
-	VPBROADCASTD    368(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   320(R9), Z17, Z20
-	VPDPBUSD.BCST   336(R9), Z13, Z21
-	VPDPBUSD.BCST   324(R9), Z18, Z20
-	VPDPBUSD.BCST   340(R9), Z12, Z21
-	VPDPBUSD.BCST   328(R9), Z14, Z20
-	VPDPBUSD.BCST   344(R9), Z16, Z21
-	VPDPBUSD.BCST   332(R9), Z19, Z20
-	VPDPBUSD.BCST   348(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     352(R9), Z20, Z20
-	VADDPS          Z20, Z6, Z6
-	VPBROADCASTD    432(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   384(R9), Z17, Z20
-	VPDPBUSD.BCST   400(R9), Z13, Z21
-	VPDPBUSD.BCST   388(R9), Z18, Z20
-	VPDPBUSD.BCST   404(R9), Z12, Z21
-	VPDPBUSD.BCST   392(R9), Z14, Z20
-	VPDPBUSD.BCST   408(R9), Z16, Z21
-	VPDPBUSD.BCST   396(R9), Z19, Z20
-	VPDPBUSD.BCST   412(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     416(R9), Z20, Z20
-	VADDPS          Z20, Z7, Z7
-	VPBROADCASTD    496(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   448(R9), Z17, Z20
-	VPDPBUSD.BCST   464(R9), Z13, Z21
-	VPDPBUSD.BCST   452(R9), Z18, Z20
-	VPDPBUSD.BCST   468(R9), Z12, Z21
-	VPDPBUSD.BCST   456(R9), Z14, Z20
-	VPDPBUSD.BCST   472(R9), Z16, Z21
-	VPDPBUSD.BCST   460(R9), Z19, Z20
-	VPDPBUSD.BCST   476(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     480(R9), Z20, Z20
-	VADDPS          Z20, Z8, Z8
-	VPBROADCASTD    560(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   512(R9), Z17, Z20
-	VPDPBUSD.BCST   528(R9), Z13, Z21
-	VPDPBUSD.BCST   516(R9), Z18, Z20
-	VPDPBUSD.BCST   532(R9), Z12, Z21
-	VPDPBUSD.BCST   520(R9), Z14, Z20
-	VPDPBUSD.BCST   536(R9), Z16, Z21
-	VPDPBUSD.BCST   524(R9), Z19, Z20
-	VPDPBUSD.BCST   540(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z20
-	VMULPS          Z15, Z20, Z20
-	VMULPS.BCST     544(R9), Z20, Z20
-	VADDPS          Z20, Z9, Z9
-	VPBROADCASTD    624(R9), Z20
-	VPXORD          Z21, Z21, Z21
-	VPDPBUSD.BCST   576(R9), Z17, Z20
-	VPDPBUSD.BCST   592(R9), Z13, Z21
-	VPDPBUSD.BCST   580(R9), Z18, Z20
-	VPDPBUSD.BCST   596(R9), Z12, Z21
-	VPDPBUSD.BCST   584(R9), Z14, Z20
-	VPDPBUSD.BCST   600(R9), Z16, Z21
-	VPDPBUSD.BCST   588(R9), Z19, Z20
-	VPDPBUSD.BCST   604(R9), Z11, Z21
-	VPADDD          Z21, Z20, Z20
-	VCVTDQ2PS       Z20, Z11
-	VMULPS          Z15, Z11, Z11
-	VMULPS.BCST     608(R9), Z11, Z11
-	VADDPS          Z11, Z10, Z10
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x10GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x10GFNI_done
+	VBROADCASTI32X4  2(AX), Z11
+	VBROADCASTI32X4  2(SI), K1, Z11
+	VGF2P8AFFINEQB   $0x00, Z0, Z11, Z11
+	VBROADCASTI32X4  2(AX)(CX*1), Z12
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z12
+	VGF2P8AFFINEQB   $0x00, Z0, Z12, Z12
+	VBROADCASTI32X4  2(AX)(CX*2), Z13
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z13
+	VGF2P8AFFINEQB   $0x00, Z0, Z13, Z13
+	VBROADCASTI32X4  2(AX)(DX*1), Z14
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z14
+	VGF2P8AFFINEQB   $0x00, Z0, Z14, Z14
+	VBROADCASTI32X4  2(BX), Z15
+	VBROADCASTI32X4  2(DI), K1, Z15
+	VGF2P8AFFINEQB   $0x00, Z0, Z15, Z15
+	VBROADCASTI32X4  2(BX)(CX*1), Z16
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z16
+	VGF2P8AFFINEQB   $0x00, Z0, Z16, Z16
+	VBROADCASTI32X4  2(BX)(CX*2), Z17
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z17
+	VGF2P8AFFINEQB   $0x00, Z0, Z17, Z17
+	VBROADCASTI32X4  2(BX)(DX*1), Z18
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z18
+	VGF2P8AFFINEQB   $0x00, Z0, Z18, Z18
+	VPUNPCKLDQ       Z12, Z11, Z19
+	VPUNPCKHDQ       Z12, Z11, Z11
+	VPUNPCKLDQ       Z14, Z13, Z12
+	VPUNPCKHDQ       Z14, Z13, Z13
+	VPUNPCKLDQ       Z16, Z15, Z14
+	VPUNPCKHDQ       Z16, Z15, Z15
+	VPUNPCKLDQ       Z18, Z17, Z16
+	VPUNPCKHDQ       Z18, Z17, Z17
+	VPUNPCKLQDQ      Z12, Z19, Z18
+	VPUNPCKHQDQ      Z12, Z19, Z12
+	VPUNPCKLQDQ      Z13, Z11, Z19
+	VPUNPCKHQDQ      Z13, Z11, Z11
+	VPUNPCKLQDQ      Z16, Z14, Z13
+	VPUNPCKHQDQ      Z16, Z14, Z14
+	VPUNPCKLQDQ      Z17, Z15, Z16
+	VPUNPCKHQDQ      Z17, Z15, Z15
+	VSHUFI64X2       $0x88, Z13, Z18, Z17
+	VSHUFI64X2       $0xdd, Z13, Z18, Z13
+	VSHUFI64X2       $0x88, Z14, Z12, Z18
+	VSHUFI64X2       $0xdd, Z14, Z12, Z12
+	VSHUFI64X2       $0x88, Z16, Z19, Z14
+	VSHUFI64X2       $0xdd, Z16, Z19, Z16
+	VSHUFI64X2       $0x88, Z15, Z11, Z19
+	VSHUFI64X2       $0xdd, Z15, Z11, Z11
+	VPXORD           Y15, Y15, Y15
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X15
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X15, X15
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X20
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X20, X20
+	VINSERTI32X4     $0x01, X20, Y15, Y15
+	VCVTPH2PS        Y15, Z15
+	VPBROADCASTD     48(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    (R9), Z17, Z20
+	VPDPBUSD.BCST    16(R9), Z13, Z21
+	VPDPBUSD.BCST    4(R9), Z18, Z20
+	VPDPBUSD.BCST    20(R9), Z12, Z21
+	VPDPBUSD.BCST    8(R9), Z14, Z20
+	VPDPBUSD.BCST    24(R9), Z16, Z21
+	VPDPBUSD.BCST    12(R9), Z19, Z20
+	VPDPBUSD.BCST    28(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 32(R9), Z20, Z1
+	VPBROADCASTD     112(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    64(R9), Z17, Z20
+	VPDPBUSD.BCST    80(R9), Z13, Z21
+	VPDPBUSD.BCST    68(R9), Z18, Z20
+	VPDPBUSD.BCST    84(R9), Z12, Z21
+	VPDPBUSD.BCST    72(R9), Z14, Z20
+	VPDPBUSD.BCST    88(R9), Z16, Z21
+	VPDPBUSD.BCST    76(R9), Z19, Z20
+	VPDPBUSD.BCST    92(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 96(R9), Z20, Z2
+	VPBROADCASTD     176(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    128(R9), Z17, Z20
+	VPDPBUSD.BCST    144(R9), Z13, Z21
+	VPDPBUSD.BCST    132(R9), Z18, Z20
+	VPDPBUSD.BCST    148(R9), Z12, Z21
+	VPDPBUSD.BCST    136(R9), Z14, Z20
+	VPDPBUSD.BCST    152(R9), Z16, Z21
+	VPDPBUSD.BCST    140(R9), Z19, Z20
+	VPDPBUSD.BCST    156(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 160(R9), Z20, Z3
+	VPBROADCASTD     240(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    192(R9), Z17, Z20
+	VPDPBUSD.BCST    208(R9), Z13, Z21
+	VPDPBUSD.BCST    196(R9), Z18, Z20
+	VPDPBUSD.BCST    212(R9), Z12, Z21
+	VPDPBUSD.BCST    200(R9), Z14, Z20
+	VPDPBUSD.BCST    216(R9), Z16, Z21
+	VPDPBUSD.BCST    204(R9), Z19, Z20
+	VPDPBUSD.BCST    220(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 224(R9), Z20, Z4
+	VPBROADCASTD     304(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    256(R9), Z17, Z20
+	VPDPBUSD.BCST    272(R9), Z13, Z21
+	VPDPBUSD.BCST    260(R9), Z18, Z20
+	VPDPBUSD.BCST    276(R9), Z12, Z21
+	VPDPBUSD.BCST    264(R9), Z14, Z20
+	VPDPBUSD.BCST    280(R9), Z16, Z21
+	VPDPBUSD.BCST    268(R9), Z19, Z20
+	VPDPBUSD.BCST    284(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 288(R9), Z20, Z5
+	VPBROADCASTD     368(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    320(R9), Z17, Z20
+	VPDPBUSD.BCST    336(R9), Z13, Z21
+	VPDPBUSD.BCST    324(R9), Z18, Z20
+	VPDPBUSD.BCST    340(R9), Z12, Z21
+	VPDPBUSD.BCST    328(R9), Z14, Z20
+	VPDPBUSD.BCST    344(R9), Z16, Z21
+	VPDPBUSD.BCST    332(R9), Z19, Z20
+	VPDPBUSD.BCST    348(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 352(R9), Z20, Z6
+	VPBROADCASTD     432(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    384(R9), Z17, Z20
+	VPDPBUSD.BCST    400(R9), Z13, Z21
+	VPDPBUSD.BCST    388(R9), Z18, Z20
+	VPDPBUSD.BCST    404(R9), Z12, Z21
+	VPDPBUSD.BCST    392(R9), Z14, Z20
+	VPDPBUSD.BCST    408(R9), Z16, Z21
+	VPDPBUSD.BCST    396(R9), Z19, Z20
+	VPDPBUSD.BCST    412(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 416(R9), Z20, Z7
+	VPBROADCASTD     496(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    448(R9), Z17, Z20
+	VPDPBUSD.BCST    464(R9), Z13, Z21
+	VPDPBUSD.BCST    452(R9), Z18, Z20
+	VPDPBUSD.BCST    468(R9), Z12, Z21
+	VPDPBUSD.BCST    456(R9), Z14, Z20
+	VPDPBUSD.BCST    472(R9), Z16, Z21
+	VPDPBUSD.BCST    460(R9), Z19, Z20
+	VPDPBUSD.BCST    476(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 480(R9), Z20, Z8
+	VPBROADCASTD     560(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    512(R9), Z17, Z20
+	VPDPBUSD.BCST    528(R9), Z13, Z21
+	VPDPBUSD.BCST    516(R9), Z18, Z20
+	VPDPBUSD.BCST    532(R9), Z12, Z21
+	VPDPBUSD.BCST    520(R9), Z14, Z20
+	VPDPBUSD.BCST    536(R9), Z16, Z21
+	VPDPBUSD.BCST    524(R9), Z19, Z20
+	VPDPBUSD.BCST    540(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z15, Z20, Z20
+	VFMADD231PS.BCST 544(R9), Z20, Z9
+	VPBROADCASTD     624(R9), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    576(R9), Z17, Z20
+	VPDPBUSD.BCST    592(R9), Z13, Z21
+	VPDPBUSD.BCST    580(R9), Z18, Z20
+	VPDPBUSD.BCST    596(R9), Z12, Z21
+	VPDPBUSD.BCST    584(R9), Z14, Z20
+	VPDPBUSD.BCST    600(R9), Z16, Z21
+	VPDPBUSD.BCST    588(R9), Z19, Z20
+	VPDPBUSD.BCST    604(R9), Z11, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z11
+	VMULPS           Z15, Z11, Z11
+	VFMADD231PS.BCST 608(R9), Z11, Z10
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x10GFNI_loop
 
 dotQ4_0x16x10GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -11379,8 +11119,7 @@ tileQ8_0x16x10VNNI_loop:
 	VPADDD        Z20, Z19, Z19
 	VCVTDQ2PS     Z19, Z19
 	VMULPS.BCST   32(BX), Z18, Z20
-	VMULPS        Z20, Z19, Z19
-	VADDPS        Z19, Z0, Z0
+	VFMADD231PS   Z20, Z19, Z0
 	VPBROADCASTD  108(BX), Z19
 	VPXORD        Z20, Z20, Z20
 	VPDPBUSD.BCST 64(BX), Z10, Z19
@@ -11394,8 +11133,7 @@ tileQ8_0x16x10VNNI_loop:
 	VPADDD        Z20, Z19, Z19
 	VCVTDQ2PS     Z19, Z19
 	VMULPS.BCST   96(BX), Z18, Z20
-	VMULPS        Z20, Z19, Z19
-	VADDPS        Z19, Z1, Z1
+	VFMADD231PS   Z20, Z19, Z1
 	VPBROADCASTD  172(BX), Z19
 	VPXORD        Z20, Z20, Z20
 	VPDPBUSD.BCST 128(BX), Z10, Z19
@@ -11409,8 +11147,7 @@ tileQ8_0x16x10VNNI_loop:
 	VPADDD        Z20, Z19, Z19
 	VCVTDQ2PS     Z19, Z19
 	VMULPS.BCST   160(BX), Z18, Z20
-	VMULPS        Z20, Z19, Z19
-	VADDPS        Z19, Z2, Z2
+	VFMADD231PS   Z20, Z19, Z2
 	VPBROADCASTD  236(BX), Z19
 	VPXORD        Z20, Z20, Z20
 	VPDPBUSD.BCST 192(BX), Z10, Z19
@@ -11424,8 +11161,7 @@ tileQ8_0x16x10VNNI_loop:
 	VPADDD        Z20, Z19, Z19
 	VCVTDQ2PS     Z19, Z19
 	VMULPS.BCST   224(BX), Z18, Z20
-	VMULPS        Z20, Z19, Z19
-	VADDPS        Z19, Z3, Z3
+	VFMADD231PS   Z20, Z19, Z3
 	VPBROADCASTD  300(BX), Z19
 	VPXORD        Z20, Z20, Z20
 	VPDPBUSD.BCST 256(BX), Z10, Z19
@@ -11439,8 +11175,7 @@ tileQ8_0x16x10VNNI_loop:
 	VPADDD        Z20, Z19, Z19
 	VCVTDQ2PS     Z19, Z19
 	VMULPS.BCST   288(BX), Z18, Z20
-	VMULPS        Z20, Z19, Z19
-	VADDPS        Z19, Z4, Z4
+	VFMADD231PS   Z20, Z19, Z4
 	VPBROADCASTD  364(BX), Z19
 	VPXORD        Z20, Z20, Z20
 	VPDPBUSD.BCST 320(BX), Z10, Z19
@@ -11454,8 +11189,7 @@ tileQ8_0x16x10VNNI_loop:
 	VPADDD        Z20, Z19, Z19
 	VCVTDQ2PS     Z19, Z19
 	VMULPS.BCST   352(BX), Z18, Z20
-	VMULPS        Z20, Z19, Z19
-	VADDPS        Z19, Z5, Z5
+	VFMADD231PS   Z20, Z19, Z5
 	VPBROADCASTD  428(BX), Z19
 	VPXORD        Z20, Z20, Z20
 	VPDPBUSD.BCST 384(BX), Z10, Z19
@@ -11469,8 +11203,7 @@ tileQ8_0x16x10VNNI_loop:
 	VPADDD        Z20, Z19, Z19
 	VCVTDQ2PS     Z19, Z19
 	VMULPS.BCST   416(BX), Z18, Z20
-	VMULPS        Z20, Z19, Z19
-	VADDPS        Z19, Z6, Z6
+	VFMADD231PS   Z20, Z19, Z6
 	VPBROADCASTD  492(BX), Z19
 	VPXORD        Z20, Z20, Z20
 	VPDPBUSD.BCST 448(BX), Z10, Z19
@@ -11484,8 +11217,7 @@ tileQ8_0x16x10VNNI_loop:
 	VPADDD        Z20, Z19, Z19
 	VCVTDQ2PS     Z19, Z19
 	VMULPS.BCST   480(BX), Z18, Z20
-	VMULPS        Z20, Z19, Z19
-	VADDPS        Z19, Z7, Z7
+	VFMADD231PS   Z20, Z19, Z7
 	VPBROADCASTD  556(BX), Z19
 	VPXORD        Z20, Z20, Z20
 	VPDPBUSD.BCST 512(BX), Z10, Z19
@@ -11499,8 +11231,7 @@ tileQ8_0x16x10VNNI_loop:
 	VPADDD        Z20, Z19, Z19
 	VCVTDQ2PS     Z19, Z19
 	VMULPS.BCST   544(BX), Z18, Z20
-	VMULPS        Z20, Z19, Z19
-	VADDPS        Z19, Z8, Z8
+	VFMADD231PS   Z20, Z19, Z8
 	VPBROADCASTD  620(BX), Z19
 	VPXORD        Z20, Z20, Z20
 	VPDPBUSD.BCST 576(BX), Z10, Z19
@@ -11514,8 +11245,7 @@ tileQ8_0x16x10VNNI_loop:
 	VPADDD        Z20, Z19, Z19
 	VCVTDQ2PS     Z19, Z10
 	VMULPS.BCST   608(BX), Z18, Z11
-	VMULPS        Z11, Z10, Z10
-	VADDPS        Z10, Z9, Z9
+	VFMADD231PS   Z11, Z10, Z9
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -11594,189 +11324,179 @@ TEXT ·tileQ4_0x16x10VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z9, Z9, Z9
 
 tileQ4_0x16x10VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x10VNNI_done
-	VMOVDQU64     (AX), Z10
-	VMOVDQU64     64(AX), Z11
-	VMOVDQU64     128(AX), Z12
-	VMOVDQU64     192(AX), Z13
-	VMOVDQU64     256(AX), Z14
-	VMOVDQU64     320(AX), Z15
-	VMOVDQU64     384(AX), Z16
-	VMOVDQU64     448(AX), Z17
-	VCVTPH2PS     (CX), Z18
-	VPBROADCASTD  48(BX), Z19
-	VPXORD        Z20, Z20, Z20
-	VPDPBUSD.BCST (BX), Z10, Z19
-	VPDPBUSD.BCST 16(BX), Z14, Z20
-	VPDPBUSD.BCST 4(BX), Z11, Z19
-	VPDPBUSD.BCST 20(BX), Z15, Z20
-	VPDPBUSD.BCST 8(BX), Z12, Z19
-	VPDPBUSD.BCST 24(BX), Z16, Z20
-	VPDPBUSD.BCST 12(BX), Z13, Z19
-	VPDPBUSD.BCST 28(BX), Z17, Z20
-	VPADDD        Z20, Z19, Z19
-	VCVTDQ2PS     Z19, Z19
-	VMULPS        Z18, Z19, Z19
-	VMULPS.BCST   32(BX), Z19, Z19
-	VADDPS        Z19, Z0, Z0
-	VPBROADCASTD  112(BX), Z19
-	VPXORD        Z20, Z20, Z20
-	VPDPBUSD.BCST 64(BX), Z10, Z19
-	VPDPBUSD.BCST 80(BX), Z14, Z20
-	VPDPBUSD.BCST 68(BX), Z11, Z19
-	VPDPBUSD.BCST 84(BX), Z15, Z20
-	VPDPBUSD.BCST 72(BX), Z12, Z19
-	VPDPBUSD.BCST 88(BX), Z16, Z20
-	VPDPBUSD.BCST 76(BX), Z13, Z19
-	VPDPBUSD.BCST 92(BX), Z17, Z20
-	VPADDD        Z20, Z19, Z19
-	VCVTDQ2PS     Z19, Z19
-	VMULPS        Z18, Z19, Z19
-	VMULPS.BCST   96(BX), Z19, Z19
-	VADDPS        Z19, Z1, Z1
-	VPBROADCASTD  176(BX), Z19
-	VPXORD        Z20, Z20, Z20
-	VPDPBUSD.BCST 128(BX), Z10, Z19
-	VPDPBUSD.BCST 144(BX), Z14, Z20
-	VPDPBUSD.BCST 132(BX), Z11, Z19
-	VPDPBUSD.BCST 148(BX), Z15, Z20
-	VPDPBUSD.BCST 136(BX), Z12, Z19
-	VPDPBUSD.BCST 152(BX), Z16, Z20
-	VPDPBUSD.BCST 140(BX), Z13, Z19
-	VPDPBUSD.BCST 156(BX), Z17, Z20
-	VPADDD        Z20, Z19, Z19
-	VCVTDQ2PS     Z19, Z19
-	VMULPS        Z18, Z19, Z19
-	VMULPS.BCST   160(BX), Z19, Z19
-	VADDPS        Z19, Z2, Z2
-	VPBROADCASTD  240(BX), Z19
-	VPXORD        Z20, Z20, Z20
-	VPDPBUSD.BCST 192(BX), Z10, Z19
-	VPDPBUSD.BCST 208(BX), Z14, Z20
-	VPDPBUSD.BCST 196(BX), Z11, Z19
-	VPDPBUSD.BCST 212(BX), Z15, Z20
-	VPDPBUSD.BCST 200(BX), Z12, Z19
-	VPDPBUSD.BCST 216(BX), Z16, Z20
-	VPDPBUSD.BCST 204(BX), Z13, Z19
-	VPDPBUSD.BCST 220(BX), Z17, Z20
-	VPADDD        Z20, Z19, Z19
-	VCVTDQ2PS     Z19, Z19
-	VMULPS        Z18, Z19, Z19
-	VMULPS.BCST   224(BX), Z19, Z19
-	VADDPS        Z19, Z3, Z3
-	VPBROADCASTD  304(BX), Z19
-	VPXORD        Z20, Z20, Z20
-	VPDPBUSD.BCST 256(BX), Z10, Z19
-	VPDPBUSD.BCST 272(BX), Z14, Z20
-	VPDPBUSD.BCST 260(BX), Z11, Z19
-	VPDPBUSD.BCST 276(BX), Z15, Z20
-	VPDPBUSD.BCST 264(BX), Z12, Z19
-	VPDPBUSD.BCST 280(BX), Z16, Z20
-	VPDPBUSD.BCST 268(BX), Z13, Z19
-	VPDPBUSD.BCST 284(BX), Z17, Z20
-	VPADDD        Z20, Z19, Z19
-	VCVTDQ2PS     Z19, Z19
-	VMULPS        Z18, Z19, Z19
-	VMULPS.BCST   288(BX), Z19, Z19
-	VADDPS        Z19, Z4, Z4
-	VPBROADCASTD  368(BX), Z19
-	VPXORD        Z20, Z20, Z20
-	VPDPBUSD.BCST 320(BX), Z10, Z19
-	VPDPBUSD.BCST 336(BX), Z14, Z20
-	VPDPBUSD.BCST 324(BX), Z11, Z19
-	VPDPBUSD.BCST 340(BX), Z15, Z20
-	VPDPBUSD.BCST 328(BX), Z12, Z19
-	VPDPBUSD.BCST 344(BX), Z16, Z20
-	VPDPBUSD.BCST 332(BX), Z13, Z19
-	VPDPBUSD.BCST 348(BX), Z17, Z20
-	VPADDD        Z20, Z19, Z19
-	VCVTDQ2PS     Z19, Z19
-	VMULPS        Z18, Z19, Z19
-	VMULPS.BCST   352(BX), Z19, Z19
-	VADDPS        Z19, Z5, Z5
-	VPBROADCASTD  432(BX), Z19
-	VPXORD        Z20, Z20, Z20
-	VPDPBUSD.BCST 384(BX), Z10, Z19
-	VPDPBUSD.BCST 400(BX), Z14, Z20
-	VPDPBUSD.BCST 388(BX), Z11, Z19
-	VPDPBUSD.BCST 404(BX), Z15, Z20
-	VPDPBUSD.BCST 392(BX), Z12, Z19
-	VPDPBUSD.BCST 408(BX), Z16, Z20
-	VPDPBUSD.BCST 396(BX), Z13, Z19
-	VPDPBUSD.BCST 412(BX), Z17, Z20
-	VPADDD        Z20, Z19, Z19
-	VCVTDQ2PS     Z19, Z19
-	VMULPS        Z18, Z19, Z19
-	VMULPS.BCST   416(BX), Z19, Z19
-	VADDPS        Z19, Z6, Z6
-	VPBROADCASTD  496(BX), Z19
-	VPXORD        Z20, Z20, Z20
-	VPDPBUSD.BCST 448(BX), Z10, Z19
-	VPDPBUSD.BCST 464(BX), Z14, Z20
-	VPDPBUSD.BCST 452(BX), Z11, Z19
-	VPDPBUSD.BCST 468(BX), Z15, Z20
-	VPDPBUSD.BCST 456(BX), Z12, Z19
-	VPDPBUSD.BCST 472(BX), Z16, Z20
-	VPDPBUSD.BCST 460(BX), Z13, Z19
-	VPDPBUSD.BCST 476(BX), Z17, Z20
-	VPADDD        Z20, Z19, Z19
-	VCVTDQ2PS     Z19, Z19
-	VMULPS        Z18, Z19, Z19
-	VMULPS.BCST   480(BX), Z19, Z19
-	VADDPS        Z19, Z7, Z7
-	VPBROADCASTD  560(BX), Z19
-	VPXORD        Z20, Z20, Z20
-	VPDPBUSD.BCST 512(BX), Z10, Z19
-	VPDPBUSD.BCST 528(BX), Z14, Z20
-	VPDPBUSD.BCST 516(BX), Z11, Z19
-	VPDPBUSD.BCST 532(BX), Z15, Z20
-	VPDPBUSD.BCST 520(BX), Z12, Z19
-	VPDPBUSD.BCST 536(BX), Z16, Z20
-	VPDPBUSD.BCST 524(BX), Z13, Z19
-	VPDPBUSD.BCST 540(BX), Z17, Z20
-	VPADDD        Z20, Z19, Z19
-	VCVTDQ2PS     Z19, Z19
-	VMULPS        Z18, Z19, Z19
-	VMULPS.BCST   544(BX), Z19, Z19
-	VADDPS        Z19, Z8, Z8
-	VPBROADCASTD  624(BX), Z19
-	VPXORD        Z20, Z20, Z20
-	VPDPBUSD.BCST 576(BX), Z10, Z19
-	VPDPBUSD.BCST 592(BX), Z14, Z20
-	VPDPBUSD.BCST 580(BX), Z11, Z19
-	VPDPBUSD.BCST 596(BX), Z15, Z20
-	VPDPBUSD.BCST 584(BX), Z12, Z19
-	VPDPBUSD.BCST 600(BX), Z16, Z20
-	VPDPBUSD.BCST 588(BX), Z13, Z19
-	VPDPBUSD.BCST 604(BX), Z17, Z20
-	VPADDD        Z20, Z19, Z19
-	VCVTDQ2PS     Z19, Z10
-	VMULPS        Z18, Z10, Z10
-	VMULPS.BCST   608(BX), Z10, Z10
-	VADDPS        Z10, Z9, Z9
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x10VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x10VNNI_done
+	VMOVDQU64        (AX), Z10
+	VMOVDQU64        64(AX), Z11
+	VMOVDQU64        128(AX), Z12
+	VMOVDQU64        192(AX), Z13
+	VMOVDQU64        256(AX), Z14
+	VMOVDQU64        320(AX), Z15
+	VMOVDQU64        384(AX), Z16
+	VMOVDQU64        448(AX), Z17
+	VCVTPH2PS        (CX), Z18
+	VPBROADCASTD     48(BX), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    (BX), Z10, Z19
+	VPDPBUSD.BCST    16(BX), Z14, Z20
+	VPDPBUSD.BCST    4(BX), Z11, Z19
+	VPDPBUSD.BCST    20(BX), Z15, Z20
+	VPDPBUSD.BCST    8(BX), Z12, Z19
+	VPDPBUSD.BCST    24(BX), Z16, Z20
+	VPDPBUSD.BCST    12(BX), Z13, Z19
+	VPDPBUSD.BCST    28(BX), Z17, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z18, Z19, Z19
+	VFMADD231PS.BCST 32(BX), Z19, Z0
+	VPBROADCASTD     112(BX), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    64(BX), Z10, Z19
+	VPDPBUSD.BCST    80(BX), Z14, Z20
+	VPDPBUSD.BCST    68(BX), Z11, Z19
+	VPDPBUSD.BCST    84(BX), Z15, Z20
+	VPDPBUSD.BCST    72(BX), Z12, Z19
+	VPDPBUSD.BCST    88(BX), Z16, Z20
+	VPDPBUSD.BCST    76(BX), Z13, Z19
+	VPDPBUSD.BCST    92(BX), Z17, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z18, Z19, Z19
+	VFMADD231PS.BCST 96(BX), Z19, Z1
+	VPBROADCASTD     176(BX), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    128(BX), Z10, Z19
+	VPDPBUSD.BCST    144(BX), Z14, Z20
+	VPDPBUSD.BCST    132(BX), Z11, Z19
+	VPDPBUSD.BCST    148(BX), Z15, Z20
+	VPDPBUSD.BCST    136(BX), Z12, Z19
+	VPDPBUSD.BCST    152(BX), Z16, Z20
+	VPDPBUSD.BCST    140(BX), Z13, Z19
+	VPDPBUSD.BCST    156(BX), Z17, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z18, Z19, Z19
+	VFMADD231PS.BCST 160(BX), Z19, Z2
+	VPBROADCASTD     240(BX), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    192(BX), Z10, Z19
+	VPDPBUSD.BCST    208(BX), Z14, Z20
+	VPDPBUSD.BCST    196(BX), Z11, Z19
+	VPDPBUSD.BCST    212(BX), Z15, Z20
+	VPDPBUSD.BCST    200(BX), Z12, Z19
+	VPDPBUSD.BCST    216(BX), Z16, Z20
+	VPDPBUSD.BCST    204(BX), Z13, Z19
+	VPDPBUSD.BCST    220(BX), Z17, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z18, Z19, Z19
+	VFMADD231PS.BCST 224(BX), Z19, Z3
+	VPBROADCASTD     304(BX), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    256(BX), Z10, Z19
+	VPDPBUSD.BCST    272(BX), Z14, Z20
+	VPDPBUSD.BCST    260(BX), Z11, Z19
+	VPDPBUSD.BCST    276(BX), Z15, Z20
+	VPDPBUSD.BCST    264(BX), Z12, Z19
+	VPDPBUSD.BCST    280(BX), Z16, Z20
+	VPDPBUSD.BCST    268(BX), Z13, Z19
+	VPDPBUSD.BCST    284(BX), Z17, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z18, Z19, Z19
+	VFMADD231PS.BCST 288(BX), Z19, Z4
+	VPBROADCASTD     368(BX), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    320(BX), Z10, Z19
+	VPDPBUSD.BCST    336(BX), Z14, Z20
+	VPDPBUSD.BCST    324(BX), Z11, Z19
+	VPDPBUSD.BCST    340(BX), Z15, Z20
+	VPDPBUSD.BCST    328(BX), Z12, Z19
+	VPDPBUSD.BCST    344(BX), Z16, Z20
+	VPDPBUSD.BCST    332(BX), Z13, Z19
+	VPDPBUSD.BCST    348(BX), Z17, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z18, Z19, Z19
+	VFMADD231PS.BCST 352(BX), Z19, Z5
+	VPBROADCASTD     432(BX), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    384(BX), Z10, Z19
+	VPDPBUSD.BCST    400(BX), Z14, Z20
+	VPDPBUSD.BCST    388(BX), Z11, Z19
+	VPDPBUSD.BCST    404(BX), Z15, Z20
+	VPDPBUSD.BCST    392(BX), Z12, Z19
+	VPDPBUSD.BCST    408(BX), Z16, Z20
+	VPDPBUSD.BCST    396(BX), Z13, Z19
+	VPDPBUSD.BCST    412(BX), Z17, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z18, Z19, Z19
+	VFMADD231PS.BCST 416(BX), Z19, Z6
+	VPBROADCASTD     496(BX), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    448(BX), Z10, Z19
+	VPDPBUSD.BCST    464(BX), Z14, Z20
+	VPDPBUSD.BCST    452(BX), Z11, Z19
+	VPDPBUSD.BCST    468(BX), Z15, Z20
+	VPDPBUSD.BCST    456(BX), Z12, Z19
+	VPDPBUSD.BCST    472(BX), Z16, Z20
+	VPDPBUSD.BCST    460(BX), Z13, Z19
+	VPDPBUSD.BCST    476(BX), Z17, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z18, Z19, Z19
+	VFMADD231PS.BCST 480(BX), Z19, Z7
+	VPBROADCASTD     560(BX), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    512(BX), Z10, Z19
+	VPDPBUSD.BCST    528(BX), Z14, Z20
+	VPDPBUSD.BCST    516(BX), Z11, Z19
+	VPDPBUSD.BCST    532(BX), Z15, Z20
+	VPDPBUSD.BCST    520(BX), Z12, Z19
+	VPDPBUSD.BCST    536(BX), Z16, Z20
+	VPDPBUSD.BCST    524(BX), Z13, Z19
+	VPDPBUSD.BCST    540(BX), Z17, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z19
+	VMULPS           Z18, Z19, Z19
+	VFMADD231PS.BCST 544(BX), Z19, Z8
+	VPBROADCASTD     624(BX), Z19
+	VPXORD           Z20, Z20, Z20
+	VPDPBUSD.BCST    576(BX), Z10, Z19
+	VPDPBUSD.BCST    592(BX), Z14, Z20
+	VPDPBUSD.BCST    580(BX), Z11, Z19
+	VPDPBUSD.BCST    596(BX), Z15, Z20
+	VPDPBUSD.BCST    584(BX), Z12, Z19
+	VPDPBUSD.BCST    600(BX), Z16, Z20
+	VPDPBUSD.BCST    588(BX), Z13, Z19
+	VPDPBUSD.BCST    604(BX), Z17, Z20
+	VPADDD           Z20, Z19, Z19
+	VCVTDQ2PS        Z19, Z10
+	VMULPS           Z18, Z10, Z10
+	VFMADD231PS.BCST 608(BX), Z10, Z9
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x10VNNI_loop
 
 tileQ4_0x16x10VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -11961,8 +11681,7 @@ dotQ8_0x16x11VNNI_loop:
 	VPADDD            Z22, Z21, Z21
 	VCVTDQ2PS         Z21, Z21
 	VMULPS.BCST       32(R9), Z16, Z22
-	VMULPS            Z22, Z21, Z21
-	VADDPS            Z21, Z1, Z1
+	VFMADD231PS       Z22, Z21, Z1
 	VPBROADCASTD      108(R9), Z21
 	VPXORD            Z22, Z22, Z22
 	VPDPBUSD.BCST     64(R9), Z18, Z21
@@ -11976,8 +11695,7 @@ dotQ8_0x16x11VNNI_loop:
 	VPADDD            Z22, Z21, Z21
 	VCVTDQ2PS         Z21, Z21
 	VMULPS.BCST       96(R9), Z16, Z22
-	VMULPS            Z22, Z21, Z21
-	VADDPS            Z21, Z2, Z2
+	VFMADD231PS       Z22, Z21, Z2
 	VPBROADCASTD      172(R9), Z21
 	VPXORD            Z22, Z22, Z22
 	VPDPBUSD.BCST     128(R9), Z18, Z21
@@ -11991,8 +11709,7 @@ dotQ8_0x16x11VNNI_loop:
 	VPADDD            Z22, Z21, Z21
 	VCVTDQ2PS         Z21, Z21
 	VMULPS.BCST       160(R9), Z16, Z22
-	VMULPS            Z22, Z21, Z21
-	VADDPS            Z21, Z3, Z3
+	VFMADD231PS       Z22, Z21, Z3
 	VPBROADCASTD      236(R9), Z21
 	VPXORD            Z22, Z22, Z22
 	VPDPBUSD.BCST     192(R9), Z18, Z21
@@ -12006,8 +11723,7 @@ dotQ8_0x16x11VNNI_loop:
 	VPADDD            Z22, Z21, Z21
 	VCVTDQ2PS         Z21, Z21
 	VMULPS.BCST       224(R9), Z16, Z22
-	VMULPS            Z22, Z21, Z21
-	VADDPS            Z21, Z4, Z4
+	VFMADD231PS       Z22, Z21, Z4
 	VPBROADCASTD      300(R9), Z21
 	VPXORD            Z22, Z22, Z22
 	VPDPBUSD.BCST     256(R9), Z18, Z21
@@ -12021,8 +11737,7 @@ dotQ8_0x16x11VNNI_loop:
 	VPADDD            Z22, Z21, Z21
 	VCVTDQ2PS         Z21, Z21
 	VMULPS.BCST       288(R9), Z16, Z22
-	VMULPS            Z22, Z21, Z21
-	VADDPS            Z21, Z5, Z5
+	VFMADD231PS       Z22, Z21, Z5
 	VPBROADCASTD      364(R9), Z21
 	VPXORD            Z22, Z22, Z22
 	VPDPBUSD.BCST     320(R9), Z18, Z21
@@ -12036,8 +11751,7 @@ dotQ8_0x16x11VNNI_loop:
 	VPADDD            Z22, Z21, Z21
 	VCVTDQ2PS         Z21, Z21
 	VMULPS.BCST       352(R9), Z16, Z22
-	VMULPS            Z22, Z21, Z21
-	VADDPS            Z21, Z6, Z6
+	VFMADD231PS       Z22, Z21, Z6
 	VPBROADCASTD      428(R9), Z21
 	VPXORD            Z22, Z22, Z22
 	VPDPBUSD.BCST     384(R9), Z18, Z21
@@ -12051,8 +11765,7 @@ dotQ8_0x16x11VNNI_loop:
 	VPADDD            Z22, Z21, Z21
 	VCVTDQ2PS         Z21, Z21
 	VMULPS.BCST       416(R9), Z16, Z22
-	VMULPS            Z22, Z21, Z21
-	VADDPS            Z21, Z7, Z7
+	VFMADD231PS       Z22, Z21, Z7
 	VPBROADCASTD      492(R9), Z21
 	VPXORD            Z22, Z22, Z22
 	VPDPBUSD.BCST     448(R9), Z18, Z21
@@ -12066,8 +11779,7 @@ dotQ8_0x16x11VNNI_loop:
 	VPADDD            Z22, Z21, Z21
 	VCVTDQ2PS         Z21, Z21
 	VMULPS.BCST       480(R9), Z16, Z22
-	VMULPS            Z22, Z21, Z21
-	VADDPS            Z21, Z8, Z8
+	VFMADD231PS       Z22, Z21, Z8
 	VPBROADCASTD      556(R9), Z21
 	VPXORD            Z22, Z22, Z22
 	VPDPBUSD.BCST     512(R9), Z18, Z21
@@ -12081,8 +11793,7 @@ dotQ8_0x16x11VNNI_loop:
 	VPADDD            Z22, Z21, Z21
 	VCVTDQ2PS         Z21, Z21
 	VMULPS.BCST       544(R9), Z16, Z22
-	VMULPS            Z22, Z21, Z21
-	VADDPS            Z21, Z9, Z9
+	VFMADD231PS       Z22, Z21, Z9
 	VPBROADCASTD      620(R9), Z21
 	VPXORD            Z22, Z22, Z22
 	VPDPBUSD.BCST     576(R9), Z18, Z21
@@ -12096,8 +11807,7 @@ dotQ8_0x16x11VNNI_loop:
 	VPADDD            Z22, Z21, Z21
 	VCVTDQ2PS         Z21, Z21
 	VMULPS.BCST       608(R9), Z16, Z22
-	VMULPS            Z22, Z21, Z21
-	VADDPS            Z21, Z10, Z10
+	VFMADD231PS       Z22, Z21, Z10
 	VPBROADCASTD      684(R9), Z21
 	VPXORD            Z22, Z22, Z22
 	VPDPBUSD.BCST     640(R9), Z18, Z21
@@ -12111,8 +11821,7 @@ dotQ8_0x16x11VNNI_loop:
 	VPADDD            Z22, Z21, Z21
 	VCVTDQ2PS         Z21, Z12
 	VMULPS.BCST       672(R9), Z16, Z13
-	VMULPS            Z13, Z12, Z12
-	VADDPS            Z12, Z11, Z11
+	VFMADD231PS       Z13, Z12, Z11
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -12216,305 +11925,294 @@ TEXT ·dotQ4_0x16x11VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z12, Z12, Z12
 
 dotQ4_0x16x11VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x11VNNI_done
-	VBROADCASTI32X4 2(AX), Z13
-	VBROADCASTI32X4 2(SI), K1, Z13
-	VPSRLVQ         Z1, Z13, Z13
-	VPANDD          Z0, Z13, Z13
-	VBROADCASTI32X4 2(AX)(CX*1), Z14
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z14
-	VPSRLVQ         Z1, Z14, Z14
-	VPANDD          Z0, Z14, Z14
-	VBROADCASTI32X4 2(AX)(CX*2), Z15
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z15
-	VPSRLVQ         Z1, Z15, Z15
-	VPANDD          Z0, Z15, Z15
-	VBROADCASTI32X4 2(AX)(DX*1), Z16
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z16
-	VPSRLVQ         Z1, Z16, Z16
-	VPANDD          Z0, Z16, Z16
-	VBROADCASTI32X4 2(BX), Z17
-	VBROADCASTI32X4 2(DI), K1, Z17
-	VPSRLVQ         Z1, Z17, Z17
-	VPANDD          Z0, Z17, Z17
-	VBROADCASTI32X4 2(BX)(CX*1), Z18
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z18
-	VPSRLVQ         Z1, Z18, Z18
-	VPANDD          Z0, Z18, Z18
-	VBROADCASTI32X4 2(BX)(CX*2), Z19
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z19
-	VPSRLVQ         Z1, Z19, Z19
-	VPANDD          Z0, Z19, Z19
-	VBROADCASTI32X4 2(BX)(DX*1), Z20
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z20
-	VPSRLVQ         Z1, Z20, Z20
-	VPANDD          Z0, Z20, Z20
-	VPUNPCKLDQ      Z14, Z13, Z21
-	VPUNPCKHDQ      Z14, Z13, Z13
-	VPUNPCKLDQ      Z16, Z15, Z14
-	VPUNPCKHDQ      Z16, Z15, Z15
-	VPUNPCKLDQ      Z18, Z17, Z16
-	VPUNPCKHDQ      Z18, Z17, Z17
-	VPUNPCKLDQ      Z20, Z19, Z18
-	VPUNPCKHDQ      Z20, Z19, Z19
-	VPUNPCKLQDQ     Z14, Z21, Z20
-	VPUNPCKHQDQ     Z14, Z21, Z14
-	VPUNPCKLQDQ     Z15, Z13, Z21
-	VPUNPCKHQDQ     Z15, Z13, Z13
-	VPUNPCKLQDQ     Z18, Z16, Z15
-	VPUNPCKHQDQ     Z18, Z16, Z16
-	VPUNPCKLQDQ     Z19, Z17, Z18
-	VPUNPCKHQDQ     Z19, Z17, Z17
-	VSHUFI64X2      $0x88, Z15, Z20, Z19
-	VSHUFI64X2      $0xdd, Z15, Z20, Z15
-	VSHUFI64X2      $0x88, Z16, Z14, Z20
-	VSHUFI64X2      $0xdd, Z16, Z14, Z14
-	VSHUFI64X2      $0x88, Z18, Z21, Z16
-	VSHUFI64X2      $0xdd, Z18, Z21, Z18
-	VSHUFI64X2      $0x88, Z17, Z13, Z21
-	VSHUFI64X2      $0xdd, Z17, Z13, Z13
-	VPXORD          Y17, Y17, Y17
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X17
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X17, X17
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X22
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X22, X22
-	VINSERTI32X4    $0x01, X22, Y17, Y17
-	VCVTPH2PS       Y17, Z17
-	VPBROADCASTD    48(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   (R9), Z19, Z22
-	VPDPBUSD.BCST   16(R9), Z15, Z23
-	VPDPBUSD.BCST   4(R9), Z20, Z22
-	VPDPBUSD.BCST   20(R9), Z14, Z23
-	VPDPBUSD.BCST   8(R9), Z16, Z22
-	VPDPBUSD.BCST   24(R9), Z18, Z23
-	VPDPBUSD.BCST   12(R9), Z21, Z22
-	VPDPBUSD.BCST   28(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     32(R9), Z22, Z22
-	VADDPS          Z22, Z2, Z2
-	VPBROADCASTD    112(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   64(R9), Z19, Z22
-	VPDPBUSD.BCST   80(R9), Z15, Z23
-	VPDPBUSD.BCST   68(R9), Z20, Z22
-	VPDPBUSD.BCST   84(R9), Z14, Z23
-	VPDPBUSD.BCST   72(R9), Z16, Z22
-	VPDPBUSD.BCST   88(R9), Z18, Z23
-	VPDPBUSD.BCST   76(R9), Z21, Z22
-	VPDPBUSD.BCST   92(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     96(R9), Z22, Z22
-	VADDPS          Z22, Z3, Z3
-	VPBROADCASTD    176(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   128(R9), Z19, Z22
-	VPDPBUSD.BCST   144(R9), Z15, Z23
-	VPDPBUSD.BCST   132(R9), Z20, Z22
-	VPDPBUSD.BCST   148(R9), Z14, Z23
-	VPDPBUSD.BCST   136(R9), Z16, Z22
-	VPDPBUSD.BCST   152(R9), Z18, Z23
-	VPDPBUSD.BCST   140(R9), Z21, Z22
-	VPDPBUSD.BCST   156(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     160(R9), Z22, Z22
-	VADDPS          Z22, Z4, Z4
-	VPBROADCASTD    240(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   192(R9), Z19, Z22
-	VPDPBUSD.BCST   208(R9), Z15, Z23
-	VPDPBUSD.BCST   196(R9), Z20, Z22
-	VPDPBUSD.BCST   212(R9), Z14, Z23
-	VPDPBUSD.BCST   200(R9), Z16, Z22
-	VPDPBUSD.BCST   216(R9), Z18, Z23
-	VPDPBUSD.BCST   204(R9), Z21, Z22
-	VPDPBUSD.BCST   220(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     224(R9), Z22, Z22
-	VADDPS          Z22, Z5, Z5
-	VPBROADCASTD    304(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   256(R9), Z19, Z22
-	VPDPBUSD.BCST   272(R9), Z15, Z23
-	VPDPBUSD.BCST   260(R9), Z20, Z22
-	VPDPBUSD.BCST   276(R9), Z14, Z23
-	VPDPBUSD.BCST   264(R9), Z16, Z22
-	VPDPBUSD.BCST   280(R9), Z18, Z23
-	VPDPBUSD.BCST   268(R9), Z21, Z22
-	VPDPBUSD.BCST   284(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     288(R9), Z22, Z22
-	VADDPS          Z22, Z6, Z6
-	VPBROADCASTD    368(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   320(R9), Z19, Z22
-	VPDPBUSD.BCST   336(R9), Z15, Z23
-	VPDPBUSD.BCST   324(R9), Z20, Z22
-	VPDPBUSD.BCST   340(R9), Z14, Z23
-	VPDPBUSD.BCST   328(R9), Z16, Z22
-	VPDPBUSD.BCST   344(R9), Z18, Z23
-	VPDPBUSD.BCST   332(R9), Z21, Z22
-	VPDPBUSD.BCST   348(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     352(R9), Z22, Z22
-	VADDPS          Z22, Z7, Z7
-	VPBROADCASTD    432(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   384(R9), Z19, Z22
-	VPDPBUSD.BCST   400(R9), Z15, Z23
-	VPDPBUSD.BCST   388(R9), Z20, Z22
-	VPDPBUSD.BCST   404(R9), Z14, Z23
-	VPDPBUSD.BCST   392(R9), Z16, Z22
-	VPDPBUSD.BCST   408(R9), Z18, Z23
-	VPDPBUSD.BCST   396(R9), Z21, Z22
-	VPDPBUSD.BCST   412(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     416(R9), Z22, Z22
-	VADDPS          Z22, Z8, Z8
-	VPBROADCASTD    496(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   448(R9), Z19, Z22
-	VPDPBUSD.BCST   464(R9), Z15, Z23
-	VPDPBUSD.BCST   452(R9), Z20, Z22
-	VPDPBUSD.BCST   468(R9), Z14, Z23
-	VPDPBUSD.BCST   456(R9), Z16, Z22
-	VPDPBUSD.BCST   472(R9), Z18, Z23
-	VPDPBUSD.BCST   460(R9), Z21, Z22
-	VPDPBUSD.BCST   476(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     480(R9), Z22, Z22
-	VADDPS          Z22, Z9, Z9
-	VPBROADCASTD    560(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   512(R9), Z19, Z22
-	VPDPBUSD.BCST   528(R9), Z15, Z23
-	VPDPBUSD.BCST   516(R9), Z20, Z22
-	VPDPBUSD.BCST   532(R9), Z14, Z23
-	VPDPBUSD.BCST   520(R9), Z16, Z22
-	VPDPBUSD.BCST   536(R9), Z18, Z23
-	VPDPBUSD.BCST   524(R9), Z21, Z22
-	VPDPBUSD.BCST   540(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     544(R9), Z22, Z22
-	VADDPS          Z22, Z10, Z10
-	VPBROADCASTD    624(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   576(R9), Z19, Z22
-	VPDPBUSD.BCST   592(R9), Z15, Z23
-	VPDPBUSD.BCST   580(R9), Z20, Z22
-	VPDPBUSD.BCST   596(R9), Z14, Z23
-	VPDPBUSD.BCST   584(R9), Z16, Z22
-	VPDPBUSD.BCST   600(R9), Z18, Z23
-	VPDPBUSD.BCST   588(R9), Z21, Z22
-	VPDPBUSD.BCST   604(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     608(R9), Z22, Z22
-	VADDPS          Z22, Z11, Z11
-	VPBROADCASTD    688(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   640(R9), Z19, Z22
-	VPDPBUSD.BCST   656(R9), Z15, Z23
-	VPDPBUSD.BCST   644(R9), Z20, Z22
-	VPDPBUSD.BCST   660(R9), Z14, Z23
-	VPDPBUSD.BCST   648(R9), Z16, Z22
-	VPDPBUSD.BCST   664(R9), Z18, Z23
-	VPDPBUSD.BCST   652(R9), Z21, Z22
-	VPDPBUSD.BCST   668(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z13
-	VMULPS          Z17, Z13, Z13
-	VMULPS.BCST     672(R9), Z13, Z13
-	VADDPS          Z13, Z12, Z12
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x11VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x11VNNI_done
+	VBROADCASTI32X4  2(AX), Z13
+	VBROADCASTI32X4  2(SI), K1, Z13
+	VPSRLVQ          Z1, Z13, Z13
+	VPANDD           Z0, Z13, Z13
+	VBROADCASTI32X4  2(AX)(CX*1), Z14
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z14
+	VPSRLVQ          Z1, Z14, Z14
+	VPANDD           Z0, Z14, Z14
+	VBROADCASTI32X4  2(AX)(CX*2), Z15
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z15
+	VPSRLVQ          Z1, Z15, Z15
+	VPANDD           Z0, Z15, Z15
+	VBROADCASTI32X4  2(AX)(DX*1), Z16
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z16
+	VPSRLVQ          Z1, Z16, Z16
+	VPANDD           Z0, Z16, Z16
+	VBROADCASTI32X4  2(BX), Z17
+	VBROADCASTI32X4  2(DI), K1, Z17
+	VPSRLVQ          Z1, Z17, Z17
+	VPANDD           Z0, Z17, Z17
+	VBROADCASTI32X4  2(BX)(CX*1), Z18
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z18
+	VPSRLVQ          Z1, Z18, Z18
+	VPANDD           Z0, Z18, Z18
+	VBROADCASTI32X4  2(BX)(CX*2), Z19
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z19
+	VPSRLVQ          Z1, Z19, Z19
+	VPANDD           Z0, Z19, Z19
+	VBROADCASTI32X4  2(BX)(DX*1), Z20
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z20
+	VPSRLVQ          Z1, Z20, Z20
+	VPANDD           Z0, Z20, Z20
+	VPUNPCKLDQ       Z14, Z13, Z21
+	VPUNPCKHDQ       Z14, Z13, Z13
+	VPUNPCKLDQ       Z16, Z15, Z14
+	VPUNPCKHDQ       Z16, Z15, Z15
+	VPUNPCKLDQ       Z18, Z17, Z16
+	VPUNPCKHDQ       Z18, Z17, Z17
+	VPUNPCKLDQ       Z20, Z19, Z18
+	VPUNPCKHDQ       Z20, Z19, Z19
+	VPUNPCKLQDQ      Z14, Z21, Z20
+	VPUNPCKHQDQ      Z14, Z21, Z14
+	VPUNPCKLQDQ      Z15, Z13, Z21
+	VPUNPCKHQDQ      Z15, Z13, Z13
+	VPUNPCKLQDQ      Z18, Z16, Z15
+	VPUNPCKHQDQ      Z18, Z16, Z16
+	VPUNPCKLQDQ      Z19, Z17, Z18
+	VPUNPCKHQDQ      Z19, Z17, Z17
+	VSHUFI64X2       $0x88, Z15, Z20, Z19
+	VSHUFI64X2       $0xdd, Z15, Z20, Z15
+	VSHUFI64X2       $0x88, Z16, Z14, Z20
+	VSHUFI64X2       $0xdd, Z16, Z14, Z14
+	VSHUFI64X2       $0x88, Z18, Z21, Z16
+	VSHUFI64X2       $0xdd, Z18, Z21, Z18
+	VSHUFI64X2       $0x88, Z17, Z13, Z21
+	VSHUFI64X2       $0xdd, Z17, Z13, Z13
+	VPXORD           Y17, Y17, Y17
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X17
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X17, X17
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X22
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X22, X22
+	VINSERTI32X4     $0x01, X22, Y17, Y17
+	VCVTPH2PS        Y17, Z17
+	VPBROADCASTD     48(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    (R9), Z19, Z22
+	VPDPBUSD.BCST    16(R9), Z15, Z23
+	VPDPBUSD.BCST    4(R9), Z20, Z22
+	VPDPBUSD.BCST    20(R9), Z14, Z23
+	VPDPBUSD.BCST    8(R9), Z16, Z22
+	VPDPBUSD.BCST    24(R9), Z18, Z23
+	VPDPBUSD.BCST    12(R9), Z21, Z22
+	VPDPBUSD.BCST    28(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 32(R9), Z22, Z2
+	VPBROADCASTD     112(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    64(R9), Z19, Z22
+	VPDPBUSD.BCST    80(R9), Z15, Z23
+	VPDPBUSD.BCST    68(R9), Z20, Z22
+	VPDPBUSD.BCST    84(R9), Z14, Z23
+	VPDPBUSD.BCST    72(R9), Z16, Z22
+	VPDPBUSD.BCST    88(R9), Z18, Z23
+	VPDPBUSD.BCST    76(R9), Z21, Z22
+	VPDPBUSD.BCST    92(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 96(R9), Z22, Z3
+	VPBROADCASTD     176(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    128(R9), Z19, Z22
+	VPDPBUSD.BCST    144(R9), Z15, Z23
+	VPDPBUSD.BCST    132(R9), Z20, Z22
+	VPDPBUSD.BCST    148(R9), Z14, Z23
+	VPDPBUSD.BCST    136(R9), Z16, Z22
+	VPDPBUSD.BCST    152(R9), Z18, Z23
+	VPDPBUSD.BCST    140(R9), Z21, Z22
+	VPDPBUSD.BCST    156(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 160(R9), Z22, Z4
+	VPBROADCASTD     240(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    192(R9), Z19, Z22
+	VPDPBUSD.BCST    208(R9), Z15, Z23
+	VPDPBUSD.BCST    196(R9), Z20, Z22
+	VPDPBUSD.BCST    212(R9), Z14, Z23
+	VPDPBUSD.BCST    200(R9), Z16, Z22
+	VPDPBUSD.BCST    216(R9), Z18, Z23
+	VPDPBUSD.BCST    204(R9), Z21, Z22
+	VPDPBUSD.BCST    220(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 224(R9), Z22, Z5
+	VPBROADCASTD     304(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    256(R9), Z19, Z22
+	VPDPBUSD.BCST    272(R9), Z15, Z23
+	VPDPBUSD.BCST    260(R9), Z20, Z22
+	VPDPBUSD.BCST    276(R9), Z14, Z23
+	VPDPBUSD.BCST    264(R9), Z16, Z22
+	VPDPBUSD.BCST    280(R9), Z18, Z23
+	VPDPBUSD.BCST    268(R9), Z21, Z22
+	VPDPBUSD.BCST    284(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 288(R9), Z22, Z6
+	VPBROADCASTD     368(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    320(R9), Z19, Z22
+	VPDPBUSD.BCST    336(R9), Z15, Z23
+	VPDPBUSD.BCST    324(R9), Z20, Z22
+	VPDPBUSD.BCST    340(R9), Z14, Z23
+	VPDPBUSD.BCST    328(R9), Z16, Z22
+	VPDPBUSD.BCST    344(R9), Z18, Z23
+	VPDPBUSD.BCST    332(R9), Z21, Z22
+	VPDPBUSD.BCST    348(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 352(R9), Z22, Z7
+	VPBROADCASTD     432(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    384(R9), Z19, Z22
+	VPDPBUSD.BCST    400(R9), Z15, Z23
+	VPDPBUSD.BCST    388(R9), Z20, Z22
+	VPDPBUSD.BCST    404(R9), Z14, Z23
+	VPDPBUSD.BCST    392(R9), Z16, Z22
+	VPDPBUSD.BCST    408(R9), Z18, Z23
+	VPDPBUSD.BCST    396(R9), Z21, Z22
+	VPDPBUSD.BCST    412(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 416(R9), Z22, Z8
+	VPBROADCASTD     496(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    448(R9), Z19, Z22
+	VPDPBUSD.BCST    464(R9), Z15, Z23
+	VPDPBUSD.BCST    452(R9), Z20, Z22
+	VPDPBUSD.BCST    468(R9), Z14, Z23
+	VPDPBUSD.BCST    456(R9), Z16, Z22
+	VPDPBUSD.BCST    472(R9), Z18, Z23
+	VPDPBUSD.BCST    460(R9), Z21, Z22
+	VPDPBUSD.BCST    476(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 480(R9), Z22, Z9
+	VPBROADCASTD     560(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    512(R9), Z19, Z22
+	VPDPBUSD.BCST    528(R9), Z15, Z23
+	VPDPBUSD.BCST    516(R9), Z20, Z22
+	VPDPBUSD.BCST    532(R9), Z14, Z23
+	VPDPBUSD.BCST    520(R9), Z16, Z22
+	VPDPBUSD.BCST    536(R9), Z18, Z23
+	VPDPBUSD.BCST    524(R9), Z21, Z22
+	VPDPBUSD.BCST    540(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 544(R9), Z22, Z10
+	VPBROADCASTD     624(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    576(R9), Z19, Z22
+	VPDPBUSD.BCST    592(R9), Z15, Z23
+	VPDPBUSD.BCST    580(R9), Z20, Z22
+	VPDPBUSD.BCST    596(R9), Z14, Z23
+	VPDPBUSD.BCST    584(R9), Z16, Z22
+	VPDPBUSD.BCST    600(R9), Z18, Z23
+	VPDPBUSD.BCST    588(R9), Z21, Z22
+	VPDPBUSD.BCST    604(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 608(R9), Z22, Z11
+	VPBROADCASTD     688(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    640(R9), Z19, Z22
+	VPDPBUSD.BCST    656(R9), Z15, Z23
+	VPDPBUSD.BCST    644(R9), Z20, Z22
+	VPDPBUSD.BCST    660(R9), Z14, Z23
+	VPDPBUSD.BCST    648(R9), Z16, Z22
+	VPDPBUSD.BCST    664(R9), Z18, Z23
+	VPDPBUSD.BCST    652(R9), Z21, Z22
+	VPDPBUSD.BCST    668(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z13
+	VMULPS           Z17, Z13, Z13
+	VFMADD231PS.BCST 672(R9), Z13, Z12
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x11VNNI_loop
 
 dotQ4_0x16x11VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -12583,297 +12281,286 @@ TEXT ·dotQ4_0x16x11GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z11, Z11, Z11
 
 dotQ4_0x16x11GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x11GFNI_done
-	VBROADCASTI32X4 2(AX), Z12
-	VBROADCASTI32X4 2(SI), K1, Z12
-	VGF2P8AFFINEQB  $0x00, Z0, Z12, Z12
-	VBROADCASTI32X4 2(AX)(CX*1), Z13
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z13
-	VGF2P8AFFINEQB  $0x00, Z0, Z13, Z13
-	VBROADCASTI32X4 2(AX)(CX*2), Z14
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z14
-	VGF2P8AFFINEQB  $0x00, Z0, Z14, Z14
-	VBROADCASTI32X4 2(AX)(DX*1), Z15
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z15
-	VGF2P8AFFINEQB  $0x00, Z0, Z15, Z15
-	VBROADCASTI32X4 2(BX), Z16
-	VBROADCASTI32X4 2(DI), K1, Z16
-	VGF2P8AFFINEQB  $0x00, Z0, Z16, Z16
-	VBROADCASTI32X4 2(BX)(CX*1), Z17
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z17
-	VGF2P8AFFINEQB  $0x00, Z0, Z17, Z17
-	VBROADCASTI32X4 2(BX)(CX*2), Z18
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z18
-	VGF2P8AFFINEQB  $0x00, Z0, Z18, Z18
-	VBROADCASTI32X4 2(BX)(DX*1), Z19
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z19
-	VGF2P8AFFINEQB  $0x00, Z0, Z19, Z19
-	VPUNPCKLDQ      Z13, Z12, Z20
-	VPUNPCKHDQ      Z13, Z12, Z12
-	VPUNPCKLDQ      Z15, Z14, Z13
-	VPUNPCKHDQ      Z15, Z14, Z14
-	VPUNPCKLDQ      Z17, Z16, Z15
-	VPUNPCKHDQ      Z17, Z16, Z16
-	VPUNPCKLDQ      Z19, Z18, Z17
-	VPUNPCKHDQ      Z19, Z18, Z18
-	VPUNPCKLQDQ     Z13, Z20, Z19
-	VPUNPCKHQDQ     Z13, Z20, Z13
-	VPUNPCKLQDQ     Z14, Z12, Z20
-	VPUNPCKHQDQ     Z14, Z12, Z12
-	VPUNPCKLQDQ     Z17, Z15, Z14
-	VPUNPCKHQDQ     Z17, Z15, Z15
-	VPUNPCKLQDQ     Z18, Z16, Z17
-	VPUNPCKHQDQ     Z18, Z16, Z16
-	VSHUFI64X2      $0x88, Z14, Z19, Z18
-	VSHUFI64X2      $0xdd, Z14, Z19, Z14
-	VSHUFI64X2      $0x88, Z15, Z13, Z19
-	VSHUFI64X2      $0xdd, Z15, Z13, Z13
-	VSHUFI64X2      $0x88, Z17, Z20, Z15
-	VSHUFI64X2      $0xdd, Z17, Z20, Z17
-	VSHUFI64X2      $0x88, Z16, Z12, Z20
-	VSHUFI64X2      $0xdd, Z16, Z12, Z12
-	VPXORD          Y16, Y16, Y16
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X16
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X16, X16
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X21
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X21, X21
-	VINSERTI32X4    $0x01, X21, Y16, Y16
-	VCVTPH2PS       Y16, Z16
-	VPBROADCASTD    48(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   (R9), Z18, Z21
-	VPDPBUSD.BCST   16(R9), Z14, Z22
-	VPDPBUSD.BCST   4(R9), Z19, Z21
-	VPDPBUSD.BCST   20(R9), Z13, Z22
-	VPDPBUSD.BCST   8(R9), Z15, Z21
-	VPDPBUSD.BCST   24(R9), Z17, Z22
-	VPDPBUSD.BCST   12(R9), Z20, Z21
-	VPDPBUSD.BCST   28(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     32(R9), Z21, Z21
-	VADDPS          Z21, Z1, Z1
-	VPBROADCASTD    112(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   64(R9), Z18, Z21
-	VPDPBUSD.BCST   80(R9), Z14, Z22
-	VPDPBUSD.BCST   68(R9), Z19, Z21
-	VPDPBUSD.BCST   84(R9), Z13, Z22
-	VPDPBUSD.BCST   72(R9), Z15, Z21
-	VPDPBUSD.BCST   88(R9), Z17, Z22
-	VPDPBUSD.BCST   76(R9), Z20, Z21
-	VPDPBUSD.BCST   92(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     96(R9), Z21, Z21
-	VADDPS          Z21, Z2, Z2
-	VPBROADCASTD    176(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   128(R9), Z18, Z21
-	VPDPBUSD.BCST   144(R9), Z14, Z22
-	VPDPBUSD.BCST   132(R9), Z19, Z21
-	VPDPBUSD.BCST   148(R9), Z13, Z22
-	VPDPBUSD.BCST   136(R9), Z15, Z21
-	VPDPBUSD.BCST   152(R9), Z17, Z22
-	VPDPBUSD.BCST   140(R9), Z20, Z21
-	VPDPBUSD.BCST   156(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     160(R9), Z21, Z21
-	VADDPS          Z21, Z3, Z3
-	VPBROADCASTD    240(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   192(R9), Z18, Z21
-	VPDPBUSD.BCST   208(R9), Z14, Z22
-	VPDPBUSD.BCST   196(R9), Z19, Z21
-	VPDPBUSD.BCST   212(R9), Z13, Z22
-	VPDPBUSD.BCST   200(R9), Z15, Z21
-	VPDPBUSD.BCST   216(R9), Z17, Z22
-	VPDPBUSD.BCST   204(R9), Z20, Z21
-	VPDPBUSD.BCST   220(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     224(R9), Z21, Z21
-	VADDPS          Z21, Z4, Z4
-	VPBROADCASTD    304(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   256(R9), Z18, Z21
-	VPDPBUSD.BCST   272(R9), Z14, Z22
-	VPDPBUSD.BCST   260(R9), Z19, Z21
-	VPDPBUSD.BCST   276(R9), Z13, Z22
-	VPDPBUSD.BCST   264(R9), Z15, Z21
-	VPDPBUSD.BCST   280(R9), Z17, Z22
-	VPDPBUSD.BCST   268(R9), Z20, Z21
-	VPDPBUSD.BCST   284(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     288(R9), Z21, Z21
-	VADDPS          Z21, Z5, Z5
-	VPBROADCASTD    368(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   320(R9), Z18, Z21
-	VPDPBUSD.BCST   336(R9), Z14, Z22
-	VPDPBUSD.BCST   324(R9), Z19, Z21
-	VPDPBUSD.BCST   340(R9), Z13, Z22
-	VPDPBUSD.BCST   328(R9), Z15, Z21
-	VPDPBUSD.BCST   344(R9), Z17, Z22
-	VPDPBUSD.BCST   332(R9), Z20, Z21
-	VPDPBUSD.BCST   348(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     352(R9), Z21, Z21
-	VADDPS          Z21, Z6, Z6
-	VPBROADCASTD    432(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   384(R9), Z18, Z21
-	VPDPBUSD.BCST   400(R9), Z14, Z22
-	VPDPBUSD.BCST   388(R9), Z19, Z21
-	VPDPBUSD.BCST   404(R9), Z13, Z22
-	VPDPBUSD.BCST   392(R9), Z15, Z21
-	VPDPBUSD.BCST   408(R9), Z17, Z22
-	VPDPBUSD.BCST   396(R9), Z20, Z21
-	VPDPBUSD.BCST   412(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     416(R9), Z21, Z21
-	VADDPS          Z21, Z7, Z7
-	VPBROADCASTD    496(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   448(R9), Z18, Z21
-	VPDPBUSD.BCST   464(R9), Z14, Z22
-	VPDPBUSD.BCST   452(R9), Z19, Z21
-	VPDPBUSD.BCST   468(R9), Z13, Z22
-	VPDPBUSD.BCST   456(R9), Z15, Z21
-	VPDPBUSD.BCST   472(R9), Z17, Z22
-	VPDPBUSD.BCST   460(R9), Z20, Z21
-	VPDPBUSD.BCST   476(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     480(R9), Z21, Z21
-	VADDPS          Z21, Z8, Z8
-	VPBROADCASTD    560(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   512(R9), Z18, Z21
-	VPDPBUSD.BCST   528(R9), Z14, Z22
-	VPDPBUSD.BCST   516(R9), Z19, Z21
-	VPDPBUSD.BCST   532(R9), Z13, Z22
-	VPDPBUSD.BCST   520(R9), Z15, Z21
-	VPDPBUSD.BCST   536(R9), Z17, Z22
-	VPDPBUSD.BCST   524(R9), Z20, Z21
-	VPDPBUSD.BCST   540(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     544(R9), Z21, Z21
-	VADDPS          Z21, Z9, Z9
-	VPBROADCASTD    624(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   576(R9), Z18, Z21
-	VPDPBUSD.BCST   592(R9), Z14, Z22
-	VPDPBUSD.BCST   580(R9), Z19, Z21
-	VPDPBUSD.BCST   596(R9), Z13, Z22
-	VPDPBUSD.BCST   584(R9), Z15, Z21
-	VPDPBUSD.BCST   600(R9), Z17, Z22
-	VPDPBUSD.BCST   588(R9), Z20, Z21
-	VPDPBUSD.BCST   604(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z21
-	VMULPS          Z16, Z21, Z21
-	VMULPS.BCST     608(R9), Z21, Z21
-	VADDPS          Z21, Z10, Z10
-	VPBROADCASTD    688(R9), Z21
-	VPXORD          Z22, Z22, Z22
-	VPDPBUSD.BCST   640(R9), Z18, Z21
-	VPDPBUSD.BCST   656(R9), Z14, Z22
-	VPDPBUSD.BCST   644(R9), Z19, Z21
-	VPDPBUSD.BCST   660(R9), Z13, Z22
-	VPDPBUSD.BCST   648(R9), Z15, Z21
-	VPDPBUSD.BCST   664(R9), Z17, Z22
-	VPDPBUSD.BCST   652(R9), Z20, Z21
-	VPDPBUSD.BCST   668(R9), Z12, Z22
-	VPADDD          Z22, Z21, Z21
-	VCVTDQ2PS       Z21, Z12
-	VMULPS          Z16, Z12, Z12
-	VMULPS.BCST     672(R9), Z12, Z12
-	VADDPS          Z12, Z11, Z11
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x11GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x11GFNI_done
+	VBROADCASTI32X4  2(AX), Z12
+	VBROADCASTI32X4  2(SI), K1, Z12
+	VGF2P8AFFINEQB   $0x00, Z0, Z12, Z12
+	VBROADCASTI32X4  2(AX)(CX*1), Z13
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z13
+	VGF2P8AFFINEQB   $0x00, Z0, Z13, Z13
+	VBROADCASTI32X4  2(AX)(CX*2), Z14
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z14
+	VGF2P8AFFINEQB   $0x00, Z0, Z14, Z14
+	VBROADCASTI32X4  2(AX)(DX*1), Z15
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z15
+	VGF2P8AFFINEQB   $0x00, Z0, Z15, Z15
+	VBROADCASTI32X4  2(BX), Z16
+	VBROADCASTI32X4  2(DI), K1, Z16
+	VGF2P8AFFINEQB   $0x00, Z0, Z16, Z16
+	VBROADCASTI32X4  2(BX)(CX*1), Z17
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z17
+	VGF2P8AFFINEQB   $0x00, Z0, Z17, Z17
+	VBROADCASTI32X4  2(BX)(CX*2), Z18
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z18
+	VGF2P8AFFINEQB   $0x00, Z0, Z18, Z18
+	VBROADCASTI32X4  2(BX)(DX*1), Z19
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z19
+	VGF2P8AFFINEQB   $0x00, Z0, Z19, Z19
+	VPUNPCKLDQ       Z13, Z12, Z20
+	VPUNPCKHDQ       Z13, Z12, Z12
+	VPUNPCKLDQ       Z15, Z14, Z13
+	VPUNPCKHDQ       Z15, Z14, Z14
+	VPUNPCKLDQ       Z17, Z16, Z15
+	VPUNPCKHDQ       Z17, Z16, Z16
+	VPUNPCKLDQ       Z19, Z18, Z17
+	VPUNPCKHDQ       Z19, Z18, Z18
+	VPUNPCKLQDQ      Z13, Z20, Z19
+	VPUNPCKHQDQ      Z13, Z20, Z13
+	VPUNPCKLQDQ      Z14, Z12, Z20
+	VPUNPCKHQDQ      Z14, Z12, Z12
+	VPUNPCKLQDQ      Z17, Z15, Z14
+	VPUNPCKHQDQ      Z17, Z15, Z15
+	VPUNPCKLQDQ      Z18, Z16, Z17
+	VPUNPCKHQDQ      Z18, Z16, Z16
+	VSHUFI64X2       $0x88, Z14, Z19, Z18
+	VSHUFI64X2       $0xdd, Z14, Z19, Z14
+	VSHUFI64X2       $0x88, Z15, Z13, Z19
+	VSHUFI64X2       $0xdd, Z15, Z13, Z13
+	VSHUFI64X2       $0x88, Z17, Z20, Z15
+	VSHUFI64X2       $0xdd, Z17, Z20, Z17
+	VSHUFI64X2       $0x88, Z16, Z12, Z20
+	VSHUFI64X2       $0xdd, Z16, Z12, Z12
+	VPXORD           Y16, Y16, Y16
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X16
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X16, X16
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X21
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X21, X21
+	VINSERTI32X4     $0x01, X21, Y16, Y16
+	VCVTPH2PS        Y16, Z16
+	VPBROADCASTD     48(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    (R9), Z18, Z21
+	VPDPBUSD.BCST    16(R9), Z14, Z22
+	VPDPBUSD.BCST    4(R9), Z19, Z21
+	VPDPBUSD.BCST    20(R9), Z13, Z22
+	VPDPBUSD.BCST    8(R9), Z15, Z21
+	VPDPBUSD.BCST    24(R9), Z17, Z22
+	VPDPBUSD.BCST    12(R9), Z20, Z21
+	VPDPBUSD.BCST    28(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 32(R9), Z21, Z1
+	VPBROADCASTD     112(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    64(R9), Z18, Z21
+	VPDPBUSD.BCST    80(R9), Z14, Z22
+	VPDPBUSD.BCST    68(R9), Z19, Z21
+	VPDPBUSD.BCST    84(R9), Z13, Z22
+	VPDPBUSD.BCST    72(R9), Z15, Z21
+	VPDPBUSD.BCST    88(R9), Z17, Z22
+	VPDPBUSD.BCST    76(R9), Z20, Z21
+	VPDPBUSD.BCST    92(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 96(R9), Z21, Z2
+	VPBROADCASTD     176(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    128(R9), Z18, Z21
+	VPDPBUSD.BCST    144(R9), Z14, Z22
+	VPDPBUSD.BCST    132(R9), Z19, Z21
+	VPDPBUSD.BCST    148(R9), Z13, Z22
+	VPDPBUSD.BCST    136(R9), Z15, Z21
+	VPDPBUSD.BCST    152(R9), Z17, Z22
+	VPDPBUSD.BCST    140(R9), Z20, Z21
+	VPDPBUSD.BCST    156(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 160(R9), Z21, Z3
+	VPBROADCASTD     240(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    192(R9), Z18, Z21
+	VPDPBUSD.BCST    208(R9), Z14, Z22
+	VPDPBUSD.BCST    196(R9), Z19, Z21
+	VPDPBUSD.BCST    212(R9), Z13, Z22
+	VPDPBUSD.BCST    200(R9), Z15, Z21
+	VPDPBUSD.BCST    216(R9), Z17, Z22
+	VPDPBUSD.BCST    204(R9), Z20, Z21
+	VPDPBUSD.BCST    220(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 224(R9), Z21, Z4
+	VPBROADCASTD     304(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    256(R9), Z18, Z21
+	VPDPBUSD.BCST    272(R9), Z14, Z22
+	VPDPBUSD.BCST    260(R9), Z19, Z21
+	VPDPBUSD.BCST    276(R9), Z13, Z22
+	VPDPBUSD.BCST    264(R9), Z15, Z21
+	VPDPBUSD.BCST    280(R9), Z17, Z22
+	VPDPBUSD.BCST    268(R9), Z20, Z21
+	VPDPBUSD.BCST    284(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 288(R9), Z21, Z5
+	VPBROADCASTD     368(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    320(R9), Z18, Z21
+	VPDPBUSD.BCST    336(R9), Z14, Z22
+	VPDPBUSD.BCST    324(R9), Z19, Z21
+	VPDPBUSD.BCST    340(R9), Z13, Z22
+	VPDPBUSD.BCST    328(R9), Z15, Z21
+	VPDPBUSD.BCST    344(R9), Z17, Z22
+	VPDPBUSD.BCST    332(R9), Z20, Z21
+	VPDPBUSD.BCST    348(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 352(R9), Z21, Z6
+	VPBROADCASTD     432(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    384(R9), Z18, Z21
+	VPDPBUSD.BCST    400(R9), Z14, Z22
+	VPDPBUSD.BCST    388(R9), Z19, Z21
+	VPDPBUSD.BCST    404(R9), Z13, Z22
+	VPDPBUSD.BCST    392(R9), Z15, Z21
+	VPDPBUSD.BCST    408(R9), Z17, Z22
+	VPDPBUSD.BCST    396(R9), Z20, Z21
+	VPDPBUSD.BCST    412(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 416(R9), Z21, Z7
+	VPBROADCASTD     496(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    448(R9), Z18, Z21
+	VPDPBUSD.BCST    464(R9), Z14, Z22
+	VPDPBUSD.BCST    452(R9), Z19, Z21
+	VPDPBUSD.BCST    468(R9), Z13, Z22
+	VPDPBUSD.BCST    456(R9), Z15, Z21
+	VPDPBUSD.BCST    472(R9), Z17, Z22
+	VPDPBUSD.BCST    460(R9), Z20, Z21
+	VPDPBUSD.BCST    476(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 480(R9), Z21, Z8
+	VPBROADCASTD     560(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    512(R9), Z18, Z21
+	VPDPBUSD.BCST    528(R9), Z14, Z22
+	VPDPBUSD.BCST    516(R9), Z19, Z21
+	VPDPBUSD.BCST    532(R9), Z13, Z22
+	VPDPBUSD.BCST    520(R9), Z15, Z21
+	VPDPBUSD.BCST    536(R9), Z17, Z22
+	VPDPBUSD.BCST    524(R9), Z20, Z21
+	VPDPBUSD.BCST    540(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 544(R9), Z21, Z9
+	VPBROADCASTD     624(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    576(R9), Z18, Z21
+	VPDPBUSD.BCST    592(R9), Z14, Z22
+	VPDPBUSD.BCST    580(R9), Z19, Z21
+	VPDPBUSD.BCST    596(R9), Z13, Z22
+	VPDPBUSD.BCST    584(R9), Z15, Z21
+	VPDPBUSD.BCST    600(R9), Z17, Z22
+	VPDPBUSD.BCST    588(R9), Z20, Z21
+	VPDPBUSD.BCST    604(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z16, Z21, Z21
+	VFMADD231PS.BCST 608(R9), Z21, Z10
+	VPBROADCASTD     688(R9), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    640(R9), Z18, Z21
+	VPDPBUSD.BCST    656(R9), Z14, Z22
+	VPDPBUSD.BCST    644(R9), Z19, Z21
+	VPDPBUSD.BCST    660(R9), Z13, Z22
+	VPDPBUSD.BCST    648(R9), Z15, Z21
+	VPDPBUSD.BCST    664(R9), Z17, Z22
+	VPDPBUSD.BCST    652(R9), Z20, Z21
+	VPDPBUSD.BCST    668(R9), Z12, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z12
+	VMULPS           Z16, Z12, Z12
+	VFMADD231PS.BCST 672(R9), Z12, Z11
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x11GFNI_loop
 
 dotQ4_0x16x11GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -12958,8 +12645,7 @@ tileQ8_0x16x11VNNI_loop:
 	VPADDD        Z21, Z20, Z20
 	VCVTDQ2PS     Z20, Z20
 	VMULPS.BCST   32(BX), Z19, Z21
-	VMULPS        Z21, Z20, Z20
-	VADDPS        Z20, Z0, Z0
+	VFMADD231PS   Z21, Z20, Z0
 	VPBROADCASTD  108(BX), Z20
 	VPXORD        Z21, Z21, Z21
 	VPDPBUSD.BCST 64(BX), Z11, Z20
@@ -12973,8 +12659,7 @@ tileQ8_0x16x11VNNI_loop:
 	VPADDD        Z21, Z20, Z20
 	VCVTDQ2PS     Z20, Z20
 	VMULPS.BCST   96(BX), Z19, Z21
-	VMULPS        Z21, Z20, Z20
-	VADDPS        Z20, Z1, Z1
+	VFMADD231PS   Z21, Z20, Z1
 	VPBROADCASTD  172(BX), Z20
 	VPXORD        Z21, Z21, Z21
 	VPDPBUSD.BCST 128(BX), Z11, Z20
@@ -12988,8 +12673,7 @@ tileQ8_0x16x11VNNI_loop:
 	VPADDD        Z21, Z20, Z20
 	VCVTDQ2PS     Z20, Z20
 	VMULPS.BCST   160(BX), Z19, Z21
-	VMULPS        Z21, Z20, Z20
-	VADDPS        Z20, Z2, Z2
+	VFMADD231PS   Z21, Z20, Z2
 	VPBROADCASTD  236(BX), Z20
 	VPXORD        Z21, Z21, Z21
 	VPDPBUSD.BCST 192(BX), Z11, Z20
@@ -13003,8 +12687,7 @@ tileQ8_0x16x11VNNI_loop:
 	VPADDD        Z21, Z20, Z20
 	VCVTDQ2PS     Z20, Z20
 	VMULPS.BCST   224(BX), Z19, Z21
-	VMULPS        Z21, Z20, Z20
-	VADDPS        Z20, Z3, Z3
+	VFMADD231PS   Z21, Z20, Z3
 	VPBROADCASTD  300(BX), Z20
 	VPXORD        Z21, Z21, Z21
 	VPDPBUSD.BCST 256(BX), Z11, Z20
@@ -13018,8 +12701,7 @@ tileQ8_0x16x11VNNI_loop:
 	VPADDD        Z21, Z20, Z20
 	VCVTDQ2PS     Z20, Z20
 	VMULPS.BCST   288(BX), Z19, Z21
-	VMULPS        Z21, Z20, Z20
-	VADDPS        Z20, Z4, Z4
+	VFMADD231PS   Z21, Z20, Z4
 	VPBROADCASTD  364(BX), Z20
 	VPXORD        Z21, Z21, Z21
 	VPDPBUSD.BCST 320(BX), Z11, Z20
@@ -13033,8 +12715,7 @@ tileQ8_0x16x11VNNI_loop:
 	VPADDD        Z21, Z20, Z20
 	VCVTDQ2PS     Z20, Z20
 	VMULPS.BCST   352(BX), Z19, Z21
-	VMULPS        Z21, Z20, Z20
-	VADDPS        Z20, Z5, Z5
+	VFMADD231PS   Z21, Z20, Z5
 	VPBROADCASTD  428(BX), Z20
 	VPXORD        Z21, Z21, Z21
 	VPDPBUSD.BCST 384(BX), Z11, Z20
@@ -13048,8 +12729,7 @@ tileQ8_0x16x11VNNI_loop:
 	VPADDD        Z21, Z20, Z20
 	VCVTDQ2PS     Z20, Z20
 	VMULPS.BCST   416(BX), Z19, Z21
-	VMULPS        Z21, Z20, Z20
-	VADDPS        Z20, Z6, Z6
+	VFMADD231PS   Z21, Z20, Z6
 	VPBROADCASTD  492(BX), Z20
 	VPXORD        Z21, Z21, Z21
 	VPDPBUSD.BCST 448(BX), Z11, Z20
@@ -13063,8 +12743,7 @@ tileQ8_0x16x11VNNI_loop:
 	VPADDD        Z21, Z20, Z20
 	VCVTDQ2PS     Z20, Z20
 	VMULPS.BCST   480(BX), Z19, Z21
-	VMULPS        Z21, Z20, Z20
-	VADDPS        Z20, Z7, Z7
+	VFMADD231PS   Z21, Z20, Z7
 	VPBROADCASTD  556(BX), Z20
 	VPXORD        Z21, Z21, Z21
 	VPDPBUSD.BCST 512(BX), Z11, Z20
@@ -13078,8 +12757,7 @@ tileQ8_0x16x11VNNI_loop:
 	VPADDD        Z21, Z20, Z20
 	VCVTDQ2PS     Z20, Z20
 	VMULPS.BCST   544(BX), Z19, Z21
-	VMULPS        Z21, Z20, Z20
-	VADDPS        Z20, Z8, Z8
+	VFMADD231PS   Z21, Z20, Z8
 	VPBROADCASTD  620(BX), Z20
 	VPXORD        Z21, Z21, Z21
 	VPDPBUSD.BCST 576(BX), Z11, Z20
@@ -13093,8 +12771,7 @@ tileQ8_0x16x11VNNI_loop:
 	VPADDD        Z21, Z20, Z20
 	VCVTDQ2PS     Z20, Z20
 	VMULPS.BCST   608(BX), Z19, Z21
-	VMULPS        Z21, Z20, Z20
-	VADDPS        Z20, Z9, Z9
+	VFMADD231PS   Z21, Z20, Z9
 	VPBROADCASTD  684(BX), Z20
 	VPXORD        Z21, Z21, Z21
 	VPDPBUSD.BCST 640(BX), Z11, Z20
@@ -13108,8 +12785,7 @@ tileQ8_0x16x11VNNI_loop:
 	VPADDD        Z21, Z20, Z20
 	VCVTDQ2PS     Z20, Z11
 	VMULPS.BCST   672(BX), Z19, Z12
-	VMULPS        Z12, Z11, Z11
-	VADDPS        Z11, Z10, Z10
+	VFMADD231PS   Z12, Z11, Z10
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -13192,204 +12868,193 @@ TEXT ·tileQ4_0x16x11VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z10, Z10, Z10
 
 tileQ4_0x16x11VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x11VNNI_done
-	VMOVDQU64     (AX), Z11
-	VMOVDQU64     64(AX), Z12
-	VMOVDQU64     128(AX), Z13
-	VMOVDQU64     192(AX), Z14
-	VMOVDQU64     256(AX), Z15
-	VMOVDQU64     320(AX), Z16
-	VMOVDQU64     384(AX), Z17
-	VMOVDQU64     448(AX), Z18
-	VCVTPH2PS     (CX), Z19
-	VPBROADCASTD  48(BX), Z20
-	VPXORD        Z21, Z21, Z21
-	VPDPBUSD.BCST (BX), Z11, Z20
-	VPDPBUSD.BCST 16(BX), Z15, Z21
-	VPDPBUSD.BCST 4(BX), Z12, Z20
-	VPDPBUSD.BCST 20(BX), Z16, Z21
-	VPDPBUSD.BCST 8(BX), Z13, Z20
-	VPDPBUSD.BCST 24(BX), Z17, Z21
-	VPDPBUSD.BCST 12(BX), Z14, Z20
-	VPDPBUSD.BCST 28(BX), Z18, Z21
-	VPADDD        Z21, Z20, Z20
-	VCVTDQ2PS     Z20, Z20
-	VMULPS        Z19, Z20, Z20
-	VMULPS.BCST   32(BX), Z20, Z20
-	VADDPS        Z20, Z0, Z0
-	VPBROADCASTD  112(BX), Z20
-	VPXORD        Z21, Z21, Z21
-	VPDPBUSD.BCST 64(BX), Z11, Z20
-	VPDPBUSD.BCST 80(BX), Z15, Z21
-	VPDPBUSD.BCST 68(BX), Z12, Z20
-	VPDPBUSD.BCST 84(BX), Z16, Z21
-	VPDPBUSD.BCST 72(BX), Z13, Z20
-	VPDPBUSD.BCST 88(BX), Z17, Z21
-	VPDPBUSD.BCST 76(BX), Z14, Z20
-	VPDPBUSD.BCST 92(BX), Z18, Z21
-	VPADDD        Z21, Z20, Z20
-	VCVTDQ2PS     Z20, Z20
-	VMULPS        Z19, Z20, Z20
-	VMULPS.BCST   96(BX), Z20, Z20
-	VADDPS        Z20, Z1, Z1
-	VPBROADCASTD  176(BX), Z20
-	VPXORD        Z21, Z21, Z21
-	VPDPBUSD.BCST 128(BX), Z11, Z20
-	VPDPBUSD.BCST 144(BX), Z15, Z21
-	VPDPBUSD.BCST 132(BX), Z12, Z20
-	VPDPBUSD.BCST 148(BX), Z16, Z21
-	VPDPBUSD.BCST 136(BX), Z13, Z20
-	VPDPBUSD.BCST 152(BX), Z17, Z21
-	VPDPBUSD.BCST 140(BX), Z14, Z20
-	VPDPBUSD.BCST 156(BX), Z18, Z21
-	VPADDD        Z21, Z20, Z20
-	VCVTDQ2PS     Z20, Z20
-	VMULPS        Z19, Z20, Z20
-	VMULPS.BCST   160(BX), Z20, Z20
-	VADDPS        Z20, Z2, Z2
-	VPBROADCASTD  240(BX), Z20
-	VPXORD        Z21, Z21, Z21
-	VPDPBUSD.BCST 192(BX), Z11, Z20
-	VPDPBUSD.BCST 208(BX), Z15, Z21
-	VPDPBUSD.BCST 196(BX), Z12, Z20
-	VPDPBUSD.BCST 212(BX), Z16, Z21
-	VPDPBUSD.BCST 200(BX), Z13, Z20
-	VPDPBUSD.BCST 216(BX), Z17, Z21
-	VPDPBUSD.BCST 204(BX), Z14, Z20
-	VPDPBUSD.BCST 220(BX), Z18, Z21
-	VPADDD        Z21, Z20, Z20
-	VCVTDQ2PS     Z20, Z20
-	VMULPS        Z19, Z20, Z20
-	VMULPS.BCST   224(BX), Z20, Z20
-	VADDPS        Z20, Z3, Z3
-	VPBROADCASTD  304(BX), Z20
-	VPXORD        Z21, Z21, Z21
-	VPDPBUSD.BCST 256(BX), Z11, Z20
-	VPDPBUSD.BCST 272(BX), Z15, Z21
-	VPDPBUSD.BCST 260(BX), Z12, Z20
-	VPDPBUSD.BCST 276(BX), Z16, Z21
-	VPDPBUSD.BCST 264(BX), Z13, Z20
-	VPDPBUSD.BCST 280(BX), Z17, Z21
-	VPDPBUSD.BCST 268(BX), Z14, Z20
-	VPDPBUSD.BCST 284(BX), Z18, Z21
-	VPADDD        Z21, Z20, Z20
-	VCVTDQ2PS     Z20, Z20
-	VMULPS        Z19, Z20, Z20
-	VMULPS.BCST   288(BX), Z20, Z20
-	VADDPS        Z20, Z4, Z4
-	VPBROADCASTD  368(BX), Z20
-	VPXORD        Z21, Z21, Z21
-	VPDPBUSD.BCST 320(BX), Z11, Z20
-	VPDPBUSD.BCST 336(BX), Z15, Z21
-	VPDPBUSD.BCST 324(BX), Z12, Z20
-	VPDPBUSD.BCST 340(BX), Z16, Z21
-	VPDPBUSD.BCST 328(BX), Z13, Z20
-	VPDPBUSD.BCST 344(BX), Z17, Z21
-	VPDPBUSD.BCST 332(BX), Z14, Z20
-	VPDPBUSD.BCST 348(BX), Z18, Z21
-	VPADDD        Z21, Z20, Z20
-	VCVTDQ2PS     Z20, Z20
-	VMULPS        Z19, Z20, Z20
-	VMULPS.BCST   352(BX), Z20, Z20
-	VADDPS        Z20, Z5, Z5
-	VPBROADCASTD  432(BX), Z20
-	VPXORD        Z21, Z21, Z21
-	VPDPBUSD.BCST 384(BX), Z11, Z20
-	VPDPBUSD.BCST 400(BX), Z15, Z21
-	VPDPBUSD.BCST 388(BX), Z12, Z20
-	VPDPBUSD.BCST 404(BX), Z16, Z21
-	VPDPBUSD.BCST 392(BX), Z13, Z20
-	VPDPBUSD.BCST 408(BX), Z17, Z21
-	VPDPBUSD.BCST 396(BX), Z14, Z20
-	VPDPBUSD.BCST 412(BX), Z18, Z21
-	VPADDD        Z21, Z20, Z20
-	VCVTDQ2PS     Z20, Z20
-	VMULPS        Z19, Z20, Z20
-	VMULPS.BCST   416(BX), Z20, Z20
-	VADDPS        Z20, Z6, Z6
-	VPBROADCASTD  496(BX), Z20
-	VPXORD        Z21, Z21, Z21
-	VPDPBUSD.BCST 448(BX), Z11, Z20
-	VPDPBUSD.BCST 464(BX), Z15, Z21
-	VPDPBUSD.BCST 452(BX), Z12, Z20
-	VPDPBUSD.BCST 468(BX), Z16, Z21
-	VPDPBUSD.BCST 456(BX), Z13, Z20
-	VPDPBUSD.BCST 472(BX), Z17, Z21
-	VPDPBUSD.BCST 460(BX), Z14, Z20
-	VPDPBUSD.BCST 476(BX), Z18, Z21
-	VPADDD        Z21, Z20, Z20
-	VCVTDQ2PS     Z20, Z20
-	VMULPS        Z19, Z20, Z20
-	VMULPS.BCST   480(BX), Z20, Z20
-	VADDPS        Z20, Z7, Z7
-	VPBROADCASTD  560(BX), Z20
-	VPXORD        Z21, Z21, Z21
-	VPDPBUSD.BCST 512(BX), Z11, Z20
-	VPDPBUSD.BCST 528(BX), Z15, Z21
-	VPDPBUSD.BCST 516(BX), Z12, Z20
-	VPDPBUSD.BCST 532(BX), Z16, Z21
-	VPDPBUSD.BCST 520(BX), Z13, Z20
-	VPDPBUSD.BCST 536(BX), Z17, Z21
-	VPDPBUSD.BCST 524(BX), Z14, Z20
-	VPDPBUSD.BCST 540(BX), Z18, Z21
-	VPADDD        Z21, Z20, Z20
-	VCVTDQ2PS     Z20, Z20
-	VMULPS        Z19, Z20, Z20
-	VMULPS.BCST   544(BX), Z20, Z20
-	VADDPS        Z20, Z8, Z8
-	VPBROADCASTD  624(BX), Z20
-	VPXORD        Z21, Z21, Z21
-	VPDPBUSD.BCST 576(BX), Z11, Z20
-	VPDPBUSD.BCST 592(BX), Z15, Z21
-	VPDPBUSD.BCST 580(BX), Z12, Z20
-	VPDPBUSD.BCST 596(BX), Z16, Z21
-	VPDPBUSD.BCST 584(BX), Z13, Z20
-	VPDPBUSD.BCST 600(BX), Z17, Z21
-	VPDPBUSD.BCST 588(BX), Z14, Z20
-	VPDPBUSD.BCST 604(BX), Z18, Z21
-	VPADDD        Z21, Z20, Z20
-	VCVTDQ2PS     Z20, Z20
-	VMULPS        Z19, Z20, Z20
-	VMULPS.BCST   608(BX), Z20, Z20
-	VADDPS        Z20, Z9, Z9
-	VPBROADCASTD  688(BX), Z20
-	VPXORD        Z21, Z21, Z21
-	VPDPBUSD.BCST 640(BX), Z11, Z20
-	VPDPBUSD.BCST 656(BX), Z15, Z21
-	VPDPBUSD.BCST 644(BX), Z12, Z20
-	VPDPBUSD.BCST 660(BX), Z16, Z21
-	VPDPBUSD.BCST 648(BX), Z13, Z20
-	VPDPBUSD.BCST 664(BX), Z17, Z21
-	VPDPBUSD.BCST 652(BX), Z14, Z20
-	VPDPBUSD.BCST 668(BX), Z18, Z21
-	VPADDD        Z21, Z20, Z20
-	VCVTDQ2PS     Z20, Z11
-	VMULPS        Z19, Z11, Z11
-	VMULPS.BCST   672(BX), Z11, Z11
-	VADDPS        Z11, Z10, Z10
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x11VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x11VNNI_done
+	VMOVDQU64        (AX), Z11
+	VMOVDQU64        64(AX), Z12
+	VMOVDQU64        128(AX), Z13
+	VMOVDQU64        192(AX), Z14
+	VMOVDQU64        256(AX), Z15
+	VMOVDQU64        320(AX), Z16
+	VMOVDQU64        384(AX), Z17
+	VMOVDQU64        448(AX), Z18
+	VCVTPH2PS        (CX), Z19
+	VPBROADCASTD     48(BX), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    (BX), Z11, Z20
+	VPDPBUSD.BCST    16(BX), Z15, Z21
+	VPDPBUSD.BCST    4(BX), Z12, Z20
+	VPDPBUSD.BCST    20(BX), Z16, Z21
+	VPDPBUSD.BCST    8(BX), Z13, Z20
+	VPDPBUSD.BCST    24(BX), Z17, Z21
+	VPDPBUSD.BCST    12(BX), Z14, Z20
+	VPDPBUSD.BCST    28(BX), Z18, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z19, Z20, Z20
+	VFMADD231PS.BCST 32(BX), Z20, Z0
+	VPBROADCASTD     112(BX), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    64(BX), Z11, Z20
+	VPDPBUSD.BCST    80(BX), Z15, Z21
+	VPDPBUSD.BCST    68(BX), Z12, Z20
+	VPDPBUSD.BCST    84(BX), Z16, Z21
+	VPDPBUSD.BCST    72(BX), Z13, Z20
+	VPDPBUSD.BCST    88(BX), Z17, Z21
+	VPDPBUSD.BCST    76(BX), Z14, Z20
+	VPDPBUSD.BCST    92(BX), Z18, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z19, Z20, Z20
+	VFMADD231PS.BCST 96(BX), Z20, Z1
+	VPBROADCASTD     176(BX), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    128(BX), Z11, Z20
+	VPDPBUSD.BCST    144(BX), Z15, Z21
+	VPDPBUSD.BCST    132(BX), Z12, Z20
+	VPDPBUSD.BCST    148(BX), Z16, Z21
+	VPDPBUSD.BCST    136(BX), Z13, Z20
+	VPDPBUSD.BCST    152(BX), Z17, Z21
+	VPDPBUSD.BCST    140(BX), Z14, Z20
+	VPDPBUSD.BCST    156(BX), Z18, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z19, Z20, Z20
+	VFMADD231PS.BCST 160(BX), Z20, Z2
+	VPBROADCASTD     240(BX), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    192(BX), Z11, Z20
+	VPDPBUSD.BCST    208(BX), Z15, Z21
+	VPDPBUSD.BCST    196(BX), Z12, Z20
+	VPDPBUSD.BCST    212(BX), Z16, Z21
+	VPDPBUSD.BCST    200(BX), Z13, Z20
+	VPDPBUSD.BCST    216(BX), Z17, Z21
+	VPDPBUSD.BCST    204(BX), Z14, Z20
+	VPDPBUSD.BCST    220(BX), Z18, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z19, Z20, Z20
+	VFMADD231PS.BCST 224(BX), Z20, Z3
+	VPBROADCASTD     304(BX), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    256(BX), Z11, Z20
+	VPDPBUSD.BCST    272(BX), Z15, Z21
+	VPDPBUSD.BCST    260(BX), Z12, Z20
+	VPDPBUSD.BCST    276(BX), Z16, Z21
+	VPDPBUSD.BCST    264(BX), Z13, Z20
+	VPDPBUSD.BCST    280(BX), Z17, Z21
+	VPDPBUSD.BCST    268(BX), Z14, Z20
+	VPDPBUSD.BCST    284(BX), Z18, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z19, Z20, Z20
+	VFMADD231PS.BCST 288(BX), Z20, Z4
+	VPBROADCASTD     368(BX), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    320(BX), Z11, Z20
+	VPDPBUSD.BCST    336(BX), Z15, Z21
+	VPDPBUSD.BCST    324(BX), Z12, Z20
+	VPDPBUSD.BCST    340(BX), Z16, Z21
+	VPDPBUSD.BCST    328(BX), Z13, Z20
+	VPDPBUSD.BCST    344(BX), Z17, Z21
+	VPDPBUSD.BCST    332(BX), Z14, Z20
+	VPDPBUSD.BCST    348(BX), Z18, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z19, Z20, Z20
+	VFMADD231PS.BCST 352(BX), Z20, Z5
+	VPBROADCASTD     432(BX), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    384(BX), Z11, Z20
+	VPDPBUSD.BCST    400(BX), Z15, Z21
+	VPDPBUSD.BCST    388(BX), Z12, Z20
+	VPDPBUSD.BCST    404(BX), Z16, Z21
+	VPDPBUSD.BCST    392(BX), Z13, Z20
+	VPDPBUSD.BCST    408(BX), Z17, Z21
+	VPDPBUSD.BCST    396(BX), Z14, Z20
+	VPDPBUSD.BCST    412(BX), Z18, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z19, Z20, Z20
+	VFMADD231PS.BCST 416(BX), Z20, Z6
+	VPBROADCASTD     496(BX), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    448(BX), Z11, Z20
+	VPDPBUSD.BCST    464(BX), Z15, Z21
+	VPDPBUSD.BCST    452(BX), Z12, Z20
+	VPDPBUSD.BCST    468(BX), Z16, Z21
+	VPDPBUSD.BCST    456(BX), Z13, Z20
+	VPDPBUSD.BCST    472(BX), Z17, Z21
+	VPDPBUSD.BCST    460(BX), Z14, Z20
+	VPDPBUSD.BCST    476(BX), Z18, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z19, Z20, Z20
+	VFMADD231PS.BCST 480(BX), Z20, Z7
+	VPBROADCASTD     560(BX), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    512(BX), Z11, Z20
+	VPDPBUSD.BCST    528(BX), Z15, Z21
+	VPDPBUSD.BCST    516(BX), Z12, Z20
+	VPDPBUSD.BCST    532(BX), Z16, Z21
+	VPDPBUSD.BCST    520(BX), Z13, Z20
+	VPDPBUSD.BCST    536(BX), Z17, Z21
+	VPDPBUSD.BCST    524(BX), Z14, Z20
+	VPDPBUSD.BCST    540(BX), Z18, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z19, Z20, Z20
+	VFMADD231PS.BCST 544(BX), Z20, Z8
+	VPBROADCASTD     624(BX), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    576(BX), Z11, Z20
+	VPDPBUSD.BCST    592(BX), Z15, Z21
+	VPDPBUSD.BCST    580(BX), Z12, Z20
+	VPDPBUSD.BCST    596(BX), Z16, Z21
+	VPDPBUSD.BCST    584(BX), Z13, Z20
+	VPDPBUSD.BCST    600(BX), Z17, Z21
+	VPDPBUSD.BCST    588(BX), Z14, Z20
+	VPDPBUSD.BCST    604(BX), Z18, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z20
+	VMULPS           Z19, Z20, Z20
+	VFMADD231PS.BCST 608(BX), Z20, Z9
+	VPBROADCASTD     688(BX), Z20
+	VPXORD           Z21, Z21, Z21
+	VPDPBUSD.BCST    640(BX), Z11, Z20
+	VPDPBUSD.BCST    656(BX), Z15, Z21
+	VPDPBUSD.BCST    644(BX), Z12, Z20
+	VPDPBUSD.BCST    660(BX), Z16, Z21
+	VPDPBUSD.BCST    648(BX), Z13, Z20
+	VPDPBUSD.BCST    664(BX), Z17, Z21
+	VPDPBUSD.BCST    652(BX), Z14, Z20
+	VPDPBUSD.BCST    668(BX), Z18, Z21
+	VPADDD           Z21, Z20, Z20
+	VCVTDQ2PS        Z20, Z11
+	VMULPS           Z19, Z11, Z11
+	VFMADD231PS.BCST 672(BX), Z11, Z10
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x11VNNI_loop
 
 tileQ4_0x16x11VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -13578,8 +13243,7 @@ dotQ8_0x16x12VNNI_loop:
 	VPADDD            Z23, Z22, Z22
 	VCVTDQ2PS         Z22, Z22
 	VMULPS.BCST       32(R9), Z17, Z23
-	VMULPS            Z23, Z22, Z22
-	VADDPS            Z22, Z1, Z1
+	VFMADD231PS       Z23, Z22, Z1
 	VPBROADCASTD      108(R9), Z22
 	VPXORD            Z23, Z23, Z23
 	VPDPBUSD.BCST     64(R9), Z19, Z22
@@ -13593,8 +13257,7 @@ dotQ8_0x16x12VNNI_loop:
 	VPADDD            Z23, Z22, Z22
 	VCVTDQ2PS         Z22, Z22
 	VMULPS.BCST       96(R9), Z17, Z23
-	VMULPS            Z23, Z22, Z22
-	VADDPS            Z22, Z2, Z2
+	VFMADD231PS       Z23, Z22, Z2
 	VPBROADCASTD      172(R9), Z22
 	VPXORD            Z23, Z23, Z23
 	VPDPBUSD.BCST     128(R9), Z19, Z22
@@ -13608,8 +13271,7 @@ dotQ8_0x16x12VNNI_loop:
 	VPADDD            Z23, Z22, Z22
 	VCVTDQ2PS         Z22, Z22
 	VMULPS.BCST       160(R9), Z17, Z23
-	VMULPS            Z23, Z22, Z22
-	VADDPS            Z22, Z3, Z3
+	VFMADD231PS       Z23, Z22, Z3
 	VPBROADCASTD      236(R9), Z22
 	VPXORD            Z23, Z23, Z23
 	VPDPBUSD.BCST     192(R9), Z19, Z22
@@ -13623,8 +13285,7 @@ dotQ8_0x16x12VNNI_loop:
 	VPADDD            Z23, Z22, Z22
 	VCVTDQ2PS         Z22, Z22
 	VMULPS.BCST       224(R9), Z17, Z23
-	VMULPS            Z23, Z22, Z22
-	VADDPS            Z22, Z4, Z4
+	VFMADD231PS       Z23, Z22, Z4
 	VPBROADCASTD      300(R9), Z22
 	VPXORD            Z23, Z23, Z23
 	VPDPBUSD.BCST     256(R9), Z19, Z22
@@ -13638,8 +13299,7 @@ dotQ8_0x16x12VNNI_loop:
 	VPADDD            Z23, Z22, Z22
 	VCVTDQ2PS         Z22, Z22
 	VMULPS.BCST       288(R9), Z17, Z23
-	VMULPS            Z23, Z22, Z22
-	VADDPS            Z22, Z5, Z5
+	VFMADD231PS       Z23, Z22, Z5
 	VPBROADCASTD      364(R9), Z22
 	VPXORD            Z23, Z23, Z23
 	VPDPBUSD.BCST     320(R9), Z19, Z22
@@ -13653,8 +13313,7 @@ dotQ8_0x16x12VNNI_loop:
 	VPADDD            Z23, Z22, Z22
 	VCVTDQ2PS         Z22, Z22
 	VMULPS.BCST       352(R9), Z17, Z23
-	VMULPS            Z23, Z22, Z22
-	VADDPS            Z22, Z6, Z6
+	VFMADD231PS       Z23, Z22, Z6
 	VPBROADCASTD      428(R9), Z22
 	VPXORD            Z23, Z23, Z23
 	VPDPBUSD.BCST     384(R9), Z19, Z22
@@ -13668,8 +13327,7 @@ dotQ8_0x16x12VNNI_loop:
 	VPADDD            Z23, Z22, Z22
 	VCVTDQ2PS         Z22, Z22
 	VMULPS.BCST       416(R9), Z17, Z23
-	VMULPS            Z23, Z22, Z22
-	VADDPS            Z22, Z7, Z7
+	VFMADD231PS       Z23, Z22, Z7
 	VPBROADCASTD      492(R9), Z22
 	VPXORD            Z23, Z23, Z23
 	VPDPBUSD.BCST     448(R9), Z19, Z22
@@ -13683,8 +13341,7 @@ dotQ8_0x16x12VNNI_loop:
 	VPADDD            Z23, Z22, Z22
 	VCVTDQ2PS         Z22, Z22
 	VMULPS.BCST       480(R9), Z17, Z23
-	VMULPS            Z23, Z22, Z22
-	VADDPS            Z22, Z8, Z8
+	VFMADD231PS       Z23, Z22, Z8
 	VPBROADCASTD      556(R9), Z22
 	VPXORD            Z23, Z23, Z23
 	VPDPBUSD.BCST     512(R9), Z19, Z22
@@ -13698,8 +13355,7 @@ dotQ8_0x16x12VNNI_loop:
 	VPADDD            Z23, Z22, Z22
 	VCVTDQ2PS         Z22, Z22
 	VMULPS.BCST       544(R9), Z17, Z23
-	VMULPS            Z23, Z22, Z22
-	VADDPS            Z22, Z9, Z9
+	VFMADD231PS       Z23, Z22, Z9
 	VPBROADCASTD      620(R9), Z22
 	VPXORD            Z23, Z23, Z23
 	VPDPBUSD.BCST     576(R9), Z19, Z22
@@ -13713,8 +13369,7 @@ dotQ8_0x16x12VNNI_loop:
 	VPADDD            Z23, Z22, Z22
 	VCVTDQ2PS         Z22, Z22
 	VMULPS.BCST       608(R9), Z17, Z23
-	VMULPS            Z23, Z22, Z22
-	VADDPS            Z22, Z10, Z10
+	VFMADD231PS       Z23, Z22, Z10
 	VPBROADCASTD      684(R9), Z22
 	VPXORD            Z23, Z23, Z23
 	VPDPBUSD.BCST     640(R9), Z19, Z22
@@ -13728,8 +13383,7 @@ dotQ8_0x16x12VNNI_loop:
 	VPADDD            Z23, Z22, Z22
 	VCVTDQ2PS         Z22, Z22
 	VMULPS.BCST       672(R9), Z17, Z23
-	VMULPS            Z23, Z22, Z22
-	VADDPS            Z22, Z11, Z11
+	VFMADD231PS       Z23, Z22, Z11
 	VPBROADCASTD      748(R9), Z22
 	VPXORD            Z23, Z23, Z23
 	VPDPBUSD.BCST     704(R9), Z19, Z22
@@ -13743,8 +13397,7 @@ dotQ8_0x16x12VNNI_loop:
 	VPADDD            Z23, Z22, Z22
 	VCVTDQ2PS         Z22, Z13
 	VMULPS.BCST       736(R9), Z17, Z14
-	VMULPS            Z14, Z13, Z13
-	VADDPS            Z13, Z12, Z12
+	VFMADD231PS       Z14, Z13, Z12
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -13852,320 +13505,308 @@ TEXT ·dotQ4_0x16x12VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z13, Z13, Z13
 
 dotQ4_0x16x12VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x12VNNI_done
-	VBROADCASTI32X4 2(AX), Z14
-	VBROADCASTI32X4 2(SI), K1, Z14
-	VPSRLVQ         Z1, Z14, Z14
-	VPANDD          Z0, Z14, Z14
-	VBROADCASTI32X4 2(AX)(CX*1), Z15
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z15
-	VPSRLVQ         Z1, Z15, Z15
-	VPANDD          Z0, Z15, Z15
-	VBROADCASTI32X4 2(AX)(CX*2), Z16
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z16
-	VPSRLVQ         Z1, Z16, Z16
-	VPANDD          Z0, Z16, Z16
-	VBROADCASTI32X4 2(AX)(DX*1), Z17
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z17
-	VPSRLVQ         Z1, Z17, Z17
-	VPANDD          Z0, Z17, Z17
-	VBROADCASTI32X4 2(BX), Z18
-	VBROADCASTI32X4 2(DI), K1, Z18
-	VPSRLVQ         Z1, Z18, Z18
-	VPANDD          Z0, Z18, Z18
-	VBROADCASTI32X4 2(BX)(CX*1), Z19
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z19
-	VPSRLVQ         Z1, Z19, Z19
-	VPANDD          Z0, Z19, Z19
-	VBROADCASTI32X4 2(BX)(CX*2), Z20
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z20
-	VPSRLVQ         Z1, Z20, Z20
-	VPANDD          Z0, Z20, Z20
-	VBROADCASTI32X4 2(BX)(DX*1), Z21
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z21
-	VPSRLVQ         Z1, Z21, Z21
-	VPANDD          Z0, Z21, Z21
-	VPUNPCKLDQ      Z15, Z14, Z22
-	VPUNPCKHDQ      Z15, Z14, Z14
-	VPUNPCKLDQ      Z17, Z16, Z15
-	VPUNPCKHDQ      Z17, Z16, Z16
-	VPUNPCKLDQ      Z19, Z18, Z17
-	VPUNPCKHDQ      Z19, Z18, Z18
-	VPUNPCKLDQ      Z21, Z20, Z19
-	VPUNPCKHDQ      Z21, Z20, Z20
-	VPUNPCKLQDQ     Z15, Z22, Z21
-	VPUNPCKHQDQ     Z15, Z22, Z15
-	VPUNPCKLQDQ     Z16, Z14, Z22
-	VPUNPCKHQDQ     Z16, Z14, Z14
-	VPUNPCKLQDQ     Z19, Z17, Z16
-	VPUNPCKHQDQ     Z19, Z17, Z17
-	VPUNPCKLQDQ     Z20, Z18, Z19
-	VPUNPCKHQDQ     Z20, Z18, Z18
-	VSHUFI64X2      $0x88, Z16, Z21, Z20
-	VSHUFI64X2      $0xdd, Z16, Z21, Z16
-	VSHUFI64X2      $0x88, Z17, Z15, Z21
-	VSHUFI64X2      $0xdd, Z17, Z15, Z15
-	VSHUFI64X2      $0x88, Z19, Z22, Z17
-	VSHUFI64X2      $0xdd, Z19, Z22, Z19
-	VSHUFI64X2      $0x88, Z18, Z14, Z22
-	VSHUFI64X2      $0xdd, Z18, Z14, Z14
-	VPXORD          Y18, Y18, Y18
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X18
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X18, X18
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X23
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X23, X23
-	VINSERTI32X4    $0x01, X23, Y18, Y18
-	VCVTPH2PS       Y18, Z18
-	VPBROADCASTD    48(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   (R9), Z20, Z23
-	VPDPBUSD.BCST   16(R9), Z16, Z24
-	VPDPBUSD.BCST   4(R9), Z21, Z23
-	VPDPBUSD.BCST   20(R9), Z15, Z24
-	VPDPBUSD.BCST   8(R9), Z17, Z23
-	VPDPBUSD.BCST   24(R9), Z19, Z24
-	VPDPBUSD.BCST   12(R9), Z22, Z23
-	VPDPBUSD.BCST   28(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     32(R9), Z23, Z23
-	VADDPS          Z23, Z2, Z2
-	VPBROADCASTD    112(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   64(R9), Z20, Z23
-	VPDPBUSD.BCST   80(R9), Z16, Z24
-	VPDPBUSD.BCST   68(R9), Z21, Z23
-	VPDPBUSD.BCST   84(R9), Z15, Z24
-	VPDPBUSD.BCST   72(R9), Z17, Z23
-	VPDPBUSD.BCST   88(R9), Z19, Z24
-	VPDPBUSD.BCST   76(R9), Z22, Z23
-	VPDPBUSD.BCST   92(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     96(R9), Z23, Z23
-	VADDPS          Z23, Z3, Z3
-	VPBROADCASTD    176(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   128(R9), Z20, Z23
-	VPDPBUSD.BCST   144(R9), Z16, Z24
-	VPDPBUSD.BCST   132(R9), Z21, Z23
-	VPDPBUSD.BCST   148(R9), Z15, Z24
-	VPDPBUSD.BCST   136(R9), Z17, Z23
-	VPDPBUSD.BCST   152(R9), Z19, Z24
-	VPDPBUSD.BCST   140(R9), Z22, Z23
-	VPDPBUSD.BCST   156(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     160(R9), Z23, Z23
-	VADDPS          Z23, Z4, Z4
-	VPBROADCASTD    240(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   192(R9), Z20, Z23
-	VPDPBUSD.BCST   208(R9), Z16, Z24
-	VPDPBUSD.BCST   196(R9), Z21, Z23
-	VPDPBUSD.BCST   212(R9), Z15, Z24
-	VPDPBUSD.BCST   200(R9), Z17, Z23
-	VPDPBUSD.BCST   216(R9), Z19, Z24
-	VPDPBUSD.BCST   204(R9), Z22, Z23
-	VPDPBUSD.BCST   220(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     224(R9), Z23, Z23
-	VADDPS          Z23, Z5, Z5
-	VPBROADCASTD    304(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   256(R9), Z20, Z23
-	VPDPBUSD.BCST   272(R9), Z16, Z24
-	VPDPBUSD.BCST   260(R9), Z21, Z23
-	VPDPBUSD.BCST   276(R9), Z15, Z24
-	VPDPBUSD.BCST   264(R9), Z17, Z23
-	VPDPBUSD.BCST   280(R9), Z19, Z24
-	VPDPBUSD.BCST   268(R9), Z22, Z23
-	VPDPBUSD.BCST   284(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     288(R9), Z23, Z23
-	VADDPS          Z23, Z6, Z6
-	VPBROADCASTD    368(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   320(R9), Z20, Z23
-	VPDPBUSD.BCST   336(R9), Z16, Z24
-	VPDPBUSD.BCST   324(R9), Z21, Z23
-	VPDPBUSD.BCST   340(R9), Z15, Z24
-	VPDPBUSD.BCST   328(R9), Z17, Z23
-	VPDPBUSD.BCST   344(R9), Z19, Z24
-	VPDPBUSD.BCST   332(R9), Z22, Z23
-	VPDPBUSD.BCST   348(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     352(R9), Z23, Z23
-	VADDPS          Z23, Z7, Z7
-	VPBROADCASTD    432(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   384(R9), Z20, Z23
-	VPDPBUSD.BCST   400(R9), Z16, Z24
-	VPDPBUSD.BCST   388(R9), Z21, Z23
-	VPDPBUSD.BCST   404(R9), Z15, Z24
-	VPDPBUSD.BCST   392(R9), Z17, Z23
-	VPDPBUSD.BCST   408(R9), Z19, Z24
-	VPDPBUSD.BCST   396(R9), Z22, Z23
-	VPDPBUSD.BCST   412(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     416(R9), Z23, Z23
-	VADDPS          Z23, Z8, Z8
-	VPBROADCASTD    496(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   448(R9), Z20, Z23
-	VPDPBUSD.BCST   464(R9), Z16, Z24
-	VPDPBUSD.BCST   452(R9), Z21, Z23
-	VPDPBUSD.BCST   468(R9), Z15, Z24
-	VPDPBUSD.BCST   456(R9), Z17, Z23
-	VPDPBUSD.BCST   472(R9), Z19, Z24
-	VPDPBUSD.BCST   460(R9), Z22, Z23
-	VPDPBUSD.BCST   476(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     480(R9), Z23, Z23
-	VADDPS          Z23, Z9, Z9
-	VPBROADCASTD    560(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   512(R9), Z20, Z23
-	VPDPBUSD.BCST   528(R9), Z16, Z24
-	VPDPBUSD.BCST   516(R9), Z21, Z23
-	VPDPBUSD.BCST   532(R9), Z15, Z24
-	VPDPBUSD.BCST   520(R9), Z17, Z23
-	VPDPBUSD.BCST   536(R9), Z19, Z24
-	VPDPBUSD.BCST   524(R9), Z22, Z23
-	VPDPBUSD.BCST   540(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     544(R9), Z23, Z23
-	VADDPS          Z23, Z10, Z10
-	VPBROADCASTD    624(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   576(R9), Z20, Z23
-	VPDPBUSD.BCST   592(R9), Z16, Z24
-	VPDPBUSD.BCST   580(R9), Z21, Z23
-	VPDPBUSD.BCST   596(R9), Z15, Z24
-	VPDPBUSD.BCST   584(R9), Z17, Z23
-	VPDPBUSD.BCST   600(R9), Z19, Z24
-	VPDPBUSD.BCST   588(R9), Z22, Z23
-	VPDPBUSD.BCST   604(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     608(R9), Z23, Z23
-	VADDPS          Z23, Z11, Z11
-	VPBROADCASTD    688(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   640(R9), Z20, Z23
-	VPDPBUSD.BCST   656(R9), Z16, Z24
-	VPDPBUSD.BCST   644(R9), Z21, Z23
-	VPDPBUSD.BCST   660(R9), Z15, Z24
-	VPDPBUSD.BCST   648(R9), Z17, Z23
-	VPDPBUSD.BCST   664(R9), Z19, Z24
-	VPDPBUSD.BCST   652(R9), Z22, Z23
-	VPDPBUSD.BCST   668(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     672(R9), Z23, Z23
-	VADDPS          Z23, Z12, Z12
-	VPBROADCASTD    752(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   704(R9), Z20, Z23
-	VPDPBUSD.BCST   720(R9), Z16, Z24
-	VPDPBUSD.BCST   708(R9), Z21, Z23
-	VPDPBUSD.BCST   724(R9), Z15, Z24
-	VPDPBUSD.BCST   712(R9), Z17, Z23
-	VPDPBUSD.BCST   728(R9), Z19, Z24
-	VPDPBUSD.BCST   716(R9), Z22, Z23
-	VPDPBUSD.BCST   732(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z14
-	VMULPS          Z18, Z14, Z14
-	VMULPS.BCST     736(R9), Z14, Z14
-	VADDPS          Z14, Z13, Z13
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x12VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x12VNNI_done
+	VBROADCASTI32X4  2(AX), Z14
+	VBROADCASTI32X4  2(SI), K1, Z14
+	VPSRLVQ          Z1, Z14, Z14
+	VPANDD           Z0, Z14, Z14
+	VBROADCASTI32X4  2(AX)(CX*1), Z15
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z15
+	VPSRLVQ          Z1, Z15, Z15
+	VPANDD           Z0, Z15, Z15
+	VBROADCASTI32X4  2(AX)(CX*2), Z16
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z16
+	VPSRLVQ          Z1, Z16, Z16
+	VPANDD           Z0, Z16, Z16
+	VBROADCASTI32X4  2(AX)(DX*1), Z17
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z17
+	VPSRLVQ          Z1, Z17, Z17
+	VPANDD           Z0, Z17, Z17
+	VBROADCASTI32X4  2(BX), Z18
+	VBROADCASTI32X4  2(DI), K1, Z18
+	VPSRLVQ          Z1, Z18, Z18
+	VPANDD           Z0, Z18, Z18
+	VBROADCASTI32X4  2(BX)(CX*1), Z19
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z19
+	VPSRLVQ          Z1, Z19, Z19
+	VPANDD           Z0, Z19, Z19
+	VBROADCASTI32X4  2(BX)(CX*2), Z20
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z20
+	VPSRLVQ          Z1, Z20, Z20
+	VPANDD           Z0, Z20, Z20
+	VBROADCASTI32X4  2(BX)(DX*1), Z21
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z21
+	VPSRLVQ          Z1, Z21, Z21
+	VPANDD           Z0, Z21, Z21
+	VPUNPCKLDQ       Z15, Z14, Z22
+	VPUNPCKHDQ       Z15, Z14, Z14
+	VPUNPCKLDQ       Z17, Z16, Z15
+	VPUNPCKHDQ       Z17, Z16, Z16
+	VPUNPCKLDQ       Z19, Z18, Z17
+	VPUNPCKHDQ       Z19, Z18, Z18
+	VPUNPCKLDQ       Z21, Z20, Z19
+	VPUNPCKHDQ       Z21, Z20, Z20
+	VPUNPCKLQDQ      Z15, Z22, Z21
+	VPUNPCKHQDQ      Z15, Z22, Z15
+	VPUNPCKLQDQ      Z16, Z14, Z22
+	VPUNPCKHQDQ      Z16, Z14, Z14
+	VPUNPCKLQDQ      Z19, Z17, Z16
+	VPUNPCKHQDQ      Z19, Z17, Z17
+	VPUNPCKLQDQ      Z20, Z18, Z19
+	VPUNPCKHQDQ      Z20, Z18, Z18
+	VSHUFI64X2       $0x88, Z16, Z21, Z20
+	VSHUFI64X2       $0xdd, Z16, Z21, Z16
+	VSHUFI64X2       $0x88, Z17, Z15, Z21
+	VSHUFI64X2       $0xdd, Z17, Z15, Z15
+	VSHUFI64X2       $0x88, Z19, Z22, Z17
+	VSHUFI64X2       $0xdd, Z19, Z22, Z19
+	VSHUFI64X2       $0x88, Z18, Z14, Z22
+	VSHUFI64X2       $0xdd, Z18, Z14, Z14
+	VPXORD           Y18, Y18, Y18
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X18
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X18, X18
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X23
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X23, X23
+	VINSERTI32X4     $0x01, X23, Y18, Y18
+	VCVTPH2PS        Y18, Z18
+	VPBROADCASTD     48(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    (R9), Z20, Z23
+	VPDPBUSD.BCST    16(R9), Z16, Z24
+	VPDPBUSD.BCST    4(R9), Z21, Z23
+	VPDPBUSD.BCST    20(R9), Z15, Z24
+	VPDPBUSD.BCST    8(R9), Z17, Z23
+	VPDPBUSD.BCST    24(R9), Z19, Z24
+	VPDPBUSD.BCST    12(R9), Z22, Z23
+	VPDPBUSD.BCST    28(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 32(R9), Z23, Z2
+	VPBROADCASTD     112(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    64(R9), Z20, Z23
+	VPDPBUSD.BCST    80(R9), Z16, Z24
+	VPDPBUSD.BCST    68(R9), Z21, Z23
+	VPDPBUSD.BCST    84(R9), Z15, Z24
+	VPDPBUSD.BCST    72(R9), Z17, Z23
+	VPDPBUSD.BCST    88(R9), Z19, Z24
+	VPDPBUSD.BCST    76(R9), Z22, Z23
+	VPDPBUSD.BCST    92(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 96(R9), Z23, Z3
+	VPBROADCASTD     176(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    128(R9), Z20, Z23
+	VPDPBUSD.BCST    144(R9), Z16, Z24
+	VPDPBUSD.BCST    132(R9), Z21, Z23
+	VPDPBUSD.BCST    148(R9), Z15, Z24
+	VPDPBUSD.BCST    136(R9), Z17, Z23
+	VPDPBUSD.BCST    152(R9), Z19, Z24
+	VPDPBUSD.BCST    140(R9), Z22, Z23
+	VPDPBUSD.BCST    156(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 160(R9), Z23, Z4
+	VPBROADCASTD     240(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    192(R9), Z20, Z23
+	VPDPBUSD.BCST    208(R9), Z16, Z24
+	VPDPBUSD.BCST    196(R9), Z21, Z23
+	VPDPBUSD.BCST    212(R9), Z15, Z24
+	VPDPBUSD.BCST    200(R9), Z17, Z23
+	VPDPBUSD.BCST    216(R9), Z19, Z24
+	VPDPBUSD.BCST    204(R9), Z22, Z23
+	VPDPBUSD.BCST    220(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 224(R9), Z23, Z5
+	VPBROADCASTD     304(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    256(R9), Z20, Z23
+	VPDPBUSD.BCST    272(R9), Z16, Z24
+	VPDPBUSD.BCST    260(R9), Z21, Z23
+	VPDPBUSD.BCST    276(R9), Z15, Z24
+	VPDPBUSD.BCST    264(R9), Z17, Z23
+	VPDPBUSD.BCST    280(R9), Z19, Z24
+	VPDPBUSD.BCST    268(R9), Z22, Z23
+	VPDPBUSD.BCST    284(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 288(R9), Z23, Z6
+	VPBROADCASTD     368(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    320(R9), Z20, Z23
+	VPDPBUSD.BCST    336(R9), Z16, Z24
+	VPDPBUSD.BCST    324(R9), Z21, Z23
+	VPDPBUSD.BCST    340(R9), Z15, Z24
+	VPDPBUSD.BCST    328(R9), Z17, Z23
+	VPDPBUSD.BCST    344(R9), Z19, Z24
+	VPDPBUSD.BCST    332(R9), Z22, Z23
+	VPDPBUSD.BCST    348(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 352(R9), Z23, Z7
+	VPBROADCASTD     432(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    384(R9), Z20, Z23
+	VPDPBUSD.BCST    400(R9), Z16, Z24
+	VPDPBUSD.BCST    388(R9), Z21, Z23
+	VPDPBUSD.BCST    404(R9), Z15, Z24
+	VPDPBUSD.BCST    392(R9), Z17, Z23
+	VPDPBUSD.BCST    408(R9), Z19, Z24
+	VPDPBUSD.BCST    396(R9), Z22, Z23
+	VPDPBUSD.BCST    412(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 416(R9), Z23, Z8
+	VPBROADCASTD     496(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    448(R9), Z20, Z23
+	VPDPBUSD.BCST    464(R9), Z16, Z24
+	VPDPBUSD.BCST    452(R9), Z21, Z23
+	VPDPBUSD.BCST    468(R9), Z15, Z24
+	VPDPBUSD.BCST    456(R9), Z17, Z23
+	VPDPBUSD.BCST    472(R9), Z19, Z24
+	VPDPBUSD.BCST    460(R9), Z22, Z23
+	VPDPBUSD.BCST    476(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 480(R9), Z23, Z9
+	VPBROADCASTD     560(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    512(R9), Z20, Z23
+	VPDPBUSD.BCST    528(R9), Z16, Z24
+	VPDPBUSD.BCST    516(R9), Z21, Z23
+	VPDPBUSD.BCST    532(R9), Z15, Z24
+	VPDPBUSD.BCST    520(R9), Z17, Z23
+	VPDPBUSD.BCST    536(R9), Z19, Z24
+	VPDPBUSD.BCST    524(R9), Z22, Z23
+	VPDPBUSD.BCST    540(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 544(R9), Z23, Z10
+	VPBROADCASTD     624(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    576(R9), Z20, Z23
+	VPDPBUSD.BCST    592(R9), Z16, Z24
+	VPDPBUSD.BCST    580(R9), Z21, Z23
+	VPDPBUSD.BCST    596(R9), Z15, Z24
+	VPDPBUSD.BCST    584(R9), Z17, Z23
+	VPDPBUSD.BCST    600(R9), Z19, Z24
+	VPDPBUSD.BCST    588(R9), Z22, Z23
+	VPDPBUSD.BCST    604(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 608(R9), Z23, Z11
+	VPBROADCASTD     688(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    640(R9), Z20, Z23
+	VPDPBUSD.BCST    656(R9), Z16, Z24
+	VPDPBUSD.BCST    644(R9), Z21, Z23
+	VPDPBUSD.BCST    660(R9), Z15, Z24
+	VPDPBUSD.BCST    648(R9), Z17, Z23
+	VPDPBUSD.BCST    664(R9), Z19, Z24
+	VPDPBUSD.BCST    652(R9), Z22, Z23
+	VPDPBUSD.BCST    668(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 672(R9), Z23, Z12
+	VPBROADCASTD     752(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    704(R9), Z20, Z23
+	VPDPBUSD.BCST    720(R9), Z16, Z24
+	VPDPBUSD.BCST    708(R9), Z21, Z23
+	VPDPBUSD.BCST    724(R9), Z15, Z24
+	VPDPBUSD.BCST    712(R9), Z17, Z23
+	VPDPBUSD.BCST    728(R9), Z19, Z24
+	VPDPBUSD.BCST    716(R9), Z22, Z23
+	VPDPBUSD.BCST    732(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z14
+	VMULPS           Z18, Z14, Z14
+	VFMADD231PS.BCST 736(R9), Z14, Z13
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x12VNNI_loop
 
 dotQ4_0x16x12VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -14238,312 +13879,300 @@ TEXT ·dotQ4_0x16x12GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z12, Z12, Z12
 
 dotQ4_0x16x12GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x12GFNI_done
-	VBROADCASTI32X4 2(AX), Z13
-	VBROADCASTI32X4 2(SI), K1, Z13
-	VGF2P8AFFINEQB  $0x00, Z0, Z13, Z13
-	VBROADCASTI32X4 2(AX)(CX*1), Z14
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z14
-	VGF2P8AFFINEQB  $0x00, Z0, Z14, Z14
-	VBROADCASTI32X4 2(AX)(CX*2), Z15
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z15
-	VGF2P8AFFINEQB  $0x00, Z0, Z15, Z15
-	VBROADCASTI32X4 2(AX)(DX*1), Z16
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z16
-	VGF2P8AFFINEQB  $0x00, Z0, Z16, Z16
-	VBROADCASTI32X4 2(BX), Z17
-	VBROADCASTI32X4 2(DI), K1, Z17
-	VGF2P8AFFINEQB  $0x00, Z0, Z17, Z17
-	VBROADCASTI32X4 2(BX)(CX*1), Z18
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z18
-	VGF2P8AFFINEQB  $0x00, Z0, Z18, Z18
-	VBROADCASTI32X4 2(BX)(CX*2), Z19
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z19
-	VGF2P8AFFINEQB  $0x00, Z0, Z19, Z19
-	VBROADCASTI32X4 2(BX)(DX*1), Z20
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z20
-	VGF2P8AFFINEQB  $0x00, Z0, Z20, Z20
-	VPUNPCKLDQ      Z14, Z13, Z21
-	VPUNPCKHDQ      Z14, Z13, Z13
-	VPUNPCKLDQ      Z16, Z15, Z14
-	VPUNPCKHDQ      Z16, Z15, Z15
-	VPUNPCKLDQ      Z18, Z17, Z16
-	VPUNPCKHDQ      Z18, Z17, Z17
-	VPUNPCKLDQ      Z20, Z19, Z18
-	VPUNPCKHDQ      Z20, Z19, Z19
-	VPUNPCKLQDQ     Z14, Z21, Z20
-	VPUNPCKHQDQ     Z14, Z21, Z14
-	VPUNPCKLQDQ     Z15, Z13, Z21
-	VPUNPCKHQDQ     Z15, Z13, Z13
-	VPUNPCKLQDQ     Z18, Z16, Z15
-	VPUNPCKHQDQ     Z18, Z16, Z16
-	VPUNPCKLQDQ     Z19, Z17, Z18
-	VPUNPCKHQDQ     Z19, Z17, Z17
-	VSHUFI64X2      $0x88, Z15, Z20, Z19
-	VSHUFI64X2      $0xdd, Z15, Z20, Z15
-	VSHUFI64X2      $0x88, Z16, Z14, Z20
-	VSHUFI64X2      $0xdd, Z16, Z14, Z14
-	VSHUFI64X2      $0x88, Z18, Z21, Z16
-	VSHUFI64X2      $0xdd, Z18, Z21, Z18
-	VSHUFI64X2      $0x88, Z17, Z13, Z21
-	VSHUFI64X2      $0xdd, Z17, Z13, Z13
-	VPXORD          Y17, Y17, Y17
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X17
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X17, X17
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X22
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X22, X22
-	VINSERTI32X4    $0x01, X22, Y17, Y17
-	VCVTPH2PS       Y17, Z17
-	VPBROADCASTD    48(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   (R9), Z19, Z22
-	VPDPBUSD.BCST   16(R9), Z15, Z23
-	VPDPBUSD.BCST   4(R9), Z20, Z22
-	VPDPBUSD.BCST   20(R9), Z14, Z23
-	VPDPBUSD.BCST   8(R9), Z16, Z22
-	VPDPBUSD.BCST   24(R9), Z18, Z23
-	VPDPBUSD.BCST   12(R9), Z21, Z22
-	VPDPBUSD.BCST   28(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     32(R9), Z22, Z22
-	VADDPS          Z22, Z1, Z1
-	VPBROADCASTD    112(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   64(R9), Z19, Z22
-	VPDPBUSD.BCST   80(R9), Z15, Z23
-	VPDPBUSD.BCST   68(R9), Z20, Z22
-	VPDPBUSD.BCST   84(R9), Z14, Z23
-	VPDPBUSD.BCST   72(R9), Z16, Z22
-	VPDPBUSD.BCST   88(R9), Z18, Z23
-	VPDPBUSD.BCST   76(R9), Z21, Z22
-	VPDPBUSD.BCST   92(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     96(R9), Z22, Z22
-	VADDPS          Z22, Z2, Z2
-	VPBROADCASTD    176(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   128(R9), Z19, Z22
-	VPDPBUSD.BCST   144(R9), Z15, Z23
-	VPDPBUSD.BCST   132(R9), Z20, Z22
-	VPDPBUSD.BCST   148(R9), Z14, Z23
-	VPDPBUSD.BCST   136(R9), Z16, Z22
-	VPDPBUSD.BCST   152(R9), Z18, Z23
-	VPDPBUSD.BCST   140(R9), Z21, Z22
-	VPDPBUSD.BCST   156(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     160(R9), Z22, Z22
-	VADDPS          Z22, Z3, Z3
-	VPBROADCASTD    240(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   192(R9), Z19, Z22
-	VPDPBUSD.BCST   208(R9), Z15, Z23
-	VPDPBUSD.BCST   196(R9), Z20, Z22
-	VPDPBUSD.BCST   212(R9), Z14, Z23
-	VPDPBUSD.BCST   200(R9), Z16, Z22
-	VPDPBUSD.BCST   216(R9), Z18, Z23
-	VPDPBUSD.BCST   204(R9), Z21, Z22
-	VPDPBUSD.BCST   220(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     224(R9), Z22, Z22
-	VADDPS          Z22, Z4, Z4
-	VPBROADCASTD    304(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   256(R9), Z19, Z22
-	VPDPBUSD.BCST   272(R9), Z15, Z23
-	VPDPBUSD.BCST   260(R9), Z20, Z22
-	VPDPBUSD.BCST   276(R9), Z14, Z23
-	VPDPBUSD.BCST   264(R9), Z16, Z22
-	VPDPBUSD.BCST   280(R9), Z18, Z23
-	VPDPBUSD.BCST   268(R9), Z21, Z22
-	VPDPBUSD.BCST   284(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     288(R9), Z22, Z22
-	VADDPS          Z22, Z5, Z5
-	VPBROADCASTD    368(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   320(R9), Z19, Z22
-	VPDPBUSD.BCST   336(R9), Z15, Z23
-	VPDPBUSD.BCST   324(R9), Z20, Z22
-	VPDPBUSD.BCST   340(R9), Z14, Z23
-	VPDPBUSD.BCST   328(R9), Z16, Z22
-	VPDPBUSD.BCST   344(R9), Z18, Z23
-	VPDPBUSD.BCST   332(R9), Z21, Z22
-	VPDPBUSD.BCST   348(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     352(R9), Z22, Z22
-	VADDPS          Z22, Z6, Z6
-	VPBROADCASTD    432(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   384(R9), Z19, Z22
-	VPDPBUSD.BCST   400(R9), Z15, Z23
-	VPDPBUSD.BCST   388(R9), Z20, Z22
-	VPDPBUSD.BCST   404(R9), Z14, Z23
-	VPDPBUSD.BCST   392(R9), Z16, Z22
-	VPDPBUSD.BCST   408(R9), Z18, Z23
-	VPDPBUSD.BCST   396(R9), Z21, Z22
-	VPDPBUSD.BCST   412(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     416(R9), Z22, Z22
-	VADDPS          Z22, Z7, Z7
-	VPBROADCASTD    496(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   448(R9), Z19, Z22
-	VPDPBUSD.BCST   464(R9), Z15, Z23
-	VPDPBUSD.BCST   452(R9), Z20, Z22
-	VPDPBUSD.BCST   468(R9), Z14, Z23
-	VPDPBUSD.BCST   456(R9), Z16, Z22
-	VPDPBUSD.BCST   472(R9), Z18, Z23
-	VPDPBUSD.BCST   460(R9), Z21, Z22
-	VPDPBUSD.BCST   476(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     480(R9), Z22, Z22
-	VADDPS          Z22, Z8, Z8
-	VPBROADCASTD    560(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   512(R9), Z19, Z22
-	VPDPBUSD.BCST   528(R9), Z15, Z23
-	VPDPBUSD.BCST   516(R9), Z20, Z22
-	VPDPBUSD.BCST   532(R9), Z14, Z23
-	VPDPBUSD.BCST   520(R9), Z16, Z22
-	VPDPBUSD.BCST   536(R9), Z18, Z23
-	VPDPBUSD.BCST   524(R9), Z21, Z22
-	VPDPBUSD.BCST   540(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     544(R9), Z22, Z22
-	VADDPS          Z22, Z9, Z9
-	VPBROADCASTD    624(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   576(R9), Z19, Z22
-	VPDPBUSD.BCST   592(R9), Z15, Z23
-	VPDPBUSD.BCST   580(R9), Z20, Z22
-	VPDPBUSD.BCST   596(R9), Z14, Z23
-	VPDPBUSD.BCST   584(R9), Z16, Z22
-	VPDPBUSD.BCST   600(R9), Z18, Z23
-	VPDPBUSD.BCST   588(R9), Z21, Z22
-	VPDPBUSD.BCST   604(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     608(R9), Z22, Z22
-	VADDPS          Z22, Z10, Z10
-	VPBROADCASTD    688(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   640(R9), Z19, Z22
-	VPDPBUSD.BCST   656(R9), Z15, Z23
-	VPDPBUSD.BCST   644(R9), Z20, Z22
-	VPDPBUSD.BCST   660(R9), Z14, Z23
-	VPDPBUSD.BCST   648(R9), Z16, Z22
-	VPDPBUSD.BCST   664(R9), Z18, Z23
-	VPDPBUSD.BCST   652(R9), Z21, Z22
-	VPDPBUSD.BCST   668(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z22
-	VMULPS          Z17, Z22, Z22
-	VMULPS.BCST     672(R9), Z22, Z22
-	VADDPS          Z22, Z11, Z11
-	VPBROADCASTD    752(R9), Z22
-	VPXORD          Z23, Z23, Z23
-	VPDPBUSD.BCST   704(R9), Z19, Z22
-	VPDPBUSD.BCST   720(R9), Z15, Z23
-	VPDPBUSD.BCST   708(R9), Z20, Z22
-	VPDPBUSD.BCST   724(R9), Z14, Z23
-	VPDPBUSD.BCST   712(R9), Z16, Z22
-	VPDPBUSD.BCST   728(R9), Z18, Z23
-	VPDPBUSD.BCST   716(R9), Z21, Z22
-	VPDPBUSD.BCST   732(R9), Z13, Z23
-	VPADDD          Z23, Z22, Z22
-	VCVTDQ2PS       Z22, Z13
-	VMULPS          Z17, Z13, Z13
-	VMULPS.BCST     736(R9), Z13, Z13
-	VADDPS          Z13, Z12, Z12
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x12GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x12GFNI_done
+	VBROADCASTI32X4  2(AX), Z13
+	VBROADCASTI32X4  2(SI), K1, Z13
+	VGF2P8AFFINEQB   $0x00, Z0, Z13, Z13
+	VBROADCASTI32X4  2(AX)(CX*1), Z14
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z14
+	VGF2P8AFFINEQB   $0x00, Z0, Z14, Z14
+	VBROADCASTI32X4  2(AX)(CX*2), Z15
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z15
+	VGF2P8AFFINEQB   $0x00, Z0, Z15, Z15
+	VBROADCASTI32X4  2(AX)(DX*1), Z16
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z16
+	VGF2P8AFFINEQB   $0x00, Z0, Z16, Z16
+	VBROADCASTI32X4  2(BX), Z17
+	VBROADCASTI32X4  2(DI), K1, Z17
+	VGF2P8AFFINEQB   $0x00, Z0, Z17, Z17
+	VBROADCASTI32X4  2(BX)(CX*1), Z18
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z18
+	VGF2P8AFFINEQB   $0x00, Z0, Z18, Z18
+	VBROADCASTI32X4  2(BX)(CX*2), Z19
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z19
+	VGF2P8AFFINEQB   $0x00, Z0, Z19, Z19
+	VBROADCASTI32X4  2(BX)(DX*1), Z20
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z20
+	VGF2P8AFFINEQB   $0x00, Z0, Z20, Z20
+	VPUNPCKLDQ       Z14, Z13, Z21
+	VPUNPCKHDQ       Z14, Z13, Z13
+	VPUNPCKLDQ       Z16, Z15, Z14
+	VPUNPCKHDQ       Z16, Z15, Z15
+	VPUNPCKLDQ       Z18, Z17, Z16
+	VPUNPCKHDQ       Z18, Z17, Z17
+	VPUNPCKLDQ       Z20, Z19, Z18
+	VPUNPCKHDQ       Z20, Z19, Z19
+	VPUNPCKLQDQ      Z14, Z21, Z20
+	VPUNPCKHQDQ      Z14, Z21, Z14
+	VPUNPCKLQDQ      Z15, Z13, Z21
+	VPUNPCKHQDQ      Z15, Z13, Z13
+	VPUNPCKLQDQ      Z18, Z16, Z15
+	VPUNPCKHQDQ      Z18, Z16, Z16
+	VPUNPCKLQDQ      Z19, Z17, Z18
+	VPUNPCKHQDQ      Z19, Z17, Z17
+	VSHUFI64X2       $0x88, Z15, Z20, Z19
+	VSHUFI64X2       $0xdd, Z15, Z20, Z15
+	VSHUFI64X2       $0x88, Z16, Z14, Z20
+	VSHUFI64X2       $0xdd, Z16, Z14, Z14
+	VSHUFI64X2       $0x88, Z18, Z21, Z16
+	VSHUFI64X2       $0xdd, Z18, Z21, Z18
+	VSHUFI64X2       $0x88, Z17, Z13, Z21
+	VSHUFI64X2       $0xdd, Z17, Z13, Z13
+	VPXORD           Y17, Y17, Y17
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X17
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X17, X17
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X22
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X22, X22
+	VINSERTI32X4     $0x01, X22, Y17, Y17
+	VCVTPH2PS        Y17, Z17
+	VPBROADCASTD     48(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    (R9), Z19, Z22
+	VPDPBUSD.BCST    16(R9), Z15, Z23
+	VPDPBUSD.BCST    4(R9), Z20, Z22
+	VPDPBUSD.BCST    20(R9), Z14, Z23
+	VPDPBUSD.BCST    8(R9), Z16, Z22
+	VPDPBUSD.BCST    24(R9), Z18, Z23
+	VPDPBUSD.BCST    12(R9), Z21, Z22
+	VPDPBUSD.BCST    28(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 32(R9), Z22, Z1
+	VPBROADCASTD     112(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    64(R9), Z19, Z22
+	VPDPBUSD.BCST    80(R9), Z15, Z23
+	VPDPBUSD.BCST    68(R9), Z20, Z22
+	VPDPBUSD.BCST    84(R9), Z14, Z23
+	VPDPBUSD.BCST    72(R9), Z16, Z22
+	VPDPBUSD.BCST    88(R9), Z18, Z23
+	VPDPBUSD.BCST    76(R9), Z21, Z22
+	VPDPBUSD.BCST    92(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 96(R9), Z22, Z2
+	VPBROADCASTD     176(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    128(R9), Z19, Z22
+	VPDPBUSD.BCST    144(R9), Z15, Z23
+	VPDPBUSD.BCST    132(R9), Z20, Z22
+	VPDPBUSD.BCST    148(R9), Z14, Z23
+	VPDPBUSD.BCST    136(R9), Z16, Z22
+	VPDPBUSD.BCST    152(R9), Z18, Z23
+	VPDPBUSD.BCST    140(R9), Z21, Z22
+	VPDPBUSD.BCST    156(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 160(R9), Z22, Z3
+	VPBROADCASTD     240(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    192(R9), Z19, Z22
+	VPDPBUSD.BCST    208(R9), Z15, Z23
+	VPDPBUSD.BCST    196(R9), Z20, Z22
+	VPDPBUSD.BCST    212(R9), Z14, Z23
+	VPDPBUSD.BCST    200(R9), Z16, Z22
+	VPDPBUSD.BCST    216(R9), Z18, Z23
+	VPDPBUSD.BCST    204(R9), Z21, Z22
+	VPDPBUSD.BCST    220(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 224(R9), Z22, Z4
+	VPBROADCASTD     304(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    256(R9), Z19, Z22
+	VPDPBUSD.BCST    272(R9), Z15, Z23
+	VPDPBUSD.BCST    260(R9), Z20, Z22
+	VPDPBUSD.BCST    276(R9), Z14, Z23
+	VPDPBUSD.BCST    264(R9), Z16, Z22
+	VPDPBUSD.BCST    280(R9), Z18, Z23
+	VPDPBUSD.BCST    268(R9), Z21, Z22
+	VPDPBUSD.BCST    284(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 288(R9), Z22, Z5
+	VPBROADCASTD     368(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    320(R9), Z19, Z22
+	VPDPBUSD.BCST    336(R9), Z15, Z23
+	VPDPBUSD.BCST    324(R9), Z20, Z22
+	VPDPBUSD.BCST    340(R9), Z14, Z23
+	VPDPBUSD.BCST    328(R9), Z16, Z22
+	VPDPBUSD.BCST    344(R9), Z18, Z23
+	VPDPBUSD.BCST    332(R9), Z21, Z22
+	VPDPBUSD.BCST    348(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 352(R9), Z22, Z6
+	VPBROADCASTD     432(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    384(R9), Z19, Z22
+	VPDPBUSD.BCST    400(R9), Z15, Z23
+	VPDPBUSD.BCST    388(R9), Z20, Z22
+	VPDPBUSD.BCST    404(R9), Z14, Z23
+	VPDPBUSD.BCST    392(R9), Z16, Z22
+	VPDPBUSD.BCST    408(R9), Z18, Z23
+	VPDPBUSD.BCST    396(R9), Z21, Z22
+	VPDPBUSD.BCST    412(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 416(R9), Z22, Z7
+	VPBROADCASTD     496(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    448(R9), Z19, Z22
+	VPDPBUSD.BCST    464(R9), Z15, Z23
+	VPDPBUSD.BCST    452(R9), Z20, Z22
+	VPDPBUSD.BCST    468(R9), Z14, Z23
+	VPDPBUSD.BCST    456(R9), Z16, Z22
+	VPDPBUSD.BCST    472(R9), Z18, Z23
+	VPDPBUSD.BCST    460(R9), Z21, Z22
+	VPDPBUSD.BCST    476(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 480(R9), Z22, Z8
+	VPBROADCASTD     560(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    512(R9), Z19, Z22
+	VPDPBUSD.BCST    528(R9), Z15, Z23
+	VPDPBUSD.BCST    516(R9), Z20, Z22
+	VPDPBUSD.BCST    532(R9), Z14, Z23
+	VPDPBUSD.BCST    520(R9), Z16, Z22
+	VPDPBUSD.BCST    536(R9), Z18, Z23
+	VPDPBUSD.BCST    524(R9), Z21, Z22
+	VPDPBUSD.BCST    540(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 544(R9), Z22, Z9
+	VPBROADCASTD     624(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    576(R9), Z19, Z22
+	VPDPBUSD.BCST    592(R9), Z15, Z23
+	VPDPBUSD.BCST    580(R9), Z20, Z22
+	VPDPBUSD.BCST    596(R9), Z14, Z23
+	VPDPBUSD.BCST    584(R9), Z16, Z22
+	VPDPBUSD.BCST    600(R9), Z18, Z23
+	VPDPBUSD.BCST    588(R9), Z21, Z22
+	VPDPBUSD.BCST    604(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 608(R9), Z22, Z10
+	VPBROADCASTD     688(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    640(R9), Z19, Z22
+	VPDPBUSD.BCST    656(R9), Z15, Z23
+	VPDPBUSD.BCST    644(R9), Z20, Z22
+	VPDPBUSD.BCST    660(R9), Z14, Z23
+	VPDPBUSD.BCST    648(R9), Z16, Z22
+	VPDPBUSD.BCST    664(R9), Z18, Z23
+	VPDPBUSD.BCST    652(R9), Z21, Z22
+	VPDPBUSD.BCST    668(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z17, Z22, Z22
+	VFMADD231PS.BCST 672(R9), Z22, Z11
+	VPBROADCASTD     752(R9), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    704(R9), Z19, Z22
+	VPDPBUSD.BCST    720(R9), Z15, Z23
+	VPDPBUSD.BCST    708(R9), Z20, Z22
+	VPDPBUSD.BCST    724(R9), Z14, Z23
+	VPDPBUSD.BCST    712(R9), Z16, Z22
+	VPDPBUSD.BCST    728(R9), Z18, Z23
+	VPDPBUSD.BCST    716(R9), Z21, Z22
+	VPDPBUSD.BCST    732(R9), Z13, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z13
+	VMULPS           Z17, Z13, Z13
+	VFMADD231PS.BCST 736(R9), Z13, Z12
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x12GFNI_loop
 
 dotQ4_0x16x12GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -14632,8 +14261,7 @@ tileQ8_0x16x12VNNI_loop:
 	VPADDD        Z22, Z21, Z21
 	VCVTDQ2PS     Z21, Z21
 	VMULPS.BCST   32(BX), Z20, Z22
-	VMULPS        Z22, Z21, Z21
-	VADDPS        Z21, Z0, Z0
+	VFMADD231PS   Z22, Z21, Z0
 	VPBROADCASTD  108(BX), Z21
 	VPXORD        Z22, Z22, Z22
 	VPDPBUSD.BCST 64(BX), Z12, Z21
@@ -14647,8 +14275,7 @@ tileQ8_0x16x12VNNI_loop:
 	VPADDD        Z22, Z21, Z21
 	VCVTDQ2PS     Z21, Z21
 	VMULPS.BCST   96(BX), Z20, Z22
-	VMULPS        Z22, Z21, Z21
-	VADDPS        Z21, Z1, Z1
+	VFMADD231PS   Z22, Z21, Z1
 	VPBROADCASTD  172(BX), Z21
 	VPXORD        Z22, Z22, Z22
 	VPDPBUSD.BCST 128(BX), Z12, Z21
@@ -14662,8 +14289,7 @@ tileQ8_0x16x12VNNI_loop:
 	VPADDD        Z22, Z21, Z21
 	VCVTDQ2PS     Z21, Z21
 	VMULPS.BCST   160(BX), Z20, Z22
-	VMULPS        Z22, Z21, Z21
-	VADDPS        Z21, Z2, Z2
+	VFMADD231PS   Z22, Z21, Z2
 	VPBROADCASTD  236(BX), Z21
 	VPXORD        Z22, Z22, Z22
 	VPDPBUSD.BCST 192(BX), Z12, Z21
@@ -14677,8 +14303,7 @@ tileQ8_0x16x12VNNI_loop:
 	VPADDD        Z22, Z21, Z21
 	VCVTDQ2PS     Z21, Z21
 	VMULPS.BCST   224(BX), Z20, Z22
-	VMULPS        Z22, Z21, Z21
-	VADDPS        Z21, Z3, Z3
+	VFMADD231PS   Z22, Z21, Z3
 	VPBROADCASTD  300(BX), Z21
 	VPXORD        Z22, Z22, Z22
 	VPDPBUSD.BCST 256(BX), Z12, Z21
@@ -14692,8 +14317,7 @@ tileQ8_0x16x12VNNI_loop:
 	VPADDD        Z22, Z21, Z21
 	VCVTDQ2PS     Z21, Z21
 	VMULPS.BCST   288(BX), Z20, Z22
-	VMULPS        Z22, Z21, Z21
-	VADDPS        Z21, Z4, Z4
+	VFMADD231PS   Z22, Z21, Z4
 	VPBROADCASTD  364(BX), Z21
 	VPXORD        Z22, Z22, Z22
 	VPDPBUSD.BCST 320(BX), Z12, Z21
@@ -14707,8 +14331,7 @@ tileQ8_0x16x12VNNI_loop:
 	VPADDD        Z22, Z21, Z21
 	VCVTDQ2PS     Z21, Z21
 	VMULPS.BCST   352(BX), Z20, Z22
-	VMULPS        Z22, Z21, Z21
-	VADDPS        Z21, Z5, Z5
+	VFMADD231PS   Z22, Z21, Z5
 	VPBROADCASTD  428(BX), Z21
 	VPXORD        Z22, Z22, Z22
 	VPDPBUSD.BCST 384(BX), Z12, Z21
@@ -14722,8 +14345,7 @@ tileQ8_0x16x12VNNI_loop:
 	VPADDD        Z22, Z21, Z21
 	VCVTDQ2PS     Z21, Z21
 	VMULPS.BCST   416(BX), Z20, Z22
-	VMULPS        Z22, Z21, Z21
-	VADDPS        Z21, Z6, Z6
+	VFMADD231PS   Z22, Z21, Z6
 	VPBROADCASTD  492(BX), Z21
 	VPXORD        Z22, Z22, Z22
 	VPDPBUSD.BCST 448(BX), Z12, Z21
@@ -14737,8 +14359,7 @@ tileQ8_0x16x12VNNI_loop:
 	VPADDD        Z22, Z21, Z21
 	VCVTDQ2PS     Z21, Z21
 	VMULPS.BCST   480(BX), Z20, Z22
-	VMULPS        Z22, Z21, Z21
-	VADDPS        Z21, Z7, Z7
+	VFMADD231PS   Z22, Z21, Z7
 	VPBROADCASTD  556(BX), Z21
 	VPXORD        Z22, Z22, Z22
 	VPDPBUSD.BCST 512(BX), Z12, Z21
@@ -14752,8 +14373,7 @@ tileQ8_0x16x12VNNI_loop:
 	VPADDD        Z22, Z21, Z21
 	VCVTDQ2PS     Z21, Z21
 	VMULPS.BCST   544(BX), Z20, Z22
-	VMULPS        Z22, Z21, Z21
-	VADDPS        Z21, Z8, Z8
+	VFMADD231PS   Z22, Z21, Z8
 	VPBROADCASTD  620(BX), Z21
 	VPXORD        Z22, Z22, Z22
 	VPDPBUSD.BCST 576(BX), Z12, Z21
@@ -14767,8 +14387,7 @@ tileQ8_0x16x12VNNI_loop:
 	VPADDD        Z22, Z21, Z21
 	VCVTDQ2PS     Z21, Z21
 	VMULPS.BCST   608(BX), Z20, Z22
-	VMULPS        Z22, Z21, Z21
-	VADDPS        Z21, Z9, Z9
+	VFMADD231PS   Z22, Z21, Z9
 	VPBROADCASTD  684(BX), Z21
 	VPXORD        Z22, Z22, Z22
 	VPDPBUSD.BCST 640(BX), Z12, Z21
@@ -14782,8 +14401,7 @@ tileQ8_0x16x12VNNI_loop:
 	VPADDD        Z22, Z21, Z21
 	VCVTDQ2PS     Z21, Z21
 	VMULPS.BCST   672(BX), Z20, Z22
-	VMULPS        Z22, Z21, Z21
-	VADDPS        Z21, Z10, Z10
+	VFMADD231PS   Z22, Z21, Z10
 	VPBROADCASTD  748(BX), Z21
 	VPXORD        Z22, Z22, Z22
 	VPDPBUSD.BCST 704(BX), Z12, Z21
@@ -14797,8 +14415,7 @@ tileQ8_0x16x12VNNI_loop:
 	VPADDD        Z22, Z21, Z21
 	VCVTDQ2PS     Z21, Z12
 	VMULPS.BCST   736(BX), Z20, Z13
-	VMULPS        Z13, Z12, Z12
-	VADDPS        Z12, Z11, Z11
+	VFMADD231PS   Z13, Z12, Z11
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -14885,219 +14502,207 @@ TEXT ·tileQ4_0x16x12VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z11, Z11, Z11
 
 tileQ4_0x16x12VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x12VNNI_done
-	VMOVDQU64     (AX), Z12
-	VMOVDQU64     64(AX), Z13
-	VMOVDQU64     128(AX), Z14
-	VMOVDQU64     192(AX), Z15
-	VMOVDQU64     256(AX), Z16
-	VMOVDQU64     320(AX), Z17
-	VMOVDQU64     384(AX), Z18
-	VMOVDQU64     448(AX), Z19
-	VCVTPH2PS     (CX), Z20
-	VPBROADCASTD  48(BX), Z21
-	VPXORD        Z22, Z22, Z22
-	VPDPBUSD.BCST (BX), Z12, Z21
-	VPDPBUSD.BCST 16(BX), Z16, Z22
-	VPDPBUSD.BCST 4(BX), Z13, Z21
-	VPDPBUSD.BCST 20(BX), Z17, Z22
-	VPDPBUSD.BCST 8(BX), Z14, Z21
-	VPDPBUSD.BCST 24(BX), Z18, Z22
-	VPDPBUSD.BCST 12(BX), Z15, Z21
-	VPDPBUSD.BCST 28(BX), Z19, Z22
-	VPADDD        Z22, Z21, Z21
-	VCVTDQ2PS     Z21, Z21
-	VMULPS        Z20, Z21, Z21
-	VMULPS.BCST   32(BX), Z21, Z21
-	VADDPS        Z21, Z0, Z0
-	VPBROADCASTD  112(BX), Z21
-	VPXORD        Z22, Z22, Z22
-	VPDPBUSD.BCST 64(BX), Z12, Z21
-	VPDPBUSD.BCST 80(BX), Z16, Z22
-	VPDPBUSD.BCST 68(BX), Z13, Z21
-	VPDPBUSD.BCST 84(BX), Z17, Z22
-	VPDPBUSD.BCST 72(BX), Z14, Z21
-	VPDPBUSD.BCST 88(BX), Z18, Z22
-	VPDPBUSD.BCST 76(BX), Z15, Z21
-	VPDPBUSD.BCST 92(BX), Z19, Z22
-	VPADDD        Z22, Z21, Z21
-	VCVTDQ2PS     Z21, Z21
-	VMULPS        Z20, Z21, Z21
-	VMULPS.BCST   96(BX), Z21, Z21
-	VADDPS        Z21, Z1, Z1
-	VPBROADCASTD  176(BX), Z21
-	VPXORD        Z22, Z22, Z22
-	VPDPBUSD.BCST 128(BX), Z12, Z21
-	VPDPBUSD.BCST 144(BX), Z16, Z22
-	VPDPBUSD.BCST 132(BX), Z13, Z21
-	VPDPBUSD.BCST 148(BX), Z17, Z22
-	VPDPBUSD.BCST 136(BX), Z14, Z21
-	VPDPBUSD.BCST 152(BX), Z18, Z22
-	VPDPBUSD.BCST 140(BX), Z15, Z21
-	VPDPBUSD.BCST 156(BX), Z19, Z22
-	VPADDD        Z22, Z21, Z21
-	VCVTDQ2PS     Z21, Z21
-	VMULPS        Z20, Z21, Z21
-	VMULPS.BCST   160(BX), Z21, Z21
-	VADDPS        Z21, Z2, Z2
-	VPBROADCASTD  240(BX), Z21
-	VPXORD        Z22, Z22, Z22
-	VPDPBUSD.BCST 192(BX), Z12, Z21
-	VPDPBUSD.BCST 208(BX), Z16, Z22
-	VPDPBUSD.BCST 196(BX), Z13, Z21
-	VPDPBUSD.BCST 212(BX), Z17, Z22
-	VPDPBUSD.BCST 200(BX), Z14, Z21
-	VPDPBUSD.BCST 216(BX), Z18, Z22
-	VPDPBUSD.BCST 204(BX), Z15, Z21
-	VPDPBUSD.BCST 220(BX), Z19, Z22
-	VPADDD        Z22, Z21, Z21
-	VCVTDQ2PS     Z21, Z21
-	VMULPS        Z20, Z21, Z21
-	VMULPS.BCST   224(BX), Z21, Z21
-	VADDPS        Z21, Z3, Z3
-	VPBROADCASTD  304(BX), Z21
-	VPXORD        Z22, Z22, Z22
-	VPDPBUSD.BCST 256(BX), Z12, Z21
-	VPDPBUSD.BCST 272(BX), Z16, Z22
-	VPDPBUSD.BCST 260(BX), Z13, Z21
-	VPDPBUSD.BCST 276(BX), Z17, Z22
-	VPDPBUSD.BCST 264(BX), Z14, Z21
-	VPDPBUSD.BCST 280(BX), Z18, Z22
-	VPDPBUSD.BCST 268(BX), Z15, Z21
-	VPDPBUSD.BCST 284(BX), Z19, Z22
-	VPADDD        Z22, Z21, Z21
-	VCVTDQ2PS     Z21, Z21
-	VMULPS        Z20, Z21, Z21
-	VMULPS.BCST   288(BX), Z21, Z21
-	VADDPS        Z21, Z4, Z4
-	VPBROADCASTD  368(BX), Z21
-	VPXORD        Z22, Z22, Z22
-	VPDPBUSD.BCST 320(BX), Z12, Z21
-	VPDPBUSD.BCST 336(BX), Z16, Z22
-	VPDPBUSD.BCST 324(BX), Z13, Z21
-	VPDPBUSD.BCST 340(BX), Z17, Z22
-	VPDPBUSD.BCST 328(BX), Z14, Z21
-	VPDPBUSD.BCST 344(BX), Z18, Z22
-	VPDPBUSD.BCST 332(BX), Z15, Z21
-	VPDPBUSD.BCST 348(BX), Z19, Z22
-	VPADDD        Z22, Z21, Z21
-	VCVTDQ2PS     Z21, Z21
-	VMULPS        Z20, Z21, Z21
-	VMULPS.BCST   352(BX), Z21, Z21
-	VADDPS        Z21, Z5, Z5
-	VPBROADCASTD  432(BX), Z21
-	VPXORD        Z22, Z22, Z22
-	VPDPBUSD.BCST 384(BX), Z12, Z21
-	VPDPBUSD.BCST 400(BX), Z16, Z22
-	VPDPBUSD.BCST 388(BX), Z13, Z21
-	VPDPBUSD.BCST 404(BX), Z17, Z22
-	VPDPBUSD.BCST 392(BX), Z14, Z21
-	VPDPBUSD.BCST 408(BX), Z18, Z22
-	VPDPBUSD.BCST 396(BX), Z15, Z21
-	VPDPBUSD.BCST 412(BX), Z19, Z22
-	VPADDD        Z22, Z21, Z21
-	VCVTDQ2PS     Z21, Z21
-	VMULPS        Z20, Z21, Z21
-	VMULPS.BCST   416(BX), Z21, Z21
-	VADDPS        Z21, Z6, Z6
-	VPBROADCASTD  496(BX), Z21
-	VPXORD        Z22, Z22, Z22
-	VPDPBUSD.BCST 448(BX), Z12, Z21
-	VPDPBUSD.BCST 464(BX), Z16, Z22
-	VPDPBUSD.BCST 452(BX), Z13, Z21
-	VPDPBUSD.BCST 468(BX), Z17, Z22
-	VPDPBUSD.BCST 456(BX), Z14, Z21
-	VPDPBUSD.BCST 472(BX), Z18, Z22
-	VPDPBUSD.BCST 460(BX), Z15, Z21
-	VPDPBUSD.BCST 476(BX), Z19, Z22
-	VPADDD        Z22, Z21, Z21
-	VCVTDQ2PS     Z21, Z21
-	VMULPS        Z20, Z21, Z21
-	VMULPS.BCST   480(BX), Z21, Z21
-	VADDPS        Z21, Z7, Z7
-	VPBROADCASTD  560(BX), Z21
-	VPXORD        Z22, Z22, Z22
-	VPDPBUSD.BCST 512(BX), Z12, Z21
-	VPDPBUSD.BCST 528(BX), Z16, Z22
-	VPDPBUSD.BCST 516(BX), Z13, Z21
-	VPDPBUSD.BCST 532(BX), Z17, Z22
-	VPDPBUSD.BCST 520(BX), Z14, Z21
-	VPDPBUSD.BCST 536(BX), Z18, Z22
-	VPDPBUSD.BCST 524(BX), Z15, Z21
-	VPDPBUSD.BCST 540(BX), Z19, Z22
-	VPADDD        Z22, Z21, Z21
-	VCVTDQ2PS     Z21, Z21
-	VMULPS        Z20, Z21, Z21
-	VMULPS.BCST   544(BX), Z21, Z21
-	VADDPS        Z21, Z8, Z8
-	VPBROADCASTD  624(BX), Z21
-	VPXORD        Z22, Z22, Z22
-	VPDPBUSD.BCST 576(BX), Z12, Z21
-	VPDPBUSD.BCST 592(BX), Z16, Z22
-	VPDPBUSD.BCST 580(BX), Z13, Z21
-	VPDPBUSD.BCST 596(BX), Z17, Z22
-	VPDPBUSD.BCST 584(BX), Z14, Z21
-	VPDPBUSD.BCST 600(BX), Z18, Z22
-	VPDPBUSD.BCST 588(BX), Z15, Z21
-	VPDPBUSD.BCST 604(BX), Z19, Z22
-	VPADDD        Z22, Z21, Z21
-	VCVTDQ2PS     Z21, Z21
-	VMULPS        Z20, Z21, Z21
-	VMULPS.BCST   608(BX), Z21, Z21
-	VADDPS        Z21, Z9, Z9
-	VPBROADCASTD  688(BX), Z21
-	VPXORD        Z22, Z22, Z22
-	VPDPBUSD.BCST 640(BX), Z12, Z21
-	VPDPBUSD.BCST 656(BX), Z16, Z22
-	VPDPBUSD.BCST 644(BX), Z13, Z21
-	VPDPBUSD.BCST 660(BX), Z17, Z22
-	VPDPBUSD.BCST 648(BX), Z14, Z21
-	VPDPBUSD.BCST 664(BX), Z18, Z22
-	VPDPBUSD.BCST 652(BX), Z15, Z21
-	VPDPBUSD.BCST 668(BX), Z19, Z22
-	VPADDD        Z22, Z21, Z21
-	VCVTDQ2PS     Z21, Z21
-	VMULPS        Z20, Z21, Z21
-	VMULPS.BCST   672(BX), Z21, Z21
-	VADDPS        Z21, Z10, Z10
-	VPBROADCASTD  752(BX), Z21
-	VPXORD        Z22, Z22, Z22
-	VPDPBUSD.BCST 704(BX), Z12, Z21
-	VPDPBUSD.BCST 720(BX), Z16, Z22
-	VPDPBUSD.BCST 708(BX), Z13, Z21
-	VPDPBUSD.BCST 724(BX), Z17, Z22
-	VPDPBUSD.BCST 712(BX), Z14, Z21
-	VPDPBUSD.BCST 728(BX), Z18, Z22
-	VPDPBUSD.BCST 716(BX), Z15, Z21
-	VPDPBUSD.BCST 732(BX), Z19, Z22
-	VPADDD        Z22, Z21, Z21
-	VCVTDQ2PS     Z21, Z12
-	VMULPS        Z20, Z12, Z12
-	VMULPS.BCST   736(BX), Z12, Z12
-	VADDPS        Z12, Z11, Z11
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x12VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x12VNNI_done
+	VMOVDQU64        (AX), Z12
+	VMOVDQU64        64(AX), Z13
+	VMOVDQU64        128(AX), Z14
+	VMOVDQU64        192(AX), Z15
+	VMOVDQU64        256(AX), Z16
+	VMOVDQU64        320(AX), Z17
+	VMOVDQU64        384(AX), Z18
+	VMOVDQU64        448(AX), Z19
+	VCVTPH2PS        (CX), Z20
+	VPBROADCASTD     48(BX), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    (BX), Z12, Z21
+	VPDPBUSD.BCST    16(BX), Z16, Z22
+	VPDPBUSD.BCST    4(BX), Z13, Z21
+	VPDPBUSD.BCST    20(BX), Z17, Z22
+	VPDPBUSD.BCST    8(BX), Z14, Z21
+	VPDPBUSD.BCST    24(BX), Z18, Z22
+	VPDPBUSD.BCST    12(BX), Z15, Z21
+	VPDPBUSD.BCST    28(BX), Z19, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z20, Z21, Z21
+	VFMADD231PS.BCST 32(BX), Z21, Z0
+	VPBROADCASTD     112(BX), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    64(BX), Z12, Z21
+	VPDPBUSD.BCST    80(BX), Z16, Z22
+	VPDPBUSD.BCST    68(BX), Z13, Z21
+	VPDPBUSD.BCST    84(BX), Z17, Z22
+	VPDPBUSD.BCST    72(BX), Z14, Z21
+	VPDPBUSD.BCST    88(BX), Z18, Z22
+	VPDPBUSD.BCST    76(BX), Z15, Z21
+	VPDPBUSD.BCST    92(BX), Z19, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z20, Z21, Z21
+	VFMADD231PS.BCST 96(BX), Z21, Z1
+	VPBROADCASTD     176(BX), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    128(BX), Z12, Z21
+	VPDPBUSD.BCST    144(BX), Z16, Z22
+	VPDPBUSD.BCST    132(BX), Z13, Z21
+	VPDPBUSD.BCST    148(BX), Z17, Z22
+	VPDPBUSD.BCST    136(BX), Z14, Z21
+	VPDPBUSD.BCST    152(BX), Z18, Z22
+	VPDPBUSD.BCST    140(BX), Z15, Z21
+	VPDPBUSD.BCST    156(BX), Z19, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z20, Z21, Z21
+	VFMADD231PS.BCST 160(BX), Z21, Z2
+	VPBROADCASTD     240(BX), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    192(BX), Z12, Z21
+	VPDPBUSD.BCST    208(BX), Z16, Z22
+	VPDPBUSD.BCST    196(BX), Z13, Z21
+	VPDPBUSD.BCST    212(BX), Z17, Z22
+	VPDPBUSD.BCST    200(BX), Z14, Z21
+	VPDPBUSD.BCST    216(BX), Z18, Z22
+	VPDPBUSD.BCST    204(BX), Z15, Z21
+	VPDPBUSD.BCST    220(BX), Z19, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z20, Z21, Z21
+	VFMADD231PS.BCST 224(BX), Z21, Z3
+	VPBROADCASTD     304(BX), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    256(BX), Z12, Z21
+	VPDPBUSD.BCST    272(BX), Z16, Z22
+	VPDPBUSD.BCST    260(BX), Z13, Z21
+	VPDPBUSD.BCST    276(BX), Z17, Z22
+	VPDPBUSD.BCST    264(BX), Z14, Z21
+	VPDPBUSD.BCST    280(BX), Z18, Z22
+	VPDPBUSD.BCST    268(BX), Z15, Z21
+	VPDPBUSD.BCST    284(BX), Z19, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z20, Z21, Z21
+	VFMADD231PS.BCST 288(BX), Z21, Z4
+	VPBROADCASTD     368(BX), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    320(BX), Z12, Z21
+	VPDPBUSD.BCST    336(BX), Z16, Z22
+	VPDPBUSD.BCST    324(BX), Z13, Z21
+	VPDPBUSD.BCST    340(BX), Z17, Z22
+	VPDPBUSD.BCST    328(BX), Z14, Z21
+	VPDPBUSD.BCST    344(BX), Z18, Z22
+	VPDPBUSD.BCST    332(BX), Z15, Z21
+	VPDPBUSD.BCST    348(BX), Z19, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z20, Z21, Z21
+	VFMADD231PS.BCST 352(BX), Z21, Z5
+	VPBROADCASTD     432(BX), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    384(BX), Z12, Z21
+	VPDPBUSD.BCST    400(BX), Z16, Z22
+	VPDPBUSD.BCST    388(BX), Z13, Z21
+	VPDPBUSD.BCST    404(BX), Z17, Z22
+	VPDPBUSD.BCST    392(BX), Z14, Z21
+	VPDPBUSD.BCST    408(BX), Z18, Z22
+	VPDPBUSD.BCST    396(BX), Z15, Z21
+	VPDPBUSD.BCST    412(BX), Z19, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z20, Z21, Z21
+	VFMADD231PS.BCST 416(BX), Z21, Z6
+	VPBROADCASTD     496(BX), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    448(BX), Z12, Z21
+	VPDPBUSD.BCST    464(BX), Z16, Z22
+	VPDPBUSD.BCST    452(BX), Z13, Z21
+	VPDPBUSD.BCST    468(BX), Z17, Z22
+	VPDPBUSD.BCST    456(BX), Z14, Z21
+	VPDPBUSD.BCST    472(BX), Z18, Z22
+	VPDPBUSD.BCST    460(BX), Z15, Z21
+	VPDPBUSD.BCST    476(BX), Z19, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z20, Z21, Z21
+	VFMADD231PS.BCST 480(BX), Z21, Z7
+	VPBROADCASTD     560(BX), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    512(BX), Z12, Z21
+	VPDPBUSD.BCST    528(BX), Z16, Z22
+	VPDPBUSD.BCST    516(BX), Z13, Z21
+	VPDPBUSD.BCST    532(BX), Z17, Z22
+	VPDPBUSD.BCST    520(BX), Z14, Z21
+	VPDPBUSD.BCST    536(BX), Z18, Z22
+	VPDPBUSD.BCST    524(BX), Z15, Z21
+	VPDPBUSD.BCST    540(BX), Z19, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z20, Z21, Z21
+	VFMADD231PS.BCST 544(BX), Z21, Z8
+	VPBROADCASTD     624(BX), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    576(BX), Z12, Z21
+	VPDPBUSD.BCST    592(BX), Z16, Z22
+	VPDPBUSD.BCST    580(BX), Z13, Z21
+	VPDPBUSD.BCST    596(BX), Z17, Z22
+	VPDPBUSD.BCST    584(BX), Z14, Z21
+	VPDPBUSD.BCST    600(BX), Z18, Z22
+	VPDPBUSD.BCST    588(BX), Z15, Z21
+	VPDPBUSD.BCST    604(BX), Z19, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z20, Z21, Z21
+	VFMADD231PS.BCST 608(BX), Z21, Z9
+	VPBROADCASTD     688(BX), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    640(BX), Z12, Z21
+	VPDPBUSD.BCST    656(BX), Z16, Z22
+	VPDPBUSD.BCST    644(BX), Z13, Z21
+	VPDPBUSD.BCST    660(BX), Z17, Z22
+	VPDPBUSD.BCST    648(BX), Z14, Z21
+	VPDPBUSD.BCST    664(BX), Z18, Z22
+	VPDPBUSD.BCST    652(BX), Z15, Z21
+	VPDPBUSD.BCST    668(BX), Z19, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z21
+	VMULPS           Z20, Z21, Z21
+	VFMADD231PS.BCST 672(BX), Z21, Z10
+	VPBROADCASTD     752(BX), Z21
+	VPXORD           Z22, Z22, Z22
+	VPDPBUSD.BCST    704(BX), Z12, Z21
+	VPDPBUSD.BCST    720(BX), Z16, Z22
+	VPDPBUSD.BCST    708(BX), Z13, Z21
+	VPDPBUSD.BCST    724(BX), Z17, Z22
+	VPDPBUSD.BCST    712(BX), Z14, Z21
+	VPDPBUSD.BCST    728(BX), Z18, Z22
+	VPDPBUSD.BCST    716(BX), Z15, Z21
+	VPDPBUSD.BCST    732(BX), Z19, Z22
+	VPADDD           Z22, Z21, Z21
+	VCVTDQ2PS        Z21, Z12
+	VMULPS           Z20, Z12, Z12
+	VFMADD231PS.BCST 736(BX), Z12, Z11
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x12VNNI_loop
 
 tileQ4_0x16x12VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -15290,8 +14895,7 @@ dotQ8_0x16x13VNNI_loop:
 	VPADDD            Z24, Z23, Z23
 	VCVTDQ2PS         Z23, Z23
 	VMULPS.BCST       32(R9), Z18, Z24
-	VMULPS            Z24, Z23, Z23
-	VADDPS            Z23, Z1, Z1
+	VFMADD231PS       Z24, Z23, Z1
 	VPBROADCASTD      108(R9), Z23
 	VPXORD            Z24, Z24, Z24
 	VPDPBUSD.BCST     64(R9), Z20, Z23
@@ -15305,8 +14909,7 @@ dotQ8_0x16x13VNNI_loop:
 	VPADDD            Z24, Z23, Z23
 	VCVTDQ2PS         Z23, Z23
 	VMULPS.BCST       96(R9), Z18, Z24
-	VMULPS            Z24, Z23, Z23
-	VADDPS            Z23, Z2, Z2
+	VFMADD231PS       Z24, Z23, Z2
 	VPBROADCASTD      172(R9), Z23
 	VPXORD            Z24, Z24, Z24
 	VPDPBUSD.BCST     128(R9), Z20, Z23
@@ -15320,8 +14923,7 @@ dotQ8_0x16x13VNNI_loop:
 	VPADDD            Z24, Z23, Z23
 	VCVTDQ2PS         Z23, Z23
 	VMULPS.BCST       160(R9), Z18, Z24
-	VMULPS            Z24, Z23, Z23
-	VADDPS            Z23, Z3, Z3
+	VFMADD231PS       Z24, Z23, Z3
 	VPBROADCASTD      236(R9), Z23
 	VPXORD            Z24, Z24, Z24
 	VPDPBUSD.BCST     192(R9), Z20, Z23
@@ -15335,8 +14937,7 @@ dotQ8_0x16x13VNNI_loop:
 	VPADDD            Z24, Z23, Z23
 	VCVTDQ2PS         Z23, Z23
 	VMULPS.BCST       224(R9), Z18, Z24
-	VMULPS            Z24, Z23, Z23
-	VADDPS            Z23, Z4, Z4
+	VFMADD231PS       Z24, Z23, Z4
 	VPBROADCASTD      300(R9), Z23
 	VPXORD            Z24, Z24, Z24
 	VPDPBUSD.BCST     256(R9), Z20, Z23
@@ -15350,8 +14951,7 @@ dotQ8_0x16x13VNNI_loop:
 	VPADDD            Z24, Z23, Z23
 	VCVTDQ2PS         Z23, Z23
 	VMULPS.BCST       288(R9), Z18, Z24
-	VMULPS            Z24, Z23, Z23
-	VADDPS            Z23, Z5, Z5
+	VFMADD231PS       Z24, Z23, Z5
 	VPBROADCASTD      364(R9), Z23
 	VPXORD            Z24, Z24, Z24
 	VPDPBUSD.BCST     320(R9), Z20, Z23
@@ -15365,8 +14965,7 @@ dotQ8_0x16x13VNNI_loop:
 	VPADDD            Z24, Z23, Z23
 	VCVTDQ2PS         Z23, Z23
 	VMULPS.BCST       352(R9), Z18, Z24
-	VMULPS            Z24, Z23, Z23
-	VADDPS            Z23, Z6, Z6
+	VFMADD231PS       Z24, Z23, Z6
 	VPBROADCASTD      428(R9), Z23
 	VPXORD            Z24, Z24, Z24
 	VPDPBUSD.BCST     384(R9), Z20, Z23
@@ -15380,8 +14979,7 @@ dotQ8_0x16x13VNNI_loop:
 	VPADDD            Z24, Z23, Z23
 	VCVTDQ2PS         Z23, Z23
 	VMULPS.BCST       416(R9), Z18, Z24
-	VMULPS            Z24, Z23, Z23
-	VADDPS            Z23, Z7, Z7
+	VFMADD231PS       Z24, Z23, Z7
 	VPBROADCASTD      492(R9), Z23
 	VPXORD            Z24, Z24, Z24
 	VPDPBUSD.BCST     448(R9), Z20, Z23
@@ -15395,8 +14993,7 @@ dotQ8_0x16x13VNNI_loop:
 	VPADDD            Z24, Z23, Z23
 	VCVTDQ2PS         Z23, Z23
 	VMULPS.BCST       480(R9), Z18, Z24
-	VMULPS            Z24, Z23, Z23
-	VADDPS            Z23, Z8, Z8
+	VFMADD231PS       Z24, Z23, Z8
 	VPBROADCASTD      556(R9), Z23
 	VPXORD            Z24, Z24, Z24
 	VPDPBUSD.BCST     512(R9), Z20, Z23
@@ -15410,8 +15007,7 @@ dotQ8_0x16x13VNNI_loop:
 	VPADDD            Z24, Z23, Z23
 	VCVTDQ2PS         Z23, Z23
 	VMULPS.BCST       544(R9), Z18, Z24
-	VMULPS            Z24, Z23, Z23
-	VADDPS            Z23, Z9, Z9
+	VFMADD231PS       Z24, Z23, Z9
 	VPBROADCASTD      620(R9), Z23
 	VPXORD            Z24, Z24, Z24
 	VPDPBUSD.BCST     576(R9), Z20, Z23
@@ -15425,8 +15021,7 @@ dotQ8_0x16x13VNNI_loop:
 	VPADDD            Z24, Z23, Z23
 	VCVTDQ2PS         Z23, Z23
 	VMULPS.BCST       608(R9), Z18, Z24
-	VMULPS            Z24, Z23, Z23
-	VADDPS            Z23, Z10, Z10
+	VFMADD231PS       Z24, Z23, Z10
 	VPBROADCASTD      684(R9), Z23
 	VPXORD            Z24, Z24, Z24
 	VPDPBUSD.BCST     640(R9), Z20, Z23
@@ -15440,8 +15035,7 @@ dotQ8_0x16x13VNNI_loop:
 	VPADDD            Z24, Z23, Z23
 	VCVTDQ2PS         Z23, Z23
 	VMULPS.BCST       672(R9), Z18, Z24
-	VMULPS            Z24, Z23, Z23
-	VADDPS            Z23, Z11, Z11
+	VFMADD231PS       Z24, Z23, Z11
 	VPBROADCASTD      748(R9), Z23
 	VPXORD            Z24, Z24, Z24
 	VPDPBUSD.BCST     704(R9), Z20, Z23
@@ -15455,8 +15049,7 @@ dotQ8_0x16x13VNNI_loop:
 	VPADDD            Z24, Z23, Z23
 	VCVTDQ2PS         Z23, Z23
 	VMULPS.BCST       736(R9), Z18, Z24
-	VMULPS            Z24, Z23, Z23
-	VADDPS            Z23, Z12, Z12
+	VFMADD231PS       Z24, Z23, Z12
 	VPBROADCASTD      812(R9), Z23
 	VPXORD            Z24, Z24, Z24
 	VPDPBUSD.BCST     768(R9), Z20, Z23
@@ -15470,8 +15063,7 @@ dotQ8_0x16x13VNNI_loop:
 	VPADDD            Z24, Z23, Z23
 	VCVTDQ2PS         Z23, Z14
 	VMULPS.BCST       800(R9), Z18, Z15
-	VMULPS            Z15, Z14, Z14
-	VADDPS            Z14, Z13, Z13
+	VFMADD231PS       Z15, Z14, Z13
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -15583,335 +15175,322 @@ TEXT ·dotQ4_0x16x13VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z14, Z14, Z14
 
 dotQ4_0x16x13VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x13VNNI_done
-	VBROADCASTI32X4 2(AX), Z15
-	VBROADCASTI32X4 2(SI), K1, Z15
-	VPSRLVQ         Z1, Z15, Z15
-	VPANDD          Z0, Z15, Z15
-	VBROADCASTI32X4 2(AX)(CX*1), Z16
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z16
-	VPSRLVQ         Z1, Z16, Z16
-	VPANDD          Z0, Z16, Z16
-	VBROADCASTI32X4 2(AX)(CX*2), Z17
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z17
-	VPSRLVQ         Z1, Z17, Z17
-	VPANDD          Z0, Z17, Z17
-	VBROADCASTI32X4 2(AX)(DX*1), Z18
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z18
-	VPSRLVQ         Z1, Z18, Z18
-	VPANDD          Z0, Z18, Z18
-	VBROADCASTI32X4 2(BX), Z19
-	VBROADCASTI32X4 2(DI), K1, Z19
-	VPSRLVQ         Z1, Z19, Z19
-	VPANDD          Z0, Z19, Z19
-	VBROADCASTI32X4 2(BX)(CX*1), Z20
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z20
-	VPSRLVQ         Z1, Z20, Z20
-	VPANDD          Z0, Z20, Z20
-	VBROADCASTI32X4 2(BX)(CX*2), Z21
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z21
-	VPSRLVQ         Z1, Z21, Z21
-	VPANDD          Z0, Z21, Z21
-	VBROADCASTI32X4 2(BX)(DX*1), Z22
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z22
-	VPSRLVQ         Z1, Z22, Z22
-	VPANDD          Z0, Z22, Z22
-	VPUNPCKLDQ      Z16, Z15, Z23
-	VPUNPCKHDQ      Z16, Z15, Z15
-	VPUNPCKLDQ      Z18, Z17, Z16
-	VPUNPCKHDQ      Z18, Z17, Z17
-	VPUNPCKLDQ      Z20, Z19, Z18
-	VPUNPCKHDQ      Z20, Z19, Z19
-	VPUNPCKLDQ      Z22, Z21, Z20
-	VPUNPCKHDQ      Z22, Z21, Z21
-	VPUNPCKLQDQ     Z16, Z23, Z22
-	VPUNPCKHQDQ     Z16, Z23, Z16
-	VPUNPCKLQDQ     Z17, Z15, Z23
-	VPUNPCKHQDQ     Z17, Z15, Z15
-	VPUNPCKLQDQ     Z20, Z18, Z17
-	VPUNPCKHQDQ     Z20, Z18, Z18
-	VPUNPCKLQDQ     Z21, Z19, Z20
-	VPUNPCKHQDQ     Z21, Z19, Z19
-	VSHUFI64X2      $0x88, Z17, Z22, Z21
-	VSHUFI64X2      $0xdd, Z17, Z22, Z17
-	VSHUFI64X2      $0x88, Z18, Z16, Z22
-	VSHUFI64X2      $0xdd, Z18, Z16, Z16
-	VSHUFI64X2      $0x88, Z20, Z23, Z18
-	VSHUFI64X2      $0xdd, Z20, Z23, Z20
-	VSHUFI64X2      $0x88, Z19, Z15, Z23
-	VSHUFI64X2      $0xdd, Z19, Z15, Z15
-	VPXORD          Y19, Y19, Y19
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X19
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X19, X19
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X24
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X24, X24
-	VINSERTI32X4    $0x01, X24, Y19, Y19
-	VCVTPH2PS       Y19, Z19
-	VPBROADCASTD    48(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   (R9), Z21, Z24
-	VPDPBUSD.BCST   16(R9), Z17, Z25
-	VPDPBUSD.BCST   4(R9), Z22, Z24
-	VPDPBUSD.BCST   20(R9), Z16, Z25
-	VPDPBUSD.BCST   8(R9), Z18, Z24
-	VPDPBUSD.BCST   24(R9), Z20, Z25
-	VPDPBUSD.BCST   12(R9), Z23, Z24
-	VPDPBUSD.BCST   28(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     32(R9), Z24, Z24
-	VADDPS          Z24, Z2, Z2
-	VPBROADCASTD    112(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   64(R9), Z21, Z24
-	VPDPBUSD.BCST   80(R9), Z17, Z25
-	VPDPBUSD.BCST   68(R9), Z22, Z24
-	VPDPBUSD.BCST   84(R9), Z16, Z25
-	VPDPBUSD.BCST   72(R9), Z18, Z24
-	VPDPBUSD.BCST   88(R9), Z20, Z25
-	VPDPBUSD.BCST   76(R9), Z23, Z24
-	VPDPBUSD.BCST   92(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     96(R9), Z24, Z24
-	VADDPS          Z24, Z3, Z3
-	VPBROADCASTD    176(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   128(R9), Z21, Z24
-	VPDPBUSD.BCST   144(R9), Z17, Z25
-	VPDPBUSD.BCST   132(R9), Z22, Z24
-	VPDPBUSD.BCST   148(R9), Z16, Z25
-	VPDPBUSD.BCST   136(R9), Z18, Z24
-	VPDPBUSD.BCST   152(R9), Z20, Z25
-	VPDPBUSD.BCST   140(R9), Z23, Z24
-	VPDPBUSD.BCST   156(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     160(R9), Z24, Z24
-	VADDPS          Z24, Z4, Z4
-	VPBROADCASTD    240(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   192(R9), Z21, Z24
-	VPDPBUSD.BCST   208(R9), Z17, Z25
-	VPDPBUSD.BCST   196(R9), Z22, Z24
-	VPDPBUSD.BCST   212(R9), Z16, Z25
-	VPDPBUSD.BCST   200(R9), Z18, Z24
-	VPDPBUSD.BCST   216(R9), Z20, Z25
-	VPDPBUSD.BCST   204(R9), Z23, Z24
-	VPDPBUSD.BCST   220(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     224(R9), Z24, Z24
-	VADDPS          Z24, Z5, Z5
-	VPBROADCASTD    304(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   256(R9), Z21, Z24
-	VPDPBUSD.BCST   272(R9), Z17, Z25
-	VPDPBUSD.BCST   260(R9), Z22, Z24
-	VPDPBUSD.BCST   276(R9), Z16, Z25
-	VPDPBUSD.BCST   264(R9), Z18, Z24
-	VPDPBUSD.BCST   280(R9), Z20, Z25
-	VPDPBUSD.BCST   268(R9), Z23, Z24
-	VPDPBUSD.BCST   284(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     288(R9), Z24, Z24
-	VADDPS          Z24, Z6, Z6
-	VPBROADCASTD    368(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   320(R9), Z21, Z24
-	VPDPBUSD.BCST   336(R9), Z17, Z25
-	VPDPBUSD.BCST   324(R9), Z22, Z24
-	VPDPBUSD.BCST   340(R9), Z16, Z25
-	VPDPBUSD.BCST   328(R9), Z18, Z24
-	VPDPBUSD.BCST   344(R9), Z20, Z25
-	VPDPBUSD.BCST   332(R9), Z23, Z24
-	VPDPBUSD.BCST   348(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     352(R9), Z24, Z24
-	VADDPS          Z24, Z7, Z7
-	VPBROADCASTD    432(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   384(R9), Z21, Z24
-	VPDPBUSD.BCST   400(R9), Z17, Z25
-	VPDPBUSD.BCST   388(R9), Z22, Z24
-	VPDPBUSD.BCST   404(R9), Z16, Z25
-	VPDPBUSD.BCST   392(R9), Z18, Z24
-	VPDPBUSD.BCST   408(R9), Z20, Z25
-	VPDPBUSD.BCST   396(R9), Z23, Z24
-	VPDPBUSD.BCST   412(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     416(R9), Z24, Z24
-	VADDPS          Z24, Z8, Z8
-	VPBROADCASTD    496(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   448(R9), Z21, Z24
-	VPDPBUSD.BCST   464(R9), Z17, Z25
-	VPDPBUSD.BCST   452(R9), Z22, Z24
-	VPDPBUSD.BCST   468(R9), Z16, Z25
-	VPDPBUSD.BCST   456(R9), Z18, Z24
-	VPDPBUSD.BCST   472(R9), Z20, Z25
-	VPDPBUSD.BCST   460(R9), Z23, Z24
-	VPDPBUSD.BCST   476(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     480(R9), Z24, Z24
-	VADDPS          Z24, Z9, Z9
-	VPBROADCASTD    560(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   512(R9), Z21, Z24
-	VPDPBUSD.BCST   528(R9), Z17, Z25
-	VPDPBUSD.BCST   516(R9), Z22, Z24
-	VPDPBUSD.BCST   532(R9), Z16, Z25
-	VPDPBUSD.BCST   520(R9), Z18, Z24
-	VPDPBUSD.BCST   536(R9), Z20, Z25
-	VPDPBUSD.BCST   524(R9), Z23, Z24
-	VPDPBUSD.BCST   540(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     544(R9), Z24, Z24
-	VADDPS          Z24, Z10, Z10
-	VPBROADCASTD    624(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   576(R9), Z21, Z24
-	VPDPBUSD.BCST   592(R9), Z17, Z25
-	VPDPBUSD.BCST   580(R9), Z22, Z24
-	VPDPBUSD.BCST   596(R9), Z16, Z25
-	VPDPBUSD.BCST   584(R9), Z18, Z24
-	VPDPBUSD.BCST   600(R9), Z20, Z25
-	VPDPBUSD.BCST   588(R9), Z23, Z24
-	VPDPBUSD.BCST   604(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     608(R9), Z24, Z24
-	VADDPS          Z24, Z11, Z11
-	VPBROADCASTD    688(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   640(R9), Z21, Z24
-	VPDPBUSD.BCST   656(R9), Z17, Z25
-	VPDPBUSD.BCST   644(R9), Z22, Z24
-	VPDPBUSD.BCST   660(R9), Z16, Z25
-	VPDPBUSD.BCST   648(R9), Z18, Z24
-	VPDPBUSD.BCST   664(R9), Z20, Z25
-	VPDPBUSD.BCST   652(R9), Z23, Z24
-	VPDPBUSD.BCST   668(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     672(R9), Z24, Z24
-	VADDPS          Z24, Z12, Z12
-	VPBROADCASTD    752(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   704(R9), Z21, Z24
-	VPDPBUSD.BCST   720(R9), Z17, Z25
-	VPDPBUSD.BCST   708(R9), Z22, Z24
-	VPDPBUSD.BCST   724(R9), Z16, Z25
-	VPDPBUSD.BCST   712(R9), Z18, Z24
-	VPDPBUSD.BCST   728(R9), Z20, Z25
-	VPDPBUSD.BCST   716(R9), Z23, Z24
-	VPDPBUSD.BCST   732(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     736(R9), Z24, Z24
-	VADDPS          Z24, Z13, Z13
-	VPBROADCASTD    816(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   768(R9), Z21, Z24
-	VPDPBUSD.BCST   784(R9), Z17, Z25
-	VPDPBUSD.BCST   772(R9), Z22, Z24
-	VPDPBUSD.BCST   788(R9), Z16, Z25
-	VPDPBUSD.BCST   776(R9), Z18, Z24
-	VPDPBUSD.BCST   792(R9), Z20, Z25
-	VPDPBUSD.BCST   780(R9), Z23, Z24
-	VPDPBUSD.BCST   796(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z15
-	VMULPS          Z19, Z15, Z15
-	VMULPS.BCST     800(R9), Z15, Z15
-	VADDPS          Z15, Z14, Z14
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x13VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x13VNNI_done
+	VBROADCASTI32X4  2(AX), Z15
+	VBROADCASTI32X4  2(SI), K1, Z15
+	VPSRLVQ          Z1, Z15, Z15
+	VPANDD           Z0, Z15, Z15
+	VBROADCASTI32X4  2(AX)(CX*1), Z16
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z16
+	VPSRLVQ          Z1, Z16, Z16
+	VPANDD           Z0, Z16, Z16
+	VBROADCASTI32X4  2(AX)(CX*2), Z17
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z17
+	VPSRLVQ          Z1, Z17, Z17
+	VPANDD           Z0, Z17, Z17
+	VBROADCASTI32X4  2(AX)(DX*1), Z18
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z18
+	VPSRLVQ          Z1, Z18, Z18
+	VPANDD           Z0, Z18, Z18
+	VBROADCASTI32X4  2(BX), Z19
+	VBROADCASTI32X4  2(DI), K1, Z19
+	VPSRLVQ          Z1, Z19, Z19
+	VPANDD           Z0, Z19, Z19
+	VBROADCASTI32X4  2(BX)(CX*1), Z20
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z20
+	VPSRLVQ          Z1, Z20, Z20
+	VPANDD           Z0, Z20, Z20
+	VBROADCASTI32X4  2(BX)(CX*2), Z21
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z21
+	VPSRLVQ          Z1, Z21, Z21
+	VPANDD           Z0, Z21, Z21
+	VBROADCASTI32X4  2(BX)(DX*1), Z22
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z22
+	VPSRLVQ          Z1, Z22, Z22
+	VPANDD           Z0, Z22, Z22
+	VPUNPCKLDQ       Z16, Z15, Z23
+	VPUNPCKHDQ       Z16, Z15, Z15
+	VPUNPCKLDQ       Z18, Z17, Z16
+	VPUNPCKHDQ       Z18, Z17, Z17
+	VPUNPCKLDQ       Z20, Z19, Z18
+	VPUNPCKHDQ       Z20, Z19, Z19
+	VPUNPCKLDQ       Z22, Z21, Z20
+	VPUNPCKHDQ       Z22, Z21, Z21
+	VPUNPCKLQDQ      Z16, Z23, Z22
+	VPUNPCKHQDQ      Z16, Z23, Z16
+	VPUNPCKLQDQ      Z17, Z15, Z23
+	VPUNPCKHQDQ      Z17, Z15, Z15
+	VPUNPCKLQDQ      Z20, Z18, Z17
+	VPUNPCKHQDQ      Z20, Z18, Z18
+	VPUNPCKLQDQ      Z21, Z19, Z20
+	VPUNPCKHQDQ      Z21, Z19, Z19
+	VSHUFI64X2       $0x88, Z17, Z22, Z21
+	VSHUFI64X2       $0xdd, Z17, Z22, Z17
+	VSHUFI64X2       $0x88, Z18, Z16, Z22
+	VSHUFI64X2       $0xdd, Z18, Z16, Z16
+	VSHUFI64X2       $0x88, Z20, Z23, Z18
+	VSHUFI64X2       $0xdd, Z20, Z23, Z20
+	VSHUFI64X2       $0x88, Z19, Z15, Z23
+	VSHUFI64X2       $0xdd, Z19, Z15, Z15
+	VPXORD           Y19, Y19, Y19
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X19
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X19, X19
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X24
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X24, X24
+	VINSERTI32X4     $0x01, X24, Y19, Y19
+	VCVTPH2PS        Y19, Z19
+	VPBROADCASTD     48(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    (R9), Z21, Z24
+	VPDPBUSD.BCST    16(R9), Z17, Z25
+	VPDPBUSD.BCST    4(R9), Z22, Z24
+	VPDPBUSD.BCST    20(R9), Z16, Z25
+	VPDPBUSD.BCST    8(R9), Z18, Z24
+	VPDPBUSD.BCST    24(R9), Z20, Z25
+	VPDPBUSD.BCST    12(R9), Z23, Z24
+	VPDPBUSD.BCST    28(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 32(R9), Z24, Z2
+	VPBROADCASTD     112(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    64(R9), Z21, Z24
+	VPDPBUSD.BCST    80(R9), Z17, Z25
+	VPDPBUSD.BCST    68(R9), Z22, Z24
+	VPDPBUSD.BCST    84(R9), Z16, Z25
+	VPDPBUSD.BCST    72(R9), Z18, Z24
+	VPDPBUSD.BCST    88(R9), Z20, Z25
+	VPDPBUSD.BCST    76(R9), Z23, Z24
+	VPDPBUSD.BCST    92(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 96(R9), Z24, Z3
+	VPBROADCASTD     176(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    128(R9), Z21, Z24
+	VPDPBUSD.BCST    144(R9), Z17, Z25
+	VPDPBUSD.BCST    132(R9), Z22, Z24
+	VPDPBUSD.BCST    148(R9), Z16, Z25
+	VPDPBUSD.BCST    136(R9), Z18, Z24
+	VPDPBUSD.BCST    152(R9), Z20, Z25
+	VPDPBUSD.BCST    140(R9), Z23, Z24
+	VPDPBUSD.BCST    156(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 160(R9), Z24, Z4
+	VPBROADCASTD     240(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    192(R9), Z21, Z24
+	VPDPBUSD.BCST    208(R9), Z17, Z25
+	VPDPBUSD.BCST    196(R9), Z22, Z24
+	VPDPBUSD.BCST    212(R9), Z16, Z25
+	VPDPBUSD.BCST    200(R9), Z18, Z24
+	VPDPBUSD.BCST    216(R9), Z20, Z25
+	VPDPBUSD.BCST    204(R9), Z23, Z24
+	VPDPBUSD.BCST    220(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 224(R9), Z24, Z5
+	VPBROADCASTD     304(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    256(R9), Z21, Z24
+	VPDPBUSD.BCST    272(R9), Z17, Z25
+	VPDPBUSD.BCST    260(R9), Z22, Z24
+	VPDPBUSD.BCST    276(R9), Z16, Z25
+	VPDPBUSD.BCST    264(R9), Z18, Z24
+	VPDPBUSD.BCST    280(R9), Z20, Z25
+	VPDPBUSD.BCST    268(R9), Z23, Z24
+	VPDPBUSD.BCST    284(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 288(R9), Z24, Z6
+	VPBROADCASTD     368(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    320(R9), Z21, Z24
+	VPDPBUSD.BCST    336(R9), Z17, Z25
+	VPDPBUSD.BCST    324(R9), Z22, Z24
+	VPDPBUSD.BCST    340(R9), Z16, Z25
+	VPDPBUSD.BCST    328(R9), Z18, Z24
+	VPDPBUSD.BCST    344(R9), Z20, Z25
+	VPDPBUSD.BCST    332(R9), Z23, Z24
+	VPDPBUSD.BCST    348(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 352(R9), Z24, Z7
+	VPBROADCASTD     432(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    384(R9), Z21, Z24
+	VPDPBUSD.BCST    400(R9), Z17, Z25
+	VPDPBUSD.BCST    388(R9), Z22, Z24
+	VPDPBUSD.BCST    404(R9), Z16, Z25
+	VPDPBUSD.BCST    392(R9), Z18, Z24
+	VPDPBUSD.BCST    408(R9), Z20, Z25
+	VPDPBUSD.BCST    396(R9), Z23, Z24
+	VPDPBUSD.BCST    412(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 416(R9), Z24, Z8
+	VPBROADCASTD     496(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    448(R9), Z21, Z24
+	VPDPBUSD.BCST    464(R9), Z17, Z25
+	VPDPBUSD.BCST    452(R9), Z22, Z24
+	VPDPBUSD.BCST    468(R9), Z16, Z25
+	VPDPBUSD.BCST    456(R9), Z18, Z24
+	VPDPBUSD.BCST    472(R9), Z20, Z25
+	VPDPBUSD.BCST    460(R9), Z23, Z24
+	VPDPBUSD.BCST    476(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 480(R9), Z24, Z9
+	VPBROADCASTD     560(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    512(R9), Z21, Z24
+	VPDPBUSD.BCST    528(R9), Z17, Z25
+	VPDPBUSD.BCST    516(R9), Z22, Z24
+	VPDPBUSD.BCST    532(R9), Z16, Z25
+	VPDPBUSD.BCST    520(R9), Z18, Z24
+	VPDPBUSD.BCST    536(R9), Z20, Z25
+	VPDPBUSD.BCST    524(R9), Z23, Z24
+	VPDPBUSD.BCST    540(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 544(R9), Z24, Z10
+	VPBROADCASTD     624(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    576(R9), Z21, Z24
+	VPDPBUSD.BCST    592(R9), Z17, Z25
+	VPDPBUSD.BCST    580(R9), Z22, Z24
+	VPDPBUSD.BCST    596(R9), Z16, Z25
+	VPDPBUSD.BCST    584(R9), Z18, Z24
+	VPDPBUSD.BCST    600(R9), Z20, Z25
+	VPDPBUSD.BCST    588(R9), Z23, Z24
+	VPDPBUSD.BCST    604(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 608(R9), Z24, Z11
+	VPBROADCASTD     688(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    640(R9), Z21, Z24
+	VPDPBUSD.BCST    656(R9), Z17, Z25
+	VPDPBUSD.BCST    644(R9), Z22, Z24
+	VPDPBUSD.BCST    660(R9), Z16, Z25
+	VPDPBUSD.BCST    648(R9), Z18, Z24
+	VPDPBUSD.BCST    664(R9), Z20, Z25
+	VPDPBUSD.BCST    652(R9), Z23, Z24
+	VPDPBUSD.BCST    668(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 672(R9), Z24, Z12
+	VPBROADCASTD     752(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    704(R9), Z21, Z24
+	VPDPBUSD.BCST    720(R9), Z17, Z25
+	VPDPBUSD.BCST    708(R9), Z22, Z24
+	VPDPBUSD.BCST    724(R9), Z16, Z25
+	VPDPBUSD.BCST    712(R9), Z18, Z24
+	VPDPBUSD.BCST    728(R9), Z20, Z25
+	VPDPBUSD.BCST    716(R9), Z23, Z24
+	VPDPBUSD.BCST    732(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 736(R9), Z24, Z13
+	VPBROADCASTD     816(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    768(R9), Z21, Z24
+	VPDPBUSD.BCST    784(R9), Z17, Z25
+	VPDPBUSD.BCST    772(R9), Z22, Z24
+	VPDPBUSD.BCST    788(R9), Z16, Z25
+	VPDPBUSD.BCST    776(R9), Z18, Z24
+	VPDPBUSD.BCST    792(R9), Z20, Z25
+	VPDPBUSD.BCST    780(R9), Z23, Z24
+	VPDPBUSD.BCST    796(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z15
+	VMULPS           Z19, Z15, Z15
+	VFMADD231PS.BCST 800(R9), Z15, Z14
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x13VNNI_loop
 
 dotQ4_0x16x13VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -15988,327 +15567,314 @@ TEXT ·dotQ4_0x16x13GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z13, Z13, Z13
 
 dotQ4_0x16x13GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x13GFNI_done
-	VBROADCASTI32X4 2(AX), Z14
-	VBROADCASTI32X4 2(SI), K1, Z14
-	VGF2P8AFFINEQB  $0x00, Z0, Z14, Z14
-	VBROADCASTI32X4 2(AX)(CX*1), Z15
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z15
-	VGF2P8AFFINEQB  $0x00, Z0, Z15, Z15
-	VBROADCASTI32X4 2(AX)(CX*2), Z16
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z16
-	VGF2P8AFFINEQB  $0x00, Z0, Z16, Z16
-	VBROADCASTI32X4 2(AX)(DX*1), Z17
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z17
-	VGF2P8AFFINEQB  $0x00, Z0, Z17, Z17
-	VBROADCASTI32X4 2(BX), Z18
-	VBROADCASTI32X4 2(DI), K1, Z18
-	VGF2P8AFFINEQB  $0x00, Z0, Z18, Z18
-	VBROADCASTI32X4 2(BX)(CX*1), Z19
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z19
-	VGF2P8AFFINEQB  $0x00, Z0, Z19, Z19
-	VBROADCASTI32X4 2(BX)(CX*2), Z20
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z20
-	VGF2P8AFFINEQB  $0x00, Z0, Z20, Z20
-	VBROADCASTI32X4 2(BX)(DX*1), Z21
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z21
-	VGF2P8AFFINEQB  $0x00, Z0, Z21, Z21
-	VPUNPCKLDQ      Z15, Z14, Z22
-	VPUNPCKHDQ      Z15, Z14, Z14
-	VPUNPCKLDQ      Z17, Z16, Z15
-	VPUNPCKHDQ      Z17, Z16, Z16
-	VPUNPCKLDQ      Z19, Z18, Z17
-	VPUNPCKHDQ      Z19, Z18, Z18
-	VPUNPCKLDQ      Z21, Z20, Z19
-	VPUNPCKHDQ      Z21, Z20, Z20
-	VPUNPCKLQDQ     Z15, Z22, Z21
-	VPUNPCKHQDQ     Z15, Z22, Z15
-	VPUNPCKLQDQ     Z16, Z14, Z22
-	VPUNPCKHQDQ     Z16, Z14, Z14
-	VPUNPCKLQDQ     Z19, Z17, Z16
-	VPUNPCKHQDQ     Z19, Z17, Z17
-	VPUNPCKLQDQ     Z20, Z18, Z19
-	VPUNPCKHQDQ     Z20, Z18, Z18
-	VSHUFI64X2      $0x88, Z16, Z21, Z20
-	VSHUFI64X2      $0xdd, Z16, Z21, Z16
-	VSHUFI64X2      $0x88, Z17, Z15, Z21
-	VSHUFI64X2      $0xdd, Z17, Z15, Z15
-	VSHUFI64X2      $0x88, Z19, Z22, Z17
-	VSHUFI64X2      $0xdd, Z19, Z22, Z19
-	VSHUFI64X2      $0x88, Z18, Z14, Z22
-	VSHUFI64X2      $0xdd, Z18, Z14, Z14
-	VPXORD          Y18, Y18, Y18
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X18
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X18, X18
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X23
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X23, X23
-	VINSERTI32X4    $0x01, X23, Y18, Y18
-	VCVTPH2PS       Y18, Z18
-	VPBROADCASTD    48(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   (R9), Z20, Z23
-	VPDPBUSD.BCST   16(R9), Z16, Z24
-	VPDPBUSD.BCST   4(R9), Z21, Z23
-	VPDPBUSD.BCST   20(R9), Z15, Z24
-	VPDPBUSD.BCST   8(R9), Z17, Z23
-	VPDPBUSD.BCST   24(R9), Z19, Z24
-	VPDPBUSD.BCST   12(R9), Z22, Z23
-	VPDPBUSD.BCST   28(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     32(R9), Z23, Z23
-	VADDPS          Z23, Z1, Z1
-	VPBROADCASTD    112(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   64(R9), Z20, Z23
-	VPDPBUSD.BCST   80(R9), Z16, Z24
-	VPDPBUSD.BCST   68(R9), Z21, Z23
-	VPDPBUSD.BCST   84(R9), Z15, Z24
-	VPDPBUSD.BCST   72(R9), Z17, Z23
-	VPDPBUSD.BCST   88(R9), Z19, Z24
-	VPDPBUSD.BCST   76(R9), Z22, Z23
-	VPDPBUSD.BCST   92(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     96(R9), Z23, Z23
-	VADDPS          Z23, Z2, Z2
-	VPBROADCASTD    176(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   128(R9), Z20, Z23
-	VPDPBUSD.BCST   144(R9), Z16, Z24
-	VPDPBUSD.BCST   132(R9), Z21, Z23
-	VPDPBUSD.BCST   148(R9), Z15, Z24
-	VPDPBUSD.BCST   136(R9), Z17, Z23
-	VPDPBUSD.BCST   152(R9), Z19, Z24
-	VPDPBUSD.BCST   140(R9), Z22, Z23
-	VPDPBUSD.BCST   156(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     160(R9), Z23, Z23
-	VADDPS          Z23, Z3, Z3
-	VPBROADCASTD    240(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   192(R9), Z20, Z23
-	VPDPBUSD.BCST   208(R9), Z16, Z24
-	VPDPBUSD.BCST   196(R9), Z21, Z23
-	VPDPBUSD.BCST   212(R9), Z15, Z24
-	VPDPBUSD.BCST   200(R9), Z17, Z23
-	VPDPBUSD.BCST   216(R9), Z19, Z24
-	VPDPBUSD.BCST   204(R9), Z22, Z23
-	VPDPBUSD.BCST   220(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     224(R9), Z23, Z23
-	VADDPS          Z23, Z4, Z4
-	VPBROADCASTD    304(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   256(R9), Z20, Z23
-	VPDPBUSD.BCST   272(R9), Z16, Z24
-	VPDPBUSD.BCST   260(R9), Z21, Z23
-	VPDPBUSD.BCST   276(R9), Z15, Z24
-	VPDPBUSD.BCST   264(R9), Z17, Z23
-	VPDPBUSD.BCST   280(R9), Z19, Z24
-	VPDPBUSD.BCST   268(R9), Z22, Z23
-	VPDPBUSD.BCST   284(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     288(R9), Z23, Z23
-	VADDPS          Z23, Z5, Z5
-	VPBROADCASTD    368(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   320(R9), Z20, Z23
-	VPDPBUSD.BCST   336(R9), Z16, Z24
-	VPDPBUSD.BCST   324(R9), Z21, Z23
-	VPDPBUSD.BCST   340(R9), Z15, Z24
-	VPDPBUSD.BCST   328(R9), Z17, Z23
-	VPDPBUSD.BCST   344(R9), Z19, Z24
-	VPDPBUSD.BCST   332(R9), Z22, Z23
-	VPDPBUSD.BCST   348(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     352(R9), Z23, Z23
-	VADDPS          Z23, Z6, Z6
-	VPBROADCASTD    432(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   384(R9), Z20, Z23
-	VPDPBUSD.BCST   400(R9), Z16, Z24
-	VPDPBUSD.BCST   388(R9), Z21, Z23
-	VPDPBUSD.BCST   404(R9), Z15, Z24
-	VPDPBUSD.BCST   392(R9), Z17, Z23
-	VPDPBUSD.BCST   408(R9), Z19, Z24
-	VPDPBUSD.BCST   396(R9), Z22, Z23
-	VPDPBUSD.BCST   412(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     416(R9), Z23, Z23
-	VADDPS          Z23, Z7, Z7
-	VPBROADCASTD    496(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   448(R9), Z20, Z23
-	VPDPBUSD.BCST   464(R9), Z16, Z24
-	VPDPBUSD.BCST   452(R9), Z21, Z23
-	VPDPBUSD.BCST   468(R9), Z15, Z24
-	VPDPBUSD.BCST   456(R9), Z17, Z23
-	VPDPBUSD.BCST   472(R9), Z19, Z24
-	VPDPBUSD.BCST   460(R9), Z22, Z23
-	VPDPBUSD.BCST   476(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     480(R9), Z23, Z23
-	VADDPS          Z23, Z8, Z8
-	VPBROADCASTD    560(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   512(R9), Z20, Z23
-	VPDPBUSD.BCST   528(R9), Z16, Z24
-	VPDPBUSD.BCST   516(R9), Z21, Z23
-	VPDPBUSD.BCST   532(R9), Z15, Z24
-	VPDPBUSD.BCST   520(R9), Z17, Z23
-	VPDPBUSD.BCST   536(R9), Z19, Z24
-	VPDPBUSD.BCST   524(R9), Z22, Z23
-	VPDPBUSD.BCST   540(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     544(R9), Z23, Z23
-	VADDPS          Z23, Z9, Z9
-	VPBROADCASTD    624(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   576(R9), Z20, Z23
-	VPDPBUSD.BCST   592(R9), Z16, Z24
-	VPDPBUSD.BCST   580(R9), Z21, Z23
-	VPDPBUSD.BCST   596(R9), Z15, Z24
-	VPDPBUSD.BCST   584(R9), Z17, Z23
-	VPDPBUSD.BCST   600(R9), Z19, Z24
-	VPDPBUSD.BCST   588(R9), Z22, Z23
-	VPDPBUSD.BCST   604(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     608(R9), Z23, Z23
-	VADDPS          Z23, Z10, Z10
-	VPBROADCASTD    688(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   640(R9), Z20, Z23
-	VPDPBUSD.BCST   656(R9), Z16, Z24
-	VPDPBUSD.BCST   644(R9), Z21, Z23
-	VPDPBUSD.BCST   660(R9), Z15, Z24
-	VPDPBUSD.BCST   648(R9), Z17, Z23
-	VPDPBUSD.BCST   664(R9), Z19, Z24
-	VPDPBUSD.BCST   652(R9), Z22, Z23
-	VPDPBUSD.BCST   668(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     672(R9), Z23, Z23
-	VADDPS          Z23, Z11, Z11
-	VPBROADCASTD    752(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   704(R9), Z20, Z23
-	VPDPBUSD.BCST   720(R9), Z16, Z24
-	VPDPBUSD.BCST   708(R9), Z21, Z23
-	VPDPBUSD.BCST   724(R9), Z15, Z24
-	VPDPBUSD.BCST   712(R9), Z17, Z23
-	VPDPBUSD.BCST   728(R9), Z19, Z24
-	VPDPBUSD.BCST   716(R9), Z22, Z23
-	VPDPBUSD.BCST   732(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z23
-	VMULPS          Z18, Z23, Z23
-	VMULPS.BCST     736(R9), Z23, Z23
-	VADDPS          Z23, Z12, Z12
-	VPBROADCASTD    816(R9), Z23
-	VPXORD          Z24, Z24, Z24
-	VPDPBUSD.BCST   768(R9), Z20, Z23
-	VPDPBUSD.BCST   784(R9), Z16, Z24
-	VPDPBUSD.BCST   772(R9), Z21, Z23
-	VPDPBUSD.BCST   788(R9), Z15, Z24
-	VPDPBUSD.BCST   776(R9), Z17, Z23
-	VPDPBUSD.BCST   792(R9), Z19, Z24
-	VPDPBUSD.BCST   780(R9), Z22, Z23
-	VPDPBUSD.BCST   796(R9), Z14, Z24
-	VPADDD          Z24, Z23, Z23
-	VCVTDQ2PS       Z23, Z14
-	VMULPS          Z18, Z14, Z14
-	VMULPS.BCST     800(R9), Z14, Z14
-	VADDPS          Z14, Z13, Z13
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x13GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x13GFNI_done
+	VBROADCASTI32X4  2(AX), Z14
+	VBROADCASTI32X4  2(SI), K1, Z14
+	VGF2P8AFFINEQB   $0x00, Z0, Z14, Z14
+	VBROADCASTI32X4  2(AX)(CX*1), Z15
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z15
+	VGF2P8AFFINEQB   $0x00, Z0, Z15, Z15
+	VBROADCASTI32X4  2(AX)(CX*2), Z16
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z16
+	VGF2P8AFFINEQB   $0x00, Z0, Z16, Z16
+	VBROADCASTI32X4  2(AX)(DX*1), Z17
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z17
+	VGF2P8AFFINEQB   $0x00, Z0, Z17, Z17
+	VBROADCASTI32X4  2(BX), Z18
+	VBROADCASTI32X4  2(DI), K1, Z18
+	VGF2P8AFFINEQB   $0x00, Z0, Z18, Z18
+	VBROADCASTI32X4  2(BX)(CX*1), Z19
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z19
+	VGF2P8AFFINEQB   $0x00, Z0, Z19, Z19
+	VBROADCASTI32X4  2(BX)(CX*2), Z20
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z20
+	VGF2P8AFFINEQB   $0x00, Z0, Z20, Z20
+	VBROADCASTI32X4  2(BX)(DX*1), Z21
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z21
+	VGF2P8AFFINEQB   $0x00, Z0, Z21, Z21
+	VPUNPCKLDQ       Z15, Z14, Z22
+	VPUNPCKHDQ       Z15, Z14, Z14
+	VPUNPCKLDQ       Z17, Z16, Z15
+	VPUNPCKHDQ       Z17, Z16, Z16
+	VPUNPCKLDQ       Z19, Z18, Z17
+	VPUNPCKHDQ       Z19, Z18, Z18
+	VPUNPCKLDQ       Z21, Z20, Z19
+	VPUNPCKHDQ       Z21, Z20, Z20
+	VPUNPCKLQDQ      Z15, Z22, Z21
+	VPUNPCKHQDQ      Z15, Z22, Z15
+	VPUNPCKLQDQ      Z16, Z14, Z22
+	VPUNPCKHQDQ      Z16, Z14, Z14
+	VPUNPCKLQDQ      Z19, Z17, Z16
+	VPUNPCKHQDQ      Z19, Z17, Z17
+	VPUNPCKLQDQ      Z20, Z18, Z19
+	VPUNPCKHQDQ      Z20, Z18, Z18
+	VSHUFI64X2       $0x88, Z16, Z21, Z20
+	VSHUFI64X2       $0xdd, Z16, Z21, Z16
+	VSHUFI64X2       $0x88, Z17, Z15, Z21
+	VSHUFI64X2       $0xdd, Z17, Z15, Z15
+	VSHUFI64X2       $0x88, Z19, Z22, Z17
+	VSHUFI64X2       $0xdd, Z19, Z22, Z19
+	VSHUFI64X2       $0x88, Z18, Z14, Z22
+	VSHUFI64X2       $0xdd, Z18, Z14, Z14
+	VPXORD           Y18, Y18, Y18
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X18
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X18, X18
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X23
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X23, X23
+	VINSERTI32X4     $0x01, X23, Y18, Y18
+	VCVTPH2PS        Y18, Z18
+	VPBROADCASTD     48(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    (R9), Z20, Z23
+	VPDPBUSD.BCST    16(R9), Z16, Z24
+	VPDPBUSD.BCST    4(R9), Z21, Z23
+	VPDPBUSD.BCST    20(R9), Z15, Z24
+	VPDPBUSD.BCST    8(R9), Z17, Z23
+	VPDPBUSD.BCST    24(R9), Z19, Z24
+	VPDPBUSD.BCST    12(R9), Z22, Z23
+	VPDPBUSD.BCST    28(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 32(R9), Z23, Z1
+	VPBROADCASTD     112(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    64(R9), Z20, Z23
+	VPDPBUSD.BCST    80(R9), Z16, Z24
+	VPDPBUSD.BCST    68(R9), Z21, Z23
+	VPDPBUSD.BCST    84(R9), Z15, Z24
+	VPDPBUSD.BCST    72(R9), Z17, Z23
+	VPDPBUSD.BCST    88(R9), Z19, Z24
+	VPDPBUSD.BCST    76(R9), Z22, Z23
+	VPDPBUSD.BCST    92(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 96(R9), Z23, Z2
+	VPBROADCASTD     176(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    128(R9), Z20, Z23
+	VPDPBUSD.BCST    144(R9), Z16, Z24
+	VPDPBUSD.BCST    132(R9), Z21, Z23
+	VPDPBUSD.BCST    148(R9), Z15, Z24
+	VPDPBUSD.BCST    136(R9), Z17, Z23
+	VPDPBUSD.BCST    152(R9), Z19, Z24
+	VPDPBUSD.BCST    140(R9), Z22, Z23
+	VPDPBUSD.BCST    156(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 160(R9), Z23, Z3
+	VPBROADCASTD     240(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    192(R9), Z20, Z23
+	VPDPBUSD.BCST    208(R9), Z16, Z24
+	VPDPBUSD.BCST    196(R9), Z21, Z23
+	VPDPBUSD.BCST    212(R9), Z15, Z24
+	VPDPBUSD.BCST    200(R9), Z17, Z23
+	VPDPBUSD.BCST    216(R9), Z19, Z24
+	VPDPBUSD.BCST    204(R9), Z22, Z23
+	VPDPBUSD.BCST    220(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 224(R9), Z23, Z4
+	VPBROADCASTD     304(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    256(R9), Z20, Z23
+	VPDPBUSD.BCST    272(R9), Z16, Z24
+	VPDPBUSD.BCST    260(R9), Z21, Z23
+	VPDPBUSD.BCST    276(R9), Z15, Z24
+	VPDPBUSD.BCST    264(R9), Z17, Z23
+	VPDPBUSD.BCST    280(R9), Z19, Z24
+	VPDPBUSD.BCST    268(R9), Z22, Z23
+	VPDPBUSD.BCST    284(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 288(R9), Z23, Z5
+	VPBROADCASTD     368(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    320(R9), Z20, Z23
+	VPDPBUSD.BCST    336(R9), Z16, Z24
+	VPDPBUSD.BCST    324(R9), Z21, Z23
+	VPDPBUSD.BCST    340(R9), Z15, Z24
+	VPDPBUSD.BCST    328(R9), Z17, Z23
+	VPDPBUSD.BCST    344(R9), Z19, Z24
+	VPDPBUSD.BCST    332(R9), Z22, Z23
+	VPDPBUSD.BCST    348(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 352(R9), Z23, Z6
+	VPBROADCASTD     432(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    384(R9), Z20, Z23
+	VPDPBUSD.BCST    400(R9), Z16, Z24
+	VPDPBUSD.BCST    388(R9), Z21, Z23
+	VPDPBUSD.BCST    404(R9), Z15, Z24
+	VPDPBUSD.BCST    392(R9), Z17, Z23
+	VPDPBUSD.BCST    408(R9), Z19, Z24
+	VPDPBUSD.BCST    396(R9), Z22, Z23
+	VPDPBUSD.BCST    412(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 416(R9), Z23, Z7
+	VPBROADCASTD     496(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    448(R9), Z20, Z23
+	VPDPBUSD.BCST    464(R9), Z16, Z24
+	VPDPBUSD.BCST    452(R9), Z21, Z23
+	VPDPBUSD.BCST    468(R9), Z15, Z24
+	VPDPBUSD.BCST    456(R9), Z17, Z23
+	VPDPBUSD.BCST    472(R9), Z19, Z24
+	VPDPBUSD.BCST    460(R9), Z22, Z23
+	VPDPBUSD.BCST    476(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 480(R9), Z23, Z8
+	VPBROADCASTD     560(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    512(R9), Z20, Z23
+	VPDPBUSD.BCST    528(R9), Z16, Z24
+	VPDPBUSD.BCST    516(R9), Z21, Z23
+	VPDPBUSD.BCST    532(R9), Z15, Z24
+	VPDPBUSD.BCST    520(R9), Z17, Z23
+	VPDPBUSD.BCST    536(R9), Z19, Z24
+	VPDPBUSD.BCST    524(R9), Z22, Z23
+	VPDPBUSD.BCST    540(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 544(R9), Z23, Z9
+	VPBROADCASTD     624(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    576(R9), Z20, Z23
+	VPDPBUSD.BCST    592(R9), Z16, Z24
+	VPDPBUSD.BCST    580(R9), Z21, Z23
+	VPDPBUSD.BCST    596(R9), Z15, Z24
+	VPDPBUSD.BCST    584(R9), Z17, Z23
+	VPDPBUSD.BCST    600(R9), Z19, Z24
+	VPDPBUSD.BCST    588(R9), Z22, Z23
+	VPDPBUSD.BCST    604(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 608(R9), Z23, Z10
+	VPBROADCASTD     688(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    640(R9), Z20, Z23
+	VPDPBUSD.BCST    656(R9), Z16, Z24
+	VPDPBUSD.BCST    644(R9), Z21, Z23
+	VPDPBUSD.BCST    660(R9), Z15, Z24
+	VPDPBUSD.BCST    648(R9), Z17, Z23
+	VPDPBUSD.BCST    664(R9), Z19, Z24
+	VPDPBUSD.BCST    652(R9), Z22, Z23
+	VPDPBUSD.BCST    668(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 672(R9), Z23, Z11
+	VPBROADCASTD     752(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    704(R9), Z20, Z23
+	VPDPBUSD.BCST    720(R9), Z16, Z24
+	VPDPBUSD.BCST    708(R9), Z21, Z23
+	VPDPBUSD.BCST    724(R9), Z15, Z24
+	VPDPBUSD.BCST    712(R9), Z17, Z23
+	VPDPBUSD.BCST    728(R9), Z19, Z24
+	VPDPBUSD.BCST    716(R9), Z22, Z23
+	VPDPBUSD.BCST    732(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z18, Z23, Z23
+	VFMADD231PS.BCST 736(R9), Z23, Z12
+	VPBROADCASTD     816(R9), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    768(R9), Z20, Z23
+	VPDPBUSD.BCST    784(R9), Z16, Z24
+	VPDPBUSD.BCST    772(R9), Z21, Z23
+	VPDPBUSD.BCST    788(R9), Z15, Z24
+	VPDPBUSD.BCST    776(R9), Z17, Z23
+	VPDPBUSD.BCST    792(R9), Z19, Z24
+	VPDPBUSD.BCST    780(R9), Z22, Z23
+	VPDPBUSD.BCST    796(R9), Z14, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z14
+	VMULPS           Z18, Z14, Z14
+	VFMADD231PS.BCST 800(R9), Z14, Z13
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x13GFNI_loop
 
 dotQ4_0x16x13GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -16401,8 +15967,7 @@ tileQ8_0x16x13VNNI_loop:
 	VPADDD        Z23, Z22, Z22
 	VCVTDQ2PS     Z22, Z22
 	VMULPS.BCST   32(BX), Z21, Z23
-	VMULPS        Z23, Z22, Z22
-	VADDPS        Z22, Z0, Z0
+	VFMADD231PS   Z23, Z22, Z0
 	VPBROADCASTD  108(BX), Z22
 	VPXORD        Z23, Z23, Z23
 	VPDPBUSD.BCST 64(BX), Z13, Z22
@@ -16416,8 +15981,7 @@ tileQ8_0x16x13VNNI_loop:
 	VPADDD        Z23, Z22, Z22
 	VCVTDQ2PS     Z22, Z22
 	VMULPS.BCST   96(BX), Z21, Z23
-	VMULPS        Z23, Z22, Z22
-	VADDPS        Z22, Z1, Z1
+	VFMADD231PS   Z23, Z22, Z1
 	VPBROADCASTD  172(BX), Z22
 	VPXORD        Z23, Z23, Z23
 	VPDPBUSD.BCST 128(BX), Z13, Z22
@@ -16431,8 +15995,7 @@ tileQ8_0x16x13VNNI_loop:
 	VPADDD        Z23, Z22, Z22
 	VCVTDQ2PS     Z22, Z22
 	VMULPS.BCST   160(BX), Z21, Z23
-	VMULPS        Z23, Z22, Z22
-	VADDPS        Z22, Z2, Z2
+	VFMADD231PS   Z23, Z22, Z2
 	VPBROADCASTD  236(BX), Z22
 	VPXORD        Z23, Z23, Z23
 	VPDPBUSD.BCST 192(BX), Z13, Z22
@@ -16446,8 +16009,7 @@ tileQ8_0x16x13VNNI_loop:
 	VPADDD        Z23, Z22, Z22
 	VCVTDQ2PS     Z22, Z22
 	VMULPS.BCST   224(BX), Z21, Z23
-	VMULPS        Z23, Z22, Z22
-	VADDPS        Z22, Z3, Z3
+	VFMADD231PS   Z23, Z22, Z3
 	VPBROADCASTD  300(BX), Z22
 	VPXORD        Z23, Z23, Z23
 	VPDPBUSD.BCST 256(BX), Z13, Z22
@@ -16461,8 +16023,7 @@ tileQ8_0x16x13VNNI_loop:
 	VPADDD        Z23, Z22, Z22
 	VCVTDQ2PS     Z22, Z22
 	VMULPS.BCST   288(BX), Z21, Z23
-	VMULPS        Z23, Z22, Z22
-	VADDPS        Z22, Z4, Z4
+	VFMADD231PS   Z23, Z22, Z4
 	VPBROADCASTD  364(BX), Z22
 	VPXORD        Z23, Z23, Z23
 	VPDPBUSD.BCST 320(BX), Z13, Z22
@@ -16476,8 +16037,7 @@ tileQ8_0x16x13VNNI_loop:
 	VPADDD        Z23, Z22, Z22
 	VCVTDQ2PS     Z22, Z22
 	VMULPS.BCST   352(BX), Z21, Z23
-	VMULPS        Z23, Z22, Z22
-	VADDPS        Z22, Z5, Z5
+	VFMADD231PS   Z23, Z22, Z5
 	VPBROADCASTD  428(BX), Z22
 	VPXORD        Z23, Z23, Z23
 	VPDPBUSD.BCST 384(BX), Z13, Z22
@@ -16491,8 +16051,7 @@ tileQ8_0x16x13VNNI_loop:
 	VPADDD        Z23, Z22, Z22
 	VCVTDQ2PS     Z22, Z22
 	VMULPS.BCST   416(BX), Z21, Z23
-	VMULPS        Z23, Z22, Z22
-	VADDPS        Z22, Z6, Z6
+	VFMADD231PS   Z23, Z22, Z6
 	VPBROADCASTD  492(BX), Z22
 	VPXORD        Z23, Z23, Z23
 	VPDPBUSD.BCST 448(BX), Z13, Z22
@@ -16506,8 +16065,7 @@ tileQ8_0x16x13VNNI_loop:
 	VPADDD        Z23, Z22, Z22
 	VCVTDQ2PS     Z22, Z22
 	VMULPS.BCST   480(BX), Z21, Z23
-	VMULPS        Z23, Z22, Z22
-	VADDPS        Z22, Z7, Z7
+	VFMADD231PS   Z23, Z22, Z7
 	VPBROADCASTD  556(BX), Z22
 	VPXORD        Z23, Z23, Z23
 	VPDPBUSD.BCST 512(BX), Z13, Z22
@@ -16521,8 +16079,7 @@ tileQ8_0x16x13VNNI_loop:
 	VPADDD        Z23, Z22, Z22
 	VCVTDQ2PS     Z22, Z22
 	VMULPS.BCST   544(BX), Z21, Z23
-	VMULPS        Z23, Z22, Z22
-	VADDPS        Z22, Z8, Z8
+	VFMADD231PS   Z23, Z22, Z8
 	VPBROADCASTD  620(BX), Z22
 	VPXORD        Z23, Z23, Z23
 	VPDPBUSD.BCST 576(BX), Z13, Z22
@@ -16536,8 +16093,7 @@ tileQ8_0x16x13VNNI_loop:
 	VPADDD        Z23, Z22, Z22
 	VCVTDQ2PS     Z22, Z22
 	VMULPS.BCST   608(BX), Z21, Z23
-	VMULPS        Z23, Z22, Z22
-	VADDPS        Z22, Z9, Z9
+	VFMADD231PS   Z23, Z22, Z9
 	VPBROADCASTD  684(BX), Z22
 	VPXORD        Z23, Z23, Z23
 	VPDPBUSD.BCST 640(BX), Z13, Z22
@@ -16551,8 +16107,7 @@ tileQ8_0x16x13VNNI_loop:
 	VPADDD        Z23, Z22, Z22
 	VCVTDQ2PS     Z22, Z22
 	VMULPS.BCST   672(BX), Z21, Z23
-	VMULPS        Z23, Z22, Z22
-	VADDPS        Z22, Z10, Z10
+	VFMADD231PS   Z23, Z22, Z10
 	VPBROADCASTD  748(BX), Z22
 	VPXORD        Z23, Z23, Z23
 	VPDPBUSD.BCST 704(BX), Z13, Z22
@@ -16566,8 +16121,7 @@ tileQ8_0x16x13VNNI_loop:
 	VPADDD        Z23, Z22, Z22
 	VCVTDQ2PS     Z22, Z22
 	VMULPS.BCST   736(BX), Z21, Z23
-	VMULPS        Z23, Z22, Z22
-	VADDPS        Z22, Z11, Z11
+	VFMADD231PS   Z23, Z22, Z11
 	VPBROADCASTD  812(BX), Z22
 	VPXORD        Z23, Z23, Z23
 	VPDPBUSD.BCST 768(BX), Z13, Z22
@@ -16581,8 +16135,7 @@ tileQ8_0x16x13VNNI_loop:
 	VPADDD        Z23, Z22, Z22
 	VCVTDQ2PS     Z22, Z13
 	VMULPS.BCST   800(BX), Z21, Z14
-	VMULPS        Z14, Z13, Z13
-	VADDPS        Z13, Z12, Z12
+	VFMADD231PS   Z14, Z13, Z12
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -16673,234 +16226,221 @@ TEXT ·tileQ4_0x16x13VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z12, Z12, Z12
 
 tileQ4_0x16x13VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x13VNNI_done
-	VMOVDQU64     (AX), Z13
-	VMOVDQU64     64(AX), Z14
-	VMOVDQU64     128(AX), Z15
-	VMOVDQU64     192(AX), Z16
-	VMOVDQU64     256(AX), Z17
-	VMOVDQU64     320(AX), Z18
-	VMOVDQU64     384(AX), Z19
-	VMOVDQU64     448(AX), Z20
-	VCVTPH2PS     (CX), Z21
-	VPBROADCASTD  48(BX), Z22
-	VPXORD        Z23, Z23, Z23
-	VPDPBUSD.BCST (BX), Z13, Z22
-	VPDPBUSD.BCST 16(BX), Z17, Z23
-	VPDPBUSD.BCST 4(BX), Z14, Z22
-	VPDPBUSD.BCST 20(BX), Z18, Z23
-	VPDPBUSD.BCST 8(BX), Z15, Z22
-	VPDPBUSD.BCST 24(BX), Z19, Z23
-	VPDPBUSD.BCST 12(BX), Z16, Z22
-	VPDPBUSD.BCST 28(BX), Z20, Z23
-	VPADDD        Z23, Z22, Z22
-	VCVTDQ2PS     Z22, Z22
-	VMULPS        Z21, Z22, Z22
-	VMULPS.BCST   32(BX), Z22, Z22
-	VADDPS        Z22, Z0, Z0
-	VPBROADCASTD  112(BX), Z22
-	VPXORD        Z23, Z23, Z23
-	VPDPBUSD.BCST 64(BX), Z13, Z22
-	VPDPBUSD.BCST 80(BX), Z17, Z23
-	VPDPBUSD.BCST 68(BX), Z14, Z22
-	VPDPBUSD.BCST 84(BX), Z18, Z23
-	VPDPBUSD.BCST 72(BX), Z15, Z22
-	VPDPBUSD.BCST 88(BX), Z19, Z23
-	VPDPBUSD.BCST 76(BX), Z16, Z22
-	VPDPBUSD.BCST 92(BX), Z20, Z23
-	VPADDD        Z23, Z22, Z22
-	VCVTDQ2PS     Z22, Z22
-	VMULPS        Z21, Z22, Z22
-	VMULPS.BCST   96(BX), Z22, Z22
-	VADDPS        Z22, Z1, Z1
-	VPBROADCASTD  176(BX), Z22
-	VPXORD        Z23, Z23, Z23
-	VPDPBUSD.BCST 128(BX), Z13, Z22
-	VPDPBUSD.BCST 144(BX), Z17, Z23
-	VPDPBUSD.BCST 132(BX), Z14, Z22
-	VPDPBUSD.BCST 148(BX), Z18, Z23
-	VPDPBUSD.BCST 136(BX), Z15, Z22
-	VPDPBUSD.BCST 152(BX), Z19, Z23
-	VPDPBUSD.BCST 140(BX), Z16, Z22
-	VPDPBUSD.BCST 156(BX), Z20, Z23
-	VPADDD        Z23, Z22, Z22
-	VCVTDQ2PS     Z22, Z22
-	VMULPS        Z21, Z22, Z22
-	VMULPS.BCST   160(BX), Z22, Z22
-	VADDPS        Z22, Z2, Z2
-	VPBROADCASTD  240(BX), Z22
-	VPXORD        Z23, Z23, Z23
-	VPDPBUSD.BCST 192(BX), Z13, Z22
-	VPDPBUSD.BCST 208(BX), Z17, Z23
-	VPDPBUSD.BCST 196(BX), Z14, Z22
-	VPDPBUSD.BCST 212(BX), Z18, Z23
-	VPDPBUSD.BCST 200(BX), Z15, Z22
-	VPDPBUSD.BCST 216(BX), Z19, Z23
-	VPDPBUSD.BCST 204(BX), Z16, Z22
-	VPDPBUSD.BCST 220(BX), Z20, Z23
-	VPADDD        Z23, Z22, Z22
-	VCVTDQ2PS     Z22, Z22
-	VMULPS        Z21, Z22, Z22
-	VMULPS.BCST   224(BX), Z22, Z22
-	VADDPS        Z22, Z3, Z3
-	VPBROADCASTD  304(BX), Z22
-	VPXORD        Z23, Z23, Z23
-	VPDPBUSD.BCST 256(BX), Z13, Z22
-	VPDPBUSD.BCST 272(BX), Z17, Z23
-	VPDPBUSD.BCST 260(BX), Z14, Z22
-	VPDPBUSD.BCST 276(BX), Z18, Z23
-	VPDPBUSD.BCST 264(BX), Z15, Z22
-	VPDPBUSD.BCST 280(BX), Z19, Z23
-	VPDPBUSD.BCST 268(BX), Z16, Z22
-	VPDPBUSD.BCST 284(BX), Z20, Z23
-	VPADDD        Z23, Z22, Z22
-	VCVTDQ2PS     Z22, Z22
-	VMULPS        Z21, Z22, Z22
-	VMULPS.BCST   288(BX), Z22, Z22
-	VADDPS        Z22, Z4, Z4
-	VPBROADCASTD  368(BX), Z22
-	VPXORD        Z23, Z23, Z23
-	VPDPBUSD.BCST 320(BX), Z13, Z22
-	VPDPBUSD.BCST 336(BX), Z17, Z23
-	VPDPBUSD.BCST 324(BX), Z14, Z22
-	VPDPBUSD.BCST 340(BX), Z18, Z23
-	VPDPBUSD.BCST 328(BX), Z15, Z22
-	VPDPBUSD.BCST 344(BX), Z19, Z23
-	VPDPBUSD.BCST 332(BX), Z16, Z22
-	VPDPBUSD.BCST 348(BX), Z20, Z23
-	VPADDD        Z23, Z22, Z22
-	VCVTDQ2PS     Z22, Z22
-	VMULPS        Z21, Z22, Z22
-	VMULPS.BCST   352(BX), Z22, Z22
-	VADDPS        Z22, Z5, Z5
-	VPBROADCASTD  432(BX), Z22
-	VPXORD        Z23, Z23, Z23
-	VPDPBUSD.BCST 384(BX), Z13, Z22
-	VPDPBUSD.BCST 400(BX), Z17, Z23
-	VPDPBUSD.BCST 388(BX), Z14, Z22
-	VPDPBUSD.BCST 404(BX), Z18, Z23
-	VPDPBUSD.BCST 392(BX), Z15, Z22
-	VPDPBUSD.BCST 408(BX), Z19, Z23
-	VPDPBUSD.BCST 396(BX), Z16, Z22
-	VPDPBUSD.BCST 412(BX), Z20, Z23
-	VPADDD        Z23, Z22, Z22
-	VCVTDQ2PS     Z22, Z22
-	VMULPS        Z21, Z22, Z22
-	VMULPS.BCST   416(BX), Z22, Z22
-	VADDPS        Z22, Z6, Z6
-	VPBROADCASTD  496(BX), Z22
-	VPXORD        Z23, Z23, Z23
-	VPDPBUSD.BCST 448(BX), Z13, Z22
-	VPDPBUSD.BCST 464(BX), Z17, Z23
-	VPDPBUSD.BCST 452(BX), Z14, Z22
-	VPDPBUSD.BCST 468(BX), Z18, Z23
-	VPDPBUSD.BCST 456(BX), Z15, Z22
-	VPDPBUSD.BCST 472(BX), Z19, Z23
-	VPDPBUSD.BCST 460(BX), Z16, Z22
-	VPDPBUSD.BCST 476(BX), Z20, Z23
-	VPADDD        Z23, Z22, Z22
-	VCVTDQ2PS     Z22, Z22
-	VMULPS        Z21, Z22, Z22
-	VMULPS.BCST   480(BX), Z22, Z22
-	VADDPS        Z22, Z7, Z7
-	VPBROADCASTD  560(BX), Z22
-	VPXORD        Z23, Z23, Z23
-	VPDPBUSD.BCST 512(BX), Z13, Z22
-	VPDPBUSD.BCST 528(BX), Z17, Z23
-	VPDPBUSD.BCST 516(BX), Z14, Z22
-	VPDPBUSD.BCST 532(BX), Z18, Z23
-	VPDPBUSD.BCST 520(BX), Z15, Z22
-	VPDPBUSD.BCST 536(BX), Z19, Z23
-	VPDPBUSD.BCST 524(BX), Z16, Z22
-	VPDPBUSD.BCST 540(BX), Z20, Z23
-	VPADDD        Z23, Z22, Z22
-	VCVTDQ2PS     Z22, Z22
-	VMULPS        Z21, Z22, Z22
-	VMULPS.BCST   544(BX), Z22, Z22
-	VADDPS        Z22, Z8, Z8
-	VPBROADCASTD  624(BX), Z22
-	VPXORD        Z23, Z23, Z23
-	VPDPBUSD.BCST 576(BX), Z13, Z22
-	VPDPBUSD.BCST 592(BX), Z17, Z23
-	VPDPBUSD.BCST 580(BX), Z14, Z22
-	VPDPBUSD.BCST 596(BX), Z18, Z23
-	VPDPBUSD.BCST 584(BX), Z15, Z22
-	VPDPBUSD.BCST 600(BX), Z19, Z23
-	VPDPBUSD.BCST 588(BX), Z16, Z22
-	VPDPBUSD.BCST 604(BX), Z20, Z23
-	VPADDD        Z23, Z22, Z22
-	VCVTDQ2PS     Z22, Z22
-	VMULPS        Z21, Z22, Z22
-	VMULPS.BCST   608(BX), Z22, Z22
-	VADDPS        Z22, Z9, Z9
-	VPBROADCASTD  688(BX), Z22
-	VPXORD        Z23, Z23, Z23
-	VPDPBUSD.BCST 640(BX), Z13, Z22
-	VPDPBUSD.BCST 656(BX), Z17, Z23
-	VPDPBUSD.BCST 644(BX), Z14, Z22
-	VPDPBUSD.BCST 660(BX), Z18, Z23
-	VPDPBUSD.BCST 648(BX), Z15, Z22
-	VPDPBUSD.BCST 664(BX), Z19, Z23
-	VPDPBUSD.BCST 652(BX), Z16, Z22
-	VPDPBUSD.BCST 668(BX), Z20, Z23
-	VPADDD        Z23, Z22, Z22
-	VCVTDQ2PS     Z22, Z22
-	VMULPS        Z21, Z22, Z22
-	VMULPS.BCST   672(BX), Z22, Z22
-	VADDPS        Z22, Z10, Z10
-	VPBROADCASTD  752(BX), Z22
-	VPXORD        Z23, Z23, Z23
-	VPDPBUSD.BCST 704(BX), Z13, Z22
-	VPDPBUSD.BCST 720(BX), Z17, Z23
-	VPDPBUSD.BCST 708(BX), Z14, Z22
-	VPDPBUSD.BCST 724(BX), Z18, Z23
-	VPDPBUSD.BCST 712(BX), Z15, Z22
-	VPDPBUSD.BCST 728(BX), Z19, Z23
-	VPDPBUSD.BCST 716(BX), Z16, Z22
-	VPDPBUSD.BCST 732(BX), Z20, Z23
-	VPADDD        Z23, Z22, Z22
-	VCVTDQ2PS     Z22, Z22
-	VMULPS        Z21, Z22, Z22
-	VMULPS.BCST   736(BX), Z22, Z22
-	VADDPS        Z22, Z11, Z11
-	VPBROADCASTD  816(BX), Z22
-	VPXORD        Z23, Z23, Z23
-	VPDPBUSD.BCST 768(BX), Z13, Z22
-	VPDPBUSD.BCST 784(BX), Z17, Z23
-	VPDPBUSD.BCST 772(BX), Z14, Z22
-	VPDPBUSD.BCST 788(BX), Z18, Z23
-	VPDPBUSD.BCST 776(BX), Z15, Z22
-	VPDPBUSD.BCST 792(BX), Z19, Z23
-	VPDPBUSD.BCST 780(BX), Z16, Z22
-	VPDPBUSD.BCST 796(BX), Z20, Z23
-	VPADDD        Z23, Z22, Z22
-	VCVTDQ2PS     Z22, Z13
-	VMULPS        Z21, Z13, Z13
-	VMULPS.BCST   800(BX), Z13, Z13
-	VADDPS        Z13, Z12, Z12
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x13VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x13VNNI_done
+	VMOVDQU64        (AX), Z13
+	VMOVDQU64        64(AX), Z14
+	VMOVDQU64        128(AX), Z15
+	VMOVDQU64        192(AX), Z16
+	VMOVDQU64        256(AX), Z17
+	VMOVDQU64        320(AX), Z18
+	VMOVDQU64        384(AX), Z19
+	VMOVDQU64        448(AX), Z20
+	VCVTPH2PS        (CX), Z21
+	VPBROADCASTD     48(BX), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    (BX), Z13, Z22
+	VPDPBUSD.BCST    16(BX), Z17, Z23
+	VPDPBUSD.BCST    4(BX), Z14, Z22
+	VPDPBUSD.BCST    20(BX), Z18, Z23
+	VPDPBUSD.BCST    8(BX), Z15, Z22
+	VPDPBUSD.BCST    24(BX), Z19, Z23
+	VPDPBUSD.BCST    12(BX), Z16, Z22
+	VPDPBUSD.BCST    28(BX), Z20, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z21, Z22, Z22
+	VFMADD231PS.BCST 32(BX), Z22, Z0
+	VPBROADCASTD     112(BX), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    64(BX), Z13, Z22
+	VPDPBUSD.BCST    80(BX), Z17, Z23
+	VPDPBUSD.BCST    68(BX), Z14, Z22
+	VPDPBUSD.BCST    84(BX), Z18, Z23
+	VPDPBUSD.BCST    72(BX), Z15, Z22
+	VPDPBUSD.BCST    88(BX), Z19, Z23
+	VPDPBUSD.BCST    76(BX), Z16, Z22
+	VPDPBUSD.BCST    92(BX), Z20, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z21, Z22, Z22
+	VFMADD231PS.BCST 96(BX), Z22, Z1
+	VPBROADCASTD     176(BX), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    128(BX), Z13, Z22
+	VPDPBUSD.BCST    144(BX), Z17, Z23
+	VPDPBUSD.BCST    132(BX), Z14, Z22
+	VPDPBUSD.BCST    148(BX), Z18, Z23
+	VPDPBUSD.BCST    136(BX), Z15, Z22
+	VPDPBUSD.BCST    152(BX), Z19, Z23
+	VPDPBUSD.BCST    140(BX), Z16, Z22
+	VPDPBUSD.BCST    156(BX), Z20, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z21, Z22, Z22
+	VFMADD231PS.BCST 160(BX), Z22, Z2
+	VPBROADCASTD     240(BX), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    192(BX), Z13, Z22
+	VPDPBUSD.BCST    208(BX), Z17, Z23
+	VPDPBUSD.BCST    196(BX), Z14, Z22
+	VPDPBUSD.BCST    212(BX), Z18, Z23
+	VPDPBUSD.BCST    200(BX), Z15, Z22
+	VPDPBUSD.BCST    216(BX), Z19, Z23
+	VPDPBUSD.BCST    204(BX), Z16, Z22
+	VPDPBUSD.BCST    220(BX), Z20, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z21, Z22, Z22
+	VFMADD231PS.BCST 224(BX), Z22, Z3
+	VPBROADCASTD     304(BX), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    256(BX), Z13, Z22
+	VPDPBUSD.BCST    272(BX), Z17, Z23
+	VPDPBUSD.BCST    260(BX), Z14, Z22
+	VPDPBUSD.BCST    276(BX), Z18, Z23
+	VPDPBUSD.BCST    264(BX), Z15, Z22
+	VPDPBUSD.BCST    280(BX), Z19, Z23
+	VPDPBUSD.BCST    268(BX), Z16, Z22
+	VPDPBUSD.BCST    284(BX), Z20, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z21, Z22, Z22
+	VFMADD231PS.BCST 288(BX), Z22, Z4
+	VPBROADCASTD     368(BX), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    320(BX), Z13, Z22
+	VPDPBUSD.BCST    336(BX), Z17, Z23
+	VPDPBUSD.BCST    324(BX), Z14, Z22
+	VPDPBUSD.BCST    340(BX), Z18, Z23
+	VPDPBUSD.BCST    328(BX), Z15, Z22
+	VPDPBUSD.BCST    344(BX), Z19, Z23
+	VPDPBUSD.BCST    332(BX), Z16, Z22
+	VPDPBUSD.BCST    348(BX), Z20, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z21, Z22, Z22
+	VFMADD231PS.BCST 352(BX), Z22, Z5
+	VPBROADCASTD     432(BX), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    384(BX), Z13, Z22
+	VPDPBUSD.BCST    400(BX), Z17, Z23
+	VPDPBUSD.BCST    388(BX), Z14, Z22
+	VPDPBUSD.BCST    404(BX), Z18, Z23
+	VPDPBUSD.BCST    392(BX), Z15, Z22
+	VPDPBUSD.BCST    408(BX), Z19, Z23
+	VPDPBUSD.BCST    396(BX), Z16, Z22
+	VPDPBUSD.BCST    412(BX), Z20, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z21, Z22, Z22
+	VFMADD231PS.BCST 416(BX), Z22, Z6
+	VPBROADCASTD     496(BX), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    448(BX), Z13, Z22
+	VPDPBUSD.BCST    464(BX), Z17, Z23
+	VPDPBUSD.BCST    452(BX), Z14, Z22
+	VPDPBUSD.BCST    468(BX), Z18, Z23
+	VPDPBUSD.BCST    456(BX), Z15, Z22
+	VPDPBUSD.BCST    472(BX), Z19, Z23
+	VPDPBUSD.BCST    460(BX), Z16, Z22
+	VPDPBUSD.BCST    476(BX), Z20, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z21, Z22, Z22
+	VFMADD231PS.BCST 480(BX), Z22, Z7
+	VPBROADCASTD     560(BX), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    512(BX), Z13, Z22
+	VPDPBUSD.BCST    528(BX), Z17, Z23
+	VPDPBUSD.BCST    516(BX), Z14, Z22
+	VPDPBUSD.BCST    532(BX), Z18, Z23
+	VPDPBUSD.BCST    520(BX), Z15, Z22
+	VPDPBUSD.BCST    536(BX), Z19, Z23
+	VPDPBUSD.BCST    524(BX), Z16, Z22
+	VPDPBUSD.BCST    540(BX), Z20, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z21, Z22, Z22
+	VFMADD231PS.BCST 544(BX), Z22, Z8
+	VPBROADCASTD     624(BX), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    576(BX), Z13, Z22
+	VPDPBUSD.BCST    592(BX), Z17, Z23
+	VPDPBUSD.BCST    580(BX), Z14, Z22
+	VPDPBUSD.BCST    596(BX), Z18, Z23
+	VPDPBUSD.BCST    584(BX), Z15, Z22
+	VPDPBUSD.BCST    600(BX), Z19, Z23
+	VPDPBUSD.BCST    588(BX), Z16, Z22
+	VPDPBUSD.BCST    604(BX), Z20, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z21, Z22, Z22
+	VFMADD231PS.BCST 608(BX), Z22, Z9
+	VPBROADCASTD     688(BX), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    640(BX), Z13, Z22
+	VPDPBUSD.BCST    656(BX), Z17, Z23
+	VPDPBUSD.BCST    644(BX), Z14, Z22
+	VPDPBUSD.BCST    660(BX), Z18, Z23
+	VPDPBUSD.BCST    648(BX), Z15, Z22
+	VPDPBUSD.BCST    664(BX), Z19, Z23
+	VPDPBUSD.BCST    652(BX), Z16, Z22
+	VPDPBUSD.BCST    668(BX), Z20, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z21, Z22, Z22
+	VFMADD231PS.BCST 672(BX), Z22, Z10
+	VPBROADCASTD     752(BX), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    704(BX), Z13, Z22
+	VPDPBUSD.BCST    720(BX), Z17, Z23
+	VPDPBUSD.BCST    708(BX), Z14, Z22
+	VPDPBUSD.BCST    724(BX), Z18, Z23
+	VPDPBUSD.BCST    712(BX), Z15, Z22
+	VPDPBUSD.BCST    728(BX), Z19, Z23
+	VPDPBUSD.BCST    716(BX), Z16, Z22
+	VPDPBUSD.BCST    732(BX), Z20, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z22
+	VMULPS           Z21, Z22, Z22
+	VFMADD231PS.BCST 736(BX), Z22, Z11
+	VPBROADCASTD     816(BX), Z22
+	VPXORD           Z23, Z23, Z23
+	VPDPBUSD.BCST    768(BX), Z13, Z22
+	VPDPBUSD.BCST    784(BX), Z17, Z23
+	VPDPBUSD.BCST    772(BX), Z14, Z22
+	VPDPBUSD.BCST    788(BX), Z18, Z23
+	VPDPBUSD.BCST    776(BX), Z15, Z22
+	VPDPBUSD.BCST    792(BX), Z19, Z23
+	VPDPBUSD.BCST    780(BX), Z16, Z22
+	VPDPBUSD.BCST    796(BX), Z20, Z23
+	VPADDD           Z23, Z22, Z22
+	VCVTDQ2PS        Z22, Z13
+	VMULPS           Z21, Z13, Z13
+	VFMADD231PS.BCST 800(BX), Z13, Z12
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x13VNNI_loop
 
 tileQ4_0x16x13VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -17097,8 +16637,7 @@ dotQ8_0x16x14VNNI_loop:
 	VPADDD            Z25, Z24, Z24
 	VCVTDQ2PS         Z24, Z24
 	VMULPS.BCST       32(R9), Z19, Z25
-	VMULPS            Z25, Z24, Z24
-	VADDPS            Z24, Z1, Z1
+	VFMADD231PS       Z25, Z24, Z1
 	VPBROADCASTD      108(R9), Z24
 	VPXORD            Z25, Z25, Z25
 	VPDPBUSD.BCST     64(R9), Z21, Z24
@@ -17112,8 +16651,7 @@ dotQ8_0x16x14VNNI_loop:
 	VPADDD            Z25, Z24, Z24
 	VCVTDQ2PS         Z24, Z24
 	VMULPS.BCST       96(R9), Z19, Z25
-	VMULPS            Z25, Z24, Z24
-	VADDPS            Z24, Z2, Z2
+	VFMADD231PS       Z25, Z24, Z2
 	VPBROADCASTD      172(R9), Z24
 	VPXORD            Z25, Z25, Z25
 	VPDPBUSD.BCST     128(R9), Z21, Z24
@@ -17127,8 +16665,7 @@ dotQ8_0x16x14VNNI_loop:
 	VPADDD            Z25, Z24, Z24
 	VCVTDQ2PS         Z24, Z24
 	VMULPS.BCST       160(R9), Z19, Z25
-	VMULPS            Z25, Z24, Z24
-	VADDPS            Z24, Z3, Z3
+	VFMADD231PS       Z25, Z24, Z3
 	VPBROADCASTD      236(R9), Z24
 	VPXORD            Z25, Z25, Z25
 	VPDPBUSD.BCST     192(R9), Z21, Z24
@@ -17142,8 +16679,7 @@ dotQ8_0x16x14VNNI_loop:
 	VPADDD            Z25, Z24, Z24
 	VCVTDQ2PS         Z24, Z24
 	VMULPS.BCST       224(R9), Z19, Z25
-	VMULPS            Z25, Z24, Z24
-	VADDPS            Z24, Z4, Z4
+	VFMADD231PS       Z25, Z24, Z4
 	VPBROADCASTD      300(R9), Z24
 	VPXORD            Z25, Z25, Z25
 	VPDPBUSD.BCST     256(R9), Z21, Z24
@@ -17157,8 +16693,7 @@ dotQ8_0x16x14VNNI_loop:
 	VPADDD            Z25, Z24, Z24
 	VCVTDQ2PS         Z24, Z24
 	VMULPS.BCST       288(R9), Z19, Z25
-	VMULPS            Z25, Z24, Z24
-	VADDPS            Z24, Z5, Z5
+	VFMADD231PS       Z25, Z24, Z5
 	VPBROADCASTD      364(R9), Z24
 	VPXORD            Z25, Z25, Z25
 	VPDPBUSD.BCST     320(R9), Z21, Z24
@@ -17172,8 +16707,7 @@ dotQ8_0x16x14VNNI_loop:
 	VPADDD            Z25, Z24, Z24
 	VCVTDQ2PS         Z24, Z24
 	VMULPS.BCST       352(R9), Z19, Z25
-	VMULPS            Z25, Z24, Z24
-	VADDPS            Z24, Z6, Z6
+	VFMADD231PS       Z25, Z24, Z6
 	VPBROADCASTD      428(R9), Z24
 	VPXORD            Z25, Z25, Z25
 	VPDPBUSD.BCST     384(R9), Z21, Z24
@@ -17187,8 +16721,7 @@ dotQ8_0x16x14VNNI_loop:
 	VPADDD            Z25, Z24, Z24
 	VCVTDQ2PS         Z24, Z24
 	VMULPS.BCST       416(R9), Z19, Z25
-	VMULPS            Z25, Z24, Z24
-	VADDPS            Z24, Z7, Z7
+	VFMADD231PS       Z25, Z24, Z7
 	VPBROADCASTD      492(R9), Z24
 	VPXORD            Z25, Z25, Z25
 	VPDPBUSD.BCST     448(R9), Z21, Z24
@@ -17202,8 +16735,7 @@ dotQ8_0x16x14VNNI_loop:
 	VPADDD            Z25, Z24, Z24
 	VCVTDQ2PS         Z24, Z24
 	VMULPS.BCST       480(R9), Z19, Z25
-	VMULPS            Z25, Z24, Z24
-	VADDPS            Z24, Z8, Z8
+	VFMADD231PS       Z25, Z24, Z8
 	VPBROADCASTD      556(R9), Z24
 	VPXORD            Z25, Z25, Z25
 	VPDPBUSD.BCST     512(R9), Z21, Z24
@@ -17217,8 +16749,7 @@ dotQ8_0x16x14VNNI_loop:
 	VPADDD            Z25, Z24, Z24
 	VCVTDQ2PS         Z24, Z24
 	VMULPS.BCST       544(R9), Z19, Z25
-	VMULPS            Z25, Z24, Z24
-	VADDPS            Z24, Z9, Z9
+	VFMADD231PS       Z25, Z24, Z9
 	VPBROADCASTD      620(R9), Z24
 	VPXORD            Z25, Z25, Z25
 	VPDPBUSD.BCST     576(R9), Z21, Z24
@@ -17232,8 +16763,7 @@ dotQ8_0x16x14VNNI_loop:
 	VPADDD            Z25, Z24, Z24
 	VCVTDQ2PS         Z24, Z24
 	VMULPS.BCST       608(R9), Z19, Z25
-	VMULPS            Z25, Z24, Z24
-	VADDPS            Z24, Z10, Z10
+	VFMADD231PS       Z25, Z24, Z10
 	VPBROADCASTD      684(R9), Z24
 	VPXORD            Z25, Z25, Z25
 	VPDPBUSD.BCST     640(R9), Z21, Z24
@@ -17247,8 +16777,7 @@ dotQ8_0x16x14VNNI_loop:
 	VPADDD            Z25, Z24, Z24
 	VCVTDQ2PS         Z24, Z24
 	VMULPS.BCST       672(R9), Z19, Z25
-	VMULPS            Z25, Z24, Z24
-	VADDPS            Z24, Z11, Z11
+	VFMADD231PS       Z25, Z24, Z11
 	VPBROADCASTD      748(R9), Z24
 	VPXORD            Z25, Z25, Z25
 	VPDPBUSD.BCST     704(R9), Z21, Z24
@@ -17262,8 +16791,7 @@ dotQ8_0x16x14VNNI_loop:
 	VPADDD            Z25, Z24, Z24
 	VCVTDQ2PS         Z24, Z24
 	VMULPS.BCST       736(R9), Z19, Z25
-	VMULPS            Z25, Z24, Z24
-	VADDPS            Z24, Z12, Z12
+	VFMADD231PS       Z25, Z24, Z12
 	VPBROADCASTD      812(R9), Z24
 	VPXORD            Z25, Z25, Z25
 	VPDPBUSD.BCST     768(R9), Z21, Z24
@@ -17277,8 +16805,7 @@ dotQ8_0x16x14VNNI_loop:
 	VPADDD            Z25, Z24, Z24
 	VCVTDQ2PS         Z24, Z24
 	VMULPS.BCST       800(R9), Z19, Z25
-	VMULPS            Z25, Z24, Z24
-	VADDPS            Z24, Z13, Z13
+	VFMADD231PS       Z25, Z24, Z13
 	VPBROADCASTD      876(R9), Z24
 	VPXORD            Z25, Z25, Z25
 	VPDPBUSD.BCST     832(R9), Z21, Z24
@@ -17292,8 +16819,7 @@ dotQ8_0x16x14VNNI_loop:
 	VPADDD            Z25, Z24, Z24
 	VCVTDQ2PS         Z24, Z15
 	VMULPS.BCST       864(R9), Z19, Z16
-	VMULPS            Z16, Z15, Z15
-	VADDPS            Z15, Z14, Z14
+	VFMADD231PS       Z16, Z15, Z14
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -17409,350 +16935,336 @@ TEXT ·dotQ4_0x16x14VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z15, Z15, Z15
 
 dotQ4_0x16x14VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x14VNNI_done
-	VBROADCASTI32X4 2(AX), Z16
-	VBROADCASTI32X4 2(SI), K1, Z16
-	VPSRLVQ         Z1, Z16, Z16
-	VPANDD          Z0, Z16, Z16
-	VBROADCASTI32X4 2(AX)(CX*1), Z17
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z17
-	VPSRLVQ         Z1, Z17, Z17
-	VPANDD          Z0, Z17, Z17
-	VBROADCASTI32X4 2(AX)(CX*2), Z18
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z18
-	VPSRLVQ         Z1, Z18, Z18
-	VPANDD          Z0, Z18, Z18
-	VBROADCASTI32X4 2(AX)(DX*1), Z19
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z19
-	VPSRLVQ         Z1, Z19, Z19
-	VPANDD          Z0, Z19, Z19
-	VBROADCASTI32X4 2(BX), Z20
-	VBROADCASTI32X4 2(DI), K1, Z20
-	VPSRLVQ         Z1, Z20, Z20
-	VPANDD          Z0, Z20, Z20
-	VBROADCASTI32X4 2(BX)(CX*1), Z21
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z21
-	VPSRLVQ         Z1, Z21, Z21
-	VPANDD          Z0, Z21, Z21
-	VBROADCASTI32X4 2(BX)(CX*2), Z22
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z22
-	VPSRLVQ         Z1, Z22, Z22
-	VPANDD          Z0, Z22, Z22
-	VBROADCASTI32X4 2(BX)(DX*1), Z23
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z23
-	VPSRLVQ         Z1, Z23, Z23
-	VPANDD          Z0, Z23, Z23
-	VPUNPCKLDQ      Z17, Z16, Z24
-	VPUNPCKHDQ      Z17, Z16, Z16
-	VPUNPCKLDQ      Z19, Z18, Z17
-	VPUNPCKHDQ      Z19, Z18, Z18
-	VPUNPCKLDQ      Z21, Z20, Z19
-	VPUNPCKHDQ      Z21, Z20, Z20
-	VPUNPCKLDQ      Z23, Z22, Z21
-	VPUNPCKHDQ      Z23, Z22, Z22
-	VPUNPCKLQDQ     Z17, Z24, Z23
-	VPUNPCKHQDQ     Z17, Z24, Z17
-	VPUNPCKLQDQ     Z18, Z16, Z24
-	VPUNPCKHQDQ     Z18, Z16, Z16
-	VPUNPCKLQDQ     Z21, Z19, Z18
-	VPUNPCKHQDQ     Z21, Z19, Z19
-	VPUNPCKLQDQ     Z22, Z20, Z21
-	VPUNPCKHQDQ     Z22, Z20, Z20
-	VSHUFI64X2      $0x88, Z18, Z23, Z22
-	VSHUFI64X2      $0xdd, Z18, Z23, Z18
-	VSHUFI64X2      $0x88, Z19, Z17, Z23
-	VSHUFI64X2      $0xdd, Z19, Z17, Z17
-	VSHUFI64X2      $0x88, Z21, Z24, Z19
-	VSHUFI64X2      $0xdd, Z21, Z24, Z21
-	VSHUFI64X2      $0x88, Z20, Z16, Z24
-	VSHUFI64X2      $0xdd, Z20, Z16, Z16
-	VPXORD          Y20, Y20, Y20
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X20
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X20, X20
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X25
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X25, X25
-	VINSERTI32X4    $0x01, X25, Y20, Y20
-	VCVTPH2PS       Y20, Z20
-	VPBROADCASTD    48(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   (R9), Z22, Z25
-	VPDPBUSD.BCST   16(R9), Z18, Z26
-	VPDPBUSD.BCST   4(R9), Z23, Z25
-	VPDPBUSD.BCST   20(R9), Z17, Z26
-	VPDPBUSD.BCST   8(R9), Z19, Z25
-	VPDPBUSD.BCST   24(R9), Z21, Z26
-	VPDPBUSD.BCST   12(R9), Z24, Z25
-	VPDPBUSD.BCST   28(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     32(R9), Z25, Z25
-	VADDPS          Z25, Z2, Z2
-	VPBROADCASTD    112(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   64(R9), Z22, Z25
-	VPDPBUSD.BCST   80(R9), Z18, Z26
-	VPDPBUSD.BCST   68(R9), Z23, Z25
-	VPDPBUSD.BCST   84(R9), Z17, Z26
-	VPDPBUSD.BCST   72(R9), Z19, Z25
-	VPDPBUSD.BCST   88(R9), Z21, Z26
-	VPDPBUSD.BCST   76(R9), Z24, Z25
-	VPDPBUSD.BCST   92(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     96(R9), Z25, Z25
-	VADDPS          Z25, Z3, Z3
-	VPBROADCASTD    176(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   128(R9), Z22, Z25
-	VPDPBUSD.BCST   144(R9), Z18, Z26
-	VPDPBUSD.BCST   132(R9), Z23, Z25
-	VPDPBUSD.BCST   148(R9), Z17, Z26
-	VPDPBUSD.BCST   136(R9), Z19, Z25
-	VPDPBUSD.BCST   152(R9), Z21, Z26
-	VPDPBUSD.BCST   140(R9), Z24, Z25
-	VPDPBUSD.BCST   156(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     160(R9), Z25, Z25
-	VADDPS          Z25, Z4, Z4
-	VPBROADCASTD    240(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   192(R9), Z22, Z25
-	VPDPBUSD.BCST   208(R9), Z18, Z26
-	VPDPBUSD.BCST   196(R9), Z23, Z25
-	VPDPBUSD.BCST   212(R9), Z17, Z26
-	VPDPBUSD.BCST   200(R9), Z19, Z25
-	VPDPBUSD.BCST   216(R9), Z21, Z26
-	VPDPBUSD.BCST   204(R9), Z24, Z25
-	VPDPBUSD.BCST   220(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     224(R9), Z25, Z25
-	VADDPS          Z25, Z5, Z5
-	VPBROADCASTD    304(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   256(R9), Z22, Z25
-	VPDPBUSD.BCST   272(R9), Z18, Z26
-	VPDPBUSD.BCST   260(R9), Z23, Z25
-	VPDPBUSD.BCST   276(R9), Z17, Z26
-	VPDPBUSD.BCST   264(R9), Z19, Z25
-	VPDPBUSD.BCST   280(R9), Z21, Z26
-	VPDPBUSD.BCST   268(R9), Z24, Z25
-	VPDPBUSD.BCST   284(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     288(R9), Z25, Z25
-	VADDPS          Z25, Z6, Z6
-	VPBROADCASTD    368(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   320(R9), Z22, Z25
-	VPDPBUSD.BCST   336(R9), Z18, Z26
-	VPDPBUSD.BCST   324(R9), Z23, Z25
-	VPDPBUSD.BCST   340(R9), Z17, Z26
-	VPDPBUSD.BCST   328(R9), Z19, Z25
-	VPDPBUSD.BCST   344(R9), Z21, Z26
-	VPDPBUSD.BCST   332(R9), Z24, Z25
-	VPDPBUSD.BCST   348(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     352(R9), Z25, Z25
-	VADDPS          Z25, Z7, Z7
-	VPBROADCASTD    432(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   384(R9), Z22, Z25
-	VPDPBUSD.BCST   400(R9), Z18, Z26
-	VPDPBUSD.BCST   388(R9), Z23, Z25
-	VPDPBUSD.BCST   404(R9), Z17, Z26
-	VPDPBUSD.BCST   392(R9), Z19, Z25
-	VPDPBUSD.BCST   408(R9), Z21, Z26
-	VPDPBUSD.BCST   396(R9), Z24, Z25
-	VPDPBUSD.BCST   412(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     416(R9), Z25, Z25
-	VADDPS          Z25, Z8, Z8
-	VPBROADCASTD    496(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   448(R9), Z22, Z25
-	VPDPBUSD.BCST   464(R9), Z18, Z26
-	VPDPBUSD.BCST   452(R9), Z23, Z25
-	VPDPBUSD.BCST   468(R9), Z17, Z26
-	VPDPBUSD.BCST   456(R9), Z19, Z25
-	VPDPBUSD.BCST   472(R9), Z21, Z26
-	VPDPBUSD.BCST   460(R9), Z24, Z25
-	VPDPBUSD.BCST   476(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     480(R9), Z25, Z25
-	VADDPS          Z25, Z9, Z9
-	VPBROADCASTD    560(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   512(R9), Z22, Z25
-	VPDPBUSD.BCST   528(R9), Z18, Z26
-	VPDPBUSD.BCST   516(R9), Z23, Z25
-	VPDPBUSD.BCST   532(R9), Z17, Z26
-	VPDPBUSD.BCST   520(R9), Z19, Z25
-	VPDPBUSD.BCST   536(R9), Z21, Z26
-	VPDPBUSD.BCST   524(R9), Z24, Z25
-	VPDPBUSD.BCST   540(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     544(R9), Z25, Z25
-	VADDPS          Z25, Z10, Z10
-	VPBROADCASTD    624(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   576(R9), Z22, Z25
-	VPDPBUSD.BCST   592(R9), Z18, Z26
-	VPDPBUSD.BCST   580(R9), Z23, Z25
-	VPDPBUSD.BCST   596(R9), Z17, Z26
-	VPDPBUSD.BCST   584(R9), Z19, Z25
-	VPDPBUSD.BCST   600(R9), Z21, Z26
-	VPDPBUSD.BCST   588(R9), Z24, Z25
-	VPDPBUSD.BCST   604(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     608(R9), Z25, Z25
-	VADDPS          Z25, Z11, Z11
-	VPBROADCASTD    688(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   640(R9), Z22, Z25
-	VPDPBUSD.BCST   656(R9), Z18, Z26
-	VPDPBUSD.BCST   644(R9), Z23, Z25
-	VPDPBUSD.BCST   660(R9), Z17, Z26
-	VPDPBUSD.BCST   648(R9), Z19, Z25
-	VPDPBUSD.BCST   664(R9), Z21, Z26
-	VPDPBUSD.BCST   652(R9), Z24, Z25
-	VPDPBUSD.BCST   668(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     672(R9), Z25, Z25
-	VADDPS          Z25, Z12, Z12
-	VPBROADCASTD    752(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   704(R9), Z22, Z25
-	VPDPBUSD.BCST   720(R9), Z18, Z26
-	VPDPBUSD.BCST   708(R9), Z23, Z25
-	VPDPBUSD.BCST   724(R9), Z17, Z26
-	VPDPBUSD.BCST   712(R9), Z19, Z25
-	VPDPBUSD.BCST   728(R9), Z21, Z26
-	VPDPBUSD.BCST   716(R9), Z24, Z25
-	VPDPBUSD.BCST   732(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     736(R9), Z25, Z25
-	VADDPS          Z25, Z13, Z13
-	VPBROADCASTD    816(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   768(R9), Z22, Z25
-	VPDPBUSD.BCST   784(R9), Z18, Z26
-	VPDPBUSD.BCST   772(R9), Z23, Z25
-	VPDPBUSD.BCST   788(R9), Z17, Z26
-	VPDPBUSD.BCST   776(R9), Z19, Z25
-	VPDPBUSD.BCST   792(R9), Z21, Z26
-	VPDPBUSD.BCST   780(R9), Z24, Z25
-	VPDPBUSD.BCST   796(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     800(R9), Z25, Z25
-	VADDPS          Z25, Z14, Z14
-	VPBROADCASTD    880(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   832(R9), Z22, Z25
-	VPDPBUSD.BCST   848(R9), Z18, Z26
-	VPDPBUSD.BCST   836(R9), Z23, Z25
-	VPDPBUSD.BCST   852(R9), Z17, Z26
-	VPDPBUSD.BCST   840(R9), Z19, Z25
-	VPDPBUSD.BCST   856(R9), Z21, Z26
-	VPDPBUSD.BCST   844(R9), Z24, Z25
-	VPDPBUSD.BCST   860(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z16
-	VMULPS          Z20, Z16, Z16
-	VMULPS.BCST     864(R9), Z16, Z16
-	VADDPS          Z16, Z15, Z15
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x14VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x14VNNI_done
+	VBROADCASTI32X4  2(AX), Z16
+	VBROADCASTI32X4  2(SI), K1, Z16
+	VPSRLVQ          Z1, Z16, Z16
+	VPANDD           Z0, Z16, Z16
+	VBROADCASTI32X4  2(AX)(CX*1), Z17
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z17
+	VPSRLVQ          Z1, Z17, Z17
+	VPANDD           Z0, Z17, Z17
+	VBROADCASTI32X4  2(AX)(CX*2), Z18
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z18
+	VPSRLVQ          Z1, Z18, Z18
+	VPANDD           Z0, Z18, Z18
+	VBROADCASTI32X4  2(AX)(DX*1), Z19
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z19
+	VPSRLVQ          Z1, Z19, Z19
+	VPANDD           Z0, Z19, Z19
+	VBROADCASTI32X4  2(BX), Z20
+	VBROADCASTI32X4  2(DI), K1, Z20
+	VPSRLVQ          Z1, Z20, Z20
+	VPANDD           Z0, Z20, Z20
+	VBROADCASTI32X4  2(BX)(CX*1), Z21
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z21
+	VPSRLVQ          Z1, Z21, Z21
+	VPANDD           Z0, Z21, Z21
+	VBROADCASTI32X4  2(BX)(CX*2), Z22
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z22
+	VPSRLVQ          Z1, Z22, Z22
+	VPANDD           Z0, Z22, Z22
+	VBROADCASTI32X4  2(BX)(DX*1), Z23
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z23
+	VPSRLVQ          Z1, Z23, Z23
+	VPANDD           Z0, Z23, Z23
+	VPUNPCKLDQ       Z17, Z16, Z24
+	VPUNPCKHDQ       Z17, Z16, Z16
+	VPUNPCKLDQ       Z19, Z18, Z17
+	VPUNPCKHDQ       Z19, Z18, Z18
+	VPUNPCKLDQ       Z21, Z20, Z19
+	VPUNPCKHDQ       Z21, Z20, Z20
+	VPUNPCKLDQ       Z23, Z22, Z21
+	VPUNPCKHDQ       Z23, Z22, Z22
+	VPUNPCKLQDQ      Z17, Z24, Z23
+	VPUNPCKHQDQ      Z17, Z24, Z17
+	VPUNPCKLQDQ      Z18, Z16, Z24
+	VPUNPCKHQDQ      Z18, Z16, Z16
+	VPUNPCKLQDQ      Z21, Z19, Z18
+	VPUNPCKHQDQ      Z21, Z19, Z19
+	VPUNPCKLQDQ      Z22, Z20, Z21
+	VPUNPCKHQDQ      Z22, Z20, Z20
+	VSHUFI64X2       $0x88, Z18, Z23, Z22
+	VSHUFI64X2       $0xdd, Z18, Z23, Z18
+	VSHUFI64X2       $0x88, Z19, Z17, Z23
+	VSHUFI64X2       $0xdd, Z19, Z17, Z17
+	VSHUFI64X2       $0x88, Z21, Z24, Z19
+	VSHUFI64X2       $0xdd, Z21, Z24, Z21
+	VSHUFI64X2       $0x88, Z20, Z16, Z24
+	VSHUFI64X2       $0xdd, Z20, Z16, Z16
+	VPXORD           Y20, Y20, Y20
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X20
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X20, X20
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X25
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X25, X25
+	VINSERTI32X4     $0x01, X25, Y20, Y20
+	VCVTPH2PS        Y20, Z20
+	VPBROADCASTD     48(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    (R9), Z22, Z25
+	VPDPBUSD.BCST    16(R9), Z18, Z26
+	VPDPBUSD.BCST    4(R9), Z23, Z25
+	VPDPBUSD.BCST    20(R9), Z17, Z26
+	VPDPBUSD.BCST    8(R9), Z19, Z25
+	VPDPBUSD.BCST    24(R9), Z21, Z26
+	VPDPBUSD.BCST    12(R9), Z24, Z25
+	VPDPBUSD.BCST    28(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 32(R9), Z25, Z2
+	VPBROADCASTD     112(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    64(R9), Z22, Z25
+	VPDPBUSD.BCST    80(R9), Z18, Z26
+	VPDPBUSD.BCST    68(R9), Z23, Z25
+	VPDPBUSD.BCST    84(R9), Z17, Z26
+	VPDPBUSD.BCST    72(R9), Z19, Z25
+	VPDPBUSD.BCST    88(R9), Z21, Z26
+	VPDPBUSD.BCST    76(R9), Z24, Z25
+	VPDPBUSD.BCST    92(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 96(R9), Z25, Z3
+	VPBROADCASTD     176(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    128(R9), Z22, Z25
+	VPDPBUSD.BCST    144(R9), Z18, Z26
+	VPDPBUSD.BCST    132(R9), Z23, Z25
+	VPDPBUSD.BCST    148(R9), Z17, Z26
+	VPDPBUSD.BCST    136(R9), Z19, Z25
+	VPDPBUSD.BCST    152(R9), Z21, Z26
+	VPDPBUSD.BCST    140(R9), Z24, Z25
+	VPDPBUSD.BCST    156(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 160(R9), Z25, Z4
+	VPBROADCASTD     240(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    192(R9), Z22, Z25
+	VPDPBUSD.BCST    208(R9), Z18, Z26
+	VPDPBUSD.BCST    196(R9), Z23, Z25
+	VPDPBUSD.BCST    212(R9), Z17, Z26
+	VPDPBUSD.BCST    200(R9), Z19, Z25
+	VPDPBUSD.BCST    216(R9), Z21, Z26
+	VPDPBUSD.BCST    204(R9), Z24, Z25
+	VPDPBUSD.BCST    220(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 224(R9), Z25, Z5
+	VPBROADCASTD     304(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    256(R9), Z22, Z25
+	VPDPBUSD.BCST    272(R9), Z18, Z26
+	VPDPBUSD.BCST    260(R9), Z23, Z25
+	VPDPBUSD.BCST    276(R9), Z17, Z26
+	VPDPBUSD.BCST    264(R9), Z19, Z25
+	VPDPBUSD.BCST    280(R9), Z21, Z26
+	VPDPBUSD.BCST    268(R9), Z24, Z25
+	VPDPBUSD.BCST    284(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 288(R9), Z25, Z6
+	VPBROADCASTD     368(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    320(R9), Z22, Z25
+	VPDPBUSD.BCST    336(R9), Z18, Z26
+	VPDPBUSD.BCST    324(R9), Z23, Z25
+	VPDPBUSD.BCST    340(R9), Z17, Z26
+	VPDPBUSD.BCST    328(R9), Z19, Z25
+	VPDPBUSD.BCST    344(R9), Z21, Z26
+	VPDPBUSD.BCST    332(R9), Z24, Z25
+	VPDPBUSD.BCST    348(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 352(R9), Z25, Z7
+	VPBROADCASTD     432(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    384(R9), Z22, Z25
+	VPDPBUSD.BCST    400(R9), Z18, Z26
+	VPDPBUSD.BCST    388(R9), Z23, Z25
+	VPDPBUSD.BCST    404(R9), Z17, Z26
+	VPDPBUSD.BCST    392(R9), Z19, Z25
+	VPDPBUSD.BCST    408(R9), Z21, Z26
+	VPDPBUSD.BCST    396(R9), Z24, Z25
+	VPDPBUSD.BCST    412(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 416(R9), Z25, Z8
+	VPBROADCASTD     496(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    448(R9), Z22, Z25
+	VPDPBUSD.BCST    464(R9), Z18, Z26
+	VPDPBUSD.BCST    452(R9), Z23, Z25
+	VPDPBUSD.BCST    468(R9), Z17, Z26
+	VPDPBUSD.BCST    456(R9), Z19, Z25
+	VPDPBUSD.BCST    472(R9), Z21, Z26
+	VPDPBUSD.BCST    460(R9), Z24, Z25
+	VPDPBUSD.BCST    476(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 480(R9), Z25, Z9
+	VPBROADCASTD     560(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    512(R9), Z22, Z25
+	VPDPBUSD.BCST    528(R9), Z18, Z26
+	VPDPBUSD.BCST    516(R9), Z23, Z25
+	VPDPBUSD.BCST    532(R9), Z17, Z26
+	VPDPBUSD.BCST    520(R9), Z19, Z25
+	VPDPBUSD.BCST    536(R9), Z21, Z26
+	VPDPBUSD.BCST    524(R9), Z24, Z25
+	VPDPBUSD.BCST    540(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 544(R9), Z25, Z10
+	VPBROADCASTD     624(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    576(R9), Z22, Z25
+	VPDPBUSD.BCST    592(R9), Z18, Z26
+	VPDPBUSD.BCST    580(R9), Z23, Z25
+	VPDPBUSD.BCST    596(R9), Z17, Z26
+	VPDPBUSD.BCST    584(R9), Z19, Z25
+	VPDPBUSD.BCST    600(R9), Z21, Z26
+	VPDPBUSD.BCST    588(R9), Z24, Z25
+	VPDPBUSD.BCST    604(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 608(R9), Z25, Z11
+	VPBROADCASTD     688(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    640(R9), Z22, Z25
+	VPDPBUSD.BCST    656(R9), Z18, Z26
+	VPDPBUSD.BCST    644(R9), Z23, Z25
+	VPDPBUSD.BCST    660(R9), Z17, Z26
+	VPDPBUSD.BCST    648(R9), Z19, Z25
+	VPDPBUSD.BCST    664(R9), Z21, Z26
+	VPDPBUSD.BCST    652(R9), Z24, Z25
+	VPDPBUSD.BCST    668(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 672(R9), Z25, Z12
+	VPBROADCASTD     752(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    704(R9), Z22, Z25
+	VPDPBUSD.BCST    720(R9), Z18, Z26
+	VPDPBUSD.BCST    708(R9), Z23, Z25
+	VPDPBUSD.BCST    724(R9), Z17, Z26
+	VPDPBUSD.BCST    712(R9), Z19, Z25
+	VPDPBUSD.BCST    728(R9), Z21, Z26
+	VPDPBUSD.BCST    716(R9), Z24, Z25
+	VPDPBUSD.BCST    732(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 736(R9), Z25, Z13
+	VPBROADCASTD     816(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    768(R9), Z22, Z25
+	VPDPBUSD.BCST    784(R9), Z18, Z26
+	VPDPBUSD.BCST    772(R9), Z23, Z25
+	VPDPBUSD.BCST    788(R9), Z17, Z26
+	VPDPBUSD.BCST    776(R9), Z19, Z25
+	VPDPBUSD.BCST    792(R9), Z21, Z26
+	VPDPBUSD.BCST    780(R9), Z24, Z25
+	VPDPBUSD.BCST    796(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 800(R9), Z25, Z14
+	VPBROADCASTD     880(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    832(R9), Z22, Z25
+	VPDPBUSD.BCST    848(R9), Z18, Z26
+	VPDPBUSD.BCST    836(R9), Z23, Z25
+	VPDPBUSD.BCST    852(R9), Z17, Z26
+	VPDPBUSD.BCST    840(R9), Z19, Z25
+	VPDPBUSD.BCST    856(R9), Z21, Z26
+	VPDPBUSD.BCST    844(R9), Z24, Z25
+	VPDPBUSD.BCST    860(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z16
+	VMULPS           Z20, Z16, Z16
+	VFMADD231PS.BCST 864(R9), Z16, Z15
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x14VNNI_loop
 
 dotQ4_0x16x14VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -17833,342 +17345,328 @@ TEXT ·dotQ4_0x16x14GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z14, Z14, Z14
 
 dotQ4_0x16x14GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x14GFNI_done
-	VBROADCASTI32X4 2(AX), Z15
-	VBROADCASTI32X4 2(SI), K1, Z15
-	VGF2P8AFFINEQB  $0x00, Z0, Z15, Z15
-	VBROADCASTI32X4 2(AX)(CX*1), Z16
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z16
-	VGF2P8AFFINEQB  $0x00, Z0, Z16, Z16
-	VBROADCASTI32X4 2(AX)(CX*2), Z17
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z17
-	VGF2P8AFFINEQB  $0x00, Z0, Z17, Z17
-	VBROADCASTI32X4 2(AX)(DX*1), Z18
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z18
-	VGF2P8AFFINEQB  $0x00, Z0, Z18, Z18
-	VBROADCASTI32X4 2(BX), Z19
-	VBROADCASTI32X4 2(DI), K1, Z19
-	VGF2P8AFFINEQB  $0x00, Z0, Z19, Z19
-	VBROADCASTI32X4 2(BX)(CX*1), Z20
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z20
-	VGF2P8AFFINEQB  $0x00, Z0, Z20, Z20
-	VBROADCASTI32X4 2(BX)(CX*2), Z21
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z21
-	VGF2P8AFFINEQB  $0x00, Z0, Z21, Z21
-	VBROADCASTI32X4 2(BX)(DX*1), Z22
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z22
-	VGF2P8AFFINEQB  $0x00, Z0, Z22, Z22
-	VPUNPCKLDQ      Z16, Z15, Z23
-	VPUNPCKHDQ      Z16, Z15, Z15
-	VPUNPCKLDQ      Z18, Z17, Z16
-	VPUNPCKHDQ      Z18, Z17, Z17
-	VPUNPCKLDQ      Z20, Z19, Z18
-	VPUNPCKHDQ      Z20, Z19, Z19
-	VPUNPCKLDQ      Z22, Z21, Z20
-	VPUNPCKHDQ      Z22, Z21, Z21
-	VPUNPCKLQDQ     Z16, Z23, Z22
-	VPUNPCKHQDQ     Z16, Z23, Z16
-	VPUNPCKLQDQ     Z17, Z15, Z23
-	VPUNPCKHQDQ     Z17, Z15, Z15
-	VPUNPCKLQDQ     Z20, Z18, Z17
-	VPUNPCKHQDQ     Z20, Z18, Z18
-	VPUNPCKLQDQ     Z21, Z19, Z20
-	VPUNPCKHQDQ     Z21, Z19, Z19
-	VSHUFI64X2      $0x88, Z17, Z22, Z21
-	VSHUFI64X2      $0xdd, Z17, Z22, Z17
-	VSHUFI64X2      $0x88, Z18, Z16, Z22
-	VSHUFI64X2      $0xdd, Z18, Z16, Z16
-	VSHUFI64X2      $0x88, Z20, Z23, Z18
-	VSHUFI64X2      $0xdd, Z20, Z23, Z20
-	VSHUFI64X2      $0x88, Z19, Z15, Z23
-	VSHUFI64X2      $0xdd, Z19, Z15, Z15
-	VPXORD          Y19, Y19, Y19
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X19
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X19, X19
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X24
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X24, X24
-	VINSERTI32X4    $0x01, X24, Y19, Y19
-	VCVTPH2PS       Y19, Z19
-	VPBROADCASTD    48(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   (R9), Z21, Z24
-	VPDPBUSD.BCST   16(R9), Z17, Z25
-	VPDPBUSD.BCST   4(R9), Z22, Z24
-	VPDPBUSD.BCST   20(R9), Z16, Z25
-	VPDPBUSD.BCST   8(R9), Z18, Z24
-	VPDPBUSD.BCST   24(R9), Z20, Z25
-	VPDPBUSD.BCST   12(R9), Z23, Z24
-	VPDPBUSD.BCST   28(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     32(R9), Z24, Z24
-	VADDPS          Z24, Z1, Z1
-	VPBROADCASTD    112(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   64(R9), Z21, Z24
-	VPDPBUSD.BCST   80(R9), Z17, Z25
-	VPDPBUSD.BCST   68(R9), Z22, Z24
-	VPDPBUSD.BCST   84(R9), Z16, Z25
-	VPDPBUSD.BCST   72(R9), Z18, Z24
-	VPDPBUSD.BCST   88(R9), Z20, Z25
-	VPDPBUSD.BCST   76(R9), Z23, Z24
-	VPDPBUSD.BCST   92(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     96(R9), Z24, Z24
-	VADDPS          Z24, Z2, Z2
-	VPBROADCASTD    176(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   128(R9), Z21, Z24
-	VPDPBUSD.BCST   144(R9), Z17, Z25
-	VPDPBUSD.BCST   132(R9), Z22, Z24
-	VPDPBUSD.BCST   148(R9), Z16, Z25
-	VPDPBUSD.BCST   136(R9), Z18, Z24
-	VPDPBUSD.BCST   152(R9), Z20, Z25
-	VPDPBUSD.BCST   140(R9), Z23, Z24
-	VPDPBUSD.BCST   156(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     160(R9), Z24, Z24
-	VADDPS          Z24, Z3, Z3
-	VPBROADCASTD    240(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   192(R9), Z21, Z24
-	VPDPBUSD.BCST   208(R9), Z17, Z25
-	VPDPBUSD.BCST   196(R9), Z22, Z24
-	VPDPBUSD.BCST   212(R9), Z16, Z25
-	VPDPBUSD.BCST   200(R9), Z18, Z24
-	VPDPBUSD.BCST   216(R9), Z20, Z25
-	VPDPBUSD.BCST   204(R9), Z23, Z24
-	VPDPBUSD.BCST   220(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     224(R9), Z24, Z24
-	VADDPS          Z24, Z4, Z4
-	VPBROADCASTD    304(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   256(R9), Z21, Z24
-	VPDPBUSD.BCST   272(R9), Z17, Z25
-	VPDPBUSD.BCST   260(R9), Z22, Z24
-	VPDPBUSD.BCST   276(R9), Z16, Z25
-	VPDPBUSD.BCST   264(R9), Z18, Z24
-	VPDPBUSD.BCST   280(R9), Z20, Z25
-	VPDPBUSD.BCST   268(R9), Z23, Z24
-	VPDPBUSD.BCST   284(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     288(R9), Z24, Z24
-	VADDPS          Z24, Z5, Z5
-	VPBROADCASTD    368(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   320(R9), Z21, Z24
-	VPDPBUSD.BCST   336(R9), Z17, Z25
-	VPDPBUSD.BCST   324(R9), Z22, Z24
-	VPDPBUSD.BCST   340(R9), Z16, Z25
-	VPDPBUSD.BCST   328(R9), Z18, Z24
-	VPDPBUSD.BCST   344(R9), Z20, Z25
-	VPDPBUSD.BCST   332(R9), Z23, Z24
-	VPDPBUSD.BCST   348(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     352(R9), Z24, Z24
-	VADDPS          Z24, Z6, Z6
-	VPBROADCASTD    432(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   384(R9), Z21, Z24
-	VPDPBUSD.BCST   400(R9), Z17, Z25
-	VPDPBUSD.BCST   388(R9), Z22, Z24
-	VPDPBUSD.BCST   404(R9), Z16, Z25
-	VPDPBUSD.BCST   392(R9), Z18, Z24
-	VPDPBUSD.BCST   408(R9), Z20, Z25
-	VPDPBUSD.BCST   396(R9), Z23, Z24
-	VPDPBUSD.BCST   412(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     416(R9), Z24, Z24
-	VADDPS          Z24, Z7, Z7
-	VPBROADCASTD    496(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   448(R9), Z21, Z24
-	VPDPBUSD.BCST   464(R9), Z17, Z25
-	VPDPBUSD.BCST   452(R9), Z22, Z24
-	VPDPBUSD.BCST   468(R9), Z16, Z25
-	VPDPBUSD.BCST   456(R9), Z18, Z24
-	VPDPBUSD.BCST   472(R9), Z20, Z25
-	VPDPBUSD.BCST   460(R9), Z23, Z24
-	VPDPBUSD.BCST   476(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     480(R9), Z24, Z24
-	VADDPS          Z24, Z8, Z8
-	VPBROADCASTD    560(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   512(R9), Z21, Z24
-	VPDPBUSD.BCST   528(R9), Z17, Z25
-	VPDPBUSD.BCST   516(R9), Z22, Z24
-	VPDPBUSD.BCST   532(R9), Z16, Z25
-	VPDPBUSD.BCST   520(R9), Z18, Z24
-	VPDPBUSD.BCST   536(R9), Z20, Z25
-	VPDPBUSD.BCST   524(R9), Z23, Z24
-	VPDPBUSD.BCST   540(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     544(R9), Z24, Z24
-	VADDPS          Z24, Z9, Z9
-	VPBROADCASTD    624(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   576(R9), Z21, Z24
-	VPDPBUSD.BCST   592(R9), Z17, Z25
-	VPDPBUSD.BCST   580(R9), Z22, Z24
-	VPDPBUSD.BCST   596(R9), Z16, Z25
-	VPDPBUSD.BCST   584(R9), Z18, Z24
-	VPDPBUSD.BCST   600(R9), Z20, Z25
-	VPDPBUSD.BCST   588(R9), Z23, Z24
-	VPDPBUSD.BCST   604(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     608(R9), Z24, Z24
-	VADDPS          Z24, Z10, Z10
-	VPBROADCASTD    688(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   640(R9), Z21, Z24
-	VPDPBUSD.BCST   656(R9), Z17, Z25
-	VPDPBUSD.BCST   644(R9), Z22, Z24
-	VPDPBUSD.BCST   660(R9), Z16, Z25
-	VPDPBUSD.BCST   648(R9), Z18, Z24
-	VPDPBUSD.BCST   664(R9), Z20, Z25
-	VPDPBUSD.BCST   652(R9), Z23, Z24
-	VPDPBUSD.BCST   668(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     672(R9), Z24, Z24
-	VADDPS          Z24, Z11, Z11
-	VPBROADCASTD    752(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   704(R9), Z21, Z24
-	VPDPBUSD.BCST   720(R9), Z17, Z25
-	VPDPBUSD.BCST   708(R9), Z22, Z24
-	VPDPBUSD.BCST   724(R9), Z16, Z25
-	VPDPBUSD.BCST   712(R9), Z18, Z24
-	VPDPBUSD.BCST   728(R9), Z20, Z25
-	VPDPBUSD.BCST   716(R9), Z23, Z24
-	VPDPBUSD.BCST   732(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     736(R9), Z24, Z24
-	VADDPS          Z24, Z12, Z12
-	VPBROADCASTD    816(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   768(R9), Z21, Z24
-	VPDPBUSD.BCST   784(R9), Z17, Z25
-	VPDPBUSD.BCST   772(R9), Z22, Z24
-	VPDPBUSD.BCST   788(R9), Z16, Z25
-	VPDPBUSD.BCST   776(R9), Z18, Z24
-	VPDPBUSD.BCST   792(R9), Z20, Z25
-	VPDPBUSD.BCST   780(R9), Z23, Z24
-	VPDPBUSD.BCST   796(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z24
-	VMULPS          Z19, Z24, Z24
-	VMULPS.BCST     800(R9), Z24, Z24
-	VADDPS          Z24, Z13, Z13
-	VPBROADCASTD    880(R9), Z24
-	VPXORD          Z25, Z25, Z25
-	VPDPBUSD.BCST   832(R9), Z21, Z24
-	VPDPBUSD.BCST   848(R9), Z17, Z25
-	VPDPBUSD.BCST   836(R9), Z22, Z24
-	VPDPBUSD.BCST   852(R9), Z16, Z25
-	VPDPBUSD.BCST   840(R9), Z18, Z24
-	VPDPBUSD.BCST   856(R9), Z20, Z25
-	VPDPBUSD.BCST   844(R9), Z23, Z24
-	VPDPBUSD.BCST   860(R9), Z15, Z25
-	VPADDD          Z25, Z24, Z24
-	VCVTDQ2PS       Z24, Z15
-	VMULPS          Z19, Z15, Z15
-	VMULPS.BCST     864(R9), Z15, Z15
-	VADDPS          Z15, Z14, Z14
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x14GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x14GFNI_done
+	VBROADCASTI32X4  2(AX), Z15
+	VBROADCASTI32X4  2(SI), K1, Z15
+	VGF2P8AFFINEQB   $0x00, Z0, Z15, Z15
+	VBROADCASTI32X4  2(AX)(CX*1), Z16
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z16
+	VGF2P8AFFINEQB   $0x00, Z0, Z16, Z16
+	VBROADCASTI32X4  2(AX)(CX*2), Z17
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z17
+	VGF2P8AFFINEQB   $0x00, Z0, Z17, Z17
+	VBROADCASTI32X4  2(AX)(DX*1), Z18
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z18
+	VGF2P8AFFINEQB   $0x00, Z0, Z18, Z18
+	VBROADCASTI32X4  2(BX), Z19
+	VBROADCASTI32X4  2(DI), K1, Z19
+	VGF2P8AFFINEQB   $0x00, Z0, Z19, Z19
+	VBROADCASTI32X4  2(BX)(CX*1), Z20
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z20
+	VGF2P8AFFINEQB   $0x00, Z0, Z20, Z20
+	VBROADCASTI32X4  2(BX)(CX*2), Z21
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z21
+	VGF2P8AFFINEQB   $0x00, Z0, Z21, Z21
+	VBROADCASTI32X4  2(BX)(DX*1), Z22
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z22
+	VGF2P8AFFINEQB   $0x00, Z0, Z22, Z22
+	VPUNPCKLDQ       Z16, Z15, Z23
+	VPUNPCKHDQ       Z16, Z15, Z15
+	VPUNPCKLDQ       Z18, Z17, Z16
+	VPUNPCKHDQ       Z18, Z17, Z17
+	VPUNPCKLDQ       Z20, Z19, Z18
+	VPUNPCKHDQ       Z20, Z19, Z19
+	VPUNPCKLDQ       Z22, Z21, Z20
+	VPUNPCKHDQ       Z22, Z21, Z21
+	VPUNPCKLQDQ      Z16, Z23, Z22
+	VPUNPCKHQDQ      Z16, Z23, Z16
+	VPUNPCKLQDQ      Z17, Z15, Z23
+	VPUNPCKHQDQ      Z17, Z15, Z15
+	VPUNPCKLQDQ      Z20, Z18, Z17
+	VPUNPCKHQDQ      Z20, Z18, Z18
+	VPUNPCKLQDQ      Z21, Z19, Z20
+	VPUNPCKHQDQ      Z21, Z19, Z19
+	VSHUFI64X2       $0x88, Z17, Z22, Z21
+	VSHUFI64X2       $0xdd, Z17, Z22, Z17
+	VSHUFI64X2       $0x88, Z18, Z16, Z22
+	VSHUFI64X2       $0xdd, Z18, Z16, Z16
+	VSHUFI64X2       $0x88, Z20, Z23, Z18
+	VSHUFI64X2       $0xdd, Z20, Z23, Z20
+	VSHUFI64X2       $0x88, Z19, Z15, Z23
+	VSHUFI64X2       $0xdd, Z19, Z15, Z15
+	VPXORD           Y19, Y19, Y19
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X19
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X19, X19
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X24
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X24, X24
+	VINSERTI32X4     $0x01, X24, Y19, Y19
+	VCVTPH2PS        Y19, Z19
+	VPBROADCASTD     48(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    (R9), Z21, Z24
+	VPDPBUSD.BCST    16(R9), Z17, Z25
+	VPDPBUSD.BCST    4(R9), Z22, Z24
+	VPDPBUSD.BCST    20(R9), Z16, Z25
+	VPDPBUSD.BCST    8(R9), Z18, Z24
+	VPDPBUSD.BCST    24(R9), Z20, Z25
+	VPDPBUSD.BCST    12(R9), Z23, Z24
+	VPDPBUSD.BCST    28(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 32(R9), Z24, Z1
+	VPBROADCASTD     112(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    64(R9), Z21, Z24
+	VPDPBUSD.BCST    80(R9), Z17, Z25
+	VPDPBUSD.BCST    68(R9), Z22, Z24
+	VPDPBUSD.BCST    84(R9), Z16, Z25
+	VPDPBUSD.BCST    72(R9), Z18, Z24
+	VPDPBUSD.BCST    88(R9), Z20, Z25
+	VPDPBUSD.BCST    76(R9), Z23, Z24
+	VPDPBUSD.BCST    92(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 96(R9), Z24, Z2
+	VPBROADCASTD     176(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    128(R9), Z21, Z24
+	VPDPBUSD.BCST    144(R9), Z17, Z25
+	VPDPBUSD.BCST    132(R9), Z22, Z24
+	VPDPBUSD.BCST    148(R9), Z16, Z25
+	VPDPBUSD.BCST    136(R9), Z18, Z24
+	VPDPBUSD.BCST    152(R9), Z20, Z25
+	VPDPBUSD.BCST    140(R9), Z23, Z24
+	VPDPBUSD.BCST    156(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 160(R9), Z24, Z3
+	VPBROADCASTD     240(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    192(R9), Z21, Z24
+	VPDPBUSD.BCST    208(R9), Z17, Z25
+	VPDPBUSD.BCST    196(R9), Z22, Z24
+	VPDPBUSD.BCST    212(R9), Z16, Z25
+	VPDPBUSD.BCST    200(R9), Z18, Z24
+	VPDPBUSD.BCST    216(R9), Z20, Z25
+	VPDPBUSD.BCST    204(R9), Z23, Z24
+	VPDPBUSD.BCST    220(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 224(R9), Z24, Z4
+	VPBROADCASTD     304(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    256(R9), Z21, Z24
+	VPDPBUSD.BCST    272(R9), Z17, Z25
+	VPDPBUSD.BCST    260(R9), Z22, Z24
+	VPDPBUSD.BCST    276(R9), Z16, Z25
+	VPDPBUSD.BCST    264(R9), Z18, Z24
+	VPDPBUSD.BCST    280(R9), Z20, Z25
+	VPDPBUSD.BCST    268(R9), Z23, Z24
+	VPDPBUSD.BCST    284(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 288(R9), Z24, Z5
+	VPBROADCASTD     368(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    320(R9), Z21, Z24
+	VPDPBUSD.BCST    336(R9), Z17, Z25
+	VPDPBUSD.BCST    324(R9), Z22, Z24
+	VPDPBUSD.BCST    340(R9), Z16, Z25
+	VPDPBUSD.BCST    328(R9), Z18, Z24
+	VPDPBUSD.BCST    344(R9), Z20, Z25
+	VPDPBUSD.BCST    332(R9), Z23, Z24
+	VPDPBUSD.BCST    348(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 352(R9), Z24, Z6
+	VPBROADCASTD     432(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    384(R9), Z21, Z24
+	VPDPBUSD.BCST    400(R9), Z17, Z25
+	VPDPBUSD.BCST    388(R9), Z22, Z24
+	VPDPBUSD.BCST    404(R9), Z16, Z25
+	VPDPBUSD.BCST    392(R9), Z18, Z24
+	VPDPBUSD.BCST    408(R9), Z20, Z25
+	VPDPBUSD.BCST    396(R9), Z23, Z24
+	VPDPBUSD.BCST    412(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 416(R9), Z24, Z7
+	VPBROADCASTD     496(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    448(R9), Z21, Z24
+	VPDPBUSD.BCST    464(R9), Z17, Z25
+	VPDPBUSD.BCST    452(R9), Z22, Z24
+	VPDPBUSD.BCST    468(R9), Z16, Z25
+	VPDPBUSD.BCST    456(R9), Z18, Z24
+	VPDPBUSD.BCST    472(R9), Z20, Z25
+	VPDPBUSD.BCST    460(R9), Z23, Z24
+	VPDPBUSD.BCST    476(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 480(R9), Z24, Z8
+	VPBROADCASTD     560(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    512(R9), Z21, Z24
+	VPDPBUSD.BCST    528(R9), Z17, Z25
+	VPDPBUSD.BCST    516(R9), Z22, Z24
+	VPDPBUSD.BCST    532(R9), Z16, Z25
+	VPDPBUSD.BCST    520(R9), Z18, Z24
+	VPDPBUSD.BCST    536(R9), Z20, Z25
+	VPDPBUSD.BCST    524(R9), Z23, Z24
+	VPDPBUSD.BCST    540(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 544(R9), Z24, Z9
+	VPBROADCASTD     624(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    576(R9), Z21, Z24
+	VPDPBUSD.BCST    592(R9), Z17, Z25
+	VPDPBUSD.BCST    580(R9), Z22, Z24
+	VPDPBUSD.BCST    596(R9), Z16, Z25
+	VPDPBUSD.BCST    584(R9), Z18, Z24
+	VPDPBUSD.BCST    600(R9), Z20, Z25
+	VPDPBUSD.BCST    588(R9), Z23, Z24
+	VPDPBUSD.BCST    604(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 608(R9), Z24, Z10
+	VPBROADCASTD     688(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    640(R9), Z21, Z24
+	VPDPBUSD.BCST    656(R9), Z17, Z25
+	VPDPBUSD.BCST    644(R9), Z22, Z24
+	VPDPBUSD.BCST    660(R9), Z16, Z25
+	VPDPBUSD.BCST    648(R9), Z18, Z24
+	VPDPBUSD.BCST    664(R9), Z20, Z25
+	VPDPBUSD.BCST    652(R9), Z23, Z24
+	VPDPBUSD.BCST    668(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 672(R9), Z24, Z11
+	VPBROADCASTD     752(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    704(R9), Z21, Z24
+	VPDPBUSD.BCST    720(R9), Z17, Z25
+	VPDPBUSD.BCST    708(R9), Z22, Z24
+	VPDPBUSD.BCST    724(R9), Z16, Z25
+	VPDPBUSD.BCST    712(R9), Z18, Z24
+	VPDPBUSD.BCST    728(R9), Z20, Z25
+	VPDPBUSD.BCST    716(R9), Z23, Z24
+	VPDPBUSD.BCST    732(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 736(R9), Z24, Z12
+	VPBROADCASTD     816(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    768(R9), Z21, Z24
+	VPDPBUSD.BCST    784(R9), Z17, Z25
+	VPDPBUSD.BCST    772(R9), Z22, Z24
+	VPDPBUSD.BCST    788(R9), Z16, Z25
+	VPDPBUSD.BCST    776(R9), Z18, Z24
+	VPDPBUSD.BCST    792(R9), Z20, Z25
+	VPDPBUSD.BCST    780(R9), Z23, Z24
+	VPDPBUSD.BCST    796(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z19, Z24, Z24
+	VFMADD231PS.BCST 800(R9), Z24, Z13
+	VPBROADCASTD     880(R9), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    832(R9), Z21, Z24
+	VPDPBUSD.BCST    848(R9), Z17, Z25
+	VPDPBUSD.BCST    836(R9), Z22, Z24
+	VPDPBUSD.BCST    852(R9), Z16, Z25
+	VPDPBUSD.BCST    840(R9), Z18, Z24
+	VPDPBUSD.BCST    856(R9), Z20, Z25
+	VPDPBUSD.BCST    844(R9), Z23, Z24
+	VPDPBUSD.BCST    860(R9), Z15, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z15
+	VMULPS           Z19, Z15, Z15
+	VFMADD231PS.BCST 864(R9), Z15, Z14
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x14GFNI_loop
 
 dotQ4_0x16x14GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -18265,8 +17763,7 @@ tileQ8_0x16x14VNNI_loop:
 	VPADDD        Z24, Z23, Z23
 	VCVTDQ2PS     Z23, Z23
 	VMULPS.BCST   32(BX), Z22, Z24
-	VMULPS        Z24, Z23, Z23
-	VADDPS        Z23, Z0, Z0
+	VFMADD231PS   Z24, Z23, Z0
 	VPBROADCASTD  108(BX), Z23
 	VPXORD        Z24, Z24, Z24
 	VPDPBUSD.BCST 64(BX), Z14, Z23
@@ -18280,8 +17777,7 @@ tileQ8_0x16x14VNNI_loop:
 	VPADDD        Z24, Z23, Z23
 	VCVTDQ2PS     Z23, Z23
 	VMULPS.BCST   96(BX), Z22, Z24
-	VMULPS        Z24, Z23, Z23
-	VADDPS        Z23, Z1, Z1
+	VFMADD231PS   Z24, Z23, Z1
 	VPBROADCASTD  172(BX), Z23
 	VPXORD        Z24, Z24, Z24
 	VPDPBUSD.BCST 128(BX), Z14, Z23
@@ -18295,8 +17791,7 @@ tileQ8_0x16x14VNNI_loop:
 	VPADDD        Z24, Z23, Z23
 	VCVTDQ2PS     Z23, Z23
 	VMULPS.BCST   160(BX), Z22, Z24
-	VMULPS        Z24, Z23, Z23
-	VADDPS        Z23, Z2, Z2
+	VFMADD231PS   Z24, Z23, Z2
 	VPBROADCASTD  236(BX), Z23
 	VPXORD        Z24, Z24, Z24
 	VPDPBUSD.BCST 192(BX), Z14, Z23
@@ -18310,8 +17805,7 @@ tileQ8_0x16x14VNNI_loop:
 	VPADDD        Z24, Z23, Z23
 	VCVTDQ2PS     Z23, Z23
 	VMULPS.BCST   224(BX), Z22, Z24
-	VMULPS        Z24, Z23, Z23
-	VADDPS        Z23, Z3, Z3
+	VFMADD231PS   Z24, Z23, Z3
 	VPBROADCASTD  300(BX), Z23
 	VPXORD        Z24, Z24, Z24
 	VPDPBUSD.BCST 256(BX), Z14, Z23
@@ -18325,8 +17819,7 @@ tileQ8_0x16x14VNNI_loop:
 	VPADDD        Z24, Z23, Z23
 	VCVTDQ2PS     Z23, Z23
 	VMULPS.BCST   288(BX), Z22, Z24
-	VMULPS        Z24, Z23, Z23
-	VADDPS        Z23, Z4, Z4
+	VFMADD231PS   Z24, Z23, Z4
 	VPBROADCASTD  364(BX), Z23
 	VPXORD        Z24, Z24, Z24
 	VPDPBUSD.BCST 320(BX), Z14, Z23
@@ -18340,8 +17833,7 @@ tileQ8_0x16x14VNNI_loop:
 	VPADDD        Z24, Z23, Z23
 	VCVTDQ2PS     Z23, Z23
 	VMULPS.BCST   352(BX), Z22, Z24
-	VMULPS        Z24, Z23, Z23
-	VADDPS        Z23, Z5, Z5
+	VFMADD231PS   Z24, Z23, Z5
 	VPBROADCASTD  428(BX), Z23
 	VPXORD        Z24, Z24, Z24
 	VPDPBUSD.BCST 384(BX), Z14, Z23
@@ -18355,8 +17847,7 @@ tileQ8_0x16x14VNNI_loop:
 	VPADDD        Z24, Z23, Z23
 	VCVTDQ2PS     Z23, Z23
 	VMULPS.BCST   416(BX), Z22, Z24
-	VMULPS        Z24, Z23, Z23
-	VADDPS        Z23, Z6, Z6
+	VFMADD231PS   Z24, Z23, Z6
 	VPBROADCASTD  492(BX), Z23
 	VPXORD        Z24, Z24, Z24
 	VPDPBUSD.BCST 448(BX), Z14, Z23
@@ -18370,8 +17861,7 @@ tileQ8_0x16x14VNNI_loop:
 	VPADDD        Z24, Z23, Z23
 	VCVTDQ2PS     Z23, Z23
 	VMULPS.BCST   480(BX), Z22, Z24
-	VMULPS        Z24, Z23, Z23
-	VADDPS        Z23, Z7, Z7
+	VFMADD231PS   Z24, Z23, Z7
 	VPBROADCASTD  556(BX), Z23
 	VPXORD        Z24, Z24, Z24
 	VPDPBUSD.BCST 512(BX), Z14, Z23
@@ -18385,8 +17875,7 @@ tileQ8_0x16x14VNNI_loop:
 	VPADDD        Z24, Z23, Z23
 	VCVTDQ2PS     Z23, Z23
 	VMULPS.BCST   544(BX), Z22, Z24
-	VMULPS        Z24, Z23, Z23
-	VADDPS        Z23, Z8, Z8
+	VFMADD231PS   Z24, Z23, Z8
 	VPBROADCASTD  620(BX), Z23
 	VPXORD        Z24, Z24, Z24
 	VPDPBUSD.BCST 576(BX), Z14, Z23
@@ -18400,8 +17889,7 @@ tileQ8_0x16x14VNNI_loop:
 	VPADDD        Z24, Z23, Z23
 	VCVTDQ2PS     Z23, Z23
 	VMULPS.BCST   608(BX), Z22, Z24
-	VMULPS        Z24, Z23, Z23
-	VADDPS        Z23, Z9, Z9
+	VFMADD231PS   Z24, Z23, Z9
 	VPBROADCASTD  684(BX), Z23
 	VPXORD        Z24, Z24, Z24
 	VPDPBUSD.BCST 640(BX), Z14, Z23
@@ -18415,8 +17903,7 @@ tileQ8_0x16x14VNNI_loop:
 	VPADDD        Z24, Z23, Z23
 	VCVTDQ2PS     Z23, Z23
 	VMULPS.BCST   672(BX), Z22, Z24
-	VMULPS        Z24, Z23, Z23
-	VADDPS        Z23, Z10, Z10
+	VFMADD231PS   Z24, Z23, Z10
 	VPBROADCASTD  748(BX), Z23
 	VPXORD        Z24, Z24, Z24
 	VPDPBUSD.BCST 704(BX), Z14, Z23
@@ -18430,8 +17917,7 @@ tileQ8_0x16x14VNNI_loop:
 	VPADDD        Z24, Z23, Z23
 	VCVTDQ2PS     Z23, Z23
 	VMULPS.BCST   736(BX), Z22, Z24
-	VMULPS        Z24, Z23, Z23
-	VADDPS        Z23, Z11, Z11
+	VFMADD231PS   Z24, Z23, Z11
 	VPBROADCASTD  812(BX), Z23
 	VPXORD        Z24, Z24, Z24
 	VPDPBUSD.BCST 768(BX), Z14, Z23
@@ -18445,8 +17931,7 @@ tileQ8_0x16x14VNNI_loop:
 	VPADDD        Z24, Z23, Z23
 	VCVTDQ2PS     Z23, Z23
 	VMULPS.BCST   800(BX), Z22, Z24
-	VMULPS        Z24, Z23, Z23
-	VADDPS        Z23, Z12, Z12
+	VFMADD231PS   Z24, Z23, Z12
 	VPBROADCASTD  876(BX), Z23
 	VPXORD        Z24, Z24, Z24
 	VPDPBUSD.BCST 832(BX), Z14, Z23
@@ -18460,8 +17945,7 @@ tileQ8_0x16x14VNNI_loop:
 	VPADDD        Z24, Z23, Z23
 	VCVTDQ2PS     Z23, Z14
 	VMULPS.BCST   864(BX), Z22, Z15
-	VMULPS        Z15, Z14, Z14
-	VADDPS        Z14, Z13, Z13
+	VFMADD231PS   Z15, Z14, Z13
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -18556,249 +18040,235 @@ TEXT ·tileQ4_0x16x14VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z13, Z13, Z13
 
 tileQ4_0x16x14VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x14VNNI_done
-	VMOVDQU64     (AX), Z14
-	VMOVDQU64     64(AX), Z15
-	VMOVDQU64     128(AX), Z16
-	VMOVDQU64     192(AX), Z17
-	VMOVDQU64     256(AX), Z18
-	VMOVDQU64     320(AX), Z19
-	VMOVDQU64     384(AX), Z20
-	VMOVDQU64     448(AX), Z21
-	VCVTPH2PS     (CX), Z22
-	VPBROADCASTD  48(BX), Z23
-	VPXORD        Z24, Z24, Z24
-	VPDPBUSD.BCST (BX), Z14, Z23
-	VPDPBUSD.BCST 16(BX), Z18, Z24
-	VPDPBUSD.BCST 4(BX), Z15, Z23
-	VPDPBUSD.BCST 20(BX), Z19, Z24
-	VPDPBUSD.BCST 8(BX), Z16, Z23
-	VPDPBUSD.BCST 24(BX), Z20, Z24
-	VPDPBUSD.BCST 12(BX), Z17, Z23
-	VPDPBUSD.BCST 28(BX), Z21, Z24
-	VPADDD        Z24, Z23, Z23
-	VCVTDQ2PS     Z23, Z23
-	VMULPS        Z22, Z23, Z23
-	VMULPS.BCST   32(BX), Z23, Z23
-	VADDPS        Z23, Z0, Z0
-	VPBROADCASTD  112(BX), Z23
-	VPXORD        Z24, Z24, Z24
-	VPDPBUSD.BCST 64(BX), Z14, Z23
-	VPDPBUSD.BCST 80(BX), Z18, Z24
-	VPDPBUSD.BCST 68(BX), Z15, Z23
-	VPDPBUSD.BCST 84(BX), Z19, Z24
-	VPDPBUSD.BCST 72(BX), Z16, Z23
-	VPDPBUSD.BCST 88(BX), Z20, Z24
-	VPDPBUSD.BCST 76(BX), Z17, Z23
-	VPDPBUSD.BCST 92(BX), Z21, Z24
-	VPADDD        Z24, Z23, Z23
-	VCVTDQ2PS     Z23, Z23
-	VMULPS        Z22, Z23, Z23
-	VMULPS.BCST   96(BX), Z23, Z23
-	VADDPS        Z23, Z1, Z1
-	VPBROADCASTD  176(BX), Z23
-	VPXORD        Z24, Z24, Z24
-	VPDPBUSD.BCST 128(BX), Z14, Z23
-	VPDPBUSD.BCST 144(BX), Z18, Z24
-	VPDPBUSD.BCST 132(BX), Z15, Z23
-	VPDPBUSD.BCST 148(BX), Z19, Z24
-	VPDPBUSD.BCST 136(BX), Z16, Z23
-	VPDPBUSD.BCST 152(BX), Z20, Z24
-	VPDPBUSD.BCST 140(BX), Z17, Z23
-	VPDPBUSD.BCST 156(BX), Z21, Z24
-	VPADDD        Z24, Z23, Z23
-	VCVTDQ2PS     Z23, Z23
-	VMULPS        Z22, Z23, Z23
-	VMULPS.BCST   160(BX), Z23, Z23
-	VADDPS        Z23, Z2, Z2
-	VPBROADCASTD  240(BX), Z23
-	VPXORD        Z24, Z24, Z24
-	VPDPBUSD.BCST 192(BX), Z14, Z23
-	VPDPBUSD.BCST 208(BX), Z18, Z24
-	VPDPBUSD.BCST 196(BX), Z15, Z23
-	VPDPBUSD.BCST 212(BX), Z19, Z24
-	VPDPBUSD.BCST 200(BX), Z16, Z23
-	VPDPBUSD.BCST 216(BX), Z20, Z24
-	VPDPBUSD.BCST 204(BX), Z17, Z23
-	VPDPBUSD.BCST 220(BX), Z21, Z24
-	VPADDD        Z24, Z23, Z23
-	VCVTDQ2PS     Z23, Z23
-	VMULPS        Z22, Z23, Z23
-	VMULPS.BCST   224(BX), Z23, Z23
-	VADDPS        Z23, Z3, Z3
-	VPBROADCASTD  304(BX), Z23
-	VPXORD        Z24, Z24, Z24
-	VPDPBUSD.BCST 256(BX), Z14, Z23
-	VPDPBUSD.BCST 272(BX), Z18, Z24
-	VPDPBUSD.BCST 260(BX), Z15, Z23
-	VPDPBUSD.BCST 276(BX), Z19, Z24
-	VPDPBUSD.BCST 264(BX), Z16, Z23
-	VPDPBUSD.BCST 280(BX), Z20, Z24
-	VPDPBUSD.BCST 268(BX), Z17, Z23
-	VPDPBUSD.BCST 284(BX), Z21, Z24
-	VPADDD        Z24, Z23, Z23
-	VCVTDQ2PS     Z23, Z23
-	VMULPS        Z22, Z23, Z23
-	VMULPS.BCST   288(BX), Z23, Z23
-	VADDPS        Z23, Z4, Z4
-	VPBROADCASTD  368(BX), Z23
-	VPXORD        Z24, Z24, Z24
-	VPDPBUSD.BCST 320(BX), Z14, Z23
-	VPDPBUSD.BCST 336(BX), Z18, Z24
-	VPDPBUSD.BCST 324(BX), Z15, Z23
-	VPDPBUSD.BCST 340(BX), Z19, Z24
-	VPDPBUSD.BCST 328(BX), Z16, Z23
-	VPDPBUSD.BCST 344(BX), Z20, Z24
-	VPDPBUSD.BCST 332(BX), Z17, Z23
-	VPDPBUSD.BCST 348(BX), Z21, Z24
-	VPADDD        Z24, Z23, Z23
-	VCVTDQ2PS     Z23, Z23
-	VMULPS        Z22, Z23, Z23
-	VMULPS.BCST   352(BX), Z23, Z23
-	VADDPS        Z23, Z5, Z5
-	VPBROADCASTD  432(BX), Z23
-	VPXORD        Z24, Z24, Z24
-	VPDPBUSD.BCST 384(BX), Z14, Z23
-	VPDPBUSD.BCST 400(BX), Z18, Z24
-	VPDPBUSD.BCST 388(BX), Z15, Z23
-	VPDPBUSD.BCST 404(BX), Z19, Z24
-	VPDPBUSD.BCST 392(BX), Z16, Z23
-	VPDPBUSD.BCST 408(BX), Z20, Z24
-	VPDPBUSD.BCST 396(BX), Z17, Z23
-	VPDPBUSD.BCST 412(BX), Z21, Z24
-	VPADDD        Z24, Z23, Z23
-	VCVTDQ2PS     Z23, Z23
-	VMULPS        Z22, Z23, Z23
-	VMULPS.BCST   416(BX), Z23, Z23
-	VADDPS        Z23, Z6, Z6
-	VPBROADCASTD  496(BX), Z23
-	VPXORD        Z24, Z24, Z24
-	VPDPBUSD.BCST 448(BX), Z14, Z23
-	VPDPBUSD.BCST 464(BX), Z18, Z24
-	VPDPBUSD.BCST 452(BX), Z15, Z23
-	VPDPBUSD.BCST 468(BX), Z19, Z24
-	VPDPBUSD.BCST 456(BX), Z16, Z23
-	VPDPBUSD.BCST 472(BX), Z20, Z24
-	VPDPBUSD.BCST 460(BX), Z17, Z23
-	VPDPBUSD.BCST 476(BX), Z21, Z24
-	VPADDD        Z24, Z23, Z23
-	VCVTDQ2PS     Z23, Z23
-	VMULPS        Z22, Z23, Z23
-	VMULPS.BCST   480(BX), Z23, Z23
-	VADDPS        Z23, Z7, Z7
-	VPBROADCASTD  560(BX), Z23
-	VPXORD        Z24, Z24, Z24
-	VPDPBUSD.BCST 512(BX), Z14, Z23
-	VPDPBUSD.BCST 528(BX), Z18, Z24
-	VPDPBUSD.BCST 516(BX), Z15, Z23
-	VPDPBUSD.BCST 532(BX), Z19, Z24
-	VPDPBUSD.BCST 520(BX), Z16, Z23
-	VPDPBUSD.BCST 536(BX), Z20, Z24
-	VPDPBUSD.BCST 524(BX), Z17, Z23
-	VPDPBUSD.BCST 540(BX), Z21, Z24
-	VPADDD        Z24, Z23, Z23
-	VCVTDQ2PS     Z23, Z23
-	VMULPS        Z22, Z23, Z23
-	VMULPS.BCST   544(BX), Z23, Z23
-	VADDPS        Z23, Z8, Z8
-	VPBROADCASTD  624(BX), Z23
-	VPXORD        Z24, Z24, Z24
-	VPDPBUSD.BCST 576(BX), Z14, Z23
-	VPDPBUSD.BCST 592(BX), Z18, Z24
-	VPDPBUSD.BCST 580(BX), Z15, Z23
-	VPDPBUSD.BCST 596(BX), Z19, Z24
-	VPDPBUSD.BCST 584(BX), Z16, Z23
-	VPDPBUSD.BCST 600(BX), Z20, Z24
-	VPDPBUSD.BCST 588(BX), Z17, Z23
-	VPDPBUSD.BCST 604(BX), Z21, Z24
-	VPADDD        Z24, Z23, Z23
-	VCVTDQ2PS     Z23, Z23
-	VMULPS        Z22, Z23, Z23
-	VMULPS.BCST   608(BX), Z23, Z23
-	VADDPS        Z23, Z9, Z9
-	VPBROADCASTD  688(BX), Z23
-	VPXORD        Z24, Z24, Z24
-	VPDPBUSD.BCST 640(BX), Z14, Z23
-	VPDPBUSD.BCST 656(BX), Z18, Z24
-	VPDPBUSD.BCST 644(BX), Z15, Z23
-	VPDPBUSD.BCST 660(BX), Z19, Z24
-	VPDPBUSD.BCST 648(BX), Z16, Z23
-	VPDPBUSD.BCST 664(BX), Z20, Z24
-	VPDPBUSD.BCST 652(BX), Z17, Z23
-	VPDPBUSD.BCST 668(BX), Z21, Z24
-	VPADDD        Z24, Z23, Z23
-	VCVTDQ2PS     Z23, Z23
-	VMULPS        Z22, Z23, Z23
-	VMULPS.BCST   672(BX), Z23, Z23
-	VADDPS        Z23, Z10, Z10
-	VPBROADCASTD  752(BX), Z23
-	VPXORD        Z24, Z24, Z24
-	VPDPBUSD.BCST 704(BX), Z14, Z23
-	VPDPBUSD.BCST 720(BX), Z18, Z24
-	VPDPBUSD.BCST 708(BX), Z15, Z23
-	VPDPBUSD.BCST 724(BX), Z19, Z24
-	VPDPBUSD.BCST 712(BX), Z16, Z23
-	VPDPBUSD.BCST 728(BX), Z20, Z24
-	VPDPBUSD.BCST 716(BX), Z17, Z23
-	VPDPBUSD.BCST 732(BX), Z21, Z24
-	VPADDD        Z24, Z23, Z23
-	VCVTDQ2PS     Z23, Z23
-	VMULPS        Z22, Z23, Z23
-	VMULPS.BCST   736(BX), Z23, Z23
-	VADDPS        Z23, Z11, Z11
-	VPBROADCASTD  816(BX), Z23
-	VPXORD        Z24, Z24, Z24
-	VPDPBUSD.BCST 768(BX), Z14, Z23
-	VPDPBUSD.BCST 784(BX), Z18, Z24
-	VPDPBUSD.BCST 772(BX), Z15, Z23
-	VPDPBUSD.BCST 788(BX), Z19, Z24
-	VPDPBUSD.BCST 776(BX), Z16, Z23
-	VPDPBUSD.BCST 792(BX), Z20, Z24
-	VPDPBUSD.BCST 780(BX), Z17, Z23
-	VPDPBUSD.BCST 796(BX), Z21, Z24
-	VPADDD        Z24, Z23, Z23
-	VCVTDQ2PS     Z23, Z23
-	VMULPS        Z22, Z23, Z23
-	VMULPS.BCST   800(BX), Z23, Z23
-	VADDPS        Z23, Z12, Z12
-	VPBROADCASTD  880(BX), Z23
-	VPXORD        Z24, Z24, Z24
-	VPDPBUSD.BCST 832(BX), Z14, Z23
-	VPDPBUSD.BCST 848(BX), Z18, Z24
-	VPDPBUSD.BCST 836(BX), Z15, Z23
-	VPDPBUSD.BCST 852(BX), Z19, Z24
-	VPDPBUSD.BCST 840(BX), Z16, Z23
-	VPDPBUSD.BCST 856(BX), Z20, Z24
-	VPDPBUSD.BCST 844(BX), Z17, Z23
-	VPDPBUSD.BCST 860(BX), Z21, Z24
-	VPADDD        Z24, Z23, Z23
-	VCVTDQ2PS     Z23, Z14
-	VMULPS        Z22, Z14, Z14
-	VMULPS.BCST   864(BX), Z14, Z14
-	VADDPS        Z14, Z13, Z13
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x14VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x14VNNI_done
+	VMOVDQU64        (AX), Z14
+	VMOVDQU64        64(AX), Z15
+	VMOVDQU64        128(AX), Z16
+	VMOVDQU64        192(AX), Z17
+	VMOVDQU64        256(AX), Z18
+	VMOVDQU64        320(AX), Z19
+	VMOVDQU64        384(AX), Z20
+	VMOVDQU64        448(AX), Z21
+	VCVTPH2PS        (CX), Z22
+	VPBROADCASTD     48(BX), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    (BX), Z14, Z23
+	VPDPBUSD.BCST    16(BX), Z18, Z24
+	VPDPBUSD.BCST    4(BX), Z15, Z23
+	VPDPBUSD.BCST    20(BX), Z19, Z24
+	VPDPBUSD.BCST    8(BX), Z16, Z23
+	VPDPBUSD.BCST    24(BX), Z20, Z24
+	VPDPBUSD.BCST    12(BX), Z17, Z23
+	VPDPBUSD.BCST    28(BX), Z21, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z22, Z23, Z23
+	VFMADD231PS.BCST 32(BX), Z23, Z0
+	VPBROADCASTD     112(BX), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    64(BX), Z14, Z23
+	VPDPBUSD.BCST    80(BX), Z18, Z24
+	VPDPBUSD.BCST    68(BX), Z15, Z23
+	VPDPBUSD.BCST    84(BX), Z19, Z24
+	VPDPBUSD.BCST    72(BX), Z16, Z23
+	VPDPBUSD.BCST    88(BX), Z20, Z24
+	VPDPBUSD.BCST    76(BX), Z17, Z23
+	VPDPBUSD.BCST    92(BX), Z21, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z22, Z23, Z23
+	VFMADD231PS.BCST 96(BX), Z23, Z1
+	VPBROADCASTD     176(BX), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    128(BX), Z14, Z23
+	VPDPBUSD.BCST    144(BX), Z18, Z24
+	VPDPBUSD.BCST    132(BX), Z15, Z23
+	VPDPBUSD.BCST    148(BX), Z19, Z24
+	VPDPBUSD.BCST    136(BX), Z16, Z23
+	VPDPBUSD.BCST    152(BX), Z20, Z24
+	VPDPBUSD.BCST    140(BX), Z17, Z23
+	VPDPBUSD.BCST    156(BX), Z21, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z22, Z23, Z23
+	VFMADD231PS.BCST 160(BX), Z23, Z2
+	VPBROADCASTD     240(BX), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    192(BX), Z14, Z23
+	VPDPBUSD.BCST    208(BX), Z18, Z24
+	VPDPBUSD.BCST    196(BX), Z15, Z23
+	VPDPBUSD.BCST    212(BX), Z19, Z24
+	VPDPBUSD.BCST    200(BX), Z16, Z23
+	VPDPBUSD.BCST    216(BX), Z20, Z24
+	VPDPBUSD.BCST    204(BX), Z17, Z23
+	VPDPBUSD.BCST    220(BX), Z21, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z22, Z23, Z23
+	VFMADD231PS.BCST 224(BX), Z23, Z3
+	VPBROADCASTD     304(BX), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    256(BX), Z14, Z23
+	VPDPBUSD.BCST    272(BX), Z18, Z24
+	VPDPBUSD.BCST    260(BX), Z15, Z23
+	VPDPBUSD.BCST    276(BX), Z19, Z24
+	VPDPBUSD.BCST    264(BX), Z16, Z23
+	VPDPBUSD.BCST    280(BX), Z20, Z24
+	VPDPBUSD.BCST    268(BX), Z17, Z23
+	VPDPBUSD.BCST    284(BX), Z21, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z22, Z23, Z23
+	VFMADD231PS.BCST 288(BX), Z23, Z4
+	VPBROADCASTD     368(BX), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    320(BX), Z14, Z23
+	VPDPBUSD.BCST    336(BX), Z18, Z24
+	VPDPBUSD.BCST    324(BX), Z15, Z23
+	VPDPBUSD.BCST    340(BX), Z19, Z24
+	VPDPBUSD.BCST    328(BX), Z16, Z23
+	VPDPBUSD.BCST    344(BX), Z20, Z24
+	VPDPBUSD.BCST    332(BX), Z17, Z23
+	VPDPBUSD.BCST    348(BX), Z21, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z22, Z23, Z23
+	VFMADD231PS.BCST 352(BX), Z23, Z5
+	VPBROADCASTD     432(BX), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    384(BX), Z14, Z23
+	VPDPBUSD.BCST    400(BX), Z18, Z24
+	VPDPBUSD.BCST    388(BX), Z15, Z23
+	VPDPBUSD.BCST    404(BX), Z19, Z24
+	VPDPBUSD.BCST    392(BX), Z16, Z23
+	VPDPBUSD.BCST    408(BX), Z20, Z24
+	VPDPBUSD.BCST    396(BX), Z17, Z23
+	VPDPBUSD.BCST    412(BX), Z21, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z22, Z23, Z23
+	VFMADD231PS.BCST 416(BX), Z23, Z6
+	VPBROADCASTD     496(BX), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    448(BX), Z14, Z23
+	VPDPBUSD.BCST    464(BX), Z18, Z24
+	VPDPBUSD.BCST    452(BX), Z15, Z23
+	VPDPBUSD.BCST    468(BX), Z19, Z24
+	VPDPBUSD.BCST    456(BX), Z16, Z23
+	VPDPBUSD.BCST    472(BX), Z20, Z24
+	VPDPBUSD.BCST    460(BX), Z17, Z23
+	VPDPBUSD.BCST    476(BX), Z21, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z22, Z23, Z23
+	VFMADD231PS.BCST 480(BX), Z23, Z7
+	VPBROADCASTD     560(BX), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    512(BX), Z14, Z23
+	VPDPBUSD.BCST    528(BX), Z18, Z24
+	VPDPBUSD.BCST    516(BX), Z15, Z23
+	VPDPBUSD.BCST    532(BX), Z19, Z24
+	VPDPBUSD.BCST    520(BX), Z16, Z23
+	VPDPBUSD.BCST    536(BX), Z20, Z24
+	VPDPBUSD.BCST    524(BX), Z17, Z23
+	VPDPBUSD.BCST    540(BX), Z21, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z22, Z23, Z23
+	VFMADD231PS.BCST 544(BX), Z23, Z8
+	VPBROADCASTD     624(BX), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    576(BX), Z14, Z23
+	VPDPBUSD.BCST    592(BX), Z18, Z24
+	VPDPBUSD.BCST    580(BX), Z15, Z23
+	VPDPBUSD.BCST    596(BX), Z19, Z24
+	VPDPBUSD.BCST    584(BX), Z16, Z23
+	VPDPBUSD.BCST    600(BX), Z20, Z24
+	VPDPBUSD.BCST    588(BX), Z17, Z23
+	VPDPBUSD.BCST    604(BX), Z21, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z22, Z23, Z23
+	VFMADD231PS.BCST 608(BX), Z23, Z9
+	VPBROADCASTD     688(BX), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    640(BX), Z14, Z23
+	VPDPBUSD.BCST    656(BX), Z18, Z24
+	VPDPBUSD.BCST    644(BX), Z15, Z23
+	VPDPBUSD.BCST    660(BX), Z19, Z24
+	VPDPBUSD.BCST    648(BX), Z16, Z23
+	VPDPBUSD.BCST    664(BX), Z20, Z24
+	VPDPBUSD.BCST    652(BX), Z17, Z23
+	VPDPBUSD.BCST    668(BX), Z21, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z22, Z23, Z23
+	VFMADD231PS.BCST 672(BX), Z23, Z10
+	VPBROADCASTD     752(BX), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    704(BX), Z14, Z23
+	VPDPBUSD.BCST    720(BX), Z18, Z24
+	VPDPBUSD.BCST    708(BX), Z15, Z23
+	VPDPBUSD.BCST    724(BX), Z19, Z24
+	VPDPBUSD.BCST    712(BX), Z16, Z23
+	VPDPBUSD.BCST    728(BX), Z20, Z24
+	VPDPBUSD.BCST    716(BX), Z17, Z23
+	VPDPBUSD.BCST    732(BX), Z21, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z22, Z23, Z23
+	VFMADD231PS.BCST 736(BX), Z23, Z11
+	VPBROADCASTD     816(BX), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    768(BX), Z14, Z23
+	VPDPBUSD.BCST    784(BX), Z18, Z24
+	VPDPBUSD.BCST    772(BX), Z15, Z23
+	VPDPBUSD.BCST    788(BX), Z19, Z24
+	VPDPBUSD.BCST    776(BX), Z16, Z23
+	VPDPBUSD.BCST    792(BX), Z20, Z24
+	VPDPBUSD.BCST    780(BX), Z17, Z23
+	VPDPBUSD.BCST    796(BX), Z21, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z23
+	VMULPS           Z22, Z23, Z23
+	VFMADD231PS.BCST 800(BX), Z23, Z12
+	VPBROADCASTD     880(BX), Z23
+	VPXORD           Z24, Z24, Z24
+	VPDPBUSD.BCST    832(BX), Z14, Z23
+	VPDPBUSD.BCST    848(BX), Z18, Z24
+	VPDPBUSD.BCST    836(BX), Z15, Z23
+	VPDPBUSD.BCST    852(BX), Z19, Z24
+	VPDPBUSD.BCST    840(BX), Z16, Z23
+	VPDPBUSD.BCST    856(BX), Z20, Z24
+	VPDPBUSD.BCST    844(BX), Z17, Z23
+	VPDPBUSD.BCST    860(BX), Z21, Z24
+	VPADDD           Z24, Z23, Z23
+	VCVTDQ2PS        Z23, Z14
+	VMULPS           Z22, Z14, Z14
+	VFMADD231PS.BCST 864(BX), Z14, Z13
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x14VNNI_loop
 
 tileQ4_0x16x14VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -18999,8 +18469,7 @@ dotQ8_0x16x15VNNI_loop:
 	VPADDD            Z26, Z25, Z25
 	VCVTDQ2PS         Z25, Z25
 	VMULPS.BCST       32(R9), Z20, Z26
-	VMULPS            Z26, Z25, Z25
-	VADDPS            Z25, Z1, Z1
+	VFMADD231PS       Z26, Z25, Z1
 	VPBROADCASTD      108(R9), Z25
 	VPXORD            Z26, Z26, Z26
 	VPDPBUSD.BCST     64(R9), Z22, Z25
@@ -19014,8 +18483,7 @@ dotQ8_0x16x15VNNI_loop:
 	VPADDD            Z26, Z25, Z25
 	VCVTDQ2PS         Z25, Z25
 	VMULPS.BCST       96(R9), Z20, Z26
-	VMULPS            Z26, Z25, Z25
-	VADDPS            Z25, Z2, Z2
+	VFMADD231PS       Z26, Z25, Z2
 	VPBROADCASTD      172(R9), Z25
 	VPXORD            Z26, Z26, Z26
 	VPDPBUSD.BCST     128(R9), Z22, Z25
@@ -19029,8 +18497,7 @@ dotQ8_0x16x15VNNI_loop:
 	VPADDD            Z26, Z25, Z25
 	VCVTDQ2PS         Z25, Z25
 	VMULPS.BCST       160(R9), Z20, Z26
-	VMULPS            Z26, Z25, Z25
-	VADDPS            Z25, Z3, Z3
+	VFMADD231PS       Z26, Z25, Z3
 	VPBROADCASTD      236(R9), Z25
 	VPXORD            Z26, Z26, Z26
 	VPDPBUSD.BCST     192(R9), Z22, Z25
@@ -19044,8 +18511,7 @@ dotQ8_0x16x15VNNI_loop:
 	VPADDD            Z26, Z25, Z25
 	VCVTDQ2PS         Z25, Z25
 	VMULPS.BCST       224(R9), Z20, Z26
-	VMULPS            Z26, Z25, Z25
-	VADDPS            Z25, Z4, Z4
+	VFMADD231PS       Z26, Z25, Z4
 	VPBROADCASTD      300(R9), Z25
 	VPXORD            Z26, Z26, Z26
 	VPDPBUSD.BCST     256(R9), Z22, Z25
@@ -19059,8 +18525,7 @@ dotQ8_0x16x15VNNI_loop:
 	VPADDD            Z26, Z25, Z25
 	VCVTDQ2PS         Z25, Z25
 	VMULPS.BCST       288(R9), Z20, Z26
-	VMULPS            Z26, Z25, Z25
-	VADDPS            Z25, Z5, Z5
+	VFMADD231PS       Z26, Z25, Z5
 	VPBROADCASTD      364(R9), Z25
 	VPXORD            Z26, Z26, Z26
 	VPDPBUSD.BCST     320(R9), Z22, Z25
@@ -19074,8 +18539,7 @@ dotQ8_0x16x15VNNI_loop:
 	VPADDD            Z26, Z25, Z25
 	VCVTDQ2PS         Z25, Z25
 	VMULPS.BCST       352(R9), Z20, Z26
-	VMULPS            Z26, Z25, Z25
-	VADDPS            Z25, Z6, Z6
+	VFMADD231PS       Z26, Z25, Z6
 	VPBROADCASTD      428(R9), Z25
 	VPXORD            Z26, Z26, Z26
 	VPDPBUSD.BCST     384(R9), Z22, Z25
@@ -19089,8 +18553,7 @@ dotQ8_0x16x15VNNI_loop:
 	VPADDD            Z26, Z25, Z25
 	VCVTDQ2PS         Z25, Z25
 	VMULPS.BCST       416(R9), Z20, Z26
-	VMULPS            Z26, Z25, Z25
-	VADDPS            Z25, Z7, Z7
+	VFMADD231PS       Z26, Z25, Z7
 	VPBROADCASTD      492(R9), Z25
 	VPXORD            Z26, Z26, Z26
 	VPDPBUSD.BCST     448(R9), Z22, Z25
@@ -19104,8 +18567,7 @@ dotQ8_0x16x15VNNI_loop:
 	VPADDD            Z26, Z25, Z25
 	VCVTDQ2PS         Z25, Z25
 	VMULPS.BCST       480(R9), Z20, Z26
-	VMULPS            Z26, Z25, Z25
-	VADDPS            Z25, Z8, Z8
+	VFMADD231PS       Z26, Z25, Z8
 	VPBROADCASTD      556(R9), Z25
 	VPXORD            Z26, Z26, Z26
 	VPDPBUSD.BCST     512(R9), Z22, Z25
@@ -19119,8 +18581,7 @@ dotQ8_0x16x15VNNI_loop:
 	VPADDD            Z26, Z25, Z25
 	VCVTDQ2PS         Z25, Z25
 	VMULPS.BCST       544(R9), Z20, Z26
-	VMULPS            Z26, Z25, Z25
-	VADDPS            Z25, Z9, Z9
+	VFMADD231PS       Z26, Z25, Z9
 	VPBROADCASTD      620(R9), Z25
 	VPXORD            Z26, Z26, Z26
 	VPDPBUSD.BCST     576(R9), Z22, Z25
@@ -19134,8 +18595,7 @@ dotQ8_0x16x15VNNI_loop:
 	VPADDD            Z26, Z25, Z25
 	VCVTDQ2PS         Z25, Z25
 	VMULPS.BCST       608(R9), Z20, Z26
-	VMULPS            Z26, Z25, Z25
-	VADDPS            Z25, Z10, Z10
+	VFMADD231PS       Z26, Z25, Z10
 	VPBROADCASTD      684(R9), Z25
 	VPXORD            Z26, Z26, Z26
 	VPDPBUSD.BCST     640(R9), Z22, Z25
@@ -19149,8 +18609,7 @@ dotQ8_0x16x15VNNI_loop:
 	VPADDD            Z26, Z25, Z25
 	VCVTDQ2PS         Z25, Z25
 	VMULPS.BCST       672(R9), Z20, Z26
-	VMULPS            Z26, Z25, Z25
-	VADDPS            Z25, Z11, Z11
+	VFMADD231PS       Z26, Z25, Z11
 	VPBROADCASTD      748(R9), Z25
 	VPXORD            Z26, Z26, Z26
 	VPDPBUSD.BCST     704(R9), Z22, Z25
@@ -19164,8 +18623,7 @@ dotQ8_0x16x15VNNI_loop:
 	VPADDD            Z26, Z25, Z25
 	VCVTDQ2PS         Z25, Z25
 	VMULPS.BCST       736(R9), Z20, Z26
-	VMULPS            Z26, Z25, Z25
-	VADDPS            Z25, Z12, Z12
+	VFMADD231PS       Z26, Z25, Z12
 	VPBROADCASTD      812(R9), Z25
 	VPXORD            Z26, Z26, Z26
 	VPDPBUSD.BCST     768(R9), Z22, Z25
@@ -19179,8 +18637,7 @@ dotQ8_0x16x15VNNI_loop:
 	VPADDD            Z26, Z25, Z25
 	VCVTDQ2PS         Z25, Z25
 	VMULPS.BCST       800(R9), Z20, Z26
-	VMULPS            Z26, Z25, Z25
-	VADDPS            Z25, Z13, Z13
+	VFMADD231PS       Z26, Z25, Z13
 	VPBROADCASTD      876(R9), Z25
 	VPXORD            Z26, Z26, Z26
 	VPDPBUSD.BCST     832(R9), Z22, Z25
@@ -19194,8 +18651,7 @@ dotQ8_0x16x15VNNI_loop:
 	VPADDD            Z26, Z25, Z25
 	VCVTDQ2PS         Z25, Z25
 	VMULPS.BCST       864(R9), Z20, Z26
-	VMULPS            Z26, Z25, Z25
-	VADDPS            Z25, Z14, Z14
+	VFMADD231PS       Z26, Z25, Z14
 	VPBROADCASTD      940(R9), Z25
 	VPXORD            Z26, Z26, Z26
 	VPDPBUSD.BCST     896(R9), Z22, Z25
@@ -19209,8 +18665,7 @@ dotQ8_0x16x15VNNI_loop:
 	VPADDD            Z26, Z25, Z25
 	VCVTDQ2PS         Z25, Z16
 	VMULPS.BCST       928(R9), Z20, Z17
-	VMULPS            Z17, Z16, Z16
-	VADDPS            Z16, Z15, Z15
+	VFMADD231PS       Z17, Z16, Z15
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -19330,365 +18785,350 @@ TEXT ·dotQ4_0x16x15VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z16, Z16, Z16
 
 dotQ4_0x16x15VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x15VNNI_done
-	VBROADCASTI32X4 2(AX), Z17
-	VBROADCASTI32X4 2(SI), K1, Z17
-	VPSRLVQ         Z1, Z17, Z17
-	VPANDD          Z0, Z17, Z17
-	VBROADCASTI32X4 2(AX)(CX*1), Z18
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z18
-	VPSRLVQ         Z1, Z18, Z18
-	VPANDD          Z0, Z18, Z18
-	VBROADCASTI32X4 2(AX)(CX*2), Z19
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z19
-	VPSRLVQ         Z1, Z19, Z19
-	VPANDD          Z0, Z19, Z19
-	VBROADCASTI32X4 2(AX)(DX*1), Z20
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z20
-	VPSRLVQ         Z1, Z20, Z20
-	VPANDD          Z0, Z20, Z20
-	VBROADCASTI32X4 2(BX), Z21
-	VBROADCASTI32X4 2(DI), K1, Z21
-	VPSRLVQ         Z1, Z21, Z21
-	VPANDD          Z0, Z21, Z21
-	VBROADCASTI32X4 2(BX)(CX*1), Z22
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z22
-	VPSRLVQ         Z1, Z22, Z22
-	VPANDD          Z0, Z22, Z22
-	VBROADCASTI32X4 2(BX)(CX*2), Z23
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z23
-	VPSRLVQ         Z1, Z23, Z23
-	VPANDD          Z0, Z23, Z23
-	VBROADCASTI32X4 2(BX)(DX*1), Z24
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z24
-	VPSRLVQ         Z1, Z24, Z24
-	VPANDD          Z0, Z24, Z24
-	VPUNPCKLDQ      Z18, Z17, Z25
-	VPUNPCKHDQ      Z18, Z17, Z17
-	VPUNPCKLDQ      Z20, Z19, Z18
-	VPUNPCKHDQ      Z20, Z19, Z19
-	VPUNPCKLDQ      Z22, Z21, Z20
-	VPUNPCKHDQ      Z22, Z21, Z21
-	VPUNPCKLDQ      Z24, Z23, Z22
-	VPUNPCKHDQ      Z24, Z23, Z23
-	VPUNPCKLQDQ     Z18, Z25, Z24
-	VPUNPCKHQDQ     Z18, Z25, Z18
-	VPUNPCKLQDQ     Z19, Z17, Z25
-	VPUNPCKHQDQ     Z19, Z17, Z17
-	VPUNPCKLQDQ     Z22, Z20, Z19
-	VPUNPCKHQDQ     Z22, Z20, Z20
-	VPUNPCKLQDQ     Z23, Z21, Z22
-	VPUNPCKHQDQ     Z23, Z21, Z21
-	VSHUFI64X2      $0x88, Z19, Z24, Z23
-	VSHUFI64X2      $0xdd, Z19, Z24, Z19
-	VSHUFI64X2      $0x88, Z20, Z18, Z24
-	VSHUFI64X2      $0xdd, Z20, Z18, Z18
-	VSHUFI64X2      $0x88, Z22, Z25, Z20
-	VSHUFI64X2      $0xdd, Z22, Z25, Z22
-	VSHUFI64X2      $0x88, Z21, Z17, Z25
-	VSHUFI64X2      $0xdd, Z21, Z17, Z17
-	VPXORD          Y21, Y21, Y21
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X21
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X21, X21
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X26
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X26, X26
-	VINSERTI32X4    $0x01, X26, Y21, Y21
-	VCVTPH2PS       Y21, Z21
-	VPBROADCASTD    48(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   (R9), Z23, Z26
-	VPDPBUSD.BCST   16(R9), Z19, Z27
-	VPDPBUSD.BCST   4(R9), Z24, Z26
-	VPDPBUSD.BCST   20(R9), Z18, Z27
-	VPDPBUSD.BCST   8(R9), Z20, Z26
-	VPDPBUSD.BCST   24(R9), Z22, Z27
-	VPDPBUSD.BCST   12(R9), Z25, Z26
-	VPDPBUSD.BCST   28(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     32(R9), Z26, Z26
-	VADDPS          Z26, Z2, Z2
-	VPBROADCASTD    112(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   64(R9), Z23, Z26
-	VPDPBUSD.BCST   80(R9), Z19, Z27
-	VPDPBUSD.BCST   68(R9), Z24, Z26
-	VPDPBUSD.BCST   84(R9), Z18, Z27
-	VPDPBUSD.BCST   72(R9), Z20, Z26
-	VPDPBUSD.BCST   88(R9), Z22, Z27
-	VPDPBUSD.BCST   76(R9), Z25, Z26
-	VPDPBUSD.BCST   92(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     96(R9), Z26, Z26
-	VADDPS          Z26, Z3, Z3
-	VPBROADCASTD    176(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   128(R9), Z23, Z26
-	VPDPBUSD.BCST   144(R9), Z19, Z27
-	VPDPBUSD.BCST   132(R9), Z24, Z26
-	VPDPBUSD.BCST   148(R9), Z18, Z27
-	VPDPBUSD.BCST   136(R9), Z20, Z26
-	VPDPBUSD.BCST   152(R9), Z22, Z27
-	VPDPBUSD.BCST   140(R9), Z25, Z26
-	VPDPBUSD.BCST   156(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     160(R9), Z26, Z26
-	VADDPS          Z26, Z4, Z4
-	VPBROADCASTD    240(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   192(R9), Z23, Z26
-	VPDPBUSD.BCST   208(R9), Z19, Z27
-	VPDPBUSD.BCST   196(R9), Z24, Z26
-	VPDPBUSD.BCST   212(R9), Z18, Z27
-	VPDPBUSD.BCST   200(R9), Z20, Z26
-	VPDPBUSD.BCST   216(R9), Z22, Z27
-	VPDPBUSD.BCST   204(R9), Z25, Z26
-	VPDPBUSD.BCST   220(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     224(R9), Z26, Z26
-	VADDPS          Z26, Z5, Z5
-	VPBROADCASTD    304(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   256(R9), Z23, Z26
-	VPDPBUSD.BCST   272(R9), Z19, Z27
-	VPDPBUSD.BCST   260(R9), Z24, Z26
-	VPDPBUSD.BCST   276(R9), Z18, Z27
-	VPDPBUSD.BCST   264(R9), Z20, Z26
-	VPDPBUSD.BCST   280(R9), Z22, Z27
-	VPDPBUSD.BCST   268(R9), Z25, Z26
-	VPDPBUSD.BCST   284(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     288(R9), Z26, Z26
-	VADDPS          Z26, Z6, Z6
-	VPBROADCASTD    368(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   320(R9), Z23, Z26
-	VPDPBUSD.BCST   336(R9), Z19, Z27
-	VPDPBUSD.BCST   324(R9), Z24, Z26
-	VPDPBUSD.BCST   340(R9), Z18, Z27
-	VPDPBUSD.BCST   328(R9), Z20, Z26
-	VPDPBUSD.BCST   344(R9), Z22, Z27
-	VPDPBUSD.BCST   332(R9), Z25, Z26
-	VPDPBUSD.BCST   348(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     352(R9), Z26, Z26
-	VADDPS          Z26, Z7, Z7
-	VPBROADCASTD    432(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   384(R9), Z23, Z26
-	VPDPBUSD.BCST   400(R9), Z19, Z27
-	VPDPBUSD.BCST   388(R9), Z24, Z26
-	VPDPBUSD.BCST   404(R9), Z18, Z27
-	VPDPBUSD.BCST   392(R9), Z20, Z26
-	VPDPBUSD.BCST   408(R9), Z22, Z27
-	VPDPBUSD.BCST   396(R9), Z25, Z26
-	VPDPBUSD.BCST   412(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     416(R9), Z26, Z26
-	VADDPS          Z26, Z8, Z8
-	VPBROADCASTD    496(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   448(R9), Z23, Z26
-	VPDPBUSD.BCST   464(R9), Z19, Z27
-	VPDPBUSD.BCST   452(R9), Z24, Z26
-	VPDPBUSD.BCST   468(R9), Z18, Z27
-	VPDPBUSD.BCST   456(R9), Z20, Z26
-	VPDPBUSD.BCST   472(R9), Z22, Z27
-	VPDPBUSD.BCST   460(R9), Z25, Z26
-	VPDPBUSD.BCST   476(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     480(R9), Z26, Z26
-	VADDPS          Z26, Z9, Z9
-	VPBROADCASTD    560(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   512(R9), Z23, Z26
-	VPDPBUSD.BCST   528(R9), Z19, Z27
-	VPDPBUSD.BCST   516(R9), Z24, Z26
-	VPDPBUSD.BCST   532(R9), Z18, Z27
-	VPDPBUSD.BCST   520(R9), Z20, Z26
-	VPDPBUSD.BCST   536(R9), Z22, Z27
-	VPDPBUSD.BCST   524(R9), Z25, Z26
-	VPDPBUSD.BCST   540(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     544(R9), Z26, Z26
-	VADDPS          Z26, Z10, Z10
-	VPBROADCASTD    624(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   576(R9), Z23, Z26
-	VPDPBUSD.BCST   592(R9), Z19, Z27
-	VPDPBUSD.BCST   580(R9), Z24, Z26
-	VPDPBUSD.BCST   596(R9), Z18, Z27
-	VPDPBUSD.BCST   584(R9), Z20, Z26
-	VPDPBUSD.BCST   600(R9), Z22, Z27
-	VPDPBUSD.BCST   588(R9), Z25, Z26
-	VPDPBUSD.BCST   604(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     608(R9), Z26, Z26
-	VADDPS          Z26, Z11, Z11
-	VPBROADCASTD    688(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   640(R9), Z23, Z26
-	VPDPBUSD.BCST   656(R9), Z19, Z27
-	VPDPBUSD.BCST   644(R9), Z24, Z26
-	VPDPBUSD.BCST   660(R9), Z18, Z27
-	VPDPBUSD.BCST   648(R9), Z20, Z26
-	VPDPBUSD.BCST   664(R9), Z22, Z27
-	VPDPBUSD.BCST   652(R9), Z25, Z26
-	VPDPBUSD.BCST   668(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     672(R9), Z26, Z26
-	VADDPS          Z26, Z12, Z12
-	VPBROADCASTD    752(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   704(R9), Z23, Z26
-	VPDPBUSD.BCST   720(R9), Z19, Z27
-	VPDPBUSD.BCST   708(R9), Z24, Z26
-	VPDPBUSD.BCST   724(R9), Z18, Z27
-	VPDPBUSD.BCST   712(R9), Z20, Z26
-	VPDPBUSD.BCST   728(R9), Z22, Z27
-	VPDPBUSD.BCST   716(R9), Z25, Z26
-	VPDPBUSD.BCST   732(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     736(R9), Z26, Z26
-	VADDPS          Z26, Z13, Z13
-	VPBROADCASTD    816(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   768(R9), Z23, Z26
-	VPDPBUSD.BCST   784(R9), Z19, Z27
-	VPDPBUSD.BCST   772(R9), Z24, Z26
-	VPDPBUSD.BCST   788(R9), Z18, Z27
-	VPDPBUSD.BCST   776(R9), Z20, Z26
-	VPDPBUSD.BCST   792(R9), Z22, Z27
-	VPDPBUSD.BCST   780(R9), Z25, Z26
-	VPDPBUSD.BCST   796(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     800(R9), Z26, Z26
-	VADDPS          Z26, Z14, Z14
-	VPBROADCASTD    880(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   832(R9), Z23, Z26
-	VPDPBUSD.BCST   848(R9), Z19, Z27
-	VPDPBUSD.BCST   836(R9), Z24, Z26
-	VPDPBUSD.BCST   852(R9), Z18, Z27
-	VPDPBUSD.BCST   840(R9), Z20, Z26
-	VPDPBUSD.BCST   856(R9), Z22, Z27
-	VPDPBUSD.BCST   844(R9), Z25, Z26
-	VPDPBUSD.BCST   860(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     864(R9), Z26, Z26
-	VADDPS          Z26, Z15, Z15
-	VPBROADCASTD    944(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   896(R9), Z23, Z26
-	VPDPBUSD.BCST   912(R9), Z19, Z27
-	VPDPBUSD.BCST   900(R9), Z24, Z26
-	VPDPBUSD.BCST   916(R9), Z18, Z27
-	VPDPBUSD.BCST   904(R9), Z20, Z26
-	VPDPBUSD.BCST   920(R9), Z22, Z27
-	VPDPBUSD.BCST   908(R9), Z25, Z26
-	VPDPBUSD.BCST   924(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z17
-	VMULPS          Z21, Z17, Z17
-	VMULPS.BCST     928(R9), Z17, Z17
-	VADDPS          Z17, Z16, Z16
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x15VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x15VNNI_done
+	VBROADCASTI32X4  2(AX), Z17
+	VBROADCASTI32X4  2(SI), K1, Z17
+	VPSRLVQ          Z1, Z17, Z17
+	VPANDD           Z0, Z17, Z17
+	VBROADCASTI32X4  2(AX)(CX*1), Z18
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z18
+	VPSRLVQ          Z1, Z18, Z18
+	VPANDD           Z0, Z18, Z18
+	VBROADCASTI32X4  2(AX)(CX*2), Z19
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z19
+	VPSRLVQ          Z1, Z19, Z19
+	VPANDD           Z0, Z19, Z19
+	VBROADCASTI32X4  2(AX)(DX*1), Z20
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z20
+	VPSRLVQ          Z1, Z20, Z20
+	VPANDD           Z0, Z20, Z20
+	VBROADCASTI32X4  2(BX), Z21
+	VBROADCASTI32X4  2(DI), K1, Z21
+	VPSRLVQ          Z1, Z21, Z21
+	VPANDD           Z0, Z21, Z21
+	VBROADCASTI32X4  2(BX)(CX*1), Z22
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z22
+	VPSRLVQ          Z1, Z22, Z22
+	VPANDD           Z0, Z22, Z22
+	VBROADCASTI32X4  2(BX)(CX*2), Z23
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z23
+	VPSRLVQ          Z1, Z23, Z23
+	VPANDD           Z0, Z23, Z23
+	VBROADCASTI32X4  2(BX)(DX*1), Z24
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z24
+	VPSRLVQ          Z1, Z24, Z24
+	VPANDD           Z0, Z24, Z24
+	VPUNPCKLDQ       Z18, Z17, Z25
+	VPUNPCKHDQ       Z18, Z17, Z17
+	VPUNPCKLDQ       Z20, Z19, Z18
+	VPUNPCKHDQ       Z20, Z19, Z19
+	VPUNPCKLDQ       Z22, Z21, Z20
+	VPUNPCKHDQ       Z22, Z21, Z21
+	VPUNPCKLDQ       Z24, Z23, Z22
+	VPUNPCKHDQ       Z24, Z23, Z23
+	VPUNPCKLQDQ      Z18, Z25, Z24
+	VPUNPCKHQDQ      Z18, Z25, Z18
+	VPUNPCKLQDQ      Z19, Z17, Z25
+	VPUNPCKHQDQ      Z19, Z17, Z17
+	VPUNPCKLQDQ      Z22, Z20, Z19
+	VPUNPCKHQDQ      Z22, Z20, Z20
+	VPUNPCKLQDQ      Z23, Z21, Z22
+	VPUNPCKHQDQ      Z23, Z21, Z21
+	VSHUFI64X2       $0x88, Z19, Z24, Z23
+	VSHUFI64X2       $0xdd, Z19, Z24, Z19
+	VSHUFI64X2       $0x88, Z20, Z18, Z24
+	VSHUFI64X2       $0xdd, Z20, Z18, Z18
+	VSHUFI64X2       $0x88, Z22, Z25, Z20
+	VSHUFI64X2       $0xdd, Z22, Z25, Z22
+	VSHUFI64X2       $0x88, Z21, Z17, Z25
+	VSHUFI64X2       $0xdd, Z21, Z17, Z17
+	VPXORD           Y21, Y21, Y21
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X21
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X21, X21
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X26
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X26, X26
+	VINSERTI32X4     $0x01, X26, Y21, Y21
+	VCVTPH2PS        Y21, Z21
+	VPBROADCASTD     48(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    (R9), Z23, Z26
+	VPDPBUSD.BCST    16(R9), Z19, Z27
+	VPDPBUSD.BCST    4(R9), Z24, Z26
+	VPDPBUSD.BCST    20(R9), Z18, Z27
+	VPDPBUSD.BCST    8(R9), Z20, Z26
+	VPDPBUSD.BCST    24(R9), Z22, Z27
+	VPDPBUSD.BCST    12(R9), Z25, Z26
+	VPDPBUSD.BCST    28(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 32(R9), Z26, Z2
+	VPBROADCASTD     112(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    64(R9), Z23, Z26
+	VPDPBUSD.BCST    80(R9), Z19, Z27
+	VPDPBUSD.BCST    68(R9), Z24, Z26
+	VPDPBUSD.BCST    84(R9), Z18, Z27
+	VPDPBUSD.BCST    72(R9), Z20, Z26
+	VPDPBUSD.BCST    88(R9), Z22, Z27
+	VPDPBUSD.BCST    76(R9), Z25, Z26
+	VPDPBUSD.BCST    92(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 96(R9), Z26, Z3
+	VPBROADCASTD     176(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    128(R9), Z23, Z26
+	VPDPBUSD.BCST    144(R9), Z19, Z27
+	VPDPBUSD.BCST    132(R9), Z24, Z26
+	VPDPBUSD.BCST    148(R9), Z18, Z27
+	VPDPBUSD.BCST    136(R9), Z20, Z26
+	VPDPBUSD.BCST    152(R9), Z22, Z27
+	VPDPBUSD.BCST    140(R9), Z25, Z26
+	VPDPBUSD.BCST    156(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 160(R9), Z26, Z4
+	VPBROADCASTD     240(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    192(R9), Z23, Z26
+	VPDPBUSD.BCST    208(R9), Z19, Z27
+	VPDPBUSD.BCST    196(R9), Z24, Z26
+	VPDPBUSD.BCST    212(R9), Z18, Z27
+	VPDPBUSD.BCST    200(R9), Z20, Z26
+	VPDPBUSD.BCST    216(R9), Z22, Z27
+	VPDPBUSD.BCST    204(R9), Z25, Z26
+	VPDPBUSD.BCST    220(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 224(R9), Z26, Z5
+	VPBROADCASTD     304(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    256(R9), Z23, Z26
+	VPDPBUSD.BCST    272(R9), Z19, Z27
+	VPDPBUSD.BCST    260(R9), Z24, Z26
+	VPDPBUSD.BCST    276(R9), Z18, Z27
+	VPDPBUSD.BCST    264(R9), Z20, Z26
+	VPDPBUSD.BCST    280(R9), Z22, Z27
+	VPDPBUSD.BCST    268(R9), Z25, Z26
+	VPDPBUSD.BCST    284(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 288(R9), Z26, Z6
+	VPBROADCASTD     368(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    320(R9), Z23, Z26
+	VPDPBUSD.BCST    336(R9), Z19, Z27
+	VPDPBUSD.BCST    324(R9), Z24, Z26
+	VPDPBUSD.BCST    340(R9), Z18, Z27
+	VPDPBUSD.BCST    328(R9), Z20, Z26
+	VPDPBUSD.BCST    344(R9), Z22, Z27
+	VPDPBUSD.BCST    332(R9), Z25, Z26
+	VPDPBUSD.BCST    348(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 352(R9), Z26, Z7
+	VPBROADCASTD     432(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    384(R9), Z23, Z26
+	VPDPBUSD.BCST    400(R9), Z19, Z27
+	VPDPBUSD.BCST    388(R9), Z24, Z26
+	VPDPBUSD.BCST    404(R9), Z18, Z27
+	VPDPBUSD.BCST    392(R9), Z20, Z26
+	VPDPBUSD.BCST    408(R9), Z22, Z27
+	VPDPBUSD.BCST    396(R9), Z25, Z26
+	VPDPBUSD.BCST    412(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 416(R9), Z26, Z8
+	VPBROADCASTD     496(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    448(R9), Z23, Z26
+	VPDPBUSD.BCST    464(R9), Z19, Z27
+	VPDPBUSD.BCST    452(R9), Z24, Z26
+	VPDPBUSD.BCST    468(R9), Z18, Z27
+	VPDPBUSD.BCST    456(R9), Z20, Z26
+	VPDPBUSD.BCST    472(R9), Z22, Z27
+	VPDPBUSD.BCST    460(R9), Z25, Z26
+	VPDPBUSD.BCST    476(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 480(R9), Z26, Z9
+	VPBROADCASTD     560(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    512(R9), Z23, Z26
+	VPDPBUSD.BCST    528(R9), Z19, Z27
+	VPDPBUSD.BCST    516(R9), Z24, Z26
+	VPDPBUSD.BCST    532(R9), Z18, Z27
+	VPDPBUSD.BCST    520(R9), Z20, Z26
+	VPDPBUSD.BCST    536(R9), Z22, Z27
+	VPDPBUSD.BCST    524(R9), Z25, Z26
+	VPDPBUSD.BCST    540(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 544(R9), Z26, Z10
+	VPBROADCASTD     624(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    576(R9), Z23, Z26
+	VPDPBUSD.BCST    592(R9), Z19, Z27
+	VPDPBUSD.BCST    580(R9), Z24, Z26
+	VPDPBUSD.BCST    596(R9), Z18, Z27
+	VPDPBUSD.BCST    584(R9), Z20, Z26
+	VPDPBUSD.BCST    600(R9), Z22, Z27
+	VPDPBUSD.BCST    588(R9), Z25, Z26
+	VPDPBUSD.BCST    604(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 608(R9), Z26, Z11
+	VPBROADCASTD     688(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    640(R9), Z23, Z26
+	VPDPBUSD.BCST    656(R9), Z19, Z27
+	VPDPBUSD.BCST    644(R9), Z24, Z26
+	VPDPBUSD.BCST    660(R9), Z18, Z27
+	VPDPBUSD.BCST    648(R9), Z20, Z26
+	VPDPBUSD.BCST    664(R9), Z22, Z27
+	VPDPBUSD.BCST    652(R9), Z25, Z26
+	VPDPBUSD.BCST    668(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 672(R9), Z26, Z12
+	VPBROADCASTD     752(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    704(R9), Z23, Z26
+	VPDPBUSD.BCST    720(R9), Z19, Z27
+	VPDPBUSD.BCST    708(R9), Z24, Z26
+	VPDPBUSD.BCST    724(R9), Z18, Z27
+	VPDPBUSD.BCST    712(R9), Z20, Z26
+	VPDPBUSD.BCST    728(R9), Z22, Z27
+	VPDPBUSD.BCST    716(R9), Z25, Z26
+	VPDPBUSD.BCST    732(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 736(R9), Z26, Z13
+	VPBROADCASTD     816(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    768(R9), Z23, Z26
+	VPDPBUSD.BCST    784(R9), Z19, Z27
+	VPDPBUSD.BCST    772(R9), Z24, Z26
+	VPDPBUSD.BCST    788(R9), Z18, Z27
+	VPDPBUSD.BCST    776(R9), Z20, Z26
+	VPDPBUSD.BCST    792(R9), Z22, Z27
+	VPDPBUSD.BCST    780(R9), Z25, Z26
+	VPDPBUSD.BCST    796(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 800(R9), Z26, Z14
+	VPBROADCASTD     880(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    832(R9), Z23, Z26
+	VPDPBUSD.BCST    848(R9), Z19, Z27
+	VPDPBUSD.BCST    836(R9), Z24, Z26
+	VPDPBUSD.BCST    852(R9), Z18, Z27
+	VPDPBUSD.BCST    840(R9), Z20, Z26
+	VPDPBUSD.BCST    856(R9), Z22, Z27
+	VPDPBUSD.BCST    844(R9), Z25, Z26
+	VPDPBUSD.BCST    860(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 864(R9), Z26, Z15
+	VPBROADCASTD     944(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    896(R9), Z23, Z26
+	VPDPBUSD.BCST    912(R9), Z19, Z27
+	VPDPBUSD.BCST    900(R9), Z24, Z26
+	VPDPBUSD.BCST    916(R9), Z18, Z27
+	VPDPBUSD.BCST    904(R9), Z20, Z26
+	VPDPBUSD.BCST    920(R9), Z22, Z27
+	VPDPBUSD.BCST    908(R9), Z25, Z26
+	VPDPBUSD.BCST    924(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z17
+	VMULPS           Z21, Z17, Z17
+	VFMADD231PS.BCST 928(R9), Z17, Z16
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x15VNNI_loop
 
 dotQ4_0x16x15VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -19773,357 +19213,342 @@ TEXT ·dotQ4_0x16x15GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z15, Z15, Z15
 
 dotQ4_0x16x15GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x15GFNI_done
-	VBROADCASTI32X4 2(AX), Z16
-	VBROADCASTI32X4 2(SI), K1, Z16
-	VGF2P8AFFINEQB  $0x00, Z0, Z16, Z16
-	VBROADCASTI32X4 2(AX)(CX*1), Z17
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z17
-	VGF2P8AFFINEQB  $0x00, Z0, Z17, Z17
-	VBROADCASTI32X4 2(AX)(CX*2), Z18
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z18
-	VGF2P8AFFINEQB  $0x00, Z0, Z18, Z18
-	VBROADCASTI32X4 2(AX)(DX*1), Z19
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z19
-	VGF2P8AFFINEQB  $0x00, Z0, Z19, Z19
-	VBROADCASTI32X4 2(BX), Z20
-	VBROADCASTI32X4 2(DI), K1, Z20
-	VGF2P8AFFINEQB  $0x00, Z0, Z20, Z20
-	VBROADCASTI32X4 2(BX)(CX*1), Z21
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z21
-	VGF2P8AFFINEQB  $0x00, Z0, Z21, Z21
-	VBROADCASTI32X4 2(BX)(CX*2), Z22
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z22
-	VGF2P8AFFINEQB  $0x00, Z0, Z22, Z22
-	VBROADCASTI32X4 2(BX)(DX*1), Z23
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z23
-	VGF2P8AFFINEQB  $0x00, Z0, Z23, Z23
-	VPUNPCKLDQ      Z17, Z16, Z24
-	VPUNPCKHDQ      Z17, Z16, Z16
-	VPUNPCKLDQ      Z19, Z18, Z17
-	VPUNPCKHDQ      Z19, Z18, Z18
-	VPUNPCKLDQ      Z21, Z20, Z19
-	VPUNPCKHDQ      Z21, Z20, Z20
-	VPUNPCKLDQ      Z23, Z22, Z21
-	VPUNPCKHDQ      Z23, Z22, Z22
-	VPUNPCKLQDQ     Z17, Z24, Z23
-	VPUNPCKHQDQ     Z17, Z24, Z17
-	VPUNPCKLQDQ     Z18, Z16, Z24
-	VPUNPCKHQDQ     Z18, Z16, Z16
-	VPUNPCKLQDQ     Z21, Z19, Z18
-	VPUNPCKHQDQ     Z21, Z19, Z19
-	VPUNPCKLQDQ     Z22, Z20, Z21
-	VPUNPCKHQDQ     Z22, Z20, Z20
-	VSHUFI64X2      $0x88, Z18, Z23, Z22
-	VSHUFI64X2      $0xdd, Z18, Z23, Z18
-	VSHUFI64X2      $0x88, Z19, Z17, Z23
-	VSHUFI64X2      $0xdd, Z19, Z17, Z17
-	VSHUFI64X2      $0x88, Z21, Z24, Z19
-	VSHUFI64X2      $0xdd, Z21, Z24, Z21
-	VSHUFI64X2      $0x88, Z20, Z16, Z24
-	VSHUFI64X2      $0xdd, Z20, Z16, Z16
-	VPXORD          Y20, Y20, Y20
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X20
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X20, X20
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X25
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X25, X25
-	VINSERTI32X4    $0x01, X25, Y20, Y20
-	VCVTPH2PS       Y20, Z20
-	VPBROADCASTD    48(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   (R9), Z22, Z25
-	VPDPBUSD.BCST   16(R9), Z18, Z26
-	VPDPBUSD.BCST   4(R9), Z23, Z25
-	VPDPBUSD.BCST   20(R9), Z17, Z26
-	VPDPBUSD.BCST   8(R9), Z19, Z25
-	VPDPBUSD.BCST   24(R9), Z21, Z26
-	VPDPBUSD.BCST   12(R9), Z24, Z25
-	VPDPBUSD.BCST   28(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     32(R9), Z25, Z25
-	VADDPS          Z25, Z1, Z1
-	VPBROADCASTD    112(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   64(R9), Z22, Z25
-	VPDPBUSD.BCST   80(R9), Z18, Z26
-	VPDPBUSD.BCST   68(R9), Z23, Z25
-	VPDPBUSD.BCST   84(R9), Z17, Z26
-	VPDPBUSD.BCST   72(R9), Z19, Z25
-	VPDPBUSD.BCST   88(R9), Z21, Z26
-	VPDPBUSD.BCST   76(R9), Z24, Z25
-	VPDPBUSD.BCST   92(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     96(R9), Z25, Z25
-	VADDPS          Z25, Z2, Z2
-	VPBROADCASTD    176(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   128(R9), Z22, Z25
-	VPDPBUSD.BCST   144(R9), Z18, Z26
-	VPDPBUSD.BCST   132(R9), Z23, Z25
-	VPDPBUSD.BCST   148(R9), Z17, Z26
-	VPDPBUSD.BCST   136(R9), Z19, Z25
-	VPDPBUSD.BCST   152(R9), Z21, Z26
-	VPDPBUSD.BCST   140(R9), Z24, Z25
-	VPDPBUSD.BCST   156(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     160(R9), Z25, Z25
-	VADDPS          Z25, Z3, Z3
-	VPBROADCASTD    240(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   192(R9), Z22, Z25
-	VPDPBUSD.BCST   208(R9), Z18, Z26
-	VPDPBUSD.BCST   196(R9), Z23, Z25
-	VPDPBUSD.BCST   212(R9), Z17, Z26
-	VPDPBUSD.BCST   200(R9), Z19, Z25
-	VPDPBUSD.BCST   216(R9), Z21, Z26
-	VPDPBUSD.BCST   204(R9), Z24, Z25
-	VPDPBUSD.BCST   220(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     224(R9), Z25, Z25
-	VADDPS          Z25, Z4, Z4
-	VPBROADCASTD    304(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   256(R9), Z22, Z25
-	VPDPBUSD.BCST   272(R9), Z18, Z26
-	VPDPBUSD.BCST   260(R9), Z23, Z25
-	VPDPBUSD.BCST   276(R9), Z17, Z26
-	VPDPBUSD.BCST   264(R9), Z19, Z25
-	VPDPBUSD.BCST   280(R9), Z21, Z26
-	VPDPBUSD.BCST   268(R9), Z24, Z25
-	VPDPBUSD.BCST   284(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     288(R9), Z25, Z25
-	VADDPS          Z25, Z5, Z5
-	VPBROADCASTD    368(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   320(R9), Z22, Z25
-	VPDPBUSD.BCST   336(R9), Z18, Z26
-	VPDPBUSD.BCST   324(R9), Z23, Z25
-	VPDPBUSD.BCST   340(R9), Z17, Z26
-	VPDPBUSD.BCST   328(R9), Z19, Z25
-	VPDPBUSD.BCST   344(R9), Z21, Z26
-	VPDPBUSD.BCST   332(R9), Z24, Z25
-	VPDPBUSD.BCST   348(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     352(R9), Z25, Z25
-	VADDPS          Z25, Z6, Z6
-	VPBROADCASTD    432(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   384(R9), Z22, Z25
-	VPDPBUSD.BCST   400(R9), Z18, Z26
-	VPDPBUSD.BCST   388(R9), Z23, Z25
-	VPDPBUSD.BCST   404(R9), Z17, Z26
-	VPDPBUSD.BCST   392(R9), Z19, Z25
-	VPDPBUSD.BCST   408(R9), Z21, Z26
-	VPDPBUSD.BCST   396(R9), Z24, Z25
-	VPDPBUSD.BCST   412(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     416(R9), Z25, Z25
-	VADDPS          Z25, Z7, Z7
-	VPBROADCASTD    496(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   448(R9), Z22, Z25
-	VPDPBUSD.BCST   464(R9), Z18, Z26
-	VPDPBUSD.BCST   452(R9), Z23, Z25
-	VPDPBUSD.BCST   468(R9), Z17, Z26
-	VPDPBUSD.BCST   456(R9), Z19, Z25
-	VPDPBUSD.BCST   472(R9), Z21, Z26
-	VPDPBUSD.BCST   460(R9), Z24, Z25
-	VPDPBUSD.BCST   476(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     480(R9), Z25, Z25
-	VADDPS          Z25, Z8, Z8
-	VPBROADCASTD    560(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   512(R9), Z22, Z25
-	VPDPBUSD.BCST   528(R9), Z18, Z26
-	VPDPBUSD.BCST   516(R9), Z23, Z25
-	VPDPBUSD.BCST   532(R9), Z17, Z26
-	VPDPBUSD.BCST   520(R9), Z19, Z25
-	VPDPBUSD.BCST   536(R9), Z21, Z26
-	VPDPBUSD.BCST   524(R9), Z24, Z25
-	VPDPBUSD.BCST   540(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     544(R9), Z25, Z25
-	VADDPS          Z25, Z9, Z9
-	VPBROADCASTD    624(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   576(R9), Z22, Z25
-	VPDPBUSD.BCST   592(R9), Z18, Z26
-	VPDPBUSD.BCST   580(R9), Z23, Z25
-	VPDPBUSD.BCST   596(R9), Z17, Z26
-	VPDPBUSD.BCST   584(R9), Z19, Z25
-	VPDPBUSD.BCST   600(R9), Z21, Z26
-	VPDPBUSD.BCST   588(R9), Z24, Z25
-	VPDPBUSD.BCST   604(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     608(R9), Z25, Z25
-	VADDPS          Z25, Z10, Z10
-	VPBROADCASTD    688(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   640(R9), Z22, Z25
-	VPDPBUSD.BCST   656(R9), Z18, Z26
-	VPDPBUSD.BCST   644(R9), Z23, Z25
-	VPDPBUSD.BCST   660(R9), Z17, Z26
-	VPDPBUSD.BCST   648(R9), Z19, Z25
-	VPDPBUSD.BCST   664(R9), Z21, Z26
-	VPDPBUSD.BCST   652(R9), Z24, Z25
-	VPDPBUSD.BCST   668(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     672(R9), Z25, Z25
-	VADDPS          Z25, Z11, Z11
-	VPBROADCASTD    752(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   704(R9), Z22, Z25
-	VPDPBUSD.BCST   720(R9), Z18, Z26
-	VPDPBUSD.BCST   708(R9), Z23, Z25
-	VPDPBUSD.BCST   724(R9), Z17, Z26
-	VPDPBUSD.BCST   712(R9), Z19, Z25
-	VPDPBUSD.BCST   728(R9), Z21, Z26
-	VPDPBUSD.BCST   716(R9), Z24, Z25
-	VPDPBUSD.BCST   732(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     736(R9), Z25, Z25
-	VADDPS          Z25, Z12, Z12
-	VPBROADCASTD    816(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   768(R9), Z22, Z25
-	VPDPBUSD.BCST   784(R9), Z18, Z26
-	VPDPBUSD.BCST   772(R9), Z23, Z25
-	VPDPBUSD.BCST   788(R9), Z17, Z26
-	VPDPBUSD.BCST   776(R9), Z19, Z25
-	VPDPBUSD.BCST   792(R9), Z21, Z26
-	VPDPBUSD.BCST   780(R9), Z24, Z25
-	VPDPBUSD.BCST   796(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     800(R9), Z25, Z25
-	VADDPS          Z25, Z13, Z13
-	VPBROADCASTD    880(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   832(R9), Z22, Z25
-	VPDPBUSD.BCST   848(R9), Z18, Z26
-	VPDPBUSD.BCST   836(R9), Z23, Z25
-	VPDPBUSD.BCST   852(R9), Z17, Z26
-	VPDPBUSD.BCST   840(R9), Z19, Z25
-	VPDPBUSD.BCST   856(R9), Z21, Z26
-	VPDPBUSD.BCST   844(R9), Z24, Z25
-	VPDPBUSD.BCST   860(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z25
-	VMULPS          Z20, Z25, Z25
-	VMULPS.BCST     864(R9), Z25, Z25
-	VADDPS          Z25, Z14, Z14
-	VPBROADCASTD    944(R9), Z25
-	VPXORD          Z26, Z26, Z26
-	VPDPBUSD.BCST   896(R9), Z22, Z25
-	VPDPBUSD.BCST   912(R9), Z18, Z26
-	VPDPBUSD.BCST   900(R9), Z23, Z25
-	VPDPBUSD.BCST   916(R9), Z17, Z26
-	VPDPBUSD.BCST   904(R9), Z19, Z25
-	VPDPBUSD.BCST   920(R9), Z21, Z26
-	VPDPBUSD.BCST   908(R9), Z24, Z25
-	VPDPBUSD.BCST   924(R9), Z16, Z26
-	VPADDD          Z26, Z25, Z25
-	VCVTDQ2PS       Z25, Z16
-	VMULPS          Z20, Z16, Z16
-	VMULPS.BCST     928(R9), Z16, Z16
-	VADDPS          Z16, Z15, Z15
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x15GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x15GFNI_done
+	VBROADCASTI32X4  2(AX), Z16
+	VBROADCASTI32X4  2(SI), K1, Z16
+	VGF2P8AFFINEQB   $0x00, Z0, Z16, Z16
+	VBROADCASTI32X4  2(AX)(CX*1), Z17
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z17
+	VGF2P8AFFINEQB   $0x00, Z0, Z17, Z17
+	VBROADCASTI32X4  2(AX)(CX*2), Z18
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z18
+	VGF2P8AFFINEQB   $0x00, Z0, Z18, Z18
+	VBROADCASTI32X4  2(AX)(DX*1), Z19
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z19
+	VGF2P8AFFINEQB   $0x00, Z0, Z19, Z19
+	VBROADCASTI32X4  2(BX), Z20
+	VBROADCASTI32X4  2(DI), K1, Z20
+	VGF2P8AFFINEQB   $0x00, Z0, Z20, Z20
+	VBROADCASTI32X4  2(BX)(CX*1), Z21
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z21
+	VGF2P8AFFINEQB   $0x00, Z0, Z21, Z21
+	VBROADCASTI32X4  2(BX)(CX*2), Z22
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z22
+	VGF2P8AFFINEQB   $0x00, Z0, Z22, Z22
+	VBROADCASTI32X4  2(BX)(DX*1), Z23
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z23
+	VGF2P8AFFINEQB   $0x00, Z0, Z23, Z23
+	VPUNPCKLDQ       Z17, Z16, Z24
+	VPUNPCKHDQ       Z17, Z16, Z16
+	VPUNPCKLDQ       Z19, Z18, Z17
+	VPUNPCKHDQ       Z19, Z18, Z18
+	VPUNPCKLDQ       Z21, Z20, Z19
+	VPUNPCKHDQ       Z21, Z20, Z20
+	VPUNPCKLDQ       Z23, Z22, Z21
+	VPUNPCKHDQ       Z23, Z22, Z22
+	VPUNPCKLQDQ      Z17, Z24, Z23
+	VPUNPCKHQDQ      Z17, Z24, Z17
+	VPUNPCKLQDQ      Z18, Z16, Z24
+	VPUNPCKHQDQ      Z18, Z16, Z16
+	VPUNPCKLQDQ      Z21, Z19, Z18
+	VPUNPCKHQDQ      Z21, Z19, Z19
+	VPUNPCKLQDQ      Z22, Z20, Z21
+	VPUNPCKHQDQ      Z22, Z20, Z20
+	VSHUFI64X2       $0x88, Z18, Z23, Z22
+	VSHUFI64X2       $0xdd, Z18, Z23, Z18
+	VSHUFI64X2       $0x88, Z19, Z17, Z23
+	VSHUFI64X2       $0xdd, Z19, Z17, Z17
+	VSHUFI64X2       $0x88, Z21, Z24, Z19
+	VSHUFI64X2       $0xdd, Z21, Z24, Z21
+	VSHUFI64X2       $0x88, Z20, Z16, Z24
+	VSHUFI64X2       $0xdd, Z20, Z16, Z16
+	VPXORD           Y20, Y20, Y20
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X20
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X20, X20
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X25
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X25, X25
+	VINSERTI32X4     $0x01, X25, Y20, Y20
+	VCVTPH2PS        Y20, Z20
+	VPBROADCASTD     48(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    (R9), Z22, Z25
+	VPDPBUSD.BCST    16(R9), Z18, Z26
+	VPDPBUSD.BCST    4(R9), Z23, Z25
+	VPDPBUSD.BCST    20(R9), Z17, Z26
+	VPDPBUSD.BCST    8(R9), Z19, Z25
+	VPDPBUSD.BCST    24(R9), Z21, Z26
+	VPDPBUSD.BCST    12(R9), Z24, Z25
+	VPDPBUSD.BCST    28(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 32(R9), Z25, Z1
+	VPBROADCASTD     112(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    64(R9), Z22, Z25
+	VPDPBUSD.BCST    80(R9), Z18, Z26
+	VPDPBUSD.BCST    68(R9), Z23, Z25
+	VPDPBUSD.BCST    84(R9), Z17, Z26
+	VPDPBUSD.BCST    72(R9), Z19, Z25
+	VPDPBUSD.BCST    88(R9), Z21, Z26
+	VPDPBUSD.BCST    76(R9), Z24, Z25
+	VPDPBUSD.BCST    92(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 96(R9), Z25, Z2
+	VPBROADCASTD     176(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    128(R9), Z22, Z25
+	VPDPBUSD.BCST    144(R9), Z18, Z26
+	VPDPBUSD.BCST    132(R9), Z23, Z25
+	VPDPBUSD.BCST    148(R9), Z17, Z26
+	VPDPBUSD.BCST    136(R9), Z19, Z25
+	VPDPBUSD.BCST    152(R9), Z21, Z26
+	VPDPBUSD.BCST    140(R9), Z24, Z25
+	VPDPBUSD.BCST    156(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 160(R9), Z25, Z3
+	VPBROADCASTD     240(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    192(R9), Z22, Z25
+	VPDPBUSD.BCST    208(R9), Z18, Z26
+	VPDPBUSD.BCST    196(R9), Z23, Z25
+	VPDPBUSD.BCST    212(R9), Z17, Z26
+	VPDPBUSD.BCST    200(R9), Z19, Z25
+	VPDPBUSD.BCST    216(R9), Z21, Z26
+	VPDPBUSD.BCST    204(R9), Z24, Z25
+	VPDPBUSD.BCST    220(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 224(R9), Z25, Z4
+	VPBROADCASTD     304(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    256(R9), Z22, Z25
+	VPDPBUSD.BCST    272(R9), Z18, Z26
+	VPDPBUSD.BCST    260(R9), Z23, Z25
+	VPDPBUSD.BCST    276(R9), Z17, Z26
+	VPDPBUSD.BCST    264(R9), Z19, Z25
+	VPDPBUSD.BCST    280(R9), Z21, Z26
+	VPDPBUSD.BCST    268(R9), Z24, Z25
+	VPDPBUSD.BCST    284(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 288(R9), Z25, Z5
+	VPBROADCASTD     368(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    320(R9), Z22, Z25
+	VPDPBUSD.BCST    336(R9), Z18, Z26
+	VPDPBUSD.BCST    324(R9), Z23, Z25
+	VPDPBUSD.BCST    340(R9), Z17, Z26
+	VPDPBUSD.BCST    328(R9), Z19, Z25
+	VPDPBUSD.BCST    344(R9), Z21, Z26
+	VPDPBUSD.BCST    332(R9), Z24, Z25
+	VPDPBUSD.BCST    348(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 352(R9), Z25, Z6
+	VPBROADCASTD     432(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    384(R9), Z22, Z25
+	VPDPBUSD.BCST    400(R9), Z18, Z26
+	VPDPBUSD.BCST    388(R9), Z23, Z25
+	VPDPBUSD.BCST    404(R9), Z17, Z26
+	VPDPBUSD.BCST    392(R9), Z19, Z25
+	VPDPBUSD.BCST    408(R9), Z21, Z26
+	VPDPBUSD.BCST    396(R9), Z24, Z25
+	VPDPBUSD.BCST    412(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 416(R9), Z25, Z7
+	VPBROADCASTD     496(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    448(R9), Z22, Z25
+	VPDPBUSD.BCST    464(R9), Z18, Z26
+	VPDPBUSD.BCST    452(R9), Z23, Z25
+	VPDPBUSD.BCST    468(R9), Z17, Z26
+	VPDPBUSD.BCST    456(R9), Z19, Z25
+	VPDPBUSD.BCST    472(R9), Z21, Z26
+	VPDPBUSD.BCST    460(R9), Z24, Z25
+	VPDPBUSD.BCST    476(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 480(R9), Z25, Z8
+	VPBROADCASTD     560(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    512(R9), Z22, Z25
+	VPDPBUSD.BCST    528(R9), Z18, Z26
+	VPDPBUSD.BCST    516(R9), Z23, Z25
+	VPDPBUSD.BCST    532(R9), Z17, Z26
+	VPDPBUSD.BCST    520(R9), Z19, Z25
+	VPDPBUSD.BCST    536(R9), Z21, Z26
+	VPDPBUSD.BCST    524(R9), Z24, Z25
+	VPDPBUSD.BCST    540(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 544(R9), Z25, Z9
+	VPBROADCASTD     624(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    576(R9), Z22, Z25
+	VPDPBUSD.BCST    592(R9), Z18, Z26
+	VPDPBUSD.BCST    580(R9), Z23, Z25
+	VPDPBUSD.BCST    596(R9), Z17, Z26
+	VPDPBUSD.BCST    584(R9), Z19, Z25
+	VPDPBUSD.BCST    600(R9), Z21, Z26
+	VPDPBUSD.BCST    588(R9), Z24, Z25
+	VPDPBUSD.BCST    604(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 608(R9), Z25, Z10
+	VPBROADCASTD     688(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    640(R9), Z22, Z25
+	VPDPBUSD.BCST    656(R9), Z18, Z26
+	VPDPBUSD.BCST    644(R9), Z23, Z25
+	VPDPBUSD.BCST    660(R9), Z17, Z26
+	VPDPBUSD.BCST    648(R9), Z19, Z25
+	VPDPBUSD.BCST    664(R9), Z21, Z26
+	VPDPBUSD.BCST    652(R9), Z24, Z25
+	VPDPBUSD.BCST    668(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 672(R9), Z25, Z11
+	VPBROADCASTD     752(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    704(R9), Z22, Z25
+	VPDPBUSD.BCST    720(R9), Z18, Z26
+	VPDPBUSD.BCST    708(R9), Z23, Z25
+	VPDPBUSD.BCST    724(R9), Z17, Z26
+	VPDPBUSD.BCST    712(R9), Z19, Z25
+	VPDPBUSD.BCST    728(R9), Z21, Z26
+	VPDPBUSD.BCST    716(R9), Z24, Z25
+	VPDPBUSD.BCST    732(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 736(R9), Z25, Z12
+	VPBROADCASTD     816(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    768(R9), Z22, Z25
+	VPDPBUSD.BCST    784(R9), Z18, Z26
+	VPDPBUSD.BCST    772(R9), Z23, Z25
+	VPDPBUSD.BCST    788(R9), Z17, Z26
+	VPDPBUSD.BCST    776(R9), Z19, Z25
+	VPDPBUSD.BCST    792(R9), Z21, Z26
+	VPDPBUSD.BCST    780(R9), Z24, Z25
+	VPDPBUSD.BCST    796(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 800(R9), Z25, Z13
+	VPBROADCASTD     880(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    832(R9), Z22, Z25
+	VPDPBUSD.BCST    848(R9), Z18, Z26
+	VPDPBUSD.BCST    836(R9), Z23, Z25
+	VPDPBUSD.BCST    852(R9), Z17, Z26
+	VPDPBUSD.BCST    840(R9), Z19, Z25
+	VPDPBUSD.BCST    856(R9), Z21, Z26
+	VPDPBUSD.BCST    844(R9), Z24, Z25
+	VPDPBUSD.BCST    860(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z20, Z25, Z25
+	VFMADD231PS.BCST 864(R9), Z25, Z14
+	VPBROADCASTD     944(R9), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    896(R9), Z22, Z25
+	VPDPBUSD.BCST    912(R9), Z18, Z26
+	VPDPBUSD.BCST    900(R9), Z23, Z25
+	VPDPBUSD.BCST    916(R9), Z17, Z26
+	VPDPBUSD.BCST    904(R9), Z19, Z25
+	VPDPBUSD.BCST    920(R9), Z21, Z26
+	VPDPBUSD.BCST    908(R9), Z24, Z25
+	VPDPBUSD.BCST    924(R9), Z16, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z16
+	VMULPS           Z20, Z16, Z16
+	VFMADD231PS.BCST 928(R9), Z16, Z15
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x15GFNI_loop
 
 dotQ4_0x16x15GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -20224,8 +19649,7 @@ tileQ8_0x16x15VNNI_loop:
 	VPADDD        Z25, Z24, Z24
 	VCVTDQ2PS     Z24, Z24
 	VMULPS.BCST   32(BX), Z23, Z25
-	VMULPS        Z25, Z24, Z24
-	VADDPS        Z24, Z0, Z0
+	VFMADD231PS   Z25, Z24, Z0
 	VPBROADCASTD  108(BX), Z24
 	VPXORD        Z25, Z25, Z25
 	VPDPBUSD.BCST 64(BX), Z15, Z24
@@ -20239,8 +19663,7 @@ tileQ8_0x16x15VNNI_loop:
 	VPADDD        Z25, Z24, Z24
 	VCVTDQ2PS     Z24, Z24
 	VMULPS.BCST   96(BX), Z23, Z25
-	VMULPS        Z25, Z24, Z24
-	VADDPS        Z24, Z1, Z1
+	VFMADD231PS   Z25, Z24, Z1
 	VPBROADCASTD  172(BX), Z24
 	VPXORD        Z25, Z25, Z25
 	VPDPBUSD.BCST 128(BX), Z15, Z24
@@ -20254,8 +19677,7 @@ tileQ8_0x16x15VNNI_loop:
 	VPADDD        Z25, Z24, Z24
 	VCVTDQ2PS     Z24, Z24
 	VMULPS.BCST   160(BX), Z23, Z25
-	VMULPS        Z25, Z24, Z24
-	VADDPS        Z24, Z2, Z2
+	VFMADD231PS   Z25, Z24, Z2
 	VPBROADCASTD  236(BX), Z24
 	VPXORD        Z25, Z25, Z25
 	VPDPBUSD.BCST 192(BX), Z15, Z24
@@ -20269,8 +19691,7 @@ tileQ8_0x16x15VNNI_loop:
 	VPADDD        Z25, Z24, Z24
 	VCVTDQ2PS     Z24, Z24
 	VMULPS.BCST   224(BX), Z23, Z25
-	VMULPS        Z25, Z24, Z24
-	VADDPS        Z24, Z3, Z3
+	VFMADD231PS   Z25, Z24, Z3
 	VPBROADCASTD  300(BX), Z24
 	VPXORD        Z25, Z25, Z25
 	VPDPBUSD.BCST 256(BX), Z15, Z24
@@ -20284,8 +19705,7 @@ tileQ8_0x16x15VNNI_loop:
 	VPADDD        Z25, Z24, Z24
 	VCVTDQ2PS     Z24, Z24
 	VMULPS.BCST   288(BX), Z23, Z25
-	VMULPS        Z25, Z24, Z24
-	VADDPS        Z24, Z4, Z4
+	VFMADD231PS   Z25, Z24, Z4
 	VPBROADCASTD  364(BX), Z24
 	VPXORD        Z25, Z25, Z25
 	VPDPBUSD.BCST 320(BX), Z15, Z24
@@ -20299,8 +19719,7 @@ tileQ8_0x16x15VNNI_loop:
 	VPADDD        Z25, Z24, Z24
 	VCVTDQ2PS     Z24, Z24
 	VMULPS.BCST   352(BX), Z23, Z25
-	VMULPS        Z25, Z24, Z24
-	VADDPS        Z24, Z5, Z5
+	VFMADD231PS   Z25, Z24, Z5
 	VPBROADCASTD  428(BX), Z24
 	VPXORD        Z25, Z25, Z25
 	VPDPBUSD.BCST 384(BX), Z15, Z24
@@ -20314,8 +19733,7 @@ tileQ8_0x16x15VNNI_loop:
 	VPADDD        Z25, Z24, Z24
 	VCVTDQ2PS     Z24, Z24
 	VMULPS.BCST   416(BX), Z23, Z25
-	VMULPS        Z25, Z24, Z24
-	VADDPS        Z24, Z6, Z6
+	VFMADD231PS   Z25, Z24, Z6
 	VPBROADCASTD  492(BX), Z24
 	VPXORD        Z25, Z25, Z25
 	VPDPBUSD.BCST 448(BX), Z15, Z24
@@ -20329,8 +19747,7 @@ tileQ8_0x16x15VNNI_loop:
 	VPADDD        Z25, Z24, Z24
 	VCVTDQ2PS     Z24, Z24
 	VMULPS.BCST   480(BX), Z23, Z25
-	VMULPS        Z25, Z24, Z24
-	VADDPS        Z24, Z7, Z7
+	VFMADD231PS   Z25, Z24, Z7
 	VPBROADCASTD  556(BX), Z24
 	VPXORD        Z25, Z25, Z25
 	VPDPBUSD.BCST 512(BX), Z15, Z24
@@ -20344,8 +19761,7 @@ tileQ8_0x16x15VNNI_loop:
 	VPADDD        Z25, Z24, Z24
 	VCVTDQ2PS     Z24, Z24
 	VMULPS.BCST   544(BX), Z23, Z25
-	VMULPS        Z25, Z24, Z24
-	VADDPS        Z24, Z8, Z8
+	VFMADD231PS   Z25, Z24, Z8
 	VPBROADCASTD  620(BX), Z24
 	VPXORD        Z25, Z25, Z25
 	VPDPBUSD.BCST 576(BX), Z15, Z24
@@ -20359,8 +19775,7 @@ tileQ8_0x16x15VNNI_loop:
 	VPADDD        Z25, Z24, Z24
 	VCVTDQ2PS     Z24, Z24
 	VMULPS.BCST   608(BX), Z23, Z25
-	VMULPS        Z25, Z24, Z24
-	VADDPS        Z24, Z9, Z9
+	VFMADD231PS   Z25, Z24, Z9
 	VPBROADCASTD  684(BX), Z24
 	VPXORD        Z25, Z25, Z25
 	VPDPBUSD.BCST 640(BX), Z15, Z24
@@ -20374,8 +19789,7 @@ tileQ8_0x16x15VNNI_loop:
 	VPADDD        Z25, Z24, Z24
 	VCVTDQ2PS     Z24, Z24
 	VMULPS.BCST   672(BX), Z23, Z25
-	VMULPS        Z25, Z24, Z24
-	VADDPS        Z24, Z10, Z10
+	VFMADD231PS   Z25, Z24, Z10
 	VPBROADCASTD  748(BX), Z24
 	VPXORD        Z25, Z25, Z25
 	VPDPBUSD.BCST 704(BX), Z15, Z24
@@ -20389,8 +19803,7 @@ tileQ8_0x16x15VNNI_loop:
 	VPADDD        Z25, Z24, Z24
 	VCVTDQ2PS     Z24, Z24
 	VMULPS.BCST   736(BX), Z23, Z25
-	VMULPS        Z25, Z24, Z24
-	VADDPS        Z24, Z11, Z11
+	VFMADD231PS   Z25, Z24, Z11
 	VPBROADCASTD  812(BX), Z24
 	VPXORD        Z25, Z25, Z25
 	VPDPBUSD.BCST 768(BX), Z15, Z24
@@ -20404,8 +19817,7 @@ tileQ8_0x16x15VNNI_loop:
 	VPADDD        Z25, Z24, Z24
 	VCVTDQ2PS     Z24, Z24
 	VMULPS.BCST   800(BX), Z23, Z25
-	VMULPS        Z25, Z24, Z24
-	VADDPS        Z24, Z12, Z12
+	VFMADD231PS   Z25, Z24, Z12
 	VPBROADCASTD  876(BX), Z24
 	VPXORD        Z25, Z25, Z25
 	VPDPBUSD.BCST 832(BX), Z15, Z24
@@ -20419,8 +19831,7 @@ tileQ8_0x16x15VNNI_loop:
 	VPADDD        Z25, Z24, Z24
 	VCVTDQ2PS     Z24, Z24
 	VMULPS.BCST   864(BX), Z23, Z25
-	VMULPS        Z25, Z24, Z24
-	VADDPS        Z24, Z13, Z13
+	VFMADD231PS   Z25, Z24, Z13
 	VPBROADCASTD  940(BX), Z24
 	VPXORD        Z25, Z25, Z25
 	VPDPBUSD.BCST 896(BX), Z15, Z24
@@ -20434,8 +19845,7 @@ tileQ8_0x16x15VNNI_loop:
 	VPADDD        Z25, Z24, Z24
 	VCVTDQ2PS     Z24, Z15
 	VMULPS.BCST   928(BX), Z23, Z16
-	VMULPS        Z16, Z15, Z15
-	VADDPS        Z15, Z14, Z14
+	VFMADD231PS   Z16, Z15, Z14
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -20534,264 +19944,249 @@ TEXT ·tileQ4_0x16x15VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z14, Z14, Z14
 
 tileQ4_0x16x15VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x15VNNI_done
-	VMOVDQU64     (AX), Z15
-	VMOVDQU64     64(AX), Z16
-	VMOVDQU64     128(AX), Z17
-	VMOVDQU64     192(AX), Z18
-	VMOVDQU64     256(AX), Z19
-	VMOVDQU64     320(AX), Z20
-	VMOVDQU64     384(AX), Z21
-	VMOVDQU64     448(AX), Z22
-	VCVTPH2PS     (CX), Z23
-	VPBROADCASTD  48(BX), Z24
-	VPXORD        Z25, Z25, Z25
-	VPDPBUSD.BCST (BX), Z15, Z24
-	VPDPBUSD.BCST 16(BX), Z19, Z25
-	VPDPBUSD.BCST 4(BX), Z16, Z24
-	VPDPBUSD.BCST 20(BX), Z20, Z25
-	VPDPBUSD.BCST 8(BX), Z17, Z24
-	VPDPBUSD.BCST 24(BX), Z21, Z25
-	VPDPBUSD.BCST 12(BX), Z18, Z24
-	VPDPBUSD.BCST 28(BX), Z22, Z25
-	VPADDD        Z25, Z24, Z24
-	VCVTDQ2PS     Z24, Z24
-	VMULPS        Z23, Z24, Z24
-	VMULPS.BCST   32(BX), Z24, Z24
-	VADDPS        Z24, Z0, Z0
-	VPBROADCASTD  112(BX), Z24
-	VPXORD        Z25, Z25, Z25
-	VPDPBUSD.BCST 64(BX), Z15, Z24
-	VPDPBUSD.BCST 80(BX), Z19, Z25
-	VPDPBUSD.BCST 68(BX), Z16, Z24
-	VPDPBUSD.BCST 84(BX), Z20, Z25
-	VPDPBUSD.BCST 72(BX), Z17, Z24
-	VPDPBUSD.BCST 88(BX), Z21, Z25
-	VPDPBUSD.BCST 76(BX), Z18, Z24
-	VPDPBUSD.BCST 92(BX), Z22, Z25
-	VPADDD        Z25, Z24, Z24
-	VCVTDQ2PS     Z24, Z24
-	VMULPS        Z23, Z24, Z24
-	VMULPS.BCST   96(BX), Z24, Z24
-	VADDPS        Z24, Z1, Z1
-	VPBROADCASTD  176(BX), Z24
-	VPXORD        Z25, Z25, Z25
-	VPDPBUSD.BCST 128(BX), Z15, Z24
-	VPDPBUSD.BCST 144(BX), Z19, Z25
-	VPDPBUSD.BCST 132(BX), Z16, Z24
-	VPDPBUSD.BCST 148(BX), Z20, Z25
-	VPDPBUSD.BCST 136(BX), Z17, Z24
-	VPDPBUSD.BCST 152(BX), Z21, Z25
-	VPDPBUSD.BCST 140(BX), Z18, Z24
-	VPDPBUSD.BCST 156(BX), Z22, Z25
-	VPADDD        Z25, Z24, Z24
-	VCVTDQ2PS     Z24, Z24
-	VMULPS        Z23, Z24, Z24
-	VMULPS.BCST   160(BX), Z24, Z24
-	VADDPS        Z24, Z2, Z2
-	VPBROADCASTD  240(BX), Z24
-	VPXORD        Z25, Z25, Z25
-	VPDPBUSD.BCST 192(BX), Z15, Z24
-	VPDPBUSD.BCST 208(BX), Z19, Z25
-	VPDPBUSD.BCST 196(BX), Z16, Z24
-	VPDPBUSD.BCST 212(BX), Z20, Z25
-	VPDPBUSD.BCST 200(BX), Z17, Z24
-	VPDPBUSD.BCST 216(BX), Z21, Z25
-	VPDPBUSD.BCST 204(BX), Z18, Z24
-	VPDPBUSD.BCST 220(BX), Z22, Z25
-	VPADDD        Z25, Z24, Z24
-	VCVTDQ2PS     Z24, Z24
-	VMULPS        Z23, Z24, Z24
-	VMULPS.BCST   224(BX), Z24, Z24
-	VADDPS        Z24, Z3, Z3
-	VPBROADCASTD  304(BX), Z24
-	VPXORD        Z25, Z25, Z25
-	VPDPBUSD.BCST 256(BX), Z15, Z24
-	VPDPBUSD.BCST 272(BX), Z19, Z25
-	VPDPBUSD.BCST 260(BX), Z16, Z24
-	VPDPBUSD.BCST 276(BX), Z20, Z25
-	VPDPBUSD.BCST 264(BX), Z17, Z24
-	VPDPBUSD.BCST 280(BX), Z21, Z25
-	VPDPBUSD.BCST 268(BX), Z18, Z24
-	VPDPBUSD.BCST 284(BX), Z22, Z25
-	VPADDD        Z25, Z24, Z24
-	VCVTDQ2PS     Z24, Z24
-	VMULPS        Z23, Z24, Z24
-	VMULPS.BCST   288(BX), Z24, Z24
-	VADDPS        Z24, Z4, Z4
-	VPBROADCASTD  368(BX), Z24
-	VPXORD        Z25, Z25, Z25
-	VPDPBUSD.BCST 320(BX), Z15, Z24
-	VPDPBUSD.BCST 336(BX), Z19, Z25
-	VPDPBUSD.BCST 324(BX), Z16, Z24
-	VPDPBUSD.BCST 340(BX), Z20, Z25
-	VPDPBUSD.BCST 328(BX), Z17, Z24
-	VPDPBUSD.BCST 344(BX), Z21, Z25
-	VPDPBUSD.BCST 332(BX), Z18, Z24
-	VPDPBUSD.BCST 348(BX), Z22, Z25
-	VPADDD        Z25, Z24, Z24
-	VCVTDQ2PS     Z24, Z24
-	VMULPS        Z23, Z24, Z24
-	VMULPS.BCST   352(BX), Z24, Z24
-	VADDPS        Z24, Z5, Z5
-	VPBROADCASTD  432(BX), Z24
-	VPXORD        Z25, Z25, Z25
-	VPDPBUSD.BCST 384(BX), Z15, Z24
-	VPDPBUSD.BCST 400(BX), Z19, Z25
-	VPDPBUSD.BCST 388(BX), Z16, Z24
-	VPDPBUSD.BCST 404(BX), Z20, Z25
-	VPDPBUSD.BCST 392(BX), Z17, Z24
-	VPDPBUSD.BCST 408(BX), Z21, Z25
-	VPDPBUSD.BCST 396(BX), Z18, Z24
-	VPDPBUSD.BCST 412(BX), Z22, Z25
-	VPADDD        Z25, Z24, Z24
-	VCVTDQ2PS     Z24, Z24
-	VMULPS        Z23, Z24, Z24
-	VMULPS.BCST   416(BX), Z24, Z24
-	VADDPS        Z24, Z6, Z6
-	VPBROADCASTD  496(BX), Z24
-	VPXORD        Z25, Z25, Z25
-	VPDPBUSD.BCST 448(BX), Z15, Z24
-	VPDPBUSD.BCST 464(BX), Z19, Z25
-	VPDPBUSD.BCST 452(BX), Z16, Z24
-	VPDPBUSD.BCST 468(BX), Z20, Z25
-	VPDPBUSD.BCST 456(BX), Z17, Z24
-	VPDPBUSD.BCST 472(BX), Z21, Z25
-	VPDPBUSD.BCST 460(BX), Z18, Z24
-	VPDPBUSD.BCST 476(BX), Z22, Z25
-	VPADDD        Z25, Z24, Z24
-	VCVTDQ2PS     Z24, Z24
-	VMULPS        Z23, Z24, Z24
-	VMULPS.BCST   480(BX), Z24, Z24
-	VADDPS        Z24, Z7, Z7
-	VPBROADCASTD  560(BX), Z24
-	VPXORD        Z25, Z25, Z25
-	VPDPBUSD.BCST 512(BX), Z15, Z24
-	VPDPBUSD.BCST 528(BX), Z19, Z25
-	VPDPBUSD.BCST 516(BX), Z16, Z24
-	VPDPBUSD.BCST 532(BX), Z20, Z25
-	VPDPBUSD.BCST 520(BX), Z17, Z24
-	VPDPBUSD.BCST 536(BX), Z21, Z25
-	VPDPBUSD.BCST 524(BX), Z18, Z24
-	VPDPBUSD.BCST 540(BX), Z22, Z25
-	VPADDD        Z25, Z24, Z24
-	VCVTDQ2PS     Z24, Z24
-	VMULPS        Z23, Z24, Z24
-	VMULPS.BCST   544(BX), Z24, Z24
-	VADDPS        Z24, Z8, Z8
-	VPBROADCASTD  624(BX), Z24
-	VPXORD        Z25, Z25, Z25
-	VPDPBUSD.BCST 576(BX), Z15, Z24
-	VPDPBUSD.BCST 592(BX), Z19, Z25
-	VPDPBUSD.BCST 580(BX), Z16, Z24
-	VPDPBUSD.BCST 596(BX), Z20, Z25
-	VPDPBUSD.BCST 584(BX), Z17, Z24
-	VPDPBUSD.BCST 600(BX), Z21, Z25
-	VPDPBUSD.BCST 588(BX), Z18, Z24
-	VPDPBUSD.BCST 604(BX), Z22, Z25
-	VPADDD        Z25, Z24, Z24
-	VCVTDQ2PS     Z24, Z24
-	VMULPS        Z23, Z24, Z24
-	VMULPS.BCST   608(BX), Z24, Z24
-	VADDPS        Z24, Z9, Z9
-	VPBROADCASTD  688(BX), Z24
-	VPXORD        Z25, Z25, Z25
-	VPDPBUSD.BCST 640(BX), Z15, Z24
-	VPDPBUSD.BCST 656(BX), Z19, Z25
-	VPDPBUSD.BCST 644(BX), Z16, Z24
-	VPDPBUSD.BCST 660(BX), Z20, Z25
-	VPDPBUSD.BCST 648(BX), Z17, Z24
-	VPDPBUSD.BCST 664(BX), Z21, Z25
-	VPDPBUSD.BCST 652(BX), Z18, Z24
-	VPDPBUSD.BCST 668(BX), Z22, Z25
-	VPADDD        Z25, Z24, Z24
-	VCVTDQ2PS     Z24, Z24
-	VMULPS        Z23, Z24, Z24
-	VMULPS.BCST   672(BX), Z24, Z24
-	VADDPS        Z24, Z10, Z10
-	VPBROADCASTD  752(BX), Z24
-	VPXORD        Z25, Z25, Z25
-	VPDPBUSD.BCST 704(BX), Z15, Z24
-	VPDPBUSD.BCST 720(BX), Z19, Z25
-	VPDPBUSD.BCST 708(BX), Z16, Z24
-	VPDPBUSD.BCST 724(BX), Z20, Z25
-	VPDPBUSD.BCST 712(BX), Z17, Z24
-	VPDPBUSD.BCST 728(BX), Z21, Z25
-	VPDPBUSD.BCST 716(BX), Z18, Z24
-	VPDPBUSD.BCST 732(BX), Z22, Z25
-	VPADDD        Z25, Z24, Z24
-	VCVTDQ2PS     Z24, Z24
-	VMULPS        Z23, Z24, Z24
-	VMULPS.BCST   736(BX), Z24, Z24
-	VADDPS        Z24, Z11, Z11
-	VPBROADCASTD  816(BX), Z24
-	VPXORD        Z25, Z25, Z25
-	VPDPBUSD.BCST 768(BX), Z15, Z24
-	VPDPBUSD.BCST 784(BX), Z19, Z25
-	VPDPBUSD.BCST 772(BX), Z16, Z24
-	VPDPBUSD.BCST 788(BX), Z20, Z25
-	VPDPBUSD.BCST 776(BX), Z17, Z24
-	VPDPBUSD.BCST 792(BX), Z21, Z25
-	VPDPBUSD.BCST 780(BX), Z18, Z24
-	VPDPBUSD.BCST 796(BX), Z22, Z25
-	VPADDD        Z25, Z24, Z24
-	VCVTDQ2PS     Z24, Z24
-	VMULPS        Z23, Z24, Z24
-	VMULPS.BCST   800(BX), Z24, Z24
-	VADDPS        Z24, Z12, Z12
-	VPBROADCASTD  880(BX), Z24
-	VPXORD        Z25, Z25, Z25
-	VPDPBUSD.BCST 832(BX), Z15, Z24
-	VPDPBUSD.BCST 848(BX), Z19, Z25
-	VPDPBUSD.BCST 836(BX), Z16, Z24
-	VPDPBUSD.BCST 852(BX), Z20, Z25
-	VPDPBUSD.BCST 840(BX), Z17, Z24
-	VPDPBUSD.BCST 856(BX), Z21, Z25
-	VPDPBUSD.BCST 844(BX), Z18, Z24
-	VPDPBUSD.BCST 860(BX), Z22, Z25
-	VPADDD        Z25, Z24, Z24
-	VCVTDQ2PS     Z24, Z24
-	VMULPS        Z23, Z24, Z24
-	VMULPS.BCST   864(BX), Z24, Z24
-	VADDPS        Z24, Z13, Z13
-	VPBROADCASTD  944(BX), Z24
-	VPXORD        Z25, Z25, Z25
-	VPDPBUSD.BCST 896(BX), Z15, Z24
-	VPDPBUSD.BCST 912(BX), Z19, Z25
-	VPDPBUSD.BCST 900(BX), Z16, Z24
-	VPDPBUSD.BCST 916(BX), Z20, Z25
-	VPDPBUSD.BCST 904(BX), Z17, Z24
-	VPDPBUSD.BCST 920(BX), Z21, Z25
-	VPDPBUSD.BCST 908(BX), Z18, Z24
-	VPDPBUSD.BCST 924(BX), Z22, Z25
-	VPADDD        Z25, Z24, Z24
-	VCVTDQ2PS     Z24, Z15
-	VMULPS        Z23, Z15, Z15
-	VMULPS.BCST   928(BX), Z15, Z15
-	VADDPS        Z15, Z14, Z14
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x15VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x15VNNI_done
+	VMOVDQU64        (AX), Z15
+	VMOVDQU64        64(AX), Z16
+	VMOVDQU64        128(AX), Z17
+	VMOVDQU64        192(AX), Z18
+	VMOVDQU64        256(AX), Z19
+	VMOVDQU64        320(AX), Z20
+	VMOVDQU64        384(AX), Z21
+	VMOVDQU64        448(AX), Z22
+	VCVTPH2PS        (CX), Z23
+	VPBROADCASTD     48(BX), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    (BX), Z15, Z24
+	VPDPBUSD.BCST    16(BX), Z19, Z25
+	VPDPBUSD.BCST    4(BX), Z16, Z24
+	VPDPBUSD.BCST    20(BX), Z20, Z25
+	VPDPBUSD.BCST    8(BX), Z17, Z24
+	VPDPBUSD.BCST    24(BX), Z21, Z25
+	VPDPBUSD.BCST    12(BX), Z18, Z24
+	VPDPBUSD.BCST    28(BX), Z22, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z23, Z24, Z24
+	VFMADD231PS.BCST 32(BX), Z24, Z0
+	VPBROADCASTD     112(BX), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    64(BX), Z15, Z24
+	VPDPBUSD.BCST    80(BX), Z19, Z25
+	VPDPBUSD.BCST    68(BX), Z16, Z24
+	VPDPBUSD.BCST    84(BX), Z20, Z25
+	VPDPBUSD.BCST    72(BX), Z17, Z24
+	VPDPBUSD.BCST    88(BX), Z21, Z25
+	VPDPBUSD.BCST    76(BX), Z18, Z24
+	VPDPBUSD.BCST    92(BX), Z22, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z23, Z24, Z24
+	VFMADD231PS.BCST 96(BX), Z24, Z1
+	VPBROADCASTD     176(BX), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    128(BX), Z15, Z24
+	VPDPBUSD.BCST    144(BX), Z19, Z25
+	VPDPBUSD.BCST    132(BX), Z16, Z24
+	VPDPBUSD.BCST    148(BX), Z20, Z25
+	VPDPBUSD.BCST    136(BX), Z17, Z24
+	VPDPBUSD.BCST    152(BX), Z21, Z25
+	VPDPBUSD.BCST    140(BX), Z18, Z24
+	VPDPBUSD.BCST    156(BX), Z22, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z23, Z24, Z24
+	VFMADD231PS.BCST 160(BX), Z24, Z2
+	VPBROADCASTD     240(BX), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    192(BX), Z15, Z24
+	VPDPBUSD.BCST    208(BX), Z19, Z25
+	VPDPBUSD.BCST    196(BX), Z16, Z24
+	VPDPBUSD.BCST    212(BX), Z20, Z25
+	VPDPBUSD.BCST    200(BX), Z17, Z24
+	VPDPBUSD.BCST    216(BX), Z21, Z25
+	VPDPBUSD.BCST    204(BX), Z18, Z24
+	VPDPBUSD.BCST    220(BX), Z22, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z23, Z24, Z24
+	VFMADD231PS.BCST 224(BX), Z24, Z3
+	VPBROADCASTD     304(BX), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    256(BX), Z15, Z24
+	VPDPBUSD.BCST    272(BX), Z19, Z25
+	VPDPBUSD.BCST    260(BX), Z16, Z24
+	VPDPBUSD.BCST    276(BX), Z20, Z25
+	VPDPBUSD.BCST    264(BX), Z17, Z24
+	VPDPBUSD.BCST    280(BX), Z21, Z25
+	VPDPBUSD.BCST    268(BX), Z18, Z24
+	VPDPBUSD.BCST    284(BX), Z22, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z23, Z24, Z24
+	VFMADD231PS.BCST 288(BX), Z24, Z4
+	VPBROADCASTD     368(BX), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    320(BX), Z15, Z24
+	VPDPBUSD.BCST    336(BX), Z19, Z25
+	VPDPBUSD.BCST    324(BX), Z16, Z24
+	VPDPBUSD.BCST    340(BX), Z20, Z25
+	VPDPBUSD.BCST    328(BX), Z17, Z24
+	VPDPBUSD.BCST    344(BX), Z21, Z25
+	VPDPBUSD.BCST    332(BX), Z18, Z24
+	VPDPBUSD.BCST    348(BX), Z22, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z23, Z24, Z24
+	VFMADD231PS.BCST 352(BX), Z24, Z5
+	VPBROADCASTD     432(BX), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    384(BX), Z15, Z24
+	VPDPBUSD.BCST    400(BX), Z19, Z25
+	VPDPBUSD.BCST    388(BX), Z16, Z24
+	VPDPBUSD.BCST    404(BX), Z20, Z25
+	VPDPBUSD.BCST    392(BX), Z17, Z24
+	VPDPBUSD.BCST    408(BX), Z21, Z25
+	VPDPBUSD.BCST    396(BX), Z18, Z24
+	VPDPBUSD.BCST    412(BX), Z22, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z23, Z24, Z24
+	VFMADD231PS.BCST 416(BX), Z24, Z6
+	VPBROADCASTD     496(BX), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    448(BX), Z15, Z24
+	VPDPBUSD.BCST    464(BX), Z19, Z25
+	VPDPBUSD.BCST    452(BX), Z16, Z24
+	VPDPBUSD.BCST    468(BX), Z20, Z25
+	VPDPBUSD.BCST    456(BX), Z17, Z24
+	VPDPBUSD.BCST    472(BX), Z21, Z25
+	VPDPBUSD.BCST    460(BX), Z18, Z24
+	VPDPBUSD.BCST    476(BX), Z22, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z23, Z24, Z24
+	VFMADD231PS.BCST 480(BX), Z24, Z7
+	VPBROADCASTD     560(BX), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    512(BX), Z15, Z24
+	VPDPBUSD.BCST    528(BX), Z19, Z25
+	VPDPBUSD.BCST    516(BX), Z16, Z24
+	VPDPBUSD.BCST    532(BX), Z20, Z25
+	VPDPBUSD.BCST    520(BX), Z17, Z24
+	VPDPBUSD.BCST    536(BX), Z21, Z25
+	VPDPBUSD.BCST    524(BX), Z18, Z24
+	VPDPBUSD.BCST    540(BX), Z22, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z23, Z24, Z24
+	VFMADD231PS.BCST 544(BX), Z24, Z8
+	VPBROADCASTD     624(BX), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    576(BX), Z15, Z24
+	VPDPBUSD.BCST    592(BX), Z19, Z25
+	VPDPBUSD.BCST    580(BX), Z16, Z24
+	VPDPBUSD.BCST    596(BX), Z20, Z25
+	VPDPBUSD.BCST    584(BX), Z17, Z24
+	VPDPBUSD.BCST    600(BX), Z21, Z25
+	VPDPBUSD.BCST    588(BX), Z18, Z24
+	VPDPBUSD.BCST    604(BX), Z22, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z23, Z24, Z24
+	VFMADD231PS.BCST 608(BX), Z24, Z9
+	VPBROADCASTD     688(BX), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    640(BX), Z15, Z24
+	VPDPBUSD.BCST    656(BX), Z19, Z25
+	VPDPBUSD.BCST    644(BX), Z16, Z24
+	VPDPBUSD.BCST    660(BX), Z20, Z25
+	VPDPBUSD.BCST    648(BX), Z17, Z24
+	VPDPBUSD.BCST    664(BX), Z21, Z25
+	VPDPBUSD.BCST    652(BX), Z18, Z24
+	VPDPBUSD.BCST    668(BX), Z22, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z23, Z24, Z24
+	VFMADD231PS.BCST 672(BX), Z24, Z10
+	VPBROADCASTD     752(BX), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    704(BX), Z15, Z24
+	VPDPBUSD.BCST    720(BX), Z19, Z25
+	VPDPBUSD.BCST    708(BX), Z16, Z24
+	VPDPBUSD.BCST    724(BX), Z20, Z25
+	VPDPBUSD.BCST    712(BX), Z17, Z24
+	VPDPBUSD.BCST    728(BX), Z21, Z25
+	VPDPBUSD.BCST    716(BX), Z18, Z24
+	VPDPBUSD.BCST    732(BX), Z22, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z23, Z24, Z24
+	VFMADD231PS.BCST 736(BX), Z24, Z11
+	VPBROADCASTD     816(BX), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    768(BX), Z15, Z24
+	VPDPBUSD.BCST    784(BX), Z19, Z25
+	VPDPBUSD.BCST    772(BX), Z16, Z24
+	VPDPBUSD.BCST    788(BX), Z20, Z25
+	VPDPBUSD.BCST    776(BX), Z17, Z24
+	VPDPBUSD.BCST    792(BX), Z21, Z25
+	VPDPBUSD.BCST    780(BX), Z18, Z24
+	VPDPBUSD.BCST    796(BX), Z22, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z23, Z24, Z24
+	VFMADD231PS.BCST 800(BX), Z24, Z12
+	VPBROADCASTD     880(BX), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    832(BX), Z15, Z24
+	VPDPBUSD.BCST    848(BX), Z19, Z25
+	VPDPBUSD.BCST    836(BX), Z16, Z24
+	VPDPBUSD.BCST    852(BX), Z20, Z25
+	VPDPBUSD.BCST    840(BX), Z17, Z24
+	VPDPBUSD.BCST    856(BX), Z21, Z25
+	VPDPBUSD.BCST    844(BX), Z18, Z24
+	VPDPBUSD.BCST    860(BX), Z22, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z24
+	VMULPS           Z23, Z24, Z24
+	VFMADD231PS.BCST 864(BX), Z24, Z13
+	VPBROADCASTD     944(BX), Z24
+	VPXORD           Z25, Z25, Z25
+	VPDPBUSD.BCST    896(BX), Z15, Z24
+	VPDPBUSD.BCST    912(BX), Z19, Z25
+	VPDPBUSD.BCST    900(BX), Z16, Z24
+	VPDPBUSD.BCST    916(BX), Z20, Z25
+	VPDPBUSD.BCST    904(BX), Z17, Z24
+	VPDPBUSD.BCST    920(BX), Z21, Z25
+	VPDPBUSD.BCST    908(BX), Z18, Z24
+	VPDPBUSD.BCST    924(BX), Z22, Z25
+	VPADDD           Z25, Z24, Z24
+	VCVTDQ2PS        Z24, Z15
+	VMULPS           Z23, Z15, Z15
+	VFMADD231PS.BCST 928(BX), Z15, Z14
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x15VNNI_loop
 
 tileQ4_0x16x15VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -20996,8 +20391,7 @@ dotQ8_0x16x16VNNI_loop:
 	VPADDD            Z27, Z26, Z26
 	VCVTDQ2PS         Z26, Z26
 	VMULPS.BCST       32(R9), Z21, Z27
-	VMULPS            Z27, Z26, Z26
-	VADDPS            Z26, Z1, Z1
+	VFMADD231PS       Z27, Z26, Z1
 	VPBROADCASTD      108(R9), Z26
 	VPXORD            Z27, Z27, Z27
 	VPDPBUSD.BCST     64(R9), Z23, Z26
@@ -21011,8 +20405,7 @@ dotQ8_0x16x16VNNI_loop:
 	VPADDD            Z27, Z26, Z26
 	VCVTDQ2PS         Z26, Z26
 	VMULPS.BCST       96(R9), Z21, Z27
-	VMULPS            Z27, Z26, Z26
-	VADDPS            Z26, Z2, Z2
+	VFMADD231PS       Z27, Z26, Z2
 	VPBROADCASTD      172(R9), Z26
 	VPXORD            Z27, Z27, Z27
 	VPDPBUSD.BCST     128(R9), Z23, Z26
@@ -21026,8 +20419,7 @@ dotQ8_0x16x16VNNI_loop:
 	VPADDD            Z27, Z26, Z26
 	VCVTDQ2PS         Z26, Z26
 	VMULPS.BCST       160(R9), Z21, Z27
-	VMULPS            Z27, Z26, Z26
-	VADDPS            Z26, Z3, Z3
+	VFMADD231PS       Z27, Z26, Z3
 	VPBROADCASTD      236(R9), Z26
 	VPXORD            Z27, Z27, Z27
 	VPDPBUSD.BCST     192(R9), Z23, Z26
@@ -21041,8 +20433,7 @@ dotQ8_0x16x16VNNI_loop:
 	VPADDD            Z27, Z26, Z26
 	VCVTDQ2PS         Z26, Z26
 	VMULPS.BCST       224(R9), Z21, Z27
-	VMULPS            Z27, Z26, Z26
-	VADDPS            Z26, Z4, Z4
+	VFMADD231PS       Z27, Z26, Z4
 	VPBROADCASTD      300(R9), Z26
 	VPXORD            Z27, Z27, Z27
 	VPDPBUSD.BCST     256(R9), Z23, Z26
@@ -21056,8 +20447,7 @@ dotQ8_0x16x16VNNI_loop:
 	VPADDD            Z27, Z26, Z26
 	VCVTDQ2PS         Z26, Z26
 	VMULPS.BCST       288(R9), Z21, Z27
-	VMULPS            Z27, Z26, Z26
-	VADDPS            Z26, Z5, Z5
+	VFMADD231PS       Z27, Z26, Z5
 	VPBROADCASTD      364(R9), Z26
 	VPXORD            Z27, Z27, Z27
 	VPDPBUSD.BCST     320(R9), Z23, Z26
@@ -21071,8 +20461,7 @@ dotQ8_0x16x16VNNI_loop:
 	VPADDD            Z27, Z26, Z26
 	VCVTDQ2PS         Z26, Z26
 	VMULPS.BCST       352(R9), Z21, Z27
-	VMULPS            Z27, Z26, Z26
-	VADDPS            Z26, Z6, Z6
+	VFMADD231PS       Z27, Z26, Z6
 	VPBROADCASTD      428(R9), Z26
 	VPXORD            Z27, Z27, Z27
 	VPDPBUSD.BCST     384(R9), Z23, Z26
@@ -21086,8 +20475,7 @@ dotQ8_0x16x16VNNI_loop:
 	VPADDD            Z27, Z26, Z26
 	VCVTDQ2PS         Z26, Z26
 	VMULPS.BCST       416(R9), Z21, Z27
-	VMULPS            Z27, Z26, Z26
-	VADDPS            Z26, Z7, Z7
+	VFMADD231PS       Z27, Z26, Z7
 	VPBROADCASTD      492(R9), Z26
 	VPXORD            Z27, Z27, Z27
 	VPDPBUSD.BCST     448(R9), Z23, Z26
@@ -21101,8 +20489,7 @@ dotQ8_0x16x16VNNI_loop:
 	VPADDD            Z27, Z26, Z26
 	VCVTDQ2PS         Z26, Z26
 	VMULPS.BCST       480(R9), Z21, Z27
-	VMULPS            Z27, Z26, Z26
-	VADDPS            Z26, Z8, Z8
+	VFMADD231PS       Z27, Z26, Z8
 	VPBROADCASTD      556(R9), Z26
 	VPXORD            Z27, Z27, Z27
 	VPDPBUSD.BCST     512(R9), Z23, Z26
@@ -21116,8 +20503,7 @@ dotQ8_0x16x16VNNI_loop:
 	VPADDD            Z27, Z26, Z26
 	VCVTDQ2PS         Z26, Z26
 	VMULPS.BCST       544(R9), Z21, Z27
-	VMULPS            Z27, Z26, Z26
-	VADDPS            Z26, Z9, Z9
+	VFMADD231PS       Z27, Z26, Z9
 	VPBROADCASTD      620(R9), Z26
 	VPXORD            Z27, Z27, Z27
 	VPDPBUSD.BCST     576(R9), Z23, Z26
@@ -21131,8 +20517,7 @@ dotQ8_0x16x16VNNI_loop:
 	VPADDD            Z27, Z26, Z26
 	VCVTDQ2PS         Z26, Z26
 	VMULPS.BCST       608(R9), Z21, Z27
-	VMULPS            Z27, Z26, Z26
-	VADDPS            Z26, Z10, Z10
+	VFMADD231PS       Z27, Z26, Z10
 	VPBROADCASTD      684(R9), Z26
 	VPXORD            Z27, Z27, Z27
 	VPDPBUSD.BCST     640(R9), Z23, Z26
@@ -21146,8 +20531,7 @@ dotQ8_0x16x16VNNI_loop:
 	VPADDD            Z27, Z26, Z26
 	VCVTDQ2PS         Z26, Z26
 	VMULPS.BCST       672(R9), Z21, Z27
-	VMULPS            Z27, Z26, Z26
-	VADDPS            Z26, Z11, Z11
+	VFMADD231PS       Z27, Z26, Z11
 	VPBROADCASTD      748(R9), Z26
 	VPXORD            Z27, Z27, Z27
 	VPDPBUSD.BCST     704(R9), Z23, Z26
@@ -21161,8 +20545,7 @@ dotQ8_0x16x16VNNI_loop:
 	VPADDD            Z27, Z26, Z26
 	VCVTDQ2PS         Z26, Z26
 	VMULPS.BCST       736(R9), Z21, Z27
-	VMULPS            Z27, Z26, Z26
-	VADDPS            Z26, Z12, Z12
+	VFMADD231PS       Z27, Z26, Z12
 	VPBROADCASTD      812(R9), Z26
 	VPXORD            Z27, Z27, Z27
 	VPDPBUSD.BCST     768(R9), Z23, Z26
@@ -21176,8 +20559,7 @@ dotQ8_0x16x16VNNI_loop:
 	VPADDD            Z27, Z26, Z26
 	VCVTDQ2PS         Z26, Z26
 	VMULPS.BCST       800(R9), Z21, Z27
-	VMULPS            Z27, Z26, Z26
-	VADDPS            Z26, Z13, Z13
+	VFMADD231PS       Z27, Z26, Z13
 	VPBROADCASTD      876(R9), Z26
 	VPXORD            Z27, Z27, Z27
 	VPDPBUSD.BCST     832(R9), Z23, Z26
@@ -21191,8 +20573,7 @@ dotQ8_0x16x16VNNI_loop:
 	VPADDD            Z27, Z26, Z26
 	VCVTDQ2PS         Z26, Z26
 	VMULPS.BCST       864(R9), Z21, Z27
-	VMULPS            Z27, Z26, Z26
-	VADDPS            Z26, Z14, Z14
+	VFMADD231PS       Z27, Z26, Z14
 	VPBROADCASTD      940(R9), Z26
 	VPXORD            Z27, Z27, Z27
 	VPDPBUSD.BCST     896(R9), Z23, Z26
@@ -21206,8 +20587,7 @@ dotQ8_0x16x16VNNI_loop:
 	VPADDD            Z27, Z26, Z26
 	VCVTDQ2PS         Z26, Z26
 	VMULPS.BCST       928(R9), Z21, Z27
-	VMULPS            Z27, Z26, Z26
-	VADDPS            Z26, Z15, Z15
+	VFMADD231PS       Z27, Z26, Z15
 	VPBROADCASTD      1004(R9), Z26
 	VPXORD            Z27, Z27, Z27
 	VPDPBUSD.BCST     960(R9), Z23, Z26
@@ -21221,8 +20601,7 @@ dotQ8_0x16x16VNNI_loop:
 	VPADDD            Z27, Z26, Z26
 	VCVTDQ2PS         Z26, Z17
 	VMULPS.BCST       992(R9), Z21, Z18
-	VMULPS            Z18, Z17, Z17
-	VADDPS            Z17, Z16, Z16
+	VFMADD231PS       Z18, Z17, Z16
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -21346,380 +20725,364 @@ TEXT ·dotQ4_0x16x16VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z17, Z17, Z17
 
 dotQ4_0x16x16VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x16VNNI_done
-	VBROADCASTI32X4 2(AX), Z18
-	VBROADCASTI32X4 2(SI), K1, Z18
-	VPSRLVQ         Z1, Z18, Z18
-	VPANDD          Z0, Z18, Z18
-	VBROADCASTI32X4 2(AX)(CX*1), Z19
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z19
-	VPSRLVQ         Z1, Z19, Z19
-	VPANDD          Z0, Z19, Z19
-	VBROADCASTI32X4 2(AX)(CX*2), Z20
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z20
-	VPSRLVQ         Z1, Z20, Z20
-	VPANDD          Z0, Z20, Z20
-	VBROADCASTI32X4 2(AX)(DX*1), Z21
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z21
-	VPSRLVQ         Z1, Z21, Z21
-	VPANDD          Z0, Z21, Z21
-	VBROADCASTI32X4 2(BX), Z22
-	VBROADCASTI32X4 2(DI), K1, Z22
-	VPSRLVQ         Z1, Z22, Z22
-	VPANDD          Z0, Z22, Z22
-	VBROADCASTI32X4 2(BX)(CX*1), Z23
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z23
-	VPSRLVQ         Z1, Z23, Z23
-	VPANDD          Z0, Z23, Z23
-	VBROADCASTI32X4 2(BX)(CX*2), Z24
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z24
-	VPSRLVQ         Z1, Z24, Z24
-	VPANDD          Z0, Z24, Z24
-	VBROADCASTI32X4 2(BX)(DX*1), Z25
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z25
-	VPSRLVQ         Z1, Z25, Z25
-	VPANDD          Z0, Z25, Z25
-	VPUNPCKLDQ      Z19, Z18, Z26
-	VPUNPCKHDQ      Z19, Z18, Z18
-	VPUNPCKLDQ      Z21, Z20, Z19
-	VPUNPCKHDQ      Z21, Z20, Z20
-	VPUNPCKLDQ      Z23, Z22, Z21
-	VPUNPCKHDQ      Z23, Z22, Z22
-	VPUNPCKLDQ      Z25, Z24, Z23
-	VPUNPCKHDQ      Z25, Z24, Z24
-	VPUNPCKLQDQ     Z19, Z26, Z25
-	VPUNPCKHQDQ     Z19, Z26, Z19
-	VPUNPCKLQDQ     Z20, Z18, Z26
-	VPUNPCKHQDQ     Z20, Z18, Z18
-	VPUNPCKLQDQ     Z23, Z21, Z20
-	VPUNPCKHQDQ     Z23, Z21, Z21
-	VPUNPCKLQDQ     Z24, Z22, Z23
-	VPUNPCKHQDQ     Z24, Z22, Z22
-	VSHUFI64X2      $0x88, Z20, Z25, Z24
-	VSHUFI64X2      $0xdd, Z20, Z25, Z20
-	VSHUFI64X2      $0x88, Z21, Z19, Z25
-	VSHUFI64X2      $0xdd, Z21, Z19, Z19
-	VSHUFI64X2      $0x88, Z23, Z26, Z21
-	VSHUFI64X2      $0xdd, Z23, Z26, Z23
-	VSHUFI64X2      $0x88, Z22, Z18, Z26
-	VSHUFI64X2      $0xdd, Z22, Z18, Z18
-	VPXORD          Y22, Y22, Y22
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X22
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X22, X22
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X27
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X27, X27
-	VINSERTI32X4    $0x01, X27, Y22, Y22
-	VCVTPH2PS       Y22, Z22
-	VPBROADCASTD    48(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   (R9), Z24, Z27
-	VPDPBUSD.BCST   16(R9), Z20, Z28
-	VPDPBUSD.BCST   4(R9), Z25, Z27
-	VPDPBUSD.BCST   20(R9), Z19, Z28
-	VPDPBUSD.BCST   8(R9), Z21, Z27
-	VPDPBUSD.BCST   24(R9), Z23, Z28
-	VPDPBUSD.BCST   12(R9), Z26, Z27
-	VPDPBUSD.BCST   28(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     32(R9), Z27, Z27
-	VADDPS          Z27, Z2, Z2
-	VPBROADCASTD    112(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   64(R9), Z24, Z27
-	VPDPBUSD.BCST   80(R9), Z20, Z28
-	VPDPBUSD.BCST   68(R9), Z25, Z27
-	VPDPBUSD.BCST   84(R9), Z19, Z28
-	VPDPBUSD.BCST   72(R9), Z21, Z27
-	VPDPBUSD.BCST   88(R9), Z23, Z28
-	VPDPBUSD.BCST   76(R9), Z26, Z27
-	VPDPBUSD.BCST   92(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     96(R9), Z27, Z27
-	VADDPS          Z27, Z3, Z3
-	VPBROADCASTD    176(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   128(R9), Z24, Z27
-	VPDPBUSD.BCST   144(R9), Z20, Z28
-	VPDPBUSD.BCST   132(R9), Z25, Z27
-	VPDPBUSD.BCST   148(R9), Z19, Z28
-	VPDPBUSD.BCST   136(R9), Z21, Z27
-	VPDPBUSD.BCST   152(R9), Z23, Z28
-	VPDPBUSD.BCST   140(R9), Z26, Z27
-	VPDPBUSD.BCST   156(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     160(R9), Z27, Z27
-	VADDPS          Z27, Z4, Z4
-	VPBROADCASTD    240(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   192(R9), Z24, Z27
-	VPDPBUSD.BCST   208(R9), Z20, Z28
-	VPDPBUSD.BCST   196(R9), Z25, Z27
-	VPDPBUSD.BCST   212(R9), Z19, Z28
-	VPDPBUSD.BCST   200(R9), Z21, Z27
-	VPDPBUSD.BCST   216(R9), Z23, Z28
-	VPDPBUSD.BCST   204(R9), Z26, Z27
-	VPDPBUSD.BCST   220(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     224(R9), Z27, Z27
-	VADDPS          Z27, Z5, Z5
-	VPBROADCASTD    304(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   256(R9), Z24, Z27
-	VPDPBUSD.BCST   272(R9), Z20, Z28
-	VPDPBUSD.BCST   260(R9), Z25, Z27
-	VPDPBUSD.BCST   276(R9), Z19, Z28
-	VPDPBUSD.BCST   264(R9), Z21, Z27
-	VPDPBUSD.BCST   280(R9), Z23, Z28
-	VPDPBUSD.BCST   268(R9), Z26, Z27
-	VPDPBUSD.BCST   284(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     288(R9), Z27, Z27
-	VADDPS          Z27, Z6, Z6
-	VPBROADCASTD    368(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   320(R9), Z24, Z27
-	VPDPBUSD.BCST   336(R9), Z20, Z28
-	VPDPBUSD.BCST   324(R9), Z25, Z27
-	VPDPBUSD.BCST   340(R9), Z19, Z28
-	VPDPBUSD.BCST   328(R9), Z21, Z27
-	VPDPBUSD.BCST   344(R9), Z23, Z28
-	VPDPBUSD.BCST   332(R9), Z26, Z27
-	VPDPBUSD.BCST   348(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     352(R9), Z27, Z27
-	VADDPS          Z27, Z7, Z7
-	VPBROADCASTD    432(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   384(R9), Z24, Z27
-	VPDPBUSD.BCST   400(R9), Z20, Z28
-	VPDPBUSD.BCST   388(R9), Z25, Z27
-	VPDPBUSD.BCST   404(R9), Z19, Z28
-	VPDPBUSD.BCST   392(R9), Z21, Z27
-	VPDPBUSD.BCST   408(R9), Z23, Z28
-	VPDPBUSD.BCST   396(R9), Z26, Z27
-	VPDPBUSD.BCST   412(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     416(R9), Z27, Z27
-	VADDPS          Z27, Z8, Z8
-	VPBROADCASTD    496(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   448(R9), Z24, Z27
-	VPDPBUSD.BCST   464(R9), Z20, Z28
-	VPDPBUSD.BCST   452(R9), Z25, Z27
-	VPDPBUSD.BCST   468(R9), Z19, Z28
-	VPDPBUSD.BCST   456(R9), Z21, Z27
-	VPDPBUSD.BCST   472(R9), Z23, Z28
-	VPDPBUSD.BCST   460(R9), Z26, Z27
-	VPDPBUSD.BCST   476(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     480(R9), Z27, Z27
-	VADDPS          Z27, Z9, Z9
-	VPBROADCASTD    560(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   512(R9), Z24, Z27
-	VPDPBUSD.BCST   528(R9), Z20, Z28
-	VPDPBUSD.BCST   516(R9), Z25, Z27
-	VPDPBUSD.BCST   532(R9), Z19, Z28
-	VPDPBUSD.BCST   520(R9), Z21, Z27
-	VPDPBUSD.BCST   536(R9), Z23, Z28
-	VPDPBUSD.BCST   524(R9), Z26, Z27
-	VPDPBUSD.BCST   540(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     544(R9), Z27, Z27
-	VADDPS          Z27, Z10, Z10
-	VPBROADCASTD    624(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   576(R9), Z24, Z27
-	VPDPBUSD.BCST   592(R9), Z20, Z28
-	VPDPBUSD.BCST   580(R9), Z25, Z27
-	VPDPBUSD.BCST   596(R9), Z19, Z28
-	VPDPBUSD.BCST   584(R9), Z21, Z27
-	VPDPBUSD.BCST   600(R9), Z23, Z28
-	VPDPBUSD.BCST   588(R9), Z26, Z27
-	VPDPBUSD.BCST   604(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     608(R9), Z27, Z27
-	VADDPS          Z27, Z11, Z11
-	VPBROADCASTD    688(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   640(R9), Z24, Z27
-	VPDPBUSD.BCST   656(R9), Z20, Z28
-	VPDPBUSD.BCST   644(R9), Z25, Z27
-	VPDPBUSD.BCST   660(R9), Z19, Z28
-	VPDPBUSD.BCST   648(R9), Z21, Z27
-	VPDPBUSD.BCST   664(R9), Z23, Z28
-	VPDPBUSD.BCST   652(R9), Z26, Z27
-	VPDPBUSD.BCST   668(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     672(R9), Z27, Z27
-	VADDPS          Z27, Z12, Z12
-	VPBROADCASTD    752(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   704(R9), Z24, Z27
-	VPDPBUSD.BCST   720(R9), Z20, Z28
-	VPDPBUSD.BCST   708(R9), Z25, Z27
-	VPDPBUSD.BCST   724(R9), Z19, Z28
-	VPDPBUSD.BCST   712(R9), Z21, Z27
-	VPDPBUSD.BCST   728(R9), Z23, Z28
-	VPDPBUSD.BCST   716(R9), Z26, Z27
-	VPDPBUSD.BCST   732(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     736(R9), Z27, Z27
-	VADDPS          Z27, Z13, Z13
-	VPBROADCASTD    816(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   768(R9), Z24, Z27
-	VPDPBUSD.BCST   784(R9), Z20, Z28
-	VPDPBUSD.BCST   772(R9), Z25, Z27
-	VPDPBUSD.BCST   788(R9), Z19, Z28
-	VPDPBUSD.BCST   776(R9), Z21, Z27
-	VPDPBUSD.BCST   792(R9), Z23, Z28
-	VPDPBUSD.BCST   780(R9), Z26, Z27
-	VPDPBUSD.BCST   796(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     800(R9), Z27, Z27
-	VADDPS          Z27, Z14, Z14
-	VPBROADCASTD    880(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   832(R9), Z24, Z27
-	VPDPBUSD.BCST   848(R9), Z20, Z28
-	VPDPBUSD.BCST   836(R9), Z25, Z27
-	VPDPBUSD.BCST   852(R9), Z19, Z28
-	VPDPBUSD.BCST   840(R9), Z21, Z27
-	VPDPBUSD.BCST   856(R9), Z23, Z28
-	VPDPBUSD.BCST   844(R9), Z26, Z27
-	VPDPBUSD.BCST   860(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     864(R9), Z27, Z27
-	VADDPS          Z27, Z15, Z15
-	VPBROADCASTD    944(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   896(R9), Z24, Z27
-	VPDPBUSD.BCST   912(R9), Z20, Z28
-	VPDPBUSD.BCST   900(R9), Z25, Z27
-	VPDPBUSD.BCST   916(R9), Z19, Z28
-	VPDPBUSD.BCST   904(R9), Z21, Z27
-	VPDPBUSD.BCST   920(R9), Z23, Z28
-	VPDPBUSD.BCST   908(R9), Z26, Z27
-	VPDPBUSD.BCST   924(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     928(R9), Z27, Z27
-	VADDPS          Z27, Z16, Z16
-	VPBROADCASTD    1008(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   960(R9), Z24, Z27
-	VPDPBUSD.BCST   976(R9), Z20, Z28
-	VPDPBUSD.BCST   964(R9), Z25, Z27
-	VPDPBUSD.BCST   980(R9), Z19, Z28
-	VPDPBUSD.BCST   968(R9), Z21, Z27
-	VPDPBUSD.BCST   984(R9), Z23, Z28
-	VPDPBUSD.BCST   972(R9), Z26, Z27
-	VPDPBUSD.BCST   988(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z18
-	VMULPS          Z22, Z18, Z18
-	VMULPS.BCST     992(R9), Z18, Z18
-	VADDPS          Z18, Z17, Z17
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x16VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x16VNNI_done
+	VBROADCASTI32X4  2(AX), Z18
+	VBROADCASTI32X4  2(SI), K1, Z18
+	VPSRLVQ          Z1, Z18, Z18
+	VPANDD           Z0, Z18, Z18
+	VBROADCASTI32X4  2(AX)(CX*1), Z19
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z19
+	VPSRLVQ          Z1, Z19, Z19
+	VPANDD           Z0, Z19, Z19
+	VBROADCASTI32X4  2(AX)(CX*2), Z20
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z20
+	VPSRLVQ          Z1, Z20, Z20
+	VPANDD           Z0, Z20, Z20
+	VBROADCASTI32X4  2(AX)(DX*1), Z21
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z21
+	VPSRLVQ          Z1, Z21, Z21
+	VPANDD           Z0, Z21, Z21
+	VBROADCASTI32X4  2(BX), Z22
+	VBROADCASTI32X4  2(DI), K1, Z22
+	VPSRLVQ          Z1, Z22, Z22
+	VPANDD           Z0, Z22, Z22
+	VBROADCASTI32X4  2(BX)(CX*1), Z23
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z23
+	VPSRLVQ          Z1, Z23, Z23
+	VPANDD           Z0, Z23, Z23
+	VBROADCASTI32X4  2(BX)(CX*2), Z24
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z24
+	VPSRLVQ          Z1, Z24, Z24
+	VPANDD           Z0, Z24, Z24
+	VBROADCASTI32X4  2(BX)(DX*1), Z25
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z25
+	VPSRLVQ          Z1, Z25, Z25
+	VPANDD           Z0, Z25, Z25
+	VPUNPCKLDQ       Z19, Z18, Z26
+	VPUNPCKHDQ       Z19, Z18, Z18
+	VPUNPCKLDQ       Z21, Z20, Z19
+	VPUNPCKHDQ       Z21, Z20, Z20
+	VPUNPCKLDQ       Z23, Z22, Z21
+	VPUNPCKHDQ       Z23, Z22, Z22
+	VPUNPCKLDQ       Z25, Z24, Z23
+	VPUNPCKHDQ       Z25, Z24, Z24
+	VPUNPCKLQDQ      Z19, Z26, Z25
+	VPUNPCKHQDQ      Z19, Z26, Z19
+	VPUNPCKLQDQ      Z20, Z18, Z26
+	VPUNPCKHQDQ      Z20, Z18, Z18
+	VPUNPCKLQDQ      Z23, Z21, Z20
+	VPUNPCKHQDQ      Z23, Z21, Z21
+	VPUNPCKLQDQ      Z24, Z22, Z23
+	VPUNPCKHQDQ      Z24, Z22, Z22
+	VSHUFI64X2       $0x88, Z20, Z25, Z24
+	VSHUFI64X2       $0xdd, Z20, Z25, Z20
+	VSHUFI64X2       $0x88, Z21, Z19, Z25
+	VSHUFI64X2       $0xdd, Z21, Z19, Z19
+	VSHUFI64X2       $0x88, Z23, Z26, Z21
+	VSHUFI64X2       $0xdd, Z23, Z26, Z23
+	VSHUFI64X2       $0x88, Z22, Z18, Z26
+	VSHUFI64X2       $0xdd, Z22, Z18, Z18
+	VPXORD           Y22, Y22, Y22
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X22
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X22, X22
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X27
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X27, X27
+	VINSERTI32X4     $0x01, X27, Y22, Y22
+	VCVTPH2PS        Y22, Z22
+	VPBROADCASTD     48(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    (R9), Z24, Z27
+	VPDPBUSD.BCST    16(R9), Z20, Z28
+	VPDPBUSD.BCST    4(R9), Z25, Z27
+	VPDPBUSD.BCST    20(R9), Z19, Z28
+	VPDPBUSD.BCST    8(R9), Z21, Z27
+	VPDPBUSD.BCST    24(R9), Z23, Z28
+	VPDPBUSD.BCST    12(R9), Z26, Z27
+	VPDPBUSD.BCST    28(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 32(R9), Z27, Z2
+	VPBROADCASTD     112(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    64(R9), Z24, Z27
+	VPDPBUSD.BCST    80(R9), Z20, Z28
+	VPDPBUSD.BCST    68(R9), Z25, Z27
+	VPDPBUSD.BCST    84(R9), Z19, Z28
+	VPDPBUSD.BCST    72(R9), Z21, Z27
+	VPDPBUSD.BCST    88(R9), Z23, Z28
+	VPDPBUSD.BCST    76(R9), Z26, Z27
+	VPDPBUSD.BCST    92(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 96(R9), Z27, Z3
+	VPBROADCASTD     176(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    128(R9), Z24, Z27
+	VPDPBUSD.BCST    144(R9), Z20, Z28
+	VPDPBUSD.BCST    132(R9), Z25, Z27
+	VPDPBUSD.BCST    148(R9), Z19, Z28
+	VPDPBUSD.BCST    136(R9), Z21, Z27
+	VPDPBUSD.BCST    152(R9), Z23, Z28
+	VPDPBUSD.BCST    140(R9), Z26, Z27
+	VPDPBUSD.BCST    156(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 160(R9), Z27, Z4
+	VPBROADCASTD     240(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    192(R9), Z24, Z27
+	VPDPBUSD.BCST    208(R9), Z20, Z28
+	VPDPBUSD.BCST    196(R9), Z25, Z27
+	VPDPBUSD.BCST    212(R9), Z19, Z28
+	VPDPBUSD.BCST    200(R9), Z21, Z27
+	VPDPBUSD.BCST    216(R9), Z23, Z28
+	VPDPBUSD.BCST    204(R9), Z26, Z27
+	VPDPBUSD.BCST    220(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 224(R9), Z27, Z5
+	VPBROADCASTD     304(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    256(R9), Z24, Z27
+	VPDPBUSD.BCST    272(R9), Z20, Z28
+	VPDPBUSD.BCST    260(R9), Z25, Z27
+	VPDPBUSD.BCST    276(R9), Z19, Z28
+	VPDPBUSD.BCST    264(R9), Z21, Z27
+	VPDPBUSD.BCST    280(R9), Z23, Z28
+	VPDPBUSD.BCST    268(R9), Z26, Z27
+	VPDPBUSD.BCST    284(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 288(R9), Z27, Z6
+	VPBROADCASTD     368(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    320(R9), Z24, Z27
+	VPDPBUSD.BCST    336(R9), Z20, Z28
+	VPDPBUSD.BCST    324(R9), Z25, Z27
+	VPDPBUSD.BCST    340(R9), Z19, Z28
+	VPDPBUSD.BCST    328(R9), Z21, Z27
+	VPDPBUSD.BCST    344(R9), Z23, Z28
+	VPDPBUSD.BCST    332(R9), Z26, Z27
+	VPDPBUSD.BCST    348(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 352(R9), Z27, Z7
+	VPBROADCASTD     432(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    384(R9), Z24, Z27
+	VPDPBUSD.BCST    400(R9), Z20, Z28
+	VPDPBUSD.BCST    388(R9), Z25, Z27
+	VPDPBUSD.BCST    404(R9), Z19, Z28
+	VPDPBUSD.BCST    392(R9), Z21, Z27
+	VPDPBUSD.BCST    408(R9), Z23, Z28
+	VPDPBUSD.BCST    396(R9), Z26, Z27
+	VPDPBUSD.BCST    412(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 416(R9), Z27, Z8
+	VPBROADCASTD     496(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    448(R9), Z24, Z27
+	VPDPBUSD.BCST    464(R9), Z20, Z28
+	VPDPBUSD.BCST    452(R9), Z25, Z27
+	VPDPBUSD.BCST    468(R9), Z19, Z28
+	VPDPBUSD.BCST    456(R9), Z21, Z27
+	VPDPBUSD.BCST    472(R9), Z23, Z28
+	VPDPBUSD.BCST    460(R9), Z26, Z27
+	VPDPBUSD.BCST    476(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 480(R9), Z27, Z9
+	VPBROADCASTD     560(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    512(R9), Z24, Z27
+	VPDPBUSD.BCST    528(R9), Z20, Z28
+	VPDPBUSD.BCST    516(R9), Z25, Z27
+	VPDPBUSD.BCST    532(R9), Z19, Z28
+	VPDPBUSD.BCST    520(R9), Z21, Z27
+	VPDPBUSD.BCST    536(R9), Z23, Z28
+	VPDPBUSD.BCST    524(R9), Z26, Z27
+	VPDPBUSD.BCST    540(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 544(R9), Z27, Z10
+	VPBROADCASTD     624(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    576(R9), Z24, Z27
+	VPDPBUSD.BCST    592(R9), Z20, Z28
+	VPDPBUSD.BCST    580(R9), Z25, Z27
+	VPDPBUSD.BCST    596(R9), Z19, Z28
+	VPDPBUSD.BCST    584(R9), Z21, Z27
+	VPDPBUSD.BCST    600(R9), Z23, Z28
+	VPDPBUSD.BCST    588(R9), Z26, Z27
+	VPDPBUSD.BCST    604(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 608(R9), Z27, Z11
+	VPBROADCASTD     688(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    640(R9), Z24, Z27
+	VPDPBUSD.BCST    656(R9), Z20, Z28
+	VPDPBUSD.BCST    644(R9), Z25, Z27
+	VPDPBUSD.BCST    660(R9), Z19, Z28
+	VPDPBUSD.BCST    648(R9), Z21, Z27
+	VPDPBUSD.BCST    664(R9), Z23, Z28
+	VPDPBUSD.BCST    652(R9), Z26, Z27
+	VPDPBUSD.BCST    668(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 672(R9), Z27, Z12
+	VPBROADCASTD     752(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    704(R9), Z24, Z27
+	VPDPBUSD.BCST    720(R9), Z20, Z28
+	VPDPBUSD.BCST    708(R9), Z25, Z27
+	VPDPBUSD.BCST    724(R9), Z19, Z28
+	VPDPBUSD.BCST    712(R9), Z21, Z27
+	VPDPBUSD.BCST    728(R9), Z23, Z28
+	VPDPBUSD.BCST    716(R9), Z26, Z27
+	VPDPBUSD.BCST    732(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 736(R9), Z27, Z13
+	VPBROADCASTD     816(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    768(R9), Z24, Z27
+	VPDPBUSD.BCST    784(R9), Z20, Z28
+	VPDPBUSD.BCST    772(R9), Z25, Z27
+	VPDPBUSD.BCST    788(R9), Z19, Z28
+	VPDPBUSD.BCST    776(R9), Z21, Z27
+	VPDPBUSD.BCST    792(R9), Z23, Z28
+	VPDPBUSD.BCST    780(R9), Z26, Z27
+	VPDPBUSD.BCST    796(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 800(R9), Z27, Z14
+	VPBROADCASTD     880(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    832(R9), Z24, Z27
+	VPDPBUSD.BCST    848(R9), Z20, Z28
+	VPDPBUSD.BCST    836(R9), Z25, Z27
+	VPDPBUSD.BCST    852(R9), Z19, Z28
+	VPDPBUSD.BCST    840(R9), Z21, Z27
+	VPDPBUSD.BCST    856(R9), Z23, Z28
+	VPDPBUSD.BCST    844(R9), Z26, Z27
+	VPDPBUSD.BCST    860(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 864(R9), Z27, Z15
+	VPBROADCASTD     944(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    896(R9), Z24, Z27
+	VPDPBUSD.BCST    912(R9), Z20, Z28
+	VPDPBUSD.BCST    900(R9), Z25, Z27
+	VPDPBUSD.BCST    916(R9), Z19, Z28
+	VPDPBUSD.BCST    904(R9), Z21, Z27
+	VPDPBUSD.BCST    920(R9), Z23, Z28
+	VPDPBUSD.BCST    908(R9), Z26, Z27
+	VPDPBUSD.BCST    924(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 928(R9), Z27, Z16
+	VPBROADCASTD     1008(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    960(R9), Z24, Z27
+	VPDPBUSD.BCST    976(R9), Z20, Z28
+	VPDPBUSD.BCST    964(R9), Z25, Z27
+	VPDPBUSD.BCST    980(R9), Z19, Z28
+	VPDPBUSD.BCST    968(R9), Z21, Z27
+	VPDPBUSD.BCST    984(R9), Z23, Z28
+	VPDPBUSD.BCST    972(R9), Z26, Z27
+	VPDPBUSD.BCST    988(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z18
+	VMULPS           Z22, Z18, Z18
+	VFMADD231PS.BCST 992(R9), Z18, Z17
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x16VNNI_loop
 
 dotQ4_0x16x16VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -21808,372 +21171,356 @@ TEXT ·dotQ4_0x16x16GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z16, Z16, Z16
 
 dotQ4_0x16x16GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x16GFNI_done
-	VBROADCASTI32X4 2(AX), Z17
-	VBROADCASTI32X4 2(SI), K1, Z17
-	VGF2P8AFFINEQB  $0x00, Z0, Z17, Z17
-	VBROADCASTI32X4 2(AX)(CX*1), Z18
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z18
-	VGF2P8AFFINEQB  $0x00, Z0, Z18, Z18
-	VBROADCASTI32X4 2(AX)(CX*2), Z19
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z19
-	VGF2P8AFFINEQB  $0x00, Z0, Z19, Z19
-	VBROADCASTI32X4 2(AX)(DX*1), Z20
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z20
-	VGF2P8AFFINEQB  $0x00, Z0, Z20, Z20
-	VBROADCASTI32X4 2(BX), Z21
-	VBROADCASTI32X4 2(DI), K1, Z21
-	VGF2P8AFFINEQB  $0x00, Z0, Z21, Z21
-	VBROADCASTI32X4 2(BX)(CX*1), Z22
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z22
-	VGF2P8AFFINEQB  $0x00, Z0, Z22, Z22
-	VBROADCASTI32X4 2(BX)(CX*2), Z23
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z23
-	VGF2P8AFFINEQB  $0x00, Z0, Z23, Z23
-	VBROADCASTI32X4 2(BX)(DX*1), Z24
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z24
-	VGF2P8AFFINEQB  $0x00, Z0, Z24, Z24
-	VPUNPCKLDQ      Z18, Z17, Z25
-	VPUNPCKHDQ      Z18, Z17, Z17
-	VPUNPCKLDQ      Z20, Z19, Z18
-	VPUNPCKHDQ      Z20, Z19, Z19
-	VPUNPCKLDQ      Z22, Z21, Z20
-	VPUNPCKHDQ      Z22, Z21, Z21
-	VPUNPCKLDQ      Z24, Z23, Z22
-	VPUNPCKHDQ      Z24, Z23, Z23
-	VPUNPCKLQDQ     Z18, Z25, Z24
-	VPUNPCKHQDQ     Z18, Z25, Z18
-	VPUNPCKLQDQ     Z19, Z17, Z25
-	VPUNPCKHQDQ     Z19, Z17, Z17
-	VPUNPCKLQDQ     Z22, Z20, Z19
-	VPUNPCKHQDQ     Z22, Z20, Z20
-	VPUNPCKLQDQ     Z23, Z21, Z22
-	VPUNPCKHQDQ     Z23, Z21, Z21
-	VSHUFI64X2      $0x88, Z19, Z24, Z23
-	VSHUFI64X2      $0xdd, Z19, Z24, Z19
-	VSHUFI64X2      $0x88, Z20, Z18, Z24
-	VSHUFI64X2      $0xdd, Z20, Z18, Z18
-	VSHUFI64X2      $0x88, Z22, Z25, Z20
-	VSHUFI64X2      $0xdd, Z22, Z25, Z22
-	VSHUFI64X2      $0x88, Z21, Z17, Z25
-	VSHUFI64X2      $0xdd, Z21, Z17, Z17
-	VPXORD          Y21, Y21, Y21
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X21
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X21, X21
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X26
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X26, X26
-	VINSERTI32X4    $0x01, X26, Y21, Y21
-	VCVTPH2PS       Y21, Z21
-	VPBROADCASTD    48(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   (R9), Z23, Z26
-	VPDPBUSD.BCST   16(R9), Z19, Z27
-	VPDPBUSD.BCST   4(R9), Z24, Z26
-	VPDPBUSD.BCST   20(R9), Z18, Z27
-	VPDPBUSD.BCST   8(R9), Z20, Z26
-	VPDPBUSD.BCST   24(R9), Z22, Z27
-	VPDPBUSD.BCST   12(R9), Z25, Z26
-	VPDPBUSD.BCST   28(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     32(R9), Z26, Z26
-	VADDPS          Z26, Z1, Z1
-	VPBROADCASTD    112(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   64(R9), Z23, Z26
-	VPDPBUSD.BCST   80(R9), Z19, Z27
-	VPDPBUSD.BCST   68(R9), Z24, Z26
-	VPDPBUSD.BCST   84(R9), Z18, Z27
-	VPDPBUSD.BCST   72(R9), Z20, Z26
-	VPDPBUSD.BCST   88(R9), Z22, Z27
-	VPDPBUSD.BCST   76(R9), Z25, Z26
-	VPDPBUSD.BCST   92(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     96(R9), Z26, Z26
-	VADDPS          Z26, Z2, Z2
-	VPBROADCASTD    176(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   128(R9), Z23, Z26
-	VPDPBUSD.BCST   144(R9), Z19, Z27
-	VPDPBUSD.BCST   132(R9), Z24, Z26
-	VPDPBUSD.BCST   148(R9), Z18, Z27
-	VPDPBUSD.BCST   136(R9), Z20, Z26
-	VPDPBUSD.BCST   152(R9), Z22, Z27
-	VPDPBUSD.BCST   140(R9), Z25, Z26
-	VPDPBUSD.BCST   156(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     160(R9), Z26, Z26
-	VADDPS          Z26, Z3, Z3
-	VPBROADCASTD    240(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   192(R9), Z23, Z26
-	VPDPBUSD.BCST   208(R9), Z19, Z27
-	VPDPBUSD.BCST   196(R9), Z24, Z26
-	VPDPBUSD.BCST   212(R9), Z18, Z27
-	VPDPBUSD.BCST   200(R9), Z20, Z26
-	VPDPBUSD.BCST   216(R9), Z22, Z27
-	VPDPBUSD.BCST   204(R9), Z25, Z26
-	VPDPBUSD.BCST   220(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     224(R9), Z26, Z26
-	VADDPS          Z26, Z4, Z4
-	VPBROADCASTD    304(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   256(R9), Z23, Z26
-	VPDPBUSD.BCST   272(R9), Z19, Z27
-	VPDPBUSD.BCST   260(R9), Z24, Z26
-	VPDPBUSD.BCST   276(R9), Z18, Z27
-	VPDPBUSD.BCST   264(R9), Z20, Z26
-	VPDPBUSD.BCST   280(R9), Z22, Z27
-	VPDPBUSD.BCST   268(R9), Z25, Z26
-	VPDPBUSD.BCST   284(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     288(R9), Z26, Z26
-	VADDPS          Z26, Z5, Z5
-	VPBROADCASTD    368(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   320(R9), Z23, Z26
-	VPDPBUSD.BCST   336(R9), Z19, Z27
-	VPDPBUSD.BCST   324(R9), Z24, Z26
-	VPDPBUSD.BCST   340(R9), Z18, Z27
-	VPDPBUSD.BCST   328(R9), Z20, Z26
-	VPDPBUSD.BCST   344(R9), Z22, Z27
-	VPDPBUSD.BCST   332(R9), Z25, Z26
-	VPDPBUSD.BCST   348(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     352(R9), Z26, Z26
-	VADDPS          Z26, Z6, Z6
-	VPBROADCASTD    432(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   384(R9), Z23, Z26
-	VPDPBUSD.BCST   400(R9), Z19, Z27
-	VPDPBUSD.BCST   388(R9), Z24, Z26
-	VPDPBUSD.BCST   404(R9), Z18, Z27
-	VPDPBUSD.BCST   392(R9), Z20, Z26
-	VPDPBUSD.BCST   408(R9), Z22, Z27
-	VPDPBUSD.BCST   396(R9), Z25, Z26
-	VPDPBUSD.BCST   412(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     416(R9), Z26, Z26
-	VADDPS          Z26, Z7, Z7
-	VPBROADCASTD    496(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   448(R9), Z23, Z26
-	VPDPBUSD.BCST   464(R9), Z19, Z27
-	VPDPBUSD.BCST   452(R9), Z24, Z26
-	VPDPBUSD.BCST   468(R9), Z18, Z27
-	VPDPBUSD.BCST   456(R9), Z20, Z26
-	VPDPBUSD.BCST   472(R9), Z22, Z27
-	VPDPBUSD.BCST   460(R9), Z25, Z26
-	VPDPBUSD.BCST   476(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     480(R9), Z26, Z26
-	VADDPS          Z26, Z8, Z8
-	VPBROADCASTD    560(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   512(R9), Z23, Z26
-	VPDPBUSD.BCST   528(R9), Z19, Z27
-	VPDPBUSD.BCST   516(R9), Z24, Z26
-	VPDPBUSD.BCST   532(R9), Z18, Z27
-	VPDPBUSD.BCST   520(R9), Z20, Z26
-	VPDPBUSD.BCST   536(R9), Z22, Z27
-	VPDPBUSD.BCST   524(R9), Z25, Z26
-	VPDPBUSD.BCST   540(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     544(R9), Z26, Z26
-	VADDPS          Z26, Z9, Z9
-	VPBROADCASTD    624(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   576(R9), Z23, Z26
-	VPDPBUSD.BCST   592(R9), Z19, Z27
-	VPDPBUSD.BCST   580(R9), Z24, Z26
-	VPDPBUSD.BCST   596(R9), Z18, Z27
-	VPDPBUSD.BCST   584(R9), Z20, Z26
-	VPDPBUSD.BCST   600(R9), Z22, Z27
-	VPDPBUSD.BCST   588(R9), Z25, Z26
-	VPDPBUSD.BCST   604(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     608(R9), Z26, Z26
-	VADDPS          Z26, Z10, Z10
-	VPBROADCASTD    688(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   640(R9), Z23, Z26
-	VPDPBUSD.BCST   656(R9), Z19, Z27
-	VPDPBUSD.BCST   644(R9), Z24, Z26
-	VPDPBUSD.BCST   660(R9), Z18, Z27
-	VPDPBUSD.BCST   648(R9), Z20, Z26
-	VPDPBUSD.BCST   664(R9), Z22, Z27
-	VPDPBUSD.BCST   652(R9), Z25, Z26
-	VPDPBUSD.BCST   668(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     672(R9), Z26, Z26
-	VADDPS          Z26, Z11, Z11
-	VPBROADCASTD    752(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   704(R9), Z23, Z26
-	VPDPBUSD.BCST   720(R9), Z19, Z27
-	VPDPBUSD.BCST   708(R9), Z24, Z26
-	VPDPBUSD.BCST   724(R9), Z18, Z27
-	VPDPBUSD.BCST   712(R9), Z20, Z26
-	VPDPBUSD.BCST   728(R9), Z22, Z27
-	VPDPBUSD.BCST   716(R9), Z25, Z26
-	VPDPBUSD.BCST   732(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     736(R9), Z26, Z26
-	VADDPS          Z26, Z12, Z12
-	VPBROADCASTD    816(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   768(R9), Z23, Z26
-	VPDPBUSD.BCST   784(R9), Z19, Z27
-	VPDPBUSD.BCST   772(R9), Z24, Z26
-	VPDPBUSD.BCST   788(R9), Z18, Z27
-	VPDPBUSD.BCST   776(R9), Z20, Z26
-	VPDPBUSD.BCST   792(R9), Z22, Z27
-	VPDPBUSD.BCST   780(R9), Z25, Z26
-	VPDPBUSD.BCST   796(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     800(R9), Z26, Z26
-	VADDPS          Z26, Z13, Z13
-	VPBROADCASTD    880(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   832(R9), Z23, Z26
-	VPDPBUSD.BCST   848(R9), Z19, Z27
-	VPDPBUSD.BCST   836(R9), Z24, Z26
-	VPDPBUSD.BCST   852(R9), Z18, Z27
-	VPDPBUSD.BCST   840(R9), Z20, Z26
-	VPDPBUSD.BCST   856(R9), Z22, Z27
-	VPDPBUSD.BCST   844(R9), Z25, Z26
-	VPDPBUSD.BCST   860(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     864(R9), Z26, Z26
-	VADDPS          Z26, Z14, Z14
-	VPBROADCASTD    944(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   896(R9), Z23, Z26
-	VPDPBUSD.BCST   912(R9), Z19, Z27
-	VPDPBUSD.BCST   900(R9), Z24, Z26
-	VPDPBUSD.BCST   916(R9), Z18, Z27
-	VPDPBUSD.BCST   904(R9), Z20, Z26
-	VPDPBUSD.BCST   920(R9), Z22, Z27
-	VPDPBUSD.BCST   908(R9), Z25, Z26
-	VPDPBUSD.BCST   924(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z26
-	VMULPS          Z21, Z26, Z26
-	VMULPS.BCST     928(R9), Z26, Z26
-	VADDPS          Z26, Z15, Z15
-	VPBROADCASTD    1008(R9), Z26
-	VPXORD          Z27, Z27, Z27
-	VPDPBUSD.BCST   960(R9), Z23, Z26
-	VPDPBUSD.BCST   976(R9), Z19, Z27
-	VPDPBUSD.BCST   964(R9), Z24, Z26
-	VPDPBUSD.BCST   980(R9), Z18, Z27
-	VPDPBUSD.BCST   968(R9), Z20, Z26
-	VPDPBUSD.BCST   984(R9), Z22, Z27
-	VPDPBUSD.BCST   972(R9), Z25, Z26
-	VPDPBUSD.BCST   988(R9), Z17, Z27
-	VPADDD          Z27, Z26, Z26
-	VCVTDQ2PS       Z26, Z17
-	VMULPS          Z21, Z17, Z17
-	VMULPS.BCST     992(R9), Z17, Z17
-	VADDPS          Z17, Z16, Z16
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x16GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x16GFNI_done
+	VBROADCASTI32X4  2(AX), Z17
+	VBROADCASTI32X4  2(SI), K1, Z17
+	VGF2P8AFFINEQB   $0x00, Z0, Z17, Z17
+	VBROADCASTI32X4  2(AX)(CX*1), Z18
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z18
+	VGF2P8AFFINEQB   $0x00, Z0, Z18, Z18
+	VBROADCASTI32X4  2(AX)(CX*2), Z19
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z19
+	VGF2P8AFFINEQB   $0x00, Z0, Z19, Z19
+	VBROADCASTI32X4  2(AX)(DX*1), Z20
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z20
+	VGF2P8AFFINEQB   $0x00, Z0, Z20, Z20
+	VBROADCASTI32X4  2(BX), Z21
+	VBROADCASTI32X4  2(DI), K1, Z21
+	VGF2P8AFFINEQB   $0x00, Z0, Z21, Z21
+	VBROADCASTI32X4  2(BX)(CX*1), Z22
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z22
+	VGF2P8AFFINEQB   $0x00, Z0, Z22, Z22
+	VBROADCASTI32X4  2(BX)(CX*2), Z23
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z23
+	VGF2P8AFFINEQB   $0x00, Z0, Z23, Z23
+	VBROADCASTI32X4  2(BX)(DX*1), Z24
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z24
+	VGF2P8AFFINEQB   $0x00, Z0, Z24, Z24
+	VPUNPCKLDQ       Z18, Z17, Z25
+	VPUNPCKHDQ       Z18, Z17, Z17
+	VPUNPCKLDQ       Z20, Z19, Z18
+	VPUNPCKHDQ       Z20, Z19, Z19
+	VPUNPCKLDQ       Z22, Z21, Z20
+	VPUNPCKHDQ       Z22, Z21, Z21
+	VPUNPCKLDQ       Z24, Z23, Z22
+	VPUNPCKHDQ       Z24, Z23, Z23
+	VPUNPCKLQDQ      Z18, Z25, Z24
+	VPUNPCKHQDQ      Z18, Z25, Z18
+	VPUNPCKLQDQ      Z19, Z17, Z25
+	VPUNPCKHQDQ      Z19, Z17, Z17
+	VPUNPCKLQDQ      Z22, Z20, Z19
+	VPUNPCKHQDQ      Z22, Z20, Z20
+	VPUNPCKLQDQ      Z23, Z21, Z22
+	VPUNPCKHQDQ      Z23, Z21, Z21
+	VSHUFI64X2       $0x88, Z19, Z24, Z23
+	VSHUFI64X2       $0xdd, Z19, Z24, Z19
+	VSHUFI64X2       $0x88, Z20, Z18, Z24
+	VSHUFI64X2       $0xdd, Z20, Z18, Z18
+	VSHUFI64X2       $0x88, Z22, Z25, Z20
+	VSHUFI64X2       $0xdd, Z22, Z25, Z22
+	VSHUFI64X2       $0x88, Z21, Z17, Z25
+	VSHUFI64X2       $0xdd, Z21, Z17, Z17
+	VPXORD           Y21, Y21, Y21
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X21
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X21, X21
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X26
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X26, X26
+	VINSERTI32X4     $0x01, X26, Y21, Y21
+	VCVTPH2PS        Y21, Z21
+	VPBROADCASTD     48(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    (R9), Z23, Z26
+	VPDPBUSD.BCST    16(R9), Z19, Z27
+	VPDPBUSD.BCST    4(R9), Z24, Z26
+	VPDPBUSD.BCST    20(R9), Z18, Z27
+	VPDPBUSD.BCST    8(R9), Z20, Z26
+	VPDPBUSD.BCST    24(R9), Z22, Z27
+	VPDPBUSD.BCST    12(R9), Z25, Z26
+	VPDPBUSD.BCST    28(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 32(R9), Z26, Z1
+	VPBROADCASTD     112(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    64(R9), Z23, Z26
+	VPDPBUSD.BCST    80(R9), Z19, Z27
+	VPDPBUSD.BCST    68(R9), Z24, Z26
+	VPDPBUSD.BCST    84(R9), Z18, Z27
+	VPDPBUSD.BCST    72(R9), Z20, Z26
+	VPDPBUSD.BCST    88(R9), Z22, Z27
+	VPDPBUSD.BCST    76(R9), Z25, Z26
+	VPDPBUSD.BCST    92(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 96(R9), Z26, Z2
+	VPBROADCASTD     176(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    128(R9), Z23, Z26
+	VPDPBUSD.BCST    144(R9), Z19, Z27
+	VPDPBUSD.BCST    132(R9), Z24, Z26
+	VPDPBUSD.BCST    148(R9), Z18, Z27
+	VPDPBUSD.BCST    136(R9), Z20, Z26
+	VPDPBUSD.BCST    152(R9), Z22, Z27
+	VPDPBUSD.BCST    140(R9), Z25, Z26
+	VPDPBUSD.BCST    156(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 160(R9), Z26, Z3
+	VPBROADCASTD     240(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    192(R9), Z23, Z26
+	VPDPBUSD.BCST    208(R9), Z19, Z27
+	VPDPBUSD.BCST    196(R9), Z24, Z26
+	VPDPBUSD.BCST    212(R9), Z18, Z27
+	VPDPBUSD.BCST    200(R9), Z20, Z26
+	VPDPBUSD.BCST    216(R9), Z22, Z27
+	VPDPBUSD.BCST    204(R9), Z25, Z26
+	VPDPBUSD.BCST    220(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 224(R9), Z26, Z4
+	VPBROADCASTD     304(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    256(R9), Z23, Z26
+	VPDPBUSD.BCST    272(R9), Z19, Z27
+	VPDPBUSD.BCST    260(R9), Z24, Z26
+	VPDPBUSD.BCST    276(R9), Z18, Z27
+	VPDPBUSD.BCST    264(R9), Z20, Z26
+	VPDPBUSD.BCST    280(R9), Z22, Z27
+	VPDPBUSD.BCST    268(R9), Z25, Z26
+	VPDPBUSD.BCST    284(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 288(R9), Z26, Z5
+	VPBROADCASTD     368(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    320(R9), Z23, Z26
+	VPDPBUSD.BCST    336(R9), Z19, Z27
+	VPDPBUSD.BCST    324(R9), Z24, Z26
+	VPDPBUSD.BCST    340(R9), Z18, Z27
+	VPDPBUSD.BCST    328(R9), Z20, Z26
+	VPDPBUSD.BCST    344(R9), Z22, Z27
+	VPDPBUSD.BCST    332(R9), Z25, Z26
+	VPDPBUSD.BCST    348(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 352(R9), Z26, Z6
+	VPBROADCASTD     432(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    384(R9), Z23, Z26
+	VPDPBUSD.BCST    400(R9), Z19, Z27
+	VPDPBUSD.BCST    388(R9), Z24, Z26
+	VPDPBUSD.BCST    404(R9), Z18, Z27
+	VPDPBUSD.BCST    392(R9), Z20, Z26
+	VPDPBUSD.BCST    408(R9), Z22, Z27
+	VPDPBUSD.BCST    396(R9), Z25, Z26
+	VPDPBUSD.BCST    412(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 416(R9), Z26, Z7
+	VPBROADCASTD     496(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    448(R9), Z23, Z26
+	VPDPBUSD.BCST    464(R9), Z19, Z27
+	VPDPBUSD.BCST    452(R9), Z24, Z26
+	VPDPBUSD.BCST    468(R9), Z18, Z27
+	VPDPBUSD.BCST    456(R9), Z20, Z26
+	VPDPBUSD.BCST    472(R9), Z22, Z27
+	VPDPBUSD.BCST    460(R9), Z25, Z26
+	VPDPBUSD.BCST    476(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 480(R9), Z26, Z8
+	VPBROADCASTD     560(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    512(R9), Z23, Z26
+	VPDPBUSD.BCST    528(R9), Z19, Z27
+	VPDPBUSD.BCST    516(R9), Z24, Z26
+	VPDPBUSD.BCST    532(R9), Z18, Z27
+	VPDPBUSD.BCST    520(R9), Z20, Z26
+	VPDPBUSD.BCST    536(R9), Z22, Z27
+	VPDPBUSD.BCST    524(R9), Z25, Z26
+	VPDPBUSD.BCST    540(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 544(R9), Z26, Z9
+	VPBROADCASTD     624(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    576(R9), Z23, Z26
+	VPDPBUSD.BCST    592(R9), Z19, Z27
+	VPDPBUSD.BCST    580(R9), Z24, Z26
+	VPDPBUSD.BCST    596(R9), Z18, Z27
+	VPDPBUSD.BCST    584(R9), Z20, Z26
+	VPDPBUSD.BCST    600(R9), Z22, Z27
+	VPDPBUSD.BCST    588(R9), Z25, Z26
+	VPDPBUSD.BCST    604(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 608(R9), Z26, Z10
+	VPBROADCASTD     688(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    640(R9), Z23, Z26
+	VPDPBUSD.BCST    656(R9), Z19, Z27
+	VPDPBUSD.BCST    644(R9), Z24, Z26
+	VPDPBUSD.BCST    660(R9), Z18, Z27
+	VPDPBUSD.BCST    648(R9), Z20, Z26
+	VPDPBUSD.BCST    664(R9), Z22, Z27
+	VPDPBUSD.BCST    652(R9), Z25, Z26
+	VPDPBUSD.BCST    668(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 672(R9), Z26, Z11
+	VPBROADCASTD     752(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    704(R9), Z23, Z26
+	VPDPBUSD.BCST    720(R9), Z19, Z27
+	VPDPBUSD.BCST    708(R9), Z24, Z26
+	VPDPBUSD.BCST    724(R9), Z18, Z27
+	VPDPBUSD.BCST    712(R9), Z20, Z26
+	VPDPBUSD.BCST    728(R9), Z22, Z27
+	VPDPBUSD.BCST    716(R9), Z25, Z26
+	VPDPBUSD.BCST    732(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 736(R9), Z26, Z12
+	VPBROADCASTD     816(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    768(R9), Z23, Z26
+	VPDPBUSD.BCST    784(R9), Z19, Z27
+	VPDPBUSD.BCST    772(R9), Z24, Z26
+	VPDPBUSD.BCST    788(R9), Z18, Z27
+	VPDPBUSD.BCST    776(R9), Z20, Z26
+	VPDPBUSD.BCST    792(R9), Z22, Z27
+	VPDPBUSD.BCST    780(R9), Z25, Z26
+	VPDPBUSD.BCST    796(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 800(R9), Z26, Z13
+	VPBROADCASTD     880(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    832(R9), Z23, Z26
+	VPDPBUSD.BCST    848(R9), Z19, Z27
+	VPDPBUSD.BCST    836(R9), Z24, Z26
+	VPDPBUSD.BCST    852(R9), Z18, Z27
+	VPDPBUSD.BCST    840(R9), Z20, Z26
+	VPDPBUSD.BCST    856(R9), Z22, Z27
+	VPDPBUSD.BCST    844(R9), Z25, Z26
+	VPDPBUSD.BCST    860(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 864(R9), Z26, Z14
+	VPBROADCASTD     944(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    896(R9), Z23, Z26
+	VPDPBUSD.BCST    912(R9), Z19, Z27
+	VPDPBUSD.BCST    900(R9), Z24, Z26
+	VPDPBUSD.BCST    916(R9), Z18, Z27
+	VPDPBUSD.BCST    904(R9), Z20, Z26
+	VPDPBUSD.BCST    920(R9), Z22, Z27
+	VPDPBUSD.BCST    908(R9), Z25, Z26
+	VPDPBUSD.BCST    924(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z21, Z26, Z26
+	VFMADD231PS.BCST 928(R9), Z26, Z15
+	VPBROADCASTD     1008(R9), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    960(R9), Z23, Z26
+	VPDPBUSD.BCST    976(R9), Z19, Z27
+	VPDPBUSD.BCST    964(R9), Z24, Z26
+	VPDPBUSD.BCST    980(R9), Z18, Z27
+	VPDPBUSD.BCST    968(R9), Z20, Z26
+	VPDPBUSD.BCST    984(R9), Z22, Z27
+	VPDPBUSD.BCST    972(R9), Z25, Z26
+	VPDPBUSD.BCST    988(R9), Z17, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z17
+	VMULPS           Z21, Z17, Z17
+	VFMADD231PS.BCST 992(R9), Z17, Z16
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x16GFNI_loop
 
 dotQ4_0x16x16GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -22278,8 +21625,7 @@ tileQ8_0x16x16VNNI_loop:
 	VPADDD        Z26, Z25, Z25
 	VCVTDQ2PS     Z25, Z25
 	VMULPS.BCST   32(BX), Z24, Z26
-	VMULPS        Z26, Z25, Z25
-	VADDPS        Z25, Z0, Z0
+	VFMADD231PS   Z26, Z25, Z0
 	VPBROADCASTD  108(BX), Z25
 	VPXORD        Z26, Z26, Z26
 	VPDPBUSD.BCST 64(BX), Z16, Z25
@@ -22293,8 +21639,7 @@ tileQ8_0x16x16VNNI_loop:
 	VPADDD        Z26, Z25, Z25
 	VCVTDQ2PS     Z25, Z25
 	VMULPS.BCST   96(BX), Z24, Z26
-	VMULPS        Z26, Z25, Z25
-	VADDPS        Z25, Z1, Z1
+	VFMADD231PS   Z26, Z25, Z1
 	VPBROADCASTD  172(BX), Z25
 	VPXORD        Z26, Z26, Z26
 	VPDPBUSD.BCST 128(BX), Z16, Z25
@@ -22308,8 +21653,7 @@ tileQ8_0x16x16VNNI_loop:
 	VPADDD        Z26, Z25, Z25
 	VCVTDQ2PS     Z25, Z25
 	VMULPS.BCST   160(BX), Z24, Z26
-	VMULPS        Z26, Z25, Z25
-	VADDPS        Z25, Z2, Z2
+	VFMADD231PS   Z26, Z25, Z2
 	VPBROADCASTD  236(BX), Z25
 	VPXORD        Z26, Z26, Z26
 	VPDPBUSD.BCST 192(BX), Z16, Z25
@@ -22323,8 +21667,7 @@ tileQ8_0x16x16VNNI_loop:
 	VPADDD        Z26, Z25, Z25
 	VCVTDQ2PS     Z25, Z25
 	VMULPS.BCST   224(BX), Z24, Z26
-	VMULPS        Z26, Z25, Z25
-	VADDPS        Z25, Z3, Z3
+	VFMADD231PS   Z26, Z25, Z3
 	VPBROADCASTD  300(BX), Z25
 	VPXORD        Z26, Z26, Z26
 	VPDPBUSD.BCST 256(BX), Z16, Z25
@@ -22338,8 +21681,7 @@ tileQ8_0x16x16VNNI_loop:
 	VPADDD        Z26, Z25, Z25
 	VCVTDQ2PS     Z25, Z25
 	VMULPS.BCST   288(BX), Z24, Z26
-	VMULPS        Z26, Z25, Z25
-	VADDPS        Z25, Z4, Z4
+	VFMADD231PS   Z26, Z25, Z4
 	VPBROADCASTD  364(BX), Z25
 	VPXORD        Z26, Z26, Z26
 	VPDPBUSD.BCST 320(BX), Z16, Z25
@@ -22353,8 +21695,7 @@ tileQ8_0x16x16VNNI_loop:
 	VPADDD        Z26, Z25, Z25
 	VCVTDQ2PS     Z25, Z25
 	VMULPS.BCST   352(BX), Z24, Z26
-	VMULPS        Z26, Z25, Z25
-	VADDPS        Z25, Z5, Z5
+	VFMADD231PS   Z26, Z25, Z5
 	VPBROADCASTD  428(BX), Z25
 	VPXORD        Z26, Z26, Z26
 	VPDPBUSD.BCST 384(BX), Z16, Z25
@@ -22368,8 +21709,7 @@ tileQ8_0x16x16VNNI_loop:
 	VPADDD        Z26, Z25, Z25
 	VCVTDQ2PS     Z25, Z25
 	VMULPS.BCST   416(BX), Z24, Z26
-	VMULPS        Z26, Z25, Z25
-	VADDPS        Z25, Z6, Z6
+	VFMADD231PS   Z26, Z25, Z6
 	VPBROADCASTD  492(BX), Z25
 	VPXORD        Z26, Z26, Z26
 	VPDPBUSD.BCST 448(BX), Z16, Z25
@@ -22383,8 +21723,7 @@ tileQ8_0x16x16VNNI_loop:
 	VPADDD        Z26, Z25, Z25
 	VCVTDQ2PS     Z25, Z25
 	VMULPS.BCST   480(BX), Z24, Z26
-	VMULPS        Z26, Z25, Z25
-	VADDPS        Z25, Z7, Z7
+	VFMADD231PS   Z26, Z25, Z7
 	VPBROADCASTD  556(BX), Z25
 	VPXORD        Z26, Z26, Z26
 	VPDPBUSD.BCST 512(BX), Z16, Z25
@@ -22398,8 +21737,7 @@ tileQ8_0x16x16VNNI_loop:
 	VPADDD        Z26, Z25, Z25
 	VCVTDQ2PS     Z25, Z25
 	VMULPS.BCST   544(BX), Z24, Z26
-	VMULPS        Z26, Z25, Z25
-	VADDPS        Z25, Z8, Z8
+	VFMADD231PS   Z26, Z25, Z8
 	VPBROADCASTD  620(BX), Z25
 	VPXORD        Z26, Z26, Z26
 	VPDPBUSD.BCST 576(BX), Z16, Z25
@@ -22413,8 +21751,7 @@ tileQ8_0x16x16VNNI_loop:
 	VPADDD        Z26, Z25, Z25
 	VCVTDQ2PS     Z25, Z25
 	VMULPS.BCST   608(BX), Z24, Z26
-	VMULPS        Z26, Z25, Z25
-	VADDPS        Z25, Z9, Z9
+	VFMADD231PS   Z26, Z25, Z9
 	VPBROADCASTD  684(BX), Z25
 	VPXORD        Z26, Z26, Z26
 	VPDPBUSD.BCST 640(BX), Z16, Z25
@@ -22428,8 +21765,7 @@ tileQ8_0x16x16VNNI_loop:
 	VPADDD        Z26, Z25, Z25
 	VCVTDQ2PS     Z25, Z25
 	VMULPS.BCST   672(BX), Z24, Z26
-	VMULPS        Z26, Z25, Z25
-	VADDPS        Z25, Z10, Z10
+	VFMADD231PS   Z26, Z25, Z10
 	VPBROADCASTD  748(BX), Z25
 	VPXORD        Z26, Z26, Z26
 	VPDPBUSD.BCST 704(BX), Z16, Z25
@@ -22443,8 +21779,7 @@ tileQ8_0x16x16VNNI_loop:
 	VPADDD        Z26, Z25, Z25
 	VCVTDQ2PS     Z25, Z25
 	VMULPS.BCST   736(BX), Z24, Z26
-	VMULPS        Z26, Z25, Z25
-	VADDPS        Z25, Z11, Z11
+	VFMADD231PS   Z26, Z25, Z11
 	VPBROADCASTD  812(BX), Z25
 	VPXORD        Z26, Z26, Z26
 	VPDPBUSD.BCST 768(BX), Z16, Z25
@@ -22458,8 +21793,7 @@ tileQ8_0x16x16VNNI_loop:
 	VPADDD        Z26, Z25, Z25
 	VCVTDQ2PS     Z25, Z25
 	VMULPS.BCST   800(BX), Z24, Z26
-	VMULPS        Z26, Z25, Z25
-	VADDPS        Z25, Z12, Z12
+	VFMADD231PS   Z26, Z25, Z12
 	VPBROADCASTD  876(BX), Z25
 	VPXORD        Z26, Z26, Z26
 	VPDPBUSD.BCST 832(BX), Z16, Z25
@@ -22473,8 +21807,7 @@ tileQ8_0x16x16VNNI_loop:
 	VPADDD        Z26, Z25, Z25
 	VCVTDQ2PS     Z25, Z25
 	VMULPS.BCST   864(BX), Z24, Z26
-	VMULPS        Z26, Z25, Z25
-	VADDPS        Z25, Z13, Z13
+	VFMADD231PS   Z26, Z25, Z13
 	VPBROADCASTD  940(BX), Z25
 	VPXORD        Z26, Z26, Z26
 	VPDPBUSD.BCST 896(BX), Z16, Z25
@@ -22488,8 +21821,7 @@ tileQ8_0x16x16VNNI_loop:
 	VPADDD        Z26, Z25, Z25
 	VCVTDQ2PS     Z25, Z25
 	VMULPS.BCST   928(BX), Z24, Z26
-	VMULPS        Z26, Z25, Z25
-	VADDPS        Z25, Z14, Z14
+	VFMADD231PS   Z26, Z25, Z14
 	VPBROADCASTD  1004(BX), Z25
 	VPXORD        Z26, Z26, Z26
 	VPDPBUSD.BCST 960(BX), Z16, Z25
@@ -22503,8 +21835,7 @@ tileQ8_0x16x16VNNI_loop:
 	VPADDD        Z26, Z25, Z25
 	VCVTDQ2PS     Z25, Z16
 	VMULPS.BCST   992(BX), Z24, Z17
-	VMULPS        Z17, Z16, Z16
-	VADDPS        Z16, Z15, Z15
+	VFMADD231PS   Z17, Z16, Z15
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -22607,279 +21938,263 @@ TEXT ·tileQ4_0x16x16VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z15, Z15, Z15
 
 tileQ4_0x16x16VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x16VNNI_done
-	VMOVDQU64     (AX), Z16
-	VMOVDQU64     64(AX), Z17
-	VMOVDQU64     128(AX), Z18
-	VMOVDQU64     192(AX), Z19
-	VMOVDQU64     256(AX), Z20
-	VMOVDQU64     320(AX), Z21
-	VMOVDQU64     384(AX), Z22
-	VMOVDQU64     448(AX), Z23
-	VCVTPH2PS     (CX), Z24
-	VPBROADCASTD  48(BX), Z25
-	VPXORD        Z26, Z26, Z26
-	VPDPBUSD.BCST (BX), Z16, Z25
-	VPDPBUSD.BCST 16(BX), Z20, Z26
-	VPDPBUSD.BCST 4(BX), Z17, Z25
-	VPDPBUSD.BCST 20(BX), Z21, Z26
-	VPDPBUSD.BCST 8(BX), Z18, Z25
-	VPDPBUSD.BCST 24(BX), Z22, Z26
-	VPDPBUSD.BCST 12(BX), Z19, Z25
-	VPDPBUSD.BCST 28(BX), Z23, Z26
-	VPADDD        Z26, Z25, Z25
-	VCVTDQ2PS     Z25, Z25
-	VMULPS        Z24, Z25, Z25
-	VMULPS.BCST   32(BX), Z25, Z25
-	VADDPS        Z25, Z0, Z0
-	VPBROADCASTD  112(BX), Z25
-	VPXORD        Z26, Z26, Z26
-	VPDPBUSD.BCST 64(BX), Z16, Z25
-	VPDPBUSD.BCST 80(BX), Z20, Z26
-	VPDPBUSD.BCST 68(BX), Z17, Z25
-	VPDPBUSD.BCST 84(BX), Z21, Z26
-	VPDPBUSD.BCST 72(BX), Z18, Z25
-	VPDPBUSD.BCST 88(BX), Z22, Z26
-	VPDPBUSD.BCST 76(BX), Z19, Z25
-	VPDPBUSD.BCST 92(BX), Z23, Z26
-	VPADDD        Z26, Z25, Z25
-	VCVTDQ2PS     Z25, Z25
-	VMULPS        Z24, Z25, Z25
-	VMULPS.BCST   96(BX), Z25, Z25
-	VADDPS        Z25, Z1, Z1
-	VPBROADCASTD  176(BX), Z25
-	VPXORD        Z26, Z26, Z26
-	VPDPBUSD.BCST 128(BX), Z16, Z25
-	VPDPBUSD.BCST 144(BX), Z20, Z26
-	VPDPBUSD.BCST 132(BX), Z17, Z25
-	VPDPBUSD.BCST 148(BX), Z21, Z26
-	VPDPBUSD.BCST 136(BX), Z18, Z25
-	VPDPBUSD.BCST 152(BX), Z22, Z26
-	VPDPBUSD.BCST 140(BX), Z19, Z25
-	VPDPBUSD.BCST 156(BX), Z23, Z26
-	VPADDD        Z26, Z25, Z25
-	VCVTDQ2PS     Z25, Z25
-	VMULPS        Z24, Z25, Z25
-	VMULPS.BCST   160(BX), Z25, Z25
-	VADDPS        Z25, Z2, Z2
-	VPBROADCASTD  240(BX), Z25
-	VPXORD        Z26, Z26, Z26
-	VPDPBUSD.BCST 192(BX), Z16, Z25
-	VPDPBUSD.BCST 208(BX), Z20, Z26
-	VPDPBUSD.BCST 196(BX), Z17, Z25
-	VPDPBUSD.BCST 212(BX), Z21, Z26
-	VPDPBUSD.BCST 200(BX), Z18, Z25
-	VPDPBUSD.BCST 216(BX), Z22, Z26
-	VPDPBUSD.BCST 204(BX), Z19, Z25
-	VPDPBUSD.BCST 220(BX), Z23, Z26
-	VPADDD        Z26, Z25, Z25
-	VCVTDQ2PS     Z25, Z25
-	VMULPS        Z24, Z25, Z25
-	VMULPS.BCST   224(BX), Z25, Z25
-	VADDPS        Z25, Z3, Z3
-	VPBROADCASTD  304(BX), Z25
-	VPXORD        Z26, Z26, Z26
-	VPDPBUSD.BCST 256(BX), Z16, Z25
-	VPDPBUSD.BCST 272(BX), Z20, Z26
-	VPDPBUSD.BCST 260(BX), Z17, Z25
-	VPDPBUSD.BCST 276(BX), Z21, Z26
-	VPDPBUSD.BCST 264(BX), Z18, Z25
-	VPDPBUSD.BCST 280(BX), Z22, Z26
-	VPDPBUSD.BCST 268(BX), Z19, Z25
-	VPDPBUSD.BCST 284(BX), Z23, Z26
-	VPADDD        Z26, Z25, Z25
-	VCVTDQ2PS     Z25, Z25
-	VMULPS        Z24, Z25, Z25
-	VMULPS.BCST   288(BX), Z25, Z25
-	VADDPS        Z25, Z4, Z4
-	VPBROADCASTD  368(BX), Z25
-	VPXORD        Z26, Z26, Z26
-	VPDPBUSD.BCST 320(BX), Z16, Z25
-	VPDPBUSD.BCST 336(BX), Z20, Z26
-	VPDPBUSD.BCST 324(BX), Z17, Z25
-	VPDPBUSD.BCST 340(BX), Z21, Z26
-	VPDPBUSD.BCST 328(BX), Z18, Z25
-	VPDPBUSD.BCST 344(BX), Z22, Z26
-	VPDPBUSD.BCST 332(BX), Z19, Z25
-	VPDPBUSD.BCST 348(BX), Z23, Z26
-	VPADDD        Z26, Z25, Z25
-	VCVTDQ2PS     Z25, Z25
-	VMULPS        Z24, Z25, Z25
-	VMULPS.BCST   352(BX), Z25, Z25
-	VADDPS        Z25, Z5, Z5
-	VPBROADCASTD  432(BX), Z25
-	VPXORD        Z26, Z26, Z26
-	VPDPBUSD.BCST 384(BX), Z16, Z25
-	VPDPBUSD.BCST 400(BX), Z20, Z26
-	VPDPBUSD.BCST 388(BX), Z17, Z25
-	VPDPBUSD.BCST 404(BX), Z21, Z26
-	VPDPBUSD.BCST 392(BX), Z18, Z25
-	VPDPBUSD.BCST 408(BX), Z22, Z26
-	VPDPBUSD.BCST 396(BX), Z19, Z25
-	VPDPBUSD.BCST 412(BX), Z23, Z26
-	VPADDD        Z26, Z25, Z25
-	VCVTDQ2PS     Z25, Z25
-	VMULPS        Z24, Z25, Z25
-	VMULPS.BCST   416(BX), Z25, Z25
-	VADDPS        Z25, Z6, Z6
-	VPBROADCASTD  496(BX), Z25
-	VPXORD        Z26, Z26, Z26
-	VPDPBUSD.BCST 448(BX), Z16, Z25
-	VPDPBUSD.BCST 464(BX), Z20, Z26
-	VPDPBUSD.BCST 452(BX), Z17, Z25
-	VPDPBUSD.BCST 468(BX), Z21, Z26
-	VPDPBUSD.BCST 456(BX), Z18, Z25
-	VPDPBUSD.BCST 472(BX), Z22, Z26
-	VPDPBUSD.BCST 460(BX), Z19, Z25
-	VPDPBUSD.BCST 476(BX), Z23, Z26
-	VPADDD        Z26, Z25, Z25
-	VCVTDQ2PS     Z25, Z25
-	VMULPS        Z24, Z25, Z25
-	VMULPS.BCST   480(BX), Z25, Z25
-	VADDPS        Z25, Z7, Z7
-	VPBROADCASTD  560(BX), Z25
-	VPXORD        Z26, Z26, Z26
-	VPDPBUSD.BCST 512(BX), Z16, Z25
-	VPDPBUSD.BCST 528(BX), Z20, Z26
-	VPDPBUSD.BCST 516(BX), Z17, Z25
-	VPDPBUSD.BCST 532(BX), Z21, Z26
-	VPDPBUSD.BCST 520(BX), Z18, Z25
-	VPDPBUSD.BCST 536(BX), Z22, Z26
-	VPDPBUSD.BCST 524(BX), Z19, Z25
-	VPDPBUSD.BCST 540(BX), Z23, Z26
-	VPADDD        Z26, Z25, Z25
-	VCVTDQ2PS     Z25, Z25
-	VMULPS        Z24, Z25, Z25
-	VMULPS.BCST   544(BX), Z25, Z25
-	VADDPS        Z25, Z8, Z8
-	VPBROADCASTD  624(BX), Z25
-	VPXORD        Z26, Z26, Z26
-	VPDPBUSD.BCST 576(BX), Z16, Z25
-	VPDPBUSD.BCST 592(BX), Z20, Z26
-	VPDPBUSD.BCST 580(BX), Z17, Z25
-	VPDPBUSD.BCST 596(BX), Z21, Z26
-	VPDPBUSD.BCST 584(BX), Z18, Z25
-	VPDPBUSD.BCST 600(BX), Z22, Z26
-	VPDPBUSD.BCST 588(BX), Z19, Z25
-	VPDPBUSD.BCST 604(BX), Z23, Z26
-	VPADDD        Z26, Z25, Z25
-	VCVTDQ2PS     Z25, Z25
-	VMULPS        Z24, Z25, Z25
-	VMULPS.BCST   608(BX), Z25, Z25
-	VADDPS        Z25, Z9, Z9
-	VPBROADCASTD  688(BX), Z25
-	VPXORD        Z26, Z26, Z26
-	VPDPBUSD.BCST 640(BX), Z16, Z25
-	VPDPBUSD.BCST 656(BX), Z20, Z26
-	VPDPBUSD.BCST 644(BX), Z17, Z25
-	VPDPBUSD.BCST 660(BX), Z21, Z26
-	VPDPBUSD.BCST 648(BX), Z18, Z25
-	VPDPBUSD.BCST 664(BX), Z22, Z26
-	VPDPBUSD.BCST 652(BX), Z19, Z25
-	VPDPBUSD.BCST 668(BX), Z23, Z26
-	VPADDD        Z26, Z25, Z25
-	VCVTDQ2PS     Z25, Z25
-	VMULPS        Z24, Z25, Z25
-	VMULPS.BCST   672(BX), Z25, Z25
-	VADDPS        Z25, Z10, Z10
-	VPBROADCASTD  752(BX), Z25
-	VPXORD        Z26, Z26, Z26
-	VPDPBUSD.BCST 704(BX), Z16, Z25
-	VPDPBUSD.BCST 720(BX), Z20, Z26
-	VPDPBUSD.BCST 708(BX), Z17, Z25
-	VPDPBUSD.BCST 724(BX), Z21, Z26
-	VPDPBUSD.BCST 712(BX), Z18, Z25
-	VPDPBUSD.BCST 728(BX), Z22, Z26
-	VPDPBUSD.BCST 716(BX), Z19, Z25
-	VPDPBUSD.BCST 732(BX), Z23, Z26
-	VPADDD        Z26, Z25, Z25
-	VCVTDQ2PS     Z25, Z25
-	VMULPS        Z24, Z25, Z25
-	VMULPS.BCST   736(BX), Z25, Z25
-	VADDPS        Z25, Z11, Z11
-	VPBROADCASTD  816(BX), Z25
-	VPXORD        Z26, Z26, Z26
-	VPDPBUSD.BCST 768(BX), Z16, Z25
-	VPDPBUSD.BCST 784(BX), Z20, Z26
-	VPDPBUSD.BCST 772(BX), Z17, Z25
-	VPDPBUSD.BCST 788(BX), Z21, Z26
-	VPDPBUSD.BCST 776(BX), Z18, Z25
-	VPDPBUSD.BCST 792(BX), Z22, Z26
-	VPDPBUSD.BCST 780(BX), Z19, Z25
-	VPDPBUSD.BCST 796(BX), Z23, Z26
-	VPADDD        Z26, Z25, Z25
-	VCVTDQ2PS     Z25, Z25
-	VMULPS        Z24, Z25, Z25
-	VMULPS.BCST   800(BX), Z25, Z25
-	VADDPS        Z25, Z12, Z12
-	VPBROADCASTD  880(BX), Z25
-	VPXORD        Z26, Z26, Z26
-	VPDPBUSD.BCST 832(BX), Z16, Z25
-	VPDPBUSD.BCST 848(BX), Z20, Z26
-	VPDPBUSD.BCST 836(BX), Z17, Z25
-	VPDPBUSD.BCST 852(BX), Z21, Z26
-	VPDPBUSD.BCST 840(BX), Z18, Z25
-	VPDPBUSD.BCST 856(BX), Z22, Z26
-	VPDPBUSD.BCST 844(BX), Z19, Z25
-	VPDPBUSD.BCST 860(BX), Z23, Z26
-	VPADDD        Z26, Z25, Z25
-	VCVTDQ2PS     Z25, Z25
-	VMULPS        Z24, Z25, Z25
-	VMULPS.BCST   864(BX), Z25, Z25
-	VADDPS        Z25, Z13, Z13
-	VPBROADCASTD  944(BX), Z25
-	VPXORD        Z26, Z26, Z26
-	VPDPBUSD.BCST 896(BX), Z16, Z25
-	VPDPBUSD.BCST 912(BX), Z20, Z26
-	VPDPBUSD.BCST 900(BX), Z17, Z25
-	VPDPBUSD.BCST 916(BX), Z21, Z26
-	VPDPBUSD.BCST 904(BX), Z18, Z25
-	VPDPBUSD.BCST 920(BX), Z22, Z26
-	VPDPBUSD.BCST 908(BX), Z19, Z25
-	VPDPBUSD.BCST 924(BX), Z23, Z26
-	VPADDD        Z26, Z25, Z25
-	VCVTDQ2PS     Z25, Z25
-	VMULPS        Z24, Z25, Z25
-	VMULPS.BCST   928(BX), Z25, Z25
-	VADDPS        Z25, Z14, Z14
-	VPBROADCASTD  1008(BX), Z25
-	VPXORD        Z26, Z26, Z26
-	VPDPBUSD.BCST 960(BX), Z16, Z25
-	VPDPBUSD.BCST 976(BX), Z20, Z26
-	VPDPBUSD.BCST 964(BX), Z17, Z25
-	VPDPBUSD.BCST 980(BX), Z21, Z26
-	VPDPBUSD.BCST 968(BX), Z18, Z25
-	VPDPBUSD.BCST 984(BX), Z22, Z26
-	VPDPBUSD.BCST 972(BX), Z19, Z25
-	VPDPBUSD.BCST 988(BX), Z23, Z26
-	VPADDD        Z26, Z25, Z25
-	VCVTDQ2PS     Z25, Z16
-	VMULPS        Z24, Z16, Z16
-	VMULPS.BCST   992(BX), Z16, Z16
-	VADDPS        Z16, Z15, Z15
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x16VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x16VNNI_done
+	VMOVDQU64        (AX), Z16
+	VMOVDQU64        64(AX), Z17
+	VMOVDQU64        128(AX), Z18
+	VMOVDQU64        192(AX), Z19
+	VMOVDQU64        256(AX), Z20
+	VMOVDQU64        320(AX), Z21
+	VMOVDQU64        384(AX), Z22
+	VMOVDQU64        448(AX), Z23
+	VCVTPH2PS        (CX), Z24
+	VPBROADCASTD     48(BX), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    (BX), Z16, Z25
+	VPDPBUSD.BCST    16(BX), Z20, Z26
+	VPDPBUSD.BCST    4(BX), Z17, Z25
+	VPDPBUSD.BCST    20(BX), Z21, Z26
+	VPDPBUSD.BCST    8(BX), Z18, Z25
+	VPDPBUSD.BCST    24(BX), Z22, Z26
+	VPDPBUSD.BCST    12(BX), Z19, Z25
+	VPDPBUSD.BCST    28(BX), Z23, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z24, Z25, Z25
+	VFMADD231PS.BCST 32(BX), Z25, Z0
+	VPBROADCASTD     112(BX), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    64(BX), Z16, Z25
+	VPDPBUSD.BCST    80(BX), Z20, Z26
+	VPDPBUSD.BCST    68(BX), Z17, Z25
+	VPDPBUSD.BCST    84(BX), Z21, Z26
+	VPDPBUSD.BCST    72(BX), Z18, Z25
+	VPDPBUSD.BCST    88(BX), Z22, Z26
+	VPDPBUSD.BCST    76(BX), Z19, Z25
+	VPDPBUSD.BCST    92(BX), Z23, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z24, Z25, Z25
+	VFMADD231PS.BCST 96(BX), Z25, Z1
+	VPBROADCASTD     176(BX), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    128(BX), Z16, Z25
+	VPDPBUSD.BCST    144(BX), Z20, Z26
+	VPDPBUSD.BCST    132(BX), Z17, Z25
+	VPDPBUSD.BCST    148(BX), Z21, Z26
+	VPDPBUSD.BCST    136(BX), Z18, Z25
+	VPDPBUSD.BCST    152(BX), Z22, Z26
+	VPDPBUSD.BCST    140(BX), Z19, Z25
+	VPDPBUSD.BCST    156(BX), Z23, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z24, Z25, Z25
+	VFMADD231PS.BCST 160(BX), Z25, Z2
+	VPBROADCASTD     240(BX), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    192(BX), Z16, Z25
+	VPDPBUSD.BCST    208(BX), Z20, Z26
+	VPDPBUSD.BCST    196(BX), Z17, Z25
+	VPDPBUSD.BCST    212(BX), Z21, Z26
+	VPDPBUSD.BCST    200(BX), Z18, Z25
+	VPDPBUSD.BCST    216(BX), Z22, Z26
+	VPDPBUSD.BCST    204(BX), Z19, Z25
+	VPDPBUSD.BCST    220(BX), Z23, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z24, Z25, Z25
+	VFMADD231PS.BCST 224(BX), Z25, Z3
+	VPBROADCASTD     304(BX), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    256(BX), Z16, Z25
+	VPDPBUSD.BCST    272(BX), Z20, Z26
+	VPDPBUSD.BCST    260(BX), Z17, Z25
+	VPDPBUSD.BCST    276(BX), Z21, Z26
+	VPDPBUSD.BCST    264(BX), Z18, Z25
+	VPDPBUSD.BCST    280(BX), Z22, Z26
+	VPDPBUSD.BCST    268(BX), Z19, Z25
+	VPDPBUSD.BCST    284(BX), Z23, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z24, Z25, Z25
+	VFMADD231PS.BCST 288(BX), Z25, Z4
+	VPBROADCASTD     368(BX), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    320(BX), Z16, Z25
+	VPDPBUSD.BCST    336(BX), Z20, Z26
+	VPDPBUSD.BCST    324(BX), Z17, Z25
+	VPDPBUSD.BCST    340(BX), Z21, Z26
+	VPDPBUSD.BCST    328(BX), Z18, Z25
+	VPDPBUSD.BCST    344(BX), Z22, Z26
+	VPDPBUSD.BCST    332(BX), Z19, Z25
+	VPDPBUSD.BCST    348(BX), Z23, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z24, Z25, Z25
+	VFMADD231PS.BCST 352(BX), Z25, Z5
+	VPBROADCASTD     432(BX), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    384(BX), Z16, Z25
+	VPDPBUSD.BCST    400(BX), Z20, Z26
+	VPDPBUSD.BCST    388(BX), Z17, Z25
+	VPDPBUSD.BCST    404(BX), Z21, Z26
+	VPDPBUSD.BCST    392(BX), Z18, Z25
+	VPDPBUSD.BCST    408(BX), Z22, Z26
+	VPDPBUSD.BCST    396(BX), Z19, Z25
+	VPDPBUSD.BCST    412(BX), Z23, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z24, Z25, Z25
+	VFMADD231PS.BCST 416(BX), Z25, Z6
+	VPBROADCASTD     496(BX), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    448(BX), Z16, Z25
+	VPDPBUSD.BCST    464(BX), Z20, Z26
+	VPDPBUSD.BCST    452(BX), Z17, Z25
+	VPDPBUSD.BCST    468(BX), Z21, Z26
+	VPDPBUSD.BCST    456(BX), Z18, Z25
+	VPDPBUSD.BCST    472(BX), Z22, Z26
+	VPDPBUSD.BCST    460(BX), Z19, Z25
+	VPDPBUSD.BCST    476(BX), Z23, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z24, Z25, Z25
+	VFMADD231PS.BCST 480(BX), Z25, Z7
+	VPBROADCASTD     560(BX), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    512(BX), Z16, Z25
+	VPDPBUSD.BCST    528(BX), Z20, Z26
+	VPDPBUSD.BCST    516(BX), Z17, Z25
+	VPDPBUSD.BCST    532(BX), Z21, Z26
+	VPDPBUSD.BCST    520(BX), Z18, Z25
+	VPDPBUSD.BCST    536(BX), Z22, Z26
+	VPDPBUSD.BCST    524(BX), Z19, Z25
+	VPDPBUSD.BCST    540(BX), Z23, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z24, Z25, Z25
+	VFMADD231PS.BCST 544(BX), Z25, Z8
+	VPBROADCASTD     624(BX), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    576(BX), Z16, Z25
+	VPDPBUSD.BCST    592(BX), Z20, Z26
+	VPDPBUSD.BCST    580(BX), Z17, Z25
+	VPDPBUSD.BCST    596(BX), Z21, Z26
+	VPDPBUSD.BCST    584(BX), Z18, Z25
+	VPDPBUSD.BCST    600(BX), Z22, Z26
+	VPDPBUSD.BCST    588(BX), Z19, Z25
+	VPDPBUSD.BCST    604(BX), Z23, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z24, Z25, Z25
+	VFMADD231PS.BCST 608(BX), Z25, Z9
+	VPBROADCASTD     688(BX), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    640(BX), Z16, Z25
+	VPDPBUSD.BCST    656(BX), Z20, Z26
+	VPDPBUSD.BCST    644(BX), Z17, Z25
+	VPDPBUSD.BCST    660(BX), Z21, Z26
+	VPDPBUSD.BCST    648(BX), Z18, Z25
+	VPDPBUSD.BCST    664(BX), Z22, Z26
+	VPDPBUSD.BCST    652(BX), Z19, Z25
+	VPDPBUSD.BCST    668(BX), Z23, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z24, Z25, Z25
+	VFMADD231PS.BCST 672(BX), Z25, Z10
+	VPBROADCASTD     752(BX), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    704(BX), Z16, Z25
+	VPDPBUSD.BCST    720(BX), Z20, Z26
+	VPDPBUSD.BCST    708(BX), Z17, Z25
+	VPDPBUSD.BCST    724(BX), Z21, Z26
+	VPDPBUSD.BCST    712(BX), Z18, Z25
+	VPDPBUSD.BCST    728(BX), Z22, Z26
+	VPDPBUSD.BCST    716(BX), Z19, Z25
+	VPDPBUSD.BCST    732(BX), Z23, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z24, Z25, Z25
+	VFMADD231PS.BCST 736(BX), Z25, Z11
+	VPBROADCASTD     816(BX), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    768(BX), Z16, Z25
+	VPDPBUSD.BCST    784(BX), Z20, Z26
+	VPDPBUSD.BCST    772(BX), Z17, Z25
+	VPDPBUSD.BCST    788(BX), Z21, Z26
+	VPDPBUSD.BCST    776(BX), Z18, Z25
+	VPDPBUSD.BCST    792(BX), Z22, Z26
+	VPDPBUSD.BCST    780(BX), Z19, Z25
+	VPDPBUSD.BCST    796(BX), Z23, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z24, Z25, Z25
+	VFMADD231PS.BCST 800(BX), Z25, Z12
+	VPBROADCASTD     880(BX), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    832(BX), Z16, Z25
+	VPDPBUSD.BCST    848(BX), Z20, Z26
+	VPDPBUSD.BCST    836(BX), Z17, Z25
+	VPDPBUSD.BCST    852(BX), Z21, Z26
+	VPDPBUSD.BCST    840(BX), Z18, Z25
+	VPDPBUSD.BCST    856(BX), Z22, Z26
+	VPDPBUSD.BCST    844(BX), Z19, Z25
+	VPDPBUSD.BCST    860(BX), Z23, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z24, Z25, Z25
+	VFMADD231PS.BCST 864(BX), Z25, Z13
+	VPBROADCASTD     944(BX), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    896(BX), Z16, Z25
+	VPDPBUSD.BCST    912(BX), Z20, Z26
+	VPDPBUSD.BCST    900(BX), Z17, Z25
+	VPDPBUSD.BCST    916(BX), Z21, Z26
+	VPDPBUSD.BCST    904(BX), Z18, Z25
+	VPDPBUSD.BCST    920(BX), Z22, Z26
+	VPDPBUSD.BCST    908(BX), Z19, Z25
+	VPDPBUSD.BCST    924(BX), Z23, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z25
+	VMULPS           Z24, Z25, Z25
+	VFMADD231PS.BCST 928(BX), Z25, Z14
+	VPBROADCASTD     1008(BX), Z25
+	VPXORD           Z26, Z26, Z26
+	VPDPBUSD.BCST    960(BX), Z16, Z25
+	VPDPBUSD.BCST    976(BX), Z20, Z26
+	VPDPBUSD.BCST    964(BX), Z17, Z25
+	VPDPBUSD.BCST    980(BX), Z21, Z26
+	VPDPBUSD.BCST    968(BX), Z18, Z25
+	VPDPBUSD.BCST    984(BX), Z22, Z26
+	VPDPBUSD.BCST    972(BX), Z19, Z25
+	VPDPBUSD.BCST    988(BX), Z23, Z26
+	VPADDD           Z26, Z25, Z25
+	VCVTDQ2PS        Z25, Z16
+	VMULPS           Z24, Z16, Z16
+	VFMADD231PS.BCST 992(BX), Z16, Z15
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x16VNNI_loop
 
 tileQ4_0x16x16VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -23088,8 +22403,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z27
 	VMULPS.BCST       32(R9), Z22, Z28
-	VMULPS            Z28, Z27, Z27
-	VADDPS            Z27, Z1, Z1
+	VFMADD231PS       Z28, Z27, Z1
 	VPBROADCASTD      108(R9), Z27
 	VPXORD            Z28, Z28, Z28
 	VPDPBUSD.BCST     64(R9), Z24, Z27
@@ -23103,8 +22417,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z27
 	VMULPS.BCST       96(R9), Z22, Z28
-	VMULPS            Z28, Z27, Z27
-	VADDPS            Z27, Z2, Z2
+	VFMADD231PS       Z28, Z27, Z2
 	VPBROADCASTD      172(R9), Z27
 	VPXORD            Z28, Z28, Z28
 	VPDPBUSD.BCST     128(R9), Z24, Z27
@@ -23118,8 +22431,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z27
 	VMULPS.BCST       160(R9), Z22, Z28
-	VMULPS            Z28, Z27, Z27
-	VADDPS            Z27, Z3, Z3
+	VFMADD231PS       Z28, Z27, Z3
 	VPBROADCASTD      236(R9), Z27
 	VPXORD            Z28, Z28, Z28
 	VPDPBUSD.BCST     192(R9), Z24, Z27
@@ -23133,8 +22445,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z27
 	VMULPS.BCST       224(R9), Z22, Z28
-	VMULPS            Z28, Z27, Z27
-	VADDPS            Z27, Z4, Z4
+	VFMADD231PS       Z28, Z27, Z4
 	VPBROADCASTD      300(R9), Z27
 	VPXORD            Z28, Z28, Z28
 	VPDPBUSD.BCST     256(R9), Z24, Z27
@@ -23148,8 +22459,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z27
 	VMULPS.BCST       288(R9), Z22, Z28
-	VMULPS            Z28, Z27, Z27
-	VADDPS            Z27, Z5, Z5
+	VFMADD231PS       Z28, Z27, Z5
 	VPBROADCASTD      364(R9), Z27
 	VPXORD            Z28, Z28, Z28
 	VPDPBUSD.BCST     320(R9), Z24, Z27
@@ -23163,8 +22473,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z27
 	VMULPS.BCST       352(R9), Z22, Z28
-	VMULPS            Z28, Z27, Z27
-	VADDPS            Z27, Z6, Z6
+	VFMADD231PS       Z28, Z27, Z6
 	VPBROADCASTD      428(R9), Z27
 	VPXORD            Z28, Z28, Z28
 	VPDPBUSD.BCST     384(R9), Z24, Z27
@@ -23178,8 +22487,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z27
 	VMULPS.BCST       416(R9), Z22, Z28
-	VMULPS            Z28, Z27, Z27
-	VADDPS            Z27, Z7, Z7
+	VFMADD231PS       Z28, Z27, Z7
 	VPBROADCASTD      492(R9), Z27
 	VPXORD            Z28, Z28, Z28
 	VPDPBUSD.BCST     448(R9), Z24, Z27
@@ -23193,8 +22501,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z27
 	VMULPS.BCST       480(R9), Z22, Z28
-	VMULPS            Z28, Z27, Z27
-	VADDPS            Z27, Z8, Z8
+	VFMADD231PS       Z28, Z27, Z8
 	VPBROADCASTD      556(R9), Z27
 	VPXORD            Z28, Z28, Z28
 	VPDPBUSD.BCST     512(R9), Z24, Z27
@@ -23208,8 +22515,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z27
 	VMULPS.BCST       544(R9), Z22, Z28
-	VMULPS            Z28, Z27, Z27
-	VADDPS            Z27, Z9, Z9
+	VFMADD231PS       Z28, Z27, Z9
 	VPBROADCASTD      620(R9), Z27
 	VPXORD            Z28, Z28, Z28
 	VPDPBUSD.BCST     576(R9), Z24, Z27
@@ -23223,8 +22529,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z27
 	VMULPS.BCST       608(R9), Z22, Z28
-	VMULPS            Z28, Z27, Z27
-	VADDPS            Z27, Z10, Z10
+	VFMADD231PS       Z28, Z27, Z10
 	VPBROADCASTD      684(R9), Z27
 	VPXORD            Z28, Z28, Z28
 	VPDPBUSD.BCST     640(R9), Z24, Z27
@@ -23238,8 +22543,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z27
 	VMULPS.BCST       672(R9), Z22, Z28
-	VMULPS            Z28, Z27, Z27
-	VADDPS            Z27, Z11, Z11
+	VFMADD231PS       Z28, Z27, Z11
 	VPBROADCASTD      748(R9), Z27
 	VPXORD            Z28, Z28, Z28
 	VPDPBUSD.BCST     704(R9), Z24, Z27
@@ -23253,8 +22557,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z27
 	VMULPS.BCST       736(R9), Z22, Z28
-	VMULPS            Z28, Z27, Z27
-	VADDPS            Z27, Z12, Z12
+	VFMADD231PS       Z28, Z27, Z12
 	VPBROADCASTD      812(R9), Z27
 	VPXORD            Z28, Z28, Z28
 	VPDPBUSD.BCST     768(R9), Z24, Z27
@@ -23268,8 +22571,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z27
 	VMULPS.BCST       800(R9), Z22, Z28
-	VMULPS            Z28, Z27, Z27
-	VADDPS            Z27, Z13, Z13
+	VFMADD231PS       Z28, Z27, Z13
 	VPBROADCASTD      876(R9), Z27
 	VPXORD            Z28, Z28, Z28
 	VPDPBUSD.BCST     832(R9), Z24, Z27
@@ -23283,8 +22585,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z27
 	VMULPS.BCST       864(R9), Z22, Z28
-	VMULPS            Z28, Z27, Z27
-	VADDPS            Z27, Z14, Z14
+	VFMADD231PS       Z28, Z27, Z14
 	VPBROADCASTD      940(R9), Z27
 	VPXORD            Z28, Z28, Z28
 	VPDPBUSD.BCST     896(R9), Z24, Z27
@@ -23298,8 +22599,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z27
 	VMULPS.BCST       928(R9), Z22, Z28
-	VMULPS            Z28, Z27, Z27
-	VADDPS            Z27, Z15, Z15
+	VFMADD231PS       Z28, Z27, Z15
 	VPBROADCASTD      1004(R9), Z27
 	VPXORD            Z28, Z28, Z28
 	VPDPBUSD.BCST     960(R9), Z24, Z27
@@ -23313,8 +22613,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z27
 	VMULPS.BCST       992(R9), Z22, Z28
-	VMULPS            Z28, Z27, Z27
-	VADDPS            Z27, Z16, Z16
+	VFMADD231PS       Z28, Z27, Z16
 	VPBROADCASTD      1068(R9), Z27
 	VPXORD            Z28, Z28, Z28
 	VPDPBUSD.BCST     1024(R9), Z24, Z27
@@ -23328,8 +22627,7 @@ dotQ8_0x16x17VNNI_loop:
 	VPADDD            Z28, Z27, Z27
 	VCVTDQ2PS         Z27, Z18
 	VMULPS.BCST       1056(R9), Z22, Z19
-	VMULPS            Z19, Z18, Z18
-	VADDPS            Z18, Z17, Z17
+	VFMADD231PS       Z19, Z18, Z17
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -23457,395 +22755,378 @@ TEXT ·dotQ4_0x16x17VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z18, Z18, Z18
 
 dotQ4_0x16x17VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x17VNNI_done
-	VBROADCASTI32X4 2(AX), Z19
-	VBROADCASTI32X4 2(SI), K1, Z19
-	VPSRLVQ         Z1, Z19, Z19
-	VPANDD          Z0, Z19, Z19
-	VBROADCASTI32X4 2(AX)(CX*1), Z20
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z20
-	VPSRLVQ         Z1, Z20, Z20
-	VPANDD          Z0, Z20, Z20
-	VBROADCASTI32X4 2(AX)(CX*2), Z21
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z21
-	VPSRLVQ         Z1, Z21, Z21
-	VPANDD          Z0, Z21, Z21
-	VBROADCASTI32X4 2(AX)(DX*1), Z22
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z22
-	VPSRLVQ         Z1, Z22, Z22
-	VPANDD          Z0, Z22, Z22
-	VBROADCASTI32X4 2(BX), Z23
-	VBROADCASTI32X4 2(DI), K1, Z23
-	VPSRLVQ         Z1, Z23, Z23
-	VPANDD          Z0, Z23, Z23
-	VBROADCASTI32X4 2(BX)(CX*1), Z24
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z24
-	VPSRLVQ         Z1, Z24, Z24
-	VPANDD          Z0, Z24, Z24
-	VBROADCASTI32X4 2(BX)(CX*2), Z25
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z25
-	VPSRLVQ         Z1, Z25, Z25
-	VPANDD          Z0, Z25, Z25
-	VBROADCASTI32X4 2(BX)(DX*1), Z26
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z26
-	VPSRLVQ         Z1, Z26, Z26
-	VPANDD          Z0, Z26, Z26
-	VPUNPCKLDQ      Z20, Z19, Z27
-	VPUNPCKHDQ      Z20, Z19, Z19
-	VPUNPCKLDQ      Z22, Z21, Z20
-	VPUNPCKHDQ      Z22, Z21, Z21
-	VPUNPCKLDQ      Z24, Z23, Z22
-	VPUNPCKHDQ      Z24, Z23, Z23
-	VPUNPCKLDQ      Z26, Z25, Z24
-	VPUNPCKHDQ      Z26, Z25, Z25
-	VPUNPCKLQDQ     Z20, Z27, Z26
-	VPUNPCKHQDQ     Z20, Z27, Z20
-	VPUNPCKLQDQ     Z21, Z19, Z27
-	VPUNPCKHQDQ     Z21, Z19, Z19
-	VPUNPCKLQDQ     Z24, Z22, Z21
-	VPUNPCKHQDQ     Z24, Z22, Z22
-	VPUNPCKLQDQ     Z25, Z23, Z24
-	VPUNPCKHQDQ     Z25, Z23, Z23
-	VSHUFI64X2      $0x88, Z21, Z26, Z25
-	VSHUFI64X2      $0xdd, Z21, Z26, Z21
-	VSHUFI64X2      $0x88, Z22, Z20, Z26
-	VSHUFI64X2      $0xdd, Z22, Z20, Z20
-	VSHUFI64X2      $0x88, Z24, Z27, Z22
-	VSHUFI64X2      $0xdd, Z24, Z27, Z24
-	VSHUFI64X2      $0x88, Z23, Z19, Z27
-	VSHUFI64X2      $0xdd, Z23, Z19, Z19
-	VPXORD          Y23, Y23, Y23
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X23
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X23, X23
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X28
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X28, X28
-	VINSERTI32X4    $0x01, X28, Y23, Y23
-	VCVTPH2PS       Y23, Z23
-	VPBROADCASTD    48(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   (R9), Z25, Z28
-	VPDPBUSD.BCST   16(R9), Z21, Z29
-	VPDPBUSD.BCST   4(R9), Z26, Z28
-	VPDPBUSD.BCST   20(R9), Z20, Z29
-	VPDPBUSD.BCST   8(R9), Z22, Z28
-	VPDPBUSD.BCST   24(R9), Z24, Z29
-	VPDPBUSD.BCST   12(R9), Z27, Z28
-	VPDPBUSD.BCST   28(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     32(R9), Z28, Z28
-	VADDPS          Z28, Z2, Z2
-	VPBROADCASTD    112(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   64(R9), Z25, Z28
-	VPDPBUSD.BCST   80(R9), Z21, Z29
-	VPDPBUSD.BCST   68(R9), Z26, Z28
-	VPDPBUSD.BCST   84(R9), Z20, Z29
-	VPDPBUSD.BCST   72(R9), Z22, Z28
-	VPDPBUSD.BCST   88(R9), Z24, Z29
-	VPDPBUSD.BCST   76(R9), Z27, Z28
-	VPDPBUSD.BCST   92(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     96(R9), Z28, Z28
-	VADDPS          Z28, Z3, Z3
-	VPBROADCASTD    176(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   128(R9), Z25, Z28
-	VPDPBUSD.BCST   144(R9), Z21, Z29
-	VPDPBUSD.BCST   132(R9), Z26, Z28
-	VPDPBUSD.BCST   148(R9), Z20, Z29
-	VPDPBUSD.BCST   136(R9), Z22, Z28
-	VPDPBUSD.BCST   152(R9), Z24, Z29
-	VPDPBUSD.BCST   140(R9), Z27, Z28
-	VPDPBUSD.BCST   156(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     160(R9), Z28, Z28
-	VADDPS          Z28, Z4, Z4
-	VPBROADCASTD    240(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   192(R9), Z25, Z28
-	VPDPBUSD.BCST   208(R9), Z21, Z29
-	VPDPBUSD.BCST   196(R9), Z26, Z28
-	VPDPBUSD.BCST   212(R9), Z20, Z29
-	VPDPBUSD.BCST   200(R9), Z22, Z28
-	VPDPBUSD.BCST   216(R9), Z24, Z29
-	VPDPBUSD.BCST   204(R9), Z27, Z28
-	VPDPBUSD.BCST   220(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     224(R9), Z28, Z28
-	VADDPS          Z28, Z5, Z5
-	VPBROADCASTD    304(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   256(R9), Z25, Z28
-	VPDPBUSD.BCST   272(R9), Z21, Z29
-	VPDPBUSD.BCST   260(R9), Z26, Z28
-	VPDPBUSD.BCST   276(R9), Z20, Z29
-	VPDPBUSD.BCST   264(R9), Z22, Z28
-	VPDPBUSD.BCST   280(R9), Z24, Z29
-	VPDPBUSD.BCST   268(R9), Z27, Z28
-	VPDPBUSD.BCST   284(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     288(R9), Z28, Z28
-	VADDPS          Z28, Z6, Z6
-	VPBROADCASTD    368(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   320(R9), Z25, Z28
-	VPDPBUSD.BCST   336(R9), Z21, Z29
-	VPDPBUSD.BCST   324(R9), Z26, Z28
-	VPDPBUSD.BCST   340(R9), Z20, Z29
-	VPDPBUSD.BCST   328(R9), Z22, Z28
-	VPDPBUSD.BCST   344(R9), Z24, Z29
-	VPDPBUSD.BCST   332(R9), Z27, Z28
-	VPDPBUSD.BCST   348(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     352(R9), Z28, Z28
-	VADDPS          Z28, Z7, Z7
-	VPBROADCASTD    432(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   384(R9), Z25, Z28
-	VPDPBUSD.BCST   400(R9), Z21, Z29
-	VPDPBUSD.BCST   388(R9), Z26, Z28
-	VPDPBUSD.BCST   404(R9), Z20, Z29
-	VPDPBUSD.BCST   392(R9), Z22, Z28
-	VPDPBUSD.BCST   408(R9), Z24, Z29
-	VPDPBUSD.BCST   396(R9), Z27, Z28
-	VPDPBUSD.BCST   412(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     416(R9), Z28, Z28
-	VADDPS          Z28, Z8, Z8
-	VPBROADCASTD    496(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   448(R9), Z25, Z28
-	VPDPBUSD.BCST   464(R9), Z21, Z29
-	VPDPBUSD.BCST   452(R9), Z26, Z28
-	VPDPBUSD.BCST   468(R9), Z20, Z29
-	VPDPBUSD.BCST   456(R9), Z22, Z28
-	VPDPBUSD.BCST   472(R9), Z24, Z29
-	VPDPBUSD.BCST   460(R9), Z27, Z28
-	VPDPBUSD.BCST   476(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     480(R9), Z28, Z28
-	VADDPS          Z28, Z9, Z9
-	VPBROADCASTD    560(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   512(R9), Z25, Z28
-	VPDPBUSD.BCST   528(R9), Z21, Z29
-	VPDPBUSD.BCST   516(R9), Z26, Z28
-	VPDPBUSD.BCST   532(R9), Z20, Z29
-	VPDPBUSD.BCST   520(R9), Z22, Z28
-	VPDPBUSD.BCST   536(R9), Z24, Z29
-	VPDPBUSD.BCST   524(R9), Z27, Z28
-	VPDPBUSD.BCST   540(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     544(R9), Z28, Z28
-	VADDPS          Z28, Z10, Z10
-	VPBROADCASTD    624(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   576(R9), Z25, Z28
-	VPDPBUSD.BCST   592(R9), Z21, Z29
-	VPDPBUSD.BCST   580(R9), Z26, Z28
-	VPDPBUSD.BCST   596(R9), Z20, Z29
-	VPDPBUSD.BCST   584(R9), Z22, Z28
-	VPDPBUSD.BCST   600(R9), Z24, Z29
-	VPDPBUSD.BCST   588(R9), Z27, Z28
-	VPDPBUSD.BCST   604(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     608(R9), Z28, Z28
-	VADDPS          Z28, Z11, Z11
-	VPBROADCASTD    688(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   640(R9), Z25, Z28
-	VPDPBUSD.BCST   656(R9), Z21, Z29
-	VPDPBUSD.BCST   644(R9), Z26, Z28
-	VPDPBUSD.BCST   660(R9), Z20, Z29
-	VPDPBUSD.BCST   648(R9), Z22, Z28
-	VPDPBUSD.BCST   664(R9), Z24, Z29
-	VPDPBUSD.BCST   652(R9), Z27, Z28
-	VPDPBUSD.BCST   668(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     672(R9), Z28, Z28
-	VADDPS          Z28, Z12, Z12
-	VPBROADCASTD    752(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   704(R9), Z25, Z28
-	VPDPBUSD.BCST   720(R9), Z21, Z29
-	VPDPBUSD.BCST   708(R9), Z26, Z28
-	VPDPBUSD.BCST   724(R9), Z20, Z29
-	VPDPBUSD.BCST   712(R9), Z22, Z28
-	VPDPBUSD.BCST   728(R9), Z24, Z29
-	VPDPBUSD.BCST   716(R9), Z27, Z28
-	VPDPBUSD.BCST   732(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     736(R9), Z28, Z28
-	VADDPS          Z28, Z13, Z13
-	VPBROADCASTD    816(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   768(R9), Z25, Z28
-	VPDPBUSD.BCST   784(R9), Z21, Z29
-	VPDPBUSD.BCST   772(R9), Z26, Z28
-	VPDPBUSD.BCST   788(R9), Z20, Z29
-	VPDPBUSD.BCST   776(R9), Z22, Z28
-	VPDPBUSD.BCST   792(R9), Z24, Z29
-	VPDPBUSD.BCST   780(R9), Z27, Z28
-	VPDPBUSD.BCST   796(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     800(R9), Z28, Z28
-	VADDPS          Z28, Z14, Z14
-	VPBROADCASTD    880(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   832(R9), Z25, Z28
-	VPDPBUSD.BCST   848(R9), Z21, Z29
-	VPDPBUSD.BCST   836(R9), Z26, Z28
-	VPDPBUSD.BCST   852(R9), Z20, Z29
-	VPDPBUSD.BCST   840(R9), Z22, Z28
-	VPDPBUSD.BCST   856(R9), Z24, Z29
-	VPDPBUSD.BCST   844(R9), Z27, Z28
-	VPDPBUSD.BCST   860(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     864(R9), Z28, Z28
-	VADDPS          Z28, Z15, Z15
-	VPBROADCASTD    944(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   896(R9), Z25, Z28
-	VPDPBUSD.BCST   912(R9), Z21, Z29
-	VPDPBUSD.BCST   900(R9), Z26, Z28
-	VPDPBUSD.BCST   916(R9), Z20, Z29
-	VPDPBUSD.BCST   904(R9), Z22, Z28
-	VPDPBUSD.BCST   920(R9), Z24, Z29
-	VPDPBUSD.BCST   908(R9), Z27, Z28
-	VPDPBUSD.BCST   924(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     928(R9), Z28, Z28
-	VADDPS          Z28, Z16, Z16
-	VPBROADCASTD    1008(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   960(R9), Z25, Z28
-	VPDPBUSD.BCST   976(R9), Z21, Z29
-	VPDPBUSD.BCST   964(R9), Z26, Z28
-	VPDPBUSD.BCST   980(R9), Z20, Z29
-	VPDPBUSD.BCST   968(R9), Z22, Z28
-	VPDPBUSD.BCST   984(R9), Z24, Z29
-	VPDPBUSD.BCST   972(R9), Z27, Z28
-	VPDPBUSD.BCST   988(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     992(R9), Z28, Z28
-	VADDPS          Z28, Z17, Z17
-	VPBROADCASTD    1072(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   1024(R9), Z25, Z28
-	VPDPBUSD.BCST   1040(R9), Z21, Z29
-	VPDPBUSD.BCST   1028(R9), Z26, Z28
-	VPDPBUSD.BCST   1044(R9), Z20, Z29
-	VPDPBUSD.BCST   1032(R9), Z22, Z28
-	VPDPBUSD.BCST   1048(R9), Z24, Z29
-	VPDPBUSD.BCST   1036(R9), Z27, Z28
-	VPDPBUSD.BCST   1052(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z19
-	VMULPS          Z23, Z19, Z19
-	VMULPS.BCST     1056(R9), Z19, Z19
-	VADDPS          Z19, Z18, Z18
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x17VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x17VNNI_done
+	VBROADCASTI32X4  2(AX), Z19
+	VBROADCASTI32X4  2(SI), K1, Z19
+	VPSRLVQ          Z1, Z19, Z19
+	VPANDD           Z0, Z19, Z19
+	VBROADCASTI32X4  2(AX)(CX*1), Z20
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z20
+	VPSRLVQ          Z1, Z20, Z20
+	VPANDD           Z0, Z20, Z20
+	VBROADCASTI32X4  2(AX)(CX*2), Z21
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z21
+	VPSRLVQ          Z1, Z21, Z21
+	VPANDD           Z0, Z21, Z21
+	VBROADCASTI32X4  2(AX)(DX*1), Z22
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z22
+	VPSRLVQ          Z1, Z22, Z22
+	VPANDD           Z0, Z22, Z22
+	VBROADCASTI32X4  2(BX), Z23
+	VBROADCASTI32X4  2(DI), K1, Z23
+	VPSRLVQ          Z1, Z23, Z23
+	VPANDD           Z0, Z23, Z23
+	VBROADCASTI32X4  2(BX)(CX*1), Z24
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z24
+	VPSRLVQ          Z1, Z24, Z24
+	VPANDD           Z0, Z24, Z24
+	VBROADCASTI32X4  2(BX)(CX*2), Z25
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z25
+	VPSRLVQ          Z1, Z25, Z25
+	VPANDD           Z0, Z25, Z25
+	VBROADCASTI32X4  2(BX)(DX*1), Z26
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z26
+	VPSRLVQ          Z1, Z26, Z26
+	VPANDD           Z0, Z26, Z26
+	VPUNPCKLDQ       Z20, Z19, Z27
+	VPUNPCKHDQ       Z20, Z19, Z19
+	VPUNPCKLDQ       Z22, Z21, Z20
+	VPUNPCKHDQ       Z22, Z21, Z21
+	VPUNPCKLDQ       Z24, Z23, Z22
+	VPUNPCKHDQ       Z24, Z23, Z23
+	VPUNPCKLDQ       Z26, Z25, Z24
+	VPUNPCKHDQ       Z26, Z25, Z25
+	VPUNPCKLQDQ      Z20, Z27, Z26
+	VPUNPCKHQDQ      Z20, Z27, Z20
+	VPUNPCKLQDQ      Z21, Z19, Z27
+	VPUNPCKHQDQ      Z21, Z19, Z19
+	VPUNPCKLQDQ      Z24, Z22, Z21
+	VPUNPCKHQDQ      Z24, Z22, Z22
+	VPUNPCKLQDQ      Z25, Z23, Z24
+	VPUNPCKHQDQ      Z25, Z23, Z23
+	VSHUFI64X2       $0x88, Z21, Z26, Z25
+	VSHUFI64X2       $0xdd, Z21, Z26, Z21
+	VSHUFI64X2       $0x88, Z22, Z20, Z26
+	VSHUFI64X2       $0xdd, Z22, Z20, Z20
+	VSHUFI64X2       $0x88, Z24, Z27, Z22
+	VSHUFI64X2       $0xdd, Z24, Z27, Z24
+	VSHUFI64X2       $0x88, Z23, Z19, Z27
+	VSHUFI64X2       $0xdd, Z23, Z19, Z19
+	VPXORD           Y23, Y23, Y23
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X23
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X23, X23
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X28
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X28, X28
+	VINSERTI32X4     $0x01, X28, Y23, Y23
+	VCVTPH2PS        Y23, Z23
+	VPBROADCASTD     48(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    (R9), Z25, Z28
+	VPDPBUSD.BCST    16(R9), Z21, Z29
+	VPDPBUSD.BCST    4(R9), Z26, Z28
+	VPDPBUSD.BCST    20(R9), Z20, Z29
+	VPDPBUSD.BCST    8(R9), Z22, Z28
+	VPDPBUSD.BCST    24(R9), Z24, Z29
+	VPDPBUSD.BCST    12(R9), Z27, Z28
+	VPDPBUSD.BCST    28(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 32(R9), Z28, Z2
+	VPBROADCASTD     112(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    64(R9), Z25, Z28
+	VPDPBUSD.BCST    80(R9), Z21, Z29
+	VPDPBUSD.BCST    68(R9), Z26, Z28
+	VPDPBUSD.BCST    84(R9), Z20, Z29
+	VPDPBUSD.BCST    72(R9), Z22, Z28
+	VPDPBUSD.BCST    88(R9), Z24, Z29
+	VPDPBUSD.BCST    76(R9), Z27, Z28
+	VPDPBUSD.BCST    92(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 96(R9), Z28, Z3
+	VPBROADCASTD     176(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    128(R9), Z25, Z28
+	VPDPBUSD.BCST    144(R9), Z21, Z29
+	VPDPBUSD.BCST    132(R9), Z26, Z28
+	VPDPBUSD.BCST    148(R9), Z20, Z29
+	VPDPBUSD.BCST    136(R9), Z22, Z28
+	VPDPBUSD.BCST    152(R9), Z24, Z29
+	VPDPBUSD.BCST    140(R9), Z27, Z28
+	VPDPBUSD.BCST    156(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 160(R9), Z28, Z4
+	VPBROADCASTD     240(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    192(R9), Z25, Z28
+	VPDPBUSD.BCST    208(R9), Z21, Z29
+	VPDPBUSD.BCST    196(R9), Z26, Z28
+	VPDPBUSD.BCST    212(R9), Z20, Z29
+	VPDPBUSD.BCST    200(R9), Z22, Z28
+	VPDPBUSD.BCST    216(R9), Z24, Z29
+	VPDPBUSD.BCST    204(R9), Z27, Z28
+	VPDPBUSD.BCST    220(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 224(R9), Z28, Z5
+	VPBROADCASTD     304(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    256(R9), Z25, Z28
+	VPDPBUSD.BCST    272(R9), Z21, Z29
+	VPDPBUSD.BCST    260(R9), Z26, Z28
+	VPDPBUSD.BCST    276(R9), Z20, Z29
+	VPDPBUSD.BCST    264(R9), Z22, Z28
+	VPDPBUSD.BCST    280(R9), Z24, Z29
+	VPDPBUSD.BCST    268(R9), Z27, Z28
+	VPDPBUSD.BCST    284(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 288(R9), Z28, Z6
+	VPBROADCASTD     368(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    320(R9), Z25, Z28
+	VPDPBUSD.BCST    336(R9), Z21, Z29
+	VPDPBUSD.BCST    324(R9), Z26, Z28
+	VPDPBUSD.BCST    340(R9), Z20, Z29
+	VPDPBUSD.BCST    328(R9), Z22, Z28
+	VPDPBUSD.BCST    344(R9), Z24, Z29
+	VPDPBUSD.BCST    332(R9), Z27, Z28
+	VPDPBUSD.BCST    348(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 352(R9), Z28, Z7
+	VPBROADCASTD     432(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    384(R9), Z25, Z28
+	VPDPBUSD.BCST    400(R9), Z21, Z29
+	VPDPBUSD.BCST    388(R9), Z26, Z28
+	VPDPBUSD.BCST    404(R9), Z20, Z29
+	VPDPBUSD.BCST    392(R9), Z22, Z28
+	VPDPBUSD.BCST    408(R9), Z24, Z29
+	VPDPBUSD.BCST    396(R9), Z27, Z28
+	VPDPBUSD.BCST    412(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 416(R9), Z28, Z8
+	VPBROADCASTD     496(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    448(R9), Z25, Z28
+	VPDPBUSD.BCST    464(R9), Z21, Z29
+	VPDPBUSD.BCST    452(R9), Z26, Z28
+	VPDPBUSD.BCST    468(R9), Z20, Z29
+	VPDPBUSD.BCST    456(R9), Z22, Z28
+	VPDPBUSD.BCST    472(R9), Z24, Z29
+	VPDPBUSD.BCST    460(R9), Z27, Z28
+	VPDPBUSD.BCST    476(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 480(R9), Z28, Z9
+	VPBROADCASTD     560(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    512(R9), Z25, Z28
+	VPDPBUSD.BCST    528(R9), Z21, Z29
+	VPDPBUSD.BCST    516(R9), Z26, Z28
+	VPDPBUSD.BCST    532(R9), Z20, Z29
+	VPDPBUSD.BCST    520(R9), Z22, Z28
+	VPDPBUSD.BCST    536(R9), Z24, Z29
+	VPDPBUSD.BCST    524(R9), Z27, Z28
+	VPDPBUSD.BCST    540(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 544(R9), Z28, Z10
+	VPBROADCASTD     624(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    576(R9), Z25, Z28
+	VPDPBUSD.BCST    592(R9), Z21, Z29
+	VPDPBUSD.BCST    580(R9), Z26, Z28
+	VPDPBUSD.BCST    596(R9), Z20, Z29
+	VPDPBUSD.BCST    584(R9), Z22, Z28
+	VPDPBUSD.BCST    600(R9), Z24, Z29
+	VPDPBUSD.BCST    588(R9), Z27, Z28
+	VPDPBUSD.BCST    604(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 608(R9), Z28, Z11
+	VPBROADCASTD     688(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    640(R9), Z25, Z28
+	VPDPBUSD.BCST    656(R9), Z21, Z29
+	VPDPBUSD.BCST    644(R9), Z26, Z28
+	VPDPBUSD.BCST    660(R9), Z20, Z29
+	VPDPBUSD.BCST    648(R9), Z22, Z28
+	VPDPBUSD.BCST    664(R9), Z24, Z29
+	VPDPBUSD.BCST    652(R9), Z27, Z28
+	VPDPBUSD.BCST    668(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 672(R9), Z28, Z12
+	VPBROADCASTD     752(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    704(R9), Z25, Z28
+	VPDPBUSD.BCST    720(R9), Z21, Z29
+	VPDPBUSD.BCST    708(R9), Z26, Z28
+	VPDPBUSD.BCST    724(R9), Z20, Z29
+	VPDPBUSD.BCST    712(R9), Z22, Z28
+	VPDPBUSD.BCST    728(R9), Z24, Z29
+	VPDPBUSD.BCST    716(R9), Z27, Z28
+	VPDPBUSD.BCST    732(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 736(R9), Z28, Z13
+	VPBROADCASTD     816(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    768(R9), Z25, Z28
+	VPDPBUSD.BCST    784(R9), Z21, Z29
+	VPDPBUSD.BCST    772(R9), Z26, Z28
+	VPDPBUSD.BCST    788(R9), Z20, Z29
+	VPDPBUSD.BCST    776(R9), Z22, Z28
+	VPDPBUSD.BCST    792(R9), Z24, Z29
+	VPDPBUSD.BCST    780(R9), Z27, Z28
+	VPDPBUSD.BCST    796(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 800(R9), Z28, Z14
+	VPBROADCASTD     880(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    832(R9), Z25, Z28
+	VPDPBUSD.BCST    848(R9), Z21, Z29
+	VPDPBUSD.BCST    836(R9), Z26, Z28
+	VPDPBUSD.BCST    852(R9), Z20, Z29
+	VPDPBUSD.BCST    840(R9), Z22, Z28
+	VPDPBUSD.BCST    856(R9), Z24, Z29
+	VPDPBUSD.BCST    844(R9), Z27, Z28
+	VPDPBUSD.BCST    860(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 864(R9), Z28, Z15
+	VPBROADCASTD     944(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    896(R9), Z25, Z28
+	VPDPBUSD.BCST    912(R9), Z21, Z29
+	VPDPBUSD.BCST    900(R9), Z26, Z28
+	VPDPBUSD.BCST    916(R9), Z20, Z29
+	VPDPBUSD.BCST    904(R9), Z22, Z28
+	VPDPBUSD.BCST    920(R9), Z24, Z29
+	VPDPBUSD.BCST    908(R9), Z27, Z28
+	VPDPBUSD.BCST    924(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 928(R9), Z28, Z16
+	VPBROADCASTD     1008(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    960(R9), Z25, Z28
+	VPDPBUSD.BCST    976(R9), Z21, Z29
+	VPDPBUSD.BCST    964(R9), Z26, Z28
+	VPDPBUSD.BCST    980(R9), Z20, Z29
+	VPDPBUSD.BCST    968(R9), Z22, Z28
+	VPDPBUSD.BCST    984(R9), Z24, Z29
+	VPDPBUSD.BCST    972(R9), Z27, Z28
+	VPDPBUSD.BCST    988(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 992(R9), Z28, Z17
+	VPBROADCASTD     1072(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    1024(R9), Z25, Z28
+	VPDPBUSD.BCST    1040(R9), Z21, Z29
+	VPDPBUSD.BCST    1028(R9), Z26, Z28
+	VPDPBUSD.BCST    1044(R9), Z20, Z29
+	VPDPBUSD.BCST    1032(R9), Z22, Z28
+	VPDPBUSD.BCST    1048(R9), Z24, Z29
+	VPDPBUSD.BCST    1036(R9), Z27, Z28
+	VPDPBUSD.BCST    1052(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z19
+	VMULPS           Z23, Z19, Z19
+	VFMADD231PS.BCST 1056(R9), Z19, Z18
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x17VNNI_loop
 
 dotQ4_0x16x17VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -23938,387 +23219,370 @@ TEXT ·dotQ4_0x16x17GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z17, Z17, Z17
 
 dotQ4_0x16x17GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x17GFNI_done
-	VBROADCASTI32X4 2(AX), Z18
-	VBROADCASTI32X4 2(SI), K1, Z18
-	VGF2P8AFFINEQB  $0x00, Z0, Z18, Z18
-	VBROADCASTI32X4 2(AX)(CX*1), Z19
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z19
-	VGF2P8AFFINEQB  $0x00, Z0, Z19, Z19
-	VBROADCASTI32X4 2(AX)(CX*2), Z20
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z20
-	VGF2P8AFFINEQB  $0x00, Z0, Z20, Z20
-	VBROADCASTI32X4 2(AX)(DX*1), Z21
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z21
-	VGF2P8AFFINEQB  $0x00, Z0, Z21, Z21
-	VBROADCASTI32X4 2(BX), Z22
-	VBROADCASTI32X4 2(DI), K1, Z22
-	VGF2P8AFFINEQB  $0x00, Z0, Z22, Z22
-	VBROADCASTI32X4 2(BX)(CX*1), Z23
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z23
-	VGF2P8AFFINEQB  $0x00, Z0, Z23, Z23
-	VBROADCASTI32X4 2(BX)(CX*2), Z24
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z24
-	VGF2P8AFFINEQB  $0x00, Z0, Z24, Z24
-	VBROADCASTI32X4 2(BX)(DX*1), Z25
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z25
-	VGF2P8AFFINEQB  $0x00, Z0, Z25, Z25
-	VPUNPCKLDQ      Z19, Z18, Z26
-	VPUNPCKHDQ      Z19, Z18, Z18
-	VPUNPCKLDQ      Z21, Z20, Z19
-	VPUNPCKHDQ      Z21, Z20, Z20
-	VPUNPCKLDQ      Z23, Z22, Z21
-	VPUNPCKHDQ      Z23, Z22, Z22
-	VPUNPCKLDQ      Z25, Z24, Z23
-	VPUNPCKHDQ      Z25, Z24, Z24
-	VPUNPCKLQDQ     Z19, Z26, Z25
-	VPUNPCKHQDQ     Z19, Z26, Z19
-	VPUNPCKLQDQ     Z20, Z18, Z26
-	VPUNPCKHQDQ     Z20, Z18, Z18
-	VPUNPCKLQDQ     Z23, Z21, Z20
-	VPUNPCKHQDQ     Z23, Z21, Z21
-	VPUNPCKLQDQ     Z24, Z22, Z23
-	VPUNPCKHQDQ     Z24, Z22, Z22
-	VSHUFI64X2      $0x88, Z20, Z25, Z24
-	VSHUFI64X2      $0xdd, Z20, Z25, Z20
-	VSHUFI64X2      $0x88, Z21, Z19, Z25
-	VSHUFI64X2      $0xdd, Z21, Z19, Z19
-	VSHUFI64X2      $0x88, Z23, Z26, Z21
-	VSHUFI64X2      $0xdd, Z23, Z26, Z23
-	VSHUFI64X2      $0x88, Z22, Z18, Z26
-	VSHUFI64X2      $0xdd, Z22, Z18, Z18
-	VPXORD          Y22, Y22, Y22
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X22
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X22, X22
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X27
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X27, X27
-	VINSERTI32X4    $0x01, X27, Y22, Y22
-	VCVTPH2PS       Y22, Z22
-	VPBROADCASTD    48(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   (R9), Z24, Z27
-	VPDPBUSD.BCST   16(R9), Z20, Z28
-	VPDPBUSD.BCST   4(R9), Z25, Z27
-	VPDPBUSD.BCST   20(R9), Z19, Z28
-	VPDPBUSD.BCST   8(R9), Z21, Z27
-	VPDPBUSD.BCST   24(R9), Z23, Z28
-	VPDPBUSD.BCST   12(R9), Z26, Z27
-	VPDPBUSD.BCST   28(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     32(R9), Z27, Z27
-	VADDPS          Z27, Z1, Z1
-	VPBROADCASTD    112(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   64(R9), Z24, Z27
-	VPDPBUSD.BCST   80(R9), Z20, Z28
-	VPDPBUSD.BCST   68(R9), Z25, Z27
-	VPDPBUSD.BCST   84(R9), Z19, Z28
-	VPDPBUSD.BCST   72(R9), Z21, Z27
-	VPDPBUSD.BCST   88(R9), Z23, Z28
-	VPDPBUSD.BCST   76(R9), Z26, Z27
-	VPDPBUSD.BCST   92(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     96(R9), Z27, Z27
-	VADDPS          Z27, Z2, Z2
-	VPBROADCASTD    176(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   128(R9), Z24, Z27
-	VPDPBUSD.BCST   144(R9), Z20, Z28
-	VPDPBUSD.BCST   132(R9), Z25, Z27
-	VPDPBUSD.BCST   148(R9), Z19, Z28
-	VPDPBUSD.BCST   136(R9), Z21, Z27
-	VPDPBUSD.BCST   152(R9), Z23, Z28
-	VPDPBUSD.BCST   140(R9), Z26, Z27
-	VPDPBUSD.BCST   156(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     160(R9), Z27, Z27
-	VADDPS          Z27, Z3, Z3
-	VPBROADCASTD    240(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   192(R9), Z24, Z27
-	VPDPBUSD.BCST   208(R9), Z20, Z28
-	VPDPBUSD.BCST   196(R9), Z25, Z27
-	VPDPBUSD.BCST   212(R9), Z19, Z28
-	VPDPBUSD.BCST   200(R9), Z21, Z27
-	VPDPBUSD.BCST   216(R9), Z23, Z28
-	VPDPBUSD.BCST   204(R9), Z26, Z27
-	VPDPBUSD.BCST   220(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     224(R9), Z27, Z27
-	VADDPS          Z27, Z4, Z4
-	VPBROADCASTD    304(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   256(R9), Z24, Z27
-	VPDPBUSD.BCST   272(R9), Z20, Z28
-	VPDPBUSD.BCST   260(R9), Z25, Z27
-	VPDPBUSD.BCST   276(R9), Z19, Z28
-	VPDPBUSD.BCST   264(R9), Z21, Z27
-	VPDPBUSD.BCST   280(R9), Z23, Z28
-	VPDPBUSD.BCST   268(R9), Z26, Z27
-	VPDPBUSD.BCST   284(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     288(R9), Z27, Z27
-	VADDPS          Z27, Z5, Z5
-	VPBROADCASTD    368(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   320(R9), Z24, Z27
-	VPDPBUSD.BCST   336(R9), Z20, Z28
-	VPDPBUSD.BCST   324(R9), Z25, Z27
-	VPDPBUSD.BCST   340(R9), Z19, Z28
-	VPDPBUSD.BCST   328(R9), Z21, Z27
-	VPDPBUSD.BCST   344(R9), Z23, Z28
-	VPDPBUSD.BCST   332(R9), Z26, Z27
-	VPDPBUSD.BCST   348(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     352(R9), Z27, Z27
-	VADDPS          Z27, Z6, Z6
-	VPBROADCASTD    432(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   384(R9), Z24, Z27
-	VPDPBUSD.BCST   400(R9), Z20, Z28
-	VPDPBUSD.BCST   388(R9), Z25, Z27
-	VPDPBUSD.BCST   404(R9), Z19, Z28
-	VPDPBUSD.BCST   392(R9), Z21, Z27
-	VPDPBUSD.BCST   408(R9), Z23, Z28
-	VPDPBUSD.BCST   396(R9), Z26, Z27
-	VPDPBUSD.BCST   412(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     416(R9), Z27, Z27
-	VADDPS          Z27, Z7, Z7
-	VPBROADCASTD    496(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   448(R9), Z24, Z27
-	VPDPBUSD.BCST   464(R9), Z20, Z28
-	VPDPBUSD.BCST   452(R9), Z25, Z27
-	VPDPBUSD.BCST   468(R9), Z19, Z28
-	VPDPBUSD.BCST   456(R9), Z21, Z27
-	VPDPBUSD.BCST   472(R9), Z23, Z28
-	VPDPBUSD.BCST   460(R9), Z26, Z27
-	VPDPBUSD.BCST   476(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     480(R9), Z27, Z27
-	VADDPS          Z27, Z8, Z8
-	VPBROADCASTD    560(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   512(R9), Z24, Z27
-	VPDPBUSD.BCST   528(R9), Z20, Z28
-	VPDPBUSD.BCST   516(R9), Z25, Z27
-	VPDPBUSD.BCST   532(R9), Z19, Z28
-	VPDPBUSD.BCST   520(R9), Z21, Z27
-	VPDPBUSD.BCST   536(R9), Z23, Z28
-	VPDPBUSD.BCST   524(R9), Z26, Z27
-	VPDPBUSD.BCST   540(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     544(R9), Z27, Z27
-	VADDPS          Z27, Z9, Z9
-	VPBROADCASTD    624(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   576(R9), Z24, Z27
-	VPDPBUSD.BCST   592(R9), Z20, Z28
-	VPDPBUSD.BCST   580(R9), Z25, Z27
-	VPDPBUSD.BCST   596(R9), Z19, Z28
-	VPDPBUSD.BCST   584(R9), Z21, Z27
-	VPDPBUSD.BCST   600(R9), Z23, Z28
-	VPDPBUSD.BCST   588(R9), Z26, Z27
-	VPDPBUSD.BCST   604(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     608(R9), Z27, Z27
-	VADDPS          Z27, Z10, Z10
-	VPBROADCASTD    688(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   640(R9), Z24, Z27
-	VPDPBUSD.BCST   656(R9), Z20, Z28
-	VPDPBUSD.BCST   644(R9), Z25, Z27
-	VPDPBUSD.BCST   660(R9), Z19, Z28
-	VPDPBUSD.BCST   648(R9), Z21, Z27
-	VPDPBUSD.BCST   664(R9), Z23, Z28
-	VPDPBUSD.BCST   652(R9), Z26, Z27
-	VPDPBUSD.BCST   668(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     672(R9), Z27, Z27
-	VADDPS          Z27, Z11, Z11
-	VPBROADCASTD    752(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   704(R9), Z24, Z27
-	VPDPBUSD.BCST   720(R9), Z20, Z28
-	VPDPBUSD.BCST   708(R9), Z25, Z27
-	VPDPBUSD.BCST   724(R9), Z19, Z28
-	VPDPBUSD.BCST   712(R9), Z21, Z27
-	VPDPBUSD.BCST   728(R9), Z23, Z28
-	VPDPBUSD.BCST   716(R9), Z26, Z27
-	VPDPBUSD.BCST   732(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     736(R9), Z27, Z27
-	VADDPS          Z27, Z12, Z12
-	VPBROADCASTD    816(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   768(R9), Z24, Z27
-	VPDPBUSD.BCST   784(R9), Z20, Z28
-	VPDPBUSD.BCST   772(R9), Z25, Z27
-	VPDPBUSD.BCST   788(R9), Z19, Z28
-	VPDPBUSD.BCST   776(R9), Z21, Z27
-	VPDPBUSD.BCST   792(R9), Z23, Z28
-	VPDPBUSD.BCST   780(R9), Z26, Z27
-	VPDPBUSD.BCST   796(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     800(R9), Z27, Z27
-	VADDPS          Z27, Z13, Z13
-	VPBROADCASTD    880(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   832(R9), Z24, Z27
-	VPDPBUSD.BCST   848(R9), Z20, Z28
-	VPDPBUSD.BCST   836(R9), Z25, Z27
-	VPDPBUSD.BCST   852(R9), Z19, Z28
-	VPDPBUSD.BCST   840(R9), Z21, Z27
-	VPDPBUSD.BCST   856(R9), Z23, Z28
-	VPDPBUSD.BCST   844(R9), Z26, Z27
-	VPDPBUSD.BCST   860(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     864(R9), Z27, Z27
-	VADDPS          Z27, Z14, Z14
-	VPBROADCASTD    944(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   896(R9), Z24, Z27
-	VPDPBUSD.BCST   912(R9), Z20, Z28
-	VPDPBUSD.BCST   900(R9), Z25, Z27
-	VPDPBUSD.BCST   916(R9), Z19, Z28
-	VPDPBUSD.BCST   904(R9), Z21, Z27
-	VPDPBUSD.BCST   920(R9), Z23, Z28
-	VPDPBUSD.BCST   908(R9), Z26, Z27
-	VPDPBUSD.BCST   924(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     928(R9), Z27, Z27
-	VADDPS          Z27, Z15, Z15
-	VPBROADCASTD    1008(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   960(R9), Z24, Z27
-	VPDPBUSD.BCST   976(R9), Z20, Z28
-	VPDPBUSD.BCST   964(R9), Z25, Z27
-	VPDPBUSD.BCST   980(R9), Z19, Z28
-	VPDPBUSD.BCST   968(R9), Z21, Z27
-	VPDPBUSD.BCST   984(R9), Z23, Z28
-	VPDPBUSD.BCST   972(R9), Z26, Z27
-	VPDPBUSD.BCST   988(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z27
-	VMULPS          Z22, Z27, Z27
-	VMULPS.BCST     992(R9), Z27, Z27
-	VADDPS          Z27, Z16, Z16
-	VPBROADCASTD    1072(R9), Z27
-	VPXORD          Z28, Z28, Z28
-	VPDPBUSD.BCST   1024(R9), Z24, Z27
-	VPDPBUSD.BCST   1040(R9), Z20, Z28
-	VPDPBUSD.BCST   1028(R9), Z25, Z27
-	VPDPBUSD.BCST   1044(R9), Z19, Z28
-	VPDPBUSD.BCST   1032(R9), Z21, Z27
-	VPDPBUSD.BCST   1048(R9), Z23, Z28
-	VPDPBUSD.BCST   1036(R9), Z26, Z27
-	VPDPBUSD.BCST   1052(R9), Z18, Z28
-	VPADDD          Z28, Z27, Z27
-	VCVTDQ2PS       Z27, Z18
-	VMULPS          Z22, Z18, Z18
-	VMULPS.BCST     1056(R9), Z18, Z18
-	VADDPS          Z18, Z17, Z17
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x17GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x17GFNI_done
+	VBROADCASTI32X4  2(AX), Z18
+	VBROADCASTI32X4  2(SI), K1, Z18
+	VGF2P8AFFINEQB   $0x00, Z0, Z18, Z18
+	VBROADCASTI32X4  2(AX)(CX*1), Z19
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z19
+	VGF2P8AFFINEQB   $0x00, Z0, Z19, Z19
+	VBROADCASTI32X4  2(AX)(CX*2), Z20
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z20
+	VGF2P8AFFINEQB   $0x00, Z0, Z20, Z20
+	VBROADCASTI32X4  2(AX)(DX*1), Z21
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z21
+	VGF2P8AFFINEQB   $0x00, Z0, Z21, Z21
+	VBROADCASTI32X4  2(BX), Z22
+	VBROADCASTI32X4  2(DI), K1, Z22
+	VGF2P8AFFINEQB   $0x00, Z0, Z22, Z22
+	VBROADCASTI32X4  2(BX)(CX*1), Z23
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z23
+	VGF2P8AFFINEQB   $0x00, Z0, Z23, Z23
+	VBROADCASTI32X4  2(BX)(CX*2), Z24
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z24
+	VGF2P8AFFINEQB   $0x00, Z0, Z24, Z24
+	VBROADCASTI32X4  2(BX)(DX*1), Z25
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z25
+	VGF2P8AFFINEQB   $0x00, Z0, Z25, Z25
+	VPUNPCKLDQ       Z19, Z18, Z26
+	VPUNPCKHDQ       Z19, Z18, Z18
+	VPUNPCKLDQ       Z21, Z20, Z19
+	VPUNPCKHDQ       Z21, Z20, Z20
+	VPUNPCKLDQ       Z23, Z22, Z21
+	VPUNPCKHDQ       Z23, Z22, Z22
+	VPUNPCKLDQ       Z25, Z24, Z23
+	VPUNPCKHDQ       Z25, Z24, Z24
+	VPUNPCKLQDQ      Z19, Z26, Z25
+	VPUNPCKHQDQ      Z19, Z26, Z19
+	VPUNPCKLQDQ      Z20, Z18, Z26
+	VPUNPCKHQDQ      Z20, Z18, Z18
+	VPUNPCKLQDQ      Z23, Z21, Z20
+	VPUNPCKHQDQ      Z23, Z21, Z21
+	VPUNPCKLQDQ      Z24, Z22, Z23
+	VPUNPCKHQDQ      Z24, Z22, Z22
+	VSHUFI64X2       $0x88, Z20, Z25, Z24
+	VSHUFI64X2       $0xdd, Z20, Z25, Z20
+	VSHUFI64X2       $0x88, Z21, Z19, Z25
+	VSHUFI64X2       $0xdd, Z21, Z19, Z19
+	VSHUFI64X2       $0x88, Z23, Z26, Z21
+	VSHUFI64X2       $0xdd, Z23, Z26, Z23
+	VSHUFI64X2       $0x88, Z22, Z18, Z26
+	VSHUFI64X2       $0xdd, Z22, Z18, Z18
+	VPXORD           Y22, Y22, Y22
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X22
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X22, X22
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X27
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X27, X27
+	VINSERTI32X4     $0x01, X27, Y22, Y22
+	VCVTPH2PS        Y22, Z22
+	VPBROADCASTD     48(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    (R9), Z24, Z27
+	VPDPBUSD.BCST    16(R9), Z20, Z28
+	VPDPBUSD.BCST    4(R9), Z25, Z27
+	VPDPBUSD.BCST    20(R9), Z19, Z28
+	VPDPBUSD.BCST    8(R9), Z21, Z27
+	VPDPBUSD.BCST    24(R9), Z23, Z28
+	VPDPBUSD.BCST    12(R9), Z26, Z27
+	VPDPBUSD.BCST    28(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 32(R9), Z27, Z1
+	VPBROADCASTD     112(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    64(R9), Z24, Z27
+	VPDPBUSD.BCST    80(R9), Z20, Z28
+	VPDPBUSD.BCST    68(R9), Z25, Z27
+	VPDPBUSD.BCST    84(R9), Z19, Z28
+	VPDPBUSD.BCST    72(R9), Z21, Z27
+	VPDPBUSD.BCST    88(R9), Z23, Z28
+	VPDPBUSD.BCST    76(R9), Z26, Z27
+	VPDPBUSD.BCST    92(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 96(R9), Z27, Z2
+	VPBROADCASTD     176(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    128(R9), Z24, Z27
+	VPDPBUSD.BCST    144(R9), Z20, Z28
+	VPDPBUSD.BCST    132(R9), Z25, Z27
+	VPDPBUSD.BCST    148(R9), Z19, Z28
+	VPDPBUSD.BCST    136(R9), Z21, Z27
+	VPDPBUSD.BCST    152(R9), Z23, Z28
+	VPDPBUSD.BCST    140(R9), Z26, Z27
+	VPDPBUSD.BCST    156(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 160(R9), Z27, Z3
+	VPBROADCASTD     240(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    192(R9), Z24, Z27
+	VPDPBUSD.BCST    208(R9), Z20, Z28
+	VPDPBUSD.BCST    196(R9), Z25, Z27
+	VPDPBUSD.BCST    212(R9), Z19, Z28
+	VPDPBUSD.BCST    200(R9), Z21, Z27
+	VPDPBUSD.BCST    216(R9), Z23, Z28
+	VPDPBUSD.BCST    204(R9), Z26, Z27
+	VPDPBUSD.BCST    220(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 224(R9), Z27, Z4
+	VPBROADCASTD     304(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    256(R9), Z24, Z27
+	VPDPBUSD.BCST    272(R9), Z20, Z28
+	VPDPBUSD.BCST    260(R9), Z25, Z27
+	VPDPBUSD.BCST    276(R9), Z19, Z28
+	VPDPBUSD.BCST    264(R9), Z21, Z27
+	VPDPBUSD.BCST    280(R9), Z23, Z28
+	VPDPBUSD.BCST    268(R9), Z26, Z27
+	VPDPBUSD.BCST    284(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 288(R9), Z27, Z5
+	VPBROADCASTD     368(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    320(R9), Z24, Z27
+	VPDPBUSD.BCST    336(R9), Z20, Z28
+	VPDPBUSD.BCST    324(R9), Z25, Z27
+	VPDPBUSD.BCST    340(R9), Z19, Z28
+	VPDPBUSD.BCST    328(R9), Z21, Z27
+	VPDPBUSD.BCST    344(R9), Z23, Z28
+	VPDPBUSD.BCST    332(R9), Z26, Z27
+	VPDPBUSD.BCST    348(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 352(R9), Z27, Z6
+	VPBROADCASTD     432(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    384(R9), Z24, Z27
+	VPDPBUSD.BCST    400(R9), Z20, Z28
+	VPDPBUSD.BCST    388(R9), Z25, Z27
+	VPDPBUSD.BCST    404(R9), Z19, Z28
+	VPDPBUSD.BCST    392(R9), Z21, Z27
+	VPDPBUSD.BCST    408(R9), Z23, Z28
+	VPDPBUSD.BCST    396(R9), Z26, Z27
+	VPDPBUSD.BCST    412(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 416(R9), Z27, Z7
+	VPBROADCASTD     496(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    448(R9), Z24, Z27
+	VPDPBUSD.BCST    464(R9), Z20, Z28
+	VPDPBUSD.BCST    452(R9), Z25, Z27
+	VPDPBUSD.BCST    468(R9), Z19, Z28
+	VPDPBUSD.BCST    456(R9), Z21, Z27
+	VPDPBUSD.BCST    472(R9), Z23, Z28
+	VPDPBUSD.BCST    460(R9), Z26, Z27
+	VPDPBUSD.BCST    476(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 480(R9), Z27, Z8
+	VPBROADCASTD     560(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    512(R9), Z24, Z27
+	VPDPBUSD.BCST    528(R9), Z20, Z28
+	VPDPBUSD.BCST    516(R9), Z25, Z27
+	VPDPBUSD.BCST    532(R9), Z19, Z28
+	VPDPBUSD.BCST    520(R9), Z21, Z27
+	VPDPBUSD.BCST    536(R9), Z23, Z28
+	VPDPBUSD.BCST    524(R9), Z26, Z27
+	VPDPBUSD.BCST    540(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 544(R9), Z27, Z9
+	VPBROADCASTD     624(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    576(R9), Z24, Z27
+	VPDPBUSD.BCST    592(R9), Z20, Z28
+	VPDPBUSD.BCST    580(R9), Z25, Z27
+	VPDPBUSD.BCST    596(R9), Z19, Z28
+	VPDPBUSD.BCST    584(R9), Z21, Z27
+	VPDPBUSD.BCST    600(R9), Z23, Z28
+	VPDPBUSD.BCST    588(R9), Z26, Z27
+	VPDPBUSD.BCST    604(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 608(R9), Z27, Z10
+	VPBROADCASTD     688(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    640(R9), Z24, Z27
+	VPDPBUSD.BCST    656(R9), Z20, Z28
+	VPDPBUSD.BCST    644(R9), Z25, Z27
+	VPDPBUSD.BCST    660(R9), Z19, Z28
+	VPDPBUSD.BCST    648(R9), Z21, Z27
+	VPDPBUSD.BCST    664(R9), Z23, Z28
+	VPDPBUSD.BCST    652(R9), Z26, Z27
+	VPDPBUSD.BCST    668(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 672(R9), Z27, Z11
+	VPBROADCASTD     752(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    704(R9), Z24, Z27
+	VPDPBUSD.BCST    720(R9), Z20, Z28
+	VPDPBUSD.BCST    708(R9), Z25, Z27
+	VPDPBUSD.BCST    724(R9), Z19, Z28
+	VPDPBUSD.BCST    712(R9), Z21, Z27
+	VPDPBUSD.BCST    728(R9), Z23, Z28
+	VPDPBUSD.BCST    716(R9), Z26, Z27
+	VPDPBUSD.BCST    732(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 736(R9), Z27, Z12
+	VPBROADCASTD     816(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    768(R9), Z24, Z27
+	VPDPBUSD.BCST    784(R9), Z20, Z28
+	VPDPBUSD.BCST    772(R9), Z25, Z27
+	VPDPBUSD.BCST    788(R9), Z19, Z28
+	VPDPBUSD.BCST    776(R9), Z21, Z27
+	VPDPBUSD.BCST    792(R9), Z23, Z28
+	VPDPBUSD.BCST    780(R9), Z26, Z27
+	VPDPBUSD.BCST    796(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 800(R9), Z27, Z13
+	VPBROADCASTD     880(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    832(R9), Z24, Z27
+	VPDPBUSD.BCST    848(R9), Z20, Z28
+	VPDPBUSD.BCST    836(R9), Z25, Z27
+	VPDPBUSD.BCST    852(R9), Z19, Z28
+	VPDPBUSD.BCST    840(R9), Z21, Z27
+	VPDPBUSD.BCST    856(R9), Z23, Z28
+	VPDPBUSD.BCST    844(R9), Z26, Z27
+	VPDPBUSD.BCST    860(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 864(R9), Z27, Z14
+	VPBROADCASTD     944(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    896(R9), Z24, Z27
+	VPDPBUSD.BCST    912(R9), Z20, Z28
+	VPDPBUSD.BCST    900(R9), Z25, Z27
+	VPDPBUSD.BCST    916(R9), Z19, Z28
+	VPDPBUSD.BCST    904(R9), Z21, Z27
+	VPDPBUSD.BCST    920(R9), Z23, Z28
+	VPDPBUSD.BCST    908(R9), Z26, Z27
+	VPDPBUSD.BCST    924(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 928(R9), Z27, Z15
+	VPBROADCASTD     1008(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    960(R9), Z24, Z27
+	VPDPBUSD.BCST    976(R9), Z20, Z28
+	VPDPBUSD.BCST    964(R9), Z25, Z27
+	VPDPBUSD.BCST    980(R9), Z19, Z28
+	VPDPBUSD.BCST    968(R9), Z21, Z27
+	VPDPBUSD.BCST    984(R9), Z23, Z28
+	VPDPBUSD.BCST    972(R9), Z26, Z27
+	VPDPBUSD.BCST    988(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z22, Z27, Z27
+	VFMADD231PS.BCST 992(R9), Z27, Z16
+	VPBROADCASTD     1072(R9), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    1024(R9), Z24, Z27
+	VPDPBUSD.BCST    1040(R9), Z20, Z28
+	VPDPBUSD.BCST    1028(R9), Z25, Z27
+	VPDPBUSD.BCST    1044(R9), Z19, Z28
+	VPDPBUSD.BCST    1032(R9), Z21, Z27
+	VPDPBUSD.BCST    1048(R9), Z23, Z28
+	VPDPBUSD.BCST    1036(R9), Z26, Z27
+	VPDPBUSD.BCST    1052(R9), Z18, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z18
+	VMULPS           Z22, Z18, Z18
+	VFMADD231PS.BCST 1056(R9), Z18, Z17
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x17GFNI_loop
 
 dotQ4_0x16x17GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -24427,8 +23691,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z26
 	VMULPS.BCST   32(BX), Z25, Z27
-	VMULPS        Z27, Z26, Z26
-	VADDPS        Z26, Z0, Z0
+	VFMADD231PS   Z27, Z26, Z0
 	VPBROADCASTD  108(BX), Z26
 	VPXORD        Z27, Z27, Z27
 	VPDPBUSD.BCST 64(BX), Z17, Z26
@@ -24442,8 +23705,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z26
 	VMULPS.BCST   96(BX), Z25, Z27
-	VMULPS        Z27, Z26, Z26
-	VADDPS        Z26, Z1, Z1
+	VFMADD231PS   Z27, Z26, Z1
 	VPBROADCASTD  172(BX), Z26
 	VPXORD        Z27, Z27, Z27
 	VPDPBUSD.BCST 128(BX), Z17, Z26
@@ -24457,8 +23719,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z26
 	VMULPS.BCST   160(BX), Z25, Z27
-	VMULPS        Z27, Z26, Z26
-	VADDPS        Z26, Z2, Z2
+	VFMADD231PS   Z27, Z26, Z2
 	VPBROADCASTD  236(BX), Z26
 	VPXORD        Z27, Z27, Z27
 	VPDPBUSD.BCST 192(BX), Z17, Z26
@@ -24472,8 +23733,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z26
 	VMULPS.BCST   224(BX), Z25, Z27
-	VMULPS        Z27, Z26, Z26
-	VADDPS        Z26, Z3, Z3
+	VFMADD231PS   Z27, Z26, Z3
 	VPBROADCASTD  300(BX), Z26
 	VPXORD        Z27, Z27, Z27
 	VPDPBUSD.BCST 256(BX), Z17, Z26
@@ -24487,8 +23747,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z26
 	VMULPS.BCST   288(BX), Z25, Z27
-	VMULPS        Z27, Z26, Z26
-	VADDPS        Z26, Z4, Z4
+	VFMADD231PS   Z27, Z26, Z4
 	VPBROADCASTD  364(BX), Z26
 	VPXORD        Z27, Z27, Z27
 	VPDPBUSD.BCST 320(BX), Z17, Z26
@@ -24502,8 +23761,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z26
 	VMULPS.BCST   352(BX), Z25, Z27
-	VMULPS        Z27, Z26, Z26
-	VADDPS        Z26, Z5, Z5
+	VFMADD231PS   Z27, Z26, Z5
 	VPBROADCASTD  428(BX), Z26
 	VPXORD        Z27, Z27, Z27
 	VPDPBUSD.BCST 384(BX), Z17, Z26
@@ -24517,8 +23775,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z26
 	VMULPS.BCST   416(BX), Z25, Z27
-	VMULPS        Z27, Z26, Z26
-	VADDPS        Z26, Z6, Z6
+	VFMADD231PS   Z27, Z26, Z6
 	VPBROADCASTD  492(BX), Z26
 	VPXORD        Z27, Z27, Z27
 	VPDPBUSD.BCST 448(BX), Z17, Z26
@@ -24532,8 +23789,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z26
 	VMULPS.BCST   480(BX), Z25, Z27
-	VMULPS        Z27, Z26, Z26
-	VADDPS        Z26, Z7, Z7
+	VFMADD231PS   Z27, Z26, Z7
 	VPBROADCASTD  556(BX), Z26
 	VPXORD        Z27, Z27, Z27
 	VPDPBUSD.BCST 512(BX), Z17, Z26
@@ -24547,8 +23803,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z26
 	VMULPS.BCST   544(BX), Z25, Z27
-	VMULPS        Z27, Z26, Z26
-	VADDPS        Z26, Z8, Z8
+	VFMADD231PS   Z27, Z26, Z8
 	VPBROADCASTD  620(BX), Z26
 	VPXORD        Z27, Z27, Z27
 	VPDPBUSD.BCST 576(BX), Z17, Z26
@@ -24562,8 +23817,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z26
 	VMULPS.BCST   608(BX), Z25, Z27
-	VMULPS        Z27, Z26, Z26
-	VADDPS        Z26, Z9, Z9
+	VFMADD231PS   Z27, Z26, Z9
 	VPBROADCASTD  684(BX), Z26
 	VPXORD        Z27, Z27, Z27
 	VPDPBUSD.BCST 640(BX), Z17, Z26
@@ -24577,8 +23831,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z26
 	VMULPS.BCST   672(BX), Z25, Z27
-	VMULPS        Z27, Z26, Z26
-	VADDPS        Z26, Z10, Z10
+	VFMADD231PS   Z27, Z26, Z10
 	VPBROADCASTD  748(BX), Z26
 	VPXORD        Z27, Z27, Z27
 	VPDPBUSD.BCST 704(BX), Z17, Z26
@@ -24592,8 +23845,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z26
 	VMULPS.BCST   736(BX), Z25, Z27
-	VMULPS        Z27, Z26, Z26
-	VADDPS        Z26, Z11, Z11
+	VFMADD231PS   Z27, Z26, Z11
 	VPBROADCASTD  812(BX), Z26
 	VPXORD        Z27, Z27, Z27
 	VPDPBUSD.BCST 768(BX), Z17, Z26
@@ -24607,8 +23859,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z26
 	VMULPS.BCST   800(BX), Z25, Z27
-	VMULPS        Z27, Z26, Z26
-	VADDPS        Z26, Z12, Z12
+	VFMADD231PS   Z27, Z26, Z12
 	VPBROADCASTD  876(BX), Z26
 	VPXORD        Z27, Z27, Z27
 	VPDPBUSD.BCST 832(BX), Z17, Z26
@@ -24622,8 +23873,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z26
 	VMULPS.BCST   864(BX), Z25, Z27
-	VMULPS        Z27, Z26, Z26
-	VADDPS        Z26, Z13, Z13
+	VFMADD231PS   Z27, Z26, Z13
 	VPBROADCASTD  940(BX), Z26
 	VPXORD        Z27, Z27, Z27
 	VPDPBUSD.BCST 896(BX), Z17, Z26
@@ -24637,8 +23887,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z26
 	VMULPS.BCST   928(BX), Z25, Z27
-	VMULPS        Z27, Z26, Z26
-	VADDPS        Z26, Z14, Z14
+	VFMADD231PS   Z27, Z26, Z14
 	VPBROADCASTD  1004(BX), Z26
 	VPXORD        Z27, Z27, Z27
 	VPDPBUSD.BCST 960(BX), Z17, Z26
@@ -24652,8 +23901,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z26
 	VMULPS.BCST   992(BX), Z25, Z27
-	VMULPS        Z27, Z26, Z26
-	VADDPS        Z26, Z15, Z15
+	VFMADD231PS   Z27, Z26, Z15
 	VPBROADCASTD  1068(BX), Z26
 	VPXORD        Z27, Z27, Z27
 	VPDPBUSD.BCST 1024(BX), Z17, Z26
@@ -24667,8 +23915,7 @@ tileQ8_0x16x17VNNI_loop:
 	VPADDD        Z27, Z26, Z26
 	VCVTDQ2PS     Z26, Z17
 	VMULPS.BCST   1056(BX), Z25, Z18
-	VMULPS        Z18, Z17, Z17
-	VADDPS        Z17, Z16, Z16
+	VFMADD231PS   Z18, Z17, Z16
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -24775,294 +24022,277 @@ TEXT ·tileQ4_0x16x17VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z16, Z16, Z16
 
 tileQ4_0x16x17VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x17VNNI_done
-	VMOVDQU64     (AX), Z17
-	VMOVDQU64     64(AX), Z18
-	VMOVDQU64     128(AX), Z19
-	VMOVDQU64     192(AX), Z20
-	VMOVDQU64     256(AX), Z21
-	VMOVDQU64     320(AX), Z22
-	VMOVDQU64     384(AX), Z23
-	VMOVDQU64     448(AX), Z24
-	VCVTPH2PS     (CX), Z25
-	VPBROADCASTD  48(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST (BX), Z17, Z26
-	VPDPBUSD.BCST 16(BX), Z21, Z27
-	VPDPBUSD.BCST 4(BX), Z18, Z26
-	VPDPBUSD.BCST 20(BX), Z22, Z27
-	VPDPBUSD.BCST 8(BX), Z19, Z26
-	VPDPBUSD.BCST 24(BX), Z23, Z27
-	VPDPBUSD.BCST 12(BX), Z20, Z26
-	VPDPBUSD.BCST 28(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z26
-	VMULPS        Z25, Z26, Z26
-	VMULPS.BCST   32(BX), Z26, Z26
-	VADDPS        Z26, Z0, Z0
-	VPBROADCASTD  112(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST 64(BX), Z17, Z26
-	VPDPBUSD.BCST 80(BX), Z21, Z27
-	VPDPBUSD.BCST 68(BX), Z18, Z26
-	VPDPBUSD.BCST 84(BX), Z22, Z27
-	VPDPBUSD.BCST 72(BX), Z19, Z26
-	VPDPBUSD.BCST 88(BX), Z23, Z27
-	VPDPBUSD.BCST 76(BX), Z20, Z26
-	VPDPBUSD.BCST 92(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z26
-	VMULPS        Z25, Z26, Z26
-	VMULPS.BCST   96(BX), Z26, Z26
-	VADDPS        Z26, Z1, Z1
-	VPBROADCASTD  176(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST 128(BX), Z17, Z26
-	VPDPBUSD.BCST 144(BX), Z21, Z27
-	VPDPBUSD.BCST 132(BX), Z18, Z26
-	VPDPBUSD.BCST 148(BX), Z22, Z27
-	VPDPBUSD.BCST 136(BX), Z19, Z26
-	VPDPBUSD.BCST 152(BX), Z23, Z27
-	VPDPBUSD.BCST 140(BX), Z20, Z26
-	VPDPBUSD.BCST 156(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z26
-	VMULPS        Z25, Z26, Z26
-	VMULPS.BCST   160(BX), Z26, Z26
-	VADDPS        Z26, Z2, Z2
-	VPBROADCASTD  240(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST 192(BX), Z17, Z26
-	VPDPBUSD.BCST 208(BX), Z21, Z27
-	VPDPBUSD.BCST 196(BX), Z18, Z26
-	VPDPBUSD.BCST 212(BX), Z22, Z27
-	VPDPBUSD.BCST 200(BX), Z19, Z26
-	VPDPBUSD.BCST 216(BX), Z23, Z27
-	VPDPBUSD.BCST 204(BX), Z20, Z26
-	VPDPBUSD.BCST 220(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z26
-	VMULPS        Z25, Z26, Z26
-	VMULPS.BCST   224(BX), Z26, Z26
-	VADDPS        Z26, Z3, Z3
-	VPBROADCASTD  304(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST 256(BX), Z17, Z26
-	VPDPBUSD.BCST 272(BX), Z21, Z27
-	VPDPBUSD.BCST 260(BX), Z18, Z26
-	VPDPBUSD.BCST 276(BX), Z22, Z27
-	VPDPBUSD.BCST 264(BX), Z19, Z26
-	VPDPBUSD.BCST 280(BX), Z23, Z27
-	VPDPBUSD.BCST 268(BX), Z20, Z26
-	VPDPBUSD.BCST 284(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z26
-	VMULPS        Z25, Z26, Z26
-	VMULPS.BCST   288(BX), Z26, Z26
-	VADDPS        Z26, Z4, Z4
-	VPBROADCASTD  368(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST 320(BX), Z17, Z26
-	VPDPBUSD.BCST 336(BX), Z21, Z27
-	VPDPBUSD.BCST 324(BX), Z18, Z26
-	VPDPBUSD.BCST 340(BX), Z22, Z27
-	VPDPBUSD.BCST 328(BX), Z19, Z26
-	VPDPBUSD.BCST 344(BX), Z23, Z27
-	VPDPBUSD.BCST 332(BX), Z20, Z26
-	VPDPBUSD.BCST 348(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z26
-	VMULPS        Z25, Z26, Z26
-	VMULPS.BCST   352(BX), Z26, Z26
-	VADDPS        Z26, Z5, Z5
-	VPBROADCASTD  432(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST 384(BX), Z17, Z26
-	VPDPBUSD.BCST 400(BX), Z21, Z27
-	VPDPBUSD.BCST 388(BX), Z18, Z26
-	VPDPBUSD.BCST 404(BX), Z22, Z27
-	VPDPBUSD.BCST 392(BX), Z19, Z26
-	VPDPBUSD.BCST 408(BX), Z23, Z27
-	VPDPBUSD.BCST 396(BX), Z20, Z26
-	VPDPBUSD.BCST 412(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z26
-	VMULPS        Z25, Z26, Z26
-	VMULPS.BCST   416(BX), Z26, Z26
-	VADDPS        Z26, Z6, Z6
-	VPBROADCASTD  496(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST 448(BX), Z17, Z26
-	VPDPBUSD.BCST 464(BX), Z21, Z27
-	VPDPBUSD.BCST 452(BX), Z18, Z26
-	VPDPBUSD.BCST 468(BX), Z22, Z27
-	VPDPBUSD.BCST 456(BX), Z19, Z26
-	VPDPBUSD.BCST 472(BX), Z23, Z27
-	VPDPBUSD.BCST 460(BX), Z20, Z26
-	VPDPBUSD.BCST 476(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z26
-	VMULPS        Z25, Z26, Z26
-	VMULPS.BCST   480(BX), Z26, Z26
-	VADDPS        Z26, Z7, Z7
-	VPBROADCASTD  560(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST 512(BX), Z17, Z26
-	VPDPBUSD.BCST 528(BX), Z21, Z27
-	VPDPBUSD.BCST 516(BX), Z18, Z26
-	VPDPBUSD.BCST 532(BX), Z22, Z27
-	VPDPBUSD.BCST 520(BX), Z19, Z26
-	VPDPBUSD.BCST 536(BX), Z23, Z27
-	VPDPBUSD.BCST 524(BX), Z20, Z26
-	VPDPBUSD.BCST 540(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z26
-	VMULPS        Z25, Z26, Z26
-	VMULPS.BCST   544(BX), Z26, Z26
-	VADDPS        Z26, Z8, Z8
-	VPBROADCASTD  624(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST 576(BX), Z17, Z26
-	VPDPBUSD.BCST 592(BX), Z21, Z27
-	VPDPBUSD.BCST 580(BX), Z18, Z26
-	VPDPBUSD.BCST 596(BX), Z22, Z27
-	VPDPBUSD.BCST 584(BX), Z19, Z26
-	VPDPBUSD.BCST 600(BX), Z23, Z27
-	VPDPBUSD.BCST 588(BX), Z20, Z26
-	VPDPBUSD.BCST 604(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z26
-	VMULPS        Z25, Z26, Z26
-	VMULPS.BCST   608(BX), Z26, Z26
-	VADDPS        Z26, Z9, Z9
-	VPBROADCASTD  688(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST 640(BX), Z17, Z26
-	VPDPBUSD.BCST 656(BX), Z21, Z27
-	VPDPBUSD.BCST 644(BX), Z18, Z26
-	VPDPBUSD.BCST 660(BX), Z22, Z27
-	VPDPBUSD.BCST 648(BX), Z19, Z26
-	VPDPBUSD.BCST 664(BX), Z23, Z27
-	VPDPBUSD.BCST 652(BX), Z20, Z26
-	VPDPBUSD.BCST 668(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z26
-	VMULPS        Z25, Z26, Z26
-	VMULPS.BCST   672(BX), Z26, Z26
-	VADDPS        Z26, Z10, Z10
-	VPBROADCASTD  752(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST 704(BX), Z17, Z26
-	VPDPBUSD.BCST 720(BX), Z21, Z27
-	VPDPBUSD.BCST 708(BX), Z18, Z26
-	VPDPBUSD.BCST 724(BX), Z22, Z27
-	VPDPBUSD.BCST 712(BX), Z19, Z26
-	VPDPBUSD.BCST 728(BX), Z23, Z27
-	VPDPBUSD.BCST 716(BX), Z20, Z26
-	VPDPBUSD.BCST 732(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z26
-	VMULPS        Z25, Z26, Z26
-	VMULPS.BCST   736(BX), Z26, Z26
-	VADDPS        Z26, Z11, Z11
-	VPBROADCASTD  816(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST 768(BX), Z17, Z26
-	VPDPBUSD.BCST 784(BX), Z21, Z27
-	VPDPBUSD.BCST 772(BX), Z18, Z26
-	VPDPBUSD.BCST 788(BX), Z22, Z27
-	VPDPBUSD.BCST 776(BX), Z19, Z26
-	VPDPBUSD.BCST 792(BX), Z23, Z27
-	VPDPBUSD.BCST 780(BX), Z20, Z26
-	VPDPBUSD.BCST 796(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z26
-	VMULPS        Z25, Z26, Z26
-	VMULPS.BCST   800(BX), Z26, Z26
-	VADDPS        Z26, Z12, Z12
-	VPBROADCASTD  880(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST 832(BX), Z17, Z26
-	VPDPBUSD.BCST 848(BX), Z21, Z27
-	VPDPBUSD.BCST 836(BX), Z18, Z26
-	VPDPBUSD.BCST 852(BX), Z22, Z27
-	VPDPBUSD.BCST 840(BX), Z19, Z26
-	VPDPBUSD.BCST 856(BX), Z23, Z27
-	VPDPBUSD.BCST 844(BX), Z20, Z26
-	VPDPBUSD.BCST 860(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z26
-	VMULPS        Z25, Z26, Z26
-	VMULPS.BCST   864(BX), Z26, Z26
-	VADDPS        Z26, Z13, Z13
-	VPBROADCASTD  944(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST 896(BX), Z17, Z26
-	VPDPBUSD.BCST 912(BX), Z21, Z27
-	VPDPBUSD.BCST 900(BX), Z18, Z26
-	VPDPBUSD.BCST 916(BX), Z22, Z27
-	VPDPBUSD.BCST 904(BX), Z19, Z26
-	VPDPBUSD.BCST 920(BX), Z23, Z27
-	VPDPBUSD.BCST 908(BX), Z20, Z26
-	VPDPBUSD.BCST 924(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z26
-	VMULPS        Z25, Z26, Z26
-	VMULPS.BCST   928(BX), Z26, Z26
-	VADDPS        Z26, Z14, Z14
-	VPBROADCASTD  1008(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST 960(BX), Z17, Z26
-	VPDPBUSD.BCST 976(BX), Z21, Z27
-	VPDPBUSD.BCST 964(BX), Z18, Z26
-	VPDPBUSD.BCST 980(BX), Z22, Z27
-	VPDPBUSD.BCST 968(BX), Z19, Z26
-	VPDPBUSD.BCST 984(BX), Z23, Z27
-	VPDPBUSD.BCST 972(BX), Z20, Z26
-	VPDPBUSD.BCST 988(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z26
-	VMULPS        Z25, Z26, Z26
-	VMULPS.BCST   992(BX), Z26, Z26
-	VADDPS        Z26, Z15, Z15
-	VPBROADCASTD  1072(BX), Z26
-	VPXORD        Z27, Z27, Z27
-	VPDPBUSD.BCST 1024(BX), Z17, Z26
-	VPDPBUSD.BCST 1040(BX), Z21, Z27
-	VPDPBUSD.BCST 1028(BX), Z18, Z26
-	VPDPBUSD.BCST 1044(BX), Z22, Z27
-	VPDPBUSD.BCST 1032(BX), Z19, Z26
-	VPDPBUSD.BCST 1048(BX), Z23, Z27
-	VPDPBUSD.BCST 1036(BX), Z20, Z26
-	VPDPBUSD.BCST 1052(BX), Z24, Z27
-	VPADDD        Z27, Z26, Z26
-	VCVTDQ2PS     Z26, Z17
-	VMULPS        Z25, Z17, Z17
-	VMULPS.BCST   1056(BX), Z17, Z17
-	VADDPS        Z17, Z16, Z16
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x17VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x17VNNI_done
+	VMOVDQU64        (AX), Z17
+	VMOVDQU64        64(AX), Z18
+	VMOVDQU64        128(AX), Z19
+	VMOVDQU64        192(AX), Z20
+	VMOVDQU64        256(AX), Z21
+	VMOVDQU64        320(AX), Z22
+	VMOVDQU64        384(AX), Z23
+	VMOVDQU64        448(AX), Z24
+	VCVTPH2PS        (CX), Z25
+	VPBROADCASTD     48(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    (BX), Z17, Z26
+	VPDPBUSD.BCST    16(BX), Z21, Z27
+	VPDPBUSD.BCST    4(BX), Z18, Z26
+	VPDPBUSD.BCST    20(BX), Z22, Z27
+	VPDPBUSD.BCST    8(BX), Z19, Z26
+	VPDPBUSD.BCST    24(BX), Z23, Z27
+	VPDPBUSD.BCST    12(BX), Z20, Z26
+	VPDPBUSD.BCST    28(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z25, Z26, Z26
+	VFMADD231PS.BCST 32(BX), Z26, Z0
+	VPBROADCASTD     112(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    64(BX), Z17, Z26
+	VPDPBUSD.BCST    80(BX), Z21, Z27
+	VPDPBUSD.BCST    68(BX), Z18, Z26
+	VPDPBUSD.BCST    84(BX), Z22, Z27
+	VPDPBUSD.BCST    72(BX), Z19, Z26
+	VPDPBUSD.BCST    88(BX), Z23, Z27
+	VPDPBUSD.BCST    76(BX), Z20, Z26
+	VPDPBUSD.BCST    92(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z25, Z26, Z26
+	VFMADD231PS.BCST 96(BX), Z26, Z1
+	VPBROADCASTD     176(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    128(BX), Z17, Z26
+	VPDPBUSD.BCST    144(BX), Z21, Z27
+	VPDPBUSD.BCST    132(BX), Z18, Z26
+	VPDPBUSD.BCST    148(BX), Z22, Z27
+	VPDPBUSD.BCST    136(BX), Z19, Z26
+	VPDPBUSD.BCST    152(BX), Z23, Z27
+	VPDPBUSD.BCST    140(BX), Z20, Z26
+	VPDPBUSD.BCST    156(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z25, Z26, Z26
+	VFMADD231PS.BCST 160(BX), Z26, Z2
+	VPBROADCASTD     240(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    192(BX), Z17, Z26
+	VPDPBUSD.BCST    208(BX), Z21, Z27
+	VPDPBUSD.BCST    196(BX), Z18, Z26
+	VPDPBUSD.BCST    212(BX), Z22, Z27
+	VPDPBUSD.BCST    200(BX), Z19, Z26
+	VPDPBUSD.BCST    216(BX), Z23, Z27
+	VPDPBUSD.BCST    204(BX), Z20, Z26
+	VPDPBUSD.BCST    220(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z25, Z26, Z26
+	VFMADD231PS.BCST 224(BX), Z26, Z3
+	VPBROADCASTD     304(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    256(BX), Z17, Z26
+	VPDPBUSD.BCST    272(BX), Z21, Z27
+	VPDPBUSD.BCST    260(BX), Z18, Z26
+	VPDPBUSD.BCST    276(BX), Z22, Z27
+	VPDPBUSD.BCST    264(BX), Z19, Z26
+	VPDPBUSD.BCST    280(BX), Z23, Z27
+	VPDPBUSD.BCST    268(BX), Z20, Z26
+	VPDPBUSD.BCST    284(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z25, Z26, Z26
+	VFMADD231PS.BCST 288(BX), Z26, Z4
+	VPBROADCASTD     368(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    320(BX), Z17, Z26
+	VPDPBUSD.BCST    336(BX), Z21, Z27
+	VPDPBUSD.BCST    324(BX), Z18, Z26
+	VPDPBUSD.BCST    340(BX), Z22, Z27
+	VPDPBUSD.BCST    328(BX), Z19, Z26
+	VPDPBUSD.BCST    344(BX), Z23, Z27
+	VPDPBUSD.BCST    332(BX), Z20, Z26
+	VPDPBUSD.BCST    348(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z25, Z26, Z26
+	VFMADD231PS.BCST 352(BX), Z26, Z5
+	VPBROADCASTD     432(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    384(BX), Z17, Z26
+	VPDPBUSD.BCST    400(BX), Z21, Z27
+	VPDPBUSD.BCST    388(BX), Z18, Z26
+	VPDPBUSD.BCST    404(BX), Z22, Z27
+	VPDPBUSD.BCST    392(BX), Z19, Z26
+	VPDPBUSD.BCST    408(BX), Z23, Z27
+	VPDPBUSD.BCST    396(BX), Z20, Z26
+	VPDPBUSD.BCST    412(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z25, Z26, Z26
+	VFMADD231PS.BCST 416(BX), Z26, Z6
+	VPBROADCASTD     496(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    448(BX), Z17, Z26
+	VPDPBUSD.BCST    464(BX), Z21, Z27
+	VPDPBUSD.BCST    452(BX), Z18, Z26
+	VPDPBUSD.BCST    468(BX), Z22, Z27
+	VPDPBUSD.BCST    456(BX), Z19, Z26
+	VPDPBUSD.BCST    472(BX), Z23, Z27
+	VPDPBUSD.BCST    460(BX), Z20, Z26
+	VPDPBUSD.BCST    476(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z25, Z26, Z26
+	VFMADD231PS.BCST 480(BX), Z26, Z7
+	VPBROADCASTD     560(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    512(BX), Z17, Z26
+	VPDPBUSD.BCST    528(BX), Z21, Z27
+	VPDPBUSD.BCST    516(BX), Z18, Z26
+	VPDPBUSD.BCST    532(BX), Z22, Z27
+	VPDPBUSD.BCST    520(BX), Z19, Z26
+	VPDPBUSD.BCST    536(BX), Z23, Z27
+	VPDPBUSD.BCST    524(BX), Z20, Z26
+	VPDPBUSD.BCST    540(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z25, Z26, Z26
+	VFMADD231PS.BCST 544(BX), Z26, Z8
+	VPBROADCASTD     624(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    576(BX), Z17, Z26
+	VPDPBUSD.BCST    592(BX), Z21, Z27
+	VPDPBUSD.BCST    580(BX), Z18, Z26
+	VPDPBUSD.BCST    596(BX), Z22, Z27
+	VPDPBUSD.BCST    584(BX), Z19, Z26
+	VPDPBUSD.BCST    600(BX), Z23, Z27
+	VPDPBUSD.BCST    588(BX), Z20, Z26
+	VPDPBUSD.BCST    604(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z25, Z26, Z26
+	VFMADD231PS.BCST 608(BX), Z26, Z9
+	VPBROADCASTD     688(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    640(BX), Z17, Z26
+	VPDPBUSD.BCST    656(BX), Z21, Z27
+	VPDPBUSD.BCST    644(BX), Z18, Z26
+	VPDPBUSD.BCST    660(BX), Z22, Z27
+	VPDPBUSD.BCST    648(BX), Z19, Z26
+	VPDPBUSD.BCST    664(BX), Z23, Z27
+	VPDPBUSD.BCST    652(BX), Z20, Z26
+	VPDPBUSD.BCST    668(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z25, Z26, Z26
+	VFMADD231PS.BCST 672(BX), Z26, Z10
+	VPBROADCASTD     752(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    704(BX), Z17, Z26
+	VPDPBUSD.BCST    720(BX), Z21, Z27
+	VPDPBUSD.BCST    708(BX), Z18, Z26
+	VPDPBUSD.BCST    724(BX), Z22, Z27
+	VPDPBUSD.BCST    712(BX), Z19, Z26
+	VPDPBUSD.BCST    728(BX), Z23, Z27
+	VPDPBUSD.BCST    716(BX), Z20, Z26
+	VPDPBUSD.BCST    732(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z25, Z26, Z26
+	VFMADD231PS.BCST 736(BX), Z26, Z11
+	VPBROADCASTD     816(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    768(BX), Z17, Z26
+	VPDPBUSD.BCST    784(BX), Z21, Z27
+	VPDPBUSD.BCST    772(BX), Z18, Z26
+	VPDPBUSD.BCST    788(BX), Z22, Z27
+	VPDPBUSD.BCST    776(BX), Z19, Z26
+	VPDPBUSD.BCST    792(BX), Z23, Z27
+	VPDPBUSD.BCST    780(BX), Z20, Z26
+	VPDPBUSD.BCST    796(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z25, Z26, Z26
+	VFMADD231PS.BCST 800(BX), Z26, Z12
+	VPBROADCASTD     880(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    832(BX), Z17, Z26
+	VPDPBUSD.BCST    848(BX), Z21, Z27
+	VPDPBUSD.BCST    836(BX), Z18, Z26
+	VPDPBUSD.BCST    852(BX), Z22, Z27
+	VPDPBUSD.BCST    840(BX), Z19, Z26
+	VPDPBUSD.BCST    856(BX), Z23, Z27
+	VPDPBUSD.BCST    844(BX), Z20, Z26
+	VPDPBUSD.BCST    860(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z25, Z26, Z26
+	VFMADD231PS.BCST 864(BX), Z26, Z13
+	VPBROADCASTD     944(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    896(BX), Z17, Z26
+	VPDPBUSD.BCST    912(BX), Z21, Z27
+	VPDPBUSD.BCST    900(BX), Z18, Z26
+	VPDPBUSD.BCST    916(BX), Z22, Z27
+	VPDPBUSD.BCST    904(BX), Z19, Z26
+	VPDPBUSD.BCST    920(BX), Z23, Z27
+	VPDPBUSD.BCST    908(BX), Z20, Z26
+	VPDPBUSD.BCST    924(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z25, Z26, Z26
+	VFMADD231PS.BCST 928(BX), Z26, Z14
+	VPBROADCASTD     1008(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    960(BX), Z17, Z26
+	VPDPBUSD.BCST    976(BX), Z21, Z27
+	VPDPBUSD.BCST    964(BX), Z18, Z26
+	VPDPBUSD.BCST    980(BX), Z22, Z27
+	VPDPBUSD.BCST    968(BX), Z19, Z26
+	VPDPBUSD.BCST    984(BX), Z23, Z27
+	VPDPBUSD.BCST    972(BX), Z20, Z26
+	VPDPBUSD.BCST    988(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z26
+	VMULPS           Z25, Z26, Z26
+	VFMADD231PS.BCST 992(BX), Z26, Z15
+	VPBROADCASTD     1072(BX), Z26
+	VPXORD           Z27, Z27, Z27
+	VPDPBUSD.BCST    1024(BX), Z17, Z26
+	VPDPBUSD.BCST    1040(BX), Z21, Z27
+	VPDPBUSD.BCST    1028(BX), Z18, Z26
+	VPDPBUSD.BCST    1044(BX), Z22, Z27
+	VPDPBUSD.BCST    1032(BX), Z19, Z26
+	VPDPBUSD.BCST    1048(BX), Z23, Z27
+	VPDPBUSD.BCST    1036(BX), Z20, Z26
+	VPDPBUSD.BCST    1052(BX), Z24, Z27
+	VPADDD           Z27, Z26, Z26
+	VCVTDQ2PS        Z26, Z17
+	VMULPS           Z25, Z17, Z17
+	VFMADD231PS.BCST 1056(BX), Z17, Z16
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x17VNNI_loop
 
 tileQ4_0x16x17VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -25275,8 +24505,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       32(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z1, Z1
+	VFMADD231PS       Z29, Z28, Z1
 	VPBROADCASTD      108(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     64(R9), Z25, Z28
@@ -25290,8 +24519,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       96(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z2, Z2
+	VFMADD231PS       Z29, Z28, Z2
 	VPBROADCASTD      172(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     128(R9), Z25, Z28
@@ -25305,8 +24533,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       160(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z3, Z3
+	VFMADD231PS       Z29, Z28, Z3
 	VPBROADCASTD      236(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     192(R9), Z25, Z28
@@ -25320,8 +24547,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       224(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z4, Z4
+	VFMADD231PS       Z29, Z28, Z4
 	VPBROADCASTD      300(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     256(R9), Z25, Z28
@@ -25335,8 +24561,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       288(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z5, Z5
+	VFMADD231PS       Z29, Z28, Z5
 	VPBROADCASTD      364(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     320(R9), Z25, Z28
@@ -25350,8 +24575,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       352(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z6, Z6
+	VFMADD231PS       Z29, Z28, Z6
 	VPBROADCASTD      428(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     384(R9), Z25, Z28
@@ -25365,8 +24589,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       416(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z7, Z7
+	VFMADD231PS       Z29, Z28, Z7
 	VPBROADCASTD      492(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     448(R9), Z25, Z28
@@ -25380,8 +24603,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       480(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z8, Z8
+	VFMADD231PS       Z29, Z28, Z8
 	VPBROADCASTD      556(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     512(R9), Z25, Z28
@@ -25395,8 +24617,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       544(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z9, Z9
+	VFMADD231PS       Z29, Z28, Z9
 	VPBROADCASTD      620(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     576(R9), Z25, Z28
@@ -25410,8 +24631,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       608(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z10, Z10
+	VFMADD231PS       Z29, Z28, Z10
 	VPBROADCASTD      684(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     640(R9), Z25, Z28
@@ -25425,8 +24645,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       672(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z11, Z11
+	VFMADD231PS       Z29, Z28, Z11
 	VPBROADCASTD      748(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     704(R9), Z25, Z28
@@ -25440,8 +24659,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       736(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z12, Z12
+	VFMADD231PS       Z29, Z28, Z12
 	VPBROADCASTD      812(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     768(R9), Z25, Z28
@@ -25455,8 +24673,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       800(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z13, Z13
+	VFMADD231PS       Z29, Z28, Z13
 	VPBROADCASTD      876(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     832(R9), Z25, Z28
@@ -25470,8 +24687,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       864(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z14, Z14
+	VFMADD231PS       Z29, Z28, Z14
 	VPBROADCASTD      940(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     896(R9), Z25, Z28
@@ -25485,8 +24701,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       928(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z15, Z15
+	VFMADD231PS       Z29, Z28, Z15
 	VPBROADCASTD      1004(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     960(R9), Z25, Z28
@@ -25500,8 +24715,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       992(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z16, Z16
+	VFMADD231PS       Z29, Z28, Z16
 	VPBROADCASTD      1068(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     1024(R9), Z25, Z28
@@ -25515,8 +24729,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z28
 	VMULPS.BCST       1056(R9), Z23, Z29
-	VMULPS            Z29, Z28, Z28
-	VADDPS            Z28, Z17, Z17
+	VFMADD231PS       Z29, Z28, Z17
 	VPBROADCASTD      1132(R9), Z28
 	VPXORD            Z29, Z29, Z29
 	VPDPBUSD.BCST     1088(R9), Z25, Z28
@@ -25530,8 +24743,7 @@ dotQ8_0x16x18VNNI_loop:
 	VPADDD            Z29, Z28, Z28
 	VCVTDQ2PS         Z28, Z19
 	VMULPS.BCST       1120(R9), Z23, Z20
-	VMULPS            Z20, Z19, Z19
-	VADDPS            Z19, Z18, Z18
+	VFMADD231PS       Z20, Z19, Z18
 	PREFETCHT0        256(AX)
 	PREFETCHT0        256(AX)(CX*1)
 	PREFETCHT0        256(AX)(CX*2)
@@ -25663,410 +24875,392 @@ TEXT ·dotQ4_0x16x18VNNI(SB), NOSPLIT, $0-56
 	VPXORD       Z19, Z19, Z19
 
 dotQ4_0x16x18VNNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x18VNNI_done
-	VBROADCASTI32X4 2(AX), Z20
-	VBROADCASTI32X4 2(SI), K1, Z20
-	VPSRLVQ         Z1, Z20, Z20
-	VPANDD          Z0, Z20, Z20
-	VBROADCASTI32X4 2(AX)(CX*1), Z21
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z21
-	VPSRLVQ         Z1, Z21, Z21
-	VPANDD          Z0, Z21, Z21
-	VBROADCASTI32X4 2(AX)(CX*2), Z22
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z22
-	VPSRLVQ         Z1, Z22, Z22
-	VPANDD          Z0, Z22, Z22
-	VBROADCASTI32X4 2(AX)(DX*1), Z23
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z23
-	VPSRLVQ         Z1, Z23, Z23
-	VPANDD          Z0, Z23, Z23
-	VBROADCASTI32X4 2(BX), Z24
-	VBROADCASTI32X4 2(DI), K1, Z24
-	VPSRLVQ         Z1, Z24, Z24
-	VPANDD          Z0, Z24, Z24
-	VBROADCASTI32X4 2(BX)(CX*1), Z25
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z25
-	VPSRLVQ         Z1, Z25, Z25
-	VPANDD          Z0, Z25, Z25
-	VBROADCASTI32X4 2(BX)(CX*2), Z26
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z26
-	VPSRLVQ         Z1, Z26, Z26
-	VPANDD          Z0, Z26, Z26
-	VBROADCASTI32X4 2(BX)(DX*1), Z27
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z27
-	VPSRLVQ         Z1, Z27, Z27
-	VPANDD          Z0, Z27, Z27
-	VPUNPCKLDQ      Z21, Z20, Z28
-	VPUNPCKHDQ      Z21, Z20, Z20
-	VPUNPCKLDQ      Z23, Z22, Z21
-	VPUNPCKHDQ      Z23, Z22, Z22
-	VPUNPCKLDQ      Z25, Z24, Z23
-	VPUNPCKHDQ      Z25, Z24, Z24
-	VPUNPCKLDQ      Z27, Z26, Z25
-	VPUNPCKHDQ      Z27, Z26, Z26
-	VPUNPCKLQDQ     Z21, Z28, Z27
-	VPUNPCKHQDQ     Z21, Z28, Z21
-	VPUNPCKLQDQ     Z22, Z20, Z28
-	VPUNPCKHQDQ     Z22, Z20, Z20
-	VPUNPCKLQDQ     Z25, Z23, Z22
-	VPUNPCKHQDQ     Z25, Z23, Z23
-	VPUNPCKLQDQ     Z26, Z24, Z25
-	VPUNPCKHQDQ     Z26, Z24, Z24
-	VSHUFI64X2      $0x88, Z22, Z27, Z26
-	VSHUFI64X2      $0xdd, Z22, Z27, Z22
-	VSHUFI64X2      $0x88, Z23, Z21, Z27
-	VSHUFI64X2      $0xdd, Z23, Z21, Z21
-	VSHUFI64X2      $0x88, Z25, Z28, Z23
-	VSHUFI64X2      $0xdd, Z25, Z28, Z25
-	VSHUFI64X2      $0x88, Z24, Z20, Z28
-	VSHUFI64X2      $0xdd, Z24, Z20, Z20
-	VPXORD          Y24, Y24, Y24
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X24
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X24, X24
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X29
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X29, X29
-	VINSERTI32X4    $0x01, X29, Y24, Y24
-	VCVTPH2PS       Y24, Z24
-	VPBROADCASTD    48(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   (R9), Z26, Z29
-	VPDPBUSD.BCST   16(R9), Z22, Z30
-	VPDPBUSD.BCST   4(R9), Z27, Z29
-	VPDPBUSD.BCST   20(R9), Z21, Z30
-	VPDPBUSD.BCST   8(R9), Z23, Z29
-	VPDPBUSD.BCST   24(R9), Z25, Z30
-	VPDPBUSD.BCST   12(R9), Z28, Z29
-	VPDPBUSD.BCST   28(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     32(R9), Z29, Z29
-	VADDPS          Z29, Z2, Z2
-	VPBROADCASTD    112(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   64(R9), Z26, Z29
-	VPDPBUSD.BCST   80(R9), Z22, Z30
-	VPDPBUSD.BCST   68(R9), Z27, Z29
-	VPDPBUSD.BCST   84(R9), Z21, Z30
-	VPDPBUSD.BCST   72(R9), Z23, Z29
-	VPDPBUSD.BCST   88(R9), Z25, Z30
-	VPDPBUSD.BCST   76(R9), Z28, Z29
-	VPDPBUSD.BCST   92(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     96(R9), Z29, Z29
-	VADDPS          Z29, Z3, Z3
-	VPBROADCASTD    176(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   128(R9), Z26, Z29
-	VPDPBUSD.BCST   144(R9), Z22, Z30
-	VPDPBUSD.BCST   132(R9), Z27, Z29
-	VPDPBUSD.BCST   148(R9), Z21, Z30
-	VPDPBUSD.BCST   136(R9), Z23, Z29
-	VPDPBUSD.BCST   152(R9), Z25, Z30
-	VPDPBUSD.BCST   140(R9), Z28, Z29
-	VPDPBUSD.BCST   156(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     160(R9), Z29, Z29
-	VADDPS          Z29, Z4, Z4
-	VPBROADCASTD    240(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   192(R9), Z26, Z29
-	VPDPBUSD.BCST   208(R9), Z22, Z30
-	VPDPBUSD.BCST   196(R9), Z27, Z29
-	VPDPBUSD.BCST   212(R9), Z21, Z30
-	VPDPBUSD.BCST   200(R9), Z23, Z29
-	VPDPBUSD.BCST   216(R9), Z25, Z30
-	VPDPBUSD.BCST   204(R9), Z28, Z29
-	VPDPBUSD.BCST   220(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     224(R9), Z29, Z29
-	VADDPS          Z29, Z5, Z5
-	VPBROADCASTD    304(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   256(R9), Z26, Z29
-	VPDPBUSD.BCST   272(R9), Z22, Z30
-	VPDPBUSD.BCST   260(R9), Z27, Z29
-	VPDPBUSD.BCST   276(R9), Z21, Z30
-	VPDPBUSD.BCST   264(R9), Z23, Z29
-	VPDPBUSD.BCST   280(R9), Z25, Z30
-	VPDPBUSD.BCST   268(R9), Z28, Z29
-	VPDPBUSD.BCST   284(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     288(R9), Z29, Z29
-	VADDPS          Z29, Z6, Z6
-	VPBROADCASTD    368(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   320(R9), Z26, Z29
-	VPDPBUSD.BCST   336(R9), Z22, Z30
-	VPDPBUSD.BCST   324(R9), Z27, Z29
-	VPDPBUSD.BCST   340(R9), Z21, Z30
-	VPDPBUSD.BCST   328(R9), Z23, Z29
-	VPDPBUSD.BCST   344(R9), Z25, Z30
-	VPDPBUSD.BCST   332(R9), Z28, Z29
-	VPDPBUSD.BCST   348(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     352(R9), Z29, Z29
-	VADDPS          Z29, Z7, Z7
-	VPBROADCASTD    432(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   384(R9), Z26, Z29
-	VPDPBUSD.BCST   400(R9), Z22, Z30
-	VPDPBUSD.BCST   388(R9), Z27, Z29
-	VPDPBUSD.BCST   404(R9), Z21, Z30
-	VPDPBUSD.BCST   392(R9), Z23, Z29
-	VPDPBUSD.BCST   408(R9), Z25, Z30
-	VPDPBUSD.BCST   396(R9), Z28, Z29
-	VPDPBUSD.BCST   412(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     416(R9), Z29, Z29
-	VADDPS          Z29, Z8, Z8
-	VPBROADCASTD    496(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   448(R9), Z26, Z29
-	VPDPBUSD.BCST   464(R9), Z22, Z30
-	VPDPBUSD.BCST   452(R9), Z27, Z29
-	VPDPBUSD.BCST   468(R9), Z21, Z30
-	VPDPBUSD.BCST   456(R9), Z23, Z29
-	VPDPBUSD.BCST   472(R9), Z25, Z30
-	VPDPBUSD.BCST   460(R9), Z28, Z29
-	VPDPBUSD.BCST   476(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     480(R9), Z29, Z29
-	VADDPS          Z29, Z9, Z9
-	VPBROADCASTD    560(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   512(R9), Z26, Z29
-	VPDPBUSD.BCST   528(R9), Z22, Z30
-	VPDPBUSD.BCST   516(R9), Z27, Z29
-	VPDPBUSD.BCST   532(R9), Z21, Z30
-	VPDPBUSD.BCST   520(R9), Z23, Z29
-	VPDPBUSD.BCST   536(R9), Z25, Z30
-	VPDPBUSD.BCST   524(R9), Z28, Z29
-	VPDPBUSD.BCST   540(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     544(R9), Z29, Z29
-	VADDPS          Z29, Z10, Z10
-	VPBROADCASTD    624(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   576(R9), Z26, Z29
-	VPDPBUSD.BCST   592(R9), Z22, Z30
-	VPDPBUSD.BCST   580(R9), Z27, Z29
-	VPDPBUSD.BCST   596(R9), Z21, Z30
-	VPDPBUSD.BCST   584(R9), Z23, Z29
-	VPDPBUSD.BCST   600(R9), Z25, Z30
-	VPDPBUSD.BCST   588(R9), Z28, Z29
-	VPDPBUSD.BCST   604(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     608(R9), Z29, Z29
-	VADDPS          Z29, Z11, Z11
-	VPBROADCASTD    688(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   640(R9), Z26, Z29
-	VPDPBUSD.BCST   656(R9), Z22, Z30
-	VPDPBUSD.BCST   644(R9), Z27, Z29
-	VPDPBUSD.BCST   660(R9), Z21, Z30
-	VPDPBUSD.BCST   648(R9), Z23, Z29
-	VPDPBUSD.BCST   664(R9), Z25, Z30
-	VPDPBUSD.BCST   652(R9), Z28, Z29
-	VPDPBUSD.BCST   668(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     672(R9), Z29, Z29
-	VADDPS          Z29, Z12, Z12
-	VPBROADCASTD    752(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   704(R9), Z26, Z29
-	VPDPBUSD.BCST   720(R9), Z22, Z30
-	VPDPBUSD.BCST   708(R9), Z27, Z29
-	VPDPBUSD.BCST   724(R9), Z21, Z30
-	VPDPBUSD.BCST   712(R9), Z23, Z29
-	VPDPBUSD.BCST   728(R9), Z25, Z30
-	VPDPBUSD.BCST   716(R9), Z28, Z29
-	VPDPBUSD.BCST   732(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     736(R9), Z29, Z29
-	VADDPS          Z29, Z13, Z13
-	VPBROADCASTD    816(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   768(R9), Z26, Z29
-	VPDPBUSD.BCST   784(R9), Z22, Z30
-	VPDPBUSD.BCST   772(R9), Z27, Z29
-	VPDPBUSD.BCST   788(R9), Z21, Z30
-	VPDPBUSD.BCST   776(R9), Z23, Z29
-	VPDPBUSD.BCST   792(R9), Z25, Z30
-	VPDPBUSD.BCST   780(R9), Z28, Z29
-	VPDPBUSD.BCST   796(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     800(R9), Z29, Z29
-	VADDPS          Z29, Z14, Z14
-	VPBROADCASTD    880(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   832(R9), Z26, Z29
-	VPDPBUSD.BCST   848(R9), Z22, Z30
-	VPDPBUSD.BCST   836(R9), Z27, Z29
-	VPDPBUSD.BCST   852(R9), Z21, Z30
-	VPDPBUSD.BCST   840(R9), Z23, Z29
-	VPDPBUSD.BCST   856(R9), Z25, Z30
-	VPDPBUSD.BCST   844(R9), Z28, Z29
-	VPDPBUSD.BCST   860(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     864(R9), Z29, Z29
-	VADDPS          Z29, Z15, Z15
-	VPBROADCASTD    944(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   896(R9), Z26, Z29
-	VPDPBUSD.BCST   912(R9), Z22, Z30
-	VPDPBUSD.BCST   900(R9), Z27, Z29
-	VPDPBUSD.BCST   916(R9), Z21, Z30
-	VPDPBUSD.BCST   904(R9), Z23, Z29
-	VPDPBUSD.BCST   920(R9), Z25, Z30
-	VPDPBUSD.BCST   908(R9), Z28, Z29
-	VPDPBUSD.BCST   924(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     928(R9), Z29, Z29
-	VADDPS          Z29, Z16, Z16
-	VPBROADCASTD    1008(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   960(R9), Z26, Z29
-	VPDPBUSD.BCST   976(R9), Z22, Z30
-	VPDPBUSD.BCST   964(R9), Z27, Z29
-	VPDPBUSD.BCST   980(R9), Z21, Z30
-	VPDPBUSD.BCST   968(R9), Z23, Z29
-	VPDPBUSD.BCST   984(R9), Z25, Z30
-	VPDPBUSD.BCST   972(R9), Z28, Z29
-	VPDPBUSD.BCST   988(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     992(R9), Z29, Z29
-	VADDPS          Z29, Z17, Z17
-	VPBROADCASTD    1072(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   1024(R9), Z26, Z29
-	VPDPBUSD.BCST   1040(R9), Z22, Z30
-	VPDPBUSD.BCST   1028(R9), Z27, Z29
-	VPDPBUSD.BCST   1044(R9), Z21, Z30
-	VPDPBUSD.BCST   1032(R9), Z23, Z29
-	VPDPBUSD.BCST   1048(R9), Z25, Z30
-	VPDPBUSD.BCST   1036(R9), Z28, Z29
-	VPDPBUSD.BCST   1052(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z29
-	VMULPS          Z24, Z29, Z29
-	VMULPS.BCST     1056(R9), Z29, Z29
-	VADDPS          Z29, Z18, Z18
-	VPBROADCASTD    1136(R9), Z29
-	VPXORD          Z30, Z30, Z30
-	VPDPBUSD.BCST   1088(R9), Z26, Z29
-	VPDPBUSD.BCST   1104(R9), Z22, Z30
-	VPDPBUSD.BCST   1092(R9), Z27, Z29
-	VPDPBUSD.BCST   1108(R9), Z21, Z30
-	VPDPBUSD.BCST   1096(R9), Z23, Z29
-	VPDPBUSD.BCST   1112(R9), Z25, Z30
-	VPDPBUSD.BCST   1100(R9), Z28, Z29
-	VPDPBUSD.BCST   1116(R9), Z20, Z30
-	VPADDD          Z30, Z29, Z29
-	VCVTDQ2PS       Z29, Z20
-	VMULPS          Z24, Z20, Z20
-	VMULPS.BCST     1120(R9), Z20, Z20
-	VADDPS          Z20, Z19, Z19
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x18VNNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x18VNNI_done
+	VBROADCASTI32X4  2(AX), Z20
+	VBROADCASTI32X4  2(SI), K1, Z20
+	VPSRLVQ          Z1, Z20, Z20
+	VPANDD           Z0, Z20, Z20
+	VBROADCASTI32X4  2(AX)(CX*1), Z21
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z21
+	VPSRLVQ          Z1, Z21, Z21
+	VPANDD           Z0, Z21, Z21
+	VBROADCASTI32X4  2(AX)(CX*2), Z22
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z22
+	VPSRLVQ          Z1, Z22, Z22
+	VPANDD           Z0, Z22, Z22
+	VBROADCASTI32X4  2(AX)(DX*1), Z23
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z23
+	VPSRLVQ          Z1, Z23, Z23
+	VPANDD           Z0, Z23, Z23
+	VBROADCASTI32X4  2(BX), Z24
+	VBROADCASTI32X4  2(DI), K1, Z24
+	VPSRLVQ          Z1, Z24, Z24
+	VPANDD           Z0, Z24, Z24
+	VBROADCASTI32X4  2(BX)(CX*1), Z25
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z25
+	VPSRLVQ          Z1, Z25, Z25
+	VPANDD           Z0, Z25, Z25
+	VBROADCASTI32X4  2(BX)(CX*2), Z26
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z26
+	VPSRLVQ          Z1, Z26, Z26
+	VPANDD           Z0, Z26, Z26
+	VBROADCASTI32X4  2(BX)(DX*1), Z27
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z27
+	VPSRLVQ          Z1, Z27, Z27
+	VPANDD           Z0, Z27, Z27
+	VPUNPCKLDQ       Z21, Z20, Z28
+	VPUNPCKHDQ       Z21, Z20, Z20
+	VPUNPCKLDQ       Z23, Z22, Z21
+	VPUNPCKHDQ       Z23, Z22, Z22
+	VPUNPCKLDQ       Z25, Z24, Z23
+	VPUNPCKHDQ       Z25, Z24, Z24
+	VPUNPCKLDQ       Z27, Z26, Z25
+	VPUNPCKHDQ       Z27, Z26, Z26
+	VPUNPCKLQDQ      Z21, Z28, Z27
+	VPUNPCKHQDQ      Z21, Z28, Z21
+	VPUNPCKLQDQ      Z22, Z20, Z28
+	VPUNPCKHQDQ      Z22, Z20, Z20
+	VPUNPCKLQDQ      Z25, Z23, Z22
+	VPUNPCKHQDQ      Z25, Z23, Z23
+	VPUNPCKLQDQ      Z26, Z24, Z25
+	VPUNPCKHQDQ      Z26, Z24, Z24
+	VSHUFI64X2       $0x88, Z22, Z27, Z26
+	VSHUFI64X2       $0xdd, Z22, Z27, Z22
+	VSHUFI64X2       $0x88, Z23, Z21, Z27
+	VSHUFI64X2       $0xdd, Z23, Z21, Z21
+	VSHUFI64X2       $0x88, Z25, Z28, Z23
+	VSHUFI64X2       $0xdd, Z25, Z28, Z25
+	VSHUFI64X2       $0x88, Z24, Z20, Z28
+	VSHUFI64X2       $0xdd, Z24, Z20, Z20
+	VPXORD           Y24, Y24, Y24
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X24
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X24, X24
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X29
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X29, X29
+	VINSERTI32X4     $0x01, X29, Y24, Y24
+	VCVTPH2PS        Y24, Z24
+	VPBROADCASTD     48(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    (R9), Z26, Z29
+	VPDPBUSD.BCST    16(R9), Z22, Z30
+	VPDPBUSD.BCST    4(R9), Z27, Z29
+	VPDPBUSD.BCST    20(R9), Z21, Z30
+	VPDPBUSD.BCST    8(R9), Z23, Z29
+	VPDPBUSD.BCST    24(R9), Z25, Z30
+	VPDPBUSD.BCST    12(R9), Z28, Z29
+	VPDPBUSD.BCST    28(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 32(R9), Z29, Z2
+	VPBROADCASTD     112(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    64(R9), Z26, Z29
+	VPDPBUSD.BCST    80(R9), Z22, Z30
+	VPDPBUSD.BCST    68(R9), Z27, Z29
+	VPDPBUSD.BCST    84(R9), Z21, Z30
+	VPDPBUSD.BCST    72(R9), Z23, Z29
+	VPDPBUSD.BCST    88(R9), Z25, Z30
+	VPDPBUSD.BCST    76(R9), Z28, Z29
+	VPDPBUSD.BCST    92(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 96(R9), Z29, Z3
+	VPBROADCASTD     176(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    128(R9), Z26, Z29
+	VPDPBUSD.BCST    144(R9), Z22, Z30
+	VPDPBUSD.BCST    132(R9), Z27, Z29
+	VPDPBUSD.BCST    148(R9), Z21, Z30
+	VPDPBUSD.BCST    136(R9), Z23, Z29
+	VPDPBUSD.BCST    152(R9), Z25, Z30
+	VPDPBUSD.BCST    140(R9), Z28, Z29
+	VPDPBUSD.BCST    156(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 160(R9), Z29, Z4
+	VPBROADCASTD     240(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    192(R9), Z26, Z29
+	VPDPBUSD.BCST    208(R9), Z22, Z30
+	VPDPBUSD.BCST    196(R9), Z27, Z29
+	VPDPBUSD.BCST    212(R9), Z21, Z30
+	VPDPBUSD.BCST    200(R9), Z23, Z29
+	VPDPBUSD.BCST    216(R9), Z25, Z30
+	VPDPBUSD.BCST    204(R9), Z28, Z29
+	VPDPBUSD.BCST    220(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 224(R9), Z29, Z5
+	VPBROADCASTD     304(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    256(R9), Z26, Z29
+	VPDPBUSD.BCST    272(R9), Z22, Z30
+	VPDPBUSD.BCST    260(R9), Z27, Z29
+	VPDPBUSD.BCST    276(R9), Z21, Z30
+	VPDPBUSD.BCST    264(R9), Z23, Z29
+	VPDPBUSD.BCST    280(R9), Z25, Z30
+	VPDPBUSD.BCST    268(R9), Z28, Z29
+	VPDPBUSD.BCST    284(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 288(R9), Z29, Z6
+	VPBROADCASTD     368(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    320(R9), Z26, Z29
+	VPDPBUSD.BCST    336(R9), Z22, Z30
+	VPDPBUSD.BCST    324(R9), Z27, Z29
+	VPDPBUSD.BCST    340(R9), Z21, Z30
+	VPDPBUSD.BCST    328(R9), Z23, Z29
+	VPDPBUSD.BCST    344(R9), Z25, Z30
+	VPDPBUSD.BCST    332(R9), Z28, Z29
+	VPDPBUSD.BCST    348(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 352(R9), Z29, Z7
+	VPBROADCASTD     432(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    384(R9), Z26, Z29
+	VPDPBUSD.BCST    400(R9), Z22, Z30
+	VPDPBUSD.BCST    388(R9), Z27, Z29
+	VPDPBUSD.BCST    404(R9), Z21, Z30
+	VPDPBUSD.BCST    392(R9), Z23, Z29
+	VPDPBUSD.BCST    408(R9), Z25, Z30
+	VPDPBUSD.BCST    396(R9), Z28, Z29
+	VPDPBUSD.BCST    412(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 416(R9), Z29, Z8
+	VPBROADCASTD     496(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    448(R9), Z26, Z29
+	VPDPBUSD.BCST    464(R9), Z22, Z30
+	VPDPBUSD.BCST    452(R9), Z27, Z29
+	VPDPBUSD.BCST    468(R9), Z21, Z30
+	VPDPBUSD.BCST    456(R9), Z23, Z29
+	VPDPBUSD.BCST    472(R9), Z25, Z30
+	VPDPBUSD.BCST    460(R9), Z28, Z29
+	VPDPBUSD.BCST    476(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 480(R9), Z29, Z9
+	VPBROADCASTD     560(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    512(R9), Z26, Z29
+	VPDPBUSD.BCST    528(R9), Z22, Z30
+	VPDPBUSD.BCST    516(R9), Z27, Z29
+	VPDPBUSD.BCST    532(R9), Z21, Z30
+	VPDPBUSD.BCST    520(R9), Z23, Z29
+	VPDPBUSD.BCST    536(R9), Z25, Z30
+	VPDPBUSD.BCST    524(R9), Z28, Z29
+	VPDPBUSD.BCST    540(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 544(R9), Z29, Z10
+	VPBROADCASTD     624(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    576(R9), Z26, Z29
+	VPDPBUSD.BCST    592(R9), Z22, Z30
+	VPDPBUSD.BCST    580(R9), Z27, Z29
+	VPDPBUSD.BCST    596(R9), Z21, Z30
+	VPDPBUSD.BCST    584(R9), Z23, Z29
+	VPDPBUSD.BCST    600(R9), Z25, Z30
+	VPDPBUSD.BCST    588(R9), Z28, Z29
+	VPDPBUSD.BCST    604(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 608(R9), Z29, Z11
+	VPBROADCASTD     688(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    640(R9), Z26, Z29
+	VPDPBUSD.BCST    656(R9), Z22, Z30
+	VPDPBUSD.BCST    644(R9), Z27, Z29
+	VPDPBUSD.BCST    660(R9), Z21, Z30
+	VPDPBUSD.BCST    648(R9), Z23, Z29
+	VPDPBUSD.BCST    664(R9), Z25, Z30
+	VPDPBUSD.BCST    652(R9), Z28, Z29
+	VPDPBUSD.BCST    668(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 672(R9), Z29, Z12
+	VPBROADCASTD     752(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    704(R9), Z26, Z29
+	VPDPBUSD.BCST    720(R9), Z22, Z30
+	VPDPBUSD.BCST    708(R9), Z27, Z29
+	VPDPBUSD.BCST    724(R9), Z21, Z30
+	VPDPBUSD.BCST    712(R9), Z23, Z29
+	VPDPBUSD.BCST    728(R9), Z25, Z30
+	VPDPBUSD.BCST    716(R9), Z28, Z29
+	VPDPBUSD.BCST    732(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 736(R9), Z29, Z13
+	VPBROADCASTD     816(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    768(R9), Z26, Z29
+	VPDPBUSD.BCST    784(R9), Z22, Z30
+	VPDPBUSD.BCST    772(R9), Z27, Z29
+	VPDPBUSD.BCST    788(R9), Z21, Z30
+	VPDPBUSD.BCST    776(R9), Z23, Z29
+	VPDPBUSD.BCST    792(R9), Z25, Z30
+	VPDPBUSD.BCST    780(R9), Z28, Z29
+	VPDPBUSD.BCST    796(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 800(R9), Z29, Z14
+	VPBROADCASTD     880(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    832(R9), Z26, Z29
+	VPDPBUSD.BCST    848(R9), Z22, Z30
+	VPDPBUSD.BCST    836(R9), Z27, Z29
+	VPDPBUSD.BCST    852(R9), Z21, Z30
+	VPDPBUSD.BCST    840(R9), Z23, Z29
+	VPDPBUSD.BCST    856(R9), Z25, Z30
+	VPDPBUSD.BCST    844(R9), Z28, Z29
+	VPDPBUSD.BCST    860(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 864(R9), Z29, Z15
+	VPBROADCASTD     944(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    896(R9), Z26, Z29
+	VPDPBUSD.BCST    912(R9), Z22, Z30
+	VPDPBUSD.BCST    900(R9), Z27, Z29
+	VPDPBUSD.BCST    916(R9), Z21, Z30
+	VPDPBUSD.BCST    904(R9), Z23, Z29
+	VPDPBUSD.BCST    920(R9), Z25, Z30
+	VPDPBUSD.BCST    908(R9), Z28, Z29
+	VPDPBUSD.BCST    924(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 928(R9), Z29, Z16
+	VPBROADCASTD     1008(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    960(R9), Z26, Z29
+	VPDPBUSD.BCST    976(R9), Z22, Z30
+	VPDPBUSD.BCST    964(R9), Z27, Z29
+	VPDPBUSD.BCST    980(R9), Z21, Z30
+	VPDPBUSD.BCST    968(R9), Z23, Z29
+	VPDPBUSD.BCST    984(R9), Z25, Z30
+	VPDPBUSD.BCST    972(R9), Z28, Z29
+	VPDPBUSD.BCST    988(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 992(R9), Z29, Z17
+	VPBROADCASTD     1072(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    1024(R9), Z26, Z29
+	VPDPBUSD.BCST    1040(R9), Z22, Z30
+	VPDPBUSD.BCST    1028(R9), Z27, Z29
+	VPDPBUSD.BCST    1044(R9), Z21, Z30
+	VPDPBUSD.BCST    1032(R9), Z23, Z29
+	VPDPBUSD.BCST    1048(R9), Z25, Z30
+	VPDPBUSD.BCST    1036(R9), Z28, Z29
+	VPDPBUSD.BCST    1052(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z29
+	VMULPS           Z24, Z29, Z29
+	VFMADD231PS.BCST 1056(R9), Z29, Z18
+	VPBROADCASTD     1136(R9), Z29
+	VPXORD           Z30, Z30, Z30
+	VPDPBUSD.BCST    1088(R9), Z26, Z29
+	VPDPBUSD.BCST    1104(R9), Z22, Z30
+	VPDPBUSD.BCST    1092(R9), Z27, Z29
+	VPDPBUSD.BCST    1108(R9), Z21, Z30
+	VPDPBUSD.BCST    1096(R9), Z23, Z29
+	VPDPBUSD.BCST    1112(R9), Z25, Z30
+	VPDPBUSD.BCST    1100(R9), Z28, Z29
+	VPDPBUSD.BCST    1116(R9), Z20, Z30
+	VPADDD           Z30, Z29, Z29
+	VCVTDQ2PS        Z29, Z20
+	VMULPS           Z24, Z20, Z20
+	VFMADD231PS.BCST 1120(R9), Z20, Z19
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x18VNNI_loop
 
 dotQ4_0x16x18VNNI_done:
 	MOVQ       out+40(FP), AX
@@ -26163,402 +25357,384 @@ TEXT ·dotQ4_0x16x18GFNI(SB), NOSPLIT, $0-56
 	VPXORD    Z18, Z18, Z18
 
 dotQ4_0x16x18GFNI_loop:
-	TESTQ           R8, R8
-	JZ              dotQ4_0x16x18GFNI_done
-	VBROADCASTI32X4 2(AX), Z19
-	VBROADCASTI32X4 2(SI), K1, Z19
-	VGF2P8AFFINEQB  $0x00, Z0, Z19, Z19
-	VBROADCASTI32X4 2(AX)(CX*1), Z20
-	VBROADCASTI32X4 2(SI)(CX*1), K1, Z20
-	VGF2P8AFFINEQB  $0x00, Z0, Z20, Z20
-	VBROADCASTI32X4 2(AX)(CX*2), Z21
-	VBROADCASTI32X4 2(SI)(CX*2), K1, Z21
-	VGF2P8AFFINEQB  $0x00, Z0, Z21, Z21
-	VBROADCASTI32X4 2(AX)(DX*1), Z22
-	VBROADCASTI32X4 2(SI)(DX*1), K1, Z22
-	VGF2P8AFFINEQB  $0x00, Z0, Z22, Z22
-	VBROADCASTI32X4 2(BX), Z23
-	VBROADCASTI32X4 2(DI), K1, Z23
-	VGF2P8AFFINEQB  $0x00, Z0, Z23, Z23
-	VBROADCASTI32X4 2(BX)(CX*1), Z24
-	VBROADCASTI32X4 2(DI)(CX*1), K1, Z24
-	VGF2P8AFFINEQB  $0x00, Z0, Z24, Z24
-	VBROADCASTI32X4 2(BX)(CX*2), Z25
-	VBROADCASTI32X4 2(DI)(CX*2), K1, Z25
-	VGF2P8AFFINEQB  $0x00, Z0, Z25, Z25
-	VBROADCASTI32X4 2(BX)(DX*1), Z26
-	VBROADCASTI32X4 2(DI)(DX*1), K1, Z26
-	VGF2P8AFFINEQB  $0x00, Z0, Z26, Z26
-	VPUNPCKLDQ      Z20, Z19, Z27
-	VPUNPCKHDQ      Z20, Z19, Z19
-	VPUNPCKLDQ      Z22, Z21, Z20
-	VPUNPCKHDQ      Z22, Z21, Z21
-	VPUNPCKLDQ      Z24, Z23, Z22
-	VPUNPCKHDQ      Z24, Z23, Z23
-	VPUNPCKLDQ      Z26, Z25, Z24
-	VPUNPCKHDQ      Z26, Z25, Z25
-	VPUNPCKLQDQ     Z20, Z27, Z26
-	VPUNPCKHQDQ     Z20, Z27, Z20
-	VPUNPCKLQDQ     Z21, Z19, Z27
-	VPUNPCKHQDQ     Z21, Z19, Z19
-	VPUNPCKLQDQ     Z24, Z22, Z21
-	VPUNPCKHQDQ     Z24, Z22, Z22
-	VPUNPCKLQDQ     Z25, Z23, Z24
-	VPUNPCKHQDQ     Z25, Z23, Z23
-	VSHUFI64X2      $0x88, Z21, Z26, Z25
-	VSHUFI64X2      $0xdd, Z21, Z26, Z21
-	VSHUFI64X2      $0x88, Z22, Z20, Z26
-	VSHUFI64X2      $0xdd, Z22, Z20, Z20
-	VSHUFI64X2      $0x88, Z24, Z27, Z22
-	VSHUFI64X2      $0xdd, Z24, Z27, Z24
-	VSHUFI64X2      $0x88, Z23, Z19, Z27
-	VSHUFI64X2      $0xdd, Z23, Z19, Z19
-	VPXORD          Y23, Y23, Y23
-	MOVWQZX         (AX), R12
-	MOVWQZX         (AX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (AX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X23
-	MOVWQZX         (SI), R12
-	MOVWQZX         (SI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (SI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X23, X23
-	MOVWQZX         (BX), R12
-	MOVWQZX         (BX)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (BX)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VMOVQ           R12, X28
-	MOVWQZX         (DI), R12
-	MOVWQZX         (DI)(CX*1), R13
-	SHLQ            $0x10, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(CX*2), R13
-	SHLQ            $0x20, R13
-	ORQ             R13, R12
-	MOVWQZX         (DI)(DX*1), R13
-	SHLQ            $0x30, R13
-	ORQ             R13, R12
-	VPINSRQ         $0x01, R12, X28, X28
-	VINSERTI32X4    $0x01, X28, Y23, Y23
-	VCVTPH2PS       Y23, Z23
-	VPBROADCASTD    48(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   (R9), Z25, Z28
-	VPDPBUSD.BCST   16(R9), Z21, Z29
-	VPDPBUSD.BCST   4(R9), Z26, Z28
-	VPDPBUSD.BCST   20(R9), Z20, Z29
-	VPDPBUSD.BCST   8(R9), Z22, Z28
-	VPDPBUSD.BCST   24(R9), Z24, Z29
-	VPDPBUSD.BCST   12(R9), Z27, Z28
-	VPDPBUSD.BCST   28(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     32(R9), Z28, Z28
-	VADDPS          Z28, Z1, Z1
-	VPBROADCASTD    112(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   64(R9), Z25, Z28
-	VPDPBUSD.BCST   80(R9), Z21, Z29
-	VPDPBUSD.BCST   68(R9), Z26, Z28
-	VPDPBUSD.BCST   84(R9), Z20, Z29
-	VPDPBUSD.BCST   72(R9), Z22, Z28
-	VPDPBUSD.BCST   88(R9), Z24, Z29
-	VPDPBUSD.BCST   76(R9), Z27, Z28
-	VPDPBUSD.BCST   92(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     96(R9), Z28, Z28
-	VADDPS          Z28, Z2, Z2
-	VPBROADCASTD    176(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   128(R9), Z25, Z28
-	VPDPBUSD.BCST   144(R9), Z21, Z29
-	VPDPBUSD.BCST   132(R9), Z26, Z28
-	VPDPBUSD.BCST   148(R9), Z20, Z29
-	VPDPBUSD.BCST   136(R9), Z22, Z28
-	VPDPBUSD.BCST   152(R9), Z24, Z29
-	VPDPBUSD.BCST   140(R9), Z27, Z28
-	VPDPBUSD.BCST   156(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     160(R9), Z28, Z28
-	VADDPS          Z28, Z3, Z3
-	VPBROADCASTD    240(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   192(R9), Z25, Z28
-	VPDPBUSD.BCST   208(R9), Z21, Z29
-	VPDPBUSD.BCST   196(R9), Z26, Z28
-	VPDPBUSD.BCST   212(R9), Z20, Z29
-	VPDPBUSD.BCST   200(R9), Z22, Z28
-	VPDPBUSD.BCST   216(R9), Z24, Z29
-	VPDPBUSD.BCST   204(R9), Z27, Z28
-	VPDPBUSD.BCST   220(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     224(R9), Z28, Z28
-	VADDPS          Z28, Z4, Z4
-	VPBROADCASTD    304(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   256(R9), Z25, Z28
-	VPDPBUSD.BCST   272(R9), Z21, Z29
-	VPDPBUSD.BCST   260(R9), Z26, Z28
-	VPDPBUSD.BCST   276(R9), Z20, Z29
-	VPDPBUSD.BCST   264(R9), Z22, Z28
-	VPDPBUSD.BCST   280(R9), Z24, Z29
-	VPDPBUSD.BCST   268(R9), Z27, Z28
-	VPDPBUSD.BCST   284(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     288(R9), Z28, Z28
-	VADDPS          Z28, Z5, Z5
-	VPBROADCASTD    368(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   320(R9), Z25, Z28
-	VPDPBUSD.BCST   336(R9), Z21, Z29
-	VPDPBUSD.BCST   324(R9), Z26, Z28
-	VPDPBUSD.BCST   340(R9), Z20, Z29
-	VPDPBUSD.BCST   328(R9), Z22, Z28
-	VPDPBUSD.BCST   344(R9), Z24, Z29
-	VPDPBUSD.BCST   332(R9), Z27, Z28
-	VPDPBUSD.BCST   348(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     352(R9), Z28, Z28
-	VADDPS          Z28, Z6, Z6
-	VPBROADCASTD    432(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   384(R9), Z25, Z28
-	VPDPBUSD.BCST   400(R9), Z21, Z29
-	VPDPBUSD.BCST   388(R9), Z26, Z28
-	VPDPBUSD.BCST   404(R9), Z20, Z29
-	VPDPBUSD.BCST   392(R9), Z22, Z28
-	VPDPBUSD.BCST   408(R9), Z24, Z29
-	VPDPBUSD.BCST   396(R9), Z27, Z28
-	VPDPBUSD.BCST   412(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     416(R9), Z28, Z28
-	VADDPS          Z28, Z7, Z7
-	VPBROADCASTD    496(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   448(R9), Z25, Z28
-	VPDPBUSD.BCST   464(R9), Z21, Z29
-	VPDPBUSD.BCST   452(R9), Z26, Z28
-	VPDPBUSD.BCST   468(R9), Z20, Z29
-	VPDPBUSD.BCST   456(R9), Z22, Z28
-	VPDPBUSD.BCST   472(R9), Z24, Z29
-	VPDPBUSD.BCST   460(R9), Z27, Z28
-	VPDPBUSD.BCST   476(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     480(R9), Z28, Z28
-	VADDPS          Z28, Z8, Z8
-	VPBROADCASTD    560(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   512(R9), Z25, Z28
-	VPDPBUSD.BCST   528(R9), Z21, Z29
-	VPDPBUSD.BCST   516(R9), Z26, Z28
-	VPDPBUSD.BCST   532(R9), Z20, Z29
-	VPDPBUSD.BCST   520(R9), Z22, Z28
-	VPDPBUSD.BCST   536(R9), Z24, Z29
-	VPDPBUSD.BCST   524(R9), Z27, Z28
-	VPDPBUSD.BCST   540(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     544(R9), Z28, Z28
-	VADDPS          Z28, Z9, Z9
-	VPBROADCASTD    624(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   576(R9), Z25, Z28
-	VPDPBUSD.BCST   592(R9), Z21, Z29
-	VPDPBUSD.BCST   580(R9), Z26, Z28
-	VPDPBUSD.BCST   596(R9), Z20, Z29
-	VPDPBUSD.BCST   584(R9), Z22, Z28
-	VPDPBUSD.BCST   600(R9), Z24, Z29
-	VPDPBUSD.BCST   588(R9), Z27, Z28
-	VPDPBUSD.BCST   604(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     608(R9), Z28, Z28
-	VADDPS          Z28, Z10, Z10
-	VPBROADCASTD    688(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   640(R9), Z25, Z28
-	VPDPBUSD.BCST   656(R9), Z21, Z29
-	VPDPBUSD.BCST   644(R9), Z26, Z28
-	VPDPBUSD.BCST   660(R9), Z20, Z29
-	VPDPBUSD.BCST   648(R9), Z22, Z28
-	VPDPBUSD.BCST   664(R9), Z24, Z29
-	VPDPBUSD.BCST   652(R9), Z27, Z28
-	VPDPBUSD.BCST   668(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     672(R9), Z28, Z28
-	VADDPS          Z28, Z11, Z11
-	VPBROADCASTD    752(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   704(R9), Z25, Z28
-	VPDPBUSD.BCST   720(R9), Z21, Z29
-	VPDPBUSD.BCST   708(R9), Z26, Z28
-	VPDPBUSD.BCST   724(R9), Z20, Z29
-	VPDPBUSD.BCST   712(R9), Z22, Z28
-	VPDPBUSD.BCST   728(R9), Z24, Z29
-	VPDPBUSD.BCST   716(R9), Z27, Z28
-	VPDPBUSD.BCST   732(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     736(R9), Z28, Z28
-	VADDPS          Z28, Z12, Z12
-	VPBROADCASTD    816(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   768(R9), Z25, Z28
-	VPDPBUSD.BCST   784(R9), Z21, Z29
-	VPDPBUSD.BCST   772(R9), Z26, Z28
-	VPDPBUSD.BCST   788(R9), Z20, Z29
-	VPDPBUSD.BCST   776(R9), Z22, Z28
-	VPDPBUSD.BCST   792(R9), Z24, Z29
-	VPDPBUSD.BCST   780(R9), Z27, Z28
-	VPDPBUSD.BCST   796(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     800(R9), Z28, Z28
-	VADDPS          Z28, Z13, Z13
-	VPBROADCASTD    880(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   832(R9), Z25, Z28
-	VPDPBUSD.BCST   848(R9), Z21, Z29
-	VPDPBUSD.BCST   836(R9), Z26, Z28
-	VPDPBUSD.BCST   852(R9), Z20, Z29
-	VPDPBUSD.BCST   840(R9), Z22, Z28
-	VPDPBUSD.BCST   856(R9), Z24, Z29
-	VPDPBUSD.BCST   844(R9), Z27, Z28
-	VPDPBUSD.BCST   860(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     864(R9), Z28, Z28
-	VADDPS          Z28, Z14, Z14
-	VPBROADCASTD    944(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   896(R9), Z25, Z28
-	VPDPBUSD.BCST   912(R9), Z21, Z29
-	VPDPBUSD.BCST   900(R9), Z26, Z28
-	VPDPBUSD.BCST   916(R9), Z20, Z29
-	VPDPBUSD.BCST   904(R9), Z22, Z28
-	VPDPBUSD.BCST   920(R9), Z24, Z29
-	VPDPBUSD.BCST   908(R9), Z27, Z28
-	VPDPBUSD.BCST   924(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     928(R9), Z28, Z28
-	VADDPS          Z28, Z15, Z15
-	VPBROADCASTD    1008(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   960(R9), Z25, Z28
-	VPDPBUSD.BCST   976(R9), Z21, Z29
-	VPDPBUSD.BCST   964(R9), Z26, Z28
-	VPDPBUSD.BCST   980(R9), Z20, Z29
-	VPDPBUSD.BCST   968(R9), Z22, Z28
-	VPDPBUSD.BCST   984(R9), Z24, Z29
-	VPDPBUSD.BCST   972(R9), Z27, Z28
-	VPDPBUSD.BCST   988(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     992(R9), Z28, Z28
-	VADDPS          Z28, Z16, Z16
-	VPBROADCASTD    1072(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   1024(R9), Z25, Z28
-	VPDPBUSD.BCST   1040(R9), Z21, Z29
-	VPDPBUSD.BCST   1028(R9), Z26, Z28
-	VPDPBUSD.BCST   1044(R9), Z20, Z29
-	VPDPBUSD.BCST   1032(R9), Z22, Z28
-	VPDPBUSD.BCST   1048(R9), Z24, Z29
-	VPDPBUSD.BCST   1036(R9), Z27, Z28
-	VPDPBUSD.BCST   1052(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z28
-	VMULPS          Z23, Z28, Z28
-	VMULPS.BCST     1056(R9), Z28, Z28
-	VADDPS          Z28, Z17, Z17
-	VPBROADCASTD    1136(R9), Z28
-	VPXORD          Z29, Z29, Z29
-	VPDPBUSD.BCST   1088(R9), Z25, Z28
-	VPDPBUSD.BCST   1104(R9), Z21, Z29
-	VPDPBUSD.BCST   1092(R9), Z26, Z28
-	VPDPBUSD.BCST   1108(R9), Z20, Z29
-	VPDPBUSD.BCST   1096(R9), Z22, Z28
-	VPDPBUSD.BCST   1112(R9), Z24, Z29
-	VPDPBUSD.BCST   1100(R9), Z27, Z28
-	VPDPBUSD.BCST   1116(R9), Z19, Z29
-	VPADDD          Z29, Z28, Z28
-	VCVTDQ2PS       Z28, Z19
-	VMULPS          Z23, Z19, Z19
-	VMULPS.BCST     1120(R9), Z19, Z19
-	VADDPS          Z19, Z18, Z18
-	PREFETCHT0      256(AX)
-	PREFETCHT0      256(AX)(CX*1)
-	PREFETCHT0      256(AX)(CX*2)
-	PREFETCHT0      256(AX)(DX*1)
-	PREFETCHT0      256(BX)
-	PREFETCHT0      256(BX)(CX*1)
-	PREFETCHT0      256(BX)(CX*2)
-	PREFETCHT0      256(BX)(DX*1)
-	PREFETCHT0      256(SI)
-	PREFETCHT0      256(SI)(CX*1)
-	PREFETCHT0      256(SI)(CX*2)
-	PREFETCHT0      256(SI)(DX*1)
-	PREFETCHT0      256(DI)
-	PREFETCHT0      256(DI)(CX*1)
-	PREFETCHT0      256(DI)(CX*2)
-	PREFETCHT0      256(DI)(DX*1)
-	PREFETCHT1      (R11)
-	PREFETCHT1      64(R11)
-	PREFETCHT1      128(R11)
-	PREFETCHT1      192(R11)
-	PREFETCHT1      256(R11)
-	ADDQ            $0x00000120, R11
-	ADDQ            $0x00000012, AX
-	ADDQ            $0x00000012, BX
-	ADDQ            $0x00000012, SI
-	ADDQ            $0x00000012, DI
-	ADDQ            R10, R9
-	DECQ            R8
-	JMP             dotQ4_0x16x18GFNI_loop
+	TESTQ            R8, R8
+	JZ               dotQ4_0x16x18GFNI_done
+	VBROADCASTI32X4  2(AX), Z19
+	VBROADCASTI32X4  2(SI), K1, Z19
+	VGF2P8AFFINEQB   $0x00, Z0, Z19, Z19
+	VBROADCASTI32X4  2(AX)(CX*1), Z20
+	VBROADCASTI32X4  2(SI)(CX*1), K1, Z20
+	VGF2P8AFFINEQB   $0x00, Z0, Z20, Z20
+	VBROADCASTI32X4  2(AX)(CX*2), Z21
+	VBROADCASTI32X4  2(SI)(CX*2), K1, Z21
+	VGF2P8AFFINEQB   $0x00, Z0, Z21, Z21
+	VBROADCASTI32X4  2(AX)(DX*1), Z22
+	VBROADCASTI32X4  2(SI)(DX*1), K1, Z22
+	VGF2P8AFFINEQB   $0x00, Z0, Z22, Z22
+	VBROADCASTI32X4  2(BX), Z23
+	VBROADCASTI32X4  2(DI), K1, Z23
+	VGF2P8AFFINEQB   $0x00, Z0, Z23, Z23
+	VBROADCASTI32X4  2(BX)(CX*1), Z24
+	VBROADCASTI32X4  2(DI)(CX*1), K1, Z24
+	VGF2P8AFFINEQB   $0x00, Z0, Z24, Z24
+	VBROADCASTI32X4  2(BX)(CX*2), Z25
+	VBROADCASTI32X4  2(DI)(CX*2), K1, Z25
+	VGF2P8AFFINEQB   $0x00, Z0, Z25, Z25
+	VBROADCASTI32X4  2(BX)(DX*1), Z26
+	VBROADCASTI32X4  2(DI)(DX*1), K1, Z26
+	VGF2P8AFFINEQB   $0x00, Z0, Z26, Z26
+	VPUNPCKLDQ       Z20, Z19, Z27
+	VPUNPCKHDQ       Z20, Z19, Z19
+	VPUNPCKLDQ       Z22, Z21, Z20
+	VPUNPCKHDQ       Z22, Z21, Z21
+	VPUNPCKLDQ       Z24, Z23, Z22
+	VPUNPCKHDQ       Z24, Z23, Z23
+	VPUNPCKLDQ       Z26, Z25, Z24
+	VPUNPCKHDQ       Z26, Z25, Z25
+	VPUNPCKLQDQ      Z20, Z27, Z26
+	VPUNPCKHQDQ      Z20, Z27, Z20
+	VPUNPCKLQDQ      Z21, Z19, Z27
+	VPUNPCKHQDQ      Z21, Z19, Z19
+	VPUNPCKLQDQ      Z24, Z22, Z21
+	VPUNPCKHQDQ      Z24, Z22, Z22
+	VPUNPCKLQDQ      Z25, Z23, Z24
+	VPUNPCKHQDQ      Z25, Z23, Z23
+	VSHUFI64X2       $0x88, Z21, Z26, Z25
+	VSHUFI64X2       $0xdd, Z21, Z26, Z21
+	VSHUFI64X2       $0x88, Z22, Z20, Z26
+	VSHUFI64X2       $0xdd, Z22, Z20, Z20
+	VSHUFI64X2       $0x88, Z24, Z27, Z22
+	VSHUFI64X2       $0xdd, Z24, Z27, Z24
+	VSHUFI64X2       $0x88, Z23, Z19, Z27
+	VSHUFI64X2       $0xdd, Z23, Z19, Z19
+	VPXORD           Y23, Y23, Y23
+	MOVWQZX          (AX), R12
+	MOVWQZX          (AX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (AX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X23
+	MOVWQZX          (SI), R12
+	MOVWQZX          (SI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (SI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X23, X23
+	MOVWQZX          (BX), R12
+	MOVWQZX          (BX)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (BX)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VMOVQ            R12, X28
+	MOVWQZX          (DI), R12
+	MOVWQZX          (DI)(CX*1), R13
+	SHLQ             $0x10, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(CX*2), R13
+	SHLQ             $0x20, R13
+	ORQ              R13, R12
+	MOVWQZX          (DI)(DX*1), R13
+	SHLQ             $0x30, R13
+	ORQ              R13, R12
+	VPINSRQ          $0x01, R12, X28, X28
+	VINSERTI32X4     $0x01, X28, Y23, Y23
+	VCVTPH2PS        Y23, Z23
+	VPBROADCASTD     48(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    (R9), Z25, Z28
+	VPDPBUSD.BCST    16(R9), Z21, Z29
+	VPDPBUSD.BCST    4(R9), Z26, Z28
+	VPDPBUSD.BCST    20(R9), Z20, Z29
+	VPDPBUSD.BCST    8(R9), Z22, Z28
+	VPDPBUSD.BCST    24(R9), Z24, Z29
+	VPDPBUSD.BCST    12(R9), Z27, Z28
+	VPDPBUSD.BCST    28(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 32(R9), Z28, Z1
+	VPBROADCASTD     112(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    64(R9), Z25, Z28
+	VPDPBUSD.BCST    80(R9), Z21, Z29
+	VPDPBUSD.BCST    68(R9), Z26, Z28
+	VPDPBUSD.BCST    84(R9), Z20, Z29
+	VPDPBUSD.BCST    72(R9), Z22, Z28
+	VPDPBUSD.BCST    88(R9), Z24, Z29
+	VPDPBUSD.BCST    76(R9), Z27, Z28
+	VPDPBUSD.BCST    92(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 96(R9), Z28, Z2
+	VPBROADCASTD     176(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    128(R9), Z25, Z28
+	VPDPBUSD.BCST    144(R9), Z21, Z29
+	VPDPBUSD.BCST    132(R9), Z26, Z28
+	VPDPBUSD.BCST    148(R9), Z20, Z29
+	VPDPBUSD.BCST    136(R9), Z22, Z28
+	VPDPBUSD.BCST    152(R9), Z24, Z29
+	VPDPBUSD.BCST    140(R9), Z27, Z28
+	VPDPBUSD.BCST    156(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 160(R9), Z28, Z3
+	VPBROADCASTD     240(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    192(R9), Z25, Z28
+	VPDPBUSD.BCST    208(R9), Z21, Z29
+	VPDPBUSD.BCST    196(R9), Z26, Z28
+	VPDPBUSD.BCST    212(R9), Z20, Z29
+	VPDPBUSD.BCST    200(R9), Z22, Z28
+	VPDPBUSD.BCST    216(R9), Z24, Z29
+	VPDPBUSD.BCST    204(R9), Z27, Z28
+	VPDPBUSD.BCST    220(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 224(R9), Z28, Z4
+	VPBROADCASTD     304(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    256(R9), Z25, Z28
+	VPDPBUSD.BCST    272(R9), Z21, Z29
+	VPDPBUSD.BCST    260(R9), Z26, Z28
+	VPDPBUSD.BCST    276(R9), Z20, Z29
+	VPDPBUSD.BCST    264(R9), Z22, Z28
+	VPDPBUSD.BCST    280(R9), Z24, Z29
+	VPDPBUSD.BCST    268(R9), Z27, Z28
+	VPDPBUSD.BCST    284(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 288(R9), Z28, Z5
+	VPBROADCASTD     368(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    320(R9), Z25, Z28
+	VPDPBUSD.BCST    336(R9), Z21, Z29
+	VPDPBUSD.BCST    324(R9), Z26, Z28
+	VPDPBUSD.BCST    340(R9), Z20, Z29
+	VPDPBUSD.BCST    328(R9), Z22, Z28
+	VPDPBUSD.BCST    344(R9), Z24, Z29
+	VPDPBUSD.BCST    332(R9), Z27, Z28
+	VPDPBUSD.BCST    348(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 352(R9), Z28, Z6
+	VPBROADCASTD     432(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    384(R9), Z25, Z28
+	VPDPBUSD.BCST    400(R9), Z21, Z29
+	VPDPBUSD.BCST    388(R9), Z26, Z28
+	VPDPBUSD.BCST    404(R9), Z20, Z29
+	VPDPBUSD.BCST    392(R9), Z22, Z28
+	VPDPBUSD.BCST    408(R9), Z24, Z29
+	VPDPBUSD.BCST    396(R9), Z27, Z28
+	VPDPBUSD.BCST    412(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 416(R9), Z28, Z7
+	VPBROADCASTD     496(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    448(R9), Z25, Z28
+	VPDPBUSD.BCST    464(R9), Z21, Z29
+	VPDPBUSD.BCST    452(R9), Z26, Z28
+	VPDPBUSD.BCST    468(R9), Z20, Z29
+	VPDPBUSD.BCST    456(R9), Z22, Z28
+	VPDPBUSD.BCST    472(R9), Z24, Z29
+	VPDPBUSD.BCST    460(R9), Z27, Z28
+	VPDPBUSD.BCST    476(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 480(R9), Z28, Z8
+	VPBROADCASTD     560(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    512(R9), Z25, Z28
+	VPDPBUSD.BCST    528(R9), Z21, Z29
+	VPDPBUSD.BCST    516(R9), Z26, Z28
+	VPDPBUSD.BCST    532(R9), Z20, Z29
+	VPDPBUSD.BCST    520(R9), Z22, Z28
+	VPDPBUSD.BCST    536(R9), Z24, Z29
+	VPDPBUSD.BCST    524(R9), Z27, Z28
+	VPDPBUSD.BCST    540(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 544(R9), Z28, Z9
+	VPBROADCASTD     624(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    576(R9), Z25, Z28
+	VPDPBUSD.BCST    592(R9), Z21, Z29
+	VPDPBUSD.BCST    580(R9), Z26, Z28
+	VPDPBUSD.BCST    596(R9), Z20, Z29
+	VPDPBUSD.BCST    584(R9), Z22, Z28
+	VPDPBUSD.BCST    600(R9), Z24, Z29
+	VPDPBUSD.BCST    588(R9), Z27, Z28
+	VPDPBUSD.BCST    604(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 608(R9), Z28, Z10
+	VPBROADCASTD     688(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    640(R9), Z25, Z28
+	VPDPBUSD.BCST    656(R9), Z21, Z29
+	VPDPBUSD.BCST    644(R9), Z26, Z28
+	VPDPBUSD.BCST    660(R9), Z20, Z29
+	VPDPBUSD.BCST    648(R9), Z22, Z28
+	VPDPBUSD.BCST    664(R9), Z24, Z29
+	VPDPBUSD.BCST    652(R9), Z27, Z28
+	VPDPBUSD.BCST    668(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 672(R9), Z28, Z11
+	VPBROADCASTD     752(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    704(R9), Z25, Z28
+	VPDPBUSD.BCST    720(R9), Z21, Z29
+	VPDPBUSD.BCST    708(R9), Z26, Z28
+	VPDPBUSD.BCST    724(R9), Z20, Z29
+	VPDPBUSD.BCST    712(R9), Z22, Z28
+	VPDPBUSD.BCST    728(R9), Z24, Z29
+	VPDPBUSD.BCST    716(R9), Z27, Z28
+	VPDPBUSD.BCST    732(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 736(R9), Z28, Z12
+	VPBROADCASTD     816(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    768(R9), Z25, Z28
+	VPDPBUSD.BCST    784(R9), Z21, Z29
+	VPDPBUSD.BCST    772(R9), Z26, Z28
+	VPDPBUSD.BCST    788(R9), Z20, Z29
+	VPDPBUSD.BCST    776(R9), Z22, Z28
+	VPDPBUSD.BCST    792(R9), Z24, Z29
+	VPDPBUSD.BCST    780(R9), Z27, Z28
+	VPDPBUSD.BCST    796(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 800(R9), Z28, Z13
+	VPBROADCASTD     880(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    832(R9), Z25, Z28
+	VPDPBUSD.BCST    848(R9), Z21, Z29
+	VPDPBUSD.BCST    836(R9), Z26, Z28
+	VPDPBUSD.BCST    852(R9), Z20, Z29
+	VPDPBUSD.BCST    840(R9), Z22, Z28
+	VPDPBUSD.BCST    856(R9), Z24, Z29
+	VPDPBUSD.BCST    844(R9), Z27, Z28
+	VPDPBUSD.BCST    860(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 864(R9), Z28, Z14
+	VPBROADCASTD     944(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    896(R9), Z25, Z28
+	VPDPBUSD.BCST    912(R9), Z21, Z29
+	VPDPBUSD.BCST    900(R9), Z26, Z28
+	VPDPBUSD.BCST    916(R9), Z20, Z29
+	VPDPBUSD.BCST    904(R9), Z22, Z28
+	VPDPBUSD.BCST    920(R9), Z24, Z29
+	VPDPBUSD.BCST    908(R9), Z27, Z28
+	VPDPBUSD.BCST    924(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 928(R9), Z28, Z15
+	VPBROADCASTD     1008(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    960(R9), Z25, Z28
+	VPDPBUSD.BCST    976(R9), Z21, Z29
+	VPDPBUSD.BCST    964(R9), Z26, Z28
+	VPDPBUSD.BCST    980(R9), Z20, Z29
+	VPDPBUSD.BCST    968(R9), Z22, Z28
+	VPDPBUSD.BCST    984(R9), Z24, Z29
+	VPDPBUSD.BCST    972(R9), Z27, Z28
+	VPDPBUSD.BCST    988(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 992(R9), Z28, Z16
+	VPBROADCASTD     1072(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    1024(R9), Z25, Z28
+	VPDPBUSD.BCST    1040(R9), Z21, Z29
+	VPDPBUSD.BCST    1028(R9), Z26, Z28
+	VPDPBUSD.BCST    1044(R9), Z20, Z29
+	VPDPBUSD.BCST    1032(R9), Z22, Z28
+	VPDPBUSD.BCST    1048(R9), Z24, Z29
+	VPDPBUSD.BCST    1036(R9), Z27, Z28
+	VPDPBUSD.BCST    1052(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z28
+	VMULPS           Z23, Z28, Z28
+	VFMADD231PS.BCST 1056(R9), Z28, Z17
+	VPBROADCASTD     1136(R9), Z28
+	VPXORD           Z29, Z29, Z29
+	VPDPBUSD.BCST    1088(R9), Z25, Z28
+	VPDPBUSD.BCST    1104(R9), Z21, Z29
+	VPDPBUSD.BCST    1092(R9), Z26, Z28
+	VPDPBUSD.BCST    1108(R9), Z20, Z29
+	VPDPBUSD.BCST    1096(R9), Z22, Z28
+	VPDPBUSD.BCST    1112(R9), Z24, Z29
+	VPDPBUSD.BCST    1100(R9), Z27, Z28
+	VPDPBUSD.BCST    1116(R9), Z19, Z29
+	VPADDD           Z29, Z28, Z28
+	VCVTDQ2PS        Z28, Z19
+	VMULPS           Z23, Z19, Z19
+	VFMADD231PS.BCST 1120(R9), Z19, Z18
+	PREFETCHT0       256(AX)
+	PREFETCHT0       256(AX)(CX*1)
+	PREFETCHT0       256(AX)(CX*2)
+	PREFETCHT0       256(AX)(DX*1)
+	PREFETCHT0       256(BX)
+	PREFETCHT0       256(BX)(CX*1)
+	PREFETCHT0       256(BX)(CX*2)
+	PREFETCHT0       256(BX)(DX*1)
+	PREFETCHT0       256(SI)
+	PREFETCHT0       256(SI)(CX*1)
+	PREFETCHT0       256(SI)(CX*2)
+	PREFETCHT0       256(SI)(DX*1)
+	PREFETCHT0       256(DI)
+	PREFETCHT0       256(DI)(CX*1)
+	PREFETCHT0       256(DI)(CX*2)
+	PREFETCHT0       256(DI)(DX*1)
+	PREFETCHT1       (R11)
+	PREFETCHT1       64(R11)
+	PREFETCHT1       128(R11)
+	PREFETCHT1       192(R11)
+	PREFETCHT1       256(R11)
+	ADDQ             $0x00000120, R11
+	ADDQ             $0x00000012, AX
+	ADDQ             $0x00000012, BX
+	ADDQ             $0x00000012, SI
+	ADDQ             $0x00000012, DI
+	ADDQ             R10, R9
+	DECQ             R8
+	JMP              dotQ4_0x16x18GFNI_loop
 
 dotQ4_0x16x18GFNI_done:
 	MOVQ       out+40(FP), AX
@@ -26671,8 +25847,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   32(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z0, Z0
+	VFMADD231PS   Z28, Z27, Z0
 	VPBROADCASTD  108(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 64(BX), Z18, Z27
@@ -26686,8 +25861,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   96(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z1, Z1
+	VFMADD231PS   Z28, Z27, Z1
 	VPBROADCASTD  172(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 128(BX), Z18, Z27
@@ -26701,8 +25875,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   160(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z2, Z2
+	VFMADD231PS   Z28, Z27, Z2
 	VPBROADCASTD  236(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 192(BX), Z18, Z27
@@ -26716,8 +25889,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   224(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z3, Z3
+	VFMADD231PS   Z28, Z27, Z3
 	VPBROADCASTD  300(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 256(BX), Z18, Z27
@@ -26731,8 +25903,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   288(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z4, Z4
+	VFMADD231PS   Z28, Z27, Z4
 	VPBROADCASTD  364(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 320(BX), Z18, Z27
@@ -26746,8 +25917,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   352(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z5, Z5
+	VFMADD231PS   Z28, Z27, Z5
 	VPBROADCASTD  428(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 384(BX), Z18, Z27
@@ -26761,8 +25931,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   416(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z6, Z6
+	VFMADD231PS   Z28, Z27, Z6
 	VPBROADCASTD  492(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 448(BX), Z18, Z27
@@ -26776,8 +25945,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   480(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z7, Z7
+	VFMADD231PS   Z28, Z27, Z7
 	VPBROADCASTD  556(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 512(BX), Z18, Z27
@@ -26791,8 +25959,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   544(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z8, Z8
+	VFMADD231PS   Z28, Z27, Z8
 	VPBROADCASTD  620(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 576(BX), Z18, Z27
@@ -26806,8 +25973,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   608(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z9, Z9
+	VFMADD231PS   Z28, Z27, Z9
 	VPBROADCASTD  684(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 640(BX), Z18, Z27
@@ -26821,8 +25987,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   672(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z10, Z10
+	VFMADD231PS   Z28, Z27, Z10
 	VPBROADCASTD  748(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 704(BX), Z18, Z27
@@ -26836,8 +26001,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   736(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z11, Z11
+	VFMADD231PS   Z28, Z27, Z11
 	VPBROADCASTD  812(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 768(BX), Z18, Z27
@@ -26851,8 +26015,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   800(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z12, Z12
+	VFMADD231PS   Z28, Z27, Z12
 	VPBROADCASTD  876(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 832(BX), Z18, Z27
@@ -26866,8 +26029,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   864(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z13, Z13
+	VFMADD231PS   Z28, Z27, Z13
 	VPBROADCASTD  940(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 896(BX), Z18, Z27
@@ -26881,8 +26043,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   928(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z14, Z14
+	VFMADD231PS   Z28, Z27, Z14
 	VPBROADCASTD  1004(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 960(BX), Z18, Z27
@@ -26896,8 +26057,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   992(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z15, Z15
+	VFMADD231PS   Z28, Z27, Z15
 	VPBROADCASTD  1068(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 1024(BX), Z18, Z27
@@ -26911,8 +26071,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z27
 	VMULPS.BCST   1056(BX), Z26, Z28
-	VMULPS        Z28, Z27, Z27
-	VADDPS        Z27, Z16, Z16
+	VFMADD231PS   Z28, Z27, Z16
 	VPBROADCASTD  1132(BX), Z27
 	VPXORD        Z28, Z28, Z28
 	VPDPBUSD.BCST 1088(BX), Z18, Z27
@@ -26926,8 +26085,7 @@ tileQ8_0x16x18VNNI_loop:
 	VPADDD        Z28, Z27, Z27
 	VCVTDQ2PS     Z27, Z18
 	VMULPS.BCST   1120(BX), Z26, Z19
-	VMULPS        Z19, Z18, Z18
-	VADDPS        Z18, Z17, Z17
+	VFMADD231PS   Z19, Z18, Z17
 	PREFETCHT0    2048(AX)
 	PREFETCHT0    2112(AX)
 	PREFETCHT0    2176(AX)
@@ -27038,309 +26196,291 @@ TEXT ·tileQ4_0x16x18VNNI(SB), NOSPLIT, $0-56
 	VPXORD Z17, Z17, Z17
 
 tileQ4_0x16x18VNNI_loop:
-	TESTQ         DX, DX
-	JZ            tileQ4_0x16x18VNNI_done
-	VMOVDQU64     (AX), Z18
-	VMOVDQU64     64(AX), Z19
-	VMOVDQU64     128(AX), Z20
-	VMOVDQU64     192(AX), Z21
-	VMOVDQU64     256(AX), Z22
-	VMOVDQU64     320(AX), Z23
-	VMOVDQU64     384(AX), Z24
-	VMOVDQU64     448(AX), Z25
-	VCVTPH2PS     (CX), Z26
-	VPBROADCASTD  48(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST (BX), Z18, Z27
-	VPDPBUSD.BCST 16(BX), Z22, Z28
-	VPDPBUSD.BCST 4(BX), Z19, Z27
-	VPDPBUSD.BCST 20(BX), Z23, Z28
-	VPDPBUSD.BCST 8(BX), Z20, Z27
-	VPDPBUSD.BCST 24(BX), Z24, Z28
-	VPDPBUSD.BCST 12(BX), Z21, Z27
-	VPDPBUSD.BCST 28(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   32(BX), Z27, Z27
-	VADDPS        Z27, Z0, Z0
-	VPBROADCASTD  112(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 64(BX), Z18, Z27
-	VPDPBUSD.BCST 80(BX), Z22, Z28
-	VPDPBUSD.BCST 68(BX), Z19, Z27
-	VPDPBUSD.BCST 84(BX), Z23, Z28
-	VPDPBUSD.BCST 72(BX), Z20, Z27
-	VPDPBUSD.BCST 88(BX), Z24, Z28
-	VPDPBUSD.BCST 76(BX), Z21, Z27
-	VPDPBUSD.BCST 92(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   96(BX), Z27, Z27
-	VADDPS        Z27, Z1, Z1
-	VPBROADCASTD  176(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 128(BX), Z18, Z27
-	VPDPBUSD.BCST 144(BX), Z22, Z28
-	VPDPBUSD.BCST 132(BX), Z19, Z27
-	VPDPBUSD.BCST 148(BX), Z23, Z28
-	VPDPBUSD.BCST 136(BX), Z20, Z27
-	VPDPBUSD.BCST 152(BX), Z24, Z28
-	VPDPBUSD.BCST 140(BX), Z21, Z27
-	VPDPBUSD.BCST 156(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   160(BX), Z27, Z27
-	VADDPS        Z27, Z2, Z2
-	VPBROADCASTD  240(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 192(BX), Z18, Z27
-	VPDPBUSD.BCST 208(BX), Z22, Z28
-	VPDPBUSD.BCST 196(BX), Z19, Z27
-	VPDPBUSD.BCST 212(BX), Z23, Z28
-	VPDPBUSD.BCST 200(BX), Z20, Z27
-	VPDPBUSD.BCST 216(BX), Z24, Z28
-	VPDPBUSD.BCST 204(BX), Z21, Z27
-	VPDPBUSD.BCST 220(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   224(BX), Z27, Z27
-	VADDPS        Z27, Z3, Z3
-	VPBROADCASTD  304(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 256(BX), Z18, Z27
-	VPDPBUSD.BCST 272(BX), Z22, Z28
-	VPDPBUSD.BCST 260(BX), Z19, Z27
-	VPDPBUSD.BCST 276(BX), Z23, Z28
-	VPDPBUSD.BCST 264(BX), Z20, Z27
-	VPDPBUSD.BCST 280(BX), Z24, Z28
-	VPDPBUSD.BCST 268(BX), Z21, Z27
-	VPDPBUSD.BCST 284(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   288(BX), Z27, Z27
-	VADDPS        Z27, Z4, Z4
-	VPBROADCASTD  368(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 320(BX), Z18, Z27
-	VPDPBUSD.BCST 336(BX), Z22, Z28
-	VPDPBUSD.BCST 324(BX), Z19, Z27
-	VPDPBUSD.BCST 340(BX), Z23, Z28
-	VPDPBUSD.BCST 328(BX), Z20, Z27
-	VPDPBUSD.BCST 344(BX), Z24, Z28
-	VPDPBUSD.BCST 332(BX), Z21, Z27
-	VPDPBUSD.BCST 348(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   352(BX), Z27, Z27
-	VADDPS        Z27, Z5, Z5
-	VPBROADCASTD  432(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 384(BX), Z18, Z27
-	VPDPBUSD.BCST 400(BX), Z22, Z28
-	VPDPBUSD.BCST 388(BX), Z19, Z27
-	VPDPBUSD.BCST 404(BX), Z23, Z28
-	VPDPBUSD.BCST 392(BX), Z20, Z27
-	VPDPBUSD.BCST 408(BX), Z24, Z28
-	VPDPBUSD.BCST 396(BX), Z21, Z27
-	VPDPBUSD.BCST 412(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   416(BX), Z27, Z27
-	VADDPS        Z27, Z6, Z6
-	VPBROADCASTD  496(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 448(BX), Z18, Z27
-	VPDPBUSD.BCST 464(BX), Z22, Z28
-	VPDPBUSD.BCST 452(BX), Z19, Z27
-	VPDPBUSD.BCST 468(BX), Z23, Z28
-	VPDPBUSD.BCST 456(BX), Z20, Z27
-	VPDPBUSD.BCST 472(BX), Z24, Z28
-	VPDPBUSD.BCST 460(BX), Z21, Z27
-	VPDPBUSD.BCST 476(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   480(BX), Z27, Z27
-	VADDPS        Z27, Z7, Z7
-	VPBROADCASTD  560(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 512(BX), Z18, Z27
-	VPDPBUSD.BCST 528(BX), Z22, Z28
-	VPDPBUSD.BCST 516(BX), Z19, Z27
-	VPDPBUSD.BCST 532(BX), Z23, Z28
-	VPDPBUSD.BCST 520(BX), Z20, Z27
-	VPDPBUSD.BCST 536(BX), Z24, Z28
-	VPDPBUSD.BCST 524(BX), Z21, Z27
-	VPDPBUSD.BCST 540(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   544(BX), Z27, Z27
-	VADDPS        Z27, Z8, Z8
-	VPBROADCASTD  624(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 576(BX), Z18, Z27
-	VPDPBUSD.BCST 592(BX), Z22, Z28
-	VPDPBUSD.BCST 580(BX), Z19, Z27
-	VPDPBUSD.BCST 596(BX), Z23, Z28
-	VPDPBUSD.BCST 584(BX), Z20, Z27
-	VPDPBUSD.BCST 600(BX), Z24, Z28
-	VPDPBUSD.BCST 588(BX), Z21, Z27
-	VPDPBUSD.BCST 604(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   608(BX), Z27, Z27
-	VADDPS        Z27, Z9, Z9
-	VPBROADCASTD  688(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 640(BX), Z18, Z27
-	VPDPBUSD.BCST 656(BX), Z22, Z28
-	VPDPBUSD.BCST 644(BX), Z19, Z27
-	VPDPBUSD.BCST 660(BX), Z23, Z28
-	VPDPBUSD.BCST 648(BX), Z20, Z27
-	VPDPBUSD.BCST 664(BX), Z24, Z28
-	VPDPBUSD.BCST 652(BX), Z21, Z27
-	VPDPBUSD.BCST 668(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   672(BX), Z27, Z27
-	VADDPS        Z27, Z10, Z10
-	VPBROADCASTD  752(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 704(BX), Z18, Z27
-	VPDPBUSD.BCST 720(BX), Z22, Z28
-	VPDPBUSD.BCST 708(BX), Z19, Z27
-	VPDPBUSD.BCST 724(BX), Z23, Z28
-	VPDPBUSD.BCST 712(BX), Z20, Z27
-	VPDPBUSD.BCST 728(BX), Z24, Z28
-	VPDPBUSD.BCST 716(BX), Z21, Z27
-	VPDPBUSD.BCST 732(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   736(BX), Z27, Z27
-	VADDPS        Z27, Z11, Z11
-	VPBROADCASTD  816(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 768(BX), Z18, Z27
-	VPDPBUSD.BCST 784(BX), Z22, Z28
-	VPDPBUSD.BCST 772(BX), Z19, Z27
-	VPDPBUSD.BCST 788(BX), Z23, Z28
-	VPDPBUSD.BCST 776(BX), Z20, Z27
-	VPDPBUSD.BCST 792(BX), Z24, Z28
-	VPDPBUSD.BCST 780(BX), Z21, Z27
-	VPDPBUSD.BCST 796(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   800(BX), Z27, Z27
-	VADDPS        Z27, Z12, Z12
-	VPBROADCASTD  880(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 832(BX), Z18, Z27
-	VPDPBUSD.BCST 848(BX), Z22, Z28
-	VPDPBUSD.BCST 836(BX), Z19, Z27
-	VPDPBUSD.BCST 852(BX), Z23, Z28
-	VPDPBUSD.BCST 840(BX), Z20, Z27
-	VPDPBUSD.BCST 856(BX), Z24, Z28
-	VPDPBUSD.BCST 844(BX), Z21, Z27
-	VPDPBUSD.BCST 860(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   864(BX), Z27, Z27
-	VADDPS        Z27, Z13, Z13
-	VPBROADCASTD  944(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 896(BX), Z18, Z27
-	VPDPBUSD.BCST 912(BX), Z22, Z28
-	VPDPBUSD.BCST 900(BX), Z19, Z27
-	VPDPBUSD.BCST 916(BX), Z23, Z28
-	VPDPBUSD.BCST 904(BX), Z20, Z27
-	VPDPBUSD.BCST 920(BX), Z24, Z28
-	VPDPBUSD.BCST 908(BX), Z21, Z27
-	VPDPBUSD.BCST 924(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   928(BX), Z27, Z27
-	VADDPS        Z27, Z14, Z14
-	VPBROADCASTD  1008(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 960(BX), Z18, Z27
-	VPDPBUSD.BCST 976(BX), Z22, Z28
-	VPDPBUSD.BCST 964(BX), Z19, Z27
-	VPDPBUSD.BCST 980(BX), Z23, Z28
-	VPDPBUSD.BCST 968(BX), Z20, Z27
-	VPDPBUSD.BCST 984(BX), Z24, Z28
-	VPDPBUSD.BCST 972(BX), Z21, Z27
-	VPDPBUSD.BCST 988(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   992(BX), Z27, Z27
-	VADDPS        Z27, Z15, Z15
-	VPBROADCASTD  1072(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 1024(BX), Z18, Z27
-	VPDPBUSD.BCST 1040(BX), Z22, Z28
-	VPDPBUSD.BCST 1028(BX), Z19, Z27
-	VPDPBUSD.BCST 1044(BX), Z23, Z28
-	VPDPBUSD.BCST 1032(BX), Z20, Z27
-	VPDPBUSD.BCST 1048(BX), Z24, Z28
-	VPDPBUSD.BCST 1036(BX), Z21, Z27
-	VPDPBUSD.BCST 1052(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z27
-	VMULPS        Z26, Z27, Z27
-	VMULPS.BCST   1056(BX), Z27, Z27
-	VADDPS        Z27, Z16, Z16
-	VPBROADCASTD  1136(BX), Z27
-	VPXORD        Z28, Z28, Z28
-	VPDPBUSD.BCST 1088(BX), Z18, Z27
-	VPDPBUSD.BCST 1104(BX), Z22, Z28
-	VPDPBUSD.BCST 1092(BX), Z19, Z27
-	VPDPBUSD.BCST 1108(BX), Z23, Z28
-	VPDPBUSD.BCST 1096(BX), Z20, Z27
-	VPDPBUSD.BCST 1112(BX), Z24, Z28
-	VPDPBUSD.BCST 1100(BX), Z21, Z27
-	VPDPBUSD.BCST 1116(BX), Z25, Z28
-	VPADDD        Z28, Z27, Z27
-	VCVTDQ2PS     Z27, Z18
-	VMULPS        Z26, Z18, Z18
-	VMULPS.BCST   1120(BX), Z18, Z18
-	VADDPS        Z18, Z17, Z17
-	PREFETCHT0    2048(AX)
-	PREFETCHT0    2112(AX)
-	PREFETCHT0    2176(AX)
-	PREFETCHT0    2240(AX)
-	PREFETCHT0    2304(AX)
-	PREFETCHT0    2368(AX)
-	PREFETCHT0    2432(AX)
-	PREFETCHT0    2496(AX)
-	PREFETCHT1    8192(AX)
-	PREFETCHT1    8256(AX)
-	PREFETCHT1    8320(AX)
-	PREFETCHT1    8384(AX)
-	PREFETCHT1    8448(AX)
-	PREFETCHT1    8512(AX)
-	PREFETCHT1    8576(AX)
-	PREFETCHT1    8640(AX)
-	PREFETCHT0    256(CX)
-	ADDQ          $0x00000200, AX
-	ADDQ          $0x00000020, CX
-	ADDQ          SI, BX
-	DECQ          DX
-	JMP           tileQ4_0x16x18VNNI_loop
+	TESTQ            DX, DX
+	JZ               tileQ4_0x16x18VNNI_done
+	VMOVDQU64        (AX), Z18
+	VMOVDQU64        64(AX), Z19
+	VMOVDQU64        128(AX), Z20
+	VMOVDQU64        192(AX), Z21
+	VMOVDQU64        256(AX), Z22
+	VMOVDQU64        320(AX), Z23
+	VMOVDQU64        384(AX), Z24
+	VMOVDQU64        448(AX), Z25
+	VCVTPH2PS        (CX), Z26
+	VPBROADCASTD     48(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    (BX), Z18, Z27
+	VPDPBUSD.BCST    16(BX), Z22, Z28
+	VPDPBUSD.BCST    4(BX), Z19, Z27
+	VPDPBUSD.BCST    20(BX), Z23, Z28
+	VPDPBUSD.BCST    8(BX), Z20, Z27
+	VPDPBUSD.BCST    24(BX), Z24, Z28
+	VPDPBUSD.BCST    12(BX), Z21, Z27
+	VPDPBUSD.BCST    28(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 32(BX), Z27, Z0
+	VPBROADCASTD     112(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    64(BX), Z18, Z27
+	VPDPBUSD.BCST    80(BX), Z22, Z28
+	VPDPBUSD.BCST    68(BX), Z19, Z27
+	VPDPBUSD.BCST    84(BX), Z23, Z28
+	VPDPBUSD.BCST    72(BX), Z20, Z27
+	VPDPBUSD.BCST    88(BX), Z24, Z28
+	VPDPBUSD.BCST    76(BX), Z21, Z27
+	VPDPBUSD.BCST    92(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 96(BX), Z27, Z1
+	VPBROADCASTD     176(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    128(BX), Z18, Z27
+	VPDPBUSD.BCST    144(BX), Z22, Z28
+	VPDPBUSD.BCST    132(BX), Z19, Z27
+	VPDPBUSD.BCST    148(BX), Z23, Z28
+	VPDPBUSD.BCST    136(BX), Z20, Z27
+	VPDPBUSD.BCST    152(BX), Z24, Z28
+	VPDPBUSD.BCST    140(BX), Z21, Z27
+	VPDPBUSD.BCST    156(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 160(BX), Z27, Z2
+	VPBROADCASTD     240(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    192(BX), Z18, Z27
+	VPDPBUSD.BCST    208(BX), Z22, Z28
+	VPDPBUSD.BCST    196(BX), Z19, Z27
+	VPDPBUSD.BCST    212(BX), Z23, Z28
+	VPDPBUSD.BCST    200(BX), Z20, Z27
+	VPDPBUSD.BCST    216(BX), Z24, Z28
+	VPDPBUSD.BCST    204(BX), Z21, Z27
+	VPDPBUSD.BCST    220(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 224(BX), Z27, Z3
+	VPBROADCASTD     304(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    256(BX), Z18, Z27
+	VPDPBUSD.BCST    272(BX), Z22, Z28
+	VPDPBUSD.BCST    260(BX), Z19, Z27
+	VPDPBUSD.BCST    276(BX), Z23, Z28
+	VPDPBUSD.BCST    264(BX), Z20, Z27
+	VPDPBUSD.BCST    280(BX), Z24, Z28
+	VPDPBUSD.BCST    268(BX), Z21, Z27
+	VPDPBUSD.BCST    284(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 288(BX), Z27, Z4
+	VPBROADCASTD     368(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    320(BX), Z18, Z27
+	VPDPBUSD.BCST    336(BX), Z22, Z28
+	VPDPBUSD.BCST    324(BX), Z19, Z27
+	VPDPBUSD.BCST    340(BX), Z23, Z28
+	VPDPBUSD.BCST    328(BX), Z20, Z27
+	VPDPBUSD.BCST    344(BX), Z24, Z28
+	VPDPBUSD.BCST    332(BX), Z21, Z27
+	VPDPBUSD.BCST    348(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 352(BX), Z27, Z5
+	VPBROADCASTD     432(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    384(BX), Z18, Z27
+	VPDPBUSD.BCST    400(BX), Z22, Z28
+	VPDPBUSD.BCST    388(BX), Z19, Z27
+	VPDPBUSD.BCST    404(BX), Z23, Z28
+	VPDPBUSD.BCST    392(BX), Z20, Z27
+	VPDPBUSD.BCST    408(BX), Z24, Z28
+	VPDPBUSD.BCST    396(BX), Z21, Z27
+	VPDPBUSD.BCST    412(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 416(BX), Z27, Z6
+	VPBROADCASTD     496(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    448(BX), Z18, Z27
+	VPDPBUSD.BCST    464(BX), Z22, Z28
+	VPDPBUSD.BCST    452(BX), Z19, Z27
+	VPDPBUSD.BCST    468(BX), Z23, Z28
+	VPDPBUSD.BCST    456(BX), Z20, Z27
+	VPDPBUSD.BCST    472(BX), Z24, Z28
+	VPDPBUSD.BCST    460(BX), Z21, Z27
+	VPDPBUSD.BCST    476(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 480(BX), Z27, Z7
+	VPBROADCASTD     560(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    512(BX), Z18, Z27
+	VPDPBUSD.BCST    528(BX), Z22, Z28
+	VPDPBUSD.BCST    516(BX), Z19, Z27
+	VPDPBUSD.BCST    532(BX), Z23, Z28
+	VPDPBUSD.BCST    520(BX), Z20, Z27
+	VPDPBUSD.BCST    536(BX), Z24, Z28
+	VPDPBUSD.BCST    524(BX), Z21, Z27
+	VPDPBUSD.BCST    540(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 544(BX), Z27, Z8
+	VPBROADCASTD     624(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    576(BX), Z18, Z27
+	VPDPBUSD.BCST    592(BX), Z22, Z28
+	VPDPBUSD.BCST    580(BX), Z19, Z27
+	VPDPBUSD.BCST    596(BX), Z23, Z28
+	VPDPBUSD.BCST    584(BX), Z20, Z27
+	VPDPBUSD.BCST    600(BX), Z24, Z28
+	VPDPBUSD.BCST    588(BX), Z21, Z27
+	VPDPBUSD.BCST    604(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 608(BX), Z27, Z9
+	VPBROADCASTD     688(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    640(BX), Z18, Z27
+	VPDPBUSD.BCST    656(BX), Z22, Z28
+	VPDPBUSD.BCST    644(BX), Z19, Z27
+	VPDPBUSD.BCST    660(BX), Z23, Z28
+	VPDPBUSD.BCST    648(BX), Z20, Z27
+	VPDPBUSD.BCST    664(BX), Z24, Z28
+	VPDPBUSD.BCST    652(BX), Z21, Z27
+	VPDPBUSD.BCST    668(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 672(BX), Z27, Z10
+	VPBROADCASTD     752(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    704(BX), Z18, Z27
+	VPDPBUSD.BCST    720(BX), Z22, Z28
+	VPDPBUSD.BCST    708(BX), Z19, Z27
+	VPDPBUSD.BCST    724(BX), Z23, Z28
+	VPDPBUSD.BCST    712(BX), Z20, Z27
+	VPDPBUSD.BCST    728(BX), Z24, Z28
+	VPDPBUSD.BCST    716(BX), Z21, Z27
+	VPDPBUSD.BCST    732(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 736(BX), Z27, Z11
+	VPBROADCASTD     816(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    768(BX), Z18, Z27
+	VPDPBUSD.BCST    784(BX), Z22, Z28
+	VPDPBUSD.BCST    772(BX), Z19, Z27
+	VPDPBUSD.BCST    788(BX), Z23, Z28
+	VPDPBUSD.BCST    776(BX), Z20, Z27
+	VPDPBUSD.BCST    792(BX), Z24, Z28
+	VPDPBUSD.BCST    780(BX), Z21, Z27
+	VPDPBUSD.BCST    796(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 800(BX), Z27, Z12
+	VPBROADCASTD     880(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    832(BX), Z18, Z27
+	VPDPBUSD.BCST    848(BX), Z22, Z28
+	VPDPBUSD.BCST    836(BX), Z19, Z27
+	VPDPBUSD.BCST    852(BX), Z23, Z28
+	VPDPBUSD.BCST    840(BX), Z20, Z27
+	VPDPBUSD.BCST    856(BX), Z24, Z28
+	VPDPBUSD.BCST    844(BX), Z21, Z27
+	VPDPBUSD.BCST    860(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 864(BX), Z27, Z13
+	VPBROADCASTD     944(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    896(BX), Z18, Z27
+	VPDPBUSD.BCST    912(BX), Z22, Z28
+	VPDPBUSD.BCST    900(BX), Z19, Z27
+	VPDPBUSD.BCST    916(BX), Z23, Z28
+	VPDPBUSD.BCST    904(BX), Z20, Z27
+	VPDPBUSD.BCST    920(BX), Z24, Z28
+	VPDPBUSD.BCST    908(BX), Z21, Z27
+	VPDPBUSD.BCST    924(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 928(BX), Z27, Z14
+	VPBROADCASTD     1008(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    960(BX), Z18, Z27
+	VPDPBUSD.BCST    976(BX), Z22, Z28
+	VPDPBUSD.BCST    964(BX), Z19, Z27
+	VPDPBUSD.BCST    980(BX), Z23, Z28
+	VPDPBUSD.BCST    968(BX), Z20, Z27
+	VPDPBUSD.BCST    984(BX), Z24, Z28
+	VPDPBUSD.BCST    972(BX), Z21, Z27
+	VPDPBUSD.BCST    988(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 992(BX), Z27, Z15
+	VPBROADCASTD     1072(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    1024(BX), Z18, Z27
+	VPDPBUSD.BCST    1040(BX), Z22, Z28
+	VPDPBUSD.BCST    1028(BX), Z19, Z27
+	VPDPBUSD.BCST    1044(BX), Z23, Z28
+	VPDPBUSD.BCST    1032(BX), Z20, Z27
+	VPDPBUSD.BCST    1048(BX), Z24, Z28
+	VPDPBUSD.BCST    1036(BX), Z21, Z27
+	VPDPBUSD.BCST    1052(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z27
+	VMULPS           Z26, Z27, Z27
+	VFMADD231PS.BCST 1056(BX), Z27, Z16
+	VPBROADCASTD     1136(BX), Z27
+	VPXORD           Z28, Z28, Z28
+	VPDPBUSD.BCST    1088(BX), Z18, Z27
+	VPDPBUSD.BCST    1104(BX), Z22, Z28
+	VPDPBUSD.BCST    1092(BX), Z19, Z27
+	VPDPBUSD.BCST    1108(BX), Z23, Z28
+	VPDPBUSD.BCST    1096(BX), Z20, Z27
+	VPDPBUSD.BCST    1112(BX), Z24, Z28
+	VPDPBUSD.BCST    1100(BX), Z21, Z27
+	VPDPBUSD.BCST    1116(BX), Z25, Z28
+	VPADDD           Z28, Z27, Z27
+	VCVTDQ2PS        Z27, Z18
+	VMULPS           Z26, Z18, Z18
+	VFMADD231PS.BCST 1120(BX), Z18, Z17
+	PREFETCHT0       2048(AX)
+	PREFETCHT0       2112(AX)
+	PREFETCHT0       2176(AX)
+	PREFETCHT0       2240(AX)
+	PREFETCHT0       2304(AX)
+	PREFETCHT0       2368(AX)
+	PREFETCHT0       2432(AX)
+	PREFETCHT0       2496(AX)
+	PREFETCHT1       8192(AX)
+	PREFETCHT1       8256(AX)
+	PREFETCHT1       8320(AX)
+	PREFETCHT1       8384(AX)
+	PREFETCHT1       8448(AX)
+	PREFETCHT1       8512(AX)
+	PREFETCHT1       8576(AX)
+	PREFETCHT1       8640(AX)
+	PREFETCHT0       256(CX)
+	ADDQ             $0x00000200, AX
+	ADDQ             $0x00000020, CX
+	ADDQ             SI, BX
+	DECQ             DX
+	JMP              tileQ4_0x16x18VNNI_loop
 
 tileQ4_0x16x18VNNI_done:
 	MOVQ       out+40(FP), AX

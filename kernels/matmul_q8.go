@@ -102,9 +102,9 @@ func dotQ8_0x3(w []byte, p []int64, sc []float32, nb int) (f0, f1, f2 float32) {
 		}
 		s0, s1, s2 := unpack3(a0 + a1)
 		dw := f16At(x[:])
-		f0 += float32(float32(s0) * float32(dw*sc0[b]))
-		f1 += float32(float32(s1) * float32(dw*sc1[b]))
-		f2 += float32(float32(s2) * float32(dw*sc2[b]))
+		f0 = fma32(float32(s0), dw*sc0[b], f0)
+		f1 = fma32(float32(s1), dw*sc1[b], f1)
+		f2 = fma32(float32(s2), dw*sc2[b], f2)
 	}
 	return f0, f1, f2
 }
@@ -124,9 +124,9 @@ func dotQ4_0x3(w []byte, p []int64, sc []float32, nb int) (f0, f1, f2 float32) {
 		}
 		s0, s1, s2 := unpack3(a0 + a1)
 		dw := f16At(x[:])
-		f0 += float32(float32(float32(s0)*dw) * sc0[b])
-		f1 += float32(float32(float32(s1)*dw) * sc1[b])
-		f2 += float32(float32(float32(s2)*dw) * sc2[b])
+		f0 = fma32(float32(s0)*dw, sc0[b], f0)
+		f1 = fma32(float32(s1)*dw, sc1[b], f1)
+		f2 = fma32(float32(s2)*dw, sc2[b], f2)
 	}
 	return f0, f1, f2
 }

@@ -25,7 +25,7 @@ import (
 // replaced a GEMM kernel (8 weight rows against a packed group of 16
 // activation rows), which they beat at every batch size measured, 12 to 1024
 // rows. Each lane computes the exact int32 block sum and then
-// the same float32 multiply and add as dotQ8_0 / dotQ4_0, block by block in
+// the same float32 multiply and fused multiply-add as dotQ8_0 / dotQ4_0, block by block in
 // order, so every output is bit-identical to VecDot whatever the level, tile,
 // batch or thread count. Rows that do not fill a tile are computed by a
 // narrower kernel or the Go dot.

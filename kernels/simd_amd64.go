@@ -7,7 +7,7 @@ import "golang.org/x/sys/cpu"
 // detectSIMD returns the best kernel level this CPU (and OS) supports.
 func detectSIMD() simdLevel {
 	x := cpu.X86
-	if !x.HasAVX2 || !x.HasF16C {
+	if !x.HasAVX2 || !x.HasF16C || !x.HasFMA {
 		return simdGo
 	}
 	if x.HasAVX512F && x.HasAVX512BW && x.HasAVX512DQ && x.HasAVX512VL && x.HasAVX512VNNI {

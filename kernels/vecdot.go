@@ -93,8 +93,8 @@ func dotBF16(n int, w, a []byte) float32 {
 	return float32(sum)
 }
 
-// dotQ8_0 is ggml_vec_dot_q8_0_q8_0 (generic): per block
-// sumf += sumi·(dw·da).
+// dotQ8_0 is ggml_vec_dot_q8_0_q8_0: per block sumf += sumi·(dw·da), the
+// multiply-add fused (one rounding), as ggml's x86 builds compute it.
 func dotQ8_0(n int, w, a []byte) float32 {
 	nb := n / QK
 	var sumf float32
@@ -102,7 +102,7 @@ func dotQ8_0(n int, w, a []byte) float32 {
 		x := (*[q8_0Bytes]byte)(w[ib*q8_0Bytes:])
 		y := (*[q8_0Bytes]byte)(a[ib*q8_0Bytes:])
 		sumi := dotI8x32((*[QK]byte)(x[2:]), (*[QK]byte)(y[2:]))
-		sumf += float32(float32(sumi) * float32(f16At(x[:])*f16At(y[:])))
+		sumf = fma32(float32(sumi), f16At(x[:])*f16At(y[:]), sumf)
 	}
 	return sumf
 }
@@ -121,8 +121,8 @@ func dotI8x32(x, y *[QK]byte) int32 {
 	return s0 + s1 + s2 + s3
 }
 
-// dotQ4_0 is ggml_vec_dot_q4_0_q8_0 (generic): per block
-// sumf += sumi·dw·da.
+// dotQ4_0 is ggml_vec_dot_q4_0_q8_0: per block sumf += (sumi·dw)·da, the
+// last multiply-add fused.
 func dotQ4_0(n int, w, a []byte) float32 {
 	nb := n / QK
 	var sumf float32
@@ -138,7 +138,7 @@ func dotQ4_0(n int, w, a []byte) float32 {
 			s0 += (int32(q&0xf) - 8) * int32(int8(lo[j]))
 			s1 += (int32(q>>4) - 8) * int32(int8(hi[j]))
 		}
-		sumf += float32(float32(float32(s0+s1)*f16At(x[:])) * f16At(y[:]))
+		sumf = fma32(float32(s0+s1)*f16At(x[:]), f16At(y[:]), sumf)
 	}
 	return sumf
 }

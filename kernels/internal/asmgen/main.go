@@ -7,7 +7,9 @@
 // The quantized kernels vectorize across output elements: a SIMD lane is one
 // (weight row, activation row) pair and accumulates that pair's blocks in
 // order, with exactly the integer block sum and the float32 operations of the
-// pure-Go VecDot (VMULPS then VADDPS, never FMA), so results are bit-identical.
+// pure-Go VecDot (the scale multiply, then the block's multiply-add into the
+// accumulator fused, VFMADD231PS against Go's fma32), so results are
+// bit-identical.
 // The float kernels (attn.go) vectorize along the reduction in a defined
 // 16-lane order that the pure-Go code reproduces.
 package main
@@ -221,15 +223,14 @@ func rowKernel(name string, q4 bool) {
 	VPBROADCASTW(Mem{Base: ap}, da.AsX())
 	VCVTPH2PS(da.AsX(), da)
 	if q4 {
-		// sumf += float32(float32(sumi)·dw)·da
+		// acc += float32(float32(sumi)·dw)·da, fused
 		VMULPS(dw, sumf, sumf)
-		VMULPS(da, sumf, sumf)
+		VFMADD231PS(da, sumf, acc)
 	} else {
-		// sumf += float32(sumi)·float32(dw·da)
+		// acc += float32(sumi)·float32(dw·da), fused
 		VMULPS(da, dw, dw)
-		VMULPS(dw, sumf, sumf)
+		VFMADD231PS(dw, sumf, acc)
 	}
-	VADDPS(sumf, acc, acc)
 
 	ADDQ(U32(blk), r.b0)
 	ADDQ(U32(blk), r.b4)

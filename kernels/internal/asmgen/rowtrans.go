@@ -229,16 +229,15 @@ func blockRows(q4 bool, ap Register, neg int, tk [8]VecVirtual, dw VecVirtual, f
 		sumf := ZMM()
 		VCVTDQ2PS(acc, sumf)
 		if q4 {
-			// sumf += float32(float32(sumi)·dw)·da
+			// facc += float32(float32(sumi)·dw)·da, fused
 			VMULPS(dw, sumf, sumf)
-			VMULPS_BCST(Mem{Base: ap, Disp: raBlock*i + raScale}, sumf, sumf)
+			VFMADD231PS_BCST(Mem{Base: ap, Disp: raBlock*i + raScale}, sumf, facc[i])
 		} else {
-			// sumf += float32(sumi)·float32(dw·da)
+			// facc += float32(sumi)·float32(dw·da), fused
 			s := ZMM()
 			VMULPS_BCST(Mem{Base: ap, Disp: raBlock*i + raScale}, dw, s)
-			VMULPS(s, sumf, sumf)
+			VFMADD231PS(s, sumf, facc[i])
 		}
-		VADDPS(sumf, facc[i], facc[i])
 	}
 
 }

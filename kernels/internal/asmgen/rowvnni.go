@@ -171,15 +171,14 @@ func rowKernelVNNI(name string, q4, gfni bool) {
 	dw := ZMM()
 	VCVTPH2PS(h, dw)
 	if q4 {
-		// sumf += float32(float32(sumi)·dw)·da
+		// facc += float32(float32(sumi)·dw)·da, fused
 		VMULPS(dw, sumf, sumf)
-		VMULPS_BCST(Mem{Base: ap, Disp: raScale}, sumf, sumf)
+		VFMADD231PS_BCST(Mem{Base: ap, Disp: raScale}, sumf, facc)
 	} else {
-		// sumf += float32(sumi)·float32(dw·da)
+		// facc += float32(sumi)·float32(dw·da), fused
 		VMULPS_BCST(Mem{Base: ap, Disp: raScale}, dw, dw)
-		VMULPS(dw, sumf, sumf)
+		VFMADD231PS(dw, sumf, facc)
 	}
-	VADDPS(sumf, facc, facc)
 
 	for i := range 16 {
 		PREFETCHT0(r.mem(i, rowPrefetch))
