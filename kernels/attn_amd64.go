@@ -98,6 +98,8 @@ func expSumF64SIMD(w []float64, l []float32, m float32, invT float64, sums *[4]f
 	expSumF64AVX2(&w[0], &l[0], len(l), m, invT, sums)
 }
 
+func maxF32SIMD(x []float32) float32 { return maxF32AVX2(&x[0], len(x)) }
+
 func f32ToF16SIMD(dst []uint16, src []float32) { f32ToF16x8AVX2(&dst[0], &src[0], len(src)) }
 
 func prefetchRowsSIMD(p unsafe.Pointer, stride, n, bytes int) {

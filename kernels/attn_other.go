@@ -27,4 +27,6 @@ func expSubSIMD(x []float32, m float32) { panic(noSIMD) }
 
 func expSumF64SIMD([]float64, []float32, float32, float64, *[4]float64) { panic(noSIMD) }
 
+func maxF32SIMD([]float32) float32 { panic(noSIMD) }
+
 func f32ToF16SIMD([]uint16, []float32) { panic(noSIMD) }

@@ -29734,6 +29734,138 @@ TEXT ·expSumF64AVX2(SB), NOSPLIT, $0-48
 	VMOVQ        BX, X4
 	VPBROADCASTQ X4, Y4
 
+expSumF64AVX2_loop4:
+	CMPQ         DX, $0x00000010
+	JLT          expSumF64AVX2_loop
+	VMOVUPS      (CX), X5
+	VSUBPS       X0, X5, X5
+	VCVTPS2PD    X5, Y5
+	VMULPD       Y1, Y5, Y5
+	VCMPPD       $0x1d, expdconsts<>+0(SB), Y5, Y6
+	VMULPD       expdconsts<>+32(SB), Y5, Y7
+	VROUNDPD     $0x00, Y7, Y7
+	VMOVAPD      Y5, Y5
+	VFNMADD231PD expdconsts<>+64(SB), Y7, Y5
+	VFNMADD231PD expdconsts<>+96(SB), Y7, Y5
+	VMOVAPD      expdconsts<>+128(SB), Y8
+	VFMADD213PD  expdconsts<>+160(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+192(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+224(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+256(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+288(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+320(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+352(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+384(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+416(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+448(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+480(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+512(SB), Y5, Y8
+	VFMADD213PD  expdconsts<>+544(SB), Y5, Y8
+	VADDPD       Y3, Y7, Y5
+	VPADDQ       Y4, Y5, Y5
+	VPSLLQ       $0x34, Y5, Y5
+	VMULPD       Y5, Y8, Y8
+	VANDPD       Y6, Y8, Y8
+	VMOVUPD      Y8, (AX)
+	VMOVUPS      16(CX), X5
+	VSUBPS       X0, X5, X5
+	VCVTPS2PD    X5, Y5
+	VMULPD       Y1, Y5, Y5
+	VCMPPD       $0x1d, expdconsts<>+0(SB), Y5, Y6
+	VMULPD       expdconsts<>+32(SB), Y5, Y7
+	VROUNDPD     $0x00, Y7, Y7
+	VMOVAPD      Y5, Y5
+	VFNMADD231PD expdconsts<>+64(SB), Y7, Y5
+	VFNMADD231PD expdconsts<>+96(SB), Y7, Y5
+	VMOVAPD      expdconsts<>+128(SB), Y9
+	VFMADD213PD  expdconsts<>+160(SB), Y5, Y9
+	VFMADD213PD  expdconsts<>+192(SB), Y5, Y9
+	VFMADD213PD  expdconsts<>+224(SB), Y5, Y9
+	VFMADD213PD  expdconsts<>+256(SB), Y5, Y9
+	VFMADD213PD  expdconsts<>+288(SB), Y5, Y9
+	VFMADD213PD  expdconsts<>+320(SB), Y5, Y9
+	VFMADD213PD  expdconsts<>+352(SB), Y5, Y9
+	VFMADD213PD  expdconsts<>+384(SB), Y5, Y9
+	VFMADD213PD  expdconsts<>+416(SB), Y5, Y9
+	VFMADD213PD  expdconsts<>+448(SB), Y5, Y9
+	VFMADD213PD  expdconsts<>+480(SB), Y5, Y9
+	VFMADD213PD  expdconsts<>+512(SB), Y5, Y9
+	VFMADD213PD  expdconsts<>+544(SB), Y5, Y9
+	VADDPD       Y3, Y7, Y5
+	VPADDQ       Y4, Y5, Y5
+	VPSLLQ       $0x34, Y5, Y5
+	VMULPD       Y5, Y9, Y9
+	VANDPD       Y6, Y9, Y9
+	VMOVUPD      Y9, 32(AX)
+	VMOVUPS      32(CX), X5
+	VSUBPS       X0, X5, X5
+	VCVTPS2PD    X5, Y5
+	VMULPD       Y1, Y5, Y5
+	VCMPPD       $0x1d, expdconsts<>+0(SB), Y5, Y6
+	VMULPD       expdconsts<>+32(SB), Y5, Y7
+	VROUNDPD     $0x00, Y7, Y7
+	VMOVAPD      Y5, Y5
+	VFNMADD231PD expdconsts<>+64(SB), Y7, Y5
+	VFNMADD231PD expdconsts<>+96(SB), Y7, Y5
+	VMOVAPD      expdconsts<>+128(SB), Y10
+	VFMADD213PD  expdconsts<>+160(SB), Y5, Y10
+	VFMADD213PD  expdconsts<>+192(SB), Y5, Y10
+	VFMADD213PD  expdconsts<>+224(SB), Y5, Y10
+	VFMADD213PD  expdconsts<>+256(SB), Y5, Y10
+	VFMADD213PD  expdconsts<>+288(SB), Y5, Y10
+	VFMADD213PD  expdconsts<>+320(SB), Y5, Y10
+	VFMADD213PD  expdconsts<>+352(SB), Y5, Y10
+	VFMADD213PD  expdconsts<>+384(SB), Y5, Y10
+	VFMADD213PD  expdconsts<>+416(SB), Y5, Y10
+	VFMADD213PD  expdconsts<>+448(SB), Y5, Y10
+	VFMADD213PD  expdconsts<>+480(SB), Y5, Y10
+	VFMADD213PD  expdconsts<>+512(SB), Y5, Y10
+	VFMADD213PD  expdconsts<>+544(SB), Y5, Y10
+	VADDPD       Y3, Y7, Y5
+	VPADDQ       Y4, Y5, Y5
+	VPSLLQ       $0x34, Y5, Y5
+	VMULPD       Y5, Y10, Y10
+	VANDPD       Y6, Y10, Y10
+	VMOVUPD      Y10, 64(AX)
+	VMOVUPS      48(CX), X5
+	VSUBPS       X0, X5, X5
+	VCVTPS2PD    X5, Y5
+	VMULPD       Y1, Y5, Y5
+	VCMPPD       $0x1d, expdconsts<>+0(SB), Y5, Y6
+	VMULPD       expdconsts<>+32(SB), Y5, Y7
+	VROUNDPD     $0x00, Y7, Y7
+	VMOVAPD      Y5, Y5
+	VFNMADD231PD expdconsts<>+64(SB), Y7, Y5
+	VFNMADD231PD expdconsts<>+96(SB), Y7, Y5
+	VMOVAPD      expdconsts<>+128(SB), Y11
+	VFMADD213PD  expdconsts<>+160(SB), Y5, Y11
+	VFMADD213PD  expdconsts<>+192(SB), Y5, Y11
+	VFMADD213PD  expdconsts<>+224(SB), Y5, Y11
+	VFMADD213PD  expdconsts<>+256(SB), Y5, Y11
+	VFMADD213PD  expdconsts<>+288(SB), Y5, Y11
+	VFMADD213PD  expdconsts<>+320(SB), Y5, Y11
+	VFMADD213PD  expdconsts<>+352(SB), Y5, Y11
+	VFMADD213PD  expdconsts<>+384(SB), Y5, Y11
+	VFMADD213PD  expdconsts<>+416(SB), Y5, Y11
+	VFMADD213PD  expdconsts<>+448(SB), Y5, Y11
+	VFMADD213PD  expdconsts<>+480(SB), Y5, Y11
+	VFMADD213PD  expdconsts<>+512(SB), Y5, Y11
+	VFMADD213PD  expdconsts<>+544(SB), Y5, Y11
+	VADDPD       Y3, Y7, Y5
+	VPADDQ       Y4, Y5, Y5
+	VPSLLQ       $0x34, Y5, Y5
+	VMULPD       Y5, Y11, Y11
+	VANDPD       Y6, Y11, Y11
+	VMOVUPD      Y11, 96(AX)
+	VADDPD       Y8, Y2, Y2
+	VADDPD       Y9, Y2, Y2
+	VADDPD       Y10, Y2, Y2
+	VADDPD       Y11, Y2, Y2
+	ADDQ         $0x00000080, AX
+	ADDQ         $0x00000040, CX
+	SUBQ         $0x00000010, DX
+	JMP          expSumF64AVX2_loop4
+
 expSumF64AVX2_loop:
 	TESTQ        DX, DX
 	JZ           expSumF64AVX2_done
@@ -29852,6 +29984,47 @@ DATA expdconsts<>+552(SB)/8, $0x3ff0000000000000
 DATA expdconsts<>+560(SB)/8, $0x3ff0000000000000
 DATA expdconsts<>+568(SB)/8, $0x3ff0000000000000
 GLOBL expdconsts<>(SB), RODATA|NOPTR, $576
+
+// func maxF32AVX2(x *float32, n int) float32
+// Requires: AVX, AVX2, SSE
+TEXT ·maxF32AVX2(SB), NOSPLIT, $0-20
+	MOVQ         x+0(FP), AX
+	MOVQ         n+8(FP), CX
+	MOVL         $0xff800000, DX
+	VMOVD        DX, X0
+	VBROADCASTSS X0, Y0
+	VMOVAPS      Y0, Y1
+	VMOVAPS      Y0, Y2
+	VMOVAPS      Y0, Y3
+
+maxF32AVX2_loop:
+	TESTQ   CX, CX
+	JZ      maxF32AVX2_done
+	VMOVUPS (AX), Y4
+	VMAXPS  Y0, Y4, Y0
+	VMOVUPS 32(AX), Y4
+	VMAXPS  Y1, Y4, Y1
+	VMOVUPS 64(AX), Y4
+	VMAXPS  Y2, Y4, Y2
+	VMOVUPS 96(AX), Y4
+	VMAXPS  Y3, Y4, Y3
+	ADDQ    $0x00000080, AX
+	SUBQ    $0x00000020, CX
+	JMP     maxF32AVX2_loop
+
+maxF32AVX2_done:
+	VMAXPS       Y1, Y0, Y0
+	VMAXPS       Y3, Y2, Y2
+	VMAXPS       Y2, Y0, Y0
+	VEXTRACTF128 $0x01, Y0, X1
+	VMAXPS       X1, X0, X1
+	VMOVHLPS     X1, X1, X0
+	VMAXPS       X0, X1, X1
+	VMOVSHDUP    X1, X0
+	VMAXSS       X0, X1, X1
+	MOVSS        X1, ret+16(FP)
+	VZEROUPPER
+	RET
 
 // func packRowVNNIAVX512(a *byte, nb int, dst *byte, step int)
 // Requires: AVX, AVX2, F16C

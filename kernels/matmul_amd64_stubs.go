@@ -729,6 +729,11 @@ func expSubAVX2(x *float32, m float32, n int)
 //go:noescape
 func expSumF64AVX2(w *float64, l *float32, n int, m float32, invT float64, sums *[4]float64)
 
+// maxF32AVX2 returns the largest of n (a multiple of 32) float32 values, NaN ignored.
+//
+//go:noescape
+func maxF32AVX2(x *float32, n int) float32
+
 // packRowVNNIAVX512 packs nb Q8_0 blocks into the VNNI row kernels' activation layout, as packRowVNNIGo.
 //
 //go:noescape

@@ -39,12 +39,7 @@ func Softmax(x []float32) {
 	if len(x) == 0 {
 		return
 	}
-	mx := float32(math.Inf(-1))
-	for _, v := range x {
-		if v > mx {
-			mx = v
-		}
-	}
+	mx := MaxF32(x)
 	m := 0
 	if simdF32() {
 		if m = len(x) &^ 7; m > 0 {
@@ -60,6 +55,24 @@ func Softmax(x []float32) {
 	for i := range x {
 		x[i] *= inv
 	}
+}
+
+// MaxF32 returns the largest value in x, ignoring NaN: −Inf when x is empty
+// or holds nothing but NaN and −Inf. The maximum does not depend on the
+// order of the comparisons (a zero result may be either zero).
+func MaxF32(x []float32) float32 {
+	m, k := float32(math.Inf(-1)), 0
+	if simdF32() {
+		if k = len(x) &^ 31; k > 0 {
+			m = maxF32SIMD(x[:k])
+		}
+	}
+	for _, v := range x[k:] {
+		if v > m { // NaN never is
+			m = v
+		}
+	}
+	return m
 }
 
 // SiLU returns x/(1+expf(-x)) in float32, as ggml_silu_f32.

@@ -94,3 +94,42 @@ func TestElementwise(t *testing.T) {
 		t.Errorf("Add/Scale = %v, want [3 2]", a)
 	}
 }
+
+// TestMaxF32 checks MaxF32 at every SIMD level against a plain loop, with
+// NaN, ±Inf and signed zeros at every position of short and long rows.
+func TestMaxF32(t *testing.T) {
+	r := rand.New(rand.NewPCG(71, 72))
+	specials := []float32{float32(math.NaN()), float32(math.Inf(-1)), float32(math.Inf(1)), 0, float32(math.Copysign(0, -1)), -3e38, 3e38}
+	for _, n := range []int{0, 1, 7, 31, 32, 33, 64, 95, 1000, 32000} {
+		for trial := range 20 {
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = float32(r.NormFloat64() * 10)
+				if trial%4 == 0 {
+					x[i] = -float32(r.Float64()) // all ≤ 0: zeros may win
+				}
+				if r.IntN(8) == 0 {
+					x[i] = specials[r.IntN(len(specials))]
+				}
+			}
+			if trial == 1 {
+				for i := range x {
+					x[i] = float32(math.NaN())
+				}
+			}
+			want := float32(math.Inf(-1))
+			for _, v := range x {
+				if v > want {
+					want = v
+				}
+			}
+			for _, lv := range simdLevels() {
+				var got float32
+				withSIMD(lv, func() { got = MaxF32(x) })
+				if got != want { // +0 == −0: either zero is the maximum
+					t.Fatalf("n=%d trial %d %s: MaxF32 = %v, want %v", n, trial, lv, got, want)
+				}
+			}
+		}
+	}
+}

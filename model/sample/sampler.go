@@ -197,12 +197,7 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 // draw lands on another token than the float64 reference's only if u falls
 // within ~1e-16 of a boundary between two tokens' shares.
 func (s *Sampler) sampleAll(logits []float32, u float64) int32 {
-	maxLogit := float32(math.Inf(-1))
-	for _, l := range logits {
-		if l > maxLogit { // NaN never is: it counts as -Inf
-			maxLogit = l
-		}
-	}
+	maxLogit := kernels.MaxF32(logits) // NaN counts as -Inf
 	if math.IsInf(float64(maxLogit), -1) {
 		return 0
 	}
@@ -220,19 +215,42 @@ func (s *Sampler) sampleAll(logits []float32, u float64) int32 {
 			total += x
 		}
 	}
-	r := u * total
-	last := 0
-	for i, x := range w {
-		if x == 0 {
+	return int32(drawIndex(w, u*total))
+}
+
+// drawIndex returns the first i at which r − (w[0] + … + w[i]) < 0, or the
+// last nonzero weight's index when rounding leaves r at or just above 0
+// (w holds at least one nonzero weight). Whole chunks of eight weights are
+// skipped while r stays above their sum, so the dependent subtraction
+// runs once per chunk instead of once per token; the sums round slightly
+// differently from one token at a time, which moves a draw only when r
+// lies within ~1e-16 of a boundary between two tokens' shares.
+func drawIndex(w []float64, r float64) int {
+	i := 0
+	for ; i+8 <= len(w); i += 8 {
+		c := (*[8]float64)(w[i:])
+		s := ((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7]))
+		if r-s < 0 {
+			break
+		}
+		r -= s
+	}
+	last := -1
+	for ; i < len(w); i++ {
+		if w[i] == 0 {
 			continue
 		}
 		last = i
-		r -= x
+		r -= w[i]
 		if r < 0 {
-			return int32(i)
+			return i
 		}
 	}
-	return int32(last) // rounding left r at or just above 0
+	if last < 0 { // the tail held no weight: the last nonzero before it
+		for last = len(w) - 1; last > 0 && w[last] == 0; last-- {
+		}
+	}
+	return last
 }
 
 // applyPenalties writes the repetition, presence and frequency penalties into
@@ -310,16 +328,13 @@ func (s *Sampler) candidates(logits []float32) (cand []candidate, sorted bool, b
 	if s.cfg.topP() && len(logits) >= 4*nucleusFirstGuess {
 		// Widen a partial selection until it holds the nucleus, instead of
 		// sorting the vocabulary: O(V log m) for a nucleus of m tokens.
-		maxLogit := float32(math.Inf(-1))
-		for _, l := range logits {
-			maxLogit = max(maxLogit, sanitize(l))
-		}
+		maxLogit := kernels.MaxF32(logits) // NaN counts as -Inf
 		if !math.IsInf(float64(maxLogit), -1) {
 			invT := 1 / float64(s.cfg.Temperature)
-			var total float64
-			for _, l := range logits {
-				total += math.Exp(float64(sanitize(l)-maxLogit) * invT)
-			}
+			// The vocabulary's weight sum, the base top-p measures
+			// against (the weights themselves are recomputed for the
+			// candidates below).
+			total := kernels.ExpSum(s.weights, logits, maxLogit, invT)
 			target := float64(s.cfg.TopP) * total
 			for m := nucleusFirstGuess; 4*m <= len(logits); m *= 4 {
 				top := s.selectTop(logits, m)
@@ -410,13 +425,16 @@ func byDescendingLogit(a, b candidate) int {
 // argmax returns the index of the largest logit, the lowest on ties; NaN is
 // never chosen, and all -Inf or NaN gives 0.
 func argmax(logits []float32) int32 {
-	best, bestID := float32(math.Inf(-1)), int32(0)
+	best := kernels.MaxF32(logits)
+	if math.IsInf(float64(best), -1) {
+		return 0
+	}
 	for i, l := range logits {
-		if l > best {
-			best, bestID = l, int32(i)
+		if l == best {
+			return int32(i)
 		}
 	}
-	return bestID
+	return 0 // unreachable: best is one of the logits
 }
 
 func sanitize(l float32) float32 {

@@ -493,3 +493,55 @@ func TestSkipContinuesTheStream(t *testing.T) {
 		t.Error("a negative Skip was accepted")
 	}
 }
+
+// TestDrawIndex checks the chunked search against one token at a time on
+// weights whose sums are exact (small multiples of 1/8), so the two must
+// agree everywhere: zeros inside and around chunks, r past the total
+// (rounding's fallback to the last nonzero weight), short vectors.
+func TestDrawIndex(t *testing.T) {
+	seq := func(w []float64, r float64) int {
+		last := 0
+		for i, x := range w {
+			if x == 0 {
+				continue
+			}
+			last = i
+			r -= x
+			if r < 0 {
+				return i
+			}
+		}
+		return last
+	}
+	rng := rand.New(rand.NewPCG(81, 82))
+	for _, n := range []int{1, 7, 8, 9, 16, 17, 100, 1000} {
+		for trial := range 200 {
+			w := make([]float64, n)
+			total := 0.0
+			for i := range w {
+				if rng.IntN(3) > 0 || trial%7 == 0 {
+					w[i] = float64(rng.IntN(16)) / 8
+				}
+				total += w[i]
+			}
+			if total == 0 {
+				w[rng.IntN(n)] = 0.5
+				total = 0.5
+			}
+			if trial%5 == 0 { // trailing zeros after the last weight
+				for i := n - 1; i >= 0 && i > n/2; i-- {
+					total -= w[i]
+					w[i] = 0
+				}
+				if total == 0 {
+					w[0], total = 1, 1
+				}
+			}
+			for _, r := range []float64{0, rng.Float64() * total, total - 1.0/8, total, total + 1} {
+				if got, want := drawIndex(w, r), seq(w, r); got != want {
+					t.Fatalf("n=%d trial %d r=%v: drawIndex = %d, one at a time %d (w %v)", n, trial, r, got, want, w)
+				}
+			}
+		}
+	}
+}

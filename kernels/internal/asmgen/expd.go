@@ -5,6 +5,7 @@ import (
 
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
 )
 
 // Constants of kernels.expd, each stored 4 times for YMM memory operands:
@@ -66,37 +67,59 @@ func expSumKernel() {
 	VMOVQ(mg, bias.AsX())
 	VPBROADCASTQ(bias.AsX(), bias)
 
+	// Four vectors per iteration: their polynomial chains (13 dependent
+	// FMAs each) overlap, and they are still added to acc one after the
+	// other, so lane k sums w[4j+k] in j order as before.
+	const unroll = 4
+	one := func(off int) VecVirtual {
+		xs := XMM()
+		VMOVUPS(Mem{Base: l, Disp: 16 * off}, xs)
+		VSUBPS(mx, xs, xs) // float32 l − m
+		x := YMM()
+		VCVTPS2PD(xs, x)
+		VMULPD(invT, x, x)
+		keep := YMM()
+		VCMPPD(U8(0x1d), c(cMin), x, keep) // x ≥ min, false for NaN (GE_OQ)
+		nn := YMM()
+		VMULPD(c(cLog2e), x, nn)
+		VROUNDPD(U8(0), nn, nn) // to nearest even
+		r := YMM()
+		VMOVAPD(x, r)
+		VFNMADD231PD(c(cLn2Hi), nn, r) // r = x − n·ln2hi, fused
+		VFNMADD231PD(c(cLn2Lo), nn, r) // r −= n·ln2lo, fused
+		p := YMM()
+		VMOVAPD(c(cC13), p)
+		for k := 1; k <= 13; k++ {
+			VFMADD213PD(c(cC13+k), r, p) // p = p·r + 1/(13−k)!
+		}
+		e := YMM()
+		VADDPD(magic, nn, e)
+		VPADDQ(bias, e, e)
+		VPSLLQ(U8(52), e, e) // 2ⁿ
+		VMULPD(e, p, p)
+		VANDPD(keep, p, p)
+		VMOVUPD(p, Mem{Base: w, Disp: 32 * off})
+		return p
+	}
+	Label(name + "_loop4")
+	CMPQ(n, U32(4*unroll))
+	JLT(LabelRef(name + "_loop"))
+	var ps [unroll]VecVirtual
+	for j := range ps {
+		ps[j] = one(j)
+	}
+	for _, p := range ps {
+		VADDPD(p, acc, acc)
+	}
+	ADDQ(U32(32*unroll), w)
+	ADDQ(U32(16*unroll), l)
+	SUBQ(U32(4*unroll), n)
+	JMP(LabelRef(name + "_loop4"))
+
 	Label(name + "_loop")
 	TESTQ(n, n)
 	JZ(LabelRef(name + "_done"))
-	xs := XMM()
-	VMOVUPS(Mem{Base: l}, xs)
-	VSUBPS(mx, xs, xs) // float32 l − m
-	x := YMM()
-	VCVTPS2PD(xs, x)
-	VMULPD(invT, x, x)
-	keep := YMM()
-	VCMPPD(U8(0x1d), c(cMin), x, keep) // x ≥ min, false for NaN (GE_OQ)
-	nn := YMM()
-	VMULPD(c(cLog2e), x, nn)
-	VROUNDPD(U8(0), nn, nn) // to nearest even
-	r := YMM()
-	VMOVAPD(x, r)
-	VFNMADD231PD(c(cLn2Hi), nn, r) // r = x − n·ln2hi, fused
-	VFNMADD231PD(c(cLn2Lo), nn, r) // r −= n·ln2lo, fused
-	p := YMM()
-	VMOVAPD(c(cC13), p)
-	for k := 1; k <= 13; k++ {
-		VFMADD213PD(c(cC13+k), r, p) // p = p·r + 1/(13−k)!
-	}
-	e := YMM()
-	VADDPD(magic, nn, e)
-	VPADDQ(bias, e, e)
-	VPSLLQ(U8(52), e, e) // 2ⁿ
-	VMULPD(e, p, p)
-	VANDPD(keep, p, p)
-	VMOVUPD(p, Mem{Base: w})
-	VADDPD(p, acc, acc)
+	VADDPD(one(0), acc, acc)
 	ADDQ(U32(32), w)
 	ADDQ(U32(16), l)
 	SUBQ(U32(4), n)

@@ -73,6 +73,7 @@ func main() {
 	swigluKernel()
 	expSubKernel()
 	expSumKernel()
+	maxF32Kernel()
 	packRowKernel()
 	prefetchRowsKernel()
 	peakKernel("peakVNNI512", true, true)
