@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"slices"
 
 	"github.com/conclave-ai/conclave/kernels"
 )
@@ -32,6 +31,12 @@ type Sampler struct {
 	cand    []candidate // len vocab; the candidate set, filtered in place
 	weights []float64   // len vocab; unnormalised probabilities, parallel to cand
 	counts  []int32     // len vocab when a penalty is on; all zero between calls
+
+	// With top-p: radix-sort buffers (len vocab each) and the sorted
+	// candidates' logits, for sorting and weighing the whole vocabulary
+	// when the nucleus is large.
+	keys, keys2 []uint64
+	logitsBuf   []float32
 }
 
 // New returns a Sampler for a vocabulary of vocabSize tokens (> 0). Its error
@@ -54,6 +59,10 @@ func New(c Config, vocabSize int) (*Sampler, error) {
 	s.skip()
 	if c.repeatPenalty() || c.presenceOrFreq() {
 		s.counts = make([]int32, vocabSize)
+	}
+	if c.topP() {
+		s.keys, s.keys2 = make([]uint64, vocabSize), make([]uint64, vocabSize)
+		s.logitsBuf = make([]float32, vocabSize)
 	}
 	return s, nil
 }
@@ -136,9 +145,19 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 	w := s.weights[:len(cand)]
 	invT := 1 / float64(s.cfg.Temperature)
 	var total float64
-	for i, c := range cand {
-		w[i] = math.Exp(float64(c.logit-maxLogit) * invT)
-		total += w[i]
+	if len(cand) > nucleusFirstGuess && s.logitsBuf != nil {
+		// The whole sorted vocabulary: kernels.ExpSum's few-ulp weights,
+		// several times faster than math.Exp per token.
+		l := s.logitsBuf[:len(cand)]
+		for i, c := range cand {
+			l[i] = c.logit
+		}
+		total = kernels.ExpSum(w, l, maxLogit, invT)
+	} else {
+		for i, c := range cand {
+			w[i] = math.Exp(float64(c.logit-maxLogit) * invT)
+			total += w[i]
+		}
 	}
 
 	n := len(cand)
@@ -336,27 +355,81 @@ func (s *Sampler) candidates(logits []float32) (cand []candidate, sorted bool, b
 			// candidates below).
 			total := kernels.ExpSum(s.weights, logits, maxLogit, invT)
 			target := float64(s.cfg.TopP) * total
-			for m := nucleusFirstGuess; 4*m <= len(logits); m *= 4 {
-				top := s.selectTop(logits, m)
-				var cum float64 // summed exactly as Sample does, so it agrees
-				for _, c := range top {
-					cum += math.Exp(float64(c.logit-maxLogit) * invT)
-				}
-				if cum >= target {
-					return top, true, total
-				}
+			top := s.selectTop(logits, nucleusFirstGuess)
+			var cum float64 // summed exactly as Sample does, so it agrees
+			for _, c := range top {
+				cum += math.Exp(float64(c.logit-maxLogit) * invT)
+			}
+			if cum >= target {
+				return top, true, total
 			}
 		}
 	}
 	cand = s.cand[:len(logits)]
+	if s.cfg.topP() {
+		// A large nucleus: sort the vocabulary, by radix (a comparison
+		// sort of 32k candidates took ~2.5 ms; so did widening partial
+		// selections before it).
+		sortDescending(cand, logits, s.keys, s.keys2)
+		return cand, true, 0
+	}
 	for i, l := range logits {
 		cand[i] = candidate{logit: sanitize(l), id: int32(i)}
 	}
-	if s.cfg.topP() {
-		slices.SortFunc(cand, byDescendingLogit)
-		return cand, true, 0
-	}
 	return cand, false, 0
+}
+
+// sortDescending fills cand with every token of logits (NaN as -Inf),
+// ordered by descending logit, ties to the lower id: byDescendingLogit's
+// order. Each candidate becomes a 64-bit key, its logit's descending
+// order key above its id; a stable least-significant-digit radix sort on
+// the upper 32 bits, from id order, keeps ties in id order. keys and tmp
+// hold len(logits) values.
+func sortDescending(cand []candidate, logits []float32, keys, tmp []uint64) {
+	n := len(logits)
+	keys, tmp = keys[:n], tmp[:n]
+	for i, l := range logits {
+		l = sanitize(l)
+		if l == 0 {
+			l = 0 // −0 and +0 compare equal: one key for both
+		}
+		b := math.Float32bits(l)
+		if b>>31 != 0 {
+			b = ^b // negative: larger magnitude, smaller key
+		} else {
+			b |= 1 << 31
+		}
+		// ^b: descending. Keys follow the float order exactly, equal
+		// logits (and only they) share one.
+		keys[i] = uint64(^b)<<32 | uint64(uint32(i))
+	}
+	var count [4][256]int // every pass's histogram, from one read of the keys
+	for _, k := range keys {
+		count[0][byte(k>>32)]++
+		count[1][byte(k>>40)]++
+		count[2][byte(k>>48)]++
+		count[3][byte(k>>56)]++
+	}
+	for p := range count {
+		c := &count[p]
+		shift := 32 + 8*p
+		if c[byte(keys[0]>>shift)] == n {
+			continue // one digit value: this pass would not move anything
+		}
+		at := 0
+		for d, m := range c {
+			c[d], at = at, at+m
+		}
+		for _, k := range keys {
+			d := byte(k >> shift)
+			tmp[c[d]] = k
+			c[d]++
+		}
+		keys, tmp = tmp, keys
+	}
+	for i, k := range keys {
+		cand[i] = candidate{logit: sanitize(logits[uint32(k)]), id: int32(uint32(k))}
+	}
 }
 
 // selectTop fills s.cand[:k] with the k best logits, sorted best first, for

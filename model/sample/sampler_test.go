@@ -545,3 +545,42 @@ func TestDrawIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestSortDescending checks the radix sort against the comparison sort it
+// replaced: ties (to the lower id), signed zeros, NaN (as -Inf), infinities,
+// denormals, and logits that share their upper key bytes.
+func TestSortDescending(t *testing.T) {
+	r := rand.New(rand.NewPCG(91, 92))
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	specials := []float32{nan, inf, -inf, 0, float32(math.Copysign(0, -1)), 1e-40, -1e-40, 3, -3}
+	for _, n := range []int{1, 2, 3, 17, 256, 5000} {
+		for trial := range 30 {
+			logits := make([]float32, n)
+			for i := range logits {
+				switch {
+				case trial%3 == 0:
+					logits[i] = float32(r.IntN(5)) // many ties
+				case trial%3 == 1:
+					logits[i] = 1 + float32(r.IntN(1<<10))/(1<<20) // shared upper bytes
+				default:
+					logits[i] = float32(r.NormFloat64() * 10)
+				}
+				if r.IntN(10) == 0 {
+					logits[i] = specials[r.IntN(len(specials))]
+				}
+			}
+			want := make([]candidate, n)
+			for i, l := range logits {
+				want[i] = candidate{logit: sanitize(l), id: int32(i)}
+			}
+			slices.SortFunc(want, byDescendingLogit)
+			got := make([]candidate, n)
+			sortDescending(got, logits, make([]uint64, n), make([]uint64, n))
+			for i := range want {
+				if got[i].id != want[i].id || math.Float32bits(got[i].logit) != math.Float32bits(want[i].logit) {
+					t.Fatalf("n=%d trial %d: position %d is %+v, want %+v", n, trial, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
