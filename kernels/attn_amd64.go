@@ -91,7 +91,7 @@ func dotFloatx1x6(f16 bool, w []byte, n int, a []float32, astride int, out *[6]f
 
 func swigluSIMD(dst, gate, up []float32) { swigluAVX2(&dst[0], &gate[0], &up[0], len(dst)) }
 
-func expSubSIMD(x []float32, m float32) { expSubAVX2(&x[0], m, len(x)) }
+func expSubSIMD(x []float32, m float32) float64 { return expSubAVX2(&x[0], m, len(x)) }
 
 func expSumF64SIMD(w []float64, l []float32, m float32, invT float64, sums *[4]float64) {
 	_ = w[len(l)-1]

@@ -23,7 +23,7 @@ func dotFloatx1x6(f16 bool, w []byte, n int, a []float32, astride int, out *[6]f
 
 func swigluSIMD(dst, gate, up []float32) { panic(noSIMD) }
 
-func expSubSIMD(x []float32, m float32) { panic(noSIMD) }
+func expSubSIMD(x []float32, m float32) float64 { panic(noSIMD) }
 
 func expSumF64SIMD([]float64, []float32, float32, float64, *[4]float64) { panic(noSIMD) }
 

@@ -68,3 +68,18 @@ func expSubGo(x []float32, m float32) {
 		x[i] = expf(v - m)
 	}
 }
+
+// expSumSubGo is expSubGo for len(x) a multiple of 8 that also returns the
+// values' sum as ggml's AVX2 softmax forms it, and as the AVX2 kernel
+// does: each group of eight summed in float32 as ((e₀+e₄)+(e₂+e₆)) +
+// ((e₁+e₅)+(e₃+e₇)), the groups' sums added in order in float64.
+func expSumSubGo(x []float32, m float32) float64 {
+	expSubGo(x, m)
+	var sum float64
+	for i := 0; i+8 <= len(x); i += 8 {
+		e := (*[8]float32)(x[i:])
+		s := ((e[0] + e[4]) + (e[2] + e[6])) + ((e[1] + e[5]) + (e[3] + e[7]))
+		sum += float64(s)
+	}
+	return sum
+}

@@ -29661,58 +29661,68 @@ DATA expfconsts<>+376(SB)/4, $0x3f800000
 DATA expfconsts<>+380(SB)/4, $0x3f800000
 GLOBL expfconsts<>(SB), RODATA|NOPTR, $384
 
-// func expSubAVX2(x *float32, m float32, n int)
-// Requires: AVX, AVX2, SSE
-TEXT ·expSubAVX2(SB), NOSPLIT, $0-24
+// func expSubAVX2(x *float32, m float32, n int) float64
+// Requires: AVX, AVX2, SSE, SSE2
+TEXT ·expSubAVX2(SB), NOSPLIT, $0-32
 	MOVQ         x+0(FP), AX
 	MOVSS        m+8(FP), X0
 	VBROADCASTSS X0, Y0
 	MOVQ         n+16(FP), CX
+	VXORPD       X1, X1, X1
 
 expSubAVX2_loop:
-	TESTQ     CX, CX
-	JZ        expSubAVX2_done
-	VMOVUPS   (AX), Y1
-	VSUBPS    Y0, Y1, Y1
-	VMAXPS    expfconsts<>+0(SB), Y1, Y1
-	VMINPS    expfconsts<>+32(SB), Y1, Y1
-	VMULPS    expfconsts<>+64(SB), Y1, Y2
-	VROUNDPS  $0x00, Y2, Y2
-	VMULPS    expfconsts<>+96(SB), Y2, Y3
-	VSUBPS    Y3, Y1, Y1
-	VMULPS    expfconsts<>+128(SB), Y2, Y3
-	VSUBPS    Y3, Y1, Y1
-	VMULPS    Y1, Y1, Y3
-	VMULPS    expfconsts<>+160(SB), Y1, Y4
-	VADDPS    expfconsts<>+192(SB), Y4, Y4
-	VMULPS    Y1, Y4, Y4
-	VADDPS    expfconsts<>+224(SB), Y4, Y4
-	VMULPS    Y1, Y4, Y4
-	VADDPS    expfconsts<>+256(SB), Y4, Y4
-	VMULPS    Y1, Y4, Y4
-	VADDPS    expfconsts<>+288(SB), Y4, Y4
-	VMULPS    Y1, Y4, Y4
-	VADDPS    expfconsts<>+320(SB), Y4, Y4
-	VMULPS    Y3, Y4, Y4
-	VADDPS    Y1, Y4, Y4
-	VADDPS    expfconsts<>+352(SB), Y4, Y4
-	VCVTPS2DQ Y2, Y1
-	VPCMPEQD  Y2, Y2, Y2
-	VPSRLD    $0x19, Y2, Y2
-	VPSRAD    $0x01, Y1, Y3
-	VPSUBD    Y3, Y1, Y1
-	VPADDD    Y2, Y3, Y3
-	VPSLLD    $0x17, Y3, Y3
-	VPADDD    Y2, Y1, Y1
-	VPSLLD    $0x17, Y1, Y1
-	VMULPS    Y3, Y4, Y4
-	VMULPS    Y1, Y4, Y4
-	VMOVUPS   Y4, (AX)
-	ADDQ      $0x00000020, AX
-	SUBQ      $0x00000008, CX
-	JMP       expSubAVX2_loop
+	TESTQ        CX, CX
+	JZ           expSubAVX2_done
+	VMOVUPS      (AX), Y2
+	VSUBPS       Y0, Y2, Y2
+	VMAXPS       expfconsts<>+0(SB), Y2, Y2
+	VMINPS       expfconsts<>+32(SB), Y2, Y2
+	VMULPS       expfconsts<>+64(SB), Y2, Y3
+	VROUNDPS     $0x00, Y3, Y3
+	VMULPS       expfconsts<>+96(SB), Y3, Y4
+	VSUBPS       Y4, Y2, Y2
+	VMULPS       expfconsts<>+128(SB), Y3, Y4
+	VSUBPS       Y4, Y2, Y2
+	VMULPS       Y2, Y2, Y4
+	VMULPS       expfconsts<>+160(SB), Y2, Y5
+	VADDPS       expfconsts<>+192(SB), Y5, Y5
+	VMULPS       Y2, Y5, Y5
+	VADDPS       expfconsts<>+224(SB), Y5, Y5
+	VMULPS       Y2, Y5, Y5
+	VADDPS       expfconsts<>+256(SB), Y5, Y5
+	VMULPS       Y2, Y5, Y5
+	VADDPS       expfconsts<>+288(SB), Y5, Y5
+	VMULPS       Y2, Y5, Y5
+	VADDPS       expfconsts<>+320(SB), Y5, Y5
+	VMULPS       Y4, Y5, Y5
+	VADDPS       Y2, Y5, Y5
+	VADDPS       expfconsts<>+352(SB), Y5, Y5
+	VCVTPS2DQ    Y3, Y2
+	VPCMPEQD     Y3, Y3, Y3
+	VPSRLD       $0x19, Y3, Y3
+	VPSRAD       $0x01, Y2, Y4
+	VPSUBD       Y4, Y2, Y2
+	VPADDD       Y3, Y4, Y4
+	VPSLLD       $0x17, Y4, Y4
+	VPADDD       Y3, Y2, Y2
+	VPSLLD       $0x17, Y2, Y2
+	VMULPS       Y4, Y5, Y5
+	VMULPS       Y2, Y5, Y5
+	VMOVUPS      Y5, (AX)
+	VEXTRACTF128 $0x01, Y5, X2
+	VADDPS       X5, X2, X2
+	VMOVHLPS     X2, X2, X3
+	VADDPS       X3, X2, X2
+	VMOVSHDUP    X2, X3
+	VADDSS       X3, X2, X2
+	VCVTSS2SD    X2, X2, X2
+	VADDSD       X2, X1, X1
+	ADDQ         $0x00000020, AX
+	SUBQ         $0x00000008, CX
+	JMP          expSubAVX2_loop
 
 expSubAVX2_done:
+	MOVSD X1, ret+24(FP)
 	VZEROUPPER
 	RET
 

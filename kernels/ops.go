@@ -31,25 +31,28 @@ func RMSNorm(dst, x, w []float32, eps float32) {
 	}
 }
 
-// Softmax replaces x with softmax(x) as ggml_soft_max does: subtract the
-// max, float32 exp (expf), sum accumulated in float64 in index order,
-// multiply by the float32 reciprocal of the sum. An empty slice is left
-// alone.
+// Softmax replaces x with softmax(x) as ggml_soft_max does on x86 with
+// AVX2: subtract the max, float32 exp (expf), sum each group of eight in
+// float32 (a fixed tree) and the groups and the last len(x)%8 values in
+// order in float64, multiply by the float32 reciprocal of the sum. An
+// empty slice is left alone.
 func Softmax(x []float32) {
 	if len(x) == 0 {
 		return
 	}
 	mx := MaxF32(x)
-	m := 0
-	if simdF32() {
-		if m = len(x) &^ 7; m > 0 {
-			expSubSIMD(x[:m], mx)
+	var sum float64
+	m := len(x) &^ 7
+	if m > 0 {
+		if simdF32() {
+			sum = expSubSIMD(x[:m], mx)
+		} else {
+			sum = expSumSubGo(x[:m], mx)
 		}
 	}
-	expSubGo(x[m:], mx)
-	var sum float64
-	for _, e := range x {
-		sum += float64(e)
+	for i := m; i < len(x); i++ {
+		x[i] = expf(x[i] - mx)
+		sum += float64(x[i])
 	}
 	inv := float32(1 / sum)
 	for i := range x {

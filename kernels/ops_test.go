@@ -133,3 +133,35 @@ func TestMaxF32(t *testing.T) {
 		}
 	}
 }
+
+// TestSoftmaxLevels checks that Softmax is bit-identical at every SIMD
+// level (the AVX2 kernel's exponentials and its grouped sum against
+// expSumSubGo), at lengths around multiples of 8 and with -Inf entries.
+func TestSoftmaxLevels(t *testing.T) {
+	r := rand.New(rand.NewPCG(73, 74))
+	for _, n := range []int{1, 7, 8, 9, 15, 16, 17, 64, 65, 100, 1000, 4099} {
+		for trial := range 10 {
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = float32(r.NormFloat64() * float64(1+trial))
+				if r.IntN(20) == 0 {
+					x[i] = float32(math.Inf(-1))
+				}
+			}
+			var want []float32
+			for _, lv := range simdLevels() {
+				got := append([]float32(nil), x...)
+				withSIMD(lv, func() { Softmax(got) })
+				if want == nil {
+					want = got
+					continue
+				}
+				for i := range got {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("n=%d trial %d %s: x[%d] = %v, Go %v", n, trial, lv, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}

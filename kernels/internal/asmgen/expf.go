@@ -144,17 +144,19 @@ func swigluKernel() {
 	RET()
 }
 
-// expSubKernel emits func(x *float32, m float32, n int) for n a multiple of
-// 8: x[i] = expf(x[i] − m), as kernels.expSubGo (softmax's exponentials).
+// expSubKernel emits func(x *float32, m float32, n int) float64 for n a multiple of
+// 8: x[i] = expf(x[i] − m) and their sum, as kernels.expSumSubGo (softmax).
 func expSubKernel() {
 	const name = "expSubAVX2"
-	TEXT(name, NOSPLIT, "func(x *float32, m float32, n int)")
+	TEXT(name, NOSPLIT, "func(x *float32, m float32, n int) float64")
 	Pragma("noescape")
-	Doc(name + " sets x[i] = expf(x[i] − m) for n (a multiple of 8) elements, bit-identical to expSubGo.")
+	Doc(name + " sets x[i] = expf(x[i] − m) for n (a multiple of 8) elements and returns their sum, both bit-identical to expSumSubGo.")
 	x := Load(Param("x"), GP64())
 	mx := YMM()
 	VBROADCASTSS(Load(Param("m"), XMM()), mx)
 	n := Load(Param("n"), GP64())
+	sum := XMM()
+	VXORPD(sum, sum, sum)
 	Label(name + "_loop")
 	TESTQ(n, n)
 	JZ(LabelRef(name + "_done"))
@@ -163,10 +165,23 @@ func expSubKernel() {
 	VSUBPS(mx, v, v)
 	e := expfAVX2(v)
 	VMOVUPS(e, Mem{Base: x})
+	// The eight values' float32 sum as ggml's AVX2 softmax forms it,
+	// ((e0+e4)+(e2+e6)) + ((e1+e5)+(e3+e7)), added to the float64 sum.
+	h := XMM()
+	VEXTRACTF128(U8(1), e, h)
+	VADDPS(e.AsX(), h, h) // lane i: e[i+4] + e[i]
+	t := XMM()
+	VMOVHLPS(h, h, t)
+	VADDPS(t, h, h) // lane i < 2: (e[i+4]+e[i]) + (e[i+6]+e[i+2])
+	VMOVSHDUP(h, t)
+	VADDSS(t, h, h)
+	VCVTSS2SD(h, h, h)
+	VADDSD(h, sum, sum)
 	ADDQ(U32(32), x)
 	SUBQ(U32(8), n)
 	JMP(LabelRef(name + "_loop"))
 	Label(name + "_done")
+	Store(sum, ReturnIndex(0))
 	VZEROUPPER()
 	RET()
 }
