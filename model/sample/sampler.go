@@ -32,9 +32,9 @@ type Sampler struct {
 	weights []float64   // len vocab; unnormalised probabilities, parallel to cand
 	counts  []int32     // len vocab when a penalty is on; all zero between calls
 
-	// With top-p: radix-sort buffers (len vocab each) and the sorted
-	// candidates' logits, for sorting and weighing the whole vocabulary
-	// when the nucleus is large.
+	// Radix-sort buffers and the sorted candidates' logits (len vocab
+	// each), made the first time top-p sorts the whole vocabulary: most
+	// samplers never do, and these are 640 KB at a 32k vocabulary.
 	keys, keys2 []uint64
 	logitsBuf   []float32
 }
@@ -59,10 +59,6 @@ func New(c Config, vocabSize int) (*Sampler, error) {
 	s.skip()
 	if c.repeatPenalty() || c.presenceOrFreq() {
 		s.counts = make([]int32, vocabSize)
-	}
-	if c.topP() {
-		s.keys, s.keys2 = make([]uint64, vocabSize), make([]uint64, vocabSize)
-		s.logitsBuf = make([]float32, vocabSize)
 	}
 	return s, nil
 }
@@ -345,8 +341,8 @@ func (s *Sampler) candidates(logits []float32) (cand []candidate, sorted bool, b
 		return s.selectTop(logits, k), true, 0
 	}
 	if s.cfg.topP() && len(logits) >= 4*nucleusFirstGuess {
-		// Widen a partial selection until it holds the nucleus, instead of
-		// sorting the vocabulary: O(V log m) for a nucleus of m tokens.
+		// A partial selection of the nucleusFirstGuess best, O(V log m),
+		// holds the nucleus of a peaked distribution.
 		maxLogit := kernels.MaxF32(logits) // NaN counts as -Inf
 		if !math.IsInf(float64(maxLogit), -1) {
 			invT := 1 / float64(s.cfg.Temperature)
@@ -370,6 +366,10 @@ func (s *Sampler) candidates(logits []float32) (cand []candidate, sorted bool, b
 		// A large nucleus: sort the vocabulary, by radix (a comparison
 		// sort of 32k candidates took ~2.5 ms; so did widening partial
 		// selections before it).
+		if s.keys == nil {
+			s.keys, s.keys2 = make([]uint64, s.vocab), make([]uint64, s.vocab)
+			s.logitsBuf = make([]float32, s.vocab)
+		}
 		sortDescending(cand, logits, s.keys, s.keys2)
 		return cand, true, 0
 	}
