@@ -275,6 +275,8 @@ func TestMetricsAndRequestID(t *testing.T) {
 		`conclave:generation_tokens_total{model_name="` + f.id + `"} 5`,
 		`conclave:prompt_tokens_total{model_name="` + f.id + `"}`,
 		`conclave:http_requests_total{code="200",model_name="` + f.id + `",route="chat"} 1`,
+		`conclave:iteration_tokens_total_bucket{model_name="` + f.id + `",le="8192"}`,
+		`conclave:engine_step_duration_seconds_bucket{model_name="` + f.id + `",le="+Inf"}`,
 		`go_goroutines`,
 	} {
 		if !strings.Contains(m, want) {

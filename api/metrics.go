@@ -4,6 +4,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/conclave-ai/conclave/engine"
 )
 
 // Prometheus metrics, named as vLLM names them with the prefix
@@ -63,6 +65,7 @@ type statsCollector struct {
 	eng                                    Engine
 	running, waiting, kvUsage              *prometheus.Desc
 	prefixHits, prefixQueries, prompt, gen *prometheus.Desc
+	stepTokens, stepSeconds                *prometheus.Desc
 }
 
 func newStatsCollector(eng Engine, labels prometheus.Labels) *statsCollector {
@@ -78,11 +81,13 @@ func newStatsCollector(eng Engine, labels prometheus.Labels) *statsCollector {
 		prefixQueries: d("prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache."),
 		prompt:        d("prompt_tokens_total", "Prompt tokens processed."),
 		gen:           d("generation_tokens_total", "Tokens generated."),
+		stepTokens:    d("iteration_tokens_total", "Tokens (batch rows) per engine step."),
+		stepSeconds:   d("engine_step_duration_seconds", "Duration of an engine step: its forward pass and sampling, in seconds."),
 	}
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.running, c.waiting, c.kvUsage, c.prefixHits, c.prefixQueries, c.prompt, c.gen} {
+	for _, d := range []*prometheus.Desc{c.running, c.waiting, c.kvUsage, c.prefixHits, c.prefixQueries, c.prompt, c.gen, c.stepTokens, c.stepSeconds} {
 		ch <- d
 	}
 }
@@ -100,4 +105,6 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.prefixQueries, prometheus.CounterValue, float64(s.PrefixLookups))
 	ch <- prometheus.MustNewConstMetric(c.prompt, prometheus.CounterValue, float64(s.PromptTokens))
 	ch <- prometheus.MustNewConstMetric(c.gen, prometheus.CounterValue, float64(s.GeneratedTokens))
+	ch <- prometheus.MustNewConstHistogram(c.stepTokens, s.StepTokens.Count(), s.StepTokens.Sum, s.StepTokens.Cumulative(engine.StepTokensBounds))
+	ch <- prometheus.MustNewConstHistogram(c.stepSeconds, s.StepSeconds.Count(), s.StepSeconds.Sum, s.StepSeconds.Cumulative(engine.StepSecondsBounds))
 }

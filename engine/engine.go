@@ -448,6 +448,11 @@ func (e *Engine) forward() {
 			b.Logits = append(b.Logits, p == len(s.tokens)-1)
 		}
 	}
+	t0 := time.Now()
+	defer func() {
+		e.counters.StepTokens.observe(StepTokensBounds, float64(len(b.Tokens)))
+		e.counters.StepSeconds.observe(StepSecondsBounds, time.Since(t0).Seconds())
+	}()
 	logits, err := e.runner.Forward(context.Background(), b, e.experts)
 	e.counters.Steps++
 	if err != nil {
@@ -630,8 +635,11 @@ func (e *Engine) embed(j *embedJob) {
 			b.Pos = append(b.Pos, int32(off+i))
 			b.Seqs = append(b.Seqs, c)
 		}
+		t0 := time.Now()
 		h, err := e.runner.ForwardHidden(context.Background(), &b, e.experts)
 		e.counters.Steps++
+		e.counters.StepTokens.observe(StepTokensBounds, float64(len(chunk)))
+		e.counters.StepSeconds.observe(StepSecondsBounds, time.Since(t0).Seconds())
 		if err != nil {
 			j.out <- embedResult{err: fmt.Errorf("engine: embedding: %w", err)}
 			return

@@ -328,6 +328,17 @@ func TestPrefixCacheReuse(t *testing.T) {
 	if st.KVBlocksUsed != 0 || st.KVBlocksCached == 0 || st.Running != 0 || st.Waiting != 0 {
 		t.Errorf("stats after both finished: %+v", st)
 	}
+	// One observation per step; the rows are the prompt tokens computed
+	// and each request's generated tokens but the last, fed back.
+	if n := st.StepTokens.Count(); n != uint64(st.Steps) || st.StepSeconds.Count() != n || st.StepSeconds.Sum <= 0 {
+		t.Errorf("step histograms: %d and %d observations (%v s) for %d steps", n, st.StepSeconds.Count(), st.StepSeconds.Sum, st.Steps)
+	}
+	if got, want := st.StepTokens.Sum, float64(st.PromptTokens+st.GeneratedTokens-2); got != want {
+		t.Errorf("step rows sum to %v, want %v", got, want)
+	}
+	if cum := st.StepTokens.Cumulative(StepTokensBounds); cum[8192] != st.StepTokens.Count() || cum[1] == 0 {
+		t.Errorf("cumulative step rows %v", cum)
+	}
 }
 
 // TestSessionTurns: a second turn (first prompt + reply + new message)

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"errors"
+	"sort"
 	"time"
 
 	"github.com/conclave-ai/conclave/model/sample"
@@ -85,4 +86,50 @@ type Stats struct {
 	PromptTokens     int64 // total prompt tokens processed
 	GeneratedTokens  int64
 	Steps            int64 // forward passes run
+
+	// Every forward pass's rows (tokens in the batch) and duration (the
+	// pass and its sampling), over StepTokensBounds and StepSecondsBounds.
+	StepTokens, StepSeconds Hist
+}
+
+// Bucket upper bounds of Stats.StepTokens (vLLM's iteration_tokens
+// buckets) and Stats.StepSeconds.
+var (
+	StepTokensBounds  = []float64{1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192}
+	StepSecondsBounds = []float64{0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2.5, 5}
+)
+
+// Hist is a histogram over a list of bucket upper bounds (at most 15):
+// Counts[i] counts the observations in (bounds[i−1], bounds[i]],
+// Counts[len(bounds)] those above the last bound. An array, so a Stats
+// copy is a snapshot.
+type Hist struct {
+	Counts [16]uint64
+	Sum    float64
+}
+
+func (h *Hist) observe(bounds []float64, v float64) {
+	h.Counts[sort.SearchFloat64s(bounds, v)]++
+	h.Sum += v
+}
+
+// Count is the number of observations.
+func (h *Hist) Count() uint64 {
+	var n uint64
+	for _, c := range h.Counts {
+		n += c
+	}
+	return n
+}
+
+// Cumulative returns, for each bound, the observations at or below it, as
+// Prometheus histograms take them.
+func (h *Hist) Cumulative(bounds []float64) map[float64]uint64 {
+	m := make(map[float64]uint64, len(bounds))
+	var n uint64
+	for i, b := range bounds {
+		n += h.Counts[i]
+		m[b] = n
+	}
+	return m
 }
