@@ -21,53 +21,66 @@ if [ $# -eq 0 ]; then
     (cd "$root" && "$GO" build -o bin/conclave ./cmd/conclave)
     set -- "$root/bin/conclave"
 fi
-[ -f "$model" ] || "$1" model synth --preset bench --out "$model"
 out="$root/var/bench-results/serve-ratio"
-mkdir -p "$out"
+mkdir -p "$(dirname "$model")" "$out"
+[ -f "$model" ] || "$1" model synth --preset bench --out "$model"
+if curl -sf "http://127.0.0.1:$port/ready" >/dev/null 2>&1; then
+    echo "serve-ratio: something already answers on port $port" >&2
+    exit 1
+fi
+pid="" data=""
+cleanup() {
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    if [ -n "$data" ]; then rm -rf "$data"; fi
+    pid="" data=""
+}
+trap cleanup EXIT
 
 # level FILE LEVEL COLUMN: a column of the Markdown table row "| c=LEVEL | …"
 # (3 output tok/s, 5 TTFT p50, 8 TPOT p50).
 level() { awk -F'|' -v l="c=$2" -v c="$3" '{ gsub(/ /, "", $2) } $2 == l { gsub(/ /, "", $(c+1)); print $(c+1) }' "$1"; }
 
+# Runs are named by the binary's position (A, B, …), so two builds with the
+# same file name stay apart.
+letters=(A B C D E F G H)
+[ $# -le ${#letters[@]} ] || { echo "serve-ratio: at most ${#letters[@]} binaries" >&2; exit 2; }
 declare -A ratios
 for i in $(seq 1 "$runs"); do
-    for bin in "$@"; do
-        name="$(basename "$bin")"
+    for pos in $(seq 1 $#); do
+        bin="${!pos}"
+        name="${letters[pos - 1]}"
         data="$(mktemp -d)"
         "$bin" serve --model "$model" --http-addr "127.0.0.1:$port" --port-base $((port + 1000)) \
             --data-dir "$data" --threads "$threads" --log-level error >"$data/log" 2>&1 &
         pid=$!
         ready=0
         for _ in $(seq 1 240); do
-            if curl -sf "http://127.0.0.1:$port/ready" >/dev/null 2>&1; then ready=1; break; fi
             kill -0 "$pid" 2>/dev/null || break
+            if curl -sf "http://127.0.0.1:$port/ready" >/dev/null 2>&1; then ready=1; break; fi
             sleep 0.5
         done
-        if [ "$ready" != 1 ]; then
+        if [ "$ready" != 1 ] || ! kill -0 "$pid" 2>/dev/null; then
             cat "$data/log" >&2
-            kill "$pid" 2>/dev/null || true
-            echo "serve-ratio: $name did not become ready" >&2
+            echo "serve-ratio: $bin did not become ready" >&2
             exit 1
         fi
         md="$out/$name-$i.md"
         "$bin" bench serve --url "http://127.0.0.1:$port" --endpoint completions --concurrency 1,16 \
             --requests 16 --prompt-tokens 32 --max-tokens 64 --ignore-eos --warmup 2 --md "$md" >/dev/null
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        rm -rf "$data"
+        cleanup
         o1="$(level "$md" 1 3)" o16="$(level "$md" 16 3)"
         t1="$(level "$md" 1 8)" t16="$(level "$md" 16 8)"
         f1="$(level "$md" 1 5)" f16="$(level "$md" 16 5)"
         r="$(awk -v a="$o1" -v b="$o16" 'BEGIN { printf "%.2f", b / a }')"
         d="$(awk -v a="$t1" -v b="$t16" 'BEGIN { printf "%.2f", 16 * a / b }')"
-        printf '%-16s run %d: %s / %s tok/s  ratio %s  TPOT ratio %s  TTFT p50 %s / %s ms\n' \
-            "$name" "$i" "$o1" "$o16" "$r" "$d" "$f1" "$f16"
+        printf '%s run %d: %s / %s tok/s  ratio %s  TPOT ratio %s  TTFT p50 %s / %s ms  (%s)\n' \
+            "$name" "$i" "$o1" "$o16" "$r" "$d" "$f1" "$f16" "$bin"
         ratios[$name]="${ratios[$name]:-} $r"
     done
 done
-for bin in "$@"; do
-    name="$(basename "$bin")"
+for pos in $(seq 1 $#); do
+    name="${letters[pos - 1]}"
     # shellcheck disable=SC2086
-    printf '%s\n' ${ratios[$name]} | sort -n | awk -v n="$name" \
-        '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%-16s median ratio %.2f over %d runs\n", n, m, NR }'
+    printf '%s\n' ${ratios[$name]} | sort -n | awk -v n="$name" -v b="${!pos}" \
+        '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%s median ratio %.2f over %d runs (%s)\n", n, m, NR, b }'
 done

@@ -21,7 +21,8 @@ type candidate struct {
 
 // Sampler draws tokens for one sequence. It is not safe for concurrent use.
 // Its buffers are sized for the vocabulary in [New], so [Sampler.Sample]
-// does not allocate.
+// does not allocate, except once, the first time top-p has to sort the
+// whole vocabulary (its sort buffers, 20 bytes a token).
 type Sampler struct {
 	cfg   Config
 	vocab int
@@ -141,9 +142,10 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 	w := s.weights[:len(cand)]
 	invT := 1 / float64(s.cfg.Temperature)
 	var total float64
-	if len(cand) > nucleusFirstGuess && s.logitsBuf != nil {
-		// The whole sorted vocabulary: kernels.ExpSum's few-ulp weights,
-		// several times faster than math.Exp per token.
+	if sorted && len(cand) == len(logits) {
+		// The whole vocabulary, sorted (top-p's full sort, which made
+		// logitsBuf): kernels.ExpSum's few-ulp weights, several times
+		// faster than math.Exp per token.
 		l := s.logitsBuf[:len(cand)]
 		for i, c := range cand {
 			l[i] = c.logit
