@@ -110,16 +110,17 @@ func TestSampleMatchesReference(t *testing.T) {
 	}
 }
 
-// TestNucleusSelectionIsPartial checks that top-p without top-k avoids the
-// full sort when the nucleus is small, and still returns the exact prefix.
+// TestNucleusSelectionIsPartial checks that top-p without top-k sorts only
+// a few tokens when the nucleus is small, and still returns the exact
+// prefix of the sorted vocabulary.
 func TestNucleusSelectionIsPartial(t *testing.T) {
 	const vocab = 8000
 	logits := peakedLogits(vocab)
 	s := mustNew(t, Config{Temperature: 1, TopP: 0.95}, vocab)
 	cand, sorted, base := s.candidates(logits)
-	if !sorted || len(cand) != nucleusFirstGuess || base <= 0 {
-		t.Fatalf("candidates: len %d sorted %v base %v, want len %d, sorted, base > 0",
-			len(cand), sorted, base, nucleusFirstGuess)
+	if !sorted || len(cand) > 100 || base <= 0 {
+		t.Fatalf("candidates: len %d sorted %v base %v, want ≤ 100 of the 20 lifted tokens' buckets, sorted, base > 0",
+			len(cand), sorted, base)
 	}
 	want := make([]candidate, vocab)
 	for i, l := range logits {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 
 	"github.com/conclave-ai/conclave/kernels"
 )
@@ -21,8 +22,8 @@ type candidate struct {
 
 // Sampler draws tokens for one sequence. It is not safe for concurrent use.
 // Its buffers are sized for the vocabulary in [New], so [Sampler.Sample]
-// does not allocate, except once, the first time top-p has to sort the
-// whole vocabulary (its sort buffers, 20 bytes a token).
+// does not allocate, except when top-p meets a larger nucleus than before
+// (its buffers grow, 20 bytes a token, at most to the vocabulary).
 type Sampler struct {
 	cfg   Config
 	vocab int
@@ -33,9 +34,9 @@ type Sampler struct {
 	weights []float64   // len vocab; unnormalised probabilities, parallel to cand
 	counts  []int32     // len vocab when a penalty is on; all zero between calls
 
-	// Radix-sort buffers and the sorted candidates' logits (len vocab
-	// each), made the first time top-p sorts the whole vocabulary: most
-	// samplers never do, and these are 640 KB at a 32k vocabulary.
+	// Top-p's nucleus: its candidates' sort keys (and the radix sort's
+	// second buffer) and logits, grown to the largest nucleus seen (a
+	// peaked distribution's few tokens, up to the vocabulary when flat).
 	keys, keys2 []uint64
 	logitsBuf   []float32
 }
@@ -142,10 +143,9 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 	w := s.weights[:len(cand)]
 	invT := 1 / float64(s.cfg.Temperature)
 	var total float64
-	if sorted && len(cand) == len(logits) {
-		// The whole vocabulary, sorted (top-p's full sort, which made
-		// logitsBuf): kernels.ExpSum's few-ulp weights, several times
-		// faster than math.Exp per token.
+	if baseTotal > 0 {
+		// Top-p's nucleus: the weights kernels.ExpSum gave these tokens
+		// when the nucleus was found (several times faster than math.Exp).
 		l := s.logitsBuf[:len(cand)]
 		for i, c := range cand {
 			l[i] = c.logit
@@ -321,11 +321,6 @@ func (s *Sampler) applyPenalties(logits []float32, history []int32) {
 	}
 }
 
-// nucleusFirstGuess is the first candidate count tried when top-p runs
-// without top-k. LLM distributions are usually peaked, so the nucleus almost
-// always fits and the full vocabulary is never sorted.
-const nucleusFirstGuess = 256
-
 // candidates fills s.cand from logits and reports whether it is sorted by
 // descending logit (ties to the lower id):
 //
@@ -342,92 +337,149 @@ func (s *Sampler) candidates(logits []float32) (cand []candidate, sorted bool, b
 	if k > 0 && k < len(logits) {
 		return s.selectTop(logits, k), true, 0
 	}
-	if s.cfg.topP() && len(logits) >= 4*nucleusFirstGuess {
-		// A partial selection of the nucleusFirstGuess best, O(V log m),
-		// holds the nucleus of a peaked distribution.
+	if s.cfg.topP() {
 		maxLogit := kernels.MaxF32(logits) // NaN counts as -Inf
 		if !math.IsInf(float64(maxLogit), -1) {
-			invT := 1 / float64(s.cfg.Temperature)
-			// The vocabulary's weight sum, the base top-p measures
-			// against (the weights themselves are recomputed for the
-			// candidates below).
-			total := kernels.ExpSum(s.weights, logits, maxLogit, invT)
-			target := float64(s.cfg.TopP) * total
-			top := s.selectTop(logits, nucleusFirstGuess)
-			var cum float64 // summed exactly as Sample does, so it agrees
-			for _, c := range top {
-				cum += math.Exp(float64(c.logit-maxLogit) * invT)
-			}
-			if cum >= target {
-				return top, true, total
-			}
+			cand, total := s.nucleus(logits, maxLogit, 1/float64(s.cfg.Temperature))
+			return cand, true, total
 		}
 	}
 	cand = s.cand[:len(logits)]
-	if s.cfg.topP() {
-		// A large nucleus: sort the vocabulary, by radix (a comparison
-		// sort of 32k candidates took ~2.5 ms; so did widening partial
-		// selections before it).
-		if s.keys == nil {
-			s.keys, s.keys2 = make([]uint64, s.vocab), make([]uint64, s.vocab)
-			s.logitsBuf = make([]float32, s.vocab)
-		}
-		sortDescending(cand, logits, s.keys, s.keys2)
-		return cand, true, 0
-	}
 	for i, l := range logits {
 		cand[i] = candidate{logit: sanitize(l), id: int32(i)}
 	}
-	return cand, false, 0
+	return cand, false, 0 // every logit -Inf or NaN: Sample returns the first
 }
 
-// sortDescending fills cand with every token of logits (NaN as -Inf),
-// ordered by descending logit, ties to the lower id: byDescendingLogit's
-// order. Each candidate becomes a 64-bit key, its logit's descending
-// order key above its id; a stable least-significant-digit radix sort on
-// the upper 32 bits, from id order, keeps ties in id order. keys and tmp
-// hold len(logits) values.
-func sortDescending(cand []candidate, logits []float32, keys, tmp []uint64) {
-	n := len(logits)
-	keys, tmp = keys[:n], tmp[:n]
+// nucleusBits is how many leading bits of the order key bucket the
+// vocabulary when top-p looks for its nucleus: sign, exponent and the
+// mantissa's top two bits, so a bucket spans a quarter of an octave.
+const nucleusBits = 11
+
+// nucleus returns the sorted prefix of the vocabulary (by descending logit,
+// ties to the lower id) that holds top-p's nucleus, and the vocabulary's
+// weight sum (kernels.ExpSum at temperature 1/invT, maxLogit its largest
+// logit). Instead of sorting the vocabulary it buckets it by the leading
+// bits of each logit's order key, summing each bucket's weights; the
+// buckets, best first, are taken until their weight reaches TopP of the
+// total, and only their tokens are sorted. The weights are the ones Sample
+// computes for the same tokens; the bucket sums add them in another order,
+// so the last bucket is followed by one more unless the sum clears the
+// target by a margin far above that rounding.
+func (s *Sampler) nucleus(logits []float32, maxLogit float32, invT float64) ([]candidate, float64) {
+	w := s.weights[:len(logits)]
+	total := kernels.ExpSum(w, logits, maxLogit, invT)
+	target := float64(s.cfg.TopP) * total
+	const shift = 32 - nucleusBits
+	// Two sets of bucket totals, for even and odd tokens, so that the
+	// read-modify-writes of neighbouring tokens in one bucket do not wait
+	// on each other; added up in a fixed order afterwards.
+	var count [2][1 << nucleusBits]int32
+	var sums [2][1 << nucleusBits]float64
+	n2 := len(logits) &^ 1
+	for i := 0; i < n2; i += 2 {
+		b0, b1 := orderKey(logits[i])>>shift, orderKey(logits[i+1])>>shift
+		count[0][b0]++
+		sums[0][b0] += w[i]
+		count[1][b1]++
+		sums[1][b1] += w[i+1]
+	}
+	if n2 < len(logits) {
+		b := orderKey(logits[n2]) >> shift
+		count[0][b]++
+		sums[0][b] += w[n2]
+	}
+	var sum [1 << nucleusBits]float64
+	for b := range sum {
+		count[0][b] += count[1][b]
+		sum[b] = sums[0][b] + sums[1][b]
+	}
+	last, m := len(sum)-1, 0
+	var acc float64
+	for b, c := range count[0] {
+		if c == 0 {
+			continue
+		}
+		if acc >= target*(1+1e-9) {
+			last = b - 1 // the previous buckets hold the nucleus with margin
+			break
+		}
+		acc += sum[b]
+		m += int(c)
+		if acc >= target {
+			last = b // one more nonempty bucket unless the margin is met
+		}
+	}
+	if last == len(sum)-1 {
+		m = len(logits)
+	}
+	if cap(s.keys) < m {
+		s.keys, s.keys2 = make([]uint64, m), make([]uint64, m)
+		s.logitsBuf = make([]float32, m)
+	}
+	keys := s.keys[:0]
 	for i, l := range logits {
-		l = sanitize(l)
-		if l == 0 {
-			l = 0 // −0 and +0 compare equal: one key for both
+		if k := orderKey(l); int(k>>shift) <= last {
+			keys = append(keys, uint64(k)<<32|uint64(uint32(i)))
 		}
-		b := math.Float32bits(l)
-		if b>>31 != 0 {
-			b = ^b // negative: larger magnitude, smaller key
-		} else {
-			b |= 1 << 31
-		}
-		// ^b: descending. Keys follow the float order exactly, equal
-		// logits (and only they) share one.
-		keys[i] = uint64(^b)<<32 | uint64(uint32(i))
 	}
-	var count [4][256]int // every pass's histogram, from one read of the keys
-	for _, k := range keys {
-		count[0][byte(k>>32)]++
-		count[1][byte(k>>40)]++
-		count[2][byte(k>>48)]++
-		count[3][byte(k>>56)]++
+	cand := s.cand[:len(keys)]
+	sortCandidates(cand, logits, keys, s.keys2[:len(keys)])
+	return cand, total
+}
+
+// orderKey maps a logit to a key whose ascending order is descending logit
+// order: NaN as -Inf, and −0 and +0 (which compare equal) to one key.
+// Equal logits, and only they, share a key.
+func orderKey(l float32) uint32 {
+	b := math.Float32bits(l)
+	if l != l {
+		b = 0xff800000 // NaN: -Inf
 	}
-	for p := range count {
-		c := &count[p]
-		shift := 32 + 8*p
-		if c[byte(keys[0]>>shift)] == n {
-			continue // one digit value: this pass would not move anything
-		}
-		at := 0
-		for d, m := range c {
-			c[d], at = at, at+m
-		}
+	if b == 1<<31 {
+		b = 0 // −0: +0
+	}
+	// Negative values flip every bit (a larger magnitude, a smaller
+	// key), the others only the sign bit; without a branch, as signs
+	// come in no predictable order. Then ^ for descending order.
+	return ^(b ^ (uint32(int32(b)>>31) | 1<<31))
+}
+
+// sortCandidates sorts keys (orderKey above the token id, in id order) and
+// fills cand with their tokens: descending logit, ties to the lower id,
+// byDescendingLogit's order. Small sets take a comparison sort of the
+// keys; large ones a stable least-significant-digit radix sort on the
+// order key (one counting pass for all four bytes; passes over a uniform
+// byte skipped), which keeps ties in id order. tmp holds len(keys) values.
+func sortCandidates(cand []candidate, logits []float32, keys, tmp []uint64) {
+	n := len(keys)
+	if n <= 1024 {
+		slices.Sort(keys)
+	} else {
+		var count [4][256]int
 		for _, k := range keys {
-			d := byte(k >> shift)
-			tmp[c[d]] = k
-			c[d]++
+			count[0][byte(k>>32)]++
+			count[1][byte(k>>40)]++
+			count[2][byte(k>>48)]++
+			count[3][byte(k>>56)]++
 		}
-		keys, tmp = tmp, keys
+		for p := range count {
+			c := &count[p]
+			shift := 32 + 8*p
+			if c[byte(keys[0]>>shift)] == n {
+				continue // one digit value: this pass would not move anything
+			}
+			at := 0
+			for d, m := range c {
+				c[d], at = at, at+m
+			}
+			for _, k := range keys {
+				d := byte(k >> shift)
+				tmp[c[d]] = k
+				c[d]++
+			}
+			keys, tmp = tmp, keys
+		}
 	}
 	for i, k := range keys {
 		cand[i] = candidate{logit: sanitize(logits[uint32(k)]), id: int32(uint32(k))}

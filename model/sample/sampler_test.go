@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/conclave-ai/conclave/kernels"
 )
 
 func mustNew(t testing.TB, c Config, vocab int) *Sampler {
@@ -445,6 +447,26 @@ func BenchmarkTopPPeaked(b *testing.B) {
 	}
 }
 
+// BenchmarkTopPShapes measures top-p 0.95 without top-k on random logits
+// from flat to peaked (logits in [-10, 10) times the scale): nuclei from
+// most of the vocabulary down to a few tokens.
+func BenchmarkTopPShapes(b *testing.B) {
+	for _, scale := range []float32{0.05, 0.6, 3} {
+		logits := randomLogits(7, benchVocab)
+		for i := range logits {
+			logits[i] *= scale
+		}
+		buf := make([]float32, benchVocab)
+		s := mustNew(b, Config{Temperature: 1, TopP: 0.95}, benchVocab)
+		b.Run(fmt.Sprintf("scale=%v", scale), func(b *testing.B) {
+			for b.Loop() {
+				copy(buf, logits)
+				s.Sample(buf, nil)
+			}
+		})
+	}
+}
+
 func BenchmarkSample(b *testing.B) {
 	logits, hist := randomLogits(5, benchVocab), benchHistory()
 	buf := make([]float32, benchVocab)
@@ -546,10 +568,11 @@ func TestDrawIndex(t *testing.T) {
 	}
 }
 
-// TestSortDescending checks the radix sort against the comparison sort it
-// replaced: ties (to the lower id), signed zeros, NaN (as -Inf), infinities,
-// denormals, and logits that share their upper key bytes.
-func TestSortDescending(t *testing.T) {
+// TestSortCandidates checks orderKey and both sorts (comparison up to 1024
+// tokens, radix above) against byDescendingLogit: ties (to the lower id),
+// signed zeros, NaN (as -Inf), infinities, denormals, and logits that share
+// their upper key bytes.
+func TestSortCandidates(t *testing.T) {
 	r := rand.New(rand.NewPCG(91, 92))
 	nan, inf := float32(math.NaN()), float32(math.Inf(1))
 	specials := []float32{nan, inf, -inf, 0, float32(math.Copysign(0, -1)), 1e-40, -1e-40, 3, -3}
@@ -575,12 +598,66 @@ func TestSortDescending(t *testing.T) {
 			}
 			slices.SortFunc(want, byDescendingLogit)
 			got := make([]candidate, n)
-			sortDescending(got, logits, make([]uint64, n), make([]uint64, n))
+			keys := make([]uint64, n)
+			for i, l := range logits {
+				keys[i] = uint64(orderKey(l))<<32 | uint64(i)
+			}
+			sortCandidates(got, logits, keys, make([]uint64, n))
 			for i := range want {
 				if got[i].id != want[i].id || math.Float32bits(got[i].logit) != math.Float32bits(want[i].logit) {
 					t.Fatalf("n=%d trial %d: position %d is %+v, want %+v", n, trial, i, got[i], want[i])
 				}
 			}
+		}
+	}
+}
+
+// TestNucleusHoldsTheNucleus checks, over many shapes, temperatures and
+// top-p values, that the bucketed selection returns a prefix of the
+// sorted vocabulary that holds the whole nucleus as Sample measures it
+// (the same per-token weights, summed in sorted order).
+func TestNucleusHoldsTheNucleus(t *testing.T) {
+	r := rand.New(rand.NewPCG(101, 102))
+	for trial := range 300 {
+		vocab := []int{37, 512, 5000, 32000}[trial%4]
+		scale := []float32{0.05, 0.6, 3, 20}[trial/4%4]
+		logits := randomLogits(uint64(trial), vocab)
+		for i := range logits {
+			logits[i] *= scale
+			if r.IntN(50) == 0 {
+				logits[i] = float32(r.IntN(3)) // ties
+			}
+		}
+		c := Config{Temperature: float32(0.3 + 1.5*r.Float64()), TopP: float32(0.05 + 0.949*r.Float64())}
+		s := mustNew(t, c, vocab)
+		cand, sorted, base := s.candidates(logits)
+		cand = slices.Clone(cand)
+		want := make([]candidate, vocab)
+		for i, l := range logits {
+			want[i] = candidate{l, int32(i)}
+		}
+		slices.SortFunc(want, byDescendingLogit)
+		if !sorted || base <= 0 || !slices.Equal(cand, want[:len(cand)]) {
+			t.Fatalf("trial %d: %d candidates, sorted %v, base %v: not a prefix of the sorted vocabulary", trial, len(cand), sorted, base)
+		}
+		l := make([]float32, vocab)
+		for i, x := range want {
+			l[i] = x.logit
+		}
+		w := make([]float64, vocab)
+		kernels.ExpSum(w, l, want[0].logit, 1/float64(c.Temperature))
+		target := float64(c.TopP) * base
+		var cum float64
+		need := vocab
+		for i, x := range w {
+			cum += x
+			if cum >= target {
+				need = i + 1
+				break
+			}
+		}
+		if len(cand) < need {
+			t.Fatalf("trial %d (vocab %d, scale %v, %+v): %d candidates, the nucleus has %d", trial, vocab, scale, c, len(cand), need)
 		}
 	}
 }
