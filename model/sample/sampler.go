@@ -410,8 +410,10 @@ func (s *Sampler) nucleus(logits []float32, maxLogit float32, invT float64) ([]c
 			last = b // one more nonempty bucket unless the margin is met
 		}
 	}
-	if last == len(sum)-1 {
-		m = len(logits)
+	if last == len(sum)-1 || !(target > 0) {
+		// Not reached, or no weight at all (a +Inf logit makes every
+		// weight 0): the whole vocabulary.
+		last, m = len(sum)-1, len(logits)
 	}
 	if cap(s.keys) < m {
 		s.keys, s.keys2 = make([]uint64, m), make([]uint64, m)

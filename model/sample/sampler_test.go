@@ -661,3 +661,20 @@ func TestNucleusHoldsTheNucleus(t *testing.T) {
 		}
 	}
 }
+
+// TestTopPInfiniteLogit: a +Inf logit leaves every weight 0 (NaN for
+// itself); top-p must still return a token, the +Inf one, at every
+// vocabulary size (a regression: the nucleus came back empty).
+func TestTopPInfiniteLogit(t *testing.T) {
+	for _, vocab := range []int{1, 3, 2001} {
+		logits := make([]float32, vocab)
+		for i := range logits {
+			logits[i] = float32(i % 7)
+		}
+		logits[vocab-1] = float32(math.Inf(1))
+		s := mustNew(t, Config{Temperature: 1, TopP: 0.5}, vocab)
+		if got := s.Sample(slices.Clone(logits), nil); got != int32(vocab-1) {
+			t.Errorf("vocab %d: Sample = %d, want the +Inf token %d", vocab, got, vocab-1)
+		}
+	}
+}
