@@ -65,6 +65,10 @@ type Config struct {
 	// IgnoreEOS sends "ignore_eos": true so that servers that know the
 	// extension (vLLM, llama.cpp, Conclave) generate exactly max_tokens.
 	IgnoreEOS bool `json:"ignore_eos"`
+	// Temperature and TopP are sent when set (nil: the server's defaults,
+	// 1 and 1 for OpenAI's API): sampling costs differ, top-p most.
+	Temperature *float64 `json:"temperature,omitempty"`
+	TopP        *float64 `json:"top_p,omitempty"`
 
 	// Concurrency lists closed-loop levels: workers in flight at once.
 	Concurrency []int `json:"concurrency,omitempty"`
@@ -149,6 +153,12 @@ func (c Config) Validate() error {
 	}
 	if c.Requests < 0 || c.Duration < 0 || c.Warmup < 0 || c.Timeout <= 0 {
 		return bad("requests, duration and warmup must be ≥ 0 and timeout > 0")
+	}
+	if t := c.Temperature; t != nil && !(*t >= 0 && *t <= 2) {
+		return bad("temperature %v is not in [0, 2]", *t)
+	}
+	if p := c.TopP; p != nil && !(*p > 0 && *p <= 1) {
+		return bad("top_p %v is not in (0, 1]", *p)
 	}
 	switch c.Mode() {
 	case ModeSessions:

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"errors"
+	"math"
 	"testing"
 	"time"
 )
@@ -29,6 +30,11 @@ func TestConfigValidate(t *testing.T) {
 		{"no timeout", func(c *Config) { c.Timeout = 0 }, ModeConcurrency, true},
 		{"sessions without turns", func(c *Config) { c.Sessions, c.Turns = 2, 0 }, ModeSessions, true},
 		{"sessions and rates", func(c *Config) { c.Sessions, c.Turns, c.Rates = 2, 2, []float64{1} }, ModeSessions, true},
+		{"sampling", func(c *Config) { c.Temperature, c.TopP = ptr(0.0), ptr(1.0) }, ModeConcurrency, false},
+		{"temperature above 2", func(c *Config) { c.Temperature = ptr(2.5) }, ModeConcurrency, true},
+		{"NaN temperature", func(c *Config) { c.Temperature = ptr(math.NaN()) }, ModeConcurrency, true},
+		{"zero top_p", func(c *Config) { c.TopP = ptr(0.0) }, ModeConcurrency, true},
+		{"top_p above 1", func(c *Config) { c.TopP = ptr(1.5) }, ModeConcurrency, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()
@@ -43,3 +49,5 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+func ptr(v float64) *float64 { return &v }

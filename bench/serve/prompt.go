@@ -55,6 +55,8 @@ type requestBody struct {
 	StreamOptions streamOptions `json:"stream_options"`
 	IgnoreEOS     bool          `json:"ignore_eos,omitempty"`
 	SessionID     string        `json:"session_id,omitempty"`
+	Temperature   *float64      `json:"temperature,omitempty"`
+	TopP          *float64      `json:"top_p,omitempty"`
 }
 
 // request is one request to send and where it sits in the level.
@@ -74,6 +76,7 @@ func (q *request) body(c Config) requestBody {
 		Model: c.Model, MaxTokens: q.MaxTokens, Stream: true,
 		StreamOptions: streamOptions{IncludeUsage: true},
 		IgnoreEOS:     c.IgnoreEOS, SessionID: q.SessionID,
+		Temperature: c.Temperature, TopP: c.TopP,
 	}
 	if c.Endpoint == Completions {
 		parts := make([]string, len(q.Messages))

@@ -186,6 +186,12 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	c := r.Config
 	fmt.Fprintf(&b, "## conclave bench serve: %s at %s (%s)\n\n", r.Target.Model, r.Target.URL, r.Target.Endpoint)
 	fmt.Fprintf(&b, "Prompt %s words (≈ tokens), max_tokens %s, ignore_eos %v, seed %d", c.Prompt, c.Output, c.IgnoreEOS, c.Seed)
+	if c.Temperature != nil {
+		fmt.Fprintf(&b, ", temperature %v", *c.Temperature)
+	}
+	if c.TopP != nil {
+		fmt.Fprintf(&b, ", top_p %v", *c.TopP)
+	}
 	switch {
 	case c.Mode() == ModeSessions:
 		fmt.Fprintf(&b, ", %d sessions × %d turns, follow-up messages %s words", c.Sessions, c.Turns, c.TurnPrompt)

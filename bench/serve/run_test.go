@@ -51,6 +51,8 @@ func TestRunConcurrencySweep(t *testing.T) {
 	c.Prompt = Dist{Kind: DistUniform, A: 10, B: 20}
 	c.Output = Fixed(5)
 	c.IgnoreEOS = true
+	temp, topP := 0.7, 0.95
+	c.Temperature, c.TopP = &temp, &topP
 	rep := mustRun(t, c)
 
 	if rep.Schema != Schema || rep.Target.Model != "fake-model" || len(rep.Levels) != 2 {
@@ -85,7 +87,8 @@ func TestRunConcurrencySweep(t *testing.T) {
 	}
 	for i, b := range bodies {
 		if b.Model != "fake-model" || !b.Stream || !b.StreamOptions.IncludeUsage || !b.IgnoreEOS || b.MaxTokens != 5 ||
-			len(b.Messages) != 1 || b.Messages[0].Role != "user" || b.SessionID != "" {
+			len(b.Messages) != 1 || b.Messages[0].Role != "user" || b.SessionID != "" ||
+			b.Temperature == nil || *b.Temperature != 0.7 || b.TopP == nil || *b.TopP != 0.95 {
 			t.Errorf("body %d: %+v", i, b)
 		}
 		if n := len(strings.Fields(b.Messages[0].Content)); n < 10 || n > 20 {
@@ -122,7 +125,7 @@ func TestRunCompletionsEndpoint(t *testing.T) {
 	checkResults(t, l)
 	bodies, headers, _ := f.snapshot()
 	for i, b := range bodies {
-		if b.Model != "chosen" || b.Prompt == "" || len(b.Messages) != 0 || b.IgnoreEOS {
+		if b.Model != "chosen" || b.Prompt == "" || len(b.Messages) != 0 || b.IgnoreEOS || b.Temperature != nil || b.TopP != nil {
 			t.Errorf("body %d: %+v", i, b)
 		}
 		if headers[i].Get("Authorization") != "Bearer sk-test" {

@@ -39,6 +39,18 @@ func cmdBenchServe(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&maxTokens, "max-tokens", int(cfg.Output.A), "max_tokens of each request")
 	fs.StringVar(&outputDist, "output-dist", "", "max_tokens distribution instead of --max-tokens: uniform:LO-HI or normal:MEAN,STD")
 	fs.BoolVar(&cfg.IgnoreEOS, "ignore-eos", false, `send "ignore_eos": true so that the server generates exactly max_tokens`)
+	floatPtr := func(dst **float64) func(string) error {
+		return func(s string) error {
+			v, err := strconv.ParseFloat(s, 64)
+			if err != nil {
+				return err
+			}
+			*dst = &v
+			return nil
+		}
+	}
+	fs.Func("temperature", "sampling temperature to send (default: none, the server's own)", floatPtr(&cfg.Temperature))
+	fs.Func("top-p", "top_p to send (default: none, the server's own)", floatPtr(&cfg.TopP))
 	fs.StringVar(&concurrency, "concurrency", "1", "closed-loop levels, comma-separated: requests in flight")
 	fs.StringVar(&rates, "rate", "", "open-loop levels instead of --concurrency, comma-separated requests/s (Poisson arrivals)")
 	fs.IntVar(&cfg.Requests, "requests", cfg.Requests, "requests per level (0 with --duration: no count limit)")
