@@ -1,6 +1,7 @@
 package sample
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -130,4 +131,17 @@ func TestNucleusSelectionIsPartial(t *testing.T) {
 	if !slices.Equal(cand, want[:len(cand)]) {
 		t.Error("partial selection is not the sorted prefix of the vocabulary")
 	}
+}
+
+// byDescendingLogit is the candidates' order the sampler implements
+// without comparisons (orderKey, sortCandidates): best first, ties to the lower id; a total order,
+// so the result does not depend on the sort's stability.
+func byDescendingLogit(a, b candidate) int {
+	switch {
+	case a.logit > b.logit:
+		return -1
+	case a.logit < b.logit:
+		return 1
+	}
+	return cmp.Compare(a.id, b.id)
 }

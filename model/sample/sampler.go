@@ -1,7 +1,6 @@
 package sample
 
 import (
-	"cmp"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -448,9 +447,9 @@ func orderKey(l float32) uint32 {
 }
 
 // sortCandidates sorts keys (orderKey above the token id, in id order) and
-// fills cand with their tokens: descending logit, ties to the lower id,
-// byDescendingLogit's order. Small sets take a comparison sort of the
-// keys; large ones a stable least-significant-digit radix sort on the
+// fills cand with their tokens: descending logit, ties to the lower id
+// (byDescendingLogit in the tests). Small sets take a comparison sort of
+// the keys; large ones a stable least-significant-digit radix sort on the
 // order key (one counting pass for all four bytes; passes over a uniform
 // byte skipped), which keeps ties in id order. tmp holds len(keys) values.
 func sortCandidates(cand []candidate, logits []float32, keys, tmp []uint64) {
@@ -537,18 +536,6 @@ func siftDown(h []candidate, i int) {
 		h[i], h[least] = h[least], h[i]
 		i = least
 	}
-}
-
-// byDescendingLogit orders best first, ties to the lower id; a total order,
-// so the result does not depend on the sort's stability.
-func byDescendingLogit(a, b candidate) int {
-	switch {
-	case a.logit > b.logit:
-		return -1
-	case a.logit < b.logit:
-		return 1
-	}
-	return cmp.Compare(a.id, b.id)
 }
 
 // argmax returns the index of the largest logit, the lowest on ties; NaN is
