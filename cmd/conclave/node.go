@@ -69,6 +69,8 @@ type servingFlags struct {
 	threads             int
 	kvCache             string
 	maxRunning          int
+	maxBatchTokens      int
+	prefillChunk        int
 	expertTimeout       time.Duration
 }
 
@@ -85,6 +87,8 @@ func (s *servingFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&s.threads, "threads", runtime.NumCPU(), "compute threads")
 	fs.StringVar(&s.kvCache, "kv-cache", "512MiB", "KV cache memory")
 	fs.IntVar(&s.maxRunning, "max-running", e.MaxRunning, "most sequences decoding at once")
+	fs.IntVar(&s.maxBatchTokens, "max-batch-tokens", e.MaxBatchTokens, "most tokens in one forward pass: every running sequence's decode token plus prefill chunks (raised to --max-running)")
+	fs.IntVar(&s.prefillChunk, "prefill-chunk", e.PrefillChunk, "most prompt tokens one sequence gets in one forward pass (0: --max-batch-tokens)")
 	fs.DurationVar(&s.expertTimeout, "expert-timeout", dispatch.DefaultConfig().Timeout, "deadline of one remote expert call; a call that misses it is retried on another replica")
 }
 
@@ -463,6 +467,22 @@ func (s *serving) start(n *cluster.Node) (err error) {
 
 var _ api.SessionRouter = (*cluster.SessionRouter)(nil)
 
+// engineConfig is the scheduler and KV cache configuration the flags give.
+func (sf *servingFlags) engineConfig() (engine.Config, error) {
+	c := engine.DefaultConfig()
+	c.MaxRunning = sf.maxRunning
+	c.MaxBatchTokens = max(sf.maxBatchTokens, sf.maxRunning)
+	c.PrefillChunk = sf.prefillChunk
+	var err error
+	if c.KVBytes, err = parseBytes(sf.kvCache); err != nil {
+		return c, fmt.Errorf("%w: --kv-cache: %v", errUsage, err)
+	}
+	if err := c.Validate(); err != nil {
+		return c, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	return c, nil
+}
+
 // prepareServing checks the serving flags and opens the model.
 func prepareServing(path string, f *nodeFlags, stderr io.Writer) (_ *serving, err error) {
 	sf := &f.serving
@@ -479,14 +499,9 @@ func prepareServing(path string, f *nodeFlags, stderr io.Writer) (_ *serving, er
 	if err := acfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
-	ecfg := engine.DefaultConfig()
-	ecfg.MaxRunning = sf.maxRunning
-	ecfg.MaxBatchTokens = max(ecfg.MaxBatchTokens, sf.maxRunning)
-	if ecfg.KVBytes, err = parseBytes(sf.kvCache); err != nil {
-		return nil, fmt.Errorf("%w: --kv-cache: %v", errUsage, err)
-	}
-	if err := ecfg.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %v", errUsage, err)
+	ecfg, err := sf.engineConfig()
+	if err != nil {
+		return nil, err
 	}
 	if sf.expertTimeout <= 0 {
 		return nil, fmt.Errorf("%w: --expert-timeout must be positive", errUsage)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/conclave-ai/conclave/cluster"
 	"github.com/conclave-ai/conclave/cluster/clustertest"
+	"github.com/conclave-ai/conclave/engine"
 	"github.com/conclave-ai/conclave/router"
 )
 
@@ -317,6 +318,50 @@ func TestServeDefaults(t *testing.T) {
 	}
 	if cfg.HTTPAddr != "127.0.0.1:8080" || cfg.DataDir != "var/node" || len(cfg.Join) != 0 {
 		t.Errorf("serve defaults %+v", cfg)
+	}
+}
+
+func TestServeEngineFlags(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+		want func(engine.Config) bool
+	}{
+		{"defaults", nil, func(c engine.Config) bool {
+			d := engine.DefaultConfig()
+			return c.MaxBatchTokens == d.MaxBatchTokens && c.PrefillChunk == d.PrefillChunk && c.MaxRunning == d.MaxRunning && c.KVBytes == 512<<20
+		}},
+		{"batch and chunk", []string{"--max-batch-tokens", "128", "--prefill-chunk", "32", "--kv-cache", "1GiB"}, func(c engine.Config) bool {
+			return c.MaxBatchTokens == 128 && c.PrefillChunk == 32 && c.KVBytes == 1<<30
+		}},
+		{"batch raised to running", []string{"--max-running", "96", "--max-batch-tokens", "64"}, func(c engine.Config) bool {
+			return c.MaxRunning == 96 && c.MaxBatchTokens == 96
+		}},
+		{"negative chunk", []string{"--prefill-chunk", "-1"}, nil},
+		{"zero running", []string{"--max-running", "0"}, nil},
+		{"bad kv cache", []string{"--kv-cache", "some"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := newFlags("serve", io.Discard)
+			var f nodeFlags
+			f.register(fs, true)
+			if err := parse(fs, tc.args); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := f.serving.engineConfig()
+			if tc.want == nil {
+				if !errors.Is(err, errUsage) {
+					t.Fatalf("err %v, want a usage error", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.want(cfg) {
+				t.Errorf("config %+v", cfg)
+			}
+		})
 	}
 }
 
