@@ -88,11 +88,12 @@ func engineError(err error) *Error {
 	return &Error{Status: http.StatusInternalServerError, Type: typeServer, Message: "internal error: " + err.Error()}
 }
 
-// writeError writes e as the response, with Retry-After on 429 and 503.
+// writeError writes e as the response, with Retry-After on 429 and 503 (1
+// second unless the caller has set a better estimate).
 func writeError(w http.ResponseWriter, e *Error) {
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
-	if e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable {
+	if (e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable) && h.Get("Retry-After") == "" {
 		h.Set("Retry-After", "1")
 	}
 	b, _ := json.Marshal(e)

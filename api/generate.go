@@ -102,11 +102,16 @@ func (s *Server) validateGen(p *genParams, j *job) *Error {
 	if p.Temperature != nil {
 		sc.Temperature = float32(*p.Temperature)
 	}
-	if p.TopP != nil {
-		sc.TopP = float32(*p.TopP)
-	}
 	if p.TopK != nil && *p.TopK > 0 {
 		sc.TopK = *p.TopK
+	}
+	if p.TopP != nil {
+		sc.TopP = float32(*p.TopP)
+		if sc.TopP == 0 {
+			// The smallest nucleus holding probability 0 is the most
+			// probable token alone (the sampler reads TopP 0 as "off").
+			sc.TopP, sc.TopK = 1, 1
+		}
 	}
 	if p.MinP != nil {
 		sc.MinP = float32(*p.MinP)

@@ -35,6 +35,17 @@ func TestAuth(t *testing.T) {
 	if _, err := ok.Models.List(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// The scheme is case-insensitive (RFC 9110); another scheme is no key.
+	for _, h := range []string{"bearer sk-one", "BEARER  sk-one "} {
+		if resp, body := f.do(t, "GET", "/v1/models", "", "Authorization", h); resp.StatusCode != 200 {
+			t.Fatalf("Authorization %q: %d %s", h, resp.StatusCode, body)
+		}
+	}
+	resp, body = f.do(t, "GET", "/v1/models", "", "Authorization", "Basic sk-one")
+	checkError(t, resp, body, 401, typeAuthentication, "invalid_api_key", "")
+	if !strings.Contains(string(body), "missing API key") {
+		t.Fatalf("another scheme: %s", body)
+	}
 	// Probes and metrics stay open.
 	for _, p := range []string{"/health", "/ready", "/metrics"} {
 		if resp, body := f.do(t, "GET", p, ""); resp.StatusCode != 200 {
@@ -67,6 +78,17 @@ func TestRateLimit(t *testing.T) {
 	// Another key has its own bucket.
 	if resp, body := get("sk-b"); resp.StatusCode != 200 {
 		t.Fatalf("other key: %d %s", resp.StatusCode, body)
+	}
+	// Retry-After is the bucket's own wait, rounded up to whole seconds.
+	slow := DefaultConfig()
+	slow.RequestsPerSecond, slow.Burst = 0.1, 1
+	fs := newFixture(t, slow, nil)
+	fs.srv.limits.nowFunc = func() time.Time { return time.Unix(1000, 0) }
+	fs.do(t, "GET", "/v1/models", "")
+	resp, body = fs.do(t, "GET", "/v1/models", "")
+	checkError(t, resp, body, 429, typeRateLimit, "rate_limit_exceeded", "")
+	if ra := resp.Header.Get("Retry-After"); ra != "10" {
+		t.Fatalf("Retry-After %q at 0.1 requests/s, want 10", ra)
 	}
 	// One second later one more request fits.
 	mu.Lock()

@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"regexp"
 	"strings"
@@ -322,5 +324,36 @@ func TestOpenAIEmbeddingsAndModels(t *testing.T) {
 				t.Fatalf("%q: component %d is %v, engine gives %v", format, i, emb.Data[0].Embedding[i], direct[i])
 			}
 		}
+	}
+}
+
+// TestTopPZeroIsGreedy: top_p 0 keeps the most probable token alone, so
+// every seed gives the greedy text (the sampler itself reads TopP 0 as off).
+func TestTopPZeroIsGreedy(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), nil)
+	text := func(extra string) string {
+		t.Helper()
+		resp, body := f.do(t, "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":"hello","max_tokens":12,"ignore_eos":true%s}`, f.id, extra))
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", extra, resp.StatusCode, body)
+		}
+		var out struct {
+			Choices []struct{ Text string } `json:"choices"`
+		}
+		if err := json.Unmarshal(body, &out); err != nil || len(out.Choices) != 1 {
+			t.Fatalf("%s: %v %s", extra, err, body)
+		}
+		return out.Choices[0].Text
+	}
+	greedy := text(`,"temperature":0`)
+	distinct := map[string]bool{}
+	for seed := 1; seed <= 4; seed++ {
+		if got := text(fmt.Sprintf(`,"top_p":0,"seed":%d`, seed)); got != greedy {
+			t.Errorf("top_p 0, seed %d: %q; greedy %q", seed, got, greedy)
+		}
+		distinct[text(fmt.Sprintf(`,"top_p":1,"seed":%d`, seed))] = true
+	}
+	if len(distinct) < 2 {
+		t.Fatalf("top_p 1 gave one text for four seeds: the check above cannot tell greedy from sampling")
 	}
 }

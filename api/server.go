@@ -323,8 +323,8 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ri := info(r)
 		if s.keys != nil {
-			key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			idx, known := s.keys[sha256.Sum256([]byte(strings.TrimSpace(key)))]
+			key, ok := bearer(r.Header.Get("Authorization"))
+			idx, known := s.keys[sha256.Sum256([]byte(key))]
 			if !ok || !known {
 				msg := "missing API key: send Authorization: Bearer KEY"
 				if ok {
@@ -350,6 +350,16 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// bearer returns the credentials of an Authorization header of the Bearer
+// scheme (matched without regard to case, as RFC 9110 says of schemes).
+func bearer(h string) (string, bool) {
+	scheme, cred, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(cred), true
 }
 
 // generation wraps the POST routes that use the engine: drain admission,
