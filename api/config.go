@@ -46,6 +46,13 @@ type Config struct {
 	// the connection; 0 disables them.
 	KeepAlive time.Duration
 
+	// IOTimeout bounds how long reading a request body, and each write of a
+	// response, may take. A client that stops reading its stream for this
+	// long loses the connection, so its generation is cancelled and its KV
+	// blocks and concurrency slot are freed; a body that does not arrive in
+	// time gets 408. 0 means no limit.
+	IOTimeout time.Duration
+
 	// Logger receives structured request logs; nil means slog.Default().
 	Logger *slog.Logger
 
@@ -72,6 +79,7 @@ func DefaultConfig() Config {
 		MaxConcurrentPerKey: 64,
 		MaxBodyBytes:        1 << 20,
 		KeepAlive:           15 * time.Second,
+		IOTimeout:           30 * time.Second,
 	}
 }
 
@@ -92,6 +100,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: DefaultMaxTokens %d is negative", ErrInvalidConfig, c.DefaultMaxTokens)
 	case c.KeepAlive < 0:
 		return fmt.Errorf("%w: KeepAlive %v is negative", ErrInvalidConfig, c.KeepAlive)
+	case c.IOTimeout < 0:
+		return fmt.Errorf("%w: IOTimeout %v is negative", ErrInvalidConfig, c.IOTimeout)
 	}
 	for i, k := range c.APIKeys {
 		if k == "" || strings.ContainsAny(k, " \t\r\n") {

@@ -12,6 +12,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -154,11 +155,23 @@ func (s *Server) Drain(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		s.log.Warn("drain deadline reached; cancelling in-flight requests", "error", ctx.Err())
-		s.stopAll()
-		<-idle // cancelled generations end within an engine step
+		s.stopAll() // also fails their connections' pending reads and writes
+		select {
+		case <-idle: // cancelled generations end within an engine step
+		case <-time.After(abandonAfter):
+			s.mu.Lock()
+			n := s.inflight
+			s.mu.Unlock()
+			s.log.Error("requests still running after cancellation; abandoning them", "in_flight", n, "waited", abandonAfter)
+		}
 		return ctx.Err()
 	}
 }
+
+// abandonAfter bounds Drain's wait, once it has cancelled what was in
+// flight, for the handlers to return. They normally return within an
+// engine step, since their connections' reads and writes fail at once.
+const abandonAfter = 5 * time.Second
 
 // Draining reports whether Drain has been called.
 func (s *Server) Draining() bool {
@@ -393,24 +406,82 @@ func (s *Server) generation(h func(w http.ResponseWriter, r *http.Request, body 
 			return
 		}
 		// When Drain gives up, every handler's context ends — generations,
-		// embeddings and requests forwarded to a session's home alike.
+		// embeddings and requests forwarded to a session's home alike. A
+		// read stuck on the connection fails at once; writes get
+		// drainWriteGrace, time for a reading client to receive the end of
+		// its stream but not for a stalled one to hold the handler.
+		rc := http.NewResponseController(w)
 		ctx, cancel := context.WithCancel(r.Context())
 		defer cancel()
-		defer context.AfterFunc(s.stopCtx, cancel)()
+		defer context.AfterFunc(s.stopCtx, func() {
+			cancel()
+			rc.SetReadDeadline(pastDeadline)
+			rc.SetWriteDeadline(time.Now().Add(drainWriteGrace))
+		})()
 		r = r.WithContext(ctx)
+		w = &deadlineWriter{ResponseWriter: w, rc: rc, timeout: s.cfg.IOTimeout, stop: s.stopCtx}
+		if s.cfg.IOTimeout > 0 {
+			rc.SetReadDeadline(time.Now().Add(s.cfg.IOTimeout))
+		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
 		if err != nil {
 			var mbe *http.MaxBytesError
-			if errors.As(err, &mbe) {
+			switch {
+			case errors.As(err, &mbe):
 				writeError(w, tooLarge(s.cfg.MaxBodyBytes))
-				return
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				writeError(w, &Error{Status: http.StatusRequestTimeout, Type: typeInvalidRequest, Code: "request_timeout",
+					Message: fmt.Sprintf("the request body did not arrive within %v", s.cfg.IOTimeout)})
+			default:
+				writeError(w, badRequest("", "reading the request body: %v", err))
 			}
-			writeError(w, badRequest("", "reading the request body: %v", err))
 			return
+		}
+		if s.cfg.IOTimeout > 0 && s.stopCtx.Err() == nil {
+			// The server's own read that notices a client leaving runs on.
+			rc.SetReadDeadline(time.Time{})
 		}
 		h(w, r, body)
 	})
 }
+
+// pastDeadline is a deadline already gone: I/O on the connection fails.
+var pastDeadline = time.Unix(1, 0)
+
+// drainWriteGrace is how long a response may still take to write once
+// Drain has given up on it.
+const drainWriteGrace = time.Second
+
+// deadlineWriter gives every write and flush of a response its own
+// deadline, IOTimeout from the moment it starts: a client that stops
+// reading loses the connection instead of pinning its handler, its
+// generation and its KV blocks. Once Drain has given up (stop), the
+// deadline generation set then stays.
+type deadlineWriter struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	timeout time.Duration
+	stop    context.Context
+}
+
+func (d *deadlineWriter) arm() {
+	if d.timeout > 0 && d.stop.Err() == nil {
+		d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
+	}
+}
+
+func (d *deadlineWriter) Write(b []byte) (int, error) {
+	d.arm()
+	return d.ResponseWriter.Write(b)
+}
+
+// FlushError is what http.ResponseController.Flush calls.
+func (d *deadlineWriter) FlushError() error {
+	d.arm()
+	return d.rc.Flush()
+}
+
+func (d *deadlineWriter) Unwrap() http.ResponseWriter { return d.ResponseWriter }
 
 func tooLarge(limit int64) *Error {
 	return &Error{Status: http.StatusRequestEntityTooLarge, Type: typeInvalidRequest, Code: "request_too_large",

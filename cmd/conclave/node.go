@@ -66,6 +66,7 @@ type servingFlags struct {
 	maxBody             string
 	maxTokens           int
 	drainTimeout        time.Duration
+	ioTimeout           time.Duration
 	threads             int
 	kvCache             string
 	maxRunning          int
@@ -84,6 +85,7 @@ func (s *servingFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&s.maxBody, "max-body", "1MiB", "largest request body")
 	fs.IntVar(&s.maxTokens, "default-max-tokens", a.DefaultMaxTokens, "max_tokens when a request gives none (0: the rest of the context)")
 	fs.DurationVar(&s.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may run before they are cancelled")
+	fs.DurationVar(&s.ioTimeout, "io-timeout", a.IOTimeout, "how long a request body, or each write of a response, may take before the client is dropped (0: no limit)")
 	fs.IntVar(&s.threads, "threads", runtime.NumCPU(), "compute threads")
 	fs.StringVar(&s.kvCache, "kv-cache", "512MiB", "KV cache memory")
 	fs.IntVar(&s.maxRunning, "max-running", e.MaxRunning, "most sequences decoding at once")
@@ -489,6 +491,7 @@ func prepareServing(path string, f *nodeFlags, stderr io.Writer) (_ *serving, er
 	acfg := api.DefaultConfig()
 	acfg.RequestsPerSecond, acfg.Burst, acfg.MaxConcurrentPerKey = sf.rateLimit, sf.rateBurst, sf.maxConcurrent
 	acfg.DefaultMaxTokens = sf.maxTokens
+	acfg.IOTimeout = sf.ioTimeout
 	if acfg.MaxBodyBytes, err = parseBytes(sf.maxBody); err != nil {
 		return nil, fmt.Errorf("%w: --max-body: %v", errUsage, err)
 	}
