@@ -99,8 +99,8 @@ func New(cfg Config, eng Engine, tok *tokenizer.Tokenizer, info ModelInfo) (*Ser
 	s.stopCtx, s.stopAll = context.WithCancel(context.Background())
 
 	v1 := http.NewServeMux()
-	v1.Handle("/v1/chat/completions", s.route("chat", http.MethodPost, s.generation(s.affine(s.handleChat))))
-	v1.Handle("/v1/completions", s.route("completions", http.MethodPost, s.generation(s.affine(s.handleCompletion))))
+	v1.Handle("/v1/chat/completions", s.route("chat", http.MethodPost, s.generation(s.affine(s.chatJob, s.handleChat))))
+	v1.Handle("/v1/completions", s.route("completions", http.MethodPost, s.generation(s.affine(s.completionJob, s.handleCompletion))))
 	v1.Handle("/v1/embeddings", s.route("embeddings", http.MethodPost, s.generation(s.handleEmbeddings)))
 	v1.Handle("/v1/models", s.route("models", http.MethodGet, http.HandlerFunc(s.handleModels)))
 	v1.Handle("/v1/models/{id...}", s.route("models", http.MethodGet, http.HandlerFunc(s.handleModel)))

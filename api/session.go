@@ -80,7 +80,11 @@ func sessionOf(r *http.Request, body []byte) string {
 // request is relayed event by event (streamRelay), so a home that fails
 // mid-stream is replaced too: the generation continues on the new home (or
 // here) from the tokens already streamed.
-func (s *Server) affine(h func(w http.ResponseWriter, r *http.Request, body []byte)) func(w http.ResponseWriter, r *http.Request, body []byte) {
+//
+// The request is validated (check) before it is routed: routing a new
+// session is a Raft write in a cluster, which a request that can only fail
+// must not cost, nor leave a session behind.
+func (s *Server) affine(check func(body []byte) (*job, *Error), h func(w http.ResponseWriter, r *http.Request, body []byte)) func(w http.ResponseWriter, r *http.Request, body []byte) {
 	return func(w http.ResponseWriter, r *http.Request, body []byte) {
 		sr := s.cfg.Sessions
 		if sr == nil || r.Header.Get(HeaderForwarded) != "" {
@@ -96,6 +100,10 @@ func (s *Server) affine(h func(w http.ResponseWriter, r *http.Request, body []by
 		id := sessionOf(r, body)
 		if id == "" || len(id) > maxSessionID {
 			h(w, r, body)
+			return
+		}
+		if _, e := check(body); e != nil {
+			writeError(w, e)
 			return
 		}
 		ri := info(r)

@@ -250,3 +250,33 @@ func TestSessionRehome(t *testing.T) {
 		}
 	})
 }
+
+// TestSessionInvalidRequestNotRouted: a request that fails validation is
+// answered without routing its session (a Raft write in a cluster).
+func TestSessionInvalidRequestNotRouted(t *testing.T) {
+	n := newSessionNode(t, DefaultConfig(), nil)
+	for _, tc := range []struct {
+		path, body string
+		hdr        []string
+		status     int
+	}{
+		{"/v1/chat/completions", `{"model":"nope","session_id":"s1","messages":[{"role":"user","content":"hi"}]}`, nil, 404},
+		{"/v1/completions", `{"model":"` + n.id + `","session_id":"s2","prompt":"hi","max_tokens":-1}`, nil, 400},
+		{"/v1/chat/completions", `[1]`, []string{"X-Session-ID", "s3"}, 400},
+		{"/v1/completions", `{"model":"` + n.id + `","prompt":"hi","temperature":9}`, []string{"X-Session-ID", "s4"}, 400},
+	} {
+		resp, body := n.do(t, "POST", tc.path, tc.body, tc.hdr...)
+		if resp.StatusCode != tc.status {
+			t.Fatalf("%s %s: %d %s", tc.path, tc.body, resp.StatusCode, body)
+		}
+	}
+	if routes, _ := n.sess.stats(); routes != 0 {
+		t.Fatalf("%d sessions routed for requests that all failed validation", routes)
+	}
+	if resp, body := n.do(t, "POST", "/v1/completions", completionBody(n.id, "s5", false)); resp.StatusCode != 200 {
+		t.Fatalf("valid request: %d %s", resp.StatusCode, body)
+	}
+	if routes, _ := n.sess.stats(); routes != 1 {
+		t.Fatalf("valid request: %d routes, want 1", routes)
+	}
+}

@@ -237,12 +237,37 @@ func (m *Map) assignSession(c Command) (bool, error) {
 	if s.LastUseMS == 0 {
 		s.LastUseMS = c.NowMS
 	}
-	if old, ok := m.Sessions[s.ID]; ok && old == s {
+	old, known := m.Sessions[s.ID]
+	if known && old == s {
 		return false, nil
 	}
 	m.Sessions = maps.Clone(m.Sessions)
+	if !known && len(m.Sessions) >= maxSessions {
+		delete(m.Sessions, leastRecentSession(m.Sessions))
+	}
 	m.Sessions[s.ID] = s
 	return true, nil
+}
+
+// MaxSessions is the most sessions the map holds. A new session beyond it
+// evicts the least recently used one (the oldest LastUseMS, then the
+// smallest id: the same on every replica), whose next request is simply
+// given a home again. It bounds what clients inventing session ids can make
+// every replica keep (each session costs a map entry, copied on every
+// session change) until the sessions' TTL ends.
+const MaxSessions = 50_000
+
+var maxSessions = MaxSessions // tests lower it
+
+func leastRecentSession(ss map[string]Session) string {
+	var lru Session
+	first := true
+	for _, s := range ss {
+		if first || s.LastUseMS < lru.LastUseMS || (s.LastUseMS == lru.LastUseMS && s.ID < lru.ID) {
+			lru, first = s, false
+		}
+	}
+	return lru.ID
 }
 
 func (m *Map) touchSession(c Command) (bool, error) {

@@ -298,6 +298,31 @@ func TestMoveSessionsSpreads(t *testing.T) {
 	}
 }
 
+// At MaxSessions a new session evicts the least recently used one, the same
+// one on every replica; updating a known session evicts nothing.
+func TestSessionCap(t *testing.T) {
+	defer func(n int) { maxSessions = n }(maxSessions)
+	maxSessions = 3
+	f := NewFSM()
+	mustApply(t, f,
+		Command{Op: OpUpsertNode, Node: node("a", NodeActive)},
+		Command{Op: OpAssignSession, Session: &Session{ID: "old", Home: "a", LastUseMS: 10, ExpiresMS: 1e6}},
+		Command{Op: OpAssignSession, Session: &Session{ID: "b", Home: "a", LastUseMS: 20, ExpiresMS: 1e6}},
+		Command{Op: OpAssignSession, Session: &Session{ID: "a", Home: "a", LastUseMS: 20, ExpiresMS: 1e6}},
+		Command{Op: OpTouchSession, SessionID: "old", NowMS: 30},
+	)
+	// "old" was touched last; of the two at 20, "a" has the smaller id.
+	mustApply(t, f, Command{Op: OpAssignSession, Session: &Session{ID: "new", Home: "a", ExpiresMS: 1e6}, NowMS: 40})
+	m := f.Map()
+	if _, ok := m.Sessions["a"]; ok || len(m.Sessions) != 3 {
+		t.Fatalf("sessions %v: want a evicted, 3 left", m.Sessions)
+	}
+	mustApply(t, f, Command{Op: OpAssignSession, Session: &Session{ID: "new", Home: "a", ExpiresMS: 2e6}, NowMS: 50})
+	if m := f.Map(); len(m.Sessions) != 3 || m.Sessions["b"].ID != "b" {
+		t.Fatalf("re-assigning a known session evicted one: %v", m.Sessions)
+	}
+}
+
 // Apply must take time from the command: a session expiring at 2000 (long
 // before the wall clock) survives an expiry at 1999.
 func TestApplyNeverReadsTheClock(t *testing.T) {
