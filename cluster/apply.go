@@ -34,7 +34,7 @@ func (n *Node) Apply(ctx context.Context, c router.Command) error {
 	backoff := 10 * time.Millisecond
 	for {
 		err := n.applyOnce(ctx, b)
-		if err == nil || errors.Is(err, ErrRejected) || errors.Is(err, ErrStopped) {
+		if err == nil || errors.Is(err, ErrRejected) || errors.Is(err, ErrStopped) || errors.Is(err, ErrUnauthorized) {
 			return err
 		}
 		select {

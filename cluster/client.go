@@ -18,6 +18,8 @@ import (
 type AdminClient struct {
 	Base string
 	HTTP *http.Client
+	// Key, when set, is sent as the bearer admin key (see Config.AdminKeys).
+	Key string
 }
 
 // APIError is an error answer from the admin API. It unwraps to the
@@ -36,6 +38,8 @@ func (e *APIError) Error() string {
 
 func (e *APIError) Unwrap() error {
 	switch e.Type {
+	case "unauthorized":
+		return ErrUnauthorized
 	case "rejected", "invalid_request":
 		return ErrRejected
 	case "not_leader":
@@ -137,6 +141,9 @@ func (c *AdminClient) send(req *http.Request, path string, out any) error {
 	hc := c.HTTP
 	if hc == nil {
 		hc = http.DefaultClient
+	}
+	if c.Key != "" && req.Header.Get("Authorization") == "" {
+		req.Header.Set("Authorization", "Bearer "+c.Key)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"testing"
 	"time"
@@ -369,3 +370,59 @@ func TestMutualTLS(t *testing.T) {
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+
+// TestAdminAuth: with an admin key and a cluster key, the admin API refuses
+// calls without a credential; nodes authenticate to each other with the
+// token derived from the cluster key (a follower's forwarded apply and a
+// graceful leave both go through the leader's admin API); /healthz stays
+// open.
+func TestAdminAuth(t *testing.T) {
+	c := clustertest.New(t, 2, clustertest.Options{Config: func(i int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.ClusterKey = []byte("0123456789abcdef")
+		cfg.AdminKeys = []string{"adm-key"}
+		return cfg
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l := c.Leader()
+	f := 1 - l
+	base := "http://" + c.Config(l).HTTPAddr
+	for _, tc := range []struct {
+		key  string
+		want error
+	}{{"", cluster.ErrUnauthorized}, {"wrong", cluster.ErrUnauthorized}, {"adm-key", nil}} {
+		_, err := (&cluster.AdminClient{Base: base, Key: tc.key}).Status(ctx)
+		if (tc.want == nil && err != nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
+			t.Fatalf("key %q: %v, want %v", tc.key, err, tc.want)
+		}
+	}
+	for _, p := range []string{"/admin/v1/map", "/v1/../admin/v1/map", "//admin/v1/map", "/admin"} {
+		resp, err := http.Get(base + p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("GET %s without a key: %d", p, resp.StatusCode)
+		}
+	}
+	resp, err := http.Get(base + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz: %d", resp.StatusCode)
+	}
+	// The follower forwards an apply to the leader's admin API.
+	err = c.Node(f).Apply(ctx, router.Command{Op: router.OpAssignSession,
+		Session: &router.Session{ID: "s", Home: fmt.Sprintf("n%d", l), ExpiresMS: 1 << 50}})
+	if err != nil {
+		t.Fatalf("forwarded apply: %v", err)
+	}
+	// A graceful leave asks the leader, too.
+	c.Stop(f)
+	id := fmt.Sprintf("n%d", f)
+	c.WaitMap(l, 10*time.Second, func(m *router.Map) bool { _, ok := m.Nodes[id]; return !ok }, "the leaver gone from the map")
+}

@@ -74,6 +74,10 @@ type Config struct {
 	// TLS, when set, enables mutual TLS for the Raft transport and the actor
 	// remote. The admin HTTP API stays plain HTTP.
 	TLS *TLSFiles
+	// AdminKeys are bearer keys the admin API (/admin/…) accepts. With a
+	// ClusterKey nodes also accept, and send each other, a token derived
+	// from it; with neither the admin API is open (see adminauth.go).
+	AdminKeys []string
 
 	// MaxVoters is how many live nodes are Raft voters; nodes beyond are
 	// non-voters (they replicate the map but do not vote). Typically 3 or 5.

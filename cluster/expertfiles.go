@@ -237,7 +237,7 @@ func (n *Node) fetchExpertFileFrom(ctx context.Context, addr, digest string) err
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := n.peerHTTP.Do(req)
 	if err != nil {
 		return err
 	}

@@ -198,7 +198,7 @@ func (n *Node) FetchModel(ctx context.Context, mod router.Model) (*ModelCopy, er
 		return nil, err
 	}
 	f := &chunkFetcher{digest: mod.Digest, cfg: n.cfg.Fetch, log: n.log.Named("fetch"),
-		client:  &http.Client{},
+		client:  n.peerHTTP,
 		holders: func() []string { return n.modelHolders(mod.Digest) }}
 	man, err := loadOrFetchManifest(ctx, f, filepath.Join(dir, mod.Digest+".manifest"))
 	if err != nil {

@@ -40,16 +40,18 @@ type Node struct {
 	copy  atomic.Pointer[ModelCopy] // the partial copy FetchModel made, for status
 	boot  bool                      // this node bootstrapped a new cluster in Start
 
-	fsm     *router.FSM
-	raft    *raft.Raft
-	store   *raftboltdb.BoltStore
-	ml      *memberlist.Memberlist
-	members *members
-	actors  *actor.ActorSystem
-	remote  *remote.Remote
-	mux     *http.ServeMux
-	httpSrv *http.Server
-	client  *http.Client
+	fsm      *router.FSM
+	raft     *raft.Raft
+	store    *raftboltdb.BoltStore
+	ml       *memberlist.Memberlist
+	members  *members
+	actors   *actor.ActorSystem
+	remote   *remote.Remote
+	mux      *http.ServeMux
+	httpSrv  *http.Server
+	auth     *adminAuth   // the admin API's credentials
+	client   *http.Client // admin calls to peers (applies, leave): bounded
+	peerHTTP *http.Client // downloads from peers (model chunks, expert files)
 
 	files *expertFiles            // expert files (hot updates) by digest
 	xp    atomic.Pointer[Experts] // set by StartExperts
@@ -84,10 +86,13 @@ func Start(cfg Config) (_ *Node, err error) {
 		fsm:    router.NewFSM(),
 		mux:    http.NewServeMux(),
 		files:  newExpertFiles(filepath.Join(cfg.DataDir, "experts")),
-		client: &http.Client{Timeout: cfg.ApplyTimeout + time.Second},
+		auth:   newAdminAuth(cfg),
 		kickCh: make(chan struct{}, 1),
 		stopCh: make(chan struct{}),
 	}
+	peer := &bearerTransport{token: n.auth.peer}
+	n.client = &http.Client{Timeout: cfg.ApplyTimeout + time.Second, Transport: peer}
+	n.peerHTTP = &http.Client{Transport: peer}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.members = newMembers(n.log.Named("memberlist"), n.kick)
 	defer func() {
@@ -272,8 +277,11 @@ func (n *Node) startHTTP() error {
 		return fmt.Errorf("cluster: http listen: %w", err)
 	}
 	n.registerAdmin()
+	if n.auth.open() && !loopback(l.Addr()) {
+		n.log.Warn("the admin API is open on a non-loopback address: set --admin-key or --cluster-key", "addr", l.Addr().String())
+	}
 	n.httpSrv = &http.Server{
-		Handler:           n.mux,
+		Handler:           n.auth.guard(n.mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          n.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}

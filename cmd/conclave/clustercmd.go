@@ -38,6 +38,7 @@ func cmdCluster(args []string, stdout, stderr io.Writer) error {
 	}
 	fs := newFlags("cluster "+sub, stderr)
 	addr := fs.String("addr", "http://127.0.0.1:8080", "admin API of any node")
+	akey := fs.String("admin-key", "", adminKeyUsage)
 	asJSON := fs.Bool("json", false, "print JSON")
 	timeout := fs.Duration("timeout", 2*time.Minute, "drain: how long to wait for the node to empty; others: request timeout")
 	pos, err := parseInterspersed(fs, args)
@@ -48,7 +49,7 @@ func cmdCluster(args []string, stdout, stderr io.Writer) error {
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
-	ac := &cluster.AdminClient{Base: base}
+	ac := &cluster.AdminClient{Base: base, Key: adminKey(*akey)}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	wantArgs := 0
@@ -67,7 +68,7 @@ func cmdCluster(args []string, stdout, stderr io.Writer) error {
 		if *asJSON {
 			return printJSON(stdout, st)
 		}
-		printStatus(stdout, st, modelFiles(ctx, st))
+		printStatus(stdout, st, modelFiles(ctx, st, ac.Key))
 	case "nodes":
 		r, err := ac.Nodes(ctx)
 		if err != nil {
@@ -193,7 +194,7 @@ func printJSON(w io.Writer, v any) error {
 // modelFiles asks every node (1 s each) how much of the live model's file
 // it holds: node id → "held", "partial 43% (7.0 MiB)", "-" (none) or "?"
 // (no answer).
-func modelFiles(ctx context.Context, st cluster.Status) map[string]string {
+func modelFiles(ctx context.Context, st cluster.Status, key string) map[string]string {
 	out := map[string]string{}
 	describe := func(f *cluster.ModelFileStatus) string {
 		switch {
@@ -218,7 +219,7 @@ func modelFiles(ctx context.Context, st cluster.Status) map[string]string {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		ns, err := (&cluster.AdminClient{Base: "http://" + n.HTTPAddr}).Status(cctx)
+		ns, err := (&cluster.AdminClient{Base: "http://" + n.HTTPAddr, Key: key}).Status(cctx)
 		cancel()
 		if err == nil {
 			out[n.ID] = describe(ns.ModelFile)

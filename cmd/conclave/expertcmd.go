@@ -36,6 +36,7 @@ func cmdExpert(args []string, stdout, stderr io.Writer) error {
 	sub, args := args[0], args[1:]
 	fs := newFlags("expert "+sub, stderr)
 	addr := fs.String("addr", "http://127.0.0.1:8080", "admin API of any node")
+	akey := fs.String("admin-key", "", adminKeyUsage)
 	layer := fs.Int("layer", -1, "layer of the expert (required)")
 	index := fs.Int("expert", -1, "expert index within the layer (required)")
 	from := fs.String("from", "", "update: GGUF model or expert file holding the new weights")
@@ -60,7 +61,7 @@ func cmdExpert(args []string, stdout, stderr io.Writer) error {
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
-	ac := &cluster.AdminClient{Base: base}
+	ac := &cluster.AdminClient{Base: base, Key: adminKey(*akey)}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout+30*time.Second)
 	defer cancel()
 	id := router.ExpertID{Layer: *layer, Index: *index}

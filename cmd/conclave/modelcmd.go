@@ -192,6 +192,7 @@ func humanBytes(n int64) string {
 func cmdLoad(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("model load", stderr)
 	addr := fs.String("addr", "http://127.0.0.1:8080", "admin API of any node")
+	akey := fs.String("admin-key", "", adminKeyUsage)
 	asJSON := fs.Bool("json", false, "print the result as JSON (progress goes to stderr)")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the experts to be ready")
 	pos, err := parseInterspersed(fs, args)
@@ -216,7 +217,7 @@ func cmdLoad(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		progress = stderr
 	}
-	ac := &cluster.AdminClient{Base: base}
+	ac := &cluster.AdminClient{Base: base, Key: adminKey(*akey)}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	r, err := ac.LoadModel(ctx, mod)

@@ -48,6 +48,7 @@ type nodeFlags struct {
 	bootstrap                                 bool
 	modelPath                                 string
 	key, keyFile                              string
+	adminKey, adminKeysFile                   string
 	tlsDir, tlsCA, tlsCert, tlsKey            string
 	maxVoters, replication                    int
 	deadGrace                                 time.Duration
@@ -117,6 +118,8 @@ func (f *nodeFlags) register(fs *flag.FlagSet, serve bool) {
 	}
 	fs.StringVar(&f.key, "cluster-key", "", "gossip encryption key, 16/24/32 bytes as hex or base64")
 	fs.StringVar(&f.keyFile, "cluster-key-file", "", "file holding the cluster key")
+	fs.StringVar(&f.adminKey, "admin-key", "", "bearer key the admin API (/admin/…) requires (also CONCLAVE_ADMIN_KEY); default: the API keys. Nodes with a cluster key also accept each other's token")
+	fs.StringVar(&f.adminKeysFile, "admin-keys-file", "", "file of accepted admin keys, one per line (# comments)")
 	fs.StringVar(&f.tlsDir, "tls-dir", "", "directory from 'conclave cluster init-tls' (uses ca.crt, ID.crt, ID.key): mutual TLS for Raft and actors")
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "cluster CA certificate (instead of --tls-dir)")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "node certificate (instead of --tls-dir)")
@@ -170,6 +173,15 @@ func (f *nodeFlags) config(stderr io.Writer) (cluster.Config, error) {
 	}
 	if err != nil {
 		return cfg, fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if cfg.AdminKeys, err = readKeys("admin", f.adminKey, "CONCLAVE_ADMIN_KEY", f.adminKeysFile); err != nil {
+		return cfg, err
+	}
+	if len(cfg.AdminKeys) == 0 {
+		// The API keys guard the admin routes on the same port too.
+		if cfg.AdminKeys, err = apiKeys(f.serving.apiKey, f.serving.apiKeysFile); err != nil {
+			return cfg, err
+		}
 	}
 	switch {
 	case f.tlsDir != "" && (f.tlsCA != "" || f.tlsCert != "" || f.tlsKey != ""):
@@ -536,9 +548,14 @@ func hasName(m *loaded) bool {
 // apiKeys gathers keys from --api-key, CONCLAVE_API_KEY and --api-keys-file
 // (one per line; blank lines and # comments skipped).
 func apiKeys(key, file string) ([]string, error) {
+	return readKeys("api", key, "CONCLAVE_API_KEY", file)
+}
+
+// readKeys gathers the keys of --KIND-key (else $env) and --KIND-keys-file.
+func readKeys(kind, key, env, file string) ([]string, error) {
 	var keys []string
 	if key == "" {
-		key = os.Getenv("CONCLAVE_API_KEY")
+		key = os.Getenv(env)
 	}
 	if key != "" {
 		keys = append(keys, key)
@@ -546,7 +563,7 @@ func apiKeys(key, file string) ([]string, error) {
 	if file != "" {
 		b, err := os.ReadFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("%w: --api-keys-file: %v", errUsage, err)
+			return nil, fmt.Errorf("%w: --%s-keys-file: %v", errUsage, kind, err)
 		}
 		for _, line := range strings.Split(string(b), "\n") {
 			if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
@@ -554,7 +571,7 @@ func apiKeys(key, file string) ([]string, error) {
 			}
 		}
 		if len(keys) == 0 {
-			return nil, fmt.Errorf("%w: --api-keys-file %s holds no keys", errUsage, file)
+			return nil, fmt.Errorf("%w: --%s-keys-file %s holds no keys", errUsage, kind, file)
 		}
 	}
 	return keys, nil
@@ -621,3 +638,17 @@ func parseBytes(s string) (int64, error) {
 	}
 	return int64(v * float64(mul)), nil
 }
+
+// adminKey is the admin key a CLI command sends: --admin-key, else
+// $CONCLAVE_ADMIN_KEY, else $CONCLAVE_API_KEY (a node without admin keys
+// takes its API keys as admin keys).
+func adminKey(flagValue string) string {
+	for _, k := range []string{flagValue, os.Getenv("CONCLAVE_ADMIN_KEY"), os.Getenv("CONCLAVE_API_KEY")} {
+		if k != "" {
+			return k
+		}
+	}
+	return ""
+}
+
+const adminKeyUsage = "admin API key (default $CONCLAVE_ADMIN_KEY, else $CONCLAVE_API_KEY)"

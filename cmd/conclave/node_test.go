@@ -280,6 +280,16 @@ func TestNodeFlags(t *testing.T) {
 		{"memory limit and capacity", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "2GiB", "--capacity", "1GiB"}, nil, true},
 		{"zero memory limit", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "0"}, nil, true},
 		{"bad memory limit", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "much"}, nil, true},
+		{"no keys: admin open", []string{"--id", "a", "--data-dir", "d"}, func(c cluster.Config) bool {
+			return len(c.AdminKeys) == 0
+		}, false},
+		{"admin key", []string{"--id", "a", "--data-dir", "d", "--admin-key", "adm", "--api-key", "sk"}, func(c cluster.Config) bool {
+			return slices.Equal(c.AdminKeys, []string{"adm"})
+		}, false},
+		{"api key guards admin", []string{"--id", "a", "--data-dir", "d", "--api-key", "sk"}, func(c cluster.Config) bool {
+			return slices.Equal(c.AdminKeys, []string{"sk"})
+		}, false},
+		{"missing admin keys file", []string{"--id", "a", "--data-dir", "d", "--admin-keys-file", "/nonexistent/keys"}, nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := newFlags("node", io.Discard)

@@ -1,0 +1,122 @@
+package cluster
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"net"
+	"net/http"
+	"path"
+	"strings"
+)
+
+// ErrUnauthorized is an admin call without an accepted credential.
+var ErrUnauthorized = errors.New("cluster: admin API needs an admin key")
+
+// The admin API (/admin/…) can drain and remove nodes, apply map commands
+// and swap experts, so once any credential is configured it requires one:
+// Authorization: Bearer with one of Config.AdminKeys, or the cluster token
+// every node derives from Config.ClusterKey. Nodes send the cluster token
+// (or, without a cluster key, the first admin key) on their own calls to
+// each other. With neither configured the admin API is open, as the
+// loopback single-node default is; New warns when it listens elsewhere.
+// /healthz stays open for probes.
+
+// clusterToken derives the nodes' shared admin token from the cluster key
+// (HMAC-SHA256, so the gossip key itself never travels).
+func clusterToken(key []byte) string {
+	if len(key) == 0 {
+		return ""
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("conclave admin token v1"))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// adminAuth holds the accepted credentials, as digests.
+type adminAuth struct {
+	accepted [][sha256.Size]byte
+	peer     string // what this node sends to others ("": nothing)
+}
+
+func newAdminAuth(cfg Config) *adminAuth {
+	a := &adminAuth{}
+	for _, k := range cfg.AdminKeys {
+		a.accepted = append(a.accepted, sha256.Sum256([]byte(k)))
+	}
+	if t := clusterToken(cfg.ClusterKey); t != "" {
+		a.accepted = append(a.accepted, sha256.Sum256([]byte(t)))
+		a.peer = t
+	} else if len(cfg.AdminKeys) > 0 {
+		a.peer = cfg.AdminKeys[0]
+	}
+	return a
+}
+
+func (a *adminAuth) open() bool { return len(a.accepted) == 0 }
+
+func (a *adminAuth) allows(key string) bool {
+	d := sha256.Sum256([]byte(key))
+	ok := 0
+	for _, k := range a.accepted {
+		ok |= subtle.ConstantTimeCompare(d[:], k[:])
+	}
+	return ok == 1
+}
+
+// guard requires an accepted credential on the admin routes of next.
+func (a *adminAuth) guard(next http.Handler) http.Handler {
+	if a.open() {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := path.Clean("/" + r.URL.Path); p == "/admin" || strings.HasPrefix(p, "/admin/") {
+			if key, ok := bearer(r.Header.Get("Authorization")); !ok || !a.allows(key) {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="conclave-admin"`)
+				var b errorBody
+				b.Error.Type = "unauthorized"
+				b.Error.Message = ErrUnauthorized.Error() + ": send Authorization: Bearer KEY (--admin-key)"
+				writeJSON(w, http.StatusUnauthorized, b)
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// bearer returns the credentials of an Authorization header of the Bearer
+// scheme (matched without regard to case).
+func bearer(h string) (string, bool) {
+	scheme, cred, ok := strings.Cut(strings.TrimSpace(h), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimSpace(cred), true
+}
+
+// bearerTransport adds a bearer credential to requests that carry none.
+type bearerTransport struct {
+	token string
+	base  http.RoundTripper
+}
+
+func (t *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	base := t.base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	if t.token == "" || req.Header.Get("Authorization") != "" {
+		return base.RoundTrip(req)
+	}
+	req = req.Clone(req.Context())
+	req.Header.Set("Authorization", "Bearer "+t.token)
+	return base.RoundTrip(req)
+}
+
+// loopback reports whether a listener's address is a loopback one.
+func loopback(a net.Addr) bool {
+	ta, ok := a.(*net.TCPAddr)
+	return ok && ta.IP.IsLoopback()
+}
