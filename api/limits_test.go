@@ -309,3 +309,27 @@ func TestMetricsAndRequestID(t *testing.T) {
 		t.Log(m)
 	}
 }
+
+// statsEngine reports fixed Stats.
+type statsEngine struct {
+	Engine
+	s engine.Stats
+}
+
+func (e statsEngine) Stats() engine.Stats { return e.s }
+
+// TestMetricsKVPressure: preemptions, evictions and cached blocks reach
+// /metrics as vLLM-style series.
+func TestMetricsKVPressure(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), statsEngine{Engine: newEngine(t), s: engine.Stats{Preemptions: 3, Evictions: 41, KVBlocksCached: 7}})
+	_, body := f.do(t, "GET", "/metrics", "")
+	for _, want := range []string{
+		`conclave:num_preemptions_total{model_name="` + f.id + `"} 3`,
+		`conclave:kv_cache_evictions_total{model_name="` + f.id + `"} 41`,
+		`conclave:kv_cache_cached_blocks{model_name="` + f.id + `"} 7`,
+	} {
+		if !strings.Contains(string(body), want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

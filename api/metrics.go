@@ -66,6 +66,7 @@ type statsCollector struct {
 	running, waiting, kvUsage              *prometheus.Desc
 	prefixHits, prefixQueries, prompt, gen *prometheus.Desc
 	stepTokens, stepSeconds                *prometheus.Desc
+	preemptions, evictions, kvCached       *prometheus.Desc
 }
 
 func newStatsCollector(eng Engine, labels prometheus.Labels) *statsCollector {
@@ -83,11 +84,15 @@ func newStatsCollector(eng Engine, labels prometheus.Labels) *statsCollector {
 		gen:           d("generation_tokens_total", "Tokens generated."),
 		stepTokens:    d("iteration_tokens_total", "Tokens (batch rows) per engine step."),
 		stepSeconds:   d("engine_step_duration_seconds", "Duration of an engine step: its forward pass and sampling, in seconds."),
+		preemptions:   d("num_preemptions_total", "Running sequences sent back to the queue for lack of KV blocks."),
+		evictions:     d("kv_cache_evictions_total", "Cached prefix blocks evicted to make room."),
+		kvCached:      d("kv_cache_cached_blocks", "Unreferenced KV blocks kept for the prefix cache (evictable)."),
 	}
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.running, c.waiting, c.kvUsage, c.prefixHits, c.prefixQueries, c.prompt, c.gen, c.stepTokens, c.stepSeconds} {
+	for _, d := range []*prometheus.Desc{c.running, c.waiting, c.kvUsage, c.prefixHits, c.prefixQueries, c.prompt, c.gen, c.stepTokens, c.stepSeconds,
+		c.preemptions, c.evictions, c.kvCached} {
 		ch <- d
 	}
 }
@@ -106,5 +111,8 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.prompt, prometheus.CounterValue, float64(s.PromptTokens))
 	ch <- prometheus.MustNewConstMetric(c.gen, prometheus.CounterValue, float64(s.GeneratedTokens))
 	ch <- prometheus.MustNewConstHistogram(c.stepTokens, s.StepTokens.Count(), s.StepTokens.Sum, s.StepTokens.Cumulative(engine.StepTokensBounds))
+	ch <- prometheus.MustNewConstMetric(c.preemptions, prometheus.CounterValue, float64(s.Preemptions))
+	ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(s.Evictions))
+	ch <- prometheus.MustNewConstMetric(c.kvCached, prometheus.GaugeValue, float64(s.KVBlocksCached))
 	ch <- prometheus.MustNewConstHistogram(c.stepSeconds, s.StepSeconds.Count(), s.StepSeconds.Sum, s.StepSeconds.Cumulative(engine.StepSecondsBounds))
 }

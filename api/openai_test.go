@@ -78,6 +78,9 @@ func TestOpenAIChat(t *testing.T) {
 			usage = ck.Usage
 			continue
 		}
+		if raw := ck.JSON.Usage.Raw(); raw != "null" {
+			t.Fatalf("chunk %d before the usage chunk: usage %q, want null", chunks, raw)
+		}
 		d := ck.Choices[0]
 		if d.Delta.Role != "" {
 			role = d.Delta.Role

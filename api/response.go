@@ -81,13 +81,19 @@ type completionResponse struct {
 	Model             string   `json:"model"`
 	SystemFingerprint string   `json:"system_fingerprint"`
 	Choices           []choice `json:"choices"`
-	Usage             *usage   `json:"usage,omitempty"`
+	// Usage is *usage, or nullJSON on the chunks before a stream's usage
+	// chunk when the client asked for one (OpenAI sends "usage": null
+	// there), or nil (absent).
+	Usage any `json:"usage,omitempty"`
 	// TokenIDs, only in chunks of a forwarded stream, must stay the last
 	// field: the relay cuts it off (see tokenIDsField).
 	TokenIDs []int32 `json:"conclave_token_ids,omitempty"`
 }
 
 const fingerprint = "conclave"
+
+// nullJSON is an explicit JSON null.
+var nullJSON = json.RawMessage("null")
 
 func tokenBytesInts(b []byte) []int {
 	out := make([]int, len(b))
@@ -225,6 +231,9 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 	chunk := func(c choice) *completionResponse {
 		r := &completionResponse{ID: id, Object: obj, Created: created, Model: j.model, SystemFingerprint: fingerprint,
 			Choices: []choice{c}}
+		if j.includeUsage {
+			r.Usage = nullJSON
+		}
 		if len(g.ids) > 0 {
 			r.TokenIDs = g.ids
 			g.ids = g.ids[:0] // sent before the next token arrives
