@@ -146,8 +146,12 @@ func TestOpenAICompletions(t *testing.T) {
 		t.Fatalf("logprobs: %+v", lp)
 	}
 	for i, l := range lp.TokenLogprobs {
-		if l > 0 || len(lp.TopLogprobs[i]) == 0 || len(lp.TopLogprobs[i]) > 3 {
+		top := lp.TopLogprobs[i]
+		if l > 0 || len(top) == 0 || len(top) > 4 {
 			t.Fatalf("token %d: logprob %v, top %v", i, l, lp.TopLogprobs[i])
+		}
+		if _, ok := top[lp.Tokens[i]]; !ok {
+			t.Fatalf("token %d %q is not among its top_logprobs %v", i, lp.Tokens[i], top)
 		}
 	}
 	prompt := f.tok.Encode("The expert router", true, true)

@@ -125,12 +125,17 @@ func completionLogprobsOf(tok *tokenizer.Tokenizer, lps []tokenLogprob, offset i
 		b := tok.TokenBytes(lp.token)
 		out.Tokens = append(out.Tokens, string(b))
 		out.TokenLogprobs = append(out.TokenLogprobs, lp.logprob)
-		top := make(map[string]float32, len(lp.top))
+		// The alternatives and, as OpenAI's legacy format always has it,
+		// the sampled token (up to logprobs+1 entries).
+		top := make(map[string]float32, len(lp.top)+1)
 		for _, t := range lp.top {
 			k := string(tok.TokenBytes(t.Token))
 			if _, dup := top[k]; !dup {
 				top[k] = t.Logprob
 			}
+		}
+		if _, in := top[string(b)]; !in {
+			top[string(b)] = lp.logprob
 		}
 		out.TopLogprobs = append(out.TopLogprobs, top)
 		out.TextOffset = append(out.TextOffset, offset)
