@@ -16,13 +16,14 @@ import (
 var ErrUnauthorized = errors.New("cluster: admin API needs an admin key")
 
 // The admin API (/admin/…) can drain and remove nodes, apply map commands
-// and swap experts, so once any credential is configured it requires one:
-// Authorization: Bearer with one of Config.AdminKeys, or the cluster token
-// every node derives from Config.ClusterKey. Nodes send the cluster token
-// (or, without a cluster key, the first admin key) on their own calls to
-// each other. With neither configured the admin API is open, as the
-// loopback single-node default is; New warns when it listens elsewhere.
-// /healthz stays open for probes.
+// and swap experts, so once admin keys are configured it requires
+// Authorization: Bearer with one of Config.AdminKeys or, when there is a
+// Config.ClusterKey, the token every node derives from it. Nodes send that
+// token (or, without a cluster key, the first admin key) on their own calls
+// to each other, so operators need not hand nodes an admin key of their
+// own. Without admin keys the admin API is open, as the loopback
+// single-node default is; a node listening elsewhere warns. /healthz stays
+// open for probes.
 
 // clusterToken derives the nodes' shared admin token from the cluster key
 // (HMAC-SHA256, so the gossip key itself never travels).
@@ -43,14 +44,16 @@ type adminAuth struct {
 
 func newAdminAuth(cfg Config) *adminAuth {
 	a := &adminAuth{}
+	if len(cfg.AdminKeys) == 0 {
+		return a // open
+	}
 	for _, k := range cfg.AdminKeys {
 		a.accepted = append(a.accepted, sha256.Sum256([]byte(k)))
 	}
+	a.peer = cfg.AdminKeys[0]
 	if t := clusterToken(cfg.ClusterKey); t != "" {
 		a.accepted = append(a.accepted, sha256.Sum256([]byte(t)))
 		a.peer = t
-	} else if len(cfg.AdminKeys) > 0 {
-		a.peer = cfg.AdminKeys[0]
 	}
 	return a
 }

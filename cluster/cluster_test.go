@@ -375,8 +375,17 @@ func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return le
 // calls without a credential; nodes authenticate to each other with the
 // token derived from the cluster key (a follower's forwarded apply and a
 // graceful leave both go through the leader's admin API); /healthz stays
-// open.
+// open. A cluster key alone leaves the admin API open.
 func TestAdminAuth(t *testing.T) {
+	open := clustertest.New(t, 1, clustertest.Options{Config: func(int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.ClusterKey = []byte("0123456789abcdef")
+		return cfg
+	}})
+	if _, err := (&cluster.AdminClient{Base: "http://" + open.Config(0).HTTPAddr}).Status(context.Background()); err != nil {
+		t.Fatalf("cluster key alone: %v", err)
+	}
+
 	c := clustertest.New(t, 2, clustertest.Options{Config: func(i int) cluster.Config {
 		cfg := clustertest.FastConfig()
 		cfg.ClusterKey = []byte("0123456789abcdef")

@@ -74,9 +74,9 @@ type Config struct {
 	// TLS, when set, enables mutual TLS for the Raft transport and the actor
 	// remote. The admin HTTP API stays plain HTTP.
 	TLS *TLSFiles
-	// AdminKeys are bearer keys the admin API (/admin/…) accepts. With a
-	// ClusterKey nodes also accept, and send each other, a token derived
-	// from it; with neither the admin API is open (see adminauth.go).
+	// AdminKeys are bearer keys the admin API (/admin/…) requires; empty
+	// leaves it open. With a ClusterKey nodes also accept, and send each
+	// other, a token derived from it (see adminauth.go).
 	AdminKeys []string
 
 	// MaxVoters is how many live nodes are Raft voters; nodes beyond are

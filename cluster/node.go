@@ -278,7 +278,7 @@ func (n *Node) startHTTP() error {
 	}
 	n.registerAdmin()
 	if n.auth.open() && !loopback(l.Addr()) {
-		n.log.Warn("the admin API is open on a non-loopback address: set --admin-key or --cluster-key", "addr", l.Addr().String())
+		n.log.Warn("the admin API is open on a non-loopback address: set --admin-key (or --api-key)", "addr", l.Addr().String())
 	}
 	n.httpSrv = &http.Server{
 		Handler:           n.auth.guard(n.mux),
@@ -418,6 +418,12 @@ func (n *Node) Leave(ctx context.Context) error {
 	keep(n.ml.Leave(n.cfg.LeaveTimeout / 2))
 	if others > 0 {
 		keep(n.requestRemoval(ctx))
+	}
+	// Peers stop routing expert calls here once the map drops this node;
+	// until then the hosted experts kept answering them. Stop them while
+	// the actor system still runs.
+	if x := n.xp.Load(); x != nil {
+		x.Close()
 	}
 	n.shutdown(true)
 	if firstErr != nil {

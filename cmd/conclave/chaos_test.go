@@ -623,3 +623,82 @@ func TestChaosKillHome(t *testing.T) {
 		t.Logf("round %d: %s restarted and cluster settled in %v", round+1, victim.id, d.Round(time.Millisecond))
 	}
 }
+
+// TestChaosTermNonHome runs 3 serving node processes with replication 2 and,
+// while greedy completions stream to node 0, sends another node SIGTERM
+// with no `cluster drain` first: the node leaves the map before it stops
+// its experts, so every request succeeds with the reference output, the
+// process exits within its drain and leave bounds, and it is gone from the
+// map.
+func TestChaosTermNonHome(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs 3 serving processes")
+	}
+	e := newChaosEnv(t, 3, "tiny")
+	ref := e.complete(0, chaosRequest())
+	if ref.err != nil || ref.status != 200 {
+		t.Fatalf("reference completion: status %d err %v body %s", ref.status, ref.err, ref.body)
+	}
+	p := e.pc.procs[1]
+	var (
+		mu      sync.Mutex
+		results []chaosResult
+		gone    atomic.Bool
+	)
+	started, finished := make(chan struct{}), make(chan struct{})
+	before := e.dispatchCalls(0)
+	go func() {
+		defer close(finished)
+		for i := 0; i < 6 || !gone.Load(); i++ {
+			if i == 0 {
+				close(started)
+			}
+			r := e.complete(0, chaosRequest())
+			mu.Lock()
+			results = append(results, r)
+			mu.Unlock()
+		}
+	}()
+	<-started
+	time.Sleep(min(ref.latency/2, 2*time.Second)) // mid-stream
+	termed := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(45 * time.Second):
+		t.Fatalf("%s still running 45 s after SIGTERM", p.id)
+	}
+	exited := time.Since(termed)
+	clustertest.WaitFor(t, 30*time.Second, func() bool {
+		m, err := e.nodes()
+		if err != nil {
+			return false
+		}
+		_, in := m[p.id]
+		if !in {
+			gone.Store(true)
+		}
+		return !in
+	}, p.id+" gone from the map")
+	select {
+	case <-finished:
+	case <-time.After(90 * time.Second):
+		t.Fatal("requests did not finish within 90 s of the node leaving")
+	}
+	after := e.dispatchCalls(0)
+	mu.Lock()
+	defer mu.Unlock()
+	for i, r := range results {
+		switch {
+		case r.err != nil || r.status != 200:
+			t.Errorf("request %d: status %d err %v latency %v body %s", i, r.status, r.err, r.latency, r.body)
+		case r.text != ref.text:
+			t.Errorf("request %d: text %q, want the reference %q", i, r.text, ref.text)
+		}
+	}
+	d := func(k string) float64 { return after[k] - before[k] }
+	t.Logf("SIGTERM %s mid-stream: exited after %v; %d requests; n0 dispatch: timeouts %v, retries %v, fallbacks %v",
+		p.id, exited.Round(time.Millisecond), len(results), d("timeout"), d("retry"), d("fallback"))
+}

@@ -290,13 +290,16 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 		if sv != nil {
 			// Stop taking requests (/ready answers 503), let in-flight
 			// streams finish within --drain-timeout, then stop the engine.
+			// The hosted experts keep serving peers until Leave has taken
+			// this node out of the map.
 			fmt.Fprintf(stdout, "conclave %s %s: draining\n", name, cfg.ID)
 			dctx, cancel := context.WithTimeout(context.Background(), f.serving.drainTimeout)
 			if err := sv.api.Drain(dctx); err != nil {
 				fmt.Fprintf(stderr, "conclave: drain: %v (in-flight requests were cancelled)\n", err)
 			}
 			cancel()
-			sv.close()
+			sv.stopEngine()
+			defer sv.close()
 		}
 		fmt.Fprintf(stdout, "conclave %s %s: leaving\n", name, cfg.ID)
 		lctx, cancel := context.WithTimeout(context.Background(), cfg.LeaveTimeout+5*time.Second)
@@ -417,14 +420,21 @@ type serving struct {
 	ecfg    engine.Config
 	// expertTimeout is the dispatcher's per-call deadline (--expert-timeout).
 	expertTimeout time.Duration
-	once          sync.Once
+	once, engOnce sync.Once
+}
+
+// stopEngine stops generating; the experts this node hosts keep serving.
+func (s *serving) stopEngine() {
+	s.engOnce.Do(func() {
+		if s.eng != nil {
+			s.eng.Close()
+		}
+	})
 }
 
 func (s *serving) close() {
 	s.once.Do(func() {
-		if s.eng != nil {
-			s.eng.Close()
-		}
+		s.stopEngine()
 		if s.experts != nil {
 			s.experts.Close()
 		}
