@@ -639,7 +639,29 @@ func TestChaosTermNonHome(t *testing.T) {
 	if ref.err != nil || ref.status != 200 {
 		t.Fatalf("reference completion: status %d err %v body %s", ref.status, ref.err, ref.body)
 	}
-	p := e.pc.procs[1]
+	// The victim: the replica n0 calls first for an expert n0 does not host.
+	pl, err := e.experts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim := -1
+	for _, pe := range pl.Placement {
+		m := router.NewMap()
+		on := map[string]bool{}
+		for _, r := range pe.Replicas {
+			on[r.Node] = true
+			m.Nodes[r.Node] = router.Node{ID: r.Node, State: router.NodeActive}
+		}
+		if !on["n0"] && len(pe.Replicas) == 2 {
+			m.Placement[pe.Expert] = pe.Replicas
+			victim = int(dispatch.Candidates(m, pe.Expert, "n0", nil, nil)[0].Node[1] - '0')
+			break
+		}
+	}
+	if victim < 0 {
+		t.Fatalf("no expert without a replica on n0: %+v", pl.Placement)
+	}
+	p := e.pc.procs[victim]
 	var (
 		mu      sync.Mutex
 		results []chaosResult
@@ -699,6 +721,9 @@ func TestChaosTermNonHome(t *testing.T) {
 		}
 	}
 	d := func(k string) float64 { return after[k] - before[k] }
-	t.Logf("SIGTERM %s mid-stream: exited after %v; %d requests; n0 dispatch: timeouts %v, retries %v, fallbacks %v",
-		p.id, exited.Round(time.Millisecond), len(results), d("timeout"), d("retry"), d("fallback"))
+	t.Logf("SIGTERM %s mid-stream: exited after %v; %d requests; n0 dispatch: remote %v, timeouts %v, retries %v, fallbacks %v",
+		p.id, exited.Round(time.Millisecond), len(results), d("remote"), d("timeout"), d("retry"), d("fallback"))
+	if d("remote") == 0 {
+		t.Errorf("n0 made no remote expert call: the test did not exercise the leaver's experts")
+	}
 }
