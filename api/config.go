@@ -60,6 +60,14 @@ type Config struct {
 	// home node (see SessionRouter); nil serves every request locally.
 	Sessions SessionRouter
 
+	// PeerToken is a secret the cluster's nodes share. Requests this node
+	// forwards to a session's home carry it (HeaderPeer); a home that
+	// receives a forwarded request with it skips the per-client rate limit
+	// and concurrency cap, which the entry node applied already (else every
+	// request an entry node forwards would share one open-mode client, the
+	// entry's address). Empty: forwarded requests are limited like others.
+	PeerToken string
+
 	// ModelReady reports whether the model can be served now (in a
 	// cluster: every expert of the live model has a ready replica). While
 	// it returns false, /v1/models lists nothing, /v1/models/{id} answers

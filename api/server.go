@@ -215,6 +215,7 @@ type reqInfo struct {
 	id     string
 	route  string
 	client string // "key:N" or "ip:ADDR"
+	peer   bool   // forwarded by a node of the cluster (limits applied there)
 	attrs  []slog.Attr
 }
 
@@ -355,6 +356,11 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			}
 			ri.client = "ip:" + host
 		}
+		ri.peer = s.fromPeer(r)
+		if ri.peer {
+			next.ServeHTTP(w, r) // the entry node applied the limits
+			return
+		}
 		if ok, wait := s.limits.allow(ri.client); !ok {
 			w.Header().Set("Retry-After", strconv.Itoa(max(1, int((wait+time.Second-1)/time.Second))))
 			writeError(w, &Error{Status: http.StatusTooManyRequests, Type: typeRateLimit, Code: "rate_limit_exceeded",
@@ -388,12 +394,14 @@ func (s *Server) generation(h func(w http.ResponseWriter, r *http.Request, body 
 			return
 		}
 		defer s.end()
-		if !s.limits.acquire(ri.client) {
-			writeError(w, &Error{Status: http.StatusTooManyRequests, Type: typeRateLimit, Code: "concurrency_limit_exceeded",
-				Message: fmt.Sprintf("at most %d concurrent requests per client", s.cfg.MaxConcurrentPerKey)})
-			return
+		if !ri.peer {
+			if !s.limits.acquire(ri.client) {
+				writeError(w, &Error{Status: http.StatusTooManyRequests, Type: typeRateLimit, Code: "concurrency_limit_exceeded",
+					Message: fmt.Sprintf("at most %d concurrent requests per client", s.cfg.MaxConcurrentPerKey)})
+				return
+			}
+			defer s.limits.release(ri.client)
 		}
-		defer s.limits.release(ri.client)
 		if ct := r.Header.Get("Content-Type"); ct != "" {
 			if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 				writeError(w, &Error{Status: http.StatusUnsupportedMediaType, Type: typeInvalidRequest, Code: "unsupported_media_type",

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -38,6 +39,27 @@ type SessionRouter interface {
 // the receiver serves it locally and never forwards it again (so a map
 // that changes while the request is in flight cannot make a loop).
 const HeaderForwarded = "X-Conclave-Forwarded"
+
+// HeaderPeer carries Config.PeerToken on forwarded requests.
+const HeaderPeer = "X-Conclave-Peer"
+
+// fromPeer reports whether r was forwarded by a node of this cluster: it
+// carries HeaderForwarded and the shared PeerToken.
+func (s *Server) fromPeer(r *http.Request) bool {
+	t := s.cfg.PeerToken
+	return t != "" && r.Header.Get(HeaderForwarded) != "" &&
+		subtle.ConstantTimeCompare([]byte(r.Header.Get(HeaderPeer)), []byte(t)) == 1
+}
+
+// markForwarded sets the headers of a request this node forwards.
+func (s *Server) markForwarded(h http.Header, id string) {
+	h.Set(HeaderForwarded, "1")
+	h.Set("X-Request-ID", id)
+	h.Del(HeaderPeer) // never pass on what a client sent
+	if s.cfg.PeerToken != "" {
+		h.Set(HeaderPeer, s.cfg.PeerToken)
+	}
+}
 
 // headerDraining marks the 503 a draining server answers, so a forwarding
 // node re-homes the session instead of passing the 503 on.
@@ -170,8 +192,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, ta
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
 			pr.SetXForwarded()
-			pr.Out.Header.Set(HeaderForwarded, "1")
-			pr.Out.Header.Set("X-Request-ID", ri.id)
+			s.markForwarded(pr.Out.Header, ri.id)
 			pr.Out.Body = io.NopCloser(bytes.NewReader(body))
 			pr.Out.ContentLength = int64(len(body))
 			pr.Out.TransferEncoding = nil

@@ -280,3 +280,63 @@ func TestSessionInvalidRequestNotRouted(t *testing.T) {
 		t.Fatalf("valid request: %d routes, want 1", routes)
 	}
 }
+
+// TestSessionPeerSkipsLimits: in open mode a home sees every request an
+// entry node forwards as one client (the entry's address). With the
+// cluster's PeerToken the home leaves the limits to the entry node, so two
+// streams that fit the entry's cap both run; without it (or with a wrong
+// token) the home's cap of one refuses the second.
+func TestSessionPeerSkipsLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		entryTok, homeTok string
+		want2             int
+	}{
+		{"shared token", "tok", "tok", 200},
+		{"no token", "", "", 429},
+		{"wrong token", "guess", "tok", 429},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			acfg, bcfg := DefaultConfig(), DefaultConfig()
+			acfg.MaxConcurrentPerKey, acfg.PeerToken = 2, tc.entryTok
+			bcfg.MaxConcurrentPerKey, bcfg.PeerToken = 1, tc.homeTok
+			g := newGated(newEngine(t))
+			a := newSessionNode(t, acfg, nil)
+			b := newSessionNode(t, bcfg, g)
+			a.sess.homes["s1"], a.sess.homes["s2"] = b.http.URL, b.http.URL
+			body := func(s string) string {
+				return `{"model":"` + a.id + `","prompt":"hi","max_tokens":2,"session_id":"` + s + `"}`
+			}
+			first := make(chan int, 1)
+			go func() {
+				resp, _ := a.do(t, "POST", "/v1/completions", body("s1"))
+				first <- resp.StatusCode
+			}()
+			<-g.started // the first holds the home's only slot
+			second := make(chan int, 1)
+			go func() {
+				resp, _ := a.do(t, "POST", "/v1/completions", body("s2"), HeaderPeer, "tok")
+				second <- resp.StatusCode
+			}()
+			// Either the home admits it (it reaches the engine) or refuses it.
+			got := 0
+			select {
+			case <-g.started:
+				got = 200
+			case got = <-second:
+			}
+			close(g.release)
+			if got != tc.want2 {
+				t.Fatalf("second stream: %d, want %d", got, tc.want2)
+			}
+			if got == 200 {
+				if c := <-second; c != 200 {
+					t.Fatalf("second stream finished with %d", c)
+				}
+			}
+			if c := <-first; c != 200 {
+				t.Fatalf("first stream: %d", c)
+			}
+		})
+	}
+}

@@ -27,12 +27,19 @@ var ErrUnauthorized = errors.New("cluster: admin API needs an admin key")
 
 // clusterToken derives the nodes' shared admin token from the cluster key
 // (HMAC-SHA256, so the gossip key itself never travels).
-func clusterToken(key []byte) string {
+func clusterToken(key []byte) string { return derive(key, "conclave admin token v1") }
+
+// PeerToken derives from the cluster key the token nodes put on the API
+// requests they forward to each other (api.Config.PeerToken); "" without a
+// key. It differs from the admin token, so it grants no admin access.
+func PeerToken(key []byte) string { return derive(key, "conclave api peer token v1") }
+
+func derive(key []byte, purpose string) string {
 	if len(key) == 0 {
 		return ""
 	}
 	m := hmac.New(sha256.New, key)
-	m.Write([]byte("conclave admin token v1"))
+	m.Write([]byte(purpose))
 	return hex.EncodeToString(m.Sum(nil))
 }
 
