@@ -250,7 +250,11 @@ func (r *recorder) Write(b []byte) (int, error) {
 	return n, err
 }
 
-func (r *recorder) Flush() { http.NewResponseController(r.ResponseWriter).Flush() }
+func (r *recorder) Flush() { r.FlushError() }
+
+// FlushError passes a failed flush (the client gone, a write deadline
+// passed) on to http.ResponseController callers.
+func (r *recorder) FlushError() error { return http.NewResponseController(r.ResponseWriter).Flush() }
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
@@ -475,6 +479,11 @@ type deadlineWriter struct {
 func (d *deadlineWriter) arm() {
 	if d.timeout > 0 && d.stop.Err() == nil {
 		d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
+		if d.stop.Err() != nil {
+			// Drain gave up meanwhile (its callback may have run before the
+			// line above): its shorter grace stands.
+			d.rc.SetWriteDeadline(time.Now().Add(drainWriteGrace))
+		}
 	}
 }
 

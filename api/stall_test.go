@@ -3,9 +3,11 @@ package api
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -151,4 +153,23 @@ func TestSlowBody(t *testing.T) {
 		defer f.srv.mu.Unlock()
 		return f.srv.inflight == 0
 	})
+}
+
+// failingFlusher is a ResponseWriter whose flushes fail.
+type failingFlusher struct{ http.ResponseWriter }
+
+func (failingFlusher) FlushError() error { return errFlush }
+
+var errFlush = errors.New("flush failed")
+
+// TestFlushErrorsReachWriters: the request recorder and the deadline writer
+// pass a failed flush on, so a stream's writer sees its client is gone.
+func TestFlushErrorsReachWriters(t *testing.T) {
+	rec := &recorder{ResponseWriter: failingFlusher{httptest.NewRecorder()}}
+	dw := &deadlineWriter{ResponseWriter: rec, rc: http.NewResponseController(rec), stop: context.Background()}
+	for name, w := range map[string]http.ResponseWriter{"recorder": rec, "deadlineWriter": dw} {
+		if err := http.NewResponseController(w).Flush(); !errors.Is(err, errFlush) {
+			t.Errorf("%s: Flush() = %v, want the underlying error", name, err)
+		}
+	}
 }

@@ -349,10 +349,13 @@ func (n *Node) proxyToLeader(w http.ResponseWriter, r *http.Request, body []byte
 		return
 	}
 	req.Header.Set(forwardedHeader, n.cfg.ID)
+	if a := r.Header.Get("Authorization"); a != "" {
+		req.Header.Set("Authorization", a) // the caller's, not this node's
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := n.client.Do(req)
+	resp, err := n.proxyHTTP.Do(req)
 	if err != nil {
 		writeError(w, fmt.Errorf("%w: %v", ErrNoLeader, err))
 		return

@@ -16,14 +16,20 @@ import (
 var ErrUnauthorized = errors.New("cluster: admin API needs an admin key")
 
 // The admin API (/admin/…) can drain and remove nodes, apply map commands
-// and swap experts, so once admin keys are configured it requires
-// Authorization: Bearer with one of Config.AdminKeys or, when there is a
-// Config.ClusterKey, the token every node derives from it. Nodes send that
-// token (or, without a cluster key, the first admin key) on their own calls
-// to each other, so operators need not hand nodes an admin key of their
-// own. Without admin keys the admin API is open, as the loopback
-// single-node default is; a node listening elsewhere warns. /healthz stays
-// open for probes.
+// and swap experts. It is guarded once Config.AdminKeys are set, or
+// Config.AdminGuard asks for it (serve/node do when API keys are set, so a
+// key-protected port is protected whole): then it takes Authorization:
+// Bearer with one of the admin keys or the token every node derives from
+// Config.ClusterKey. API keys are never admin keys. A node sends that token
+// (or, without a cluster key, its first admin key) on its own calls to
+// peers, guarded or not, so nodes need no admin key of their own; a guarded
+// multi-node cluster therefore wants a cluster key. Unguarded, the admin
+// API is open, as the loopback single-node default is; a node listening
+// elsewhere warns. /healthz stays open for probes.
+//
+// Node-to-node admin traffic is plain HTTP like the API (--tls-dir covers
+// Raft and the actors), so the token is as exposed as the requests it
+// rides on: run clusters on a private network.
 
 // clusterToken derives the nodes' shared admin token from the cluster key
 // (HMAC-SHA256, so the gossip key itself never travels).
@@ -45,31 +51,37 @@ func derive(key []byte, purpose string) string {
 
 // adminAuth holds the accepted credentials, as digests.
 type adminAuth struct {
+	guarded  bool
 	accepted [][sha256.Size]byte
 	peer     string // what this node sends to others ("": nothing)
 }
 
 func newAdminAuth(cfg Config) *adminAuth {
-	a := &adminAuth{}
-	if len(cfg.AdminKeys) == 0 {
-		return a // open
+	a := &adminAuth{guarded: cfg.AdminGuard || len(cfg.AdminKeys) > 0}
+	token := clusterToken(cfg.ClusterKey)
+	switch {
+	case token != "":
+		a.peer = token
+	case len(cfg.AdminKeys) > 0:
+		a.peer = cfg.AdminKeys[0]
+	}
+	if !a.guarded {
+		return a
 	}
 	for _, k := range cfg.AdminKeys {
 		a.accepted = append(a.accepted, sha256.Sum256([]byte(k)))
 	}
-	a.peer = cfg.AdminKeys[0]
-	if t := clusterToken(cfg.ClusterKey); t != "" {
-		a.accepted = append(a.accepted, sha256.Sum256([]byte(t)))
-		a.peer = t
+	if token != "" {
+		a.accepted = append(a.accepted, sha256.Sum256([]byte(token)))
 	}
 	return a
 }
 
-func (a *adminAuth) open() bool { return len(a.accepted) == 0 }
+func (a *adminAuth) open() bool { return !a.guarded }
 
 func (a *adminAuth) allows(key string) bool {
 	d := sha256.Sum256([]byte(key))
-	ok := 0
+	ok := 0 // nothing accepted (guarded, no admin key, no cluster key): closed
 	for _, k := range a.accepted {
 		ok |= subtle.ConstantTimeCompare(d[:], k[:])
 	}

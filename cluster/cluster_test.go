@@ -371,43 +371,45 @@ type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
-// TestAdminAuth: with an admin key and a cluster key, the admin API refuses
-// calls without a credential; nodes authenticate to each other with the
-// token derived from the cluster key (a follower's forwarded apply and a
-// graceful leave both go through the leader's admin API); /healthz stays
-// open. A cluster key alone leaves the admin API open.
+// TestAdminAuth: three nodes sharing a cluster key: n0 guarded by an admin
+// key, n1 guarded with no admin key (closed to clients, as API keys without
+// an admin key leave it), n2 open. Clients need the admin key where there
+// is one, cannot get into n1 at all and walk into n2; every node reaches
+// every other's admin API with the token derived from the cluster key
+// (forwarded applies, a graceful leave); an open node relays a client's
+// request to a guarded leader with the client's credentials, not its own
+// token; /healthz stays open.
 func TestAdminAuth(t *testing.T) {
-	open := clustertest.New(t, 1, clustertest.Options{Config: func(int) cluster.Config {
+	c := clustertest.New(t, 3, clustertest.Options{Config: func(i int) cluster.Config {
 		cfg := clustertest.FastConfig()
 		cfg.ClusterKey = []byte("0123456789abcdef")
+		switch i {
+		case 0:
+			cfg.AdminKeys = []string{"adm-key"}
+		case 1:
+			cfg.AdminGuard = true
+		}
 		return cfg
 	}})
-	if _, err := (&cluster.AdminClient{Base: "http://" + open.Config(0).HTTPAddr}).Status(context.Background()); err != nil {
-		t.Fatalf("cluster key alone: %v", err)
-	}
-
-	c := clustertest.New(t, 2, clustertest.Options{Config: func(i int) cluster.Config {
-		cfg := clustertest.FastConfig()
-		cfg.ClusterKey = []byte("0123456789abcdef")
-		cfg.AdminKeys = []string{"adm-key"}
-		return cfg
-	}})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	l := c.Leader()
-	f := 1 - l
-	base := "http://" + c.Config(l).HTTPAddr
+	base := func(i int) string { return "http://" + c.Config(i).HTTPAddr }
 	for _, tc := range []struct {
+		node int
 		key  string
-		want error
-	}{{"", cluster.ErrUnauthorized}, {"wrong", cluster.ErrUnauthorized}, {"adm-key", nil}} {
-		_, err := (&cluster.AdminClient{Base: base, Key: tc.key}).Status(ctx)
-		if (tc.want == nil && err != nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
-			t.Fatalf("key %q: %v, want %v", tc.key, err, tc.want)
+		ok   bool
+	}{
+		{0, "", false}, {0, "wrong", false}, {0, "adm-key", true},
+		{1, "", false}, {1, "adm-key", false},
+		{2, "", true},
+	} {
+		_, err := (&cluster.AdminClient{Base: base(tc.node), Key: tc.key}).Status(ctx)
+		if (tc.ok && err != nil) || (!tc.ok && !errors.Is(err, cluster.ErrUnauthorized)) {
+			t.Fatalf("n%d, key %q: %v (want ok=%v)", tc.node, tc.key, err, tc.ok)
 		}
 	}
 	for _, p := range []string{"/admin/v1/map", "/v1/../admin/v1/map", "//admin/v1/map", "/admin"} {
-		resp, err := http.Get(base + p)
+		resp, err := http.Get(base(0) + p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -416,7 +418,7 @@ func TestAdminAuth(t *testing.T) {
 			t.Errorf("GET %s without a key: %d", p, resp.StatusCode)
 		}
 	}
-	resp, err := http.Get(base + "/healthz")
+	resp, err := http.Get(base(1) + "/healthz")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -424,13 +426,31 @@ func TestAdminAuth(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("/healthz: %d", resp.StatusCode)
 	}
-	// The follower forwards an apply to the leader's admin API.
-	err = c.Node(f).Apply(ctx, router.Command{Op: router.OpAssignSession,
-		Session: &router.Session{ID: "s", Home: fmt.Sprintf("n%d", l), ExpiresMS: 1 << 50}})
-	if err != nil {
-		t.Fatalf("forwarded apply: %v", err)
+	l := c.Leader()
+	// Every follower forwards an apply to the leader's admin API.
+	for i := range 3 {
+		if i == l {
+			continue
+		}
+		err := c.Node(i).Apply(ctx, router.Command{Op: router.OpAssignSession,
+			Session: &router.Session{ID: fmt.Sprintf("s%d", i), Home: fmt.Sprintf("n%d", l), ExpiresMS: 1 << 50}})
+		if err != nil {
+			t.Fatalf("n%d's forwarded apply to n%d: %v", i, l, err)
+		}
+	}
+	if l != 2 {
+		// The open node relays a client's rebalance to the guarded leader
+		// with the client's (missing) credentials.
+		_, err := (&cluster.AdminClient{Base: base(2)}).Rebalance(ctx)
+		if !errors.Is(err, cluster.ErrUnauthorized) {
+			t.Errorf("rebalance through the open n2 to the guarded leader n%d: %v, want ErrUnauthorized", l, err)
+		}
+		if _, err := (&cluster.AdminClient{Base: base(2), Key: "adm-key"}).Rebalance(ctx); l == 0 && err != nil {
+			t.Errorf("rebalance through n2 with the leader's admin key: %v", err)
+		}
 	}
 	// A graceful leave asks the leader, too.
+	f := (l + 1) % 3
 	c.Stop(f)
 	id := fmt.Sprintf("n%d", f)
 	c.WaitMap(l, 10*time.Second, func(m *router.Map) bool { _, ok := m.Nodes[id]; return !ok }, "the leaver gone from the map")

@@ -74,10 +74,13 @@ type Config struct {
 	// TLS, when set, enables mutual TLS for the Raft transport and the actor
 	// remote. The admin HTTP API stays plain HTTP.
 	TLS *TLSFiles
-	// AdminKeys are bearer keys the admin API (/admin/…) requires; empty
-	// leaves it open. With a ClusterKey nodes also accept, and send each
+	// AdminKeys are bearer keys the admin API (/admin/…) accepts; setting
+	// any guards it. With a ClusterKey nodes also accept, and send each
 	// other, a token derived from it (see adminauth.go).
 	AdminKeys []string
+	// AdminGuard guards the admin API even without AdminKeys: then only
+	// nodes holding the cluster key's token get in.
+	AdminGuard bool
 
 	// MaxVoters is how many live nodes are Raft voters; nodes beyond are
 	// non-voters (they replicate the map but do not vote). Typically 3 or 5.

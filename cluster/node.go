@@ -52,6 +52,9 @@ type Node struct {
 	auth     *adminAuth   // the admin API's credentials
 	client   *http.Client // admin calls to peers (applies, leave): bounded
 	peerHTTP *http.Client // downloads from peers (model chunks, expert files)
+	// proxyHTTP relays a caller's admin request to the leader with the
+	// caller's own credentials, never this node's token.
+	proxyHTTP *http.Client
 
 	files *expertFiles            // expert files (hot updates) by digest
 	xp    atomic.Pointer[Experts] // set by StartExperts
@@ -90,9 +93,13 @@ func Start(cfg Config) (_ *Node, err error) {
 		kickCh: make(chan struct{}, 1),
 		stopCh: make(chan struct{}),
 	}
+	// Peer clients carry this node's token and follow no redirect (a
+	// redirect would take the token elsewhere).
 	peer := &bearerTransport{token: n.auth.peer}
-	n.client = &http.Client{Timeout: cfg.ApplyTimeout + time.Second, Transport: peer}
-	n.peerHTTP = &http.Client{Transport: peer}
+	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	n.client = &http.Client{Timeout: cfg.ApplyTimeout + time.Second, Transport: peer, CheckRedirect: noRedirect}
+	n.peerHTTP = &http.Client{Transport: peer, CheckRedirect: noRedirect}
+	n.proxyHTTP = &http.Client{Timeout: cfg.ApplyTimeout + time.Second, CheckRedirect: noRedirect}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.members = newMembers(n.log.Named("memberlist"), n.kick)
 	defer func() {
@@ -277,8 +284,11 @@ func (n *Node) startHTTP() error {
 		return fmt.Errorf("cluster: http listen: %w", err)
 	}
 	n.registerAdmin()
-	if n.auth.open() && !loopback(l.Addr()) {
-		n.log.Warn("the admin API is open on a non-loopback address: set --admin-key (or --api-key)", "addr", l.Addr().String())
+	switch {
+	case n.auth.open() && !loopback(l.Addr()):
+		n.log.Warn("the admin API is open on a non-loopback address: set --admin-key", "addr", l.Addr().String())
+	case !n.auth.open() && len(n.cfg.AdminKeys) == 0:
+		n.log.Warn("the admin API is closed to clients (API keys but no admin key): set --admin-key to use the CLI")
 	}
 	n.httpSrv = &http.Server{
 		Handler:           n.auth.guard(n.mux),

@@ -119,7 +119,7 @@ func (f *nodeFlags) register(fs *flag.FlagSet, serve bool) {
 	}
 	fs.StringVar(&f.key, "cluster-key", "", "gossip encryption key, 16/24/32 bytes as hex or base64")
 	fs.StringVar(&f.keyFile, "cluster-key-file", "", "file holding the cluster key")
-	fs.StringVar(&f.adminKey, "admin-key", "", "bearer key the admin API (/admin/…) requires (also CONCLAVE_ADMIN_KEY); default: the API keys. Nodes with a cluster key also accept each other's token")
+	fs.StringVar(&f.adminKey, "admin-key", "", "bearer key the admin API (/admin/…) requires (also CONCLAVE_ADMIN_KEY); with API keys but no admin key it is closed to clients. Nodes with a cluster key reach each other's with a token derived from it")
 	fs.StringVar(&f.adminKeysFile, "admin-keys-file", "", "file of accepted admin keys, one per line (# comments)")
 	fs.StringVar(&f.tlsDir, "tls-dir", "", "directory from 'conclave cluster init-tls' (uses ca.crt, ID.crt, ID.key): mutual TLS for Raft and actors")
 	fs.StringVar(&f.tlsCA, "tls-ca", "", "cluster CA certificate (instead of --tls-dir)")
@@ -178,11 +178,15 @@ func (f *nodeFlags) config(stderr io.Writer) (cluster.Config, error) {
 	if cfg.AdminKeys, err = readKeys("admin", f.adminKey, "CONCLAVE_ADMIN_KEY", f.adminKeysFile); err != nil {
 		return cfg, err
 	}
-	if len(cfg.AdminKeys) == 0 {
-		// The API keys guard the admin routes on the same port too.
-		if cfg.AdminKeys, err = apiKeys(f.serving.apiKey, f.serving.apiKeysFile); err != nil {
-			return cfg, err
-		}
+	// API keys protect the port, so they close the admin routes on it too
+	// (to all but admin keys and peers); they are never admin keys.
+	ak, err := apiKeys(f.serving.apiKey, f.serving.apiKeysFile)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.AdminGuard = len(ak) > 0
+	if cfg.AdminGuard && len(cfg.AdminKeys) == 0 && len(cfg.ClusterKey) == 0 && len(cfg.Join) > 0 {
+		return cfg, fmt.Errorf("%w: with API keys the admin API is guarded, and nodes joining a cluster authenticate to each other with --cluster-key (or a shared --admin-key): give one", errUsage)
 	}
 	switch {
 	case f.tlsDir != "" && (f.tlsCA != "" || f.tlsCert != "" || f.tlsKey != ""):
@@ -653,15 +657,12 @@ func parseBytes(s string) (int64, error) {
 }
 
 // adminKey is the admin key a CLI command sends: --admin-key, else
-// $CONCLAVE_ADMIN_KEY, else $CONCLAVE_API_KEY (a node without admin keys
-// takes its API keys as admin keys).
+// $CONCLAVE_ADMIN_KEY.
 func adminKey(flagValue string) string {
-	for _, k := range []string{flagValue, os.Getenv("CONCLAVE_ADMIN_KEY"), os.Getenv("CONCLAVE_API_KEY")} {
-		if k != "" {
-			return k
-		}
+	if flagValue != "" {
+		return flagValue
 	}
-	return ""
+	return os.Getenv("CONCLAVE_ADMIN_KEY")
 }
 
-const adminKeyUsage = "admin API key (default $CONCLAVE_ADMIN_KEY, else $CONCLAVE_API_KEY)"
+const adminKeyUsage = "admin API key (default $CONCLAVE_ADMIN_KEY)"

@@ -281,13 +281,17 @@ func TestNodeFlags(t *testing.T) {
 		{"zero memory limit", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "0"}, nil, true},
 		{"bad memory limit", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "much"}, nil, true},
 		{"no keys: admin open", []string{"--id", "a", "--data-dir", "d"}, func(c cluster.Config) bool {
-			return len(c.AdminKeys) == 0
+			return len(c.AdminKeys) == 0 && !c.AdminGuard
 		}, false},
 		{"admin key", []string{"--id", "a", "--data-dir", "d", "--admin-key", "adm", "--api-key", "sk"}, func(c cluster.Config) bool {
-			return slices.Equal(c.AdminKeys, []string{"adm"})
+			return slices.Equal(c.AdminKeys, []string{"adm"}) && c.AdminGuard
 		}, false},
-		{"api key guards admin", []string{"--id", "a", "--data-dir", "d", "--api-key", "sk"}, func(c cluster.Config) bool {
-			return slices.Equal(c.AdminKeys, []string{"sk"})
+		{"api key guards admin, is no admin key", []string{"--id", "a", "--data-dir", "d", "--api-key", "sk"}, func(c cluster.Config) bool {
+			return len(c.AdminKeys) == 0 && c.AdminGuard
+		}, false},
+		{"api key joining without cluster key", []string{"--id", "a", "--data-dir", "d", "--api-key", "sk", "--join", "h:1"}, nil, true},
+		{"api key joining with cluster key", []string{"--id", "a", "--data-dir", "d", "--api-key", "sk", "--join", "h:1", "--cluster-key", "000102030405060708090a0b0c0d0e0f"}, func(c cluster.Config) bool {
+			return c.AdminGuard && len(c.ClusterKey) == 16
 		}, false},
 		{"missing admin keys file", []string{"--id", "a", "--data-dir", "d", "--admin-keys-file", "/nonexistent/keys"}, nil, true},
 	} {
