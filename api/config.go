@@ -61,11 +61,13 @@ type Config struct {
 	Sessions SessionRouter
 
 	// PeerToken is a secret the cluster's nodes share. Requests this node
-	// forwards to a session's home carry it (HeaderPeer); a home that
-	// receives a forwarded request with it skips the per-client rate limit
-	// and concurrency cap, which the entry node applied already (else every
-	// request an entry node forwards would share one open-mode client, the
-	// entry's address). Empty: forwarded requests are limited like others.
+	// forwards to a session's home carry it (HeaderPeer) with the client
+	// the entry node identified (HeaderClient); a home counts such a
+	// request against that client's limits, not the entry node's (in open
+	// mode every forwarded request would otherwise share one client, the
+	// entry's address), and only requests with it count as forwarded.
+	// Empty (a cluster without a key): the forwarded header is trusted and
+	// forwarded requests are limited as the entry node's.
 	PeerToken string
 
 	// ModelReady reports whether the model can be served now (in a

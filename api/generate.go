@@ -286,7 +286,7 @@ func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request, body [
 // it, and checks a continuation (resumeField): only a forwarded streaming
 // request may carry one, with at most max_tokens ids in the vocabulary.
 func (s *Server) checkResume(r *http.Request, j *job) *Error {
-	forwarded := r.Header.Get(HeaderForwarded) != ""
+	forwarded := s.forwarded(r)
 	j.tokenIDs = forwarded && j.stream
 	j.headersOut = r.Context().Value(keyHeadersOut{}) != nil
 	rs := j.resume

@@ -214,8 +214,7 @@ const (
 type reqInfo struct {
 	id     string
 	route  string
-	client string // "key:N" or "ip:ADDR"
-	peer   bool   // forwarded by a node of the cluster (limits applied there)
+	client string // "key:DIGEST" or "ip:ADDR"
 	attrs  []slog.Attr
 }
 
@@ -342,7 +341,8 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		ri := info(r)
 		if s.keys != nil {
 			key, ok := bearer(r.Header.Get("Authorization"))
-			idx, known := s.keys[sha256.Sum256([]byte(key))]
+			d := sha256.Sum256([]byte(key))
+			_, known := s.keys[d]
 			if !ok || !known {
 				msg := "missing API key: send Authorization: Bearer KEY"
 				if ok {
@@ -352,7 +352,9 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 				writeError(w, &Error{Status: http.StatusUnauthorized, Type: typeAuthentication, Code: "invalid_api_key", Message: msg})
 				return
 			}
-			ri.client = "key:" + strconv.Itoa(idx)
+			// Named by digest, not by position in the key list: the same on
+			// every node, and it does not reveal the key.
+			ri.client = "key:" + hex.EncodeToString(d[:6])
 		} else {
 			host, _, err := net.SplitHostPort(r.RemoteAddr)
 			if err != nil {
@@ -360,10 +362,11 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			}
 			ri.client = "ip:" + host
 		}
-		ri.peer = s.fromPeer(r)
-		if ri.peer {
-			next.ServeHTTP(w, r) // the entry node applied the limits
-			return
+		if c := r.Header.Get(HeaderClient); c != "" && len(c) <= maxClientID && s.fromPeer(r) {
+			// Forwarded by a peer: the limits count the entry node's client,
+			// not the entry node (every forwarded request would share one
+			// open-mode client, its address).
+			ri.client = c
 		}
 		if ok, wait := s.limits.allow(ri.client); !ok {
 			w.Header().Set("Retry-After", strconv.Itoa(max(1, int((wait+time.Second-1)/time.Second))))
@@ -374,6 +377,9 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		next.ServeHTTP(w, r)
 	})
 }
+
+// maxClientID bounds a forwarded client name (HeaderClient).
+const maxClientID = 128
 
 // bearer returns the credentials of an Authorization header of the Bearer
 // scheme (matched without regard to case, as RFC 9110 says of schemes).
@@ -398,14 +404,12 @@ func (s *Server) generation(h func(w http.ResponseWriter, r *http.Request, body 
 			return
 		}
 		defer s.end()
-		if !ri.peer {
-			if !s.limits.acquire(ri.client) {
-				writeError(w, &Error{Status: http.StatusTooManyRequests, Type: typeRateLimit, Code: "concurrency_limit_exceeded",
-					Message: fmt.Sprintf("at most %d concurrent requests per client", s.cfg.MaxConcurrentPerKey)})
-				return
-			}
-			defer s.limits.release(ri.client)
+		if !s.limits.acquire(ri.client) {
+			writeError(w, &Error{Status: http.StatusTooManyRequests, Type: typeRateLimit, Code: "concurrency_limit_exceeded",
+				Message: fmt.Sprintf("at most %d concurrent requests per client", s.cfg.MaxConcurrentPerKey)})
+			return
 		}
+		defer s.limits.release(ri.client)
 		if ct := r.Header.Get("Content-Type"); ct != "" {
 			if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 				writeError(w, &Error{Status: http.StatusUnsupportedMediaType, Type: typeInvalidRequest, Code: "unsupported_media_type",

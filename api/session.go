@@ -40,8 +40,12 @@ type SessionRouter interface {
 // that changes while the request is in flight cannot make a loop).
 const HeaderForwarded = "X-Conclave-Forwarded"
 
-// HeaderPeer carries Config.PeerToken on forwarded requests.
-const HeaderPeer = "X-Conclave-Peer"
+// HeaderPeer carries Config.PeerToken on forwarded requests, and
+// HeaderClient the client the entry node identified (its limits' key).
+const (
+	HeaderPeer   = "X-Conclave-Peer"
+	HeaderClient = "X-Conclave-Client"
+)
 
 // fromPeer reports whether r was forwarded by a node of this cluster: it
 // carries HeaderForwarded and the shared PeerToken.
@@ -51,13 +55,26 @@ func (s *Server) fromPeer(r *http.Request) bool {
 		subtle.ConstantTimeCompare([]byte(r.Header.Get(HeaderPeer)), []byte(t)) == 1
 }
 
-// markForwarded sets the headers of a request this node forwards.
-func (s *Server) markForwarded(h http.Header, id string) {
+// forwarded reports whether r comes from another node (so it is served
+// here, may resume a stream, and streams token ids): with a PeerToken only
+// when it carries it, without one (a cluster with no key) on the header.
+func (s *Server) forwarded(r *http.Request) bool {
+	if s.cfg.PeerToken != "" {
+		return s.fromPeer(r)
+	}
+	return r.Header.Get(HeaderForwarded) != ""
+}
+
+// markForwarded sets the headers of a request this node forwards for
+// client (as authenticate named it).
+func (s *Server) markForwarded(h http.Header, id, client string) {
 	h.Set(HeaderForwarded, "1")
 	h.Set("X-Request-ID", id)
 	h.Del(HeaderPeer) // never pass on what a client sent
+	h.Del(HeaderClient)
 	if s.cfg.PeerToken != "" {
 		h.Set(HeaderPeer, s.cfg.PeerToken)
+		h.Set(HeaderClient, client)
 	}
 }
 
@@ -109,7 +126,7 @@ func sessionOf(r *http.Request, body []byte) string {
 func (s *Server) affine(check func(body []byte) (*job, *Error), h func(w http.ResponseWriter, r *http.Request, body []byte)) func(w http.ResponseWriter, r *http.Request, body []byte) {
 	return func(w http.ResponseWriter, r *http.Request, body []byte) {
 		sr := s.cfg.Sessions
-		if sr == nil || r.Header.Get(HeaderForwarded) != "" {
+		if sr == nil || s.forwarded(r) {
 			h(w, r, body)
 			return
 		}
@@ -192,7 +209,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, ta
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
 			pr.SetXForwarded()
-			s.markForwarded(pr.Out.Header, ri.id)
+			s.markForwarded(pr.Out.Header, ri.id, ri.client)
 			pr.Out.Body = io.NopCloser(bytes.NewReader(body))
 			pr.Out.ContentLength = int64(len(body))
 			pr.Out.TransferEncoding = nil

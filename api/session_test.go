@@ -281,62 +281,87 @@ func TestSessionInvalidRequestNotRouted(t *testing.T) {
 	}
 }
 
-// TestSessionPeerSkipsLimits: in open mode a home sees every request an
-// entry node forwards as one client (the entry's address). With the
-// cluster's PeerToken the home leaves the limits to the entry node, so two
-// streams that fit the entry's cap both run; without it (or with a wrong
-// token) the home's cap of one refuses the second.
-func TestSessionPeerSkipsLimits(t *testing.T) {
-	for _, tc := range []struct {
-		name              string
-		entryTok, homeTok string
-		want2             int
-	}{
-		{"shared token", "tok", "tok", 200},
-		{"no token", "", "", 429},
-		{"wrong token", "guess", "tok", 429},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			acfg, bcfg := DefaultConfig(), DefaultConfig()
-			acfg.MaxConcurrentPerKey, acfg.PeerToken = 2, tc.entryTok
-			bcfg.MaxConcurrentPerKey, bcfg.PeerToken = 1, tc.homeTok
-			g := newGated(newEngine(t))
-			a := newSessionNode(t, acfg, nil)
-			b := newSessionNode(t, bcfg, g)
-			a.sess.homes["s1"], a.sess.homes["s2"] = b.http.URL, b.http.URL
-			body := func(s string) string {
-				return `{"model":"` + a.id + `","prompt":"hi","max_tokens":2,"session_id":"` + s + `"}`
+// TestPeerClientIdentity: a request forwarded with the cluster's peer
+// token counts against the client the entry node named (HeaderClient), not
+// against the entry node; without the token that header is ignored.
+func TestPeerClientIdentity(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxConcurrentPerKey, cfg.PeerToken = 1, "tok"
+	g := newGated(newEngine(t))
+	f := newFixture(t, cfg, g)
+	body := `{"model":"` + f.id + `","prompt":"hi","max_tokens":2}`
+	peer := func(client, token string) []string {
+		return []string{HeaderForwarded, "1", HeaderPeer, token, HeaderClient, client}
+	}
+	codes := make(chan int, 8)
+	send := func(hdr []string) {
+		go func() {
+			resp, _ := f.do(t, "POST", "/v1/completions", body, hdr...)
+			codes <- resp.StatusCode
+		}()
+	}
+	// admitted: the request reached the engine (it holds its client's slot).
+	admitted := func(what string) {
+		t.Helper()
+		select {
+		case <-g.started:
+		case c := <-codes:
+			t.Fatalf("%s: refused with %d", what, c)
+		}
+	}
+	refused := func(what string) {
+		t.Helper()
+		select {
+		case <-g.started:
+			t.Fatalf("%s: admitted, want 429", what)
+		case c := <-codes:
+			if c != http.StatusTooManyRequests {
+				t.Fatalf("%s: %d, want 429", what, c)
 			}
-			first := make(chan int, 1)
-			go func() {
-				resp, _ := a.do(t, "POST", "/v1/completions", body("s1"))
-				first <- resp.StatusCode
-			}()
-			<-g.started // the first holds the home's only slot
-			second := make(chan int, 1)
-			go func() {
-				resp, _ := a.do(t, "POST", "/v1/completions", body("s2"), HeaderPeer, "tok")
-				second <- resp.StatusCode
-			}()
-			// Either the home admits it (it reaches the engine) or refuses it.
-			got := 0
-			select {
-			case <-g.started:
-				got = 200
-			case got = <-second:
-			}
-			close(g.release)
-			if got != tc.want2 {
-				t.Fatalf("second stream: %d, want %d", got, tc.want2)
-			}
-			if got == 200 {
-				if c := <-second; c != 200 {
-					t.Fatalf("second stream finished with %d", c)
-				}
-			}
-			if c := <-first; c != 200 {
-				t.Fatalf("first stream: %d", c)
-			}
-		})
+		}
+	}
+	send(nil)
+	admitted("a direct request (ip:127.0.0.1)")
+	send(peer("ip:10.0.0.9", "guess"))
+	refused("a forged peer request naming another client")
+	send(peer("ip:10.0.0.1", "tok"))
+	admitted("a peer's request for client 10.0.0.1")
+	send(peer("ip:10.0.0.2", "tok"))
+	admitted("a peer's request for client 10.0.0.2")
+	send(peer("ip:10.0.0.1", "tok"))
+	refused("a second request of client 10.0.0.1")
+	close(g.release)
+	for range 3 {
+		if c := <-codes; c != 200 {
+			t.Fatalf("a held request ended with %d", c)
+		}
+	}
+}
+
+// TestForwardCarriesClient: the entry node names its client to the home,
+// and drops what a client sent in the peer headers.
+func TestForwardCarriesClient(t *testing.T) {
+	var got http.Header
+	var mu sync.Mutex
+	home := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = r.Header.Clone()
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"id":"x","object":"text_completion","created":1,"model":"m","choices":[]}`))
+	}))
+	defer home.Close()
+	cfg := DefaultConfig()
+	cfg.PeerToken = "tok"
+	a := newSessionNode(t, cfg, nil)
+	a.sess.homes["s1"] = home.URL
+	resp, out := a.do(t, "POST", "/v1/completions", completionBody(a.id, "s1", false), HeaderPeer, "forged", HeaderClient, "ip:6.6.6.6")
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, out)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got.Get(HeaderPeer) != "tok" || got.Get(HeaderClient) != "ip:127.0.0.1" || got.Get(HeaderForwarded) == "" {
+		t.Fatalf("home got %s=%q %s=%q %s=%q", HeaderPeer, got.Get(HeaderPeer), HeaderClient, got.Get(HeaderClient), HeaderForwarded, got.Get(HeaderForwarded))
 	}
 }
