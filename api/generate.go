@@ -259,7 +259,7 @@ func (s *Server) fitContext(j *job, param string) *Error {
 }
 
 func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, body []byte) {
-	j, e := s.chatJob(body)
+	j, e := jobFor(r, body, s.chatJob)
 	if e == nil {
 		e = s.checkResume(r, j)
 	}
@@ -271,7 +271,7 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request, body []byte)
 }
 
 func (s *Server) handleCompletion(w http.ResponseWriter, r *http.Request, body []byte) {
-	j, e := s.completionJob(body)
+	j, e := jobFor(r, body, s.completionJob)
 	if e == nil {
 		e = s.checkResume(r, j)
 	}

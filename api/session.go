@@ -141,7 +141,8 @@ func (s *Server) affine(check func(body []byte) (*job, *Error), h func(w http.Re
 			h(w, r, body)
 			return
 		}
-		if _, e := check(body); e != nil {
+		j, e := check(body)
+		if e != nil {
 			writeError(w, e)
 			return
 		}
@@ -190,8 +191,20 @@ func (s *Server) affine(check func(body []byte) (*job, *Error), h func(w http.Re
 			relay.local(h)
 			return
 		}
-		h(w, r, body)
+		// Served here: h takes the job check built (no second tokenization).
+		h(w, r.WithContext(context.WithValue(r.Context(), keyJob{}, j)), body)
 	}
+}
+
+// keyJob carries a job affine validated to the handler.
+type keyJob struct{}
+
+// jobFor returns the job affine validated for r, else parse(body).
+func jobFor(r *http.Request, body []byte, parse func([]byte) (*job, *Error)) (*job, *Error) {
+	if j, ok := r.Context().Value(keyJob{}).(*job); ok {
+		return j, nil
+	}
+	return parse(body)
 }
 
 // forward proxies r (whose body was read into body) to target, streaming

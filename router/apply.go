@@ -243,18 +243,26 @@ func (m *Map) assignSession(c Command) (bool, error) {
 	}
 	m.Sessions = maps.Clone(m.Sessions)
 	if !known && len(m.Sessions) >= maxSessions {
-		delete(m.Sessions, leastRecentSession(m.Sessions))
+		// Expired sessions go first (as expire_sessions would drop them),
+		// then the least recently used.
+		maps.DeleteFunc(m.Sessions, func(_ string, x Session) bool { return x.ExpiresMS <= c.NowMS })
+		if len(m.Sessions) >= maxSessions {
+			delete(m.Sessions, leastRecentSession(m.Sessions))
+		}
 	}
 	m.Sessions[s.ID] = s
 	return true, nil
 }
 
 // MaxSessions is the most sessions the map holds. A new session beyond it
-// evicts the least recently used one (the oldest LastUseMS, then the
-// smallest id: the same on every replica), whose next request is simply
-// given a home again. It bounds what clients inventing session ids can make
-// every replica keep (each session costs a map entry, copied on every
-// session change) until the sessions' TTL ends.
+// drops the expired ones, else evicts the least recently used one (the
+// oldest LastUseMS, then the smallest id: the same on every replica), whose
+// next request is simply given a home again. It bounds what clients
+// inventing session ids can make every replica keep (each session costs a
+// map entry, copied on every session change) until the sessions' TTL ends.
+// Replicas of builds before the cap keep every session: in a cluster
+// upgraded node by node past MaxSessions their maps differ in sessions
+// only, which route to live homes either way.
 const MaxSessions = 50_000
 
 var maxSessions = MaxSessions // tests lower it

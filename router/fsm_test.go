@@ -321,6 +321,12 @@ func TestSessionCap(t *testing.T) {
 	if m := f.Map(); len(m.Sessions) != 3 || m.Sessions["b"].ID != "b" {
 		t.Fatalf("re-assigning a known session evicted one: %v", m.Sessions)
 	}
+	// An expired session goes before the least recently used one ("b").
+	mustApply(t, f, Command{Op: OpAssignSession, Session: &Session{ID: "short", Home: "a", LastUseMS: 60, ExpiresMS: 70}, NowMS: 60})
+	mustApply(t, f, Command{Op: OpAssignSession, Session: &Session{ID: "later", Home: "a", ExpiresMS: 1e6}, NowMS: 80})
+	if m := f.Map(); len(m.Sessions) != 3 || m.Sessions["later"].ID == "" || m.Sessions["short"].ID != "" || m.Sessions["old"].ID != "old" {
+		t.Fatalf("sessions %v: want the expired one dropped", m.Sessions)
+	}
 }
 
 // Apply must take time from the command: a session expiring at 2000 (long
