@@ -191,6 +191,32 @@ func (e *chaosEnv) complete(i int, req map[string]any) chaosResult {
 }
 
 // dispatchCalls reads node i's conclave:expert_dispatch_calls_total by kind.
+// remoteOfN0 finds an expert n0 does not host (two replicas elsewhere) and
+// the node n0's dispatcher calls first for it (callers spread over equal
+// replicas by a rendezvous hash, so it asks the dispatcher's own order).
+func (e *chaosEnv) remoteOfN0() (*router.ExpertID, int) {
+	e.t.Helper()
+	pl, err := e.experts()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, p := range pl.Placement {
+		m := router.NewMap()
+		on := map[string]bool{}
+		for _, r := range p.Replicas {
+			on[r.Node] = true
+			m.Nodes[r.Node] = router.Node{ID: r.Node, State: router.NodeActive}
+		}
+		if !on["n0"] && len(p.Replicas) == 2 {
+			m.Placement[p.Expert] = p.Replicas
+			first := dispatch.Candidates(m, p.Expert, "n0", nil, nil)[0].Node
+			return &p.Expert, int(first[1] - '0')
+		}
+	}
+	e.t.Fatalf("no expert without a replica on n0: %+v", pl.Placement)
+	return nil, 0
+}
+
 func (e *chaosEnv) dispatchCalls(i int) map[string]float64 {
 	return dispatchCallsOf(e.client, e.pc.addrs[i][0])
 }
@@ -345,31 +371,8 @@ func TestChaosSlowExpert(t *testing.T) {
 	t.Logf("reference (%v): %q", ref.latency.Round(time.Millisecond), ref.text)
 
 	// An expert n0 does not host: n0 must send its rows to n1 or n2. Slow
-	// down the replica n0 calls first (callers spread over equal replicas
-	// by a rendezvous hash, so ask the dispatcher's own ordering).
-	pl, err := e.experts()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var slow *router.ExpertID
-	victim := 0
-	for _, p := range pl.Placement {
-		m := router.NewMap()
-		on := map[string]bool{}
-		for _, r := range p.Replicas {
-			on[r.Node] = true
-			m.Nodes[r.Node] = router.Node{ID: r.Node, State: router.NodeActive}
-		}
-		if !on["n0"] && len(p.Replicas) == 2 {
-			m.Placement[p.Expert] = p.Replicas
-			first := dispatch.Candidates(m, p.Expert, "n0", nil, nil)[0].Node
-			slow, victim = &p.Expert, int(first[1]-'0')
-			break
-		}
-	}
-	if slow == nil {
-		t.Fatalf("no expert without a replica on n0: %+v", pl.Placement)
-	}
+	// down the replica n0 calls first.
+	slow, victim := e.remoteOfN0()
 	fault := func(node int, body string) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodPost, "http://"+e.pc.addrs[node][0]+"/admin/v1/fault", strings.NewReader(body))
@@ -640,27 +643,7 @@ func TestChaosTermNonHome(t *testing.T) {
 		t.Fatalf("reference completion: status %d err %v body %s", ref.status, ref.err, ref.body)
 	}
 	// The victim: the replica n0 calls first for an expert n0 does not host.
-	pl, err := e.experts()
-	if err != nil {
-		t.Fatal(err)
-	}
-	victim := -1
-	for _, pe := range pl.Placement {
-		m := router.NewMap()
-		on := map[string]bool{}
-		for _, r := range pe.Replicas {
-			on[r.Node] = true
-			m.Nodes[r.Node] = router.Node{ID: r.Node, State: router.NodeActive}
-		}
-		if !on["n0"] && len(pe.Replicas) == 2 {
-			m.Placement[pe.Expert] = pe.Replicas
-			victim = int(dispatch.Candidates(m, pe.Expert, "n0", nil, nil)[0].Node[1] - '0')
-			break
-		}
-	}
-	if victim < 0 {
-		t.Fatalf("no expert without a replica on n0: %+v", pl.Placement)
-	}
+	_, victim := e.remoteOfN0()
 	p := e.pc.procs[victim]
 	var (
 		mu      sync.Mutex
