@@ -24,7 +24,13 @@ import (
 // exactly the old or the new version's output, none fails, and after each
 // flip the node computes only the new live version.
 func TestHotExpertUpdate(t *testing.T) {
-	c, nodes, _ := startHosting(t, func(cfg *cluster.Config) { cfg.Replication = 2 })
+	// Guarded admin APIs: the CLI side sends the admin key, and the hosts
+	// fetch the uploaded file from n1 with the cluster key's token.
+	c, nodes, _ := startHosting(t, func(cfg *cluster.Config) {
+		cfg.Replication = 2
+		cfg.ClusterKey = []byte("0123456789abcdef")
+		cfg.AdminKeys = []string{"adm"}
+	})
 	c.WaitAgree(30*time.Second, allReady, "every replica ready")
 	id := router.ExpertID{Layer: 1, Index: 1}
 	w1 := nodes[0].w
@@ -101,7 +107,7 @@ func TestHotExpertUpdate(t *testing.T) {
 	}
 	waitCalls(20)
 
-	ac := &cluster.AdminClient{Base: "http://" + c.Config(1).HTTPAddr}
+	ac := &cluster.AdminClient{Base: "http://" + c.Config(1).HTTPAddr, Key: "adm"}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -150,7 +156,7 @@ func TestHotExpertUpdate(t *testing.T) {
 	}
 
 	// Rollback through another node.
-	ac2 := &cluster.AdminClient{Base: "http://" + c.Config(2).HTTPAddr}
+	ac2 := &cluster.AdminClient{Base: "http://" + c.Config(2).HTTPAddr, Key: "adm"}
 	rep, err = ac2.RollbackExpert(ctx, cluster.ExpertUpdateRequest{Expert: id})
 	if err != nil {
 		t.Fatal(err)

@@ -31,6 +31,10 @@ func TestFetchedExpertsServeModel(t *testing.T) {
 			cfg.ModelPath = path
 		}
 		cfg.Replication = 1
+		// Guarded admin APIs: the fetches carry the cluster key's token,
+		// the requests below the admin key.
+		cfg.ClusterKey = []byte("0123456789abcdef")
+		cfg.AdminKeys = []string{"adm"}
 		return cfg
 	}})
 	pool := kernels.NewPool(2)
@@ -115,7 +119,9 @@ func TestFetchedExpertsServeModel(t *testing.T) {
 		{"partial node", 1, "/admin/v1/models/" + digest + "/chunks/0", http.StatusNotFound},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp, err := http.Get("http://" + c.Config(tc.node).HTTPAddr + tc.path)
+			req, _ := http.NewRequest(http.MethodGet, "http://"+c.Config(tc.node).HTTPAddr+tc.path, nil)
+			req.Header.Set("Authorization", "Bearer adm")
+			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
