@@ -351,17 +351,26 @@ func TestForwardCarriesClient(t *testing.T) {
 		w.Write([]byte(`{"id":"x","object":"text_completion","created":1,"model":"m","choices":[]}`))
 	}))
 	defer home.Close()
-	cfg := DefaultConfig()
-	cfg.PeerToken = "tok"
-	a := newSessionNode(t, cfg, nil)
-	a.sess.homes["s1"] = home.URL
-	resp, out := a.do(t, "POST", "/v1/completions", completionBody(a.id, "s1", false), HeaderPeer, "forged", HeaderClient, "ip:6.6.6.6")
-	if resp.StatusCode != 200 {
-		t.Fatalf("%d %s", resp.StatusCode, out)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if got.Get(HeaderPeer) != "tok" || got.Get(HeaderClient) != "ip:127.0.0.1" || got.Get(HeaderForwarded) == "" {
-		t.Fatalf("home got %s=%q %s=%q %s=%q", HeaderPeer, got.Get(HeaderPeer), HeaderClient, got.Get(HeaderClient), HeaderForwarded, got.Get(HeaderForwarded))
+	for _, tc := range []struct {
+		token, wantPeer, wantClient string
+		stream                      bool // through the stream relay, else the proxy
+	}{
+		{"tok", "tok", "ip:127.0.0.1", false},
+		{"tok", "tok", "ip:127.0.0.1", true},
+		{"", "", "", false}, // an entry without a token passes on none, nor the client's
+	} {
+		cfg := DefaultConfig()
+		cfg.PeerToken = tc.token
+		a := newSessionNode(t, cfg, nil)
+		a.sess.homes["s1"] = home.URL
+		resp, out := a.do(t, "POST", "/v1/completions", completionBody(a.id, "s1", tc.stream), HeaderPeer, "forged", HeaderClient, "ip:6.6.6.6")
+		if resp.StatusCode != 200 {
+			t.Fatalf("%d %s", resp.StatusCode, out)
+		}
+		mu.Lock()
+		if got.Get(HeaderPeer) != tc.wantPeer || got.Get(HeaderClient) != tc.wantClient || got.Get(HeaderForwarded) == "" {
+			t.Errorf("entry token %q, stream %v: home got %s=%q %s=%q %s=%q", tc.token, tc.stream, HeaderPeer, got.Get(HeaderPeer), HeaderClient, got.Get(HeaderClient), HeaderForwarded, got.Get(HeaderForwarded))
+		}
+		mu.Unlock()
 	}
 }
