@@ -5,7 +5,7 @@ DEMO    := var/demo.gguf
 PROMPT  ?= Tell me about the cluster
 THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: build run test test-race bench bench-peer bench-cluster parity fuzz clean vet
+.PHONY: build run test test-race bench bench-peer bench-cluster parity openai-js fuzz clean vet
 
 build:
 	$(GO) build -o $(BIN) ./cmd/conclave
@@ -49,6 +49,10 @@ bench: build
 
 parity:
 	bash bench/parity/run.sh
+
+# The official openai npm client against a running `conclave serve`.
+openai-js:
+	bash bench/openai-js/run.sh
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzOpen -fuzztime 60s ./model/gguf/

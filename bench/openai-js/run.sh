@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The official openai npm client against `conclave serve` (what
+# `make openai-js` runs): installs the pinned client (npm ci), builds
+# bin/conclave, serves the demo model on a free loopback port with a fresh
+# data dir, runs client.mjs against it and stops the server. Exit status 1
+# on any failed check, 2 when the harness cannot run.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+GO="${GO:-go}"
+
+if ! command -v node >/dev/null 2>&1; then
+    echo "openai-js: node (>= 20) is required" >&2
+    exit 2
+fi
+if [ ! -d "$here/node_modules/openai" ] || [ "$here/package-lock.json" -nt "$here/node_modules/.package-lock.json" ]; then
+    echo "openai-js: installing the openai client (npm ci)" >&2
+    (cd "$here" && npm ci --no-audit --no-fund --ignore-scripts)
+fi
+echo "openai-js: building bin/conclave" >&2
+(cd "$root" && "$GO" build -o bin/conclave ./cmd/conclave)
+
+port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
+data="$(mktemp -d)"
+pid=""
+cleanup() {
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    rm -rf "$data"
+}
+trap cleanup EXIT
+# --port-base puts gossip, Raft and actors well away from the HTTP port.
+(cd "$root" && exec bin/conclave serve --http-addr "127.0.0.1:$port" --port-base $((port % 20000 + 30000)) \
+    --data-dir "$data/node" --log-level warn) >"$data/log" 2>&1 &
+pid=$!
+for _ in $(seq 1 240); do
+    if ! kill -0 "$pid" 2>/dev/null; then cat "$data/log" >&2; echo "openai-js: the server exited" >&2; exit 2; fi
+    if node -e "fetch('http://127.0.0.1:$port/ready').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"; then break; fi
+    sleep 0.5
+done
+node "$here/client.mjs" "http://127.0.0.1:$port"
