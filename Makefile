@@ -5,7 +5,7 @@ DEMO    := var/demo.gguf
 PROMPT  ?= Tell me about the cluster
 THREADS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: build run test test-race bench bench-peer bench-cluster parity openai-js fuzz clean vet
+.PHONY: build run test test-race bench bench-peer bench-cluster parity openai-js bench-serve-peer fuzz clean vet
 
 build:
 	$(GO) build -o $(BIN) ./cmd/conclave
@@ -49,6 +49,11 @@ bench: build
 
 parity:
 	bash bench/parity/run.sh
+
+# llama.cpp's llama-server and ours under the serving goal's load, alternating
+# (bench/serve-peer.sh; builds llama-server on first use, ~10 min).
+bench-serve-peer: build
+	bash bench/serve-peer.sh
 
 # The official openai npm client against a running `conclave serve`.
 openai-js:

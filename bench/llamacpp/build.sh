@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's llama-bench from the source node-llama-cpp ships, as the
-# CPU speed baseline for `make bench` and bench/compare.sh.
-#   bench/llamacpp/build.sh          # idempotent: exits at once when built
+# Builds llama.cpp's llama-bench (or llama-server) from the source
+# node-llama-cpp ships, as the CPU speed baseline for `make bench`,
+# bench/compare.sh and bench/serve-peer.sh.
+#   bench/llamacpp/build.sh [llama-bench|llama-server]   # idempotent: exits at once when built
 # The npm package (installed by bench/parity/run.sh) carries llama.cpp as a git
 # bundle plus patches; we clone it into var/llama.cpp (git-ignored) and build
 # only the llama-bench target for this CPU's instruction sets (no AMX, see
@@ -12,7 +13,13 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 src="$root/var/llama.cpp"
-bin="$src/build/bin/llama-bench"
+target="${1:-llama-bench}"
+case "$target" in
+llama-bench) server=OFF ;;
+llama-server) server=ON ;;
+*) echo "llamacpp: unknown target $target (llama-bench or llama-server)" >&2; exit 2 ;;
+esac
+bin="$src/build/bin/$target"
 jobs="${JOBS:-$(nproc 2>/dev/null || echo 2)}"
 
 if [ -x "$bin" ] && "$bin" --help >/dev/null 2>&1; then
@@ -63,9 +70,9 @@ if [ -z "$isa" ]; then
     isa="$isa -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
 fi
 
-echo "llamacpp: building llama-bench with $jobs jobs ($isa)" >&2
+echo "llamacpp: building $target with $jobs jobs ($isa)" >&2
 # shellcheck disable=SC2086 # $isa is a list of flags
 cmake -S "$src" -B "$src/build" $isa -DLLAMA_CURL=OFF -DCMAKE_BUILD_TYPE=Release \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2
-cmake --build "$src/build" --target llama-bench -j"$jobs" >&2
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER="$server" >&2
+cmake --build "$src/build" --target "$target" -j"$jobs" >&2
 echo "$bin"

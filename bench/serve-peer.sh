@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The serving goal's command against llama.cpp's own server and ours,
+# alternating: llama-server, conclave serve, llama-server, … (RUNS each), a
+# fresh server per run, on the same GGUF file and threads. Each run is
+# `conclave bench serve` at 1 and 16 concurrent streams (16 requests, 32
+# prompt words, 64 tokens, EOS ignored), so both servers answer exactly the
+# same load through the same client. Prints every run and the medians:
+# each server's 16-stream/1-stream ratio, and ours over llama.cpp's at each
+# level. Never run anything else meanwhile: the servers have 2 cores.
+#   bench/serve-peer.sh [MODEL.gguf]        (default: var/bench.gguf)
+# Environment: RUNS (3), THREADS (2), PORT (18600), GO (go). Builds
+# llama-server on first use (bench/llamacpp/build.sh, ~10 min).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+runs="${RUNS:-3}"
+threads="${THREADS:-2}"
+port="${PORT:-18600}"
+GO="${GO:-go}"
+model="${1:-$root/var/bench.gguf}"
+(cd "$root" && "$GO" build -o bin/conclave ./cmd/conclave)
+[ -f "$model" ] || "$root/bin/conclave" model synth --preset bench --out "$model"
+server="$("$root/bench/llamacpp/build.sh" llama-server)"
+out="$root/var/bench-results/serve-peer"
+mkdir -p "$out"
+
+pid="" data=""
+cleanup() {
+    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+    if [ -n "$data" ]; then rm -rf "$data"; fi
+    pid="" data=""
+}
+trap cleanup EXIT
+# ready PATH: wait until the server answers PATH (llama-server: /health,
+# which is 503 while it loads; ours: /ready).
+ready() {
+    local i
+    for i in $(seq 1 240); do
+        kill -0 "$pid" 2>/dev/null || return 1
+        curl -sf "http://127.0.0.1:$port$1" >/dev/null 2>&1 && return 0
+        sleep 0.5
+    done
+    return 1
+}
+# level FILE LEVEL COLUMN: a column of the Markdown row "| c=LEVEL | …"
+# (3 output tok/s, 5 TTFT p50, 8 TPOT p50).
+level() { awk -F'|' -v l="c=$2" -v c="$3" '{ gsub(/ /, "", $2) } $2 == l { gsub(/ /, "", $(c+1)); print $(c+1) }' "$1"; }
+median() { sort -n | awk '{ v[NR] = $1 } END { printf "%.2f\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+declare -A one sixteen
+for i in $(seq 1 "$runs"); do
+    for name in llamacpp conclave; do
+        data="$(mktemp -d)"
+        if [ "$name" = llamacpp ]; then
+            # 16 slots sharing a 4096-position cache: 256 per stream.
+            "$server" -m "$model" -t "$threads" -np 16 -c 4096 --host 127.0.0.1 --port "$port" --no-webui \
+                >"$data/log" 2>&1 &
+            pid=$!
+            path=/health
+        else
+            "$root/bin/conclave" serve --model "$model" --http-addr "127.0.0.1:$port" --port-base $((port + 1000)) \
+                --data-dir "$data/node" --threads "$threads" --log-level error >"$data/log" 2>&1 &
+            pid=$!
+            path=/ready
+        fi
+        if ! ready "$path"; then
+            cat "$data/log" >&2
+            echo "serve-peer: $name did not become ready" >&2
+            exit 1
+        fi
+        md="$out/$name-$i.md"
+        "$root/bin/conclave" bench serve --url "http://127.0.0.1:$port" --endpoint completions --concurrency 1,16 \
+            --requests 16 --prompt-tokens 32 --max-tokens 64 --ignore-eos --warmup 2 --md "$md" >/dev/null
+        cleanup
+        o1="$(level "$md" 1 3)" o16="$(level "$md" 16 3)"
+        one[$name]="${one[$name]:-} $o1"
+        sixteen[$name]="${sixteen[$name]:-} $o16"
+        printf '%s run %d: %s / %s tok/s (1 / 16 streams), ratio %s, TPOT p50 %s / %s ms, TTFT p50 %s / %s ms\n' \
+            "$name" "$i" "$o1" "$o16" "$(awk -v a="$o1" -v b="$o16" 'BEGIN { printf "%.2f", b / a }')" \
+            "$(level "$md" 1 8)" "$(level "$md" 16 8)" "$(level "$md" 1 5)" "$(level "$md" 16 5)"
+    done
+done
+for name in llamacpp conclave; do
+    # shellcheck disable=SC2086
+    printf '%s median: 1 stream %s tok/s, 16 streams %s tok/s\n' "$name" \
+        "$(printf '%s\n' ${one[$name]} | median)" "$(printf '%s\n' ${sixteen[$name]} | median)"
+done
+# Per-run ratios, then their medians (each pair ran back to back).
+# shellcheck disable=SC2206
+l1=(${one[llamacpp]}) l16=(${sixteen[llamacpp]}) c1=(${one[conclave]}) c16=(${sixteen[conclave]})
+for k in $(seq 0 $((runs - 1))); do
+    echo "${l16[k]} ${l1[k]} ${c16[k]} ${c1[k]}"
+done | awk '{ print $1 / $2, $3 / $4, $4 / $2, $3 / $1 }' >"$out/ratios.txt"
+printf 'median ratio 16/1 streams: llama.cpp %s, conclave %s; conclave / llama.cpp: 1 stream %s, 16 streams %s\n' \
+    "$(cut -d' ' -f1 "$out/ratios.txt" | median)" "$(cut -d' ' -f2 "$out/ratios.txt" | median)" \
+    "$(cut -d' ' -f3 "$out/ratios.txt" | median)" "$(cut -d' ' -f4 "$out/ratios.txt" | median)"
