@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -362,5 +363,56 @@ func TestTopPZeroIsGreedy(t *testing.T) {
 	}
 	if len(distinct) < 2 {
 		t.Fatalf("top_p 1 gave one text for four seeds: the check above cannot tell greedy from sampling")
+	}
+}
+
+// TestTextOffsetCharacters: legacy text_offset counts characters, each
+// token's text alone (vLLM's rule), so a token holding "é" advances it by
+// one, not by its two bytes (the test vocabulary is ASCII, so a stand-in
+// gives the tokens' bytes); a stream's offsets equal the response's.
+func TestTextOffsetCharacters(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), nil)
+	texts := map[int32]string{1: "é", 2: "ab", 3: "\xe2\x82"} // the last: half a "€"
+	lp := completionLogprobsOf(func(id int32) []byte { return []byte(texts[id]) },
+		[]tokenLogprob{{token: 1}, {token: 2}, {token: 3}, {token: 1}}, 5)
+	if want := []int{5, 6, 8, 10}; !slices.Equal(lp.TextOffset, want) {
+		t.Fatalf("offsets %v, want %v", lp.TextOffset, want)
+	}
+
+	body := func(stream bool) string {
+		return fmt.Sprintf(`{"model":%q,"prompt":"hello","max_tokens":16,"temperature":0.8,"seed":3,"logprobs":1,"ignore_eos":true,"stream":%v}`, f.id, stream)
+	}
+	_, b := f.do(t, "POST", "/v1/completions", body(false))
+	var whole struct {
+		Choices []struct {
+			Logprobs struct {
+				TextOffset []int `json:"text_offset"`
+			} `json:"logprobs"`
+		} `json:"choices"`
+	}
+	if err := json.Unmarshal(b, &whole); err != nil || len(whole.Choices) != 1 {
+		t.Fatalf("%v %s", err, b)
+	}
+	req, _ := http.NewRequest("POST", f.http.URL+"/v1/completions", strings.NewReader(body(true)))
+	req.Header.Set("Content-Type", "application/json")
+	sresp, err := f.http.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var streamed []int
+	for _, line := range readSSE(t, sresp) {
+		var ck struct {
+			Choices []struct {
+				Logprobs *struct {
+					TextOffset []int `json:"text_offset"`
+				} `json:"logprobs"`
+			} `json:"choices"`
+		}
+		if json.Unmarshal([]byte(line), &ck) == nil && len(ck.Choices) == 1 && ck.Choices[0].Logprobs != nil {
+			streamed = append(streamed, ck.Choices[0].Logprobs.TextOffset...)
+		}
+	}
+	if !slices.Equal(streamed, whole.Choices[0].Logprobs.TextOffset) {
+		t.Fatalf("stream offsets %v, response %v", streamed, whole.Choices[0].Logprobs.TextOffset)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"time"
+	"unicode/utf8"
 
 	"github.com/conclave-ai/conclave/engine"
 	"github.com/conclave-ai/conclave/model/tokenizer"
@@ -118,18 +119,19 @@ func chatLogprobsOf(tok *tokenizer.Tokenizer, lps []tokenLogprob) *chatLogprobs 
 }
 
 // completionLogprobsOf builds the legacy format; offset is the text offset
-// of the first token.
-func completionLogprobsOf(tok *tokenizer.Tokenizer, lps []tokenLogprob, offset int) *completionLogprobs {
+// of the first token. Offsets count characters (code points, an invalid
+// byte as one), each token's text taken alone, as vLLM counts them.
+func completionLogprobsOf(bytesOf func(int32) []byte, lps []tokenLogprob, offset int) *completionLogprobs {
 	out := &completionLogprobs{Tokens: []string{}, TokenLogprobs: []float32{}, TopLogprobs: []map[string]float32{}, TextOffset: []int{}}
 	for _, lp := range lps {
-		b := tok.TokenBytes(lp.token)
+		b := bytesOf(lp.token)
 		out.Tokens = append(out.Tokens, string(b))
 		out.TokenLogprobs = append(out.TokenLogprobs, lp.logprob)
 		// The alternatives and, as OpenAI's legacy format always has it,
 		// the sampled token (up to logprobs+1 entries).
 		top := make(map[string]float32, len(lp.top)+1)
 		for _, t := range lp.top {
-			k := string(tok.TokenBytes(t.Token))
+			k := string(bytesOf(t.Token))
 			if _, dup := top[k]; !dup {
 				top[k] = t.Logprob
 			}
@@ -139,7 +141,7 @@ func completionLogprobsOf(tok *tokenizer.Tokenizer, lps []tokenLogprob, offset i
 		}
 		out.TopLogprobs = append(out.TopLogprobs, top)
 		out.TextOffset = append(out.TextOffset, offset)
-		offset += len(b)
+		offset += utf8.RuneCount(b)
 	}
 	return out
 }
@@ -151,7 +153,7 @@ func (s *Server) logprobsOf(j *job, lps []tokenLogprob, offset int) any {
 	if j.chat {
 		return chatLogprobsOf(s.tok, lps)
 	}
-	return completionLogprobsOf(s.tok, lps, offset)
+	return completionLogprobsOf(s.tok.TokenBytes, lps, offset)
 }
 
 // response is the non-streaming body.
@@ -246,12 +248,16 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 		return r
 	}
 	sent := 0    // logprob entries already sent
-	textOff := 0 // bytes of text already sent (completions text_offset)
+	textOff := 0 // bytes of text already sent
+	lpOff := 0   // characters of the tokens sent (completions text_offset)
 	if j.resume != nil {
 		// A continuation: the role chunk and the text of these tokens were
 		// sent by the earlier home.
 		textOff = g.replay(j.resume.TokenIDs)
 		sent = len(g.out.logprobs)
+		for _, t := range j.resume.TokenIDs[:sent] {
+			lpOff += utf8.RuneCount(s.tok.TokenBytes(t))
+		}
 	} else if j.chat {
 		empty := ""
 		sw.data(chunk(choice{Delta: &chatDelta{Role: "assistant", Content: &empty}}))
@@ -262,7 +268,10 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 		}
 		c := choice{FinishReason: finish}
 		if j.logprobs && (text != "" || sent < len(g.out.logprobs)) {
-			c.Logprobs = s.logprobsOf(j, g.out.logprobs[sent:], textOff)
+			c.Logprobs = s.logprobsOf(j, g.out.logprobs[sent:], lpOff)
+			for _, lp := range g.out.logprobs[sent:] {
+				lpOff += utf8.RuneCount(s.tok.TokenBytes(lp.token))
+			}
 			sent = len(g.out.logprobs)
 		}
 		if j.chat {
