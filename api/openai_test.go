@@ -368,8 +368,9 @@ func TestTopPZeroIsGreedy(t *testing.T) {
 
 // TestTextOffsetCharacters: legacy text_offset counts characters, each
 // token's text alone (vLLM's rule), so a token holding "é" advances it by
-// one, not by its two bytes (the test vocabulary is ASCII, so a stand-in
-// gives the tokens' bytes); a stream's offsets equal the response's.
+// one, not by its two bytes (the test vocabulary has no multi-byte
+// character, so a stand-in gives the tokens' bytes); a stream's offsets
+// equal the response's.
 func TestTextOffsetCharacters(t *testing.T) {
 	f := newFixture(t, DefaultConfig(), nil)
 	texts := map[int32]string{1: "é", 2: "ab", 3: "\xe2\x82"} // the last: half a "€"

@@ -120,7 +120,9 @@ func chatLogprobsOf(tok *tokenizer.Tokenizer, lps []tokenLogprob) *chatLogprobs 
 
 // completionLogprobsOf builds the legacy format; offset is the text offset
 // of the first token. Offsets count characters (code points, an invalid
-// byte as one), each token's text taken alone, as vLLM counts them.
+// byte as one), each token's text taken alone, from the start of the
+// completion: vLLM's rule (OpenAI's legacy API counts from the prompt's
+// start).
 func completionLogprobsOf(bytesOf func(int32) []byte, lps []tokenLogprob, offset int) *completionLogprobs {
 	out := &completionLogprobs{Tokens: []string{}, TokenLogprobs: []float32{}, TopLogprobs: []map[string]float32{}, TextOffset: []int{}}
 	for _, lp := range lps {

@@ -21,8 +21,9 @@ model="${1:-$root/var/bench.gguf}"
 (cd "$root" && "$GO" build -o bin/conclave ./cmd/conclave)
 [ -f "$model" ] || "$root/bin/conclave" model synth --preset bench --out "$model"
 server="$("$root/bench/llamacpp/build.sh" llama-server)"
-out="$root/var/bench-results/serve-peer"
+out="$root/var/bench-results/serve-peer/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
+echo "serve-peer: results in $out" >&2
 
 pid="" data=""
 cleanup() {
@@ -32,24 +33,35 @@ cleanup() {
 }
 trap cleanup EXIT
 # ready PATH: wait until the server answers PATH (llama-server: /health,
-# which is 503 while it loads; ours: /ready).
+# which is 503 while it loads; ours: /ready), and is still the one started.
 ready() {
     local i
     for i in $(seq 1 240); do
         kill -0 "$pid" 2>/dev/null || return 1
-        curl -sf "http://127.0.0.1:$port$1" >/dev/null 2>&1 && return 0
+        if curl -sf "http://127.0.0.1:$port$1" >/dev/null 2>&1; then
+            kill -0 "$pid" 2>/dev/null
+            return
+        fi
         sleep 0.5
     done
     return 1
 }
+# whose: the server answering on the port (llama-server has /props).
+whose() {
+    if curl -sf "http://127.0.0.1:$port/props" >/dev/null 2>&1; then echo llamacpp; else echo conclave; fi
+}
 # level FILE LEVEL COLUMN: a column of the Markdown row "| c=LEVEL | …"
-# (3 output tok/s, 5 TTFT p50, 8 TPOT p50).
+# (3 output tok/s, 5 TTFT p50, 8 TPOT p50, 14 errors).
 level() { awk -F'|' -v l="c=$2" -v c="$3" '{ gsub(/ /, "", $2) } $2 == l { gsub(/ /, "", $(c+1)); print $(c+1) }' "$1"; }
 median() { sort -n | awk '{ v[NR] = $1 } END { printf "%.2f\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 declare -A one sixteen
 for i in $(seq 1 "$runs"); do
     for name in llamacpp conclave; do
+        if curl -s -o /dev/null "http://127.0.0.1:$port/" 2>/dev/null; then
+            echo "serve-peer: something already answers on port $port" >&2
+            exit 1
+        fi
         data="$(mktemp -d)"
         if [ "$name" = llamacpp ]; then
             # 16 slots sharing a 4096-position cache: 256 per stream.
@@ -63,7 +75,7 @@ for i in $(seq 1 "$runs"); do
             pid=$!
             path=/ready
         fi
-        if ! ready "$path"; then
+        if ! ready "$path" || [ "$(whose)" != "$name" ]; then
             cat "$data/log" >&2
             echo "serve-peer: $name did not become ready" >&2
             exit 1
@@ -72,6 +84,14 @@ for i in $(seq 1 "$runs"); do
         "$root/bin/conclave" bench serve --url "http://127.0.0.1:$port" --endpoint completions --concurrency 1,16 \
             --requests 16 --prompt-tokens 32 --max-tokens 64 --ignore-eos --warmup 2 --md "$md" >/dev/null
         cleanup
+        # A run in which a request failed does not count: both servers must
+        # have answered the same load.
+        for l in 1 16; do
+            if [ "$(level "$md" "$l" 14 | cut -d'(' -f1)" != 0 ]; then
+                echo "serve-peer: $name run $i lost requests at $l streams ($(level "$md" "$l" 14)); see $md" >&2
+                exit 1
+            fi
+        done
         o1="$(level "$md" 1 3)" o16="$(level "$md" 16 3)"
         one[$name]="${one[$name]:-} $o1"
         sixteen[$name]="${sixteen[$name]:-} $o16"

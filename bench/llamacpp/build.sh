@@ -5,7 +5,7 @@
 #   bench/llamacpp/build.sh [llama-bench|llama-server]   # idempotent: exits at once when built
 # The npm package (installed by bench/parity/run.sh) carries llama.cpp as a git
 # bundle plus patches; we clone it into var/llama.cpp (git-ignored) and build
-# only the llama-bench target for this CPU's instruction sets (no AMX, see
+# only the target asked for, for this CPU's instruction sets (no AMX, see
 # below), without curl. ~10 min on 2 cores. Prints the binary's path on stdout.
 # The built binary is smoke-tested; a binary that does not run is rebuilt.
 set -euo pipefail

@@ -14,12 +14,16 @@ if ! command -v node >/dev/null 2>&1; then
     echo "openai-js: node (>= 20) is required" >&2
     exit 2
 fi
+if [ "$(node -p 'process.versions.node.split(".")[0]')" -lt 20 ]; then
+    echo "openai-js: node $(node --version) is too old (the openai client needs 20 or later)" >&2
+    exit 2
+fi
 if [ ! -d "$here/node_modules/openai" ] || [ "$here/package-lock.json" -nt "$here/node_modules/.package-lock.json" ]; then
     echo "openai-js: installing the openai client (npm ci)" >&2
-    (cd "$here" && npm ci --no-audit --no-fund --ignore-scripts)
+    (cd "$here" && npm ci --no-audit --no-fund --ignore-scripts) || exit 2
 fi
 echo "openai-js: building bin/conclave" >&2
-(cd "$root" && "$GO" build -o bin/conclave ./cmd/conclave)
+(cd "$root" && "$GO" build -o bin/conclave ./cmd/conclave) || exit 2
 
 port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
 data="$(mktemp -d)"
@@ -33,9 +37,19 @@ trap cleanup EXIT
 (cd "$root" && exec bin/conclave serve --http-addr "127.0.0.1:$port" --port-base $((port % 20000 + 30000)) \
     --data-dir "$data/node" --log-level warn) >"$data/log" 2>&1 &
 pid=$!
+ready=0
 for _ in $(seq 1 240); do
     if ! kill -0 "$pid" 2>/dev/null; then cat "$data/log" >&2; echo "openai-js: the server exited" >&2; exit 2; fi
-    if node -e "fetch('http://127.0.0.1:$port/ready').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"; then break; fi
+    if node -e "fetch('http://127.0.0.1:$port/ready').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"; then ready=1; break; fi
     sleep 0.5
 done
-node "$here/client.mjs" "http://127.0.0.1:$port"
+if [ "$ready" != 1 ]; then
+    cat "$data/log" >&2
+    echo "openai-js: the server did not become ready" >&2
+    exit 2
+fi
+if ! node "$here/client.mjs" "http://127.0.0.1:$port"; then
+    echo "openai-js: server log:" >&2
+    cat "$data/log" >&2
+    exit 1
+fi

@@ -161,6 +161,11 @@ func (c *client) send(ctx context.Context, cfg Config, q *request, levelStart ti
 		return fail(err, 0)
 	}
 	req.Header.Set("Accept", "text/event-stream")
+	// A generation changes nothing on the server, so the transport may
+	// resend it when a pooled keep-alive connection turns out closed
+	// (llama-server closes idle ones); a nil value marks the request so
+	// without sending the header.
+	req.Header["Idempotency-Key"] = nil
 	if q.SessionID != "" {
 		req.Header.Set("X-Session-ID", q.SessionID)
 	}
