@@ -25,13 +25,8 @@ out="$root/var/bench-results/serve-peer/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
 echo "serve-peer: results in $out" >&2
 
-pid="" data=""
-cleanup() {
-    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-    if [ -n "$data" ]; then rm -rf "$data"; fi
-    pid="" data=""
-}
-trap cleanup EXIT
+# shellcheck source=serve-lib.sh
+. "$root/bench/serve-lib.sh"
 # ready PATH: wait until the server answers PATH (llama-server: /health,
 # which is 503 while it loads; ours: /ready), and is still the one started.
 ready() {
@@ -50,10 +45,6 @@ ready() {
 whose() {
     if curl -sf "http://127.0.0.1:$port/props" >/dev/null 2>&1; then echo llamacpp; else echo conclave; fi
 }
-# level FILE LEVEL COLUMN: a column of the Markdown row "| c=LEVEL | …"
-# (3 output tok/s, 5 TTFT p50, 8 TPOT p50, 14 errors).
-level() { awk -F'|' -v l="c=$2" -v c="$3" '{ gsub(/ /, "", $2) } $2 == l { gsub(/ /, "", $(c+1)); print $(c+1) }' "$1"; }
-median() { sort -n | awk '{ v[NR] = $1 } END { printf "%.2f\n", NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 declare -A one sixteen
 for i in $(seq 1 "$runs"); do

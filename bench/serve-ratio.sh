@@ -28,17 +28,8 @@ if curl -sf "http://127.0.0.1:$port/ready" >/dev/null 2>&1; then
     echo "serve-ratio: something already answers on port $port" >&2
     exit 1
 fi
-pid="" data=""
-cleanup() {
-    if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
-    if [ -n "$data" ]; then rm -rf "$data"; fi
-    pid="" data=""
-}
-trap cleanup EXIT
-
-# level FILE LEVEL COLUMN: a column of the Markdown table row "| c=LEVEL | …"
-# (3 output tok/s, 5 TTFT p50, 8 TPOT p50).
-level() { awk -F'|' -v l="c=$2" -v c="$3" '{ gsub(/ /, "", $2) } $2 == l { gsub(/ /, "", $(c+1)); print $(c+1) }' "$1"; }
+# shellcheck source=serve-lib.sh
+. "$root/bench/serve-lib.sh"
 
 # Runs are named by the binary's position (A, B, …), so two builds with the
 # same file name stay apart.
@@ -81,6 +72,6 @@ done
 for pos in $(seq 1 $#); do
     name="${letters[pos - 1]}"
     # shellcheck disable=SC2086
-    printf '%s\n' ${ratios[$name]} | sort -n | awk -v n="$name" -v b="${!pos}" \
-        '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%s median ratio %.2f over %d runs (%s)\n", n, m, NR, b }'
+    printf '%s median ratio %s over %d runs (%s)\n' "$name" "$(printf '%s\n' ${ratios[$name]} | median)" \
+        "$(printf '%s\n' ${ratios[$name]} | wc -l)" "${!pos}"
 done

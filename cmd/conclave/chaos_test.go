@@ -191,6 +191,20 @@ func (e *chaosEnv) complete(i int, req map[string]any) chaosResult {
 }
 
 // dispatchCalls reads node i's conclave:expert_dispatch_calls_total by kind.
+// checkResults reports every result that failed or whose text is not the
+// reference's.
+func checkResults(t *testing.T, results []chaosResult, ref chaosResult) {
+	t.Helper()
+	for i, r := range results {
+		switch {
+		case r.err != nil || r.status != 200:
+			t.Errorf("request %d: status %d err %v latency %v body %s", i, r.status, r.err, r.latency, r.body)
+		case r.text != ref.text:
+			t.Errorf("request %d: text %q, want the reference %q", i, r.text, ref.text)
+		}
+	}
+}
+
 // remoteOfN0 finds an expert n0 does not host (two replicas elsewhere) and
 // the node n0's dispatcher calls first for it (callers spread over equal
 // replicas by a rendezvous hash, so it asks the dispatcher's own order).
@@ -404,15 +418,10 @@ func TestChaosSlowExpert(t *testing.T) {
 	}
 	after := e.dispatchCalls(0)
 	var maxLat, sum time.Duration
-	for i, r := range results {
+	for _, r := range results {
 		maxLat, sum = max(maxLat, r.latency), sum+r.latency
-		switch {
-		case r.err != nil || r.status != 200:
-			t.Errorf("request %d: status %d err %v latency %v body %s", i, r.status, r.err, r.latency, r.body)
-		case r.text != ref.text:
-			t.Errorf("request %d: text %q, want the reference %q", i, r.text, ref.text)
-		}
 	}
+	checkResults(t, results, ref)
 	d := func(k string) float64 { return after[k] - before[k] }
 	t.Logf("slow expert %v on n%d (%v per call, deadline %v): %d requests, mean latency %v, max %v (reference %v); n0 dispatch: timeouts %v, retries %v, fallbacks %v, remote %v, local %v",
 		*slow, victim, delay, timeout, len(results), (sum / time.Duration(len(results))).Round(time.Millisecond), maxLat.Round(time.Millisecond),
@@ -695,14 +704,7 @@ func TestChaosTermNonHome(t *testing.T) {
 	after := e.dispatchCalls(0)
 	mu.Lock()
 	defer mu.Unlock()
-	for i, r := range results {
-		switch {
-		case r.err != nil || r.status != 200:
-			t.Errorf("request %d: status %d err %v latency %v body %s", i, r.status, r.err, r.latency, r.body)
-		case r.text != ref.text:
-			t.Errorf("request %d: text %q, want the reference %q", i, r.text, ref.text)
-		}
-	}
+	checkResults(t, results, ref)
 	d := func(k string) float64 { return after[k] - before[k] }
 	t.Logf("SIGTERM %s mid-stream: exited after %v; %d requests; n0 dispatch: remote %v, timeouts %v, retries %v, fallbacks %v",
 		p.id, exited.Round(time.Millisecond), len(results), d("remote"), d("timeout"), d("retry"), d("fallback"))
