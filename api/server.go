@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/conclave-ai/conclave/engine"
+	"github.com/conclave-ai/conclave/internal/httpauth"
 	"github.com/conclave-ai/conclave/model/tokenizer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -340,7 +341,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ri := info(r)
 		if s.keys != nil {
-			key, ok := bearer(r.Header.Get("Authorization"))
+			key, ok := httpauth.Bearer(r.Header.Get("Authorization"))
 			d := sha256.Sum256([]byte(key))
 			_, known := s.keys[d]
 			if !ok || !known {
@@ -380,16 +381,6 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 
 // maxClientID bounds a forwarded client name (HeaderClient).
 const maxClientID = 128
-
-// bearer returns the credentials of an Authorization header of the Bearer
-// scheme (matched without regard to case, as RFC 9110 says of schemes).
-func bearer(h string) (string, bool) {
-	scheme, cred, ok := strings.Cut(strings.TrimSpace(h), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	return strings.TrimSpace(cred), true
-}
 
 // generation wraps the POST routes that use the engine: drain admission,
 // the per-client concurrency cap, content type and body size. h gets the

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"path"
 	"strings"
+
+	"github.com/conclave-ai/conclave/internal/httpauth"
 )
 
 // ErrUnauthorized is an admin call without an accepted credential.
@@ -95,7 +97,7 @@ func (a *adminAuth) guard(next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := path.Clean("/" + r.URL.Path); p == "/admin" || strings.HasPrefix(p, "/admin/") {
-			if key, ok := bearer(r.Header.Get("Authorization")); !ok || !a.allows(key) {
+			if key, ok := httpauth.Bearer(r.Header.Get("Authorization")); !ok || !a.allows(key) {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="conclave-admin"`)
 				var b errorBody
 				b.Error.Type = "unauthorized"
@@ -106,16 +108,6 @@ func (a *adminAuth) guard(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// bearer returns the credentials of an Authorization header of the Bearer
-// scheme (matched without regard to case).
-func bearer(h string) (string, bool) {
-	scheme, cred, ok := strings.Cut(strings.TrimSpace(h), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	return strings.TrimSpace(cred), true
 }
 
 // bearerTransport adds a bearer credential to requests that carry none.

@@ -87,19 +87,7 @@ func BenchmarkPackedTilesDRAM(b *testing.B) {
 	r := rand.New(rand.NewPCG(3, 3))
 	one := testMatrix(b, r, Q8_0, 1024, 2816)
 	const copies = 96
-	ms := make([]Matrix, copies)
-	packed := PackTiles(p, one)
-	big := growAligned(nil, copies*len(packed))
-	data := make([]byte, copies*len(one.Data))
-	for i := range ms {
-		ms[i] = one
-		ms[i].Data = data[i*len(one.Data) : (i+1)*len(one.Data)]
-		copy(ms[i].Data, one.Data)
-		t := big[i*len(packed) : (i+1)*len(packed)]
-		copy(t, packed)
-		ms[i].Tiles = new(Tiles)
-		ms[i].Tiles.Store(t)
-	}
+	ms := tileCopies(p, one, copies, growAligned(nil, copies*len(PackTiles(p, one))), true)
 	for _, nrows := range []int{1, 2, 4, 8, 16} {
 		x := randRow(r, nrows*one.Cols)
 		out := make([]float32, nrows*one.Rows)
@@ -122,6 +110,63 @@ func BenchmarkPackedTilesDRAM(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// tileCopies returns copies of m whose packed tiles lie one after another in
+// big (and, with rows, whose row data lie in copies of their own).
+func tileCopies(p *Pool, m Matrix, copies int, big []byte, rows bool) []Matrix {
+	packed := PackTiles(p, m)
+	var data []byte
+	if rows {
+		data = make([]byte, copies*len(m.Data))
+	}
+	ms := make([]Matrix, copies)
+	for i := range ms {
+		ms[i] = m
+		if rows {
+			ms[i].Data = data[i*len(m.Data) : (i+1)*len(m.Data)]
+			copy(ms[i].Data, m.Data)
+		}
+		t := big[i*len(packed) : (i+1)*len(packed)]
+		copy(t, packed)
+		ms[i].Tiles = new(Tiles)
+		ms[i].Tiles.Store(t)
+	}
+	return ms
+}
+
+// BenchmarkTilesDRAMThreads streams packed tiles from DRAM (192 copies of a
+// 1024×2816 Q8_0 matrix, 577 MB in huge pages, well past the 300 MB
+// last-level cache) with one and four activation rows on one and two
+// threads: four rows stream more slowly than one (docs/performance.md).
+func BenchmarkTilesDRAMThreads(b *testing.B) {
+	if cpuSIMD < simdAVX512VNNI {
+		b.Skip("no AVX-512 VNNI")
+	}
+	r := rand.New(rand.NewPCG(3, 3))
+	one := testMatrix(b, r, Q8_0, 1024, 2816)
+	p0 := NewPool(2)
+	n := len(PackTiles(p0, one))
+	const copies = 192
+	ms := tileCopies(p0, one, copies, AllocHuge(copies*n), false)
+	p0.Close()
+	for _, threads := range []int{1, 2} {
+		p := NewPool(threads)
+		for _, nrows := range []int{1, 4} {
+			x := randRow(r, nrows*one.Cols)
+			out := make([]float32, nrows*one.Rows)
+			b.Run("threads="+itoa(threads)+"/nrows="+itoa(nrows), func(b *testing.B) {
+				var s Scratch
+				b.SetBytes(int64(n))
+				i := 0
+				for b.Loop() {
+					MatMul(p, &s, ms[i], x, nrows, out)
+					i = (i + 1) % copies
+				}
+			})
+		}
+		p.Close()
 	}
 }
 

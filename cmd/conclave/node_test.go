@@ -296,13 +296,7 @@ func TestNodeFlags(t *testing.T) {
 		{"missing admin keys file", []string{"--id", "a", "--data-dir", "d", "--admin-keys-file", "/nonexistent/keys"}, nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fs := newFlags("node", io.Discard)
-			var f nodeFlags
-			f.register(fs, false)
-			if err := parse(fs, tc.args); err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := f.config(io.Discard)
+			cfg, err := parsedFlags(t, false, tc.args).config(io.Discard)
 			if tc.err {
 				if !errors.Is(err, errUsage) {
 					t.Fatalf("err %v, want a usage error", err)
@@ -319,14 +313,24 @@ func TestNodeFlags(t *testing.T) {
 	}
 }
 
-func TestServeDefaults(t *testing.T) {
-	fs := newFlags("serve", io.Discard)
-	var f nodeFlags
-	f.register(fs, true)
-	if err := parse(fs, nil); err != nil {
+// parsedFlags registers node's (or serve's) flags and parses args.
+func parsedFlags(t *testing.T, serve bool, args []string) *nodeFlags {
+	t.Helper()
+	name := "node"
+	if serve {
+		name = "serve"
+	}
+	fs := newFlags(name, io.Discard)
+	f := &nodeFlags{}
+	f.register(fs, serve)
+	if err := parse(fs, args); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := f.config(io.Discard)
+	return f
+}
+
+func TestServeDefaults(t *testing.T) {
+	cfg, err := parsedFlags(t, true, nil).config(io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,13 +360,7 @@ func TestServeEngineFlags(t *testing.T) {
 		{"bad kv cache", []string{"--kv-cache", "some"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			fs := newFlags("serve", io.Discard)
-			var f nodeFlags
-			f.register(fs, true)
-			if err := parse(fs, tc.args); err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := f.serving.engineConfig()
+			cfg, err := parsedFlags(t, true, tc.args).serving.engineConfig()
 			if tc.want == nil {
 				if !errors.Is(err, errUsage) {
 					t.Fatalf("err %v, want a usage error", err)
