@@ -245,7 +245,7 @@ func (m *Map) assignSession(c Command) (bool, error) {
 	if !known && len(m.Sessions) >= maxSessions {
 		// Expired sessions go first (as expire_sessions would drop them),
 		// then the least recently used.
-		maps.DeleteFunc(m.Sessions, func(_ string, x Session) bool { return x.ExpiresMS <= c.NowMS })
+		maps.DeleteFunc(m.Sessions, func(_ string, x Session) bool { return x.expired(c.NowMS) })
 		if len(m.Sessions) >= maxSessions {
 			delete(m.Sessions, leastRecentSession(m.Sessions))
 		}
@@ -266,6 +266,10 @@ func (m *Map) assignSession(c Command) (bool, error) {
 const MaxSessions = 50_000
 
 var maxSessions = MaxSessions // tests lower it
+
+// expired reports whether s's TTL has ended at now (what expire_sessions
+// drops).
+func (s Session) expired(now int64) bool { return s.ExpiresMS <= now }
 
 func leastRecentSession(ss map[string]Session) string {
 	var lru Session
@@ -314,7 +318,7 @@ func (m *Map) deleteSession(c Command) (bool, error) {
 func (m *Map) expireSessions(c Command) bool {
 	var s map[string]Session
 	for id, sess := range m.Sessions {
-		if sess.ExpiresMS <= c.NowMS {
+		if sess.expired(c.NowMS) {
 			if s == nil {
 				s = maps.Clone(m.Sessions)
 			}
