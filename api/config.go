@@ -60,15 +60,17 @@ type Config struct {
 	// home node (see SessionRouter); nil serves every request locally.
 	Sessions SessionRouter
 
-	// PeerToken is a secret the cluster's nodes share. Requests this node
-	// forwards to a session's home carry it (HeaderPeer) with the client
-	// the entry node identified (HeaderClient); a home counts such a
-	// request against that client's limits, not the entry node's (in open
-	// mode every forwarded request would otherwise share one client, the
-	// entry's address), and only requests with it count as forwarded.
-	// Empty (a cluster without a key): the forwarded header is trusted and
-	// forwarded requests are limited as the entry node's.
-	PeerToken string
+	// PeerKey is a key the cluster's nodes share (derived from the cluster
+	// key). Requests this node forwards to a session's home are signed with
+	// it (internal/peersig: method, path, body, time, and the client the
+	// entry node identified, HeaderClient); a home counts such a request
+	// against that client's limits, not the entry node's (in open mode
+	// every forwarded request would otherwise share one client, the
+	// entry's address), and only requests with a valid signature count as
+	// forwarded. Each signature is accepted once. Empty (a cluster without
+	// a key): the forwarded header is trusted and forwarded requests are
+	// limited as the entry node's.
+	PeerKey []byte
 
 	// ModelReady reports whether the model can be served now (in a
 	// cluster: every expert of the live model has a ready replica). While

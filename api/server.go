@@ -21,6 +21,7 @@ import (
 
 	"github.com/conclave-ai/conclave/engine"
 	"github.com/conclave-ai/conclave/internal/httpauth"
+	"github.com/conclave-ai/conclave/internal/peersig"
 	"github.com/conclave-ai/conclave/model/tokenizer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -49,6 +50,7 @@ type Server struct {
 	metrics *metrics
 	limits  *clientLimits
 	keys    map[[sha256.Size]byte]int // sha256(key) → index
+	peerV   *peersig.Verifier         // forwarded requests' signatures (nil: no PeerKey)
 	created int64                     // /v1/models "created", Unix seconds
 
 	v1      http.Handler // the /v1/ routes with auth and limits
@@ -96,6 +98,7 @@ func New(cfg Config, eng Engine, tok *tokenizer.Tokenizer, info ModelInfo) (*Ser
 	} else {
 		s.log.Warn("the OpenAI API is open: no API keys configured (use --api-key or --api-keys-file)")
 	}
+	s.peerV = peersig.NewVerifier(cfg.PeerKey, nil)
 	s.metrics = newMetrics(s.reg, info.ID, eng)
 	s.stopCtx, s.stopAll = context.WithCancel(context.Background())
 
@@ -216,7 +219,11 @@ type reqInfo struct {
 	id     string
 	route  string
 	client string // "key:DIGEST" or "ip:ADDR"
-	attrs  []slog.Attr
+	// peer: forwarded by a node of the cluster (a valid signature), whose
+	// body must have the digest peerBody.
+	peer     bool
+	peerBody string
+	attrs    []slog.Attr
 }
 
 func info(r *http.Request) *reqInfo {
@@ -363,7 +370,8 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 			}
 			ri.client = "ip:" + host
 		}
-		if c := r.Header.Get(HeaderClient); c != "" && len(c) <= maxClientID && s.fromPeer(r) {
+		s.verifyPeer(r, ri)
+		if c := r.Header.Get(HeaderClient); c != "" && len(c) <= maxClientID && ri.peer {
 			// Forwarded by a peer: the limits count the entry node's client,
 			// not the entry node (every forwarded request would share one
 			// open-mode client, its address).
@@ -447,6 +455,11 @@ func (s *Server) generation(h func(w http.ResponseWriter, r *http.Request, body 
 		if s.cfg.IOTimeout > 0 && s.stopCtx.Err() == nil {
 			// The server's own read that notices a client leaving runs on.
 			rc.SetReadDeadline(time.Time{})
+		}
+		if !peerBodyMatches(ri, body) {
+			writeError(w, &Error{Status: http.StatusUnauthorized, Type: typeAuthentication, Code: "invalid_peer_signature",
+				Message: "the forwarded request's body is not the one its signature covers"})
+			return
 		}
 		h(w, r, body)
 	})

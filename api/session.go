@@ -3,7 +3,6 @@ package api
 import (
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"io"
@@ -13,6 +12,8 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"time"
+
+	"github.com/conclave-ai/conclave/internal/peersig"
 )
 
 // SessionRouter decides which node serves a session's requests, so that a
@@ -40,41 +41,58 @@ type SessionRouter interface {
 // that changes while the request is in flight cannot make a loop).
 const HeaderForwarded = "X-Conclave-Forwarded"
 
-// HeaderPeer carries Config.PeerToken on forwarded requests, and
-// HeaderClient the client the entry node identified (its limits' key).
-const (
-	HeaderPeer   = "X-Conclave-Peer"
-	HeaderClient = "X-Conclave-Client"
-)
+// HeaderClient carries, on a request one node forwards to another, the
+// client the entry node identified (its limits' key); the request's
+// signature (peersig.Header) binds it.
+const HeaderClient = "X-Conclave-Client"
 
-// fromPeer reports whether r was forwarded by a node of this cluster: it
-// carries HeaderForwarded and the shared PeerToken.
-func (s *Server) fromPeer(r *http.Request) bool {
-	t := s.cfg.PeerToken
-	return t != "" && r.Header.Get(HeaderForwarded) != "" &&
-		subtle.ConstantTimeCompare([]byte(r.Header.Get(HeaderPeer)), []byte(t)) == 1
+// verifyPeer checks, once per request, whether r was forwarded by a node of
+// this cluster: it carries HeaderForwarded and a valid signature made with
+// the shared PeerKey. The signature's body digest is checked when the body
+// has been read (peerBodyMatches).
+func (s *Server) verifyPeer(r *http.Request, ri *reqInfo) {
+	if s.peerV == nil || r.Header.Get(HeaderForwarded) == "" {
+		return
+	}
+	sig, ok := peersig.Parse(r.Header)
+	if !ok || !sig.CoversBody() {
+		return
+	}
+	if err := s.peerV.Verify(sig, r.Method, r.URL.RequestURI(), sig.Body(), r.Header.Get(HeaderClient)); err != nil {
+		s.log.Warn("a forwarded request's signature was refused", "err", err, "remote", r.RemoteAddr)
+		return
+	}
+	ri.peer, ri.peerBody = true, sig.Body()
+}
+
+// peerBodyMatches reports whether the body read for a request accepted as
+// a peer's is the one its signature covers.
+func peerBodyMatches(ri *reqInfo, body []byte) bool {
+	return !ri.peer || peersig.BodyDigest(body) == ri.peerBody
 }
 
 // forwarded reports whether r comes from another node (so it is served
-// here, may resume a stream, and streams token ids): with a PeerToken only
-// when it carries it, without one (a cluster with no key) on the header.
+// here, may resume a stream, and streams token ids): with a PeerKey only
+// when its signature verified, without one (a cluster with no key) on the
+// header.
 func (s *Server) forwarded(r *http.Request) bool {
-	if s.cfg.PeerToken != "" {
-		return s.fromPeer(r)
+	if s.peerV != nil {
+		return info(r).peer
 	}
 	return r.Header.Get(HeaderForwarded) != ""
 }
 
 // markForwarded sets the headers of a request this node forwards for
-// client (as authenticate named it).
-func (s *Server) markForwarded(h http.Header, id, client string) {
+// client (as authenticate named it), signing it when the cluster has a
+// key.
+func (s *Server) markForwarded(h http.Header, method, uri string, body []byte, id, client string) {
 	h.Set(HeaderForwarded, "1")
 	h.Set("X-Request-ID", id)
-	h.Del(HeaderPeer) // never pass on what a client sent
+	h.Del(peersig.Header) // never pass on what a client sent
 	h.Del(HeaderClient)
-	if s.cfg.PeerToken != "" {
-		h.Set(HeaderPeer, s.cfg.PeerToken)
+	if len(s.cfg.PeerKey) > 0 {
 		h.Set(HeaderClient, client)
+		peersig.Sign(h, s.cfg.PeerKey, time.Now(), method, uri, peersig.BodyDigest(body), client)
 	}
 }
 
@@ -222,7 +240,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, ta
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
 			pr.SetXForwarded()
-			s.markForwarded(pr.Out.Header, ri.id, ri.client)
+			s.markForwarded(pr.Out.Header, pr.Out.Method, pr.Out.URL.RequestURI(), body, ri.id, ri.client)
 			pr.Out.Body = io.NopCloser(bytes.NewReader(body))
 			pr.Out.ContentLength = int64(len(body))
 			pr.Out.TransferEncoding = nil

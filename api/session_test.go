@@ -4,13 +4,16 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/conclave-ai/conclave/engine"
+	"github.com/conclave-ai/conclave/internal/peersig"
 )
 
 // fakeSessions is an in-memory SessionRouter: homes maps a session to a
@@ -281,25 +284,35 @@ func TestSessionInvalidRequestNotRouted(t *testing.T) {
 	}
 }
 
-// TestPeerClientIdentity: a request forwarded with the cluster's peer
-// token counts against the client the entry node named (HeaderClient), not
-// against the entry node; without the token that header is ignored.
+// peerHeaders are the headers of a request a node forwards for client,
+// signed with key.
+func peerHeaders(key []byte, uri, body, client string) []string {
+	h := http.Header{}
+	peersig.Sign(h, key, time.Now(), http.MethodPost, uri, peersig.BodyDigest([]byte(body)), client)
+	return []string{HeaderForwarded, "1", peersig.Header, h.Get(peersig.Header), HeaderClient, client}
+}
+
+// TestPeerClientIdentity: a request forwarded with a valid peer signature
+// counts against the client the entry node named (HeaderClient), not
+// against the entry node; a forged, replayed or re-bodied one does not.
 func TestPeerClientIdentity(t *testing.T) {
+	key := []byte("peer key")
 	cfg := DefaultConfig()
-	cfg.MaxConcurrentPerKey, cfg.PeerToken = 1, "tok"
+	cfg.MaxConcurrentPerKey, cfg.PeerKey = 1, key
 	g := newGated(newEngine(t))
 	f := newFixture(t, cfg, g)
+	var release sync.Once
+	t.Cleanup(func() { release.Do(func() { close(g.release) }) }) // before the server closes, should a check fail
 	body := `{"model":"` + f.id + `","prompt":"hi","max_tokens":2}`
-	peer := func(client, token string) []string {
-		return []string{HeaderForwarded, "1", HeaderPeer, token, HeaderClient, client}
-	}
+	peer := func(client string, key []byte) []string { return peerHeaders(key, "/v1/completions", body, client) }
 	codes := make(chan int, 8)
-	send := func(hdr []string) {
+	sendBody := func(body string, hdr []string) {
 		go func() {
 			resp, _ := f.do(t, "POST", "/v1/completions", body, hdr...)
 			codes <- resp.StatusCode
 		}()
 	}
+	send := func(hdr []string) { sendBody(body, hdr) }
 	// admitted: the request reached the engine (it holds its client's slot).
 	admitted := func(what string) {
 		t.Helper()
@@ -309,28 +322,39 @@ func TestPeerClientIdentity(t *testing.T) {
 			t.Fatalf("%s: refused with %d", what, c)
 		}
 	}
-	refused := func(what string) {
+	refusedWith := func(what string, code int) {
 		t.Helper()
 		select {
 		case <-g.started:
-			t.Fatalf("%s: admitted, want 429", what)
+			t.Fatalf("%s: admitted, want %d", what, code)
 		case c := <-codes:
-			if c != http.StatusTooManyRequests {
-				t.Fatalf("%s: %d, want 429", what, c)
+			if c != code {
+				t.Fatalf("%s: %d, want %d", what, c, code)
 			}
 		}
 	}
+	refused := func(what string) { t.Helper(); refusedWith(what, http.StatusTooManyRequests) }
 	send(nil)
 	admitted("a direct request (ip:127.0.0.1)")
-	send(peer("ip:10.0.0.9", "guess"))
+	send(peer("ip:10.0.0.9", []byte("guess")))
 	refused("a forged peer request naming another client")
-	send(peer("ip:10.0.0.1", "tok"))
+	send(peer("ip:10.0.0.1", key))
 	admitted("a peer's request for client 10.0.0.1")
-	send(peer("ip:10.0.0.2", "tok"))
+	send(peer("ip:10.0.0.2", key))
 	admitted("a peer's request for client 10.0.0.2")
-	send(peer("ip:10.0.0.1", "tok"))
+	send(peer("ip:10.0.0.1", key))
 	refused("a second request of client 10.0.0.1")
-	close(g.release)
+	// A valid signature on another body: the body read is checked (after
+	// the signature's nonce was spent).
+	replayed := peer("ip:10.0.0.7", key)
+	other := strings.Replace(body, `"hi"`, `"bye"`, 1)
+	sendBody(other, replayed)
+	refusedWith("a signed request with another body", http.StatusUnauthorized)
+	// The same signature again, now with its own body: a replay is not a
+	// peer's request, so it counts as its sender's (127.0.0.1, busy).
+	send(replayed)
+	refused("a replayed signature")
+	release.Do(func() { close(g.release) })
 	for range 3 {
 		if c := <-codes; c != 200 {
 			t.Fatalf("a held request ended with %d", c)
@@ -338,38 +362,54 @@ func TestPeerClientIdentity(t *testing.T) {
 	}
 }
 
-// TestForwardCarriesClient: the entry node names its client to the home,
-// and drops what a client sent in the peer headers.
+// TestForwardCarriesClient: the entry node names its client to the home in
+// a signed request, and drops what a client sent in the peer headers.
 func TestForwardCarriesClient(t *testing.T) {
+	key := []byte("peer key")
 	var got http.Header
+	var gotURI string
+	var gotBody []byte
 	var mu sync.Mutex
 	home := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
 		mu.Lock()
-		got = r.Header.Clone()
+		got, gotURI, gotBody = r.Header.Clone(), r.URL.RequestURI(), b
 		mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"id":"x","object":"text_completion","created":1,"model":"m","choices":[]}`))
 	}))
 	defer home.Close()
+	forged := peerHeaders([]byte("forged"), "/v1/completions", "{}", "ip:6.6.6.6")
 	for _, tc := range []struct {
-		token, wantPeer, wantClient string
-		stream                      bool // through the stream relay, else the proxy
+		key        []byte
+		wantClient string
+		stream     bool // through the stream relay, else the proxy
 	}{
-		{"tok", "tok", "ip:127.0.0.1", false},
-		{"tok", "tok", "ip:127.0.0.1", true},
-		{"", "", "", false}, // an entry without a token passes on none, nor the client's
+		{key, "ip:127.0.0.1", false},
+		{key, "ip:127.0.0.1", true},
+		{nil, "", false}, // an entry without a key passes on no signature, nor the client's
 	} {
 		cfg := DefaultConfig()
-		cfg.PeerToken = tc.token
+		cfg.PeerKey = tc.key
 		a := newSessionNode(t, cfg, nil)
 		a.sess.homes["s1"] = home.URL
-		resp, out := a.do(t, "POST", "/v1/completions", completionBody(a.id, "s1", tc.stream), HeaderPeer, "forged", HeaderClient, "ip:6.6.6.6")
+		resp, out := a.do(t, "POST", "/v1/completions", completionBody(a.id, "s1", tc.stream), forged[2:]...)
 		if resp.StatusCode != 200 {
 			t.Fatalf("%d %s", resp.StatusCode, out)
 		}
 		mu.Lock()
-		if got.Get(HeaderPeer) != tc.wantPeer || got.Get(HeaderClient) != tc.wantClient || got.Get(HeaderForwarded) == "" {
-			t.Errorf("entry token %q, stream %v: home got %s=%q %s=%q %s=%q", tc.token, tc.stream, HeaderPeer, got.Get(HeaderPeer), HeaderClient, got.Get(HeaderClient), HeaderForwarded, got.Get(HeaderForwarded))
+		if got.Get(HeaderClient) != tc.wantClient || got.Get(HeaderForwarded) == "" {
+			t.Errorf("entry key %q, stream %v: home got %s=%q %s=%q", tc.key, tc.stream, HeaderClient, got.Get(HeaderClient), HeaderForwarded, got.Get(HeaderForwarded))
+		}
+		sig, signed := peersig.Parse(got)
+		switch {
+		case tc.key == nil && signed:
+			t.Errorf("an entry without a key passed on a signature: %q", got.Get(peersig.Header))
+		case tc.key != nil:
+			v := peersig.NewVerifier(tc.key, nil)
+			if err := v.Verify(sig, http.MethodPost, gotURI, peersig.BodyDigest(gotBody), tc.wantClient); !signed || err != nil {
+				t.Errorf("stream %v: the home cannot verify the forwarded request: signed %v, %v", tc.stream, signed, err)
+			}
 		}
 		mu.Unlock()
 	}

@@ -351,6 +351,8 @@ func (n *Node) proxyToLeader(w http.ResponseWriter, r *http.Request, body []byte
 	req.Header.Set(forwardedHeader, n.cfg.ID)
 	if a := r.Header.Get("Authorization"); a != "" {
 		req.Header.Set("Authorization", a) // the caller's, not this node's
+	} else if signedByPeer(r) {
+		n.auth.sign(req, body) // a peer's call: signed on as this node
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")

@@ -1,17 +1,21 @@
 package cluster
 
 import (
-	"crypto/hmac"
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"path"
 	"strings"
+	"time"
 
 	"github.com/conclave-ai/conclave/internal/httpauth"
+	"github.com/conclave-ai/conclave/internal/peersig"
 )
 
 // ErrUnauthorized is an admin call without an accepted credential.
@@ -21,51 +25,43 @@ var ErrUnauthorized = errors.New("cluster: admin API needs an admin key")
 // and swap experts. It is guarded once Config.AdminKeys are set, or
 // Config.AdminGuard asks for it (serve/node do when API keys are set, so a
 // key-protected port is protected whole): then it takes Authorization:
-// Bearer with one of the admin keys or the token every node derives from
-// Config.ClusterKey. API keys are never admin keys. A node sends that token
-// (or, without a cluster key, its first admin key) on its own calls to
-// peers, guarded or not, so nodes need no admin key of their own; a guarded
-// multi-node cluster therefore wants a cluster key. Unguarded, the admin
-// API is open, as the loopback single-node default is; a node listening
-// elsewhere warns. /healthz stays open for probes.
+// Bearer with one of the admin keys, or a request signed with the key every
+// node derives from Config.ClusterKey (internal/peersig). API keys are never
+// admin keys. A node signs its own calls to peers, guarded or not, so nodes
+// need no admin key of their own (without a cluster key it sends its first
+// admin key instead); a guarded multi-node cluster therefore wants a
+// cluster key. Unguarded, the admin API is open, as the loopback
+// single-node default is; a node listening elsewhere warns. /healthz stays
+// open for probes.
 //
 // Node-to-node admin traffic is plain HTTP like the API (--tls-dir covers
-// Raft and the actors), so the token is as exposed as the requests it
-// rides on: run clusters on a private network.
+// Raft and the actors). A signature binds the method, path, body and time
+// and is accepted once per node, so one seen on the wire cannot be reused
+// for another request or after a minute; the traffic itself stays readable,
+// so run clusters on a private network.
 
-// clusterToken derives the nodes' shared admin token from the cluster key
-// (HMAC-SHA256, so the gossip key itself never travels).
-func clusterToken(key []byte) string { return derive(key, "conclave admin token v1") }
+// adminPurpose names the admin signing key (peersig.Key).
+const adminPurpose = "admin"
 
-// PeerToken derives from the cluster key the token nodes put on the API
-// requests they forward to each other (api.Config.PeerToken); "" without a
-// key. It differs from the admin token, so it grants no admin access.
-func PeerToken(key []byte) string { return derive(key, "conclave api peer token v1") }
-
-func derive(key []byte, purpose string) string {
-	if len(key) == 0 {
-		return ""
-	}
-	m := hmac.New(sha256.New, key)
-	m.Write([]byte(purpose))
-	return hex.EncodeToString(m.Sum(nil))
-}
+// PeerKey derives from the cluster key the key nodes sign the API requests
+// they forward to each other with (api.Config.PeerKey); nil without a key.
+// It differs from the admin signing key, so it grants no admin access.
+func PeerKey(clusterKey []byte) []byte { return peersig.Key(clusterKey, "api") }
 
 // adminAuth holds the accepted credentials, as digests.
 type adminAuth struct {
 	guarded  bool
 	accepted [][sha256.Size]byte
-	peer     string // what this node sends to others ("": nothing)
+	verifier *peersig.Verifier // nil without a cluster key
+	signKey  []byte            // what this node signs its calls with (nil: none)
+	bearer   string            // else the admin key it sends ("": nothing)
 }
 
 func newAdminAuth(cfg Config) *adminAuth {
 	a := &adminAuth{guarded: cfg.AdminGuard || len(cfg.AdminKeys) > 0}
-	token := clusterToken(cfg.ClusterKey)
-	switch {
-	case token != "":
-		a.peer = token
-	case len(cfg.AdminKeys) > 0:
-		a.peer = cfg.AdminKeys[0]
+	a.signKey = peersig.Key(cfg.ClusterKey, adminPurpose)
+	if a.signKey == nil && len(cfg.AdminKeys) > 0 {
+		a.bearer = cfg.AdminKeys[0]
 	}
 	if !a.guarded {
 		return a
@@ -73,9 +69,7 @@ func newAdminAuth(cfg Config) *adminAuth {
 	for _, k := range cfg.AdminKeys {
 		a.accepted = append(a.accepted, sha256.Sum256([]byte(k)))
 	}
-	if token != "" {
-		a.accepted = append(a.accepted, sha256.Sum256([]byte(token)))
-	}
+	a.verifier = peersig.NewVerifier(a.signKey, nil)
 	return a
 }
 
@@ -83,11 +77,49 @@ func (a *adminAuth) open() bool { return !a.guarded }
 
 func (a *adminAuth) allows(key string) bool {
 	d := sha256.Sum256([]byte(key))
-	ok := 0 // nothing accepted (guarded, no admin key, no cluster key): closed
+	ok := 0 // nothing accepted (guarded, no admin key): closed
 	for _, k := range a.accepted {
 		ok |= subtle.ConstantTimeCompare(d[:], k[:])
 	}
 	return ok == 1
+}
+
+// unsignedBodyRoute reports whether a request may be signed without its
+// body: a content-addressed upload, which the handler checks against the
+// digest in its (signed) path.
+func unsignedBodyRoute(method, p string) bool {
+	return method == http.MethodPut && strings.HasPrefix(p, "/admin/v1/expert-files/")
+}
+
+// peerSigned marks a request the guard accepted by a peer's signature
+// (so proxyToLeader may sign it on as this node).
+type peerSignedKey struct{}
+
+func signedByPeer(r *http.Request) bool { return r.Context().Value(peerSignedKey{}) != nil }
+
+// checkSignature verifies r's peer signature, reading (and replacing) its
+// body when the signature covers it.
+func (a *adminAuth) checkSignature(r *http.Request, p string) error {
+	s, ok := peersig.Parse(r.Header)
+	if !ok {
+		return peersig.ErrMissing
+	}
+	body := peersig.UnsignedBody
+	if s.CoversBody() || !unsignedBodyRoute(r.Method, p) {
+		// Read whole to check its digest: admin bodies are small (maxBody);
+		// the large uploads, content-addressed expert files, are signed
+		// without theirs.
+		b, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+		if err != nil {
+			return err
+		}
+		if len(b) > maxBody {
+			return fmt.Errorf("%w: signed body over %d bytes", peersig.ErrInvalid, maxBody)
+		}
+		r.Body = io.NopCloser(bytes.NewReader(b))
+		body = peersig.BodyDigest(b)
+	}
+	return a.verifier.Verify(s, r.Method, r.URL.RequestURI(), body)
 }
 
 // guard requires an accepted credential on the admin routes of next.
@@ -97,12 +129,17 @@ func (a *adminAuth) guard(next http.Handler) http.Handler {
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p := path.Clean("/" + r.URL.Path); p == "/admin" || strings.HasPrefix(p, "/admin/") {
-			if key, ok := httpauth.Bearer(r.Header.Get("Authorization")); !ok || !a.allows(key) {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="conclave-admin"`)
-				var b errorBody
-				b.Error.Type = "unauthorized"
-				b.Error.Message = ErrUnauthorized.Error() + ": send Authorization: Bearer KEY (--admin-key)"
-				writeJSON(w, http.StatusUnauthorized, b)
+			key, bearer := httpauth.Bearer(r.Header.Get("Authorization"))
+			switch {
+			case bearer && a.allows(key):
+			case !bearer && r.Header.Get(peersig.Header) != "":
+				if err := a.checkSignature(r, p); err != nil {
+					unauthorized(w, "invalid peer signature: "+err.Error())
+					return
+				}
+				r = r.WithContext(context.WithValue(r.Context(), peerSignedKey{}, true))
+			default:
+				unauthorized(w, ErrUnauthorized.Error()+": send Authorization: Bearer KEY (--admin-key)")
 				return
 			}
 		}
@@ -110,22 +147,68 @@ func (a *adminAuth) guard(next http.Handler) http.Handler {
 	})
 }
 
-// bearerTransport adds a bearer credential to requests that carry none.
-type bearerTransport struct {
-	token string
-	base  http.RoundTripper
+func unauthorized(w http.ResponseWriter, msg string) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="conclave-admin"`)
+	var b errorBody
+	b.Error.Type = "unauthorized"
+	b.Error.Message = msg
+	writeJSON(w, http.StatusUnauthorized, b)
 }
 
-func (t *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+// sign adds this node's credential to a request it sends a peer (or one it
+// relays for a peer whose signature it accepted): a signature when it has
+// a cluster key, else its admin key as a bearer token. body is the
+// request's body (nil: none).
+func (a *adminAuth) sign(req *http.Request, body []byte) {
+	switch {
+	case a.signKey != nil:
+		digest := peersig.BodyDigest(body)
+		if body == nil && req.Body != nil && req.Body != http.NoBody {
+			digest = peersig.UnsignedBody // a stream: see unsignedBodyRoute
+		}
+		peersig.Sign(req.Header, a.signKey, time.Now(), req.Method, req.URL.RequestURI(), digest)
+	case a.bearer != "":
+		req.Header.Set("Authorization", "Bearer "+a.bearer)
+	}
+}
+
+// signingTransport signs the requests a node sends its peers, unless they
+// carry credentials already.
+type signingTransport struct {
+	auth *adminAuth
+	base http.RoundTripper
+}
+
+func (t *signingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	base := t.base
 	if base == nil {
 		base = http.DefaultTransport
 	}
-	if t.token == "" || req.Header.Get("Authorization") != "" {
+	if req.Header.Get("Authorization") != "" || req.Header.Get(peersig.Header) != "" {
 		return base.RoundTrip(req)
 	}
+	var body []byte
+	if req.Body != nil && req.Body != http.NoBody && !unsignedBodyRoute(req.Method, req.URL.Path) {
+		// Bodies small enough to sign are held in memory by their senders
+		// (http.NewRequest keeps a copy for GetBody).
+		if req.GetBody == nil {
+			return nil, fmt.Errorf("cluster: cannot sign a %s %s without GetBody", req.Method, req.URL.Path)
+		}
+		rc, err := req.GetBody()
+		if err != nil {
+			return nil, err
+		}
+		body, err = io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			return nil, err
+		}
+		if body == nil {
+			body = []byte{}
+		}
+	}
 	req = req.Clone(req.Context())
-	req.Header.Set("Authorization", "Bearer "+t.token)
+	t.auth.sign(req, body)
 	return base.RoundTrip(req)
 }
 

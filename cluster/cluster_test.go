@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/conclave-ai/conclave/cluster"
 	"github.com/conclave-ai/conclave/cluster/clustertest"
+	"github.com/conclave-ai/conclave/internal/peersig"
 	"github.com/conclave-ai/conclave/router"
 	"github.com/hashicorp/raft"
 )
@@ -371,6 +373,65 @@ type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
+// checkPeerSignatures: nodes sign their admin calls with a key derived from
+// the cluster key (TestAdminAuth's "0123456789abcdef"). A signed call is
+// accepted once: the same request again, another body, another cluster's
+// key, or a signature left off a body that could be signed are refused. A
+// guarded follower relays a peer's signed call to the leader signed as
+// itself.
+func checkPeerSignatures(t *testing.T, base func(int) string, leader int) {
+	t.Helper()
+	key := peersig.Key([]byte("0123456789abcdef"), "admin")
+	send := func(node int, method, p, body string, hdr http.Header) int {
+		t.Helper()
+		req, err := http.NewRequest(method, base(node)+p, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header = hdr.Clone()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	sign := func(k []byte, method, p, digest string) http.Header {
+		h := http.Header{}
+		peersig.Sign(h, k, time.Now(), method, p, digest)
+		return h
+	}
+	empty := peersig.BodyDigest(nil)
+	for _, node := range []int{0, 1} { // guarded with an admin key, and without one
+		h := sign(key, "GET", "/admin/v1/map", empty)
+		if code := send(node, "GET", "/admin/v1/map", "", h); code != http.StatusOK {
+			t.Fatalf("n%d: a signed GET: %d", node, code)
+		}
+		for _, tc := range []struct {
+			what, method, p, body string
+			hdr                   http.Header
+		}{
+			{"the same signed GET again", "GET", "/admin/v1/map", "", h},
+			{"a signed GET for another path", "GET", "/admin/v1/nodes", "", h},
+			{"another body", "POST", "/admin/v1/rebalance", `{"x":1}`, sign(key, "POST", "/admin/v1/rebalance", empty)},
+			{"another cluster's key", "GET", "/admin/v1/map", "", sign(peersig.Key([]byte("fedcba9876543210"), "admin"), "GET", "/admin/v1/map", empty)},
+			{"the API's key", "GET", "/admin/v1/map", "", sign(peersig.Key([]byte("0123456789abcdef"), "api"), "GET", "/admin/v1/map", empty)},
+			{"a body left unsigned", "POST", "/admin/v1/rebalance", "", sign(key, "POST", "/admin/v1/rebalance", peersig.UnsignedBody)},
+		} {
+			if code := send(node, tc.method, tc.p, tc.body, tc.hdr); code != http.StatusUnauthorized {
+				t.Errorf("n%d: %s: %d, want 401", node, tc.what, code)
+			}
+		}
+	}
+	follower := 0
+	if leader == 0 {
+		follower = 1
+	}
+	if code := send(follower, "POST", "/admin/v1/rebalance", "", sign(key, "POST", "/admin/v1/rebalance", empty)); code != http.StatusOK {
+		t.Errorf("a peer's signed rebalance through the guarded follower n%d to the leader n%d: %d", follower, leader, code)
+	}
+}
+
 // TestAdminAuth: three nodes sharing a cluster key: n0 guarded by an admin
 // key, n1 guarded with no admin key (closed to clients, as API keys without
 // an admin key leave it), n2 open. Clients need the admin key where there
@@ -427,6 +488,7 @@ func TestAdminAuth(t *testing.T) {
 		t.Errorf("/healthz: %d", resp.StatusCode)
 	}
 	l := c.Leader()
+	checkPeerSignatures(t, base, l)
 	// Every follower forwards an apply to the leader's admin API.
 	for i := range 3 {
 		if i == l {

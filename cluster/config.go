@@ -76,10 +76,10 @@ type Config struct {
 	TLS *TLSFiles
 	// AdminKeys are bearer keys the admin API (/admin/…) accepts; setting
 	// any guards it. With a ClusterKey nodes also accept, and send each
-	// other, a token derived from it (see adminauth.go).
+	// other, requests signed with a key derived from it (see adminauth.go).
 	AdminKeys []string
 	// AdminGuard guards the admin API even without AdminKeys: then only
-	// nodes holding the cluster key's token get in.
+	// nodes holding the cluster key get in.
 	AdminGuard bool
 
 	// MaxVoters is how many live nodes are Raft voters; nodes beyond are

@@ -95,7 +95,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	// Peer clients carry this node's token and follow no redirect (a
 	// redirect would take the token elsewhere).
-	peer := &bearerTransport{token: n.auth.peer}
+	peer := &signingTransport{auth: n.auth}
 	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	n.client = &http.Client{Timeout: cfg.ApplyTimeout + time.Second, Transport: peer, CheckRedirect: noRedirect}
 	n.peerHTTP = &http.Client{Transport: peer, CheckRedirect: noRedirect}

@@ -74,7 +74,7 @@ type servingFlags struct {
 	maxBatchTokens      int
 	prefillChunk        int
 	expertTimeout       time.Duration
-	peerToken           string // from the cluster key, not a flag
+	peerKey             []byte // from the cluster key, not a flag
 }
 
 func (s *servingFlags) register(fs *flag.FlagSet) {
@@ -236,7 +236,7 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: unexpected argument %q", errUsage, fs.Arg(0))
 	}
 	cfg, err := f.config(stderr)
-	f.serving.peerToken = cluster.PeerToken(cfg.ClusterKey)
+	f.serving.peerKey = cluster.PeerKey(cfg.ClusterKey)
 	if err != nil {
 		return err
 	}
@@ -520,7 +520,7 @@ func prepareServing(path string, f *nodeFlags, stderr io.Writer) (_ *serving, er
 	acfg.RequestsPerSecond, acfg.Burst, acfg.MaxConcurrentPerKey = sf.rateLimit, sf.rateBurst, sf.maxConcurrent
 	acfg.DefaultMaxTokens = sf.maxTokens
 	acfg.IOTimeout = sf.ioTimeout
-	acfg.PeerToken = sf.peerToken
+	acfg.PeerKey = sf.peerKey
 	if acfg.MaxBodyBytes, err = parseBytes(sf.maxBody); err != nil {
 		return nil, fmt.Errorf("%w: --max-body: %v", errUsage, err)
 	}
