@@ -345,8 +345,17 @@ func (e *Engine) reap() {
 func (e *Engine) blocksFor(n int) int { return (n + e.cfg.BlockSize - 1) / e.cfg.BlockSize }
 
 // admit moves waiting sequences, oldest first, into the running set while
-// the KV pool has room for each one's uncached prompt plus headroom.
+// the KV pool has room for each one's uncached prompt plus headroom. The
+// room is what the pool has available less what the running sequences
+// have still to allocate for their tokens (prompts being prefilled a
+// chunk a step): a block is promised to one sequence only, else two
+// prompts that cannot both fit would both be admitted and one preempted
+// part way.
 func (e *Engine) admit() {
+	promised := 0
+	for _, s := range e.running {
+		promised += max(0, e.blocksFor(len(s.tokens))-s.cache.Blocks())
+	}
 	for len(e.waiting) > 0 && len(e.running) < e.cfg.MaxRunning {
 		s := e.waiting[0]
 		if s.cache == nil {
@@ -354,11 +363,12 @@ func (e *Engine) admit() {
 		}
 		// The last token is always computed: its logits pick the next one.
 		hit := s.cache.AttachPrefix(s.tokens[:len(s.tokens)-1])
-		need := e.blocksFor(len(s.tokens)) - s.cache.Blocks() + e.cfg.AdmitHeadroom
-		if need > e.kv.Available() && len(e.running) > 0 {
+		owed := e.blocksFor(len(s.tokens)) - s.cache.Blocks()
+		if owed+e.cfg.AdmitHeadroom > e.kv.Available()-promised && len(e.running) > 0 {
 			s.cache.Release()
 			return // head-of-line: later requests wait their turn
 		}
+		promised += owed
 		e.waiting = e.waiting[1:]
 		if s.admits == 0 {
 			e.queued.Add(-1)

@@ -410,6 +410,36 @@ func TestEvictionAndPreemption(t *testing.T) {
 	}
 }
 
+// TestAdmissionPromisesBlocksOnce: two prompts that cannot both hold their
+// blocks are submitted together. Admission must count what the first one
+// still has to allocate (its prefill runs a chunk a step), so the second
+// waits instead of being admitted, prefilled part way and preempted.
+func TestAdmissionPromisesBlocksOnce(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	cfg := testConfig()
+	cfg.KVBlocks = w.Ctx/cfg.BlockSize + 2 // room for one 150-token prompt (10 blocks), not two
+	cfg.AdmitHeadroom = 1
+	e := newEngine(t, w, cfg, nil)
+	var reqs []Request
+	var chans []<-chan Event
+	for i := range 2 {
+		r := Request{ID: fmt.Sprint(i), Prompt: tokens(150, w.Vocab, uint64(900+i)), MaxTokens: 4}
+		ch, err := e.Submit(context.Background(), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reqs, chans = append(reqs, r), append(chans, ch)
+	}
+	for i, ch := range chans {
+		if got, want := collect(t, ch), reference(t, w, reqs[i].Prompt, reqs[i].MaxTokens, sample.Config{}); !slices.Equal(got.tokens, want) {
+			t.Errorf("request %d: %v, runner %v", i, got.tokens, want)
+		}
+	}
+	if st := e.Stats(); st.Preemptions != 0 || st.PromptTokens != 300 {
+		t.Errorf("%d preemptions, %d prompt tokens computed for 300: admission promised the same blocks twice", st.Preemptions, st.PromptTokens)
+	}
+}
+
 func TestCancellation(t *testing.T) {
 	w := testWeights(t, "tiny", nil)
 	e := newEngine(t, w, testConfig(), nil)
