@@ -206,13 +206,20 @@ func (x *Experts) WeightsVersion() uint64 {
 	if c := x.weights.Load(); c != nil && c.m == m {
 		return c.v
 	}
-	h := fnv.New64a()
-	for _, v := range m.ExpertVersionList() {
-		fmt.Fprintf(h, "%d/%d=%s;", v.Expert.Layer, v.Expert.Index, v.State.Live)
-	}
-	v := h.Sum64()
+	v := weightsVersionOf(m)
 	x.weights.Store(&weightsVersion{m: m, v: v})
 	return v
+}
+
+// weightsVersionOf hashes m's live expert versions with how often each was
+// flipped, so an update rolled back does not restore the value
+// (engine.WithWeightsVersion); staging changes nothing.
+func weightsVersionOf(m *router.Map) uint64 {
+	h := fnv.New64a()
+	for _, v := range m.ExpertVersionList() {
+		fmt.Fprintf(h, "%d/%d=%s#%d;", v.Expert.Layer, v.Expert.Index, v.State.Live, v.State.Updates)
+	}
+	return h.Sum64()
 }
 
 // weightsVersion caches WeightsVersion for one map snapshot (snapshots are

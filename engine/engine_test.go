@@ -763,6 +763,58 @@ func TestWeightsVersionEmptiesPrefixCache(t *testing.T) {
 	}
 }
 
+// flipDuringPass is an ExpertRunner whose weights change at the first
+// layer of the first forward pass (outputs scaled) and change back at its
+// last layer, the version moving on at each change (1 → 2 → 3).
+type flipDuringPass struct {
+	inner   model.ExpertRunner
+	version *atomic.Uint64
+	layers  int
+	calls   int
+}
+
+func (f *flipDuringPass) RunExperts(ctx context.Context, layer int, groups []model.ExpertGroup) error {
+	f.calls++
+	if f.calls == 1 {
+		f.version.Store(2)
+	}
+	err := f.inner.RunExperts(ctx, layer, groups)
+	if f.calls <= f.layers {
+		for _, g := range groups {
+			for i := range g.Out {
+				g.Out[i] *= 1.5
+			}
+		}
+	}
+	if f.calls == f.layers {
+		f.version.Store(3) // the original weights again
+	}
+	return err
+}
+
+// TestWeightsChangeDuringPass: keys and values computed in a pass during
+// which the weights changed (and changed back) never seed a later request.
+func TestWeightsChangeDuringPass(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	pool := kernels.NewPool(2)
+	defer pool.Close()
+	var version atomic.Uint64
+	version.Store(1)
+	cfg := testConfig()
+	cfg.PrefillChunk = 64
+	e, err := New(cfg, w, pool, nil, WithExperts(&flipDuringPass{inner: &model.LocalExperts{W: w, Pool: pool}, version: &version, layers: w.Layers}), WithWeightsVersion(version.Load))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	prompt := tokens(60, w.Vocab, 3)
+	run(t, e, Request{Prompt: prompt, MaxTokens: 2}) // its prompt's pass is the perturbed one
+	r := run(t, e, Request{Prompt: prompt, MaxTokens: 8})
+	if want := reference(t, w, prompt, 8, sample.Config{}); !slices.Equal(r.tokens, want) {
+		t.Errorf("reused keys and values of the changed weights (%d cached tokens): %v, want %v", r.done.CachedTokens, r.tokens, want)
+	}
+}
+
 // KVPoolBytes is the size of the pool New allocates: whole blocks within
 // KVBytes, or KVBlocks blocks.
 func TestKVPoolBytes(t *testing.T) {

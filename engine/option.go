@@ -20,10 +20,13 @@ func WithExperts(r model.ExpertRunner) Option {
 
 // WithWeightsVersion gives the engine a cheap function that names the
 // version of the weights it computes with (in a cluster: the live expert
-// versions of the map, which hot updates change). Before each step the
-// engine compares it with the last value and, when it changed, empties the
-// prefix cache (see InvalidatePrefixCache). It is called from the scheduler
-// goroutine only.
+// versions of the map and how often each changed, which hot updates
+// change). Before each step the engine compares it with the last value
+// and, when it changed, empties the prefix cache (see
+// InvalidatePrefixCache). A value must not come back once the weights
+// changed: an update undone between two looks would go unseen, and blocks
+// computed in between would seed later requests. It is called from the
+// scheduler goroutine only.
 func WithWeightsVersion(f func() uint64) Option {
 	return func(o *options) { o.weights = f }
 }
