@@ -134,7 +134,11 @@ func (c *Cache) Truncate(n int) {
 		c.pool.release(c.table[i])
 	}
 	c.table = c.table[:keep]
-	c.uncommit(keep)
+	// Only whole blocks stay committed: a block the new length ends inside
+	// will be written again, so its key (and the chain after it) must be
+	// computed again too, even when the block was never registered (its
+	// prefix was cached already, or the cache was invalidated).
+	c.uncommit(c.len / bs)
 }
 
 // Release gives back every block (registered ones stay in the prefix cache)

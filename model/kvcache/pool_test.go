@@ -232,6 +232,33 @@ func TestCopyOnWrite(t *testing.T) {
 	}
 }
 
+// TestTruncateIntoCommittedBlock: a sequence whose first block is committed
+// but private (the same prefix was cached already) rewinds into it and goes
+// on with other tokens. Its later blocks must be registered under the new
+// history, not under the chain of the tokens it rewound over.
+func TestTruncateIntoCommittedBlock(t *testing.T) {
+	p := newTestPool(t, 16)
+	a := []int32{1, 2, 3, 4}
+	sa := p.NewSequence(64)
+	fill(t, sa, a)
+	sa.Commit(a) // block 0 registered by sa
+	sb := p.NewSequence(64)
+	fill(t, sb, a)
+	sb.Commit(a) // found cached: sb's block 0 stays private, committed
+	b := []int32{1, 2, 9, 9, 5, 6, 7, 8}
+	sb.Truncate(2)
+	fill(t, sb, b)
+	sb.Commit(b)
+	probe := p.NewSequence(64)
+	if n := probe.AttachPrefix([]int32{1, 2, 3, 4, 5, 6, 7, 8}); n != 4 {
+		t.Errorf("matched %d positions of 1…8, want 4: block 1 was computed after 1 2 9 9", n)
+	}
+	probe.Release()
+	if n := probe.AttachPrefix(b); n != 8 {
+		t.Errorf("matched %d positions of sb's own history, want 8", n)
+	}
+}
+
 // TestInvalidate: after Invalidate no earlier block matches, cached blocks
 // are freed, and a sequence begun before the call never registers its
 // blocks (they hold keys and values of the old weights).
