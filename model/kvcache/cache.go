@@ -65,6 +65,10 @@ type Cache struct {
 	chain     uint64
 	keys      []uint64 // keys[i]: prefix-cache key of committed block i
 	gen       uint64   // the pool's generation when the sequence started (Pool.Invalidate)
+	// collided: a committed block's key names another block (a hash
+	// collision), so the chain after it would name that block's prefix:
+	// nothing more is registered.
+	collided bool
 }
 
 // New allocates a standalone cache for cfg.Ctx positions: a private pool of
@@ -152,7 +156,7 @@ func (c *Cache) Release() {
 	c.table = c.table[:0]
 	c.keys = c.keys[:0]
 	c.len, c.committed, c.chain = 0, 0, 0
-	c.gen = c.pool.gen
+	c.gen, c.collided = c.pool.gen, false
 }
 
 // Grow makes sure blocks cover positions [0, n) without changing Len. It
@@ -305,7 +309,7 @@ func (c *Cache) AttachPrefix(tokens []int32) int {
 		panic("kvcache: AttachPrefix on a sequence that holds positions")
 	}
 	p, bs := c.pool, c.pool.cfg.BlockSize
-	c.gen = p.gen
+	c.gen, c.collided = p.gen, false
 	for (len(c.table)+1)*bs <= min(len(tokens), c.ctx) {
 		i := len(c.table)
 		b, key, ok := p.lookup(c.chain, tokens[i*bs:(i+1)*bs])
@@ -335,7 +339,11 @@ func (c *Cache) Commit(tokens []int32) {
 		toks := tokens[i*bs : (i+1)*bs]
 		b := c.table[i]
 		_, key, found := p.lookup(c.chain, toks)
-		if _, taken := p.index[key]; !found && !taken && !p.registered[b] && p.ref[b] == 1 && c.gen == p.gen {
+		_, taken := p.index[key]
+		if taken && !found {
+			c.collided = true
+		}
+		if !taken && !c.collided && !p.registered[b] && p.ref[b] == 1 && c.gen == p.gen {
 			p.registered[b] = true
 			p.key[b], p.parent[b] = key, c.chain
 			copy(p.blockTokens(b), toks)

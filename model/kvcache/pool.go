@@ -78,8 +78,10 @@ func BlockBytes(layers, kvDim, blockSize int, t kernels.DType) int64 {
 //
 // The prefix cache key of block i of a sequence is the hash of block i−1's
 // key and block i's token ids, so a key names the whole prefix. Each entry
-// also keeps its parent key and its tokens, compared on lookup, so a hash
-// collision cannot hand a sequence another prefix's keys and values. The
+// also keeps its parent key and its tokens, compared on lookup, and a
+// sequence whose block's key turns out to name another block (a collision)
+// registers nothing after it, so a hash collision cannot hand a sequence
+// another prefix's keys and values. The
 // hash is seeded per pool (hash/maphash), so keys are not predictable from
 // outside.
 //
@@ -106,7 +108,10 @@ type Pool struct {
 
 	seed maphash.Seed
 	hbuf [8]byte
-	gen  uint64 // prefix-cache generation, mixed into every key; see Invalidate
+	// collide, when set (tests), replaces the key of the blocks it names,
+	// to stage a hash collision.
+	collide func(parent uint64, tokens []int32) (uint64, bool)
+	gen     uint64 // prefix-cache generation, mixed into every key; see Invalidate
 
 	evictions int64
 }
@@ -289,6 +294,11 @@ func (p *Pool) lruRemove(b int32) {
 // blockKey is the prefix-cache key of a block of tokens after the block
 // whose key is parent (0 for the first block).
 func (p *Pool) blockKey(parent uint64, tokens []int32) uint64 {
+	if p.collide != nil {
+		if k, ok := p.collide(parent, tokens); ok {
+			return k
+		}
+	}
 	var h maphash.Hash
 	h.SetSeed(p.seed)
 	binary.LittleEndian.PutUint64(p.hbuf[:], parent)

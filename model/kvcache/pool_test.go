@@ -259,6 +259,35 @@ func TestTruncateIntoCommittedBlock(t *testing.T) {
 	}
 }
 
+// TestHashCollision: a block whose key collides with a registered block of
+// another prefix is not registered, nor is any block after it, so a
+// lookup through the other prefix never reaches keys and values computed
+// after this one.
+func TestHashCollision(t *testing.T) {
+	p := newTestPool(t, 16)
+	x, y := []int32{1, 2, 3, 4}, []int32{9, 9, 9, 9}
+	kx := p.blockKey(0, x)
+	p.collide = func(parent uint64, tokens []int32) (uint64, bool) {
+		return kx, parent == 0 && slices.Equal(tokens, y) // y's key is x's
+	}
+	sa := p.NewSequence(64)
+	fill(t, sa, x)
+	sa.Commit(x)
+	after := []int32{5, 6, 7, 8}
+	b := append(slices.Clone(y), after...)
+	sb := p.NewSequence(64)
+	fill(t, sb, b)
+	sb.Commit(b)
+	probe := p.NewSequence(64)
+	if n := probe.AttachPrefix(append(slices.Clone(x), after...)); n != 4 {
+		t.Errorf("matched %d positions of 1 2 3 4 5 6 7 8, want 4: block 1 was computed after 9 9 9 9", n)
+	}
+	probe.Release()
+	if n := probe.AttachPrefix(b); n != 0 {
+		t.Errorf("matched %d positions of the colliding prefix, want 0", n)
+	}
+}
+
 // TestInvalidate: after Invalidate no earlier block matches, cached blocks
 // are freed, and a sequence begun before the call never registers its
 // blocks (they hold keys and values of the old weights).
