@@ -161,7 +161,7 @@ func (n *Node) Status() Status {
 		AppliedIndex: n.raft.AppliedIndex(),
 		Replication:  m.Replication,
 		Experts:      len(m.Placement),
-		Sessions:     len(m.Sessions),
+		Sessions:     m.Sessions.Len(),
 		Nodes:        n.nodeStatuses(m),
 	}
 	if m.Model != nil {

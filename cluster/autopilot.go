@@ -418,7 +418,7 @@ func (n *Node) warnUnplaced(m *router.Map, in router.PlaceInput, res router.Plac
 func (n *Node) expireSessions() {
 	now := time.Now().UnixMilli()
 	m := n.fsm.Map()
-	for _, s := range m.Sessions {
+	for _, s := range m.Sessions.All() {
 		if s.ExpiresMS > 0 && s.ExpiresMS <= now {
 			if err := n.applyLocalCmd(router.Command{Op: router.OpExpireSessions, NowMS: now}); err != nil {
 				n.log.Warn("expire sessions", "error", err)

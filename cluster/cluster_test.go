@@ -138,7 +138,7 @@ func TestLeaderFailover(t *testing.T) {
 		}
 	}
 	c.WaitAgree(10*time.Second, func(m *router.Map) bool {
-		return len(m.Sessions) == 6 && m.Nodes[fmt.Sprintf("n%d", old)].State == router.NodeDead && fullyPlaced(m)
+		return m.Sessions.Len() == 6 && m.Nodes[fmt.Sprintf("n%d", old)].State == router.NodeDead && fullyPlaced(m)
 	}, "6 sessions, the old leader dead and experts re-placed")
 }
 
@@ -223,8 +223,8 @@ func TestDrain(t *testing.T) {
 	m := c.WaitAgree(10*time.Second, func(m *router.Map) bool {
 		return m.Nodes["n1"].State == router.NodeDraining && len(m.ExpertsOn("n1")) == 0 && len(m.SessionsOn("n1")) == 0 && fullyPlaced(m)
 	}, "n1 drained")
-	if len(m.Sessions) != 6 {
-		t.Errorf("%d sessions after drain, want 6", len(m.Sessions))
+	if m.Sessions.Len() != 6 {
+		t.Errorf("%d sessions after drain, want 6", m.Sessions.Len())
 	}
 }
 
@@ -236,7 +236,7 @@ func TestRestartAllRestoresMap(t *testing.T) {
 	if err := c.Apply(ctx, router.Command{Op: router.OpAssignSession, Session: &router.Session{ID: "keep", Home: "n2", ExpiresMS: time.Now().Add(time.Hour).UnixMilli()}}); err != nil {
 		t.Fatal(err)
 	}
-	before := c.WaitAgree(10*time.Second, func(m *router.Map) bool { return fullyPlaced(m) && len(m.Sessions) == 1 }, "placement and a session")
+	before := c.WaitAgree(10*time.Second, func(m *router.Map) bool { return fullyPlaced(m) && m.Sessions.Len() == 1 }, "placement and a session")
 	for i := range 3 {
 		c.Kill(i)
 	}

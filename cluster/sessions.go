@@ -77,7 +77,7 @@ func NewSessionRouter(n *Node, cfg SessionConfig) (*SessionRouter, error) {
 func (r *SessionRouter) Route(ctx context.Context, id string) (bool, string, error) {
 	now := time.Now()
 	m := r.n.Map()
-	if s, ok := m.Sessions[id]; ok && live(m, s, now) {
+	if s, ok := m.Sessions.Get(id); ok && live(m, s, now) {
 		r.touch(id, now)
 		return r.target(m, s.Home)
 	}
@@ -96,7 +96,7 @@ func (r *SessionRouter) Rehome(ctx context.Context, id, failed string) (bool, st
 			bad = nid
 		}
 	}
-	if s, ok := m.Sessions[id]; ok && live(m, s, now) && s.Home != bad {
+	if s, ok := m.Sessions.Get(id); ok && live(m, s, now) && s.Home != bad {
 		return r.target(m, s.Home)
 	}
 	// The failed node may still be active in the map (not yet declared
@@ -127,7 +127,7 @@ func (r *SessionRouter) assign(ctx context.Context, id, home, avoid string, now 
 	for {
 		changed := r.n.FSM().Changed()
 		m := r.n.Map()
-		if s, ok := m.Sessions[id]; ok && live(m, s, now) && s.Home != avoid {
+		if s, ok := m.Sessions.Get(id); ok && live(m, s, now) && s.Home != avoid {
 			return r.target(m, s.Home)
 		}
 		select {

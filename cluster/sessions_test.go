@@ -117,8 +117,8 @@ func TestSessionAffinity(t *testing.T) {
 	if cached := turn(0, prompt); cached != 0 {
 		t.Errorf("first turn: %d cached tokens, want 0", cached)
 	}
-	m := c.WaitAgree(10*time.Second, func(m *router.Map) bool { _, ok := m.Sessions[session]; return ok }, "the session in every map")
-	home := index(m.Sessions[session].Home)
+	m := c.WaitAgree(10*time.Second, func(m *router.Map) bool { _, ok := m.Sessions.Get(session); return ok }, "the session in every map")
+	home := index(m.Sessions.At(session).Home)
 	// Turn 2 enters through a node that is neither turn 1's nor the home.
 	entry := 1
 	if home == 1 {
@@ -135,10 +135,10 @@ func TestSessionAffinity(t *testing.T) {
 	prompt += "the dog wakes up. "
 	turn(survivor, prompt)
 	m = c.WaitMap(survivor, 15*time.Second, func(m *router.Map) bool {
-		s, ok := m.Sessions[session]
+		s, ok := m.Sessions.Get(session)
 		return ok && s.Home != c.Config(home).ID
 	}, "the session re-homed")
-	newHome := index(m.Sessions[session].Home)
+	newHome := index(m.Sessions.At(session).Home)
 	// Its next turn, entering through the other survivor, reuses the new
 	// home's cache.
 	other := 3 - home - survivor

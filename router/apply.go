@@ -26,9 +26,6 @@ func (m *Map) Apply(c Command) (*Map, bool, error) {
 	if next.Placement == nil {
 		next.Placement = map[ExpertID][]Replica{}
 	}
-	if next.Sessions == nil {
-		next.Sessions = map[string]Session{}
-	}
 	var (
 		changed bool
 		err     error
@@ -237,20 +234,19 @@ func (m *Map) assignSession(c Command) (bool, error) {
 	if s.LastUseMS == 0 {
 		s.LastUseMS = c.NowMS
 	}
-	old, known := m.Sessions[s.ID]
+	old, known := m.Sessions.Get(s.ID)
 	if known && old == s {
 		return false, nil
 	}
-	m.Sessions = maps.Clone(m.Sessions)
-	if !known && len(m.Sessions) >= maxSessions {
+	if !known && m.Sessions.Len() >= maxSessions {
 		// Expired sessions go first (as expire_sessions would drop them),
 		// then the least recently used.
-		maps.DeleteFunc(m.Sessions, func(_ string, x Session) bool { return x.expired(c.NowMS) })
-		if len(m.Sessions) >= maxSessions {
-			delete(m.Sessions, leastRecentSession(m.Sessions))
+		m.Sessions = m.Sessions.DeleteFunc(func(x Session) bool { return x.expired(c.NowMS) })
+		if m.Sessions.Len() >= maxSessions {
+			m.Sessions = m.Sessions.Delete(leastRecentSession(m.Sessions))
 		}
 	}
-	m.Sessions[s.ID] = s
+	m.Sessions = m.Sessions.Set(s)
 	return true, nil
 }
 
@@ -271,10 +267,10 @@ var maxSessions = MaxSessions // tests lower it
 // drops).
 func (s Session) expired(now int64) bool { return s.ExpiresMS <= now }
 
-func leastRecentSession(ss map[string]Session) string {
+func leastRecentSession(ss SessionTable) string {
 	var lru Session
 	first := true
-	for _, s := range ss {
+	for _, s := range ss.All() {
 		if first || s.LastUseMS < lru.LastUseMS || (s.LastUseMS == lru.LastUseMS && s.ID < lru.ID) {
 			lru, first = s, false
 		}
@@ -284,7 +280,7 @@ func leastRecentSession(ss map[string]Session) string {
 
 func (m *Map) touchSession(c Command) (bool, error) {
 	id := c.sessionID()
-	old, ok := m.Sessions[id]
+	old, ok := m.Sessions.Get(id)
 	if !ok {
 		return false, fmt.Errorf("%w %q", ErrUnknownSession, id)
 	}
@@ -300,36 +296,23 @@ func (m *Map) touchSession(c Command) (bool, error) {
 	if s == old {
 		return false, nil
 	}
-	m.Sessions = maps.Clone(m.Sessions)
-	m.Sessions[id] = s
+	m.Sessions = m.Sessions.Set(s)
 	return true, nil
 }
 
 func (m *Map) deleteSession(c Command) (bool, error) {
 	id := c.sessionID()
-	if _, ok := m.Sessions[id]; !ok {
+	if _, ok := m.Sessions.Get(id); !ok {
 		return false, fmt.Errorf("%w %q", ErrUnknownSession, id)
 	}
-	m.Sessions = maps.Clone(m.Sessions)
-	delete(m.Sessions, id)
+	m.Sessions = m.Sessions.Delete(id)
 	return true, nil
 }
 
 func (m *Map) expireSessions(c Command) bool {
-	var s map[string]Session
-	for id, sess := range m.Sessions {
-		if sess.expired(c.NowMS) {
-			if s == nil {
-				s = maps.Clone(m.Sessions)
-			}
-			delete(s, id)
-		}
-	}
-	if s == nil {
-		return false
-	}
-	m.Sessions = s
-	return true
+	n := m.Sessions.Len()
+	m.Sessions = m.Sessions.DeleteFunc(func(s Session) bool { return s.expired(c.NowMS) })
+	return m.Sessions.Len() != n
 }
 
 func (m *Map) moveSessions(c Command) (bool, error) {
@@ -341,12 +324,12 @@ func (m *Map) moveSessions(c Command) (bool, error) {
 	if len(counts) == 0 {
 		return false, fmt.Errorf("%w to take the sessions of %q", ErrNoActiveNode, c.NodeID)
 	}
-	sessions := maps.Clone(m.Sessions)
+	sessions := m.Sessions
 	for _, id := range ids {
 		home, _ := chooseHome(m, id, c.NowMS, c.NodeID, counts)
-		s := sessions[id]
+		s, _ := sessions.Get(id)
 		s.Home = home
-		sessions[id] = s
+		sessions = sessions.Set(s)
 		counts[home]++
 	}
 	m.Sessions = sessions

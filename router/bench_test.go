@@ -42,29 +42,47 @@ func BenchmarkPlaceLoseNode(b *testing.B) {
 	}
 }
 
-// Apply of a session touch on a map with 10k sessions and a full placement.
-func BenchmarkApplyTouchSession(b *testing.B) {
+// Apply of a session touch, and of a new session's assignment, on a map
+// with a full placement and 10k or MaxSessions sessions: every request of a
+// session touches it (at most once per TouchInterval), so these bound how
+// many sessions a cluster serves.
+func BenchmarkApplySession(b *testing.B) {
 	in := benchInput()
 	res, _ := Place(in)
-	m := NewMap()
-	for _, n := range in.Nodes {
-		m.Nodes[n.ID] = n
-	}
-	m.Placement = res.Placement
-	for i := range 10000 {
-		id := fmt.Sprintf("s%d", i)
-		m.Sessions[id] = Session{ID: id, Home: "n0", LastUseMS: 1, ExpiresMS: 1000}
-	}
-	c := Command{V: CommandVersion, Op: OpTouchSession, SessionID: "s42"}
-	b.ReportAllocs()
-	now := int64(1)
-	for b.Loop() {
-		now++
-		c.NowMS = now
-		next, _, err := m.Apply(c)
-		if err != nil {
-			b.Fatal(err)
+	for _, n := range []int{10_000, MaxSessions} {
+		m := NewMap()
+		for _, nd := range in.Nodes {
+			m.Nodes[nd.ID] = nd
 		}
-		m = next
+		m.Placement = res.Placement
+		for i := range n - 1 {
+			id := fmt.Sprintf("s%d", i)
+			m.Sessions = m.Sessions.Set(Session{ID: id, Home: "n0", LastUseMS: 1, ExpiresMS: 1 << 40})
+		}
+		b.Run(fmt.Sprintf("touch/%d", n), func(b *testing.B) {
+			c := Command{V: CommandVersion, Op: OpTouchSession, SessionID: "s42"}
+			b.ReportAllocs()
+			now, m := int64(1), m
+			for b.Loop() {
+				now++
+				c.NowMS = now
+				next, _, err := m.Apply(c)
+				if err != nil {
+					b.Fatal(err)
+				}
+				m = next
+			}
+		})
+		b.Run(fmt.Sprintf("assign/%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				i++
+				c := Command{V: CommandVersion, Op: OpAssignSession, Session: &Session{ID: fmt.Sprintf("new%d", i), ExpiresMS: 1 << 40}, NowMS: 2}
+				if _, _, err := m.Apply(c); err != nil { // from the same map: one session over n−1
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

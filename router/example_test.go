@@ -53,7 +53,7 @@ func ExampleChooseHome() {
 	m := router.NewMap()
 	m.Nodes["a"] = router.Node{ID: "a", State: router.NodeActive}
 	m.Nodes["b"] = router.Node{ID: "b", State: router.NodeActive}
-	m.Sessions["s"] = router.Session{ID: "s", Home: "b"}
+	m.Sessions = m.Sessions.Set(router.Session{ID: "s", Home: "b"})
 	home, ok := router.ChooseHome(m, "s")
 	fmt.Println(home, ok)
 	newHome, _ := router.ChooseHome(m, "t") // a has fewer sessions

@@ -99,7 +99,7 @@ func TestFSMOps(t *testing.T) {
 				if got := m.Placement[e00]; len(got) != 1 || got[0].Node != "a" {
 					t.Errorf("placement of e00 = %v", got)
 				}
-				if m.Sessions["s2"].Home != "c" {
+				if m.Sessions.At("s2").Home != "c" {
 					t.Error("session s2 should stay until moved")
 				}
 			}},
@@ -167,14 +167,14 @@ func TestFSMOps(t *testing.T) {
 		{name: "replica missing expert", cmd: Command{Op: OpSetReplicaReady, NodeID: "a"}, wantErr: []error{ErrBadCommand}},
 		{name: "assign session", cmd: Command{Op: OpAssignSession, Session: &Session{ID: "s3", Home: "b", ExpiresMS: 9000}, NowMS: 1500}, changed: true,
 			check: func(t *testing.T, m *Map) {
-				if s := m.Sessions["s3"]; s.Home != "b" || s.LastUseMS != 1500 {
+				if s, _ := m.Sessions.Get("s3"); s.Home != "b" || s.LastUseMS != 1500 {
 					t.Errorf("s3 = %+v", s)
 				}
 			}},
 		{name: "assign session chooses home", cmd: Command{Op: OpAssignSession, Session: &Session{ID: "s3", ExpiresMS: 9000}, NowMS: 1500}, changed: true,
 			check: func(t *testing.T, m *Map) {
 				// a has s1, b has none: b has the fewest sessions.
-				if s := m.Sessions["s3"]; s.Home != "b" {
+				if s, _ := m.Sessions.Get("s3"); s.Home != "b" {
 					t.Errorf("s3 = %+v", s)
 				}
 			}},
@@ -183,13 +183,13 @@ func TestFSMOps(t *testing.T) {
 		{name: "assign no id", cmd: Command{Op: OpAssignSession, Session: &Session{Home: "a"}}, wantErr: []error{ErrBadCommand}},
 		{name: "touch keeps ttl", cmd: Command{Op: OpTouchSession, SessionID: "s1", NowMS: 1500}, changed: true,
 			check: func(t *testing.T, m *Map) {
-				if s := m.Sessions["s1"]; s.LastUseMS != 1500 || s.ExpiresMS != 2500 {
+				if s, _ := m.Sessions.Get("s1"); s.LastUseMS != 1500 || s.ExpiresMS != 2500 {
 					t.Errorf("s1 = %+v", s)
 				}
 			}},
 		{name: "touch explicit expiry", cmd: Command{Op: OpTouchSession, Session: &Session{ID: "s1", ExpiresMS: 10000}, NowMS: 1500}, changed: true,
 			check: func(t *testing.T, m *Map) {
-				if s := m.Sessions["s1"]; s.LastUseMS != 1500 || s.ExpiresMS != 10000 {
+				if s, _ := m.Sessions.Get("s1"); s.LastUseMS != 1500 || s.ExpiresMS != 10000 {
 					t.Errorf("s1 = %+v", s)
 				}
 			}},
@@ -198,7 +198,7 @@ func TestFSMOps(t *testing.T) {
 		{name: "touch without time", cmd: Command{Op: OpTouchSession, SessionID: "s1"}, wantErr: []error{ErrBadCommand}},
 		{name: "delete session", cmd: Command{Op: OpDeleteSession, SessionID: "s1"}, changed: true,
 			check: func(t *testing.T, m *Map) {
-				if _, ok := m.Sessions["s1"]; ok {
+				if _, ok := m.Sessions.Get("s1"); ok {
 					t.Error("s1 still there")
 				}
 			}},
@@ -206,20 +206,20 @@ func TestFSMOps(t *testing.T) {
 		{name: "expire none", cmd: Command{Op: OpExpireSessions, NowMS: 1999}},
 		{name: "expire at the boundary", cmd: Command{Op: OpExpireSessions, NowMS: 2000}, changed: true,
 			check: func(t *testing.T, m *Map) {
-				if _, ok := m.Sessions["s1"]; ok || len(m.Sessions) != 1 {
+				if _, ok := m.Sessions.Get("s1"); ok || m.Sessions.Len() != 1 {
 					t.Errorf("sessions %v", m.Sessions)
 				}
 			}},
 		{name: "expire without time", cmd: Command{Op: OpExpireSessions}, wantErr: []error{ErrBadCommand}},
 		{name: "move sessions", cmd: Command{Op: OpMoveSessions, NodeID: "c"}, changed: true,
 			check: func(t *testing.T, m *Map) {
-				if s := m.Sessions["s2"]; s.Home != "b" { // b has fewer sessions than a
+				if s, _ := m.Sessions.Get("s2"); s.Home != "b" { // b has fewer sessions than a
 					t.Errorf("s2 = %+v", s)
 				}
 			}},
 		{name: "move sessions off an active node", cmd: Command{Op: OpMoveSessions, NodeID: "a"}, changed: true,
 			check: func(t *testing.T, m *Map) {
-				if s := m.Sessions["s1"]; s.Home != "b" {
+				if s, _ := m.Sessions.Get("s1"); s.Home != "b" {
 					t.Errorf("s1 = %+v", s)
 				}
 			}},
@@ -314,17 +314,17 @@ func TestSessionCap(t *testing.T) {
 	// "old" was touched last; of the two at 20, "a" has the smaller id.
 	mustApply(t, f, Command{Op: OpAssignSession, Session: &Session{ID: "new", Home: "a", ExpiresMS: 1e6}, NowMS: 40})
 	m := f.Map()
-	if _, ok := m.Sessions["a"]; ok || len(m.Sessions) != 3 {
+	if _, ok := m.Sessions.Get("a"); ok || m.Sessions.Len() != 3 {
 		t.Fatalf("sessions %v: want a evicted, 3 left", m.Sessions)
 	}
 	mustApply(t, f, Command{Op: OpAssignSession, Session: &Session{ID: "new", Home: "a", ExpiresMS: 2e6}, NowMS: 50})
-	if m := f.Map(); len(m.Sessions) != 3 || m.Sessions["b"].ID != "b" {
+	if m := f.Map(); m.Sessions.Len() != 3 || m.Sessions.At("b").ID != "b" {
 		t.Fatalf("re-assigning a known session evicted one: %v", m.Sessions)
 	}
 	// An expired session goes before the least recently used one ("b").
 	mustApply(t, f, Command{Op: OpAssignSession, Session: &Session{ID: "short", Home: "a", LastUseMS: 60, ExpiresMS: 70}, NowMS: 60})
 	mustApply(t, f, Command{Op: OpAssignSession, Session: &Session{ID: "later", Home: "a", ExpiresMS: 1e6}, NowMS: 80})
-	if m := f.Map(); len(m.Sessions) != 3 || m.Sessions["later"].ID == "" || m.Sessions["short"].ID != "" || m.Sessions["old"].ID != "old" {
+	if m := f.Map(); m.Sessions.Len() != 3 || m.Sessions.At("later").ID == "" || m.Sessions.At("short").ID != "" || m.Sessions.At("old").ID != "old" {
 		t.Fatalf("sessions %v: want the expired one dropped", m.Sessions)
 	}
 }
@@ -335,14 +335,14 @@ func TestApplyNeverReadsTheClock(t *testing.T) {
 	f := NewFSM()
 	mustApply(t, f, fixture()...)
 	mustApply(t, f, Command{Op: OpExpireSessions, NowMS: 1999})
-	if _, ok := f.Map().Sessions["s1"]; !ok {
+	if _, ok := f.Map().Sessions.Get("s1"); !ok {
 		t.Fatal("s1 expired by the wall clock")
 	}
 	if h, ok := ChooseHomeAt(f.Map(), "s1", 1999); !ok || h != "a" {
 		t.Errorf("ChooseHomeAt = %q %v", h, ok)
 	}
 	mustApply(t, f, Command{Op: OpExpireSessions, NowMS: 2000})
-	if _, ok := f.Map().Sessions["s1"]; ok {
+	if _, ok := f.Map().Sessions.Get("s1"); ok {
 		t.Fatal("s1 not expired at 2000")
 	}
 }

@@ -15,15 +15,15 @@ import (
 //
 // Values returned by FSM.Map (and by Map.Apply) are immutable snapshots that
 // share unchanged parts with their predecessors: never modify one; Clone it to
-// derive a new map. Nodes, Placement and Sessions are never nil in a map built
-// by this package.
+// derive a new map. Nodes and Placement are never nil in a map built by this
+// package.
 type Map struct {
 	Epoch       uint64                 `json:"epoch"`              // bumped by every applied command that changes anything
 	Model       *Model                 `json:"model,omitempty"`    // the live model (nil until set)
 	Versions    []Model                `json:"versions,omitempty"` // known model versions (admitted or not), in the order first set
 	Nodes       map[string]Node        `json:"nodes"`
 	Placement   map[ExpertID][]Replica `json:"-"` // serialised as a list of PlacementEntry (ExpertID can't be a JSON key)
-	Sessions    map[string]Session     `json:"sessions"`
+	Sessions    SessionTable           `json:"sessions"`
 	Replication int                    `json:"replication"` // target replicas per expert (default 1)
 	// Loads holds each node's latest load report (OpReportLoad), keyed by
 	// node ID; nil or absent when a node has not reported. Bounded: one
@@ -50,12 +50,12 @@ func NewMap() *Map {
 	return &Map{
 		Nodes:       map[string]Node{},
 		Placement:   map[ExpertID][]Replica{},
-		Sessions:    map[string]Session{},
 		Replication: DefaultReplication,
 	}
 }
 
-// Clone returns a deep copy of m that shares nothing with it.
+// Clone returns a deep copy of m that shares nothing mutable with it (the
+// session table is immutable and shared).
 func (m *Map) Clone() *Map {
 	if m == nil {
 		return nil
@@ -65,7 +65,7 @@ func (m *Map) Clone() *Map {
 		Versions:    slices.Clone(m.Versions),
 		Nodes:       make(map[string]Node, len(m.Nodes)),
 		Placement:   make(map[ExpertID][]Replica, len(m.Placement)),
-		Sessions:    maps.Clone(m.Sessions),
+		Sessions:    m.Sessions, // immutable: changes copy what they change
 		Replication: m.Replication,
 	}
 	if m.Loads != nil {
@@ -84,9 +84,6 @@ func (m *Map) Clone() *Map {
 	}
 	for e, rs := range m.Placement {
 		c.Placement[e] = slices.Clone(rs)
-	}
-	if c.Sessions == nil {
-		c.Sessions = map[string]Session{}
 	}
 	return c
 }
@@ -129,7 +126,7 @@ type mapJSON struct {
 	Versions    []Model             `json:"versions,omitempty"`
 	Nodes       map[string]Node     `json:"nodes"`
 	Placement   []PlacementEntry    `json:"placement"`
-	Sessions    map[string]Session  `json:"sessions"`
+	Sessions    SessionTable        `json:"sessions"`
 	Replication int                 `json:"replication"`
 	Loads       map[string]NodeLoad `json:"loads,omitempty"`
 
@@ -140,12 +137,9 @@ type mapJSON struct {
 // PlacementEntry sorted by expert. The encoding is canonical: equal maps
 // encode to equal bytes.
 func (m Map) MarshalJSON() ([]byte, error) {
-	nodes, sessions := m.Nodes, m.Sessions
+	nodes := m.Nodes
 	if nodes == nil {
 		nodes = map[string]Node{}
-	}
-	if sessions == nil {
-		sessions = map[string]Session{}
 	}
 	return json.Marshal(mapJSON{
 		Epoch:       m.Epoch,
@@ -153,7 +147,7 @@ func (m Map) MarshalJSON() ([]byte, error) {
 		Versions:    m.Versions,
 		Nodes:       nodes,
 		Placement:   m.PlacementList(),
-		Sessions:    sessions,
+		Sessions:    m.Sessions,
 		Replication: m.Replication,
 		Loads:       m.Loads,
 
@@ -190,9 +184,6 @@ func (m *Map) UnmarshalJSON(b []byte) error {
 	}
 	if m.Nodes == nil {
 		m.Nodes = map[string]Node{}
-	}
-	if m.Sessions == nil {
-		m.Sessions = map[string]Session{}
 	}
 	if m.Replication <= 0 {
 		m.Replication = DefaultReplication
@@ -276,7 +267,7 @@ func (m *Map) ExpertsOn(node string) []ExpertID {
 // SessionsOn returns the IDs of the sessions homed on node, sorted.
 func (m *Map) SessionsOn(node string) []string {
 	var out []string
-	for id, s := range m.Sessions {
+	for id, s := range m.Sessions.All() {
 		if s.Home == node {
 			out = append(out, id)
 		}
@@ -356,7 +347,7 @@ func ChooseHomeAt(m *Map, sessionID string, nowMS int64) (string, bool) {
 // of every candidate node and is used instead of counting the map.
 func chooseHome(m *Map, sessionID string, nowMS int64, exclude string, counts map[string]int) (string, bool) {
 	live := func(s Session) bool { return nowMS <= 0 || s.ExpiresMS > nowMS }
-	if s, ok := m.Sessions[sessionID]; ok && live(s) && s.Home != exclude {
+	if s, ok := m.Sessions.Get(sessionID); ok && live(s) && s.Home != exclude {
 		if n, ok := m.Nodes[s.Home]; ok && n.State == NodeActive {
 			return s.Home, true
 		}
@@ -383,7 +374,7 @@ func sessionCounts(m *Map, nowMS int64, exclude string) map[string]int {
 			counts[id] = 0
 		}
 	}
-	for _, s := range m.Sessions {
+	for _, s := range m.Sessions.All() {
 		if nowMS > 0 && s.ExpiresMS <= nowMS {
 			continue
 		}

@@ -31,7 +31,7 @@ func TestCloneIsDeep(t *testing.T) {
 	c.Nodes["z"] = Node{ID: "z"}
 	c.Placement[ExpertID{0, 0}][0].Ready = false
 	c.Placement[ExpertID{9, 9}] = []Replica{{Node: "a"}}
-	c.Sessions["s1"] = Session{ID: "s1", Home: "b"}
+	c.Sessions = c.Sessions.Set(Session{ID: "s1", Home: "b"})
 	if now, _ := json.Marshal(m); string(now) != string(orig) {
 		t.Fatalf("modifying the clone changed the original:\n%s\n%s", orig, now)
 	}
@@ -140,11 +140,11 @@ func TestChooseHome(t *testing.T) {
 		m.Nodes[id] = Node{ID: id, State: NodeActive}
 	}
 	m.Nodes["d"] = Node{ID: "d", State: NodeDraining}
-	m.Sessions["old"] = Session{ID: "old", Home: "b", ExpiresMS: 100}
-	m.Sessions["lost"] = Session{ID: "lost", Home: "d", ExpiresMS: 100}
-	m.Sessions["x1"] = Session{ID: "x1", Home: "a", ExpiresMS: 100}
-	m.Sessions["x2"] = Session{ID: "x2", Home: "a", ExpiresMS: 100}
-	m.Sessions["x3"] = Session{ID: "x3", Home: "c", ExpiresMS: 100}
+	m.Sessions = m.Sessions.Set(Session{ID: "old", Home: "b", ExpiresMS: 100})
+	m.Sessions = m.Sessions.Set(Session{ID: "lost", Home: "d", ExpiresMS: 100})
+	m.Sessions = m.Sessions.Set(Session{ID: "x1", Home: "a", ExpiresMS: 100})
+	m.Sessions = m.Sessions.Set(Session{ID: "x2", Home: "a", ExpiresMS: 100})
+	m.Sessions = m.Sessions.Set(Session{ID: "x3", Home: "c", ExpiresMS: 100})
 
 	if h, ok := ChooseHome(m, "old"); !ok || h != "b" {
 		t.Errorf("existing session: %q %v", h, ok)

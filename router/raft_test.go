@@ -236,7 +236,7 @@ func TestRaftClusterReplicatesMap(t *testing.T) {
 	}
 	want := l.fsm.Map()
 	waitMaps(t, c.fsms(), "three equal maps", func(ms []*Map) bool { return ms[0].Epoch == want.Epoch && allEqual(ms) })
-	if len(want.Sessions) != 2 || want.Sessions["s2"].Home == "c" || want.Replication != 2 {
+	if want.Sessions.Len() != 2 || want.Sessions.At("s2").Home == "c" || want.Replication != 2 {
 		t.Errorf("unexpected map: %+v", want)
 	}
 

@@ -563,7 +563,7 @@ func TestChaosKillHome(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
 			m, err := e.ac.Map(ctx)
-			return err == nil && m.Sessions[session].Home == tc.home
+			return err == nil && m.Sessions.At(session).Home == tc.home
 		}, "the session homed on "+tc.home)
 
 		req := maps.Clone(tc.req)
