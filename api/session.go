@@ -24,16 +24,18 @@ import (
 type SessionRouter interface {
 	// Route returns where sessionID's requests run: local, or target, the
 	// base URL ("http://host:port") of the session's home node. It may
-	// assign the session a home and record its use (cluster writes); it
-	// blocks at most until ctx ends. An error means "no routing decision":
-	// the API then serves the request locally.
-	Route(ctx context.Context, sessionID string) (local bool, target string, err error)
+	// assign the session a home and record its use (cluster writes); a new
+	// session is recorded as client's (the limits' key), so that at the
+	// cluster's session cap a client evicts its own sessions. It blocks at
+	// most until ctx ends. An error means "no routing decision": the API
+	// then serves the request locally.
+	Route(ctx context.Context, sessionID, client string) (local bool, target string, err error)
 
 	// Rehome is called when failed, a target Route returned, could not be
 	// reached (or was draining) before it sent any response: it gives the
 	// session a home other than failed's node and returns the new route,
 	// as Route does.
-	Rehome(ctx context.Context, sessionID, failed string) (local bool, target string, err error)
+	Rehome(ctx context.Context, sessionID, client, failed string) (local bool, target string, err error)
 }
 
 // HeaderForwarded marks a request one node forwarded to a session's home:
@@ -165,7 +167,7 @@ func (s *Server) affine(check func(body []byte) (*job, *Error), h func(w http.Re
 			return
 		}
 		ri := info(r)
-		local, target, err := sr.Route(r.Context(), id)
+		local, target, err := sr.Route(r.Context(), id, ri.client)
 		var relay *streamRelay
 		if isStream(body) {
 			relay = newStreamRelay(s, w, r, body)
@@ -203,7 +205,7 @@ func (s *Server) affine(check func(body []byte) (*job, *Error), h func(w http.Re
 			if attempt == maxRehomes {
 				break
 			}
-			local, target, err = sr.Rehome(r.Context(), id, target)
+			local, target, err = sr.Rehome(r.Context(), id, ri.client, target)
 		}
 		if relay != nil {
 			relay.local(h)

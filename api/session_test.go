@@ -26,7 +26,7 @@ type fakeSessions struct {
 	failed   []string // targets passed to Rehome
 }
 
-func (f *fakeSessions) Route(_ context.Context, id string) (bool, string, error) {
+func (f *fakeSessions) Route(_ context.Context, id, _ string) (bool, string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.routes++
@@ -34,7 +34,7 @@ func (f *fakeSessions) Route(_ context.Context, id string) (bool, string, error)
 	return t == "", t, nil
 }
 
-func (f *fakeSessions) Rehome(_ context.Context, id, failed string) (bool, string, error) {
+func (f *fakeSessions) Rehome(_ context.Context, id, _, failed string) (bool, string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.failed = append(f.failed, failed)

@@ -74,20 +74,20 @@ func NewSessionRouter(n *Node, cfg SessionConfig) (*SessionRouter, error) {
 // base URL. A session not in the map (or expired, or homed on a node that
 // is no longer active) is assigned first; a known one is touched, at most
 // once per TouchInterval, without waiting for the write.
-func (r *SessionRouter) Route(ctx context.Context, id string) (bool, string, error) {
+func (r *SessionRouter) Route(ctx context.Context, id, client string) (bool, string, error) {
 	now := time.Now()
 	m := r.n.Map()
 	if s, ok := m.Sessions.Get(id); ok && live(m, s, now) {
 		r.touch(id, now)
 		return r.target(m, s.Home)
 	}
-	return r.assign(ctx, id, "", "", now)
+	return r.assign(ctx, id, client, "", "", now)
 }
 
 // Rehome gives the session a home other than the node serving failed (a
 // URL Route returned) and returns its route. When another node already
 // re-homed it elsewhere, that home is kept.
-func (r *SessionRouter) Rehome(ctx context.Context, id, failed string) (bool, string, error) {
+func (r *SessionRouter) Rehome(ctx context.Context, id, client, failed string) (bool, string, error) {
 	now := time.Now()
 	m := r.n.Map()
 	bad := ""
@@ -107,17 +107,18 @@ func (r *SessionRouter) Rehome(ctx context.Context, id, failed string) (bool, st
 	if !ok {
 		return true, "", nil // nobody else: serve it here
 	}
-	return r.assign(ctx, id, home, bad, now)
+	return r.assign(ctx, id, client, home, bad, now)
 }
 
-// assign records the session with home ("" lets the FSM choose), waits for
+// assign records the session with home ("" lets the FSM choose) as
+// client's (a known session keeps its owner), waits for
 // this node's map to show it live on a node other than avoid (a concurrent
 // re-home elsewhere counts), and returns its route.
-func (r *SessionRouter) assign(ctx context.Context, id, home, avoid string, now time.Time) (bool, string, error) {
+func (r *SessionRouter) assign(ctx context.Context, id, client, home, avoid string, now time.Time) (bool, string, error) {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.Wait)
 	defer cancel()
 	err := r.n.Apply(ctx, router.Command{Op: router.OpAssignSession, NowMS: now.UnixMilli(),
-		Session: &router.Session{ID: id, Home: home, ExpiresMS: now.Add(r.cfg.TTL).UnixMilli()}})
+		Session: &router.Session{ID: id, Home: home, ExpiresMS: now.Add(r.cfg.TTL).UnixMilli(), Owner: client}})
 	if err != nil {
 		return false, "", err
 	}

@@ -119,6 +119,9 @@ func TestSessionAffinity(t *testing.T) {
 	}
 	m := c.WaitAgree(10*time.Second, func(m *router.Map) bool { _, ok := m.Sessions.Get(session); return ok }, "the session in every map")
 	home := index(m.Sessions.At(session).Home)
+	if o := m.Sessions.At(session).Owner; o != "ip:127.0.0.1" {
+		t.Errorf("the session's owner is %q, want the client ip:127.0.0.1", o)
+	}
 	// Turn 2 enters through a node that is neither turn 1's nor the home.
 	entry := 1
 	if home == 1 {

@@ -235,15 +235,18 @@ func (m *Map) assignSession(c Command) (bool, error) {
 		s.LastUseMS = c.NowMS
 	}
 	old, known := m.Sessions.Get(s.ID)
+	if known && old.Owner != "" {
+		s.Owner = old.Owner // a re-home keeps the session's owner
+	}
 	if known && old == s {
 		return false, nil
 	}
 	if !known && m.Sessions.Len() >= maxSessions {
 		// Expired sessions go first (as expire_sessions would drop them),
-		// then the least recently used.
+		// then the least recently used of the owner holding the most.
 		m.Sessions = m.Sessions.DeleteFunc(func(x Session) bool { return x.expired(c.NowMS) })
 		if m.Sessions.Len() >= maxSessions {
-			m.Sessions = m.Sessions.Delete(leastRecentSession(m.Sessions))
+			m.Sessions = m.Sessions.Delete(sessionToEvict(m.Sessions))
 		}
 	}
 	m.Sessions = m.Sessions.Set(s)
@@ -251,9 +254,11 @@ func (m *Map) assignSession(c Command) (bool, error) {
 }
 
 // MaxSessions is the most sessions the map holds. A new session beyond it
-// drops the expired ones, else evicts the least recently used one (the
-// oldest LastUseMS, then the smallest id: the same on every replica), whose
-// next request is simply given a home again. It bounds what clients
+// drops the expired ones, else evicts the least recently used session of
+// the owner holding the most (ties: the smallest owner; then the oldest
+// LastUseMS, then the smallest id: the same on every replica), whose next
+// request is simply given a home again. So a client that invents session
+// ids evicts its own sessions, not other clients'. It bounds what clients
 // inventing session ids can make every replica keep (each session costs a
 // map entry, copied on every session change) until the sessions' TTL ends.
 // Replicas of builds before the cap keep every session: in a cluster
@@ -267,10 +272,25 @@ var maxSessions = MaxSessions // tests lower it
 // drops).
 func (s Session) expired(now int64) bool { return s.ExpiresMS <= now }
 
-func leastRecentSession(ss SessionTable) string {
+// sessionToEvict returns the id of the least recently used session of the
+// owner holding the most sessions (see MaxSessions).
+func sessionToEvict(ss SessionTable) string {
+	count := map[string]int{}
+	for _, s := range ss.All() {
+		count[s.Owner]++
+	}
+	top, most := "", -1
+	for o, n := range count {
+		if n > most || (n == most && o < top) {
+			top, most = o, n
+		}
+	}
 	var lru Session
 	first := true
 	for _, s := range ss.All() {
+		if s.Owner != top {
+			continue
+		}
 		if first || s.LastUseMS < lru.LastUseMS || (s.LastUseMS == lru.LastUseMS && s.ID < lru.ID) {
 			lru, first = s, false
 		}

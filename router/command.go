@@ -172,6 +172,9 @@ func (c Command) Validate() error {
 		if c.Session == nil || c.Session.ID == "" {
 			return bad("session with an id required")
 		}
+		if len(c.Session.Owner) > maxOwner {
+			return bad("session owner over %d bytes", maxOwner)
+		}
 	case OpTouchSession:
 		if c.sessionID() == "" || c.NowMS <= 0 {
 			return bad("session_id and now_ms required")
@@ -207,6 +210,9 @@ func (c Command) Validate() error {
 	}
 	return nil
 }
+
+// maxOwner bounds Session.Owner (a client's name, not its key).
+const maxOwner = 256
 
 // sessionID is SessionID, or Session.ID when SessionID is empty.
 func (c Command) sessionID() string {

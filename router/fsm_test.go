@@ -329,6 +329,58 @@ func TestSessionCap(t *testing.T) {
 	}
 }
 
+// TestSessionCapPerOwner: at the cap a new session evicts the least
+// recently used session of the owner holding the most, not the oldest
+// session of all, so a client inventing session ids evicts its own; a
+// re-home keeps a session's owner.
+func TestSessionCapPerOwner(t *testing.T) {
+	defer func(n int) { maxSessions = n }(maxSessions)
+	maxSessions = 4
+	f := NewFSM()
+	sess := func(id, owner string, last int64) Command {
+		return Command{Op: OpAssignSession, Session: &Session{ID: id, Home: "a", Owner: owner, LastUseMS: last, ExpiresMS: 1e6}, NowMS: last}
+	}
+	mustApply(t, f,
+		Command{Op: OpUpsertNode, Node: node("a", NodeActive)},
+		sess("alice-1", "key:alice", 10), // the oldest of all
+		sess("flood-1", "ip:6.6.6.6", 20),
+		sess("flood-2", "ip:6.6.6.6", 30),
+		sess("flood-3", "ip:6.6.6.6", 40),
+	)
+	has := func(ids ...string) {
+		t.Helper()
+		m := f.Map()
+		for _, id := range ids {
+			if _, ok := m.Sessions.Get(id); !ok {
+				t.Fatalf("%s evicted; sessions %v", id, m.Sessions.Map())
+			}
+		}
+		if m.Sessions.Len() != maxSessions {
+			t.Fatalf("%d sessions, want %d", m.Sessions.Len(), maxSessions)
+		}
+	}
+	mustApply(t, f, sess("flood-4", "ip:6.6.6.6", 50))
+	has("alice-1", "flood-2", "flood-3", "flood-4") // flood-1 went
+	mustApply(t, f, sess("bob-1", "key:bob", 60))
+	has("alice-1", "flood-3", "flood-4", "bob-1") // the flooder's again
+	mustApply(t, f, sess("alice-2", "key:alice", 70))
+	has("alice-1", "alice-2", "flood-4", "bob-1")
+	// Now alice holds the most: her oldest goes.
+	mustApply(t, f, sess("carol-1", "key:carol", 75))
+	has("alice-2", "flood-4", "bob-1", "carol-1")
+	// One each: the smallest owner name ("ip:…") loses its session.
+	mustApply(t, f, sess("dave-1", "key:dave", 78))
+	has("alice-2", "bob-1", "carol-1", "dave-1")
+	// A re-home names no owner, or another client: the owner stays.
+	mustApply(t, f, Command{Op: OpAssignSession, Session: &Session{ID: "bob-1", Home: "a", Owner: "ip:6.6.6.6", ExpiresMS: 2e6}, NowMS: 80})
+	if o := f.Map().Sessions.At("bob-1").Owner; o != "key:bob" {
+		t.Errorf("a re-home changed the owner to %q", o)
+	}
+	if _, _, err := f.Map().Apply(Command{V: CommandVersion, Op: OpAssignSession, Session: &Session{ID: "x", Owner: strings.Repeat("o", maxOwner+1)}}); !errors.Is(err, ErrBadCommand) {
+		t.Errorf("an owner over %d bytes: %v", maxOwner, err)
+	}
+}
+
 // Apply must take time from the command: a session expiring at 2000 (long
 // before the wall clock) survives an expiry at 1999.
 func TestApplyNeverReadsTheClock(t *testing.T) {

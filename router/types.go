@@ -69,6 +69,11 @@ type Session struct {
 	Home      string `json:"home"`
 	LastUseMS int64  `json:"last_use_ms"`
 	ExpiresMS int64  `json:"expires_ms"`
+	// Owner names the client the session was created for (a key digest or
+	// an address, never a key; "" when unknown). At MaxSessions a new
+	// session evicts one of the owner holding the most, so a client that
+	// invents session ids churns its own.
+	Owner string `json:"owner,omitempty"`
 }
 
 // ExpertLoad is an observed rate of rows routed to one expert.
