@@ -631,6 +631,12 @@ func (e *Engine) shutdown() {
 func (e *Engine) embed(j *embedJob) {
 	c := e.kv.NewSequence(e.ctxLen)
 	defer c.Release()
+	// Check first: Grow evicts cached blocks as it goes, and would leave
+	// the prefix cache poorer for a request it then refuses.
+	if need := e.blocksFor(len(j.tokens)); need > e.kv.Available() {
+		j.out <- embedResult{err: fmt.Errorf("%w: no KV room to embed %d tokens (%d blocks, %d available)", ErrOverloaded, len(j.tokens), need, e.kv.Available())}
+		return
+	}
 	if err := c.Grow(len(j.tokens)); err != nil {
 		j.out <- embedResult{err: fmt.Errorf("%w: no KV room to embed %d tokens: %w", ErrOverloaded, len(j.tokens), err)}
 		return

@@ -684,6 +684,36 @@ func TestEmbed(t *testing.T) {
 	}
 }
 
+// TestEmbedOverloadedKeepsCache: an embedding the pool cannot hold is
+// refused without evicting the prefix cache's blocks first.
+func TestEmbedOverloadedKeepsCache(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	cfg := testConfig()
+	cfg.KVBlocks = w.Ctx/cfg.BlockSize + 2 // 18 blocks of 16
+	e := newEngine(t, w, cfg, nil)
+	run(t, e, Request{Prompt: tokens(100, w.Vocab, 4), MaxTokens: 1}) // 6 full blocks cached
+	before := e.Stats().KVBlocksCached
+	if before == 0 {
+		t.Fatal("nothing cached")
+	}
+	// A running request holds 4+ blocks: free and cached, 14 or fewer are
+	// left for an embedding of a whole context (16).
+	ch, err := e.Submit(context.Background(), Request{Prompt: tokens(60, w.Vocab, 9), MaxTokens: 150, IgnoreEOS: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-ch // it runs (its blocks come from the free list and the cache)
+	_, err = e.Embed(context.Background(), tokens(w.Ctx, w.Vocab, 5))
+	if !errors.Is(err, ErrOverloaded) {
+		t.Fatalf("embedding %d tokens beside a running request: %v, want ErrOverloaded", w.Ctx, err)
+	}
+	if after := e.Stats().KVBlocksCached; after < before {
+		t.Errorf("cached blocks %d → %d: the refused embedding evicted them", before, after)
+	}
+	for range ch {
+	}
+}
+
 // gateExperts runs experts in process but, once armed, parks the scheduler
 // inside a forward pass until released, so a test can act while a request is
 // certainly mid-generation.
