@@ -684,26 +684,70 @@ func TestEmbed(t *testing.T) {
 	}
 }
 
+// stepGate runs experts in process. Once held, each forward pass waits at
+// its first layer for a token on steps (closed: no more waiting).
+type stepGate struct {
+	inner model.ExpertRunner
+	held  atomic.Bool
+	steps chan struct{}
+}
+
+func (g *stepGate) RunExperts(ctx context.Context, layer int, groups []model.ExpertGroup) error {
+	if layer == 0 && g.held.Load() {
+		<-g.steps
+	}
+	return g.inner.RunExperts(ctx, layer, groups)
+}
+
 // TestEmbedOverloadedKeepsCache: an embedding the pool cannot hold is
 // refused without evicting the prefix cache's blocks first.
 func TestEmbedOverloadedKeepsCache(t *testing.T) {
 	w := testWeights(t, "tiny", nil)
+	pool := kernels.NewPool(2)
+	defer pool.Close()
 	cfg := testConfig()
 	cfg.KVBlocks = w.Ctx/cfg.BlockSize + 2 // 18 blocks of 16
-	e := newEngine(t, w, cfg, nil)
+	gate := &stepGate{inner: &model.LocalExperts{W: w, Pool: pool}, steps: make(chan struct{})}
+	e, err := New(cfg, w, pool, nil, WithExperts(gate))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
 	run(t, e, Request{Prompt: tokens(100, w.Vocab, 4), MaxTokens: 1}) // 6 full blocks cached
 	before := e.Stats().KVBlocksCached
 	if before == 0 {
 		t.Fatal("nothing cached")
 	}
-	// A running request holds 4+ blocks: free and cached, 14 or fewer are
-	// left for an embedding of a whole context (16).
+	// A request holding 4 blocks, parked between its passes: free and
+	// cached, 14 blocks are left for an embedding of a whole context (16).
+	gate.held.Store(true)
 	ch, err := e.Submit(context.Background(), Request{Prompt: tokens(60, w.Vocab, 9), MaxTokens: 150, IgnoreEOS: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-ch // it runs (its blocks come from the free list and the cache)
-	_, err = e.Embed(context.Background(), tokens(w.Ctx, w.Vocab, 5))
+	for first := false; !first; { // passes until its first token
+		select {
+		case <-ch:
+			first = true
+		case gate.steps <- struct{}{}:
+		}
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := e.Embed(context.Background(), tokens(w.Ctx, w.Vocab, 5))
+		done <- err
+	}()
+	// One pass at a time until the scheduler, between two passes, has
+	// taken the embedding: the request holds its blocks throughout.
+	for err = nil; ; {
+		select {
+		case err = <-done:
+		case gate.steps <- struct{}{}:
+			continue
+		}
+		break
+	}
+	close(gate.steps)
 	if !errors.Is(err, ErrOverloaded) {
 		t.Fatalf("embedding %d tokens beside a running request: %v, want ErrOverloaded", w.Ctx, err)
 	}
