@@ -71,6 +71,11 @@ type Config struct {
 	// a key): the forwarded header is trusted and forwarded requests are
 	// limited as the entry node's.
 	PeerKey []byte
+	// PeerAddr is this node's HOST:PORT as the cluster's nodes reach it
+	// (its HTTP address in the cluster map). A forwarded request's
+	// signature names the node it was sent to, so it is good on this node
+	// only; required with PeerKey.
+	PeerAddr string
 
 	// ModelReady reports whether the model can be served now (in a
 	// cluster: every expert of the live model has a ready replica). While
@@ -114,6 +119,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: KeepAlive %v is negative", ErrInvalidConfig, c.KeepAlive)
 	case c.IOTimeout < 0:
 		return fmt.Errorf("%w: IOTimeout %v is negative", ErrInvalidConfig, c.IOTimeout)
+	case len(c.PeerKey) > 0 && c.PeerAddr == "":
+		return fmt.Errorf("%w: PeerKey needs PeerAddr (this node's address in the cluster)", ErrInvalidConfig)
 	}
 	for i, k := range c.APIKeys {
 		if k == "" || strings.ContainsAny(k, " \t\r\n") {

@@ -176,11 +176,17 @@ func newFixture(t testing.TB, cfg Config, eng Engine) *fixture {
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
+	hs := httptest.NewUnstartedServer(nil)
+	if len(cfg.PeerKey) > 0 && cfg.PeerAddr == "" {
+		cfg.PeerAddr = hs.Listener.Addr().String() // peers' signatures name it
+	}
 	s, err := New(cfg, eng, tok, ModelInfo{ID: id, Context: w.Ctx, Dim: w.Dim})
 	if err != nil {
+		hs.Close()
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(s.Handler())
+	hs.Config.Handler = s.Handler()
+	hs.Start()
 	t.Cleanup(hs.Close)
 	return &fixture{srv: s, http: hs, eng: eng, tok: tok, id: id}
 }

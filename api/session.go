@@ -60,7 +60,7 @@ func (s *Server) verifyPeer(r *http.Request, ri *reqInfo) {
 	if !ok || !sig.CoversBody() {
 		return
 	}
-	if err := s.peerV.Verify(sig, r.Method, r.URL.RequestURI(), sig.Body(), r.Header.Get(HeaderClient)); err != nil {
+	if err := s.peerV.Verify(sig, r.Method, r.URL.RequestURI(), sig.Body(), r.Header.Get(HeaderClient), s.cfg.PeerAddr); err != nil {
 		s.log.Warn("a forwarded request's signature was refused", "err", err, "remote", r.RemoteAddr)
 		return
 	}
@@ -84,17 +84,17 @@ func (s *Server) forwarded(r *http.Request) bool {
 	return r.Header.Get(HeaderForwarded) != ""
 }
 
-// markForwarded sets the headers of a request this node forwards for
+// markForwarded sets the headers of a request this node forwards to u for
 // client (as authenticate named it), signing it when the cluster has a
-// key.
-func (s *Server) markForwarded(h http.Header, method, uri string, body []byte, id, client string) {
+// key (for u's node only: u.Host is that node's address in the map).
+func (s *Server) markForwarded(h http.Header, method string, u *url.URL, body []byte, id, client string) {
 	h.Set(HeaderForwarded, "1")
 	h.Set("X-Request-ID", id)
 	h.Del(peersig.Header) // never pass on what a client sent
 	h.Del(HeaderClient)
 	if len(s.cfg.PeerKey) > 0 {
 		h.Set(HeaderClient, client)
-		peersig.Sign(h, s.cfg.PeerKey, time.Now(), method, uri, peersig.BodyDigest(body), client)
+		peersig.Sign(h, s.cfg.PeerKey, time.Now(), method, u.RequestURI(), peersig.BodyDigest(body), client, u.Host)
 	}
 }
 
@@ -242,7 +242,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, ta
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
 			pr.SetXForwarded()
-			s.markForwarded(pr.Out.Header, pr.Out.Method, pr.Out.URL.RequestURI(), body, ri.id, ri.client)
+			s.markForwarded(pr.Out.Header, pr.Out.Method, pr.Out.URL, body, ri.id, ri.client)
 			pr.Out.Body = io.NopCloser(bytes.NewReader(body))
 			pr.Out.ContentLength = int64(len(body))
 			pr.Out.TransferEncoding = nil

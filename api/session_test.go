@@ -284,11 +284,11 @@ func TestSessionInvalidRequestNotRouted(t *testing.T) {
 	}
 }
 
-// peerHeaders are the headers of a request a node forwards for client,
-// signed with key.
-func peerHeaders(key []byte, uri, body, client string) []string {
+// peerHeaders are the headers of a request a node forwards to the node at
+// host for client, signed with key.
+func peerHeaders(key []byte, host, uri, body, client string) []string {
 	h := http.Header{}
-	peersig.Sign(h, key, time.Now(), http.MethodPost, uri, peersig.BodyDigest([]byte(body)), client)
+	peersig.Sign(h, key, time.Now(), http.MethodPost, uri, peersig.BodyDigest([]byte(body)), client, host)
 	return []string{HeaderForwarded, "1", peersig.Header, h.Get(peersig.Header), HeaderClient, client}
 }
 
@@ -304,7 +304,10 @@ func TestPeerClientIdentity(t *testing.T) {
 	var release sync.Once
 	t.Cleanup(func() { release.Do(func() { close(g.release) }) }) // before the server closes, should a check fail
 	body := `{"model":"` + f.id + `","prompt":"hi","max_tokens":2}`
-	peer := func(client string, key []byte) []string { return peerHeaders(key, "/v1/completions", body, client) }
+	self := f.http.Listener.Addr().String()
+	peer := func(client string, key []byte) []string {
+		return peerHeaders(key, self, "/v1/completions", body, client)
+	}
 	codes := make(chan int, 8)
 	sendBody := func(body string, hdr []string) {
 		go func() {
@@ -338,6 +341,8 @@ func TestPeerClientIdentity(t *testing.T) {
 	admitted("a direct request (ip:127.0.0.1)")
 	send(peer("ip:10.0.0.9", []byte("guess")))
 	refused("a forged peer request naming another client")
+	send(peerHeaders(key, "10.9.9.9:8080", "/v1/completions", body, "ip:10.0.0.8"))
+	refused("a peer's request signed for another node")
 	send(peer("ip:10.0.0.1", key))
 	admitted("a peer's request for client 10.0.0.1")
 	send(peer("ip:10.0.0.2", key))
@@ -379,7 +384,7 @@ func TestForwardCarriesClient(t *testing.T) {
 		w.Write([]byte(`{"id":"x","object":"text_completion","created":1,"model":"m","choices":[]}`))
 	}))
 	defer home.Close()
-	forged := peerHeaders([]byte("forged"), "/v1/completions", "{}", "ip:6.6.6.6")
+	forged := peerHeaders([]byte("forged"), "127.0.0.1:1", "/v1/completions", "{}", "ip:6.6.6.6")
 	for _, tc := range []struct {
 		key        []byte
 		wantClient string
@@ -407,7 +412,7 @@ func TestForwardCarriesClient(t *testing.T) {
 			t.Errorf("an entry without a key passed on a signature: %q", got.Get(peersig.Header))
 		case tc.key != nil:
 			v := peersig.NewVerifier(tc.key, nil)
-			if err := v.Verify(sig, http.MethodPost, gotURI, peersig.BodyDigest(gotBody), tc.wantClient); !signed || err != nil {
+			if err := v.Verify(sig, http.MethodPost, gotURI, peersig.BodyDigest(gotBody), tc.wantClient, home.Listener.Addr().String()); !signed || err != nil {
 				t.Errorf("stream %v: the home cannot verify the forwarded request: signed %v, %v", tc.stream, signed, err)
 			}
 		}

@@ -35,10 +35,11 @@ var ErrUnauthorized = errors.New("cluster: admin API needs an admin key")
 // open for probes.
 //
 // Node-to-node admin traffic is plain HTTP like the API (--tls-dir covers
-// Raft and the actors). A signature binds the method, path, body and time
-// and is accepted once per node, so one seen on the wire cannot be reused
-// for another request or after a minute; the traffic itself stays readable,
-// so run clusters on a private network.
+// Raft and the actors). A signature binds the method, path, body, time and
+// the receiving node's address (Config.HTTPAddr, as the map names it) and
+// is accepted once, so one seen on the wire cannot be reused for another
+// request, another node, or after a minute; the traffic itself stays
+// readable, so run clusters on a private network.
 
 // adminPurpose names the admin signing key (peersig.Key).
 const adminPurpose = "admin"
@@ -54,11 +55,12 @@ type adminAuth struct {
 	accepted [][sha256.Size]byte
 	verifier *peersig.Verifier // nil without a cluster key
 	signKey  []byte            // what this node signs its calls with (nil: none)
+	self     string            // this node's HTTP address, which signatures to it name
 	bearer   string            // else the admin key it sends ("": nothing)
 }
 
 func newAdminAuth(cfg Config) *adminAuth {
-	a := &adminAuth{guarded: cfg.AdminGuard || len(cfg.AdminKeys) > 0}
+	a := &adminAuth{guarded: cfg.AdminGuard || len(cfg.AdminKeys) > 0, self: cfg.HTTPAddr}
 	a.signKey = peersig.Key(cfg.ClusterKey, adminPurpose)
 	if a.signKey == nil && len(cfg.AdminKeys) > 0 {
 		a.bearer = cfg.AdminKeys[0]
@@ -119,7 +121,7 @@ func (a *adminAuth) checkSignature(r *http.Request, p string) error {
 		r.Body = io.NopCloser(bytes.NewReader(b))
 		body = peersig.BodyDigest(b)
 	}
-	return a.verifier.Verify(s, r.Method, r.URL.RequestURI(), body)
+	return a.verifier.Verify(s, r.Method, r.URL.RequestURI(), body, a.self)
 }
 
 // guard requires an accepted credential on the admin routes of next.
@@ -166,7 +168,7 @@ func (a *adminAuth) sign(req *http.Request, body []byte) {
 		if body == nil && req.Body != nil && req.Body != http.NoBody {
 			digest = peersig.UnsignedBody // a stream: see unsignedBodyRoute
 		}
-		peersig.Sign(req.Header, a.signKey, time.Now(), req.Method, req.URL.RequestURI(), digest)
+		peersig.Sign(req.Header, a.signKey, time.Now(), req.Method, req.URL.RequestURI(), digest, req.URL.Host)
 	case a.bearer != "":
 		req.Header.Set("Authorization", "Bearer "+a.bearer)
 	}

@@ -382,6 +382,7 @@ func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return le
 func checkPeerSignatures(t *testing.T, base func(int) string, leader int) {
 	t.Helper()
 	key := peersig.Key([]byte("0123456789abcdef"), "admin")
+	host := func(node int) string { return strings.TrimPrefix(base(node), "http://") }
 	send := func(node int, method, p, body string, hdr http.Header) int {
 		t.Helper()
 		req, err := http.NewRequest(method, base(node)+p, strings.NewReader(body))
@@ -396,13 +397,14 @@ func checkPeerSignatures(t *testing.T, base func(int) string, leader int) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	sign := func(k []byte, method, p, digest string) http.Header {
+	empty := peersig.BodyDigest(nil)
+	signFor := func(node int, k []byte, method, p, digest string) http.Header {
 		h := http.Header{}
-		peersig.Sign(h, k, time.Now(), method, p, digest)
+		peersig.Sign(h, k, time.Now(), method, p, digest, host(node))
 		return h
 	}
-	empty := peersig.BodyDigest(nil)
 	for _, node := range []int{0, 1} { // guarded with an admin key, and without one
+		sign := func(k []byte, method, p, digest string) http.Header { return signFor(node, k, method, p, digest) }
 		h := sign(key, "GET", "/admin/v1/map", empty)
 		if code := send(node, "GET", "/admin/v1/map", "", h); code != http.StatusOK {
 			t.Fatalf("n%d: a signed GET: %d", node, code)
@@ -417,6 +419,7 @@ func checkPeerSignatures(t *testing.T, base func(int) string, leader int) {
 			{"another cluster's key", "GET", "/admin/v1/map", "", sign(peersig.Key([]byte("fedcba9876543210"), "admin"), "GET", "/admin/v1/map", empty)},
 			{"the API's key", "GET", "/admin/v1/map", "", sign(peersig.Key([]byte("0123456789abcdef"), "api"), "GET", "/admin/v1/map", empty)},
 			{"a body left unsigned", "POST", "/admin/v1/rebalance", "", sign(key, "POST", "/admin/v1/rebalance", peersig.UnsignedBody)},
+			{"a signature for another node", "GET", "/admin/v1/map", "", signFor(2, key, "GET", "/admin/v1/map", empty)},
 		} {
 			if code := send(node, tc.method, tc.p, tc.body, tc.hdr); code != http.StatusUnauthorized {
 				t.Errorf("n%d: %s: %d, want 401", node, tc.what, code)
@@ -427,7 +430,7 @@ func checkPeerSignatures(t *testing.T, base func(int) string, leader int) {
 	if leader == 0 {
 		follower = 1
 	}
-	if code := send(follower, "POST", "/admin/v1/rebalance", "", sign(key, "POST", "/admin/v1/rebalance", empty)); code != http.StatusOK {
+	if code := send(follower, "POST", "/admin/v1/rebalance", "", signFor(follower, key, "POST", "/admin/v1/rebalance", empty)); code != http.StatusOK {
 		t.Errorf("a peer's signed rebalance through the guarded follower n%d to the leader n%d: %d", follower, leader, code)
 	}
 }

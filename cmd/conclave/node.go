@@ -75,6 +75,7 @@ type servingFlags struct {
 	prefillChunk        int
 	expertTimeout       time.Duration
 	peerKey             []byte // from the cluster key, not a flag
+	peerAddr            string // this node's HTTP address, which peers' signatures name
 }
 
 func (s *servingFlags) register(fs *flag.FlagSet) {
@@ -237,6 +238,7 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 	}
 	cfg, err := f.config(stderr)
 	f.serving.peerKey = cluster.PeerKey(cfg.ClusterKey)
+	f.serving.peerAddr = cfg.HTTPAddr
 	if err != nil {
 		return err
 	}
@@ -520,7 +522,7 @@ func prepareServing(path string, f *nodeFlags, stderr io.Writer) (_ *serving, er
 	acfg.RequestsPerSecond, acfg.Burst, acfg.MaxConcurrentPerKey = sf.rateLimit, sf.rateBurst, sf.maxConcurrent
 	acfg.DefaultMaxTokens = sf.maxTokens
 	acfg.IOTimeout = sf.ioTimeout
-	acfg.PeerKey = sf.peerKey
+	acfg.PeerKey, acfg.PeerAddr = sf.peerKey, sf.peerAddr
 	if acfg.MaxBodyBytes, err = parseBytes(sf.maxBody); err != nil {
 		return nil, fmt.Errorf("%w: --max-body: %v", errUsage, err)
 	}
