@@ -213,6 +213,22 @@ func (m *Map) setPlacement(c Command) (bool, error) {
 			}
 		}
 	}
+	// Which replicas exist is the command's; whether an existing one is
+	// ready (or staged) is what its host reported (set_replica_ready). The
+	// leader computes a placement from the map it read, and a set_model or a
+	// flip may commit in between: flags carried over from that read would
+	// mark replicas ready for weights they never loaded. So a replica that
+	// exists keeps the flags it has here; a new one takes the command's
+	// (Place adds replicas not ready).
+	for e, rs := range p {
+		for i := range rs {
+			for _, c := range m.Placement[e] {
+				if c.Node == rs[i].Node && c.Device == rs[i].Device {
+					rs[i].Ready, rs[i].Staged = c.Ready, c.Staged
+				}
+			}
+		}
+	}
 	if reflect.DeepEqual(p, m.Placement) {
 		return false, nil
 	}

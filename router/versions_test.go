@@ -168,3 +168,62 @@ func TestExpertVersionCommandsValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestStalePlacementAfterSetModel: a set_placement computed (by the
+// leader's Place) from a map before a set_model that switched the model
+// file commits after it; it must not mark the old file's replicas Ready
+// for the new file.
+func TestStalePlacementAfterSetModel(t *testing.T) {
+	f := NewFSM()
+	e := ExpertID{0, 0}
+	mustApply(t, f,
+		Command{Op: OpUpsertNode, Node: node("a", NodeActive)},
+		Command{Op: OpUpsertNode, Node: node("b", NodeActive)},
+		Command{Op: OpSetModel, Model: &Model{ID: "m", Version: 1, Digest: "d1", Layers: 1, Experts: 1, ExpertBytes: 100, Live: true}},
+		Command{Op: OpSetPlacement, Placement: []PlacementEntry{{Expert: e, Replicas: []Replica{{Node: "a", Device: "cpu"}}}}},
+		Command{Op: OpSetReplicaReady, Expert: &e, NodeID: "a", Ready: true},
+		Command{Op: OpSetReplication, Replication: 2},
+	)
+	// The leader places from the map it has now (b gets a replica)...
+	res, err := Place(f.Map().PlaceInput(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ...meanwhile an SRE loads a new model file: nothing is ready for it.
+	mustApply(t, f, Command{Op: OpSetModel, Model: &Model{ID: "m", Version: 2, Digest: "d2", Layers: 1, Experts: 1, ExpertBytes: 100, Live: true}})
+	if r, _ := f.Map().PickReplica(e, ""); r.Ready {
+		t.Fatal("precondition")
+	}
+	// The placement commits after the set_model.
+	mustApply(t, f, Command{Op: OpSetPlacement, Placement: PlacementEntries(res.Placement)})
+	if r, ok := f.Map().PickReplica(e, ""); ok {
+		t.Errorf("replica %+v is Ready for model d2, but node a never reported d2 loaded", r)
+	}
+}
+
+// TestStalePlacementAfterFlip: the same with a hot expert flip: a replica
+// that had not staged the new version must not be marked Ready for it by a
+// placement computed before the flip.
+func TestStalePlacementAfterFlip(t *testing.T) {
+	f := NewFSM()
+	e := ExpertID{0, 0}
+	v := strings.Repeat("a", 64)
+	mustApply(t, f,
+		Command{Op: OpUpsertNode, Node: node("a", NodeActive)},
+		Command{Op: OpUpsertNode, Node: node("b", NodeActive)},
+		Command{Op: OpSetModel, Model: &Model{ID: "m", Version: 1, Digest: "d1", Layers: 1, Experts: 1, ExpertBytes: 100, Live: true}},
+		Command{Op: OpSetReplication, Replication: 2},
+		Command{Op: OpSetPlacement, Placement: []PlacementEntry{{Expert: e, Replicas: []Replica{{Node: "a", Device: "cpu", Ready: true}, {Node: "b", Device: "cpu"}}}}},
+		Command{Op: OpStageExpert, Expert: &e, Version: v, NodeID: "a"},
+		Command{Op: OpSetReplicaReady, Expert: &e, NodeID: "a", Ready: true, Version: v},
+	)
+	mustApply(t, f, Command{Op: OpSetReplicaReady, Expert: &e, NodeID: "b", Ready: true}) // b finished loading the base version
+	res, _ := Place(f.Map().PlaceInput(nil))                                              // leader reads map: b Ready (base)
+	mustApply(t, f, Command{Op: OpFlipExpert, Expert: &e, Version: v})                    // a flip commits: b (not staged) not Ready
+	mustApply(t, f, Command{Op: OpSetPlacement, Placement: PlacementEntries(res.Placement)})
+	for _, r := range f.Map().Placement[e] {
+		if r.Node == "b" && r.Ready {
+			t.Errorf("b is Ready for live version %.8s but only ever loaded the base version: %+v", v, f.Map().Placement[e])
+		}
+	}
+}
