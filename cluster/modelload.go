@@ -25,8 +25,9 @@ type ModelReply struct {
 }
 
 // ReadyExperts counts the experts of m's live model that have at least one
-// ready replica (ready) out of all its experts (total = layers × experts).
-// Without a live model both are 0; a dense model has total 0.
+// ready replica on a node that serves expert calls (active or draining, as
+// PickReplica has it) (ready) out of all its experts (total = layers ×
+// experts). Without a live model both are 0; a dense model has total 0.
 func ReadyExperts(m *router.Map) (ready, total int) {
 	mod := m.Model
 	if mod == nil || mod.Experts <= 0 || mod.Layers <= 0 {
@@ -35,7 +36,7 @@ func ReadyExperts(m *router.Map) (ready, total int) {
 	for l := 0; l < mod.Layers; l++ {
 		for e := 0; e < mod.Experts; e++ {
 			for _, r := range m.Placement[router.ExpertID{Layer: l, Index: e}] {
-				if r.Ready {
+				if st := m.Nodes[r.Node].State; r.Ready && (st == router.NodeActive || st == router.NodeDraining) {
 					ready++
 					break
 				}

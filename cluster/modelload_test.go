@@ -33,8 +33,15 @@ func TestReadyExperts(t *testing.T) {
 		{Layer: 1, Index: 0}: {{Node: "a"}},
 		{Layer: 5, Index: 0}: {{Node: "a", Ready: true}}, // not an expert of the model
 	}
+	m.Nodes = map[string]router.Node{"a": {ID: "a", State: router.NodeActive}, "b": {ID: "b", State: router.NodeDraining}}
 	if r, n := cluster.ReadyExperts(m); r != 2 || n != 4 {
 		t.Fatalf("got %d/%d, want 2/4", r, n)
+	}
+	// A ready replica on a dead node cannot be called: expert (0, 0) has
+	// no other.
+	m.Nodes["b"] = router.Node{ID: "b", State: router.NodeDead}
+	if r, n := cluster.ReadyExperts(m); r != 1 || n != 4 {
+		t.Fatalf("b dead: got %d/%d, want 1/4", r, n)
 	}
 	m.Nodes = map[string]router.Node{
 		"a": {ID: "a", State: router.NodeActive, Models: []string{"d1"}},

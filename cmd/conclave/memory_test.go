@@ -24,7 +24,6 @@ import (
 	"github.com/conclave-ai/conclave/internal/testmodel"
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model/synth"
-	"github.com/conclave-ai/conclave/router"
 )
 
 // memoryModel is the model TestMemoryLimitedPlacement serves: 4 layers × 8
@@ -100,7 +99,11 @@ func TestMemoryLimitedPlacement(t *testing.T) {
 			return 0, 0
 		}
 		placed = r
-		ready, _ = cluster.ReadyExperts(&router.Map{Model: r.Model, Placement: placementMap(r.Placement)})
+		m, err := ac.Map(ctx) // the nodes' states too: ready replicas count on serving nodes
+		if err != nil {
+			return 0, 0
+		}
+		ready, _ = cluster.ReadyExperts(m)
 		return ready, len(r.Placement)
 	}
 	readyStatus := func(addr string) int {
@@ -265,15 +268,6 @@ func mappedRSS(pid int, path string) (int64, error) {
 		}
 	}
 	return total, s.Err()
-}
-
-// placementMap turns the admin API's placement list back into a map.
-func placementMap(l []router.PlacementEntry) map[router.ExpertID][]router.Replica {
-	m := make(map[router.ExpertID][]router.Replica, len(l))
-	for _, pe := range l {
-		m[pe.Expert] = pe.Replicas
-	}
-	return m
 }
 
 // metricValue scrapes one sample (name with labels, as exposed) from a
