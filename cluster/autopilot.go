@@ -179,6 +179,25 @@ func (n *Node) reconcile(p *pilot, tab map[string]member) {
 			n.log.Info("added raft non-voter", "member", id)
 		}
 	}
+	// A voter that comes back after a non-voter was promoted in its place
+	// leaves one live voter too many: demote the extras (never this node,
+	// the leader), the last ids first, so bounces do not grow the voters
+	// to every node (or to an even count).
+	for i := len(ids) - 1; i >= 0 && aliveVoters > n.cfg.MaxVoters; i-- {
+		id := ids[i]
+		if s, in := servers[id]; !in || s.Suffrage != raft.Voter || id == n.cfg.ID {
+			continue
+		}
+		if err := n.raft.DemoteVoter(raft.ServerID(id), 0, n.cfg.ApplyTimeout).Error(); err != nil {
+			n.log.Warn("demote voter", "member", id, "error", err)
+			continue
+		}
+		aliveVoters--
+		s := servers[id]
+		s.Suffrage = raft.Nonvoter
+		servers[id] = s
+		n.log.Info("demoted raft voter", "member", id, "voters", aliveVoters)
+	}
 
 	// Map: upsert live members (keeping a draining state), mark the rest
 	// dead and remove them after the grace period.

@@ -142,6 +142,39 @@ func TestLeaderFailover(t *testing.T) {
 	}, "6 sessions, the old leader dead and experts re-placed")
 }
 
+// TestVoterBounceKeepsMaxVoters: a voter killed and back within the dead
+// grace period had a non-voter promoted in its place; once it is back one
+// voter is demoted, so bounces never grow the voters past MaxVoters.
+func TestVoterBounceKeepsMaxVoters(t *testing.T) {
+	c := clustertest.New(t, 4, clustertest.Options{Config: func(i int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.MaxVoters = 3
+		cfg.DeadGrace, cfg.MissingGrace = time.Minute, time.Minute
+		return cfg
+	}})
+	l := c.WaitLeader(10 * time.Second)
+	count := func() (int, int) {
+		v, nv := raftServers(t, c.Node(c.Leader()))
+		return len(v), len(nv)
+	}
+	clustertest.WaitFor(t, 15*time.Second, func() bool { v, nv := count(); return v == 3 && nv == 1 }, "3 voters and a non-voter")
+	voters, _ := raftServers(t, c.Node(l))
+	victim := -1
+	for _, v := range voters {
+		var i int
+		fmt.Sscanf(v, "n%d", &i)
+		if i != l {
+			victim = i
+			break
+		}
+	}
+	c.Kill(victim)
+	clustertest.WaitFor(t, 20*time.Second, func() bool { v, _ := count(); return v == 4 }, "the non-voter promoted while a voter is dead")
+	c.Restart(victim)
+	c.WaitActive(30*time.Second, 4)
+	clustertest.WaitFor(t, 20*time.Second, func() bool { v, nv := count(); return v == 3 && nv == 1 }, "back to 3 voters and a non-voter")
+}
+
 func TestDeadNodeReplacedAndRejoins(t *testing.T) {
 	c := clustertest.New(t, 4, clustertest.Options{Config: func(i int) cluster.Config {
 		cfg := clustertest.FastConfig()
