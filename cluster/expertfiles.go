@@ -62,7 +62,7 @@ func (s *expertFiles) has(digest string) bool {
 // put stores the bytes read from r as the file with digest, verifying the
 // digest and that the bytes are an expert file. Storing a file that is
 // already there reads r to the end and keeps the stored one.
-func (s *expertFiles) put(digest string, r io.Reader) (int64, error) {
+func (s *expertFiles) put(digest string, r io.Reader, check func(*model.ExpertFile) error) (int64, error) {
 	if !validDigest(digest) {
 		return 0, fmt.Errorf("%w: digest %q is not 64 lowercase hex digits", ErrExpertFile, digest)
 	}
@@ -97,7 +97,10 @@ func (s *expertFiles) put(digest string, r io.Reader) (int64, error) {
 	if err != nil {
 		return n, fmt.Errorf("%w: %w", ErrExpertFile, err)
 	}
-	_, err = model.LoadExpertFile(f)
+	xf, err := model.LoadExpertFile(f)
+	if err == nil && check != nil {
+		err = check(xf) // before it is stored: a file refused is not served either
+	}
 	f.Close()
 	if err != nil {
 		return n, fmt.Errorf("%w: %w", ErrExpertFile, err)
@@ -165,23 +168,17 @@ func lowerHex(d string) string {
 // this node runs the cluster's model, the expert must fit it.
 func (n *Node) handlePutExpertFile(w http.ResponseWriter, r *http.Request) {
 	digest := r.PathValue("digest")
-	size, err := n.files.put(digest, r.Body)
+	var fits func(*model.ExpertFile) error
+	if x := n.xp.Load(); x != nil {
+		fits = func(xf *model.ExpertFile) error { return xf.Fits(x.w) }
+	}
+	size, err := n.files.put(digest, r.Body, fits)
 	if err != nil {
 		if errors.Is(err, ErrExpertFile) {
 			err = fmt.Errorf("%w: %w", errBadRequest, err)
 		}
 		writeError(w, err)
 		return
-	}
-	if x := n.xp.Load(); x != nil {
-		xf, err := n.files.load(digest)
-		if err == nil {
-			err = xf.Fits(x.w)
-		}
-		if err != nil {
-			writeError(w, fmt.Errorf("%w: %w", errBadRequest, err))
-			return
-		}
 	}
 	writeJSON(w, http.StatusOK, ExpertFileReply{Digest: digest, Bytes: size})
 }
@@ -245,7 +242,7 @@ func (n *Node) fetchExpertFileFrom(ctx context.Context, addr, digest string) err
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("status %s", resp.Status)
 	}
-	_, err = n.files.put(digest, resp.Body)
+	_, err = n.files.put(digest, resp.Body, nil)
 	return err
 }
 

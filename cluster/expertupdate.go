@@ -85,11 +85,35 @@ func (n *Node) handleExpertUpdate(w http.ResponseWriter, r *http.Request) {
 		err = fmt.Errorf("%w: %w: %.12s is not stored on node %s (PUT it to /admin/v1/expert-files/{digest} first)",
 			errBadRequest, ErrNoExpertFile, req.Version, n.cfg.ID)
 	}
+	if err == nil {
+		err = n.checkExpertFile(req.Version, req.Expert)
+	}
 	if err != nil {
 		writeError(w, err)
 		return
 	}
 	n.serveUpdate(w, r, req, req.Version, n.cfg.ID)
+}
+
+// checkExpertFile reports, before any replica is asked to load it, whether
+// the stored file with digest holds expert id (and fits the model this node
+// runs): a file of another expert, or of another shape, would only fail on
+// every host and time the update out.
+func (n *Node) checkExpertFile(digest string, id router.ExpertID) error {
+	xf, err := n.files.load(digest)
+	if err != nil {
+		return fmt.Errorf("%w: %w: %w", errBadRequest, ErrExpertFile, err)
+	}
+	if xf.Layer != id.Layer || xf.Index != id.Index {
+		return fmt.Errorf("%w: %w: %.12s holds expert %d of layer %d, not expert %d of layer %d",
+			errBadRequest, ErrExpertFile, digest, xf.Index, xf.Layer, id.Index, id.Layer)
+	}
+	if x := n.xp.Load(); x != nil {
+		if err := xf.Fits(x.w); err != nil {
+			return fmt.Errorf("%w: %w: %w", errBadRequest, ErrExpertFile, err)
+		}
+	}
+	return nil
 }
 
 // handleExpertRollback is POST /admin/v1/experts/rollback: flip Expert back
@@ -150,6 +174,9 @@ func (n *Node) UpdateExpert(ctx context.Context, id router.ExpertID, version, so
 	seen := false
 	staged := func(m *router.Map) (have, want int) {
 		v := m.ExpertVersions[id]
+		if !seen && !v.Staging && m.LiveVersion(id) == version {
+			return 0, -2 // live already: staging it changed nothing
+		}
 		if !v.Staging || v.Staged != version {
 			if seen {
 				return 0, -1 // superseded
@@ -177,6 +204,16 @@ func (n *Node) UpdateExpert(ctx context.Context, id router.ExpertID, version, so
 	})
 	have, want := staged(m)
 	switch {
+	case want == -2:
+		// Nothing to load or flip: answer at once (it was waiting out the
+		// timeout for a staging that never starts).
+		ready := 0
+		for _, r := range m.Placement[id] {
+			if r.Ready {
+				ready++
+			}
+		}
+		return ExpertUpdateReply{Expert: id, State: m.ExpertVersions[id], Replicas: ready, Epoch: m.Epoch}, nil
 	case want < 0:
 		return ExpertUpdateReply{}, fmt.Errorf("%w: expert %v: another update superseded version %.12s", ErrRejected, id, version)
 	case have == 0 || have < want:

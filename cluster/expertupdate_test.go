@@ -128,6 +128,20 @@ func TestHotExpertUpdate(t *testing.T) {
 	if _, err := ac.PutExpertFile(ctx, hex.EncodeToString(ms[:]), misfit); !errors.As(err, &apiErr) || apiErr.Status != 400 {
 		t.Fatalf("upload of an expert of another shape: %v", err)
 	}
+	// The refused file is not stored: an update naming it is refused at
+	// once (it used to stage, and wait out the timeout).
+	if _, err := ac.UpdateExpert(ctx, cluster.ExpertUpdateRequest{Expert: id, Version: hex.EncodeToString(ms[:])}); !errors.As(err, &apiErr) || apiErr.Status != 400 {
+		t.Fatalf("update with a refused upload: %v", err)
+	}
+	// A file of another expert fits the model but is not this expert.
+	other, _ := model.EncodeExpertFile(w2, 0, 0, "")
+	od := sha256.Sum256(other)
+	if _, err := ac.PutExpertFile(ctx, hex.EncodeToString(od[:]), other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ac.UpdateExpert(ctx, cluster.ExpertUpdateRequest{Expert: id, Version: hex.EncodeToString(od[:])}); !errors.As(err, &apiErr) || apiErr.Status != 400 {
+		t.Fatalf("update of %v with expert (0, 0)'s file: %v", id, err)
+	}
 
 	// Update: upload to n1, which stages the version; hosts without the
 	// file fetch it from n1.
@@ -143,6 +157,11 @@ func TestHotExpertUpdate(t *testing.T) {
 		t.Fatalf("update reply %+v", rep)
 	}
 	c.WaitMap(0, 10*time.Second, func(m *router.Map) bool { return m.LiveVersion(id) == digest }, "n0 sees the flip")
+	// Updating to the live version changes nothing and answers at once
+	// (it used to wait out the timeout for a staging that never starts).
+	if rep, err := ac.UpdateExpert(ctx, cluster.ExpertUpdateRequest{Expert: id, Version: digest}); err != nil || rep.State.Live != digest || rep.State.Updates != 1 {
+		t.Fatalf("update to the live version: %+v, %v", rep, err)
+	}
 	waitCalls(5)
 	v1Before := v1s.Load()
 	waitCalls(20)

@@ -206,15 +206,18 @@ func Place(in PlaceInput) (PlaceResult, error) {
 	// A further replica of an expert waits while it would take the last
 	// room for the first replica of another; those go last, a round at a
 	// time. With room for everything this is plain heaviest-first.
-	deferred := false
-	for pass := range 2 {
-		deferred = p.add(func(k int) int { return min(wants[k], want+pass) }) || deferred
-	}
-	if deferred {
-		for round := 2; round <= want+1; round++ {
-			p.add(func(k int) int { return min(wants[k], round) })
+	addMissing := func() {
+		deferred := false
+		for pass := range 2 {
+			deferred = p.add(func(k int) int { return min(wants[k], want+pass) }) || deferred
+		}
+		if deferred {
+			for round := 2; round <= want+1; round++ {
+				p.add(func(k int) int { return min(wants[k], round) })
+			}
 		}
 	}
+	addMissing()
 
 	// 3. Rebalance, bounded.
 	if in.Rebalance && len(nodes) > 1 {
@@ -226,10 +229,17 @@ func Place(in PlaceInput) (PlaceResult, error) {
 		if maxMoves == 0 {
 			maxMoves = len(nodes)
 		}
+		moved := false
 		for range max(maxMoves-hotChanges, 0) {
 			if !rebalanceOnce(nodes, placement, loads, ratio, in.ExpertBytes) {
 				break
 			}
+			moved = true
+		}
+		if moved {
+			// A move can free room on a node that already held every
+			// expert it could take: fill what is still missing.
+			addMissing()
 		}
 	}
 
