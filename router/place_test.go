@@ -647,3 +647,138 @@ func TestMapPlaceInput(t *testing.T) {
 		t.Errorf("apply placement: %v %v %v", err, changed, next.PlacementList())
 	}
 }
+
+// randomPlaceInput draws a small cluster: nodes of every state and
+// capacities from none to five experts, loads and a hot factor or not, and
+// a current placement with random replicas (some on nodes no longer
+// active).
+func randomPlaceInput(r *rand.Rand) PlaceInput {
+	in := PlaceInput{Layers: 1 + r.IntN(3), Experts: 1 + r.IntN(5), ExpertBytes: 100, Replication: 1 + r.IntN(3)}
+	nn := 1 + r.IntN(5)
+	states := []NodeState{NodeActive, NodeActive, NodeActive, NodeDraining, NodeDead, NodeJoining}
+	for i := 0; i < nn; i++ {
+		n := Node{ID: fmt.Sprint("n", i), State: states[r.IntN(len(states))], Capacity: int64(r.IntN(6)) * 100, Devices: []Device{{Name: "cpu"}}}
+		in.Nodes = append(in.Nodes, n)
+	}
+	if r.IntN(2) == 0 {
+		in.Load = map[ExpertID]float64{}
+		for l := 0; l < in.Layers; l++ {
+			for i := 0; i < in.Experts; i++ {
+				in.Load[ExpertID{l, i}] = float64(r.IntN(10))
+			}
+		}
+	}
+	if r.IntN(2) == 0 {
+		in.HotFactor = 1.5
+	}
+	in.Current = map[ExpertID][]Replica{}
+	for l := 0; l < in.Layers; l++ {
+		for i := 0; i < in.Experts; i++ {
+			var rs []Replica
+			for _, n := range in.Nodes {
+				if r.IntN(3) == 0 {
+					rs = append(rs, Replica{Node: n.ID, Device: "cpu", Ready: r.IntN(2) == 0})
+				}
+			}
+			if len(rs) > 0 {
+				in.Current[ExpertID{l, i}] = rs
+			}
+		}
+	}
+	return in
+}
+
+// checkPlace checks a placement's invariants: no expert twice on a node,
+// replicas only on active nodes, no node over its capacity.
+func checkPlace(t *testing.T, in PlaceInput, res PlaceResult, tag string) {
+	used := map[string]int64{}
+	for e, rs := range res.Placement {
+		seen := map[string]bool{}
+		for _, rp := range rs {
+			if seen[rp.Node] {
+				t.Fatalf("%s: dup replica %v %v", tag, e, rs)
+			}
+			seen[rp.Node] = true
+			used[rp.Node] += in.ExpertBytes
+			i := slices.IndexFunc(in.Nodes, func(n Node) bool { return n.ID == rp.Node })
+			if i < 0 || in.Nodes[i].State != NodeActive {
+				t.Fatalf("%s: replica of %v on non-active %s", tag, e, rp.Node)
+			}
+		}
+	}
+	for _, n := range in.Nodes {
+		if n.Capacity > 0 && used[n.ID] > n.Capacity {
+			t.Fatalf("%s: node %s capacity %d used %d\nin=%+v\nres=%+v", tag, n.ID, n.Capacity, used[n.ID], in, res.Placement)
+		}
+	}
+}
+
+// TestPlaceRandomInvariants: 20,000 random inputs, with and without
+// rebalancing: the invariants hold, the node order does not matter, and
+// every expert is placed when there are slots for all.
+func TestPlaceRandomInvariants(t *testing.T) {
+	for seed := int64(0); seed < 20000; seed++ {
+		r := rand.New(rand.NewPCG(uint64(seed), 0))
+		in := randomPlaceInput(r)
+		in.Rebalance = r.IntN(2) == 0
+		res, err := Place(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkPlace(t, in, res, fmt.Sprint("seed ", seed))
+		// order independence
+		in2 := in
+		in2.Nodes = slices.Clone(in.Nodes)
+		r.Shuffle(len(in2.Nodes), func(i, j int) { in2.Nodes[i], in2.Nodes[j] = in2.Nodes[j], in2.Nodes[i] })
+		res2, _ := Place(in2)
+		if !reflect.DeepEqual(res.Placement, res2.Placement) {
+			t.Fatalf("seed %d: node order changes placement", seed)
+		}
+		slots, unl := int64(0), false
+		for _, n := range in.Nodes {
+			if n.State != NodeActive {
+				continue
+			}
+			if n.Capacity <= 0 {
+				unl = true
+			}
+			slots += n.Capacity / in.ExpertBytes
+		}
+		if (unl || slots >= int64(in.Layers*in.Experts)) && len(res.Placement) != in.Layers*in.Experts && slots > 0 {
+			t.Fatalf("seed %d: %d slots but only %d of %d experts placed: %v", seed, slots, len(res.Placement), in.Layers*in.Experts, res.Placement)
+		}
+	}
+}
+
+// TestRebalanceFillsMissing: a rebalancing placement leaves no replica
+// missing that placing again would add (a move can free the room one
+// needs).
+func TestRebalanceFillsMissing(t *testing.T) {
+	bad := 0
+	for seed := int64(0); seed < 20000; seed++ {
+		r := rand.New(rand.NewPCG(uint64(seed), 0))
+		in := randomPlaceInput(r)
+		in.Rebalance = true
+		res, _ := Place(in)
+		in3 := in
+		in3.Rebalance = false
+		in3.Current = res.Placement
+		res3, _ := Place(in3)
+		n1, n3 := 0, 0
+		for _, rs := range res.Placement {
+			n1 += len(rs)
+		}
+		for _, rs := range res3.Placement {
+			n3 += len(rs)
+		}
+		if n3 > n1 {
+			bad++
+			if bad < 3 {
+				t.Logf("seed %d: %d replicas after rebalance, %d when placed again", seed, n1, n3)
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d seeds", bad)
+	}
+}
