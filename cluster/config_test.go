@@ -71,7 +71,8 @@ func TestParseKey(t *testing.T) {
 }
 
 func TestNodeMetaFits(t *testing.T) {
-	m := NodeMeta{ID: strings.Repeat("n", 63), HTTP: "255.255.255.255:65535", Raft: "255.255.255.255:65535", Actor: "255.255.255.255:65535", Capacity: 1 << 50, Version: "v1.2.3-dev+abcdef"}
+	m := NodeMeta{ID: strings.Repeat("n", 63), HTTP: "255.255.255.255:65535", Raft: "255.255.255.255:65535", Actor: "255.255.255.255:65535", Capacity: 1 << 50, Version: "v1.2.3-dev+abcdef",
+		Boot: 1<<63 - 1}
 	for i := range 4 {
 		m.Devices = append(m.Devices, metaDevice{Name: "cuda:" + string(rune('0'+i)), Mem: 1 << 40, Free: 1 << 40})
 		m.Models = append(m.Models, strings.Repeat("f", 64))
@@ -84,7 +85,7 @@ func TestNodeMetaFits(t *testing.T) {
 		t.Fatalf("%d bytes", len(b))
 	}
 	got, err := DecodeMeta(b)
-	if err != nil || got.ID != m.ID || len(got.Devices) == 0 {
+	if err != nil || got.ID != m.ID || len(got.Devices) == 0 || got.Boot != m.Boot {
 		t.Fatalf("round trip: %+v, %v", got, err)
 	}
 	t.Logf("worst-case meta %d bytes, kept %d devices and %d models", len(b), len(got.Devices), len(got.Models))

@@ -24,6 +24,7 @@ type NodeMeta struct {
 	Capacity int64        `json:"c,omitempty"` // bytes
 	Version  string       `json:"v,omitempty"`
 	Models   []string     `json:"m,omitempty"` // digests (cluster.Manifest) of complete model files held
+	Boot     int64        `json:"b,omitempty"` // when this process started (unix ns): a new one is a restart
 }
 
 type metaDevice struct {
@@ -79,6 +80,7 @@ func (m NodeMeta) node(gossipIP net.IP, gossipPort uint16, st router.NodeState) 
 		State:      st,
 		Version:    m.Version,
 		Models:     m.Models,
+		Boot:       m.Boot,
 	}
 	for _, d := range m.Devices {
 		n.Devices = append(n.Devices, router.Device{Name: d.Name, MemBytes: d.Mem, FreeBytes: d.Free})

@@ -149,7 +149,8 @@ func Start(cfg Config) (_ *Node, err error) {
 			capacity += d.FreeBytes
 		}
 	}
-	meta := NodeMeta{ID: cfg.ID, HTTP: cfg.HTTPAddr, Raft: cfg.RaftAddr, Actor: cfg.ActorAddr, Capacity: capacity, Version: cfg.Version}
+	meta := NodeMeta{ID: cfg.ID, HTTP: cfg.HTTPAddr, Raft: cfg.RaftAddr, Actor: cfg.ActorAddr, Capacity: capacity, Version: cfg.Version,
+		Boot: time.Now().UnixNano()}
 	for _, d := range devices {
 		meta.Devices = append(meta.Devices, metaDevice{Name: d.Name, Mem: d.MemBytes, Free: d.FreeBytes})
 	}

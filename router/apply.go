@@ -96,7 +96,34 @@ func (m *Map) upsertNode(c Command) bool {
 	}
 	m.Nodes = maps.Clone(m.Nodes)
 	m.Nodes[n.ID] = n
+	if exists && old.Boot != 0 && n.Boot != old.Boot {
+		m.unreadyReplicasOn(n.ID) // a restart: its actors are gone
+	}
 	return true
+}
+
+// unreadyReplicasOn clears the Ready and Staged flags of node's replicas.
+func (m *Map) unreadyReplicasOn(node string) {
+	var p map[ExpertID][]Replica
+	for e, rs := range m.Placement {
+		i := slices.IndexFunc(rs, func(r Replica) bool { return r.Node == node && (r.Ready || r.Staged) })
+		if i < 0 {
+			continue
+		}
+		if p == nil {
+			p = maps.Clone(m.Placement)
+		}
+		rs = slices.Clone(rs)
+		for j := range rs {
+			if rs[j].Node == node {
+				rs[j].Ready, rs[j].Staged = false, false
+			}
+		}
+		p[e] = rs
+	}
+	if p != nil {
+		m.Placement = p
+	}
 }
 
 func (m *Map) setNodeState(c Command) (bool, error) {

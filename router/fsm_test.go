@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -326,6 +327,55 @@ func TestSessionCap(t *testing.T) {
 	mustApply(t, f, Command{Op: OpAssignSession, Session: &Session{ID: "later", Home: "a", ExpiresMS: 1e6}, NowMS: 80})
 	if m := f.Map(); m.Sessions.Len() != 3 || m.Sessions.At("later").ID == "" || m.Sessions.At("short").ID != "" || m.Sessions.At("old").ID != "old" {
 		t.Fatalf("sessions %v: want the expired one dropped", m.Sessions)
+	}
+}
+
+// TestRestartUnreadiesReplicas: an upsert of a node with another Boot (a
+// new process) clears its replicas' Ready and Staged flags, which its host
+// sets again once it has loaded them; the same Boot, or an upsert with no
+// Boot known before, changes no flag.
+func TestRestartUnreadiesReplicas(t *testing.T) {
+	f := NewFSM()
+	e0, e1 := ExpertID{0, 0}, ExpertID{0, 1}
+	a := node("a", NodeActive)
+	mustApply(t, f,
+		Command{Op: OpUpsertNode, Node: a}, // no Boot yet (an older build)
+		Command{Op: OpUpsertNode, Node: node("b", NodeActive)},
+		Command{Op: OpSetPlacement, Placement: []PlacementEntry{
+			{Expert: e0, Replicas: []Replica{{Node: "a", Ready: true}, {Node: "b", Ready: true}}},
+			{Expert: e1, Replicas: []Replica{{Node: "a", Ready: true, Staged: true}}},
+		}},
+	)
+	flags := func() string {
+		m := f.Map()
+		var out []string
+		for _, e := range []ExpertID{e0, e1} {
+			for _, r := range m.Placement[e] {
+				out = append(out, fmt.Sprintf("%d%s:%v/%v", e.Index, r.Node, r.Ready, r.Staged))
+			}
+		}
+		return strings.Join(out, " ")
+	}
+	const ready = "0a:true/false 0b:true/false 1a:true/true"
+	booted := *a
+	booted.Boot = 100
+	mustApply(t, f, Command{Op: OpUpsertNode, Node: &booted})
+	if got := flags(); got != ready {
+		t.Fatalf("first Boot known: %s, want %s", got, ready)
+	}
+	mustApply(t, f, Command{Op: OpUpsertNode, Node: &booted})
+	if got := flags(); got != ready {
+		t.Fatalf("same Boot: %s, want %s", got, ready)
+	}
+	restarted := booted
+	restarted.Boot = 200
+	mustApply(t, f, Command{Op: OpUpsertNode, Node: &restarted})
+	if got, want := flags(), "0a:false/false 0b:true/false 1a:false/false"; got != want {
+		t.Fatalf("restarted: %s, want %s", got, want)
+	}
+	mustApply(t, f, Command{Op: OpSetReplicaReady, Expert: &e0, NodeID: "a", Ready: true})
+	if got, want := flags(), "0a:true/false 0b:true/false 1a:false/false"; got != want {
+		t.Fatalf("after its host's report: %s, want %s", got, want)
 	}
 }
 

@@ -31,6 +31,11 @@ type Node struct {
 	Models     []string  `json:"models,omitempty"` // digests of model files it can load
 	Voter      bool      `json:"voter"`            // Raft voter (else non-voter)
 	UpdatedMS  int64     `json:"updated_ms"`       // unix ms of the last state change
+	// Boot names the node's process (its start, unix ns; 0 when unknown).
+	// An upsert with another Boot is a restart: the node's replicas are
+	// loaded by nothing yet, so they are no longer ready (or staged) until
+	// its host reports them again.
+	Boot int64 `json:"boot,omitempty"`
 }
 
 // ExpertID names one expert of one layer.
