@@ -374,14 +374,7 @@ func sessionCounts(m *Map, nowMS int64, exclude string) map[string]int {
 			counts[id] = 0
 		}
 	}
-	for _, s := range m.Sessions.All() {
-		if nowMS > 0 && s.ExpiresMS <= nowMS {
-			continue
-		}
-		if c, ok := counts[s.Home]; ok {
-			counts[s.Home] = c + 1
-		}
-	}
+	m.Sessions.countLive(nowMS, counts)
 	return counts
 }
 

@@ -16,20 +16,64 @@ const sessionShards = 256
 // shares every untouched shard with the old one, so a map snapshot costs
 // O(shard) per session change instead of O(sessions): every touch of a
 // session is a Raft command, and a map of MaxSessions sessions copied per
-// touch bounded the whole cluster to a few hundred touches a second. The
-// zero value is an empty table.
+// touch bounded the whole cluster to a few hundred touches a second. Each
+// shard also counts its sessions per home and knows its earliest expiry,
+// so counting the live sessions per node (how a new session's home is
+// chosen) visits only the shards holding an expired session. The zero
+// value is an empty table.
 type SessionTable struct {
 	// nil when empty; an empty shard is nil too, so equal contents have
 	// one form (reflect.DeepEqual compares tables by content).
-	shards *[sessionShards]map[string]Session
+	shards *[sessionShards]*sessionShard
 	n      int
+}
+
+// sessionShard is immutable once in a table.
+type sessionShard struct {
+	m      map[string]Session
+	homes  map[string]int // sessions per home (no zero counts)
+	minExp int64          // the earliest ExpiresMS
+}
+
+// newShard wraps m (which it then owns), or returns nil for no sessions.
+func newShard(m map[string]Session) *sessionShard {
+	if len(m) == 0 {
+		return nil
+	}
+	sh := &sessionShard{m: m, homes: map[string]int{}}
+	first := true
+	for _, s := range m {
+		sh.homes[s.Home]++
+		if first || s.ExpiresMS < sh.minExp {
+			sh.minExp, first = s.ExpiresMS, false
+		}
+	}
+	return sh
+}
+
+func (sh *sessionShard) sessions() map[string]Session {
+	if sh == nil {
+		return nil
+	}
+	return sh.m
 }
 
 // SessionsFrom returns a table of the sessions in m (keyed by their ids).
 func SessionsFrom(m map[string]Session) SessionTable {
-	var t SessionTable
+	if len(m) == 0 {
+		return SessionTable{}
+	}
+	var parts [sessionShards]map[string]Session
 	for id, s := range m {
-		t = t.put(id, s, false)
+		i := shardOf(id)
+		if parts[i] == nil {
+			parts[i] = map[string]Session{}
+		}
+		parts[i][id] = s
+	}
+	t := SessionTable{shards: new([sessionShards]*sessionShard), n: len(m)}
+	for i, p := range parts {
+		t.shards[i] = newShard(p)
 	}
 	return t
 }
@@ -51,7 +95,7 @@ func (t SessionTable) Get(id string) (Session, bool) {
 	if t.shards == nil {
 		return Session{}, false
 	}
-	s, ok := t.shards[shardOf(id)][id]
+	s, ok := t.shards[shardOf(id)].sessions()[id]
 	return s, ok
 }
 
@@ -68,7 +112,7 @@ func (t SessionTable) All() iter.Seq2[string, Session] {
 			return
 		}
 		for _, sh := range t.shards {
-			for id, s := range sh {
+			for id, s := range sh.sessions() {
 				if !yield(id, s) {
 					return
 				}
@@ -77,32 +121,37 @@ func (t SessionTable) All() iter.Seq2[string, Session] {
 	}
 }
 
-// Set returns a table with s (by s.ID) added or replaced.
-func (t SessionTable) Set(s Session) SessionTable { return t.put(s.ID, s, true) }
+// withShard returns t with shard i's sessions replaced by m (owned) and n
+// sessions in all.
+func (t SessionTable) withShard(i int, m map[string]Session, n int) SessionTable {
+	if n == 0 {
+		return SessionTable{}
+	}
+	var a [sessionShards]*sessionShard
+	if t.shards != nil {
+		a = *t.shards
+	}
+	a[i] = newShard(m)
+	return SessionTable{shards: &a, n: n}
+}
 
-// put adds s as id; copyOnWrite is false only while SessionsFrom builds a
-// table nobody else holds.
-func (t SessionTable) put(id string, s Session, copyOnWrite bool) SessionTable {
-	i := shardOf(id)
-	if t.shards == nil {
-		t.shards = new([sessionShards]map[string]Session)
-	} else if copyOnWrite {
-		a := *t.shards
-		t.shards = &a
+// Set returns a table with s (by s.ID) added or replaced.
+func (t SessionTable) Set(s Session) SessionTable {
+	i := shardOf(s.ID)
+	var cur map[string]Session
+	if t.shards != nil {
+		cur = t.shards[i].sessions()
 	}
-	sh := t.shards[i]
-	if copyOnWrite || sh == nil {
-		sh = maps.Clone(sh)
-		if sh == nil {
-			sh = map[string]Session{}
-		}
+	m := maps.Clone(cur)
+	if m == nil {
+		m = map[string]Session{}
 	}
-	if _, ok := sh[id]; !ok {
-		t.n++
+	n := t.n
+	if _, ok := m[s.ID]; !ok {
+		n++
 	}
-	sh[id] = s
-	t.shards[i] = sh
-	return t
+	m[s.ID] = s
+	return t.withShard(i, m, n)
 }
 
 // Delete returns a table without the session id.
@@ -110,18 +159,10 @@ func (t SessionTable) Delete(id string) SessionTable {
 	if _, ok := t.Get(id); !ok {
 		return t
 	}
-	if t.n == 1 {
-		return SessionTable{}
-	}
 	i := shardOf(id)
-	a := *t.shards
-	sh := maps.Clone(a[i])
-	delete(sh, id)
-	if len(sh) == 0 {
-		sh = nil
-	}
-	a[i] = sh
-	return SessionTable{shards: &a, n: t.n - 1}
+	m := maps.Clone(t.shards[i].sessions())
+	delete(m, id)
+	return t.withShard(i, m, t.n-1)
 }
 
 // DeleteFunc returns a table without the sessions drop reports true for;
@@ -130,39 +171,57 @@ func (t SessionTable) DeleteFunc(drop func(Session) bool) SessionTable {
 	if t.shards == nil {
 		return t
 	}
-	var a *[sessionShards]map[string]Session
-	n := t.n
+	out := t
 	for i, sh := range t.shards {
 		var kept map[string]Session
-		for id, s := range sh {
+		for id, s := range sh.sessions() {
 			if !drop(s) {
 				continue
 			}
 			if kept == nil {
-				kept = maps.Clone(sh)
+				kept = maps.Clone(sh.m)
 			}
 			delete(kept, id)
-			n--
 		}
-		if kept == nil {
+		if kept != nil {
+			out = out.withShard(i, kept, out.n-(len(sh.m)-len(kept)))
+			if out.n == 0 {
+				return out
+			}
+		}
+	}
+	return out
+}
+
+// countLive adds to counts[home], for the homes counts already holds, the
+// number of sessions homed there that are live at nowMS (ExpiresMS after
+// it; every session when nowMS ≤ 0). A shard whose earliest expiry is
+// after nowMS adds its per-home counts without visiting its sessions.
+func (t SessionTable) countLive(nowMS int64, counts map[string]int) {
+	if t.shards == nil {
+		return
+	}
+	for _, sh := range t.shards {
+		if sh == nil {
 			continue
 		}
-		if len(kept) == 0 {
-			kept = nil
+		if nowMS <= 0 || sh.minExp > nowMS {
+			for home, n := range sh.homes {
+				if c, ok := counts[home]; ok {
+					counts[home] = c + n
+				}
+			}
+			continue
 		}
-		if a == nil {
-			c := *t.shards
-			a = &c
+		for _, s := range sh.m {
+			if s.ExpiresMS <= nowMS {
+				continue
+			}
+			if c, ok := counts[s.Home]; ok {
+				counts[s.Home] = c + 1
+			}
 		}
-		a[i] = kept
 	}
-	switch {
-	case a == nil:
-		return t
-	case n == 0:
-		return SessionTable{} // one form per content, for reflect.DeepEqual
-	}
-	return SessionTable{shards: a, n: n}
 }
 
 // Map returns the sessions as a new map keyed by id.

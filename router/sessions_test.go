@@ -24,7 +24,7 @@ func TestSessionTable(t *testing.T) {
 	for step := range 3000 {
 		switch op := r.IntN(10); {
 		case op < 6:
-			s := Session{ID: fmt.Sprintf("s%d", r.IntN(400)), Home: fmt.Sprint("n", r.IntN(3)), LastUseMS: int64(step)}
+			s := Session{ID: fmt.Sprintf("s%d", r.IntN(400)), Home: fmt.Sprint("n", r.IntN(3)), LastUseMS: int64(step), ExpiresMS: int64(r.IntN(1000))}
 			tab, want[s.ID] = tab.Set(s), s
 		case op < 9:
 			id := fmt.Sprintf("s%d", r.IntN(400))
@@ -51,6 +51,18 @@ func TestSessionTable(t *testing.T) {
 		}
 		if _, ok := v.t.Get("absent"); ok {
 			t.Fatalf("version %d: found an absent id", i)
+		}
+		for _, now := range []int64{0, 1, 500, 999, 2000} {
+			got, want := map[string]int{"n0": 0, "n1": 0}, map[string]int{"n0": 0, "n1": 0} // n2 not a candidate
+			v.t.countLive(now, got)
+			for _, s := range v.want {
+				if _, ok := want[s.Home]; ok && (now <= 0 || s.ExpiresMS > now) {
+					want[s.Home]++
+				}
+			}
+			if !maps.Equal(got, want) {
+				t.Fatalf("version %d: live counts at %d = %v, want %v", i, now, got, want)
+			}
 		}
 		fresh := SessionsFrom(v.want)
 		if !reflect.DeepEqual(fresh, v.t) {
