@@ -438,7 +438,7 @@ func (n *Node) expireSessions() {
 	now := time.Now().UnixMilli()
 	m := n.fsm.Map()
 	for _, s := range m.Sessions.All() {
-		if s.ExpiresMS > 0 && s.ExpiresMS <= now {
+		if s.ExpiresMS <= now { // as expire_sessions has it: no expiry is expired
 			if err := n.applyLocalCmd(router.Command{Op: router.OpExpireSessions, NowMS: now}); err != nil {
 				n.log.Warn("expire sessions", "error", err)
 			}
