@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
 	"time"
@@ -29,19 +30,27 @@ type Result struct {
 	PromptTokens   int  `json:"prompt_tokens"`
 	PromptReported bool `json:"prompt_reported"`
 	MaxTokens      int  `json:"max_tokens"`
-	// OutputTokens is usage.completion_tokens when sent, else Chunks.
-	OutputTokens int     `json:"output_tokens"`
-	Chunks       int     `json:"chunks"` // SSE chunks that carried output text
-	TTFTMs       float64 `json:"ttft_ms"`
-	TPOTMs       float64 `json:"tpot_ms"`
-	E2EMs        float64 `json:"e2e_ms"`
-	// ITLMs are the gaps between output chunks (Chunks − 1 of them); the
-	// report summarizes them rather than listing them.
+	// OutputTokens is usage.completion_tokens when sent, else Chunks;
+	// OutputReported says which.
+	OutputTokens   int     `json:"output_tokens"`
+	OutputReported bool    `json:"output_reported"`
+	Chunks         int     `json:"chunks"` // SSE chunks that carried output text
+	TTFTMs         float64 `json:"ttft_ms"`
+	TPOTMs         float64 `json:"tpot_ms"`
+	E2EMs          float64 `json:"e2e_ms"`
+	// ITLMs are the gaps between output chunks (Chunks − 1 of them): per
+	// token when the server sends one token a chunk, as OpenAI's API and
+	// most servers do; the report summarizes them rather than listing them.
 	ITLMs  []float64 `json:"-"`
 	Finish string    `json:"finish_reason,omitempty"`
+	// Resent counts the times the transport sent the request again on a
+	// fresh connection (a pooled one turned out closed); the latencies are
+	// the last attempt's.
+	Resent int `json:"resent,omitempty"`
 	// Error is the kind of failure ("" for success): http_NNN, timeout,
 	// canceled, connection, malformed_stream, truncated, server_error,
-	// no_output. Status is the HTTP status when one came; ErrorType and
+	// no_output, session_aborted (a turn not sent: an earlier turn of its
+	// session failed). Status is the HTTP status when one came; ErrorType and
 	// ErrorMessage are from the server's error object.
 	Error        string `json:"error,omitempty"`
 	Status       int    `json:"status,omitempty"`
@@ -50,6 +59,10 @@ type Result struct {
 
 	answer string // content text, for the next turn of a session
 }
+
+// errSessionAborted is the Error of a session's turn not sent because an
+// earlier turn failed.
+const errSessionAborted = "session_aborted"
 
 // OK reports whether the request succeeded.
 func (r *Result) OK() bool { return r.Error == "" }
@@ -92,7 +105,7 @@ func measure(r *Result, s streamResult, t0, end time.Time) {
 			r.PromptTokens, r.PromptReported = s.Usage.PromptTokens, true
 		}
 		if s.Usage.CompletionTokens > 0 {
-			r.OutputTokens = s.Usage.CompletionTokens
+			r.OutputTokens, r.OutputReported = s.Usage.CompletionTokens, true
 		}
 	}
 	if len(s.Times) == 0 {
@@ -169,9 +182,17 @@ func (c *client) send(ctx context.Context, cfg Config, q *request, levelStart ti
 	if q.SessionID != "" {
 		req.Header.Set("X-Session-ID", q.SessionID)
 	}
-	t0 := c.now()
-	r.StartMs = float64(t0.Sub(levelStart)) / float64(time.Millisecond)
+	// Each attempt's clock starts when it asks for a connection, so a
+	// resend on a fresh connection is timed on its own, not with the
+	// failed attempt's wait.
+	start := c.now()
+	t0, attempts := start, 0
+	req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+		GetConn: func(string) { t0, attempts = c.now(), attempts+1 },
+	}))
+	r.StartMs = float64(start.Sub(levelStart)) / float64(time.Millisecond)
 	resp, err := c.hc.Do(req)
+	r.Resent = max(attempts-1, 0)
 	if err != nil {
 		return fail(err, 0)
 	}
@@ -189,7 +210,11 @@ func (c *client) send(ctx context.Context, cfg Config, q *request, levelStart ti
 		return fail(fmt.Errorf("%w: %s", ErrHTTPStatus, resp.Status), resp.StatusCode)
 	}
 	s, err := readStream(resp.Body, c.now)
-	measure(&r, s, t0, c.now())
+	end := c.now()
+	// Read to EOF (past [DONE]): a body closed early costs the keep-alive
+	// connection, and the next request on this worker would pay a new one.
+	io.Copy(io.Discard, io.LimitReader(resp.Body, maxErrorBody))
+	measure(&r, s, t0, end)
 	r.answer = string(s.Text)
 	if err == nil && len(s.Times) == 0 {
 		err = ErrNoOutput

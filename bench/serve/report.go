@@ -42,7 +42,7 @@ type Level struct {
 	Sessions    int     `json:"sessions,omitempty"`
 	Turns       int     `json:"turns,omitempty"`
 
-	Requests     int            `json:"requests"`  // sent
+	Requests     int            `json:"requests"`  // sent (sessions: also turns not sent, session_aborted)
 	Completed    int            `json:"completed"` // succeeded
 	Errors       int            `json:"errors"`
 	ErrorRate    float64        `json:"error_rate"` // Errors / Requests
@@ -57,6 +57,12 @@ type Level struct {
 	// PromptReported is how many successful requests had usage.prompt_tokens
 	// (the rest count words).
 	PromptReported int `json:"prompt_reported"`
+	// OutputReported is how many had usage.completion_tokens (the rest
+	// count output chunks as tokens).
+	OutputReported int `json:"output_reported"`
+	// Resent is how many times the transport resent a request on a fresh
+	// connection (see Result.Resent).
+	Resent int `json:"resent,omitempty"`
 
 	TTFT Summary `json:"ttft_ms"`
 	TPOT Summary `json:"tpot_ms"`
@@ -111,6 +117,7 @@ func summarize(spec Level, rs []Result, elapsed time.Duration) Level {
 	l.DurationS = elapsed.Seconds()
 	var ttft, tpot, itl, e2e []float64
 	for _, r := range rs {
+		l.Resent += r.Resent
 		if !r.OK() {
 			l.Errors++
 			if l.ErrorsByKind == nil {
@@ -124,6 +131,9 @@ func summarize(spec Level, rs []Result, elapsed time.Duration) Level {
 		l.OutputTokens += r.OutputTokens
 		if r.PromptReported {
 			l.PromptReported++
+		}
+		if r.OutputReported {
+			l.OutputReported++
 		}
 		ttft = append(ttft, r.TTFTMs)
 		e2e = append(e2e, r.E2EMs)
@@ -237,6 +247,14 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		if l.Completed > 0 && l.PromptReported < l.Completed {
 			fmt.Fprintf(&b, "\nAt %s, %d of %d prompts are counted in words: the server sent no usage.prompt_tokens.\n",
 				l.Name(), l.Completed-l.PromptReported, l.Completed)
+		}
+		if l.Completed > 0 && l.OutputReported < l.Completed {
+			fmt.Fprintf(&b, "\nAt %s, %d of %d outputs are counted in SSE chunks, not tokens: the server sent no usage.completion_tokens (ask for it with stream_options.include_usage; a chunk may carry several tokens, which also makes ITL a per-chunk gap).\n",
+				l.Name(), l.Completed-l.OutputReported, l.Completed)
+		}
+		if l.Resent > 0 {
+			fmt.Fprintf(&b, "\nAt %s, %d requests were sent again on a fresh connection after a pooled one turned out closed; each is timed from its last attempt.\n",
+				l.Name(), l.Resent)
 		}
 		if len(l.PerTurn) > 0 {
 			fmt.Fprintf(&b, "\n### TTFT per turn (%s)\n\n", l.Name())
