@@ -21,24 +21,33 @@ type metric struct {
 	name   string
 	better Better
 	get    func(l *Level) float64
+	// n is the number of samples behind a latency (nil for rates): with
+	// none on either side the metric is not compared (a Summary of no
+	// samples is all zeros, which would read as a vast improvement).
+	n func(l *Level) int
 }
 
 // metrics are compared in this order.
 var metrics = []metric{
-	{"request_throughput", Higher, func(l *Level) float64 { return l.RequestThroughput }},
-	{"output_tokens_per_s", Higher, func(l *Level) float64 { return l.OutputTokensPerS }},
-	{"input_tokens_per_s", Higher, func(l *Level) float64 { return l.InputTokensPerS }},
-	{"ttft_p50_ms", Lower, func(l *Level) float64 { return l.TTFT.P50 }},
-	{"ttft_p90_ms", Lower, func(l *Level) float64 { return l.TTFT.P90 }},
-	{"ttft_p99_ms", Lower, func(l *Level) float64 { return l.TTFT.P99 }},
-	{"tpot_p50_ms", Lower, func(l *Level) float64 { return l.TPOT.P50 }},
-	{"tpot_p99_ms", Lower, func(l *Level) float64 { return l.TPOT.P99 }},
-	{"itl_p50_ms", Lower, func(l *Level) float64 { return l.ITL.P50 }},
-	{"itl_p99_ms", Lower, func(l *Level) float64 { return l.ITL.P99 }},
-	{"e2e_p50_ms", Lower, func(l *Level) float64 { return l.E2E.P50 }},
-	{"e2e_p99_ms", Lower, func(l *Level) float64 { return l.E2E.P99 }},
-	{"error_rate", Lower, func(l *Level) float64 { return l.ErrorRate }},
+	{"request_throughput", Higher, func(l *Level) float64 { return l.RequestThroughput }, nil},
+	{"output_tokens_per_s", Higher, func(l *Level) float64 { return l.OutputTokensPerS }, nil},
+	{"input_tokens_per_s", Higher, func(l *Level) float64 { return l.InputTokensPerS }, nil},
+	{"ttft_p50_ms", Lower, func(l *Level) float64 { return l.TTFT.P50 }, ttftN},
+	{"ttft_p90_ms", Lower, func(l *Level) float64 { return l.TTFT.P90 }, ttftN},
+	{"ttft_p99_ms", Lower, func(l *Level) float64 { return l.TTFT.P99 }, ttftN},
+	{"tpot_p50_ms", Lower, func(l *Level) float64 { return l.TPOT.P50 }, tpotN},
+	{"tpot_p99_ms", Lower, func(l *Level) float64 { return l.TPOT.P99 }, tpotN},
+	{"itl_p50_ms", Lower, func(l *Level) float64 { return l.ITL.P50 }, itlN},
+	{"itl_p99_ms", Lower, func(l *Level) float64 { return l.ITL.P99 }, itlN},
+	{"e2e_p50_ms", Lower, func(l *Level) float64 { return l.E2E.P50 }, e2eN},
+	{"e2e_p99_ms", Lower, func(l *Level) float64 { return l.E2E.P99 }, e2eN},
+	{"error_rate", Lower, func(l *Level) float64 { return l.ErrorRate }, nil},
 }
+
+func ttftN(l *Level) int { return l.TTFT.N }
+func tpotN(l *Level) int { return l.TPOT.N }
+func itlN(l *Level) int  { return l.ITL.N }
+func e2eN(l *Level) int  { return l.E2E.N }
 
 // Ratio is one metric of one level in two runs.
 type Ratio struct {
@@ -46,8 +55,11 @@ type Ratio struct {
 	Better Better  `json:"better"`
 	Old    float64 `json:"old"`
 	New    float64 `json:"new"`
-	// Ratio is New/Old; absent when Old is 0 (and New is not).
+	// Ratio is New/Old; absent when Old is 0 (and New is not), or NoData.
 	Ratio *float64 `json:"ratio,omitempty"`
+	// NoData: a latency one of the runs has no sample of at this level
+	// (no successful request); Old or New is then meaningless.
+	NoData bool `json:"no_data,omitempty"`
 }
 
 // LevelComparison is the ratios of one level present in both runs.
@@ -84,11 +96,19 @@ func Compare(old, new *Report) Comparison {
 		seen[name] = true
 		lc := LevelComparison{Level: name}
 		for _, m := range metrics {
-			lc.Ratios = append(lc.Ratios, ratio(m.name, m.better, m.get(o), m.get(n)))
+			r := ratio(m.name, m.better, m.get(o), m.get(n))
+			if m.n != nil && (m.n(o) == 0 || m.n(n) == 0) {
+				r.Ratio, r.NoData = nil, true
+			}
+			lc.Ratios = append(lc.Ratios, r)
 		}
 		for t := range min(len(o.PerTurn), len(n.PerTurn)) {
-			lc.Ratios = append(lc.Ratios, ratio(fmt.Sprintf("turn%d_ttft_p50_ms", t+1), Lower,
-				o.PerTurn[t].TTFT.P50, n.PerTurn[t].TTFT.P50))
+			ot, nt := o.PerTurn[t].TTFT, n.PerTurn[t].TTFT
+			r := ratio(fmt.Sprintf("turn%d_ttft_p50_ms", t+1), Lower, ot.P50, nt.P50)
+			if ot.N == 0 || nt.N == 0 {
+				r.Ratio, r.NoData = nil, true
+			}
+			lc.Ratios = append(lc.Ratios, r)
 		}
 		c.Levels = append(c.Levels, lc)
 	}
@@ -112,6 +132,20 @@ func ratio(name string, b Better, old, new float64) Ratio {
 		r.Ratio = &v
 	}
 	return r
+}
+
+// Worse reports whether the metric moved in its worse direction, including
+// from 0 (an error rate that appeared).
+func (r Ratio) Worse() bool {
+	switch {
+	case r.NoData:
+		return false
+	case r.Ratio == nil:
+		return r.Old == 0 && (r.Better == Lower) == (r.New > 0)
+	case r.Better == Higher:
+		return *r.Ratio < 1
+	}
+	return *r.Ratio > 1
 }
 
 // Improved reports whether the metric moved in its better direction.
@@ -160,23 +194,38 @@ func (c *Comparison) writeMarkdown(b *strings.Builder) error {
 			fmt.Fprintf(b, "| %s (%s is better) |", row.Metric, row.Better)
 			for _, l := range c.Levels {
 				cell := "–"
-				if i < len(l.Ratios) && l.Ratios[i].Ratio != nil {
-					cell = fmt.Sprintf("%.3f", *l.Ratios[i].Ratio)
-					if l.Ratios[i].Improved() {
-						cell += " ✓"
-					}
+				switch r := ratioAt(l.Ratios, i); {
+				case r == nil:
+				case r.NoData:
+					cell = "no data"
+				case r.Ratio != nil:
+					cell = fmt.Sprintf("%.3f", *r.Ratio)
+				case r.Old == 0 && r.New != 0:
+					cell = fmt.Sprintf("0 → %.3g", r.New)
+				}
+				if r := ratioAt(l.Ratios, i); r != nil && r.Improved() {
+					cell += " ✓"
+				} else if r != nil && r.Worse() {
+					cell += " ✗"
 				}
 				fmt.Fprintf(b, " %s |", cell)
 			}
 			b.WriteString("\n")
 		}
-		b.WriteString("\n✓: moved in the better direction.\n")
+		b.WriteString("\n✓: moved in the better direction, ✗: in the worse one; no data: a run with no successful request at that level.\n")
 	}
 	for _, m := range c.Missing {
 		fmt.Fprintf(b, "\n- %s", m)
 	}
 	if len(c.Missing) > 0 {
 		b.WriteString("\n")
+	}
+	return nil
+}
+
+func ratioAt(rs []Ratio, i int) *Ratio {
+	if i < len(rs) {
+		return &rs[i]
 	}
 	return nil
 }

@@ -156,7 +156,6 @@ func TestCompare(t *testing.T) {
 		{1, "request_throughput", 0.5, false},
 		{1, "ttft_p50_ms", 2, false},
 		{1, "error_rate", 0, true},
-		{0, "tpot_p50_ms", 1, false}, // 0/0
 	} {
 		t.Run(tc.metric, func(t *testing.T) {
 			r := get(tc.level, tc.metric)
@@ -165,14 +164,51 @@ func TestCompare(t *testing.T) {
 			}
 		})
 	}
-	if r := ratio("x", Lower, 0, 5); r.Ratio != nil || r.Improved() {
-		t.Errorf("0 → 5 has no ratio: %+v", r)
+	if r := ratio("x", Lower, 0, 5); r.Ratio != nil || r.Improved() || !r.Worse() {
+		t.Errorf("0 → 5 has no ratio and is worse: %+v", r)
+	}
+	// No TPOT sample on either side: not compared (a Summary of nothing is
+	// zeros).
+	if r := get(0, "tpot_p50_ms"); !r.NoData || r.Ratio != nil || r.Improved() || r.Worse() {
+		t.Errorf("tpot without samples: %+v", r)
 	}
 	var md bytes.Buffer
 	if err := c.WriteMarkdown(&md); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| metric | c=1 | c=4 |", "| request_throughput (higher is better) | 1.500 ✓ | 0.500 |", "| ttft_p50_ms (lower is better) | 0.500 ✓ | 2.000 |", "- c=8: not in the new run"} {
+	for _, want := range []string{"| metric | c=1 | c=4 |", "| request_throughput (higher is better) | 1.500 ✓ | 0.500 ✗ |", "| ttft_p50_ms (lower is better) | 0.500 ✓ | 2.000 ✗ |", "- c=8: not in the new run"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("markdown lacks %q:\n%s", want, md.String())
+		}
+	}
+}
+
+// TestCompareFailedLevel: a level where every request of the new run
+// failed is not an improvement in latency, and an error rate from 0 shows.
+func TestCompareFailedLevel(t *testing.T) {
+	ok := Result{TTFTMs: 50, E2EMs: 700, TPOTMs: 10, OutputTokens: 64, ITLMs: []float64{10, 10}}
+	bad := Result{Error: "http_503"}
+	spec := Level{Mode: ModeConcurrency, Concurrency: 16}
+	old := &Report{Levels: []Level{summarize(spec, []Result{ok, ok}, time.Second)}}
+	nw := &Report{Levels: []Level{summarize(spec, []Result{bad, bad}, time.Second)}}
+	c := Compare(old, nw)
+	for _, r := range c.Levels[0].Ratios {
+		switch {
+		case r.Metric == "error_rate":
+			if r.Ratio != nil || !r.Worse() {
+				t.Errorf("error rate 0 → 1: %+v, want no ratio, worse", r)
+			}
+		case strings.HasSuffix(r.Metric, "_ms"):
+			if !r.NoData || r.Improved() {
+				t.Errorf("%s with no successful request: %+v, want no data", r.Metric, r)
+			}
+		}
+	}
+	var md bytes.Buffer
+	if err := c.WriteMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"| ttft_p50_ms (lower is better) | no data |", "| error_rate (lower is better) | 0 → 1 ✗ |"} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md.String())
 		}

@@ -225,7 +225,8 @@ func (g *generator) openLoop(ctx context.Context, li int, rate float64, start ti
 }
 
 // sessions runs every session's turns in order, the sessions concurrently;
-// a failed turn ends its session.
+// a failed turn ends its session, and its turns not sent count as failed
+// (session_aborted), so the error rate is over the turns planned.
 func (g *generator) sessions(ctx context.Context, li int, spec Level, start time.Time, out chan<- Result) {
 	var wg sync.WaitGroup
 	for s := 1; s <= spec.Sessions; s++ {
@@ -239,6 +240,13 @@ func (g *generator) sessions(ctx context.Context, li int, spec Level, start time
 				r := g.cl.send(ctx, g.cfg, q, start)
 				out <- r
 				if !r.OK() {
+					if ctx.Err() != nil {
+						return // the level was stopped, not the session
+					}
+					for rest := t + 1; rest <= spec.Turns; rest++ {
+						out <- Result{Index: (s-1)*spec.Turns + rest - 1, Session: s, Turn: rest,
+							Error: errSessionAborted, ErrorMessage: fmt.Sprintf("turn %d of the session failed (%s)", t, r.Error)}
+					}
 					return
 				}
 				prev, answer = q, r.answer

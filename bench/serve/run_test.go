@@ -448,3 +448,34 @@ func TestReportRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestSessionAbortedTurns: a failed turn ends its session; the turns it
+// did not send count as failed (session_aborted), so the error rate is over
+// the turns planned (here one session fails at its first turn: 4 of 8),
+// and the per-turn table shows them.
+func TestSessionAbortedTurns(t *testing.T) {
+	f := newFake(t)
+	f.respond = func(n int, w http.ResponseWriter, body requestBody) bool {
+		if body.SessionID == sessionID(1, 0, 1) {
+			http.Error(w, `{"error":{"type":"overloaded","message":"busy"}}`, http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	}
+	c := f.config()
+	c.Sessions, c.Turns = 2, 4
+	c.Output = Fixed(4)
+	rep, err := Run(context.Background(), c, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := rep.Levels[0]
+	if l.Requests != 8 || l.Errors != 4 || l.ErrorsByKind[errSessionAborted] != 3 || l.ErrorRate != 0.5 {
+		t.Fatalf("requests %d errors %d %v rate %.3f; want 8, 4 (3 session_aborted), 0.5", l.Requests, l.Errors, l.ErrorsByKind, l.ErrorRate)
+	}
+	for _, pt := range l.PerTurn {
+		if pt.Requests != 2 {
+			t.Errorf("turn %d: %d requests, want 2 (one per session)", pt.Turn, pt.Requests)
+		}
+	}
+}
