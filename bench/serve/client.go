@@ -61,8 +61,12 @@ type Result struct {
 }
 
 // errSessionAborted is the Error of a session's turn not sent because an
-// earlier turn failed.
-const errSessionAborted = "session_aborted"
+// earlier turn failed; errInterrupted that of a request cut short because
+// the run was (its level leaves it out of every count).
+const (
+	errSessionAborted = "session_aborted"
+	errInterrupted    = "interrupted"
+)
 
 // OK reports whether the request succeeded.
 func (r *Result) OK() bool { return r.Error == "" }
@@ -152,8 +156,18 @@ func (c *client) newRequest(ctx context.Context, method, path string, body []byt
 }
 
 // send sends q and reads its stream; levelStart anchors Result.StartMs.
-// It never returns an error: failures are recorded in the Result.
+// It never returns an error: failures are recorded in the Result, a
+// failure because ctx itself ended (the run was interrupted) as
+// errInterrupted, which the level leaves out.
 func (c *client) send(ctx context.Context, cfg Config, q *request, levelStart time.Time) Result {
+	r := c.sendOnce(ctx, cfg, q, levelStart)
+	if !r.OK() && ctx.Err() != nil {
+		r.Error = errInterrupted
+	}
+	return r
+}
+
+func (c *client) sendOnce(ctx context.Context, cfg Config, q *request, levelStart time.Time) Result {
 	r := Result{Index: q.Index, Session: q.Session, Turn: q.Turn, PromptWords: q.PromptWords,
 		PromptTokens: q.PromptWords, MaxTokens: q.MaxTokens}
 	fail := func(err error, status int) Result {

@@ -63,6 +63,9 @@ type Level struct {
 	// Resent is how many times the transport resent a request on a fresh
 	// connection (see Result.Resent).
 	Resent int `json:"resent,omitempty"`
+	// Interrupted is how many requests the run's interruption cut short;
+	// they are in no other count (the level ended early).
+	Interrupted int `json:"interrupted,omitempty"`
 
 	TTFT Summary `json:"ttft_ms"`
 	TPOT Summary `json:"tpot_ms"`
@@ -251,6 +254,9 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 		if l.Completed > 0 && l.OutputReported < l.Completed {
 			fmt.Fprintf(&b, "\nAt %s, %d of %d outputs are counted in SSE chunks, not tokens: the server sent no usage.completion_tokens (ask for it with stream_options.include_usage; a chunk may carry several tokens, which also makes ITL a per-chunk gap).\n",
 				l.Name(), l.Completed-l.OutputReported, l.Completed)
+		}
+		if l.Interrupted > 0 {
+			fmt.Fprintf(&b, "\n%s was interrupted: %d requests in flight were cut short and are left out.\n", l.Name(), l.Interrupted)
 		}
 		if l.Resent > 0 {
 			fmt.Fprintf(&b, "\nAt %s, %d requests were sent again on a fresh connection after a pooled one turned out closed; each is timed from its last attempt.\n",

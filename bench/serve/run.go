@@ -67,7 +67,13 @@ func Run(ctx context.Context, c Config, o Options) (*Report, error) {
 	for li, spec := range g.levels() {
 		start := time.Now()
 		results := g.runLevel(ctx, li, spec, start)
-		rep.Levels = append(rep.Levels, summarize(spec, results, time.Since(start)))
+		elapsed := time.Since(start)
+		// Requests the interruption cut short are no outcome of the server.
+		kept := slices.DeleteFunc(results, func(r Result) bool { return r.Error == errInterrupted })
+		interrupted := len(results) - len(kept)
+		l := summarize(spec, kept, elapsed)
+		l.Interrupted = interrupted
+		rep.Levels = append(rep.Levels, l)
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}

@@ -319,6 +319,9 @@ func TestRunRateAndDuration(t *testing.T) {
 	})
 }
 
+// TestRunCanceled: an interrupted run returns the levels so far; the
+// requests its interruption cut short are left out of the level's counts
+// (they say nothing of the server), and the level says it was interrupted.
 func TestRunCanceled(t *testing.T) {
 	f := newFake(t)
 	f.arrived, f.gate = make(chan int, 64), make(chan struct{})
@@ -335,8 +338,15 @@ func TestRunCanceled(t *testing.T) {
 	if !errors.Is(err, context.Canceled) || rep == nil || len(rep.Levels) != 1 {
 		t.Fatalf("err %v, report %+v", err, rep)
 	}
-	if l := rep.Levels[0]; l.Requests != 2 || l.ErrorsByKind["canceled"] != 2 {
-		t.Errorf("requests %d, errors %v", l.Requests, l.ErrorsByKind)
+	if l := rep.Levels[0]; l.Interrupted != 2 || l.Requests != 0 || l.Errors != 0 {
+		t.Errorf("interrupted %d, requests %d, errors %v; want 2, 0, none", l.Interrupted, l.Requests, l.ErrorsByKind)
+	}
+	var md bytes.Buffer
+	if err := rep.WriteMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(md.String(), "was interrupted: 2 requests") {
+		t.Errorf("the report does not say the level was interrupted:\n%s", md.String())
 	}
 }
 
