@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -74,12 +75,42 @@ type Comparison struct {
 	Levels []LevelComparison `json:"levels"`
 	// Missing names levels present in only one of the runs.
 	Missing []string `json:"missing,omitempty"`
+	// Differences names the workload settings that differ between the
+	// runs (levels are matched by name alone, so their ratios then compare
+	// different work).
+	Differences []string `json:"differences,omitempty"`
+}
+
+// workloadDifferences lists the settings of a and b that shape the work a
+// level does and differ.
+func workloadDifferences(a, b Config) []string {
+	var out []string
+	add := func(name string, x, y any) {
+		xs, _ := json.Marshal(x)
+		ys, _ := json.Marshal(y)
+		if string(xs) != string(ys) {
+			out = append(out, fmt.Sprintf("%s: %s → %s", name, xs, ys))
+		}
+	}
+	add("endpoint", a.Endpoint, b.Endpoint)
+	add("model", a.Model, b.Model)
+	add("prompt", a.Prompt, b.Prompt)
+	add("output", a.Output, b.Output)
+	add("ignore_eos", a.IgnoreEOS, b.IgnoreEOS)
+	add("temperature", a.Temperature, b.Temperature)
+	add("top_p", a.TopP, b.TopP)
+	add("requests", a.Requests, b.Requests)
+	add("duration_ns", a.Duration, b.Duration)
+	add("turns", a.Turns, b.Turns)
+	add("turn_prompt", a.TurnPrompt, b.TurnPrompt)
+	add("seed", a.Seed, b.Seed)
+	return out
 }
 
 // Compare computes new/old for every metric of every level the two reports
 // share; for sessions, also each turn's TTFT p50.
 func Compare(old, new *Report) Comparison {
-	var c Comparison
+	c := Comparison{Differences: workloadDifferences(old.Config, new.Config)}
 	oldBy := map[string]*Level{}
 	for i := range old.Levels {
 		oldBy[old.Levels[i].Name()] = &old.Levels[i]
@@ -171,6 +202,9 @@ func (c *Comparison) WriteMarkdown(w io.Writer) error {
 
 func (c *Comparison) writeMarkdown(b *strings.Builder) error {
 	b.WriteString("### new / old\n\n")
+	if len(c.Differences) > 0 {
+		b.WriteString("The runs' workloads differ, so the ratios compare different work: " + strings.Join(c.Differences, "; ") + ".\n\n")
+	}
 	if len(c.Levels) == 0 {
 		b.WriteString("No level is in both runs.\n")
 	} else {

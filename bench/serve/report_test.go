@@ -215,6 +215,29 @@ func TestCompareFailedLevel(t *testing.T) {
 	}
 }
 
+// TestCompareDifferentWorkloads: runs whose workloads differ are still
+// compared level by level, with the differences said first.
+func TestCompareDifferentWorkloads(t *testing.T) {
+	a, b := DefaultConfig(), DefaultConfig()
+	b.Output, b.IgnoreEOS = Fixed(128), true
+	old := &Report{Config: a, Levels: []Level{level("", 1, 2, 100, 0)}}
+	nw := &Report{Config: b, Levels: []Level{level("", 1, 2, 100, 0)}}
+	c := Compare(old, nw)
+	if len(c.Differences) != 2 {
+		t.Fatalf("differences %q, want output and ignore_eos", c.Differences)
+	}
+	var md bytes.Buffer
+	if err := c.WriteMarkdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(md.String(), "workloads differ") || !strings.Contains(md.String(), "ignore_eos: false → true") {
+		t.Errorf("markdown does not say the workloads differ:\n%s", md.String())
+	}
+	if c := Compare(old, old); len(c.Differences) != 0 {
+		t.Errorf("a run against itself differs: %q", c.Differences)
+	}
+}
+
 func deref(p *float64) any {
 	if p == nil {
 		return nil
