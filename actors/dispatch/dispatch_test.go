@@ -254,3 +254,41 @@ func TestLocalActorByMessage(t *testing.T) {
 		t.Fatalf("wrong expert: err %v, response %v", err, res)
 	}
 }
+
+// TestLargeCall: one expert call of 5 MB of activations (past gRPC's 4 MiB
+// default) reaches its remote replica and returns the exact outputs; it
+// used to time out on every replica.
+func TestLargeCall(t *testing.T) {
+	needRemotes(t)
+	w := loadModel(t, "tiny")
+	dc := dispatch.DefaultConfig()
+	dc.Timeout = 5 * time.Second
+	tn := newNet(t, w, 2, netOptions{noFallback: true, dc: dc})
+	e := -1 // an expert of layer 0 placed on n1 only
+	for i := 0; i < w.Experts && e < 0; i++ {
+		if rs := tn.fsm.Map().Placement[router.ExpertID{Layer: 0, Index: i}]; len(rs) == 1 && rs[0].Node == "n1" {
+			e = i
+		}
+	}
+	if e < 0 {
+		t.Fatal("no layer-0 expert on n1 alone")
+	}
+	rows := (5 << 20) / (4 * w.Dim)
+	in := make([]float32, rows*w.Dim)
+	for i := range in {
+		in[i] = float32(i%13)/7 - 0.8
+	}
+	want := make([]float32, len(in))
+	var s model.ExpertScratch
+	w.FeedForward(0, e).Forward(tn.pool, &s, in, rows, want)
+	g := []model.ExpertGroup{{Expert: e, Rows: make([]int32, rows), In: in, Out: make([]float32, len(in))}}
+	if err := tn.nodes[0].disp.RunExperts(context.Background(), 0, g); err != nil {
+		t.Fatalf("%d rows (%d KiB) to n1: %v (stats %+v)", rows, len(in)*4>>10, err, tn.nodes[0].disp.Stats())
+	}
+	if !slices.Equal(g[0].Out, want) {
+		t.Error("the outputs differ from the expert's")
+	}
+	if st := tn.nodes[0].disp.Stats(); st.Remote == 0 || st.Timeouts != 0 {
+		t.Errorf("stats %+v: want a remote call and no timeout", st)
+	}
+}
