@@ -200,7 +200,11 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 		t, ok := d.suspect[node]
 		return ok && now.Before(t)
 	}
-	var locals []int
+	// The local experts found now are the ones computed below: a second
+	// lookup could miss one a map change stopped meanwhile (the host syncs
+	// its actors on another goroutine), and a nil expert would crash the
+	// batch with the others' locks held.
+	d.localEs, d.localGs = d.localEs[:0], d.localGs[:0]
 	for gi := range groups {
 		g := &groups[gi]
 		id := router.ExpertID{Layer: layer, Index: g.Expert}
@@ -216,8 +220,10 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 			cands = cands[:d.cfg.MaxAttempts]
 		}
 		if len(cands) > 0 && cands[0].Node == d.cfg.Self {
-			if _, ok := d.localExpert(id, ver); ok {
-				locals = append(locals, gi)
+			if e, ok := d.localExpert(id, ver); ok {
+				d.localEs = append(d.localEs, e)
+				d.localGs = append(d.localGs, g)
+				d.local_.Add(1)
 				continue
 			}
 			cands = cands[1:] // map says ready but the actor is not up (yet)
@@ -229,15 +235,6 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 	d.sendClaimed(m, layer, groups)
 	// Groups arrive in ascending expert order, the order expert.Batch needs
 	// for its locks.
-	d.localEs, d.localGs = d.localEs[:0], d.localGs[:0]
-	for _, gi := range locals {
-		g := &groups[gi]
-		id := router.ExpertID{Layer: layer, Index: g.Expert}
-		e, _ := d.localExpert(id, m.LiveVersion(id))
-		d.localEs = append(d.localEs, e)
-		d.localGs = append(d.localGs, g)
-		d.local_.Add(1)
-	}
 	d.lbatch.Forward(d.localEs, d.localGs)
 	clear(d.localEs)
 	clear(d.localGs)

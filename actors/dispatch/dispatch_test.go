@@ -292,3 +292,55 @@ func TestLargeCall(t *testing.T) {
 		t.Errorf("stats %+v: want a remote call and no timeout", st)
 	}
 }
+
+// vanishing answers LocalVersion once per expert, then "not running", as a
+// Host does when a map change stops an expert between two lookups.
+type vanishing struct {
+	h    *expert.Host
+	seen map[router.ExpertID]bool
+}
+
+func (v *vanishing) LocalVersion(id router.ExpertID, ver string) (*expert.Expert, bool) {
+	if v.seen[id] {
+		return nil, false
+	}
+	v.seen[id] = true
+	return v.h.LocalVersion(id, ver)
+}
+
+// TestLocalExpertStoppedMidLayer: a local expert found when the layer is
+// planned is the one computed, even if it is stopped before the compute
+// (the dispatcher looked it up twice, and the second, nil, crashed the
+// batch with the other experts' locks held).
+func TestLocalExpertStoppedMidLayer(t *testing.T) {
+	needRemotes(t)
+	w := loadModel(t, "tiny")
+	tn := newNet(t, w, 1, netOptions{})
+	nd := tn.nodes[0]
+	d, err := dispatch.New(dispatch.Config{Self: nd.id, Timeout: time.Second}, nd.sys, tn.fsm.Map,
+		&vanishing{h: nd.host, seen: map[router.ExpertID]bool{}}, &dispatch.Fallback{W: w, Pool: tn.pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var groups []model.ExpertGroup
+	var wants [][]float32
+	for e := 0; e < w.Experts; e++ {
+		in := make([]float32, w.Dim)
+		for i := range in {
+			in[i] = float32((i+e)%5) / 5
+		}
+		want := make([]float32, w.Dim)
+		var s model.ExpertScratch
+		w.FeedForward(0, e).Forward(tn.pool, &s, in, 1, want)
+		groups = append(groups, model.ExpertGroup{Expert: e, Rows: []int32{0}, In: in, Out: make([]float32, w.Dim)})
+		wants = append(wants, want)
+	}
+	if err := d.RunExperts(context.Background(), 0, groups); err != nil {
+		t.Fatal(err)
+	}
+	for e, g := range groups {
+		if !slices.Equal(g.Out, wants[e]) {
+			t.Errorf("expert %d: outputs differ", e)
+		}
+	}
+}
