@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -129,6 +130,11 @@ type Dispatcher struct {
 	assigned   map[string]int
 	pending    []pending
 	suspect    map[string]time.Time
+	// calls numbers this dispatcher's calls, from a random start: an
+	// answer must name its call (a late answer to a call of an earlier
+	// incarnation of this node, on the same address, would otherwise fill
+	// a newer call with another request's outputs).
+	calls uint64
 
 	local_, remote, retries, timeouts, fallbacks, sent, recv, stale, batches atomic.Int64
 	routed                                                                   atomic.Pointer[rowTable] // rows per expert (gating counts)
@@ -145,7 +151,8 @@ type pending struct {
 	part  int
 	addr  string // actor address of tried's last node, before the call goes out
 	epoch uint64
-	done  bool // output filled
+	call  uint64 // the id of the call in flight (not a batch's)
+	done  bool   // output filled
 }
 
 // batchCall is one ComputeBatchRequest: every group of a layer that goes
@@ -153,6 +160,7 @@ type pending struct {
 type batchCall struct {
 	node  string
 	parts int
+	call  uint64
 	fut   *actor.Future
 	read  bool
 	resp  *expert.ComputeBatchResponse
@@ -169,7 +177,18 @@ func New(cfg Config, sys *actor.ActorSystem, maps func() *router.Map, local Loca
 	}
 	return &Dispatcher{cfg: cfg, sys: sys, maps: maps, local: local, fallback: fb,
 		assigned: map[string]int{}, suspect: map[string]time.Time{}, perNode: map[string]int{},
-		batchReqs: map[string]*expert.ComputeBatchRequest{}, batchCalls: map[string]*batchCall{}}, nil
+		batchReqs: map[string]*expert.ComputeBatchRequest{}, batchCalls: map[string]*batchCall{},
+		calls: rand.Uint64()}, nil
+}
+
+// nextCall returns a new call id (never 0, which answers from builds
+// before call ids carry).
+func (d *Dispatcher) nextCall() uint64 {
+	d.calls++
+	if d.calls == 0 {
+		d.calls++
+	}
+	return d.calls
 }
 
 // Stats returns the counters.
@@ -377,6 +396,8 @@ func (d *Dispatcher) sendClaimed(m *router.Map, layer int, groups []model.Expert
 	for node, r := range req {
 		c := calls[node]
 		c.parts = len(r.Parts)
+		c.call = d.nextCall()
+		r.Call = c.call
 		c.fut = d.sys.Root.RequestFuture(expert.BatchPID(m.Nodes[node].ActorAddr), r, d.cfg.Timeout)
 		d.batches.Add(1)
 		for _, part := range r.Parts {
@@ -393,6 +414,8 @@ func (d *Dispatcher) request(layer int, g *model.ExpertGroup, p *pending) {
 		// A fresh buffer per call: the remote writes it asynchronously.
 		Activations: expert.AppendFloats(make([]byte, 0, 4*len(g.In)), g.In),
 	}
+	p.call = d.nextCall()
+	req.Call = p.call
 	p.fut = d.sys.Root.RequestFuture(expert.VersionPID(p.addr, router.ExpertID{Layer: layer, Index: g.Expert}, p.ver), req, d.cfg.Timeout)
 	if p.tried[len(p.tried)-1].Node != d.cfg.Self {
 		d.sent.Add(int64(len(req.Activations)))
@@ -416,6 +439,10 @@ func (d *Dispatcher) receivePart(p *pending, g *model.ExpertGroup) error {
 			resp, ok := res.(*expert.ComputeBatchResponse)
 			if !ok || len(resp.Parts) != b.parts {
 				b.err = fmt.Errorf("%w: unexpected answer %T to a batch of %d", ErrRemote, res, b.parts)
+				break
+			}
+			if resp.Call != 0 && resp.Call != b.call {
+				b.err = fmt.Errorf("%w: an answer to another call (%x, not %x)", ErrRemote, resp.Call, b.call)
 				break
 			}
 			b.resp = resp
@@ -453,6 +480,9 @@ func (d *Dispatcher) receive(p *pending, g *model.ExpertGroup) error {
 	resp, ok := res.(*expert.ComputeResponse)
 	if !ok {
 		return fmt.Errorf("%w: unexpected answer %T", ErrRemote, res)
+	}
+	if resp.Call != 0 && resp.Call != p.call {
+		return fmt.Errorf("%w: an answer to another call (%x, not %x)", ErrRemote, resp.Call, p.call)
 	}
 	if resp.Error != "" {
 		return fmt.Errorf("%w: %s", ErrRemote, resp.Error)

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/asynkron/protoactor-go/remote"
+	"net"
 	"slices"
+	"strconv"
 	"testing"
 	"time"
 
@@ -342,5 +345,72 @@ func TestLocalExpertStoppedMidLayer(t *testing.T) {
 		if !slices.Equal(g.Out, wants[e]) {
 			t.Errorf("expert %d: outputs differ", e)
 		}
+	}
+}
+
+// startRemote starts an actor system with remote on addr.
+func startRemote(t *testing.T, addr string) (*actor.ActorSystem, *remote.Remote) {
+	sys := newSystem()
+	host, port, _ := net.SplitHostPort(addr)
+	p, _ := strconv.Atoi(port)
+	r := remote.NewRemote(sys, remote.Configure(host, p, expert.RemoteOptions(nil, nil)...))
+	r.Start()
+	return sys, r
+}
+
+// TestLateAnswerOfEarlierIncarnation: node A asks B, times out and
+// restarts on the same address; B's late answer to the old call reaches
+// the new process, whose futures are numbered from the start again. It
+// must not fill the new call with the old request's outputs (it did, every
+// time, before answers named their call).
+func TestLateAnswerOfEarlierIncarnation(t *testing.T) {
+	needRemotes(t)
+	w := loadModel(t, "tiny")
+	pool := kernels.NewPool(2)
+	defer pool.Close()
+	addrA, addrB := freeAddr(t), freeAddr(t)
+	sysB, remB := startRemote(t, addrB)
+	defer func() { remB.Shutdown(false); sysB.Shutdown() }()
+	hB := expert.NewHost(sysB, w, pool, nil)
+	f := hB.EnableFaults()
+	id := router.ExpertID{Layer: 0, Index: 0}
+	if err := hB.Start(id); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Set(id, 1500*time.Millisecond)
+	m := router.NewMap()
+	m.Nodes["A"] = router.Node{ID: "A", ActorAddr: addrA, State: router.NodeActive}
+	m.Nodes["B"] = router.Node{ID: "B", ActorAddr: addrB, State: router.NodeActive}
+	m.Placement[id] = []router.Replica{{Node: "B", Ready: true}}
+	maps := func() *router.Map { return m }
+	input := func(seed float32) []float32 {
+		in := make([]float32, w.Dim)
+		for i := range in {
+			in[i] = seed * float32(i%7-3)
+		}
+		return in
+	}
+	run := func(timeout time.Duration, in []float32) ([]float32, error) {
+		sys, rem := startRemote(t, addrA)
+		defer func() { rem.Shutdown(false); sys.Shutdown() }()
+		d, _ := dispatch.New(dispatch.Config{Self: "A", Timeout: timeout}, sys, maps, nil, nil)
+		out := make([]float32, w.Dim)
+		err := d.RunExperts(context.Background(), 0, []model.ExpertGroup{{Expert: 0, Rows: []int32{0}, In: in, Out: out}})
+		return out, err
+	}
+	// A's first incarnation: the call times out, A goes down.
+	if _, err := run(300*time.Millisecond, input(1)); err == nil {
+		t.Fatal("the first call did not time out")
+	}
+	// A restarts on the same address and asks again with other rows.
+	in2 := input(-2)
+	got, err := run(5*time.Second, in2)
+	want := make([]float32, w.Dim)
+	var s model.ExpertScratch
+	w.FeedForward(0, 0).Forward(pool, &s, in2, 1, want)
+	old := make([]float32, w.Dim)
+	w.FeedForward(0, 0).Forward(pool, &s, input(1), 1, old)
+	if err == nil && !slices.Equal(got, want) {
+		t.Fatalf("RunExperts succeeded with another request's output (the old call's: %v)", slices.Equal(got, old))
 	}
 }

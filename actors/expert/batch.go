@@ -40,7 +40,7 @@ func (a *batchActor) Receive(c actor.Context) {
 }
 
 func (a *batchActor) compute(req *ComputeBatchRequest) *ComputeBatchResponse {
-	resp := &ComputeBatchResponse{Parts: make([]*ComputeResponse, len(req.Parts))}
+	resp := &ComputeBatchResponse{Parts: make([]*ComputeResponse, len(req.Parts)), Call: req.Call}
 	if a.h.epoch != nil {
 		resp.Epoch = a.h.epoch()
 	}

@@ -131,7 +131,7 @@ func (a *expertActor) Receive(c actor.Context) {
 }
 
 func (a *expertActor) compute(req *ComputeRequest) *ComputeResponse {
-	resp := &ComputeResponse{Rows: req.Rows, Dim: req.Dim}
+	resp := &ComputeResponse{Rows: req.Rows, Dim: req.Dim, Call: req.Call}
 	if a.epoch != nil {
 		resp.Epoch = a.epoch()
 	}

@@ -38,6 +38,7 @@ type ComputeRequest struct {
 	Rows          int32                  `protobuf:"varint,4,opt,name=rows,proto3" json:"rows,omitempty"`              // rows in activations
 	Dim           int32                  `protobuf:"varint,5,opt,name=dim,proto3" json:"dim,omitempty"`                // floats per row (the model's hidden size)
 	Activations   []byte                 `protobuf:"bytes,6,opt,name=activations,proto3" json:"activations,omitempty"` // rows × dim float32, little-endian, row-major
+	Call          uint64                 `protobuf:"varint,7,opt,name=call,proto3" json:"call,omitempty"`              // the caller's id of this call, echoed in the response
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -114,6 +115,13 @@ func (x *ComputeRequest) GetActivations() []byte {
 	return nil
 }
 
+func (x *ComputeRequest) GetCall() uint64 {
+	if x != nil {
+		return x.Call
+	}
+	return 0
+}
+
 // ComputeResponse carries the expert's outputs for every row of the request,
 // in the same order, or an error.
 type ComputeResponse struct {
@@ -124,6 +132,7 @@ type ComputeResponse struct {
 	Activations   []byte                 `protobuf:"bytes,4,opt,name=activations,proto3" json:"activations,omitempty"`      // rows × dim float32, little-endian, row-major
 	Error         string                 `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`                  // non-empty: the call failed; activations are empty
 	BusyNs        int64                  `protobuf:"varint,6,opt,name=busy_ns,json=busyNs,proto3" json:"busy_ns,omitempty"` // time spent computing, nanoseconds
+	Call          uint64                 `protobuf:"varint,7,opt,name=call,proto3" json:"call,omitempty"`                   // the request's call id (0 from builds before it)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -200,6 +209,13 @@ func (x *ComputeResponse) GetBusyNs() int64 {
 	return 0
 }
 
+func (x *ComputeResponse) GetCall() uint64 {
+	if x != nil {
+		return x.Call
+	}
+	return 0
+}
+
 // ComputeBatchRequest asks a node's batch actor (BatchName) to run several
 // experts of one layer, each over its own rows: every group of the layer
 // that the caller routes to this node, in one message.
@@ -209,6 +225,7 @@ type ComputeBatchRequest struct {
 	Layer         int32                  `protobuf:"varint,2,opt,name=layer,proto3" json:"layer,omitempty"` // transformer block
 	Dim           int32                  `protobuf:"varint,3,opt,name=dim,proto3" json:"dim,omitempty"`     // floats per row (the model's hidden size)
 	Parts         []*BatchPart           `protobuf:"bytes,4,rep,name=parts,proto3" json:"parts,omitempty"`  // ascending expert index
+	Call          uint64                 `protobuf:"varint,5,opt,name=call,proto3" json:"call,omitempty"`   // the caller's id of this call, echoed in the response
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -269,6 +286,13 @@ func (x *ComputeBatchRequest) GetParts() []*BatchPart {
 		return x.Parts
 	}
 	return nil
+}
+
+func (x *ComputeBatchRequest) GetCall() uint64 {
+	if x != nil {
+		return x.Call
+	}
+	return 0
 }
 
 // BatchPart is one expert's share of a ComputeBatchRequest.
@@ -347,6 +371,7 @@ type ComputeBatchResponse struct {
 	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"` // the serving node's cluster-map epoch (0 if unknown)
 	Parts         []*ComputeResponse     `protobuf:"bytes,2,rep,name=parts,proto3" json:"parts,omitempty"`
 	BusyNs        int64                  `protobuf:"varint,3,opt,name=busy_ns,json=busyNs,proto3" json:"busy_ns,omitempty"` // time spent computing, nanoseconds
+	Call          uint64                 `protobuf:"varint,4,opt,name=call,proto3" json:"call,omitempty"`                   // the request's call id (0 from builds before it)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -402,39 +427,50 @@ func (x *ComputeBatchResponse) GetBusyNs() int64 {
 	return 0
 }
 
+func (x *ComputeBatchResponse) GetCall() uint64 {
+	if x != nil {
+		return x.Call
+	}
+	return 0
+}
+
 var File_actors_expert_expert_proto protoreflect.FileDescriptor
 
 const file_actors_expert_expert_proto_rawDesc = "" +
 	"\n" +
-	"\x1aactors/expert/expert.proto\x12\x12conclave.expert.v1\"\x9c\x01\n" +
+	"\x1aactors/expert/expert.proto\x12\x12conclave.expert.v1\"\xb0\x01\n" +
 	"\x0eComputeRequest\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
 	"\x05layer\x18\x02 \x01(\x05R\x05layer\x12\x16\n" +
 	"\x06expert\x18\x03 \x01(\x05R\x06expert\x12\x12\n" +
 	"\x04rows\x18\x04 \x01(\x05R\x04rows\x12\x10\n" +
 	"\x03dim\x18\x05 \x01(\x05R\x03dim\x12 \n" +
-	"\vactivations\x18\x06 \x01(\fR\vactivations\"\x9e\x01\n" +
+	"\vactivations\x18\x06 \x01(\fR\vactivations\x12\x12\n" +
+	"\x04call\x18\a \x01(\x04R\x04call\"\xb2\x01\n" +
 	"\x0fComputeResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x12\n" +
 	"\x04rows\x18\x02 \x01(\x05R\x04rows\x12\x10\n" +
 	"\x03dim\x18\x03 \x01(\x05R\x03dim\x12 \n" +
 	"\vactivations\x18\x04 \x01(\fR\vactivations\x12\x14\n" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x17\n" +
-	"\abusy_ns\x18\x06 \x01(\x03R\x06busyNs\"\x88\x01\n" +
+	"\abusy_ns\x18\x06 \x01(\x03R\x06busyNs\x12\x12\n" +
+	"\x04call\x18\a \x01(\x04R\x04call\"\x9c\x01\n" +
 	"\x13ComputeBatchRequest\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x14\n" +
 	"\x05layer\x18\x02 \x01(\x05R\x05layer\x12\x10\n" +
 	"\x03dim\x18\x03 \x01(\x05R\x03dim\x123\n" +
-	"\x05parts\x18\x04 \x03(\v2\x1d.conclave.expert.v1.BatchPartR\x05parts\"s\n" +
+	"\x05parts\x18\x04 \x03(\v2\x1d.conclave.expert.v1.BatchPartR\x05parts\x12\x12\n" +
+	"\x04call\x18\x05 \x01(\x04R\x04call\"s\n" +
 	"\tBatchPart\x12\x16\n" +
 	"\x06expert\x18\x01 \x01(\x05R\x06expert\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
 	"\x04rows\x18\x03 \x01(\x05R\x04rows\x12 \n" +
-	"\vactivations\x18\x04 \x01(\fR\vactivations\"\x80\x01\n" +
+	"\vactivations\x18\x04 \x01(\fR\vactivations\"\x94\x01\n" +
 	"\x14ComputeBatchResponse\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x129\n" +
 	"\x05parts\x18\x02 \x03(\v2#.conclave.expert.v1.ComputeResponseR\x05parts\x12\x17\n" +
-	"\abusy_ns\x18\x03 \x01(\x03R\x06busyNsB/Z-github.com/conclave-ai/conclave/actors/expertb\x06proto3"
+	"\abusy_ns\x18\x03 \x01(\x03R\x06busyNs\x12\x12\n" +
+	"\x04call\x18\x04 \x01(\x04R\x04callB/Z-github.com/conclave-ai/conclave/actors/expertb\x06proto3"
 
 var (
 	file_actors_expert_expert_proto_rawDescOnce sync.Once
