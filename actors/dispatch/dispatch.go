@@ -23,6 +23,10 @@ var (
 	ErrNoReplica = errors.New("dispatch: no replica answered")
 	// ErrRemote wraps an error an expert actor reported.
 	ErrRemote = errors.New("dispatch: expert actor error")
+	// errAnswered marks a call its node answered with an error of the call
+	// (the version is not running there, a bad shape): the node is up, so
+	// it is not suspected, and its other experts stay in use.
+	errAnswered = errors.New("the replica answered")
 	// ErrInvalidConfig is wrapped by Config.Validate's errors.
 	ErrInvalidConfig = errors.New("dispatch: invalid config")
 )
@@ -287,8 +291,10 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 				p.done = true
 				continue
 			}
-			node := p.tried[len(p.tried)-1].Node
-			d.suspect[node] = time.Now().Add(d.cfg.SuspectFor)
+			if !errors.Is(err, errAnswered) {
+				node := p.tried[len(p.tried)-1].Node
+				d.suspect[node] = time.Now().Add(d.cfg.SuspectFor)
+			}
 			retry = append(retry, i)
 		}
 		if len(retry) == 0 {
@@ -456,7 +462,7 @@ func (d *Dispatcher) receivePart(p *pending, g *model.ExpertGroup) error {
 	}
 	r := b.resp.Parts[p.part]
 	if r.Error != "" {
-		return fmt.Errorf("%w: %s", ErrRemote, r.Error)
+		return fmt.Errorf("%w: %w: %s", ErrRemote, errAnswered, r.Error)
 	}
 	if err := expert.DecodeFloats(g.Out, r.Activations, int(r.Rows), int(r.Dim)); err != nil {
 		return err
@@ -485,7 +491,7 @@ func (d *Dispatcher) receive(p *pending, g *model.ExpertGroup) error {
 		return fmt.Errorf("%w: an answer to another call (%x, not %x)", ErrRemote, resp.Call, p.call)
 	}
 	if resp.Error != "" {
-		return fmt.Errorf("%w: %s", ErrRemote, resp.Error)
+		return fmt.Errorf("%w: %w: %s", ErrRemote, errAnswered, resp.Error)
 	}
 	if err := expert.DecodeFloats(g.Out, resp.Activations, int(resp.Rows), int(resp.Dim)); err != nil {
 		return err

@@ -414,3 +414,50 @@ func TestLateAnswerOfEarlierIncarnation(t *testing.T) {
 		t.Fatalf("RunExperts succeeded with another request's output (the old call's: %v)", slices.Equal(got, old))
 	}
 }
+
+// TestAnsweredErrorKeepsNode: a node that answers part of a batch with an
+// error of that part (the version is not running there, as during a
+// placement move or a hot update) is up: the part goes elsewhere, but its
+// other experts are still called there, not suspected away to the fallback
+// for SuspectFor.
+func TestAnsweredErrorKeepsNode(t *testing.T) {
+	needRemotes(t)
+	w := loadModel(t, "tiny")
+	tn := newNet(t, w, 2, netOptions{})
+	var onN1 []int // layer-0 experts placed on n1 alone
+	for e := 0; e < w.Experts; e++ {
+		if rs := tn.fsm.Map().Placement[router.ExpertID{Layer: 0, Index: e}]; len(rs) == 1 && rs[0].Node == "n1" {
+			onN1 = append(onN1, e)
+		}
+	}
+	if len(onN1) < 2 {
+		t.Fatalf("layer-0 experts on n1 alone: %v, want two", onN1)
+	}
+	stopped, healthy := onN1[0], onN1[1]
+	tn.nodes[1].host.StopVersion(router.ExpertID{Layer: 0, Index: stopped}, router.BaseVersion)
+	group := func(e int) model.ExpertGroup {
+		in := make([]float32, w.Dim)
+		for i := range in {
+			in[i] = float32((i+e)%9)/9 - 0.4
+		}
+		return model.ExpertGroup{Expert: e, Rows: []int32{0}, In: in, Out: make([]float32, w.Dim)}
+	}
+	d := tn.nodes[0].disp
+	// Both in one batch to n1, whose batch actor answers the stopped
+	// expert's part with an error (a call to a stopped actor itself is a
+	// dead letter, which a dead node gives too).
+	if err := d.RunExperts(context.Background(), 0, []model.ExpertGroup{group(stopped), group(healthy)}); err != nil {
+		t.Fatal(err) // the fallback computes the stopped one
+	}
+	if st := d.Stats(); st.Batches == 0 || st.Fallbacks == 0 {
+		t.Fatalf("stats %+v: want a batch to n1 and the stopped expert computed by the fallback", st)
+	}
+	before := d.Stats()
+	if err := d.RunExperts(context.Background(), 0, []model.ExpertGroup{group(healthy)}); err != nil {
+		t.Fatal(err)
+	}
+	if st := d.Stats(); st.Remote != before.Remote+1 || st.Fallbacks != before.Fallbacks {
+		t.Errorf("expert %d on n1 after n1 answered an error for expert %d: remote %d → %d, fallbacks %d → %d; want it called on n1",
+			healthy, stopped, before.Remote, st.Remote, before.Fallbacks, st.Fallbacks)
+	}
+}
