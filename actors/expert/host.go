@@ -130,8 +130,15 @@ func (h *Host) StartVersion(id router.ExpertID, version string) error {
 	name := VersionName(id, version)
 	pid, err := h.sys.Root.SpawnNamed(props, name)
 	if errors.Is(err, actor.ErrNameExists) {
-		// A previous incarnation is still stopping: wait for it, then retry.
+		// A previous incarnation is still stopping (StopVersion waits for
+		// it outside the lock): wait for it, without the lock, which
+		// LocalVersion (every dispatch) takes, then retry.
+		h.mu.Unlock()
 		_ = h.sys.Root.StopFuture(pid).Wait()
+		h.mu.Lock()
+		if _, ok := h.running[k]; ok {
+			return nil // started meanwhile
+		}
 		pid, err = h.sys.Root.SpawnNamed(props, name)
 	}
 	if err != nil {
