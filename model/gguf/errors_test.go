@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -249,5 +250,48 @@ func TestWriteToError(t *testing.T) {
 		if !errors.Is(err, errSink) || n != int64(limit) {
 			t.Errorf("limit %d: WriteTo = %d, %v", limit, n, err)
 		}
+	}
+}
+
+// TestLyingCounts: a header claiming as many metadata entries or tensors
+// as the file's bytes could hold is refused without first allocating for
+// the claim (which was several times the file, tensor data included).
+func TestLyingCounts(t *testing.T) {
+	const size = 16 << 20
+	for _, tc := range []struct {
+		name         string
+		tensors, kvs func(rem uint64) uint64
+	}{
+		{"metadata", func(uint64) uint64 { return 0 }, func(rem uint64) uint64 { return rem / 13 }},
+		{"tensors", func(rem uint64) uint64 { return rem / 24 }, func(uint64) uint64 { return 0 }},
+	} {
+		hdr := new(raw).header(3, 0, 0)
+		rem := uint64(size - len(hdr.b))
+		b := make([]byte, size)
+		copy(b, new(raw).header(3, tc.tensors(rem), tc.kvs(rem)).b)
+		var m0, m1 runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&m0)
+		_, err := Parse("lying", b)
+		runtime.ReadMemStats(&m1)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Errorf("%s: %v, want ErrCorrupt", tc.name, err)
+		}
+		if got := m1.TotalAlloc - m0.TotalAlloc; got > size/4 {
+			t.Errorf("%s: parsing a %d MiB file allocated %d MiB", tc.name, size>>20, got>>20)
+		}
+	}
+}
+
+// TestOverlappingTensors: two tensors sharing bytes are refused, naming
+// both.
+func TestOverlappingTensors(t *testing.T) {
+	b := new(raw).header(3, 2, 0).
+		tensor("a", kernels.F32, 0, 64).
+		tensor("b", kernels.F32, 32, 8).
+		pad(32, 256).b
+	_, err := Parse("overlap", b)
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), `"b"`) || !strings.Contains(err.Error(), `"a"`) {
+		t.Fatalf("overlapping tensors: %v, want ErrCorrupt naming both", err)
 	}
 }

@@ -1,9 +1,11 @@
 package gguf
 
 import (
+	"cmp"
 	"fmt"
 	"math/bits"
 	"os"
+	"slices"
 	"unsafe"
 )
 
@@ -203,6 +205,8 @@ func parse(path string, b []byte) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
+	// maxPresize bounds the entries allocated ahead of parsing them.
+	const maxPresize = 4096
 	// A KV takes at least 13 bytes (key length, type, one byte of value), a
 	// tensor entry at least 24 (name length, dim count, type, offset).
 	const minKV, minTensor = 8 + 4 + 1, 8 + 4 + 4 + 8
@@ -211,13 +215,18 @@ func parse(path string, b []byte) (*File, error) {
 		return nil, d.fail("%d metadata entries and %d tensors cannot fit in the %d bytes left", nKVs, nTensors, rem)
 	}
 
+	// Presize by the counts only up to a bound: they fit the file's bytes,
+	// but a KV or tensor entry takes far more memory parsed than its
+	// minimum on disk, so a lying count would ask for several times the
+	// file (tensor data included) before the first entry is read.
+	hint := func(n uint64) int { return int(min(n, maxPresize)) }
 	f := &File{
 		Path:    path,
 		Version: version,
-		KVs:     make([]KV, 0, nKVs),
-		Tensors: make([]TensorInfo, 0, nTensors),
-		keys:    make(map[string]int, nKVs),
-		tensors: make(map[string]int, nTensors),
+		KVs:     make([]KV, 0, hint(nKVs)),
+		Tensors: make([]TensorInfo, 0, hint(nTensors)),
+		keys:    make(map[string]int, hint(nKVs)),
+		tensors: make(map[string]int, hint(nTensors)),
 	}
 	d.section = "key"
 	for i := range int(nKVs) {
@@ -291,6 +300,20 @@ func parse(path string, b []byte) (*File, error) {
 		if ti.Offset > avail || size > avail-ti.Offset {
 			return nil, d.fail("%d bytes of data at offset %d in the data section (file offset %d) run past the end of the file (%d bytes)",
 				size, ti.Offset, f.DataOffset, end)
+		}
+	}
+	// No two tensors share bytes (as ggml requires: one tensor's bytes
+	// would be another's, and a write to one, or its loss, the other's).
+	byOffset := make([]int, len(f.Tensors))
+	for i := range byOffset {
+		byOffset[i] = i
+	}
+	slices.SortFunc(byOffset, func(a, b int) int { return cmp.Compare(f.Tensors[a].Offset, f.Tensors[b].Offset) })
+	for k := 1; k < len(byOffset); k++ {
+		prev, ti := f.Tensors[byOffset[k-1]], f.Tensors[byOffset[k]]
+		if ti.Offset < prev.Offset+prev.Size() && ti.Size() > 0 && prev.Size() > 0 {
+			d.index, d.name = byOffset[k], ti.Name
+			return nil, d.fail("data at offset %d overlaps tensor %q (offset %d, %d bytes)", ti.Offset, prev.Name, prev.Offset, prev.Size())
 		}
 	}
 	f.data = b
