@@ -43,8 +43,18 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: rope dimension %d must be even and within head dim %d", ErrInvalidModel, c.RopeDim, c.HeadDim)
 	case c.Experts < 0 || (c.Experts > 0 && (c.TopK <= 0 || c.TopK > c.Experts)):
 		return fmt.Errorf("%w: %d experts with top-%d", ErrInvalidModel, c.Experts, c.TopK)
-	case c.Ctx <= 0:
-		return fmt.Errorf("%w: context length %d", ErrInvalidModel, c.Ctx)
+	case c.Ctx <= 0 || c.Ctx > maxHyper:
+		return fmt.Errorf("%w: context length %d (at most %d)", ErrInvalidModel, c.Ctx, maxHyper)
+	case c.Dim > maxHyper || c.Layers > maxLayers || c.Heads > maxHyper || c.KVHeads > maxHyper || c.HeadDim > maxHyper ||
+		c.FFN > maxHyper || c.Vocab > maxHyper || c.Experts > maxExperts:
+		// Bounds far above any real model's, so that no product of two of
+		// them (a weight's elements, a buffer's length) overflows, and a
+		// lying header cannot ask for an absurd allocation before any
+		// tensor is checked.
+		return fmt.Errorf("%w: a hyperparameter out of range (dim %d, layers %d, heads %d/%d, head dim %d, ffn %d, vocab %d, experts %d)",
+			ErrInvalidModel, c.Dim, c.Layers, c.Heads, c.KVHeads, c.HeadDim, c.FFN, c.Vocab, c.Experts)
+	case c.Heads*c.HeadDim > maxHyper:
+		return fmt.Errorf("%w: %d heads of %d: query width out of range", ErrInvalidModel, c.Heads, c.HeadDim)
 	case !(c.NormEps > 0) || math.IsInf(float64(c.NormEps), 0):
 		return fmt.Errorf("%w: rms norm epsilon %v", ErrInvalidModel, c.NormEps)
 	case !(c.RopeBase > 0):
@@ -52,6 +62,13 @@ func (c Config) Validate() error {
 	}
 	return nil
 }
+
+// Bounds on hyperparameters (see Validate).
+const (
+	maxHyper   = 1 << 24 // dims, heads, vocabulary, context
+	maxLayers  = 1 << 12
+	maxExperts = 1 << 12
+)
 
 // MoE reports whether the model routes tokens to experts.
 func (c Config) MoE() bool { return c.Experts > 0 }

@@ -68,6 +68,9 @@ func loadLlama(f *gguf.File) (*Weights, error) {
 			continue
 		}
 		// The older form: one tensor per expert.
+		if b.err != nil {
+			return nil, b.err
+		}
 		l.Experts = make([]Expert, cfg.Experts)
 		for e := range l.Experts {
 			l.Experts[e] = Expert{
@@ -181,7 +184,21 @@ func (b *binder) matrix(name string, cols, rows int) kernels.Matrix {
 		b.fail(name, "shape %v, want [%d %d]", ti.Dims, cols, rows)
 		return kernels.Matrix{}
 	}
+	if !b.computable(name, ti.Type) {
+		return kernels.Matrix{}
+	}
 	return withTiles(kernels.Matrix{Type: ti.Type, Rows: int(ti.Dims[1]), Cols: cols, Data: data})
+}
+
+// computable reports whether the kernels have a dot product for a weight of
+// type t (else it fails the binding: a type the reader knows but no kernel
+// multiplies, such as Q4_1, would load and then fail the first token).
+func (b *binder) computable(name string, t kernels.DType) bool {
+	if !t.HasVecDot() {
+		b.fail(name, "type %v: no kernel multiplies it (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q6_K)", t)
+		return false
+	}
+	return true
 }
 
 // withTiles gives m a holder for packed tiles where MatMul would use them
@@ -219,6 +236,9 @@ func (b *binder) stacked(name string, cols, rows, n int) []kernels.Matrix {
 	}
 	if len(ti.Dims) != 3 || int(ti.Dims[0]) != cols || int(ti.Dims[1]) != rows || int(ti.Dims[2]) != n {
 		b.fail(name, "shape %v, want [%d %d %d]", ti.Dims, cols, rows, n)
+		return nil
+	}
+	if !b.computable(name, ti.Type) {
 		return nil
 	}
 	per := len(data) / n

@@ -1,0 +1,136 @@
+package model
+
+import (
+	"bytes"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/conclave-ai/conclave/kernels"
+	"github.com/conclave-ai/conclave/model/gguf"
+	"github.com/conclave-ai/conclave/model/synth"
+)
+
+// tensorOverride replaces a tensor of a rewritten file.
+type tensorOverride struct {
+	typ  kernels.DType
+	dims []uint64
+	data []byte
+}
+
+// rewrite builds the tiny synth model (mut changes its config), then
+// rewrites its file with KV overrides (a nil value deletes the key) and
+// tensor overrides.
+func rewrite(t *testing.T, mut func(*synth.Config), kvs map[string]any, ts map[string]*tensorOverride) *gguf.File {
+	t.Helper()
+	w, err := synth.Build(tinyConfig(t, mut))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := w.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	src, err := gguf.Parse("src", buf.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw := gguf.NewWriter(3)
+	seen := map[string]bool{}
+	for _, kv := range src.KVs {
+		v := kv.Value
+		if o, ok := kvs[kv.Key]; ok {
+			seen[kv.Key] = true
+			if o == nil {
+				continue
+			}
+			v = o
+		}
+		if err := nw.AddKV(kv.Key, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k, v := range kvs {
+		if !seen[k] && v != nil {
+			if err := nw.AddKV(k, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, ti := range src.Tensors {
+		_, data, _ := src.Tensor(ti.Name)
+		typ, dims := ti.Type, ti.Dims
+		if o, ok := ts[ti.Name]; ok {
+			if o == nil {
+				continue
+			}
+			typ, dims, data = o.typ, o.dims, o.data
+		}
+		if err := nw.AddTensor(ti.Name, typ, dims, data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "m.gguf")
+	if err := nw.WriteFile(path); err != nil {
+		t.Fatal(err)
+	}
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// TestLoadRefusesLyingHeaders: hyperparameters no real model has, or whose
+// products overflow, are refused with ErrInvalidModel, never a panic or a
+// huge allocation before a tensor is read (block_count 2^40 panicked in
+// makeslice; a legacy expert_count 2^40 ran out of memory; key_length 2^62
+// wrapped the query width to 0 and bound zero-row matrices; context_length
+// 2^62 wrapped the attention scratch).
+func TestLoadRefusesLyingHeaders(t *testing.T) {
+	dense := func(c *synth.Config) { c.Experts, c.TopK = 0, 0 }
+	D := uint64(64)
+	zeroRows := map[string]*tensorOverride{}
+	for _, l := range []string{"0", "1"} {
+		zeroRows["blk."+l+".attn_q.weight"] = &tensorOverride{kernels.F32, []uint64{D, 0}, nil}
+		zeroRows["blk."+l+".attn_k.weight"] = &tensorOverride{kernels.F32, []uint64{D, 0}, nil}
+		zeroRows["blk."+l+".attn_v.weight"] = &tensorOverride{kernels.F32, []uint64{D, 0}, nil}
+		zeroRows["blk."+l+".attn_output.weight"] = &tensorOverride{kernels.F32, []uint64{0, D}, nil}
+	}
+	for _, tc := range []struct {
+		name string
+		mut  func(*synth.Config)
+		kvs  map[string]any
+		ts   map[string]*tensorOverride
+	}{
+		{"block_count 2^40", nil, map[string]any{"llama.block_count": uint64(1) << 40}, nil},
+		{"legacy expert_count 2^40", func(c *synth.Config) { c.LegacyExperts = true },
+			map[string]any{"llama.expert_count": uint64(1) << 40, "llama.expert_used_count": uint32(1)}, nil},
+		{"key_length 2^62", dense, map[string]any{"llama.attention.key_length": uint64(1) << 62,
+			"llama.attention.value_length": uint64(1) << 62, "llama.rope.dimension_count": uint64(2)}, zeroRows},
+		{"context_length 2^62", dense, map[string]any{"llama.context_length": uint64(1) << 62}, nil},
+		{"context_length 2^40", dense, map[string]any{"llama.context_length": uint64(1) << 40}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := rewrite(t, tc.mut, tc.kvs, tc.ts)
+			if _, err := Load(f); !errors.Is(err, ErrInvalidModel) {
+				t.Fatalf("Load: %v, want ErrInvalidModel", err)
+			}
+		})
+	}
+}
+
+// TestLoadRefusesUncomputableTypes: a weight of a type the reader knows but
+// no kernel multiplies (Q4_1, a common llama.cpp quantization) is refused
+// at load, naming the tensor; it loaded and then crashed the first token.
+func TestLoadRefusesUncomputableTypes(t *testing.T) {
+	f := rewrite(t, func(c *synth.Config) { c.Experts, c.TopK = 0, 0 }, nil, map[string]*tensorOverride{
+		"blk.0.attn_q.weight": {kernels.Q4_1, []uint64{64, 64}, make([]byte, 64*64/32*20)},
+	})
+	_, err := Load(f)
+	if !errors.Is(err, ErrInvalidModel) || !strings.Contains(err.Error(), "blk.0.attn_q.weight") || !strings.Contains(err.Error(), "no kernel") {
+		t.Fatalf("Load of a Q4_1 attn_q: %v, want ErrInvalidModel naming the tensor", err)
+	}
+}
