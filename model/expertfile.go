@@ -92,6 +92,12 @@ func LoadExpertFile(f *gguf.File) (*ExpertFile, error) {
 			return nil, err
 		}
 	}
+	for i, v := range vals {
+		if v > maxHyper { // int(v) would wrap negative past 2^63
+			return nil, fmt.Errorf("%w: %s: %s %d out of range", ErrInvalidModel, f.Path,
+				[]string{keyExpertLayer, keyExpertIndex, keyExpertDim, keyExpertFFN}[i], v)
+		}
+	}
 	x := &ExpertFile{Layer: int(vals[0]), Index: int(vals[1]), Dim: int(vals[2]), FFN: int(vals[3])}
 	if x.Dim <= 0 || x.FFN <= 0 {
 		return nil, fmt.Errorf("%w: %s: expert shape %d × %d", ErrInvalidModel, f.Path, x.Dim, x.FFN)
@@ -115,7 +121,7 @@ func (x *ExpertFile) Fits(w *Weights) error {
 	switch {
 	case !w.MoE():
 		return fmt.Errorf("%w: the model has no experts", ErrInvalidModel)
-	case x.Layer >= w.Layers || x.Index >= w.Experts:
+	case x.Layer < 0 || x.Index < 0 || x.Layer >= w.Layers || x.Index >= w.Experts:
 		return fmt.Errorf("%w: expert %d of layer %d is not in a model of %d layers × %d experts",
 			ErrInvalidModel, x.Index, x.Layer, w.Layers, w.Experts)
 	case x.Dim != w.Dim || x.FFN != w.FFN:

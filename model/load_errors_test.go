@@ -134,3 +134,57 @@ func TestLoadRefusesUncomputableTypes(t *testing.T) {
 		t.Fatalf("Load of a Q4_1 attn_q: %v, want ErrInvalidModel naming the tensor", err)
 	}
 }
+
+// TestTokenIDOutOfRange: a special token id past int32 is refused, not
+// wrapped to another token (2^32+2 read as 2).
+func TestTokenIDOutOfRange(t *testing.T) {
+	f := rewrite(t, nil, map[string]any{"tokenizer.ggml.bos_token_id": uint64(1)<<32 + 2}, nil)
+	if _, err := LoadTokenizer(f); !errors.Is(err, ErrInvalidModel) || !strings.Contains(err.Error(), "bos_token_id") {
+		t.Fatalf("LoadTokenizer: %v, want ErrInvalidModel naming bos_token_id", err)
+	}
+}
+
+// TestExpertFileIndexOutOfRange: an expert file whose layer would wrap to a
+// negative int is refused (it passed Fits and indexed w.Blocks[-2^63]).
+func TestExpertFileIndexOutOfRange(t *testing.T) {
+	w, _ := testModel(t, tinyConfig(t, nil))
+	b, err := EncodeExpertFile(w, 0, 0, "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := gguf.Parse("x", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nw := gguf.NewWriter(3)
+	for _, kv := range src.KVs {
+		v := kv.Value
+		if kv.Key == keyExpertLayer {
+			v = uint64(1) << 63
+		}
+		if err := nw.AddKV(kv.Key, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, ti := range src.Tensors {
+		_, d, _ := src.Tensor(ti.Name)
+		if err := nw.AddTensor(ti.Name, ti.Type, ti.Dims, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "x.gguf")
+	if err := nw.WriteFile(path); err != nil {
+		t.Fatal(err)
+	}
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := LoadExpertFile(f); !errors.Is(err, ErrInvalidModel) {
+		t.Fatalf("LoadExpertFile with layer 2^63: %v, want ErrInvalidModel", err)
+	}
+	if err := (&ExpertFile{Layer: -1, Dim: w.Dim, FFN: w.FFN}).Fits(w); !errors.Is(err, ErrInvalidModel) {
+		t.Errorf("Fits of layer -1: %v", err)
+	}
+}

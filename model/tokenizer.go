@@ -3,6 +3,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/conclave-ai/conclave/model/gguf"
 	"github.com/conclave-ai/conclave/model/tokenizer"
@@ -43,6 +44,11 @@ func LoadTokenizer(f *gguf.File) (*tokenizer.Tokenizer, error) {
 		}
 		x, err := f.Int(key)
 		must(err)
+		if x < -1 || x > math.MaxInt32 {
+			// int32(x) would wrap to another token (2^32+2 read as 2).
+			must(fmt.Errorf("%w: %s %d is not a token id", ErrInvalidModel, key, x))
+			return
+		}
 		*dst = int32(x)
 	}
 	id("tokenizer.ggml.bos_token_id", &v.BOS)
