@@ -71,6 +71,7 @@ func (t *Tokenizer) ApplyChatTemplate(msgs []Message, addGenerationPrompt bool) 
 		"bos_token":             jinja.NewString(t.Piece(t.v.BOS)),
 		"eos_token":             jinja.NewString(t.Piece(t.v.EOS)),
 		"raise_exception":       jinja.NewCallable("raise_exception", raise),
+		"range":                 jinja.NewCallable("range", boundedRange(maxTemplateRange)),
 	})
 	if raised != nil {
 		return "", raised
@@ -79,4 +80,63 @@ func (t *Tokenizer) ApplyChatTemplate(msgs []Message, addGenerationPrompt bool) 
 		return "", fmt.Errorf("%w: render: %w", ErrChatTemplate, err)
 	}
 	return out, nil
+}
+
+// maxTemplateRange bounds the numbers one render's range() calls may yield
+// together. The template comes from the model file, and the renderer has
+// no step limit: "{% for i in range(100000000) %}" held a request's
+// goroutine for minutes (nested loops, forever). Chat templates loop over
+// messages, not counts; this leaves them a million.
+const maxTemplateRange = 1 << 20
+
+// boundedRange is Jinja's range(stop) / range(start, stop[, step]) over
+// integers, failing once the render's ranges would exceed budget numbers.
+func boundedRange(budget int64) func([]jinja.Value, map[string]jinja.Value) (jinja.Value, error) {
+	return func(args []jinja.Value, _ map[string]jinja.Value) (jinja.Value, error) {
+		n := make([]int64, len(args))
+		for i, a := range args {
+			switch {
+			case a.IsInt():
+				n[i] = a.AsInt()
+			case a.IsFloat():
+				n[i] = int64(a.AsFloat())
+			case a.IsBool():
+				if a.AsBool() {
+					n[i] = 1
+				}
+			default:
+				return jinja.Undefined(), fmt.Errorf("range: argument %d is not a number", i+1)
+			}
+		}
+		var start, stop, step int64 = 0, 0, 1
+		switch len(n) {
+		case 1:
+			stop = n[0]
+		case 2:
+			start, stop = n[0], n[1]
+		case 3:
+			start, stop, step = n[0], n[1], n[2]
+		default:
+			return jinja.Undefined(), fmt.Errorf("range: expected 1-3 arguments, got %d", len(args))
+		}
+		if step == 0 {
+			return jinja.Undefined(), fmt.Errorf("range: step must not be zero")
+		}
+		var count int64
+		switch {
+		case step > 0 && stop > start:
+			count = (stop - start + step - 1) / step
+		case step < 0 && stop < start:
+			count = (start - stop - step - 1) / -step
+		}
+		if count < 0 || count > budget {
+			return jinja.Undefined(), fmt.Errorf("range: %d numbers exceed what a chat template may loop over (%d in a render)", count, maxTemplateRange)
+		}
+		budget -= count
+		items := make([]jinja.Value, 0, count)
+		for i, v := int64(0), start; i < count; i, v = i+1, v+step {
+			items = append(items, jinja.NewInt(v))
+		}
+		return jinja.NewList(items), nil
+	}
 }

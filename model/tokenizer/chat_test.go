@@ -94,3 +94,28 @@ func TestChatTemplateConcurrent(t *testing.T) {
 		}
 	}
 }
+
+// TestChatTemplateRange: range() works as Jinja's (start, stop, negative
+// steps), and a template whose ranges would loop past the render's budget
+// fails at once instead of holding the request (range(100000000) ran for
+// minutes; nested ranges, forever).
+func TestChatTemplateRange(t *testing.T) {
+	msgs := []Message{{"user", "x"}}
+	for _, tc := range []struct {
+		tmpl, want string
+		err        bool
+	}{
+		{"{% for i in range(3) %}{{ i }}{% endfor %}", "012", false},
+		{"{% for i in range(2, 5) %}{{ i }}{% endfor %}", "234", false},
+		{"{% for i in range(5, 0, -2) %}{{ i }}{% endfor %}", "531", false},
+		{"{% for i in range(3, 3) %}{{ i }}{% endfor %}", "", false},
+		{"{% for i in range(100000000) %}{% endfor %}x", "", true},
+		{"{% for i in range(2000) %}{% for j in range(2000) %}{% endfor %}{% endfor %}x", "", true},
+		{"{% for i in range(1, 2, 0) %}{% endfor %}", "", true},
+	} {
+		got, err := chatTokenizer(t, tc.tmpl, "<s>", "</s>").ApplyChatTemplate(msgs, false)
+		if (err != nil) != tc.err || (!tc.err && got != tc.want) || (tc.err && !errors.Is(err, ErrChatTemplate)) {
+			t.Errorf("%s: %q, %v; want %q (error %v)", tc.tmpl, got, err, tc.want, tc.err)
+		}
+	}
+}
