@@ -157,6 +157,9 @@ type pending struct {
 	epoch uint64
 	call  uint64 // the id of the call in flight (not a batch's)
 	done  bool   // output filled
+	// lastErr is the last replica's failure, for the error when no
+	// replica and no fallback is left.
+	lastErr error
 }
 
 // batchCall is one ComputeBatchRequest: every group of a layer that goes
@@ -276,6 +279,9 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 			}
 			if p.fut == nil && p.batch == nil { // no replica left
 				if err := d.computeFallback(layer, p.ver, &groups[p.g]); err != nil {
+					if p.lastErr != nil {
+						return fmt.Errorf("%w; the last replica tried (%s) failed: %w", err, p.tried[len(p.tried)-1].Node, p.lastErr)
+					}
 					return err
 				}
 				p.done = true
@@ -291,6 +297,7 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 				p.done = true
 				continue
 			}
+			p.lastErr = err
 			if !errors.Is(err, errAnswered) {
 				node := p.tried[len(p.tried)-1].Node
 				d.suspect[node] = time.Now().Add(d.cfg.SuspectFor)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -459,5 +460,31 @@ func TestAnsweredErrorKeepsNode(t *testing.T) {
 	if st := d.Stats(); st.Remote != before.Remote+1 || st.Fallbacks != before.Fallbacks {
 		t.Errorf("expert %d on n1 after n1 answered an error for expert %d: remote %d → %d, fallbacks %d → %d; want it called on n1",
 			healthy, stopped, before.Remote, st.Remote, before.Fallbacks, st.Fallbacks)
+	}
+}
+
+// TestNoReplicaErrorNamesTheCause: when every replica failed and no
+// fallback may compute the expert, the error says what the last replica
+// answered, not only that the expert is not held here.
+func TestNoReplicaErrorNamesTheCause(t *testing.T) {
+	needRemotes(t)
+	w := loadModel(t, "tiny")
+	dc := dispatch.DefaultConfig()
+	dc.Timeout = 2 * time.Second
+	tn := newNet(t, w, 2, netOptions{noFallback: true, dc: dc})
+	e := -1
+	for i := 0; i < w.Experts && e < 0; i++ {
+		if rs := tn.fsm.Map().Placement[router.ExpertID{Layer: 0, Index: i}]; len(rs) == 1 && rs[0].Node == "n1" {
+			e = i
+		}
+	}
+	if e < 0 {
+		t.Fatal("no layer-0 expert on n1 alone")
+	}
+	tn.nodes[1].host.StopVersion(router.ExpertID{Layer: 0, Index: e}, router.BaseVersion)
+	g := []model.ExpertGroup{{Expert: e, Rows: []int32{0}, In: make([]float32, w.Dim), Out: make([]float32, w.Dim)}}
+	err := tn.nodes[0].disp.RunExperts(context.Background(), 0, g)
+	if !errors.Is(err, dispatch.ErrNoReplica) || !strings.Contains(err.Error(), "the last replica tried (n1) failed") {
+		t.Fatalf("RunExperts: %v, want ErrNoReplica naming n1's failure", err)
 	}
 }
