@@ -94,13 +94,16 @@ func NewRateMeter(halfLife time.Duration) *RateMeter {
 // next Observe). The first call only sets the baseline. Rates below
 // 1e-3 rows/s are dropped.
 func (m *RateMeter) Observe(now time.Time, counts map[router.ExpertID]int64) map[router.ExpertID]float64 {
-	if m.at.IsZero() || !now.After(m.at) {
-		if m.at.IsZero() {
-			m.at = now
-		}
+	if m.at.IsZero() {
+		m.at = now
 		for id, n := range counts {
 			m.last[id] = n
 		}
+		return m.rates
+	}
+	if !now.After(m.at) {
+		// No time passed (a coarse clock): keep the baseline, so these
+		// rows count in the next interval instead of vanishing.
 		return m.rates
 	}
 	dt := now.Sub(m.at)

@@ -72,3 +72,17 @@ func TestRateMeter(t *testing.T) {
 		t.Errorf("idle expert's rate %v, want ~0", r[b])
 	}
 }
+
+// TestRateMeterSameInstant: counts observed again at an instant the clock
+// has not moved past are not lost: they count in the next interval.
+func TestRateMeterSameInstant(t *testing.T) {
+	m := dispatch.NewRateMeter(0) // each observation replaces the rate
+	a := router.ExpertID{Layer: 0, Index: 0}
+	t0, t1, t2 := time.Unix(1000, 0), time.Unix(1001, 0), time.Unix(1002, 0)
+	m.Observe(t0, map[router.ExpertID]int64{a: 0})
+	m.Observe(t1, map[router.ExpertID]int64{a: 100})
+	m.Observe(t1, map[router.ExpertID]int64{a: 200}) // the clock did not move
+	if r := m.Observe(t2, map[router.ExpertID]int64{a: 300}); r[a] != 200 {
+		t.Errorf("rate %v rows/s over the last second, want 200 (300 − 100)", r[a])
+	}
+}
