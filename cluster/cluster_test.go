@@ -564,3 +564,24 @@ func TestAdminAuth(t *testing.T) {
 	id := fmt.Sprintf("n%d", f)
 	c.WaitMap(l, 10*time.Second, func(m *router.Map) bool { _, ok := m.Nodes[id]; return !ok }, "the leaver gone from the map")
 }
+
+// TestDataDirInUse: a second node started on a running node's data dir
+// fails at once, saying so (it waited for the Raft store's file lock
+// forever, deaf to signals).
+func TestDataDirInUse(t *testing.T) {
+	c := clustertest.New(t, 1, clustertest.Options{})
+	c.WaitLeader(10 * time.Second)
+	cfg := c.Config(0)
+	addrs := clustertest.FreeAddrs(t, 4)
+	cfg.ID = "other"
+	cfg.HTTPAddr, cfg.GossipAddr, cfg.RaftAddr, cfg.ActorAddr = addrs[0], addrs[1], addrs[2], addrs[3]
+	cfg.Join = nil
+	n, err := cluster.Start(cfg)
+	if err == nil {
+		n.Kill()
+		t.Fatal("a second node started on a data dir in use")
+	}
+	if !errors.Is(err, cluster.ErrDataDirInUse) {
+		t.Fatalf("Start: %v, want ErrDataDirInUse", err)
+	}
+}

@@ -21,6 +21,8 @@ var (
 	ErrJoin = errors.New("cluster: join failed")
 	// ErrStopped is returned by operations on a node that has shut down.
 	ErrStopped = errors.New("cluster: node stopped")
+	// ErrDataDirInUse: another process has this node's data dir open.
+	ErrDataDirInUse = errors.New("cluster: data dir in use")
 	// ErrUnknownNode means a node id is not in the cluster map; it is the
 	// router's sentinel, so the FSM's refusals match it too.
 	ErrUnknownNode = router.ErrUnknownNode

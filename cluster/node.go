@@ -25,6 +25,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 )
@@ -194,9 +195,20 @@ func Start(cfg Config) (_ *Node, err error) {
 	return n, nil
 }
 
+// dataDirLockWait is how long a node waits for its data dir's Raft store
+// to be free before it gives up (ErrDataDirInUse).
+const dataDirLockWait = 2 * time.Second
+
 func (n *Node) startRaft(tc *tlsConfigs) (existing bool, err error) {
 	cfg := n.cfg
-	store, err := raftboltdb.NewBoltStore(filepath.Join(cfg.DataDir, "raft.db"))
+	// bbolt locks its file; another process on this data dir holds it. Wait
+	// a moment (a predecessor may be exiting), then fail instead of waiting
+	// forever for the lock, unresponsive to signals.
+	path := filepath.Join(cfg.DataDir, "raft.db")
+	store, err := raftboltdb.New(raftboltdb.Options{Path: path, BoltOptions: &bbolt.Options{Timeout: dataDirLockWait}})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return false, fmt.Errorf("%w: data dir %s is in use by another process (its %s is locked)", ErrDataDirInUse, cfg.DataDir, path)
+	}
 	if err != nil {
 		return false, fmt.Errorf("cluster: raft store: %w", err)
 	}
