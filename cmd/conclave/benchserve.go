@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -78,6 +79,10 @@ func cmdBenchServe(args []string, stdout, stderr io.Writer) error {
 	cfg.Endpoint = serve.Endpoint(endpoint)
 	if set["duration"] && !set["requests"] {
 		cfg.Requests = 0
+	}
+	// One mode per run: a flag of another would be dropped silently.
+	if n := countSet(set, "concurrency", "rate", "sessions"); n > 1 {
+		return fmt.Errorf("%w: give one of --concurrency, --rate and --sessions", errUsage)
 	}
 	var err error
 	if cfg.Prompt, err = lengthFlag("prompt", promptTokens, promptDist); err != nil {
@@ -157,7 +162,30 @@ func cmdBenchServe(args []string, stdout, stderr io.Writer) error {
 	if _, err := stdout.Write(out); err != nil {
 		return err
 	}
-	return runErr
+	if runErr != nil {
+		return runErr
+	}
+	// A level where every request failed measured nothing of the server:
+	// the report says why, and the exit status says it failed.
+	for _, l := range rep.Levels {
+		if l.Requests > 0 && l.Completed == 0 {
+			return fmt.Errorf("%w: at %s every request failed (%d)", errBenchFailed, l.Name(), l.Requests)
+		}
+	}
+	return nil
+}
+
+// errBenchFailed is a run whose report holds a level without a success.
+var errBenchFailed = errors.New("bench serve: a level measured nothing")
+
+func countSet(set map[string]bool, names ...string) int {
+	n := 0
+	for _, name := range names {
+		if set[name] {
+			n++
+		}
+	}
+	return n
 }
 
 // lengthFlag is --NAME-dist when given, else the fixed length n.

@@ -176,6 +176,8 @@ func TestBenchServeUsage(t *testing.T) {
 		{"--sessions", "2", "--turns", "0"},
 		{"--compare", notOurs},
 		{"stray"},
+		{"--concurrency", "2", "--rate", "5"},
+		{"--rate", "5", "--sessions", "2"},
 	} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
 			_, stderr, code := cli(t, append([]string{"bench", "serve"}, args...)...)
@@ -184,6 +186,16 @@ func TestBenchServeUsage(t *testing.T) {
 			}
 		})
 	}
+	t.Run("every request fails", func(t *testing.T) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, `{"error":{"message":"no such model","type":"invalid_request_error"}}`, http.StatusNotFound)
+		}))
+		defer srv.Close()
+		stdout, stderr, code := cli(t, "bench", "serve", "--url", srv.URL, "--model", "nosuch", "--requests", "2")
+		if code != 1 || !strings.Contains(stdout, "http_404") || !strings.Contains(stderr, "every request failed") {
+			t.Errorf("exit %d, want 1 with the report on stdout; stdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+		}
+	})
 	t.Run("no server", func(t *testing.T) {
 		srv := httptest.NewServer(http.NotFoundHandler())
 		url := srv.URL

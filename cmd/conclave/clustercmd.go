@@ -45,6 +45,9 @@ func cmdCluster(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if *timeout <= 0 {
+		return fmt.Errorf("%w: --timeout %v is not positive", errUsage, *timeout)
+	}
 	base := *addr
 	if !strings.Contains(base, "://") {
 		base = "http://" + base

@@ -63,6 +63,11 @@ func TestClusterCommands(t *testing.T) {
 	if _, err := run("drain"); !errors.Is(err, errUsage) {
 		t.Errorf("drain without node: %v", err)
 	}
+	for _, d := range []string{"0", "-1s"} {
+		if _, err := run("status", "--timeout", d); !errors.Is(err, errUsage) {
+			t.Errorf("status --timeout %s: %v, want a usage error", d, err)
+		}
+	}
 }
 
 func TestInitTLSCommand(t *testing.T) {

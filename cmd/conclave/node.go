@@ -148,6 +148,12 @@ func (f *nodeFlags) config(stderr io.Writer) (cluster.Config, error) {
 	if cfg.DataDir == "" {
 		return cfg, fmt.Errorf("%w: --data-dir is required", errUsage)
 	}
+	if !validLogLevel(f.logLevel) {
+		return cfg, fmt.Errorf("%w: --log-level %q: want trace, debug, info, warn or error", errUsage, f.logLevel)
+	}
+	if f.serving.drainTimeout < 0 {
+		return cfg, fmt.Errorf("%w: --drain-timeout %v is negative", errUsage, f.serving.drainTimeout)
+	}
 	cfg.HTTPAddr, cfg.GossipAddr, cfg.RaftAddr, cfg.ActorAddr = cluster.PortBase(f.bind, f.portBase)
 	for _, o := range []struct {
 		dst *string
@@ -202,8 +208,9 @@ func (f *nodeFlags) config(stderr io.Writer) (cluster.Config, error) {
 		return cfg, fmt.Errorf("%w: give --capacity or --memory-limit, not both (--memory-limit derives the capacity)", errUsage)
 	}
 	if f.capacity != "" {
-		if cfg.CapacityBytes, err = parseBytes(f.capacity); err != nil {
-			return cfg, fmt.Errorf("%w: --capacity: %v", errUsage, err)
+		// 0 would read as unset (all free memory), the opposite of what it says.
+		if cfg.CapacityBytes, err = parseBytes(f.capacity); err != nil || cfg.CapacityBytes == 0 {
+			return cfg, fmt.Errorf("%w: --capacity: %q is not a positive size (omit it to use free memory)", errUsage, f.capacity)
 		}
 	}
 	switch {
@@ -596,6 +603,16 @@ func readKeys(kind, key, env, file string) ([]string, error) {
 	return keys, nil
 }
 
+// validLogLevel reports whether s names a level slogLevel and the cluster's
+// logger know.
+func validLogLevel(s string) bool {
+	switch strings.ToLower(s) {
+	case "trace", "debug", "info", "warn", "error":
+		return true
+	}
+	return false
+}
+
 func slogLevel(s string) slog.Level {
 	switch strings.ToLower(s) {
 	case "trace", "debug":
@@ -652,7 +669,7 @@ func parseBytes(s string) (int64, error) {
 		}
 	}
 	v, err := strconv.ParseFloat(s, 64)
-	if err != nil || v < 0 || v*float64(mul) > 1<<62 {
+	if err != nil || !(v >= 0) || v*float64(mul) > 1<<62 { // !(v >= 0): NaN too
 		return 0, fmt.Errorf("bad size %q", s)
 	}
 	return int64(v * float64(mul)), nil

@@ -280,6 +280,11 @@ func TestNodeFlags(t *testing.T) {
 		{"memory limit and capacity", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "2GiB", "--capacity", "1GiB"}, nil, true},
 		{"zero memory limit", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "0"}, nil, true},
 		{"bad memory limit", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "much"}, nil, true},
+		{"NaN memory limit", []string{"--id", "a", "--data-dir", "d", "--memory-limit", "NaN"}, nil, true},
+		{"NaN capacity", []string{"--id", "a", "--data-dir", "d", "--capacity", "NaNGiB"}, nil, true},
+		{"zero capacity", []string{"--id", "a", "--data-dir", "d", "--capacity", "0"}, nil, true},
+		{"bad log level", []string{"--id", "a", "--data-dir", "d", "--log-level", "bogus"}, nil, true},
+		{"negative drain timeout", []string{"--id", "a", "--data-dir", "d", "--drain-timeout", "-1s"}, nil, true},
 		{"no keys: admin open", []string{"--id", "a", "--data-dir", "d"}, func(c cluster.Config) bool {
 			return len(c.AdminKeys) == 0 && !c.AdminGuard
 		}, false},
