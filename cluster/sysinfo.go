@@ -44,6 +44,16 @@ func hostMemory() router.Device {
 	return d
 }
 
+// HostMemoryBytes is the memory this process may use at most: the host's
+// RAM, or its cgroup's limit when lower; 0 when unknown.
+func HostMemoryBytes() int64 {
+	total := hostMemory().MemBytes
+	if l, ok := CgroupMemoryLimit(); ok && (total == 0 || l < total) {
+		total = l
+	}
+	return total
+}
+
 // CgroupMemoryLimit returns the memory limit of this process's cgroup: the
 // lowest memory.max (cgroup v2) or memory.limit_in_bytes (v1) on its path
 // from the root, and whether there is one. A container or a systemd unit

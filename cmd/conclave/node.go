@@ -265,6 +265,12 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 		defer sv.close()
 		// The KV pool counts against --memory-limit.
 		cfg.ServingBytes = sv.ecfg.KVPoolBytes(sv.model.w)
+		// It is allocated whole at start: past the memory there is, the
+		// runtime would die of it after the node had started.
+		if mem := cluster.HostMemoryBytes(); mem > 0 && cfg.ServingBytes > mem {
+			return fmt.Errorf("%w: --kv-cache %s: a KV pool of %.1f GiB is more than the %.1f GiB of memory this process may use",
+				errUsage, f.serving.kvCache, float64(cfg.ServingBytes)/(1<<30), float64(mem)/(1<<30))
+		}
 	}
 	n, err := cluster.Start(cfg)
 	if errors.Is(err, cluster.ErrMemoryLimit) {

@@ -394,3 +394,17 @@ func TestParseBytes(t *testing.T) {
 		}
 	}
 }
+
+// TestKVCacheBeyondMemory: a KV pool larger than the memory this process
+// may use is refused before the node starts (it was allocated after, and
+// the runtime died of it).
+func TestKVCacheBeyondMemory(t *testing.T) {
+	if cluster.HostMemoryBytes() == 0 {
+		t.Skip("this host's memory is unknown")
+	}
+	path := synthModel(t)
+	_, stderr, code := cli(t, "serve", "--model", path, "--data-dir", t.TempDir(), "--port-base", "1", "--kv-cache", "900TiB")
+	if code != 2 || !strings.Contains(stderr, "--kv-cache") || !strings.Contains(stderr, "memory") {
+		t.Fatalf("exit %d, want 2 naming --kv-cache and the memory; stderr:\n%s", code, stderr)
+	}
+}
