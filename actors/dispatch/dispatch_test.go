@@ -268,15 +268,7 @@ func TestLargeCall(t *testing.T) {
 	dc := dispatch.DefaultConfig()
 	dc.Timeout = 5 * time.Second
 	tn := newNet(t, w, 2, netOptions{noFallback: true, dc: dc})
-	e := -1 // an expert of layer 0 placed on n1 only
-	for i := 0; i < w.Experts && e < 0; i++ {
-		if rs := tn.fsm.Map().Placement[router.ExpertID{Layer: 0, Index: i}]; len(rs) == 1 && rs[0].Node == "n1" {
-			e = i
-		}
-	}
-	if e < 0 {
-		t.Fatal("no layer-0 expert on n1 alone")
-	}
+	e := onlyOn(t, tn, "n1", 1)[0]
 	rows := (5 << 20) / (4 * w.Dim)
 	in := make([]float32, rows*w.Dim)
 	for i := range in {
@@ -425,15 +417,7 @@ func TestAnsweredErrorKeepsNode(t *testing.T) {
 	needRemotes(t)
 	w := loadModel(t, "tiny")
 	tn := newNet(t, w, 2, netOptions{})
-	var onN1 []int // layer-0 experts placed on n1 alone
-	for e := 0; e < w.Experts; e++ {
-		if rs := tn.fsm.Map().Placement[router.ExpertID{Layer: 0, Index: e}]; len(rs) == 1 && rs[0].Node == "n1" {
-			onN1 = append(onN1, e)
-		}
-	}
-	if len(onN1) < 2 {
-		t.Fatalf("layer-0 experts on n1 alone: %v, want two", onN1)
-	}
+	onN1 := onlyOn(t, tn, "n1", 2)
 	stopped, healthy := onN1[0], onN1[1]
 	tn.nodes[1].host.StopVersion(router.ExpertID{Layer: 0, Index: stopped}, router.BaseVersion)
 	group := func(e int) model.ExpertGroup {
@@ -472,19 +456,27 @@ func TestNoReplicaErrorNamesTheCause(t *testing.T) {
 	dc := dispatch.DefaultConfig()
 	dc.Timeout = 2 * time.Second
 	tn := newNet(t, w, 2, netOptions{noFallback: true, dc: dc})
-	e := -1
-	for i := 0; i < w.Experts && e < 0; i++ {
-		if rs := tn.fsm.Map().Placement[router.ExpertID{Layer: 0, Index: i}]; len(rs) == 1 && rs[0].Node == "n1" {
-			e = i
-		}
-	}
-	if e < 0 {
-		t.Fatal("no layer-0 expert on n1 alone")
-	}
+	e := onlyOn(t, tn, "n1", 1)[0]
 	tn.nodes[1].host.StopVersion(router.ExpertID{Layer: 0, Index: e}, router.BaseVersion)
 	g := []model.ExpertGroup{{Expert: e, Rows: []int32{0}, In: make([]float32, w.Dim), Out: make([]float32, w.Dim)}}
 	err := tn.nodes[0].disp.RunExperts(context.Background(), 0, g)
 	if !errors.Is(err, dispatch.ErrNoReplica) || !strings.Contains(err.Error(), "the last replica tried (n1) failed") {
 		t.Fatalf("RunExperts: %v, want ErrNoReplica naming n1's failure", err)
 	}
+}
+
+// onlyOn returns the layer-0 experts placed on node alone, failing the test
+// unless there are at least n.
+func onlyOn(t *testing.T, tn *testNet, node string, n int) []int {
+	t.Helper()
+	var out []int
+	for e := 0; e < tn.w.Experts; e++ {
+		if rs := tn.fsm.Map().Placement[router.ExpertID{Layer: 0, Index: e}]; len(rs) == 1 && rs[0].Node == node {
+			out = append(out, e)
+		}
+	}
+	if len(out) < n {
+		t.Fatalf("layer-0 experts on %s alone: %v, want %d", node, out, n)
+	}
+	return out
 }
