@@ -279,6 +279,15 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if sv != nil && name == "serve" && len(cfg.Join) == 0 {
+		// A single-node serve restarted on its data dir with another
+		// --model serves that file: the map's live model follows it (else
+		// the node would never be ready, serving through the fallback).
+		if err := adoptModel(ctx, n, cfg.ModelPath, stdout); err != nil {
+			n.Kill()
+			return err
+		}
+	}
 	if sv != nil {
 		// Experts run in actors placed through the map; the engine
 		// dispatches each layer's groups to them (locally when hosted here).
@@ -691,3 +700,39 @@ func adminKey(flagValue string) string {
 }
 
 const adminKeyUsage = "admin API key (default $CONCLAVE_ADMIN_KEY)"
+
+// adoptModel makes the model file at path the cluster's live model when
+// the map (restored from the data dir) names another: once n leads and has
+// applied its log, it sets the file's model, as `conclave model load`
+// would, and says what it replaced. A fresh data dir, or the same file,
+// changes nothing.
+func adoptModel(ctx context.Context, n *cluster.Node, path string, stdout io.Writer) error {
+	mod, err := cluster.InspectModel(path)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for n.Leader() != n.ID() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("serve: waiting to lead its one-node cluster: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if err := n.Raft().Barrier(10 * time.Second).Error(); err != nil { // the restored log applied
+		return fmt.Errorf("serve: applying the data dir's log: %w", err)
+	}
+	live := n.Map().Model
+	if live == nil || live.Digest == mod.Digest {
+		return nil // announced by the node itself, or already this file
+	}
+	mod.Version = live.Version + 1
+	mod.Live = true
+	if err := n.Apply(ctx, router.Command{Op: router.OpSetModel, Model: &mod}); err != nil {
+		return fmt.Errorf("serve: making %s the live model: %w", path, err)
+	}
+	fmt.Fprintf(stdout, "conclave serve: the data dir held model %s (digest %.12s); %s (digest %.12s) is live now\n",
+		live.ID, live.Digest, mod.ID, mod.Digest)
+	return nil
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -406,5 +407,54 @@ func TestKVCacheBeyondMemory(t *testing.T) {
 	_, stderr, code := cli(t, "serve", "--model", path, "--data-dir", t.TempDir(), "--port-base", "1", "--kv-cache", "900TiB")
 	if code != 2 || !strings.Contains(stderr, "--kv-cache") || !strings.Contains(stderr, "memory") {
 		t.Fatalf("exit %d, want 2 naming --kv-cache and the memory; stderr:\n%s", code, stderr)
+	}
+}
+
+// TestServeAdoptsItsModel: serve restarted on its data dir with another
+// --model serves that file (the README's path: make run, then serve
+// --model F). It used to keep the data dir's model live, so the node never
+// became ready and served only through the fallback, saying nothing.
+func TestServeAdoptsItsModel(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs two serve processes")
+	}
+	a, b := synthModel(t), synthModel(t, "--seed", "7")
+	pc := newProcClusterEach(t, 1, nil)
+	p := pc.procs[0]
+	addr := pc.addrs[0][0]
+	dir := t.TempDir()
+	serveArgs := func(model string) []string {
+		return []string{"serve", "--model", model, "--data-dir", dir, "--http-addr", addr, "--gossip-addr", pc.addrs[0][1],
+			"--raft-addr", pc.addrs[0][2], "--actor-addr", pc.addrs[0][3], "--log-level", "warn"}
+	}
+	ready := func(model string) {
+		t.Helper()
+		want, err := cluster.InspectModel(model)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clustertest.WaitFor(t, 60*time.Second, func() bool {
+			resp, err := http.Get("http://" + addr + "/ready")
+			if err != nil {
+				return false
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return false
+			}
+			m, err := (&cluster.AdminClient{Base: "http://" + addr}).Map(context.Background())
+			return err == nil && m.Model != nil && m.Model.Digest == want.Digest
+		}, "serve ready with "+filepath.Base(model))
+	}
+	p.args = serveArgs(a)
+	pc.start(p)
+	ready(a)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	p.args = serveArgs(b)
+	pc.start(p)
+	ready(b)
+	if !strings.Contains(p.out.String(), "is live now") {
+		t.Errorf("serve did not say it replaced the data dir's model:\n%s", p.out.String())
 	}
 }
