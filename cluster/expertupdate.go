@@ -92,7 +92,7 @@ func (n *Node) handleExpertUpdate(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	n.serveUpdate(w, r, req, req.Version, n.cfg.ID)
+	n.serveUpdate(w, r, req, req.Version, n.cfg.ID, false)
 }
 
 // checkExpertFile reports, before any replica is asked to load it, whether
@@ -140,13 +140,19 @@ func (n *Node) handleExpertRollback(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w for expert %v", ErrNoPrevious, req.Expert))
 		return
 	}
-	n.serveUpdate(w, r, req, v.Prev, "")
+	if v.RolledBack {
+		// A second rollback would flip forward again (say, a retry).
+		writeError(w, fmt.Errorf("%w for expert %v: it was rolled back already (live %.12q); update it to change the version",
+			ErrNoPrevious, req.Expert, v.Live))
+		return
+	}
+	n.serveUpdate(w, r, req, v.Prev, "", true)
 }
 
-func (n *Node) serveUpdate(w http.ResponseWriter, r *http.Request, req ExpertUpdateRequest, version, source string) {
+func (n *Node) serveUpdate(w http.ResponseWriter, r *http.Request, req ExpertUpdateRequest, version, source string, rollback bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), req.timeout())
 	defer cancel()
-	reply, err := n.UpdateExpert(ctx, req.Expert, version, source)
+	reply, err := n.updateExpert(ctx, req.Expert, version, source, rollback)
 	if err != nil {
 		writeError(w, err)
 		return
@@ -164,6 +170,11 @@ func (n *Node) serveUpdate(w http.ResponseWriter, r *http.Request, req ExpertUpd
 // version stays. source names the node holding the expert file ("" keeps
 // the recorded one).
 func (n *Node) UpdateExpert(ctx context.Context, id router.ExpertID, version, source string) (ExpertUpdateReply, error) {
+	return n.updateExpert(ctx, id, version, source, false)
+}
+
+// updateExpert is UpdateExpert; rollback marks the flip as one.
+func (n *Node) updateExpert(ctx context.Context, id router.ExpertID, version, source string, rollback bool) (ExpertUpdateReply, error) {
 	start := time.Now()
 	stage := router.Command{Op: router.OpStageExpert, Expert: &id, Version: version, NodeID: source}
 	if err := n.Apply(ctx, stage); err != nil {
@@ -227,7 +238,7 @@ func (n *Node) UpdateExpert(ctx context.Context, id router.ExpertID, version, so
 			ErrRejected, id, version, have, want, context.DeadlineExceeded)
 	}
 	stagedFor := time.Since(start)
-	if err := n.Apply(ctx, router.Command{Op: router.OpFlipExpert, Expert: &id, Version: version}); err != nil {
+	if err := n.Apply(ctx, router.Command{Op: router.OpFlipExpert, Expert: &id, Version: version, Rollback: rollback}); err != nil {
 		return ExpertUpdateReply{}, err
 	}
 	m = n.waitApplied(ctx, func(m *router.Map) bool {

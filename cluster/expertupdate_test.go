@@ -181,8 +181,12 @@ func TestHotExpertUpdate(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("rollback: %d replicas in %d ms", rep.Replicas, rep.StagedMS)
-	if rep.State.Live != router.BaseVersion || rep.State.Prev != digest || rep.State.Updates != 2 {
+	if rep.State.Live != router.BaseVersion || rep.State.Prev != digest || rep.State.Updates != 2 || !rep.State.RolledBack {
 		t.Fatalf("rollback reply %+v", rep)
+	}
+	// A second rollback (a retry, say) would flip forward again: refused.
+	if _, err := ac2.RollbackExpert(ctx, cluster.ExpertUpdateRequest{Expert: id}); !errors.As(err, &apiErr) || apiErr.Status != 409 {
+		t.Fatalf("a second rollback: %v, want 409", err)
 	}
 	c.WaitMap(0, 10*time.Second, func(m *router.Map) bool {
 		v := m.ExpertVersions[id]

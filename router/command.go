@@ -63,7 +63,8 @@ type Command struct {
 	Placement []PlacementEntry `json:"placement,omitempty"`
 	Expert    *ExpertID        `json:"expert,omitempty"`
 	Ready     bool             `json:"ready,omitempty"`
-	Version   string           `json:"version,omitempty"` // expert version (OpSetReplicaReady, OpStageExpert, OpFlipExpert); "" is BaseVersion
+	Version   string           `json:"version,omitempty"`  // expert version (OpSetReplicaReady, OpStageExpert, OpFlipExpert); "" is BaseVersion
+	Rollback  bool             `json:"rollback,omitempty"` // OpFlipExpert: the flip rolls back (ExpertVersion.RolledBack)
 
 	Session   *Session `json:"session,omitempty"`
 	SessionID string   `json:"session_id,omitempty"`

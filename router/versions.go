@@ -38,6 +38,9 @@ type ExpertVersion struct {
 	Staging bool   `json:"staging,omitempty"` //
 	Source  string `json:"source,omitempty"`  // node that holds the expert files of the versions
 	Updates int    `json:"updates,omitempty"` // flips so far
+	// RolledBack: the last flip was a rollback (its command said so), so a
+	// second rollback would go forward again; the admin API refuses it.
+	RolledBack bool `json:"rolled_back,omitempty"`
 }
 
 // ExpertVersionEntry is one expert's version state, the JSON form of
@@ -170,6 +173,7 @@ func (m *Map) flipExpert(c Command) (bool, error) {
 	if !slices.ContainsFunc(m.Placement[e], func(r Replica) bool { return r.Staged }) {
 		return false, fmt.Errorf("%w: expert %v version %q is loaded on no replica", ErrNotStaged, e, short(c.Version))
 	}
+	v.RolledBack = c.Rollback
 	v.Prev, v.HasPrev = v.Live, true
 	v.Live, v.Staged, v.Staging = c.Version, "", false
 	v.Updates++

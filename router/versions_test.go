@@ -70,7 +70,7 @@ func TestExpertUpdateAndRollback(t *testing.T) {
 	}
 	m = apply(t, m, Command{Op: OpFlipExpert, Expert: &e, Version: v2})
 	v := m.ExpertVersions[e]
-	if v.Live != v2 || !v.HasPrev || v.Prev != BaseVersion || v.Staging || v.Updates != 1 {
+	if v.Live != v2 || !v.HasPrev || v.Prev != BaseVersion || v.Staging || v.Updates != 1 || v.RolledBack {
 		t.Fatalf("after flip: %+v", v)
 	}
 	// b had not loaded v2: it stops serving until it reports v2 loaded.
@@ -97,9 +97,9 @@ func TestExpertUpdateAndRollback(t *testing.T) {
 	for _, n := range []string{"a", "b"} {
 		m = apply(t, m, Command{Op: OpSetReplicaReady, Expert: &e, NodeID: n, Ready: true, Version: BaseVersion})
 	}
-	m = apply(t, m, Command{Op: OpFlipExpert, Expert: &e, Version: BaseVersion})
+	m = apply(t, m, Command{Op: OpFlipExpert, Expert: &e, Version: BaseVersion, Rollback: true})
 	v = m.ExpertVersions[e]
-	if v.Live != BaseVersion || v.Prev != v2 || v.Updates != 2 || v.Source != "a" {
+	if v.Live != BaseVersion || v.Prev != v2 || v.Updates != 2 || v.Source != "a" || !v.RolledBack {
 		t.Fatalf("after rollback: %+v", v)
 	}
 	if r, s := flags(m, e); r != "ab" || s != "--" {
