@@ -21,7 +21,8 @@ type pilot struct {
 	missingSince map[string]time.Time // map node never seen by memberlist → first noticed
 	placedKey    uint64               // placementKey of the map last placed
 	placedOK     bool
-	replSet      bool // replication from Config applied (bootstrapping leader only)
+	unreached    map[string]time.Time // non-voter → first seen unreached by Raft; zero once warned
+	replSet      bool                 // replication from Config applied (bootstrapping leader only)
 }
 
 // loop runs on every node for the node's lifetime. On followers it only
@@ -96,6 +97,8 @@ func (n *Node) loop() {
 			}
 		}
 
+		n.noteRaftReached()
+
 		if n.raft.State() != raft.Leader {
 			if p != nil {
 				n.log.Info("lost leadership")
@@ -110,7 +113,7 @@ func (n *Node) loop() {
 				n.log.Warn("leader barrier", "error", err)
 				continue
 			}
-			p = &pilot{deadSince: map[string]time.Time{}, missingSince: map[string]time.Time{}}
+			p = &pilot{deadSince: map[string]time.Time{}, missingSince: map[string]time.Time{}, unreached: map[string]time.Time{}}
 			n.log.Info("leading", "term", n.raft.CurrentTerm(), "epoch", n.fsm.Map().Epoch)
 		}
 		if n.boot && !p.replSet {
@@ -149,8 +152,12 @@ func (n *Node) reconcile(p *pilot, tab map[string]member) {
 	}
 	slices.Sort(ids)
 
-	// Raft: add new members, voters first, and promote non-voters while
-	// fewer than MaxVoters live voters remain.
+	// Raft: add new members as non-voters and promote those Raft has
+	// reached while fewer than MaxVoters live voters remain. A member
+	// gossip admits is not yet one Raft can talk to (a certificate from
+	// another CA, a wrong Raft address); made a voter at once, it would
+	// count toward every quorum, and a one-node cluster would lose its
+	// leader for good.
 	aliveVoters := 0
 	for id, s := range servers {
 		if s.Suffrage == raft.Voter && alive(id) {
@@ -159,17 +166,23 @@ func (n *Node) reconcile(p *pilot, tab map[string]member) {
 	}
 	for _, id := range ids {
 		s, in := servers[id]
+		reached := tab[id].Meta.RaftReached || id == n.cfg.ID
+		if in && s.Suffrage != raft.Voter && !reached {
+			n.warnUnreached(p, id, tab[id].Meta.Raft)
+		} else {
+			delete(p.unreached, id)
+		}
 		switch {
 		case in && s.Suffrage == raft.Voter:
 			continue
-		case aliveVoters < n.cfg.MaxVoters:
+		case in && aliveVoters < n.cfg.MaxVoters && reached:
 			if err := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(tab[id].Meta.Raft), 0, n.cfg.ApplyTimeout).Error(); err != nil {
 				n.log.Warn("add voter", "member", id, "error", err)
 				continue
 			}
 			aliveVoters++
 			servers[id] = raft.Server{ID: raft.ServerID(id), Address: raft.ServerAddress(tab[id].Meta.Raft), Suffrage: raft.Voter}
-			n.log.Info("added raft voter", "member", id, "promoted", in)
+			n.log.Info("promoted raft non-voter to voter", "member", id)
 		case !in:
 			if err := n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(tab[id].Meta.Raft), 0, n.cfg.ApplyTimeout).Error(); err != nil {
 				n.log.Warn("add non-voter", "member", id, "error", err)
@@ -278,6 +291,45 @@ func (n *Node) reconcile(p *pilot, tab map[string]member) {
 			}
 		}
 	}
+}
+
+// unreachedWarnAfter is how long a non-voter may go without Raft reaching
+// it before the leader says so.
+const unreachedWarnAfter = 15 * time.Second
+
+// warnUnreached logs, once per leadership, a member that gossips but that
+// Raft has not reached for unreachedWarnAfter: it stays a non-voter.
+func (n *Node) warnUnreached(p *pilot, id, addr string) {
+	first, ok := p.unreached[id]
+	switch {
+	case !ok:
+		p.unreached[id] = time.Now()
+	case !first.IsZero() && time.Since(first) >= unreachedWarnAfter:
+		p.unreached[id] = time.Time{}
+		n.log.Warn("Raft has not reached a member that gossips; it stays a non-voter (check that its certificate comes from this cluster's CA and that its raft address is reachable)",
+			"member", id, "raft", addr, "for", time.Since(first).Round(time.Second))
+	}
+}
+
+// noteRaftReached gossips, once, that a Raft leader has reached this node
+// (or that it leads): the leader promotes non-voters only then.
+func (n *Node) noteRaftReached() {
+	m := n.meta.get()
+	if m.RaftReached || (n.raft.State() != raft.Leader && n.raft.LastContact().IsZero()) {
+		return
+	}
+	m.RaftReached = true
+	if err := n.meta.set(m); err != nil {
+		n.log.Warn("node metadata", "error", err)
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.ml.UpdateNode(n.cfg.ApplyTimeout); err != nil {
+			n.log.Debug("gossip metadata update", "error", err)
+		}
+	}()
 }
 
 func (n *Node) removeNodeLogged(id string) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -410,6 +411,57 @@ func TestMutualTLS(t *testing.T) {
 		} else {
 			t.Logf("%s without client cert: %v", addr, err)
 		}
+	}
+}
+
+// TestWrongCANodeNotVoter: a node whose certificate comes from another CA
+// gossips with the cluster (the cluster key is right) but Raft cannot reach
+// it. It must not become a voter: a one-node cluster that counted it would
+// need it for every quorum and lose its leader for good. A node with the
+// right certificate joining after it is promoted once Raft reaches it.
+func TestWrongCANodeNotVoter(t *testing.T) {
+	good, bad := t.TempDir(), t.TempDir()
+	if _, err := cluster.InitTLS(good, []string{"n0", "n1", "n2"}, nil, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cluster.InitTLS(bad, []string{"n1"}, nil, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	c := clustertest.New(t, 1, clustertest.Options{NoWait: true, Config: func(i int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		dir := good
+		if i == 1 {
+			dir = bad
+		}
+		f := cluster.TLSLayout(dir, fmt.Sprintf("n%d", i))
+		cfg.TLS = &f
+		return cfg
+	}})
+	c.WaitActive(10*time.Second, 1)
+	c.Add()
+	// The leader upserts a gossiping member into the map in the reconcile
+	// that handles its Raft membership, so once n1 is in the leader's map
+	// the leader has decided its suffrage.
+	c.WaitMap(0, 10*time.Second, func(m *router.Map) bool { _, ok := m.Nodes["n1"]; return ok }, "n1 in the leader's map")
+	if voters, _ := raftServers(t, c.Node(0)); len(voters) != 1 {
+		t.Fatalf("voters %v: the node Raft cannot reach was made a voter", voters)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// Through n0: n1 knows no leader, Raft never having reached it.
+	if err := c.Node(0).Apply(ctx, router.Command{Op: router.OpSetReplication, Replication: 1}); err != nil {
+		t.Fatalf("apply with the unreachable node in the cluster: %v", err)
+	}
+	c.Add()
+	clustertest.WaitFor(t, 15*time.Second, func() bool {
+		v, _ := raftServers(t, c.Node(0))
+		return slices.Contains(v, "n2")
+	}, "n2, reachable over Raft, promoted to voter")
+	if voters, _ := raftServers(t, c.Node(0)); slices.Contains(voters, "n1") {
+		t.Fatalf("voters %v include the unreachable n1", voters)
+	}
+	if err := c.Node(2).Apply(ctx, router.Command{Op: router.OpSetReplication, Replication: 2}); err != nil {
+		t.Fatalf("apply with two voters: %v", err)
 	}
 }
 

@@ -5,8 +5,9 @@
 // A Node owns its lifecycle (Start, Leave, Kill). While a node is the Raft
 // leader it also runs the cluster's autopilot: it turns memberlist events into
 // map updates, keeps the Raft configuration in step with the live members
-// (voters up to Config.MaxVoters, non-voters beyond, dead nodes removed after
-// Config.DeadGrace), re-runs placement when membership or node state change and
+// (new members join as non-voters and are promoted, up to Config.MaxVoters
+// voters, once they gossip that Raft has reached them; dead nodes are
+// removed after Config.DeadGrace), re-runs placement when membership or node state change and
 // expires sessions. Writes from any node reach the leader through Node.Apply,
 // which forwards over the admin HTTP API when this node is a follower.
 //

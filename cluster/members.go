@@ -107,13 +107,43 @@ func (ms *members) get(id string) (member, bool) {
 }
 
 // metaDelegate serves this node's metadata to memberlist.
-type metaDelegate struct{ meta []byte }
+type metaDelegate struct {
+	mu   sync.Mutex
+	meta NodeMeta
+	enc  []byte // meta encoded within metaMaxSize
+}
+
+func newMetaDelegate(m NodeMeta) (*metaDelegate, error) {
+	d := &metaDelegate{}
+	return d, d.set(m)
+}
+
+// set replaces the metadata; memberlist gossips it after Memberlist.UpdateNode.
+func (d *metaDelegate) set(m NodeMeta) error {
+	enc, err := m.Encode(metaMaxSize)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.meta, d.enc = m, enc
+	return nil
+}
+
+// get returns the current metadata.
+func (d *metaDelegate) get() NodeMeta {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.meta
+}
 
 func (d *metaDelegate) NodeMeta(limit int) []byte {
-	if len(d.meta) > limit {
-		return nil // Start checked the size; never reached
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.enc) > limit {
+		return nil // set checked the size against memberlist's limit; never reached
 	}
-	return d.meta
+	return d.enc
 }
 func (d *metaDelegate) NotifyMsg([]byte)                           {}
 func (d *metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }

@@ -45,6 +45,7 @@ type Node struct {
 	raft     *raft.Raft
 	store    *raftboltdb.BoltStore
 	ml       *memberlist.Memberlist
+	meta     *metaDelegate // what this node gossips about itself
 	members  *members
 	actors   *actor.ActorSystem
 	remote   *remote.Remote
@@ -158,8 +159,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	if n.model != nil {
 		meta.Models = []string{n.model.Digest}
 	}
-	metaBytes, err := meta.Encode(metaMaxSize)
-	if err != nil {
+	if n.meta, err = newMetaDelegate(meta); err != nil {
 		return nil, err
 	}
 
@@ -173,7 +173,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	if err := n.startHTTP(); err != nil {
 		return nil, err
 	}
-	if err := n.startMemberlist(metaBytes); err != nil {
+	if err := n.startMemberlist(); err != nil {
 		return nil, err
 	}
 	if len(cfg.Join) > 0 {
@@ -316,7 +316,7 @@ func (n *Node) startHTTP() error {
 	return nil
 }
 
-func (n *Node) startMemberlist(meta []byte) error {
+func (n *Node) startMemberlist() error {
 	host, portStr, _ := net.SplitHostPort(n.cfg.GossipAddr)
 	port, _ := strconv.Atoi(portStr)
 	ip, err := resolveIP(host)
@@ -332,7 +332,7 @@ func (n *Node) startMemberlist(meta []byte) error {
 	mc.GossipInterval = n.cfg.GossipInterval
 	mc.SuspicionMult = n.cfg.GossipSuspicionMult
 	mc.TCPTimeout = 3 * time.Second
-	mc.Delegate = &metaDelegate{meta: meta}
+	mc.Delegate = n.meta
 	mc.Events = n.members
 	if len(n.cfg.ClusterKey) > 0 {
 		mc.SecretKey = n.cfg.ClusterKey

@@ -315,20 +315,28 @@ func (c *Cluster) WaitAgree(timeout time.Duration, cond func(*router.Map) bool, 
 }
 
 // WaitActive waits until the running nodes agree on a map with exactly
-// want nodes, all active, and a leader.
+// want nodes, all active, min(want, MaxVoters) of them Raft voters (a
+// joining node is promoted once Raft has reached it), and a leader.
 func (c *Cluster) WaitActive(timeout time.Duration, want int) *router.Map {
 	c.t.Helper()
+	c.mu.Lock()
+	voters := min(want, c.cfgs[0].MaxVoters)
+	c.mu.Unlock()
 	return c.WaitAgree(timeout, func(m *router.Map) bool {
 		if len(m.Nodes) != want || c.Leader() < 0 {
 			return false
 		}
+		v := 0
 		for _, n := range m.Nodes {
 			if n.State != router.NodeActive {
 				return false
 			}
+			if n.Voter {
+				v++
+			}
 		}
-		return true
-	}, fmt.Sprintf("%d active nodes", want))
+		return v == voters
+	}, fmt.Sprintf("%d active nodes, %d voters", want, voters))
 }
 
 // Apply commits cmd through any running node.
