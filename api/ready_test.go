@@ -1,11 +1,32 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
+	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
+
+// lockedBuffer is a bytes.Buffer safe for a logger and a test to share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
 
 // TestModelReady: while Config.ModelReady is false /v1/models lists nothing,
 // /v1/models/{id} is 404 and /ready is 503 "loading"; once it turns true the
@@ -14,6 +35,8 @@ func TestModelReady(t *testing.T) {
 	var ready atomic.Bool
 	cfg := DefaultConfig()
 	cfg.ModelReady = ready.Load
+	var logs lockedBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	f := newFixture(t, cfg, nil)
 	list := func() []modelObject {
 		t.Helper()
@@ -42,6 +65,11 @@ func TestModelReady(t *testing.T) {
 	}
 	if r, _ := f.do(t, "GET", "/health", ""); r.StatusCode != 200 {
 		t.Fatalf("/health not ready: %d", r.StatusCode)
+	}
+	// A probe's 503 is its answer, not an error to log at every probe (the
+	// /health request on the same connection followed the /ready log line).
+	if s := logs.String(); strings.Contains(s, "/ready") {
+		t.Errorf("/ready's 503 logged above debug:\n%s", s)
 	}
 
 	ready.Store(true)

@@ -292,10 +292,12 @@ func (s *Server) common(next http.Handler) http.Handler {
 			s.metrics.httpRequests.WithLabelValues(ri.route, strconv.Itoa(rec.status)).Inc()
 			level := slog.LevelInfo
 			switch {
+			case (ri.route == "health" || ri.route == "ready" || ri.route == "metrics") && rec.status != http.StatusInternalServerError:
+				// Probes: a /ready 503 while loading or draining is the
+				// answer asked for, not an error, every few seconds.
+				level = slog.LevelDebug
 			case rec.status >= 500:
 				level = slog.LevelError
-			case ri.route == "health" || ri.route == "ready" || ri.route == "metrics":
-				level = slog.LevelDebug
 			}
 			attrs := append([]slog.Attr{
 				slog.String("request_id", ri.id), slog.String("method", r.Method), slog.String("path", r.URL.Path),
