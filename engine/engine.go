@@ -134,7 +134,7 @@ func New(cfg Config, w *model.Weights, pool *kernels.Pool, isEOG func(int32) boo
 		embedCh:  make(chan *embedJob),
 		quit:     make(chan struct{}),
 		done:     make(chan struct{}),
-		runner:   model.NewRunner(w, pool, cfg.MaxBatchTokens),
+		runner:   model.NewRunnerCtx(w, pool, cfg.MaxBatchTokens, ctxLen),
 		experts:  o.experts,
 		weights:  o.weights,
 		kv:       kv,

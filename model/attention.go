@@ -74,9 +74,9 @@ func (r *Runner) attendRun(l int, b *Batch, run attnRun, kvh int, buf []float32)
 	nv := rows * group // query vectors: row-major, then head
 	nmax := p0 + rows  // positions the last row sees
 	scores := buf[:nv*nmax]
-	qs := buf[nv*w.Ctx:][:nv*hd]
-	stage := buf[nv*(w.Ctx+hd):][:nv*w.Ctx]
-	outs := buf[nv*(2*w.Ctx+hd):][:nv*hd]
+	qs := buf[nv*r.ctx:][:nv*hd]
+	stage := buf[nv*(r.ctx+hd):][:nv*r.ctx]
+	outs := buf[nv*(2*r.ctx+hd):][:nv*hd]
 	scale := float32(1 / math.Sqrt(float64(hd)))
 	f16 := c.Type() == kernels.F16
 	bs := c.BlockSize()

@@ -61,12 +61,26 @@ type Runner struct {
 	// and batch from attnLayer and attnBatch, the combination the routing.
 	normFn, ropeStoreFn, combineFn func(lo, hi int)
 	normW                          []float32
+
+	ctx int // positions the attention scratch holds (≤ W.Ctx)
 }
 
-// NewRunner reserves buffers for batches of up to maxRows rows.
+// NewRunner reserves buffers for batches of up to maxRows rows at any
+// position of the model's context.
 func NewRunner(w *Weights, pool *kernels.Pool, maxRows int) *Runner {
+	return NewRunnerCtx(w, pool, maxRows, w.Ctx)
+}
+
+// NewRunnerCtx is NewRunner for positions below ctx (at most the model's
+// context): attention's scratch grows with the context, and a server runs
+// a shorter one than a model may claim.
+func NewRunnerCtx(w *Weights, pool *kernels.Pool, maxRows, ctx int) *Runner {
 	c := w.Config
-	r := &Runner{W: w, Pool: pool, MaxRows: maxRows}
+	if ctx <= 0 || ctx > c.Ctx {
+		ctx = c.Ctx
+	}
+	c.Ctx = ctx
+	r := &Runner{W: w, Pool: pool, MaxRows: maxRows, ctx: ctx}
 	r.x = make([]float32, maxRows*c.Dim)
 	r.xn = make([]float32, maxRows*c.Dim)
 	r.q = make([]float32, maxRows*c.QDim())
@@ -192,8 +206,8 @@ func (r *Runner) Validate(b *Batch) error {
 		if cfg.Layers != r.W.Layers || cfg.KVDim != r.W.KVDim() || s.HeadDim()%r.W.HeadDim != 0 {
 			return fmt.Errorf("%w: row %d: cache shape %d layers × %d (heads of %d) does not fit the model", ErrBadBatch, i, cfg.Layers, cfg.KVDim, s.HeadDim())
 		}
-		if p := int(b.Pos[i]); p < 0 || p >= min(cfg.Ctx, r.W.Ctx) {
-			return fmt.Errorf("%w: row %d: position %d outside context %d", kvcache.ErrFull, i, p, min(cfg.Ctx, r.W.Ctx))
+		if p := int(b.Pos[i]); p < 0 || p >= min(cfg.Ctx, r.ctx) {
+			return fmt.Errorf("%w: row %d: position %d outside context %d", kvcache.ErrFull, i, p, min(cfg.Ctx, r.ctx))
 		}
 	}
 	// Gap-free, strictly ascending positions per sequence.

@@ -621,3 +621,34 @@ func BenchmarkDecode(b *testing.B) {
 		})
 	}
 }
+
+// TestRunnerCtx: a runner for a shorter context than the model's sizes its
+// attention scratch for that context, computes the same logits within it,
+// and refuses positions past it as a full cache.
+func TestRunnerCtx(t *testing.T) {
+	ctx := context.Background()
+	w, _ := testModel(t, tinyConfig(t, nil))
+	const short = 16
+	if w.Ctx <= short {
+		t.Fatalf("tiny model context %d, want more than %d", w.Ctx, short)
+	}
+	pool := kernels.NewPool(2)
+	defer pool.Close()
+	full, r := NewRunner(w, pool, 32), NewRunnerCtx(w, pool, 32, short)
+	if got, all := len(r.attnScratch[0]), len(full.attnScratch[0]); got > all/4 {
+		t.Errorf("attention scratch %d floats for %d positions, %d for the model's %d: not sized by the context", got, short, all, w.Ctx)
+	}
+	tokens := testTokens(short, w.Vocab, 5)
+	c := newCache(t, w, w.Ctx, kernels.F32)
+	got, err := r.Prefill(ctx, c, tokens, 0, true, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameBits(t, "short-context runner vs the model's", got, prefillAll(t, w, 2, 32, kernels.F32, tokens))
+	if _, err := r.Prefill(ctx, c, tokens[:1], short, false, nil); !errors.Is(err, kvcache.ErrFull) {
+		t.Fatalf("position %d past a %d-position runner: %v, want kvcache.ErrFull", short, short, err)
+	}
+	if NewRunnerCtx(w, pool, 32, 0).ctx != w.Ctx || NewRunnerCtx(w, pool, 32, 10*w.Ctx).ctx != w.Ctx {
+		t.Error("a context of 0 or past the model's is not the model's")
+	}
+}
