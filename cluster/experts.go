@@ -47,6 +47,7 @@ type Experts struct {
 	rates    atomic.Pointer[[]router.ExpertLoad] // latest local rates, for the collector
 	weights  atomic.Pointer[weightsVersion]      // WeightsVersion's last answer
 	resident map[router.ExpertID]bool            // experts KeepResident last kept (loop only); nil before
+	notLive  string                              // the live model's digest last warned to be another file (loop only)
 
 	stop     chan struct{}
 	done     chan struct{}
@@ -286,6 +287,12 @@ func (x *Experts) sync(m *router.Map) (retry bool) {
 		for _, id := range m.ExpertsOn(self) {
 			want[id] = m.WantedVersions(id)
 		}
+		x.notLive = ""
+	} else if mod := m.Model; mod != nil && mod.Live && mod.Digest != x.notLive {
+		// Otherwise the node only waits, ready for nothing, without a word.
+		x.notLive = mod.Digest
+		x.n.log.Warn("this node's model file is not the cluster's live model: it hosts no experts and its API is not ready until that file is loaded cluster-wide (conclave model load), or start the node without --model to fetch the live one",
+			"live_model", mod.ID, "live_digest", short(mod.Digest), "file_digest", short(x.digest))
 	}
 	if x.src != nil {
 		// Only experts whose bytes are here run; the rest are fetched first.
@@ -386,3 +393,6 @@ func replicaOn(m *router.Map, id router.ExpertID, node string) router.Replica {
 	}
 	return router.Replica{}
 }
+
+// short is a digest's first 12 hex digits, as logs show them.
+func short(digest string) string { return digest[:min(12, len(digest))] }

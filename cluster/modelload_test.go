@@ -1,12 +1,14 @@
 package cluster_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -65,7 +67,8 @@ func TestLoadModelAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := testmodel.Write(t, scfg)
-	c := clustertest.New(t, 1, clustertest.Options{Config: func(i int) cluster.Config {
+	var logs lockedBuffer
+	c := clustertest.New(t, 1, clustertest.Options{Logs: &logs, Config: func(i int) cluster.Config {
 		cfg := clustertest.FastConfig()
 		cfg.ModelPath = path
 		cfg.Replication = 1
@@ -162,4 +165,26 @@ func TestLoadModelAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	clustertest.WaitFor(t, 10*time.Second, func() bool { return !x.Ready() }, "experts not ready for another model")
+	// and says so, rather than wait without a word.
+	clustertest.WaitFor(t, 10*time.Second, func() bool {
+		return strings.Contains(logs.String(), "not the cluster's live model") && strings.Contains(logs.String(), "live_digest="+digest[:12])
+	}, "a warning that the node's file is not the live model")
+}
+
+// lockedBuffer is a bytes.Buffer that node loggers and a test share.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -8,6 +8,7 @@ package clustertest
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -46,6 +47,9 @@ type Options struct {
 	Config func(i int) cluster.Config
 	// NoWait returns from New before the nodes agree on the map.
 	NoWait bool
+	// Logs, when set, also receives every node's log lines (at the level
+	// CONCLAVE_TEST_LOG sets, warn by default).
+	Logs io.Writer
 }
 
 // Cluster is a set of in-process nodes. Node i is "n<i>"; node 0 bootstraps
@@ -122,7 +126,11 @@ func (c *Cluster) logger(name string) hclog.Logger {
 	if lv == "" {
 		lv = "warn"
 	}
-	return cluster.NewLogger(name, c.logw, lv)
+	var w io.Writer = c.logw
+	if c.opts.Logs != nil {
+		w = io.MultiWriter(c.logw, c.opts.Logs)
+	}
+	return cluster.NewLogger(name, w, lv)
 }
 
 // Close stops every running node without leaving (fast).
