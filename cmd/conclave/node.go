@@ -257,9 +257,19 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var sv *serving
+	// Loading a model file and digesting it (in cluster.Start) can take
+	// minutes for a large model; a signal meanwhile stops the process
+	// there instead of after startup. Nothing has been served or joined
+	// yet, so the step is abandoned with the process, not awaited.
+	interrupted := func() error {
+		fmt.Fprintf(stdout, "conclave %s %s: signal during startup: stopping\n", name, cfg.ID)
+		return nil
+	}
 	if cfg.ModelPath != "" {
 		// Flags and the model file are checked before the node joins.
-		if sv, err = prepareServing(cfg.ModelPath, &f, stderr); err != nil {
+		if sv, err = untilSignal(ctx, func() (*serving, error) { return prepareServing(cfg.ModelPath, &f, stderr) }); errors.Is(err, errInterrupted) {
+			return interrupted()
+		} else if err != nil {
 			return err
 		}
 		defer sv.close()
@@ -272,7 +282,10 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 				errUsage, f.serving.kvCache, float64(cfg.ServingBytes)/(1<<30), float64(mem)/(1<<30))
 		}
 	}
-	n, err := cluster.Start(cfg)
+	n, err := untilSignal(ctx, func() (*cluster.Node, error) { return cluster.Start(cfg) })
+	if errors.Is(err, errInterrupted) {
+		return interrupted()
+	}
 	if errors.Is(err, cluster.ErrMemoryLimit) {
 		return fmt.Errorf("%w (raise --memory-limit or lower --kv-cache)", err)
 	}
@@ -340,6 +353,36 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 	case <-n.Done():
 	}
 	return nil
+}
+
+// errInterrupted is untilSignal's answer when the signal came first.
+var errInterrupted = errors.New("interrupted")
+
+// untilSignal runs a startup step and returns its result, or errInterrupted
+// as soon as ctx (the signal context) ends first, leaving the step to run
+// on until the process exits.
+func untilSignal[T any](ctx context.Context, step func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		v, err := step()
+		ch <- result{v, err}
+	}()
+	select {
+	case r := <-ch:
+		return r.v, r.err
+	case <-ctx.Done():
+		select {
+		case r := <-ch: // finished too: the caller's shutdown path handles it
+			return r.v, r.err
+		default:
+		}
+		var zero T
+		return zero, errInterrupted
+	}
 }
 
 // demoPath is where serve keeps the demo model.

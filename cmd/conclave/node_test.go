@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -456,5 +457,59 @@ func TestServeAdoptsItsModel(t *testing.T) {
 	ready(b)
 	if !strings.Contains(p.out.String(), "is live now") {
 		t.Errorf("serve did not say it replaced the data dir's model:\n%s", p.out.String())
+	}
+}
+
+// TestSignalDuringStartup: SIGTERM while serve is still opening its model
+// file stops it there. The file is a FIFO nobody writes, so the open blocks
+// until the process goes; before, the signal waited for startup to finish,
+// here forever.
+func TestSignalDuringStartup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	fifo := filepath.Join(t.TempDir(), "model.gguf")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Skipf("mkfifo: %v", err)
+	}
+	pc := newProcClusterEach(t, 1, nil)
+	p := pc.procs[0]
+	p.args = []string{"serve", "--model", fifo, "--data-dir", t.TempDir(), "--http-addr", pc.addrs[0][0],
+		"--gossip-addr", pc.addrs[0][1], "--raft-addr", pc.addrs[0][2], "--actor-addr", pc.addrs[0][3]}
+	pc.start(p)
+	// The kernel names where a thread blocked opening a FIFO waits.
+	opening := func() bool {
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/wchan", p.cmd.Process.Pid))
+		for _, w := range tasks {
+			if b, err := os.ReadFile(w); err == nil && strings.TrimSpace(string(b)) == "wait_for_partner" {
+				return true
+			}
+		}
+		return false
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !opening() {
+		select {
+		case err := <-p.done:
+			t.Fatalf("serve exited before opening its model: %v\n%s", err, p.out.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Skip("no thread seen waiting in wait_for_partner (/proc/PID/task/*/wchan not available here)")
+		}
+	}
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Errorf("exit after SIGTERM during startup: %v", err)
+		}
+		if !strings.Contains(p.out.String(), "signal during startup") {
+			t.Errorf("output does not say why it stopped:\n%s", p.out.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("serve still running 20 s after SIGTERM while opening its model\n%s", p.out.String())
 	}
 }
