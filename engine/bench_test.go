@@ -109,3 +109,49 @@ func BenchmarkDecodeStreams(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkPrefillWave measures a burst: 16 prompts of 38 tokens (the
+// serving goal's wave: 32 prompt tokens and the template's) submitted at
+// once, until every one has its first token. It reports the wave's time
+// (the 16-stream TTFT a burst sees) and prompt tokens per second; the
+// continuous batcher fills its steps with the prompts as they arrive.
+func BenchmarkPrefillWave(b *testing.B) {
+	w, name := benchWeights(b, "bench")
+	const streams, plen = 16, 38
+	b.Run(name, func(b *testing.B) {
+		pool := kernels.NewPool(2)
+		defer pool.Close()
+		cfg := DefaultConfig()
+		cfg.Ctx = 512
+		cfg.KVBytes = 0
+		cfg.KVBlocks = streams * 512 / cfg.BlockSize
+		e, err := New(cfg, w, pool, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer e.Close()
+		var total time.Duration
+		waves := 0
+		for i := 0; b.Loop(); i++ {
+			start := time.Now()
+			var wg sync.WaitGroup
+			for s := range streams {
+				ch, err := e.Submit(context.Background(), Request{Prompt: tokens(plen, w.Vocab, uint64(streams*i+s+1)), MaxTokens: 1, IgnoreEOS: true})
+				if err != nil {
+					b.Fatal(err)
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for range ch {
+					}
+				}()
+			}
+			wg.Wait()
+			total += time.Since(start)
+			waves++
+		}
+		b.ReportMetric(float64(total.Milliseconds())/float64(waves), "ms/wave")
+		b.ReportMetric(float64(streams*plen*waves)/total.Seconds(), "prompt-tok/s")
+	})
+}
