@@ -312,11 +312,21 @@ func (n *Node) warnUnreached(p *pilot, id, addr string) {
 }
 
 // noteRaftReached gossips, once, that a Raft leader has reached this node
-// (or that it leads): the leader promotes non-voters only then.
+// and it has applied the log as far as the leader had committed it (or
+// that it leads): the leader promotes non-voters only then, so a new voter
+// neither blocks commits it cannot receive nor holds them up catching up.
 func (n *Node) noteRaftReached() {
 	m := n.meta.get()
-	if m.RaftReached || (n.raft.State() != raft.Leader && n.raft.LastContact().IsZero()) {
+	if m.RaftReached {
 		return
+	}
+	if n.raft.State() != raft.Leader {
+		if n.raft.LastContact().IsZero() {
+			return
+		}
+		if commit := n.raft.CommitIndex(); commit == 0 || n.raft.AppliedIndex() < commit {
+			return
+		}
 	}
 	m.RaftReached = true
 	if err := n.meta.set(m); err != nil {

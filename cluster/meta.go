@@ -25,8 +25,9 @@ type NodeMeta struct {
 	Version  string       `json:"v,omitempty"`
 	Models   []string     `json:"m,omitempty"` // digests (cluster.Manifest) of complete model files held
 	Boot     int64        `json:"b,omitempty"` // when this process started (unix ns): a new one is a restart
-	// RaftReached says a Raft leader has reached this process (or it leads):
-	// the leader's Raft connections to it work. Only then is a non-voter
+	// RaftReached says a Raft leader has reached this process and it has
+	// applied what the leader had committed (or it leads): the leader's
+	// Raft connections to it work. Only then is a non-voter
 	// promoted, so a member gossip admits but Raft cannot reach (a
 	// certificate from another CA, a wrong Raft address) never counts
 	// toward a quorum.
