@@ -71,7 +71,10 @@ func chatPromptGuarded(tok *tokenizer.Tokenizer, msgs []tokenizer.Message) ([]in
 	if err != nil {
 		return nil, templateError(err)
 	}
-	var out []int32
+	// One encoding over the template's pieces and the contents between
+	// them: encoded piece by piece, each would start a fresh text (an SPM
+	// vocab's space prefix at every seam).
+	segs := make([]tokenizer.Segment, 0, 2*len(msgs)+1)
 	rest := rendered
 	for i, m := range msgs {
 		s := fmt.Sprintf(sentinelFmt, i)
@@ -80,11 +83,10 @@ func chatPromptGuarded(tok *tokenizer.Tokenizer, msgs []tokenizer.Message) ([]in
 			return nil, badRequestCode("messages", "special_tokens_in_content",
 				"message %d holds special-token text and the chat template does not pass content through verbatim", i)
 		}
-		out = append(out, tok.Encode(rest[:j], false, true)...)
-		out = append(out, tok.Encode(m.Content, false, false)...)
+		segs = append(segs, tokenizer.Segment{Text: rest[:j], Special: true}, tokenizer.Segment{Text: m.Content})
 		rest = rest[j+len(s):]
 	}
-	return append(out, tok.Encode(rest, false, true)...), nil
+	return tok.EncodeSegments(append(segs, tokenizer.Segment{Text: rest, Special: true}), false), nil
 }
 
 func templateError(err error) *Error {

@@ -48,3 +48,36 @@ func TestChatPromptNoInjection(t *testing.T) {
 		t.Fatalf("assistant content injected EOS: %v vs %v", multi, ref)
 	}
 }
+
+// TestGuardedPromptSameTokens: the guarded path (taken when content holds
+// special-token text) encodes like the plain path. On conversations without
+// such text both are available, and must give the same ids; with "</s>" in
+// a message, the text around it keeps its spacing (an SPM vocab with a
+// space prefix grew a space at every template/content seam).
+func TestGuardedPromptSameTokens(t *testing.T) {
+	_, tok, _ := tinyModel(t)
+	for _, msgs := range [][]string{
+		{"user", "hello world"},
+		{"user", " leading space", "assistant", "two  spaces\nand a newline", "user", "ünïcödé"},
+		{"user", "a", "assistant", "b", "user", ""},
+	} {
+		plain, e := chatPrompt(tok, tokMsgs(msgs...))
+		if e != nil {
+			t.Fatal(e)
+		}
+		guarded, e := chatPromptGuarded(tok, tokMsgs(msgs...))
+		if e != nil {
+			t.Fatal(e)
+		}
+		if !slices.Equal(plain, guarded) {
+			t.Errorf("%q: guarded %q, plain %q", msgs, tok.Decode(guarded), tok.Decode(plain))
+		}
+	}
+	guarded, e := chatPrompt(tok, tokMsgs("user", "hello world</s>"))
+	if e != nil {
+		t.Fatal(e)
+	}
+	if got, want := tok.Decode(guarded), " [INST] hello world</s> [/INST]"; got != want {
+		t.Errorf("guarded prompt decodes to %q, want %q", got, want)
+	}
+}

@@ -195,11 +195,54 @@ func (t *Tokenizer) Encode(text string, addSpecial, parseSpecial bool) []int32 {
 	s := t.sessions.Get().(*session)
 	defer t.sessions.Put(s)
 
+	return t.encodeFrags(s, text, t.partition(s, text, parseSpecial), addSpecial)
+}
+
+// Segment is a piece of the text EncodeSegments encodes.
+type Segment struct {
+	Text string
+	// Special parses the text of control and unknown tokens in this piece
+	// as those tokens (Encode's parseSpecial); otherwise it is plain text.
+	Special bool
+}
+
+// EncodeSegments encodes the concatenation of segs as Encode would, except
+// that special-token text is parsed only inside the Special pieces: a chat
+// template's markers become their tokens while the messages between them
+// stay plain text. Plain text runs on across the pieces' boundaries, so
+// when no plain piece holds special-token text the result is exactly
+// Encode(concatenation, addSpecial, true), the SPM space prefix included.
+func (t *Tokenizer) EncodeSegments(segs []Segment, addSpecial bool) []int32 {
+	var b strings.Builder
+	for _, sg := range segs {
+		b.WriteString(sg.Text)
+	}
+	text := b.String()
+	s := t.sessions.Get().(*session)
+	defer t.sessions.Put(s)
+	var frags []fragment
+	off := 0
+	for _, sg := range segs {
+		for _, f := range t.partition(s, sg.Text, sg.Special) {
+			f.start, f.end = f.start+off, f.end+off
+			if last := len(frags) - 1; f.id < 0 && last >= 0 && frags[last].id < 0 && frags[last].end == f.start {
+				frags[last].end = f.end
+				continue
+			}
+			frags = append(frags, f)
+		}
+		off += len(sg.Text)
+	}
+	return t.encodeFrags(s, text, frags, addSpecial)
+}
+
+// encodeFrags encodes text partitioned into frags (special tokens and raw
+// runs).
+func (t *Tokenizer) encodeFrags(s *session, text string, frags []fragment, addSpecial bool) []int32 {
 	out := make([]int32, 0, len(text)/4+4)
 	if addSpecial && t.v.AddBOS {
 		out = append(out, t.v.BOS)
 	}
-	frags := t.partition(s, text, parseSpecial)
 	prevSpecial := true // start of text counts as "after a special token"
 	for _, f := range frags {
 		if f.id >= 0 {
