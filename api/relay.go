@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"unicode/utf8"
 )
 
 // Resuming a stream whose home died.
@@ -72,17 +73,43 @@ func isStream(body []byte) bool {
 	return json.Unmarshal(body, &p) == nil && p.Stream != nil && *p.Stream
 }
 
-// hasResume reports whether a request body carries resumeField.
+// hasResume reports whether a request body carries resumeField under any
+// spelling the request decoder accepts: encoding/json matches object keys
+// case-insensitively (Unicode folding: "ſ" is an "s") and after unescaping
+// ("\u005f" is "_").
 func hasResume(body []byte) bool {
-	if !bytes.Contains(body, []byte(resumeField)) {
+	if !mayHoldKey(body, resumeField) {
 		return false // the common case, without parsing
 	}
 	var p map[string]json.RawMessage
 	if json.Unmarshal(body, &p) != nil {
 		return false
 	}
-	_, ok := p[resumeField]
-	return ok
+	for k := range p {
+		if strings.EqualFold(k, resumeField) {
+			return true
+		}
+	}
+	return false
+}
+
+// mayHoldKey is false only when body, all ASCII and free of \u escapes,
+// does not hold key (ASCII lower case) in any letter case.
+func mayHoldKey(body []byte, key string) bool {
+	for _, c := range body {
+		if c >= utf8.RuneSelf {
+			return true
+		}
+	}
+	if bytes.Contains(body, []byte(`\u`)) {
+		return true
+	}
+	for i := 0; i+len(key) <= len(body); i++ {
+		if bytes.EqualFold(body[i:i+len(key)], []byte(key)) {
+			return true
+		}
+	}
+	return false
 }
 
 // streamRelay relays one streaming request to the session's home and, when

@@ -277,9 +277,13 @@ func TestResumeFieldIsInternal(t *testing.T) {
 	// Nor is it forwarded to a session's home.
 	home := newSessionNode(t, DefaultConfig(), nil)
 	f.sess.homes["s9"] = home.http.URL
-	body = `{"model":"` + f.id + `","prompt":"hi","max_tokens":4,"stream":true,"session_id":"s9","conclave_resume":{"token_ids":[1,2]}}`
-	resp, out = f.do(t, "POST", "/v1/completions", body)
-	checkError(t, resp, out, 400, typeInvalidRequest, "", resumeField)
+	// Under every spelling encoding/json reads as the field: letter case,
+	// escapes, Unicode case folding (ſ is an s).
+	for _, key := range []string{"conclave_resume", "CONCLAVE_RESUME", `conclave\u005fresume`, "conclave_reſume"} {
+		body = `{"model":"` + f.id + `","prompt":"hi","max_tokens":4,"stream":true,"session_id":"s9","` + key + `":{"token_ids":[1,2]}}`
+		resp, out = f.do(t, "POST", "/v1/completions", body)
+		checkError(t, resp, out, 400, typeInvalidRequest, "", resumeField)
+	}
 	if got := home.eng.served(); len(got) != 0 {
 		t.Errorf("the home served a client's continuation: %q", got)
 	}
