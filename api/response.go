@@ -263,6 +263,10 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 	} else if j.chat {
 		empty := ""
 		sw.data(chunk(choice{Delta: &chatDelta{Role: "assistant", Content: &empty}}))
+	} else if err := sw.rc.Flush(); err != nil {
+		// Completions have no role chunk: the headers go now, so a client
+		// sees its stream open while the request waits or its prompt runs.
+		sw.err = err
 	}
 	emit := func(text string, finish *string) {
 		if text == "" && finish == nil {
