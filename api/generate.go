@@ -532,13 +532,14 @@ func (s *Server) collect(cancel context.CancelFunc, events <-chan engine.Event, 
 	}
 	if g.j.logprobs && g.done {
 		// Keep logprobs only for the tokens whose text was returned.
-		g.out.logprobs = trimLogprobs(s.tok, g.out.logprobs, len(g.out.text))
+		g.out.logprobs = trimLogprobs(s.tok, g.out.logprobs, g.ts.released)
 	}
 	return g.out
 }
 
-// trimLogprobs keeps the tokens whose bytes start within the first n bytes
-// of the text.
+// trimLogprobs keeps the tokens whose bytes start within the first n token
+// bytes (textStream.released: the text may be longer, with U+FFFD for
+// invalid bytes).
 func trimLogprobs(tok *tokenizer.Tokenizer, lps []tokenLogprob, n int) []tokenLogprob {
 	off := 0
 	for i, lp := range lps {

@@ -312,7 +312,7 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 			if j.logprobs && g.done {
 				// A stop string ended the text: as in the non-streaming
 				// response, keep logprobs only for tokens whose text was sent.
-				g.out.logprobs = trimLogprobs(s.tok, g.out.logprobs, textOff+len(text))
+				g.out.logprobs = trimLogprobs(s.tok, g.out.logprobs, g.ts.released)
 				sent = min(sent, len(g.out.logprobs))
 			}
 			emit(text, nil)

@@ -19,6 +19,9 @@ type textStream struct {
 	maxStop int    // longest stop string in bytes
 	pending []byte // bytes received and not yet emitted
 	stopped bool
+	// released counts the token bytes whose text was emitted: text and
+	// bytes differ in length where invalid bytes became U+FFFD.
+	released int
 }
 
 func newTextStream(stops []string) *textStream {
@@ -40,6 +43,7 @@ func (t *textStream) push(b []byte) (text string, stopped bool) {
 	if len(t.stops) > 0 {
 		if i := t.firstStop(); i >= 0 {
 			text = validText(t.pending[:i])
+			t.released += i
 			t.pending = t.pending[:0]
 			t.stopped = true
 			return text, true
@@ -51,6 +55,7 @@ func (t *textStream) push(b []byte) (text string, stopped bool) {
 		return "", false
 	}
 	text = validText(t.pending[:cut])
+	t.released += cut
 	t.pending = t.pending[:copy(t.pending, t.pending[cut:])]
 	return text, false
 }
@@ -62,6 +67,7 @@ func (t *textStream) flush() string {
 		return ""
 	}
 	text := validText(t.pending)
+	t.released += len(t.pending)
 	t.pending = t.pending[:0]
 	return text
 }

@@ -1,0 +1,95 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/conclave-ai/conclave/engine"
+)
+
+// scriptEngine answers every request with the same tokens, each with a
+// logprob, then finishes.
+type scriptEngine struct{ toks []int32 }
+
+func (e *scriptEngine) Submit(ctx context.Context, r engine.Request) (<-chan engine.Event, error) {
+	ch := make(chan engine.Event, len(e.toks)+1)
+	go func() {
+		defer close(ch)
+		n := 0
+		for i, t := range e.toks {
+			if ctx.Err() != nil || i >= r.MaxTokens {
+				break
+			}
+			ch <- engine.Event{HasToken: true, Token: t, Logprob: -float32(i + 1),
+				TopLogprobs: []engine.TokenLogprob{{Token: t, Logprob: -float32(i + 1)}}}
+			n++
+		}
+		ch <- engine.Event{Done: true, FinishReason: engine.FinishStop, PromptTokens: len(r.Prompt), Generated: n}
+	}()
+	return ch, nil
+}
+func (e *scriptEngine) Embed(context.Context, []int32) ([]float32, error) { return nil, nil }
+func (e *scriptEngine) Stats() engine.Stats                              { return engine.Stats{} }
+
+// byteTokens are the tiny model's byte tokens (<0x00> is id 3) for s.
+func byteTokens(s string) []int32 {
+	var out []int32
+	for _, b := range []byte(s) {
+		out = append(out, int32(b)+3)
+	}
+	return out
+}
+
+// TestLogprobsTrimAfterInvalidByte: a stop string ends the text, and only
+// the tokens whose text was returned keep their logprobs, even when an
+// invalid byte before it became a 3-byte U+FFFD (token bytes and text
+// lengths then differ).
+func TestLogprobsTrimAfterInvalidByte(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), &scriptEngine{toks: byteTokens("\xffaXbc")})
+	_, body := f.do(t, "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":"hi","max_tokens":10,"stop":"X","logprobs":1}`, f.id))
+	var r struct {
+		Choices []struct {
+			Text     string
+			Logprobs struct{ Tokens []string }
+		}
+	}
+	if err := json.Unmarshal(body, &r); err != nil || len(r.Choices) != 1 {
+		t.Fatalf("%v %s", err, body)
+	}
+	if c := r.Choices[0]; c.Text != "\uFFFDa" || len(c.Logprobs.Tokens) != 2 {
+		t.Errorf("text %q with logprobs for %q, want 2 tokens", c.Text, c.Logprobs.Tokens)
+	}
+	// Streamed: no chunk carries the stop token's logprob.
+	resp, err := f.http.Client().Post(f.http.URL+"/v1/completions", "application/json",
+		strings.NewReader(fmt.Sprintf(`{"model":%q,"prompt":"hi","max_tokens":10,"stop":"X","logprobs":1,"stream":true}`, f.id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var tokens []string
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok || line == "[DONE]" {
+			continue
+		}
+		var c struct {
+			Choices []struct{ Logprobs *struct{ Tokens []string } }
+		}
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			t.Fatal(err)
+		}
+		for _, ch := range c.Choices {
+			if ch.Logprobs != nil {
+				tokens = append(tokens, ch.Logprobs.Tokens...)
+			}
+		}
+	}
+	if len(tokens) != 2 {
+		t.Errorf("streamed logprobs for %q, want 2 tokens", tokens)
+	}
+}
