@@ -73,6 +73,7 @@ func TestBadInput(t *testing.T) {
 		{"template rejects roles", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"assistant","content":"hi"}]}`, m), "", 400, inv, "", "messages"},
 		{"prompt too long", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":%q}]}`, m, long), "", 400, inv, "context_length_exceeded", "messages"},
 		{"max_tokens over context", "POST", "/v1/chat/completions", chat(`,"max_tokens":100000`), "", 400, inv, "context_length_exceeded", "max_tokens"},
+		{"max_completion_tokens over context", "POST", "/v1/chat/completions", chat(`,"max_completion_tokens":100000`), "", 400, inv, "context_length_exceeded", "max_completion_tokens"},
 		{"negative max_tokens", "POST", "/v1/chat/completions", chat(`,"max_tokens":-1`), "", 400, inv, "", "max_tokens"},
 		{"zero max_completion_tokens", "POST", "/v1/chat/completions", chat(`,"max_completion_tokens":0`), "", 400, inv, "", "max_completion_tokens"},
 		{"temperature too high", "POST", "/v1/chat/completions", chat(`,"temperature":2.5`), "", 400, inv, "", "temperature"},

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/binary"
@@ -32,6 +33,7 @@ type job struct {
 	prompt       []int32
 	maxTokens    int
 	maxGiven     bool
+	maxParam     string // the field that gave maxTokens, for errors ("" is max_tokens)
 	sampling     sample.Config
 	stops        []string
 	ignoreEOS    bool
@@ -148,6 +150,7 @@ func (s *Server) chatJob(body []byte) (*job, *Error) {
 			return nil, badRequest("max_completion_tokens", "max_completion_tokens must be at least 1, got %d", *req.MaxCompletionTokens)
 		}
 		req.MaxTokens = req.MaxCompletionTokens
+		j.maxParam = "max_completion_tokens"
 	}
 	if e := s.validateGen(&req.genParams, j); e != nil {
 		return nil, e
@@ -246,9 +249,10 @@ func (s *Server) fitContext(j *job, param string) *Error {
 		return badRequestCode(param, "context_length_exceeded",
 			"this model's maximum context length is %d tokens, but the prompt has %d tokens", ctx, n)
 	case j.maxGiven && j.maxTokens > room:
-		return badRequestCode("max_tokens", "context_length_exceeded",
-			"this model's maximum context length is %d tokens; the prompt has %d tokens and max_tokens is %d (%d in total)",
-			ctx, n, j.maxTokens, n+j.maxTokens)
+		p := cmp.Or(j.maxParam, "max_tokens")
+		return badRequestCode(p, "context_length_exceeded",
+			"this model's maximum context length is %d tokens; the prompt has %d tokens and %s is %d (%d in total)",
+			ctx, n, p, j.maxTokens, n+j.maxTokens)
 	case !j.maxGiven:
 		j.maxTokens = room
 		if s.cfg.DefaultMaxTokens > 0 {
