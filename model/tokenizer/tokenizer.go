@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -29,6 +30,8 @@ type Tokenizer struct {
 	// specials are the ids matched in raw text before tokenizing: control,
 	// user-defined and unknown tokens, longest text first.
 	specials []int32
+
+	eog []int32 // the ids that end generation (IsEOG)
 
 	sessions sync.Pool // *session
 
@@ -68,7 +71,15 @@ func New(v Vocab) (*Tokenizer, error) {
 		pieces: make([][]byte, n),
 	}
 	t.sessions.New = func() any { return &session{t: t} }
+	for _, id := range []int32{v.EOS, v.EOT, v.EOM} {
+		if id >= 0 && !slices.Contains(t.eog, id) {
+			t.eog = append(t.eog, id)
+		}
+	}
 	for id, text := range v.Tokens {
+		if eogTexts[text] && !slices.Contains(t.eog, int32(id)) {
+			t.eog = append(t.eog, int32(id))
+		}
 		t.types[id] = TypeNormal
 		if len(v.Types) != 0 {
 			t.types[id] = TokenType(v.Types[id])
@@ -334,7 +345,20 @@ func (t *Tokenizer) EOS() int32 { return t.v.EOS }
 // VocabSize returns the number of tokens.
 func (t *Tokenizer) VocabSize() int { return len(t.v.Tokens) }
 
-// IsEOG reports whether id ends generation: the vocab's EOS, EOT or EOM.
+// IsEOG reports whether id ends generation: the vocab's EOS, EOT or EOM,
+// or a token whose text chat formats use to end a turn or a text (see
+// eogTexts), as llama.cpp's end-of-generation set has them. A file names
+// one EOS; an instruct model may still end with another of these
+// (Llama 3.1 with <|eom_id|> or <|end_of_text|>, Qwen2.5 with
+// <|endoftext|>), which renders as no text and must stop generation.
 func (t *Tokenizer) IsEOG(id int32) bool {
-	return id >= 0 && (id == t.v.EOS || id == t.v.EOT || id == t.v.EOM)
+	return id >= 0 && slices.Contains(t.eog, id)
+}
+
+// eogTexts are the token texts that end generation whatever the vocab's
+// ids say (llama.cpp's list).
+var eogTexts = map[string]bool{
+	"<|eot_id|>": true, "<|im_end|>": true, "<|end|>": true, "<|return|>": true, "<|call|>": true,
+	"<end_of_turn>": true, "<|endoftext|>": true, "<|eom_id|>": true, "<EOT>": true, "_<EOT>": true,
+	"<|end_of_text|>": true, "<end_of_utterance>": true,
 }
