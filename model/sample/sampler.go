@@ -214,8 +214,17 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 // within ~1e-16 of a boundary between two tokens' shares.
 func (s *Sampler) sampleAll(logits []float32, u float64) int32 {
 	maxLogit := kernels.MaxF32(logits) // NaN counts as -Inf
-	if math.IsInf(float64(maxLogit), -1) {
+	switch {
+	case math.IsInf(float64(maxLogit), -1):
 		return 0
+	case math.IsInf(float64(maxLogit), 1):
+		// Every weight relative to +Inf is NaN or 0: the +Inf logits take
+		// all the mass, the first of them as greedy, top-k and top-p pick.
+		for i, x := range logits {
+			if math.IsInf(float64(x), 1) {
+				return int32(i)
+			}
+		}
 	}
 	w := s.weights[:len(logits)]
 	total := kernels.ExpSum(w, logits, maxLogit, 1/float64(s.cfg.Temperature))
