@@ -40,6 +40,11 @@ func (t *Tokenizer) ChatTemplate() string {
 // template's message.
 func (t *Tokenizer) ApplyChatTemplate(msgs []Message, addGenerationPrompt bool) (string, error) {
 	t.tmplOnce.Do(func() {
+		defer func() {
+			if p := recover(); p != nil {
+				t.tmpl, t.tmplErr = nil, fmt.Errorf("%w: compile: the renderer failed: %v", ErrChatTemplate, p)
+			}
+		}()
 		t.tmpl, t.tmplErr = jinja.Compile(t.ChatTemplate())
 		if t.tmplErr != nil {
 			t.tmplErr = fmt.Errorf("%w: compile: %w", ErrChatTemplate, t.tmplErr)
@@ -65,7 +70,7 @@ func (t *Tokenizer) ApplyChatTemplate(msgs []Message, addGenerationPrompt bool) 
 		raised = fmt.Errorf("%w: %w: %s", ErrChatTemplate, ErrTemplateException, msg)
 		return jinja.Undefined(), raised
 	}
-	out, err := t.tmpl.RenderValues(map[string]jinja.Value{
+	out, err := render(t.tmpl, map[string]jinja.Value{
 		"messages":              jinja.NewList(list),
 		"add_generation_prompt": jinja.NewBool(addGenerationPrompt),
 		"bos_token":             jinja.NewString(t.Piece(t.v.BOS)),
@@ -80,6 +85,18 @@ func (t *Tokenizer) ApplyChatTemplate(msgs []Message, addGenerationPrompt bool) 
 		return "", fmt.Errorf("%w: render: %w", ErrChatTemplate, err)
 	}
 	return out, nil
+}
+
+// render is tmpl.RenderValues with the renderer's panics (some filters
+// given arguments they do not expect: indent(-3), select without a test)
+// returned as errors: the template comes from the model file.
+func render(tmpl *jinja.Template, vars map[string]jinja.Value) (out string, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			out, err = "", fmt.Errorf("the renderer failed: %v", p)
+		}
+	}()
+	return tmpl.RenderValues(vars)
 }
 
 // maxTemplateRange bounds the numbers one render's range() calls may yield

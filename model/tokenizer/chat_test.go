@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -116,6 +117,31 @@ func TestChatTemplateRange(t *testing.T) {
 		got, err := chatTokenizer(t, tc.tmpl, "<s>", "</s>").ApplyChatTemplate(msgs, false)
 		if (err != nil) != tc.err || (!tc.err && got != tc.want) || (tc.err && !errors.Is(err, ErrChatTemplate)) {
 			t.Errorf("%s: %q, %v; want %q (error %v)", tc.tmpl, got, err, tc.want, tc.err)
+		}
+	}
+}
+
+// TestChatTemplateRendererPanics: the renderer panics on some filters given
+// arguments they do not expect; from a model file's template that is an
+// error wrapping ErrChatTemplate (the API answers it with a 400), not a
+// panic out of ApplyChatTemplate.
+func TestChatTemplateRendererPanics(t *testing.T) {
+	for _, tmpl := range []string{
+		"{{ messages[0]['content'] | indent(-3) }}",
+		"{{ messages[0]['content'] * -1 }}",
+		"{{ ['a', ''] | select | list }}",
+	} {
+		var err error
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("panic: %v", p)
+				}
+			}()
+			_, err = chatTokenizer(t, tmpl, "<s>", "</s>").ApplyChatTemplate([]Message{{"user", "hi"}}, true)
+		}()
+		if !errors.Is(err, ErrChatTemplate) {
+			t.Errorf("%s: %v, want an error wrapping ErrChatTemplate", tmpl, err)
 		}
 	}
 }
