@@ -45,7 +45,7 @@ func (t *Tokenizer) ApplyChatTemplate(msgs []Message, addGenerationPrompt bool) 
 				t.tmpl, t.tmplErr = nil, fmt.Errorf("%w: compile: the renderer failed: %v", ErrChatTemplate, p)
 			}
 		}()
-		t.tmpl, t.tmplErr = jinja.Compile(t.ChatTemplate())
+		t.tmpl, t.tmplErr = jinja.Compile(resolveWhitespace(t.ChatTemplate()))
 		if t.tmplErr != nil {
 			t.tmplErr = fmt.Errorf("%w: compile: %w", ErrChatTemplate, t.tmplErr)
 		}
