@@ -79,6 +79,8 @@ func (n *Node) loop() {
 		}
 
 		// Housekeeping on every node.
+		nodes := n.fsm.Map().Nodes
+		n.members.forget(func(id string) bool { _, in := nodes[id]; return in })
 		tab, ver := n.members.snapshot()
 		if ver != seenVer {
 			seenVer = ver

@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"net/http"
 	"os"
 	"slices"
@@ -302,7 +304,8 @@ func TestRestartAllRestoresMap(t *testing.T) {
 }
 
 func TestGracefulLeave(t *testing.T) {
-	c := clustertest.New(t, 3, clustertest.Options{})
+	var logs lockedBuffer
+	c := clustertest.New(t, 3, clustertest.Options{Logs: &logs, LogLevel: "info"})
 	setModel(t, c)
 	c.WaitAgree(10*time.Second, fullyPlaced, "the model fully placed")
 	l := c.Leader()
@@ -316,6 +319,28 @@ func TestGracefulLeave(t *testing.T) {
 	v, nv := raftServers(t, c.Node(nl))
 	if len(v) != 2 || len(nv) != 0 {
 		t.Errorf("after leave: voters %v non-voters %v", v, nv)
+	}
+	// The others saw a departure, not a failure, and forget the member
+	// once the map has dropped it: cluster_members counts two, alive.
+	for _, i := range c.Running() {
+		if want := fmt.Sprintf("n%d.memberlist: member gone: node=n%d member=%s state=left", i, i, id); !strings.Contains(logs.String(), want) {
+			t.Errorf("no %q in the logs", want)
+		}
+		clustertest.WaitFor(t, 10*time.Second, func() bool {
+			_, known := c.Node(i).Members()[id]
+			return !known
+		}, fmt.Sprintf("n%d to forget %s", i, id))
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(c.Node(i).Collector())
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP conclave:cluster_members Gossip members this node sees, by state.
+# TYPE conclave:cluster_members gauge
+conclave:cluster_members{state="alive"} 2
+conclave:cluster_members{state="dead"} 0
+conclave:cluster_members{state="left"} 0
+`), "conclave:cluster_members"); err != nil {
+			t.Errorf("n%d: %v", i, err)
+		}
 	}
 }
 

@@ -74,11 +74,13 @@ func (ms *members) NotifyJoin(n *memberlist.Node) {
 	ms.set(n, GossipAlive)
 }
 
-// NotifyLeave implements memberlist.EventDelegate; n.State tells a failure
-// (dead) from an announced leave (left).
+// NotifyLeave implements memberlist.EventDelegate. A member whose last
+// metadata said it was leaving (NodeMeta.Leaving) left; any other is dead.
+// (memberlist's own leave state never reaches the event: the Node it
+// passes keeps StateAlive.)
 func (ms *members) NotifyLeave(n *memberlist.Node) {
 	st := GossipDead
-	if n.State == memberlist.StateLeft {
+	if meta, err := DecodeMeta(n.Meta); n.State == memberlist.StateLeft || err == nil && meta.Leaving {
 		st = GossipLeft
 	}
 	ms.log.Info("member gone", "member", n.Name, "state", st)
@@ -87,6 +89,20 @@ func (ms *members) NotifyLeave(n *memberlist.Node) {
 
 // NotifyUpdate implements memberlist.EventDelegate (metadata changed).
 func (ms *members) NotifyUpdate(n *memberlist.Node) { ms.set(n, GossipAlive) }
+
+// forget drops the members that are dead or left and for which keep is
+// false (the map no longer holds them): the table, its metrics and the
+// peers file otherwise keep every node that ever passed through.
+func (ms *members) forget(keep func(id string) bool) {
+	ms.mu.Lock()
+	defer ms.mu.Unlock()
+	for id, m := range ms.tab {
+		if m.State != GossipAlive && !keep(id) {
+			delete(ms.tab, id)
+			ms.ver++
+		}
+	}
+}
 
 // snapshot returns a copy of the table and its version.
 func (ms *members) snapshot() (map[string]member, uint64) {

@@ -32,6 +32,10 @@ type NodeMeta struct {
 	// certificate from another CA, a wrong Raft address) never counts
 	// toward a quorum.
 	RaftReached bool `json:"rr,omitempty"`
+	// Leaving says the node is leaving gracefully (Node.Leave): its gossip
+	// leave that follows is a departure, not a failure. memberlist cannot
+	// tell the two apart for us (its Node.State stays alive in events).
+	Leaving bool `json:"lv,omitempty"`
 }
 
 type metaDevice struct {

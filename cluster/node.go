@@ -438,6 +438,13 @@ func (n *Node) Leave(ctx context.Context) error {
 	if n.IsLeader() && n.otherVoters() > 0 {
 		keep(waitFuture(ctx, n.raft.LeadershipTransfer()))
 	}
+	// Say it first, so peers record a departure, not a failure.
+	if m := n.meta.get(); !m.Leaving {
+		m.Leaving = true
+		if err := n.meta.set(m); err == nil {
+			keep(n.ml.UpdateNode(n.cfg.LeaveTimeout / 4))
+		}
+	}
 	keep(n.ml.Leave(n.cfg.LeaveTimeout / 2))
 	if others > 0 {
 		keep(n.requestRemoval(ctx))

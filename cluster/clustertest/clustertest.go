@@ -6,6 +6,7 @@
 package clustertest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -47,9 +48,11 @@ type Options struct {
 	Config func(i int) cluster.Config
 	// NoWait returns from New before the nodes agree on the map.
 	NoWait bool
-	// Logs, when set, also receives every node's log lines (at the level
-	// CONCLAVE_TEST_LOG sets, warn by default).
+	// Logs, when set, also receives every node's log lines (at LogLevel).
 	Logs io.Writer
+	// LogLevel is the nodes' log level when CONCLAVE_TEST_LOG does not
+	// set one (warn when empty).
+	LogLevel string
 }
 
 // Cluster is a set of in-process nodes. Node i is "n<i>"; node 0 bootstraps
@@ -122,10 +125,7 @@ func (c *Cluster) add(dir string) int {
 }
 
 func (c *Cluster) logger(name string) hclog.Logger {
-	lv := os.Getenv("CONCLAVE_TEST_LOG")
-	if lv == "" {
-		lv = "warn"
-	}
+	lv := cmp.Or(os.Getenv("CONCLAVE_TEST_LOG"), c.opts.LogLevel, "warn")
 	var w io.Writer = c.logw
 	if c.opts.Logs != nil {
 		w = io.MultiWriter(c.logw, c.opts.Logs)
