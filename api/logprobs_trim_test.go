@@ -33,7 +33,7 @@ func (e *scriptEngine) Submit(ctx context.Context, r engine.Request) (<-chan eng
 	return ch, nil
 }
 func (e *scriptEngine) Embed(context.Context, []int32) ([]float32, error) { return nil, nil }
-func (e *scriptEngine) Stats() engine.Stats                              { return engine.Stats{} }
+func (e *scriptEngine) Stats() engine.Stats                               { return engine.Stats{} }
 
 // byteTokens are the tiny model's byte tokens (<0x00> is id 3) for s.
 func byteTokens(s string) []int32 {

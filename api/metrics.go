@@ -80,7 +80,7 @@ func newStatsCollector(eng Engine, labels prometheus.Labels) *statsCollector {
 		kvUsage:       d("kv_cache_usage_perc", "Fraction of KV cache blocks in use, 0 to 1."),
 		prefixHits:    d("prefix_cache_hits_total", "Prompt tokens served from the prefix cache."),
 		prefixQueries: d("prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache."),
-		prompt:        d("prompt_tokens_total", "Prompt tokens processed."),
+		prompt:        d("prompt_tokens_total", "Prompt tokens of requests whose prompt was processed (prefix-cache hits included)."),
 		gen:           d("generation_tokens_total", "Tokens generated."),
 		stepTokens:    d("iteration_tokens_total", "Tokens (batch rows) per engine step."),
 		stepSeconds:   d("engine_step_duration_seconds", "Duration of an engine step: its forward pass and sampling, in seconds."),

@@ -85,6 +85,7 @@ type seq struct {
 	cached    int   // prompt tokens served from the prefix cache at first admission
 	order     int64 // admission number; the highest is preempted first
 	admits    int
+	prefilled bool // its prompt was counted in Stats.PromptTokens
 	done      bool
 	finish    FinishReason
 	err       error
@@ -476,8 +477,12 @@ func (e *Engine) forward() {
 	e.draws = e.draws[:0]
 	for _, sp := range e.spans {
 		s := e.running[sp.Seq]
-		if start, P := s.cache.Len()-sp.Count, len(s.req.Prompt); start < P {
-			e.counters.PromptTokens += int64(min(s.cache.Len(), P) - start)
+		if P := len(s.req.Prompt); !s.prefilled && s.cache.Len() >= P {
+			// Once per request, when its prompt is done, cached tokens
+			// included (vLLM's prompt_tokens_total; a preempted request's
+			// recomputation is not counted again).
+			s.prefilled = true
+			e.counters.PromptTokens += int64(P)
 		}
 		s.cache.Commit(s.tokens)
 		if s.cache.Len() != len(s.tokens) {

@@ -322,8 +322,10 @@ func TestPrefixCacheReuse(t *testing.T) {
 	if st.PrefixHits != int64(second.done.CachedTokens) || st.PrefixLookups != 200 {
 		t.Errorf("stats: %d hits of %d looked up", st.PrefixHits, st.PrefixLookups)
 	}
-	if st.PromptTokens != 200-int64(second.done.CachedTokens) || st.GeneratedTokens != 20 {
-		t.Errorf("stats: %d prompt tokens computed, %d generated", st.PromptTokens, st.GeneratedTokens)
+	// Prompt tokens count each request's whole prompt, cached or not
+	// (vLLM's prompt_tokens_total).
+	if st.PromptTokens != 200 || st.GeneratedTokens != 20 {
+		t.Errorf("stats: %d prompt tokens, %d generated", st.PromptTokens, st.GeneratedTokens)
 	}
 	if st.KVBlocksUsed != 0 || st.KVBlocksCached == 0 || st.Running != 0 || st.Waiting != 0 {
 		t.Errorf("stats after both finished: %+v", st)
@@ -333,7 +335,7 @@ func TestPrefixCacheReuse(t *testing.T) {
 	if n := st.StepTokens.Count(); n != uint64(st.Steps) || st.StepSeconds.Count() != n || st.StepSeconds.Sum <= 0 {
 		t.Errorf("step histograms: %d and %d observations (%v s) for %d steps", n, st.StepSeconds.Count(), st.StepSeconds.Sum, st.Steps)
 	}
-	if got, want := st.StepTokens.Sum, float64(st.PromptTokens+st.GeneratedTokens-2); got != want {
+	if got, want := st.StepTokens.Sum, float64(st.PromptTokens-st.PrefixHits+st.GeneratedTokens-2); got != want {
 		t.Errorf("step rows sum to %v, want %v", got, want)
 	}
 	if cum := st.StepTokens.Cumulative(StepTokensBounds); cum[8192] != st.StepTokens.Count() || cum[1] == 0 {
@@ -435,8 +437,9 @@ func TestAdmissionPromisesBlocksOnce(t *testing.T) {
 			t.Errorf("request %d: %v, runner %v", i, got.tokens, want)
 		}
 	}
-	if st := e.Stats(); st.Preemptions != 0 || st.PromptTokens != 300 {
-		t.Errorf("%d preemptions, %d prompt tokens computed for 300: admission promised the same blocks twice", st.Preemptions, st.PromptTokens)
+	// Rows computed: the two prompts and each request's fed-back tokens.
+	if st := e.Stats(); st.Preemptions != 0 || st.StepTokens.Sum != 300+2*3 {
+		t.Errorf("%d preemptions, %v rows computed for 306: admission promised the same blocks twice", st.Preemptions, st.StepTokens.Sum)
 	}
 }
 

@@ -83,7 +83,7 @@ type Stats struct {
 	Preemptions      int64 // running sequences sent back to the queue for lack of blocks
 	PrefixHits       int64 // prompt tokens served from the prefix cache
 	PrefixLookups    int64 // prompt tokens looked up
-	PromptTokens     int64 // total prompt tokens processed
+	PromptTokens     int64 // prompt tokens of the requests whose prompt is done, cached ones included, once per request
 	GeneratedTokens  int64
 	Steps            int64 // forward passes run
 
