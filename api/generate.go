@@ -336,7 +336,13 @@ type tokenLogprob struct {
 // run submits j to the engine and writes the response, streaming or not.
 func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 	ri := info(r)
-	start := time.Now()
+	// Latencies count from the request's arrival: reading and checking it,
+	// routing its session, a failed forward to another home are the
+	// client's wait too.
+	start := ri.start
+	if start.IsZero() {
+		start = time.Now()
+	}
 	sessionID := j.sessionID
 	if sessionID == "" {
 		sessionID = r.Header.Get("X-Session-ID")
@@ -397,7 +403,14 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 		}
 	}
 	end := time.Now()
-	s.metrics.observe(start, out.first, end, out.generated-out.resumed, out.finish)
+	first := out.first
+	if j.resume != nil {
+		first = time.Time{} // the client's first token came from the earlier home: no TTFT here
+	}
+	s.metrics.observe(start, first, end, out.generated-out.resumed, out.finish)
+	if j.resume != nil && !out.first.IsZero() && out.generated-out.resumed > 1 {
+		s.metrics.tpot.Observe(end.Sub(out.first).Seconds() / float64(out.generated-out.resumed-1))
+	}
 	ri.attrs = append(ri.attrs, slog.Int("prompt_tokens", out.prompt), slog.Int("cached_tokens", out.cached),
 		slog.Int("completion_tokens", out.generated), slog.String("finish_reason", out.finish),
 		slog.Bool("stream", j.stream), slog.Int64("seed", int64(j.sampling.Seed)))

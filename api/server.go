@@ -41,6 +41,7 @@ type Engine interface {
 // New; mount it with Register or serve Handler; call Drain before shutting
 // the engine down. Its methods are safe for concurrent use.
 type Server struct {
+	routes  *routeNames // the /v1 routes' names, for requests refused before routing
 	cfg     Config
 	eng     Engine
 	tok     *tokenizer.Tokenizer
@@ -109,6 +110,8 @@ func New(cfg Config, eng Engine, tok *tokenizer.Tokenizer, info ModelInfo) (*Ser
 	v1.Handle("/v1/models", s.route("models", http.MethodGet, http.HandlerFunc(s.handleModels)))
 	v1.Handle("/v1/models/{id...}", s.route("models", http.MethodGet, http.HandlerFunc(s.handleModel)))
 	v1.Handle("/", s.route("unknown", "", http.HandlerFunc(notFound)))
+	s.routes = &routeNames{mux: v1, names: map[string]string{"/v1/chat/completions": "chat", "/v1/completions": "completions",
+		"/v1/embeddings": "embeddings", "/v1/models": "models", "/v1/models/{id...}": "models"}}
 	s.v1 = s.common(s.authenticate(v1))
 
 	all := http.NewServeMux()
@@ -218,7 +221,8 @@ const (
 type reqInfo struct {
 	id     string
 	route  string
-	client string // "key:DIGEST" or "ip:ADDR"
+	start  time.Time // arrival
+	client string    // "key:DIGEST" or "ip:ADDR"
 	// peer: forwarded by a node of the cluster (a valid signature), whose
 	// body must have the digest peerBody.
 	peer     bool
@@ -270,15 +274,21 @@ func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 func (s *Server) common(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		ri := &reqInfo{id: requestID(r.Header.Get("X-Request-ID")), route: "unknown"}
+		ri := &reqInfo{id: requestID(r.Header.Get("X-Request-ID")), route: "unknown", start: start}
+		if s.routes != nil {
+			// Named before authentication, so a 401 or 429 counts under
+			// its route (route sets it again, the same).
+			if _, pattern := s.routes.mux.Handler(r); s.routes.names[pattern] != "" {
+				ri.route = s.routes.names[pattern]
+			}
+		}
 		w.Header().Set("X-Request-ID", ri.id)
 		rec := &recorder{ResponseWriter: w}
 		r = r.WithContext(context.WithValue(r.Context(), keyReqInfo, ri))
 		defer func() {
-			if p := recover(); p != nil {
-				if p == http.ErrAbortHandler {
-					panic(p)
-				}
+			p := recover()
+			aborted := p == http.ErrAbortHandler // a relayed response broke off: log and count it, then abort
+			if p != nil && !aborted {
 				s.log.Error("panic serving request", "request_id", ri.id, "path", r.URL.Path, "panic", fmt.Sprint(p),
 					"stack", string(debug.Stack()))
 				if rec.status == 0 {
@@ -286,8 +296,16 @@ func (s *Server) common(next http.Handler) http.Handler {
 						Message: "internal error (request " + ri.id + ")"})
 				}
 			}
-			if rec.status == 0 {
+			switch {
+			case rec.status == 0 && r.Context().Err() != nil:
+				// The client left before any answer (nginx's 499): not a 200.
+				rec.status = statusClientClosed
+			case rec.status == 0:
 				rec.status = http.StatusOK
+			}
+			if aborted {
+				ri.attrs = append(ri.attrs, slog.Bool("aborted", true))
+				defer panic(p)
 			}
 			s.metrics.httpRequests.WithLabelValues(ri.route, strconv.Itoa(rec.status)).Inc()
 			level := slog.LevelInfo
@@ -311,6 +329,16 @@ func (s *Server) common(next http.Handler) http.Handler {
 		}()
 		next.ServeHTTP(rec, r)
 	})
+}
+
+// statusClientClosed is logged and counted for a request whose client
+// left before any response was written (nginx's 499).
+const statusClientClosed = 499
+
+// routeNames names the /v1 routes by their mux pattern.
+type routeNames struct {
+	mux   *http.ServeMux
+	names map[string]string
 }
 
 // requestID keeps a client's X-Request-ID when it is short and printable,

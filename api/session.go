@@ -61,7 +61,7 @@ func (s *Server) verifyPeer(r *http.Request, ri *reqInfo) {
 		return
 	}
 	if err := s.peerV.Verify(sig, r.Method, r.URL.RequestURI(), sig.Body(), r.Header.Get(HeaderClient), s.cfg.PeerAddr); err != nil {
-		s.log.Warn("a forwarded request's signature was refused", "err", err, "remote", r.RemoteAddr)
+		s.log.Warn("a forwarded request's signature was refused", "request_id", ri.id, "err", err, "remote", r.RemoteAddr)
 		return
 	}
 	ri.peer, ri.peerBody = true, sig.Body()
