@@ -6,13 +6,17 @@ import (
 )
 
 // LatencyBuckets are the upper bounds, in seconds, of the layer dispatch
-// latency histogram: from a local call on a tiny model to a slow remote one.
-var LatencyBuckets = []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3}
+// latency histogram: from a local call on a tiny model to a slow remote
+// one, and past the default expert call timeout (2 s), where a layer that
+// timed out and retried lands.
+var LatencyBuckets = latencyBounds[:]
+
+var latencyBounds = [...]float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10}
 
 // latencyHist is a lock-free fixed-bucket histogram of RunExperts
 // durations (one layer's experts, all replicas, retries included).
 type latencyHist struct {
-	counts [13]atomic.Uint64 // len(LatencyBuckets)+1, the last is +Inf
+	counts [len(latencyBounds) + 1]atomic.Uint64 // the last is +Inf
 	sumNS  atomic.Int64
 }
 

@@ -23,3 +23,15 @@ func TestLatencyHistogram(t *testing.T) {
 		t.Errorf("sum %v, want %v", l.Sum, want)
 	}
 }
+// TestLatencyBuckets: a layer slow enough to have timed out and retried
+// (the default call timeout is 2 s) lands in a bucket, not only in +Inf.
+func TestLatencyBuckets(t *testing.T) {
+	var d Dispatcher
+	for _, v := range []time.Duration{30 * time.Microsecond, 3 * time.Millisecond, 3 * time.Second, time.Minute} {
+		d.lat.observe(v)
+	}
+	l := d.Latency()
+	if l.Count != 4 || l.Buckets[50e-6] != 1 || l.Buckets[5e-3] != 2 || l.Buckets[2.5] != 2 || l.Buckets[5] != 3 || l.Buckets[10] != 3 {
+		t.Errorf("buckets %v, count %d", l.Buckets, l.Count)
+	}
+}
