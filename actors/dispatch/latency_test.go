@@ -23,6 +23,7 @@ func TestLatencyHistogram(t *testing.T) {
 		t.Errorf("sum %v, want %v", l.Sum, want)
 	}
 }
+
 // TestLatencyBuckets: a layer slow enough to have timed out and retried
 // (the default call timeout is 2 s) lands in a bucket, not only in +Inf.
 func TestLatencyBuckets(t *testing.T) {
