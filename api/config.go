@@ -83,6 +83,13 @@ type Config struct {
 	// 404 and /ready answers 503 "loading". nil means always ready.
 	ModelReady func() bool
 
+	// Serving, when set, reports why this node cannot generate at all now
+	// (in a cluster: its weights are not the cluster's live model, and
+	// mixing them with the live model's experts would answer with neither
+	// model): generation and embedding requests then get 503
+	// model_not_live with its message. nil, or a nil error, serves.
+	Serving func() error
+
 	// Registry is where the API registers its Prometheus metrics and what
 	// /metrics serves; nil means a fresh registry per Server (with the Go
 	// and process collectors), so several servers can live in one process.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/conclave-ai/conclave/model"
 	"net/http"
 
 	"github.com/conclave-ai/conclave/engine"
@@ -81,6 +82,9 @@ func engineError(err error) *Error {
 		return badRequestCode("messages", "context_length_exceeded", "%v", err)
 	case errors.Is(err, engine.ErrInvalidRequest):
 		return badRequest("", "%v", err)
+	case errors.Is(err, model.ErrExpertUnavailable):
+		return &Error{Status: http.StatusServiceUnavailable, Type: typeUnavailable, Code: "expert_unavailable",
+			Message: "an expert this request needs is not available yet (still loading, or its nodes are gone); retry later: " + err.Error()}
 	case errors.Is(err, engine.ErrClosed):
 		return &Error{Status: http.StatusServiceUnavailable, Type: typeUnavailable, Code: "shutting_down",
 			Message: "the server is shutting down"}

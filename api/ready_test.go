@@ -3,6 +3,9 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"github.com/conclave-ai/conclave/model"
 	"log/slog"
 	"strings"
 	"sync"
@@ -81,5 +84,51 @@ func TestModelReady(t *testing.T) {
 	}
 	if r, body := f.do(t, "GET", "/ready", ""); r.StatusCode != 200 || !strings.Contains(string(body), "ready") {
 		t.Fatalf("/ready ready: %d %s", r.StatusCode, body)
+	}
+}
+
+// TestServingRefusal: while Config.Serving reports an error (in a cluster:
+// another model is live), generations and embeddings get 503
+// model_not_live with its message; /v1/models and /health still answer.
+// Once it reports nil they run.
+func TestServingRefusal(t *testing.T) {
+	var refuse atomic.Bool
+	refuse.Store(true)
+	cfg := DefaultConfig()
+	cfg.Serving = func() error {
+		if refuse.Load() {
+			return errors.New("this node runs another model")
+		}
+		return nil
+	}
+	f := newFixture(t, cfg, nil)
+	for _, c := range []struct{ path, body string }{
+		{"/v1/chat/completions", chatBody(f.id, 2, false)},
+		{"/v1/chat/completions", chatBody(f.id, 2, true)},
+		{"/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":"hi","max_tokens":2}`, f.id)},
+		{"/v1/embeddings", fmt.Sprintf(`{"model":%q,"input":"hi"}`, f.id)},
+	} {
+		r, body := f.do(t, "POST", c.path, c.body)
+		checkError(t, r, body, 503, typeUnavailable, "model_not_live", "")
+		if !strings.Contains(string(body), "another model") {
+			t.Errorf("%s: %s, want the reason", c.path, body)
+		}
+	}
+	if r, _ := f.do(t, "GET", "/v1/models", ""); r.StatusCode != 200 {
+		t.Errorf("/v1/models: %d", r.StatusCode)
+	}
+	refuse.Store(false)
+	if r, body := f.do(t, "POST", "/v1/chat/completions", chatBody(f.id, 2, false)); r.StatusCode != 200 {
+		t.Errorf("serving again: %d %s", r.StatusCode, body)
+	}
+}
+
+// TestExpertUnavailableIs503: an expert runner failing with
+// model.ErrExpertUnavailable (no replica answered, nothing to compute it
+// from here) is a 503 to retry, not a 500.
+func TestExpertUnavailableIs503(t *testing.T) {
+	e := engineError(fmt.Errorf("engine: forward pass: %w", fmt.Errorf("dispatch: layer 0 expert 5: %w", model.ErrExpertUnavailable)))
+	if e.Status != 503 || e.Code != "expert_unavailable" || e.Type != typeUnavailable {
+		t.Errorf("%+v", e)
 	}
 }

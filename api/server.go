@@ -433,6 +433,13 @@ func (s *Server) generation(h func(w http.ResponseWriter, r *http.Request, body 
 			return
 		}
 		defer s.end()
+		if s.cfg.Serving != nil {
+			if err := s.cfg.Serving(); err != nil {
+				writeError(w, &Error{Status: http.StatusServiceUnavailable, Type: typeUnavailable, Code: "model_not_live",
+					Message: err.Error()})
+				return
+			}
+		}
 		if !s.limits.acquire(ri.client) {
 			writeError(w, &Error{Status: http.StatusTooManyRequests, Type: typeRateLimit, Code: "concurrency_limit_exceeded",
 				Message: fmt.Sprintf("at most %d concurrent requests per client", s.cfg.MaxConcurrentPerKey)})

@@ -72,6 +72,19 @@ func (x *Experts) Ready() bool {
 	return ready == total
 }
 
+// Serving reports why this node cannot serve now: the map's live model is
+// not the one x's weights hold, so its dense weights would meet the live
+// model's experts (api.Config.Serving). nil while the map has no model
+// yet, or it is this one.
+func (x *Experts) Serving() error {
+	m := x.n.fsm.Map()
+	if m.Model == nil || x.serves(m) {
+		return nil
+	}
+	return fmt.Errorf("this node runs another model (digest %s) than the cluster's live %s (digest %s); restart it without --model to fetch the live one, or with that file",
+		short(x.digest), m.Model.ID, short(m.Model.Digest))
+}
+
 // checkModel validates a model posted to POST /admin/v1/model.
 func checkModel(mod router.Model) error {
 	bad := func(format string, args ...any) error {

@@ -158,6 +158,9 @@ func TestLoadModelAdmin(t *testing.T) {
 		t.Errorf("versions: %+v", m.Versions)
 	}
 	clustertest.WaitFor(t, 10*time.Second, x.Ready, "experts ready after the reload")
+	if err := x.Serving(); err != nil {
+		t.Fatalf("Serving with its own model live: %v", err)
+	}
 
 	// A live model of another file: this node cannot serve it.
 	other := router.Model{ID: "other", Digest: digest, Version: 1, Layers: 1, Experts: 2, TopK: 1, Live: true}
@@ -165,6 +168,9 @@ func TestLoadModelAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	clustertest.WaitFor(t, 10*time.Second, func() bool { return !x.Ready() }, "experts not ready for another model")
+	if err := x.Serving(); err == nil || !strings.Contains(err.Error(), "digest "+digest[:12]) {
+		t.Errorf("Serving with another model live: %v, want an error naming the live digest", err)
+	}
 	// and says so, rather than wait without a word.
 	clustertest.WaitFor(t, 10*time.Second, func() bool {
 		return strings.Contains(logs.String(), "not the cluster's live model") && strings.Contains(logs.String(), "live_digest="+digest[:12])

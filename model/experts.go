@@ -2,6 +2,7 @@ package model
 
 import (
 	"context"
+	"errors"
 
 	"github.com/conclave-ai/conclave/kernels"
 )
@@ -14,6 +15,12 @@ type ExpertGroup struct {
 	In     []float32 // len(Rows) × Dim normalised hidden states, row-major
 	Out    []float32 // len(Rows) × Dim, filled by the ExpertRunner
 }
+
+// ErrExpertUnavailable marks an ExpertRunner failure that is no fault of
+// the request: no replica of an expert answered and there was nothing to
+// compute it from here (the experts are still loading, or their nodes are
+// gone). Retrying later may succeed.
+var ErrExpertUnavailable = errors.New("model: expert unavailable")
 
 // ExpertRunner computes the routed experts of one layer. The local
 // implementation runs them in process; the cluster sends each group to the

@@ -20,7 +20,7 @@ import (
 var (
 	// ErrNoReplica: an expert has no replica that answered and this node
 	// cannot compute it itself (no fallback weights).
-	ErrNoReplica = errors.New("dispatch: no replica answered")
+	ErrNoReplica = fmt.Errorf("dispatch: no replica answered (%w)", model.ErrExpertUnavailable)
 	// ErrRemote wraps an error an expert actor reported.
 	ErrRemote = errors.New("dispatch: expert actor error")
 	// errAnswered marks a call its node answered with an error of the call

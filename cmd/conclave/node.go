@@ -546,6 +546,9 @@ func (s *serving) start(n *cluster.Node) (err error) {
 	// /ready and /v1/models wait until every expert of this node's model
 	// has a ready replica somewhere in the cluster.
 	s.acfg.ModelReady = s.experts.Ready
+	// and refuses to generate while another model is live: its dense
+	// weights with that model's experts would be neither model.
+	s.acfg.Serving = s.experts.Serving
 	// Requests of one session run on its home node, where its prefix
 	// cache is; other nodes forward them there.
 	if s.acfg.Sessions, err = cluster.NewSessionRouter(n, cluster.DefaultSessionConfig()); err != nil {
