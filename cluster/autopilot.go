@@ -319,16 +319,8 @@ func (n *Node) warnUnreached(p *pilot, id, addr string) {
 // neither blocks commits it cannot receive nor holds them up catching up.
 func (n *Node) noteRaftReached() {
 	m := n.meta.get()
-	if m.RaftReached {
+	if m.RaftReached || n.raft.State() != raft.Leader && !n.followerCaughtUp() {
 		return
-	}
-	if n.raft.State() != raft.Leader {
-		if n.raft.LastContact().IsZero() {
-			return
-		}
-		if commit := n.raft.CommitIndex(); commit == 0 || n.raft.AppliedIndex() < commit {
-			return
-		}
 	}
 	m.RaftReached = true
 	if err := n.meta.set(m); err != nil {
@@ -342,6 +334,41 @@ func (n *Node) noteRaftReached() {
 			n.log.Debug("gossip metadata update", "error", err)
 		}
 	}()
+}
+
+// followerCaughtUp reports whether a leader has reached this node since it
+// started and it has applied the log as far as that leader had committed
+// it.
+func (n *Node) followerCaughtUp() bool {
+	if n.raft.LastContact().IsZero() {
+		return false
+	}
+	commit := n.raft.CommitIndex()
+	return commit > 0 && n.raft.AppliedIndex() >= commit
+}
+
+// WaitCaughtUp waits until this node's map is the cluster's as of now, not
+// only what its data dir restored: as a follower, until a leader has
+// reached it and it has applied what that leader had committed; as the
+// leader, until everything committed is applied. A restarted node reads
+// its map only after this (which model is live, what is placed here).
+func (n *Node) WaitCaughtUp(ctx context.Context) error {
+	for {
+		if n.raft.State() == raft.Leader {
+			if err := waitFuture(ctx, n.raft.Barrier(n.cfg.ApplyTimeout)); err == nil {
+				return nil
+			}
+		} else if n.followerCaughtUp() {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stopCh:
+			return ErrStopped
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 func (n *Node) removeNodeLogged(id string) {

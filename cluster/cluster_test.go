@@ -662,3 +662,34 @@ func TestDataDirInUse(t *testing.T) {
 		t.Fatalf("Start: %v, want ErrDataDirInUse", err)
 	}
 }
+
+// TestWaitCaughtUp: a node restarted from its data dir reads the map its
+// disk held until the leader reaches it; WaitCaughtUp returns only once
+// its map has what the cluster committed while it was down.
+func TestWaitCaughtUp(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.Options{Config: func(i int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.DeadGrace, cfg.MissingGrace = time.Minute, time.Minute
+		return cfg
+	}})
+	l := c.WaitLeader(10 * time.Second)
+	down := (l + 1) % 3
+	c.Kill(down)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	before := c.Node(l).Map().Replication
+	if err := c.Node(l).Apply(ctx, router.Command{Op: router.OpSetReplication, Replication: before + 1}); err != nil {
+		t.Fatal(err)
+	}
+	c.Restart(down)
+	if err := c.Node(down).WaitCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Node(down).Map().Replication; got != before+1 {
+		t.Errorf("after WaitCaughtUp the restarted node's map has replication %d, want the committed %d", got, before+1)
+	}
+	// The leader has nobody to wait for but its own log.
+	if err := c.Node(l).WaitCaughtUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+}

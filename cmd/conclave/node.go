@@ -423,6 +423,11 @@ func fetchServing(ctx context.Context, n *cluster.Node, f *nodeFlags, stdout, st
 		case <-ctx.Done():
 		}
 	}()
+	// A restarted node's map is what its data dir held until the leader
+	// reaches it: the model live then, not now.
+	if err := n.WaitCaughtUp(ctx); err != nil {
+		return nil, err
+	}
 	for {
 		changed := n.FSM().Changed()
 		m := n.Map()
