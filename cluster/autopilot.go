@@ -313,16 +313,11 @@ func (n *Node) warnUnreached(p *pilot, id, addr string) {
 	}
 }
 
-// noteRaftReached gossips, once, that a Raft leader has reached this node
-// and it has applied the log as far as the leader had committed it (or
-// that it leads): the leader promotes non-voters only then, so a new voter
-// neither blocks commits it cannot receive nor holds them up catching up.
-func (n *Node) noteRaftReached() {
+// updateMeta changes this node's gossiped metadata and announces it
+// (asynchronously; nothing waits for the gossip).
+func (n *Node) updateMeta(change func(*NodeMeta)) {
 	m := n.meta.get()
-	if m.RaftReached || n.raft.State() != raft.Leader && !n.followerCaughtUp() {
-		return
-	}
-	m.RaftReached = true
+	change(&m)
 	if err := n.meta.set(m); err != nil {
 		n.log.Warn("node metadata", "error", err)
 		return
@@ -334,6 +329,18 @@ func (n *Node) noteRaftReached() {
 			n.log.Debug("gossip metadata update", "error", err)
 		}
 	}()
+}
+
+// noteRaftReached gossips, once, that a Raft leader has reached this node
+// and it has applied the log as far as the leader had committed it (or
+// that it leads): the leader promotes non-voters only then, so a new voter
+// neither blocks commits it cannot receive nor holds them up catching up.
+func (n *Node) noteRaftReached() {
+	m := n.meta.get()
+	if m.RaftReached || n.raft.State() != raft.Leader && !n.followerCaughtUp() {
+		return
+	}
+	n.updateMeta(func(m *NodeMeta) { m.RaftReached = true })
 }
 
 // followerCaughtUp reports whether a leader has reached this node since it
@@ -419,7 +426,7 @@ func placementKey(m *router.Map) uint64 {
 	}
 	fmt.Fprintf(h, "rep %d;", m.Replication)
 	for _, nd := range m.ActiveNodes() {
-		fmt.Fprintf(h, "node %s %d", nd.ID, nd.Capacity)
+		fmt.Fprintf(h, "node %s %d %s", nd.ID, nd.Capacity, nd.Serving)
 		for _, d := range nd.Devices {
 			fmt.Fprintf(h, " %s", d.Name)
 		}
@@ -548,10 +555,14 @@ func (n *Node) announceModel() {
 		}
 		if n.Leader() != "" {
 			ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-			err := n.Apply(ctx, router.Command{Op: router.OpSetModel, Model: n.model})
+			// Only if still none: nodes started together with different
+			// files must not replace each other's (the last one winning).
+			err := n.Apply(ctx, router.Command{Op: router.OpSetModel, Model: n.model, IfNoModel: true})
 			cancel()
 			if err == nil {
-				n.log.Info("set cluster model", "model", n.model.ID, "digest", n.model.Digest[:12])
+				if live := n.fsm.Map().Model; live != nil && live.Digest == n.model.Digest {
+					n.log.Info("set cluster model", "model", n.model.ID, "digest", n.model.Digest[:12])
+				}
 				return
 			}
 			n.log.Debug("set model", "error", err)

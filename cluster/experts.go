@@ -103,6 +103,10 @@ func (n *Node) StartExpertsFrom(w *model.Weights, pool *kernels.Pool, dc dispatc
 	}
 	host.SetVersionSource(x.expertVersion)
 	n.xp.Store(x)
+	if x.digest != "" {
+		// Placement gives this node experts of its own model only.
+		n.updateMeta(func(m *NodeMeta) { m.Serving = x.digest })
+	}
 	if n.cfg.FaultInjection {
 		x.registerFaults(host.EnableFaults())
 	}

@@ -36,6 +36,10 @@ type NodeMeta struct {
 	// leave that follows is a departure, not a failure. memberlist cannot
 	// tell the two apart for us (its Node.State stays alive in events).
 	Leaving bool `json:"lv,omitempty"`
+	// Serving is the digest of the model this node's experts and engine
+	// run ("" before it runs one): placement gives it experts of that
+	// model only.
+	Serving string `json:"sv,omitempty"`
 }
 
 type metaDevice struct {
@@ -92,6 +96,7 @@ func (m NodeMeta) node(gossipIP net.IP, gossipPort uint16, st router.NodeState) 
 		Version:    m.Version,
 		Models:     m.Models,
 		Boot:       m.Boot,
+		Serving:    m.Serving,
 	}
 	for _, d := range m.Devices {
 		n.Devices = append(n.Devices, router.Device{Name: d.Name, MemBytes: d.Mem, FreeBytes: d.Free})

@@ -176,6 +176,9 @@ func (m *Map) removeNode(c Command) (bool, error) {
 }
 
 func (m *Map) setModel(c Command) bool {
+	if c.IfNoModel && m.Model != nil {
+		return false // another node's announcement came first
+	}
 	mod := *c.Model
 	versions := slices.Clone(m.Versions)
 	i := slices.IndexFunc(versions, func(v Model) bool { return v.ID == mod.ID && v.Version == mod.Version })

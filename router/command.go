@@ -58,6 +58,7 @@ type Command struct {
 	State  NodeState `json:"state,omitempty"`
 
 	Model       *Model `json:"model,omitempty"`
+	IfNoModel   bool   `json:"if_no_model,omitempty"` // OpSetModel: only when the map has no live model (a node announcing its file)
 	Replication int    `json:"replication,omitempty"`
 
 	Placement []PlacementEntry `json:"placement,omitempty"`

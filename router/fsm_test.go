@@ -130,6 +130,10 @@ func TestFSMOps(t *testing.T) {
 				}
 			}},
 		{name: "set model same", cmd: Command{Op: OpSetModel, Model: &Model{ID: "m", Version: 1, Layers: 1, Experts: 2, ExpertBytes: 100, Admitted: true, Live: true}}},
+		// A node announcing its file only sets a model where there is none:
+		// nodes started together with different files do not replace
+		// each other's.
+		{name: "set model if none, one is live", cmd: Command{Op: OpSetModel, IfNoModel: true, Model: &Model{ID: "other", Version: 1, Live: true}}},
 		{name: "set model negative", cmd: Command{Op: OpSetModel, Model: &Model{ID: "m", Layers: -1}}, wantErr: []error{ErrBadCommand}},
 		{name: "set replication", cmd: Command{Op: OpSetReplication, Replication: 2}, changed: true,
 			check: func(t *testing.T, m *Map) {

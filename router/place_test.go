@@ -782,3 +782,36 @@ func TestRebalanceFillsMissing(t *testing.T) {
 		t.Errorf("%d seeds", bad)
 	}
 }
+
+// TestPlaceInputServing: a node that runs another model than the live one
+// takes no part in placement (its replicas go elsewhere); a node running
+// the live model, or none yet, does.
+func TestPlaceInputServing(t *testing.T) {
+	m := fixtureMap(t)
+	live := m.Model.Digest
+	m.Nodes = maps.Clone(m.Nodes)
+	for id, serving := range map[string]string{"a": "another-digest", "b": live} {
+		n := m.Nodes[id]
+		n.Serving = serving
+		m.Nodes[id] = n
+	}
+	in := m.PlaceInput(nil)
+	var ids []string
+	for _, n := range in.Nodes {
+		ids = append(ids, n.ID)
+	}
+	if slices.Contains(ids, "a") || !slices.Contains(ids, "b") {
+		t.Fatalf("placement nodes %v: want b (runs the live model) and not a (runs another)", ids)
+	}
+	res, err := Place(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for e, rs := range res.Placement {
+		for _, r := range rs {
+			if r.Node == "a" {
+				t.Errorf("%v placed on a, which runs another model", e)
+			}
+		}
+	}
+}

@@ -36,6 +36,11 @@ type Node struct {
 	// loaded by nothing yet, so they are no longer ready (or staged) until
 	// its host reports them again.
 	Boot int64 `json:"boot,omitempty"`
+	// Serving is the digest of the model the node runs ("" while it runs
+	// none, fetching the live one say). A node running another model than
+	// the live one is given none of its experts (PlaceInput): its weights
+	// cannot compute them.
+	Serving string `json:"serving,omitempty"`
 }
 
 // ExpertID names one expert of one layer.
