@@ -178,7 +178,7 @@ func Start(cfg Config) (_ *Node, err error) {
 	}
 	if len(cfg.Join) > 0 {
 		if _, jerr := n.ml.Join(cfg.Join); jerr != nil && !existing {
-			return nil, fmt.Errorf("%w: %v", ErrJoin, jerr)
+			return nil, fmt.Errorf("%w: %v (--join takes a node's gossip address, its --port-base + 1, not its HTTP port)", ErrJoin, jerr)
 		} else if jerr != nil {
 			n.log.Warn("join failed; retrying in the background", "error", jerr)
 		}
