@@ -228,19 +228,27 @@ func (n *Node) handleDrain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w %q", ErrUnknownNode, id))
 		return
 	}
+	if nd := m.Nodes[id]; nd.State == router.NodeActive && !slices.ContainsFunc(m.ActiveNodes(), func(o router.Node) bool { return o.ID != id }) {
+		// Its experts and sessions would have nowhere to go: the drain
+		// would never finish, and the cluster would serve from a draining
+		// node only.
+		writeError(w, fmt.Errorf("%w: %s is the only active node; nothing could take its experts and sessions", router.ErrNoActiveNode, id))
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 4*n.cfg.ApplyTimeout)
 	defer cancel()
 	if err := n.Apply(ctx, router.Command{Op: router.OpSetNodeState, NodeID: id, State: router.NodeDraining}); err != nil {
 		writeError(w, err)
 		return
 	}
+	sessions := len(n.fsm.Map().SessionsOn(id)) // before they move: what the drain moves
 	if err := n.Apply(ctx, router.Command{Op: router.OpMoveSessions, NodeID: id}); err != nil && !errors.Is(err, router.ErrNoActiveNode) {
 		writeError(w, err)
 		return
 	}
 	m = n.waitApplied(ctx, func(m *router.Map) bool { return m.Nodes[id].State == router.NodeDraining })
 	writeJSON(w, http.StatusAccepted, DrainReply{Node: id, State: string(m.Nodes[id].State), Epoch: m.Epoch,
-		Experts: len(m.ExpertsOn(id)), Sessions: len(m.SessionsOn(id))})
+		Experts: len(m.ExpertsOn(id)), Sessions: sessions})
 }
 
 // waitApplied waits until cond holds on the local map or ctx ends, and

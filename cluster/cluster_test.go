@@ -253,14 +253,30 @@ func TestDrain(t *testing.T) {
 	if _, err := ac.Drain(ctx, "nope"); !errors.Is(err, cluster.ErrUnknownNode) {
 		t.Errorf("drain of an unknown node: %v, want ErrUnknownNode", err)
 	}
-	if _, err := ac.Drain(ctx, "n1"); err != nil {
+	r, err := ac.Drain(ctx, "n1")
+	if err != nil {
 		t.Fatal(err)
+	}
+	if r.Sessions != 6 {
+		t.Errorf("drain reply: %d sessions, want the 6 it moves", r.Sessions)
 	}
 	m := c.WaitAgree(10*time.Second, func(m *router.Map) bool {
 		return m.Nodes["n1"].State == router.NodeDraining && len(m.ExpertsOn("n1")) == 0 && len(m.SessionsOn("n1")) == 0 && fullyPlaced(m)
 	}, "n1 drained")
 	if m.Sessions.Len() != 6 {
 		t.Errorf("%d sessions after drain, want 6", m.Sessions.Len())
+	}
+	// The last active node cannot be drained: nothing would take its
+	// experts. Refused at once, it stays active.
+	if _, err := ac.Drain(ctx, "n2"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = ac.Drain(ctx, "n0")
+	if !errors.Is(err, router.ErrNoActiveNode) && !strings.Contains(fmt.Sprint(err), "only active node") {
+		t.Errorf("draining the last active node: %v, want a refusal", err)
+	}
+	if st := c.Node(0).Map().Nodes["n0"].State; st != router.NodeActive {
+		t.Errorf("n0 is %s after the refused drain", st)
 	}
 }
 

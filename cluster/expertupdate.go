@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -142,8 +143,9 @@ func (n *Node) handleExpertRollback(w http.ResponseWriter, r *http.Request) {
 	}
 	if v.RolledBack {
 		// A second rollback would flip forward again (say, a retry).
-		writeError(w, fmt.Errorf("%w for expert %v: it was rolled back already (live %.12q); update it to change the version",
-			ErrNoPrevious, req.Expert, v.Live))
+		live := cmp.Or(v.Live, "base") // router.BaseVersion: the model file's
+		writeError(w, fmt.Errorf("%w for expert %v: it was rolled back already (live: %.12s); update it to change the version",
+			ErrNoPrevious, req.Expert, live))
 		return
 	}
 	n.serveUpdate(w, r, req, v.Prev, "", true)
