@@ -60,7 +60,10 @@ func (n *Node) loop() {
 		case <-expire.C:
 			doExpire = true
 		case <-rebalC:
-			if p != nil && len(n.fsm.Map().ExpertLoads()) > 0 {
+			// By the reported load; before any is reported (an idle
+			// cluster), by replica count per capacity, so nodes that joined
+			// after the placement take their share instead of staying empty.
+			if p != nil {
 				if _, err := n.placeWith(true, 1); err != nil {
 					n.log.Warn("load rebalancing failed", "error", err)
 				}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/conclave-ai/conclave/cluster"
+	"github.com/conclave-ai/conclave/cluster/clustertest"
 	"github.com/conclave-ai/conclave/model"
 	"github.com/conclave-ai/conclave/router"
 	"github.com/prometheus/client_golang/prometheus"
@@ -195,4 +196,42 @@ func allReadyHot(m *router.Map) bool {
 		}
 	}
 	return true
+}
+
+// TestIdleRebalanceSpreadsToNewNodes: nodes that join after the model was
+// placed on the first one take their share of the experts, one move per
+// round, without any load reported (an idle cluster), and no expert keeps
+// a second replica at replication 1 once the moves are done.
+func TestIdleRebalanceSpreadsToNewNodes(t *testing.T) {
+	c := clustertest.New(t, 1, clustertest.Options{Config: func(int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.Replication = 1
+		cfg.Load.RebalanceInterval = 50 * time.Millisecond
+		return cfg
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	mod := router.Model{ID: "m", Version: 1, Layers: 2, Experts: 4, TopK: 2, ExpertBytes: 1 << 20, Live: true}
+	if err := c.Apply(ctx, router.Command{Op: router.OpSetModel, Model: &mod}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitAgree(10*time.Second, func(m *router.Map) bool { return len(m.ExpertsOn("n0")) == 8 }, "every expert on n0")
+	c.Add()
+	c.Add()
+	c.WaitActive(30*time.Second, 3)
+	// Nothing reports readiness here (no expert hosts run), so a move's
+	// old replica is kept beside the new one (make before break): mark
+	// every replica ready as it appears, as hosts would.
+	m := c.WaitAgree(30*time.Second, func(m *router.Map) bool {
+		for id, rs := range m.Placement {
+			for _, r := range rs {
+				if !r.Ready {
+					c.Apply(ctx, router.Command{Op: router.OpSetReplicaReady, Expert: &id, NodeID: r.Node, Ready: true})
+				}
+			}
+		}
+		n0, n1, n2 := len(m.ExpertsOn("n0")), len(m.ExpertsOn("n1")), len(m.ExpertsOn("n2"))
+		return n1 >= 2 && n2 >= 2 && n0+n1+n2 == 8
+	}, "the experts spread over the three nodes, one replica each")
+	t.Logf("per node: n0 %d, n1 %d, n2 %d", len(m.ExpertsOn("n0")), len(m.ExpertsOn("n1")), len(m.ExpertsOn("n2")))
 }
