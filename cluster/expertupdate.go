@@ -230,18 +230,20 @@ func (n *Node) updateExpert(ctx context.Context, id router.ExpertID, version, so
 	case want < 0:
 		return ExpertUpdateReply{}, fmt.Errorf("%w: expert %v: another update superseded version %.12s", ErrRejected, id, version)
 	case have == 0 || have < want:
-		// Give up: cancel the staging (staging the live version does), on a
-		// fresh deadline since ctx is spent.
-		cctx, cancel := context.WithTimeout(n.ctx, n.cfg.ApplyTimeout)
-		live := m.LiveVersion(id)
-		_ = n.Apply(cctx, router.Command{Op: router.OpStageExpert, Expert: &id, Version: live})
-		cancel()
+		n.unstage(id, version)
 		return ExpertUpdateReply{}, fmt.Errorf("%w: expert %v version %.12s loaded on %d of %d replicas: %w",
 			ErrRejected, id, version, have, want, context.DeadlineExceeded)
 	}
 	stagedFor := time.Since(start)
 	if err := n.Apply(ctx, router.Command{Op: router.OpFlipExpert, Expert: &id, Version: version, Rollback: rollback}); err != nil {
-		return ExpertUpdateReply{}, err
+		// The flip may or may not have committed (a timeout, a leader
+		// change): cancel the staging if it is still there, rather than
+		// leave the expert staging with both versions loaded. If the flip
+		// did commit, the version is live and that is the answer.
+		n.unstage(id, version)
+		if v := n.fsm.Map().ExpertVersions[id]; v.Live != version || v.Staging {
+			return ExpertUpdateReply{}, err
+		}
 	}
 	m = n.waitApplied(ctx, func(m *router.Map) bool {
 		v := m.ExpertVersions[id]
@@ -249,6 +251,16 @@ func (n *Node) updateExpert(ctx context.Context, id router.ExpertID, version, so
 	})
 	return ExpertUpdateReply{Expert: id, State: m.ExpertVersions[id], Replicas: have,
 		StagedMS: stagedFor.Milliseconds(), Epoch: m.Epoch}, nil
+}
+
+// unstage cancels the staging of version for id, if it is still the one
+// staged, on a fresh deadline (the caller's may be spent).
+func (n *Node) unstage(id router.ExpertID, version string) {
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ApplyTimeout)
+	defer cancel()
+	if err := n.Apply(ctx, router.Command{Op: router.OpStageExpert, Expert: &id, Version: version, Unstage: true}); err != nil {
+		n.log.Warn("cancel an expert staging", "expert", id, "version", version[:min(12, len(version))], "error", err)
+	}
 }
 
 // PutExpertFile uploads an expert file (PUT /admin/v1/expert-files/{digest}).

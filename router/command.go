@@ -66,6 +66,7 @@ type Command struct {
 	Ready     bool             `json:"ready,omitempty"`
 	Version   string           `json:"version,omitempty"`  // expert version (OpSetReplicaReady, OpStageExpert, OpFlipExpert); "" is BaseVersion
 	Rollback  bool             `json:"rollback,omitempty"` // OpFlipExpert: the flip rolls back (ExpertVersion.RolledBack)
+	Unstage   bool             `json:"unstage,omitempty"`  // OpStageExpert: cancel the staging of Version if it is the one staged, else nothing
 
 	Session   *Session `json:"session,omitempty"`
 	SessionID string   `json:"session_id,omitempty"`

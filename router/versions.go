@@ -139,6 +139,17 @@ func (m *Map) stageExpert(c Command) (bool, error) {
 		}
 	}
 	v := m.ExpertVersions[e]
+	if c.Unstage {
+		// A give-up: exactly this staging, whatever the proposer's map
+		// said is live (a flip of it may have committed meanwhile).
+		if !v.Staging || v.Staged != c.Version {
+			return false, nil
+		}
+		v.Staged, v.Staging = "", false
+		m.setVersion(e, v)
+		m.setStaged(e, func(Replica) bool { return false })
+		return true, nil
+	}
 	if v.Live == c.Version {
 		if !v.Staging {
 			return false, nil // already live

@@ -147,6 +147,37 @@ func TestStageLiveVersionCancels(t *testing.T) {
 	}
 }
 
+// TestUnstage: a give-up cancels exactly the staging of its version: not
+// another one staged since, and nothing once that version was flipped live.
+func TestUnstage(t *testing.T) {
+	e := ExpertID{Layer: 1, Index: 2}
+	v2, v3 := strings.Repeat("cd", 32), strings.Repeat("ef", 32)
+	m := versionMap(t)
+	m = apply(t, m, Command{Op: OpStageExpert, Expert: &e, Version: v2, NodeID: "b"})
+	m = apply(t, m, Command{Op: OpSetReplicaReady, Expert: &e, NodeID: "b", Ready: true, Version: v2})
+	if next, changed, err := m.Apply(Command{V: CommandVersion, Op: OpStageExpert, Expert: &e, Version: v3, Unstage: true}); err != nil || changed || next != m {
+		t.Fatalf("unstaging a version not staged: changed %v, %v", changed, err)
+	}
+	m = apply(t, m, Command{Op: OpStageExpert, Expert: &e, Version: v2, Unstage: true})
+	if v := m.ExpertVersions[e]; v.Staging || v.Live != BaseVersion {
+		t.Fatalf("after unstage: %+v", v)
+	}
+	if r, s := flags(m, e); r != "ab" || s != "--" {
+		t.Fatalf("after unstage: ready %s staged %s", r, s)
+	}
+	// Staged, flipped live: a late give-up changes nothing.
+	m = apply(t, m, Command{Op: OpStageExpert, Expert: &e, Version: v2, NodeID: "b"})
+	m = apply(t, m, Command{Op: OpSetReplicaReady, Expert: &e, NodeID: "a", Ready: true, Version: v2})
+	m = apply(t, m, Command{Op: OpSetReplicaReady, Expert: &e, NodeID: "b", Ready: true, Version: v2})
+	m = apply(t, m, Command{Op: OpFlipExpert, Expert: &e, Version: v2})
+	if _, changed, err := m.Apply(Command{V: CommandVersion, Op: OpStageExpert, Expert: &e, Version: v2, Unstage: true}); err != nil || changed {
+		t.Fatalf("unstaging a version flipped live: changed %v, %v", changed, err)
+	}
+	if v := m.ExpertVersions[e]; v.Live != v2 || v.Staging {
+		t.Fatalf("after the flip: %+v", v)
+	}
+}
+
 func TestExpertVersionCommandsValidate(t *testing.T) {
 	e := ExpertID{Layer: 1, Index: 2}
 	out := ExpertID{Layer: 5, Index: 0}
