@@ -306,12 +306,13 @@ func (m *Map) PickReplica(e ExpertID, prefer string) (Replica, bool) {
 }
 
 // ExpertLoads sums the nodes' latest load reports per expert (rows per
-// second routed to it cluster-wide). Reports of nodes no longer in the map
-// are ignored. Experts nobody reported are absent.
+// second routed to it cluster-wide). Reports of nodes no longer serving
+// (dead, or gone from the map) are ignored: their requests stopped with
+// them. Experts nobody reported are absent.
 func (m *Map) ExpertLoads() map[ExpertID]float64 {
 	out := map[ExpertID]float64{}
 	for id, l := range m.Loads {
-		if _, ok := m.Nodes[id]; !ok {
+		if !m.serving(id) {
 			continue
 		}
 		for _, el := range l.Experts {

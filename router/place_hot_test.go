@@ -214,6 +214,14 @@ func TestReportLoad(t *testing.T) {
 	if got := m.ExpertLoads(); !reflect.DeepEqual(got, map[ExpertID]float64{{0, 0}: 4, {1, 0}: 2}) {
 		t.Errorf("ExpertLoads %v", got)
 	}
+	// A dead node's last report no longer counts: its requests stopped.
+	dead := m.Clone()
+	n1 := dead.Nodes["n1"]
+	n1.State = NodeDead
+	dead.Nodes["n1"] = n1
+	if got := dead.ExpertLoads(); !reflect.DeepEqual(got, map[ExpertID]float64{{0, 0}: 3, {1, 0}: 2}) {
+		t.Errorf("ExpertLoads with n1 dead %v", got)
+	}
 	// The same report again changes nothing; the map survives JSON.
 	if _, changed, _ := m.Apply(Command{Op: OpReportLoad, NodeID: "n1", Load: []ExpertLoad{{ExpertID{0, 0}, 1}}}); changed {
 		t.Error("identical report changed the map")
