@@ -99,29 +99,42 @@ type peerSignedKey struct{}
 
 func signedByPeer(r *http.Request) bool { return r.Context().Value(peerSignedKey{}) != nil }
 
-// checkSignature verifies r's peer signature, reading (and replacing) its
-// body when the signature covers it.
-func (a *adminAuth) checkSignature(r *http.Request, p string) error {
+// signedBodyReadTimeout bounds the read of a signed request's body (small:
+// maxBody at most), once its signature has been verified.
+const signedBodyReadTimeout = 30 * time.Second
+
+// checkSignature verifies r's peer signature, then, when it covers the
+// body, reads (and replaces) the body and checks its digest. The signature
+// (over the digest it claims) is checked first: nothing is read for a
+// request that cannot be a peer's, and the read has a deadline.
+func (a *adminAuth) checkSignature(w http.ResponseWriter, r *http.Request, p string) error {
 	s, ok := peersig.Parse(r.Header)
 	if !ok {
 		return peersig.ErrMissing
 	}
-	body := peersig.UnsignedBody
-	if s.CoversBody() || !unsignedBodyRoute(r.Method, p) {
-		// Read whole to check its digest: admin bodies are small (maxBody);
-		// the large uploads, content-addressed expert files, are signed
-		// without theirs.
-		b, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
-		if err != nil {
-			return err
-		}
-		if len(b) > maxBody {
-			return fmt.Errorf("%w: signed body over %d bytes", peersig.ErrInvalid, maxBody)
-		}
-		r.Body = io.NopCloser(bytes.NewReader(b))
-		body = peersig.BodyDigest(b)
+	if !s.CoversBody() && !unsignedBodyRoute(r.Method, p) {
+		return fmt.Errorf("%w: the signature leaves out a body this route needs signed", peersig.ErrInvalid)
 	}
-	return a.verifier.Verify(s, r.Method, r.URL.RequestURI(), body, a.self)
+	if err := a.verifier.Verify(s, r.Method, r.URL.RequestURI(), s.Body(), a.self); err != nil {
+		return err
+	}
+	if !s.CoversBody() {
+		return nil // content-addressed uploads (expert files) are signed without theirs
+	}
+	// Admin bodies are small (maxBody).
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(signedBodyReadTimeout))
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	if err != nil {
+		return err
+	}
+	if len(b) > maxBody {
+		return fmt.Errorf("%w: signed body over %d bytes", peersig.ErrInvalid, maxBody)
+	}
+	if peersig.BodyDigest(b) != s.Body() {
+		return fmt.Errorf("%w: body digest differs", peersig.ErrInvalid)
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	return nil
 }
 
 // guard requires an accepted credential on the admin routes of next.
@@ -135,7 +148,7 @@ func (a *adminAuth) guard(next http.Handler) http.Handler {
 			switch {
 			case bearer && a.allows(key):
 			case !bearer && r.Header.Get(peersig.Header) != "":
-				if err := a.checkSignature(r, p); err != nil {
+				if err := a.checkSignature(w, r, p); err != nil {
 					unauthorized(w, "invalid peer signature: "+err.Error())
 					return
 				}

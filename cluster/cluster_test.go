@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -8,6 +9,7 @@ import (
 	"fmt"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -707,5 +709,30 @@ func TestWaitCaughtUp(t *testing.T) {
 	// The leader has nobody to wait for but its own log.
 	if err := c.Node(l).WaitCaughtUp(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestForgedSignatureNoBodyRead: a request with a made-up peer signature is
+// refused on its headers: the node neither waits for nor buffers the body
+// it announces (4 MiB here, never sent), so unauthenticated clients cannot
+// hold its memory.
+func TestForgedSignatureNoBodyRead(t *testing.T) {
+	c := clustertest.New(t, 1, clustertest.Options{Config: func(i int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.ClusterKey = []byte("0123456789abcdef")
+		cfg.AdminKeys = []string{"adm-key"}
+		return cfg
+	}})
+	cn, err := net.Dial("tcp", c.Config(0).HTTPAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cn.Close()
+	sig := "t=1,n=" + strings.Repeat("a", 32) + ",b=" + strings.Repeat("b", 64) + ",s=" + strings.Repeat("c", 64)
+	fmt.Fprintf(cn, "POST /admin/v1/apply HTTP/1.1\r\nHost: x\r\nX-Conclave-Signature: %s\r\nContent-Length: %d\r\n\r\n", sig, 4<<20)
+	cn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(cn).ReadString('\n')
+	if err != nil || !strings.Contains(line, " 401 ") {
+		t.Fatalf("a forged signature with the body still to come: %q %v, want a 401 at once", line, err)
 	}
 }
