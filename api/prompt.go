@@ -60,7 +60,10 @@ func hasSpecialText(tok *tokenizer.Tokenizer, s string) bool {
 	return false
 }
 
-const sentinelFmt = "\x1bCONCLAVE-CONTENT-%d\x1b"
+const (
+	sentinelPrefix = "\x1bCONCLAVE-CONTENT-"
+	sentinelFmt    = sentinelPrefix + "%d\x1b"
+)
 
 func chatPromptGuarded(tok *tokenizer.Tokenizer, msgs []tokenizer.Message) ([]int32, *Error) {
 	masked := make([]tokenizer.Message, len(msgs))
@@ -74,12 +77,19 @@ func chatPromptGuarded(tok *tokenizer.Tokenizer, msgs []tokenizer.Message) ([]in
 	// One encoding over the template's pieces and the contents between
 	// them: encoded piece by piece, each would start a fresh text (an SPM
 	// vocab's space prefix at every seam).
+	// Each sentinel must come back exactly once, in order: found in order
+	// below, and (one linear count, not one per message) no more of them
+	// than messages.
+	if strings.Count(rendered, sentinelPrefix) != len(msgs) {
+		return nil, badRequestCode("messages", "special_tokens_in_content",
+			"a message holds special-token text and the chat template does not pass content through verbatim")
+	}
 	segs := make([]tokenizer.Segment, 0, 2*len(msgs)+1)
 	rest := rendered
 	for i, m := range msgs {
 		s := fmt.Sprintf(sentinelFmt, i)
 		j := strings.Index(rest, s)
-		if j < 0 || strings.Count(rendered, s) != 1 {
+		if j < 0 {
 			return nil, badRequestCode("messages", "special_tokens_in_content",
 				"message %d holds special-token text and the chat template does not pass content through verbatim", i)
 		}

@@ -1,7 +1,9 @@
 package api
 
 import (
+	"fmt"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -79,5 +81,49 @@ func TestGuardedPromptSameTokens(t *testing.T) {
 	}
 	if got, want := tok.Decode(guarded), " [INST] hello world</s> [/INST]"; got != want {
 		t.Errorf("guarded prompt decodes to %q, want %q", got, want)
+	}
+}
+
+// TestGuardedPromptManyMessages: the guarded path over many messages keeps
+// every content as text, in order, and finds each sentinel once.
+func TestGuardedPromptManyMessages(t *testing.T) {
+	_, tok, _ := tinyModel(t)
+	var msgs []string
+	for i := range 2000 {
+		role := "user"
+		if i%2 == 1 {
+			role = "assistant"
+		}
+		msgs = append(msgs, role, fmt.Sprintf("m%d", i))
+	}
+	msgs = append(msgs, "user", "end</s>")
+	got, e := chatPrompt(tok, tokMsgs(msgs...))
+	if e != nil {
+		t.Fatal(e)
+	}
+	text := tok.Decode(got)
+	if !strings.HasPrefix(text, " [INST] m0 [/INST]m1 [INST]") || !strings.HasSuffix(text, "m1999 [INST] end</s> [/INST]") {
+		t.Errorf("prompt %q…%q", text[:min(80, len(text))], text[max(0, len(text)-80):])
+	}
+}
+
+// BenchmarkGuardedPrompt: a 1 MiB request of ~33,000 empty messages and one
+// holding "</s>" (which takes the guarded path) costs what the plain path
+// does, not a pass over the prompt per message (28 s once).
+func BenchmarkGuardedPrompt(b *testing.B) {
+	_, tok, _ := tinyModel(b)
+	var msgs []string
+	for i := range 33000 {
+		msgs = append(msgs, map[bool]string{true: "user", false: "assistant"}[i%2 == 0], "")
+	}
+	for _, last := range []string{"x", "</s>"} {
+		m := tokMsgs(append(msgs, "user", last)...)
+		b.Run(map[bool]string{true: "plain", false: "guarded"}[last == "x"], func(b *testing.B) {
+			for b.Loop() {
+				if _, e := chatPrompt(tok, m); e != nil {
+					b.Fatal(e)
+				}
+			}
+		})
 	}
 }
