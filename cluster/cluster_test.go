@@ -5,10 +5,13 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/hashicorp/memberlist"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -734,5 +737,45 @@ func TestForgedSignatureNoBodyRead(t *testing.T) {
 	line, err := bufio.NewReader(cn).ReadString('\n')
 	if err != nil || !strings.Contains(line, " 401 ") {
 		t.Fatalf("a forged signature with the body still to come: %q %v, want a 401 at once", line, err)
+	}
+}
+
+// rogueDelegate gossips whatever metadata a rogue process likes.
+type rogueDelegate struct{ meta []byte }
+
+func (d rogueDelegate) NodeMeta(int) []byte           { return d.meta }
+func (rogueDelegate) NotifyMsg([]byte)                {}
+func (rogueDelegate) GetBroadcasts(int, int) [][]byte { return nil }
+func (rogueDelegate) LocalState(bool) []byte          { return nil }
+func (rogueDelegate) MergeRemoteState([]byte, bool)   {}
+
+// TestRogueGossipRefused: with a cluster key, a plain memberlist process
+// without it (claiming to be a reached, model-holding node) cannot join:
+// it never becomes a member, a map node or a Raft server. (Without a key
+// gossip admits anyone; the CLI requires one for guarded nodes and gives
+// serve one of its own.)
+func TestRogueGossipRefused(t *testing.T) {
+	c := clustertest.New(t, 1, clustertest.Options{Config: func(i int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.ClusterKey = []byte("0123456789abcdef")
+		return cfg
+	}})
+	meta, _ := json.Marshal(cluster.NodeMeta{ID: "rogue", HTTP: "127.0.0.1:1", Raft: "127.0.0.1:1", Actor: "127.0.0.1:2",
+		Capacity: 1 << 30, RaftReached: true, Models: []string{strings.Repeat("ab", 32)}})
+	mc := memberlist.DefaultLocalConfig()
+	mc.Name = "rogue"
+	mc.BindAddr, mc.BindPort, mc.AdvertisePort = "127.0.0.1", 0, 0
+	mc.Delegate = rogueDelegate{meta}
+	mc.LogOutput = io.Discard
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ml.Shutdown()
+	if n, err := ml.Join([]string{c.Config(0).GossipAddr}); err == nil {
+		t.Fatalf("a process without the cluster key joined gossip (%d contacted)", n)
+	}
+	if _, seen := c.Node(0).Members()["rogue"]; seen {
+		t.Error("the node lists the rogue as a member")
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/rand"
 	"context"
 	"errors"
 	"flag"
@@ -41,6 +42,7 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 
 // nodeFlags are the flags of node and serve.
 type nodeFlags struct {
+	serve                                     bool // conclave serve: a one-node cluster
 	id, dataDir, join                         string
 	bind                                      string
 	portBase                                  int
@@ -98,6 +100,7 @@ func (s *servingFlags) register(fs *flag.FlagSet) {
 }
 
 func (f *nodeFlags) register(fs *flag.FlagSet, serve bool) {
+	f.serve = serve
 	defID, defDir := hostID(), ""
 	if serve {
 		defID, defDir = "local", "var/node"
@@ -192,8 +195,18 @@ func (f *nodeFlags) config(stderr io.Writer) (cluster.Config, error) {
 		return cfg, err
 	}
 	cfg.AdminGuard = len(ak) > 0
-	if cfg.AdminGuard && len(cfg.AdminKeys) == 0 && len(cfg.ClusterKey) == 0 && len(cfg.Join) > 0 {
-		return cfg, fmt.Errorf("%w: with API keys the admin API is guarded, and nodes joining a cluster authenticate to each other with --cluster-key (or a shared --admin-key): give one", errUsage)
+	// Gossip admits whoever holds the cluster key, and without one anybody
+	// who reaches the port: a member is put in the map, gets sessions (and
+	// the clients' requests with their keys), fetches. So a node guarded
+	// by keys needs one, and serve, a cluster of one, makes one up that
+	// nobody else has.
+	switch {
+	case len(cfg.ClusterKey) > 0:
+	case f.serve:
+		cfg.ClusterKey = make([]byte, 32)
+		rand.Read(cfg.ClusterKey)
+	case cfg.AdminGuard || len(cfg.AdminKeys) > 0:
+		return cfg, fmt.Errorf("%w: a node with API or admin keys must share a --cluster-key (or --cluster-key-file) with its peers: without one any host reaching its gossip port joins the cluster (make one with: openssl rand -hex 32)", errUsage)
 	}
 	switch {
 	case f.tlsDir != "" && (f.tlsCA != "" || f.tlsCert != "" || f.tlsKey != ""):

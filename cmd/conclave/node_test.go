@@ -290,13 +290,18 @@ func TestNodeFlags(t *testing.T) {
 		{"no keys: admin open", []string{"--id", "a", "--data-dir", "d"}, func(c cluster.Config) bool {
 			return len(c.AdminKeys) == 0 && !c.AdminGuard
 		}, false},
-		{"admin key", []string{"--id", "a", "--data-dir", "d", "--admin-key", "adm", "--api-key", "sk"}, func(c cluster.Config) bool {
+		{"admin key", []string{"--id", "a", "--data-dir", "d", "--admin-key", "adm", "--api-key", "sk", "--cluster-key", "000102030405060708090a0b0c0d0e0f"}, func(c cluster.Config) bool {
 			return slices.Equal(c.AdminKeys, []string{"adm"}) && c.AdminGuard
 		}, false},
-		{"api key guards admin, is no admin key", []string{"--id", "a", "--data-dir", "d", "--api-key", "sk"}, func(c cluster.Config) bool {
+		{"api key guards admin, is no admin key", []string{"--id", "a", "--data-dir", "d", "--api-key", "sk", "--cluster-key", "000102030405060708090a0b0c0d0e0f"}, func(c cluster.Config) bool {
 			return len(c.AdminKeys) == 0 && c.AdminGuard
 		}, false},
 		{"api key joining without cluster key", []string{"--id", "a", "--data-dir", "d", "--api-key", "sk", "--join", "h:1"}, nil, true},
+		// A guarded node accepts joins too: without a cluster key anybody
+		// reaching its gossip port would become a member.
+		{"api key without cluster key", []string{"--id", "a", "--data-dir", "d", "--api-key", "sk"}, nil, true},
+		{"admin key without cluster key", []string{"--id", "a", "--data-dir", "d", "--admin-key", "adm"}, nil, true},
+		{"admin key joining without cluster key", []string{"--id", "a", "--data-dir", "d", "--admin-key", "adm", "--join", "h:1"}, nil, true},
 		{"api key joining with cluster key", []string{"--id", "a", "--data-dir", "d", "--api-key", "sk", "--join", "h:1", "--cluster-key", "000102030405060708090a0b0c0d0e0f"}, func(c cluster.Config) bool {
 			return c.AdminGuard && len(c.ClusterKey) == 16
 		}, false},
@@ -343,6 +348,15 @@ func TestServeDefaults(t *testing.T) {
 	}
 	if cfg.HTTPAddr != "127.0.0.1:8080" || cfg.DataDir != "var/node" || len(cfg.Join) != 0 {
 		t.Errorf("serve defaults %+v", cfg)
+	}
+	// A cluster of one: its gossip takes a key nobody else has, so no host
+	// can join it (with --api-key too, which needs nothing more).
+	other, err := parsedFlags(t, true, []string{"--api-key", "sk"}).config(io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.ClusterKey) != 32 || len(other.ClusterKey) != 32 || bytes.Equal(cfg.ClusterKey, other.ClusterKey) {
+		t.Errorf("serve's cluster keys %x and %x: want a random one each", cfg.ClusterKey, other.ClusterKey)
 	}
 }
 
