@@ -19,7 +19,7 @@ import (
 // FSM().Changed() to observe it locally.
 func (n *Node) Apply(ctx context.Context, c router.Command) error {
 	if c.V == 0 {
-		c.V = router.CommandVersion
+		c.V = c.MinVersion()
 	}
 	if c.NowMS == 0 {
 		c.NowMS = time.Now().UnixMilli()
@@ -83,7 +83,7 @@ func (n *Node) applyLocal(ctx context.Context, b []byte) error {
 // applyLocalCmd is applyLocal for the leader's own commands.
 func (n *Node) applyLocalCmd(c router.Command) error {
 	if c.V == 0 {
-		c.V = router.CommandVersion
+		c.V = c.MinVersion()
 	}
 	b, err := c.Encode()
 	if err != nil {

@@ -7,11 +7,25 @@ import (
 	"math"
 )
 
-// CommandVersion is the command encoding this package writes and applies.
-// A change in the meaning of any command bumps it; an FSM rejects versions it
+// CommandVersion is the newest command encoding this package applies. A
+// change in the meaning of any command bumps it; an FSM rejects versions it
 // does not know rather than guess, so a mixed-version cluster fails loudly
-// instead of diverging.
-const CommandVersion = 1
+// instead of diverging. A command is written with the lowest version that
+// carries its meaning (MinVersion), so one that means what it meant before
+// still applies on older replicas.
+//
+//	1: the original commands
+//	2: OpSetModel's IfNoModel, OpStageExpert's Unstage
+const CommandVersion = 2
+
+// MinVersion is the lowest command version that carries c's meaning: 2 when
+// it uses a field version 1 FSMs would ignore (and so apply differently).
+func (c Command) MinVersion() int {
+	if c.IfNoModel || c.Unstage {
+		return 2
+	}
+	return 1
+}
 
 // Op names a cluster-map command.
 type Op string
@@ -89,10 +103,10 @@ var (
 )
 
 // Encode returns the command's wire form. A zero V is written as
-// CommandVersion.
+// MinVersion.
 func (c Command) Encode() ([]byte, error) {
 	if c.V == 0 {
-		c.V = CommandVersion
+		c.V = c.MinVersion()
 	}
 	return json.Marshal(c)
 }
@@ -113,8 +127,11 @@ func DecodeCommand(b []byte) (Command, error) {
 // and the fields the op needs. Checks against the map (unknown node, …)
 // happen in Map.Apply.
 func (c Command) Validate() error {
-	if c.V != CommandVersion {
+	if c.V < 1 || c.V > CommandVersion {
 		return fmt.Errorf("%w: %w %d", ErrBadCommand, ErrUnsupportedVersion, c.V)
+	}
+	if c.V < c.MinVersion() {
+		return fmt.Errorf("%w: version %d cannot carry this command's fields (it needs %d)", ErrBadCommand, c.V, c.MinVersion())
 	}
 	if !knownOps[c.Op] {
 		return fmt.Errorf("%w: %w %q", ErrBadCommand, ErrUnknownOp, c.Op)

@@ -66,7 +66,10 @@ func TestFSMOps(t *testing.T) {
 		changed bool
 		check   func(t *testing.T, m *Map)
 	}{
-		{name: "bad version", cmd: Command{V: 2, Op: OpExpireSessions, NowMS: 1}, wantErr: []error{ErrBadCommand, ErrUnsupportedVersion}},
+		{name: "bad version", cmd: Command{V: CommandVersion + 1, Op: OpExpireSessions, NowMS: 1}, wantErr: []error{ErrBadCommand, ErrUnsupportedVersion}},
+		// A version-2 field in a version-1 command: an older replica would
+		// ignore it and apply something else.
+		{name: "field newer than its version", cmd: Command{V: 1, Op: OpSetModel, IfNoModel: true, Model: &Model{ID: "x", Version: 1, Live: true}}, wantErr: []error{ErrBadCommand}},
 		{name: "unknown op", cmd: Command{Op: "explode"}, wantErr: []error{ErrBadCommand, ErrUnknownOp}},
 		{name: "upsert new node joins", cmd: Command{Op: OpUpsertNode, Node: &Node{ID: "d"}, NowMS: 7}, changed: true,
 			check: func(t *testing.T, m *Map) {
@@ -640,9 +643,23 @@ func TestCommandEncodeDecode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.V = CommandVersion
+	c.V = 1 // the lowest version that carries it, so older replicas apply it too
 	if !reflect.DeepEqual(got, c) {
 		t.Errorf("got %+v, want %+v", got, c)
+	}
+	// Fields older replicas would ignore raise the version, so those
+	// replicas refuse the command instead of applying something else.
+	for _, c := range []Command{
+		{Op: OpSetModel, Model: &Model{ID: "m", Version: 1, Live: true}, IfNoModel: true},
+		{Op: OpStageExpert, Expert: &e, Version: strings.Repeat("ab", 32), Unstage: true},
+	} {
+		b, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := DecodeCommand(b); err != nil || got.V != 2 {
+			t.Errorf("%s: decoded version %d, %v; want 2", c.Op, got.V, err)
+		}
 	}
 	if _, err := DecodeCommand([]byte(`{"op":"expire_sessions","now_ms":1}`)); !errors.Is(err, ErrUnsupportedVersion) {
 		t.Errorf("missing version: %v", err)
