@@ -127,6 +127,7 @@ func (n *Node) registerAdmin() {
 			Versions: m.ExpertVersionList()})
 	})
 	n.mux.HandleFunc("GET /admin/v1/map", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, n.fsm.Map()) })
+	n.mux.HandleFunc("GET /admin/v1/epoch", n.handleEpoch)
 	n.mux.HandleFunc("POST /admin/v1/drain/{node}", n.handleDrain)
 	n.mux.HandleFunc("POST /admin/v1/rebalance", n.handleRebalance)
 	n.mux.HandleFunc("POST /admin/v1/apply", n.handleApply)
@@ -266,6 +267,22 @@ func (n *Node) waitApplied(ctx context.Context, cond func(*router.Map) bool) *ro
 			return n.fsm.Map()
 		}
 	}
+}
+
+// handleEpoch answers the leader's map epoch after a barrier (everything
+// committed applied): what a follower's map must reach to be current.
+func (n *Node) handleEpoch(w http.ResponseWriter, r *http.Request) {
+	if n.raft.State() != raft.Leader {
+		n.proxyToLeader(w, r, nil)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), n.cfg.ApplyTimeout)
+	defer cancel()
+	if err := waitFuture(ctx, n.raft.Barrier(n.cfg.ApplyTimeout)); err != nil {
+		writeError(w, translateRaftErr(err))
+		return
+	}
+	writeJSON(w, http.StatusOK, EpochReply{Epoch: n.fsm.Map().Epoch})
 }
 
 func (n *Node) handleRebalance(w http.ResponseWriter, r *http.Request) {

@@ -358,18 +358,28 @@ func (n *Node) followerCaughtUp() bool {
 }
 
 // WaitCaughtUp waits until this node's map is the cluster's as of now, not
-// only what its data dir restored: as a follower, until a leader has
-// reached it and it has applied what that leader had committed; as the
-// leader, until everything committed is applied. A restarted node reads
-// its map only after this (which model is live, what is placed here).
+// only what its data dir restored: as a follower, until its map has
+// reached the epoch the leader's had with everything committed applied
+// (asked of the leader: a follower only learns the commit index a batch of
+// entries at a time); as the leader, until everything committed is
+// applied. A restarted node reads its map only after this (which model is
+// live, what is placed here).
 func (n *Node) WaitCaughtUp(ctx context.Context) error {
 	for {
 		if n.raft.State() == raft.Leader {
 			if err := waitFuture(ctx, n.raft.Barrier(n.cfg.ApplyTimeout)); err == nil {
 				return nil
 			}
-		} else if n.followerCaughtUp() {
-			return nil
+		} else if addr := n.leaderHTTP(); addr != "" {
+			cctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+			epoch, err := (&AdminClient{Base: "http://" + addr, HTTP: n.client}).Epoch(cctx)
+			cancel()
+			if err == nil {
+				n.waitApplied(ctx, func(m *router.Map) bool { return m.Epoch >= epoch })
+				if n.fsm.Map().Epoch >= epoch {
+					return nil
+				}
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -84,6 +84,18 @@ func (c *AdminClient) Map(ctx context.Context) (*router.Map, error) {
 	return m, c.do(ctx, http.MethodGet, "/admin/v1/map", nil, nil, m)
 }
 
+// EpochReply is GET /admin/v1/epoch.
+type EpochReply struct {
+	Epoch uint64 `json:"epoch"`
+}
+
+// Epoch returns the leader's map epoch once the leader has applied
+// everything committed (GET /admin/v1/epoch, relayed to the leader).
+func (c *AdminClient) Epoch(ctx context.Context) (uint64, error) {
+	var r EpochReply
+	return r.Epoch, c.do(ctx, http.MethodGet, "/admin/v1/epoch", nil, nil, &r)
+}
+
 // Drain sets node draining (POST /admin/v1/drain/{node}); it does not wait
 // for the node to empty.
 func (c *AdminClient) Drain(ctx context.Context, node string) (DrainReply, error) {
