@@ -229,16 +229,12 @@ func (n *Node) handleDrain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w %q", ErrUnknownNode, id))
 		return
 	}
-	if nd := m.Nodes[id]; nd.State == router.NodeActive && !slices.ContainsFunc(m.ActiveNodes(), func(o router.Node) bool { return o.ID != id }) {
-		// Its experts and sessions would have nowhere to go: the drain
-		// would never finish, and the cluster would serve from a draining
-		// node only.
-		writeError(w, fmt.Errorf("%w: %s is the only active node; nothing could take its experts and sessions", router.ErrNoActiveNode, id))
-		return
-	}
 	ctx, cancel := context.WithTimeout(r.Context(), 4*n.cfg.ApplyTimeout)
 	defer cancel()
-	if err := n.Apply(ctx, router.Command{Op: router.OpSetNodeState, NodeID: id, State: router.NodeDraining}); err != nil {
+	// Not the last active node: its experts and sessions would have nowhere
+	// to go, and the drain would never finish. The map decides, so two
+	// drains at once cannot both pass.
+	if err := n.Apply(ctx, router.Command{Op: router.OpSetNodeState, NodeID: id, State: router.NodeDraining, OthersActive: true}); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -795,3 +795,34 @@ func TestRogueGossipRefused(t *testing.T) {
 		t.Error("the node lists the rogue as a member")
 	}
 }
+
+// TestDrainBothOfTwo: two drains at once, of the two nodes of a cluster,
+// cannot both pass: the map refuses the one that would leave no node
+// active.
+func TestDrainBothOfTwo(t *testing.T) {
+	c := clustertest.New(t, 2, clustertest.Options{})
+	setModel(t, c)
+	c.WaitAgree(10*time.Second, fullyPlaced, "the model fully placed")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ac := &cluster.AdminClient{Base: "http://" + c.Config(i).HTTPAddr}
+			_, errs[i] = ac.Drain(ctx, fmt.Sprintf("n%d", i))
+		}()
+	}
+	wg.Wait()
+	if (errs[0] == nil) == (errs[1] == nil) {
+		t.Errorf("drain n0: %v; drain n1: %v; want exactly one refused", errs[0], errs[1])
+	}
+	m := c.WaitAgree(10*time.Second, func(m *router.Map) bool {
+		return m.Nodes["n0"].State != router.NodeActive || m.Nodes["n1"].State != router.NodeActive
+	}, "a drain applied")
+	if len(m.ActiveNodes()) != 1 {
+		t.Errorf("active nodes %v: n0 %s, n1 %s", m.ActiveNodes(), m.Nodes["n0"].State, m.Nodes["n1"].State)
+	}
+}

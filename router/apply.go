@@ -134,6 +134,9 @@ func (m *Map) setNodeState(c Command) (bool, error) {
 	if n.State == c.State {
 		return false, nil
 	}
+	if c.OthersActive && !slices.ContainsFunc(m.ActiveNodes(), func(o Node) bool { return o.ID != n.ID }) {
+		return false, fmt.Errorf("%w: %s is the only active node; nothing could take its experts and sessions", ErrNoActiveNode, n.ID)
+	}
 	n.State = c.State // n's slices are shared with the old map but not modified
 	if c.NowMS > 0 {
 		n.UpdatedMS = c.NowMS

@@ -15,13 +15,13 @@ import (
 // still applies on older replicas.
 //
 //	1: the original commands
-//	2: OpSetModel's IfNoModel, OpStageExpert's Unstage
+//	2: OpSetModel's IfNoModel, OpStageExpert's Unstage, OpSetNodeState's OthersActive
 const CommandVersion = 2
 
 // MinVersion is the lowest command version that carries c's meaning: 2 when
 // it uses a field version 1 FSMs would ignore (and so apply differently).
 func (c Command) MinVersion() int {
-	if c.IfNoModel || c.Unstage {
+	if c.IfNoModel || c.Unstage || c.OthersActive {
 		return 2
 	}
 	return 1
@@ -70,6 +70,9 @@ type Command struct {
 	Node   *Node     `json:"node,omitempty"`
 	NodeID string    `json:"node_id,omitempty"`
 	State  NodeState `json:"state,omitempty"`
+	// OthersActive (OpSetNodeState): refuse, with ErrNoActiveNode, a change
+	// that would leave no other node active (a drain of the last one).
+	OthersActive bool `json:"others_active,omitempty"`
 
 	Model       *Model `json:"model,omitempty"`
 	IfNoModel   bool   `json:"if_no_model,omitempty"` // OpSetModel: only when the map has no live model (a node announcing its file)

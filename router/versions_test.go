@@ -258,3 +258,23 @@ func TestStalePlacementAfterFlip(t *testing.T) {
 		}
 	}
 }
+
+// TestDrainLastActiveRefused: OpSetNodeState with OthersActive refuses to
+// leave no node active, and is a version-2 command.
+func TestDrainLastActiveRefused(t *testing.T) {
+	m := versionMap(t) // a and b active
+	drain := func(id string) Command {
+		return Command{V: CommandVersion, Op: OpSetNodeState, NodeID: id, State: NodeDraining, OthersActive: true}
+	}
+	m = apply(t, m, drain("a"))
+	if _, _, err := m.Apply(drain("b")); !errors.Is(err, ErrNoActiveNode) {
+		t.Fatalf("draining the last active node: %v, want ErrNoActiveNode", err)
+	}
+	if c := drain("b"); c.MinVersion() != 2 {
+		t.Errorf("MinVersion %d, want 2", c.MinVersion())
+	}
+	// Without the condition (the autopilot marking a node dead, say) it applies.
+	if _, changed, err := m.Apply(Command{V: 1, Op: OpSetNodeState, NodeID: "b", State: NodeDead}); err != nil || !changed {
+		t.Errorf("unconditional state change: %v %v", changed, err)
+	}
+}
