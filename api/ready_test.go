@@ -132,3 +132,20 @@ func TestExpertUnavailableIs503(t *testing.T) {
 		t.Errorf("%+v", e)
 	}
 }
+
+// TestSessionHomeNotLive: a session's home that refuses with
+// model_not_live (its map said otherwise a moment ago) makes the entry
+// node re-home the session, as a draining home does, instead of passing
+// the 503 on.
+func TestSessionHomeNotLive(t *testing.T) {
+	home := DefaultConfig()
+	home.Serving = func() error { return errors.New("this node runs another model") }
+	b := newSessionNode(t, home, nil)
+	a := newSessionNode(t, DefaultConfig(), nil)
+	a.sess.homes["s1"] = b.http.URL
+	a.sess.rehomeTo = "" // re-home here
+	resp, body := a.do(t, "POST", "/v1/completions", completionBody(a.id, "s1", false))
+	if resp.StatusCode != 200 {
+		t.Errorf("entry node answered %d: %s", resp.StatusCode, body)
+	}
+}

@@ -435,6 +435,9 @@ func (s *Server) generation(h func(w http.ResponseWriter, r *http.Request, body 
 		defer s.end()
 		if s.cfg.Serving != nil {
 			if err := s.cfg.Serving(); err != nil {
+				// Marked as a draining node's answer: an entry node that
+				// forwarded a session here re-homes it, as for a drain.
+				w.Header().Set(headerDraining, "1")
 				writeError(w, &Error{Status: http.StatusServiceUnavailable, Type: typeUnavailable, Code: "model_not_live",
 					Message: err.Error()})
 				return

@@ -349,7 +349,7 @@ func ChooseHomeAt(m *Map, sessionID string, nowMS int64) (string, bool) {
 func chooseHome(m *Map, sessionID string, nowMS int64, exclude string, counts map[string]int) (string, bool) {
 	live := func(s Session) bool { return nowMS <= 0 || s.ExpiresMS > nowMS }
 	if s, ok := m.Sessions.Get(sessionID); ok && live(s) && s.Home != exclude {
-		if n, ok := m.Nodes[s.Home]; ok && n.State == NodeActive {
+		if n, ok := m.Nodes[s.Home]; ok && n.State == NodeActive && m.runsLive(n) {
 			return s.Home, true
 		}
 	}
@@ -371,12 +371,21 @@ func chooseHome(m *Map, sessionID string, nowMS int64, exclude string, counts ma
 func sessionCounts(m *Map, nowMS int64, exclude string) map[string]int {
 	counts := map[string]int{}
 	for id, n := range m.Nodes {
-		if n.State == NodeActive && id != exclude {
+		if n.State == NodeActive && id != exclude && m.runsLive(n) {
 			counts[id] = 0
 		}
 	}
 	m.Sessions.countLive(nowMS, counts)
 	return counts
+}
+
+// runsLive reports whether n can serve the live model: it runs it, or none
+// yet (it will fetch the live one), or the map has no model. A node running
+// another model hosts none of the live model's experts and homes no
+// sessions: it refuses to generate. Replicas of builds before Serving
+// home sessions there too; their maps differ in session homes only.
+func (m *Map) runsLive(n Node) bool {
+	return m.Model == nil || n.Serving == "" || n.Serving == m.Model.Digest
 }
 
 // rendezvous is the highest-random-weight score of (session, node).

@@ -61,7 +61,7 @@ type PlaceResult struct {
 func (m *Map) PlaceInput(load map[ExpertID]float64) PlaceInput {
 	in := PlaceInput{Replication: m.Replication, Load: load, Current: m.Placement}
 	for _, n := range m.Nodes {
-		if m.Model != nil && n.Serving != "" && n.Serving != m.Model.Digest {
+		if !m.runsLive(n) {
 			continue // runs another model: it cannot host this one's experts
 		}
 		in.Nodes = append(in.Nodes, n)

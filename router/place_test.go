@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -813,5 +814,34 @@ func TestPlaceInputServing(t *testing.T) {
 				t.Errorf("%v placed on a, which runs another model", e)
 			}
 		}
+	}
+}
+
+// TestSessionHomeRunsLive: sessions are homed only on nodes that can serve
+// the live model; a session whose home runs another model moves.
+func TestSessionHomeRunsLive(t *testing.T) {
+	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	m := NewMap()
+	for _, c := range []Command{
+		{Op: OpUpsertNode, Node: &Node{ID: "old", State: NodeActive, Serving: a}},
+		{Op: OpUpsertNode, Node: &Node{ID: "new", State: NodeActive, Serving: b}},
+		{Op: OpSetModel, Model: &Model{ID: "A", Digest: a, Layers: 1, Experts: 2, TopK: 1, Live: true}},
+		{Op: OpAssignSession, Session: &Session{ID: "kept", Home: "old"}},
+		{Op: OpSetModel, Model: &Model{ID: "B", Digest: b, Layers: 1, Experts: 2, TopK: 1, Live: true}},
+	} {
+		c.V = CommandVersion
+		next, _, err := m.Apply(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m = next
+	}
+	for i := range 20 {
+		if h, _ := ChooseHome(m, fmt.Sprintf("sess-%d", i)); h != "new" {
+			t.Errorf("sess-%d homed on %q, which runs another model than the live one", i, h)
+		}
+	}
+	if h, _ := ChooseHome(m, "kept"); h != "new" {
+		t.Errorf("a session whose home runs another model stays on %q", h)
 	}
 }
