@@ -104,6 +104,8 @@ func scanJinja(source string) (chunks []jinjaChunk, ok bool) {
 // cannot scan, or one with a raw block (whose text holds tags), is
 // returned unchanged for the renderer to handle (or report).
 func resolveWhitespace(source string) string {
+	// Jinja2 reads every newline as "\n", in tags (string literals) too.
+	source = strings.ReplaceAll(strings.ReplaceAll(source, "\r\n", "\n"), "\r", "\n")
 	chunks, ok := scanJinja(source)
 	if !ok {
 		return source
@@ -113,13 +115,8 @@ func resolveWhitespace(source string) string {
 			return source
 		}
 	}
-	// Newlines as Jinja2's lexer normalises data; the template's single
-	// trailing newline dropped (keep_trailing_newline=False).
-	for i := range chunks {
-		if chunks[i].kind == 0 {
-			chunks[i].text = strings.ReplaceAll(strings.ReplaceAll(chunks[i].text, "\r\n", "\n"), "\r", "\n")
-		}
-	}
+	// The template's single trailing newline dropped
+	// (keep_trailing_newline=False).
 	if n := len(chunks); n > 0 && chunks[n-1].kind == 0 {
 		chunks[n-1].text = strings.TrimSuffix(chunks[n-1].text, "\n")
 	}
@@ -144,7 +141,7 @@ func resolveWhitespace(source string) string {
 				// lstrip_blocks: the spaces and tabs between the line's
 				// start and a block or comment tag.
 				l := strings.LastIndexByte(prev.text, '\n') + 1
-				if (l > 0 || lineStart) && strings.Trim(prev.text[l:], " \t\f\v") == "" {
+				if (l > 0 || lineStart) && strings.TrimFunc(prev.text[l:], unicode.IsSpace) == "" {
 					prev.text = prev.text[:l]
 				}
 			}

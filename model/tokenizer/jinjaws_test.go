@@ -34,6 +34,10 @@ func TestJinjaWhitespace(t *testing.T) {
 		// The template's last newline goes (keep_trailing_newline off);
 		// CRLF is a newline.
 		{"x\r\ny\n", user, "x\ny"},
+		// Any whitespace before a block tag at a line's start (U+00A0 too);
+		// CRLF in a string literal is a newline as well.
+		{"a\n\u00a0{% if true %}x{% endif %}", user, "a\nx"},
+		{"{% set s = \"x\r\ny\" %}{{ s }}", user, "x\ny"},
 		// Quotes hide closers; "{" before a tag stays text.
 		{"{{ '%}' }}{ {%- if true %}1{% endif %}", user, "%}{1"},
 	} {
