@@ -396,9 +396,13 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 		out = s.stream(w, ctx, cancel, events, j, id)
 	} else {
 		out = s.collect(cancel, events, j)
-		if out.err != nil {
+		switch {
+		case out.err != nil:
 			writeError(w, engineError(out.err))
-		} else {
+		case r.Context().Err() != nil:
+			// The client left (its generation was cancelled): nobody to
+			// answer; logged and counted as 499.
+		default:
 			writeJSON(w, http.StatusOK, s.response(j, id, start.Unix(), &out))
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -246,5 +247,30 @@ func TestResumedStreamNoTTFT(t *testing.T) {
 	t.Logf("client TTFT %v; entry node observed %d TTFT sample(s) summing %.4fs; home observed %d", clientTTFT, n, ttft, nb)
 	if n != 0 {
 		t.Errorf("the continuation recorded %d time_to_first_token_seconds sample(s) (%.4fs) for a first token the client got from the home after %v", n, ttft, clientTTFT)
+	}
+}
+
+// TestClientGoneCompletionIs499: a non-streamed completion whose client
+// left is not answered (nobody reads it) and counts as 499, not 200.
+func TestClientGoneCompletionIs499(t *testing.T) {
+	var logs lockedBuffer
+	cfg := DefaultConfig()
+	cfg.Logger = jsonLogger(&logs)
+	g := newGated(newEngine(t))
+	defer close(g.release)
+	f := newFixture(t, cfg, g)
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", f.http.URL+"/v1/completions",
+		strings.NewReader(fmt.Sprintf(`{"model":%q,"prompt":"hi","max_tokens":3}`, f.id)))
+	req.Header.Set("Content-Type", "application/json")
+	go func() { <-g.started; cancel() }()
+	if resp, err := f.http.Client().Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("expected the client to abort")
+	}
+	waitFor(t, "the access log", func() bool { return strings.Contains(logs.String(), `"msg":"http request"`) })
+	hr := f.srv.metrics.httpRequests
+	if n := testutil.ToFloat64(hr.WithLabelValues("completions", "499")); n != 1 {
+		t.Errorf("http_requests_total{route=completions,code=499} = %v (code=200: %v)", n, testutil.ToFloat64(hr.WithLabelValues("completions", "200")))
 	}
 }
