@@ -121,9 +121,13 @@ func (a *adminAuth) checkSignature(w http.ResponseWriter, r *http.Request, p str
 	if !s.CoversBody() {
 		return nil // content-addressed uploads (expert files) are signed without theirs
 	}
-	// Admin bodies are small (maxBody).
-	http.NewResponseController(w).SetReadDeadline(time.Now().Add(signedBodyReadTimeout))
+	// Admin bodies are small (maxBody). The deadline is lifted once read:
+	// left on the connection it would end the request's context while a
+	// long call (a forwarded apply waiting out a leader change) runs.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Now().Add(signedBodyReadTimeout))
 	b, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	rc.SetReadDeadline(time.Time{})
 	if err != nil {
 		return err
 	}
