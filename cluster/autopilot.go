@@ -339,22 +339,35 @@ func (n *Node) updateMeta(change func(*NodeMeta)) {
 // that it leads): the leader promotes non-voters only then, so a new voter
 // neither blocks commits it cannot receive nor holds them up catching up.
 func (n *Node) noteRaftReached() {
-	m := n.meta.get()
-	if m.RaftReached || n.raft.State() != raft.Leader && !n.followerCaughtUp() {
+	if n.meta.get().RaftReached {
 		return
 	}
-	n.updateMeta(func(m *NodeMeta) { m.RaftReached = true })
-}
-
-// followerCaughtUp reports whether a leader has reached this node since it
-// started and it has applied the log as far as that leader had committed
-// it.
-func (n *Node) followerCaughtUp() bool {
-	if n.raft.LastContact().IsZero() {
-		return false
+	if n.raft.State() == raft.Leader {
+		n.updateMeta(func(m *NodeMeta) { m.RaftReached = true })
+		return
 	}
-	commit := n.raft.CommitIndex()
-	return commit > 0 && n.raft.AppliedIndex() >= commit
+	// A follower: once a leader has reached it, ask the leader how far the
+	// map is (a follower learns the commit index a batch at a time), one
+	// question at a time, and tell once its own map is there.
+	if n.raft.LastContact().IsZero() || !n.reachCheck.CompareAndSwap(false, true) {
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		defer n.reachCheck.Store(false)
+		addr := n.leaderHTTP()
+		if addr == "" {
+			return
+		}
+		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ApplyTimeout)
+		defer cancel()
+		epoch, err := (&AdminClient{Base: "http://" + addr, HTTP: n.client}).Epoch(ctx)
+		if err != nil || n.fsm.Map().Epoch < epoch {
+			return // asked again on the loop's next turn
+		}
+		n.updateMeta(func(m *NodeMeta) { m.RaftReached = true })
+	}()
 }
 
 // WaitCaughtUp waits until this node's map is the cluster's as of now, not
