@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -77,11 +78,27 @@ func NewSessionRouter(n *Node, cfg SessionConfig) (*SessionRouter, error) {
 func (r *SessionRouter) Route(ctx context.Context, id, client string) (bool, string, error) {
 	now := time.Now()
 	m := r.n.Map()
+	home, avoid := "", ""
 	if s, ok := m.Sessions.Get(id); ok && live(m, s, now) {
-		r.touch(id, now)
-		return r.target(m, s.Home)
+		if runsLive(m, s.Home) {
+			r.touch(id, now)
+			return r.target(m, s.Home)
+		}
+		avoid = s.Home // it runs another model than the live one: it would refuse
 	}
-	return r.assign(ctx, id, client, "", "", now)
+	// The FSM assigns a home itself unless told one, among every active
+	// node as replicas of older builds do; while some of them run another
+	// model than the live one, choose here among those that run it.
+	if avoid != "" || slices.ContainsFunc(m.ActiveNodes(), func(n router.Node) bool { return !runsLive(m, n.ID) }) {
+		home, _ = router.ChooseHomeAt(m, id, now.UnixMilli())
+	}
+	return r.assign(ctx, id, client, home, avoid, now)
+}
+
+// runsLive reports whether node runs the map's live model (or none yet).
+func runsLive(m *router.Map, node string) bool {
+	n, ok := m.Nodes[node]
+	return m.Model == nil || !ok || n.Serving == "" || n.Serving == m.Model.Digest
 }
 
 // Rehome gives the session a home other than the node serving failed (a
@@ -101,7 +118,7 @@ func (r *SessionRouter) Rehome(ctx context.Context, id, client, failed string) (
 	}
 	// The failed node may still be active in the map (not yet declared
 	// dead): choose among the others, the way the FSM would.
-	others := &router.Map{Nodes: maps.Clone(m.Nodes), Sessions: m.Sessions}
+	others := &router.Map{Nodes: maps.Clone(m.Nodes), Sessions: m.Sessions, Model: m.Model} // Model: homes run the live one
 	delete(others.Nodes, bad)
 	home, ok := router.ChooseHomeAt(others, id, now.UnixMilli())
 	if !ok {

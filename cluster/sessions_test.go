@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/conclave-ai/conclave/api"
 	"github.com/conclave-ai/conclave/cluster"
+	"github.com/conclave-ai/conclave/cluster/clustertest"
 	"github.com/conclave-ai/conclave/engine"
 	"github.com/conclave-ai/conclave/model"
 	"github.com/conclave-ai/conclave/router"
@@ -148,5 +150,51 @@ func TestSessionAffinity(t *testing.T) {
 	prompt += "they play. "
 	if cached := turn(other, prompt); cached == 0 {
 		t.Errorf("turn after re-homing to n%d via n%d: no cached tokens", newHome, other)
+	}
+}
+
+// TestSessionsAvoidOtherModel: while a node runs another model than the
+// live one (it refuses to generate), new sessions are homed elsewhere, a
+// session homed there moves on its next route, and a re-home from a
+// failed home never picks it.
+func TestSessionsAvoidOtherModel(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.Options{})
+	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	c.Node(0).SetServingForTest(b)
+	c.Node(1).SetServingForTest(a)
+	c.Node(2).SetServingForTest(a)
+	c.WaitAgree(20*time.Second, func(m *router.Map) bool {
+		return m.Nodes["n0"].Serving == b && m.Nodes["n1"].Serving == a && m.Nodes["n2"].Serving == a
+	}, "Serving gossiped into the map")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	now := time.Now()
+	for _, cmd := range []router.Command{
+		{Op: router.OpSetModel, Model: &router.Model{ID: "B", Digest: b, Layers: 1, Experts: 2, TopK: 1, Version: 1, Live: true}},
+		{Op: router.OpAssignSession, NowMS: now.UnixMilli(), Session: &router.Session{ID: "s", Home: "n1", ExpiresMS: now.Add(time.Hour).UnixMilli()}},
+	} {
+		if err := c.Apply(ctx, cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.WaitMap(0, 10*time.Second, func(m *router.Map) bool { _, ok := m.Sessions.Get("s"); return ok && m.Model != nil }, "the session in n0's map")
+	sr, err := cluster.NewSessionRouter(c.Node(0), cluster.DefaultSessionConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		if local, target, err := sr.Route(ctx, fmt.Sprintf("new-%d", i), "client"); err != nil || !local {
+			t.Errorf("new session %d: local %v, target %q, %v; want n0, the only node running the live model", i, local, target, err)
+		}
+	}
+	if local, target, err := sr.Route(ctx, "s", "client"); err != nil || !local {
+		t.Errorf("a session homed on a node running another model: local %v, target %q, %v; want it moved to n0", local, target, err)
+	}
+	if err := c.Apply(ctx, router.Command{Op: router.OpAssignSession, NowMS: now.UnixMilli(), Session: &router.Session{ID: "s2", Home: "n1", ExpiresMS: now.Add(time.Hour).UnixMilli()}}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitMap(0, 10*time.Second, func(m *router.Map) bool { _, ok := m.Sessions.Get("s2"); return ok }, "s2 in n0's map")
+	if local, target, err := sr.Rehome(ctx, "s2", "client", "http://"+c.Config(1).HTTPAddr); err != nil || !local {
+		t.Errorf("re-home from n1: local %v, target %q, %v; want n0, not n2 (another model)", local, target, err)
 	}
 }

@@ -272,7 +272,7 @@ func (m *Map) setPlacement(c Command) (bool, error) {
 func (m *Map) assignSession(c Command) (bool, error) {
 	s := *c.Session
 	if s.Home == "" {
-		home, ok := chooseHome(m, s.ID, c.NowMS, "", nil)
+		home, ok := chooseHome(m, s.ID, c.NowMS, "", nil, false)
 		if !ok {
 			return false, ErrNoActiveNode
 		}
@@ -389,13 +389,13 @@ func (m *Map) moveSessions(c Command) (bool, error) {
 	if len(ids) == 0 {
 		return false, nil
 	}
-	counts := sessionCounts(m, c.NowMS, c.NodeID)
+	counts := sessionCounts(m, c.NowMS, c.NodeID, false)
 	if len(counts) == 0 {
 		return false, fmt.Errorf("%w to take the sessions of %q", ErrNoActiveNode, c.NodeID)
 	}
 	sessions := m.Sessions
 	for _, id := range ids {
-		home, _ := chooseHome(m, id, c.NowMS, c.NodeID, counts)
+		home, _ := chooseHome(m, id, c.NowMS, c.NodeID, counts, false)
 		s, _ := sessions.Get(id)
 		s.Home = home
 		sessions = sessions.Set(s)

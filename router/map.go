@@ -333,28 +333,34 @@ func (m *Map) ExpertLoads() map[ExpertID]float64 {
 // (OpExpireSessions, which carries the time, removes expired ones). Use
 // ChooseHomeAt to also ignore sessions that have expired by a given time.
 func ChooseHome(m *Map, sessionID string) (string, bool) {
-	return chooseHome(m, sessionID, 0, "", nil)
+	return chooseHome(m, sessionID, 0, "", nil, true)
 }
 
 // ChooseHomeAt is ChooseHome treating sessions with ExpiresMS <= nowMS as
 // gone, both for the session's own home and for the per-node counts.
 // nowMS <= 0 disables the expiry check.
 func ChooseHomeAt(m *Map, sessionID string, nowMS int64) (string, bool) {
-	return chooseHome(m, sessionID, nowMS, "", nil)
+	return chooseHome(m, sessionID, nowMS, "", nil, true)
 }
 
 // chooseHome implements ChooseHome. exclude names a node that may not be
 // chosen ("" for none); counts, when non-nil, holds the live session count
 // of every candidate node and is used instead of counting the map.
-func chooseHome(m *Map, sessionID string, nowMS int64, exclude string, counts map[string]int) (string, bool) {
+// liveOnly leaves out nodes running another model than the live one
+// (runsLive): proposers choose so (ChooseHome, and the homes written
+// into assign_session), while the FSM's own choices (an assign without a
+// home, move_sessions) do not, as replicas of builds before Node.Serving
+// do not, so every replica applies the same log to the same map. A
+// session the FSM sends to such a node is re-homed when that node refuses.
+func chooseHome(m *Map, sessionID string, nowMS int64, exclude string, counts map[string]int, liveOnly bool) (string, bool) {
 	live := func(s Session) bool { return nowMS <= 0 || s.ExpiresMS > nowMS }
 	if s, ok := m.Sessions.Get(sessionID); ok && live(s) && s.Home != exclude {
-		if n, ok := m.Nodes[s.Home]; ok && n.State == NodeActive && m.runsLive(n) {
+		if n, ok := m.Nodes[s.Home]; ok && n.State == NodeActive && (!liveOnly || m.runsLive(n)) {
 			return s.Home, true
 		}
 	}
 	if counts == nil {
-		counts = sessionCounts(m, nowMS, exclude)
+		counts = sessionCounts(m, nowMS, exclude, liveOnly)
 	}
 	best, bestCount, bestHash := "", 0, uint64(0)
 	for id, c := range counts {
@@ -366,12 +372,13 @@ func chooseHome(m *Map, sessionID string, nowMS int64, exclude string, counts ma
 	return best, best != ""
 }
 
-// sessionCounts returns, for each active node other than exclude, how many
-// live sessions are homed on it.
-func sessionCounts(m *Map, nowMS int64, exclude string) map[string]int {
+// sessionCounts returns, for each active node other than exclude (and,
+// with liveOnly, running the live model), how many live sessions are homed
+// on it.
+func sessionCounts(m *Map, nowMS int64, exclude string, liveOnly bool) map[string]int {
 	counts := map[string]int{}
 	for id, n := range m.Nodes {
-		if n.State == NodeActive && id != exclude && m.runsLive(n) {
+		if n.State == NodeActive && id != exclude && (!liveOnly || m.runsLive(n)) {
 			counts[id] = 0
 		}
 	}
@@ -381,9 +388,8 @@ func sessionCounts(m *Map, nowMS int64, exclude string) map[string]int {
 
 // runsLive reports whether n can serve the live model: it runs it, or none
 // yet (it will fetch the live one), or the map has no model. A node running
-// another model hosts none of the live model's experts and homes no
-// sessions: it refuses to generate. Replicas of builds before Serving
-// home sessions there too; their maps differ in session homes only.
+// another model hosts none of the live model's experts and is chosen as no
+// session's home: it refuses to generate.
 func (m *Map) runsLive(n Node) bool {
 	return m.Model == nil || n.Serving == "" || n.Serving == m.Model.Digest
 }
