@@ -400,8 +400,11 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 		case out.err != nil:
 			writeError(w, engineError(out.err))
 		case r.Context().Err() != nil:
-			// The client left (its generation was cancelled): nobody to
-			// answer; logged and counted as 499.
+			// The client left, or only closed its side (which net/http
+			// cannot tell apart): answer what was generated (finish
+			// "abort"), and log and count it as 499.
+			ri.clientGone = true
+			writeJSON(w, http.StatusOK, s.response(j, id, start.Unix(), &out))
 		default:
 			writeJSON(w, http.StatusOK, s.response(j, id, start.Unix(), &out))
 		}

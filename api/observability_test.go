@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -272,5 +274,28 @@ func TestClientGoneCompletionIs499(t *testing.T) {
 	hr := f.srv.metrics.httpRequests
 	if n := testutil.ToFloat64(hr.WithLabelValues("completions", "499")); n != 1 {
 		t.Errorf("http_requests_total{route=completions,code=499} = %v (code=200: %v)", n, testutil.ToFloat64(hr.WithLabelValues("completions", "200")))
+	}
+}
+
+// TestHalfClosedClientGetsItsAnswer: a client that only closes its sending
+// side (net/http cannot tell it from one that left) still gets the JSON
+// answer, not an empty 200.
+func TestHalfClosedClientGetsItsAnswer(t *testing.T) {
+	g := newGated(newEngine(t))
+	defer close(g.release)
+	f := newFixture(t, DefaultConfig(), g)
+	cn, err := net.Dial("tcp", f.http.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cn.Close()
+	body := fmt.Sprintf(`{"model":%q,"prompt":"hi","max_tokens":3}`, f.id)
+	fmt.Fprintf(cn, "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
+	<-g.started
+	cn.(*net.TCPConn).CloseWrite()
+	cn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, _ := io.ReadAll(cn)
+	if !strings.HasPrefix(string(resp), "HTTP/1.1 200") || !strings.Contains(string(resp), `"choices"`) {
+		t.Errorf("a half-closed client got:\n%q", resp)
 	}
 }

@@ -219,10 +219,13 @@ const (
 // reqInfo travels in a request's context: set by common, filled by later
 // layers, logged when the request ends.
 type reqInfo struct {
-	id     string
-	route  string
-	start  time.Time // arrival
-	client string    // "key:DIGEST" or "ip:ADDR"
+	id    string
+	route string
+	start time.Time // arrival
+	// clientGone: the client left before its answer was written (logged
+	// and counted as 499 whatever was written).
+	clientGone bool
+	client     string // "key:DIGEST" or "ip:ADDR"
 	// peer: forwarded by a node of the cluster (a valid signature), whose
 	// body must have the digest peerBody.
 	peer     bool
@@ -297,8 +300,8 @@ func (s *Server) common(next http.Handler) http.Handler {
 				}
 			}
 			switch {
-			case rec.status == 0 && r.Context().Err() != nil:
-				// The client left before any answer (nginx's 499): not a 200.
+			case rec.status == 0 && r.Context().Err() != nil, ri.clientGone:
+				// The client left before its answer (nginx's 499): not a 200.
 				rec.status = statusClientClosed
 			case rec.status == 0:
 				rec.status = http.StatusOK

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"net/http"
 	"reflect"
 	"slices"
 	"time"
@@ -363,11 +364,27 @@ func (n *Node) noteRaftReached() {
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ApplyTimeout)
 		defer cancel()
 		epoch, err := (&AdminClient{Base: "http://" + addr, HTTP: n.client}).Epoch(ctx)
-		if err != nil || n.fsm.Map().Epoch < epoch {
+		var ae *APIError
+		switch {
+		case err == nil && n.fsm.Map().Epoch >= epoch:
+		case errors.As(err, &ae) && ae.Status == http.StatusNotFound && n.followerCaughtUp():
+			// A leader of an older build (no epoch route).
+		default:
 			return // asked again on the loop's next turn
 		}
 		n.updateMeta(func(m *NodeMeta) { m.RaftReached = true })
 	}()
+}
+
+// followerCaughtUp reports whether a leader has reached this node since it
+// started and it has applied the log as far as that leader's last batch
+// said it had committed (a leader of an older build answers no epoch).
+func (n *Node) followerCaughtUp() bool {
+	if n.raft.LastContact().IsZero() {
+		return false
+	}
+	commit := n.raft.CommitIndex()
+	return commit > 0 && n.raft.AppliedIndex() >= commit
 }
 
 // WaitCaughtUp waits until this node's map is the cluster's as of now, not
@@ -387,11 +404,17 @@ func (n *Node) WaitCaughtUp(ctx context.Context) error {
 			cctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
 			epoch, err := (&AdminClient{Base: "http://" + addr, HTTP: n.client}).Epoch(cctx)
 			cancel()
-			if err == nil {
+			var ae *APIError
+			switch {
+			case err == nil:
 				n.waitApplied(ctx, func(m *router.Map) bool { return m.Epoch >= epoch })
 				if n.fsm.Map().Epoch >= epoch {
 					return nil
 				}
+			case errors.As(err, &ae) && ae.Status == http.StatusNotFound && n.followerCaughtUp():
+				// A leader of a build without the epoch route (a rolling
+				// upgrade): the commit index it last sent is what we have.
+				return nil
 			}
 		}
 		select {

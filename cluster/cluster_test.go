@@ -826,3 +826,21 @@ func TestDrainBothOfTwo(t *testing.T) {
 		t.Errorf("active nodes %v: n0 %s, n1 %s", m.ActiveNodes(), m.Nodes["n0"].State, m.Nodes["n1"].State)
 	}
 }
+
+// TestWaitCaughtUpOlderLeader: a leader of a build without the epoch route
+// (a rolling upgrade) answers 404; a follower then trusts the commit index
+// Raft sent it rather than wait for good.
+func TestWaitCaughtUpOlderLeader(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.Options{})
+	l := c.WaitLeader(10 * time.Second)
+	// A host pattern wins over the registered route, on the leader's mux only.
+	c.Node(l).Mux().HandleFunc("GET 127.0.0.1/admin/v1/epoch", http.NotFound)
+	f := (l + 1) % 3
+	c.Kill(f)
+	c.Restart(f)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.Node(f).WaitCaughtUp(ctx); err != nil {
+		t.Fatalf("WaitCaughtUp under a leader without the epoch route: %v", err)
+	}
+}

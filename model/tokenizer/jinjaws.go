@@ -136,12 +136,12 @@ func resolveWhitespace(source string) string {
 			prev := &chunks[i-1]
 			switch {
 			case c.minusL:
-				prev.text = strings.TrimRightFunc(prev.text, unicode.IsSpace)
+				prev.text = strings.TrimRightFunc(prev.text, pySpace)
 			case !c.plusL && c.kind != '{':
 				// lstrip_blocks: the spaces and tabs between the line's
 				// start and a block or comment tag.
 				l := strings.LastIndexByte(prev.text, '\n') + 1
-				if (l > 0 || lineStart) && strings.TrimFunc(prev.text[l:], unicode.IsSpace) == "" {
+				if (l > 0 || lineStart) && strings.TrimFunc(prev.text[l:], pySpace) == "" {
 					prev.text = prev.text[:l]
 				}
 			}
@@ -151,7 +151,7 @@ func resolveWhitespace(source string) string {
 			next := &chunks[i+1]
 			switch {
 			case c.minusR:
-				t := strings.TrimLeftFunc(next.text, unicode.IsSpace)
+				t := strings.TrimLeftFunc(next.text, pySpace)
 				lineStart = strings.HasSuffix(next.text[:len(next.text)-len(t)], "\n")
 				next.text = t
 			case !c.plusR && c.kind != '{' && strings.HasPrefix(next.text, "\n"):
@@ -200,3 +200,7 @@ func literal(b *strings.Builder, s string) {
 	b.WriteString(s)
 	b.WriteString("' }}")
 }
+
+// pySpace is Python's str.isspace (what Jinja2's rstrip and \s match):
+// Unicode white space and the separators U+001C to U+001F.
+func pySpace(r rune) bool { return unicode.IsSpace(r) || r >= 0x1c && r <= 0x1f }

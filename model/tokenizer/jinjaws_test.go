@@ -37,6 +37,7 @@ func TestJinjaWhitespace(t *testing.T) {
 		// Any whitespace before a block tag at a line's start (U+00A0 too);
 		// CRLF in a string literal is a newline as well.
 		{"a\n\u00a0{% if true %}x{% endif %}", user, "a\nx"},
+		{"a\n\x1c{% if true %}x{% endif %}", user, "a\nx"},
 		{"{% set s = \"x\r\ny\" %}{{ s }}", user, "x\ny"},
 		// Quotes hide closers; "{" before a tag stays text.
 		{"{{ '%}' }}{ {%- if true %}1{% endif %}", user, "%}{1"},
