@@ -403,7 +403,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 			// The client left, or only closed its side (which net/http
 			// cannot tell apart): answer what was generated (finish
 			// "abort"), and log and count it as 499.
-			ri.clientGone = true
+			ri.clientGone = s.stopCtx.Err() == nil // not the drain giving up
 			writeJSON(w, http.StatusOK, s.response(j, id, start.Unix(), &out))
 		default:
 			writeJSON(w, http.StatusOK, s.response(j, id, start.Unix(), &out))
