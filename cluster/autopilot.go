@@ -363,28 +363,30 @@ func (n *Node) noteRaftReached() {
 		}
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ApplyTimeout)
 		defer cancel()
-		epoch, err := (&AdminClient{Base: "http://" + addr, HTTP: n.client}).Epoch(ctx)
-		var ae *APIError
-		switch {
-		case err == nil && n.fsm.Map().Epoch >= epoch:
-		case errors.As(err, &ae) && ae.Status == http.StatusNotFound && n.followerCaughtUp():
-			// A leader of an older build (no epoch route).
-		default:
+		epoch, err := n.leaderEpoch(ctx, addr)
+		if err != nil || n.fsm.Map().Epoch < epoch {
 			return // asked again on the loop's next turn
 		}
 		n.updateMeta(func(m *NodeMeta) { m.RaftReached = true })
 	}()
 }
 
-// followerCaughtUp reports whether a leader has reached this node since it
-// started and it has applied the log as far as that leader's last batch
-// said it had committed (a leader of an older build answers no epoch).
-func (n *Node) followerCaughtUp() bool {
-	if n.raft.LastContact().IsZero() {
-		return false
+// leaderEpoch asks the leader at addr for its map's epoch with everything
+// committed applied (GET /admin/v1/epoch). A leader of a build without
+// that route (a rolling upgrade) answers 404; its map's epoch then serves
+// (GET /admin/v1/map, without the barrier: what it has applied).
+func (n *Node) leaderEpoch(ctx context.Context, addr string) (uint64, error) {
+	ac := &AdminClient{Base: "http://" + addr, HTTP: n.client}
+	epoch, err := ac.Epoch(ctx)
+	var ae *APIError
+	if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+		m, err := ac.Map(ctx)
+		if err != nil {
+			return 0, err
+		}
+		return m.Epoch, nil
 	}
-	commit := n.raft.CommitIndex()
-	return commit > 0 && n.raft.AppliedIndex() >= commit
+	return epoch, err
 }
 
 // WaitCaughtUp waits until this node's map is the cluster's as of now, not
@@ -402,19 +404,13 @@ func (n *Node) WaitCaughtUp(ctx context.Context) error {
 			}
 		} else if addr := n.leaderHTTP(); addr != "" {
 			cctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
-			epoch, err := (&AdminClient{Base: "http://" + addr, HTTP: n.client}).Epoch(cctx)
+			epoch, err := n.leaderEpoch(cctx, addr)
 			cancel()
-			var ae *APIError
-			switch {
-			case err == nil:
+			if err == nil {
 				n.waitApplied(ctx, func(m *router.Map) bool { return m.Epoch >= epoch })
 				if n.fsm.Map().Epoch >= epoch {
 					return nil
 				}
-			case errors.As(err, &ae) && ae.Status == http.StatusNotFound && n.followerCaughtUp():
-				// A leader of a build without the epoch route (a rolling
-				// upgrade): the commit index it last sent is what we have.
-				return nil
 			}
 		}
 		select {

@@ -828,8 +828,9 @@ func TestDrainBothOfTwo(t *testing.T) {
 }
 
 // TestWaitCaughtUpOlderLeader: a leader of a build without the epoch route
-// (a rolling upgrade) answers 404; a follower then trusts the commit index
-// Raft sent it rather than wait for good.
+// (a rolling upgrade) answers 404; a follower restarted far behind then
+// waits for the epoch of the leader's map, neither for good nor only for
+// the first batch of entries Raft sends.
 func TestWaitCaughtUpOlderLeader(t *testing.T) {
 	c := clustertest.New(t, 3, clustertest.Options{})
 	l := c.WaitLeader(10 * time.Second)
@@ -837,10 +838,21 @@ func TestWaitCaughtUpOlderLeader(t *testing.T) {
 	c.Node(l).Mux().HandleFunc("GET 127.0.0.1/admin/v1/epoch", http.NotFound)
 	f := (l + 1) % 3
 	c.Kill(f)
-	c.Restart(f)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	now := time.Now()
+	for i := range 600 {
+		if err := c.Node(l).Apply(ctx, router.Command{Op: router.OpAssignSession, NowMS: now.UnixMilli(),
+			Session: &router.Session{ID: fmt.Sprintf("s%d", i), ExpiresMS: now.Add(time.Hour).UnixMilli()}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := c.Node(l).Map().Epoch
+	c.Restart(f)
 	if err := c.Node(f).WaitCaughtUp(ctx); err != nil {
 		t.Fatalf("WaitCaughtUp under a leader without the epoch route: %v", err)
+	}
+	if got := c.Node(f).Map().Epoch; got < want {
+		t.Errorf("WaitCaughtUp returned at epoch %d; the leader had committed %d", got, want)
 	}
 }

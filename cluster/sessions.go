@@ -90,7 +90,13 @@ func (r *SessionRouter) Route(ctx context.Context, id, client string) (bool, str
 	// node as replicas of older builds do; while some of them run another
 	// model than the live one, choose here among those that run it.
 	if avoid != "" || slices.ContainsFunc(m.ActiveNodes(), func(n router.Node) bool { return !runsLive(m, n.ID) }) {
-		home, _ = router.ChooseHomeAt(m, id, now.UnixMilli())
+		var ok bool
+		if home, ok = router.ChooseHomeAt(m, id, now.UnixMilli()); !ok && avoid != "" {
+			// No node runs the live model yet (a model load has just
+			// begun): keep the home rather than write a move per request.
+			r.touch(id, now)
+			return r.target(m, avoid)
+		}
 	}
 	return r.assign(ctx, id, client, home, avoid, now)
 }

@@ -198,3 +198,44 @@ func TestSessionsAvoidOtherModel(t *testing.T) {
 		t.Errorf("re-home from n1: local %v, target %q, %v; want n0, not n2 (another model)", local, target, err)
 	}
 }
+
+// TestSessionNoLiveNodeKeepsHome: right after a model load no node runs the
+// live model yet; a session's requests keep its home instead of waiting
+// out a move that cannot happen, and write nothing to Raft per request.
+func TestSessionNoLiveNodeKeepsHome(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.Options{})
+	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
+	for i := range 3 {
+		c.Node(i).SetServingForTest(a)
+	}
+	c.WaitAgree(20*time.Second, func(m *router.Map) bool {
+		return m.Nodes["n0"].Serving == a && m.Nodes["n1"].Serving == a && m.Nodes["n2"].Serving == a
+	}, "Serving gossiped")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	now := time.Now()
+	for _, cmd := range []router.Command{
+		{Op: router.OpSetModel, Model: &router.Model{ID: "B", Digest: b, Layers: 1, Experts: 2, TopK: 1, Version: 1, Live: true}},
+		{Op: router.OpAssignSession, NowMS: now.UnixMilli(), Session: &router.Session{ID: "s", Home: "n1", ExpiresMS: now.Add(time.Hour).UnixMilli()}},
+	} {
+		if err := c.Apply(ctx, cmd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.WaitMap(0, 10*time.Second, func(m *router.Map) bool { _, ok := m.Sessions.Get("s"); return ok && m.Model != nil }, "session in n0's map")
+	cfg := cluster.DefaultSessionConfig()
+	cfg.Wait = 2 * time.Second
+	sr, err := cluster.NewSessionRouter(c.Node(0), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e0 := c.Node(0).Map().Epoch
+	for i := range 3 {
+		if local, target, err := sr.Route(ctx, "s", "client"); err != nil || local || !strings.Contains(target, c.Config(1).HTTPAddr) {
+			t.Errorf("route %d: local %v, target %q, %v; want n1, its home", i, local, target, err)
+		}
+	}
+	if e := c.Node(0).Map().Epoch; e > e0+1 { // one touch at most
+		t.Errorf("3 routes moved the epoch %d -> %d", e0, e)
+	}
+}
