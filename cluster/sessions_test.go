@@ -153,21 +153,22 @@ func TestSessionAffinity(t *testing.T) {
 	}
 }
 
-// TestSessionsAvoidOtherModel: while a node runs another model than the
-// live one (it refuses to generate), new sessions are homed elsewhere, a
-// session homed there moves on its next route, and a re-home from a
-// failed home never picks it.
-func TestSessionsAvoidOtherModel(t *testing.T) {
+// modelSwitched is three nodes just after model B was made live: n1 and
+// n2 run model A, n0 runs n0Serving (B, or A when no node runs the live
+// model yet), and session "s" is homed on n1.
+func modelSwitched(t *testing.T, n0Serving func(a, b string) string) (*clustertest.Cluster, context.Context, time.Time) {
+	t.Helper()
 	c := clustertest.New(t, 3, clustertest.Options{})
 	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
-	c.Node(0).SetServingForTest(b)
+	s0 := n0Serving(a, b)
+	c.Node(0).SetServingForTest(s0)
 	c.Node(1).SetServingForTest(a)
 	c.Node(2).SetServingForTest(a)
 	c.WaitAgree(20*time.Second, func(m *router.Map) bool {
-		return m.Nodes["n0"].Serving == b && m.Nodes["n1"].Serving == a && m.Nodes["n2"].Serving == a
+		return m.Nodes["n0"].Serving == s0 && m.Nodes["n1"].Serving == a && m.Nodes["n2"].Serving == a
 	}, "Serving gossiped into the map")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
 	now := time.Now()
 	for _, cmd := range []router.Command{
 		{Op: router.OpSetModel, Model: &router.Model{ID: "B", Digest: b, Layers: 1, Experts: 2, TopK: 1, Version: 1, Live: true}},
@@ -178,6 +179,15 @@ func TestSessionsAvoidOtherModel(t *testing.T) {
 		}
 	}
 	c.WaitMap(0, 10*time.Second, func(m *router.Map) bool { _, ok := m.Sessions.Get("s"); return ok && m.Model != nil }, "the session in n0's map")
+	return c, ctx, now
+}
+
+// TestSessionsAvoidOtherModel: while a node runs another model than the
+// live one (it refuses to generate), new sessions are homed elsewhere, a
+// session homed there moves on its next route, and a re-home from a
+// failed home never picks it.
+func TestSessionsAvoidOtherModel(t *testing.T) {
+	c, ctx, now := modelSwitched(t, func(a, b string) string { return b })
 	sr, err := cluster.NewSessionRouter(c.Node(0), cluster.DefaultSessionConfig())
 	if err != nil {
 		t.Fatal(err)
@@ -203,26 +213,7 @@ func TestSessionsAvoidOtherModel(t *testing.T) {
 // live model yet; a session's requests keep its home instead of waiting
 // out a move that cannot happen, and write nothing to Raft per request.
 func TestSessionNoLiveNodeKeepsHome(t *testing.T) {
-	c := clustertest.New(t, 3, clustertest.Options{})
-	a, b := strings.Repeat("a", 64), strings.Repeat("b", 64)
-	for i := range 3 {
-		c.Node(i).SetServingForTest(a)
-	}
-	c.WaitAgree(20*time.Second, func(m *router.Map) bool {
-		return m.Nodes["n0"].Serving == a && m.Nodes["n1"].Serving == a && m.Nodes["n2"].Serving == a
-	}, "Serving gossiped")
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	now := time.Now()
-	for _, cmd := range []router.Command{
-		{Op: router.OpSetModel, Model: &router.Model{ID: "B", Digest: b, Layers: 1, Experts: 2, TopK: 1, Version: 1, Live: true}},
-		{Op: router.OpAssignSession, NowMS: now.UnixMilli(), Session: &router.Session{ID: "s", Home: "n1", ExpiresMS: now.Add(time.Hour).UnixMilli()}},
-	} {
-		if err := c.Apply(ctx, cmd); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.WaitMap(0, 10*time.Second, func(m *router.Map) bool { _, ok := m.Sessions.Get("s"); return ok && m.Model != nil }, "session in n0's map")
+	c, ctx, _ := modelSwitched(t, func(a, b string) string { return a })
 	cfg := cluster.DefaultSessionConfig()
 	cfg.Wait = 2 * time.Second
 	sr, err := cluster.NewSessionRouter(c.Node(0), cfg)
