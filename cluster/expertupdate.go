@@ -259,7 +259,7 @@ func (n *Node) unstage(id router.ExpertID, version string) {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ApplyTimeout)
 	defer cancel()
 	if err := n.Apply(ctx, router.Command{Op: router.OpStageExpert, Expert: &id, Version: version, Unstage: true}); err != nil {
-		n.log.Warn("cancel an expert staging", "expert", id, "version", version[:min(12, len(version))], "error", err)
+		n.log.Warn("cancel an expert staging", "expert", id, "version", short(version), "error", err)
 	}
 }
 
