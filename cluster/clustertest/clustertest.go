@@ -61,6 +61,7 @@ type Cluster struct {
 	t    testing.TB
 	opts Options
 	logw *logWriter
+	base string // the nodes' data dirs are under it
 
 	mu    sync.Mutex
 	nodes []*cluster.Node // nil while stopped
@@ -71,12 +72,15 @@ type Cluster struct {
 // all n active in an identical map. Nodes are stopped at test cleanup.
 func New(t testing.TB, n int, opts Options) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, opts: opts, logw: newLogWriter(t)}
+	// The data dirs' base first: cleanups run last-registered first, so
+	// the nodes stop before their files are removed (removing them under
+	// a running node failed when it wrote one meanwhile).
+	c := &Cluster{t: t, opts: opts, base: t.TempDir()}
+	c.logw = newLogWriter(t)
 	t.Cleanup(c.logw.close) // runs after the node shutdown below
 	t.Cleanup(c.Close)
-	base := t.TempDir()
 	for i := 0; i < n; i++ {
-		c.add(filepath.Join(base, fmt.Sprintf("n%d", i)))
+		c.add(filepath.Join(c.base, fmt.Sprintf("n%d", i)))
 	}
 	if !opts.NoWait {
 		c.WaitActive(30*time.Second, n)
@@ -87,7 +91,7 @@ func New(t testing.TB, n int, opts Options) *Cluster {
 // Add starts one more node joining the cluster and returns its index.
 func (c *Cluster) Add() int {
 	c.t.Helper()
-	return c.add(filepath.Join(c.t.TempDir(), fmt.Sprintf("n%d", c.Len())))
+	return c.add(filepath.Join(c.base, fmt.Sprintf("n%d", c.Len())))
 }
 
 func (c *Cluster) add(dir string) int {
