@@ -60,7 +60,8 @@ func TestModelSwitch(t *testing.T) {
 	clustertest.WaitFor(t, 60*time.Second, func() bool { return ready(0) && ready(1) }, "n0 and n1 ready with model A")
 	pc.start(pc.procs[2]) // joins a cluster whose model is A, with B
 	waitHTTP(t, pc.addrs[2][0])
-	ac := &cluster.AdminClient{Base: "http://" + pc.addrs[0][0]}
+	// As n2 sees it: model load, sent to n2, checks the holders in its map.
+	ac := &cluster.AdminClient{Base: "http://" + pc.addrs[2][0]}
 	clustertest.WaitFor(t, 30*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
