@@ -20,9 +20,23 @@ import (
 	"github.com/conclave-ai/conclave/model"
 )
 
+const benchUsage = `Usage:
+  conclave bench model   --model F [--prompt 256,512] [--gen 128] [--reps R] [--threads N] [--json]
+  conclave bench membw   [--threads N] [--mib 512] [--json]
+  conclave bench compare --ours OURS.json[,…] --llamacpp LLAMA_BENCH.json[,…] [--json]
+  conclave bench serve   --url http://HOST:PORT [--concurrency 1,4,16 | --rate R | --sessions S --turns T] [--json]
+
+Run "conclave bench COMMAND -h" for a command's flags.
+`
+
 func cmdBench(args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
+		fmt.Fprint(stderr, benchUsage)
 		return fmt.Errorf("%w: bench needs a command: model, membw, compare or serve", errUsage)
+	}
+	if isHelp(args[0]) {
+		fmt.Fprint(stdout, benchUsage)
+		return nil
 	}
 	switch args[0] {
 	case "model":

@@ -33,6 +33,10 @@ func cmdCluster(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: cluster needs a command", errUsage)
 	}
 	sub, args := args[0], args[1:]
+	if isHelp(sub) {
+		fmt.Fprint(stdout, clusterUsage)
+		return nil
+	}
 	if sub == "init-tls" {
 		return cmdInitTLS(args, stdout, stderr)
 	}

@@ -34,6 +34,14 @@ func cmdExpert(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: expert needs a command", errUsage)
 	}
 	sub, args := args[0], args[1:]
+	if isHelp(sub) {
+		fmt.Fprint(stdout, expertUsage)
+		return nil
+	}
+	if sub != "update" && sub != "rollback" {
+		fmt.Fprint(stderr, expertUsage)
+		return fmt.Errorf("%w: unknown expert command %q", errUsage, sub)
+	}
 	fs := newFlags("expert "+sub, stderr)
 	addr := fs.String("addr", "http://127.0.0.1:8080", "admin API of any node")
 	akey := fs.String("admin-key", "", adminKeyUsage)
@@ -53,9 +61,6 @@ func cmdExpert(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("%w: expert %s needs --layer and --expert", errUsage, sub)
 	case sub == "update" && *from == "":
 		return fmt.Errorf("%w: expert update needs --from FILE.gguf", errUsage)
-	case sub != "update" && sub != "rollback":
-		fmt.Fprint(stderr, expertUsage)
-		return fmt.Errorf("%w: unknown expert command %q", errUsage, sub)
 	}
 	base := *addr
 	if !strings.Contains(base, "://") {

@@ -61,8 +61,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = cmdBench(args[1:], stdout, stderr)
 	case "model":
 		if len(args) < 2 {
-			fmt.Fprint(stderr, usage)
+			fmt.Fprint(stderr, modelUsage)
 			return 2
+		}
+		if isHelp(args[1]) {
+			fmt.Fprint(stdout, modelUsage)
+			return 0
 		}
 		switch args[1] {
 		case "synth":
@@ -92,6 +96,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "conclave:", err)
 		return 1
 	}
+}
+
+const modelUsage = `Usage:
+  conclave model synth   [--preset tiny|demo|bench] [shape flags] --out F
+  conclave model inspect F [--json]
+  conclave model load    F [--addr http://HOST:PORT] [--timeout 5m] [--json]
+
+Run "conclave model COMMAND -h" for a command's flags.
+`
+
+// isHelp reports whether arg, given where a command group expects its
+// command, asks for the group's usage.
+func isHelp(arg string) bool {
+	switch arg {
+	case "help", "-h", "-help", "--help":
+		return true
+	}
+	return false
 }
 
 // newFlags makes a flag set that reports errors instead of exiting.

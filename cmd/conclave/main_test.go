@@ -567,3 +567,21 @@ func TestErrors(t *testing.T) {
 		t.Errorf("failed syntheses left %s behind (stat: %v)", out, err)
 	}
 }
+
+// TestGroupHelp checks that every command group answers the help its usage
+// text promises ("conclave COMMAND -h") with its usage on stdout and exit 0,
+// and that an unknown command of a group is named as such.
+func TestGroupHelp(t *testing.T) {
+	for _, group := range []string{"cluster", "expert", "model", "bench"} {
+		for _, h := range []string{"-h", "--help", "help"} {
+			stdout, stderr, code := cli(t, group, h)
+			if code != 0 || !strings.Contains(stdout, "Usage:") || !strings.Contains(stdout, "conclave "+group+" ") {
+				t.Errorf("%s %s: exit %d, stdout %q, stderr %q; want the group's usage and exit 0", group, h, code, stdout, stderr)
+			}
+		}
+	}
+	_, stderr, code := cli(t, "expert", "frob", "--layer", "0")
+	if code != 2 || !strings.Contains(stderr, `unknown expert command "frob"`) {
+		t.Errorf("expert frob: exit %d, stderr %q; want the unknown command named", code, stderr)
+	}
+}
