@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -57,6 +56,7 @@ type nodeFlags struct {
 	capacity, memoryLimit                     string
 	faultInjection                            bool
 	logLevel                                  string
+	logFormat                                 string
 	serving                                   servingFlags
 }
 
@@ -136,6 +136,7 @@ func (f *nodeFlags) register(fs *flag.FlagSet, serve bool) {
 	fs.StringVar(&f.memoryLimit, "memory-limit", "", "memory this node may keep resident (e.g. 16GiB; default: the cgroup's limit, if any); expert capacity = limit − dense weights − KV cache − 64 MiB runtime reserve (not with --capacity)")
 	fs.BoolVar(&f.faultInjection, "enable-fault-injection", false, "expose POST /admin/v1/fault to make this node's expert actors slow (chaos tests and drills only)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text, or json: one JSON object per line (the API's, Raft's, gossip's and the actors' logs alike)")
 	if serve {
 		fs.StringVar(&f.modelPath, "model", "", "GGUF model to serve (default: the demo model, synthesized into "+demoPath+" on first use)")
 	}
@@ -153,6 +154,9 @@ func (f *nodeFlags) config(stderr io.Writer) (cluster.Config, error) {
 	}
 	if !validLogLevel(f.logLevel) {
 		return cfg, fmt.Errorf("%w: --log-level %q: want trace, debug, info, warn or error", errUsage, f.logLevel)
+	}
+	if f.logFormat != "text" && f.logFormat != "json" {
+		return cfg, fmt.Errorf("%w: --log-format %q: want text or json", errUsage, f.logFormat)
 	}
 	if f.serving.drainTimeout < 0 {
 		return cfg, fmt.Errorf("%w: --drain-timeout %v is negative", errUsage, f.serving.drainTimeout)
@@ -239,7 +243,7 @@ func (f *nodeFlags) config(stderr io.Writer) (cluster.Config, error) {
 			fmt.Fprintf(stderr, "conclave: memory limit %s from this process's cgroup (override with --memory-limit or --capacity)\n", humanBytes(limit))
 		}
 	}
-	cfg.Logger = cluster.NewLogger("conclave", stderr, f.logLevel)
+	cfg.Logger = cluster.NewLoggerFormat("conclave", stderr, f.logLevel, f.logFormat == "json")
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -615,7 +619,8 @@ func prepareServing(path string, f *nodeFlags, stderr io.Writer) (_ *serving, er
 	if acfg.APIKeys, err = apiKeys(sf.apiKey, sf.apiKeysFile); err != nil {
 		return nil, err
 	}
-	acfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slogLevel(f.logLevel)})).With("component", "api")
+	// The API logs through the cluster's logger, so a node writes one format.
+	acfg.Logger = cluster.SlogLogger(cluster.NewLoggerFormat("conclave.api", stderr, f.logLevel, f.logFormat == "json"))
 	if err := acfg.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -682,26 +687,13 @@ func readKeys(kind, key, env, file string) ([]string, error) {
 	return keys, nil
 }
 
-// validLogLevel reports whether s names a level slogLevel and the cluster's
-// logger know.
+// validLogLevel reports whether s names a level the cluster's logger knows.
 func validLogLevel(s string) bool {
 	switch strings.ToLower(s) {
 	case "trace", "debug", "info", "warn", "error":
 		return true
 	}
 	return false
-}
-
-func slogLevel(s string) slog.Level {
-	switch strings.ToLower(s) {
-	case "trace", "debug":
-		return slog.LevelDebug
-	case "warn":
-		return slog.LevelWarn
-	case "error":
-		return slog.LevelError
-	}
-	return slog.LevelInfo
 }
 
 var nonID = regexp.MustCompile(`[^A-Za-z0-9._-]+`)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -286,6 +287,7 @@ func TestNodeFlags(t *testing.T) {
 		{"NaN capacity", []string{"--id", "a", "--data-dir", "d", "--capacity", "NaNGiB"}, nil, true},
 		{"zero capacity", []string{"--id", "a", "--data-dir", "d", "--capacity", "0"}, nil, true},
 		{"bad log level", []string{"--id", "a", "--data-dir", "d", "--log-level", "bogus"}, nil, true},
+		{"bad log format", []string{"--id", "a", "--data-dir", "d", "--log-format", "xml"}, nil, true},
 		{"negative drain timeout", []string{"--id", "a", "--data-dir", "d", "--drain-timeout", "-1s"}, nil, true},
 		{"no keys: admin open", []string{"--id", "a", "--data-dir", "d"}, func(c cluster.Config) bool {
 			return len(c.AdminKeys) == 0 && !c.AdminGuard
@@ -525,5 +527,37 @@ func TestSignalDuringStartup(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatalf("serve still running 20 s after SIGTERM while opening its model\n%s", p.out.String())
+	}
+}
+
+// TestLogFormatJSON checks that --log-format json makes the node's logger
+// and the API's write JSON lines, one format for the whole process.
+func TestLogFormatJSON(t *testing.T) {
+	var buf bytes.Buffer
+	f := parsedFlags(t, true, []string{"--log-format", "json", "--model", synthModel(t)})
+	cfg, err := f.config(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sv, err := prepareServing(cfg.ModelPath, f, &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sv.close()
+	cfg.Logger.Info("node line", "n", 1)
+	sv.acfg.Logger.Warn("api line", "request_id", "r")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	var msgs []string
+	for _, l := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("a line is not JSON (%v): %q", err, l)
+		}
+		msgs = append(msgs, fmt.Sprint(rec["@module"], ": ", rec["@message"]))
+	}
+	for _, want := range []string{"conclave: node line", "conclave.api: api line"} {
+		if !slices.Contains(msgs, want) {
+			t.Errorf("no %q among %q", want, msgs)
+		}
 	}
 }
