@@ -28,6 +28,10 @@ type Config struct {
 	NormEps    float32 // RMSNorm epsilon
 	NormTopKW  bool    // renormalise the top-k gate weights to sum to 1
 	TiedOutput bool    // output projection shares token_embd
+
+	// vocabDeclared: the file gave the vocabulary size, which the
+	// embedding's rows must then match.
+	vocabDeclared bool
 }
 
 // Validate checks that the hyperparameters are consistent.
@@ -41,7 +45,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: head dim %d must be positive and even", ErrInvalidModel, c.HeadDim)
 	case c.RopeDim <= 0 || c.RopeDim > c.HeadDim || c.RopeDim%2 != 0:
 		return fmt.Errorf("%w: rope dimension %d must be even and within head dim %d", ErrInvalidModel, c.RopeDim, c.HeadDim)
-	case c.Experts < 0 || (c.Experts > 0 && (c.TopK <= 0 || c.TopK > c.Experts)):
+	case c.Experts < 0 || c.TopK < 0 || (c.Experts > 0 && (c.TopK == 0 || c.TopK > c.Experts)) || (c.Experts == 0 && c.TopK != 0):
+		// A dense model uses no experts (llama.cpp refuses the same).
 		return fmt.Errorf("%w: %d experts with top-%d", ErrInvalidModel, c.Experts, c.TopK)
 	case c.Ctx <= 0 || c.Ctx > maxHyper:
 		return fmt.Errorf("%w: context length %d (at most %d)", ErrInvalidModel, c.Ctx, maxHyper)
@@ -55,10 +60,14 @@ func (c Config) Validate() error {
 			ErrInvalidModel, c.Dim, c.Layers, c.Heads, c.KVHeads, c.HeadDim, c.FFN, c.Vocab, c.Experts)
 	case c.Heads*c.HeadDim > maxHyper:
 		return fmt.Errorf("%w: %d heads of %d: query width out of range", ErrInvalidModel, c.Heads, c.HeadDim)
+	case (c.Heads/c.KVHeads)*(2*c.Ctx+c.HeadDim) > maxAttnScratch:
+		// Attention keeps a query group's scores and staging for a whole
+		// context per thread; real models need under 2^25 floats.
+		return fmt.Errorf("%w: context length %d with %d query heads per kv head: attention scratch out of range", ErrInvalidModel, c.Ctx, c.Heads/c.KVHeads)
 	case !(c.NormEps > 0) || math.IsInf(float64(c.NormEps), 0):
 		return fmt.Errorf("%w: rms norm epsilon %v", ErrInvalidModel, c.NormEps)
-	case !(c.RopeBase > 0):
-		return fmt.Errorf("%w: rope base %v", ErrInvalidModel, c.RopeBase)
+	case !(c.RopeBase > 0) || math.IsInf(float64(c.RopeBase), 0):
+		return fmt.Errorf("%w: rope base (rope.freq_base) %v", ErrInvalidModel, c.RopeBase)
 	}
 	return nil
 }
@@ -68,6 +77,9 @@ const (
 	maxHyper   = 1 << 24 // dims, heads, vocabulary, context
 	maxLayers  = 1 << 12
 	maxExperts = 1 << 12
+	// maxAttnScratch bounds the floats of one thread's attention scratch
+	// (query heads per kv head × (2·context + head dim)).
+	maxAttnScratch = 1 << 27
 )
 
 // MoE reports whether the model routes tokens to experts.

@@ -25,8 +25,13 @@ func loadLlama(f *gguf.File) (*Weights, error) {
 	if b.err != nil {
 		return nil, b.err
 	}
-	if w.Vocab == 0 || w.Vocab != w.TokEmbd.Rows {
-		w.Vocab = w.TokEmbd.Rows
+	switch rows := w.TokEmbd.Rows; {
+	case rows < 1 || rows > maxHyper:
+		return nil, fmt.Errorf("%w: %s: token_embd.weight has %d rows (the vocabulary)", ErrInvalidModel, f.Path, rows)
+	case cfg.vocabDeclared && cfg.Vocab != rows:
+		return nil, fmt.Errorf("%w: %s: %s.vocab_size is %d but token_embd.weight has %d rows", ErrInvalidModel, f.Path, cfg.Arch, cfg.Vocab, rows)
+	default:
+		w.Vocab = rows
 	}
 	w.OutputNorm = b.vector("output_norm.weight", cfg.Dim)
 	if _, _, err := f.Tensor("output.weight"); errors.Is(err, gguf.ErrMissingTensor) {
@@ -135,6 +140,7 @@ func llamaConfig(f *gguf.File, arch string) (Config, error) {
 	if len(errs) > 0 {
 		return c, errors.Join(errs...)
 	}
+	c.vocabDeclared = c.Vocab != 0
 	if c.Vocab == 0 {
 		c.Vocab = 1 // replaced by token_embd's row count
 	}

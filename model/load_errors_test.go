@@ -3,6 +3,8 @@ package model
 import (
 	"bytes"
 	"errors"
+	"fmt"
+	"math"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -112,6 +114,19 @@ func TestLoadRefusesLyingHeaders(t *testing.T) {
 			"llama.attention.value_length": uint64(1) << 62, "llama.rope.dimension_count": uint64(2)}, zeroRows},
 		{"context_length 2^62", dense, map[string]any{"llama.context_length": uint64(1) << 62}, nil},
 		{"context_length 2^40", dense, map[string]any{"llama.context_length": uint64(1) << 40}, nil},
+		// 512 query heads on one kv head and a 2^24 context: each thread's
+		// attention scratch asked for 64 GiB (out of memory in NewRunner).
+		{"context × query group", dense, map[string]any{"llama.context_length": uint32(1 << 24),
+			"llama.attention.head_count": uint32(512), "llama.attention.head_count_kv": uint32(1),
+			"llama.attention.key_length": uint32(2), "llama.attention.value_length": uint32(2),
+			"llama.rope.dimension_count": uint32(2)}, groupShapes(D, 1024, 2)},
+		// A dense model claiming 2^40 experts per token: NewRunner sized its
+		// routing buffers by it (out of memory, makeslice panic).
+		{"dense expert_used_count 2^40", dense, map[string]any{"llama.expert_used_count": uint64(1) << 40}, nil},
+		{"dense expert_used_count 2", dense, map[string]any{"llama.expert_used_count": uint32(2)}, nil},
+		{"rope.freq_base +Inf", nil, map[string]any{"llama.rope.freq_base": float32(math.Inf(1))}, nil},
+		{"token_embd without rows", func(c *synth.Config) { c.Experts, c.TopK, c.TiedOutput = 0, 0, true }, nil, map[string]*tensorOverride{"token_embd.weight": {kernels.F32, []uint64{D, 0}, nil}}},
+		{"vocab_size against token_embd", nil, map[string]any{"llama.vocab_size": uint32(100)}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := rewrite(t, tc.mut, tc.kvs, tc.ts)
@@ -120,6 +135,19 @@ func TestLoadRefusesLyingHeaders(t *testing.T) {
 			}
 		})
 	}
+}
+
+// groupShapes are the two layers' attention weights for q query rows and kv
+// key/value rows of a d-wide model.
+func groupShapes(d, q, kv uint64) map[string]*tensorOverride {
+	ts := map[string]*tensorOverride{}
+	for _, l := range []string{"0", "1"} {
+		ts["blk."+l+".attn_q.weight"] = &tensorOverride{kernels.F32, []uint64{d, q}, make([]byte, d*q*4)}
+		ts["blk."+l+".attn_k.weight"] = &tensorOverride{kernels.F32, []uint64{d, kv}, make([]byte, d*kv*4)}
+		ts["blk."+l+".attn_v.weight"] = &tensorOverride{kernels.F32, []uint64{d, kv}, make([]byte, d*kv*4)}
+		ts["blk."+l+".attn_output.weight"] = &tensorOverride{kernels.F32, []uint64{q, d}, make([]byte, q*d*4)}
+	}
+	return ts
 }
 
 // TestLoadRefusesUncomputableTypes: a weight of a type the reader knows but
@@ -186,5 +214,31 @@ func TestExpertFileIndexOutOfRange(t *testing.T) {
 	}
 	if err := (&ExpertFile{Layer: -1, Dim: w.Dim, FFN: w.FFN}).Fits(w); !errors.Is(err, ErrInvalidModel) {
 		t.Errorf("Fits of layer -1: %v", err)
+	}
+}
+
+// TestCheckTokenizer: a tokenizer with more or fewer tokens than the
+// embedding has rows is refused, naming both counts; such a file loaded and
+// then answered every request with "token outside the vocabulary", blaming
+// the client.
+func TestCheckTokenizer(t *testing.T) {
+	f := rewrite(t, nil, nil, nil)
+	w, err := Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := LoadTokenizer(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckTokenizer(f, w, tok); err != nil {
+		t.Fatalf("the synthesized model: %v", err)
+	}
+	short := *w
+	short.Vocab = tok.VocabSize() - 1
+	err = CheckTokenizer(f, &short, tok)
+	want := fmt.Sprintf("tokenizer.ggml.tokens has %d tokens but token_embd.weight has %d rows", tok.VocabSize(), short.Vocab)
+	if !errors.Is(err, ErrInvalidModel) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("CheckTokenizer: %v, want ErrInvalidModel: %s", err, want)
 	}
 }

@@ -89,3 +89,13 @@ func LoadTokenizer(f *gguf.File) (*tokenizer.Tokenizer, error) {
 	}
 	return t, nil
 }
+
+// CheckTokenizer checks that tok, f's tokenizer, fits w, f's weights: token
+// ids index the embedding, so the vocabulary must have one row per token
+// (llama.cpp requires the same).
+func CheckTokenizer(f *gguf.File, w *Weights, tok *tokenizer.Tokenizer) error {
+	if n := tok.VocabSize(); n != w.Vocab {
+		return fmt.Errorf("%w: %s: tokenizer.ggml.tokens has %d tokens but token_embd.weight has %d rows", ErrInvalidModel, f.Path, n, w.Vocab)
+	}
+	return nil
+}

@@ -93,7 +93,9 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r := model.NewRunner(m.w, pool, min(rt.batch, max(len(ids), 1)))
+	// Attention's scratch for the positions this run reaches, not the whole
+	// context the model claims.
+	r := model.NewRunnerCtx(m.w, pool, min(rt.batch, max(len(ids), 1)), len(ids)+maxTokens)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 

@@ -49,6 +49,10 @@ func openModel(path string, needTokenizer bool) (*loaded, error) {
 			f.Close()
 			return nil, err
 		}
+		if err := model.CheckTokenizer(f, w, l.tok); err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
 	return l, nil
 }

@@ -59,7 +59,7 @@ func cmdLogits(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	r := model.NewRunner(m.w, pool, min(rt.batch, len(ids)))
+	r := model.NewRunnerCtx(m.w, pool, min(rt.batch, len(ids)), len(ids))
 	logits, err := r.Prefill(context.Background(), cache, ids, 0, true, nil)
 	if err != nil {
 		return err
