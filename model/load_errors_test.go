@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model/gguf"
@@ -240,5 +241,17 @@ func TestCheckTokenizer(t *testing.T) {
 	want := fmt.Sprintf("tokenizer.ggml.tokens has %d tokens but token_embd.weight has %d rows", tok.VocabSize(), short.Vocab)
 	if !errors.Is(err, ErrInvalidModel) || !strings.Contains(err.Error(), want) {
 		t.Fatalf("CheckTokenizer: %v, want ErrInvalidModel: %s", err, want)
+	}
+}
+
+// TestLoadRefusesRunawayChatTemplate: a file whose chat template cannot
+// render a short conversation in the budget is refused at load, naming the
+// key, instead of holding every chat request.
+func TestLoadRefusesRunawayChatTemplate(t *testing.T) {
+	defer func(b time.Duration) { chatTemplateBudget = b }(chatTemplateBudget)
+	chatTemplateBudget = time.Millisecond
+	f := rewrite(t, nil, map[string]any{"tokenizer.chat_template": "{% for a in 'x' * 1000 %}{% for b in 'x' * 1000 %}{% endfor %}{% endfor %}x"}, nil)
+	if _, err := LoadTokenizer(f); !errors.Is(err, ErrInvalidModel) || !strings.Contains(err.Error(), "tokenizer.chat_template") {
+		t.Fatalf("LoadTokenizer: %v, want ErrInvalidModel naming tokenizer.chat_template", err)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/conclave-ai/conclave/model/gguf"
 	"github.com/conclave-ai/conclave/model/tokenizer"
@@ -87,8 +88,18 @@ func LoadTokenizer(f *gguf.File) (*tokenizer.Tokenizer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f.Path, err)
 	}
+	if v.ChatTemplate != "" {
+		if err := t.CheckChatTemplate(chatTemplateBudget); err != nil {
+			return nil, fmt.Errorf("%w: %s: tokenizer.chat_template: %w", ErrInvalidModel, f.Path, err)
+		}
+	}
 	return t, nil
 }
+
+// chatTemplateBudget is how long LoadTokenizer lets the file's chat
+// template render a short conversation (a real template takes well under a
+// millisecond; a var so tests can shorten it).
+var chatTemplateBudget = 5 * time.Second
 
 // CheckTokenizer checks that tok, f's tokenizer, fits w, f's weights: token
 // ids index the embedding, so the vocabulary must have one row per token

@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/ardanlabs/jinja"
 )
@@ -85,6 +86,36 @@ func (t *Tokenizer) ApplyChatTemplate(msgs []Message, addGenerationPrompt bool) 
 		return "", fmt.Errorf("%w: render: %w", ErrChatTemplate, err)
 	}
 	return out, nil
+}
+
+// CheckChatTemplate renders a short conversation (system, user, assistant,
+// user, and the generation prompt) and fails if that takes longer than
+// timeout. The renderer has no step limit and the template comes from the
+// model file: a template that loops without bound for any conversation
+// ("{% for a in 'x' * 100000 %}{% for b in 'x' * 100000 %}…") held every chat
+// request's goroutine for good. Checked at load, such a file is refused
+// instead of being served. Other render errors are not reported: templates
+// may refuse conversations (raise_exception) that requests never send.
+func (t *Tokenizer) CheckChatTemplate(timeout time.Duration) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = t.ApplyChatTemplate([]Message{
+			{Role: "system", Content: "You are helpful."},
+			{Role: "user", Content: "Hello."},
+			{Role: "assistant", Content: "Hi."},
+			{Role: "user", Content: "What is 2 + 2?"},
+		}, true)
+	}()
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return nil
+	case <-timer.C:
+		// The render goes on in the background; the caller refuses the file.
+		return fmt.Errorf("%w: rendering a four-message conversation took longer than %v: the template loops without bound", ErrChatTemplate, timeout)
+	}
 }
 
 // render is tmpl.RenderValues with the renderer's panics (some filters

@@ -3,7 +3,9 @@ package tokenizer
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
+	"time"
 )
 
 const (
@@ -142,6 +144,25 @@ func TestChatTemplateRendererPanics(t *testing.T) {
 		}()
 		if !errors.Is(err, ErrChatTemplate) {
 			t.Errorf("%s: %v, want an error wrapping ErrChatTemplate", tmpl, err)
+		}
+	}
+}
+
+// TestCheckChatTemplate: a template that loops far past any real one's work
+// for every conversation (here a million steps of string loops, ~0.6 s, which no
+// range budget sees) fails the check instead of holding requests; a real
+// template passes, even one that raises for some conversations.
+func TestCheckChatTemplate(t *testing.T) {
+	slow := chatTokenizer(t, "{% for a in 'x' * 1000 %}{% for b in 'x' * 1000 %}{% endfor %}{% endfor %}x", "<s>", "</s>")
+	if err := slow.CheckChatTemplate(time.Millisecond); !errors.Is(err, ErrChatTemplate) || !strings.Contains(err.Error(), "without bound") {
+		t.Errorf("a million-step template: %v, want ErrChatTemplate", err)
+	}
+	for _, tmpl := range []string{
+		DefaultChatTemplate,
+		"{% if messages[0]['role'] == 'system' %}{{ raise_exception('no system role') }}{% endif %}",
+	} {
+		if err := chatTokenizer(t, tmpl, "<s>", "</s>").CheckChatTemplate(time.Minute); err != nil {
+			t.Errorf("%s: %v", tmpl, err)
 		}
 	}
 }
