@@ -30,12 +30,9 @@ func WriteCharts(r *Report, dir string) ([]string, error) {
 	case ModeSessions:
 		xlabel = "sessions"
 	}
-	series := func(get func(*Level) float64) plotter.XYs {
-		xys := make(plotter.XYs, len(r.Levels))
-		for i := range r.Levels {
-			xys[i].X, xys[i].Y = r.Levels[i].X(), get(&r.Levels[i])
-		}
-		return xys
+	series := func(get func(*Level) (float64, bool)) plotter.XYs { return levelSeries(r.Levels, get) }
+	all := func(get func(*Level) float64) func(*Level) (float64, bool) {
+		return func(l *Level) (float64, bool) { return get(l), true }
 	}
 	title := r.Target.Model
 	charts := []struct {
@@ -43,18 +40,20 @@ func WriteCharts(r *Report, dir string) ([]string, error) {
 		lines               []any
 	}{
 		{"throughput.png", "Output throughput, " + title, "output tokens/s (all streams)", []any{
-			"output tokens/s", series(func(l *Level) float64 { return l.OutputTokensPerS }),
+			"output tokens/s", series(all(func(l *Level) float64 { return l.OutputTokensPerS })),
 		}},
 		{"requests.png", "Request throughput, " + title, "requests/s", []any{
-			"requests/s", series(func(l *Level) float64 { return l.RequestThroughput }),
+			"requests/s", series(all(func(l *Level) float64 { return l.RequestThroughput })),
 		}},
+		// A level without a successful request has no latency: its point is
+		// left out, not drawn at 0 ms as the sweep's fastest.
 		{"ttft.png", "Time to first token, " + title, "ms", []any{
-			"p50", series(func(l *Level) float64 { return l.TTFT.P50 }),
-			"p99", series(func(l *Level) float64 { return l.TTFT.P99 }),
+			"p50", series(func(l *Level) (float64, bool) { return l.TTFT.P50, l.TTFT.N > 0 }),
+			"p99", series(func(l *Level) (float64, bool) { return l.TTFT.P99, l.TTFT.N > 0 }),
 		}},
 		{"tpot.png", "Time per output token, " + title, "ms", []any{
-			"p50", series(func(l *Level) float64 { return l.TPOT.P50 }),
-			"p99", series(func(l *Level) float64 { return l.TPOT.P99 }),
+			"p50", series(func(l *Level) (float64, bool) { return l.TPOT.P50, l.TPOT.N > 0 }),
+			"p99", series(func(l *Level) (float64, bool) { return l.TPOT.P99, l.TPOT.N > 0 }),
 		}},
 	}
 	var (
@@ -91,10 +90,13 @@ func WriteCharts(r *Report, dir string) ([]string, error) {
 		if len(l.PerTurn) == 0 {
 			continue
 		}
-		p50, p99 := make(plotter.XYs, len(l.PerTurn)), make(plotter.XYs, len(l.PerTurn))
-		for j, t := range l.PerTurn {
-			p50[j] = plotter.XY{X: float64(t.Turn), Y: t.TTFT.P50}
-			p99[j] = plotter.XY{X: float64(t.Turn), Y: t.TTFT.P99}
+		var p50, p99 plotter.XYs
+		for _, t := range l.PerTurn {
+			if t.TTFT.N == 0 {
+				continue // no turn answered: no latency to draw
+			}
+			p50 = append(p50, plotter.XY{X: float64(t.Turn), Y: t.TTFT.P50})
+			p99 = append(p99, plotter.XY{X: float64(t.Turn), Y: t.TTFT.P99})
 		}
 		p := newPlot(fmt.Sprintf("TTFT per turn, %s, %s", l.Name(), title), "turn", "ms")
 		if err := plotutil.AddLinePoints(p, "p50", p50, "p99", p99); err != nil {
@@ -117,6 +119,18 @@ func WriteCharts(r *Report, dir string) ([]string, error) {
 		paths = append(paths, path)
 	}
 	return paths, nil
+}
+
+// levelSeries is one line of a sweep chart: each level's x and get's value,
+// leaving out the levels get has no value for.
+func levelSeries(levels []Level, get func(*Level) (float64, bool)) plotter.XYs {
+	xys := make(plotter.XYs, 0, len(levels))
+	for i := range levels {
+		if y, ok := get(&levels[i]); ok {
+			xys = append(xys, plotter.XY{X: levels[i].X(), Y: y})
+		}
+	}
+	return xys
 }
 
 func newPlot(title, x, y string) *plot.Plot {

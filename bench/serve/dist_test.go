@@ -90,6 +90,9 @@ func TestDistSample(t *testing.T) {
 func TestArrivals(t *testing.T) {
 	const rate, n = 50.0, 20000
 	a := Arrivals(rate, n, 7, 0)
+	if a[0] != 0 {
+		t.Errorf("the first request goes out at %v, want the level's start", a[0])
+	}
 	if b := Arrivals(rate, n, 7, 0); a[n-1] != b[n-1] {
 		t.Error("the same seed gave different schedules")
 	}

@@ -44,7 +44,11 @@ func Run(ctx context.Context, c Config, o Options) (*Report, error) {
 		hc = defaultClient(c)
 	}
 	if c.Model == "" {
-		ids, err := Models(ctx, hc, c.URL, c.APIKey)
+		// Bounded like a request: a server that accepts and never answers
+		// must not hang the bench before its first level.
+		mctx, cancel := context.WithTimeout(ctx, c.Timeout)
+		ids, err := Models(mctx, hc, c.URL, c.APIKey)
+		cancel()
 		if err != nil {
 			return nil, err
 		}
@@ -184,15 +188,16 @@ func (g *generator) closedLoop(ctx context.Context, li, n int, start time.Time, 
 }
 
 // Arrivals are the first n send times, after a level's start, of a Poisson
-// process of rate requests/s: exponential gaps of mean 1/rate drawn from a
-// stream of seed. Pure, so the schedule is tested without a clock.
+// process of rate requests/s: the first at the start (as vLLM's
+// benchmark_serving sends it), then exponential gaps of mean 1/rate drawn
+// from a stream of seed. Pure, so the schedule is tested without a clock.
 func Arrivals(rate float64, n int, seed uint64, level int) []time.Duration {
 	r := seedStream(seed, level, -1, -1)
 	out := make([]time.Duration, n)
 	var at time.Duration
 	for i := range out {
-		at += arrivalGap(r, rate)
 		out[i] = at
+		at += arrivalGap(r, rate)
 	}
 	return out
 }
@@ -212,8 +217,10 @@ func (g *generator) openLoop(ctx context.Context, li int, rate float64, start ti
 	)
 	defer timer.Stop()
 	<-timer.C
-	for i := 0; ; i++ {
-		at += arrivalGap(r, rate)
+	// The schedule is Arrivals': request i at at, then the gap to the next.
+	// The count is checked before waiting, so a level ends with its last
+	// response, not one gap later at an arrival never sent.
+	for i := 0; g.more(ctx, i, start); i++ {
 		if d := g.cfg.Duration; d > 0 && at >= d {
 			break
 		}
@@ -226,6 +233,7 @@ func (g *generator) openLoop(ctx context.Context, li int, rate float64, start ti
 			break
 		}
 		wg.Go(func() { out <- g.cl.send(ctx, g.cfg, newRequest(g.cfg, li, i), start) })
+		at += arrivalGap(r, rate)
 	}
 	wg.Wait()
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -487,5 +488,69 @@ func TestSessionAbortedTurns(t *testing.T) {
 		if pt.Requests != 2 {
 			t.Errorf("turn %d: %d requests, want 2 (one per session)", pt.Turn, pt.Requests)
 		}
+	}
+}
+
+// TestRunRateEndsWithLastResponse: a rate level ends when its last response
+// does. It waited one more arrival gap for a request it never sent, and
+// counted that wait in its duration (request throughput too low).
+func TestRunRateEndsWithLastResponse(t *testing.T) {
+	f := newFake(t)
+	c := f.config()
+	const rate, n = 4.0, 3
+	c.Rates, c.Requests, c.Output = []float64{rate}, n, Fixed(2)
+	// A seed whose gap after the last request is long, so a level that
+	// waited for it cannot pass for one that did not.
+	var a []time.Duration
+	for c.Seed = 1; ; c.Seed++ {
+		if a = Arrivals(rate, n+1, c.Seed, 0); a[n]-a[n-1] > 400*time.Millisecond && a[n-1] < time.Second {
+			break
+		}
+	}
+	l := mustRun(t, c).Levels[0]
+	if l.Completed != n {
+		t.Fatalf("%d completed", l.Completed)
+	}
+	if got, unsent := l.DurationS, a[n].Seconds(); got >= unsent {
+		t.Errorf("level lasted %.3fs, past the arrival of the request it never sent (%.3fs; its last went out at %.3fs)", got, unsent, a[n-1].Seconds())
+	}
+}
+
+// TestRunModelsLookupTimeout: without --model the bench asks /v1/models
+// first; a server that accepts and never answers fails the run after the
+// request timeout instead of hanging it.
+func TestRunModelsLookupTimeout(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer srv.Close()
+	c := DefaultConfig()
+	c.URL, c.Timeout, c.Model = srv.URL, 100*time.Millisecond, ""
+	done := make(chan error, 1)
+	go func() { _, err := Run(context.Background(), c, Options{}); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Run: %v, want the lookup's deadline", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run still waiting for GET /v1/models")
+	}
+}
+
+// TestLevelSeriesSkipsEmpty: a level without a successful request has no
+// latency to chart; it was drawn at 0 ms, the sweep's fastest point.
+func TestLevelSeriesSkipsEmpty(t *testing.T) {
+	levels := []Level{
+		{Concurrency: 1, TTFT: Summary{N: 4, P50: 150}},
+		{Concurrency: 4},
+		{Concurrency: 8, TTFT: Summary{N: 4, P50: 400}},
+	}
+	got := levelSeries(levels, func(l *Level) (float64, bool) { return l.TTFT.P50, l.TTFT.N > 0 })
+	if len(got) != 2 || got[0].X != 1 || got[1].X != 8 || got[1].Y != 400 {
+		t.Errorf("series %v, want c=1 and c=8 only", got)
+	}
+	// A sweep where nothing succeeded still charts (empty latency lines).
+	rep := &Report{Config: DefaultConfig(), Levels: []Level{{Concurrency: 1}, {Concurrency: 2}}}
+	if _, err := WriteCharts(rep, t.TempDir()); err != nil {
+		t.Errorf("charts of a failed sweep: %v", err)
 	}
 }

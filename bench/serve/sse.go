@@ -24,7 +24,9 @@ type Event struct {
 // it: lines end in "\r\n", "\n" or "\r"; "data:" lines accumulate; a blank
 // line dispatches; lines starting with ':' are comments; unknown fields are
 // ignored. Unlike the standard, data pending at end of input is dispatched,
-// because some servers end with "data: [DONE]\n" and no blank line.
+// because some servers end with "data: [DONE]\n" and no blank line, and an
+// "error:" line (older llama.cpp servers report a failure mid-stream so,
+// then send [DONE]) is an event named "error" carrying its value.
 type EventReader struct {
 	sc      *bufio.Scanner
 	name    []byte
@@ -36,7 +38,7 @@ type EventReader struct {
 func NewEventReader(r io.Reader) *EventReader {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 4096), MaxEventLine)
-	sc.Split(splitLines)
+	sc.Split(new(lineSplitter).split)
 	return &EventReader{sc: sc}
 }
 
@@ -67,6 +69,13 @@ func (e *EventReader) Next() (Event, error) {
 			e.hasData = true
 		case "event":
 			e.name = append(e.name[:0], value...)
+		case "error":
+			e.name = append(e.name[:0], "error"...)
+			if e.hasData {
+				e.data = append(e.data, '\n')
+			}
+			e.data = append(e.data, value...)
+			e.hasData = true
 		}
 	}
 	if err := e.sc.Err(); err != nil {
@@ -82,8 +91,18 @@ func (e *EventReader) Next() (Event, error) {
 	return Event{}, io.EOF
 }
 
-// splitLines is a bufio.SplitFunc for the three SSE line endings.
-func splitLines(data []byte, atEOF bool) (int, []byte, error) {
+// lineSplitter splits the three SSE line endings for a bufio.Scanner. A
+// '\r' ends its line at once, so a line is not held until the server's next
+// write to see whether '\n' follows; a '\n' right after it is skipped then.
+type lineSplitter struct{ skipLF bool }
+
+func (l *lineSplitter) split(data []byte, atEOF bool) (int, []byte, error) {
+	if l.skipLF && len(data) > 0 {
+		l.skipLF = false
+		if data[0] == '\n' {
+			return 1, nil, nil
+		}
+	}
 	i := bytes.IndexAny(data, "\r\n")
 	switch {
 	case i < 0:
@@ -98,10 +117,10 @@ func splitLines(data []byte, atEOF bool) (int, []byte, error) {
 			return i + 2, data[:i], nil
 		}
 		return i + 1, data[:i], nil
-	case atEOF:
-		return i + 1, data[:i], nil
 	}
-	return 0, nil, nil // a '\r' at the end of the buffer: is '\n' next?
+	// A '\r' at the end of what has arrived.
+	l.skipLF = true
+	return i + 1, data[:i], nil
 }
 
 // Usage is the token accounting a server sends in its last chunk when asked
@@ -209,7 +228,11 @@ func readStream(r io.Reader, now func() time.Time) (streamResult, error) {
 			return res, fmt.Errorf("%w: chunk is not JSON: %v", ErrMalformedStream, err)
 		}
 		if len(c.Error) > 0 && string(c.Error) != "null" || ev.Name == "error" {
-			res.Err = parseErrorField(c.Error)
+			if len(c.Error) > 0 && string(c.Error) != "null" {
+				res.Err = parseErrorField(c.Error)
+			} else {
+				res.Err = parseErrorField(ev.Data) // the event's data is the error object
+			}
 			return res, fmt.Errorf("%w: %s %s", ErrServerError, res.Err.Type, truncate(res.Err.Message, 200))
 		}
 		output := false

@@ -26,6 +26,8 @@ func TestEventReader(t *testing.T) {
 		{"blank lines only", "\n\n\n", nil},
 		{"empty data", "data\n\n", []string{"|"}},
 		{"pending at EOF", "data: [DONE]\n", []string{"|[DONE]"}},
+		{"llama.cpp error line", "data: a\n\nerror: {\"code\":500}\n\ndata: [DONE]\n\n", []string{"|a", `error|{"code":500}`, "|[DONE]"}},
+		{"cr then lf in the next read", "data: a\r\n\r\n", []string{"|a"}},
 		{"pending at EOF, no newline", "data: [DONE]", []string{"|[DONE]"}},
 		{"empty", "", nil},
 	} {
@@ -49,6 +51,39 @@ func TestEventReader(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestEventReaderBareCR: an event whose lines end in a bare '\r' is
+// dispatched when its blank line arrives, not held until the server writes
+// again (every event was stamped one write late).
+func TestEventReaderBareCR(t *testing.T) {
+	pr, pw := io.Pipe()
+	defer pr.Close()
+	got := make(chan string)
+	go func() {
+		er := NewEventReader(pr)
+		for {
+			ev, err := er.Next()
+			if err != nil {
+				close(got)
+				return
+			}
+			got <- string(ev.Data)
+		}
+	}()
+	go pw.Write([]byte("data: a\r\r"))
+	select {
+	case d := <-got:
+		if d != "a" {
+			t.Fatalf("event %q", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event waited for the next write")
+	}
+	go func() { pw.Write([]byte("\ndata: b\r\r")); pw.Close() }()
+	if d := <-got; d != "b" {
+		t.Fatalf("second event %q", d)
 	}
 }
 
@@ -101,6 +136,10 @@ func TestReadStream(t *testing.T) {
 		{name: "error object", in: hello + `data: {"error":{"type":"kv_cache_full","message":"no room","code":507}}` + "\n\n", err: ErrServerError, chunks: 1, text: "Hel", errType: "kv_cache_full"},
 		{name: "error string", in: `data: {"error":"boom"}` + "\n\n", err: ErrServerError, errInErr: "boom"},
 		{name: "error event", in: "event: error\ndata: overloaded\n\n", err: ErrServerError, errInErr: "overloaded"},
+		// Older llama.cpp servers: a bare "error:" field, then [DONE]; it was
+		// dropped, and the failed request counted as completed.
+		{name: "llama.cpp error field", in: hello + `error: {"code":500,"message":"KV cache is full","type":"server_error"}` + "\n\n" + done,
+			err: ErrServerError, chunks: 1, text: "Hel", errType: "server_error", errInErr: "KV cache is full"},
 		{name: "null error is none", in: `data: {"error":null,"choices":[{"delta":{"content":"x"},"finish_reason":"stop"}]}` + "\n\n" + done, chunks: 1, text: "x", finish: "stop", done: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
