@@ -239,11 +239,8 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 		}
 		ver := m.LiveVersion(id)
 		cands := Candidates(m, id, d.cfg.Self, d.assigned, isSuspect)
-		if d.fallback.has(layer, g.Expert) {
+		if d.canFallBack(id, ver) {
 			cands = dropSuspects(cands, d.cfg.Self, isSuspect)
-		}
-		if d.cfg.MaxAttempts > 0 && len(cands) > d.cfg.MaxAttempts {
-			cands = cands[:d.cfg.MaxAttempts]
 		}
 		if len(cands) > 0 && cands[0].Node == d.cfg.Self {
 			if e, ok := d.localExpert(id, ver); ok {
@@ -253,6 +250,11 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 				continue
 			}
 			cands = cands[1:] // map says ready but the actor is not up (yet)
+		}
+		// Cut after this node's own replica is skipped, so a skipped one
+		// does not spend an attempt.
+		if d.cfg.MaxAttempts > 0 && len(cands) > d.cfg.MaxAttempts {
+			cands = cands[:d.cfg.MaxAttempts]
 		}
 		p := pending{g: gi, ver: ver, cands: cands, epoch: m.Epoch}
 		d.claim(m, &p)
@@ -325,6 +327,19 @@ func dropSuspects(cands []router.Replica, self string, suspect func(string) bool
 		}
 	}
 	return out
+}
+
+// canFallBack reports whether this node can compute version of expert id
+// itself at once, so suspect replicas are not worth a deadline: the base
+// version from the fallback's weights, another version only if it runs here
+// (binding it through Fallback.Versions may fetch a file, minutes, while a
+// suspect replica that is up would answer in milliseconds).
+func (d *Dispatcher) canFallBack(id router.ExpertID, version string) bool {
+	if version == router.BaseVersion {
+		return d.fallback.has(id.Layer, id.Index)
+	}
+	_, ok := d.localExpert(id, version)
+	return ok
 }
 
 func (d *Dispatcher) localExpert(id router.ExpertID, version string) (*expert.Expert, bool) {

@@ -17,6 +17,10 @@ import (
 // does not have.
 var ErrNotHosted = errors.New("expert: expert not hosted")
 
+// ErrVersionCollision means a version's actor name (VersionName) is that of
+// another running version of the same expert.
+var ErrVersionCollision = errors.New("expert: version name collision")
+
 // Expert is one expert of one layer bound to its weights (matrices that
 // point into the mmapped GGUF: binding copies nothing, and pages are read
 // only when the expert computes). Forward may be called from any goroutine;

@@ -126,8 +126,16 @@ func (h *Host) StartVersion(id router.ExpertID, version string) error {
 		}
 		h.batch = pid
 	}
-	props := actor.PropsFromProducer(func() actor.Actor { return &expertActor{e: e, epoch: h.epoch, faults: h.faults} })
 	name := VersionName(id, version)
+	// The name holds the version's first 16 hex digits: two running versions
+	// sharing them would share an actor, and calls for one would compute the
+	// other's weights. Refuse the second (a crafted file, 2^32 hashes away).
+	for rk := range h.running {
+		if rk.id == id && rk.version != version && VersionName(id, rk.version) == name {
+			return fmt.Errorf("%w: %v version %.20s… has the actor name of running version %.20s…", ErrVersionCollision, id, version, rk.version)
+		}
+	}
+	props := actor.PropsFromProducer(func() actor.Actor { return &expertActor{e: e, epoch: h.epoch, faults: h.faults} })
 	pid, err := h.sys.Root.SpawnNamed(props, name)
 	if errors.Is(err, actor.ErrNameExists) {
 		// A previous incarnation is still stopping (StopVersion waits for

@@ -1,12 +1,17 @@
 package expert
 
 import (
+	"errors"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/conclave-ai/conclave/internal/testmodel"
 	"github.com/conclave-ai/conclave/kernels"
+	"github.com/conclave-ai/conclave/model"
+	"github.com/conclave-ai/conclave/model/synth"
 	"github.com/conclave-ai/conclave/router"
 )
 
@@ -61,5 +66,51 @@ func TestStartWaitsWithoutTheLock(t *testing.T) {
 	}
 	if _, ok := h.LocalVersion(id, router.BaseVersion); !ok {
 		t.Error("the version did not start after its old actor stopped")
+	}
+}
+
+// TestVersionNameCollision: two versions of an expert whose names share the
+// 16 hex digits an actor name keeps cannot both run. The second replaced the
+// first's actor under the same name, so calls addressed to the first
+// computed the second's weights.
+func TestVersionNameCollision(t *testing.T) {
+	_, w := testmodel.Load(t, testmodel.Config(t, "tiny", nil))
+	_, w1 := testmodel.Load(t, testmodel.Config(t, "tiny", func(c *synth.Config) { c.Seed = 11 }))
+	_, w2 := testmodel.Load(t, testmodel.Config(t, "tiny", func(c *synth.Config) { c.Seed = 22 }))
+	pool := kernels.NewPool(1)
+	defer pool.Close()
+	sys := actor.NewActorSystem()
+	defer sys.Shutdown()
+	h := NewHost(sys, w, pool, nil)
+	defer h.Close()
+	prefix := strings.Repeat("c", 16)
+	v1, v2 := prefix+strings.Repeat("1", 48), prefix+strings.Repeat("2", 48)
+	src := map[string]*model.Weights{v1: w1, v2: w2}
+	h.SetVersionSource(func(id router.ExpertID, v string) (*model.Expert, error) { return src[v].FeedForward(id.Layer, id.Index), nil })
+	id := router.ExpertID{Layer: 0, Index: 0}
+	if err := h.SyncVersions(map[router.ExpertID][]string{id: {v1, v2}}); !errors.Is(err, ErrVersionCollision) {
+		t.Fatalf("SyncVersions: %v, want ErrVersionCollision", err)
+	}
+	if _, ok := h.LocalVersion(id, v2); ok {
+		t.Error("the colliding version runs")
+	}
+	in := make([]float32, w.Dim)
+	for i := range in {
+		in[i] = float32(i%9)/9 - 0.4
+	}
+	want := make([]float32, w.Dim)
+	var s model.ExpertScratch
+	w1.FeedForward(0, 0).Forward(pool, &s, in, 1, want)
+	res, err := sys.Root.RequestFuture(VersionPID(sys.Address(), id, v1), &ComputeRequest{Layer: 0, Expert: 0, Rows: 1, Dim: int32(w.Dim), Activations: AppendFloats(nil, in)}, 30*time.Second).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := res.(*ComputeResponse)
+	got := make([]float32, w.Dim)
+	if err := DecodeFloats(got, r.Activations, int(r.Rows), int(r.Dim)); err != nil {
+		t.Fatal(err, r.Error)
+	}
+	if !slices.Equal(got, want) {
+		t.Error("a call to the first version computed other weights")
 	}
 }
