@@ -42,7 +42,9 @@ func TestSuspectKeptForUnloadedVersion(t *testing.T) {
 	v2 := strings.Repeat("ab", 32)
 	hB := expert.NewHost(sysB, w, pool, nil)
 	defer hB.Close()
-	hB.SetVersionSource(func(id router.ExpertID, v string) (*model.Expert, error) { return w2.FeedForward(id.Layer, id.Index), nil })
+	hB.SetVersionSource(func(id router.ExpertID, v string) (*model.Expert, error) {
+		return w2.FeedForward(id.Layer, id.Index), nil
+	})
 	upd, gone := router.ExpertID{Layer: 0, Index: 1}, router.ExpertID{Layer: 0, Index: 2}
 	if err := hB.SyncVersions(map[router.ExpertID][]string{upd: {v2}}); err != nil {
 		t.Fatal(err)

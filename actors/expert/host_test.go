@@ -86,7 +86,9 @@ func TestVersionNameCollision(t *testing.T) {
 	prefix := strings.Repeat("c", 16)
 	v1, v2 := prefix+strings.Repeat("1", 48), prefix+strings.Repeat("2", 48)
 	src := map[string]*model.Weights{v1: w1, v2: w2}
-	h.SetVersionSource(func(id router.ExpertID, v string) (*model.Expert, error) { return src[v].FeedForward(id.Layer, id.Index), nil })
+	h.SetVersionSource(func(id router.ExpertID, v string) (*model.Expert, error) {
+		return src[v].FeedForward(id.Layer, id.Index), nil
+	})
 	id := router.ExpertID{Layer: 0, Index: 0}
 	if err := h.SyncVersions(map[router.ExpertID][]string{id: {v1, v2}}); !errors.Is(err, ErrVersionCollision) {
 		t.Fatalf("SyncVersions: %v, want ErrVersionCollision", err)
