@@ -13,7 +13,7 @@ import "math"
 // SIMD expf of llama.cpp's silu and softmax. Every step is one float32
 // operation rounded on its own (explicit conversions keep the compiler from
 // fusing a multiply and an add), in the order the AVX2 kernel uses, so both
-// give the same bits. A NaN argument gives an unspecified value.
+// give the same bits. A NaN argument gives NaN (the AVX2 kernel too).
 func expf(x float32) float32 {
 	x = min(max(x, expfMin), expfMax)
 	n := float32(math.RoundToEven(float64(x * expfLog2e)))

@@ -139,6 +139,9 @@ func (s *Scratch) begin(m Matrix, x []float32, nrows int, out []float32) bool {
 		panic(fmt.Sprintf("kernels: MatMul: x has %d values, want %d×%d", len(x), nrows, m.Cols))
 	case len(out) < nrows*m.Rows:
 		panic(fmt.Sprintf("kernels: MatMul: out has %d values, want %d×%d", len(out), nrows, m.Rows))
+	case m.Cols == 0:
+		clear(out[:nrows*m.Rows]) // empty dot products, for every path
+		return false
 	}
 	if s.self != s {
 		s.self = s

@@ -29194,8 +29194,9 @@ quantQ8_0AVX2_loop:
 	VDIVSS       X4, X11, X10
 	VDIVSS       X10, X2, X11
 	VXORPS       X12, X12, X12
-	VCMPSS       $0x04, X12, X10, X12
-	VANDPS       X12, X11, X11
+	VMULSS       X12, X11, X13
+	VCMPSS       $0x00, X12, X13, X13
+	VANDPS       X13, X11, X11
 	VCVTPS2PH    $0x00, X10, X10
 	VPEXTRW      $0x00, X10, BX
 	MOVW         BX, (CX)
@@ -29516,8 +29517,10 @@ swigluAVX2_loop:
 	VPCMPEQD  Y1, Y1, Y1
 	VPSLLD    $0x1f, Y1, Y1
 	VXORPS    Y0, Y1, Y1
-	VMAXPS    expfconsts<>+0(SB), Y1, Y1
-	VMINPS    expfconsts<>+32(SB), Y1, Y1
+	VMOVUPS   expfconsts<>+0(SB), Y2
+	VMOVUPS   expfconsts<>+32(SB), Y3
+	VMAXPS    Y1, Y2, Y1
+	VMINPS    Y1, Y3, Y1
 	VMULPS    expfconsts<>+64(SB), Y1, Y2
 	VROUNDPS  $0x00, Y2, Y2
 	VMULPS    expfconsts<>+96(SB), Y2, Y3
@@ -29675,8 +29678,10 @@ expSubAVX2_loop:
 	JZ           expSubAVX2_done
 	VMOVUPS      (AX), Y2
 	VSUBPS       Y0, Y2, Y2
-	VMAXPS       expfconsts<>+0(SB), Y2, Y2
-	VMINPS       expfconsts<>+32(SB), Y2, Y2
+	VMOVUPS      expfconsts<>+0(SB), Y3
+	VMOVUPS      expfconsts<>+32(SB), Y4
+	VMAXPS       Y2, Y3, Y2
+	VMINPS       Y2, Y4, Y2
 	VMULPS       expfconsts<>+64(SB), Y2, Y3
 	VROUNDPS     $0x00, Y3, Y3
 	VMULPS       expfconsts<>+96(SB), Y3, Y4

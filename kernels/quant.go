@@ -172,9 +172,11 @@ func quantQ8_0Go(src []float32, dst []byte) {
 			}
 		}
 		d := amax / 127
-		var id float32
-		if d != 0 {
-			id = 1 / d
+		// 0 when d is 0, or so small (amax below ~3.7e-37) that 1/d
+		// overflows: the block's F16 scale is 0 either way.
+		id := 1 / d
+		if math.IsInf(float64(id), 0) {
+			id = 0
 		}
 		putF16(y[:], d)
 		for j, v := range x {

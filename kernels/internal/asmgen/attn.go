@@ -293,7 +293,7 @@ func f32Const(v uint32) VecVirtual {
 
 // quantQ8Kernel emits func(src *float32, dst *byte, nb int): Q8_0
 // quantization of nb blocks of 32, bit-identical to quantQ8_0 in Go:
-// amax = max|x|, d = amax/127, id = 1/d (0 when d = 0), d stored as F16
+// amax = max|x|, d = amax/127, id = 1/d (0 when that is infinite), d stored as F16
 // (round to nearest even), q = round-half-away-from-zero(x·id). The rounding
 // is exact: t = trunc(v), and t ± 1 when |v − t| ≥ 0.5 (v − t is exact in
 // float32 for |v| < 2²³, and |v| ≤ 127 here).
@@ -348,10 +348,14 @@ func quantQ8Kernel() {
 	VDIVSS(c127.AsX(), h, dv) // d = amax/127
 	idv := XMM()
 	VDIVSS(dv, one.AsX(), idv) // 1/d
+	// id = 0 where 1/d is infinite (d = 0, or d so small 1/d overflows):
+	// idv·0 is 0 for a finite idv and NaN for ±Inf.
 	z := XMM()
 	VXORPS(z, z, z)
-	VCMPSS(U8(4), z, dv, z) // d != 0
-	VANDPS(z, idv, idv)
+	fin := XMM()
+	VMULSS(z, idv, fin)
+	VCMPSS(U8(0), z, fin, fin) // idv·0 == 0
+	VANDPS(fin, idv, idv)
 	hb := XMM()
 	VCVTPS2PH(U8(0), dv, hb)
 	w := GP32()

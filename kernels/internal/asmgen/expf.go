@@ -65,9 +65,15 @@ func expfConst(i int) Mem {
 // bits. x is not modified.
 func expfAVX2(x VecVirtual) VecVirtual {
 	c := func(i int) Mem { return expfConst(i) }
+	// Clamp with x as the second source, which VMAXPS/VMINPS return when
+	// either is NaN: a NaN goes through (to a NaN result), as in Go's min
+	// and max, instead of becoming the clamp bound.
+	lo, hi := YMM(), YMM()
+	VMOVUPS(c(cMin), lo)
+	VMOVUPS(c(cMax), hi)
 	v := YMM()
-	VMAXPS(c(cMin), x, v)
-	VMINPS(c(cMax), v, v)
+	VMAXPS(x, lo, v)
+	VMINPS(v, hi, v)
 	n := YMM()
 	VMULPS(c(cLog2e), v, n)
 	VROUNDPS(U8(0), n, n) // to nearest even
