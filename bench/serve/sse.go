@@ -97,12 +97,29 @@ func (e *EventReader) Next() (Event, error) {
 type lineSplitter struct{ skipLF bool }
 
 func (l *lineSplitter) split(data []byte, atEOF bool) (int, []byte, error) {
+	// The '\n' is skipped within this call, not by returning no token: a
+	// Scanner given no token reads more input first, which held a complete
+	// event until the server wrote again, and lost the rest of the buffer
+	// when that read was the last.
+	skip := 0
 	if l.skipLF && len(data) > 0 {
 		l.skipLF = false
 		if data[0] == '\n' {
-			return 1, nil, nil
+			skip, data = 1, data[1:]
 		}
 	}
+	adv, tok, err := l.line(data, atEOF)
+	if adv == 0 && tok == nil && skip > 0 && !atEOF {
+		// Nothing more to split yet: the skipped '\n' must stay skipped.
+		l.skipLF = true
+		return 0, nil, err
+	}
+	return adv + skip, tok, err
+}
+
+// line splits one line off data (after a '\n' the previous line's '\r'
+// owned was skipped).
+func (l *lineSplitter) line(data []byte, atEOF bool) (int, []byte, error) {
 	i := bytes.IndexAny(data, "\r\n")
 	switch {
 	case i < 0:

@@ -2,7 +2,10 @@ package serve
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -222,4 +225,108 @@ func FuzzReadStream(f *testing.F) {
 			t.Fatalf("measure: %+v", r)
 		}
 	})
+}
+
+// chunkReader returns one chunk per Read, the last together with io.EOF, as
+// net/http does for a body with a Content-Length.
+type chunkReader struct{ chunks []string }
+
+func (c *chunkReader) Read(p []byte) (int, error) {
+	if len(c.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, c.chunks[0])
+	if c.chunks[0] = c.chunks[0][n:]; c.chunks[0] == "" {
+		c.chunks = c.chunks[1:]
+	}
+	if len(c.chunks) == 0 {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func readEvents(t *testing.T, r io.Reader) []string {
+	t.Helper()
+	er := NewEventReader(r)
+	var got []string
+	for {
+		ev, err := er.Next()
+		if err == io.EOF {
+			return got
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ev.Name+"|"+string(ev.Data))
+	}
+}
+
+// TestEventReaderSplitAnywhere: random event streams with every line ending
+// give the same events read whole and read in pieces split anywhere, most
+// often right after a '\r' (a "\r\n" across two reads held the event until
+// the next write, or lost the rest of the stream when the second read was
+// the last).
+func TestEventReaderSplitAnywhere(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	endings := []string{"\n", "\r", "\r\n"}
+	for range 2000 {
+		var b strings.Builder
+		for range 1 + r.IntN(8) {
+			switch r.IntN(5) {
+			case 0:
+				b.WriteString(": c")
+			case 1:
+				b.WriteString("event: x")
+			case 2:
+				b.WriteString("")
+			default:
+				fmt.Fprintf(&b, "data: %d", r.IntN(100))
+			}
+			b.WriteString(endings[r.IntN(3)])
+		}
+		in := b.String()
+		var cuts []int
+		for i := 1; i < len(in); i++ {
+			if in[i-1] == '\r' && r.IntN(2) == 0 || r.IntN(10) == 0 {
+				cuts = append(cuts, i)
+			}
+		}
+		var chunks []string
+		prev := 0
+		for _, c := range cuts {
+			chunks = append(chunks, in[prev:c])
+			prev = c
+		}
+		chunks = append(chunks, in[prev:])
+		whole := readEvents(t, strings.NewReader(in))
+		split := readEvents(t, &chunkReader{chunks: slices.Clone(chunks)})
+		if strings.Join(whole, "¶") != strings.Join(split, "¶") {
+			t.Fatalf("%q: whole %q, read as %q: %q", in, whole, chunks, split)
+		}
+	}
+}
+
+// TestEventReaderCRLFAcrossWrites: an event whose "\r\n" endings arrive
+// split between two writes is dispatched once its blank line is in, not
+// held until the server's next write.
+func TestEventReaderCRLFAcrossWrites(t *testing.T) {
+	pr, pw := io.Pipe()
+	defer pr.Close()
+	defer pw.Close()
+	got := make(chan string, 1)
+	go func() {
+		ev, err := NewEventReader(pr).Next()
+		if err == nil {
+			got <- string(ev.Data)
+		}
+	}()
+	go func() { pw.Write([]byte("data: a\r")); pw.Write([]byte("\n\r\n")) }()
+	select {
+	case d := <-got:
+		if d != "a" {
+			t.Fatalf("event %q", d)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the complete event waited for the next write")
+	}
 }
