@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -14,10 +15,12 @@ import (
 func SlogLogger(l hclog.Logger) *slog.Logger { return slog.New(slogHandler{log: l}) }
 
 // slogHandler forwards slog records (protoactor's, the API's) to an hclog
-// logger.
+// logger. Groups prefix their keys ("group.key"). hclog keeps one value per
+// key in JSON, so a key repeated in one record keeps its last value.
 type slogHandler struct {
-	log   hclog.Logger
-	attrs []any
+	log    hclog.Logger
+	attrs  []any
+	prefix string // open groups' names, each followed by "."
 }
 
 func (h slogHandler) Enabled(_ context.Context, l slog.Level) bool {
@@ -27,7 +30,7 @@ func (h slogHandler) Enabled(_ context.Context, l slog.Level) bool {
 func (h slogHandler) Handle(_ context.Context, r slog.Record) error {
 	args := append([]any(nil), h.attrs...)
 	r.Attrs(func(a slog.Attr) bool {
-		args = appendAttr(args, "", a)
+		args = appendAttr(args, h.prefix, a)
 		return true
 	})
 	h.log.Log(slogToHclog(r.Level), r.Message, args...)
@@ -35,9 +38,9 @@ func (h slogHandler) Handle(_ context.Context, r slog.Record) error {
 }
 
 func (h slogHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	n := slogHandler{log: h.log, attrs: append([]any(nil), h.attrs...)}
+	n := slogHandler{log: h.log, attrs: append([]any(nil), h.attrs...), prefix: h.prefix}
 	for _, a := range as {
-		n.attrs = appendAttr(n.attrs, "", a)
+		n.attrs = appendAttr(n.attrs, h.prefix, a)
 	}
 	return n
 }
@@ -65,7 +68,12 @@ func appendAttr(args []any, prefix string, a slog.Attr) []any {
 	case slog.KindUint64:
 		return append(args, key, v.Uint64())
 	case slog.KindFloat64:
-		return append(args, key, v.Float64())
+		if f := v.Float64(); !math.IsNaN(f) && !math.IsInf(f, 0) {
+			return append(args, key, f)
+		}
+		// JSON has no NaN or ±Inf, and hclog drops a record it cannot
+		// encode: as text.
+		return append(args, key, v.String())
 	case slog.KindBool:
 		return append(args, key, v.Bool())
 	}
@@ -73,7 +81,10 @@ func appendAttr(args []any, prefix string, a slog.Attr) []any {
 }
 
 func (h slogHandler) WithGroup(name string) slog.Handler {
-	return slogHandler{log: h.log.Named(name), attrs: h.attrs}
+	if name == "" {
+		return h
+	}
+	return slogHandler{log: h.log, attrs: h.attrs, prefix: h.prefix + name + "."}
 }
 
 func slogToHclog(l slog.Level) hclog.Level {

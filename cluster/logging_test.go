@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -45,5 +47,25 @@ func TestSlogLoggerText(t *testing.T) {
 	cluster.SlogLogger(cluster.NewLogger("conclave.api", &buf, "debug")).Info("draining the API", "in_flight", 2)
 	if got := buf.String(); !strings.Contains(got, "[INFO]  conclave.api: draining the API: in_flight=2") {
 		t.Errorf("text line %q", got)
+	}
+}
+
+// TestSlogLoggerJSONOddValues: a NaN or infinite float is written as text
+// (hclog dropped the whole record it could not encode as JSON), and
+// WithGroup prefixes the keys that follow.
+func TestSlogLoggerJSONOddValues(t *testing.T) {
+	for _, f := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		var buf bytes.Buffer
+		cluster.SlogLogger(cluster.NewLoggerFormat("conclave.api", &buf, "info", true)).Error("request failed", "request_id", "r1", "tokens_per_s", f)
+		var rec map[string]any
+		if err := json.Unmarshal(buf.Bytes(), &rec); err != nil || rec["@message"] != "request failed" || rec["tokens_per_s"] != fmt.Sprint(f) {
+			t.Errorf("%v: record %q (%v)", f, buf.String(), err)
+		}
+	}
+	var buf bytes.Buffer
+	cluster.SlogLogger(cluster.NewLoggerFormat("conclave.api", &buf, "info", true)).WithGroup("req").With("id", "r2").Info("done", "tokens", 7)
+	var rec map[string]any
+	if err := json.Unmarshal(buf.Bytes(), &rec); err != nil || rec["req.id"] != "r2" || rec["req.tokens"] != 7.0 || rec["@module"] != "conclave.api" {
+		t.Errorf("grouped record %q (%v)", buf.String(), err)
 	}
 }
