@@ -60,9 +60,9 @@ func (c Config) Validate() error {
 			ErrInvalidModel, c.Dim, c.Layers, c.Heads, c.KVHeads, c.HeadDim, c.FFN, c.Vocab, c.Experts)
 	case c.Heads*c.HeadDim > maxHyper:
 		return fmt.Errorf("%w: %d heads of %d: query width out of range", ErrInvalidModel, c.Heads, c.HeadDim)
-	case (c.Heads/c.KVHeads)*(2*c.Ctx+c.HeadDim) > maxAttnScratch:
-		// Attention keeps a query group's scores and staging for a whole
-		// context per thread; real models need under 2^25 floats.
+	case attnScratchLen(c, c.Ctx) > maxAttnScratch:
+		// Attention keeps its query vectors' scores and staging for a
+		// whole context per thread; a 1M-token context needs ~2^24 floats.
 		return fmt.Errorf("%w: context length %d with %d query heads per kv head: attention scratch out of range", ErrInvalidModel, c.Ctx, c.Heads/c.KVHeads)
 	case !(c.NormEps > 0) || math.IsInf(float64(c.NormEps), 0):
 		return fmt.Errorf("%w: rms norm epsilon %v", ErrInvalidModel, c.NormEps)
@@ -78,7 +78,7 @@ const (
 	maxLayers  = 1 << 12
 	maxExperts = 1 << 12
 	// maxAttnScratch bounds the floats of one thread's attention scratch
-	// (query heads per kv head × (2·context + head dim)).
+	// (attnScratchLen) for the model's whole context: 512 MiB.
 	maxAttnScratch = 1 << 27
 )
 

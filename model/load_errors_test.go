@@ -121,6 +121,9 @@ func TestLoadRefusesLyingHeaders(t *testing.T) {
 			"llama.attention.head_count": uint32(512), "llama.attention.head_count_kv": uint32(1),
 			"llama.attention.key_length": uint32(2), "llama.attention.value_length": uint32(2),
 			"llama.rope.dimension_count": uint32(2)}, groupShapes(D, 1024, 2)},
+		// The tiny preset's 4 heads on 2 kv heads with a 2^24 context:
+		// 8 query vectors of scratch per thread, 1 GiB.
+		{"context 2^24, eight query vectors", nil, map[string]any{"llama.context_length": uint32(1 << 24)}, nil},
 		// A dense model claiming 2^40 experts per token: NewRunner sized its
 		// routing buffers by it (out of memory, makeslice panic).
 		{"dense expert_used_count 2^40", dense, map[string]any{"llama.expert_used_count": uint64(1) << 40}, nil},

@@ -97,21 +97,29 @@ func NewRunnerCtx(w *Weights, pool *kernels.Pool, maxRows, ctx int) *Runner {
 	r.groups = make([]ExpertGroup, 0, max(c.Experts, 1))
 	r.expIn = make([]float32, maxRows*k*c.Dim)
 	r.expOut = make([]float32, maxRows*k*c.Dim)
-	group := c.Heads / c.KVHeads
-	// A run of rows goes through the attention kernels as up to 8 query
-	// vectors (attendRun).
-	r.attnRowsMax = max(1, 8/group)
+	r.attnRowsMax = attnRowsMax(c)
 	r.attnRuns = make([]attnRun, 0, maxRows)
-	nv := r.attnRowsMax * group
 	r.attnScratch = make([][]float32, pool.Threads())
 	for i := range r.attnScratch {
-		// scores, queries, staging (and a run's outputs)
-		r.attnScratch[i] = make([]float32, max(group*(2*c.Ctx+c.HeadDim)+c.HeadDim, nv*(2*c.Ctx+2*c.HeadDim)))
+		r.attnScratch[i] = make([]float32, attnScratchLen(c, c.Ctx))
 	}
 	r.local = LocalExperts{W: w, Pool: pool}
 	r.attnFn = r.attendTasks
 	r.normFn, r.ropeStoreFn, r.combineFn = r.normRows, r.ropeStoreRows, r.combineRows
 	return r
+}
+
+// attnRowsMax is how many rows of a run go through the attention kernels
+// together: up to 8 query vectors (attendRun).
+func attnRowsMax(c Config) int { return max(1, 8/(c.Heads/c.KVHeads)) }
+
+// attnScratchLen is the floats of one thread's attention scratch for
+// positions below ctx: scores, queries, staging (and a run's outputs).
+// Config.Validate bounds it for the model's whole context.
+func attnScratchLen(c Config, ctx int) int {
+	group := c.Heads / c.KVHeads
+	nv := attnRowsMax(c) * group
+	return max(group*(2*ctx+c.HeadDim)+c.HeadDim, nv*(2*ctx+2*c.HeadDim))
 }
 
 // parallelRows is the fewest rows a per-row step (norms, RoPE and the
