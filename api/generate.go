@@ -399,6 +399,12 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 		switch {
 		case out.err != nil:
 			writeError(w, engineError(out.err))
+		case out.finish == "abort" && s.stopCtx.Err() != nil:
+			// Drain gave up on it: not a partial 200, but a draining 503,
+			// which an entry node that forwarded it answers by re-homing
+			// the session and running the request there.
+			w.Header().Set(headerDraining, "1")
+			writeError(w, errDrainCut)
 		case r.Context().Err() != nil:
 			// The client left, or only closed its side (which net/http
 			// cannot tell apart): answer what was generated (finish

@@ -265,11 +265,44 @@ func TestDrainDeadlineCancels(t *testing.T) {
 	if err := f.srv.Drain(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Drain: %v", err)
 	}
+	// The stream did not complete: it ends with a draining error event,
+	// not a finish_reason that would pass it off as finished.
 	lines := readSSE(t, resp)
-	if lines[len(lines)-1] != "[DONE]" || !strings.Contains(lines[len(lines)-2], `"finish_reason":"abort"`) {
+	if lines[len(lines)-1] != "[DONE]" || !strings.Contains(lines[len(lines)-2], `"code":"draining"`) || strings.Contains(strings.Join(lines, "\n"), `"finish_reason":"`) {
 		t.Fatalf("cancelled stream: %q", lines)
 	}
 	waitFor(t, "engine idle", func() bool { s := eng.Stats(); return s.Running == 0 && s.Waiting == 0 })
+}
+
+// TestDrainDeadlineNonStream: a non-streaming request Drain cancels gets a
+// draining 503 (marked for an entry node to re-home), not a 200 with the
+// partial text.
+func TestDrainDeadlineNonStream(t *testing.T) {
+	eng, hold := newHeldEngine(t, 0)
+	g := newGated(eng)
+	var once sync.Once
+	g.cancelled = func() { once.Do(func() { close(hold) }) }
+	f := newFixture(t, DefaultConfig(), g)
+	type answer struct {
+		resp *http.Response
+		body []byte
+	}
+	got := make(chan answer, 1)
+	go func() {
+		r, b := f.do(t, "POST", "/v1/chat/completions", chatBody(f.id, 100, false))
+		got <- answer{r, b}
+	}()
+	<-g.started
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := f.srv.Drain(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Drain: %v", err)
+	}
+	a := <-got
+	checkError(t, a.resp, a.body, 503, typeUnavailable, "draining", "")
+	if a.resp.Header.Get(headerDraining) == "" {
+		t.Error("the 503 is not marked as a draining node's")
+	}
 }
 
 func TestMetricsAndRequestID(t *testing.T) {

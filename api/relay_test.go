@@ -1,8 +1,11 @@
 package api
 
 import (
+	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -372,4 +375,94 @@ func (w *abortWriter) WriteHeader(int) {
 func (w *abortWriter) Write([]byte) (int, error) {
 	w.WriteHeader(0)
 	return 0, nil
+}
+
+// TestHomeDrainDeadlineResumes: when a session's home shuts down and its
+// drain deadline cuts a request short, the entry node finishes it on a new
+// home, as after a crash. The home ended the stream with finish_reason
+// "abort" and [DONE] (and a non-streaming answer with a partial 200), which
+// the entry relayed to the client as complete.
+func TestHomeDrainDeadlineResumes(t *testing.T) {
+	for _, stream := range []bool{true, false} {
+		name := "non-stream"
+		if stream {
+			name = "stream"
+		}
+		t.Run(name, func(t *testing.T) {
+			heldEng, hold := newHeldEngine(t, 6) // prefill and five tokens, then held
+			a := newSessionNode(t, DefaultConfig(), nil)
+			b := newSessionNode(t, DefaultConfig(), heldEng)
+			c := newSessionNode(t, DefaultConfig(), nil)
+			req := map[string]any{"model": a.id, "prompt": "hello there", "max_tokens": 24, "temperature": 0, "ignore_eos": true, "stream": stream}
+			ref, _ := json.Marshal(req)
+			req["session_id"] = "s1"
+			body, _ := json.Marshal(req)
+			a.sess.homes["s1"] = b.http.URL
+			a.sess.rehomeTo = c.http.URL
+			drain := func() {
+				ctx, cancel := context.WithCancel(context.Background())
+				cancel() // the deadline has passed
+				go b.srv.Drain(ctx)
+				waitFor(t, "the home gave up", func() bool { return b.srv.stopCtx.Err() != nil })
+				close(hold)
+			}
+			if stream {
+				want := postStream(t, c.fixture, "/v1/completions", string(ref))
+				httpReq, _ := http.NewRequest("POST", a.http.URL+"/v1/completions", strings.NewReader(string(body)))
+				httpReq.Header.Set("Content-Type", "application/json")
+				resp, err := a.http.Client().Do(httpReq)
+				if err != nil {
+					t.Fatal(err)
+				}
+				br := bufio.NewReader(resp.Body)
+				var data []string
+				for len(data) < 3 { // tokens the home sent before it was held
+					line, err := br.ReadString('\n')
+					if err != nil {
+						t.Fatal(err)
+					}
+					if d, ok := strings.CutPrefix(strings.TrimSpace(line), "data: "); ok {
+						data = append(data, d)
+					}
+				}
+				drain()
+				data = append(data, readSSE(t, &http.Response{Body: io.NopCloser(br)})...)
+				resp.Body.Close()
+				got := parseStream(t, data)
+				if got.text != want.text || !got.done || got.finish != want.finish || got.errEvent != "" {
+					t.Errorf("stream %q (finish %q), want %q (finish %q)", got.text, got.finish, want.text, want.finish)
+				}
+			} else {
+				_, want := c.do(t, "POST", "/v1/completions", string(ref))
+				got := make(chan []byte, 1)
+				go func() {
+					resp, b := a.do(t, "POST", "/v1/completions", string(body))
+					if resp.StatusCode != 200 {
+						t.Errorf("status %d: %s", resp.StatusCode, b)
+					}
+					got <- b
+				}()
+				waitFor(t, "the home got the request", func() bool { return len(b.eng.served()) == 1 })
+				drain()
+				text := func(b []byte) string {
+					var r struct {
+						Choices []struct {
+							Text string `json:"text"`
+						} `json:"choices"`
+					}
+					json.Unmarshal(b, &r)
+					if len(r.Choices) != 1 {
+						return "(no choice) " + string(b)
+					}
+					return r.Choices[0].Text
+				}
+				if g := <-got; text(g) != text(want) {
+					t.Errorf("answer %q, want %q", text(g), text(want))
+				}
+			}
+			if _, failed := a.sess.stats(); len(failed) != 1 || failed[0] != b.http.URL {
+				t.Errorf("re-homed away from %q, want [%s]", failed, b.http.URL)
+			}
+		})
+	}
 }

@@ -307,7 +307,14 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 			}
 			text := g.token(&ev)
 			if ev.Done {
-				text += g.final(&ev)
+				held := g.final(&ev)
+				if !(j.tokenIDs && g.out.finish == "abort" && s.stopCtx.Err() != nil) {
+					text += held
+				}
+				// else Drain cut this forwarded stream short: the text held
+				// back (a partial character, a possible stop string) is not
+				// sent, nor are its tokens' ids, so the home that resumes
+				// the stream sends it once.
 			}
 			if j.logprobs && g.done {
 				// A stop string ended the text: as in the non-streaming
@@ -327,6 +334,17 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 	}
 	if g.out.finish == "" {
 		g.out.finish = "abort"
+	}
+	if g.out.err == nil && g.out.finish == "abort" && s.stopCtx.Err() != nil {
+		// Drain gave up on this stream: it is not complete, so it must not
+		// end as if it were. A forwarded stream just ends short, and the
+		// entry node resumes it on another home, as when a home dies; a
+		// client of this node gets an error event.
+		if !j.tokenIDs {
+			sw.data(errDrainCut)
+			sw.raw([]byte("[DONE]"))
+		}
+		return g.out
 	}
 	if g.out.err != nil {
 		sw.data(engineError(g.out.err))

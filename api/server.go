@@ -175,6 +175,10 @@ func (s *Server) Drain(ctx context.Context) error {
 	}
 }
 
+// errDrainCut answers a request Drain cancelled at its deadline.
+var errDrainCut = &Error{Status: http.StatusServiceUnavailable, Type: typeUnavailable, Code: "draining",
+	Message: "the server shut down before the response was complete; retry on another node"}
+
 // abandonAfter bounds Drain's wait, once it has cancelled what was in
 // flight, for the handlers to return. They normally return within an
 // engine step, since their connections' reads and writes fail at once.
