@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -309,6 +311,7 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	slot := newAPISlot(n.Mux())
 	if sv != nil && name == "serve" && len(cfg.Join) == 0 {
 		// A single-node serve restarted on its data dir with another
 		// --model serves that file: the map's live model follows it (else
@@ -325,7 +328,7 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 			n.Kill()
 			return err
 		}
-		sv.api.Register(n.Mux())
+		slot.set(sv.api)
 	}
 	fmt.Fprintf(stdout, "conclave %s %s: http %s gossip %s raft %s actor %s data %s\n",
 		name, cfg.ID, cfg.HTTPAddr, cfg.GossipAddr, cfg.RaftAddr, cfg.ActorAddr, cfg.DataDir)
@@ -339,6 +342,7 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 		}
 		if sv != nil {
 			defer sv.close()
+			slot.set(sv.api)
 		}
 	}
 	if sv != nil {
@@ -399,6 +403,49 @@ func untilSignal[T any](ctx context.Context, step func() (T, error)) (T, error) 
 		}
 		var zero T
 		return zero, errInterrupted
+	}
+}
+
+// apiSlot holds the OpenAI API's routes (/v1/, /health, /ready, /metrics)
+// on the node's mux from the moment the node starts. Until the node's model
+// is loaded and its API set (minutes, for a node fetching its part of a
+// large model) it answers them itself instead of the mux's 404: /health 200
+// (the process is alive: a liveness probe must not kill it while it loads),
+// /ready 503, the rest a 503 in the API's error format.
+type apiSlot struct{ api atomic.Pointer[http.ServeMux] }
+
+func newAPISlot(mux *http.ServeMux) *apiSlot {
+	s := &apiSlot{}
+	for _, p := range []string{"/v1/", "/health", "/ready", "/metrics"} {
+		mux.Handle(p, s)
+	}
+	return s
+}
+
+// set routes the API's requests to a.
+func (s *apiSlot) set(a *api.Server) {
+	m := http.NewServeMux()
+	a.Register(m)
+	s.api.Store(m)
+}
+
+func (s *apiSlot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if m := s.api.Load(); m != nil {
+		m.ServeHTTP(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	switch r.URL.Path {
+	case "/health":
+		w.WriteHeader(http.StatusOK)
+		io.WriteString(w, `{"status":"starting"}`+"\n")
+	case "/ready":
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"status":"starting"}`+"\n")
+	default:
+		w.Header().Set("Retry-After", "5")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"error":{"message":"this node is starting: its model is not loaded yet; retry shortly or on another node","type":"service_unavailable_error","param":null,"code":"starting"}}`+"\n")
 	}
 }
 
@@ -465,7 +512,6 @@ func fetchServing(ctx context.Context, n *cluster.Node, f *nodeFlags, stdout, st
 					sv.close()
 					return nil, err
 				}
-				sv.api.Register(n.Mux())
 				return sv, nil
 			}
 			if ctx.Err() != nil {

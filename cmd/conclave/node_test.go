@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,9 +19,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/conclave-ai/conclave/api"
 	"github.com/conclave-ai/conclave/cluster"
 	"github.com/conclave-ai/conclave/cluster/clustertest"
 	"github.com/conclave-ai/conclave/engine"
+	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/router"
 )
 
@@ -559,5 +562,66 @@ func TestLogFormatJSON(t *testing.T) {
 		if !slices.Contains(msgs, want) {
 			t.Errorf("no %q among %q", want, msgs)
 		}
+	}
+}
+
+// TestAPISlot: while a node loads its model its API routes answer for
+// themselves instead of 404: /health 200 (a liveness probe must not kill a
+// node fetching a large model), /ready 503, the API a 503 in its error
+// format; once set, the API serves them.
+func TestAPISlot(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /admin/v1/status", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "admin") })
+	slot := newAPISlot(mux)
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for path, want := range map[string]int{"/health": 200, "/ready": 503, "/v1/models": 503, "/metrics": 503} {
+		if code, body := get(path); code != want || !strings.Contains(body, "starting") {
+			t.Errorf("%s while starting: %d %s, want %d", path, code, body, want)
+		}
+	}
+	code, body := get("/v1/chat/completions")
+	var e struct {
+		Error struct{ Code, Type string } `json:"error"`
+	}
+	if json.Unmarshal([]byte(body), &e); code != 503 || e.Error.Code != "starting" || e.Error.Type != "service_unavailable_error" {
+		t.Errorf("/v1 while starting: %d %s", code, body)
+	}
+
+	m, err := openModel(synthModel(t), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	pool := kernels.NewPool(1)
+	defer pool.Close()
+	eng, err := engine.New(engine.DefaultConfig(), m.w, pool, m.tok.IsEOG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	a, err := api.New(api.DefaultConfig(), eng, m.tok, api.ModelInfo{ID: "tiny", Context: eng.Ctx(), Dim: m.w.Dim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	slot.set(a)
+	if code, body := get("/ready"); code != 200 || !strings.Contains(body, "ready") {
+		t.Errorf("/ready once set: %d %s", code, body)
+	}
+	if code, body := get("/v1/models"); code != 200 || !strings.Contains(body, `"tiny"`) {
+		t.Errorf("/v1/models once set: %d %s", code, body)
+	}
+	if code, body := get("/admin/v1/status"); code != 200 || body != "admin" {
+		t.Errorf("the node's own routes: %d %s", code, body)
 	}
 }
