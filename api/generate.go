@@ -403,7 +403,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 			// Drain gave up on it: not a partial 200, but a draining 503,
 			// which an entry node that forwarded it answers by re-homing
 			// the session and running the request there.
-			w.Header().Set(headerDraining, "1")
+			w.Header().Set(HeaderDraining, "1")
 			writeError(w, errDrainCut)
 		case r.Context().Err() != nil:
 			// The client left, or only closed its side (which net/http

@@ -300,7 +300,7 @@ func TestDrainDeadlineNonStream(t *testing.T) {
 	}
 	a := <-got
 	checkError(t, a.resp, a.body, 503, typeUnavailable, "draining", "")
-	if a.resp.Header.Get(headerDraining) == "" {
+	if a.resp.Header.Get(HeaderDraining) == "" {
 		t.Error("the 503 is not marked as a draining node's")
 	}
 }

@@ -128,6 +128,7 @@ type streamRelay struct {
 	created    int64
 	finished   bool // a chunk with a finish_reason was relayed
 	clientGone bool
+	cut        bool   // the relay stopped with the handler's context (client gone or drain)
 	resumes    int    // continuations sent after a failure
 	buf        []byte // the event being written
 }
@@ -188,7 +189,7 @@ func (sr *streamRelay) relay(target string) error {
 		return err
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(headerDraining) != "" {
+	if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(HeaderDraining) != "" {
 		return errHomeDraining
 	}
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") {
@@ -247,6 +248,7 @@ func (sr *streamRelay) events(body io.Reader) error {
 		}
 		if err != nil {
 			if sr.r.Context().Err() != nil {
+				sr.cut = true // the client left, or this node's drain gave up
 				return nil
 			}
 			return fmt.Errorf("%w: %v", errHomeLost, err)

@@ -466,3 +466,74 @@ func TestHomeDrainDeadlineResumes(t *testing.T) {
 		})
 	}
 }
+
+// TestEntryDrainDeadline: when the node a client reached forwarded its
+// request to the session's home and its own drain deadline cuts the relay
+// short, the client is told, as one served there would be: a stream ends
+// with a draining error event and [DONE] (it just stopped), a non-streaming
+// request gets a draining 503 (it got an empty 200).
+func TestEntryDrainDeadline(t *testing.T) {
+	for _, stream := range []bool{true, false} {
+		name := "non-stream"
+		if stream {
+			name = "stream"
+		}
+		t.Run(name, func(t *testing.T) {
+			heldEng, hold := newHeldEngine(t, 6)
+			a := newSessionNode(t, DefaultConfig(), nil)
+			b := newSessionNode(t, DefaultConfig(), heldEng)
+			t.Cleanup(func() { close(hold) }) // first: b's handler waits on it
+			body, _ := json.Marshal(map[string]any{"model": a.id, "prompt": "hello there", "max_tokens": 24, "temperature": 0,
+				"ignore_eos": true, "stream": stream, "session_id": "s1"})
+			a.sess.homes["s1"] = b.http.URL
+			drainA := func() {
+				ctx, cancel := context.WithCancel(context.Background())
+				cancel() // the deadline has passed
+				go a.srv.Drain(ctx)
+				waitFor(t, "the entry gave up", func() bool { return a.srv.stopCtx.Err() != nil })
+			}
+			if stream {
+				req, _ := http.NewRequest("POST", a.http.URL+"/v1/completions", strings.NewReader(string(body)))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := a.http.Client().Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				br := bufio.NewReader(resp.Body)
+				var data []string
+				for len(data) < 3 {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						t.Fatal(err)
+					}
+					if d, ok := strings.CutPrefix(strings.TrimSpace(line), "data: "); ok {
+						data = append(data, d)
+					}
+				}
+				drainA()
+				data = append(data, readSSE(t, &http.Response{Body: io.NopCloser(br)})...)
+				resp.Body.Close()
+				if got := parseStream(t, data); !got.done || !strings.Contains(got.errEvent, `"code":"draining"`) || got.finish != "" {
+					t.Errorf("stream cut by the entry's drain: done %v, error %q, finish %q", got.done, got.errEvent, got.finish)
+				}
+				return
+			}
+			type answer struct {
+				resp *http.Response
+				body []byte
+			}
+			got := make(chan answer, 1)
+			go func() {
+				r, b := a.do(t, "POST", "/v1/completions", string(body))
+				got <- answer{r, b}
+			}()
+			waitFor(t, "the home got the request", func() bool { return len(b.eng.served()) == 1 })
+			drainA()
+			ans := <-got
+			checkError(t, ans.resp, ans.body, 503, typeUnavailable, "draining", "")
+			if ans.resp.Header.Get(HeaderDraining) == "" {
+				t.Errorf("the 503 is not marked %s", HeaderDraining)
+			}
+		})
+	}
+}

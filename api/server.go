@@ -434,7 +434,7 @@ func (s *Server) generation(h func(w http.ResponseWriter, r *http.Request, body 
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ri := info(r)
 		if !s.begin() {
-			w.Header().Set(headerDraining, "1")
+			w.Header().Set(HeaderDraining, "1")
 			writeError(w, &Error{Status: http.StatusServiceUnavailable, Type: typeUnavailable, Code: "draining",
 				Message: "the server is draining for shutdown; retry on another node"})
 			return
@@ -444,7 +444,7 @@ func (s *Server) generation(h func(w http.ResponseWriter, r *http.Request, body 
 			if err := s.cfg.Serving(); err != nil {
 				// Marked as a draining node's answer: an entry node that
 				// forwarded a session here re-homes it, as for a drain.
-				w.Header().Set(headerDraining, "1")
+				w.Header().Set(HeaderDraining, "1")
 				writeError(w, &Error{Status: http.StatusServiceUnavailable, Type: typeUnavailable, Code: "model_not_live",
 					Message: err.Error()})
 				return

@@ -98,9 +98,9 @@ func (s *Server) markForwarded(h http.Header, method string, u *url.URL, body []
 	}
 }
 
-// headerDraining marks the 503 a draining server answers, so a forwarding
-// node re-homes the session instead of passing the 503 on.
-const headerDraining = "X-Conclave-Draining"
+// HeaderDraining marks the 503 a draining (or starting) server answers, so
+// a forwarding node re-homes the session instead of passing the 503 on.
+const HeaderDraining = "X-Conclave-Draining"
 
 // maxRehomes bounds the homes tried for one request before it is served
 // locally.
@@ -191,9 +191,15 @@ func (s *Server) affine(check func(body []byte) (*job, *Error), h func(w http.Re
 				if relay != nil && relay.resumes > 0 {
 					ri.attrs = append(ri.attrs, slog.Int("resumes", relay.resumes))
 				}
+				if relay != nil && relay.cut && s.stopCtx.Err() != nil {
+					s.drainCut(w, relay)
+				}
 				return
 			}
 			if r.Context().Err() != nil {
+				if s.stopCtx.Err() != nil {
+					s.drainCut(w, relay) // this node's drain gave up, not the client
+				}
 				return // the client went away; nothing to answer
 			}
 			if relay != nil && relay.headersOut {
@@ -214,6 +220,23 @@ func (s *Server) affine(check func(body []byte) (*job, *Error), h func(w http.Re
 		// Served here: h takes the job check built (no second tokenization).
 		h(w, r.WithContext(context.WithValue(r.Context(), keyJob{}, j)), body)
 	}
+}
+
+// drainCut tells a client whose forwarded request this node's drain
+// deadline cut short (the relay or forward stopped with the handler's
+// context) that it did not complete, as a request served here is told: an
+// error event ending a stream already open, else a draining 503.
+func (s *Server) drainCut(w http.ResponseWriter, relay *streamRelay) {
+	if relay != nil && relay.headersOut {
+		if !relay.finished {
+			b, _ := json.Marshal(errDrainCut)
+			relay.write(append(append([]byte("data: "), b...), "\n\n"...))
+		}
+		relay.write([]byte("data: [DONE]\n\n"))
+		return
+	}
+	w.Header().Set(HeaderDraining, "1")
+	writeError(w, errDrainCut)
 }
 
 // keyJob carries a job affine validated to the handler.
@@ -255,7 +278,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, ta
 		Transport:     forwardTransport,
 		FlushInterval: -1, // SSE: every chunk as it arrives
 		ModifyResponse: func(resp *http.Response) error {
-			if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(headerDraining) != "" {
+			if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(HeaderDraining) != "" {
 				return errHomeDraining
 			}
 			resp.Header.Del("X-Request-ID") // common already set it (the same id)

@@ -443,6 +443,9 @@ func (s *apiSlot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		io.WriteString(w, `{"status":"starting"}`+"\n")
 	default:
+		// Marked as a draining node's 503: an entry node forwarding a
+		// session here (its home, restarted and loading) re-homes it.
+		w.Header().Set(api.HeaderDraining, "1")
 		w.Header().Set("Retry-After", "5")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		io.WriteString(w, `{"error":{"message":"this node is starting: its model is not loaded yet; retry shortly or on another node","type":"service_unavailable_error","param":null,"code":"starting"}}`+"\n")

@@ -597,6 +597,13 @@ func TestAPISlot(t *testing.T) {
 	if json.Unmarshal([]byte(body), &e); code != 503 || e.Error.Code != "starting" || e.Error.Type != "service_unavailable_error" {
 		t.Errorf("/v1 while starting: %d %s", code, body)
 	}
+	// Marked as a draining node's: an entry node forwarding a session to
+	// this home (restarted, loading) re-homes it instead of passing it on.
+	if resp, err := http.Post(srv.URL+"/v1/completions", "application/json", strings.NewReader("{}")); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.Header.Get(api.HeaderDraining) == "" {
+		t.Errorf("the starting 503 lacks %s", api.HeaderDraining)
+	}
 
 	m, err := openModel(synthModel(t), true)
 	if err != nil {
