@@ -24,6 +24,10 @@ const (
 	maxTopLogprobs = 20   // engine.MaxTopLogprobs
 	maxSessionID   = 256  // bytes
 	maxInputs      = 2048 // embedding inputs per request
+	maxRepeatLastN = 1 << 20
+	// minRepeatPenalty keeps a repetition penalty from dividing logits
+	// past float32's range (1e-39 made every repeated logit +Inf).
+	minRepeatPenalty = 0.01
 )
 
 // job is a validated generation request, ready for the engine.
@@ -71,8 +75,14 @@ func (s *Server) validateGen(p *genParams, j *job) *Error {
 		return badRequest("frequency_penalty", "frequency_penalty must be in [-2, 2], got %v", *p.FrequencyPenalty)
 	case !finiteIn(p.MinP, 0, 1):
 		return badRequest("min_p", "min_p must be in [0, 1], got %v", *p.MinP)
-	case !finiteIn(p.RepetitionPenalty, 0, 10) || (p.RepetitionPenalty != nil && *p.RepetitionPenalty == 0):
-		return badRequest("repetition_penalty", "repetition_penalty must be in (0, 10], got %v", *p.RepetitionPenalty)
+	case !finiteIn(p.RepetitionPenalty, 0, 10) || (p.RepetitionPenalty != nil && *p.RepetitionPenalty < minRepeatPenalty):
+		return badRequest("repetition_penalty", "repetition_penalty must be in [%v, 10], got %v", minRepeatPenalty, *p.RepetitionPenalty)
+	case !finiteIn(p.RepeatPenalty, 0, 10) || (p.RepeatPenalty != nil && *p.RepeatPenalty < minRepeatPenalty):
+		return badRequest("repeat_penalty", "repeat_penalty must be in [%v, 10], got %v", minRepeatPenalty, *p.RepeatPenalty)
+	case p.RepetitionPenalty != nil && p.RepeatPenalty != nil:
+		return badRequest("repeat_penalty", "give repetition_penalty (vLLM: the whole prompt and output) or repeat_penalty (llama.cpp: the last repeat_last_n tokens), not both")
+	case p.RepeatLastN != nil && (*p.RepeatLastN < -1 || *p.RepeatLastN > maxRepeatLastN):
+		return badRequest("repeat_last_n", "repeat_last_n must be in [-1, %d], got %d", maxRepeatLastN, *p.RepeatLastN)
 	case p.TopK != nil && *p.TopK < -1:
 		return badRequest("top_k", "top_k must be -1 (off), 0 (off) or positive, got %d", *p.TopK)
 	case len(p.LogitBias) > 0:
@@ -118,8 +128,22 @@ func (s *Server) validateGen(p *genParams, j *job) *Error {
 	if p.MinP != nil {
 		sc.MinP = float32(*p.MinP)
 	}
-	if p.RepetitionPenalty != nil {
-		sc.RepeatPenalty = float32(*p.RepetitionPenalty)
+	switch {
+	case p.RepetitionPenalty != nil:
+		// vLLM's: over the whole prompt and output.
+		sc.RepeatPenalty, sc.RepeatLastN = float32(*p.RepetitionPenalty), -1
+	case p.RepeatPenalty != nil:
+		// llama.cpp's: over the last repeat_last_n tokens (default 64; -1
+		// the whole context; 0 disables it).
+		sc.RepeatPenalty = float32(*p.RepeatPenalty)
+		if p.RepeatLastN != nil {
+			switch n := *p.RepeatLastN; n {
+			case 0:
+				sc.RepeatPenalty = 0
+			default:
+				sc.RepeatLastN = n
+			}
+		}
 	}
 	if p.PresencePenalty != nil {
 		sc.PresencePenalty = float32(*p.PresencePenalty)
@@ -325,6 +349,15 @@ type outcome struct {
 	resumed   int       // of generated, tokens streamed by an earlier home (a continuation)
 }
 
+// jsonLogprob is lp, finite: JSON has no −Inf (a token of probability 0)
+// or NaN, and one would fail the whole response. vLLM writes −9999 for −Inf.
+func jsonLogprob(lp float32) float32 {
+	if lp != lp || lp < -9999 {
+		return -9999
+	}
+	return lp
+}
+
 // tokenLogprob is one generated token with its log-probability and
 // alternatives, in the engine's ids.
 type tokenLogprob struct {
@@ -368,6 +401,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 		req.Prompt = append(append(make([]int32, 0, len(j.prompt)+n), j.prompt...), rs.TokenIDs...)
 		req.MaxTokens -= n
 		req.Sampling.Skip = n
+		req.Sampling.PromptLen = len(j.prompt) // the resumed tokens were generated
 		if fin, ok := s.resumedFinish(j); ok {
 			events = finishedEvents(len(req.Prompt), fin)
 		}
@@ -487,7 +521,10 @@ func (g *generation) token(ev *engine.Event) string {
 		g.ids = append(g.ids, ev.Token)
 	}
 	if g.j.logprobs {
-		g.out.logprobs = append(g.out.logprobs, tokenLogprob{ev.Token, ev.Logprob, ev.TopLogprobs})
+		for i := range ev.TopLogprobs {
+			ev.TopLogprobs[i].Logprob = jsonLogprob(ev.TopLogprobs[i].Logprob)
+		}
+		g.out.logprobs = append(g.out.logprobs, tokenLogprob{ev.Token, jsonLogprob(ev.Logprob), ev.TopLogprobs})
 	}
 	text, stopped := g.ts.push(g.tok.TokenBytes(ev.Token))
 	if stopped {

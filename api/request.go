@@ -31,11 +31,15 @@ type genParams struct {
 	LogitBias        map[string]float64 `json:"logit_bias"`
 	User             string             `json:"user"`
 
-	// Extensions (vLLM and llama.cpp spell them the same way).
+	// Extensions: top_k, min_p and ignore_eos as vLLM and llama.cpp spell
+	// them; repetition_penalty is vLLM's (the whole prompt and output),
+	// repeat_penalty with repeat_last_n llama.cpp's (a window).
 	SessionID         string   `json:"session_id"` // also the X-Session-ID header
 	TopK              *int     `json:"top_k"`
 	MinP              *float64 `json:"min_p"`
 	RepetitionPenalty *float64 `json:"repetition_penalty"`
+	RepeatPenalty     *float64 `json:"repeat_penalty"`
+	RepeatLastN       *int     `json:"repeat_last_n"`
 	IgnoreEOS         bool     `json:"ignore_eos"`
 
 	// Resume continues a stream another home began; only on forwarded

@@ -168,7 +168,11 @@ func (e *Engine) Submit(ctx context.Context, r Request) (<-chan Event, error) {
 	if err := e.validate(r); err != nil {
 		return nil, err
 	}
-	sm, err := sample.New(r.Sampling, e.w.Vocab)
+	sc := r.Sampling
+	if sc.PromptLen == 0 {
+		sc.PromptLen = len(r.Prompt) // the penalties count what is generated
+	}
+	sm, err := sample.New(sc, e.w.Vocab)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
 	}
@@ -678,18 +682,23 @@ func (e *Engine) embed(j *embedJob) {
 	j.out <- embedResult{vec: out}
 }
 
-// logSumExp is log Σ exp(x) in float64, shifted by the maximum.
+// logSumExp is log Σ exp(x) in float64, shifted by the maximum. A NaN
+// logit counts as −Inf, as the sampler reads it.
 func logSumExp(x []float32) float64 {
 	m := math.Inf(-1)
 	for _, v := range x {
-		m = max(m, float64(v))
+		if float64(v) > m {
+			m = float64(v)
+		}
 	}
 	if math.IsInf(m, 0) {
 		return m
 	}
 	var s float64
 	for _, v := range x {
-		s += math.Exp(float64(v) - m)
+		if v == v {
+			s += math.Exp(float64(v) - m)
+		}
 	}
 	return m + math.Log(s)
 }
@@ -699,8 +708,8 @@ func logSumExp(x []float32) float64 {
 func topLogprobs(logits []float32, k int, lse float64) []TokenLogprob {
 	top := make([]TokenLogprob, 0, k+1)
 	for id, v := range logits {
-		if len(top) == k && v <= top[k-1].Logprob {
-			continue
+		if v != v || len(top) == k && v <= top[k-1].Logprob {
+			continue // a NaN logit is no candidate, as for the sampler
 		}
 		i := len(top)
 		for i > 0 && v > top[i-1].Logprob {

@@ -28,7 +28,11 @@ type Request struct {
 	SessionID string        // optional; a session's turns share prefix-cache entries
 	Prompt    []int32       // token ids, BOS included when the model wants one
 	MaxTokens int           // ≥ 1; generation stops after this many tokens
-	Sampling  sample.Config // temperature, top-p, seed, penalties
+	// Sampling: temperature, top-p, seed, penalties. Its PromptLen 0 means
+	// the whole Prompt; a continuation of tokens another node generated
+	// sets it to the original prompt's length, so the presence and
+	// frequency penalties count those tokens as generated.
+	Sampling sample.Config
 	// StopTokens end generation when produced (in addition to the model's
 	// end-of-generation tokens unless IgnoreEOS).
 	StopTokens []int32

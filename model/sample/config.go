@@ -52,14 +52,21 @@ type Config struct {
 	RepeatLastN int
 
 	// PresencePenalty is subtracted, in logit units, from every token that
-	// occurs anywhere in the history (OpenAI semantics). Must be finite;
-	// 0 is off; negative values favour repetition.
+	// occurs among the generated tokens, the history after its first
+	// PromptLen (OpenAI semantics: the prompt does not count). Must be
+	// finite; 0 is off; negative values favour repetition.
 	PresencePenalty float32
 
 	// FrequencyPenalty is subtracted, in logit units, once per occurrence of
-	// a token in the whole history (OpenAI semantics). Must be finite; 0 is
-	// off; negative values favour repetition.
+	// a token among the generated tokens (OpenAI semantics). Must be finite;
+	// 0 is off; negative values favour repetition.
 	FrequencyPenalty float32
+
+	// PromptLen is how many tokens at the start of the history are the
+	// prompt: the repetition penalty's window covers them (llama.cpp,
+	// vLLM), the presence and frequency penalties count only the tokens
+	// after them. ≥ 0.
+	PromptLen int
 
 	// Seed seeds the PCG generator that makes the one uniform draw per
 	// sampled token. Equal seeds and equal inputs give equal tokens.
@@ -101,6 +108,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: FrequencyPenalty %v is not finite", ErrInvalidConfig, c.FrequencyPenalty)
 	case c.Skip < 0:
 		return fmt.Errorf("%w: Skip %d is negative", ErrInvalidConfig, c.Skip)
+	case c.PromptLen < 0:
+		return fmt.Errorf("%w: PromptLen %d is negative", ErrInvalidConfig, c.PromptLen)
 	}
 	return nil
 }

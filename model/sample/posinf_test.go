@@ -29,3 +29,22 @@ func TestPosInfLogit(t *testing.T) {
 		t.Errorf("RepeatPenalty 1e-40, history [2]: Sample = %d, want 2", got)
 	}
 }
+
+// TestTwoPosInfLogits: with several +Inf logits every configuration picks
+// the lowest id of them; top-k and top-p gave their weights NaN and fell
+// through to the last.
+func TestTwoPosInfLogits(t *testing.T) {
+	inf := float32(math.Inf(1))
+	for _, c := range []Config{
+		{Temperature: 0},
+		{Temperature: 1, TopK: 3},
+		{Temperature: 1, TopP: 0.9},
+		{Temperature: 1, TopK: 3, TopP: 0.5, MinP: 0.1},
+		{Temperature: 1},
+	} {
+		s := mustNew(t, c, 5)
+		if got := s.Sample([]float32{0, inf, 1, inf, 0.5}, nil); got != 1 {
+			t.Errorf("%+v: Sample = %d, want 1 (the first +Inf logit)", c, got)
+		}
+	}
+}

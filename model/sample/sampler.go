@@ -133,8 +133,19 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 			maxLogit = max(maxLogit, c.logit)
 		}
 	}
-	if math.IsInf(float64(maxLogit), -1) {
+	switch {
+	case math.IsInf(float64(maxLogit), -1):
 		return cand[0].id
+	case math.IsInf(float64(maxLogit), 1):
+		// The +Inf logits take all the mass (weights relative to +Inf are
+		// NaN): the lowest id of them, as greedy and sampleAll pick.
+		best := int32(-1)
+		for _, c := range cand {
+			if math.IsInf(float64(c.logit), 1) && (best < 0 || c.id < best) {
+				best = c.id
+			}
+		}
+		return best
 	}
 
 	// Weights are probabilities up to a common factor; the most likely
@@ -312,12 +323,13 @@ func (s *Sampler) applyPenalties(logits []float32, history []int32) {
 		}
 	}
 	if c.presenceOrFreq() {
-		for _, t := range history {
+		generated := history[min(c.PromptLen, len(history)):]
+		for _, t := range generated {
 			if t >= 0 && t < vocab {
 				s.counts[t]++
 			}
 		}
-		for _, t := range history {
+		for _, t := range generated {
 			if t < 0 || t >= vocab {
 				continue
 			}

@@ -254,6 +254,14 @@ func TestPenalties(t *testing.T) {
 			Config{FrequencyPenalty: 1, RepeatLastN: 1}, []float32{0, 0}, []int32{0, 0, 1}, []float32{-2, -1}},
 		{"repeat then presence/frequency",
 			Config{RepeatPenalty: 2, PresencePenalty: 1, FrequencyPenalty: 1}, []float32{4, -4}, []int32{0, 1, 1}, []float32{0, -11}},
+		// The prompt (the first PromptLen) is not counted by presence and
+		// frequency (OpenAI: tokens sampled so far), but is by repetition.
+		{"presence and frequency skip the prompt",
+			Config{PresencePenalty: 1, FrequencyPenalty: 0.5, PromptLen: 3}, []float32{1, 1, 1}, []int32{0, 0, 1, 1, 2}, []float32{1, -0.5, -0.5}},
+		{"repetition covers the prompt",
+			Config{RepeatPenalty: 2, PromptLen: 2}, []float32{4, 4, 4}, []int32{0, 1, 2}, []float32{2, 2, 2}},
+		{"a prompt longer than the history counts nothing",
+			Config{FrequencyPenalty: 1, PromptLen: 9}, []float32{1, 1}, []int32{0, 1}, []float32{1, 1}},
 		{"out-of-vocab history ignored",
 			Config{RepeatPenalty: 2, FrequencyPenalty: 1}, []float32{4, 4}, []int32{-1, 2, 99, 1}, []float32{4, 1}},
 	}
