@@ -24,10 +24,10 @@ var (
 // Request is one generation request: already tokenized prompt, limits and
 // sampling.
 type Request struct {
-	ID        string        // request id for logs and metrics
-	SessionID string        // optional; a session's turns share prefix-cache entries
-	Prompt    []int32       // token ids, BOS included when the model wants one
-	MaxTokens int           // ≥ 1; generation stops after this many tokens
+	ID        string  // request id for logs and metrics
+	SessionID string  // optional; a session's turns share prefix-cache entries
+	Prompt    []int32 // token ids, BOS included when the model wants one
+	MaxTokens int     // ≥ 1; generation stops after this many tokens
 	// Sampling: temperature, top-p, seed, penalties. Its PromptLen 0 means
 	// the whole Prompt; a continuation of tokens another node generated
 	// sets it to the original prompt's length, so the presence and
