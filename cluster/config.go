@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"regexp"
 	"strconv"
 	"time"
@@ -24,6 +25,10 @@ type Config struct {
 
 	// HTTPAddr is the HOST:PORT the admin (and later OpenAI) HTTP API listens on.
 	HTTPAddr string
+	// Routes, when set, adds the caller's routes to the node's HTTP mux
+	// (Node.Mux) before the listener opens, so they answer from the first
+	// request (the OpenAI API's, answering "starting" until it is ready).
+	Routes func(mux *http.ServeMux)
 	// GossipAddr is the HOST:PORT memberlist binds (TCP and UDP) and advertises.
 	GossipAddr string
 	// RaftAddr is the HOST:PORT of the Raft transport.

@@ -298,6 +298,9 @@ func (n *Node) startHTTP() error {
 		return fmt.Errorf("cluster: http listen: %w", err)
 	}
 	n.registerAdmin()
+	if n.cfg.Routes != nil {
+		n.cfg.Routes(n.mux)
+	}
 	switch {
 	case n.auth.open() && !loopback(l.Addr()):
 		n.log.Warn("the admin API is open on a non-loopback address: set --admin-key", "addr", l.Addr().String())

@@ -301,6 +301,10 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 				errUsage, f.serving.kvCache, float64(cfg.ServingBytes)/(1<<30), float64(mem)/(1<<30))
 		}
 	}
+	// The API's routes answer "starting" from the moment the listener opens
+	// (joining may take seconds), until the model is loaded.
+	slot := &apiSlot{}
+	cfg.Routes = slot.register
 	n, err := untilSignal(ctx, func() (*cluster.Node, error) { return cluster.Start(cfg) })
 	if errors.Is(err, errInterrupted) {
 		return interrupted()
@@ -311,7 +315,6 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	slot := newAPISlot(n.Mux())
 	if sv != nil && name == "serve" && len(cfg.Join) == 0 {
 		// A single-node serve restarted on its data dir with another
 		// --model serves that file: the map's live model follows it (else
@@ -407,19 +410,19 @@ func untilSignal[T any](ctx context.Context, step func() (T, error)) (T, error) 
 }
 
 // apiSlot holds the OpenAI API's routes (/v1/, /health, /ready, /metrics)
-// on the node's mux from the moment the node starts. Until the node's model
-// is loaded and its API set (minutes, for a node fetching its part of a
-// large model) it answers them itself instead of the mux's 404: /health 200
-// (the process is alive: a liveness probe must not kill it while it loads),
-// /ready 503, the rest a 503 in the API's error format.
+// on the node's mux from the moment its listener opens
+// (cluster.Config.Routes). Until the node's model is loaded and its API set
+// (minutes, for a node fetching its part of a large model) it answers them
+// itself instead of the mux's 404: /health 200 (the process is alive: a
+// liveness probe must not kill it while it loads), /ready 503, the rest a
+// 503 in the API's error format.
 type apiSlot struct{ api atomic.Pointer[http.ServeMux] }
 
-func newAPISlot(mux *http.ServeMux) *apiSlot {
-	s := &apiSlot{}
+// register puts the slot on mux's API routes.
+func (s *apiSlot) register(mux *http.ServeMux) {
 	for _, p := range []string{"/v1/", "/health", "/ready", "/metrics"} {
 		mux.Handle(p, s)
 	}
-	return s
 }
 
 // set routes the API's requests to a.

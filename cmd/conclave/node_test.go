@@ -572,7 +572,8 @@ func TestLogFormatJSON(t *testing.T) {
 func TestAPISlot(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/v1/status", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "admin") })
-	slot := newAPISlot(mux)
+	slot := &apiSlot{}
+	slot.register(mux)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	get := func(path string) (int, string) {
