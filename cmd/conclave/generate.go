@@ -83,6 +83,7 @@ func cmdGenerate(args []string, stdout, stderr io.Writer) error {
 		}
 		ids = m.tok.Encode(text, addSpecial, true)
 	}
+	sc.PromptLen = len(ids) // penalties count the generated tokens, as the server's do
 	smp, err := sample.New(sc, m.w.Vocab)
 	if err != nil {
 		return err
