@@ -81,6 +81,8 @@ func (s *Server) validateGen(p *genParams, j *job) *Error {
 		return badRequest("repeat_penalty", "repeat_penalty must be in [%v, 10], got %v", minRepeatPenalty, *p.RepeatPenalty)
 	case p.RepetitionPenalty != nil && p.RepeatPenalty != nil:
 		return badRequest("repeat_penalty", "give repetition_penalty (vLLM: the whole prompt and output) or repeat_penalty (llama.cpp: the last repeat_last_n tokens), not both")
+	case p.RepeatLastN != nil && p.RepetitionPenalty != nil:
+		return badRequest("repeat_last_n", "repeat_last_n is llama.cpp's window for repeat_penalty; repetition_penalty (vLLM) covers the whole prompt and output")
 	case p.RepeatLastN != nil && (*p.RepeatLastN < -1 || *p.RepeatLastN > maxRepeatLastN):
 		return badRequest("repeat_last_n", "repeat_last_n must be in [-1, %d], got %d", maxRepeatLastN, *p.RepeatLastN)
 	case p.TopK != nil && *p.TopK < -1:

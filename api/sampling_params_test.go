@@ -45,6 +45,7 @@ func TestRepetitionPenaltySpellings(t *testing.T) {
 		{"repeat_penalty": 1e-39},
 		{"repetition_penalty": 1e-39},
 		{"repeat_last_n": -2, "repeat_penalty": 1.1},
+		{"repeat_last_n": 8, "repetition_penalty": 1.3}, // it was ignored
 	} {
 		if _, e := f.srv.completionJob(body(extra)); e == nil || e.Status != 400 {
 			t.Errorf("%v: %+v, want a 400", extra, e)

@@ -532,11 +532,11 @@ func (e *Engine) sampleDraws(lo, hi int) {
 		}
 		sc := e.scratch[i][:len(d.logits)]
 		copy(sc, d.logits) // Sample writes penalties into logits
-		lse := logSumExp(sc)
+		norm := normOf(sc)
 		d.tok = s.sampler.Sample(d.logits, s.tokens)
-		d.logprob = float32(float64(sc[d.tok]) - lse)
+		d.logprob = norm.logprob(sc[d.tok])
 		if s.req.TopLogprobs > 0 {
-			d.top = topLogprobs(sc, s.req.TopLogprobs, lse)
+			d.top = topLogprobs(sc, s.req.TopLogprobs, norm)
 		}
 	}
 }
@@ -703,9 +703,41 @@ func logSumExp(x []float32) float64 {
 	return m + math.Log(s)
 }
 
+// logNorm turns logits into log-probabilities: minus their log-sum-exp or,
+// when some logits are +Inf, those share all the probability (the sampler
+// picks the first of them) and the others have none.
+type logNorm struct {
+	lse    float64
+	posInf int
+}
+
+// normOf is logits' logNorm.
+func normOf(logits []float32) logNorm {
+	n := logNorm{lse: logSumExp(logits)}
+	if math.IsInf(n.lse, 1) {
+		for _, v := range logits {
+			if math.IsInf(float64(v), 1) {
+				n.posInf++
+			}
+		}
+	}
+	return n
+}
+
+// logprob is the log-probability of a token of logit v.
+func (n logNorm) logprob(v float32) float32 {
+	if n.posInf > 0 {
+		if math.IsInf(float64(v), 1) {
+			return float32(-math.Log(float64(n.posInf)))
+		}
+		return float32(math.Inf(-1))
+	}
+	return float32(float64(v) - n.lse)
+}
+
 // topLogprobs returns the k highest-logit tokens (ties to the lower id) with
 // their log-probabilities, best first.
-func topLogprobs(logits []float32, k int, lse float64) []TokenLogprob {
+func topLogprobs(logits []float32, k int, norm logNorm) []TokenLogprob {
 	top := make([]TokenLogprob, 0, k+1)
 	for id, v := range logits {
 		if v != v || len(top) == k && v <= top[k-1].Logprob {
@@ -721,7 +753,7 @@ func topLogprobs(logits []float32, k int, lse float64) []TokenLogprob {
 		}
 	}
 	for i := range top {
-		top[i].Logprob = float32(float64(top[i].Logprob) - lse)
+		top[i].Logprob = norm.logprob(top[i].Logprob)
 	}
 	return top
 }

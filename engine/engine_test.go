@@ -121,6 +121,7 @@ func reference(t testing.TB, w *model.Weights, prompt []int32, n int, sc sample.
 	if err != nil {
 		t.Fatal(err)
 	}
+	sc.PromptLen = len(prompt) // as Submit sets it: penalties count what is generated
 	s, err := sample.New(sc, w.Vocab)
 	if err != nil {
 		t.Fatal(err)
@@ -915,5 +916,25 @@ func TestKVPoolBytes(t *testing.T) {
 				t.Errorf("engine allocated %d blocks, want %d", got, tc.blocks)
 			}
 		})
+	}
+}
+
+// TestPenaltiesMatchRunner: with presence and frequency penalties the
+// engine reproduces the plain runner token for token (the runner's sampler
+// told the prompt's length, as Submit tells the engine's).
+func TestPenaltiesMatchRunner(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	prompt := tokens(37, w.Vocab, 1)
+	for _, sc := range []sample.Config{
+		{PresencePenalty: 2},
+		{FrequencyPenalty: 2},
+		{Temperature: 0.9, Seed: 42, PresencePenalty: 1.5},
+	} {
+		want := reference(t, w, prompt, 20, sc)
+		e := newEngine(t, w, testConfig(), nil)
+		got := run(t, e, Request{ID: "x", Prompt: prompt, MaxTokens: 20, Sampling: sc})
+		if !slices.Equal(got.tokens, want) {
+			t.Errorf("%+v:\nengine %v\nrunner %v", sc, got.tokens, want)
+		}
 	}
 }

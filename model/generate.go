@@ -83,7 +83,10 @@ func (r *Runner) Prefill(ctx context.Context, c *kvcache.Cache, tokens []int32, 
 // Generate prefills prompt into a fresh sequence and decodes up to maxTokens
 // tokens, stopping after a token for which stop returns true (that token is
 // included). maxTokens is clamped so prompt and output fit the cache's
-// context. onToken, if set, sees each token as it is produced.
+// context. onToken, if set, sees each token as it is produced. s sees the
+// prompt and the tokens so far as its history: a sample.Sampler should be
+// told the prompt's length (Config.PromptLen), as the engine tells its own,
+// so presence and frequency penalties count only generated tokens.
 func (r *Runner) Generate(ctx context.Context, c *kvcache.Cache, prompt []int32, maxTokens int, s Sampler, stop func(int32) bool, onToken func(int32), experts ExpertRunner) ([]int32, Timings, error) {
 	tm := Timings{PromptTokens: len(prompt)}
 	if len(prompt)+maxTokens > c.Config().Ctx {
