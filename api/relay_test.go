@@ -408,27 +408,7 @@ func TestHomeDrainDeadlineResumes(t *testing.T) {
 			}
 			if stream {
 				want := postStream(t, c.fixture, "/v1/completions", string(ref))
-				httpReq, _ := http.NewRequest("POST", a.http.URL+"/v1/completions", strings.NewReader(string(body)))
-				httpReq.Header.Set("Content-Type", "application/json")
-				resp, err := a.http.Client().Do(httpReq)
-				if err != nil {
-					t.Fatal(err)
-				}
-				br := bufio.NewReader(resp.Body)
-				var data []string
-				for len(data) < 3 { // tokens the home sent before it was held
-					line, err := br.ReadString('\n')
-					if err != nil {
-						t.Fatal(err)
-					}
-					if d, ok := strings.CutPrefix(strings.TrimSpace(line), "data: "); ok {
-						data = append(data, d)
-					}
-				}
-				drain()
-				data = append(data, readSSE(t, &http.Response{Body: io.NopCloser(br)})...)
-				resp.Body.Close()
-				got := parseStream(t, data)
+				got := parseStream(t, streamCutAfter(t, a.fixture, string(body), 3, drain))
 				if got.text != want.text || !got.done || got.finish != want.finish || got.errEvent != "" {
 					t.Errorf("stream %q (finish %q), want %q (finish %q)", got.text, got.finish, want.text, want.finish)
 				}
@@ -493,27 +473,7 @@ func TestEntryDrainDeadline(t *testing.T) {
 				waitFor(t, "the entry gave up", func() bool { return a.srv.stopCtx.Err() != nil })
 			}
 			if stream {
-				req, _ := http.NewRequest("POST", a.http.URL+"/v1/completions", strings.NewReader(string(body)))
-				req.Header.Set("Content-Type", "application/json")
-				resp, err := a.http.Client().Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				br := bufio.NewReader(resp.Body)
-				var data []string
-				for len(data) < 3 {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						t.Fatal(err)
-					}
-					if d, ok := strings.CutPrefix(strings.TrimSpace(line), "data: "); ok {
-						data = append(data, d)
-					}
-				}
-				drainA()
-				data = append(data, readSSE(t, &http.Response{Body: io.NopCloser(br)})...)
-				resp.Body.Close()
-				if got := parseStream(t, data); !got.done || !strings.Contains(got.errEvent, `"code":"draining"`) || got.finish != "" {
+				if got := parseStream(t, streamCutAfter(t, a.fixture, string(body), 3, drainA)); !got.done || !strings.Contains(got.errEvent, `"code":"draining"`) || got.finish != "" {
 					t.Errorf("stream cut by the entry's drain: done %v, error %q, finish %q", got.done, got.errEvent, got.finish)
 				}
 				return
@@ -536,4 +496,31 @@ func TestEntryDrainDeadline(t *testing.T) {
 			}
 		})
 	}
+}
+
+// streamCutAfter posts a streaming completion to f, reads its first n data
+// events (what a held home sent), calls cut, and returns every data event
+// the client got.
+func streamCutAfter(t *testing.T, f *fixture, body string, n int, cut func()) []string {
+	t.Helper()
+	req, _ := http.NewRequest("POST", f.http.URL+"/v1/completions", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := f.http.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	var data []string
+	for len(data) < n {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d, ok := strings.CutPrefix(strings.TrimSpace(line), "data: "); ok {
+			data = append(data, d)
+		}
+	}
+	cut()
+	return append(data, readSSE(t, &http.Response{Body: io.NopCloser(br)})...)
 }
