@@ -83,6 +83,12 @@ type Config struct {
 	// 404 and /ready answers 503 "loading". nil means always ready.
 	ModelReady func() bool
 
+	// Drained, when set, reports whether the cluster has drained this node
+	// (an operator's `cluster drain`): /ready then answers 503 "drained",
+	// so a load balancer takes the node out of rotation before it is
+	// stopped. Requests that still arrive are served.
+	Drained func() bool
+
 	// Serving, when set, reports why this node cannot generate at all now
 	// (in a cluster: its weights are not the cluster's live model, and
 	// mixing them with the live model's experts would answer with neither

@@ -149,3 +149,23 @@ func TestSessionHomeNotLive(t *testing.T) {
 		t.Errorf("entry node answered %d: %s", resp.StatusCode, body)
 	}
 }
+
+// TestReadyDrained: a node the cluster drained answers /ready 503
+// "drained" (a load balancer kept sending it traffic on its 200), and
+// still serves what reaches it.
+func TestReadyDrained(t *testing.T) {
+	var drained atomic.Bool
+	cfg := DefaultConfig()
+	cfg.Drained = drained.Load
+	f := newFixture(t, cfg, nil)
+	if r, body := f.do(t, "GET", "/ready", ""); r.StatusCode != 200 {
+		t.Fatalf("/ready before the drain: %d %s", r.StatusCode, body)
+	}
+	drained.Store(true)
+	if r, body := f.do(t, "GET", "/ready", ""); r.StatusCode != 503 || !strings.Contains(string(body), `"drained"`) {
+		t.Fatalf("/ready once drained: %d %s", r.StatusCode, body)
+	}
+	if r, body := f.do(t, "POST", "/v1/chat/completions", chatBody(f.id, 3, false)); r.StatusCode != 200 {
+		t.Fatalf("a request to the drained node: %d %s", r.StatusCode, body)
+	}
+}

@@ -569,6 +569,10 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining", "model": s.info.ID})
 		return
 	}
+	if s.cfg.Drained != nil && s.cfg.Drained() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "drained", "model": s.info.ID})
+		return
+	}
 	if !s.modelReady() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "loading", "model": s.info.ID})
 		return

@@ -623,6 +623,12 @@ func (s *serving) start(n *cluster.Node) (err error) {
 	// and refuses to generate while another model is live: its dense
 	// weights with that model's experts would be neither model.
 	s.acfg.Serving = s.experts.Serving
+	// A node an operator drained leaves load balancers' rotation (/ready
+	// 503) while it still answers what reaches it.
+	s.acfg.Drained = func() bool {
+		nd, ok := n.Map().Nodes[n.ID()]
+		return ok && nd.State == router.NodeDraining
+	}
 	// Requests of one session run on its home node, where its prefix
 	// cache is; other nodes forward them there.
 	if s.acfg.Sessions, err = cluster.NewSessionRouter(n, cluster.DefaultSessionConfig()); err != nil {
