@@ -250,14 +250,18 @@ func TestDrain(t *testing.T) {
 	}
 }
 
-func TestDrainDeadlineCancels(t *testing.T) {
-	// The engine computes nothing until the drain has cancelled the request,
-	// however fast it would generate the 100 tokens.
+// heldUntilCancelled is a fixture whose engine computes nothing until a
+// request's context is cancelled, however fast it would generate.
+func heldUntilCancelled(t *testing.T) (*engine.Engine, *gatedEngine, *fixture) {
 	eng, hold := newHeldEngine(t, 0)
 	g := newGated(eng)
 	var once sync.Once
 	g.cancelled = func() { once.Do(func() { close(hold) }) }
-	f := newFixture(t, DefaultConfig(), g)
+	return eng, g, newFixture(t, DefaultConfig(), g)
+}
+
+func TestDrainDeadlineCancels(t *testing.T) {
+	eng, g, f := heldUntilCancelled(t)
 	resp := startStream(t, f, context.Background(), 100)
 	<-g.started
 	ctx, cancel := context.WithCancel(context.Background())
@@ -278,11 +282,7 @@ func TestDrainDeadlineCancels(t *testing.T) {
 // draining 503 (marked for an entry node to re-home), not a 200 with the
 // partial text.
 func TestDrainDeadlineNonStream(t *testing.T) {
-	eng, hold := newHeldEngine(t, 0)
-	g := newGated(eng)
-	var once sync.Once
-	g.cancelled = func() { once.Do(func() { close(hold) }) }
-	f := newFixture(t, DefaultConfig(), g)
+	_, g, f := heldUntilCancelled(t)
 	type answer struct {
 		resp *http.Response
 		body []byte

@@ -341,20 +341,8 @@ func TestNonStreamRerunsOnNewHome(t *testing.T) {
 		t.Fatalf("status %d (home died %d): %s", resp.StatusCode, died.Load(), got)
 	}
 	_, want := c.do(t, "POST", "/v1/completions", completionBody(a.id, "", false))
-	text := func(b []byte) string {
-		var r struct {
-			Choices []struct {
-				Text string `json:"text"`
-			} `json:"choices"`
-		}
-		json.Unmarshal(b, &r)
-		if len(r.Choices) != 1 {
-			t.Fatalf("body %s", b)
-		}
-		return r.Choices[0].Text
-	}
-	if text(got) != text(want) {
-		t.Errorf("re-run text %q, want %q", text(got), text(want))
+	if completionText(got) != completionText(want) {
+		t.Errorf("re-run text %q, want %q", completionText(got), completionText(want))
 	}
 	if served := c.eng.served(); len(served) != 2 || served[0] != "s1" {
 		t.Errorf("new home served %q", served)
@@ -424,20 +412,8 @@ func TestHomeDrainDeadlineResumes(t *testing.T) {
 				}()
 				waitFor(t, "the home got the request", func() bool { return len(b.eng.served()) == 1 })
 				drain()
-				text := func(b []byte) string {
-					var r struct {
-						Choices []struct {
-							Text string `json:"text"`
-						} `json:"choices"`
-					}
-					json.Unmarshal(b, &r)
-					if len(r.Choices) != 1 {
-						return "(no choice) " + string(b)
-					}
-					return r.Choices[0].Text
-				}
-				if g := <-got; text(g) != text(want) {
-					t.Errorf("answer %q, want %q", text(g), text(want))
+				if g := <-got; completionText(g) != completionText(want) {
+					t.Errorf("answer %q, want %q", completionText(g), completionText(want))
 				}
 			}
 			if _, failed := a.sess.stats(); len(failed) != 1 || failed[0] != b.http.URL {
@@ -523,4 +499,18 @@ func streamCutAfter(t *testing.T, f *fixture, body string, n int, cut func()) []
 	}
 	cut()
 	return append(data, readSSE(t, &http.Response{Body: io.NopCloser(br)})...)
+}
+
+// completionText is a non-streaming completion's one choice's text, or the
+// body itself, marked, when it holds no single choice.
+func completionText(b []byte) string {
+	var r struct {
+		Choices []struct {
+			Text string `json:"text"`
+		} `json:"choices"`
+	}
+	if json.Unmarshal(b, &r) != nil || len(r.Choices) != 1 {
+		return "(no choice) " + string(b)
+	}
+	return r.Choices[0].Text
 }
