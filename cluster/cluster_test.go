@@ -420,7 +420,7 @@ func TestClusterKeyRequired(t *testing.T) {
 
 func TestMutualTLS(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := cluster.InitTLS(dir, []string{"n0", "n1", "n2"}, nil, time.Hour); err != nil {
+	if _, err := cluster.InitTLS(dir, []string{"n0", "n1", "n2"}, []string{clustertest.LoopbackIP()}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	c := clustertest.New(t, 3, clustertest.Options{Config: func(i int) cluster.Config {
@@ -445,7 +445,7 @@ func TestMutualTLS(t *testing.T) {
 	for _, addr := range addrs {
 		// A client that trusts the CA but has no certificate is refused:
 		// with TLS 1.3 the server's alert arrives on the first read.
-		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: clustertest.LoopbackIP()})
 		if err == nil {
 			conn.SetDeadline(time.Now().Add(5 * time.Second))
 			_, err = conn.Write([]byte{0})
@@ -469,10 +469,10 @@ func TestMutualTLS(t *testing.T) {
 // right certificate joining after it is promoted once Raft reaches it.
 func TestWrongCANodeNotVoter(t *testing.T) {
 	good, bad := t.TempDir(), t.TempDir()
-	if _, err := cluster.InitTLS(good, []string{"n0", "n1", "n2"}, nil, time.Hour); err != nil {
+	if _, err := cluster.InitTLS(good, []string{"n0", "n1", "n2"}, []string{clustertest.LoopbackIP()}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := cluster.InitTLS(bad, []string{"n1"}, nil, time.Hour); err != nil {
+	if _, err := cluster.InitTLS(bad, []string{"n1"}, []string{clustertest.LoopbackIP()}, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	c := clustertest.New(t, 1, clustertest.Options{NoWait: true, Config: func(i int) cluster.Config {
@@ -780,7 +780,7 @@ func TestRogueGossipRefused(t *testing.T) {
 		Capacity: 1 << 30, RaftReached: true, Models: []string{strings.Repeat("ab", 32)}})
 	mc := memberlist.DefaultLocalConfig()
 	mc.Name = "rogue"
-	mc.BindAddr, mc.BindPort, mc.AdvertisePort = "127.0.0.1", 0, 0
+	mc.BindAddr, mc.BindPort, mc.AdvertisePort = clustertest.LoopbackIP(), 0, 0
 	mc.Delegate = rogueDelegate{meta}
 	mc.LogOutput = io.Discard
 	ml, err := memberlist.Create(mc)

@@ -10,9 +10,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -360,8 +362,41 @@ func (c *Cluster) Apply(ctx context.Context, cmd router.Command) error {
 	return c.Node(r[len(r)-1]).Apply(ctx, cmd)
 }
 
-// FreeAddrs returns k distinct loopback HOST:PORT addresses whose TCP and
-// UDP ports were free a moment ago.
+// LoopbackIP is this process's own loopback address. On Linux, where all of
+// 127.0.0.0/8 is loopback, it is one picked at random per process, so that
+// test processes running side by side (go test runs packages in parallel)
+// never share a port space: a node killed in one process gets its ports back
+// when it restarts, instead of finding them taken by another process's node
+// or outgoing connection (both of those use 127.0.0.1), and a Raft leader
+// still calling a killed node's port cannot reach another test's cluster.
+// Elsewhere, or if the address cannot be bound, it is 127.0.0.1.
+func LoopbackIP() string {
+	loopbackOnce.Do(func() {
+		loopbackIP = "127.0.0.1"
+		if runtime.GOOS != "linux" {
+			return
+		}
+		for range 8 {
+			ip := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(254), 1+rand.IntN(254), 1+rand.IntN(254))
+			l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+			if err != nil {
+				continue
+			}
+			l.Close()
+			loopbackIP = ip
+			return
+		}
+	})
+	return loopbackIP
+}
+
+var (
+	loopbackOnce sync.Once
+	loopbackIP   string
+)
+
+// FreeAddrs returns k distinct HOST:PORT addresses on LoopbackIP whose TCP
+// and UDP ports were free a moment ago.
 func FreeAddrs(t testing.TB, k int) []string {
 	t.Helper()
 	var out []string
@@ -372,7 +407,7 @@ func FreeAddrs(t testing.TB, k int) []string {
 		}
 	}()
 	for len(out) < k {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		l, err := net.Listen("tcp", net.JoinHostPort(LoopbackIP(), "0"))
 		if err != nil {
 			t.Fatal(err)
 		}
