@@ -418,6 +418,84 @@ func TestClusterKeyRequired(t *testing.T) {
 	}
 }
 
+// With a cluster key and no certificate files, Raft and the actors speak
+// mutual TLS from a CA derived from the key. A host without the key, or a
+// node of another cluster dialling a port it once knew, cannot reach Raft:
+// before, a plain AppendEntries with a higher term made the leader step down.
+func TestClusterKeyGuardsRaftAndActors(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	c := clustertest.New(t, 2, clustertest.Options{Config: func(i int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.ClusterKey = key
+		return cfg
+	}})
+	setModel(t, c)
+	c.WaitAgree(10*time.Second, fullyPlaced, "the model fully placed over key-derived TLS")
+	l := c.Leader()
+	leader := c.Node(l)
+	term := leader.Raft().Stats()["term"]
+
+	// A plain Raft transport: no key, no TLS.
+	plain, err := raft.NewTCPTransport(net.JoinHostPort(clustertest.LoopbackIP(), "0"), nil, 1, 2*time.Second, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	target := raft.ServerAddress(c.Config(l).RaftAddr)
+	var resp raft.AppendEntriesResponse
+	req := raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax,
+		ID: []byte("stranger"), Addr: []byte(plain.LocalAddr())}, Term: 1 << 40}
+	if err := plain.AppendEntries("", target, &req, &resp); err == nil {
+		t.Errorf("a plain AppendEntries was answered (success %v, term %d)", resp.Success, resp.Term)
+	}
+
+	// TLS from another cluster's key is refused by Raft and the actors.
+	other, err := cluster.KeyTLSClientForTest([]byte("fedcba9876543210fedcba9876543210"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := []string{c.Config(l).RaftAddr}
+	if clustertest.ActorRemotes() {
+		addrs = append(addrs, c.Config(l).ActorAddr)
+	}
+	for _, addr := range addrs {
+		cfg := other.Clone()
+		cfg.ServerName = clustertest.LoopbackIP()
+		conn, err := tls.Dial("tcp", addr, cfg)
+		if err == nil {
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			_, err = conn.Write([]byte{0})
+			if err == nil {
+				_, err = conn.Read(make([]byte, 1))
+			}
+			conn.Close()
+		}
+		if err == nil {
+			t.Errorf("%s accepted another cluster's certificate", addr)
+		}
+	}
+
+	// The same key's certificate is accepted: the derived CA is shared.
+	same, err := cluster.KeyTLSClientForTest(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	same.ServerName = clustertest.LoopbackIP()
+	conn, err := tls.Dial("tcp", c.Config(l).RaftAddr, same)
+	if err != nil {
+		t.Errorf("the cluster key's own certificate was refused: %v", err)
+	} else {
+		conn.Close()
+	}
+
+	if !leader.IsLeader() || leader.Raft().Stats()["term"] != term {
+		t.Errorf("leader n%d: leading %v, term %s → %s", l, leader.IsLeader(), term, leader.Raft().Stats()["term"])
+	}
+	if err := c.Node(l).Apply(context.Background(), router.Command{Op: router.OpSetReplication, Replication: 2}); err != nil {
+		t.Errorf("apply after the probes: %v", err)
+	}
+}
+
 func TestMutualTLS(t *testing.T) {
 	dir := t.TempDir()
 	if _, err := cluster.InitTLS(dir, []string{"n0", "n1", "n2"}, []string{clustertest.LoopbackIP()}, time.Hour); err != nil {

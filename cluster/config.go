@@ -74,10 +74,13 @@ type Config struct {
 
 	// ClusterKey is the shared gossip encryption key (16, 24 or 32 bytes,
 	// AES-128/192/256). Nodes with a different or no key cannot join.
+	// Without TLS it also secures the Raft transport and the actor remote:
+	// mutual TLS from a CA every node derives from the key (keytls.go).
 	// Empty disables gossip encryption.
 	ClusterKey []byte
 	// TLS, when set, enables mutual TLS for the Raft transport and the actor
-	// remote. The admin HTTP API stays plain HTTP.
+	// remote from these files instead of from the cluster key. The admin
+	// HTTP API stays plain HTTP.
 	TLS *TLSFiles
 	// AdminKeys are bearer keys the admin API (/admin/…) accepts; setting
 	// any guards it. With a ClusterKey nodes also accept, and send each

@@ -26,9 +26,10 @@
 // model.Weights.KeepResident).
 //
 // Security: with Config.ClusterKey set, gossip is encrypted and authenticated
-// with memberlist's keyring, so a node without the key cannot join; with
-// Config.TLS set, the Raft transport and the actor remote (gRPC) use mutual TLS
-// from a cluster CA (see InitTLS). The admin HTTP API is plain HTTP for now and
+// with memberlist's keyring, so a node without the key cannot join, and the
+// Raft transport and the actor remote (gRPC) use mutual TLS from a CA every
+// node derives from the key (keyTLS); with Config.TLS set they use mutual TLS
+// from the cluster CA in those files instead (see InitTLS). The admin HTTP API is plain HTTP for now and
 // must be exposed only on a trusted network.
 //
 // The package may import router, model and model/gguf, and the networking

@@ -1,5 +1,17 @@
 package cluster
 
+import "crypto/tls"
+
 // SetServingForTest gossips d as the digest of the model n runs, as
 // StartExperts does, for tests without expert hosts.
 func (n *Node) SetServingForTest(d string) { n.updateMeta(func(m *NodeMeta) { m.Serving = d }) }
+
+// KeyTLSClientForTest is the client side of the mutual TLS a node with
+// cluster key key uses for Raft and the actors.
+func KeyTLSClientForTest(key []byte) (*tls.Config, error) {
+	tc, err := keyTLS(key, "probe")
+	if err != nil {
+		return nil, err
+	}
+	return tc.Client, nil
+}

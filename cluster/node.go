@@ -114,8 +114,13 @@ func Start(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	var tc *tlsConfigs
-	if cfg.TLS != nil {
+	switch {
+	case cfg.TLS != nil:
 		if tc, err = loadTLS(*cfg.TLS); err != nil {
+			return nil, err
+		}
+	case len(cfg.ClusterKey) > 0:
+		if tc, err = keyTLS(cfg.ClusterKey, cfg.ID, cfg.RaftAddr, cfg.ActorAddr); err != nil {
 			return nil, err
 		}
 	}
@@ -191,7 +196,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		go n.announceModel()
 	}
 	n.log.Info("node started", "http", cfg.HTTPAddr, "gossip", cfg.GossipAddr, "raft", cfg.RaftAddr,
-		"actor", cfg.ActorAddr, "bootstrap", n.boot, "existing_state", existing, "tls", tc != nil,
+		"actor", cfg.ActorAddr, "bootstrap", n.boot, "existing_state", existing, "tls", tlsMode(cfg),
 		"gossip_encryption", len(cfg.ClusterKey) > 0)
 	return n, nil
 }
@@ -621,4 +626,16 @@ func (n *Node) rejoinCandidates() []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// tlsMode names what secures Raft and the actor remote: certificate files,
+// the cluster key (keyTLS) or nothing.
+func tlsMode(cfg Config) string {
+	switch {
+	case cfg.TLS != nil:
+		return "files"
+	case len(cfg.ClusterKey) > 0:
+		return "cluster-key"
+	}
+	return "off"
 }

@@ -123,7 +123,7 @@ func (f *nodeFlags) register(fs *flag.FlagSet, serve bool) {
 	if !serve {
 		fs.StringVar(&f.modelPath, "model", "", "GGUF model this node loads and serves (the first one sets the cluster's model)")
 	}
-	fs.StringVar(&f.key, "cluster-key", "", "cluster key, 16/24/32 bytes as hex or base64 (e.g. openssl rand -hex 32): encrypts gossip and signs node-to-node calls; the same on every node")
+	fs.StringVar(&f.key, "cluster-key", "", "cluster key, 16/24/32 bytes as hex or base64 (e.g. openssl rand -hex 32): encrypts gossip, signs node-to-node calls and, without --tls-dir, gives Raft and the actors mutual TLS; the same on every node")
 	fs.StringVar(&f.keyFile, "cluster-key-file", "", "file holding the cluster key")
 	fs.StringVar(&f.adminKey, "admin-key", "", "bearer key the admin API (/admin/…) requires (also CONCLAVE_ADMIN_KEY); with API keys but no admin key it is closed to clients. Nodes with a cluster key reach each other's with a token derived from it")
 	fs.StringVar(&f.adminKeysFile, "admin-keys-file", "", "file of accepted admin keys, one per line (# comments)")
