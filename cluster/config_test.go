@@ -2,9 +2,12 @@ package cluster
 
 import (
 	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 )
 
 func validConfig() Config {
@@ -113,5 +116,44 @@ func TestInitTLSReusesCA(t *testing.T) {
 	}
 	if _, err := InitTLS(dir, []string{"bad name"}, nil, time.Hour); !errors.Is(err, ErrTLS) {
 		t.Errorf("bad node name: %v", err)
+	}
+}
+
+// A node bound by host name advertises that name to Raft: a bootstrapping
+// node writes it into the configuration, and peers dial and verify it. The
+// resolved IP is not in a key-derived certificate, so a later leader could
+// not reach the node that bootstrapped the cluster.
+func TestTLSStreamLayerAdvertisesConfiguredHost(t *testing.T) {
+	tc, err := keyTLS([]byte("0123456789abcdef"), "n0", "localhost:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sl, err := newTLSStreamLayer("localhost:0", tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sl.Close()
+	_, port, _ := net.SplitHostPort(sl.Listener.Addr().String())
+	if got, want := sl.Addr().String(), net.JoinHostPort("localhost", port); got != want {
+		t.Fatalf("advertised %s, want %s", got, want)
+	}
+	// Raft dials that address: the handshake verifies the name.
+	done := make(chan error, 1)
+	go func() {
+		c, err := sl.Accept()
+		if err == nil {
+			_, err = c.Read(make([]byte, 1))
+			c.Close()
+		}
+		done <- err
+	}()
+	c, err := sl.Dial(raft.ServerAddress(sl.Addr().String()), 5*time.Second)
+	if err != nil {
+		t.Fatalf("dialling the advertised address: %v", err)
+	}
+	c.Write([]byte{1})
+	c.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("server side: %v", err)
 	}
 }

@@ -205,6 +205,7 @@ func loadTLS(f TLSFiles) (*tlsConfigs, error) {
 type tlsStreamLayer struct {
 	net.Listener
 	client *tls.Config
+	adv    advertisedAddr
 }
 
 func newTLSStreamLayer(addr string, c *tlsConfigs) (*tlsStreamLayer, error) {
@@ -212,8 +213,26 @@ func newTLSStreamLayer(addr string, c *tlsConfigs) (*tlsStreamLayer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tlsStreamLayer{Listener: l, client: c.Client}, nil
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	return &tlsStreamLayer{Listener: l, client: c.Client, adv: advertisedAddr(net.JoinHostPort(host, port))}, nil
 }
+
+// Addr is the address as configured (with the port bound), not the one
+// the listener resolved: it is what a bootstrapping node writes into the
+// Raft configuration, so peers later dial, and verify the certificate for,
+// the host name the certificate carries rather than the IP it resolved to.
+func (s *tlsStreamLayer) Addr() net.Addr { return s.adv }
+
+// advertisedAddr is a TCP address kept as text (a host name stays a name).
+type advertisedAddr string
+
+func (a advertisedAddr) Network() string { return "tcp" }
+func (a advertisedAddr) String() string  { return string(a) }
 
 // Dial connects and completes the handshake within timeout, verifying the
 // server certificate against the cluster CA for the dialled host.
