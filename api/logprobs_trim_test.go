@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 
@@ -91,5 +92,29 @@ func TestLogprobsTrimAfterInvalidByte(t *testing.T) {
 	}
 	if len(tokens) != 2 {
 		t.Errorf("streamed logprobs for %q, want 2 tokens", tokens)
+	}
+}
+
+// Byte tokens that are not valid UTF-8 keep distinct keys in the legacy
+// top_logprobs: as raw bytes each one became the same U+FFFD key in JSON
+// and a client kept one alternative of several.
+func TestCompletionLogprobsByteTokens(t *testing.T) {
+	bytesOf := func(id int32) []byte { return []byte{byte(id)} }
+	lps := []tokenLogprob{{token: 0xff, logprob: -1, top: []engine.TokenLogprob{
+		{Token: 0xff, Logprob: -1}, {Token: 0xfe, Logprob: -2}, {Token: 'a', Logprob: -3}}}}
+	b, err := json.Marshal(completionLogprobsOf(bytesOf, lps, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		Tokens      []string
+		TopLogprobs []map[string]float32 `json:"top_logprobs"`
+	}
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float32{`bytes:\xff`: -1, `bytes:\xfe`: -2, "a": -3}
+	if len(got.Tokens) != 1 || got.Tokens[0] != `bytes:\xff` || len(got.TopLogprobs) != 1 || !maps.Equal(got.TopLogprobs[0], want) {
+		t.Errorf("tokens %q top %v, want [bytes:\\xff] %v (%s)", got.Tokens, got.TopLogprobs, want, b)
 	}
 }

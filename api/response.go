@@ -3,7 +3,9 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -123,29 +125,49 @@ func chatLogprobsOf(tok *tokenizer.Tokenizer, lps []tokenLogprob) *chatLogprobs 
 // byte as one), each token's text taken alone, from the start of the
 // completion: vLLM's rule (OpenAI's legacy API counts from the prompt's
 // start).
+//
+// Tokens that are not valid UTF-8 (byte-fallback tokens, parts of a
+// character) are written as OpenAI's legacy API writes them, "bytes:\xe2\x80":
+// as raw bytes, encoding/json would turn every one of them into the same
+// U+FFFD key, and a client would keep one alternative of several.
 func completionLogprobsOf(bytesOf func(int32) []byte, lps []tokenLogprob, offset int) *completionLogprobs {
 	out := &completionLogprobs{Tokens: []string{}, TokenLogprobs: []float32{}, TopLogprobs: []map[string]float32{}, TextOffset: []int{}}
 	for _, lp := range lps {
 		b := bytesOf(lp.token)
-		out.Tokens = append(out.Tokens, string(b))
+		tk := legacyToken(b)
+		out.Tokens = append(out.Tokens, tk)
 		out.TokenLogprobs = append(out.TokenLogprobs, lp.logprob)
 		// The alternatives and, as OpenAI's legacy format always has it,
 		// the sampled token (up to logprobs+1 entries).
 		top := make(map[string]float32, len(lp.top)+1)
 		for _, t := range lp.top {
-			k := string(bytesOf(t.Token))
+			k := legacyToken(bytesOf(t.Token))
 			if _, dup := top[k]; !dup {
 				top[k] = t.Logprob
 			}
 		}
-		if _, in := top[string(b)]; !in {
-			top[string(b)] = lp.logprob
+		if _, in := top[tk]; !in {
+			top[tk] = lp.logprob
 		}
 		out.TopLogprobs = append(out.TopLogprobs, top)
 		out.TextOffset = append(out.TextOffset, offset)
 		offset += utf8.RuneCount(b)
 	}
 	return out
+}
+
+// legacyToken is a token's text in the legacy completions logprobs: the
+// text itself when it is valid UTF-8, else "bytes:" and each byte as \xNN.
+func legacyToken(b []byte) string {
+	if utf8.Valid(b) {
+		return string(b)
+	}
+	var sb strings.Builder
+	sb.WriteString("bytes:")
+	for _, c := range b {
+		fmt.Fprintf(&sb, "\\x%02x", c)
+	}
+	return sb.String()
 }
 
 func (s *Server) logprobsOf(j *job, lps []tokenLogprob, offset int) any {
