@@ -349,6 +349,9 @@ type outcome struct {
 	first     time.Time // first token's arrival
 	err       error     // a failure after the stream started
 	resumed   int       // of generated, tokens streamed by an earlier home (a continuation)
+	// clientGone: a streamed response could not be written (the client
+	// left mid-stream), not because the drain gave up on it.
+	clientGone bool
 }
 
 // jsonLogprob is lp, finite: JSON has no −Inf (a token of probability 0)
@@ -430,6 +433,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 	id := newID(j.chat)
 	if j.stream {
 		out = s.stream(w, ctx, cancel, events, j, id)
+		ri.clientGone = out.clientGone // logged and counted as 499, not 200
 	} else {
 		out = s.collect(cancel, events, j)
 		switch {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -297,5 +298,38 @@ func TestHalfClosedClientGetsItsAnswer(t *testing.T) {
 	resp, _ := io.ReadAll(cn)
 	if !strings.HasPrefix(string(resp), "HTTP/1.1 200") || !strings.Contains(string(resp), `"choices"`) {
 		t.Errorf("a half-closed client got:\n%q", resp)
+	}
+}
+
+// TestClientGoneStreamIs499: a streamed completion whose client leaves
+// mid-stream is counted and logged as 499, as a non-streamed one is; it
+// was a 200, so an alert on http_requests_total never saw abandoned streams.
+func TestClientGoneStreamIs499(t *testing.T) {
+	var logs lockedBuffer
+	cfg := DefaultConfig()
+	cfg.Logger = jsonLogger(&logs)
+	eng, hold := newHeldEngine(t, 3)
+	g := newGated(eng)
+	var once sync.Once
+	g.cancelled = func() { once.Do(func() { close(hold) }) }
+	f := newFixture(t, cfg, g)
+	ctx, cancel := context.WithCancel(context.Background())
+	resp := startStream(t, f, ctx, 100)
+	br := bufio.NewReader(resp.Body)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stream ended before a token: %v", err)
+		}
+		if strings.Contains(line, `"content":"`) {
+			break
+		}
+	}
+	cancel()
+	resp.Body.Close()
+	waitFor(t, "the access log", func() bool { return strings.Contains(logs.String(), `"msg":"http request"`) })
+	hr := f.srv.metrics.httpRequests
+	if n := testutil.ToFloat64(hr.WithLabelValues("chat", "499")); n != 1 {
+		t.Errorf("http_requests_total{route=chat,code=499} = %v (code=200: %v); log: %s", n, testutil.ToFloat64(hr.WithLabelValues("chat", "200")), logs.String())
 	}
 }

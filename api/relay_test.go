@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 func TestCutTokenIDs(t *testing.T) {
@@ -513,4 +515,43 @@ func completionText(b []byte) string {
 		return "(no choice) " + string(b)
 	}
 	return r.Choices[0].Text
+}
+
+// TestRelayedClientGoneIs499: the entry node counts a relayed stream whose
+// client left mid-way as 499, as the home and a stream served locally do.
+func TestRelayedClientGoneIs499(t *testing.T) {
+	heldEng, hold := newHeldEngine(t, 3)
+	var logs lockedBuffer
+	cfg := DefaultConfig()
+	cfg.Logger = jsonLogger(&logs)
+	a := newSessionNode(t, cfg, nil)
+	b := newSessionNode(t, DefaultConfig(), heldEng)
+	a.sess.homes["s1"] = b.http.URL
+	body, _ := json.Marshal(map[string]any{"model": a.id, "prompt": "hello there", "max_tokens": 24, "stream": true, "session_id": "s1"})
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", a.http.URL+"/v1/completions", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := a.http.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(resp.Body)
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stream ended before a token: %v", err)
+		}
+		if strings.HasPrefix(line, "data: {") {
+			break
+		}
+	}
+	cancel()
+	resp.Body.Close()
+	close(hold)
+	waitFor(t, "the entry's access log", func() bool { return strings.Contains(logs.String(), `"msg":"http request"`) })
+	hr := a.srv.metrics.httpRequests
+	if n := testutil.ToFloat64(hr.WithLabelValues("completions", "499")); n != 1 {
+		t.Errorf("entry: http_requests_total{route=completions,code=499} = %v (code=200: %v); log: %s", n,
+			testutil.ToFloat64(hr.WithLabelValues("completions", "200")), logs.String())
+	}
 }

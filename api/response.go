@@ -382,5 +382,8 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 	if sw.err != nil && g.out.err == nil && ctx.Err() != nil && g.out.finish != "stop" {
 		g.out.finish = "abort"
 	}
+	// The client left: a write failed, or its context ended the generation
+	// before it finished (the writes after that may still have succeeded).
+	g.out.clientGone = s.stopCtx.Err() == nil && (sw.err != nil || ctx.Err() != nil && g.out.finish == "abort")
 	return g.out
 }

@@ -188,6 +188,10 @@ func (s *Server) affine(check func(body []byte) (*job, *Error), h func(w http.Re
 			}
 			if ferr == nil {
 				ri.attrs = append(ri.attrs, slog.String("forwarded_to", target))
+				// A relayed stream the client left mid-way is a 499, as
+				// one served here is.
+				ri.clientGone = relay != nil && s.stopCtx.Err() == nil &&
+					(relay.clientGone || r.Context().Err() != nil && !relay.finished)
 				if relay != nil && relay.resumes > 0 {
 					ri.attrs = append(ri.attrs, slog.Int("resumes", relay.resumes))
 				}
@@ -199,6 +203,8 @@ func (s *Server) affine(check func(body []byte) (*job, *Error), h func(w http.Re
 			if r.Context().Err() != nil {
 				if s.stopCtx.Err() != nil {
 					s.drainCut(w, relay) // this node's drain gave up, not the client
+				} else {
+					ri.clientGone = true // 499 even when a relayed stream had begun
 				}
 				return // the client went away; nothing to answer
 			}
