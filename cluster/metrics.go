@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"strconv"
+	"time"
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +26,12 @@ var (
 		"Nodes in the cluster map, by state.", []string{"state"}, nil)
 	descEpoch = prometheus.NewDesc("conclave:cluster_map_epoch",
 		"Epoch of the cluster map this node has applied.", nil, nil)
+	descVoters = prometheus.NewDesc("conclave:raft_voters",
+		"Raft voters in the configuration, by health as this node sees it (healthy: itself, or alive in gossip).", []string{"health"}, nil)
+	descTolerance = prometheus.NewDesc("conclave:raft_failure_tolerance",
+		"How many more voters may fail before the cluster loses its Raft quorum: healthy voters minus the quorum (0 when at or below it).", nil, nil)
+	descLastContact = prometheus.NewDesc("conclave:raft_last_contact_seconds",
+		"Seconds since a follower last heard from its leader (0 on the leader; absent before any contact).", nil, nil)
 )
 
 type nodeCollector Node
@@ -34,7 +41,8 @@ type nodeCollector Node
 func (n *Node) Collector() prometheus.Collector { return (*nodeCollector)(n) }
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descRaftState, descRaftTerm, descRaftIndex, descRaftLeader, descMembers, descMapNodes, descEpoch} {
+	for _, d := range []*prometheus.Desc{descRaftState, descRaftTerm, descRaftIndex, descRaftLeader, descMembers, descMapNodes, descEpoch,
+		descVoters, descTolerance, descLastContact} {
 		ch <- d
 	}
 }
@@ -67,9 +75,35 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 			leader = 1
 		}
 		gauge(descRaftLeader, leader)
+		switch lc := stats["last_contact"]; {
+		case cur == raft.Leader:
+			gauge(descLastContact, 0)
+		case lc != "" && lc != "never":
+			if d, err := time.ParseDuration(lc); err == nil {
+				gauge(descLastContact, d.Seconds())
+			}
+		}
+	}
+	members := n.Members()
+	if r := n.raft; r != nil {
+		if f := r.GetConfiguration(); f.Error() == nil {
+			voters, healthy := 0, 0
+			for _, s := range f.Configuration().Servers {
+				if s.Suffrage != raft.Voter {
+					continue
+				}
+				voters++
+				if string(s.ID) == n.cfg.ID || members[string(s.ID)] == GossipAlive {
+					healthy++
+				}
+			}
+			gauge(descVoters, float64(healthy), "healthy")
+			gauge(descVoters, float64(voters-healthy), "unhealthy")
+			gauge(descTolerance, float64(max(0, healthy-(voters/2+1))))
+		}
 	}
 	counts := map[GossipState]int{GossipAlive: 0, GossipDead: 0, GossipLeft: 0}
-	for _, s := range n.Members() {
+	for _, s := range members {
 		counts[s]++
 	}
 	for s, v := range counts {
