@@ -28,6 +28,9 @@ import (
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model/synth"
 	"github.com/conclave-ai/conclave/router"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // cmdNode runs a cluster node until SIGINT/SIGTERM, then leaves gracefully.
@@ -303,7 +306,7 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 	}
 	// The API's routes answer "starting" from the moment the listener opens
 	// (joining may take seconds), until the model is loaded.
-	slot := &apiSlot{}
+	slot := newAPISlot()
 	cfg.Routes = slot.register
 	n, err := untilSignal(ctx, func() (*cluster.Node, error) { return cluster.Start(cfg) })
 	if errors.Is(err, errInterrupted) {
@@ -315,6 +318,9 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	// Raft and membership health are on /metrics from now on, while the
+	// model loads or is fetched too, and then beside the API's metrics.
+	slot.reg.MustRegister(n.Collector())
 	if sv != nil && name == "serve" && len(cfg.Join) == 0 {
 		// A single-node serve restarted on its data dir with another
 		// --model serves that file: the map's live model follows it (else
@@ -327,7 +333,7 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 	if sv != nil {
 		// Experts run in actors placed through the map; the engine
 		// dispatches each layer's groups to them (locally when hosted here).
-		if err := sv.start(n); err != nil {
+		if err := sv.start(n, slot.reg); err != nil {
 			n.Kill()
 			return err
 		}
@@ -339,7 +345,7 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 		// Without a model file, wait for the cluster's live model and fetch
 		// from the nodes holding it what this node needs to serve it.
 		fmt.Fprintf(stdout, "conclave %s %s: no --model: waiting for the cluster's model to fetch it from a peer\n", name, cfg.ID)
-		if sv, err = fetchServing(ctx, n, &f, stdout, stderr); err != nil && ctx.Err() == nil {
+		if sv, err = fetchServing(ctx, n, &f, slot.reg, stdout, stderr); err != nil && ctx.Err() == nil {
 			n.Kill()
 			return err
 		}
@@ -414,9 +420,20 @@ func untilSignal[T any](ctx context.Context, step func() (T, error)) (T, error) 
 // (cluster.Config.Routes). Until the node's model is loaded and its API set
 // (minutes, for a node fetching its part of a large model) it answers them
 // itself instead of the mux's 404: /health 200 (the process is alive: a
-// liveness probe must not kill it while it loads), /ready 503, the rest a
-// 503 in the API's error format.
-type apiSlot struct{ api atomic.Pointer[http.ServeMux] }
+// liveness probe must not kill it while it loads), /ready 503, /metrics the
+// node's registry (Go runtime, process, and once the node has started Raft
+// and membership health: a leader fetching its model is not invisible to
+// Prometheus), the rest a 503 in the API's error format.
+type apiSlot struct {
+	api atomic.Pointer[http.ServeMux]
+	reg *prometheus.Registry
+}
+
+func newAPISlot() *apiSlot {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return &apiSlot{reg: reg}
+}
 
 // register puts the slot on mux's API routes.
 func (s *apiSlot) register(mux *http.ServeMux) {
@@ -445,6 +462,8 @@ func (s *apiSlot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "/ready":
 		w.WriteHeader(http.StatusServiceUnavailable)
 		io.WriteString(w, `{"status":"starting"}`+"\n")
+	case "/metrics":
+		promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 	default:
 		// Marked as a draining node's 503: an entry node forwarding a
 		// session here (its home, restarted and loading) re-homes it.
@@ -483,7 +502,7 @@ func ensureDemo(stdout io.Writer) (string, error) {
 // holds, fetches this node's copy (header and dense tensors now, experts as
 // placement gives them), then serves it like a node with --model. It
 // returns nil, ctx's error when ctx ends or the node stops first.
-func fetchServing(ctx context.Context, n *cluster.Node, f *nodeFlags, stdout, stderr io.Writer) (*serving, error) {
+func fetchServing(ctx context.Context, n *cluster.Node, f *nodeFlags, reg *prometheus.Registry, stdout, stderr io.Writer) (*serving, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() {
@@ -514,7 +533,7 @@ func fetchServing(ctx context.Context, n *cluster.Node, f *nodeFlags, stdout, st
 					return nil, err
 				}
 				sv.copy, sv.fileID = mc, mod.ID
-				if err := sv.start(n); err != nil {
+				if err := sv.start(n, reg); err != nil {
 					sv.close()
 					return nil, err
 				}
@@ -595,7 +614,7 @@ func (s *serving) close() {
 
 // start hosts this node's experts, then starts the engine and the API on
 // top of the expert dispatcher.
-func (s *serving) start(n *cluster.Node) (err error) {
+func (s *serving) start(n *cluster.Node, reg *prometheus.Registry) (err error) {
 	var src cluster.ExpertSource
 	if s.copy != nil {
 		src = s.copy
@@ -634,14 +653,14 @@ func (s *serving) start(n *cluster.Node) (err error) {
 	if s.acfg.Sessions, err = cluster.NewSessionRouter(n, cluster.DefaultSessionConfig()); err != nil {
 		return err
 	}
+	// The API's metrics join the node's registry (the Go runtime, the
+	// process, Raft and membership health), which /metrics served alone
+	// while the model loaded.
+	s.acfg.Registry = reg
 	if s.api, err = api.New(s.acfg, s.eng, s.model.tok, s.info); err != nil {
 		return err
 	}
-	// Per-expert load (bounded series: per layer, top-8 hot experts) and
-	// Raft/membership health on the API's /metrics.
-	if err := s.api.Registry().Register(n.Collector()); err != nil {
-		return err
-	}
+	// Per-expert load (bounded series: per layer, top-8 hot experts).
 	return s.api.Registry().Register(s.experts.Collector())
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/conclave-ai/conclave/engine"
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/router"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // nodeProc is one "conclave node" process.
@@ -568,12 +569,17 @@ func TestLogFormatJSON(t *testing.T) {
 // TestAPISlot: while a node loads its model its API routes answer for
 // themselves instead of 404: /health 200 (a liveness probe must not kill a
 // node fetching a large model), /ready 503, the API a 503 in its error
-// format; once set, the API serves them.
+// format, /metrics the node's registry (a leader fetching its model stays
+// visible to Prometheus); once set, the API serves them, its metrics beside
+// the node's.
 func TestAPISlot(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /admin/v1/status", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "admin") })
-	slot := &apiSlot{}
+	slot := newAPISlot()
 	slot.register(mux)
+	health := prometheus.NewGauge(prometheus.GaugeOpts{Name: "conclave:test_node_health", Help: "A node collector."})
+	health.Set(1)
+	slot.reg.MustRegister(health)
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	get := func(path string) (int, string) {
@@ -586,10 +592,13 @@ func TestAPISlot(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	for path, want := range map[string]int{"/health": 200, "/ready": 503, "/v1/models": 503, "/metrics": 503} {
+	for path, want := range map[string]int{"/health": 200, "/ready": 503, "/v1/models": 503} {
 		if code, body := get(path); code != want || !strings.Contains(body, "starting") {
 			t.Errorf("%s while starting: %d %s, want %d", path, code, body, want)
 		}
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "conclave:test_node_health 1") || !strings.Contains(body, "go_goroutines") {
+		t.Errorf("/metrics while starting: %d %s", code, body)
 	}
 	code, body := get("/v1/chat/completions")
 	var e struct {
@@ -618,7 +627,9 @@ func TestAPISlot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer eng.Close()
-	a, err := api.New(api.DefaultConfig(), eng, m.tok, api.ModelInfo{ID: "tiny", Context: eng.Ctx(), Dim: m.w.Dim})
+	acfg := api.DefaultConfig()
+	acfg.Registry = slot.reg
+	a, err := api.New(acfg, eng, m.tok, api.ModelInfo{ID: "tiny", Context: eng.Ctx(), Dim: m.w.Dim})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -628,6 +639,9 @@ func TestAPISlot(t *testing.T) {
 	}
 	if code, body := get("/v1/models"); code != 200 || !strings.Contains(body, `"tiny"`) {
 		t.Errorf("/v1/models once set: %d %s", code, body)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "conclave:test_node_health 1") || !strings.Contains(body, "conclave:num_requests_running") {
+		t.Errorf("/metrics once set: %d, want the node's and the API's metrics:\n%s", code, body)
 	}
 	if code, body := get("/admin/v1/status"); code != 200 || body != "admin" {
 		t.Errorf("the node's own routes: %d %s", code, body)
