@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/conclave-ai/conclave/engine"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // scriptEngine answers every request with the same tokens, each with a
@@ -116,5 +117,45 @@ func TestCompletionLogprobsByteTokens(t *testing.T) {
 	want := map[string]float32{`bytes:\xff`: -1, `bytes:\xfe`: -2, "a": -3}
 	if len(got.Tokens) != 1 || got.Tokens[0] != `bytes:\xff` || len(got.TopLogprobs) != 1 || !maps.Equal(got.TopLogprobs[0], want) {
 		t.Errorf("tokens %q top %v, want [bytes:\\xff] %v (%s)", got.Tokens, got.TopLogprobs, want, b)
+	}
+}
+
+// TestGenerationTokensMatchUsage: generation_tokens_total is what requests
+// returned. A stop string ends a request a few tokens after the engine
+// sampled them; the counter used to take the engine's count and exceed the
+// usage clients were billed.
+func TestGenerationTokensMatchUsage(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), &scriptEngine{toks: byteTokens("abXcdefgh")})
+	total := 0
+	for _, stream := range []bool{false, true} {
+		body := fmt.Sprintf(`{"model":%q,"prompt":"hi","max_tokens":9,"stop":"X","stream":%v,"stream_options":{"include_usage":true}}`, f.id, stream)
+		if !stream {
+			body = fmt.Sprintf(`{"model":%q,"prompt":"hi","max_tokens":9,"stop":"X"}`, f.id)
+		}
+		_, b := f.do(t, "POST", "/v1/completions", body)
+		i := strings.LastIndex(string(b), `"completion_tokens":`)
+		if i < 0 {
+			t.Fatalf("no usage in %s", b)
+		}
+		var n int
+		fmt.Sscanf(string(b[i+len(`"completion_tokens":`):]), "%d", &n)
+		if n == 0 {
+			t.Fatalf("usage of 0 tokens: %s", b)
+		}
+		total += n
+	}
+	got, err := testutil.GatherAndCount(f.srv.Registry(), "conclave:generation_tokens_total")
+	if err != nil || got != 1 {
+		t.Fatalf("generation_tokens_total series: %d, %v", got, err)
+	}
+	mfs, _ := f.srv.Registry().Gather()
+	var v float64
+	for _, mf := range mfs {
+		if mf.GetName() == "conclave:generation_tokens_total" {
+			v = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if v != float64(total) {
+		t.Errorf("generation_tokens_total %v, want the usage's %d", v, total)
 	}
 }

@@ -23,6 +23,11 @@ type metrics struct {
 	ttft, tpot, e2e prometheus.Histogram
 	success         *prometheus.CounterVec // finished_reason
 	httpRequests    *prometheus.CounterVec // route, code
+	// generated counts the tokens requests returned (their usage's
+	// completion_tokens). The engine samples a few more when a stop string
+	// ends a request: the API sees it a token or more after the engine
+	// sampled them (engine_generated_tokens_total counts those too).
+	generated prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, modelID string, eng Engine) *metrics {
@@ -43,8 +48,11 @@ func newMetrics(reg prometheus.Registerer, modelID string, eng Engine) *metrics 
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "conclave:http_requests_total", Help: "HTTP requests answered by the API, by route and status code.",
 			ConstLabels: labels}, []string{"route", "code"}),
+		generated: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "conclave:generation_tokens_total", Help: "Tokens generated for requests: the sum of their usage's completion_tokens.",
+			ConstLabels: labels}),
 	}
-	reg.MustRegister(m.ttft, m.tpot, m.e2e, m.success, m.httpRequests, newStatsCollector(eng, labels))
+	reg.MustRegister(m.ttft, m.tpot, m.e2e, m.success, m.httpRequests, m.generated, newStatsCollector(eng, labels))
 	return m
 }
 
@@ -58,6 +66,7 @@ func (m *metrics) observe(start, first, end time.Time, generated int, finish str
 	}
 	m.e2e.Observe(end.Sub(start).Seconds())
 	m.success.WithLabelValues(finish).Inc()
+	m.generated.Add(float64(generated))
 }
 
 // statsCollector reads engine.Stats at scrape time.
@@ -81,7 +90,7 @@ func newStatsCollector(eng Engine, labels prometheus.Labels) *statsCollector {
 		prefixHits:    d("prefix_cache_hits_total", "Prompt tokens served from the prefix cache."),
 		prefixQueries: d("prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache."),
 		prompt:        d("prompt_tokens_total", "Prompt tokens of requests whose prompt was processed (prefix-cache hits included)."),
-		gen:           d("generation_tokens_total", "Tokens generated."),
+		gen:           d("engine_generated_tokens_total", "Tokens the engine sampled, with those after a stop string that the API cut off."),
 		stepTokens:    d("iteration_tokens_total", "Tokens (batch rows) per engine step."),
 		stepSeconds:   d("engine_step_duration_seconds", "Duration of an engine step: its forward pass and sampling, in seconds."),
 		preemptions:   d("num_preemptions_total", "Running sequences sent back to the queue for lack of KV blocks."),
