@@ -376,11 +376,13 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, j *job) {
 	ri := info(r)
 	// Latencies count from the request's arrival: reading and checking it,
 	// routing its session, a failed forward to another home are the
-	// client's wait too.
+	// client's wait too, and so is what the entry node that forwarded it
+	// here had spent on them.
 	start := ri.start
 	if start.IsZero() {
 		start = time.Now()
 	}
+	start = start.Add(-s.waited(r))
 	sessionID := j.sessionID
 	if sessionID == "" {
 		sessionID = r.Header.Get("X-Session-ID")

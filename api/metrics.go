@@ -23,6 +23,10 @@ type metrics struct {
 	ttft, tpot, e2e prometheus.Histogram
 	success         *prometheus.CounterVec // finished_reason
 	httpRequests    *prometheus.CounterVec // route, code
+	// forwardedRequests counts what a session's home served for the node
+	// a client reached, which counts it in httpRequests: summed over
+	// nodes, httpRequests is the clients' requests.
+	forwardedRequests *prometheus.CounterVec // route, code
 	// generated counts the tokens requests returned (their usage's
 	// completion_tokens). The engine samples a few more when a stop string
 	// ends a request: the API sees it a token or more after the engine
@@ -48,11 +52,14 @@ func newMetrics(reg prometheus.Registerer, modelID string, eng Engine) *metrics 
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "conclave:http_requests_total", Help: "HTTP requests answered by the API, by route and status code.",
 			ConstLabels: labels}, []string{"route", "code"}),
+		forwardedRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "conclave:forwarded_requests_total", Help: "Requests another node forwarded here (this node being the session's home), by route and status code; the node the client reached counts them in http_requests_total.",
+			ConstLabels: labels}, []string{"route", "code"}),
 		generated: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "conclave:generation_tokens_total", Help: "Tokens generated for requests: the sum of their usage's completion_tokens.",
 			ConstLabels: labels}),
 	}
-	reg.MustRegister(m.ttft, m.tpot, m.e2e, m.success, m.httpRequests, m.generated, newStatsCollector(eng, labels))
+	reg.MustRegister(m.ttft, m.tpot, m.e2e, m.success, m.httpRequests, m.forwardedRequests, m.generated, newStatsCollector(eng, labels))
 	return m
 }
 

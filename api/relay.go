@@ -179,7 +179,7 @@ func (sr *streamRelay) relay(target string) error {
 	for _, h := range hopHeaders {
 		req.Header.Del(h)
 	}
-	sr.s.markForwarded(req.Header, req.Method, req.URL, body, info(sr.r).id, info(sr.r).client)
+	sr.s.markForwarded(req.Header, req.Method, req.URL, body, info(sr.r))
 	req.Header.Set("Content-Type", "application/json")
 	req.ContentLength = int64(len(body))
 	req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }

@@ -314,7 +314,11 @@ func (s *Server) common(next http.Handler) http.Handler {
 				ri.attrs = append(ri.attrs, slog.Bool("aborted", true))
 				defer panic(p)
 			}
-			s.metrics.httpRequests.WithLabelValues(ri.route, strconv.Itoa(rec.status)).Inc()
+			requests := s.metrics.httpRequests
+			if s.forwarded(r) {
+				requests = s.metrics.forwardedRequests // the entry node counts it for its client
+			}
+			requests.WithLabelValues(ri.route, strconv.Itoa(rec.status)).Inc()
 			level := slog.LevelInfo
 			switch {
 			case (ri.route == "health" || ri.route == "ready" || ri.route == "metrics") && rec.status != http.StatusInternalServerError:

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/conclave-ai/conclave/internal/peersig"
@@ -42,6 +43,27 @@ type SessionRouter interface {
 // the receiver serves it locally and never forwards it again (so a map
 // that changes while the request is in flight cannot make a loop).
 const HeaderForwarded = "X-Conclave-Forwarded"
+
+// HeaderWaited carries, on a forwarded request, the microseconds the entry
+// node had held it (reading, routing its session, failed forwards): the
+// home's latency metrics count from the client's arrival, not its own.
+const HeaderWaited = "X-Conclave-Waited-Us"
+
+// maxWaited bounds what a home believes of HeaderWaited.
+const maxWaited = 10 * time.Minute
+
+// waited is the entry node's wait a forwarded request carries, 0 for any
+// other request or a value out of bounds.
+func (s *Server) waited(r *http.Request) time.Duration {
+	if !s.forwarded(r) {
+		return 0
+	}
+	us, err := strconv.ParseInt(r.Header.Get(HeaderWaited), 10, 64)
+	if err != nil || us < 0 || time.Duration(us)*time.Microsecond > maxWaited {
+		return 0
+	}
+	return time.Duration(us) * time.Microsecond
+}
 
 // HeaderClient carries, on a request one node forwards to another, the
 // client the entry node identified (its limits' key); the request's
@@ -87,9 +109,11 @@ func (s *Server) forwarded(r *http.Request) bool {
 // markForwarded sets the headers of a request this node forwards to u for
 // client (as authenticate named it), signing it when the cluster has a
 // key (for u's node only: u.Host is that node's address in the map).
-func (s *Server) markForwarded(h http.Header, method string, u *url.URL, body []byte, id, client string) {
+func (s *Server) markForwarded(h http.Header, method string, u *url.URL, body []byte, ri *reqInfo) {
+	id, client := ri.id, ri.client
 	h.Set(HeaderForwarded, "1")
 	h.Set("X-Request-ID", id)
+	h.Set(HeaderWaited, strconv.FormatInt(time.Since(ri.start).Microseconds(), 10))
 	h.Del(peersig.Header) // never pass on what a client sent
 	h.Del(HeaderClient)
 	if len(s.cfg.PeerKey) > 0 {
@@ -271,7 +295,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, ta
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(u)
 			pr.SetXForwarded()
-			s.markForwarded(pr.Out.Header, pr.Out.Method, pr.Out.URL, body, ri.id, ri.client)
+			s.markForwarded(pr.Out.Header, pr.Out.Method, pr.Out.URL, body, ri)
 			pr.Out.Body = io.NopCloser(bytes.NewReader(body))
 			pr.Out.ContentLength = int64(len(body))
 			pr.Out.TransferEncoding = nil

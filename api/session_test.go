@@ -14,6 +14,8 @@ import (
 
 	"github.com/conclave-ai/conclave/engine"
 	"github.com/conclave-ai/conclave/internal/peersig"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // fakeSessions is an in-memory SessionRouter: homes maps a session to a
@@ -23,10 +25,12 @@ type fakeSessions struct {
 	homes    map[string]string
 	rehomeTo string
 	routes   int
-	failed   []string // targets passed to Rehome
+	failed   []string      // targets passed to Rehome
+	delay    time.Duration // each Route takes this long (a Raft write)
 }
 
 func (f *fakeSessions) Route(_ context.Context, id, _ string) (bool, string, error) {
+	time.Sleep(f.delay)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.routes++
@@ -417,5 +421,41 @@ func TestForwardCarriesClient(t *testing.T) {
 			}
 		}
 		mu.Unlock()
+	}
+}
+
+// TestForwardedMetrics: a request forwarded to its session's home is one
+// client request in http_requests_total (the entry node's); the home counts
+// it in forwarded_requests_total, and its latencies include the entry
+// node's routing time.
+func TestForwardedMetrics(t *testing.T) {
+	a := newSessionNode(t, DefaultConfig(), nil)
+	b := newSessionNode(t, DefaultConfig(), nil)
+	a.sess.homes["s1"] = b.http.URL
+	const routing = 60 * time.Millisecond
+	a.sess.delay = routing
+	for _, stream := range []bool{false, true} {
+		resp, body := a.do(t, "POST", "/v1/completions", completionBody(a.id, "s1", stream))
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+	}
+	if got := b.eng.served(); len(got) != 2 {
+		t.Fatalf("home served %q", got)
+	}
+	count := func(v *prometheus.CounterVec) float64 {
+		return testutil.ToFloat64(v.WithLabelValues("completions", "200"))
+	}
+	if a1, b1, bf := count(a.srv.metrics.httpRequests), count(b.srv.metrics.httpRequests), count(b.srv.metrics.forwardedRequests); a1 != 2 || b1 != 0 || bf != 2 {
+		t.Errorf("http_requests_total entry %v home %v, forwarded_requests_total home %v; want 2, 0, 2", a1, b1, bf)
+	}
+	for _, name := range []string{"conclave:time_to_first_token_seconds", "conclave:e2e_request_latency_seconds"} {
+		n, sum := histSum(t, b.srv, name)
+		if n != 2 || sum < 2*routing.Seconds() {
+			t.Errorf("home %s: %d samples summing %.3fs, want 2 of at least the entry's %v each", name, n, sum, routing)
+		}
+		if n, _ := histSum(t, a.srv, name); n != 0 {
+			t.Errorf("entry %s: %d samples, want none (the home observes)", name, n)
+		}
 	}
 }
