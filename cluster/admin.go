@@ -231,6 +231,15 @@ func (n *Node) handleDrain(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), 4*n.cfg.ApplyTimeout)
 	defer cancel()
+	// What the drain moves: the node's sessions in the cluster's map as of
+	// now. A follower's own map may lag what is committed (Apply's doc),
+	// and once the node is draining the leader's reconcile may move them
+	// before this node sees them, so count after catching up, before.
+	if err := n.WaitCaughtUp(ctx); err != nil {
+		writeError(w, err)
+		return
+	}
+	sessions := len(n.fsm.Map().SessionsOn(id))
 	// Not the last active node: its experts and sessions would have nowhere
 	// to go, and the drain would never finish. The map decides, so two
 	// drains at once cannot both pass.
@@ -238,7 +247,6 @@ func (n *Node) handleDrain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	sessions := len(n.fsm.Map().SessionsOn(id)) // before they move: what the drain moves
 	if err := n.Apply(ctx, router.Command{Op: router.OpMoveSessions, NodeID: id}); err != nil && !errors.Is(err, router.ErrNoActiveNode) {
 		writeError(w, err)
 		return
