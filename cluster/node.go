@@ -43,7 +43,7 @@ type Node struct {
 
 	fsm        *router.FSM
 	raft       *raft.Raft
-	store      *raftboltdb.BoltStore
+	store      *raftStore
 	ml         *memberlist.Memberlist
 	meta       *metaDelegate // what this node gossips about itself
 	reachCheck atomic.Bool   // noteRaftReached is asking the leader
@@ -218,7 +218,7 @@ func (n *Node) startRaft(tc *tlsConfigs) (existing bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("cluster: raft store: %w", err)
 	}
-	n.store = store
+	n.store = &raftStore{bolt: store}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, n.log.Named("raft-snap"))
 	if err != nil {
 		return false, fmt.Errorf("cluster: raft snapshots: %w", err)
@@ -249,11 +249,11 @@ func (n *Node) startRaft(tc *tlsConfigs) (existing bool, err error) {
 	rc.SnapshotThreshold = cfg.RaftSnapshotThreshold
 	rc.SnapshotInterval = cfg.RaftSnapshotInterval
 	rc.Logger = n.log.Named("raft")
-	if existing, err = raft.HasExistingState(store, store, snaps); err != nil {
+	if existing, err = raft.HasExistingState(n.store, n.store, snaps); err != nil {
 		trans.(io.Closer).Close()
 		return false, err
 	}
-	r, err := raft.NewRaft(rc, n.fsm, store, store, snaps, trans)
+	r, err := raft.NewRaft(rc, n.fsm, n.store, n.store, snaps, trans)
 	if err != nil {
 		trans.(io.Closer).Close()
 		return false, fmt.Errorf("cluster: raft: %w", err)
