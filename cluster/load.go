@@ -211,12 +211,15 @@ var (
 		"Activation payload bytes exchanged with other nodes.", []string{"direction"}, nil)
 	descDispatchLatency = prometheus.NewDesc("conclave:expert_dispatch_layer_seconds",
 		"Time to compute one layer's routed experts (all replicas, retries included).", nil, nil)
+	descDispatchBusy = prometheus.NewDesc("conclave:expert_dispatch_remote_compute_seconds",
+		"Time another node's expert actors spent computing each of this node's calls (one expert, or a batch of a layer's experts), by the node called: a node slow to compute shows here.", []string{"node"}, nil)
 	descHosted = prometheus.NewDesc("conclave:expert_actors",
 		"Expert actors running on this node.", nil, nil)
 )
 
 func (c *expertCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descLayerRate, descHotRate, descClusterHotRate, descReplicas, descHosted, descDispatch, descDispatchBytes, descDispatchLatency} {
+	for _, d := range []*prometheus.Desc{descLayerRate, descHotRate, descClusterHotRate, descReplicas, descHosted, descDispatch, descDispatchBytes,
+		descDispatchLatency, descDispatchBusy} {
 		ch <- d
 	}
 }
@@ -233,6 +236,10 @@ func (c *expertCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDispatchBytes, prometheus.CounterValue, float64(st.BytesRecv), "received")
 	lat := x.disp.Latency()
 	ch <- prometheus.MustNewConstHistogram(descDispatchLatency, lat.Count, lat.Sum.Seconds(), lat.Buckets)
+	m := x.n.fsm.Map()
+	for node, l := range x.disp.NodeBusy(func(node string) bool { _, ok := m.Nodes[node]; return ok }) {
+		ch <- prometheus.MustNewConstHistogram(descDispatchBusy, l.Count, l.Sum.Seconds(), l.Buckets, node)
+	}
 	var local []router.ExpertLoad
 	if p := x.rates.Load(); p != nil {
 		local = *p
@@ -248,7 +255,6 @@ func (c *expertCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descHotRate, prometheus.GaugeValue, el.RowsPerSec,
 			strconv.Itoa(el.Expert.Layer), strconv.Itoa(el.Expert.Index))
 	}
-	m := x.n.fsm.Map()
 	var cl []router.ExpertLoad
 	for id, r := range m.ExpertLoads() {
 		cl = append(cl, router.ExpertLoad{Expert: id, RowsPerSec: r})

@@ -143,6 +143,7 @@ type Dispatcher struct {
 	local_, remote, retries, timeouts, fallbacks, sent, recv, stale, batches atomic.Int64
 	routed                                                                   atomic.Pointer[rowTable] // rows per expert (gating counts)
 	lat                                                                      latencyHist              // RunExperts durations
+	nodeBusy                                                                 nodeHists                // per node called: its actors' compute time per call
 }
 
 type pending struct {
@@ -474,6 +475,7 @@ func (d *Dispatcher) receivePart(p *pending, g *model.ExpertGroup) error {
 				break
 			}
 			b.resp = resp
+			d.nodeBusy.observe(b.node, time.Duration(resp.BusyNs))
 			for _, r := range resp.Parts {
 				d.recv.Add(int64(len(r.Activations)))
 			}
@@ -515,6 +517,7 @@ func (d *Dispatcher) receive(p *pending, g *model.ExpertGroup) error {
 	if resp.Error != "" {
 		return fmt.Errorf("%w: %w: %s", ErrRemote, errAnswered, resp.Error)
 	}
+	d.nodeBusy.observe(p.tried[len(p.tried)-1].Node, time.Duration(resp.BusyNs))
 	if err := expert.DecodeFloats(g.Out, resp.Activations, int(resp.Rows), int(resp.Dim)); err != nil {
 		return err
 	}

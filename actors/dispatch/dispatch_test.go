@@ -67,6 +67,24 @@ func TestParity(t *testing.T) {
 			if n > 1 && st.Batches == 0 {
 				t.Errorf("stats %+v: no batched calls (several groups of a layer go to each other node)", st)
 			}
+			// Each other node's compute time per call, as its answers
+			// report it; a node gone from the cluster is forgotten.
+			busy := d.NodeBusy(nil)
+			if len(busy) != n-1 {
+				t.Errorf("compute times for %d nodes, want %d: %v", len(busy), n-1, busy)
+			}
+			for i := 1; i < n; i++ {
+				node := fmt.Sprintf("n%d", i)
+				if l := busy[node]; l.Count == 0 || l.Count > uint64(st.Remote) || l.Sum <= 0 {
+					t.Errorf("%s: compute times %+v against %d remote calls", node, l, st.Remote)
+				}
+			}
+			if n > 1 {
+				d.NodeBusy(func(node string) bool { return node != "n1" })
+				if _, ok := d.NodeBusy(nil)["n1"]; ok {
+					t.Errorf("n1 not forgotten")
+				}
+			}
 		})
 	}
 }

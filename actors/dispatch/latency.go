@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -39,13 +40,62 @@ type Latency struct {
 }
 
 // Latency returns the distribution of RunExperts durations so far.
-func (d *Dispatcher) Latency() Latency {
-	l := Latency{Buckets: make(map[float64]uint64, len(LatencyBuckets)), Sum: time.Duration(d.lat.sumNS.Load())}
+func (d *Dispatcher) Latency() Latency { return d.lat.snapshot() }
+
+// snapshot is h as a Latency.
+func (h *latencyHist) snapshot() Latency {
+	l := Latency{Buckets: make(map[float64]uint64, len(LatencyBuckets)), Sum: time.Duration(h.sumNS.Load())}
 	var cum uint64
 	for i, b := range LatencyBuckets {
-		cum += d.lat.counts[i].Load()
+		cum += h.counts[i].Load()
 		l.Buckets[b] = cum
 	}
-	l.Count = cum + d.lat.counts[len(LatencyBuckets)].Load()
+	l.Count = cum + h.counts[len(LatencyBuckets)].Load()
 	return l
+}
+
+// nodeHists are latency histograms per node: series bounded by the
+// cluster's size.
+type nodeHists struct {
+	mu sync.Mutex
+	m  map[string]*latencyHist
+}
+
+func (n *nodeHists) observe(node string, d time.Duration) {
+	n.mu.Lock()
+	if n.m == nil {
+		n.m = map[string]*latencyHist{}
+	}
+	h := n.m[node]
+	if h == nil {
+		h = &latencyHist{}
+		n.m[node] = h
+	}
+	n.mu.Unlock()
+	h.observe(d)
+}
+
+// snapshot returns each node's histogram; nodes keep rejects (gone from
+// the cluster) are forgotten, so node churn does not grow the series.
+func (n *nodeHists) snapshot(keep func(node string) bool) map[string]Latency {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make(map[string]Latency, len(n.m))
+	for node, h := range n.m {
+		if keep != nil && !keep(node) {
+			delete(n.m, node)
+			continue
+		}
+		out[node] = h.snapshot()
+	}
+	return out
+}
+
+// NodeBusy returns, per node this dispatcher called, the time its expert
+// actors reported computing each call (one expert, or a batch of a
+// layer's experts), as their answers say: a node slow to compute shows
+// here, where a layer's latency (Latency) is its slowest call's. Nodes
+// keep rejects are forgotten; nil keeps all.
+func (d *Dispatcher) NodeBusy(keep func(node string) bool) map[string]Latency {
+	return d.nodeBusy.snapshot(keep)
 }

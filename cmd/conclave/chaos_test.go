@@ -190,7 +190,6 @@ func (e *chaosEnv) complete(i int, req map[string]any) chaosResult {
 	return res
 }
 
-// dispatchCalls reads node i's conclave:expert_dispatch_calls_total by kind.
 // checkResults reports every result that failed or whose text is not the
 // reference's.
 func checkResults(t *testing.T, results []chaosResult, ref chaosResult) {
@@ -231,6 +230,7 @@ func (e *chaosEnv) remoteOfN0() (*router.ExpertID, int) {
 	return nil, 0
 }
 
+// dispatchCalls reads node i's conclave:expert_dispatch_calls_total by kind.
 func (e *chaosEnv) dispatchCalls(i int) map[string]float64 {
 	return dispatchCallsOf(e.client, e.pc.addrs[i][0])
 }
