@@ -148,14 +148,19 @@ func TestGenerationTokensMatchUsage(t *testing.T) {
 	if err != nil || got != 1 {
 		t.Fatalf("generation_tokens_total series: %d, %v", got, err)
 	}
-	mfs, _ := f.srv.Registry().Gather()
-	var v float64
-	for _, mf := range mfs {
-		if mf.GetName() == "conclave:generation_tokens_total" {
-			v = mf.GetMetric()[0].GetCounter().GetValue()
+	value := func() float64 {
+		mfs, _ := f.srv.Registry().Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "conclave:generation_tokens_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
 		}
+		return 0
 	}
-	if v != float64(total) {
+	// A request is counted once its handler returns, which may be after
+	// the client has read the response.
+	waitFor(t, "both requests counted", func() bool { return value() >= float64(total) })
+	if v := value(); v != float64(total) {
 		t.Errorf("generation_tokens_total %v, want the usage's %d", v, total)
 	}
 }

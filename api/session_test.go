@@ -446,6 +446,13 @@ func TestForwardedMetrics(t *testing.T) {
 	count := func(v *prometheus.CounterVec) float64 {
 		return testutil.ToFloat64(v.WithLabelValues("completions", "200"))
 	}
+	// A node counts a request once its handler returns, which may be after
+	// the client has read the response.
+	waitFor(t, "the counts", func() bool {
+		n, _ := histSum(t, b.srv, "conclave:e2e_request_latency_seconds")
+		return count(b.srv.metrics.forwardedRequests)+count(b.srv.metrics.httpRequests) >= 2 && n >= 2 &&
+			count(a.srv.metrics.httpRequests) >= 2
+	})
 	if a1, b1, bf := count(a.srv.metrics.httpRequests), count(b.srv.metrics.httpRequests), count(b.srv.metrics.forwardedRequests); a1 != 2 || b1 != 0 || bf != 2 {
 		t.Errorf("http_requests_total entry %v home %v, forwarded_requests_total home %v; want 2, 0, 2", a1, b1, bf)
 	}
