@@ -10,7 +10,8 @@ import (
 
 // Prometheus metrics, named as vLLM names them with the prefix
 // "conclave:" (so vLLM dashboards work with the prefix changed). Every
-// metric carries the model_name label.
+// metric of the API and its engine carries the model_name label; the
+// node's Raft, membership and expert metrics (package cluster) do not.
 
 // Histogram buckets in seconds (vLLM's).
 var (
