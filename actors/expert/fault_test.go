@@ -30,10 +30,10 @@ func TestFaults(t *testing.T) {
 	if el := time.Since(start); el < 20*time.Millisecond {
 		t.Errorf("before slept %v, want ≥ 20ms", el)
 	}
-	start = time.Now()
-	f.before(router.ExpertID{Layer: 0, Index: 3}) // another expert: no delay
-	if el := time.Since(start); el > 10*time.Millisecond {
-		t.Errorf("an expert without a fault waited %v", el)
+	// Another expert has no delay (asked, not timed: a loaded machine may
+	// stall any call for longer than a threshold).
+	if d := f.delayOf(router.ExpertID{Layer: 0, Index: 3}); d != 0 {
+		t.Errorf("an expert without a fault is delayed %v", d)
 	}
 	if err := f.Set(id, 0); err != nil || len(f.Delays()) != 0 {
 		t.Fatalf("Set(0): %v, delays %v", err, f.Delays())
