@@ -315,8 +315,11 @@ func (s *Server) common(next http.Handler) http.Handler {
 				defer panic(p)
 			}
 			requests := s.metrics.httpRequests
-			if s.forwarded(r) {
-				requests = s.metrics.forwardedRequests // the entry node counts it for its client
+			if ri.peer {
+				// A verified peer's: the entry node counts it for its client.
+				// (Without a cluster key nothing proves a request forwarded,
+				// so there each node counts it.)
+				requests = s.metrics.forwardedRequests
 			}
 			requests.WithLabelValues(ri.route, strconv.Itoa(rec.status)).Inc()
 			level := slog.LevelInfo

@@ -53,9 +53,10 @@ const HeaderWaited = "X-Conclave-Waited-Us"
 const maxWaited = 10 * time.Minute
 
 // waited is the entry node's wait a forwarded request carries, 0 for any
-// other request or a value out of bounds.
+// other request or a value out of bounds. Only a verified peer's request
+// is believed: without a cluster key a client could set the header.
 func (s *Server) waited(r *http.Request) time.Duration {
-	if !s.forwarded(r) {
+	if !info(r).peer {
 		return 0
 	}
 	us, err := strconv.ParseInt(r.Header.Get(HeaderWaited), 10, 64)

@@ -429,8 +429,10 @@ func TestForwardCarriesClient(t *testing.T) {
 // it in forwarded_requests_total, and its latencies include the entry
 // node's routing time.
 func TestForwardedMetrics(t *testing.T) {
-	a := newSessionNode(t, DefaultConfig(), nil)
-	b := newSessionNode(t, DefaultConfig(), nil)
+	cfg := DefaultConfig()
+	cfg.PeerKey = []byte("the-cluster-peer-key-0123456789abcdef")
+	a := newSessionNode(t, cfg, nil)
+	b := newSessionNode(t, cfg, nil)
 	a.sess.homes["s1"] = b.http.URL
 	const routing = 60 * time.Millisecond
 	a.sess.delay = routing
@@ -464,5 +466,31 @@ func TestForwardedMetrics(t *testing.T) {
 		if n, _ := histSum(t, a.srv, name); n != 0 {
 			t.Errorf("entry %s: %d samples, want none (the home observes)", name, n)
 		}
+	}
+}
+
+// TestForwardedHeadersFromClient: a client that sends the forwarding
+// headers itself, on a node without a cluster key (nothing to verify them
+// with), is counted as a client and its latency is its own.
+func TestForwardedHeadersFromClient(t *testing.T) {
+	var logs lockedBuffer
+	cfg := DefaultConfig()
+	cfg.Logger = jsonLogger(&logs)
+	f := newFixture(t, cfg, newEngine(t))
+	req, _ := http.NewRequest("POST", f.http.URL+"/v1/completions", strings.NewReader(completionBody(f.id, "", false)))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set(HeaderForwarded, "1")
+	req.Header.Set(HeaderWaited, "599000000")
+	resp, err := f.http.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	waitFor(t, "the access log", func() bool { return strings.Contains(logs.String(), `"msg":"http request"`) })
+	if n := testutil.ToFloat64(f.srv.metrics.httpRequests.WithLabelValues("completions", "200")); n != 1 {
+		t.Errorf("http_requests_total %v, want 1", n)
+	}
+	if n, sum := histSum(t, f.srv, "conclave:e2e_request_latency_seconds"); n != 1 || sum > 60 {
+		t.Errorf("e2e: %d samples summing %.1fs: the client's header was believed", n, sum)
 	}
 }
