@@ -176,14 +176,22 @@ func (n *Node) Status() Status {
 	}
 	if m.Model != nil && m.Model.Experts > 0 {
 		want := m.Model.Layers * m.Model.Experts
-		short := 0
+		short, unready := 0, 0
 		for _, pe := range m.PlacementList() {
 			if len(pe.Replicas) < min(m.Replication, len(m.ActiveNodes())) {
 				short++
 			}
+			if !slices.ContainsFunc(pe.Replicas, func(r router.Replica) bool { return r.Ready }) {
+				unready++
+			}
 		}
 		if missing := want - len(m.Placement); missing > 0 {
 			st.Problems = append(st.Problems, fmt.Sprintf("%d of %d experts have no replica", missing, want))
+		}
+		if unready > 0 {
+			// Placed but not loaded anywhere yet (a node still fetching or
+			// loading): requests that route to them wait or fail.
+			st.Problems = append(st.Problems, fmt.Sprintf("%d experts have no ready replica", unready))
 		}
 		if short > 0 {
 			st.Problems = append(st.Problems, fmt.Sprintf("%d experts are under-replicated", short))

@@ -103,7 +103,32 @@ func TestThreeNodesAgree(t *testing.T) {
 			t.Errorf("node %s incomplete in map: %+v", id, n)
 		}
 	}
-	// Every node answers the admin API with the same view.
+	// Placed replicas not yet loaded anywhere make the cluster degraded;
+	// once the hosts say they are ready, every node answers the admin API
+	// with the same, healthy view.
+	ac := &cluster.AdminClient{Base: "http://" + c.Config(l).HTTPAddr}
+	if st, err := ac.Status(context.Background()); err != nil || st.Health != "degraded" ||
+		!slices.ContainsFunc(st.Problems, func(p string) bool { return strings.Contains(p, "no ready replica") }) {
+		t.Errorf("status with no replica ready: %+v, %v", st, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, pe := range m.PlacementList() {
+		for _, r := range pe.Replicas {
+			id := pe.Expert
+			if err := c.Apply(ctx, router.Command{Op: router.OpSetReplicaReady, Expert: &id, NodeID: r.Node, Ready: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	m = c.WaitAgree(10*time.Second, func(m *router.Map) bool {
+		for _, pe := range m.PlacementList() {
+			if !slices.ContainsFunc(pe.Replicas, func(r router.Replica) bool { return r.Ready }) {
+				return false
+			}
+		}
+		return true
+	}, "every expert ready")
 	for _, i := range c.Running() {
 		ac := &cluster.AdminClient{Base: "http://" + c.Config(i).HTTPAddr}
 		st, err := ac.Status(context.Background())
