@@ -44,6 +44,7 @@ type Node struct {
 	fsm        *router.FSM
 	raft       *raft.Raft
 	store      *raftStore
+	idConflict idConflict
 	ml         *memberlist.Memberlist
 	meta       *metaDelegate // what this node gossips about itself
 	reachCheck atomic.Bool   // noteRaftReached is asking the leader
@@ -187,6 +188,11 @@ func Start(cfg Config) (_ *Node, err error) {
 			return nil, fmt.Errorf("%w: %v (--join takes a node's gossip address, its --port-base + 1, not its HTTP port)", ErrJoin, jerr)
 		} else if jerr != nil {
 			n.log.Warn("join failed; retrying in the background", "error", jerr)
+		}
+		// Another live node has this id: gossip ignores this one, which
+		// would wait forever for a model and a map that never come.
+		if other := n.idConflict.get(); other != "" {
+			return nil, fmt.Errorf("%w: node id %q is already in use by the node at %s (each node needs its own --id)", ErrJoin, cfg.ID, other)
 		}
 	}
 	n.wg.Add(1)
@@ -343,6 +349,8 @@ func (n *Node) startMemberlist() error {
 	mc.TCPTimeout = 3 * time.Second
 	mc.Delegate = n.meta
 	mc.Events = n.members
+	n.idConflict.self = n.cfg.ID
+	mc.Conflict = &n.idConflict
 	if len(n.cfg.ClusterKey) > 0 {
 		mc.SecretKey = n.cfg.ClusterKey
 	}
@@ -641,4 +649,26 @@ func tlsMode(cfg Config) string {
 		return "cluster-key"
 	}
 	return "off"
+}
+
+// idConflict records the address of another gossip member claiming this
+// node's id (memberlist ignores it and logs the conflict).
+type idConflict struct {
+	mu    sync.Mutex
+	self  string
+	other string
+}
+
+func (c *idConflict) NotifyConflict(existing, other *memberlist.Node) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.self != "" && existing.Name == c.self {
+		c.other = other.Address()
+	}
+}
+
+func (c *idConflict) get() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.other
 }
