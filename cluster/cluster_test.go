@@ -997,3 +997,30 @@ func TestWaitCaughtUpOlderLeader(t *testing.T) {
 		t.Errorf("WaitCaughtUp returned at epoch %d; the leader had committed %d", got, want)
 	}
 }
+
+// TestDuplicateID: a node started with the id of a live member (another
+// address) is refused with a clear error; it used to start and wait
+// forever, ignored by gossip.
+func TestDuplicateID(t *testing.T) {
+	c := clustertest.New(t, 2, clustertest.Options{})
+	c.WaitActive(10*time.Second, 2)
+	cfg := clustertest.FastConfig()
+	cfg.ID = "n1"
+	cfg.DataDir = t.TempDir()
+	a := clustertest.FreeAddrs(t, 4)
+	cfg.HTTPAddr, cfg.GossipAddr, cfg.RaftAddr, cfg.ActorAddr = a[0], a[1], a[2], a[3]
+	cfg.Join = []string{c.Config(0).GossipAddr}
+	cfg.Logger = cluster.NewLogger("dup", testWriter{t}, "off")
+	n, err := cluster.Start(cfg)
+	if err == nil {
+		n.Kill()
+		t.Fatal("a second n1 started")
+	}
+	if !errors.Is(err, cluster.ErrJoin) || !strings.Contains(err.Error(), "already in use") || !strings.Contains(err.Error(), c.Config(1).GossipAddr) {
+		t.Errorf("err %v, want ErrJoin naming n1's address %s", err, c.Config(1).GossipAddr)
+	}
+	// The real n1 is unharmed.
+	if st := c.Node(0).Members()["n1"]; st != cluster.GossipAlive {
+		t.Errorf("n1 is %v to n0", st)
+	}
+}
