@@ -319,7 +319,7 @@ func (n *Node) handleLeave(w http.ResponseWriter, r *http.Request) {
 		n.proxyToLeader(w, r, nil)
 		return
 	}
-	if err := n.removeLeaver(r.PathValue("node")); err != nil {
+	if err := n.removeNode(r.PathValue("node")); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -255,33 +255,8 @@ func (n *Node) reconcile(p *pilot, tab map[string]member) {
 		node, inMap := m.Nodes[id]
 		switch {
 		case known && mem.State == GossipLeft:
-			if servers[id].Suffrage != raft.Voter {
-				n.log.Info("removing node that left", "member", id)
-				n.removeNodeLogged(id)
-				continue
-			}
-			// A voter that left leaves the map now (nothing is routed to
-			// it) but stays in the Raft configuration for the dead grace:
-			// a whole cluster stopped at once (SIGTERM everywhere) must
-			// keep its voters, or the last leader would remove them all
-			// and a majority restarted without that one node could never
-			// elect a leader again.
-			if inMap {
-				n.log.Info("removing node that left from the map; it stays a raft voter for the grace period", "member", id)
-				if err := n.forgetNode(id); err != nil {
-					n.log.Warn("remove node", "member", id, "error", err)
-				}
-			}
-			first, ok := p.deadSince[id]
-			if !ok {
-				p.deadSince[id] = now
-				first = now
-			}
-			if now.Sub(first) >= n.cfg.DeadGrace {
-				n.log.Info("removing voter that left after grace period", "member", id, "left_for", now.Sub(first).Round(time.Millisecond))
-				n.removeNodeLogged(id)
-				delete(p.deadSince, id)
-			}
+			n.log.Info("removing node that left", "member", id)
+			n.removeNodeLogged(id)
 			continue
 		case known || (inMap && node.State == router.NodeDead) || !inMap:
 			// dead (or already marked dead by an earlier leader)
@@ -454,39 +429,6 @@ func (n *Node) removeNodeLogged(id string) {
 	}
 }
 
-// forgetNode drops id from the map only (its Raft membership stays).
-func (n *Node) forgetNode(id string) error {
-	if _, ok := n.fsm.Map().Nodes[id]; !ok {
-		return nil
-	}
-	err := n.applyLocalCmd(router.Command{Op: router.OpRemoveNode, NodeID: id, NowMS: time.Now().UnixMilli()})
-	if errors.Is(err, router.ErrUnknownNode) {
-		return nil
-	}
-	return err
-}
-
-// removeLeaver is what a node's graceful leave asks of the leader: a
-// non-voter leaves the Raft configuration and the map; a voter leaves the
-// map and stays a voter until the autopilot's grace period has passed (see
-// the GossipLeft case in reconcile), so that stopping every node at once
-// does not shrink the voters to the last leader.
-func (n *Node) removeLeaver(id string) error {
-	if n.raft.State() != raft.Leader {
-		return ErrNotLeader
-	}
-	f := n.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return translateRaftErr(err)
-	}
-	for _, s := range f.Configuration().Servers {
-		if string(s.ID) == id && s.Suffrage == raft.Voter {
-			return n.forgetNode(id)
-		}
-	}
-	return n.removeNode(id)
-}
-
 // removeNode drops id from the Raft configuration and the map. Leader only.
 func (n *Node) removeNode(id string) error {
 	if n.raft.State() != raft.Leader {
@@ -498,7 +440,14 @@ func (n *Node) removeNode(id string) error {
 	if err := n.raft.RemoveServer(raft.ServerID(id), 0, n.cfg.ApplyTimeout).Error(); err != nil {
 		return translateRaftErr(err)
 	}
-	return n.forgetNode(id)
+	if _, ok := n.fsm.Map().Nodes[id]; !ok {
+		return nil
+	}
+	err := n.applyLocalCmd(router.Command{Op: router.OpRemoveNode, NodeID: id, NowMS: time.Now().UnixMilli()})
+	if errors.Is(err, router.ErrUnknownNode) {
+		return nil
+	}
+	return err
 }
 
 // sameNode compares two node records ignoring UpdatedMS.

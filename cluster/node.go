@@ -434,12 +434,9 @@ func (n *Node) Kill() { n.shutdown(false) }
 
 // Leave leaves the cluster gracefully and stops the node: a leader first
 // hands leadership to another voter, then the node announces its leave on
-// gossip and asks the leader to remove it from the map, so nothing is
-// placed or routed there. A non-voter leaves the Raft configuration at
-// once; a voter only after the dead grace (removeLeaver), so that a whole
-// cluster stopped at once keeps its voters and any majority of them can
-// restart it. A single-node cluster simply shuts down. It returns the first
-// error but always stops the node.
+// gossip and asks the leader to remove it from the Raft configuration and
+// the map, so it neither blocks quorum nor placement. A single-node cluster
+// simply shuts down. It returns the first error but always stops the node.
 func (n *Node) Leave(ctx context.Context) error {
 	select {
 	case <-n.stopCh:
@@ -517,7 +514,7 @@ func (n *Node) requestRemoval(ctx context.Context) error {
 	for {
 		var err error
 		if n.IsLeader() {
-			err = n.removeLeaver(n.cfg.ID)
+			err = n.removeNode(n.cfg.ID)
 		} else if addr := n.leaderHTTP(); addr == "" {
 			err = ErrNoLeader
 		} else {
