@@ -985,4 +985,18 @@ func TestDuplicateID(t *testing.T) {
 	if st := c.Node(0).Members()["n1"]; st != cluster.GossipAlive {
 		t.Errorf("n1 is %v to n0", st)
 	}
+	// n1 killed and restarted at once from its data dir on new addresses:
+	// peers may still gossip the killed one as alive, but this is the same
+	// node, not a duplicate, and it starts.
+	c.Kill(1)
+	cfg = c.Config(1)
+	a = clustertest.FreeAddrs(t, 4)
+	cfg.HTTPAddr, cfg.GossipAddr, cfg.RaftAddr, cfg.ActorAddr = a[0], a[1], a[2], a[3]
+	cfg.Join = []string{c.Config(0).GossipAddr}
+	cfg.Logger = cluster.NewLogger("n1-again", testWriter{t}, "off")
+	n, err = cluster.Start(cfg)
+	if err != nil {
+		t.Fatalf("n1 restarted from its data dir on new addresses: %v", err)
+	}
+	n.Kill()
 }

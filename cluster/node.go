@@ -190,9 +190,16 @@ func Start(cfg Config) (_ *Node, err error) {
 			n.log.Warn("join failed; retrying in the background", "error", jerr)
 		}
 		// Another live node has this id: gossip ignores this one, which
-		// would wait forever for a model and a map that never come.
+		// would wait forever for a model and a map that never come. A node
+		// restarting from its own data dir on a new address meets its
+		// killed incarnation, which peers may still gossip as alive for a
+		// while: that is not refused, only said.
 		if other := n.idConflict.get(); other != "" {
-			return nil, fmt.Errorf("%w: node id %q is already in use by the node at %s (each node needs its own --id)", ErrJoin, cfg.ID, other)
+			if !existing {
+				return nil, fmt.Errorf("%w: node id %q is already in use by the node at %s (each node needs its own --id)", ErrJoin, cfg.ID, other)
+			}
+			n.log.Warn("peers still know this node id at another address (an earlier run of this node?); they will accept this one once gossip has declared that one dead",
+				"id", cfg.ID, "other", other)
 		}
 	}
 	n.wg.Add(1)
