@@ -486,16 +486,7 @@ func TestClusterKeyGuardsRaftAndActors(t *testing.T) {
 	for _, addr := range addrs {
 		cfg := other.Clone()
 		cfg.ServerName = clustertest.LoopbackIP()
-		conn, err := tls.Dial("tcp", addr, cfg)
-		if err == nil {
-			conn.SetDeadline(time.Now().Add(5 * time.Second))
-			_, err = conn.Write([]byte{0})
-			if err == nil {
-				_, err = conn.Read(make([]byte, 1))
-			}
-			conn.Close()
-		}
-		if err == nil {
+		if err := tlsExchange(addr, cfg); err == nil {
 			t.Errorf("%s accepted another cluster's certificate", addr)
 		}
 	}
@@ -546,18 +537,8 @@ func TestMutualTLS(t *testing.T) {
 		addrs = append(addrs, c.Config(0).ActorAddr)
 	}
 	for _, addr := range addrs {
-		// A client that trusts the CA but has no certificate is refused:
-		// with TLS 1.3 the server's alert arrives on the first read.
-		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: clustertest.LoopbackIP()})
-		if err == nil {
-			conn.SetDeadline(time.Now().Add(5 * time.Second))
-			_, err = conn.Write([]byte{0})
-			if err == nil {
-				_, err = conn.Read(make([]byte, 1))
-			}
-			conn.Close()
-		}
-		if err == nil {
+		// A client that trusts the CA but has no certificate is refused.
+		if err := tlsExchange(addr, &tls.Config{RootCAs: pool, ServerName: clustertest.LoopbackIP()}); err == nil {
 			t.Errorf("%s accepted a client without a certificate", addr)
 		} else {
 			t.Logf("%s without client cert: %v", addr, err)
@@ -999,4 +980,20 @@ func TestDuplicateID(t *testing.T) {
 		t.Fatalf("n1 restarted from its data dir on new addresses: %v", err)
 	}
 	n.Kill()
+}
+
+// tlsExchange dials addr with cfg and exchanges a byte: with TLS 1.3 a
+// server's refusal of the client certificate arrives on the first read.
+func tlsExchange(addr string, cfg *tls.Config) error {
+	conn, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := conn.Write([]byte{0}); err != nil {
+		return err
+	}
+	_, err = conn.Read(make([]byte, 1))
+	return err
 }

@@ -96,18 +96,5 @@ func keyTLS(key []byte, node string, addrs ...string) (*tlsConfigs, error) {
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(ca)
-	pair := tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}
-	return &tlsConfigs{
-		Server: &tls.Config{
-			Certificates: []tls.Certificate{pair},
-			ClientCAs:    pool,
-			ClientAuth:   tls.RequireAndVerifyClientCert,
-			MinVersion:   tls.VersionTLS13,
-		},
-		Client: &tls.Config{
-			Certificates: []tls.Certificate{pair},
-			RootCAs:      pool,
-			MinVersion:   tls.VersionTLS13,
-		},
-	}, nil
+	return mutualTLS(tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}, pool), nil
 }

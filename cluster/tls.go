@@ -186,6 +186,12 @@ func loadTLS(f TLSFiles) (*tlsConfigs, error) {
 	if !pool.AppendCertsFromPEM(caPEM) {
 		return nil, fmt.Errorf("%w: no certificate in %s", ErrTLS, f.CAFile)
 	}
+	return mutualTLS(pair, pool), nil
+}
+
+// mutualTLS is both sides' TLS 1.3 settings for a node presenting pair and
+// trusting the CAs in pool.
+func mutualTLS(pair tls.Certificate, pool *x509.CertPool) *tlsConfigs {
 	return &tlsConfigs{
 		Server: &tls.Config{
 			Certificates: []tls.Certificate{pair},
@@ -198,7 +204,7 @@ func loadTLS(f TLSFiles) (*tlsConfigs, error) {
 			RootCAs:      pool,
 			MinVersion:   tls.VersionTLS13,
 		},
-	}, nil
+	}
 }
 
 // tlsStreamLayer is a raft.StreamLayer over mutual TLS.
