@@ -25,7 +25,12 @@ fi
 echo "openai-js: building bin/conclave" >&2
 (cd "$root" && "$GO" build -o bin/conclave ./cmd/conclave) || exit 2
 
-port="$(node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})')"
+# Four loopback ports the kernel has just handed out (HTTP, gossip, Raft,
+# actors), held together so they differ; another process may still take one
+# before the server binds it, so a start that finds one taken is retried.
+free_ports() {
+    node -e 'const net=require("net"),ss=[];(function next(){const s=net.createServer().listen(0,"127.0.0.1",()=>{ss.push(s);if(ss.length<4)next();else{console.log(ss.map(x=>x.address().port).join(" "));ss.forEach(x=>x.close())}})})()'
+}
 data="$(mktemp -d)"
 pid=""
 cleanup() {
@@ -33,15 +38,27 @@ cleanup() {
     rm -rf "$data"
 }
 trap cleanup EXIT
-# --port-base puts gossip, Raft and actors well away from the HTTP port.
-(cd "$root" && exec bin/conclave serve --http-addr "127.0.0.1:$port" --port-base $((port % 20000 + 30000)) \
-    --data-dir "$data/node" --log-level warn) >"$data/log" 2>&1 &
-pid=$!
 ready=0
-for _ in $(seq 1 240); do
-    if ! kill -0 "$pid" 2>/dev/null; then cat "$data/log" >&2; echo "openai-js: the server exited" >&2; exit 2; fi
-    if node -e "fetch('http://127.0.0.1:$port/ready').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"; then ready=1; break; fi
-    sleep 0.5
+for attempt in 1 2 3 4 5; do
+    read -r port gport rport aport <<<"$(free_ports)"
+    rm -rf "$data/node"
+    (cd "$root" && exec bin/conclave serve --http-addr "127.0.0.1:$port" --gossip-addr "127.0.0.1:$gport" \
+        --raft-addr "127.0.0.1:$rport" --actor-addr "127.0.0.1:$aport" \
+        --data-dir "$data/node" --log-level warn) >"$data/log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 240); do
+        if ! kill -0 "$pid" 2>/dev/null; then break; fi
+        if node -e "fetch('http://127.0.0.1:$port/ready').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"; then ready=1; break; fi
+        sleep 0.5
+    done
+    [ "$ready" = 1 ] && break
+    if ! kill -0 "$pid" 2>/dev/null && grep -q "address already in use" "$data/log"; then
+        echo "openai-js: a port was taken before the server bound it (attempt $attempt); trying others" >&2
+        wait "$pid" 2>/dev/null || true
+        pid=""
+        continue
+    fi
+    break
 done
 if [ "$ready" != 1 ]; then
     cat "$data/log" >&2
