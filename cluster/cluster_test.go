@@ -979,7 +979,17 @@ func TestDuplicateID(t *testing.T) {
 	if err != nil {
 		t.Fatalf("n1 restarted from its data dir on new addresses: %v", err)
 	}
-	n.Kill()
+	defer n.Kill()
+	// Once gossip has declared the killed one dead, peers take the new
+	// address (they ignored it for about a minute, until the dead entry
+	// was reaped).
+	start := time.Now()
+	clustertest.WaitFor(t, 30*time.Second, func() bool {
+		m := c.Node(0).Map()
+		nd, ok := m.Nodes["n1"]
+		return ok && nd.GossipAddr == cfg.GossipAddr && nd.State == router.NodeActive
+	}, "n0's map to have n1 active at its new address")
+	t.Logf("n1 active at its new address %v after its restart", time.Since(start).Round(time.Millisecond))
 }
 
 // tlsExchange dials addr with cfg and exchanges a byte: with TLS 1.3 a
