@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/conclave-ai/conclave/router"
@@ -98,6 +99,8 @@ func (n *Node) loop() {
 					defer n.wg.Done()
 					if k, err := n.ml.Join(c); err == nil {
 						n.log.Info("rejoined gossip", "contacted", k)
+					} else {
+						n.rejoinFailed(err)
 					}
 				}()
 			}
@@ -618,4 +621,26 @@ func (n *Node) announceModel() {
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// rejoinWarnEvery spaces the warnings of a node that cannot rejoin gossip
+// (it retries every few seconds).
+const rejoinWarnEvery = 30 * time.Second
+
+// rejoinFailed says why a background rejoin failed, at most every
+// rejoinWarnEvery, and plainly when the peers use another cluster key: then
+// retrying can never succeed, and the node would otherwise wait in silence.
+func (n *Node) rejoinFailed(err error) {
+	n.rejoinMu.Lock()
+	if time.Since(n.rejoinWarned) < rejoinWarnEvery {
+		n.rejoinMu.Unlock()
+		return
+	}
+	n.rejoinWarned = time.Now()
+	n.rejoinMu.Unlock()
+	if strings.Contains(err.Error(), "decrypt") { // memberlist: "no installed keys could decrypt the message"
+		n.log.Error("cannot rejoin gossip: the peers use another cluster key (check --cluster-key on this node)", "error", err)
+		return
+	}
+	n.log.Warn("cannot rejoin gossip; retrying", "error", err)
 }

@@ -1007,3 +1007,31 @@ func tlsExchange(addr string, cfg *tls.Config) error {
 	_, err = conn.Read(make([]byte, 1))
 	return err
 }
+
+// TestRejoinWrongKey: a member restarted from its data dir with another
+// cluster key starts (it has state of its own) but can never rejoin; it
+// says so, where it used to retry in silence after one warning.
+func TestRejoinWrongKey(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	c := clustertest.New(t, 2, clustertest.Options{Config: func(int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.ClusterKey = key
+		return cfg
+	}})
+	c.WaitActive(10*time.Second, 2)
+	c.Kill(1)
+	cfg := c.Config(1)
+	cfg.ClusterKey = []byte("fedcba9876543210fedcba9876543210")
+	var logs lockedBuffer
+	cfg.Logger = cluster.NewLogger("n1", &logs, "warn")
+	var n *cluster.Node
+	clustertest.WaitFor(t, 10*time.Second, func() bool {
+		var err error
+		n, err = cluster.Start(cfg)
+		return err == nil
+	}, "n1 to start again from its data dir")
+	defer n.Kill()
+	clustertest.WaitFor(t, 20*time.Second, func() bool {
+		return strings.Contains(logs.String(), "the peers use another cluster key")
+	}, "n1 to say its key is not the peers'")
+}

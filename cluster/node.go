@@ -41,21 +41,24 @@ type Node struct {
 	copy  atomic.Pointer[ModelCopy] // the partial copy FetchModel made, for status
 	boot  bool                      // this node bootstrapped a new cluster in Start
 
-	fsm        *router.FSM
-	raft       *raft.Raft
-	store      *raftStore
-	idConflict idConflict
-	ml         *memberlist.Memberlist
-	meta       *metaDelegate // what this node gossips about itself
-	reachCheck atomic.Bool   // noteRaftReached is asking the leader
-	members    *members
-	actors     *actor.ActorSystem
-	remote     *remote.Remote
-	mux        *http.ServeMux
-	httpSrv    *http.Server
-	auth       *adminAuth   // the admin API's credentials
-	client     *http.Client // admin calls to peers (applies, leave): bounded
-	peerHTTP   *http.Client // downloads from peers (model chunks, expert files)
+	fsm   *router.FSM
+	raft  *raft.Raft
+	store *raftStore
+	// rejoinWarned is when rejoinFailed last logged.
+	rejoinMu     sync.Mutex
+	rejoinWarned time.Time
+	idConflict   idConflict
+	ml           *memberlist.Memberlist
+	meta         *metaDelegate // what this node gossips about itself
+	reachCheck   atomic.Bool   // noteRaftReached is asking the leader
+	members      *members
+	actors       *actor.ActorSystem
+	remote       *remote.Remote
+	mux          *http.ServeMux
+	httpSrv      *http.Server
+	auth         *adminAuth   // the admin API's credentials
+	client       *http.Client // admin calls to peers (applies, leave): bounded
+	peerHTTP     *http.Client // downloads from peers (model chunks, expert files)
 	// proxyHTTP relays a caller's admin request to the leader with the
 	// caller's own credentials, never this node's token.
 	proxyHTTP *http.Client
