@@ -410,11 +410,7 @@ func TestApplyRejected(t *testing.T) {
 
 func TestClusterKeyRequired(t *testing.T) {
 	key := []byte("0123456789abcdef0123456789abcdef")
-	c := clustertest.New(t, 2, clustertest.Options{Config: func(i int) cluster.Config {
-		cfg := clustertest.FastConfig()
-		cfg.ClusterKey = key
-		return cfg
-	}})
+	c := keyedCluster(t, 2, key)
 	for _, tc := range []struct {
 		name string
 		key  []byte
@@ -449,11 +445,7 @@ func TestClusterKeyRequired(t *testing.T) {
 // before, a plain AppendEntries with a higher term made the leader step down.
 func TestClusterKeyGuardsRaftAndActors(t *testing.T) {
 	key := []byte("0123456789abcdef0123456789abcdef")
-	c := clustertest.New(t, 2, clustertest.Options{Config: func(i int) cluster.Config {
-		cfg := clustertest.FastConfig()
-		cfg.ClusterKey = key
-		return cfg
-	}})
+	c := keyedCluster(t, 2, key)
 	setModel(t, c)
 	c.WaitAgree(10*time.Second, fullyPlaced, "the model fully placed over key-derived TLS")
 	l := c.Leader()
@@ -1013,11 +1005,7 @@ func tlsExchange(addr string, cfg *tls.Config) error {
 // says so, where it used to retry in silence after one warning.
 func TestRejoinWrongKey(t *testing.T) {
 	key := []byte("0123456789abcdef0123456789abcdef")
-	c := clustertest.New(t, 2, clustertest.Options{Config: func(int) cluster.Config {
-		cfg := clustertest.FastConfig()
-		cfg.ClusterKey = key
-		return cfg
-	}})
+	c := keyedCluster(t, 2, key)
 	c.WaitActive(10*time.Second, 2)
 	c.Kill(1)
 	cfg := c.Config(1)
@@ -1034,4 +1022,14 @@ func TestRejoinWrongKey(t *testing.T) {
 	clustertest.WaitFor(t, 20*time.Second, func() bool {
 		return strings.Contains(logs.String(), "the peers use another cluster key")
 	}, "n1 to say its key is not the peers'")
+}
+
+// keyedCluster starts n nodes sharing cluster key key.
+func keyedCluster(t *testing.T, n int, key []byte) *clustertest.Cluster {
+	t.Helper()
+	return clustertest.New(t, n, clustertest.Options{Config: func(int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.ClusterKey = key
+		return cfg
+	}})
 }
