@@ -53,9 +53,12 @@ func BenchmarkExpertLayerPrefill(b *testing.B) {
 	x, h := randRow(r, experts*rows*dim), randRow(r, experts*rows*ffn)
 	g, u, o := make([]float32, experts*rows*ffn), make([]float32, experts*rows*ffn), make([]float32, experts*rows*dim)
 	var s [3 * experts]Scratch
-	for _, mode := range []string{"transpose-each", "transpose-once", "tiles"} {
+	for _, mode := range []string{"transpose-each", "transpose-once", "tiles", "tiles-amx"} {
+		if mode == "tiles-amx" && !AMX() {
+			continue
+		}
 		tiled := func(m Matrix) Matrix {
-			if mode == "tiles" {
+			if mode == "tiles" || mode == "tiles-amx" {
 				m.Tiles = new(Tiles)
 				m.Tiles.Store(PackTiles(p, m))
 			}
@@ -66,6 +69,9 @@ func BenchmarkExpertLayerPrefill(b *testing.B) {
 			gm[e], um[e], dm[e] = tiled(gate[e]), tiled(up[e]), tiled(down[e])
 		}
 		b.Run(mode, func(b *testing.B) {
+			amx := useAMX
+			useAMX = mode == "tiles-amx"
+			defer func() { useAMX = amx }()
 			withTileOnce(mode != "transpose-each", func() {
 				var mb MatMulBatch
 				jobs := make([]MatMulJob, 0, 2*experts)

@@ -30,13 +30,7 @@ func TestMatMulRowMulti(t *testing.T) {
 				m := testMatrix(t, r, typ, rows, c)
 				for nrows := 1; nrows <= 19; nrows++ {
 					x := randRow(r, nrows*c)
-					want := make([]float32, nrows*rows)
-					for ri := range nrows {
-						a := mustQuantize(t, Q8_0, x[ri*c:(ri+1)*c])
-						for i := range rows {
-							want[ri*rows+i] = VecDot(typ, c, m.Row(i), a)
-						}
-					}
+					want := vecDotOut(t, m, x, nrows)
 					for _, lim := range rowMultiLimits {
 						ra, chunk := lim[0], lim[1]
 						for _, g := range gfniModes() {

@@ -226,6 +226,14 @@ func packRowVNNIGo(a, dst []byte, step int) {
 func (s *Scratch) rowTiles16(lo, hi int) {
 	m, nb, q4 := s.m, s.m.Cols/QK, s.m.Type == Q4_0
 	var buf *[]byte // the transposed tile, when groups share it
+	// Wide Q8_0 chunks run on AMX: each tile's quants made signed in sq,
+	// the kernels' ring after them.
+	var sq, ring []byte
+	if !q4 && s.raMulti && s.r1-s.r0 >= amxMinRows && AMX() {
+		ab := tileBuf(nb*512 + amxRingBytes)
+		defer tileBufs.Put(ab)
+		sq, ring = (*ab)[:nb*512], (*ab)[nb*512:nb*512+amxRingBytes]
+	}
 	for t := lo; t < hi; t++ {
 		yieldEvery(t - lo)
 		i0 := t * rowTile16
@@ -262,12 +270,28 @@ func (s *Scratch) rowTiles16(lo, hi int) {
 			ts := tileStride(nb)
 			tile := s.tiles[t*ts : (t+1)*ts]
 			ws, wq = tile[:nb*32], tile[ts-nb*512:]
-		} else if ng > 1 && tileOnce {
+		} else if (ng > 1 && tileOnce) || sq != nil {
 			if buf == nil {
 				buf = tileBuf(nb * tiledBlock) // put back after the loop
 			}
 			ws, wq = (*buf)[:nb*32], (*buf)[nb*32:nb*tiledBlock]
 			packTile16(q4, w, s.wRow, nb, ws, wq)
+		}
+		if sq != nil {
+			signTile(sq, wq)
+			pf := &wq[0] // the next tile, when the weights are packed
+			if s.tiles != nil && (t+2)*tileStride(nb) <= len(s.tiles) {
+				pf = &s.tiles[(t+1)*tileStride(nb)]
+			}
+			full, r := n/amxRows, s.r0
+			if full > 0 && nb%2 == 0 {
+				amxTile(amxRows, full, ws, sq, nb, s.ra[r*raBlock:], s.nrows*raBlock, s.out[r*m.Rows+i0:], m.Rows, ring, pf)
+				r += full * amxRows
+			}
+			for ; r < s.r1; r += amxRows {
+				amxTile(min(amxRows, s.r1-r), 1, ws, sq, nb, s.ra[r*raBlock:], s.nrows*raBlock, s.out[r*m.Rows+i0:], m.Rows, ring, pf)
+			}
+			continue
 		}
 		r0 := s.r0
 		for g := range ng {

@@ -45,13 +45,7 @@ func TestMatMulSIMDLevels(t *testing.T) {
 				for range nrows {
 					x = append(x, randRow(r, c)...)
 				}
-				want := make([]float32, nrows*rows)
-				for ri := range nrows {
-					a := mustQuantize(t, Q8_0, x[ri*c:(ri+1)*c])
-					for i := range rows {
-						want[ri*rows+i] = VecDot(typ, c, m.Row(i), a)
-					}
-				}
+				want := vecDotOut(t, m, x, nrows)
 				for _, l := range simdLevels() {
 					for _, pool := range []*Pool{nil, p} {
 						out := make([]float32, nrows*rows)
@@ -142,13 +136,7 @@ func TestMatMulRowVNNI(t *testing.T) {
 				m := testMatrix(t, r, typ, rows, c)
 				for nrows := 1; nrows <= 12; nrows++ {
 					x := randRow(r, nrows*c)
-					want := make([]float32, nrows*rows)
-					for ri := range nrows {
-						a := mustQuantize(t, Q8_0, x[ri*c:(ri+1)*c])
-						for i := range rows {
-							want[ri*rows+i] = VecDot(typ, c, m.Row(i), a)
-						}
-					}
+					want := vecDotOut(t, m, x, nrows)
 					for _, g := range gfniModes() {
 						for _, pool := range []*Pool{nil, p} {
 							out := make([]float32, nrows*rows)

@@ -89,6 +89,21 @@ func TestMatMul(t *testing.T) {
 	}
 }
 
+// vecDotOut is MatMul's expected output for m and nrows activation rows x:
+// each row quantized to Q8_0 and dotted with every weight row by VecDot.
+func vecDotOut(t testing.TB, m Matrix, x []float32, nrows int) []float32 {
+	t.Helper()
+	c := m.Cols
+	want := make([]float32, nrows*m.Rows)
+	for ri := range nrows {
+		a := mustQuantize(t, Q8_0, x[ri*c:(ri+1)*c])
+		for i := range m.Rows {
+			want[ri*m.Rows+i] = VecDot(m.Type, c, m.Row(i), a)
+		}
+	}
+	return want
+}
+
 func assertBits(t *testing.T, what string, got, want []float32) {
 	t.Helper()
 	for i := range want {

@@ -28,13 +28,7 @@ func TestMatMulPackedTiles(t *testing.T) {
 			}
 			for nrows := 1; nrows <= 20; nrows++ {
 				x := randRow(r, nrows*c)
-				want := make([]float32, nrows*rows)
-				for ri := range nrows {
-					a := mustQuantize(t, Q8_0, x[ri*c:(ri+1)*c])
-					for i := range rows {
-						want[ri*rows+i] = VecDot(Q8_0, c, m.Row(i), a)
-					}
-				}
+				want := vecDotOut(t, m, x, nrows)
 				for _, ra := range []int{4, 18} {
 					for _, pool := range []*Pool{nil, p} {
 						what := "cols=" + itoa(c) + "/rows=" + itoa(rows) + "/nrows=" + itoa(nrows) + "/acts=" + itoa(ra)
