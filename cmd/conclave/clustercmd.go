@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -24,7 +25,15 @@ const clusterUsage = `Usage:
 
 --addr is any node's admin API (default http://127.0.0.1:8080). The admin API
 is plain HTTP: expose it only on a trusted network.
+
+cluster status exits 0 when the cluster's health is ok, 3 when it is not
+(degraded, or no Raft leader: then the map shown is the node's last copy),
+1 when the node could not be asked.
 `
+
+// errUnhealthy is cluster status's error when the health it printed is not
+// ok: exit status 3, so scripts and probes can tell it from a failed call.
+var errUnhealthy = errors.New("cluster health is not ok")
 
 // cmdCluster runs the SRE commands against a node's admin API.
 func cmdCluster(args []string, stdout, stderr io.Writer) error {
@@ -73,9 +82,14 @@ func cmdCluster(args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		if *asJSON {
-			return printJSON(stdout, st)
+			err = printJSON(stdout, st)
+		} else {
+			printStatus(stdout, st, modelFiles(ctx, st, ac.Key))
 		}
-		printStatus(stdout, st, modelFiles(ctx, st, ac.Key))
+		if err == nil && st.Health != "ok" {
+			err = fmt.Errorf("%w: %s", errUnhealthy, st.Health)
+		}
+		return err
 	case "nodes":
 		r, err := ac.Nodes(ctx)
 		if err != nil {
@@ -256,6 +270,9 @@ func printStatus(w io.Writer, st cluster.Status, files map[string]string) {
 	fmt.Fprintf(tw, "experts\t%d placed\n", st.Experts)
 	fmt.Fprintf(tw, "sessions\t%d\n", st.Sessions)
 	fmt.Fprintf(tw, "health\t%s\n", st.Health)
+	if st.Leader == "" {
+		fmt.Fprintf(tw, "\t- no Raft leader: this is node %s's last copy of the map\n", st.Node)
+	}
 	for _, p := range st.Problems {
 		fmt.Fprintf(tw, "\t- %s\n", p)
 	}

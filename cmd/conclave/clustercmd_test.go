@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +16,10 @@ import (
 	"github.com/conclave-ai/conclave/cluster/clustertest"
 	"github.com/conclave-ai/conclave/router"
 )
+
+// run1 is the command line's entry point (main's run, which the tests
+// below shadow).
+var run1 = run
 
 func TestClusterCommands(t *testing.T) {
 	c := clustertest.New(t, 3, clustertest.Options{})
@@ -31,8 +36,33 @@ func TestClusterCommands(t *testing.T) {
 		err := cmdCluster(append(args, "--addr", addr), &out, &errOut)
 		return out.String() + errOut.String(), err
 	}
+	// No replica has loaded its expert (no engines here): degraded, exit 3.
 	out, err := run("status")
-	if err != nil || !strings.Contains(out, "health") || !strings.Contains(out, "n2") {
+	if !errors.Is(err, errUnhealthy) || !strings.Contains(out, "no ready replica") || !strings.Contains(out, "n2") {
+		t.Fatalf("status before the replicas are ready: %v, want errUnhealthy\n%s", err, out)
+	}
+	var stdout, stderr bytes.Buffer
+	if code := run1([]string{"cluster", "status", "--addr", addr}, &stdout, &stderr); code != 3 {
+		t.Errorf("conclave cluster status on a degraded cluster exited %d, want 3 (%s)", code, stderr.String())
+	}
+	for _, pe := range c.Agreed().PlacementList() {
+		for _, r := range pe.Replicas {
+			id := pe.Expert
+			if err := c.Apply(ctx, router.Command{Op: router.OpSetReplicaReady, Expert: &id, NodeID: r.Node, Ready: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c.WaitMap(1, 10*time.Second, func(m *router.Map) bool {
+		for _, pe := range m.PlacementList() {
+			if !slices.ContainsFunc(pe.Replicas, func(r router.Replica) bool { return r.Ready }) {
+				return false
+			}
+		}
+		return true
+	}, "every expert ready on node 1")
+	out, err = run("status")
+	if err != nil || !strings.Contains(out, "health       ok") {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
 	t.Logf("status:\n%s", out)

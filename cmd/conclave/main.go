@@ -92,6 +92,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case errors.Is(err, errUsage):
 		fmt.Fprintln(stderr, "conclave:", err)
 		return 2
+	case errors.Is(err, errUnhealthy):
+		fmt.Fprintln(stderr, "conclave:", err)
+		return 3
 	default:
 		fmt.Fprintln(stderr, "conclave:", err)
 		return 1
