@@ -36,8 +36,10 @@ var amxMinRows = 64
 const amxRows = 16
 
 // AMX reports whether MatMul runs wide Q8_0 batches on AMX tiles: the CPU
-// has AMX-INT8 and AVX-512 VNNI, and the OS granted the tile state.
-func AMX() bool { return useAMX && useSIMD >= simdAVX512VNNI }
+// has AMX-INT8 and AVX-512 VNNI, CONCLAVE_AMX is not off, and the OS
+// granted the tile state (asked for by the first call that finds the rest
+// true).
+func AMX() bool { return useAMX && useSIMD >= simdAVX512VNNI && amxGranted() }
 
 // amxTileConfigs[m-1] is the 64-byte LDTILECFG operand of the kernels for
 // m activation rows: palette 1; tmm0/tmm1 m rows of 32 bytes (A: one block

@@ -4,18 +4,36 @@ package kernels
 
 import (
 	"os"
+	"sync"
 
 	"golang.org/x/sys/cpu"
 )
 
-// cpuAMX reports whether the AMX kernels can run: AMX-INT8 beside the
-// AVX-512 the scaling needs, and the OS's leave to use the tile state.
-var cpuAMX = cpu.X86.HasAMXTile && cpu.X86.HasAMXInt8 && cpuSIMD >= simdAVX512VNNI && amxPermitted()
+// hwAMX reports whether the CPU can run the AMX kernels: AMX-INT8 beside
+// the AVX-512 the scaling needs.
+var hwAMX = cpu.X86.HasAMXTile && cpu.X86.HasAMXInt8 && cpuSIMD >= simdAVX512VNNI
 
-// useAMX is whether MatMul uses them: unless CONCLAVE_AMX=off (a way
+// useAMX is whether MatMul may use them: unless CONCLAVE_AMX=off (a way
 // out on a machine whose tile unit misbehaves, and for comparisons); tests
 // clear it to cover the rest.
-var useAMX = cpuAMX && os.Getenv("CONCLAVE_AMX") != "off"
+var useAMX = hwAMX && os.Getenv("CONCLAVE_AMX") != "off"
+
+// amxPerm holds the OS's answer to the request for the tile state, made
+// once, on the first chunk that would run on AMX: the grant is for the
+// whole process and cannot be taken back (Linux then refuses alternate
+// signal stacks under ~12 KB, which matters only to C code in the process),
+// so a process that never needs it, or has it switched off, never asks.
+var amxPerm struct {
+	once sync.Once
+	ok   bool
+}
+
+// amxGranted asks for the tile state the first time and reports whether
+// the process holds it.
+func amxGranted() bool {
+	amxPerm.once.Do(func() { amxPerm.ok = amxPermitted() })
+	return amxPerm.ok
+}
 
 // amxTile computes a packed weight tile (scales ws, quants wq as
 // PackTiles lays them out, nb blocks) against groups·na packed activation

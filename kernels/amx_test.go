@@ -13,12 +13,13 @@ func withAMX(on bool, min int, f func()) {
 }
 
 // TestMatMulAMX checks the AMX path bit for bit against VecDot: every
-// kernel width (1..16 rows in a call, groups past 16), block counts around
-// the kernels' quads of four (1..5, 32, 88), weight rows past the last full
-// tile, chunks of rows, packed tiles and tiles packed on the fly, through
-// pools of 1 and 2 workers.
+// kernel width (1..16 rows in a call, several groups of 16 in one),
+// block counts odd and even (1..5 blocks, 32, 88), weight rows past the
+// last full tile, packed tiles and tiles packed on the fly, through pools
+// of 1 and 2 workers; from one row on, and at the default threshold with
+// 72-row chunks (chunks that start off a multiple of 16).
 func TestMatMulAMX(t *testing.T) {
-	if !cpuAMX {
+	if !hwAMX || !amxGranted() {
 		t.Skip("no AMX")
 	}
 	r := rand.New(rand.NewPCG(43, 44))
@@ -27,7 +28,7 @@ func TestMatMulAMX(t *testing.T) {
 	for _, c := range []int{32, 64, 96, 128, 160, 1024, 2816} {
 		for _, rows := range []int{16, 37} {
 			m := testMatrix(t, r, Q8_0, rows, c)
-			for _, nrows := range []int{1, 2, 15, 16, 17, 31, 33, 47, 130} {
+			for _, nrows := range []int{1, 2, 15, 16, 17, 31, 33, 47, 130, 144} {
 				x := randRow(r, nrows*c)
 				want := vecDotOut(t, m, x, nrows)
 				for _, packed := range []bool{false, true} {
@@ -45,6 +46,11 @@ func TestMatMulAMX(t *testing.T) {
 						var s Scratch
 						withAMX(true, 1, func() { MatMul(pool, &s, mm, x, nrows, out) })
 						assertBits(t, what, out, want)
+						if nrows > amxMinRows {
+							clear(out)
+							withRowActs(rowActs, 72, func() { MatMul(pool, &s, mm, x, nrows, out) })
+							assertBits(t, what+"/chunks=72", out, want)
+						}
 					}
 				}
 			}
@@ -55,7 +61,7 @@ func TestMatMulAMX(t *testing.T) {
 // BenchmarkMatMulAMX compares the AMX path with the VNNI one for a
 // prefill's rows against one expert-shaped matrix with packed tiles.
 func BenchmarkMatMulAMX(b *testing.B) {
-	if !cpuAMX {
+	if !hwAMX || !amxGranted() {
 		b.Skip("no AMX")
 	}
 	r := rand.New(rand.NewPCG(45, 46))
