@@ -222,6 +222,22 @@ func (n *Node) FetchModel(ctx context.Context, mod router.Model) (*ModelCopy, er
 	return c, nil
 }
 
+// HasModelCopy reports whether this node's data dir holds a copy of the
+// model file digest that an earlier run began (its verified manifest):
+// FetchModel may then need no other node, when every chunk it needs is
+// held already.
+func (n *Node) HasModelCopy(digest string) bool {
+	if len(digest) != 64 {
+		return false
+	}
+	b, err := os.ReadFile(filepath.Join(n.cfg.DataDir, "models", digest+".manifest"))
+	if err != nil {
+		return false
+	}
+	_, err = ParseManifest(b, digest)
+	return err == nil
+}
+
 // fetchDense fetches the header (growing the prefix until the GGUF header
 // parses within held bytes: a parse that ends inside held chunks read only
 // verified bytes) and then every non-expert tensor.

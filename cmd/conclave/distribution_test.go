@@ -19,6 +19,7 @@ import (
 	"github.com/conclave-ai/conclave/cluster/clustertest"
 	"github.com/conclave-ai/conclave/internal/testmodel"
 	"github.com/conclave-ai/conclave/model/gguf"
+	"github.com/conclave-ai/conclave/router"
 )
 
 // TestModelDistribution runs 3 node processes of which only n0 has the
@@ -228,3 +229,84 @@ func TestModelDistribution(t *testing.T) {
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
+
+// TestRestartWithoutModelHolder: the only node with the whole model file
+// dies; a fetching node restarted after that serves from the chunks its
+// data dir holds. It used to wait for a node with the whole file before it
+// loaded anything, so the file's node was a single point of failure for
+// every restart.
+func TestRestartWithoutModelHolder(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs 3 serving processes")
+	}
+	modelPath := testmodel.Write(t, testmodel.Config(t, "demo", nil))
+	pc := startProcClusterEach(t, 3, func(i int) []string {
+		if i == 0 {
+			return []string{"--model", modelPath}
+		}
+		return nil
+	}, "--dead-grace", "2s", "--replication", "2", "--threads", "1")
+	client := &http.Client{Timeout: 60 * time.Second}
+	ac := &cluster.AdminClient{Base: "http://" + pc.addrs[1][0]}
+	// Every replica ready: n1 and n2 hold their experts' chunks.
+	clustertest.WaitFor(t, 90*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		r, err := ac.Experts(ctx)
+		if err != nil || r.Model == nil || len(r.Placement) != r.Model.Layers*r.Model.Experts {
+			return false
+		}
+		for _, e := range r.Placement {
+			for _, rep := range e.Replicas {
+				if !rep.Ready {
+					return false
+				}
+			}
+		}
+		return true
+	}, "every replica ready")
+	waitAllReady(t, client, pc)
+	kill := func(p *nodeProc) {
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+	}
+	kill(pc.procs[0])
+	clustertest.WaitFor(t, 30*time.Second, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		r, err := ac.Nodes(ctx)
+		if err != nil {
+			return false
+		}
+		for _, nd := range r.Nodes {
+			if nd.ID == "n0" {
+				return nd.State == router.NodeDead
+			}
+		}
+		return false
+	}, "n0 dead in the map")
+	p := pc.procs[2]
+	kill(p)
+	restarted := time.Now()
+	pc.start(p)
+	clustertest.WaitFor(t, 60*time.Second, func() bool {
+		resp, err := client.Get("http://" + pc.addrs[2][0] + "/ready")
+		if err != nil {
+			return false
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, "n2 ready with no node holding the whole file")
+	t.Logf("n2 ready %v after its restart, with n0 (the file's only holder) dead", time.Since(restarted).Round(time.Millisecond))
+	body, _ := json.Marshal(map[string]any{"model": servedModel(t, client, pc.addrs[2][0]), "prompt": "the quick brown fox", "max_tokens": 8, "temperature": 0})
+	resp, err := client.Post("http://"+pc.addrs[2][0]+"/v1/completions", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("completion through n2: %d %s", resp.StatusCode, b)
+	}
+}

@@ -499,9 +499,12 @@ func ensureDemo(stdout io.Writer) (string, error) {
 }
 
 // fetchServing waits until the map has a live model that some other node
-// holds, fetches this node's copy (header and dense tensors now, experts as
-// placement gives them), then serves it like a node with --model. It
-// returns nil, ctx's error when ctx ends or the node stops first.
+// holds, or whose copy an earlier run of this node began, fetches this
+// node's copy (header and dense tensors now, experts as placement gives
+// them; none of what it holds already), then serves it like a node with
+// --model. A restarted node that holds what it needs so serves while the
+// nodes with the whole file are down. It returns nil, ctx's error when ctx
+// ends or the node stops first.
 func fetchServing(ctx context.Context, n *cluster.Node, f *nodeFlags, reg *prometheus.Registry, stdout, stderr io.Writer) (*serving, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -520,7 +523,7 @@ func fetchServing(ctx context.Context, n *cluster.Node, f *nodeFlags, reg *prome
 	for {
 		changed := n.FSM().Changed()
 		m := n.Map()
-		if mod := m.Model; mod != nil && mod.Live && len(mod.Digest) == 64 && hasOtherHost(m, mod.Digest, n.ID()) {
+		if mod := m.Model; mod != nil && mod.Live && len(mod.Digest) == 64 && (hasOtherHost(m, mod.Digest, n.ID()) || n.HasModelCopy(mod.Digest)) {
 			t0 := time.Now()
 			mc, err := n.FetchModel(ctx, *mod)
 			if err == nil {
@@ -541,6 +544,17 @@ func fetchServing(ctx context.Context, n *cluster.Node, f *nodeFlags, reg *prome
 			}
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
+			}
+			if !hasOtherHost(m, mod.Digest, n.ID()) {
+				// Its own copy lacks chunks and no node has them: wait
+				// for one (its arrival changes the map).
+				fmt.Fprintf(stderr, "conclave: fetch model %s: %v (waiting for a node with the whole file)\n", mod.ID, err)
+				select {
+				case <-changed:
+					continue
+				case <-ctx.Done():
+					return nil, ctx.Err()
+				}
 			}
 			fmt.Fprintf(stderr, "conclave: fetch model %s: %v (retrying)\n", mod.ID, err)
 			retry := time.NewTimer(time.Second)
