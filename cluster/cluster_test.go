@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -1059,4 +1060,99 @@ func TestRestartOnNewAddressAfterDeath(t *testing.T) {
 	clustertest.WaitFor(t, 10*time.Second, func() bool { return c.Node(0).Members()["n1"] == cluster.GossipAlive },
 		"n0's gossip to take n1 back at its new address")
 	t.Logf("n1 alive to n0's gossip %v after its restart", time.Since(start).Round(time.Millisecond))
+}
+
+// TestRaftRecover: a 3-node cluster stopped gracefully, one node after
+// another, keeps only its last leader as a voter (each leave removed a
+// voter); the two others restarted without it elect no leader. Restarted
+// with RaftRecover naming both, they do, and the map is the one they had.
+func TestRaftRecover(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.Options{})
+	c.WaitActive(10*time.Second, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	mod := router.Model{ID: "recover-moe", Version: 1, Layers: 2, Experts: 4, TopK: 2, ExpertBytes: 1 << 20, Live: true}
+	if err := c.Apply(ctx, router.Command{Op: router.OpSetModel, Model: &mod}); err != nil {
+		t.Fatal(err)
+	}
+	l := c.WaitLeader(10 * time.Second)
+	var others []int
+	for i := range 3 {
+		if i != l {
+			others = append(others, i)
+		}
+	}
+	epoch := c.Node(l).Map().Epoch
+	for _, i := range others {
+		c.Stop(i)
+	}
+	c.Stop(l)
+	cfgs := make([]cluster.Config, len(others))
+	for k, i := range others {
+		cfgs[k] = c.Config(i)
+	}
+	var recover []cluster.RaftPeer
+	for _, cfg := range cfgs {
+		recover = append(recover, cluster.RaftPeer{ID: cfg.ID, Addr: cfg.RaftAddr})
+	}
+	start := func(recover []cluster.RaftPeer) []*cluster.Node {
+		var ns []*cluster.Node
+		for _, cfg := range cfgs {
+			cfg.RaftRecover = recover
+			cfg.Logger = cluster.NewLogger(cfg.ID+"-again", testWriter{t}, "off")
+			var n *cluster.Node
+			clustertest.WaitFor(t, 10*time.Second, func() bool {
+				var err error
+				n, err = cluster.Start(cfg)
+				return err == nil
+			}, cfg.ID+" to restart")
+			ns = append(ns, n)
+		}
+		return ns
+	}
+	leader := func(ns []*cluster.Node) bool {
+		for _, n := range ns {
+			if n.Leader() != "" {
+				return true
+			}
+		}
+		return false
+	}
+	ns := start(nil)
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) && !leader(ns) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if leader(ns) {
+		t.Logf("the two restarted nodes found a leader without recovery")
+	}
+	for _, n := range ns {
+		n.Kill()
+	}
+	ns = start(recover)
+	defer func() {
+		for _, n := range ns {
+			n.Kill()
+		}
+	}()
+	clustertest.WaitFor(t, 15*time.Second, func() bool { return leader(ns) }, "a leader among the recovered nodes")
+	for _, n := range ns {
+		clustertest.WaitFor(t, 10*time.Second, func() bool {
+			m := n.Map()
+			return m.Model != nil && m.Model.ID == "recover-moe" && m.Epoch >= epoch
+		}, n.ID()+"'s map to keep the model")
+	}
+	// Restarted again with the flag still given, they do not recover
+	// again (which would drop voters added since), and still elect.
+	for _, n := range ns {
+		n.Kill()
+	}
+	for _, cfg := range cfgs {
+		b, err := os.ReadFile(filepath.Join(cfg.DataDir, "raft-recovered"))
+		if err != nil || !strings.Contains(string(b), cfg.ID+"="+cfg.RaftAddr) {
+			t.Errorf("%s's data dir records no recovery: %q %v", cfg.ID, b, err)
+		}
+	}
+	ns = start(recover)
+	clustertest.WaitFor(t, 15*time.Second, func() bool { return leader(ns) }, "a leader after a restart with the flag left on")
 }

@@ -5,7 +5,9 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/conclave-ai/conclave/router"
@@ -45,6 +47,15 @@ type Config struct {
 	// when Join is set. Without it a node bootstraps only when its data dir
 	// holds no Raft state and Join is empty.
 	Bootstrap bool
+	// RaftRecover, when set, replaces the Raft configuration this node's
+	// data dir holds with these voters before Raft starts (raft's
+	// RecoverCluster), keeping the map. For an emergency only: a cluster
+	// that can no longer elect a leader because the voters its log names
+	// are gone (such as a cluster stopped one node at a time, whose last
+	// leader is lost: every leave removed a voter). Every node listed must
+	// start with the same list, this one among them; then they elect a
+	// leader among themselves.
+	RaftRecover []RaftPeer
 
 	// ModelPath is an optional GGUF file this node can load. The first node
 	// with a model sets it as the cluster's model when the map has none.
@@ -168,6 +179,33 @@ type Config struct {
 	Logger hclog.Logger
 }
 
+// RaftPeer names a Raft voter: its node ID and Raft address (HOST:PORT).
+type RaftPeer struct {
+	ID   string
+	Addr string
+}
+
+// ParseRaftPeers parses "ID=HOST:PORT,…" (RaftRecover's flag form).
+func ParseRaftPeers(s string) ([]RaftPeer, error) {
+	var out []RaftPeer
+	seen := map[string]bool{}
+	for _, f := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(f), "=")
+		if !ok || id == "" {
+			return nil, fmt.Errorf("%w: raft peer %q is not ID=HOST:PORT", ErrInvalidConfig, f)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("%w: raft peer %s: address %q: %v", ErrInvalidConfig, id, addr, err)
+		}
+		if seen[id] {
+			return nil, fmt.Errorf("%w: raft peer %s named twice", ErrInvalidConfig, id)
+		}
+		seen[id] = true
+		out = append(out, RaftPeer{ID: id, Addr: addr})
+	}
+	return out, nil
+}
+
 // TLSFiles names the PEM files of a node's mutual-TLS identity.
 type TLSFiles struct {
 	CAFile   string // cluster CA certificate; peers must chain to it
@@ -255,6 +293,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxVoters < 1 {
 		return bad("max voters %d < 1", c.MaxVoters)
+	}
+	if len(c.RaftRecover) > 0 && !slices.ContainsFunc(c.RaftRecover, func(p RaftPeer) bool { return p.ID == c.ID && p.Addr == c.RaftAddr }) {
+		return bad("raft recovery voters %v do not include this node (%s=%s)", c.RaftRecover, c.ID, c.RaftAddr)
 	}
 	if c.Replication < 1 {
 		return bad("replication %d < 1", c.Replication)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -269,6 +270,31 @@ func (n *Node) startRaft(tc *tlsConfigs) (existing bool, err error) {
 		trans.(io.Closer).Close()
 		return false, err
 	}
+	if len(cfg.RaftRecover) > 0 && recovered(cfg.DataDir, cfg.RaftRecover) {
+		// A restart that still carries the flag: recovering again would
+		// drop the voters added since.
+		n.log.Warn("raft recovery with these voters was done on an earlier start; ignoring it (drop --raft-recover)", "voters", cfg.RaftRecover)
+	} else if len(cfg.RaftRecover) > 0 {
+		if !existing {
+			trans.(io.Closer).Close()
+			return false, fmt.Errorf("%w: raft recovery needs this node's Raft state, and data dir %s has none", ErrInvalidConfig, cfg.DataDir)
+		}
+		var conf raft.Configuration
+		for _, p := range cfg.RaftRecover {
+			conf.Servers = append(conf.Servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr), Suffrage: raft.Voter})
+		}
+		// RecoverCluster replays the log into an FSM and snapshots it; a
+		// scratch one, since NewRaft restores n.fsm from that snapshot.
+		if err := raft.RecoverCluster(rc, router.NewFSM(), n.store, n.store, snaps, trans, conf); err != nil {
+			trans.(io.Closer).Close()
+			return false, fmt.Errorf("cluster: raft recovery: %w", err)
+		}
+		if err := markRecovered(cfg.DataDir, cfg.RaftRecover); err != nil {
+			trans.(io.Closer).Close()
+			return false, err
+		}
+		n.log.Warn("raft configuration replaced for recovery: start every node listed with the same voters", "voters", cfg.RaftRecover)
+	}
 	r, err := raft.NewRaft(rc, n.fsm, n.store, n.store, snaps, trans)
 	if err != nil {
 		trans.(io.Closer).Close()
@@ -285,6 +311,49 @@ func (n *Node) startRaft(tc *tlsConfigs) (existing bool, err error) {
 		n.boot = true
 	}
 	return existing, nil
+}
+
+// recoveredFile, in a data dir, records the voters of the last Raft
+// recovery done there.
+const recoveredFile = "raft-recovered"
+
+func recoveryLine(peers []RaftPeer) string {
+	var b strings.Builder
+	for i, p := range peers {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(p.ID + "=" + p.Addr)
+	}
+	return b.String() + "\n"
+}
+
+// recovered reports whether the last Raft recovery in dir used peers.
+func recovered(dir string, peers []RaftPeer) bool {
+	b, err := os.ReadFile(filepath.Join(dir, recoveredFile))
+	return err == nil && string(b) == recoveryLine(peers)
+}
+
+// markRecovered records a Raft recovery with peers in dir (synced: a crash
+// right after must not let a restart recover again).
+func markRecovered(dir string, peers []RaftPeer) error {
+	path := filepath.Join(dir, recoveredFile)
+	f, err := os.Create(path + ".tmp")
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(recoveryLine(peers)); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
 }
 
 func (n *Node) startActors(tc *tlsConfigs) (err error) {

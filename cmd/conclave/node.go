@@ -52,6 +52,7 @@ type nodeFlags struct {
 	portBase                                  int
 	httpAddr, gossipAddr, raftAddr, actorAddr string
 	bootstrap                                 bool
+	raftRecover                               string
 	modelPath                                 string
 	key, keyFile                              string
 	adminKey, adminKeysFile                   string
@@ -116,6 +117,7 @@ func (f *nodeFlags) register(fs *flag.FlagSet, serve bool) {
 	if !serve {
 		fs.StringVar(&f.join, "join", "", "comma-separated gossip addresses HOST:PORT of existing members")
 		fs.BoolVar(&f.bootstrap, "bootstrap", false, "bootstrap a new cluster even with --join (only when the data dir is empty)")
+		fs.StringVar(&f.raftRecover, "raft-recover", "", "emergency: ID=HOST:PORT,… (Raft addresses, this node among them) replace the Raft voters in this node's data dir, keeping the map; start every node listed with the same list, once (see README)")
 	}
 	fs.StringVar(&f.bind, "bind", "127.0.0.1", "host for all four listeners (with --port-base)")
 	fs.IntVar(&f.portBase, "port-base", 8080, "HTTP port; gossip +1, Raft +2, actor remote +3")
@@ -156,6 +158,13 @@ func (f *nodeFlags) config(stderr io.Writer) (cluster.Config, error) {
 	cfg.FaultInjection = f.faultInjection
 	if cfg.DataDir == "" {
 		return cfg, fmt.Errorf("%w: --data-dir is required", errUsage)
+	}
+	if f.raftRecover != "" {
+		peers, err := cluster.ParseRaftPeers(f.raftRecover)
+		if err != nil {
+			return cfg, fmt.Errorf("%w: --raft-recover: %v", errUsage, err)
+		}
+		cfg.RaftRecover = peers
 	}
 	if !validLogLevel(f.logLevel) {
 		return cfg, fmt.Errorf("%w: --log-level %q: want trace, debug, info, warn or error", errUsage, f.logLevel)

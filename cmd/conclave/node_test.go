@@ -281,6 +281,12 @@ func TestNodeFlags(t *testing.T) {
 		{"no fault injection by default", []string{"--id", "a", "--data-dir", "d"}, func(c cluster.Config) bool {
 			return !c.FaultInjection
 		}, false},
+		{"raft recover", []string{"--id", "a", "--data-dir", "d", "--port-base", "9000", "--raft-recover", "a=127.0.0.1:9002, b=10.0.0.2:9002"}, func(c cluster.Config) bool {
+			return len(c.RaftRecover) == 2 && c.RaftRecover[0] == cluster.RaftPeer{ID: "a", Addr: "127.0.0.1:9002"} && c.RaftRecover[1].ID == "b"
+		}, false},
+		{"raft recover without this node", []string{"--id", "a", "--data-dir", "d", "--raft-recover", "b=10.0.0.2:9002"}, nil, true},
+		{"raft recover bad peer", []string{"--id", "a", "--data-dir", "d", "--raft-recover", "a=127.0.0.1:8082,b"}, nil, true},
+		{"raft recover twice", []string{"--id", "a", "--data-dir", "d", "--raft-recover", "a=127.0.0.1:8082,a=127.0.0.1:8082"}, nil, true},
 		{"short key", []string{"--id", "a", "--data-dir", "d", "--cluster-key", "abcd"}, nil, true},
 		{"no data dir", []string{"--id", "a"}, nil, true},
 		{"bad id", []string{"--id", "a b", "--data-dir", "d"}, nil, true},
