@@ -1035,33 +1035,6 @@ func keyedCluster(t *testing.T, n int, key []byte) *clustertest.Cluster {
 	}})
 }
 
-// TestRestartOnNewAddressAfterDeath: a node that died, was marked dead by
-// gossip, and comes back from its data dir on other addresses is alive to
-// its peers at once. memberlist's default refused the new address until
-// the dead entry was reaped (GossipToTheDeadTime, 30 s), so gossip showed
-// the node dead for half a minute while it served.
-func TestRestartOnNewAddressAfterDeath(t *testing.T) {
-	c := clustertest.New(t, 2, clustertest.Options{})
-	c.WaitActive(10*time.Second, 2)
-	c.Kill(1)
-	clustertest.WaitFor(t, 15*time.Second, func() bool { return c.Node(0).Members()["n1"] == cluster.GossipDead },
-		"n0's gossip to mark the killed n1 dead")
-	cfg := c.Config(1)
-	a := clustertest.FreeAddrs(t, 4)
-	cfg.HTTPAddr, cfg.GossipAddr, cfg.RaftAddr, cfg.ActorAddr = a[0], a[1], a[2], a[3]
-	cfg.Join = []string{c.Config(0).GossipAddr}
-	cfg.Logger = cluster.NewLogger("n1-again", testWriter{t}, "off")
-	start := time.Now()
-	n, err := cluster.Start(cfg)
-	if err != nil {
-		t.Fatalf("n1 restarted from its data dir on new addresses: %v", err)
-	}
-	defer n.Kill()
-	clustertest.WaitFor(t, 10*time.Second, func() bool { return c.Node(0).Members()["n1"] == cluster.GossipAlive },
-		"n0's gossip to take n1 back at its new address")
-	t.Logf("n1 alive to n0's gossip %v after its restart", time.Since(start).Round(time.Millisecond))
-}
-
 // TestRaftRecover: a 3-node cluster stopped gracefully, one node after
 // another, keeps only its last leader as a voter (each leave removed a
 // voter); the two others restarted without it elect no leader. Restarted

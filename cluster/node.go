@@ -426,13 +426,6 @@ func (n *Node) startMemberlist() error {
 	mc.GossipInterval = n.cfg.GossipInterval
 	mc.SuspicionMult = n.cfg.GossipSuspicionMult
 	mc.TCPTimeout = 3 * time.Second
-	// A node that died and comes back on other addresses (a new host or
-	// ports after a restart) takes its name back as soon as its peers have
-	// marked it dead: memberlist's default refuses the new address until
-	// the dead member is reaped, about 50 s with these timings. A live
-	// member's name is never reclaimed: a second node with it is refused
-	// (idConflict).
-	mc.DeadNodeReclaimTime = n.cfg.GossipProbeInterval
 	mc.Delegate = n.meta
 	mc.Events = n.members
 	n.idConflict.self = n.cfg.ID
