@@ -556,14 +556,22 @@ func fetchServing(ctx context.Context, n *cluster.Node, f *nodeFlags, reg *prome
 			}
 			if !hasOtherHost(m, mod.Digest, n.ID()) {
 				// Its own copy lacks chunks and no node has them: wait
-				// for one (its arrival changes the map).
+				// for one, or for another live model. Other map changes
+				// (load reports, sessions) do not wake it.
 				fmt.Fprintf(stderr, "conclave: fetch model %s: %v (waiting for a node with the whole file)\n", mod.ID, err)
-				select {
-				case <-changed:
-					continue
-				case <-ctx.Done():
-					return nil, ctx.Err()
+				for {
+					select {
+					case <-changed:
+					case <-ctx.Done():
+						return nil, ctx.Err()
+					}
+					changed = n.FSM().Changed()
+					m := n.Map()
+					if m.Model == nil || m.Model.Digest != mod.Digest || !m.Model.Live || hasOtherHost(m, mod.Digest, n.ID()) {
+						break
+					}
 				}
+				continue
 			}
 			fmt.Fprintf(stderr, "conclave: fetch model %s: %v (retrying)\n", mod.ID, err)
 			retry := time.NewTimer(time.Second)
