@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -1115,17 +1114,4 @@ func TestRaftRecover(t *testing.T) {
 			return m.Model != nil && m.Model.ID == "recover-moe" && m.Epoch >= epoch
 		}, n.ID()+"'s map to keep the model")
 	}
-	// Restarted again with the flag still given, they do not recover
-	// again (which would drop voters added since), and still elect.
-	for _, n := range ns {
-		n.Kill()
-	}
-	for _, cfg := range cfgs {
-		b, err := os.ReadFile(filepath.Join(cfg.DataDir, "raft-recovered"))
-		if err != nil || !strings.Contains(string(b), cfg.ID+"="+cfg.RaftAddr) {
-			t.Errorf("%s's data dir records no recovery: %q %v", cfg.ID, b, err)
-		}
-	}
-	ns = start(recover)
-	clustertest.WaitFor(t, 15*time.Second, func() bool { return leader(ns) }, "a leader after a restart with the flag left on")
 }

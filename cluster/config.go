@@ -54,7 +54,10 @@ type Config struct {
 	// are gone (such as a cluster stopped one node at a time, whose last
 	// leader is lost: every leave removed a voter). Every node listed must
 	// start with the same list, this one among them; then they elect a
-	// leader among themselves.
+	// leader among themselves. Never on a node of a cluster that has a
+	// leader: it would get a configuration of its own. A list applied
+	// once (recorded in DataDir/raft-recovered) is ignored while this node
+	// is still a voter, so a restart that keeps the flag is harmless.
 	RaftRecover []RaftPeer
 
 	// ModelPath is an optional GGUF file this node can load. The first node
@@ -194,8 +197,8 @@ func ParseRaftPeers(s string) ([]RaftPeer, error) {
 		if !ok || id == "" {
 			return nil, fmt.Errorf("%w: raft peer %q is not ID=HOST:PORT", ErrInvalidConfig, f)
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			return nil, fmt.Errorf("%w: raft peer %s: address %q: %v", ErrInvalidConfig, id, addr, err)
+		if host, _, err := net.SplitHostPort(addr); err != nil || host == "" {
+			return nil, fmt.Errorf("%w: raft peer %s: address %q is not HOST:PORT", ErrInvalidConfig, id, addr)
 		}
 		if seen[id] {
 			return nil, fmt.Errorf("%w: raft peer %s named twice", ErrInvalidConfig, id)

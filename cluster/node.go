@@ -270,15 +270,28 @@ func (n *Node) startRaft(tc *tlsConfigs) (existing bool, err error) {
 		trans.(io.Closer).Close()
 		return false, err
 	}
+	if len(cfg.RaftRecover) > 0 && !existing {
+		trans.(io.Closer).Close()
+		return false, fmt.Errorf("%w: raft recovery needs this node's Raft state, and data dir %s has none", ErrInvalidConfig, cfg.DataDir)
+	}
+	skip := false
 	if len(cfg.RaftRecover) > 0 && recovered(cfg.DataDir, cfg.RaftRecover) {
-		// A restart that still carries the flag: recovering again would
-		// drop the voters added since.
-		n.log.Warn("raft recovery with these voters was done on an earlier start; ignoring it (drop --raft-recover)", "voters", cfg.RaftRecover)
-	} else if len(cfg.RaftRecover) > 0 {
-		if !existing {
+		// This list was applied on an earlier start. Still a voter: a
+		// restart that kept the flag, and recovering again would drop the
+		// voters added since. No longer one (it left or was removed since):
+		// a new emergency with the same survivors, so recover.
+		probe := *rc // GetConfiguration marks the config it is given as not to start
+		stored, err := raft.GetConfiguration(&probe, router.NewFSM(), n.store, n.store, snaps, trans)
+		if err != nil {
 			trans.(io.Closer).Close()
-			return false, fmt.Errorf("%w: raft recovery needs this node's Raft state, and data dir %s has none", ErrInvalidConfig, cfg.DataDir)
+			return false, fmt.Errorf("cluster: raft recovery: reading the stored configuration: %w", err)
 		}
+		skip = slices.ContainsFunc(stored.Servers, func(s raft.Server) bool { return s.ID == rc.LocalID && s.Suffrage == raft.Voter })
+		if skip {
+			n.log.Warn("raft recovery with these voters was done on an earlier start and this node is still a voter; ignoring it (drop --raft-recover)", "voters", cfg.RaftRecover)
+		}
+	}
+	if len(cfg.RaftRecover) > 0 && !skip {
 		var conf raft.Configuration
 		for _, p := range cfg.RaftRecover {
 			conf.Servers = append(conf.Servers, raft.Server{ID: raft.ServerID(p.ID), Address: raft.ServerAddress(p.Addr), Suffrage: raft.Voter})
@@ -317,7 +330,11 @@ func (n *Node) startRaft(tc *tlsConfigs) (existing bool, err error) {
 // recovery done there.
 const recoveredFile = "raft-recovered"
 
+// recoveryLine is peers in a canonical form (sorted by ID), so that the
+// same voters listed in another order compare equal.
 func recoveryLine(peers []RaftPeer) string {
+	peers = slices.Clone(peers)
+	slices.SortFunc(peers, func(a, b RaftPeer) int { return strings.Compare(a.ID, b.ID) })
 	var b strings.Builder
 	for i, p := range peers {
 		if i > 0 {
@@ -353,7 +370,15 @@ func markRecovered(dir string, peers []RaftPeer) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(path+".tmp", path)
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func (n *Node) startActors(tc *tlsConfigs) (err error) {

@@ -117,7 +117,7 @@ func (f *nodeFlags) register(fs *flag.FlagSet, serve bool) {
 	if !serve {
 		fs.StringVar(&f.join, "join", "", "comma-separated gossip addresses HOST:PORT of existing members")
 		fs.BoolVar(&f.bootstrap, "bootstrap", false, "bootstrap a new cluster even with --join (only when the data dir is empty)")
-		fs.StringVar(&f.raftRecover, "raft-recover", "", "emergency: ID=HOST:PORT,… (Raft addresses, this node among them) replace the Raft voters in this node's data dir, keeping the map; start every node listed with the same list, once (see README)")
+		fs.StringVar(&f.raftRecover, "raft-recover", "", "emergency, only when no node has a leader: ID=HOST:PORT,… (Raft addresses, this node among them) replace the Raft voters in this node's data dir, keeping its map; start every node listed with the same list, once (see README)")
 	}
 	fs.StringVar(&f.bind, "bind", "127.0.0.1", "host for all four listeners (with --port-base)")
 	fs.IntVar(&f.portBase, "port-base", 8080, "HTTP port; gossip +1, Raft +2, actor remote +3")

@@ -286,6 +286,7 @@ func TestNodeFlags(t *testing.T) {
 		}, false},
 		{"raft recover without this node", []string{"--id", "a", "--data-dir", "d", "--raft-recover", "b=10.0.0.2:9002"}, nil, true},
 		{"raft recover bad peer", []string{"--id", "a", "--data-dir", "d", "--raft-recover", "a=127.0.0.1:8082,b"}, nil, true},
+		{"raft recover empty host", []string{"--id", "a", "--data-dir", "d", "--raft-recover", "a=127.0.0.1:8082,b=:8082"}, nil, true},
 		{"raft recover twice", []string{"--id", "a", "--data-dir", "d", "--raft-recover", "a=127.0.0.1:8082,a=127.0.0.1:8082"}, nil, true},
 		{"short key", []string{"--id", "a", "--data-dir", "d", "--cluster-key", "abcd"}, nil, true},
 		{"no data dir", []string{"--id", "a"}, nil, true},
