@@ -8,6 +8,7 @@ import (
 
 	"github.com/conclave-ai/conclave/cluster"
 	"github.com/conclave-ai/conclave/cluster/clustertest"
+	"github.com/conclave-ai/conclave/router"
 	"github.com/hashicorp/raft"
 )
 
@@ -95,6 +96,59 @@ func addVoter(t *testing.T, ns []*cluster.Node, cfgs []cluster.Config) *cluster.
 	}
 	clustertest.WaitFor(t, 10*time.Second, func() bool { return n3.IsLeader() }, "n3 to lead")
 	return n3
+}
+
+// TestRaftRecover: a 3-node cluster stopped gracefully, one node after
+// another, keeps only its last leader as a voter (each leave removed a
+// voter); the two others restarted without it elect no leader. Restarted
+// with RaftRecover naming both, they do, and the map is the one they had.
+func TestRaftRecover(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.Options{})
+	c.WaitActive(10*time.Second, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	mod := router.Model{ID: "recover-moe", Version: 1, Layers: 2, Experts: 4, TopK: 2, ExpertBytes: 1 << 20, Live: true}
+	if err := c.Apply(ctx, router.Command{Op: router.OpSetModel, Model: &mod}); err != nil {
+		t.Fatal(err)
+	}
+	l := c.WaitLeader(10 * time.Second)
+	epoch := c.Node(l).Map().Epoch
+	var cfgs []cluster.Config
+	var list []cluster.RaftPeer
+	for i := range 3 {
+		if i != l {
+			c.Stop(i)
+			cfgs = append(cfgs, c.Config(i))
+			list = append(list, cluster.RaftPeer{ID: c.Config(i).ID, Addr: c.Config(i).RaftAddr})
+		}
+	}
+	c.Stop(l)
+	var ns []*cluster.Node
+	for _, cfg := range cfgs {
+		ns = append(ns, startNode(t, cfg, "plain"))
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) && leaderOf(ns...) == nil {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if leaderOf(ns...) != nil {
+		t.Logf("the two restarted nodes found a leader without recovery")
+	}
+	for _, n := range ns {
+		n.Kill()
+	}
+	ns = nil
+	for _, cfg := range cfgs {
+		cfg.RaftRecover = list
+		ns = append(ns, startNode(t, cfg, "recovered"))
+	}
+	clustertest.WaitFor(t, 15*time.Second, func() bool { return leaderOf(ns...) != nil }, "a leader among the recovered nodes")
+	for _, n := range ns {
+		clustertest.WaitFor(t, 10*time.Second, func() bool {
+			m := n.Map()
+			return m.Model != nil && m.Model.ID == "recover-moe" && m.Epoch >= epoch
+		}, n.ID()+"'s map to keep the model")
+	}
 }
 
 // TestRaftRecoverFlagLeftOn: a recovered node restarted with the flag still
