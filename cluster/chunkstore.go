@@ -40,6 +40,8 @@ type fileChunkStore struct {
 	mu    sync.Mutex
 	held  []byte // bitmap, bit i = chunk i
 	dirty bool
+
+	dropped int // chunks recorded as held whose bytes no longer verified at open
 }
 
 // openFileChunkStore opens (creating, sized to the manifest) the model
@@ -60,8 +62,39 @@ func openFileChunkStore(path string, man *Manifest) (*fileChunkStore, error) {
 	s := &fileChunkStore{man: man, f: f, statePath: path + ".chunks", held: make([]byte, (man.NumChunks()+7)/8)}
 	if b, err := os.ReadFile(s.statePath); err == nil && len(b) == len(s.held) && st.Size() == man.Size {
 		copy(s.held, b)
+		if err := s.reverify(); err != nil {
+			f.Close()
+			return nil, err
+		}
 	}
 	return s, nil
+}
+
+// reverify hashes every chunk the record says is held and drops those whose
+// bytes no longer match the manifest (a disk error, an edited file), so a
+// restarted node fetches them again instead of computing on them. It costs
+// a read of the held bytes, as a node with the whole file pays at start.
+func (s *fileChunkStore) reverify() error {
+	var buf []byte
+	for i := range s.man.NumChunks() {
+		if s.held[i/8]&(1<<(i%8)) == 0 {
+			continue
+		}
+		off, n := s.man.ChunkRange(i)
+		if int64(cap(buf)) < n {
+			buf = make([]byte, n)
+		}
+		b := buf[:n]
+		if _, err := s.f.ReadAt(b, off); err != nil {
+			return fmt.Errorf("cluster: model file %s: chunk %d: %w", s.f.Name(), i, err)
+		}
+		if s.man.verifySum(i, n, sha256.Sum256(b)) != nil {
+			s.held[i/8] &^= 1 << (i % 8)
+			s.dirty = true
+			s.dropped++
+		}
+	}
+	return nil
 }
 
 func (s *fileChunkStore) Has(i int) bool {

@@ -184,6 +184,61 @@ func TestChunkStoreRejectsCorruptChunk(t *testing.T) {
 	}
 }
 
+// TestChunkStoreReverifiesAtOpen: a held chunk whose bytes change on disk
+// while the store is closed is no longer held when it is opened again, and
+// the record is rewritten; the others stay held.
+func TestChunkStoreReverifiesAtOpen(t *testing.T) {
+	data := randomBytes(3*MinChunkSize+100, 11)
+	man, err := ComputeManifest(bytes.NewReader(data), int64(len(data)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "m.gguf")
+	s, err := openFileChunkStore(path, man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range man.NumChunks() {
+		off, n := man.ChunkRange(i)
+		if _, err := s.WriteChunk(i, bytes.NewReader(data[off:off+n])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, _ := man.ChunkRange(1)
+	if _, err := f.WriteAt([]byte{data[off+5] ^ 1}, off+5); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	s, err = openFileChunkStore(path, man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Has(1) || !s.Has(0) || !s.Has(2) || !s.Has(3) || s.dropped != 1 {
+		t.Errorf("after reopen: held %v %v %v %v, dropped %d; want chunk 1 dropped, the others held",
+			s.Has(0), s.Has(1), s.Has(2), s.Has(3), s.dropped)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The record was rewritten: a third open finds chunk 1 missing without
+	// hashing it.
+	s, err = openFileChunkStore(path, man)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.Has(1) || s.dropped != 0 {
+		t.Errorf("third open: chunk 1 held %v, dropped %d", s.Has(1), s.dropped)
+	}
+}
+
 // TestFetcherRetriesAnotherHolder: one holder serves corrupt chunks, the
 // other good ones; every chunk ends up held and verified, and the corrupt
 // answers are counted as rejected.

@@ -209,6 +209,10 @@ func (n *Node) FetchModel(ctx context.Context, mod router.Model) (*ModelCopy, er
 	if err != nil {
 		return nil, err
 	}
+	if store.dropped > 0 {
+		n.log.Warn("model copy: chunks recorded as held no longer match the manifest; fetching them again",
+			"model", mod.ID, "digest", mod.Digest[:12], "chunks", store.dropped)
+	}
 	f.man, f.store = man, store
 	c := &ModelCopy{digest: mod.Digest, path: path, man: man, store: store, f: f}
 	if err := c.fetchDense(ctx); err != nil {
