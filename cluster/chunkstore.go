@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -46,7 +47,9 @@ type fileChunkStore struct {
 
 // openFileChunkStore opens (creating, sized to the manifest) the model
 // file at path and its bitmap, resuming from chunks held before a restart.
-func openFileChunkStore(path string, man *Manifest) (*fileChunkStore, error) {
+// With verify it first hashes the chunks the bitmap records (reverify);
+// ctx stops that.
+func openFileChunkStore(ctx context.Context, path string, man *Manifest, verify bool) (*fileChunkStore, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
@@ -62,33 +65,36 @@ func openFileChunkStore(path string, man *Manifest) (*fileChunkStore, error) {
 	s := &fileChunkStore{man: man, f: f, statePath: path + ".chunks", held: make([]byte, (man.NumChunks()+7)/8)}
 	if b, err := os.ReadFile(s.statePath); err == nil && len(b) == len(s.held) && st.Size() == man.Size {
 		copy(s.held, b)
-		if err := s.reverify(); err != nil {
-			f.Close()
-			return nil, err
+		if verify {
+			if err := s.reverify(ctx); err != nil {
+				f.Close()
+				return nil, err
+			}
 		}
 	}
 	return s, nil
 }
 
 // reverify hashes every chunk the record says is held and drops those whose
-// bytes no longer match the manifest (a disk error, an edited file), so a
-// restarted node fetches them again instead of computing on them. It costs
-// a read of the held bytes, as a node with the whole file pays at start.
-func (s *fileChunkStore) reverify() error {
+// bytes no longer match the manifest or cannot be read (a disk error, an
+// edited file), so a restarted node fetches them again instead of
+// computing on them. It costs a read of the held bytes, as a node with the
+// whole file pays at start; callers do it once per process (FetchModel).
+func (s *fileChunkStore) reverify(ctx context.Context) error {
 	var buf []byte
 	for i := range s.man.NumChunks() {
 		if s.held[i/8]&(1<<(i%8)) == 0 {
 			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return err
 		}
 		off, n := s.man.ChunkRange(i)
 		if int64(cap(buf)) < n {
 			buf = make([]byte, n)
 		}
 		b := buf[:n]
-		if _, err := s.f.ReadAt(b, off); err != nil {
-			return fmt.Errorf("cluster: model file %s: chunk %d: %w", s.f.Name(), i, err)
-		}
-		if s.man.verifySum(i, n, sha256.Sum256(b)) != nil {
+		if _, err := s.f.ReadAt(b, off); err != nil || s.man.verifySum(i, n, sha256.Sum256(b)) != nil {
 			s.held[i/8] &^= 1 << (i % 8)
 			s.dirty = true
 			s.dropped++

@@ -131,7 +131,7 @@ func TestChunkStoreRejectsCorruptChunk(t *testing.T) {
 		store func(t *testing.T) ChunkStore
 	}{
 		{"file", func(t *testing.T) ChunkStore {
-			s, err := openFileChunkStore(path, man)
+			s, err := openFileChunkStore(context.Background(), path, man, true)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -169,7 +169,7 @@ func TestChunkStoreRejectsCorruptChunk(t *testing.T) {
 	}
 	// The file store resumes: chunk 2 is still held after reopening, and
 	// its bytes are in place.
-	s, err := openFileChunkStore(path, man)
+	s, err := openFileChunkStore(context.Background(), path, man, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestChunkStoreReverifiesAtOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "m.gguf")
-	s, err := openFileChunkStore(path, man)
+	s, err := openFileChunkStore(context.Background(), path, man, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +216,7 @@ func TestChunkStoreReverifiesAtOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	s, err = openFileChunkStore(path, man)
+	s, err = openFileChunkStore(context.Background(), path, man, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,9 +227,16 @@ func TestChunkStoreReverifiesAtOpen(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// Unverified, an open trusts the record; verifying stops at a canceled
+	// context.
+	canceled, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := openFileChunkStore(canceled, path, man, true); !errors.Is(err, context.Canceled) {
+		t.Errorf("verifying open with a canceled context: %v", err)
+	}
 	// The record was rewritten: a third open finds chunk 1 missing without
 	// hashing it.
-	s, err = openFileChunkStore(path, man)
+	s, err = openFileChunkStore(context.Background(), path, man, true)
 	if err != nil {
 		t.Fatal(err)
 	}

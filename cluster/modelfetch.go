@@ -205,10 +205,15 @@ func (n *Node) FetchModel(ctx context.Context, mod router.Model) (*ModelCopy, er
 		return nil, err
 	}
 	path := filepath.Join(dir, mod.Digest+".gguf")
-	store, err := openFileChunkStore(path, man)
+	// The held chunks are hashed again once per process: a retry after a
+	// failed fetch reopens the store, and hashing a large copy every time
+	// would cost minutes of disk and CPU each round.
+	_, verified := n.verifiedCopies.Load(path)
+	store, err := openFileChunkStore(ctx, path, man, !verified)
 	if err != nil {
 		return nil, err
 	}
+	n.verifiedCopies.Store(path, true)
 	if store.dropped > 0 {
 		n.log.Warn("model copy: chunks recorded as held no longer match the manifest; fetching them again",
 			"model", mod.ID, "digest", mod.Digest[:12], "chunks", store.dropped)

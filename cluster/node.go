@@ -40,7 +40,9 @@ type Node struct {
 	model *router.Model             // the model this node can load, nil without --model
 	held  *heldModel                // its complete file and manifest, served to fetching peers
 	copy  atomic.Pointer[ModelCopy] // the partial copy FetchModel made, for status
-	boot  bool                      // this node bootstrapped a new cluster in Start
+
+	verifiedCopies sync.Map // model copy paths whose held chunks FetchModel hashed again this run
+	boot           bool     // this node bootstrapped a new cluster in Start
 
 	fsm   *router.FSM
 	raft  *raft.Raft
@@ -288,7 +290,8 @@ func (n *Node) startRaft(tc *tlsConfigs) (existing bool, err error) {
 		}
 		skip = slices.ContainsFunc(stored.Servers, func(s raft.Server) bool { return s.ID == rc.LocalID && s.Suffrage == raft.Voter })
 		if skip {
-			n.log.Warn("raft recovery with these voters was done on an earlier start and this node is still a voter; ignoring it (drop --raft-recover)", "voters", cfg.RaftRecover)
+			n.log.Warn("raft recovery with these voters was done on an earlier start and this node is still a voter; ignoring it. Drop --raft-recover; if this is a new emergency (the voters it names are gone), delete the file and start again",
+				"voters", cfg.RaftRecover, "file", filepath.Join(cfg.DataDir, recoveredFile))
 		}
 	}
 	if len(cfg.RaftRecover) > 0 && !skip {
