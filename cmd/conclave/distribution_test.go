@@ -271,20 +271,8 @@ func TestRestartWithoutModelHolder(t *testing.T) {
 		<-p.done
 	}
 	kill(pc.procs[0])
-	clustertest.WaitFor(t, 30*time.Second, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		r, err := ac.Nodes(ctx)
-		if err != nil {
-			return false
-		}
-		for _, nd := range r.Nodes {
-			if nd.ID == "n0" {
-				return nd.State == router.NodeDead
-			}
-		}
-		return false
-	}, "n0 dead in the map")
+	waitNodeStates(t, ac, 30*time.Second, func(m map[string]cluster.NodeStatus) bool { return m["n0"].State == router.NodeDead },
+		"n0 dead in the map")
 	p := pc.procs[2]
 	kill(p)
 	restarted := time.Now()

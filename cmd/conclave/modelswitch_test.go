@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -62,20 +61,8 @@ func TestModelSwitch(t *testing.T) {
 	waitHTTP(t, pc.addrs[2][0])
 	// As n2 sees it: model load, sent to n2, checks the holders in its map.
 	ac := &cluster.AdminClient{Base: "http://" + pc.addrs[2][0]}
-	clustertest.WaitFor(t, 30*time.Second, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		r, err := ac.Nodes(ctx)
-		if err != nil {
-			return false
-		}
-		for _, n := range r.Nodes {
-			if n.ID == "n2" && n.State == router.NodeActive {
-				return true
-			}
-		}
-		return false
-	}, "n2 in the cluster")
+	waitNodeStates(t, ac, 30*time.Second, func(m map[string]cluster.NodeStatus) bool { return m["n2"].State == router.NodeActive },
+		"n2 in the cluster")
 
 	mustCLI(t, "model", "load", b, "--addr", "http://"+pc.addrs[2][0], "--timeout", "60s")
 	clustertest.WaitFor(t, 30*time.Second, func() bool { return ready(2) }, "n2 ready with model B")

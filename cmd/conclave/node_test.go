@@ -149,6 +149,25 @@ func (c *procCluster) start(p *nodeProc) {
 	go func(cmd *exec.Cmd, done chan error) { done <- cmd.Wait() }(p.cmd, p.done)
 }
 
+// waitNodeStates waits until cond holds on the nodes (by ID) the admin API
+// at ac lists.
+func waitNodeStates(t *testing.T, ac *cluster.AdminClient, timeout time.Duration, cond func(map[string]cluster.NodeStatus) bool, msg string) {
+	t.Helper()
+	clustertest.WaitFor(t, timeout, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		r, err := ac.Nodes(ctx)
+		if err != nil {
+			return false
+		}
+		m := map[string]cluster.NodeStatus{}
+		for _, n := range r.Nodes {
+			m[n.ID] = n
+		}
+		return cond(m)
+	}, msg)
+}
+
 func TestMultiProcessCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs 3 processes")
@@ -158,19 +177,7 @@ func TestMultiProcessCluster(t *testing.T) {
 	ac := &cluster.AdminClient{Base: "http://" + addrs[0][0]}
 	waitNodes := func(msg string, cond func(map[string]cluster.NodeStatus) bool) {
 		t.Helper()
-		clustertest.WaitFor(t, 30*time.Second, func() bool {
-			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			defer cancel()
-			r, err := ac.Nodes(ctx)
-			if err != nil {
-				return false
-			}
-			m := map[string]cluster.NodeStatus{}
-			for _, n := range r.Nodes {
-				m[n.ID] = n
-			}
-			return cond(m)
-		}, msg)
+		waitNodeStates(t, ac, 30*time.Second, cond, msg)
 	}
 	allActive := func(m map[string]cluster.NodeStatus) bool {
 		if len(m) != 3 {
