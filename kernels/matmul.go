@@ -155,10 +155,7 @@ func (s *Scratch) begin(m Matrix, x []float32, nrows int, out []float32) bool {
 		s.floatFn = s.floatTiles
 		s.float512Fn = s.floatTiles512
 	}
-	if need := nrows * actRow; cap(s.act) < need {
-		s.act = make([]byte, need)
-	}
-	s.act = s.act[:nrows*actRow]
+	s.act = growScratch(s.act, nrows*actRow)
 	s.m, s.x, s.out, s.nrows = m, x, out, nrows
 	s.vt, s.actRow, s.wRow, s.dot = vt, actRow, wRow, dot
 	return true

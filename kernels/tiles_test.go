@@ -222,6 +222,48 @@ func TestAllocHuge(t *testing.T) {
 	}
 }
 
+// TestGrowScratch checks the scratch buffers' growth: kept while large
+// enough, a quarter to spare when reallocated, 64-byte aligned, whole
+// aligned huge pages from hugeScratchMin on; ReserveFloats zeroed.
+func TestGrowScratch(t *testing.T) {
+	for _, n := range []int{1, 100, hugeScratchMin - 1, hugeScratchMin, 3*hugePage + 4} {
+		b := growScratch(nil, n)
+		addr := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+		switch {
+		case len(b) != n || cap(b) < n+n/4:
+			t.Errorf("growScratch(nil, %d): len %d cap %d", n, len(b), cap(b))
+		case addr&63 != 0:
+			t.Errorf("growScratch(nil, %d) at %#x: not 64-byte aligned", n, addr)
+		case n+n/4 >= hugeScratchMin && (addr&(hugePage-1) != 0 || cap(b)%hugePage != 0):
+			t.Errorf("growScratch(nil, %d) at %#x, cap %d: not whole huge pages", n, addr, cap(b))
+		}
+		b[n-1] = 7
+		if c := growScratch(b, n/2+1); unsafe.SliceData(c) != unsafe.SliceData(b) || len(c) != n/2+1 {
+			t.Errorf("growScratch(%d-byte buffer, %d) reallocated", n, n/2+1)
+		}
+		if c := growScratch(b, cap(b)+1); unsafe.SliceData(c) == unsafe.SliceData(b) || len(c) != cap(b)+1 {
+			t.Errorf("growScratch past the capacity %d did not reallocate", cap(b))
+		}
+	}
+	f := GrowFloats(nil, 1000)
+	if len(f) != 1000 || cap(f) < 1250 || uintptr(unsafe.Pointer(unsafe.SliceData(f)))&63 != 0 {
+		t.Errorf("GrowFloats(nil, 1000): len %d cap %d", len(f), cap(f))
+	}
+	f[999] = 1
+	if g := GrowFloats(f, 1200); &g[0] != &f[0] || g[999] != 1 {
+		t.Error("GrowFloats within the capacity reallocated")
+	}
+	r := ReserveFloats(hugePage)
+	if len(r) != hugePage {
+		t.Fatalf("ReserveFloats: len %d", len(r))
+	}
+	for i, v := range r {
+		if v != 0 {
+			t.Fatalf("ReserveFloats: r[%d] = %v", i, v)
+		}
+	}
+}
+
 // TestPackTilesInto packs several matrices into one AllocHuge buffer, as a
 // node packs an expert's three, and checks MatMul on each bit for bit
 // against VecDot; a destination of the wrong size or alignment panics.

@@ -173,9 +173,4 @@ func (l *LocalExperts) RunExperts(ctx context.Context, layer int, groups []Exper
 	return nil
 }
 
-func grow(b []float32, n int) []float32 {
-	if cap(b) < n {
-		return make([]float32, n)
-	}
-	return b[:n]
-}
+func grow(b []float32, n int) []float32 { return kernels.GrowFloats(b, n) }

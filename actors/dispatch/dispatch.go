@@ -262,8 +262,6 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 		d.pending = append(d.pending, p)
 	}
 	d.sendClaimed(m, layer, groups)
-	// Groups arrive in ascending expert order, the order expert.Batch needs
-	// for its locks.
 	d.lbatch.Forward(d.localEs, d.localGs)
 	clear(d.localEs)
 	clear(d.localGs)

@@ -4,8 +4,8 @@
 // An Expert is one expert of one layer bound to its weights — kernels
 // matrices that point into the node's mmapped GGUF, so binding copies
 // nothing and pages are read only when the expert computes. Expert.Forward
-// computes a batch of rows with the expert's own scratch on a kernels.Pool
-// and counts its load (calls, rows, busy time). Each output row depends only
+// computes a batch of rows on a kernels.Pool, in a scratch it takes from a
+// list the process's experts share (so the same few stay warm), and counts its load (calls, rows, busy time). Each output row depends only
 // on its input row, so where and with what else a row is computed never
 // changes the result.
 //
