@@ -736,22 +736,20 @@ func TestEmbedOverloadedKeepsCache(t *testing.T) {
 		case gate.steps <- struct{}{}:
 		}
 	}
-	done := make(chan error, 1)
-	go func() {
-		_, err := e.Embed(context.Background(), tokens(w.Ctx, w.Vocab, 5))
-		done <- err
-	}()
-	// One pass at a time until the scheduler, between two passes, has
-	// taken the embedding: the request holds its blocks throughout.
-	for err = nil; ; {
+	// The embedding is offered to the scheduler beside the gate's next
+	// pass, so it is taken between two passes, the request holding its
+	// blocks throughout (offered from another goroutine, Embed could miss
+	// the scheduler's next look between passes for all 150 of them).
+	j := &embedJob{tokens: tokens(w.Ctx, w.Vocab, 5), out: make(chan embedResult, 1)}
+	for sent := false; !sent; {
 		select {
-		case err = <-done:
+		case e.embedCh <- j:
+			sent = true
 		case gate.steps <- struct{}{}:
-			continue
 		}
-		break
 	}
 	close(gate.steps)
+	err = (<-j.out).err
 	if !errors.Is(err, ErrOverloaded) {
 		t.Fatalf("embedding %d tokens beside a running request: %v, want ErrOverloaded", w.Ctx, err)
 	}

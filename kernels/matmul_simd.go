@@ -368,25 +368,20 @@ func growScratch(b []byte, n int) []byte {
 	return hugeScratch(n + n/4)[:n]
 }
 
-// hugeScratch returns n zeroed bytes starting on a 64-byte boundary; from
-// hugeScratchMin bytes on, rounded up to whole 2 MiB pages, aligned to
-// one, and offered to transparent huge pages, so that first touching them
-// costs a fault per 2 MiB instead of per 4 KiB. The rounding and the
-// alignment slack are address space: pages never touched take no memory.
+// hugeScratch returns n zeroed bytes starting on a 64-byte boundary, the
+// whole 2 MiB pages inside them offered to transparent huge pages (a fault
+// per 2 MiB instead of per 4 KiB when first touched). From AllocHuge's
+// hugeAlignMin on, the buffer starts on a huge page, so that all of it but
+// the tail can be huge; below, it is not rounded or aligned, since a huge
+// page that the buffer only partly covers would be resident whole.
 func hugeScratch(n int) []byte {
-	if n < hugeScratchMin {
-		return growAligned(nil, n)
+	if n >= hugeAlignMin {
+		return AllocHuge(n)
 	}
-	n = (n + hugePage - 1) &^ (hugePage - 1)
-	buf := make([]byte, n+hugePage)
-	off := int(-uintptr(unsafe.Pointer(unsafe.SliceData(buf))) & (hugePage - 1))
-	b := buf[off : off+n : off+n]
-	madviseHuge(b)
+	b := growAligned(nil, n)
+	adviseHuge(b)
 	return b
 }
-
-// hugeScratchMin is the smallest buffer hugeScratch puts on huge pages.
-const hugeScratchMin = hugePage / 2
 
 // GrowFloats returns b resized to n, reallocating only when its capacity is
 // short, as the kernels grow their own scratch (growScratch): with room to
@@ -397,18 +392,6 @@ func GrowFloats(b []float32, n int) []float32 {
 		return b[:n]
 	}
 	return floatsOf(hugeScratch(4 * (n + n/4)))[:n]
-}
-
-// ReserveFloats returns n zeroed floats for a buffer sized once for the
-// largest batch: on huge pages where large (hugeScratch), and touched now,
-// so that their page faults are paid here rather than by the first batch
-// that fills it.
-func ReserveFloats(n int) []float32 {
-	b := hugeScratch(4 * n)
-	for i := 0; i < len(b); i += 4096 {
-		b[i] = 0
-	}
-	return floatsOf(b)[:n]
 }
 
 // floatsOf is b as float32s (b starts on a 64-byte boundary).

@@ -223,10 +223,10 @@ func TestAllocHuge(t *testing.T) {
 }
 
 // TestGrowScratch checks the scratch buffers' growth: kept while large
-// enough, a quarter to spare when reallocated, 64-byte aligned, whole
-// aligned huge pages from hugeScratchMin on; ReserveFloats zeroed.
+// enough, a quarter to spare when reallocated, 64-byte aligned, on a huge
+// page boundary from hugeAlignMin on.
 func TestGrowScratch(t *testing.T) {
-	for _, n := range []int{1, 100, hugeScratchMin - 1, hugeScratchMin, 3*hugePage + 4} {
+	for _, n := range []int{1, 100, hugePage, hugeAlignMin - 1, hugeAlignMin, 5*hugePage + 4} {
 		b := growScratch(nil, n)
 		addr := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
 		switch {
@@ -234,8 +234,8 @@ func TestGrowScratch(t *testing.T) {
 			t.Errorf("growScratch(nil, %d): len %d cap %d", n, len(b), cap(b))
 		case addr&63 != 0:
 			t.Errorf("growScratch(nil, %d) at %#x: not 64-byte aligned", n, addr)
-		case n+n/4 >= hugeScratchMin && (addr&(hugePage-1) != 0 || cap(b)%hugePage != 0):
-			t.Errorf("growScratch(nil, %d) at %#x, cap %d: not whole huge pages", n, addr, cap(b))
+		case n+n/4 >= hugeAlignMin && addr&(hugePage-1) != 0:
+			t.Errorf("growScratch(nil, %d) at %#x: not on a huge page boundary", n, addr)
 		}
 		b[n-1] = 7
 		if c := growScratch(b, n/2+1); unsafe.SliceData(c) != unsafe.SliceData(b) || len(c) != n/2+1 {
@@ -252,15 +252,6 @@ func TestGrowScratch(t *testing.T) {
 	f[999] = 1
 	if g := GrowFloats(f, 1200); &g[0] != &f[0] || g[999] != 1 {
 		t.Error("GrowFloats within the capacity reallocated")
-	}
-	r := ReserveFloats(hugePage)
-	if len(r) != hugePage {
-		t.Fatalf("ReserveFloats: len %d", len(r))
-	}
-	for i, v := range r {
-		if v != 0 {
-			t.Fatalf("ReserveFloats: r[%d] = %v", i, v)
-		}
 	}
 }
 

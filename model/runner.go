@@ -73,9 +73,7 @@ func NewRunner(w *Weights, pool *kernels.Pool, maxRows int) *Runner {
 
 // NewRunnerCtx is NewRunner for positions below ctx (at most the model's
 // context): attention's scratch grows with the context, and a server runs
-// a shorter one than a model may claim. The activation buffers are touched
-// here (kernels.ReserveFloats), so the first full batch does not pay their
-// page faults.
+// a shorter one than a model may claim.
 func NewRunnerCtx(w *Weights, pool *kernels.Pool, maxRows, ctx int) *Runner {
 	c := w.Config
 	if ctx <= 0 || ctx > c.Ctx {
@@ -83,22 +81,22 @@ func NewRunnerCtx(w *Weights, pool *kernels.Pool, maxRows, ctx int) *Runner {
 	}
 	c.Ctx = ctx
 	r := &Runner{W: w, Pool: pool, MaxRows: maxRows, ctx: ctx}
-	r.x = kernels.ReserveFloats(maxRows*c.Dim)
-	r.xn = kernels.ReserveFloats(maxRows*c.Dim)
-	r.q = kernels.ReserveFloats(maxRows*c.QDim())
-	r.k = kernels.ReserveFloats(maxRows*c.KVDim())
-	r.v = kernels.ReserveFloats(maxRows*c.KVDim())
-	r.att = kernels.ReserveFloats(maxRows*c.QDim())
-	r.proj = kernels.ReserveFloats(maxRows*c.Dim)
+	r.x = make([]float32, maxRows*c.Dim)
+	r.xn = make([]float32, maxRows*c.Dim)
+	r.q = make([]float32, maxRows*c.QDim())
+	r.k = make([]float32, maxRows*c.KVDim())
+	r.v = make([]float32, maxRows*c.KVDim())
+	r.att = make([]float32, maxRows*c.QDim())
+	r.proj = make([]float32, maxRows*c.Dim)
 	r.ropeCos = make([]float32, maxRows*c.RopeDim/2)
 	r.ropeSin = make([]float32, maxRows*c.RopeDim/2)
 	k := max(c.TopK, 1)
-	r.gateLogits = kernels.ReserveFloats(maxRows*max(c.Experts, 1))
+	r.gateLogits = make([]float32, maxRows*max(c.Experts, 1))
 	r.groupRows = make([]int32, maxRows*k)
 	r.slot = make([]int32, maxRows*k)
 	r.groups = make([]ExpertGroup, 0, max(c.Experts, 1))
-	r.expIn = kernels.ReserveFloats(maxRows*k*c.Dim)
-	r.expOut = kernels.ReserveFloats(maxRows*k*c.Dim)
+	r.expIn = make([]float32, maxRows*k*c.Dim)
+	r.expOut = make([]float32, maxRows*k*c.Dim)
 	r.attnRowsMax = attnRowsMax(c)
 	r.attnRuns = make([]attnRun, 0, maxRows)
 	r.attnScratch = make([][]float32, pool.Threads())
