@@ -32,8 +32,9 @@ type ExpertRunner interface {
 	RunExperts(ctx context.Context, layer int, groups []ExpertGroup) error
 }
 
-// ExpertScratch holds an expert's intermediate activations between calls so
-// that steady-state calls do not allocate. One goroutine uses it at a time.
+// ExpertScratch holds the intermediate activations of an expert call,
+// kept between calls (of any expert) so that steady-state calls do not
+// allocate. One goroutine uses it at a time.
 type ExpertScratch struct {
 	gate, up []float32
 	mm, mmUp kernels.Scratch

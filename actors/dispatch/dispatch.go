@@ -230,7 +230,7 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 	// The local experts found now are the ones computed below: a second
 	// lookup could miss one a map change stopped meanwhile (the host syncs
 	// its actors on another goroutine), and a nil expert would crash the
-	// batch with the others' locks held.
+	// batch.
 	d.localEs, d.localGs = d.localEs[:0], d.localGs[:0]
 	for gi := range groups {
 		g := &groups[gi]

@@ -45,10 +45,20 @@ type Expert struct {
 // system time in a 16-prompt wave of the bench preset) and kept growing
 // them in later waves as row counts moved. Shared, the same few scratches
 // are reused by every layer and stay warm. Most recently returned first.
+//
+// A scratch keeps the size of the largest call it served. The list keeps
+// at most maxFreeScratches (more exist only while that many calls run at
+// once) and is emptied whenever a Host stops an expert, so memory grown
+// for experts a node no longer hosts goes back as it did when each expert
+// owned its scratch.
 type scratchList struct {
 	mu   sync.Mutex
 	free []*model.ExpertScratch
 }
+
+// maxFreeScratches is the most scratches the list keeps: a layer's groups
+// in one Batch (the experts of a layer) and a few concurrent calls.
+const maxFreeScratches = 32
 
 // scratches is the process's scratchList.
 var scratches scratchList
@@ -71,12 +81,21 @@ func (l *scratchList) take(dst []*model.ExpertScratch, n int) []*model.ExpertScr
 	return dst
 }
 
-// put returns ss, in reverse so that take hands them out in the same order.
+// put returns ss, in reverse so that take hands them out in the same order;
+// those past maxFreeScratches are dropped.
 func (l *scratchList) put(ss []*model.ExpertScratch) {
 	l.mu.Lock()
-	for i := len(ss) - 1; i >= 0; i-- {
+	for i := len(ss) - 1; i >= 0 && len(l.free) < maxFreeScratches; i-- {
 		l.free = append(l.free, ss[i])
 	}
+	l.mu.Unlock()
+}
+
+// reset drops every scratch in the list.
+func (l *scratchList) reset() {
+	l.mu.Lock()
+	clear(l.free)
+	l.free = l.free[:0]
 	l.mu.Unlock()
 }
 
@@ -84,7 +103,7 @@ func (l *scratchList) put(ss []*model.ExpertScratch) {
 type Load struct {
 	Calls int64         // Forward calls (local or by message)
 	Rows  int64         // rows computed
-	Busy  time.Duration // time spent computing
+	Busy  time.Duration // time spent computing: the sum of the calls' durations (calls that overlap each count whole)
 }
 
 // New binds expert id of w. pool runs its matrix products (it may be shared
@@ -158,8 +177,9 @@ func VersionPID(addr string, id router.ExpertID, version string) *actor.PID {
 	return actor.NewPID(addr, VersionName(id, version))
 }
 
-// expertActor serves ComputeRequests for one Expert. Its mailbox is the
-// expert's queue: one request computes at a time, in arrival order.
+// expertActor serves ComputeRequests for one Expert, one at a time in
+// arrival order (the Expert itself may meanwhile compute for in-process
+// callers and the batch actor).
 type expertActor struct {
 	e      *Expert
 	epoch  func() uint64

@@ -143,3 +143,17 @@ func TestScratchListOrder(t *testing.T) {
 		t.Fatalf("%d left in the list after taking all", len(l.free))
 	}
 }
+
+// TestScratchListBounded: the list keeps at most maxFreeScratches, and
+// reset (a Host stopping an expert) empties it.
+func TestScratchListBounded(t *testing.T) {
+	var l scratchList
+	l.put(l.take(nil, maxFreeScratches+5))
+	if len(l.free) != maxFreeScratches {
+		t.Fatalf("%d scratches kept, want at most %d", len(l.free), maxFreeScratches)
+	}
+	l.reset()
+	if len(l.free) != 0 {
+		t.Fatalf("%d scratches kept after reset", len(l.free))
+	}
+}

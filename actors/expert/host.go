@@ -175,6 +175,8 @@ func (h *Host) StopVersion(id router.ExpertID, version string) {
 	h.mu.Unlock()
 	if ok {
 		_ = h.sys.Root.PoisonFuture(r.pid).Wait()
+		// Scratch grown for this expert is not kept for the rest.
+		scratches.reset()
 	}
 }
 

@@ -2,6 +2,7 @@ package expert
 
 import (
 	"errors"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -115,4 +116,61 @@ func TestVersionNameCollision(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Error("a call to the first version computed other weights")
 	}
+}
+
+// TestStopReleasesScratch: scratch a node grew computing a prefill-sized
+// batch is released once its Host stops those experts (as it was when each
+// expert owned its scratch), not kept by the shared list for good.
+func TestStopReleasesScratch(t *testing.T) {
+	_, w := testmodel.Load(t, testmodel.Config(t, "tiny", func(c *synth.Config) {
+		c.Dim, c.FFN, c.Layers, c.Experts, c.TopK, c.Type = 512, 4096, 1, 8, 2, kernels.Q8_0
+		c.Name = "scratch-release"
+	}))
+	pool := kernels.NewPool(2)
+	defer pool.Close()
+	sys := actor.NewActorSystem()
+	defer sys.Shutdown()
+	h := NewHost(sys, w, pool, nil)
+	var ids []router.ExpertID
+	for i := range w.Experts {
+		ids = append(ids, router.ExpertID{Layer: 0, Index: i})
+	}
+	scratches.reset()
+	base := liveHeap()
+	if err := h.Sync(ids); err != nil {
+		t.Fatal(err)
+	}
+	var es []*Expert
+	var gs []*model.ExpertGroup
+	const rows = 256
+	for _, id := range ids {
+		e, ok := h.Local(id)
+		if !ok {
+			t.Fatalf("%v not running", id)
+		}
+		es = append(es, e)
+		gs = append(gs, &model.ExpertGroup{Expert: id.Index, Rows: make([]int32, rows), In: make([]float32, rows*w.Dim), Out: make([]float32, rows*w.Dim)})
+	}
+	var b Batch
+	b.Forward(es, gs)
+	es, gs = nil, nil
+	grown := liveHeap() - base
+	if grown < 32<<20 {
+		t.Fatalf("the batch grew only %d MiB of scratch: nothing to release", grown>>20)
+	}
+	if err := h.Sync(nil); err != nil {
+		t.Fatal(err)
+	}
+	if left := liveHeap() - base; left > grown/4 {
+		t.Errorf("%d MiB of the %d MiB of scratch outlive the experts that grew it", left>>20, grown>>20)
+	}
+}
+
+// liveHeap is the heap's live bytes after a full collection.
+func liveHeap() int64 {
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.HeapAlloc)
 }
