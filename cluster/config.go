@@ -77,11 +77,13 @@ type Config struct {
 	// ErrMemoryLimit when that is ≤ 0. 0 means no limit.
 	MemoryLimitBytes int64
 	// ServingBytes is memory the node's engine reserves outside the model
-	// file, counted against MemoryLimitBytes: the KV cache pool.
+	// file, counted against MemoryLimitBytes: the KV cache pool and the
+	// buffers of a full step (engine.Config.StepBytes), which the engine's
+	// warm-up fills at start.
 	ServingBytes int64
 	// RuntimeReserveBytes is what MemoryLimitBytes sets aside for the
-	// process itself: Go runtime and heap, the binary's text, activation
-	// and expert scratch buffers, network buffers.
+	// process itself: Go runtime and heap, the binary's text, network
+	// buffers, scratch for peers' expert calls.
 	RuntimeReserveBytes int64
 	// Version is the build version advertised in node metadata.
 	Version string

@@ -185,6 +185,10 @@ func (x *Experts) nextMissing() (router.ExpertID, bool) {
 // (engine.WithExperts).
 func (x *Experts) Runner() model.ExpertRunner { return x.disp }
 
+// LocalRunner computes only the experts this node runs (dispatch.Local):
+// for the engine's warm-up.
+func (x *Experts) LocalRunner() model.ExpertRunner { return x.disp.Local() }
+
 // Dispatcher returns the dispatcher (for its Stats).
 func (x *Experts) Dispatcher() *dispatch.Dispatcher { return x.disp }
 

@@ -22,7 +22,7 @@ func TestMemoryBudget(t *testing.T) {
 		{"room left", cluster.MemoryBudget{Limit: 1000, Dense: 100, Serving: 200, Reserve: 300}, 400, ""},
 		{"nothing left", cluster.MemoryBudget{Limit: 600, Dense: 100, Serving: 200, Reserve: 300}, 0, "= 0.0 MiB (0 B)"},
 		{"overdrawn", cluster.MemoryBudget{Limit: 256 << 20, Dense: 100 << 20, Serving: 128 << 20, Reserve: 64 << 20}, 0,
-			"limit 256.0 MiB (268435456 B) − dense weights 100.0 MiB (104857600 B) − KV cache 128.0 MiB (134217728 B) − runtime reserve 64.0 MiB (67108864 B) = -36.0 MiB"},
+			"limit 256.0 MiB (268435456 B) − dense weights 100.0 MiB (104857600 B) − KV cache and step buffers 128.0 MiB (134217728 B) − runtime reserve 64.0 MiB (67108864 B) = -36.0 MiB"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.b.ExpertCapacity()

@@ -72,6 +72,22 @@ func (x *Experts) Ready() bool {
 	return ready == total
 }
 
+// WaitReady blocks until Ready is true or ctx is done (then it returns
+// ctx's error).
+func (x *Experts) WaitReady(ctx context.Context) error {
+	for {
+		ch := x.n.fsm.Changed()
+		if x.Ready() {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
 // Serving reports why this node cannot serve now: the map's live model is
 // not the one x's weights hold, so its dense weights would meet the live
 // model's experts (api.Config.Serving). nil while the map has no model

@@ -118,3 +118,16 @@ func (c Config) kvBlocks(w *model.Weights) int {
 func (c Config) KVPoolBytes(w *model.Weights) int64 {
 	return int64(c.kvBlocks(w)) * kvcache.BlockBytes(w.Layers, w.KVDim(), c.BlockSize, c.KVType)
 }
+
+// StepBytes estimates the memory of the buffers one full step (MaxBatchTokens
+// rows) fills for w on a pool of threads threads, besides the KV pool: the
+// model's activations and scratch (model.StepBytes, as if every expert
+// computed here) and the logits of the step's sequences. Warm fills them
+// at start; a node counts them against its memory limit.
+func (c Config) StepBytes(w *model.Weights, threads int) int64 {
+	ctx := c.Ctx
+	if ctx <= 0 || ctx > w.Ctx {
+		ctx = w.Ctx
+	}
+	return model.StepBytes(w.Config, c.MaxBatchTokens, threads, ctx) + int64(c.MaxRunning)*int64(w.Vocab)*4
+}

@@ -93,6 +93,8 @@ type seq struct {
 
 type embedJob struct {
 	tokens []int32
+	warm   bool               // Warm's: no result, no step metrics
+	runner model.ExpertRunner // Warm's experts (nil: the engine's)
 	out    chan embedResult
 }
 
@@ -234,7 +236,41 @@ func (e *Engine) Embed(ctx context.Context, tokens []int32) ([]float32, error) {
 			return nil, fmt.Errorf("%w: token %d is %d, outside the vocabulary of %d", ErrInvalidRequest, i, t, e.w.Vocab)
 		}
 	}
-	j := &embedJob{tokens: tokens, out: make(chan embedResult, 1)}
+	return e.runEmbed(ctx, &embedJob{tokens: tokens, out: make(chan embedResult, 1)})
+}
+
+// Warm runs one forward pass of a full step (Config.MaxBatchTokens tokens,
+// fewer if the free KV blocks hold fewer) on a temporary sequence and
+// throws the result away. A server calls it once before it reports ready:
+// the first full step sizes every buffer a step uses (the runner's
+// activations, the experts' scratch, the kernels' quantized inputs) and
+// pays a page fault for each page of them it touches first, which made
+// the first 16-prompt wave of a fresh server on the bench preset ~1.5×
+// slower to its first tokens than the next. llama.cpp's server, vLLM and
+// TGI warm up alike. experts computes the step's experts (nil: the
+// engine's; a node passes one that computes only its own, so that warming
+// up does not load its peers). The prefix cache, the cached KV blocks and
+// the step metrics are untouched. It runs between steps on the scheduler
+// goroutine and blocks until done, ctx is cancelled, or the engine closes.
+func (e *Engine) Warm(ctx context.Context, experts model.ExpertRunner) error {
+	_, err := e.runEmbed(ctx, &embedJob{warm: true, runner: experts, out: make(chan embedResult, 1)})
+	return err
+}
+
+// warmTokens is Warm's step: MaxBatchTokens tokens, or as many as the free
+// KV blocks hold (cached ones are never evicted for it), spread over the
+// vocabulary so that the gate spreads them over the experts as text does.
+func (e *Engine) warmTokens() []int32 {
+	n := max(min(e.cfg.MaxBatchTokens, e.kv.Free()*e.cfg.BlockSize, e.ctxLen), 0)
+	tokens := make([]int32, n)
+	for i := range tokens {
+		tokens[i] = int32((i*7919 + 1) % e.w.Vocab)
+	}
+	return tokens
+}
+
+// runEmbed hands j to the scheduler and waits for its result.
+func (e *Engine) runEmbed(ctx context.Context, j *embedJob) ([]float32, error) {
 	select {
 	case e.embedCh <- j:
 	case <-e.quit:
@@ -638,6 +674,12 @@ func (e *Engine) shutdown() {
 
 // embed runs one embedding request to completion on a temporary sequence.
 func (e *Engine) embed(j *embedJob) {
+	if j.warm {
+		if j.tokens = e.warmTokens(); len(j.tokens) == 0 {
+			j.out <- embedResult{}
+			return
+		}
+	}
 	c := e.kv.NewSequence(e.ctxLen)
 	defer c.Release()
 	// Check first: Grow evicts cached blocks as it goes, and would leave
@@ -661,6 +703,18 @@ func (e *Engine) embed(j *embedJob) {
 			b.Seqs = append(b.Seqs, c)
 		}
 		t0 := time.Now()
+		if j.warm {
+			experts := j.runner
+			if experts == nil {
+				experts = e.experts
+			}
+			_, err := e.runner.ForwardHidden(context.Background(), &b, experts)
+			if err != nil {
+				err = fmt.Errorf("engine: warm-up: %w", err)
+			}
+			j.out <- embedResult{err: err}
+			return
+		}
 		h, err := e.runner.ForwardHidden(context.Background(), &b, e.experts)
 		e.counters.Steps++
 		e.counters.StepTokens.observe(StepTokensBounds, float64(len(chunk)))

@@ -936,3 +936,84 @@ func TestPenaltiesMatchRunner(t *testing.T) {
 		}
 	}
 }
+
+// rowCounter runs experts in process and counts the rows of layer 0's
+// groups (each token's TopK rows).
+type rowCounter struct {
+	inner model.ExpertRunner
+	rows  atomic.Int64
+}
+
+func (c *rowCounter) RunExperts(ctx context.Context, layer int, groups []model.ExpertGroup) error {
+	if layer == 0 {
+		for _, g := range groups {
+			c.rows.Add(int64(len(g.Rows)))
+		}
+	}
+	return c.inner.RunExperts(ctx, layer, groups)
+}
+
+// TestWarm: a warm-up runs one full step (MaxBatchTokens tokens) through
+// the experts it is given, or as many tokens as the free KV blocks hold,
+// and leaves no trace: no step counted, no block held, the prefix cache as
+// it was, and a request after it generates what it does on a fresh engine.
+// What it allocates stays under Config.StepBytes (which also counts the
+// runner's buffers, allocated by New).
+func TestWarm(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	pool := kernels.NewPool(2)
+	defer pool.Close()
+	req := Request{Prompt: tokens(40, w.Vocab, 5), MaxTokens: 8, IgnoreEOS: true}
+	cold := run(t, newEngine(t, w, testConfig(), nil), req)
+
+	cfg := testConfig()
+	cfg.MaxBatchTokens = w.Ctx // 256, the most a step of this context takes
+	cfg.KVBlocks = w.Ctx/cfg.BlockSize + 1
+	engineRows := &rowCounter{inner: &model.LocalExperts{W: w, Pool: pool}}
+	e, err := New(cfg, w, pool, nil, WithExperts(engineRows))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	warmRows := &rowCounter{inner: &model.LocalExperts{W: w, Pool: pool}}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if err := e.Warm(context.Background(), warmRows); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if got, want := warmRows.rows.Load(), int64(cfg.MaxBatchTokens*w.TopK); got != want || engineRows.rows.Load() != 0 {
+		t.Errorf("warm-up: %d expert rows in layer 0 given to its runner (want %d, a full step), %d to the engine's", got, want, engineRows.rows.Load())
+	}
+	grew, est := int64(after.TotalAlloc-before.TotalAlloc), cfg.StepBytes(w, pool.Threads())
+	if grew > est || grew < est/4 {
+		t.Errorf("the warm-up allocated %d bytes; StepBytes estimates %d", grew, est)
+	}
+	if st := e.Stats(); st.Steps != 0 || st.KVBlocksUsed != 0 || st.KVBlocksCached != 0 {
+		t.Errorf("after the warm-up: %d steps, %d blocks used, %d cached", st.Steps, st.KVBlocksUsed, st.KVBlocksCached)
+	}
+	warm := run(t, e, req)
+	if !slices.Equal(warm.tokens, cold.tokens) {
+		t.Errorf("after a warm-up: %v, fresh engine: %v", warm.tokens, cold.tokens)
+	}
+	// The request's full blocks stay cached: fewer than 16 are free now.
+	cached := e.Stats().KVBlocksCached
+	if cached == 0 {
+		t.Fatal("the request left nothing cached")
+	}
+	warmRows.rows.Store(0)
+	if err := e.Warm(context.Background(), warmRows); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := warmRows.rows.Load(), int64((cfg.KVBlocks-cached)*cfg.BlockSize*w.TopK); got != want {
+		t.Errorf("warm-up with %d blocks cached: %d expert rows, want %d (the free blocks' tokens)", cached, got, want)
+	}
+	if st := e.Stats(); st.KVBlocksCached != cached {
+		t.Errorf("the warm-up evicted: %d blocks cached, %d before", st.KVBlocksCached, cached)
+	}
+	e.Close()
+	if err := e.Warm(context.Background(), nil); !errors.Is(err, ErrClosed) {
+		t.Errorf("Warm after Close = %v, want ErrClosed", err)
+	}
+}

@@ -122,6 +122,33 @@ func attnScratchLen(c Config, ctx int) int {
 	return max(group*(2*ctx+c.HeadDim)+c.HeadDim, nv*(2*ctx+2*c.HeadDim))
 }
 
+// StepBytes estimates the memory of the buffers a forward pass of rows
+// rows fills, on a pool of threads threads, with context ctx: the runner's
+// activations, the quantized copies of its products' inputs (Q8_0 and the
+// VNNI packing), attention's scratch, and the routed experts'
+// intermediates for rows × TopK expert rows with the quarter their scratch
+// grows by (kernels.GrowFloats), as if this node computed every expert. A
+// server counts it beside its KV cache against a memory limit.
+func StepBytes(c Config, rows, threads, ctx int) int64 {
+	const f = 4
+	r, k := int64(rows), int64(max(c.TopK, 1))
+	dim, qd, kvd := int64(c.Dim), int64(c.QDim()), int64(c.KVDim())
+	q := func(cols int64) int64 { return cols / 32 * (34 + 64) }
+	b := r * f * (3*dim + 2*qd + 2*kvd) // x, xn, proj, q, att, k, v
+	b += r * (q(dim) + q(qd))           // Q/K/V's input, Wo's
+	b += 2 * r * k * dim * f            // the experts' inputs and outputs
+	b += r * int64(max(c.Experts, 1)) * f
+	c.Ctx = ctx
+	b += int64(threads) * int64(attnScratchLen(c, ctx)) * f
+	ffn := int64(c.FFN)
+	er := r
+	if c.Experts > 0 {
+		er = r * k
+	}
+	b += er * (2*ffn*f + q(dim) + q(ffn)) * 5 / 4
+	return b
+}
+
 // parallelRows is the fewest rows a per-row step (norms, RoPE and the
 // cache stores, the experts' combination) spreads over the pool; below it
 // the step takes less than a fork and join.

@@ -318,6 +318,35 @@ func (d *Dispatcher) RunExperts(ctx context.Context, layer int, groups []model.E
 	}
 }
 
+// Local returns an ExpertRunner that computes only the groups whose live
+// version this node runs, in process as RunExperts computes them (the same
+// fused batch and scratch), and leaves the other groups' outputs alone. It
+// counts nothing in Stats. Engine.Warm uses it, so that a node warming up
+// does not load its peers.
+func (d *Dispatcher) Local() model.ExpertRunner { return localRunner{d} }
+
+type localRunner struct{ d *Dispatcher }
+
+func (l localRunner) RunExperts(ctx context.Context, layer int, groups []model.ExpertGroup) error {
+	d := l.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := d.maps()
+	d.localEs, d.localGs = d.localEs[:0], d.localGs[:0]
+	for gi := range groups {
+		g := &groups[gi]
+		id := router.ExpertID{Layer: layer, Index: g.Expert}
+		if e, ok := d.localExpert(id, m.LiveVersion(id)); ok {
+			d.localEs = append(d.localEs, e)
+			d.localGs = append(d.localGs, g)
+		}
+	}
+	d.lbatch.Forward(d.localEs, d.localGs)
+	clear(d.localEs)
+	clear(d.localGs)
+	return ctx.Err()
+}
+
 func dropSuspects(cands []router.Replica, self string, suspect func(string) bool) []router.Replica {
 	out := cands[:0:0]
 	for _, r := range cands {

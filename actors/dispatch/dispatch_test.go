@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"github.com/asynkron/protoactor-go/remote"
 	"net"
 	"slices"
@@ -497,4 +498,52 @@ func onlyOn(t *testing.T, tn *testNet, node string, n int) []int {
 		t.Fatalf("layer-0 experts on %s alone: %v, want %d", node, out, n)
 	}
 	return out
+}
+
+// TestLocalRunner: Local computes a layer's groups whose experts this node
+// runs, bit-identical to the expert alone, leaves the others' outputs as
+// they were, calls no peer and counts nothing.
+func TestLocalRunner(t *testing.T) {
+	needRemotes(t)
+	w := loadModel(t, "tiny")
+	tn := newNet(t, w, 2, netOptions{noFallback: true})
+	d := tn.nodes[0].disp
+	const layer, rows = 1, 3
+	m := tn.fsm.Map()
+	groups := make([]model.ExpertGroup, w.Experts)
+	for e := range groups {
+		g := &groups[e]
+		g.Expert, g.Rows = e, make([]int32, rows)
+		g.In, g.Out = make([]float32, rows*w.Dim), make([]float32, rows*w.Dim)
+		for i := range g.In {
+			g.In[i] = float32((i+7*e)%11)/5 - 1
+		}
+		for i := range g.Out {
+			g.Out[i] = float32(math.NaN())
+		}
+	}
+	if err := d.Local().RunExperts(context.Background(), layer, groups); err != nil {
+		t.Fatal(err)
+	}
+	local := 0
+	for e, g := range groups {
+		id := router.ExpertID{Layer: layer, Index: e}
+		if slices.ContainsFunc(m.Placement[id], func(r router.Replica) bool { return r.Node == "n0" }) {
+			local++
+			want := make([]float32, rows*w.Dim)
+			var s model.ExpertScratch
+			w.FeedForward(layer, e).Forward(tn.pool, &s, g.In, rows, want)
+			if !slices.Equal(g.Out, want) {
+				t.Errorf("expert %d (on n0): output differs from the expert alone", e)
+			}
+		} else if !math.IsNaN(float64(g.Out[0])) {
+			t.Errorf("expert %d (not on n0): output written", e)
+		}
+	}
+	if local == 0 || local == w.Experts {
+		t.Fatalf("n0 hosts %d of %d experts of layer %d: want some, not all", local, w.Experts, layer)
+	}
+	if st := d.Stats(); st.Local != 0 || st.Remote != 0 || st.Batches != 0 {
+		t.Errorf("stats after Local: %+v, want nothing counted", st)
+	}
 }

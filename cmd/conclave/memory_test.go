@@ -57,7 +57,8 @@ func procStatus(pid int) (rss, anon, file int64, err error) {
 // TestMemoryLimitedPlacement serves a model whose experts do not fit one
 // node's --memory-limit with three node processes that together hold them,
 // and checks that each process keeps resident only what it hosts:
-// RSS ≤ 1.2 × (dense weights + hosted experts + KV pool).
+// RSS ≤ 1.2 × (dense weights + hosted experts + KV pool + a full step's
+// buffers, which the warm-up fills).
 func TestMemoryLimitedPlacement(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs 3 serving processes on an 800 MB model")
@@ -74,18 +75,19 @@ func TestMemoryLimitedPlacement(t *testing.T) {
 	ecfg.KVBytes = 4 << 20
 	const kvFlag = "4MiB"
 	kv := ecfg.KVPoolBytes(w)
+	step := ecfg.StepBytes(w, 1) // --threads 1
 	dense, experts := w.DenseBytes(), w.ExpertBytes()
 	eb := w.FeedForward(0, 0).Bytes()
 	total := w.Layers * w.Experts
 	// Room for 21½ experts per node: one node cannot hold the 32, three
 	// hold them all once and 31 of them twice (replication 2 wants 64).
-	limit := dense + kv + cluster.DefaultRuntimeReserve + 21*eb + eb/2
-	capacity := limit - dense - kv - cluster.DefaultRuntimeReserve
+	limit := dense + kv + step + cluster.DefaultRuntimeReserve + 21*eb + eb/2
+	capacity := limit - dense - kv - step - cluster.DefaultRuntimeReserve
 	if capacity >= experts || 3*capacity < experts {
 		t.Fatalf("bad sizing: capacity %d per node, experts %d", capacity, experts)
 	}
-	t.Logf("model: %d experts × %.1f MiB = %.1f MiB, dense %.1f MiB; per node: --memory-limit %d (%.1f MiB), KV pool %.1f MiB, expert capacity %.1f MiB (%d experts); synthesized in %v",
-		total, mb(eb), mb(experts), mb(dense), limit, mb(limit), mb(kv), mb(capacity), capacity/eb, synthesized.Round(time.Millisecond))
+	t.Logf("model: %d experts × %.1f MiB = %.1f MiB, dense %.1f MiB; per node: --memory-limit %d (%.1f MiB), KV pool %.1f MiB, step buffers %.1f MiB, expert capacity %.1f MiB (%d experts); synthesized in %v",
+		total, mb(eb), mb(experts), mb(dense), limit, mb(limit), mb(kv), mb(step), mb(capacity), capacity/eb, synthesized.Round(time.Millisecond))
 
 	pc := newProcCluster(t, 3, "--model", path, "--memory-limit", strconv.FormatInt(limit, 10), "--kv-cache", kvFlag,
 		"--replication", "2", "--threads", "1", "--dead-grace", "60s")
@@ -226,12 +228,12 @@ func TestMemoryLimitedPlacement(t *testing.T) {
 			t.Fatal(err)
 		}
 		h := int64(hosted[p.id]) * eb
-		bound := 1.2 * float64(dense+h+kv)
+		bound := 1.2 * float64(dense+h+kv+step)
 		fallbacks := metricValue(t, client, pc.addrs[i][0], `conclave:expert_dispatch_calls_total{kind="fallback"}`)
-		t.Logf("%s: hosts %d experts (%.1f MiB); VmRSS %.1f MiB (file %.1f, anon %.1f; model file %.1f of its %.1f) vs 1.2 × (dense %.1f + hosted %.1f + KV %.1f) = %.1f MiB (%.0f%% of it); dispatch fallbacks %v",
-			p.id, hosted[p.id], mb(h), mb(rss), mb(file), mb(anon), mb(mapped), mb(dense+experts), mb(dense), mb(h), mb(kv), bound/(1<<20), 100*float64(rss)/bound, fallbacks)
+		t.Logf("%s: hosts %d experts (%.1f MiB); VmRSS %.1f MiB (file %.1f, anon %.1f; model file %.1f of its %.1f) vs 1.2 × (dense %.1f + hosted %.1f + KV %.1f + step %.1f) = %.1f MiB (%.0f%% of it); dispatch fallbacks %v",
+			p.id, hosted[p.id], mb(h), mb(rss), mb(file), mb(anon), mb(mapped), mb(dense+experts), mb(dense), mb(h), mb(kv), mb(step), bound/(1<<20), 100*float64(rss)/bound, fallbacks)
 		if float64(rss) > bound {
-			t.Errorf("%s: VmRSS %d bytes > 1.2 × (dense %d + hosted %d + KV %d) = %.0f", p.id, rss, dense, h, kv, bound)
+			t.Errorf("%s: VmRSS %d bytes > 1.2 × (dense %d + hosted %d + KV %d + step buffers %d) = %.0f", p.id, rss, dense, h, kv, step, bound)
 		}
 		// Of the model file, only dense weights and hosted experts (and the
 		// partial pages at the edges of the others) are resident.
@@ -304,7 +306,7 @@ func TestMemoryLimitTooSmall(t *testing.T) {
 	if !errors.Is(err, cluster.ErrMemoryLimit) {
 		t.Fatalf("err %v, want ErrMemoryLimit", err)
 	}
-	for _, want := range []string{"limit 32.0 MiB", "KV cache 1.0 MiB", "runtime reserve 64.0 MiB", "--memory-limit"} {
+	for _, want := range []string{"limit 32.0 MiB", "KV cache and step buffers", "runtime reserve 64.0 MiB", "--memory-limit"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -304,13 +305,15 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer sv.close()
-		// The KV pool counts against --memory-limit.
-		cfg.ServingBytes = sv.ecfg.KVPoolBytes(sv.model.w)
-		// It is allocated whole at start: past the memory there is, the
-		// runtime would die of it after the node had started.
-		if mem := cluster.HostMemoryBytes(); mem > 0 && cfg.ServingBytes > mem {
+		// The KV pool and a full step's buffers (the warm-up fills them)
+		// count against --memory-limit.
+		kv := sv.ecfg.KVPoolBytes(sv.model.w)
+		cfg.ServingBytes = kv + sv.ecfg.StepBytes(sv.model.w, sv.pool.Threads())
+		// The pool is allocated whole at start: past the memory there is,
+		// the runtime would die of it after the node had started.
+		if mem := cluster.HostMemoryBytes(); mem > 0 && kv > mem {
 			return fmt.Errorf("%w: --kv-cache %s: a KV pool of %.1f GiB is more than the %.1f GiB of memory this process may use",
-				errUsage, f.serving.kvCache, float64(cfg.ServingBytes)/(1<<30), float64(mem)/(1<<30))
+				errUsage, f.serving.kvCache, float64(kv)/(1<<30), float64(mem)/(1<<30))
 		}
 	}
 	// The API's routes answer "starting" from the moment the listener opens
@@ -617,12 +620,40 @@ type serving struct {
 	ecfg    engine.Config
 	// expertTimeout is the dispatcher's per-call deadline (--expert-timeout).
 	expertTimeout time.Duration
+	stopWarm      context.CancelFunc // ends a warm-up still waiting or running
 	once, engOnce sync.Once
+}
+
+// warm runs the engine's warm-up step once every expert has a ready
+// replica, computing only the experts this node runs (its peers warm
+// themselves), then sets warmed. A warm-up that fails is logged and counts
+// as done: it only moves a cost, and readiness must not hang on it.
+func (s *serving) warm(ctx context.Context, warmed *atomic.Bool) {
+	if err := s.experts.WaitReady(ctx); err != nil {
+		return
+	}
+	log := s.acfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	start := time.Now()
+	if err := s.eng.Warm(ctx, s.experts.LocalRunner()); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("engine warm-up failed; serving without it", "err", err)
+	} else {
+		log.Info("engine warmed up", "seconds", time.Since(start).Seconds())
+	}
+	warmed.Store(true)
 }
 
 // stopEngine stops generating; the experts this node hosts keep serving.
 func (s *serving) stopEngine() {
 	s.engOnce.Do(func() {
+		if s.stopWarm != nil {
+			s.stopWarm()
+		}
 		if s.eng != nil {
 			s.eng.Close()
 		}
@@ -668,8 +699,13 @@ func (s *serving) start(n *cluster.Node, reg *prometheus.Registry) (err error) {
 		s.info.Created = st.ModTime()
 	}
 	// /ready and /v1/models wait until every expert of this node's model
-	// has a ready replica somewhere in the cluster.
-	s.acfg.ModelReady = s.experts.Ready
+	// has a ready replica somewhere in the cluster, and the engine has run
+	// its warm-up step: no client meets the cost of the first full step.
+	warmed := new(atomic.Bool)
+	s.acfg.ModelReady = func() bool { return warmed.Load() && s.experts.Ready() }
+	wctx, cancel := context.WithCancel(context.Background())
+	s.stopWarm = cancel
+	go s.warm(wctx, warmed)
 	// and refuses to generate while another model is live: its dense
 	// weights with that model's experts would be neither model.
 	s.acfg.Serving = s.experts.Serving

@@ -464,7 +464,7 @@ func TestServeAdoptsItsModel(t *testing.T) {
 	dir := t.TempDir()
 	serveArgs := func(model string) []string {
 		return []string{"serve", "--model", model, "--data-dir", dir, "--http-addr", addr, "--gossip-addr", pc.addrs[0][1],
-			"--raft-addr", pc.addrs[0][2], "--actor-addr", pc.addrs[0][3], "--log-level", "warn"}
+			"--raft-addr", pc.addrs[0][2], "--actor-addr", pc.addrs[0][3], "--log-level", "info"}
 	}
 	ready := func(model string) {
 		t.Helper()
@@ -488,6 +488,10 @@ func TestServeAdoptsItsModel(t *testing.T) {
 	p.args = serveArgs(a)
 	pc.start(p)
 	ready(a)
+	// Ready only after the engine's warm-up step: its log line is written
+	// before /ready turns 200 (the pipe may deliver it a moment later).
+	clustertest.WaitFor(t, 10*time.Second, func() bool { return strings.Contains(p.out.String(), "engine warmed up") },
+		"the warm-up's log line")
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	<-p.done
 	p.args = serveArgs(b)
