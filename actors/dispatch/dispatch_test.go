@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"github.com/asynkron/protoactor-go/remote"
 	"net"
 	"slices"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/remote"
 	"github.com/conclave-ai/conclave/actors/dispatch"
 	"github.com/conclave-ai/conclave/actors/expert"
 	"github.com/conclave-ai/conclave/kernels"
