@@ -78,7 +78,8 @@ type Config struct {
 	PeerAddr string
 
 	// ModelReady reports whether the model can be served now (in a
-	// cluster: every expert of the live model has a ready replica). While
+	// cluster: every expert of the live model has a ready replica and the
+	// engine has run its warm-up step). While
 	// it returns false, /v1/models lists nothing, /v1/models/{id} answers
 	// 404 and /ready answers 503 "loading". nil means always ready.
 	ModelReady func() bool

@@ -61,8 +61,8 @@ func ModelHosts(m *router.Map, digest string) []string {
 
 // Ready reports whether this node can serve the map's live model now: it is
 // the model this node's weights hold, and every one of its experts has at
-// least one ready replica somewhere in the cluster. It is the API's
-// readiness (api.Config.ModelReady).
+// least one ready replica somewhere in the cluster. With the engine's
+// warm-up having run, it is the API's readiness (api.Config.ModelReady).
 func (x *Experts) Ready() bool {
 	m := x.n.fsm.Map()
 	if !x.serves(m) {

@@ -151,7 +151,7 @@ func Start(cfg Config) (_ *Node, err error) {
 		if capacity, err = b.ExpertCapacity(); err != nil {
 			return nil, fmt.Errorf("node %s: %w", cfg.ID, err)
 		}
-		args := []any{"limit", b.Limit, "dense", b.Dense, "kv_cache", b.Serving, "runtime_reserve", b.Reserve, "expert_capacity", capacity}
+		args := []any{"limit", b.Limit, "dense", b.Dense, "kv_cache_and_step", b.Serving, "runtime_reserve", b.Reserve, "expert_capacity", capacity}
 		if n.model != nil && n.model.ExpertBytes > 0 {
 			args = append(args, "experts_that_fit", capacity/n.model.ExpertBytes, "model_experts", n.model.Layers*n.model.Experts)
 			if capacity < n.model.ExpertBytes {

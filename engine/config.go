@@ -122,8 +122,8 @@ func (c Config) KVPoolBytes(w *model.Weights) int64 {
 // StepBytes estimates the memory of the buffers one full step (MaxBatchTokens
 // rows) fills for w on a pool of threads threads, besides the KV pool: the
 // model's activations and scratch (model.StepBytes, as if every expert
-// computed here) and the logits of the step's sequences. Warm fills them
-// at start; a node counts them against its memory limit.
+// computed here) and the logits of MaxRunning sequences. Warm fills most
+// of them at start; a node counts them against its memory limit.
 func (c Config) StepBytes(w *model.Weights, threads int) int64 {
 	ctx := c.Ctx
 	if ctx <= 0 || ctx > w.Ctx {

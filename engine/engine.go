@@ -240,8 +240,9 @@ func (e *Engine) Embed(ctx context.Context, tokens []int32) ([]float32, error) {
 }
 
 // Warm runs one forward pass of a full step (Config.MaxBatchTokens tokens,
-// fewer if the free KV blocks hold fewer) on a temporary sequence and
-// throws the result away. A server calls it once before it reports ready:
+// fewer if the free KV blocks hold fewer, on as many temporary sequences
+// as the context needs, with MaxRunning rows of logits) and throws the
+// result away. A server calls it once before it reports ready:
 // the first full step sizes every buffer a step uses (the runner's
 // activations, the experts' scratch, the kernels' quantized inputs) and
 // pays a page fault for each page of them it touches first, which made
@@ -255,18 +256,6 @@ func (e *Engine) Embed(ctx context.Context, tokens []int32) ([]float32, error) {
 func (e *Engine) Warm(ctx context.Context, experts model.ExpertRunner) error {
 	_, err := e.runEmbed(ctx, &embedJob{warm: true, runner: experts, out: make(chan embedResult, 1)})
 	return err
-}
-
-// warmTokens is Warm's step: MaxBatchTokens tokens, or as many as the free
-// KV blocks hold (cached ones are never evicted for it), spread over the
-// vocabulary so that the gate spreads them over the experts as text does.
-func (e *Engine) warmTokens() []int32 {
-	n := max(min(e.cfg.MaxBatchTokens, e.kv.Free()*e.cfg.BlockSize, e.ctxLen), 0)
-	tokens := make([]int32, n)
-	for i := range tokens {
-		tokens[i] = int32((i*7919 + 1) % e.w.Vocab)
-	}
-	return tokens
 }
 
 // runEmbed hands j to the scheduler and waits for its result.
@@ -675,10 +664,8 @@ func (e *Engine) shutdown() {
 // embed runs one embedding request to completion on a temporary sequence.
 func (e *Engine) embed(j *embedJob) {
 	if j.warm {
-		if j.tokens = e.warmTokens(); len(j.tokens) == 0 {
-			j.out <- embedResult{}
-			return
-		}
+		e.warm(j)
+		return
 	}
 	c := e.kv.NewSequence(e.ctxLen)
 	defer c.Release()
@@ -703,18 +690,6 @@ func (e *Engine) embed(j *embedJob) {
 			b.Seqs = append(b.Seqs, c)
 		}
 		t0 := time.Now()
-		if j.warm {
-			experts := j.runner
-			if experts == nil {
-				experts = e.experts
-			}
-			_, err := e.runner.ForwardHidden(context.Background(), &b, experts)
-			if err != nil {
-				err = fmt.Errorf("engine: warm-up: %w", err)
-			}
-			j.out <- embedResult{err: err}
-			return
-		}
 		h, err := e.runner.ForwardHidden(context.Background(), &b, e.experts)
 		e.counters.Steps++
 		e.counters.StepTokens.observe(StepTokensBounds, float64(len(chunk)))
@@ -734,6 +709,56 @@ func (e *Engine) embed(j *embedJob) {
 		out[d] = float32(sum[d] / float64(len(j.tokens)))
 	}
 	j.out <- embedResult{vec: out}
+}
+
+// warm runs Warm's step: MaxBatchTokens tokens, or as many as the free KV
+// blocks hold (cached ones are never evicted for it), over as many
+// temporary sequences as the context needs, with the logits of as many
+// rows as MaxRunning sequences would ask for. The tokens are spread over
+// the vocabulary so that the gate spreads them over the experts as text
+// does.
+func (e *Engine) warm(j *embedJob) {
+	var b model.Batch
+	var seqs []*kvcache.Cache
+	defer func() {
+		for _, c := range seqs {
+			c.Release()
+		}
+	}()
+	for len(b.Tokens) < e.cfg.MaxBatchTokens {
+		m := min(e.cfg.MaxBatchTokens-len(b.Tokens), e.ctxLen, e.kv.Free()*e.cfg.BlockSize)
+		if m <= 0 {
+			break
+		}
+		c := e.kv.NewSequence(e.ctxLen)
+		seqs = append(seqs, c)
+		if err := c.Grow(m); err != nil {
+			break
+		}
+		for p := range m {
+			k := len(b.Tokens)
+			b.Tokens = append(b.Tokens, int32((k*7919+1)%e.w.Vocab))
+			b.Pos = append(b.Pos, int32(p))
+			b.Seqs = append(b.Seqs, c)
+		}
+	}
+	if len(b.Tokens) == 0 {
+		j.out <- embedResult{}
+		return
+	}
+	b.Logits = make([]bool, len(b.Tokens))
+	for i := max(len(b.Tokens)-e.cfg.MaxRunning, 0); i < len(b.Tokens); i++ {
+		b.Logits[i] = true
+	}
+	experts := j.runner
+	if experts == nil {
+		experts = e.experts
+	}
+	_, err := e.runner.Forward(context.Background(), &b, experts)
+	if err != nil {
+		err = fmt.Errorf("engine: warm-up: %w", err)
+	}
+	j.out <- embedResult{err: err}
 }
 
 // logSumExp is log Σ exp(x) in float64, shifted by the maximum. A NaN

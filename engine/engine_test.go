@@ -953,8 +953,9 @@ func (c *rowCounter) RunExperts(ctx context.Context, layer int, groups []model.E
 	return c.inner.RunExperts(ctx, layer, groups)
 }
 
-// TestWarm: a warm-up runs one full step (MaxBatchTokens tokens) through
-// the experts it is given, or as many tokens as the free KV blocks hold,
+// TestWarm: a warm-up runs one full step (MaxBatchTokens tokens, here over
+// two sequences of the context) through the experts it is given, or as
+// many tokens as the free KV blocks hold,
 // and leaves no trace: no step counted, no block held, the prefix cache as
 // it was, and a request after it generates what it does on a fresh engine.
 // What it allocates stays under Config.StepBytes (which also counts the
@@ -967,8 +968,8 @@ func TestWarm(t *testing.T) {
 	cold := run(t, newEngine(t, w, testConfig(), nil), req)
 
 	cfg := testConfig()
-	cfg.MaxBatchTokens = w.Ctx // 256, the most a step of this context takes
-	cfg.KVBlocks = w.Ctx/cfg.BlockSize + 1
+	cfg.MaxBatchTokens = 2 * w.Ctx // two sequences' worth of the 256-token context
+	cfg.KVBlocks = 2*w.Ctx/cfg.BlockSize + 1
 	engineRows := &rowCounter{inner: &model.LocalExperts{W: w, Pool: pool}}
 	e, err := New(cfg, w, pool, nil, WithExperts(engineRows))
 	if err != nil {
@@ -997,7 +998,7 @@ func TestWarm(t *testing.T) {
 	if !slices.Equal(warm.tokens, cold.tokens) {
 		t.Errorf("after a warm-up: %v, fresh engine: %v", warm.tokens, cold.tokens)
 	}
-	// The request's full blocks stay cached: fewer than 16 are free now.
+	// The request's full blocks stay cached: fewer than 32 are free now.
 	cached := e.Stats().KVBlocksCached
 	if cached == 0 {
 		t.Fatal("the request left nothing cached")

@@ -325,7 +325,7 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 		return interrupted()
 	}
 	if errors.Is(err, cluster.ErrMemoryLimit) {
-		return fmt.Errorf("%w (raise --memory-limit or lower --kv-cache)", err)
+		return fmt.Errorf("%w (raise --memory-limit, or lower --kv-cache or --max-batch-tokens)", err)
 	}
 	if err != nil {
 		return err
