@@ -95,6 +95,7 @@ type embedJob struct {
 	tokens []int32
 	warm   bool               // Warm's: no result, no step metrics
 	runner model.ExpertRunner // Warm's experts (nil: the engine's)
+	ctx    context.Context    // Warm's: cancelling it stops the step between layers
 	out    chan embedResult
 }
 
@@ -252,9 +253,10 @@ func (e *Engine) Embed(ctx context.Context, tokens []int32) ([]float32, error) {
 // engine's; a node passes one that computes only its own, so that warming
 // up does not load its peers). The prefix cache, the cached KV blocks and
 // the step metrics are untouched. It runs between steps on the scheduler
-// goroutine and blocks until done, ctx is cancelled, or the engine closes.
+// goroutine and blocks until done, ctx is cancelled (which also ends the
+// step at its next layer), or the engine closes.
 func (e *Engine) Warm(ctx context.Context, experts model.ExpertRunner) error {
-	_, err := e.runEmbed(ctx, &embedJob{warm: true, runner: experts, out: make(chan embedResult, 1)})
+	_, err := e.runEmbed(ctx, &embedJob{warm: true, runner: experts, ctx: ctx, out: make(chan embedResult, 1)})
 	return err
 }
 
@@ -754,7 +756,8 @@ func (e *Engine) warm(j *embedJob) {
 	if experts == nil {
 		experts = e.experts
 	}
-	_, err := e.runner.Forward(context.Background(), &b, experts)
+	// Cancelled (the server stopping), the step ends at the next layer.
+	_, err := e.runner.Forward(j.ctx, &b, experts)
 	if err != nil {
 		err = fmt.Errorf("engine: warm-up: %w", err)
 	}

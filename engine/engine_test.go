@@ -1018,3 +1018,44 @@ func TestWarm(t *testing.T) {
 		t.Errorf("Warm after Close = %v, want ErrClosed", err)
 	}
 }
+
+// layerGate runs experts in process, counting the layers it is called for;
+// at layer 0 it signals entered and waits for release.
+type layerGate struct {
+	inner            model.ExpertRunner
+	layers           atomic.Int64
+	entered, release chan struct{}
+}
+
+func (g *layerGate) RunExperts(ctx context.Context, layer int, groups []model.ExpertGroup) error {
+	g.layers.Add(1)
+	if layer == 0 {
+		close(g.entered)
+		<-g.release
+	}
+	return g.inner.RunExperts(ctx, layer, groups)
+}
+
+// TestWarmCancel: cancelling a warm-up mid-step (a server stopping) ends
+// the step at its next layer, not after all of them, and the engine serves
+// on.
+func TestWarmCancel(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	pool := kernels.NewPool(2)
+	defer pool.Close()
+	e := newEngine(t, w, testConfig(), nil)
+	g := &layerGate{inner: &model.LocalExperts{W: w, Pool: pool}, entered: make(chan struct{}), release: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- e.Warm(ctx, g) }()
+	<-g.entered
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled Warm = %v, want context.Canceled", err)
+	}
+	close(g.release)
+	run(t, e, Request{Prompt: tokens(10, w.Vocab, 3), MaxTokens: 2}) // waits for the warm-up step to end
+	if n := g.layers.Load(); n != 1 {
+		t.Errorf("the cancelled warm-up ran %d layers of %d, want 1", n, w.Layers)
+	}
+}
