@@ -937,14 +937,15 @@ func TestPenaltiesMatchRunner(t *testing.T) {
 	}
 }
 
-// rowCounter runs experts in process and counts the rows of layer 0's
-// groups (each token's TopK rows).
+// rowCounter runs experts in process and counts the layers it is called
+// for and the rows of layer 0's groups (each token's TopK rows).
 type rowCounter struct {
-	inner model.ExpertRunner
-	rows  atomic.Int64
+	inner        model.ExpertRunner
+	layers, rows atomic.Int64
 }
 
 func (c *rowCounter) RunExperts(ctx context.Context, layer int, groups []model.ExpertGroup) error {
+	c.layers.Add(1)
 	if layer == 0 {
 		for _, g := range groups {
 			c.rows.Add(int64(len(g.Rows)))
@@ -1019,23 +1020,6 @@ func TestWarm(t *testing.T) {
 	}
 }
 
-// layerGate runs experts in process, counting the layers it is called for;
-// at layer 0 it signals entered and waits for release.
-type layerGate struct {
-	inner            model.ExpertRunner
-	layers           atomic.Int64
-	entered, release chan struct{}
-}
-
-func (g *layerGate) RunExperts(ctx context.Context, layer int, groups []model.ExpertGroup) error {
-	g.layers.Add(1)
-	if layer == 0 {
-		close(g.entered)
-		<-g.release
-	}
-	return g.inner.RunExperts(ctx, layer, groups)
-}
-
 // TestWarmCancel: cancelling a warm-up mid-step (a server stopping) ends
 // the step at its next layer, not after all of them, and the engine serves
 // on.
@@ -1044,7 +1028,9 @@ func TestWarmCancel(t *testing.T) {
 	pool := kernels.NewPool(2)
 	defer pool.Close()
 	e := newEngine(t, w, testConfig(), nil)
-	g := &layerGate{inner: &model.LocalExperts{W: w, Pool: pool}, entered: make(chan struct{}), release: make(chan struct{})}
+	rc := &rowCounter{inner: &model.LocalExperts{W: w, Pool: pool}}
+	g := &gateExperts{inner: rc, entered: make(chan struct{}), release: make(chan struct{})}
+	g.armed.Store(true)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- e.Warm(ctx, g) }()
@@ -1055,7 +1041,7 @@ func TestWarmCancel(t *testing.T) {
 	}
 	close(g.release)
 	run(t, e, Request{Prompt: tokens(10, w.Vocab, 3), MaxTokens: 2}) // waits for the warm-up step to end
-	if n := g.layers.Load(); n != 1 {
+	if n := rc.layers.Load(); n != 1 {
 		t.Errorf("the cancelled warm-up ran %d layers of %d, want 1", n, w.Layers)
 	}
 }
