@@ -542,6 +542,10 @@ func (e *Engine) forward() {
 	for i := range e.draws {
 		e.emit(&e.draws[i])
 	}
+	// The draws point at their sequences, each with a vocabulary-sized
+	// sampler: kept until the next step, which an idle engine never runs,
+	// the last burst's would stay live (MaxRunning of them).
+	clear(e.draws)
 }
 
 // sampleDraws samples draws [lo, hi), each from its own sequence's sampler

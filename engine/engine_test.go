@@ -1045,3 +1045,32 @@ func TestWarmCancel(t *testing.T) {
 		t.Errorf("the cancelled warm-up ran %d layers of %d, want 1", n, w.Layers)
 	}
 }
+
+// TestDrawsReleaseSequences: once a step's tokens are out, the engine keeps
+// no draw pointing at a sequence, so an idle engine does not keep the last
+// burst's sequences (each with a vocabulary-sized sampler) alive.
+func TestDrawsReleaseSequences(t *testing.T) {
+	w := testWeights(t, "tiny", nil)
+	e := newEngine(t, w, testConfig(), nil)
+	var chs []<-chan Event
+	for i := range 8 {
+		ch, err := e.Submit(context.Background(), Request{Prompt: tokens(6, w.Vocab, uint64(40+i)), MaxTokens: 4, IgnoreEOS: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		chs = append(chs, ch)
+	}
+	for _, ch := range chs {
+		collect(t, ch)
+	}
+	// Stats reads under the lock the step's end publishes with, after the
+	// draws of its last step were handled.
+	if st := e.Stats(); st.Running != 0 {
+		t.Fatalf("%d still running", st.Running)
+	}
+	for i, d := range e.draws[:cap(e.draws)] {
+		if d.s != nil {
+			t.Fatalf("draw %d of the last step still points at a sequence", i)
+		}
+	}
+}
