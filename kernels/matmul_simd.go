@@ -391,7 +391,7 @@ func GrowFloats(b []float32, n int) []float32 {
 	if cap(b) >= n {
 		return b[:n]
 	}
-	return floatsOf(hugeScratch(4 * (n + n/4)))[:n]
+	return floatsOf(growScratch(nil, 4*n))[:n]
 }
 
 // floatsOf is b as float32s (b starts on a 64-byte boundary).

@@ -142,7 +142,6 @@ func StepBytes(c Config, rows, threads, ctx int) int64 {
 	b += r * (q(dim) + q(qd))           // Q/K/V's input, Wo's
 	b += 2 * r * k * dim * f            // the experts' inputs and outputs
 	b += r * int64(max(c.Experts, 1)) * f
-	c.Ctx = ctx
 	b += int64(threads) * int64(attnScratchLen(c, ctx)) * f
 	ffn := int64(c.FFN)
 	er := r
