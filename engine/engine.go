@@ -248,8 +248,11 @@ func (e *Engine) Embed(ctx context.Context, tokens []int32) ([]float32, error) {
 // activations, the experts' scratch, the kernels' quantized inputs) and
 // pays a page fault for each page of them it touches first, which made
 // the first 16-prompt wave of a fresh server on the bench preset ~1.5×
-// slower to its first tokens than the next. llama.cpp's server, vLLM and
-// TGI warm up alike. experts computes the step's experts (nil: the
+// slower to its first tokens than the next. It first writes to every page
+// of the free KV blocks (kvcache.Pool.Prefault): otherwise each block's
+// first use stalls a step on page faults (~80 ms of a 16-stream wave on a
+// VM whose host backs memory lazily). llama.cpp's server, vLLM and TGI warm
+// up alike, and clear or preallocate their KV cache. experts computes the step's experts (nil: the
 // engine's; a node passes one that computes only its own, so that warming
 // up does not load its peers). The prefix cache, the cached KV blocks and
 // the step metrics are untouched. It runs between steps on the scheduler
@@ -724,6 +727,13 @@ func (e *Engine) embed(j *embedJob) {
 // the vocabulary so that the gate spreads them over the experts as text
 // does.
 func (e *Engine) warm(j *embedJob) {
+	// Back the free KV blocks with memory first: a step storing keys in a
+	// block for the first time would otherwise stop on its page faults.
+	var run func(int, func(lo, hi int))
+	if e.pool != nil {
+		run = e.pool.Run
+	}
+	e.kv.Prefault(run)
 	var b model.Batch
 	var seqs []*kvcache.Cache
 	defer func() {

@@ -162,6 +162,60 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 	return p, nil
 }
 
+// Prefault writes to every page of the free blocks' memory, so that the
+// OS backs them now rather than when a step first stores keys there: a
+// block taken from the free list for the first time otherwise costs its
+// step a page fault per page (a huge page's zeroing, several milliseconds
+// on a VM whose host backs guest memory lazily). Free blocks hold nothing
+// a sequence reads, so the zeros written are harmless; blocks in use or in
+// the prefix cache are left alone. run splits the work over threads (as
+// kernels.Pool.Run does; nil runs it on the caller). Like every Pool
+// method it must not run concurrently with the pool's other use.
+// It returns the bytes touched.
+func (p *Pool) Prefault(run func(n int, fn func(lo, hi int))) int64 {
+	if run == nil {
+		run = func(n int, fn func(lo, hi int)) { fn(0, n) }
+	}
+	free := p.free
+	arrays := 2 * p.cfg.Layers
+	e := p.blockElems
+	run(arrays, func(lo, hi int) {
+		for a := lo; a < hi; a++ {
+			var u16 []uint16
+			var f32 []float32
+			switch l := a / 2; {
+			case p.k16 != nil && a%2 == 0:
+				u16 = p.k16[l]
+			case p.k16 != nil:
+				u16 = p.v16[l]
+			case a%2 == 0:
+				f32 = p.k32[l]
+			default:
+				f32 = p.v32[l]
+			}
+			for _, b := range free {
+				o := int(b) * e
+				if u16 != nil {
+					for i := o; i < o+e; i += pageElems16 {
+						u16[i] = 0
+					}
+					u16[o+e-1] = 0
+				} else {
+					for i := o; i < o+e; i += pageElems16 / 2 {
+						f32[i] = 0
+					}
+					f32[o+e-1] = 0
+				}
+			}
+		}
+	})
+	return int64(len(free)) * p.cfg.BlockBytes()
+}
+
+// pageElems16 is the uint16 elements of a 4 KiB page, the smallest page
+// Prefault must write once.
+const pageElems16 = 2048
+
 // Config returns the pool's shape.
 func (p *Pool) Config() PoolConfig { return p.cfg }
 

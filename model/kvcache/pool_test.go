@@ -2,8 +2,10 @@ package kvcache
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/conclave-ai/conclave/kernels"
 )
@@ -329,4 +331,127 @@ func TestInvalidate(t *testing.T) {
 	}
 	checkRows(t, sd, a)
 	sd.Release()
+}
+
+// TestPrefault: Prefault writes to every 4 KiB page of the free blocks'
+// memory in every layer's keys and values, and leaves the blocks a sequence
+// holds or the prefix cache keeps as they were.
+func TestPrefault(t *testing.T) {
+	for _, typ := range []kernels.DType{kernels.F16, kernels.F32} {
+		for _, threads := range []int{1, 2} {
+			t.Run(fmt.Sprintf("%v/threads-%d", typ, threads), func(t *testing.T) {
+				// A block is 16 positions × 512 columns: 4 pages (F16) or
+				// 8 (F32) in each layer's keys and values.
+				p, err := NewPool(PoolConfig{Layers: 2, KVDim: 512, HeadDim: 64, Type: typ, BlockSize: 16, Blocks: 6})
+				if err != nil {
+					t.Fatal(err)
+				}
+				// What earlier sequences left behind: nothing is zero.
+				for l := range 2 {
+					if typ == kernels.F16 {
+						for i := range p.k16[l] {
+							p.k16[l][i], p.v16[l][i] = 0x3c00, 0xbc00
+						}
+					} else {
+						for i := range p.k32[l] {
+							p.k32[l][i], p.v32[l][i] = 1, -1
+						}
+					}
+				}
+				held := p.NewSequence(64)
+				if err := held.Grow(32); err != nil { // blocks 0 and 1
+					t.Fatal(err)
+				}
+				cached := p.NewSequence(64)
+				toks := seqTokens(16, 500)
+				row := make([]float32, 512)
+				for pos := range toks {
+					if err := cached.Reserve(pos); err != nil {
+						t.Fatal(err)
+					}
+					for l := range 2 {
+						for j := range row {
+							row[j] = float32(pos + j + l)
+						}
+						cached.Store(l, pos, row, row)
+					}
+				}
+				cached.Commit(toks)
+				cached.Release() // block 2, in the prefix cache
+				if p.Used() != 2 || p.Cached() != 1 || p.Free() != 3 {
+					t.Fatalf("used %d cached %d free %d; want 2, 1, 3", p.Used(), p.Cached(), p.Free())
+				}
+				before := snapshot(p)
+
+				var run func(int, func(lo, hi int))
+				if threads > 1 {
+					kp := kernels.NewPool(threads)
+					defer kp.Close()
+					run = kp.Run
+				}
+				if got, want := p.Prefault(run), 3*p.cfg.BlockBytes(); got != want {
+					t.Errorf("Prefault returned %d bytes, want %d (3 free blocks)", got, want)
+				}
+
+				after := snapshot(p)
+				e := p.blockElems
+				for a := range before {
+					for b := range 3 { // held and cached blocks: unchanged
+						if !slices.Equal(before[a].elems[b*e:(b+1)*e], after[a].elems[b*e:(b+1)*e]) {
+							t.Fatalf("array %d: block %d (in use or cached) changed", a, b)
+						}
+					}
+					for b := 3; b < 6; b++ { // free blocks: a write in every page
+						lo, hi := b*e, (b+1)*e
+						addr := func(i int) uintptr { return after[a].base + uintptr(i*after[a].size) }
+						for i := lo; i < hi; {
+							page := addr(i) &^ 4095
+							written := false
+							j := i
+							for ; j < hi && addr(j)&^4095 == page; j++ {
+								written = written || after[a].elems[j] == 0
+							}
+							if !written {
+								t.Fatalf("array %d: free block %d: page at element %d never written", a, b, i)
+							}
+							i = j
+						}
+					}
+				}
+				held.Release()
+			})
+		}
+	}
+}
+
+// arrayCopy is one layer's keys or values, widened to float64 for
+// comparison, with the address and element size of the original.
+type arrayCopy struct {
+	elems []float64
+	base  uintptr
+	size  int
+}
+
+func snapshot(p *Pool) []arrayCopy {
+	var out []arrayCopy
+	for l := 0; l < p.cfg.Layers; l++ {
+		if p.k16 != nil {
+			for _, arr := range [][]uint16{p.k16[l], p.v16[l]} {
+				c := arrayCopy{base: uintptr(unsafe.Pointer(unsafe.SliceData(arr))), size: 2}
+				for _, x := range arr {
+					c.elems = append(c.elems, float64(x))
+				}
+				out = append(out, c)
+			}
+			continue
+		}
+		for _, arr := range [][]float32{p.k32[l], p.v32[l]} {
+			c := arrayCopy{base: uintptr(unsafe.Pointer(unsafe.SliceData(arr))), size: 4}
+			for _, x := range arr {
+				c.elems = append(c.elems, float64(x))
+			}
+			out = append(out, c)
+		}
+	}
+	return out
 }
