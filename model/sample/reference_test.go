@@ -118,6 +118,7 @@ func TestNucleusSelectionIsPartial(t *testing.T) {
 	const vocab = 8000
 	logits := peakedLogits(vocab)
 	s := mustNew(t, Config{Temperature: 1, TopP: 0.95}, vocab)
+	s.sc = takeScratch(s.vocab) // as Sample does around a draw
 	cand, sorted, base := s.candidates(logits)
 	if !sorted || len(cand) > 100 || base <= 0 {
 		t.Fatalf("candidates: len %d sorted %v base %v, want ≤ 100 of the 20 lifted tokens' buckets, sorted, base > 0",

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync"
 
 	"github.com/conclave-ai/conclave/kernels"
 )
@@ -20,24 +21,72 @@ type candidate struct {
 }
 
 // Sampler draws tokens for one sequence. It is not safe for concurrent use.
-// Its buffers are sized for the vocabulary in [New], so [Sampler.Sample]
-// does not allocate, except when top-p meets a larger nucleus than before
-// (its buffers grow, 20 bytes a token, at most to the vocabulary).
+// It holds only its sequence's state (the generator and, with a penalty,
+// its token counts); the vocabulary-sized buffers of a draw come from a
+// process-wide list for the length of one [Sampler.Sample] call, so a
+// server with many running sequences keeps only as many of them as draws
+// run at once, and those stay resident between steps.
 type Sampler struct {
 	cfg   Config
 	vocab int
 	pcg   *rand.PCG
 	rng   *rand.Rand
 
-	cand    []candidate // len vocab; the candidate set, filtered in place
-	weights []float64   // len vocab; unnormalised probabilities, parallel to cand
-	counts  []int32     // len vocab when a penalty is on; all zero between calls
+	counts []int32 // len vocab when a penalty is on; all zero between calls
+
+	sc *scratch // the buffers of the draw in progress, nil between calls
+}
+
+// scratch is one draw's buffers.
+type scratch struct {
+	cand    []candidate // the candidate set, filtered in place
+	weights []float64   // unnormalised probabilities, parallel to cand
 
 	// Top-p's nucleus: its candidates' sort keys (and the radix sort's
 	// second buffer) and logits, grown to the largest nucleus seen (a
 	// peaked distribution's few tokens, up to the vocabulary when flat).
 	keys, keys2 []uint64
 	logitsBuf   []float32
+}
+
+// scratches is the process's free list of draw buffers, most recently
+// returned first (the warmest in cache). It keeps at most maxScratches: as
+// many draws as run at once on a node's threads, with room to spare.
+var scratches struct {
+	mu   sync.Mutex
+	free []*scratch
+}
+
+const maxScratches = 16
+
+// takeScratch returns buffers for a draw over a vocabulary of vocab tokens.
+func takeScratch(vocab int) *scratch {
+	scratches.mu.Lock()
+	var sc *scratch
+	if n := len(scratches.free); n > 0 {
+		sc = scratches.free[n-1]
+		scratches.free[n-1] = nil
+		scratches.free = scratches.free[:n-1]
+	}
+	scratches.mu.Unlock()
+	if sc == nil {
+		sc = &scratch{}
+	}
+	if len(sc.cand) < vocab {
+		sc.cand = make([]candidate, vocab)
+		sc.weights = make([]float64, vocab)
+	}
+	return sc
+}
+
+// putScratch returns sc to the free list (or drops it when the list is
+// full).
+func putScratch(sc *scratch) {
+	scratches.mu.Lock()
+	if len(scratches.free) < maxScratches {
+		scratches.free = append(scratches.free, sc)
+	}
+	scratches.mu.Unlock()
 }
 
 // New returns a Sampler for a vocabulary of vocabSize tokens (> 0). Its error
@@ -50,11 +99,9 @@ func New(c Config, vocabSize int) (*Sampler, error) {
 		return nil, fmt.Errorf("%w: vocab size %d not in [1, %d]", ErrInvalidConfig, vocabSize, math.MaxInt32)
 	}
 	s := &Sampler{
-		cfg:     c,
-		vocab:   vocabSize,
-		pcg:     rand.NewPCG(c.Seed, pcgStream),
-		cand:    make([]candidate, vocabSize),
-		weights: make([]float64, vocabSize),
+		cfg:   c,
+		vocab: vocabSize,
+		pcg:   rand.NewPCG(c.Seed, pcgStream),
 	}
 	s.rng = rand.New(s.pcg)
 	s.skip()
@@ -119,10 +166,20 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 		return argmax(logits)
 	}
 	u := s.rng.Float64() // drawn first so the stream never depends on the logits
+	s.sc = takeScratch(s.vocab)
+	var id int32
 	if !s.cfg.topP() && (s.cfg.TopK <= 0 || s.cfg.TopK >= len(logits)) {
-		return s.sampleAll(logits, u)
+		id = s.sampleAll(logits, u)
+	} else {
+		id = s.draw(logits, u)
 	}
+	putScratch(s.sc)
+	s.sc = nil
+	return id
+}
 
+// draw is steps 3–6 of Sample, u its uniform draw.
+func (s *Sampler) draw(logits []float32, u float64) int32 {
 	cand, sorted, baseTotal := s.candidates(logits)
 
 	maxLogit := float32(math.Inf(-1))
@@ -150,13 +207,13 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 
 	// Weights are probabilities up to a common factor; the most likely
 	// candidate has weight exactly 1, which min-p below relies on.
-	w := s.weights[:len(cand)]
+	w := s.sc.weights[:len(cand)]
 	invT := 1 / float64(s.cfg.Temperature)
 	var total float64
 	if baseTotal > 0 {
 		// Top-p's nucleus: the weights kernels.ExpSum gave these tokens
 		// when the nucleus was found (several times faster than math.Exp).
-		l := s.logitsBuf[:len(cand)]
+		l := s.sc.logitsBuf[:len(cand)]
 		for i, c := range cand {
 			l[i] = c.logit
 		}
@@ -237,7 +294,7 @@ func (s *Sampler) sampleAll(logits []float32, u float64) int32 {
 			}
 		}
 	}
-	w := s.weights[:len(logits)]
+	w := s.sc.weights[:len(logits)]
 	total := kernels.ExpSum(w, logits, maxLogit, 1/float64(s.cfg.Temperature))
 	if s.cfg.minP() {
 		// The maximum has weight exactly 1, so the threshold is MinP.
@@ -341,7 +398,7 @@ func (s *Sampler) applyPenalties(logits []float32, history []int32) {
 	}
 }
 
-// candidates fills s.cand from logits and reports whether it is sorted by
+// candidates fills the draw's candidates from logits and reports whether it is sorted by
 // descending logit (ties to the lower id):
 //
 //   - top-k on: the TopK best, sorted;
@@ -364,7 +421,7 @@ func (s *Sampler) candidates(logits []float32) (cand []candidate, sorted bool, b
 			return cand, true, total
 		}
 	}
-	cand = s.cand[:len(logits)]
+	cand = s.sc.cand[:len(logits)]
 	for i, l := range logits {
 		cand[i] = candidate{logit: sanitize(l), id: int32(i)}
 	}
@@ -387,7 +444,7 @@ const nucleusBits = 11
 // so the last bucket is followed by one more unless the sum clears the
 // target by a margin far above that rounding.
 func (s *Sampler) nucleus(logits []float32, maxLogit float32, invT float64) ([]candidate, float64) {
-	w := s.weights[:len(logits)]
+	w := s.sc.weights[:len(logits)]
 	total := kernels.ExpSum(w, logits, maxLogit, invT)
 	target := float64(s.cfg.TopP) * total
 	const shift = 32 - nucleusBits
@@ -435,18 +492,19 @@ func (s *Sampler) nucleus(logits []float32, maxLogit float32, invT float64) ([]c
 		// weight 0): the whole vocabulary.
 		last, m = len(sum)-1, len(logits)
 	}
-	if cap(s.keys) < m {
-		s.keys, s.keys2 = make([]uint64, m), make([]uint64, m)
-		s.logitsBuf = make([]float32, m)
+	sc := s.sc
+	if cap(sc.keys) < m {
+		sc.keys, sc.keys2 = make([]uint64, m), make([]uint64, m)
+		sc.logitsBuf = make([]float32, m)
 	}
-	keys := s.keys[:0]
+	keys := sc.keys[:0]
 	for i, l := range logits {
 		if k := orderKey(l); int(k>>shift) <= last {
 			keys = append(keys, uint64(k)<<32|uint64(uint32(i)))
 		}
 	}
-	cand := s.cand[:len(keys)]
-	sortCandidates(cand, logits, keys, s.keys2[:len(keys)])
+	cand := s.sc.cand[:len(keys)]
+	sortCandidates(cand, logits, keys, sc.keys2[:len(keys)])
 	return cand, total
 }
 
@@ -508,11 +566,11 @@ func sortCandidates(cand []candidate, logits []float32, keys, tmp []uint64) {
 	}
 }
 
-// selectTop fills s.cand[:k] with the k best logits, sorted best first, for
+// selectTop fills the draw's first k candidates with the k best logits, sorted best first, for
 // 0 < k <= len(logits). It keeps a bounded min-heap with the worst at the
 // root: O(V log k) with no allocation, instead of sorting the vocabulary.
 func (s *Sampler) selectTop(logits []float32, k int) []candidate {
-	h := s.cand[:k]
+	h := s.sc.cand[:k]
 	for i := range k {
 		h[i] = candidate{logit: sanitize(logits[i]), id: int32(i)}
 	}

@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
+	"sync"
 	"testing"
 
 	"github.com/conclave-ai/conclave/kernels"
@@ -376,6 +378,7 @@ func TestTopKMatchesSort(t *testing.T) {
 				logits[i] = float32(math.Round(float64(logits[i]))) // force ties
 			}
 			s := mustNew(t, Config{Temperature: 1, TopK: k}, vocab)
+			s.sc = takeScratch(s.vocab) // as Sample does around a draw
 			got, sorted, _ := s.candidates(logits)
 			if !sorted {
 				t.Fatalf("vocab %d k %d: not reported sorted", vocab, k)
@@ -638,6 +641,7 @@ func TestNucleusHoldsTheNucleus(t *testing.T) {
 		}
 		c := Config{Temperature: float32(0.3 + 1.5*r.Float64()), TopP: float32(0.05 + 0.949*r.Float64())}
 		s := mustNew(t, c, vocab)
+		s.sc = takeScratch(s.vocab) // as Sample does around a draw
 		cand, sorted, base := s.candidates(logits)
 		cand = slices.Clone(cand)
 		want := make([]candidate, vocab)
@@ -685,4 +689,84 @@ func TestTopPInfiniteLogit(t *testing.T) {
 			t.Errorf("vocab %d: Sample = %d, want the +Inf token %d", vocab, got, vocab-1)
 		}
 	}
+}
+
+// TestSamplersShareDrawBuffers: a Sampler keeps no vocabulary-sized
+// buffers of its own, so many running sequences cost little memory, and
+// draws that run one after another reuse one set of buffers.
+func TestSamplersShareDrawBuffers(t *testing.T) {
+	const vocab, n = 32000, 64
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	ss := make([]*Sampler, n)
+	for i := range ss {
+		ss[i] = mustNew(t, Config{Temperature: 0.8, TopP: 0.9, Seed: uint64(i)}, vocab)
+	}
+	runtime.ReadMemStats(&after)
+	if got := after.TotalAlloc - before.TotalAlloc; got > 64<<10 {
+		t.Errorf("%d samplers of a %d-token vocabulary allocated %d bytes, want < 64 KiB (no per-sampler draw buffers)", n, vocab, got)
+	}
+	logits := randomLogits(7, vocab)
+	ss[0].Sample(slices.Clone(logits), nil)
+	first := lastScratch()
+	for _, s := range ss[1:] {
+		s.Sample(slices.Clone(logits), nil)
+		if sc := lastScratch(); sc != first {
+			t.Fatal("a draw after another did not reuse its buffers")
+		}
+	}
+}
+
+// lastScratch is the buffer set the next draw takes.
+func lastScratch() *scratch {
+	scratches.mu.Lock()
+	defer scratches.mu.Unlock()
+	if len(scratches.free) == 0 {
+		return nil
+	}
+	return scratches.free[len(scratches.free)-1]
+}
+
+// TestConcurrentDrawsDeterministic: samplers drawing at once on several
+// goroutines (as the engine's draws run on its threads) each get their own
+// buffers and give the tokens they give one at a time; the free list stays
+// bounded.
+func TestConcurrentDrawsDeterministic(t *testing.T) {
+	const vocab, seqs, steps = 4096, 24, 40
+	configs := []Config{{Temperature: 0.9}, {Temperature: 0.7, TopP: 0.8}, {Temperature: 1.1, TopK: 40}, {Temperature: 1, MinP: 0.05}}
+	run := func(concurrent bool) [][]int32 {
+		out := make([][]int32, seqs)
+		var wg sync.WaitGroup
+		for i := range seqs {
+			body := func() {
+				s := mustNew(t, withSeed(configs[i%len(configs)], uint64(i+1)), vocab)
+				for step := range steps {
+					out[i] = append(out[i], s.Sample(randomLogits(uint64(i*steps+step), vocab), nil))
+				}
+			}
+			if concurrent {
+				wg.Go(body)
+			} else {
+				body()
+			}
+		}
+		wg.Wait()
+		return out
+	}
+	want, got := run(false), run(true)
+	for i := range want {
+		if !slices.Equal(got[i], want[i]) {
+			t.Fatalf("sequence %d: concurrent draws %v, one at a time %v", i, got[i], want[i])
+		}
+	}
+	scratches.mu.Lock()
+	defer scratches.mu.Unlock()
+	if len(scratches.free) > maxScratches {
+		t.Errorf("%d draw buffers kept, want ≤ %d", len(scratches.free), maxScratches)
+	}
+}
+
+func withSeed(c Config, seed uint64) Config {
+	c.Seed = seed
+	return c
 }
