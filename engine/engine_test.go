@@ -496,7 +496,12 @@ func TestOverloaded(t *testing.T) {
 	w := testWeights(t, "tiny", nil)
 	cfg := testConfig()
 	cfg.MaxRunning, cfg.MaxQueue = 1, 1
-	e := newEngine(t, w, cfg, nil)
+	pool := kernels.NewPool(1)
+	defer pool.Close()
+	// The scheduler parks inside a step while the queue fills, so the
+	// running request cannot finish before it is cancelled.
+	gate := &gateExperts{inner: &model.LocalExperts{W: w, Pool: pool}, entered: make(chan struct{}), release: make(chan struct{})}
+	e := newEngine(t, w, cfg, nil, WithExperts(gate))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	long := Request{Prompt: tokens(8, w.Vocab, 7), MaxTokens: 200}
@@ -504,7 +509,9 @@ func TestOverloaded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-ch1                           // running
+	<-ch1 // running
+	gate.armed.Store(true)
+	<-gate.entered
 	ch2, err := e.Submit(ctx, long) // waits: MaxRunning is 1
 	if err != nil {
 		t.Fatal(err)
@@ -513,6 +520,7 @@ func TestOverloaded(t *testing.T) {
 		t.Errorf("third Submit = %v, want ErrOverloaded", err)
 	}
 	cancel()
+	close(gate.release)
 	for _, ch := range []<-chan Event{ch1, ch2} {
 		if res := collect(t, ch); res.done.FinishReason != FinishCancel {
 			t.Errorf("finish %q", res.done.FinishReason)
