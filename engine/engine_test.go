@@ -505,12 +505,14 @@ func TestOverloaded(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	long := Request{Prompt: tokens(8, w.Vocab, 7), MaxTokens: 200}
+	gate.armed.Store(true)
 	ch1, err := e.Submit(ctx, long)
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-ch1 // running
-	gate.armed.Store(true)
+	// Parked in ch1's first step: it runs. (Parking after its first token
+	// instead raced the event buffer: a test goroutine that lost its CPU
+	// let the engine cancel ch1 as a slow consumer, and no step came.)
 	<-gate.entered
 	ch2, err := e.Submit(ctx, long) // waits: MaxRunning is 1
 	if err != nil {
