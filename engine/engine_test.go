@@ -797,13 +797,12 @@ func TestCloseEndsRequests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	gate.armed.Store(true)
 	ch, err := e.Submit(context.Background(), Request{Prompt: tokens(8, w.Vocab, 13), MaxTokens: 200})
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-ch // the first token: the request is running
-	gate.armed.Store(true)
-	<-gate.entered // the scheduler is parked inside the next step
+	<-gate.entered // the scheduler is parked inside the request's first step
 	closed := make(chan struct{})
 	go func() { e.Close(); close(closed) }()
 	// Close marks the engine closed before it signals the scheduler; wait
