@@ -61,6 +61,9 @@ func BenchmarkDecodeStreams(b *testing.B) {
 					b.Fatal(err)
 				}
 				defer e.Close()
+				if err := e.Warm(context.Background(), nil); err != nil { // as a server does before it is ready
+					b.Fatal(err)
+				}
 				const gen = 64
 				var decoded int
 				var decodeTime time.Duration
@@ -130,6 +133,9 @@ func BenchmarkPrefillWave(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer e.Close()
+		if err := e.Warm(context.Background(), nil); err != nil {
+			b.Fatal(err)
+		}
 		var total time.Duration
 		waves := 0
 		for i := 0; b.Loop(); i++ {
