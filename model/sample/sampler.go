@@ -50,14 +50,16 @@ type scratch struct {
 }
 
 // scratches is the process's free list of draw buffers, most recently
-// returned first (the warmest in cache). It keeps at most maxScratches: as
-// many draws as run at once on a node's threads, with room to spare.
+// returned first (the warmest in cache). A set is taken for one draw and
+// returned after it, so the list never holds more sets than draws once ran
+// at the same time: at most the threads drawing at once (a node's engine
+// spreads a step's draws over its kernel threads), and never more than the
+// sequences running then, each of which owned a set before the list. It
+// does not shrink: a node that once drew on 64 threads keeps 64 sets.
 var scratches struct {
 	mu   sync.Mutex
 	free []*scratch
 }
-
-const maxScratches = 16
 
 // takeScratch returns buffers for a draw over a vocabulary of vocab tokens.
 func takeScratch(vocab int) *scratch {
@@ -79,13 +81,10 @@ func takeScratch(vocab int) *scratch {
 	return sc
 }
 
-// putScratch returns sc to the free list (or drops it when the list is
-// full).
+// putScratch returns sc to the free list.
 func putScratch(sc *scratch) {
 	scratches.mu.Lock()
-	if len(scratches.free) < maxScratches {
-		scratches.free = append(scratches.free, sc)
-	}
+	scratches.free = append(scratches.free, sc)
 	scratches.mu.Unlock()
 }
 

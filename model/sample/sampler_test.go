@@ -709,6 +709,9 @@ func TestSamplersShareDrawBuffers(t *testing.T) {
 	logits := randomLogits(7, vocab)
 	ss[0].Sample(slices.Clone(logits), nil)
 	first := lastScratch()
+	if first == nil {
+		t.Fatal("a draw did not return its buffers to the list")
+	}
 	for _, s := range ss[1:] {
 		s.Sample(slices.Clone(logits), nil)
 		if sc := lastScratch(); sc != first {
@@ -729,8 +732,7 @@ func lastScratch() *scratch {
 
 // TestConcurrentDrawsDeterministic: samplers drawing at once on several
 // goroutines (as the engine's draws run on its threads) each get their own
-// buffers and give the tokens they give one at a time; the free list stays
-// bounded.
+// buffers and give the tokens they give one at a time.
 func TestConcurrentDrawsDeterministic(t *testing.T) {
 	const vocab, seqs, steps = 4096, 24, 40
 	configs := []Config{{Temperature: 0.9}, {Temperature: 0.7, TopP: 0.8}, {Temperature: 1.1, TopK: 40}, {Temperature: 1, MinP: 0.05}}
@@ -759,10 +761,51 @@ func TestConcurrentDrawsDeterministic(t *testing.T) {
 			t.Fatalf("sequence %d: concurrent draws %v, one at a time %v", i, got[i], want[i])
 		}
 	}
+}
+
+// TestDrawBuffersKeptForPeakConcurrency: after n draws ran at once, the
+// list holds n sets, so the next n concurrent draws allocate none (a node
+// with more threads than some fixed cap would otherwise allocate sets every
+// step), and it never holds more sets than were taken at once.
+func TestDrawBuffersKeptForPeakConcurrency(t *testing.T) {
+	const vocab, n = 1000, 40
+	scratches.mu.Lock()
+	saved := scratches.free
+	scratches.free = nil
+	scratches.mu.Unlock()
+	t.Cleanup(func() {
+		scratches.mu.Lock()
+		scratches.free = saved
+		scratches.mu.Unlock()
+	})
+	take := func() map[*scratch]bool {
+		sets := make([]*scratch, n)
+		for i := range sets { // all taken before any is returned: n draws at once
+			sets[i] = takeScratch(vocab)
+		}
+		for _, sc := range sets {
+			putScratch(sc)
+		}
+		m := map[*scratch]bool{}
+		for _, sc := range sets {
+			m[sc] = true
+		}
+		return m
+	}
+	first := take()
+	if len(first) != n {
+		t.Fatalf("%d draws at once shared buffers: %d distinct sets", n, len(first))
+	}
+	second := take()
+	for sc := range second {
+		if !first[sc] {
+			t.Fatal("the second round allocated a set although the first returned all of its own")
+		}
+	}
 	scratches.mu.Lock()
 	defer scratches.mu.Unlock()
-	if len(scratches.free) > maxScratches {
-		t.Errorf("%d draw buffers kept, want ≤ %d", len(scratches.free), maxScratches)
+	if len(scratches.free) != n {
+		t.Errorf("the list holds %d sets after at most %d draws at once", len(scratches.free), n)
 	}
 }
 
