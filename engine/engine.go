@@ -252,9 +252,9 @@ func (e *Engine) Embed(ctx context.Context, tokens []int32) ([]float32, error) {
 // of the free KV blocks (kvcache.Pool.Prefault): otherwise each block's
 // first use stalls a step on page faults (~80 ms of a 16-stream wave on a
 // VM whose host backs memory lazily). llama.cpp's server, vLLM and TGI warm
-// up alike, and clear or preallocate their KV cache. experts computes the step's experts (nil: the
-// engine's; a node passes one that computes only its own, so that warming
-// up does not load its peers). The prefix cache, the cached KV blocks and
+// up alike, and clear or preallocate their KV cache. experts computes the
+// step's experts (nil: the engine's; a node passes one that computes only
+// its own, so that warming up does not load its peers). The prefix cache, the cached KV blocks and
 // the step metrics are untouched. It runs between steps on the scheduler
 // goroutine and blocks until done, ctx is cancelled (which also ends the
 // step at its next layer), or the engine closes.
@@ -545,9 +545,10 @@ func (e *Engine) forward() {
 	for i := range e.draws {
 		e.emit(&e.draws[i])
 	}
-	// The draws point at their sequences, each with a vocabulary-sized
-	// sampler: kept until the next step, which an idle engine never runs,
-	// the last burst's would stay live (MaxRunning of them).
+	// The draws point at their sequences (with their token lists, and a
+	// sampler's vocabulary-sized penalty counts when one is on): kept until
+	// the next step, which an idle engine never runs, the last burst's
+	// would stay live (MaxRunning of them).
 	clear(e.draws)
 }
 
@@ -733,7 +734,10 @@ func (e *Engine) warm(j *embedJob) {
 	if e.pool != nil {
 		run = e.pool.Run
 	}
-	e.kv.Prefault(run)
+	if err := e.kv.Prefault(j.ctx, run); err != nil {
+		j.out <- embedResult{err: fmt.Errorf("engine: warm-up: %w", err)}
+		return
+	}
 	var b model.Batch
 	var seqs []*kvcache.Cache
 	defer func() {

@@ -1057,7 +1057,7 @@ func TestWarmCancel(t *testing.T) {
 
 // TestDrawsReleaseSequences: once a step's tokens are out, the engine keeps
 // no draw pointing at a sequence, so an idle engine does not keep the last
-// burst's sequences (each with a vocabulary-sized sampler) alive.
+// burst's sequences (their token lists and samplers) alive.
 func TestDrawsReleaseSequences(t *testing.T) {
 	w := testWeights(t, "tiny", nil)
 	e := newEngine(t, w, testConfig(), nil)

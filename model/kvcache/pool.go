@@ -1,6 +1,7 @@
 package kvcache
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/maphash"
@@ -169,17 +170,18 @@ func NewPool(cfg PoolConfig) (*Pool, error) {
 // on a VM whose host backs guest memory lazily). Free blocks hold nothing
 // a sequence reads, so the zeros written are harmless; blocks in use or in
 // the prefix cache are left alone. run splits the work over threads (as
-// kernels.Pool.Run does; nil runs it on the caller). Like every Pool
-// method it must not run concurrently with the pool's other use.
-// It returns the bytes touched.
-func (p *Pool) Prefault(run func(n int, fn func(lo, hi int))) int64 {
+// kernels.Pool.Run does; nil runs it on the caller). It stops early, with
+// ctx's error, when ctx is done (a server stopping during its warm-up);
+// the pages not written yet are then faulted in by their first use as
+// before. Like every Pool method it must not run concurrently with the
+// pool's other use.
+func (p *Pool) Prefault(ctx context.Context, run func(n int, fn func(lo, hi int))) error {
 	if run == nil {
 		run = func(n int, fn func(lo, hi int)) { fn(0, n) }
 	}
 	free := p.free
-	arrays := 2 * p.cfg.Layers
 	e := p.blockElems
-	run(arrays, func(lo, hi int) {
+	run(2*p.cfg.Layers, func(lo, hi int) {
 		for a := lo; a < hi; a++ {
 			var u16 []uint16
 			var f32 []float32
@@ -193,7 +195,10 @@ func (p *Pool) Prefault(run func(n int, fn func(lo, hi int))) int64 {
 			default:
 				f32 = p.v32[l]
 			}
-			for _, b := range free {
+			for n, b := range free {
+				if n%64 == 0 && ctx.Err() != nil {
+					return
+				}
 				o := int(b) * e
 				if u16 != nil {
 					for i := o; i < o+e; i += pageElems16 {
@@ -209,7 +214,7 @@ func (p *Pool) Prefault(run func(n int, fn func(lo, hi int))) int64 {
 			}
 		}
 	})
-	return int64(len(free)) * p.cfg.BlockBytes()
+	return ctx.Err()
 }
 
 // pageElems16 is the uint16 elements of a 4 KiB page, the smallest page

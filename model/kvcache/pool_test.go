@@ -1,6 +1,7 @@
 package kvcache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -389,8 +390,8 @@ func TestPrefault(t *testing.T) {
 					defer kp.Close()
 					run = kp.Run
 				}
-				if got, want := p.Prefault(run), 3*p.cfg.BlockBytes(); got != want {
-					t.Errorf("Prefault returned %d bytes, want %d (3 free blocks)", got, want)
+				if err := p.Prefault(context.Background(), run); err != nil {
+					t.Fatal(err)
 				}
 
 				after := snapshot(p)
@@ -454,4 +455,30 @@ func snapshot(p *Pool) []arrayCopy {
 		}
 	}
 	return out
+}
+
+// TestPrefaultCancelled: a cancelled Prefault (a server stopping during its
+// warm-up) returns the context's error without writing the pool.
+func TestPrefaultCancelled(t *testing.T) {
+	p, err := NewPool(PoolConfig{Layers: 2, KVDim: 512, HeadDim: 64, Type: kernels.F16, BlockSize: 16, Blocks: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range 2 {
+		for i := range p.k16[l] {
+			p.k16[l][i], p.v16[l][i] = 1, 1
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Prefault(ctx, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Prefault = %v, want context.Canceled", err)
+	}
+	for l := range 2 {
+		for _, arr := range [][]uint16{p.k16[l], p.v16[l]} {
+			if i := slices.Index(arr, 0); i >= 0 {
+				t.Fatalf("layer %d: element %d written after the cancel", l, i)
+			}
+		}
+	}
 }
