@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/conclave-ai/conclave/engine"
+	"github.com/conclave-ai/conclave/model"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 )
@@ -336,6 +338,20 @@ func TestMetricsAndRequestID(t *testing.T) {
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %q", want)
+		}
+	}
+	// Every phase of the forward passes is exported; the request's steps
+	// spent time in the attention and the experts.
+	for p := range model.NumPhases {
+		name := `conclave:engine_phase_seconds_total{model_name="` + f.id + `",phase="` + p.String() + `"} `
+		i := strings.Index(m, name)
+		if i < 0 {
+			t.Errorf("metrics lack %q", name)
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.Fields(m[i+len(name):])[0], 64)
+		if err != nil || ((p == model.PhaseAttention || p == model.PhaseExperts) && !(v > 0)) {
+			t.Errorf("%s%s: want a positive number of seconds", name, strings.Fields(m[i+len(name):])[0])
 		}
 	}
 	if t.Failed() {

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/conclave-ai/conclave/engine"
+	"github.com/conclave-ai/conclave/model"
 )
 
 // Prometheus metrics, named as vLLM names them with the prefix
@@ -84,6 +85,7 @@ type statsCollector struct {
 	prefixHits, prefixQueries, prompt, gen *prometheus.Desc
 	stepTokens, stepSeconds                *prometheus.Desc
 	preemptions, evictions, kvCached       *prometheus.Desc
+	phase                                  *prometheus.Desc
 }
 
 func newStatsCollector(eng Engine, labels prometheus.Labels) *statsCollector {
@@ -104,12 +106,15 @@ func newStatsCollector(eng Engine, labels prometheus.Labels) *statsCollector {
 		preemptions:   d("num_preemptions_total", "Running sequences sent back to the queue for lack of KV blocks."),
 		evictions:     d("kv_cache_evictions_total", "Cached prefix blocks evicted to make room."),
 		kvCached:      d("kv_cache_cached_blocks", "Unreferenced KV blocks kept for the prefix cache (evictable)."),
+		phase: prometheus.NewDesc("conclave:engine_phase_seconds_total",
+			"Wall time of each part of the engine's forward passes (experts: computing or waiting for a layer's experts, local or remote), in seconds.",
+			[]string{"phase"}, labels),
 	}
 }
 
 func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.running, c.waiting, c.kvUsage, c.prefixHits, c.prefixQueries, c.prompt, c.gen, c.stepTokens, c.stepSeconds,
-		c.preemptions, c.evictions, c.kvCached} {
+		c.preemptions, c.evictions, c.kvCached, c.phase} {
 		ch <- d
 	}
 }
@@ -132,4 +137,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.evictions, prometheus.CounterValue, float64(s.Evictions))
 	ch <- prometheus.MustNewConstMetric(c.kvCached, prometheus.GaugeValue, float64(s.KVBlocksCached))
 	ch <- prometheus.MustNewConstHistogram(c.stepSeconds, s.StepSeconds.Count(), s.StepSeconds.Sum, s.StepSeconds.Cumulative(engine.StepSecondsBounds))
+	for p, d := range s.Phases {
+		ch <- prometheus.MustNewConstMetric(c.phase, prometheus.CounterValue, d.Seconds(), model.Phase(p).String())
+	}
 }

@@ -58,6 +58,7 @@ type Engine struct {
 	scratch  [][]float32      // per draw: a copy of its logits for log-probabilities
 	sampleFn func(lo, hi int) // e.sampleDraws, bound once
 	counters Stats
+	phases   model.PhaseTimes // the runner's, since New (runner.Phases points here)
 }
 
 // draw is one sequence's sampled token of a step. Draws are independent
@@ -152,6 +153,7 @@ func New(cfg Config, w *model.Weights, pool *kernels.Pool, isEOG func(int32) boo
 	}
 	e.counters.KVBlocksTotal = blocks
 	e.stats = e.counters
+	e.runner.Phases = &e.phases
 	go e.loop()
 	return e, nil
 }
@@ -628,6 +630,7 @@ func (e *Engine) publish() {
 	e.counters.KVBlocksUsed = e.kv.Used()
 	e.counters.KVBlocksCached = e.kv.Cached()
 	e.counters.Evictions = e.kv.Evictions()
+	e.counters.Phases = e.phases
 	e.statsMu.Lock()
 	e.stats = e.counters
 	e.statsMu.Unlock()
@@ -775,7 +778,10 @@ func (e *Engine) warm(j *embedJob) {
 		experts = e.experts
 	}
 	// Cancelled (the server stopping), the step ends at the next layer.
+	phases := e.runner.Phases // the warm-up is not a step: its time is not counted
+	e.runner.Phases = nil
 	_, err := e.runner.Forward(j.ctx, &b, experts)
+	e.runner.Phases = phases
 	if err != nil {
 		err = fmt.Errorf("engine: warm-up: %w", err)
 	}

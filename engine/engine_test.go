@@ -1004,7 +1004,13 @@ func TestWarm(t *testing.T) {
 	if st := e.Stats(); st.Steps != 0 || st.KVBlocksUsed != 0 || st.KVBlocksCached != 0 {
 		t.Errorf("after the warm-up: %d steps, %d blocks used, %d cached", st.Steps, st.KVBlocksUsed, st.KVBlocksCached)
 	}
+	if tot := e.phases.Total(); tot != 0 { // Warm's result came after its pass: no race
+		t.Errorf("the warm-up counted %v of phase time", tot)
+	}
 	warm := run(t, e, req)
+	if ph := e.Stats().Phases; ph[model.PhaseExperts] <= 0 || ph[model.PhaseLogits] <= 0 {
+		t.Errorf("after a request: phase times %v, want the experts and logits timed", ph)
+	}
 	if !slices.Equal(warm.tokens, cold.tokens) {
 		t.Errorf("after a warm-up: %v, fresh engine: %v", warm.tokens, cold.tokens)
 	}

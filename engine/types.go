@@ -5,6 +5,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/conclave-ai/conclave/model"
 	"github.com/conclave-ai/conclave/model/sample"
 )
 
@@ -94,6 +95,11 @@ type Stats struct {
 	// Every forward pass's rows (tokens in the batch) and duration (the
 	// pass and its sampling), over StepTokensBounds and StepSecondsBounds.
 	StepTokens, StepSeconds Hist
+
+	// Phases is the wall time of each part of the forward passes of steps
+	// and embeddings (not the warm-up), summed since New: where a step's
+	// time goes (/metrics conclave:engine_phase_seconds_total).
+	Phases model.PhaseTimes
 }
 
 // Bucket upper bounds of Stats.StepTokens (vLLM's iteration_tokens

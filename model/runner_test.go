@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/conclave-ai/conclave/kernels"
 	"github.com/conclave-ai/conclave/model/kvcache"
@@ -650,5 +651,51 @@ func TestRunnerCtx(t *testing.T) {
 	}
 	if NewRunnerCtx(w, pool, 32, 0).ctx != w.Ctx || NewRunnerCtx(w, pool, 32, 10*w.Ctx).ctx != w.Ctx {
 		t.Error("a context of 0 or past the model's is not the model's")
+	}
+}
+
+// TestPhaseTimes: with Runner.Phases set, a forward pass records time in
+// every phase its model has (a dense model's FFN counts as routing: it has
+// no experts or combination), results stay bit for bit those of an
+// untimed runner, and the phases' sum is within the pass's wall time.
+func TestPhaseTimes(t *testing.T) {
+	for _, m := range invarianceModels(t) {
+		t.Run(m.name, func(t *testing.T) {
+			w, _ := testModel(t, m.cfg)
+			tokens := testTokens(19, w.Vocab, 5)
+			want := prefillAll(t, w, 2, 32, m.cache, tokens)
+
+			pool := kernels.NewPool(2)
+			defer pool.Close()
+			r := NewRunner(w, pool, 32)
+			var ph PhaseTimes
+			r.Phases = &ph
+			c := newCache(t, w, w.Ctx, m.cache)
+			start := time.Now()
+			got, err := r.Prefill(context.Background(), c, tokens, 0, true, nil)
+			wall := time.Since(start)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameBits(t, "timed runner", got, want)
+			dense := w.Experts == 0
+			for p := range NumPhases {
+				if (p == PhaseExperts || p == PhaseCombine) && dense {
+					if ph[p] != 0 {
+						t.Errorf("dense model: %v took %v, want none", p, ph[p])
+					}
+					continue
+				}
+				if ph[p] <= 0 {
+					t.Errorf("%v: %v, want time recorded", p, ph[p])
+				}
+			}
+			if tot := ph.Total(); tot > wall {
+				t.Errorf("phases sum to %v, more than the pass's %v", tot, wall)
+			}
+			if Phase(-1).String() != "unknown" || NumPhases.String() != "unknown" || PhaseExperts.String() != "experts" {
+				t.Error("phase names")
+			}
+		})
 	}
 }
