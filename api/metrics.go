@@ -107,7 +107,7 @@ func newStatsCollector(eng Engine, labels prometheus.Labels) *statsCollector {
 		evictions:     d("kv_cache_evictions_total", "Cached prefix blocks evicted to make room."),
 		kvCached:      d("kv_cache_cached_blocks", "Unreferenced KV blocks kept for the prefix cache (evictable)."),
 		phase: prometheus.NewDesc("conclave:engine_phase_seconds_total",
-			"Wall time of each part of the engine's forward passes (experts: computing or waiting for a layer's experts, local or remote), in seconds.",
+			"Wall time of each part of the engine's forward passes (experts: computing or waiting for a layer's experts, local or remote, or a dense model's FFN), in seconds.",
 			[]string{"phase"}, labels),
 	}
 }

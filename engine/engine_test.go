@@ -693,6 +693,9 @@ func TestEmbed(t *testing.T) {
 	if st := e.Stats(); st.KVBlocksUsed != 0 {
 		t.Errorf("%d blocks used after Embed", st.KVBlocksUsed)
 	}
+	if ph := e.Stats().Phases; ph[model.PhaseExperts] <= 0 || ph[model.PhaseLogits] <= 0 {
+		t.Errorf("after Embed: phase times %v, want its passes timed (experts, final norm)", ph)
+	}
 	if _, err := e.Embed(context.Background(), nil); !errors.Is(err, ErrInvalidRequest) {
 		t.Errorf("Embed(nil) = %v", err)
 	}

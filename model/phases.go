@@ -14,9 +14,9 @@ const (
 	PhaseAttention              // scores, softmax and the weighted values
 	PhaseAttnOut                // the output projection and its residual add
 	PhaseFFNNorm                // the feed-forward's RMS norm
-	PhaseRoute                  // the gate product, routing, gathering the experts' rows (or a dense FFN)
-	PhaseExperts                // the ExpertRunner: local kernels or calls to other nodes
-	PhaseCombine                // the experts' weighted sum and its residual add
+	PhaseRoute                  // the gate product, routing, gathering the experts' rows
+	PhaseExperts                // the ExpertRunner (local kernels or calls to other nodes), or a dense FFN's products
+	PhaseCombine                // the experts' weighted sum (or the dense FFN's output) and its residual add
 	PhaseLogits                 // the final norm and the output projection
 	NumPhases
 )

@@ -655,9 +655,9 @@ func TestRunnerCtx(t *testing.T) {
 }
 
 // TestPhaseTimes: with Runner.Phases set, a forward pass records time in
-// every phase its model has (a dense model's FFN counts as routing: it has
-// no experts or combination), results stay bit for bit those of an
-// untimed runner, and the phases' sum is within the pass's wall time.
+// every phase its model has (a dense model routes nothing; its FFN counts
+// as the experts and the combination), results stay bit for bit those of
+// an untimed runner, and the phases' sum is within the pass's wall time.
 func TestPhaseTimes(t *testing.T) {
 	for _, m := range invarianceModels(t) {
 		t.Run(m.name, func(t *testing.T) {
@@ -680,7 +680,7 @@ func TestPhaseTimes(t *testing.T) {
 			sameBits(t, "timed runner", got, want)
 			dense := w.Experts == 0
 			for p := range NumPhases {
-				if (p == PhaseExperts || p == PhaseCombine) && dense {
+				if p == PhaseRoute && dense {
 					if ph[p] != 0 {
 						t.Errorf("dense model: %v took %v, want none", p, ph[p])
 					}
@@ -697,5 +697,33 @@ func TestPhaseTimes(t *testing.T) {
 				t.Error("phase names")
 			}
 		})
+	}
+}
+
+// slowFailingExperts computes nothing and fails after a pause, like a peer
+// that timed out.
+type slowFailingExperts struct{ pause time.Duration }
+
+func (f slowFailingExperts) RunExperts(ctx context.Context, layer int, groups []ExpertGroup) error {
+	time.Sleep(f.pause)
+	return errors.New("peer timed out")
+}
+
+// TestPhaseTimesFailedExperts: a pass whose experts fail still records the
+// time it spent waiting for them, as the step's duration does.
+func TestPhaseTimesFailedExperts(t *testing.T) {
+	w, _ := testModel(t, tinyConfig(t, nil))
+	pool := kernels.NewPool(1)
+	defer pool.Close()
+	r := NewRunner(w, pool, 8)
+	var ph PhaseTimes
+	r.Phases = &ph
+	c := newCache(t, w, w.Ctx, kernels.F32)
+	const pause = 20 * time.Millisecond
+	if _, err := r.Prefill(context.Background(), c, testTokens(4, w.Vocab, 1), 0, true, slowFailingExperts{pause}); err == nil {
+		t.Fatal("Prefill succeeded with failing experts")
+	}
+	if ph[PhaseExperts] < pause {
+		t.Errorf("experts: %v recorded, want at least the %v the failed call took", ph[PhaseExperts], pause)
 	}
 }
