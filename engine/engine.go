@@ -318,8 +318,9 @@ func (e *Engine) loop() {
 			case s := <-e.submitCh:
 				e.waiting = append(e.waiting, s)
 			case j := <-e.embedCh:
-				e.embed(j)
-				e.publish()
+				r := e.embed(j)
+				e.publish() // a caller that has its result sees its stats
+				j.out <- r
 				continue
 			case <-e.quit:
 				e.shutdown()
@@ -332,7 +333,9 @@ func (e *Engine) loop() {
 			case s := <-e.submitCh:
 				e.waiting = append(e.waiting, s)
 			case j := <-e.embedCh:
-				e.embed(j)
+				r := e.embed(j)
+				e.publish()
+				j.out <- r
 			case <-e.quit:
 				e.shutdown()
 				return
@@ -674,23 +677,22 @@ func (e *Engine) shutdown() {
 	e.publish()
 }
 
-// embed runs one embedding request to completion on a temporary sequence.
-func (e *Engine) embed(j *embedJob) {
+// embed runs one embedding request (or Warm's step) to completion on a
+// temporary sequence and returns what its caller is sent once the stats
+// are published.
+func (e *Engine) embed(j *embedJob) embedResult {
 	if j.warm {
-		e.warm(j)
-		return
+		return e.warm(j)
 	}
 	c := e.kv.NewSequence(e.ctxLen)
 	defer c.Release()
 	// Check first: Grow evicts cached blocks as it goes, and would leave
 	// the prefix cache poorer for a request it then refuses.
 	if need := e.blocksFor(len(j.tokens)); need > e.kv.Available() {
-		j.out <- embedResult{err: fmt.Errorf("%w: no KV room to embed %d tokens (%d blocks, %d available)", ErrOverloaded, len(j.tokens), need, e.kv.Available())}
-		return
+		return embedResult{err: fmt.Errorf("%w: no KV room to embed %d tokens (%d blocks, %d available)", ErrOverloaded, len(j.tokens), need, e.kv.Available())}
 	}
 	if err := c.Grow(len(j.tokens)); err != nil {
-		j.out <- embedResult{err: fmt.Errorf("%w: no KV room to embed %d tokens: %w", ErrOverloaded, len(j.tokens), err)}
-		return
+		return embedResult{err: fmt.Errorf("%w: no KV room to embed %d tokens: %w", ErrOverloaded, len(j.tokens), err)}
 	}
 	dim := e.w.Dim
 	sum := make([]float64, dim)
@@ -708,8 +710,7 @@ func (e *Engine) embed(j *embedJob) {
 		e.counters.StepTokens.observe(StepTokensBounds, float64(len(chunk)))
 		e.counters.StepSeconds.observe(StepSecondsBounds, time.Since(t0).Seconds())
 		if err != nil {
-			j.out <- embedResult{err: fmt.Errorf("engine: embedding: %w", err)}
-			return
+			return embedResult{err: fmt.Errorf("engine: embedding: %w", err)}
 		}
 		for i := range chunk {
 			for d, x := range h[i*dim : (i+1)*dim] {
@@ -721,7 +722,7 @@ func (e *Engine) embed(j *embedJob) {
 	for d := range out {
 		out[d] = float32(sum[d] / float64(len(j.tokens)))
 	}
-	j.out <- embedResult{vec: out}
+	return embedResult{vec: out}
 }
 
 // warm runs Warm's step: MaxBatchTokens tokens, or as many as the free KV
@@ -730,7 +731,7 @@ func (e *Engine) embed(j *embedJob) {
 // rows as MaxRunning sequences would ask for. The tokens are spread over
 // the vocabulary so that the gate spreads them over the experts as text
 // does.
-func (e *Engine) warm(j *embedJob) {
+func (e *Engine) warm(j *embedJob) embedResult {
 	// Back the free KV blocks with memory first: a step storing keys in a
 	// block for the first time would otherwise stop on its page faults.
 	var run func(int, func(lo, hi int))
@@ -738,8 +739,7 @@ func (e *Engine) warm(j *embedJob) {
 		run = e.pool.Run
 	}
 	if err := e.kv.Prefault(j.ctx, run); err != nil {
-		j.out <- embedResult{err: fmt.Errorf("engine: warm-up: %w", err)}
-		return
+		return embedResult{err: fmt.Errorf("engine: warm-up: %w", err)}
 	}
 	var b model.Batch
 	var seqs []*kvcache.Cache
@@ -766,8 +766,7 @@ func (e *Engine) warm(j *embedJob) {
 		}
 	}
 	if len(b.Tokens) == 0 {
-		j.out <- embedResult{}
-		return
+		return embedResult{}
 	}
 	b.Logits = make([]bool, len(b.Tokens))
 	for i := max(len(b.Tokens)-e.cfg.MaxRunning, 0); i < len(b.Tokens); i++ {
@@ -785,7 +784,7 @@ func (e *Engine) warm(j *embedJob) {
 	if err != nil {
 		err = fmt.Errorf("engine: warm-up: %w", err)
 	}
-	j.out <- embedResult{err: err}
+	return embedResult{err: err}
 }
 
 // logSumExp is log Σ exp(x) in float64, shifted by the maximum. A NaN
