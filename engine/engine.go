@@ -256,10 +256,11 @@ func (e *Engine) Embed(ctx context.Context, tokens []int32) ([]float32, error) {
 // VM whose host backs memory lazily). llama.cpp's server, vLLM and TGI warm
 // up alike, and clear or preallocate their KV cache. experts computes the
 // step's experts (nil: the engine's; a node passes one that computes only
-// its own, so that warming up does not load its peers). The prefix cache, the cached KV blocks and
-// the step metrics are untouched. It runs between steps on the scheduler
-// goroutine and blocks until done, ctx is cancelled (which also ends the
-// step at its next layer), or the engine closes.
+// its own, so that warming up does not load its peers). The prefix cache,
+// the cached KV blocks, the step metrics and the phase times are untouched.
+// It runs between steps on the scheduler goroutine and blocks until done,
+// ctx is cancelled (which also ends the prefaulting, or the step at its
+// next layer), or the engine closes.
 func (e *Engine) Warm(ctx context.Context, experts model.ExpertRunner) error {
 	_, err := e.runEmbed(ctx, &embedJob{warm: true, runner: experts, ctx: ctx, out: make(chan embedResult, 1)})
 	return err
