@@ -104,6 +104,38 @@ func (c Config) prefillChunk() int {
 	return min(c.PrefillChunk, c.MaxBatchTokens)
 }
 
+// ContextLen is the most positions per sequence an engine for w allows:
+// Ctx, at most the model's context; the model's when Ctx is 0.
+func (c Config) ContextLen(w *model.Weights) int {
+	if c.Ctx > 0 {
+		return min(c.Ctx, w.Ctx)
+	}
+	return w.Ctx
+}
+
+// SequenceKVBytes is the KV memory one sequence of ContextLen positions
+// takes for w, in whole blocks: the least KV pool New accepts.
+func (c Config) SequenceKVBytes(w *model.Weights) int64 {
+	blocks := (c.ContextLen(w) + c.BlockSize - 1) / c.BlockSize
+	return int64(blocks) * kvcache.BlockBytes(w.Layers, w.KVDim(), c.BlockSize, c.KVType)
+}
+
+// AutoKVCap bounds the KV pool AutoKVBytes sizes, unless one sequence
+// needs more.
+const AutoKVCap = 512 << 20
+
+// AutoKVBytes is a KV pool size that fits w: room for MaxRunning
+// sequences of ContextLen positions, at most AutoKVCap, and at least one
+// sequence. A small model gets no more than its sequences can use (the
+// rest would be resident for nothing: the engine writes every block at
+// warm-up), and a model whose full context needs more than the cap (32k
+// positions of an 8×7B Mixtral take 4 GiB) still starts.
+func (c Config) AutoKVBytes(w *model.Weights) int64 {
+	one := c.SequenceKVBytes(w)
+	all := int64(c.MaxRunning) * one
+	return max(one, min(all, AutoKVCap))
+}
+
 // kvBlocks is the number of KV blocks New allocates for w.
 func (c Config) kvBlocks(w *model.Weights) int {
 	if c.KVBlocks > 0 {
@@ -125,9 +157,5 @@ func (c Config) KVPoolBytes(w *model.Weights) int64 {
 // computed here) and the logits of MaxRunning sequences. Warm fills most
 // of them at start; a node counts them against its memory limit.
 func (c Config) StepBytes(w *model.Weights, threads int) int64 {
-	ctx := c.Ctx
-	if ctx <= 0 || ctx > w.Ctx {
-		ctx = w.Ctx
-	}
-	return model.StepBytes(w.Config, c.MaxBatchTokens, threads, ctx) + int64(c.MaxRunning)*int64(w.Vocab)*4
+	return model.StepBytes(w.Config, c.MaxBatchTokens, threads, c.ContextLen(w)) + int64(c.MaxRunning)*int64(w.Vocab)*4
 }

@@ -115,13 +115,11 @@ func New(cfg Config, w *model.Weights, pool *kernels.Pool, isEOG func(int32) boo
 	for _, opt := range opts {
 		opt(&o)
 	}
-	ctxLen := w.Ctx
-	if cfg.Ctx > 0 {
-		ctxLen = min(cfg.Ctx, w.Ctx)
-	}
+	ctxLen := cfg.ContextLen(w)
 	blocks := cfg.kvBlocks(w)
 	if need := (ctxLen + cfg.BlockSize - 1) / cfg.BlockSize; blocks < need {
-		return nil, fmt.Errorf("%w: %d KV blocks of %d positions cannot hold one sequence of %d positions (%d blocks)", ErrInvalidConfig, blocks, cfg.BlockSize, ctxLen, need)
+		return nil, fmt.Errorf("%w: %d KV blocks of %d positions cannot hold one sequence of %d positions (%d blocks, %d bytes)",
+			ErrInvalidConfig, blocks, cfg.BlockSize, ctxLen, need, cfg.SequenceKVBytes(w))
 	}
 	kv, err := kvcache.NewPool(kvcache.PoolConfig{Layers: w.Layers, KVDim: w.KVDim(), HeadDim: w.HeadDim, Type: cfg.KVType, BlockSize: cfg.BlockSize, Blocks: blocks})
 	if err != nil {

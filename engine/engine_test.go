@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -926,6 +928,59 @@ func TestKVPoolBytes(t *testing.T) {
 				t.Errorf("engine allocated %d blocks, want %d", got, tc.blocks)
 			}
 		})
+	}
+}
+
+// AutoKVBytes gives MaxRunning sequences of the context, at most
+// AutoKVCap, at least one sequence; an engine accepts every size it gives
+// (a pool of one sequence, at the smallest).
+func TestAutoKVBytes(t *testing.T) {
+	w := testWeights(t, "tiny", nil) // 256 positions of 256 bytes
+	seq := func(c Config, ctx int) int64 {
+		return int64((ctx+c.BlockSize-1)/c.BlockSize) * kvcache.BlockBytes(w.Layers, w.KVDim(), c.BlockSize, c.KVType)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want func(Config) int64
+	}{
+		{"running sequences", func(c *Config) { c.MaxRunning = 4 }, func(c Config) int64 { return 4 * seq(c, w.Ctx) }},
+		{"shorter context", func(c *Config) { c.MaxRunning, c.Ctx = 4, 100 }, func(c Config) int64 { return 4 * seq(c, 100) }},
+		{"context beyond the model's", func(c *Config) { c.MaxRunning, c.Ctx = 4, 10*w.Ctx }, func(c Config) int64 { return 4 * seq(c, w.Ctx) }},
+		{"F32", func(c *Config) { c.MaxRunning, c.KVType = 3, kernels.F32 }, func(c Config) int64 { return 3 * seq(c, w.Ctx) }},
+		{"capped", func(c *Config) { c.MaxRunning = 1 << 20 }, func(Config) int64 { return AutoKVCap }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			tc.edit(&cfg)
+			got, want := cfg.AutoKVBytes(w), tc.want(cfg)
+			if got != want {
+				t.Fatalf("AutoKVBytes = %d, want %d", got, want)
+			}
+			if got >= AutoKVCap {
+				return // not allocated here
+			}
+			cfg.KVBlocks, cfg.KVBytes = 0, got
+			if n := newEngine(t, w, cfg, nil).Stats().KVBlocksTotal; int64(n)*seq(cfg, cfg.BlockSize) != got {
+				t.Errorf("engine allocated %d blocks, want %d bytes", n, got)
+			}
+		})
+	}
+	// One sequence beyond the cap: a pool of that one sequence, which the
+	// engine accepts (a smaller one it refuses).
+	big := *w
+	big.Ctx = int(AutoKVCap/kvcache.BlockBytes(w.Layers, w.KVDim(), 1, kernels.F16)) + 1000
+	cfg := testConfig()
+	one := cfg.SequenceKVBytes(&big)
+	if one <= AutoKVCap {
+		t.Fatalf("a sequence of %d positions takes %d bytes, want more than the cap", big.Ctx, one)
+	}
+	if got := cfg.AutoKVBytes(&big); got != one {
+		t.Errorf("AutoKVBytes of a %d-position context = %d, want one sequence, %d", big.Ctx, got, one)
+	}
+	cfg.KVBlocks, cfg.KVBytes = 0, one-1
+	if _, err := New(cfg, &big, nil, nil); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), strconv.FormatInt(one, 10)+" bytes") {
+		t.Errorf("a pool one byte short of a sequence: %v, want ErrInvalidConfig naming %d bytes", err, one)
 	}
 }
 

@@ -27,6 +27,8 @@ import (
 	"github.com/conclave-ai/conclave/cluster"
 	"github.com/conclave-ai/conclave/engine"
 	"github.com/conclave-ai/conclave/kernels"
+	"github.com/conclave-ai/conclave/model"
+	"github.com/conclave-ai/conclave/model/kvcache"
 	"github.com/conclave-ai/conclave/model/synth"
 	"github.com/conclave-ai/conclave/router"
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,6 +81,7 @@ type servingFlags struct {
 	ioTimeout           time.Duration
 	threads             int
 	kvCache             string
+	ctx                 int
 	maxRunning          int
 	maxBatchTokens      int
 	prefillChunk        int
@@ -99,7 +102,8 @@ func (s *servingFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&s.drainTimeout, "drain-timeout", 30*time.Second, "on SIGTERM, how long in-flight requests may run before they are cancelled")
 	fs.DurationVar(&s.ioTimeout, "io-timeout", a.IOTimeout, "how long a request body, or each write of a response, may take before the client is dropped (0: no limit)")
 	fs.IntVar(&s.threads, "threads", runtime.NumCPU(), "compute threads")
-	fs.StringVar(&s.kvCache, "kv-cache", "512MiB", "KV cache memory")
+	fs.StringVar(&s.kvCache, "kv-cache", "auto", "KV cache memory; auto: room for --max-running sequences of the context, at most 512MiB unless one sequence needs more")
+	fs.IntVar(&s.ctx, "ctx", 0, "most positions (prompt and output) per sequence (0: the model's context length)")
 	fs.IntVar(&s.maxRunning, "max-running", e.MaxRunning, "most sequences decoding at once")
 	fs.IntVar(&s.maxBatchTokens, "max-batch-tokens", e.MaxBatchTokens, "most tokens in one forward pass: every running sequence's decode token plus prefill chunks (raised to --max-running)")
 	fs.IntVar(&s.prefillChunk, "prefill-chunk", e.PrefillChunk, "most prompt tokens one sequence gets in one forward pass (0: --max-batch-tokens)")
@@ -690,6 +694,13 @@ func (s *serving) start(n *cluster.Node, reg *prometheus.Registry) (err error) {
 		engine.WithWeightsVersion(s.experts.WeightsVersion)); err != nil {
 		return err
 	}
+	if log := s.acfg.Logger; log != nil {
+		w, c := s.model.w, s.ecfg
+		pool := c.KVPoolBytes(w)
+		log.Info("KV cache allocated", "bytes", pool,
+			"positions", pool/kvcache.BlockBytes(w.Layers, w.KVDim(), c.BlockSize, c.KVType)*int64(c.BlockSize),
+			"context", s.eng.Ctx(), "max_running", c.MaxRunning)
+	}
 	id := modelID(s.model, s.path)
 	if s.fileID != "" && !hasName(s.model) {
 		id = s.fileID
@@ -739,14 +750,45 @@ func (sf *servingFlags) engineConfig() (engine.Config, error) {
 	c.MaxRunning = sf.maxRunning
 	c.MaxBatchTokens = max(sf.maxBatchTokens, sf.maxRunning)
 	c.PrefillChunk = sf.prefillChunk
-	var err error
-	if c.KVBytes, err = parseBytes(sf.kvCache); err != nil {
-		return c, fmt.Errorf("%w: --kv-cache: %v", errUsage, err)
+	c.Ctx = sf.ctx
+	if sf.ctx < 0 {
+		return c, fmt.Errorf("%w: --ctx %d: want 0 (the model's context) or more", errUsage, sf.ctx)
+	}
+	if sf.kvCache == "auto" {
+		c.KVBytes = engine.AutoKVCap // sized to the model by sizeKV
+	} else {
+		var err error
+		if c.KVBytes, err = parseBytes(sf.kvCache); err != nil {
+			return c, fmt.Errorf("%w: --kv-cache: %v", errUsage, err)
+		}
+		if c.KVBytes <= 0 {
+			return c, fmt.Errorf("%w: --kv-cache %s: want a positive size or auto", errUsage, sf.kvCache)
+		}
 	}
 	if err := c.Validate(); err != nil {
 		return c, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	return c, nil
+}
+
+// sizeKV fits the engine configuration to the model's weights: --ctx
+// within the model's context, the KV pool auto-sized where --kv-cache is
+// auto, and a pool that holds one sequence of the context (the engine
+// refuses less), checked before the node joins with an error naming the
+// flags that fix it.
+func (sf *servingFlags) sizeKV(c *engine.Config, w *model.Weights) error {
+	if sf.ctx > w.Ctx {
+		return fmt.Errorf("%w: --ctx %d is more than the model's context of %d positions", errUsage, sf.ctx, w.Ctx)
+	}
+	if sf.kvCache == "auto" {
+		c.KVBytes = c.AutoKVBytes(w)
+	}
+	if pool, one := c.KVPoolBytes(w), c.SequenceKVBytes(w); pool < one {
+		positions := pool / kvcache.BlockBytes(w.Layers, w.KVDim(), c.BlockSize, c.KVType) * int64(c.BlockSize)
+		return fmt.Errorf("%w: --kv-cache %s holds %d positions, less than one sequence of the %d-position context (%s): raise --kv-cache (or leave it auto), or lower --ctx",
+			errUsage, sf.kvCache, positions, c.ContextLen(w), ibytes(one))
+	}
+	return nil
 }
 
 // prepareServing checks the serving flags and opens the model.
@@ -780,6 +822,10 @@ func prepareServing(path string, f *nodeFlags, stderr io.Writer) (_ *serving, er
 	}
 	m, err := openModel(path, true)
 	if err != nil {
+		return nil, err
+	}
+	if err := sf.sizeKV(&ecfg, m.w); err != nil {
+		m.Close()
 		return nil, err
 	}
 	return &serving{model: m, path: path, pool: kernels.NewPool(sf.threads), acfg: acfg, ecfg: ecfg, expertTimeout: sf.expertTimeout}, nil

@@ -24,6 +24,8 @@ import (
 	"github.com/conclave-ai/conclave/cluster/clustertest"
 	"github.com/conclave-ai/conclave/engine"
 	"github.com/conclave-ai/conclave/kernels"
+	"github.com/conclave-ai/conclave/model"
+	"github.com/conclave-ai/conclave/model/kvcache"
 	"github.com/conclave-ai/conclave/router"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -392,8 +394,9 @@ func TestServeEngineFlags(t *testing.T) {
 	}{
 		{"defaults", nil, func(c engine.Config) bool {
 			d := engine.DefaultConfig()
-			return c.MaxBatchTokens == d.MaxBatchTokens && c.PrefillChunk == d.PrefillChunk && c.MaxRunning == d.MaxRunning && c.KVBytes == 512<<20
+			return c.MaxBatchTokens == d.MaxBatchTokens && c.PrefillChunk == d.PrefillChunk && c.MaxRunning == d.MaxRunning && c.Ctx == 0
 		}},
+		{"context", []string{"--ctx", "100"}, func(c engine.Config) bool { return c.Ctx == 100 }},
 		{"batch and chunk", []string{"--max-batch-tokens", "128", "--prefill-chunk", "32", "--kv-cache", "1GiB"}, func(c engine.Config) bool {
 			return c.MaxBatchTokens == 128 && c.PrefillChunk == 32 && c.KVBytes == 1<<30
 		}},
@@ -403,6 +406,8 @@ func TestServeEngineFlags(t *testing.T) {
 		{"negative chunk", []string{"--prefill-chunk", "-1"}, nil},
 		{"zero running", []string{"--max-running", "0"}, nil},
 		{"bad kv cache", []string{"--kv-cache", "some"}, nil},
+		{"no kv cache", []string{"--kv-cache", "0"}, nil},
+		{"negative context", []string{"--ctx", "-1"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := parsedFlags(t, true, tc.args).serving.engineConfig()
@@ -417,6 +422,65 @@ func TestServeEngineFlags(t *testing.T) {
 			}
 			if !tc.want(cfg) {
 				t.Errorf("config %+v", cfg)
+			}
+		})
+	}
+}
+
+// TestServeSizesKV: --kv-cache auto (the default) sizes the pool to the
+// model (AutoKVBytes: a small model gets what its sequences can use, one
+// whose context needs more than the cap gets one sequence, so it starts);
+// an explicit size is kept; a pool short of one sequence, or a --ctx beyond
+// the model's, is a usage error naming the flags, before the node joins.
+func TestServeSizesKV(t *testing.T) {
+	m, err := openModel(synthModel(t), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	long := *m.w // a context whose one sequence needs more than the cap
+	seqBytes := func(w *model.Weights, ctx int) int64 {
+		return int64(ctx) * kvcache.BlockBytes(w.Layers, w.KVDim(), 1, kernels.F16)
+	}
+	long.Ctx = int(engine.AutoKVCap/seqBytes(m.w, 1)) * 2
+	for _, tc := range []struct {
+		name   string
+		w      *model.Weights
+		args   []string
+		pool   int64  // KVPoolBytes once sized
+		ctx    int    // the engine's context
+		usage  string // else: a usage error containing this
+		usage2 string
+	}{
+		{"auto", m.w, nil, 64 * seqBytes(m.w, m.w.Ctx), m.w.Ctx, "", ""},
+		{"auto, shorter context", m.w, []string{"--ctx", "64", "--max-running", "8"}, 8 * seqBytes(m.w, 64), 64, "", ""},
+		{"auto, long context", &long, nil, seqBytes(&long, long.Ctx), long.Ctx, "", ""},
+		{"auto, long context shortened", &long, []string{"--ctx", "4096"}, 64 * seqBytes(&long, 4096), 4096, "", ""},
+		{"explicit", m.w, []string{"--kv-cache", "3MiB"}, 3 << 20, m.w.Ctx, "", ""},
+		{"explicit, short of a sequence", &long, []string{"--kv-cache", "512MiB"}, 0, 0, "--kv-cache 512MiB holds", "--ctx"},
+		{"context beyond the model's", m.w, []string{"--ctx", "100000"}, 0, 0, "--ctx 100000", "context of 256 positions"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sf := parsedFlags(t, true, tc.args).serving
+			c, err := sf.engineConfig()
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = sf.sizeKV(&c, tc.w)
+			if tc.usage != "" {
+				if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), tc.usage) || !strings.Contains(err.Error(), tc.usage2) {
+					t.Fatalf("err %v, want a usage error naming %q and %q", err, tc.usage, tc.usage2)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.KVPoolBytes(tc.w); got != tc.pool {
+				t.Errorf("KV pool %d bytes, want %d", got, tc.pool)
+			}
+			if got := c.ContextLen(tc.w); got != tc.ctx {
+				t.Errorf("context %d, want %d", got, tc.ctx)
 			}
 		})
 	}
