@@ -316,8 +316,12 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 		// The pool is allocated whole at start: past the memory there is,
 		// the runtime would die of it after the node had started.
 		if mem := cluster.HostMemoryBytes(); mem > 0 && kv > mem {
-			return fmt.Errorf("%w: --kv-cache %s: a KV pool of %.1f GiB is more than the %.1f GiB of memory this process may use",
-				errUsage, f.serving.kvCache, float64(kv)/(1<<30), float64(mem)/(1<<30))
+			fix := "lower --kv-cache"
+			if f.serving.kvCache == "auto" { // one sequence at least: the context is what sizes it
+				fix = "lower --ctx or --max-running, or set --kv-cache"
+			}
+			return fmt.Errorf("%w: --kv-cache %s: a KV pool of %.1f GiB is more than the %.1f GiB of memory this process may use (%s)",
+				errUsage, f.serving.kvCache, float64(kv)/(1<<30), float64(mem)/(1<<30), fix)
 		}
 	}
 	// The API's routes answer "starting" from the moment the listener opens
@@ -329,7 +333,7 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 		return interrupted()
 	}
 	if errors.Is(err, cluster.ErrMemoryLimit) {
-		return fmt.Errorf("%w (raise --memory-limit, or lower --kv-cache or --max-batch-tokens)", err)
+		return fmt.Errorf("%w (raise --memory-limit, or lower --kv-cache, --ctx, --max-running or --max-batch-tokens)", err)
 	}
 	if err != nil {
 		return err
@@ -751,8 +755,8 @@ func (sf *servingFlags) engineConfig() (engine.Config, error) {
 	c.MaxBatchTokens = max(sf.maxBatchTokens, sf.maxRunning)
 	c.PrefillChunk = sf.prefillChunk
 	c.Ctx = sf.ctx
-	if sf.ctx < 0 {
-		return c, fmt.Errorf("%w: --ctx %d: want 0 (the model's context) or more", errUsage, sf.ctx)
+	if sf.ctx < 0 || sf.ctx == 1 { // a prompt token and an output token at least
+		return c, fmt.Errorf("%w: --ctx %d: want 0 (the model's context) or at least 2", errUsage, sf.ctx)
 	}
 	if sf.kvCache == "auto" {
 		c.KVBytes = engine.AutoKVCap // sized to the model by sizeKV

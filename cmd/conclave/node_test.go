@@ -387,6 +387,9 @@ func TestServeDefaults(t *testing.T) {
 }
 
 func TestServeEngineFlags(t *testing.T) {
+	if got := parsedFlags(t, true, nil).serving.kvCache; got != "auto" {
+		t.Errorf("--kv-cache defaults to %q, want auto", got)
+	}
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -408,6 +411,7 @@ func TestServeEngineFlags(t *testing.T) {
 		{"bad kv cache", []string{"--kv-cache", "some"}, nil},
 		{"no kv cache", []string{"--kv-cache", "0"}, nil},
 		{"negative context", []string{"--ctx", "-1"}, nil},
+		{"context of one position", []string{"--ctx", "1"}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, err := parsedFlags(t, true, tc.args).serving.engineConfig()
@@ -454,6 +458,7 @@ func TestServeSizesKV(t *testing.T) {
 	}{
 		{"auto", m.w, nil, 64 * seqBytes(m.w, m.w.Ctx), m.w.Ctx, "", ""},
 		{"auto, shorter context", m.w, []string{"--ctx", "64", "--max-running", "8"}, 8 * seqBytes(m.w, 64), 64, "", ""},
+		{"auto, context mid-block", m.w, []string{"--ctx", "70", "--max-running", "3"}, 3 * seqBytes(m.w, 80), 70, "", ""},
 		{"auto, long context", &long, nil, seqBytes(&long, long.Ctx), long.Ctx, "", ""},
 		{"auto, long context shortened", &long, []string{"--ctx", "4096"}, 64 * seqBytes(&long, 4096), 4096, "", ""},
 		{"explicit", m.w, []string{"--kv-cache", "3MiB"}, 3 << 20, m.w.Ctx, "", ""},
@@ -483,6 +488,20 @@ func TestServeSizesKV(t *testing.T) {
 				t.Errorf("context %d, want %d", got, tc.ctx)
 			}
 		})
+	}
+	// prepareServing (a node with --model, and one that fetched its copy)
+	// sizes the pool before anything reads it.
+	path := synthModel(t)
+	sv, err := prepareServing(path, parsedFlags(t, true, nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sv.close()
+	if got, want := sv.ecfg.KVPoolBytes(sv.model.w), 64*seqBytes(m.w, m.w.Ctx); got != want {
+		t.Errorf("prepareServing's KV pool %d bytes, want %d", got, want)
+	}
+	if _, err := prepareServing(path, parsedFlags(t, true, []string{"--ctx", "100000"}), io.Discard); !errors.Is(err, errUsage) {
+		t.Errorf("prepareServing with --ctx beyond the model: %v, want a usage error", err)
 	}
 }
 
