@@ -102,6 +102,43 @@ func TestOpenAIChat(t *testing.T) {
 	}
 }
 
+// TestOpenAIChatSystemMessage: the tiny model's template is Mixtral's, which
+// has no system role (it raises on one). A system or developer message, as
+// the official client sends it, is folded into the first user turn, as
+// llama.cpp's server does, so the request is served and the prompt is the
+// folded user message's, token for token.
+func TestOpenAIChatSystemMessage(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), nil)
+	c := f.client()
+	if f.tok.SupportsSystemRole() {
+		t.Fatal("the tiny model's template reports a system role; this test needs Mixtral's")
+	}
+	folded, e := chatPrompt(f.tok, tokMsgs("user", "Be brief.\nTell me about the cluster"))
+	if e != nil {
+		t.Fatal(e)
+	}
+	for name, first := range map[string]openai.ChatCompletionMessageParamUnion{
+		"system":    openai.SystemMessage("Be brief."),
+		"developer": openai.DeveloperMessage("Be brief."),
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := chatParams(f.id, "Tell me about the cluster", 6)
+			p.Messages = append([]openai.ChatCompletionMessageParamUnion{first}, p.Messages...)
+			p.Temperature = openai.Float(0)
+			resp, err := c.Chat.Completions.New(context.Background(), p, option.WithJSONSet("ignore_eos", true))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Usage.PromptTokens != int64(len(folded)) {
+				t.Errorf("prompt tokens %d, want the folded prompt's %d", resp.Usage.PromptTokens, len(folded))
+			}
+			if want := directGreedy(t, f, folded, 6); resp.Choices[0].Message.Content != want {
+				t.Errorf("content %q, the engine on the folded prompt gives %q", resp.Choices[0].Message.Content, want)
+			}
+		})
+	}
+}
+
 // directGreedy runs prompt through the engine alone, greedy, and decodes
 // the tokens.
 func directGreedy(t *testing.T, f *fixture, prompt []int32, n int) string {

@@ -2,6 +2,8 @@ package tokenizer
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/ardanlabs/jinja"
@@ -36,10 +38,70 @@ func (t *Tokenizer) ChatTemplate() string {
 // and, because templates normally emit bos_token themselves, addSpecial
 // unset.
 //
+// A template that has no system role (SupportsSystemRole false: Mixtral's
+// raises on one) gets the system messages folded into user turns first, as
+// llama.cpp's server does: consecutive system contents joined by "\n" go
+// before the next user message's content, separated by "\n"; met by any
+// other role, or by the end, they become a user message of their own.
+//
 // The template is compiled on first use. Errors wrap ErrChatTemplate; a
 // raise_exception call also wraps ErrTemplateException and carries the
 // template's message.
 func (t *Tokenizer) ApplyChatTemplate(msgs []Message, addGenerationPrompt bool) (string, error) {
+	if slices.ContainsFunc(msgs, func(m Message) bool { return m.Role == "system" }) && !t.SupportsSystemRole() {
+		msgs = foldSystem(msgs)
+	}
+	return t.renderChat(msgs, addGenerationPrompt)
+}
+
+// SupportsSystemRole reports whether the chat template renders a system
+// message: a system and a user message render without error and the
+// output holds the system content (llama.cpp probes templates the same
+// way). Probed once, on first use.
+func (t *Tokenizer) SupportsSystemRole() bool {
+	t.sysOnce.Do(func() {
+		const needle = "Conclave-system-role-probe-7f3a"
+		out, err := t.renderChat([]Message{{Role: "system", Content: needle}, {Role: "user", Content: "Hello."}}, false)
+		t.sysRole = err == nil && strings.Contains(out, needle)
+	})
+	return t.sysRole
+}
+
+// foldSystem moves system messages' contents into user messages (see
+// ApplyChatTemplate). As in llama.cpp, "\n" goes before each system
+// content once some text is held, so only empty contents before any text
+// add nothing.
+func foldSystem(msgs []Message) []Message {
+	out := make([]Message, 0, len(msgs))
+	var pending strings.Builder
+	for _, m := range msgs {
+		switch {
+		case m.Role == "system":
+			if pending.Len() > 0 {
+				pending.WriteByte('\n')
+			}
+			pending.WriteString(m.Content)
+			continue
+		case pending.Len() > 0 && m.Role == "user":
+			if m.Content != "" {
+				pending.WriteByte('\n')
+				pending.WriteString(m.Content)
+			}
+			m.Content = pending.String()
+		case pending.Len() > 0:
+			out = append(out, Message{Role: "user", Content: pending.String()})
+		}
+		pending.Reset()
+		out = append(out, m)
+	}
+	if pending.Len() > 0 {
+		out = append(out, Message{Role: "user", Content: pending.String()})
+	}
+	return out
+}
+
+// renderChat is ApplyChatTemplate without the system fold.
+func (t *Tokenizer) renderChat(msgs []Message, addGenerationPrompt bool) (string, error) {
 	t.tmplOnce.Do(func() {
 		defer func() {
 			if p := recover(); p != nil {

@@ -24,6 +24,37 @@ func chatTokenizer(t *testing.T, tmpl, bos, eos string) *Tokenizer {
 	return b.build(t)
 }
 
+// SupportsSystemRole: templates that render a system message report one
+// (and ApplyChatTemplate leaves their system messages alone); Mixtral's,
+// which raises on it, and one that drops it do not.
+func TestSupportsSystemRole(t *testing.T) {
+	const drops = "{% for message in messages %}{% if message['role'] != 'system' %}{{ message['role'] + ': ' + message['content'] + '\n' }}{% endif %}{% endfor %}"
+	for _, tc := range []struct {
+		name string
+		tmpl string
+		want bool
+	}{
+		{"chatml", chatMLTemplate, true},
+		{"llama3", llama3Template, true},
+		{"default", "", true},
+		{"mixtral", mixtralTemplate, false},
+		{"drops system messages", drops, false},
+		{"broken", "{% for %}", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tk := chatTokenizer(t, tc.tmpl, "<s>", "</s>")
+			if got := tk.SupportsSystemRole(); got != tc.want {
+				t.Errorf("SupportsSystemRole = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	// A template that drops system messages gets them folded instead.
+	got, err := chatTokenizer(t, drops, "<s>", "</s>").ApplyChatTemplate([]Message{{"system", "S"}, {"user", "U"}}, false)
+	if want := "user: S\nU\n"; err != nil || got != want {
+		t.Errorf("rendered %q, %v; want %q", got, err, want)
+	}
+}
+
 func TestApplyChatTemplate(t *testing.T) {
 	conv := []Message{
 		{"user", "Hello"},
@@ -41,7 +72,21 @@ func TestApplyChatTemplate(t *testing.T) {
 		{"mixtral", chatTokenizer(t, mixtralTemplate, "<s>", "</s>"), conv, true,
 			"<s>[INST] Hello [/INST]Hi there</s>[INST]  What is 2+2?\n [/INST]", nil},
 		{"mixtral roles must alternate", chatTokenizer(t, mixtralTemplate, "<s>", "</s>"), conv[1:], true, "", ErrTemplateException},
-		{"mixtral system unsupported", chatTokenizer(t, mixtralTemplate, "<s>", "</s>"), []Message{{"system", "x"}}, true, "", ErrTemplateException},
+		// Mixtral has no system role: system contents are folded into user
+		// turns, as llama.cpp's server does.
+		{"mixtral system folded", chatTokenizer(t, mixtralTemplate, "<s>", "</s>"), append([]Message{{"system", "Be brief."}}, conv...), true,
+			"<s>[INST] Be brief.\nHello [/INST]Hi there</s>[INST]  What is 2+2?\n [/INST]", nil},
+		{"mixtral systems joined", chatTokenizer(t, mixtralTemplate, "<s>", "</s>"), []Message{{"system", "A."}, {"system", ""}, {"system", "B."}, {"user", "Hi"}}, true,
+			"<s>[INST] A.\n\nB.\nHi [/INST]", nil}, // llama.cpp's join: "\n" before every content once some text is held
+		{"mixtral system alone", chatTokenizer(t, mixtralTemplate, "<s>", "</s>"), []Message{{"system", "x"}}, true, "<s>[INST] x [/INST]", nil},
+		{"mixtral system before an empty user", chatTokenizer(t, mixtralTemplate, "<s>", "</s>"), []Message{{"system", "x"}, {"user", ""}}, true, "<s>[INST] x [/INST]", nil},
+		{"mixtral empty system", chatTokenizer(t, mixtralTemplate, "<s>", "</s>"), []Message{{"system", ""}, {"user", "Hi"}}, true, "<s>[INST] Hi [/INST]", nil},
+		{"mixtral system before an assistant", chatTokenizer(t, mixtralTemplate, "<s>", "</s>"), []Message{{"system", "x"}, {"assistant", "Hi"}, {"user", "Q"}}, true,
+			"<s>[INST] x [/INST]Hi</s>[INST] Q [/INST]", nil},
+		{"mixtral system mid-conversation", chatTokenizer(t, mixtralTemplate, "<s>", "</s>"), []Message{{"user", "a"}, {"assistant", "b"}, {"system", "s"}, {"user", "c"}}, true,
+			"<s>[INST] a [/INST]b</s>[INST] s\nc [/INST]", nil},
+		{"mixtral system last", chatTokenizer(t, mixtralTemplate, "<s>", "</s>"), []Message{{"user", "a"}, {"assistant", "b"}, {"system", "s"}}, true,
+			"<s>[INST] a [/INST]b</s>[INST] s [/INST]", nil},
 		{"chatml", chatTokenizer(t, chatMLTemplate, "<|endoftext|>", "<|im_end|>"),
 			append([]Message{{"system", "Be brief."}}, conv...), true,
 			"<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\nHi there<|im_end|>\n<|im_start|>user\n What is 2+2?\n<|im_end|>\n<|im_start|>assistant\n", nil},

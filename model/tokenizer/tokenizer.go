@@ -37,6 +37,8 @@ type Tokenizer struct {
 
 	tmplOnce sync.Once
 	tmpl     *jinja.Template
+	sysOnce  sync.Once
+	sysRole  bool // the template renders a system message (SupportsSystemRole)
 	tmplErr  error
 }
 
