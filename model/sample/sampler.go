@@ -47,6 +47,14 @@ type scratch struct {
 	// peaked distribution's few tokens, up to the vocabulary when flat).
 	keys, keys2 []uint64
 	logitsBuf   []float32
+
+	// Top-p alone (drawTopP): each token's bucket, the sort keys of the
+	// nucleus's last bucket and of the bucket a draw lands in before it
+	// (each with the radix sort's second buffer), grown to the largest
+	// bucket seen.
+	bucket              []uint16
+	endKeys, endKeys2   []uint64
+	drawKeys, drawKeys2 []uint64
 }
 
 // scratches is the process's free list of draw buffers, most recently
@@ -167,9 +175,16 @@ func (s *Sampler) Sample(logits []float32, history []int32) int32 {
 	u := s.rng.Float64() // drawn first so the stream never depends on the logits
 	s.sc = takeScratch(s.vocab)
 	var id int32
-	if !s.cfg.topP() && (s.cfg.TopK <= 0 || s.cfg.TopK >= len(logits)) {
+	noTopK := s.cfg.TopK <= 0 || s.cfg.TopK >= len(logits)
+	switch {
+	case !s.cfg.topP() && noTopK:
 		id = s.sampleAll(logits, u)
-	} else {
+	case s.cfg.topP() && noTopK && !s.cfg.minP():
+		var ok bool
+		if id, ok = s.drawTopP(logits, u); !ok {
+			id = s.draw(logits, u)
+		}
+	default:
 		id = s.draw(logits, u)
 	}
 	putScratch(s.sc)
@@ -507,6 +522,146 @@ func (s *Sampler) nucleus(logits []float32, maxLogit float32, invT float64) ([]c
 	return cand, total
 }
 
+// drawTopP is Sample's draw for top-p without top-k or min-p, the chain
+// OpenAI clients ask for. It finds the nucleus and the drawn token as draw
+// does (descending logit, ties to the lower id; weights from
+// kernels.ExpSum), but without sorting the nucleus: the vocabulary is
+// bucketed by the leading bits of each token's order key (nucleusBits),
+// with each bucket's weight summed; the nucleus ends in the first bucket
+// whose sum takes the running total to TopP of the whole, and only that
+// bucket is sorted to find the last token; the draw then skips whole
+// buckets while their sums stay below it and sorts only the bucket it lands
+// in. A flat distribution's nucleus is most of the vocabulary, which draw
+// radix-sorts; here a draw sorts one or two buckets. The bucket sums add
+// the weights in another order than one token at a time, so the nucleus's
+// end or the drawn token differ from draw's only when the target lies
+// within ~1e-16 of a boundary between two tokens' shares (as sampleAll's
+// chunked draw). ok is false for what draw handles by its own rules: no
+// finite largest logit, or no weight.
+func (s *Sampler) drawTopP(logits []float32, u float64) (id int32, ok bool) {
+	maxLogit := kernels.MaxF32(logits) // NaN counts as -Inf
+	if math.IsInf(float64(maxLogit), 0) {
+		return 0, false
+	}
+	sc, n := s.sc, len(logits)
+	w := sc.weights[:n]
+	total := kernels.ExpSum(w, logits, maxLogit, 1/float64(s.cfg.Temperature))
+	target := float64(s.cfg.TopP) * total
+	if !(target > 0) {
+		return 0, false
+	}
+	if cap(sc.bucket) < n {
+		sc.bucket = make([]uint16, n)
+	}
+	bk := sc.bucket[:n]
+	const shift = 32 - nucleusBits
+	// Two sets of bucket totals, for even and odd tokens, so that the
+	// read-modify-writes of neighbouring tokens in one bucket do not wait
+	// on each other; added up in a fixed order afterwards.
+	var count [2][1 << nucleusBits]int32
+	var sums [2][1 << nucleusBits]float64
+	n2 := n &^ 1
+	for i := 0; i < n2; i += 2 {
+		b0, b1 := orderKey(logits[i])>>shift, orderKey(logits[i+1])>>shift
+		bk[i], bk[i+1] = uint16(b0), uint16(b1)
+		count[0][b0]++
+		sums[0][b0] += w[i]
+		count[1][b1]++
+		sums[1][b1] += w[i+1]
+	}
+	if n2 < n {
+		b := orderKey(logits[n2]) >> shift
+		bk[n2] = uint16(b)
+		count[0][b]++
+		sums[0][b] += w[n2]
+	}
+	var sum [1 << nucleusBits]float64
+	for b := range sum {
+		count[0][b] += count[1][b]
+		sum[b] = sums[0][b] + sums[1][b]
+	}
+	// The nucleus: every bucket before end, and a sorted prefix of end's.
+	end, last := -1, -1
+	var before float64 // the buckets' sums before end
+	for b, c := range count[0] {
+		if c == 0 {
+			continue
+		}
+		if before+sum[b] >= target {
+			end = b
+			break
+		}
+		before += sum[b]
+		last = b
+	}
+	if end < 0 { // rounding kept the whole short of the target: all of it
+		end = last
+		before -= sum[last]
+	}
+	endKeys := bucketKeys(&sc.endKeys, &sc.endKeys2, logits, bk, end, int(count[0][end]))
+	cum := before
+	k := 0
+	for k < len(endKeys) {
+		cum += w[uint32(endKeys[k])]
+		k++
+		if cum >= target {
+			break
+		}
+	}
+	endKeys = endKeys[:k]
+
+	r := u * cum // cum: the nucleus's weight
+	lastID := int32(-1)
+	walk := func(keys []uint64) bool {
+		for _, key := range keys {
+			i := int32(uint32(key))
+			if w[i] == 0 {
+				continue
+			}
+			lastID = i
+			if r -= w[i]; r < 0 {
+				return true
+			}
+		}
+		return false
+	}
+	for b := 0; b < end; b++ {
+		if count[0][b] == 0 {
+			continue
+		}
+		if r-sum[b] >= 0 {
+			r -= sum[b]
+			continue
+		}
+		if walk(bucketKeys(&sc.drawKeys, &sc.drawKeys2, logits, bk, b, int(count[0][b]))) {
+			return lastID, true
+		}
+		// Rounding left r at or just above 0 after the bucket: on to the
+		// next ones, token by token.
+	}
+	walk(endKeys)
+	return lastID, true // drawn, or the nucleus's last weighted token when rounding left r ≥ 0
+}
+
+// bucketKeys returns the sort keys (orderKey above the token id) of the
+// count tokens whose bucket (bk) is b, sorted: descending logit, ties to
+// the lower id. They are gathered in *buf and sorted there or in *tmp
+// (each grown as needed).
+func bucketKeys(buf, tmp *[]uint64, logits []float32, bk []uint16, b, count int) []uint64 {
+	if cap(*buf) < count {
+		*buf, *tmp = make([]uint64, 0, count), make([]uint64, count)
+	} else if cap(*tmp) < count {
+		*tmp = make([]uint64, count)
+	}
+	keys := (*buf)[:0]
+	for i, x := range bk {
+		if int(x) == b {
+			keys = append(keys, uint64(orderKey(logits[i]))<<32|uint64(uint32(i)))
+		}
+	}
+	return sortKeys(keys, (*tmp)[:count])
+}
+
 // orderKey maps a logit to a key whose ascending order is descending logit
 // order: NaN as -Inf, and −0 and +0 (which compare equal) to one key.
 // Equal logits, and only they, share a key.
@@ -531,6 +686,16 @@ func orderKey(l float32) uint32 {
 // order key (one counting pass for all four bytes; passes over a uniform
 // byte skipped), which keeps ties in id order. tmp holds len(keys) values.
 func sortCandidates(cand []candidate, logits []float32, keys, tmp []uint64) {
+	keys = sortKeys(keys, tmp)
+	for i, k := range keys {
+		cand[i] = candidate{logit: sanitize(logits[uint32(k)]), id: int32(uint32(k))}
+	}
+}
+
+// sortKeys sorts keys (orderKey above the token id) ascending and returns
+// them: in keys, or in tmp (which holds len(keys) values) after an odd
+// number of radix passes.
+func sortKeys(keys, tmp []uint64) []uint64 {
 	n := len(keys)
 	if n <= 1024 {
 		slices.Sort(keys)
@@ -557,12 +722,10 @@ func sortCandidates(cand []candidate, logits []float32, keys, tmp []uint64) {
 				tmp[c[d]] = k
 				c[d]++
 			}
-			keys, tmp = tmp, keys
+			keys, tmp = tmp[:n], keys
 		}
 	}
-	for i, k := range keys {
-		cand[i] = candidate{logit: sanitize(logits[uint32(k)]), id: int32(uint32(k))}
-	}
+	return keys
 }
 
 // selectTop fills the draw's first k candidates with the k best logits, sorted best first, for

@@ -674,6 +674,49 @@ func TestNucleusHoldsTheNucleus(t *testing.T) {
 	}
 }
 
+// TestDrawTopPMatchesDraw: top-p alone takes drawTopP, which sorts only the
+// buckets it needs; it picks the token draw (the whole nucleus sorted) picks
+// for the same uniform draw, over vocabularies, shapes from flat to peaked,
+// ties, NaN and -Inf logits, temperatures and top-p values. (They may
+// differ only when the draw lies within ~1e-16 of a boundary between two
+// tokens' shares, which random draws never hit.)
+func TestDrawTopPMatchesDraw(t *testing.T) {
+	r := rand.New(rand.NewPCG(111, 112))
+	nan, inf := float32(math.NaN()), float32(math.Inf(-1))
+	for trial := range 400 {
+		vocab := []int{1, 2, 37, 512, 5000, 32000}[trial%6]
+		scale := []float32{0.01, 0.05, 0.6, 3, 20}[trial/6%5]
+		logits := randomLogits(uint64(trial), vocab)
+		for i := range logits {
+			logits[i] *= scale
+			switch r.IntN(40) {
+			case 0:
+				logits[i] = float32(r.IntN(3)) // ties
+			case 1:
+				logits[i] = nan
+			case 2:
+				logits[i] = inf
+			}
+		}
+		c := Config{Temperature: float32(0.2 + 1.6*r.Float64()), TopP: float32(0.01 + 0.98*r.Float64())}
+		s := mustNew(t, c, vocab)
+		for range 20 {
+			u := r.Float64()
+			s.sc = takeScratch(vocab)
+			got, ok := s.drawTopP(slices.Clone(logits), u)
+			want := s.draw(slices.Clone(logits), u)
+			putScratch(s.sc)
+			s.sc = nil
+			if allNegInf := !slices.ContainsFunc(logits, func(l float32) bool { return l > inf }); ok == allNegInf {
+				t.Fatalf("trial %d: drawTopP ok %v with every logit -Inf or NaN: %v", trial, ok, allNegInf)
+			}
+			if ok && got != want {
+				t.Fatalf("trial %d (vocab %d, scale %v, %+v, u %v): drawTopP = %d, draw = %d", trial, vocab, scale, c, u, got, want)
+			}
+		}
+	}
+}
+
 // TestTopPInfiniteLogit: a +Inf logit leaves every weight 0 (NaN for
 // itself); top-p must still return a token, the +Inf one, at every
 // vocabulary size (a regression: the nucleus came back empty).
