@@ -95,6 +95,10 @@ func expSubSIMD(x []float32, m float32) float64 { return expSubAVX2(&x[0], m, le
 
 func expSumF64SIMD(w []float64, l []float32, m float32, invT float64, sums *[4]float64) {
 	_ = w[len(l)-1]
+	if useSIMD >= simdAVX512VNNI { // bit-identical, eight weights a vector
+		expSumF64AVX512(&w[0], &l[0], len(l), m, invT, sums)
+		return
+	}
 	expSumF64AVX2(&w[0], &l[0], len(l), m, invT, sums)
 }
 

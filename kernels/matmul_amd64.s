@@ -30000,6 +30000,266 @@ DATA expdconsts<>+560(SB)/8, $0x3ff0000000000000
 DATA expdconsts<>+568(SB)/8, $0x3ff0000000000000
 GLOBL expdconsts<>(SB), RODATA|NOPTR, $576
 
+// func expSumF64AVX512(w *float64, l *float32, n int, m float32, invT float64, sums *[4]float64)
+// Requires: AVX, AVX2, AVX512F, AVX512VL, SSE, SSE2
+TEXT ·expSumF64AVX512(SB), NOSPLIT, $0-48
+	MOVQ         w+0(FP), AX
+	MOVQ         l+8(FP), CX
+	MOVQ         n+16(FP), DX
+	MOVSS        m+24(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVSD        invT+32(FP), X1
+	VBROADCASTSD X1, Z1
+	VXORPD       Y2, Y2, Y2
+	MOVQ         $0x4338000000000000, BX
+	VMOVQ        BX, X3
+	VPBROADCASTQ X3, Z3
+	MOVQ         $0x00000000000003ff, BX
+	VMOVQ        BX, X4
+	VPBROADCASTQ X4, Z4
+
+expSumF64AVX512_loop:
+	CMPQ              DX, $0x00000020
+	JLT               expSumF64AVX512_eight
+	VMOVUPS           (CX), Y5
+	VSUBPS            Y0, Y5, Y5
+	VCVTPS2PD         Y5, Z5
+	VMULPD            Z1, Z5, Z5
+	VCMPPD.BCST       $0x1d, expdconsts512<>+0(SB), Z5, K1
+	VMULPD.BCST       expdconsts512<>+8(SB), Z5, Z6
+	VRNDSCALEPD       $0x00, Z6, Z6
+	VMOVAPD           Z5, Z5
+	VFNMADD231PD.BCST expdconsts512<>+16(SB), Z6, Z5
+	VFNMADD231PD.BCST expdconsts512<>+24(SB), Z6, Z5
+	VBROADCASTSD      expdconsts512<>+32(SB), Z7
+	VFMADD213PD.BCST  expdconsts512<>+40(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+48(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+56(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+64(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+72(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+80(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+88(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+96(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+104(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+112(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+120(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+128(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+136(SB), Z5, Z7
+	VADDPD            Z3, Z6, Z5
+	VPADDQ            Z4, Z5, Z5
+	VPSLLQ            $0x34, Z5, Z5
+	VMULPD            Z5, Z7, Z7
+	VMOVAPD.Z         Z7, K1, Z7
+	VMOVUPD           Z7, (AX)
+	VMOVUPS           32(CX), Y5
+	VSUBPS            Y0, Y5, Y5
+	VCVTPS2PD         Y5, Z5
+	VMULPD            Z1, Z5, Z5
+	VCMPPD.BCST       $0x1d, expdconsts512<>+0(SB), Z5, K1
+	VMULPD.BCST       expdconsts512<>+8(SB), Z5, Z6
+	VRNDSCALEPD       $0x00, Z6, Z6
+	VMOVAPD           Z5, Z5
+	VFNMADD231PD.BCST expdconsts512<>+16(SB), Z6, Z5
+	VFNMADD231PD.BCST expdconsts512<>+24(SB), Z6, Z5
+	VBROADCASTSD      expdconsts512<>+32(SB), Z8
+	VFMADD213PD.BCST  expdconsts512<>+40(SB), Z5, Z8
+	VFMADD213PD.BCST  expdconsts512<>+48(SB), Z5, Z8
+	VFMADD213PD.BCST  expdconsts512<>+56(SB), Z5, Z8
+	VFMADD213PD.BCST  expdconsts512<>+64(SB), Z5, Z8
+	VFMADD213PD.BCST  expdconsts512<>+72(SB), Z5, Z8
+	VFMADD213PD.BCST  expdconsts512<>+80(SB), Z5, Z8
+	VFMADD213PD.BCST  expdconsts512<>+88(SB), Z5, Z8
+	VFMADD213PD.BCST  expdconsts512<>+96(SB), Z5, Z8
+	VFMADD213PD.BCST  expdconsts512<>+104(SB), Z5, Z8
+	VFMADD213PD.BCST  expdconsts512<>+112(SB), Z5, Z8
+	VFMADD213PD.BCST  expdconsts512<>+120(SB), Z5, Z8
+	VFMADD213PD.BCST  expdconsts512<>+128(SB), Z5, Z8
+	VFMADD213PD.BCST  expdconsts512<>+136(SB), Z5, Z8
+	VADDPD            Z3, Z6, Z5
+	VPADDQ            Z4, Z5, Z5
+	VPSLLQ            $0x34, Z5, Z5
+	VMULPD            Z5, Z8, Z8
+	VMOVAPD.Z         Z8, K1, Z8
+	VMOVUPD           Z8, 64(AX)
+	VMOVUPS           64(CX), Y5
+	VSUBPS            Y0, Y5, Y5
+	VCVTPS2PD         Y5, Z5
+	VMULPD            Z1, Z5, Z5
+	VCMPPD.BCST       $0x1d, expdconsts512<>+0(SB), Z5, K1
+	VMULPD.BCST       expdconsts512<>+8(SB), Z5, Z6
+	VRNDSCALEPD       $0x00, Z6, Z6
+	VMOVAPD           Z5, Z5
+	VFNMADD231PD.BCST expdconsts512<>+16(SB), Z6, Z5
+	VFNMADD231PD.BCST expdconsts512<>+24(SB), Z6, Z5
+	VBROADCASTSD      expdconsts512<>+32(SB), Z9
+	VFMADD213PD.BCST  expdconsts512<>+40(SB), Z5, Z9
+	VFMADD213PD.BCST  expdconsts512<>+48(SB), Z5, Z9
+	VFMADD213PD.BCST  expdconsts512<>+56(SB), Z5, Z9
+	VFMADD213PD.BCST  expdconsts512<>+64(SB), Z5, Z9
+	VFMADD213PD.BCST  expdconsts512<>+72(SB), Z5, Z9
+	VFMADD213PD.BCST  expdconsts512<>+80(SB), Z5, Z9
+	VFMADD213PD.BCST  expdconsts512<>+88(SB), Z5, Z9
+	VFMADD213PD.BCST  expdconsts512<>+96(SB), Z5, Z9
+	VFMADD213PD.BCST  expdconsts512<>+104(SB), Z5, Z9
+	VFMADD213PD.BCST  expdconsts512<>+112(SB), Z5, Z9
+	VFMADD213PD.BCST  expdconsts512<>+120(SB), Z5, Z9
+	VFMADD213PD.BCST  expdconsts512<>+128(SB), Z5, Z9
+	VFMADD213PD.BCST  expdconsts512<>+136(SB), Z5, Z9
+	VADDPD            Z3, Z6, Z5
+	VPADDQ            Z4, Z5, Z5
+	VPSLLQ            $0x34, Z5, Z5
+	VMULPD            Z5, Z9, Z9
+	VMOVAPD.Z         Z9, K1, Z9
+	VMOVUPD           Z9, 128(AX)
+	VMOVUPS           96(CX), Y5
+	VSUBPS            Y0, Y5, Y5
+	VCVTPS2PD         Y5, Z5
+	VMULPD            Z1, Z5, Z5
+	VCMPPD.BCST       $0x1d, expdconsts512<>+0(SB), Z5, K1
+	VMULPD.BCST       expdconsts512<>+8(SB), Z5, Z6
+	VRNDSCALEPD       $0x00, Z6, Z6
+	VMOVAPD           Z5, Z5
+	VFNMADD231PD.BCST expdconsts512<>+16(SB), Z6, Z5
+	VFNMADD231PD.BCST expdconsts512<>+24(SB), Z6, Z5
+	VBROADCASTSD      expdconsts512<>+32(SB), Z10
+	VFMADD213PD.BCST  expdconsts512<>+40(SB), Z5, Z10
+	VFMADD213PD.BCST  expdconsts512<>+48(SB), Z5, Z10
+	VFMADD213PD.BCST  expdconsts512<>+56(SB), Z5, Z10
+	VFMADD213PD.BCST  expdconsts512<>+64(SB), Z5, Z10
+	VFMADD213PD.BCST  expdconsts512<>+72(SB), Z5, Z10
+	VFMADD213PD.BCST  expdconsts512<>+80(SB), Z5, Z10
+	VFMADD213PD.BCST  expdconsts512<>+88(SB), Z5, Z10
+	VFMADD213PD.BCST  expdconsts512<>+96(SB), Z5, Z10
+	VFMADD213PD.BCST  expdconsts512<>+104(SB), Z5, Z10
+	VFMADD213PD.BCST  expdconsts512<>+112(SB), Z5, Z10
+	VFMADD213PD.BCST  expdconsts512<>+120(SB), Z5, Z10
+	VFMADD213PD.BCST  expdconsts512<>+128(SB), Z5, Z10
+	VFMADD213PD.BCST  expdconsts512<>+136(SB), Z5, Z10
+	VADDPD            Z3, Z6, Z5
+	VPADDQ            Z4, Z5, Z5
+	VPSLLQ            $0x34, Z5, Z5
+	VMULPD            Z5, Z10, Z10
+	VMOVAPD.Z         Z10, K1, Z10
+	VMOVUPD           Z10, 192(AX)
+	VEXTRACTF64X4     $0x01, Z7, Y5
+	VADDPD            Y7, Y2, Y2
+	VADDPD            Y5, Y2, Y2
+	VEXTRACTF64X4     $0x01, Z8, Y5
+	VADDPD            Y8, Y2, Y2
+	VADDPD            Y5, Y2, Y2
+	VEXTRACTF64X4     $0x01, Z9, Y5
+	VADDPD            Y9, Y2, Y2
+	VADDPD            Y5, Y2, Y2
+	VEXTRACTF64X4     $0x01, Z10, Y5
+	VADDPD            Y10, Y2, Y2
+	VADDPD            Y5, Y2, Y2
+	ADDQ              $0x00000100, AX
+	ADDQ              $0x00000080, CX
+	SUBQ              $0x00000020, DX
+	JMP               expSumF64AVX512_loop
+
+expSumF64AVX512_eight:
+	CMPQ              DX, $0x00000008
+	JLT               expSumF64AVX512_four
+	VMOVUPS           (CX), Y5
+	VSUBPS            Y0, Y5, Y5
+	VCVTPS2PD         Y5, Z5
+	VMULPD            Z1, Z5, Z5
+	VCMPPD.BCST       $0x1d, expdconsts512<>+0(SB), Z5, K1
+	VMULPD.BCST       expdconsts512<>+8(SB), Z5, Z6
+	VRNDSCALEPD       $0x00, Z6, Z6
+	VMOVAPD           Z5, Z5
+	VFNMADD231PD.BCST expdconsts512<>+16(SB), Z6, Z5
+	VFNMADD231PD.BCST expdconsts512<>+24(SB), Z6, Z5
+	VBROADCASTSD      expdconsts512<>+32(SB), Z7
+	VFMADD213PD.BCST  expdconsts512<>+40(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+48(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+56(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+64(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+72(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+80(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+88(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+96(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+104(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+112(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+120(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+128(SB), Z5, Z7
+	VFMADD213PD.BCST  expdconsts512<>+136(SB), Z5, Z7
+	VADDPD            Z3, Z6, Z5
+	VPADDQ            Z4, Z5, Z5
+	VPSLLQ            $0x34, Z5, Z5
+	VMULPD            Z5, Z7, Z7
+	VMOVAPD.Z         Z7, K1, Z7
+	VMOVUPD           Z7, (AX)
+	VEXTRACTF64X4     $0x01, Z7, Y5
+	VADDPD            Y7, Y2, Y2
+	VADDPD            Y5, Y2, Y2
+	ADDQ              $0x00000040, AX
+	ADDQ              $0x00000020, CX
+	SUBQ              $0x00000008, DX
+	JMP               expSumF64AVX512_eight
+
+expSumF64AVX512_four:
+	TESTQ             DX, DX
+	JZ                expSumF64AVX512_done
+	VMOVUPS           (CX), X5
+	VSUBPS            X0, X5, X5
+	VCVTPS2PD         X5, Y0
+	VMULPD            Y1, Y0, Y0
+	VCMPPD.BCST       $0x1d, expdconsts512<>+0(SB), Y0, K1
+	VMULPD.BCST       expdconsts512<>+8(SB), Y0, Y1
+	VRNDSCALEPD       $0x00, Y1, Y1
+	VMOVAPD           Y0, Y0
+	VFNMADD231PD.BCST expdconsts512<>+16(SB), Y1, Y0
+	VFNMADD231PD.BCST expdconsts512<>+24(SB), Y1, Y0
+	VBROADCASTSD      expdconsts512<>+32(SB), Y5
+	VFMADD213PD.BCST  expdconsts512<>+40(SB), Y0, Y5
+	VFMADD213PD.BCST  expdconsts512<>+48(SB), Y0, Y5
+	VFMADD213PD.BCST  expdconsts512<>+56(SB), Y0, Y5
+	VFMADD213PD.BCST  expdconsts512<>+64(SB), Y0, Y5
+	VFMADD213PD.BCST  expdconsts512<>+72(SB), Y0, Y5
+	VFMADD213PD.BCST  expdconsts512<>+80(SB), Y0, Y5
+	VFMADD213PD.BCST  expdconsts512<>+88(SB), Y0, Y5
+	VFMADD213PD.BCST  expdconsts512<>+96(SB), Y0, Y5
+	VFMADD213PD.BCST  expdconsts512<>+104(SB), Y0, Y5
+	VFMADD213PD.BCST  expdconsts512<>+112(SB), Y0, Y5
+	VFMADD213PD.BCST  expdconsts512<>+120(SB), Y0, Y5
+	VFMADD213PD.BCST  expdconsts512<>+128(SB), Y0, Y5
+	VFMADD213PD.BCST  expdconsts512<>+136(SB), Y0, Y5
+	VADDPD            Y3, Y1, Y0
+	VPADDQ            Y4, Y0, Y0
+	VPSLLQ            $0x34, Y0, Y0
+	VMULPD            Y0, Y5, Y5
+	VMOVAPD.Z         Y5, K1, Y5
+	VMOVUPD           Y5, (AX)
+	VADDPD            Y5, Y2, Y2
+
+expSumF64AVX512_done:
+	MOVQ    sums+40(FP), AX
+	VMOVUPD Y2, (AX)
+	VZEROUPPER
+	RET
+
+DATA expdconsts512<>+0(SB)/8, $0xc086200000000000
+DATA expdconsts512<>+8(SB)/8, $0x3ff71547652b82fe
+DATA expdconsts512<>+16(SB)/8, $0x3fe62e42fee00000
+DATA expdconsts512<>+24(SB)/8, $0x3dea39ef35793c76
+DATA expdconsts512<>+32(SB)/8, $0x3de6124613a86d09
+DATA expdconsts512<>+40(SB)/8, $0x3e21eed8eff8d898
+DATA expdconsts512<>+48(SB)/8, $0x3e5ae64567f544e4
+DATA expdconsts512<>+56(SB)/8, $0x3e927e4fb7789f5c
+DATA expdconsts512<>+64(SB)/8, $0x3ec71de3a556c734
+DATA expdconsts512<>+72(SB)/8, $0x3efa01a01a01a01a
+DATA expdconsts512<>+80(SB)/8, $0x3f2a01a01a01a01a
+DATA expdconsts512<>+88(SB)/8, $0x3f56c16c16c16c17
+DATA expdconsts512<>+96(SB)/8, $0x3f81111111111111
+DATA expdconsts512<>+104(SB)/8, $0x3fa5555555555555
+DATA expdconsts512<>+112(SB)/8, $0x3fc5555555555555
+DATA expdconsts512<>+120(SB)/8, $0x3fe0000000000000
+DATA expdconsts512<>+128(SB)/8, $0x3ff0000000000000
+DATA expdconsts512<>+136(SB)/8, $0x3ff0000000000000
+GLOBL expdconsts512<>(SB), RODATA|NOPTR, $144
+
 // func maxF32AVX2(x *float32, n int) float32
 // Requires: AVX, AVX2, SSE
 TEXT ·maxF32AVX2(SB), NOSPLIT, $0-20

@@ -729,6 +729,11 @@ func expSubAVX2(x *float32, m float32, n int) float64
 //go:noescape
 func expSumF64AVX2(w *float64, l *float32, n int, m float32, invT float64, sums *[4]float64)
 
+// expSumF64AVX512 is expSumF64AVX2 on AVX-512 (n a multiple of 4), bit-identical to it.
+//
+//go:noescape
+func expSumF64AVX512(w *float64, l *float32, n int, m float32, invT float64, sums *[4]float64)
+
 // maxF32AVX2 returns the largest of n (a multiple of 32) float32 values, NaN ignored.
 //
 //go:noescape

@@ -73,6 +73,7 @@ func main() {
 	swigluKernel()
 	expSubKernel()
 	expSumKernel()
+	expSumKernel512()
 	maxF32Kernel()
 	packRowKernel()
 	prefetchRowsKernel()
