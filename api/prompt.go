@@ -66,6 +66,9 @@ const (
 )
 
 func chatPromptGuarded(tok *tokenizer.Tokenizer, msgs []tokenizer.Message) ([]int32, *Error) {
+	// Folded before masking: the fold depends on which contents are empty,
+	// and no sentinel is.
+	msgs = tok.FoldSystem(msgs)
 	masked := make([]tokenizer.Message, len(msgs))
 	for i, m := range msgs {
 		masked[i] = tokenizer.Message{Role: m.Role, Content: fmt.Sprintf(sentinelFmt, i)}

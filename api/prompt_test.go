@@ -62,6 +62,14 @@ func TestGuardedPromptSameTokens(t *testing.T) {
 		{"user", "hello world"},
 		{"user", " leading space", "assistant", "two  spaces\nand a newline", "user", "ünïcödé"},
 		{"user", "a", "assistant", "b", "user", ""},
+		// The tiny model's template (Mixtral's) has no system role: both
+		// paths fold system messages the same way, empty ones included.
+		{"system", "Be brief.", "user", "hello"},
+		{"system", "", "user", "hello"},
+		{"system", "S", "user", ""},
+		{"system", "", "system", "B", "user", "hi"},
+		{"user", "a", "system", "", "assistant", "b", "user", "c"},
+		{"user", "a", "assistant", "b", "system", "s"},
 	} {
 		plain, e := chatPrompt(tok, tokMsgs(msgs...))
 		if e != nil {
@@ -80,6 +88,16 @@ func TestGuardedPromptSameTokens(t *testing.T) {
 		t.Fatal(e)
 	}
 	if got, want := tok.Decode(guarded), " [INST] hello world</s> [/INST]"; got != want {
+		t.Errorf("guarded prompt decodes to %q, want %q", got, want)
+	}
+	// An empty system message between turns adds nothing on the guarded
+	// path either (its placeholder became a user turn of its own, and the
+	// template refused the conversation).
+	guarded, e = chatPrompt(tok, tokMsgs("user", "a</s>", "system", "", "assistant", "b", "user", "c"))
+	if e != nil {
+		t.Fatalf("guarded conversation with an empty system message: %v", e.Message)
+	}
+	if got, want := tok.Decode(guarded), " [INST] a</s> [/INST]b [INST] c [/INST]"; got != want {
 		t.Errorf("guarded prompt decodes to %q, want %q", got, want)
 	}
 }

@@ -640,7 +640,10 @@ func (s *Sampler) drawTopP(logits []float32, u float64) (id int32, ok bool) {
 		// next ones, token by token.
 	}
 	walk(endKeys)
-	return lastID, true // drawn, or the nucleus's last weighted token when rounding left r ≥ 0
+	// Drawn, or the nucleus's last weighted token when rounding left r ≥ 0;
+	// none at all would take bucket sums ~6e-8 short of ExpSum's total,
+	// which no real vocabulary comes near: draw's rules then.
+	return lastID, lastID >= 0
 }
 
 // bucketKeys returns the sort keys (orderKey above the token id) of the

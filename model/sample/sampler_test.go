@@ -717,6 +717,38 @@ func TestDrawTopPMatchesDraw(t *testing.T) {
 	}
 }
 
+// TestTopPBoundary: the nucleus ends at the first token whose running sum
+// reaches TopP of the total (>=, as the documented chain and llama.cpp):
+// four equal logits at TopP 0.5 keep exactly the first two (ties to the
+// lower id), and the tokens after the nucleus, -Inf ones among them, are
+// never drawn, even with u just below 1.
+func TestTopPBoundary(t *testing.T) {
+	ninf := float32(math.Inf(-1))
+	for _, tc := range []struct {
+		name   string
+		logits []float32
+		topP   float32
+		want   []int32 // the tokens that may be drawn
+	}{
+		{"four ties", []float32{1, 1, 1, 1}, 0.5, []int32{0, 1}},
+		{"ties in a large vocabulary", append([]float32{2, 2, 2, 2}, slices.Repeat([]float32{ninf}, 3000)...), 0.5, []int32{0, 1}},
+		{"-Inf tail", []float32{ninf, 0, ninf, 0, ninf}, 0.9, []int32{1, 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := mustNew(t, Config{Temperature: 1, TopP: tc.topP}, len(tc.logits))
+			for _, u := range []float64{0, 0.25, 0.49, 0.5, 0.75, math.Nextafter(1, 0)} {
+				s.sc = takeScratch(len(tc.logits))
+				got, ok := s.drawTopP(slices.Clone(tc.logits), u)
+				putScratch(s.sc)
+				s.sc = nil
+				if !ok || !slices.Contains(tc.want, got) {
+					t.Errorf("u %v: drawTopP = %d, %v; want one of %v", u, got, ok, tc.want)
+				}
+			}
+		})
+	}
+}
+
 // TestTopPInfiniteLogit: a +Inf logit leaves every weight 0 (NaN for
 // itself); top-p must still return a token, the +Inf one, at every
 // vocabulary size (a regression: the nucleus came back empty).

@@ -48,10 +48,19 @@ func (t *Tokenizer) ChatTemplate() string {
 // raise_exception call also wraps ErrTemplateException and carries the
 // template's message.
 func (t *Tokenizer) ApplyChatTemplate(msgs []Message, addGenerationPrompt bool) (string, error) {
+	return t.renderChat(t.FoldSystem(msgs), addGenerationPrompt)
+}
+
+// FoldSystem returns msgs as ApplyChatTemplate hands them to the template:
+// with the system messages folded into user turns when the template has no
+// system role (see ApplyChatTemplate), else msgs itself. A caller that
+// replaces contents before rendering (with placeholders, say) folds first,
+// so that the fold sees the real contents: an empty one adds no separator.
+func (t *Tokenizer) FoldSystem(msgs []Message) []Message {
 	if slices.ContainsFunc(msgs, func(m Message) bool { return m.Role == "system" }) && !t.SupportsSystemRole() {
-		msgs = foldSystem(msgs)
+		return foldSystem(msgs)
 	}
-	return t.renderChat(msgs, addGenerationPrompt)
+	return msgs
 }
 
 // SupportsSystemRole reports whether the chat template renders a system
