@@ -65,6 +65,7 @@ func TestBadInput(t *testing.T) {
 		{"wrong type stop", "POST", "/v1/chat/completions", chat(`,"stop":42`), "", 400, inv, "", "stop"},
 		{"empty stop", "POST", "/v1/chat/completions", chat(`,"stop":""`), "", 400, inv, "", "stop"},
 		{"image content", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, m), "", 400, inv, "", "messages"},
+		{"text part without text", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":[{"type":"text"}]}]}`, m), "", 400, inv, "", "messages"},
 		{"missing model", "POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}]}`, "", 400, inv, "", "model"},
 		{"unknown model", "POST", "/v1/chat/completions", `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`, "", 404, inv, "model_not_found", "model"},
 		{"no messages", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[]}`, m), "", 400, inv, "", "messages"},
@@ -123,5 +124,20 @@ func TestBadInput(t *testing.T) {
 	// None of it reached the engine or left anything running.
 	if s := f.eng.Stats(); s.Running != 0 || s.Waiting != 0 {
 		t.Fatalf("engine busy after bad input: %+v", s)
+	}
+}
+
+// A text content part without its text is reported as that, not as an
+// unsupported type.
+func TestContentPartErrors(t *testing.T) {
+	for body, want := range map[string]string{
+		`[{"type":"text"}]`: `content part 0 (type "text") has no text string`,
+		`[{"type":"text","text":"a"},{"type":"text","text":null}]`: `content part 1 (type "text") has no text string`,
+		`[{"type":"image_url"}]`:                                   `content part type "image_url" is not supported`,
+	} {
+		var c messageContent
+		if err := c.UnmarshalJSON([]byte(body)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want an error containing %q", body, err, want)
+		}
 	}
 }

@@ -149,9 +149,12 @@ func (c *messageContent) UnmarshalJSON(b []byte) error {
 		return &fieldError{"messages", "content must be a string or an array of content parts"}
 	}
 	var sb strings.Builder
-	for _, p := range parts {
-		if p.Type != "text" || p.Text == nil {
+	for i, p := range parts {
+		switch {
+		case p.Type != "text":
 			return &fieldError{"messages", fmt.Sprintf("content part type %q is not supported (only \"text\")", p.Type)}
+		case p.Text == nil:
+			return &fieldError{"messages", fmt.Sprintf("content part %d (type \"text\") has no text string", i)}
 		}
 		sb.WriteString(*p.Text)
 	}

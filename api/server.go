@@ -328,6 +328,11 @@ func (s *Server) common(next http.Handler) http.Handler {
 				// Probes: a /ready 503 while loading or draining is the
 				// answer asked for, not an error, every few seconds.
 				level = slog.LevelDebug
+			case rec.status == http.StatusServiceUnavailable:
+				// Draining, loading or no replica of an expert: the answer
+				// is meant, and says when to retry; a fault is logged where
+				// it happens.
+				level = slog.LevelWarn
 			case rec.status >= 500:
 				level = slog.LevelError
 			}

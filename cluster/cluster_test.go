@@ -1033,3 +1033,42 @@ func keyedCluster(t *testing.T, n int, key []byte) *clustertest.Cluster {
 		return cfg
 	}})
 }
+
+// TestHTTPIdleTimeout: a keep-alive connection that waits longer than
+// HTTPIdleTimeout for its next request is closed. Without it (the server
+// had only a header timeout), each idle client held a file descriptor
+// for good, and enough of them took the node's HTTP API off the air.
+func TestHTTPIdleTimeout(t *testing.T) {
+	c := clustertest.New(t, 1, clustertest.Options{Config: func(int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.HTTPIdleTimeout = 300 * time.Millisecond
+		return cfg
+	}})
+	conn, err := net.Dial("tcp", c.Config(0).HTTPAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /no-such-path HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.Close {
+		t.Fatal("the server closed the connection after one request; the test needs keep-alive")
+	}
+	// Idle: the server must close it, long before this deadline.
+	start := time.Now()
+	conn.SetReadDeadline(start.Add(20 * time.Second))
+	if _, err := r.ReadByte(); !errors.Is(err, io.EOF) {
+		t.Fatalf("idle keep-alive connection: read %v after %v, want EOF (closed by the server)", err, time.Since(start))
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("closed after %v, want about the 300ms idle timeout", d)
+	}
+}

@@ -143,6 +143,10 @@ type Config struct {
 	// LeaveTimeout bounds a graceful leave (leadership transfer, memberlist
 	// leave broadcast, waiting to be removed from the Raft configuration).
 	LeaveTimeout time.Duration
+	// HTTPIdleTimeout closes a keep-alive HTTP connection that has waited
+	// this long for its next request, so idle clients cannot hold the
+	// process's file descriptors for good.
+	HTTPIdleTimeout time.Duration
 
 	// RaftHeartbeatTimeout is how long a follower waits without contact from
 	// the leader before starting an election (raft.Config.HeartbeatTimeout).
@@ -239,6 +243,7 @@ func DefaultConfig() Config {
 		SessionExpiryInterval:  5 * time.Second,
 		ApplyTimeout:           2 * time.Second,
 		LeaveTimeout:           5 * time.Second,
+		HTTPIdleTimeout:        2 * time.Minute,
 		RaftHeartbeatTimeout:   600 * time.Millisecond,
 		RaftElectionTimeout:    600 * time.Millisecond,
 		RaftLeaderLeaseTimeout: 300 * time.Millisecond,
@@ -321,7 +326,7 @@ func (c Config) Validate() error {
 		{"dead grace", c.DeadGrace}, {"missing grace", c.MissingGrace},
 		{"placement debounce", c.PlacementDebounce}, {"reconcile interval", c.ReconcileInterval},
 		{"session expiry interval", c.SessionExpiryInterval}, {"apply timeout", c.ApplyTimeout},
-		{"leave timeout", c.LeaveTimeout},
+		{"leave timeout", c.LeaveTimeout}, {"http idle timeout", c.HTTPIdleTimeout},
 		{"raft heartbeat timeout", c.RaftHeartbeatTimeout}, {"raft election timeout", c.RaftElectionTimeout},
 		{"raft leader lease timeout", c.RaftLeaderLeaseTimeout}, {"raft commit timeout", c.RaftCommitTimeout},
 		{"raft snapshot interval", c.RaftSnapshotInterval},

@@ -428,6 +428,7 @@ func (n *Node) startHTTP() error {
 	n.httpSrv = &http.Server{
 		Handler:           n.auth.guard(n.mux),
 		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       n.cfg.HTTPIdleTimeout,
 		ErrorLog:          n.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
 	}
 	go func() {
