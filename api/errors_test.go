@@ -141,3 +141,15 @@ func TestContentPartErrors(t *testing.T) {
 		}
 	}
 }
+
+// A value of the wrong type is echoed in the error, clipped: a 5,000-digit
+// max_tokens does not come back whole.
+func TestWrongTypeValueClipped(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), nil)
+	big := strings.Repeat("9", 5000)
+	resp, body := f.do(t, "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":"hi","max_tokens":%s}`, f.id, big))
+	checkError(t, resp, body, 400, "invalid_request_error", "", "max_tokens")
+	if len(body) > 500 || !strings.Contains(string(body), "…") {
+		t.Errorf("error body of %d bytes, want the value clipped: %.200s", len(body), body)
+	}
+}

@@ -231,9 +231,21 @@ func decodeBody(body []byte, v any) *Error {
 			return badRequestCode("", "invalid_json", "the request body must be a JSON object, not %s", typ.Value)
 		}
 		field := strings.TrimPrefix(typ.Field, "genParams.")
-		return badRequest(field, "%s must be %s, not %s", field, jsonKind(typ.Type.Kind().String()), typ.Value)
+		return badRequest(field, "%s must be %s, not %s", field, jsonKind(typ.Type.Kind().String()), clip(typ.Value, 48))
 	}
 	return badRequestCode("", "invalid_json", "invalid JSON body: %v", err)
+}
+
+// clip shortens s to at most n bytes (on a rune boundary), marking the cut:
+// an error echoes what the client sent, not a 5 KB number.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
 }
 
 func jsonKind(goKind string) string {
