@@ -117,9 +117,17 @@ func TestServingRefusal(t *testing.T) {
 	if r, _ := f.do(t, "GET", "/v1/models", ""); r.StatusCode != 200 {
 		t.Errorf("/v1/models: %d", r.StatusCode)
 	}
+	// /ready says why, not "loading": a load balancer or an operator
+	// waiting for it would wait for good.
+	if r, body := f.do(t, "GET", "/ready", ""); r.StatusCode != 503 || !strings.Contains(string(body), `"status":"model_not_live"`) || !strings.Contains(string(body), "another model") {
+		t.Errorf("/ready: %d %s, want 503 model_not_live with the reason", r.StatusCode, body)
+	}
 	refuse.Store(false)
 	if r, body := f.do(t, "POST", "/v1/chat/completions", chatBody(f.id, 2, false)); r.StatusCode != 200 {
 		t.Errorf("serving again: %d %s", r.StatusCode, body)
+	}
+	if r, body := f.do(t, "GET", "/ready", ""); r.StatusCode != 200 {
+		t.Errorf("/ready serving again: %d %s", r.StatusCode, body)
 	}
 }
 

@@ -585,6 +585,14 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "drained", "model": s.info.ID})
 		return
 	}
+	if s.cfg.Serving != nil {
+		if err := s.cfg.Serving(); err != nil {
+			// Not a wait: these weights are not the live model's, and stay
+			// so until the process restarts (generation answers the same).
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "model_not_live", "model": s.info.ID, "message": err.Error()})
+			return
+		}
+	}
 	if !s.modelReady() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "loading", "model": s.info.ID})
 		return

@@ -48,14 +48,16 @@ type Status struct {
 	Epoch        uint64       `json:"epoch"`
 	AppliedIndex uint64       `json:"applied_index"`
 	Model        string       `json:"model,omitempty"`
+	ModelDigest  string       `json:"model_digest,omitempty"` // the live model's file
 	Replication  int          `json:"replication"`
 	Experts      int          `json:"experts"`  // experts with at least one replica
 	Sessions     int          `json:"sessions"` // sessions in the map
 	Health       string       `json:"health"`   // ok, degraded, no_leader
 	Problems     []string     `json:"problems,omitempty"`
 	Nodes        []NodeStatus `json:"nodes"`
-	// ModelFile is the answering node's own copy of the live model's
-	// file; nil when it has none.
+	// ModelFile is the answering node's own model file (the live model's,
+	// or another a node still runs: compare Digest with ModelDigest); nil
+	// when it has none.
 	ModelFile *ModelFileStatus `json:"model_file,omitempty"`
 }
 
@@ -166,12 +168,17 @@ func (n *Node) Status() Status {
 		Nodes:        n.nodeStatuses(m),
 	}
 	if m.Model != nil {
-		st.Model = m.Model.ID
+		st.Model, st.ModelDigest = m.Model.ID, m.Model.Digest
 	}
 	st.ModelFile = n.modelFileStatus()
 	for _, ns := range st.Nodes {
-		if ns.State == router.NodeDead {
+		switch {
+		case ns.State == router.NodeDead:
 			st.Problems = append(st.Problems, fmt.Sprintf("node %s is dead", ns.ID))
+		case m.Model != nil && m.Model.Live && ns.Serving != "" && ns.Serving != m.Model.Digest:
+			// Its weights are another model's: it answers 503
+			// model_not_live (and its sessions with it) until restarted.
+			st.Problems = append(st.Problems, fmt.Sprintf("node %s runs model %.12s, not the live one: restart it", ns.ID, ns.Serving))
 		}
 	}
 	if m.Model != nil && m.Model.Experts > 0 {

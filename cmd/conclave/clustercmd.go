@@ -221,6 +221,8 @@ func modelFiles(ctx context.Context, st cluster.Status, key string) map[string]s
 		switch {
 		case f == nil:
 			return "-"
+		case st.ModelDigest != "" && f.Digest != st.ModelDigest:
+			return fmt.Sprintf("other model (%.12s)", f.Digest)
 		case f.State == "held":
 			return "held"
 		}

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"regexp"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,6 +84,29 @@ func TestModelSwitch(t *testing.T) {
 		if resp.StatusCode != http.StatusServiceUnavailable || !bytes.Contains(out, []byte("model_not_live")) {
 			t.Errorf("n%d still runs model A: %d %s, want 503 model_not_live", i, resp.StatusCode, out)
 		}
+	}
+	// What operators and load balancers see of n0, which runs model A from
+	// its file: /ready says model_not_live (not "loading", a wait that
+	// would never end), the cluster's health names it, and the status
+	// table does not show its file as the live model's.
+	if resp, err := client.Get("http://" + pc.addrs[0][0] + "/ready"); err != nil {
+		t.Fatal(err)
+	} else {
+		out, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || !bytes.Contains(out, []byte(`"status":"model_not_live"`)) {
+			t.Errorf("n0 /ready: %d %s, want 503 model_not_live", resp.StatusCode, out)
+		}
+	}
+	clustertest.WaitFor(t, 30*time.Second, func() bool {
+		st, err := ac.Status(t.Context())
+		return err == nil && st.Health == "degraded" && slices.ContainsFunc(st.Problems, func(p string) bool {
+			return strings.Contains(p, "node n0 runs model") && strings.Contains(p, "not the live one")
+		})
+	}, "the cluster's health naming n0, which runs model A")
+	out, _, code := cli(t, "cluster", "status", "--addr", "http://"+pc.addrs[2][0])
+	if code != 3 || !regexp.MustCompile(`(?m)^n0 .*other model`).MatchString(out) || !regexp.MustCompile(`(?m)^n2 .*held`).MatchString(out) {
+		t.Errorf("cluster status (exit %d):\n%s\nwant exit 3, n0's file shown as another model's, n2's held", code, out)
 	}
 
 	// The recovery the docs give: restart the fetching node without --model.
