@@ -48,10 +48,10 @@ type scratch struct {
 	keys, keys2 []uint64
 	logitsBuf   []float32
 
-	// Top-p alone (drawTopP): each token's bucket, the sort keys of the
-	// nucleus's last bucket and of the bucket a draw lands in before it
-	// (each with the radix sort's second buffer), grown to the largest
-	// bucket seen.
+	// Top-p: each token's bucket (bucketTotals); for top-p alone
+	// (drawTopP), the sort keys of the nucleus's last bucket and of the
+	// bucket a draw lands in before it (each with the radix sort's second
+	// buffer), grown to the largest bucket seen.
 	bucket              []uint16
 	endKeys, endKeys2   []uint64
 	drawKeys, drawKeys2 []uint64
@@ -461,33 +461,13 @@ func (s *Sampler) nucleus(logits []float32, maxLogit float32, invT float64) ([]c
 	w := s.sc.weights[:len(logits)]
 	total := kernels.ExpSum(w, logits, maxLogit, invT)
 	target := float64(s.cfg.TopP) * total
-	const shift = 32 - nucleusBits
-	// Two sets of bucket totals, for even and odd tokens, so that the
-	// read-modify-writes of neighbouring tokens in one bucket do not wait
-	// on each other; added up in a fixed order afterwards.
-	var count [2][1 << nucleusBits]int32
-	var sums [2][1 << nucleusBits]float64
-	n2 := len(logits) &^ 1
-	for i := 0; i < n2; i += 2 {
-		b0, b1 := orderKey(logits[i])>>shift, orderKey(logits[i+1])>>shift
-		count[0][b0]++
-		sums[0][b0] += w[i]
-		count[1][b1]++
-		sums[1][b1] += w[i+1]
-	}
-	if n2 < len(logits) {
-		b := orderKey(logits[n2]) >> shift
-		count[0][b]++
-		sums[0][b] += w[n2]
-	}
+	bk := s.sc.buckets(len(logits))
+	var count [1 << nucleusBits]int32
 	var sum [1 << nucleusBits]float64
-	for b := range sum {
-		count[0][b] += count[1][b]
-		sum[b] = sums[0][b] + sums[1][b]
-	}
+	bucketTotals(logits, w, bk, &count, &sum)
 	last, m := len(sum)-1, 0
 	var acc float64
-	for b, c := range count[0] {
+	for b, c := range count {
 		if c == 0 {
 			continue
 		}
@@ -512,9 +492,9 @@ func (s *Sampler) nucleus(logits []float32, maxLogit float32, invT float64) ([]c
 		sc.logitsBuf = make([]float32, m)
 	}
 	keys := sc.keys[:0]
-	for i, l := range logits {
-		if k := orderKey(l); int(k>>shift) <= last {
-			keys = append(keys, uint64(k)<<32|uint64(uint32(i)))
+	for i, b := range bk {
+		if int(b) <= last {
+			keys = append(keys, uint64(orderKey(logits[i]))<<32|uint64(uint32(i)))
 		}
 	}
 	cand := s.sc.cand[:len(keys)]
@@ -550,40 +530,14 @@ func (s *Sampler) drawTopP(logits []float32, u float64) (id int32, ok bool) {
 	if !(target > 0) {
 		return 0, false
 	}
-	if cap(sc.bucket) < n {
-		sc.bucket = make([]uint16, n)
-	}
-	bk := sc.bucket[:n]
-	const shift = 32 - nucleusBits
-	// Two sets of bucket totals, for even and odd tokens, so that the
-	// read-modify-writes of neighbouring tokens in one bucket do not wait
-	// on each other; added up in a fixed order afterwards.
-	var count [2][1 << nucleusBits]int32
-	var sums [2][1 << nucleusBits]float64
-	n2 := n &^ 1
-	for i := 0; i < n2; i += 2 {
-		b0, b1 := orderKey(logits[i])>>shift, orderKey(logits[i+1])>>shift
-		bk[i], bk[i+1] = uint16(b0), uint16(b1)
-		count[0][b0]++
-		sums[0][b0] += w[i]
-		count[1][b1]++
-		sums[1][b1] += w[i+1]
-	}
-	if n2 < n {
-		b := orderKey(logits[n2]) >> shift
-		bk[n2] = uint16(b)
-		count[0][b]++
-		sums[0][b] += w[n2]
-	}
+	bk := sc.buckets(n)
+	var count [1 << nucleusBits]int32
 	var sum [1 << nucleusBits]float64
-	for b := range sum {
-		count[0][b] += count[1][b]
-		sum[b] = sums[0][b] + sums[1][b]
-	}
+	bucketTotals(logits, w, bk, &count, &sum)
 	// The nucleus: every bucket before end, and a sorted prefix of end's.
 	end, last := -1, -1
 	var before float64 // the buckets' sums before end
-	for b, c := range count[0] {
+	for b, c := range count {
 		if c == 0 {
 			continue
 		}
@@ -598,7 +552,7 @@ func (s *Sampler) drawTopP(logits []float32, u float64) (id int32, ok bool) {
 		end = last
 		before -= sum[last]
 	}
-	endKeys := bucketKeys(&sc.endKeys, &sc.endKeys2, logits, bk, end, int(count[0][end]))
+	endKeys := bucketKeys(&sc.endKeys, &sc.endKeys2, logits, bk, end, int(count[end]))
 	cum := before
 	k := 0
 	for k < len(endKeys) {
@@ -626,14 +580,14 @@ func (s *Sampler) drawTopP(logits []float32, u float64) (id int32, ok bool) {
 		return false
 	}
 	for b := 0; b < end; b++ {
-		if count[0][b] == 0 {
+		if count[b] == 0 {
 			continue
 		}
 		if r-sum[b] >= 0 {
 			r -= sum[b]
 			continue
 		}
-		if walk(bucketKeys(&sc.drawKeys, &sc.drawKeys2, logits, bk, b, int(count[0][b]))) {
+		if walk(bucketKeys(&sc.drawKeys, &sc.drawKeys2, logits, bk, b, int(count[b]))) {
 			return lastID, true
 		}
 		// Rounding left r at or just above 0 after the bucket: on to the
@@ -644,6 +598,45 @@ func (s *Sampler) drawTopP(logits []float32, u float64) (id int32, ok bool) {
 	// none at all would take bucket sums ~6e-8 short of ExpSum's total,
 	// which no real vocabulary comes near: draw's rules then.
 	return lastID, lastID >= 0
+}
+
+// buckets returns the draw's per-token bucket buffer for n tokens.
+func (sc *scratch) buckets(n int) []uint16 {
+	if cap(sc.bucket) < n {
+		sc.bucket = make([]uint16, n)
+	}
+	return sc.bucket[:n]
+}
+
+// bucketTotals buckets the vocabulary by the leading nucleusBits bits of
+// each token's order key (a quarter-octave of logits each): bk[i] is token
+// i's bucket, and count and sum each bucket's tokens and weights (w).
+func bucketTotals(logits []float32, w []float64, bk []uint16, count *[1 << nucleusBits]int32, sum *[1 << nucleusBits]float64) {
+	const shift = 32 - nucleusBits
+	// Two sets of totals, for even and odd tokens, so that the
+	// read-modify-writes of neighbouring tokens in one bucket do not wait
+	// on each other; added up in a fixed order afterwards.
+	var count1 [1 << nucleusBits]int32
+	var sum1 [1 << nucleusBits]float64
+	n2 := len(logits) &^ 1
+	for i := 0; i < n2; i += 2 {
+		b0, b1 := orderKey(logits[i])>>shift, orderKey(logits[i+1])>>shift
+		bk[i], bk[i+1] = uint16(b0), uint16(b1)
+		count[b0]++
+		sum[b0] += w[i]
+		count1[b1]++
+		sum1[b1] += w[i+1]
+	}
+	if n2 < len(logits) {
+		b := orderKey(logits[n2]) >> shift
+		bk[n2] = uint16(b)
+		count[b]++
+		sum[b] += w[n2]
+	}
+	for b := range sum {
+		count[b] += count1[b]
+		sum[b] += sum1[b]
+	}
 }
 
 // bucketKeys returns the sort keys (orderKey above the token id) of the
