@@ -175,10 +175,12 @@ func (n *Node) Status() Status {
 		switch {
 		case ns.State == router.NodeDead:
 			st.Problems = append(st.Problems, fmt.Sprintf("node %s is dead", ns.ID))
-		case m.Model != nil && m.Model.Live && ns.Serving != "" && ns.Serving != m.Model.Digest:
-			// Its weights are another model's: it answers 503
-			// model_not_live (and its sessions with it) until restarted.
-			st.Problems = append(st.Problems, fmt.Sprintf("node %s runs model %.12s, not the live one: restart it", ns.ID, ns.Serving))
+		case ns.State == router.NodeActive && m.Model != nil && m.Model.Live && ns.Serving != "" && ns.Serving != m.Model.Digest:
+			// Its weights are another model's (the one before a switch,
+			// or the next one before its model load): it answers 503
+			// model_not_live, and its sessions with it.
+			st.Problems = append(st.Problems, fmt.Sprintf("node %s runs model %.12s, not the live %s: restart it to serve %s, or make its model live with model load",
+				ns.ID, ns.Serving, m.Model.ID, m.Model.ID))
 		}
 	}
 	if m.Model != nil && m.Model.Experts > 0 {

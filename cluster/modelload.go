@@ -97,7 +97,7 @@ func (x *Experts) Serving() error {
 	if m.Model == nil || x.serves(m) {
 		return nil
 	}
-	return fmt.Errorf("this node runs another model (digest %s) than the cluster's live %s (digest %s); restart it without --model to fetch the live one, or with that file",
+	return fmt.Errorf("this node runs another model (digest %s) than the cluster's live %s (digest %s); restart it without --model to fetch the live one, or with that file, or make this node's model live with conclave model load",
 		short(x.digest), m.Model.ID, short(m.Model.Digest))
 }
 

@@ -67,6 +67,14 @@ func TestModelSwitch(t *testing.T) {
 	waitNodeStates(t, ac, 30*time.Second, func(m map[string]cluster.NodeStatus) bool { return m["n2"].State == router.NodeActive },
 		"n2 in the cluster")
 
+	// Before the load n2 runs the next model: the status names it, and
+	// says how to make its model live.
+	clustertest.WaitFor(t, 30*time.Second, func() bool {
+		st, err := ac.Status(t.Context())
+		return err == nil && st.Health == "degraded" && slices.ContainsFunc(st.Problems, func(p string) bool {
+			return strings.Contains(p, "node n2 runs model") && strings.Contains(p, "model load")
+		})
+	}, "the cluster's health naming n2, which runs the next model")
 	mustCLI(t, "model", "load", b, "--addr", "http://"+pc.addrs[2][0], "--timeout", "60s")
 	clustertest.WaitFor(t, 30*time.Second, func() bool { return ready(2) }, "n2 ready with model B")
 	model := servedModel(t, client, pc.addrs[2][0])
@@ -101,7 +109,7 @@ func TestModelSwitch(t *testing.T) {
 	clustertest.WaitFor(t, 30*time.Second, func() bool {
 		st, err := ac.Status(t.Context())
 		return err == nil && st.Health == "degraded" && slices.ContainsFunc(st.Problems, func(p string) bool {
-			return strings.Contains(p, "node n0 runs model") && strings.Contains(p, "not the live one")
+			return strings.Contains(p, "node n0 runs model") && strings.Contains(p, "restart it")
 		})
 	}, "the cluster's health naming n0, which runs model A")
 	out, _, code := cli(t, "cluster", "status", "--addr", "http://"+pc.addrs[2][0])
