@@ -23,6 +23,16 @@ var expdValues = append([]float64{-708.0, 1.4426950408889634, 6.9314718036912381
 		return c
 	}()...)
 
+// Indexes of expdValues (xd: expd, apart from expf's), shared by both
+// kernels' constant tables.
+const (
+	xdMin = iota
+	xdLog2e
+	xdLn2Hi
+	xdLn2Lo
+	xdC13 // then xdC13+1 … xdC13+13 = 1/12! … 1/0!
+)
+
 // expSumKernel emits func(w *float64, l *float32, n int, m float32, invT
 // float64, sums *[4]float64) for n a multiple of 4: w[i] = expd(float64(l[i]
 // − m)·invT), exactly as kernels.expd computes it (the same IEEE operations
@@ -39,13 +49,6 @@ func expSumKernel() {
 		}
 	}
 	c := func(i int) Mem { return tab.Offset(32 * i) }
-	const (
-		cMin = iota
-		cLog2e
-		cLn2Hi
-		cLn2Lo
-		cC13 // then cC13+1 … cC13+13 = 1/12! … 1/0!
-	)
 	w := Load(Param("w"), GP64())
 	l := Load(Param("l"), GP64())
 	n := Load(Param("n"), GP64())
@@ -79,18 +82,18 @@ func expSumKernel() {
 		VCVTPS2PD(xs, x)
 		VMULPD(invT, x, x)
 		keep := YMM()
-		VCMPPD(U8(0x1d), c(cMin), x, keep) // x ≥ min, false for NaN (GE_OQ)
+		VCMPPD(U8(0x1d), c(xdMin), x, keep) // x ≥ min, false for NaN (GE_OQ)
 		nn := YMM()
-		VMULPD(c(cLog2e), x, nn)
+		VMULPD(c(xdLog2e), x, nn)
 		VROUNDPD(U8(0), nn, nn) // to nearest even
 		r := YMM()
 		VMOVAPD(x, r)
-		VFNMADD231PD(c(cLn2Hi), nn, r) // r = x − n·ln2hi, fused
-		VFNMADD231PD(c(cLn2Lo), nn, r) // r −= n·ln2lo, fused
+		VFNMADD231PD(c(xdLn2Hi), nn, r) // r = x − n·ln2hi, fused
+		VFNMADD231PD(c(xdLn2Lo), nn, r) // r −= n·ln2lo, fused
 		p := YMM()
-		VMOVAPD(c(cC13), p)
+		VMOVAPD(c(xdC13), p)
 		for k := 1; k <= 13; k++ {
-			VFMADD213PD(c(cC13+k), r, p) // p = p·r + 1/(13−k)!
+			VFMADD213PD(c(xdC13+k), r, p) // p = p·r + 1/(13−k)!
 		}
 		e := YMM()
 		VADDPD(magic, nn, e)
@@ -151,13 +154,6 @@ func expSumKernel512() {
 		DATA(8*k, U64(math.Float64bits(v)))
 	}
 	c := func(i int) Mem { return tab.Offset(8 * i) } // one float64, broadcast
-	const (
-		cMin = iota
-		cLog2e
-		cLn2Hi
-		cLn2Lo
-		cC13
-	)
 	w := Load(Param("w"), GP64())
 	l := Load(Param("l"), GP64())
 	n := Load(Param("n"), GP64())
@@ -194,15 +190,15 @@ func expSumKernel512() {
 		VCVTPS2PD(xs, x)
 		VMULPD(it, x, x)
 		keep := K()
-		VCMPPD_BCST(U8(0x1d), c(cMin), x, keep) // x ≥ min, false for NaN (GE_OQ)
-		VMULPD_BCST(c(cLog2e), x, nn)
+		VCMPPD_BCST(U8(0x1d), c(xdMin), x, keep) // x ≥ min, false for NaN (GE_OQ)
+		VMULPD_BCST(c(xdLog2e), x, nn)
 		VRNDSCALEPD(U8(0), nn, nn) // to nearest even
 		VMOVAPD(x, r)
-		VFNMADD231PD_BCST(c(cLn2Hi), nn, r) // r = x − n·ln2hi, fused
-		VFNMADD231PD_BCST(c(cLn2Lo), nn, r) // r −= n·ln2lo, fused
-		VBROADCASTSD(c(cC13), p)
+		VFNMADD231PD_BCST(c(xdLn2Hi), nn, r) // r = x − n·ln2hi, fused
+		VFNMADD231PD_BCST(c(xdLn2Lo), nn, r) // r −= n·ln2lo, fused
+		VBROADCASTSD(c(xdC13), p)
 		for k := 1; k <= 13; k++ {
-			VFMADD213PD_BCST(c(cC13+k), r, p) // p = p·r + 1/(13−k)!
+			VFMADD213PD_BCST(c(xdC13+k), r, p) // p = p·r + 1/(13−k)!
 		}
 		VADDPD(mg, nn, e)
 		VPADDQ(b, e, e)
