@@ -179,6 +179,7 @@ func (sr *streamRelay) relay(target string) error {
 	for _, h := range hopHeaders {
 		req.Header.Del(h)
 	}
+	req.Header.Del("Content-Encoding") // body is the decoded one
 	sr.s.markForwarded(req.Header, req.Method, req.URL, body, info(sr.r))
 	req.Header.Set("Content-Type", "application/json")
 	req.ContentLength = int64(len(body))

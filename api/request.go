@@ -212,6 +212,9 @@ func decodeBody(body []byte, v any) *Error {
 	if !utf8.Valid(body) {
 		return badRequestCode("", "invalid_encoding", "the request body is not valid UTF-8")
 	}
+	// RFC 8259 §8.1 lets a parser ignore a byte order mark; some
+	// Windows tools write one.
+	body = bytes.TrimPrefix(body, []byte("\uFEFF"))
 	err := json.Unmarshal(body, v)
 	if err == nil {
 		return nil

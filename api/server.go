@@ -498,6 +498,7 @@ func (s *Server) generation(h func(w http.ResponseWriter, r *http.Request, body 
 			rc.SetReadDeadline(time.Now().Add(s.cfg.IOTimeout))
 		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+		var apiErr *Error
 		if err != nil {
 			var mbe *http.MaxBytesError
 			switch {
@@ -514,6 +515,10 @@ func (s *Server) generation(h func(w http.ResponseWriter, r *http.Request, body 
 		if s.cfg.IOTimeout > 0 && s.stopCtx.Err() == nil {
 			// The server's own read that notices a client leaving runs on.
 			rc.SetReadDeadline(time.Time{})
+		}
+		if body, apiErr = decodeContent(r.Header.Get("Content-Encoding"), body, s.cfg.MaxBodyBytes); apiErr != nil {
+			writeError(w, apiErr)
+			return
 		}
 		if !peerBodyMatches(ri, body) {
 			writeError(w, &Error{Status: http.StatusUnauthorized, Type: typeAuthentication, Code: "invalid_peer_signature",

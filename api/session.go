@@ -300,6 +300,7 @@ func (s *Server) forward(w http.ResponseWriter, r *http.Request, body []byte, ta
 			pr.Out.Body = io.NopCloser(bytes.NewReader(body))
 			pr.Out.ContentLength = int64(len(body))
 			pr.Out.TransferEncoding = nil
+			pr.Out.Header.Del("Content-Encoding") // body is the decoded one
 			pr.Out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 			// A generation changes nothing on the home, so the transport may
 			// resend it on a fresh connection when a pooled one turns out

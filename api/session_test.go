@@ -131,6 +131,20 @@ func TestSessionForwarding(t *testing.T) {
 			t.Errorf("home served %q, want 2 requests", got)
 		}
 	})
+	t.Run("compressed body forwarded decoded", func(t *testing.T) {
+		body := `{"model":"` + a.id + `","prompt":"hi","max_tokens":2}`
+		resp, out := a.do(t, "POST", "/v1/completions", gzipped(t, body), "X-Session-ID", "s1", "Content-Encoding", "gzip")
+		if resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, out)
+		}
+		resp, out = a.do(t, "POST", "/v1/completions", gzipped(t, completionBody(a.id, "s1", true)), "Content-Encoding", "gzip")
+		if resp.StatusCode != 200 || !strings.Contains(string(out), "data: [DONE]") {
+			t.Fatalf("stream: status %d: %s", resp.StatusCode, out)
+		}
+		if got := b.eng.served(); len(got) != 4 {
+			t.Errorf("home served %q, want 4 requests", got)
+		}
+	})
 	t.Run("no session stays local without routing", func(t *testing.T) {
 		before, _ := a.sess.stats()
 		body := `{"model":"` + a.id + `","prompt":"hi","max_tokens":2}`

@@ -1,0 +1,64 @@
+package api
+
+import (
+	"bytes"
+	"compress/gzip"
+	"compress/zlib"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// decodeContent undoes the request's Content-Encoding (RFC 9110 §8.4): a
+// comma-separated list of the codings applied in order, so they come off
+// last first. gzip (and its old alias x-gzip) and deflate (zlib, as HTTP
+// means it) are understood, identity is nothing; anything else is a 415 that
+// names it. The decoded body is held to limit bytes like a plain one (a
+// small compressed body may expand to gigabytes), and a corrupt stream is a
+// 400 that says which coding failed.
+func decodeContent(header string, body []byte, limit int64) ([]byte, *Error) {
+	if strings.TrimSpace(header) == "" {
+		return body, nil
+	}
+	codings := strings.Split(header, ",")
+	for i := len(codings) - 1; i >= 0; i-- {
+		c := strings.ToLower(strings.TrimSpace(codings[i]))
+		var (
+			zr  io.ReadCloser
+			err error
+		)
+		switch c {
+		case "identity":
+			continue
+		case "gzip", "x-gzip":
+			zr, err = gzip.NewReader(bytes.NewReader(body))
+		case "deflate":
+			zr, err = zlib.NewReader(bytes.NewReader(body))
+		default:
+			return nil, &Error{Status: http.StatusUnsupportedMediaType, Type: typeInvalidRequest, Code: "unsupported_content_encoding",
+				Message: fmt.Sprintf("Content-Encoding %q is not supported; send the body as is, or gzip or deflate it", clip(strings.TrimSpace(codings[i]), 48))}
+		}
+		if err == nil {
+			body, err = io.ReadAll(io.LimitReader(zr, limit+1))
+			zr.Close()
+		}
+		if err != nil {
+			return nil, badRequestCode("", "invalid_content_encoding", "the request body is not valid %s data: %v", c, unwrapEOF(err))
+		}
+		if int64(len(body)) > limit {
+			return nil, &Error{Status: http.StatusRequestEntityTooLarge, Type: typeInvalidRequest, Code: "request_too_large",
+				Message: fmt.Sprintf("the request body exceeds %d bytes once decoded (Content-Encoding %s)", limit, c)}
+		}
+	}
+	return body, nil
+}
+
+// unwrapEOF words a stream that ends early as what it is.
+func unwrapEOF(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return errors.New("the compressed stream is truncated")
+	}
+	return err
+}

@@ -1,0 +1,97 @@
+package api
+
+import (
+	"bytes"
+	"compress/gzip"
+	"compress/zlib"
+	"fmt"
+	"strings"
+	"testing"
+)
+
+func gzipped(t *testing.T, s string) string {
+	t.Helper()
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	if _, err := zw.Write([]byte(s)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func deflated(t *testing.T, s string) string {
+	t.Helper()
+	var b bytes.Buffer
+	zw := zlib.NewWriter(&b)
+	if _, err := zw.Write([]byte(s)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// A compressed body is served as its plain twin; an unknown coding is a 415
+// naming it, a corrupt stream a 400, and a body that expands past the size
+// limit a 413 however small it was on the wire. A leading byte order mark
+// is ignored (RFC 8259 §8.1).
+func TestContentEncoding(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), nil)
+	plain := fmt.Sprintf(`{"model":%q,"prompt":"the cluster","max_tokens":6,"temperature":0}`, f.id)
+	resp, want := f.do(t, "POST", "/v1/completions", plain)
+	if resp.StatusCode != 200 {
+		t.Fatalf("plain: %d %s", resp.StatusCode, want)
+	}
+	text := func(b []byte) string {
+		t.Helper()
+		i := bytes.Index(b, []byte(`"text":`))
+		if i < 0 {
+			t.Fatalf("no text in %s", b)
+		}
+		return string(b[i : i+bytes.IndexByte(b[i+8:], '"')+9])
+	}
+	for _, c := range []struct{ name, enc, body string }{
+		{"gzip", "gzip", gzipped(t, plain)},
+		{"x-gzip", "X-GZIP", gzipped(t, plain)},
+		{"deflate", "deflate", deflated(t, plain)},
+		{"identity", "identity", plain},
+		{"two codings", "deflate, gzip", gzipped(t, deflated(t, plain))},
+		{"byte order mark", "", "\uFEFF" + plain},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp, got := f.do(t, "POST", "/v1/completions", c.body, "Content-Encoding", c.enc)
+			if resp.StatusCode != 200 {
+				t.Fatalf("%d %s", resp.StatusCode, got)
+			}
+			if text(got) != text(want) {
+				t.Fatalf("text %s, want %s", text(got), text(want))
+			}
+		})
+	}
+	const inv = "invalid_request_error"
+	bomb := gzipped(t, fmt.Sprintf(`{"model":%q,"prompt":"a","user":"%s"}`, f.id, strings.Repeat("x", 8<<20)))
+	if len(bomb) > 64<<10 {
+		t.Fatalf("bomb of %d bytes", len(bomb))
+	}
+	for _, c := range []struct {
+		name, enc, body string
+		status          int
+		code            string
+	}{
+		{"brotli", "br", plain, 415, "unsupported_content_encoding"},
+		{"unknown in a list", "gzip, zstd", gzipped(t, plain), 415, "unsupported_content_encoding"},
+		{"not gzip", "gzip", plain, 400, "invalid_content_encoding"},
+		{"truncated gzip", "gzip", gzipped(t, plain)[:20], 400, "invalid_content_encoding"},
+		{"not deflate", "deflate", gzipped(t, plain), 400, "invalid_content_encoding"},
+		{"expands past the limit", "gzip", bomb, 413, "request_too_large"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp, body := f.do(t, "POST", "/v1/completions", c.body, "Content-Encoding", c.enc)
+			checkError(t, resp, body, c.status, inv, c.code, "")
+		})
+	}
+}
