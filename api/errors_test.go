@@ -152,4 +152,27 @@ func TestWrongTypeValueClipped(t *testing.T) {
 	if len(body) > 500 || !strings.Contains(string(body), "…") {
 		t.Errorf("error body of %d bytes, want the value clipped: %.200s", len(body), body)
 	}
+	// Every other error that echoes what the client sent clips it too.
+	long := strings.Repeat("x", 5000)
+	for _, c := range []struct {
+		name, path, body, ctype string
+		status                  int
+		param                   string
+	}{
+		{"role", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":%q,"content":"hi"}]}`, f.id, long), "", 400, "messages[0].role"},
+		{"content part type", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":[{"type":%q}]}]}`, f.id, long), "", 400, "messages"},
+		{"response_format", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":"hi"}],"response_format":{"type":%q}}`, f.id, long), "", 400, "response_format"},
+		{"model", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":"hi"}`, long), "", 404, "model"},
+		{"content type", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":"hi"}`, f.id), "text/" + long, 415, ""},
+	} {
+		var hdr []string
+		if c.ctype != "" {
+			hdr = []string{"Content-Type", c.ctype}
+		}
+		resp, body := f.do(t, "POST", c.path, c.body, hdr...)
+		checkError(t, resp, body, c.status, "invalid_request_error", "", c.param)
+		if len(body) > 500 || !strings.Contains(string(body), "…") {
+			t.Errorf("%s: error body of %d bytes, want the value clipped: %.200s", c.name, len(body), body)
+		}
+	}
 }

@@ -193,7 +193,7 @@ func (s *Server) chatJob(body []byte) (*job, *Error) {
 	case len(req.ToolChoice) > 0 && string(req.ToolChoice) != "null" && string(req.ToolChoice) != `"none"` && string(req.ToolChoice) != `"auto"`:
 		return nil, badRequest("tool_choice", "tool_choice is not supported by this server")
 	case req.ResponseFormat != nil && req.ResponseFormat.Type != "text" && req.ResponseFormat.Type != "":
-		return nil, badRequest("response_format", "response_format %q is not supported (only \"text\")", req.ResponseFormat.Type)
+		return nil, badRequest("response_format", "response_format %q is not supported (only \"text\")", clip(req.ResponseFormat.Type, 48))
 	}
 	j.logprobs = req.Logprobs != nil && *req.Logprobs
 	if req.TopLogprobs != nil {
@@ -209,7 +209,7 @@ func (s *Server) chatJob(body []byte) (*job, *Error) {
 		case "":
 			return nil, badRequest(fmt.Sprintf("messages[%d].role", i), "messages[%d].role is missing", i)
 		default:
-			return nil, badRequest(fmt.Sprintf("messages[%d].role", i), "messages[%d].role %q is not supported (system, developer, user, assistant)", i, m.Role)
+			return nil, badRequest(fmt.Sprintf("messages[%d].role", i), "messages[%d].role %q is not supported (system, developer, user, assistant)", i, clip(m.Role, 48))
 		}
 		if !m.Content.Set && role != "assistant" {
 			return nil, badRequest(fmt.Sprintf("messages[%d].content", i), "messages[%d].content is missing", i)

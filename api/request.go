@@ -152,7 +152,7 @@ func (c *messageContent) UnmarshalJSON(b []byte) error {
 	for i, p := range parts {
 		switch {
 		case p.Type != "text":
-			return &fieldError{"messages", fmt.Sprintf("content part type %q is not supported (only \"text\")", p.Type)}
+			return &fieldError{"messages", fmt.Sprintf("content part type %q is not supported (only \"text\")", clip(p.Type, 48))}
 		case p.Text == nil:
 			return &fieldError{"messages", fmt.Sprintf("content part %d (type \"text\") has no text string", i)}
 		}

@@ -471,7 +471,7 @@ func (s *Server) generation(h func(w http.ResponseWriter, r *http.Request, body 
 		if ct := r.Header.Get("Content-Type"); ct != "" {
 			if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 				writeError(w, &Error{Status: http.StatusUnsupportedMediaType, Type: typeInvalidRequest, Code: "unsupported_media_type",
-					Message: fmt.Sprintf("Content-Type %q is not supported; send application/json", ct)})
+					Message: fmt.Sprintf("Content-Type %q is not supported; send application/json", clip(ct, 48))})
 				return
 			}
 		}
@@ -638,7 +638,7 @@ func (s *Server) handleModel(w http.ResponseWriter, r *http.Request) {
 
 func modelNotFound(id string) *Error {
 	return &Error{Status: http.StatusNotFound, Type: typeInvalidRequest, Param: "model", Code: "model_not_found",
-		Message: fmt.Sprintf("the model %q does not exist", id)}
+		Message: fmt.Sprintf("the model %q does not exist", clip(id, 96))}
 }
 
 // slogPrinter adapts slog to promhttp's error logger.
