@@ -65,3 +65,47 @@ func TestStartMemoryLimit(t *testing.T) {
 		return ok && nd.Capacity == 5*w.FeedForward(0, 0).Bytes()
 	}, "the node's capacity in the map to be 5 experts")
 }
+
+// A node started without a model (it will fetch one) gossips limit −
+// reserve; AccountServing takes the fetched model's dense weights and the
+// engine's serving memory off it, as Start does for a node with the file,
+// and refuses a model that leaves no room. With --capacity it changes
+// nothing.
+func TestAccountServing(t *testing.T) {
+	start := func(id string, limit, capacity int64) *cluster.Node {
+		c := cluster.DefaultConfig()
+		a := clustertest.FreeAddrs(t, 4)
+		c.ID, c.DataDir = id, filepath.Join(t.TempDir(), id)
+		c.HTTPAddr, c.GossipAddr, c.RaftAddr, c.ActorAddr = a[0], a[1], a[2], a[3]
+		c.MemoryLimitBytes, c.CapacityBytes, c.RuntimeReserveBytes = limit, capacity, 2<<20
+		c.NoActorRemote = true
+		c.Logger = cluster.NewLogger(id, testWriter{t}, "warn")
+		n, err := cluster.Start(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(n.Kill)
+		return n
+	}
+	capacity := func(n *cluster.Node, want int64, what string) {
+		t.Helper()
+		clustertest.WaitFor(t, 10*time.Second, func() bool {
+			nd, ok := n.Map().Nodes[n.ID()]
+			return ok && nd.Capacity == want
+		}, what)
+	}
+	n := start("f0", 100<<20, 0)
+	capacity(n, 98<<20, "the capacity before the model to be limit − reserve")
+	got, err := n.AccountServing(30<<20, 20<<20)
+	if err != nil || got != 48<<20 {
+		t.Fatalf("AccountServing = %d, %v; want %d", got, err, 48<<20)
+	}
+	capacity(n, 48<<20, "the capacity with the model to be limit − dense − serving − reserve")
+	if _, err := n.AccountServing(60<<20, 40<<20); !errors.Is(err, cluster.ErrMemoryLimit) {
+		t.Fatalf("AccountServing with no room left: %v, want cluster.ErrMemoryLimit", err)
+	}
+	fixed := start("f1", 0, 77<<20)
+	if got, err := fixed.AccountServing(30<<20, 20<<20); err != nil || got != 77<<20 {
+		t.Fatalf("AccountServing with --capacity = %d, %v; want it unchanged (%d)", got, err, 77<<20)
+	}
+}

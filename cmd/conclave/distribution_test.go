@@ -298,3 +298,47 @@ func TestRestartWithoutModelHolder(t *testing.T) {
 		t.Fatalf("completion through n2: %d %s", resp.StatusCode, b)
 	}
 }
+
+// TestFetchingNodeMemoryLimit: a node that fetches its model counts the
+// model's dense weights and its engine's KV pool and step buffers against
+// --memory-limit, as a node started with the file does: with room, its
+// gossiped expert capacity shrinks by them once it serves; without, it
+// stops with an error that names the limit instead of allocating past it.
+func TestFetchingNodeMemoryLimit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs 3 processes")
+	}
+	modelPath := synthModel(t)
+	_, w := testmodel.Open(t, modelPath)
+	const limit = 1 << 30
+	pc := newProcClusterEach(t, 3, func(i int) []string {
+		switch i {
+		case 0:
+			return []string{"--model", modelPath}
+		case 2: // room for the runtime reserve and 1 MiB: not for the model
+			return []string{"--memory-limit", fmt.Sprint(cluster.DefaultRuntimeReserve + 1<<20)}
+		}
+		return nil
+	}, "--memory-limit", fmt.Sprint(limit), "--threads", "1")
+	pc.start(pc.procs[0])
+	waitHTTP(t, pc.addrs[0][0])
+	pc.start(pc.procs[1])
+	ac := &cluster.AdminClient{Base: "http://" + pc.addrs[0][0]}
+	// Before it has the model, n1 gossips limit − reserve; serving, less
+	// the model's dense weights and more (the KV pool and step buffers).
+	noModel := int64(limit - cluster.DefaultRuntimeReserve)
+	waitNodeStates(t, ac, 60*time.Second, func(m map[string]cluster.NodeStatus) bool {
+		n, ok := m["n1"]
+		return ok && n.Capacity > 0 && n.Capacity < noModel-w.DenseBytes()
+	}, "n1's capacity to take off the fetched model's dense weights and serving memory")
+	pc.start(pc.procs[2])
+	select {
+	case err := <-pc.procs[2].done:
+		out := pc.procs[2].out.String()
+		if err == nil || !strings.Contains(out, "memory limit leaves no room") || !strings.Contains(out, "--memory-limit") {
+			t.Fatalf("n2 exited with %v, want an error naming the memory limit; output:\n%s", err, out)
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatalf("n2 still runs with a memory limit that cannot hold the model; output:\n%s", pc.procs[2].out.String())
+	}
+}

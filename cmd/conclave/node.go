@@ -311,17 +311,8 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 		defer sv.close()
 		// The KV pool and a full step's buffers (the warm-up fills them)
 		// count against --memory-limit.
-		kv := sv.ecfg.KVPoolBytes(sv.model.w)
-		cfg.ServingBytes = kv + sv.ecfg.StepBytes(sv.model.w, sv.pool.Threads())
-		// The pool is allocated whole at start: past the memory there is,
-		// the runtime would die of it after the node had started.
-		if mem := cluster.HostMemoryBytes(); mem > 0 && kv > mem {
-			fix := "lower --kv-cache"
-			if f.serving.kvCache == "auto" { // one sequence at least: the context is what sizes it
-				fix = "lower --ctx or --max-running, or set --kv-cache"
-			}
-			return fmt.Errorf("%w: --kv-cache %s: a KV pool of %.1f GiB is more than the %.1f GiB of memory this process may use (%s)",
-				errUsage, f.serving.kvCache, float64(kv)/(1<<30), float64(mem)/(1<<30), fix)
+		if cfg.ServingBytes, err = sv.servingBytes(&f); err != nil {
+			return err
 		}
 	}
 	// The API's routes answer "starting" from the moment the listener opens
@@ -556,6 +547,21 @@ func fetchServing(ctx context.Context, n *cluster.Node, f *nodeFlags, reg *prome
 					return nil, err
 				}
 				sv.copy, sv.fileID = mc, mod.ID
+				// As for a node started with the file: the dense weights, the
+				// KV pool and the step buffers come off --memory-limit before
+				// anything is allocated, and the capacity placement sees
+				// shrinks to what is left.
+				serving, err := sv.servingBytes(f)
+				if err == nil {
+					_, err = n.AccountServing(sv.model.w.DenseBytes(), serving)
+					if errors.Is(err, cluster.ErrMemoryLimit) {
+						err = fmt.Errorf("%w (raise --memory-limit, or lower --kv-cache, --ctx, --max-running or --max-batch-tokens)", err)
+					}
+				}
+				if err != nil {
+					sv.close()
+					return nil, err
+				}
 				if err := sv.start(n, reg); err != nil {
 					sv.close()
 					return nil, err
@@ -666,6 +672,27 @@ func (s *serving) stopEngine() {
 			s.eng.Close()
 		}
 	})
+}
+
+// servingBytes is what the engine will hold outside the model: the KV pool
+// and a full step's buffers (the warm-up fills both). It refuses a pool
+// larger than the memory this process may use: the pool is allocated whole
+// at start, and past that the runtime would die of it after the node had
+// joined.
+func (s *serving) servingBytes(f *nodeFlags) (int64, error) {
+	kv := s.ecfg.KVPoolBytes(s.model.w)
+	if mem := cluster.HostMemoryBytes(); mem > 0 && kv > mem {
+		fix := "lower --kv-cache"
+		if f.serving.kvCache == "auto" {
+			fix = "lower --ctx or --max-running, or set --kv-cache"
+			if kv <= s.ecfg.SequenceKVBytes(s.model.w) {
+				fix = "lower --ctx: the pool is one sequence of the context already"
+			}
+		}
+		return 0, fmt.Errorf("%w: --kv-cache %s: a KV pool of %.1f GiB is more than the %.1f GiB of memory this process may use (%s)",
+			errUsage, f.serving.kvCache, float64(kv)/(1<<30), float64(mem)/(1<<30), fix)
+	}
+	return kv + s.ecfg.StepBytes(s.model.w, s.pool.Threads()), nil
 }
 
 func (s *serving) close() {
