@@ -31,6 +31,11 @@ type Config struct {
 	// (Node.Mux) before the listener opens, so they answer from the first
 	// request (the OpenAI API's, answering "starting" until it is ready).
 	Routes func(mux *http.ServeMux)
+	// NotFound, when set, answers the requests no route of the node's mux
+	// matches (net/http's text 404 otherwise); a path whose route wants
+	// another method still gets the mux's 405, and an unclean path its
+	// redirect.
+	NotFound http.Handler
 	// GossipAddr is the HOST:PORT memberlist binds (TCP and UDP) and advertises.
 	GossipAddr string
 	// RaftAddr is the HOST:PORT of the Raft transport.

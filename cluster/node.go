@@ -410,6 +410,35 @@ func (n *Node) startActors(tc *tlsConfigs) (err error) {
 	return nil
 }
 
+// unmatched serves mux, handing nf the requests no pattern of mux matches
+// under any method (a pattern for the path under another method keeps the
+// mux's 405).
+func unmatched(mux *http.ServeMux, nf http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, p := mux.Handler(r); p == "" && !otherMethod(mux, r) {
+			nf.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// otherMethod reports whether some pattern of mux matches r's path under
+// another method.
+func otherMethod(mux *http.ServeMux, r *http.Request) bool {
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		if m == r.Method {
+			continue
+		}
+		probe := r.Clone(r.Context())
+		probe.Method = m
+		if _, p := mux.Handler(probe); p != "" {
+			return true
+		}
+	}
+	return false
+}
+
 func (n *Node) startHTTP() error {
 	l, err := net.Listen("tcp", n.cfg.HTTPAddr)
 	if err != nil {
@@ -425,8 +454,12 @@ func (n *Node) startHTTP() error {
 	case !n.auth.open() && len(n.cfg.AdminKeys) == 0:
 		n.log.Warn("the admin API is closed to clients (API keys but no admin key): set --admin-key to use the CLI")
 	}
+	var h http.Handler = n.mux
+	if n.cfg.NotFound != nil {
+		h = unmatched(n.mux, n.cfg.NotFound)
+	}
 	n.httpSrv = &http.Server{
-		Handler:           n.auth.guard(n.mux),
+		Handler:           n.auth.guard(h),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       n.cfg.HTTPIdleTimeout,
 		ErrorLog:          n.log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -318,7 +319,7 @@ func runNode(name string, args []string, stdout, stderr io.Writer) error {
 	// The API's routes answer "starting" from the moment the listener opens
 	// (joining may take seconds), until the model is loaded.
 	slot := newAPISlot()
-	cfg.Routes = slot.register
+	cfg.Routes, cfg.NotFound = slot.register, slot
 	n, err := untilSignal(ctx, func() (*cluster.Node, error) { return cluster.Start(cfg) })
 	if errors.Is(err, errInterrupted) {
 		return interrupted()
@@ -436,7 +437,7 @@ func untilSignal[T any](ctx context.Context, step func() (T, error)) (T, error) 
 // and membership health: a leader fetching its model is not invisible to
 // Prometheus), the rest a 503 in the API's error format.
 type apiSlot struct {
-	api atomic.Pointer[http.ServeMux]
+	api atomic.Pointer[http.Handler]
 	reg *prometheus.Registry
 }
 
@@ -453,27 +454,31 @@ func (s *apiSlot) register(mux *http.ServeMux) {
 	}
 }
 
-// set routes the API's requests to a.
+// set routes the API's requests to a, and those no route of the node
+// matches (cluster.Config.NotFound) to its OpenAI-style 404.
 func (s *apiSlot) set(a *api.Server) {
-	m := http.NewServeMux()
-	a.Register(m)
-	s.api.Store(m)
+	h := a.Handler()
+	s.api.Store(&h)
 }
 
 func (s *apiSlot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if m := s.api.Load(); m != nil {
-		m.ServeHTTP(w, r)
+	if h := s.api.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
-	switch r.URL.Path {
-	case "/health":
+	switch path := r.URL.Path; {
+	case path != "/health" && path != "/ready" && path != "/metrics" && !strings.HasPrefix(path, "/v1/"):
+		w.WriteHeader(http.StatusNotFound)
+		json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"message": "no route " + r.Method + " " + path,
+			"type": "invalid_request_error", "param": nil, "code": "not_found"}})
+	case path == "/health":
 		w.WriteHeader(http.StatusOK)
 		io.WriteString(w, `{"status":"starting"}`+"\n")
-	case "/ready":
+	case path == "/ready":
 		w.WriteHeader(http.StatusServiceUnavailable)
 		io.WriteString(w, `{"status":"starting"}`+"\n")
-	case "/metrics":
+	case path == "/metrics":
 		promhttp.HandlerFor(s.reg, promhttp.HandlerOpts{}).ServeHTTP(w, r)
 	default:
 		// Marked as a draining node's 503: an entry node forwarding a

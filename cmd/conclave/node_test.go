@@ -712,6 +712,20 @@ func TestAPISlot(t *testing.T) {
 	if json.Unmarshal([]byte(body), &e); code != 503 || e.Error.Code != "starting" || e.Error.Type != "service_unavailable_error" {
 		t.Errorf("/v1 while starting: %d %s", code, body)
 	}
+	// As the node's NotFound, the slot answers other paths with the API's
+	// 404, while starting and once set.
+	notFound := func(state string) {
+		t.Helper()
+		w := httptest.NewRecorder()
+		slot.ServeHTTP(w, httptest.NewRequest("GET", "/nope", nil))
+		var e struct {
+			Error struct{ Code, Type, Message string } `json:"error"`
+		}
+		if err := json.Unmarshal(w.Body.Bytes(), &e); err != nil || w.Code != 404 || e.Error.Code != "not_found" || !strings.Contains(e.Error.Message, "/nope") {
+			t.Errorf("/nope %s: %d %s", state, w.Code, w.Body)
+		}
+	}
+	notFound("while starting")
 	// Marked as a draining node's: an entry node forwarding a session to
 	// this home (restarted, loading) re-homes it instead of passing it on.
 	if resp, err := http.Post(srv.URL+"/v1/completions", "application/json", strings.NewReader("{}")); err != nil {
@@ -751,4 +765,5 @@ func TestAPISlot(t *testing.T) {
 	if code, body := get("/admin/v1/status"); code != 200 || body != "admin" {
 		t.Errorf("the node's own routes: %d %s", code, body)
 	}
+	notFound("once set")
 }
