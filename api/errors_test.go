@@ -64,8 +64,8 @@ func TestBadInput(t *testing.T) {
 		{"wrong type stream", "POST", "/v1/chat/completions", chat(`,"stream":"yes"`), "", 400, inv, "", "stream"},
 		{"wrong type stop", "POST", "/v1/chat/completions", chat(`,"stop":42`), "", 400, inv, "", "stop"},
 		{"empty stop", "POST", "/v1/chat/completions", chat(`,"stop":""`), "", 400, inv, "", "stop"},
-		{"image content", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, m), "", 400, inv, "", "messages"},
-		{"text part without text", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":[{"type":"text"}]}]}`, m), "", 400, inv, "", "messages"},
+		{"image content", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":[{"type":"image_url"}]}]}`, m), "", 400, inv, "", "messages[0].content"},
+		{"text part without text", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":[{"type":"text"}]}]}`, m), "", 400, inv, "", "messages[0].content"},
 		{"missing model", "POST", "/v1/chat/completions", `{"messages":[{"role":"user","content":"hi"}]}`, "", 400, inv, "", "model"},
 		{"unknown model", "POST", "/v1/chat/completions", `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`, "", 404, inv, "model_not_found", "model"},
 		{"no messages", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[]}`, m), "", 400, inv, "", "messages"},
@@ -128,16 +128,42 @@ func TestBadInput(t *testing.T) {
 }
 
 // A text content part without its text is reported as that, not as an
-// unsupported type.
+// unsupported type; every part error names the part.
 func TestContentPartErrors(t *testing.T) {
 	for body, want := range map[string]string{
-		`[{"type":"text"}]`: `content part 0 (type "text") has no text string`,
-		`[{"type":"text","text":"a"},{"type":"text","text":null}]`: `content part 1 (type "text") has no text string`,
-		`[{"type":"image_url"}]`:                                   `content part type "image_url" is not supported`,
+		`[{"type":"text"}]`: `part 0 (type "text") has no text string`,
+		`[{"type":"text","text":"a"},{"type":"text","text":null}]`: `part 1 (type "text") has no text string`,
+		`[{"type":"image_url"}]`:                                   `part 0: type "image_url" is not supported`,
+		`[null]`:                                                   `part 0 must be an object`,
+		`["hi"]`:                                                   `part 0 must be an object`,
+		`[{"text":"a"}]`:                                           `part 0 has no type`,
+		`[{"type":"text","text":5}]`:                               `part 0 must be an object`,
 	} {
 		var c messageContent
 		if err := c.UnmarshalJSON([]byte(body)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want an error containing %q", body, err, want)
+		}
+	}
+}
+
+// An error inside a message names the message: param messages[1].content,
+// not messages.
+func TestMessageErrorsNameTheMessage(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), nil)
+	for _, c := range []struct{ messages, param, msg string }{
+		{`[{"role":"user","content":"hi"},{"role":"user","content":123}]`, "messages[1].content", "must be a string or an array of content parts"},
+		{`[{"role":"user","content":["hi"]}]`, "messages[0].content", "part 0 must be an object"},
+		{`[{"role":"user","content":"hi"},{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]`, "messages[1].content", `part 0: type "image_url" is not supported`},
+		{`[{"role":5,"content":"hi"}]`, "messages[0].role", "must be a string, not number"},
+		{`[{"role":"user","content":"hi"},"hello"]`, "messages[1]", "must be an object"},
+		{`[{"role":"user","content":"hi","name":[1]}]`, "messages[0].name", "must be a string"},
+		{`{"role":"user"}`, "messages", "must be an array of messages"},
+	} {
+		resp, body := f.do(t, "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":%s}`, f.id, c.messages))
+		checkError(t, resp, body, 400, "invalid_request_error", "", c.param)
+		var e errorBody
+		if json.Unmarshal(body, &e); !strings.Contains(e.Error.Message, c.msg) {
+			t.Errorf("%s: %s, want a message containing %q", c.messages, body, c.msg)
 		}
 	}
 }
@@ -160,7 +186,7 @@ func TestWrongTypeValueClipped(t *testing.T) {
 		param                   string
 	}{
 		{"role", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":%q,"content":"hi"}]}`, f.id, long), "", 400, "messages[0].role"},
-		{"content part type", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":[{"type":%q}]}]}`, f.id, long), "", 400, "messages"},
+		{"content part type", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":[{"type":%q}]}]}`, f.id, long), "", 400, "messages[0].content"},
 		{"response_format", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":"hi"}],"response_format":{"type":%q}}`, f.id, long), "", 400, "response_format"},
 		{"model", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":"hi"}`, long), "", 404, "model"},
 		{"content type", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":"hi"}`, f.id), "text/" + long, 415, ""},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"strings"
 	"unicode/utf8"
 )
@@ -54,7 +55,7 @@ type streamOptions struct {
 // chatRequest is POST /v1/chat/completions.
 type chatRequest struct {
 	genParams
-	Messages            []chatMessage   `json:"messages"`
+	Messages            messageList     `json:"messages"`
 	MaxCompletionTokens *int            `json:"max_completion_tokens"`
 	Logprobs            *bool           `json:"logprobs"`
 	TopLogprobs         *int            `json:"top_logprobs"`
@@ -69,6 +70,44 @@ type chatMessage struct {
 	Role    string         `json:"role"`
 	Content messageContent `json:"content"`
 	Name    string         `json:"name"`
+}
+
+// messageList is "messages", decoded one message at a time so that an
+// error names the message: messages[2].content, not messages.
+type messageList []chatMessage
+
+func (l *messageList) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "null" {
+		*l = nil
+		return nil
+	}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(b, &raws); err != nil {
+		return &fieldError{"messages", "must be an array of messages"}
+	}
+	out := make(messageList, len(raws))
+	for i, raw := range raws {
+		at := fmt.Sprintf("messages[%d]", i)
+		if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' {
+			return &fieldError{at, "must be an object with a role and content"}
+		}
+		err := json.Unmarshal(dropMiscased(raw, chatMessageType), &out[i])
+		var (
+			fe  *fieldError
+			typ *json.UnmarshalTypeError
+		)
+		switch {
+		case err == nil:
+		case errors.As(err, &fe):
+			return &fieldError{at + "." + fe.param, fe.msg}
+		case errors.As(err, &typ) && typ.Field != "":
+			return &fieldError{at + "." + typ.Field, fmt.Sprintf("must be %s, not %s", jsonKind(typ.Type.Kind().String()), clip(typ.Value, 48))}
+		default:
+			return &fieldError{at, err.Error()}
+		}
+	}
+	*l = out
+	return nil
 }
 
 // completionRequest is POST /v1/completions.
@@ -136,30 +175,39 @@ func (c *messageContent) UnmarshalJSON(b []byte) error {
 		return nil
 	case len(b) > 0 && b[0] == '"':
 		if err := json.Unmarshal(b, &c.Text); err != nil {
-			return &fieldError{"messages", "content must be a string or an array of content parts"}
+			return &fieldError{"content", "must be a string or an array of content parts"}
 		}
 		c.Set = true
 		return nil
 	}
-	var parts []struct {
-		Type string  `json:"type"`
-		Text *string `json:"text"`
-	}
-	if err := json.Unmarshal(b, &parts); err != nil {
-		return &fieldError{"messages", "content must be a string or an array of content parts"}
+	var raws []json.RawMessage
+	if err := json.Unmarshal(b, &raws); err != nil {
+		return &fieldError{"content", "must be a string or an array of content parts"}
 	}
 	var sb strings.Builder
-	for i, p := range parts {
+	for i, raw := range raws {
+		var p contentPart
+		if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' || json.Unmarshal(dropMiscased(raw, contentPartType), &p) != nil {
+			return &fieldError{"content", fmt.Sprintf("part %d must be an object {\"type\":\"text\",\"text\":\"…\"}", i)}
+		}
 		switch {
+		case p.Type == "":
+			return &fieldError{"content", fmt.Sprintf("part %d has no type", i)}
 		case p.Type != "text":
-			return &fieldError{"messages", fmt.Sprintf("content part type %q is not supported (only \"text\")", clip(p.Type, 48))}
+			return &fieldError{"content", fmt.Sprintf("part %d: type %q is not supported (only \"text\")", i, clip(p.Type, 48))}
 		case p.Text == nil:
-			return &fieldError{"messages", fmt.Sprintf("content part %d (type \"text\") has no text string", i)}
+			return &fieldError{"content", fmt.Sprintf("part %d (type \"text\") has no text string", i)}
 		}
 		sb.WriteString(*p.Text)
 	}
 	*c = messageContent{Text: sb.String(), Set: true}
 	return nil
+}
+
+// contentPart is one part of an array content.
+type contentPart struct {
+	Type string  `json:"type"`
+	Text *string `json:"text"`
 }
 
 // promptInput is a completion "prompt" or an embedding "input": a string,
@@ -215,7 +263,7 @@ func decodeBody(body []byte, v any) *Error {
 	// RFC 8259 §8.1 lets a parser ignore a byte order mark; some
 	// Windows tools write one.
 	body = bytes.TrimPrefix(body, []byte("\uFEFF"))
-	err := json.Unmarshal(body, v)
+	err := json.Unmarshal(dropMiscased(body, reflect.TypeOf(v)), v)
 	if err == nil {
 		return nil
 	}
