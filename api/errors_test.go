@@ -60,6 +60,8 @@ func TestBadInput(t *testing.T) {
 		{"empty body", "POST", "/v1/chat/completions", ``, "", 400, inv, "", ""},
 		{"wrong type max_tokens", "POST", "/v1/chat/completions", chat(`,"max_tokens":"ten"`), "", 400, inv, "", "max_tokens"},
 		{"fractional max_tokens", "POST", "/v1/chat/completions", chat(`,"max_tokens":1.5`), "", 400, inv, "", "max_tokens"},
+		{"seed past int64", "POST", "/v1/chat/completions", chat(`,"seed":18446744073709551615`), "", 400, inv, "", "seed"},
+		{"temperature past float64", "POST", "/v1/chat/completions", chat(`,"temperature":1e400`), "", 400, inv, "", "temperature"},
 		{"wrong type messages", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":"hi"}`, m), "", 400, inv, "", "messages"},
 		{"wrong type stream", "POST", "/v1/chat/completions", chat(`,"stream":"yes"`), "", 400, inv, "", "stream"},
 		{"wrong type stop", "POST", "/v1/chat/completions", chat(`,"stop":42`), "", 400, inv, "", "stop"},
@@ -91,6 +93,8 @@ func TestBadInput(t *testing.T) {
 		{"invalid utf-8 in string", "POST", "/v1/chat/completions", `{"model":"` + m + `","messages":[{"role":"user","content":"a` + "\xff" + `b"}]}`, "", 400, inv, "invalid_encoding", ""},
 		{"wrong content type", "POST", "/v1/chat/completions", chat(""), "text/plain", 415, inv, "unsupported_media_type", ""},
 		{"form content type", "POST", "/v1/chat/completions", chat(""), "application/x-www-form-urlencoded", 415, inv, "unsupported_media_type", ""},
+		{"session_id too long", "POST", "/v1/chat/completions", chat(`,"session_id":"` + strings.Repeat("s", 257) + `"`), "", 400, inv, "", "session_id"},
+		{"X-Session-ID too long", "POST", "/v1/chat/completions", chat(""), "", 400, inv, "", "X-Session-ID"},
 		{"huge body", "POST", "/v1/chat/completions", chat(`,"user":"` + strings.Repeat("x", 2<<20) + `"`), "", 413, inv, "request_too_large", ""},
 		{"unknown route", "GET", "/v1/nope", "", "", 404, inv, "not_found", ""},
 		{"unknown root route", "GET", "/nope", "", "", 404, inv, "not_found", ""},
@@ -116,6 +120,9 @@ func TestBadInput(t *testing.T) {
 			var hdr []string
 			if c.ctype != "" {
 				hdr = []string{"Content-Type", c.ctype}
+			}
+			if c.param == "X-Session-ID" {
+				hdr = append(hdr, "X-Session-ID", strings.Repeat("s", 257))
 			}
 			resp, body := f.do(t, c.method, c.path, c.body, hdr...)
 			checkError(t, resp, body, c.status, c.typ, c.code, c.param)
@@ -200,5 +207,44 @@ func TestWrongTypeValueClipped(t *testing.T) {
 		if len(body) > 500 || !strings.Contains(string(body), "…") {
 			t.Errorf("%s: error body of %d bytes, want the value clipped: %.200s", c.name, len(body), body)
 		}
+	}
+}
+
+// A number that does not fit its field is said to be out of range, not to
+// be of the wrong kind ("seed must be an integer, not number 2⁶⁴").
+func TestOutOfRangeNumbers(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), nil)
+	for field, c := range map[string]struct{ value, want string }{
+		"seed":        {"18446744073709551615", "seed is out of range: 18446744073709551615 does not fit in a 64-bit integer"},
+		"max_tokens":  {"9223372036854775808", "max_tokens is out of range: 9223372036854775808 does not fit in a 64-bit integer"},
+		"temperature": {"1e400", "temperature is out of range: 1e400 is not a finite 64-bit number"},
+		"top_k":       {"1.5", "top_k must be an integer, not number 1.5"},
+	} {
+		resp, body := f.do(t, "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":"hi",%q:%s}`, f.id, field, c.value))
+		checkError(t, resp, body, 400, "invalid_request_error", "", field)
+		var e errorBody
+		if json.Unmarshal(body, &e); e.Error.Message != c.want {
+			t.Errorf("%s %s: %q, want %q", field, c.value, e.Error.Message, c.want)
+		}
+	}
+}
+
+// A prompt that fills the whole context is refused with a message that says
+// there is no room left for a completion, not only that it is as long as
+// the context.
+func TestPromptFillsContext(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), nil)
+	n := f.srv.info.Context
+	ids := strings.TrimSuffix(strings.Repeat("5,", n), ",")
+	resp, body := f.do(t, "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":[%s]}`, f.id, ids))
+	checkError(t, resp, body, 400, "invalid_request_error", "context_length_exceeded", "prompt")
+	var e errorBody
+	if json.Unmarshal(body, &e); !strings.Contains(e.Error.Message, "no room for a completion") || !strings.Contains(e.Error.Message, fmt.Sprintf("at most %d prompt tokens", n-1)) {
+		t.Errorf("message %q", e.Error.Message)
+	}
+	// One token fewer leaves room for one.
+	ids = strings.TrimSuffix(strings.Repeat("5,", n-1), ",")
+	if resp, body := f.do(t, "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":[%s],"max_tokens":1}`, f.id, ids)); resp.StatusCode != 200 {
+		t.Errorf("%d prompt tokens and 1 to generate: %d %s", n-1, resp.StatusCode, body)
 	}
 }

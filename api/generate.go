@@ -273,7 +273,7 @@ func (s *Server) fitContext(j *job, param string) *Error {
 	switch {
 	case room < 1:
 		return badRequestCode(param, "context_length_exceeded",
-			"this model's maximum context length is %d tokens, but the prompt has %d tokens", ctx, n)
+			"this model's maximum context length is %d tokens, and the prompt has %d: it leaves no room for a completion (at most %d prompt tokens)", ctx, n, ctx-1)
 	case j.maxGiven && j.maxTokens > room:
 		p := cmp.Or(j.maxParam, "max_tokens")
 		return badRequestCode(p, "context_length_exceeded",

@@ -101,7 +101,7 @@ func (l *messageList) UnmarshalJSON(b []byte) error {
 		case errors.As(err, &fe):
 			return &fieldError{at + "." + fe.param, fe.msg}
 		case errors.As(err, &typ) && typ.Field != "":
-			return &fieldError{at + "." + typ.Field, fmt.Sprintf("must be %s, not %s", jsonKind(typ.Type.Kind().String()), clip(typ.Value, 48))}
+			return &fieldError{at + "." + typ.Field, typeErrorText(typ)}
 		default:
 			return &fieldError{at, err.Error()}
 		}
@@ -282,7 +282,7 @@ func decodeBody(body []byte, v any) *Error {
 			return badRequestCode("", "invalid_json", "the request body must be a JSON object, not %s", typ.Value)
 		}
 		field := strings.TrimPrefix(typ.Field, "genParams.")
-		return badRequest(field, "%s must be %s, not %s", field, jsonKind(typ.Type.Kind().String()), clip(typ.Value, 48))
+		return badRequest(field, "%s %s", field, typeErrorText(typ))
 	}
 	return badRequestCode("", "invalid_json", "invalid JSON body: %v", err)
 }
@@ -297,6 +297,24 @@ func clip(s string, n int) string {
 		n--
 	}
 	return s[:n] + "…"
+}
+
+// typeErrorText says what is wrong with a value of the wrong type: "must be
+// an integer, not string \"ten\"", or for a number that does not fit its
+// field (a seed of 2⁶⁴, a temperature of 1e400), that it is out of range.
+func typeErrorText(typ *json.UnmarshalTypeError) string {
+	kind := typ.Type.Kind()
+	if num, ok := strings.CutPrefix(typ.Value, "number "); ok {
+		switch kind {
+		case reflect.Int, reflect.Int32, reflect.Int64:
+			if !strings.ContainsAny(num, ".eE") {
+				return fmt.Sprintf("is out of range: %s does not fit in a %d-bit integer", clip(num, 48), typ.Type.Bits())
+			}
+		case reflect.Float32, reflect.Float64:
+			return fmt.Sprintf("is out of range: %s is not a finite %d-bit number", clip(num, 48), typ.Type.Bits())
+		}
+	}
+	return fmt.Sprintf("must be %s, not %s", jsonKind(kind.String()), clip(typ.Value, 48))
 }
 
 func jsonKind(goKind string) string {

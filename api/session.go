@@ -151,7 +151,7 @@ func sessionOf(r *http.Request, body []byte) string {
 	var p struct {
 		SessionID string `json:"session_id"`
 	}
-	if json.Unmarshal(body, &p) == nil && p.SessionID != "" {
+	if json.Unmarshal(dropMiscased(body, genParamsType), &p) == nil && p.SessionID != "" {
 		return p.SessionID
 	}
 	return r.Header.Get("X-Session-ID")
@@ -170,6 +170,12 @@ func sessionOf(r *http.Request, body []byte) string {
 // must not cost, nor leave a session behind.
 func (s *Server) affine(check func(body []byte) (*job, *Error), h func(w http.ResponseWriter, r *http.Request, body []byte)) func(w http.ResponseWriter, r *http.Request, body []byte) {
 	return func(w http.ResponseWriter, r *http.Request, body []byte) {
+		// The header is held to the body's limit: a session id too long
+		// for one is too long for the other.
+		if len(r.Header.Get("X-Session-ID")) > maxSessionID {
+			writeError(w, badRequest("X-Session-ID", "the X-Session-ID header is longer than %d bytes", maxSessionID))
+			return
+		}
 		sr := s.cfg.Sessions
 		if sr == nil || s.forwarded(r) {
 			h(w, r, body)

@@ -22,6 +22,7 @@ var (
 	chatMessageType = reflect.TypeFor[chatMessage]()
 	contentPartType = reflect.TypeFor[contentPart]()
 	messageListType = reflect.TypeFor[messageList]()
+	genParamsType   = reflect.TypeFor[genParams]()
 
 	// fieldSets caches, per type, the exact names of its JSON fields
 	// (reflect.Type → *typeFields).
