@@ -328,7 +328,15 @@ func (n *Node) handleLeave(w http.ResponseWriter, r *http.Request) {
 		n.proxyToLeader(w, r, nil)
 		return
 	}
-	if err := n.removeNode(r.PathValue("node")); err != nil {
+	// A node neither the map nor Raft knows is a typo, as for drain: 404,
+	// not a removal that did nothing. One that is in only one of them
+	// (a removal cut short) is removed from the other.
+	id := r.PathValue("node")
+	if _, ok := n.fsm.Map().Nodes[id]; !ok && !n.raftServer(id) {
+		writeError(w, fmt.Errorf("%w %q", ErrUnknownNode, id))
+		return
+	}
+	if err := n.removeNode(id); err != nil {
 		writeError(w, err)
 		return
 	}

@@ -285,6 +285,18 @@ func TestDrain(t *testing.T) {
 	if _, err := ac.Drain(ctx, "nope"); !errors.Is(err, cluster.ErrUnknownNode) {
 		t.Errorf("drain of an unknown node: %v, want ErrUnknownNode", err)
 	}
+	// Leave says the same of a node nobody knows (it answered 200).
+	for i := range 3 {
+		resp, err := http.Post("http://"+c.Config(i).HTTPAddr+"/admin/v1/leave/nope", "application/json", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(b), "unknown_node") {
+			t.Errorf("leave of an unknown node via n%d: %d %s, want 404 unknown_node", i, resp.StatusCode, b)
+		}
+	}
 	r, err := ac.Drain(ctx, "n1")
 	if err != nil {
 		t.Fatal(err)

@@ -620,6 +620,21 @@ func (n *Node) Leave(ctx context.Context) error {
 	return firstErr
 }
 
+// raftServer reports whether id is in the Raft configuration (false when
+// it cannot be read).
+func (n *Node) raftServer(id string) bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == id {
+			return true
+		}
+	}
+	return false
+}
+
 // otherServers counts Raft servers besides this node.
 func (n *Node) otherServers() int {
 	f := n.raft.GetConfiguration()
