@@ -403,18 +403,39 @@ func TestTopPZeroIsGreedy(t *testing.T) {
 	}
 }
 
-// TestTextOffsetCharacters: legacy text_offset counts characters, each
-// token's text alone (vLLM's rule), so a token holding "é" advances it by
-// one, not by its two bytes (the test vocabulary has no multi-byte
-// character, so a stand-in gives the tokens' bytes); a stream's offsets
-// equal the response's.
+// TestTextOffsetCharacters: legacy text_offset counts characters of the
+// returned text, so a token holding "é" advances it by one, not by its two
+// bytes; the byte tokens of one character count it once (a token that
+// continues it gets its offset), and a character cut short counts a U+FFFD
+// per byte, as the text has them. The test vocabulary has no multi-byte
+// character, so a stand-in gives the tokens' bytes. A stream's offsets equal
+// the response's.
 func TestTextOffsetCharacters(t *testing.T) {
 	f := newFixture(t, DefaultConfig(), nil)
-	texts := map[int32]string{1: "é", 2: "ab", 3: "\xe2\x82"} // the last: half a "€"
-	lp := completionLogprobsOf(func(id int32) []byte { return []byte(texts[id]) },
-		[]tokenLogprob{{token: 1}, {token: 2}, {token: 3}, {token: 1}}, 5)
-	if want := []int{5, 6, 8, 10}; !slices.Equal(lp.TextOffset, want) {
-		t.Fatalf("offsets %v, want %v", lp.TextOffset, want)
+	texts := map[int32]string{1: "é", 2: "ab", 3: "\xe2\x82", 4: "\xac", 5: "\xe2", 6: "\x82"} // 3+4, 5+6+4: "€"
+	for _, c := range []struct {
+		toks []int32
+		want []int
+		text string // the tokens' text, as validText writes it
+	}{
+		{[]int32{1, 2, 3, 1}, []int{5, 6, 8, 10}, "éab\uFFFD\uFFFDé"},
+		{[]int32{1, 2, 3, 4, 2, 1}, []int{5, 6, 8, 8, 9, 11}, "éab€abé"},
+		{[]int32{5, 6, 4, 1, 5, 2}, []int{5, 5, 5, 6, 7, 8}, "€é\uFFFDab"},
+		{[]int32{4, 4, 1}, []int{5, 6, 7}, "\uFFFD\uFFFDé"},
+	} {
+		lps := make([]tokenLogprob, len(c.toks))
+		var all []byte
+		for i, id := range c.toks {
+			lps[i] = tokenLogprob{token: id}
+			all = append(all, texts[id]...)
+		}
+		lp := completionLogprobsOf(func(id int32) []byte { return []byte(texts[id]) }, lps, &textOffsets{runes: 5})
+		if !slices.Equal(lp.TextOffset, c.want) {
+			t.Errorf("%v: offsets %v, want %v", c.toks, lp.TextOffset, c.want)
+		}
+		if got := validText(all); got != c.text {
+			t.Errorf("%v: text %q, want %q", c.toks, got, c.text)
+		}
 	}
 
 	body := func(stream bool) string {

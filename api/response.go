@@ -120,17 +120,17 @@ func chatLogprobsOf(tok *tokenizer.Tokenizer, lps []tokenLogprob) *chatLogprobs 
 	return out
 }
 
-// completionLogprobsOf builds the legacy format; offset is the text offset
-// of the first token. Offsets count characters (code points, an invalid
-// byte as one), each token's text taken alone, from the start of the
-// completion: vLLM's rule (OpenAI's legacy API counts from the prompt's
-// start).
+// completionLogprobsOf builds the legacy format; off tracks the text
+// offsets, from the start of the completion (vLLM's origin; OpenAI's legacy
+// API counts from the prompt's start), across calls for one stream. An
+// offset counts characters of the returned text: code points, each byte
+// that is not valid UTF-8 one U+FFFD, as the text has them.
 //
 // Tokens that are not valid UTF-8 (byte-fallback tokens, parts of a
 // character) are written as OpenAI's legacy API writes them, "bytes:\xe2\x80":
 // as raw bytes, encoding/json would turn every one of them into the same
 // U+FFFD key, and a client would keep one alternative of several.
-func completionLogprobsOf(bytesOf func(int32) []byte, lps []tokenLogprob, offset int) *completionLogprobs {
+func completionLogprobsOf(bytesOf func(int32) []byte, lps []tokenLogprob, off *textOffsets) *completionLogprobs {
 	out := &completionLogprobs{Tokens: []string{}, TokenLogprobs: []float32{}, TopLogprobs: []map[string]float32{}, TextOffset: []int{}}
 	for _, lp := range lps {
 		b := bytesOf(lp.token)
@@ -150,10 +150,35 @@ func completionLogprobsOf(bytesOf func(int32) []byte, lps []tokenLogprob, offset
 			top[tk] = lp.logprob
 		}
 		out.TopLogprobs = append(out.TopLogprobs, top)
-		out.TextOffset = append(out.TextOffset, offset)
-		offset += utf8.RuneCount(b)
+		out.TextOffset = append(out.TextOffset, off.next(b))
 	}
 	return out
+}
+
+// textOffsets gives each token of a completion its text_offset: where its
+// first byte lies in the returned text, the text being every token's bytes
+// decoded together. Counting each token's characters alone drifted: the two
+// byte tokens of one character counted two, and every later offset was one
+// too far. A token that continues a character begun by earlier tokens gets
+// that character's offset.
+type textOffsets struct {
+	runes int    // characters of the bytes before tail
+	tail  []byte // the first bytes of a character not complete yet
+}
+
+// next returns the offset of the token whose bytes are b, and counts them.
+func (o *textOffsets) next(b []byte) int {
+	off := o.runes
+	o.tail = append(o.tail, b...)
+	if n := len(o.tail) - len(b); n > 0 && utf8.FullRune(o.tail) {
+		if r, size := utf8.DecodeRune(o.tail); r == utf8.RuneError && size == 1 {
+			off += n // b ended that character early: its bytes became n U+FFFDs
+		}
+	}
+	cut := completeUTF8(o.tail)
+	o.runes += utf8.RuneCount(o.tail[:cut])
+	o.tail = o.tail[:copy(o.tail, o.tail[cut:])]
+	return off
 }
 
 // legacyToken is a token's text in the legacy completions logprobs: the
@@ -170,20 +195,20 @@ func legacyToken(b []byte) string {
 	return sb.String()
 }
 
-func (s *Server) logprobsOf(j *job, lps []tokenLogprob, offset int) any {
+func (s *Server) logprobsOf(j *job, lps []tokenLogprob, off *textOffsets) any {
 	if !j.logprobs {
 		return nil
 	}
 	if j.chat {
 		return chatLogprobsOf(s.tok, lps)
 	}
-	return completionLogprobsOf(s.tok.TokenBytes, lps, offset)
+	return completionLogprobsOf(s.tok.TokenBytes, lps, off)
 }
 
 // response is the non-streaming body.
 func (s *Server) response(j *job, id string, created int64, o *outcome) *completionResponse {
 	finish := o.finish
-	c := choice{FinishReason: &finish, Logprobs: s.logprobsOf(j, o.logprobs, 0)}
+	c := choice{FinishReason: &finish, Logprobs: s.logprobsOf(j, o.logprobs, &textOffsets{})}
 	text := string(o.text)
 	obj := "text_completion"
 	if j.chat {
@@ -273,14 +298,14 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 	}
 	sent := 0    // logprob entries already sent
 	textOff := 0 // bytes of text already sent
-	lpOff := 0   // characters of the tokens sent (completions text_offset)
+	var lpOff textOffsets // the text offsets of the tokens sent (completions)
 	if j.resume != nil {
 		// A continuation: the role chunk and the text of these tokens were
 		// sent by the earlier home.
 		textOff = g.replay(j.resume.TokenIDs)
 		sent = len(g.out.logprobs)
 		for _, t := range j.resume.TokenIDs[:sent] {
-			lpOff += utf8.RuneCount(s.tok.TokenBytes(t))
+			lpOff.next(s.tok.TokenBytes(t))
 		}
 	} else if j.chat {
 		empty := ""
@@ -296,10 +321,7 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 		}
 		c := choice{FinishReason: finish}
 		if j.logprobs && (text != "" || sent < len(g.out.logprobs)) {
-			c.Logprobs = s.logprobsOf(j, g.out.logprobs[sent:], lpOff)
-			for _, lp := range g.out.logprobs[sent:] {
-				lpOff += utf8.RuneCount(s.tok.TokenBytes(lp.token))
-			}
+			c.Logprobs = s.logprobsOf(j, g.out.logprobs[sent:], &lpOff)
 			sent = len(g.out.logprobs)
 		}
 		if j.chat {
