@@ -296,8 +296,8 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 		}
 		return r
 	}
-	sent := 0    // logprob entries already sent
-	textOff := 0 // bytes of text already sent
+	sent := 0             // logprob entries already sent
+	textOff := 0          // bytes of text already sent
 	var lpOff textOffsets // the text offsets of the tokens sent (completions)
 	if j.resume != nil {
 		// A continuation: the role chunk and the text of these tokens were
