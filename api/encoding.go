@@ -22,23 +22,34 @@ func decodeContent(header string, body []byte, limit int64) ([]byte, *Error) {
 	if strings.TrimSpace(header) == "" {
 		return body, nil
 	}
-	codings := strings.Split(header, ",")
+	var codings []string
+	for _, c := range strings.Split(header, ",") {
+		// Empty list elements are to be ignored (RFC 9110 §5.6.1.2), and
+		// identity changes nothing.
+		if c = strings.ToLower(strings.TrimSpace(c)); c != "" && c != "identity" {
+			codings = append(codings, c)
+		}
+	}
+	// Each layer may expand to the limit: stacked ones would multiply the
+	// work of one small request (a stored layer costs little on the wire).
+	if len(codings) > maxCodings {
+		return nil, &Error{Status: http.StatusUnsupportedMediaType, Type: typeInvalidRequest, Code: "unsupported_content_encoding",
+			Message: fmt.Sprintf("Content-Encoding lists %d codings; at most %d are undone", len(codings), maxCodings)}
+	}
 	for i := len(codings) - 1; i >= 0; i-- {
-		c := strings.ToLower(strings.TrimSpace(codings[i]))
+		c := codings[i]
 		var (
 			zr  io.ReadCloser
 			err error
 		)
 		switch c {
-		case "identity":
-			continue
 		case "gzip", "x-gzip":
 			zr, err = gzip.NewReader(bytes.NewReader(body))
 		case "deflate":
 			zr, err = zlib.NewReader(bytes.NewReader(body))
 		default:
 			return nil, &Error{Status: http.StatusUnsupportedMediaType, Type: typeInvalidRequest, Code: "unsupported_content_encoding",
-				Message: fmt.Sprintf("Content-Encoding %q is not supported; send the body as is, or gzip or deflate it", clip(strings.TrimSpace(codings[i]), 48))}
+				Message: fmt.Sprintf("Content-Encoding %q is not supported; send the body as is, or gzip or deflate it", clip(c, 48))}
 		}
 		if err == nil {
 			body, err = io.ReadAll(io.LimitReader(zr, limit+1))
@@ -54,6 +65,9 @@ func decodeContent(header string, body []byte, limit int64) ([]byte, *Error) {
 	}
 	return body, nil
 }
+
+// maxCodings is how many content codings a body may carry.
+const maxCodings = 2
 
 // unwrapEOF words a stream that ends early as what it is.
 func unwrapEOF(err error) error {

@@ -5,6 +5,8 @@ import (
 	"compress/gzip"
 	"compress/zlib"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 )
@@ -60,6 +62,7 @@ func TestContentEncoding(t *testing.T) {
 		{"deflate", "deflate", deflated(t, plain)},
 		{"identity", "identity", plain},
 		{"two codings", "deflate, gzip", gzipped(t, deflated(t, plain))},
+		{"empty list elements", "gzip, ,identity,", gzipped(t, plain)},
 		{"byte order mark", "", "\uFEFF" + plain},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -71,6 +74,20 @@ func TestContentEncoding(t *testing.T) {
 				t.Fatalf("text %s, want %s", text(got), text(want))
 			}
 		})
+	}
+	// Two field lines make one list (RFC 9110 §5.3).
+	req, _ := http.NewRequest("POST", f.http.URL+"/v1/completions", strings.NewReader(gzipped(t, gzipped(t, plain))))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Add("Content-Encoding", "gzip")
+	req.Header.Add("Content-Encoding", "gzip")
+	resp, err := f.http.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || text(got) != text(want) {
+		t.Errorf("two Content-Encoding lines: %d %s", resp.StatusCode, got)
 	}
 	const inv = "invalid_request_error"
 	bomb := gzipped(t, fmt.Sprintf(`{"model":%q,"prompt":"a","user":"%s"}`, f.id, strings.Repeat("x", 8<<20)))
@@ -88,6 +105,7 @@ func TestContentEncoding(t *testing.T) {
 		{"truncated gzip", "gzip", gzipped(t, plain)[:20], 400, "invalid_content_encoding"},
 		{"not deflate", "deflate", gzipped(t, plain), 400, "invalid_content_encoding"},
 		{"expands past the limit", "gzip", bomb, 413, "request_too_large"},
+		{"three codings", "gzip, gzip, gzip", gzipped(t, gzipped(t, gzipped(t, plain))), 415, "unsupported_content_encoding"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			resp, body := f.do(t, "POST", "/v1/completions", c.body, "Content-Encoding", c.enc)

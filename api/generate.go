@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/conclave-ai/conclave/engine"
@@ -168,6 +169,16 @@ func (s *Server) validateGen(p *genParams, j *job) *Error {
 func (s *Server) chatJob(body []byte) (*job, *Error) {
 	var req chatRequest
 	if e := decodeBody(body, &req); e != nil {
+		if e.Param == "content" || strings.HasPrefix(e.Param, "messages") {
+			// Decoded again message by message, the error names the
+			// message it is in (messages[2].content).
+			var m struct {
+				Messages messageList `json:"messages"`
+			}
+			if e2 := decodeBody(body, &m); e2 != nil {
+				return nil, e2
+			}
+		}
 		return nil, e
 	}
 	j := &job{chat: true}

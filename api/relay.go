@@ -70,7 +70,8 @@ func isStream(body []byte) bool {
 	var p struct {
 		Stream *bool `json:"stream"`
 	}
-	return json.Unmarshal(body, &p) == nil && p.Stream != nil && *p.Stream
+	// Keys as the handler's decoder matches them (exactly).
+	return json.Unmarshal(dropMiscased(body, genParamsType), &p) == nil && p.Stream != nil && *p.Stream
 }
 
 // hasResume reports whether a request body carries resumeField under any

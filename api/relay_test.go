@@ -289,6 +289,13 @@ func TestResumeFieldIsInternal(t *testing.T) {
 		resp, out = f.do(t, "POST", "/v1/completions", body)
 		checkError(t, resp, out, 400, typeInvalidRequest, "", resumeField)
 	}
+	// Behind a byte order mark too (the decoder ignores one; the guard
+	// once did not see past it), with the session in the body or a header.
+	for _, hdr := range [][]string{nil, {"X-Session-ID", "s9"}} {
+		body = "\uFEFF" + `{"model":"` + f.id + `","prompt":"hi","max_tokens":4,"stream":true,"session_id":"s9","conclave_resume":{"token_ids":[1,2]}}`
+		resp, out = f.do(t, "POST", "/v1/completions", body, hdr...)
+		checkError(t, resp, out, 400, typeInvalidRequest, "", resumeField)
+	}
 	if got := home.eng.served(); len(got) != 0 {
 		t.Errorf("the home served a client's continuation: %q", got)
 	}

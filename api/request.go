@@ -55,7 +55,7 @@ type streamOptions struct {
 // chatRequest is POST /v1/chat/completions.
 type chatRequest struct {
 	genParams
-	Messages            messageList     `json:"messages"`
+	Messages            []chatMessage   `json:"messages"`
 	MaxCompletionTokens *int            `json:"max_completion_tokens"`
 	Logprobs            *bool           `json:"logprobs"`
 	TopLogprobs         *int            `json:"top_logprobs"`
@@ -72,8 +72,10 @@ type chatMessage struct {
 	Name    string         `json:"name"`
 }
 
-// messageList is "messages", decoded one message at a time so that an
-// error names the message: messages[2].content, not messages.
+// messageList is "messages" decoded one message at a time, so that an error
+// names the message: messages[2].content, not messages. A request that
+// fails to decode is decoded again this way (chatJob): message by message
+// costs a parse per message, which only a failed request pays.
 type messageList []chatMessage
 
 func (l *messageList) UnmarshalJSON(b []byte) error {
@@ -91,7 +93,7 @@ func (l *messageList) UnmarshalJSON(b []byte) error {
 		if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' {
 			return &fieldError{at, "must be an object with a role and content"}
 		}
-		err := json.Unmarshal(dropMiscased(raw, chatMessageType), &out[i])
+		err := json.Unmarshal(raw, &out[i]) // keys renamed with the body's
 		var (
 			fe  *fieldError
 			typ *json.UnmarshalTypeError
@@ -260,9 +262,6 @@ func decodeBody(body []byte, v any) *Error {
 	if !utf8.Valid(body) {
 		return badRequestCode("", "invalid_encoding", "the request body is not valid UTF-8")
 	}
-	// RFC 8259 §8.1 lets a parser ignore a byte order mark; some
-	// Windows tools write one.
-	body = bytes.TrimPrefix(body, []byte("\uFEFF"))
 	err := json.Unmarshal(dropMiscased(body, reflect.TypeOf(v)), v)
 	if err == nil {
 		return nil

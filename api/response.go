@@ -160,7 +160,10 @@ func completionLogprobsOf(bytesOf func(int32) []byte, lps []tokenLogprob, off *t
 // decoded together. Counting each token's characters alone drifted: the two
 // byte tokens of one character counted two, and every later offset was one
 // too far. A token that continues a character begun by earlier tokens gets
-// that character's offset.
+// that character's offset. When a later token breaks that character off
+// (the bytes were never UTF-8), the text shows a U+FFFD per byte and the
+// continuing token's offset is one short of its own: a stream cannot know
+// when it sends the token, and the response counts alike.
 type textOffsets struct {
 	runes int    // characters of the bytes before tail
 	tail  []byte // the first bytes of a character not complete yet

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -516,10 +517,15 @@ func (s *Server) generation(h func(w http.ResponseWriter, r *http.Request, body 
 			// The server's own read that notices a client leaving runs on.
 			rc.SetReadDeadline(time.Time{})
 		}
-		if body, apiErr = decodeContent(r.Header.Get("Content-Encoding"), body, s.cfg.MaxBodyBytes); apiErr != nil {
+		if body, apiErr = decodeContent(strings.Join(r.Header.Values("Content-Encoding"), ","), body, s.cfg.MaxBodyBytes); apiErr != nil {
 			writeError(w, apiErr)
 			return
 		}
+		// RFC 8259 §8.1 lets a parser ignore a byte order mark (some
+		// Windows tools write one). It goes here, once, so that every
+		// reader of the body (routing, the resume guard, the decoder, the
+		// signature a forward carries) sees the same bytes.
+		body = bytes.TrimPrefix(body, []byte("\uFEFF"))
 		if !peerBodyMatches(ri, body) {
 			writeError(w, &Error{Status: http.StatusUnauthorized, Type: typeAuthentication, Code: "invalid_peer_signature",
 				Message: "the forwarded request's body is not the one its signature covers"})

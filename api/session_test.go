@@ -144,6 +144,14 @@ func TestSessionForwarding(t *testing.T) {
 		if got := b.eng.served(); len(got) != 4 {
 			t.Errorf("home served %q, want 4 requests", got)
 		}
+		// Behind a byte order mark, the body's session still routes.
+		resp, out = a.do(t, "POST", "/v1/completions", "\uFEFF"+completionBody(a.id, "s1", false))
+		if resp.StatusCode != 200 {
+			t.Fatalf("BOM: status %d: %s", resp.StatusCode, out)
+		}
+		if got := b.eng.served(); len(got) != 5 {
+			t.Errorf("home served %q, want 5 requests", got)
+		}
 	})
 	t.Run("no session stays local without routing", func(t *testing.T) {
 		before, _ := a.sess.stats()

@@ -35,19 +35,29 @@ type typeFields struct {
 	all   []string                // every JSON name in the types reachable from it
 }
 
-// dropMiscased returns b without the object keys, at any depth, that name a
-// field of the type t decodes them into only up to case. It returns b itself
-// when there are none (the usual case, found in one pass over b) or when b
-// is not valid JSON (the decoder reports that).
+// dropMiscased returns b with the object keys, at any depth, that name a
+// field of the type t decodes them into only up to case renamed out of the
+// way ("Max_tokens" becomes "~Max_tokens", which no field matches), so the
+// decoder ignores them like any unknown key; every other byte stays as it
+// was (duplicate keys still merge as encoding/json merges them). It returns
+// b itself when there are none (the usual case, found in one pass over b)
+// or when b is not valid JSON (the decoder reports that).
 func dropMiscased(b []byte, t reflect.Type) []byte {
 	tf := fieldsOf(t)
 	if tf == nil || !hasFoldedKey(b, tf.all) {
 		return b
 	}
-	if out, changed := dropIn(b, t); changed {
-		return out
+	var at []int
+	if !json.Valid(b) || dropIn(b, 0, t, &at) != nil || len(at) == 0 {
+		return b
 	}
-	return b
+	out := make([]byte, 0, len(b)+len(at))
+	prev := 0
+	for _, i := range at { // ascending: the walk goes through b in order
+		out = append(append(out, b[prev:i]...), '~')
+		prev = i
+	}
+	return append(out, b[prev:]...)
 }
 
 // hasFoldedKey reports whether b has an object key that is not plain lower
@@ -113,66 +123,77 @@ func hasFoldedKey(b []byte, names []string) bool {
 	return false
 }
 
-// dropIn is dropMiscased's walk: the value b decoded into t.
-func dropIn(b []byte, t reflect.Type) ([]byte, bool) {
+// dropIn is dropMiscased's walk over the value b (at offset base of the
+// body) decoded into t: it appends to at the offset just inside the opening
+// quote of each key to rename.
+func dropIn(b []byte, base int, t reflect.Type, at *[]int) error {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
 	if t == messageListType {
 		t = reflect.SliceOf(chatMessageType)
 	}
+	var tf *typeFields
 	switch t.Kind() {
 	case reflect.Struct:
-		tf := fieldsOf(t)
-		if tf == nil {
-			return b, false
+		if tf = fieldsOf(t); tf == nil {
+			return nil
 		}
-		var m map[string]json.RawMessage
-		if json.Unmarshal(b, &m) != nil {
-			return b, false
-		}
-		changed := false
-		for k, v := range m {
-			if ft, ok := tf.exact[k]; ok {
-				if nv, c := dropIn(v, ft); c {
-					m[k], changed = nv, true
-				}
-				continue
-			}
-			for n := range tf.exact {
-				if strings.EqualFold(k, n) {
-					delete(m, k)
-					changed = true
-					break
-				}
-			}
-		}
-		if !changed {
-			return b, false
-		}
-		out, err := json.Marshal(m)
-		return out, err == nil
 	case reflect.Slice, reflect.Array:
-		if t == rawMessageType || t.Elem().Kind() == reflect.Uint8 || fieldsOf(t.Elem()) == nil {
-			return b, false
+		if t == rawMessageType || fieldsOf(t.Elem()) == nil {
+			return nil
 		}
-		var raws []json.RawMessage
-		if json.Unmarshal(b, &raws) != nil {
-			return b, false
+	default:
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	open, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := open.(json.Delim); !ok || (tf != nil) != (d == '{') {
+		return nil // another kind of value: the decoder says what is wrong
+	}
+	// value decodes the next value, recursing into it as ft.
+	value := func(ft reflect.Type) error {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return err
 		}
-		changed := false
-		for i, v := range raws {
-			if nv, c := dropIn(v, t.Elem()); c {
-				raws[i], changed = nv, true
+		end := int(dec.InputOffset())
+		return dropIn(raw, base+end-len(raw), ft, at)
+	}
+	for dec.More() {
+		if tf == nil {
+			if err := value(t.Elem()); err != nil {
+				return err
+			}
+			continue
+		}
+		off := int(dec.InputOffset())
+		key, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		k, _ := key.(string)
+		if ft, ok := tf.exact[k]; ok {
+			if err := value(ft); err != nil {
+				return err
+			}
+			continue
+		}
+		for n := range tf.exact {
+			if strings.EqualFold(k, n) {
+				*at = append(*at, base+off+bytes.IndexByte(b[off:], '"')+1)
+				break
 			}
 		}
-		if !changed {
-			return b, false
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
 		}
-		out, err := json.Marshal(raws)
-		return out, err == nil
 	}
-	return b, false
+	return nil
 }
 
 // fieldsOf is the cached field set of t (through pointers, slices and

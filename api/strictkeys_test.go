@@ -14,24 +14,28 @@ import (
 func TestDropMiscased(t *testing.T) {
 	ct := reflect.TypeFor[chatRequest]()
 	for _, c := range []struct{ in, want string }{
-		{`{"model":"m","max_tokens":2,"Max_tokens":-1}`, `{"max_tokens":2,"model":"m"}`},
-		{`{"MODEL":"m","Stream":true}`, `{}`},
+		{`{"model":"m","max_tokens":2,"Max_tokens":-1}`, `{"model":"m","max_tokens":2,"~Max_tokens":-1}`},
+		{`{"MODEL":"m", "Stream" : true}`, `{"~MODEL":"m", "~Stream" : true}`},
 		{`{"model":"m","messages":[{"ROLE":"user","content":"hi"},{"role":"user","Content":"x","content":"y"}]}`,
-			`{"messages":[{"content":"hi"},{"content":"y","role":"user"}],"model":"m"}`},
-		{`{"stream_options":{"Include_Usage":true,"include_usage":false}}`, `{"stream_options":{"include_usage":false}}`},
-		{`{"response_format":{"TYPE":"json_object"}}`, `{"response_format":{}}`},
-		{`{"max\u005fTokens":3,"seed":1}`, `{"seed":1}`},
-		{`{"top_\u212a":5}`, `{}`}, // the Kelvin sign folds to k
+			`{"model":"m","messages":[{"~ROLE":"user","content":"hi"},{"role":"user","~Content":"x","content":"y"}]}`},
+		{`{"stream_options":{"Include_Usage":true,"include_usage":false}}`, `{"stream_options":{"~Include_Usage":true,"include_usage":false}}`},
+		{`{"response_format":{"TYPE":"json_object"}}`, `{"response_format":{"~TYPE":"json_object"}}`},
+		{`{"max\u005fTokens":3,"seed":1}`, `{"~max\u005fTokens":3,"seed":1}`},
+		{`{"top_\u212a":5}`, `{"~top_\u212a":5}`},                                             // the Kelvin sign folds to k
+		{`{"logit_bias":{"Model":1},"Model":"x"}`, `{"logit_bias":{"Model":1},"~Model":"x"}`}, // a map's keys are its own
 	} {
-		got := dropMiscased([]byte(c.in), ct)
-		var g, w any
-		if err := json.Unmarshal(got, &g); err != nil {
-			t.Fatalf("%s: %v: %s", c.in, err, got)
-		}
-		json.Unmarshal([]byte(c.want), &w)
-		if !reflect.DeepEqual(g, w) {
+		if got := string(dropMiscased([]byte(c.in), ct)); got != c.want {
 			t.Errorf("dropMiscased(%s) = %s, want %s", c.in, got, c.want)
 		}
+	}
+	// Renamed, a key is unknown to the decoder, and duplicates of the
+	// fields still merge as encoding/json merges them.
+	dup := `{"stream_options":{"include_usage":true},"stream_options":{},"logit_bias":{"1":5},"logit_bias":{"2":3}}`
+	var plain, renamed chatRequest
+	json.Unmarshal([]byte(dup), &plain)
+	json.Unmarshal(dropMiscased([]byte(dup[:len(dup)-1]+`,"USER":"x"}`), ct), &renamed)
+	if !reflect.DeepEqual(plain, renamed) || renamed.User != "" {
+		t.Errorf("with a miscased key beside duplicates: %+v, want %+v", renamed, plain)
 	}
 	// Bodies without such keys come back as they are: the same bytes,
 	// formatting and key order included, with no second decode.
@@ -100,4 +104,18 @@ func FuzzDropMiscased(f *testing.F) {
 		var req chatRequest
 		_ = json.Unmarshal(out, &req)
 	})
+}
+
+// The relay's stream check reads keys as the handler's decoder does.
+func TestIsStreamExactKeys(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"stream":true}`:                true,
+		`{"stream":true,"Stream":false}`: true,
+		`{"Stream":true}`:                false,
+		`{"STREAM":true,"stream":false}`: false,
+	} {
+		if got := isStream([]byte(body)); got != want {
+			t.Errorf("isStream(%s) = %v, want %v", body, got, want)
+		}
+	}
 }
