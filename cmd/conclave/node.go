@@ -557,11 +557,15 @@ func fetchServing(ctx context.Context, n *cluster.Node, f *nodeFlags, reg *prome
 				// anything is allocated, and the capacity placement sees
 				// shrinks to what is left.
 				serving, err := sv.servingBytes(f)
+				var capacity int64
 				if err == nil {
-					_, err = n.AccountServing(sv.model.w.DenseBytes(), serving)
+					capacity, err = n.AccountServing(sv.model.w.DenseBytes(), serving)
 					if errors.Is(err, cluster.ErrMemoryLimit) {
 						err = fmt.Errorf("%w (raise --memory-limit, or lower --kv-cache, --ctx, --max-running or --max-batch-tokens)", err)
 					}
+				}
+				if err == nil {
+					err = waitPlacedWithin(ctx, n, capacity, stderr)
 				}
 				if err != nil {
 					sv.close()
@@ -678,6 +682,45 @@ func (s *serving) stopEngine() {
 		}
 	})
 }
+
+// waitPlacedWithin waits, before the node starts fetching and hosting
+// experts, until the map has its capacity and places on it no more expert
+// bytes than that: placement had given the node experts for the larger
+// capacity it gossiped before it knew its model. It gives up after
+// placedWithinWait with a warning (the leader may be busy; the placement
+// follows soon after) and returns only ctx's error.
+func waitPlacedWithin(ctx context.Context, n *cluster.Node, capacity int64, stderr io.Writer) error {
+	if capacity <= 0 {
+		return nil
+	}
+	fits := func(m *router.Map) bool {
+		nd, ok := m.Nodes[n.ID()]
+		if !ok || nd.Capacity != capacity {
+			return false
+		}
+		return m.Model == nil || int64(len(m.ExpertsOn(n.ID())))*m.Model.ExpertBytes <= capacity
+	}
+	timer := time.NewTimer(placedWithinWait)
+	defer timer.Stop()
+	for {
+		changed := n.FSM().Changed()
+		if fits(n.Map()) {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+			fmt.Fprintf(stderr, "conclave: node %s: the map has not placed this node's experts within its capacity of %s after %v; starting anyway\n",
+				n.ID(), ibytes(capacity), placedWithinWait)
+			return nil
+		}
+	}
+}
+
+// placedWithinWait bounds waitPlacedWithin.
+const placedWithinWait = 30 * time.Second
 
 // servingBytes is what the engine will hold outside the model: the KV pool
 // and a full step's buffers (the warm-up fills both). It refuses a pool
