@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/conclave-ai/conclave/router"
@@ -151,6 +152,12 @@ func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "no_leader", "node": n.cfg.ID})
 }
 
+// stuckNonVoter is how long after its start an active node may stay a
+// non-voter, with room for voters, before Status calls it a problem.
+var stuckNonVoter atomic.Int64 // ns; 30 s unless a test sets it
+
+func init() { stuckNonVoter.Store(int64(30 * time.Second)) }
+
 // Status summarises the cluster as this node sees it.
 func (n *Node) Status() Status {
 	m := n.fsm.Map()
@@ -171,8 +178,19 @@ func (n *Node) Status() Status {
 		st.Model, st.ModelDigest = m.Model.ID, m.Model.Digest
 	}
 	st.ModelFile = n.modelFileStatus()
+	voters := 0
+	for _, ns := range st.Nodes {
+		if ns.Voter && ns.State == router.NodeActive {
+			voters++
+		}
+	}
 	for _, ns := range st.Nodes {
 		switch {
+		case ns.State == router.NodeActive && !ns.Voter && voters < n.cfg.MaxVoters && ns.Boot > 0 && time.Since(time.Unix(0, ns.Boot)) > time.Duration(stuckNonVoter.Load()):
+			// Promotion takes well under a second once Raft reaches a
+			// node: one still waiting leaves the cluster a voter short.
+			st.Problems = append(st.Problems, fmt.Sprintf("node %s is still a Raft non-voter %v after it started, with %d of %d voters: the leader has not heard that Raft reaches it (check its raft address and certificate; restarting it retries)",
+				ns.ID, time.Since(time.Unix(0, ns.Boot)).Round(time.Second), voters, n.cfg.MaxVoters))
 		case ns.State == router.NodeDead:
 			st.Problems = append(st.Problems, fmt.Sprintf("node %s is dead", ns.ID))
 		case ns.State == router.NodeActive && m.Model != nil && m.Model.Live && ns.Serving != "" && ns.Serving != m.Model.Digest:
@@ -291,8 +309,23 @@ func (n *Node) waitApplied(ctx context.Context, cond func(*router.Map) bool) *ro
 }
 
 // handleEpoch answers the leader's map epoch after a barrier (everything
-// committed applied): what a follower's map must reach to be current.
+// committed applied): what a follower's map must reach to be current. With
+// ?applied=E it answers this node's own epoch instead, once it is E or more
+// (or when ApplyTimeout runs out): how the leader learns that a change it
+// committed is in effect on a node.
 func (n *Node) handleEpoch(w http.ResponseWriter, r *http.Request) {
+	if q := r.URL.Query().Get("applied"); q != "" {
+		want, err := strconv.ParseUint(q, 10, 64)
+		if err != nil {
+			writeError(w, fmt.Errorf("%w: applied=%q is not an epoch", errBadRequest, q))
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), n.cfg.ApplyTimeout)
+		defer cancel()
+		m := n.waitApplied(ctx, func(m *router.Map) bool { return m.Epoch >= want })
+		writeJSON(w, http.StatusOK, EpochReply{Epoch: m.Epoch})
+		return
+	}
 	if n.raft.State() != raft.Leader {
 		n.proxyToLeader(w, r, nil)
 		return

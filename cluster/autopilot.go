@@ -367,8 +367,16 @@ func (n *Node) noteRaftReached() {
 		ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ApplyTimeout)
 		defer cancel()
 		epoch, err := n.leaderEpoch(ctx, addr)
-		if err != nil || n.fsm.Map().Epoch < epoch {
+		if err != nil {
 			return // asked again on the loop's next turn
+		}
+		// A follower applies what the leader had committed a batch later
+		// (it learns the commit index with the next append): wait for the
+		// epoch, within ctx, instead of comparing at once, which under a
+		// steady stream of writes could find the map a batch behind every
+		// time and leave the node a non-voter.
+		if n.waitApplied(ctx, func(m *router.Map) bool { return m.Epoch >= epoch }).Epoch < epoch {
+			return
 		}
 		n.updateMeta(func(m *NodeMeta) { m.RaftReached = true })
 	}()

@@ -556,6 +556,7 @@ func TestMutualTLS(t *testing.T) {
 // need it for every quorum and lose its leader for good. A node with the
 // right certificate joining after it is promoted once Raft reaches it.
 func TestWrongCANodeNotVoter(t *testing.T) {
+	defer cluster.SetStuckNonVoterForTest(time.Second)()
 	good, bad := t.TempDir(), t.TempDir()
 	if _, err := cluster.InitTLS(good, []string{"n0", "n1", "n2"}, []string{clustertest.LoopbackIP()}, time.Hour); err != nil {
 		t.Fatal(err)
@@ -582,6 +583,13 @@ func TestWrongCANodeNotVoter(t *testing.T) {
 	if voters, _ := raftServers(t, c.Node(0)); len(voters) != 1 {
 		t.Fatalf("voters %v: the node Raft cannot reach was made a voter", voters)
 	}
+	// Status says so once it has lasted (30 s in production, 1 s here).
+	clustertest.WaitFor(t, 10*time.Second, func() bool {
+		st := c.Node(0).Status()
+		return st.Health == "degraded" && slices.ContainsFunc(st.Problems, func(p string) bool {
+			return strings.HasPrefix(p, "node n1 is still a Raft non-voter")
+		})
+	}, "status to name n1, a non-voter for longer than it takes")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	// Through n0: n1 knows no leader, Raft never having reached it.
@@ -1083,4 +1091,51 @@ func TestHTTPIdleTimeout(t *testing.T) {
 	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("closed after %v, want about the 300ms idle timeout", d)
 	}
+}
+
+// TestJoinPromotedUnderWrites: a node that joins while the map changes all
+// the time (sessions being routed) is promoted to voter like any other. It
+// used to stay a non-voter: it said Raft had reached it only once its map
+// had the epoch the leader had at the moment it asked, and under a steady
+// stream of writes a follower's map is always a batch behind that.
+func TestJoinPromotedUnderWrites(t *testing.T) {
+	c := clustertest.New(t, 3, clustertest.Options{})
+	setModel(t, c)
+	c.WaitAgree(10*time.Second, fullyPlaced, "the model fully placed")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil; i++ {
+				actx, acancel := context.WithTimeout(ctx, 2*time.Second)
+				c.Apply(actx, router.Command{Op: router.OpAssignSession, Session: &router.Session{
+					ID: fmt.Sprintf("w%d-%d", w, i), Home: "n0", ExpiresMS: time.Now().Add(time.Hour).UnixMilli()}})
+				acancel()
+			}
+		}()
+	}
+	promoted := func(id string) {
+		t.Helper()
+		clustertest.WaitFor(t, 20*time.Second, func() bool {
+			voters, _ := raftServers(t, c.Node(c.Leader()))
+			return slices.Contains(voters, id)
+		}, id+" promoted to voter while the map changes")
+	}
+	j := c.Add()
+	promoted(c.Config(j).ID)
+	// Restarted from its data dir after leaving, as in a rolling restart.
+	for range 3 {
+		c.Stop(j)
+		clustertest.WaitFor(t, 20*time.Second, func() bool {
+			voters, non := raftServers(t, c.Node(c.Leader()))
+			return !slices.Contains(voters, c.Config(j).ID) && !slices.Contains(non, c.Config(j).ID)
+		}, "the node that left out of the Raft configuration")
+		c.Restart(j)
+		promoted(c.Config(j).ID)
+	}
+	cancel()
+	wg.Wait()
 }

@@ -1,6 +1,9 @@
 package cluster
 
-import "crypto/tls"
+import (
+	"crypto/tls"
+	"time"
+)
 
 // SetServingForTest gossips d as the digest of the model n runs, as
 // StartExperts does, for tests without expert hosts.
@@ -14,4 +17,11 @@ func KeyTLSClientForTest(key []byte) (*tls.Config, error) {
 		return nil, err
 	}
 	return tc.Client, nil
+}
+
+// SetStuckNonVoterForTest sets how long a node may stay a non-voter before
+// Status calls it a problem, until the returned func restores it.
+func SetStuckNonVoterForTest(d time.Duration) func() {
+	old := stuckNonVoter.Swap(int64(d))
+	return func() { stuckNonVoter.Store(old) }
 }
