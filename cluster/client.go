@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/conclave-ai/conclave/router"
@@ -94,6 +95,13 @@ type EpochReply struct {
 func (c *AdminClient) Epoch(ctx context.Context) (uint64, error) {
 	var r EpochReply
 	return r.Epoch, c.do(ctx, http.MethodGet, "/admin/v1/epoch", nil, nil, &r)
+}
+
+// AppliedEpoch asks the node at c for its own map's epoch once it is at
+// least min (it answers a lower one when its wait runs out).
+func (c *AdminClient) AppliedEpoch(ctx context.Context, min uint64) (uint64, error) {
+	var r EpochReply
+	return r.Epoch, c.do(ctx, http.MethodGet, "/admin/v1/epoch?applied="+strconv.FormatUint(min, 10), nil, nil, &r)
 }
 
 // Drain sets node draining (POST /admin/v1/drain/{node}); it does not wait

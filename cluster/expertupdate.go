@@ -10,6 +10,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/conclave-ai/conclave/router"
@@ -39,6 +41,11 @@ type ExpertUpdateReply struct {
 	Replicas int                  `json:"replicas"`  // replicas serving the new version at the flip
 	StagedMS int64                `json:"staged_ms"` // from the stage command to every replica loaded
 	Epoch    uint64               `json:"epoch"`
+	// Nodes are the live nodes when the flip committed, Applied those
+	// that said they had applied it before the answer (each node's next
+	// dispatch of the expert then uses the live version).
+	Nodes   int `json:"nodes"`
+	Applied int `json:"applied_nodes"`
 }
 
 func readBody(r *http.Request) ([]byte, error) {
@@ -249,8 +256,43 @@ func (n *Node) updateExpert(ctx context.Context, id router.ExpertID, version, so
 		v := m.ExpertVersions[id]
 		return v.Live == version && !v.Staging
 	})
+	nodes, applied := n.waitNodesApplied(ctx, m)
 	return ExpertUpdateReply{Expert: id, State: m.ExpertVersions[id], Replicas: have,
-		StagedMS: stagedFor.Milliseconds(), Epoch: m.Epoch}, nil
+		StagedMS: stagedFor.Milliseconds(), Epoch: m.Epoch, Nodes: nodes, Applied: applied}, nil
+}
+
+// waitNodesApplied waits until every node that is not dead has applied m's
+// epoch (this one has), asking them all at once, for at most
+// ApplyTimeout: the caller's answer then means the change is in effect
+// across the cluster, not only committed. It returns how many nodes there
+// are and how many said so.
+func (n *Node) waitNodesApplied(ctx context.Context, m *router.Map) (nodes, applied int) {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+	defer cancel()
+	var (
+		wg  sync.WaitGroup
+		got atomic.Int64
+	)
+	for id, nd := range m.Nodes {
+		if nd.State == router.NodeDead {
+			continue
+		}
+		nodes++
+		if id == n.cfg.ID {
+			got.Add(1)
+			continue
+		}
+		wg.Add(1)
+		go func(addr string) {
+			defer wg.Done()
+			ac := &AdminClient{Base: "http://" + addr, HTTP: n.client}
+			if e, err := ac.AppliedEpoch(ctx, m.Epoch); err == nil && e >= m.Epoch {
+				got.Add(1)
+			}
+		}(nd.HTTPAddr)
+	}
+	wg.Wait()
+	return nodes, int(got.Load())
 }
 
 // unstage cancels the staging of version for id, if it is still the one

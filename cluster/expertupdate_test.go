@@ -156,7 +156,16 @@ func TestHotExpertUpdate(t *testing.T) {
 	if rep.State.Live != digest || rep.Replicas != 2 || rep.State.Prev != router.BaseVersion || !rep.State.HasPrev {
 		t.Fatalf("update reply %+v", rep)
 	}
-	c.WaitMap(0, 10*time.Second, func(m *router.Map) bool { return m.LiveVersion(id) == digest }, "n0 sees the flip")
+	// The answer comes once every node has applied the flip: each one's
+	// next dispatch uses the new version (no waiting here).
+	if rep.Nodes != 3 || rep.Applied != 3 {
+		t.Errorf("update applied on %d of %d nodes, want 3 of 3", rep.Applied, rep.Nodes)
+	}
+	for _, i := range c.Running() {
+		if v := c.Node(i).Map().LiveVersion(id); v != digest {
+			t.Errorf("n%d's map has live version %.12s when the update returns, want %.12s", i, v, digest)
+		}
+	}
 	// Updating to the live version changes nothing and answers at once
 	// (it used to wait out the timeout for a staging that never starts).
 	if rep, err := ac.UpdateExpert(ctx, cluster.ExpertUpdateRequest{Expert: id, Version: digest}); err != nil || rep.State.Live != digest || rep.State.Updates != 1 {
@@ -188,10 +197,14 @@ func TestHotExpertUpdate(t *testing.T) {
 	if _, err := ac2.RollbackExpert(ctx, cluster.ExpertUpdateRequest{Expert: id}); !errors.As(err, &apiErr) || apiErr.Status != 409 {
 		t.Fatalf("a second rollback: %v, want 409", err)
 	}
-	c.WaitMap(0, 10*time.Second, func(m *router.Map) bool {
-		v := m.ExpertVersions[id]
-		return v.Live == router.BaseVersion && v.Updates == 2
-	}, "n0 sees the rollback")
+	if rep.Nodes != 3 || rep.Applied != 3 {
+		t.Errorf("rollback applied on %d of %d nodes, want 3 of 3", rep.Applied, rep.Nodes)
+	}
+	for _, i := range c.Running() {
+		if v := c.Node(i).Map().ExpertVersions[id]; v.Live != router.BaseVersion || v.Updates != 2 {
+			t.Errorf("n%d's map has %+v when the rollback returns, want base live", i, v)
+		}
+	}
 	waitCalls(5)
 	v2Before := v2s.Load()
 	waitCalls(20)

@@ -92,8 +92,16 @@ func cmdExpert(args []string, stdout, stderr io.Writer) error {
 	if *asJSON {
 		return printJSON(stdout, rep)
 	}
-	fmt.Fprintf(stdout, "expert %d of layer %d: live %s, previous %s; %d replicas loaded it in %d ms (epoch %d)\n",
+	fmt.Fprintf(stdout, "expert %d of layer %d: live %s, previous %s; %d replicas loaded it in %d ms (epoch %d",
 		id.Index, id.Layer, versionName(rep.State.Live), versionName(rep.State.Prev), rep.Replicas, rep.StagedMS, rep.Epoch)
+	if rep.Nodes > 0 {
+		fmt.Fprintf(stdout, ", in effect on %d of %d nodes", rep.Applied, rep.Nodes)
+	}
+	fmt.Fprintln(stdout, ")")
+	if rep.Applied < rep.Nodes {
+		fmt.Fprintf(stderr, "conclave: %d of %d nodes had not applied the change when the answer came: they use the new live version once they do\n",
+			rep.Nodes-rep.Applied, rep.Nodes)
+	}
 	return nil
 }
 
