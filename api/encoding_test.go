@@ -12,22 +12,18 @@ import (
 )
 
 func gzipped(t *testing.T, s string) string {
-	t.Helper()
-	var b bytes.Buffer
-	zw := gzip.NewWriter(&b)
-	if _, err := zw.Write([]byte(s)); err != nil {
-		t.Fatal(err)
-	}
-	if err := zw.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.String()
+	return compressed(t, s, func(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) })
 }
 
 func deflated(t *testing.T, s string) string {
+	return compressed(t, s, func(w io.Writer) io.WriteCloser { return zlib.NewWriter(w) })
+}
+
+// compressed is s through the writer newW makes.
+func compressed(t *testing.T, s string, newW func(io.Writer) io.WriteCloser) string {
 	t.Helper()
 	var b bytes.Buffer
-	zw := zlib.NewWriter(&b)
+	zw := newW(&b)
 	if _, err := zw.Write([]byte(s)); err != nil {
 		t.Fatal(err)
 	}
