@@ -66,7 +66,11 @@ func (n *Node) loop() {
 			// cluster), by replica count per capacity, so nodes that joined
 			// after the placement take their share instead of staying empty.
 			if p != nil {
-				if _, err := n.placeWith(true, 1); err != nil {
+				moves := 1
+				if n.cfg.Load.CatchUpMoves > 1 && belowShare(n.fsm.Map()) {
+					moves = n.cfg.Load.CatchUpMoves
+				}
+				if _, err := n.placeWith(true, moves); err != nil {
 					n.log.Warn("load rebalancing failed", "error", err)
 				}
 			}
@@ -510,6 +514,37 @@ func placementKey(m *router.Map) uint64 {
 	}
 	fmt.Fprintf(h, "ready %d", ready)
 	return h.Sum64()
+}
+
+// belowShare reports whether an active node that can host the live
+// model's experts holds fewer than half its share of the replicas (the
+// replicas over those nodes): one that joined or came back after the
+// placement.
+func belowShare(m *router.Map) bool {
+	in := m.PlaceInput(nil)
+	var ids []string
+	for _, nd := range in.Nodes {
+		if nd.State == router.NodeActive {
+			ids = append(ids, nd.ID)
+		}
+	}
+	if len(ids) < 2 {
+		return false
+	}
+	per := map[string]int{}
+	total := 0
+	for _, rs := range m.Placement {
+		for _, r := range rs {
+			per[r.Node]++
+			total++
+		}
+	}
+	for _, id := range ids {
+		if 2*per[id]*len(ids) < total {
+			return true
+		}
+	}
+	return false
 }
 
 // place runs router.Place on the current map and commits the result when

@@ -33,6 +33,12 @@ type LoadConfig struct {
 	// balanced within RebalanceRatio and no expert is hot or cold. 0
 	// disables load-driven placement.
 	RebalanceInterval time.Duration
+	// CatchUpMoves is how many changes a round may make instead of one
+	// while an active node holds fewer than half its share of the replicas
+	// (it joined, or came back, after the placement): a node back from a
+	// restart takes its share in a few rounds, not one expert per round.
+	// 0 or 1: one change per round always.
+	CatchUpMoves int
 	// RebalanceRatio is the max/min node load ratio that triggers a move
 	// (router.PlaceInput.RebalanceRatio; 0 means its default, else >= 1).
 	RebalanceRatio float64
@@ -44,10 +50,11 @@ type LoadConfig struct {
 }
 
 // DefaultLoadConfig reports every 2 s with a 10 s half-life, rebalances
-// every 10 s and gives experts at 2× the mean load an extra replica.
+// every 10 s (up to 8 moves a round for a node far below its share) and
+// gives experts at 2× the mean load an extra replica.
 func DefaultLoadConfig() LoadConfig {
 	return LoadConfig{ReportInterval: 2 * time.Second, HalfLife: 10 * time.Second,
-		RebalanceInterval: 10 * time.Second, HotFactor: 2}
+		RebalanceInterval: 10 * time.Second, CatchUpMoves: 8, HotFactor: 2}
 }
 
 // Validate reports the first field out of range.
@@ -55,6 +62,8 @@ func (c LoadConfig) Validate() error {
 	switch {
 	case c.ReportInterval < 0 || c.HalfLife < 0 || c.RebalanceInterval < 0:
 		return fmt.Errorf("%w: negative load interval", ErrInvalidConfig)
+	case c.CatchUpMoves < 0:
+		return fmt.Errorf("%w: load catch-up moves %d < 0", ErrInvalidConfig, c.CatchUpMoves)
 	case c.RebalanceRatio != 0 && !(c.RebalanceRatio >= 1 && !math.IsInf(c.RebalanceRatio, 1)):
 		return fmt.Errorf("%w: load rebalance ratio %v not in [1, inf)", ErrInvalidConfig, c.RebalanceRatio)
 	case c.HotFactor != 0 && !(c.HotFactor >= 1 && !math.IsInf(c.HotFactor, 1)):

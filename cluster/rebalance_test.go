@@ -235,3 +235,41 @@ func TestIdleRebalanceSpreadsToNewNodes(t *testing.T) {
 	}, "the experts spread over the three nodes, one replica each")
 	t.Logf("per node: n0 %d, n1 %d, n2 %d", len(m.ExpertsOn("n0")), len(m.ExpertsOn("n1")), len(m.ExpertsOn("n2")))
 }
+
+// TestCatchUpMoves: a node far below its share of the replicas (joined or
+// back after the placement) takes several per round (Load.CatchUpMoves),
+// not one, until it holds its share.
+func TestCatchUpMoves(t *testing.T) {
+	c := clustertest.New(t, 1, clustertest.Options{Config: func(int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.Replication = 1
+		cfg.Load.RebalanceInterval = 200 * time.Millisecond
+		cfg.Load.CatchUpMoves = 4
+		return cfg
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	mod := router.Model{ID: "m", Version: 1, Layers: 2, Experts: 8, TopK: 2, ExpertBytes: 1 << 20, Live: true}
+	if err := c.Apply(ctx, router.Command{Op: router.OpSetModel, Model: &mod}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitAgree(10*time.Second, func(m *router.Map) bool { return len(m.ExpertsOn("n0")) == 16 }, "every expert on n0")
+	c.Add()
+	c.WaitActive(30*time.Second, 2)
+	last, jump := 0, 0
+	c.WaitMap(0, 30*time.Second, func(m *router.Map) bool {
+		for id, rs := range m.Placement { // ready as hosts would say
+			for _, r := range rs {
+				if !r.Ready {
+					c.Apply(ctx, router.Command{Op: router.OpSetReplicaReady, Expert: &id, NodeID: r.Node, Ready: true})
+				}
+			}
+		}
+		got := len(m.ExpertsOn("n1"))
+		jump, last = max(jump, got-last), got
+		return got >= 6
+	}, "n1 to take its share")
+	if jump < 2 {
+		t.Errorf("n1 gained at most %d replica per placement, want several per round", jump)
+	}
+}
