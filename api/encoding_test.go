@@ -106,6 +106,9 @@ func TestContentEncoding(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			resp, body := f.do(t, "POST", "/v1/completions", c.body, "Content-Encoding", c.enc)
 			checkError(t, resp, body, c.status, inv, c.code, "")
+			if c.status == 415 && resp.Header.Get("Accept-Encoding") != "gzip, deflate" {
+				t.Errorf("415 with Accept-Encoding %q, want the codings undone", resp.Header.Get("Accept-Encoding"))
+			}
 		})
 	}
 }

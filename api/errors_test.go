@@ -77,6 +77,7 @@ func TestBadInput(t *testing.T) {
 		{"prompt too long", "POST", "/v1/chat/completions", fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":%q}]}`, m, long), "", 400, inv, "context_length_exceeded", "messages"},
 		{"max_tokens over context", "POST", "/v1/chat/completions", chat(`,"max_tokens":100000`), "", 400, inv, "context_length_exceeded", "max_tokens"},
 		{"max_completion_tokens over context", "POST", "/v1/chat/completions", chat(`,"max_completion_tokens":100000`), "", 400, inv, "context_length_exceeded", "max_completion_tokens"},
+		{"max_tokens at int64's max", "POST", "/v1/chat/completions", chat(`,"max_tokens":9223372036854775807`), "", 400, inv, "context_length_exceeded", "max_tokens"},
 		{"negative max_tokens", "POST", "/v1/chat/completions", chat(`,"max_tokens":-1`), "", 400, inv, "", "max_tokens"},
 		{"zero max_completion_tokens", "POST", "/v1/chat/completions", chat(`,"max_completion_tokens":0`), "", 400, inv, "", "max_completion_tokens"},
 		{"temperature too high", "POST", "/v1/chat/completions", chat(`,"temperature":2.5`), "", 400, inv, "", "temperature"},
@@ -144,7 +145,8 @@ func TestContentPartErrors(t *testing.T) {
 		`[null]`:                                                   `part 0 must be an object`,
 		`["hi"]`:                                                   `part 0 must be an object`,
 		`[{"text":"a"}]`:                                           `part 0 has no type`,
-		`[{"type":"text","text":5}]`:                               `part 0 must be an object`,
+		`[{"type":"text","text":5}]`:                               `part 0: text must be a string, not number`,
+		`[{"type":5,"text":"x"}]`:                                  `part 0: type must be a string, not number`,
 	} {
 		var c messageContent
 		if err := c.UnmarshalJSON([]byte(body)); err == nil || !strings.Contains(err.Error(), want) {

@@ -287,6 +287,11 @@ func (s *Server) fitContext(j *job, param string) *Error {
 			"this model's maximum context length is %d tokens, and the prompt has %d: it leaves no room for a completion (at most %d prompt tokens)", ctx, n, ctx-1)
 	case j.maxGiven && j.maxTokens > room:
 		p := cmp.Or(j.maxParam, "max_tokens")
+		if j.maxTokens > ctx { // (and the total could overflow)
+			return badRequestCode(p, "context_length_exceeded",
+				"this model's maximum context length is %d tokens, and %s is %d; with this prompt of %d tokens, at most %d",
+				ctx, p, j.maxTokens, n, room)
+		}
 		return badRequestCode(p, "context_length_exceeded",
 			"this model's maximum context length is %d tokens; the prompt has %d tokens and %s is %d (%d in total)",
 			ctx, n, p, j.maxTokens, n+j.maxTokens)

@@ -103,7 +103,7 @@ func TestCompletionLogprobsByteTokens(t *testing.T) {
 	bytesOf := func(id int32) []byte { return []byte{byte(id)} }
 	lps := []tokenLogprob{{token: 0xff, logprob: -1, top: []engine.TokenLogprob{
 		{Token: 0xff, Logprob: -1}, {Token: 0xfe, Logprob: -2}, {Token: 'a', Logprob: -3}}}}
-	b, err := json.Marshal(completionLogprobsOf(bytesOf, lps, &textOffsets{}))
+	b, err := json.Marshal(completionLogprobsOf(bytesOf, lps, &textOffsets{}, true))
 	if err != nil {
 		t.Fatal(err)
 	}

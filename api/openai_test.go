@@ -412,7 +412,8 @@ func TestTopPZeroIsGreedy(t *testing.T) {
 // the response's.
 func TestTextOffsetCharacters(t *testing.T) {
 	f := newFixture(t, DefaultConfig(), nil)
-	texts := map[int32]string{1: "é", 2: "ab", 3: "\xe2\x82", 4: "\xac", 5: "\xe2", 6: "\x82"} // 3+4, 5+6+4: "€"
+	texts := map[int32]string{1: "é", 2: "ab", 3: "\xe2\x82", 4: "\xac", 5: "\xe2", 6: "\x82", 7: "\xe9", 8: "\x90", 9: "Q"} // 3+4, 5+6+4: "€"
+	bytesOf := func(id int32) []byte { return []byte(texts[id]) }
 	for _, c := range []struct {
 		toks []int32
 		want []int
@@ -422,6 +423,8 @@ func TestTextOffsetCharacters(t *testing.T) {
 		{[]int32{1, 2, 3, 4, 2, 1}, []int{5, 6, 8, 8, 9, 11}, "éab€abé"},
 		{[]int32{5, 6, 4, 1, 5, 2}, []int{5, 5, 5, 6, 7, 8}, "€é\uFFFDab"},
 		{[]int32{4, 4, 1}, []int{5, 6, 7}, "\uFFFD\uFFFDé"},
+		{[]int32{7, 8, 9}, []int{5, 6, 7}, "\uFFFD\uFFFDQ"}, // a lead byte, a continuation, then no character
+		{[]int32{2, 5}, []int{5, 7}, "ab\uFFFD"},            // the end: the last flush writes the lone lead byte
 	} {
 		lps := make([]tokenLogprob, len(c.toks))
 		var all []byte
@@ -429,12 +432,27 @@ func TestTextOffsetCharacters(t *testing.T) {
 			lps[i] = tokenLogprob{token: id}
 			all = append(all, texts[id]...)
 		}
-		lp := completionLogprobsOf(func(id int32) []byte { return []byte(texts[id]) }, lps, &textOffsets{runes: 5})
+		lp := completionLogprobsOf(bytesOf, lps, &textOffsets{runes: 5}, true)
 		if !slices.Equal(lp.TextOffset, c.want) {
 			t.Errorf("%v: offsets %v, want %v", c.toks, lp.TextOffset, c.want)
 		}
 		if got := validText(all); got != c.text {
 			t.Errorf("%v: text %q, want %q", c.toks, got, c.text)
+		}
+		// One token a batch, as a stream whose text goes out token by
+		// token: the same, but where a character was still open when its
+		// batch went out.
+		var off textOffsets
+		off.runes = 5
+		var got []int
+		for i, l := range lps {
+			got = append(got, completionLogprobsOf(bytesOf, []tokenLogprob{l}, &off, i == len(lps)-1).TextOffset...)
+		}
+		if slices.Equal(c.toks, []int32{7, 8, 9}) {
+			c.want = []int{5, 5, 7} // \x90 went out while \xe9 might still have begun a character
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%v one by one: offsets %v, want %v", c.toks, got, c.want)
 		}
 	}
 

@@ -189,7 +189,14 @@ func (c *messageContent) UnmarshalJSON(b []byte) error {
 	var sb strings.Builder
 	for i, raw := range raws {
 		var p contentPart
-		if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' || json.Unmarshal(dropMiscased(raw, contentPartType), &p) != nil {
+		if t := bytes.TrimSpace(raw); len(t) == 0 || t[0] != '{' {
+			return &fieldError{"content", fmt.Sprintf("part %d must be an object {\"type\":\"text\",\"text\":\"…\"}", i)}
+		}
+		if err := json.Unmarshal(dropMiscased(raw, contentPartType), &p); err != nil {
+			var typ *json.UnmarshalTypeError
+			if errors.As(err, &typ) && typ.Field != "" {
+				return &fieldError{"content", fmt.Sprintf("part %d: %s %s", i, typ.Field, typeErrorText(typ))}
+			}
 			return &fieldError{"content", fmt.Sprintf("part %d must be an object {\"type\":\"text\",\"text\":\"…\"}", i)}
 		}
 		switch {

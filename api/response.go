@@ -130,7 +130,7 @@ func chatLogprobsOf(tok *tokenizer.Tokenizer, lps []tokenLogprob) *chatLogprobs 
 // character) are written as OpenAI's legacy API writes them, "bytes:\xe2\x80":
 // as raw bytes, encoding/json would turn every one of them into the same
 // U+FFFD key, and a client would keep one alternative of several.
-func completionLogprobsOf(bytesOf func(int32) []byte, lps []tokenLogprob, off *textOffsets) *completionLogprobs {
+func completionLogprobsOf(bytesOf func(int32) []byte, lps []tokenLogprob, off *textOffsets, final bool) *completionLogprobs {
 	out := &completionLogprobs{Tokens: []string{}, TokenLogprobs: []float32{}, TopLogprobs: []map[string]float32{}, TextOffset: []int{}}
 	for _, lp := range lps {
 		b := bytesOf(lp.token)
@@ -150,38 +150,67 @@ func completionLogprobsOf(bytesOf func(int32) []byte, lps []tokenLogprob, off *t
 			top[tk] = lp.logprob
 		}
 		out.TopLogprobs = append(out.TopLogprobs, top)
-		out.TextOffset = append(out.TextOffset, off.next(b))
 	}
+	bs := make([][]byte, len(lps))
+	for i, lp := range lps {
+		bs[i] = bytesOf(lp.token)
+	}
+	out.TextOffset = off.batch(bs, final)
 	return out
 }
 
 // textOffsets gives each token of a completion its text_offset: where its
 // first byte lies in the returned text, the text being every token's bytes
-// decoded together. Counting each token's characters alone drifted: the two
-// byte tokens of one character counted two, and every later offset was one
-// too far. A token that continues a character begun by earlier tokens gets
-// that character's offset. When a later token breaks that character off
-// (the bytes were never UTF-8), the text shows a U+FFFD per byte and the
-// continuing token's offset is one short of its own: a stream cannot know
-// when it sends the token, and the response counts alike.
+// decoded together as validText decodes them (a character split over byte
+// tokens counts once; a byte that never becomes UTF-8 is one U+FFFD).
+// Counting each token's characters alone drifted: the two byte tokens of
+// one character counted two, and every later offset was one too far.
+//
+// Offsets are given a batch of tokens at a time (a stream's chunk), and the
+// bytes of a batch are decoded together, so a token's offset is exact
+// whenever the character it is part of is decided within its batch. Only a
+// character still incomplete when its batch goes out (its bytes held back
+// in the text) is assumed to complete: if a later token breaks it off, its
+// continuing tokens' offsets are one short each.
 type textOffsets struct {
 	runes int    // characters of the bytes before tail
 	tail  []byte // the first bytes of a character not complete yet
 }
 
-// next returns the offset of the token whose bytes are b, and counts them.
-func (o *textOffsets) next(b []byte) int {
-	off := o.runes
-	o.tail = append(o.tail, b...)
-	if n := len(o.tail) - len(b); n > 0 && utf8.FullRune(o.tail) {
-		if r, size := utf8.DecodeRune(o.tail); r == utf8.RuneError && size == 1 {
-			off += n // b ended that character early: its bytes became n U+FFFDs
-		}
+// batch returns the offsets of the tokens whose bytes are bs, and counts
+// them; final says no token follows (an incomplete character at the end is
+// then a U+FFFD per byte, as the text's last flush writes it).
+func (o *textOffsets) batch(bs [][]byte, final bool) []int {
+	buf := o.tail
+	starts := make([]int, len(bs))
+	for i, b := range bs {
+		starts[i] = len(buf)
+		buf = append(buf, b...)
 	}
-	cut := completeUTF8(o.tail)
-	o.runes += utf8.RuneCount(o.tail[:cut])
-	o.tail = o.tail[:copy(o.tail, o.tail[cut:])]
-	return off
+	// char[p] is the character byte p of buf belongs to.
+	char := make([]int, len(buf)+1)
+	c, p := o.runes, 0
+	for p < len(buf) {
+		if !final && !utf8.FullRune(buf[p:]) {
+			break // incomplete: held until a later batch decides it
+		}
+		_, w := utf8.DecodeRune(buf[p:]) // an invalid byte: width 1
+		for k := range w {
+			char[p+k] = c
+		}
+		c++
+		p += w
+	}
+	for k := p; k <= len(buf); k++ {
+		char[k] = c // an incomplete tail: assumed to complete as one character
+	}
+	out := make([]int, len(bs))
+	for i, st := range starts {
+		out[i] = char[st]
+	}
+	o.runes = c
+	o.tail = append(o.tail[:0:0], buf[p:]...)
+	return out
 }
 
 // legacyToken is a token's text in the legacy completions logprobs: the
@@ -198,20 +227,20 @@ func legacyToken(b []byte) string {
 	return sb.String()
 }
 
-func (s *Server) logprobsOf(j *job, lps []tokenLogprob, off *textOffsets) any {
+func (s *Server) logprobsOf(j *job, lps []tokenLogprob, off *textOffsets, final bool) any {
 	if !j.logprobs {
 		return nil
 	}
 	if j.chat {
 		return chatLogprobsOf(s.tok, lps)
 	}
-	return completionLogprobsOf(s.tok.TokenBytes, lps, off)
+	return completionLogprobsOf(s.tok.TokenBytes, lps, off, final)
 }
 
 // response is the non-streaming body.
 func (s *Server) response(j *job, id string, created int64, o *outcome) *completionResponse {
 	finish := o.finish
-	c := choice{FinishReason: &finish, Logprobs: s.logprobsOf(j, o.logprobs, &textOffsets{})}
+	c := choice{FinishReason: &finish, Logprobs: s.logprobsOf(j, o.logprobs, &textOffsets{}, true)}
 	text := string(o.text)
 	obj := "text_completion"
 	if j.chat {
@@ -307,9 +336,11 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 		// sent by the earlier home.
 		textOff = g.replay(j.resume.TokenIDs)
 		sent = len(g.out.logprobs)
+		var bs [][]byte
 		for _, t := range j.resume.TokenIDs[:sent] {
-			lpOff.next(s.tok.TokenBytes(t))
+			bs = append(bs, s.tok.TokenBytes(t))
 		}
+		lpOff.batch(bs, false)
 	} else if j.chat {
 		empty := ""
 		sw.data(chunk(choice{Delta: &chatDelta{Role: "assistant", Content: &empty}}))
@@ -324,7 +355,7 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 		}
 		c := choice{FinishReason: finish}
 		if j.logprobs && (text != "" || sent < len(g.out.logprobs)) {
-			c.Logprobs = s.logprobsOf(j, g.out.logprobs[sent:], &lpOff)
+			c.Logprobs = s.logprobsOf(j, g.out.logprobs[sent:], &lpOff, finish != nil)
 			sent = len(g.out.logprobs)
 		}
 		if j.chat {

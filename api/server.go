@@ -518,6 +518,9 @@ func (s *Server) generation(h func(w http.ResponseWriter, r *http.Request, body 
 			rc.SetReadDeadline(time.Time{})
 		}
 		if body, apiErr = decodeContent(strings.Join(r.Header.Values("Content-Encoding"), ","), body, s.cfg.MaxBodyBytes); apiErr != nil {
+			if apiErr.Status == http.StatusUnsupportedMediaType {
+				w.Header().Set("Accept-Encoding", "gzip, deflate") // RFC 9110 §12.5.3
+			}
 			writeError(w, apiErr)
 			return
 		}
