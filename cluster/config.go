@@ -33,8 +33,8 @@ type Config struct {
 	Routes func(mux *http.ServeMux)
 	// NotFound, when set, answers the requests no route of the node's mux
 	// matches (net/http's text 404 otherwise); a path whose route wants
-	// another method still gets the mux's 405, and an unclean path its
-	// redirect.
+	// another method gets a JSON 405 with Allow, and an unclean path the
+	// mux's redirect.
 	NotFound http.Handler
 	// GossipAddr is the HOST:PORT memberlist binds (TCP and UDP) and advertises.
 	GossipAddr string

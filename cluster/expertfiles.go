@@ -194,7 +194,7 @@ type ExpertFileReply struct {
 func (n *Node) handleGetExpertFile(w http.ResponseWriter, r *http.Request) {
 	digest := r.PathValue("digest")
 	if !validDigest(digest) || !n.files.has(digest) {
-		http.NotFound(w, r)
+		writeError(w, fmt.Errorf("%w: %.64q", ErrNoExpertFile, digest))
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")

@@ -411,11 +411,19 @@ func (n *Node) startActors(tc *tlsConfigs) (err error) {
 }
 
 // unmatched serves mux, handing nf the requests no pattern of mux matches
-// under any method (a pattern for the path under another method keeps the
-// mux's 405).
+// under any method; one whose path a pattern matches under other methods
+// gets a JSON 405 naming them (net/http's is a text page).
 func unmatched(mux *http.ServeMux, nf http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, p := mux.Handler(r); p == "" && !otherMethod(mux, r) {
+		if _, p := mux.Handler(r); p == "" {
+			if allow := otherMethods(mux, r); len(allow) > 0 {
+				w.Header().Set("Allow", strings.Join(allow, ", "))
+				var b errorBody
+				b.Error.Type = "method_not_allowed"
+				b.Error.Message = fmt.Sprintf("%s %s is not supported; use %s", r.Method, r.URL.Path, strings.Join(allow, " or "))
+				writeJSON(w, http.StatusMethodNotAllowed, b)
+				return
+			}
 			nf.ServeHTTP(w, r)
 			return
 		}
@@ -423,9 +431,10 @@ func unmatched(mux *http.ServeMux, nf http.Handler) http.Handler {
 	})
 }
 
-// otherMethod reports whether some pattern of mux matches r's path under
-// another method.
-func otherMethod(mux *http.ServeMux, r *http.Request) bool {
+// otherMethods returns the methods under which a pattern of mux matches
+// r's path.
+func otherMethods(mux *http.ServeMux, r *http.Request) []string {
+	var out []string
 	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		if m == r.Method {
 			continue
@@ -433,10 +442,10 @@ func otherMethod(mux *http.ServeMux, r *http.Request) bool {
 		probe := r.Clone(r.Context())
 		probe.Method = m
 		if _, p := mux.Handler(probe); p != "" {
-			return true
+			out = append(out, m)
 		}
 	}
-	return false
+	return out
 }
 
 func (n *Node) startHTTP() error {

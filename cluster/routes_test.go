@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/conclave-ai/conclave/cluster"
@@ -81,6 +82,11 @@ func TestConfigNotFound(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != tc.status || tc.body != "" && string(b) != tc.body {
 			t.Errorf("%s %s: %d %q, want %d %q", tc.method, tc.path, resp.StatusCode, b, tc.status, tc.body)
+		}
+		if tc.status == http.StatusMethodNotAllowed && (resp.Header.Get("Content-Type") != "application/json" ||
+			!strings.Contains(string(b), `"method_not_allowed"`) || resp.Header.Get("Allow") == "") {
+			t.Errorf("%s %s: a 405 without a JSON body or Allow: %q %q %s", tc.method, tc.path,
+				resp.Header.Get("Content-Type"), resp.Header.Get("Allow"), b)
 		}
 	}
 }
