@@ -44,9 +44,12 @@ func decodeContent(header string, body []byte, limit int64) ([]byte, *Error) {
 		)
 		switch c {
 		case "gzip", "x-gzip":
-			zr, err = gzip.NewReader(bytes.NewReader(body))
+			zr, err = gzip.NewReader(bytes.NewReader(body)) // reads every member to the end
 		case "deflate":
-			zr, err = zlib.NewReader(bytes.NewReader(body))
+			rd := bytes.NewReader(body)
+			if zr, err = zlib.NewReader(rd); err == nil {
+				zr = trailing{zr, rd}
+			}
 		default:
 			return nil, &Error{Status: http.StatusUnsupportedMediaType, Type: typeInvalidRequest, Code: "unsupported_content_encoding",
 				Message: fmt.Sprintf("Content-Encoding %q is not supported; send the body as is, or gzip or deflate it", clip(c, 48))}
@@ -64,6 +67,21 @@ func decodeContent(header string, body []byte, limit int64) ([]byte, *Error) {
 		}
 	}
 	return body, nil
+}
+
+// trailing fails a zlib stream's last read when bytes follow the stream
+// (its checksum ends it; what comes after is not part of the body).
+type trailing struct {
+	io.ReadCloser
+	rest *bytes.Reader
+}
+
+func (t trailing) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err == io.EOF && t.rest.Len() > 0 {
+		err = fmt.Errorf("%d bytes follow the end of the stream", t.rest.Len())
+	}
+	return n, err
 }
 
 // maxCodings is how many content codings a body may carry.

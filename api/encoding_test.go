@@ -100,6 +100,7 @@ func TestContentEncoding(t *testing.T) {
 		{"not gzip", "gzip", plain, 400, "invalid_content_encoding"},
 		{"truncated gzip", "gzip", gzipped(t, plain)[:20], 400, "invalid_content_encoding"},
 		{"not deflate", "deflate", gzipped(t, plain), 400, "invalid_content_encoding"},
+		{"bytes after deflate", "deflate", deflated(t, plain) + "garbage", 400, "invalid_content_encoding"},
 		{"expands past the limit", "gzip", bomb, 413, "request_too_large"},
 		{"three codings", "gzip, gzip, gzip", gzipped(t, gzipped(t, gzipped(t, plain))), 415, "unsupported_content_encoding"},
 	} {

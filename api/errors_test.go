@@ -106,6 +106,7 @@ func TestBadInput(t *testing.T) {
 		{"completion two prompts", "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":["a","b"]}`, m), "", 400, inv, "", "prompt"},
 		{"completion bad prompt type", "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":{"a":1}}`, m), "", 400, inv, "", "prompt"},
 		{"completion token out of vocab", "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":[1,999999]}`, m), "", 400, inv, "", "prompt"},
+		{"completion token past int32", "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":[1,1099511627776]}`, m), "", 400, inv, "", "prompt"},
 		{"completion logprobs too many", "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":"a","logprobs":21}`, m), "", 400, inv, "", "logprobs"},
 		{"completion echo", "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":"a","echo":true}`, m), "", 400, inv, "", "echo"},
 		{"completion prompt too long", "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":%q}`, m, long), "", 400, inv, "context_length_exceeded", "prompt"},

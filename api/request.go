@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -254,6 +255,19 @@ func (p *promptInput) UnmarshalJSON(b []byte) error {
 	if json.Unmarshal(b, &nested) == nil {
 		*p = promptInput{Tokens: nested, Set: true}
 		return nil
+	}
+	// Integers, but one too large for a token id: say which.
+	var wide []json.Number
+	if json.Unmarshal(b, &wide) != nil {
+		var wides [][]json.Number
+		if json.Unmarshal(b, &wides) == nil {
+			wide = slices.Concat(wides...)
+		}
+	}
+	for _, v := range wide {
+		if i, err := v.Int64(); err == nil && (i < math.MinInt32 || i > math.MaxInt32) {
+			return &fieldError{"prompt", fmt.Sprintf("token id %s is out of range", clip(v.String(), 48))}
+		}
 	}
 	return &fieldError{"prompt", msg}
 }
