@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"testing"
 
@@ -162,5 +163,58 @@ func TestGenerationTokensMatchUsage(t *testing.T) {
 	waitFor(t, "both requests counted", func() bool { return value() >= float64(total) })
 	if v := value(); v != float64(total) {
 		t.Errorf("generation_tokens_total %v, want the usage's %d", v, total)
+	}
+}
+
+// A stream whose text ends inside a character (max_tokens cutting an emoji
+// in half) sends the held bytes in its last text chunk as a U+FFFD each:
+// their tokens' text_offset counts them so there too, as the response does.
+func TestTextOffsetStreamEndsMidCharacter(t *testing.T) {
+	f := newFixture(t, DefaultConfig(), &scriptEngine{toks: byteTokens("a\xf0\x9f\x98")})
+	offsets := func(stream bool) (string, []int) {
+		t.Helper()
+		_, body := f.do(t, "POST", "/v1/completions", fmt.Sprintf(`{"model":%q,"prompt":"hi","max_tokens":10,"logprobs":0,"stream":%v}`, f.id, stream))
+		type choice struct {
+			Text     string
+			Logprobs *struct {
+				TextOffset []int `json:"text_offset"`
+			}
+		}
+		var text string
+		var offs []int
+		add := func(c choice) {
+			text += c.Text
+			if c.Logprobs != nil {
+				offs = append(offs, c.Logprobs.TextOffset...)
+			}
+		}
+		if !stream {
+			var r struct{ Choices []choice }
+			if err := json.Unmarshal(body, &r); err != nil {
+				t.Fatal(err)
+			}
+			add(r.Choices[0])
+			return text, offs
+		}
+		for _, l := range strings.Split(string(body), "\n") {
+			d, ok := strings.CutPrefix(l, "data: ")
+			if !ok || d == "[DONE]" {
+				continue
+			}
+			var r struct{ Choices []choice }
+			if err := json.Unmarshal([]byte(d), &r); err != nil {
+				t.Fatal(err)
+			}
+			if len(r.Choices) > 0 {
+				add(r.Choices[0])
+			}
+		}
+		return text, offs
+	}
+	wantText, want := "a\uFFFD\uFFFD\uFFFD", []int{0, 1, 2, 3}
+	for _, stream := range []bool{false, true} {
+		if text, offs := offsets(stream); text != wantText || !slices.Equal(offs, want) {
+			t.Errorf("stream %v: text %q offsets %v, want %q %v", stream, text, offs, wantText, want)
+		}
 	}
 }

@@ -349,13 +349,15 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 		// sees its stream open while the request waits or its prompt runs.
 		sw.err = err
 	}
-	emit := func(text string, finish *string) {
+	// emit sends text and the logprobs not sent yet; last says no token
+	// follows (the generation's final text or its finish).
+	emit := func(text string, finish *string, last bool) {
 		if text == "" && finish == nil {
 			return
 		}
 		c := choice{FinishReason: finish}
 		if j.logprobs && (text != "" || sent < len(g.out.logprobs)) {
-			c.Logprobs = s.logprobsOf(j, g.out.logprobs[sent:], &lpOff, finish != nil)
+			c.Logprobs = s.logprobsOf(j, g.out.logprobs[sent:], &lpOff, last)
 			sent = len(g.out.logprobs)
 		}
 		if j.chat {
@@ -384,10 +386,12 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 				break
 			}
 			text := g.token(&ev)
+			last := false
 			if ev.Done {
 				held := g.final(&ev)
 				if !(j.tokenIDs && g.out.finish == "abort" && s.stopCtx.Err() != nil) {
 					text += held
+					last = true // held bytes of a character are a U+FFFD each now
 				}
 				// else Drain cut this forwarded stream short: the text held
 				// back (a partial character, a possible stop string) is not
@@ -400,7 +404,7 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 				g.out.logprobs = trimLogprobs(s.tok, g.out.logprobs, g.ts.released)
 				sent = min(sent, len(g.out.logprobs))
 			}
-			emit(text, nil)
+			emit(text, nil, last)
 			if sw.err != nil {
 				cancel() // the client is gone; keep reading until the engine closes the channel
 			}
@@ -428,7 +432,7 @@ func (s *Server) stream(w http.ResponseWriter, ctx context.Context, cancel conte
 		sw.data(engineError(g.out.err))
 	} else {
 		finish := g.out.finish
-		emit("", &finish)
+		emit("", &finish, true)
 		if j.includeUsage {
 			sw.data(&completionResponse{ID: id, Object: obj, Created: created, Model: j.model,
 				SystemFingerprint: fingerprint, Choices: []choice{}, Usage: g.out.usage()})
