@@ -152,7 +152,7 @@ func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "no_leader", "node": n.cfg.ID})
 }
 
-// stuckNonVoter is how long after its start an active node may stay a
+// stuckNonVoter is how long an active node alive in gossip may stay a
 // non-voter, with room for voters, before Status calls it a problem.
 var stuckNonVoter atomic.Int64 // ns; 30 s unless a test sets it
 
@@ -178,19 +178,25 @@ func (n *Node) Status() Status {
 		st.Model, st.ModelDigest = m.Model.ID, m.Model.Digest
 	}
 	st.ModelFile = n.modelFileStatus()
+	// Voters as the leader counts them when it promotes: every voter not
+	// dead (a draining one still votes).
 	voters := 0
 	for _, ns := range st.Nodes {
-		if ns.Voter && ns.State == router.NodeActive {
+		if ns.Voter && ns.State != router.NodeDead {
 			voters++
 		}
 	}
+	tab, _ := n.members.snapshot()
 	for _, ns := range st.Nodes {
+		// Promotion takes well under a second once Raft reaches a node:
+		// one alive in gossip for longer (by this node's clock) and still
+		// waiting, with room for voters, leaves the cluster a voter short.
+		if mem, ok := tab[ns.ID]; ok && mem.State == GossipAlive && ns.State == router.NodeActive && !ns.Voter &&
+			voters < n.cfg.MaxVoters && time.Since(mem.Since) > time.Duration(stuckNonVoter.Load()) {
+			st.Problems = append(st.Problems, fmt.Sprintf("node %s is still a Raft non-voter %v after it joined, with %d of %d voters: the leader has not heard that Raft reaches it (check its raft address and certificate; restarting it retries)",
+				ns.ID, time.Since(mem.Since).Round(time.Second), voters, n.cfg.MaxVoters))
+		}
 		switch {
-		case ns.State == router.NodeActive && !ns.Voter && voters < n.cfg.MaxVoters && ns.Boot > 0 && time.Since(time.Unix(0, ns.Boot)) > time.Duration(stuckNonVoter.Load()):
-			// Promotion takes well under a second once Raft reaches a
-			// node: one still waiting leaves the cluster a voter short.
-			st.Problems = append(st.Problems, fmt.Sprintf("node %s is still a Raft non-voter %v after it started, with %d of %d voters: the leader has not heard that Raft reaches it (check its raft address and certificate; restarting it retries)",
-				ns.ID, time.Since(time.Unix(0, ns.Boot)).Round(time.Second), voters, n.cfg.MaxVoters))
 		case ns.State == router.NodeDead:
 			st.Problems = append(st.Problems, fmt.Sprintf("node %s is dead", ns.ID))
 		case ns.State == router.NodeActive && m.Model != nil && m.Model.Live && ns.Serving != "" && ns.Serving != m.Model.Digest:

@@ -517,18 +517,21 @@ func placementKey(m *router.Map) uint64 {
 }
 
 // belowShare reports whether an active node that can host the live
-// model's experts holds fewer than half its share of the replicas (the
-// replicas over those nodes): one that joined or came back after the
-// placement.
+// model's experts, and has room for one more, holds fewer than half its
+// share of the replicas: one that joined or came back after the placement.
+// Shares follow capacity, as Place weighs nodes (0: no limit, counted as
+// the largest).
 func belowShare(m *router.Map) bool {
 	in := m.PlaceInput(nil)
-	var ids []string
+	var nodes []router.Node
+	var maxCap int64
 	for _, nd := range in.Nodes {
 		if nd.State == router.NodeActive {
-			ids = append(ids, nd.ID)
+			nodes = append(nodes, nd)
+			maxCap = max(maxCap, nd.Capacity)
 		}
 	}
-	if len(ids) < 2 {
+	if len(nodes) < 2 {
 		return false
 	}
 	per := map[string]int{}
@@ -539,8 +542,22 @@ func belowShare(m *router.Map) bool {
 			total++
 		}
 	}
-	for _, id := range ids {
-		if 2*per[id]*len(ids) < total {
+	weight := func(nd router.Node) float64 {
+		if nd.Capacity <= 0 {
+			return float64(max(maxCap, 1))
+		}
+		return float64(nd.Capacity)
+	}
+	var sum float64
+	for _, nd := range nodes {
+		sum += weight(nd)
+	}
+	for _, nd := range nodes {
+		held := per[nd.ID]
+		if nd.Capacity > 0 && in.ExpertBytes > 0 && int64(held+1)*in.ExpertBytes > nd.Capacity {
+			continue // full: it cannot take more
+		}
+		if 2*float64(held) < float64(total)*weight(nd)/sum {
 			return true
 		}
 	}

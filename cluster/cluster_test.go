@@ -1139,3 +1139,35 @@ func TestJoinPromotedUnderWrites(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+// TestNonVoterBeyondMaxVotersNotStuck: a non-voter held back by MaxVoters
+// is not reported stuck, while a voter drains too (the leader still counts
+// a draining voter; Status once counted active ones only and blamed the
+// non-voter's Raft address).
+func TestNonVoterBeyondMaxVotersNotStuck(t *testing.T) {
+	defer cluster.SetStuckNonVoterForTest(time.Nanosecond)() // at once: only the voter count decides
+	c := clustertest.New(t, 4, clustertest.Options{Config: func(int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.MaxVoters = 3
+		return cfg
+	}})
+	clustertest.WaitFor(t, 15*time.Second, func() bool {
+		v, nv := raftServers(t, c.Node(c.Leader()))
+		return len(v) == 3 && len(nv) == 1
+	}, "3 voters and a non-voter")
+	l := c.Leader()
+	voters, _ := raftServers(t, c.Node(l))
+	victim := voters[0]
+	if victim == c.Config(l).ID {
+		victim = voters[1]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := (&cluster.AdminClient{Base: "http://" + c.Config(l).HTTPAddr}).Drain(ctx, victim); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitMap(l, 10*time.Second, func(m *router.Map) bool { return m.Nodes[victim].State == router.NodeDraining }, victim+" draining")
+	if st := c.Node(l).Status(); slices.ContainsFunc(st.Problems, func(p string) bool { return strings.Contains(p, "still a Raft non-voter") }) {
+		t.Errorf("a non-voter held back by MaxVoters reported stuck: %q", st.Problems)
+	}
+}

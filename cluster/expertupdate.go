@@ -262,12 +262,14 @@ func (n *Node) updateExpert(ctx context.Context, id router.ExpertID, version, so
 }
 
 // waitNodesApplied waits until every node that is not dead has applied m's
-// epoch (this one has), asking them all at once, for at most
-// ApplyTimeout: the caller's answer then means the change is in effect
-// across the cluster, not only committed. It returns how many nodes there
-// are and how many said so.
+// epoch (this one has), asking them all at once, for at most half of
+// ApplyTimeout (a follower applies within milliseconds; a node hung but not
+// yet dead must not use up the time a proxied request has left): the
+// caller's answer then means the change is in effect across the cluster,
+// not only committed. It returns how many nodes there are and how many
+// said so.
 func (n *Node) waitNodesApplied(ctx context.Context, m *router.Map) (nodes, applied int) {
-	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout)
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ApplyTimeout/2)
 	defer cancel()
 	var (
 		wg  sync.WaitGroup
