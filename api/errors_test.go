@@ -166,6 +166,8 @@ func TestMessageErrorsNameTheMessage(t *testing.T) {
 		{`[{"role":"user","content":"hi"},{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]`, "messages[1].content", `part 0: type "image_url" is not supported`},
 		{`[{"role":5,"content":"hi"}]`, "messages[0].role", "must be a string, not number"},
 		{`[{"role":"user","content":"hi"},"hello"]`, "messages[1]", "must be an object"},
+		{`[{"role":"user","content":"hi"},null]`, "messages[1]", "must be an object"},
+		{`[{"role":"user","content":"hi"},{}]`, "messages[1].role", "is missing"},
 		{`[{"role":"user","content":"hi","name":[1]}]`, "messages[0].name", "must be a string"},
 		{`{"role":"user"}`, "messages", "must be an array of messages"},
 	} {

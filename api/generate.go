@@ -218,6 +218,14 @@ func (s *Server) chatJob(body []byte) (*job, *Error) {
 		case "developer":
 			role = "system" // OpenAI's newer name for the system role
 		case "":
+			// A null message decodes as an empty one: decoded message by
+			// message, it is named as what it is.
+			var ml struct {
+				Messages messageList `json:"messages"`
+			}
+			if e := decodeBody(body, &ml); e != nil {
+				return nil, e
+			}
 			return nil, badRequest(fmt.Sprintf("messages[%d].role", i), "messages[%d].role is missing", i)
 		default:
 			return nil, badRequest(fmt.Sprintf("messages[%d].role", i), "messages[%d].role %q is not supported (system, developer, user, assistant)", i, clip(m.Role, 48))
