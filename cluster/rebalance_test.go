@@ -203,33 +203,12 @@ func allReadyHot(m *router.Map) bool {
 // round, without any load reported (an idle cluster), and no expert keeps
 // a second replica at replication 1 once the moves are done.
 func TestIdleRebalanceSpreadsToNewNodes(t *testing.T) {
-	c := clustertest.New(t, 1, clustertest.Options{Config: func(int) cluster.Config {
-		cfg := clustertest.FastConfig()
-		cfg.Replication = 1
-		cfg.Load.RebalanceInterval = 50 * time.Millisecond
-		return cfg
-	}})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	mod := router.Model{ID: "m", Version: 1, Layers: 2, Experts: 4, TopK: 2, ExpertBytes: 1 << 20, Live: true}
-	if err := c.Apply(ctx, router.Command{Op: router.OpSetModel, Model: &mod}); err != nil {
-		t.Fatal(err)
-	}
-	c.WaitAgree(10*time.Second, func(m *router.Map) bool { return len(m.ExpertsOn("n0")) == 8 }, "every expert on n0")
+	c, ctx := modelOnOneNode(t, 4, 50*time.Millisecond, 0)
 	c.Add()
 	c.Add()
 	c.WaitActive(30*time.Second, 3)
-	// Nothing reports readiness here (no expert hosts run), so a move's
-	// old replica is kept beside the new one (make before break): mark
-	// every replica ready as it appears, as hosts would.
 	m := c.WaitAgree(30*time.Second, func(m *router.Map) bool {
-		for id, rs := range m.Placement {
-			for _, r := range rs {
-				if !r.Ready {
-					c.Apply(ctx, router.Command{Op: router.OpSetReplicaReady, Expert: &id, NodeID: r.Node, Ready: true})
-				}
-			}
-		}
+		markReady(ctx, c, m)
 		n0, n1, n2 := len(m.ExpertsOn("n0")), len(m.ExpertsOn("n1")), len(m.ExpertsOn("n2"))
 		return n1 >= 2 && n2 >= 2 && n0+n1+n2 == 8
 	}, "the experts spread over the three nodes, one replica each")
@@ -240,36 +219,53 @@ func TestIdleRebalanceSpreadsToNewNodes(t *testing.T) {
 // back after the placement) takes several per round (Load.CatchUpMoves),
 // not one, until it holds its share.
 func TestCatchUpMoves(t *testing.T) {
-	c := clustertest.New(t, 1, clustertest.Options{Config: func(int) cluster.Config {
-		cfg := clustertest.FastConfig()
-		cfg.Replication = 1
-		cfg.Load.RebalanceInterval = 200 * time.Millisecond
-		cfg.Load.CatchUpMoves = 4
-		return cfg
-	}})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	mod := router.Model{ID: "m", Version: 1, Layers: 2, Experts: 8, TopK: 2, ExpertBytes: 1 << 20, Live: true}
-	if err := c.Apply(ctx, router.Command{Op: router.OpSetModel, Model: &mod}); err != nil {
-		t.Fatal(err)
-	}
-	c.WaitAgree(10*time.Second, func(m *router.Map) bool { return len(m.ExpertsOn("n0")) == 16 }, "every expert on n0")
+	c, ctx := modelOnOneNode(t, 8, 200*time.Millisecond, 4)
 	c.Add()
 	c.WaitActive(30*time.Second, 2)
 	last, jump := 0, 0
 	c.WaitMap(0, 30*time.Second, func(m *router.Map) bool {
-		for id, rs := range m.Placement { // ready as hosts would say
-			for _, r := range rs {
-				if !r.Ready {
-					c.Apply(ctx, router.Command{Op: router.OpSetReplicaReady, Expert: &id, NodeID: r.Node, Ready: true})
-				}
-			}
-		}
+		markReady(ctx, c, m)
 		got := len(m.ExpertsOn("n1"))
 		jump, last = max(jump, got-last), got
 		return got >= 6
 	}, "n1 to take its share")
 	if jump < 2 {
 		t.Errorf("n1 gained at most %d replica per placement, want several per round", jump)
+	}
+}
+
+// modelOnOneNode starts a one-node cluster (replication 1, rebalancing
+// every interval, catchUp moves a round for a node far behind) with a
+// model of 2 layers of experts each, all placed on n0, and a context for
+// the test's commands.
+func modelOnOneNode(t *testing.T, experts int, interval time.Duration, catchUp int) (*clustertest.Cluster, context.Context) {
+	t.Helper()
+	c := clustertest.New(t, 1, clustertest.Options{Config: func(int) cluster.Config {
+		cfg := clustertest.FastConfig()
+		cfg.Replication = 1
+		cfg.Load.RebalanceInterval = interval
+		cfg.Load.CatchUpMoves = catchUp
+		return cfg
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	mod := router.Model{ID: "m", Version: 1, Layers: 2, Experts: experts, TopK: 2, ExpertBytes: 1 << 20, Live: true}
+	if err := c.Apply(ctx, router.Command{Op: router.OpSetModel, Model: &mod}); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitAgree(10*time.Second, func(m *router.Map) bool { return len(m.ExpertsOn("n0")) == 2*experts }, "every expert on n0")
+	return c, ctx
+}
+
+// markReady marks every replica of m ready, as hosts would once loaded:
+// nothing reports readiness here (no expert hosts run), and a move's old
+// replica is kept beside the new one until then (make before break).
+func markReady(ctx context.Context, c *clustertest.Cluster, m *router.Map) {
+	for id, rs := range m.Placement {
+		for _, r := range rs {
+			if !r.Ready {
+				c.Apply(ctx, router.Command{Op: router.OpSetReplicaReady, Expert: &id, NodeID: r.Node, Ready: true})
+			}
+		}
 	}
 }
