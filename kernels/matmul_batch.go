@@ -90,7 +90,10 @@ func (b *MatMulBatch) Run(p *Pool, jobs []MatMulJob) {
 		if p == nil {
 			b.tiles(0, tiles)
 		} else {
-			p.Run(tiles, b.tilesFn)
+			// Guided: the jobs' tiles differ in cost (an expert with
+			// eight rows against one with one), so equal pieces could
+			// leave a thread idle for most of one at the end.
+			p.RunGuided(tiles, b.tilesFn)
 		}
 	}
 	for _, o := range b.own {

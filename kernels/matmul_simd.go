@@ -107,7 +107,11 @@ func (s *Scratch) matMulSIMDQ8(p *Pool) {
 		}
 		for s.r0 = 0; s.r0 < s.nrows; s.r0 += step {
 			s.r1 = min(s.r0+step, s.nrows)
-			run(s.rowTiles16Count(), s.row16Fn)
+			if p == nil {
+				s.row16Fn(0, s.rowTiles16Count())
+			} else {
+				p.RunGuided(s.rowTiles16Count(), s.row16Fn)
+			}
 		}
 		return
 	}

@@ -36,17 +36,22 @@ type Pool struct {
 }
 
 // job is one Run's loop. state packs the number of pieces (high 32 bits)
-// and the number of claims so far (low 32 bits): one atomic add claims a
-// piece, and a worker holding a stale offer of a reused job either sees the
-// old, exhausted count or claims a piece of the new loop, whose fields were
-// written before state was reset.
+// and the number of claims so far (low 32 bits), or for a guided job
+// (RunGuided, guidedFlag set) the range end and the next unclaimed index.
+// A claim is a compare-and-swap of state, so a worker holding a stale offer
+// of a reused job either sees the old, exhausted state or claims a piece of
+// the new loop, whose fields were written before state was reset.
 type job struct {
 	fn        func(lo, hi int)
 	n         int
+	share     int // a guided claim takes 1/share of what is left (fixed per pool)
 	state     atomic.Uint64
-	completed atomic.Int64
+	completed atomic.Int64  // pieces done, or a guided job's items done
 	wake      chan struct{} // one token per Run, sent by the last piece
 }
+
+// guidedFlag marks a guided job's state.
+const guidedFlag = 1 << 63
 
 // piecesPerThread is how many pieces Run makes per thread: enough that a
 // late or descheduled participant leaves little for the others to wait on,
@@ -85,10 +90,28 @@ func (p *Pool) worker() {
 // work claims and runs pieces of j until none is left.
 func (j *job) work() {
 	for {
-		v := j.state.Add(1)
-		k, np := int(uint32(v))-1, int(v>>32)
+		v := j.state.Load()
+		if v&guidedFlag != 0 {
+			n, next := int(v>>32&(1<<31-1)), int(uint32(v))
+			if next >= n {
+				return
+			}
+			size := max((n-next)/j.share, 1)
+			if !j.state.CompareAndSwap(v, v+uint64(size)) {
+				continue
+			}
+			j.fn(next, next+size)
+			if j.completed.Add(int64(size)) == int64(n) {
+				j.wake <- struct{}{}
+			}
+			continue
+		}
+		np, k := int(v>>32), int(uint32(v))
 		if k >= np {
 			return
+		}
+		if !j.state.CompareAndSwap(v, v+1) {
+			continue
 		}
 		lo, hi := chunk(j.n, np, k)
 		j.fn(lo, hi)
@@ -145,6 +168,40 @@ func (p *Pool) Run(n int, fn func(lo, hi int)) {
 		fn(0, n)
 		return
 	}
+	p.run(n, np, false, fn)
+}
+
+// guidedShare is the share of the items left that a RunGuided claim takes,
+// per thread: with two threads a claim takes a quarter of what is left.
+const guidedShare = 2
+
+// RunGuided is Run with pieces claimed by guided self-scheduling: each
+// claim takes 1/(2·Threads()) of the items not yet claimed, at least one.
+// The first pieces are long (a thread streams contiguous memory) and the
+// last ones a single item, so a loop whose items differ in cost (weight
+// tiles of products with different numbers of rows) ends with every thread
+// busy until about one item's time from the end, where Run's equal pieces
+// can leave one thread idle for most of a piece. Piece boundaries depend on
+// timing, so fn must not care where they fall. It does not allocate in
+// steady state; after Close it calls fn(0, n) on the caller.
+func (p *Pool) RunGuided(n int, fn func(lo, hi int)) {
+	if n <= 0 {
+		return
+	}
+	if p.threads == 1 || n == 1 {
+		fn(0, n)
+		return
+	}
+	if n >= 1<<31 {
+		p.Run(n, fn) // the state packs the range in 31 bits
+		return
+	}
+	p.run(n, min(n, p.threads), true, fn)
+}
+
+// run offers a job of n items to up to np−1 workers and works on it: in np
+// equal pieces, or guided.
+func (p *Pool) run(n, np int, guided bool, fn func(lo, hi int)) {
 	p.mu.RLock()
 	if p.closed {
 		p.mu.RUnlock()
@@ -155,11 +212,15 @@ func (p *Pool) Run(n int, fn func(lo, hi int)) {
 	select {
 	case j = <-p.free:
 	default:
-		j = &job{wake: make(chan struct{}, 1)}
+		j = &job{wake: make(chan struct{}, 1), share: guidedShare * p.threads}
 	}
 	j.fn, j.n = fn, n
 	j.completed.Store(0)
-	j.state.Store(uint64(np) << 32)
+	if guided {
+		j.state.Store(guidedFlag | uint64(n)<<32)
+	} else {
+		j.state.Store(uint64(np) << 32)
+	}
 	for range min(p.threads, np) - 1 {
 		select {
 		case p.jobs <- j:
