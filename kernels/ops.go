@@ -17,15 +17,57 @@ func RMSNorm(dst, x, w []float32, eps float32) {
 	for _, v := range x {
 		sum += float64(float32(v * v))
 	}
+	scaleRow(dst, x, w, rmsScale(sum, n, eps))
+}
+
+// RMSNormRows is RMSNorm over rows rows of dim values each (x and dst hold
+// them one after another; dst may be x), bit for bit RMSNorm row by row.
+// Each row's sum of squares is a float64 sum in element order, a chain of
+// dependent additions; RMSNormRows runs four rows' chains side by side, so
+// a wide batch's norms take about a quarter of the time.
+func RMSNormRows(dst, x []float32, rows, dim int, w []float32, eps float32) {
+	if dim == 0 {
+		return
+	}
+	r := 0
+	for ; r+4 <= rows; r += 4 {
+		x0 := x[r*dim : (r+1)*dim]
+		x1 := x[(r+1)*dim : (r+2)*dim]
+		x2 := x[(r+2)*dim : (r+3)*dim]
+		x3 := x[(r+3)*dim : (r+4)*dim]
+		var s0, s1, s2, s3 float64
+		for i := range x0 {
+			a, b, c, d := x0[i], x1[i], x2[i], x3[i]
+			s0 += float64(float32(a * a))
+			s1 += float64(float32(b * b))
+			s2 += float64(float32(c * c))
+			s3 += float64(float32(d * d))
+		}
+		for k, sum := range [4]float64{s0, s1, s2, s3} {
+			scaleRow(dst[(r+k)*dim:(r+k+1)*dim], x[(r+k)*dim:(r+k+1)*dim], w, rmsScale(sum, dim, eps))
+		}
+	}
+	for ; r < rows; r++ {
+		RMSNorm(dst[r*dim:(r+1)*dim], x[r*dim:(r+1)*dim], w, eps)
+	}
+}
+
+// rmsScale is 1/sqrt(mean+eps) for a row's float64 sum of squares.
+func rmsScale(sum float64, n int, eps float32) float32 {
 	mean := float32(sum / float64(n))
-	scale := 1 / float32(math.Sqrt(float64(mean+eps)))
+	return 1 / float32(math.Sqrt(float64(mean+eps)))
+}
+
+// scaleRow sets dst = x·scale (·w when w is not nil).
+func scaleRow(dst, x, w []float32, scale float32) {
+	dst = dst[:len(x)]
 	if w == nil {
 		for i, v := range x {
 			dst[i] = v * scale
 		}
 		return
 	}
-	w = w[:n]
+	w = w[:len(x)]
 	for i, v := range x {
 		dst[i] = float32(v*scale) * w[i]
 	}

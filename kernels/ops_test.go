@@ -35,6 +35,51 @@ func TestRMSNorm(t *testing.T) {
 	}
 }
 
+// TestRMSNormRows checks the four-row kernel bit for bit against RMSNorm
+// row by row, with and without weights, in place and not, for row counts
+// around its groups of four.
+func TestRMSNormRows(t *testing.T) {
+	r := rand.New(rand.NewPCG(17, 18))
+	for _, dim := range []int{1, 7, 96, 1024} {
+		for rows := 0; rows <= 9; rows++ {
+			x, w := randRow(r, rows*dim), randRow(r, dim)
+			for i := range x {
+				x[i] *= float32(math.Exp2(float64(r.IntN(40) - 20))) // a wide range of magnitudes
+			}
+			for _, weight := range [][]float32{w, nil} {
+				want := make([]float32, rows*dim)
+				for k := range rows {
+					RMSNorm(want[k*dim:(k+1)*dim], x[k*dim:(k+1)*dim], weight, 1e-5)
+				}
+				got := make([]float32, rows*dim)
+				RMSNormRows(got, x, rows, dim, weight, 1e-5)
+				assertBits(t, "rows", got, want)
+				in := append([]float32(nil), x...)
+				RMSNormRows(in, in, rows, dim, weight, 1e-5)
+				assertBits(t, "in place", in, want)
+			}
+		}
+	}
+}
+
+func BenchmarkRMSNormRows(b *testing.B) {
+	r := rand.New(rand.NewPCG(19, 20))
+	const rows, dim = 16, 1024
+	x, w, dst := randRow(r, rows*dim), randRow(r, dim), make([]float32, rows*dim)
+	b.Run("rows", func(b *testing.B) {
+		for b.Loop() {
+			RMSNormRows(dst, x, rows, dim, w, 1e-5)
+		}
+	})
+	b.Run("one-by-one", func(b *testing.B) {
+		for b.Loop() {
+			for k := range rows {
+				RMSNorm(dst[k*dim:(k+1)*dim], x[k*dim:(k+1)*dim], w, 1e-5)
+			}
+		}
+	})
+}
+
 func TestSoftmax(t *testing.T) {
 	r := rand.New(rand.NewPCG(15, 16))
 	for _, n := range []int{1, 5, 128, 4096} {

@@ -8,15 +8,15 @@ type Phase int
 // The phases of a forward pass, in the order a layer runs them.
 const (
 	PhaseEmbed     Phase = iota // token embeddings, RoPE angles, attention runs
-	PhaseAttnNorm               // the attention's RMS norm
+	PhaseAttnNorm               // the first layer's attention RMS norm (the others' come with PhaseCombine)
 	PhaseQKV                    // the Q, K and V products
 	PhaseRoPE                   // rotating queries and keys, storing keys and values
 	PhaseAttention              // scores, softmax and the weighted values
-	PhaseAttnOut                // the output projection and its residual add
-	PhaseFFNNorm                // the feed-forward's RMS norm
+	PhaseAttnOut                // the output projection
+	PhaseFFNNorm                // the projection's residual add and the feed-forward's RMS norm, one pass
 	PhaseRoute                  // the gate product, routing, gathering the experts' rows
 	PhaseExperts                // the ExpertRunner (local kernels or calls to other nodes), or a dense FFN's products
-	PhaseCombine                // the experts' weighted sum (or the dense FFN's output) and its residual add
+	PhaseCombine                // the experts' weighted sum (or the dense FFN's output), its residual add and the next layer's attention RMS norm
 	PhaseLogits                 // the final norm and the output projection
 	NumPhases
 )

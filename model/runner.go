@@ -57,10 +57,11 @@ type Runner struct {
 	local                     LocalExperts
 
 	// Per-row steps, over the pool when the batch is wide (see perRows);
-	// the norm reads its weights from normW, RoPE and the stores the layer
-	// and batch from attnLayer and attnBatch, the combination the routing.
-	normFn, ropeStoreFn, combineFn func(lo, hi int)
-	normW                          []float32
+	// the norms read their weights from normW (nil: no norm after a
+	// residual add), RoPE and the stores the layer and batch from
+	// attnLayer and attnBatch, the combination the routing.
+	normFn, ropeStoreFn, addNormFn, combineFn, gatherFn func(lo, hi int)
+	normW                                               []float32
 
 	ctx int // positions the attention scratch holds (≤ W.Ctx)
 
@@ -110,7 +111,8 @@ func NewRunnerCtx(w *Weights, pool *kernels.Pool, maxRows, ctx int) *Runner {
 	}
 	r.local = LocalExperts{W: w, Pool: pool}
 	r.attnFn = r.attendTasks
-	r.normFn, r.ropeStoreFn, r.combineFn = r.normRows, r.ropeStoreRows, r.combineRows
+	r.normFn, r.ropeStoreFn, r.addNormFn, r.combineFn = r.normRows, r.ropeStoreRows, r.addNormRows, r.combineRows
+	r.gatherFn = r.gatherRows
 	return r
 }
 
@@ -176,8 +178,21 @@ func (r *Runner) perRows(n int, fn func(lo, hi int)) {
 // normRows sets xn = rmsnorm(x)·normW for rows [lo, hi).
 func (r *Runner) normRows(lo, hi int) {
 	dim := r.W.Dim
-	for i := lo; i < hi; i++ {
-		kernels.RMSNorm(r.xn[i*dim:(i+1)*dim], r.x[i*dim:(i+1)*dim], r.normW, r.W.NormEps)
+	kernels.RMSNormRows(r.xn[lo*dim:hi*dim], r.x[lo*dim:hi*dim], hi-lo, dim, r.normW, r.W.NormEps)
+}
+
+// addNormRows adds proj (the attention's output projection, or a dense
+// FFN's output) into x for rows [lo, hi) and, when normW is set, sets xn
+// to the next norm of the result: the residual add and the norm after it
+// in one pass over the rows.
+func (r *Runner) addNormRows(lo, hi int) {
+	dim := r.W.Dim
+	x, p := r.x[lo*dim:hi*dim], r.proj[lo*dim:hi*dim]
+	for i := range x {
+		x[i] += p[i]
+	}
+	if r.normW != nil {
+		r.normRows(lo, hi)
 	}
 }
 
@@ -222,6 +237,9 @@ func (r *Runner) combineRows(lo, hi int) {
 		for d := range x {
 			x[d] += acc[d]
 		}
+	}
+	if r.normW != nil {
+		r.normRows(lo, hi)
 	}
 }
 
@@ -335,29 +353,36 @@ func (r *Runner) forward(ctx context.Context, b *Batch, experts ExpertRunner) er
 	r.ropeTables(b)
 	r.planAttnRuns(b) // the same runs in every layer
 	r.lap(PhaseEmbed, t0)
+	// Each residual add and the norm after it run as one pass over the
+	// rows (addNormRows, combineRows), so the layers' norms after the first
+	// come with the add before them.
+	t := r.clock()
+	r.normW = w.Blocks[0].AttnNorm
+	r.perRows(n, r.normFn)
+	r.lap(PhaseAttnNorm, t)
 	for l := range w.Blocks {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		r.Attention(l, b)
-		if err := r.FFN(ctx, l, n, experts); err != nil {
+		r.attention(l, b)
+		if err := r.ffn(ctx, l, n, experts); err != nil {
 			return fmt.Errorf("layer %d: %w", l, err)
 		}
 	}
+	r.normW = nil
 	return nil
 }
 
-// Attention runs the attention half of layer l for the batch:
-// x += Wo · attn(rope(Wq·xn), rope(Wk·xn), Wv·xn), xn = rmsnorm(x)·attn_norm,
-// storing this batch's keys and values in the caches. The forward pass
-// prepares the batch's RoPE angles and attention runs first.
-func (r *Runner) Attention(l int, b *Batch) {
+// attention runs the attention half of layer l for the batch, whose xn
+// holds rmsnorm(x)·attn_norm: x += Wo · attn(rope(Wq·xn), rope(Wk·xn),
+// Wv·xn), storing this batch's keys and values in the caches, then xn =
+// rmsnorm(x)·ffn_norm for the feed-forward half. The forward pass prepares
+// the batch's RoPE angles and attention runs first.
+func (r *Runner) attention(l int, b *Batch) {
 	w, n, L := r.W, b.Len(), &r.W.Blocks[l]
 	dim, qd, kvd := w.Dim, w.QDim(), w.KVDim()
-	r.attnLayer, r.attnBatch, r.normW = l, b, L.AttnNorm
+	r.attnLayer, r.attnBatch = l, b
 	t := r.clock()
-	r.perRows(n, r.normFn)
-	t = r.lap(PhaseAttnNorm, t)
 	// Q, K and V in one batch: one packing of xn, two pool joins.
 	r.qkvJobs = [3]kernels.MatMulJob{
 		{S: &r.mm, M: L.Wq, X: r.xn, NRows: n, Out: r.q[:n*qd]},
@@ -373,28 +398,28 @@ func (r *Runner) Attention(l int, b *Batch) {
 	r.attnBatch = nil
 	t = r.lap(PhaseAttention, t)
 	kernels.MatMul(r.Pool, &r.mm, L.Wo, r.att, n, r.proj[:n*dim])
-	for i := range r.proj[:n*dim] {
-		r.x[i] += r.proj[i]
-	}
-	r.lap(PhaseAttnOut, t)
+	t = r.lap(PhaseAttnOut, t)
+	r.normW = L.FFNNorm
+	r.perRows(n, r.addNormFn) // x += proj; xn = rmsnorm(x)·ffn_norm
+	r.lap(PhaseFFNNorm, t)
 }
 
-// FFN runs the feed-forward half of layer l for the first n rows of x:
-// x += Σ_k w_k · expert_k(rmsnorm(x)·ffn_norm), over the routed experts in
-// ascending expert order (or the dense FFN).
-func (r *Runner) FFN(ctx context.Context, l, n int, experts ExpertRunner) error {
+// ffn runs the feed-forward half of layer l for the first n rows of x,
+// whose xn holds rmsnorm(x)·ffn_norm: x += Σ_k w_k · expert_k(xn), over the
+// routed experts in ascending expert order (or the dense FFN), then xn =
+// rmsnorm(x)·attn_norm of the next layer, if there is one.
+func (r *Runner) ffn(ctx context.Context, l, n int, experts ExpertRunner) error {
 	w, L := r.W, &r.W.Blocks[l]
 	dim := w.Dim
-	r.normW = L.FFNNorm
+	r.normW = nil
+	if l+1 < len(w.Blocks) {
+		r.normW = w.Blocks[l+1].AttnNorm
+	}
 	t := r.clock()
-	r.perRows(n, r.normFn)
-	t = r.lap(PhaseFFNNorm, t)
 	if L.Dense != nil {
 		L.Dense.Forward(r.Pool, &r.local.scratch, r.xn[:n*dim], n, r.proj[:n*dim])
 		t = r.lap(PhaseExperts, t) // a dense FFN's products count as the experts'
-		for i := range r.proj[:n*dim] {
-			r.x[i] += r.proj[i]
-		}
+		r.perRows(n, r.addNormFn)
 		r.lap(PhaseCombine, t)
 		return nil
 	}
@@ -407,20 +432,37 @@ func (r *Runner) FFN(ctx context.Context, l, n int, experts ExpertRunner) error 
 		m := len(grp.Rows)
 		grp.In = r.expIn[off*dim : (off+m)*dim]
 		grp.Out = r.expOut[off*dim : (off+m)*dim]
-		for j, row := range grp.Rows {
-			copy(grp.In[j*dim:(j+1)*dim], r.xn[int(row)*dim:(int(row)+1)*dim])
-		}
 		off += m
 	}
+	r.perRows(off, r.gatherFn) // each group's rows of xn into its In
 	t = r.lap(PhaseRoute, t)
 	err := experts.RunExperts(ctx, l, r.groups)
 	t = r.lap(PhaseExperts, t) // a failed call's time too (a peer's timeout)
 	if err != nil {
 		return err
 	}
-	r.perRows(n, r.combineFn)
+	r.perRows(n, r.combineFn) // x += Σ w·out; xn = rmsnorm(x)·attn_norm of l+1
 	r.lap(PhaseCombine, t)
 	return nil
+}
+
+// gatherRows copies expert rows [lo, hi) (the groups' rows in group order,
+// as expIn holds them) from xn.
+func (r *Runner) gatherRows(lo, hi int) {
+	dim := r.W.Dim
+	g, start := 0, 0
+	for start+len(r.groups[g].Rows) <= lo {
+		start += len(r.groups[g].Rows)
+		g++
+	}
+	for i := lo; i < hi; i++ {
+		for i-start >= len(r.groups[g].Rows) {
+			start += len(r.groups[g].Rows)
+			g++
+		}
+		row := int(r.groups[g].Rows[i-start])
+		copy(r.expIn[i*dim:(i+1)*dim], r.xn[row*dim:(row+1)*dim])
+	}
 }
 
 // Logits applies the final norm and output projection to the rows b marks.
