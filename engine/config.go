@@ -54,11 +54,18 @@ type Config struct {
 }
 
 // DefaultConfig returns a configuration for one node serving a few dozen
-// streams: 512-token steps, 64 running sequences, 1 GiB of F16 KV cache in
+// streams: 1024-token steps, 64 running sequences, 1 GiB of F16 KV cache in
 // blocks of 16 positions.
+//
+// A burst of sixteen 36-token prompts (576 rows) fits one 1024-row step.
+// With 512 it took two, the second a few dozen rows that still stream every
+// expert's weights: on the bench preset the burst's TTFT p50 was 335–370 ms
+// against 350–445, and the sixteen streams' throughput 6 % higher, while a
+// sustained load (prompts arriving as others finish) ran the same. A long
+// prompt still goes PrefillChunk tokens a step.
 func DefaultConfig() Config {
 	return Config{
-		MaxBatchTokens: 512,
+		MaxBatchTokens: 1024,
 		MaxRunning:     64,
 		MaxQueue:       256,
 		PrefillChunk:   256,
