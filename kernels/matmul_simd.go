@@ -70,9 +70,12 @@ const maxRowActs = 18
 var rowActs = 18
 
 // inlinePack is the most activation values (rows × columns) MatMul packs
-// on the calling goroutine instead of across the pool: a decode step's rows
-// take microseconds to quantize and pack, less than waking the workers.
-const inlinePack = 1 << 16
+// on the calling goroutine instead of across the pool: a few rows take a
+// few microseconds to quantize and pack, about what a fork and join costs.
+// Sixteen decoding streams' rows (16 × 1024 values, ~12 µs) go across the
+// pool: packed inline, they left the other threads idle for ~0.35 ms of
+// each 22 ms step.
+const inlinePack = 1 << 13
 
 // rowChunk is how many activation rows the multi-row path takes through all
 // weight tiles at a time (a var so benchmarks can move it).
