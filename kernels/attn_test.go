@@ -148,6 +148,51 @@ func TestAttnKernels(t *testing.T) {
 	}
 }
 
+// quantRowsChecked are TestQuantQ8_0SIMD's rows, which TestQuantPackRow
+// runs through the fused quantizer and packer too.
+var quantRowsChecked [][]float32
+
+// TestQuantPackRow checks the fused quantize-and-pack kernel byte for byte
+// against quantQ8_0Go then packRowVNNIGo, on TestQuantQ8_0SIMD's rows
+// (random, zero, tiny and rounding-midpoint blocks), at the single-row and
+// an interleaved step, and that it leaves a packed block's last 12 bytes
+// alone.
+func TestQuantPackRow(t *testing.T) {
+	if quantRowsChecked == nil {
+		t.Run("rows", TestQuantQ8_0SIMD)
+	}
+	tiny := make([]float32, 2*QK)
+	for i := range QK {
+		tiny[i] = 1e-37 * float32(i%7-3) / 3
+	}
+	tiny[QK+5] = math.SmallestNonzeroFloat32
+	for i, x := range append(quantRowsChecked, tiny) {
+		nb := len(x) / QK
+		for _, step := range []int{raBlock, 3 * raBlock} {
+			want := make([]byte, nb*step)
+			for j := range want {
+				want[j] = byte(j * 7)
+			}
+			got := bytes.Clone(want)
+			quantPackRowGo(x, want, step)
+			for _, l := range simdLevels() {
+				copy(got, want)
+				for b := range nb {
+					clear(got[b*step : b*step+52])
+				}
+				withSIMD(l, func() { quantPackRow(x, got, step) })
+				if !bytes.Equal(got, want) {
+					for j := range got {
+						if got[j] != want[j] {
+							t.Fatalf("row %d step %d level %s: byte %d (block %d, +%d) = %#x, want %#x", i, step, l, j, j/step, j%step, got[j], want[j])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestQuantQ8_0SIMD checks the SIMD Q8_0 quantizer byte for byte against the
 // Go one on random rows, zero and constant blocks, and values that land
 // exactly on or one ulp either side of a rounding midpoint.
@@ -180,6 +225,7 @@ func TestQuantQ8_0SIMD(t *testing.T) {
 		}
 		rows = append(rows, x)
 	}
+	quantRowsChecked = rows
 	for i, x := range rows {
 		want := make([]byte, len(x)/QK*q8_0Bytes)
 		quantQ8_0Go(x, want)

@@ -63,6 +63,7 @@ type Scratch struct {
 	ra         []byte // packed activation rows of the VNNI row kernel
 	raRow      int    // bytes per packed row
 	raMulti    bool   // ra interleaves its rows' blocks for the multi-row kernel
+	needAct    bool   // some weight rows are past the last 16-row tile: they read act, so packing fills it
 	tiles      []byte // m's packed tiles (m.Tiles), if any
 	r0, r1     int    // activation rows rowTiles16 computes
 	rowQPFn    func(lo, hi int)

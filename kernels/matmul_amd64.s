@@ -30348,6 +30348,102 @@ packRowVNNIAVX512_done:
 	VZEROUPPER
 	RET
 
+// func quantPackQ8_0AVX512(src *float32, nb int, dst *byte, step int)
+// Requires: AVX, AVX2, AVX512F, F16C
+TEXT ·quantPackQ8_0AVX512(SB), NOSPLIT, $0-32
+	MOVQ         src+0(FP), AX
+	MOVQ         nb+8(FP), CX
+	MOVQ         dst+16(FP), DX
+	MOVQ         step+24(FP), BX
+	MOVL         $0x7fffffff, SI
+	VPBROADCASTD SI, Z0
+	MOVL         $0x80000000, SI
+	VPBROADCASTD SI, Z1
+	MOVL         $0x3f800000, SI
+	VPBROADCASTD SI, Z2
+	MOVL         $0x3f000000, SI
+	VPBROADCASTD SI, Z3
+	MOVL         $0x42fe0000, SI
+	VMOVD        SI, X4
+	MOVL         $0x3f800000, SI
+	VMOVD        SI, X5
+
+quantPackQ8_0AVX512_loop:
+	TESTQ         CX, CX
+	JZ            quantPackQ8_0AVX512_done
+	VMOVUPS       (AX), Z6
+	VMOVUPS       64(AX), Z7
+	VPANDD        Z0, Z6, Z8
+	VPANDD        Z0, Z7, Z9
+	VMAXPS        Z9, Z8, Z8
+	VEXTRACTF64X4 $0x01, Z8, Y9
+	VMAXPS        Y9, Y8, Y9
+	VEXTRACTF128  $0x01, Y9, X8
+	VMAXPS        X8, X9, X8
+	VMOVHLPS      X8, X8, X9
+	VMAXPS        X9, X8, X8
+	VMOVSHDUP     X8, X9
+	VMAXSS        X9, X8, X8
+	VDIVSS        X4, X8, X8
+	VDIVSS        X8, X5, X9
+	VXORPS        X10, X10, X10
+	VMULSS        X10, X9, X11
+	VCMPSS        $0x00, X10, X11, X11
+	VANDPS        X11, X9, X9
+	VCVTPS2PH     $0x00, X8, X8
+	VCVTPH2PS     X8, X8
+	VMOVSS        X8, 32(DX)
+	VBROADCASTSS  X9, Z8
+	VMULPS        Z8, Z6, Z6
+	VRNDSCALEPS   $0x03, Z6, Z9
+	VSUBPS        Z9, Z6, Z10
+	VPANDD        Z0, Z10, Z10
+	VCMPPS        $0x0d, Z3, Z10, K1
+	VPANDD        Z1, Z6, Z6
+	VPORD         Z2, Z6, Z6
+	VADDPS        Z6, Z9, K1, Z9
+	VCVTTPS2DQ    Z9, Z6
+	VMULPS        Z8, Z7, Z7
+	VRNDSCALEPS   $0x03, Z7, Z8
+	VSUBPS        Z8, Z7, Z9
+	VPANDD        Z0, Z9, Z9
+	VCMPPS        $0x0d, Z3, Z9, K1
+	VPANDD        Z1, Z7, Z7
+	VPORD         Z2, Z7, Z7
+	VADDPS        Z7, Z8, K1, Z8
+	VCVTTPS2DQ    Z8, Z7
+	VPADDD        Z7, Z6, Z8
+	VEXTRACTI64X4 $0x01, Z8, Y9
+	VPADDD        Y9, Y8, Y9
+	VEXTRACTI128  $0x01, Y9, X8
+	VPADDD        X8, X9, X8
+	VPSHUFD       $0x4e, X8, X9
+	VPADDD        X9, X8, X8
+	VPSHUFD       $0xb1, X8, X9
+	VPADDD        X9, X8, X8
+	VMOVD         X8, SI
+	VPMOVDB       Z6, X6
+	VPMOVDB       Z7, X7
+	VMOVDQU       X6, (DX)
+	VMOVDQU       X7, 16(DX)
+	MOVL          SI, DI
+	SHLL          $0x07, DI
+	MOVL          DI, 36(DX)
+	NEGL          DI
+	MOVL          DI, 44(DX)
+	SHLL          $0x03, SI
+	MOVL          SI, 40(DX)
+	NEGL          SI
+	MOVL          SI, 48(DX)
+	ADDQ          $0x00000080, AX
+	ADDQ          BX, DX
+	DECQ          CX
+	JMP           quantPackQ8_0AVX512_loop
+
+quantPackQ8_0AVX512_done:
+	VZEROUPPER
+	RET
+
 // func prefetchRowsT0(p *byte, stride int, n int, bytes int)
 // Requires: MMX+
 TEXT ·prefetchRowsT0(SB), NOSPLIT, $0-32

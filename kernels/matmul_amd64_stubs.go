@@ -744,6 +744,11 @@ func maxF32AVX2(x *float32, n int) float32
 //go:noescape
 func packRowVNNIAVX512(a *byte, nb int, dst *byte, step int)
 
+// quantPackQ8_0AVX512 quantizes nb blocks of 32 float32 to Q8_0 and packs them in the VNNI activation layout, as quantQ8_0 then packRowVNNIGo.
+//
+//go:noescape
+func quantPackQ8_0AVX512(src *float32, nb int, dst *byte, step int)
+
 // prefetchRowsT0 prefetches the first bytes of n rows, stride bytes apart, into L1.
 //
 //go:noescape

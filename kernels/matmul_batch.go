@@ -72,6 +72,7 @@ func (b *MatMulBatch) Run(p *Pool, jobs []MatMulJob) {
 		b.jobs = append(b.jobs, j)
 		b.tileEnd = append(b.tileEnd, tiles)
 		if src := b.samePacking(j); src != nil {
+			src.needAct = src.needAct || s.needAct // j's tail rows read the Q8_0 rows too
 			b.own = append(b.own, borrowed{s, s.act, s.ra})
 			s.act, s.ra = src.act, src.ra
 			continue

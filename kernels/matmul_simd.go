@@ -139,6 +139,8 @@ func (s *Scratch) rowVNNI() bool {
 	}
 	// Packed tiles take the multi-row layout even for one row.
 	s.raMulti = (s.nrows > 1 || s.tiles != nil) && rowActs > 1
+	// Weight rows past the last 16-row tile read the Q8_0 rows.
+	s.needAct = s.m.Rows%rowTile16 != 0
 	s.ra = growScratch(s.ra, s.nrows*s.raRow)
 	s.r0, s.r1 = 0, s.nrows
 	return true
@@ -184,8 +186,21 @@ func (s *Scratch) rowTiles(lo, hi int) {
 // quantPackRows converts activation rows [lo, hi) into s.act and packs
 // them for the VNNI row kernel into s.ra.
 func (s *Scratch) quantPackRows(lo, hi int) {
-	s.quantRows(lo, hi)
 	nb := s.m.Cols / QK
+	if s.vt == Q8_0 && !s.needAct {
+		// Every weight row is in a 16-row tile, so nothing reads the Q8_0
+		// rows (s.act): quantize straight into the packed layout.
+		cols := s.m.Cols
+		for r := lo; r < hi; r++ {
+			if s.raMulti {
+				quantPackRow(s.x[r*cols:(r+1)*cols], s.ra[r*raBlock:], s.nrows*raBlock)
+			} else {
+				quantPackRow(s.x[r*cols:(r+1)*cols], s.ra[r*s.raRow:], raBlock)
+			}
+		}
+		return
+	}
+	s.quantRows(lo, hi)
 	for r := lo; r < hi; r++ {
 		if s.raMulti {
 			packRowVNNI(s.act[r*s.actRow:r*s.actRow+nb*q8_0Bytes], s.ra[r*raBlock:], s.nrows*raBlock)
@@ -207,6 +222,27 @@ func packRowVNNI(a, dst []byte, step int) {
 	}
 	_ = dst[(nb-1)*step+raBlock-1]
 	packRowSIMD(a, nb, dst, step)
+}
+
+// quantPackRow quantizes a row of float32 values (a multiple of QK) to
+// Q8_0 and packs it into dst in the raBlock layout, block b at dst[b·step:],
+// as quantQ8_0 then packRowVNNI do.
+func quantPackRow(x []float32, dst []byte, step int) {
+	nb := len(x) / QK
+	if nb == 0 {
+		return
+	}
+	_ = dst[(nb-1)*step+raBlock-1]
+	quantPackRowSIMD(x[:nb*QK], nb, dst, step)
+}
+
+// quantPackRowGo is quantPackRow in Go, the reference of its assembly.
+func quantPackRowGo(x []float32, dst []byte, step int) {
+	var blk [q8_0Bytes]byte
+	for b := range len(x) / QK {
+		quantQ8_0Go(x[b*QK:(b+1)*QK], blk[:])
+		packRowVNNIGo(blk[:], dst[b*step:], step)
+	}
 }
 
 // packRowVNNIGo is packRowVNNI in Go, the reference of its assembly.

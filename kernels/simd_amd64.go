@@ -158,6 +158,14 @@ func peakLoop(kind PeakKind, iters int) (int64, bool) {
 
 // packRowSIMD is packRowVNNI's body: the assembly (the VNNI row kernels that
 // read the packed rows need AVX-512 anyway) or, below that level, Go.
+func quantPackRowSIMD(x []float32, nb int, dst []byte, step int) {
+	if useSIMD >= simdAVX512VNNI {
+		quantPackQ8_0AVX512(&x[0], nb, &dst[0], step)
+		return
+	}
+	quantPackRowGo(x, dst, step)
+}
+
 func packRowSIMD(a []byte, nb int, dst []byte, step int) {
 	if useSIMD >= simdAVX512VNNI {
 		packRowVNNIAVX512(&a[0], nb, &dst[0], step)

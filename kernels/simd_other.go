@@ -42,4 +42,6 @@ func peakLoop(PeakKind, int) (int64, bool) { return 0, false }
 
 func packRowSIMD(a []byte, nb int, dst []byte, step int) { packRowVNNIGo(a[:nb*q8_0Bytes], dst, step) }
 
+func quantPackRowSIMD(x []float32, nb int, dst []byte, step int) { quantPackRowGo(x, dst, step) }
+
 func prefetchRowsSIMD(unsafe.Pointer, int, int, int) {}

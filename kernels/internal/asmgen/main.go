@@ -76,6 +76,7 @@ func main() {
 	expSumKernel512()
 	maxF32Kernel()
 	packRowKernel()
+	quantPackKernel()
 	prefetchRowsKernel()
 	peakKernel("peakVNNI512", true, true)
 	peakKernel("peakFMA512", false, true)

@@ -3,6 +3,7 @@ package main
 import (
 	. "github.com/mmcloughlin/avo/build"
 	. "github.com/mmcloughlin/avo/operand"
+	. "github.com/mmcloughlin/avo/reg"
 )
 
 // packRowKernel emits func(a *byte, nb int, dst *byte, step int): packRowVNNI
@@ -61,6 +62,147 @@ func packRowKernel() {
 	DECQ(nb)
 	JMP(LabelRef(name + "_loop"))
 
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// quantPackKernel emits func(src *float32, nb int, dst *byte, step int):
+// quantQ8Kernel and packRowKernel in one pass on AVX-512, for the VNNI
+// kernels' activation rows. Each block of 32 values is quantized exactly as
+// quantQ8_0 does (amax, d = amax/127 stored through F16, id = 1/d or 0,
+// q = round-half-away(x·id)) and written straight in the raBlock layout at
+// dst + b·step: the 32 quants, d as float32 (its F16 rounding), then
+// 128·Σq, 8·Σq, −128·Σq and −8·Σq, as packRowVNNIGo lays out a Q8_0 block.
+// Bytes 52–63 of each packed block are not written.
+func quantPackKernel() {
+	const name = "quantPackQ8_0AVX512"
+	TEXT(name, NOSPLIT, "func(src *float32, nb int, dst *byte, step int)")
+	Pragma("noescape")
+	Doc(name + " quantizes nb blocks of 32 float32 to Q8_0 and packs them in the VNNI activation layout, as quantQ8_0 then packRowVNNIGo.")
+	src := Load(Param("src"), GP64())
+	nb := Load(Param("nb"), GP64())
+	dst := Load(Param("dst"), GP64())
+	step := Load(Param("step"), GP64())
+
+	bcast := func(v uint32) VecVirtual {
+		g := GP32()
+		MOVL(U32(v), g)
+		z := ZMM()
+		VPBROADCASTD(g, z)
+		return z
+	}
+	absMask := bcast(0x7fffffff)
+	signMask := bcast(0x80000000)
+	one := bcast(0x3f800000)
+	half := bcast(0x3f000000)
+	c127 := XMM()
+	{
+		g := GP32()
+		MOVL(U32(0x42fe0000), g)
+		VMOVD(g, c127)
+	}
+	oneX := XMM()
+	{
+		g := GP32()
+		MOVL(U32(0x3f800000), g)
+		VMOVD(g, oneX)
+	}
+
+	Label(name + "_loop")
+	TESTQ(nb, nb)
+	JZ(LabelRef(name + "_done"))
+	x0, x1 := ZMM(), ZMM()
+	VMOVUPS(Mem{Base: src}, x0)
+	VMOVUPS(Mem{Base: src, Disp: 64}, x1)
+	m0, m1 := ZMM(), ZMM()
+	VPANDD(absMask, x0, m0)
+	VPANDD(absMask, x1, m1)
+	VMAXPS(m1, m0, m0)
+	hy := YMM()
+	VEXTRACTF64X4(U8(1), m0, hy)
+	VMAXPS(hy, m0.AsY(), hy)
+	h := XMM()
+	VEXTRACTF128(U8(1), hy, h)
+	VMAXPS(h, hy.AsX(), h)
+	t := XMM()
+	VMOVHLPS(h, h, t)
+	VMAXPS(t, h, h)
+	VMOVSHDUP(h, t)
+	VMAXSS(t, h, h) // amax
+	dv := XMM()
+	VDIVSS(c127, h, dv) // d = amax/127
+	idv := XMM()
+	VDIVSS(dv, oneX, idv) // 1/d
+	// id = 0 where 1/d is infinite: idv·0 is 0 for a finite idv, NaN for ±Inf.
+	z := XMM()
+	VXORPS(z, z, z)
+	fin := XMM()
+	VMULSS(z, idv, fin)
+	VCMPSS(U8(0), z, fin, fin)
+	VANDPS(fin, idv, idv)
+	// The scale as the kernels read it: d rounded to F16, back to float32.
+	hb := XMM()
+	VCVTPS2PH(U8(0), dv, hb)
+	VCVTPH2PS(hb, hb)
+	VMOVSS(hb, Mem{Base: dst, Disp: 32})
+	id := ZMM()
+	VBROADCASTSS(idv, id)
+
+	var q [2]VecVirtual
+	for i, v := range []VecVirtual{x0, x1} {
+		VMULPS(id, v, v)
+		tr := ZMM()
+		VRNDSCALEPS(U8(3), v, tr) // trunc
+		f := ZMM()
+		VSUBPS(tr, v, f)
+		VPANDD(absMask, f, f)
+		k := K()
+		VCMPPS(U8(13), half, f, k) // |v−t| ≥ 0.5
+		s := ZMM()
+		VPANDD(signMask, v, s)
+		VPORD(one, s, s) // ±1
+		VADDPS(s, tr, k, tr)
+		q[i] = ZMM()
+		VCVTTPS2DQ(tr, q[i])
+	}
+	// Σq, in int32 lanes.
+	sum := ZMM()
+	VPADDD(q[1], q[0], sum)
+	sy := YMM()
+	VEXTRACTI64X4(U8(1), sum, sy)
+	VPADDD(sy, sum.AsY(), sy)
+	sx := XMM()
+	VEXTRACTI128(U8(1), sy, sx)
+	VPADDD(sx, sy.AsX(), sx)
+	st := XMM()
+	VPSHUFD(U8(0x4e), sx, st)
+	VPADDD(st, sx, sx)
+	VPSHUFD(U8(0xb1), sx, st)
+	VPADDD(st, sx, sx)
+	s32 := GP32()
+	VMOVD(sx, s32)
+	// The quants, narrowed to bytes (|q| ≤ 127).
+	b0, b1 := XMM(), XMM()
+	VPMOVDB(q[0], b0)
+	VPMOVDB(q[1], b1)
+	VMOVDQU(b0, Mem{Base: dst})
+	VMOVDQU(b1, Mem{Base: dst, Disp: 16})
+	tq := GP32()
+	MOVL(s32, tq)
+	SHLL(U8(7), tq)
+	MOVL(tq, Mem{Base: dst, Disp: 36}) // 128·Σq
+	NEGL(tq)
+	MOVL(tq, Mem{Base: dst, Disp: 44}) // −128·Σq
+	SHLL(U8(3), s32)
+	MOVL(s32, Mem{Base: dst, Disp: 40}) // 8·Σq
+	NEGL(s32)
+	MOVL(s32, Mem{Base: dst, Disp: 48}) // −8·Σq
+
+	ADDQ(U32(128), src)
+	ADDQ(step, dst)
+	DECQ(nb)
+	JMP(LabelRef(name + "_loop"))
 	Label(name + "_done")
 	VZEROUPPER()
 	RET()
