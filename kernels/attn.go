@@ -154,6 +154,16 @@ func RoundF16Row(x []float32) {
 		if m > 0 {
 			roundF16SIMD(x[:m])
 		}
+		if m < n {
+			// The last few values through the vector kernel too: the
+			// scalar conversion cost more than the rest of a short row
+			// (attention's probabilities over a few dozen positions).
+			var t [8]float32
+			copy(t[:], x[m:])
+			roundF16SIMD(t[:])
+			copy(x[m:], t[:n-m])
+			return
+		}
 	}
 	for i := m; i < n; i++ {
 		x[i] = f16Table[F32ToF16(x[i])]

@@ -344,6 +344,21 @@ func TestRoundF16Row(t *testing.T) {
 				}
 			}
 		}
+		// Rows of 13 and 3 values, so that every value also goes through
+		// a short row's last few (the tail of the vector loop).
+		for _, n := range []int{13, 3} {
+			got := append([]float32(nil), x...)
+			withSIMD(l, func() {
+				for off := 0; off+n <= len(got); off += n {
+					RoundF16Row(got[off : off+n])
+				}
+			})
+			for i := range got[:len(got)/n*n] {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("%s: RoundF16Row in rows of %d: %#x -> %#x, want %#x", l, n, math.Float32bits(x[i]), math.Float32bits(got[i]), math.Float32bits(want[i]))
+				}
+			}
+		}
 	}
 }
 
