@@ -57,11 +57,13 @@ type Runner struct {
 	local                     LocalExperts
 
 	// Per-row steps, over the pool when the batch is wide (see perRows);
-	// the norms read their weights from normW (nil: no norm after a
-	// residual add), RoPE and the stores the layer and batch from
+	// the norms read their weights from normW (nil: unweighted, as
+	// kernels.RMSNorm), a residual add normalises after itself when
+	// normAfter is set, RoPE and the stores read the layer and batch from
 	// attnLayer and attnBatch, the combination the routing.
 	normFn, ropeStoreFn, addNormFn, combineFn, gatherFn func(lo, hi int)
 	normW                                               []float32
+	normAfter                                           bool
 
 	ctx int // positions the attention scratch holds (≤ W.Ctx)
 
@@ -182,7 +184,7 @@ func (r *Runner) normRows(lo, hi int) {
 }
 
 // addNormRows adds proj (the attention's output projection, or a dense
-// FFN's output) into x for rows [lo, hi) and, when normW is set, sets xn
+// FFN's output) into x for rows [lo, hi) and, when normAfter is set, sets xn
 // to the next norm of the result: the residual add and the norm after it
 // in one pass over the rows.
 func (r *Runner) addNormRows(lo, hi int) {
@@ -191,7 +193,7 @@ func (r *Runner) addNormRows(lo, hi int) {
 	for i := range x {
 		x[i] += p[i]
 	}
-	if r.normW != nil {
+	if r.normAfter {
 		r.normRows(lo, hi)
 	}
 }
@@ -238,7 +240,7 @@ func (r *Runner) combineRows(lo, hi int) {
 			x[d] += acc[d]
 		}
 	}
-	if r.normW != nil {
+	if r.normAfter {
 		r.normRows(lo, hi)
 	}
 }
@@ -369,7 +371,7 @@ func (r *Runner) forward(ctx context.Context, b *Batch, experts ExpertRunner) er
 			return fmt.Errorf("layer %d: %w", l, err)
 		}
 	}
-	r.normW = nil
+	r.normW, r.normAfter = nil, false
 	return nil
 }
 
@@ -399,7 +401,7 @@ func (r *Runner) attention(l int, b *Batch) {
 	t = r.lap(PhaseAttention, t)
 	kernels.MatMul(r.Pool, &r.mm, L.Wo, r.att, n, r.proj[:n*dim])
 	t = r.lap(PhaseAttnOut, t)
-	r.normW = L.FFNNorm
+	r.normW, r.normAfter = L.FFNNorm, true
 	r.perRows(n, r.addNormFn) // x += proj; xn = rmsnorm(x)·ffn_norm
 	r.lap(PhaseFFNNorm, t)
 }
@@ -411,8 +413,8 @@ func (r *Runner) attention(l int, b *Batch) {
 func (r *Runner) ffn(ctx context.Context, l, n int, experts ExpertRunner) error {
 	w, L := r.W, &r.W.Blocks[l]
 	dim := w.Dim
-	r.normW = nil
-	if l+1 < len(w.Blocks) {
+	r.normW, r.normAfter = nil, l+1 < len(w.Blocks)
+	if r.normAfter {
 		r.normW = w.Blocks[l+1].AttnNorm
 	}
 	t := r.clock()

@@ -85,6 +85,31 @@ func TestThreadCountInvariance(t *testing.T) {
 	}
 }
 
+// TestNilNormWeights: a nil norm weight is an unweighted norm, as
+// kernels.RMSNorm takes it, on every layer, so it gives the logits a
+// weight of ones does. The fused residual-add-and-norm passes once took a
+// nil weight for "no norm after this add" and left xn stale.
+func TestNilNormWeights(t *testing.T) {
+	for _, m := range invarianceModels(t) {
+		t.Run(m.name, func(t *testing.T) {
+			w, _ := testModel(t, m.cfg)
+			tokens := testTokens(12, w.Vocab, 3)
+			ones := make([]float32, w.Dim)
+			for i := range ones {
+				ones[i] = 1
+			}
+			for l := range w.Blocks {
+				w.Blocks[l].AttnNorm, w.Blocks[l].FFNNorm = ones, ones
+			}
+			want := prefillAll(t, w, 2, 64, m.cache, tokens)
+			for l := range w.Blocks {
+				w.Blocks[l].AttnNorm, w.Blocks[l].FFNNorm = nil, nil
+			}
+			sameBits(t, "nil norm weights vs ones", prefillAll(t, w, 2, 64, m.cache, tokens), want)
+		})
+	}
+}
+
 func TestBatchInvariance(t *testing.T) {
 	ctx := context.Background()
 	for _, m := range invarianceModels(t) {
