@@ -193,6 +193,50 @@ func TestQuantPackRow(t *testing.T) {
 	}
 }
 
+// TestQuantPackRowNaN: with a NaN (or an infinity) among the activations,
+// the fused kernel writes what the two-pass path it replaces writes
+// (quantQ8_0 then packRowVNNI), so MatMul stays bit-identical to VecDot,
+// which quantizes that way. The Go twins differ from both for NaN. The
+// fused kernel first narrowed a NaN's quant without saturation (0, not
+// −128), summed Σq before narrowing, and took the block's amax in another
+// order, which with a NaN last zeroed the whole block (found by review).
+func TestQuantPackRowNaN(t *testing.T) {
+	if cpuSIMD < simdAVX512VNNI {
+		t.Skip("no AVX-512 VNNI")
+	}
+	nan, inf := float32(math.NaN()), float32(math.Inf(1))
+	for _, bad := range []float32{nan, -nan, inf, -inf} {
+		for _, pos := range []int{0, 5, 7, 8, 15, 16, 17, 24, 31, 32, 63} {
+			x := make([]float32, 2*QK)
+			for i := range x {
+				x[i] = float32(i) - 10
+			}
+			x[pos] = bad
+			act := make([]byte, 2*q8_0Bytes)
+			quantQ8_0(x, act)
+			want := make([]byte, 2*raBlock)
+			packRowVNNI(act, want, raBlock)
+			got := make([]byte, 2*raBlock)
+			quantPackRow(x, got, raBlock)
+			for b := range 2 {
+				if !bytes.Equal(got[b*raBlock:b*raBlock+52], want[b*raBlock:b*raBlock+52]) {
+					t.Errorf("%v at %d, block %d:\n got %x\nwant %x", bad, pos, b, got[b*raBlock:b*raBlock+52], want[b*raBlock:b*raBlock+52])
+				}
+			}
+		}
+	}
+	// And through MatMul, against VecDot.
+	r := rand.New(rand.NewPCG(39, 40))
+	m := testMatrix(t, r, Q8_0, 16, 64)
+	x := randRow(r, 64)
+	x[5] = nan
+	want := vecDotOut(t, m, x, 1)
+	got := make([]float32, 16)
+	var s Scratch
+	MatMul(nil, &s, m, x, 1, got)
+	assertBits(t, "MatMul with a NaN activation vs VecDot", got, want)
+}
+
 // TestQuantQ8_0SIMD checks the SIMD Q8_0 quantizer byte for byte against the
 // Go one on random rows, zero and constant blocks, and values that land
 // exactly on or one ulp either side of a rounding midpoint.

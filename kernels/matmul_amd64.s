@@ -30373,18 +30373,22 @@ quantPackQ8_0AVX512_loop:
 	JZ            quantPackQ8_0AVX512_done
 	VMOVUPS       (AX), Z6
 	VMOVUPS       64(AX), Z7
-	VPANDD        Z0, Z6, Z8
-	VPANDD        Z0, Z7, Z9
-	VMAXPS        Z9, Z8, Z8
-	VEXTRACTF64X4 $0x01, Z8, Y9
-	VMAXPS        Y9, Y8, Y9
-	VEXTRACTF128  $0x01, Y9, X8
-	VMAXPS        X8, X9, X8
-	VMOVHLPS      X8, X8, X9
-	VMAXPS        X9, X8, X8
-	VMOVSHDUP     X8, X9
-	VMAXSS        X9, X8, X8
-	VDIVSS        X4, X8, X8
+	VANDPS        Y0, Y6, Y8
+	VEXTRACTF64X4 $0x01, Z6, Y9
+	VANDPS        Y0, Y9, Y9
+	VMAXPS        Y9, Y8, Y8
+	VANDPS        Y0, Y7, Y9
+	VMAXPS        Y9, Y8, Y8
+	VEXTRACTF64X4 $0x01, Z7, Y9
+	VANDPS        Y0, Y9, Y9
+	VMAXPS        Y9, Y8, Y8
+	VEXTRACTF128  $0x01, Y8, X9
+	VMAXPS        X9, X8, X9
+	VMOVHLPS      X9, X9, X8
+	VMAXPS        X8, X9, X9
+	VMOVSHDUP     X9, X8
+	VMAXSS        X8, X9, X9
+	VDIVSS        X4, X9, X8
 	VDIVSS        X8, X5, X9
 	VXORPS        X10, X10, X10
 	VMULSS        X10, X9, X11
@@ -30412,20 +30416,22 @@ quantPackQ8_0AVX512_loop:
 	VPORD         Z2, Z7, Z7
 	VADDPS        Z7, Z8, K1, Z8
 	VCVTTPS2DQ    Z8, Z7
-	VPADDD        Z7, Z6, Z8
-	VEXTRACTI64X4 $0x01, Z8, Y9
-	VPADDD        Y9, Y8, Y9
-	VEXTRACTI128  $0x01, Y9, X8
-	VPADDD        X8, X9, X8
-	VPSHUFD       $0x4e, X8, X9
-	VPADDD        X9, X8, X8
-	VPSHUFD       $0xb1, X8, X9
-	VPADDD        X9, X8, X8
-	VMOVD         X8, SI
-	VPMOVDB       Z6, X6
-	VPMOVDB       Z7, X7
+	VPMOVSDB      Z6, X6
+	VPMOVSDB      Z7, X7
 	VMOVDQU       X6, (DX)
 	VMOVDQU       X7, 16(DX)
+	VPMOVSXBD     X6, Z6
+	VPMOVSXBD     X7, Z7
+	VPADDD        Z7, Z6, Z6
+	VEXTRACTI64X4 $0x01, Z6, Y7
+	VPADDD        Y7, Y6, Y7
+	VEXTRACTI128  $0x01, Y7, X6
+	VPADDD        X6, X7, X6
+	VPSHUFD       $0x4e, X6, X7
+	VPADDD        X7, X6, X6
+	VPSHUFD       $0xb1, X6, X7
+	VPADDD        X7, X6, X6
+	VMOVD         X6, SI
 	MOVL          SI, DI
 	SHLL          $0x07, DI
 	MOVL          DI, 36(DX)
