@@ -336,26 +336,7 @@ func quantQ8Kernel() {
 	VMAXPS(m1, m0, m0)
 	VANDPS(absMask, x[3], m1)
 	VMAXPS(m1, m0, m0)
-	h := XMM()
-	VEXTRACTF128(U8(1), m0, h)
-	VMAXPS(h, m0.AsX(), h)
-	t := XMM()
-	VMOVHLPS(h, h, t)
-	VMAXPS(t, h, h)
-	VMOVSHDUP(h, t)
-	VMAXSS(t, h, h) // amax
-	dv := XMM()
-	VDIVSS(c127.AsX(), h, dv) // d = amax/127
-	idv := XMM()
-	VDIVSS(dv, one.AsX(), idv) // 1/d
-	// id = 0 where 1/d is infinite (d = 0, or d so small 1/d overflows):
-	// idv·0 is 0 for a finite idv and NaN for ±Inf.
-	z := XMM()
-	VXORPS(z, z, z)
-	fin := XMM()
-	VMULSS(z, idv, fin)
-	VCMPSS(U8(0), z, fin, fin) // idv·0 == 0
-	VANDPS(fin, idv, idv)
+	dv, idv := q8Scale(m0, c127.AsX(), one.AsX())
 	hb := XMM()
 	VCVTPS2PH(U8(0), dv, hb)
 	w := GP32()
@@ -744,4 +725,33 @@ func prefetchRowsKernel() {
 	JMP(LabelRef(name + "_row"))
 	Label(name + "_done")
 	RET()
+}
+
+// q8Scale reduces m, a Q8_0 block's |x| maxima in eight lanes, to the
+// block's amax (in quantQ8_0AVX2's order: a NaN among them gives the same
+// result in every kernel) and returns d = amax/127 and id = 1/d, 0 where
+// 1/d is infinite (d = 0, or so small that 1/d overflows), in the low lanes
+// of two XMMs, as quantQ8_0 computes them. c127 and one hold 127 and 1 in
+// their low lanes.
+func q8Scale(m VecVirtual, c127, one Op) (dv, idv VecVirtual) {
+	h := XMM()
+	VEXTRACTF128(U8(1), m, h)
+	VMAXPS(h, m.AsX(), h)
+	t := XMM()
+	VMOVHLPS(h, h, t)
+	VMAXPS(t, h, h)
+	VMOVSHDUP(h, t)
+	VMAXSS(t, h, h) // amax
+	dv = XMM()
+	VDIVSS(c127, h, dv) // d = amax/127
+	idv = XMM()
+	VDIVSS(dv, one, idv) // 1/d
+	// idv·0 is 0 for a finite idv and NaN for ±Inf.
+	z := XMM()
+	VXORPS(z, z, z)
+	fin := XMM()
+	VMULSS(z, idv, fin)
+	VCMPSS(U8(0), z, fin, fin) // idv·0 == 0
+	VANDPS(fin, idv, idv)
+	return dv, idv
 }

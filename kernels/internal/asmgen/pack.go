@@ -128,25 +128,7 @@ func quantPackKernel() {
 	VEXTRACTF64X4(U8(1), x1, m1)
 	VANDPS(absMask.AsY(), m1, m1)
 	VMAXPS(m1, m0, m0)
-	h := XMM()
-	VEXTRACTF128(U8(1), m0, h)
-	VMAXPS(h, m0.AsX(), h)
-	t := XMM()
-	VMOVHLPS(h, h, t)
-	VMAXPS(t, h, h)
-	VMOVSHDUP(h, t)
-	VMAXSS(t, h, h) // amax
-	dv := XMM()
-	VDIVSS(c127, h, dv) // d = amax/127
-	idv := XMM()
-	VDIVSS(dv, oneX, idv) // 1/d
-	// id = 0 where 1/d is infinite: idv·0 is 0 for a finite idv, NaN for ±Inf.
-	z := XMM()
-	VXORPS(z, z, z)
-	fin := XMM()
-	VMULSS(z, idv, fin)
-	VCMPSS(U8(0), z, fin, fin)
-	VANDPS(fin, idv, idv)
+	dv, idv := q8Scale(m0, c127, oneX)
 	// The scale as the kernels read it: d rounded to F16, back to float32.
 	hb := XMM()
 	VCVTPS2PH(U8(0), dv, hb)
