@@ -115,15 +115,22 @@ func (r rows) mem(i, disp int) Mem {
 	}
 }
 
+// zmmConst returns a ZMM with v in every 32-bit lane.
+func zmmConst(v uint32) VecVirtual {
+	g := GP32()
+	MOVL(U32(v), g)
+	z := ZMM()
+	VPBROADCASTD(g, z)
+	return z
+}
+
 // bcastByte returns a vector with every byte set to v.
 func bcastByte(v uint8, zmm bool) VecVirtual {
+	if zmm {
+		return zmmConst(uint32(v) * 0x01010101)
+	}
 	g := GP32()
 	MOVL(U32(uint32(v)*0x01010101), g)
-	if zmm {
-		z := ZMM()
-		VPBROADCASTD(g, z)
-		return z
-	}
 	y := YMM()
 	VMOVD(g, y.AsX())
 	VPBROADCASTD(y.AsX(), y)

@@ -85,29 +85,12 @@ func quantPackKernel() {
 	dst := Load(Param("dst"), GP64())
 	step := Load(Param("step"), GP64())
 
-	bcast := func(v uint32) VecVirtual {
-		g := GP32()
-		MOVL(U32(v), g)
-		z := ZMM()
-		VPBROADCASTD(g, z)
-		return z
-	}
-	absMask := bcast(0x7fffffff)
-	signMask := bcast(0x80000000)
-	one := bcast(0x3f800000)
-	half := bcast(0x3f000000)
-	c127 := XMM()
-	{
-		g := GP32()
-		MOVL(U32(0x42fe0000), g)
-		VMOVD(g, c127)
-	}
-	oneX := XMM()
-	{
-		g := GP32()
-		MOVL(U32(0x3f800000), g)
-		VMOVD(g, oneX)
-	}
+	absMask := zmmConst(0x7fffffff)
+	signMask := zmmConst(0x80000000)
+	one := zmmConst(0x3f800000)
+	half := zmmConst(0x3f000000)
+	c127 := f32Const(0x42fe0000).AsX()
+	oneX := f32Const(0x3f800000).AsX()
 
 	Label(name + "_loop")
 	TESTQ(nb, nb)
