@@ -65,7 +65,7 @@ type Scratch struct {
 	raMulti    bool   // ra interleaves its rows' blocks for the multi-row kernel
 	needAct    bool   // some weight rows are past the last 16-row tile: they read act, so packing fills it
 	tiles      []byte // m's packed tiles (m.Tiles), if any
-	r0, r1     int    // activation rows rowTiles16 computes
+	chunks     int    // chunks of activation rows the multi-row path takes in turn (chunkCount)
 	rowQPFn    func(lo, hi int)
 	row16Fn    func(lo, hi int)
 	rowFn      func(lo, hi int)
@@ -152,7 +152,7 @@ func (s *Scratch) begin(m Matrix, x []float32, nrows int, out []float32) bool {
 		s.dotPkFn = s.dotRowsPacked
 		s.rowFn = s.rowTiles
 		s.rowQPFn = s.quantPackRows
-		s.row16Fn = s.rowTiles16
+		s.row16Fn = s.rowItems
 		s.floatFn = s.floatTiles
 		s.float512Fn = s.floatTiles512
 	}

@@ -68,7 +68,7 @@ func (b *MatMulBatch) Run(p *Pool, jobs []MatMulJob) {
 			s.end()
 			continue
 		}
-		tiles += s.rowTiles16Count()
+		tiles += s.rowItemCount()
 		b.jobs = append(b.jobs, j)
 		b.tileEnd = append(b.tileEnd, tiles)
 		if src := b.samePacking(j); src != nil {
@@ -127,9 +127,10 @@ func (b *MatMulBatch) pack(lo, hi int) {
 	spans(b.rowEnd, lo, hi, func(k, lo, hi int) { b.jobs[b.packs[k]].S.quantPackRows(lo, hi) })
 }
 
-// tiles computes weight tiles [lo, hi) of the concatenated jobs.
+// tiles computes items [lo, hi) of the concatenated jobs: each job's
+// (activation chunk, weight tile) pairs, Scratch.rowItems.
 func (b *MatMulBatch) tiles(lo, hi int) {
-	spans(b.tileEnd, lo, hi, func(k, lo, hi int) { b.jobs[k].S.rowTiles16(lo, hi) })
+	spans(b.tileEnd, lo, hi, func(k, lo, hi int) { b.jobs[k].S.rowItems(lo, hi) })
 }
 
 // spans calls fn(k, lo_k, hi_k) for each job k whose items (job k owns

@@ -78,3 +78,77 @@ func TestSpans(t *testing.T) {
 		}
 	}
 }
+
+// TestMatMulBatchChunks runs batches whose activation rows go in several
+// chunks (each chunk meeting every weight tile, the chunks' items spread
+// over the pool) against VecDot bit for bit: packed tiles and row-layout
+// weights, Q4_0, jobs sharing an input, a partial last weight tile, chunk
+// limits in rows and in bytes, with and without a pool.
+func TestMatMulBatchChunks(t *testing.T) {
+	if cpuSIMD < simdAVX512VNNI {
+		t.Skip("no AVX-512 VNNI")
+	}
+	r := rand.New(rand.NewPCG(43, 44))
+	p := NewPool(2)
+	defer p.Close()
+	type spec struct {
+		typ        DType
+		rows, cols int
+		nrows      int
+		tiles      bool
+		sameX      int // 1 + index of an earlier spec whose input this one reuses
+	}
+	specs := []spec{
+		{Q8_0, 64, 256, 40, true, 0}, {Q8_0, 48, 256, 40, false, 1}, {Q4_0, 32, 128, 23, false, 0},
+		{Q8_0, 37, 96, 19, false, 0}, {Q8_0, 32, 2816, 9, true, 0}, {Q8_0, 16, 64, 1, true, 0},
+	}
+	ms := make([]Matrix, len(specs))
+	xs := make([][]float32, len(specs))
+	wants := make([][]float32, len(specs))
+	for i, sp := range specs {
+		ms[i] = testMatrix(t, r, sp.typ, sp.rows, sp.cols)
+		if sp.tiles {
+			ms[i].Tiles = new(Tiles)
+			ms[i].Tiles.Store(PackTiles(nil, ms[i]))
+		}
+		xs[i] = randRow(r, sp.nrows*sp.cols)
+		if sp.sameX > 0 {
+			xs[i] = xs[sp.sameX-1]
+		}
+		wants[i] = vecDotOut(t, ms[i], xs[i], sp.nrows)
+	}
+	for _, lim := range []struct{ rows, bytes int }{{7, 1 << 30}, {1 << 20, 4 * 96 / QK * raBlock}, {3, 1}} {
+		for _, pool := range []*Pool{nil, p} {
+			func() {
+				defer func(c, b int) { rowChunk, rowChunkBytes = c, b }(rowChunk, rowChunkBytes)
+				rowChunk, rowChunkBytes = lim.rows, lim.bytes
+				var b MatMulBatch
+				scratch := make([]Scratch, len(specs))
+				jobs := make([]MatMulJob, len(specs))
+				outs := make([][]float32, len(specs))
+				for i, sp := range specs {
+					outs[i] = make([]float32, sp.nrows*sp.rows)
+					jobs[i] = MatMulJob{S: &scratch[i], M: ms[i], X: xs[i], NRows: sp.nrows, Out: outs[i]}
+				}
+				b.Run(pool, jobs)
+				for i := range specs {
+					assertBits(t, "chunk="+itoa(lim.rows)+"/bytes="+itoa(lim.bytes)+"/job="+itoa(i), outs[i], wants[i])
+				}
+			}()
+		}
+	}
+}
+
+func TestChunkCount(t *testing.T) {
+	defer func(c, b int) { rowChunk, rowChunkBytes = c, b }(rowChunk, rowChunkBytes)
+	rowChunk, rowChunkBytes = 1<<20, 320<<10
+	for _, c := range []struct{ nrows, rowBytes, want int }{
+		{1, 2048, 1}, {160, 2048, 1}, {161, 2048, 2}, {608, 2048, 4}, // 1024 columns: 160 rows a chunk
+		{58, 5632, 1}, {152, 5632, 3}, // 2816 columns: 58 rows a chunk
+		{40, 1 << 20, 3}, // a huge row: rowActs (18) rows a chunk
+	} {
+		if got := chunkCount(c.nrows, c.rowBytes); got != c.want {
+			t.Errorf("chunkCount(%d, %d) = %d, want %d", c.nrows, c.rowBytes, got, c.want)
+		}
+	}
+}

@@ -17,7 +17,8 @@ import (
 // packRowVNNI), or against 1–18 packed activation rows in one pass over the
 // weights (the multi-row kernels: each weight block is loaded, offset and
 // transposed once and fed to VPDPBUSD against every row; every batch from
-// two rows up, large ones in chunks of rowChunk activation rows; when a
+// two rows up, large ones in chunks of activation rows that fit L2
+// (rowChunkBytes), each chunk meeting every weight tile; when a
 // chunk needs several passes, the tile is transposed once into a worker's
 // buffer, packTile16, and every pass reads it there; a Q8_0 matrix whose
 // tiles are packed already, Matrix.Tiles, always takes their tiled twins,
@@ -77,9 +78,19 @@ var rowActs = 18
 // each 22 ms step.
 const inlinePack = 1 << 13
 
-// rowChunk is how many activation rows the multi-row path takes through all
-// weight tiles at a time (a var so benchmarks can move it).
-var rowChunk = 128
+// rowChunkBytes is how many bytes of packed activation rows the multi-row
+// path takes through all weight tiles at a time, so that they stay in L2
+// while every tile passes over them; rowChunk caps the rows of a chunk
+// (vars so tests and benchmarks can move them). Each chunk streams the
+// weights again, so a chunk keeps at least rowActs rows. On the bench
+// preset's shapes (2 threads, Zen 5 with 1 MiB of L2 a core), 576 rows
+// through one matrix in one pass ran at 3.5 G VPDPBUSD/s a thread with 1024
+// columns and 2.6 with 2816; in chunks of 36–288 and of 54 rows, at 3.9 and
+// 3.3–3.45 (BenchmarkRowChunks).
+var (
+	rowChunkBytes = 320 << 10
+	rowChunk      = 1 << 20
+)
 
 // simdQ8 reports whether MatMul takes the SIMD path for m.
 func simdQ8(m Matrix) bool {
@@ -103,18 +114,12 @@ func (s *Scratch) matMulSIMDQ8(p *Pool) {
 			run(s.nrows, s.rowQPFn)
 		}
 		// Large batches go in chunks of activation rows that stay in L2
-		// while every weight tile passes over them.
-		step := s.nrows
-		if s.raMulti {
-			step = rowChunk
-		}
-		for s.r0 = 0; s.r0 < s.nrows; s.r0 += step {
-			s.r1 = min(s.r0+step, s.nrows)
-			if p == nil {
-				s.row16Fn(0, s.rowTiles16Count())
-			} else {
-				p.RunGuided(s.rowTiles16Count(), s.row16Fn)
-			}
+		// while every weight tile passes over them: one loop over
+		// (chunk, tile) items.
+		if p == nil {
+			s.rowItems(0, s.rowItemCount())
+		} else {
+			p.RunGuided(s.rowItemCount(), s.row16Fn)
 		}
 		return
 	}
@@ -142,8 +147,43 @@ func (s *Scratch) rowVNNI() bool {
 	// Weight rows past the last 16-row tile read the Q8_0 rows.
 	s.needAct = s.m.Rows%rowTile16 != 0
 	s.ra = growScratch(s.ra, s.nrows*s.raRow)
-	s.r0, s.r1 = 0, s.nrows
+	s.chunks = 1
+	if s.raMulti {
+		s.chunks = chunkCount(s.nrows, s.raRow)
+	}
 	return true
+}
+
+// chunkCount is how many chunks nrows packed activation rows of rowBytes
+// each go in: as few as keep each within rowChunkBytes (and rowChunk rows),
+// with at least rowActs rows a chunk.
+func chunkCount(nrows, rowBytes int) int {
+	per := min(rowChunk, max(rowActs, rowChunkBytes/rowBytes))
+	return (nrows + per - 1) / per
+}
+
+// chunkRows is chunk c's activation rows [r0, r1): the rows split as evenly
+// as possible.
+func (s *Scratch) chunkRows(c int) (r0, r1 int) {
+	return c * s.nrows / s.chunks, (c + 1) * s.nrows / s.chunks
+}
+
+// rowItemCount is the number of (chunk, weight tile) items of the
+// multi-row path: every chunk of activation rows meets every tile.
+func (s *Scratch) rowItemCount() int { return s.chunks * s.rowTiles16Count() }
+
+// rowItems computes items [lo, hi): item i is weight tile i mod T against
+// activation chunk i / T (T tiles), so a run of items walks the tiles of
+// one chunk, whose rows stay in L2.
+func (s *Scratch) rowItems(lo, hi int) {
+	T := s.rowTiles16Count()
+	for lo < hi {
+		c := lo / T
+		end := min(hi, (c+1)*T)
+		r0, r1 := s.chunkRows(c)
+		s.rowTiles16(lo-c*T, end-c*T, r0, r1)
+		lo = end
+	}
 }
 
 // rowTiles16Count is the number of rowTile16-row weight tiles.
@@ -264,15 +304,15 @@ func packRowVNNIGo(a, dst []byte, step int) {
 }
 
 // rowTiles16 computes weight-row tiles [lo, hi) of rowTile16 rows with the
-// VNNI row kernels for activation rows [s.r0, s.r1). A partial last tile
+// VNNI row kernels for activation rows [r0, r1). A partial last tile
 // takes the AVX2 kernel for 8 rows and the Go dot for the rest.
-func (s *Scratch) rowTiles16(lo, hi int) {
+func (s *Scratch) rowTiles16(lo, hi, r0, r1 int) {
 	m, nb, q4 := s.m, s.m.Cols/QK, s.m.Type == Q4_0
 	var buf *[]byte // the transposed tile, when groups share it
 	// Wide Q8_0 chunks run on AMX: each tile's quants made signed in sq,
 	// the kernels' ring after them.
 	var sq, ring []byte
-	if !q4 && s.raMulti && s.r1-s.r0 >= amxMinRows && AMX() {
+	if !q4 && s.raMulti && r1-r0 >= amxMinRows && AMX() {
 		ab := tileBuf(nb*512 + amxRingBytes)
 		defer tileBufs.Put(ab)
 		sq, ring = (*ab)[:nb*512], (*ab)[nb*512:nb*512+amxRingBytes]
@@ -285,14 +325,14 @@ func (s *Scratch) rowTiles16(lo, hi int) {
 			if i+rowTile <= m.Rows {
 				var res [rowTile]float32
 				w := m.Data[i*s.wRow:]
-				for r := s.r0; r < s.r1; r++ {
+				for r := r0; r < r1; r++ {
 					rowDotQ8_0x8(q4, w, s.wRow, nb, s.act[r*s.actRow:], &res)
 					copy(s.out[r*m.Rows+i:r*m.Rows+i+rowTile], res[:])
 				}
 				i += rowTile
 			}
 			for ; i < m.Rows; i++ {
-				s.dotTailRows(i, s.r0, s.r1)
+				s.dotTailRows(i, r0, r1)
 			}
 			continue
 		}
@@ -306,7 +346,7 @@ func (s *Scratch) rowTiles16(lo, hi int) {
 		// Groups of at most rowActs activation rows, as even as possible, each
 		// in one pass over the tile's weights; with more than one group, the
 		// tile is transposed once into buf and every group reads it there.
-		n := s.r1 - s.r0
+		n := r1 - r0
 		ng := (n + rowActs - 1) / rowActs
 		var ws, wq []byte
 		if s.tiles != nil {
@@ -326,28 +366,28 @@ func (s *Scratch) rowTiles16(lo, hi int) {
 			if s.tiles != nil && (t+2)*tileStride(nb) <= len(s.tiles) {
 				pf = &s.tiles[(t+1)*tileStride(nb)]
 			}
-			full, r := n/amxRows, s.r0
+			full, r := n/amxRows, r0
 			if full > 0 && nb%2 == 0 {
 				amxTile(amxRows, full, ws, sq, nb, s.ra[r*raBlock:], s.nrows*raBlock, s.out[r*m.Rows+i0:], m.Rows, ring, pf)
 				r += full * amxRows
 			}
-			for ; r < s.r1; r += amxRows {
-				amxTile(min(amxRows, s.r1-r), 1, ws, sq, nb, s.ra[r*raBlock:], s.nrows*raBlock, s.out[r*m.Rows+i0:], m.Rows, ring, pf)
+			for ; r < r1; r += amxRows {
+				amxTile(min(amxRows, r1-r), 1, ws, sq, nb, s.ra[r*raBlock:], s.nrows*raBlock, s.out[r*m.Rows+i0:], m.Rows, ring, pf)
 			}
 			continue
 		}
-		r0 := s.r0
+		g0 := r0
 		for g := range ng {
 			na := n / ng
 			if g < n%ng {
 				na++
 			}
 			if wq != nil {
-				rowDotTiled16xN(q4, na, ws, wq, nb, s.ra[r0*raBlock:], s.nrows*raBlock, s.out[r0*m.Rows+i0:], m.Rows)
+				rowDotTiled16xN(q4, na, ws, wq, nb, s.ra[g0*raBlock:], s.nrows*raBlock, s.out[g0*m.Rows+i0:], m.Rows)
 			} else {
-				rowDotQ8_0x16xN(q4, na, w, s.wRow, nb, s.ra[r0*raBlock:], s.nrows*raBlock, s.out[r0*m.Rows+i0:], m.Rows)
+				rowDotQ8_0x16xN(q4, na, w, s.wRow, nb, s.ra[g0*raBlock:], s.nrows*raBlock, s.out[g0*m.Rows+i0:], m.Rows)
 			}
-			r0 += na
+			g0 += na
 		}
 	}
 	if buf != nil {
