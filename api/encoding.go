@@ -44,7 +44,7 @@ func decodeContent(header string, body []byte, limit int64) ([]byte, *Error) {
 		)
 		switch c {
 		case "gzip", "x-gzip":
-			zr, err = gzip.NewReader(bytes.NewReader(body)) // reads every member to the end
+			zr, err = newGzipMembers(body)
 		case "deflate":
 			rd := bytes.NewReader(body)
 			if zr, err = zlib.NewReader(rd); err == nil {
@@ -83,6 +83,50 @@ func (t trailing) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// gzipMembers reads a gzip body member by member (RFC 1952 lets members
+// follow one another), so that bytes after the last complete member that do
+// not begin another one are reported as such: gzip.Reader's own multistream
+// reading calls a few stray bytes a truncated stream.
+type gzipMembers struct {
+	z    *gzip.Reader
+	rest *bytes.Reader
+}
+
+func newGzipMembers(body []byte) (io.ReadCloser, error) {
+	rd := bytes.NewReader(body)
+	z, err := gzip.NewReader(rd)
+	if err != nil {
+		return nil, err
+	}
+	z.Multistream(false)
+	return gzipMembers{z, rd}, nil
+}
+
+func (g gzipMembers) Read(p []byte) (int, error) {
+	for {
+		n, err := g.z.Read(p)
+		if err != io.EOF {
+			return n, err
+		}
+		if g.rest.Len() == 0 {
+			return n, io.EOF
+		}
+		left := g.rest.Len()
+		if rerr := g.z.Reset(g.rest); rerr != nil {
+			if errors.Is(rerr, io.EOF) || errors.Is(rerr, io.ErrUnexpectedEOF) || errors.Is(rerr, gzip.ErrHeader) {
+				return n, fmt.Errorf("%d bytes follow the end of the stream", left)
+			}
+			return n, rerr
+		}
+		g.z.Multistream(false)
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
+
+func (g gzipMembers) Close() error { return g.z.Close() }
 
 // maxCodings is how many content codings a body may carry.
 const maxCodings = 2

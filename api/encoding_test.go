@@ -58,6 +58,7 @@ func TestContentEncoding(t *testing.T) {
 		{"deflate", "deflate", deflated(t, plain)},
 		{"identity", "identity", plain},
 		{"two codings", "deflate, gzip", gzipped(t, deflated(t, plain))},
+		{"two gzip members", "gzip", gzipped(t, plain[:10]) + gzipped(t, plain[10:])},
 		{"empty list elements", "gzip, ,identity,", gzipped(t, plain)},
 		{"byte order mark", "", "\uFEFF" + plain},
 	} {
@@ -101,12 +102,19 @@ func TestContentEncoding(t *testing.T) {
 		{"truncated gzip", "gzip", gzipped(t, plain)[:20], 400, "invalid_content_encoding"},
 		{"not deflate", "deflate", gzipped(t, plain), 400, "invalid_content_encoding"},
 		{"bytes after deflate", "deflate", deflated(t, plain) + "garbage", 400, "invalid_content_encoding"},
+		{"bytes after gzip", "gzip", gzipped(t, plain) + "xy", 400, "invalid_content_encoding"},
+		{"a header's worth after gzip", "gzip", gzipped(t, plain) + "garbage bytes", 400, "invalid_content_encoding"},
 		{"expands past the limit", "gzip", bomb, 413, "request_too_large"},
 		{"three codings", "gzip, gzip, gzip", gzipped(t, gzipped(t, gzipped(t, plain))), 415, "unsupported_content_encoding"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			resp, body := f.do(t, "POST", "/v1/completions", c.body, "Content-Encoding", c.enc)
 			checkError(t, resp, body, c.status, inv, c.code, "")
+			if strings.HasPrefix(c.name, "bytes after") || strings.Contains(c.name, "after gzip") {
+				if !strings.Contains(string(body), "follow the end of the stream") {
+					t.Errorf("%s: %s, want the trailing bytes named", c.name, body)
+				}
+			}
 			if c.status == 415 && resp.Header.Get("Accept-Encoding") != "gzip, deflate" {
 				t.Errorf("415 with Accept-Encoding %q, want the codings undone", resp.Header.Get("Accept-Encoding"))
 			}
