@@ -65,7 +65,7 @@ type Scratch struct {
 	raMulti    bool   // ra interleaves its rows' blocks for the multi-row kernel
 	needAct    bool   // some weight rows are past the last 16-row tile: they read act, so packing fills it
 	tiles      []byte // m's packed tiles (m.Tiles), if any
-	chunks     int    // chunks of activation rows the multi-row path takes in turn (chunkCount)
+	chunks     int    // chunks of activation rows that each meet every tile (chunkCount), on any thread
 	rowQPFn    func(lo, hi int)
 	row16Fn    func(lo, hi int)
 	rowFn      func(lo, hi int)

@@ -30,7 +30,7 @@ type MatMulBatch struct {
 	jobs    []MatMulJob // the jobs of the Run in progress on the fused path
 	packs   []int       // indexes into jobs of those that pack their rows
 	rowEnd  []int       // rowEnd[k]: activation rows of packs[:k+1]
-	tileEnd []int       // tileEnd[k]: weight tiles of jobs[:k+1]
+	tileEnd []int       // tileEnd[k]: (chunk, tile) items of jobs[:k+1] (Scratch.rowItemCount)
 	own     []borrowed  // jobs reading another job's packed rows
 	packFn  func(lo, hi int)
 	tilesFn func(lo, hi int)

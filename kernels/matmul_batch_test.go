@@ -117,7 +117,9 @@ func TestMatMulBatchChunks(t *testing.T) {
 		}
 		wants[i] = vecDotOut(t, ms[i], xs[i], sp.nrows)
 	}
-	for _, lim := range []struct{ rows, bytes int }{{7, 1 << 30}, {1 << 20, 4 * 96 / QK * raBlock}, {3, 1}} {
+	// Limits: 7 rows; 25 rows' bytes at 256 columns (40 rows in two chunks
+	// of 20); the rowActs floor; 3 rows.
+	for _, lim := range []struct{ rows, bytes int }{{7, 1 << 30}, {1 << 20, 25 * 256 / QK * raBlock}, {1 << 20, 4 * 96 / QK * raBlock}, {3, 1}} {
 		for _, pool := range []*Pool{nil, p} {
 			func() {
 				defer func(c, b int) { rowChunk, rowChunkBytes = c, b }(rowChunk, rowChunkBytes)
@@ -140,6 +142,9 @@ func TestMatMulBatchChunks(t *testing.T) {
 }
 
 func TestChunkCount(t *testing.T) {
+	if AMX() {
+		t.Skip("AMX raises the floor") // TestChunkCountAMX
+	}
 	defer func(c, b int) { rowChunk, rowChunkBytes = c, b }(rowChunk, rowChunkBytes)
 	rowChunk, rowChunkBytes = 1<<20, 320<<10
 	for _, c := range []struct{ nrows, rowBytes, want int }{
@@ -151,4 +156,20 @@ func TestChunkCount(t *testing.T) {
 			t.Errorf("chunkCount(%d, %d) = %d, want %d", c.nrows, c.rowBytes, got, c.want)
 		}
 	}
+}
+
+// TestChunkCountAMX checks that where AMX runs a large batch's chunks keep
+// the rows its path needs (2816 columns: 58 rows' bytes, below amxMinRows).
+func TestChunkCountAMX(t *testing.T) {
+	withAMX(true, 64, func() {
+		if !AMX() {
+			t.Skip("no AMX")
+		}
+		for _, n := range []int{130, 152, 608, 1024} {
+			c := chunkCount(n, 2816/QK*raBlock)
+			if n/c < amxMinRows {
+				t.Errorf("%d rows in %d chunks: fewer than %d rows a chunk", n, c, amxMinRows)
+			}
+		}
+	})
 }

@@ -82,7 +82,9 @@ const inlinePack = 1 << 13
 // path takes through all weight tiles at a time, so that they stay in L2
 // while every tile passes over them; rowChunk caps the rows of a chunk
 // (vars so tests and benchmarks can move them). Each chunk streams the
-// weights again, so a chunk keeps at least rowActs rows. On the bench
+// weights again, so the byte budget never caps a chunk below rowActs rows
+// (2·amxMinRows where AMX runs, so that the even split leaves every chunk
+// of a large batch the rows the AMX path needs). On the bench
 // preset's shapes (2 threads, Zen 5 with 1 MiB of L2 a core), 576 rows
 // through one matrix in one pass ran at 3.5 G VPDPBUSD/s a thread with 1024
 // columns and 2.6 with 2816; in chunks of 36–288 and of 54 rows, at 3.9 and
@@ -128,8 +130,9 @@ func (s *Scratch) matMulSIMDQ8(p *Pool) {
 }
 
 // rowVNNI reports whether the call s holds takes the VNNI row kernels
-// (quantPackRows over its activation rows, then rowTiles16 over
-// rowTiles16Count tiles), and if so sizes the packed rows.
+// (quantPackRows over its activation rows, then rowItems over rowItemCount
+// (chunk, tile) items), and if so sizes the packed rows and sets the
+// chunks.
 func (s *Scratch) rowVNNI() bool {
 	if useSIMD < simdAVX512VNNI || s.m.Cols == 0 {
 		return false
@@ -155,10 +158,15 @@ func (s *Scratch) rowVNNI() bool {
 }
 
 // chunkCount is how many chunks nrows packed activation rows of rowBytes
-// each go in: as few as keep each within rowChunkBytes (and rowChunk rows),
-// with at least rowActs rows a chunk.
+// each go in: as few as keep each within rowChunkBytes (and rowChunk rows);
+// the bytes cap a chunk at no fewer than rowActs rows, or 2·amxMinRows
+// where AMX runs.
 func chunkCount(nrows, rowBytes int) int {
-	per := min(rowChunk, max(rowActs, rowChunkBytes/rowBytes))
+	floor := rowActs
+	if AMX() {
+		floor = max(floor, 2*amxMinRows)
+	}
+	per := min(rowChunk, max(floor, rowChunkBytes/rowBytes))
 	return (nrows + per - 1) / per
 }
 
