@@ -39,13 +39,7 @@ func TestMatMulBatch(t *testing.T) {
 		for _, pool := range []*Pool{nil, p} {
 			withSIMD(l, func() {
 				var b MatMulBatch
-				scratch := make([]Scratch, len(specs))
-				jobs := make([]MatMulJob, len(specs))
-				outs := make([][]float32, len(specs))
-				for i, sp := range specs {
-					outs[i] = make([]float32, sp.nrows*sp.rows)
-					jobs[i] = MatMulJob{S: &scratch[i], M: ms[i], X: xs[i], NRows: sp.nrows, Out: outs[i]}
-				}
+				jobs, outs := newJobs(ms, xs, func(i int) int { return specs[i].nrows })
 				b.Run(pool, jobs)
 				for i, sp := range specs {
 					want := make([]float32, sp.nrows*sp.rows)
@@ -61,6 +55,19 @@ func TestMatMulBatch(t *testing.T) {
 			})
 		}
 	}
+}
+
+// newJobs returns a job per matrix, each with its own Scratch and output,
+// job i taking nrows(i) rows of xs[i].
+func newJobs(ms []Matrix, xs [][]float32, nrows func(i int) int) ([]MatMulJob, [][]float32) {
+	scratch := make([]Scratch, len(ms))
+	jobs := make([]MatMulJob, len(ms))
+	outs := make([][]float32, len(ms))
+	for i, m := range ms {
+		outs[i] = make([]float32, nrows(i)*m.Rows)
+		jobs[i] = MatMulJob{S: &scratch[i], M: m, X: xs[i], NRows: nrows(i), Out: outs[i]}
+	}
+	return jobs, outs
 }
 
 func TestSpans(t *testing.T) {
@@ -125,13 +132,7 @@ func TestMatMulBatchChunks(t *testing.T) {
 				defer func(c, b int) { rowChunk, rowChunkBytes = c, b }(rowChunk, rowChunkBytes)
 				rowChunk, rowChunkBytes = lim.rows, lim.bytes
 				var b MatMulBatch
-				scratch := make([]Scratch, len(specs))
-				jobs := make([]MatMulJob, len(specs))
-				outs := make([][]float32, len(specs))
-				for i, sp := range specs {
-					outs[i] = make([]float32, sp.nrows*sp.rows)
-					jobs[i] = MatMulJob{S: &scratch[i], M: ms[i], X: xs[i], NRows: sp.nrows, Out: outs[i]}
-				}
+				jobs, outs := newJobs(ms, xs, func(i int) int { return specs[i].nrows })
 				b.Run(pool, jobs)
 				for i := range specs {
 					assertBits(t, "chunk="+itoa(lim.rows)+"/bytes="+itoa(lim.bytes)+"/job="+itoa(i), outs[i], wants[i])
