@@ -85,10 +85,10 @@ const inlinePack = 1 << 13
 // weights again, so the byte budget never caps a chunk below rowActs rows
 // (2·amxMinRows where AMX runs, so that the even split leaves every chunk
 // of a large batch the rows the AMX path needs). On the bench
-// preset's shapes (2 threads, Zen 5 with 1 MiB of L2 a core), 576 rows
-// through one matrix in one pass ran at 3.5 G VPDPBUSD/s a thread with 1024
-// columns and 2.6 with 2816; in chunks of 36–288 and of 54 rows, at 3.9 and
-// 3.3–3.45 (BenchmarkRowChunks).
+// preset's shapes (2 threads, Zen 5 with 1 MiB of L2 a core, packed tiles),
+// 576 rows through one matrix in one pass ran at 3.0 G VPDPBUSD/s a thread
+// with 1024 columns and 2.4 with 2816, in chunks at 3.6 and 3.1
+// (BenchmarkRowChunks); Q4_0 weights in rows gained 3–7 %.
 var (
 	rowChunkBytes = 320 << 10
 	rowChunk      = 1 << 20
