@@ -11,6 +11,12 @@ func dotF32SIMD(a, b []float32) float32 { return dotF32x16AVX2(&a[0], &b[0], len
 
 func axpyF32SIMD(dst []float32, a float32, x []float32) { axpyF32x8AVX2(&dst[0], a, &x[0], len(dst)) }
 
+func scaleF32SIMD(dst, x []float32, s float32) { scaleF32x8AVX2(&dst[0], &x[0], s, len(dst)) }
+
+func scaleMulF32SIMD(dst, x, w []float32, s float32) {
+	scaleMulF32x8AVX2(&dst[0], &x[0], &w[0], s, len(dst))
+}
+
 func f16ToF32SIMD(dst []float32, src []uint16) { f16ToF32x8AVX2(&dst[0], &src[0], len(src)) }
 
 func attnScoresF32SIMD(scores, q []float32, heads, hd int, k []float32, stride, n int) {

@@ -6,6 +6,8 @@ const noSIMD = "kernels: no SIMD kernels in this build"
 
 func dotF32SIMD(a, b []float32) float32                                                { panic(noSIMD) }
 func axpyF32SIMD(dst []float32, a float32, x []float32)                                { panic(noSIMD) }
+func scaleF32SIMD(dst, x []float32, s float32)                                         { panic(noSIMD) }
+func scaleMulF32SIMD(dst, x, w []float32, s float32)                                   { panic(noSIMD) }
 func f16ToF32SIMD(dst []float32, src []uint16)                                         { panic(noSIMD) }
 func attnScoresF32SIMD(scores, q []float32, heads, hd int, k []float32, stride, n int) { panic(noSIMD) }
 func attnScoresF16SIMD(scores, q []float32, heads, hd int, k []uint16, stride, n int)  { panic(noSIMD) }

@@ -27072,6 +27072,55 @@ axpyF32x8AVX2_done:
 	VZEROUPPER
 	RET
 
+// func scaleF32x8AVX2(dst *float32, x *float32, s float32, n int)
+// Requires: AVX, AVX2, SSE
+TEXT ·scaleF32x8AVX2(SB), NOSPLIT, $0-32
+	MOVQ         dst+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         n+24(FP), DX
+	MOVSS        s+16(FP), X0
+	VBROADCASTSS X0, Y0
+
+scaleF32x8AVX2_loop:
+	TESTQ   DX, DX
+	JZ      scaleF32x8AVX2_done
+	VMULPS  (CX), Y0, Y1
+	VMOVUPS Y1, (AX)
+	ADDQ    $0x00000020, AX
+	ADDQ    $0x00000020, CX
+	SUBQ    $0x00000008, DX
+	JMP     scaleF32x8AVX2_loop
+
+scaleF32x8AVX2_done:
+	VZEROUPPER
+	RET
+
+// func scaleMulF32x8AVX2(dst *float32, x *float32, w *float32, s float32, n int)
+// Requires: AVX, AVX2, SSE
+TEXT ·scaleMulF32x8AVX2(SB), NOSPLIT, $0-40
+	MOVQ         dst+0(FP), AX
+	MOVQ         x+8(FP), CX
+	MOVQ         w+16(FP), DX
+	MOVQ         n+32(FP), BX
+	MOVSS        s+24(FP), X0
+	VBROADCASTSS X0, Y0
+
+scaleMulF32x8AVX2_loop:
+	TESTQ   BX, BX
+	JZ      scaleMulF32x8AVX2_done
+	VMULPS  (CX), Y0, Y1
+	VMULPS  (DX), Y1, Y1
+	VMOVUPS Y1, (AX)
+	ADDQ    $0x00000020, AX
+	ADDQ    $0x00000020, CX
+	ADDQ    $0x00000020, DX
+	SUBQ    $0x00000008, BX
+	JMP     scaleMulF32x8AVX2_loop
+
+scaleMulF32x8AVX2_done:
+	VZEROUPPER
+	RET
+
 // func f16ToF32x8AVX2(dst *float32, src *uint16, n int)
 // Requires: AVX, F16C
 TEXT ·f16ToF32x8AVX2(SB), NOSPLIT, $0-24

@@ -504,6 +504,16 @@ func dotF32x16AVX2(a *float32, b *float32, n int) float32
 //go:noescape
 func axpyF32x8AVX2(dst *float32, a float32, x *float32, n int)
 
+// scaleF32x8AVX2 sets dst[i] = x[i]·s for n a multiple of 8 (dst may be x).
+//
+//go:noescape
+func scaleF32x8AVX2(dst *float32, x *float32, s float32, n int)
+
+// scaleMulF32x8AVX2 sets dst[i] = (x[i]·s)·w[i], both products rounded, for n a multiple of 8 (dst may be x).
+//
+//go:noescape
+func scaleMulF32x8AVX2(dst *float32, x *float32, w *float32, s float32, n int)
+
 // f16ToF32x8AVX2 converts n F16 values (a multiple of 8) to float32.
 //
 //go:noescape

@@ -58,18 +58,29 @@ func rmsScale(sum float64, n int, eps float32) float32 {
 	return 1 / float32(math.Sqrt(float64(mean+eps)))
 }
 
-// scaleRow sets dst = x·scale (·w when w is not nil).
+// scaleRow sets dst = x·scale (·w when w is not nil), each product
+// rounded: the vector kernels give the same bits as the loop.
 func scaleRow(dst, x, w []float32, scale float32) {
 	dst = dst[:len(x)]
+	k := 0
+	if simdF32() {
+		k = len(x) &^ 7
+	}
 	if w == nil {
-		for i, v := range x {
-			dst[i] = v * scale
+		if k > 0 {
+			scaleF32SIMD(dst[:k], x[:k], scale)
+		}
+		for i := k; i < len(x); i++ {
+			dst[i] = x[i] * scale
 		}
 		return
 	}
 	w = w[:len(x)]
-	for i, v := range x {
-		dst[i] = float32(v*scale) * w[i]
+	if k > 0 {
+		scaleMulF32SIMD(dst[:k], x[:k], w[:k], scale)
+	}
+	for i := k; i < len(x); i++ {
+		dst[i] = float32(x[i]*scale) * w[i]
 	}
 }
 
@@ -96,10 +107,7 @@ func Softmax(x []float32) {
 		x[i] = expf(x[i] - mx)
 		sum += float64(x[i])
 	}
-	inv := float32(1 / sum)
-	for i := range x {
-		x[i] *= inv
-	}
+	Scale(x, float32(1/sum))
 }
 
 // MaxF32 returns the largest value in x, ignoring NaN: −Inf when x is empty
@@ -145,8 +153,4 @@ func Add(dst, a []float32) {
 }
 
 // Scale sets dst[i] *= s.
-func Scale(dst []float32, s float32) {
-	for i := range dst {
-		dst[i] *= s
-	}
-}
+func Scale(dst []float32, s float32) { scaleRow(dst, dst, nil, s) }

@@ -3,6 +3,7 @@ package kernels
 import (
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 )
 
@@ -208,5 +209,72 @@ func TestSoftmaxLevels(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestScaleRowSIMD checks the vector scale kernels (scaleRow with and
+// without weights, Scale, in place and into another slice) against the Go
+// loops bit for bit, at lengths around multiples of 8 and with NaN, ±Inf,
+// subnormals, signed zeros and products that overflow or underflow.
+func TestScaleRowSIMD(t *testing.T) {
+	if !simdF32() {
+		t.Skip("no SIMD")
+	}
+	r := rand.New(rand.NewPCG(71, 72))
+	special := []float32{float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)), 1e-40, -1e-45, 0, float32(math.Copysign(0, -1)), 3e38, -3e38, 1e-30}
+	val := func() float32 {
+		if r.IntN(4) == 0 {
+			return special[r.IntN(len(special))]
+		}
+		return float32(r.NormFloat64() * 10)
+	}
+	for n := 0; n <= 41; n++ {
+		for _, scale := range []float32{0.7, 3e10, 1e-20, -2, float32(math.Inf(1))} {
+			x, w := make([]float32, n), make([]float32, n)
+			for i := range x {
+				x[i], w[i] = val(), val()
+			}
+			for _, weighted := range []bool{false, true} {
+				ww := w
+				if !weighted {
+					ww = nil
+				}
+				want := make([]float32, n)
+				for i := range x {
+					if weighted {
+						want[i] = float32(x[i]*scale) * w[i]
+					} else {
+						want[i] = x[i] * scale
+					}
+				}
+				got := make([]float32, n)
+				scaleRow(got, x, ww, scale)
+				what := "n=" + itoa(n) + "/weighted=" + strconv.FormatBool(weighted)
+				assertBits(t, what, got, want)
+				inPlace := append([]float32(nil), x...)
+				scaleRow(inPlace, inPlace, ww, scale)
+				assertBits(t, what+"/in place", inPlace, want)
+				if !weighted {
+					s := append([]float32(nil), x...)
+					Scale(s, scale)
+					assertBits(t, what+"/Scale", s, want)
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkSoftmax runs Softmax over a decode step's attention row (70
+// positions) and a long prompt's (1500).
+func BenchmarkSoftmax(b *testing.B) {
+	r := rand.New(rand.NewPCG(73, 74))
+	for _, n := range []int{70, 1500} {
+		src, x := randRow(r, n), make([]float32, n)
+		b.Run(itoa(n), func(b *testing.B) {
+			for b.Loop() {
+				copy(x, src)
+				Softmax(x)
+			}
+		})
 	}
 }

@@ -114,6 +114,66 @@ func axpyKernel() {
 	RET()
 }
 
+// scaleKernel emits func(dst *float32, x *float32, s float32, n int) for n a
+// multiple of 8: one rounded product a value, as the Go loop computes it.
+func scaleKernel() {
+	const name = "scaleF32x8AVX2"
+	TEXT(name, NOSPLIT, "func(dst *float32, x *float32, s float32, n int)")
+	Pragma("noescape")
+	Doc(name + " sets dst[i] = x[i]·s for n a multiple of 8 (dst may be x).")
+	dst := Load(Param("dst"), GP64())
+	x := Load(Param("x"), GP64())
+	n := Load(Param("n"), GP64())
+	sv := YMM()
+	sx := Load(Param("s"), XMM())
+	VBROADCASTSS(sx, sv)
+	Label(name + "_loop")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	v := YMM()
+	VMULPS(Mem{Base: x}, sv, v)
+	VMOVUPS(v, Mem{Base: dst})
+	ADDQ(U32(32), dst)
+	ADDQ(U32(32), x)
+	SUBQ(U32(8), n)
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
+// scaleMulKernel emits func(dst, x, w *float32, s float32, n int) for n a
+// multiple of 8: dst[i] = (x[i]·s)·w[i], each product rounded, as the Go
+// loop computes it (no fused multiply).
+func scaleMulKernel() {
+	const name = "scaleMulF32x8AVX2"
+	TEXT(name, NOSPLIT, "func(dst *float32, x *float32, w *float32, s float32, n int)")
+	Pragma("noescape")
+	Doc(name + " sets dst[i] = (x[i]·s)·w[i], both products rounded, for n a multiple of 8 (dst may be x).")
+	dst := Load(Param("dst"), GP64())
+	x := Load(Param("x"), GP64())
+	w := Load(Param("w"), GP64())
+	n := Load(Param("n"), GP64())
+	sv := YMM()
+	sx := Load(Param("s"), XMM())
+	VBROADCASTSS(sx, sv)
+	Label(name + "_loop")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	v := YMM()
+	VMULPS(Mem{Base: x}, sv, v)
+	VMULPS(Mem{Base: w}, v, v)
+	VMOVUPS(v, Mem{Base: dst})
+	ADDQ(U32(32), dst)
+	ADDQ(U32(32), x)
+	ADDQ(U32(32), w)
+	SUBQ(U32(8), n)
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
+
 // f16RowKernel emits func(dst *float32, src *uint16, n int) for n a multiple
 // of 8: VCVTPH2PS is exact, like the table.
 func f16RowKernel() {

@@ -54,6 +54,8 @@ func main() {
 	tilePackKernel("packTileQ4_0GFNI", true, true)
 	dotKernel()
 	axpyKernel()
+	scaleKernel()
+	scaleMulKernel()
 	f16RowKernel()
 	scoresKernel(false)
 	scoresKernel(true)
