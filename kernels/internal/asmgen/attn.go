@@ -130,8 +130,11 @@ func scaleKernel() {
 	Label(name + "_loop")
 	TESTQ(n, n)
 	JZ(LabelRef(name + "_done"))
+	// x is the first source, as in the Go loop's MULSS: where x and s
+	// are both NaN, x's NaN is the one kept.
 	v := YMM()
-	VMULPS(Mem{Base: x}, sv, v)
+	VMOVUPS(Mem{Base: x}, v)
+	VMULPS(sv, v, v)
 	VMOVUPS(v, Mem{Base: dst})
 	ADDQ(U32(32), dst)
 	ADDQ(U32(32), x)
@@ -161,7 +164,8 @@ func scaleMulKernel() {
 	TESTQ(n, n)
 	JZ(LabelRef(name + "_done"))
 	v := YMM()
-	VMULPS(Mem{Base: x}, sv, v)
+	VMOVUPS(Mem{Base: x}, v)
+	VMULPS(sv, v, v) // x first, then x·s first: NaNs as the Go loop keeps them
 	VMULPS(Mem{Base: w}, v, v)
 	VMOVUPS(v, Mem{Base: dst})
 	ADDQ(U32(32), dst)
