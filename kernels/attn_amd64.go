@@ -95,9 +95,31 @@ func dotFloatx1x6(f16 bool, w []byte, n int, a []float32, astride int, out *[6]f
 	}
 }
 
-func swigluSIMD(dst, gate, up []float32) { swigluAVX2(&dst[0], &gate[0], &up[0], len(dst)) }
+func swigluSIMD(dst, gate, up []float32) {
+	k := 0
+	if useSIMD >= simdAVX512VNNI {
+		if k = len(dst) &^ 15; k > 0 {
+			swigluAVX512(&dst[0], &gate[0], &up[0], k)
+		}
+	}
+	if k < len(dst) {
+		swigluAVX2(&dst[k], &gate[k], &up[k], len(dst)-k)
+	}
+}
 
-func expSubSIMD(x []float32, m float32) float64 { return expSubAVX2(&x[0], m, len(x)) }
+func expSubSIMD(x []float32, m float32) float64 {
+	if k := len(x) &^ 15; k > 0 && useSIMD >= simdAVX512VNNI {
+		// Sixteen a step, the same groups of eight summed in the same
+		// order; a last group of eight through the AVX2 kernel, whose sum
+		// (0 + its group's) adds on as the next term.
+		sum := expSubAVX512(&x[0], m, k)
+		if k < len(x) {
+			sum += expSubAVX2(&x[k], m, len(x)-k)
+		}
+		return sum
+	}
+	return expSubAVX2(&x[0], m, len(x))
+}
 
 func expSumF64SIMD(w []float64, l []float32, m float32, invT float64, sums *[4]float64) {
 	_ = w[len(l)-1]

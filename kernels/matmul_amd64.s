@@ -29715,6 +29715,70 @@ DATA expfconsts<>+376(SB)/4, $0x3f800000
 DATA expfconsts<>+380(SB)/4, $0x3f800000
 GLOBL expfconsts<>(SB), RODATA|NOPTR, $384
 
+// func swigluAVX512(dst *float32, gate *float32, up *float32, n int)
+// Requires: AVX, AVX512DQ, AVX512F
+TEXT ·swigluAVX512(SB), NOSPLIT, $0-32
+	MOVQ       dst+0(FP), AX
+	MOVQ       gate+8(FP), CX
+	MOVQ       up+16(FP), DX
+	MOVQ       n+24(FP), BX
+	VPTERNLOGD $0xff, Z0, Z0, Z0
+	VPSLLD     $0x1f, Z0, Z0
+
+swigluAVX512_loop:
+	TESTQ        BX, BX
+	JZ           swigluAVX512_done
+	VMOVUPS      (CX), Z1
+	VXORPS       Z1, Z0, Z2
+	VBROADCASTSS expfconsts<>+0(SB), Z3
+	VBROADCASTSS expfconsts<>+32(SB), Z4
+	VMAXPS       Z2, Z3, Z2
+	VMINPS       Z2, Z4, Z2
+	VMULPS.BCST  expfconsts<>+64(SB), Z2, Z3
+	VRNDSCALEPS  $0x00, Z3, Z3
+	VMULPS.BCST  expfconsts<>+96(SB), Z3, Z4
+	VSUBPS       Z4, Z2, Z2
+	VMULPS.BCST  expfconsts<>+128(SB), Z3, Z4
+	VSUBPS       Z4, Z2, Z2
+	VMULPS       Z2, Z2, Z4
+	VMULPS.BCST  expfconsts<>+160(SB), Z2, Z6
+	VADDPS.BCST  expfconsts<>+192(SB), Z6, Z6
+	VMULPS       Z2, Z6, Z6
+	VADDPS.BCST  expfconsts<>+224(SB), Z6, Z6
+	VMULPS       Z2, Z6, Z6
+	VADDPS.BCST  expfconsts<>+256(SB), Z6, Z6
+	VMULPS       Z2, Z6, Z6
+	VADDPS.BCST  expfconsts<>+288(SB), Z6, Z6
+	VMULPS       Z2, Z6, Z6
+	VADDPS.BCST  expfconsts<>+320(SB), Z6, Z6
+	VMULPS       Z4, Z6, Z6
+	VADDPS       Z2, Z6, Z6
+	VADDPS.BCST  expfconsts<>+352(SB), Z6, Z6
+	VCVTPS2DQ    Z3, Z2
+	VPTERNLOGD   $0xff, Z5, Z5, Z5
+	VPSRLD       $0x19, Z5, Z5
+	VPSRAD       $0x01, Z2, Z3
+	VPSUBD       Z3, Z2, Z2
+	VPADDD       Z5, Z3, Z3
+	VPSLLD       $0x17, Z3, Z3
+	VPADDD       Z5, Z2, Z2
+	VPSLLD       $0x17, Z2, Z2
+	VMULPS       Z3, Z6, Z6
+	VMULPS       Z2, Z6, Z6
+	VADDPS.BCST  expfconsts<>+352(SB), Z6, Z6
+	VDIVPS       Z6, Z1, Z1
+	VMULPS       (DX), Z1, Z1
+	VMOVUPS      Z1, (AX)
+	ADDQ         $0x00000040, AX
+	ADDQ         $0x00000040, CX
+	ADDQ         $0x00000040, DX
+	SUBQ         $0x00000010, BX
+	JMP          swigluAVX512_loop
+
+swigluAVX512_done:
+	VZEROUPPER
+	RET
+
 // func expSubAVX2(x *float32, m float32, n int) float64
 // Requires: AVX, AVX2, SSE, SSE2
 TEXT ·expSubAVX2(SB), NOSPLIT, $0-32
@@ -29778,6 +29842,76 @@ expSubAVX2_loop:
 	JMP          expSubAVX2_loop
 
 expSubAVX2_done:
+	MOVSD X1, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func expSubAVX512(x *float32, m float32, n int) float64
+// Requires: AVX, AVX512F, SSE, SSE2
+TEXT ·expSubAVX512(SB), NOSPLIT, $0-32
+	MOVQ         x+0(FP), AX
+	MOVSS        m+8(FP), X0
+	VBROADCASTSS X0, Z0
+	MOVQ         n+16(FP), CX
+	VXORPD       X1, X1, X1
+
+expSubAVX512_loop:
+	TESTQ         CX, CX
+	JZ            expSubAVX512_done
+	VMOVUPS       (AX), Z2
+	VSUBPS        Z0, Z2, Z2
+	VBROADCASTSS  expfconsts<>+0(SB), Z3
+	VBROADCASTSS  expfconsts<>+32(SB), Z4
+	VMAXPS        Z2, Z3, Z2
+	VMINPS        Z2, Z4, Z2
+	VMULPS.BCST   expfconsts<>+64(SB), Z2, Z3
+	VRNDSCALEPS   $0x00, Z3, Z3
+	VMULPS.BCST   expfconsts<>+96(SB), Z3, Z4
+	VSUBPS        Z4, Z2, Z2
+	VMULPS.BCST   expfconsts<>+128(SB), Z3, Z4
+	VSUBPS        Z4, Z2, Z2
+	VMULPS        Z2, Z2, Z4
+	VMULPS.BCST   expfconsts<>+160(SB), Z2, Z7
+	VADDPS.BCST   expfconsts<>+192(SB), Z7, Z7
+	VMULPS        Z2, Z7, Z7
+	VADDPS.BCST   expfconsts<>+224(SB), Z7, Z7
+	VMULPS        Z2, Z7, Z7
+	VADDPS.BCST   expfconsts<>+256(SB), Z7, Z7
+	VMULPS        Z2, Z7, Z7
+	VADDPS.BCST   expfconsts<>+288(SB), Z7, Z7
+	VMULPS        Z2, Z7, Z7
+	VADDPS.BCST   expfconsts<>+320(SB), Z7, Z7
+	VMULPS        Z4, Z7, Z7
+	VADDPS        Z2, Z7, Z7
+	VADDPS.BCST   expfconsts<>+352(SB), Z7, Z7
+	VCVTPS2DQ     Z3, Z2
+	VPTERNLOGD    $0xff, Z5, Z5, Z5
+	VPSRLD        $0x19, Z5, Z5
+	VPSRAD        $0x01, Z2, Z3
+	VPSUBD        Z3, Z2, Z2
+	VPADDD        Z5, Z3, Z3
+	VPSLLD        $0x17, Z3, Z3
+	VPADDD        Z5, Z2, Z2
+	VPSLLD        $0x17, Z2, Z2
+	VMULPS        Z3, Z7, Z7
+	VMULPS        Z2, Z7, Z7
+	VMOVUPS       Z7, (AX)
+	VSHUFF32X4    $0xb1, Z7, Z7, Z2
+	VADDPS        Z7, Z2, Z2
+	VPERMILPS     $0xee, Z2, Z3
+	VADDPS        Z3, Z2, Z2
+	VMOVSHDUP     Z2, Z3
+	VADDPS        Z3, Z2, Z2
+	VEXTRACTF32X4 $0x02, Z2, X3
+	VCVTSS2SD     X2, X6, X6
+	VADDSD        X6, X1, X1
+	VCVTSS2SD     X3, X3, X3
+	VADDSD        X3, X1, X1
+	ADDQ          $0x00000040, AX
+	SUBQ          $0x00000010, CX
+	JMP           expSubAVX512_loop
+
+expSubAVX512_done:
 	MOVSD X1, ret+24(FP)
 	VZEROUPPER
 	RET

@@ -729,10 +729,20 @@ func f32ToF16x8AVX2(dst *uint16, src *float32, n int)
 //go:noescape
 func swigluAVX2(dst *float32, gate *float32, up *float32, n int)
 
+// swigluAVX512 is swigluAVX2 for n a multiple of 16: the same values.
+//
+//go:noescape
+func swigluAVX512(dst *float32, gate *float32, up *float32, n int)
+
 // expSubAVX2 sets x[i] = expf(x[i] − m) for n (a multiple of 8) elements and returns their sum, both bit-identical to expSumSubGo.
 //
 //go:noescape
 func expSubAVX2(x *float32, m float32, n int) float64
+
+// expSubAVX512 is expSubAVX2 for n a multiple of 16: the same values and the same sum.
+//
+//go:noescape
+func expSubAVX512(x *float32, m float32, n int) float64
 
 // expSumF64AVX2 sets w[i] = expd(float64(l[i] − m)·invT) for n (a multiple of 4) elements, bit-identical to kernels.expd, and sums[k] to Σ w[4j+k].
 //

@@ -181,11 +181,12 @@ func TestMaxF32(t *testing.T) {
 }
 
 // TestSoftmaxLevels checks that Softmax is bit-identical at every SIMD
-// level (the AVX2 kernel's exponentials and its grouped sum against
-// expSumSubGo), at lengths around multiples of 8 and with -Inf entries.
+// level (the AVX2 and AVX-512 kernels' exponentials and grouped sums
+// against expSumSubGo), at lengths around multiples of 8 and 16 and with
+// -Inf entries.
 func TestSoftmaxLevels(t *testing.T) {
 	r := rand.New(rand.NewPCG(73, 74))
-	for _, n := range []int{1, 7, 8, 9, 15, 16, 17, 64, 65, 100, 1000, 4099} {
+	for _, n := range []int{1, 7, 8, 9, 15, 16, 17, 24, 40, 64, 65, 100, 1000, 4099} {
 		for trial := range 10 {
 			x := make([]float32, n)
 			for i := range x {

@@ -191,3 +191,138 @@ func expSubKernel() {
 	VZEROUPPER()
 	RET()
 }
+
+// expf512 is expfAVX2 on sixteen lanes: the same rounded operations in
+// the same order (constants read as 4-byte broadcasts of the table's
+// first copy), so every lane gives expfAVX2's bits.
+func expf512(x VecVirtual) VecVirtual {
+	c := func(i int) Mem { return expfConst(i) }
+	lo, hi := ZMM(), ZMM()
+	VBROADCASTSS(c(cMin), lo)
+	VBROADCASTSS(c(cMax), hi)
+	v := ZMM()
+	VMAXPS(x, lo, v) // x second: a NaN goes through, as in expfAVX2
+	VMINPS(v, hi, v)
+	n := ZMM()
+	VMULPS_BCST(c(cLog2e), v, n)
+	VRNDSCALEPS(U8(0), n, n) // to nearest even
+	t := ZMM()
+	VMULPS_BCST(c(cLn2Hi), n, t)
+	r := ZMM()
+	VSUBPS(t, v, r)
+	VMULPS_BCST(c(cLn2Lo), n, t)
+	VSUBPS(t, r, r)
+	r2 := ZMM()
+	VMULPS(r, r, r2)
+	p := ZMM()
+	VMULPS_BCST(c(cP0), r, p)
+	VADDPS_BCST(c(cP1), p, p)
+	for _, k := range []int{cP2, cP3, cP4, cP5} {
+		VMULPS(r, p, p)
+		VADDPS_BCST(c(k), p, p)
+	}
+	VMULPS(r2, p, p)
+	VADDPS(r, p, p)
+	VADDPS_BCST(c(cOne), p, p)
+	ni := ZMM()
+	VCVTPS2DQ(n, ni)
+	bias := ZMM()
+	VPTERNLOGD(U8(0xff), bias, bias, bias) // all ones
+	VPSRLD(U8(25), bias, bias)             // 127
+	ha := ZMM()
+	VPSRAD(U8(1), ni, ha)
+	VPSUBD(ha, ni, ni)
+	VPADDD(bias, ha, ha)
+	VPSLLD(U8(23), ha, ha)
+	VPADDD(bias, ni, ni)
+	VPSLLD(U8(23), ni, ni)
+	VMULPS(ha, p, p)
+	VMULPS(ni, p, p)
+	return p
+}
+
+// expSub512Kernel emits expSubAVX512, expSubAVX2 on sixteen values a step
+// for n a multiple of 16: each group of eight is summed in float32 by
+// expSubAVX2's tree and added to the float64 sum in order.
+func expSub512Kernel() {
+	const name = "expSubAVX512"
+	TEXT(name, NOSPLIT, "func(x *float32, m float32, n int) float64")
+	Pragma("noescape")
+	Doc(name + " is expSubAVX2 for n a multiple of 16: the same values and the same sum.")
+	x := Load(Param("x"), GP64())
+	mx := ZMM()
+	VBROADCASTSS(Load(Param("m"), XMM()), mx)
+	n := Load(Param("n"), GP64())
+	sum := XMM()
+	VXORPD(sum, sum, sum)
+	Label(name + "_loop")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	v := ZMM()
+	VMOVUPS(Mem{Base: x}, v)
+	VSUBPS(mx, v, v)
+	e := expf512(v)
+	VMOVUPS(e, Mem{Base: x})
+	// Within each group of eight (each 256-bit half): lane i of the
+	// group's low four gets e[i]+e[i+4], then lanes 0 and 1 add lanes 2
+	// and 3, then lane 0 adds lane 1: ((e0+e4)+(e2+e6)) + ((e1+e5)+(e3+e7)).
+	h := ZMM()
+	VSHUFF32X4(U8(0xb1), e, e, h) // 128-bit lanes 1, 0, 3, 2
+	VADDPS(e, h, h)
+	t := ZMM()
+	VPERMILPS(U8(0xee), h, t) // lanes 2, 3, 2, 3 of each 128 bits
+	VADDPS(t, h, h)
+	VMOVSHDUP(h, t)
+	VADDPS(t, h, h)
+	g1 := XMM()
+	VEXTRACTF32X4(U8(2), h, g1)
+	lo := XMM()
+	VCVTSS2SD(h.AsX(), lo, lo)
+	VADDSD(lo, sum, sum)
+	VCVTSS2SD(g1, g1, g1)
+	VADDSD(g1, sum, sum)
+	ADDQ(U32(64), x)
+	SUBQ(U32(16), n)
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	Store(sum, ReturnIndex(0))
+	VZEROUPPER()
+	RET()
+}
+
+// swiglu512Kernel emits swigluAVX512, swigluAVX2 on sixteen values a step
+// (n a multiple of 16), with the same rounded operations in the same order.
+func swiglu512Kernel() {
+	const name = "swigluAVX512"
+	TEXT(name, NOSPLIT, "func(dst, gate, up *float32, n int)")
+	Pragma("noescape")
+	Doc(name + " is swigluAVX2 for n a multiple of 16: the same values.")
+	dst := Load(Param("dst"), GP64())
+	gate := Load(Param("gate"), GP64())
+	up := Load(Param("up"), GP64())
+	n := Load(Param("n"), GP64())
+	sign := ZMM()
+	VPTERNLOGD(U8(0xff), sign, sign, sign)
+	VPSLLD(U8(31), sign, sign)
+	Label(name + "_loop")
+	TESTQ(n, n)
+	JZ(LabelRef(name + "_done"))
+	g := ZMM()
+	VMOVUPS(Mem{Base: gate}, g)
+	neg := ZMM()
+	VXORPS(g, sign, neg) // −g
+	e := expf512(neg)
+	VADDPS_BCST(expfConst(cOne), e, e) // 1 + expf(−g)
+	s := ZMM()
+	VDIVPS(e, g, s) // g / (1 + expf(−g))
+	VMULPS(Mem{Base: up}, s, s)
+	VMOVUPS(s, Mem{Base: dst})
+	ADDQ(U32(64), dst)
+	ADDQ(U32(64), gate)
+	ADDQ(U32(64), up)
+	SUBQ(U32(16), n)
+	JMP(LabelRef(name + "_loop"))
+	Label(name + "_done")
+	VZEROUPPER()
+	RET()
+}
