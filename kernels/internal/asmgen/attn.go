@@ -114,15 +114,26 @@ func axpyKernel() {
 	RET()
 }
 
-// scaleKernel emits func(dst *float32, x *float32, s float32, n int) for n a
-// multiple of 8: one rounded product a value, as the Go loop computes it.
-func scaleKernel() {
-	const name = "scaleF32x8AVX2"
-	TEXT(name, NOSPLIT, "func(dst *float32, x *float32, s float32, n int)")
+// scaleKernel emits scaleF32x8AVX2, func(dst, x *float32, s float32, n int):
+// dst[i] = x[i]·s, or with weighted scaleMulF32x8AVX2, func(dst, x, w
+// *float32, s float32, n int): dst[i] = (x[i]·s)·w[i]; n a multiple of 8,
+// each product rounded (no fused multiply), as the Go loops compute them.
+// x is the first source of the first product, and x·s of the second, as in
+// the Go loops' MULSS: where both factors are NaN, that NaN is kept.
+func scaleKernel(weighted bool) {
+	name, sig, doc := "scaleF32x8AVX2", "func(dst *float32, x *float32, s float32, n int)", " sets dst[i] = x[i]·s for n a multiple of 8 (dst may be x)."
+	if weighted {
+		name, sig, doc = "scaleMulF32x8AVX2", "func(dst *float32, x *float32, w *float32, s float32, n int)", " sets dst[i] = (x[i]·s)·w[i], both products rounded, for n a multiple of 8 (dst may be x)."
+	}
+	TEXT(name, NOSPLIT, sig)
 	Pragma("noescape")
-	Doc(name + " sets dst[i] = x[i]·s for n a multiple of 8 (dst may be x).")
+	Doc(name + doc)
 	dst := Load(Param("dst"), GP64())
 	x := Load(Param("x"), GP64())
+	var w Register
+	if weighted {
+		w = Load(Param("w"), GP64())
+	}
 	n := Load(Param("n"), GP64())
 	sv := YMM()
 	sx := Load(Param("s"), XMM())
@@ -130,47 +141,18 @@ func scaleKernel() {
 	Label(name + "_loop")
 	TESTQ(n, n)
 	JZ(LabelRef(name + "_done"))
-	// x is the first source, as in the Go loop's MULSS: where x and s
-	// are both NaN, x's NaN is the one kept.
 	v := YMM()
 	VMOVUPS(Mem{Base: x}, v)
 	VMULPS(sv, v, v)
+	if weighted {
+		VMULPS(Mem{Base: w}, v, v)
+	}
 	VMOVUPS(v, Mem{Base: dst})
 	ADDQ(U32(32), dst)
 	ADDQ(U32(32), x)
-	SUBQ(U32(8), n)
-	JMP(LabelRef(name + "_loop"))
-	Label(name + "_done")
-	VZEROUPPER()
-	RET()
-}
-
-// scaleMulKernel emits func(dst, x, w *float32, s float32, n int) for n a
-// multiple of 8: dst[i] = (x[i]·s)·w[i], each product rounded, as the Go
-// loop computes it (no fused multiply).
-func scaleMulKernel() {
-	const name = "scaleMulF32x8AVX2"
-	TEXT(name, NOSPLIT, "func(dst *float32, x *float32, w *float32, s float32, n int)")
-	Pragma("noescape")
-	Doc(name + " sets dst[i] = (x[i]·s)·w[i], both products rounded, for n a multiple of 8 (dst may be x).")
-	dst := Load(Param("dst"), GP64())
-	x := Load(Param("x"), GP64())
-	w := Load(Param("w"), GP64())
-	n := Load(Param("n"), GP64())
-	sv := YMM()
-	sx := Load(Param("s"), XMM())
-	VBROADCASTSS(sx, sv)
-	Label(name + "_loop")
-	TESTQ(n, n)
-	JZ(LabelRef(name + "_done"))
-	v := YMM()
-	VMOVUPS(Mem{Base: x}, v)
-	VMULPS(sv, v, v) // x first, then x·s first: NaNs as the Go loop keeps them
-	VMULPS(Mem{Base: w}, v, v)
-	VMOVUPS(v, Mem{Base: dst})
-	ADDQ(U32(32), dst)
-	ADDQ(U32(32), x)
-	ADDQ(U32(32), w)
+	if weighted {
+		ADDQ(U32(32), w)
+	}
 	SUBQ(U32(8), n)
 	JMP(LabelRef(name + "_loop"))
 	Label(name + "_done")

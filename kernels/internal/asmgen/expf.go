@@ -63,46 +63,90 @@ func expfConst(i int) Mem {
 // every step is one rounded float32 operation (VMULPS, VADDPS, VSUBPS; no
 // FMA), round to nearest even with VROUNDPS, 2ⁿ assembled in the exponent
 // bits. x is not modified.
-func expfAVX2(x VecVirtual) VecVirtual {
+func expfAVX2(x VecVirtual) VecVirtual { return expfVec(x, false) }
+
+// expf512 is expfAVX2 on sixteen lanes: the same rounded operations in
+// the same order (constants read as 4-byte broadcasts of the table's
+// first copy, VRNDSCALEPS for VROUNDPS), so every lane gives expfAVX2's
+// bits.
+func expf512(x VecVirtual) VecVirtual { return expfVec(x, true) }
+
+// expfVec emits expfAVX2 (wide false, YMM) or expf512 (wide true, ZMM).
+func expfVec(x VecVirtual, wide bool) VecVirtual {
+	vec := YMM
+	if wide {
+		vec = ZMM
+	}
 	c := func(i int) Mem { return expfConst(i) }
+	// load, mul and add take a constant of the table: a whole YMM of
+	// copies, or one broadcast to the ZMM's lanes.
+	load := func(k int, dst VecVirtual) {
+		if wide {
+			VBROADCASTSS(c(k), dst)
+		} else {
+			VMOVUPS(c(k), dst)
+		}
+	}
+	mul := func(k int, src, dst VecVirtual) {
+		if wide {
+			VMULPS_BCST(c(k), src, dst)
+		} else {
+			VMULPS(c(k), src, dst)
+		}
+	}
+	add := func(k int, src, dst VecVirtual) {
+		if wide {
+			VADDPS_BCST(c(k), src, dst)
+		} else {
+			VADDPS(c(k), src, dst)
+		}
+	}
 	// Clamp with x as the second source, which VMAXPS/VMINPS return when
 	// either is NaN: a NaN goes through (to a NaN result), as in Go's min
 	// and max, instead of becoming the clamp bound.
-	lo, hi := YMM(), YMM()
-	VMOVUPS(c(cMin), lo)
-	VMOVUPS(c(cMax), hi)
-	v := YMM()
+	lo, hi := vec(), vec()
+	load(cMin, lo)
+	load(cMax, hi)
+	v := vec()
 	VMAXPS(x, lo, v)
 	VMINPS(v, hi, v)
-	n := YMM()
-	VMULPS(c(cLog2e), v, n)
-	VROUNDPS(U8(0), n, n) // to nearest even
-	t := YMM()
-	VMULPS(c(cLn2Hi), n, t)
-	r := YMM()
+	n := vec()
+	mul(cLog2e, v, n)
+	if wide {
+		VRNDSCALEPS(U8(0), n, n) // to nearest even
+	} else {
+		VROUNDPS(U8(0), n, n) // to nearest even
+	}
+	t := vec()
+	mul(cLn2Hi, n, t)
+	r := vec()
 	VSUBPS(t, v, r) // r = v − n·ln2hi
-	VMULPS(c(cLn2Lo), n, t)
+	mul(cLn2Lo, n, t)
 	VSUBPS(t, r, r) // r −= n·ln2lo
-	r2 := YMM()
+	r2 := vec()
 	VMULPS(r, r, r2)
-	p := YMM()
-	VMULPS(c(cP0), r, p)
-	VADDPS(c(cP1), p, p)
+	p := vec()
+	mul(cP0, r, p)
+	add(cP1, p, p)
 	for _, k := range []int{cP2, cP3, cP4, cP5} {
 		VMULPS(r, p, p)
-		VADDPS(c(k), p, p)
+		add(k, p, p)
 	}
 	VMULPS(r2, p, p)
 	VADDPS(r, p, p)
-	VADDPS(c(cOne), p, p)
+	add(cOne, p, p)
 	// p·2ⁿ = (p·2^a)·2^b with a = n>>1, b = n − a: 2^k is (k + 127) << 23
 	// as float bits, and both halves are normal.
-	ni := YMM()
+	ni := vec()
 	VCVTPS2DQ(n, ni) // exact: n is integral
-	bias := YMM()
-	VPCMPEQD(bias, bias, bias)
+	bias := vec()
+	if wide {
+		VPTERNLOGD(U8(0xff), bias, bias, bias) // all ones
+	} else {
+		VPCMPEQD(bias, bias, bias)
+	}
 	VPSRLD(U8(25), bias, bias) // 127
-	ha := YMM()
+	ha := vec()
 	VPSRAD(U8(1), ni, ha) // a
 	VPSUBD(ha, ni, ni)    // b
 	VPADDD(bias, ha, ha)
@@ -114,36 +158,58 @@ func expfAVX2(x VecVirtual) VecVirtual {
 	return p
 }
 
-// swigluKernel emits func(dst, gate, up *float32, n int) for n a multiple of
-// 8: dst[i] = (gate[i] / (1 + expf(−gate[i]))) · up[i], as kernels.swigluGo.
-func swigluKernel() {
-	const name = "swigluAVX2"
+// swigluKernel emits swigluAVX2, func(dst, gate, up *float32, n int) for n
+// a multiple of 8, or with wide swigluAVX512 for n a multiple of 16 (the
+// same rounded operations in the same order, so the same values):
+// dst[i] = SiLU(gate[i])·up[i] = gate[i] / (1 + expf(−gate[i])) · up[i],
+// bit-identical to swigluGo.
+func swigluKernel(wide bool) {
+	name, vec, lanes := "swigluAVX2", YMM, 8
+	doc := " sets dst[i] = SiLU(gate[i])·up[i] for n (a multiple of 8) elements, bit-identical to swigluGo."
+	if wide {
+		name, vec, lanes = "swigluAVX512", ZMM, 16
+		doc = " is swigluAVX2 for n a multiple of 16: the same values."
+	}
 	TEXT(name, NOSPLIT, "func(dst, gate, up *float32, n int)")
 	Pragma("noescape")
-	Doc(name + " sets dst[i] = SiLU(gate[i])·up[i] for n (a multiple of 8) elements, bit-identical to swigluGo.")
+	Doc(name + doc)
 	dst := Load(Param("dst"), GP64())
 	gate := Load(Param("gate"), GP64())
 	up := Load(Param("up"), GP64())
 	n := Load(Param("n"), GP64())
+	var sign VecVirtual
+	if wide {
+		sign = ZMM()
+		VPTERNLOGD(U8(0xff), sign, sign, sign)
+		VPSLLD(U8(31), sign, sign)
+	}
 	Label(name + "_loop")
 	TESTQ(n, n)
 	JZ(LabelRef(name + "_done"))
-	g := YMM()
+	g := vec()
 	VMOVUPS(Mem{Base: gate}, g)
-	neg := YMM()
-	VPCMPEQD(neg, neg, neg)
-	VPSLLD(U8(31), neg, neg) // sign bit
-	VXORPS(g, neg, neg)      // −g
-	e := expfAVX2(neg)
-	VADDPS(expfConst(cOne), e, e) // 1 + expf(−g)
-	s := YMM()
+	neg := vec()
+	if wide {
+		VXORPS(g, sign, neg) // −g
+	} else {
+		VPCMPEQD(neg, neg, neg)
+		VPSLLD(U8(31), neg, neg) // sign bit
+		VXORPS(g, neg, neg)      // −g
+	}
+	e := expfVec(neg, wide)
+	if wide {
+		VADDPS_BCST(expfConst(cOne), e, e) // 1 + expf(−g)
+	} else {
+		VADDPS(expfConst(cOne), e, e) // 1 + expf(−g)
+	}
+	s := vec()
 	VDIVPS(e, g, s) // g / (1 + expf(−g))
 	VMULPS(Mem{Base: up}, s, s)
 	VMOVUPS(s, Mem{Base: dst})
-	ADDQ(U32(32), dst)
-	ADDQ(U32(32), gate)
-	ADDQ(U32(32), up)
-	SUBQ(U32(8), n)
+	ADDQ(U32(4*lanes), dst)
+	ADDQ(U32(4*lanes), gate)
+	ADDQ(U32(4*lanes), up)
+	SUBQ(U32(lanes), n)
 	JMP(LabelRef(name + "_loop"))
 	Label(name + "_done")
 	VZEROUPPER()
@@ -192,55 +258,6 @@ func expSubKernel() {
 	RET()
 }
 
-// expf512 is expfAVX2 on sixteen lanes: the same rounded operations in
-// the same order (constants read as 4-byte broadcasts of the table's
-// first copy), so every lane gives expfAVX2's bits.
-func expf512(x VecVirtual) VecVirtual {
-	c := func(i int) Mem { return expfConst(i) }
-	lo, hi := ZMM(), ZMM()
-	VBROADCASTSS(c(cMin), lo)
-	VBROADCASTSS(c(cMax), hi)
-	v := ZMM()
-	VMAXPS(x, lo, v) // x second: a NaN goes through, as in expfAVX2
-	VMINPS(v, hi, v)
-	n := ZMM()
-	VMULPS_BCST(c(cLog2e), v, n)
-	VRNDSCALEPS(U8(0), n, n) // to nearest even
-	t := ZMM()
-	VMULPS_BCST(c(cLn2Hi), n, t)
-	r := ZMM()
-	VSUBPS(t, v, r)
-	VMULPS_BCST(c(cLn2Lo), n, t)
-	VSUBPS(t, r, r)
-	r2 := ZMM()
-	VMULPS(r, r, r2)
-	p := ZMM()
-	VMULPS_BCST(c(cP0), r, p)
-	VADDPS_BCST(c(cP1), p, p)
-	for _, k := range []int{cP2, cP3, cP4, cP5} {
-		VMULPS(r, p, p)
-		VADDPS_BCST(c(k), p, p)
-	}
-	VMULPS(r2, p, p)
-	VADDPS(r, p, p)
-	VADDPS_BCST(c(cOne), p, p)
-	ni := ZMM()
-	VCVTPS2DQ(n, ni)
-	bias := ZMM()
-	VPTERNLOGD(U8(0xff), bias, bias, bias) // all ones
-	VPSRLD(U8(25), bias, bias)             // 127
-	ha := ZMM()
-	VPSRAD(U8(1), ni, ha)
-	VPSUBD(ha, ni, ni)
-	VPADDD(bias, ha, ha)
-	VPSLLD(U8(23), ha, ha)
-	VPADDD(bias, ni, ni)
-	VPSLLD(U8(23), ni, ni)
-	VMULPS(ha, p, p)
-	VMULPS(ni, p, p)
-	return p
-}
-
 // expSub512Kernel emits expSubAVX512, expSubAVX2 on sixteen values a step
 // for n a multiple of 16: each group of eight is summed in float32 by
 // expSubAVX2's tree and added to the float64 sum in order.
@@ -286,43 +303,6 @@ func expSub512Kernel() {
 	JMP(LabelRef(name + "_loop"))
 	Label(name + "_done")
 	Store(sum, ReturnIndex(0))
-	VZEROUPPER()
-	RET()
-}
-
-// swiglu512Kernel emits swigluAVX512, swigluAVX2 on sixteen values a step
-// (n a multiple of 16), with the same rounded operations in the same order.
-func swiglu512Kernel() {
-	const name = "swigluAVX512"
-	TEXT(name, NOSPLIT, "func(dst, gate, up *float32, n int)")
-	Pragma("noescape")
-	Doc(name + " is swigluAVX2 for n a multiple of 16: the same values.")
-	dst := Load(Param("dst"), GP64())
-	gate := Load(Param("gate"), GP64())
-	up := Load(Param("up"), GP64())
-	n := Load(Param("n"), GP64())
-	sign := ZMM()
-	VPTERNLOGD(U8(0xff), sign, sign, sign)
-	VPSLLD(U8(31), sign, sign)
-	Label(name + "_loop")
-	TESTQ(n, n)
-	JZ(LabelRef(name + "_done"))
-	g := ZMM()
-	VMOVUPS(Mem{Base: gate}, g)
-	neg := ZMM()
-	VXORPS(g, sign, neg) // −g
-	e := expf512(neg)
-	VADDPS_BCST(expfConst(cOne), e, e) // 1 + expf(−g)
-	s := ZMM()
-	VDIVPS(e, g, s) // g / (1 + expf(−g))
-	VMULPS(Mem{Base: up}, s, s)
-	VMOVUPS(s, Mem{Base: dst})
-	ADDQ(U32(64), dst)
-	ADDQ(U32(64), gate)
-	ADDQ(U32(64), up)
-	SUBQ(U32(16), n)
-	JMP(LabelRef(name + "_loop"))
-	Label(name + "_done")
 	VZEROUPPER()
 	RET()
 }
